@@ -1,0 +1,80 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Dependency arrows point inward: SpoolCore knows nothing of I/O; stores, executor and
+// scheduler build on it; SpoolHTTP and SpoolApp compose them; `spool` is only the CLI.
+let package = Package(
+    name: "spool",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "spool", targets: ["spool"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+    ],
+    targets: [
+        .target(name: "SpoolCore"),
+        .target(name: "SpoolStore", dependencies: ["SpoolCore"]),
+        .target(name: "SpoolSQLite", dependencies: [
+            "SpoolCore", "SpoolStore",
+            .product(name: "GRDB", package: "GRDB.swift"),
+        ]),
+        .target(name: "SpoolExecutor", dependencies: [
+            "SpoolCore",
+            .product(name: "Subprocess", package: "swift-subprocess"),
+            .product(name: "SystemPackage", package: "swift-system"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
+        .target(name: "SpoolScheduler", dependencies: [
+            "SpoolCore", "SpoolStore", "SpoolExecutor",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "SpoolRender"),
+        .target(name: "SpoolHTTP", dependencies: [
+            "SpoolCore", "SpoolStore", "SpoolScheduler",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
+        .target(name: "SpoolApp", dependencies: [
+            "SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolExecutor", "SpoolScheduler", "SpoolHTTP",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "spool", dependencies: [
+            "SpoolCore", "SpoolApp", "SpoolRender", "SpoolBench",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ]),
+        .target(name: "SpoolBench", dependencies: [
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Subprocess", package: "swift-subprocess"),
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        .testTarget(name: "SpoolRenderTests", dependencies: ["SpoolRender"]),
+        .testTarget(name: "SpoolCoreTests", dependencies: ["SpoolCore"]),
+        .testTarget(name: "SpoolStoreTests", dependencies: ["SpoolCore", "SpoolStore", "SpoolSQLite"]),
+        .testTarget(name: "SpoolExecutorTests", dependencies: ["SpoolCore", "SpoolExecutor"]),
+        .testTarget(name: "SpoolHTTPTests", dependencies: [
+            "SpoolCore", "SpoolStore", "SpoolScheduler", "SpoolHTTP", "SpoolApp",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
+        .testTarget(name: "SpoolEndToEndTests", dependencies: [
+            "SpoolCore",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ]),
+    ]
+)

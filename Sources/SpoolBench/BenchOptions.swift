@@ -1,0 +1,50 @@
+/// What `spool bench` was asked to do. The harness starts every server itself, on 127.0.0.1 with
+/// port 0, and kills every process it started before returning.
+public struct BenchOptions: Sendable {
+    /// Path to the release `spool` binary that is started as the server under test.
+    public var spoolBinary: String
+    /// Scratch directory; each scenario gets its own subdirectory (config, data dir, server log).
+    public var workDir: String
+    /// The Python interpreter for the FastAPI baseline (a name looked up on PATH, or a path).
+    public var python: String
+    /// Smaller counts, for a smoke run of about a minute.
+    public var quick: Bool
+    /// Path to `Benchmarks/baseline/app.py`; nil looks next to the checkout (see `BaselineServer`).
+    public var baselineApp: String?
+
+    public init(spoolBinary: String, workDir: String, python: String = "python3", quick: Bool = false) {
+        self.spoolBinary = spoolBinary
+        self.workDir = workDir
+        self.python = python
+        self.quick = quick
+        self.baselineApp = nil
+    }
+}
+
+/// How much work each scenario does; the full counts are the ones the targets are stated for.
+struct BenchCounts: Sendable {
+    /// Scenario 1: timed durable submits, and untimed ones sent first to open connections.
+    var submits: Int
+    var submitWarmup: Int
+    /// Scenario 2: timed status GETs while a CPU-bound job runs.
+    var statusGets: Int
+    var statusWarmup: Int
+    /// Scenario 3: short jobs queued at once behind a held slot.
+    var gapJobs: Int
+    /// Scenario 4: sequential submit → done round trips.
+    var roundTrips: Int
+    /// Scenario 5: queue depth for the memory point, and submits timed at each point.
+    var queued: Int
+    var probeSubmits: Int
+
+    /// Closed-loop clients for submit load, and for status GETs.
+    var submitClients = 8
+    var statusClients = 4
+
+    static let full = BenchCounts(
+        submits: 20_000, submitWarmup: 500, statusGets: 5_000, statusWarmup: 200,
+        gapJobs: 20, roundTrips: 50, queued: 100_000, probeSubmits: 2_000)
+    static let quick = BenchCounts(
+        submits: 2_000, submitWarmup: 200, statusGets: 1_000, statusWarmup: 100,
+        gapJobs: 20, roundTrips: 10, queued: 10_000, probeSubmits: 2_000)
+}

@@ -1,0 +1,125 @@
+import Foundation
+
+/// Renders one run as Markdown: the command and machine, the targets with PASS/MISS, then one
+/// table per scenario with Spool, the baseline and their ratio, and the notes that qualify them.
+struct BenchReport: Sendable {
+    let options: BenchOptions
+    let counts: BenchCounts
+    let machine: MachineInfo
+    let command: String
+    let probe: BaselineServer.Probe
+    let results: BenchResults
+    let elapsed: Duration
+    let runDirectory: String
+
+    func markdown() -> String {
+        var out: [String] = []
+        out.append("# Spool benchmark")
+        out.append("")
+        out.append("Command: `\(command)`")
+        out.append("")
+        out.append("- Date: \(machine.date); run took \((elapsed.milliseconds / 1000).fixed(0)) s; mode: "
+            + (options.quick ? "**quick** (reduced counts: a smoke run, not a measurement of the targets)" : "full"))
+        out.append("- Machine: nproc \(machine.processors), `uname -r` \(machine.kernel), \(machine.cpuModel), \(machine.memory) RAM")
+        out.append("- Spool: `\(options.spoolBinary)` (\(binarySize)); scratch and server logs under `\(runDirectory)`")
+        if let server = probe.server {
+            out.append("- Baseline: `\(server.appPath)`: \(server.description), ProcessPoolExecutor(max_workers=1), in-memory, not durable")
+        } else {
+            out.append("- Baseline: **skipped**: \(probe.skipReason ?? "unavailable")")
+        }
+        out.append("- Load generator: this process (AsyncHTTPClient, keep-alive HTTP/1.1, closed loop) on the same "
+            + "\(machine.processors) cores as the server; every figure, Spool's and the baseline's, includes that contention.")
+        out.append("")
+        out.append("## Targets")
+        out.append("")
+        out.append("| Target | Spool | Verdict |")
+        out.append("|---|---|---|")
+        for goal in Goal.all {
+            let value = results.value(goal.metric, .spool)
+            out.append("| \(goal.text) | \(goal.metric.format(value)) | **\(goal.verdict(value))** |")
+        }
+        if options.quick {
+            out.append("")
+            out.append("Quick run: \(counts.submits.grouped) submits and \(counts.queued.grouped) queued instead of "
+                + "\(BenchCounts.full.submits.grouped) and \(BenchCounts.full.queued.grouped); only a full run measures the targets as stated.")
+        }
+        for scenario in Scenario.allCases {
+            out.append("")
+            out += section(scenario)
+        }
+        out.append("")
+        out += method()
+        return out.joined(separator: "\n") + "\n"
+    }
+
+    /// One line per target for the end of the progress output.
+    func goalLines() -> [String] {
+        Goal.all.map { goal in
+            let value = results.value(goal.metric, .spool)
+            return "\(goal.verdict(value)): \(goal.text): measured \(goal.metric.format(value))"
+        }
+    }
+
+    private func section(_ scenario: Scenario) -> [String] {
+        var out = ["## \(scenario.title(counts))", ""]
+        let withBaseline = scenario.subjects.contains(.baseline)
+        if withBaseline {
+            out.append("| Metric | Spool | Baseline | Spool ÷ baseline | Target |")
+            out.append("|---|---|---|---|---|")
+        } else {
+            out.append("| Metric | Spool | Target |")
+            out.append("|---|---|---|")
+        }
+        for metric in scenario.metrics {
+            let spool = results.value(metric, .spool)
+            let label = metric.label(counts) + (metric.higherIsBetter ? " ↑" : " ↓")
+            var target = "—"
+            if let goal = Goal.goal(for: metric) { target = "\(goal.text): **\(goal.verdict(spool))**" }
+            if withBaseline {
+                let baseline = results.value(metric, .baseline)
+                out.append("| \(label) | \(metric.format(spool)) | \(metric.format(baseline)) | \(ratio(spool, baseline)) | \(target) |")
+            } else {
+                out.append("| \(label) | \(metric.format(spool)) | \(target) |")
+            }
+        }
+        let notes = (results.errors[scenario] ?? []).map { "**Error** \($0)" } + (results.notes[scenario] ?? [])
+        if !notes.isEmpty { out.append("") }
+        for note in notes {
+            out.append("- " + note.replacingOccurrences(of: "\n", with: "\n  "))
+        }
+        return out
+    }
+
+    private func ratio(_ spool: Double?, _ baseline: Double?) -> String {
+        guard let spool, let baseline, spool.isFinite, baseline.isFinite, baseline != 0 else { return "—" }
+        return (spool / baseline).fixed(2) + "×"
+    }
+
+    private var binarySize: String {
+        let attributes = try? FileManager.default.attributesOfItem(atPath: options.spoolBinary)
+        let bytes = (attributes?[.size] as? NSNumber)?.doubleValue ?? 0
+        return (bytes / 1e6).fixed(1) + " MB"
+    }
+
+    private func method() -> [String] {
+        [
+            "## Method",
+            "",
+            "- ↑ higher is better, ↓ lower is better; \"Spool ÷ baseline\" divides Spool's figure by the baseline's from this same run.",
+            "- Every scenario starts a fresh server (own data dir, port 0, one slot) for each subject and stops it afterwards "
+                + "(SIGTERM, then SIGKILL after 10 s, then SIGKILL for anything it left behind).",
+            "- Latency is measured per request by the client with a monotonic clock, from sending to having read the whole "
+                + "response. Percentiles are nearest-rank on the sorted samples; throughput is requests ÷ wall time of the batch.",
+            "- Submits are `{\"type\":\"noop\",\"input\":{},\"priority\":0}`; the slot is held by a `hold` job (`/bin/sleep`, "
+                + "Python `time.sleep` in the baseline), so the queue grows and no job competes for CPU. Spool answers 201 only "
+                + "after the job is committed (SQLite, `synchronous=full` unless noted); the baseline only appends to a dict.",
+            "- Status GETs run while a `busy` job spins a core (a python3 child in Spool, the pool worker in the baseline), "
+                + "leaving one core for the server and the load generator.",
+            "- Dispatch gap: \(counts.gapJobs) `noop` jobs are queued behind a 2 s `hold` job; gap = started_at(k+1) − "
+                + "finished_at(k) from the server's job JSON, ordered by started_at. Spool spawns `/bin/true`; the baseline "
+                + "calls a Python function in an already running pool worker.",
+            "- RSS is VmRSS of the server process alone (not job children, not the baseline's pool worker), in MB = 10^6 bytes.",
+            "- Targets are fixed in `Sources/SpoolBench/Metric.swift`; a target whose figure could not be measured is a MISS.",
+        ]
+    }
+}

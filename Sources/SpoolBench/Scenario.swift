@@ -1,0 +1,87 @@
+import Foundation
+
+/// Which server a measurement belongs to.
+enum BenchSubject: String, Sendable, CaseIterable {
+    /// The `spool` binary under test.
+    case spool
+    /// The FastAPI + asyncio.Queue + ProcessPoolExecutor baseline.
+    case baseline
+
+    var title: String { self == .spool ? "Spool" : "Baseline" }
+}
+
+/// The measured scenarios, in the order they run. Each one starts a fresh server per subject.
+enum Scenario: String, Sendable, CaseIterable {
+    /// 1. Durable submit throughput and latency, 8 keep-alive clients, slot held.
+    case submit
+    /// 1b. The same with `--sqlite-synchronous normal` (Spool only, for information).
+    case submitRelaxed
+    /// 2. Status GET latency while a CPU-bound job runs.
+    case status
+    /// 3. Gap between one job finishing and the next starting, from the job timestamps.
+    case dispatchGap
+    /// 4. Submit → succeeded for an empty job, one at a time.
+    case roundTrip
+    /// 5. RSS idle and with a deep queue; submit p99 at an empty and a deep queue.
+    case memory
+
+    var subjects: [BenchSubject] { self == .submitRelaxed ? [.spool] : [.spool, .baseline] }
+
+    func title(_ counts: BenchCounts) -> String {
+        switch self {
+        case .submit:
+            return "1. Durable submit: \(counts.submits.grouped) `noop` submits from \(counts.submitClients) keep-alive clients, slot held by a `hold` job"
+        case .submitRelaxed:
+            return "1b. Submit with `--sqlite-synchronous normal` (Spool only; informational, not durable across power loss)"
+        case .status:
+            return "2. Status `GET /v1/jobs/{id}`: \(counts.statusGets.grouped) GETs from \(counts.statusClients) clients while a CPU-bound `busy` job runs"
+        case .dispatchGap:
+            return "3. Dispatch gap: \(counts.gapJobs) `noop` jobs queued at once on a 1-slot server"
+        case .roundTrip:
+            return "4. Submit → done: \(counts.roundTrips) sequential `noop` jobs (POST, then `GET ?wait=` until succeeded)"
+        case .memory:
+            return "5. Memory and deep queue: \(counts.queued.grouped) queued jobs behind a held slot"
+        }
+    }
+
+    var metrics: [Metric] {
+        switch self {
+        case .submit: return [.submitRate, .submitP50, .submitP99, .submitServerCPU]
+        case .submitRelaxed: return [.relaxedSubmitRate, .relaxedSubmitP50, .relaxedSubmitP99]
+        case .status: return [.statusP50, .statusP99, .statusJobCPU]
+        case .dispatchGap: return [.gapMedian, .gapMax]
+        case .roundTrip: return [.roundTripP50, .roundTripP99]
+        case .memory: return [.rssIdle, .rssQueued, .submitP99Empty, .submitP99Deep, .submitP99Growth, .fillRate]
+        }
+    }
+}
+
+/// What one scenario measured on one subject.
+struct ScenarioResult: Sendable {
+    var values: [Metric: Double] = [:]
+    /// Observations that qualify the numbers (queue depth seen, timestamp precision, …).
+    var notes: [String] = []
+
+    subscript(metric: Metric) -> Double? {
+        get { values[metric] }
+        set { values[metric] = newValue }
+    }
+}
+
+extension Double {
+    /// 3.14159.fixed(2) → "3.14".
+    func fixed(_ decimals: Int) -> String { String(format: "%.\(decimals)f", self) }
+}
+
+extension Int {
+    /// 20000 → "20,000".
+    var grouped: String {
+        let digits = String(abs(self))
+        var out = ""
+        for (index, character) in digits.enumerated() {
+            if index > 0, (digits.count - index) % 3 == 0 { out.append(",") }
+            out.append(character)
+        }
+        return self < 0 ? "-" + out : out
+    }
+}

@@ -1,0 +1,31 @@
+import Foundation
+
+extension ScenarioRunner {
+    /// Scenario 1 (and 1b): closed-loop `noop` submits while a `hold` job keeps the one slot busy,
+    /// so every submit is a durable insert into a growing queue and nothing else competes.
+    func measureSubmit(on subject: BenchSubject, relaxed: Bool) async throws -> ScenarioResult {
+        let scenario: Scenario = relaxed ? .submitRelaxed : .submit
+        let arguments = relaxed ? ["--sqlite-synchronous", "normal"] : []
+        return try await withServer(scenario, subject, spoolArguments: arguments) { client, server in
+            try await occupySlot(client, seconds: 3600)
+            let body = JobClient.submitBody(type: "noop")
+            _ = try await submitLoad(client, total: counts.submitWarmup, body: body)
+            let cpuBefore = server.cpuSeconds
+            let load = try await submitLoad(client, total: counts.submits, body: body)
+            let cpuAfter = server.cpuSeconds
+            let queued = try? await client.queuedCount()
+
+            let latency = load.summary
+            var result = ScenarioResult()
+            result[relaxed ? .relaxedSubmitRate : .submitRate] = load.requestsPerSecond
+            result[relaxed ? .relaxedSubmitP50 : .submitP50] = latency.p50
+            result[relaxed ? .relaxedSubmitP99 : .submitP99] = latency.p99
+            if !relaxed, let cpuBefore, let cpuAfter {
+                result[.submitServerCPU] = (cpuAfter - cpuBefore) * 1e6 / Double(counts.submits)
+            }
+            result.notes.append("\(subject.title): \(latency.count.grouped) submits in \(load.wallSeconds.fixed(2)) s, "
+                + "max latency \(latency.max.fixed(1)) ms; queue depth afterwards \(queued?.grouped ?? "unknown")")
+            return result
+        }
+    }
+}

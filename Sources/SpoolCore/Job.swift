@@ -1,0 +1,92 @@
+/// Progress a running job reported about itself.
+public struct JobProgress: Sendable, Hashable, Codable {
+    /// 0…1.
+    public var fraction: Double
+    public var message: String?
+    public init(fraction: Double, message: String? = nil) {
+        self.fraction = min(1, max(0, fraction.isFinite ? fraction : 0))
+        self.message = message
+    }
+}
+
+/// Everything recorded about one job. Plain data; stores fill it in, the API shows it.
+public struct Job: Sendable, Hashable {
+    public var id: JobID
+    /// Insertion order, assigned by the store. Breaks priority ties (FIFO) and pages lists.
+    public var sequence: Int64
+    public var type: String
+    public var input: JSONValue
+    public var priority: Int
+    public var timeoutSeconds: Double
+    public var maxAttempts: Int
+    public var state: JobState
+    public var reason: FailureReason?
+    /// How many times a slot has claimed it.
+    public var attempts: Int
+    public var createdAt: Timestamp
+    public var startedAt: Timestamp?
+    public var finishedAt: Timestamp?
+    public var exitCode: Int32?
+    public var signal: Int32?
+    public var error: String?
+    public var slot: SlotID?
+    public var progress: JobProgress?
+    public var idempotencyKey: String?
+    /// True when a client asked to cancel while the job ran (the slot stops it).
+    public var cancelRequested: Bool
+    /// 1-based place in the queue, filled in for queued jobs by `JobStore.job(_:)`.
+    public var position: Int?
+
+    public init(
+        id: JobID, sequence: Int64 = 0, type: String, input: JSONValue, priority: Int,
+        timeoutSeconds: Double, maxAttempts: Int, state: JobState = .queued, createdAt: Timestamp,
+        idempotencyKey: String? = nil
+    ) {
+        self.id = id
+        self.sequence = sequence
+        self.type = type
+        self.input = input
+        self.priority = priority
+        self.timeoutSeconds = timeoutSeconds
+        self.maxAttempts = maxAttempts
+        self.state = state
+        self.reason = nil
+        self.attempts = 0
+        self.createdAt = createdAt
+        self.idempotencyKey = idempotencyKey
+        self.cancelRequested = false
+    }
+
+    /// What idempotent resubmits compare: the same key with another fingerprint is a conflict.
+    public var fingerprint: String {
+        JSONValue.object([
+            "type": .string(type), "input": input, "priority": .int(Int64(priority)),
+            "timeout_s": .double(timeoutSeconds),
+        ]).canonicalText
+    }
+
+    /// Applies an attempt's outcome: the one place that decides the fields a finished attempt sets.
+    public mutating func record(_ outcome: JobOutcome, at now: Timestamp) {
+        state = outcome.resultingState
+        reason = outcome.reason
+        if outcome == .stoppedForShutdown {
+            // The attempt did not get a fair run; it does not use up the job's budget.
+            attempts = max(0, attempts - 1)
+            startedAt = nil
+            slot = nil
+            progress = nil
+            return
+        }
+        finishedAt = now
+        exitCode = outcome.exitCode
+        signal = outcome.signal
+        error = outcome.errorMessage(timeout: timeoutSeconds)
+    }
+}
+
+/// Queue ordering: higher priority first, then first-in first-out.
+public struct QueueOrder: Sendable {
+    public static func precedes(_ a: (priority: Int, sequence: Int64), _ b: (priority: Int, sequence: Int64)) -> Bool {
+        a.priority != b.priority ? a.priority > b.priority : a.sequence < b.sequence
+    }
+}

@@ -1,0 +1,44 @@
+import Foundation
+
+/// A message a running job sends to the server: one JSON object per line, written to the
+/// FIFO named by `$SPOOL_MESSAGES` (protocol version `$SPOOL_PROTOCOL`, now 1). Lines of at
+/// most 4096 bytes are written atomically, so several writers never interleave.
+///
+/// ```
+/// {"type":"progress","fraction":0.25,"message":"row 60 of 240"}
+/// ```
+/// Unknown `type`s are ignored, so later protocol versions (the warm-worker messages) extend
+/// this one rather than replace it.
+public enum JobMessage: Sendable, Equatable {
+    case progress(JobProgress)
+    /// A well-formed message of a type this server does not know.
+    case unknown(type: String)
+
+    public struct Malformed: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    private struct Wire: Decodable {
+        var type: String
+        var fraction: Double?
+        var message: String?
+    }
+
+    public init(line: some Collection<UInt8>) throws(Malformed) {
+        let wire: Wire
+        do {
+            wire = try JSONDecoder().decode(Wire.self, from: Data(line))
+        } catch {
+            throw Malformed(description: "not a JSON object with a \"type\"")
+        }
+        switch wire.type {
+        case "progress":
+            guard let fraction = wire.fraction, fraction.isFinite else {
+                throw Malformed(description: "a progress message needs a numeric \"fraction\" between 0 and 1")
+            }
+            self = .progress(JobProgress(fraction: fraction, message: wire.message.map { String($0.prefix(500)) }))
+        default:
+            self = .unknown(type: wire.type)
+        }
+    }
+}

@@ -1,0 +1,67 @@
+/// Where a job's files live under the data directory. Paths only; no file is touched here.
+///
+/// ```
+/// DATA_DIR/jobs/<id>/input.json     the input, also the child's stdin
+/// DATA_DIR/jobs/<id>/log.txt        stdout and stderr, capped
+/// DATA_DIR/jobs/<id>/outputs/       files the job wrote: its results
+/// DATA_DIR/jobs/<id>/messages       a FIFO the job writes progress to (while it runs)
+/// ```
+public struct JobPaths: Sendable, Hashable {
+    public let directory: String
+
+    public init(dataDirectory: String, job: JobID) {
+        directory = dataDirectory + "/jobs/" + job.rawValue
+    }
+
+    public var input: String { directory + "/input.json" }
+    public var log: String { directory + "/log.txt" }
+    public var outputs: String { directory + "/outputs" }
+    public var messages: String { directory + "/messages" }
+
+    /// The file for a client-supplied output name, or nil when the name could leave the
+    /// outputs folder (`..`, an absolute path, empty segments, NUL). Symlinks are checked
+    /// again by whoever opens the file.
+    public func output(named name: String) -> String? {
+        guard !name.isEmpty, name.utf8.count <= 1024, !name.hasPrefix("/"), !name.utf8.contains(0) else { return nil }
+        let segments = name.split(separator: "/", omittingEmptySubsequences: false)
+        guard segments.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }) else { return nil }
+        return outputs + "/" + name
+    }
+}
+
+/// The per-slot facts a launch needs.
+public struct SlotSpec: Sendable, Hashable {
+    public var id: SlotID
+    /// The GPU this slot is pinned to (`CUDA_VISIBLE_DEVICES`), nil on a CPU-only slot.
+    public var gpu: String?
+    public init(id: SlotID, gpu: String? = nil) {
+        self.id = id
+        self.gpu = gpu
+    }
+}
+
+/// Exactly what a child process gets: argv, environment and working directory. Pure, so the
+/// job contract (documented in the README) is tested without spawning anything.
+public struct LaunchPlan: Sendable, Hashable {
+    public var argv: [String]
+    public var environment: [String: String]
+    public var workingDirectory: String
+
+    public static let protocolVersion = "1"
+
+    public init(job: Job, type: JobType, slot: SlotSpec, paths: JobPaths) throws(CommandTemplate.Error) {
+        argv = try type.command.render(input: job.input)
+        var environment = type.environment
+        environment["SPOOL_JOB_ID"] = job.id.rawValue
+        environment["SPOOL_JOB_TYPE"] = job.type
+        environment["SPOOL_ATTEMPT"] = String(job.attempts)
+        environment["SPOOL_INPUT_FILE"] = paths.input
+        environment["SPOOL_OUTPUT_DIR"] = paths.outputs
+        environment["SPOOL_MESSAGES"] = paths.messages
+        environment["SPOOL_PROTOCOL"] = Self.protocolVersion
+        environment["SPOOL_SLOT"] = slot.id.description
+        if let gpu = slot.gpu { environment["CUDA_VISIBLE_DEVICES"] = gpu }
+        self.environment = environment
+        workingDirectory = type.workingDirectory ?? paths.directory
+    }
+}

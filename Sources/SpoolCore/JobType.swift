@@ -1,0 +1,109 @@
+/// A kind of job the server accepts: how to run it and what input it takes.
+public struct JobType: Sendable {
+    public var name: String
+    public var command: CommandTemplate
+    /// The longest an attempt may run; a submit may ask for less, never more.
+    public var timeoutSeconds: Double
+    /// Total attempts, counting the first. Only a server crash mid-run uses a further attempt;
+    /// a job that fails on its own is not retried (its failure is the answer).
+    public var maxAttempts: Int
+    public var inputSchema: InputSchema?
+    /// Extra environment for the child (on top of the server's own and the `SPOOL_*` variables).
+    public var environment: [String: String]
+    /// Working directory of the child; the job's own directory when nil.
+    public var workingDirectory: String?
+
+    public init(
+        name: String, command: CommandTemplate, timeoutSeconds: Double = 600, maxAttempts: Int = 1,
+        inputSchema: InputSchema? = nil, environment: [String: String] = [:], workingDirectory: String? = nil
+    ) {
+        self.name = name
+        self.command = command
+        self.timeoutSeconds = timeoutSeconds
+        self.maxAttempts = maxAttempts
+        self.inputSchema = inputSchema
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+    }
+
+    public static let namePattern = "letters, digits, '-', '_' and '.', up to 64 characters"
+
+    public static func isValidName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 64 && name.utf8.allSatisfy { byte in
+            (byte >= 48 && byte <= 57) || (byte >= 65 && byte <= 90) || (byte >= 97 && byte <= 122)
+                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".")
+        }
+    }
+}
+
+/// A client's request to run a job, before it is checked.
+public struct Submission: Sendable {
+    public var type: String
+    public var input: JSONValue
+    public var priority: Int
+    public var timeoutSeconds: Double?
+    public var idempotencyKey: String?
+
+    public init(type: String, input: JSONValue = .object([:]), priority: Int = 0, timeoutSeconds: Double? = nil, idempotencyKey: String? = nil) {
+        self.type = type
+        self.input = input
+        self.priority = priority
+        self.timeoutSeconds = timeoutSeconds
+        self.idempotencyKey = idempotencyKey
+    }
+}
+
+/// Why a submission was refused (HTTP 422 / a CLI error). `problems` lists each issue.
+public struct SubmissionRejection: Error, Sendable, CustomStringConvertible {
+    public enum Kind: String, Sendable { case unknownType = "unknown_type", invalidInput = "invalid_input", invalidRequest = "invalid_request" }
+    public var kind: Kind
+    public var message: String
+    public var problems: [String]
+    public var description: String { ([message] + problems).joined(separator: "; ") }
+}
+
+/// The job types a server knows, and the rules for turning a submission into a job.
+public struct JobCatalog: Sendable {
+    public private(set) var types: [String: JobType]
+
+    public init(_ types: [JobType]) {
+        self.types = Dictionary(types.map { ($0.name, $0) }, uniquingKeysWith: { _, last in last })
+    }
+
+    public subscript(name: String) -> JobType? { types[name] }
+
+    public static let priorityRange = -1_000_000...1_000_000
+
+    /// Checks a submission and builds the job to store. Pure: the id and time come in.
+    public func admit(_ submission: Submission, id: JobID, now: Timestamp) throws(SubmissionRejection) -> Job {
+        guard let type = types[submission.type] else {
+            let known = types.keys.sorted().joined(separator: ", ")
+            throw SubmissionRejection(kind: .unknownType, message: "unknown job type \"\(submission.type)\"",
+                                      problems: ["known types: \(known.isEmpty ? "none" : known)"])
+        }
+        guard Self.priorityRange.contains(submission.priority) else {
+            throw SubmissionRejection(kind: .invalidRequest, message: "priority must be between -1000000 and 1000000", problems: [])
+        }
+        var timeout = type.timeoutSeconds
+        if let requested = submission.timeoutSeconds {
+            guard requested > 0, requested.isFinite, requested <= type.timeoutSeconds else {
+                throw SubmissionRejection(kind: .invalidRequest,
+                    message: "timeout_s must be greater than 0 and at most \(InputSchema.format(type.timeoutSeconds)) (the \(type.name) type's limit)", problems: [])
+            }
+            timeout = requested
+        }
+        if let key = submission.idempotencyKey, key.isEmpty || key.utf8.count > 255 {
+            throw SubmissionRejection(kind: .invalidRequest, message: "Idempotency-Key must be 1 to 255 characters", problems: [])
+        }
+        var problems = type.inputSchema?.violations(of: submission.input).map(\.description) ?? []
+        if problems.isEmpty {
+            do { _ = try type.command.render(input: submission.input) } catch { problems.append(error.description) }
+        }
+        guard problems.isEmpty else {
+            throw SubmissionRejection(kind: .invalidInput, message: "the input does not fit the \(type.name) type", problems: problems)
+        }
+        return Job(id: id, type: type.name, input: submission.input, priority: submission.priority,
+                   timeoutSeconds: timeout, maxAttempts: type.maxAttempts, createdAt: now,
+                   idempotencyKey: submission.idempotencyKey)
+    }
+}

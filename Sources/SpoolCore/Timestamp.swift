@@ -1,0 +1,98 @@
+/// A point in time as microseconds since the Unix epoch (UTC). Plain integer arithmetic,
+/// no Foundation: stores keep it as an integer, the wire shows RFC 3339 with microseconds
+/// (`2026-11-25T14:08:27.123456Z`) so dispatch gaps below a millisecond stay visible.
+public struct Timestamp: Hashable, Sendable, Comparable, Codable, CustomStringConvertible {
+    public var microseconds: Int64
+
+    public init(microseconds: Int64) { self.microseconds = microseconds }
+
+    public init(secondsSince1970 seconds: Double) { microseconds = Int64((seconds * 1_000_000).rounded()) }
+
+    public var secondsSince1970: Double { Double(microseconds) / 1_000_000 }
+
+    public static func < (lhs: Timestamp, rhs: Timestamp) -> Bool { lhs.microseconds < rhs.microseconds }
+
+    public func adding(seconds: Double) -> Timestamp {
+        Timestamp(microseconds: microseconds + Int64((seconds * 1_000_000).rounded()))
+    }
+
+    /// RFC 3339 in UTC with six fractional digits.
+    public var description: String {
+        let micros = ((microseconds % 1_000_000) + 1_000_000) % 1_000_000
+        let seconds = (microseconds - micros) / 1_000_000
+        let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
+        let secondOfDay = seconds - days * 86_400
+        let (year, month, day) = Timestamp.civil(fromDays: days)
+        func pad(_ value: Int64, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secondOfDay / 3600, 2)):"
+            + "\(pad(secondOfDay / 60 % 60, 2)):\(pad(secondOfDay % 60, 2)).\(pad(micros, 6))Z"
+    }
+
+    /// Parses what `description` writes (and the same with fewer fractional digits).
+    public init?(rfc3339 text: String) {
+        let bytes = Array(text.utf8)
+        guard bytes.count >= 20, bytes.last == UInt8(ascii: "Z") else { return nil }
+        func number(_ range: Range<Int>) -> Int64? {
+            var value: Int64 = 0
+            for index in range {
+                guard index < bytes.count, bytes[index] >= 48, bytes[index] <= 57 else { return nil }
+                value = value * 10 + Int64(bytes[index] - 48)
+            }
+            return value
+        }
+        guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
+              let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19)
+        else { return nil }
+        var micros: Int64 = 0
+        if bytes[19] == UInt8(ascii: ".") {
+            let digits = bytes[20..<(bytes.count - 1)]
+            guard !digits.isEmpty, digits.count <= 9, let fraction = number(20..<(bytes.count - 1)) else { return nil }
+            var scaled = fraction
+            var count = digits.count
+            while count < 6 { scaled *= 10; count += 1 }
+            while count > 6 { scaled /= 10; count -= 1 }
+            micros = scaled
+        }
+        let days = Timestamp.days(fromCivil: year, month, day)
+        microseconds = ((days * 86_400 + hour * 3600 + minute * 60 + second) * 1_000_000) + micros
+    }
+
+    // Howard Hinnant's civil-calendar algorithms.
+    static func civil(fromDays z0: Int64) -> (Int64, Int64, Int64) {
+        let z = z0 + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let day = doy - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        return (yoe + era * 400 + (month <= 2 ? 1 : 0), month, day)
+    }
+
+    static func days(fromCivil y0: Int64, _ month: Int64, _ day: Int64) -> Int64 {
+        let y = month <= 2 ? y0 - 1 : y0
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let doy = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        return era * 146_097 + doe - 719_468
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        let text = try container.decode(String.self)
+        guard let value = Timestamp(rfc3339: text) else {
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "not an RFC 3339 time: \(text)")
+        }
+        self = value
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+}

@@ -1,0 +1,74 @@
+import Glibc
+import SpoolCore
+
+/// Finds processes a crashed server left behind — a job's process group outlives a
+/// `kill -9` of the server, since each job leads its own session — and kills them before
+/// their jobs are requeued, so a recovered job never runs twice at once.
+///
+/// A process belongs to a job when its environment holds `SPOOL_JOB_ID=<id>` (every
+/// descendant inherits it), which also guards against a recycled pid.
+public enum OrphanReaper {
+    /// Kills every process group holding one of `jobs`; returns the pids found. Waits (at
+    /// most `patience`) until they are gone.
+    public static func killLeftovers(of jobs: Set<JobID>, patience: Duration = .seconds(5)) async throws -> [Int32] {
+        guard !jobs.isEmpty else { return [] }
+        let found = try await BlockingIO.run { scan(for: jobs) }
+        for process in found {
+            _ = kill(-process.group, SIGKILL)
+            _ = kill(process.pid, SIGKILL)
+        }
+        let deadline = ContinuousClock.now.advanced(by: patience)
+        while ContinuousClock.now < deadline {
+            let alive = try await BlockingIO.run { found.filter { isRunning($0.pid) } }
+            if alive.isEmpty { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return found.map(\.pid)
+    }
+
+    struct Leftover: Sendable {
+        var pid: Int32
+        var group: Int32
+    }
+
+    static func scan(for jobs: Set<JobID>) -> [Leftover] {
+        guard let proc = opendir("/proc") else { return [] }
+        defer { closedir(proc) }
+        let own = getpid()
+        var found: [Leftover] = []
+        while let entry = readdir(proc) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard let pid = Int32(name), pid != own, let environment = readFile("/proc/\(pid)/environ") else { continue }
+            for variable in environment.split(separator: 0) where variable.starts(with: Array("SPOOL_JOB_ID=".utf8)) {
+                let value = String(decoding: variable.dropFirst(13), as: UTF8.self)
+                if let id = JobID(value), jobs.contains(id), isRunning(pid) {
+                    found.append(Leftover(pid: pid, group: getpgid(pid)))
+                }
+            }
+        }
+        return found
+    }
+
+    /// Alive and not a zombie.
+    static func isRunning(_ pid: Int32) -> Bool {
+        guard kill(pid, 0) == 0, let status = readFile("/proc/\(pid)/stat") else { return false }
+        // The state letter follows the ")" that closes the command name.
+        guard let close = status.lastIndex(of: UInt8(ascii: ")")), close + 2 < status.count else { return false }
+        return status[close + 2] != UInt8(ascii: "Z")
+    }
+
+    static func readFile(_ path: String) -> [UInt8]? {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if count <= 0 { break }
+            bytes += buffer[0..<count]
+            if bytes.count > 1 << 20 { break }
+        }
+        return bytes
+    }
+}

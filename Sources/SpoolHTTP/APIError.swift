@@ -1,0 +1,84 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import SpoolCore
+import SpoolStore
+
+/// An error the API answers with. Turned into RFC 9457 `application/problem+json` by
+/// `ProblemMiddleware` — the one place where errors become HTTP responses.
+struct APIError: Error, Sendable {
+    var status: HTTPResponse.Status
+    /// Short stable code, also the tail of the problem `type` URI.
+    var code: String
+    var detail: String
+    var errors: [String] = []
+    var headers: HTTPFields = [:]
+
+    static func badRequest(_ detail: String) -> APIError { APIError(status: .badRequest, code: "bad-request", detail: detail) }
+    static func unprocessable(_ detail: String, errors: [String] = []) -> APIError {
+        APIError(status: .unprocessableContent, code: "invalid-request", detail: detail, errors: errors)
+    }
+    static func notFound(_ detail: String) -> APIError { APIError(status: .notFound, code: "not-found", detail: detail) }
+    static func conflict(_ code: String, _ detail: String) -> APIError { APIError(status: .conflict, code: code, detail: detail) }
+}
+
+/// RFC 9457 problem details.
+struct Problem: Encodable {
+    var type: String
+    var title: String
+    var status: Int
+    var detail: String
+    var instance: String
+    var errors: [String]?
+
+    static let contentType = "application/problem+json"
+}
+
+/// Catches every error a route throws (and the router's own 404/405/413) and answers with
+/// problem+json; unexpected errors become a 500 with a generic sentence, logged in full.
+struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch {
+            let apiError = Self.translate(error, context: context)
+            let problem = Problem(type: "urn:spool:problem:\(apiError.code)", title: apiError.status.reasonPhrase,
+                                  status: apiError.status.code, detail: apiError.detail, instance: request.uri.path,
+                                  errors: apiError.errors.isEmpty ? nil : apiError.errors)
+            var headers = apiError.headers
+            headers[.contentType] = Problem.contentType
+            let body = (try? JSONEncoder().encode(problem)) ?? Data()
+            return Response(status: apiError.status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        }
+    }
+
+    static func translate(_ error: any Error, context: Context) -> APIError {
+        switch error {
+        case let error as APIError:
+            return error
+        case let error as SubmissionRejection:
+            return APIError(status: .unprocessableContent, code: error.kind.rawValue.replacingOccurrences(of: "_", with: "-"),
+                            detail: error.message, errors: error.problems)
+        case let error as StoreError where error.code == .storageUnavailable:
+            context.logger.error("store unavailable", metadata: ["error": "\(error)"])
+            return APIError(status: .serviceUnavailable, code: "storage-unavailable",
+                            detail: "the job store cannot write right now (\(error.message)); nothing was stored, try again later",
+                            headers: [.retryAfter: "5"])
+        case let error as HTTPError:
+            let detail: String = switch error.status {
+            case .notFound: "no such resource; the API lives under /v1 (see the README)"
+            case .methodNotAllowed: "this resource does not accept that method"
+            case .contentTooLarge: "the request body is over the size limit"
+            default: error.body ?? error.status.reasonPhrase
+            }
+            return APIError(status: error.status, code: error.status.reasonPhrase.lowercased().replacingOccurrences(of: " ", with: "-"),
+                            detail: detail, headers: error.headers)
+        case let error as any HTTPResponseError:
+            return APIError(status: error.status, code: "http-\(error.status.code)", detail: error.status.reasonPhrase)
+        default:
+            context.logger.error("unexpected error", metadata: ["error": "\(String(reflecting: error))"])
+            return APIError(status: .internalServerError, code: "internal",
+                            detail: "the server failed to handle this request; the error is in the server's log")
+        }
+    }
+}

@@ -1,0 +1,102 @@
+import Foundation
+import Hummingbird
+import NIOPosix
+import SpoolCore
+
+/// Logs and outputs: files under the job's directory, read on NIO's blocking-I/O pool.
+extension SpoolAPI {
+    @Sendable func logs(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let id = try jobID(context)
+        _ = try await find(id)
+        var offset = 0
+        if let text = request.uri.queryParameters.get("offset") {
+            guard let value = Int(text), value >= 0 else { throw APIError.badRequest("offset must be a non-negative byte offset") }
+            offset = value
+        }
+        let path = JobPaths(dataDirectory: dataDirectory, job: id).log
+        let size = try await NIOThreadPool.singleton.runIfActive { Self.fileSize(path) ?? 0 }
+        var headers: HTTPFields = [.contentType: "text/plain; charset=utf-8"]
+        headers[.nextOffset] = String(max(size, offset))
+        guard offset < size else { return Response(status: .ok, headers: headers) }
+        let body = try await FileIO().loadFile(path: path, range: offset...(size - 1), context: context)
+        return Response(status: .ok, headers: headers, body: body)
+    }
+
+    @Sendable func outputs(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let id = try jobID(context)
+        _ = try await find(id)
+        let root = JobPaths(dataDirectory: dataDirectory, job: id).outputs
+        let files = try await NIOThreadPool.singleton.runIfActive { Self.listFiles(under: root) }
+        let list = files.map { name, size in
+            OutputResource(name: name, size: size, contentType: Self.contentType(of: name),
+                           url: "/v1/jobs/\(id)/outputs/" + (name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name))
+        }
+        return try json(["outputs": list])
+    }
+
+    @Sendable func output(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let id = try jobID(context)
+        let name = context.parameters.getCatchAll().joined(separator: "/")
+        let paths = JobPaths(dataDirectory: dataDirectory, job: id)
+        guard let path = paths.output(named: name) else {
+            throw APIError.badRequest("\"\(name)\" is not a valid output name (no \"..\", no absolute paths)")
+        }
+        _ = try await find(id)
+        // Resolve symlinks and make sure the file is still inside the job's outputs.
+        let resolved = try await NIOThreadPool.singleton.runIfActive { () -> String? in
+            guard let real = Self.realPath(path), let root = Self.realPath(paths.outputs),
+                  real.hasPrefix(root + "/"), Self.isRegularFile(real) else { return nil }
+            return real
+        }
+        guard let resolved else { throw APIError.notFound("job \(id) has no output \"\(name)\"") }
+        let body = try await FileIO().loadFile(path: resolved, context: context)
+        return Response(status: .ok, headers: [.contentType: Self.contentType(of: name)], body: body)
+    }
+
+    static func contentType(of name: String) -> String {
+        guard let dot = name.lastIndex(of: "."), let type = MediaType.getMediaType(forExtension: String(name[name.index(after: dot)...])) else {
+            return "application/octet-stream"
+        }
+        return type.description
+    }
+
+    static func fileSize(_ path: String) -> Int? {
+        var status = stat()
+        return stat(path, &status) == 0 ? Int(status.st_size) : nil
+    }
+
+    static func isRegularFile(_ path: String) -> Bool {
+        var status = stat()
+        return stat(path, &status) == 0 && (status.st_mode & S_IFMT) == S_IFREG
+    }
+
+    static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
+    }
+
+    /// Regular files below `root`, as relative paths, sorted; symlinks are not followed.
+    static func listFiles(under root: String, limit: Int = 10_000) -> [(String, Int64)] {
+        var found: [(String, Int64)] = []
+        var pending = [""]
+        while let relative = pending.popLast(), found.count < limit {
+            let directory = relative.isEmpty ? root : root + "/" + relative
+            guard let handle = opendir(directory) else { continue }
+            defer { closedir(handle) }
+            while let entry = readdir(handle) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if name == "." || name == ".." { continue }
+                let child = relative.isEmpty ? name : relative + "/" + name
+                var status = stat()
+                guard lstat(root + "/" + child, &status) == 0 else { continue }
+                switch status.st_mode & S_IFMT {
+                case S_IFDIR: pending.append(child)
+                case S_IFREG: found.append((child, Int64(status.st_size)))
+                default: continue
+                }
+            }
+        }
+        return found.sorted { $0.0 < $1.0 }
+    }
+}

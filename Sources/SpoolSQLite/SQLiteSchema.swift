@@ -1,0 +1,65 @@
+import GRDB
+
+/// The schema, as versioned migrations run at startup (GRDB's `DatabaseMigrator` records
+/// which have run). Never edit a shipped migration: add the next one.
+enum SQLiteSchema {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1-jobs") { db in
+            try db.execute(sql: """
+                CREATE TABLE jobs (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL UNIQUE,
+                    type TEXT NOT NULL,
+                    input TEXT NOT NULL,
+                    priority INTEGER NOT NULL,
+                    timeout_s REAL NOT NULL,
+                    max_attempts INTEGER NOT NULL,
+                    state TEXT NOT NULL CHECK (state IN ('queued','running','succeeded','failed','canceled')),
+                    reason TEXT,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    created_at INTEGER NOT NULL,
+                    started_at INTEGER,
+                    finished_at INTEGER,
+                    exit_code INTEGER,
+                    signal INTEGER,
+                    error TEXT,
+                    slot INTEGER,
+                    pid INTEGER,
+                    progress_fraction REAL,
+                    progress_message TEXT,
+                    idempotency_key TEXT,
+                    fingerprint TEXT NOT NULL,
+                    cancel_requested INTEGER NOT NULL DEFAULT 0
+                );
+                -- The queue: only queued rows, in claim order. Claim reads its first entry.
+                CREATE INDEX jobs_queue ON jobs(priority DESC, seq) WHERE state = 'queued';
+                CREATE INDEX jobs_running ON jobs(seq) WHERE state = 'running';
+                CREATE INDEX jobs_state_seq ON jobs(state, seq);
+                CREATE INDEX jobs_type_seq ON jobs(type, seq);
+                CREATE UNIQUE INDEX jobs_idempotency ON jobs(idempotency_key) WHERE idempotency_key IS NOT NULL;
+
+                -- Queued jobs per priority, kept by triggers, so a queue position costs a
+                -- sum over priorities plus a count within one priority, never a table scan.
+                CREATE TABLE queue_counts (priority INTEGER PRIMARY KEY, queued INTEGER NOT NULL);
+                CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs WHEN NEW.state = 'queued' BEGIN
+                    INSERT INTO queue_counts (priority, queued) VALUES (NEW.priority, 1)
+                        ON CONFLICT (priority) DO UPDATE SET queued = queued + 1;
+                END;
+                CREATE TRIGGER jobs_count_leave AFTER UPDATE OF state ON jobs
+                    WHEN OLD.state = 'queued' AND NEW.state <> 'queued' BEGIN
+                    UPDATE queue_counts SET queued = queued - 1 WHERE priority = OLD.priority;
+                END;
+                CREATE TRIGGER jobs_count_return AFTER UPDATE OF state ON jobs
+                    WHEN OLD.state <> 'queued' AND NEW.state = 'queued' BEGIN
+                    INSERT INTO queue_counts (priority, queued) VALUES (NEW.priority, 1)
+                        ON CONFLICT (priority) DO UPDATE SET queued = queued + 1;
+                END;
+                CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs WHEN OLD.state = 'queued' BEGIN
+                    UPDATE queue_counts SET queued = queued - 1 WHERE priority = OLD.priority;
+                END;
+                """)
+        }
+        return migrator
+    }
+}

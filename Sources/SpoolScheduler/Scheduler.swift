@@ -1,0 +1,247 @@
+import Logging
+import ServiceLifecycle
+import SpoolCore
+import SpoolExecutor
+import SpoolStore
+import Synchronization
+
+/// Runs queued jobs on the slots, one job per slot at a time.
+///
+/// Design: one loop (`run`) consumes events — "a job arrived", "a job finished", "shut
+/// down" — and is the only code that claims jobs or changes slot occupancy. Occupancy is a
+/// `SlotBoard`, the pure value that refuses to put a second job on a busy slot. Dispatch is
+/// event-driven: a submit wakes the loop at once, and a finishing job records its outcome and
+/// claims the slot's next job in one store transaction, so a busy slot goes straight from
+/// one job to the next.
+///
+/// Graceful shutdown: the admission gate closes (submits get 503), idle slots close, running
+/// jobs get `shutdownGrace` to finish; then they are stopped (SIGTERM → SIGKILL) and go back
+/// to the queue without using up an attempt. `run` returns when every slot is empty.
+public actor Scheduler: Service {
+    enum Event: Sendable {
+        case wake
+        case finished(Job, SlotID, JobOutcome)
+        case shutdown
+        case shutdownGraceOver
+    }
+
+    private let store: any JobStore
+    private let executor: ProcessExecutor
+    private let catalog: JobCatalog
+    private let configuration: SchedulerConfiguration
+    private let logger: Logger
+    public nonisolated let gate: AdmissionGate
+    private let slotSpecs: [SlotID: SlotSpec]
+
+    private var board: SlotBoard
+    private var stops: [JobID: AsyncStream<StopReason>.Continuation] = [:]
+    /// Stop requests that arrived before their job's process was registered.
+    private var earlyStops: [JobID: StopReason] = [:]
+    private var progressSaved: [JobID: ContinuousClock.Instant] = [:]
+    private var progressUnsaved: [JobID: JobProgress] = [:]
+    private var shuttingDown = false
+
+    private nonisolated let events: AsyncStream<Event>
+    private nonisolated let eventSink: AsyncStream<Event>.Continuation
+    private nonisolated let wakePending = Atomic<Bool>(false)
+
+    public init(store: any JobStore, executor: ProcessExecutor, catalog: JobCatalog,
+                configuration: SchedulerConfiguration, gate: AdmissionGate = AdmissionGate(), logger: Logger) {
+        self.store = store
+        self.executor = executor
+        self.catalog = catalog
+        self.configuration = configuration
+        self.gate = gate
+        self.logger = logger
+        slotSpecs = Dictionary(uniqueKeysWithValues: configuration.slots.map { ($0.id, $0) })
+        board = SlotBoard(slots: configuration.slots.map(\.id))
+        (events, eventSink) = AsyncStream<Event>.makeStream()
+    }
+
+    /// A job was stored: start it now if a slot is free. Cheap and non-blocking; repeated
+    /// calls before the loop runs collapse into one wake-up.
+    public nonisolated func jobEnqueued() {
+        if !wakePending.exchange(true, ordering: .acquiringAndReleasing) { eventSink.yield(.wake) }
+    }
+
+    /// Asks the slot running `job` to stop it (SIGTERM, then SIGKILL after the grace period).
+    public func stop(_ job: JobID, because reason: StopReason) {
+        if let continuation = stops[job] { continuation.yield(reason) } else { earlyStops[job] = reason }
+    }
+
+    /// Each slot with the job it runs.
+    public func occupancy() -> [(SlotSpec, JobID?)] {
+        board.slots.map { (slotSpecs[$0]!, board.job(on: $0)) }
+    }
+
+    public func run() async throws {
+        eventSink.yield(.wake)
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                for await event in events {
+                    await handle(event, in: &group)
+                    if shuttingDown && board.isQuiescent { break }
+                }
+                group.cancelAll()
+            }
+        } onGracefulShutdown: { [eventSink] in
+            eventSink.yield(.shutdown)
+        }
+        logger.info("scheduler stopped")
+    }
+
+    private func handle(_ event: Event, in group: inout DiscardingTaskGroup) async {
+        switch event {
+        case .wake:
+            wakePending.store(false, ordering: .releasing)
+            await fillIdleSlots(in: &group)
+        case .finished(let job, let slot, let outcome):
+            await finish(job, on: slot, with: outcome, in: &group)
+        case .shutdown:
+            guard !shuttingDown else { return }
+            shuttingDown = true
+            gate.close()
+            board.closeIdle()
+            let running = board.runningJobs.count
+            logger.info("shutting down: no new jobs; \(running) running job(s) get \(configuration.shutdownGrace) to finish")
+            let grace = configuration.shutdownGrace
+            group.addTask { [eventSink] in
+                try? await Task.sleep(for: grace)
+                eventSink.yield(.shutdownGraceOver)
+            }
+        case .shutdownGraceOver:
+            for job in board.runningJobs.values { stop(job, because: .shutdown) }
+        }
+    }
+
+    private func fillIdleSlots(in group: inout DiscardingTaskGroup) async {
+        guard !shuttingDown else { return }
+        var queueEmpty = false
+        for slot in board.beginClaims() {
+            var claimed: Job?
+            if !queueEmpty {
+                do {
+                    claimed = try await store.claimNext(for: slot, now: WallClock.now())
+                } catch {
+                    logger.error("could not claim a job; retrying", metadata: ["error": "\(error)"])
+                    retryWake(in: &group)
+                    queueEmpty = true
+                }
+            }
+            queueEmpty = queueEmpty || claimed == nil
+            accept(claimed, on: slot, in: &group)
+        }
+    }
+
+    private func finish(_ job: Job, on slot: SlotID, with outcome: JobOutcome, in group: inout DiscardingTaskGroup) async {
+        await flushProgress(of: job)
+        stops[job.id]?.finish()
+        stops[job.id] = nil
+        earlyStops[job.id] = nil
+        progressSaved[job.id] = nil
+        let next: Job?
+        do {
+            next = try await store.finish(job.id, attempt: job.attempts, outcome: outcome, now: WallClock.now(),
+                                          claimNextFor: shuttingDown ? nil : slot)
+        } catch {
+            // The outcome is not recorded yet: keep the slot busy and try again shortly.
+            logger.error("could not record a finished job; retrying", metadata: ["job": "\(job.id)", "error": "\(error)"])
+            let delay = configuration.storeRetryDelay
+            group.addTask { [eventSink] in
+                try? await Task.sleep(for: delay)
+                eventSink.yield(.finished(job, slot, outcome))
+            }
+            return
+        }
+        logger.info("job finished", metadata: ["job": "\(job.id)", "type": "\(job.type)", "state": "\(outcome.resultingState)", "slot": "\(slot)"])
+        do {
+            if shuttingDown {
+                try board.finished(job.id, on: slot, closing: true)
+            } else {
+                try board.finishedAndClaiming(job.id, on: slot)
+                accept(next, on: slot, in: &group)
+            }
+        } catch {
+            logger.critical("slot bookkeeping refused a transition", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Records the store's answer to a claim on the board and, if it is a job, starts it.
+    private func accept(_ job: Job?, on slot: SlotID, in group: inout DiscardingTaskGroup) {
+        do {
+            try board.claimed(job?.id, on: slot)
+        } catch {
+            logger.critical("slot bookkeeping refused a claim", metadata: ["error": "\(error)"])
+            return
+        }
+        guard let job else { return }
+        let (stopRequests, continuation) = AsyncStream<StopReason>.makeStream()
+        stops[job.id] = continuation
+        if let early = earlyStops.removeValue(forKey: job.id) {
+            continuation.yield(early)
+        } else if job.cancelRequested {
+            continuation.yield(.cancel)
+        }
+        let spec = specification(for: job, on: slot)
+        group.addTask { [executor, eventSink] in
+            let outcome: JobOutcome
+            switch spec {
+            case .success(let spec):
+                outcome = await executor.run(spec, stops: stopRequests, observer: ExecutionObserver(
+                    message: { message in await self.received(message, from: job) }))
+            case .failure(let error):
+                outcome = .spawnFailed(message: error.description)
+            }
+            eventSink.yield(.finished(job, slot, outcome))
+        }
+    }
+
+    private func specification(for job: Job, on slot: SlotID) -> Result<ExecutionSpec, ExecutorError> {
+        guard let type = catalog[job.type] else {
+            return .failure(ExecutorError("this server has no job type \"\(job.type)\" (was it removed from the configuration?)"))
+        }
+        let paths = JobPaths(dataDirectory: configuration.dataDirectory, job: job.id)
+        do {
+            let plan = try LaunchPlan(job: job, type: type, slot: slotSpecs[slot]!, paths: paths)
+            return .success(ExecutionSpec(job: job.id, plan: plan, paths: paths, input: job.input,
+                                          timeout: .milliseconds(Int64(job.timeoutSeconds * 1000)),
+                                          killGrace: configuration.killGrace, logLimitBytes: configuration.logLimitBytes))
+        } catch {
+            return .failure(ExecutorError(error.description))
+        }
+    }
+
+    private func retryWake(in group: inout DiscardingTaskGroup) {
+        let delay = configuration.storeRetryDelay
+        group.addTask { [weak self] in
+            try? await Task.sleep(for: delay)
+            self?.jobEnqueued()
+        }
+    }
+
+    // MARK: - Progress
+
+    private func received(_ message: JobMessage, from job: Job) async {
+        guard case .progress(let progress) = message, stops[job.id] != nil else { return }
+        let now = ContinuousClock.now
+        if let last = progressSaved[job.id], now - last < configuration.progressInterval {
+            progressUnsaved[job.id] = progress
+            return
+        }
+        progressSaved[job.id] = now
+        progressUnsaved[job.id] = nil
+        await save(progress, of: job)
+    }
+
+    private func flushProgress(of job: Job) async {
+        if let progress = progressUnsaved.removeValue(forKey: job.id) { await save(progress, of: job) }
+    }
+
+    private func save(_ progress: JobProgress, of job: Job) async {
+        do {
+            try await store.reportProgress(job.id, attempt: job.attempts, progress: progress)
+        } catch {
+            logger.warning("could not save progress", metadata: ["job": "\(job.id)", "error": "\(error)"])
+        }
+    }
+}

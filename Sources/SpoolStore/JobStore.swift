@@ -1,0 +1,118 @@
+import SpoolCore
+
+/// Durable home of every job. The scheduler and the API speak only this protocol, so a new
+/// backend (SQLite today, PostgreSQL next) plugs in without touching either.
+///
+/// Every method is one atomic step: a job is never seen half-written, and each state change
+/// checks the state it comes from (a stale or repeated call changes nothing).
+public protocol JobStore: Sendable {
+    /// Creates or migrates the schema. Called once before the server starts.
+    func prepare() async throws
+
+    /// Stores a new job durably before returning. With an idempotency key that is already
+    /// stored, returns the original job (`.existing`) when the request matches it, and throws
+    /// `StoreError.idempotencyConflict` when it does not.
+    func enqueue(_ job: Job) async throws -> EnqueueResult
+
+    /// The job with its current queue `position` filled in, or nil if there is no such job.
+    func job(_ id: JobID) async throws -> Job?
+
+    /// A page of jobs, newest first.
+    func jobs(_ query: JobQuery) async throws -> JobPage
+
+    /// How many jobs wait in the queue.
+    func queuedCount() async throws -> Int
+
+    /// Moves the first queued job (highest priority, then oldest) to `running` on `slot`,
+    /// counting an attempt, and returns it; nil when the queue is empty.
+    func claimNext(for slot: SlotID, now: Timestamp) async throws -> Job?
+
+    /// Ends the given attempt with its outcome. Writes from any other attempt are ignored
+    /// (fencing). With `claimNextFor`, also claims the slot's next job in the same
+    /// transaction and returns it.
+    func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, now: Timestamp, claimNextFor slot: SlotID?) async throws -> Job?
+
+    /// Cancels a queued job at once, or flags a running one for its slot to stop.
+    func cancel(_ id: JobID, now: Timestamp) async throws -> CancelResult
+
+    /// Saves the latest progress of a running attempt.
+    func reportProgress(_ id: JobID, attempt: Int, progress: JobProgress) async throws
+
+    /// After a crash: every job still marked `running` goes back to the queue, or fails with
+    /// reason `interrupted` once its attempts are used. Returns the jobs as they were found.
+    func recoverInterrupted(now: Timestamp) async throws -> [Job]
+
+    /// Subscribes to changes of one job; register *before* reading it so no change is missed.
+    func watch(_ id: JobID) -> JobWatch
+}
+
+public enum EnqueueResult: Sendable {
+    case created(Job)
+    /// An idempotent repeat: the job first stored under this key.
+    case existing(Job)
+
+    public var job: Job {
+        switch self { case .created(let job), .existing(let job): job }
+    }
+}
+
+public enum CancelResult: Sendable {
+    /// It was queued and is now canceled.
+    case canceled(Job)
+    /// It is running; its slot has been asked to stop it.
+    case stopping(Job)
+    /// It had already finished; nothing changed.
+    case alreadyFinished(Job)
+    case notFound
+}
+
+public struct JobQuery: Sendable, Equatable {
+    public var state: JobState?
+    public var type: String?
+    public var limit: Int
+    /// Only jobs older than this cursor (an opaque sequence number from the previous page).
+    public var before: Int64?
+
+    public init(state: JobState? = nil, type: String? = nil, limit: Int = 50, before: Int64? = nil) {
+        self.state = state
+        self.type = type
+        self.limit = limit
+        self.before = before
+    }
+}
+
+public struct JobPage: Sendable {
+    public var jobs: [Job]
+    /// Pass as `before` to get the next (older) page; nil on the last page.
+    public var nextCursor: Int64?
+    public init(jobs: [Job], nextCursor: Int64?) {
+        self.jobs = jobs
+        self.nextCursor = nextCursor
+    }
+}
+
+/// An error crossing the store boundary. Drivers translate their database's errors into it.
+public struct StoreError: Error, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        public let rawValue: String
+        public static let idempotencyConflict = Code(rawValue: "idempotency_conflict")
+        /// The disk is full or read-only: nothing was written.
+        public static let storageUnavailable = Code(rawValue: "storage_unavailable")
+        public static let corrupt = Code(rawValue: "corrupt")
+        public static let other = Code(rawValue: "other")
+        public var description: String { rawValue }
+    }
+
+    public var code: Code
+    public var message: String
+    /// For `idempotencyConflict`: the job already stored under the key.
+    public var existing: Job?
+
+    public init(_ code: Code, _ message: String, existing: Job? = nil) {
+        self.code = code
+        self.message = message
+        self.existing = existing
+    }
+
+    public var description: String { message }
+}

@@ -1,0 +1,138 @@
+import SpoolCore
+
+/// A `JobStore` that keeps jobs in memory: for unit tests and throwaway runs. Same semantics
+/// as the durable drivers (the store tests run against both), none of the durability.
+public actor MemoryJobStore: JobStore {
+    private var jobsByID: [JobID: Job] = [:]
+    private var idsByKey: [String: JobID] = [:]
+    private var nextSequence: Int64 = 1
+    private let notifier = JobChangeNotifier()
+
+    public init() {}
+
+    public func prepare() async throws {}
+
+    public func enqueue(_ job: Job) async throws -> EnqueueResult {
+        if let key = job.idempotencyKey, let existingID = idsByKey[key], let existing = jobsByID[existingID] {
+            guard existing.fingerprint == job.fingerprint else {
+                throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: existing)
+            }
+            return .existing(withPosition(existing))
+        }
+        var stored = job
+        stored.sequence = nextSequence
+        nextSequence += 1
+        jobsByID[stored.id] = stored
+        if let key = stored.idempotencyKey { idsByKey[key] = stored.id }
+        return .created(withPosition(stored))
+    }
+
+    public func job(_ id: JobID) async throws -> Job? {
+        jobsByID[id].map(withPosition)
+    }
+
+    public func jobs(_ query: JobQuery) async throws -> JobPage {
+        let matching = jobsByID.values
+            .filter { job in
+                (query.state.map { job.state == $0 } ?? true) && (query.type.map { job.type == $0 } ?? true)
+                    && (query.before.map { job.sequence < $0 } ?? true)
+            }
+            .sorted { $0.sequence > $1.sequence }
+        let page = Array(matching.prefix(query.limit))
+        return JobPage(jobs: page, nextCursor: matching.count > query.limit ? page.last?.sequence : nil)
+    }
+
+    public func queuedCount() async throws -> Int {
+        jobsByID.values.count { $0.state == .queued }
+    }
+
+    public func claimNext(for slot: SlotID, now: Timestamp) async throws -> Job? {
+        guard var next = queue.first else { return nil }
+        next.state = .running
+        next.attempts += 1
+        next.slot = slot
+        next.startedAt = now
+        next.finishedAt = nil
+        next.progress = nil
+        next.position = nil
+        jobsByID[next.id] = next
+        notifier.publish(next.id)
+        return next
+    }
+
+    public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, now: Timestamp, claimNextFor slot: SlotID?) async throws -> Job? {
+        if var job = jobsByID[id], job.state == .running, job.attempts == attempt {
+            job.record(outcome, at: now)
+            jobsByID[id] = job
+            notifier.publish(id)
+        }
+        guard let slot else { return nil }
+        return try await claimNext(for: slot, now: now)
+    }
+
+    public func cancel(_ id: JobID, now: Timestamp) async throws -> CancelResult {
+        guard var job = jobsByID[id] else { return .notFound }
+        switch job.state {
+        case .queued:
+            job.state = .canceled
+            job.reason = .canceled
+            job.finishedAt = now
+            job.error = JobOutcome.canceled.errorMessage(timeout: nil)
+            jobsByID[id] = job
+            notifier.publish(id)
+            return .canceled(job)
+        case .running:
+            job.cancelRequested = true
+            jobsByID[id] = job
+            return .stopping(job)
+        case .succeeded, .failed, .canceled:
+            return .alreadyFinished(job)
+        }
+    }
+
+    public func reportProgress(_ id: JobID, attempt: Int, progress: JobProgress) async throws {
+        guard var job = jobsByID[id], job.state == .running, job.attempts == attempt else { return }
+        job.progress = progress
+        jobsByID[id] = job
+        notifier.publish(id)
+    }
+
+    public func recoverInterrupted(now: Timestamp) async throws -> [Job] {
+        let interrupted = jobsByID.values.filter { $0.state == .running }.sorted { $0.sequence < $1.sequence }
+        for var job in interrupted {
+            if job.attempts >= job.maxAttempts {
+                job.state = .failed
+                job.reason = .interrupted
+                job.finishedAt = now
+                job.error = RecoveryPolicy.interruptedMessage
+            } else {
+                job.state = .queued
+                job.slot = nil
+                job.startedAt = nil
+                job.progress = nil
+            }
+            jobsByID[job.id] = job
+        }
+        notifier.publish(interrupted.map(\.id))
+        return interrupted
+    }
+
+    public nonisolated func watch(_ id: JobID) -> JobWatch { notifier.watch(id) }
+
+    private var queue: [Job] {
+        jobsByID.values.filter { $0.state == .queued }
+            .sorted { QueueOrder.precedes(($0.priority, $0.sequence), ($1.priority, $1.sequence)) }
+    }
+
+    private func withPosition(_ job: Job) -> Job {
+        var job = job
+        job.position = job.state == .queued
+            ? 1 + jobsByID.values.count { $0.state == .queued && QueueOrder.precedes(($0.priority, $0.sequence), (job.priority, job.sequence)) }
+            : nil
+        return job
+    }
+}
+
+public enum RecoveryPolicy {
+    public static let interruptedMessage = "the server stopped while the job ran and its attempts are used up"
+}
