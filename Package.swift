@@ -58,6 +58,9 @@ let package = Package(
             "SpoolCore", "SpoolApp", "SpoolRender", "SpoolBench",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .target(name: "SpoolBench", dependencies: [
             .product(name: "AsyncHTTPClient", package: "async-http-client"),

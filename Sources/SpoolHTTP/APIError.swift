@@ -47,7 +47,7 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
                                   errors: apiError.errors.isEmpty ? nil : apiError.errors)
             var headers = apiError.headers
             headers[.contentType] = Problem.contentType
-            let body = (try? JSONEncoder().encode(problem)) ?? Data()
+            let body = (try? SpoolAPI.encoder.encode(problem)) ?? Data()
             return Response(status: apiError.status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
         }
     }

@@ -1,0 +1,194 @@
+import Foundation
+import SpoolCore
+import SpoolSQLite
+
+/// Everything `spool serve` needs, after the config file, `SPOOL_*` variables and flags have
+/// been merged (flags win over the environment, which wins over the file).
+public struct ServerConfiguration: Sendable {
+    public enum GPUSelection: Sendable, Equatable {
+        /// One slot per GPU that `nvidia-smi -L` lists; `slots` CPU slots when there is none.
+        case auto
+        /// Ignore GPUs: `slots` CPU slots.
+        case none
+        /// Exactly these device indices, one slot each.
+        case devices([String])
+    }
+
+    public var host = "127.0.0.1"
+    public var port = 8080
+    public var dataDirectory = "./spool-data"
+    public var slots = 1
+    public var gpus: GPUSelection = .auto
+    public var killGraceSeconds: Double = 10
+    public var shutdownGraceSeconds: Double = 30
+    public var synchronous: SQLiteJobStore.Synchronous = .full
+    public var maxBodyBytes = 1 << 20
+    public var logLimitBytes = 10 << 20
+    public var jobTypes: [JobType] = []
+
+    public init() {}
+
+    /// The file's keys, as written in it.
+    static let fileKeys: Set<String> = [
+        "host", "port", "data_dir", "slots", "gpus", "kill_grace_s", "shutdown_grace_s", "sqlite_synchronous",
+        "max_body_bytes", "log_limit_bytes", "job_types",
+    ]
+    static let jobTypeKeys: Set<String> = ["command", "timeout_s", "max_attempts", "input_schema", "env", "working_dir"]
+
+    /// Applies one setting by its file key; the same parser serves the file, the environment
+    /// and the flags, so each is validated the same way.
+    mutating func apply(_ key: String, _ value: JSONValue, from source: String) throws(ConfigurationError) {
+        func fail(_ expectation: String) -> ConfigurationError {
+            ConfigurationError("\(source): \(key) must be \(expectation), not \(value.canonicalText)")
+        }
+        func integer(_ range: ClosedRange<Int>) throws(ConfigurationError) -> Int {
+            guard let number = value.intValue, let int = Int(exactly: number), range.contains(int) else {
+                throw fail("an integer from \(range.lowerBound) to \(range.upperBound)")
+            }
+            return int
+        }
+        func seconds() throws(ConfigurationError) -> Double {
+            guard let number = value.doubleValue, number >= 0, number <= 86_400 else { throw fail("a number of seconds (0 to 86400)") }
+            return number
+        }
+        switch key {
+        case "host":
+            guard let text = value.stringValue, !text.isEmpty else { throw fail("a host name or address") }
+            host = text
+        case "port": port = try integer(0...65_535)
+        case "data_dir":
+            guard let text = value.stringValue, !text.isEmpty else { throw fail("a directory path") }
+            dataDirectory = text
+        case "slots": slots = try integer(1...1024)
+        case "gpus":
+            guard let text = value.stringValue else { throw fail("\"auto\", \"none\" or a list like \"0,2\"") }
+            switch text {
+            case "auto": gpus = .auto
+            case "none", "": gpus = .none
+            default:
+                let devices = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                guard !devices.isEmpty, devices.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isNumber) }),
+                      Set(devices).count == devices.count
+                else { throw fail("\"auto\", \"none\" or a list of distinct GPU indices like \"0,2\"") }
+                gpus = .devices(devices)
+            }
+        case "kill_grace_s": killGraceSeconds = try seconds()
+        case "shutdown_grace_s": shutdownGraceSeconds = try seconds()
+        case "sqlite_synchronous":
+            guard let text = value.stringValue, let mode = SQLiteJobStore.Synchronous(rawValue: text.lowercased()) else {
+                throw fail("\"full\" (survives power loss) or \"normal\" (survives a crash)")
+            }
+            synchronous = mode
+        case "max_body_bytes": maxBodyBytes = try integer(1024...(1 << 30))
+        case "log_limit_bytes": logLimitBytes = try integer(1024...(1 << 40))
+        case "job_types":
+            guard case .object(let types) = value else { throw fail("an object mapping type names to their definitions") }
+            for (name, definition) in types.sorted(by: { $0.key < $1.key }) {
+                jobTypes.removeAll { $0.name == name }
+                jobTypes.append(try Self.jobType(name, definition, source: source))
+            }
+        default:
+            throw ConfigurationError("\(source): unknown setting \"\(key)\" (known: \(Self.fileKeys.sorted().joined(separator: ", ")))")
+        }
+    }
+
+    static func jobType(_ name: String, _ definition: JSONValue, source: String) throws(ConfigurationError) -> JobType {
+        let path = "\(source): job_types.\(name)"
+        guard JobType.isValidName(name) else { throw ConfigurationError("\(path): a type name may use \(JobType.namePattern)") }
+        guard case .object(let fields) = definition else { throw ConfigurationError("\(path) must be an object") }
+        if let unknown = fields.keys.filter({ !jobTypeKeys.contains($0) }).sorted().first {
+            throw ConfigurationError("\(path): unknown key \"\(unknown)\" (known: \(jobTypeKeys.sorted().joined(separator: ", ")))")
+        }
+        guard case .array(let argv)? = fields["command"], !argv.isEmpty, argv.allSatisfy({ $0.stringValue != nil }) else {
+            throw ConfigurationError("\(path).command must be a non-empty list of strings (an argv, run without a shell)")
+        }
+        let command: CommandTemplate
+        do { command = try CommandTemplate(argv.compactMap(\.stringValue)) } catch {
+            throw ConfigurationError("\(path).command: \(error)")
+        }
+        var type = JobType(name: name, command: command)
+        if let timeout = fields["timeout_s"] {
+            guard let seconds = timeout.doubleValue, seconds > 0, seconds <= 7 * 86_400 else {
+                throw ConfigurationError("\(path).timeout_s must be a number of seconds greater than 0 (at most a week)")
+            }
+            type.timeoutSeconds = seconds
+        }
+        if let attempts = fields["max_attempts"] {
+            guard let count = attempts.intValue, (1...100).contains(count) else {
+                throw ConfigurationError("\(path).max_attempts must be an integer from 1 to 100")
+            }
+            type.maxAttempts = Int(count)
+        }
+        if let schema = fields["input_schema"] {
+            do { type.inputSchema = try InputSchema(schema, at: "input_schema") } catch {
+                throw ConfigurationError("\(path).\(error)")
+            }
+        }
+        if let environment = fields["env"] {
+            guard case .object(let variables) = environment, variables.values.allSatisfy({ $0.stringValue != nil }) else {
+                throw ConfigurationError("\(path).env must map variable names to strings")
+            }
+            type.environment = variables.compactMapValues(\.stringValue)
+        }
+        if let directory = fields["working_dir"] {
+            guard let text = directory.stringValue, text.hasPrefix("/") else {
+                throw ConfigurationError("\(path).working_dir must be an absolute path")
+            }
+            type.workingDirectory = text
+        }
+        return type
+    }
+
+    /// Reads a JSON config file.
+    public mutating func load(file path: String) throws(ConfigurationError) {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw ConfigurationError("cannot read the config file \(path): \((error as NSError).localizedDescription)")
+        }
+        let value: JSONValue
+        do { value = try JSONDecoder().decode(JSONValue.self, from: data) } catch {
+            throw ConfigurationError("\(path) is not valid JSON: \(Self.describe(error))")
+        }
+        guard case .object(let settings) = value else { throw ConfigurationError("\(path) must hold a JSON object") }
+        for (key, setting) in settings.sorted(by: { $0.key < $1.key }) { try apply(key, setting, from: path) }
+    }
+
+    /// `SPOOL_PORT=9000` etc.: each file key in upper case with a `SPOOL_` prefix (not job types).
+    public mutating func load(environment: [String: String]) throws(ConfigurationError) {
+        for key in Self.fileKeys.sorted() where key != "job_types" {
+            let variable = "SPOOL_" + key.uppercased()
+            guard let text = environment[variable] else { continue }
+            try apply(text: text, to: key, from: variable)
+        }
+    }
+
+    /// A setting given as text (a flag or a variable), by its file key.
+    public mutating func apply(text: String, to key: String, from source: String) throws(ConfigurationError) {
+        let value: JSONValue
+        if Self.textKeys.contains(key) {
+            value = .string(text)
+        } else if let int = Int64(text) {
+            value = .int(int)
+        } else if let double = Double(text) {
+            value = .double(double)
+        } else {
+            value = .string(text)
+        }
+        try apply(key, value, from: source)
+    }
+
+    static let textKeys: Set<String> = ["host", "data_dir", "gpus", "sqlite_synchronous"]
+
+    static func describe(_ error: any Error) -> String {
+        if case DecodingError.dataCorrupted(let context) = error {
+            return (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String ?? context.debugDescription
+        }
+        return "\(error)"
+    }
+}
+
+/// Bad configuration: one line, said at startup, then exit non-zero.
+public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,110 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import SpoolCore
+import SpoolExecutor
+import SpoolHTTP
+import SpoolSQLite
+import SpoolScheduler
+import SpoolStore
+
+/// The composition root: configuration in, one running server out.
+///
+/// Startup order: lock the data directory (one server per directory), open and migrate the
+/// store, kill whatever a crashed predecessor left running and requeue its jobs, pick the
+/// slots, then serve. The HTTP server and the scheduler run in one `ServiceGroup`; SIGTERM or
+/// SIGINT shuts the scheduler down first (the API keeps answering, with 503 for submits,
+/// while running jobs get their grace period), then the HTTP server.
+public enum SpoolServer {
+    public static func run(_ configuration: ServerConfiguration, executable: String, logger: Logger,
+                           onListening: @escaping @Sendable (String) -> Void) async throws {
+        let dataDirectory = try prepareDataDirectory(configuration.dataDirectory)
+        let lock = try DataDirectoryLock(directory: dataDirectory)
+        defer { lock.release() }
+
+        let store = try SQLiteJobStore(path: dataDirectory + "/spool.sqlite", synchronous: configuration.synchronous)
+        try await store.prepare()
+        try await recover(store, logger: logger)
+
+        var types = [BuiltinTypes.render(executable: executable)]
+        for type in configuration.jobTypes { types.removeAll { $0.name == type.name }; types.append(type) }
+        let catalog = JobCatalog(types)
+
+        let slots = await pickSlots(configuration, logger: logger)
+        var schedulerConfiguration = SchedulerConfiguration(slots: slots, dataDirectory: dataDirectory)
+        schedulerConfiguration.killGrace = .milliseconds(Int64(configuration.killGraceSeconds * 1000))
+        schedulerConfiguration.shutdownGrace = .milliseconds(Int64(configuration.shutdownGraceSeconds * 1000))
+        schedulerConfiguration.logLimitBytes = configuration.logLimitBytes
+        let scheduler = Scheduler(store: store, executor: ProcessExecutor(logger: logger), catalog: catalog,
+                                  configuration: schedulerConfiguration, logger: logger)
+
+        var limits = SpoolAPI.Limits()
+        limits.maxBodyBytes = configuration.maxBodyBytes
+        let api = SpoolAPI(store: store, scheduler: scheduler, catalog: catalog, dataDirectory: dataDirectory,
+                           limits: limits, storeName: "sqlite")
+        let host = configuration.host
+        let application = Application(
+            router: api.router(),
+            configuration: .init(address: .hostname(host, port: configuration.port), serverName: "spool"),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? configuration.port
+                onListening("http://\(host.contains(":") ? "[\(host)]" : host):\(port)")
+            },
+            logger: logger
+        )
+        logger.info("spool starting", metadata: [
+            "data_dir": "\(dataDirectory)", "slots": "\(slots.map { $0.gpu.map { "gpu \($0)" } ?? "cpu" })",
+            "types": "\(catalog.types.keys.sorted())", "sqlite_synchronous": "\(configuration.synchronous.rawValue)",
+        ])
+        // Services shut down in reverse order: the scheduler first, while the API still answers.
+        let group = ServiceGroup(configuration: .init(
+            services: [
+                .init(service: application),
+                .init(service: scheduler, successTerminationBehavior: .gracefullyShutdownGroup),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await group.run()
+        logger.info("spool stopped")
+    }
+
+    static func prepareDataDirectory(_ path: String) throws -> String {
+        do {
+            try FileManager.default.createDirectory(atPath: path + "/jobs", withIntermediateDirectories: true)
+        } catch {
+            throw ConfigurationError("cannot create the data directory \(path): \((error as NSError).localizedDescription)")
+        }
+        return URL(fileURLWithPath: path).standardizedFileURL.path
+    }
+
+    /// Jobs a crashed server left `running`: kill their leftover processes, then requeue them
+    /// (or fail them as `interrupted` when their attempts are used up).
+    static func recover(_ store: SQLiteJobStore, logger: Logger) async throws {
+        let running = try await store.jobs(JobQuery(state: .running, limit: 100_000)).jobs
+        guard !running.isEmpty else { return }
+        let killed = try await OrphanReaper.killLeftovers(of: Set(running.map(\.id)))
+        let recovered = try await store.recoverInterrupted(now: WallClock.now())
+        let failed = recovered.filter { $0.attempts >= $0.maxAttempts }.count
+        logger.warning("recovered jobs interrupted by a previous crash", metadata: [
+            "requeued": "\(recovered.count - failed)", "failed_interrupted": "\(failed)", "leftover_processes_killed": "\(killed.count)",
+        ])
+    }
+
+    static func pickSlots(_ configuration: ServerConfiguration, logger: Logger) async -> [SlotSpec] {
+        let cpuSlots = (0..<configuration.slots).map { SlotSpec(id: SlotID($0)) }
+        switch configuration.gpus {
+        case .none:
+            return cpuSlots
+        case .devices(let devices):
+            return devices.enumerated().map { SlotSpec(id: SlotID($0.offset), gpu: $0.element) }
+        case .auto:
+            let devices = await GPUProbe.devices()
+            guard !devices.isEmpty else { return cpuSlots }
+            logger.info("found GPUs: one slot each", metadata: ["gpus": "\(devices.map { "\($0.index): \($0.name)" })"])
+            return devices.enumerated().map { SlotSpec(id: SlotID($0.offset), gpu: $0.element.index) }
+        }
+    }
+}

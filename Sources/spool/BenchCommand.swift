@@ -1,0 +1,25 @@
+import ArgumentParser
+import Foundation
+import SpoolBench
+
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure this build against the targets and a FastAPI baseline; prints a Markdown report.",
+        discussion: "Build in release mode first: swift build -c release, then .build/release/spool bench --output BENCHMARKS.md"
+    )
+
+    @Flag(help: "Smaller counts, for a smoke run of about a minute.") var quick = false
+    @Option(help: "Write the report to this file as well as stdout.") var output: String?
+    @Option(name: .customLong("work-dir"), help: "Scratch directory for servers' data (default: a new temp dir).") var workDir: String?
+    @Option(help: "Python interpreter for the FastAPI baseline.") var python = "python3"
+
+    func run() async throws {
+        let directory = workDir ?? NSTemporaryDirectory() + "spool-bench-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let options = BenchOptions(spoolBinary: ServeCommand.executablePath(), workDir: directory, python: python, quick: quick)
+        let report = try await Benchmark.run(options)
+        print(report)
+        if let output { try report.write(toFile: output, atomically: true, encoding: .utf8) }
+    }
+}

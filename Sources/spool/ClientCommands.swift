@@ -1,0 +1,209 @@
+import ArgumentParser
+import Foundation
+import SpoolCore
+
+struct SubmitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "submit", abstract: "Submit a job; with --wait, follow it to the end.")
+
+    @Argument(help: "The job type, e.g. render.") var type: String
+    @Option(help: "The job's input as JSON, e.g. '{\"width\": 640}'; @FILE reads it from a file.") var input: String = "{}"
+    @Option(help: "Higher runs first (default 0).") var priority: Int?
+    @Option(name: .customLong("timeout"), help: "Seconds before the job is stopped (at most the type's limit).") var timeout: Double?
+    @Option(name: .customLong("idempotency-key"), help: "Resubmitting with the same key returns the first job.") var idempotencyKey: String?
+    @Flag(help: "Wait for the job to finish, showing its progress; exit 2 if it does not succeed.") var wait = false
+    @OptionGroup var server: ServerOptions
+
+    func run() async throws {
+        await clientCommand {
+            let client = server.client
+            let inputText = input.hasPrefix("@") ? try String(contentsOfFile: String(input.dropFirst()), encoding: .utf8) : input
+            var body: [String: JSONValue] = ["type": .string(type), "input": try parseJSONArgument(inputText, name: "--input")]
+            if let priority { body["priority"] = .int(Int64(priority)) }
+            if let timeout { body["timeout_s"] = .double(timeout) }
+            let (_, _, reply) = try await client.post("/v1/jobs", json: .object(body),
+                                                      headers: idempotencyKey.map { [("Idempotency-Key", $0)] } ?? [])
+            let job = try client.decode(JobView.self, reply)
+            guard wait else {
+                print(job.id)
+                return
+            }
+            FileHandle.standardError.write(Data("submitted \(job.id)\n".utf8))
+            let final = try await follow(job, client: client)
+            try await printOutputs(of: final, client: client)
+            if final.state != "succeeded" { throw ExitCode(2) }
+        }
+    }
+}
+
+/// Follows a job to its end with a one-line status display on stderr.
+func follow(_ first: JobView, client: SpoolClient) async throws -> JobView {
+    let status = StatusLine()
+    var job = first
+    while !job.isTerminal {
+        status.show(job)
+        // Long-poll for a state change while queued; poll faster while running, for progress.
+        let path = "/v1/jobs/\(job.id)" + (job.state == "queued" ? "?wait=10" : "")
+        if job.state == "running" { try await Task.sleep(for: .milliseconds(250)) }
+        job = try client.decode(JobView.self, try await client.get(path).2)
+    }
+    status.finish(job)
+    return job
+}
+
+func printOutputs(of job: JobView, client: SpoolClient) async throws {
+    struct Outputs: Decodable { let outputs: [OutputView] }
+    let outputs = try client.decode(Outputs.self, try await client.get("/v1/jobs/\(job.id)/outputs").2).outputs
+    for output in outputs { print(client.base + output.url) }
+}
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show a job.")
+    @Argument(help: "The job id.") var id: String
+    @Flag(help: "Print the raw JSON.") var json = false
+    @OptionGroup var server: ServerOptions
+
+    func run() async throws {
+        await clientCommand {
+            let client = server.client
+            let (_, _, body) = try await client.get("/v1/jobs/\(id)")
+            if json { print(String(buffer: body)); return }
+            let job = try client.decode(JobView.self, body)
+            var lines = ["id:        \(job.id)", "type:      \(job.type)", "state:     \(job.state)" + (job.reason.map { " (\($0))" } ?? "")]
+            if let position = job.position { lines.append("position:  \(position)") }
+            if let progress = job.progress {
+                lines.append("progress:  \(Int(progress.fraction * 100))%" + (progress.message.map { " \($0)" } ?? ""))
+            }
+            lines.append("priority:  \(job.priority)    attempts: \(job.attempts)" + (job.slot.map { "    slot: \($0)" } ?? ""))
+            lines.append("created:   \(job.created_at)")
+            if let started = job.started_at { lines.append("started:   \(started)") }
+            if let finished = job.finished_at { lines.append("finished:  \(finished)") }
+            if let code = job.exit_code { lines.append("exit code: \(code)") }
+            if let signal = job.signal { lines.append("signal:    \(signal)") }
+            if let error = job.error { lines.append("error:     \(error)") }
+            print(lines.joined(separator: "\n"))
+        }
+    }
+}
+
+struct ListCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List jobs, newest first.")
+    @Option(help: "Only jobs in this state (queued, running, succeeded, failed, canceled).") var status: String?
+    @Option(help: "Only jobs of this type.") var type: String?
+    @Option(help: "How many (1-500, default 20).") var limit: Int = 20
+    @Option(help: "Continue after a previous page (its next cursor).") var cursor: String?
+    @OptionGroup var server: ServerOptions
+
+    func run() async throws {
+        await clientCommand {
+            struct Page: Decodable { let jobs: [JobView]; let next_cursor: String? }
+            var query = ["limit=\(limit)"]
+            if let status { query.append("status=\(status)") }
+            if let type { query.append("type=\(type.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? type)") }
+            if let cursor { query.append("cursor=\(cursor)") }
+            let client = server.client
+            let page = try client.decode(Page.self, try await client.get("/v1/jobs?" + query.joined(separator: "&")).2)
+            for job in page.jobs {
+                let state = job.state + (job.reason.map { "(\($0))" } ?? "")
+                print([job.id, job.type.padding(toLength: 12, withPad: " ", startingAt: 0),
+                       state.padding(toLength: 20, withPad: " ", startingAt: 0), job.created_at].joined(separator: "  "))
+            }
+            if let next = page.next_cursor { FileHandle.standardError.write(Data("more: spool list --cursor \(next)\n".utf8)) }
+        }
+    }
+}
+
+struct CancelCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "cancel", abstract: "Cancel a queued or running job.")
+    @Argument(help: "The job id.") var id: String
+    @OptionGroup var server: ServerOptions
+
+    func run() async throws {
+        await clientCommand {
+            let client = server.client
+            let (status, _, body) = try await client.post("/v1/jobs/\(id)/cancel", json: nil)
+            let job = try client.decode(JobView.self, body)
+            print(status.code == 202 ? "\(job.id): stopping (SIGTERM, then SIGKILL after the grace period)" : "\(job.id): \(job.state)")
+        }
+    }
+}
+
+struct LogsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "logs", abstract: "Print a job's stdout and stderr.")
+    @Argument(help: "The job id.") var id: String
+    @Flag(help: "Keep printing as the job writes, until it finishes.") var follow = false
+    @OptionGroup var server: ServerOptions
+
+    func run() async throws {
+        await clientCommand {
+            let client = server.client
+            var offset = 0
+            while true {
+                let (_, headers, body) = try await client.get("/v1/jobs/\(id)/logs?offset=\(offset)")
+                if body.readableBytes > 0 { FileHandle.standardOutput.write(Data(body.readableBytesView)) }
+                offset = headers.first(name: "Spool-Next-Offset").flatMap(Int.init) ?? offset + body.readableBytes
+                guard follow else { return }
+                if body.readableBytes == 0 {
+                    let job = try client.decode(JobView.self, try await client.get("/v1/jobs/\(id)").2)
+                    if job.isTerminal {
+                        // One last read: the job may have written between the two requests.
+                        let (_, _, rest) = try await client.get("/v1/jobs/\(id)/logs?offset=\(offset)")
+                        FileHandle.standardOutput.write(Data(rest.readableBytesView))
+                        return
+                    }
+                    try await Task.sleep(for: .milliseconds(300))
+                }
+            }
+        }
+    }
+}
+
+struct OutputsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "outputs", abstract: "List a job's output files, or download them.")
+    @Argument(help: "The job id.") var id: String
+    @Option(help: "Download every output into this directory.") var download: String?
+    @OptionGroup var server: ServerOptions
+
+    func run() async throws {
+        await clientCommand {
+            struct Outputs: Decodable { let outputs: [OutputView] }
+            let client = server.client
+            let outputs = try client.decode(Outputs.self, try await client.get("/v1/jobs/\(id)/outputs").2).outputs
+            guard let download else {
+                for output in outputs { print("\(output.name)\t\(output.size)\t\(output.content_type)\t\(client.base + output.url)") }
+                return
+            }
+            for output in outputs {
+                let (_, _, body) = try await client.get(output.url, timeout: .minutes(10))
+                let destination = URL(fileURLWithPath: download).appendingPathComponent(output.name)
+                try FileManager.default.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try Data(body.readableBytesView).write(to: destination)
+                print(destination.path)
+            }
+        }
+    }
+}
+
+/// `job_… running [#######.............] 35% row 84 of 240`, redrawn in place on a terminal.
+final class StatusLine {
+    let isTerminal = isatty(STDERR_FILENO) == 1
+    var last = ""
+
+    func show(_ job: JobView) {
+        var text = "\(job.id)  \(job.state)"
+        if let position = job.position { text += "  position \(position)" }
+        if job.state == "running", let progress = job.progress {
+            let filled = Int(progress.fraction * 20)
+            text += "  [" + String(repeating: "#", count: filled) + String(repeating: ".", count: 20 - filled) + "] "
+                + "\(Int(progress.fraction * 100))%" + (progress.message.map { "  \($0)" } ?? "")
+        }
+        guard text != last else { return }
+        last = text
+        FileHandle.standardError.write(Data((isTerminal ? "\r\u{1B}[K" + text : text + "\n").utf8))
+    }
+
+    func finish(_ job: JobView) {
+        var text = "\(job.id)  \(job.state)" + (job.reason.map { " (\($0))" } ?? "")
+        if let error = job.error { text += ": \(error)" }
+        FileHandle.standardError.write(Data(((isTerminal ? "\r\u{1B}[K" : "") + text + "\n").utf8))
+    }
+}

@@ -1,0 +1,18 @@
+import ArgumentParser
+
+@main
+struct Spool: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spool",
+        abstract: "A durable job server for exclusive hardware: one job per GPU slot, nothing accepted ever lost.",
+        discussion: """
+            Start a server with `spool serve`, then submit work with `spool submit render --wait`.
+            Client commands talk to the server at --server (or $SPOOL_URL, default http://127.0.0.1:8080).
+            Exit codes: 0 success, 1 error, 2 the job did not succeed, 3 the server could not be reached.
+            """,
+        subcommands: [
+            ServeCommand.self, SubmitCommand.self, StatusCommand.self, ListCommand.self, CancelCommand.self,
+            LogsCommand.self, OutputsCommand.self, BenchCommand.self, RenderJobCommand.self,
+        ]
+    )
+}
