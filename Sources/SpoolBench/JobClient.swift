@@ -79,10 +79,22 @@ struct JobClient: Sendable {
     }
 
     /// Long-polls `GET ?wait=` until the job is in one of `states`; fails if it ends elsewhere.
+    /// A wait GET holds until the state differs from the one the request found, so a job that
+    /// became `running` just before the GET arrived is reported only at its next change: use
+    /// `poll` to catch an intermediate state, this for a terminal one.
     func wait(for id: String, toReach states: Set<String>, within limit: Duration = .seconds(120)) async throws -> JobDocument {
+        try await awaitState(id, states, within: limit, wait: 10)
+    }
+
+    /// Plain GETs every 5 ms until the job is in one of `states` (used to see `running`).
+    func poll(_ id: String, until states: Set<String>, within limit: Duration = .seconds(30)) async throws -> JobDocument {
+        try await awaitState(id, states, within: limit, wait: nil)
+    }
+
+    private func awaitState(_ id: String, _ states: Set<String>, within limit: Duration, wait: Int?) async throws -> JobDocument {
         let deadline = ContinuousClock.now + limit
         while true {
-            let job = try await job(id, wait: 10)
+            let job = try await job(id, wait: wait)
             if states.contains(job.state) { return job }
             if job.isTerminal {
                 throw BenchError("job \(id) (\(job.type ?? "?")) ended \(job.state) (reason \(job.reason ?? "none"), "
@@ -91,6 +103,7 @@ struct JobClient: Sendable {
             if ContinuousClock.now > deadline {
                 throw BenchError("job \(id) still \(job.state) after \(limit) waiting for \(states.sorted().joined(separator: "/"))")
             }
+            if wait == nil { try await Task.sleep(for: .milliseconds(5)) }
         }
     }
 

@@ -5,7 +5,7 @@ extension ScenarioRunner {
     func measureStatus(on subject: BenchSubject) async throws -> ScenarioResult {
         try await withServer(.status, subject) { client, server in
             let busy = try await client.submit(type: "busy", inputJSON: #"{"seconds":600}"#)
-            _ = try await client.wait(for: busy.id, toReach: ["running"], within: .seconds(30))
+            _ = try await client.poll(busy.id, until: ["running"], within: .seconds(30))
             let path = "/v1/jobs/\(busy.id)"
             _ = try await LoadGenerator.run(total: counts.statusWarmup, clients: counts.statusClients) { _ in
                 try await client.getUnparsed(path)

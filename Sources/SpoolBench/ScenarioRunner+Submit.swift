@@ -23,6 +23,9 @@ extension ScenarioRunner {
             if !relaxed, let cpuBefore, let cpuAfter {
                 result[.submitServerCPU] = (cpuAfter - cpuBefore) * 1e6 / Double(counts.submits)
             }
+            if (38...48).contains(latency.p50) {
+                result.notes.append("\(subject.title): WARNING p50 near 40 ms is the signature of Nagle + delayed ACK (TCP_NODELAY off on the server)")
+            }
             result.notes.append("\(subject.title): \(latency.count.grouped) submits in \(load.wallSeconds.fixed(2)) s, "
                 + "max latency \(latency.max.fixed(1)) ms; queue depth afterwards \(queued?.grouped ?? "unknown")")
             return result

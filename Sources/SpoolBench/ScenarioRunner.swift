@@ -40,16 +40,19 @@ struct ScenarioRunner: Sendable {
             guard let baseline else { throw BenchError("the baseline is not available") }
             launch = baseline.launch(in: directory)
         }
-        return try await ServerProcess.with(launch, http: http) { server in
+        let value = try await ServerProcess.with(launch, http: http) { server in
             try await body(JobClient(http: http, baseURL: server.baseURL), server)
         }
+        // The job database is only kept when something failed; logs and config always stay.
+        try? FileManager.default.removeItem(atPath: directory + "/data")
+        return value
     }
 
     /// Occupies the single slot with a `hold` (sleep) job and returns once it is running.
     @discardableResult
     func occupySlot(_ client: JobClient, seconds: Int) async throws -> JobDocument {
         let holder = try await client.submit(type: "hold", inputJSON: #"{"seconds":\#(seconds)}"#)
-        return try await client.wait(for: holder.id, toReach: ["running"], within: .seconds(30))
+        return try await client.poll(holder.id, until: ["running"], within: .seconds(30))
     }
 
     /// `total` submits of `body` from the configured number of clients.

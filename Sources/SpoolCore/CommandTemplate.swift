@@ -3,7 +3,8 @@
 /// A placeholder fills *part of one argument* with a scalar from the job's input
 /// (`--size={input.size}` → `--size=512`); arguments are never split or joined, and no shell
 /// is involved, so input cannot inject flags or commands. `{input.a.b}` reaches into nested
-/// objects. `{{` and `}}` are literal braces.
+/// objects. Every other brace is literal (`${HOME}`, JSON in a script); `{{input.x}}` is the
+/// literal text `{input.x}`.
 public struct CommandTemplate: Sendable, Hashable {
     enum Piece: Sendable, Hashable {
         case literal(String)
@@ -55,39 +56,36 @@ public struct CommandTemplate: Sendable, Hashable {
         return argv
     }
 
-    static func parse(_ argument: String) throws -> [Piece] {
+    static func parse(_ argument: String) throws(Error) -> [Piece] {
         var pieces: [Piece] = []
         var literal = ""
-        var index = argument.startIndex
-        while index < argument.endIndex {
-            let character = argument[index]
-            let next = argument.index(after: index)
-            if character == "{" && next < argument.endIndex && argument[next] == "{" {
-                literal.append("{"); index = argument.index(after: next); continue
+        var rest = Substring(argument)
+        while let open = rest.firstRange(of: "{input.") {
+            let escaped = open.lowerBound > rest.startIndex && rest[rest.index(before: open.lowerBound)] == "{"
+            literal += rest[..<(escaped ? rest.index(before: open.lowerBound) : open.lowerBound)]
+            let afterName = rest[open.upperBound...]
+            guard let close = afterName.firstIndex(of: "}") else {
+                throw Error(description: "unclosed placeholder in command argument \"\(argument)\" (write {input.KEY})")
             }
-            if character == "}" && next < argument.endIndex && argument[next] == "}" {
-                literal.append("}"); index = argument.index(after: next); continue
-            }
-            if character == "{" {
-                guard let close = argument[next...].firstIndex(of: "}") else {
-                    throw Error(description: "unclosed \"{\" in command argument \"\(argument)\" (write {{ for a literal brace)")
+            let name = afterName[..<close]
+            if escaped {
+                // `{{input.x}}` is the literal text `{input.x}`.
+                guard afterName[afterName.index(after: close)...].hasPrefix("}") else {
+                    throw Error(description: "unbalanced {{ in command argument \"\(argument)\" (write {{input.KEY}} for the literal text)")
                 }
-                let name = String(argument[next..<close])
-                let parts = name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
-                guard parts.count >= 2, parts[0] == "input", parts.dropFirst().allSatisfy({ !$0.isEmpty }) else {
-                    throw Error(description: "unknown placeholder {\(name)} in command argument \"\(argument)\" (only {input.KEY} is supported)")
-                }
-                if !literal.isEmpty { pieces.append(.literal(literal)); literal = "" }
-                pieces.append(.input(Array(parts.dropFirst())))
-                index = argument.index(after: close)
+                literal += "{input." + name + "}"
+                rest = afterName[afterName.index(close, offsetBy: 2)...]
                 continue
             }
-            if character == "}" {
-                throw Error(description: "stray \"}\" in command argument \"\(argument)\" (write }} for a literal brace)")
+            let path = name.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+            guard path.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" || $0 == "-" } }) else {
+                throw Error(description: "bad placeholder {input.\(name)} in command argument \"\(argument)\" (keys use letters, digits, _ and -, joined by dots)")
             }
-            literal.append(character)
-            index = next
+            if !literal.isEmpty { pieces.append(.literal(literal)); literal = "" }
+            pieces.append(.input(path))
+            rest = afterName[afterName.index(after: close)...]
         }
+        literal += rest
         if !literal.isEmpty || pieces.isEmpty { pieces.append(.literal(literal)) }
         return pieces
     }

@@ -165,7 +165,9 @@ public struct ProcessExecutor: Sendable {
                         await observer.message(message)
                     }
                 } catch {
-                    logger.warning("job message channel failed", metadata: ["job": "\(spec.job)", "error": "\(error)"])
+                    if !Task.isCancelled {
+                        logger.warning("job message channel failed", metadata: ["job": "\(spec.job)", "error": "\(error)"])
+                    }
                 }
                 return .messagesClosed
             }
