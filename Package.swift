@@ -78,6 +78,8 @@ let package = Package(
         .testTarget(name: "SpoolEndToEndTests", dependencies: [
             "SpoolCore",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
     ]
 )

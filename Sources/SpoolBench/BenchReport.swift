@@ -11,6 +11,8 @@ struct BenchReport: Sendable {
     let results: BenchResults
     let elapsed: Duration
     let runDirectory: String
+    /// /proc/loadavg (1, 5, 15 min) before and after the run.
+    let loadAverages: (start: String, end: String)
 
     func markdown() -> String {
         var out: [String] = []
@@ -20,7 +22,8 @@ struct BenchReport: Sendable {
         out.append("")
         out.append("- Date: \(machine.date); run took \((elapsed.milliseconds / 1000).fixed(0)) s; mode: "
             + (options.quick ? "**quick** (reduced counts: a smoke run, not a measurement of the targets)" : "full"))
-        out.append("- Machine: nproc \(machine.processors), `uname -r` \(machine.kernel), \(machine.cpuModel), \(machine.memory) RAM")
+        out.append("- Machine: nproc \(machine.processors), `uname -r` \(machine.kernel), \(machine.cpuModel), \(machine.memory) RAM; "
+            + "load average \(loadAverages.start) before the run, \(loadAverages.end) after (the benchmark's own load included)")
         out.append("- Spool: `\(options.spoolBinary)` (\(binarySize)); scratch and server logs under `\(runDirectory)`")
         if let server = probe.server {
             out.append("- Baseline: `\(server.appPath)`: \(server.description), ProcessPoolExecutor(max_workers=1), in-memory, not durable")
@@ -117,7 +120,8 @@ struct BenchReport: Sendable {
                 + "leaving one core for the server and the load generator.",
             "- Dispatch gap: \(counts.gapJobs) `noop` jobs are queued behind a 2 s `hold` job; gap = started_at(k+1) − "
                 + "finished_at(k) from the server's job JSON, ordered by started_at. Spool spawns `/bin/true`; the baseline "
-                + "calls a Python function in an already running pool worker.",
+                + "calls a Python function in an already running pool worker. Run time (started → finished) and slot time per "
+                + "job (first started → last finished ÷ jobs) show what a zero gap can hide: the time to start each job.",
             "- RSS is VmRSS of the server process alone (not job children, not the baseline's pool worker), in MB = 10^6 bytes.",
             "- Targets are fixed in `Sources/SpoolBench/Metric.swift`; a target whose figure could not be measured is a MISS.",
         ]

@@ -33,6 +33,7 @@ public enum Benchmark {
             options: options, counts: counts, http: http, baseline: probe.server,
             python: probe.pythonExecutable ?? "/usr/bin/python3", runDirectory: runDirectory)
 
+        let loadAtStart = ProcessStats.loadAverage
         let clock = ContinuousClock()
         let started = clock.now
         var results = BenchResults()
@@ -58,7 +59,8 @@ public enum Benchmark {
 
         let report = BenchReport(
             options: options, counts: counts, machine: machine, command: MachineInfo.command,
-            probe: probe, results: results, elapsed: started.duration(to: clock.now), runDirectory: runDirectory)
+            probe: probe, results: results, elapsed: started.duration(to: clock.now), runDirectory: runDirectory,
+            loadAverages: (loadAtStart, ProcessStats.loadAverage))
         for line in report.goalLines() { progress(line) }
         return report.markdown()
     }

@@ -5,7 +5,7 @@ enum Metric: String, Sendable, CaseIterable {
     case submitRate, submitP50, submitP99, submitServerCPU
     case relaxedSubmitRate, relaxedSubmitP50, relaxedSubmitP99
     case statusP50, statusP99, statusJobCPU
-    case gapMedian, gapMax
+    case gapMedian, gapMax, gapRunTime, gapCycle
     case roundTripP50, roundTripP99
     case rssIdle, rssQueued, submitP99Empty, submitP99Deep, submitP99Growth, fillRate
 
@@ -20,6 +20,8 @@ enum Metric: String, Sendable, CaseIterable {
         case .statusJobCPU: return "CPU used by the running job during the GETs"
         case .gapMedian: return "Gap median (finished k → started k+1)"
         case .gapMax: return "Gap max"
+        case .gapRunTime: return "Job run time median (started → finished, includes the spawn)"
+        case .gapCycle: return "Slot time per job (first started → last finished ÷ jobs)"
         case .roundTripP50: return "Submit → succeeded p50"
         case .roundTripP99: return "Submit → succeeded p99"
         case .rssIdle: return "Server RSS idle"

@@ -24,9 +24,21 @@ enum ProcessStats {
 
     /// User + system CPU time `pid` has used, in seconds.
     static func cpuSeconds(of pid: pid_t) -> Double? {
+        cpuTimes(of: pid).map { $0.user + $0.system }
+    }
+
+    /// User and system CPU time `pid` has used, in seconds (10 ms resolution).
+    static func cpuTimes(of pid: pid_t) -> (user: Double, system: Double)? {
         guard let fields = statFields(of: pid), fields.count > 12,
               let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        return (user / ticks, system / ticks)
+    }
+
+    /// The 1-minute load average, to show whether something else was running.
+    static var loadAverage: String {
+        ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "?")
+            .split(separator: " ").prefix(3).joined(separator: " ")
     }
 
     /// True while `pid` exists and is not a zombie waiting to be reaped.

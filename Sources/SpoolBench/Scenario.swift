@@ -49,7 +49,7 @@ enum Scenario: String, Sendable, CaseIterable {
         case .submit: return [.submitRate, .submitP50, .submitP99, .submitServerCPU]
         case .submitRelaxed: return [.relaxedSubmitRate, .relaxedSubmitP50, .relaxedSubmitP99]
         case .status: return [.statusP50, .statusP99, .statusJobCPU]
-        case .dispatchGap: return [.gapMedian, .gapMax]
+        case .dispatchGap: return [.gapMedian, .gapMax, .gapRunTime, .gapCycle]
         case .roundTrip: return [.roundTripP50, .roundTripP99]
         case .memory: return [.rssIdle, .rssQueued, .submitP99Empty, .submitP99Deep, .submitP99Growth, .fillRate]
         }

@@ -40,9 +40,18 @@ extension ScenarioRunner {
             var result = ScenarioResult()
             result[.gapMedian] = LatencySummary.median(gaps)
             result[.gapMax] = gaps.max()
+            result[.gapRunTime] = LatencySummary.median(runTimes)
+            if let first = spans.first, let last = spans.last {
+                result[.gapCycle] = first.start.milliseconds(to: last.end) / Double(spans.count)
+            }
             result.notes.append("\(subject.title): \(queuedBehind) of \(total) jobs were queued while the hold job was \(holderAfterSubmits.state); "
-                + "\(gaps.count) gaps, min \((gaps.min() ?? .nan).fixed(3)) ms; job run time (started → finished) median "
-                + "\(LatencySummary.median(runTimes).fixed(3)) ms; timestamps carry \(digits.sorted().map(String.init).joined(separator: "/")) fractional digits")
+                + "\(gaps.count) gaps, min \((gaps.min() ?? .nan).fixed(3)) ms; "
+                + "timestamps carry \(digits.sorted().map(String.init).joined(separator: "/")) fractional digits")
+            if !gaps.isEmpty, gaps.allSatisfy({ $0 == 0 }) {
+                result.notes.append("\(subject.title): every gap is exactly 0: finished_at(k) and started_at(k+1) are one clock reading "
+                    + "(the finish and the next claim share a transaction), so this gap cannot show the time to start the next "
+                    + "process; that time is inside the run time and the slot time per job")
+            }
             if queuedBehind < total || holderAfterSubmits.state != "running" {
                 result.notes.append("\(subject.title): WARNING not every job was queued when the slot freed; some gaps may include idle time")
             }

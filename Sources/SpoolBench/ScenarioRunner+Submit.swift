@@ -10,9 +10,9 @@ extension ScenarioRunner {
             try await occupySlot(client, seconds: 3600)
             let body = JobClient.submitBody(type: "noop")
             _ = try await submitLoad(client, total: counts.submitWarmup, body: body)
-            let cpuBefore = server.cpuSeconds
+            let cpuBefore = server.cpuTimes
             let load = try await submitLoad(client, total: counts.submits, body: body)
-            let cpuAfter = server.cpuSeconds
+            let cpuAfter = server.cpuTimes
             let queued = try? await client.queuedCount()
 
             let latency = load.summary
@@ -20,8 +20,13 @@ extension ScenarioRunner {
             result[relaxed ? .relaxedSubmitRate : .submitRate] = load.requestsPerSecond
             result[relaxed ? .relaxedSubmitP50 : .submitP50] = latency.p50
             result[relaxed ? .relaxedSubmitP99 : .submitP99] = latency.p99
-            if !relaxed, let cpuBefore, let cpuAfter {
-                result[.submitServerCPU] = (cpuAfter - cpuBefore) * 1e6 / Double(counts.submits)
+            if let cpuBefore, let cpuAfter {
+                let perSubmit = 1e6 / Double(counts.submits)
+                let user = (cpuAfter.user - cpuBefore.user) * perSubmit
+                let system = (cpuAfter.system - cpuBefore.system) * perSubmit
+                if !relaxed { result[.submitServerCPU] = user + system }
+                result.notes.append("\(subject.title): server CPU per submit \(user.fixed(0)) µs user + \(system.fixed(0)) µs system; "
+                    + "server used \(((cpuAfter.user + cpuAfter.system - cpuBefore.user - cpuBefore.system) / load.wallSeconds * 100).fixed(0)) % of a core")
             }
             if (38...48).contains(latency.p50) {
                 result.notes.append("\(subject.title): WARNING p50 near 40 ms is the signature of Nagle + delayed ACK (TCP_NODELAY off on the server)")

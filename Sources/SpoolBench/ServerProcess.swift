@@ -27,6 +27,7 @@ struct RunningServer: Sendable {
     var baseURL: String { "http://127.0.0.1:\(port)" }
     var residentBytes: Int? { ProcessStats.residentBytes(of: pid) }
     var cpuSeconds: Double? { ProcessStats.cpuSeconds(of: pid) }
+    var cpuTimes: (user: Double, system: Double)? { ProcessStats.cpuTimes(of: pid) }
 }
 
 /// Runs a server for the length of a closure. The server is a child of swift-subprocess's `run`,
@@ -66,11 +67,11 @@ enum ServerProcess {
                     let server = RunningServer(label: launch.label, pid: pid, port: port, logPath: launch.logPath)
                     try await waitUntilHealthy(server, http: http, within: startupLimit, tail: tail)
                     let value = try await body(server)
-                    await stop(pid)
+                    await stop(pid, label: launch.label)
                     group.cancelAll()
                     return value
                 } catch {
-                    await stop(pid)
+                    await stop(pid, label: launch.label)
                     group.cancelAll()
                     throw error
                 }
@@ -80,15 +81,19 @@ enum ServerProcess {
     }
 
     /// Sends SIGTERM, escalates to SIGKILL, then kills whatever the server left behind.
-    private static func stop(_ pid: pid_t) async {
+    private static func stop(_ pid: pid_t, label: String) async {
         var seen = ProcessStats.descendants(of: pid)
         if ProcessStats.isAlive(pid) { kill(pid, SIGTERM) }
-        var exited = await waitForExit(pid, within: .seconds(10), collecting: &seen)
-        if !exited {
+        if !(await waitForExit(pid, within: .seconds(10), collecting: &seen)) {
+            progress("    \(label) (pid \(pid)) still running 10 s after SIGTERM: sending SIGKILL")
             kill(pid, SIGKILL)
-            exited = await waitForExit(pid, within: .seconds(5), collecting: &seen)
+            _ = await waitForExit(pid, within: .seconds(5), collecting: &seen)
         }
-        for child in seen { ProcessStats.killIfStillRunning(child) }
+        let leftovers = seen.filter { ProcessStats.isAlive($0.pid) }
+        if !leftovers.isEmpty {
+            progress("    \(label) left \(leftovers.count) process(es) behind after exiting: sending SIGKILL")
+        }
+        for child in leftovers { ProcessStats.killIfStillRunning(child) }
     }
 
     private static func waitForExit(_ pid: pid_t, within limit: Duration, collecting seen: inout Set<ProcessStats.ProcessRef>) async -> Bool {

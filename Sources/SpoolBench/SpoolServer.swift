@@ -16,7 +16,10 @@ enum SpoolServer {
             ],
             "hold": ["command": ["/bin/sleep", "{input.seconds}"], "timeout_s": 7200, "input_schema": seconds],
         ]
-        return try JSONSerialization.data(withJSONObject: ["job_types": types], options: [.prettyPrinted, .sortedKeys])
+        // Short graces: at the end of a scenario the `hold` job is still running, and the default
+        // 30 s shutdown grace would make every stop wait (or be escalated to SIGKILL).
+        let settings: [String: Any] = ["job_types": types, "shutdown_grace_s": 1, "kill_grace_s": 1]
+        return try JSONSerialization.data(withJSONObject: settings, options: [.prettyPrinted, .sortedKeys])
     }
 
     static func launch(binary: String, in directory: String, python: String, extraArguments: [String]) throws -> ServerLaunch {

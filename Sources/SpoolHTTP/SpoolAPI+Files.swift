@@ -36,7 +36,8 @@ extension SpoolAPI {
 
     @Sendable func output(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let id = try jobID(context)
-        let name = context.parameters.getCatchAll().joined(separator: "/")
+        let raw = context.parameters.getCatchAll().joined(separator: "/")
+        let name = raw.removingPercentEncoding ?? raw
         let paths = JobPaths(dataDirectory: dataDirectory, job: id)
         guard let path = paths.output(named: name) else {
             throw APIError.badRequest("\"\(name)\" is not a valid output name (no \"..\", no absolute paths)")

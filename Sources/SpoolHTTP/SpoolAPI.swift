@@ -62,7 +62,13 @@ public struct SpoolAPI: Sendable {
             throw APIError(status: .unsupportedMediaType, code: "unsupported-media-type",
                            detail: "send the job as JSON with Content-Type: application/json")
         }
-        let body = try await request.body.collect(upTo: limits.maxBodyBytes)
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: limits.maxBodyBytes)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw APIError(status: .contentTooLarge, code: "content-too-large",
+                           detail: "the request body is over the limit of \(limits.maxBodyBytes) bytes; pass large inputs by reference (a path or URL)")
+        }
         let value: JSONValue
         do {
             value = try JSONDecoder().decode(JSONValue.self, from: body)

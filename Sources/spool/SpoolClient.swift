@@ -49,6 +49,15 @@ struct OutputView: Decodable {
 struct SpoolClient {
     let base: String
 
+    /// Fails fast when nothing listens (the default client retries connecting until the
+    /// request's deadline, which for a long poll is minutes).
+    static let http: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout.connect = .seconds(5)
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
     struct Failure: Error, CustomStringConvertible {
         var description: String
         var exitCode: Int32 = 1
@@ -79,7 +88,7 @@ struct SpoolClient {
     private func send(_ request: HTTPClientRequest, timeout: TimeAmount) async throws -> (HTTPResponseStatus, HTTPHeaders, ByteBuffer) {
         let response: HTTPClientResponse
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: timeout)
+            response = try await Self.http.execute(request, timeout: timeout)
         } catch {
             throw Failure(description: "cannot reach the server at \(base) (\(error)); is `spool serve` running? (set --server or SPOOL_URL)", exitCode: 3)
         }
@@ -99,6 +108,7 @@ struct SpoolClient {
 func clientCommand(_ body: () async throws -> Void) async {
     do {
         try await body()
+        try? await SpoolClient.http.shutdown()
     } catch let failure as SpoolClient.Failure {
         fail(failure.description, code: failure.exitCode)
     } catch let exit as ExitCode {

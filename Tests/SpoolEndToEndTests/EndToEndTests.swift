@@ -1,0 +1,252 @@
+import Foundation
+import SpoolCore
+import Testing
+
+/// The real `spool serve` binary over loopback. Serialized: each test loads the 2-core
+/// machine with real jobs, and timing-sensitive checks should not fight each other.
+@Suite(.serialized) struct EndToEndTests {
+    func server(extra: [String: JSONValue] = [:]) throws -> ServerHarness {
+        let harness = try ServerHarness(config: .object([:]))
+        try Data(Fixtures.config(scratch: harness.scratch, extra: extra).canonicalText.utf8)
+            .write(to: URL(fileURLWithPath: harness.configPath))
+        return harness
+    }
+
+    func id(_ reply: ServerHarness.Reply) throws -> String {
+        try #require(reply.json["id"]?.stringValue, "no id in \(String(decoding: reply.body, as: UTF8.self))")
+    }
+
+    @Test func theAPIStaysResponsiveWhileACPUBoundJobHoldsTheOnlySlot() async throws {
+        let server = try server()
+        try await server.start(["--slots", "1"])
+        defer { Task { await server.stop() } }
+        let busy = try id(try await server.submit("busy", .object(["seconds": 60])))
+        _ = try await server.waitFor(busy, ["running"])
+
+        let slowest = try await withThrowingTaskGroup(of: Duration.self) { group in
+            for index in 0..<250 {
+                group.addTask {
+                    let start = ContinuousClock.now
+                    let reply = index % 5 == 4
+                        ? try await server.submit("noop")
+                        : try await server.request(.GET, "/v1/jobs/\(busy)")
+                    #expect(reply.status == (index % 5 == 4 ? 201 : 200))
+                    return ContinuousClock.now - start
+                }
+                if index >= 16 { _ = try await group.next() }
+            }
+            var slowest = Duration.zero
+            for try await elapsed in group { slowest = max(slowest, elapsed) }
+            return slowest
+        }
+        #expect(slowest < .seconds(1), "a request took \(slowest) while a job ran")
+        let state = try await server.job(busy)["state"]?.stringValue
+        #expect(state == "running", "the CPU-bound job kept its slot throughout")
+        _ = try await server.request(.POST, "/v1/jobs/\(busy)/cancel")
+    }
+
+    @Test func jobsRunStrictlyOneAtATimeInSubmitOrder() async throws {
+        let server = try server()
+        try await server.start()
+        defer { Task { await server.stop() } }
+        var ids: [String] = []
+        for n in 0..<30 { ids.append(try id(try await server.submit("stamp", .object(["n": .int(Int64(n)), "sleep": .double(0.05)])))) }
+        for id in ids { #expect(try await server.waitFor(id, ["succeeded", "failed", "canceled"])["state"] == "succeeded") }
+
+        let stamps = try Fixtures.stamps(in: server.scratch)
+        #expect(!stamps.contains { $0.kind == "OVERLAP" }, "a job found another one holding the slot")
+        let starts = stamps.filter { $0.kind == "start" }, ends = stamps.filter { $0.kind == "end" }
+        #expect(starts.map(\.n) == Array(0..<30), "jobs started in submit order")
+        #expect(ends.map(\.n) == Array(0..<30))
+        for n in 1..<30 {
+            #expect(starts[n].nanoseconds >= ends[n - 1].nanoseconds, "job \(n) started before job \(n - 1) ended")
+        }
+    }
+
+    @Test func killNineWithJobsRunningAndQueuedLosesNothing() async throws {
+        let server = try server()
+        try await server.start()
+        defer { Task { await server.stop() } }
+        var ids: [String] = []
+        for n in 0..<5 { ids.append(try id(try await server.submit("stamp", .object(["n": .int(Int64(n)), "sleep": .double(1.5)])))) }
+        _ = try await server.waitFor(ids[0], ["running"])
+        try await Task.sleep(for: .milliseconds(200))   // let the job write its start stamp
+        await server.kill9()
+
+        try await server.start()
+        for id in ids {
+            let job = try await server.waitFor(id, ["succeeded", "failed", "canceled"])
+            #expect(job["state"] == "succeeded", "job \(id) ended \(job["state"]?.stringValue ?? "?")")
+        }
+        #expect(try await server.job(ids[0])["attempts"] == 2, "the interrupted job ran again")
+        let stamps = try Fixtures.stamps(in: server.scratch)
+        #expect(!stamps.contains { $0.kind == "OVERLAP" }, "the requeued job overlapped its orphaned first attempt or another job")
+        #expect(Set(stamps.filter { $0.kind == "end" }.map(\.n)) == Set(0..<5))
+    }
+
+    @Test func aJobThatOverrunsItsTimeoutIsKilledWithItsGrandchild() async throws {
+        let server = try server()
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let hang = try id(try await server.submit("hang"))
+        let job = try await server.waitFor(hang, ["succeeded", "failed", "canceled"], timeout: .seconds(30))
+        #expect(job["state"] == "failed")
+        #expect(job["reason"] == "timeout")
+        let reply = try await server.request(.GET, "/v1/jobs/\(hang)/outputs/grandchild")
+        let pid = try #require(Int32(String(decoding: reply.body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(!isAlive(pid), "grandchild \(pid) outlived its job")
+    }
+
+    @Test func nonZeroExitsAndSignalsFailWithTheirReasonAndTheQueueMovesOn() async throws {
+        let server = try server()
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let failing = try id(try await server.submit("fail", .object(["code": 7])))
+        let crashing = try id(try await server.submit("crash"))
+        let next = try id(try await server.submit("noop"))
+        let failed = try await server.waitFor(failing, ["succeeded", "failed"])
+        #expect(failed["reason"] == "exit_code")
+        #expect(failed["exit_code"] == 7)
+        let crashed = try await server.waitFor(crashing, ["succeeded", "failed"])
+        #expect(crashed["reason"] == "signal")
+        #expect(crashed["signal"] == .int(Int64(SIGSEGV)))
+        #expect(try await server.waitFor(next, ["succeeded", "failed"])["state"] == "succeeded")
+        let log = try await server.request(.GET, "/v1/jobs/\(failing)/logs")
+        #expect(String(decoding: log.body, as: UTF8.self).contains("failing"))
+    }
+
+    @Test func cancelStopsQueuedJobsAtOnceAndRunningJobsWithEscalation() async throws {
+        let server = try server()
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let running = try id(try await server.submit("sleep", .object(["seconds": 60])))
+        _ = try await server.waitFor(running, ["running"])
+        let queued = try id(try await server.submit("sleep", .object(["seconds": 60])))
+
+        let canceledQueued = try await server.request(.POST, "/v1/jobs/\(queued)/cancel")
+        #expect(canceledQueued.status == 200)
+        #expect(canceledQueued.json["state"] == "canceled")
+
+        let canceling = try await server.request(.POST, "/v1/jobs/\(running)/cancel")
+        #expect(canceling.status == 202)
+        let canceled = try await server.waitFor(running, ["succeeded", "failed", "canceled"], timeout: .seconds(30))
+        #expect(canceled["state"] == "canceled")
+        #expect(canceled["reason"] == "canceled")
+
+        let again = try await server.request(.POST, "/v1/jobs/\(running)/cancel")
+        #expect(again.status == 409)
+        #expect(again.header("Content-Type") == "application/problem+json")
+    }
+
+    @Test func badRequestsGetTheDocumentedStatusAsProblemJSON() async throws {
+        let server = try server()
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let json = [("Content-Type", "application/json")]
+        let cases: [(String, ServerHarness.Reply, Int)] = [
+            ("malformed JSON", try await server.request(.POST, "/v1/jobs", body: Data("{\"type\":".utf8), headers: json), 400),
+            ("oversized body", try await server.request(.POST, "/v1/jobs", body: Data(repeating: 32, count: 2 << 20), headers: json), 413),
+            ("wrong content type", try await server.request(.POST, "/v1/jobs", body: Data("{}".utf8), headers: [("Content-Type", "text/plain")]), 415),
+            ("unknown type", try await server.submit("no-such-type"), 422),
+            ("input failing the schema", try await server.submit("sleep", .object(["seconds": "soon"])), 422),
+            ("unknown id", try await server.request(.GET, "/v1/jobs/job_00000000000000000000000000"), 404),
+        ]
+        let noop = try id(try await server.submit("noop"))
+        _ = try await server.waitFor(noop, ["succeeded"])
+        let traversal = try await server.request(.GET, "/v1/jobs/\(noop)/outputs/%2e%2e/%2e%2e/spool.sqlite")
+        for (name, reply, status) in cases + [("../ in an output name", traversal, 400)] {
+            #expect(reply.status == status, "\(name)")
+            #expect(reply.header("Content-Type") == "application/problem+json", "\(name)")
+            #expect(reply.json["status"] == .int(Int64(status)), "\(name)")
+            let detail = reply.json["detail"]?.stringValue ?? ""
+            #expect(detail.count > 10, "\(name) has a human sentence")
+        }
+        #expect(traversal.body.count < 2000, "no database bytes leaked")
+    }
+
+    @Test func idempotentResubmitReturnsTheOriginalJob() async throws {
+        let server = try server()
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let first = try await server.submit("sleep", .object(["seconds": 1]), key: "order-42")
+        let repeated = try await server.submit("sleep", .object(["seconds": 1]), key: "order-42")
+        let different = try await server.submit("sleep", .object(["seconds": 2]), key: "order-42")
+        #expect(first.status == 201)
+        #expect(repeated.status == 200)
+        #expect(try id(repeated) == id(first))
+        #expect(different.status == 409)
+    }
+
+    @Test func gracefulShutdownRefusesSubmitsAndRequeuesTheRunningJob() async throws {
+        let server = try server()
+        try await server.start(["--shutdown-grace", "1"])
+        defer { Task { await server.stop() } }
+        let long = try id(try await server.submit("sleep", .object(["seconds": 120])))
+        _ = try await server.waitFor(long, ["running"])
+        server.terminate()
+        try await withDeadline(.seconds(10), "the server to report draining") {
+            while try await server.request(.GET, "/healthz").status != 503 { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        let refused = try await server.submit("noop")
+        #expect(refused.status == 503)
+        #expect(refused.header("Content-Type") == "application/problem+json")
+        let status = try await withDeadline(.seconds(30), "the server to exit") { await server.waitForExit() }
+        #expect(status == 0)
+
+        try await server.start()
+        let job = try await server.waitFor(long, ["running"])
+        #expect(job["attempts"] == 1, "the attempt stopped by the shutdown was given back")
+        _ = try await server.request(.POST, "/v1/jobs/\(long)/cancel")
+    }
+
+    @Test func theCLISubmitsARenderWaitsAndDownloadsThePNG() async throws {
+        let server = try server()
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let submit = try await runCLI(["submit", "render", "--input", "{\"width\":48,\"height\":32,\"samples\":2}", "--wait", "--server", server.url])
+        #expect(submit.status == 0, "\(submit.stderr)")
+        #expect(submit.stdout.contains("/outputs/render.png"))
+        let list = try await runCLI(["list", "--server", server.url, "--limit", "1"])
+        let jobID = String(list.stdout.prefix(30))
+        let download = server.scratch + "/download"
+        let outputs = try await runCLI(["outputs", jobID, "--download", download, "--server", server.url])
+        #expect(outputs.status == 0, "\(outputs.stderr)")
+        let png = try Data(contentsOf: URL(fileURLWithPath: download + "/render.png"))
+        #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]))
+
+        let unreachable = try await runCLI(["status", jobID, "--server", "http://127.0.0.1:9"])
+        #expect(unreachable.status == 3)
+        #expect(unreachable.stderr.hasPrefix("spool: cannot reach the server"))
+        let missing = try await runCLI(["status", "job_00000000000000000000000000", "--server", server.url])
+        #expect(missing.status == 1)
+        #expect(missing.stderr == "spool: no job job_00000000000000000000000000\n")
+    }
+
+    @Test func aBadConfigFileStopsStartupWithOneLine() async throws {
+        let harness = try ServerHarness(config: .object(["job_types": .object(["x": .object(["command": .array([])])])]))
+        let result = try await runCLI(["serve", "--config", harness.configPath, "--data-dir", harness.dataDirectory, "--port", "0"])
+        #expect(result.status != 0)
+        #expect(result.stderr.split(separator: "\n").count == 1)
+        #expect(result.stderr.contains("command must be a non-empty list"))
+    }
+}
+
+struct CLIResult { var status: Int32; var stdout: String; var stderr: String }
+
+/// Runs the `spool` binary with arguments and collects its output.
+func runCLI(_ arguments: [String]) async throws -> CLIResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: ServerHarness.binary)
+    process.arguments = arguments
+    let scratch = NSTemporaryDirectory() + "spool-cli-\(UUID().uuidString)"
+    FileManager.default.createFile(atPath: scratch + ".out", contents: nil)
+    FileManager.default.createFile(atPath: scratch + ".err", contents: nil)
+    process.standardOutput = FileHandle(forWritingAtPath: scratch + ".out")
+    process.standardError = FileHandle(forWritingAtPath: scratch + ".err")
+    let status = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int32, any Error>) in
+        process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
+        do { try process.run() } catch { continuation.resume(throwing: error) }
+    }
+    return CLIResult(status: status, stdout: (try? String(contentsOfFile: scratch + ".out", encoding: .utf8)) ?? "",
+                     stderr: (try? String(contentsOfFile: scratch + ".err", encoding: .utf8)) ?? "")
+}

@@ -1,0 +1,65 @@
+import Foundation
+import SpoolCore
+
+/// Job types the end-to-end tests run. Each records what it saw itself (start/end times,
+/// overlap detected through an flock the kernel drops when a holder dies), so the checks do
+/// not take the server's word for it.
+enum Fixtures {
+    static func config(scratch: String, extra: [String: JSONValue] = [:]) -> JSONValue {
+        let stampScript = """
+            exec 9>>"$LOCK"
+            flock -n 9 || echo "OVERLAP {input.n}" >> "$STAMPS"
+            echo "start {input.n} $(date +%s%N)" >> "$STAMPS"
+            sleep {input.sleep}
+            echo "end {input.n} $(date +%s%N)" >> "$STAMPS"
+            """
+        let integer: JSONValue = .object(["type": "integer", "minimum": 0])
+        let seconds: JSONValue = .object(["type": "number", "minimum": 0, "maximum": 600])
+        func type(_ argv: [String], timeout: Double = 300, attempts: Int = 1, schema: [String: JSONValue]? = nil,
+                  env: [String: String] = [:]) -> JSONValue {
+            var definition: [String: JSONValue] = [
+                "command": .array(argv.map(JSONValue.string)), "timeout_s": .double(timeout), "max_attempts": .int(Int64(attempts)),
+            ]
+            if let schema {
+                definition["input_schema"] = .object(["type": "object", "required": .array(schema.keys.sorted().map(JSONValue.string)),
+                                                      "properties": .object(schema)])
+            }
+            if !env.isEmpty { definition["env"] = .object(env.mapValues(JSONValue.string)) }
+            return .object(definition)
+        }
+        var settings: [String: JSONValue] = [
+            "kill_grace_s": 1,
+            "job_types": .object([
+                "stamp": type(["/bin/sh", "-c", stampScript], attempts: 2, schema: ["n": integer, "sleep": seconds],
+                              env: ["STAMPS": scratch + "/stamps.txt", "LOCK": scratch + "/slot.lock"]),
+                "busy": type(["/usr/bin/python3", "-c", "import time\nend = time.time() + {input.seconds}\nwhile time.time() < end: pass"],
+                             schema: ["seconds": seconds]),
+                "sleep": type(["sleep", "{input.seconds}"], schema: ["seconds": seconds]),
+                "fail": type(["/bin/sh", "-c", "echo failing; exit {input.code}"], schema: ["code": integer]),
+                "crash": type(["/bin/sh", "-c", "kill -SEGV $$"]),
+                "hang": type(["/bin/sh", "-c", "sleep 300 & echo $! > \"$SPOOL_OUTPUT_DIR/grandchild\"; wait"], timeout: 1),
+                "noop": type(["/bin/true"]),
+            ]),
+        ]
+        settings.merge(extra) { _, new in new }
+        return .object(settings)
+    }
+
+    struct Stamp: Equatable {
+        var kind: String
+        var n: Int
+        var nanoseconds: Int64
+    }
+
+    static func stamps(in scratch: String) throws -> [Stamp] {
+        try String(contentsOfFile: scratch + "/stamps.txt", encoding: .utf8).split(separator: "\n").map { line in
+            let parts = line.split(separator: " ")
+            return Stamp(kind: String(parts[0]), n: Int(parts[1]) ?? -1, nanoseconds: parts.count > 2 ? Int64(parts[2]) ?? 0 : 0)
+        }
+    }
+}
+
+extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral {
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(integerLiteral value: Int64) { self = .int(value) }
+}

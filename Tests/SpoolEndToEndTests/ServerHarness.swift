@@ -1,0 +1,182 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import SpoolCore
+import Synchronization
+
+/// Starts the real `spool serve` binary (built next to this test bundle) on a free loopback
+/// port with its own data directory, and talks to it over HTTP. Every process it starts is
+/// killed by pid when the test is done.
+final class ServerHarness: @unchecked Sendable {
+    let dataDirectory: String
+    let configPath: String
+    private(set) var process: Process?
+    private(set) var url = ""
+    private var exited: Task<Int32, Never>?
+
+    static let binary: String = {
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var directory = URL(fileURLWithPath: executable).deletingLastPathComponent()
+        // swift-testing runs from the .xctest bundle; the binary sits beside it in the build directory.
+        while !FileManager.default.isExecutableFile(atPath: directory.appendingPathComponent("spool").path), directory.path != "/" {
+            directory = directory.deletingLastPathComponent()
+        }
+        return directory.appendingPathComponent("spool").path
+    }()
+
+    init(config: JSONValue) throws {
+        let root = NSTemporaryDirectory() + "spool-e2e-\(UUID().uuidString.prefix(8))"
+        dataDirectory = root + "/data"
+        configPath = root + "/config.json"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        try Data(config.canonicalText.utf8).write(to: URL(fileURLWithPath: configPath))
+    }
+
+    var scratch: String { URL(fileURLWithPath: configPath).deletingLastPathComponent().path }
+
+    /// Starts the server and waits until it listens.
+    func start(_ extra: [String] = []) async throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = ["serve", "--config", configPath, "--data-dir", dataDirectory, "--port", "0", "--gpus", "none",
+                             "--log-level", "warning"] + extra
+        let output = Pipe()
+        process.standardOutput = output
+        let logHandle = FileHandle(forWritingAtPath: scratch + "/server.log") ?? {
+            FileManager.default.createFile(atPath: scratch + "/server.log", contents: nil)
+            return FileHandle(forWritingAtPath: scratch + "/server.log")!
+        }()
+        logHandle.seekToEndOfFile()
+        process.standardError = logHandle
+        let (termination, terminated) = AsyncStream<Int32>.makeStream()
+        process.terminationHandler = { terminated.yield($0.terminationStatus); terminated.finish() }
+        let (lines, lineSink) = AsyncStream<String>.makeStream()
+        let buffer = Mutex("")
+        output.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            if data.isEmpty { handle.readabilityHandler = nil; lineSink.finish(); return }
+            buffer.withLock { text in
+                text += String(decoding: data, as: UTF8.self)
+                while let newline = text.firstIndex(of: "\n") {
+                    lineSink.yield(String(text[..<newline]))
+                    text = String(text[text.index(after: newline)...])
+                }
+            }
+        }
+        try process.run()
+        self.process = process
+        exited = Task { for await status in termination { return status }; return -1 }
+        let listening = try await withDeadline(.seconds(60), "the server to say it is listening") {
+            for await line in lines where line.contains("listening on ") {
+                return String(line[line.range(of: "listening on ")!.upperBound...])
+            }
+            throw HarnessError("the server exited before listening; see \(self.scratch)/server.log")
+        }
+        url = listening
+    }
+
+    var pid: Int32 { process?.processIdentifier ?? -1 }
+
+    func kill9() async {
+        guard let process, process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        _ = await waitForExit()
+    }
+
+    func terminate() { if let process, process.isRunning { kill(process.processIdentifier, SIGTERM) } }
+
+    func waitForExit() async -> Int32 { await exited?.value ?? -1 }
+
+    /// Stops the server (SIGKILL) and any job processes still running from its data directory.
+    func stop() async {
+        await kill9()
+        let jobs = (try? FileManager.default.contentsOfDirectory(atPath: dataDirectory + "/jobs")) ?? []
+        let ids = Set(jobs.compactMap(JobID.init))
+        _ = try? await killJobProcesses(ids)
+    }
+
+    // MARK: - HTTP
+
+    struct Reply {
+        var status: Int
+        var headers: [(String, String)]
+        var body: Data
+        var json: JSONValue { (try? JSONDecoder().decode(JSONValue.self, from: body)) ?? .null }
+        func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
+    }
+
+    func request(_ method: HTTPMethod, _ path: String, body: Data? = nil, headers: [(String, String)] = [],
+                 timeout: TimeAmount = .seconds(90)) async throws -> Reply {
+        var request = HTTPClientRequest(url: url + path)
+        request.method = method
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
+        let response = try await HTTPClient.shared.execute(request, timeout: timeout)
+        let bytes = try await response.body.collect(upTo: 64 << 20)
+        return Reply(status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) }, body: Data(bytes.readableBytesView))
+    }
+
+    func submit(_ type: String, _ input: JSONValue = .object([:]), extra: [String: JSONValue] = [:], key: String? = nil) async throws -> Reply {
+        var body = extra
+        body["type"] = .string(type)
+        body["input"] = input
+        return try await request(.POST, "/v1/jobs", body: Data(JSONValue.object(body).canonicalText.utf8),
+                                 headers: [("Content-Type", "application/json")] + (key.map { [("Idempotency-Key", $0)] } ?? []))
+    }
+
+    func job(_ id: String) async throws -> JSONValue { try await request(.GET, "/v1/jobs/\(id)").json }
+
+    /// Long-polls until the job is in one of `states`.
+    func waitFor(_ id: String, _ states: Set<String>, timeout: Duration = .seconds(120)) async throws -> JSONValue {
+        try await withDeadline(timeout, "job \(id) to reach \(states.sorted())") {
+            var job = try await self.job(id)
+            while !states.contains(job["state"]?.stringValue ?? "") {
+                job = try await self.request(.GET, "/v1/jobs/\(id)?wait=5").json
+            }
+            return job
+        }
+    }
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Runs `body`, failing with a sentence that says what was awaited if it takes too long.
+func withDeadline<T: Sendable>(_ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T?.self) { group in
+        group.addTask { try await body() }
+        group.addTask { try await Task.sleep(for: limit); return nil }
+        guard let first = try await group.next(), let value = first else {
+            group.cancelAll()
+            throw HarnessError("timed out after \(limit) waiting for \(what)")
+        }
+        group.cancelAll()
+        return value
+    }
+}
+
+/// Kills processes whose environment names one of these jobs (leftovers of a killed server).
+func killJobProcesses(_ ids: Set<JobID>) async throws -> Int {
+    var killed = 0
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+        guard let pid = Int32(entry), let environ = FileManager.default.contents(atPath: "/proc/\(entry)/environ") else { continue }
+        for variable in environ.split(separator: 0) {
+            let text = String(decoding: variable, as: UTF8.self)
+            if text.hasPrefix("SPOOL_JOB_ID="), let id = JobID(String(text.dropFirst(13))), ids.contains(id) {
+                kill(pid, SIGKILL)
+                killed += 1
+            }
+        }
+    }
+    return killed
+}
+
+/// True while the process exists and is not a zombie.
+func isAlive(_ pid: Int32) -> Bool {
+    guard kill(pid, 0) == 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return false }
+    return stat[stat.index(close, offsetBy: 2)] != "Z"
+}
