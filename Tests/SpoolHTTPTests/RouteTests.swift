@@ -1,0 +1,215 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import SpoolCore
+import SpoolExecutor
+import SpoolScheduler
+import SpoolStore
+import Testing
+@testable import SpoolHTTP
+
+/// The routes in-process (no sockets) over a `MemoryJobStore` and a scheduler that is not
+/// running, so jobs stay where the test puts them.
+@Suite struct RouteTests {
+    let store = MemoryJobStore()
+    let dataDirectory = NSTemporaryDirectory() + "spool-routes-\(UUID().uuidString)"
+    let scheduler: Scheduler
+    let api: SpoolAPI
+
+    init() throws {
+        let catalog = JobCatalog([
+            JobType(name: "echo", command: try CommandTemplate(["echo", "{input.word}"]), timeoutSeconds: 60,
+                    inputSchema: try InputSchema(.object(["type": .string("object"), "required": .array([.string("word")])]))),
+        ])
+        scheduler = Scheduler(store: store, executor: ProcessExecutor(logger: Logger(label: "test")), catalog: catalog,
+                              configuration: SchedulerConfiguration(slots: [SlotSpec(id: SlotID(0), gpu: "3")], dataDirectory: dataDirectory),
+                              logger: Logger(label: "test"))
+        api = SpoolAPI(store: store, scheduler: scheduler, catalog: catalog, dataDirectory: dataDirectory, storeName: "memory")
+    }
+
+    func withClient(_ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void) async throws {
+        try await Application(router: api.router()).test(.router, body)
+    }
+
+    static let json: HTTPFields = [.contentType: "application/json"]
+
+    func decode(_ response: TestResponse) throws -> JSONValue {
+        try JSONDecoder().decode(JSONValue.self, from: Data(buffer: response.body))
+    }
+
+    func submit(_ client: any TestClientProtocol, _ word: String, priority: Int = 0) async throws -> JSONValue {
+        try await client.execute(uri: "/v1/jobs", method: .post, headers: Self.json,
+                                 body: ByteBuffer(string: #"{"type":"echo","input":{"word":"\#(word)"},"priority":\#(priority)}"#)) { response in
+            #expect(response.status == .created)
+            return try decode(response)
+        }
+    }
+
+    @Test func submitAnswersCreatedWithLocationAndQueuePosition() async throws {
+        try await withClient { client in
+            _ = try await submit(client, "a")
+            try await client.execute(uri: "/v1/jobs", method: .post, headers: Self.json,
+                                     body: ByteBuffer(string: #"{"type":"echo","input":{"word":"b"}}"#)) { response in
+                #expect(response.status == .created)
+                let job = try decode(response)
+                #expect(response.headers[.location] == "/v1/jobs/\(job["id"]?.stringValue ?? "")")
+                #expect(job["state"] == .string("queued"))
+                #expect(job["position"] == .int(2))
+                #expect(job["attempts"] == .int(0))
+            }
+            let urgent = try await submit(client, "c", priority: 5)
+            #expect(urgent["position"] == .int(1), "a higher priority goes to the front")
+        }
+    }
+
+    @Test func unknownFieldsAndWrongTypesAreRefusedWithReasons() async throws {
+        try await withClient { client in
+            for (body, fragment) in [(#"{"type":"echo","input":{"word":"x"},"priorty":1}"#, "priorty"),
+                                     (#"{"input":{}}"#, "\"type\" is required"),
+                                     (#"{"type":"echo","input":{}}"#, "word"),
+                                     (#"{"type":"echo","input":{"word":"x"},"timeout_s":3600}"#, "timeout_s"),
+                                     (#"[1,2]"#, "JSON object")] {
+                try await client.execute(uri: "/v1/jobs", method: .post, headers: Self.json, body: ByteBuffer(string: body)) { response in
+                    #expect(response.status == .unprocessableContent, "\(body)")
+                    #expect(response.headers[.contentType] == "application/problem+json")
+                    let problem = try decode(response)
+                    let text = (problem["detail"]?.stringValue ?? "") + (problem["errors"].map(\.canonicalText) ?? "")
+                    #expect(text.contains(fragment), "\(body): \(text)")
+                }
+            }
+        }
+    }
+
+    @Test func listIsNewestFirstAndPagesWithAStableCursor() async throws {
+        try await withClient { client in
+            var ids: [String] = []
+            for index in 0..<7 { ids.append(try await submit(client, "w\(index)")["id"]?.stringValue ?? "") }
+            var seen: [String] = []
+            var cursor: String?
+            repeat {
+                let uri = "/v1/jobs?limit=3" + (cursor.map { "&cursor=\($0)" } ?? "")
+                cursor = try await client.execute(uri: uri, method: .get) { response in
+                    let page = try decode(response)
+                    guard case .array(let jobs)? = page["jobs"] else { throw HTTPError(.internalServerError) }
+                    seen += jobs.compactMap { $0["id"]?.stringValue }
+                    return page["next_cursor"]?.stringValue
+                }
+            } while cursor != nil
+            #expect(seen == ids.reversed())
+            try await client.execute(uri: "/v1/jobs?status=waiting", method: .get) { #expect($0.status == .badRequest) }
+            try await client.execute(uri: "/v1/jobs?limit=0", method: .get) { #expect($0.status == .badRequest) }
+            try await client.execute(uri: "/v1/jobs?status=queued&type=echo&limit=500", method: .get) { response in
+                guard case .array(let jobs)? = try decode(response)["jobs"] else { Issue.record("no jobs"); return }
+                #expect(jobs.count == 7)
+            }
+        }
+    }
+
+    @Test func waitReturnsAsSoonAsTheJobChangesState() async throws {
+        try await withClient { client in
+            let id = try await submit(client, "x")["id"]?.stringValue ?? ""
+            let start = ContinuousClock.now
+            async let waited = client.execute(uri: "/v1/jobs/\(id)?wait=30", method: .get) { try decode($0) }
+            try await Task.sleep(for: .milliseconds(100))
+            _ = try await store.cancel(JobID(id)!, now: WallClock.now())
+            #expect(try await waited["state"] == .string("canceled"))
+            #expect(ContinuousClock.now - start < .seconds(10))
+        }
+    }
+
+    @Test func waitGivesUpAfterItsTimeWithTheJobUnchanged() async throws {
+        try await withClient { client in
+            let id = try await submit(client, "x")["id"]?.stringValue ?? ""
+            let start = ContinuousClock.now
+            let job = try await client.execute(uri: "/v1/jobs/\(id)?wait=0.2", method: .get) { try decode($0) }
+            #expect(job["state"] == .string("queued"))
+            #expect(ContinuousClock.now - start >= .milliseconds(200))
+            try await client.execute(uri: "/v1/jobs/\(id)?wait=soon", method: .get) { #expect($0.status == .badRequest) }
+        }
+    }
+
+    @Test func logsServeFromAnOffset() async throws {
+        try await withClient { client in
+            let id = try await submit(client, "x")["id"]?.stringValue ?? ""
+            let paths = JobPaths(dataDirectory: dataDirectory, job: JobID(id)!)
+            try await client.execute(uri: "/v1/jobs/\(id)/logs", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(response.body.readableBytes == 0)
+            }
+            try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true)
+            try Data("hello world\n".utf8).write(to: URL(fileURLWithPath: paths.log))
+            try await client.execute(uri: "/v1/jobs/\(id)/logs?offset=6", method: .get) { response in
+                #expect(String(buffer: response.body) == "world\n")
+                #expect(response.headers[HTTPField.Name("Spool-Next-Offset")!] == "12")
+            }
+        }
+    }
+
+    @Test func outputsAreListedAndServedWithTheirTypeButNeverOutsideTheJob() async throws {
+        try await withClient { client in
+            let id = try await submit(client, "x")["id"]?.stringValue ?? ""
+            let paths = JobPaths(dataDirectory: dataDirectory, job: JobID(id)!)
+            try FileManager.default.createDirectory(atPath: paths.outputs + "/sub", withIntermediateDirectories: true)
+            try Data([0x89, 0x50, 0x4E, 0x47]).write(to: URL(fileURLWithPath: paths.outputs + "/image.png"))
+            try Data("{}".utf8).write(to: URL(fileURLWithPath: paths.outputs + "/sub/data.json"))
+            try Data("secret".utf8).write(to: URL(fileURLWithPath: dataDirectory + "/secret.txt"))
+            try FileManager.default.createSymbolicLink(atPath: paths.outputs + "/escape", withDestinationPath: dataDirectory + "/secret.txt")
+
+            try await client.execute(uri: "/v1/jobs/\(id)/outputs", method: .get) { response in
+                guard case .array(let outputs)? = try decode(response)["outputs"] else { Issue.record("no outputs"); return }
+                #expect(outputs.compactMap { $0["name"]?.stringValue } == ["image.png", "sub/data.json"])
+                #expect(outputs.first?["content_type"] == .string("image/png"))
+            }
+            try await client.execute(uri: "/v1/jobs/\(id)/outputs/image.png", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(response.headers[.contentType] == "image/png")
+            }
+            try await client.execute(uri: "/v1/jobs/\(id)/outputs/sub/data.json", method: .get) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/v1/jobs/\(id)/outputs/escape", method: .get) { #expect($0.status == .notFound) }
+            try await client.execute(uri: "/v1/jobs/\(id)/outputs/sub/%2E%2E/%2E%2E/secret.txt", method: .get) { #expect($0.status == .badRequest) }
+        }
+    }
+
+    @Test func queueShowsEachSlotAndTheQueuedCount() async throws {
+        try await withClient { client in
+            _ = try await submit(client, "x")
+            try await client.execute(uri: "/v1/queue", method: .get) { response in
+                let queue = try decode(response)
+                #expect(queue["queued"] == .int(1))
+                #expect(queue["accepting"] == .bool(true))
+                guard case .array(let slots)? = queue["slots"] else { Issue.record("no slots"); return }
+                #expect(slots.first?["gpu"] == .string("3"))
+                #expect(slots.first?["state"] == .string("idle"))
+            }
+            try await client.execute(uri: "/healthz", method: .get) { #expect($0.status == .ok) }
+        }
+    }
+
+    @Test func aClosedGateRefusesSubmitsWith503() async throws {
+        scheduler.gate.close()
+        try await withClient { client in
+            try await client.execute(uri: "/v1/jobs", method: .post, headers: Self.json,
+                                     body: ByteBuffer(string: #"{"type":"echo","input":{"word":"x"}}"#)) { response in
+                #expect(response.status == .serviceUnavailable)
+                #expect(response.headers[.retryAfter] == "5")
+            }
+            try await client.execute(uri: "/healthz", method: .get) { #expect($0.status == .serviceUnavailable) }
+        }
+    }
+
+    @Test func unknownRoutesAndMethodsAnswerProblemJSON() async throws {
+        try await withClient { client in
+            try await client.execute(uri: "/v2/jobs", method: .get) { response in
+                #expect(response.status == .notFound)
+                #expect(response.headers[.contentType] == "application/problem+json")
+            }
+            try await client.execute(uri: "/v1/jobs/not-an-id", method: .get) { #expect($0.status == .notFound) }
+            try await client.execute(uri: "/v1/types", method: .get) { response in
+                #expect(String(buffer: response.body).contains("\"word\""))
+            }
+        }
+    }
+}
