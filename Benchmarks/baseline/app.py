@@ -179,8 +179,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="ProcessPoolExecutor max_workers")
     args = parser.parse_args()
     WORKERS = args.workers
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # uvicorn normally disables Nagle on each connection; with a socket handed over it may not
+    # (proto 0 after fromfd), and Nagle + delayed ACK adds 40 ms to every keep-alive response.
+    # Linux copies TCP_NODELAY from the listening socket to the connections it accepts.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((args.host, args.port))
     sock.listen(1024)
     port = sock.getsockname()[1]

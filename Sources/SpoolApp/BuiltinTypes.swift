@@ -2,8 +2,9 @@ import SpoolCore
 
 /// Job types every server has without configuration.
 public enum BuiltinTypes {
-    /// `render`: the built-in path tracer, run as a child process (the `spool` binary
-    /// re-executing itself as `spool render-job`). Input: width, height, samples, seed.
+    /// `render`: the built-in path tracer, run as a warm worker per slot (the `spool` binary
+    /// re-executing itself as `spool render-worker`, speaking the worker protocol). Input:
+    /// width, height, samples, seed.
     public static func render(executable: String) -> JobType {
         let schema = try! InputSchema(.object([
             "type": .string("object"),
@@ -15,7 +16,12 @@ public enum BuiltinTypes {
                 "seed": .object(["type": .string("integer"), "minimum": .int(0)]),
             ]),
         ]))
-        return JobType(name: "render", command: try! CommandTemplate([executable, "render-job"]),
-                       timeoutSeconds: 900, maxAttempts: 2, inputSchema: schema)
+        var policy = WorkerPolicy()
+        policy.maxJobsPerWorker = 500
+        policy.maxRSSMegabytes = 1024
+        policy.idleTimeoutSeconds = 600
+        policy.heartbeatSeconds = 2
+        return JobType(name: "render", command: try! CommandTemplate([executable, "render-worker"]),
+                       timeoutSeconds: 900, maxAttempts: 2, inputSchema: schema, mode: .worker(policy))
     }
 }

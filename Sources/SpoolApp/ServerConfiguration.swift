@@ -18,6 +18,8 @@ public struct ServerConfiguration: Sendable {
     public var port = 8080
     public var dataDirectory = "./spool-data"
     public var slots = 1
+    /// Slots sharing each GPU (all pinned to the same device), for small jobs.
+    public var slotsPerGPU = 1
     public var gpus: GPUSelection = .auto
     public var killGraceSeconds: Double = 10
     public var shutdownGraceSeconds: Double = 30
@@ -30,10 +32,15 @@ public struct ServerConfiguration: Sendable {
 
     /// The file's keys, as written in it.
     static let fileKeys: Set<String> = [
-        "host", "port", "data_dir", "slots", "gpus", "kill_grace_s", "shutdown_grace_s", "sqlite_synchronous",
+        "host", "port", "data_dir", "slots", "gpus", "slots_per_gpu", "kill_grace_s", "shutdown_grace_s", "sqlite_synchronous",
         "max_body_bytes", "log_limit_bytes", "job_types",
     ]
-    static let jobTypeKeys: Set<String> = ["command", "timeout_s", "max_attempts", "input_schema", "env", "working_dir"]
+    static let jobTypeKeys = Set(["command", "timeout_s", "max_attempts", "input_schema", "env", "working_dir", "mode"])
+        .union(workerKeys)
+    static let workerKeys: Set<String> = [
+        "max_jobs_per_worker", "max_rss_mb", "max_vram_mb", "vram_growth_mb", "idle_timeout_s", "heartbeat_s",
+        "setup_timeout_s", "max_setup_failures",
+    ]
 
     /// Applies one setting by its file key; the same parser serves the file, the environment
     /// and the flags, so each is validated the same way.
@@ -60,6 +67,7 @@ public struct ServerConfiguration: Sendable {
             guard let text = value.stringValue, !text.isEmpty else { throw fail("a directory path") }
             dataDirectory = text
         case "slots": slots = try integer(1...1024)
+        case "slots_per_gpu": slotsPerGPU = try integer(1...64)
         case "gpus":
             guard let text = value.stringValue else { throw fail("\"auto\", \"none\" or a list like \"0,2\"") }
             switch text {
@@ -130,6 +138,19 @@ public struct ServerConfiguration: Sendable {
             }
             type.environment = variables.compactMapValues(\.stringValue)
         }
+        switch fields["mode"] {
+        case nil, .string("process")?:
+            if let stray = fields.keys.filter(workerKeys.contains).sorted().first {
+                throw ConfigurationError("\(path).\(stray) only applies with \"mode\": \"worker\"")
+            }
+        case .string("worker")?:
+            guard command.referencedKeys.isEmpty else {
+                throw ConfigurationError("\(path).command: a worker's command is started once per slot, so it cannot use {input.…} placeholders (the worker gets each job's input over the protocol)")
+            }
+            type.mode = .worker(try workerPolicy(fields, path: path))
+        default:
+            throw ConfigurationError("\(path).mode must be \"process\" (a fresh process per job) or \"worker\" (a warm worker per slot)")
+        }
         if let directory = fields["working_dir"] {
             guard let text = directory.stringValue, text.hasPrefix("/") else {
                 throw ConfigurationError("\(path).working_dir must be an absolute path")
@@ -137,6 +158,33 @@ public struct ServerConfiguration: Sendable {
             type.workingDirectory = text
         }
         return type
+    }
+
+    static func workerPolicy(_ fields: [String: JSONValue], path: String) throws(ConfigurationError) -> WorkerPolicy {
+        var policy = WorkerPolicy()
+        func count(_ key: String, _ range: ClosedRange<Int64>) throws(ConfigurationError) -> Int? {
+            guard let value = fields[key] else { return nil }
+            guard let number = value.intValue, range.contains(number) else {
+                throw ConfigurationError("\(path).\(key) must be an integer from \(range.lowerBound) to \(range.upperBound)")
+            }
+            return Int(number)
+        }
+        func seconds(_ key: String) throws(ConfigurationError) -> Double? {
+            guard let value = fields[key] else { return nil }
+            guard let number = value.doubleValue, number > 0, number <= 86_400 else {
+                throw ConfigurationError("\(path).\(key) must be a number of seconds greater than 0")
+            }
+            return number
+        }
+        policy.maxJobsPerWorker = try count("max_jobs_per_worker", 1...1_000_000_000)
+        policy.maxRSSMegabytes = try count("max_rss_mb", 1...10_000_000)
+        policy.maxVRAMMegabytes = try count("max_vram_mb", 1...10_000_000)
+        policy.vramGrowthMegabytes = try count("vram_growth_mb", 1...10_000_000)
+        policy.idleTimeoutSeconds = try seconds("idle_timeout_s")
+        if let heartbeat = try seconds("heartbeat_s") { policy.heartbeatSeconds = heartbeat }
+        if let setup = try seconds("setup_timeout_s") { policy.setupTimeoutSeconds = setup }
+        if let failures = try count("max_setup_failures", 1...1000) { policy.maxSetupFailures = failures }
+        return policy
     }
 
     /// Reads a JSON config file.

@@ -99,12 +99,19 @@ public enum SpoolServer {
         case .none:
             return cpuSlots
         case .devices(let devices):
-            return devices.enumerated().map { SlotSpec(id: SlotID($0.offset), gpu: $0.element) }
+            return gpuSlots(devices, perGPU: configuration.slotsPerGPU)
         case .auto:
             let devices = await GPUProbe.devices()
             guard !devices.isEmpty else { return cpuSlots }
-            logger.info("found GPUs: one slot each", metadata: ["gpus": "\(devices.map { "\($0.index): \($0.name)" })"])
-            return devices.enumerated().map { SlotSpec(id: SlotID($0.offset), gpu: $0.element.index) }
+            logger.info("found GPUs", metadata: ["gpus": "\(devices.map { "\($0.index): \($0.name)" })", "slots_per_gpu": "\(configuration.slotsPerGPU)"])
+            return gpuSlots(devices.map(\.index), perGPU: configuration.slotsPerGPU)
+        }
+    }
+
+    /// `slots_per_gpu` slots for each device, every one pinned to its device.
+    static func gpuSlots(_ devices: [String], perGPU: Int) -> [SlotSpec] {
+        devices.flatMap { device in Array(repeating: device, count: perGPU) }.enumerated().map {
+            SlotSpec(id: SlotID($0.offset), gpu: $0.element)
         }
     }
 }

@@ -11,7 +11,9 @@ extension ScenarioRunner {
             let body = JobClient.submitBody(type: "noop")
             _ = try await submitLoad(client, total: counts.submitWarmup, body: body)
             let cpuBefore = server.cpuTimes
+            let ownBefore = ProcessStats.cpuSeconds(of: getpid())
             let load = try await submitLoad(client, total: counts.submits, body: body)
+            let ownAfter = ProcessStats.cpuSeconds(of: getpid())
             let cpuAfter = server.cpuTimes
             let queued = try? await client.queuedCount()
 
@@ -25,8 +27,10 @@ extension ScenarioRunner {
                 let user = (cpuAfter.user - cpuBefore.user) * perSubmit
                 let system = (cpuAfter.system - cpuBefore.system) * perSubmit
                 if !relaxed { result[.submitServerCPU] = user + system }
+                let serverShare = (user + system) / perSubmit / load.wallSeconds * 100
+                let generatorShare = ((ownAfter ?? 0) - (ownBefore ?? 0)) / load.wallSeconds * 100
                 result.notes.append("\(subject.title): server CPU per submit \(user.fixed(0)) µs user + \(system.fixed(0)) µs system; "
-                    + "server used \(((cpuAfter.user + cpuAfter.system - cpuBefore.user - cpuBefore.system) / load.wallSeconds * 100).fixed(0)) % of a core")
+                    + "the server used \(serverShare.fixed(0)) % of a core, the load generator \(generatorShare.fixed(0)) %")
             }
             if (38...48).contains(latency.p50) {
                 result.notes.append("\(subject.title): WARNING p50 near 40 ms is the signature of Nagle + delayed ACK (TCP_NODELAY off on the server)")

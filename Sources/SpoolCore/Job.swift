@@ -31,6 +31,8 @@ public struct Job: Sendable, Hashable {
     public var error: String?
     public var slot: SlotID?
     public var progress: JobProgress?
+    /// What a warm worker returned for a succeeded job.
+    public var result: JSONValue?
     public var idempotencyKey: String?
     /// True when a client asked to cancel while the job ran (the slot stops it).
     public var cancelRequested: Bool
@@ -66,21 +68,33 @@ public struct Job: Sendable, Hashable {
     }
 
     /// Applies an attempt's outcome: the one place that decides the fields a finished attempt sets.
-    public mutating func record(_ outcome: JobOutcome, at now: Timestamp) {
-        state = outcome.resultingState
-        reason = outcome.reason
-        if outcome == .stoppedForShutdown {
+    public mutating func record(_ outcome: JobOutcome, at now: Timestamp, result: JSONValue? = nil) {
+        if outcome.givesAttemptBack {
             // The attempt did not get a fair run; it does not use up the job's budget.
             attempts = max(0, attempts - 1)
-            startedAt = nil
-            slot = nil
-            progress = nil
+            requeue()
             return
         }
+        if case .workerLost = outcome, attempts < maxAttempts {
+            // The worker died under the job, not the job itself: run it again while attempts remain.
+            requeue()
+            return
+        }
+        state = outcome.resultingState
+        reason = outcome.reason
         finishedAt = now
         exitCode = outcome.exitCode
         signal = outcome.signal
         error = outcome.errorMessage(timeout: timeoutSeconds)
+        self.result = outcome == .succeeded ? result : nil
+    }
+
+    private mutating func requeue() {
+        state = .queued
+        reason = nil
+        startedAt = nil
+        slot = nil
+        progress = nil
     }
 }
 

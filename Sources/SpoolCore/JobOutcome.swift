@@ -8,20 +8,37 @@ public enum JobOutcome: Sendable, Equatable {
     /// The server stopped the process to shut down; the job goes back to the queue.
     case stoppedForShutdown
     case spawnFailed(message: String)
+    /// A warm worker answered `failed` for the job.
+    case reportedFailure(message: String)
+    /// The warm worker died or hung mid-job. Requeued while attempts remain.
+    case workerLost(message: String)
+    /// The job never really started (its worker could not be set up); it goes back to the
+    /// queue without using an attempt.
+    case returned(message: String)
 
-    /// The state the job moves to after this outcome.
+    /// True for outcomes that hand the attempt back: the job did not get a fair run.
+    public var givesAttemptBack: Bool {
+        switch self {
+        case .stoppedForShutdown, .returned: true
+        default: false
+        }
+    }
+
+    /// The state the job moves to after this outcome (before retry rules; see `Job.record`).
     public var resultingState: JobState {
         switch self {
         case .succeeded: .succeeded
-        case .exited, .signaled, .timedOut, .spawnFailed: .failed
+        case .exited, .signaled, .timedOut, .spawnFailed, .reportedFailure, .workerLost: .failed
         case .canceled: .canceled
-        case .stoppedForShutdown: .queued
+        case .stoppedForShutdown, .returned: .queued
         }
     }
 
     public var reason: FailureReason? {
         switch self {
-        case .succeeded, .stoppedForShutdown: nil
+        case .succeeded, .stoppedForShutdown, .returned: nil
+        case .reportedFailure: .error
+        case .workerLost: .workerLost
         case .exited: .exitCode
         case .signaled: .signal
         case .timedOut: .timeout
@@ -36,7 +53,9 @@ public enum JobOutcome: Sendable, Equatable {
     /// A sentence for the job's `error` field.
     public func errorMessage(timeout: Double?) -> String? {
         switch self {
-        case .succeeded, .stoppedForShutdown: nil
+        case .succeeded, .stoppedForShutdown, .returned: nil
+        case .reportedFailure(let message): message
+        case .workerLost(let message): "the worker running the job was lost: \(message)"
         case .exited(let code): "the process exited with status \(code)"
         case .signaled(let signal): "the process was killed by signal \(signal)"
         case .timedOut: "the job ran past its timeout of \(timeout.map(Self.seconds) ?? "?") and was stopped"

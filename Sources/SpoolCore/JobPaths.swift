@@ -47,7 +47,7 @@ public struct LaunchPlan: Sendable, Hashable {
     public var environment: [String: String]
     public var workingDirectory: String
 
-    public static let protocolVersion = "1"
+    public static let protocolVersion = "2"
 
     public init(job: Job, type: JobType, slot: SlotSpec, paths: JobPaths) throws(CommandTemplate.Error) {
         argv = try type.command.render(input: job.input)
@@ -59,9 +59,34 @@ public struct LaunchPlan: Sendable, Hashable {
         environment["SPOOL_OUTPUT_DIR"] = paths.outputs
         environment["SPOOL_MESSAGES"] = paths.messages
         environment["SPOOL_PROTOCOL"] = Self.protocolVersion
+        environment["SPOOL_MODE"] = "process"
         environment["SPOOL_SLOT"] = slot.id.description
         if let gpu = slot.gpu { environment["CUDA_VISIBLE_DEVICES"] = gpu }
         self.environment = environment
         workingDirectory = type.workingDirectory ?? paths.directory
+    }
+}
+
+/// What a warm worker process gets: the type's command as written (no per-job placeholders),
+/// and the worker side of the protocol in its environment.
+public struct WorkerLaunchPlan: Sendable, Hashable {
+    public var argv: [String]
+    public var environment: [String: String]
+    public var workingDirectory: String
+
+    public init(type: JobType, policy: WorkerPolicy, slot: SlotSpec, workerID: String, directory: String) throws(CommandTemplate.Error) {
+        argv = try type.command.render(input: .object([:]))
+        var environment = type.environment
+        environment["SPOOL_PROTOCOL"] = LaunchPlan.protocolVersion
+        environment["SPOOL_MODE"] = "worker"
+        environment["SPOOL_JOB_TYPE"] = type.name
+        environment["SPOOL_WORKER_ID"] = workerID
+        environment["SPOOL_MESSAGES"] = directory + "/messages"
+        environment["SPOOL_COMMANDS"] = directory + "/commands"
+        environment["SPOOL_HEARTBEAT_S"] = InputSchema.format(policy.heartbeatSeconds)
+        environment["SPOOL_SLOT"] = slot.id.description
+        if let gpu = slot.gpu { environment["CUDA_VISIBLE_DEVICES"] = gpu }
+        self.environment = environment
+        workingDirectory = type.workingDirectory ?? directory
     }
 }

@@ -45,4 +45,8 @@ public enum FailureReason: String, Sendable, Codable, CaseIterable {
     case interrupted
     /// The command could not be started (missing executable, bad working directory…).
     case spawnFailed = "spawn_failed"
+    /// A warm worker reported that the job failed (`error` holds its message).
+    case error
+    /// The warm worker running the job died or stopped answering, and no attempt was left.
+    case workerLost = "worker_lost"
 }

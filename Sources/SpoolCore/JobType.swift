@@ -12,11 +12,17 @@ public struct JobType: Sendable {
     public var environment: [String: String]
     /// Working directory of the child; the job's own directory when nil.
     public var workingDirectory: String?
+    /// A fresh process per job (default) or a warm worker per slot.
+    public var mode: ExecutionMode = .process
+
+    public var workerPolicy: WorkerPolicy? { if case .worker(let policy) = mode { policy } else { nil } }
 
     public init(
         name: String, command: CommandTemplate, timeoutSeconds: Double = 600, maxAttempts: Int = 1,
-        inputSchema: InputSchema? = nil, environment: [String: String] = [:], workingDirectory: String? = nil
+        inputSchema: InputSchema? = nil, environment: [String: String] = [:], workingDirectory: String? = nil,
+        mode: ExecutionMode = .process
     ) {
+        self.mode = mode
         self.name = name
         self.command = command
         self.timeoutSeconds = timeoutSeconds
@@ -96,7 +102,7 @@ public struct JobCatalog: Sendable {
             throw SubmissionRejection(kind: .invalidRequest, message: "Idempotency-Key must be 1 to 255 characters", problems: [])
         }
         var problems = type.inputSchema?.violations(of: submission.input).map(\.description) ?? []
-        if problems.isEmpty {
+        if problems.isEmpty, type.workerPolicy == nil {
             do { _ = try type.command.render(input: submission.input) } catch { problems.append(error.description) }
         }
         guard problems.isEmpty else {

@@ -43,11 +43,17 @@ public struct Timestamp: Hashable, Sendable, Comparable, Codable, CustomStringCo
             }
             return value
         }
-        guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
-              let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19)
+        guard bytes[4] == UInt8(ascii: "-"), bytes[7] == UInt8(ascii: "-"), bytes[10] == UInt8(ascii: "T"),
+              bytes[13] == UInt8(ascii: ":"), bytes[16] == UInt8(ascii: ":"),
+              let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
+              let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19),
+              (1...12).contains(month), hour < 24, minute < 60, second < 60,
+              day >= 1, day <= Timestamp.daysIn(month: month, year: year)
         else { return nil }
         var micros: Int64 = 0
-        if bytes[19] == UInt8(ascii: ".") {
+        if bytes.count == 20 {
+            // "…:SSZ": no fraction.
+        } else if bytes[19] == UInt8(ascii: ".") {
             let digits = bytes[20..<(bytes.count - 1)]
             guard !digits.isEmpty, digits.count <= 9, let fraction = number(20..<(bytes.count - 1)) else { return nil }
             var scaled = fraction
@@ -55,9 +61,19 @@ public struct Timestamp: Hashable, Sendable, Comparable, Codable, CustomStringCo
             while count < 6 { scaled *= 10; count += 1 }
             while count > 6 { scaled /= 10; count -= 1 }
             micros = scaled
+        } else {
+            return nil
         }
         let days = Timestamp.days(fromCivil: year, month, day)
         microseconds = ((days * 86_400 + hour * 3600 + minute * 60 + second) * 1_000_000) + micros
+    }
+
+    static func daysIn(month: Int64, year: Int64) -> Int64 {
+        switch month {
+        case 2: (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 ? 29 : 28
+        case 4, 6, 9, 11: 30
+        default: 31
+        }
     }
 
     // Howard Hinnant's civil-calendar algorithms.

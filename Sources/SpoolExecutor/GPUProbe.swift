@@ -1,3 +1,4 @@
+import Foundation
 import Subprocess
 
 /// Finds the machine's NVIDIA GPUs with `nvidia-smi -L` (one line per device:
@@ -14,6 +15,21 @@ public enum GPUProbe {
               result.terminationStatus.isSuccess
         else { return [] }
         return parse(result.standardOutput)
+    }
+
+    /// GPU memory per process (MiB) from `nvidia-smi --query-compute-apps`; empty without a GPU.
+    public static func processMemory() async -> [Int32: Double] {
+        guard let result = try? await Subprocess.run(
+            .name("nvidia-smi"), arguments: ["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            output: .string(limit: 1 << 16), error: .discarded),
+              result.terminationStatus.isSuccess
+        else { return [:] }
+        var memory: [Int32: Double] = [:]
+        for line in result.standardOutput.split(separator: "\n") {
+            let fields = line.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            if fields.count == 2, let pid = Int32(fields[0]), let used = Double(fields[1]) { memory[pid, default: 0] += used }
+        }
+        return memory
     }
 
     static func parse(_ text: String) -> [Device] {

@@ -8,7 +8,7 @@ struct JobResource: Encodable {
         case id, type, state, reason, input, priority, attempts, position, progress, error, slot, signal
         case timeoutSeconds = "timeout_s", maxAttempts = "max_attempts", createdAt = "created_at"
         case startedAt = "started_at", finishedAt = "finished_at", exitCode = "exit_code"
-        case cancelRequested = "cancel_requested", links = "links"
+        case cancelRequested = "cancel_requested", links = "links", result
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -31,6 +31,7 @@ struct JobResource: Encodable {
         try container.encode(job.signal, forKey: .signal)
         try container.encode(job.error, forKey: .error)
         try container.encode(job.slot, forKey: .slot)
+        try container.encode(job.result, forKey: .result)
         if job.cancelRequested && !job.state.isTerminal { try container.encode(true, forKey: .cancelRequested) }
         let base = "/v1/jobs/\(job.id)"
         try container.encode(["self": base, "cancel": base + "/cancel", "logs": base + "/logs", "outputs": base + "/outputs"],

@@ -87,28 +87,29 @@ public final class SQLiteJobStore: JobStore {
         }
     }
 
-    public func claimNext(for slot: SlotID, now: Timestamp) async throws -> Job? {
-        let job = try await write("claim a job") { db in try Self.claim(for: slot, now: now, in: db) }
+    public func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job? {
+        let job = try await write("claim a job") { db in try Self.claim(for: slot, excluding: excluding, now: now, in: db) }
         if let job { notifier.publish(job.id) }
         return job
     }
 
-    public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, now: Timestamp, claimNextFor slot: SlotID?) async throws -> Job? {
+    public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
+                       claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job? {
         let next = try await write("record a finished job") { db -> Job? in
             if let row = try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ? AND state = 'running' AND attempts = ?",
                                           arguments: [id.rawValue, attempt]) {
                 var job = try Self.job(from: row)
-                job.record(outcome, at: now)
+                job.record(outcome, at: now, result: result)
                 try db.execute(sql: """
                     UPDATE jobs SET state = ?, reason = ?, attempts = ?, started_at = ?, finished_at = ?,
                         exit_code = ?, signal = ?, error = ?, slot = ?, pid = NULL,
-                        progress_fraction = ?, progress_message = ?
+                        progress_fraction = ?, progress_message = ?, result = ?
                     WHERE seq = ?
                     """, arguments: [job.state.rawValue, job.reason?.rawValue, job.attempts, job.startedAt?.microseconds,
                                      job.finishedAt?.microseconds, job.exitCode, job.signal, job.error, job.slot?.rawValue,
-                                     job.progress?.fraction, job.progress?.message, job.sequence])
+                                     job.progress?.fraction, job.progress?.message, job.result?.canonicalText, job.sequence])
             }
-            return try slot.flatMap { slot in try Self.claim(for: slot, now: now, in: db) }
+            return try slot.flatMap { slot in try Self.claim(for: slot, excluding: excluding, now: now, in: db) }
         }
         notifier.publish(id)
         if let next { notifier.publish(next.id) }
@@ -203,13 +204,19 @@ public final class SQLiteJobStore: JobStore {
         return .success(.created(stored))
     }
 
-    private static func claim(for slot: SlotID, now: Timestamp, in db: Database) throws -> Job? {
-        try Row.fetchOne(db, sql: """
+    private static func claim(for slot: SlotID, excluding: Set<String>, now: Timestamp, in db: Database) throws -> Job? {
+        var arguments: StatementArguments = [slot.rawValue, now.microseconds]
+        var filter = ""
+        if !excluding.isEmpty {
+            filter = " AND type NOT IN (" + Array(repeating: "?", count: excluding.count).joined(separator: ",") + ")"
+            _ = arguments.append(contentsOf: StatementArguments(excluding.sorted()))
+        }
+        return try Row.fetchOne(db, sql: """
             UPDATE jobs SET state = 'running', attempts = attempts + 1, slot = ?, started_at = ?, finished_at = NULL,
-                pid = NULL, progress_fraction = NULL, progress_message = NULL
-            WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1)
+                pid = NULL, progress_fraction = NULL, progress_message = NULL, result = NULL
+            WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued'\(filter) ORDER BY priority DESC, seq LIMIT 1)
             RETURNING *
-            """, arguments: [slot.rawValue, now.microseconds]).map(job(from:))
+            """, arguments: arguments).map(job(from:))
     }
 
     private static func withPosition(_ job: Job, in db: Database) throws -> Job {
@@ -244,6 +251,9 @@ public final class SQLiteJobStore: JobStore {
             job.progress = JobProgress(fraction: fraction, message: row["progress_message"])
         }
         job.cancelRequested = row["cancel_requested"] as Bool? ?? false
+        if let resultText = row["result"] as String? {
+            job.result = try JSONDecoder().decode(JSONValue.self, from: Data(resultText.utf8))
+        }
         return job
     }
 

@@ -60,6 +60,9 @@ enum SQLiteSchema {
                 END;
                 """)
         }
+        migrator.registerMigration("v2-results") { db in
+            try db.execute(sql: "ALTER TABLE jobs ADD COLUMN result TEXT")
+        }
         return migrator
     }
 }

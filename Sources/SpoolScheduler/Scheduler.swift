@@ -20,7 +20,7 @@ import Synchronization
 public actor Scheduler: Service {
     enum Event: Sendable {
         case wake
-        case finished(Job, SlotID, JobOutcome)
+        case finished(Job, SlotID, JobOutcome, JSONValue?)
         case shutdown
         case shutdownGraceOver
     }
@@ -31,6 +31,8 @@ public actor Scheduler: Service {
     private let configuration: SchedulerConfiguration
     private let logger: Logger
     public nonisolated let gate: AdmissionGate
+    /// The warm workers of worker-mode job types.
+    public nonisolated let workers: WorkerPool
     private let slotSpecs: [SlotID: SlotSpec]
 
     private var board: SlotBoard
@@ -55,6 +57,8 @@ public actor Scheduler: Service {
         self.logger = logger
         slotSpecs = Dictionary(uniqueKeysWithValues: configuration.slots.map { ($0.id, $0) })
         board = SlotBoard(slots: configuration.slots.map(\.id))
+        workers = WorkerPool(catalog: catalog, slots: configuration.slots, dataDirectory: configuration.dataDirectory,
+                             killGrace: configuration.killGrace, logger: logger)
         (events, eventSink) = AsyncStream<Event>.makeStream()
     }
 
@@ -87,6 +91,7 @@ public actor Scheduler: Service {
         } onGracefulShutdown: { [eventSink] in
             eventSink.yield(.shutdown)
         }
+        await workers.stopAll()
         logger.info("scheduler stopped")
     }
 
@@ -95,8 +100,8 @@ public actor Scheduler: Service {
         case .wake:
             wakePending.store(false, ordering: .releasing)
             await fillIdleSlots(in: &group)
-        case .finished(let job, let slot, let outcome):
-            await finish(job, on: slot, with: outcome, in: &group)
+        case .finished(let job, let slot, let outcome, let result):
+            await finish(job, on: slot, with: outcome, result: result, in: &group)
         case .shutdown:
             guard !shuttingDown else { return }
             shuttingDown = true
@@ -121,7 +126,7 @@ public actor Scheduler: Service {
             var claimed: Job?
             if !queueEmpty {
                 do {
-                    claimed = try await store.claimNext(for: slot, now: WallClock.now())
+                    claimed = try await store.claimNext(for: slot, excluding: await workers.excludedTypes(for: slot), now: WallClock.now())
                 } catch {
                     logger.error("could not claim a job; retrying", metadata: ["error": "\(error)"])
                     retryWake(in: &group)
@@ -133,7 +138,7 @@ public actor Scheduler: Service {
         }
     }
 
-    private func finish(_ job: Job, on slot: SlotID, with outcome: JobOutcome, in group: inout DiscardingTaskGroup) async {
+    private func finish(_ job: Job, on slot: SlotID, with outcome: JobOutcome, result: JSONValue?, in group: inout DiscardingTaskGroup) async {
         await flushProgress(of: job)
         stops[job.id]?.finish()
         stops[job.id] = nil
@@ -141,18 +146,19 @@ public actor Scheduler: Service {
         progressSaved[job.id] = nil
         let next: Job?
         do {
-            next = try await store.finish(job.id, attempt: job.attempts, outcome: outcome, now: WallClock.now(),
-                                          claimNextFor: shuttingDown ? nil : slot)
+            next = try await store.finish(job.id, attempt: job.attempts, outcome: outcome, result: result, now: WallClock.now(),
+                                          claimNextFor: shuttingDown ? nil : slot, excluding: await workers.excludedTypes(for: slot))
         } catch {
             // The outcome is not recorded yet: keep the slot busy and try again shortly.
             logger.error("could not record a finished job; retrying", metadata: ["job": "\(job.id)", "error": "\(error)"])
             let delay = configuration.storeRetryDelay
             group.addTask { [eventSink] in
                 try? await Task.sleep(for: delay)
-                eventSink.yield(.finished(job, slot, outcome))
+                eventSink.yield(.finished(job, slot, outcome, result))
             }
             return
         }
+        if case .returned = outcome { await wakeAtNextRetry(in: &group) }
         logger.info("job finished", metadata: ["job": "\(job.id)", "type": "\(job.type)", "state": "\(outcome.resultingState)", "slot": "\(slot)"])
         do {
             if shuttingDown {
@@ -182,17 +188,24 @@ public actor Scheduler: Service {
         } else if job.cancelRequested {
             continuation.yield(.cancel)
         }
+        let observer = ExecutionObserver(message: { message in await self.received(message, from: job) })
+        if let type = catalog[job.type], let policy = type.workerPolicy {
+            group.addTask { [workers, eventSink] in
+                let (outcome, result) = await workers.run(job, type: type, policy: policy, on: slot, stops: stopRequests, observer: observer)
+                eventSink.yield(.finished(job, slot, outcome, result))
+            }
+            return
+        }
         let spec = specification(for: job, on: slot)
         group.addTask { [executor, eventSink] in
             let outcome: JobOutcome
             switch spec {
             case .success(let spec):
-                outcome = await executor.run(spec, stops: stopRequests, observer: ExecutionObserver(
-                    message: { message in await self.received(message, from: job) }))
+                outcome = await executor.run(spec, stops: stopRequests, observer: observer)
             case .failure(let error):
                 outcome = .spawnFailed(message: error.description)
             }
-            eventSink.yield(.finished(job, slot, outcome))
+            eventSink.yield(.finished(job, slot, outcome, nil))
         }
     }
 
@@ -208,6 +221,15 @@ public actor Scheduler: Service {
                                           killGrace: configuration.killGrace, logLimitBytes: configuration.logLimitBytes))
         } catch {
             return .failure(ExecutorError(error.description))
+        }
+    }
+
+    /// A worker type is backing off on some slot: look at the queue again when it may retry.
+    private func wakeAtNextRetry(in group: inout DiscardingTaskGroup) async {
+        guard let retry = await workers.nextRetry() else { return }
+        group.addTask { [weak self] in
+            try? await Task.sleep(until: retry + .milliseconds(10), clock: .continuous)
+            self?.jobEnqueued()
         }
     }
 

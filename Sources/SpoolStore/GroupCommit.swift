@@ -53,7 +53,10 @@ public final class GroupCommit<Item: Sendable, Output: Sendable>: Sendable {
         while !batch.isEmpty {
             let results: [Result<Output, any Error>]
             do {
-                results = try await commit(batch.map(\.0))
+                let items = batch.map(\.0), commit = self.commit
+                // unstructured: the batch belongs to every caller in it, so it must not inherit
+                // the leader's cancellation (GRDB refuses to write for a cancelled task).
+                results = try await Task { try await commit(items) }.value
                 precondition(results.count == batch.count, "a group commit must answer every item")
             } catch {
                 results = Array(repeating: .failure(error), count: batch.count)

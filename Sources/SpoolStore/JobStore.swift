@@ -23,14 +23,16 @@ public protocol JobStore: Sendable {
     /// How many jobs wait in the queue.
     func queuedCount() async throws -> Int
 
-    /// Moves the first queued job (highest priority, then oldest) to `running` on `slot`,
-    /// counting an attempt, and returns it; nil when the queue is empty.
-    func claimNext(for slot: SlotID, now: Timestamp) async throws -> Job?
+    /// Moves the first queued job (highest priority, then oldest) whose type is not in
+    /// `excluding` to `running` on `slot`, counting an attempt, and returns it; nil when there
+    /// is none.
+    func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job?
 
     /// Ends the given attempt with its outcome. Writes from any other attempt are ignored
     /// (fencing). With `claimNextFor`, also claims the slot's next job in the same
     /// transaction and returns it.
-    func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, now: Timestamp, claimNextFor slot: SlotID?) async throws -> Job?
+    func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
+                claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job?
 
     /// Cancels a queued job at once, or flags a running one for its slot to stop.
     func cancel(_ id: JobID, now: Timestamp) async throws -> CancelResult
@@ -44,6 +46,16 @@ public protocol JobStore: Sendable {
 
     /// Subscribes to changes of one job; register *before* reading it so no change is missed.
     func watch(_ id: JobID) -> JobWatch
+}
+
+extension JobStore {
+    public func claimNext(for slot: SlotID, now: Timestamp) async throws -> Job? {
+        try await claimNext(for: slot, excluding: [], now: now)
+    }
+
+    public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, now: Timestamp, claimNextFor slot: SlotID?) async throws -> Job? {
+        try await finish(id, attempt: attempt, outcome: outcome, result: nil, now: now, claimNextFor: slot, excluding: [])
+    }
 }
 
 public enum EnqueueResult: Sendable {

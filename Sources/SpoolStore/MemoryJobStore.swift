@@ -19,7 +19,10 @@ public actor MemoryJobStore: JobStore {
             }
             return .existing(withPosition(existing))
         }
+        guard jobsByID[job.id] == nil else { throw StoreError(.other, "a job with id \(job.id) already exists") }
         var stored = job
+        stored.state = .queued
+        stored.attempts = 0
         stored.sequence = nextSequence
         nextSequence += 1
         jobsByID[stored.id] = stored
@@ -46,8 +49,8 @@ public actor MemoryJobStore: JobStore {
         jobsByID.values.count { $0.state == .queued }
     }
 
-    public func claimNext(for slot: SlotID, now: Timestamp) async throws -> Job? {
-        guard var next = queue.first else { return nil }
+    public func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job? {
+        guard var next = queue.first(where: { !excluding.contains($0.type) }) else { return nil }
         next.state = .running
         next.attempts += 1
         next.slot = slot
@@ -60,14 +63,15 @@ public actor MemoryJobStore: JobStore {
         return next
     }
 
-    public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, now: Timestamp, claimNextFor slot: SlotID?) async throws -> Job? {
+    public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
+                       claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job? {
         if var job = jobsByID[id], job.state == .running, job.attempts == attempt {
-            job.record(outcome, at: now)
+            job.record(outcome, at: now, result: result)
             jobsByID[id] = job
             notifier.publish(id)
         }
         guard let slot else { return nil }
-        return try await claimNext(for: slot, now: now)
+        return try await claimNext(for: slot, excluding: excluding, now: now)
     }
 
     public func cancel(_ id: JobID, now: Timestamp) async throws -> CancelResult {
@@ -84,6 +88,7 @@ public actor MemoryJobStore: JobStore {
         case .running:
             job.cancelRequested = true
             jobsByID[id] = job
+            notifier.publish(id)
             return .stopping(job)
         case .succeeded, .failed, .canceled:
             return .alreadyFinished(job)

@@ -12,7 +12,7 @@ struct Spool: AsyncParsableCommand {
             """,
         subcommands: [
             ServeCommand.self, SubmitCommand.self, StatusCommand.self, ListCommand.self, CancelCommand.self,
-            LogsCommand.self, OutputsCommand.self, BenchCommand.self, RenderJobCommand.self,
+            LogsCommand.self, OutputsCommand.self, BenchCommand.self, RenderJobCommand.self, RenderWorkerCommand.self,
         ]
     )
 }

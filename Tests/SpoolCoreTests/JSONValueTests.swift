@@ -1,0 +1,105 @@
+// JSONValueTests: canonical text (sorted, compact, escaped) and decoding that keeps
+// integers apart from doubles; JobMessageTests: the worker protocol's message lines.
+
+import Foundation
+import Testing
+import SpoolCore
+
+@Suite struct JSONValueTests {
+    @Test func canonicalTextSortsKeysAtEveryLevelAndIsCompact() throws {
+        let value = try json(#" { "b" : [ 1 , { "z" : null , "a" : true } ] , "a" : "x" } "#)
+        #expect(value.canonicalText == #"{"a":"x","b":[1,{"a":true,"z":null}]}"#)
+    }
+
+    @Test func equalValuesHaveEqualCanonicalText() throws {
+        let one = try json(#"{"x":1,"y":{"q":[1,2],"p":false}}"#)
+        let two = try json(#"{"y":{"p":false,"q":[1,2]},"x":1}"#)
+        #expect(one.canonicalText == two.canonicalText)
+    }
+
+    @Test func stringsEscapeQuotesBackslashesAndControlCharacters() {
+        let text = JSONValue.string("q\"b\\n\nr\rt\t\u{01}\u{1f} é😀").canonicalText
+        #expect(text == #""q\"b\\n\nr\rt\t\u0001\u001f é😀""#)
+        #expect(JSONValue.object(["k\n": .null]).canonicalText == #"{"k\n":null}"#)
+    }
+
+    @Test func canonicalTextIsValidJSONThatDecodesToTheSameValue() throws {
+        let value: JSONValue = .object([
+            "s": .string("line\u{0}\u{7}"), "i": .int(-42), "d": .double(0.1), "big": .int(Int64.max),
+            "a": .array([.bool(false), .null, .double(-2.5e-8)]), "o": .object([:]),
+        ])
+        #expect(try json(value.canonicalText) == value)
+    }
+
+    @Test func wholeDoublesAreWrittenAsIntegers() {
+        #expect(JSONValue.double(3.0).canonicalText == "3")
+        #expect(JSONValue.double(-0.0).canonicalText == "0")
+        #expect(JSONValue.double(2.5).canonicalText == "2.5")
+    }
+
+    @Test func decodingKeepsIntegersAsInts() throws {
+        #expect(try json("3") == .int(3))
+        #expect(try json("-9007199254740993") == .int(-9_007_199_254_740_993))
+        #expect(try json("3.5") == .double(3.5))
+        #expect(try json("true") == .bool(true))
+        #expect(try json("0") == .int(0), "0 is a number, not false")
+        #expect(try json("1") == .int(1), "1 is a number, not true")
+        #expect(try json(#"{"size":3}"#)["size"] == .int(3))
+        #expect(try json("[null]") == .array([.null]))
+    }
+
+    @Test func encodingRoundTripsThroughJSONEncoder() throws {
+        let value: JSONValue = .object(["n": .int(7), "f": .double(1.25), "t": .string("x"), "l": .array([.bool(true), .null])])
+        let data = try JSONEncoder().encode(value)
+        #expect(try JSONDecoder().decode(JSONValue.self, from: data) == value)
+    }
+
+    @Test func accessorsAndTypeNames() {
+        #expect(JSONValue.int(3).intValue == 3)
+        #expect(JSONValue.double(3.0).intValue == 3)
+        #expect(JSONValue.double(3.5).intValue == nil)
+        #expect(JSONValue.int(3).doubleValue == 3)
+        #expect(JSONValue.string("3").doubleValue == nil)
+        #expect(JSONValue.double(3.0).typeName == "integer")
+        #expect(JSONValue.double(3.5).typeName == "number")
+        #expect(JSONValue.double(.infinity).typeName == "number")
+        #expect(JSONValue.object(["a": .int(1)])["a"] == .int(1))
+        #expect(JSONValue.array([])["a"] == nil)
+    }
+}
+
+@Suite struct JobMessageTests {
+    func message(_ text: String) throws -> JobMessage { try JobMessage(line: Array(text.utf8)) }
+
+    @Test func progressLineIsParsed() throws {
+        let parsed = try message(#"{"type":"progress","fraction":0.25,"message":"row 60 of 240"}"#)
+        #expect(parsed == .progress(JobProgress(fraction: 0.25, message: "row 60 of 240")))
+        #expect(try message(#"{"type":"progress","fraction":1}"#) == .progress(JobProgress(fraction: 1)))
+    }
+
+    @Test func progressFractionIsClamped() throws {
+        #expect(try message(#"{"type":"progress","fraction":1.7}"#) == .progress(JobProgress(fraction: 1)))
+        #expect(try message(#"{"type":"progress","fraction":-3}"#) == .progress(JobProgress(fraction: 0)))
+    }
+
+    @Test func progressMessageIsCutTo500Characters() throws {
+        let long = String(repeating: "é", count: 600)
+        guard case .progress(let progress) = try message(#"{"type":"progress","fraction":0.5,"message":"\#(long)"}"#) else {
+            Issue.record("expected progress")
+            return
+        }
+        #expect(progress.message?.count == 500)
+    }
+
+    @Test func unknownTypeIsKeptAsUnknown() throws {
+        #expect(try message(#"{"type":"ready","worker":3}"#) == .unknown(type: "ready"))
+    }
+
+    @Test(arguments: [
+        "", "not json", "[1,2]", #"{"fraction":0.5}"#, #"{"type":3}"#, #"{"type":"progress"}"#,
+        #"{"type":"progress","fraction":"half"}"#, #"{"type":"progress","fraction":null}"#, #"{"type":"progress""#,
+    ])
+    func malformedLinesThrow(line: String) {
+        #expect(throws: JobMessage.Malformed.self) { try message(line) }
+    }
+}

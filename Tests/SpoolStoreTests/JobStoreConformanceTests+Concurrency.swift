@@ -1,0 +1,104 @@
+// JobStoreConformanceTests, continued: change watches and concurrent submits — for every driver.
+
+import SpoolCore
+import SpoolStore
+import Testing
+
+extension JobStoreConformanceTests {
+    // MARK: watches
+
+    @Test(arguments: StoreKind.allCases)
+    func watchWakesWhenTheJobChanges(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let job = try await store.create(makeJob())
+            let watch = store.watch(job.id)
+            async let changed = watch.next(timeout: .seconds(60))
+            _ = try await store.cancel(job.id, now: at(2))
+            #expect(await changed)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func changeBetweenWatchAndWaitIsNotMissed(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let job = try await store.create(makeJob())
+            let watch = store.watch(job.id)
+            _ = try await store.claimNext(for: SlotID(0), now: at(2))
+            #expect(await watch.next(timeout: .seconds(60)))
+        }
+    }
+
+    // Regression test for a fixed bug in MemoryJobStore.cancel: the `.running` branch sets `cancelRequested`
+    // without `notifier.publish(id)`, so watchers are not told (SQLite publishes).
+    @Test(arguments: StoreKind.allCases)
+    func watchWakesWhenARunningJobIsAskedToCancel(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let job = try await store.create(makeJob())
+            _ = try await store.claimNext(for: SlotID(0), now: at(2))
+            let watch = store.watch(job.id)
+            _ = try await store.cancel(job.id, now: at(3))
+            // The change is already buffered when it was published; the timeout only bounds a miss.
+            let woke = await watch.next(timeout: .milliseconds(500))
+            #expect(woke)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func watchTimesOutWhenNothingChanges(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let job = try await store.create(makeJob())
+            let other = try await store.create(makeJob())
+            let watch = store.watch(job.id)
+            _ = try await store.cancel(other.id, now: at(2)) // another job's change does not wake it
+            #expect(await watch.next(timeout: .milliseconds(50)) == false)
+        }
+    }
+
+    // MARK: concurrency
+
+    @Test(arguments: StoreKind.allCases)
+    func concurrentEnqueuesAllSucceedWithUniqueSequencesAndPositions(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let stored = try await withThrowingTaskGroup(of: Job.self) { group in
+                for _ in 0..<200 { group.addTask { try await store.create(makeJob()) } }
+                return try await group.reduce(into: [Job]()) { $0.append($1) }
+            }
+            #expect(stored.count == 200)
+            #expect(Set(stored.map(\.sequence)).count == 200)
+            #expect(Set(stored.compactMap(\.position)) == Set(1...200))
+            // A job's position at enqueue is the number of jobs stored before it, plus one.
+            let bySequence = stored.sorted { $0.sequence < $1.sequence }
+            #expect(bySequence.map(\.position) == Array(1...200))
+            #expect(try await store.queuedCount() == 200)
+            #expect(try await store.drain().map(\.id) == bySequence.map(\.id))
+        }
+    }
+
+    // Regression test for a fixed bug (SQLite): enqueues share a GroupCommit whose leader commits followers' jobs in
+    // its own task; GRDB's async write throws CancellationError in a cancelled task, so one
+    // caller's cancelled submit fails the uncancelled submits batched with it. Intermittent
+    // because it needs a cancelled caller to lead a batch (GroupCommitTests forces it).
+    @Test(arguments: StoreKind.allCases)
+    func cancelledSubmitNeverFailsOtherSubmits(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            var failed = 0
+            for _ in 0..<10 {
+                failed += await withTaskGroup(of: Int.self) { group in
+                    for index in 0..<60 {
+                        group.addTask {
+                            if index.isMultiple(of: 20) {
+                                let cancelled = Task { _ = try? await store.enqueue(makeJob()) }
+                                cancelled.cancel()
+                                return 0
+                            }
+                            do { _ = try await store.enqueue(makeJob()) } catch { return 1 }
+                            return 0
+                        }
+                    }
+                    return await group.reduce(0, +)
+                }
+            }
+            #expect(failed == 0, "\(failed) uncancelled enqueues failed")
+        }
+    }
+}

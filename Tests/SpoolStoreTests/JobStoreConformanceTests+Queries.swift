@@ -1,0 +1,204 @@
+// JobStoreConformanceTests, continued: idempotency, listing and paging, the queue count,
+// crash recovery and progress — for every driver. Watches and concurrency are in
+// JobStoreConformanceTests+Concurrency.swift.
+
+import SpoolCore
+import SpoolStore
+import Testing
+
+extension JobStoreConformanceTests {
+    // MARK: idempotency
+
+    @Test(arguments: StoreKind.allCases)
+    func sameKeyAndSameRequestReturnsTheOriginalJob(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let original = try await store.create(makeJob(priority: 2, key: "order-17"))
+            var repeatJob = makeJob(priority: 2, key: "order-17", createdAt: 99_999)
+            repeatJob.input = .object(["size": .int(64)])
+            let existing = try #require(try await store.enqueue(repeatJob).existing)
+            #expect(existing.id == original.id)
+            #expect(existing.sequence == original.sequence)
+            #expect(existing.createdAt == original.createdAt)
+            #expect(existing.position == 1)
+            #expect(try await store.queuedCount() == 1)
+            #expect(try await store.job(repeatJob.id) == nil, "the repeat is not stored")
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func sameKeyWithADifferentRequestIsAConflict(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let original = try await store.create(makeJob(key: "k"))
+            for different in [makeJob(input: .object(["size": .int(65)]), key: "k"), makeJob(priority: 1, key: "k"),
+                              makeJob(timeout: 61, key: "k"), makeJob(type: "other", key: "k")] {
+                await #expect {
+                    try await store.enqueue(different)
+                } throws: { error in
+                    let error = error as? StoreError
+                    return error?.code == .idempotencyConflict && error?.existing?.id == original.id
+                }
+            }
+            #expect(try await store.queuedCount() == 1)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func keyStillMatchesAfterTheJobFinished(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let original = try await store.create(makeJob(key: "k"))
+            _ = try await store.claimNext(for: SlotID(0), now: at(2_000))
+            _ = try await store.finish(original.id, attempt: 1, outcome: .succeeded, now: at(3_000), claimNextFor: nil)
+            let existing = try #require(try await store.enqueue(makeJob(key: "k")).existing)
+            #expect(existing.id == original.id && existing.state == .succeeded && existing.position == nil)
+        }
+    }
+
+    // MARK: listing
+
+    @Test(arguments: StoreKind.allCases)
+    func jobsListsNewestFirstAndFiltersByStateAndType(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            var ids: [JobID] = []
+            for index in 0..<6 { ids.append(try await store.create(makeJob(type: index.isMultiple(of: 2) ? "render" : "echo")).id) }
+            _ = try await store.claimNext(for: SlotID(0), now: at(2_000)) // ids[0] runs
+            _ = try await store.cancel(ids[1], now: at(2_000))
+            let all = try await store.jobs(JobQuery())
+            #expect(all.jobs.map(\.id) == ids.reversed())
+            #expect(all.nextCursor == nil)
+            #expect(try await store.jobs(JobQuery(state: .queued)).jobs.map(\.id) == [ids[5], ids[4], ids[3], ids[2]])
+            #expect(try await store.jobs(JobQuery(state: .running)).jobs.map(\.id) == [ids[0]])
+            #expect(try await store.jobs(JobQuery(type: "echo")).jobs.map(\.id) == [ids[5], ids[3], ids[1]])
+            #expect(try await store.jobs(JobQuery(state: .queued, type: "render")).jobs.map(\.id) == [ids[4], ids[2]])
+            #expect(try await store.jobs(JobQuery(type: "nope")).jobs.isEmpty)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases, [1, 4, 7, 23, 24])
+    func pagingVisitsEveryJobOnceUntilTheCursorRunsOut(_ kind: StoreKind, limit: Int) async throws {
+        try await withStore(kind) { store in
+            var ids: [JobID] = []
+            for index in 0..<23 { ids.append(try await store.create(makeJob(type: index % 3 == 0 ? "a" : "b")).id) }
+            for (filter, expected) in [(nil as String?, ids), ("a", ids.enumerated().filter { $0.offset % 3 == 0 }.map(\.element))] {
+                var seen: [JobID] = []
+                var cursor: Int64?
+                var pages = 0
+                repeat {
+                    let page = try await store.jobs(JobQuery(type: filter, limit: limit, before: cursor))
+                    #expect(page.jobs.count <= limit)
+                    seen += page.jobs.map(\.id)
+                    cursor = page.nextCursor
+                    pages += 1
+                } while cursor != nil && pages <= 100
+                #expect(seen == expected.reversed(), "filter \(filter ?? "none"), limit \(limit)")
+                #expect(Set(seen).count == seen.count)
+                #expect(pages == max(1, (expected.count + limit - 1) / limit))
+            }
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func pagingIsStableWhileNewJobsArrive(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            var ids: [JobID] = []
+            for _ in 0..<10 { ids.append(try await store.create(makeJob()).id) }
+            let first = try await store.jobs(JobQuery(limit: 4))
+            for _ in 0..<3 { _ = try await store.create(makeJob()) }
+            let second = try await store.jobs(JobQuery(limit: 4, before: first.nextCursor))
+            #expect((first.jobs + second.jobs).map(\.id) == Array(ids.reversed().prefix(8)))
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func queuedCountFollowsEveryStateChange(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let a = try await store.create(makeJob(priority: 1))
+            let b = try await store.create(makeJob(priority: 2))
+            _ = try await store.create(makeJob(priority: 1))
+            #expect(try await store.queuedCount() == 3)
+            _ = try await store.cancel(a.id, now: at(2))
+            #expect(try await store.queuedCount() == 2)
+            let running = try #require(try await store.claimNext(for: SlotID(0), now: at(3)))
+            #expect(running.id == b.id)
+            #expect(try await store.queuedCount() == 1)
+            _ = try await store.finish(b.id, attempt: 1, outcome: .stoppedForShutdown, now: at(4), claimNextFor: nil)
+            #expect(try await store.queuedCount() == 2)
+            _ = try await store.drain()
+            #expect(try await store.queuedCount() == 0)
+        }
+    }
+
+    // MARK: recovery
+
+    @Test(arguments: StoreKind.allCases)
+    func recoverInterruptedRequeuesJobsWithAttemptsLeftAndFailsTheRest(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let retry = try await store.create(makeJob(maxAttempts: 2))
+            let spent = try await store.create(makeJob(maxAttempts: 1))
+            let done = try await store.create(makeJob())
+            _ = try await store.claimNext(for: SlotID(0), now: at(10))
+            _ = try await store.claimNext(for: SlotID(1), now: at(10))
+            _ = try await store.claimNext(for: SlotID(2), now: at(10))
+            _ = try await store.reportProgress(retry.id, attempt: 1, progress: JobProgress(fraction: 0.3))
+            _ = try await store.finish(done.id, attempt: 1, outcome: .succeeded, now: at(20), claimNextFor: nil)
+            let waiting = try await store.create(makeJob())
+            let before = try await [store.require(done.id), store.require(waiting.id)]
+            #expect(before[1].position == 1)
+
+            let found = try await store.recoverInterrupted(now: at(30))
+            #expect(found.map(\.id) == [retry.id, spent.id])
+            #expect(found.allSatisfy { $0.state == .running }, "returned as they were found")
+
+            let requeued = try await store.require(retry.id)
+            #expect(requeued.state == .queued && requeued.attempts == 1 && requeued.reason == nil)
+            #expect(requeued.slot == nil && requeued.startedAt == nil && requeued.progress == nil && requeued.finishedAt == nil)
+            #expect(requeued.position == 1, "it is older than the job that was waiting")
+            let failed = try await store.require(spent.id)
+            #expect(failed.state == .failed && failed.reason == .interrupted && failed.finishedAt == at(30))
+            #expect(failed.error == RecoveryPolicy.interruptedMessage)
+            #expect(try await store.require(done.id) == before[0])
+            var stillWaiting = before[1]
+            stillWaiting.position = 2
+            #expect(try await store.require(waiting.id) == stillWaiting, "untouched, now behind the requeued job")
+
+            let again = try #require(try await store.claimNext(for: SlotID(0), now: at(40)))
+            #expect(again.id == retry.id && again.attempts == 2)
+            #expect(try await store.recoverInterrupted(now: at(50)).map(\.id) == [retry.id])
+            #expect(try await store.require(retry.id).reason == .interrupted)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func recoverInterruptedWithNothingRunningChangesNothing(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let job = try await store.create(makeJob())
+            let before = try await store.require(job.id)
+            #expect(try await store.recoverInterrupted(now: at(30)).isEmpty)
+            #expect(try await store.require(job.id) == before)
+        }
+    }
+
+    // MARK: progress
+
+    @Test(arguments: StoreKind.allCases)
+    func progressIsSavedOnlyForTheCurrentAttempt(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let job = try await store.create(makeJob(maxAttempts: 2))
+            try await store.reportProgress(job.id, attempt: 0, progress: JobProgress(fraction: 0.9))
+            #expect(try await store.require(job.id).progress == nil, "not while queued")
+            _ = try await store.claimNext(for: SlotID(0), now: at(10))
+            try await store.reportProgress(job.id, attempt: 1, progress: JobProgress(fraction: 0.25, message: "row 60 of 240"))
+            #expect(try await store.require(job.id).progress == JobProgress(fraction: 0.25, message: "row 60 of 240"))
+            try await store.reportProgress(job.id, attempt: 2, progress: JobProgress(fraction: 0.75))
+            #expect(try await store.require(job.id).progress?.fraction == 0.25, "another attempt's report is ignored")
+            _ = try await store.recoverInterrupted(now: at(20))
+            _ = try await store.claimNext(for: SlotID(0), now: at(30))
+            #expect(try await store.require(job.id).progress == nil, "a new attempt starts without progress")
+            try await store.reportProgress(job.id, attempt: 1, progress: JobProgress(fraction: 0.5))
+            #expect(try await store.require(job.id).progress == nil, "the previous attempt is fenced out")
+            try await store.reportProgress(job.id, attempt: 2, progress: JobProgress(fraction: 0.5))
+            _ = try await store.finish(job.id, attempt: 2, outcome: .succeeded, now: at(40), claimNextFor: nil)
+            try await store.reportProgress(job.id, attempt: 2, progress: JobProgress(fraction: 0.6))
+            #expect(try await store.require(job.id).progress?.fraction == 0.5, "not after it finished")
+        }
+    }
+}

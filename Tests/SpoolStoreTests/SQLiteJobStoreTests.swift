@@ -1,0 +1,117 @@
+// SQLiteJobStoreTests: what only the SQLite driver promises on top of the conformance
+// suite — the file outlives the process (reopen), WAL mode, repeatable migrations, and
+// storage errors translated into StoreError codes.
+
+import Foundation
+import SpoolCore
+import SpoolSQLite
+import SpoolStore
+import Testing
+
+@Suite final class SQLiteJobStoreTests {
+    let directory: TemporaryDirectory
+    var path: String { directory.path + "/spool.sqlite" }
+
+    init() throws { directory = try TemporaryDirectory("spool-sqlite") }
+    deinit { directory.remove() }
+
+    func open(_ synchronous: SQLiteJobStore.Synchronous = .full) async throws -> SQLiteJobStore {
+        let store = try SQLiteJobStore(path: path, synchronous: synchronous)
+        try await store.prepare()
+        return store
+    }
+
+    /// Fills a store with jobs in every interesting state and returns them as stored.
+    func populate(_ store: SQLiteJobStore) async throws -> [Job] {
+        let input: JSONValue = .object(["size": .int(64), "scale": .double(1.5), "tags": .array([.string("a b"), .null, .bool(true)])])
+        let succeeded = try await store.create(makeJob(type: "render", priority: 5, input: input, maxAttempts: 3, timeout: 12.5, key: "key-1"))
+        let running = try await store.create(makeJob(priority: 4))
+        let failed = try await store.create(makeJob(priority: 3))
+        let canceled = try await store.create(makeJob(priority: -2))
+        let queued = try await store.create(makeJob(type: "echo", priority: -3, input: .object(["text": .string("héllo\n")])))
+        _ = try await store.claimNext(for: SlotID(1), now: at(100))
+        _ = try await store.finish(succeeded.id, attempt: 1, outcome: .succeeded, now: at(200), claimNextFor: SlotID(1))
+        try await store.reportProgress(running.id, attempt: 1, progress: JobProgress(fraction: 0.4, message: "rows"))
+        _ = try await store.cancel(running.id, now: at(250))
+        _ = try await store.claimNext(for: SlotID(0), now: at(300))
+        _ = try await store.finish(failed.id, attempt: 1, outcome: .signaled(signal: 9), now: at(400), claimNextFor: nil)
+        _ = try await store.cancel(canceled.id, now: at(500))
+        var jobs: [Job] = []
+        for id in [succeeded.id, running.id, failed.id, canceled.id, queued.id] { jobs.append(try await store.require(id)) }
+        return jobs
+    }
+
+    @Test(arguments: SQLiteJobStore.Synchronous.allCases)
+    func jobsSurviveClosingAndReopeningTheFile(synchronous: SQLiteJobStore.Synchronous) async throws {
+        var before: [Job] = []
+        do {
+            let store = try await open(synchronous)
+            before = try await populate(store)
+        }
+        #expect(before.map(\.state) == [.succeeded, .running, .failed, .canceled, .queued])
+        let reopened = try await open(synchronous)
+        for job in before {
+            #expect(try await reopened.job(job.id) == job)
+        }
+        #expect(try await reopened.queuedCount() == 1)
+        let newer = try await reopened.create(makeJob(priority: -3))
+        #expect(newer.sequence > before.map(\.sequence).max()!, "sequences are never reused")
+        #expect(newer.position == 2)
+        #expect(try await reopened.enqueue(makeJob(type: "render", priority: 5, input: before[0].input, maxAttempts: 3,
+                                                   timeout: 12.5, key: "key-1")).existing?.id == before[0].id)
+    }
+
+    @Test func runningJobsFromAClosedStoreAreRecoveredAfterReopening() async throws {
+        var running: Job?
+        do {
+            let store = try await open()
+            _ = try await store.create(makeJob(maxAttempts: 2))
+            running = try await store.claimNext(for: SlotID(0), now: at(10))
+        }
+        let id = try #require(running?.id)
+        let reopened = try await open()
+        #expect(try await reopened.recoverInterrupted(now: at(20)).map(\.id) == [id])
+        let claimed = try #require(try await reopened.claimNext(for: SlotID(0), now: at(30)))
+        #expect(claimed.id == id && claimed.attempts == 2)
+    }
+
+    @Test func theDatabaseRunsInWALMode() async throws {
+        let store = try await open()
+        _ = try await store.create(makeJob())
+        #expect(FileManager.default.fileExists(atPath: path + "-wal"))
+        #expect(FileManager.default.fileExists(atPath: path + "-shm"))
+    }
+
+    @Test func preparingTwiceIsHarmless() async throws {
+        let store = try await open()
+        let job = try await store.create(makeJob())
+        try await store.prepare()
+        #expect(try await store.require(job.id).position == 1)
+        let second = try await open()
+        try await second.prepare()
+        #expect(try await second.queuedCount() == 1)
+        _ = try await second.create(makeJob())
+        #expect(try await store.queuedCount() == 2, "two stores on one file see each other's writes")
+    }
+
+    @Test func fileInAMissingDirectoryIsStorageUnavailable() async throws {
+        let missing = directory.path + "/no/such/dir/spool.sqlite"
+        await #expect {
+            let store = try SQLiteJobStore(path: missing)
+            try await store.prepare()
+        } throws: { error in
+            (error as? StoreError)?.code == .storageUnavailable
+        }
+    }
+
+    @Test func fileThatIsNotADatabaseIsReportedAsCorrupt() async throws {
+        try Data(repeating: 0x5A, count: 8192).write(to: URL(fileURLWithPath: path))
+        await #expect {
+            let store = try SQLiteJobStore(path: path)
+            try await store.prepare()
+            _ = try await store.queuedCount()
+        } throws: { error in
+            (error as? StoreError)?.code == .corrupt
+        }
+    }
+}

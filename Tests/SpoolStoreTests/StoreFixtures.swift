@@ -1,0 +1,91 @@
+// StoreFixtures: the drivers the conformance suite runs against, a temp directory per
+// test, and a job factory. A new driver joins the suite by adding a `StoreKind` case.
+
+import Foundation
+import SpoolCore
+import SpoolSQLite
+import SpoolStore
+import Testing
+
+enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case memory
+    case sqlite
+
+    var testDescription: String { rawValue }
+}
+
+/// A directory that belongs to one test; removed when the test is done with it.
+struct TemporaryDirectory: Sendable {
+    let path: String
+
+    init(_ label: String = "spool-store") throws {
+        path = NSTemporaryDirectory() + "\(label)-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    func remove() { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// Runs `body` against a fresh, prepared store of `kind` in its own temp directory.
+/// SQLite runs with `synchronous = NORMAL` here for speed; `SQLiteJobStoreTests` covers `FULL`.
+func withStore<T>(_ kind: StoreKind, _ body: (any JobStore) async throws -> T) async throws -> T {
+    let directory = try TemporaryDirectory()
+    defer { directory.remove() }
+    let store: any JobStore = switch kind {
+    case .memory: MemoryJobStore()
+    case .sqlite: try SQLiteJobStore(path: directory.path + "/spool.sqlite", synchronous: .normal)
+    }
+    try await store.prepare()
+    return try await body(store)
+}
+
+/// A job as `JobCatalog.admit` would build it.
+func makeJob(
+    type: String = "render", priority: Int = 0, input: JSONValue = .object(["size": .int(64)]),
+    maxAttempts: Int = 1, timeout: Double = 60, key: String? = nil, createdAt: Int64 = 1_000
+) -> Job {
+    Job(id: JobID.random(), type: type, input: input, priority: priority, timeoutSeconds: timeout,
+        maxAttempts: maxAttempts, createdAt: Timestamp(microseconds: createdAt), idempotencyKey: key)
+}
+
+func at(_ microseconds: Int64) -> Timestamp { Timestamp(microseconds: microseconds) }
+
+extension JobStore {
+    /// Enqueues and requires a newly created job.
+    func create(_ job: Job, sourceLocation: SourceLocation = #_sourceLocation) async throws -> Job {
+        try #require(try await enqueue(job).created, "expected a new job", sourceLocation: sourceLocation)
+    }
+
+    /// Reads a job that must exist.
+    func require(_ id: JobID, sourceLocation: SourceLocation = #_sourceLocation) async throws -> Job {
+        try #require(try await job(id), sourceLocation: sourceLocation)
+    }
+
+    /// Claims every queued job on slot 0, in claim order.
+    func drain(now: Timestamp = at(5_000)) async throws -> [Job] {
+        var claimed: [Job] = []
+        while let job = try await claimNext(for: SlotID(0), now: now) { claimed.append(job) }
+        return claimed
+    }
+}
+
+extension EnqueueResult {
+    var created: Job? { if case .created(let job) = self { job } else { nil } }
+    var existing: Job? { if case .existing(let job) = self { job } else { nil } }
+}
+
+/// A small seeded generator (SplitMix64), so "random" orders are reproducible.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE5_E4B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// A number in `0..<bound`.
+    mutating func roll(_ bound: Int) -> Int { Int(next(upperBound: UInt64(bound))) }
+}

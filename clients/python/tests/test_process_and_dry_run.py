@@ -1,0 +1,156 @@
+"""Process mode (protocol v1: one process per job) and the local dry run."""
+
+import json
+import os
+import select
+
+from conftest import WORKERS, run_script
+
+SCRIPT = str(WORKERS / "kit_worker.py")
+
+
+def _drain(fd):
+    data = b""
+    while select.select([fd], [], [], 0)[0]:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return [json.loads(line) for line in data.decode().splitlines()]
+
+
+def _process_job(tmp_path, job_input, extra_env=None, stdin=b"", input_file=True, mode="process"):
+    job_dir = tmp_path / "job"
+    outputs = job_dir / "outputs"
+    outputs.mkdir(parents=True)
+    (job_dir / "input.json").write_text(json.dumps(job_input))
+    messages = job_dir / "messages.fifo"
+    os.mkfifo(messages)
+    fd = os.open(messages, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        env = {
+            "SPOOL_PROTOCOL": "1",
+            "SPOOL_JOB_ID": "job_process",
+            "SPOOL_JOB_TYPE": "kit",
+            "SPOOL_ATTEMPT": "1",
+            "SPOOL_OUTPUT_DIR": str(outputs),
+            "SPOOL_MESSAGES": str(messages),
+            "SPOOL_SLOT": "0",
+        }
+        if mode:
+            env["SPOOL_MODE"] = mode
+        if input_file:
+            env["SPOOL_INPUT_FILE"] = str(job_dir / "input.json")
+        env.update(extra_env or {})
+        proc = run_script([SCRIPT], env, stdin=stdin, cwd=job_dir)
+        return proc, outputs, _drain(fd)
+    finally:
+        os.close(fd)
+
+
+def test_process_mode_success(tmp_path):
+    proc, outputs, messages = _process_job(tmp_path, {"action": "ok", "text": "v1"})
+    assert proc.returncode == 0, proc.stderr.decode()
+    # v1 progress lines: no "job" field
+    assert messages == [
+        {"type": "progress", "fraction": 0.5, "message": "halfway"},
+        {"type": "progress", "fraction": 1.0, "message": "done", "preview": "sub/out.txt"},
+    ]
+    assert (outputs / "sub" / "out.txt").read_text() == "v1"
+    result = json.loads((outputs / "result.json").read_text())
+    assert result["job"] == "job_process" and result["mode"] == "process" and result["model"] == "loaded"
+    assert "hello from the job" in proc.stderr.decode()  # ctx.log → stderr (the job's log)
+
+
+def test_process_mode_failure(tmp_path):
+    proc, outputs, messages = _process_job(tmp_path, {"action": "raise", "why": "v1"})
+    assert proc.returncode == 1
+    stderr = proc.stderr.decode()
+    assert "Traceback (most recent call last)" in stderr
+    assert "ValueError: boom: v1" in stderr
+    assert not (outputs / "result.json").exists()
+    assert messages == [{"type": "progress", "fraction": 0.1, "message": "about to fail"}]
+
+
+def test_process_mode_without_spool_mode_but_with_input_file(tmp_path):
+    proc, outputs, _ = _process_job(tmp_path, {"action": "ok"}, mode=None)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert (outputs / "result.json").exists()
+
+
+def test_process_mode_reads_stdin_without_input_file(tmp_path):
+    job_input = {"action": "ok", "text": "from stdin"}
+    proc, outputs, _ = _process_job(tmp_path, {}, input_file=False, stdin=json.dumps(job_input).encode())
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert (outputs / "sub" / "out.txt").read_text() == "from stdin"
+
+
+def test_process_mode_none_result_writes_no_file(tmp_path):
+    proc, outputs, _ = _process_job(tmp_path, {"action": "big"})
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert not (outputs / "result.json").exists()
+
+
+def test_process_mode_garbage_stdout(tmp_path):
+    proc, _, messages = _process_job(tmp_path, {"action": "garbage"})
+    assert proc.returncode == 0
+    assert messages == [{"type": "progress", "fraction": 0.5, "message": "after the garbage"}]
+    assert b"from stdout" in proc.stdout
+
+
+def test_dry_run(tmp_path):
+    out = tmp_path / "out"
+    proc = run_script([SCRIPT, "--input", '{"action": "ok", "text": "dry"}', "--output-dir", str(out)], {})
+    assert proc.returncode == 0, proc.stderr.decode()
+    result = json.loads(proc.stdout.decode().split("setup printed this to stdout\n", 1)[1])
+    assert result["job"] == "dry-run" and result["mode"] == "dry-run" and result["model"] == "loaded"
+    assert (out / "sub" / "out.txt").read_text() == "dry"
+    stderr = proc.stderr.decode()
+    assert "[ 50.0%] halfway" in stderr
+    assert "[log] hello from the job" in stderr
+    assert "sub/out.txt" in stderr
+
+
+def test_dry_run_input_from_file_and_failure(tmp_path):
+    (tmp_path / "in.json").write_text('{"action": "raise"}')
+    proc = run_script([SCRIPT, "--input", "@" + str(tmp_path / "in.json"), "--output-dir", str(tmp_path / "o")], {})
+    assert proc.returncode == 1
+    assert "ValueError: boom: no reason" in proc.stderr.decode()
+
+
+def test_dry_run_bad_arguments(tmp_path):
+    proc = run_script([SCRIPT, "--input", "{not json"], {})
+    assert proc.returncode == 2
+    assert "--input" in proc.stderr.decode()
+
+
+def test_unknown_mode(tmp_path):
+    proc = run_script([SCRIPT], {"SPOOL_MODE": "daemon"})
+    assert proc.returncode == 2
+    assert "unknown SPOOL_MODE" in proc.stderr.decode()
+
+
+def test_dry_run_ctrl_c_cancels_cooperatively(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from conftest import PYTHON, worker_env
+
+    with open(tmp_path / "err", "wb") as err:
+        proc = subprocess.Popen([PYTHON, SCRIPT, "--input", '{"action": "loop"}', "--output-dir", str(tmp_path / "o")],
+                                env=worker_env({}), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 20
+            while b"step 5" not in (tmp_path / "err").read_bytes():  # it is in the loop
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(10) == 1
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+    stderr = (tmp_path / "err").read_text()
+    assert "cancel requested" in stderr and "the job was canceled" in stderr
+    assert "Traceback" not in stderr
