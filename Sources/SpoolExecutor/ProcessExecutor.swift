@@ -188,7 +188,13 @@ public struct ProcessExecutor: Sendable {
                     log.note(Self.describe(reason, grace: spec.killGrace))
                     tasks.addTask {
                         // SIGTERM to the whole group, then SIGKILL once the grace period is up.
-                        guard let pgid = group.value else { return .escalated }
+                        // A stop can arrive before the process is spawned: wait for its pid.
+                        var pgid = group.value
+                        while pgid == nil, !Task.isCancelled {
+                            try? await Task.sleep(for: .milliseconds(2))
+                            pgid = group.value
+                        }
+                        guard let pgid else { return .escalated }
                         kill(-pgid, SIGTERM)
                         try? await Task.sleep(for: spec.killGrace)
                         if !Task.isCancelled { kill(-pgid, SIGKILL) }

@@ -23,14 +23,7 @@ struct APIError: Error, Sendable {
 }
 
 /// RFC 9457 problem details.
-struct Problem: Encodable {
-    var type: String
-    var title: String
-    var status: Int
-    var detail: String
-    var instance: String
-    var errors: [String]?
-
+enum Problem {
     static let contentType = "application/problem+json"
 }
 
@@ -42,13 +35,12 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch {
             let apiError = Self.translate(error, context: context)
-            let problem = Problem(type: "urn:spool:problem:\(apiError.code)", title: apiError.status.reasonPhrase,
-                                  status: apiError.status.code, detail: apiError.detail, instance: request.uri.path,
-                                  errors: apiError.errors.isEmpty ? nil : apiError.errors)
-            var headers = apiError.headers
-            headers[.contentType] = Problem.contentType
-            let body = (try? SpoolAPI.encoder.encode(problem)) ?? Data()
-            return Response(status: apiError.status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+            var problem: [String: JSONValue] = [
+                "type": .string("urn:spool:problem:\(apiError.code)"), "title": .string(apiError.status.reasonPhrase),
+                "status": .int(Int64(apiError.status.code)), "detail": .string(apiError.detail), "instance": .string(request.uri.path),
+            ]
+            if !apiError.errors.isEmpty { problem["errors"] = .array(apiError.errors.map(JSONValue.string)) }
+            return SpoolAPI.respond(.object(problem), status: apiError.status, headers: apiError.headers, contentType: Problem.contentType)
         }
     }
 

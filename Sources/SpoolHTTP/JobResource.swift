@@ -1,82 +1,65 @@
 import SpoolCore
 
-/// A job as the API shows it (`snake_case`, explicit nulls, RFC 3339 times).
-struct JobResource: Encodable {
+/// A job as the API shows it (`snake_case`, explicit nulls, RFC 3339 times). Built as a
+/// `JSONValue` and written by its own serializer: `JSONEncoder` was the costliest step of a
+/// submit.
+struct JobResource {
     let job: Job
 
-    enum CodingKeys: String, CodingKey {
-        case id, type, state, reason, input, priority, attempts, position, progress, error, slot, signal
-        case timeoutSeconds = "timeout_s", maxAttempts = "max_attempts", createdAt = "created_at"
-        case startedAt = "started_at", finishedAt = "finished_at", exitCode = "exit_code"
-        case cancelRequested = "cancel_requested", links = "links", result
-    }
-
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(job.id, forKey: .id)
-        try container.encode(job.type, forKey: .type)
-        try container.encode(job.state, forKey: .state)
-        try container.encode(job.reason, forKey: .reason)
-        try container.encode(job.input, forKey: .input)
-        try container.encode(job.priority, forKey: .priority)
-        try container.encode(job.timeoutSeconds, forKey: .timeoutSeconds)
-        try container.encode(job.attempts, forKey: .attempts)
-        try container.encode(job.maxAttempts, forKey: .maxAttempts)
-        try container.encode(job.position, forKey: .position)
-        try container.encode(job.progress, forKey: .progress)
-        try container.encode(job.createdAt, forKey: .createdAt)
-        try container.encode(job.startedAt, forKey: .startedAt)
-        try container.encode(job.finishedAt, forKey: .finishedAt)
-        try container.encode(job.exitCode, forKey: .exitCode)
-        try container.encode(job.signal, forKey: .signal)
-        try container.encode(job.error, forKey: .error)
-        try container.encode(job.slot, forKey: .slot)
-        try container.encode(job.result, forKey: .result)
-        if job.cancelRequested && !job.state.isTerminal { try container.encode(true, forKey: .cancelRequested) }
+    var json: JSONValue {
+        func optional<T>(_ value: T?, _ transform: (T) -> JSONValue) -> JSONValue { value.map(transform) ?? .null }
         let base = "/v1/jobs/\(job.id)"
-        try container.encode(["self": base, "cancel": base + "/cancel", "logs": base + "/logs", "outputs": base + "/outputs"],
-                             forKey: .links)
+        var fields: [String: JSONValue] = [
+            "id": .string(job.id.rawValue),
+            "type": .string(job.type),
+            "state": .string(job.state.rawValue),
+            "reason": optional(job.reason) { .string($0.rawValue) },
+            "input": job.input,
+            "priority": .int(Int64(job.priority)),
+            "timeout_s": .double(job.timeoutSeconds),
+            "attempts": .int(Int64(job.attempts)),
+            "max_attempts": .int(Int64(job.maxAttempts)),
+            "position": optional(job.position) { .int(Int64($0)) },
+            "progress": optional(job.progress) { progress in
+                .object(["fraction": .double(progress.fraction), "message": optional(progress.message, JSONValue.string)])
+            },
+            "created_at": .string(job.createdAt.description),
+            "started_at": optional(job.startedAt) { .string($0.description) },
+            "finished_at": optional(job.finishedAt) { .string($0.description) },
+            "exit_code": optional(job.exitCode) { .int(Int64($0)) },
+            "signal": optional(job.signal) { .int(Int64($0)) },
+            "error": optional(job.error, JSONValue.string),
+            "slot": optional(job.slot) { .int(Int64($0.rawValue)) },
+            "result": job.result ?? .null,
+            "links": .object(["self": .string(base), "cancel": .string(base + "/cancel"), "logs": .string(base + "/logs"),
+                              "outputs": .string(base + "/outputs")]),
+        ]
+        if job.cancelRequested && !job.state.isTerminal { fields["cancel_requested"] = .bool(true) }
+        return .object(fields)
     }
 }
 
-struct JobPageResource: Encodable {
-    let jobs: [JobResource]
-    let nextCursor: String?
 
-    enum CodingKeys: String, CodingKey { case jobs, nextCursor = "next_cursor" }
 
-    func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(jobs, forKey: .jobs)
-        try container.encode(nextCursor, forKey: .nextCursor)
-    }
-}
-
-struct OutputResource: Encodable {
-    let name: String
-    let size: Int64
-    let contentType: String
-    let url: String
-    enum CodingKeys: String, CodingKey { case name, size, contentType = "content_type", url }
-}
-
-struct QueueResource: Encodable {
-    struct Slot: Encodable {
+struct QueueResource {
+    struct Slot {
         let id: SlotID
         let gpu: String?
         let job: JobResource?
-        func encode(to encoder: any Encoder) throws {
-            var container = encoder.container(keyedBy: CodingKeys.self)
-            try container.encode(id, forKey: .id)
-            try container.encode(gpu, forKey: .gpu)
-            try container.encode(job == nil ? "idle" : "busy", forKey: .state)
-            try container.encode(job, forKey: .job)
+        var worker: JSONValue = .null
+        var unhealthy: [JSONValue] = []
+        var json: JSONValue {
+            .object(["id": .int(Int64(id.rawValue)), "gpu": gpu.map(JSONValue.string) ?? .null,
+                     "state": .string(job == nil ? "idle" : "busy"), "job": job?.json ?? .null,
+                     "worker": worker, "unhealthy": .array(unhealthy)])
         }
-        enum CodingKeys: String, CodingKey { case id, gpu, state, job }
     }
     let queued: Int
     let accepting: Bool
     let slots: [Slot]
+    var json: JSONValue {
+        .object(["queued": .int(Int64(queued)), "accepting": .bool(accepting), "slots": .array(slots.map(\.json))])
+    }
 }
 
 /// The submit body: `{"type", "input"?, "priority"?, "timeout_s"?}`; nothing else.

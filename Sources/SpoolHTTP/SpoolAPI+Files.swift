@@ -27,11 +27,11 @@ extension SpoolAPI {
         _ = try await find(id)
         let root = JobPaths(dataDirectory: dataDirectory, job: id).outputs
         let files = try await NIOThreadPool.singleton.runIfActive { Self.listFiles(under: root) }
-        let list = files.map { name, size in
-            OutputResource(name: name, size: size, contentType: Self.contentType(of: name),
-                           url: "/v1/jobs/\(id)/outputs/" + (name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name))
+        let list = files.map { name, size -> JSONValue in
+            .object(["name": .string(name), "size": .int(size), "content_type": .string(Self.contentType(of: name)),
+                     "url": .string("/v1/jobs/\(id)/outputs/" + (name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name))])
         }
-        return try json(["outputs": list])
+        return json(.object(["outputs": .array(list)]))
     }
 
     @Sendable func output(_ request: Request, context: BasicRequestContext) async throws -> Response {

@@ -71,9 +71,9 @@ public struct SpoolAPI: Sendable {
         }
         let value: JSONValue
         do {
-            value = try JSONDecoder().decode(JSONValue.self, from: body)
+            value = try JSONParser.parse(body.readableBytesView)
         } catch {
-            throw APIError.badRequest("the request body is not valid JSON")
+            throw APIError.badRequest("the request body is not valid JSON (\(error))")
         }
         let key = request.headers[.idempotencyKey]
         let submission = try SubmitBody(value, idempotencyKey: key).submission
@@ -88,9 +88,9 @@ public struct SpoolAPI: Sendable {
         switch result {
         case .created(let job):
             scheduler.jobEnqueued()
-            return try json(JobResource(job: job), status: .created, headers: [.location: "/v1/jobs/\(job.id)"])
+            return json(JobResource(job: job).json, status: .created, headers: [.location: "/v1/jobs/\(job.id)"])
         case .existing(let job):
-            return try json(JobResource(job: job), status: .ok, headers: [.location: "/v1/jobs/\(job.id)"])
+            return json(JobResource(job: job).json, status: .ok, headers: [.location: "/v1/jobs/\(job.id)"])
         }
     }
 
@@ -114,7 +114,7 @@ public struct SpoolAPI: Sendable {
                 job = try await find(id)
             }
         }
-        return try json(JobResource(job: job))
+        return json(JobResource(job: job).json)
     }
 
     @Sendable func list(_ request: Request, context: BasicRequestContext) async throws -> Response {
@@ -138,7 +138,8 @@ public struct SpoolAPI: Sendable {
             query.before = before
         }
         let page = try await store.jobs(query)
-        return try json(JobPageResource(jobs: page.jobs.map(JobResource.init), nextCursor: page.nextCursor.map(String.init)))
+        return json(.object(["jobs": .array(page.jobs.map { JobResource(job: $0).json }),
+                             "next_cursor": page.nextCursor.map { .string(String($0)) } ?? .null]))
     }
 
     @Sendable func cancel(_ request: Request, context: BasicRequestContext) async throws -> Response {
@@ -147,10 +148,10 @@ public struct SpoolAPI: Sendable {
         case .notFound:
             throw APIError.notFound("no job \(id)")
         case .canceled(let job):
-            return try json(JobResource(job: job))
+            return json(JobResource(job: job).json)
         case .stopping(let job):
             await scheduler.stop(id, because: .cancel)
-            return try json(JobResource(job: job), status: .accepted)
+            return json(JobResource(job: job).json, status: .accepted)
         case .alreadyFinished(let job):
             throw APIError.conflict("already-finished", "job \(id) already finished (\(job.state.rawValue)); there is nothing to cancel")
         }
@@ -158,34 +159,48 @@ public struct SpoolAPI: Sendable {
 
     @Sendable func queue(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let occupancy = await scheduler.occupancy()
+        let workers = await scheduler.workers.status()
         var slots: [QueueResource.Slot] = []
         for (slot, jobID) in occupancy {
             let job = try await jobID.asyncFlatMap { try await store.job($0) }
-            slots.append(QueueResource.Slot(id: slot.id, gpu: slot.gpu, job: job.map(JobResource.init)))
+            var entry = QueueResource.Slot(id: slot.id, gpu: slot.gpu, job: job.map(JobResource.init))
+            if let worker = workers[slot.id]?.worker {
+                entry.worker = .object([
+                    "id": .string(worker.id), "type": .string(worker.type), "phase": .string(worker.phase),
+                    "pid": worker.pid.map { .int(Int64($0)) } ?? .null, "jobs_run": .int(Int64(worker.jobsRun)),
+                    "rss_mb": worker.usage.rssMegabytes.map { .double(($0 * 10).rounded() / 10) } ?? .null,
+                    "vram_mb": worker.usage.vramMegabytes.map(JSONValue.double) ?? .null,
+                ])
+            }
+            entry.unhealthy = (workers[slot.id]?.health ?? []).map { health in
+                .object(["type": .string(health.type), "failures": .int(Int64(health.failures)),
+                         "unhealthy": .bool(health.unhealthy), "last_error": .string(health.lastError)])
+            }
+            slots.append(entry)
         }
-        return try json(QueueResource(queued: try await store.queuedCount(), accepting: scheduler.gate.isOpen, slots: slots))
+        return json(QueueResource(queued: try await store.queuedCount(), accepting: scheduler.gate.isOpen, slots: slots).json)
     }
 
     @Sendable func health(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        struct Health: Encodable { let status: String; let store: String; let slots: Int; let queued: Int }
         let accepting = scheduler.gate.isOpen
-        let health = Health(status: accepting ? "ok" : "draining", store: storeName,
-                            slots: await scheduler.occupancy().count, queued: try await store.queuedCount())
-        return try json(health, status: accepting ? .ok : .serviceUnavailable)
+        let unhealthy = await scheduler.workers.status().flatMap { slot, status in
+            status.health.filter(\.unhealthy).map { JSONValue.object(["slot": .int(Int64(slot.rawValue)), "type": .string($0.type),
+                                                                       "last_error": .string($0.lastError)]) }
+        }
+        let status = !accepting ? "draining" : unhealthy.isEmpty ? "ok" : "degraded"
+        return json(.object([
+            "status": .string(status), "store": .string(storeName), "slots": .int(Int64(await scheduler.occupancy().count)),
+            "queued": .int(Int64(try await store.queuedCount())), "unhealthy_workers": .array(unhealthy),
+        ]), status: accepting ? .ok : .serviceUnavailable)
     }
 
     @Sendable func types(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        struct TypeResource: Encodable {
-            let name: String
-            let timeoutSeconds: Double
-            let maxAttempts: Int
-            let inputKeys: [String]
-            enum CodingKeys: String, CodingKey { case name, timeoutSeconds = "timeout_s", maxAttempts = "max_attempts", inputKeys = "command_input_keys" }
+        let list = catalog.types.values.sorted { $0.name < $1.name }.map { type -> JSONValue in
+            .object(["name": .string(type.name), "mode": .string(type.workerPolicy == nil ? "process" : "worker"),
+                     "timeout_s": .double(type.timeoutSeconds), "max_attempts": .int(Int64(type.maxAttempts)),
+                     "command_input_keys": .array(type.command.referencedKeys.map(JSONValue.string))])
         }
-        let list = catalog.types.values.sorted { $0.name < $1.name }.map {
-            TypeResource(name: $0.name, timeoutSeconds: $0.timeoutSeconds, maxAttempts: $0.maxAttempts, inputKeys: $0.command.referencedKeys)
-        }
-        return try json(["types": list])
+        return json(.object(["types": .array(list)]))
     }
 
     // MARK: - Helpers
@@ -201,17 +216,14 @@ public struct SpoolAPI: Sendable {
         return job
     }
 
-    static let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return encoder
-    }()
+    func json(_ value: JSONValue, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
+        Self.respond(value, status: status, headers: headers, contentType: "application/json")
+    }
 
-    func json(_ value: some Encodable, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) throws -> Response {
+    static func respond(_ value: JSONValue, status: HTTPResponse.Status, headers: HTTPFields, contentType: String) -> Response {
         var headers = headers
-        headers[.contentType] = "application/json"
-        let data = try Self.encoder.encode(value)
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        headers[.contentType] = contentType
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: value.canonicalText)))
     }
 }
 

@@ -235,7 +235,7 @@ public final class SQLiteJobStore: JobStore {
             throw StoreError(.corrupt, "the job database holds a row it cannot read (seq \(row["seq"] as Int64? ?? -1))")
         }
         let inputText: String = row["input"]
-        let input = try JSONDecoder().decode(JSONValue.self, from: Data(inputText.utf8))
+        let input = try JSONParser.parse(inputText.utf8)
         var job = Job(id: id, sequence: row["seq"], type: row["type"], input: input, priority: row["priority"],
                       timeoutSeconds: row["timeout_s"], maxAttempts: row["max_attempts"], state: state,
                       createdAt: Timestamp(microseconds: row["created_at"]), idempotencyKey: row["idempotency_key"])
@@ -252,7 +252,7 @@ public final class SQLiteJobStore: JobStore {
         }
         job.cancelRequested = row["cancel_requested"] as Bool? ?? false
         if let resultText = row["result"] as String? {
-            job.result = try JSONDecoder().decode(JSONValue.self, from: Data(resultText.utf8))
+            job.result = try JSONParser.parse(resultText.utf8)
         }
         return job
     }

@@ -141,3 +141,14 @@ import Testing
         #expect(try log(of: job).contains("log truncated"))
     }
 }
+
+extension ProcessExecutorTests {
+    @Test func aStopThatArrivesBeforeTheSpawnStillStopsTheJob() async throws {
+        let job = try spec(["/bin/sh", "-c", "sleep 300"])
+        let (stops, continuation) = AsyncStream<StopReason>.makeStream()
+        continuation.yield(.cancel)
+        let started = ContinuousClock.now
+        #expect(await run(job, stops: stops) == .canceled)
+        #expect(ContinuousClock.now - started < .seconds(20))
+    }
+}
