@@ -745,6 +745,9 @@ def _dry_run(run: RunFunction, setup: Optional[SetupFunction], argv: Optional[Li
         ctx.state = setup() if setup is not None else None
         _warn(f"setup() took {time.monotonic() - started:.2f} s")
         previous = signal.signal(signal.SIGINT, on_sigint)
+        # A parent may have started us with SIGINT blocked (the mask is inherited across exec).
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
         try:
             started = time.monotonic()
             result = run(job_input, ctx)

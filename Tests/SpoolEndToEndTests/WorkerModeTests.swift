@@ -1,0 +1,191 @@
+import Foundation
+import SpoolCore
+import Testing
+
+/// Warm workers through the real server: recycling, crashes, hangs, garbage, failed setup,
+/// cancel and timeout. The fixture worker (Tests/Fixtures/worker.py) speaks the protocol by
+/// hand and reports its own pid and RSS in each result, so the checks do not rely on the
+/// server's word.
+@Suite(.serialized) struct WorkerModeTests {
+    static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/worker.py").path
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+
+    func server(_ settings: [String: JSONValue] = [:], env: [String: String] = [:], timeout: Double = 60,
+                attempts: Int = 1, extra: [String: JSONValue] = [:]) async throws -> ServerHarness {
+        var type: [String: JSONValue] = [
+            "command": .array([.string("/usr/bin/python3"), .string(Self.fixture)]), "mode": "worker",
+            "timeout_s": .double(timeout), "max_attempts": .int(Int64(attempts)), "heartbeat_s": .double(0.5),
+        ]
+        type.merge(settings) { _, new in new }
+        if !env.isEmpty { type["env"] = .object(env.mapValues(JSONValue.string)) }
+        var config: [String: JSONValue] = ["kill_grace_s": 1, "job_types": .object(["work": .object(type)])]
+        config.merge(extra) { _, new in new }
+        let harness = try ServerHarness(config: .object(config))
+        try await harness.start()
+        return harness
+    }
+
+    func run(_ server: ServerHarness, _ input: [String: JSONValue], until states: Set<String> = ["succeeded", "failed", "canceled"]) async throws -> JSONValue {
+        let reply = try await server.submit("work", .object(input))
+        let id = try #require(reply.json["id"]?.stringValue, "\(String(decoding: reply.body, as: UTF8.self))")
+        return try await server.waitFor(id, states, timeout: .seconds(60))
+    }
+
+    func pid(_ job: JSONValue) -> Int64? { job["result"]?["pid"]?.intValue }
+
+    @Test func aWarmWorkerRunsManyJobsAndIsRecycledOnItsJobCount() async throws {
+        let server = try await server(["max_jobs_per_worker": 5])
+        defer { Task { await server.stop() } }
+        var pids: [Int64] = []
+        for _ in 0..<12 {
+            let job = try await run(server, [:])
+            #expect(job["state"] == "succeeded")
+            pids.append(try #require(pid(job)))
+        }
+        #expect(Set(pids[0..<5]).count == 1, "the first five jobs share one warm process")
+        #expect(Set(pids[5..<10]).count == 1)
+        #expect(Set(pids).count == 3, "recycled after every 5 jobs: \(pids)")
+        let log = try await server.request(.GET, "/v1/jobs/\(try await lastJobID(server))/logs")
+        #expect(String(decoding: log.body, as: UTF8.self).contains("finished in pid"))
+    }
+
+    @Test func aLeakingWorkerIsRecycledAtItsMemoryLimitAndStaysBounded() async throws {
+        let server = try await server(["max_rss_mb": 100])
+        defer { Task { await server.stop() } }
+        var peak = 0.0
+        var pids = Set<Int64>()
+        for _ in 0..<50 {
+            let job = try await run(server, ["leak_mb": 10])
+            #expect(job["state"] == "succeeded")
+            peak = max(peak, job["result"]?["rss_mb"]?.doubleValue ?? .infinity)
+            pids.insert(try #require(pid(job)))
+        }
+        // The job that crosses the limit finishes; the worker is replaced before the next one.
+        #expect(peak < 100 + 10 + 5, "RSS reached \(peak) MB with a 100 MB limit")
+        #expect(pids.count >= 4, "50 jobs leaking 10 MB each need several workers under 100 MB; saw \(pids.count)")
+    }
+
+    @Test func aWorkerThatSegfaultsFailsItsJobAndTheSlotRecovers() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let crashed = try await run(server, ["crash": true])
+        #expect(crashed["state"] == "failed")
+        #expect(crashed["reason"] == "worker_lost")
+        #expect((crashed["error"]?.stringValue ?? "").contains("signal 11"))
+        #expect(try await run(server, [:])["state"] == "succeeded", "a fresh worker took the next job")
+    }
+
+    @Test func aWorkerCrashIsRetriedWhileAttemptsRemain() async throws {
+        let server = try await server(attempts: 2)
+        defer { Task { await server.stop() } }
+        let crashed = try await run(server, ["crash": true])
+        #expect(crashed["state"] == "failed")
+        #expect(crashed["attempts"] == 2, "one attempt per crash, no double counting")
+    }
+
+    @Test func aHungWorkerIsKilledAndReplaced() async throws {
+        let server = try await server(["heartbeat_s": 0.3])
+        defer { Task { await server.stop() } }
+        let start = ContinuousClock.now
+        let hung = try await run(server, ["hang": true])
+        #expect(hung["state"] == "failed")
+        #expect(hung["reason"] == "worker_lost")
+        #expect(ContinuousClock.now - start < .seconds(20))
+        #expect(try await run(server, [:])["state"] == "succeeded")
+    }
+
+    @Test func garbageOnStdoutGoesToTheLogAndNeverConfusesTheProtocol() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let job = try await run(server, ["garbage": true, "sleep": 0.2])
+        #expect(job["state"] == "succeeded")
+        let id = try #require(job["id"]?.stringValue)
+        let log = String(decoding: try await server.request(.GET, "/v1/jobs/\(id)/logs").body, as: UTF8.self)
+        #expect(log.contains("not the protocol") && log.contains("stderr noise"))
+        let outputs = try await server.request(.GET, "/v1/jobs/\(id)/outputs").json
+        #expect(outputs["outputs"].map(\.canonicalText)?.contains("done.txt") == true)
+    }
+
+    @Test func aWorkerWhoseSetupFailsMakesItsSlotUnhealthyAndJobsWait() async throws {
+        let server = try await server(["max_setup_failures": 2], env: ["FAIL_SETUP": "1"])
+        defer { Task { await server.stop() } }
+        let id = try #require(try await server.submit("work").json["id"]?.stringValue)
+        try await withDeadline(.seconds(30), "the slot to be marked unhealthy") {
+            while true {
+                let queue = try await server.request(.GET, "/v1/queue").json
+                if case .array(let slots)? = queue["slots"], case .array(let problems)? = slots.first?["unhealthy"],
+                   problems.contains(where: { $0["unhealthy"] == .bool(true) }) { return }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        let job = try await server.job(id)
+        #expect(job["state"] == "queued", "the job waits instead of failing")
+        #expect(job["attempts"] == 0, "failed setups do not use the job's attempts")
+        let health = try await server.request(.GET, "/healthz").json
+        #expect(health["status"] == "degraded")
+        _ = try await server.request(.POST, "/v1/jobs/\(id)/cancel")
+    }
+
+    @Test func cancelInWorkerModeAsksTheWorkerFirst() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let id = try #require(try await server.submit("work", .object(["steps": 400])).json["id"]?.stringValue)
+        _ = try await server.waitFor(id, ["running"])
+        #expect(try await server.request(.POST, "/v1/jobs/\(id)/cancel").status == 202)
+        let job = try await server.waitFor(id, ["succeeded", "failed", "canceled"], timeout: .seconds(20))
+        #expect(job["state"] == "canceled")
+        #expect(try await run(server, [:])["state"] == "succeeded")
+    }
+
+    @Test func aJobThatIgnoresCancelAndOverrunsItsTimeoutCostsItsWorker() async throws {
+        let server = try await server(timeout: 1)
+        defer { Task { await server.stop() } }
+        let stuck = try await run(server, ["ignore_cancel": true])
+        #expect(stuck["state"] == "failed")
+        #expect(stuck["reason"] == "timeout")
+        #expect(try await run(server, [:])["state"] == "succeeded")
+    }
+
+    @Test func thePythonKitExampleRendersThroughSpool() async throws {
+        guard (try? await runCLI(["--help"])) != nil, FileManager.default.fileExists(atPath: Self.repository + "/examples/python-render/worker.py") else { return }
+        let harness = try ServerHarness(config: .object(["kill_grace_s": 1, "job_types": .object(["python-render": .object([
+            "command": .array(["python3", "examples/python-render/worker.py"]), "mode": "worker",
+            "working_dir": .string(Self.repository), "timeout_s": 120,
+            "env": .object(["PYTHONPATH": .string(Self.repository + "/clients/python/src")]),
+        ])])]))
+        try await harness.start()
+        defer { Task { await harness.stop() } }
+        let id = try #require(try await harness.submit("python-render", .object(["width": 64, "height": 48])).json["id"]?.stringValue)
+        let job = try await harness.waitFor(id, ["succeeded", "failed", "canceled"], timeout: .seconds(90))
+        #expect(job["state"] == "succeeded", "\(job.canonicalText)")
+        #expect(job["result"]?["width"] == 64)
+        let image = try await harness.request(.GET, "/v1/jobs/\(id)/outputs/image.png")
+        #expect(image.status == 200)
+        #expect(image.body.starts(with: [0x89, 0x50, 0x4E, 0x47]))
+    }
+
+    @Test func thePythonKitPassesItsOwnTests() async throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "clients/python/tests"]
+        process.currentDirectoryURL = URL(fileURLWithPath: Self.repository)
+        let log = NSTemporaryDirectory() + "spool-pytest-\(UUID().uuidString).log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: log)
+        process.standardError = FileHandle(forWritingAtPath: log)
+        let status = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int32, any Error>) in
+            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
+            do { try process.run() } catch { continuation.resume(throwing: error) }
+        }
+        let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(status == 0, "pytest failed:\n\(output.suffix(3000))")
+    }
+
+    func lastJobID(_ server: ServerHarness) async throws -> String {
+        let page = try await server.request(.GET, "/v1/jobs?limit=1").json
+        guard case .array(let jobs)? = page["jobs"], let id = jobs.first?["id"]?.stringValue else { throw HarnessError("no jobs") }
+        return id
+    }
+}
