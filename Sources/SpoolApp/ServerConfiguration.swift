@@ -44,7 +44,8 @@ public struct ServerConfiguration: Sendable {
 
     /// Applies one setting by its file key; the same parser serves the file, the environment
     /// and the flags, so each is validated the same way.
-    mutating func apply(_ key: String, _ value: JSONValue, from source: String) throws(ConfigurationError) {
+    mutating func apply(_ key: String, _ value: JSONValue, from source: String,
+                        baseDirectory: String = FileManager.default.currentDirectoryPath) throws(ConfigurationError) {
         func fail(_ expectation: String) -> ConfigurationError {
             ConfigurationError("\(source): \(key) must be \(expectation), not \(value.canonicalText)")
         }
@@ -93,14 +94,14 @@ public struct ServerConfiguration: Sendable {
             guard case .object(let types) = value else { throw fail("an object mapping type names to their definitions") }
             for (name, definition) in types.sorted(by: { $0.key < $1.key }) {
                 jobTypes.removeAll { $0.name == name }
-                jobTypes.append(try Self.jobType(name, definition, source: source))
+                jobTypes.append(try Self.jobType(name, definition, source: source, baseDirectory: baseDirectory))
             }
         default:
             throw ConfigurationError("\(source): unknown setting \"\(key)\" (known: \(Self.fileKeys.sorted().joined(separator: ", ")))")
         }
     }
 
-    static func jobType(_ name: String, _ definition: JSONValue, source: String) throws(ConfigurationError) -> JobType {
+    static func jobType(_ name: String, _ definition: JSONValue, source: String, baseDirectory: String) throws(ConfigurationError) -> JobType {
         let path = "\(source): job_types.\(name)"
         guard JobType.isValidName(name) else { throw ConfigurationError("\(path): a type name may use \(JobType.namePattern)") }
         guard case .object(let fields) = definition else { throw ConfigurationError("\(path) must be an object") }
@@ -152,10 +153,12 @@ public struct ServerConfiguration: Sendable {
             throw ConfigurationError("\(path).mode must be \"process\" (a fresh process per job) or \"worker\" (a warm worker per slot)")
         }
         if let directory = fields["working_dir"] {
-            guard let text = directory.stringValue, text.hasPrefix("/") else {
-                throw ConfigurationError("\(path).working_dir must be an absolute path")
+            guard let text = directory.stringValue, !text.isEmpty else {
+                throw ConfigurationError("\(path).working_dir must be a directory path")
             }
-            type.workingDirectory = text
+            // Relative to the config file, so a config can sit beside the code it runs.
+            type.workingDirectory = text.hasPrefix("/") ? text
+                : URL(fileURLWithPath: text, relativeTo: URL(fileURLWithPath: baseDirectory, isDirectory: true)).standardizedFileURL.path
         }
         return type
     }
@@ -198,7 +201,8 @@ public struct ServerConfiguration: Sendable {
             throw ConfigurationError("\(path) is not valid JSON: \(Self.describe(error))")
         }
         guard case .object(let settings) = value else { throw ConfigurationError("\(path) must hold a JSON object") }
-        for (key, setting) in settings.sorted(by: { $0.key < $1.key }) { try apply(key, setting, from: path) }
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        for (key, setting) in settings.sorted(by: { $0.key < $1.key }) { try apply(key, setting, from: path, baseDirectory: directory) }
     }
 
     /// `SPOOL_PORT=9000` etc.: each file key in upper case with a `SPOOL_` prefix (not job types).

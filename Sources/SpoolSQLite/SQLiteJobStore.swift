@@ -27,9 +27,13 @@ public final class SQLiteJobStore: JobStore {
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
         configuration.label = "spool"
+        // A queue's hot pages are few (the queue index head, recent rows): small caches and
+        // few readers keep the server's memory flat at any queue depth.
+        configuration.maximumReaderCount = 3
         let pragma = "PRAGMA synchronous = \(synchronous.rawValue.uppercased())"
         configuration.prepareDatabase { db in
             try db.execute(sql: pragma)
+            try db.execute(sql: "PRAGMA cache_size = -1024")
             try db.execute(sql: "PRAGMA foreign_keys = ON")
         }
         do {
