@@ -43,7 +43,7 @@ let package = Package(
         ]),
         .target(name: "SpoolRender"),
         .target(name: "SpoolHTTP", dependencies: [
-            "SpoolCore", "SpoolStore", "SpoolScheduler",
+            "SpoolCore", "SpoolStore", "SpoolScheduler", "SpoolExecutor",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "NIOPosix", package: "swift-nio"),

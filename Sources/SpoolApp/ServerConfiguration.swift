@@ -27,13 +27,15 @@ public struct ServerConfiguration: Sendable {
     public var maxBodyBytes = 1 << 20
     public var logLimitBytes = 10 << 20
     public var jobTypes: [JobType] = []
+    /// Key for the HMAC-SHA256 signature on webhook deliveries (never logged).
+    public var webhookSecret: String?
 
     public init() {}
 
     /// The file's keys, as written in it.
     static let fileKeys: Set<String> = [
         "host", "port", "data_dir", "slots", "gpus", "slots_per_gpu", "kill_grace_s", "shutdown_grace_s", "sqlite_synchronous",
-        "max_body_bytes", "log_limit_bytes", "job_types",
+        "max_body_bytes", "log_limit_bytes", "webhook_secret", "job_types",
     ]
     static let jobTypeKeys = Set(["command", "timeout_s", "max_attempts", "input_schema", "env", "working_dir", "mode"])
         .union(workerKeys)
@@ -88,6 +90,11 @@ public struct ServerConfiguration: Sendable {
                 throw fail("\"full\" (survives power loss) or \"normal\" (survives a crash)")
             }
             synchronous = mode
+        case "webhook_secret":
+            guard let text = value.stringValue, text.utf8.count >= 16 else {
+                throw ConfigurationError("\(source): webhook_secret must be a string of at least 16 characters")
+            }
+            webhookSecret = text
         case "max_body_bytes": maxBodyBytes = try integer(1024...(1 << 30))
         case "log_limit_bytes": logLimitBytes = try integer(1024...(1 << 40))
         case "job_types":
@@ -229,7 +236,7 @@ public struct ServerConfiguration: Sendable {
         try apply(key, value, from: source)
     }
 
-    static let textKeys: Set<String> = ["host", "data_dir", "gpus", "sqlite_synchronous"]
+    static let textKeys: Set<String> = ["host", "data_dir", "gpus", "sqlite_synchronous", "webhook_secret"]
 
     static func describe(_ error: any Error) -> String {
         if case DecodingError.dataCorrupted(let context) = error {

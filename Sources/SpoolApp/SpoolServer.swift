@@ -40,6 +40,7 @@ public enum SpoolServer {
         let scheduler = Scheduler(store: store, executor: ProcessExecutor(logger: logger), catalog: catalog,
                                   configuration: schedulerConfiguration, logger: logger)
 
+        await scheduler.learn(from: try await store.jobs(JobQuery(state: .succeeded, limit: 500)).jobs)
         var limits = SpoolAPI.Limits()
         limits.maxBodyBytes = configuration.maxBodyBytes
         let api = SpoolAPI(store: store, scheduler: scheduler, catalog: catalog, dataDirectory: dataDirectory,

@@ -34,6 +34,10 @@ public struct Job: Sendable, Hashable {
     /// What a warm worker returned for a succeeded job.
     public var result: JSONValue?
     public var idempotencyKey: String?
+    /// Where to POST this job's events (see `webhookEvents`), if anywhere.
+    public var webhookURL: String?
+    /// Which events go to the webhook: `started`, `progress`, `completed`.
+    public var webhookEvents: [String] = []
     /// True when a client asked to cancel while the job ran (the slot stops it).
     public var cancelRequested: Bool
     /// 1-based place in the queue, filled in for queued jobs by `JobStore.job(_:)`.
@@ -63,7 +67,8 @@ public struct Job: Sendable, Hashable {
     public var fingerprint: String {
         JSONValue.object([
             "type": .string(type), "input": input, "priority": .int(Int64(priority)),
-            "timeout_s": .double(timeoutSeconds),
+            "timeout_s": .double(timeoutSeconds), "webhook": webhookURL.map(JSONValue.string) ?? .null,
+            "webhook_events": .array(webhookEvents.map(JSONValue.string)),
         ]).canonicalText
     }
 

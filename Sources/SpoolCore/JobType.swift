@@ -49,6 +49,8 @@ public struct Submission: Sendable {
     public var priority: Int
     public var timeoutSeconds: Double?
     public var idempotencyKey: String?
+    public var webhookURL: String?
+    public var webhookEvents: [String] = []
 
     public init(type: String, input: JSONValue = .object([:]), priority: Int = 0, timeoutSeconds: Double? = nil, idempotencyKey: String? = nil) {
         self.type = type
@@ -108,8 +110,11 @@ public struct JobCatalog: Sendable {
         guard problems.isEmpty else {
             throw SubmissionRejection(kind: .invalidInput, message: "the input does not fit the \(type.name) type", problems: problems)
         }
-        return Job(id: id, type: type.name, input: submission.input, priority: submission.priority,
-                   timeoutSeconds: timeout, maxAttempts: type.maxAttempts, createdAt: now,
-                   idempotencyKey: submission.idempotencyKey)
+        var job = Job(id: id, type: type.name, input: submission.input, priority: submission.priority,
+                      timeoutSeconds: timeout, maxAttempts: type.maxAttempts, createdAt: now,
+                      idempotencyKey: submission.idempotencyKey)
+        job.webhookURL = submission.webhookURL
+        job.webhookEvents = submission.webhookEvents
+        return job
     }
 }

@@ -40,10 +40,14 @@ public struct ExecutionObserver: Sendable {
     /// The process started; its pid is also its process group.
     public var started: @Sendable (Int32) async -> Void
     public var message: @Sendable (JobMessage) async -> Void
+    /// Bytes the job wrote to stdout or stderr (already on their way to the log file).
+    public var output: @Sendable ([UInt8]) async -> Void
     public init(started: @escaping @Sendable (Int32) async -> Void = { _ in },
-                message: @escaping @Sendable (JobMessage) async -> Void = { _ in }) {
+                message: @escaping @Sendable (JobMessage) async -> Void = { _ in },
+                output: @escaping @Sendable ([UInt8]) async -> Void = { _ in }) {
         self.started = started
         self.message = message
+        self.output = output
     }
 }
 
@@ -136,8 +140,8 @@ public struct ProcessExecutor: Sendable {
                         group.set(pid)
                         await observer.started(pid)
                         await withTaskGroup(of: Void.self) { drains in
-                            drains.addTask { try? await Self.drain(execution.standardOutput, into: log) }
-                            drains.addTask { try? await Self.drain(execution.standardError, into: log) }
+                            drains.addTask { try? await Self.drain(execution.standardOutput, into: log, observer: observer) }
+                            drains.addTask { try? await Self.drain(execution.standardError, into: log, observer: observer) }
                         }
                     }
                     return .exited(result.terminationStatus)
@@ -212,10 +216,11 @@ public struct ProcessExecutor: Sendable {
         }
     }
 
-    static func drain(_ output: SubprocessOutputSequence, into log: LogSink) async throws {
+    static func drain(_ output: SubprocessOutputSequence, into log: LogSink, observer: ExecutionObserver) async throws {
         for try await chunk in output {
             let bytes = chunk.withUnsafeBytes { Array($0) }
             log.write(bytes)
+            await observer.output(bytes)
         }
     }
 

@@ -341,6 +341,7 @@ public actor WorkerProcess {
         for try await chunk in output {
             let bytes = chunk.withUnsafeBytes { Array($0) }
             (currentSink ?? workerLog)?.write(bytes)
+            if let observer = currentObserver { await observer.output(bytes) }
         }
     }
 
@@ -384,7 +385,9 @@ public actor WorkerProcess {
         case .progress(let job, let progress, _) where job == current:
             await currentObserver?.message(.progress(progress))
         case .log(let job, let text) where job == current:
-            currentSink?.write(Array((text + "\n").utf8))
+            let bytes = Array((text + "\n").utf8)
+            currentSink?.write(bytes)
+            await currentObserver?.output(bytes)
         case .output(let job, let name) where job == current:
             currentSink?.note("output: \(name)")
         case .succeeded(let job, let result) where job == current:

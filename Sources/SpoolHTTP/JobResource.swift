@@ -5,6 +5,14 @@ import SpoolCore
 /// submit.
 struct JobResource {
     let job: Job
+    var estimate: QueueEstimate?
+    var now: Timestamp?
+
+    init(job: Job, estimate: QueueEstimate? = nil, now: Timestamp? = nil) {
+        self.job = job
+        self.estimate = estimate
+        self.now = now
+    }
 
     var json: JSONValue {
         func optional<T>(_ value: T?, _ transform: (T) -> JSONValue) -> JSONValue { value.map(transform) ?? .null }
@@ -35,6 +43,17 @@ struct JobResource {
                               "outputs": .string(base + "/outputs")]),
         ]
         if job.cancelRequested && !job.state.isTerminal { fields["cancel_requested"] = .bool(true) }
+        if job.state == .queued {
+            fields["eta"] = estimate.map { estimate in
+                .object(["start_in_s": .double((estimate.startsIn * 10).rounded() / 10),
+                         "start_at": now.map { .string($0.adding(seconds: estimate.startsIn).description) } ?? .null,
+                         "method": .string(estimate.method)])
+            } ?? .null
+        }
+        if let webhook = job.webhookURL {
+            fields["webhook"] = .string(webhook)
+            fields["webhook_events"] = .array(job.webhookEvents.map(JSONValue.string))
+        }
         return .object(fields)
     }
 }
@@ -64,7 +83,8 @@ struct QueueResource {
 
 /// The submit body: `{"type", "input"?, "priority"?, "timeout_s"?}`; nothing else.
 struct SubmitBody {
-    static let fields: Set<String> = ["type", "input", "priority", "timeout_s"]
+    static let fields: Set<String> = ["type", "input", "priority", "timeout_s", "webhook", "webhook_events"]
+    static let webhookEvents: Set<String> = ["started", "progress", "completed"]
 
     let submission: Submission
 
@@ -75,7 +95,7 @@ struct SubmitBody {
         let unknown = object.keys.filter { !Self.fields.contains($0) }.sorted()
         guard unknown.isEmpty else {
             throw APIError.unprocessable("unknown field(s) \(unknown.map { "\"\($0)\"" }.joined(separator: ", ")); "
-                                         + "a job takes type, input, priority and timeout_s")
+                                         + "a job takes type, input, priority, timeout_s, webhook and webhook_events")
         }
         guard let type = object["type"]?.stringValue else {
             throw APIError.unprocessable("\"type\" is required and must be a string naming a job type")
@@ -93,6 +113,23 @@ struct SubmitBody {
             timeout = number
         }
         let input = object["input"].flatMap { $0 == .null ? nil : $0 } ?? .object([:])
-        submission = Submission(type: type, input: input, priority: priority, timeoutSeconds: timeout, idempotencyKey: idempotencyKey)
+        var submission = Submission(type: type, input: input, priority: priority, timeoutSeconds: timeout, idempotencyKey: idempotencyKey)
+        if let value = object["webhook"], value != .null {
+            guard let url = value.stringValue, url.utf8.count <= 2048,
+                  url.hasPrefix("http://") || url.hasPrefix("https://"), url.split(separator: "/").count >= 2 else {
+                throw APIError.unprocessable("\"webhook\" must be an http:// or https:// URL")
+            }
+            submission.webhookURL = url
+            submission.webhookEvents = ["completed"]
+        }
+        if let value = object["webhook_events"], value != .null {
+            guard case .array(let list) = value, !list.isEmpty,
+                  list.allSatisfy({ $0.stringValue.map(Self.webhookEvents.contains) == true }) else {
+                throw APIError.unprocessable("\"webhook_events\" must be a non-empty list of started, progress, completed")
+            }
+            guard submission.webhookURL != nil else { throw APIError.unprocessable("\"webhook_events\" needs a \"webhook\" URL") }
+            submission.webhookEvents = Array(Set(list.compactMap(\.stringValue))).sorted()
+        }
+        self.submission = submission
     }
 }

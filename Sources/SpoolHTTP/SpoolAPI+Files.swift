@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import NIOPosix
 import SpoolCore
+import SpoolExecutor
 
 /// Logs and outputs: files under the job's directory, read on NIO's blocking-I/O pool.
 extension SpoolAPI {
@@ -26,7 +27,7 @@ extension SpoolAPI {
         let id = try jobID(context)
         _ = try await find(id)
         let root = JobPaths(dataDirectory: dataDirectory, job: id).outputs
-        let files = try await NIOThreadPool.singleton.runIfActive { Self.listFiles(under: root) }
+        let files = try await NIOThreadPool.singleton.runIfActive { OutputFiles.list(under: root) }
         let list = files.map { name, size -> JSONValue in
             .object(["name": .string(name), "size": .int(size), "content_type": .string(Self.contentType(of: name)),
                      "url": .string("/v1/jobs/\(id)/outputs/" + (name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name))])
@@ -75,29 +76,5 @@ extension SpoolAPI {
         guard let resolved = realpath(path, nil) else { return nil }
         defer { free(resolved) }
         return String(cString: resolved)
-    }
-
-    /// Regular files below `root`, as relative paths, sorted; symlinks are not followed.
-    static func listFiles(under root: String, limit: Int = 10_000) -> [(String, Int64)] {
-        var found: [(String, Int64)] = []
-        var pending = [""]
-        while let relative = pending.popLast(), found.count < limit {
-            let directory = relative.isEmpty ? root : root + "/" + relative
-            guard let handle = opendir(directory) else { continue }
-            defer { closedir(handle) }
-            while let entry = readdir(handle) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                if name == "." || name == ".." { continue }
-                let child = relative.isEmpty ? name : relative + "/" + name
-                var status = stat()
-                guard lstat(root + "/" + child, &status) == 0 else { continue }
-                switch status.st_mode & S_IFMT {
-                case S_IFDIR: pending.append(child)
-                case S_IFREG: found.append((child, Int64(status.st_size)))
-                default: continue
-                }
-            }
-        }
-        return found.sorted { $0.0 < $1.0 }
     }
 }

@@ -46,6 +46,8 @@ public struct SpoolAPI: Sendable {
         router.get("/v1/jobs/:id/outputs", use: outputs)
         router.get("/v1/jobs/:id/outputs/**", use: output)
         router.get("/v1/queue", use: queue)
+        router.get("/v1/events", use: allEvents)
+        router.get("/v1/jobs/:id/events", use: jobEvents)
         return router
     }
 
@@ -88,9 +90,9 @@ public struct SpoolAPI: Sendable {
         switch result {
         case .created(let job):
             scheduler.jobEnqueued()
-            return json(JobResource(job: job).json, status: .created, headers: [.location: "/v1/jobs/\(job.id)"])
+            return json(try await resource(job), status: .created, headers: [.location: "/v1/jobs/\(job.id)"])
         case .existing(let job):
-            return json(JobResource(job: job).json, status: .ok, headers: [.location: "/v1/jobs/\(job.id)"])
+            return json(try await resource(job), status: .ok, headers: [.location: "/v1/jobs/\(job.id)"])
         }
     }
 
@@ -114,7 +116,14 @@ public struct SpoolAPI: Sendable {
                 job = try await find(id)
             }
         }
-        return json(JobResource(job: job).json)
+        return json(try await resource(job))
+    }
+
+    /// A job's JSON, with its start estimate while it is queued.
+    func resource(_ job: Job) async throws -> JSONValue {
+        guard job.state == .queued, let position = job.position else { return JobResource(job: job).json }
+        let estimate = await scheduler.estimate(position: position, type: job.type)
+        return JobResource(job: job, estimate: estimate, now: WallClock.now()).json
     }
 
     @Sendable func list(_ request: Request, context: BasicRequestContext) async throws -> Response {
@@ -163,7 +172,7 @@ public struct SpoolAPI: Sendable {
         var slots: [QueueResource.Slot] = []
         for (slot, jobID) in occupancy {
             let job = try await jobID.asyncFlatMap { try await store.job($0) }
-            var entry = QueueResource.Slot(id: slot.id, gpu: slot.gpu, job: job.map(JobResource.init))
+            var entry = QueueResource.Slot(id: slot.id, gpu: slot.gpu, job: job.map { JobResource(job: $0) })
             if let worker = workers[slot.id]?.worker {
                 entry.worker = .object([
                     "id": .string(worker.id), "type": .string(worker.type), "phase": .string(worker.phase),

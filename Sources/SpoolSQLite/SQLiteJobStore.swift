@@ -20,7 +20,10 @@ public final class SQLiteJobStore: JobStore {
     public let path: String
     private let pool: DatabasePool
     private let notifier = JobChangeNotifier()
-    private let enqueuer: GroupCommit<Job, EnqueueResult>
+    public let eventNotifier = EventNotifier()
+    /// Events kept in all; older ones are pruned as new ones arrive.
+    static let eventLimit: Int64 = 200_000
+    private let enqueuer: GroupCommit<Job, (EnqueueResult, Int64)>
 
     public init(path: String, synchronous: Synchronous = .full) throws {
         self.path = path
@@ -60,7 +63,9 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func enqueue(_ job: Job) async throws -> EnqueueResult {
-        try await enqueuer.submit(job)
+        let (result, event) = try await enqueuer.submit(job)
+        eventNotifier.published(upTo: event)
+        return result
     }
 
     public func job(_ id: JobID) async throws -> Job? {
@@ -92,14 +97,18 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job? {
-        let job = try await write("claim a job") { db in try Self.claim(for: slot, excluding: excluding, now: now, in: db) }
-        if let job { notifier.publish(job.id) }
-        return job
+        let claimed = try await write("claim a job") { db in try Self.claim(for: slot, excluding: excluding, now: now, in: db) }
+        if let (job, event) = claimed {
+            notifier.publish(job.id)
+            eventNotifier.published(upTo: event)
+        }
+        return claimed?.0
     }
 
     public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
                        claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job? {
-        let next = try await write("record a finished job") { db -> Job? in
+        let (next, lastEvent) = try await write("record a finished job") { db -> (Job?, Int64) in
+            var lastEvent: Int64 = 0
             if let row = try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ? AND state = 'running' AND attempts = ?",
                                           arguments: [id.rawValue, attempt]) {
                 var job = try Self.job(from: row)
@@ -112,18 +121,21 @@ public final class SQLiteJobStore: JobStore {
                     """, arguments: [job.state.rawValue, job.reason?.rawValue, job.attempts, job.startedAt?.microseconds,
                                      job.finishedAt?.microseconds, job.exitCode, job.signal, job.error, job.slot?.rawValue,
                                      job.progress?.fraction, job.progress?.message, job.result?.canonicalText, job.sequence])
+                lastEvent = try Self.insertEvent(.state, job: job.id, data: JobEvent.stateData(of: job), at: now, in: db)
             }
-            return try slot.flatMap { slot in try Self.claim(for: slot, excluding: excluding, now: now, in: db) }
+            let next = try slot.flatMap { slot in try Self.claim(for: slot, excluding: excluding, now: now, in: db) }
+            return (next?.0, next?.1 ?? lastEvent)
         }
         notifier.publish(id)
         if let next { notifier.publish(next.id) }
+        eventNotifier.published(upTo: lastEvent)
         return next
     }
 
     public func cancel(_ id: JobID, now: Timestamp) async throws -> CancelResult {
-        let result = try await write("cancel a job") { db -> CancelResult in
+        let (result, lastEvent) = try await write("cancel a job") { db -> (CancelResult, Int64) in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id.rawValue]) else {
-                return .notFound
+                return (.notFound, 0)
             }
             var job = try Self.job(from: row)
             switch job.state {
@@ -134,81 +146,133 @@ public final class SQLiteJobStore: JobStore {
                 job.error = JobOutcome.canceled.errorMessage(timeout: nil)
                 try db.execute(sql: "UPDATE jobs SET state = 'canceled', reason = 'canceled', finished_at = ?, error = ? WHERE seq = ?",
                                arguments: [now.microseconds, job.error, job.sequence])
-                return .canceled(job)
+                return (.canceled(job), try Self.insertEvent(.state, job: id, data: JobEvent.stateData(of: job), at: now, in: db))
             case .running:
                 job.cancelRequested = true
                 try db.execute(sql: "UPDATE jobs SET cancel_requested = 1 WHERE seq = ?", arguments: [job.sequence])
-                return .stopping(job)
+                return (.stopping(job), try Self.insertEvent(.state, job: id, data: JobEvent.stateData(of: job), at: now, in: db))
             case .succeeded, .failed, .canceled:
-                return .alreadyFinished(job)
+                return (.alreadyFinished(job), 0)
             }
         }
         notifier.publish(id)
+        eventNotifier.published(upTo: lastEvent)
         return result
     }
 
     public func reportProgress(_ id: JobID, attempt: Int, progress: JobProgress) async throws {
-        try await write("save progress") { db in
+        let event = try await write("save progress") { db -> Int64 in
             try db.execute(sql: """
                 UPDATE jobs SET progress_fraction = ?, progress_message = ?
                 WHERE id = ? AND state = 'running' AND attempts = ?
                 """, arguments: [progress.fraction, progress.message, id.rawValue, attempt])
+            guard db.changesCount > 0 else { return 0 }
+            return try Self.insertEvent(.progress, job: id, data: JobEvent.progressData(of: id, progress), at: WallClock.now(), in: db)
         }
         notifier.publish(id)
+        eventNotifier.published(upTo: event)
     }
 
     public func recoverInterrupted(now: Timestamp) async throws -> [Job] {
-        let found = try await write("recover interrupted jobs") { db -> [Job] in
+        let (found, lastEvent) = try await write("recover interrupted jobs") { db -> ([Job], Int64) in
             let jobs = try Row.fetchAll(db, sql: "SELECT * FROM jobs WHERE state = 'running' ORDER BY seq").map(Self.job(from:))
-            for job in jobs {
+            var lastEvent: Int64 = 0
+            for var job in jobs {
                 if job.attempts >= job.maxAttempts {
                     try db.execute(sql: """
                         UPDATE jobs SET state = 'failed', reason = 'interrupted', finished_at = ?, error = ?, pid = NULL
                         WHERE seq = ?
                         """, arguments: [now.microseconds, RecoveryPolicy.interruptedMessage, job.sequence])
+                    job.state = .failed
+                    job.reason = .interrupted
+                    job.error = RecoveryPolicy.interruptedMessage
                 } else {
                     try db.execute(sql: """
                         UPDATE jobs SET state = 'queued', slot = NULL, started_at = NULL, pid = NULL,
                             progress_fraction = NULL, progress_message = NULL
                         WHERE seq = ?
                         """, arguments: [job.sequence])
+                    job.state = .queued
                 }
+                lastEvent = try Self.insertEvent(.state, job: job.id, data: JobEvent.stateData(of: job), at: now, in: db)
             }
-            return jobs
+            return (jobs, lastEvent)
         }
         notifier.publish(found.map(\.id))
+        eventNotifier.published(upTo: lastEvent)
         return found
     }
 
     public func watch(_ id: JobID) -> JobWatch { notifier.watch(id) }
 
+    public func events(after: Int64, job: JobID?, limit: Int) async throws -> [JobEvent] {
+        try await read("read events") { db in
+            let rows = if let job {
+                try Row.fetchAll(db, sql: "SELECT * FROM events WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?",
+                                 arguments: [job.rawValue, after, limit])
+            } else {
+                try Row.fetchAll(db, sql: "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", arguments: [after, limit])
+            }
+            return try rows.map { row in
+                guard let id = JobID(row["job_id"]), let kind = JobEvent.Kind(rawValue: row["kind"]) else {
+                    throw StoreError(.corrupt, "the job database holds an event it cannot read")
+                }
+                let text: String = row["data"]
+                return JobEvent(id: row["id"], job: id, kind: kind, at: Timestamp(microseconds: row["at"]), data: try JSONParser.parse(text.utf8))
+            }
+        }
+    }
+
+    public func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
+        let id = try await write("record an event") { db in try Self.insertEvent(kind, job: job, data: data, at: now, in: db) }
+        eventNotifier.published(upTo: id)
+    }
+
+    /// Appends an event in the caller's transaction; prunes the oldest now and then.
+    static func insertEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, at: Timestamp, in db: Database) throws -> Int64 {
+        try db.execute(sql: "INSERT INTO events (job_id, kind, at, data) VALUES (?, ?, ?, ?)",
+                       arguments: [job.rawValue, kind.rawValue, at.microseconds, data.canonicalText])
+        let id = db.lastInsertedRowID
+        if id % 1000 == 0 { try db.execute(sql: "DELETE FROM events WHERE id <= ?", arguments: [id - eventLimit]) }
+        return id
+    }
+
     // MARK: - Statements
 
-    private static func insert(_ job: Job, in db: Database) throws -> Result<EnqueueResult, any Error> {
+    private static func insert(_ job: Job, in db: Database) throws -> Result<(EnqueueResult, Int64), any Error> {
         if let key = job.idempotencyKey,
            let row = try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE idempotency_key = ?", arguments: [key]) {
             let existing = try withPosition(self.job(from: row), in: db)
             guard existing.fingerprint == job.fingerprint else {
                 return .failure(StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: existing))
             }
-            return .success(.existing(existing))
+            return .success((.existing(existing), 0))
         }
         try db.execute(sql: """
             INSERT INTO jobs (id, type, input, priority, timeout_s, max_attempts, state, attempts, created_at,
-                              idempotency_key, fingerprint)
-            VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?)
+                              idempotency_key, fingerprint, webhook_url, webhook_events)
+            VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?)
             """, arguments: [job.id.rawValue, job.type, job.input.canonicalText, job.priority, job.timeoutSeconds,
-                             job.maxAttempts, job.createdAt.microseconds, job.idempotencyKey, job.fingerprint])
+                             job.maxAttempts, job.createdAt.microseconds, job.idempotencyKey, job.fingerprint,
+                             job.webhookURL, job.webhookURL == nil ? nil : job.webhookEvents.joined(separator: ",")])
         var stored = job
         stored.sequence = db.lastInsertedRowID
         stored.state = .queued
+        stored.attempts = 0
+        let event = try insertEvent(.state, job: job.id, data: JobEvent.stateData(of: stored), at: job.createdAt, in: db)
         // The newest job is last among its priority: everything at or above it is ahead.
         stored.position = try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority >= ?",
                                            arguments: [job.priority]) ?? 1
-        return .success(.created(stored))
+        return .success((.created(stored), event))
     }
 
-    private static func claim(for slot: SlotID, excluding: Set<String>, now: Timestamp, in db: Database) throws -> Job? {
+    /// The claimed job and the id of the event recording it.
+    private static func claim(for slot: SlotID, excluding: Set<String>, now: Timestamp, in db: Database) throws -> (Job, Int64)? {
+        guard let job = try claimRow(for: slot, excluding: excluding, now: now, in: db) else { return nil }
+        return (job, try insertEvent(.state, job: job.id, data: JobEvent.stateData(of: job), at: now, in: db))
+    }
+
+    private static func claimRow(for slot: SlotID, excluding: Set<String>, now: Timestamp, in db: Database) throws -> Job? {
         var arguments: StatementArguments = [slot.rawValue, now.microseconds]
         var filter = ""
         if !excluding.isEmpty {
@@ -255,6 +319,8 @@ public final class SQLiteJobStore: JobStore {
             job.progress = JobProgress(fraction: fraction, message: row["progress_message"])
         }
         job.cancelRequested = row["cancel_requested"] as Bool? ?? false
+        job.webhookURL = row["webhook_url"]
+        job.webhookEvents = (row["webhook_events"] as String?)?.split(separator: ",").map(String.init) ?? []
         if let resultText = row["result"] as String? {
             job.result = try JSONParser.parse(resultText.utf8)
         }

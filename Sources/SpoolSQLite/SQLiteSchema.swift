@@ -63,6 +63,20 @@ enum SQLiteSchema {
         migrator.registerMigration("v2-results") { db in
             try db.execute(sql: "ALTER TABLE jobs ADD COLUMN result TEXT")
         }
+        migrator.registerMigration("v3-events-webhooks") { db in
+            try db.execute(sql: """
+                CREATE TABLE events (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    job_id TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    at INTEGER NOT NULL,
+                    data TEXT NOT NULL
+                );
+                CREATE INDEX events_job ON events(job_id, id);
+                ALTER TABLE jobs ADD COLUMN webhook_url TEXT;
+                ALTER TABLE jobs ADD COLUMN webhook_events TEXT;
+                """)
+        }
         return migrator
     }
 }

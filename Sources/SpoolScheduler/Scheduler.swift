@@ -41,7 +41,13 @@ public actor Scheduler: Service {
     private var earlyStops: [JobID: StopReason] = [:]
     private var progressSaved: [JobID: ContinuousClock.Instant] = [:]
     private var progressUnsaved: [JobID: JobProgress] = [:]
+    /// Log text not yet sent as an event, and how much each job has sent (capped).
+    private var logPending: [JobID: [UInt8]] = [:]
+    private var logSent: [JobID: (bytes: Int, at: ContinuousClock.Instant)] = [:]
+    static let logEventLimit = 64 << 10
     private var shuttingDown = false
+    private var runTimes = QueueEstimate.RunTimes()
+    private var runningSince: [JobID: (type: String, since: ContinuousClock.Instant)] = [:]
 
     private nonisolated let events: AsyncStream<Event>
     private nonisolated let eventSink: AsyncStream<Event>.Continuation
@@ -71,6 +77,22 @@ public actor Scheduler: Service {
     /// Asks the slot running `job` to stop it (SIGTERM, then SIGKILL after the grace period).
     public func stop(_ job: JobID, because reason: StopReason) {
         if let continuation = stops[job] { continuation.yield(reason) } else { earlyStops[job] = reason }
+    }
+
+    /// When a job queued at `position` is likely to start (nil until run times are known).
+    public func estimate(position: Int, type: String) -> QueueEstimate? {
+        let now = ContinuousClock.now
+        let running = runningSince.values.map { QueueEstimate.Running(type: $0.type, elapsed: (now - $0.since).seconds) }
+        return QueueEstimate.estimate(position: position, type: type, slots: board.slots.count, running: running, runTimes: runTimes)
+    }
+
+    /// Seeds the run-time book from jobs that finished before this server started.
+    public func learn(from finished: [Job]) {
+        for job in finished.reversed() where job.state == .succeeded {
+            if let started = job.startedAt, let finished = job.finishedAt {
+                runTimes.record(finished.secondsSince1970 - started.secondsSince1970, type: job.type)
+            }
+        }
     }
 
     /// Each slot with the job it runs.
@@ -160,6 +182,30 @@ public actor Scheduler: Service {
         }
         if case .returned = outcome { await wakeAtNextRetry(in: &group) }
         logger.info("job finished", metadata: ["job": "\(job.id)", "type": "\(job.type)", "state": "\(outcome.resultingState)", "slot": "\(slot)"])
+        if let since = runningSince.removeValue(forKey: job.id), outcome == .succeeded {
+            runTimes.record((ContinuousClock.now - since.since).seconds, type: job.type)
+        }
+        let pendingLog = logPending.removeValue(forKey: job.id)
+        logSent[job.id] = nil
+        let paths = JobPaths(dataDirectory: configuration.dataDirectory, job: job.id)
+        // Off the dispatch path: the last log lines and the list of outputs, as events.
+        group.addTask { [store, logger] in
+            do {
+                if let pendingLog, !pendingLog.isEmpty {
+                    try await store.appendEvent(.log, job: job.id, data: .object(["job": .string(job.id.rawValue),
+                        "text": .string(String(decoding: pendingLog, as: UTF8.self))]), now: WallClock.now())
+                }
+                guard outcome.resultingState.isTerminal else { return }
+                let files = (try? await BlockingIO.run { OutputFiles.list(under: paths.outputs, limit: 1000) }) ?? []
+                try await store.appendEvent(.outputs, job: job.id, data: .object([
+                    "job": .string(job.id.rawValue),
+                    "outputs": .array(files.map { .object(["name": .string($0.name), "size": .int($0.size),
+                                                            "url": .string("/v1/jobs/\(job.id)/outputs/\($0.name)")]) }),
+                ]), now: WallClock.now())
+            } catch {
+                logger.warning("could not record a job's final events", metadata: ["job": "\(job.id)", "error": "\(error)"])
+            }
+        }
         do {
             if shuttingDown {
                 try board.finished(job.id, on: slot, closing: true)
@@ -181,6 +227,7 @@ public actor Scheduler: Service {
             return
         }
         guard let job else { return }
+        runningSince[job.id] = (job.type, .now)
         let (stopRequests, continuation) = AsyncStream<StopReason>.makeStream()
         stops[job.id] = continuation
         if let early = earlyStops.removeValue(forKey: job.id) {
@@ -188,7 +235,8 @@ public actor Scheduler: Service {
         } else if job.cancelRequested {
             continuation.yield(.cancel)
         }
-        let observer = ExecutionObserver(message: { message in await self.received(message, from: job) })
+        let observer = ExecutionObserver(message: { message in await self.received(message, from: job) },
+                                         output: { bytes in await self.received(output: bytes, from: job) })
         if let type = catalog[job.type], let policy = type.workerPolicy {
             group.addTask { [workers, eventSink] in
                 let (outcome, result) = await workers.run(job, type: type, policy: policy, on: slot, stops: stopRequests, observer: observer)
@@ -255,6 +303,23 @@ public actor Scheduler: Service {
         await save(progress, of: job)
     }
 
+    private func received(output bytes: [UInt8], from job: Job) async {
+        guard stops[job.id] != nil else { return }
+        var sent = logSent[job.id] ?? (0, ContinuousClock.now - .seconds(1))
+        guard sent.bytes < Self.logEventLimit else { return }
+        logPending[job.id, default: []] += bytes.prefix(Self.logEventLimit - sent.bytes)
+        let now = ContinuousClock.now
+        guard now - sent.at >= configuration.progressInterval, let text = logPending.removeValue(forKey: job.id) else { return }
+        sent = (sent.bytes + text.count, now)
+        logSent[job.id] = sent
+        do {
+            try await store.appendEvent(.log, job: job.id, data: .object(["job": .string(job.id.rawValue),
+                "text": .string(String(decoding: text, as: UTF8.self))]), now: WallClock.now())
+        } catch {
+            logger.warning("could not record log lines", metadata: ["job": "\(job.id)", "error": "\(error)"])
+        }
+    }
+
     private func flushProgress(of job: Job) async {
         if let progress = progressUnsaved.removeValue(forKey: job.id) { await save(progress, of: job) }
     }
@@ -266,4 +331,8 @@ public actor Scheduler: Service {
             logger.warning("could not save progress", metadata: ["job": "\(job.id)", "error": "\(error)"])
         }
     }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

@@ -46,6 +46,15 @@ public protocol JobStore: Sendable {
 
     /// Subscribes to changes of one job; register *before* reading it so no change is missed.
     func watch(_ id: JobID) -> JobWatch
+
+    /// Events with an id above `after`, oldest first, of one job or of all.
+    func events(after: Int64, job: JobID?, limit: Int) async throws -> [JobEvent]
+
+    /// Records an event that is not a state change (log lines, outputs).
+    func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws
+
+    /// Wakes event readers when events are committed.
+    var eventNotifier: EventNotifier { get }
 }
 
 extension JobStore {

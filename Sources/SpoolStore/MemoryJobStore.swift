@@ -7,6 +7,9 @@ public actor MemoryJobStore: JobStore {
     private var idsByKey: [String: JobID] = [:]
     private var nextSequence: Int64 = 1
     private let notifier = JobChangeNotifier()
+    public nonisolated let eventNotifier = EventNotifier()
+    private var eventLog: [JobEvent] = []
+    private static let eventLimit = 100_000
 
     public init() {}
 
@@ -27,6 +30,7 @@ public actor MemoryJobStore: JobStore {
         nextSequence += 1
         jobsByID[stored.id] = stored
         if let key = stored.idempotencyKey { idsByKey[key] = stored.id }
+        record(.state, stored, at: stored.createdAt)
         return .created(withPosition(stored))
     }
 
@@ -60,6 +64,7 @@ public actor MemoryJobStore: JobStore {
         next.position = nil
         jobsByID[next.id] = next
         notifier.publish(next.id)
+        record(.state, next, at: now)
         return next
     }
 
@@ -69,6 +74,7 @@ public actor MemoryJobStore: JobStore {
             job.record(outcome, at: now, result: result)
             jobsByID[id] = job
             notifier.publish(id)
+            record(.state, job, at: now)
         }
         guard let slot else { return nil }
         return try await claimNext(for: slot, excluding: excluding, now: now)
@@ -84,11 +90,13 @@ public actor MemoryJobStore: JobStore {
             job.error = JobOutcome.canceled.errorMessage(timeout: nil)
             jobsByID[id] = job
             notifier.publish(id)
+            record(.state, job, at: now)
             return .canceled(job)
         case .running:
             job.cancelRequested = true
             jobsByID[id] = job
             notifier.publish(id)
+            record(.state, job, at: now)
             return .stopping(job)
         case .succeeded, .failed, .canceled:
             return .alreadyFinished(job)
@@ -100,6 +108,7 @@ public actor MemoryJobStore: JobStore {
         job.progress = progress
         jobsByID[id] = job
         notifier.publish(id)
+        append(JobEvent(id: 0, job: id, kind: .progress, at: WallClock.now(), data: JobEvent.progressData(of: id, progress)))
     }
 
     public func recoverInterrupted(now: Timestamp) async throws -> [Job] {
@@ -117,12 +126,34 @@ public actor MemoryJobStore: JobStore {
                 job.progress = nil
             }
             jobsByID[job.id] = job
+            record(.state, job, at: now)
         }
         notifier.publish(interrupted.map(\.id))
         return interrupted
     }
 
     public nonisolated func watch(_ id: JobID) -> JobWatch { notifier.watch(id) }
+
+    public func events(after: Int64, job: JobID?, limit: Int) async throws -> [JobEvent] {
+        let start = eventLog.firstIndex { $0.id > after } ?? eventLog.endIndex
+        return Array(eventLog[start...].lazy.filter { job == nil || $0.job == job }.prefix(limit))
+    }
+
+    public func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
+        append(JobEvent(id: 0, job: job, kind: kind, at: now, data: data))
+    }
+
+    private func record(_ kind: JobEvent.Kind, _ job: Job, at now: Timestamp) {
+        append(JobEvent(id: 0, job: job.id, kind: kind, at: now, data: JobEvent.stateData(of: job)))
+    }
+
+    private func append(_ event: JobEvent) {
+        var event = event
+        event.id = (eventLog.last?.id ?? 0) + 1
+        eventLog.append(event)
+        if eventLog.count > Self.eventLimit { eventLog.removeFirst(eventLog.count - Self.eventLimit) }
+        eventNotifier.published(upTo: event.id)
+    }
 
     private var queue: [Job] {
         jobsByID.values.filter { $0.state == .queued }

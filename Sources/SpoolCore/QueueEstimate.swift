@@ -1,0 +1,69 @@
+/// When a queued job is likely to start, from what the queue has learned about run times.
+///
+/// Method: each slot is free at "now" or when its running job is expected to end (the median
+/// recent run time of that job's type, minus how long it has run, at least 0). The jobs ahead
+/// are handed out one by one to the slot that frees first, each expected to take the typical
+/// run time; the job starts when a slot frees after that. Plain arithmetic over the recent
+/// medians: no I/O, so tested directly.
+public struct QueueEstimate: Sendable, Equatable {
+    /// Seconds from now.
+    public var startsIn: Double
+    /// How it was worked out, in a sentence.
+    public var method: String
+
+    /// Recent run times (seconds) by type, newest last; keeps the last `window`.
+    public struct RunTimes: Sendable {
+        public private(set) var byType: [String: [Double]] = [:]
+        public let window: Int
+        public init(window: Int = 20) { self.window = window }
+
+        public mutating func record(_ seconds: Double, type: String) {
+            guard seconds.isFinite, seconds >= 0 else { return }
+            var list = byType[type, default: []]
+            list.append(seconds)
+            if list.count > window { list.removeFirst(list.count - window) }
+            byType[type] = list
+        }
+
+        public func median(of type: String) -> Double? { Self.median(byType[type] ?? []) }
+
+        /// Over every type: the fallback for jobs ahead whose type is unknown.
+        public var overallMedian: Double? { Self.median(byType.values.flatMap { $0 }) }
+
+        public func samples(of type: String) -> Int { byType[type]?.count ?? 0 }
+
+        static func median(_ values: [Double]) -> Double? {
+            guard !values.isEmpty else { return nil }
+            let sorted = values.sorted()
+            return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+        }
+    }
+
+    /// A running job: its type and how long it has run.
+    public struct Running: Sendable {
+        public var type: String
+        public var elapsed: Double
+        public init(type: String, elapsed: Double) {
+            self.type = type
+            self.elapsed = elapsed
+        }
+    }
+
+    /// nil until some job has finished, so there is something to learn from.
+    public static func estimate(position: Int, type: String, slots: Int, running: [Running], runTimes: RunTimes) -> QueueEstimate? {
+        guard slots > 0, position >= 1 else { return nil }
+        guard let typical = runTimes.median(of: type) ?? runTimes.overallMedian else { return nil }
+        var freeAt = running.map { job in max(0, (runTimes.median(of: job.type) ?? typical) - job.elapsed) }
+        freeAt += Array(repeating: 0, count: max(0, slots - freeAt.count))
+        for _ in 0..<(position - 1) {
+            let index = freeAt.indices.min { freeAt[$0] < freeAt[$1] }!
+            freeAt[index] += typical
+        }
+        let start = freeAt.min() ?? 0
+        let basis = runTimes.samples(of: type) > 0
+            ? "median of the last \(runTimes.samples(of: type)) \(type) runs"
+            : "median of recent runs of all types"
+        let rounded = (typical * 100).rounded() / 100
+        return QueueEstimate(startsIn: start, method: "\(position - 1) job(s) ahead at \(rounded) s each (\(basis)) over \(slots) slot(s), after the running jobs' expected remaining time")
+    }
+}

@@ -1,0 +1,81 @@
+import Hummingbird
+import HTTPTypes
+import NIOCore
+import SpoolCore
+import SpoolStore
+
+/// Server-Sent Events: `GET /v1/jobs/{id}/events` (one job) and `GET /v1/events` (all jobs).
+///
+/// Each stream reads the store's event log at its own pace — a slow or vanished client holds
+/// nothing but its own connection, never the scheduler or other clients. Frames carry the
+/// event id; a client that reconnects with `Last-Event-ID` (or `?after=`) gets every event it
+/// missed, across a server restart too. A job's stream ends after its terminal state.
+extension SpoolAPI {
+    static let keepAlive = Duration.seconds(15)
+
+    @Sendable func jobEvents(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        let id = try jobID(context)
+        _ = try await find(id)
+        return try stream(request, job: id)
+    }
+
+    @Sendable func allEvents(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        try stream(request, job: nil)
+    }
+
+    func stream(_ request: Request, job: JobID?) throws -> Response {
+        let resume = request.headers[.lastEventID] ?? request.uri.queryParameters.get("after")
+        var cursor: Int64?
+        if let resume {
+            guard let value = Int64(resume), value >= 0 else { throw APIError.badRequest("Last-Event-ID must be an event id this server sent") }
+            cursor = value
+        }
+        let store = self.store
+        let resumeFrom = cursor
+        let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .init("X-Accel-Buffering")!: "no"]
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            // A job's stream starts at its first event; the global one at "now" unless resumed.
+            var after = resumeFrom ?? (job == nil ? store.eventNotifier.latest : 0)
+            try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
+            streaming: while !Task.isCancelled, !Task.isShuttingDownGracefully {
+                let events = try await store.events(after: after, job: job, limit: 500)
+                if let last = events.last {
+                    try await writer.write(ByteBuffer(string: events.map(Self.frame).joined()))
+                    after = last.id
+                }
+                if job != nil, events.contains(where: { $0.kind == .state && Self.isTerminal($0) }) {
+                    // The outputs event follows the final state shortly: send it, then end.
+                    let deadline = ContinuousClock.now + .seconds(2)
+                    var sentOutputs = events.contains { $0.kind == .outputs }
+                    while !sentOutputs, ContinuousClock.now < deadline {
+                        _ = await store.eventNotifier.wait(after: after, timeout: deadline - ContinuousClock.now)
+                        let rest = try await store.events(after: after, job: job, limit: 500)
+                        if rest.isEmpty { continue }
+                        try await writer.write(ByteBuffer(string: rest.map(Self.frame).joined()))
+                        after = rest.last!.id
+                        sentOutputs = rest.contains { $0.kind == .outputs }
+                    }
+                    break streaming
+                }
+                if events.count == 500 { continue }
+                if !(await store.eventNotifier.wait(after: after, timeout: Self.keepAlive)) {
+                    try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                }
+            }
+            try await writer.finish(nil)
+        })
+    }
+
+    static func frame(_ event: JobEvent) -> String {
+        "id: \(event.id)\nevent: \(event.kind.rawValue)\ndata: \(event.wireData.canonicalText)\n\n"
+    }
+
+    static func isTerminal(_ event: JobEvent) -> Bool {
+        guard let state = event.data["state"]?.stringValue.flatMap(JobState.init(rawValue:)) else { return false }
+        return state.isTerminal
+    }
+}
+
+extension HTTPField.Name {
+    static let lastEventID = HTTPField.Name("Last-Event-ID")!
+}
