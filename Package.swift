@@ -20,6 +20,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .target(name: "SpoolCore"),
@@ -38,6 +41,7 @@ let package = Package(
         ]),
         .target(name: "SpoolScheduler", dependencies: [
             "SpoolCore", "SpoolStore", "SpoolExecutor",
+            .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -45,12 +49,23 @@ let package = Package(
         .target(name: "SpoolHTTP", dependencies: [
             "SpoolCore", "SpoolStore", "SpoolScheduler", "SpoolExecutor",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
+        .target(name: "SpoolWebhooks", dependencies: [
+            "SpoolCore", "SpoolStore",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "NIOCore", package: "swift-nio"),
+        ]),
         .target(name: "SpoolApp", dependencies: [
-            "SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolExecutor", "SpoolScheduler", "SpoolHTTP",
+            "SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolExecutor", "SpoolScheduler", "SpoolHTTP", "SpoolWebhooks",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -75,6 +90,7 @@ let package = Package(
             "SpoolCore", "SpoolStore", "SpoolScheduler", "SpoolHTTP", "SpoolApp",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
+        .testTarget(name: "SpoolWebhooksTests", dependencies: ["SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolWebhooks"]),
         .testTarget(name: "SpoolEndToEndTests", dependencies: [
             "SpoolCore",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -13,6 +13,12 @@ Job types run as Python functions inside the pool's worker process:
     noop  returns at once (Spool runs /bin/true)
     busy  spins the CPU for input.seconds (Spool runs the same loop in a python3 child)
     hold  sleeps input.seconds (Spool runs /bin/sleep), used to keep the slot occupied
+    noop_process  subprocess.run(["/bin/true"]): a fresh process per job, like Spool's noop
+    stamp runs the compiled stamp job (Benchmarks/jobs/stamp.c, path from --stamp-binary) with
+          input.file as its argument, via subprocess.run: a fresh process per job, as in Spool
+    stampfn  records (pid, start, end) with time.monotonic_ns() inside the pool worker, kept in
+          memory; input {"flush": FILE} appends the records so far to FILE as
+          "<pid> <start ns> <end ns>" lines (the warm-worker comparison: no process per job)
 
 Run: python3 app.py --host 127.0.0.1 --port 0   (prints "listening on http://127.0.0.1:PORT")
 Needs: python3 -m pip install fastapi uvicorn
@@ -21,7 +27,9 @@ Needs: python3 -m pip install fastapi uvicorn
 import argparse
 import asyncio
 import itertools
+import os
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -61,7 +69,31 @@ def run_hold(job_input: dict) -> int:
     return 0
 
 
-JOB_TYPES = {"noop": run_noop, "busy": run_busy, "hold": run_hold}
+def run_noop_process(_input: dict) -> int:
+    return subprocess.run(["/bin/true"], stdin=subprocess.DEVNULL).returncode
+
+
+def run_stamp(job_input: dict) -> int:
+    binary = os.environ["SPOOL_BENCH_STAMP_BINARY"]
+    return subprocess.run([binary, str(job_input["file"])], stdin=subprocess.DEVNULL).returncode
+
+
+STAMPS: list = []   # in the pool worker: (pid, start, end) per stampfn job, kept until a flush
+
+
+def run_stampfn(job_input: dict) -> int:
+    start = time.monotonic_ns()
+    if job_input.get("flush"):   # write the stamps kept so far (outside any measured gap) and forget them
+        with open(str(job_input["flush"]), "a") as f:
+            f.writelines(f"{pid} {s} {e}\n" for pid, s, e in STAMPS)
+        STAMPS.clear()
+        return 0
+    STAMPS.append((os.getpid(), start, time.monotonic_ns()))
+    return 0
+
+
+JOB_TYPES = {"noop": run_noop, "busy": run_busy, "hold": run_hold, "noop_process": run_noop_process,
+             "stamp": run_stamp, "stampfn": run_stampfn}
 
 
 # --- in-memory state ------------------------------------------------------------------------
@@ -177,8 +209,11 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1, help="ProcessPoolExecutor max_workers")
+    parser.add_argument("--stamp-binary", help="the compiled Benchmarks/jobs/stamp.c, for the stamp job type")
     args = parser.parse_args()
     WORKERS = args.workers
+    if args.stamp_binary:
+        os.environ["SPOOL_BENCH_STAMP_BINARY"] = args.stamp_binary   # inherited by the pool worker
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # uvicorn normally disables Nagle on each connection; with a socket handed over it may not

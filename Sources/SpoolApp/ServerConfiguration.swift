@@ -29,13 +29,15 @@ public struct ServerConfiguration: Sendable {
     public var jobTypes: [JobType] = []
     /// Key for the HMAC-SHA256 signature on webhook deliveries (never logged).
     public var webhookSecret: String?
+    /// First retry delay of a failed webhook delivery (doubling, with full jitter).
+    public var webhookRetryBaseSeconds: Double = 1
 
     public init() {}
 
     /// The file's keys, as written in it.
     static let fileKeys: Set<String> = [
         "host", "port", "data_dir", "slots", "gpus", "slots_per_gpu", "kill_grace_s", "shutdown_grace_s", "sqlite_synchronous",
-        "max_body_bytes", "log_limit_bytes", "webhook_secret", "job_types",
+        "max_body_bytes", "log_limit_bytes", "webhook_secret", "webhook_retry_base_s", "job_types",
     ]
     static let jobTypeKeys = Set(["command", "timeout_s", "max_attempts", "input_schema", "env", "working_dir", "mode"])
         .union(workerKeys)
@@ -95,6 +97,9 @@ public struct ServerConfiguration: Sendable {
                 throw ConfigurationError("\(source): webhook_secret must be a string of at least 16 characters")
             }
             webhookSecret = text
+        case "webhook_retry_base_s":
+            guard let number = value.doubleValue, number > 0, number <= 3600 else { throw fail("a number of seconds above 0 (at most 3600)") }
+            webhookRetryBaseSeconds = number
         case "max_body_bytes": maxBodyBytes = try integer(1024...(1 << 30))
         case "log_limit_bytes": logLimitBytes = try integer(1024...(1 << 40))
         case "job_types":

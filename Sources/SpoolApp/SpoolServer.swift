@@ -1,6 +1,8 @@
 import Foundation
 import Hummingbird
 import Logging
+import Metrics
+import Prometheus
 import NIOCore
 import ServiceLifecycle
 import SpoolCore
@@ -9,6 +11,7 @@ import SpoolHTTP
 import SpoolSQLite
 import SpoolScheduler
 import SpoolStore
+import SpoolWebhooks
 
 /// The composition root: configuration in, one running server out.
 ///
@@ -43,8 +46,12 @@ public enum SpoolServer {
         await scheduler.learn(from: try await store.jobs(JobQuery(state: .succeeded, limit: 500)).jobs)
         var limits = SpoolAPI.Limits()
         limits.maxBodyBytes = configuration.maxBodyBytes
+        let registry = MetricsExport.bootstrap()
         let api = SpoolAPI(store: store, scheduler: scheduler, catalog: catalog, dataDirectory: dataDirectory,
-                           limits: limits, storeName: "sqlite")
+                           limits: limits, storeName: "sqlite", metrics: { [store] in
+            if let queued = try? await store.queuedCount() { Gauge(label: "spool_queue_depth").record(queued) }
+            return MetricsExport.text(registry)
+        })
         let host = configuration.host
         let application = Application(
             router: api.router(),
@@ -59,10 +66,16 @@ public enum SpoolServer {
             "data_dir": "\(dataDirectory)", "slots": "\(slots.map { $0.gpu.map { "gpu \($0)" } ?? "cpu" })",
             "types": "\(catalog.types.keys.sorted())", "sqlite_synchronous": "\(configuration.synchronous.rawValue)",
         ])
-        // Services shut down in reverse order: the scheduler first, while the API still answers.
+        var webhookConfiguration = WebhookDeliverer.Configuration()
+        webhookConfiguration.secret = configuration.webhookSecret
+        webhookConfiguration.retry.baseSeconds = configuration.webhookRetryBaseSeconds
+        let deliverer = WebhookDeliverer(store: store, outbox: store, configuration: webhookConfiguration, logger: logger)
+        // Services shut down in reverse order: the scheduler first, while the API still answers
+        // and the webhook deliverer still reports the jobs that finish meanwhile.
         let group = ServiceGroup(configuration: .init(
             services: [
                 .init(service: application),
+                .init(service: deliverer),
                 .init(service: scheduler, successTerminationBehavior: .gracefullyShutdownGroup),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],

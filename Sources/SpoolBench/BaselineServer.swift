@@ -12,10 +12,11 @@ struct BaselineServer: Sendable {
     /// e.g. "FastAPI 0.165.0, uvicorn 0.54.0 (h11 parser, asyncio loop), Python 3.11.7".
     let description: String
 
-    func launch(in directory: String) -> ServerLaunch {
+    func launch(in directory: String, stampBinary: String?) -> ServerLaunch {
         ServerLaunch(
             label: "baseline", executable: python,
-            arguments: ["-u", appPath, "--host", "127.0.0.1", "--port", "0", "--workers", "1"],
+            arguments: ["-u", appPath, "--host", "127.0.0.1", "--port", "0", "--workers", "1"]
+                + (stampBinary.map { ["--stamp-binary", $0] } ?? []),
             workingDirectory: directory, logPath: directory + "/server.log")
     }
 

@@ -29,13 +29,22 @@ struct BenchCounts: Sendable {
     /// Scenario 2: timed status GETs while a CPU-bound job runs.
     var statusGets: Int
     var statusWarmup: Int
-    /// Scenario 3: short jobs queued at once behind a held slot.
+    /// Scenario 3: `stamp` jobs queued at once behind a held slot (and as many standalone runs).
     var gapJobs: Int
     /// Scenario 4: sequential submit → done round trips.
     var roundTrips: Int
     /// Scenario 5: queue depth for the memory point, and submits timed at each point.
     var queued: Int
     var probeSubmits: Int
+    /// Scenario 6 and 6b: jobs queued at once for one warm worker.
+    var warmJobs: Int
+    /// Scenario 7: jobs per mode (warm worker, fresh processes).
+    var throughputJobs: Int
+    /// Scenario 8: jobs through a recycled worker with a 0 s setup, and with `slowSetupSeconds`.
+    var recycleJobs: Int
+    var recycleSlowJobs: Int
+    var maxJobsPerWorker = 10
+    var slowSetupSeconds = 0.5
 
     /// Closed-loop clients for submit load, and for status GETs.
     var submitClients = 8
@@ -43,8 +52,10 @@ struct BenchCounts: Sendable {
 
     static let full = BenchCounts(
         submits: 20_000, submitWarmup: 500, statusGets: 5_000, statusWarmup: 200,
-        gapJobs: 20, roundTrips: 50, queued: 100_000, probeSubmits: 2_000)
+        gapJobs: 200, roundTrips: 50, queued: 100_000, probeSubmits: 2_000,
+        warmJobs: 200, throughputJobs: 1_000, recycleJobs: 200, recycleSlowJobs: 100)
     static let quick = BenchCounts(
         submits: 2_000, submitWarmup: 200, statusGets: 1_000, statusWarmup: 100,
-        gapJobs: 20, roundTrips: 10, queued: 10_000, probeSubmits: 2_000)
+        gapJobs: 50, roundTrips: 10, queued: 10_000, probeSubmits: 2_000,
+        warmJobs: 100, throughputJobs: 300, recycleJobs: 60, recycleSlowJobs: 40)
 }

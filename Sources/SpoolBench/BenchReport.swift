@@ -8,6 +8,7 @@ struct BenchReport: Sendable {
     let machine: MachineInfo
     let command: String
     let probe: BaselineServer.Probe
+    let assets: BenchAssets
     let results: BenchResults
     let elapsed: Duration
     let runDirectory: String
@@ -24,26 +25,29 @@ struct BenchReport: Sendable {
             + (options.quick ? "**quick** (reduced counts: a smoke run, not a measurement of the targets)" : "full"))
         out.append("- Machine: nproc \(machine.processors), `uname -r` \(machine.kernel), \(machine.cpuModel), \(machine.memory) RAM; "
             + "load average \(loadAverages.start) before the run, \(loadAverages.end) after (the benchmark's own load included)")
-        out.append("- Spool: `\(options.spoolBinary)` (\(binarySize)); scratch and server logs under `\(runDirectory)`")
+        out.append("- Spool: `\(options.spoolBinary)` (\(binarySize)); scratch and server logs under `\(runDirectory)`; "
+            + "fdatasync of a 4 KiB append there: " + (assets.fdatasyncMilliseconds.map { "\($0.fixed(3)) ms (median of 100)" } ?? "not measured"))
         if let server = probe.server {
             out.append("- Baseline: `\(server.appPath)`: \(server.description), ProcessPoolExecutor(max_workers=1), in-memory, not durable")
         } else {
             out.append("- Baseline: **skipped**: \(probe.skipReason ?? "unavailable")")
         }
+        out.append("- Stamp job: " + (assets.stampBinary.map { "`Benchmarks/jobs/stamp.c` built with \(assets.compiler ?? "cc") into `\($0)`" }
+            ?? "**unavailable**: \(assets.stampProblem ?? "unknown")")
+            + "; bench worker: " + (assets.workerScript.map { "`\($0)` run by `\(probe.pythonExecutable ?? "python3")`" }
+            ?? "**unavailable**: \(assets.workerProblem ?? "unknown")"))
         out.append("- Load generator: this process (AsyncHTTPClient, keep-alive HTTP/1.1, closed loop) on the same "
             + "\(machine.processors) cores as the server; every figure, Spool's and the baseline's, includes that contention.")
         out.append("")
         out.append("## Targets")
         out.append("")
-        out.append("| Target | Spool | Verdict |")
-        out.append("|---|---|---|")
+        out.append("| Target | Spool | Verdict | Baseline | Spool ÷ baseline |")
+        out.append("|---|---|---|---|---|")
         for goal in Goal.all {
             let value = results.value(goal.metric, .spool)
-            var verdict = "**\(goal.verdict(value))**"
-            if goal.metric == .gapMedian, value == 0 {
-                verdict += " (0 by construction: the timestamps cannot show the gap; see the run time in section 3)"
-            }
-            out.append("| \(goal.text) | \(goal.metric.format(value)) | \(verdict) |")
+            let baseline = results.value(goal.metric, .baseline)
+            out.append("| \(goal.text) | \(goal.metric.format(value)) | **\(goal.verdict(value))** | "
+                + "\(goal.metric.format(baseline)) | \(ratio(value, baseline)) |")
         }
         if options.quick {
             out.append("")
@@ -122,10 +126,23 @@ struct BenchReport: Sendable {
                 + "after the job is committed (SQLite, `synchronous=full` unless noted); the baseline only appends to a dict.",
             "- Status GETs run while a `busy` job spins a core (a python3 child in Spool, the pool worker in the baseline), "
                 + "leaving one core for the server and the load generator.",
-            "- Dispatch gap: \(counts.gapJobs) `noop` jobs are queued behind a 2 s `hold` job; gap = started_at(k+1) − "
-                + "finished_at(k) from the server's job JSON, ordered by started_at. Spool spawns `/bin/true`; the baseline "
-                + "calls a Python function in an already running pool worker. Run time (started → finished) and slot time per "
-                + "job (first started → last finished ÷ jobs) show what a zero gap can hide: the time to start each job.",
+            "- Dispatch gap (3): the job is `Benchmarks/jobs/stamp.c`, which appends CLOCK_MONOTONIC first thing in `main` and "
+                + "last thing before `_exit`. \(counts.gapJobs) runs are queued behind a `hold` job, so the slot runs them back to back. "
+                + "Slot cycle = first stamp of job k → first stamp of job k+1. The same binary is also run \(counts.gapJobs) times back "
+                + "to back by the harness (posix_spawn + waitpid on a thread, no pipes, no server): its cycle is the least one process "
+                + "per job costs on this machine (exit, reap, spawn, exec, dynamic loader). Dispatch gap = median slot cycle − median "
+                + "standalone cycle: what the server adds per job. The baseline runs the same binary with `subprocess.run` in its pool "
+                + "worker. The servers' own finished_at(k) → started_at(k+1) is shown for comparison (Spool writes both from one "
+                + "clock reading, so it reads 0).",
+            "- Warm-worker gap (6, 6b): the job type runs `Benchmarks/workers/noop_worker.py` as a warm worker (protocol v2 by hand); "
+                + "it stamps time.monotonic_ns() right after reading each `job` command and right before writing `succeeded`; "
+                + "gap = received(k+1) − sent(k). \(counts.warmJobs) jobs are queued behind a `hold` job after 5 warm-up jobs. "
+                + "The baseline's counterpart is its pool worker: `stampfn` stamps function entry and return there.",
+            "- Throughput (7): jobs ÷ (last finished_at − first started_at) of \(counts.throughputJobs.grouped) jobs queued behind a "
+                + "`hold` job, from the server's job JSON.",
+            "- Worker replacement (8): `max_jobs_per_worker` \(counts.maxJobsPerWorker); the worker records its pid with each job, "
+                + "and the pause is the gap at the pairs where the pid changes. The setup is a `time.sleep` before `ready`, after "
+                + "the Python interpreter has started (its start-up is part of every pause).",
             "- RSS is VmRSS of the server process alone (not job children, not the baseline's pool worker), in MB = 10^6 bytes.",
             "- Targets are fixed in `Sources/SpoolBench/Metric.swift`; a target whose figure could not be measured is a MISS.",
         ]

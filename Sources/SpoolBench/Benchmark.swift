@@ -25,24 +25,34 @@ public enum Benchmark {
             progress("spool bench: baseline \(server.description), app \(server.appPath)")
         }
 
+        var assets = await BenchAssets.prepare(options, into: runDirectory)
+        assets.fdatasyncMilliseconds = await SyncProbe.fdatasyncMilliseconds(in: runDirectory)
+        if let problem = assets.stampProblem { progress("spool bench: STAMP JOB UNAVAILABLE: \(problem)") }
+        if let problem = assets.workerProblem { progress("spool bench: BENCH WORKER UNAVAILABLE: \(problem)") }
+
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: counts.submitClients)
         configuration.httpVersion = .http1Only
         let http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
         let runner = ScenarioRunner(
             options: options, counts: counts, http: http, baseline: probe.server,
-            python: probe.pythonExecutable ?? "/usr/bin/python3", runDirectory: runDirectory)
+            python: probe.pythonExecutable ?? "/usr/bin/python3", runDirectory: runDirectory, assets: assets)
 
         let loadAtStart = ProcessStats.loadAverage
         let clock = ContinuousClock()
         let started = clock.now
         var results = BenchResults()
-        for scenario in Scenario.allCases {
+        // SPOOL_BENCH_ONLY=dispatchGap,warmGap runs only those scenarios (for working on the harness;
+        // the report then shows the others as not measured).
+        let only = ProcessInfo.processInfo.environment["SPOOL_BENCH_ONLY"].map { Set($0.split(separator: ",").map(String.init)) }
+        for scenario in Scenario.allCases where only?.contains(scenario.rawValue) ?? true {
             for subject in scenario.subjects where subject == .spool || probe.server != nil {
                 if Task.isCancelled { break }
                 progress("[\(scenario.rawValue)] \(subject.rawValue): starting")
+                let background = BackgroundLoad.start()
                 do {
-                    let result = try await runner.run(scenario, on: subject)
+                    var result = try await runner.run(scenario, on: subject)
+                    if let note = background.finish(subject) { result.notes.append(note) }
                     results.record(result, scenario: scenario, subject: subject)
                     let summary = scenario.metrics.compactMap { metric in
                         result[metric].map { "\(metric.label(counts)) \(metric.format($0))" }
@@ -56,10 +66,11 @@ public enum Benchmark {
         }
         try? await http.shutdown()
         try Task.checkCancellation()
+        results.checkSync(fdatasync: assets.fdatasyncMilliseconds)
 
         let report = BenchReport(
             options: options, counts: counts, machine: machine, command: MachineInfo.command,
-            probe: probe, results: results, elapsed: started.duration(to: clock.now), runDirectory: runDirectory,
+            probe: probe, assets: assets, results: results, elapsed: started.duration(to: clock.now), runDirectory: runDirectory,
             loadAverages: (loadAtStart, ProcessStats.loadAverage))
         for line in report.goalLines() { progress(line) }
         return report.markdown()
@@ -78,9 +89,48 @@ struct BenchResults: Sendable {
     }
 
     func value(_ metric: Metric, _ subject: BenchSubject) -> Double? { values[subject]?[metric] }
+
+    /// 6 vs 6b: with `synchronous=full` every finish-and-claim commit should pay one fdatasync of
+    /// the WAL more than with `normal`. If the difference is well under one fdatasync, say so.
+    mutating func checkSync(fdatasync: Double?) {
+        guard let full = value(.warmGapMedian, .spool), let normal = value(.warmGapRelaxedMedian, .spool) else { return }
+        var note = "Spool: full − normal gap median = \((full - normal).fixed(3)) ms"
+        if let fdatasync {
+            note += "; one fdatasync of 4 KiB in the scratch directory costs \(fdatasync.fixed(3)) ms (median)"
+            if full - normal < fdatasync / 2 {
+                note += ". **WARNING**: `full` costs less than half an fdatasync per job over `normal`: the server's commits "
+                    + "are probably not being synced (check with `strace -f -e trace=fdatasync,fsync -p PID` during a batch)"
+            }
+        }
+        notes[.warmGapRelaxed, default: []].append(note)
+    }
 }
 
 /// A progress line on stderr (the report itself is the return value).
 func progress(_ line: String) {
     FileHandle.standardError.write(Data((line + "\n").utf8))
+}
+
+/// CPU used on the machine by anything other than this benchmark (the load generator, the
+/// servers under test and their jobs) while one scenario ran: machine busy time minus this
+/// process tree's. Other builds or tests running at the same time show up here.
+struct BackgroundLoad {
+    let machine: Double?
+    let own: Double?
+    let started = ContinuousClock.now
+
+    static func start() -> BackgroundLoad {
+        BackgroundLoad(machine: ProcessStats.machineBusySeconds, own: ProcessStats.ownTreeCPUSeconds)
+    }
+
+    /// "Background CPU: …" for the scenario's notes (a warning above 15 % of a core).
+    func finish(_ subject: BenchSubject) -> String? {
+        guard let machine, let own, let machineNow = ProcessStats.machineBusySeconds,
+              let ownNow = ProcessStats.ownTreeCPUSeconds else { return nil }
+        let seconds = started.duration(to: .now).milliseconds / 1000
+        guard seconds > 0 else { return nil }
+        let share = max(0, (machineNow - machine) - (ownNow - own)) / seconds * 100
+        let text = "\(subject.title): CPU used by other processes on the machine during this scenario: \(share.fixed(0)) % of one core"
+        return share > 15 ? "**WARNING** " + text + " (the machine was not quiet; figures are affected)" : text
+    }
 }

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Synchronization
 
 /// Reads what the harness reports about a server process from Linux's /proc, and finds the
 /// processes a server started so that none outlives the scenario.
@@ -33,6 +34,31 @@ enum ProcessStats {
               let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
         let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
         return (user / ticks, system / ticks)
+    }
+
+    /// CPU seconds of processes a server left behind, read just before the harness killed them:
+    /// they are reparented away from this process, so their time never reaches its cutime.
+    static let leftoverCPUSeconds = Mutex<Double>(0)
+
+    /// CPU seconds this process and its reaped descendants have used (utime + stime + cutime +
+    /// cstime): the servers under test once they have been stopped and reaped, and through them
+    /// their job children.
+    static var ownTreeCPUSeconds: Double? {
+        guard let fields = statFields(of: getpid()), fields.count > 14 else { return nil }
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let values = fields[11...14].compactMap { Double($0) }
+        guard values.count == 4 else { return nil }
+        return values.reduce(0, +) / ticks + leftoverCPUSeconds.withLock { $0 }
+    }
+
+    /// CPU seconds the whole machine has spent busy (all cores; not idle, not iowait), from /proc/stat.
+    static var machineBusySeconds: Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+              let line = stat.split(separator: "\n").first, line.hasPrefix("cpu ") else { return nil }
+        let values = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+        guard values.count >= 8 else { return nil }
+        let busy = values[0] + values[1] + values[2] + values[5] + values[6] + values[7]  // user nice system irq softirq steal
+        return busy / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
     /// The 1-minute load average, to show whether something else was running.

@@ -55,6 +55,9 @@ struct RFC3339Timestamp: Sendable, Comparable {
         fractionDigits = digits
     }
 
+    /// Nanoseconds since the Unix epoch (CLOCK_REALTIME's scale).
+    var epochNanoseconds: Int64 { seconds * 1_000_000_000 + nanoseconds }
+
     /// Milliseconds from `self` to `later` (negative if `later` is earlier).
     func milliseconds(to later: RFC3339Timestamp) -> Double {
         Double(later.seconds - seconds) * 1_000 + Double(later.nanoseconds - nanoseconds) / 1e6

@@ -18,14 +18,27 @@ enum Scenario: String, Sendable, CaseIterable {
     case submitRelaxed
     /// 2. Status GET latency while a CPU-bound job runs.
     case status
-    /// 3. Gap between one job finishing and the next starting, from the job timestamps.
+    /// 3. Gap between one job finishing and the next starting, from the jobs' own clocks.
     case dispatchGap
     /// 4. Submit → succeeded for an empty job, one at a time.
     case roundTrip
     /// 5. RSS idle and with a deep queue; submit p99 at an empty and a deep queue.
     case memory
+    /// 6. Dispatch gap with a warm worker, from the worker's own clock.
+    case warmGap
+    /// 6b. The same with `--sqlite-synchronous normal` (Spool only): how much of it is fsync.
+    case warmGapRelaxed
+    /// 7. Tiny jobs through a warm worker vs one fresh process per job.
+    case warmThroughput
+    /// 8. The pause when a warm worker is replaced (`max_jobs_per_worker`), Spool only.
+    case workerRecycle
 
-    var subjects: [BenchSubject] { self == .submitRelaxed ? [.spool] : [.spool, .baseline] }
+    var subjects: [BenchSubject] {
+        switch self {
+        case .submitRelaxed, .warmGapRelaxed, .workerRecycle: return [.spool]
+        default: return [.spool, .baseline]
+        }
+    }
 
     func title(_ counts: BenchCounts) -> String {
         switch self {
@@ -36,11 +49,19 @@ enum Scenario: String, Sendable, CaseIterable {
         case .status:
             return "2. Status `GET /v1/jobs/{id}`: \(counts.statusGets.grouped) GETs from \(counts.statusClients) clients while a CPU-bound `busy` job runs"
         case .dispatchGap:
-            return "3. Dispatch gap: \(counts.gapJobs) `noop` jobs queued at once on a 1-slot server"
+            return "3. Dispatch gap, one process per job: \(counts.gapJobs) `stamp` jobs queued at once on a 1-slot server, gap from the jobs' own clocks"
         case .roundTrip:
             return "4. Submit → done: \(counts.roundTrips) sequential `noop` jobs (POST, then `GET ?wait=` until succeeded)"
         case .memory:
             return "5. Memory and deep queue: \(counts.queued.grouped) queued jobs behind a held slot"
+        case .warmGap:
+            return "6. Dispatch gap, warm worker: \(counts.warmJobs.grouped) jobs queued at once for one warm worker (`--sqlite-synchronous full`), gap from the worker's own clock"
+        case .warmGapRelaxed:
+            return "6b. The same with `--sqlite-synchronous normal` (Spool only; how much of the gap is fsync)"
+        case .warmThroughput:
+            return "7. Throughput: \(counts.throughputJobs.grouped) tiny jobs queued at once, warm worker vs a fresh process per job"
+        case .workerRecycle:
+            return "8. Worker replacement: `max_jobs_per_worker` \(counts.maxJobsPerWorker), pause where the worker's pid changes (Spool only)"
         }
     }
 
@@ -49,9 +70,17 @@ enum Scenario: String, Sendable, CaseIterable {
         case .submit: return [.submitRate, .submitP50, .submitP99, .submitServerCPU]
         case .submitRelaxed: return [.relaxedSubmitRate, .relaxedSubmitP50, .relaxedSubmitP99]
         case .status: return [.statusP50, .statusP99, .statusJobCPU]
-        case .dispatchGap: return [.gapMedian, .gapMax, .gapRunTime, .gapCycle]
+        case .dispatchGap:
+            return [.gapMedian, .gapP90, .gapMax, .gapCycle, .gapStandaloneCycle, .gapEndToStart, .gapStandaloneEndToStart,
+                    .gapJobRunTime, .gapServerReported]
         case .roundTrip: return [.roundTripP50, .roundTripP99]
         case .memory: return [.rssIdle, .rssQueued, .submitP99Empty, .submitP99Deep, .submitP99Growth, .fillRate]
+        case .warmGap: return [.warmGapMedian, .warmGapP90, .warmGapMax, .warmJobTime, .warmServerReported]
+        case .warmGapRelaxed: return [.warmGapRelaxedMedian, .warmGapRelaxedP90, .warmGapRelaxedMax]
+        case .warmThroughput: return [.workerJobsPerSecond, .processJobsPerSecond, .workerSpeedup]
+        case .workerRecycle:
+            return [.recyclePauseMedian, .recyclePauseMax, .recycleSlowPauseMedian, .recycleSlowPauseMax, .recycleSteadyGap,
+                    .recycleFinishDelay, .recycleSlowFinishDelay]
         }
     }
 }

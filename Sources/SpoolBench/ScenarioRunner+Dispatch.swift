@@ -1,68 +1,108 @@
 import Foundation
 
 extension ScenarioRunner {
-    /// Scenario 3: `gapJobs` noop jobs are queued behind a 2-second `hold` job, so all of them wait
-    /// when the slot frees; the gaps come from the servers' own timestamps (finished_at of job k to
-    /// started_at of job k+1, ordered by started_at), not from the client's clock.
+    /// Scenario 3: `gapJobs` runs of the stamp job (`Benchmarks/jobs/stamp.c`), queued behind a
+    /// `hold` job so the slot runs them back to back. Each run stamps CLOCK_MONOTONIC first thing
+    /// in `main` and last thing before `_exit`, so the gap comes from the jobs' own clocks, not
+    /// from the server's `started_at`/`finished_at` (Spool writes job k's `finished_at` and job
+    /// k+1's `started_at` from one clock reading, which always reads 0).
+    ///
+    /// A fresh process per job costs an exit, a reap, a spawn and an exec whoever launches it; the
+    /// same binary run back to back by the harness (`StandaloneLauncher`: posix_spawn + waitpid,
+    /// nothing else) measures that floor in the same run. The dispatch gap is the server's
+    /// addition to it: median slot cycle (first stamp k → first stamp k+1) − median standalone
+    /// cycle. The baseline runs the same binary with `subprocess.run` in its pool worker.
     func measureDispatchGap(on subject: BenchSubject) async throws -> ScenarioResult {
-        try await withServer(.dispatchGap, subject) { client, _ in
-            let holder = try await occupySlot(client, seconds: 2)
+        let stamp = try assets.requireStamp()
+        return try await withServer(.dispatchGap, subject) { client, _, directory in
             let total = counts.gapJobs
-            let clients = counts.submitClients
-            let ids = try await withThrowingTaskGroup(of: [String].self) { group in
-                for first in 0..<clients {
-                    group.addTask {
-                        var ids: [String] = []
-                        for _ in stride(from: first, to: total, by: clients) { ids.append(try await client.submit(type: "noop").id) }
-                        return ids
-                    }
-                }
-                return try await group.reduce(into: [String]()) { $0 += $1 }
-            }
-            let queuedBehind = try await client.queuedCount()
-            let holderAfterSubmits = try await client.job(holder.id)
+            func input(_ file: String) -> String { #"{"file":"\#(file)"}"# }
 
-            var jobs: [JobDocument] = []
-            for id in ids { jobs.append(try await client.wait(for: id, toReach: ["succeeded"], within: .seconds(120))) }
-            var spans: [(start: RFC3339Timestamp, end: RFC3339Timestamp)] = []
-            var digits = Set<Int>()
-            for job in jobs {
-                guard let start = job.startedAt.flatMap(RFC3339Timestamp.init), let end = job.finishedAt.flatMap(RFC3339Timestamp.init) else {
-                    throw BenchError("job \(job.id) has no parseable started_at/finished_at: \(job.startedAt ?? "null") / \(job.finishedAt ?? "null")")
-                }
-                spans.append((start, end))
-                digits.formUnion([start.fractionDigits, end.fractionDigits])
-            }
-            spans.sort { $0.start < $1.start }
-            let gaps = zip(spans, spans.dropFirst()).map { previous, next in previous.end.milliseconds(to: next.start) }
-            let runTimes = spans.map { $0.start.milliseconds(to: $0.end) }
+            // The floor: the same binary, back to back, no server (page cache and loader warmed first).
+            try await StandaloneLauncher.run(stamp, arguments: [directory + "/stamps-standalone-warmup.txt"], times: 10)
+            let standaloneFile = directory + "/stamps-standalone.txt"
+            try await StandaloneLauncher.run(stamp, arguments: [standaloneFile], times: total)
+            let standaloneSpans = try StampFile.spans(at: standaloneFile)
+            let standalone = JobSequence(spans: standaloneSpans.map { ($0.pid, $0.start, $0.end) })
 
+            // Through the server.
+            try await warmUp(client, type: "stamp", inputJSON: input(directory + "/stamps-warmup.txt"), count: 3)
+            let file = directory + "/stamps.txt"
+            let (ids, warning) = try await queueBehindHold(client, type: "stamp", inputJSON: input(file), total: total, subject: subject)
+            let jobs = try await drainAndFetch(client, ids, within: .seconds(300))
+            let spans = try StampFile.spans(at: file)
+            guard spans.count == total else { throw BenchError("\(spans.count) stamp runs recorded in \(file), expected \(total)") }
+            let server = JobSequence(spans: spans.map { ($0.pid, $0.start, $0.end) })
+
+            let floor = LatencySummary.median(standalone.cycles)
+            let overheads = server.cycles.map { $0 - floor }.sorted()
             var result = ScenarioResult()
-            result[.gapMedian] = LatencySummary.median(gaps)
-            result[.gapMax] = gaps.max()
-            result[.gapRunTime] = LatencySummary.median(runTimes)
-            if let first = spans.first, let last = spans.last {
-                result[.gapCycle] = first.start.milliseconds(to: last.end) / Double(spans.count)
+            result[.gapMedian] = LatencySummary.median(server.cycles) - floor
+            result[.gapP90] = LatencySummary.percentile(0.90, ofSorted: overheads)
+            result[.gapMax] = overheads.last
+            result[.gapCycle] = LatencySummary.median(server.cycles)
+            result[.gapStandaloneCycle] = floor
+            result[.gapEndToStart] = LatencySummary.median(server.gaps)
+            result[.gapStandaloneEndToStart] = LatencySummary.median(standalone.gaps)
+            result[.gapJobRunTime] = LatencySummary.median(server.runTimes)
+            let reported = try Self.serverReportedGaps(jobs)
+            result[.gapServerReported] = reported.median
+            result.notes.append("\(subject.title): \(server.cycles.count) gaps; slot cycle min \((server.cycles.min() ?? .nan).fixed(3)) ms, "
+                + "standalone cycle min \((standalone.cycles.min() ?? .nan).fixed(3)) ms; job run time (the job's own stamps) "
+                + "\(LatencySummary.median(server.runTimes).fixed(3)) ms in the server, \(LatencySummary.median(standalone.runTimes).fixed(3)) ms standalone; "
+                + "server timestamps carry \(reported.digits) fractional digits, server-reported run time (started_at → finished_at) median "
+                + "\(reported.runTime.fixed(3)) ms")
+            if let split = Self.splitGap(jobs, ends: spans.map(\.endRealtime), starts: spans.map(\.startRealtime)) {
+                result.notes.append("\(subject.title): where the raw end → start goes (CLOCK_REALTIME, medians): job k's last stamp → "
+                    + "finished_at(k) \(split.toFinished.fixed(3)) ms (exit, reap, recording); started_at(k+1) → job k+1's first stamp "
+                    + "\(split.fromStarted.fixed(3)) ms (\(subject == .spool ? "commit, job directory, spawn, exec" : "spawn, exec"))")
             }
-            result.notes.append("\(subject.title): \(queuedBehind) of \(total) jobs were queued while the hold job was \(holderAfterSubmits.state); "
-                + "\(gaps.count) gaps, min \((gaps.min() ?? .nan).fixed(3)) ms; "
-                + "timestamps carry \(digits.sorted().map(String.init).joined(separator: "/")) fractional digits")
-            if !gaps.isEmpty, gaps.allSatisfy({ $0 == 0 }) {
-                result.notes.append("\(subject.title): every gap is exactly 0: finished_at(k) and started_at(k+1) are one clock reading "
-                    + "(the finish and the next claim share a transaction), so this gap cannot show the time to start the next "
-                    + "process; that time is inside the run time and the slot time per job")
-            }
-            if queuedBehind < total || holderAfterSubmits.state != "running" {
-                result.notes.append("\(subject.title): WARNING not every job was queued when the slot freed; some gaps may include idle time")
-            }
+            if let warning { result.notes.append(warning) }
             return result
         }
+    }
+
+    /// Splits the time between consecutive jobs at the server's timestamps: job k's own end →
+    /// finished_at(k), and started_at(k+1) → job k+1's own start (medians, ms). `ends` and
+    /// `starts` are the jobs' CLOCK_REALTIME stamps in run order; `jobs` are sorted here by
+    /// started_at, which on one slot is the same order.
+    static func splitGap(_ jobs: [JobDocument], ends: [Int64?], starts: [Int64?]) -> (toFinished: Double, fromStarted: Double)? {
+        let ordered = jobs.compactMap { job -> (RFC3339Timestamp, RFC3339Timestamp)? in
+            guard let start = job.startedAt.flatMap(RFC3339Timestamp.init), let end = job.finishedAt.flatMap(RFC3339Timestamp.init) else { return nil }
+            return (start, end)
+        }.sorted { $0.0 < $1.0 }
+        guard ordered.count == ends.count, ordered.count == starts.count, ordered.count > 1 else { return nil }
+        var toFinished: [Double] = [], fromStarted: [Double] = []
+        for k in 0..<(ordered.count - 1) {
+            if let end = ends[k] { toFinished.append(Double(ordered[k].1.epochNanoseconds - end) / 1e6) }
+            if let start = starts[k + 1] { fromStarted.append(Double(start - ordered[k + 1].0.epochNanoseconds) / 1e6) }
+        }
+        guard !toFinished.isEmpty, !fromStarted.isEmpty else { return nil }
+        return (LatencySummary.median(toFinished), LatencySummary.median(fromStarted))
+    }
+
+    /// finished_at(k) → started_at(k+1) from the job JSON (ordered by started_at): the figure the
+    /// server's own bookkeeping shows, and its run times; with the fractional digits it carries.
+    static func serverReportedGaps(_ jobs: [JobDocument]) throws -> (median: Double, runTime: Double, digits: String) {
+        var spans: [(start: RFC3339Timestamp, end: RFC3339Timestamp)] = []
+        var digits = Set<Int>()
+        for job in jobs {
+            guard let start = job.startedAt.flatMap(RFC3339Timestamp.init), let end = job.finishedAt.flatMap(RFC3339Timestamp.init) else {
+                throw BenchError("job \(job.id) has no parseable started_at/finished_at: \(job.startedAt ?? "null") / \(job.finishedAt ?? "null")")
+            }
+            spans.append((start, end))
+            digits.formUnion([start.fractionDigits, end.fractionDigits])
+        }
+        spans.sort { $0.start < $1.start }
+        let gaps = zip(spans, spans.dropFirst()).map { previous, next in previous.end.milliseconds(to: next.start) }
+        return (LatencySummary.median(gaps), LatencySummary.median(spans.map { $0.start.milliseconds(to: $0.end) }),
+                digits.sorted().map(String.init).joined(separator: "/"))
     }
 
     /// Scenario 4: one `noop` at a time: POST, then `GET ?wait=` until it has succeeded. Three
     /// untimed round trips first (connections, first spawn).
     func measureRoundTrip(on subject: BenchSubject) async throws -> ScenarioResult {
-        try await withServer(.roundTrip, subject) { client, _ in
+        try await withServer(.roundTrip, subject) { client, _, _ in
             let clock = ContinuousClock()
             var samples: [Double] = []
             for index in 0..<(counts.roundTrips + 3) {

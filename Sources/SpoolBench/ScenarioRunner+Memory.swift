@@ -4,7 +4,7 @@ extension ScenarioRunner {
     /// Scenario 5: RSS of the idle server; then, with the slot held by a `hold` job, submit p99 at an
     /// (almost) empty queue, a fill to `queued` jobs, RSS at that depth, and submit p99 there.
     func measureMemory(on subject: BenchSubject) async throws -> ScenarioResult {
-        try await withServer(.memory, subject) { client, server in
+        try await withServer(.memory, subject) { client, server, _ in
             try await Task.sleep(for: .seconds(1))
             let idle = server.residentBytes
             try await occupySlot(client, seconds: 7200)

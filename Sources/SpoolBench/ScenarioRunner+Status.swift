@@ -3,7 +3,7 @@ import Foundation
 extension ScenarioRunner {
     /// Scenario 2: status GETs of a job whose child spins a CPU core for the whole measurement.
     func measureStatus(on subject: BenchSubject) async throws -> ScenarioResult {
-        try await withServer(.status, subject) { client, server in
+        try await withServer(.status, subject) { client, server, _ in
             let busy = try await client.submit(type: "busy", inputJSON: #"{"seconds":600}"#)
             _ = try await client.poll(busy.id, until: ["running"], within: .seconds(30))
             let path = "/v1/jobs/\(busy.id)"

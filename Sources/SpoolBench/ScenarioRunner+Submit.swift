@@ -6,7 +6,7 @@ extension ScenarioRunner {
     func measureSubmit(on subject: BenchSubject, relaxed: Bool) async throws -> ScenarioResult {
         let scenario: Scenario = relaxed ? .submitRelaxed : .submit
         let arguments = relaxed ? ["--sqlite-synchronous", "normal"] : []
-        return try await withServer(scenario, subject, spoolArguments: arguments) { client, server in
+        return try await withServer(scenario, subject, spoolArguments: arguments) { client, server, _ in
             try await occupySlot(client, seconds: 3600)
             let body = JobClient.submitBody(type: "noop")
             _ = try await submitLoad(client, total: counts.submitWarmup, body: body)

@@ -93,6 +93,8 @@ enum ServerProcess {
         if !leftovers.isEmpty {
             progress("    \(label) left \(leftovers.count) process(es) behind after exiting: sending SIGKILL")
         }
+        let leftoverCPU = leftovers.compactMap { ProcessStats.cpuSeconds(of: $0.pid) }.reduce(0, +)
+        ProcessStats.leftoverCPUSeconds.withLock { $0 += leftoverCPU }
         for child in leftovers { ProcessStats.killIfStillRunning(child) }
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 import SpoolCore
 
 /// A job as the API shows it (`snake_case`, explicit nulls, RFC 3339 times). Built as a
@@ -115,9 +116,8 @@ struct SubmitBody {
         let input = object["input"].flatMap { $0 == .null ? nil : $0 } ?? .object([:])
         var submission = Submission(type: type, input: input, priority: priority, timeoutSeconds: timeout, idempotencyKey: idempotencyKey)
         if let value = object["webhook"], value != .null {
-            guard let url = value.stringValue, url.utf8.count <= 2048,
-                  url.hasPrefix("http://") || url.hasPrefix("https://"), url.split(separator: "/").count >= 2 else {
-                throw APIError.unprocessable("\"webhook\" must be an http:// or https:// URL")
+            guard let url = value.stringValue, url.utf8.count <= 2048, Self.isWebhookURL(url) else {
+                throw APIError.unprocessable("\"webhook\" must be an http:// or https:// URL with a host")
             }
             submission.webhookURL = url
             submission.webhookEvents = ["completed"]
@@ -131,5 +131,14 @@ struct SubmitBody {
             submission.webhookEvents = Array(Set(list.compactMap(\.stringValue))).sorted()
         }
         self.submission = submission
+    }
+
+    /// `http://` or `https://`, a URL that parses (RFC 3986: no spaces, balanced brackets), a
+    /// host, and a port in range if there is one: a webhook that could never be delivered is
+    /// refused at submit instead of failing every attempt later.
+    static func isWebhookURL(_ text: String) -> Bool {
+        guard text.hasPrefix("http://") || text.hasPrefix("https://"), let components = URLComponents(string: text),
+              let host = components.host, !host.isEmpty else { return false }
+        return components.port.map { (1...65_535).contains($0) } ?? true
     }
 }

@@ -1,6 +1,7 @@
 import Hummingbird
 import HTTPTypes
 import NIOCore
+import ServiceLifecycle
 import SpoolCore
 import SpoolStore
 
@@ -24,12 +25,14 @@ extension SpoolAPI {
     }
 
     func stream(_ request: Request, job: JobID?) throws -> Response {
-        let resume = request.headers[.lastEventID] ?? request.uri.queryParameters.get("after")
-        var cursor: Int64?
-        if let resume {
-            guard let value = Int64(resume), value >= 0 else { throw APIError.badRequest("Last-Event-ID must be an event id this server sent") }
-            cursor = value
+        // Both are checked when both are sent (a malformed query is a 400, not ignored); the header wins.
+        func eventID(_ text: String?, _ name: String) throws -> Int64? {
+            guard let text else { return nil }
+            guard let value = Int64(text), value >= 0 else { throw APIError.badRequest("\(name) must be an event id this server sent") }
+            return value
         }
+        let afterQuery = try eventID(request.uri.queryParameters.get("after"), "after")
+        let cursor = try eventID(request.headers[.lastEventID], "Last-Event-ID") ?? afterQuery
         let store = self.store
         let resumeFrom = cursor
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .init("X-Accel-Buffering")!: "no"]
@@ -37,30 +40,35 @@ extension SpoolAPI {
             // A job's stream starts at its first event; the global one at "now" unless resumed.
             var after = resumeFrom ?? (job == nil ? store.eventNotifier.latest : 0)
             try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
-            streaming: while !Task.isCancelled, !Task.isShuttingDownGracefully {
-                let events = try await store.events(after: after, job: job, limit: 500)
-                if let last = events.last {
-                    try await writer.write(ByteBuffer(string: events.map(Self.frame).joined()))
-                    after = last.id
-                }
-                if job != nil, events.contains(where: { $0.kind == .state && Self.isTerminal($0) }) {
-                    // The outputs event follows the final state shortly: send it, then end.
-                    let deadline = ContinuousClock.now + .seconds(2)
-                    var sentOutputs = events.contains { $0.kind == .outputs }
-                    while !sentOutputs, ContinuousClock.now < deadline {
-                        _ = await store.eventNotifier.wait(after: after, timeout: deadline - ContinuousClock.now)
-                        let rest = try await store.events(after: after, job: job, limit: 500)
-                        if rest.isEmpty { continue }
-                        try await writer.write(ByteBuffer(string: rest.map(Self.frame).joined()))
-                        after = rest.last!.id
-                        sentOutputs = rest.contains { $0.kind == .outputs }
+            // Ends at once on graceful shutdown, even while waiting for the next event.
+            try await withGracefulShutdownHandler {
+                streaming: while !Task.isCancelled, !Task.isShuttingDownGracefully {
+                    let events = try await store.events(after: after, job: job, limit: 500)
+                    if let last = events.last {
+                        try await writer.write(ByteBuffer(string: events.map(Self.frame).joined()))
+                        after = last.id
                     }
-                    break streaming
+                    if job != nil, events.contains(where: { $0.kind == .state && Self.isTerminal($0) }) {
+                        // The outputs event follows the final state shortly: send it, then end.
+                        let deadline = ContinuousClock.now + .seconds(2)
+                        var sentOutputs = events.contains { $0.kind == .outputs }
+                        while !sentOutputs, ContinuousClock.now < deadline {
+                            _ = await store.eventNotifier.wait(after: after, timeout: deadline - ContinuousClock.now)
+                            let rest = try await store.events(after: after, job: job, limit: 500)
+                            if rest.isEmpty { continue }
+                            try await writer.write(ByteBuffer(string: rest.map(Self.frame).joined()))
+                            after = rest.last!.id
+                            sentOutputs = rest.contains { $0.kind == .outputs }
+                        }
+                        break streaming
+                    }
+                    if events.count == 500 { continue }
+                    if !(await store.eventNotifier.wait(after: after, timeout: Self.keepAlive)), !Task.isShuttingDownGracefully {
+                        try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                    }
                 }
-                if events.count == 500 { continue }
-                if !(await store.eventNotifier.wait(after: after, timeout: Self.keepAlive)) {
-                    try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
-                }
+            } onGracefulShutdown: {
+                store.eventNotifier.wakeAll()
             }
             try await writer.finish(nil)
         })

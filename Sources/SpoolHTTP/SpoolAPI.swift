@@ -21,9 +21,12 @@ public struct SpoolAPI: Sendable {
     let dataDirectory: String
     let limits: Limits
     let storeName: String
+    /// Prometheus text for `/metrics`, when the app exports metrics.
+    let metrics: (@Sendable () async -> String)?
 
     public init(store: any JobStore, scheduler: Scheduler, catalog: JobCatalog, dataDirectory: String,
-                limits: Limits = Limits(), storeName: String) {
+                limits: Limits = Limits(), storeName: String, metrics: (@Sendable () async -> String)? = nil) {
+        self.metrics = metrics
         self.store = store
         self.scheduler = scheduler
         self.catalog = catalog
@@ -36,6 +39,9 @@ public struct SpoolAPI: Sendable {
     public func router() -> Router<BasicRequestContext> {
         let router = Router()
         router.add(middleware: ProblemMiddleware())
+        router.add(middleware: MethodNotAllowedMiddleware())
+        router.add(middleware: MetricsMiddleware())
+        router.get("/metrics", use: exportMetrics)
         router.get("/healthz", use: health)
         router.get("/v1/types", use: types)
         router.post("/v1/jobs", use: submit)
@@ -46,8 +52,11 @@ public struct SpoolAPI: Sendable {
         router.get("/v1/jobs/:id/outputs", use: outputs)
         router.get("/v1/jobs/:id/outputs/**", use: output)
         router.get("/v1/queue", use: queue)
+        router.get("/openapi.json", use: openAPI)
         router.get("/v1/events", use: allEvents)
         router.get("/v1/jobs/:id/events", use: jobEvents)
+        router.get("/v1/jobs/:id/webhooks", use: webhooks)
+        addDashboardRoutes(to: router)
         return router
     }
 
@@ -210,6 +219,12 @@ public struct SpoolAPI: Sendable {
                      "command_input_keys": .array(type.command.referencedKeys.map(JSONValue.string))])
         }
         return json(.object(["types": .array(list)]))
+    }
+
+    @Sendable func exportMetrics(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        guard let metrics else { throw APIError.notFound("this server does not export metrics") }
+        return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                        body: .init(byteBuffer: ByteBuffer(string: await metrics())))
     }
 
     // MARK: - Helpers

@@ -18,7 +18,8 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public let path: String
-    private let pool: DatabasePool
+    /// Shared with the store's other capabilities (the webhook outbox) in this module.
+    let pool: DatabasePool
     private let notifier = JobChangeNotifier()
     public let eventNotifier = EventNotifier()
     /// Events kept in all; older ones are pruned as new ones arrive.

@@ -77,6 +77,41 @@ enum SQLiteSchema {
                 ALTER TABLE jobs ADD COLUMN webhook_events TEXT;
                 """)
         }
+        migrator.registerMigration("v4-webhooks") { db in
+            // The cursor starts at the newest event: history from before webhooks existed is
+            // not replayed to receivers.
+            try db.execute(sql: """
+                CREATE TABLE webhook_cursor (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    last_event_id INTEGER NOT NULL
+                );
+                INSERT INTO webhook_cursor (id, last_event_id) VALUES (1, COALESCE((SELECT MAX(id) FROM events), 0));
+                CREATE TABLE webhook_deliveries (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    job_id TEXT NOT NULL,
+                    event TEXT NOT NULL,
+                    event_id INTEGER NOT NULL,
+                    url TEXT NOT NULL,
+                    payload TEXT NOT NULL,
+                    state TEXT NOT NULL CHECK (state IN ('pending','delivered','failed')),
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at INTEGER,
+                    created_at INTEGER NOT NULL,
+                    UNIQUE (event_id, event)
+                );
+                CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at, id) WHERE state = 'pending';
+                CREATE INDEX webhook_deliveries_job ON webhook_deliveries(job_id, id);
+                CREATE TABLE webhook_attempts (
+                    delivery_id INTEGER NOT NULL REFERENCES webhook_deliveries(id) ON DELETE CASCADE,
+                    number INTEGER NOT NULL,
+                    at INTEGER NOT NULL,
+                    status INTEGER,
+                    error TEXT,
+                    duration_ms REAL NOT NULL,
+                    PRIMARY KEY (delivery_id, number)
+                );
+                """)
+        }
         return migrator
     }
 }

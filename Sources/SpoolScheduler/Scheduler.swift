@@ -182,9 +182,10 @@ public actor Scheduler: Service {
         }
         if case .returned = outcome { await wakeAtNextRetry(in: &group) }
         logger.info("job finished", metadata: ["job": "\(job.id)", "type": "\(job.type)", "state": "\(outcome.resultingState)", "slot": "\(slot)"])
-        if let since = runningSince.removeValue(forKey: job.id), outcome == .succeeded {
-            runTimes.record((ContinuousClock.now - since.since).seconds, type: job.type)
-        }
+        let ran = runningSince.removeValue(forKey: job.id).map { (ContinuousClock.now - $0.since).seconds }
+        if let ran, outcome == .succeeded { runTimes.record(ran, type: job.type) }
+        SchedulerMetrics.finished(job, state: outcome.resultingState, ran: ran, slot: slot)
+        SchedulerMetrics.busySlots(runningSince.count, of: board.slots.count)
         let pendingLog = logPending.removeValue(forKey: job.id)
         logSent[job.id] = nil
         let paths = JobPaths(dataDirectory: configuration.dataDirectory, job: job.id)
@@ -228,6 +229,8 @@ public actor Scheduler: Service {
         }
         guard let job else { return }
         runningSince[job.id] = (job.type, .now)
+        SchedulerMetrics.claimed(job, waited: max(0, WallClock.now().secondsSince1970 - job.createdAt.secondsSince1970))
+        SchedulerMetrics.busySlots(runningSince.count, of: board.slots.count)
         let (stopRequests, continuation) = AsyncStream<StopReason>.makeStream()
         stops[job.id] = continuation
         if let early = earlyStops.removeValue(forKey: job.id) {

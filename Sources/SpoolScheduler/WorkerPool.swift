@@ -138,6 +138,7 @@ public actor WorkerPool {
         entry.retryAt = .now + .milliseconds(Int64(backoff * 1000))
         health[slot, default: [:]][type] = entry
         restarts["setup_failed", default: 0] += 1
+        SchedulerMetrics.workerRestarted(because: "setup_failed", type: type)
         logger.error("worker setup failed", metadata: [
             "slot": "\(slot)", "type": "\(type)", "failures": "\(entry.failures)", "unhealthy": "\(entry.unhealthy)",
             "retry_in_s": "\(backoff)", "error": "\(error)",
@@ -148,7 +149,9 @@ public actor WorkerPool {
     private func replace(_ worker: WorkerProcess, on slot: SlotID, because reason: String, type: JobType, policy: WorkerPolicy) async {
         let began = ContinuousClock.now
         logger.info("replacing worker", metadata: ["worker": "\(worker.id)", "reason": "\(reason)"])
-        restarts[reason.hasPrefix("its job") ? "job_failed" : reason.hasPrefix("it is no longer") ? "crashed" : "limit", default: 0] += 1
+        let category = reason.hasPrefix("its job") ? "job_failed" : reason.hasPrefix("it is no longer") ? "crashed" : "limit"
+        restarts[category, default: 0] += 1
+        SchedulerMetrics.workerRestarted(because: category, type: type.name)
         workers[slot] = nil
         await worker.stop()
         if case .success = await start(type, policy: policy, on: slot) {

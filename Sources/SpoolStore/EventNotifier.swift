@@ -27,6 +27,15 @@ public final class EventNotifier: Sendable {
         for continuation in ready { continuation.yield(); continuation.finish() }
     }
 
+    /// Wakes every waiter without new events (shutdown): they return false and look again.
+    public func wakeAll() {
+        let all = state.withLock { state -> [AsyncStream<Void>.Continuation] in
+            defer { state.waiters = [:] }
+            return state.waiters.values.map(\.continuation)
+        }
+        for continuation in all { continuation.finish() }
+    }
+
     /// Returns true once an event with an id above `after` exists, false after `timeout`.
     public func wait(after: Int64, timeout: Duration) async -> Bool {
         let (stream, continuation) = AsyncStream<Void>.makeStream()

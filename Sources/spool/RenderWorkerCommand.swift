@@ -30,23 +30,33 @@ struct RenderWorkerCommand: ParsableCommand {
         }
         // The scene is built per render; "setup" is only the binary being loaded.
         channel.send(.object(["type": .string("ready"), "info": .object(["renderer": .string("spool path tracer")])]))
-        for line in CommandLines(handle: commands) {
-            guard let command = try? JSONDecoder().decode(JSONValue.self, from: Data(line.utf8)) else { continue }
-            switch command["type"]?.stringValue {
-            case "job":
-                render(command, channel: channel)
-            case "cancel":
-                // A render is not interruptible; give the job up and exit, and the server
-                // starts a fresh worker (it always replaces a worker after a canceled job).
-                if let job = command["job"]?.stringValue {
-                    channel.send(.object(["type": .string("failed"), "job": .string(job), "error": .string("canceled")]))
+        // Commands are read on their own thread, so a cancel arrives while a render runs.
+        let jobs = JobQueue()
+        Thread.detachNewThread {
+            for line in CommandLines(handle: commands) {
+                guard let command = try? JSONParser.parse(line.utf8) else { continue }
+                switch command["type"]?.stringValue {
+                case "job":
+                    jobs.push(command)
+                case "cancel":
+                    // A render cannot be interrupted: give the job up and exit; the server
+                    // replaces the worker (it always does after a canceled job).
+                    if let job = command["job"]?.stringValue, job == jobs.current {
+                        channel.send(.object(["type": .string("failed"), "job": .string(job), "error": .string("canceled")]))
+                        Foundation.exit(0)
+                    }
+                case "shutdown":
+                    Foundation.exit(0)
+                default:
+                    continue
                 }
-                Foundation.exit(0)
-            case "shutdown":
-                Foundation.exit(0)
-            default:
-                continue
             }
+            Foundation.exit(0)
+        }
+        while true {
+            let command = jobs.pop()
+            render(command, channel: channel)
+            jobs.finished()
         }
     }
 
@@ -56,7 +66,7 @@ struct RenderWorkerCommand: ParsableCommand {
         func number(_ key: String, _ fallback: Int64) -> Int64 { input[key]?.intValue ?? fallback }
         let parameters = RenderParameters(width: Int(number("width", 320)), height: Int(number("height", 240)),
                                           samples: Int(number("samples", 16)), seed: UInt64(max(0, number("seed", 1))))
-        print("rendering \(parameters.width)x\(parameters.height), \(parameters.samples) samples per pixel, seed \(parameters.seed)")
+        say("rendering \(parameters.width)x\(parameters.height), \(parameters.samples) samples per pixel, seed \(parameters.seed)")
         let start = Date()
         let image = Renderer.render(parameters) { done, total in
             channel.send(.object(["type": .string("progress"), "job": .string(job),
@@ -72,14 +82,50 @@ struct RenderWorkerCommand: ParsableCommand {
             return
         }
         let seconds = Date().timeIntervalSince(start)
-        print(String(format: "wrote %@ (%d bytes) in %.2f s", path, png.count, seconds))
-        fflush(nil)
+        say(String(format: "wrote %@ (%d bytes) in %.2f s", path, png.count, seconds))
         channel.send(.object(["type": .string("output"), "job": .string(job), "name": .string("render.png")]))
         channel.send(.object(["type": .string("succeeded"), "job": .string(job), "result": .object([
             "width": .int(Int64(parameters.width)), "height": .int(Int64(parameters.height)),
             "samples": .int(Int64(parameters.samples)), "png_bytes": .int(Int64(png.count)),
             "seconds": .double((seconds * 1000).rounded() / 1000),
         ])]))
+    }
+}
+
+/// A line on stdout (the job's log), written at once: stdout is a pipe, so `print` would
+/// buffer it until the job ends.
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+/// Jobs handed from the reader thread to the rendering thread.
+final class JobQueue: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var pending: [JSONValue] = []
+    private var running: String?
+
+    var current: String? { condition.lock(); defer { condition.unlock() }; return running }
+
+    func push(_ command: JSONValue) {
+        condition.lock()
+        pending.append(command)
+        condition.signal()
+        condition.unlock()
+    }
+
+    func pop() -> JSONValue {
+        condition.lock()
+        defer { condition.unlock() }
+        while pending.isEmpty { condition.wait() }
+        let command = pending.removeFirst()
+        running = command["job"]?.stringValue
+        return command
+    }
+
+    func finished() {
+        condition.lock()
+        running = nil
+        condition.unlock()
     }
 }
 

@@ -23,6 +23,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("shutdown-grace"), help: "Seconds running jobs may finish after SIGTERM before they are requeued (default 30).") var shutdownGrace: Double?
     @Option(name: .customLong("sqlite-synchronous"), help: "full (an accepted job survives power loss; default) or normal (survives a crash).") var synchronous: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String = "info"
+    @Option(name: .customLong("log-format"), help: "text (default) or json (one object per line, for log shippers).") var logFormat: String = "text"
 
     func run() async throws {
         guard let level = Logger.Level(rawValue: logLevel) else { fail("--log-level must be one of trace, debug, info, notice, warning, error, critical") }
@@ -42,7 +43,14 @@ struct ServeCommand: AsyncParsableCommand {
         } catch {
             fail("\(error)")
         }
+        guard logFormat == "text" || logFormat == "json" else { fail("--log-format must be text or json") }
+        let json = logFormat == "json"
         LoggingSystem.bootstrap { label in
+            if json {
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler

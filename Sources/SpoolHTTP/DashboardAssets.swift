@@ -1,0 +1,611 @@
+/// The dashboard's page, style sheet and script (served by `Dashboard.swift`). Plain HTML, CSS
+/// and JavaScript in raw string literals: edit them here, rebuild, reload. The script puts data
+/// into the page only through `textContent` and attributes, never as markup.
+enum DashboardAssets {
+    static let html = #"""
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Spool dashboard</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/dashboard.css">
+<script src="/dashboard.js" defer></script>
+</head>
+<body>
+<a class="skip" href="#main">Skip to content</a>
+<header class="top">
+  <h1>Spool</h1>
+  <p class="summary"><span id="queued-count">–</span> queued · <span id="accepting">–</span></p>
+  <p id="conn" class="conn conn-connecting" role="status" aria-live="polite">Connecting…</p>
+</header>
+<div id="announcer" class="visually-hidden" aria-live="polite" aria-atomic="true"></div>
+<main id="main">
+  <div class="grid">
+    <section aria-labelledby="slots-h" class="panel">
+      <h2 id="slots-h">Slots</h2>
+      <div id="slots" class="slots"><p class="muted">Loading…</p></div>
+    </section>
+    <section aria-labelledby="submit-h" class="panel">
+      <h2 id="submit-h">Submit a render job</h2>
+      <form id="submit-form" class="submit-form">
+        <div class="fields">
+          <label for="f-width">Width</label><input id="f-width" name="width" type="number" min="1" max="4096" value="320" required>
+          <label for="f-height">Height</label><input id="f-height" name="height" type="number" min="1" max="4096" value="240" required>
+          <label for="f-samples">Samples</label><input id="f-samples" name="samples" type="number" min="1" max="10000" value="16" required>
+          <label for="f-seed">Seed</label><input id="f-seed" name="seed" type="number" value="1">
+          <label for="f-priority">Priority</label><input id="f-priority" name="priority" type="number" value="0" aria-describedby="priority-help">
+        </div>
+        <p id="priority-help" class="muted small">Higher priority runs first; equal priorities run in order of submission.</p>
+        <button type="submit" id="submit-button">Submit render</button>
+        <p id="submit-status" class="small" role="status"></p>
+      </form>
+    </section>
+    <section aria-labelledby="queue-h" class="panel wide">
+      <h2 id="queue-h">Queue</h2>
+      <div id="queue"><p class="muted">Loading…</p></div>
+    </section>
+    <section aria-labelledby="recent-h" class="panel wide">
+      <h2 id="recent-h">Recent jobs</h2>
+      <div id="recent"><p class="muted">Loading…</p></div>
+    </section>
+    <section aria-labelledby="detail-h" class="panel wide" id="detail-panel">
+      <h2 id="detail-h">Job details</h2>
+      <div id="detail"><p class="muted">Choose “Details” on a job to see its log and outputs.</p></div>
+      <h3 id="log-h">Log</h3>
+      <pre id="log" class="log" tabindex="0" role="log" aria-labelledby="log-h" aria-live="off"></pre>
+      <h3 id="outputs-h">Outputs</h3>
+      <div id="outputs" aria-labelledby="outputs-h"><p class="muted">No job selected.</p></div>
+    </section>
+  </div>
+  <p id="error" class="error" role="alert"></p>
+</main>
+<footer class="foot small muted">Live from <code>/v1/events</code>; the queue refreshes on each change.</footer>
+</body>
+</html>
+"""#
+
+    static let style = #"""
+:root {
+  color-scheme: light dark;
+  --bg: #f6f7f9; --panel: #ffffff; --text: #1b1f24; --muted: #5b6470; --border: #d5dae1;
+  --accent: #0b5cd5; --on-accent: #ffffff; --ok: #1a7f37; --bad: #c62828; --warn: #9a6700; --focus: #ff9800;
+}
+@media (prefers-color-scheme: dark) {
+  :root { --bg: #111418; --panel: #1a1f26; --text: #e6e9ee; --muted: #9aa4b1; --border: #2f3743;
+          --accent: #6ea8ff; --on-accent: #0b1320; --ok: #56d364; --bad: #ff7b72; --warn: #e3b341; }
+}
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; background: var(--bg); color: var(--text); }
+code, pre, .mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 13px; }
+a { color: var(--accent); }
+:focus-visible { outline: 3px solid var(--focus); outline-offset: 2px; }
+.skip { position: absolute; left: -999px; top: 0; background: var(--panel); padding: .5em; }
+.skip:focus { left: .5em; }
+.visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
+.top { display: flex; align-items: center; gap: 1.5em; padding: .6em 1.2em; background: var(--panel); border-bottom: 1px solid var(--border); }
+.top h1 { margin: 0; font-size: 1.4em; }
+.summary { margin: 0; color: var(--muted); }
+.conn { margin: 0 0 0 auto; padding: .15em .7em; border-radius: 1em; border: 1px solid currentColor; font-weight: 600; }
+.conn-live { color: var(--ok); }
+.conn-reconnecting, .conn-connecting { color: var(--warn); }
+.conn-disconnected { color: var(--bad); }
+main { padding: 1em 1.2em; }
+.grid { display: grid; grid-template-columns: minmax(0, 2fr) minmax(0, 1fr); gap: 1em; }
+.panel { background: var(--panel); border: 1px solid var(--border); border-radius: 8px; padding: .8em 1em; min-width: 0; }
+.panel.wide { grid-column: 1 / -1; }
+@media (max-width: 900px) { .grid { grid-template-columns: 1fr; } }
+h2 { font-size: 1.1em; margin: 0 0 .6em; }
+h3 { font-size: 1em; margin: .8em 0 .4em; }
+.muted { color: var(--muted); }
+.small { font-size: .88em; }
+.error { color: var(--bad); min-height: 1em; }
+.slots { display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: .8em; }
+.slot { border: 1px solid var(--border); border-radius: 6px; padding: .6em .8em; }
+.slot h3 { margin: 0 0 .3em; display: flex; justify-content: space-between; gap: .5em; }
+.slot p { margin: .2em 0; }
+.warn { color: var(--warn); }
+progress { width: 100%; height: 1em; accent-color: var(--accent); }
+.progress-cell { min-width: 9em; }
+.progress-msg { display: block; font-size: .85em; color: var(--muted); overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: .35em .5em; border-bottom: 1px solid var(--border); vertical-align: middle; }
+th { font-size: .85em; color: var(--muted); font-weight: 600; }
+tr.selected { background: color-mix(in srgb, var(--accent) 12%, transparent); }
+.table-wrap { overflow-x: auto; }
+.badge { display: inline-block; padding: 0 .5em; border-radius: .8em; font-size: .85em; font-weight: 600; border: 1px solid currentColor; }
+.st-queued { color: var(--muted); } .st-running { color: var(--accent); } .st-succeeded { color: var(--ok); }
+.st-failed { color: var(--bad); } .st-canceled { color: var(--warn); }
+button { font: inherit; padding: .25em .8em; border-radius: 5px; border: 1px solid var(--border); background: var(--bg); color: var(--text); cursor: pointer; }
+button:hover { border-color: var(--accent); }
+button.danger { color: var(--bad); }
+button[disabled] { opacity: .5; cursor: default; }
+#submit-button { background: var(--accent); color: var(--on-accent); border-color: var(--accent); padding: .4em 1.2em; }
+.actions { display: flex; gap: .35em; flex-wrap: wrap; }
+.fields { display: grid; grid-template-columns: auto 1fr; gap: .4em .8em; align-items: center; }
+input { font: inherit; padding: .25em .4em; border: 1px solid var(--border); border-radius: 4px; background: var(--bg); color: var(--text); width: 100%; }
+.thumb { width: 64px; height: 48px; object-fit: cover; border-radius: 3px; border: 1px solid var(--border); display: block; }
+.outputs { display: flex; flex-wrap: wrap; gap: 1em; }
+.outputs figure { margin: 0; }
+.outputs img { max-width: 320px; max-height: 240px; display: block; border: 1px solid var(--border); border-radius: 4px; }
+.log { background: var(--bg); border: 1px solid var(--border); border-radius: 4px; padding: .6em; max-height: 18em; min-height: 4em; overflow: auto; white-space: pre-wrap; word-break: break-word; margin: 0; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .2em 1em; margin: 0; }
+dl.facts dt { color: var(--muted); }
+dl.facts dd { margin: 0; overflow-wrap: anywhere; }
+.foot { padding: 0 1.2em 1em; }
+"""#
+
+    static let script = #"""
+'use strict';
+(() => {
+  const TERMINAL = new Set(['succeeded', 'failed', 'canceled']);
+  const S = {
+    recent: [], queued: [], queuedTotal: 0, queue: null,
+    jobs: new Map(),          // id -> latest job JSON we know
+    outputs: new Map(),       // id -> outputs list (final once a job is terminal)
+    outputsLoading: new Set(),
+    selected: null, selectedJob: null, logOffset: 0, logDecoder: null,
+    es: null,
+  };
+  const $ = (id) => document.getElementById(id);
+
+  // --- DOM helpers: data only ever goes in through textContent and setAttribute. ---
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === 'text') node.textContent = String(value);
+      else if (key === 'class') node.className = value;
+      else if (key === 'onclick') node.addEventListener('click', value);
+      else node.setAttribute(key, value === true ? '' : String(value));
+    }
+    for (const child of children) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+  // Replaces a container's children, keeping keyboard focus on the same control if it survives.
+  function render(container, ...children) {
+    const active = document.activeElement;
+    const key = active && container.contains(active) ? active.getAttribute('data-key') : null;
+    container.replaceChildren(...children.filter((c) => c));
+    if (key) {
+      const again = container.querySelector('[data-key="' + CSS.escape(key) + '"]');
+      if (again) again.focus();
+    }
+  }
+  const shortID = (id) => (typeof id === 'string' && id.length > 12 ? id.slice(0, 12) + '…' : String(id));
+  const safeURL = (url) => (typeof url === 'string' && url.startsWith('/v1/jobs/') ? url : null);
+  const isPNG = (o) => o && (o.content_type === 'image/png' || /\.png$/i.test(o.name || ''));
+  function ago(iso) {
+    if (!iso) return '';
+    const seconds = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+    if (seconds < 60) return Math.round(seconds) + ' s ago';
+    if (seconds < 3600) return Math.round(seconds / 60) + ' min ago';
+    if (seconds < 86400) return Math.round(seconds / 3600) + ' h ago';
+    return new Date(iso).toLocaleString();
+  }
+  function duration(seconds) {
+    if (seconds < 1) return 'under 1 s';
+    if (seconds < 90) return Math.round(seconds) + ' s';
+    if (seconds < 5400) return Math.round(seconds / 60) + ' min';
+    return (seconds / 3600).toFixed(1) + ' h';
+  }
+  function announce(text) { $('announcer').textContent = text; }
+  function showError(text) {
+    $('error').textContent = text || '';
+  }
+
+  async function api(path, options) {
+    const response = await fetch(path, options);
+    const type = response.headers.get('content-type') || '';
+    const body = type.includes('json') ? await response.json().catch(() => null) : null;
+    if (!response.ok) {
+      throw new Error((body && (body.detail || body.title)) || (response.status + ' ' + response.statusText));
+    }
+    return body;
+  }
+
+  // --- Connection status and live events. ---
+  function setConnection(kind, text) {
+    const node = $('conn');
+    node.className = 'conn conn-' + kind;
+    node.textContent = text;
+  }
+  function connect() {
+    const es = new EventSource('/v1/events');
+    S.es = es;
+    es.onopen = () => { setConnection('live', 'Live'); scheduleRefresh(0); };
+    es.onerror = () => {
+      if (es.readyState === EventSource.CLOSED) {
+        setConnection('disconnected', 'Disconnected — retrying');
+        setTimeout(() => { if (S.es === es) connect(); }, 3000);
+      } else {
+        setConnection('reconnecting', 'Reconnecting…');
+      }
+    };
+    es.addEventListener('state', (event) => onEvent(event, onState));
+    es.addEventListener('progress', (event) => onEvent(event, onProgress));
+    es.addEventListener('log', (event) => onEvent(event, onLog));
+    es.addEventListener('outputs', (event) => onEvent(event, onOutputs));
+  }
+  function onEvent(event, handler) {
+    let data;
+    try { data = JSON.parse(event.data); } catch (_) { return; }
+    if (data && typeof data.job === 'string') handler(data);
+  }
+  function onState(d) {
+    const job = S.jobs.get(d.job);
+    if (job) {
+      job.state = d.state; job.attempts = d.attempts; job.reason = d.reason ?? null;
+      if (d.error !== undefined) job.error = d.error;
+      if (d.state === 'queued') job.progress = null;
+    }
+    let text = 'Job ' + shortID(d.job) + ' (' + (d.type || 'job') + ') is ' + d.state;
+    if (d.reason && d.reason !== d.state) text += ' (' + d.reason + ')';
+    announce(text + '.');
+    scheduleRefresh();
+    if (d.job === S.selected) scheduleLog();
+  }
+  function onProgress(d) {
+    const job = S.jobs.get(d.job);
+    if (job) job.progress = { fraction: d.fraction, message: d.message ?? null };
+    for (const bar of document.querySelectorAll('progress[data-job]')) {
+      if (bar.getAttribute('data-job') === d.job) setProgress(bar, d.fraction);
+    }
+    for (const note of document.querySelectorAll('.progress-msg[data-job]')) {
+      if (note.getAttribute('data-job') === d.job) note.textContent = progressText(d);
+    }
+  }
+  function onLog(d) { if (d.job === S.selected) scheduleLog(); }
+  function onOutputs(d) {
+    if (Array.isArray(d.outputs)) {
+      S.outputs.set(d.job, d.outputs.map((o) => ({ ...o, content_type: o.content_type || (isPNG(o) ? 'image/png' : '') })));
+    }
+    renderRecent();
+    if (d.job === S.selected) renderOutputs();
+  }
+
+  // --- Refresh: /v1/queue, recent jobs, queued jobs (with position and ETA), the selected job. ---
+  let refreshTimer = null, refreshing = false, refreshAgain = false;
+  function scheduleRefresh(delay = 300) {
+    if (refreshTimer !== null) return;
+    refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, delay);
+  }
+  async function refresh() {
+    if (refreshing) { refreshAgain = true; return; }
+    refreshing = true;
+    try {
+      const [queue, recent, queued] = await Promise.all([
+        api('/v1/queue'), api('/v1/jobs?limit=25'), api('/v1/jobs?status=queued&limit=100'),
+      ]);
+      S.queue = queue;
+      S.recent = recent.jobs || [];
+      for (const job of S.recent) S.jobs.set(job.id, job);
+      for (const slot of queue.slots || []) if (slot.job) S.jobs.set(slot.job.id, slot.job);
+      // List pages carry no position; ask for the details (position, ETA) of the likely head.
+      const head = (queued.jobs || []).slice().sort((a, b) => (b.priority - a.priority) || a.created_at.localeCompare(b.created_at)).slice(0, 20);
+      const details = await Promise.all(head.map((job) => api('/v1/jobs/' + encodeURIComponent(job.id)).catch(() => null)));
+      S.queued = details.filter((job) => job && job.state === 'queued').sort((a, b) => (a.position ?? 1e9) - (b.position ?? 1e9));
+      S.queuedTotal = queue.queued;
+      if (S.selected) {
+        S.selectedJob = await api('/v1/jobs/' + encodeURIComponent(S.selected)).catch(() => S.selectedJob);
+        if (S.selectedJob) S.jobs.set(S.selectedJob.id, S.selectedJob);
+      }
+      showError('');
+      renderAll();
+      loadMissingOutputs();
+    } catch (error) {
+      showError('Could not refresh: ' + error.message);
+    } finally {
+      refreshing = false;
+      if (refreshAgain) { refreshAgain = false; scheduleRefresh(); }
+    }
+  }
+  function loadMissingOutputs() {
+    const wanted = S.recent.filter((job) => job.state === 'succeeded').map((job) => job.id);
+    if (S.selectedJob && TERMINAL.has(S.selectedJob.state)) wanted.push(S.selectedJob.id);
+    for (const id of wanted) {
+      if (S.outputs.has(id) || S.outputsLoading.has(id)) continue;
+      S.outputsLoading.add(id);
+      api('/v1/jobs/' + encodeURIComponent(id) + '/outputs')
+        .then((body) => { S.outputs.set(id, body.outputs || []); renderRecent(); if (id === S.selected) renderOutputs(); })
+        .catch(() => {})
+        .finally(() => S.outputsLoading.delete(id));
+    }
+  }
+
+  // --- Rendering. ---
+  function renderAll() {
+    renderHeader(); renderSlots(); renderQueue(); renderRecent(); renderDetail(); renderOutputs();
+  }
+  function renderHeader() {
+    const q = S.queue;
+    if (!q) return;
+    $('queued-count').textContent = String(q.queued);
+    $('accepting').textContent = q.accepting ? 'accepting jobs' : 'draining: not accepting jobs';
+  }
+  function setProgress(bar, fraction) {
+    if (typeof fraction === 'number' && isFinite(fraction)) {
+      bar.value = Math.max(0, Math.min(1, fraction));
+      bar.setAttribute('aria-valuetext', Math.round(bar.value * 100) + '%');
+    }
+  }
+  function progressText(p) {
+    if (!p || typeof p.fraction !== 'number') return 'starting';
+    return Math.round(p.fraction * 100) + '%' + (p.message ? ' — ' + p.message : '');
+  }
+  function progressBar(job) {
+    const bar = el('progress', { max: '1', 'data-job': job.id, 'aria-label': 'Progress of job ' + job.id });
+    if (job.progress) setProgress(bar, job.progress.fraction);
+    return el('div', { class: 'progress-cell' }, bar,
+      el('span', { class: 'progress-msg', 'data-job': job.id, text: progressText(job.progress) }));
+  }
+  function stateBadge(state) { return el('span', { class: 'badge st-' + state, text: state }); }
+
+  function jobActions(job, where) {
+    const box = el('div', { class: 'actions' });
+    if (where !== 'detail') {
+      box.append(el('button', { type: 'button', 'data-key': where + ':details:' + job.id, 'aria-pressed': String(S.selected === job.id),
+                                'aria-label': 'Details of job ' + job.id, text: 'Details', onclick: () => select(job.id) }));
+    }
+    if (!TERMINAL.has(job.state)) {
+      box.append(el('button', { type: 'button', class: 'danger', 'data-key': where + ':cancel:' + job.id,
+                                disabled: job.cancel_requested === true,
+                                'aria-label': 'Cancel job ' + job.id, text: job.cancel_requested ? 'Stopping…' : 'Cancel',
+                                onclick: () => cancelJob(job.id) }));
+    }
+    box.append(el('button', { type: 'button', 'data-key': where + ':resubmit:' + job.id, 'aria-label': 'Resubmit job ' + job.id,
+                              text: 'Resubmit', onclick: () => resubmit(job) }));
+    return box;
+  }
+
+  function renderSlots() {
+    const slots = (S.queue && S.queue.slots) || [];
+    if (!slots.length) { render($('slots'), el('p', { class: 'muted', text: 'No slots.' })); return; }
+    render($('slots'), ...slots.map((slot) => {
+      const title = 'Slot ' + slot.id + (slot.gpu ? ' · GPU ' + slot.gpu : ' · CPU');
+      const box = el('article', { class: 'slot', 'aria-label': title },
+        el('h3', null, el('span', { text: title }), el('span', { class: 'badge st-' + (slot.state === 'busy' ? 'running' : 'queued'), text: slot.state })));
+      const job = slot.job;
+      if (job) {
+        box.append(el('p', null, el('span', { class: 'mono', title: job.id, text: shortID(job.id) }), ' ',
+                      el('strong', { text: job.type }), ' · started ', ago(job.started_at)));
+        box.append(progressBar(job), jobActions(job, 'slot'));
+      } else {
+        box.append(el('p', { class: 'muted', text: 'Idle' }));
+      }
+      const w = slot.worker;
+      if (w) {
+        const bits = ['worker ' + w.type + ' ' + w.phase];
+        if (w.pid != null) bits.push('pid ' + w.pid);
+        bits.push(w.jobs_run + ' jobs run');
+        if (w.rss_mb != null) bits.push(w.rss_mb + ' MB RSS');
+        if (w.vram_mb != null) bits.push(w.vram_mb + ' MB VRAM');
+        box.append(el('p', { class: 'small muted', text: bits.join(' · ') }));
+      }
+      for (const h of slot.unhealthy || []) {
+        if (!h.unhealthy && !h.failures) continue;
+        box.append(el('p', { class: 'small warn', role: 'note',
+          text: (h.unhealthy ? 'Unhealthy for ' : 'Setup failures for ') + h.type + ' (' + h.failures + '): ' + (h.last_error || '') }));
+      }
+      return box;
+    }));
+  }
+
+  function renderQueue() {
+    if (!S.queued.length) { render($('queue'), el('p', { class: 'muted', text: 'The queue is empty.' })); return; }
+    const rows = S.queued.map((job) => {
+      let eta = 'learning run times…';
+      if (job.eta && typeof job.eta.start_in_s === 'number') eta = 'in ~' + duration(job.eta.start_in_s);
+      return el('tr', { 'data-job-id': job.id, class: S.selected === job.id ? 'selected' : null },
+        el('td', { text: job.position ?? '?' }),
+        el('td', null, el('span', { class: 'mono', title: job.id, text: shortID(job.id) })),
+        el('td', { text: job.type }),
+        el('td', { text: job.priority }),
+        el('td', { title: job.eta && job.eta.start_at ? 'at ' + new Date(job.eta.start_at).toLocaleTimeString() + ' (' + job.eta.method + ')' : null, text: eta }),
+        el('td', { text: ago(job.created_at) }),
+        el('td', null, jobActions(job, 'queue')));
+    });
+    const table = el('table', null,
+      el('caption', { class: 'visually-hidden', text: 'Queued jobs in the order they will start' }),
+      el('thead', null, el('tr', null, ...['#', 'Job', 'Type', 'Priority', 'Starts', 'Submitted', 'Actions'].map((h) => el('th', { scope: 'col', text: h })))),
+      el('tbody', null, ...rows));
+    const note = S.queuedTotal > S.queued.length
+      ? el('p', { class: 'small muted', text: 'Showing the first ' + S.queued.length + ' of ' + S.queuedTotal + ' queued jobs.' }) : null;
+    render($('queue'), el('div', { class: 'table-wrap' }, table), note);
+  }
+
+  function thumbnail(job) {
+    const outputs = S.outputs.get(job.id) || [];
+    const png = outputs.find(isPNG);
+    const url = png && safeURL(png.url);
+    if (!url) return null;
+    return el('a', { href: url, 'aria-label': 'Open ' + png.name + ' of job ' + job.id },
+      el('img', { class: 'thumb', src: url, alt: png.name + ' from job ' + job.id, 'data-job': job.id, width: '64', height: '48' }));
+  }
+  function renderRecent() {
+    if (!S.recent.length) { render($('recent'), el('p', { class: 'muted', text: 'No jobs yet. Submit one above.' })); return; }
+    const rows = S.recent.map((job0) => {
+      const job = S.jobs.get(job0.id) || job0;
+      let status = stateBadge(job.state);
+      const extra = job.reason && job.reason !== job.state ? el('span', { class: 'small muted', text: ' ' + job.reason }) : null;
+      let progressCell = job.state === 'running' ? progressBar(job)
+        : el('span', { class: 'small muted', text: job.state === 'succeeded' ? 'done' : job.error ? job.error : '' });
+      return el('tr', { 'data-job-id': job.id, class: S.selected === job.id ? 'selected' : null },
+        el('td', null, el('span', { class: 'mono', title: job.id, text: shortID(job.id) })),
+        el('td', { text: job.type }),
+        el('td', null, status, extra),
+        el('td', { text: job.priority }),
+        el('td', null, progressCell),
+        el('td', { text: ago(job.created_at) }),
+        el('td', null, thumbnail(job)),
+        el('td', null, jobActions(job, 'recent')));
+    });
+    const table = el('table', null,
+      el('caption', { class: 'visually-hidden', text: 'The 25 most recent jobs, newest first' }),
+      el('thead', null, el('tr', null, ...['Job', 'Type', 'State', 'Priority', 'Progress', 'Submitted', 'Output', 'Actions'].map((h) => el('th', { scope: 'col', text: h })))),
+      el('tbody', null, ...rows));
+    render($('recent'), el('div', { class: 'table-wrap' }, table));
+  }
+
+  function renderDetail() {
+    const job = S.selectedJob;
+    if (!S.selected || !job) return;
+    const facts = el('dl', { class: 'facts' });
+    const add = (name, value, cls) => {
+      if (value === null || value === undefined || value === '') return;
+      facts.append(el('dt', { text: name }), el('dd', { class: cls || null }, value));
+    };
+    add('Job', job.id, 'mono');
+    add('Type', job.type);
+    add('State', stateBadge(job.state));
+    add('Reason', job.reason);
+    add('Priority', String(job.priority));
+    add('Attempts', job.attempts + ' of ' + job.max_attempts);
+    if (job.state === 'queued') {
+      add('Position', job.position != null ? String(job.position) : null);
+      add('Starts', job.eta && typeof job.eta.start_in_s === 'number' ? 'in ~' + duration(job.eta.start_in_s) : 'not estimated yet');
+    }
+    if (job.state === 'running') add('Progress', progressBar(job));
+    add('Submitted', job.created_at ? new Date(job.created_at).toLocaleString() : null);
+    add('Started', job.started_at ? new Date(job.started_at).toLocaleString() : null);
+    add('Finished', job.finished_at ? new Date(job.finished_at).toLocaleString() : null);
+    add('Exit code', job.exit_code != null ? String(job.exit_code) : null);
+    add('Error', job.error);
+    add('Input', JSON.stringify(job.input), 'mono');
+    render($('detail'), facts, jobActions(job, 'detail'));
+    $('detail-h').textContent = 'Job details — ' + shortID(job.id);
+  }
+
+  function renderOutputs() {
+    if (!S.selected) return;
+    const job = S.jobs.get(S.selected) || S.selectedJob;
+    const outputs = S.outputs.get(S.selected);
+    if (!outputs) {
+      render($('outputs'), el('p', { class: 'muted', text: job && !TERMINAL.has(job.state) ? 'Outputs appear when the job finishes.' : 'Loading…' }));
+      return;
+    }
+    if (!outputs.length) { render($('outputs'), el('p', { class: 'muted', text: 'This job wrote no outputs.' })); return; }
+    render($('outputs'), el('div', { class: 'outputs' }, ...outputs.map((o) => {
+      const url = safeURL(o.url);
+      const caption = el('figcaption', { class: 'small' }, url ? el('a', { href: url, text: o.name }) : o.name,
+        o.size != null ? ' (' + o.size + ' bytes)' : '');
+      return el('figure', null, url && isPNG(o) ? el('img', { src: url, alt: o.name + ' from job ' + S.selected, 'data-output-of': S.selected }) : null, caption);
+    })));
+  }
+
+  // --- The log viewer: fetch from the last offset; Spool-Next-Offset says where to go on. ---
+  let logTimer = null, logBusy = false, logAgain = false;
+  function scheduleLog(delay = 200) {
+    if (logTimer !== null) return;
+    logTimer = setTimeout(() => { logTimer = null; fetchLog(); }, delay);
+  }
+  async function fetchLog() {
+    const id = S.selected;
+    if (!id) return;
+    if (logBusy) { logAgain = true; return; }
+    logBusy = true;
+    try {
+      const response = await fetch('/v1/jobs/' + encodeURIComponent(id) + '/logs?offset=' + S.logOffset);
+      if (!response.ok) throw new Error('log: ' + response.status);
+      const bytes = await response.arrayBuffer();
+      if (id !== S.selected) return;
+      const next = Number(response.headers.get('Spool-Next-Offset'));
+      S.logOffset = Number.isFinite(next) && next >= S.logOffset ? next : S.logOffset + bytes.byteLength;
+      const text = S.logDecoder.decode(bytes, { stream: true });
+      if (text) {
+        const log = $('log');
+        const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 8;
+        let all = (log.textContent === '(empty)' ? '' : log.textContent) + text;
+        if (all.length > 400000) all = '…\n' + all.slice(-300000);
+        log.textContent = all;
+        if (atBottom) log.scrollTop = log.scrollHeight;
+      } else if (!$('log').textContent) {
+        $('log').textContent = '(empty)';
+      }
+    } catch (error) {
+      showError('Could not read the log: ' + error.message);
+    } finally {
+      logBusy = false;
+      if (logAgain) { logAgain = false; scheduleLog(); }
+    }
+  }
+
+  // --- Actions. ---
+  function select(id) {
+    if (S.selected !== id) {
+      S.selected = id;
+      S.selectedJob = S.jobs.get(id) || null;
+      S.logOffset = 0;
+      S.logDecoder = new TextDecoder();
+      $('log').textContent = '';
+      $('log').setAttribute('aria-label', 'Log of job ' + id);
+      history.replaceState(null, '', '#job=' + encodeURIComponent(id));
+    }
+    renderAll();
+    fetchLog();
+    scheduleRefresh(0);
+  }
+  async function cancelJob(id) {
+    try {
+      const job = await api('/v1/jobs/' + encodeURIComponent(id) + '/cancel', { method: 'POST' });
+      announce('Cancel requested for job ' + shortID(id) + '; it is ' + job.state + '.');
+      S.jobs.set(job.id, job);
+      scheduleRefresh(0);
+    } catch (error) {
+      showError('Could not cancel ' + id + ': ' + error.message);
+    }
+  }
+  async function submitJob(body, statusNode) {
+    const job = await api('/v1/jobs', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    S.jobs.set(job.id, job);
+    if (!S.recent.some((j) => j.id === job.id)) S.recent.unshift(job);
+    const text = 'Submitted job ' + job.id + (job.position ? ' at position ' + job.position : '') + '.';
+    if (statusNode) statusNode.textContent = text; else announce(text);
+    select(job.id);
+    return job;
+  }
+  async function resubmit(job) {
+    try {
+      await submitJob({ type: job.type, input: job.input, priority: job.priority }, null);
+    } catch (error) {
+      showError('Could not resubmit ' + job.id + ': ' + error.message);
+    }
+  }
+  function setupForm() {
+    const form = $('submit-form');
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const status = $('submit-status');
+      const number = (id) => Number($(id).value);
+      const input = { width: number('f-width'), height: number('f-height'), samples: number('f-samples') };
+      if ($('f-seed').value !== '') input.seed = number('f-seed');
+      const button = $('submit-button');
+      button.disabled = true;
+      status.textContent = 'Submitting…';
+      try {
+        await submitJob({ type: 'render', input, priority: Number($('f-priority').value || 0) }, status);
+      } catch (error) {
+        status.textContent = 'Not submitted: ' + error.message;
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+
+  function start() {
+    setupForm();
+    const match = /^#job=(.+)$/.exec(location.hash);
+    if (match) select(decodeURIComponent(match[1]));
+    connect();
+    scheduleRefresh(0);
+    // ETAs and "x s ago" drift without events; a slow background refresh keeps them honest.
+    setInterval(() => { if (!document.hidden) scheduleRefresh(); }, 15000);
+  }
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start); else start();
+})();
+"""#
+}

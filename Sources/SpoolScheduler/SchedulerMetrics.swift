@@ -1,0 +1,27 @@
+import Metrics
+import SpoolCore
+
+/// What the scheduler reports through swift-metrics (exported as Prometheus text at /metrics
+/// by the app). Label names follow Prometheus conventions.
+enum SchedulerMetrics {
+    static func claimed(_ job: Job, waited seconds: Double) {
+        Recorder(label: "spool_job_wait_seconds", dimensions: [("type", job.type)], aggregate: true).record(seconds)
+    }
+
+    static func finished(_ job: Job, state: JobState, ran seconds: Double?, slot: SlotID) {
+        Counter(label: "spool_jobs_finished_total", dimensions: [("type", job.type), ("state", state.rawValue)]).increment()
+        if let seconds {
+            Recorder(label: "spool_job_run_seconds", dimensions: [("type", job.type)], aggregate: true).record(seconds)
+            FloatingPointCounter(label: "spool_slot_busy_seconds_total", dimensions: [("slot", slot.description)]).increment(by: seconds)
+        }
+    }
+
+    static func busySlots(_ busy: Int, of total: Int) {
+        Gauge(label: "spool_slots_busy").record(busy)
+        Gauge(label: "spool_slots").record(total)
+    }
+
+    static func workerRestarted(because reason: String, type: String) {
+        Counter(label: "spool_worker_restarts_total", dimensions: [("reason", reason), ("type", type)]).increment()
+    }
+}

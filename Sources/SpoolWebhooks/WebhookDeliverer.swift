@@ -1,0 +1,215 @@
+import AsyncHTTPClient
+import Logging
+import NIOCore
+import ServiceLifecycle
+import SpoolCore
+import SpoolStore
+import Synchronization
+
+/// Sends webhooks: a `Service` with two loops in one task group.
+///
+/// - **Planning** reads the event log after the outbox cursor (woken by the store's
+///   `eventNotifier`), asks `WebhookPlanner` which events become deliveries, and stores them
+///   with the new cursor in one transaction — a restart neither loses nor repeats one.
+/// - **Sending** POSTs due deliveries, at most `maxInFlight` at once, and records each attempt
+///   with what follows it (`WebhookRetryPolicy`).
+///
+/// It only reads the event log and writes its own tables, so a slow or dead receiver never
+/// holds up the scheduler. Delivery is at least once: a crash after a receiver answered but
+/// before the answer was recorded sends it again, with the same `Spool-Webhook-Id`.
+public final class WebhookDeliverer: Service, Sendable {
+    public struct Configuration: Sendable {
+        /// Signs each delivery when set (`Spool-Webhook-Signature`).
+        public var secret: String?
+        public var retry = WebhookRetryPolicy()
+        public var maxInFlight = 8
+        public var requestTimeout: TimeAmount = .seconds(10)
+        public var progressInterval: Double = 2
+        /// Longest sleep between checks when nothing wakes the loops.
+        public var idlePoll: Duration = .seconds(2)
+        public var batchSize = 500
+        public init() {}
+    }
+
+    let store: any JobStore
+    let outbox: any WebhookOutbox
+    let configuration: Configuration
+    let logger: Logger
+    let client: HTTPClient
+    private let planner: Mutex<WebhookPlanner>
+    /// Rung when deliveries become due (planned, or an attempt finished); reuses the
+    /// notifier's wait-after-a-number shape.
+    private let doorbell = EventNotifier()
+    private let rings = Atomic<Int64>(0)
+    private let inFlight = Mutex(Set<WebhookDeliveryID>())
+
+    public init(store: any JobStore, outbox: any WebhookOutbox, configuration: Configuration = Configuration(),
+                logger: Logger, client: HTTPClient = .shared) {
+        self.store = store
+        self.outbox = outbox
+        self.configuration = configuration
+        self.logger = logger
+        self.client = client
+        planner = Mutex(WebhookPlanner(progressInterval: configuration.progressInterval))
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.planLoop() }
+                group.addTask { await self.sendLoop() }
+            }
+        }
+    }
+
+    // MARK: - Planning
+
+    func planLoop() async {
+        var cursor: Int64 = -1
+        while !Task.isCancelled {
+            do {
+                if cursor < 0 { cursor = try await outbox.webhookCursor() }
+                let (next, read) = try await planOnce(after: cursor)
+                cursor = next
+                if read < configuration.batchSize {
+                    var timeout = configuration.idlePoll
+                    if let flush = planner.withLock({ $0.nextFlush }) {
+                        let wait = Double(flush.microseconds - WallClock.now().microseconds) / 1_000_000
+                        timeout = min(timeout, .milliseconds(Int64(max(wait, 0.01) * 1000)))
+                    }
+                    _ = await store.eventNotifier.wait(after: cursor, timeout: timeout)
+                }
+            } catch {
+                logger.warning("webhook planning failed; retrying", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    /// Turns the events after `cursor` (one batch) and any held progress now due into
+    /// deliveries. Returns the new cursor and how many events were read.
+    @discardableResult
+    public func planOnce(after cursor: Int64) async throws -> (cursor: Int64, read: Int) {
+        let events = try await store.events(after: cursor, job: nil, limit: configuration.batchSize)
+        var jobs: [JobID: Job?] = [:]
+        var drafts: [WebhookDelivery.Draft] = []
+        for event in events where WebhookPlanner.category(of: event) != nil {
+            if jobs[event.job] == nil { jobs[event.job] = .some(try await store.job(event.job)) }
+            let job = jobs[event.job] ?? nil
+            drafts += planner.withLock { $0.plan(event, job: job) }
+        }
+        drafts += planner.withLock { $0.flush(now: WallClock.now()) }
+        let next = events.last?.id ?? cursor
+        if !drafts.isEmpty || next != cursor {
+            let added = try await outbox.addDeliveries(drafts, cursor: next)
+            if !added.isEmpty { ring() }
+        }
+        return (next, events.count)
+    }
+
+    // MARK: - Sending
+
+    func sendLoop() async {
+        await withDiscardingTaskGroup { group in
+            while !Task.isCancelled {
+                let seen = doorbell.latest
+                var timeout = configuration.idlePoll
+                do {
+                    let busy = inFlight.withLock { $0 }
+                    let free = configuration.maxInFlight - busy.count
+                    if free > 0 {
+                        let due = try await outbox.dueDeliveries(at: WallClock.now(), limit: configuration.maxInFlight + busy.count)
+                            .filter { !busy.contains($0.id) }.prefix(free)
+                        for delivery in due {
+                            inFlight.withLock { _ = $0.insert(delivery.id) }
+                            group.addTask {
+                                await self.attempt(delivery)
+                                self.inFlight.withLock { _ = $0.remove(delivery.id) }
+                                self.ring()
+                            }
+                        }
+                    }
+                    if let next = try await outbox.nextDeliveryDue() {
+                        let wait = Double(next.microseconds - WallClock.now().microseconds) / 1_000_000
+                        timeout = min(timeout, .milliseconds(Int64(max(wait, 0.005) * 1000)))
+                    }
+                } catch {
+                    logger.warning("webhook sending failed; retrying", metadata: ["error": "\(error)"])
+                    timeout = .seconds(1)
+                }
+                _ = await doorbell.wait(after: seen, timeout: timeout)
+            }
+        }
+    }
+
+    /// One POST of `delivery`, recorded with what follows it.
+    func attempt(_ delivery: WebhookDelivery) async {
+        let number = delivery.attempts + 1
+        let body = Array(Self.body(of: delivery).utf8)
+        let at = WallClock.now()
+        var request = HTTPClientRequest(url: delivery.draft.url)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.headers.add(name: "User-Agent", value: "spool-webhooks")
+        for (name, value) in Self.headers(for: delivery, body: body, timestamp: at.microseconds / 1_000_000, secret: configuration.secret) {
+            request.headers.add(name: name, value: value)
+        }
+        request.body = .bytes(ByteBuffer(bytes: body))
+        let start = ContinuousClock.now
+        var status: Int?
+        var failure: String?
+        do {
+            let response = try await client.execute(request, timeout: configuration.requestTimeout, logger: logger)
+            status = Int(response.status.code)
+            _ = try? await response.body.collect(upTo: 64 << 10)
+        } catch {
+            // Cut short by shutdown: not an attempt; it stays due and goes out after the restart.
+            if Task.isCancelled { return }
+            failure = Self.describe(error)
+        }
+        let elapsed = ContinuousClock.now - start
+        let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        let succeeded = status.map { (200..<300).contains($0) } ?? false
+        let next = configuration.retry.next(afterAttempt: number, succeeded: succeeded, now: WallClock.now(),
+                                            unit: Double.random(in: 0..<1))
+        let record = WebhookAttempt(number: number, at: at, status: status, error: failure,
+                                    durationMilliseconds: (milliseconds * 10).rounded() / 10)
+        do {
+            try await outbox.recordAttempt(record, of: delivery.id, then: next)
+        } catch {
+            logger.warning("could not record a webhook attempt", metadata: ["delivery": "\(delivery.id)", "error": "\(error)"])
+        }
+        if next == .failed {
+            logger.warning("webhook delivery failed for good", metadata: [
+                "delivery": "\(delivery.id)", "job": "\(delivery.draft.job)", "attempts": "\(number)",
+            ])
+        }
+    }
+
+    /// The exact bytes POSTed (and signed): the stored payload plus the delivery id.
+    public static func body(of delivery: WebhookDelivery) -> String {
+        guard case .object(var fields) = delivery.draft.payload else { return delivery.draft.payload.canonicalText }
+        fields["delivery"] = .int(delivery.id.rawValue)
+        return JSONValue.object(fields).canonicalText
+    }
+
+    /// The `Spool-Webhook-*` headers for one attempt.
+    public static func headers(for delivery: WebhookDelivery, body: [UInt8], timestamp: Int64, secret: String?) -> [(String, String)] {
+        var headers = [("Spool-Webhook-Id", String(delivery.id.rawValue)), ("Spool-Webhook-Timestamp", String(timestamp))]
+        if let secret { headers.append(("Spool-Webhook-Signature", WebhookSignature.sign(secret: secret, timestamp: timestamp, body: body))) }
+        return headers
+    }
+
+    /// An error as recorded on the attempt: its kind, never the URL (it may carry credentials).
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? HTTPClientError {
+            if error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout { return "timeout" }
+            return "\(error)"
+        }
+        return String(describing: type(of: error)) + ": " + "\(error)".prefix(200)
+    }
+
+    private func ring() {
+        doorbell.published(upTo: rings.add(1, ordering: .relaxed).newValue)
+    }
+}

@@ -1,0 +1,122 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import SpoolCore
+import Testing
+
+/// SSE streams, replay with Last-Event-ID (after a reconnect and after a restart), queue ETA,
+/// metrics and JSON logs — through the real binary.
+@Suite(.serialized) struct EventStreamTests {
+    struct Frame: Equatable {
+        var id: Int64
+        var event: String
+        var data: JSONValue
+    }
+
+    /// Reads SSE frames until `done` says so (or the stream ends).
+    func frames(_ server: ServerHarness, _ path: String, lastEventID: Int64? = nil,
+                until done: @escaping @Sendable ([Frame]) -> Bool) async throws -> [Frame] {
+        var request = HTTPClientRequest(url: server.url + path)
+        if let lastEventID { request.headers.add(name: "Last-Event-ID", value: String(lastEventID)) }
+        let prepared = request
+        return try await withDeadline(.seconds(60), "SSE frames from \(path)") {
+            let response = try await HTTPClient.shared.execute(prepared, timeout: .seconds(60))
+            #expect(response.headers.first(name: "Content-Type") == "text/event-stream")
+            var text = ""
+            var frames: [Frame] = []
+            for try await chunk in response.body {
+                text += String(buffer: chunk)
+                while let end = text.range(of: "\n\n") {
+                    let block = String(text[..<end.lowerBound])
+                    text = String(text[end.upperBound...])
+                    var id: Int64?, event = "message", data = ""
+                    for line in block.split(separator: "\n") {
+                        if line.hasPrefix("id: ") { id = Int64(line.dropFirst(4)) }
+                        if line.hasPrefix("event: ") { event = String(line.dropFirst(7)) }
+                        if line.hasPrefix("data: ") { data += line.dropFirst(6) }
+                    }
+                    if let id { frames.append(Frame(id: id, event: event, data: (try? JSONParser.parse(data.utf8)) ?? .null)) }
+                    if done(frames) { return frames }
+                }
+            }
+            return frames
+        }
+    }
+
+    func server(_ extra: [String: JSONValue] = [:]) async throws -> ServerHarness {
+        let harness = try ServerHarness(config: .object([:]))
+        try Data(Fixtures.config(scratch: harness.scratch, extra: extra).canonicalText.utf8).write(to: URL(fileURLWithPath: harness.configPath))
+        try await harness.start()
+        return harness
+    }
+
+    @Test func aJobStreamCarriesStateProgressLogAndOutputsThenEnds() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let id = try #require(try await server.submit("render", .object(["width": 32, "height": 24, "samples": 1])).json["id"]?.stringValue)
+        let frames = try await frames(server, "/v1/jobs/\(id)/events") { _ in false }
+        let states = frames.filter { $0.event == "state" }.compactMap { $0.data["state"]?.stringValue }
+        #expect(states == ["queued", "running", "succeeded"])
+        #expect(frames.contains { $0.event == "progress" })
+        #expect(frames.last?.event == "outputs")
+        #expect(frames.last?.data["outputs"].map(\.canonicalText)?.contains("render.png") == true)
+        #expect(frames.map(\.id) == frames.map(\.id).sorted(), "ids increase")
+    }
+
+    @Test func aClientThatReconnectsWithLastEventIDGetsWhatItMissedEvenAcrossARestart() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let first = try #require(try await server.submit("noop").json["id"]?.stringValue)
+        let seen = try await frames(server, "/v1/jobs/\(first)/events") { $0.contains { $0.data["state"] == "queued" } }
+        let lastSeen = try #require(seen.last?.id)
+        _ = try await server.waitFor(first, ["succeeded"])
+        // The client was away while the job ran; and then the server restarts.
+        await server.kill9()
+        try await server.start()
+        let replay = try await frames(server, "/v1/jobs/\(first)/events", lastEventID: lastSeen) { _ in false }
+        #expect(replay.first.map { $0.id > lastSeen } == true)
+        #expect(replay.filter { $0.event == "state" }.compactMap { $0.data["state"]?.stringValue } == ["running", "succeeded"])
+
+        // The global stream resumes the same way.
+        let second = try #require(try await server.submit("noop").json["id"]?.stringValue)
+        _ = try await server.waitFor(second, ["succeeded"])
+        let all = try await frames(server, "/v1/events", lastEventID: lastSeen) { frames in
+            frames.contains { $0.data["job"] == .string(second) && $0.data["state"] == "succeeded" }
+        }
+        #expect(all.contains { $0.data["job"] == .string(first) && $0.data["state"] == "succeeded" })
+    }
+
+    @Test func queuedJobsShowAPositionAndASaneETA() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        // Teach it the run time of `sleep` jobs, then queue some behind a running one.
+        let warm = try #require(try await server.submit("sleep", .object(["seconds": 0.5])).json["id"]?.stringValue)
+        _ = try await server.waitFor(warm, ["succeeded"])
+        _ = try await server.submit("sleep", .object(["seconds": 0.5]))
+        let third = try await server.submit("sleep", .object(["seconds": 0.5])).json
+        let eta = try #require(third["eta"]?["start_in_s"]?.doubleValue, "201 includes the ETA: \(third.canonicalText)")
+        #expect(third["position"] == 2 || third["position"] == 1)
+        #expect(eta > 0.1 && eta < 5, "two 0.5 s jobs at most ahead: \(eta) s")
+        #expect((third["eta"]?["method"]?.stringValue ?? "").contains("median"))
+    }
+
+    @Test func metricsParseAndMove() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        func sample(_ name: String, _ text: String) -> Double {
+            text.split(separator: "\n").filter { $0.hasPrefix(name) }.compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
+        }
+        let before = String(decoding: try await server.request(.GET, "/metrics").body, as: UTF8.self)
+        let id = try #require(try await server.submit("noop").json["id"]?.stringValue)
+        _ = try await server.waitFor(id, ["succeeded"])
+        let reply = try await server.request(.GET, "/metrics")
+        let after = String(decoding: reply.body, as: UTF8.self)
+        #expect(reply.header("Content-Type")?.hasPrefix("text/plain") == true)
+        #expect(sample("spool_jobs_finished_total", after) == sample("spool_jobs_finished_total", before) + 1)
+        #expect(after.contains("spool_job_run_seconds_bucket"))
+        #expect(after.contains("spool_queue_depth"))
+        for line in after.split(separator: "\n") where !line.hasPrefix("#") {
+            #expect(Double(line.split(separator: " ").last ?? "") != nil, "unparsable sample: \(line)")
+        }
+    }
+}

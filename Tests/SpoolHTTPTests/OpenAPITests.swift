@@ -1,0 +1,179 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import SpoolCore
+import SpoolExecutor
+import SpoolScheduler
+import SpoolStore
+import Testing
+@testable import SpoolHTTP
+
+/// `GET /openapi.json`: the document parses, is OpenAPI 3.1, and names exactly the paths and
+/// methods the router serves; a served path asked with another method answers 405 + Allow.
+/// (The live contract test, schemathesis against a running server, is `Tests/contract/run.sh`.)
+@Suite struct OpenAPITests {
+    /// Every route `SpoolAPI.router()` registers, in OpenAPI spelling. Add a route: add it
+    /// here, to the document (`SpoolAPI+OpenAPI.swift`) and to `SpoolAPI.resources`.
+    static let routes: [String: Set<String>] = [
+        "/healthz": ["get"],
+        "/openapi.json": ["get"],
+        "/v1/types": ["get"],
+        "/v1/jobs": ["get", "post"],
+        "/v1/jobs/{id}": ["get"],
+        "/v1/jobs/{id}/cancel": ["post"],
+        "/v1/jobs/{id}/logs": ["get"],
+        "/v1/jobs/{id}/outputs": ["get"],
+        "/v1/jobs/{id}/outputs/{name}": ["get"],
+        "/v1/jobs/{id}/events": ["get"],
+        "/v1/jobs/{id}/webhooks": ["get"],
+        "/v1/events": ["get"],
+        "/v1/queue": ["get"],
+        "/metrics": ["get"],
+        "/": ["get"],
+        "/dashboard.js": ["get"],
+        "/dashboard.css": ["get"],
+    ]
+
+    let store = MemoryJobStore()
+    let api: SpoolAPI
+
+    init() throws {
+        let dataDirectory = NSTemporaryDirectory() + "spool-openapi-\(UUID().uuidString)"
+        let catalog = JobCatalog([JobType(name: "noop", command: try CommandTemplate(["/bin/true"]), timeoutSeconds: 60)])
+        let scheduler = Scheduler(store: store, executor: ProcessExecutor(logger: Logger(label: "test")), catalog: catalog,
+                                  configuration: SchedulerConfiguration(slots: [SlotSpec(id: SlotID(0))], dataDirectory: dataDirectory),
+                                  logger: Logger(label: "test"))
+        api = SpoolAPI(store: store, scheduler: scheduler, catalog: catalog, dataDirectory: dataDirectory, storeName: "memory")
+    }
+
+    func withClient<Value>(_ body: @escaping @Sendable (any TestClientProtocol) async throws -> Value) async throws -> Value {
+        try await Application(router: api.router()).test(.router, body)
+    }
+
+    static func decode(_ buffer: ByteBuffer) throws -> JSONValue {
+        try JSONDecoder().decode(JSONValue.self, from: Data(buffer: buffer))
+    }
+
+    /// The document as the server serves it.
+    func document() async throws -> JSONValue {
+        try await withClient { client in
+            try await client.execute(uri: "/openapi.json", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(response.headers[.contentType] == "application/json")
+                return try Self.decode(response.body)
+            }
+        }
+    }
+
+    static func methods(of document: JSONValue) -> [String: Set<String>] {
+        let verbs: Set<String> = ["get", "put", "post", "delete", "options", "head", "patch", "trace"]
+        return (document["paths"]?.objectValue ?? [:]).mapValues { Set(($0.objectValue ?? [:]).keys.filter(verbs.contains)) }
+    }
+
+    @Test func documentIsOpenAPI31JSON() async throws {
+        let document = try await document()
+        let version = document["openapi"]?.stringValue ?? ""
+        #expect(version.hasPrefix("3.1."), "openapi is \(version)")
+        #expect(document["info"]?["title"]?.stringValue == "Spool")
+        #expect(document["components"]?["schemas"]?["Job"] != nil)
+    }
+
+    @Test func documentListsExactlyTheRoutesTheRouterServes() async throws {
+        let documented = Self.methods(of: try await document())
+        #expect(Set(documented.keys) == Set(Self.routes.keys),
+                "only documented: \(Set(documented.keys).subtracting(Self.routes.keys).sorted()); undocumented: \(Set(Self.routes.keys).subtracting(documented.keys).sorted())")
+        for (path, methods) in Self.routes { #expect(documented[path] == methods, "\(path)") }
+        // The 405 table says the same.
+        let table = Dictionary(uniqueKeysWithValues: SpoolAPI.resources.map { resource in
+            (resource.path.replacingOccurrences(of: ":id", with: "{id}").replacingOccurrences(of: "**", with: "{name}"),
+             Set(resource.methods.map { $0.rawValue.lowercased() }))
+        })
+        #expect(table == Self.routes)
+    }
+
+    @Test func everyListedRouteIsServed() async throws {
+        try await withClient { client in
+            let id = JobID.random().rawValue
+            for (path, methods) in Self.routes {
+                var uri = path.replacingOccurrences(of: "{id}", with: id).replacingOccurrences(of: "{name}", with: "a/b.txt")
+                // The global event stream stays open; a bad `after` gets a 400 from the route itself.
+                if path == "/v1/events" { uri += "?after=x" }
+                for method in methods {
+                    try await client.execute(uri: uri, method: HTTPRequest.Method(method.uppercased())!) { response in
+                        #expect(response.status != .methodNotAllowed, "\(method) \(uri)")
+                        if response.status == .notFound {
+                            // A route's own 404 (no such job), not the router's (no such route).
+                            let detail = (try? Self.decode(response.body))?["detail"]?.stringValue ?? ""
+                            #expect(!detail.hasPrefix("no such resource"), "\(method) \(uri): \(detail)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func refsResolve() async throws {
+        let document = try await document()
+        var missing: [String] = []
+        func walk(_ value: JSONValue) {
+            switch value {
+            case .object(let object):
+                if let ref = object["$ref"]?.stringValue {
+                    let parts = ref.split(separator: "/").dropFirst().map(String.init)
+                    guard ref.hasPrefix("#/"), parts.reduce(Optional(document), { $0?[$1] }) != nil else { missing.append(ref); return }
+                }
+                object.values.forEach(walk)
+            case .array(let values): values.forEach(walk)
+            default: break
+            }
+        }
+        walk(document)
+        #expect(missing.isEmpty, "unresolved: \(missing)")
+    }
+
+    @Test func aServedPathWithAnotherMethodIs405WithAllow() async throws {
+        try await withClient { client in
+            let id = JobID.random().rawValue
+            for (uri, method, allow) in [("/v1/jobs", HTTPRequest.Method.delete, "GET, POST"), ("/v1/queue", .post, "GET"),
+                                         ("/v1/jobs/\(id)", .delete, "GET"), ("/v1/jobs/\(id)/cancel", .get, "POST"),
+                                         ("/v1/jobs/\(id)/outputs/a/b.txt", .put, "GET"), ("/openapi.json", .options, "GET")] {
+                try await client.execute(uri: uri, method: method) { response in
+                    #expect(response.status == .methodNotAllowed, "\(method) \(uri)")
+                    #expect(response.headers[.allow] == allow, "\(method) \(uri)")
+                    #expect(response.headers[.contentType] == "application/problem+json")
+                    #expect(try Self.decode(response.body)["status"] == .int(405))
+                }
+            }
+            for uri in ["/v2/jobs", "/v1/jobs/\(id)/nothing", "/nothing"] {
+                try await client.execute(uri: uri, method: .post) { #expect($0.status == .notFound, "\(uri)") }
+            }
+        }
+    }
+
+    @Test func webhookURLsThatCannotBeDeliveredAreRefused() async throws {
+        try await withClient { client in
+            for (webhook, status) in [("http://[", HTTPResponse.Status.unprocessableContent), ("http://", .unprocessableContent),
+                                      ("http:///path", .unprocessableContent), ("http://a b/", .unprocessableContent),
+                                      ("http://host:0/", .unprocessableContent), ("ftp://host/", .unprocessableContent),
+                                      ("http://127.0.0.1:9/hook", .created), ("https://[::1]:8443/x?y=1", .created)] {
+                let body = JSONValue.object(["type": .string("noop"), "webhook": .string(webhook)]).canonicalText
+                try await client.execute(uri: "/v1/jobs", method: .post, headers: [.contentType: "application/json"],
+                                         body: ByteBuffer(string: body)) { #expect($0.status == status, "\(webhook)") }
+            }
+        }
+    }
+
+    @Test func aMalformedAfterIsRefusedEvenWithLastEventID() async throws {
+        try await withClient { client in
+            try await client.execute(uri: "/v1/events?after=-1", method: .get, headers: [HTTPField.Name("Last-Event-ID")!: "0"]) { response in
+                #expect(response.status == .badRequest)
+            }
+            try await client.execute(uri: "/v1/events?after=0", method: .get, headers: [HTTPField.Name("Last-Event-ID")!: "x"]) { response in
+                #expect(response.status == .badRequest)
+            }
+        }
+    }
+}
