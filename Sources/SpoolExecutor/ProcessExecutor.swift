@@ -66,18 +66,7 @@ public struct ProcessExecutor: Sendable {
     /// Creates the job's directory, input file, outputs folder and message FIFO.
     public func prepare(_ spec: ExecutionSpec) async throws {
         let paths = spec.paths
-        let input = Array(spec.input.canonicalText.utf8)
-        try await BlockingIO.run {
-            for directory in [paths.directory, paths.outputs] where mkdir(directory, 0o755) != 0 && errno != EEXIST {
-                throw ExecutorError("cannot create \(directory): \(String(cString: strerror(errno)))")
-            }
-            let descriptor = open(paths.input, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            guard descriptor >= 0 else { throw ExecutorError("cannot write \(paths.input): \(String(cString: strerror(errno)))") }
-            defer { close(descriptor) }
-            let written = input.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
-            guard written == input.count else { throw ExecutorError("cannot write \(paths.input): short write") }
-            try MessageChannel.create(at: paths.messages)
-        }
+        try await JobFiles.prepare(paths, input: spec.input) { try MessageChannel.create(at: paths.messages) }
     }
 
     /// Runs the attempt to its end and says how it ended. Never throws: a job that cannot
@@ -253,4 +242,23 @@ final class ProcessGroupBox: Sendable {
     private let storage = Mutex<Int32?>(nil)
     var value: Int32? { storage.withLock { $0 } }
     func set(_ pid: Int32) { storage.withLock { $0 = pid } }
+}
+
+/// The files a job starts with, in either mode.
+enum JobFiles {
+    /// The job's directory and outputs folder, and its input as `input.json` (on the blocking pool).
+    static func prepare(_ paths: JobPaths, input: JSONValue, also extra: @escaping @Sendable () throws -> Void = {}) async throws {
+        let bytes = Array(input.canonicalText.utf8)
+        try await BlockingIO.run {
+            for directory in [paths.directory, paths.outputs] where mkdir(directory, 0o755) != 0 && errno != EEXIST {
+                throw ExecutorError("cannot create \(directory): \(String(cString: strerror(errno)))")
+            }
+            let descriptor = open(paths.input, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard descriptor >= 0 else { throw ExecutorError("cannot write \(paths.input): \(String(cString: strerror(errno)))") }
+            defer { close(descriptor) }
+            let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+            guard written == bytes.count else { throw ExecutorError("cannot write \(paths.input): short write") }
+            try extra()
+        }
+    }
 }

@@ -89,9 +89,9 @@ public actor WorkerProcess {
             throw StartFailure(description: "cannot prepare the worker directory: \(error)")
         }
         commandDescriptor = open(directory + "/commands", O_RDWR | O_NONBLOCK | O_CLOEXEC)
-        // unstructured: the worker process outlives the call that starts it; `stop()` ends it
-        // and awaits this task, so it never leaks past the worker.
-        lifetime = Task { await self.live() }
+        // The worker process outlives the call that starts it; `stop()` ends it and awaits
+        // this task, so it never leaks past the worker.
+        lifetime = Task { await self.live() }  // unstructured: owned and awaited by the worker (see above)
         let setup = Duration.milliseconds(Int64(policy.setupTimeoutSeconds * 1000))
         let ready: Result<Void, any Error> = await withTaskGroup(of: Result<Void, any Error>?.self) { group in
             group.addTask {
@@ -123,7 +123,7 @@ public actor WorkerProcess {
     public func stop() async {
         guard phase != .exited else { await lifetime?.value; return }
         phase = .stopping
-        writeCommand(.shutdown)
+        await writeCommand(.shutdown)
         if await !waitForExit(within: killGrace) { await kill() }
         await lifetime?.value
     }
@@ -175,17 +175,8 @@ public actor WorkerProcess {
     public func run(_ assignment: Assignment, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> (JobOutcome, JSONValue?) {
         guard phase == .ready else { return (.returned(message: "the worker was not ready"), nil) }
         let paths = assignment.paths
-        let input = Array(assignment.input.canonicalText.utf8)
         do {
-            try await BlockingIO.run {
-                for directory in [paths.directory, paths.outputs] where mkdir(directory, 0o755) != 0 && errno != EEXIST {
-                    throw ExecutorError("cannot create \(directory): \(String(cString: strerror(errno)))")
-                }
-                let descriptor = open(paths.input, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-                guard descriptor >= 0 else { throw ExecutorError("cannot write \(paths.input)") }
-                defer { close(descriptor) }
-                _ = input.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
-            }
+            try await JobFiles.prepare(paths, input: assignment.input)
             currentSink = try LogSink(path: paths.log, limit: 10 << 20)
         } catch {
             return (.returned(message: "\(error)"), nil)
@@ -194,7 +185,7 @@ public actor WorkerProcess {
         currentJob = assignment.job
         currentObserver = observer
         pendingEnd = nil
-        writeCommand(.job(id: assignment.job, input: assignment.input, inputFile: paths.input, outputDirectory: paths.outputs,
+        await writeCommand(.job(id: assignment.job, input: assignment.input, inputFile: paths.input, outputDirectory: paths.outputs,
                           attempt: assignment.attempt, timeoutSeconds: assignment.timeoutSeconds))
         await observer.started(processID ?? 0)
 
@@ -221,7 +212,7 @@ public actor WorkerProcess {
                     guard stopReason == nil else { continue }
                     stopReason = reason
                     currentSink?.note("\(reason == .timeout ? "the job ran past its timeout" : "stop requested (\(reason))"): asking the worker to cancel it, killing the worker in \(grace.components.seconds) s if it does not")
-                    writeCommand(.cancel(assignment.job))
+                    await writeCommand(.cancel(assignment.job))
                     group.addTask {
                         try? await Task.sleep(for: grace)
                         return Task.isCancelled ? .quiet : .graceOver
@@ -361,7 +352,7 @@ public actor WorkerProcess {
         if commandDescriptor >= 0 { close(commandDescriptor); commandDescriptor = -1 }
         let log = workerLog
         // unstructured: flushing the worker log must not hold up the exit bookkeeping.
-        Task { await log?.close() }
+        Task { await log?.close() }  // unstructured: a flush that must not delay the exit bookkeeping
     }
 
     private func received(_ line: [UInt8]) async {
@@ -379,7 +370,7 @@ public actor WorkerProcess {
             if let info { workerLog?.note("worker ready: \(info.canonicalText)") }
             readyWaiter?.resume()
             readyWaiter = nil
-            Task { await self.sampleUsage(baseline: true) }   // unstructured: a one-off reading, off the ready path
+            Task { await self.sampleUsage(baseline: true) }  // unstructured: a one-off reading, off the ready path
         case .heartbeat, .unknown:
             return
         case .progress(let job, let progress, _) where job == current:
@@ -439,7 +430,7 @@ public actor WorkerProcess {
         }
     }
 
-    private func writeCommand(_ command: WorkerCommand) {
+    private func writeCommand(_ command: WorkerCommand) async {
         guard commandDescriptor >= 0 else { return }
         let bytes = Array(command.line.utf8)
         var offset = 0
@@ -448,7 +439,11 @@ public actor WorkerProcess {
             let written = bytes[offset...].withUnsafeBytes { Glibc.write(commandDescriptor, $0.baseAddress, $0.count) }
             if written > 0 { offset += written; continue }
             // A full pipe means the worker is not reading; give it a moment, then give up.
-            if errno == EAGAIN || errno == EINTR, spins < 10_000 { spins += 1; usleep(1000); continue }
+            if errno == EAGAIN || errno == EINTR, spins < 10_000 {
+                spins += 1
+                try? await Task.sleep(for: .milliseconds(1))
+                continue
+            }
             logger.warning("could not write to the worker", metadata: ["worker": "\(id)", "errno": "\(errno)"])
             return
         }

@@ -56,7 +56,7 @@ public final class GroupCommit<Item: Sendable, Output: Sendable>: Sendable {
                 let items = batch.map(\.0), commit = self.commit
                 // unstructured: the batch belongs to every caller in it, so it must not inherit
                 // the leader's cancellation (GRDB refuses to write for a cancelled task).
-                results = try await Task { try await commit(items) }.value
+                results = try await Task { try await commit(items) }.value  // unstructured: see above
                 precondition(results.count == batch.count, "a group commit must answer every item")
             } catch {
                 results = Array(repeating: .failure(error), count: batch.count)
