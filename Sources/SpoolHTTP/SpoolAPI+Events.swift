@@ -43,7 +43,7 @@ extension SpoolAPI {
             // Ends at once on graceful shutdown, even while waiting for the next event.
             try await withGracefulShutdownHandler {
                 streaming: while !Task.isCancelled, !Task.isShuttingDownGracefully {
-                    let events = try await store.events(after: after, job: job, limit: 500)
+                    let events = try await Self.events(store, after: after, job: job)
                     if let last = events.last {
                         try await writer.write(ByteBuffer(string: events.map(Self.frame).joined()))
                         after = last.id
@@ -54,7 +54,7 @@ extension SpoolAPI {
                         var sentOutputs = events.contains { $0.kind == .outputs }
                         while !sentOutputs, ContinuousClock.now < deadline {
                             _ = await store.eventNotifier.wait(after: after, timeout: deadline - ContinuousClock.now)
-                            let rest = try await store.events(after: after, job: job, limit: 500)
+                            let rest = try await Self.events(store, after: after, job: job)
                             if rest.isEmpty { continue }
                             try await writer.write(ByteBuffer(string: rest.map(Self.frame).joined()))
                             after = rest.last!.id
@@ -72,6 +72,13 @@ extension SpoolAPI {
             }
             try await writer.finish(nil)
         })
+    }
+
+    /// From the notifier's memory when it has them all (the common case for live streams),
+    /// else from the store (replays, far-behind readers).
+    static func events(_ store: any JobStore, after: Int64, job: JobID?) async throws -> [JobEvent] {
+        if let recent = store.eventNotifier.recent(after: after, job: job, limit: 500) { return recent }
+        return try await store.events(after: after, job: job, limit: 500)
     }
 
     static func frame(_ event: JobEvent) -> String {

@@ -89,9 +89,6 @@ extension SpoolAPI {
                 }
               }
             }
-          },
-          "500": {
-            "$ref": "#/components/responses/InternalError"
           }
         }
       }
@@ -128,6 +125,12 @@ extension SpoolAPI {
                 "noop": {
                   "value": {
                     "type": "noop"
+                  }
+                },
+                "files": {
+                  "value": {
+                    "type": "files",
+                    "priority": 1
                   }
                 },
                 "echo": {
@@ -567,8 +570,7 @@ extension SpoolAPI {
             "content": {
               "*/*": {
                 "schema": {
-                  "type": "string",
-                  "contentMediaType": "application/octet-stream"
+                  "description": "The file's bytes, whatever they are."
                 }
               }
             }
@@ -658,12 +660,6 @@ extension SpoolAPI {
           },
           "400": {
             "$ref": "#/components/responses/BadRequest"
-          },
-          "503": {
-            "$ref": "#/components/responses/Unavailable"
-          },
-          "500": {
-            "$ref": "#/components/responses/InternalError"
           }
         }
       }
@@ -811,9 +807,6 @@ extension SpoolAPI {
                 }
               }
             }
-          },
-          "500": {
-            "$ref": "#/components/responses/InternalError"
           }
         }
       }

@@ -24,7 +24,7 @@ public final class SQLiteJobStore: JobStore {
     public let eventNotifier = EventNotifier()
     /// Events kept in all; older ones are pruned as new ones arrive.
     static let eventLimit: Int64 = 200_000
-    private let enqueuer: GroupCommit<Job, (EnqueueResult, Int64)>
+    private let enqueuer: GroupCommit<Job, (EnqueueResult, JobEvent?)>
 
     public init(path: String, synchronous: Synchronous = .full) throws {
         self.path = path
@@ -58,6 +58,10 @@ public final class SQLiteJobStore: JobStore {
     public func prepare() async throws {
         do {
             try await SQLiteSchema.migrator.migrate(pool)
+            // Event ids continue from the last run; readers resuming from before a restart
+            // must see the events written before it.
+            let newest = try await pool.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM events") ?? 0 }
+            eventNotifier.published(upTo: newest)
         } catch {
             throw Self.translate(error, doing: "migrate the job database")
         }
@@ -65,7 +69,7 @@ public final class SQLiteJobStore: JobStore {
 
     public func enqueue(_ job: Job) async throws -> EnqueueResult {
         let (result, event) = try await enqueuer.submit(job)
-        eventNotifier.published(upTo: event)
+        eventNotifier.published(event.map { [$0] } ?? [])
         return result
     }
 
@@ -101,15 +105,15 @@ public final class SQLiteJobStore: JobStore {
         let claimed = try await write("claim a job") { db in try Self.claim(for: slot, excluding: excluding, now: now, in: db) }
         if let (job, event) = claimed {
             notifier.publish(job.id)
-            eventNotifier.published(upTo: event)
+            eventNotifier.published([event])
         }
         return claimed?.0
     }
 
     public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
                        claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job? {
-        let (next, lastEvent) = try await write("record a finished job") { db -> (Job?, Int64) in
-            var lastEvent: Int64 = 0
+        let (next, events) = try await write("record a finished job") { db -> (Job?, [JobEvent]) in
+            var events: [JobEvent] = []
             if let row = try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ? AND state = 'running' AND attempts = ?",
                                           arguments: [id.rawValue, attempt]) {
                 var job = try Self.job(from: row)
@@ -122,21 +126,22 @@ public final class SQLiteJobStore: JobStore {
                     """, arguments: [job.state.rawValue, job.reason?.rawValue, job.attempts, job.startedAt?.microseconds,
                                      job.finishedAt?.microseconds, job.exitCode, job.signal, job.error, job.slot?.rawValue,
                                      job.progress?.fraction, job.progress?.message, job.result?.canonicalText, job.sequence])
-                lastEvent = try Self.insertEvent(.state, job: job.id, data: JobEvent.stateData(of: job), at: now, in: db)
+                events.append(try Self.insertEvent(.state, job: job.id, data: JobEvent.stateData(of: job), at: now, in: db))
             }
             let next = try slot.flatMap { slot in try Self.claim(for: slot, excluding: excluding, now: now, in: db) }
-            return (next?.0, next?.1 ?? lastEvent)
+            if let claimedEvent = next?.1 { events.append(claimedEvent) }
+            return (next?.0, events)
         }
         notifier.publish(id)
         if let next { notifier.publish(next.id) }
-        eventNotifier.published(upTo: lastEvent)
+        eventNotifier.published(events)
         return next
     }
 
     public func cancel(_ id: JobID, now: Timestamp) async throws -> CancelResult {
-        let (result, lastEvent) = try await write("cancel a job") { db -> (CancelResult, Int64) in
+        let (result, event) = try await write("cancel a job") { db -> (CancelResult, JobEvent?) in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id.rawValue]) else {
-                return (.notFound, 0)
+                return (.notFound, nil)
             }
             var job = try Self.job(from: row)
             switch job.state {
@@ -153,31 +158,31 @@ public final class SQLiteJobStore: JobStore {
                 try db.execute(sql: "UPDATE jobs SET cancel_requested = 1 WHERE seq = ?", arguments: [job.sequence])
                 return (.stopping(job), try Self.insertEvent(.state, job: id, data: JobEvent.stateData(of: job), at: now, in: db))
             case .succeeded, .failed, .canceled:
-                return (.alreadyFinished(job), 0)
+                return (.alreadyFinished(job), nil)
             }
         }
         notifier.publish(id)
-        eventNotifier.published(upTo: lastEvent)
+        eventNotifier.published(event.map { [$0] } ?? [])
         return result
     }
 
     public func reportProgress(_ id: JobID, attempt: Int, progress: JobProgress) async throws {
-        let event = try await write("save progress") { db -> Int64 in
+        let event = try await write("save progress") { db -> JobEvent? in
             try db.execute(sql: """
                 UPDATE jobs SET progress_fraction = ?, progress_message = ?
                 WHERE id = ? AND state = 'running' AND attempts = ?
                 """, arguments: [progress.fraction, progress.message, id.rawValue, attempt])
-            guard db.changesCount > 0 else { return 0 }
+            guard db.changesCount > 0 else { return nil }
             return try Self.insertEvent(.progress, job: id, data: JobEvent.progressData(of: id, progress), at: WallClock.now(), in: db)
         }
         notifier.publish(id)
-        eventNotifier.published(upTo: event)
+        eventNotifier.published(event.map { [$0] } ?? [])
     }
 
     public func recoverInterrupted(now: Timestamp) async throws -> [Job] {
-        let (found, lastEvent) = try await write("recover interrupted jobs") { db -> ([Job], Int64) in
+        let (found, events) = try await write("recover interrupted jobs") { db -> ([Job], [JobEvent]) in
             let jobs = try Row.fetchAll(db, sql: "SELECT * FROM jobs WHERE state = 'running' ORDER BY seq").map(Self.job(from:))
-            var lastEvent: Int64 = 0
+            var events: [JobEvent] = []
             for var job in jobs {
                 if job.attempts >= job.maxAttempts {
                     try db.execute(sql: """
@@ -195,12 +200,12 @@ public final class SQLiteJobStore: JobStore {
                         """, arguments: [job.sequence])
                     job.state = .queued
                 }
-                lastEvent = try Self.insertEvent(.state, job: job.id, data: JobEvent.stateData(of: job), at: now, in: db)
+                events.append(try Self.insertEvent(.state, job: job.id, data: JobEvent.stateData(of: job), at: now, in: db))
             }
-            return (jobs, lastEvent)
+            return (jobs, events)
         }
         notifier.publish(found.map(\.id))
-        eventNotifier.published(upTo: lastEvent)
+        eventNotifier.published(events)
         return found
     }
 
@@ -225,29 +230,29 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
-        let id = try await write("record an event") { db in try Self.insertEvent(kind, job: job, data: data, at: now, in: db) }
-        eventNotifier.published(upTo: id)
+        let event = try await write("record an event") { db in try Self.insertEvent(kind, job: job, data: data, at: now, in: db) }
+        eventNotifier.published([event])
     }
 
     /// Appends an event in the caller's transaction; prunes the oldest now and then.
-    static func insertEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, at: Timestamp, in db: Database) throws -> Int64 {
+    static func insertEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, at: Timestamp, in db: Database) throws -> JobEvent {
         try db.execute(sql: "INSERT INTO events (job_id, kind, at, data) VALUES (?, ?, ?, ?)",
                        arguments: [job.rawValue, kind.rawValue, at.microseconds, data.canonicalText])
         let id = db.lastInsertedRowID
         if id % 1000 == 0 { try db.execute(sql: "DELETE FROM events WHERE id <= ?", arguments: [id - eventLimit]) }
-        return id
+        return JobEvent(id: id, job: job, kind: kind, at: at, data: data)
     }
 
     // MARK: - Statements
 
-    private static func insert(_ job: Job, in db: Database) throws -> Result<(EnqueueResult, Int64), any Error> {
+    private static func insert(_ job: Job, in db: Database) throws -> Result<(EnqueueResult, JobEvent?), any Error> {
         if let key = job.idempotencyKey,
            let row = try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE idempotency_key = ?", arguments: [key]) {
             let existing = try withPosition(self.job(from: row), in: db)
             guard existing.fingerprint == job.fingerprint else {
                 return .failure(StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: existing))
             }
-            return .success((.existing(existing), 0))
+            return .success((.existing(existing), nil))
         }
         try db.execute(sql: """
             INSERT INTO jobs (id, type, input, priority, timeout_s, max_attempts, state, attempts, created_at,
@@ -268,7 +273,7 @@ public final class SQLiteJobStore: JobStore {
     }
 
     /// The claimed job and the id of the event recording it.
-    private static func claim(for slot: SlotID, excluding: Set<String>, now: Timestamp, in db: Database) throws -> (Job, Int64)? {
+    private static func claim(for slot: SlotID, excluding: Set<String>, now: Timestamp, in db: Database) throws -> (Job, JobEvent)? {
         guard let job = try claimRow(for: slot, excluding: excluding, now: now, in: db) else { return nil }
         return (job, try insertEvent(.state, job: job.id, data: JobEvent.stateData(of: job), at: now, in: db))
     }

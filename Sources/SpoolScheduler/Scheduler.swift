@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import ServiceLifecycle
 import SpoolCore
@@ -201,7 +202,7 @@ public actor Scheduler: Service {
                 try await store.appendEvent(.outputs, job: job.id, data: .object([
                     "job": .string(job.id.rawValue),
                     "outputs": .array(files.map { .object(["name": .string($0.name), "size": .int($0.size),
-                                                            "url": .string("/v1/jobs/\(job.id)/outputs/\($0.name)")]) }),
+                                                            "url": .string("/v1/jobs/\(job.id)/outputs/" + ($0.name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? $0.name))]) }),
                 ]), now: WallClock.now())
             } catch {
                 logger.warning("could not record a job's final events", metadata: ["job": "\(job.id)", "error": "\(error)"])

@@ -2,10 +2,16 @@ import SpoolCore
 import Synchronization
 
 /// Tells event readers (SSE streams, the webhook deliverer) that events past a given id
-/// exist. Stores call `published(upTo:)` after committing events; readers wait for more than
-/// what they have seen. A reader that falls behind loses nothing: it re-reads from the store.
+/// exist, and keeps the newest ones in memory so that many readers of the same events (500
+/// dashboards) do not each query the database. Stores call `published` after committing;
+/// readers wait for more than what they have seen, then take `recent(after:)` — which answers
+/// only when it holds an unbroken run of ids, so a reader never skips an event — or fall back
+/// to the store. A reader that falls behind loses nothing.
 public final class EventNotifier: Sendable {
+    public static let memoryCapacity = 4096
+
     private struct State {
+        var ring: [JobEvent] = []
         var latest: Int64 = 0
         var waiters: [Int: (after: Int64, continuation: AsyncStream<Void>.Continuation)] = [:]
         var next = 0
@@ -16,6 +22,44 @@ public final class EventNotifier: Sendable {
     public init() {}
 
     public var latest: Int64 { state.withLock { $0.latest } }
+
+    /// Committed events, in any order (concurrent commits may publish out of order).
+    public func published(_ events: [JobEvent]) {
+        guard let newest = events.map(\.id).max() else { return }
+        state.withLock { state in
+            for event in events {
+                if let last = state.ring.last, last.id > event.id {
+                    let index = state.ring.firstIndex { $0.id > event.id } ?? state.ring.endIndex
+                    state.ring.insert(event, at: index)
+                } else {
+                    state.ring.append(event)
+                }
+            }
+            if state.ring.count > Self.memoryCapacity { state.ring.removeFirst(state.ring.count - Self.memoryCapacity) }
+        }
+        published(upTo: newest)
+    }
+
+    /// Events after `after` from memory, or nil when memory cannot prove it has all of them
+    /// (then read the store).
+    public func recent(after: Int64, job: JobID?, limit: Int) -> [JobEvent]? {
+        state.withLock { state in
+            if after >= state.latest { return [] }
+            guard let first = state.ring.first, first.id <= after + 1 else { return nil }
+            var expected = after + 1
+            var found: [JobEvent] = []
+            let start = state.ring.firstIndex { $0.id > after } ?? state.ring.endIndex
+            for event in state.ring[start...] {
+                guard event.id == expected else { return nil }
+                expected += 1
+                if job == nil || event.job == job {
+                    found.append(event)
+                    if found.count == limit { break }
+                }
+            }
+            return found.count == limit || expected > state.latest ? found : nil
+        }
+    }
 
     public func published(upTo id: Int64) {
         let ready = state.withLock { state -> [AsyncStream<Void>.Continuation] in

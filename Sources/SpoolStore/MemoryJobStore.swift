@@ -152,7 +152,7 @@ public actor MemoryJobStore: JobStore {
         event.id = (eventLog.last?.id ?? 0) + 1
         eventLog.append(event)
         if eventLog.count > Self.eventLimit { eventLog.removeFirst(eventLog.count - Self.eventLimit) }
-        eventNotifier.published(upTo: event.id)
+        eventNotifier.published([event])
     }
 
     private var queue: [Job] {

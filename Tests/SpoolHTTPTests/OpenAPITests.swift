@@ -144,7 +144,8 @@ import Testing
                     #expect(response.status == .methodNotAllowed, "\(method) \(uri)")
                     #expect(response.headers[.allow] == allow, "\(method) \(uri)")
                     #expect(response.headers[.contentType] == "application/problem+json")
-                    #expect(try Self.decode(response.body)["status"] == .int(405))
+                    let problem = try Self.decode(response.body)
+                    #expect(problem["status"] == .int(405))
                 }
             }
             for uri in ["/v2/jobs", "/v1/jobs/\(id)/nothing", "/nothing"] {

@@ -1,0 +1,46 @@
+import SpoolCore
+import Testing
+@testable import SpoolStore
+
+/// The in-memory tail of the event log answers only when it can prove it has every event.
+@Suite struct EventNotifierTests {
+    let job = JobID.random()
+
+    func event(_ id: Int64) -> JobEvent {
+        JobEvent(id: id, job: job, kind: .state, at: Timestamp(microseconds: id), data: .object([:]))
+    }
+
+    @Test func answersFromMemoryWhenTheRunOfIdsIsUnbroken() {
+        let notifier = EventNotifier()
+        notifier.published([event(1), event(2), event(3)])
+        #expect(notifier.recent(after: 1, job: nil, limit: 10)?.map(\.id) == [2, 3])
+        #expect(notifier.recent(after: 3, job: nil, limit: 10)?.isEmpty == true)
+    }
+
+    @Test func outOfOrderPublishesNeverMakeAReaderSkipAnEvent() {
+        let notifier = EventNotifier()
+        notifier.published([event(1)])
+        notifier.published([event(3)])   // 2 committed but not yet published
+        #expect(notifier.recent(after: 1, job: nil, limit: 10) == nil, "a gap means: read the store")
+        notifier.published([event(2)])
+        #expect(notifier.recent(after: 1, job: nil, limit: 10)?.map(\.id) == [2, 3])
+    }
+
+    @Test func readersFromBeforeTheMemoryGoToTheStore() {
+        let notifier = EventNotifier()
+        notifier.published(upTo: 100)   // a restart: ids continue, memory is empty
+        notifier.published([event(101)])
+        #expect(notifier.recent(after: 50, job: nil, limit: 10) == nil)
+        #expect(notifier.recent(after: 100, job: nil, limit: 10)?.map(\.id) == [101])
+    }
+
+    @Test func waitReturnsWhenANewerEventIsPublished() async {
+        let notifier = EventNotifier()
+        notifier.published([event(1)])
+        async let woke = notifier.wait(after: 1, timeout: .seconds(10))
+        try? await Task.sleep(for: .milliseconds(20))
+        notifier.published([event(2)])
+        #expect(await woke)
+        #expect(await notifier.wait(after: 2, timeout: .milliseconds(20)) == false)
+    }
+}

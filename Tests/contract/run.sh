@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Contract test: runs schemathesis against a live server with the OpenAPI document it serves
+# at /openapi.json, checking every response (no 5xx, documented status, content type, headers
+# and schema; bad input refused; 405 with Allow for undocumented methods).
+#
+#   Tests/contract/run.sh .build/debug/spool
+#
+# Builds nothing. Needs schemathesis (python3 -m pip install schemathesis). Bounded: at most
+# SPOOL_CONTRACT_EXAMPLES (30) cases per operation and phase, and SPOOL_CONTRACT_TIME_LIMIT
+# (120) seconds of wall clock for schemathesis. The run's seed is printed at the end; pass
+# SPOOL_CONTRACT_SEED=N to repeat it. Exits with schemathesis' status (124 if it ran out of time).
+set -uo pipefail
+
+spool=${1:?usage: Tests/contract/run.sh PATH/TO/spool}
+here=$(cd "$(dirname "$0")" && pwd)
+[ -x "$spool" ] || { echo "contract: $spool is not an executable" >&2; exit 2; }
+
+work=$(mktemp -d)
+"$spool" serve --host 127.0.0.1 --port 0 --data-dir "$(mktemp -d "$work/data.XXXX")" \
+    --config "$here/config.json" --gpus none >"$work/stdout" 2>"$work/stderr" &
+server=$!
+cleanup() {
+    if kill "$server" 2>/dev/null; then
+        # SIGTERM is a graceful shutdown; SIGKILL if it takes more than 20 s.
+        for _ in $(seq 1 200); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$server" 2>/dev/null
+        wait "$server" 2>/dev/null
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+port=
+for _ in $(seq 1 300); do
+    port=$(sed -n 's|^spool: listening on http://127\.0\.0\.1:\([0-9][0-9]*\)$|\1|p' "$work/stdout")
+    [ -n "$port" ] && break
+    if ! kill -0 "$server" 2>/dev/null; then
+        echo "contract: the server exited before listening:" >&2
+        cat "$work/stderr" >&2
+        exit 2
+    fi
+    sleep 0.1
+done
+[ -n "$port" ] || { echo "contract: no 'listening on' line within 30 s" >&2; tail -20 "$work/stderr" >&2; exit 2; }
+echo "contract: spool (pid $server) on 127.0.0.1:$port"
+
+seed=()
+[ -n "${SPOOL_CONTRACT_SEED:-}" ] && seed=(--seed "$SPOOL_CONTRACT_SEED")
+start=$SECONDS
+cd "$work"   # schemathesis writes nothing into the checkout
+timeout --kill-after=10 "${SPOOL_CONTRACT_TIME_LIMIT:-120}" \
+    python3 -m schemathesis.cli --config-file "$here/schemathesis.toml" run "http://127.0.0.1:$port/openapi.json" \
+        --checks all --max-examples "${SPOOL_CONTRACT_EXAMPLES:-30}" ${seed[@]+"${seed[@]}"} \
+        --workers 1 --generation-database none --no-color
+status=$?
+echo "contract: schemathesis exited $status after $((SECONDS - start)) s"
+if ! kill -0 "$server" 2>/dev/null; then
+    echo "contract: the server died during the run:" >&2
+    tail -40 "$work/stderr" >&2
+    [ "$status" -eq 0 ] && status=1
+fi
+if [ "$status" -ne 0 ]; then
+    echo "contract: the server's last log lines:" >&2
+    tail -15 "$work/stderr" >&2
+fi
+if grep -q "unexpected error" "$work/stderr"; then
+    echo "contract: the server logged unexpected errors:" >&2
+    grep "unexpected error" "$work/stderr" | sort | uniq -c | head -20 >&2
+fi
+exit "$status"
