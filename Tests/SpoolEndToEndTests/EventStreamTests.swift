@@ -119,4 +119,19 @@ import Testing
             #expect(Double(line.split(separator: " ").last ?? "") != nil, "unparsable sample: \(line)")
         }
     }
+
+    @Test func jsonLogsAreOneObjectPerLine() async throws {
+        let harness = try ServerHarness(config: .object(["job_types": .object(["noop": .object(["command": .array(["/bin/true"])])])]))
+        try await harness.start(["--log-format", "json", "--log-level", "info"])
+        let id = try #require(try await harness.submit("noop").json["id"]?.stringValue)
+        _ = try await harness.waitFor(id, ["succeeded"])
+        await harness.stop()
+        let lines = try String(contentsOfFile: harness.scratch + "/server.log", encoding: .utf8).split(separator: "\n")
+        #expect(!lines.isEmpty)
+        for line in lines {
+            let object = try JSONParser.parse(line.utf8)
+            #expect(object["level"]?.stringValue != nil && object["message"]?.stringValue != nil, "\(line)")
+        }
+        #expect(lines.contains { $0.contains("job finished") && $0.contains(id) })
+    }
 }
