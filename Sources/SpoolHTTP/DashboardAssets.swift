@@ -1,3 +1,4 @@
+// Long by nature: three static assets as literals, no logic to split.
 /// The dashboard's page, style sheet and script (served by `Dashboard.swift`). Plain HTML, CSS
 /// and JavaScript in raw string literals: edit them here, rebuild, reload. The script puts data
 /// into the page only through `textContent` and attributes, never as markup.

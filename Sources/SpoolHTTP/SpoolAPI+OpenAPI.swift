@@ -1,6 +1,8 @@
 import Hummingbird
 import NIOCore
 
+/// Long by nature: the file is the whole document. Code lives elsewhere.
+///
 /// The v1 API as an OpenAPI 3.1 document, served at `GET /openapi.json`. Kept by hand next to
 /// the routes it describes: `OpenAPITests` checks it lists exactly the router's paths and
 /// methods, and `Tests/contract/run.sh` runs schemathesis against a live server with it.
