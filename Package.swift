@@ -84,7 +84,9 @@ let package = Package(
         ]),
         .testTarget(name: "SpoolRenderTests", dependencies: ["SpoolRender"]),
         .testTarget(name: "SpoolCoreTests", dependencies: ["SpoolCore"]),
-        .testTarget(name: "SpoolStoreTests", dependencies: ["SpoolCore", "SpoolStore", "SpoolSQLite"]),
+        .testTarget(name: "SpoolStoreTests", dependencies: [
+            "SpoolCore", "SpoolStore", "SpoolSQLite", .product(name: "GRDB", package: "GRDB.swift"),
+        ]),
         .testTarget(name: "SpoolExecutorTests", dependencies: ["SpoolCore", "SpoolExecutor"]),
         .testTarget(name: "SpoolHTTPTests", dependencies: [
             "SpoolCore", "SpoolStore", "SpoolScheduler", "SpoolHTTP", "SpoolApp",

@@ -46,7 +46,8 @@ struct BenchReport: Sendable {
         for goal in Goal.all {
             let value = results.value(goal.metric, .spool)
             let baseline = results.value(goal.metric, .baseline)
-            out.append("| \(goal.text) | \(goal.metric.format(value)) | **\(goal.verdict(value))** | "
+            let busy = results.disturbed[.spool]?.contains(goal.metric) == true ? " (machine busy: see the scenario's notes)" : ""
+            out.append("| \(goal.text) | \(goal.metric.format(value)) | **\(goal.verdict(value))**\(busy) | "
                 + "\(goal.metric.format(baseline)) | \(ratio(value, baseline)) |")
         }
         if options.quick {
@@ -67,7 +68,8 @@ struct BenchReport: Sendable {
     func goalLines() -> [String] {
         Goal.all.map { goal in
             let value = results.value(goal.metric, .spool)
-            return "\(goal.verdict(value)): \(goal.text): measured \(goal.metric.format(value))"
+            let busy = results.disturbed[.spool]?.contains(goal.metric) == true ? " (machine busy)" : ""
+            return "\(goal.verdict(value)): \(goal.text): measured \(goal.metric.format(value))\(busy)"
         }
     }
 
@@ -129,8 +131,9 @@ struct BenchReport: Sendable {
             "- Dispatch gap (3): the job is `Benchmarks/jobs/stamp.c`, which appends CLOCK_MONOTONIC first thing in `main` and "
                 + "last thing before `_exit`. \(counts.gapJobs) runs are queued behind a `hold` job, so the slot runs them back to back. "
                 + "Slot cycle = first stamp of job k → first stamp of job k+1. The same binary is also run \(counts.gapJobs) times back "
-                + "to back by the harness (posix_spawn + waitpid on a thread, no pipes, no server): its cycle is the least one process "
-                + "per job costs on this machine (exit, reap, spawn, exec, dynamic loader). Dispatch gap = median slot cycle − median "
+                + "to back by the harness before and after the server's batch (posix_spawn + waitpid on a thread, no pipes, no server; "
+                + "the lower of the two medians counts): its cycle is the least one process per job costs on this machine (exit, "
+                + "reap, spawn, exec, dynamic loader). Dispatch gap = median slot cycle − median "
                 + "standalone cycle: what the server adds per job. The baseline runs the same binary with `subprocess.run` in its pool "
                 + "worker. The servers' own finished_at(k) → started_at(k+1) is shown for comparison (Spool writes both from one "
                 + "clock reading, so it reads 0).",
@@ -143,6 +146,9 @@ struct BenchReport: Sendable {
             "- Worker replacement (8): `max_jobs_per_worker` \(counts.maxJobsPerWorker); the worker records its pid with each job, "
                 + "and the pause is the gap at the pairs where the pid changes. The setup is a `time.sleep` before `ready`, after "
                 + "the Python interpreter has started (its start-up is part of every pause).",
+            "- Background load: for each scenario the harness takes the machine's busy CPU time (/proc/stat) minus its own "
+                + "process tree's (the load generator, the servers and their jobs, reaped) and reports the rest as CPU used by other "
+                + "processes; above 15 % of one core the scenario is marked as measured on a busy machine.",
             "- RSS is VmRSS of the server process alone (not job children, not the baseline's pool worker), in MB = 10^6 bytes.",
             "- Targets are fixed in `Sources/SpoolBench/Metric.swift`; a target whose figure could not be measured is a MISS.",
         ]

@@ -52,7 +52,10 @@ public enum Benchmark {
                 let background = BackgroundLoad.start()
                 do {
                     var result = try await runner.run(scenario, on: subject)
-                    if let note = background.finish(subject) { result.notes.append(note) }
+                    if let (note, busy) = background.finish(subject) {
+                        result.notes.append(note)
+                        result.disturbed = busy
+                    }
                     results.record(result, scenario: scenario, subject: subject)
                     let summary = scenario.metrics.compactMap { metric in
                         result[metric].map { "\(metric.label(counts)) \(metric.format($0))" }
@@ -82,9 +85,12 @@ struct BenchResults: Sendable {
     var values: [BenchSubject: [Metric: Double]] = [:]
     var notes: [Scenario: [String]] = [:]
     var errors: [Scenario: [String]] = [:]
+    /// Metrics measured while other processes took a noticeable share of the CPU.
+    var disturbed: [BenchSubject: Set<Metric>] = [:]
 
     mutating func record(_ result: ScenarioResult, scenario: Scenario, subject: BenchSubject) {
         values[subject, default: [:]].merge(result.values) { _, new in new }
+        if result.disturbed { disturbed[subject, default: []].formUnion(result.values.keys) }
         notes[scenario, default: []] += result.notes
     }
 
@@ -123,14 +129,14 @@ struct BackgroundLoad {
         BackgroundLoad(machine: ProcessStats.machineBusySeconds, own: ProcessStats.ownTreeCPUSeconds)
     }
 
-    /// "Background CPU: …" for the scenario's notes (a warning above 15 % of a core).
-    func finish(_ subject: BenchSubject) -> String? {
+    /// "Background CPU: …" for the scenario's notes, and whether it is above 15 % of a core.
+    func finish(_ subject: BenchSubject) -> (String, Bool)? {
         guard let machine, let own, let machineNow = ProcessStats.machineBusySeconds,
               let ownNow = ProcessStats.ownTreeCPUSeconds else { return nil }
         let seconds = started.duration(to: .now).milliseconds / 1000
         guard seconds > 0 else { return nil }
         let share = max(0, (machineNow - machine) - (ownNow - own)) / seconds * 100
         let text = "\(subject.title): CPU used by other processes on the machine during this scenario: \(share.fixed(0)) % of one core"
-        return share > 15 ? "**WARNING** " + text + " (the machine was not quiet; figures are affected)" : text
+        return share > 15 ? ("**WARNING** " + text + " (the machine was not quiet; figures are affected)", true) : (text, false)
     }
 }

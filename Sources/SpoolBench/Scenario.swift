@@ -90,6 +90,8 @@ struct ScenarioResult: Sendable {
     var values: [Metric: Double] = [:]
     /// Observations that qualify the numbers (queue depth seen, timestamp precision, …).
     var notes: [String] = []
+    /// Other processes used a noticeable share of the CPU while this ran (see `BackgroundLoad`).
+    var disturbed = false
 
     subscript(metric: Metric) -> Double? {
         get { values[metric] }

@@ -18,6 +18,7 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public let path: String
+    public let synchronous: Synchronous
     /// Shared with the store's other capabilities (the webhook outbox) in this module.
     let pool: DatabasePool
     private let notifier = JobChangeNotifier()
@@ -28,6 +29,7 @@ public final class SQLiteJobStore: JobStore {
 
     public init(path: String, synchronous: Synchronous = .full) throws {
         self.path = path
+        self.synchronous = synchronous
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
         configuration.label = "spool"
@@ -57,6 +59,16 @@ public final class SQLiteJobStore: JobStore {
 
     public func prepare() async throws {
         do {
+            // GRDB's WAL set-up sets `synchronous = NORMAL` on the writer after our
+            // prepareDatabase ran, so the durability setting is applied (and checked) here.
+            let mode = synchronous
+            try await pool.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA synchronous = \(mode.rawValue.uppercased())")
+                let applied = try Int.fetchOne(db, sql: "PRAGMA synchronous")
+                guard applied == (mode == .full ? 2 : 1) else {
+                    throw StoreError(.other, "SQLite did not accept synchronous = \(mode.rawValue) (it reports \(applied ?? -1))")
+                }
+            }
             try await SQLiteSchema.migrator.migrate(pool)
             // Event ids continue from the last run; readers resuming from before a restart
             // must see the events written before it.

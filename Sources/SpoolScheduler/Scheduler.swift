@@ -245,6 +245,7 @@ public actor Scheduler: Service {
             group.addTask { [workers, eventSink] in
                 let (outcome, result) = await workers.run(job, type: type, policy: policy, on: slot, stops: stopRequests, observer: observer)
                 eventSink.yield(.finished(job, slot, outcome, result))
+                await workers.replenish(slot)
             }
             return
         }

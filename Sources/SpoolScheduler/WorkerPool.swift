@@ -36,6 +36,11 @@ public actor WorkerPool {
     private let killGrace: Duration
     private let logger: Logger
     private var workers: [SlotID: WorkerProcess] = [:]
+    /// Workers to be replaced, set aside when their last job ended: `replenish` stops them and
+    /// sets up their successors, off the path that records the job's outcome.
+    private var retiring: [SlotID: (worker: WorkerProcess, reason: String, type: JobType, policy: WorkerPolicy)] = [:]
+    /// Slots whose worker is being (re)started; a job for such a slot waits for it.
+    private var starting: [SlotID: [CheckedContinuation<Void, Never>]] = [:]
     private var health: [SlotID: [String: SlotHealth]] = [:]
     private var counter = 0
     /// Pauses between a worker's last job and its replacement being ready (for the benchmark).
@@ -87,22 +92,40 @@ public actor WorkerPool {
                                                   timeoutSeconds: job.timeoutSeconds)
         let (outcome, result) = await worker.run(assignment, stops: stops, observer: observer)
         if let reason = await worker.recycleReason(after: outcome) {
-            await replace(worker, on: slot, because: reason, type: type, policy: policy)
+            // Answer now; the scheduler calls `replenish` next, and the slot's next job waits
+            // for the fresh worker instead of this job's outcome waiting for its setup.
+            workers[slot] = nil
+            retiring[slot] = (worker, reason, type, policy)
+            starting[slot] = starting[slot] ?? []
         }
         return (outcome, result)
     }
 
+    /// Replaces the worker set aside by the slot's last job, if any.
+    func replenish(_ slot: SlotID) async {
+        guard let (worker, reason, type, policy) = retiring.removeValue(forKey: slot) else { return }
+        await replace(worker, on: slot, because: reason, type: type, policy: policy)
+        for waiter in starting.removeValue(forKey: slot) ?? [] { waiter.resume() }
+    }
+
     /// Stops every worker (server shutdown).
     public func stopAll() async {
-        await withTaskGroup(of: Void.self) { group in
-            for worker in workers.values { group.addTask { await worker.stop() } }
-        }
+        let all = Array(workers.values) + retiring.values.map(\.worker)
         workers = [:]
+        retiring = [:]
+        await withTaskGroup(of: Void.self) { group in
+            for worker in all { group.addTask { await worker.stop() } }
+        }
+        for waiters in starting.values { for waiter in waiters { waiter.resume() } }
+        starting = [:]
     }
 
     // MARK: -
 
     private func ready(for type: JobType, policy: WorkerPolicy, on slot: SlotID) async -> Result<WorkerProcess, WorkerProcess.StartFailure> {
+        while starting[slot] != nil {
+            await withCheckedContinuation { starting[slot, default: []].append($0) }
+        }
         if let worker = workers[slot] {
             if worker.type == type.name, await worker.isAlive { return .success(worker) }
             // Another type holds the slot's worker (and its GPU memory), or it died: replace it.
@@ -152,7 +175,6 @@ public actor WorkerPool {
         let category = reason.hasPrefix("its job") ? "job_failed" : reason.hasPrefix("it is no longer") ? "crashed" : "limit"
         restarts[category, default: 0] += 1
         SchedulerMetrics.workerRestarted(because: category, type: type.name)
-        workers[slot] = nil
         await worker.stop()
         if case .success = await start(type, policy: policy, on: slot) {
             replacementPauses.append(ContinuousClock.now - began)

@@ -6,7 +6,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure this build against the targets and a FastAPI baseline; prints a Markdown report.",
-        discussion: "Build in release mode first: swift build -c release, then .build/release/spool bench --output BENCHMARKS.md"
+        discussion: "Build in release mode first: swift build -c release, then .build/release/spool bench --output Benchmarks/results-DATE.md (BENCHMARKS.md is the written summary)"
     )
 
     @Flag(help: "Smaller counts, for a smoke run of about a minute.") var quick = false

@@ -4,7 +4,8 @@
 
 import Foundation
 import SpoolCore
-import SpoolSQLite
+import GRDB
+@testable import SpoolSQLite
 import SpoolStore
 import Testing
 
@@ -113,5 +114,18 @@ import Testing
         } throws: { error in
             (error as? StoreError)?.code == .corrupt
         }
+    }
+}
+
+/// The durability setting reaches the connection that writes (GRDB's WAL set-up used to
+/// override it with NORMAL).
+@Suite struct SQLiteDurabilityTests {
+    @Test(arguments: [SQLiteJobStore.Synchronous.full, .normal])
+    func theWriterUsesTheConfiguredSynchronousMode(_ mode: SQLiteJobStore.Synchronous) async throws {
+        let path = NSTemporaryDirectory() + "spool-sync-\(UUID().uuidString).sqlite"
+        let store = try SQLiteJobStore(path: path, synchronous: mode)
+        try await store.prepare()
+        let applied = try await store.pool.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
+        #expect(applied == (mode == .full ? 2 : 1))
     }
 }
