@@ -94,6 +94,14 @@ public struct Job: Sendable, Hashable {
         self.result = outcome == .succeeded ? result : nil
     }
 
+    /// A queued job canceled before it ran: the fields every store sets.
+    public mutating func cancelWhileQueued(at now: Timestamp) {
+        state = .canceled
+        reason = .canceled
+        finishedAt = now
+        error = JobOutcome.canceled.errorMessage(timeout: nil)
+    }
+
     private mutating func requeue() {
         state = .queued
         reason = nil

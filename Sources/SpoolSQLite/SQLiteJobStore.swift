@@ -158,10 +158,7 @@ public final class SQLiteJobStore: JobStore {
             var job = try Self.job(from: row)
             switch job.state {
             case .queued:
-                job.state = .canceled
-                job.reason = .canceled
-                job.finishedAt = now
-                job.error = JobOutcome.canceled.errorMessage(timeout: nil)
+                job.cancelWhileQueued(at: now)
                 try db.execute(sql: "UPDATE jobs SET state = 'canceled', reason = 'canceled', finished_at = ?, error = ? WHERE seq = ?",
                                arguments: [now.microseconds, job.error, job.sequence])
                 return (.canceled(job), try Self.insertEvent(.state, job: id, data: JobEvent.stateData(of: job), at: now, in: db))

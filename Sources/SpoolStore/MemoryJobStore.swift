@@ -84,10 +84,7 @@ public actor MemoryJobStore: JobStore {
         guard var job = jobsByID[id] else { return .notFound }
         switch job.state {
         case .queued:
-            job.state = .canceled
-            job.reason = .canceled
-            job.finishedAt = now
-            job.error = JobOutcome.canceled.errorMessage(timeout: nil)
+            job.cancelWhileQueued(at: now)
             jobsByID[id] = job
             notifier.publish(id)
             record(.state, job, at: now)
