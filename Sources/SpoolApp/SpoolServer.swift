@@ -29,7 +29,7 @@ public enum SpoolServer {
 
         let store = try SQLiteJobStore(path: dataDirectory + "/spool.sqlite", synchronous: configuration.synchronous)
         try await store.prepare()
-        try await recover(store, logger: logger)
+        try await recover(store, dataDirectory: dataDirectory, logger: logger)
 
         var types = [BuiltinTypes.render(executable: executable)]
         for type in configuration.jobTypes { types.removeAll { $0.name == type.name }; types.append(type) }
@@ -96,7 +96,11 @@ public enum SpoolServer {
 
     /// Jobs a crashed server left `running`: kill their leftover processes, then requeue them
     /// (or fail them as `interrupted` when their attempts are used up).
-    static func recover(_ store: SQLiteJobStore, logger: Logger) async throws {
+    static func recover(_ store: SQLiteJobStore, dataDirectory: String, logger: Logger) async throws {
+        let workers = try await OrphanReaper.killLeftoverWorkers(of: dataDirectory)
+        if !workers.isEmpty {
+            logger.warning("killed warm workers left by a previous crash", metadata: ["pids": "\(workers)"])
+        }
         let running = try await store.jobs(JobQuery(state: .running, limit: 100_000)).jobs
         guard !running.isEmpty else { return }
         let killed = try await OrphanReaper.killLeftovers(of: Set(running.map(\.id)))

@@ -12,18 +12,37 @@ public enum OrphanReaper {
     /// most `patience`) until they are gone.
     public static func killLeftovers(of jobs: Set<JobID>, patience: Duration = .seconds(5)) async throws -> [Int32] {
         guard !jobs.isEmpty else { return [] }
-        let found = try await BlockingIO.run { scan(for: jobs) }
+        let marker = Array("SPOOL_JOB_ID=".utf8)
+        let found = try await BlockingIO.run {
+            scan { variable in
+                guard variable.starts(with: marker), let id = JobID(String(decoding: variable.dropFirst(marker.count), as: UTF8.self)) else { return false }
+                return jobs.contains(id)
+            }
+        }
+        return await killAll(found, patience: patience)
+    }
+
+    static func killAll(_ found: [Leftover], patience: Duration) async -> [Int32] {
         for process in found {
             _ = kill(-process.group, SIGKILL)
             _ = kill(process.pid, SIGKILL)
         }
         let deadline = ContinuousClock.now.advanced(by: patience)
         while ContinuousClock.now < deadline {
-            let alive = try await BlockingIO.run { found.filter { isRunning($0.pid) } }
+            let alive = (try? await BlockingIO.run { found.filter { isRunning($0.pid) } }) ?? []
             if alive.isEmpty { break }
-            try await Task.sleep(for: .milliseconds(20))
+            try? await Task.sleep(for: .milliseconds(20))
         }
         return found.map(\.pid)
+    }
+
+    /// Kills warm workers a crashed server of this data directory left behind (they hold
+    /// memory, GPU memory included, and may be stuck opening their FIFOs). A worker is
+    /// recognised by its `SPOOL_MESSAGES` path under `DATA_DIR/workers/`.
+    public static func killLeftoverWorkers(of dataDirectory: String, patience: Duration = .seconds(5)) async throws -> [Int32] {
+        let prefix = Array(("SPOOL_MESSAGES=" + dataDirectory + "/workers/").utf8)
+        let found = try await BlockingIO.run { scan { variable in variable.starts(with: prefix) } }
+        return await killAll(found, patience: patience)
     }
 
     struct Leftover: Sendable {
@@ -31,7 +50,8 @@ public enum OrphanReaper {
         var group: Int32
     }
 
-    static func scan(for jobs: Set<JobID>) -> [Leftover] {
+    /// Processes (other than this one) with an environment variable that `matches`.
+    static func scan(_ matches: ([UInt8].SubSequence) -> Bool) -> [Leftover] {
         guard let proc = opendir("/proc") else { return [] }
         defer { closedir(proc) }
         let own = getpid()
@@ -39,11 +59,8 @@ public enum OrphanReaper {
         while let entry = readdir(proc) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
             guard let pid = Int32(name), pid != own, let environment = readFile("/proc/\(pid)/environ") else { continue }
-            for variable in environment.split(separator: 0) where variable.starts(with: Array("SPOOL_JOB_ID=".utf8)) {
-                let value = String(decoding: variable.dropFirst(13), as: UTF8.self)
-                if let id = JobID(value), jobs.contains(id), isRunning(pid) {
-                    found.append(Leftover(pid: pid, group: getpgid(pid)))
-                }
+            if environment.split(separator: 0).contains(where: matches), isRunning(pid) {
+                found.append(Leftover(pid: pid, group: getpgid(pid)))
             }
         }
         return found

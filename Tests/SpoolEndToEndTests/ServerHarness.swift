@@ -93,7 +93,7 @@ final class ServerHarness: @unchecked Sendable {
         await kill9()
         let jobs = (try? FileManager.default.contentsOfDirectory(atPath: dataDirectory + "/jobs")) ?? []
         let ids = Set(jobs.compactMap(JobID.init))
-        _ = try? await killJobProcesses(ids)
+        _ = try? await killJobProcesses(ids, workersUnder: dataDirectory)
     }
 
     // MARK: - HTTP
@@ -159,13 +159,14 @@ func withDeadline<T: Sendable>(_ limit: Duration, _ what: String, _ body: @escap
 }
 
 /// Kills processes whose environment names one of these jobs (leftovers of a killed server).
-func killJobProcesses(_ ids: Set<JobID>) async throws -> Int {
+func killJobProcesses(_ ids: Set<JobID>, workersUnder dataDirectory: String? = nil) async throws -> Int {
     var killed = 0
     for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
         guard let pid = Int32(entry), let environ = FileManager.default.contents(atPath: "/proc/\(entry)/environ") else { continue }
         for variable in environ.split(separator: 0) {
             let text = String(decoding: variable, as: UTF8.self)
-            if text.hasPrefix("SPOOL_JOB_ID="), let id = JobID(String(text.dropFirst(13))), ids.contains(id) {
+            let isWorker = dataDirectory.map { text.hasPrefix("SPOOL_MESSAGES=" + $0 + "/workers/") } ?? false
+            if isWorker || (text.hasPrefix("SPOOL_JOB_ID=") && JobID(String(text.dropFirst(13))).map(ids.contains) == true) {
                 kill(pid, SIGKILL)
                 killed += 1
             }

@@ -188,4 +188,33 @@ import Testing
         guard case .array(let jobs)? = page["jobs"], let id = jobs.first?["id"]?.stringValue else { throw HarnessError("no jobs") }
         return id
     }
+
+    @Test func aRestartKillsTheWarmWorkersACrashedServerLeftBehind() async throws {
+        // A worker still in its setup when the server dies would otherwise live on (and hold GPU memory).
+        let harness = try ServerHarness(config: .object(["kill_grace_s": 1, "job_types": .object(["slow": .object([
+            "command": .array(["/bin/sh", "-c", "sleep 300"]), "mode": "worker", "setup_timeout_s": 600,
+        ])])]))
+        try await harness.start()
+        defer { Task { await harness.stop() } }
+        _ = try await harness.submit("slow")
+        let marker = "SPOOL_MESSAGES=" + harness.dataDirectory + "/workers/"
+        @Sendable func workers() -> [Int32] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry in
+                guard let pid = Int32(entry), let environ = FileManager.default.contents(atPath: "/proc/\(entry)/environ") else { return nil }
+                return environ.split(separator: 0).contains { String(decoding: $0, as: UTF8.self).hasPrefix(marker) } && isAlive(pid) ? pid : nil
+            }
+        }
+        let started = try await withDeadline(.seconds(20), "the worker to start") {
+            while true {
+                if let pid = workers().first { return pid }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        await harness.kill9()
+        #expect(isAlive(started), "the worker outlives a kill -9 of its server")
+        try await harness.start()
+        try await withDeadline(.seconds(20), "the restarted server to kill the old worker") {
+            while isAlive(started) { try await Task.sleep(for: .milliseconds(50)) }
+        }
+    }
 }
