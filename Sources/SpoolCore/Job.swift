@@ -94,6 +94,19 @@ public struct Job: Sendable, Hashable {
         self.result = outcome == .succeeded ? result : nil
     }
 
+    /// What the `error` of a job failed by recovery says.
+    public static let interruptedMessage = "the server stopped while the job ran and its attempts are used up"
+
+    /// After a crash, for a job still marked running: back to the queue while attempts remain,
+    /// else `failed` with reason `interrupted`.
+    public mutating func recoverFromInterruption(at now: Timestamp) {
+        guard attempts >= maxAttempts else { return requeue() }
+        state = .failed
+        reason = .interrupted
+        finishedAt = now
+        error = Self.interruptedMessage
+    }
+
     /// A queued job canceled before it ran: the fields every store sets.
     public mutating func cancelWhileQueued(at now: Timestamp) {
         state = .canceled

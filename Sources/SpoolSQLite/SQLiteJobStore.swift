@@ -130,14 +130,7 @@ public final class SQLiteJobStore: JobStore {
                                           arguments: [id.rawValue, attempt]) {
                 var job = try Self.job(from: row)
                 job.record(outcome, at: now, result: result)
-                try db.execute(sql: """
-                    UPDATE jobs SET state = ?, reason = ?, attempts = ?, started_at = ?, finished_at = ?,
-                        exit_code = ?, signal = ?, error = ?, slot = ?, pid = NULL,
-                        progress_fraction = ?, progress_message = ?, result = ?
-                    WHERE seq = ?
-                    """, arguments: [job.state.rawValue, job.reason?.rawValue, job.attempts, job.startedAt?.microseconds,
-                                     job.finishedAt?.microseconds, job.exitCode, job.signal, job.error, job.slot?.rawValue,
-                                     job.progress?.fraction, job.progress?.message, job.result?.canonicalText, job.sequence])
+                try Self.saveOutcome(of: job, in: db)
                 events.append(try Self.insertEvent(.state, job: job.id, data: JobEvent.stateData(of: job), at: now, in: db))
             }
             let next = try slot.flatMap { slot in try Self.claim(for: slot, excluding: excluding, now: now, in: db) }
@@ -193,22 +186,8 @@ public final class SQLiteJobStore: JobStore {
             let jobs = try Row.fetchAll(db, sql: "SELECT * FROM jobs WHERE state = 'running' ORDER BY seq").map(Self.job(from:))
             var events: [JobEvent] = []
             for var job in jobs {
-                if job.attempts >= job.maxAttempts {
-                    try db.execute(sql: """
-                        UPDATE jobs SET state = 'failed', reason = 'interrupted', finished_at = ?, error = ?, pid = NULL
-                        WHERE seq = ?
-                        """, arguments: [now.microseconds, RecoveryPolicy.interruptedMessage, job.sequence])
-                    job.state = .failed
-                    job.reason = .interrupted
-                    job.error = RecoveryPolicy.interruptedMessage
-                } else {
-                    try db.execute(sql: """
-                        UPDATE jobs SET state = 'queued', slot = NULL, started_at = NULL, pid = NULL,
-                            progress_fraction = NULL, progress_message = NULL
-                        WHERE seq = ?
-                        """, arguments: [job.sequence])
-                    job.state = .queued
-                }
+                job.recoverFromInterruption(at: now)
+                try Self.saveOutcome(of: job, in: db)
                 events.append(try Self.insertEvent(.state, job: job.id, data: JobEvent.stateData(of: job), at: now, in: db))
             }
             return (jobs, events)
@@ -279,6 +258,18 @@ public final class SQLiteJobStore: JobStore {
         stored.position = try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority >= ?",
                                            arguments: [job.priority]) ?? 1
         return .success((.created(stored), event))
+    }
+
+    /// Writes the fields an attempt's end (or a recovery) decides, as `Job` worked them out.
+    private static func saveOutcome(of job: Job, in db: Database) throws {
+        try db.execute(sql: """
+            UPDATE jobs SET state = ?, reason = ?, attempts = ?, started_at = ?, finished_at = ?,
+                exit_code = ?, signal = ?, error = ?, slot = ?, pid = NULL,
+                progress_fraction = ?, progress_message = ?, result = ?
+            WHERE seq = ?
+            """, arguments: [job.state.rawValue, job.reason?.rawValue, job.attempts, job.startedAt?.microseconds,
+                             job.finishedAt?.microseconds, job.exitCode, job.signal, job.error, job.slot?.rawValue,
+                             job.progress?.fraction, job.progress?.message, job.result?.canonicalText, job.sequence])
     }
 
     /// The claimed job and the id of the event recording it.

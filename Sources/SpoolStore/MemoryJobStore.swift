@@ -111,17 +111,7 @@ public actor MemoryJobStore: JobStore {
     public func recoverInterrupted(now: Timestamp) async throws -> [Job] {
         let interrupted = jobsByID.values.filter { $0.state == .running }.sorted { $0.sequence < $1.sequence }
         for var job in interrupted {
-            if job.attempts >= job.maxAttempts {
-                job.state = .failed
-                job.reason = .interrupted
-                job.finishedAt = now
-                job.error = RecoveryPolicy.interruptedMessage
-            } else {
-                job.state = .queued
-                job.slot = nil
-                job.startedAt = nil
-                job.progress = nil
-            }
+            job.recoverFromInterruption(at: now)
             jobsByID[job.id] = job
             record(.state, job, at: now)
         }
@@ -167,5 +157,5 @@ public actor MemoryJobStore: JobStore {
 }
 
 public enum RecoveryPolicy {
-    public static let interruptedMessage = "the server stopped while the job ran and its attempts are used up"
+    public static let interruptedMessage = Job.interruptedMessage
 }

@@ -51,9 +51,7 @@ func follow(_ first: JobView, client: SpoolClient) async throws -> JobView {
 }
 
 func printOutputs(of job: JobView, client: SpoolClient) async throws {
-    struct Outputs: Decodable { let outputs: [OutputView] }
-    let outputs = try client.decode(Outputs.self, try await client.get("/v1/jobs/\(job.id)/outputs").2).outputs
-    for output in outputs { print(client.base + output.url) }
+    for output in try await client.outputs(of: job.id) { print(client.base + output.url) }
 }
 
 struct StatusCommand: AsyncParsableCommand {
@@ -165,9 +163,8 @@ struct OutputsCommand: AsyncParsableCommand {
 
     func run() async throws {
         await clientCommand {
-            struct Outputs: Decodable { let outputs: [OutputView] }
             let client = server.client
-            let outputs = try client.decode(Outputs.self, try await client.get("/v1/jobs/\(id)/outputs").2).outputs
+            let outputs = try await client.outputs(of: id)
             guard let download else {
                 for output in outputs { print("\(output.name)\t\(output.size)\t\(output.content_type)\t\(client.base + output.url)") }
                 return

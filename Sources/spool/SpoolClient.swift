@@ -78,6 +78,12 @@ struct SpoolClient {
         return try await send(request, timeout: .seconds(30))
     }
 
+    /// The job's output files.
+    func outputs(of job: String) async throws -> [OutputView] {
+        struct List: Decodable { let outputs: [OutputView] }
+        return try decode(List.self, try await get("/v1/jobs/\(job)/outputs").2).outputs
+    }
+
     func decode<T: Decodable>(_ type: T.Type, _ buffer: ByteBuffer) throws -> T {
         do { return try JSONDecoder().decode(T.self, from: Data(buffer.readableBytesView)) } catch {
             throw Failure(description: "the server at \(base) sent a reply this client does not understand")
