@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         .target(name: "SpoolCore"),
@@ -30,6 +31,11 @@ let package = Package(
         .target(name: "SpoolSQLite", dependencies: [
             "SpoolCore", "SpoolStore",
             .product(name: "GRDB", package: "GRDB.swift"),
+        ]),
+        .target(name: "SpoolPostgres", dependencies: [
+            "SpoolCore", "SpoolStore",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "SpoolExecutor", dependencies: [
             "SpoolCore",
@@ -62,7 +68,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
         .target(name: "SpoolApp", dependencies: [
-            "SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolExecutor", "SpoolScheduler", "SpoolHTTP", "SpoolWebhooks",
+            "SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolPostgres", "SpoolExecutor", "SpoolScheduler", "SpoolHTTP", "SpoolWebhooks",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
@@ -85,7 +91,8 @@ let package = Package(
         .testTarget(name: "SpoolRenderTests", dependencies: ["SpoolRender"]),
         .testTarget(name: "SpoolCoreTests", dependencies: ["SpoolCore"]),
         .testTarget(name: "SpoolStoreTests", dependencies: [
-            "SpoolCore", "SpoolStore", "SpoolSQLite", .product(name: "GRDB", package: "GRDB.swift"),
+            "SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolPostgres", .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "SpoolExecutorTests", dependencies: ["SpoolCore", "SpoolExecutor"]),
         .testTarget(name: "SpoolHTTPTests", dependencies: [

@@ -30,6 +30,8 @@ public struct Job: Sendable, Hashable {
     public var signal: Int32?
     public var error: String?
     public var slot: SlotID?
+    /// The node whose slot runs (or last ran) the job, with a shared store; nil on one machine.
+    public var node: String?
     public var progress: JobProgress?
     /// What a warm worker returned for a succeeded job.
     public var result: JSONValue?
@@ -107,6 +109,20 @@ public struct Job: Sendable, Hashable {
         error = Self.interruptedMessage
     }
 
+    /// What the `error` of a job failed because its node was lost says.
+    public static let nodeLostMessage = "the node running the job stopped renewing its lease and the job's attempts are used up"
+
+    /// With a shared store, for a running job whose node stopped renewing its lease (it died
+    /// or lost the database): back to the queue while attempts remain, else `failed` with
+    /// reason `node_lost`. The lost attempt counts, as a crash of the job would.
+    public mutating func rescueFromLostNode(at now: Timestamp) {
+        guard attempts >= maxAttempts else { return requeue() }
+        state = .failed
+        reason = .nodeLost
+        finishedAt = now
+        error = Self.nodeLostMessage
+    }
+
     /// A queued job canceled before it ran: the fields every store sets.
     public mutating func cancelWhileQueued(at now: Timestamp) {
         state = .canceled
@@ -120,6 +136,7 @@ public struct Job: Sendable, Hashable {
         reason = nil
         startedAt = nil
         slot = nil
+        node = nil
         progress = nil
     }
 }

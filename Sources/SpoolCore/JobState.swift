@@ -49,4 +49,7 @@ public enum FailureReason: String, Sendable, Codable, CaseIterable {
     case error
     /// The warm worker running the job died or stopped answering, and no attempt was left.
     case workerLost = "worker_lost"
+    /// With a shared store: the node running the job stopped renewing its lease (it died or
+    /// lost the database), and no attempt was left.
+    case nodeLost = "node_lost"
 }

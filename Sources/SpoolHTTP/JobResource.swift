@@ -44,6 +44,7 @@ struct JobResource {
                               "outputs": .string(base + "/outputs")]),
         ]
         if job.cancelRequested && !job.state.isTerminal { fields["cancel_requested"] = .bool(true) }
+        if let node = job.node { fields["node"] = .string(node) }
         if job.state == .queued {
             fields["eta"] = estimate.map { estimate in
                 .object(["start_in_s": .double((estimate.startsIn * 10).rounded() / 10),

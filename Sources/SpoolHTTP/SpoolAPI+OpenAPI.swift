@@ -928,7 +928,8 @@ extension SpoolAPI {
           "interrupted",
           "spawn_failed",
           "error",
-          "worker_lost"
+          "worker_lost",
+          "node_lost"
         ]
       },
       "Timestamp": {
@@ -1119,6 +1120,10 @@ extension SpoolAPI {
               "null"
             ],
             "minimum": 0
+          },
+          "node": {
+            "type": "string",
+            "description": "With a shared (PostgreSQL) store: the node whose slot runs or last ran the job."
           },
           "result": {
             "description": "What a warm worker reported as the job's result; null when none."

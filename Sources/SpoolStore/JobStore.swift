@@ -9,7 +9,9 @@ public protocol JobStore: Sendable {
     /// Creates or migrates the schema. Called once before the server starts.
     func prepare() async throws
 
-    /// Stores a new job durably before returning. With an idempotency key that is already
+    /// Stores a new job durably before returning, with its queue `position` as of its commit:
+    /// jobs ahead of it that other connections are still committing may not be counted yet
+    /// (`job(_:)` always counts them). With an idempotency key that is already
     /// stored, returns the original job (`.existing`) when the request matches it, and throws
     /// `StoreError.idempotencyConflict` when it does not.
     func enqueue(_ job: Job) async throws -> EnqueueResult

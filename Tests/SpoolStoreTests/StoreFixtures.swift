@@ -2,7 +2,9 @@
 // test, and a job factory. A new driver joins the suite by adding a `StoreKind` case.
 
 import Foundation
+import Logging
 import SpoolCore
+import SpoolPostgres
 import SpoolSQLite
 import SpoolStore
 import Testing
@@ -10,6 +12,8 @@ import Testing
 enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case memory
     case sqlite
+    /// A fresh database on the test PostgreSQL server (see `TestPostgres`).
+    case postgres
 
     var testDescription: String { rawValue }
 }
@@ -31,9 +35,13 @@ struct TemporaryDirectory: Sendable {
 func withStore<T>(_ kind: StoreKind, _ body: (any JobStore) async throws -> T) async throws -> T {
     let directory = try TemporaryDirectory()
     defer { directory.remove() }
+    if kind == .postgres {
+        return try await TestPostgres.withStore { store in try await body(store) }
+    }
     let store: any JobStore = switch kind {
     case .memory: MemoryJobStore()
     case .sqlite: try SQLiteJobStore(path: directory.path + "/spool.sqlite", synchronous: .normal)
+    case .postgres: fatalError("handled above")
     }
     try await store.prepare()
     return try await body(store)

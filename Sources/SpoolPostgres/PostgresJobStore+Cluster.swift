@@ -1,0 +1,59 @@
+import PostgresNIO
+import SpoolCore
+import SpoolStore
+
+/// Leases, rescue, and files that any node can serve.
+extension PostgresJobStore {
+    public func renewLeases() async throws -> [LeaseHolding] {
+        try await write("renew this node's leases") { connection in
+            let rows = try await connection.query("""
+                UPDATE jobs SET lease_until = spool_now() + \(self.leaseDuration.microseconds)
+                WHERE state = 'running' AND node = \(self.node)
+                RETURNING id, attempts, cancel_requested
+                """, logger: self.logger)
+            var held: [LeaseHolding] = []
+            for try await (id, attempts, cancel) in rows.decode((String, Int, Bool).self) {
+                if let job = JobID(id) { held.append(LeaseHolding(job: job, attempt: attempts, cancelRequested: cancel)) }
+            }
+            return held
+        }
+    }
+
+    /// Jobs whose lease ran out on the database's clock: their node died or lost the database.
+    public func rescueExpired(now: Timestamp) async throws -> [Job] {
+        try await resolveRunning(where: "j.lease_until < spool_now()", now: now, doing: "rescue jobs of a lost node") { job in
+            job.rescueFromLostNode(at: now)
+        }
+    }
+
+    public func storeFiles(_ files: [StoredFile], of job: JobID) async throws {
+        guard !files.isEmpty else { return }
+        try await transaction("store a job's files") { connection in
+            for file in files {
+                try await connection.query("""
+                    INSERT INTO job_files (job_id, name, size, content)
+                    VALUES (\(job.rawValue), \(file.name), \(file.content.count), \(ByteBuffer(bytes: file.content)))
+                    ON CONFLICT (job_id, name) DO UPDATE SET size = EXCLUDED.size, content = EXCLUDED.content
+                    """, logger: self.logger)
+            }
+        }
+    }
+
+    public func storedFiles(of job: JobID) async throws -> [StoredFileInfo] {
+        try await read("list a job's files") { connection in
+            var files: [StoredFileInfo] = []
+            let rows = try await connection.query("SELECT name, size FROM job_files WHERE job_id = \(job.rawValue) ORDER BY name",
+                                                  logger: self.logger)
+            for try await (name, size) in rows.decode((String, Int).self) { files.append(StoredFileInfo(name: name, size: size)) }
+            return files
+        }
+    }
+
+    public func storedFile(_ name: String, of job: JobID) async throws -> [UInt8]? {
+        try await read("read a job's file") { connection in
+            let rows = try await connection.query("SELECT content FROM job_files WHERE job_id = \(job.rawValue) AND name = \(name)",
+                                                  logger: self.logger)
+            return try await rows.decodeFirst(ByteBuffer.self).map { Array($0.readableBytesView) }
+        }
+    }
+}

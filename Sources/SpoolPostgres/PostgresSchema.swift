@@ -1,0 +1,150 @@
+import Logging
+import PostgresNIO
+import SpoolStore
+
+/// The schema, as versioned migrations applied at startup. Every node runs `migrate`; a
+/// transaction-scoped advisory lock makes nodes that start together take turns, so each
+/// migration runs exactly once. Never edit a shipped migration: add the next one.
+enum PostgresSchema {
+    /// The advisory lock key that serializes migrations ("spool" in ASCII).
+    static let migrationLock: Int64 = 0x73_70_6F_6F_6C
+
+    static let migrations: [(version: Int, name: String, sql: [String])] = [
+        (1, "jobs-events-files", [
+            """
+            CREATE FUNCTION spool_now() RETURNS bigint LANGUAGE sql VOLATILE AS
+                $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint $$
+            """,
+            """
+            CREATE TABLE jobs (
+                seq BIGSERIAL PRIMARY KEY,
+                id TEXT NOT NULL UNIQUE,
+                type TEXT NOT NULL,
+                input TEXT NOT NULL,
+                priority INTEGER NOT NULL,
+                timeout_s DOUBLE PRECISION NOT NULL,
+                max_attempts INTEGER NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('queued','running','succeeded','failed','canceled')),
+                reason TEXT,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                created_at BIGINT NOT NULL,
+                started_at BIGINT,
+                finished_at BIGINT,
+                exit_code INTEGER,
+                signal INTEGER,
+                error TEXT,
+                slot INTEGER,
+                node TEXT,
+                lease_until BIGINT,
+                progress_fraction DOUBLE PRECISION,
+                progress_message TEXT,
+                idempotency_key TEXT,
+                fingerprint TEXT NOT NULL,
+                cancel_requested BOOLEAN NOT NULL DEFAULT false,
+                result TEXT,
+                webhook_url TEXT,
+                webhook_events TEXT
+            )
+            """,
+            // The queue: only queued rows, in claim order. A claim reads its head.
+            "CREATE INDEX jobs_queue ON jobs (priority DESC, seq) WHERE state = 'queued'",
+            // Running jobs by node (lease renewal) and by lease end (rescue).
+            "CREATE INDEX jobs_running_node ON jobs (node, seq) WHERE state = 'running'",
+            "CREATE INDEX jobs_running_lease ON jobs (lease_until) WHERE state = 'running'",
+            "CREATE INDEX jobs_state_seq ON jobs (state, seq)",
+            "CREATE INDEX jobs_type_seq ON jobs (type, seq)",
+            "CREATE UNIQUE INDEX jobs_idempotency ON jobs (idempotency_key) WHERE idempotency_key IS NOT NULL",
+            """
+            CREATE TABLE events (
+                id BIGSERIAL PRIMARY KEY,
+                job_id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                at BIGINT NOT NULL,
+                data TEXT NOT NULL,
+                origin TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX events_job ON events (job_id, id)",
+            // A finished job's log and outputs, so that any node can serve them.
+            """
+            CREATE TABLE job_files (
+                job_id TEXT NOT NULL,
+                name TEXT NOT NULL,
+                size BIGINT NOT NULL,
+                content BYTEA NOT NULL,
+                PRIMARY KEY (job_id, name)
+            )
+            """,
+        ]),
+        (2, "webhooks", [
+            // The cursor starts at the newest event: earlier history is not replayed.
+            """
+            CREATE TABLE webhook_cursor (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                last_event_id BIGINT NOT NULL
+            )
+            """,
+            "INSERT INTO webhook_cursor (id, last_event_id) VALUES (1, COALESCE((SELECT MAX(id) FROM events), 0))",
+            """
+            CREATE TABLE webhook_deliveries (
+                id BIGSERIAL PRIMARY KEY,
+                job_id TEXT NOT NULL,
+                event TEXT NOT NULL,
+                event_id BIGINT NOT NULL,
+                url TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                state TEXT NOT NULL CHECK (state IN ('pending','delivered','failed')),
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at BIGINT,
+                created_at BIGINT NOT NULL,
+                UNIQUE (event_id, event)
+            )
+            """,
+            "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at, id) WHERE state = 'pending'",
+            "CREATE INDEX webhook_deliveries_job ON webhook_deliveries (job_id, id)",
+            """
+            CREATE TABLE webhook_attempts (
+                delivery_id BIGINT NOT NULL REFERENCES webhook_deliveries (id) ON DELETE CASCADE,
+                number INTEGER NOT NULL,
+                at BIGINT NOT NULL,
+                status INTEGER,
+                error TEXT,
+                duration_ms DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (delivery_id, number)
+            )
+            """,
+        ]),
+    ]
+
+    /// Applies the migrations this database has not seen, in one transaction under the lock.
+    /// Returns the versions applied now.
+    static func migrate(_ client: PostgresClient, logger: Logger) async throws -> [Int] {
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(migrationLock))", logger: logger)
+            try await connection.query("""
+                CREATE TABLE IF NOT EXISTS spool_migrations (
+                    version INTEGER PRIMARY KEY,
+                    name TEXT NOT NULL,
+                    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                )
+                """, logger: logger)
+            var applied: Set<Int> = []
+            for try await version in try await connection.query("SELECT version FROM spool_migrations", logger: logger).decode(Int.self) {
+                applied.insert(version)
+            }
+            if let newest = applied.max(), newest > migrations.last!.version {
+                throw StoreError(.other, "the database was migrated by a newer Spool (schema version \(newest)); upgrade this node")
+            }
+            var now: [Int] = []
+            for migration in migrations where !applied.contains(migration.version) {
+                for statement in migration.sql {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                }
+                try await connection.query("INSERT INTO spool_migrations (version, name) VALUES (\(migration.version), \(migration.name))",
+                                           logger: logger)
+                now.append(migration.version)
+            }
+            return now
+        }
+    }
+}

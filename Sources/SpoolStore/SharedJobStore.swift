@@ -1,0 +1,88 @@
+import SpoolCore
+
+/// A store capability: one queue shared by many nodes (API nodes, GPU nodes), as PostgreSQL
+/// provides. On top of `JobStore`'s contract:
+///
+/// - every claim records the claiming `node` and gives the job a **lease** that the node
+///   renews while the job runs (`renewLeases`);
+/// - a job whose lease expired (its node died or lost the database) is **rescued** by any
+///   surviving node (`rescueExpired`): requeued, or failed as `node_lost` once its attempts
+///   are used up;
+/// - `recoverInterrupted` recovers only this node's own jobs (a restart of the same node), never
+///   another live node's;
+/// - the attempt number is the fencing token: a write for an attempt that is no longer the
+///   job's current running attempt changes nothing (`finish`, `reportProgress`);
+/// - other nodes' changes arrive as `ClusterSignal`s (a job was queued, a cancel was asked).
+public protocol SharedJobStore: JobStore {
+    /// This node's name, recorded on the jobs it claims.
+    var node: String { get }
+
+    /// How long a claim stays valid without renewal.
+    var leaseDuration: Duration { get }
+
+    /// Extends the leases of this node's running jobs. Returns every running job the store
+    /// holds for this node, with its attempt and whether a cancel was asked — so the caller can
+    /// stop attempts it runs that the store no longer gives it (rescued elsewhere).
+    func renewLeases() async throws -> [LeaseHolding]
+
+    /// Rescues running jobs whose lease expired; returns them as rescued.
+    func rescueExpired(now: Timestamp) async throws -> [Job]
+
+    /// Signals from every node (this one included), until the store is closed. A signal may be
+    /// lost (a dropped connection); callers also poll, slowly.
+    func signals() -> AsyncStream<ClusterSignal>
+
+    /// Stores a finished job's files (outputs and log) so that any node can serve them.
+    /// Files past `limit` bytes in all are skipped and returned.
+    func storeFiles(_ files: [StoredFile], of job: JobID) async throws
+
+    /// The stored files of a job: names, sizes, and whether their content was kept.
+    func storedFiles(of job: JobID) async throws -> [StoredFileInfo]
+
+    /// One stored file's content, or nil.
+    func storedFile(_ name: String, of job: JobID) async throws -> [UInt8]?
+}
+
+public struct LeaseHolding: Sendable, Equatable {
+    public var job: JobID
+    public var attempt: Int
+    public var cancelRequested: Bool
+
+    public init(job: JobID, attempt: Int, cancelRequested: Bool) {
+        self.job = job
+        self.attempt = attempt
+        self.cancelRequested = cancelRequested
+    }
+}
+
+public enum ClusterSignal: Sendable, Equatable {
+    /// Jobs were queued (or requeued): idle slots should look at the queue.
+    case queued
+    /// A cancel was asked for a running job: the node running it stops it.
+    case cancel(JobID)
+}
+
+/// A file of a finished job, to be kept in the shared store. The log is named `log`; outputs
+/// keep their names under `outputs/`.
+public struct StoredFile: Sendable, Equatable {
+    public var name: String
+    public var content: [UInt8]
+
+    public init(name: String, content: [UInt8]) {
+        self.name = name
+        self.content = content
+    }
+
+    public static let logName = "log"
+    public static func outputName(_ name: String) -> String { "outputs/" + name }
+}
+
+public struct StoredFileInfo: Sendable, Equatable {
+    public var name: String
+    public var size: Int
+
+    public init(name: String, size: Int) {
+        self.name = name
+        self.size = size
+    }
+}

@@ -1,0 +1,232 @@
+// PostgresClusterTests: what a queue shared by many nodes adds to the store contract —
+// migrations racing, claims that never collide, leases, rescue, fencing, cross-node signals,
+// events and files. Several `PostgresJobStore`s on one database stand for several nodes.
+
+import Foundation
+import SpoolCore
+import SpoolPostgres
+import SpoolStore
+import Testing
+
+@Suite struct PostgresClusterTests {
+    /// Runs `body` with `count` nodes sharing one fresh database (prepared concurrently).
+    func withNodes<T>(_ count: Int, lease: Duration = .seconds(10), _ body: ([PostgresJobStore]) async throws -> T) async throws -> T {
+        let url = try await TestPostgres.createDatabase()
+        let nodes = try (0..<count).map { index in
+            try PostgresJobStore(location: PostgresLocation(url: url), node: "node-\(index)", leaseDuration: lease,
+                                 connections: 6, logger: TestPostgres.logger)
+        }
+        defer { for node in nodes { node.close() } }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for node in nodes { group.addTask { try await node.prepare() } }
+            try await group.waitForAll()
+        }
+        let result = try await body(nodes)
+        for node in nodes { node.close() }
+        try await TestPostgres.dropDatabase(url)
+        return result
+    }
+
+    @Test func nodesStartingTogetherMigrateOnceAndAgree() async throws {
+        try await withNodes(4) { nodes in
+            let job = try await nodes[0].create(makeJob())
+            for node in nodes { #expect(try await node.job(job.id)?.state == .queued) }
+        }
+    }
+
+    @Test func nodesClaimingAtOnceNeverTakeTheSameJob() async throws {
+        try await withNodes(3) { nodes in
+            for _ in 0..<150 { _ = try await nodes[0].create(makeJob()) }
+            let claims = try await withThrowingTaskGroup(of: [(String, Job)].self) { group in
+                for node in nodes {
+                    for slot in 0..<3 {
+                        group.addTask {
+                            var mine: [(String, Job)] = []
+                            while let job = try await node.claimNext(for: SlotID(slot), now: at(10)) { mine.append((node.node, job)) }
+                            return mine
+                        }
+                    }
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+            #expect(claims.count == 150)
+            #expect(Set(claims.map(\.1.id)).count == 150)
+            for (node, job) in claims {
+                #expect(job.node == node && job.attempts == 1 && job.state == .running)
+            }
+        }
+    }
+
+    @Test func aCancelOnOneNodeReachesTheNodeRunningTheJob() async throws {
+        try await withNodes(2) { nodes in
+            let (api, gpu) = (nodes[0], nodes[1])
+            let signals = gpu.signals()
+            let job = try await api.create(makeJob())
+            _ = try #require(try await gpu.claimNext(for: SlotID(0), now: at(10)))
+            guard case .stopping = try await api.cancel(job.id, now: at(20)) else {
+                Issue.record("a running job is stopped, not canceled at once")
+                return
+            }
+            #expect(await signals.receives(.cancel(job.id), within: .seconds(5)), "the node running the job hears the cancel")
+            // The lease renewal reports it too, should the notification be lost.
+            #expect(try await gpu.renewLeases() == [LeaseHolding(job: job.id, attempt: 1, cancelRequested: true)])
+            #expect(try await api.renewLeases() == [])
+        }
+    }
+
+    @Test func aJobQueuedOnOneNodeWakesTheOthers() async throws {
+        try await withNodes(2) { nodes in
+            let signals = nodes[1].signals()
+            _ = try await nodes[0].create(makeJob())
+            #expect(await signals.receives(.queued, within: .seconds(5)))
+        }
+    }
+
+    @Test func anExpiredLeaseIsRescuedAndTheStaleAttemptCannotWrite() async throws {
+        try await withNodes(2, lease: .seconds(1)) { nodes in
+            let (dead, survivor) = (nodes[0], nodes[1])
+            let job = try await dead.create(makeJob(maxAttempts: 2))
+            let first = try #require(try await dead.claimNext(for: SlotID(0), now: at(10)))
+            #expect(try await survivor.rescueExpired(now: at(11)).isEmpty, "a fresh lease is not rescued")
+            try await Task.sleep(for: .milliseconds(1300))
+            let rescued = try await survivor.rescueExpired(now: at(20))
+            #expect(rescued.map(\.id) == [job.id])
+            let requeued = try await survivor.require(job.id)
+            #expect(requeued.state == .queued && requeued.attempts == 1 && requeued.node == nil)
+            let second = try #require(try await survivor.claimNext(for: SlotID(3), now: at(30)))
+            #expect(second.attempts == 2 && second.node == "node-1")
+            // The first attempt comes back late: its writes are fenced off.
+            try await dead.reportProgress(job.id, attempt: first.attempts, progress: JobProgress(fraction: 0.9, message: "stale"))
+            _ = try await dead.finish(job.id, attempt: first.attempts, outcome: .succeeded, now: at(40), claimNextFor: nil)
+            let current = try await survivor.require(job.id)
+            #expect(current.state == .running && current.attempts == 2 && current.progress == nil && current.node == "node-1")
+            #expect(try await dead.renewLeases() == [], "the lost node holds nothing any more")
+            _ = try await survivor.finish(job.id, attempt: 2, outcome: .succeeded, now: at(50), claimNextFor: nil)
+            #expect(try await dead.require(job.id).state == .succeeded)
+        }
+    }
+
+    @Test func aRescuedJobWithNoAttemptsLeftFailsAsNodeLost() async throws {
+        try await withNodes(2, lease: .milliseconds(200)) { nodes in
+            let job = try await nodes[0].create(makeJob(maxAttempts: 1))
+            _ = try await nodes[0].claimNext(for: SlotID(0), now: at(10))
+            try await Task.sleep(for: .milliseconds(400))
+            _ = try await nodes[1].rescueExpired(now: at(20))
+            let failed = try await nodes[1].require(job.id)
+            #expect(failed.state == .failed && failed.reason == .nodeLost && failed.finishedAt == at(20))
+            #expect(failed.error == Job.nodeLostMessage)
+        }
+    }
+
+    @Test func aRenewedLeaseIsNeverRescued() async throws {
+        try await withNodes(2, lease: .milliseconds(1500)) { nodes in
+            let job = try await nodes[0].create(makeJob())
+            _ = try await nodes[0].claimNext(for: SlotID(0), now: at(10))
+            for _ in 0..<8 {
+                try await Task.sleep(for: .milliseconds(250))
+                #expect(try await nodes[0].renewLeases().map(\.job) == [job.id])
+                #expect(try await nodes[1].rescueExpired(now: at(20)).isEmpty)
+            }
+        }
+    }
+
+    @Test func recoveryAfterARestartTouchesOnlyThisNodesJobs() async throws {
+        try await withNodes(2) { nodes in
+            let mine = try await nodes[0].create(makeJob())
+            _ = try await nodes[0].claimNext(for: SlotID(0), now: at(10))
+            let theirs = try await nodes[0].create(makeJob())
+            _ = try await nodes[1].claimNext(for: SlotID(0), now: at(10))
+            let recovered = try await nodes[0].recoverInterrupted(now: at(20))
+            #expect(recovered.map(\.id) == [mine.id])
+            #expect(try await nodes[0].require(theirs.id).state == .running)
+        }
+    }
+
+    @Test func eventsWrittenOnOneNodeReachReadersOnAnother() async throws {
+        try await withNodes(2) { nodes in
+            let start = nodes[1].eventNotifier.latest
+            let job = try await nodes[0].create(makeJob())
+            let watch = nodes[1].watch(job.id)
+            _ = try await nodes[0].claimNext(for: SlotID(0), now: at(10))
+            #expect(await nodes[1].eventNotifier.wait(after: start, timeout: .seconds(5)))
+            #expect(await watch.next(timeout: .seconds(5)), "a waiter on another node hears the change")
+            var events: [JobEvent] = []
+            for _ in 0..<50 where events.count < 2 {
+                events = try await nodes[1].events(after: start, job: job.id, limit: 10)
+                if events.count < 2 { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(events.map { $0.data["state"]?.stringValue } == ["queued", "running"])
+        }
+    }
+
+    @Test func filesStoredByOneNodeAreServedByAnother() async throws {
+        try await withNodes(2) { nodes in
+            let job = try await nodes[0].create(makeJob())
+            let picture = (0..<70_000).map { UInt8(truncatingIfNeeded: $0 * 7) }
+            try await nodes[0].storeFiles([StoredFile(name: StoredFile.logName, content: Array("hello\n".utf8)),
+                                           StoredFile(name: StoredFile.outputName("a/b.png"), content: picture)], of: job.id)
+            #expect(try await nodes[1].storedFiles(of: job.id) == [StoredFileInfo(name: "log", size: 6),
+                                                                   StoredFileInfo(name: "outputs/a/b.png", size: 70_000)])
+            #expect(try await nodes[1].storedFile("outputs/a/b.png", of: job.id) == picture)
+            #expect(try await nodes[1].storedFile("outputs/missing", of: job.id) == nil)
+        }
+    }
+
+    @Test func anUnreachableDatabaseIsStorageUnavailable() async throws {
+        let store = try PostgresJobStore(location: PostgresLocation(url: "postgres://spool@127.0.0.1:1/nothing"), node: "n",
+                                         logger: TestPostgres.logger)
+        defer { store.close() }
+        await #expect(throws: StoreError.self) { try await store.prepare() }
+        do {
+            try await store.prepare()
+        } catch let error as StoreError {
+            #expect(error.code == .storageUnavailable, "\(error)")
+        }
+    }
+}
+
+extension AsyncStream where Element == ClusterSignal {
+    /// Whether `signal` arrives before the time is up.
+    func receives(_ signal: ClusterSignal, within limit: Duration) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                for await received in self where received == signal { return true }
+                return false
+            }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
+}
+
+@Suite struct PostgresLocationTests {
+    @Test func parsesTheUsualForms() throws {
+        let plain = try PostgresLocation(url: "postgres://spool@127.0.0.1:55432/jobs")
+        #expect(plain.endpoint == .tcp(host: "127.0.0.1", port: 55432) && plain.user == "spool" && plain.database == "jobs")
+        #expect(plain.password == nil && !plain.requireTLS)
+        let full = try PostgresLocation(url: "postgresql://app:s%40cret@db.internal/queue?sslmode=require")
+        #expect(full.endpoint == .tcp(host: "db.internal", port: 5432) && full.password == "s@cret" && full.requireTLS)
+        #expect(full.description == "postgres://app:***@db.internal:5432/queue", "the password never reaches a log")
+        let socket = try PostgresLocation(url: "postgres://spool@%2Ftmp%2Fpg/postgres")
+        #expect(socket.endpoint == .unixSocket(path: "/tmp/pg/.s.PGSQL.5432"))
+        let v6 = try PostgresLocation(url: "postgres://spool@[::1]:6000/db")
+        #expect(v6.endpoint == .tcp(host: "::1", port: 6000))
+    }
+
+    @Test(arguments: [
+        ("mysql://a@b/c", "postgres://USER@HOST"), ("postgres://b:5432/c", "user name"), ("postgres://a@b", "database name"),
+        ("postgres://a@b:99999/c", "port"), ("postgres://a@b/c?sslmode=maybe", "sslmode"), ("postgres://a@b/c?pool=3", "pool"),
+    ])
+    func rejectsWhatItCannotUseWithAClearMessage(_ url: String, _ mentions: String) {
+        #expect {
+            _ = try PostgresLocation(url: url)
+        } throws: { error in
+            "\(error)".contains(mentions)
+        }
+    }
+}

@@ -1,0 +1,90 @@
+// TestPostgres: the PostgreSQL server the store tests use — $SPOOL_PG_URL when set, else a
+// throwaway server that scripts/throwaway-postgres.sh starts once for this test process (and
+// stops when the process exits). Each test gets a database of its own, dropped afterwards.
+
+import Foundation
+import Logging
+import PostgresNIO
+import SpoolPostgres
+import SpoolStore
+import Testing
+
+enum TestPostgres {
+    /// The server's URL (its `postgres` database), started at most once.
+    static let server = Task<String, any Error> {
+        if let url = ProcessInfo.processInfo.environment["SPOOL_PG_URL"], !url.isEmpty { return url }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("scripts/throwaway-postgres.sh").path
+        // popen, and one line: the server the script leaves running must not keep this
+        // process waiting on a pipe.
+        guard let pipe = popen("/bin/bash '\(script)' \(getpid())", "r") else { throw TestPostgresError("cannot run \(script)") }
+        var line = [CChar](repeating: 0, count: 4096)
+        let url = fgets(&line, Int32(line.count), pipe) == nil ? "" : String(cString: line).trimmingCharacters(in: .whitespacesAndNewlines)
+        let status = pclose(pipe)
+        guard status == 0, !url.isEmpty else {
+            throw TestPostgresError("""
+                could not start a throwaway PostgreSQL server (see stderr). Install PostgreSQL (initdb, pg_ctl) or \
+                set SPOOL_PG_URL to a server the tests may create databases on.
+                """)
+        }
+        return url
+    }
+
+    static let logger = Logger(label: "test-postgres")
+
+    /// A new, empty database on the test server; returns its URL.
+    static func createDatabase() async throws -> String {
+        let serverURL = try await server.value
+        let name = "spool_test_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
+        try await admin(serverURL) { client in
+            try await client.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"))
+        }
+        var url = serverURL
+        if let slash = url.lastIndex(of: "/") { url = String(url[..<slash]) + "/" + name }
+        return url
+    }
+
+    static func dropDatabase(_ url: String) async throws {
+        let serverURL = try await server.value
+        guard let name = url.split(separator: "/").last else { return }
+        try await admin(serverURL) { client in
+            try await client.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)"))
+        }
+    }
+
+    /// Runs `body` against a fresh, prepared store in a database of its own.
+    static func withStore<T>(node: String = "test-node", leaseDuration: Duration = .seconds(10),
+                             _ body: (PostgresJobStore) async throws -> T) async throws -> T {
+        let url = try await createDatabase()
+        let store = try PostgresJobStore(location: PostgresLocation(url: url), node: node, leaseDuration: leaseDuration,
+                                         connections: 8, logger: logger)
+        do {
+            try await store.prepare()
+            let result = try await body(store)
+            store.close()
+            try await dropDatabase(url)
+            return result
+        } catch {
+            store.close()
+            try? await dropDatabase(url)
+            throw error
+        }
+    }
+
+    private static func admin(_ url: String, _ body: (PostgresClient) async throws -> Void) async throws {
+        let location = try PostgresLocation(url: url)
+        guard case .tcp(let host, let port) = location.endpoint else { throw TestPostgresError("the test server must be on TCP") }
+        let client = PostgresClient(configuration: .init(host: host, port: port, username: location.user, password: location.password,
+                                                         database: location.database, tls: .disable), backgroundLogger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            try await body(client)
+        }
+    }
+}
+
+struct TestPostgresError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
