@@ -88,18 +88,24 @@ let package = Package(
             .product(name: "Subprocess", package: "swift-subprocess"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
+        // Test support only (a throwaway PostgreSQL for the tests); no product links it.
+        .target(name: "SpoolTestSupport", dependencies: [
+            "SpoolPostgres",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "SpoolRenderTests", dependencies: ["SpoolRender"]),
         .testTarget(name: "SpoolCoreTests", dependencies: ["SpoolCore"]),
         .testTarget(name: "SpoolStoreTests", dependencies: [
-            "SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolPostgres", .product(name: "GRDB", package: "GRDB.swift"),
-            .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "Logging", package: "swift-log"),
+            "SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolPostgres", "SpoolTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "SpoolExecutorTests", dependencies: ["SpoolCore", "SpoolExecutor"]),
         .testTarget(name: "SpoolHTTPTests", dependencies: [
             "SpoolCore", "SpoolStore", "SpoolScheduler", "SpoolHTTP", "SpoolApp",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
-        .testTarget(name: "SpoolWebhooksTests", dependencies: ["SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolWebhooks"]),
+        .testTarget(name: "SpoolWebhooksTests", dependencies: ["SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolTestSupport", "SpoolWebhooks"]),
         .testTarget(name: "SpoolEndToEndTests", dependencies: [
             "SpoolCore",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -26,9 +26,14 @@ extension PostgresJobStore {
         }
     }
 
-    public func storeFiles(_ files: [StoredFile], of job: JobID) async throws {
-        guard !files.isEmpty else { return }
+    @discardableResult
+    public func storeFiles(_ files: [StoredFile], of job: JobID, attempt: Int) async throws -> Bool {
         try await transaction("store a job's files") { connection in
+            // Lock the job row: a rescue cannot slip in between the check and the writes.
+            let current = try await connection.query("""
+                SELECT 1 FROM jobs WHERE id = \(job.rawValue) AND state = 'running' AND attempts = \(attempt) FOR SHARE
+                """, logger: self.logger).decodeFirst(Int.self)
+            guard current != nil else { return false }
             for file in files {
                 try await connection.query("""
                     INSERT INTO job_files (job_id, name, size, content)
@@ -36,6 +41,7 @@ extension PostgresJobStore {
                     ON CONFLICT (job_id, name) DO UPDATE SET size = EXCLUDED.size, content = EXCLUDED.content
                     """, logger: self.logger)
             }
+            return true
         }
     }
 

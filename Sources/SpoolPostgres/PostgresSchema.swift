@@ -97,6 +97,9 @@ enum PostgresSchema {
                 attempts INTEGER NOT NULL DEFAULT 0,
                 next_attempt_at BIGINT,
                 created_at BIGINT NOT NULL,
+                -- The node sending it now, until when (the database's clock): nodes share the outbox.
+                claimed_by TEXT,
+                claimed_until BIGINT,
                 UNIQUE (event_id, event)
             )
             """,

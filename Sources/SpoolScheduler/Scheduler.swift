@@ -35,11 +35,14 @@ public actor Scheduler: Service {
     /// The warm workers of worker-mode job types.
     public nonisolated let workers: WorkerPool
     private let slotSpecs: [SlotID: SlotSpec]
+    /// With a shared store: keeps each finished job's files there, for every node to serve.
+    private let sharedFiles: SharedFileUploader?
 
     private var board: SlotBoard
     private var stops: [JobID: AsyncStream<StopReason>.Continuation] = [:]
-    /// Stop requests that arrived before their job's process was registered.
-    private var earlyStops: [JobID: StopReason] = [:]
+    /// Stop requests that arrived before their job's process was registered (or, with a shared
+    /// store, for jobs other nodes run: those are dropped after a minute).
+    private var earlyStops: [JobID: (reason: StopReason, at: ContinuousClock.Instant)] = [:]
     private var progressSaved: [JobID: ContinuousClock.Instant] = [:]
     private var progressUnsaved: [JobID: JobProgress] = [:]
     /// Log text not yet sent as an event, and how much each job has sent (capped).
@@ -49,6 +52,8 @@ public actor Scheduler: Service {
     private var shuttingDown = false
     private var runTimes = QueueEstimate.RunTimes()
     private var runningSince: [JobID: (type: String, since: ContinuousClock.Instant)] = [:]
+    /// The attempt each running job is on (its fencing token).
+    private var runningAttempts: [JobID: Int] = [:]
 
     private nonisolated let events: AsyncStream<Event>
     private nonisolated let eventSink: AsyncStream<Event>.Continuation
@@ -64,6 +69,9 @@ public actor Scheduler: Service {
         self.logger = logger
         slotSpecs = Dictionary(uniqueKeysWithValues: configuration.slots.map { ($0.id, $0) })
         board = SlotBoard(slots: configuration.slots.map(\.id))
+        sharedFiles = (store as? any SharedJobStore).map {
+            SharedFileUploader(store: $0, dataDirectory: configuration.dataDirectory, limitBytes: configuration.sharedFileLimitBytes, logger: logger)
+        }
         workers = WorkerPool(catalog: catalog, slots: configuration.slots, dataDirectory: configuration.dataDirectory,
                              killGrace: configuration.killGrace, logger: logger)
         (events, eventSink) = AsyncStream<Event>.makeStream()
@@ -77,8 +85,27 @@ public actor Scheduler: Service {
 
     /// Asks the slot running `job` to stop it (SIGTERM, then SIGKILL after the grace period).
     public func stop(_ job: JobID, because reason: StopReason) {
-        if let continuation = stops[job] { continuation.yield(reason) } else { earlyStops[job] = reason }
+        if let continuation = stops[job] {
+            continuation.yield(reason)
+            return
+        }
+        let now = ContinuousClock.now
+        if earlyStops.count >= 64 { earlyStops = earlyStops.filter { now - $0.value.at < .seconds(60) } }
+        earlyStops[job] = (reason, now)
     }
+
+    /// Stops every running job (this node lost its shared store for longer than its leases).
+    public func stopAll(because reason: StopReason) {
+        for continuation in stops.values { continuation.yield(reason) }
+    }
+
+    /// The jobs running here that started before `instant`, with their attempts.
+    public func runningAttempts(startedBefore instant: ContinuousClock.Instant) -> [JobID: Int] {
+        runningAttempts.filter { id, _ in (runningSince[id]?.since).map { $0 < instant } ?? false }
+    }
+
+    /// Whether this node runs (or is starting) `job`.
+    public func runs(_ job: JobID) -> Bool { stops[job] != nil }
 
     /// When a job queued at `position` is likely to start (nil until run times are known).
     public func estimate(position: Int, type: String) -> QueueEstimate? {
@@ -184,6 +211,7 @@ public actor Scheduler: Service {
         if case .returned = outcome { await wakeAtNextRetry(in: &group) }
         logger.info("job finished", metadata: ["job": "\(job.id)", "type": "\(job.type)", "state": "\(outcome.resultingState)", "slot": "\(slot)"])
         let ran = runningSince.removeValue(forKey: job.id).map { (ContinuousClock.now - $0.since).seconds }
+        runningAttempts[job.id] = nil
         if let ran, outcome == .succeeded { runTimes.record(ran, type: job.type) }
         SchedulerMetrics.finished(job, state: outcome.resultingState, ran: ran, slot: slot)
         SchedulerMetrics.busySlots(runningSince.count, of: board.slots.count)
@@ -230,27 +258,29 @@ public actor Scheduler: Service {
         }
         guard let job else { return }
         runningSince[job.id] = (job.type, .now)
+        runningAttempts[job.id] = job.attempts
         SchedulerMetrics.claimed(job, waited: max(0, WallClock.now().secondsSince1970 - job.createdAt.secondsSince1970))
         SchedulerMetrics.busySlots(runningSince.count, of: board.slots.count)
         let (stopRequests, continuation) = AsyncStream<StopReason>.makeStream()
         stops[job.id] = continuation
         if let early = earlyStops.removeValue(forKey: job.id) {
-            continuation.yield(early)
+            continuation.yield(early.reason)
         } else if job.cancelRequested {
             continuation.yield(.cancel)
         }
         let observer = ExecutionObserver(message: { message in await self.received(message, from: job) },
                                          output: { bytes in await self.received(output: bytes, from: job) })
         if let type = catalog[job.type], let policy = type.workerPolicy {
-            group.addTask { [workers, eventSink] in
+            group.addTask { [workers, eventSink, sharedFiles] in
                 let (outcome, result) = await workers.run(job, type: type, policy: policy, on: slot, stops: stopRequests, observer: observer)
+                await sharedFiles?.upload(job, outcome: outcome)
                 eventSink.yield(.finished(job, slot, outcome, result))
                 await workers.replenish(slot)
             }
             return
         }
         let spec = specification(for: job, on: slot)
-        group.addTask { [executor, eventSink] in
+        group.addTask { [executor, eventSink, sharedFiles] in
             let outcome: JobOutcome
             switch spec {
             case .success(let spec):
@@ -258,6 +288,7 @@ public actor Scheduler: Service {
             case .failure(let error):
                 outcome = .spawnFailed(message: error.description)
             }
+            await sharedFiles?.upload(job, outcome: outcome)
             eventSink.yield(.finished(job, slot, outcome, nil))
         }
     }

@@ -14,6 +14,9 @@ public struct SchedulerConfiguration: Sendable {
     public var progressInterval: Duration = .milliseconds(250)
     /// Back-off before retrying after the store failed (full disk, I/O error).
     public var storeRetryDelay: Duration = .seconds(1)
+    /// With a shared store: the most bytes of a job's log and outputs kept in the store for
+    /// other nodes to serve (the log first, then outputs by name until the budget is spent).
+    public var sharedFileLimitBytes: Int = 64 << 20
 
     public init(slots: [SlotSpec], dataDirectory: String) {
         self.slots = slots

@@ -32,9 +32,11 @@ public protocol SharedJobStore: JobStore {
     /// lost (a dropped connection); callers also poll, slowly.
     func signals() -> AsyncStream<ClusterSignal>
 
-    /// Stores a finished job's files (outputs and log) so that any node can serve them.
-    /// Files past `limit` bytes in all are skipped and returned.
-    func storeFiles(_ files: [StoredFile], of job: JobID) async throws
+    /// Stores the files (outputs and log) of a job's attempt that is about to end, so that any
+    /// node can serve them. Fenced like `finish`: returns false, storing nothing, when `attempt`
+    /// is not the job's current running attempt. Replaces files of the same name.
+    @discardableResult
+    func storeFiles(_ files: [StoredFile], of job: JobID, attempt: Int) async throws -> Bool
 
     /// The stored files of a job: names, sizes, and whether their content was kept.
     func storedFiles(of job: JobID) async throws -> [StoredFileInfo]

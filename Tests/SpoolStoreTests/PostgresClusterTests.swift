@@ -5,6 +5,7 @@
 import Foundation
 import SpoolCore
 import SpoolPostgres
+import SpoolTestSupport
 import SpoolStore
 import Testing
 
@@ -161,14 +162,36 @@ import Testing
 
     @Test func filesStoredByOneNodeAreServedByAnother() async throws {
         try await withNodes(2) { nodes in
-            let job = try await nodes[0].create(makeJob())
+            let job = try await nodes[0].create(makeJob(maxAttempts: 2))
+            #expect(try await nodes[0].storeFiles([StoredFile(name: "log", content: [1])], of: job.id, attempt: 1) == false,
+                    "only a running attempt stores files")
+            _ = try await nodes[0].claimNext(for: SlotID(0), now: at(10))
             let picture = (0..<70_000).map { UInt8(truncatingIfNeeded: $0 * 7) }
-            try await nodes[0].storeFiles([StoredFile(name: StoredFile.logName, content: Array("hello\n".utf8)),
-                                           StoredFile(name: StoredFile.outputName("a/b.png"), content: picture)], of: job.id)
+            #expect(try await nodes[0].storeFiles([StoredFile(name: StoredFile.logName, content: Array("hello\n".utf8)),
+                                                   StoredFile(name: StoredFile.outputName("a/b.png"), content: picture)],
+                                                  of: job.id, attempt: 1))
+            #expect(try await nodes[0].storeFiles([StoredFile(name: "log", content: [1])], of: job.id, attempt: 2) == false,
+                    "a stale or future attempt stores nothing")
             #expect(try await nodes[1].storedFiles(of: job.id) == [StoredFileInfo(name: "log", size: 6),
                                                                    StoredFileInfo(name: "outputs/a/b.png", size: 70_000)])
             #expect(try await nodes[1].storedFile("outputs/a/b.png", of: job.id) == picture)
             #expect(try await nodes[1].storedFile("outputs/missing", of: job.id) == nil)
+        }
+    }
+
+    @Test func aWebhookDeliveryIsSentByOneNodeAtATime() async throws {
+        try await withNodes(2) { nodes in
+            let draft = WebhookDelivery.Draft(job: JobID.random(), event: .completed, eventID: 1, url: "http://127.0.0.1:9/",
+                                              payload: .object([:]), createdAt: at(10))
+            let delivery = try #require(try await nodes[0].addDeliveries([draft], cursor: 1).first)
+            #expect(try await nodes[0].dueDeliveries(at: at(10), limit: 5).map(\.id) == [delivery.id])
+            #expect(try await nodes[1].dueDeliveries(at: at(10), limit: 5).isEmpty, "claimed by the other node")
+            #expect(try await nodes[0].dueDeliveries(at: at(10), limit: 5).map(\.id) == [delivery.id], "the claimer still sees it")
+            let later = try #require(try await nodes[1].nextDeliveryDue())
+            #expect(later.microseconds > WallClock.now().microseconds, "the other node waits for the claim to lapse")
+            try await nodes[0].recordAttempt(WebhookAttempt(number: 1, at: at(11), status: 500, error: nil, durationMilliseconds: 1),
+                                             of: delivery.id, then: .retry(at: at(12)))
+            #expect(try await nodes[1].dueDeliveries(at: at(12), limit: 5).map(\.attempts) == [1], "after the attempt, any node may retry")
         }
     }
 

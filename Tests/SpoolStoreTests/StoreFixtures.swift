@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import SpoolCore
 import SpoolPostgres
+import SpoolTestSupport
 import SpoolSQLite
 import SpoolStore
 import Testing

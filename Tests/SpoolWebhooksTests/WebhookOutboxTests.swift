@@ -1,12 +1,13 @@
 import Foundation
 import SpoolCore
 import SpoolSQLite
+import SpoolTestSupport
 import SpoolStore
 import Testing
 
 /// The outbox contract, run against every driver.
 struct WebhookOutboxTests {
-    enum Kind: String, CaseIterable, Sendable { case memory, sqlite }
+    enum Kind: String, CaseIterable, Sendable { case memory, sqlite, postgres }
 
     func withOutbox(_ kind: Kind, _ body: (any WebhookOutbox) async throws -> Void) async throws {
         let directory = NSTemporaryDirectory() + "spool-outbox-\(UUID().uuidString)"
@@ -19,6 +20,8 @@ struct WebhookOutboxTests {
             let store = try SQLiteJobStore(path: directory + "/spool.sqlite", synchronous: .normal)
             try await store.prepare()
             try await body(store)
+        case .postgres:
+            try await TestPostgres.withStore { store in try await body(store) }
         }
     }
 

@@ -1,4 +1,4 @@
-// TestPostgres: the PostgreSQL server the store tests use — $SPOOL_PG_URL when set, else a
+// TestPostgres: the PostgreSQL server the tests use — $SPOOL_PG_URL when set, else a
 // throwaway server that scripts/throwaway-postgres.sh starts once for this test process (and
 // stops when the process exits). Each test gets a database of its own, dropped afterwards.
 
@@ -7,11 +7,10 @@ import Logging
 import PostgresNIO
 import SpoolPostgres
 import SpoolStore
-import Testing
 
-enum TestPostgres {
+public enum TestPostgres {
     /// The server's URL (its `postgres` database), started at most once.
-    static let server = Task<String, any Error> {
+    public static let server = Task<String, any Error> {
         if let url = ProcessInfo.processInfo.environment["SPOOL_PG_URL"], !url.isEmpty { return url }
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("scripts/throwaway-postgres.sh").path
@@ -30,10 +29,10 @@ enum TestPostgres {
         return url
     }
 
-    static let logger = Logger(label: "test-postgres")
+    public static let logger = Logger(label: "test-postgres")
 
     /// A new, empty database on the test server; returns its URL.
-    static func createDatabase() async throws -> String {
+    public static func createDatabase() async throws -> String {
         let serverURL = try await server.value
         let name = "spool_test_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
         try await admin(serverURL) { client in
@@ -44,7 +43,7 @@ enum TestPostgres {
         return url
     }
 
-    static func dropDatabase(_ url: String) async throws {
+    public static func dropDatabase(_ url: String) async throws {
         let serverURL = try await server.value
         guard let name = url.split(separator: "/").last else { return }
         try await admin(serverURL) { client in
@@ -53,7 +52,7 @@ enum TestPostgres {
     }
 
     /// Runs `body` against a fresh, prepared store in a database of its own.
-    static func withStore<T>(node: String = "test-node", leaseDuration: Duration = .seconds(10),
+    public static func withStore<T>(node: String = "test-node", leaseDuration: Duration = .seconds(10),
                              _ body: (PostgresJobStore) async throws -> T) async throws -> T {
         let url = try await createDatabase()
         let store = try PostgresJobStore(location: PostgresLocation(url: url), node: node, leaseDuration: leaseDuration,
@@ -84,7 +83,7 @@ enum TestPostgres {
     }
 }
 
-struct TestPostgresError: Error, CustomStringConvertible {
-    let description: String
+public struct TestPostgresError: Error, CustomStringConvertible {
+    public let description: String
     init(_ description: String) { self.description = description }
 }

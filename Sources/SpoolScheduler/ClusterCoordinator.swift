@@ -1,0 +1,120 @@
+import Logging
+import ServiceLifecycle
+import SpoolCore
+import SpoolStore
+
+/// What a node does for the shared queue besides running its slots:
+///
+/// - **wake-ups**: a job queued on any node (`NOTIFY`) wakes this node's idle slots at once;
+///   a slow poll covers a lost notification;
+/// - **cancels**: a cancel asked on any API node stops the job here if it runs here;
+/// - **leases**: renews the leases of the jobs running here; an attempt the store no longer
+///   gives this node (rescued elsewhere after an outage) is stopped, and if the store cannot be
+///   reached for longer than a lease, every job here is stopped — other nodes rescue them, so
+///   no job runs twice for long;
+/// - **rescue**: requeues (or fails as `node_lost`) the jobs of nodes whose leases expired.
+public actor ClusterCoordinator: Service {
+    public struct Configuration: Sendable {
+        /// How often this node looks at the queue without a notification.
+        public var pollInterval: Duration = .seconds(2)
+        /// How often expired leases are looked for.
+        public var rescueInterval: Duration = .seconds(1)
+        /// Whether this node runs jobs (an API-only node still rescues).
+        public var runsJobs = true
+
+        public init() {}
+    }
+
+    private let store: any SharedJobStore
+    private let scheduler: Scheduler
+    private let configuration: Configuration
+    private let logger: Logger
+    private var lastRenewal = ContinuousClock.now
+    private var fenced = false
+
+    public init(store: any SharedJobStore, scheduler: Scheduler, configuration: Configuration = Configuration(), logger: Logger) {
+        self.store = store
+        self.scheduler = scheduler
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let signals = store.signals()
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.follow(signals) }
+            group.addTask { await self.every(self.configuration.rescueInterval) { await self.rescue() } }
+            if configuration.runsJobs {
+                let renewal = store.leaseDuration / 3
+                group.addTask { await self.every(renewal) { await self.renewLeases() } }
+                group.addTask { [scheduler] in await self.every(self.configuration.pollInterval) { scheduler.jobEnqueued() } }
+            }
+            try? await gracefulShutdown()
+            group.cancelAll()
+        }
+    }
+
+    private nonisolated func every(_ interval: Duration, _ body: @Sendable () async -> Void) async {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            await body()
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    private func follow(_ signals: AsyncStream<ClusterSignal>) async {
+        for await signal in signals.cancelOnGracefulShutdown() {
+            switch signal {
+            case .queued:
+                if configuration.runsJobs { scheduler.jobEnqueued() }
+            case .cancel(let job):
+                if await scheduler.runs(job) {
+                    logger.info("stopping a job canceled on another node", metadata: ["job": "\(job)"])
+                    await scheduler.stop(job, because: .cancel)
+                }
+            }
+        }
+    }
+
+    private func renewLeases() async {
+        let started = ContinuousClock.now
+        do {
+            let held = try await store.renewLeases()
+            lastRenewal = started
+            fenced = false
+            let mine = await scheduler.runningAttempts(startedBefore: started)
+            let holdings = Dictionary(held.map { ($0.job, $0) }, uniquingKeysWith: { first, _ in first })
+            for (job, attempt) in mine {
+                guard let holding = holdings[job], holding.attempt == attempt else {
+                    logger.warning("a job running here was rescued by another node; stopping this attempt",
+                                   metadata: ["job": "\(job)", "attempt": "\(attempt)"])
+                    await scheduler.stop(job, because: .shutdown)
+                    continue
+                }
+                if holding.cancelRequested { await scheduler.stop(job, because: .cancel) }
+            }
+        } catch {
+            let silent = ContinuousClock.now - lastRenewal
+            logger.error("could not renew this node's leases", metadata: ["error": "\(error)", "since_last_renewal": "\(silent)"])
+            if silent > store.leaseDuration && !fenced {
+                fenced = true
+                logger.critical("the shared store was unreachable for longer than a lease; stopping the jobs here (other nodes rescue them)")
+                await scheduler.stopAll(because: .shutdown)
+            }
+        }
+    }
+
+    private func rescue() async {
+        do {
+            let rescued = try await store.rescueExpired(now: WallClock.now())
+            guard !rescued.isEmpty else { return }
+            let failed = rescued.filter { $0.attempts >= $0.maxAttempts }
+            logger.warning("rescued jobs of a node whose leases expired", metadata: [
+                "jobs": "\(rescued.map(\.id))", "nodes": "\(Set(rescued.compactMap(\.node)).sorted())",
+                "requeued": "\(rescued.count - failed.count)", "failed_node_lost": "\(failed.count)",
+            ])
+            if configuration.runsJobs { scheduler.jobEnqueued() }
+        } catch {
+            logger.error("could not look for expired leases", metadata: ["error": "\(error)"])
+        }
+    }
+}

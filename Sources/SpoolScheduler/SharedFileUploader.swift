@@ -1,0 +1,60 @@
+import Foundation
+import Logging
+import SpoolCore
+import SpoolExecutor
+import SpoolStore
+
+/// With a shared store, a job's log and outputs live on the node that ran it; this copies them
+/// into the store as the attempt ends — before its outcome is recorded, so that whoever sees
+/// the job finished can download its files from any node. The copy is fenced by the attempt:
+/// an attempt that lost its lease (its job was rescued and runs elsewhere) stores nothing.
+///
+/// Budget: `limitBytes` per job, the log first, then outputs in name order; a file that does
+/// not fit is skipped (and logged) and stays downloadable from the node that ran the job only.
+struct SharedFileUploader: Sendable {
+    let store: any SharedJobStore
+    let dataDirectory: String
+    let limitBytes: Int
+    let logger: Logger
+
+    func upload(_ job: Job, outcome: JobOutcome) async {
+        guard outcome.resultingState.isTerminal else { return }
+        let paths = JobPaths(dataDirectory: dataDirectory, job: job.id)
+        let limit = limitBytes
+        let (files, skipped) = await (try? BlockingIO.run { Self.collect(paths, limit: limit) }) ?? ([], [])
+        if !skipped.isEmpty {
+            logger.warning("job files past the shared-store budget stay on this node only",
+                           metadata: ["job": "\(job.id)", "skipped": "\(skipped)", "limit_bytes": "\(limit)"])
+        }
+        do {
+            if !(try await store.storeFiles(files, of: job.id, attempt: job.attempts)) {
+                logger.warning("did not store the files of an attempt that no longer holds its job (rescued elsewhere)",
+                               metadata: ["job": "\(job.id)", "attempt": "\(job.attempts)"])
+            }
+        } catch {
+            logger.warning("could not store a job's files in the shared store; they stay on this node",
+                           metadata: ["job": "\(job.id)", "error": "\(error)"])
+        }
+    }
+
+    static func collect(_ paths: JobPaths, limit: Int) -> ([StoredFile], [String]) {
+        var files: [StoredFile] = []
+        var skipped: [String] = []
+        var budget = limit
+        func take(_ name: String, at path: String) {
+            guard let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int else { return }
+            guard size <= budget, let data = FileManager.default.contents(atPath: path), data.count <= budget else {
+                skipped.append(name)
+                return
+            }
+            budget -= data.count
+            files.append(StoredFile(name: name, content: Array(data)))
+        }
+        take(StoredFile.logName, at: paths.log)
+        for output in OutputFiles.list(under: paths.outputs, limit: 10_000) {
+            guard let path = paths.output(named: output.name) else { continue }
+            take(StoredFile.outputName(output.name), at: path)
+        }
+        return (files, skipped)
+    }
+}
