@@ -1,5 +1,6 @@
 import Foundation
 import SpoolCore
+import SpoolPostgres
 import SpoolSQLite
 
 /// Everything `spool serve` needs, after the config file, `SPOOL_*` variables and flags have
@@ -12,6 +13,23 @@ public struct ServerConfiguration: Sendable {
         case none
         /// Exactly these device indices, one slot each.
         case devices([String])
+    }
+
+    public enum StoreSelection: Sendable, Equatable {
+        /// One SQLite file in the data directory: one machine.
+        case sqlite
+        /// A PostgreSQL database shared by every node.
+        case postgres(PostgresLocation)
+    }
+
+    /// What this node does (with a shared store).
+    public enum Role: String, Sendable, CaseIterable {
+        /// HTTP API and slots that run jobs (`spool serve`).
+        case all
+        /// HTTP API only (`spool serve --no-slots`).
+        case api
+        /// Slots only, no HTTP API (`spool agent`).
+        case agent
     }
 
     public var host = "127.0.0.1"
@@ -31,6 +49,15 @@ public struct ServerConfiguration: Sendable {
     public var webhookSecret: String?
     /// First retry delay of a failed webhook delivery (doubling, with full jitter).
     public var webhookRetryBaseSeconds: Double = 1
+    public var store: StoreSelection = .sqlite
+    public var role: Role = .all
+    /// This node's name in a shared store; by default the host name and a digest of the
+    /// data directory, so a restarted node knows its own jobs.
+    public var node: String?
+    /// How long a running job's claim stays valid without renewal (shared store).
+    public var leaseSeconds: Double = 10
+    /// The most bytes of a finished job's log and outputs copied into a shared store.
+    public var sharedFileLimitBytes = 64 << 20
 
     public init() {}
 
@@ -38,6 +65,7 @@ public struct ServerConfiguration: Sendable {
     static let fileKeys: Set<String> = [
         "host", "port", "data_dir", "slots", "gpus", "slots_per_gpu", "kill_grace_s", "shutdown_grace_s", "sqlite_synchronous",
         "max_body_bytes", "log_limit_bytes", "webhook_secret", "webhook_retry_base_s", "job_types",
+        "store", "role", "node", "lease_s", "shared_file_limit_bytes",
     ]
     static let jobTypeKeys = Set(["command", "timeout_s", "max_attempts", "input_schema", "env", "working_dir", "mode"])
         .union(workerKeys)
@@ -100,6 +128,29 @@ public struct ServerConfiguration: Sendable {
         case "webhook_retry_base_s":
             guard let number = value.doubleValue, number > 0, number <= 3600 else { throw fail("a number of seconds above 0 (at most 3600)") }
             webhookRetryBaseSeconds = number
+        case "store":
+            guard let text = value.stringValue, !text.isEmpty else { throw fail("\"sqlite\" or a postgres:// URL") }
+            if text == "sqlite" {
+                store = .sqlite
+            } else {
+                do { store = .postgres(try PostgresLocation(url: text)) } catch {
+                    throw ConfigurationError("\(source): store: \(error)")
+                }
+            }
+        case "role":
+            guard let text = value.stringValue, let role = Role(rawValue: text) else {
+                throw fail("\"all\" (API and slots), \"api\" (no slots) or \"agent\" (slots, no API)")
+            }
+            self.role = role
+        case "node":
+            guard let text = value.stringValue, (1...64).contains(text.utf8.count),
+                  text.unicodeScalars.allSatisfy({ $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "-_.:".unicodeScalars.contains($0)) })
+            else { throw fail("a node name of 1 to 64 letters, digits, \"-\", \"_\", \".\" or \":\"") }
+            node = text
+        case "lease_s":
+            guard let number = value.doubleValue, number >= 1, number <= 3600 else { throw fail("a number of seconds from 1 to 3600") }
+            leaseSeconds = number
+        case "shared_file_limit_bytes": sharedFileLimitBytes = try integer(0...(1 << 30))
         case "max_body_bytes": maxBodyBytes = try integer(1024...(1 << 30))
         case "log_limit_bytes": logLimitBytes = try integer(1024...(1 << 40))
         case "job_types":
@@ -241,7 +292,17 @@ public struct ServerConfiguration: Sendable {
         try apply(key, value, from: source)
     }
 
-    static let textKeys: Set<String> = ["host", "data_dir", "gpus", "sqlite_synchronous", "webhook_secret"]
+    static let textKeys: Set<String> = ["host", "data_dir", "gpus", "sqlite_synchronous", "webhook_secret", "store", "role", "node"]
+
+    /// The configured node name, or one derived from this machine and the data directory.
+    public func nodeName(dataDirectory: String) -> String {
+        if let node { return node }
+        var digest: UInt64 = 0xcbf2_9ce4_8422_2325   // FNV-1a: stable across runs, unlike Hasher
+        for byte in dataDirectory.utf8 { digest = (digest ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "node"
+        let safe = String(host.unicodeScalars.filter { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || $0 == "-") }.prefix(40))
+        return (safe.isEmpty ? "node" : safe) + "-" + String(digest % 0x100_0000, radix: 16)
+    }
 
     static func describe(_ error: any Error) -> String {
         if case DecodingError.dataCorrupted(let context) = error {

@@ -8,6 +8,7 @@ import ServiceLifecycle
 import SpoolCore
 import SpoolExecutor
 import SpoolHTTP
+import SpoolPostgres
 import SpoolSQLite
 import SpoolScheduler
 import SpoolStore
@@ -20,23 +21,43 @@ import SpoolWebhooks
 /// slots, then serve. The HTTP server and the scheduler run in one `ServiceGroup`; SIGTERM or
 /// SIGINT shuts the scheduler down first (the API keeps answering, with 503 for submits,
 /// while running jobs get their grace period), then the HTTP server.
+///
+/// With a PostgreSQL store the node also runs a `ClusterCoordinator`, and its role decides
+/// the rest: `all` (API and slots), `api` (no slots) or `agent` (slots, no HTTP server).
 public enum SpoolServer {
     public static func run(_ configuration: ServerConfiguration, executable: String, logger: Logger,
                            onListening: @escaping @Sendable (String) -> Void) async throws {
+        if configuration.role != .all, configuration.store == .sqlite {
+            throw ConfigurationError("role \"\(configuration.role.rawValue)\" needs a shared store (store: postgres://…); with SQLite one node does everything")
+        }
         let dataDirectory = try prepareDataDirectory(configuration.dataDirectory)
         let lock = try DataDirectoryLock(directory: dataDirectory)
         defer { lock.release() }
 
-        let store = try SQLiteJobStore(path: dataDirectory + "/spool.sqlite", synchronous: configuration.synchronous)
+        let node = configuration.nodeName(dataDirectory: dataDirectory)
+        let store: any JobStore & WebhookOutbox
+        let shared: PostgresJobStore?
+        switch configuration.store {
+        case .sqlite:
+            store = try SQLiteJobStore(path: dataDirectory + "/spool.sqlite", synchronous: configuration.synchronous)
+            shared = nil
+        case .postgres(let location):
+            let postgres = try PostgresJobStore(location: location, node: node,
+                                                leaseDuration: .milliseconds(Int64(configuration.leaseSeconds * 1000)), logger: logger)
+            store = postgres
+            shared = postgres
+        }
+        defer { shared?.close() }
         try await store.prepare()
-        try await recover(store, dataDirectory: dataDirectory, logger: logger)
+        try await recover(store, node: shared == nil ? nil : node, dataDirectory: dataDirectory, logger: logger)
 
         var types = [BuiltinTypes.render(executable: executable)]
         for type in configuration.jobTypes { types.removeAll { $0.name == type.name }; types.append(type) }
         let catalog = JobCatalog(types)
 
-        let slots = await pickSlots(configuration, logger: logger)
+        let slots = configuration.role == .api ? [] : await pickSlots(configuration, logger: logger)
         var schedulerConfiguration = SchedulerConfiguration(slots: slots, dataDirectory: dataDirectory)
+        schedulerConfiguration.sharedFileLimitBytes = configuration.sharedFileLimitBytes
         schedulerConfiguration.killGrace = .milliseconds(Int64(configuration.killGraceSeconds * 1000))
         schedulerConfiguration.shutdownGrace = .milliseconds(Int64(configuration.shutdownGraceSeconds * 1000))
         schedulerConfiguration.logLimitBytes = configuration.logLimitBytes
@@ -48,7 +69,7 @@ public enum SpoolServer {
         limits.maxBodyBytes = configuration.maxBodyBytes
         let registry = MetricsExport.bootstrap()
         let api = SpoolAPI(store: store, scheduler: scheduler, catalog: catalog, dataDirectory: dataDirectory,
-                           limits: limits, storeName: "sqlite", metrics: { [store] in
+                           limits: limits, storeName: shared == nil ? "sqlite" : "postgres", node: shared?.node, metrics: { [store] in
             if let queued = try? await store.queuedCount() { Gauge(label: "spool_queue_depth").record(queued) }
             return MetricsExport.text(registry)
         })
@@ -62,22 +83,39 @@ public enum SpoolServer {
             },
             logger: logger
         )
-        logger.info("spool starting", metadata: [
+        var startup: Logger.Metadata = [
             "data_dir": "\(dataDirectory)", "slots": "\(slots.map { $0.gpu.map { "gpu \($0)" } ?? "cpu" })",
-            "types": "\(catalog.types.keys.sorted())", "sqlite_synchronous": "\(configuration.synchronous.rawValue)",
-        ])
+            "types": "\(catalog.types.keys.sorted())",
+        ]
+        if let shared {
+            startup["store"] = "\(shared.location)"
+            startup["node"] = "\(node)"
+            startup["role"] = "\(configuration.role.rawValue)"
+            startup["lease_s"] = "\(configuration.leaseSeconds)"
+        } else {
+            startup["sqlite_synchronous"] = "\(configuration.synchronous.rawValue)"
+        }
+        logger.info("spool starting", metadata: startup)
         var webhookConfiguration = WebhookDeliverer.Configuration()
         webhookConfiguration.secret = configuration.webhookSecret
         webhookConfiguration.retry.baseSeconds = configuration.webhookRetryBaseSeconds
         let deliverer = WebhookDeliverer(store: store, outbox: store, configuration: webhookConfiguration, logger: logger)
         // Services shut down in reverse order: the scheduler first, while the API still answers
         // and the webhook deliverer still reports the jobs that finish meanwhile.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if configuration.role != .agent {
+            services += [.init(service: application), .init(service: deliverer)]
+        } else {
+            onListening("")
+        }
+        if let shared {
+            var coordination = ClusterCoordinator.Configuration()
+            coordination.runsJobs = configuration.role != .api
+            services.append(.init(service: ClusterCoordinator(store: shared, scheduler: scheduler, configuration: coordination, logger: logger)))
+        }
+        services.append(.init(service: scheduler, successTerminationBehavior: .gracefullyShutdownGroup))
         let group = ServiceGroup(configuration: .init(
-            services: [
-                .init(service: application),
-                .init(service: deliverer),
-                .init(service: scheduler, successTerminationBehavior: .gracefullyShutdownGroup),
-            ],
+            services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))
@@ -96,12 +134,13 @@ public enum SpoolServer {
 
     /// Jobs a crashed server left `running`: kill their leftover processes, then requeue them
     /// (or fail them as `interrupted` when their attempts are used up).
-    static func recover(_ store: SQLiteJobStore, dataDirectory: String, logger: Logger) async throws {
+    /// With a shared store (`node` set), only this node's jobs: the others run elsewhere.
+    static func recover(_ store: any JobStore, node: String?, dataDirectory: String, logger: Logger) async throws {
         let workers = try await OrphanReaper.killLeftoverWorkers(of: dataDirectory)
         if !workers.isEmpty {
             logger.warning("killed warm workers left by a previous crash", metadata: ["pids": "\(workers)"])
         }
-        let running = try await store.jobs(JobQuery(state: .running, limit: 100_000)).jobs
+        let running = try await store.jobs(JobQuery(state: .running, limit: 100_000)).jobs.filter { node == nil || $0.node == node }
         guard !running.isEmpty else { return }
         let killed = try await OrphanReaper.killLeftovers(of: Set(running.map(\.id)))
         let recovered = try await store.recoverInterrupted(now: WallClock.now())

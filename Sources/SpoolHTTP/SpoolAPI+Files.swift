@@ -3,8 +3,13 @@ import Hummingbird
 import NIOPosix
 import SpoolCore
 import SpoolExecutor
+import SpoolStore
 
 /// Logs and outputs: files under the job's directory, read on NIO's blocking-I/O pool.
+///
+/// With a shared store, a job may have run on another node. Then its files come from the
+/// store: the copy its node made as the job ended (up to `shared_file_limit_bytes`), and, for
+/// the log of a job still running elsewhere, the log lines it has sent as events so far.
 extension SpoolAPI {
     @Sendable func logs(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let id = try jobID(context)
@@ -15,8 +20,14 @@ extension SpoolAPI {
             offset = value
         }
         let path = JobPaths(dataDirectory: dataDirectory, job: id).log
-        let size = try await NIOThreadPool.singleton.runIfActive { Self.fileSize(path) ?? 0 }
+        let localSize = try await NIOThreadPool.singleton.runIfActive { Self.fileSize(path) }
         var headers: HTTPFields = [.contentType: "text/plain; charset=utf-8"]
+        guard let size = localSize, !(size == 0 && store is any SharedJobStore) else {
+            let text = try await sharedLog(of: id)
+            headers[.nextOffset] = String(max(text.count, offset))
+            guard offset < text.count else { return Response(status: .ok, headers: headers) }
+            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: text[offset...])))
+        }
         headers[.nextOffset] = String(max(size, offset))
         guard offset < size else { return Response(status: .ok, headers: headers) }
         let body = try await FileIO().loadFile(path: path, range: offset...(size - 1), context: context)
@@ -27,8 +38,13 @@ extension SpoolAPI {
         let id = try jobID(context)
         _ = try await find(id)
         let root = JobPaths(dataDirectory: dataDirectory, job: id).outputs
-        let files = try await NIOThreadPool.singleton.runIfActive { OutputFiles.list(under: root) }
-        let list = files.map { name, size -> JSONValue in
+        var files = try await NIOThreadPool.singleton.runIfActive { Self.isDirectory(root) ? OutputFiles.list(under: root) : nil }
+        if files == nil, let shared = store as? any SharedJobStore {
+            let prefix = StoredFile.outputName("")
+            files = try await shared.storedFiles(of: id).filter { $0.name.hasPrefix(prefix) }
+                .map { (String($0.name.dropFirst(prefix.count)), Int64($0.size)) }
+        }
+        let list = (files ?? []).map { name, size -> JSONValue in
             .object(["name": .string(name), "size": .int(size), "content_type": .string(Self.contentType(of: name)),
                      "url": .string("/v1/jobs/\(id)/outputs/" + (name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name))])
         }
@@ -50,9 +66,35 @@ extension SpoolAPI {
                   real.hasPrefix(root + "/"), Self.isRegularFile(real) else { return nil }
             return real
         }
-        guard let resolved else { throw APIError.notFound("job \(id) has no output \"\(name)\"") }
+        guard let resolved else {
+            if let shared = store as? any SharedJobStore, let content = try await shared.storedFile(StoredFile.outputName(name), of: id) {
+                return Response(status: .ok, headers: [.contentType: Self.contentType(of: name)],
+                                body: ResponseBody(byteBuffer: ByteBuffer(bytes: content)))
+            }
+            throw APIError.notFound("job \(id) has no output \"\(name)\"")
+        }
         let body = try await FileIO().loadFile(path: resolved, context: context)
         return Response(status: .ok, headers: [.contentType: Self.contentType(of: name)], body: body)
+    }
+
+    /// The log of a job that ran (or runs) on another node: the copy its node stored as it
+    /// ended, else the lines it has sent as events so far (the first 64 KiB).
+    func sharedLog(of id: JobID) async throws -> [UInt8] {
+        guard let shared = store as? any SharedJobStore else { return [] }
+        if let stored = try await shared.storedFile(StoredFile.logName, of: id) { return stored }
+        var text: [UInt8] = []
+        var after: Int64 = 0
+        while true {
+            let events = try await store.events(after: after, job: id, limit: 500)
+            for event in events where event.kind == .log { text += Array((event.data["text"]?.stringValue ?? "").utf8) }
+            guard events.count == 500, let last = events.last else { return text }
+            after = last.id
+        }
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var status = stat()
+        return stat(path, &status) == 0 && (status.st_mode & S_IFMT) == S_IFDIR
     }
 
     static func contentType(of name: String) -> String {

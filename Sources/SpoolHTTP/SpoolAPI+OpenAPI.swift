@@ -1918,6 +1918,10 @@ extension SpoolAPI {
             "type": "integer",
             "minimum": 0
           },
+          "node": {
+            "type": "string",
+            "description": "This node's name, with a shared (PostgreSQL) store."
+          },
           "unhealthy_workers": {
             "type": "array",
             "items": {

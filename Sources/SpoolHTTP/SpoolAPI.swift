@@ -21,11 +21,14 @@ public struct SpoolAPI: Sendable {
     let dataDirectory: String
     let limits: Limits
     let storeName: String
+    /// This node's name with a shared store.
+    let node: String?
     /// Prometheus text for `/metrics`, when the app exports metrics.
     let metrics: (@Sendable () async -> String)?
 
     public init(store: any JobStore, scheduler: Scheduler, catalog: JobCatalog, dataDirectory: String,
-                limits: Limits = Limits(), storeName: String, metrics: (@Sendable () async -> String)? = nil) {
+                limits: Limits = Limits(), storeName: String, node: String? = nil, metrics: (@Sendable () async -> String)? = nil) {
+        self.node = node
         self.metrics = metrics
         self.store = store
         self.scheduler = scheduler
@@ -206,10 +209,12 @@ public struct SpoolAPI: Sendable {
                                                                        "last_error": .string($0.lastError)]) }
         }
         let status = !accepting ? "draining" : unhealthy.isEmpty ? "ok" : "degraded"
-        return json(.object([
+        var fields: [String: JSONValue] = [
             "status": .string(status), "store": .string(storeName), "slots": .int(Int64(await scheduler.occupancy().count)),
             "queued": .int(Int64(try await store.queuedCount())), "unhealthy_workers": .array(unhealthy),
-        ]), status: accepting ? .ok : .serviceUnavailable)
+        ]
+        if let node { fields["node"] = .string(node) }
+        return json(.object(fields), status: accepting ? .ok : .serviceUnavailable)
     }
 
     @Sendable func types(_ request: Request, context: BasicRequestContext) async throws -> Response {

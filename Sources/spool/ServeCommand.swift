@@ -3,46 +3,44 @@ import Foundation
 import Logging
 import SpoolApp
 
-struct ServeCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "serve",
-        abstract: "Run the server: HTTP API, durable queue and the slots that run jobs.",
-        discussion: """
-            Settings come from --config FILE (JSON), then SPOOL_* environment variables (SPOOL_PORT, SPOOL_DATA_DIR, …),
-            then these flags; later sources win. The built-in `render` job type is always there.
-            """
-    )
-
+/// What every node takes, whatever its role.
+struct NodeOptions: ParsableArguments {
     @Option(name: .long, help: "A JSON config file (settings and job_types).") var config: String?
-    @Option(name: .long, help: "Address to listen on (default 127.0.0.1).") var host: String?
-    @Option(name: .long, help: "Port to listen on; 0 picks a free one (default 8080).") var port: Int?
-    @Option(name: .customLong("data-dir"), help: "Where the job database, logs and outputs live (default ./spool-data).") var dataDir: String?
+    @Option(name: .customLong("data-dir"), help: "Where the job database (SQLite), logs and outputs live (default ./spool-data).") var dataDir: String?
+    @Option(name: .long, help: "sqlite (default: a file in the data directory) or postgres://USER@HOST:PORT/DB, a queue shared by many nodes.") var store: String?
+    @Option(name: .long, help: "This node's name in a shared store (default: host name and a digest of the data directory).") var node: String?
+    @Option(name: .long, help: "Seconds a running job's claim lasts without renewal before other nodes rescue it (shared store; default 10).") var lease: Double?
     @Option(name: .long, help: "Number of slots when no GPU is used (default 1).") var slots: Int?
     @Option(name: .long, help: "GPUs to use: auto (one slot per GPU nvidia-smi lists), none, or a list like 0,2.") var gpus: String?
     @Option(name: .customLong("kill-grace"), help: "Seconds between SIGTERM and SIGKILL when a job is stopped (default 10).") var killGrace: Double?
     @Option(name: .customLong("shutdown-grace"), help: "Seconds running jobs may finish after SIGTERM before they are requeued (default 30).") var shutdownGrace: Double?
-    @Option(name: .customLong("sqlite-synchronous"), help: "full (an accepted job survives power loss; default) or normal (survives a crash).") var synchronous: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String = "info"
     @Option(name: .customLong("log-format"), help: "text (default) or json (one object per line, for log shippers).") var logFormat: String = "text"
 
-    func run() async throws {
-        guard let level = Logger.Level(rawValue: logLevel) else { fail("--log-level must be one of trace, debug, info, notice, warning, error, critical") }
+    /// Merges the config file, `SPOOL_*` variables and these flags (plus `extra` flags).
+    func settings(extra: [(String, String?)] = []) -> ServerConfiguration {
         var settings = ServerConfiguration()
         do {
             if let config { try settings.load(file: config) }
             try settings.load(environment: ProcessInfo.processInfo.environment)
             let flags: [(String, String?)] = [
-                ("host", host), ("port", port.map(String.init)), ("data_dir", dataDir), ("slots", slots.map(String.init)),
-                ("gpus", gpus), ("kill_grace_s", killGrace.map { "\($0)" }), ("shutdown_grace_s", shutdownGrace.map { "\($0)" }),
-                ("sqlite_synchronous", synchronous),
-            ]
+                ("data_dir", dataDir), ("store", store), ("node", node), ("lease_s", lease.map { "\($0)" }),
+                ("slots", slots.map(String.init)), ("gpus", gpus), ("kill_grace_s", killGrace.map { "\($0)" }),
+                ("shutdown_grace_s", shutdownGrace.map { "\($0)" }),
+            ] + extra
             for case let (key, text?) in flags {
-                let flag = "--" + key.replacingOccurrences(of: "_s", with: "").replacingOccurrences(of: "_", with: "-")
+                let flag = "--" + (key == "lease_s" ? "lease" : key.replacingOccurrences(of: "_s", with: "").replacingOccurrences(of: "_", with: "-"))
                 try settings.apply(text: text, to: key, from: flag)
             }
         } catch {
             fail("\(error)")
         }
+        return settings
+    }
+
+    /// Sets up logging as asked, then runs the node until it is stopped.
+    func run(_ settings: ServerConfiguration, ready: @escaping @Sendable (String) -> Void) async {
+        guard let level = Logger.Level(rawValue: logLevel) else { fail("--log-level must be one of trace, debug, info, notice, warning, error, critical") }
         guard logFormat == "text" || logFormat == "json" else { fail("--log-format must be text or json") }
         let json = logFormat == "json"
         LoggingSystem.bootstrap { label in
@@ -57,19 +55,75 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "spool")
         do {
-            try await SpoolServer.run(settings, executable: Self.executablePath(), logger: logger) { url in
-                FileHandle.standardOutput.write(Data("spool: listening on \(url)\n".utf8))
-            }
+            try await SpoolServer.run(settings, executable: ServeCommand.executablePath(), logger: logger, onListening: ready)
         } catch let error as ConfigurationError {
             fail(error.description)
         } catch {
             fail("\(error)")
         }
     }
+}
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the server: HTTP API, durable queue and the slots that run jobs.",
+        discussion: """
+            Settings come from --config FILE (JSON), then SPOOL_* environment variables (SPOOL_PORT, SPOOL_DATA_DIR, …),
+            then these flags; later sources win. The built-in `render` job type is always there.
+
+            Many machines, one queue: give every node the same --store postgres://… ; `serve` nodes answer the API
+            (with --no-slots they run no jobs), `spool agent` nodes only run jobs.
+            """
+    )
+
+    @OptionGroup var node: NodeOptions
+    @Option(name: .long, help: "Address to listen on (default 127.0.0.1).") var host: String?
+    @Option(name: .long, help: "Port to listen on; 0 picks a free one (default 8080).") var port: Int?
+    @Option(name: .customLong("sqlite-synchronous"), help: "full (an accepted job survives power loss; default) or normal (survives a crash).") var synchronous: String?
+    @Flag(name: .customLong("no-slots"), help: "Answer the API but run no jobs (an API node in front of a shared store).") var noSlots = false
+
+    func run() async throws {
+        var settings = node.settings(extra: [("host", host), ("port", port.map(String.init)), ("sqlite_synchronous", synchronous)])
+        if noSlots {
+            guard case .postgres = settings.store else {
+                fail("--no-slots needs a shared store (--store postgres://…): with SQLite no other node would run the jobs")
+            }
+            settings.role = .api
+        }
+        await node.run(settings) { url in
+            FileHandle.standardOutput.write(Data("spool: listening on \(url)\n".utf8))
+        }
+    }
 
     /// The running binary, so the built-in `render` type can re-execute it.
     static func executablePath() -> String {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+}
+
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Run jobs from a shared queue on this machine's slots, with no HTTP API (a GPU node).",
+        discussion: """
+            Needs --store postgres://… (the same as the API nodes'). Takes the same settings as `serve` (config file,
+            SPOOL_* variables, flags), except those of the HTTP server.
+            """
+    )
+
+    @OptionGroup var node: NodeOptions
+
+    func run() async throws {
+        var settings = node.settings()
+        guard case .postgres(let location) = settings.store else {
+            fail("an agent needs a shared store: --store postgres://USER@HOST:PORT/DATABASE (or \"store\" in the config file)")
+        }
+        settings.role = .agent
+        let description = "\(location)"
+        await node.run(settings) { _ in
+            FileHandle.standardOutput.write(Data("spool: agent running jobs from \(description)\n".utf8))
+        }
     }
 }
 
