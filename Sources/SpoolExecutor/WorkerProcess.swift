@@ -101,9 +101,14 @@ public actor WorkerProcess {
                 try? await Task.sleep(for: setup)
                 return Task.isCancelled ? nil : .failure(StartFailure(description: "setup took longer than \(setup)"))
             }
-            let first = await group.next()!!
-            group.cancelAll()
-            return first
+            // The timer answers nil when cancelled (the server is stopping): wait for the other.
+            while let answer = await group.next() {
+                if let answer {
+                    group.cancelAll()
+                    return answer
+                }
+            }
+            return .failure(StartFailure(description: "the start was cancelled"))
         }
         if case .failure(let error) = ready {
             lastFailure = "\(error)"
