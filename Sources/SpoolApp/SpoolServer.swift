@@ -140,9 +140,16 @@ public enum SpoolServer {
         if !workers.isEmpty {
             logger.warning("killed warm workers left by a previous crash", metadata: ["pids": "\(workers)"])
         }
+        // Every job process of this data directory is a leftover now (the directory is locked):
+        // with a shared store, that includes jobs already rescued by other nodes, whose
+        // processes must not go on using this node's GPUs.
+        let leftovers = try await OrphanReaper.killLeftoverJobs(of: dataDirectory)
+        if !leftovers.isEmpty {
+            logger.warning("killed job processes left by a previous crash", metadata: ["pids": "\(leftovers)"])
+        }
         let running = try await store.jobs(JobQuery(state: .running, limit: 100_000)).jobs.filter { node == nil || $0.node == node }
         guard !running.isEmpty else { return }
-        let killed = try await OrphanReaper.killLeftovers(of: Set(running.map(\.id)))
+        let killed = try await OrphanReaper.killLeftovers(of: Set(running.map(\.id))) + leftovers
         let recovered = try await store.recoverInterrupted(now: WallClock.now())
         let failed = recovered.filter { $0.attempts >= $0.maxAttempts }.count
         logger.warning("recovered jobs interrupted by a previous crash", metadata: [

@@ -45,6 +45,15 @@ public enum OrphanReaper {
         return await killAll(found, patience: patience)
     }
 
+    /// Kills the job processes a crashed server of this data directory left behind, whatever
+    /// their jobs' state now (with a shared store another node may have rescued them). A job
+    /// process is recognised by its `SPOOL_MESSAGES` path under `DATA_DIR/jobs/`.
+    public static func killLeftoverJobs(of dataDirectory: String, patience: Duration = .seconds(5)) async throws -> [Int32] {
+        let prefix = Array(("SPOOL_MESSAGES=" + dataDirectory + "/jobs/").utf8)
+        let found = try await BlockingIO.run { scan { variable in variable.starts(with: prefix) } }
+        return await killAll(found, patience: patience)
+    }
+
     struct Leftover: Sendable {
         var pid: Int32
         var group: Int32

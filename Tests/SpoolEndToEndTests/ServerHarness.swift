@@ -35,12 +35,13 @@ final class ServerHarness: @unchecked Sendable {
 
     var scratch: String { URL(fileURLWithPath: configPath).deletingLastPathComponent().path }
 
-    /// Starts the server and waits until it listens.
-    func start(_ extra: [String] = []) async throws {
+    /// Starts the server (`spool serve`, or `spool agent` with `agent`) and waits until it
+    /// listens (an agent: until it runs).
+    func start(_ extra: [String] = [], agent: Bool = false) async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = ["serve", "--config", configPath, "--data-dir", dataDirectory, "--port", "0", "--gpus", "none",
-                             "--log-level", "warning"] + extra
+        process.arguments = (agent ? ["agent"] : ["serve", "--port", "0"])
+            + ["--config", configPath, "--data-dir", dataDirectory, "--gpus", "none", "--log-level", "warning"] + extra
         let output = Pipe()
         process.standardOutput = output
         let logHandle = FileHandle(forWritingAtPath: scratch + "/server.log") ?? {
@@ -68,8 +69,9 @@ final class ServerHarness: @unchecked Sendable {
         self.process = process
         exited = Task { for await status in termination { return status }; return -1 }
         let listening = try await withDeadline(.seconds(60), "the server to say it is listening") {
-            for await line in lines where line.contains("listening on ") {
-                return String(line[line.range(of: "listening on ")!.upperBound...])
+            for await line in lines {
+                if let marker = line.range(of: "listening on ") { return String(line[marker.upperBound...]) }
+                if line.contains("agent running jobs") { return "" }
             }
             throw HarnessError("the server exited before listening; see \(self.scratch)/server.log")
         }

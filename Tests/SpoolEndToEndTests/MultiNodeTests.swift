@@ -1,0 +1,168 @@
+import Foundation
+import NIOHTTP1
+import SpoolCore
+import SpoolTestSupport
+import Testing
+
+/// Many machines, one queue: 2 API nodes (`serve --no-slots`) and 3 GPU nodes (`agent`, two
+/// slots each) on one PostgreSQL database, all real processes on loopback. 300 jobs of
+/// random length; one GPU node is killed with SIGKILL while it runs jobs.
+///
+/// The checks read what the jobs recorded themselves — a ledger of start and end lines with
+/// each attempt's token (`SPOOL_ATTEMPT`), node and slot, an flock per slot that reports any
+/// overlap, and a result file naming the attempt that wrote it — not the server's word.
+@Suite(.serialized) struct MultiNodeTests {
+    static let jobScript = """
+        exec 9>>"$LEDGER/slot-$NODE-$SPOOL_SLOT.lock"
+        flock -n 9 || echo "OVERLAP $SPOOL_JOB_ID $SPOOL_ATTEMPT $NODE $SPOOL_SLOT" >> "$LEDGER/ledger.txt"
+        echo "start $SPOOL_JOB_ID $SPOOL_ATTEMPT $NODE $SPOOL_SLOT $(date +%s%N)" >> "$LEDGER/ledger.txt"
+        sleep {input.sleep}
+        echo "$SPOOL_JOB_ID $SPOOL_ATTEMPT $NODE" > "$SPOOL_OUTPUT_DIR/result.txt"
+        echo "end $SPOOL_JOB_ID $SPOOL_ATTEMPT $NODE $SPOOL_SLOT $(date +%s%N)" >> "$LEDGER/ledger.txt"
+        """
+
+    static func config(node: String, ledger: String, store: String) -> JSONValue {
+        .object([
+            "store": .string(store), "node": .string(node), "lease_s": 2, "kill_grace_s": 1,
+            "job_types": .object([
+                "work": .object([
+                    "command": .array(["/bin/sh", "-c", .string(jobScript)]), "timeout_s": 60, "max_attempts": 3,
+                    "input_schema": .object(["type": "object", "required": .array(["sleep"]),
+                                             "properties": .object(["sleep": .object(["type": "number", "minimum": 0, "maximum": 5])])]),
+                    "env": .object(["NODE": .string(node), "LEDGER": .string(ledger)]),
+                ]),
+            ]),
+        ])
+    }
+
+    struct Entry {
+        var kind: String
+        var job: String
+        var attempt: Int
+        var node: String
+        var slot: String
+        var nanoseconds: Int64
+    }
+
+    @Test func threeGPUNodesAndTwoAPINodesLoseNothingWhenAGPUNodeIsKilled() async throws {
+        let store = try await TestPostgres.createDatabase()
+        let ledger = NSTemporaryDirectory() + "spool-ledger-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: ledger, withIntermediateDirectories: true)
+        let apis = try (1...2).map { try ServerHarness(config: Self.config(node: "api\($0)", ledger: ledger, store: store)) }
+        let gpus = try (1...3).map { try ServerHarness(config: Self.config(node: "gpu\($0)", ledger: ledger, store: store)) }
+        defer { try? FileManager.default.removeItem(atPath: ledger) }
+        do {
+            for api in apis { try await api.start(["--no-slots"]) }
+            for gpu in gpus { try await gpu.start(["--slots", "2"], agent: true) }
+
+            // 300 jobs, half through each API node, of 50 to 400 ms.
+            var generator = SystemRandomNumberGenerator()
+            var ids: [String] = []
+            for index in 0..<300 {
+                let sleep = Double(Int.random(in: 50...400, using: &generator)) / 1000
+                let reply = try await apis[index % 2].submit("work", .object(["sleep": .double(sleep)]))
+                #expect(reply.status == 201)
+                ids.append(try #require(reply.json["id"]?.stringValue))
+            }
+
+            // Kill gpu1 while it runs jobs: wait until the ledger shows it inside two jobs.
+            let victim = gpus[0]
+            let killedAt = try await withDeadline(.seconds(60), "gpu1 to be running jobs") {
+                while true {
+                    let open = Self.openAttempts(try Self.entries(ledger), node: "gpu1")
+                    if open.count >= 2 {
+                        await victim.kill9()
+                        return Int64(Date().timeIntervalSince1970 * 1e9)
+                    }
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+            }
+
+            // Every job ends, as any API node reports it.
+            var finished: [String: JSONValue] = [:]
+            for (index, id) in ids.enumerated() {
+                finished[id] = try await apis[(index + 1) % 2].waitFor(id, ["succeeded", "failed", "canceled"], timeout: .seconds(180))
+            }
+            let entries = try Self.entries(ledger)
+
+            // None lost: every job succeeded (the killed node's jobs on a later attempt).
+            let notSucceeded = finished.filter { $0.value["state"]?.stringValue != "succeeded" }
+            #expect(notSucceeded.isEmpty, "jobs that did not succeed: \(notSucceeded.mapValues { $0["reason"]?.stringValue ?? "" })")
+
+            // No slot ever ran two jobs at once: no flock overlap, and per slot each attempt
+            // starts after the previous one ended.
+            #expect(!entries.contains { $0.kind == "OVERLAP" })
+            let bySlot = Dictionary(grouping: entries.filter { $0.kind != "OVERLAP" }) { "\($0.node)/\($0.slot)" }
+            for (slot, lines) in bySlot {
+                var running: String?
+                for entry in lines.sorted(by: { $0.nanoseconds < $1.nanoseconds }) {
+                    let attempt = "\(entry.job)#\(entry.attempt)"
+                    if entry.kind == "start" {
+                        #expect(running == nil || slot.hasPrefix("gpu1/"), "slot \(slot) started \(attempt) while \(running ?? "") ran")
+                        running = attempt
+                    } else if running == attempt {
+                        running = nil
+                    }
+                }
+            }
+
+            // The killed node's jobs were rescued and ran again elsewhere.
+            let interrupted = Self.openAttempts(entries.filter { $0.nanoseconds <= killedAt }, node: "gpu1")
+            #expect(interrupted.count >= 2)
+            for attempt in interrupted {
+                let job = try #require(finished[attempt.job])
+                #expect((job["attempts"]?.intValue ?? 0) > Int64(attempt.attempt), "job \(attempt.job) ran again after its node died")
+                #expect(job["node"]?.stringValue != "gpu1")
+            }
+
+            // Each result was written by the job's last attempt, on the node the store names,
+            // inside the times the store recorded — the attempt tokens agree everywhere.
+            for (index, id) in ids.enumerated() {
+                let job = try #require(finished[id])
+                let attempt = Int(job["attempts"]?.intValue ?? -1)
+                let node = job["node"]?.stringValue ?? ""
+                let result = try await apis[index % 2].request(.GET, "/v1/jobs/\(id)/outputs/result.txt")
+                #expect(result.status == 200, "job \(id)'s output is downloadable from any API node")
+                #expect(String(decoding: result.body, as: UTF8.self) == "\(id) \(attempt) \(node)\n")
+                let mine = entries.filter { $0.job == id && $0.attempt == attempt && $0.node == node }
+                let start = try #require(mine.first { $0.kind == "start" }, "job \(id) attempt \(attempt) started on \(node)")
+                let end = try #require(mine.first { $0.kind == "end" }, "job \(id) attempt \(attempt) ended on \(node)")
+                let startedAt = try Self.nanoseconds(job["started_at"])
+                let finishedAt = try Self.nanoseconds(job["finished_at"])
+                #expect(startedAt <= start.nanoseconds && end.nanoseconds <= finishedAt,
+                        "job \(id): the store's times enclose its last attempt")
+                // A later attempt's end is never older than an earlier attempt's start.
+                #expect(!entries.contains { $0.job == id && $0.attempt > attempt }, "no attempt after the recorded one")
+            }
+        } catch {
+            for server in apis + gpus { await server.stop() }
+            try? await TestPostgres.dropDatabase(store)
+            throw error
+        }
+        for server in apis + gpus { await server.stop() }
+        _ = try await killJobProcesses([], workersUnder: nil)
+        try await TestPostgres.dropDatabase(store)
+    }
+
+    static func entries(_ ledger: String) throws -> [Entry] {
+        guard let text = try? String(contentsOfFile: ledger + "/ledger.txt", encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { line in
+            let parts = line.split(separator: " ").map(String.init)
+            guard parts.count >= 5 else { return nil }
+            return Entry(kind: parts[0], job: parts[1], attempt: Int(parts[2]) ?? -1, node: parts[3], slot: parts[4],
+                         nanoseconds: parts.count > 5 ? Int64(parts[5]) ?? 0 : 0)
+        }
+    }
+
+    /// Attempts on `node` that started and have not ended.
+    static func openAttempts(_ entries: [Entry], node: String) -> [Entry] {
+        let ended = Set(entries.filter { $0.kind == "end" }.map { "\($0.job)#\($0.attempt)" })
+        return entries.filter { $0.kind == "start" && $0.node == node && !ended.contains("\($0.job)#\($0.attempt)") }
+    }
+
+    static func nanoseconds(_ value: JSONValue?) throws -> Int64 {
+        let text = try #require(value?.stringValue)
+        let timestamp = try #require(Timestamp(rfc3339: text), "a timestamp: \(text)")
+        return timestamp.microseconds * 1000
+    }
+}
