@@ -54,6 +54,15 @@ public enum OrphanReaper {
         return await killAll(found, patience: patience)
     }
 
+    /// Kills (SIGKILL, no waiting) every process with an environment variable starting with
+    /// `prefix`, e.g. `SPOOL_MESSAGES=DATA_DIR` for all of a data directory's processes.
+    public static func killProcesses(withEnvironmentPrefix prefix: String) -> Int {
+        let bytes = Array(prefix.utf8)
+        let found = scan { variable in variable.starts(with: bytes) }
+        for process in found { _ = kill(process.pid, SIGKILL) }
+        return found.count
+    }
+
     struct Leftover: Sendable {
         var pid: Int32
         var group: Int32

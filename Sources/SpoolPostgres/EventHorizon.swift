@@ -19,6 +19,7 @@ import Synchronization
 final class EventHorizon: Sendable {
     static let holeTimeout: Duration = .seconds(1)
     static let batch = 10_000
+    static let minimumInterval: Duration = .milliseconds(2)
 
     private struct State {
         var settled: Int64 = 0
@@ -56,6 +57,9 @@ final class EventHorizon: Sendable {
                     more = !Task.isCancelled
                 }
             }
+            // Under load every commit on every node pokes: look at most every few
+            // milliseconds, so one query covers many commits.
+            try? await Task.sleep(for: Self.minimumInterval)
             if state.withLock({ $0.hole != nil }) {
                 // Look again soon: the hole fills when its transaction commits, or times out.
                 Task { [pokeSink] in

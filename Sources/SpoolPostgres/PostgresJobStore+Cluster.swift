@@ -26,20 +26,20 @@ extension PostgresJobStore {
         }
     }
 
+    /// One statement per file, each fenced on its own (no transaction to hold open while
+    /// large files travel); empty files are not stored.
     @discardableResult
     public func storeFiles(_ files: [StoredFile], of job: JobID, attempt: Int) async throws -> Bool {
-        try await transaction("store a job's files") { connection in
-            // Lock the job row: a rescue cannot slip in between the check and the writes.
-            let current = try await connection.query("""
-                SELECT 1 FROM jobs WHERE id = \(job.rawValue) AND state = 'running' AND attempts = \(attempt) FOR SHARE
-                """, logger: self.logger).decodeFirst(Int.self)
-            guard current != nil else { return false }
-            for file in files {
-                try await connection.query("""
+        try await write("store a job's files") { connection in
+            for file in files where !file.content.isEmpty {
+                let stored = try await connection.query("""
                     INSERT INTO job_files (job_id, name, size, content)
-                    VALUES (\(job.rawValue), \(file.name), \(file.content.count), \(ByteBuffer(bytes: file.content)))
+                    SELECT \(job.rawValue), \(file.name), \(file.content.count), \(ByteBuffer(bytes: file.content))
+                    WHERE EXISTS (SELECT 1 FROM jobs WHERE id = \(job.rawValue) AND state = 'running' AND attempts = \(attempt))
                     ON CONFLICT (job_id, name) DO UPDATE SET size = EXCLUDED.size, content = EXCLUDED.content
-                    """, logger: self.logger)
+                    RETURNING 1
+                    """, logger: self.logger).decodeFirst(Int.self)
+                if stored == nil { return false }
             }
             return true
         }

@@ -30,6 +30,8 @@ public final class PostgresJobStore: SharedJobStore {
     private let subscribers = Mutex<[Int: AsyncStream<ClusterSignal>.Continuation]>([:])
     private let tasks = Mutex<[Task<Void, Never>]>([])
     private let isListening = Mutex(false)
+    /// The jobs this node runs, as claimed: what `finish` needs to write an outcome blind.
+    private let claimedJobs = Mutex<[JobID: Job]>([:])
 
     /// Opens a pool of up to `connections` connections (none is made until `prepare`).
     public init(location: PostgresLocation, node: String, leaseDuration: Duration = .seconds(10),
@@ -180,24 +182,41 @@ public final class PostgresJobStore: SharedJobStore {
     }
 
     public func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job? {
-        let claimed = try await transaction("claim a job") { connection in
-            try await self.claim(for: slot, excluding: excluding, now: now, on: connection)
+        let claimed = try await write("claim a job") { connection in
+            try await self.finishAndClaim(nil, claim: (slot, excluding), now: now, on: connection).claimed
         }
-        if let (job, eventID) = claimed { published(eventID, jobs: [job.id]) }
+        if let (job, eventID) = claimed {
+            claimedJobs.withLock { $0[job.id] = job }
+            published(eventID, jobs: [job.id])
+        }
         return claimed?.0
     }
 
     public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
                        claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job? {
-        let (finished, next) = try await transaction("record a finished job") { connection -> (Int64?, (Job, Int64)?) in
-            var eventID: Int64?
-            if var job = try await Self.fetchJob(where: "j.id = \(id.rawValue) AND j.state = 'running' AND j.attempts = \(attempt)",
-                                                 locking: true, on: connection, logger: self.logger) {
+        let claim = slot.map { ($0, excluding) }
+        let (finished, next) = try await write("record a finished job") { connection -> (Int64?, (Job, Int64)?) in
+            // The job as this node claimed it holds everything `record` needs (its attempt,
+            // limits and timeout do not change while it runs): one statement, no read first.
+            if var job = self.claimedJobs.withLock({ $0[id] }), job.attempts == attempt {
                 job.record(outcome, at: now, result: result)
-                eventID = try await self.saveOutcome(of: job, at: now, on: connection)
+                let answer = try await self.finishAndClaim((job, attempt), claim: claim, now: now, on: connection)
+                return (answer.finished, answer.claimed)
             }
-            let next = try await slot.asyncFlatMap { slot in try await self.claim(for: slot, excluding: excluding, now: now, on: connection) }
-            return (eventID, next)
+            return try await connection.withTransaction(logger: self.logger) { connection in
+                var eventID: Int64?
+                if var job = try await Self.fetchJob(where: "j.id = \(id.rawValue) AND j.state = 'running' AND j.attempts = \(attempt)",
+                                                     locking: true, on: connection, logger: self.logger) {
+                    job.record(outcome, at: now, result: result)
+                    eventID = try await self.saveOutcome(of: job, at: now, on: connection)
+                }
+                let next = try await self.finishAndClaim(nil, claim: claim, now: now, on: connection).claimed
+                return (eventID, next)
+            }
+        }
+        claimedJobs.withLock { jobs in
+            jobs[id] = nil
+            if let next { jobs[next.0.id] = next.0 }
         }
         var touched = [id]
         if let next { touched.append(next.0.id) }
@@ -298,23 +317,83 @@ public final class PostgresJobStore: SharedJobStore {
 
     // MARK: - Statements
 
-    /// Claims the queue's head for `slot` on this node: the row is locked with SKIP LOCKED,
-    /// so nodes claiming at once take different jobs and never wait on each other.
-    private func claim(for slot: SlotID, excluding: Set<String>, now: Timestamp, on connection: PostgresConnection) async throws -> (Job, Int64)? {
-        let leaseMicroseconds = leaseDuration.microseconds
-        let rows = try await connection.query("""
-            WITH next AS (
-                SELECT seq FROM jobs WHERE state = 'queued' AND NOT (type = ANY(\(excluding.sorted())))
-                ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED
-            )
-            UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, slot = \(slot.rawValue), node = \(node),
-                started_at = \(now.microseconds), finished_at = NULL, progress_fraction = NULL, progress_message = NULL,
-                result = NULL, lease_until = spool_now() + \(leaseMicroseconds)
-            FROM next WHERE j.seq = next.seq
-            RETURNING j.*
-            """, logger: logger)
-        guard let job = try await Self.jobs(from: rows).first else { return nil }
-        return (job, try await insertEvents([(.state, job.id, JobEvent.stateData(of: job))], at: now, on: connection))
+    /// One statement, one round trip: records `finished` (the job after `record`, fenced by its
+    /// attempt) with its event, and claims the queue's head for `claim` on this node with its
+    /// event — either may be absent. The claim locks the head with SKIP LOCKED, so nodes
+    /// claiming at once take different jobs and never wait on each other. The claim's event
+    /// data is built in SQL; `claimEventMatchesStateData` in the tests holds it to
+    /// `JobEvent.stateData`.
+    private func finishAndClaim(_ finished: (job: Job, attempt: Int)?, claim: (slot: SlotID, excluding: Set<String>)?, now: Timestamp,
+                                on connection: PostgresConnection) async throws -> (finished: Int64?, claimed: (Job, Int64)?) {
+        var binds = PostgresBindings()
+        func bind<T: PostgresNonThrowingEncodable & Sendable>(_ value: T?) -> String {
+            binds.append(value)
+            return "$\(binds.count)"
+        }
+        var parts: [String] = []
+        var selects: [String] = []
+        if let (job, attempt) = finished {
+            let requeued = job.state == .queued
+            parts.append("""
+                fin AS (
+                    UPDATE jobs SET state = \(bind(job.state.rawValue)), reason = \(bind(job.reason?.rawValue)),
+                        attempts = \(bind(job.attempts)), started_at = \(bind(job.startedAt?.microseconds)),
+                        finished_at = \(bind(job.finishedAt?.microseconds)), exit_code = \(bind(job.exitCode.map(Int.init))),
+                        signal = \(bind(job.signal.map(Int.init))), error = \(bind(job.error)), slot = \(bind(job.slot?.rawValue)),
+                        node = \(bind(job.node)), lease_until = NULL, result = \(bind(job.result?.canonicalText)),
+                        progress_fraction = \(requeued ? "NULL" : "progress_fraction"),
+                        progress_message = \(requeued ? "NULL" : "progress_message")
+                    WHERE seq = \(bind(job.sequence)) AND state = 'running' AND attempts = \(bind(attempt))
+                    RETURNING id
+                ), fin_event AS (
+                    INSERT INTO events (job_id, kind, at, data, origin)
+                    SELECT id, 'state', \(bind(now.microseconds)), \(bind(JobEvent.stateData(of: job).canonicalText)), \(bind(node)) FROM fin
+                    RETURNING id
+                )
+                """)
+            selects.append("(SELECT id FROM fin_event) AS fin_event")
+            selects.append("(SELECT count(pg_notify('\(Self.channel)', \(requeued ? "'queued '" : "''") || 'events=' || id)) FROM fin_event) AS fin_notified")
+        }
+        if let claim {
+            binds.append(claim.excluding.sorted())
+            let excluded = "$\(binds.count)"
+            parts.append("""
+                next AS (
+                    SELECT seq FROM jobs WHERE state = 'queued' AND NOT (type = ANY(\(excluded)))
+                    ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED
+                ), claimed AS (
+                    UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, slot = \(bind(claim.slot.rawValue)),
+                        node = \(bind(node)), started_at = \(bind(now.microseconds)), finished_at = NULL, progress_fraction = NULL,
+                        progress_message = NULL, result = NULL, lease_until = spool_now() + \(bind(leaseDuration.microseconds))
+                    FROM next WHERE j.seq = next.seq
+                    RETURNING j.*
+                ), claim_event AS (
+                    INSERT INTO events (job_id, kind, at, data, origin)
+                    SELECT id, 'state', \(bind(now.microseconds)),
+                           json_build_object('job', id, 'type', type, 'state', 'running', 'attempts', attempts, 'slot', slot)::text,
+                           \(bind(node))
+                    FROM claimed
+                    RETURNING id
+                )
+                """)
+            selects.append("(SELECT id FROM claim_event) AS claim_event")
+            selects.append("(SELECT count(pg_notify('\(Self.channel)', 'events=' || id)) FROM claim_event) AS claim_notified")
+            selects.append("claimed.*")
+        }
+        guard !parts.isEmpty else { return (nil, nil) }
+        let sql = "WITH " + parts.joined(separator: ", ") + " SELECT " + selects.joined(separator: ", ")
+            + (claim == nil ? "" : " FROM (SELECT 1) AS one LEFT JOIN claimed ON true")
+        let rows = try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
+        var finishedEvent: Int64?
+        var claimed: (Job, Int64)?
+        for try await row in rows {
+            let columns = row.makeRandomAccess()
+            if finished != nil { finishedEvent = try columns["fin_event"].decode(Int64?.self) }
+            if claim != nil, try columns["seq"].decode(Int64?.self) != nil, let eventID = try columns["claim_event"].decode(Int64?.self) {
+                claimed = (try Self.job(from: columns), eventID)
+            }
+        }
+        return (finishedEvent, claimed)
     }
 
     /// Writes the fields an attempt's end (or a recovery, or a rescue) decides, as `Job`
@@ -489,6 +568,14 @@ public final class PostgresJobStore: SharedJobStore {
             } else if token.hasPrefix("events=") {
                 horizon.poke()
             }
+        }
+    }
+
+    /// Runs one statement outside the store's schema (tools: `spool bench` creates databases
+    /// with it). Not for job data.
+    public func execute(unsafeSQL sql: String) async throws {
+        try await write("run a statement") { connection in
+            try await connection.query(PostgresQuery(unsafeSQL: sql), logger: self.logger)
         }
     }
 

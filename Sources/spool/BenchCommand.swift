@@ -12,11 +12,21 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(help: "Smaller counts, for a smoke run of about a minute.") var quick = false
     @Option(help: "Write the report to this file as well as stdout.") var output: String?
     @Option(name: .customLong("work-dir"), help: "Scratch directory for servers' data (default: a new temp dir).") var workDir: String?
-    @Option(help: "Python interpreter for the FastAPI baseline.") var python = "python3"
+    @Option(help: "Python interpreter for the FastAPI baseline (and the cluster bench's warm worker).") var python = "python3"
+    @Flag(help: "Measure the shared PostgreSQL store instead: claim/complete rate, pickup latency across nodes, rescue time.") var cluster = false
+    @Option(help: "With --cluster: the PostgreSQL server to use (default: a throwaway one from scripts/throwaway-postgres.sh).") var store: String?
 
     func run() async throws {
         let directory = workDir ?? NSTemporaryDirectory() + "spool-bench-\(getpid())"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        if cluster {
+            let options = ClusterBenchmark.Options(spoolBinary: ServeCommand.executablePath(), workDir: directory, python: python,
+                                                   store: store, quick: quick)
+            let report = try await ClusterBenchmark.run(options)
+            print(report)
+            if let output { try report.write(toFile: output, atomically: true, encoding: .utf8) }
+            return
+        }
         let options = BenchOptions(spoolBinary: ServeCommand.executablePath(), workDir: directory, python: python, quick: quick)
         let report = try await Benchmark.run(options)
         print(report)

@@ -201,4 +201,32 @@ extension JobStoreConformanceTests {
             #expect(try await store.require(job.id).progress?.fraction == 0.5, "not after it finished")
         }
     }
+
+    // MARK: the event log
+
+    @Test(arguments: StoreKind.allCases)
+    func everyChangeIsAnEventCarryingTheJobsState(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let first = try await store.create(makeJob())
+            let second = try await store.create(makeJob(type: "other"))
+            let claimed = try #require(try await store.claimNext(for: SlotID(2), now: at(10)))
+            let progress = JobProgress(fraction: 0.5, message: "half")
+            try await store.reportProgress(first.id, attempt: 1, progress: progress)
+            let next = try #require(try await store.finish(first.id, attempt: 1, outcome: .succeeded, now: at(20), claimNextFor: SlotID(2)))
+            let done = try await store.require(first.id)
+            // A shared store shows events once every earlier id is committed: allow it a moment.
+            var events: [JobEvent] = []
+            for _ in 0..<200 where events.count < 6 {
+                events = try await store.events(after: 0, job: nil, limit: 100)
+                if events.count < 6 { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            #expect(events.map(\.kind) == [.state, .state, .state, .progress, .state, .state])
+            #expect(events.map(\.data) == [
+                JobEvent.stateData(of: first), JobEvent.stateData(of: second), JobEvent.stateData(of: claimed),
+                JobEvent.progressData(of: first.id, progress), JobEvent.stateData(of: done), JobEvent.stateData(of: next),
+            ])
+            #expect(events.map(\.id) == events.map(\.id).sorted() && Set(events.map(\.id)).count == 6)
+            #expect(try await store.events(after: events[1].id, job: second.id, limit: 10).map(\.data) == [JobEvent.stateData(of: next)])
+        }
+    }
 }
