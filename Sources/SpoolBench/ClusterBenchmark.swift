@@ -67,12 +67,14 @@ public enum ClusterBenchmark {
         report += "\n### 1. Store ceiling: claim/complete with 8 slot loops in-process over 2 nodes' connections\n\n"
         report += "| jobs | seconds | jobs/s | target |\n|---|---|---|---|\n"
         report += "| \(jobs) | \(format(ceiling.seconds, 2)) | **\(Int(ceiling.rate))** | ≥ 10,000 — \(ceiling.rate >= 10_000 ? "PASS" : "MISS") |\n"
+        report += "\nCPU per job: PostgreSQL \(Int(ceiling.cpu.postgres * 1e6 / Double(jobs))) µs, this process (postgres-nio, the store) \(Int(ceiling.cpu.spool * 1e6 / Double(jobs))) µs; \(ProcessInfo.processInfo.activeProcessorCount) cores × \(format(ceiling.seconds, 2)) s = \(Int(Double(ProcessInfo.processInfo.activeProcessorCount) * ceiling.seconds * 1e6 / Double(jobs))) µs of CPU available per job.\n"
 
         let cluster = try await throughNodes(server: server, jobs: options.quick ? 2_000 : 10_000, worker: worker, options: options,
                                              http: http, logger: logger)
         report += "\n### 2. Claim/complete through real nodes: 2 agents × 4 slots, a warm no-op worker per slot\n\n"
         report += "| jobs | seconds (first start → last finish) | jobs/s | target |\n|---|---|---|---|\n"
         report += "| \(cluster.jobs) | \(format(cluster.seconds, 2)) | **\(Int(cluster.rate))** | ≥ 10,000 — \(cluster.rate >= 10_000 ? "PASS" : "MISS") |\n"
+        report += "\nCPU per job over the run: PostgreSQL \(Int(cluster.cpu.postgres * 1e6 / Double(cluster.jobs))) µs, the agents \(Int(cluster.cpu.spool * 1e6 / Double(cluster.jobs))) µs, the Python workers \(Int(cluster.cpu.workers * 1e6 / Double(cluster.jobs))) µs.\n"
 
         let pickup = LatencySummary(milliseconds: cluster.pickup)
         report += "\n### 3. Pickup latency: submit on the API node → claim on an idle agent (store timestamps)\n\n"
@@ -90,7 +92,7 @@ public enum ClusterBenchmark {
 
     // MARK: - 1. Store ceiling
 
-    static func storeCeiling(server: String, jobs: Int, logger: Logger) async throws -> (seconds: Double, rate: Double) {
+    static func storeCeiling(server: String, jobs: Int, logger: Logger) async throws -> (seconds: Double, rate: Double, cpu: (postgres: Double, spool: Double)) {
         let url = try await createDatabase(server, logger: logger)
         let nodes = try (0..<2).map { index in
             try PostgresJobStore(location: PostgresLocation(url: url), node: "bench-\(index)", connections: 8, logger: logger)
@@ -108,6 +110,7 @@ public enum ClusterBenchmark {
             try await group.waitForAll()
         }
         let start = ContinuousClock.now
+        let (postgresBefore, ownBefore) = (postgresCPUSeconds(), ownCPUSeconds())
         let done = try await withThrowingTaskGroup(of: Int.self) { group in
             for slot in 0..<8 {
                 group.addTask {
@@ -125,8 +128,9 @@ public enum ClusterBenchmark {
             return try await group.reduce(0, +)
         }
         let seconds = (ContinuousClock.now - start).milliseconds / 1000
+        let cpu = (postgresCPUSeconds() - postgresBefore, ownCPUSeconds() - ownBefore)
         guard done == jobs else { throw BenchError("the store ceiling run finished \(done) of \(jobs) jobs") }
-        return (seconds, Double(jobs) / seconds)
+        return (seconds, Double(jobs) / seconds, cpu)
     }
 
     // MARK: - 2 and 3. Through nodes
@@ -136,6 +140,7 @@ public enum ClusterBenchmark {
         var seconds: Double
         var rate: Double { Double(jobs) / seconds }
         var pickup: [Double]
+        var cpu: (postgres: Double, spool: Double, workers: Double)
     }
 
     static func throughNodes(server: String, jobs: Int, worker: String, options: Options, http: HTTPClient,
@@ -160,6 +165,7 @@ public enum ClusterBenchmark {
         return try await ServerProcess.with(api, http: http) { apiNode in
             var agents: [Agent] = []
             defer { for agent in agents { agent.stop() } }
+            let postgresBefore = postgresCPUSeconds()
             for index in 0..<2 {
                 agents.append(try Agent.start(options.spoolBinary, config: config, dataDirectory: directory + "/agent\(index)", slots: 4,
                                               log: directory + "/agent\(index).log"))
@@ -172,6 +178,10 @@ public enum ClusterBenchmark {
                 guard ContinuousClock.now < deadline else { throw BenchError("the nodes did not finish \(jobs) jobs in 10 minutes") }
                 try await Task.sleep(for: .milliseconds(50))
             }
+            let postgresCPU = postgresCPUSeconds() - postgresBefore
+            let agentCPU = agents.compactMap { ProcessStats.cpuSeconds(of: $0.process.processIdentifier) }.reduce(0, +)
+            let workerCPU = agents.flatMap { ProcessStats.descendants(of: $0.process.processIdentifier) }
+                .compactMap { ProcessStats.cpuSeconds(of: $0.pid) }.reduce(0, +)
             let finished = try await allJobs(store)
             guard finished.count == jobs, finished.allSatisfy({ $0.state == .succeeded }) else {
                 throw BenchError("expected \(jobs) succeeded jobs, found \(finished.filter { $0.state == .succeeded }.count)")
@@ -188,7 +198,7 @@ public enum ClusterBenchmark {
                 pickup.append(Double(started.microseconds - job.createdAt.microseconds) / 1000)
                 try await Task.sleep(for: .milliseconds(10))
             }
-            return NodeRun(jobs: jobs, seconds: Double(last - first) / 1e6, pickup: pickup)
+            return NodeRun(jobs: jobs, seconds: Double(last - first) / 1e6, pickup: pickup, cpu: (postgresCPU, agentCPU, workerCPU))
         }
     }
 
@@ -327,6 +337,15 @@ public enum ClusterBenchmark {
         guard let slash = server.lastIndex(of: "/") else { throw BenchError("a store URL ends in /DATABASE") }
         return String(server[..<slash]) + "/" + name
     }
+
+    /// CPU seconds used so far by every process named `postgres` (the server and its backends).
+    static func postgresCPUSeconds() -> Double {
+        let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(Int32.init)
+        return pids.filter { (try? String(contentsOfFile: "/proc/\($0)/comm", encoding: .utf8))?.hasPrefix("postgres") == true }
+            .compactMap { ProcessStats.cpuSeconds(of: $0) }.reduce(0, +)
+    }
+
+    static func ownCPUSeconds() -> Double { ProcessStats.cpuSeconds(of: getpid()) ?? 0 }
 
     static func require<T>(_ value: T?, _ message: String) throws -> T {
         guard let value else { throw BenchError(message) }

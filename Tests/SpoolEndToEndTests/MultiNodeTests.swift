@@ -144,6 +144,47 @@ import Testing
         try await TestPostgres.dropDatabase(store)
     }
 
+    /// A cancel asked on an API node stops the job on the agent running it (SIGTERM to its
+    /// process), and the job's events reach an event stream on the API node.
+    @Test func aCancelOnAnAPINodeStopsTheJobOnTheAgent() async throws {
+        let store = try await TestPostgres.createDatabase()
+        let ledger = NSTemporaryDirectory() + "spool-ledger-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: ledger, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: ledger) }
+        let api = try ServerHarness(config: Self.config(node: "api1", ledger: ledger, store: store))
+        let gpu = try ServerHarness(config: Self.config(node: "gpu1", ledger: ledger, store: store))
+        do {
+            try await api.start(["--no-slots"])
+            try await gpu.start(["--slots", "1"], agent: true)
+            let reply = try await api.submit("work", .object(["sleep": 5]))
+            let id = try #require(reply.json["id"]?.stringValue)
+            let running = try await api.waitFor(id, ["running"], timeout: .seconds(60))
+            #expect(running["node"]?.stringValue == "gpu1")
+            _ = try await withDeadline(.seconds(30), "the job to write its start line") {
+                while !Self.openAttempts(try Self.entries(ledger), node: "gpu1").contains(where: { $0.job == id }) {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+            }
+            let asked = ContinuousClock.now
+            let cancel = try await api.request(.POST, "/v1/jobs/\(id)/cancel")
+            #expect(cancel.status == 202)
+            let canceled = try await api.waitFor(id, ["canceled", "succeeded", "failed"], timeout: .seconds(30))
+            #expect(canceled["state"]?.stringValue == "canceled" && canceled["reason"]?.stringValue == "canceled")
+            #expect(ContinuousClock.now - asked < .seconds(4), "stopped well before its 5 s sleep ended")
+            #expect(!(try Self.entries(ledger)).contains { $0.job == id && $0.kind == "end" }, "the job never reached its end")
+            // The whole story, replayed from an event stream on the API node.
+            let events = try await api.request(.GET, "/v1/jobs/\(id)/events", headers: [("Accept", "text/event-stream")], timeout: .seconds(10))
+            let text = String(decoding: events.body, as: UTF8.self)
+            for state in ["queued", "running", "canceled"] { #expect(text.contains("\"state\":\"\(state)\""), "the stream shows \(state)") }
+        } catch {
+            for server in [api, gpu] { await server.stop() }
+            try? await TestPostgres.dropDatabase(store)
+            throw error
+        }
+        for server in [api, gpu] { await server.stop() }
+        try await TestPostgres.dropDatabase(store)
+    }
+
     static func entries(_ ledger: String) throws -> [Entry] {
         guard let text = try? String(contentsOfFile: ledger + "/ledger.txt", encoding: .utf8) else { return [] }
         return text.split(separator: "\n").compactMap { line in
