@@ -43,7 +43,8 @@ public enum SpoolServer {
             shared = nil
         case .postgres(let location):
             let postgres = try PostgresJobStore(location: location, node: node,
-                                                leaseDuration: .milliseconds(Int64(configuration.leaseSeconds * 1000)), logger: logger)
+                                                leaseDuration: .milliseconds(Int64(configuration.leaseSeconds * 1000)),
+                                                followsEvents: configuration.role != .agent, logger: logger)
             store = postgres
             shared = postgres
         }

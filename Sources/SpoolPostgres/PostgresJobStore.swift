@@ -21,7 +21,10 @@ public final class PostgresJobStore: SharedJobStore {
     public let eventNotifier = EventNotifier()
     /// Events kept in all; older ones are pruned as new ones arrive.
     static let eventLimit: Int64 = 200_000
+    /// Notifications: `spool` carries "queued" and "cancel=ID" (every node listens);
+    /// `spool_events` carries new event ids (only nodes that follow events listen).
     static let channel = "spool"
+    static let eventsChannel = "spool_events"
 
     let client: PostgresClient
     let logger: Logger
@@ -33,10 +36,16 @@ public final class PostgresJobStore: SharedJobStore {
     /// The jobs this node runs, as claimed: what `finish` needs to write an outcome blind.
     private let claimedJobs = Mutex<[JobID: Job]>([:])
 
+    /// Whether this node follows other nodes' events (for event streams, webhooks and waits
+    /// on its API). A node without an API (an agent) does not, and spares the database the
+    /// reads.
+    public let followsEvents: Bool
+
     /// Opens a pool of up to `connections` connections (none is made until `prepare`).
     public init(location: PostgresLocation, node: String, leaseDuration: Duration = .seconds(10),
-                connections: Int = 20, logger: Logger) throws {
+                connections: Int = 20, followsEvents: Bool = true, logger: Logger) throws {
         self.location = location
+        self.followsEvents = followsEvents
         self.node = node
         self.leaseDuration = leaseDuration
         self.logger = logger
@@ -86,12 +95,14 @@ public final class PostgresJobStore: SharedJobStore {
         let horizon = self.horizon, client = self.client, logger = self.logger, node = self.node
         let eventNotifier = self.eventNotifier, notifier = self.notifier
         tasks.withLock { tasks in
-            tasks.append(Task {
-                await horizon.run(client, node: node, logger: logger) { newest, jobs in
-                    notifier.publish(jobs.compactMap(JobID.init))
-                    eventNotifier.published(upTo: newest)
-                }
-            })
+            if followsEvents {
+                tasks.append(Task {
+                    await horizon.run(client, node: node, logger: logger) { newest, jobs in
+                        notifier.publish(jobs.compactMap(JobID.init))
+                        eventNotifier.published(upTo: newest)
+                    }
+                })
+            }
             tasks.append(Task { [weak self] in await self?.listen() })
         }
         // Return once this node hears the others (or give up waiting after a few seconds: the
@@ -127,8 +138,9 @@ public final class PostgresJobStore: SharedJobStore {
                 )
                 SELECT (SELECT seq FROM ins), (SELECT id FROM ev),
                        (SELECT count(*) FROM jobs WHERE state = 'queued' AND priority >= \(job.priority)),
-                       (SELECT pg_notify('\(unescaped: Self.channel)', 'queued events=' || id) IS NULL FROM ev)
-                """, logger: self.logger).decodeFirstRow((Int64?, Int64?, Int64, Bool?).self)
+                       (SELECT count(pg_notify('\(unescaped: Self.channel)', 'queued')) FROM ev),
+                       (SELECT count(pg_notify('\(unescaped: Self.eventsChannel)', id::text)) FROM ev)
+                """, logger: self.logger).decodeFirstRow((Int64?, Int64?, Int64, Int64, Int64).self)
         }
         guard let row, let sequence = row.0, let eventID = row.1 else {
             return try await existing(for: job)
@@ -266,7 +278,7 @@ public final class PostgresJobStore: SharedJobStore {
                     SELECT \(id.rawValue), 'progress', \(now.microseconds), \(data), \(node) FROM upd
                     RETURNING id
                 )
-                SELECT id, pg_notify('\(unescaped: Self.channel)', 'events=' || id) IS NULL FROM ev
+                SELECT id, pg_notify('\(unescaped: Self.eventsChannel)', id::text) IS NULL FROM ev
                 """, logger: self.logger).decodeFirstRow((Int64, Bool?).self)
             return row?.0
         }
@@ -352,7 +364,8 @@ public final class PostgresJobStore: SharedJobStore {
                 )
                 """)
             selects.append("(SELECT id FROM fin_event) AS fin_event")
-            selects.append("(SELECT count(pg_notify('\(Self.channel)', \(requeued ? "'queued '" : "''") || 'events=' || id)) FROM fin_event) AS fin_notified")
+            selects.append("(SELECT count(pg_notify('\(Self.eventsChannel)', id::text)) FROM fin_event) AS fin_notified")
+            if requeued { selects.append("(SELECT count(pg_notify('\(Self.channel)', 'queued')) FROM fin_event) AS fin_requeued") }
         }
         if let claim {
             binds.append(claim.excluding.sorted())
@@ -377,7 +390,7 @@ public final class PostgresJobStore: SharedJobStore {
                 )
                 """)
             selects.append("(SELECT id FROM claim_event) AS claim_event")
-            selects.append("(SELECT count(pg_notify('\(Self.channel)', 'events=' || id)) FROM claim_event) AS claim_notified")
+            selects.append("(SELECT count(pg_notify('\(Self.eventsChannel)', id::text)) FROM claim_event) AS claim_notified")
             selects.append("claimed.*")
         }
         guard !parts.isEmpty else { return (nil, nil) }
@@ -436,7 +449,6 @@ public final class PostgresJobStore: SharedJobStore {
     /// `signal` too, when given). Prunes the oldest events now and then. Returns the newest id.
     func insertEvents(_ events: [(JobEvent.Kind, JobID, JSONValue)], at now: Timestamp, signal: String? = nil,
                       on connection: PostgresConnection) async throws -> Int64 {
-        let prefix = signal.map { $0 + " " } ?? ""
         let row = try await connection.query("""
             WITH ev AS (
                 INSERT INTO events (job_id, kind, at, data, origin)
@@ -445,8 +457,10 @@ public final class PostgresJobStore: SharedJobStore {
                     AS e(job_id, kind, data)
                 RETURNING id
             ), newest AS (SELECT max(id) AS id FROM ev)
-            SELECT id, pg_notify('\(unescaped: Self.channel)', \(prefix) || 'events=' || id) IS NULL FROM newest
-            """, logger: logger).decodeFirstRow((Int64, Bool?).self)
+            SELECT id, pg_notify('\(unescaped: Self.eventsChannel)', id::text) IS NULL,
+                   (SELECT count(pg_notify('\(unescaped: Self.channel)', s)) FROM (SELECT CAST(\(signal) AS text) AS s) AS given WHERE s IS NOT NULL)
+            FROM newest
+            """, logger: logger).decodeFirstRow((Int64, Bool?, Int64).self)
         guard let newest = row?.0 else { throw StoreError(.other, "the database did not return the id of a new event") }
         if newest / 1000 != (newest - Int64(events.count)) / 1000 {
             try await connection.query("DELETE FROM events WHERE id <= \(newest - Self.eventLimit)", logger: logger)
@@ -540,13 +554,23 @@ public final class PostgresJobStore: SharedJobStore {
         while !Task.isCancelled {
             do {
                 try await client.withConnection { connection in
-                    try await connection.listen(on: Self.channel) { notifications in
-                        self.isListening.withLock { $0 = true }
-                        defer { self.isListening.withLock { $0 = false } }
-                        delay = .milliseconds(100)
-                        self.broadcast(.queued)
-                        self.horizon.poke()
-                        for try await notification in notifications { self.handle(notification.payload) }
+                    try await connection.listen(on: Self.channel) { signals in
+                        try await self.listenForEvents(on: connection) { events in
+                            self.isListening.withLock { $0 = true }
+                            defer { self.isListening.withLock { $0 = false } }
+                            delay = .milliseconds(100)
+                            self.broadcast(.queued)
+                            self.horizon.poke()
+                            try await withThrowingTaskGroup(of: Void.self) { group in
+                                group.addTask { for try await notification in signals { self.handle(notification.payload) } }
+                                if let events {
+                                    group.addTask { for try await _ in events { self.horizon.poke() } }
+                                }
+                                // Either sequence ending means the connection is gone: start over.
+                                try await group.next()
+                                group.cancelAll()
+                            }
+                        }
                     }
                 }
             } catch {
@@ -559,15 +583,18 @@ public final class PostgresJobStore: SharedJobStore {
         }
     }
 
+    /// Also listens on the events channel when this node follows events.
+    private func listenForEvents(on connection: PostgresConnection,
+                                 _ body: (PostgresNotificationSequence?) async throws -> Void) async throws {
+        guard followsEvents else { return try await body(nil) }
+        try await connection.listen(on: Self.eventsChannel) { events in try await body(events) }
+    }
+
     private func handle(_ payload: String) {
-        for token in payload.split(separator: " ") {
-            if token == "queued" {
-                broadcast(.queued)
-            } else if token.hasPrefix("cancel="), let id = JobID(String(token.dropFirst("cancel=".count))) {
-                broadcast(.cancel(id))
-            } else if token.hasPrefix("events=") {
-                horizon.poke()
-            }
+        if payload == "queued" {
+            broadcast(.queued)
+        } else if payload.hasPrefix("cancel="), let id = JobID(String(payload.dropFirst("cancel=".count))) {
+            broadcast(.cancel(id))
         }
     }
 
