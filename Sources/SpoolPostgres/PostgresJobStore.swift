@@ -40,11 +40,16 @@ public final class PostgresJobStore: SharedJobStore {
     /// on its API). A node without an API (an agent) does not, and spares the database the
     /// reads.
     public let followsEvents: Bool
+    /// How long one store operation may wait (for a connection, mostly) before it fails as
+    /// `storageUnavailable`.
+    public let operationTimeout: Duration
 
     /// Opens a pool of up to `connections` connections (none is made until `prepare`).
     public init(location: PostgresLocation, node: String, leaseDuration: Duration = .seconds(10),
-                connections: Int = 20, followsEvents: Bool = true, logger: Logger) throws {
+                connections: Int = 20, followsEvents: Bool = true, operationTimeout: Duration = .seconds(15),
+                logger: Logger) throws {
         self.location = location
+        self.operationTimeout = operationTimeout
         self.followsEvents = followsEvents
         self.node = node
         self.leaseDuration = leaseDuration
@@ -133,7 +138,7 @@ public final class PostgresJobStore: SharedJobStore {
                     RETURNING seq
                 ), ev AS (
                     INSERT INTO events (job_id, kind, at, data, origin)
-                    SELECT \(job.id.rawValue), 'state', \(job.createdAt.microseconds), \(eventData), \(node) FROM ins
+                    SELECT \(job.id.rawValue), 'state', \(job.createdAt.microseconds), \(eventData), \(self.node) FROM ins
                     RETURNING id
                 )
                 SELECT (SELECT seq FROM ins), (SELECT id FROM ev),
@@ -275,7 +280,7 @@ public final class PostgresJobStore: SharedJobStore {
                     RETURNING seq
                 ), ev AS (
                     INSERT INTO events (job_id, kind, at, data, origin)
-                    SELECT \(id.rawValue), 'progress', \(now.microseconds), \(data), \(node) FROM upd
+                    SELECT \(id.rawValue), 'progress', \(now.microseconds), \(data), \(self.node) FROM upd
                     RETURNING id
                 )
                 SELECT id, pg_notify('\(unescaped: Self.eventsChannel)', id::text) IS NULL FROM ev
@@ -602,25 +607,46 @@ public final class PostgresJobStore: SharedJobStore {
     /// with it). Not for job data.
     public func execute(unsafeSQL sql: String) async throws {
         try await write("run a statement") { connection in
-            try await connection.query(PostgresQuery(unsafeSQL: sql), logger: self.logger)
+            _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: self.logger)
         }
     }
 
     // MARK: - Transactions and errors
 
-    func read<T: Sendable>(_ what: String, _ body: (PostgresConnection) async throws -> T) async throws -> T {
-        do { return try await client.withConnection { try await body($0) } } catch { throw translate(error, doing: what) }
+    func read<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        try await bounded(what) { try await self.client.withConnection { try await body($0) } }
     }
 
     /// One autocommitted statement (or several that need no transaction).
-    func write<T: Sendable>(_ what: String, _ body: (PostgresConnection) async throws -> T) async throws -> T {
+    func write<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         try await read(what, body)
     }
 
-    func transaction<T: Sendable>(_ what: String, _ body: (PostgresConnection) async throws -> T) async throws -> T {
+    func transaction<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        try await bounded(what) {
+            try await self.client.withConnection { connection in
+                try await connection.withTransaction(logger: self.logger) { try await body($0) }
+            }
+        }
+    }
+
+    /// Runs one store operation, translating its errors, and gives up after `operationTimeout`:
+    /// while the database is unreachable the pool keeps retrying for about a minute before it
+    /// fails a request, and an API answer or a slot should not wait that long to hear it.
+    private func bounded<T: Sendable>(_ what: String, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+        let limit = operationTimeout
         do {
-            return try await client.withConnection { connection in
-                try await connection.withTransaction(logger: logger) { try await body($0) }
+            return try await withThrowingTaskGroup(of: T?.self) { group in
+                group.addTask { try await operation() }
+                group.addTask {
+                    try await Task.sleep(for: limit)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let value = first else {
+                    throw StoreError(.storageUnavailable, "could not \(what): the database at \(location) did not answer within \(limit)")
+                }
+                return value
             }
         } catch {
             throw translate(error, doing: what)
