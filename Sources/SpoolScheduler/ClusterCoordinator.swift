@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import ServiceLifecycle
 import SpoolCore
 import SpoolStore
@@ -85,6 +86,7 @@ public actor ClusterCoordinator: Service {
             let holdings = Dictionary(held.map { ($0.job, $0) }, uniquingKeysWith: { first, _ in first })
             for (job, attempt) in mine {
                 guard let holding = holdings[job], holding.attempt == attempt else {
+                    Counter(label: "spool_attempts_fenced_total").increment()
                     logger.warning("a job running here was rescued by another node; stopping this attempt",
                                    metadata: ["job": "\(job)", "attempt": "\(attempt)"])
                     await scheduler.stop(job, because: .shutdown)
@@ -94,6 +96,7 @@ public actor ClusterCoordinator: Service {
             }
         } catch {
             let silent = ContinuousClock.now - lastRenewal
+            Counter(label: "spool_lease_renewal_failures_total").increment()
             logger.error("could not renew this node's leases", metadata: ["error": "\(error)", "since_last_renewal": "\(silent)"])
             if silent > store.leaseDuration && !fenced {
                 fenced = true
@@ -108,6 +111,8 @@ public actor ClusterCoordinator: Service {
             let rescued = try await store.rescueExpired(now: WallClock.now())
             guard !rescued.isEmpty else { return }
             let failed = rescued.filter { $0.attempts >= $0.maxAttempts }
+            Counter(label: "spool_jobs_rescued_total", dimensions: [("outcome", "requeued")]).increment(by: rescued.count - failed.count)
+            Counter(label: "spool_jobs_rescued_total", dimensions: [("outcome", "failed_node_lost")]).increment(by: failed.count)
             logger.warning("rescued jobs of a node whose leases expired", metadata: [
                 "jobs": "\(rescued.map(\.id))", "nodes": "\(Set(rescued.compactMap(\.node)).sorted())",
                 "requeued": "\(rescued.count - failed.count)", "failed_node_lost": "\(failed.count)",

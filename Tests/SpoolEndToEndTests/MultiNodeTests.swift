@@ -185,6 +185,24 @@ import Testing
         try await TestPostgres.dropDatabase(store)
     }
 
+    /// Roles that cannot work say so in one line before anything starts.
+    @Test(arguments: [
+        (["agent"], "an agent needs a shared store"),
+        (["serve", "--no-slots"], "--no-slots needs a shared store"),
+        (["agent", "--store", "mysql://x@y/z"], "postgres://USER@HOST"),
+        (["agent", "--store", "postgres://spool@127.0.0.1:1/none"], "cannot reach the PostgreSQL store"),
+        (["serve", "--store", "postgres://spool@127.0.0.1/x", "--node", "bad name!"], "--node: node must be a node name"),
+        (["serve", "--store", "postgres://spool@127.0.0.1/x", "--lease", "0.5"], "--lease: lease_s must be a number of seconds from 1 to 3600"),
+    ])
+    func aNodeThatCannotWorkSaysWhyInOneLine(_ arguments: [String], _ mentions: String) async throws {
+        let directory = NSTemporaryDirectory() + "spool-role-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let result = try await runCLI(arguments + ["--data-dir", directory, "--gpus", "none"])
+        #expect(result.status == 1)
+        #expect(result.stderr.split(separator: "\n").count == 1, "one line: \(result.stderr)")
+        #expect(result.stderr.contains(mentions), "\(result.stderr)")
+    }
+
     static func entries(_ ledger: String) throws -> [Entry] {
         guard let text = try? String(contentsOfFile: ledger + "/ledger.txt", encoding: .utf8) else { return [] }
         return text.split(separator: "\n").compactMap { line in
