@@ -55,7 +55,7 @@ public enum ClusterBenchmark {
             guard let script = BenchAssets.locate("scripts/throwaway-postgres.sh", benchOptions) else {
                 throw BenchError("scripts/throwaway-postgres.sh not found (run from the checkout), or pass --store")
             }
-            server = try startThrowawayPostgres(script)
+            server = try ThrowawayPostgres.start(script: script)
             serverNote = "a throwaway PostgreSQL 15 on loopback started by `scripts/throwaway-postgres.sh` (`fsync=off`, `synchronous_commit=off`: it measures Spool's statements and round trips, not the disk)"
         }
         let http = HTTPClient.shared
@@ -164,42 +164,54 @@ public enum ClusterBenchmark {
                                workingDirectory: directory, logPath: directory + "/api.log")
         return try await ServerProcess.with(api, http: http) { apiNode in
             var agents: [Agent] = []
-            defer { for agent in agents { agent.stop() } }
-            let postgresBefore = postgresCPUSeconds()
-            for index in 0..<2 {
-                agents.append(try Agent.start(options.spoolBinary, config: config, dataDirectory: directory + "/agent\(index)", slots: 4,
-                                              log: directory + "/agent\(index).log"))
+            do {
+                let run = try await measureNodes(&agents, api: apiNode, store: store, jobs: jobs, config: config, directory: directory,
+                                                 options: options, http: http)
+                for agent in agents { await agent.stop() }
+                return run
+            } catch {
+                for agent in agents { await agent.stop() }
+                throw error
             }
-            let deadline = ContinuousClock.now + .seconds(600)
-            while true {
-                let queued = try await store.queuedCount()
-                let running = try await store.jobs(JobQuery(state: .running, limit: 1)).jobs.count
-                if queued == 0 && running == 0 { break }
-                guard ContinuousClock.now < deadline else { throw BenchError("the nodes did not finish \(jobs) jobs in 10 minutes") }
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            let postgresCPU = postgresCPUSeconds() - postgresBefore
-            let agentCPU = agents.compactMap { ProcessStats.cpuSeconds(of: $0.process.processIdentifier) }.reduce(0, +)
-            let workerCPU = agents.flatMap { ProcessStats.descendants(of: $0.process.processIdentifier) }
-                .compactMap { ProcessStats.cpuSeconds(of: $0.pid) }.reduce(0, +)
-            let finished = try await allJobs(store)
-            guard finished.count == jobs, finished.allSatisfy({ $0.state == .succeeded }) else {
-                throw BenchError("expected \(jobs) succeeded jobs, found \(finished.filter { $0.state == .succeeded }.count)")
-            }
-            let first = finished.compactMap(\.startedAt).map(\.microseconds).min() ?? 0
-            let last = finished.compactMap(\.finishedAt).map(\.microseconds).max() ?? 0
-            // Pickup: the agents idle now; one job at a time through the API node.
-            let client = JobClient(http: http, baseURL: apiNode.baseURL)
-            var pickup: [Double] = []
-            for _ in 0..<(options.quick ? 100 : 500) {
-                let submitted = try await client.submit(type: "noop")
-                let done = try await client.poll(submitted.id, until: ["succeeded"], within: .seconds(30))
-                guard let job = try await store.job(JobID(done.id)!), let started = job.startedAt else { continue }
-                pickup.append(Double(started.microseconds - job.createdAt.microseconds) / 1000)
-                try await Task.sleep(for: .milliseconds(10))
-            }
-            return NodeRun(jobs: jobs, seconds: Double(last - first) / 1e6, pickup: pickup, cpu: (postgresCPU, agentCPU, workerCPU))
         }
+    }
+
+    static func measureNodes(_ agents: inout [Agent], api apiNode: RunningServer, store: PostgresJobStore, jobs: Int, config: String,
+                             directory: String, options: Options, http: HTTPClient) async throws -> NodeRun {
+        let postgresBefore = postgresCPUSeconds()
+        for index in 0..<2 {
+            agents.append(try Agent.start(options.spoolBinary, config: config, dataDirectory: directory + "/agent\(index)", slots: 4,
+                                          log: directory + "/agent\(index).log"))
+        }
+        let deadline = ContinuousClock.now + .seconds(600)
+        while true {
+            let queued = try await store.queuedCount()
+            let running = try await store.jobs(JobQuery(state: .running, limit: 1)).jobs.count
+            if queued == 0 && running == 0 { break }
+            guard ContinuousClock.now < deadline else { throw BenchError("the nodes did not finish \(jobs) jobs in 10 minutes") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let postgresCPU = postgresCPUSeconds() - postgresBefore
+        let agentCPU = agents.compactMap { ProcessStats.cpuSeconds(of: $0.process.processIdentifier) }.reduce(0, +)
+        let workerCPU = agents.flatMap { ProcessStats.descendants(of: $0.process.processIdentifier) }
+            .compactMap { ProcessStats.cpuSeconds(of: $0.pid) }.reduce(0, +)
+        let finished = try await allJobs(store)
+        guard finished.count == jobs, finished.allSatisfy({ $0.state == .succeeded }) else {
+            throw BenchError("expected \(jobs) succeeded jobs, found \(finished.filter { $0.state == .succeeded }.count)")
+        }
+        let first = finished.compactMap(\.startedAt).map(\.microseconds).min() ?? 0
+        let last = finished.compactMap(\.finishedAt).map(\.microseconds).max() ?? 0
+        // Pickup: the agents idle now; one job at a time through the API node.
+        let client = JobClient(http: http, baseURL: apiNode.baseURL)
+        var pickup: [Double] = []
+        for _ in 0..<(options.quick ? 100 : 500) {
+            let submitted = try await client.submit(type: "noop")
+            let done = try await client.poll(submitted.id, until: ["succeeded"], within: .seconds(30))
+            guard let job = try await store.job(JobID(done.id)!), let started = job.startedAt else { continue }
+            pickup.append(Double(started.microseconds - job.createdAt.microseconds) / 1000)
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return NodeRun(jobs: jobs, seconds: Double(last - first) / 1e6, pickup: pickup, cpu: (postgresCPU, agentCPU, workerCPU))
     }
 
     // MARK: - 4. Rescue
@@ -215,7 +227,18 @@ public enum ClusterBenchmark {
             try Agent.start(options.spoolBinary, config: config, dataDirectory: directory + "/agent\(index)", slots: 1,
                             log: directory + "/agent\(index).log")
         }
-        defer { for agent in agents { agent.stop() } }
+        do {
+            let times = try await measureRescue(&agents, store: store, trials: trials, config: config, options: options)
+            for agent in agents { await agent.stop() }
+            return times
+        } catch {
+            for agent in agents { await agent.stop() }
+            throw error
+        }
+    }
+
+    static func measureRescue(_ agents: inout [Agent], store: PostgresJobStore, trials: Int, config: String,
+                              options: Options) async throws -> [Double] {
         var times: [Double] = []
         for _ in 0..<trials {
             var hold = noop(at: WallClock.now())
@@ -226,7 +249,7 @@ public enum ClusterBenchmark {
             var running = try await waitForRunning(store, hold.id, attempt: 1)
             let victim = try require(agents.firstIndex { $0.node == running.node }, "the job runs on no known agent (\(running.node ?? "none"))")
             let killed = WallClock.now()
-            agents[victim].kill9()
+            await agents[victim].kill9()
             running = try await waitForRunning(store, hold.id, attempt: 2)
             let restarted = try require(running.startedAt, "a running job has a start time")
             times.append(Double(restarted.microseconds - killed.microseconds) / 1e6)
@@ -272,18 +295,18 @@ public enum ClusterBenchmark {
             return Agent(process: process, dataDirectory: dataDirectory, log: log, node: node)
         }
 
-        func kill9() {
+        func kill9() async {
             kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            while process.isRunning { try? await Task.sleep(for: .milliseconds(5)) }
         }
 
         /// SIGTERM (the agent stops its workers), then SIGKILL; then whatever it left.
-        func stop() {
+        func stop() async {
             if process.isRunning {
                 kill(process.processIdentifier, SIGTERM)
-                let deadline = Date().addingTimeInterval(10)
-                while process.isRunning && Date() < deadline { usleep(20_000) }
-                if process.isRunning { kill9() }
+                let deadline = ContinuousClock.now + .seconds(10)
+                while process.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+                if process.isRunning { await kill9() }
             }
             _ = OrphanReaper.killProcesses(withEnvironmentPrefix: "SPOOL_MESSAGES=" + dataDirectory)
         }
@@ -318,14 +341,6 @@ public enum ClusterBenchmark {
             cursor = page.nextCursor
         } while cursor != nil
         return jobs
-    }
-
-    static func startThrowawayPostgres(_ script: String) throws -> String {
-        guard let pipe = popen("/bin/bash '\(script)' \(getpid())", "r") else { throw BenchError("cannot run \(script)") }
-        var line = [CChar](repeating: 0, count: 4096)
-        let url = fgets(&line, Int32(line.count), pipe) == nil ? "" : String(cString: line).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard pclose(pipe) == 0, !url.isEmpty else { throw BenchError("could not start a throwaway PostgreSQL (see stderr), or pass --store") }
-        return url
     }
 
     /// A new database on `server` for one measurement; returns its URL.

@@ -102,11 +102,7 @@ public struct Job: Sendable, Hashable {
     /// After a crash, for a job still marked running: back to the queue while attempts remain,
     /// else `failed` with reason `interrupted`.
     public mutating func recoverFromInterruption(at now: Timestamp) {
-        guard attempts >= maxAttempts else { return requeue() }
-        state = .failed
-        reason = .interrupted
-        finishedAt = now
-        error = Self.interruptedMessage
+        requeueOrFail(because: .interrupted, Self.interruptedMessage, at: now)
     }
 
     /// What the `error` of a job failed because its node was lost says.
@@ -116,11 +112,17 @@ public struct Job: Sendable, Hashable {
     /// or lost the database): back to the queue while attempts remain, else `failed` with
     /// reason `node_lost`. The lost attempt counts, as a crash of the job would.
     public mutating func rescueFromLostNode(at now: Timestamp) {
+        requeueOrFail(because: .nodeLost, Self.nodeLostMessage, at: now)
+    }
+
+    /// A running job whose attempt ended without a word from it: run it again while attempts
+    /// remain, else fail it for `reason`.
+    private mutating func requeueOrFail(because reason: FailureReason, _ message: String, at now: Timestamp) {
         guard attempts >= maxAttempts else { return requeue() }
         state = .failed
-        reason = .nodeLost
+        self.reason = reason
         finishedAt = now
-        error = Self.nodeLostMessage
+        error = message
     }
 
     /// A queued job canceled before it ran: the fields every store sets.

@@ -14,19 +14,11 @@ public enum TestPostgres {
         if let url = ProcessInfo.processInfo.environment["SPOOL_PG_URL"], !url.isEmpty { return url }
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("scripts/throwaway-postgres.sh").path
-        // popen, and one line: the server the script leaves running must not keep this
-        // process waiting on a pipe.
-        guard let pipe = popen("/bin/bash '\(script)' \(getpid())", "r") else { throw TestPostgresError("cannot run \(script)") }
-        var line = [CChar](repeating: 0, count: 4096)
-        let url = fgets(&line, Int32(line.count), pipe) == nil ? "" : String(cString: line).trimmingCharacters(in: .whitespacesAndNewlines)
-        let status = pclose(pipe)
-        guard status == 0, !url.isEmpty else {
-            throw TestPostgresError("""
-                could not start a throwaway PostgreSQL server (see stderr). Install PostgreSQL (initdb, pg_ctl) or \
-                set SPOOL_PG_URL to a server the tests may create databases on.
-                """)
+        do {
+            return try ThrowawayPostgres.start(script: script)
+        } catch {
+            throw TestPostgresError("\(error); or set SPOOL_PG_URL to a server the tests may create databases on")
         }
-        return url
     }
 
     public static let logger = Logger(label: "test-postgres")

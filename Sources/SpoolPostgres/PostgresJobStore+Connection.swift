@@ -1,0 +1,120 @@
+import Logging
+import PostgresNIO
+import SpoolCore
+import SpoolStore
+
+/// Connections, transactions, time limits, and PostgreSQL errors turned into `StoreError`s.
+extension PostgresJobStore {
+    /// Runs one statement outside the store's schema (tools: `spool bench` creates databases
+    /// with it). Not for job data.
+    public func execute(unsafeSQL sql: String) async throws {
+        try await write("run a statement") { connection in
+            _ = try await connection.query(PostgresQuery(unsafeSQL: sql), logger: self.logger)
+        }
+    }
+
+    // MARK: - Transactions and errors
+
+    func read<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        try await bounded(what) { try await self.client.withConnection { try await body($0) } }
+    }
+
+    /// One autocommitted statement (or several that need no transaction).
+    func write<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        try await read(what, body)
+    }
+
+    func transaction<T: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        try await bounded(what) {
+            try await self.client.withConnection { connection in
+                try await connection.withTransaction(logger: self.logger) { try await body($0) }
+            }
+        }
+    }
+
+    /// Runs one store operation, translating its errors, and gives up after `operationTimeout`:
+    /// while the database is unreachable the pool keeps retrying for about a minute before it
+    /// fails a request, and an API answer or a slot should not wait that long to hear it.
+    private func bounded<T: Sendable>(_ what: String, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+        let limit = operationTimeout
+        do {
+            return try await withThrowingTaskGroup(of: T?.self) { group in
+                group.addTask { try await operation() }
+                group.addTask {
+                    try await Task.sleep(for: limit)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let value = first else {
+                    throw StoreError(.storageUnavailable, "could not \(what): the database at \(location) did not answer within \(limit)")
+                }
+                return value
+            }
+        } catch {
+            throw translate(error, doing: what)
+        }
+    }
+
+    /// A connection error in a few words (PSQLError's own description hides the cause).
+    static func describe(_ error: any Error) -> String {
+        guard let error = error as? PSQLError else { return "\(error)" }
+        if let message = error.serverInfo?[.message] { return message }
+        if let underlying = error.underlying { return "\(underlying)" }
+        return "\(error.code)"
+    }
+
+    /// PostgreSQL errors become `StoreError`s here and nowhere else.
+    func translate(_ error: any Error, doing what: String) -> any Error {
+        if let error = error as? StoreError { return error }
+        if let transaction = error as? PostgresTransactionError {
+            return translate(transaction.closureError ?? transaction.beginError ?? transaction.commitError ?? error, doing: what)
+        }
+        guard let error = error as? PSQLError else {
+            // The pool's own errors (its type is not public): it could not open a connection.
+            if String(describing: type(of: error)).contains("ConnectionPoolError") {
+                return StoreError(.storageUnavailable, "could not \(what): cannot reach the database at \(location) (\(error))")
+            }
+            return StoreError(.other, "could not \(what): \(error)")
+        }
+        if let state = error.serverInfo?[.sqlState] {
+            let message = error.serverInfo?[.message] ?? state
+            switch state {
+            case "53100": return StoreError(.storageUnavailable, "could not \(what): the database server's disk is full (\(message))")
+            case "25006", "53000", "53200", "53300", "57P01", "57P02", "57P03", "08000", "08003", "08006":
+                return StoreError(.storageUnavailable, "could not \(what): the database is unavailable (\(message))")
+            case "XX001", "XX002": return StoreError(.corrupt, "could not \(what): the database is damaged (\(message))")
+            default: return StoreError(.other, "could not \(what): \(message) (SQLSTATE \(state))")
+            }
+        }
+        switch error.code {
+        case .connectionError, .serverClosedConnection, .clientClosedConnection, .poolClosed, .uncleanShutdown:
+            return StoreError(.storageUnavailable, "could not \(what): cannot reach the database at \(location) (\(error.code))")
+        default:
+            return StoreError(.other, "could not \(what): \(String(reflecting: error))")
+        }
+    }
+}
+
+extension PostgresRowSequence {
+    /// The first row, decoded; nil when there is none.
+    func decodeFirst<T: PostgresDecodable>(_ type: T.Type) async throws -> T? {
+        for try await value in decode(T.self) { return value }
+        return nil
+    }
+
+    func decodeFirstRow<each T: PostgresDecodable>(_ types: (repeat each T).Type) async throws -> (repeat each T)? {
+        for try await value in decode((repeat each T).self) { return value }
+        return nil
+    }
+}
+
+extension Optional {
+    func asyncFlatMap<U>(_ transform: (Wrapped) async throws -> U?) async rethrows -> U? {
+        guard let self else { return nil }
+        return try await transform(self)
+    }
+}
+
+extension Duration {
+    var microseconds: Int64 { components.seconds * 1_000_000 + components.attoseconds / 1_000_000_000_000 }
+}

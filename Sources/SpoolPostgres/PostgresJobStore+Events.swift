@@ -1,0 +1,137 @@
+import Logging
+import PostgresNIO
+import SpoolCore
+import SpoolStore
+
+/// The shared event log, and the notifications that tie the nodes together.
+extension PostgresJobStore {
+    public func events(after: Int64, job: JobID?, limit: Int) async throws -> [JobEvent] {
+        let horizon = self.horizon.settled
+        guard after < horizon else { return [] }
+        return try await read("read events") { connection in
+            let rows = if let job {
+                try await connection.query("""
+                    SELECT id, job_id, kind, at, data FROM events WHERE job_id = \(job.rawValue) AND id > \(after) AND id <= \(horizon)
+                    ORDER BY id LIMIT \(limit)
+                    """, logger: self.logger)
+            } else {
+                try await connection.query("""
+                    SELECT id, job_id, kind, at, data FROM events WHERE id > \(after) AND id <= \(horizon) ORDER BY id LIMIT \(limit)
+                    """, logger: self.logger)
+            }
+            var events: [JobEvent] = []
+            for try await (id, jobID, kind, at, data) in rows.decode((Int64, String, String, Int64, String).self) {
+                guard let job = JobID(jobID), let kind = JobEvent.Kind(rawValue: kind) else {
+                    throw StoreError(.corrupt, "the job database holds an event it cannot read (id \(id))")
+                }
+                events.append(JobEvent(id: id, job: job, kind: kind, at: Timestamp(microseconds: at), data: try JSONParser.parse(data.utf8)))
+            }
+            return events
+        }
+    }
+
+    public func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
+        let eventID = try await write("record an event") { connection in
+            try await self.insertEvents([(kind, job, data)], at: now, on: connection)
+        }
+        published(eventID, jobs: [job])
+    }
+
+    /// Appends events in the caller's transaction and notifies every node at commit (with
+    /// `signal` too, when given). Prunes the oldest events now and then. Returns the newest id.
+    func insertEvents(_ events: [(JobEvent.Kind, JobID, JSONValue)], at now: Timestamp, signal: String? = nil,
+                      on connection: PostgresConnection) async throws -> Int64 {
+        let row = try await connection.query("""
+            WITH ev AS (
+                INSERT INTO events (job_id, kind, at, data, origin)
+                SELECT job_id, kind, \(now.microseconds), data, \(node)
+                FROM unnest(\(events.map(\.1.rawValue))::text[], \(events.map(\.0.rawValue))::text[], \(events.map(\.2.canonicalText))::text[])
+                    AS e(job_id, kind, data)
+                RETURNING id
+            ), newest AS (SELECT max(id) AS id FROM ev)
+            SELECT id, pg_notify('\(unescaped: Self.eventsChannel)', id::text) IS NULL,
+                   (SELECT count(pg_notify('\(unescaped: Self.channel)', s)) FROM (SELECT CAST(\(signal) AS text) AS s) AS given WHERE s IS NOT NULL)
+            FROM newest
+            """, logger: logger).decodeFirstRow((Int64, Bool?, Int64).self)
+        guard let newest = row?.0 else { throw StoreError(.other, "the database did not return the id of a new event") }
+        if newest / 1000 != (newest - Int64(events.count)) / 1000 {
+            try await connection.query("DELETE FROM events WHERE id <= \(newest - Self.eventLimit)", logger: logger)
+        }
+        return newest
+    }
+
+    // MARK: - Notifications
+
+    /// A commit here wrote events up to `eventID` touching `jobs`: wake this node's waiters now
+    /// (other nodes hear it through the notification).
+    func published(_ eventID: Int64?, jobs: [JobID]) {
+        notifier.publish(jobs)
+        if eventID != nil { horizon.poke() }
+    }
+
+    public func signals() -> AsyncStream<ClusterSignal> {
+        let (stream, continuation) = AsyncStream<ClusterSignal>.makeStream(bufferingPolicy: .bufferingNewest(256))
+        let token = subscribers.withLock { subscribers in
+            let token = (subscribers.keys.max() ?? 0) + 1
+            subscribers[token] = continuation
+            return token
+        }
+        continuation.onTermination = { [weak self] _ in self?.subscribers.withLock { $0[token] = nil } }
+        return stream
+    }
+
+    func broadcast(_ signal: ClusterSignal) {
+        for continuation in subscribers.withLock({ Array($0.values) }) { continuation.yield(signal) }
+    }
+
+    /// Holds one connection listening on the channel, reconnecting after a failure. After each
+    /// (re)connect everything is looked at again, as notifications may have been missed.
+    func listen() async {
+        var delay = Duration.milliseconds(100)
+        while !Task.isCancelled {
+            do {
+                try await client.withConnection { connection in
+                    try await connection.listen(on: Self.channel) { signals in
+                        try await self.listenForEvents(on: connection) { events in
+                            self.isListening.withLock { $0 = true }
+                            defer { self.isListening.withLock { $0 = false } }
+                            delay = .milliseconds(100)
+                            self.broadcast(.queued)
+                            self.horizon.poke()
+                            try await withThrowingTaskGroup(of: Void.self) { group in
+                                group.addTask { for try await notification in signals { self.handle(notification.payload) } }
+                                if let events {
+                                    group.addTask { for try await _ in events { self.horizon.poke() } }
+                                }
+                                // Either sequence ending means the connection is gone: start over.
+                                try await group.next()
+                                group.cancelAll()
+                            }
+                        }
+                    }
+                }
+            } catch {
+                guard !Task.isCancelled else { return }
+                logger.warning("lost the PostgreSQL notification connection; reconnecting",
+                               metadata: ["error": "\(String(reflecting: error))", "retry_in": "\(delay)"])
+            }
+            try? await Task.sleep(for: delay)
+            delay = min(delay * 2, .seconds(5))
+        }
+    }
+
+    /// Also listens on the events channel when this node follows events.
+    private func listenForEvents(on connection: PostgresConnection,
+                                 _ body: (PostgresNotificationSequence?) async throws -> Void) async throws {
+        guard followsEvents else { return try await body(nil) }
+        try await connection.listen(on: Self.eventsChannel) { events in try await body(events) }
+    }
+
+    private func handle(_ payload: String) {
+        if payload == "queued" {
+            broadcast(.queued)
+        } else if payload.hasPrefix("cancel="), let id = JobID(String(payload.dropFirst("cancel=".count))) {
+            broadcast(.cancel(id))
+        }
+    }
+}

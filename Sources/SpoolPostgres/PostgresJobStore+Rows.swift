@@ -1,0 +1,62 @@
+import Logging
+import PostgresNIO
+import SpoolCore
+import SpoolStore
+
+/// Reading jobs: rows to `Job` values, and one job with its queue position.
+extension PostgresJobStore {
+    static func fetchJob(where condition: PostgresQuery, locking: Bool = false, on connection: PostgresConnection,
+                         logger: Logger) async throws -> Job? {
+        var sql = """
+            SELECT j.*, CASE WHEN j.state = 'queued' THEN
+                (SELECT count(*) FROM jobs q WHERE q.state = 'queued' AND q.priority > j.priority)
+                + (SELECT count(*) FROM jobs q WHERE q.state = 'queued' AND q.priority = j.priority AND q.seq < j.seq) + 1
+            END AS position
+            FROM jobs j WHERE
+            """
+        sql += " " + condition.sql
+        if locking { sql += " FOR UPDATE OF j" }
+        return try await jobs(from: connection.query(PostgresQuery(unsafeSQL: sql, binds: condition.binds), logger: logger)).first
+    }
+
+    static func jobs(from rows: PostgresRowSequence) async throws -> [Job] {
+        var jobs: [Job] = []
+        for try await row in rows { jobs.append(try job(from: row.makeRandomAccess())) }
+        return jobs
+    }
+
+    static func job(from row: PostgresRandomAccessRow) throws -> Job {
+        let sequence = try row["seq"].decode(Int64.self)
+        guard let id = JobID(try row["id"].decode(String.self)), let state = JobState(rawValue: try row["state"].decode(String.self)) else {
+            throw StoreError(.corrupt, "the job database holds a row it cannot read (seq \(sequence))")
+        }
+        let input = try JSONParser.parse(try row["input"].decode(String.self).utf8)
+        var job = Job(id: id, sequence: sequence, type: try row["type"].decode(String.self), input: input,
+                      priority: try row["priority"].decode(Int.self), timeoutSeconds: try row["timeout_s"].decode(Double.self),
+                      maxAttempts: try row["max_attempts"].decode(Int.self), state: state,
+                      createdAt: Timestamp(microseconds: try row["created_at"].decode(Int64.self)),
+                      idempotencyKey: try row["idempotency_key"].decode(String?.self))
+        job.reason = try row["reason"].decode(String?.self).flatMap(FailureReason.init(rawValue:))
+        job.attempts = try row["attempts"].decode(Int.self)
+        job.startedAt = try row["started_at"].decode(Int64?.self).map(Timestamp.init(microseconds:))
+        job.finishedAt = try row["finished_at"].decode(Int64?.self).map(Timestamp.init(microseconds:))
+        job.exitCode = try row["exit_code"].decode(Int32?.self)
+        job.signal = try row["signal"].decode(Int32?.self)
+        job.error = try row["error"].decode(String?.self)
+        job.slot = try row["slot"].decode(Int?.self).map(SlotID.init)
+        job.node = try row["node"].decode(String?.self)
+        if let fraction = try row["progress_fraction"].decode(Double?.self) {
+            job.progress = JobProgress(fraction: fraction, message: try row["progress_message"].decode(String?.self))
+        }
+        job.cancelRequested = try row["cancel_requested"].decode(Bool.self)
+        job.webhookURL = try row["webhook_url"].decode(String?.self)
+        job.webhookEvents = try row["webhook_events"].decode(String?.self)?.split(separator: ",").map(String.init) ?? []
+        if let resultText = try row["result"].decode(String?.self) {
+            job.result = try JSONParser.parse(resultText.utf8)
+        }
+        if row.contains("position") {
+            job.position = try row["position"].decode(Int64?.self).map(Int.init)
+        }
+        return job
+    }
+}
