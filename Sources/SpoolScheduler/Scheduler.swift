@@ -51,9 +51,8 @@ public actor Scheduler: Service {
     static let logEventLimit = 64 << 10
     private var shuttingDown = false
     private var runTimes = QueueEstimate.RunTimes()
-    private var runningSince: [JobID: (type: String, since: ContinuousClock.Instant)] = [:]
-    /// The attempt each running job is on (its fencing token).
-    private var runningAttempts: [JobID: Int] = [:]
+    /// Each running job's type, start, and attempt (its fencing token with a shared store).
+    private var runningSince: [JobID: (type: String, since: ContinuousClock.Instant, attempt: Int)] = [:]
 
     private nonisolated let events: AsyncStream<Event>
     private nonisolated let eventSink: AsyncStream<Event>.Continuation
@@ -101,7 +100,7 @@ public actor Scheduler: Service {
 
     /// The jobs running here that started before `instant`, with their attempts.
     public func runningAttempts(startedBefore instant: ContinuousClock.Instant) -> [JobID: Int] {
-        runningAttempts.filter { id, _ in (runningSince[id]?.since).map { $0 < instant } ?? false }
+        runningSince.filter { $0.value.since < instant }.mapValues(\.attempt)
     }
 
     /// Whether this node runs (or is starting) `job`.
@@ -211,7 +210,6 @@ public actor Scheduler: Service {
         if case .returned = outcome { await wakeAtNextRetry(in: &group) }
         logger.info("job finished", metadata: ["job": "\(job.id)", "type": "\(job.type)", "state": "\(outcome.resultingState)", "slot": "\(slot)"])
         let ran = runningSince.removeValue(forKey: job.id).map { (ContinuousClock.now - $0.since).seconds }
-        runningAttempts[job.id] = nil
         if let ran, outcome == .succeeded { runTimes.record(ran, type: job.type) }
         SchedulerMetrics.finished(job, state: outcome.resultingState, ran: ran, slot: slot)
         SchedulerMetrics.busySlots(runningSince.count, of: board.slots.count)
@@ -257,8 +255,7 @@ public actor Scheduler: Service {
             return
         }
         guard let job else { return }
-        runningSince[job.id] = (job.type, .now)
-        runningAttempts[job.id] = job.attempts
+        runningSince[job.id] = (job.type, .now, job.attempts)
         SchedulerMetrics.claimed(job, waited: max(0, WallClock.now().secondsSince1970 - job.createdAt.secondsSince1970))
         SchedulerMetrics.busySlots(runningSince.count, of: board.slots.count)
         let (stopRequests, continuation) = AsyncStream<StopReason>.makeStream()
