@@ -198,6 +198,18 @@ public actor Scheduler: Service {
             next = try await store.finish(job.id, attempt: job.attempts, outcome: outcome, result: result, now: WallClock.now(),
                                           claimNextFor: shuttingDown ? nil : slot, excluding: await workers.excludedTypes(for: slot))
         } catch {
+            if shuttingDown && store is any SharedJobStore {
+                // Stopping, and the shared store is out of reach: the job's lease will lapse and
+                // another node will rescue it (run it again, or fail it as node_lost), so this
+                // node need not hold its exit for the database.
+                logger.error("could not record a finished job while stopping; another node will rescue it once its lease lapses",
+                             metadata: ["job": "\(job.id)", "outcome": "\(outcome.resultingState)", "error": "\(error)"])
+                runningSince[job.id] = nil
+                do { try board.finished(job.id, on: slot, closing: true) } catch {
+                    logger.critical("slot bookkeeping refused a transition", metadata: ["error": "\(error)"])
+                }
+                return
+            }
             // The outcome is not recorded yet: keep the slot busy and try again shortly.
             logger.error("could not record a finished job; retrying", metadata: ["job": "\(job.id)", "error": "\(error)"])
             let delay = configuration.storeRetryDelay
