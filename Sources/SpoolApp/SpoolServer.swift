@@ -112,6 +112,8 @@ public enum SpoolServer {
         if let shared {
             var coordination = ClusterCoordinator.Configuration()
             coordination.runsJobs = configuration.role != .api
+            coordination.role = configuration.role.rawValue
+            coordination.slots = slots.count
             services.append(.init(service: ClusterCoordinator(store: shared, scheduler: scheduler, configuration: coordination, logger: logger)))
         }
         services.append(.init(service: scheduler, successTerminationBehavior: .gracefullyShutdownGroup))

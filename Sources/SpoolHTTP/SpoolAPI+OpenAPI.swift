@@ -619,6 +619,34 @@ extension SpoolAPI {
         }
       }
     },
+    "/v1/nodes": {
+      "get": {
+        "operationId": "listNodes",
+        "tags": [
+          "server"
+        ],
+        "summary": "The nodes sharing this queue",
+        "description": "With a shared (PostgreSQL) store: every node heard from in the last day, its role, slots, running jobs and last heartbeat; `alive` is false once it has been silent for a lease. On one machine: this server.",
+        "responses": {
+          "200": {
+            "description": "The nodes, by name.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Nodes"
+                }
+              }
+            }
+          },
+          "503": {
+            "$ref": "#/components/responses/Unavailable"
+          },
+          "500": {
+            "$ref": "#/components/responses/InternalError"
+          }
+        }
+      }
+    },
     "/v1/events": {
       "get": {
         "operationId": "streamAllEvents",
@@ -1807,6 +1835,67 @@ extension SpoolAPI {
             "type": "array",
             "items": {
               "$ref": "#/components/schemas/WorkerHealth"
+            }
+          }
+        }
+      },
+      "Nodes": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "nodes",
+          "this_node"
+        ],
+        "properties": {
+          "this_node": {
+            "type": "string",
+            "description": "The answering node's name (`local` on one machine)."
+          },
+          "nodes": {
+            "type": "array",
+            "items": {
+              "type": "object",
+              "additionalProperties": false,
+              "required": [
+                "name",
+                "role",
+                "slots",
+                "running",
+                "started_at",
+                "last_seen_s",
+                "alive"
+              ],
+              "properties": {
+                "name": {
+                  "type": "string"
+                },
+                "role": {
+                  "type": "string",
+                  "enum": [
+                    "all",
+                    "api",
+                    "agent"
+                  ]
+                },
+                "slots": {
+                  "type": "integer",
+                  "minimum": 0
+                },
+                "running": {
+                  "type": "integer",
+                  "minimum": 0
+                },
+                "started_at": {
+                  "$ref": "#/components/schemas/Timestamp"
+                },
+                "last_seen_s": {
+                  "type": "number",
+                  "minimum": 0
+                },
+                "alive": {
+                  "type": "boolean"
+                }
+              }
             }
           }
         }

@@ -23,6 +23,8 @@ public struct SpoolAPI: Sendable {
     let storeName: String
     /// This node's name with a shared store.
     let node: String?
+    /// When this server started (what `GET /v1/nodes` says of a single node).
+    let startedAt = WallClock.now()
     /// Prometheus text for `/metrics`, when the app exports metrics.
     let metrics: (@Sendable () async -> String)?
 
@@ -55,6 +57,7 @@ public struct SpoolAPI: Sendable {
         router.get("/v1/jobs/:id/outputs", use: outputs)
         router.get("/v1/jobs/:id/outputs/**", use: output)
         router.get("/v1/queue", use: queue)
+        router.get("/v1/nodes", use: nodes)
         router.get("/openapi.json", use: openAPI)
         router.get("/v1/events", use: allEvents)
         router.get("/v1/jobs/:id/events", use: jobEvents)
@@ -200,6 +203,29 @@ public struct SpoolAPI: Sendable {
             slots.append(entry)
         }
         return json(QueueResource(queued: try await store.queuedCount(), accepting: scheduler.gate.isOpen, slots: slots).json)
+    }
+
+    /// The nodes of a shared store with their heartbeats; on one machine, this server.
+    @Sendable func nodes(_ request: Request, context: BasicRequestContext) async throws -> Response {
+        var nodes: [JSONValue] = []
+        if let shared = store as? any SharedJobStore {
+            let lease = Double(shared.leaseDuration.components.seconds) + Double(shared.leaseDuration.components.attoseconds) / 1e18
+            for node in try await shared.nodes() {
+                nodes.append(.object([
+                    "name": .string(node.name), "role": .string(node.role), "slots": .int(Int64(node.slots)),
+                    "running": .int(Int64(node.running)), "started_at": .string(node.startedAt.description),
+                    "last_seen_s": .double((node.silentSeconds * 10).rounded() / 10), "alive": .bool(node.silentSeconds < lease),
+                ]))
+            }
+        } else {
+            let occupancy = await scheduler.occupancy()
+            nodes.append(.object([
+                "name": .string("local"), "role": .string("all"), "slots": .int(Int64(occupancy.count)),
+                "running": .int(Int64(occupancy.filter { $0.1 != nil }.count)), "started_at": .string(startedAt.description),
+                "last_seen_s": .double(0), "alive": .bool(true),
+            ]))
+        }
+        return json(.object(["nodes": .array(nodes), "this_node": .string(node ?? "local")]))
     }
 
     @Sendable func health(_ request: Request, context: BasicRequestContext) async throws -> Response {

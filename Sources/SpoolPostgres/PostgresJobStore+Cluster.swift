@@ -19,6 +19,34 @@ extension PostgresJobStore {
         }
     }
 
+    public func heartbeat(role: String, slots: Int) async throws {
+        try await write("record this node's heartbeat") { connection in
+            _ = try await connection.query("""
+                INSERT INTO nodes (name, role, slots, started_at, seen_at)
+                VALUES (\(self.node), \(role), \(slots), \(self.startedAt.microseconds), spool_now())
+                ON CONFLICT (name) DO UPDATE SET role = EXCLUDED.role, slots = EXCLUDED.slots,
+                    started_at = EXCLUDED.started_at, seen_at = EXCLUDED.seen_at
+                """, logger: self.logger)
+        }
+    }
+
+    public func nodes() async throws -> [NodeStatus] {
+        try await read("list the nodes") { connection in
+            let day: Int64 = 86_400_000_000
+            let rows = try await connection.query("""
+                SELECT n.name, n.role, n.slots, n.started_at, spool_now() - n.seen_at,
+                       (SELECT count(*) FROM jobs j WHERE j.state = 'running' AND j.node = n.name)
+                FROM nodes n WHERE n.seen_at > spool_now() - \(day) ORDER BY n.name
+                """, logger: self.logger)
+            var nodes: [NodeStatus] = []
+            for try await (name, role, slots, started, silent, running) in rows.decode((String, String, Int, Int64, Int64, Int64).self) {
+                nodes.append(NodeStatus(name: name, role: role, slots: slots, running: Int(running),
+                                        startedAt: Timestamp(microseconds: started), silentSeconds: Double(silent) / 1e6))
+            }
+            return nodes
+        }
+    }
+
     /// Jobs whose lease ran out on the database's clock: their node died or lost the database.
     public func rescueExpired(now: Timestamp) async throws -> [Job] {
         try await resolveRunning(where: "j.lease_until < spool_now()", now: now, doing: "rescue jobs of a lost node") { job in

@@ -43,6 +43,8 @@ public final class PostgresJobStore: SharedJobStore {
     /// How long one store operation may wait (for a connection, mostly) before it fails as
     /// `storageUnavailable`.
     public let operationTimeout: Duration
+    /// When this store (this node's run) started, as its heartbeats report it.
+    let startedAt = WallClock.now()
 
     /// Opens a pool of up to `connections` connections (none is made until `prepare`).
     public init(location: PostgresLocation, node: String, leaseDuration: Duration = .seconds(10),

@@ -117,6 +117,18 @@ enum PostgresSchema {
             )
             """,
         ]),
+        (3, "nodes", [
+            // Every node's heartbeat (the database's clock), for `GET /v1/nodes`.
+            """
+            CREATE TABLE nodes (
+                name TEXT PRIMARY KEY,
+                role TEXT NOT NULL,
+                slots INTEGER NOT NULL,
+                started_at BIGINT NOT NULL,
+                seen_at BIGINT NOT NULL
+            )
+            """,
+        ]),
     ]
 
     /// Applies the migrations this database has not seen, in one transaction under the lock.

@@ -22,6 +22,9 @@ public actor ClusterCoordinator: Service {
         public var rescueInterval: Duration = .seconds(1)
         /// Whether this node runs jobs (an API-only node still rescues).
         public var runsJobs = true
+        /// This node's role and slots, as its heartbeats report them (`GET /v1/nodes`).
+        public var role = "all"
+        public var slots = 0
 
         public init() {}
     }
@@ -45,6 +48,7 @@ public actor ClusterCoordinator: Service {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.follow(signals) }
             group.addTask { await self.every(self.configuration.rescueInterval) { await self.rescue() } }
+            group.addTask { await self.every(self.store.leaseDuration / 3) { await self.heartbeat() } }
             if configuration.runsJobs {
                 let renewal = store.leaseDuration / 3
                 group.addTask { await self.every(renewal) { await self.renewLeases() } }
@@ -103,6 +107,14 @@ public actor ClusterCoordinator: Service {
                 logger.critical("the shared store was unreachable for longer than a lease; stopping the jobs here (other nodes rescue them)")
                 await scheduler.stopAll(because: .shutdown)
             }
+        }
+    }
+
+    private func heartbeat() async {
+        do {
+            try await store.heartbeat(role: configuration.role, slots: configuration.slots)
+        } catch {
+            logger.warning("could not record this node's heartbeat", metadata: ["error": "\(error)"])
         }
     }
 

@@ -28,6 +28,12 @@ public protocol SharedJobStore: JobStore {
     /// Rescues running jobs whose lease expired; returns them as rescued.
     func rescueExpired(now: Timestamp) async throws -> [Job]
 
+    /// Records that this node is alive, with its role and slot count (every lease/3).
+    func heartbeat(role: String, slots: Int) async throws
+
+    /// Every node seen in the last day, with how long ago and the jobs it runs.
+    func nodes() async throws -> [NodeStatus]
+
     /// Signals from every node (this one included), until the store is closed. A signal may be
     /// lost (a dropped connection); callers also poll, slowly.
     func signals() -> AsyncStream<ClusterSignal>
@@ -86,5 +92,27 @@ public struct StoredFileInfo: Sendable, Equatable {
     public init(name: String, size: Int) {
         self.name = name
         self.size = size
+    }
+}
+
+/// One node of a shared store, as its heartbeats show it.
+public struct NodeStatus: Sendable, Equatable {
+    public var name: String
+    /// `all`, `api` or `agent`.
+    public var role: String
+    public var slots: Int
+    /// Jobs the store has running on it.
+    public var running: Int
+    public var startedAt: Timestamp
+    /// Seconds since its last heartbeat, on the database's clock.
+    public var silentSeconds: Double
+
+    public init(name: String, role: String, slots: Int, running: Int, startedAt: Timestamp, silentSeconds: Double) {
+        self.name = name
+        self.role = role
+        self.slots = slots
+        self.running = running
+        self.startedAt = startedAt
+        self.silentSeconds = silentSeconds
     }
 }

@@ -120,6 +120,13 @@ import Testing
                 #expect(job["node"]?.stringValue != "gpu1")
             }
 
+            // Any API node lists the five nodes; the killed one has gone silent.
+            let listed = try await apis[1].request(.GET, "/v1/nodes").json
+            guard case .array(let nodes)? = listed["nodes"] else { throw HarnessError("no nodes in \(listed)") }
+            #expect(nodes.compactMap { $0["name"]?.stringValue } == ["api1", "api2", "gpu1", "gpu2", "gpu3"])
+            #expect(nodes.map { $0["alive"] == .bool(true) } == [true, true, false, true, true])
+            #expect(nodes.compactMap { $0["role"]?.stringValue } == ["api", "api", "agent", "agent", "agent"])
+
             // Each result was written by the job's last attempt, on the node the store names,
             // inside the times the store recorded — the attempt tokens agree everywhere.
             for (index, id) in ids.enumerated() {

@@ -30,7 +30,7 @@ import Testing
         "/v1/jobs/{id}/events": ["get"],
         "/v1/jobs/{id}/webhooks": ["get"],
         "/v1/events": ["get"],
-        "/v1/queue": ["get"],
+        "/v1/queue": ["get"], "/v1/nodes": ["get"],
         "/metrics": ["get"],
         "/": ["get"],
         "/dashboard.js": ["get"],

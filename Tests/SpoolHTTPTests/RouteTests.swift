@@ -188,6 +188,18 @@ import Testing
         }
     }
 
+    @Test func nodesOnOneMachineIsThisServer() async throws {
+        try await withClient { client in
+            try await client.execute(uri: "/v1/nodes", method: .get) { response in
+                let body = try decode(response)
+                #expect(body["this_node"] == .string("local"))
+                guard case .array(let nodes)? = body["nodes"], nodes.count == 1 else { Issue.record("one node expected"); return }
+                #expect(nodes[0]["name"] == .string("local") && nodes[0]["alive"] == .bool(true) && nodes[0]["running"] == .int(0))
+                #expect(nodes[0]["slots"] == .int(1))
+            }
+        }
+    }
+
     @Test func aClosedGateRefusesSubmitsWith503() async throws {
         scheduler.gate.close()
         try await withClient { client in

@@ -195,6 +195,19 @@ import Testing
         }
     }
 
+    @Test func heartbeatsListTheNodesWithTheJobsTheyRun() async throws {
+        try await withNodes(2) { nodes in
+            try await nodes[0].heartbeat(role: "agent", slots: 4)
+            try await nodes[1].heartbeat(role: "api", slots: 0)
+            _ = try await nodes[0].create(makeJob())
+            _ = try await nodes[0].claimNext(for: SlotID(1), now: at(10))
+            let listed = try await nodes[1].nodes()
+            #expect(listed.map(\.name) == ["node-0", "node-1"])
+            #expect(listed.map(\.role) == ["agent", "api"] && listed.map(\.slots) == [4, 0] && listed.map(\.running) == [1, 0])
+            #expect(listed.allSatisfy { $0.silentSeconds >= 0 && $0.silentSeconds < 5 })
+        }
+    }
+
     @Test func anUnreachableDatabaseIsStorageUnavailable() async throws {
         let store = try PostgresJobStore(location: PostgresLocation(url: "postgres://spool@127.0.0.1:1/nothing"), node: "n",
                                          logger: TestPostgres.logger)
