@@ -26,6 +26,7 @@ struct SharedFileUploader: Sendable {
             logger.warning("job files past the shared-store budget stay on this node only",
                            metadata: ["job": "\(job.id)", "skipped": "\(skipped)", "limit_bytes": "\(limit)"])
         }
+        guard !files.isEmpty else { return }
         do {
             if !(try await store.storeFiles(files, of: job.id, attempt: job.attempts)) {
                 logger.warning("did not store the files of an attempt that no longer holds its job (rescued elsewhere)",
@@ -42,7 +43,8 @@ struct SharedFileUploader: Sendable {
         var skipped: [String] = []
         var budget = limit
         func take(_ name: String, at path: String) {
-            guard let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int else { return }
+            // Missing and empty files are not stored (an empty log is the common case for warm workers).
+            guard let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int, size > 0 else { return }
             guard size <= budget, let data = FileManager.default.contents(atPath: path), data.count <= budget else {
                 skipped.append(name)
                 return
