@@ -62,7 +62,7 @@ final class EventHorizon: Sendable {
             try? await Task.sleep(for: Self.minimumInterval)
             if state.withLock({ $0.hole != nil }) {
                 // Look again soon: the hole fills when its transaction commits, or times out.
-                Task { [pokeSink] in
+                Task { [pokeSink] in  // unstructured: a one-shot delayed poke that outlives nothing (the loop may have finished)
                     try? await Task.sleep(for: .milliseconds(20))
                     pokeSink.yield()
                 }

@@ -66,6 +66,7 @@ public final class PostgresJobStore: SharedJobStore {
         configuration.options.connectTimeout = .seconds(5)
         client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         let client = self.client
+        // unstructured: the pool lives as long as the store; `close()` cancels it.
         tasks.withLock { $0.append(Task { await client.run() }) }
     }
 
@@ -101,6 +102,7 @@ public final class PostgresJobStore: SharedJobStore {
         eventNotifier.published(upTo: newest)
         let horizon = self.horizon, client = self.client, logger = self.logger, node = self.node
         let eventNotifier = self.eventNotifier, notifier = self.notifier
+        // unstructured: the horizon loop and the listener live as long as the store; `close()` cancels them.
         tasks.withLock { tasks in
             if followsEvents {
                 tasks.append(Task {
