@@ -1,3 +1,6 @@
+// The job lifecycle's statements (enqueue, claim, finish, cancel, progress, recovery) stay in
+// one file, a little over 400 lines, so each can be read next to the others it must agree with;
+// events and notifications, row decoding, connections, leases and webhooks are in extensions.
 import Logging
 import PostgresNIO
 import SpoolCore
