@@ -5,7 +5,8 @@
 #
 # The server listens on a free loopback port with its data and socket in a new temp directory,
 # runs as a non-root user (the `postgres` user when called as root; initdb refuses root), and
-# trusts local connections (user `spool`, database `postgres`). fsync is off: it is throwaway.
+# trusts local connections (user `spool`, database `postgres`). fsync is off: it is throwaway
+# (SPOOL_PG_DURABLE=1 keeps PostgreSQL's durable defaults, for benchmarks).
 # A watchdog stops it and removes the directory when OWNER_PID exits (default: the caller).
 # Finds initdb/pg_ctl on the PATH or under /usr/lib/postgresql/*/bin (Debian's layout).
 set -euo pipefail
@@ -35,8 +36,10 @@ fi
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "${run[@]}" "$bin/initdb" -D "$dir/data" -U spool --auth=trust -E UTF8 --no-locale >"$dir/initdb.log" 2>&1 \
   || { cat "$dir/initdb.log" >&2; exit 1; }
+fast="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+[ "${SPOOL_PG_DURABLE:-0}" = 1 ] && fast=""
 "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start -o \
-  "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+  "-c listen_addresses=127.0.0.1 -p $port -k $dir $fast -c max_connections=300" \
   >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
 
 # The watchdog outlives this script (setsid, no inherited stdout) and stops the server once

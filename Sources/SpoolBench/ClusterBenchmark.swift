@@ -48,6 +48,7 @@ public enum ClusterBenchmark {
         }
         let server: String
         var serverNote: String
+        var durableServer: String?
         if let store = options.store {
             server = store
             serverNote = "the PostgreSQL server at `\(try PostgresLocation(url: store))` (its own settings)"
@@ -56,6 +57,7 @@ public enum ClusterBenchmark {
                 throw BenchError("scripts/throwaway-postgres.sh not found (run from the checkout), or pass --store")
             }
             server = try ThrowawayPostgres.start(script: script)
+            durableServer = try ThrowawayPostgres.start(script: script, durable: true)
             serverNote = "a throwaway PostgreSQL 15 on loopback started by `scripts/throwaway-postgres.sh` (`fsync=off`, `synchronous_commit=off`: it measures Spool's statements and round trips, not the disk)"
         }
         let http = HTTPClient.shared
@@ -67,7 +69,11 @@ public enum ClusterBenchmark {
         report += "\n### 1. Store ceiling: claim/complete with 8 slot loops in-process over 2 nodes' connections\n\n"
         report += "| jobs | seconds | jobs/s | target |\n|---|---|---|---|\n"
         report += "| \(jobs) | \(format(ceiling.seconds, 2)) | **\(Int(ceiling.rate))** | ≥ 10,000 — \(ceiling.rate >= 10_000 ? "PASS" : "MISS") |\n"
-        report += "\nCPU per job: PostgreSQL \(Int(ceiling.cpu.postgres * 1e6 / Double(jobs))) µs, this process (postgres-nio, the store) \(Int(ceiling.cpu.spool * 1e6 / Double(jobs))) µs; \(ProcessInfo.processInfo.activeProcessorCount) cores × \(format(ceiling.seconds, 2)) s = \(Int(Double(ProcessInfo.processInfo.activeProcessorCount) * ceiling.seconds * 1e6 / Double(jobs))) µs of CPU available per job.\n"
+        if let durableServer {
+            let durable = try await storeCeiling(server: durableServer, jobs: jobs / 2, logger: logger)
+            report += "| \(jobs / 2), PostgreSQL's durable defaults (`fsync`, `synchronous_commit=on`) | \(format(durable.seconds, 2)) | **\(Int(durable.rate))** | ≥ 10,000 — \(durable.rate >= 10_000 ? "PASS" : "MISS") |\n"
+        }
+        report += "\nCPU per job (first row): PostgreSQL \(Int(ceiling.cpu.postgres * 1e6 / Double(jobs))) µs, this process (postgres-nio, the store) \(Int(ceiling.cpu.spool * 1e6 / Double(jobs))) µs; \(ProcessInfo.processInfo.activeProcessorCount) cores × \(format(ceiling.seconds, 2)) s = \(Int(Double(ProcessInfo.processInfo.activeProcessorCount) * ceiling.seconds * 1e6 / Double(jobs))) µs of CPU available per job.\n"
 
         let cluster = try await throughNodes(server: server, jobs: options.quick ? 2_000 : 10_000, worker: worker, options: options,
                                              http: http, logger: logger)
