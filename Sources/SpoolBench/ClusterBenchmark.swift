@@ -292,7 +292,7 @@ public enum ClusterBenchmark {
             process.executableURL = URL(fileURLWithPath: binary)
             process.arguments = ["agent", "--config", config, "--data-dir", dataDirectory, "--slots", String(slots), "--gpus", "none",
                                  "--node", node, "--log-level", "warning"]
-            FileManager.default.createFile(atPath: log, contents: nil)
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
             let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
             handle.seekToEndOfFile()
             process.standardOutput = handle

@@ -30,23 +30,35 @@ extension PostgresJobStore {
         }
     }
 
+    /// Concurrent calls (every slot's log lines and outputs) share one statement.
     public func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
+        try await appendedEvents.submit(NewEvent(kind: kind, job: job, data: data, at: now))
+    }
+
+    /// Writes a batch of `appendEvent` calls in one statement.
+    func commitEvents(_ events: [NewEvent]) async throws -> [Result<Void, any Error>] {
         let eventID = try await write("record an event") { connection in
-            try await self.insertEvents([(kind, job, data)], at: now, on: connection)
+            try await self.insertEvents(events, on: connection)
         }
-        published(eventID, jobs: [job])
+        published(eventID, jobs: events.map(\.job))
+        return Array(repeating: .success(()), count: events.count)
+    }
+
+    func insertEvents(_ events: [(JobEvent.Kind, JobID, JSONValue)], at now: Timestamp, signal: String? = nil,
+                      on connection: PostgresConnection) async throws -> Int64 {
+        try await insertEvents(events.map { NewEvent(kind: $0.0, job: $0.1, data: $0.2, at: now) }, signal: signal, on: connection)
     }
 
     /// Appends events in the caller's transaction and notifies every node at commit (with
     /// `signal` too, when given). Prunes the oldest events now and then. Returns the newest id.
-    func insertEvents(_ events: [(JobEvent.Kind, JobID, JSONValue)], at now: Timestamp, signal: String? = nil,
-                      on connection: PostgresConnection) async throws -> Int64 {
+    func insertEvents(_ events: [NewEvent], signal: String? = nil, on connection: PostgresConnection) async throws -> Int64 {
         let row = try await connection.query("""
             WITH ev AS (
                 INSERT INTO events (job_id, kind, at, data, origin)
-                SELECT job_id, kind, \(now.microseconds), data, \(node)
-                FROM unnest(\(events.map(\.1.rawValue))::text[], \(events.map(\.0.rawValue))::text[], \(events.map(\.2.canonicalText))::text[])
-                    AS e(job_id, kind, data)
+                SELECT job_id, kind, at, data, \(node)
+                FROM unnest(\(events.map(\.job.rawValue))::text[], \(events.map(\.kind.rawValue))::text[],
+                            \(events.map(\.at.microseconds))::bigint[], \(events.map(\.data.canonicalText))::text[])
+                    AS e(job_id, kind, at, data)
                 RETURNING id
             ), newest AS (SELECT max(id) AS id FROM ev)
             SELECT id, pg_notify('\(unescaped: Self.eventsChannel)', id::text) IS NULL,
@@ -134,4 +146,12 @@ extension PostgresJobStore {
             broadcast(.cancel(id))
         }
     }
+}
+
+/// An event to append, as `appendEvent` takes it.
+struct NewEvent: Sendable {
+    var kind: JobEvent.Kind
+    var job: JobID
+    var data: JSONValue
+    var at: Timestamp
 }

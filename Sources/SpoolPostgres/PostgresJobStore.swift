@@ -1,5 +1,5 @@
-// The job lifecycle's statements (enqueue, claim, finish, cancel, progress, recovery) stay in
-// one file, a little over 400 lines, so each can be read next to the others it must agree with;
+// The job lifecycle's statements (enqueue, cancel, progress, recovery) stay in one file so each
+// can be read next to the others it must agree with; the slots' hot path (finish and claim),
 // events and notifications, row decoding, connections, leases and webhooks are in extensions.
 import Logging
 import PostgresNIO
@@ -37,7 +37,11 @@ public final class PostgresJobStore: SharedJobStore {
     let tasks = Mutex<[Task<Void, Never>]>([])
     let isListening = Mutex(false)
     /// The jobs this node runs, as claimed: what `finish` needs to write an outcome blind.
-    private let claimedJobs = Mutex<[JobID: Job]>([:])
+    let claimedJobs = Mutex<[JobID: Job]>([:])
+    /// This node's concurrent claims and finishes, committed together (`commitSteps`).
+    private let steps: GroupCommit<SlotStep, Job?>
+    /// Concurrent `appendEvent` calls, committed together (`commitEvents`).
+    let appendedEvents: GroupCommit<NewEvent, Void>
 
     /// Whether this node follows other nodes' events (for event streams, webhooks and waits
     /// on its API). A node without an API (an agent) does not, and spares the database the
@@ -68,6 +72,16 @@ public final class PostgresJobStore: SharedJobStore {
         configuration.options.maximumConnections = max(2, connections)
         configuration.options.connectTimeout = .seconds(5)
         client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        let owner = WeakStore()
+        steps = GroupCommit(maxBatch: 64) { steps in
+            guard let store = owner.store else { throw StoreError(.other, "the PostgreSQL store was closed") }
+            return try await store.commitSteps(steps)
+        }
+        appendedEvents = GroupCommit(maxBatch: 256) { events in
+            guard let store = owner.store else { throw StoreError(.other, "the PostgreSQL store was closed") }
+            return try await store.commitEvents(events)
+        }
+        owner.store = self
         let client = self.client
         // unstructured: the pool lives as long as the store; `close()` cancels it.
         tasks.withLock { $0.append(Task { await client.run() }) }
@@ -206,46 +220,13 @@ public final class PostgresJobStore: SharedJobStore {
     }
 
     public func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job? {
-        let claimed = try await write("claim a job") { connection in
-            try await self.finishAndClaim(nil, claim: (slot, excluding), now: now, on: connection).claimed
-        }
-        if let (job, eventID) = claimed {
-            claimedJobs.withLock { $0[job.id] = job }
-            published(eventID, jobs: [job.id])
-        }
-        return claimed?.0
+        try await steps.submit(SlotStep(claim: SlotStep.Claim(slot: slot, excluding: excluding, now: now)))
     }
 
     public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
                        claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job? {
-        let claim = slot.map { ($0, excluding) }
-        let (finished, next) = try await write("record a finished job") { connection -> (Int64?, (Job, Int64)?) in
-            // The job as this node claimed it holds everything `record` needs (its attempt,
-            // limits and timeout do not change while it runs): one statement, no read first.
-            if var job = self.claimedJobs.withLock({ $0[id] }), job.attempts == attempt {
-                job.record(outcome, at: now, result: result)
-                let answer = try await self.finishAndClaim((job, attempt), claim: claim, now: now, on: connection)
-                return (answer.finished, answer.claimed)
-            }
-            return try await connection.withTransaction(logger: self.logger) { connection in
-                var eventID: Int64?
-                if var job = try await Self.fetchJob(where: "j.id = \(id.rawValue) AND j.state = 'running' AND j.attempts = \(attempt)",
-                                                     locking: true, on: connection, logger: self.logger) {
-                    job.record(outcome, at: now, result: result)
-                    eventID = try await self.saveOutcome(of: job, at: now, on: connection)
-                }
-                let next = try await self.finishAndClaim(nil, claim: claim, now: now, on: connection).claimed
-                return (eventID, next)
-            }
-        }
-        claimedJobs.withLock { jobs in
-            jobs[id] = nil
-            if let next { jobs[next.0.id] = next.0 }
-        }
-        var touched = [id]
-        if let next { touched.append(next.0.id) }
-        published([finished, next?.1].compactMap { $0 }.max(), jobs: touched)
-        return next?.0
+        try await steps.submit(SlotStep(finish: SlotStep.Finish(id: id, attempt: attempt, outcome: outcome, result: result, now: now),
+                                        claim: slot.map { SlotStep.Claim(slot: $0, excluding: excluding, now: now) }))
     }
 
     public func cancel(_ id: JobID, now: Timestamp) async throws -> CancelResult {
@@ -309,89 +290,9 @@ public final class PostgresJobStore: SharedJobStore {
 
     // MARK: - Statements
 
-    /// One statement, one round trip: records `finished` (the job after `record`, fenced by its
-    /// attempt) with its event, and claims the queue's head for `claim` on this node with its
-    /// event — either may be absent. The claim locks the head with SKIP LOCKED, so nodes
-    /// claiming at once take different jobs and never wait on each other. The claim's event
-    /// data is built in SQL; `claimEventMatchesStateData` in the tests holds it to
-    /// `JobEvent.stateData`.
-    private func finishAndClaim(_ finished: (job: Job, attempt: Int)?, claim: (slot: SlotID, excluding: Set<String>)?, now: Timestamp,
-                                on connection: PostgresConnection) async throws -> (finished: Int64?, claimed: (Job, Int64)?) {
-        var binds = PostgresBindings()
-        func bind<T: PostgresNonThrowingEncodable & Sendable>(_ value: T?) -> String {
-            binds.append(value)
-            return "$\(binds.count)"
-        }
-        var parts: [String] = []
-        var selects: [String] = []
-        if let (job, attempt) = finished {
-            let requeued = job.state == .queued
-            parts.append("""
-                fin AS (
-                    UPDATE jobs SET state = \(bind(job.state.rawValue)), reason = \(bind(job.reason?.rawValue)),
-                        attempts = \(bind(job.attempts)), started_at = \(bind(job.startedAt?.microseconds)),
-                        finished_at = \(bind(job.finishedAt?.microseconds)), exit_code = \(bind(job.exitCode.map(Int.init))),
-                        signal = \(bind(job.signal.map(Int.init))), error = \(bind(job.error)), slot = \(bind(job.slot?.rawValue)),
-                        node = \(bind(job.node)), lease_until = NULL, result = \(bind(job.result?.canonicalText)),
-                        progress_fraction = \(requeued ? "NULL" : "progress_fraction"),
-                        progress_message = \(requeued ? "NULL" : "progress_message")
-                    WHERE seq = \(bind(job.sequence)) AND state = 'running' AND attempts = \(bind(attempt))
-                    RETURNING id
-                ), fin_event AS (
-                    INSERT INTO events (job_id, kind, at, data, origin)
-                    SELECT id, 'state', \(bind(now.microseconds)), \(bind(JobEvent.stateData(of: job).canonicalText)), \(bind(node)) FROM fin
-                    RETURNING id
-                )
-                """)
-            selects.append("(SELECT id FROM fin_event) AS fin_event")
-            selects.append("(SELECT count(pg_notify('\(Self.eventsChannel)', id::text)) FROM fin_event) AS fin_notified")
-            if requeued { selects.append("(SELECT count(pg_notify('\(Self.channel)', 'queued')) FROM fin_event) AS fin_requeued") }
-        }
-        if let claim {
-            binds.append(claim.excluding.sorted())
-            let excluded = "$\(binds.count)"
-            parts.append("""
-                next AS (
-                    SELECT seq FROM jobs WHERE state = 'queued' AND NOT (type = ANY(\(excluded)))
-                    ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED
-                ), claimed AS (
-                    UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, slot = \(bind(claim.slot.rawValue)),
-                        node = \(bind(node)), started_at = \(bind(now.microseconds)), finished_at = NULL, progress_fraction = NULL,
-                        progress_message = NULL, result = NULL, lease_until = spool_now() + \(bind(leaseDuration.microseconds))
-                    FROM next WHERE j.seq = next.seq
-                    RETURNING j.*
-                ), claim_event AS (
-                    INSERT INTO events (job_id, kind, at, data, origin)
-                    SELECT id, 'state', \(bind(now.microseconds)),
-                           json_build_object('job', id, 'type', type, 'state', 'running', 'attempts', attempts, 'slot', slot)::text,
-                           \(bind(node))
-                    FROM claimed
-                    RETURNING id
-                )
-                """)
-            selects.append("(SELECT id FROM claim_event) AS claim_event")
-            selects.append("(SELECT count(pg_notify('\(Self.eventsChannel)', id::text)) FROM claim_event) AS claim_notified")
-            selects.append("claimed.*")
-        }
-        guard !parts.isEmpty else { return (nil, nil) }
-        let sql = "WITH " + parts.joined(separator: ", ") + " SELECT " + selects.joined(separator: ", ")
-            + (claim == nil ? "" : " FROM (SELECT 1) AS one LEFT JOIN claimed ON true")
-        let rows = try await connection.query(PostgresQuery(unsafeSQL: sql, binds: binds), logger: logger)
-        var finishedEvent: Int64?
-        var claimed: (Job, Int64)?
-        for try await row in rows {
-            let columns = row.makeRandomAccess()
-            if finished != nil { finishedEvent = try columns["fin_event"].decode(Int64?.self) }
-            if claim != nil, try columns["seq"].decode(Int64?.self) != nil, let eventID = try columns["claim_event"].decode(Int64?.self) {
-                claimed = (try Self.job(from: columns), eventID)
-            }
-        }
-        return (finishedEvent, claimed)
-    }
-
     /// Writes the fields an attempt's end (or a recovery, or a rescue) decides, as `Job`
     /// worked them out, and the state event. Returns the event's id.
-    private func saveOutcome(of job: Job, at now: Timestamp, on connection: PostgresConnection) async throws -> Int64 {
+    func saveOutcome(of job: Job, at now: Timestamp, on connection: PostgresConnection) async throws -> Int64 {
         try await connection.query("""
             UPDATE jobs SET state = \(job.state.rawValue), reason = \(job.reason?.rawValue), attempts = \(job.attempts),
                 started_at = \(job.startedAt?.microseconds), finished_at = \(job.finishedAt?.microseconds),
@@ -423,5 +324,17 @@ public final class PostgresJobStore: SharedJobStore {
         }
         published(newest, jobs: found.map(\.id))
         return found
+    }
+}
+
+/// Lets a member built in `init` call back into the store once the store exists, without
+/// keeping it alive.
+private final class WeakStore: Sendable {
+    private struct Reference { weak var store: PostgresJobStore? }
+    private let reference = Mutex(Reference())
+
+    var store: PostgresJobStore? {
+        get { reference.withLock { $0.store } }
+        set { reference.withLock { $0.store = newValue } }
     }
 }

@@ -22,6 +22,8 @@ public actor Scheduler: Service {
     enum Event: Sendable {
         case wake
         case finished(Job, SlotID, JobOutcome, JSONValue?)
+        /// The store's answer to recording a finished job: the slot's next job, or an error.
+        case recorded(Job, SlotID, JobOutcome, JSONValue?, Result<Job?, any Error>)
         case shutdown
         case shutdownGraceOver
     }
@@ -151,6 +153,8 @@ public actor Scheduler: Service {
             await fillIdleSlots(in: &group)
         case .finished(let job, let slot, let outcome, let result):
             await finish(job, on: slot, with: outcome, result: result, in: &group)
+        case .recorded(let job, let slot, let outcome, let result, let answer):
+            await recorded(job, on: slot, with: outcome, result: result, answer: answer, in: &group)
         case .shutdown:
             guard !shuttingDown else { return }
             shuttingDown = true
@@ -187,17 +191,35 @@ public actor Scheduler: Service {
         }
     }
 
+    /// A job ended: its outcome is recorded (and the slot's next job claimed) off the loop, so
+    /// slots that finish together share the store's round trip; `recorded` takes the answer.
     private func finish(_ job: Job, on slot: SlotID, with outcome: JobOutcome, result: JSONValue?, in group: inout DiscardingTaskGroup) async {
         await flushProgress(of: job)
         stops[job.id]?.finish()
         stops[job.id] = nil
         earlyStops[job.id] = nil
         progressSaved[job.id] = nil
+        let claimFor = shuttingDown ? nil : slot
+        let excluding = await workers.excludedTypes(for: slot)
+        group.addTask { [store, eventSink] in
+            let answer: Result<Job?, any Error>
+            do {
+                answer = .success(try await store.finish(job.id, attempt: job.attempts, outcome: outcome, result: result, now: WallClock.now(),
+                                                         claimNextFor: claimFor, excluding: excluding))
+            } catch {
+                answer = .failure(error)
+            }
+            eventSink.yield(.recorded(job, slot, outcome, result, answer))
+        }
+    }
+
+    private func recorded(_ job: Job, on slot: SlotID, with outcome: JobOutcome, result: JSONValue?, answer: Result<Job?, any Error>,
+                          in group: inout DiscardingTaskGroup) async {
         let next: Job?
-        do {
-            next = try await store.finish(job.id, attempt: job.attempts, outcome: outcome, result: result, now: WallClock.now(),
-                                          claimNextFor: shuttingDown ? nil : slot, excluding: await workers.excludedTypes(for: slot))
-        } catch {
+        switch answer {
+        case .success(let claimed):
+            next = claimed
+        case .failure(let error):
             if shuttingDown && store is any SharedJobStore {
                 // Stopping, and the shared store is out of reach: the job's lease will lapse and
                 // another node will rescue it (run it again, or fail it as node_lost), so this
@@ -247,11 +269,14 @@ public actor Scheduler: Service {
             }
         }
         do {
-            if shuttingDown {
+            if shuttingDown && next == nil {
                 try board.finished(job.id, on: slot, closing: true)
             } else {
                 try board.finishedAndClaiming(job.id, on: slot)
                 accept(next, on: slot, in: &group)
+                // The claim went out before the shutdown began: the job goes back to the queue
+                // at once, without using an attempt.
+                if shuttingDown, let next { stop(next.id, because: .shutdown) }
             }
         } catch {
             logger.critical("slot bookkeeping refused a transition", metadata: ["error": "\(error)"])

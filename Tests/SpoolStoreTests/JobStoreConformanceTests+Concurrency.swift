@@ -108,4 +108,55 @@ extension JobStoreConformanceTests {
             #expect(failed == 0, "\(failed) uncancelled enqueues failed")
         }
     }
+
+    // Slots that finish together share the store's round trip (PostgreSQL commits a node's
+    // concurrent steps as one batch): each still gets its own next job, in queue order, and skips
+    // exactly the types it excludes, while stale attempts in the same batch are fenced.
+    @Test(arguments: StoreKind.allCases)
+    func concurrentFinishesEachClaimTheirOwnNextJob(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            // Slots 0-3 take any type; slots 4-7 never take "gpu" jobs.
+            var enqueued: [Job] = []
+            for index in 0..<120 { enqueued.append(try await store.create(makeJob(type: index.isMultiple(of: 3) ? "gpu" : "render"))) }
+            let excluded: @Sendable (Int) -> Set<String> = { $0 >= 4 ? ["gpu"] : [] }
+            let runs = try await withThrowingTaskGroup(of: [(slot: Int, job: Job)].self) { group in
+                for slot in 0..<8 {
+                    group.addTask {
+                        var ran: [(slot: Int, job: Job)] = []
+                        var job = try await store.claimNext(for: SlotID(slot), excluding: excluded(slot), now: at(2_000))
+                        while let current = job {
+                            ran.append((slot, current))
+                            // A stale attempt of the same job rides along with the real finish: it changes nothing.
+                            async let stale = store.finish(current.id, attempt: current.attempts + 1, outcome: .exited(code: 3), now: at(2_500),
+                                                           claimNextFor: nil)
+                            job = try await store.finish(current.id, attempt: current.attempts, outcome: .succeeded, result: nil, now: at(3_000),
+                                                         claimNextFor: SlotID(slot), excluding: excluded(slot))
+                            #expect(try await stale == nil)
+                        }
+                        return ran
+                    }
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+            #expect(runs.count == 120)
+            #expect(Set(runs.map(\.job.id)) == Set(enqueued.map(\.id)), "every job ran exactly once")
+            for run in runs {
+                #expect(run.job.slot == SlotID(run.slot))
+                #expect(run.job.attempts == 1)
+                if run.slot >= 4 { #expect(run.job.type != "gpu", "slot \(run.slot) was given an excluded type") }
+            }
+            for job in enqueued {
+                let stored = try await store.require(job.id)
+                #expect(stored.state == .succeeded)
+                #expect(stored.attempts == 1)
+            }
+            // Each slot ran its jobs in queue order.
+            let order = Dictionary(uniqueKeysWithValues: enqueued.enumerated().map { ($1.id, $0) })
+            for slot in 0..<8 {
+                let ranks = runs.filter { $0.slot == slot }.map { order[$0.job.id]! }
+                #expect(ranks == ranks.sorted(), "slot \(slot) ran jobs out of queue order")
+            }
+            #expect(try await store.queuedCount() == 0)
+        }
+    }
 }

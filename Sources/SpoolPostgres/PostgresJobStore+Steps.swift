@@ -1,0 +1,205 @@
+import Logging
+import PostgresNIO
+import SpoolCore
+import SpoolStore
+import Synchronization
+
+/// One slot's step at the store: record the end of its job's attempt, claim its next job, or
+/// both. A node's concurrent steps commit together (`commitSteps`).
+struct SlotStep: Sendable {
+    struct Finish: Sendable {
+        var id: JobID
+        var attempt: Int
+        var outcome: JobOutcome
+        var result: JSONValue?
+        var now: Timestamp
+    }
+
+    struct Claim: Sendable {
+        var slot: SlotID
+        var excluding: Set<String>
+        var now: Timestamp
+    }
+
+    var finish: Finish?
+    var claim: Claim?
+}
+
+/// The hot path of a shared queue: every slot of a node that finishes a job and wants the next
+/// one. Concurrent steps of one node share a round trip and a commit (`GroupCommit`), and the
+/// common batch is one prepared statement — finishes fenced by their attempts, claims of the
+/// queue's head with SKIP LOCKED, their events and one notification — so the statement is
+/// planned once per connection rather than once per job.
+extension PostgresJobStore {
+    /// Commits `steps` in one transaction; answers each step's claimed job (nil when it claimed
+    /// none, or asked for none), in order. Throws when nothing was written.
+    func commitSteps(_ steps: [SlotStep]) async throws -> [Result<Job?, any Error>] {
+        let (blind, read) = blindAndRead(steps.compactMap(\.finish))
+        // Claims that skip the same job types share a statement; each statement sees the jobs
+        // the ones before it claimed.
+        let groups = Dictionary(grouping: steps.indices.filter { steps[$0].claim != nil }) { steps[$0].claim!.excluding.sorted() }
+            .sorted { $0.key.lexicographicallyPrecedes($1.key) }
+        var statements = groups.enumerated().map { number, group in
+            SlotStepsStatement(finishes: number == 0 ? blind : [], claims: group.value.map { steps[$0].claim! }, excluding: group.key,
+                               node: node, lease: leaseDuration)
+        }
+        if statements.isEmpty && !blind.isEmpty {
+            statements = [SlotStepsStatement(finishes: blind, claims: [], excluding: [], node: node, lease: leaseDuration)]
+        }
+        let pending = statements
+        let run: @Sendable (PostgresConnection) async throws -> (newest: Int64?, claims: [[Job]]) = { connection in
+            var newest: Int64?
+            for finish in read {
+                if var job = try await Self.fetchJob(where: "j.id = \(finish.id.rawValue) AND j.state = 'running' AND j.attempts = \(finish.attempt)",
+                                                     locking: true, on: connection, logger: self.logger) {
+                    job.record(finish.outcome, at: finish.now, result: finish.result)
+                    newest = try await self.saveOutcome(of: job, at: finish.now, on: connection)
+                }
+            }
+            var claims: [[Job]] = []
+            for statement in pending {
+                let answer = try await statement.run(on: connection, logger: self.logger)
+                newest = [newest, answer.newest].compactMap { $0 }.max()
+                claims.append(answer.claimed)
+            }
+            return (newest, claims)
+        }
+        let answer = read.isEmpty && pending.count <= 1
+            ? try await write("record finished jobs and claim the next", run)
+            : try await transaction("record finished jobs and claim the next", run)
+
+        var results = Array(repeating: Result<Job?, any Error>.success(nil), count: steps.count)
+        var started: [Job] = []
+        for (group, jobs) in zip(groups, answer.claims) {
+            for (index, job) in zip(group.value, jobs) {
+                results[index] = .success(job)
+                started.append(job)
+            }
+        }
+        let finished = steps.compactMap(\.finish?.id)
+        claimedJobs.withLock { jobs in
+            for id in finished { jobs[id] = nil }
+            for job in started { jobs[job.id] = job }
+        }
+        published(answer.newest, jobs: finished + started.map(\.id))
+        return results
+    }
+
+    /// Finishes of jobs this node claimed are written blind, from the job as claimed (its
+    /// attempt, limits and timeout do not change while it runs); any other (a job claimed
+    /// before this store was opened, say) is read and locked first.
+    private func blindAndRead(_ finishes: [SlotStep.Finish]) -> (blind: [(job: Job, attempt: Int, at: Timestamp)], read: [SlotStep.Finish]) {
+        let claimed = claimedJobs.withLock { jobs in finishes.map { jobs[$0.id] } }
+        var blind: [(job: Job, attempt: Int, at: Timestamp)] = []
+        var read: [SlotStep.Finish] = []
+        for (finish, job) in zip(finishes, claimed) {
+            if var job, job.attempts == finish.attempt {
+                job.record(finish.outcome, at: finish.now, result: finish.result)
+                blind.append((job, finish.attempt, finish.now))
+            } else {
+                read.append(finish)
+            }
+        }
+        return (blind, read)
+    }
+}
+
+/// The prepared statement behind `commitSteps`: records finished attempts (each fenced by its
+/// attempt number), claims up to one job per claim from the queue's head with SKIP LOCKED
+/// (priority, then FIFO; the n-th job claimed goes to the n-th claim), writes a state event for
+/// each, and notifies once. The claim's event data is built in SQL; the conformance suite holds
+/// it to `JobEvent.stateData`.
+struct SlotStepsStatement: PostgresPreparedStatement {
+    static let sql = """
+        WITH f AS (
+            SELECT * FROM json_to_recordset($1::json) AS f(seq bigint, attempt integer, state text, reason text, attempts integer,
+                started_at bigint, finished_at bigint, exit_code integer, signal integer, error text, slot integer, node text,
+                result text, at bigint, event text)
+        ), fin AS (
+            UPDATE jobs j SET state = f.state, reason = f.reason, attempts = f.attempts, started_at = f.started_at,
+                finished_at = f.finished_at, exit_code = f.exit_code, signal = f.signal, error = f.error, slot = f.slot,
+                node = f.node, lease_until = NULL, result = f.result,
+                progress_fraction = CASE WHEN f.state = 'queued' THEN NULL ELSE j.progress_fraction END,
+                progress_message = CASE WHEN f.state = 'queued' THEN NULL ELSE j.progress_message END
+            FROM f WHERE j.seq = f.seq AND j.state = 'running' AND j.attempts = f.attempt
+            RETURNING j.id, j.state, f.at, f.event
+        ), fin_event AS (
+            INSERT INTO events (job_id, kind, at, data, origin)
+            SELECT id, 'state', at, event, $2 FROM fin
+            RETURNING id
+        ), c AS (
+            SELECT * FROM unnest($3::bigint[], $4::bigint[]) WITH ORDINALITY AS c(slot, at, n)
+        ), next AS (
+            SELECT seq, priority FROM jobs WHERE state = 'queued' AND NOT (type = ANY($5::text[]))
+            ORDER BY priority DESC, seq LIMIT cardinality($3::bigint[]) FOR UPDATE SKIP LOCKED
+        ), ranked AS (
+            SELECT seq, row_number() OVER (ORDER BY priority DESC, seq) AS n FROM next
+        ), claimed AS (
+            UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, slot = c.slot, node = $2, started_at = c.at,
+                finished_at = NULL, progress_fraction = NULL, progress_message = NULL, result = NULL,
+                lease_until = spool_now() + $6::bigint
+            FROM ranked r JOIN c ON c.n = r.n WHERE j.seq = r.seq
+            RETURNING j.*, c.n AS claim
+        ), claim_event AS (
+            INSERT INTO events (job_id, kind, at, data, origin)
+            SELECT id, 'state', started_at,
+                   json_build_object('job', id, 'type', type, 'state', 'running', 'attempts', attempts, 'slot', slot)::text, $2
+            FROM claimed
+            RETURNING id, job_id
+        ), newest AS (
+            SELECT max(id) AS id FROM (SELECT id FROM fin_event UNION ALL SELECT id FROM claim_event) AS e
+        )
+        SELECT n.id AS newest,
+               (SELECT count(pg_notify('\(PostgresJobStore.eventsChannel)', id::text)) FROM newest WHERE id IS NOT NULL) AS notified,
+               (SELECT count(pg_notify('\(PostgresJobStore.channel)', 'queued'))
+                FROM (SELECT 1 FROM fin WHERE state = 'queued' LIMIT 1) AS r) AS requeued,
+               claimed.*
+        FROM newest n LEFT JOIN (claimed JOIN claim_event ON claim_event.job_id = claimed.id) ON true
+        ORDER BY claimed.claim
+        """
+
+    typealias Row = PostgresRandomAccessRow
+
+    /// The jobs after `record`, with the attempt each outcome belongs to and when it ended.
+    var finishes: [(job: Job, attempt: Int, at: Timestamp)]
+    var claims: [SlotStep.Claim]
+    var excluding: [String]
+    var node: String
+    var lease: Duration
+
+    func makeBindings() throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 6)
+        bindings.append(JSONValue.array(finishes.map { finish in
+            let job = finish.job
+            return .object([
+                "seq": .int(job.sequence), "attempt": .int(Int64(finish.attempt)), "state": .string(job.state.rawValue),
+                "reason": job.reason.map { .string($0.rawValue) } ?? .null, "attempts": .int(Int64(job.attempts)),
+                "started_at": job.startedAt.map { .int($0.microseconds) } ?? .null,
+                "finished_at": job.finishedAt.map { .int($0.microseconds) } ?? .null,
+                "exit_code": job.exitCode.map { .int(Int64($0)) } ?? .null, "signal": job.signal.map { .int(Int64($0)) } ?? .null,
+                "error": job.error.map(JSONValue.string) ?? .null, "slot": job.slot.map { .int(Int64($0.rawValue)) } ?? .null,
+                "node": job.node.map(JSONValue.string) ?? .null, "result": job.result.map { .string($0.canonicalText) } ?? .null,
+                "at": .int(finish.at.microseconds), "event": .string(JobEvent.stateData(of: job).canonicalText),
+            ])
+        }).canonicalText)
+        bindings.append(node)
+        bindings.append(claims.map { Int64($0.slot.rawValue) })
+        bindings.append(claims.map(\.now.microseconds))
+        bindings.append(excluding)
+        bindings.append(lease.microseconds)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> PostgresRandomAccessRow { row.makeRandomAccess() }
+
+    /// Runs the statement; answers the newest event it wrote and the claimed jobs, in claim order.
+    func run(on connection: PostgresConnection, logger: Logger) async throws -> (newest: Int64?, claimed: [Job]) {
+        var newest: Int64?
+        var claimed: [Job] = []
+        for try await row in try await connection.execute(self, logger: logger) {
+            newest = try row["newest"].decode(Int64?.self)
+            if try row["seq"].decode(Int64?.self) != nil { claimed.append(try PostgresJobStore.job(from: row)) }
+        }
+        return (newest, claimed)
+    }
+}
