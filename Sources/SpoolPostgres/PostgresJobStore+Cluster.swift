@@ -6,10 +6,12 @@ import SpoolStore
 extension PostgresJobStore {
     public func renewLeases() async throws -> [LeaseHolding] {
         try await write("renew this node's leases") { connection in
+            // Rows are locked in `seq` order, as a batch of finishes locks them (no deadlock).
             let rows = try await connection.query("""
-                UPDATE jobs SET lease_until = spool_now() + \(self.leaseDuration.microseconds)
-                WHERE state = 'running' AND node = \(self.node)
-                RETURNING id, attempts, cancel_requested
+                WITH mine AS (SELECT seq FROM jobs WHERE state = 'running' AND node = \(self.node) ORDER BY seq FOR UPDATE)
+                UPDATE jobs j SET lease_until = spool_now() + \(self.leaseDuration.microseconds)
+                FROM mine WHERE j.seq = mine.seq AND j.state = 'running' AND j.node = \(self.node)
+                RETURNING j.id, j.attempts, j.cancel_requested
                 """, logger: self.logger)
             var held: [LeaseHolding] = []
             for try await (id, attempts, cancel) in rows.decode((String, Int, Bool).self) {

@@ -34,7 +34,7 @@ extension PostgresJobStore {
     /// Commits `steps` in one transaction; answers each step's claimed job (nil when it claimed
     /// none, or asked for none), in order. Throws when nothing was written.
     func commitSteps(_ steps: [SlotStep]) async throws -> [Result<Job?, any Error>] {
-        let (blind, read) = blindAndRead(steps.compactMap(\.finish))
+        let (blind, read) = blindAndRead(steps.compactMap { $0.finish })
         // Claims that skip the same job types share a statement; each statement sees the jobs
         // the ones before it claimed.
         let groups = Dictionary(grouping: steps.indices.filter { steps[$0].claim != nil }) { steps[$0].claim!.excluding.sorted() }
@@ -76,12 +76,12 @@ extension PostgresJobStore {
                 started.append(job)
             }
         }
-        let finished = steps.compactMap(\.finish?.id)
+        let finished = steps.compactMap { $0.finish?.id }
         claimedJobs.withLock { jobs in
             for id in finished { jobs[id] = nil }
             for job in started { jobs[job.id] = job }
         }
-        published(answer.newest, jobs: finished + started.map(\.id))
+        published(answer.newest, jobs: finished + started.map { $0.id })
         return results
     }
 
@@ -105,7 +105,7 @@ extension PostgresJobStore {
 }
 
 /// The prepared statement behind `commitSteps`: records finished attempts (each fenced by its
-/// attempt number), claims up to one job per claim from the queue's head with SKIP LOCKED
+/// attempt number, their rows locked in `seq` order), claims up to one job per claim from the queue's head with SKIP LOCKED
 /// (priority, then FIFO; the n-th job claimed goes to the n-th claim), writes a state event for
 /// each, and notifies once. The claim's event data is built in SQL; the conformance suite holds
 /// it to `JobEvent.stateData`.
@@ -115,13 +115,15 @@ struct SlotStepsStatement: PostgresPreparedStatement {
             SELECT * FROM json_to_recordset($1::json) AS f(seq bigint, attempt integer, state text, reason text, attempts integer,
                 started_at bigint, finished_at bigint, exit_code integer, signal integer, error text, slot integer, node text,
                 result text, at bigint, event text)
+        ), locked AS (
+            SELECT seq FROM jobs WHERE seq = ANY($7::bigint[]) ORDER BY seq FOR UPDATE
         ), fin AS (
             UPDATE jobs j SET state = f.state, reason = f.reason, attempts = f.attempts, started_at = f.started_at,
                 finished_at = f.finished_at, exit_code = f.exit_code, signal = f.signal, error = f.error, slot = f.slot,
                 node = f.node, lease_until = NULL, result = f.result,
                 progress_fraction = CASE WHEN f.state = 'queued' THEN NULL ELSE j.progress_fraction END,
                 progress_message = CASE WHEN f.state = 'queued' THEN NULL ELSE j.progress_message END
-            FROM f WHERE j.seq = f.seq AND j.state = 'running' AND j.attempts = f.attempt
+            FROM f, locked WHERE j.seq = locked.seq AND j.seq = f.seq AND j.state = 'running' AND j.attempts = f.attempt
             RETURNING j.id, j.state, f.at, f.event
         ), fin_event AS (
             INSERT INTO events (job_id, kind, at, data, origin)
@@ -168,7 +170,7 @@ struct SlotStepsStatement: PostgresPreparedStatement {
     var lease: Duration
 
     func makeBindings() throws -> PostgresBindings {
-        var bindings = PostgresBindings(capacity: 6)
+        var bindings = PostgresBindings(capacity: 7)
         bindings.append(JSONValue.array(finishes.map { finish in
             let job = finish.job
             return .object([
@@ -184,9 +186,13 @@ struct SlotStepsStatement: PostgresPreparedStatement {
         }).canonicalText)
         bindings.append(node)
         bindings.append(claims.map { Int64($0.slot.rawValue) })
-        bindings.append(claims.map(\.now.microseconds))
+        bindings.append(claims.map { $0.now.microseconds })
         bindings.append(excluding)
         bindings.append(lease.microseconds)
+        // The rows to finish, by primary key: the planner cannot count the JSON's rows, and
+        // would otherwise walk every `running` entry of the state index, dead ones included.
+        // They are locked in `seq` order, as lease renewal locks them, so the two never deadlock.
+        bindings.append(finishes.map { $0.job.sequence })
         return bindings
     }
 

@@ -96,7 +96,10 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
         case .unixSocket(let path):
             PostgresClient.Configuration(unixSocketPath: path, username: user, password: password, database: database)
         }
-        configuration.options.additionalStartupParameters = [("application_name", "spool")]
+        // Prepared statements (the slots' hot path) are planned for their actual arguments each
+        // time: a generic plan cannot see the claim's LIMIT or how deep the queue is, and was
+        // seen to pick a sequential scan of every job over the queue's index.
+        configuration.options.additionalStartupParameters = [("application_name", "spool"), ("plan_cache_mode", "force_custom_plan")]
         return configuration
     }
 

@@ -35,6 +35,39 @@ import Testing
         }
     }
 
+    // A node's slots finish in batches (several running rows in one statement) while its lease
+    // renewal updates all of its running rows: both lock rows in `seq` order, so neither ever
+    // waits on the other in a cycle (PostgreSQL would abort one with "deadlock detected").
+    @Test func batchedFinishesAndLeaseRenewalNeverDeadlock() async throws {
+        try await withNodes(1) { nodes in
+            let node = nodes[0]
+            for _ in 0..<1000 { _ = try await node.create(makeJob()) }
+            let done = try await withThrowingTaskGroup(of: Int.self) { group in
+                for slot in 0..<8 {
+                    group.addTask {
+                        var count = 0
+                        var job = try await node.claimNext(for: SlotID(slot), now: at(10))
+                        while let current = job {
+                            count += 1
+                            job = try await node.finish(current.id, attempt: current.attempts, outcome: .succeeded, now: at(20),
+                                                        claimNextFor: SlotID(slot))
+                        }
+                        return count
+                    }
+                }
+                for _ in 0..<2 {
+                    group.addTask {
+                        while try await node.queuedCount() > 0 { _ = try await node.renewLeases() }
+                        return 0
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            #expect(done == 1000)
+            #expect(try await node.renewLeases().isEmpty)
+        }
+    }
+
     @Test func nodesClaimingAtOnceNeverTakeTheSameJob() async throws {
         try await withNodes(3) { nodes in
             for _ in 0..<150 { _ = try await nodes[0].create(makeJob()) }
