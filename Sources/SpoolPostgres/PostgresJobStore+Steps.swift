@@ -40,11 +40,11 @@ extension PostgresJobStore {
         let groups = Dictionary(grouping: steps.indices.filter { steps[$0].claim != nil }) { steps[$0].claim!.excluding.sorted() }
             .sorted { $0.key.lexicographicallyPrecedes($1.key) }
         var statements = groups.enumerated().map { number, group in
-            SlotStepsStatement(finishes: number == 0 ? blind : [], claims: group.value.map { steps[$0].claim! }, excluding: group.key,
+            SlotStepsRun(finishes: number == 0 ? blind : [], claims: group.value.map { steps[$0].claim! }, excluding: group.key,
                                node: node, lease: leaseDuration)
         }
         if statements.isEmpty && !blind.isEmpty {
-            statements = [SlotStepsStatement(finishes: blind, claims: [], excluding: [], node: node, lease: leaseDuration)]
+            statements = [SlotStepsRun(finishes: blind, claims: [], excluding: [], node: node, lease: leaseDuration)]
         }
         let pending = statements
         let run: @Sendable (PostgresConnection) async throws -> (newest: Int64?, claims: [[Job]]) = { connection in
@@ -104,61 +104,117 @@ extension PostgresJobStore {
     }
 }
 
-/// The prepared statement behind `commitSteps`: records finished attempts (each fenced by its
-/// attempt number, their rows locked in `seq` order), claims up to one job per claim from the queue's head with SKIP LOCKED
-/// (priority, then FIFO; the n-th job claimed goes to the n-th claim), writes a state event for
-/// each, and notifies once. The claim's event data is built in SQL; the conformance suite holds
-/// it to `JobEvent.stateData`.
-struct SlotStepsStatement: PostgresPreparedStatement {
-    static let sql = """
-        WITH f AS (
-            SELECT * FROM json_to_recordset($1::json) AS f(seq bigint, attempt integer, state text, reason text, attempts integer,
-                started_at bigint, finished_at bigint, exit_code integer, signal integer, error text, slot integer, node text,
-                result text, at bigint, event text)
-        ), locked AS (
-            SELECT seq FROM jobs WHERE seq = ANY($7::bigint[]) ORDER BY seq FOR UPDATE
-        ), fin AS (
-            UPDATE jobs j SET state = f.state, reason = f.reason, attempts = f.attempts, started_at = f.started_at,
-                finished_at = f.finished_at, exit_code = f.exit_code, signal = f.signal, error = f.error, slot = f.slot,
-                node = f.node, lease_until = NULL, result = f.result,
-                progress_fraction = CASE WHEN f.state = 'queued' THEN NULL ELSE j.progress_fraction END,
-                progress_message = CASE WHEN f.state = 'queued' THEN NULL ELSE j.progress_message END
-            FROM f, locked WHERE j.seq = locked.seq AND j.seq = f.seq AND j.state = 'running' AND j.attempts = f.attempt
-            RETURNING j.id, j.state, f.at, f.event
-        ), fin_event AS (
-            INSERT INTO events (job_id, kind, at, data, origin)
-            SELECT id, 'state', at, event, $2 FROM fin
-            RETURNING id
-        ), c AS (
-            SELECT * FROM unnest($3::bigint[], $4::bigint[]) WITH ORDINALITY AS c(slot, at, n)
-        ), next AS (
-            SELECT seq, priority FROM jobs WHERE state = 'queued' AND NOT (type = ANY($5::text[]))
-            ORDER BY priority DESC, seq LIMIT cardinality($3::bigint[]) FOR UPDATE SKIP LOCKED
-        ), ranked AS (
-            SELECT seq, row_number() OVER (ORDER BY priority DESC, seq) AS n FROM next
-        ), claimed AS (
-            UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, slot = c.slot, node = $2, started_at = c.at,
-                finished_at = NULL, progress_fraction = NULL, progress_message = NULL, result = NULL,
-                lease_until = spool_now() + $6::bigint
-            FROM ranked r JOIN c ON c.n = r.n WHERE j.seq = r.seq
-            RETURNING j.*, c.n AS claim
-        ), claim_event AS (
-            INSERT INTO events (job_id, kind, at, data, origin)
-            SELECT id, 'state', started_at,
-                   json_build_object('job', id, 'type', type, 'state', 'running', 'attempts', attempts, 'slot', slot)::text, $2
-            FROM claimed
-            RETURNING id, job_id
-        ), newest AS (
-            SELECT max(id) AS id FROM (SELECT id FROM fin_event UNION ALL SELECT id FROM claim_event) AS e
-        )
-        SELECT n.id AS newest,
-               (SELECT count(pg_notify('\(PostgresJobStore.eventsChannel)', id::text)) FROM newest WHERE id IS NOT NULL) AS notified,
-               (SELECT count(pg_notify('\(PostgresJobStore.channel)', 'queued'))
-                FROM (SELECT 1 FROM fin WHERE state = 'queued' LIMIT 1) AS r) AS requeued,
-               claimed.*
-        FROM newest n LEFT JOIN (claimed JOIN claim_event ON claim_event.job_id = claimed.id) ON true
-        ORDER BY claimed.claim
-        """
+/// What a step statement does; each shape is its own prepared statement, so that a claim alone
+/// (an idle slot waking up) is planned without the finishing half, and the other way round.
+protocol SlotStepsShape: Sendable {
+    static var finishes: Bool { get }
+    static var claims: Bool { get }
+    /// `SlotStepsStatement.text()` for this shape, built once.
+    static var sql: String { get }
+}
+
+enum FinishAndClaim: SlotStepsShape {
+    static let finishes = true, claims = true
+    static let sql = SlotStepsStatement<Self>.text()
+}
+
+enum FinishOnly: SlotStepsShape {
+    static let finishes = true, claims = false
+    static let sql = SlotStepsStatement<Self>.text()
+}
+
+enum ClaimOnly: SlotStepsShape {
+    static let finishes = false, claims = true
+    static let sql = SlotStepsStatement<Self>.text()
+}
+
+/// The prepared statements behind `commitSteps`: record finished attempts (each fenced by its
+/// attempt number, their rows locked in `seq` order), claim up to one job per claim from the
+/// queue's head with SKIP LOCKED (priority, then FIFO; the n-th job claimed goes to the n-th
+/// claim), write a state event for each, and notify once. The claim's event data is built in
+/// SQL; the conformance suite holds it to `JobEvent.stateData`.
+struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
+    static var sql: String { Shape.sql }
+
+    /// Parameters: `$1` node, `$2` lease; finishing: `$3` the finished jobs as JSON, `$4` their
+    /// `seq`s; claiming: then the claims' slots, their start times, the types they skip.
+    static func text() -> String {
+        var parts: [String] = []
+        var events: [String] = []
+        if Shape.finishes {
+            parts.append("""
+                f AS (
+                    SELECT * FROM json_to_recordset($3::json) AS f(seq bigint, attempt integer, state text, reason text,
+                        attempts integer, started_at bigint, finished_at bigint, exit_code integer, signal integer, error text,
+                        slot integer, node text, result text, at bigint, event text)
+                ), locked AS (
+                    SELECT seq FROM jobs WHERE seq = ANY($4::bigint[]) ORDER BY seq FOR UPDATE
+                ), fin AS (
+                    UPDATE jobs j SET state = f.state, reason = f.reason, attempts = f.attempts, started_at = f.started_at,
+                        finished_at = f.finished_at, exit_code = f.exit_code, signal = f.signal, error = f.error, slot = f.slot,
+                        node = f.node, lease_until = NULL, result = f.result,
+                        progress_fraction = CASE WHEN f.state = 'queued' THEN NULL ELSE j.progress_fraction END,
+                        progress_message = CASE WHEN f.state = 'queued' THEN NULL ELSE j.progress_message END
+                    FROM f, locked WHERE j.seq = locked.seq AND j.seq = f.seq AND j.state = 'running' AND j.attempts = f.attempt
+                    RETURNING j.id, j.state, f.at, f.event
+                ), fin_event AS (
+                    INSERT INTO events (job_id, kind, at, data, origin)
+                    SELECT id, 'state', at, event, $1 FROM fin
+                    RETURNING id
+                )
+                """)
+            events.append("SELECT id FROM fin_event")
+        }
+        if Shape.claims {
+            let first = Shape.finishes ? 5 : 3
+            parts.append("""
+                c AS (
+                    SELECT * FROM unnest($\(first)::bigint[], $\(first + 1)::bigint[]) WITH ORDINALITY AS c(slot, at, n)
+                ), next AS (
+                    SELECT seq, priority FROM jobs WHERE state = 'queued' AND NOT (type = ANY($\(first + 2)::text[]))
+                    ORDER BY priority DESC, seq LIMIT cardinality($\(first)::bigint[]) FOR UPDATE SKIP LOCKED
+                ), ranked AS (
+                    SELECT seq, row_number() OVER (ORDER BY priority DESC, seq) AS n FROM next
+                ), claimed AS (
+                    UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, slot = c.slot, node = $1, started_at = c.at,
+                        finished_at = NULL, progress_fraction = NULL, progress_message = NULL, result = NULL,
+                        lease_until = spool_now() + $2::bigint
+                    FROM ranked r JOIN c ON c.n = r.n WHERE j.seq = r.seq
+                    RETURNING j.*, c.n AS claim
+                ), claim_event AS (
+                    INSERT INTO events (job_id, kind, at, data, origin)
+                    SELECT id, 'state', started_at,
+                           json_build_object('job', id, 'type', type, 'state', 'running', 'attempts', attempts, 'slot', slot)::text, $1
+                    FROM claimed
+                    RETURNING id, job_id
+                )
+                """)
+            events.append("SELECT id FROM claim_event")
+        }
+        parts.append("newest AS (SELECT max(id) AS id FROM (\(events.joined(separator: " UNION ALL "))) AS e)")
+        var sql = "WITH " + parts.joined(separator: ", ") + """
+
+            SELECT n.id AS newest,
+                   (SELECT count(pg_notify('\(PostgresJobStore.eventsChannel)', id::text)) FROM newest WHERE id IS NOT NULL) AS notified
+            """
+        if Shape.finishes {
+            sql += """
+                ,
+                       (SELECT count(pg_notify('\(PostgresJobStore.channel)', 'queued'))
+                        FROM (SELECT 1 FROM fin WHERE state = 'queued' LIMIT 1) AS r) AS requeued
+                """
+        }
+        if Shape.claims {
+            sql += """
+                , claimed.*
+                FROM newest n LEFT JOIN (claimed JOIN claim_event ON claim_event.job_id = claimed.id) ON true
+                ORDER BY claimed.claim
+                """
+        } else {
+            sql += "\nFROM newest n"
+        }
+        return sql
+    }
 
     typealias Row = PostgresRandomAccessRow
 
@@ -171,28 +227,32 @@ struct SlotStepsStatement: PostgresPreparedStatement {
 
     func makeBindings() throws -> PostgresBindings {
         var bindings = PostgresBindings(capacity: 7)
-        bindings.append(JSONValue.array(finishes.map { finish in
-            let job = finish.job
-            return .object([
-                "seq": .int(job.sequence), "attempt": .int(Int64(finish.attempt)), "state": .string(job.state.rawValue),
-                "reason": job.reason.map { .string($0.rawValue) } ?? .null, "attempts": .int(Int64(job.attempts)),
-                "started_at": job.startedAt.map { .int($0.microseconds) } ?? .null,
-                "finished_at": job.finishedAt.map { .int($0.microseconds) } ?? .null,
-                "exit_code": job.exitCode.map { .int(Int64($0)) } ?? .null, "signal": job.signal.map { .int(Int64($0)) } ?? .null,
-                "error": job.error.map(JSONValue.string) ?? .null, "slot": job.slot.map { .int(Int64($0.rawValue)) } ?? .null,
-                "node": job.node.map(JSONValue.string) ?? .null, "result": job.result.map { .string($0.canonicalText) } ?? .null,
-                "at": .int(finish.at.microseconds), "event": .string(JobEvent.stateData(of: job).canonicalText),
-            ])
-        }).canonicalText)
         bindings.append(node)
-        bindings.append(claims.map { Int64($0.slot.rawValue) })
-        bindings.append(claims.map { $0.now.microseconds })
-        bindings.append(excluding)
         bindings.append(lease.microseconds)
-        // The rows to finish, by primary key: the planner cannot count the JSON's rows, and
-        // would otherwise walk every `running` entry of the state index, dead ones included.
-        // They are locked in `seq` order, as lease renewal locks them, so the two never deadlock.
-        bindings.append(finishes.map { $0.job.sequence })
+        if Shape.finishes {
+            bindings.append(JSONValue.array(finishes.map { finish in
+                let job = finish.job
+                return .object([
+                    "seq": .int(job.sequence), "attempt": .int(Int64(finish.attempt)), "state": .string(job.state.rawValue),
+                    "reason": job.reason.map { .string($0.rawValue) } ?? .null, "attempts": .int(Int64(job.attempts)),
+                    "started_at": job.startedAt.map { .int($0.microseconds) } ?? .null,
+                    "finished_at": job.finishedAt.map { .int($0.microseconds) } ?? .null,
+                    "exit_code": job.exitCode.map { .int(Int64($0)) } ?? .null, "signal": job.signal.map { .int(Int64($0)) } ?? .null,
+                    "error": job.error.map(JSONValue.string) ?? .null, "slot": job.slot.map { .int(Int64($0.rawValue)) } ?? .null,
+                    "node": job.node.map(JSONValue.string) ?? .null, "result": job.result.map { .string($0.canonicalText) } ?? .null,
+                    "at": .int(finish.at.microseconds), "event": .string(JobEvent.stateData(of: job).canonicalText),
+                ])
+            }).canonicalText)
+            // The rows to finish, by primary key: the planner cannot count the JSON's rows, and
+            // would otherwise walk every `running` entry of the state index, dead ones included.
+            // They are locked in `seq` order, as lease renewal locks them, so the two never deadlock.
+            bindings.append(finishes.map { $0.job.sequence })
+        }
+        if Shape.claims {
+            bindings.append(claims.map { Int64($0.slot.rawValue) })
+            bindings.append(claims.map { $0.now.microseconds })
+            bindings.append(excluding)
+        }
         return bindings
     }
 
@@ -204,8 +264,33 @@ struct SlotStepsStatement: PostgresPreparedStatement {
         var claimed: [Job] = []
         for try await row in try await connection.execute(self, logger: logger) {
             newest = try row["newest"].decode(Int64?.self)
-            if try row["seq"].decode(Int64?.self) != nil { claimed.append(try PostgresJobStore.job(from: row)) }
+            if Shape.claims, try row["seq"].decode(Int64?.self) != nil { claimed.append(try PostgresJobStore.job(from: row)) }
         }
         return (newest, claimed)
+    }
+}
+
+/// One statement of a batch, in the shape its contents need.
+struct SlotStepsRun: Sendable {
+    var finishes: [(job: Job, attempt: Int, at: Timestamp)]
+    var claims: [SlotStep.Claim]
+    var excluding: [String]
+    var node: String
+    var lease: Duration
+
+    func run(on connection: PostgresConnection, logger: Logger) async throws -> (newest: Int64?, claimed: [Job]) {
+        switch (finishes.isEmpty, claims.isEmpty) {
+        case (false, false):
+            try await SlotStepsStatement<FinishAndClaim>(finishes: finishes, claims: claims, excluding: excluding, node: node, lease: lease)
+                .run(on: connection, logger: logger)
+        case (false, true):
+            try await SlotStepsStatement<FinishOnly>(finishes: finishes, claims: [], excluding: [], node: node, lease: lease)
+                .run(on: connection, logger: logger)
+        case (true, false):
+            try await SlotStepsStatement<ClaimOnly>(finishes: [], claims: claims, excluding: excluding, node: node, lease: lease)
+                .run(on: connection, logger: logger)
+        case (true, true):
+            (nil, [])
+        }
     }
 }

@@ -117,12 +117,13 @@ import Testing
     }
 
     @Test func anExpiredLeaseIsRescuedAndTheStaleAttemptCannotWrite() async throws {
-        try await withNodes(2, lease: .seconds(1)) { nodes in
+        // A 2 s lease: long enough that a loaded 2-core machine checks a fresh lease in time.
+        try await withNodes(2, lease: .seconds(2)) { nodes in
             let (dead, survivor) = (nodes[0], nodes[1])
             let job = try await dead.create(makeJob(maxAttempts: 2))
             let first = try #require(try await dead.claimNext(for: SlotID(0), now: at(10)))
             #expect(try await survivor.rescueExpired(now: at(11)).isEmpty, "a fresh lease is not rescued")
-            try await Task.sleep(for: .milliseconds(1300))
+            try await Task.sleep(for: .milliseconds(2300))
             let rescued = try await survivor.rescueExpired(now: at(20))
             #expect(rescued.map(\.id) == [job.id])
             let requeued = try await survivor.require(job.id)
