@@ -28,8 +28,8 @@ struct SlotStep: Sendable {
 /// The hot path of a shared queue: every slot of a node that finishes a job and wants the next
 /// one. Concurrent steps of one node share a round trip and a commit (`GroupCommit`), and the
 /// common batch is one prepared statement — finishes fenced by their attempts, claims of the
-/// queue's head with SKIP LOCKED, their events and one notification — so the statement is
-/// planned once per connection rather than once per job.
+/// queue's head with SKIP LOCKED, their events and one notification — parsed once per
+/// connection rather than once per job.
 extension PostgresJobStore {
     /// Commits `steps` in one transaction; answers each step's claimed job (nil when it claimed
     /// none, or asked for none), in order. Throws when nothing was written.
@@ -39,14 +39,13 @@ extension PostgresJobStore {
         // the ones before it claimed.
         let groups = Dictionary(grouping: steps.indices.filter { steps[$0].claim != nil }) { steps[$0].claim!.excluding.sorted() }
             .sorted { $0.key.lexicographicallyPrecedes($1.key) }
-        var statements = groups.enumerated().map { number, group in
-            SlotStepsRun(finishes: number == 0 ? blind : [], claims: group.value.map { steps[$0].claim! }, excluding: group.key,
-                               node: node, lease: leaseDuration)
-        }
-        if statements.isEmpty && !blind.isEmpty {
-            statements = [SlotStepsRun(finishes: blind, claims: [], excluding: [], node: node, lease: leaseDuration)]
-        }
-        let pending = statements
+        // The first statement carries the finishes (alone when nothing is claimed).
+        let pending = groups.isEmpty
+            ? (blind.isEmpty ? [] : [SlotStepsRun(finishes: blind, claims: [], excluding: [], node: node, lease: leaseDuration)])
+            : groups.enumerated().map { number, group in
+                SlotStepsRun(finishes: number == 0 ? blind : [], claims: group.value.map { steps[$0].claim! }, excluding: group.key,
+                             node: node, lease: leaseDuration)
+            }
         let run: @Sendable (PostgresConnection) async throws -> (newest: Int64?, claims: [[Job]]) = { connection in
             var newest: Int64?
             for finish in read {

@@ -1,3 +1,6 @@
+// The scheduler's loop and every handler that changes slot occupancy stay in one actor and one
+// file (a little over 400 lines): the board's invariant is easiest to check when each move is in
+// sight of the others. Execution, workers and the store live elsewhere.
 import Foundation
 import Logging
 import ServiceLifecycle
