@@ -17,6 +17,24 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "With --cluster: the PostgreSQL server to use (default: a throwaway one from scripts/throwaway-postgres.sh).") var store: String?
 
     func run() async throws {
+        // Ctrl-C or SIGTERM cancels the run instead of killing it outright, so that the servers,
+        // agents and workers it started are stopped by pid on the way out, not left running.
+        let work = Task { try await measure() }  // unstructured: cancelled from the signal handlers below
+        let sources = [SIGINT, SIGTERM].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                FileHandle.standardError.write(Data("spool bench: stopping; cleaning up the processes it started\n".utf8))
+                work.cancel()
+            }
+            source.resume()
+            return source
+        }
+        defer { for source in sources { source.cancel() } }
+        try await work.value
+    }
+
+    private func measure() async throws {
         let directory = workDir ?? NSTemporaryDirectory() + "spool-bench-\(getpid())"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         if cluster {
