@@ -44,11 +44,6 @@ extension PostgresJobStore {
         return Array(repeating: .success(()), count: events.count)
     }
 
-    func insertEvents(_ events: [(JobEvent.Kind, JobID, JSONValue)], at now: Timestamp, signal: String? = nil,
-                      on connection: PostgresConnection) async throws -> Int64 {
-        try await insertEvents(events.map { NewEvent(kind: $0.0, job: $0.1, data: $0.2, at: now) }, signal: signal, on: connection)
-    }
-
     /// Appends events in the caller's transaction and notifies every node at commit (with
     /// `signal` too, when given). Prunes the oldest events now and then. Returns the newest id.
     func insertEvents(_ events: [NewEvent], signal: String? = nil, on connection: PostgresConnection) async throws -> Int64 {
@@ -154,4 +149,9 @@ struct NewEvent: Sendable {
     var job: JobID
     var data: JSONValue
     var at: Timestamp
+
+    /// The state event of `job` as it is now.
+    static func state(of job: Job, at now: Timestamp) -> NewEvent {
+        NewEvent(kind: .state, job: job.id, data: JobEvent.stateData(of: job), at: now)
+    }
 }

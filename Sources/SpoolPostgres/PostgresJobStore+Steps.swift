@@ -41,9 +41,9 @@ extension PostgresJobStore {
             .sorted { $0.key.lexicographicallyPrecedes($1.key) }
         // The first statement carries the finishes (alone when nothing is claimed).
         let pending = groups.isEmpty
-            ? (blind.isEmpty ? [] : [SlotStepsRun(finishes: blind, claims: [], excluding: [], node: node, lease: leaseDuration)])
+            ? (blind.isEmpty ? [] : [SlotStepsBatch(finishes: blind, claims: [], excluding: [], node: node, lease: leaseDuration)])
             : groups.enumerated().map { number, group in
-                SlotStepsRun(finishes: number == 0 ? blind : [], claims: group.value.map { steps[$0].claim! }, excluding: group.key,
+                SlotStepsBatch(finishes: number == 0 ? blind : [], claims: group.value.map { steps[$0].claim! }, excluding: group.key,
                              node: node, lease: leaseDuration)
             }
         let run: @Sendable (PostgresConnection) async throws -> (newest: Int64?, claims: [[Job]]) = { connection in
@@ -217,17 +217,13 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
 
     typealias Row = PostgresRandomAccessRow
 
-    /// The jobs after `record`, with the attempt each outcome belongs to and when it ended.
-    var finishes: [(job: Job, attempt: Int, at: Timestamp)]
-    var claims: [SlotStep.Claim]
-    var excluding: [String]
-    var node: String
-    var lease: Duration
+    var batch: SlotStepsBatch
 
     func makeBindings() throws -> PostgresBindings {
+        let (finishes, claims) = (batch.finishes, batch.claims)
         var bindings = PostgresBindings(capacity: 7)
-        bindings.append(node)
-        bindings.append(lease.microseconds)
+        bindings.append(batch.node)
+        bindings.append(batch.lease.microseconds)
         if Shape.finishes {
             bindings.append(JSONValue.array(finishes.map { finish in
                 let job = finish.job
@@ -250,7 +246,7 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
         if Shape.claims {
             bindings.append(claims.map { Int64($0.slot.rawValue) })
             bindings.append(claims.map { $0.now.microseconds })
-            bindings.append(excluding)
+            bindings.append(batch.excluding)
         }
         return bindings
     }
@@ -269,8 +265,10 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
     }
 }
 
-/// One statement of a batch, in the shape its contents need.
-struct SlotStepsRun: Sendable {
+/// One statement's worth of a batch: finishes and claims that skip the same types. It runs as
+/// the prepared statement of the shape its contents need.
+struct SlotStepsBatch: Sendable {
+    /// The jobs after `record`, with the attempt each outcome belongs to and when it ended.
     var finishes: [(job: Job, attempt: Int, at: Timestamp)]
     var claims: [SlotStep.Claim]
     var excluding: [String]
@@ -279,17 +277,10 @@ struct SlotStepsRun: Sendable {
 
     func run(on connection: PostgresConnection, logger: Logger) async throws -> (newest: Int64?, claimed: [Job]) {
         switch (finishes.isEmpty, claims.isEmpty) {
-        case (false, false):
-            try await SlotStepsStatement<FinishAndClaim>(finishes: finishes, claims: claims, excluding: excluding, node: node, lease: lease)
-                .run(on: connection, logger: logger)
-        case (false, true):
-            try await SlotStepsStatement<FinishOnly>(finishes: finishes, claims: [], excluding: [], node: node, lease: lease)
-                .run(on: connection, logger: logger)
-        case (true, false):
-            try await SlotStepsStatement<ClaimOnly>(finishes: [], claims: claims, excluding: excluding, node: node, lease: lease)
-                .run(on: connection, logger: logger)
-        case (true, true):
-            (nil, [])
+        case (false, false): try await SlotStepsStatement<FinishAndClaim>(batch: self).run(on: connection, logger: logger)
+        case (false, true): try await SlotStepsStatement<FinishOnly>(batch: self).run(on: connection, logger: logger)
+        case (true, false): try await SlotStepsStatement<ClaimOnly>(batch: self).run(on: connection, logger: logger)
+        case (true, true): (nil, [])
         }
     }
 }

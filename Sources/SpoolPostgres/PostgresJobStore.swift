@@ -74,12 +74,10 @@ public final class PostgresJobStore: SharedJobStore {
         client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         let owner = WeakStore()
         steps = GroupCommit(maxBatch: 64) { steps in
-            guard let store = owner.store else { throw StoreError(.other, "the PostgreSQL store was closed") }
-            return try await store.commitSteps(steps)
+            try await owner.required().commitSteps(steps)
         }
         appendedEvents = GroupCommit(maxBatch: 256) { events in
-            guard let store = owner.store else { throw StoreError(.other, "the PostgreSQL store was closed") }
-            return try await store.commitEvents(events)
+            try await owner.required().commitEvents(events)
         }
         owner.store = self
         let client = self.client
@@ -241,14 +239,13 @@ public final class PostgresJobStore: SharedJobStore {
                     UPDATE jobs SET state = 'canceled', reason = 'canceled', finished_at = \(now.microseconds), error = \(job.error)
                     WHERE seq = \(job.sequence)
                     """, logger: self.logger)
-                return (.canceled(job), try await self.insertEvents([(.state, id, JobEvent.stateData(of: job))], at: now, on: connection))
+                return (.canceled(job), try await self.insertEvents([.state(of: job, at: now)], on: connection))
             case .running:
                 job.cancelRequested = true
                 try await connection.query("UPDATE jobs SET cancel_requested = true WHERE seq = \(job.sequence)", logger: self.logger)
                 // The node running it hears this at commit and stops it; its lease renewal
                 // also reports the request, should the notification be lost.
-                return (.stopping(job), try await self.insertEvents([(.state, id, JobEvent.stateData(of: job))], at: now,
-                                                                    signal: "cancel=\(id.rawValue)", on: connection))
+                return (.stopping(job), try await self.insertEvents([.state(of: job, at: now)], signal: "cancel=\(id.rawValue)", on: connection))
             case .succeeded, .failed, .canceled:
                 return (.alreadyFinished(job), nil)
             }
@@ -302,8 +299,7 @@ public final class PostgresJobStore: SharedJobStore {
                 result = \(job.result?.canonicalText)
             WHERE seq = \(job.sequence)
             """, logger: logger)
-        return try await insertEvents([(.state, job.id, JobEvent.stateData(of: job))], at: now,
-                                      signal: job.state == .queued ? "queued" : nil, on: connection)
+        return try await insertEvents([.state(of: job, at: now)], signal: job.state == .queued ? "queued" : nil, on: connection)
     }
 
     /// Running jobs matching `condition`, resolved by `decide` (requeued or failed), in one
@@ -336,5 +332,10 @@ private final class WeakStore: Sendable {
     var store: PostgresJobStore? {
         get { reference.withLock { $0.store } }
         set { reference.withLock { $0.store = newValue } }
+    }
+
+    func required() throws -> PostgresJobStore {
+        guard let store else { throw StoreError(.other, "the PostgreSQL store was closed") }
+        return store
     }
 }

@@ -58,9 +58,6 @@ public actor Scheduler: Service {
     private var runTimes = QueueEstimate.RunTimes()
     /// Each running job's type, start, and attempt (its fencing token with a shared store).
     private var runningSince: [JobID: (type: String, since: ContinuousClock.Instant, attempt: Int)] = [:]
-    /// Jobs that ended and whose outcome is being recorded: the store may already hold them
-    /// as finished, so lease renewal must not take their absence for a rescue.
-    private var recording: Set<JobID> = []
 
     private nonisolated let events: AsyncStream<Event>
     private nonisolated let eventSink: AsyncStream<Event>.Continuation
@@ -106,9 +103,11 @@ public actor Scheduler: Service {
         for continuation in stops.values { continuation.yield(reason) }
     }
 
-    /// The jobs running here that started before `instant`, with their attempts.
+    /// The jobs running here that started before `instant`, with their attempts. A job whose
+    /// process ended (no stop channel) is left out while its outcome is recorded: the store may
+    /// already hold it as finished, and lease renewal must not take that for a rescue.
     public func runningAttempts(startedBefore instant: ContinuousClock.Instant) -> [JobID: Int] {
-        runningSince.filter { $0.value.since < instant && !recording.contains($0.key) }.mapValues(\.attempt)
+        runningSince.filter { $0.value.since < instant && stops[$0.key] != nil }.mapValues(\.attempt)
     }
 
     /// Whether this node runs (or is starting) `job`.
@@ -205,7 +204,6 @@ public actor Scheduler: Service {
         stops[job.id] = nil
         earlyStops[job.id] = nil
         progressSaved[job.id] = nil
-        recording.insert(job.id)
         let claimFor = shuttingDown ? nil : slot
         let excluding = await workers.excludedTypes(for: slot)
         group.addTask { [store, eventSink] in
@@ -222,7 +220,6 @@ public actor Scheduler: Service {
 
     private func recorded(_ job: Job, on slot: SlotID, with outcome: JobOutcome, result: JSONValue?, answer: Result<Job?, any Error>,
                           in group: inout DiscardingTaskGroup) async {
-        recording.remove(job.id)
         let next: Job?
         switch answer {
         case .success(let claimed):
