@@ -43,26 +43,24 @@ extension SpoolAPI {
             // Ends at once on graceful shutdown, even while waiting for the next event.
             try await withGracefulShutdownHandler {
                 streaming: while !Task.isCancelled, !Task.isShuttingDownGracefully {
-                    let events = try await Self.events(store, after: after, job: job)
-                    if let last = events.last {
-                        try await writer.write(ByteBuffer(string: events.map(Self.frame).joined()))
-                        after = last.id
-                    }
+                    let (events, through) = try await Self.events(store, after: after, job: job)
+                    if !events.isEmpty { try await writer.write(ByteBuffer(string: events.map(Self.frame).joined())) }
+                    after = through
                     if job != nil, events.contains(where: { $0.kind == .state && Self.isTerminal($0) }) {
                         // The outputs event follows the final state shortly: send it, then end.
                         let deadline = ContinuousClock.now + .seconds(2)
                         var sentOutputs = events.contains { $0.kind == .outputs }
                         while !sentOutputs, ContinuousClock.now < deadline {
                             _ = await store.eventNotifier.wait(after: after, timeout: deadline - ContinuousClock.now)
-                            let rest = try await Self.events(store, after: after, job: job)
+                            let (rest, through) = try await Self.events(store, after: after, job: job)
+                            after = through
                             if rest.isEmpty { continue }
                             try await writer.write(ByteBuffer(string: rest.map(Self.frame).joined()))
-                            after = rest.last!.id
                             sentOutputs = rest.contains { $0.kind == .outputs }
                         }
                         break streaming
                     }
-                    if events.count == 500 { continue }
+                    if events.count == Self.eventPage { continue }
                     if !(await store.eventNotifier.wait(after: after, timeout: Self.keepAlive)), !Task.isShuttingDownGracefully {
                         try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                     }
@@ -74,11 +72,25 @@ extension SpoolAPI {
         })
     }
 
-    /// From the notifier's memory when it has them all (the common case for live streams),
-    /// else from the store (replays, far-behind readers).
-    static func events(_ store: any JobStore, after: Int64, job: JobID?) async throws -> [JobEvent] {
-        if let recent = store.eventNotifier.recent(after: after, job: job, limit: 500) { return recent }
-        return try await store.events(after: after, job: job, limit: 500)
+    static let eventPage = 500
+
+    /// The events after `after` (a page at most) — from the notifier's memory when it has them
+    /// all (the common case for live streams), else from the store (replays, far-behind
+    /// readers) — and the id the reader has now seen the log through. For one job's stream
+    /// that cursor moves past other jobs' events too: left at the job's own last event, every
+    /// other job's event would wake the stream to find nothing, again and again, without it
+    /// ever suspending — two such streams held both threads of a 2-core server.
+    static func events(_ store: any JobStore, after: Int64, job: JobID?) async throws -> (events: [JobEvent], through: Int64) {
+        // Every event up to the notifier's `latest` is committed and readable (the PostgreSQL
+        // store publishes its horizon), so a read that is not a full page has seen up to it.
+        let settled = store.eventNotifier.latest
+        let events = if let recent = store.eventNotifier.recent(after: after, job: job, limit: eventPage) {
+            recent
+        } else {
+            try await store.events(after: after, job: job, limit: eventPage)
+        }
+        let last = events.last?.id ?? after
+        return (events, events.count == eventPage ? last : max(last, settled))
     }
 
     static func frame(_ event: JobEvent) -> String {

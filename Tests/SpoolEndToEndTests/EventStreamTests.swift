@@ -86,6 +86,36 @@ import Testing
         #expect(all.contains { $0.data["job"] == .string(first) && $0.data["state"] == "succeeded" })
     }
 
+    /// A job's stream that waits while other jobs make events sleeps until its own job moves.
+    /// It once kept its cursor at its job's last event, so each event of another job woke it
+    /// to find nothing, again and again, without suspending: two such streams hung a 2-core
+    /// server (the contract test's GET timed out). Measured as the server's CPU time while the
+    /// stream waits, which a spinning stream drives to a core's worth.
+    @Test func aWaitingJobStreamSleepsThroughOtherJobsEvents() async throws {
+        let server = try await server(["slots": 1])
+        defer { Task { await server.stop() } }
+        let blocker = try #require(try await server.submit("sleep", .object(["seconds": 4])).json["id"]?.stringValue)
+        _ = try await server.waitFor(blocker, ["running"])
+        let waiting = try #require(try await server.submit("noop").json["id"]?.stringValue)
+        let (seen, seenSink) = AsyncStream<Void>.makeStream()
+        let stream = Task {
+            try await frames(server, "/v1/jobs/\(waiting)/events") { frames in
+                seenSink.yield()
+                return frames.contains { $0.data["state"] == "succeeded" }
+            }
+        }
+        for await _ in seen { break }   // the stream has sent the job's "queued" event and waits
+        // Another job's events land past the waiting stream's cursor.
+        _ = try await server.submit("noop")
+        let before = cpuSeconds(server.pid)
+        try await Task.sleep(for: .seconds(2))
+        let used = cpuSeconds(server.pid) - before
+        #expect(used < 0.5, "the server used \(used) s of CPU in 2 s while only waiting")
+        let received: [Frame] = try await stream.value
+        let states: [String] = received.filter { $0.event == "state" }.compactMap { $0.data["state"]?.stringValue }
+        #expect(states == ["queued", "running", "succeeded"])
+    }
+
     @Test func queuedJobsShowAPositionAndASaneETA() async throws {
         let server = try await server()
         defer { Task { await server.stop() } }
