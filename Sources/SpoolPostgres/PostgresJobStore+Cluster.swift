@@ -4,11 +4,16 @@ import SpoolStore
 
 /// Leases, rescue, and files that any node can serve.
 extension PostgresJobStore {
-    public func renewLeases() async throws -> [LeaseHolding] {
-        try await write("renew this node's leases") { connection in
+    public func renewLeases(of attempts: [JobID: Int]) async throws -> [LeaseHolding] {
+        guard !attempts.isEmpty else { return [] }
+        let ids = attempts.keys.map(\.rawValue), numbers = attempts.keys.map { attempts[$0]! }
+        return try await write("renew this node's leases") { connection in
             // Rows are locked in `seq` order, as a batch of finishes locks them (no deadlock).
             let rows = try await connection.query("""
-                WITH mine AS (SELECT seq FROM jobs WHERE state = 'running' AND node = \(self.node) ORDER BY seq FOR UPDATE)
+                WITH mine AS (
+                    SELECT j.seq FROM jobs j JOIN unnest(\(ids)::text[], \(numbers)::int8[]) AS given(id, attempt)
+                        ON j.id = given.id AND j.attempts = given.attempt
+                    WHERE j.state = 'running' AND j.node = \(self.node) ORDER BY j.seq FOR UPDATE OF j)
                 UPDATE jobs j SET lease_until = spool_now() + \(self.leaseDuration.microseconds)
                 FROM mine WHERE j.seq = mine.seq AND j.state = 'running' AND j.node = \(self.node)
                 RETURNING j.id, j.attempts, j.cancel_requested

@@ -9,10 +9,11 @@ import SpoolStore
 /// - **wake-ups**: a job queued on any node (`NOTIFY`) wakes this node's idle slots at once;
 ///   a slow poll covers a lost notification;
 /// - **cancels**: a cancel asked on any API node stops the job here if it runs here;
-/// - **leases**: renews the leases of the jobs running here; an attempt the store no longer
-///   gives this node (rescued elsewhere after an outage) is stopped, and if the store cannot be
-///   reached for longer than a lease, every job here is stopped — other nodes rescue them, so
-///   no job runs twice for long;
+/// - **leases**: renews the leases of the jobs running here (only those: a claim whose answer
+///   was lost is left to expire and be rescued); an attempt the store no longer gives this node
+///   (rescued elsewhere after an outage) is stopped, and if the store cannot be reached for
+///   longer than a lease, every job here is stopped — other nodes rescue them, so no job runs
+///   twice for long;
 /// - **rescue**: requeues (or fails as `node_lost`) the jobs of nodes whose leases expired.
 public actor ClusterCoordinator: Service {
     public struct Configuration: Sendable {
@@ -83,10 +84,12 @@ public actor ClusterCoordinator: Service {
     private func renewLeases() async {
         let started = ContinuousClock.now
         do {
-            let held = try await store.renewLeases()
+            // Only what runs here: a job held for this node that its scheduler does not know
+            // (a claim whose answer was lost) lets its lease run out and is rescued.
+            let mine = await scheduler.runningAttempts(startedBefore: started)
+            let held = try await store.renewLeases(of: mine)
             lastRenewal = started
             fenced = false
-            let mine = await scheduler.runningAttempts(startedBefore: started)
             let holdings = Dictionary(held.map { ($0.job, $0) }, uniquingKeysWith: { first, _ in first })
             for (job, attempt) in mine {
                 guard let holding = holdings[job], holding.attempt == attempt else {

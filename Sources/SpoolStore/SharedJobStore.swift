@@ -20,10 +20,13 @@ public protocol SharedJobStore: JobStore {
     /// How long a claim stays valid without renewal.
     var leaseDuration: Duration { get }
 
-    /// Extends the leases of this node's running jobs. Returns every running job the store
-    /// holds for this node, with its attempt and whether a cancel was asked — so the caller can
-    /// stop attempts it runs that the store no longer gives it (rescued elsewhere).
-    func renewLeases() async throws -> [LeaseHolding]
+    /// Extends the leases of the attempts this node runs (`attempts`: job → attempt). Returns
+    /// those the store still gives this node, with whether a cancel was asked — so the caller
+    /// can stop attempts it runs that the store no longer gives it (rescued elsewhere). A job
+    /// the store holds for this node but the node does not run (a claim whose answer never
+    /// arrived: a timeout, a dropped connection) is not renewed: its lease runs out and it is
+    /// rescued like a dead node's job, instead of staying `running` for good.
+    func renewLeases(of attempts: [JobID: Int]) async throws -> [LeaseHolding]
 
     /// Rescues running jobs whose lease expired; returns them as rescued.
     func rescueExpired(now: Timestamp) async throws -> [Job]

@@ -7,6 +7,7 @@ import SpoolCore
 import SpoolPostgres
 import SpoolTestSupport
 import SpoolStore
+import Synchronization
 import Testing
 
 @Suite struct PostgresClusterTests {
@@ -42,6 +43,7 @@ import Testing
         try await withNodes(1) { nodes in
             let node = nodes[0]
             for _ in 0..<1000 { _ = try await node.create(makeJob()) }
+            let running = RunningAttempts()
             let done = try await withThrowingTaskGroup(of: Int.self) { group in
                 for slot in 0..<8 {
                     group.addTask {
@@ -49,22 +51,24 @@ import Testing
                         var job = try await node.claimNext(for: SlotID(slot), now: at(10))
                         while let current = job {
                             count += 1
+                            running.attempts.withLock { $0[current.id] = current.attempts }
                             job = try await node.finish(current.id, attempt: current.attempts, outcome: .succeeded, now: at(20),
                                                         claimNextFor: SlotID(slot))
+                            running.attempts.withLock { $0[current.id] = nil }
                         }
                         return count
                     }
                 }
                 for _ in 0..<2 {
                     group.addTask {
-                        while try await node.queuedCount() > 0 { _ = try await node.renewLeases() }
+                        while try await node.queuedCount() > 0 { _ = try await node.renewLeases(of: running.attempts.withLock { $0 }) }
                         return 0
                     }
                 }
                 return try await group.reduce(0, +)
             }
             #expect(done == 1000)
-            #expect(try await node.renewLeases().isEmpty)
+            #expect(try await node.renewLeases(of: running.attempts.withLock { $0 }).isEmpty)
         }
     }
 
@@ -103,8 +107,8 @@ import Testing
             }
             #expect(await signals.receives(.cancel(job.id), within: .seconds(5)), "the node running the job hears the cancel")
             // The lease renewal reports it too, should the notification be lost.
-            #expect(try await gpu.renewLeases() == [LeaseHolding(job: job.id, attempt: 1, cancelRequested: true)])
-            #expect(try await api.renewLeases() == [])
+            #expect(try await gpu.renewLeases(of: [job.id: 1]) == [LeaseHolding(job: job.id, attempt: 1, cancelRequested: true)])
+            #expect(try await api.renewLeases(of: [job.id: 1]) == [], "only the node running it holds it")
         }
     }
 
@@ -135,7 +139,7 @@ import Testing
             _ = try await dead.finish(job.id, attempt: first.attempts, outcome: .succeeded, now: at(40), claimNextFor: nil)
             let current = try await survivor.require(job.id)
             #expect(current.state == .running && current.attempts == 2 && current.progress == nil && current.node == "node-1")
-            #expect(try await dead.renewLeases() == [], "the lost node holds nothing any more")
+            #expect(try await dead.renewLeases(of: [job.id: first.attempts]) == [], "the lost node holds nothing any more")
             _ = try await survivor.finish(job.id, attempt: 2, outcome: .succeeded, now: at(50), claimNextFor: nil)
             #expect(try await dead.require(job.id).state == .succeeded)
         }
@@ -159,9 +163,32 @@ import Testing
             _ = try await nodes[0].claimNext(for: SlotID(0), now: at(10))
             for _ in 0..<8 {
                 try await Task.sleep(for: .milliseconds(250))
-                #expect(try await nodes[0].renewLeases().map(\.job) == [job.id])
+                #expect(try await nodes[0].renewLeases(of: [job.id: 1]).map(\.job) == [job.id])
                 #expect(try await nodes[1].rescueExpired(now: at(20)).isEmpty)
             }
+        }
+    }
+
+    // A claim commits but its answer never reaches the node (a timeout, a dropped connection):
+    // the node does not run the job, so its renewals leave it out, and the job is rescued once
+    // its lease runs out instead of staying `running` on that node for good.
+    @Test func aClaimTheNodeDoesNotRunIsNotRenewedAndIsRescued() async throws {
+        try await withNodes(2, lease: .seconds(2)) { nodes in
+            let (node, other) = (nodes[0], nodes[1])
+            let runs = try await node.create(makeJob(maxAttempts: 2))
+            let lost = try await node.create(makeJob(maxAttempts: 2))
+            _ = try #require(try await node.claimNext(for: SlotID(0), now: at(10)))
+            _ = try #require(try await node.claimNext(for: SlotID(1), now: at(10)))   // its answer "lost"
+            var rescued: [JobID] = []
+            for _ in 0..<12 {
+                try await Task.sleep(for: .milliseconds(250))
+                #expect(try await node.renewLeases(of: [runs.id: 1]).map(\.job) == [runs.id])
+                rescued += try await other.rescueExpired(now: at(20)).map(\.id)
+            }
+            #expect(rescued == [lost.id])
+            let requeued = try await other.require(lost.id)
+            #expect(requeued.state == .queued && requeued.node == nil)
+            #expect(try await other.require(runs.id).state == .running)
         }
     }
 
@@ -299,4 +326,9 @@ extension AsyncStream where Element == ClusterSignal {
             "\(error)".contains(mentions)
         }
     }
+}
+
+/// The attempts a test's slots run, as a node's scheduler would report them for lease renewal.
+private final class RunningAttempts: Sendable {
+    let attempts = Mutex<[JobID: Int]>([:])
 }
