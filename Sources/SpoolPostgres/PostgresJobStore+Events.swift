@@ -62,9 +62,18 @@ extension PostgresJobStore {
             """, logger: logger).decodeFirstRow((Int64, Bool?, Int64).self)
         guard let newest = row?.0 else { throw StoreError(.other, "the database did not return the id of a new event") }
         if newest / 1000 != (newest - Int64(events.count)) / 1000 {
-            try await connection.query("DELETE FROM events WHERE id <= \(newest - Self.eventLimit)", logger: logger)
+            try await connection.query(Self.trimEvents(upTo: newest - Self.eventLimit), logger: logger)
         }
         return newest
+    }
+
+    /// Deletes the events up to `id`. Nodes trim at the same time, each in its own transaction,
+    /// and their plans may scan in different orders (an index scan by id, a bitmap or sequential
+    /// scan by place in the table, where new rows reuse freed space): two plain deletes waiting
+    /// on each other's rows from opposite ends abort with "deadlock detected". Rows another trim
+    /// holds are that trim's to delete, so they are skipped.
+    static func trimEvents(upTo id: Int64) -> PostgresQuery {
+        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id <= \(id) FOR UPDATE SKIP LOCKED)"
     }
 
     // MARK: - Notifications

@@ -63,6 +63,11 @@ public enum TestPostgres {
     }
 
     private static func admin(_ url: String, _ body: (PostgresClient) async throws -> Void) async throws {
+        try await withClient(url, body)
+    }
+
+    /// Runs `body` with a client of its own for the database at `url` (a test's raw SQL).
+    public static func withClient(_ url: String, _ body: (PostgresClient) async throws -> Void) async throws {
         let location = try PostgresLocation(url: url)
         guard case .tcp(let host, let port) = location.endpoint else { throw TestPostgresError("the test server must be on TCP") }
         let client = PostgresClient(configuration: .init(host: host, port: port, username: location.user, password: location.password,
