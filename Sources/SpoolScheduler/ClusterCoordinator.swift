@@ -84,12 +84,12 @@ public actor ClusterCoordinator: Service {
     private func renewLeases() async {
         let started = ContinuousClock.now
         do {
-            // Only what runs here: a job held for this node that its scheduler does not know
-            // (a claim whose answer was lost) lets its lease run out and is rescued.
-            let mine = await scheduler.runningAttempts(startedBefore: started)
-            let held = try await store.renewLeases(of: mine)
+            // Only what this node holds: a job the store holds for it that its scheduler does not
+            // know (a claim whose answer was lost) lets its lease run out and is rescued.
+            let held = try await store.renewLeases(of: await scheduler.heldAttempts())
             lastRenewal = started
             fenced = false
+            let mine = await scheduler.runningAttempts(startedBefore: started)
             let holdings = Dictionary(held.map { ($0.job, $0) }, uniquingKeysWith: { first, _ in first })
             for (job, attempt) in mine {
                 guard let holding = holdings[job], holding.attempt == attempt else {

@@ -110,6 +110,10 @@ public actor Scheduler: Service {
         runningSince.filter { $0.value.since < instant && stops[$0.key] != nil }.mapValues(\.attempt)
     }
 
+    /// The attempts this node holds: running, or ended with their outcome still being recorded.
+    /// Lease renewal extends exactly these.
+    public func heldAttempts() -> [JobID: Int] { runningSince.mapValues(\.attempt) }
+
     /// Whether this node runs (or is starting) `job`.
     public func runs(_ job: JobID) -> Bool { stops[job] != nil }
 
