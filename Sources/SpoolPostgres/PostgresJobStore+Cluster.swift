@@ -6,7 +6,7 @@ import SpoolStore
 extension PostgresJobStore {
     public func renewLeases(of attempts: [JobID: Int]) async throws -> [LeaseHolding] {
         guard !attempts.isEmpty else { return [] }
-        let ids = attempts.keys.map(\.rawValue), numbers = attempts.keys.map { attempts[$0]! }
+        let given = Array(attempts), ids = given.map(\.key.rawValue), numbers = given.map(\.value)
         return try await write("renew this node's leases") { connection in
             // Rows are locked in `seq` order, as a batch of finishes locks them (no deadlock).
             let rows = try await connection.query("""

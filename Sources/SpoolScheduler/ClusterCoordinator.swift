@@ -9,7 +9,7 @@ import SpoolStore
 /// - **wake-ups**: a job queued on any node (`NOTIFY`) wakes this node's idle slots at once;
 ///   a slow poll covers a lost notification;
 /// - **cancels**: a cancel asked on any API node stops the job here if it runs here;
-/// - **leases**: renews the leases of the jobs running here (only those: a claim whose answer
+/// - **leases**: renews the leases of the jobs this node holds (only those: a claim whose answer
 ///   was lost is left to expire and be rescued); an attempt the store no longer gives this node
 ///   (rescued elsewhere after an outage) is stopped, and if the store cannot be reached for
 ///   longer than a lease, every job here is stopped — other nodes rescue them, so no job runs
