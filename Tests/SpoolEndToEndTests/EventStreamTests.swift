@@ -99,7 +99,8 @@ import Testing
         let waiting = try #require(try await server.submit("noop").json["id"]?.stringValue)
         let (seen, seenSink) = AsyncStream<Void>.makeStream()
         let stream = Task {
-            try await frames(server, "/v1/jobs/\(waiting)/events") { frames in
+            defer { seenSink.finish() }   // a stream that fails ends the wait below too
+            return try await frames(server, "/v1/jobs/\(waiting)/events") { frames in
                 seenSink.yield()
                 return frames.contains { $0.data["state"] == "succeeded" }
             }
