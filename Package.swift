@@ -109,7 +109,7 @@ let package = Package(
         ]),
         .testTarget(name: "SpoolWebhooksTests", dependencies: ["SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolTestSupport", "SpoolWebhooks"]),
         .testTarget(name: "SpoolEndToEndTests", dependencies: [
-            "SpoolCore", "SpoolTestSupport",
+            "SpoolCore", "SpoolTestSupport", "SpoolBench",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

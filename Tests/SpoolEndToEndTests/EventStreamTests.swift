@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import SpoolCore
+@testable import SpoolBench
 import Testing
 
 /// SSE streams, replay with Last-Event-ID (after a reconnect and after a restart), queue ETA,
@@ -108,9 +109,9 @@ import Testing
         for await _ in seen { break }   // the stream has sent the job's "queued" event and waits
         // Another job's events land past the waiting stream's cursor.
         _ = try await server.submit("noop")
-        let before = cpuSeconds(server.pid)
+        let before = try #require(ProcessStats.cpuSeconds(of: server.pid))
         try await Task.sleep(for: .seconds(2))
-        let used = cpuSeconds(server.pid) - before
+        let used = try #require(ProcessStats.cpuSeconds(of: server.pid)) - before
         #expect(used < 0.5, "the server used \(used) s of CPU in 2 s while only waiting")
         let received: [Frame] = try await stream.value
         let states: [String] = received.filter { $0.event == "state" }.compactMap { $0.data["state"]?.stringValue }
