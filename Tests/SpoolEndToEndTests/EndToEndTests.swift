@@ -67,13 +67,21 @@ import Testing
         let server = try server()
         try await server.start()
         defer { Task { await server.stop() } }
-        var ids: [String] = []
-        for n in 0..<5 { ids.append(try id(try await server.submit("stamp", .object(["n": .int(Int64(n)), "sleep": .double(1.5)])))) }
-        _ = try await server.waitFor(ids[0], ["running"])
-        try await Task.sleep(for: .milliseconds(200))   // let the job write its start stamp
+        // The first job holds the slot until the gate opens, so the kill surely interrupts it
+        // however slowly the loaded machine gets to the kill.
+        var ids = [try id(try await server.submit("gated-stamp", .object(["n": 0, "sleep": 0.5])))]
+        for n in 1..<5 { ids.append(try id(try await server.submit("stamp", .object(["n": .int(Int64(n)), "sleep": 0.5])))) }
+        try await withDeadline(.seconds(60), "the first job's start stamp") {
+            while try !Fixtures.stamps(in: server.scratch).contains(where: { $0.kind == "start" && $0.n == 0 }) {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
         await server.kill9()
 
         try await server.start()
+        // Only now may the job end: an orphan of the first attempt the restart failed to kill
+        // would still hold the slot's lock when the second attempt starts, and stamp OVERLAP.
+        FileManager.default.createFile(atPath: Fixtures.gate(in: server.scratch), contents: nil)
         for id in ids {
             let job = try await server.waitFor(id, ["succeeded", "failed", "canceled"])
             #expect(job["state"] == "succeeded", "job \(id) ended \(job["state"]?.stringValue ?? "?")")

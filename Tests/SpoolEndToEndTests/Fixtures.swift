@@ -6,13 +6,19 @@ import SpoolCore
 /// not take the server's word for it.
 enum Fixtures {
     static func config(scratch: String, extra: [String: JSONValue] = [:]) -> JSONValue {
-        let stampScript = """
+        // `gated` jobs do not end before the test creates the `gate` file: a step that must
+        // happen while the job runs (a kill of the server) does not race the job's end.
+        func stampScript(gated: Bool) -> String {
+            """
             exec 9>>"$LOCK"
             flock -n 9 || echo "OVERLAP {input.n}" >> "$STAMPS"
             echo "start {input.n} $(date +%s%N)" >> "$STAMPS"
+            \(gated ? "while [ ! -e \"$GATE\" ]; do sleep 0.02; done" : "")
             sleep {input.sleep}
             echo "end {input.n} $(date +%s%N)" >> "$STAMPS"
             """
+        }
+        let stampEnv = ["STAMPS": scratch + "/stamps.txt", "LOCK": scratch + "/slot.lock", "GATE": gate(in: scratch)]
         let integer: JSONValue = .object(["type": "integer", "minimum": 0])
         let seconds: JSONValue = .object(["type": "number", "minimum": 0, "maximum": 600])
         func type(_ argv: [String], timeout: Double = 300, attempts: Int = 1, schema: [String: JSONValue]? = nil,
@@ -30,8 +36,9 @@ enum Fixtures {
         var settings: [String: JSONValue] = [
             "kill_grace_s": 1,
             "job_types": .object([
-                "stamp": type(["/bin/sh", "-c", stampScript], attempts: 2, schema: ["n": integer, "sleep": seconds],
-                              env: ["STAMPS": scratch + "/stamps.txt", "LOCK": scratch + "/slot.lock"]),
+                "stamp": type(["/bin/sh", "-c", stampScript(gated: false)], attempts: 2, schema: ["n": integer, "sleep": seconds], env: stampEnv),
+                "gated-stamp": type(["/bin/sh", "-c", stampScript(gated: true)], attempts: 2, schema: ["n": integer, "sleep": seconds],
+                                    env: stampEnv),
                 "busy": type(["/usr/bin/python3", "-c", "import time\nend = time.time() + {input.seconds}\nwhile time.time() < end: pass"],
                              schema: ["seconds": seconds]),
                 "sleep": type(["sleep", "{input.seconds}"], schema: ["seconds": seconds]),
@@ -45,6 +52,9 @@ enum Fixtures {
         return .object(settings)
     }
 
+    /// The file whose creation lets `gated-stamp` jobs end.
+    static func gate(in scratch: String) -> String { scratch + "/gate" }
+
     struct Stamp: Equatable {
         var kind: String
         var n: Int
@@ -52,7 +62,8 @@ enum Fixtures {
     }
 
     static func stamps(in scratch: String) throws -> [Stamp] {
-        try String(contentsOfFile: scratch + "/stamps.txt", encoding: .utf8).split(separator: "\n").map { line in
+        guard FileManager.default.fileExists(atPath: scratch + "/stamps.txt") else { return [] }
+        return try String(contentsOfFile: scratch + "/stamps.txt", encoding: .utf8).split(separator: "\n").map { line in
             let parts = line.split(separator: " ")
             return Stamp(kind: String(parts[0]), n: Int(parts[1]) ?? -1, nanoseconds: parts.count > 2 ? Int64(parts[2]) ?? 0 : 0)
         }
