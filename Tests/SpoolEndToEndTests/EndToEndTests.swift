@@ -39,7 +39,9 @@ import Testing
             for try await elapsed in group { slowest = max(slowest, elapsed) }
             return slowest
         }
-        #expect(slowest < .seconds(1), "a request took \(slowest) while a job ran")
+        // A blocked API would answer only when the 60 s job ends; 5 s leaves room for a stall
+        // of the shared 2-core CI machine without hiding that.
+        #expect(slowest < .seconds(5), "a request took \(slowest) while a job ran")
         let state = try await server.job(busy)["state"]?.stringValue
         #expect(state == "running", "the CPU-bound job kept its slot throughout")
         _ = try await server.request(.POST, "/v1/jobs/\(busy)/cancel")

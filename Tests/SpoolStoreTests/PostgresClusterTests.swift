@@ -160,13 +160,13 @@ import Testing
     }
 
     @Test func anExpiredLeaseIsRescuedAndTheStaleAttemptCannotWrite() async throws {
-        // A 2 s lease: long enough that a loaded 2-core machine checks a fresh lease in time.
-        try await withNodes(2, lease: .seconds(2)) { nodes in
+        // A 3 s lease: long enough that a loaded 2-core machine checks a fresh lease in time.
+        try await withNodes(2, lease: .seconds(3)) { nodes in
             let (dead, survivor) = (nodes[0], nodes[1])
             let job = try await dead.create(makeJob(maxAttempts: 2))
             let first = try #require(try await dead.claimNext(for: SlotID(0), now: at(10)))
             #expect(try await survivor.rescueExpired(now: at(11)).isEmpty, "a fresh lease is not rescued")
-            try await Task.sleep(for: .milliseconds(2300))
+            try await Task.sleep(for: .milliseconds(3300))
             let rescued = try await survivor.rescueExpired(now: at(20))
             #expect(rescued.map(\.id) == [job.id])
             let requeued = try await survivor.require(job.id)
@@ -197,7 +197,8 @@ import Testing
     }
 
     @Test func aRenewedLeaseIsNeverRescued() async throws {
-        try await withNodes(2, lease: .milliseconds(1500)) { nodes in
+        // Renewed every 250 ms, a 3 s lease survives a stall of the loaded test machine.
+        try await withNodes(2, lease: .seconds(3)) { nodes in
             let job = try await nodes[0].create(makeJob())
             _ = try await nodes[0].claimNext(for: SlotID(0), now: at(10))
             for _ in 0..<8 {
@@ -212,14 +213,15 @@ import Testing
     // the node does not run the job, so its renewals leave it out, and the job is rescued once
     // its lease runs out instead of staying `running` on that node for good.
     @Test func aClaimTheNodeDoesNotRunIsNotRenewedAndIsRescued() async throws {
-        try await withNodes(2, lease: .seconds(2)) { nodes in
+        try await withNodes(2, lease: .seconds(3)) { nodes in
             let (node, other) = (nodes[0], nodes[1])
             let runs = try await node.create(makeJob(maxAttempts: 2))
             let lost = try await node.create(makeJob(maxAttempts: 2))
             _ = try #require(try await node.claimNext(for: SlotID(0), now: at(10)))
             _ = try #require(try await node.claimNext(for: SlotID(1), now: at(10)))   // its answer "lost"
+            // Renew every 250 ms until the lost claim's lease runs out (3 s) and it is rescued.
             var rescued: [JobID] = []
-            for _ in 0..<12 {
+            for _ in 0..<60 where rescued.isEmpty {
                 try await Task.sleep(for: .milliseconds(250))
                 #expect(try await node.renewLeases(of: [runs.id: 1]).map(\.job) == [runs.id])
                 rescued += try await other.rescueExpired(now: at(20)).map(\.id)
