@@ -1,3 +1,6 @@
+// One actor, one file (a little over 400 lines): the worker's phases (starting, ready, busy,
+// stopping, exited) change from the process's output, its exit and the scheduler's calls, and
+// every change stays in sight of the others. The wire format lives in SpoolCore.
 import Glibc
 import Logging
 import SpoolCore
