@@ -27,7 +27,7 @@ public enum TestPostgres {
     public static func createDatabase() async throws -> String {
         let serverURL = try await server.value
         let name = "spool_test_" + UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "")
-        try await admin(serverURL) { client in
+        try await withClient(serverURL) { client in
             try await client.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(name)"))
         }
         var url = serverURL
@@ -38,7 +38,7 @@ public enum TestPostgres {
     public static func dropDatabase(_ url: String) async throws {
         let serverURL = try await server.value
         guard let name = url.split(separator: "/").last else { return }
-        try await admin(serverURL) { client in
+        try await withClient(serverURL) { client in
             try await client.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)"))
         }
     }
@@ -62,11 +62,8 @@ public enum TestPostgres {
         }
     }
 
-    private static func admin(_ url: String, _ body: (PostgresClient) async throws -> Void) async throws {
-        try await withClient(url, body)
-    }
-
-    /// Runs `body` with a client of its own for the database at `url` (a test's raw SQL).
+    /// Runs `body` with a client of its own for the database at `url` (creating and dropping test
+    /// databases, a test's raw SQL).
     public static func withClient(_ url: String, _ body: (PostgresClient) async throws -> Void) async throws {
         let location = try PostgresLocation(url: url)
         guard case .tcp(let host, let port) = location.endpoint else { throw TestPostgresError("the test server must be on TCP") }
