@@ -39,6 +39,7 @@ let package = Package(
         ]),
         .target(name: "SpoolExecutor", dependencies: [
             "SpoolCore",
+            .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Subprocess", package: "swift-subprocess"),
             .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "Logging", package: "swift-log"),
@@ -57,6 +58,7 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .target(name: "SpoolWebhooks", dependencies: [
@@ -90,6 +92,9 @@ let package = Package(
             .product(name: "Subprocess", package: "swift-subprocess"),
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
+        // Test support only: a manual clock, a scripted executor, fake child processes, a store
+        // that fails on demand; no product links it.
+        .target(name: "SpoolTesting", dependencies: ["SpoolCore", "SpoolStore", "SpoolExecutor"]),
         // Test support only (a throwaway PostgreSQL for the tests); no product links it.
         .target(name: "SpoolTestSupport", dependencies: [
             "SpoolPostgres",
@@ -102,9 +107,15 @@ let package = Package(
             "SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolPostgres", "SpoolTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "SpoolExecutorTests", dependencies: ["SpoolCore", "SpoolExecutor"]),
+        .testTarget(name: "SpoolExecutorTests", dependencies: ["SpoolCore", "SpoolExecutor", "SpoolTesting"]),
+        .testTarget(name: "SpoolSchedulerTests", dependencies: [
+            "SpoolCore", "SpoolStore", "SpoolExecutor", "SpoolScheduler", "SpoolTesting",
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "SpoolHTTPTests", dependencies: [
-            "SpoolCore", "SpoolStore", "SpoolScheduler", "SpoolHTTP", "SpoolApp",
+            "SpoolCore", "SpoolStore", "SpoolScheduler", "SpoolHTTP", "SpoolApp", "SpoolTesting",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
         .testTarget(name: "SpoolWebhooksTests", dependencies: ["SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolTestSupport", "SpoolWebhooks"]),

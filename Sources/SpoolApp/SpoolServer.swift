@@ -59,11 +59,12 @@ public enum SpoolServer {
         let slots = configuration.role == .api ? [] : await pickSlots(configuration, logger: logger)
         var schedulerConfiguration = SchedulerConfiguration(slots: slots, dataDirectory: dataDirectory)
         schedulerConfiguration.sharedFileLimitBytes = configuration.sharedFileLimitBytes
-        schedulerConfiguration.killGrace = .milliseconds(Int64(configuration.killGraceSeconds * 1000))
-        schedulerConfiguration.shutdownGrace = .milliseconds(Int64(configuration.shutdownGraceSeconds * 1000))
-        schedulerConfiguration.logLimitBytes = configuration.logLimitBytes
-        let scheduler = Scheduler(store: store, executor: ProcessExecutor(logger: logger), catalog: catalog,
-                                  configuration: schedulerConfiguration, logger: logger)
+        schedulerConfiguration.shutdownGrace = .seconds(configuration.shutdownGraceSeconds)
+        let clock = SpoolClock.system
+        let executor = executors(for: catalog, slots: slots, dataDirectory: dataDirectory, configuration: configuration,
+                                 clock: clock, logger: logger)
+        let scheduler = Scheduler(store: store, executor: executor, catalog: catalog, configuration: schedulerConfiguration,
+                                  clock: clock, logger: logger)
 
         await scheduler.learn(from: try await store.jobs(JobQuery(state: .succeeded, limit: 500)).jobs)
         var limits = SpoolAPI.Limits()
@@ -114,7 +115,8 @@ public enum SpoolServer {
             coordination.runsJobs = configuration.role != .api
             coordination.role = configuration.role.rawValue
             coordination.slots = slots.count
-            services.append(.init(service: ClusterCoordinator(store: shared, scheduler: scheduler, configuration: coordination, logger: logger)))
+            services.append(.init(service: ClusterCoordinator(store: shared, scheduler: scheduler, configuration: coordination,
+                                                              clock: clock, logger: logger)))
         }
         services.append(.init(service: scheduler, successTerminationBehavior: .gracefullyShutdownGroup))
         let group = ServiceGroup(configuration: .init(
@@ -124,6 +126,22 @@ public enum SpoolServer {
         ))
         try await group.run()
         logger.info("spool stopped")
+    }
+
+    /// The job executors: a fresh process per job, or the slot's warm worker, both through one
+    /// launcher of real child processes.
+    static func executors(for catalog: JobCatalog, slots: [SlotSpec], dataDirectory: String, configuration: ServerConfiguration,
+                          clock: SpoolClock, logger: Logger) -> JobExecutors {
+        let launcher = SubprocessLauncher(logger: logger)
+        let killGrace = Duration.seconds(configuration.killGraceSeconds)
+        var processes = ProcessJobExecutor.Configuration(dataDirectory: dataDirectory)
+        processes.killGrace = killGrace
+        processes.logLimitBytes = configuration.logLimitBytes
+        let workers = Worker.Settings(dataDirectory: dataDirectory, killGrace: killGrace, logLimitBytes: configuration.logLimitBytes,
+                                      launcher: launcher, clock: clock, logger: logger)
+        return JobExecutors(catalog: catalog,
+                            processes: ProcessJobExecutor(catalog: catalog, configuration: processes, launcher: launcher, clock: clock),
+                            workers: WorkerPool(catalog: catalog, slots: slots, settings: workers))
     }
 
     static func prepareDataDirectory(_ path: String) throws -> String {

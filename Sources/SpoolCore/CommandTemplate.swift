@@ -42,7 +42,12 @@ public struct CommandTemplate: Sendable, Hashable {
                     for key in path { value = value?[key] }
                     let placeholder = "{input.\(path.joined(separator: "."))}"
                     switch value {
-                    case .string(let text)?: argument += text
+                    case .string(let text)?:
+                        // A NUL would end the argument early in the kernel's argv: refuse, never cut.
+                        guard !text.utf8.contains(0) else {
+                            throw Error(description: "\(placeholder) contains a NUL character, which cannot be put in a command argument")
+                        }
+                        argument += text
                     case .int(let number)?: argument += String(number)
                     case .double(let number)?: argument += InputSchema.format(number)
                     case .bool(let flag)?: argument += flag ? "true" : "false"

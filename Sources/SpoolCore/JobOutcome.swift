@@ -1,3 +1,22 @@
+/// Why the server stops a running attempt.
+public enum StopReason: Sendable, Equatable {
+    case timeout
+    case cancel
+    case shutdown
+}
+
+/// How an attempt's process or warm worker ended, before any stop request is taken into account.
+public enum AttemptEnd: Sendable, Equatable {
+    case exited(code: Int32)
+    case signaled(signal: Int32)
+    case spawnFailed(String)
+    case workerSucceeded(result: JSONValue?)
+    case workerFailed(String)
+    case workerLost(String)
+    /// The attempt never really started (its worker could not be set up).
+    case returned(String)
+}
+
 /// How one attempt ended. A failed job is data, never a thrown error.
 public enum JobOutcome: Sendable, Equatable {
     case succeeded
@@ -66,5 +85,35 @@ public enum JobOutcome: Sendable, Equatable {
 
     private static func seconds(_ value: Double) -> String {
         value == value.rounded() ? "\(Int(value)) s" : "\(value) s"
+    }
+}
+
+extension JobOutcome {
+    /// The one mapping from how an attempt ended, and why it was stopped (if it was), to its
+    /// outcome — in both modes. A stop decides the outcome whatever the exit status (a process
+    /// may exit 0 from its SIGTERM handler), except when a warm worker reported the job
+    /// succeeded: its result is real. A job that never started (spawn failure, no worker) says
+    /// so whatever the stop.
+    public init(_ end: AttemptEnd, stoppedFor reason: StopReason?) {
+        switch end {
+        case .workerSucceeded: self = .succeeded; return
+        case .spawnFailed(let message): self = .spawnFailed(message: message); return
+        case .returned(let message): self = .returned(message: message); return
+        default: break
+        }
+        switch reason {
+        case .timeout?: self = .timedOut; return
+        case .cancel?: self = .canceled; return
+        case .shutdown?: self = .stoppedForShutdown; return
+        case nil: break
+        }
+        switch end {
+        case .exited(0): self = .succeeded
+        case .exited(let code): self = .exited(code: code)
+        case .signaled(let signal): self = .signaled(signal: signal)
+        case .workerFailed(let message): self = .reportedFailure(message: message)
+        case .workerLost(let message): self = .workerLost(message: message)
+        case .workerSucceeded, .spawnFailed, .returned: fatalError("handled above")
+        }
     }
 }

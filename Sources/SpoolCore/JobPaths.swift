@@ -67,6 +67,18 @@ public struct LaunchPlan: Sendable, Hashable {
     }
 }
 
+/// A child's whole environment: the server's own, minus every `SPOOL_*` variable — those are
+/// the server's settings (`SPOOL_WEBHOOK_SECRET`, `SPOOL_STORE` with its password, `SPOOL_TOKEN`)
+/// and must not reach job code or its log — then the launch plan's variables (the job type's
+/// `env` and the documented `SPOOL_*` job variables).
+public enum ChildEnvironment {
+    public static func make(inheriting server: [String: String], adding plan: [String: String]) -> [String: String] {
+        var environment = server.filter { !$0.key.hasPrefix("SPOOL_") }
+        environment.merge(plan) { _, planned in planned }
+        return environment
+    }
+}
+
 /// What a warm worker process gets: the type's command as written (no per-job placeholders),
 /// and the worker side of the protocol in its environment.
 public struct WorkerLaunchPlan: Sendable, Hashable {

@@ -1,7 +1,8 @@
 /// When a queued job is likely to start, from what the queue has learned about run times.
 ///
-/// Method: each slot is free at "now" or when its running job is expected to end (the median
-/// recent run time of that job's type, minus how long it has run, at least 0). The jobs ahead
+/// Method: each slot is free at "now" or when its running job is expected to end: from its
+/// reported progress when it reports any (a job 52 s in at 86 % has 52 × 0.14 / 0.86 ≈ 8.5 s
+/// left), else the median recent run time of its type minus how long it has run, at least 0. The jobs ahead
 /// are handed out one by one to the slot that frees first, each expected to take the typical
 /// run time; the job starts when a slot frees after that. Plain arithmetic over the recent
 /// medians: no I/O, so tested directly.
@@ -39,13 +40,22 @@ public struct QueueEstimate: Sendable, Equatable {
         }
     }
 
-    /// A running job: its type and how long it has run.
+    /// A running job: its type, how long it has run, and the progress it reported (0…1).
     public struct Running: Sendable {
         public var type: String
         public var elapsed: Double
-        public init(type: String, elapsed: Double) {
+        public var progress: Double?
+        public init(type: String, elapsed: Double, progress: Double? = nil) {
             self.type = type
             self.elapsed = elapsed
+            self.progress = progress
+        }
+
+        /// Seconds until it ends: extrapolated from its progress once it has made some (at
+        /// least 2 %, below which the rate says little), else what the typical run has left.
+        public func remaining(typical: Double) -> Double {
+            if let progress, progress >= 0.02, elapsed > 0 { return elapsed * (1 - min(1, progress)) / progress }
+            return max(0, typical - elapsed)
         }
     }
 
@@ -53,7 +63,7 @@ public struct QueueEstimate: Sendable, Equatable {
     public static func estimate(position: Int, type: String, slots: Int, running: [Running], runTimes: RunTimes) -> QueueEstimate? {
         guard slots > 0, position >= 1 else { return nil }
         guard let typical = runTimes.median(of: type) ?? runTimes.overallMedian else { return nil }
-        var freeAt = running.map { job in max(0, (runTimes.median(of: job.type) ?? typical) - job.elapsed) }
+        var freeAt = running.map { $0.remaining(typical: runTimes.median(of: $0.type) ?? typical) }
         freeAt += Array(repeating: 0, count: max(0, slots - freeAt.count))
         for _ in 0..<(position - 1) {
             let index = freeAt.indices.min { freeAt[$0] < freeAt[$1] }!
@@ -64,6 +74,6 @@ public struct QueueEstimate: Sendable, Equatable {
             ? "median of the last \(runTimes.samples(of: type)) \(type) runs"
             : "median of recent runs of all types"
         let rounded = (typical * 100).rounded() / 100
-        return QueueEstimate(startsIn: start, method: "\(position - 1) job(s) ahead at \(rounded) s each (\(basis)) over \(slots) slot(s), after the running jobs' expected remaining time")
+        return QueueEstimate(startsIn: start, method: "\(position - 1) job(s) ahead at \(rounded) s each (\(basis)) over \(slots) slot(s), after the running jobs' expected remaining time (from their progress where they report it)")
     }
 }

@@ -23,8 +23,10 @@ public enum OrphanReaper {
     }
 
     static func killAll(_ found: [Leftover], patience: Duration) async -> [Int32] {
+        let own = getpgrp()
         for process in found {
-            _ = kill(-process.group, SIGKILL)
+            // Never this server's own group, nor a group id the scan could not read (-1, 0).
+            if process.group > 1, process.group != own { _ = kill(-process.group, SIGKILL) }
             _ = kill(process.pid, SIGKILL)
         }
         let deadline = ContinuousClock.now.advanced(by: patience)
@@ -51,6 +53,15 @@ public enum OrphanReaper {
     public static func killLeftoverJobs(of dataDirectory: String, patience: Duration = .seconds(5)) async throws -> [Int32] {
         let prefix = Array(("SPOOL_MESSAGES=" + dataDirectory + "/jobs/").utf8)
         let found = try await BlockingIO.run { scan { variable in variable.starts(with: prefix) } }
+        return await killAll(found, patience: patience)
+    }
+
+    /// Kills every process (and its group) whose environment holds exactly `marker` (`NAME=value`):
+    /// what a child left running outside its own process group, say after a `setsid`. Waits a
+    /// moment (at most `patience`) until they are gone; returns their pids.
+    public static func killMarked(_ marker: String, patience: Duration = .seconds(2)) async -> [Int32] {
+        let bytes = Array(marker.utf8)
+        guard let found = try? await BlockingIO.run({ scan { $0.elementsEqual(bytes) } }), !found.isEmpty else { return [] }
         return await killAll(found, patience: patience)
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import NIOHTTP1
 import SpoolCore
 import SpoolStore
 
@@ -67,6 +68,9 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
                             detail: detail, headers: error.headers)
         case let error as any HTTPResponseError:
             return APIError(status: error.status, code: "http-\(error.status.code)", detail: error.status.reasonPhrase)
+        case let error as HTTPParserError:
+            // Malformed framing (a bad chunk size, say) found while reading the body: the client's fault.
+            return APIError(status: .badRequest, code: "malformed-request", detail: "the request is not well-formed HTTP/1.1 (\(error))")
         default:
             context.logger.error("unexpected error", metadata: ["error": "\(String(reflecting: error))"])
             return APIError(status: .internalServerError, code: "internal",

@@ -44,7 +44,7 @@ extension SpoolAPI {
         "summary": "Liveness and readiness",
         "responses": {
           "200": {
-            "description": "Serving: status `ok`, or `degraded` while a slot is unhealthy for a worker type.",
+            "description": "Serving: status `ok`, or `degraded` while a slot is unhealthy for a worker type (jobs of that type wait).",
             "content": {
               "application/json": {
                 "schema": {
@@ -54,7 +54,7 @@ extension SpoolAPI {
             }
           },
           "503": {
-            "description": "Draining during shutdown (a Health body with status `draining`), or the job store is unavailable (problem+json, with Retry-After).",
+            "description": "Draining during shutdown (status `draining`), or `degraded` while the job store keeps failing, with the reasons in `problems`.",
             "content": {
               "application/json": {
                 "schema": {
@@ -2004,8 +2004,19 @@ extension SpoolAPI {
             "minimum": 0
           },
           "queued": {
-            "type": "integer",
-            "minimum": 0
+            "type": [
+              "integer",
+              "null"
+            ],
+            "minimum": 0,
+            "description": "Jobs waiting; null when the job store did not answer."
+          },
+          "problems": {
+            "type": "array",
+            "items": {
+              "type": "string"
+            },
+            "description": "Why the server is degraded with 503: the job store keeps failing (a damaged or full disk, an unreachable database)."
           },
           "node": {
             "type": "string",

@@ -43,9 +43,11 @@ public struct SpoolAPI: Sendable {
     /// A router with every route and the problem+json middleware.
     public func router() -> Router<BasicRequestContext> {
         let router = Router()
+        // Outermost, so each response is counted under the status it really has (errors have
+        // become problem+json responses by the time they pass it).
+        router.add(middleware: MetricsMiddleware())
         router.add(middleware: ProblemMiddleware())
         router.add(middleware: MethodNotAllowedMiddleware())
-        router.add(middleware: MetricsMiddleware())
         router.get("/metrics", use: exportMetrics)
         router.get("/healthz", use: health)
         router.get("/v1/types", use: types)
@@ -183,7 +185,7 @@ public struct SpoolAPI: Sendable {
 
     @Sendable func queue(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let occupancy = await scheduler.occupancy()
-        let workers = await scheduler.workers.status()
+        let workers = await scheduler.workerStatus()
         var slots: [QueueResource.Slot] = []
         for (slot, jobID) in occupancy {
             let job = try await jobID.asyncFlatMap { try await store.job($0) }
@@ -228,19 +230,31 @@ public struct SpoolAPI: Sendable {
         return json(.object(["nodes": .array(nodes), "this_node": .string(node ?? "local")]))
     }
 
+    /// For load balancers and people: `ok`; `degraded` (200) while a slot cannot set up a
+    /// worker type; `degraded` (503) while the job store keeps failing (a damaged or full disk,
+    /// an unreachable database: submits would fail or jobs would not run); `draining` (503)
+    /// while shutting down.
     @Sendable func health(_ request: Request, context: BasicRequestContext) async throws -> Response {
         let accepting = scheduler.gate.isOpen
-        let unhealthy = await scheduler.workers.status().flatMap { slot, status in
+        let unhealthy = await scheduler.workerStatus().flatMap { slot, status in
             status.health.filter(\.unhealthy).map { JSONValue.object(["slot": .int(Int64(slot.rawValue)), "type": .string($0.type),
                                                                        "last_error": .string($0.lastError)]) }
         }
-        let status = !accepting ? "draining" : unhealthy.isEmpty ? "ok" : "degraded"
+        var problems: [String] = []
+        if let trouble = await scheduler.storeProblem() { problems.append(trouble) }
+        var queued: Int?
+        do { queued = try await store.queuedCount() } catch {
+            context.logger.error("health check: the store did not answer", metadata: ["error": "\(error)"])
+            problems.append("the job store did not answer: \(error)")
+        }
+        let status = !accepting ? "draining" : !problems.isEmpty || !unhealthy.isEmpty ? "degraded" : "ok"
         var fields: [String: JSONValue] = [
             "status": .string(status), "store": .string(storeName), "slots": .int(Int64(await scheduler.occupancy().count)),
-            "queued": .int(Int64(try await store.queuedCount())), "unhealthy_workers": .array(unhealthy),
+            "queued": queued.map { .int(Int64($0)) } ?? .null, "unhealthy_workers": .array(unhealthy),
         ]
+        if !problems.isEmpty { fields["problems"] = .array(problems.map(JSONValue.string)) }
         if let node { fields["node"] = .string(node) }
-        return json(.object(fields), status: accepting ? .ok : .serviceUnavailable)
+        return json(.object(fields), status: accepting && problems.isEmpty ? .ok : .serviceUnavailable)
     }
 
     @Sendable func types(_ request: Request, context: BasicRequestContext) async throws -> Response {

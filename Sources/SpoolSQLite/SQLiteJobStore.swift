@@ -58,6 +58,7 @@ public final class SQLiteJobStore: JobStore {
     }
 
     public func prepare() async throws {
+        try await checkIntegrity()
         do {
             // GRDB's WAL set-up sets `synchronous = NORMAL` on the writer after our
             // prepareDatabase ran, so the durability setting is applied (and checked) here.
@@ -77,6 +78,24 @@ public final class SQLiteJobStore: JobStore {
         } catch {
             throw Self.translate(error, doing: "migrate the job database")
         }
+    }
+
+    /// Refuses a damaged file before anything is served from it: a garbled page in the queue
+    /// index would otherwise let the server start, answer submits and never run a job.
+    /// `quick_check` reads every page once (about a second per few hundred MB) without the
+    /// index cross-checks of `integrity_check`.
+    func checkIntegrity() async throws {
+        let problems: [String]
+        do {
+            problems = try await pool.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check(5)") }
+        } catch {
+            throw Self.translate(error, doing: "check the job database \(path)")
+        }
+        guard problems != ["ok"] else { return }
+        let said = problems.joined(separator: "\n").split(whereSeparator: \.isNewline)
+            .filter { !$0.hasPrefix("*** in database") }.prefix(2).joined(separator: "; ")
+        throw StoreError(.corrupt, "the job database \(path) is damaged (SQLite's quick_check: \(said.isEmpty ? "no answer" : said)); "
+                         + "restore it from a backup, or move it aside to start with an empty queue")
     }
 
     public func enqueue(_ job: Job) async throws -> EnqueueResult {

@@ -33,15 +33,20 @@ public actor ClusterCoordinator: Service {
     private let store: any SharedJobStore
     private let scheduler: Scheduler
     private let configuration: Configuration
+    private let clock: SpoolClock
     private let logger: Logger
-    private var lastRenewal = ContinuousClock.now
+    private var lastRenewal: Moment
     private var fenced = false
 
-    public init(store: any SharedJobStore, scheduler: Scheduler, configuration: Configuration = Configuration(), logger: Logger) {
+    /// `clock` must be the scheduler's: lease timing compares the moments both read.
+    public init(store: any SharedJobStore, scheduler: Scheduler, configuration: Configuration = Configuration(),
+                clock: SpoolClock = .system, logger: Logger) {
         self.store = store
         self.scheduler = scheduler
         self.configuration = configuration
+        self.clock = clock
         self.logger = logger
+        lastRenewal = clock.now()
     }
 
     public func run() async throws {
@@ -63,7 +68,7 @@ public actor ClusterCoordinator: Service {
     private nonisolated func every(_ interval: Duration, _ body: @Sendable () async -> Void) async {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             await body()
-            try? await Task.sleep(for: interval)
+            do { try await clock.sleep(for: interval) } catch { return }
         }
     }
 
@@ -82,7 +87,7 @@ public actor ClusterCoordinator: Service {
     }
 
     private func renewLeases() async {
-        let started = ContinuousClock.now
+        let started = clock.now()
         do {
             // Only what this node holds: a job the store holds for it that its scheduler does not
             // know (a claim whose answer was lost) lets its lease run out and is rescued.
@@ -102,7 +107,7 @@ public actor ClusterCoordinator: Service {
                 if holding.cancelRequested { await scheduler.stop(job, because: .cancel) }
             }
         } catch {
-            let silent = ContinuousClock.now - lastRenewal
+            let silent = clock.now() - lastRenewal
             Counter(label: "spool_lease_renewal_failures_total").increment()
             logger.error("could not renew this node's leases", metadata: ["error": "\(error)", "since_last_renewal": "\(silent)"])
             if silent > store.leaseDuration && !fenced {
@@ -123,7 +128,7 @@ public actor ClusterCoordinator: Service {
 
     private func rescue() async {
         do {
-            let rescued = try await store.rescueExpired(now: WallClock.now())
+            let rescued = try await store.rescueExpired(now: clock.wall())
             guard !rescued.isEmpty else { return }
             let failed = rescued.filter { $0.attempts >= $0.maxAttempts }
             Counter(label: "spool_jobs_rescued_total", dimensions: [("outcome", "requeued")]).increment(by: rescued.count - failed.count)

@@ -24,21 +24,37 @@ import Synchronization
 public actor Scheduler: Service {
     enum Event: Sendable {
         case wake
-        case finished(Job, SlotID, JobOutcome, JSONValue?)
+        case finished(Job, SlotID, ExecutionResult)
         /// The store's answer to recording a finished job: the slot's next job, or an error.
-        case recorded(Job, SlotID, JobOutcome, JSONValue?, Result<Job?, any Error>)
+        case recorded(Job, SlotID, ExecutionResult, Result<Job?, any Error>)
         case shutdown
         case shutdownGraceOver
     }
 
+    /// A job running on a slot here.
+    struct Running: Sendable {
+        var type: String
+        var since: Moment
+        /// The attempt: its fencing token with a shared store.
+        var attempt: Int
+        /// The latest progress it reported (0…1), for the ETA of the jobs behind it.
+        var progress: Double?
+    }
+
+    /// The store failing claims or records, in a row.
+    struct StoreTrouble: Sendable {
+        var since: Moment
+        var failures: Int
+        var error: String
+    }
+
     private let store: any JobStore
-    private let executor: ProcessExecutor
+    private let executor: any JobExecutor
     private let catalog: JobCatalog
     private let configuration: SchedulerConfiguration
+    private let clock: SpoolClock
     private let logger: Logger
     public nonisolated let gate: AdmissionGate
-    /// The warm workers of worker-mode job types.
-    public nonisolated let workers: WorkerPool
     private let slotSpecs: [SlotID: SlotSpec]
     /// With a shared store: keeps each finished job's files there, for every node to serve.
     private let sharedFiles: SharedFileUploader?
@@ -47,28 +63,27 @@ public actor Scheduler: Service {
     private var stops: [JobID: AsyncStream<StopReason>.Continuation] = [:]
     /// Stop requests that arrived before their job's process was registered (or, with a shared
     /// store, for jobs other nodes run: those are dropped after a minute).
-    private var earlyStops: [JobID: (reason: StopReason, at: ContinuousClock.Instant)] = [:]
-    private var progressSaved: [JobID: ContinuousClock.Instant] = [:]
+    private var earlyStops: [JobID: (reason: StopReason, at: Moment)] = [:]
+    private var progressSaved: [JobID: Moment] = [:]
     private var progressUnsaved: [JobID: JobProgress] = [:]
-    /// Log text not yet sent as an event, and how much each job has sent (capped).
-    private var logPending: [JobID: [UInt8]] = [:]
-    private var logSent: [JobID: (bytes: Int, at: ContinuousClock.Instant)] = [:]
-    static let logEventLimit = 64 << 10
+    /// What each running job's output may still put in `log` events.
+    private var logBudgets: [JobID: LogEventBudget] = [:]
     private var shuttingDown = false
     private var runTimes = QueueEstimate.RunTimes()
-    /// Each running job's type, start, and attempt (its fencing token with a shared store).
-    private var runningSince: [JobID: (type: String, since: ContinuousClock.Instant, attempt: Int)] = [:]
+    private var running: [JobID: Running] = [:]
+    private var storeTrouble: StoreTrouble?
 
     private nonisolated let events: AsyncStream<Event>
     private nonisolated let eventSink: AsyncStream<Event>.Continuation
     private nonisolated let wakePending = Atomic<Bool>(false)
 
-    public init(store: any JobStore, executor: ProcessExecutor, catalog: JobCatalog,
-                configuration: SchedulerConfiguration, gate: AdmissionGate = AdmissionGate(), logger: Logger) {
+    public init(store: any JobStore, executor: any JobExecutor, catalog: JobCatalog, configuration: SchedulerConfiguration,
+                clock: SpoolClock = .system, gate: AdmissionGate = AdmissionGate(), logger: Logger) {
         self.store = store
         self.executor = executor
         self.catalog = catalog
         self.configuration = configuration
+        self.clock = clock
         self.gate = gate
         self.logger = logger
         slotSpecs = Dictionary(uniqueKeysWithValues: configuration.slots.map { ($0.id, $0) })
@@ -76,8 +91,6 @@ public actor Scheduler: Service {
         sharedFiles = (store as? any SharedJobStore).map {
             SharedFileUploader(store: $0, dataDirectory: configuration.dataDirectory, limitBytes: configuration.sharedFileLimitBytes, logger: logger)
         }
-        workers = WorkerPool(catalog: catalog, slots: configuration.slots, dataDirectory: configuration.dataDirectory,
-                             killGrace: configuration.killGrace, logger: logger)
         (events, eventSink) = AsyncStream<Event>.makeStream()
     }
 
@@ -93,7 +106,7 @@ public actor Scheduler: Service {
             continuation.yield(reason)
             return
         }
-        let now = ContinuousClock.now
+        let now = clock.now()
         if earlyStops.count >= 64 { earlyStops = earlyStops.filter { now - $0.value.at < .seconds(60) } }
         earlyStops[job] = (reason, now)
     }
@@ -103,25 +116,25 @@ public actor Scheduler: Service {
         for continuation in stops.values { continuation.yield(reason) }
     }
 
-    /// The jobs running here that started before `instant`, with their attempts. A job whose
+    /// The jobs running here that started before `moment`, with their attempts. A job whose
     /// process ended (no stop channel) is left out while its outcome is recorded: the store may
     /// already hold it as finished, and lease renewal must not take that for a rescue.
-    public func runningAttempts(startedBefore instant: ContinuousClock.Instant) -> [JobID: Int] {
-        runningSince.filter { $0.value.since < instant && stops[$0.key] != nil }.mapValues(\.attempt)
+    public func runningAttempts(startedBefore moment: Moment) -> [JobID: Int] {
+        running.filter { $0.value.since < moment && stops[$0.key] != nil }.mapValues(\.attempt)
     }
 
     /// The attempts this node holds: running, or ended with their outcome still being recorded.
     /// Lease renewal extends exactly these.
-    public func heldAttempts() -> [JobID: Int] { runningSince.mapValues(\.attempt) }
+    public func heldAttempts() -> [JobID: Int] { running.mapValues(\.attempt) }
 
     /// Whether this node runs (or is starting) `job`.
     public func runs(_ job: JobID) -> Bool { stops[job] != nil }
 
     /// When a job queued at `position` is likely to start (nil until run times are known).
     public func estimate(position: Int, type: String) -> QueueEstimate? {
-        let now = ContinuousClock.now
-        let running = runningSince.values.map { QueueEstimate.Running(type: $0.type, elapsed: (now - $0.since).seconds) }
-        return QueueEstimate.estimate(position: position, type: type, slots: board.slots.count, running: running, runTimes: runTimes)
+        let now = clock.now()
+        let jobs = running.values.map { QueueEstimate.Running(type: $0.type, elapsed: (now - $0.since).inSeconds, progress: $0.progress) }
+        return QueueEstimate.estimate(position: position, type: type, slots: board.slots.count, running: jobs, runTimes: runTimes)
     }
 
     /// Seeds the run-time book from jobs that finished before this server started.
@@ -138,6 +151,17 @@ public actor Scheduler: Service {
         board.slots.map { (slotSpecs[$0]!, board.job(on: $0)) }
     }
 
+    /// The warm workers and their health, per slot.
+    public func workerStatus() async -> [SlotID: SlotWorkers] { await executor.workerStatus() }
+
+    /// Why the store is failing this scheduler, when it has failed three times in a row: the
+    /// server is degraded (a damaged or full disk, an unreachable database) and says so.
+    public func storeProblem() -> String? {
+        guard let trouble = storeTrouble, trouble.failures >= 3 else { return nil }
+        let seconds = Int((clock.now() - trouble.since).inSeconds.rounded())
+        return "the job store has failed \(trouble.failures) times in a row for \(seconds) s: \(trouble.error)"
+    }
+
     public func run() async throws {
         eventSink.yield(.wake)
         await withGracefulShutdownHandler {
@@ -151,7 +175,7 @@ public actor Scheduler: Service {
         } onGracefulShutdown: { [eventSink] in
             eventSink.yield(.shutdown)
         }
-        await workers.stopAll()
+        await executor.shutdown()
         logger.info("scheduler stopped")
     }
 
@@ -160,10 +184,10 @@ public actor Scheduler: Service {
         case .wake:
             wakePending.store(false, ordering: .releasing)
             await fillIdleSlots(in: &group)
-        case .finished(let job, let slot, let outcome, let result):
-            await finish(job, on: slot, with: outcome, result: result, in: &group)
-        case .recorded(let job, let slot, let outcome, let result, let answer):
-            await recorded(job, on: slot, with: outcome, result: result, answer: answer, in: &group)
+        case .finished(let job, let slot, let result):
+            await finish(job, on: slot, with: result, in: &group)
+        case .recorded(let job, let slot, let result, let answer):
+            await recorded(job, on: slot, with: result, answer: answer, in: &group)
         case .shutdown:
             guard !shuttingDown else { return }
             shuttingDown = true
@@ -172,8 +196,8 @@ public actor Scheduler: Service {
             let running = board.runningJobs.count
             logger.info("shutting down: no new jobs; \(running) running job(s) get \(configuration.shutdownGrace) to finish")
             let grace = configuration.shutdownGrace
-            group.addTask { [eventSink] in
-                try? await Task.sleep(for: grace)
+            group.addTask { [eventSink, clock] in
+                do { try await clock.sleep(for: grace) } catch { return }
                 eventSink.yield(.shutdownGraceOver)
             }
         case .shutdownGraceOver:
@@ -188,8 +212,10 @@ public actor Scheduler: Service {
             var claimed: Job?
             if !queueEmpty {
                 do {
-                    claimed = try await store.claimNext(for: slot, excluding: await workers.excludedTypes(for: slot), now: WallClock.now())
+                    claimed = try await store.claimNext(for: slot, excluding: await executor.excludedTypes(for: slot), now: clock.wall())
+                    storeTrouble = nil
                 } catch {
+                    storeFailed(error)
                     logger.error("could not claim a job; retrying", metadata: ["error": "\(error)"])
                     retryWake(in: &group)
                     queueEmpty = true
@@ -202,40 +228,45 @@ public actor Scheduler: Service {
 
     /// A job ended: its outcome is recorded (and the slot's next job claimed) off the loop, so
     /// slots that finish together share the store's round trip; `recorded` takes the answer.
-    private func finish(_ job: Job, on slot: SlotID, with outcome: JobOutcome, result: JSONValue?, in group: inout DiscardingTaskGroup) async {
+    private func finish(_ job: Job, on slot: SlotID, with result: ExecutionResult, in group: inout DiscardingTaskGroup) async {
         await flushProgress(of: job)
         stops[job.id]?.finish()
         stops[job.id] = nil
         earlyStops[job.id] = nil
         progressSaved[job.id] = nil
         let claimFor = shuttingDown ? nil : slot
-        let excluding = await workers.excludedTypes(for: slot)
+        let excluding = await executor.excludedTypes(for: slot)
+        let now = clock.wall()
         group.addTask { [store, eventSink] in
             let answer: Result<Job?, any Error>
             do {
-                answer = .success(try await store.finish(job.id, attempt: job.attempts, outcome: outcome, result: result, now: WallClock.now(),
-                                                         claimNextFor: claimFor, excluding: excluding))
+                answer = .success(try await store.finish(job.id, attempt: job.attempts, outcome: result.outcome, result: result.result,
+                                                         now: now, claimNextFor: claimFor, excluding: excluding))
             } catch {
                 answer = .failure(error)
             }
-            eventSink.yield(.recorded(job, slot, outcome, result, answer))
+            eventSink.yield(.recorded(job, slot, result, answer))
         }
     }
 
-    private func recorded(_ job: Job, on slot: SlotID, with outcome: JobOutcome, result: JSONValue?, answer: Result<Job?, any Error>,
+    private func recorded(_ job: Job, on slot: SlotID, with result: ExecutionResult, answer: Result<Job?, any Error>,
                           in group: inout DiscardingTaskGroup) async {
+        let outcome = result.outcome
         let next: Job?
         switch answer {
         case .success(let claimed):
             next = claimed
+            storeTrouble = nil
         case .failure(let error):
+            storeFailed(error)
             if shuttingDown && store is any SharedJobStore {
                 // Stopping, and the shared store is out of reach: the job's lease will lapse and
                 // another node will rescue it (run it again, or fail it as node_lost), so this
                 // node need not hold its exit for the database.
                 logger.error("could not record a finished job while stopping; another node will rescue it once its lease lapses",
                              metadata: ["job": "\(job.id)", "outcome": "\(outcome.resultingState)", "error": "\(error)"])
-                runningSince[job.id] = nil
+                running[job.id] = nil
+                logBudgets[job.id] = nil
                 do { try board.finished(job.id, on: slot, closing: true) } catch {
                     logger.critical("slot bookkeeping refused a transition", metadata: ["error": "\(error)"])
                 }
@@ -244,35 +275,33 @@ public actor Scheduler: Service {
             // The outcome is not recorded yet: keep the slot busy and try again shortly.
             logger.error("could not record a finished job; retrying", metadata: ["job": "\(job.id)", "error": "\(error)"])
             let delay = configuration.storeRetryDelay
-            group.addTask { [eventSink] in
-                try? await Task.sleep(for: delay)
-                eventSink.yield(.finished(job, slot, outcome, result))
+            group.addTask { [eventSink, clock] in
+                do { try await clock.sleep(for: delay) } catch { return }
+                eventSink.yield(.finished(job, slot, result))
             }
             return
         }
         if case .returned = outcome { await wakeAtNextRetry(in: &group) }
         logger.info("job finished", metadata: ["job": "\(job.id)", "type": "\(job.type)", "state": "\(outcome.resultingState)", "slot": "\(slot)"])
-        let ran = runningSince.removeValue(forKey: job.id).map { (ContinuousClock.now - $0.since).seconds }
+        let ran = running.removeValue(forKey: job.id).map { (clock.now() - $0.since).inSeconds }
         if let ran, outcome == .succeeded { runTimes.record(ran, type: job.type) }
         SchedulerMetrics.finished(job, state: outcome.resultingState, ran: ran, slot: slot)
-        SchedulerMetrics.busySlots(runningSince.count, of: board.slots.count)
-        let pendingLog = logPending.removeValue(forKey: job.id)
-        logSent[job.id] = nil
+        SchedulerMetrics.busySlots(running.count, of: board.slots.count)
+        var budget = logBudgets.removeValue(forKey: job.id) ?? LogEventBudget()
+        let lastLog = budget.events(at: clock.now(), interval: configuration.progressInterval, final: true)
         let paths = JobPaths(dataDirectory: configuration.dataDirectory, job: job.id)
+        let now = clock.wall()
         // Off the dispatch path: the last log lines and the list of outputs, as events.
         group.addTask { [store, logger] in
             do {
-                if let pendingLog, !pendingLog.isEmpty {
-                    try await store.appendEvent(.log, job: job.id, data: .object(["job": .string(job.id.rawValue),
-                        "text": .string(String(decoding: pendingLog, as: UTF8.self))]), now: WallClock.now())
-                }
+                for text in lastLog { try await Self.appendLog(text, of: job.id, to: store, at: now) }
                 guard outcome.resultingState.isTerminal else { return }
                 let files = (try? await BlockingIO.run { OutputFiles.list(under: paths.outputs, limit: 1000) }) ?? []
                 try await store.appendEvent(.outputs, job: job.id, data: .object([
                     "job": .string(job.id.rawValue),
                     "outputs": .array(files.map { .object(["name": .string($0.name), "size": .int($0.size),
                                                             "url": .string("/v1/jobs/\(job.id)/outputs/" + ($0.name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? $0.name))]) }),
-                ]), now: WallClock.now())
+                ]), now: now)
             } catch {
                 logger.warning("could not record a job's final events", metadata: ["job": "\(job.id)", "error": "\(error)"])
             }
@@ -292,6 +321,12 @@ public actor Scheduler: Service {
         }
     }
 
+    private func storeFailed(_ error: any Error) {
+        if storeTrouble == nil { storeTrouble = StoreTrouble(since: clock.now(), failures: 0, error: "") }
+        storeTrouble!.failures += 1
+        storeTrouble!.error = "\(error)"
+    }
+
     /// Records the store's answer to a claim on the board and, if it is a job, starts it.
     private func accept(_ job: Job?, on slot: SlotID, in group: inout DiscardingTaskGroup) {
         do {
@@ -301,9 +336,9 @@ public actor Scheduler: Service {
             return
         }
         guard let job else { return }
-        runningSince[job.id] = (job.type, .now, job.attempts)
-        SchedulerMetrics.claimed(job, waited: max(0, WallClock.now().secondsSince1970 - job.createdAt.secondsSince1970))
-        SchedulerMetrics.busySlots(runningSince.count, of: board.slots.count)
+        running[job.id] = Running(type: job.type, since: clock.now(), attempt: job.attempts)
+        SchedulerMetrics.claimed(job, waited: max(0, clock.wall().secondsSince1970 - job.createdAt.secondsSince1970))
+        SchedulerMetrics.busySlots(running.count, of: board.slots.count)
         let (stopRequests, continuation) = AsyncStream<StopReason>.makeStream()
         stops[job.id] = continuation
         if let early = earlyStops.removeValue(forKey: job.id) {
@@ -313,57 +348,29 @@ public actor Scheduler: Service {
         }
         let observer = ExecutionObserver(message: { message in await self.received(message, from: job) },
                                          output: { bytes in await self.received(output: bytes, from: job) })
-        if let type = catalog[job.type], let policy = type.workerPolicy {
-            group.addTask { [workers, eventSink, sharedFiles] in
-                let (outcome, result) = await workers.run(job, type: type, policy: policy, on: slot, stops: stopRequests, observer: observer)
-                await sharedFiles?.upload(job, outcome: outcome)
-                eventSink.yield(.finished(job, slot, outcome, result))
-                await workers.replenish(slot)
-            }
-            return
-        }
-        let spec = specification(for: job, on: slot)
+        let spec = slotSpecs[slot]!
         group.addTask { [executor, eventSink, sharedFiles] in
-            let outcome: JobOutcome
-            switch spec {
-            case .success(let spec):
-                outcome = await executor.run(spec, stops: stopRequests, observer: observer)
-            case .failure(let error):
-                outcome = .spawnFailed(message: error.description)
-            }
-            await sharedFiles?.upload(job, outcome: outcome)
-            eventSink.yield(.finished(job, slot, outcome, nil))
+            let result = await executor.run(job, on: spec, stops: stopRequests, observer: observer)
+            await sharedFiles?.upload(job, outcome: result.outcome)
+            eventSink.yield(.finished(job, slot, result))
+            await executor.afterRun(on: slot)
         }
     }
 
-    private func specification(for job: Job, on slot: SlotID) -> Result<ExecutionSpec, ExecutorError> {
-        guard let type = catalog[job.type] else {
-            return .failure(ExecutorError("this server has no job type \"\(job.type)\" (was it removed from the configuration?)"))
-        }
-        let paths = JobPaths(dataDirectory: configuration.dataDirectory, job: job.id)
-        do {
-            let plan = try LaunchPlan(job: job, type: type, slot: slotSpecs[slot]!, paths: paths)
-            return .success(ExecutionSpec(job: job.id, plan: plan, paths: paths, input: job.input,
-                                          timeout: .milliseconds(Int64(job.timeoutSeconds * 1000)),
-                                          killGrace: configuration.killGrace, logLimitBytes: configuration.logLimitBytes))
-        } catch {
-            return .failure(ExecutorError(error.description))
-        }
-    }
-
-    /// A worker type is backing off on some slot: look at the queue again when it may retry.
+    /// A job went back to the queue because its worker type is backing off on some slot: look
+    /// at the queue again when it may retry — at once if that time has already come.
     private func wakeAtNextRetry(in group: inout DiscardingTaskGroup) async {
-        guard let retry = await workers.nextRetry() else { return }
-        group.addTask { [weak self] in
-            try? await Task.sleep(until: retry + .milliseconds(10), clock: .continuous)
+        guard let retry = await executor.nextRetry() else { return jobEnqueued() }
+        group.addTask { [weak self, clock] in
+            do { try await clock.sleep(until: retry + .milliseconds(10)) } catch { return }
             self?.jobEnqueued()
         }
     }
 
     private func retryWake(in group: inout DiscardingTaskGroup) {
         let delay = configuration.storeRetryDelay
-        group.addTask { [weak self] in
-            try? await Task.sleep(for: delay)
+        group.addTask { [weak self, clock] in
+            do { try await clock.sleep(for: delay) } catch { return }
             self?.jobEnqueued()
         }
     }
@@ -372,7 +379,8 @@ public actor Scheduler: Service {
 
     private func received(_ message: JobMessage, from job: Job) async {
         guard case .progress(let progress) = message, stops[job.id] != nil else { return }
-        let now = ContinuousClock.now
+        running[job.id]?.progress = progress.fraction
+        let now = clock.now()
         if let last = progressSaved[job.id], now - last < configuration.progressInterval {
             progressUnsaved[job.id] = progress
             return
@@ -382,21 +390,23 @@ public actor Scheduler: Service {
         await save(progress, of: job)
     }
 
+    /// Output becomes `log` events within the job's budget (64 KiB in all, bounded events, one
+    /// batch per progress interval); the log file keeps everything up to `log_limit_bytes`.
     private func received(output bytes: [UInt8], from job: Job) async {
         guard stops[job.id] != nil else { return }
-        var sent = logSent[job.id] ?? (0, ContinuousClock.now - .seconds(1))
-        guard sent.bytes < Self.logEventLimit else { return }
-        logPending[job.id, default: []] += bytes.prefix(Self.logEventLimit - sent.bytes)
-        let now = ContinuousClock.now
-        guard now - sent.at >= configuration.progressInterval, let text = logPending.removeValue(forKey: job.id) else { return }
-        sent = (sent.bytes + text.count, now)
-        logSent[job.id] = sent
+        var budget = logBudgets[job.id] ?? LogEventBudget()
+        budget.take(bytes)
+        let texts = budget.events(at: clock.now(), interval: configuration.progressInterval)
+        logBudgets[job.id] = budget
         do {
-            try await store.appendEvent(.log, job: job.id, data: .object(["job": .string(job.id.rawValue),
-                "text": .string(String(decoding: text, as: UTF8.self))]), now: WallClock.now())
+            for text in texts { try await Self.appendLog(text, of: job.id, to: store, at: clock.wall()) }
         } catch {
             logger.warning("could not record log lines", metadata: ["job": "\(job.id)", "error": "\(error)"])
         }
+    }
+
+    private static func appendLog(_ text: String, of job: JobID, to store: any JobStore, at now: Timestamp) async throws {
+        try await store.appendEvent(.log, job: job, data: .object(["job": .string(job.rawValue), "text": .string(text)]), now: now)
     }
 
     private func flushProgress(of job: Job) async {
@@ -410,8 +420,4 @@ public actor Scheduler: Service {
             logger.warning("could not save progress", metadata: ["job": "\(job.id)", "error": "\(error)"])
         }
     }
-}
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }

@@ -4,12 +4,9 @@ import SpoolCore
 public struct SchedulerConfiguration: Sendable {
     public var slots: [SlotSpec]
     public var dataDirectory: String
-    /// SIGTERM → SIGKILL grace when a job is stopped (timeout, cancel, shutdown).
-    public var killGrace: Duration = .seconds(10)
     /// How long running jobs may go on after SIGTERM reaches the server before they are
     /// stopped and requeued.
     public var shutdownGrace: Duration = .seconds(30)
-    public var logLimitBytes: Int = 10 << 20
     /// Progress is saved at most this often per job (the latest value is always kept).
     public var progressInterval: Duration = .milliseconds(250)
     /// Back-off before retrying after the store failed (full disk, I/O error).

@@ -20,8 +20,4 @@ enum SchedulerMetrics {
         Gauge(label: "spool_slots_busy").record(busy)
         Gauge(label: "spool_slots").record(total)
     }
-
-    static func workerRestarted(because reason: String, type: String) {
-        Counter(label: "spool_worker_restarts_total", dimensions: [("reason", reason), ("type", type)]).increment()
-    }
 }

@@ -73,6 +73,15 @@ import SpoolCore
         }
     }
 
+    @Test func aNULInAValueIsRefusedRatherThanCuttingTheArgument() throws {
+        let template = try CommandTemplate(["x", "--name={input.name}"])
+        #expect {
+            try template.render(input: .object(["name": .string("safe\u{0}--evil")]))
+        } throws: { error in
+            (error as? CommandTemplate.Error)?.description.contains("NUL") == true
+        }
+    }
+
     @Test func objectOrArrayValueFailsAtRender() throws {
         let template = try CommandTemplate(["x", "{input.a}"])
         #expect(throws: CommandTemplate.Error.self) { try template.render(input: json(#"{"a":{"b":1}}"#)) }

@@ -67,6 +67,12 @@ import SpoolCore
         #expect(error.description.contains("/size"))
     }
 
+    @Test func aNULThatWouldCutACommandArgumentIsInvalidInput() throws {
+        let refused = try #require(try rejection(Submission(type: "echo", input: .object(["text": .string("a\u{0}b")]))))
+        #expect(refused.kind == .invalidInput)
+        #expect(refused.problems.contains { $0.contains("NUL") })
+    }
+
     @Test func inputTheCommandCannotUseIsRefused() throws {
         // No schema on `echo`: the command's own placeholders are still checked at submit.
         let error = try #require(try rejection(Submission(type: "echo", input: json(#"{"text":{"nested":true}}"#))))

@@ -243,16 +243,29 @@ import Testing
 
 struct CLIResult { var status: Int32; var stdout: String; var stderr: String }
 
-/// Runs the `spool` binary with arguments and collects its output.
-func runCLI(_ arguments: [String]) async throws -> CLIResult {
+/// Runs the `spool` binary with arguments and collects its output. With `killAfter`, a run
+/// that has not ended by then is killed (a server that should have refused to start).
+func runCLI(_ arguments: [String], killAfter: Duration? = nil) async throws -> CLIResult {
+    try await runProcess(ServerHarness.binary, arguments, killAfter: killAfter)
+}
+
+/// Runs a program and collects its output.
+func runProcess(_ executable: String, _ arguments: [String], killAfter: Duration? = nil) async throws -> CLIResult {
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: ServerHarness.binary)
+    process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
     let scratch = NSTemporaryDirectory() + "spool-cli-\(UUID().uuidString)"
     FileManager.default.createFile(atPath: scratch + ".out", contents: nil)
     FileManager.default.createFile(atPath: scratch + ".err", contents: nil)
     process.standardOutput = FileHandle(forWritingAtPath: scratch + ".out")
     process.standardError = FileHandle(forWritingAtPath: scratch + ".err")
+    let watchdog = killAfter.map { limit in
+        Task { [process] in  // unstructured: a test-only watchdog, cancelled below
+            try await Task.sleep(for: limit)
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+    }
+    defer { watchdog?.cancel() }
     let status = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int32, any Error>) in
         process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
         do { try process.run() } catch { continuation.resume(throwing: error) }

@@ -8,42 +8,6 @@ import Testing
 /// SSE streams, replay with Last-Event-ID (after a reconnect and after a restart), queue ETA,
 /// metrics and JSON logs — through the real binary.
 @Suite(.serialized) struct EventStreamTests {
-    struct Frame: Equatable {
-        var id: Int64
-        var event: String
-        var data: JSONValue
-    }
-
-    /// Reads SSE frames until `done` says so (or the stream ends).
-    func frames(_ server: ServerHarness, _ path: String, lastEventID: Int64? = nil,
-                until done: @escaping @Sendable ([Frame]) -> Bool) async throws -> [Frame] {
-        var request = HTTPClientRequest(url: server.url + path)
-        if let lastEventID { request.headers.add(name: "Last-Event-ID", value: String(lastEventID)) }
-        let prepared = request
-        return try await withDeadline(.seconds(60), "SSE frames from \(path)") {
-            let response = try await HTTPClient.shared.execute(prepared, timeout: .seconds(60))
-            #expect(response.headers.first(name: "Content-Type") == "text/event-stream")
-            var text = ""
-            var frames: [Frame] = []
-            for try await chunk in response.body {
-                text += String(buffer: chunk)
-                while let end = text.range(of: "\n\n") {
-                    let block = String(text[..<end.lowerBound])
-                    text = String(text[end.upperBound...])
-                    var id: Int64?, event = "message", data = ""
-                    for line in block.split(separator: "\n") {
-                        if line.hasPrefix("id: ") { id = Int64(line.dropFirst(4)) }
-                        if line.hasPrefix("event: ") { event = String(line.dropFirst(7)) }
-                        if line.hasPrefix("data: ") { data += line.dropFirst(6) }
-                    }
-                    if let id { frames.append(Frame(id: id, event: event, data: (try? JSONParser.parse(data.utf8)) ?? .null)) }
-                    if done(frames) { return frames }
-                }
-            }
-            return frames
-        }
-    }
-
     func server(_ extra: [String: JSONValue] = [:]) async throws -> ServerHarness {
         let harness = try ServerHarness(config: .object([:]))
         try Data(Fixtures.config(scratch: harness.scratch, extra: extra).canonicalText.utf8).write(to: URL(fileURLWithPath: harness.configPath))
@@ -55,7 +19,7 @@ import Testing
         let server = try await server()
         defer { Task { await server.stop() } }
         let id = try #require(try await server.submit("render", .object(["width": 32, "height": 24, "samples": 1])).json["id"]?.stringValue)
-        let frames = try await frames(server, "/v1/jobs/\(id)/events") { _ in false }
+        let frames = try await server.frames("/v1/jobs/\(id)/events") { _ in false }
         let states = frames.filter { $0.event == "state" }.compactMap { $0.data["state"]?.stringValue }
         #expect(states == ["queued", "running", "succeeded"])
         #expect(frames.contains { $0.event == "progress" })
@@ -68,20 +32,20 @@ import Testing
         let server = try await server()
         defer { Task { await server.stop() } }
         let first = try #require(try await server.submit("noop").json["id"]?.stringValue)
-        let seen = try await frames(server, "/v1/jobs/\(first)/events") { $0.contains { $0.data["state"] == "queued" } }
+        let seen = try await server.frames("/v1/jobs/\(first)/events") { $0.contains { $0.data["state"] == "queued" } }
         let lastSeen = try #require(seen.last?.id)
         _ = try await server.waitFor(first, ["succeeded"])
         // The client was away while the job ran; and then the server restarts.
         await server.kill9()
         try await server.start()
-        let replay = try await frames(server, "/v1/jobs/\(first)/events", lastEventID: lastSeen) { _ in false }
+        let replay = try await server.frames("/v1/jobs/\(first)/events", lastEventID: lastSeen) { _ in false }
         #expect(replay.first.map { $0.id > lastSeen } == true)
         #expect(replay.filter { $0.event == "state" }.compactMap { $0.data["state"]?.stringValue } == ["running", "succeeded"])
 
         // The global stream resumes the same way.
         let second = try #require(try await server.submit("noop").json["id"]?.stringValue)
         _ = try await server.waitFor(second, ["succeeded"])
-        let all = try await frames(server, "/v1/events", lastEventID: lastSeen) { frames in
+        let all = try await server.frames("/v1/events", lastEventID: lastSeen) { frames in
             frames.contains { $0.data["job"] == .string(second) && $0.data["state"] == "succeeded" }
         }
         #expect(all.contains { $0.data["job"] == .string(first) && $0.data["state"] == "succeeded" })
@@ -101,7 +65,7 @@ import Testing
         let (seen, seenSink) = AsyncStream<Void>.makeStream()
         let stream = Task {
             defer { seenSink.finish() }   // a stream that fails ends the wait below too
-            return try await frames(server, "/v1/jobs/\(waiting)/events") { frames in
+            return try await server.frames("/v1/jobs/\(waiting)/events") { frames in
                 seenSink.yield()
                 return frames.contains { $0.data["state"] == "succeeded" }
             }
@@ -113,7 +77,7 @@ import Testing
         try await Task.sleep(for: .seconds(2))
         let used = try #require(ProcessStats.cpuSeconds(of: server.pid)) - before
         #expect(used < 0.5, "the server used \(used) s of CPU in 2 s while only waiting")
-        let received: [Frame] = try await stream.value
+        let received: [ServerHarness.Frame] = try await stream.value
         let states: [String] = received.filter { $0.event == "state" }.compactMap { $0.data["state"]?.stringValue }
         #expect(states == ["queued", "running", "succeeded"])
     }

@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import SpoolCore
 import Synchronization
+import Testing
 
 /// Starts the real `spool serve` binary (built next to this test bundle) on a free loopback
 /// port with its own data directory, and talks to it over HTTP. Every process it starts is
@@ -37,9 +38,10 @@ final class ServerHarness: @unchecked Sendable {
 
     /// Starts the server (`spool serve`, or `spool agent` with `agent`) and waits until it
     /// listens (an agent: until it runs).
-    func start(_ extra: [String] = [], agent: Bool = false) async throws {
+    func start(_ extra: [String] = [], agent: Bool = false, environment: [String: String] = [:]) async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.binary)
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new } }
         process.arguments = (agent ? ["agent"] : ["serve", "--port", "0"])
             + ["--config", configPath, "--data-dir", dataDirectory, "--gpus", "none", "--log-level", "warning"] + extra
         let output = Pipe()
@@ -137,6 +139,44 @@ final class ServerHarness: @unchecked Sendable {
                 job = try await self.request(.GET, "/v1/jobs/\(id)?wait=5").json
             }
             return job
+        }
+    }
+}
+
+extension ServerHarness {
+    struct Frame: Equatable, Sendable {
+        var id: Int64
+        var event: String
+        var data: JSONValue
+    }
+
+    /// Reads SSE frames until `done` says so (or the stream ends).
+    func frames(_ path: String, lastEventID: Int64? = nil,
+                until done: @escaping @Sendable ([Frame]) -> Bool) async throws -> [Frame] {
+        var request = HTTPClientRequest(url: url + path)
+        if let lastEventID { request.headers.add(name: "Last-Event-ID", value: String(lastEventID)) }
+        let prepared = request
+        return try await withDeadline(.seconds(60), "SSE frames from \(path)") {
+            let response = try await HTTPClient.shared.execute(prepared, timeout: .seconds(60))
+            #expect(response.headers.first(name: "Content-Type") == "text/event-stream")
+            var text = ""
+            var frames: [Frame] = []
+            for try await chunk in response.body {
+                text += String(buffer: chunk)
+                while let end = text.range(of: "\n\n") {
+                    let block = String(text[..<end.lowerBound])
+                    text = String(text[end.upperBound...])
+                    var id: Int64?, event = "message", data = ""
+                    for line in block.split(separator: "\n") {
+                        if line.hasPrefix("id: ") { id = Int64(line.dropFirst(4)) }
+                        if line.hasPrefix("event: ") { event = String(line.dropFirst(7)) }
+                        if line.hasPrefix("data: ") { data += line.dropFirst(6) }
+                    }
+                    if let id { frames.append(Frame(id: id, event: event, data: (try? JSONParser.parse(data.utf8)) ?? .null)) }
+                    if done(frames) { return frames }
+                }
+            }
+            return frames
         }
     }
 }

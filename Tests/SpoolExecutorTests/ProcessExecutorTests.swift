@@ -1,58 +1,74 @@
 import Foundation
 import Logging
 import SpoolCore
+import SpoolTesting
 import Synchronization
 import Testing
 @testable import SpoolExecutor
 
-/// Real child processes: exit codes, signals, timeouts with grandchildren, cancel, stdin,
-/// progress messages and the log cap.
+/// Process mode with real child processes: exit codes, signals, timeouts with grandchildren
+/// (those that left the group too), cancel, stdin, the environment, progress messages and the
+/// log cap. Timeouts run on a manual clock where the test is about the escalation.
 @Suite struct ProcessExecutorTests {
     let directory: String
-    let executor = ProcessExecutor(logger: Logger(label: "test"))
 
     init() throws {
         directory = NSTemporaryDirectory() + "spool-executor-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory + "/jobs", withIntermediateDirectories: true)
     }
 
-    func spec(_ argv: [String], input: JSONValue = .object([:]), timeout: Duration = .seconds(30),
-              grace: Duration = .seconds(2), logLimit: Int = 1 << 20, env: [String: String] = [:]) throws -> ExecutionSpec {
-        let job = Job(id: .random(), type: "t", input: input, priority: 0, timeoutSeconds: 30, maxAttempts: 1,
+    struct Run {
+        var job: Job
+        var paths: JobPaths
+        var executor: ProcessJobExecutor
+    }
+
+    func prepare(_ argv: [String], input: JSONValue = .object([:]), timeout: Double = 30, grace: Duration = .seconds(2),
+                 logLimit: Int = 1 << 20, env: [String: String] = [:], serverEnvironment: [String: String]? = nil,
+                 clock: SpoolClock = .system) throws -> Run {
+        let type = JobType(name: "t", command: try CommandTemplate(argv), timeoutSeconds: timeout, environment: env)
+        let job = Job(id: .random(), type: "t", input: input, priority: 0, timeoutSeconds: timeout, maxAttempts: 1,
                       createdAt: Timestamp(microseconds: 0))
-        let type = JobType(name: "t", command: try CommandTemplate(argv), environment: env)
-        let paths = JobPaths(dataDirectory: directory, job: job.id)
-        let plan = try LaunchPlan(job: job, type: type, slot: SlotSpec(id: SlotID(0)), paths: paths)
-        return ExecutionSpec(job: job.id, plan: plan, paths: paths, input: input, timeout: timeout, killGrace: grace, logLimitBytes: logLimit)
+        var configuration = ProcessJobExecutor.Configuration(dataDirectory: directory)
+        configuration.killGrace = grace
+        configuration.logLimitBytes = logLimit
+        let launcher = serverEnvironment.map { SubprocessLauncher(logger: Logger(label: "test"), serverEnvironment: $0) }
+            ?? SubprocessLauncher(logger: Logger(label: "test"))
+        return Run(job: job, paths: JobPaths(dataDirectory: directory, job: job.id),
+                   executor: ProcessJobExecutor(catalog: JobCatalog([type]), configuration: configuration, launcher: launcher, clock: clock))
     }
 
-    func run(_ spec: ExecutionSpec, stops: AsyncStream<StopReason> = AsyncStream { _ in }, observer: ExecutionObserver = ExecutionObserver()) async -> JobOutcome {
-        await executor.run(spec, stops: stops, observer: observer)
+    func run(_ run: Run, stops: AsyncStream<StopReason> = AsyncStream { _ in }, observer: ExecutionObserver = ExecutionObserver()) async -> JobOutcome {
+        await run.executor.run(run.job, on: SlotSpec(id: SlotID(0)), stops: stops, observer: observer).outcome
     }
 
-    func log(of spec: ExecutionSpec) throws -> String { try String(contentsOfFile: spec.paths.log, encoding: .utf8) }
+    func log(of run: Run) throws -> String { try String(contentsOfFile: run.paths.log, encoding: .utf8) }
+
+    func pid(in file: String) throws -> Int32 {
+        try #require(Int32(String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+    }
 
     @Test func exitZeroSucceeds() async throws {
-        #expect(await run(try spec(["/bin/sh", "-c", "echo hello; echo oops >&2"])) == .succeeded)
+        #expect(await run(try prepare(["/bin/sh", "-c", "echo hello; echo oops >&2"])) == .succeeded)
     }
 
     @Test func stdoutAndStderrGoToTheLog() async throws {
-        let job = try spec(["/bin/sh", "-c", "echo to-out; echo to-err >&2"])
+        let job = try prepare(["/bin/sh", "-c", "echo to-out; echo to-err >&2"])
         _ = await run(job)
         let text = try log(of: job)
         #expect(text.contains("to-out") && text.contains("to-err"))
     }
 
     @Test func nonZeroExitIsRecordedWithItsCode() async throws {
-        #expect(await run(try spec(["/bin/sh", "-c", "exit 7"])) == .exited(code: 7))
+        #expect(await run(try prepare(["/bin/sh", "-c", "exit 7"])) == .exited(code: 7))
     }
 
     @Test func deathBySignalIsRecordedWithTheSignal() async throws {
-        #expect(await run(try spec(["/bin/sh", "-c", "kill -SEGV $$"])) == .signaled(signal: SIGSEGV))
+        #expect(await run(try prepare(["/bin/sh", "-c", "kill -SEGV $$"])) == .signaled(signal: SIGSEGV))
     }
 
     @Test func missingExecutableIsASpawnFailure() async throws {
-        guard case .spawnFailed = await run(try spec(["/nonexistent/binary"])) else {
+        guard case .spawnFailed = await run(try prepare(["/nonexistent/binary"])) else {
             Issue.record("expected spawnFailed")
             return
         }
@@ -60,7 +76,7 @@ import Testing
 
     @Test func theInputArrivesOnStdinAndInTheInputFile() async throws {
         let input: JSONValue = .object(["size": .int(3), "name": .string("a b")])
-        let job = try spec(["/bin/sh", "-c", "cat > \"$SPOOL_OUTPUT_DIR/stdin.json\"; cp \"$SPOOL_INPUT_FILE\" \"$SPOOL_OUTPUT_DIR/file.json\""], input: input)
+        let job = try prepare(["/bin/sh", "-c", "cat > \"$SPOOL_OUTPUT_DIR/stdin.json\"; cp \"$SPOOL_INPUT_FILE\" \"$SPOOL_OUTPUT_DIR/file.json\""], input: input)
         #expect(await run(job) == .succeeded)
         let viaStdin = try JSONDecoder().decode(JSONValue.self, from: Data(contentsOf: URL(fileURLWithPath: job.paths.outputs + "/stdin.json")))
         let viaFile = try JSONDecoder().decode(JSONValue.self, from: Data(contentsOf: URL(fileURLWithPath: job.paths.outputs + "/file.json")))
@@ -69,42 +85,71 @@ import Testing
     }
 
     @Test func theChildSeesTheJobEnvironment() async throws {
-        let job = try spec(["/bin/sh", "-c", "echo \"$SPOOL_JOB_ID $SPOOL_SLOT $EXTRA\" > \"$SPOOL_OUTPUT_DIR/env\""], env: ["EXTRA": "yes"])
+        let job = try prepare(["/bin/sh", "-c", "echo \"$SPOOL_JOB_ID $SPOOL_SLOT $EXTRA\" > \"$SPOOL_OUTPUT_DIR/env\""], env: ["EXTRA": "yes"])
         #expect(await run(job) == .succeeded)
         let text = try String(contentsOfFile: job.paths.outputs + "/env", encoding: .utf8)
-        #expect(text == "\(job.job) 0 yes\n")
+        #expect(text == "\(job.job.id) 0 yes\n")
+    }
+
+    @Test func theChildSeesNoneOfTheServersSpoolSettings() async throws {
+        let server = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin", "HOME": "/home/spool",
+                      "SPOOL_WEBHOOK_SECRET": "s3cret", "SPOOL_STORE": "postgres://spool:pw@db/spool", "SPOOL_TOKEN": "tok"]
+        let job = try prepare(["/bin/sh", "-c", "env > \"$SPOOL_OUTPUT_DIR/env\""], serverEnvironment: server)
+        #expect(await run(job) == .succeeded)
+        let lines = Set(try String(contentsOfFile: job.paths.outputs + "/env", encoding: .utf8).split(separator: "\n").map(String.init))
+        #expect(lines.contains("HOME=/home/spool"), "the rest of the server's environment is inherited")
+        #expect(lines.contains("SPOOL_JOB_ID=\(job.job.id)"), "the documented job variables are set")
+        let leaked = lines.filter { $0.contains("s3cret") || $0.contains(":pw@") || $0.hasPrefix("SPOOL_TOKEN=") }
+        #expect(leaked.isEmpty, "server settings reached the job: \(leaked)")
     }
 
     @Test func timeoutKillsTheWholeProcessGroupIncludingGrandchildren() async throws {
-        // The leader ignores SIGTERM, so the escalation to SIGKILL is exercised too.
-        let job = try spec(["/bin/sh", "-c", "trap '' TERM; sleep 300 & echo $! > \"$SPOOL_OUTPUT_DIR/grandchild\"; wait; wait"],
-                           timeout: .milliseconds(500), grace: .milliseconds(300))
-        let started = ContinuousClock.now
-        #expect(await run(job) == .timedOut)
-        #expect(ContinuousClock.now - started < .seconds(10))
-        let pid = try #require(Int32(String(contentsOfFile: job.paths.outputs + "/grandchild", encoding: .utf8)
-            .trimmingCharacters(in: .whitespacesAndNewlines)))
+        // The leader ignores SIGTERM, so the escalation to SIGKILL is exercised too; the clock
+        // is the test's, so the timeout and the grace pass when the test says.
+        let manual = ManualClock()
+        let script = """
+            trap '' TERM
+            sleep 300 & echo $! > "$SPOOL_OUTPUT_DIR/grandchild"
+            echo '{"type":"progress","fraction":0.1}' > "$SPOOL_MESSAGES"
+            wait; wait
+            """
+        let job = try prepare(["/bin/sh", "-c", script], timeout: 5, grace: .seconds(3), clock: SpoolClock(manual, wall: WallClock.now))
+        let (messages, said) = AsyncStream<JobMessage>.makeStream()
+        let ended = Task { await run(job, observer: ExecutionObserver(message: { said.yield($0) })) }
+        _ = try await messages.next("the job to say its trap and grandchild are set")
+        await manual.waitForSleeper(within: .seconds(5))
+        manual.advance(by: .seconds(5))          // the timeout: SIGTERM, which the leader ignores
+        await manual.waitForSleeper(within: .seconds(3))
+        manual.advance(by: .seconds(3))          // the grace: SIGKILL to the group
+        #expect(try await within(.seconds(10), "the job to end") { await ended.value } == .timedOut)
+        let pid = try pid(in: job.paths.outputs + "/grandchild")
         #expect(!OrphanReaper.isRunning(pid), "grandchild \(pid) survived its job's timeout")
-        #expect(try log(of: job).contains("ran past its timeout"))
+        let text = try log(of: job)
+        #expect(text.contains("ran past its timeout") && text.contains("SIGTERM"))
     }
 
     @Test func aGrandchildLeftBehindByANormalExitIsKilled() async throws {
-        let job = try spec(["/bin/sh", "-c", "sleep 300 > /dev/null 2>&1 & echo $! > \"$SPOOL_OUTPUT_DIR/grandchild\""])
+        let job = try prepare(["/bin/sh", "-c", "sleep 300 > /dev/null 2>&1 & echo $! > \"$SPOOL_OUTPUT_DIR/grandchild\""])
         #expect(await run(job) == .succeeded)
-        let pid = try #require(Int32(String(contentsOfFile: job.paths.outputs + "/grandchild", encoding: .utf8)
-            .trimmingCharacters(in: .whitespacesAndNewlines)))
-        #expect(!OrphanReaper.isRunning(pid))
+        #expect(!OrphanReaper.isRunning(try pid(in: job.paths.outputs + "/grandchild")))
+    }
+
+    @Test func aGrandchildThatLeftTheProcessGroupWithSetsidIsKilledToo() async throws {
+        let job = try prepare(["/bin/sh", "-c", "setsid sleep 300 > /dev/null 2>&1 < /dev/null & echo $! > \"$SPOOL_OUTPUT_DIR/escaped\""])
+        #expect(await run(job) == .succeeded)
+        let pid = try pid(in: job.paths.outputs + "/escaped")
+        #expect(!OrphanReaper.isRunning(pid), "process \(pid) left its job's group with setsid and outlived the job")
     }
 
     @Test func aStopRequestCancelsARunningJob() async throws {
-        let job = try spec(["/bin/sh", "-c", "echo ready > \"$SPOOL_OUTPUT_DIR/ready\"; sleep 300"])
+        let job = try prepare(["/bin/sh", "-c", "echo ready > \"$SPOOL_OUTPUT_DIR/ready\"; sleep 300"])
         let (stops, continuation) = AsyncStream<StopReason>.makeStream()
         let observer = ExecutionObserver(started: { _ in continuation.yield(.cancel) })
         #expect(await run(job, stops: stops, observer: observer) == .canceled)
     }
 
     @Test func shutdownStopsAJobForRequeueing() async throws {
-        let job = try spec(["/bin/sh", "-c", "sleep 300"])
+        let job = try prepare(["/bin/sh", "-c", "sleep 300"])
         let (stops, continuation) = AsyncStream<StopReason>.makeStream()
         let observer = ExecutionObserver(started: { _ in continuation.yield(.shutdown) })
         #expect(await run(job, stops: stops, observer: observer) == .stoppedForShutdown)
@@ -117,12 +162,9 @@ import Testing
             echo '{"type":"future-kind"}' > "$SPOOL_MESSAGES"
             echo '{"type":"progress","fraction":1.5}' > "$SPOOL_MESSAGES"
             echo '{"type":"progress","fraction":0.5}' > "$SPOOL_MESSAGES"
-            echo done > "$SPOOL_OUTPUT_DIR/wrote"
-            # Give the server a moment to read the FIFO before the job ends.
-            sleep 0.3
             """
         let received = Mutex<[JobMessage]>([])
-        let job = try spec(["/bin/sh", "-c", script])
+        let job = try prepare(["/bin/sh", "-c", script])
         let outcome = await run(job, observer: ExecutionObserver(message: { message in received.withLock { $0.append(message) } }))
         #expect(outcome == .succeeded)
         let messages = received.withLock { $0 }
@@ -133,22 +175,43 @@ import Testing
         #expect(try log(of: job).contains("ignored a message"))
     }
 
+    @Test func theLastMessagesBeforeAnExitAreNeverLost() async throws {
+        // Many lines, then exit at once: everything in the FIFO is read to its end after the exit.
+        let script = """
+            import json, os
+            fd = os.open(os.environ["SPOOL_MESSAGES"], os.O_WRONLY)
+            for i in range(1, 501):
+                os.write(fd, (json.dumps({"type": "progress", "fraction": i / 500}) + "\\n").encode())
+            """
+        for _ in 0..<5 {
+            let received = Mutex<[JobMessage]>([])
+            let job = try prepare(["/usr/bin/python3", "-c", script])
+            #expect(await run(job, observer: ExecutionObserver(message: { message in received.withLock { $0.append(message) } })) == .succeeded)
+            let messages = received.withLock { $0 }
+            #expect(messages.count == 500)
+            #expect(messages.last == .progress(JobProgress(fraction: 1)))
+        }
+    }
+
     @Test func theLogIsCappedAndTheJobStillFinishes() async throws {
-        let job = try spec(["/usr/bin/python3", "-c", "import sys\nfor i in range(20000): print('x' * 99)"], logLimit: 10_000)
+        let job = try prepare(["/usr/bin/python3", "-c", "import sys\nfor i in range(20000): print('x' * 99)"], logLimit: 10_000)
         #expect(await run(job) == .succeeded)
         let size = try FileManager.default.attributesOfItem(atPath: job.paths.log)[.size] as? Int ?? 0
         #expect(size >= 10_000 && size < 10_300)
         #expect(try log(of: job).contains("log truncated"))
     }
-}
 
-extension ProcessExecutorTests {
     @Test func aStopThatArrivesBeforeTheSpawnStillStopsTheJob() async throws {
-        let job = try spec(["/bin/sh", "-c", "sleep 300"])
+        let job = try prepare(["/bin/sh", "-c", "sleep 300"])
         let (stops, continuation) = AsyncStream<StopReason>.makeStream()
         continuation.yield(.cancel)
         let started = ContinuousClock.now
         #expect(await run(job, stops: stops) == .canceled)
         #expect(ContinuousClock.now - started < .seconds(20))
+    }
+
+    @Test func aNULInAPlaceholderValueIsRefusedNotCut() throws {
+        let type = JobType(name: "t", command: try CommandTemplate(["echo", "--name={input.name}"]))
+        #expect(throws: CommandTemplate.Error.self) { _ = try type.command.render(input: .object(["name": .string("a\u{0}b")])) }
     }
 }

@@ -8,6 +8,7 @@ import SpoolCore
 import SpoolExecutor
 import SpoolScheduler
 import SpoolStore
+import SpoolTesting
 import Testing
 @testable import SpoolHTTP
 
@@ -43,7 +44,7 @@ import Testing
     init() throws {
         let dataDirectory = NSTemporaryDirectory() + "spool-openapi-\(UUID().uuidString)"
         let catalog = JobCatalog([JobType(name: "noop", command: try CommandTemplate(["/bin/true"]), timeoutSeconds: 60)])
-        let scheduler = Scheduler(store: store, executor: ProcessExecutor(logger: Logger(label: "test")), catalog: catalog,
+        let scheduler = Scheduler(store: store, executor: ScriptedExecutor(), catalog: catalog,
                                   configuration: SchedulerConfiguration(slots: [SlotSpec(id: SlotID(0))], dataDirectory: dataDirectory),
                                   logger: Logger(label: "test"))
         api = SpoolAPI(store: store, scheduler: scheduler, catalog: catalog, dataDirectory: dataDirectory, storeName: "memory")

@@ -8,6 +8,7 @@ import SpoolCore
 import SpoolExecutor
 import SpoolScheduler
 import SpoolStore
+import SpoolTesting
 import Testing
 @testable import SpoolHTTP
 
@@ -17,14 +18,15 @@ import Testing
     let store = MemoryJobStore()
     let dataDirectory = NSTemporaryDirectory() + "spool-routes-\(UUID().uuidString)"
     let scheduler: Scheduler
+    let catalog: JobCatalog
     let api: SpoolAPI
 
     init() throws {
-        let catalog = JobCatalog([
+        catalog = JobCatalog([
             JobType(name: "echo", command: try CommandTemplate(["echo", "{input.word}"]), timeoutSeconds: 60,
                     inputSchema: try InputSchema(.object(["type": .string("object"), "required": .array([.string("word")])]))),
         ])
-        scheduler = Scheduler(store: store, executor: ProcessExecutor(logger: Logger(label: "test")), catalog: catalog,
+        scheduler = Scheduler(store: store, executor: ScriptedExecutor(), catalog: catalog,
                               configuration: SchedulerConfiguration(slots: [SlotSpec(id: SlotID(0), gpu: "3")], dataDirectory: dataDirectory),
                               logger: Logger(label: "test"))
         api = SpoolAPI(store: store, scheduler: scheduler, catalog: catalog, dataDirectory: dataDirectory, storeName: "memory")
@@ -209,6 +211,35 @@ import Testing
                 #expect(response.headers[.retryAfter] == "5")
             }
             try await client.execute(uri: "/healthz", method: .get) { #expect($0.status == .serviceUnavailable) }
+        }
+    }
+
+    @Test func aStoreThatDoesNotAnswerMakesTheServerDegradedWith503() async throws {
+        let flaky = FlakyStore(store)
+        flaky.fail(.queuedCount)
+        let api = SpoolAPI(store: flaky, scheduler: scheduler, catalog: catalog, dataDirectory: dataDirectory, storeName: "memory")
+        try await Application(router: api.router()).test(.router) { client in
+            try await client.execute(uri: "/healthz", method: .get) { response in
+                #expect(response.status == .serviceUnavailable)
+                let health = try decode(response)
+                #expect(health["status"] == .string("degraded"))
+                #expect(health["queued"] == .null)
+                #expect(health["problems"]?.canonicalText.contains("damaged") == true)
+            }
+        }
+        flaky.heal()
+        try await Application(router: api.router()).test(.router) { client in
+            try await client.execute(uri: "/healthz", method: .get) { #expect($0.status == .ok) }
+        }
+    }
+
+    @Test func aNULThatWouldCutACommandArgumentIsRefusedWith422() async throws {
+        try await withClient { client in
+            try await client.execute(uri: "/v1/jobs", method: .post, headers: Self.json,
+                                     body: ByteBuffer(string: #"{"type":"echo","input":{"word":"safe\u0000--evil"}}"#)) { response in
+                #expect(response.status == .unprocessableContent)
+                #expect(String(buffer: response.body).contains("NUL"))
+            }
         }
     }
 

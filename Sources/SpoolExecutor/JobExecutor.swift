@@ -1,0 +1,118 @@
+import SpoolCore
+
+/// The seam between the scheduler and whatever runs jobs. The scheduler hands an attempt to
+/// `run` on a slot and gets its outcome back; it never spawns, signals or waits on a process
+/// itself. Two implementations share one supervision core (`ChildLauncher`, `AttemptWatch`):
+/// `ProcessJobExecutor` (a fresh process per job) and `WorkerPool` (a warm worker per slot);
+/// `JobExecutors` routes each job to the one its type asks for. Tests drive the scheduler
+/// with a scripted executor, and these executors with fake child processes.
+public protocol JobExecutor: Sendable {
+    /// Runs one attempt to its end and says how it ended. Never throws: an attempt that could
+    /// not start is an outcome too. `stops` delivers cancel and shutdown requests; the timeout
+    /// is the executor's to enforce.
+    func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult
+
+    /// After the slot's outcome was handed on: housekeeping that must not hold the outcome up
+    /// (replacing a warm worker that reached a limit). The slot's next job may already wait.
+    func afterRun(on slot: SlotID) async
+
+    /// Job types the slot must not take now (their worker is backing off or unhealthy).
+    func excludedTypes(for slot: SlotID) async -> Set<String>
+
+    /// When an excluded type may next be tried on some slot.
+    func nextRetry() async -> Moment?
+
+    /// The warm workers and their health, per slot (for `/v1/queue` and `/healthz`).
+    func workerStatus() async -> [SlotID: SlotWorkers]
+
+    /// Stops everything still running (warm workers) for server shutdown.
+    func shutdown() async
+}
+
+extension JobExecutor {
+    public func afterRun(on slot: SlotID) async {}
+    public func excludedTypes(for slot: SlotID) async -> Set<String> { [] }
+    public func nextRetry() async -> Moment? { nil }
+    public func workerStatus() async -> [SlotID: SlotWorkers] { [:] }
+    public func shutdown() async {}
+}
+
+/// How an attempt ended, and what a warm worker returned for it.
+public struct ExecutionResult: Sendable, Equatable {
+    public var outcome: JobOutcome
+    public var result: JSONValue?
+
+    public init(_ outcome: JobOutcome, result: JSONValue? = nil) {
+        self.outcome = outcome
+        self.result = result
+    }
+}
+
+/// What a running job reports back while it runs.
+public struct ExecutionObserver: Sendable {
+    /// The job's process (or its worker) runs; a process's pid is also its process group.
+    public var started: @Sendable (Int32) async -> Void
+    public var message: @Sendable (JobMessage) async -> Void
+    /// Bytes the job wrote to stdout or stderr (already on their way to the log file).
+    public var output: @Sendable ([UInt8]) async -> Void
+    public init(started: @escaping @Sendable (Int32) async -> Void = { _ in },
+                message: @escaping @Sendable (JobMessage) async -> Void = { _ in },
+                output: @escaping @Sendable ([UInt8]) async -> Void = { _ in }) {
+        self.started = started
+        self.message = message
+        self.output = output
+    }
+}
+
+/// A slot's warm worker (if any) and the health of the worker types it has tried.
+public struct SlotWorkers: Sendable, Equatable {
+    public var worker: WorkerStatus?
+    public var health: [WorkerHealth]
+
+    public init(worker: WorkerStatus?, health: [WorkerHealth]) {
+        self.worker = worker
+        self.health = health
+    }
+}
+
+public struct WorkerStatus: Sendable, Equatable {
+    public var id: String
+    public var type: String
+    public var phase: String
+    public var pid: Int32?
+    public var jobsRun: Int
+    public var usage: WorkerUsage
+}
+
+/// A worker type's setup record on one slot: failures in a row, and when it may try again.
+public struct WorkerHealth: Sendable, Equatable {
+    public var type: String
+    public var failures: Int
+    public var unhealthy: Bool
+    public var lastError: String
+    public var retryAt: Moment
+}
+
+/// Routes each job to the executor of its type's mode: a fresh process, or the slot's warm worker.
+public struct JobExecutors: JobExecutor {
+    public let processes: any JobExecutor
+    public let workers: any JobExecutor
+    private let catalog: JobCatalog
+
+    public init(catalog: JobCatalog, processes: any JobExecutor, workers: any JobExecutor) {
+        self.catalog = catalog
+        self.processes = processes
+        self.workers = workers
+    }
+
+    public func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult {
+        let executor = catalog[job.type]?.workerPolicy == nil ? processes : workers
+        return await executor.run(job, on: slot, stops: stops, observer: observer)
+    }
+
+    public func afterRun(on slot: SlotID) async { await workers.afterRun(on: slot) }
+    public func excludedTypes(for slot: SlotID) async -> Set<String> { await workers.excludedTypes(for: slot) }
+    public func nextRetry() async -> Moment? { await workers.nextRetry() }
+    public func workerStatus() async -> [SlotID: SlotWorkers] { await workers.workerStatus() }
+    public func shutdown() async { await workers.shutdown() }
+}

@@ -1,0 +1,96 @@
+import SpoolCore
+
+/// The supervision core's view of one child process — a job's process, or a warm worker —
+/// whatever starts it. `SubprocessLauncher` starts real ones; tests start scripted fakes.
+///
+/// A launcher's guarantees, which both modes build on:
+/// - the child leads its own session and process group, so it is signalled as one;
+/// - its environment is the server's minus every `SPOOL_*` setting, plus the launch's variables;
+/// - stdout and stderr are drained as they come (a chatty child never stalls on a full pipe);
+/// - message lines are read from its FIFO from before the spawn until end-of-file after it
+///   is gone, so the last thing it wrote before exiting is delivered;
+/// - once it has exited, nothing it started is left: its process group is killed, and so is
+///   every process that left the group but carries its `marker` in its environment.
+public protocol ChildLauncher: Sendable {
+    /// Starts the child; returns once it runs. Throws when it cannot be started.
+    func launch(_ launch: ChildLaunch, events: ChildEvents) async throws(ExecutorError) -> any ChildProcess
+}
+
+public protocol ChildProcess: Sendable {
+    /// The process id, which is also its process group id.
+    var pid: Int32 { get }
+    /// Sends `signal` to the whole process group (a no-op once the child is gone).
+    func signal(_ signal: Int32)
+    /// Writes a line to the child's command channel; false when it could not.
+    func send(_ line: String) async -> Bool
+    /// Waits until the child has exited and everything above is done: output and messages
+    /// drained, leftovers killed. A cancelled wait kills the child's group.
+    func exit() async -> ChildExit
+    /// Resident memory of the child's process group, in MiB.
+    func residentMegabytes() async -> Double?
+    /// GPU memory of the child's process group, in MiB (nil without a GPU).
+    func gpuMegabytes() async -> Double?
+}
+
+/// What to start.
+public struct ChildLaunch: Sendable, Equatable {
+    public var argv: [String]
+    /// The launch's own variables, added to the server's environment (less its `SPOOL_*` settings).
+    public var environment: [String: String]
+    public var workingDirectory: String
+    /// A file to read as stdin; /dev/null when nil.
+    public var stdin: String?
+    /// The FIFO the child writes message lines to (created by the launcher).
+    public var messages: String?
+    /// The FIFO the child reads command lines from (created by the launcher; warm workers).
+    public var commands: String?
+    /// `NAME=value`, found in the environment of every process the child starts: how the
+    /// processes that left its group are found once it is gone.
+    public var marker: String
+    /// SIGTERM → SIGKILL grace if the server itself tears the child down.
+    public var killGrace: Duration
+
+    public init(argv: [String], environment: [String: String], workingDirectory: String, stdin: String? = nil,
+                messages: String? = nil, commands: String? = nil, marker: String, killGrace: Duration) {
+        self.argv = argv
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.stdin = stdin
+        self.messages = messages
+        self.commands = commands
+        self.marker = marker
+        self.killGrace = killGrace
+    }
+}
+
+/// Where a child's output and messages go.
+public struct ChildEvents: Sendable {
+    /// A chunk of stdout or stderr.
+    public var output: @Sendable ([UInt8]) async -> Void
+    /// One line from the message FIFO, without its newline (at most 4 KiB; longer ones are dropped).
+    public var message: @Sendable ([UInt8]) async -> Void
+
+    public init(output: @escaping @Sendable ([UInt8]) async -> Void, message: @escaping @Sendable ([UInt8]) async -> Void) {
+        self.output = output
+        self.message = message
+    }
+}
+
+public enum ChildExit: Sendable, Equatable, CustomStringConvertible {
+    case exited(Int32)
+    case signaled(Int32)
+
+    public var attemptEnd: AttemptEnd {
+        switch self {
+        case .exited(let code): .exited(code: code)
+        case .signaled(let signal): .signaled(signal: signal)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .exited(let code): "it exited with status \(code)"
+        case .signaled(let signal): "it was killed by signal \(signal)"
+        }
+    }
+}

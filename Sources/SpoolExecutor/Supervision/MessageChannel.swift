@@ -1,0 +1,141 @@
+import Glibc
+import NIOCore
+import NIOPosix
+import SpoolCore
+import Synchronization
+
+/// A child → server message channel: a FIFO the child writes lines to, read through NIO's
+/// event loop (non-blocking).
+///
+/// The server opens the read end, and a write end of its own, *before* the child starts: the
+/// FIFO then never reports end-of-file while the child runs, however often the child opens
+/// and closes it. Once the child and everything it started are gone, `closeWriter` drops that
+/// write end; the reader then gets what is still buffered and end-of-file, so the last lines a
+/// child writes before exiting are never lost.
+final class MessageChannel: Sendable {
+    static let maxLineBytes = 4096
+
+    let path: String
+    private let reader: Mutex<Int32>
+    private let writer: Mutex<Int32>
+
+    /// Creates the FIFO (replacing a stale one from a crashed run) and opens both ends.
+    init(at path: String) throws(ExecutorError) {
+        unlink(path)
+        guard mkfifo(path, 0o600) == 0 else {
+            throw ExecutorError("cannot create the message FIFO \(path): \(String(cString: strerror(errno)))")
+        }
+        let reader = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard reader >= 0 else { throw ExecutorError("cannot open the message FIFO \(path): \(String(cString: strerror(errno)))") }
+        let writer = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+        guard writer >= 0 else {
+            close(reader)
+            throw ExecutorError("cannot open the message FIFO \(path): \(String(cString: strerror(errno)))")
+        }
+        self.path = path
+        self.reader = Mutex(reader)
+        self.writer = Mutex(writer)
+    }
+
+    /// Reads lines until end-of-file (after `closeWriter`) or until the task is cancelled,
+    /// calling `handle` with each line (without its newline; lines over 4 KiB are dropped).
+    func read(_ handle: @escaping @Sendable ([UInt8]) async -> Void) async {
+        let descriptor = reader.withLock { descriptor in
+            defer { descriptor = -1 }   // NIO owns it from here
+            return descriptor
+        }
+        guard descriptor >= 0 else { return }
+        do {
+            let channel = try await NIOPipeBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .takingOwnershipOfDescriptor(input: descriptor) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    }
+                }
+            try await channel.executeThenClose { inbound, _ in
+                var pending: [UInt8] = []
+                var discarding = false
+                for try await buffer in inbound {
+                    for byte in buffer.readableBytesView {
+                        if byte == UInt8(ascii: "\n") {
+                            if !discarding && !pending.isEmpty { await handle(pending) }
+                            pending.removeAll(keepingCapacity: true)
+                            discarding = false
+                        } else if !discarding {
+                            pending.append(byte)
+                            if pending.count > Self.maxLineBytes { pending.removeAll(); discarding = true }
+                        }
+                    }
+                }
+                if !discarding && !pending.isEmpty { await handle(pending) }   // a last line without its newline
+            }
+        } catch {
+            // Cancelled (the drain ran out of time) or the pipe failed: what was read is handled.
+        }
+    }
+
+    /// Drops the server's write end: the reader sees end-of-file once the child's are gone too.
+    func closeWriter() {
+        writer.withLock { descriptor in
+            if descriptor >= 0 { close(descriptor) }
+            descriptor = -1
+        }
+    }
+
+    /// Closes whatever is still open and removes the FIFO.
+    func remove() {
+        closeWriter()
+        reader.withLock { descriptor in
+            if descriptor >= 0 { close(descriptor) }
+            descriptor = -1
+        }
+        unlink(path)
+    }
+}
+
+/// A server → child command channel (warm workers): a FIFO the server writes lines to. The
+/// server holds it open read-write, so opening never blocks and writing never raises SIGPIPE
+/// before the child has opened its end.
+final class CommandChannel: Sendable {
+    let path: String
+    private let descriptor: Mutex<Int32>
+
+    init(at path: String) throws(ExecutorError) {
+        unlink(path)
+        guard mkfifo(path, 0o600) == 0 else {
+            throw ExecutorError("cannot create the command FIFO \(path): \(String(cString: strerror(errno)))")
+        }
+        let descriptor = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC)
+        guard descriptor >= 0 else { throw ExecutorError("cannot open the command FIFO \(path): \(String(cString: strerror(errno)))") }
+        self.path = path
+        self.descriptor = Mutex(descriptor)
+    }
+
+    /// Writes a line; waits (up to 10 s) while the pipe is full, then gives up.
+    func send(_ line: String) async -> Bool {
+        let bytes = Array(line.utf8)
+        var offset = 0
+        var waits = 0
+        while offset < bytes.count {
+            let (written, error) = descriptor.withLock { descriptor -> (Int, Int32) in
+                guard descriptor >= 0 else { return (-1, EBADF) }
+                let result = bytes[offset...].withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
+                return (result, errno)
+            }
+            if written > 0 { offset += written; continue }
+            // A full pipe means the child is not reading; give it a moment, then give up.
+            guard error == EAGAIN || error == EINTR, waits < 10_000 else { return false }
+            waits += 1
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+        return true
+    }
+
+    func remove() {
+        descriptor.withLock { descriptor in
+            if descriptor >= 0 { close(descriptor) }
+            descriptor = -1
+        }
+        unlink(path)
+    }
+}

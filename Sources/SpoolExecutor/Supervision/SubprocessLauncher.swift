@@ -1,0 +1,192 @@
+import Foundation
+import Glibc
+import Logging
+import SpoolCore
+import Subprocess
+import Synchronization
+import SystemPackage
+
+/// Starts real child processes with swift-subprocess, with every guarantee `ChildLauncher`
+/// lists. One per server; the server's environment is read once.
+public struct SubprocessLauncher: ChildLauncher {
+    private let serverEnvironment: [String: String]
+    private let logger: Logger
+
+    public init(logger: Logger, serverEnvironment: [String: String] = ProcessInfo.processInfo.environment) {
+        self.logger = logger
+        self.serverEnvironment = serverEnvironment
+    }
+
+    public func launch(_ launch: ChildLaunch, events: ChildEvents) async throws(ExecutorError) -> any ChildProcess {
+        // The channels exist before the child does, so nothing it writes is missed.
+        let messages = try launch.messages.map { path throws(ExecutorError) in try MessageChannel(at: path) }
+        let commands: CommandChannel?
+        do { commands = try launch.commands.map { path throws(ExecutorError) in try CommandChannel(at: path) } } catch {
+            messages?.remove()
+            throw error
+        }
+        var stdin: FileDescriptor?
+        if let path = launch.stdin {
+            do { stdin = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec) } catch {
+                messages?.remove()
+                commands?.remove()
+                throw ExecutorError("cannot open \(path) as the child's stdin: \(error)")
+            }
+        }
+        var environment: [Environment.Key: String] = [:]
+        for (key, value) in ChildEnvironment.make(inheriting: serverEnvironment, adding: launch.environment) {
+            guard let name = Environment.Key(rawValue: key) else { continue }
+            environment[name] = value
+        }
+        let configuration = Configuration(
+            executable: launch.argv[0].contains("/") ? .path(FilePath(launch.argv[0])) : .name(launch.argv[0]),
+            arguments: Arguments(Array(launch.argv.dropFirst())), environment: .custom(environment),
+            workingDirectory: FilePath(launch.workingDirectory), platformOptions: Self.platformOptions(killGrace: launch.killGrace))
+        return try await SubprocessChild.start(configuration, stdin: stdin, messages: messages, commands: commands,
+                                               marker: launch.marker, events: events, logger: logger)
+    }
+
+    static func platformOptions(killGrace: Duration) -> PlatformOptions {
+        var options = PlatformOptions()
+        // Its own session and process group (pgid == pid), so the whole tree is signalled as one.
+        options.createSession = true
+        // Applies only if the supervision itself is cancelled (the server is torn down).
+        options.teardownSequence = [.send(signal: .terminate, toProcessGroup: true, allowedDurationToNextStep: killGrace)]
+        return options
+    }
+}
+
+/// One running child and the task that supervises it to its end.
+final class SubprocessChild: ChildProcess {
+    let pid: Int32
+    private let supervision: Task<ChildExit, Never>
+    private let commands: CommandChannel?
+    private let gone: Flag
+
+    private init(pid: Int32, supervision: Task<ChildExit, Never>, commands: CommandChannel?, gone: Flag) {
+        self.pid = pid
+        self.supervision = supervision
+        self.commands = commands
+        self.gone = gone
+    }
+
+    // `gone` is shared with the supervision task, which sets it once the child is reaped.
+    private final class Flag: Sendable { let value = Atomic<Bool>(false) }
+
+    static func start(_ configuration: Configuration, stdin: FileDescriptor?, messages: MessageChannel?, commands: CommandChannel?,
+                      marker: String, events: ChildEvents, logger: Logger) async throws(ExecutorError) -> SubprocessChild {
+        let flag = Flag()
+        let (spawns, spawned) = AsyncStream<Result<Int32, ExecutorError>>.makeStream()
+        // unstructured: the supervision outlives this call (a warm worker lives across many jobs);
+        // the child's `exit()` awaits it, and cancelling that wait tears the child down.
+        let supervision = Task<ChildExit, Never> {
+            await withTaskGroup(of: Void.self) { group in
+                if let messages { group.addTask { await messages.read(events.message) } }
+                let status = await run(configuration, stdin: stdin, events: events, spawned: spawned)
+                flag.value.store(true, ordering: .releasing)
+                guard let (pid, status) = status else {
+                    messages?.remove()
+                    commands?.remove()
+                    group.cancelAll()
+                    return .exited(-1)
+                }
+                // The leader is gone: leave nothing behind. Its group first (pgid == pid, and the id
+                // cannot be reused while any member is alive), then whatever left the group.
+                kill(-pid, SIGKILL)
+                let escaped = await OrphanReaper.killMarked(marker)
+                if !escaped.isEmpty {
+                    logger.warning("killed processes a child left behind outside its process group",
+                                   metadata: ["marker": "\(marker)", "pids": "\(escaped)"])
+                }
+                // Then the messages: what is still in the FIFO, to end-of-file (2 s at most, in case
+                // something unkillable still holds it open).
+                messages?.closeWriter()
+                group.addTask { try? await Task.sleep(for: .seconds(2)) }
+                _ = await group.next()
+                group.cancelAll()
+                messages?.remove()
+                commands?.remove()
+                return status
+            }
+        }
+        for await result in spawns {
+            switch result {
+            case .success(let pid): return SubprocessChild(pid: pid, supervision: supervision, commands: commands, gone: flag)
+            case .failure(let error): _ = await supervision.value; throw error
+            }
+        }
+        _ = await supervision.value
+        throw ExecutorError("the child process could not be started")
+    }
+
+    /// Runs the process to its end; nil when it could not be spawned (reported on `spawned`).
+    private static func run(_ configuration: Configuration, stdin: FileDescriptor?, events: ChildEvents,
+                            spawned: AsyncStream<Result<Int32, ExecutorError>>.Continuation) async -> (Int32, ChildExit)? {
+        let started = Atomic<Int32>(0)
+        func run<Input: InputProtocol>(_ input: Input) async throws -> TerminationStatus {
+            try await Subprocess.run(configuration, input: input, output: .sequence, error: .sequence) { execution in
+                let pid = execution.processIdentifier.value
+                started.store(pid, ordering: .releasing)
+                spawned.yield(.success(pid))
+                spawned.finish()
+                await withTaskGroup(of: Void.self) { drains in
+                    drains.addTask { try? await drain(execution.standardOutput, events.output) }
+                    drains.addTask { try? await drain(execution.standardError, events.output) }
+                }
+            }.terminationStatus
+        }
+        do {
+            let status = if let stdin { try await run(.fileDescriptor(stdin, closeAfterSpawningProcess: true)) } else { try await run(.none) }
+            return switch status {
+            case .exited(let code): (started.load(ordering: .acquiring), .exited(code))
+            case .signaled(let signal): (started.load(ordering: .acquiring), .signaled(signal))
+            }
+        } catch {
+            let pid = started.load(ordering: .acquiring)
+            if pid == 0 {
+                try? stdin?.close()
+                spawned.yield(.failure(ExecutorError("\(error)")))
+                spawned.finish()
+                return nil
+            }
+            return (pid, .exited(-1))
+        }
+    }
+
+    private static func drain(_ output: SubprocessOutputSequence, _ handle: @Sendable ([UInt8]) async -> Void) async throws {
+        for try await chunk in output {
+            await handle(chunk.withUnsafeBytes { Array($0) })
+        }
+    }
+
+    func signal(_ signal: Int32) {
+        guard !gone.value.load(ordering: .acquiring) else { return }
+        kill(-pid, signal)
+    }
+
+    func send(_ line: String) async -> Bool {
+        guard let commands, !gone.value.load(ordering: .acquiring) else { return false }
+        return await commands.send(line)
+    }
+
+    func exit() async -> ChildExit {
+        await withTaskCancellationHandler {
+            await supervision.value
+        } onCancel: {
+            supervision.cancel()
+        }
+    }
+
+    func residentMegabytes() async -> Double? {
+        let group = pid
+        return try? await BlockingIO.run { ProcessTree.residentMegabytes(of: ProcessTree.members(ofGroup: group)) }
+    }
+
+    func gpuMegabytes() async -> Double? {
+        let group = pid
+        guard let members = try? await BlockingIO.run({ ProcessTree.members(ofGroup: group) }) else { return nil }
+        let memory = await GPUProbe.processMemory()
+        guard !memory.isEmpty else { return nil }
+        return members.compactMap { memory[$0] }.reduce(0, +)
+    }
+}

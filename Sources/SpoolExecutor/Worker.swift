@@ -1,0 +1,366 @@
+import Glibc
+import Logging
+import SpoolCore
+
+/// One warm worker: a long-lived child process that sets up once (loads its model) and then
+/// runs jobs one at a time over the protocol in docs/worker-protocol.md.
+///
+/// Its life is a `WorkerLifecycle` — a pure state machine — and this actor only carries out
+/// what the machine decides: it feeds it the child's messages and exit, the pool's calls and a
+/// clock tick, and performs the actions it returns (write a command, signal the group, hand a
+/// job's end over). The child runs in a task this worker owns (`lifetime`); no call ever waits
+/// on that task from inside it, so stopping can never wait on itself.
+public actor Worker {
+    public struct StartFailure: Error, CustomStringConvertible, Sendable {
+        public var description: String
+        public init(description: String) { self.description = description }
+    }
+
+    /// Everything a worker needs besides its type.
+    public struct Settings: Sendable {
+        public var dataDirectory: String
+        public var killGrace: Duration
+        public var logLimitBytes: Int
+        public var launcher: any ChildLauncher
+        public var clock: SpoolClock
+        public var logger: Logger
+
+        public init(dataDirectory: String, killGrace: Duration, logLimitBytes: Int, launcher: any ChildLauncher,
+                    clock: SpoolClock, logger: Logger) {
+            self.dataDirectory = dataDirectory
+            self.killGrace = killGrace
+            self.logLimitBytes = logLimitBytes
+            self.launcher = launcher
+            self.clock = clock
+            self.logger = logger
+        }
+    }
+
+    public nonisolated let id: String
+    public nonisolated let type: String
+    let policy: WorkerPolicy
+    private let launch: ChildLaunch
+    private let directory: String
+    private let settings: Settings
+    private let gpu: Bool
+
+    private var lifecycle: WorkerLifecycle
+    private var child: (any ChildProcess)?
+    private var lifetime: Task<Void, Never>?
+    private var workerLog: LogSink?
+    /// Commands for the worker, written in order by one task of `live`.
+    private var commands: AsyncStream<String>.Continuation?
+    public private(set) var usage = WorkerUsage()
+    private var ticks = 0
+    private var needsBaseline = false
+    private var hasEnded = false
+    /// Lines read before the launch was reported (a fast worker says `ready` at once): handled
+    /// right after the spawn, in order.
+    private var early: [[UInt8]]? = []
+
+    private var startResult: Result<Void, StartFailure>?
+    private var startWaiters: [CheckedContinuation<Void, Never>] = []
+    private var exitWaiters: [CheckedContinuation<Void, Never>] = []
+
+    /// The job in flight: where its output goes, and how it ended once it has.
+    private struct Current {
+        var assignment: Assignment
+        var sink: LogSink
+        var observer: ExecutionObserver
+        var reported: AttemptEnd?
+        var end: AttemptEnd?
+        var waiter: CheckedContinuation<AttemptEnd, Never>?
+    }
+    private var current: Current?
+
+    public init(id: String, type: JobType, policy: WorkerPolicy, slot: SlotSpec, settings: Settings) throws {
+        self.id = id
+        self.type = type.name
+        self.policy = policy
+        self.settings = settings
+        directory = settings.dataDirectory + "/workers/" + id
+        let plan = try WorkerLaunchPlan(type: type, policy: policy, slot: slot, workerID: id, directory: directory)
+        launch = ChildLaunch(argv: plan.argv, environment: plan.environment, workingDirectory: plan.workingDirectory,
+                             messages: directory + "/messages", commands: directory + "/commands",
+                             marker: "SPOOL_MESSAGES=" + directory + "/messages", killGrace: settings.killGrace)
+        gpu = slot.gpu != nil
+        lifecycle = WorkerLifecycle(timing: .init(policy: policy, killGrace: settings.killGrace), now: settings.clock.now())
+    }
+
+    public var phase: WorkerLifecycle.Phase { lifecycle.phase }
+    public var jobsRun: Int { lifecycle.jobsRun }
+    public var processID: Int32? { child?.pid }
+    /// Started, taking jobs, and not asked to go.
+    public var isAlive: Bool { lifecycle.isAlive }
+
+    // MARK: - Lifecycle
+
+    /// Spawns the worker and waits for `ready` (at most the setup timeout).
+    public func start() async throws(StartFailure) {
+        let directory = self.directory
+        do {
+            try await BlockingIO.run {
+                for path in [String(directory[..<directory.lastIndex(of: "/")!]), directory]
+                where mkdir(path, 0o755) != 0 && errno != EEXIST {
+                    throw ExecutorError("cannot create \(path): \(String(cString: strerror(errno)))")
+                }
+            }
+            workerLog = try LogSink(path: directory + "/worker.log", limit: 50 << 20)
+        } catch {
+            _ = lifecycle.handle(.spawnFailed("\(error)"), at: settings.clock.now())
+            throw StartFailure(description: "cannot prepare the worker directory: \(error)")
+        }
+        lifetime = Task { await self.live() }   // unstructured: the process outlives this call; stop()/kill() end it and wait for it
+        if startResult == nil { await withCheckedContinuation { startWaiters.append($0) } }
+        if case .failure(let failure) = startResult! { throw failure }
+    }
+
+    /// Asks the worker to exit (the shutdown command, then SIGTERM, then SIGKILL) and returns
+    /// once its process is gone.
+    public func stop(because reason: String) async {
+        handle(.stop(reason))
+        await waitForExit()
+    }
+
+    /// Stops the worker now (SIGTERM, then SIGKILL) and returns once its process is gone.
+    public func kill(because reason: String) async {
+        handle(.kill(reason))
+        await waitForExit()
+    }
+
+    private func waitForExit() async {
+        guard lifecycle.phase != .exited else { return }
+        await withCheckedContinuation { exitWaiters.append($0) }
+    }
+
+    private func live() async {
+        let events = ChildEvents(output: { bytes in await self.output(bytes) }, message: { line in await self.received(line) })
+        let (lines, commands) = AsyncStream<String>.makeStream()
+        self.commands = commands
+        let child: any ChildProcess
+        do { child = try await settings.launcher.launch(launch, events: events) } catch {
+            handle(.spawnFailed(error.description))
+            return
+        }
+        self.child = child
+        settings.logger.info("worker started", metadata: ["worker": "\(id)", "type": "\(type)", "pid": "\(child.pid)"])
+        handle(.spawned)
+        for line in early ?? [] { await received(line) }
+        early = nil
+        let exit = await withTaskGroup(of: ChildExit?.self) { group in
+            group.addTask { await child.exit() }
+            group.addTask { await self.tickUntilCancelled(); return nil }
+            group.addTask {
+                // A write waits only while the worker's pipe is full; the lifecycle has moved on
+                // meanwhile, and a worker that never reads is killed by its deadlines.
+                for await line in lines { _ = await child.send(line) }
+                return nil
+            }
+            var exit: ChildExit?
+            while exit == nil, let next = await group.next() { exit = next }
+            group.cancelAll()
+            return exit!
+        }
+        handle(.exited(exit.description))
+    }
+
+    /// Checks the lifecycle's deadlines on the clock (every 500 ms, or half a heartbeat), and
+    /// reads the worker's memory every 500 ms.
+    private func tickUntilCancelled() async {
+        let tick = min(.milliseconds(500), Duration.seconds(policy.heartbeatSeconds) / 2)
+        while !Task.isCancelled {
+            do { try await settings.clock.sleep(for: tick) } catch { return }
+            await sampleUsage(baseline: needsBaseline)
+            needsBaseline = false
+            handle(.tick)
+        }
+    }
+
+    // MARK: - The machine
+
+    private func handle(_ event: WorkerLifecycle.Event) {
+        let actions = lifecycle.handle(event, at: settings.clock.now())
+        for action in actions { perform(action) }
+        if lifecycle.phase == .exited { ended(event) }
+    }
+
+    private func perform(_ action: WorkerLifecycle.Action) {
+        switch action {
+        case .dispatch(let job):
+            guard let assignment = current?.assignment, assignment.job == job else { return }
+            send(.job(id: job, input: assignment.input, inputFile: assignment.paths.input, outputDirectory: assignment.paths.outputs,
+                      attempt: assignment.attempt, timeoutSeconds: assignment.timeoutSeconds))
+        case .send(let command):
+            send(command)
+        case .signal(let signal):
+            child?.signal(signal == .kill ? SIGKILL : SIGTERM)
+        case .started:
+            settle(.success(()))
+            needsBaseline = true   // the post-setup memory reading, on the next tick
+        case .startFailed(let reason):
+            settle(.failure(StartFailure(description: reason)))
+        case .jobCompleted(let job):
+            guard current?.assignment.job == job, let reported = current?.reported else { return }
+            finishJob(reported)
+        case .jobLost(let job, let status):
+            if current?.assignment.job == job { finishJob(.workerLost(status)) }
+        case .jobRefused(let job, let reason):
+            if current?.assignment.job == job { finishJob(.returned(reason)) }
+        case .note(let text):
+            (current?.sink ?? workerLog)?.note(text)
+            settings.logger.info("worker: \(text)", metadata: ["worker": "\(id)"])
+        }
+    }
+
+    private func send(_ command: WorkerCommand) {
+        commands?.yield(command.line)
+    }
+
+    private func settle(_ result: Result<Void, StartFailure>) {
+        guard startResult == nil else { return }
+        startResult = result
+        for waiter in startWaiters { waiter.resume() }
+        startWaiters = []
+    }
+
+    /// The process is gone: whoever waits for that goes on.
+    private func ended(_ event: WorkerLifecycle.Event) {
+        guard !hasEnded else { return }
+        hasEnded = true
+        commands?.finish()
+        settle(.failure(StartFailure(description: "the worker ended during setup")))
+        for waiter in exitWaiters { waiter.resume() }
+        exitWaiters = []
+        if case .exited(let status) = event {
+            workerLog?.note("worker ended: \(status)")
+            settings.logger.info("worker ended", metadata: ["worker": "\(id)", "status": "\(status)"])
+        }
+        let log = workerLog
+        workerLog = nil
+        Task { await log?.close() }   // unstructured: a flush that must not delay the exit bookkeeping
+    }
+
+    // MARK: - Jobs
+
+    public struct Assignment: Sendable {
+        public var job: JobID
+        public var input: JSONValue
+        public var paths: JobPaths
+        public var attempt: Int
+        public var timeoutSeconds: Double
+        public init(job: JobID, input: JSONValue, paths: JobPaths, attempt: Int, timeoutSeconds: Double) {
+            self.job = job
+            self.input = input
+            self.paths = paths
+            self.attempt = attempt
+            self.timeoutSeconds = timeoutSeconds
+        }
+    }
+
+    /// Runs one job on the ready worker. Cancel and timeout ask the worker to drop the job,
+    /// then kill the worker after the kill grace.
+    public func run(_ assignment: Assignment, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult {
+        guard lifecycle.isReady else { return ExecutionResult(.returned(message: "the worker was not ready")) }
+        let sink: LogSink
+        do {
+            try await JobFiles.prepare(assignment.paths, input: assignment.input)
+            sink = try LogSink(path: assignment.paths.log, limit: settings.logLimitBytes)
+        } catch {
+            return ExecutionResult(.returned(message: "\(error)"))
+        }
+        current = Current(assignment: assignment, sink: sink, observer: observer)
+        handle(.assign(assignment.job))
+        await observer.started(child?.pid ?? 0)
+        let job = assignment.job
+        let grace = settings.killGrace
+        let stopping = AttemptWatch.Stopping(
+            how: "asking the worker to drop it, killing the worker in \(grace.readable) if it does not",
+            ask: { _ in await self.handle(.cancel(job)) },
+            force: { await self.handle(.kill("the worker did not give the job up in time")) })
+        let (end, reason) = await AttemptWatch.run(timeout: .seconds(assignment.timeoutSeconds), killGrace: grace, clock: settings.clock,
+                                                   stops: stops, note: sink.note, stopping: stopping,
+                                                   until: { await self.jobEnd() })
+        current = nil
+        await sink.close()
+        // A fresh memory reading for the recycling decision.
+        if let rss = await child?.residentMegabytes() { usage.rssMegabytes = rss }
+        let result: JSONValue? = if case .workerSucceeded(let result) = end { result } else { nil }
+        return ExecutionResult(JobOutcome(end, stoppedFor: reason), result: result)
+    }
+
+    private func jobEnd() async -> AttemptEnd {
+        if let end = current?.end { return end }
+        return await withCheckedContinuation { current?.waiter = $0 }
+    }
+
+    private func finishJob(_ end: AttemptEnd) {
+        guard current != nil, current?.end == nil else { return }
+        current?.end = end
+        current?.waiter?.resume(returning: end)
+        current?.waiter = nil
+    }
+
+    /// Why the worker should be replaced now, after a job ended with `outcome`.
+    public func recycleReason(after outcome: JobOutcome) -> String? {
+        if !isAlive { return "it is no longer running" }
+        return policy.recycleReason(after: outcome, jobsRun: jobsRun, usage: usage)
+    }
+
+    // MARK: - What the worker says
+
+    private func output(_ bytes: [UInt8]) async {
+        if let current {
+            current.sink.write(bytes)
+            await current.observer.output(bytes)
+        } else {
+            workerLog?.write(bytes)
+        }
+    }
+
+    private func received(_ line: [UInt8]) async {
+        if early != nil, child == nil {
+            early?.append(line)
+            return
+        }
+        handle(.heard)
+        let message: WorkerMessage
+        do { message = try WorkerMessage(line: line) } catch {
+            (current?.sink ?? workerLog)?.note("ignored a message on $SPOOL_MESSAGES: \(error)")
+            return
+        }
+        let job = current?.assignment.job
+        switch message {
+        case .ready(let info):
+            if let info { workerLog?.note("worker ready: \(info.canonicalText)") }
+            handle(.ready)
+        case .heartbeat, .unknown:
+            return
+        case .progress(let id, let progress, _) where id == job?.rawValue:
+            await current?.observer.message(.progress(progress))
+        case .log(let id, let text) where id == job?.rawValue:
+            let bytes = Array((text + "\n").utf8)
+            current?.sink.write(bytes)
+            await current?.observer.output(bytes)
+        case .output(let id, let name) where id == job?.rawValue:
+            current?.sink.note("output: \(name)")
+        case .succeeded(let id, let result) where id == job?.rawValue:
+            current?.reported = .workerSucceeded(result: result)
+            handle(.jobEnded(job!))
+        case .failed(let id, let error) where id == job?.rawValue:
+            current?.reported = .workerFailed(error)
+            handle(.jobEnded(job!))
+        default:
+            workerLog?.note("ignored a message about a job that is not running: \(String(decoding: line, as: UTF8.self))")
+        }
+    }
+
+    private func sampleUsage(baseline: Bool) async {
+        guard let child, lifecycle.phase != .exited else { return }
+        ticks += 1
+        if let rss = await child.residentMegabytes() { usage.rssMegabytes = rss }
+        if gpu, baseline || ticks % 4 == 0, let vram = await child.gpuMegabytes() {
+            usage.vramMegabytes = vram
+            if baseline { usage.vramBaselineMegabytes = vram }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+import Logging
+import Metrics
+import SpoolCore
+
+/// The warm workers: at most one per slot, for one job type at a time — the executor of
+/// worker-mode types.
+///
+/// A job of a worker-mode type runs on its slot's worker, started on first use. After each
+/// job the pool decides (from the type's `WorkerPolicy`) whether the worker must be replaced;
+/// if so the old one is stopped and a fresh one set up at once (`afterRun`), while the next
+/// job waits. A worker whose setup fails is retried with exponential back-off; after
+/// `max_setup_failures` in a row the slot is *unhealthy* for that type. Meanwhile jobs of the
+/// type are not claimed by the slot (they wait instead of failing) — `excludedTypes` tells
+/// the scheduler which. A worker that went away on its own (idle, crashed, hung) is replaced
+/// when its slot next needs one.
+public actor WorkerPool: JobExecutor {
+    private let catalog: JobCatalog
+    private let slots: [SlotID: SlotSpec]
+    private let settings: Worker.Settings
+    private var workers: [SlotID: Worker] = [:]
+    /// Workers to be replaced, set aside when their last job ended: `afterRun` stops them and
+    /// sets up their successors, off the path that records the job's outcome.
+    private var retiring: [SlotID: (worker: Worker, reason: String, type: JobType, policy: WorkerPolicy)] = [:]
+    /// Slots whose worker is being (re)started; a job for such a slot waits for it.
+    private var starting: [SlotID: [CheckedContinuation<Void, Never>]] = [:]
+    private var health: [SlotID: [String: WorkerHealth]] = [:]
+    private var counter = 0
+    /// Pauses between a worker's last job and its replacement being ready (for the benchmark).
+    public private(set) var replacementPauses: [Duration] = []
+    public private(set) var restarts: [String: Int] = [:]
+
+    public init(catalog: JobCatalog, slots: [SlotSpec], settings: Worker.Settings) {
+        self.catalog = catalog
+        self.slots = Dictionary(uniqueKeysWithValues: slots.map { ($0.id, $0) })
+        self.settings = settings
+    }
+
+    private var clock: SpoolClock { settings.clock }
+
+    public func excludedTypes(for slot: SlotID) -> Set<String> {
+        let now = clock.now()
+        return Set((health[slot] ?? [:]).values.filter { $0.retryAt > now }.map(\.type))
+    }
+
+    public func nextRetry() -> Moment? {
+        let now = clock.now()
+        return health.values.flatMap(\.values).map(\.retryAt).filter { $0 > now }.min()
+    }
+
+    public func workerStatus() async -> [SlotID: SlotWorkers] {
+        var result: [SlotID: SlotWorkers] = [:]
+        for slot in slots.keys {
+            var status: WorkerStatus?
+            if let worker = workers[slot], await worker.phase != .exited {
+                status = WorkerStatus(id: worker.id, type: worker.type, phase: await worker.phase.rawValue, pid: await worker.processID,
+                                      jobsRun: await worker.jobsRun, usage: await worker.usage)
+            }
+            result[slot] = SlotWorkers(worker: status, health: Array((health[slot] ?? [:]).values).sorted { $0.type < $1.type })
+        }
+        return result
+    }
+
+    /// Runs a job on the slot's warm worker, starting or replacing the worker as needed.
+    public func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult {
+        guard let type = catalog[job.type], let policy = type.workerPolicy else {
+            return ExecutionResult(.spawnFailed(message: "this server has no worker-mode job type \"\(job.type)\""))
+        }
+        let worker: Worker
+        switch await ready(for: type, policy: policy, on: slot.id) {
+        case .success(let ready): worker = ready
+        case .failure(let failure): return ExecutionResult(.returned(message: failure.description))
+        }
+        let paths = JobPaths(dataDirectory: settings.dataDirectory, job: job.id)
+        let assignment = Worker.Assignment(job: job.id, input: job.input, paths: paths, attempt: job.attempts,
+                                           timeoutSeconds: job.timeoutSeconds)
+        let result = await worker.run(assignment, stops: stops, observer: observer)
+        if let reason = await worker.recycleReason(after: result.outcome) {
+            // Answer now; the scheduler calls `afterRun` next, and the slot's next job waits
+            // for the fresh worker instead of this job's outcome waiting for its setup.
+            if workers[slot.id] === worker { workers[slot.id] = nil }
+            retiring[slot.id] = (worker, reason, type, policy)
+            starting[slot.id] = starting[slot.id] ?? []
+        }
+        return result
+    }
+
+    /// Replaces the worker set aside by the slot's last job, if any.
+    public func afterRun(on slot: SlotID) async {
+        guard let (worker, reason, type, policy) = retiring.removeValue(forKey: slot) else { return }
+        await replace(worker, on: slot, because: reason, type: type, policy: policy)
+        for waiter in starting.removeValue(forKey: slot) ?? [] { waiter.resume() }
+    }
+
+    /// Stops every worker (server shutdown).
+    public func shutdown() async {
+        let all = Array(workers.values) + retiring.values.map(\.worker)
+        workers = [:]
+        retiring = [:]
+        await withTaskGroup(of: Void.self) { group in
+            for worker in all { group.addTask { await worker.stop(because: "the server is stopping") } }
+        }
+        for waiters in starting.values { for waiter in waiters { waiter.resume() } }
+        starting = [:]
+    }
+
+    // MARK: -
+
+    private func ready(for type: JobType, policy: WorkerPolicy, on slot: SlotID) async -> Result<Worker, Worker.StartFailure> {
+        while starting[slot] != nil {
+            await withCheckedContinuation { starting[slot, default: []].append($0) }
+        }
+        if let worker = workers[slot] {
+            if worker.type == type.name, await worker.isAlive { return .success(worker) }
+            // Another type holds the slot's worker (and its GPU memory), or it went away
+            // (idle, crashed, hung): make sure it is gone, then start a fresh one.
+            workers[slot] = nil
+            await worker.stop(because: worker.type == type.name ? "it is no longer running" : "its slot needs a \(type.name) worker")
+        }
+        return await start(type, policy: policy, on: slot)
+    }
+
+    private func start(_ type: JobType, policy: WorkerPolicy, on slot: SlotID) async -> Result<Worker, Worker.StartFailure> {
+        counter += 1
+        let id = "slot\(slot)-\(type.name)-\(counter)"
+        do {
+            let worker = try Worker(id: id, type: type, policy: policy, slot: slots[slot]!, settings: settings)
+            try await worker.start()
+            workers[slot] = worker
+            health[slot]?[type.name] = nil
+            return .success(worker)
+        } catch {
+            let failure = Worker.StartFailure(description: "worker setup failed: \(error)")
+            recordSetupFailure(type: type.name, policy: policy, on: slot, error: failure.description)
+            return .failure(failure)
+        }
+    }
+
+    private func recordSetupFailure(type: String, policy: WorkerPolicy, on slot: SlotID, error: String) {
+        let now = clock.now()
+        var entry = health[slot]?[type] ?? WorkerHealth(type: type, failures: 0, unhealthy: false, lastError: error, retryAt: now)
+        entry.failures += 1
+        entry.lastError = error
+        entry.unhealthy = entry.failures >= policy.maxSetupFailures
+        let backoff = min(30.0, 0.5 * Double(1 << min(entry.failures, 8)))
+        entry.retryAt = now + .seconds(backoff)
+        health[slot, default: [:]][type] = entry
+        restarted(because: "setup_failed", type: type)
+        settings.logger.error("worker setup failed", metadata: [
+            "slot": "\(slot)", "type": "\(type)", "failures": "\(entry.failures)", "unhealthy": "\(entry.unhealthy)",
+            "retry_in_s": "\(backoff)", "error": "\(error)",
+        ])
+    }
+
+    /// Stops a worker and sets up its successor straight away, so the next job finds it ready.
+    private func replace(_ worker: Worker, on slot: SlotID, because reason: String, type: JobType, policy: WorkerPolicy) async {
+        let began = clock.now()
+        settings.logger.info("replacing worker", metadata: ["worker": "\(worker.id)", "reason": "\(reason)"])
+        restarted(because: reason.hasPrefix("its job") ? "job_failed" : reason.hasPrefix("it is no longer") ? "crashed" : "limit", type: type.name)
+        await worker.stop(because: "replaced: \(reason)")
+        if case .success = await start(type, policy: policy, on: slot) {
+            replacementPauses.append(clock.now() - began)
+        }
+    }
+
+    private func restarted(because reason: String, type: String) {
+        restarts[reason, default: 0] += 1
+        Counter(label: "spool_worker_restarts_total", dimensions: [("reason", reason), ("type", type)]).increment()
+    }
+}

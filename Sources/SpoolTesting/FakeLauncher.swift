@@ -1,0 +1,166 @@
+import Glibc
+import SpoolCore
+import SpoolExecutor
+import Synchronization
+
+/// A `ChildLauncher` that starts scripted children instead of processes: the executors'
+/// supervision (timeouts, stops, escalation, the worker lifecycle) runs for real against them,
+/// on a manual clock. Each launch shows up on `children`.
+public final class FakeLauncher: ChildLauncher {
+    public let children: AsyncStream<FakeChild>
+    private let launched: AsyncStream<FakeChild>.Continuation
+    private let state = Mutex(State())
+
+    struct State {
+        var nextPID: Int32 = 4_000_000
+        var failures: [String] = []
+        var behaviour: FakeChild.Behaviour = .init()
+        var launches: [ChildLaunch] = []
+    }
+
+    public init(behaviour: FakeChild.Behaviour = .init()) {
+        (children, launched) = AsyncStream<FakeChild>.makeStream()
+        state.withLock { $0.behaviour = behaviour }
+    }
+
+    /// The next launch fails with `message` (a missing executable, say).
+    public func failNextLaunch(_ message: String) { state.withLock { $0.failures.append(message) } }
+
+    /// How children launched from now on behave.
+    public func setBehaviour(_ behaviour: FakeChild.Behaviour) { state.withLock { $0.behaviour = behaviour } }
+
+    /// Every launch so far.
+    public var launches: [ChildLaunch] { state.withLock { $0.launches } }
+
+    public func launch(_ launch: ChildLaunch, events: ChildEvents) async throws(ExecutorError) -> any ChildProcess {
+        let (pid, failure, behaviour) = state.withLock { state -> (Int32, String?, FakeChild.Behaviour) in
+            state.launches.append(launch)
+            state.nextPID += 1
+            return (state.nextPID, state.failures.isEmpty ? nil : state.failures.removeFirst(), state.behaviour)
+        }
+        if let failure { throw ExecutorError(failure) }
+        let child = FakeChild(pid: pid, launch: launch, events: events, behaviour: behaviour)
+        launched.yield(child)
+        await child.started()
+        return child
+    }
+}
+
+/// A child process played by the test (or by a `Behaviour`): it exits when told, answers
+/// signals as a real process would, and can speak the worker protocol.
+public final class FakeChild: ChildProcess {
+    public struct Behaviour: Sendable {
+        /// Exits on SIGTERM (else only SIGKILL ends it).
+        public var exitsOnTerminate = true
+        /// Speaks the worker protocol: says `ready` at once, exits on `shutdown`, and answers
+        /// `job` commands with `succeeded` when `answersJobs`.
+        public var isWorker = false
+        public var answersJobs = false
+        /// A worker that exits when told to shut down (a hung one does not).
+        public var obeysShutdown = true
+        public init(exitsOnTerminate: Bool = true, isWorker: Bool = false, answersJobs: Bool = false, obeysShutdown: Bool = true) {
+            self.exitsOnTerminate = exitsOnTerminate
+            self.isWorker = isWorker
+            self.answersJobs = answersJobs
+            self.obeysShutdown = obeysShutdown
+        }
+    }
+
+    public let pid: Int32
+    public let launch: ChildLaunch
+    private let events: ChildEvents
+    private let behaviour: Behaviour
+    private let state = Mutex(State())
+    /// Command lines the child received, in order.
+    public let commands: AsyncStream<String>
+    private let commandSink: AsyncStream<String>.Continuation
+
+    struct State {
+        var status: ChildExit?
+        var waiters: [CheckedContinuation<ChildExit, Never>] = []
+        var signals: [Int32] = []
+        var rss: Double? = 100
+        var gpu: Double?
+    }
+
+    init(pid: Int32, launch: ChildLaunch, events: ChildEvents, behaviour: Behaviour) {
+        self.pid = pid
+        self.launch = launch
+        self.events = events
+        self.behaviour = behaviour
+        (commands, commandSink) = AsyncStream<String>.makeStream()
+    }
+
+    func started() async {
+        if behaviour.isWorker { await say(["type": .string("ready")]) }
+    }
+
+    /// Signals received, in order.
+    public var signals: [Int32] { state.withLock { $0.signals } }
+    public var hasExited: Bool { state.withLock { $0.status != nil } }
+
+    public func setMemory(rss: Double?, gpu: Double? = nil) { state.withLock { $0.rss = rss; $0.gpu = gpu } }
+
+    /// Writes to its stdout.
+    public func print(_ text: String) async { await events.output(Array(text.utf8)) }
+    public func print(bytes: [UInt8]) async { await events.output(bytes) }
+
+    /// Writes a message line (a JSON object) to its message FIFO.
+    public func say(_ message: [String: JSONValue]) async {
+        await events.message(Array(JSONValue.object(message).canonicalText.utf8))
+    }
+
+    /// The worker reports a job done.
+    public func succeed(_ job: JobID, result: JSONValue = .object([:])) async {
+        await say(["type": .string("succeeded"), "job": .string(job.rawValue), "result": result])
+    }
+
+    /// Ends the child with this status (later calls do nothing).
+    public func exit(with status: ChildExit) {
+        let waiters = state.withLock { state -> [CheckedContinuation<ChildExit, Never>] in
+            guard state.status == nil else { return [] }
+            state.status = status
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        commandSink.finish()
+        for waiter in waiters { waiter.resume(returning: status) }
+    }
+
+    public func signal(_ signal: Int32) {
+        let alive = state.withLock { state -> Bool in
+            guard state.status == nil else { return false }
+            state.signals.append(signal)
+            return true
+        }
+        guard alive else { return }
+        if signal == SIGKILL || (signal == SIGTERM && behaviour.exitsOnTerminate) { exit(with: .signaled(signal)) }
+    }
+
+    public func send(_ line: String) async -> Bool {
+        guard !hasExited else { return false }
+        commandSink.yield(line)
+        guard behaviour.isWorker, let command = try? JSONParser.parse(Array(line.utf8)) else { return true }
+        switch command["type"]?.stringValue {
+        case "shutdown" where behaviour.obeysShutdown: exit(with: .exited(0))
+        case "job" where behaviour.answersJobs:
+            if let id = command["job"]?.stringValue.flatMap(JobID.init) { await succeed(id, result: .object(["pid": .int(Int64(pid))])) }
+        default: break
+        }
+        return true
+    }
+
+    public func exit() async -> ChildExit {
+        await withCheckedContinuation { continuation in
+            let status = state.withLock { state -> ChildExit? in
+                if let status = state.status { return status }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let status { continuation.resume(returning: status) }
+        }
+    }
+
+    public func residentMegabytes() async -> Double? { state.withLock { $0.rss } }
+    public func gpuMegabytes() async -> Double? { state.withLock { $0.gpu } }
+}

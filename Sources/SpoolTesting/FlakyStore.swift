@@ -1,0 +1,90 @@
+import SpoolCore
+import SpoolStore
+import Synchronization
+
+/// A `JobStore` that fails when told to — a full disk, a damaged file, a lost database — and
+/// otherwise passes every call to the store it wraps.
+public final class FlakyStore: JobStore {
+    public enum Operation: Sendable, Hashable { case claim, finish, enqueue, appendEvent, queuedCount }
+
+    private let base: any JobStore
+    private let failures = Mutex<[Operation: Int]>([:])
+    /// Operations on hold, with the calls waiting on each.
+    private let holds = Mutex<[Operation: [CheckedContinuation<Void, Never>]]>([:])
+
+    public init(_ base: any JobStore) { self.base = base }
+
+    /// Calls of `operation` wait from now on until `release` (a slow disk, a stalled network).
+    public func hold(_ operation: Operation) { holds.withLock { $0[operation] = $0[operation] ?? [] } }
+
+    /// Lets the held calls of `operation` go on, and later ones pass; returns how many were waiting.
+    @discardableResult
+    public func release(_ operation: Operation) -> Int {
+        let waiting = holds.withLock { $0.removeValue(forKey: operation) ?? [] }
+        for waiter in waiting { waiter.resume() }
+        return waiting.count
+    }
+
+    /// The next `times` calls of `operation` fail (`Int.max`: until `heal`).
+    public func fail(_ operation: Operation, times: Int = .max) { failures.withLock { $0[operation] = times } }
+    public func heal() { failures.withLock { $0 = [:] } }
+
+    /// How many calls of `operation` are waiting on a hold.
+    public func waiting(_ operation: Operation) -> Int { holds.withLock { $0[operation]?.count ?? 0 } }
+
+    private func pass(_ operation: Operation) async throws {
+        await withCheckedContinuation { continuation in
+            let wait = holds.withLock { holds -> Bool in
+                guard holds[operation] != nil else { return false }
+                holds[operation]!.append(continuation)
+                return true
+            }
+            if !wait { continuation.resume() }
+        }
+        try check(operation)
+    }
+
+    private func check(_ operation: Operation) throws {
+        let fails = failures.withLock { failures -> Bool in
+            guard let left = failures[operation], left > 0 else { return false }
+            failures[operation] = left == .max ? left : left - 1
+            return true
+        }
+        if fails { throw StoreError(.corrupt, "could not \(operation): the job database is damaged (test)") }
+    }
+
+    public func prepare() async throws { try await base.prepare() }
+    public func enqueue(_ job: Job) async throws -> EnqueueResult {
+        try check(.enqueue)
+        return try await base.enqueue(job)
+    }
+    public func job(_ id: JobID) async throws -> Job? { try await base.job(id) }
+    public func jobs(_ query: JobQuery) async throws -> JobPage { try await base.jobs(query) }
+    public func queuedCount() async throws -> Int {
+        try check(.queuedCount)
+        return try await base.queuedCount()
+    }
+    public func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job? {
+        try await pass(.claim)
+        return try await base.claimNext(for: slot, excluding: excluding, now: now)
+    }
+    public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
+                       claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job? {
+        try await pass(.finish)
+        return try await base.finish(id, attempt: attempt, outcome: outcome, result: result, now: now, claimNextFor: slot, excluding: excluding)
+    }
+    public func cancel(_ id: JobID, now: Timestamp) async throws -> CancelResult { try await base.cancel(id, now: now) }
+    public func reportProgress(_ id: JobID, attempt: Int, progress: JobProgress) async throws {
+        try await base.reportProgress(id, attempt: attempt, progress: progress)
+    }
+    public func recoverInterrupted(now: Timestamp) async throws -> [Job] { try await base.recoverInterrupted(now: now) }
+    public func watch(_ id: JobID) -> JobWatch { base.watch(id) }
+    public func events(after: Int64, job: JobID?, limit: Int) async throws -> [JobEvent] {
+        try await base.events(after: after, job: job, limit: limit)
+    }
+    public func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
+        try check(.appendEvent)
+        try await base.appendEvent(kind, job: job, data: data, now: now)
+    }
+    public var eventNotifier: EventNotifier { base.eventNotifier }
+}

@@ -1,0 +1,79 @@
+import SpoolCore
+import SpoolExecutor
+import Synchronization
+
+/// A `JobExecutor` whose attempts the test ends: each `run` shows up on `attempts`, and stays
+/// running until the test calls `finish` on it. Stop requests the scheduler sends arrive on
+/// the attempt (`nextStop`), so a test sees exactly what the scheduler asked for.
+public final class ScriptedExecutor: JobExecutor {
+    /// One attempt in flight.
+    public final class Attempt: Sendable {
+        public let job: Job
+        public let slot: SlotSpec
+        public let observer: ExecutionObserver
+        private let stops: AsyncStream<StopReason>
+        private let ending: Mutex<CheckedContinuation<ExecutionResult, Never>?>
+
+        init(job: Job, slot: SlotSpec, observer: ExecutionObserver, stops: AsyncStream<StopReason>,
+             ending: CheckedContinuation<ExecutionResult, Never>) {
+            self.job = job
+            self.slot = slot
+            self.observer = observer
+            self.stops = stops
+            self.ending = Mutex(ending)
+        }
+
+        /// Ends the attempt with this outcome (later calls do nothing).
+        public func finish(_ outcome: JobOutcome, result: JSONValue? = nil) {
+            ending.withLock { $0.take() }?.resume(returning: ExecutionResult(outcome, result: result))
+        }
+
+        /// The next stop request the scheduler sends for this attempt (nil once it sends none).
+        public func nextStop() async -> StopReason? {
+            var iterator = stops.makeAsyncIterator()
+            return await iterator.next()
+        }
+    }
+
+    /// Every attempt the scheduler starts, in order.
+    public let attempts: AsyncStream<Attempt>
+    private let started: AsyncStream<Attempt>.Continuation
+    private let state = Mutex(State())
+
+    struct State {
+        var live: [JobID: Attempt] = [:]
+        var excluded: [SlotID: Set<String>] = [:]
+        var afterRuns: [SlotID] = []
+        var shutDown = false
+    }
+
+    public init() {
+        (attempts, started) = AsyncStream<Attempt>.makeStream()
+    }
+
+    public func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult {
+        let result = await withCheckedContinuation { continuation in
+            let attempt = Attempt(job: job, slot: slot, observer: observer, stops: stops, ending: continuation)
+            state.withLock { $0.live[job.id] = attempt }
+            started.yield(attempt)
+        }
+        state.withLock { $0.live[job.id] = nil }
+        return result
+    }
+
+    /// Ends every attempt still running with `outcome` (a test's teardown).
+    public func finishAll(_ outcome: JobOutcome) {
+        for attempt in state.withLock({ Array($0.live.values) }) { attempt.finish(outcome) }
+    }
+
+    public func afterRun(on slot: SlotID) async { state.withLock { $0.afterRuns.append(slot) } }
+    public func excludedTypes(for slot: SlotID) async -> Set<String> { state.withLock { $0.excluded[slot] ?? [] } }
+    public func shutdown() async { state.withLock { $0.shutDown = true } }
+
+    /// Makes `slot` refuse these types (as a backing-off worker type would).
+    public func exclude(_ types: Set<String>, on slot: SlotID) { state.withLock { $0.excluded[slot] = types } }
+
+    /// Slots that got their `afterRun`, in order.
+    public var afterRuns: [SlotID] { state.withLock { $0.afterRuns } }
+    public var wasShutDown: Bool { state.withLock { $0.shutDown } }
+}

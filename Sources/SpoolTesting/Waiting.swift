@@ -1,0 +1,52 @@
+import Synchronization
+
+/// Runs `body`, failing with a sentence that says what was awaited if it takes longer than
+/// `limit` of real time: a test never hangs, and never sleeps to let something happen. On a
+/// timeout the body is cancelled and left behind (it may be stuck in a wait that ignores
+/// cancellation: that is the bug the failure reports), so the test fails instead of hanging.
+public func within<T: Sendable>(_ limit: Duration = .seconds(10), _ what: String,
+                                _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    let answer = Answer<T>()
+    return try await withCheckedThrowingContinuation { continuation in
+        answer.wait(continuation)
+        // unstructured: neither task may keep the caller waiting once the other has answered.
+        let work = Task {
+            do { answer.settle(.success(try await body())) } catch { answer.settle(.failure(error)) }
+        }
+        Task {
+            try? await Task.sleep(for: limit)
+            answer.settle(.failure(WaitTimedOut(description: "timed out after \(limit) waiting for \(what)")))
+            work.cancel()
+        }
+    }
+}
+
+/// The first answer wins.
+private final class Answer<T: Sendable>: Sendable {
+    private let continuation = Mutex<CheckedContinuation<T, any Error>?>(nil)
+    func wait(_ continuation: CheckedContinuation<T, any Error>) { self.continuation.withLock { $0 = continuation } }
+    func settle(_ result: Result<T, any Error>) { continuation.withLock { $0.take() }?.resume(with: result) }
+}
+
+public struct WaitTimedOut: Error, CustomStringConvertible {
+    public var description: String
+    public init(description: String) { self.description = description }
+}
+
+extension AsyncStream where Element: Sendable {
+    /// The next element, or a failure naming `what` after `limit` of real time.
+    public func next(_ what: String, within limit: Duration = .seconds(10)) async throws -> Element {
+        let iterator = SendableIterator(self)
+        return try await within(limit, what) {
+            guard let element = await iterator.next() else { throw WaitTimedOut(description: "the stream of \(what) ended") }
+            return element
+        }
+    }
+}
+
+/// Lets a test take elements one at a time across calls.
+final class SendableIterator<Element: Sendable>: @unchecked Sendable {
+    private var iterator: AsyncStream<Element>.Iterator
+    init(_ stream: AsyncStream<Element>) { iterator = stream.makeAsyncIterator() }
+    func next() async -> Element? { await iterator.next() }
+}

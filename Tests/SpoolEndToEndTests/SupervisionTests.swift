@@ -1,0 +1,249 @@
+import Foundation
+import SpoolCore
+import SpoolTestSupport
+import Testing
+
+/// Supervision through the real binary: the failures found by attacking the build (issue 9),
+/// each reproduced here first, and a soak with every timer short.
+@Suite(.serialized) struct SupervisionTests {
+    static let worker = WorkerModeTests.fixture
+
+    /// A config with a warm-worker type `work` (the protocol fixture) and a process type `env`
+    /// that prints its environment, with every supervision timer short.
+    static func config(_ extra: [String: JSONValue] = [:], worker: [String: JSONValue] = [:]) -> JSONValue {
+        var work: [String: JSONValue] = [
+            "command": .array([.string("/usr/bin/python3"), .string(Self.worker)]), "mode": "worker",
+            "timeout_s": 60, "heartbeat_s": 0.3, "idle_timeout_s": 1,
+        ]
+        work.merge(worker) { _, new in new }
+        var config: [String: JSONValue] = [
+            "kill_grace_s": 1, "shutdown_grace_s": 2,
+            "job_types": .object([
+                "work": .object(work),
+                "env": .object(["command": .array(["/usr/bin/env"]), "timeout_s": 30]),
+                "nap": .object(["command": .array(["sleep", "0.2"]), "timeout_s": 30]),
+            ]),
+        ]
+        config.merge(extra) { _, new in new }
+        return .object(config)
+    }
+
+    func run(_ server: ServerHarness, _ type: String, _ input: JSONValue = .object([:])) async throws -> JSONValue {
+        let reply = try await server.submit(type, input)
+        let id = try #require(reply.json["id"]?.stringValue, "\(String(decoding: reply.body, as: UTF8.self))")
+        return try await server.waitFor(id, ["succeeded", "failed", "canceled"], timeout: .seconds(60))
+    }
+
+    /// The warm worker on slot 0 as `/v1/queue` shows it (nil when it has none).
+    func worker(_ server: ServerHarness) async throws -> JSONValue? {
+        let queue = try await server.request(.GET, "/v1/queue").json
+        guard case .array(let slots)? = queue["slots"], let worker = slots.first?["worker"], worker != .null else { return nil }
+        return worker
+    }
+
+    @Test func aWorkerStoppedForIdlenessNeverWedgesItsSlot() async throws {
+        let server = try ServerHarness(config: Self.config())
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let first = try await run(server, "work")
+        #expect(first["state"] == "succeeded")
+        let pid = try #require(first["result"]?["pid"]?.intValue)
+        // Idle for 1 s: the worker is asked to go, exits, and the slot forgets it.
+        try await poll(.seconds(20), "the idle worker to be gone") { try await worker(server) == nil }
+        #expect(!isAlive(Int32(pid)), "the idle worker's process is gone (not a zombie)")
+        let next = try await run(server, "work")
+        #expect(next["state"] == "succeeded", "the next job of the type runs on a fresh worker")
+        #expect(next["result"]?["pid"]?.intValue != pid)
+        #expect(try await run(server, "nap")["state"] == "succeeded", "other types are not blocked")
+        server.terminate()
+        let status = try await withDeadline(.seconds(10), "the server to stop on SIGTERM") { await server.waitForExit() }
+        #expect(status == 0)
+    }
+
+    @Test func aServerIdlePastEveryTimerRunsTheNextJobOfEachTypeAndStopsWithinItsGrace() async throws {
+        try await soak(store: nil)
+    }
+
+    @Test func aSharedStoreNodeIdlePastEveryTimerRunsTheNextJobOfEachTypeAndStopsWithinItsGrace() async throws {
+        try await soak(store: try await TestPostgres.createDatabase())
+    }
+
+    /// Every timer short — worker idle timeout and heartbeat, the shared store's lease — and
+    /// the server left idle past all of them, twice: each time the next job of each type runs
+    /// (the built-in render included), and SIGTERM then stops the server within its grace.
+    func soak(store: String?) async throws {
+        var extra: [String: JSONValue] = [:]
+        if let store { extra = ["store": .string(store), "lease_s": 1] }
+        var config = Self.config(extra)
+        // The built-in render worker, with its timers short too (its own idle timeout is 10 min).
+        if case .object(var settings) = config, case .object(var types)? = settings["job_types"] {
+            types["render"] = .object([
+                "command": .array([.string(ServerHarness.binary), "render-worker"]), "mode": "worker", "timeout_s": 60,
+                "heartbeat_s": 0.3, "idle_timeout_s": 1,
+            ])
+            settings["job_types"] = .object(types)
+            config = .object(settings)
+        }
+        let server = try ServerHarness(config: config)
+        try await server.start()
+        defer { Task { await server.stop() } }
+        for round in 1...2 {
+            for type in ["work", "env", "nap"] {
+                #expect(try await run(server, type)["state"] == "succeeded", "round \(round): \(type)")
+            }
+            let render = try await run(server, "render", .object(["width": 16, "height": 12, "samples": 1]))
+            #expect(render["state"] == "succeeded", "round \(round): render")
+            // Idle past the workers' idle timeout (1 s), many heartbeats (0.3 s) and leases (1 s).
+            try await poll(.seconds(20), "the idle worker to be stopped") { try await worker(server) == nil }
+            let idleSince = ContinuousClock.now
+            try await poll(.seconds(20), "three leases to pass") { ContinuousClock.now - idleSince > .seconds(3) }
+        }
+        // A job is running when the SIGTERM arrives: it gets the grace (2 s), then is stopped.
+        let long = try #require(try await server.submit("work", .object(["sleep": 60])).json["id"]?.stringValue)
+        _ = try await server.waitFor(long, ["running"])
+        let stopping = ContinuousClock.now
+        server.terminate()
+        let status = try await withDeadline(.seconds(15), "the server to stop on SIGTERM") { await server.waitForExit() }
+        #expect(status == 0)
+        #expect(ContinuousClock.now - stopping < .seconds(2 + 1 + 4), "shutdown grace 2 s + kill grace 1 s, with a margin")
+    }
+
+    @Test func aWorkerJobsLogHonoursLogLimitBytes() async throws {
+        let server = try ServerHarness(config: Self.config(["log_limit_bytes": 20_000]))
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let job = try await run(server, "work", .object(["spew": 2_000_000]))
+        #expect(job["state"] == "succeeded")
+        let id = try #require(job["id"]?.stringValue)
+        let log = try await server.request(.GET, "/v1/jobs/\(id)/logs")
+        #expect(log.body.count < 20_000 + 300, "the log holds \(log.body.count) bytes with log_limit_bytes 20000")
+        let truncated = String(decoding: log.body, as: UTF8.self).contains("log truncated")
+        #expect(truncated, "the log says where it was cut")
+    }
+
+    @Test func outputWithoutNewlinesMakesLogEventsOfBoundedSize() async throws {
+        let server = try ServerHarness(config: Self.config())
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let job = try await run(server, "work", .object(["spew": 5_000_000]))
+        let id = try #require(job["id"]?.stringValue)
+        let logs = try await server.frames("/v1/jobs/\(id)/events") { _ in false }.filter { $0.event == "log" }
+        let sizes = logs.map { $0.data["text"]?.stringValue?.utf8.count ?? 0 }
+        #expect(!sizes.isEmpty)
+        #expect(sizes.reduce(0, +) <= 64 << 10, "log events of one job carry at most 64 KiB in all: \(sizes)")
+        #expect(sizes.allSatisfy { $0 <= 16 << 10 }, "each log event is bounded: \(sizes)")
+    }
+
+    @Test func aJobsEnvironmentHoldsNoneOfTheServersSpoolSettings() async throws {
+        let server = try ServerHarness(config: Self.config())
+        let secret = "hunter2-\(UUID().uuidString)"
+        try await server.start(environment: ["SPOOL_WEBHOOK_SECRET": secret, "SPOOL_CANARY": secret, "KEEP_ME": "kept"])
+        defer { Task { await server.stop() } }
+        let job = try await run(server, "env")
+        let id = try #require(job["id"]?.stringValue)
+        let log = String(decoding: try await server.request(.GET, "/v1/jobs/\(id)/logs").body, as: UTF8.self)
+        let (leaked, kept, documented) = (log.contains(secret), log.contains("KEEP_ME=kept"), log.contains("SPOOL_JOB_ID=\(id)"))
+        #expect(!leaked, "a job sees the server's SPOOL_* settings")
+        #expect(kept, "the rest of the server's environment is inherited")
+        #expect(documented, "the documented job variables are set")
+    }
+
+    @Test func aDamagedDatabaseStopsStartupWithOneLine() async throws {
+        let server = try ServerHarness(config: Self.config())
+        try await server.start()
+        for n in 0..<300 { _ = try await server.submit("nap", .object(["padding": .string(String(repeating: "p", count: 200 + n))])) }
+        server.terminate()
+        _ = await server.waitForExit()
+        await server.stop()
+        // A failing disk garbles the queue index's root page: the server opened such a file,
+        // answered submits, and never ran a job ("could not claim a job: … malformed").
+        let path = server.dataDirectory + "/spool.sqlite"
+        let found = try await runProcess("/usr/bin/python3", ["-c", """
+            import sqlite3, sys
+            db = sqlite3.connect(sys.argv[1])
+            print(db.execute("PRAGMA page_size").fetchone()[0], db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'jobs_queue'").fetchone()[0])
+            """, path])
+        let numbers = found.stdout.split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        let (pageSize, rootPage) = (try #require(numbers.first), try #require(numbers.last))
+        let handle = try #require(FileHandle(forUpdatingAtPath: path))
+        try handle.seek(toOffset: UInt64((rootPage - 1) * pageSize))
+        handle.write(Data(repeating: 0xA5, count: pageSize))
+        try handle.close()
+        let result = try await runCLI(["serve", "--config", server.configPath, "--data-dir", server.dataDirectory, "--port", "0", "--gpus", "none"],
+                                  killAfter: .seconds(20))
+        #expect(result.status != 0)
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "\(result.stderr)")
+        #expect(result.stderr.contains("damaged"), "\(result.stderr)")
+    }
+
+    @Test func malformedChunkedFramingIsABadRequest() async throws {
+        let server = try ServerHarness(config: Self.config())
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let reply = try rawHTTP(server.url, """
+            POST /v1/jobs HTTP/1.1\r
+            Host: 127.0.0.1\r
+            Content-Type: application/json\r
+            Transfer-Encoding: chunked\r
+            \r
+            zz\r
+            {"type":"nap"}\r
+            0\r
+            \r
+
+            """)
+        #expect(reply.hasPrefix("HTTP/1.1 400"), "\(reply)")
+    }
+
+    @Test func metricsCountEachResponseUnderItsRealStatus() async throws {
+        let server = try ServerHarness(config: Self.config())
+        try await server.start()
+        defer { Task { await server.stop() } }
+        #expect(try await server.request(.GET, "/v1/jobs/job_00000000000000000000000000").status == 404)
+        #expect(try await server.submit("no-such-type").status == 422)
+        let metrics = String(decoding: try await server.request(.GET, "/metrics").body, as: UTF8.self)
+        let requests = metrics.split(separator: "\n").filter { $0.hasPrefix("hb_requests") }
+        #expect(requests.contains { $0.contains("/v1/jobs/{id}") && $0.contains("status_code=\"404\"") }, "\(requests)")
+        #expect(requests.contains { $0.contains("\"/v1/jobs\"") && $0.contains("status_code=\"422\"") }, "\(requests)")
+        #expect(!requests.contains { $0.contains("status_code=\"500\"") }, "client errors counted as 500: \(requests)")
+    }
+}
+
+/// Polls `condition` until it holds (every 50 ms), failing with what was awaited after `limit`.
+func poll(_ limit: Duration, _ what: String, _ condition: @escaping @Sendable () async throws -> Bool) async throws {
+    try await withDeadline(limit, what) {
+        while try await !condition() { try await Task.sleep(for: .milliseconds(50)) }
+        return true
+    }
+}
+
+/// Sends raw bytes to the server and returns what it answers (up to 64 KiB, or until it
+/// closes the connection or is silent for 5 s): for framing the HTTP client will not send.
+func rawHTTP(_ url: String, _ request: String) throws -> String {
+    guard let port = UInt16(url.split(separator: ":").last ?? "") else { throw HarnessError("no port in \(url)") }
+    let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard socket >= 0 else { throw HarnessError("socket: \(errno)") }
+    defer { close(socket) }
+    var timeout = timeval(tv_sec: 5, tv_usec: 0)
+    setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { throw HarnessError("connect: \(errno)") }
+    let bytes = Array(request.utf8)
+    _ = bytes.withUnsafeBytes { send(socket, $0.baseAddress, $0.count, 0) }
+    var answer: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while answer.count < 64 << 10 {
+        let count = buffer.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, 0) }
+        if count <= 0 { break }
+        answer += buffer[0..<count]
+        if String(decoding: answer, as: UTF8.self).contains("\r\n\r\n"), answer.count > 100 { break }
+    }
+    return String(decoding: answer, as: UTF8.self)
+}

@@ -1,0 +1,122 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import ServiceLifecycleTestKit
+import SpoolCore
+import SpoolExecutor
+import SpoolScheduler
+import SpoolStore
+import SpoolTesting
+
+/// The real `Scheduler` over a `MemoryJobStore` (behind a `FlakyStore` that fails or stalls on
+/// demand), any executor, and a manual clock: nothing sleeps, time moves when a test says.
+final class SchedulerRig: Sendable {
+    let manual = ManualClock()
+    let clock: SpoolClock
+    let memory = MemoryJobStore()
+    let store: FlakyStore
+    let catalog: JobCatalog
+    let scheduler: Scheduler
+    let configuration: SchedulerConfiguration
+    let dataDirectory: String
+
+    /// Warnings and worse only: the tests' own expectations say what happened.
+    static func quiet(_ label: String) -> Logger {
+        var logger = Logger(label: label)
+        logger.logLevel = .warning
+        return logger
+    }
+
+    static let processType = JobType(name: "t", command: try! CommandTemplate(["/bin/true"]), timeoutSeconds: 60, maxAttempts: 1)
+
+    init(slots: Int = 1, types: [JobType] = [SchedulerRig.processType],
+         executor: (JobCatalog, SpoolClock, String) -> any JobExecutor,
+         configure: (inout SchedulerConfiguration) -> Void = { _ in }) throws {
+        clock = SpoolClock(manual, wall: WallClock.now)
+        store = FlakyStore(memory)
+        catalog = JobCatalog(types)
+        dataDirectory = NSTemporaryDirectory() + "spool-scheduler-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dataDirectory + "/jobs", withIntermediateDirectories: true)
+        var configuration = SchedulerConfiguration(slots: (0..<slots).map { SlotSpec(id: SlotID($0)) }, dataDirectory: dataDirectory)
+        configure(&configuration)
+        self.configuration = configuration
+        scheduler = Scheduler(store: store, executor: executor(catalog, clock, dataDirectory), catalog: catalog,
+                              configuration: configuration, clock: clock, logger: Self.quiet("scheduler-test"))
+    }
+
+    /// Stores a job and tells the scheduler, as a submit does.
+    @discardableResult
+    func submit(_ type: String = "t", input: JSONValue = .object([:]), priority: Int = 0) async throws -> Job {
+        var submission = Submission(type: type, input: input, priority: priority)
+        submission.timeoutSeconds = nil
+        let job = try catalog.admit(submission, id: .random(), now: clock.wall())
+        let stored = try await store.enqueue(job).job
+        scheduler.jobEnqueued()
+        return stored
+    }
+
+    func job(_ id: JobID) async throws -> Job {
+        guard let job = try await memory.job(id) else { throw WaitTimedOut(description: "no job \(id)") }
+        return job
+    }
+
+    /// Waits (in real time, at most 10 s) until the job is in `state` — with `after`, once it
+    /// has been in that state first (a job that goes back to the queue is queued twice).
+    @discardableResult
+    func waitFor(_ id: JobID, _ state: JobState, after earlier: JobState? = nil) async throws -> Job {
+        try await within(.seconds(10), "job \(id) to be \(state)") { [memory] in
+            var passed = earlier == nil
+            while true {
+                let watch = memory.watch(id)
+                guard let job = try await memory.job(id) else { throw WaitTimedOut(description: "no job \(id)") }
+                if job.state == earlier || (earlier != nil && job.attempts > 0) { passed = true }
+                if passed && job.state == state { return job }
+                _ = await watch.next(timeout: .seconds(10))
+            }
+        }
+    }
+
+    /// Moves the clock on by `step` — whenever some task sleeps on it, however far off — until `condition`
+    /// holds: for deadlines the test does not know to the millisecond (periodic ticks, retries).
+    /// The condition is checked after each step and every few milliseconds of real time while no
+    /// task sleeps (the system may still be working its way to the result).
+    func advance(by step: Duration, until what: String, limit: Int = 400, _ condition: @escaping @Sendable () async throws -> Bool) async throws {
+        let manual = self.manual
+        try await within(.seconds(20), what) {
+            var steps = 0
+            while steps < limit {
+                if try await condition() { return true }
+                if await manual.sleeperArrives(patience: .milliseconds(5)) {
+                    manual.advance(by: step)
+                    steps += 1
+                }
+            }
+            if try await condition() { return true }
+            throw WaitTimedOut(description: "\(what): not after \(limit) steps of \(step)")
+        }
+    }
+
+    /// Runs the scheduler as a service for `body`, then shuts it down gracefully (`end` runs
+    /// in between, to finish whatever the test left running) and waits for it to stop.
+    func run(_ body: @escaping @Sendable (GracefulShutdownTestTrigger) async throws -> Void,
+             end: @escaping @Sendable () async -> Void = {}) async throws {
+        let scheduler = self.scheduler
+        try await testGracefulShutdown { trigger in
+            // Inherits the test's graceful-shutdown context; awaited below, cancelled on failure.
+            let running = Task { try await scheduler.run() }
+            do {
+                try await body(trigger)
+            } catch {
+                trigger.triggerGracefulShutdown()
+                await end()
+                running.cancel()
+                throw error
+            }
+            trigger.triggerGracefulShutdown()
+            await end()
+            try await within(.seconds(10), "the scheduler to stop") {
+                try await withTaskCancellationHandler { try await running.value } onCancel: { running.cancel() }
+            }
+        }
+    }
+}

@@ -1,0 +1,340 @@
+import SpoolCore
+import SpoolExecutor
+import SpoolScheduler
+import SpoolStore
+import SpoolTesting
+import Testing
+
+/// The real `Scheduler`, driven in-process: a scripted executor whose attempts the test ends,
+/// a memory store that fails or stalls on demand, and a manual clock. No test sleeps.
+@Suite struct SchedulerTests {
+    let executor = ScriptedExecutor()
+    let rig: SchedulerRig
+
+    init() throws {
+        let executor = self.executor
+        rig = try SchedulerRig(executor: { _, _, _ in executor }) { configuration in
+            configuration.shutdownGrace = .seconds(30)
+            configuration.storeRetryDelay = .seconds(1)
+        }
+    }
+
+    func nextAttempt(_ what: String = "the next attempt") async throws -> ScriptedExecutor.Attempt {
+        try await executor.attempts.next(what)
+    }
+
+    /// Runs the scheduler for `body`; whatever is still running at the end is stopped.
+    func running(_ body: @escaping @Sendable () async throws -> Void) async throws {
+        try await rig.run({ _ in try await body() }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
+    // MARK: - Dispatch
+
+    @Test func aQueuedJobIsDispatchedToAFreeSlot() async throws {
+        try await running {
+            let job = try await rig.submit()
+            let attempt = try await nextAttempt()
+            #expect(attempt.job.id == job.id && attempt.slot.id == SlotID(0))
+            let stored = try await rig.job(job.id)
+            #expect(stored.state == .running && stored.attempts == 1 && stored.slot == SlotID(0))
+            attempt.finish(.succeeded)
+            #expect(try await rig.waitFor(job.id, .succeeded).exitCode == 0)
+        }
+    }
+
+    @Test func aFinishedJobIsRecordedAndItsSlotTakesTheNextJobInOneStep() async throws {
+        try await running {
+            let first = try await rig.submit()
+            let second = try await rig.submit()
+            let attempt = try await nextAttempt()
+            #expect(attempt.job.id == first.id)
+            #expect(try await rig.job(second.id).state == .queued, "one job per slot")
+            attempt.finish(.succeeded, result: .int(7))
+            let next = try await nextAttempt("the slot's next job")
+            #expect(next.job.id == second.id)
+            let recorded = try await rig.job(first.id)
+            #expect(recorded.state == .succeeded && recorded.result == .int(7))
+            #expect(executor.afterRuns == [SlotID(0)], "the executor tidies the slot once the outcome is handed over")
+            next.finish(.exited(code: 3))
+            let failed = try await rig.waitFor(second.id, .failed)
+            #expect(failed.reason == .exitCode && failed.exitCode == 3)
+        }
+    }
+
+    @Test func higherPriorityGoesFirstThenFirstInFirstOut() async throws {
+        try await running {
+            let blocker = try await rig.submit()
+            let blocking = try await nextAttempt()
+            let low = try await rig.submit(priority: -1)
+            let first = try await rig.submit()
+            let urgent = try await rig.submit(priority: 5)
+            let second = try await rig.submit()
+            blocking.finish(.succeeded)
+            var order: [JobID] = []
+            for _ in 0..<4 {
+                let attempt = try await nextAttempt()
+                order.append(attempt.job.id)
+                attempt.finish(.succeeded)
+            }
+            #expect(order == [urgent.id, first.id, second.id, low.id])
+            _ = blocker
+        }
+    }
+
+    @Test func aSlotSkipsTypesItsExecutorCannotRunNow() async throws {
+        let executor = ScriptedExecutor()
+        let worker = JobType(name: "w", command: try CommandTemplate(["w"]), mode: .worker(WorkerPolicy()))
+        let rig = try SchedulerRig(types: [SchedulerRig.processType, worker], executor: { _, _, _ in executor })
+        executor.exclude(["w"], on: SlotID(0))
+        try await rig.run({ _ in
+            let waiting = try await rig.submit("w")
+            let runnable = try await rig.submit("t")
+            let attempt = try await executor.attempts.next("the runnable job")
+            #expect(attempt.job.id == runnable.id)
+            #expect(try await rig.job(waiting.id).state == .queued, "it waits instead of failing")
+            attempt.finish(.succeeded)
+            _ = try await rig.waitFor(runnable.id, .succeeded)
+        }, end: { executor.finishAll(.stoppedForShutdown) })
+    }
+
+    // MARK: - Cancel
+
+    @Test func aJobCanceledBeforeItStartsNeverRuns() async throws {
+        try await running {
+            let blocker = try await rig.submit()
+            let blocking = try await nextAttempt()
+            let canceled = try await rig.submit()
+            let after = try await rig.submit()
+            guard case .canceled = try await rig.store.cancel(canceled.id, now: rig.clock.wall()) else {
+                Issue.record("a queued job is canceled at once")
+                return
+            }
+            blocking.finish(.succeeded)
+            let next = try await nextAttempt()
+            #expect(next.job.id == after.id, "the canceled job was skipped")
+            next.finish(.succeeded)
+            #expect(try await rig.job(canceled.id).attempts == 0)
+            _ = blocker
+        }
+    }
+
+    @Test func aStopThatArrivesBeforeTheSlotHasTheJobIsDeliveredWhenItStarts() async throws {
+        try await running {
+            let blocker = try await rig.submit()
+            let blocking = try await nextAttempt()
+            let job = try await rig.submit()
+            // Another node (or a racing API call) asks to stop it just as this slot claims it.
+            await rig.scheduler.stop(job.id, because: .cancel)
+            blocking.finish(.succeeded)
+            let attempt = try await nextAttempt()
+            #expect(attempt.job.id == job.id)
+            #expect(await attempt.nextStop() == .cancel)
+            attempt.finish(.canceled)
+            #expect(try await rig.waitFor(job.id, .canceled).reason == .canceled)
+            _ = blocker
+        }
+    }
+
+    @Test func aCancelWhileRunningStopsTheAttempt() async throws {
+        try await running {
+            let job = try await rig.submit()
+            let attempt = try await nextAttempt()
+            guard case .stopping = try await rig.store.cancel(job.id, now: rig.clock.wall()) else {
+                Issue.record("a running job's cancel is handed to its slot")
+                return
+            }
+            await rig.scheduler.stop(job.id, because: .cancel)
+            #expect(await attempt.nextStop() == .cancel)
+            attempt.finish(.canceled)
+            let canceled = try await rig.waitFor(job.id, .canceled)
+            #expect(canceled.reason == .canceled && canceled.error == "the job was canceled")
+        }
+    }
+
+    @Test func aCancelAfterTheJobFinishedChangesNothing() async throws {
+        try await running {
+            let job = try await rig.submit()
+            let attempt = try await nextAttempt()
+            attempt.finish(.succeeded)
+            _ = try await rig.waitFor(job.id, .succeeded)
+            guard case .alreadyFinished = try await rig.store.cancel(job.id, now: rig.clock.wall()) else {
+                Issue.record("a finished job cannot be canceled")
+                return
+            }
+            await rig.scheduler.stop(job.id, because: .cancel)
+            let next = try await rig.submit()
+            let nextAttempt = try await nextAttempt()
+            #expect(nextAttempt.job.id == next.id)
+            nextAttempt.finish(.succeeded)
+            _ = try await rig.waitFor(next.id, .succeeded)
+            #expect(try await rig.job(job.id).state == .succeeded)
+        }
+    }
+
+    @Test func anAttemptThatTimedOutFailsItsJobWithReasonTimeout() async throws {
+        try await running {
+            let job = try await rig.submit()
+            try await nextAttempt().finish(.timedOut)
+            let failed = try await rig.waitFor(job.id, .failed)
+            #expect(failed.reason == .timeout)
+            #expect(failed.error == "the job ran past its timeout of 60 s and was stopped")
+        }
+    }
+
+    // MARK: - The store failing
+
+    @Test func anOutcomeThatCannotBeRecordedAtFirstIsRecordedOnceTheStoreAnswers() async throws {
+        try await running {
+            let first = try await rig.submit()
+            let second = try await rig.submit()
+            rig.store.fail(.finish, times: 2)
+            try await nextAttempt().finish(.succeeded)
+            // The slot stays busy with the unrecorded job while the scheduler retries each second.
+            try await rig.advance(by: .seconds(1), until: "the outcome to be recorded") {
+                try await rig.job(first.id).state == .succeeded
+            }
+            #expect(await rig.scheduler.occupancy().first?.1 == second.id, "then the slot takes its next job")
+            try await nextAttempt().finish(.succeeded)
+            _ = try await rig.waitFor(second.id, .succeeded)
+            #expect(await rig.scheduler.storeProblem() == nil, "two failures in a row are not yet a problem")
+        }
+    }
+
+    @Test func aStoreThatKeepsFailingIsReportedAndForgottenOnceItRecovers() async throws {
+        try await running {
+            rig.store.fail(.claim)
+            let job = try await rig.submit()
+            try await rig.advance(by: .seconds(1), until: "the failing store to be reported") {
+                await rig.scheduler.storeProblem() != nil
+            }
+            let problem = try #require(await rig.scheduler.storeProblem())
+            #expect(problem.contains("failed") && problem.contains("damaged"))
+            #expect(try await rig.job(job.id).state == .queued)
+            rig.store.heal()
+            try await rig.advance(by: .seconds(1), until: "the job to be claimed") { try await rig.job(job.id).state == .running }
+            #expect(await rig.scheduler.storeProblem() == nil)
+            try await nextAttempt().finish(.succeeded)
+            _ = try await rig.waitFor(job.id, .succeeded)
+        }
+    }
+
+    // MARK: - Shutdown
+
+    @Test func shutdownWithNothingRunningEndsAtOnce() async throws {
+        try await rig.run { _ in }
+        #expect(!rig.scheduler.gate.isOpen, "submits are refused from the start of the shutdown")
+        #expect(executor.wasShutDown, "the executor stopped its workers")
+    }
+
+    @Test func shutdownGivesRunningJobsTheirGraceThenStopsThemForTheQueue() async throws {
+        let job = try await rig.submit()
+        try await rig.run({ trigger in
+            let attempt = try await nextAttempt()
+            trigger.triggerGracefulShutdown()
+            await rig.manual.waitForSleeper(within: .seconds(30))
+            rig.manual.advance(by: .seconds(29))
+            #expect(rig.scheduler.gate.isOpen == false)
+            rig.manual.advance(by: .seconds(1))
+            #expect(await attempt.nextStop() == .shutdown, "stopped once the grace is over")
+            attempt.finish(.stoppedForShutdown)
+        })
+        let requeued = try await rig.job(job.id)
+        #expect(requeued.state == .queued && requeued.attempts == 0, "the attempt is given back")
+    }
+
+    @Test func aJobThatEndsWithinTheGraceIsRecordedAndNothingNewStarts() async throws {
+        let first = try await rig.submit()
+        let second = try await rig.submit()
+        try await rig.run({ trigger in
+            let attempt = try await nextAttempt()
+            trigger.triggerGracefulShutdown()
+            await rig.manual.waitForSleeper(within: .seconds(30))
+            attempt.finish(.succeeded)
+        })
+        #expect(try await rig.job(first.id).state == .succeeded)
+        #expect(try await rig.job(second.id).state == .queued, "no job starts during a shutdown")
+    }
+
+    @Test func aClaimThatRacesTheShutdownGoesBackToTheQueueAtOnce() async throws {
+        let first = try await rig.submit()
+        let second = try await rig.submit()
+        try await rig.run({ trigger in
+            let attempt = try await nextAttempt()
+            // The finish (and the claim of the slot's next job) is on its way to the store when
+            // the shutdown begins.
+            rig.store.hold(.finish)
+            attempt.finish(.succeeded)
+            try await within(.seconds(10), "the finish to reach the store") {
+                while rig.store.waiting(.finish) == 0 { await Task.yield() }
+                return true
+            }
+            trigger.triggerGracefulShutdown()
+            try await within(.seconds(10), "the shutdown to begin") {
+                while rig.scheduler.gate.isOpen { await Task.yield() }
+                return true
+            }
+            rig.store.release(.finish)
+            let raced = try await nextAttempt("the job claimed as the shutdown began")
+            #expect(raced.job.id == second.id)
+            #expect(await raced.nextStop() == .shutdown, "stopped at once, without waiting for the grace")
+            raced.finish(.stoppedForShutdown)
+        })
+        #expect(try await rig.job(first.id).state == .succeeded)
+        let requeued = try await rig.job(second.id)
+        #expect(requeued.state == .queued && requeued.attempts == 0)
+    }
+
+    // MARK: - What running jobs report
+
+    @Test func progressIsSavedAtMostOncePerIntervalAndTheLastValueIsKept() async throws {
+        try await running {
+            let job = try await rig.submit()
+            let attempt = try await nextAttempt()
+            for fraction in [0.1, 0.2, 0.3] { await attempt.observer.message(.progress(JobProgress(fraction: fraction))) }
+            #expect(try await rig.job(job.id).progress?.fraction == 0.1, "the first is saved, the rest wait for the interval")
+            attempt.finish(.succeeded)
+            let finished = try await rig.waitFor(job.id, .succeeded)
+            #expect(finished.progress?.fraction == 0.3, "the last value is saved when the job ends")
+        }
+    }
+
+    @Test func outputWithoutNewlinesMakesBoundedLogEvents() async throws {
+        try await running {
+            let job = try await rig.submit()
+            let attempt = try await nextAttempt()
+            let megabyte = [UInt8](repeating: UInt8(ascii: "y"), count: 1 << 20)
+            for _ in 0..<20 {
+                await attempt.observer.output(megabyte)
+                rig.manual.advance(by: .milliseconds(300))
+            }
+            attempt.finish(.succeeded)
+            _ = try await rig.waitFor(job.id, .succeeded)
+            let logs = try await within(.seconds(10), "the last log event") {
+                while true {
+                    let events = try await rig.memory.events(after: 0, job: job.id, limit: 1000).filter { $0.kind == .log }
+                    if events.contains(where: { $0.data["text"]?.stringValue?.contains("more than 64 KiB") == true }) { return events }
+                    await Task.yield()
+                }
+            }
+            let sizes = logs.map { $0.data["text"]?.stringValue?.utf8.count ?? 0 }
+            #expect(sizes.reduce(0, +) <= LogEventBudget.totalLimit)
+            #expect(sizes.allSatisfy { $0 <= LogEventBudget.eventLimit })
+        }
+    }
+
+    @Test func theETABehindARunningJobCountsItsProgress() async throws {
+        var learned = Job(id: .random(), type: "t", input: .object([:]), priority: 0, timeoutSeconds: 60, maxAttempts: 1, state: .succeeded,
+                          createdAt: Timestamp(microseconds: 0))
+        learned.startedAt = Timestamp(microseconds: 0)
+        learned.finishedAt = Timestamp(secondsSince1970: 10)
+        await rig.scheduler.learn(from: [learned, learned, learned])
+        try await running {
+            _ = try await rig.submit()
+            let attempt = try await nextAttempt()
+            rig.manual.advance(by: .seconds(52))
+            await attempt.observer.message(.progress(JobProgress(fraction: 0.86)))
+            let estimate = try #require(await rig.scheduler.estimate(position: 1, type: "t"))
+            #expect(abs(estimate.startsIn - 52 * 0.14 / 0.86) < 0.1, "about 8.5 s left by its progress, not 0 by the median")
+        }
+    }
+}

@@ -1,0 +1,203 @@
+import Glibc
+import Logging
+import Synchronization
+import SpoolCore
+import SpoolExecutor
+import SpoolScheduler
+import SpoolStore
+import SpoolTesting
+import Testing
+
+/// The real scheduler and the real executors — process mode and the warm-worker pool, with the
+/// worker lifecycle and the attempt watch — over scripted child processes and a manual clock:
+/// idle recycling, recycling on job count and memory, a worker crash, hangs and timeouts.
+@Suite struct WorkerSupervisionTests {
+    let launcher = FakeLauncher(behaviour: .init(isWorker: true, answersJobs: true))
+
+    static func workerType(_ configure: (inout WorkerPolicy) -> Void = { _ in }, timeout: Double = 60, attempts: Int = 1) -> JobType {
+        var policy = WorkerPolicy()
+        policy.heartbeatSeconds = 3600   // the fakes do not beat; a test about heartbeats sets its own
+        configure(&policy)
+        return JobType(name: "w", command: try! CommandTemplate(["worker"]), timeoutSeconds: timeout, maxAttempts: attempts, mode: .worker(policy))
+    }
+
+    func rig(_ types: [JobType]) throws -> SchedulerRig {
+        let launcher = self.launcher
+        return try SchedulerRig(types: types, executor: { catalog, clock, dataDirectory in
+            var processes = ProcessJobExecutor.Configuration(dataDirectory: dataDirectory)
+            processes.killGrace = .seconds(10)
+            let settings = Worker.Settings(dataDirectory: dataDirectory, killGrace: .seconds(10), logLimitBytes: 1 << 20,
+                                           launcher: launcher, clock: clock, logger: SchedulerRig.quiet("worker-test"))
+            return JobExecutors(catalog: catalog,
+                                processes: ProcessJobExecutor(catalog: catalog, configuration: processes, launcher: launcher, clock: clock),
+                                workers: WorkerPool(catalog: catalog, slots: [SlotSpec(id: SlotID(0))], settings: settings))
+        })
+    }
+
+    func child(_ what: String = "the next child process") async throws -> FakeChild {
+        try await launcher.children.next(what)
+    }
+
+    /// Runs a job to its end on the rig and returns it.
+    func run(_ rig: SchedulerRig, _ type: String = "w") async throws -> Job {
+        let job = try await rig.submit(type)
+        return try await within(.seconds(10), "job \(job.id) to end") {
+            while true {
+                let stored = try await rig.job(job.id)
+                if stored.state.isTerminal { return stored }
+                let watch = rig.memory.watch(job.id)
+                if try await rig.job(job.id).state.isTerminal { continue }
+                _ = await watch.next(timeout: .seconds(10))
+            }
+        }
+    }
+
+    @Test func anIdleWorkerIsStoppedAndTheNextJobGetsAFreshOne() async throws {
+        let rig = try rig([Self.workerType { $0.idleTimeoutSeconds = 60 }])
+        try await rig.run { _ in
+            let first = try await run(rig)
+            #expect(first.state == .succeeded)
+            let worker = try await child()
+            // Idle for a minute: asked to shut down (the fake exits on the command), and the slot forgets it.
+            try await rig.advance(by: .seconds(1), until: "the idle worker to be gone") {
+                let forgotten = await rig.scheduler.workerStatus()[SlotID(0)]?.worker == nil
+                return worker.hasExited && forgotten
+            }
+            #expect(worker.signals.isEmpty, "the shutdown command was enough")
+            let second = try await run(rig)
+            #expect(second.state == .succeeded)
+            #expect(second.result?["pid"] != first.result?["pid"], "a fresh worker ran it")
+            #expect(launcher.launches.count == 2)
+        }
+    }
+
+    @Test func anIdleWorkerThatIgnoresItsShutdownIsSignalledUntilItGoes() async throws {
+        let rig = try rig([Self.workerType { $0.idleTimeoutSeconds = 60 }])
+        launcher.setBehaviour(.init(exitsOnTerminate: false, isWorker: true, answersJobs: true, obeysShutdown: false))
+        try await rig.run { _ in
+            _ = try await run(rig)
+            let worker = try await child()
+            try await rig.advance(by: .seconds(1), until: "the worker to be killed") { worker.hasExited }
+            #expect(worker.signals == [SIGTERM, SIGKILL], "the shutdown command, SIGTERM a grace later, then SIGKILL")
+            launcher.setBehaviour(.init(isWorker: true, answersJobs: true))
+            #expect(try await run(rig).state == .succeeded, "the slot is not wedged")
+        }
+    }
+
+    @Test func aWorkerIsReplacedAfterItsJobCount() async throws {
+        let rig = try rig([Self.workerType { $0.maxJobsPerWorker = 2 }])
+        try await rig.run { _ in
+            var pids: [JSONValue?] = []
+            for _ in 0..<5 { pids.append(try await run(rig).result?["pid"]) }
+            #expect(pids[0] == pids[1] && pids[2] == pids[3] && pids[0] != pids[2] && pids[3] != pids[4])
+            #expect(launcher.launches.count == 3)
+        }
+    }
+
+    @Test func aWorkerIsReplacedOnceItsMemoryCrossesTheLimit() async throws {
+        let rig = try rig([Self.workerType { $0.maxRSSMegabytes = 500 }])
+        try await rig.run { _ in
+            _ = try await run(rig)
+            let worker = try await child()
+            #expect(launcher.launches.count == 1, "under the limit it stays")
+            worker.setMemory(rss: 600)
+            _ = try await run(rig)
+            _ = try await child("the replacement worker")
+            #expect(worker.hasExited)
+            #expect(launcher.launches.count == 2)
+        }
+    }
+
+    @Test func aWorkerThatCrashesMidJobLosesTheJobAndTheSlotRecovers() async throws {
+        let rig = try rig([Self.workerType()])
+        launcher.setBehaviour(.init(isWorker: true, answersJobs: false))
+        try await rig.run { _ in
+            let job = try await rig.submit("w")
+            let worker = try await child()
+            _ = try await worker.commands.next("the job command")
+            launcher.setBehaviour(.init(isWorker: true, answersJobs: true))   // its replacement is healthy
+            worker.exit(with: .signaled(SIGSEGV))
+            let lost = try await rig.waitFor(job.id, .failed)
+            #expect(lost.reason == .workerLost)
+            #expect(lost.error?.contains("signal 11") == true)
+            #expect(try await run(rig).state == .succeeded, "a fresh worker takes the next job")
+        }
+    }
+
+    @Test func aWorkerJobPastItsTimeoutIsCanceledThenItsWorkerKilled() async throws {
+        let rig = try rig([Self.workerType(timeout: 30)])
+        launcher.setBehaviour(.init(isWorker: true, answersJobs: false))
+        try await rig.run { _ in
+            let job = try await rig.submit("w")
+            let worker = try await child()
+            let commands = worker.commands
+            #expect(try await commands.next("the job command").contains("\"job\""))
+            await rig.manual.waitForSleeper(within: .seconds(30))
+            rig.manual.advance(by: .seconds(30))
+            #expect(try await commands.next("the cancel command").contains("\"cancel\""))
+            #expect(worker.signals.isEmpty)
+            await rig.manual.waitForSleeper(within: .seconds(10))
+            rig.manual.advance(by: .seconds(10))
+            let failed = try await rig.waitFor(job.id, .failed)
+            #expect(failed.reason == .timeout)
+            #expect(worker.signals.first == SIGTERM, "the worker that kept the job was killed")
+        }
+    }
+
+    @Test func aProcessJobPastItsTimeoutGetsSigtermThenSigkill() async throws {
+        let process = JobType(name: "p", command: try CommandTemplate(["job"]), timeoutSeconds: 20)
+        let rig = try rig([process])
+        launcher.setBehaviour(.init(exitsOnTerminate: false))
+        try await rig.run { _ in
+            let job = try await rig.submit("p")
+            let child = try await child()
+            await rig.manual.waitForSleeper(within: .seconds(20))
+            rig.manual.advance(by: .seconds(20))
+            await rig.manual.waitForSleeper(within: .seconds(10))
+            #expect(child.signals == [SIGTERM])
+            rig.manual.advance(by: .seconds(10))
+            let failed = try await rig.waitFor(job.id, .failed)
+            #expect(failed.reason == .timeout)
+            #expect(child.signals == [SIGTERM, SIGKILL])
+            #expect(child.launch.marker == "SPOOL_JOB_ID=\(job.id)", "what leaves the group is found by its job id")
+        }
+    }
+
+    @Test func aWorkerThatStopsBeatingIsKilledAndItsJobLost() async throws {
+        let rig = try rig([Self.workerType { $0.heartbeatSeconds = 1 }])
+        launcher.setBehaviour(.init(isWorker: true, answersJobs: false))
+        try await rig.run { _ in
+            let job = try await rig.submit("w")
+            let worker = try await child()
+            try await rig.advance(by: .milliseconds(500), until: "the silent worker to be killed") { worker.hasExited }
+            #expect(worker.signals.first == SIGTERM)
+            #expect(try await rig.waitFor(job.id, .failed).reason == .workerLost)
+        }
+    }
+
+    @Test func aWorkerWhoseSetupFailsBacksOffAndItsJobWaits() async throws {
+        let rig = try rig([Self.workerType { $0.maxSetupFailures = 2 }])
+        launcher.failNextLaunch("no such file: worker")
+        try await rig.run { _ in
+            let job = try await rig.submit("w")
+            let returned = try await rig.waitFor(job.id, .queued, after: .running)
+            #expect(returned.attempts == 0, "the job waits, its attempt given back")
+            #expect(await rig.scheduler.workerStatus()[SlotID(0)]?.health.first?.failures == 1)
+            // The type is held back for 1 s (0.5 s doubled); then the job runs on a worker that starts.
+            await rig.manual.waitForSleeper(within: .milliseconds(1010))
+            rig.manual.advance(by: .milliseconds(1010))
+            _ = try await rig.waitFor(job.id, .succeeded)
+        }
+    }
+
+    @Test func shutdownStopsTheWarmWorkers() async throws {
+        let rig = try rig([Self.workerType()])
+        let worker = Mutex<FakeChild?>(nil)
+        try await rig.run { _ in
+            _ = try await run(rig)
+            let started = try await child()
+            worker.withLock { $0 = started }
+        }
+        #expect(worker.withLock { $0?.hasExited } == true, "the worker was asked to go when the scheduler stopped")
+    }
+}
