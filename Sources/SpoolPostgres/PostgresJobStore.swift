@@ -82,7 +82,7 @@ public final class PostgresJobStore: SharedJobStore {
         owner.store = self
         let client = self.client
         // unstructured: the pool lives as long as the store; `close()` cancels it.
-        tasks.withLock { $0.append(Task { await client.run() }) }
+        tasks.withLock { $0.append(Task { await client.run() }) }   // unstructured: see above
     }
 
     deinit { close() }
@@ -120,14 +120,14 @@ public final class PostgresJobStore: SharedJobStore {
         // unstructured: the horizon loop and the listener live as long as the store; `close()` cancels them.
         tasks.withLock { tasks in
             if followsEvents {
-                tasks.append(Task {
+                tasks.append(Task {   // unstructured: see above
                     await horizon.run(client, node: node, logger: logger) { newest, jobs in
                         notifier.publish(jobs.compactMap(JobID.init))
                         eventNotifier.published(upTo: newest)
                     }
                 })
             }
-            tasks.append(Task { [weak self] in await self?.listen() })
+            tasks.append(Task { [weak self] in await self?.listen() })   // unstructured: see above
         }
         // Return once this node hears the others (or give up waiting after a few seconds: the
         // listener keeps trying, and slots also look at the queue now and then).

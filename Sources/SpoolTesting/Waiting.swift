@@ -9,11 +9,10 @@ public func within<T: Sendable>(_ limit: Duration = .seconds(10), _ what: String
     let answer = Answer<T>()
     return try await withCheckedThrowingContinuation { continuation in
         answer.wait(continuation)
-        // unstructured: neither task may keep the caller waiting once the other has answered.
-        let work = Task {
+        let work = Task {   // unstructured: neither task may keep the caller waiting once the other has answered
             do { answer.settle(.success(try await body())) } catch { answer.settle(.failure(error)) }
         }
-        Task {
+        Task {   // unstructured: the timer; see above
             try? await Task.sleep(for: limit)
             answer.settle(.failure(WaitTimedOut(description: "timed out after \(limit) waiting for \(what)")))
             work.cancel()
