@@ -35,10 +35,16 @@ public actor Scheduler: Service {
     struct Running: Sendable {
         var type: String
         var since: Moment
-        /// The attempt: its fencing token with a shared store.
-        var attempt: Int
         /// The latest progress it reported (0…1), for the ETA of the jobs behind it.
         var progress: Double?
+    }
+
+    /// One attempt of a job. A job rescued by another node after an outage may be claimed here
+    /// again while its earlier attempt is still being stopped: the two are kept apart.
+    struct Attempt: Hashable, Sendable {
+        var job: JobID
+        var number: Int
+        init(_ job: Job) { (self.job, number) = (job.id, job.attempts) }
     }
 
     /// The store failing claims or records, in a row.
@@ -60,17 +66,19 @@ public actor Scheduler: Service {
     private let sharedFiles: SharedFileUploader?
 
     private var board: SlotBoard
-    private var stops: [JobID: AsyncStream<StopReason>.Continuation] = [:]
+    private var stops: [Attempt: AsyncStream<StopReason>.Continuation] = [:]
+    /// Tasks waiting for an attempt to end (a later attempt of the same job on this node).
+    private var endWaiters: [Attempt: [CheckedContinuation<Void, Never>]] = [:]
     /// Stop requests that arrived before their job's process was registered (or, with a shared
     /// store, for jobs other nodes run: those are dropped after a minute).
     private var earlyStops: [JobID: (reason: StopReason, at: Moment)] = [:]
-    private var progressSaved: [JobID: Moment] = [:]
-    private var progressUnsaved: [JobID: JobProgress] = [:]
+    private var progressSaved: [Attempt: Moment] = [:]
+    private var progressUnsaved: [Attempt: JobProgress] = [:]
     /// What each running job's output may still put in `log` events.
-    private var logBudgets: [JobID: LogEventBudget] = [:]
+    private var logBudgets: [Attempt: LogEventBudget] = [:]
     private var shuttingDown = false
     private var runTimes = QueueEstimate.RunTimes()
-    private var running: [JobID: Running] = [:]
+    private var running: [Attempt: Running] = [:]
     private var storeTrouble: StoreTrouble?
 
     private nonisolated let events: AsyncStream<Event>
@@ -102,8 +110,9 @@ public actor Scheduler: Service {
 
     /// Asks the slot running `job` to stop it (SIGTERM, then SIGKILL after the grace period).
     public func stop(_ job: JobID, because reason: StopReason) {
-        if let continuation = stops[job] {
-            continuation.yield(reason)
+        let attempts = stops.filter { $0.key.job == job }
+        if !attempts.isEmpty {
+            for continuation in attempts.values { continuation.yield(reason) }
             return
         }
         let now = clock.now()
@@ -120,15 +129,20 @@ public actor Scheduler: Service {
     /// process ended (no stop channel) is left out while its outcome is recorded: the store may
     /// already hold it as finished, and lease renewal must not take that for a rescue.
     public func runningAttempts(startedBefore moment: Moment) -> [JobID: Int] {
-        running.filter { $0.value.since < moment && stops[$0.key] != nil }.mapValues(\.attempt)
+        Self.newest(running.filter { $0.value.since < moment && stops[$0.key] != nil }.keys)
     }
 
     /// The attempts this node holds: running, or ended with their outcome still being recorded.
     /// Lease renewal extends exactly these.
-    public func heldAttempts() -> [JobID: Int] { running.mapValues(\.attempt) }
+    public func heldAttempts() -> [JobID: Int] { Self.newest(running.keys) }
+
+    /// Each job's newest attempt among `attempts` (an older one here is fenced off already).
+    private static func newest(_ attempts: some Sequence<Attempt>) -> [JobID: Int] {
+        Dictionary(attempts.map { ($0.job, $0.number) }, uniquingKeysWith: max)
+    }
 
     /// Whether this node runs (or is starting) `job`.
-    public func runs(_ job: JobID) -> Bool { stops[job] != nil }
+    public func runs(_ job: JobID) -> Bool { stops.keys.contains { $0.job == job } }
 
     /// When a job queued at `position` is likely to start (nil until run times are known).
     public func estimate(position: Int, type: String) -> QueueEstimate? {
@@ -229,11 +243,12 @@ public actor Scheduler: Service {
     /// A job ended: its outcome is recorded (and the slot's next job claimed) off the loop, so
     /// slots that finish together share the store's round trip; `recorded` takes the answer.
     private func finish(_ job: Job, on slot: SlotID, with result: ExecutionResult, in group: inout DiscardingTaskGroup) async {
+        let attempt = Attempt(job)
         await flushProgress(of: job)
-        stops[job.id]?.finish()
-        stops[job.id] = nil
+        stops.removeValue(forKey: attempt)?.finish()
         earlyStops[job.id] = nil
-        progressSaved[job.id] = nil
+        progressSaved[attempt] = nil
+        for waiter in endWaiters.removeValue(forKey: attempt) ?? [] { waiter.resume() }
         let claimFor = shuttingDown ? nil : slot
         let excluding = await executor.excludedTypes(for: slot)
         let now = clock.wall()
@@ -265,8 +280,8 @@ public actor Scheduler: Service {
                 // node need not hold its exit for the database.
                 logger.error("could not record a finished job while stopping; another node will rescue it once its lease lapses",
                              metadata: ["job": "\(job.id)", "outcome": "\(outcome.resultingState)", "error": "\(error)"])
-                running[job.id] = nil
-                logBudgets[job.id] = nil
+                running[Attempt(job)] = nil
+                logBudgets[Attempt(job)] = nil
                 do { try board.finished(job.id, on: slot, closing: true) } catch {
                     logger.critical("slot bookkeeping refused a transition", metadata: ["error": "\(error)"])
                 }
@@ -283,11 +298,11 @@ public actor Scheduler: Service {
         }
         if case .returned = outcome { await wakeAtNextRetry(in: &group) }
         logger.info("job finished", metadata: ["job": "\(job.id)", "type": "\(job.type)", "state": "\(outcome.resultingState)", "slot": "\(slot)"])
-        let ran = running.removeValue(forKey: job.id).map { (clock.now() - $0.since).inSeconds }
+        let ran = running.removeValue(forKey: Attempt(job)).map { (clock.now() - $0.since).inSeconds }
         if let ran, outcome == .succeeded { runTimes.record(ran, type: job.type) }
         SchedulerMetrics.finished(job, state: outcome.resultingState, ran: ran, slot: slot)
         SchedulerMetrics.busySlots(running.count, of: board.slots.count)
-        var budget = logBudgets.removeValue(forKey: job.id) ?? LogEventBudget()
+        var budget = logBudgets.removeValue(forKey: Attempt(job)) ?? LogEventBudget()
         let lastLog = budget.events(at: clock.now(), interval: configuration.progressInterval, final: true)
         let paths = JobPaths(dataDirectory: configuration.dataDirectory, job: job.id)
         let now = clock.wall()
@@ -336,11 +351,15 @@ public actor Scheduler: Service {
             return
         }
         guard let job else { return }
-        running[job.id] = Running(type: job.type, since: clock.now(), attempt: job.attempts)
+        let attempt = Attempt(job)
+        // An earlier attempt of this job still being stopped here (it was rescued elsewhere and
+        // came back): this one starts once that one has ended, never beside it in its directory.
+        let earlier = stops.keys.filter { $0.job == job.id && $0.number < attempt.number }
+        running[attempt] = Running(type: job.type, since: clock.now())
         SchedulerMetrics.claimed(job, waited: max(0, clock.wall().secondsSince1970 - job.createdAt.secondsSince1970))
         SchedulerMetrics.busySlots(running.count, of: board.slots.count)
         let (stopRequests, continuation) = AsyncStream<StopReason>.makeStream()
-        stops[job.id] = continuation
+        stops[attempt] = continuation
         if let early = earlyStops.removeValue(forKey: job.id) {
             continuation.yield(early.reason)
         } else if job.cancelRequested {
@@ -350,11 +369,17 @@ public actor Scheduler: Service {
                                          output: { bytes in await self.received(output: bytes, from: job) })
         let spec = slotSpecs[slot]!
         group.addTask { [executor, eventSink, sharedFiles] in
+            for previous in earlier { await self.waitForEnd(of: previous) }
             let result = await executor.run(job, on: spec, stops: stopRequests, observer: observer)
             await sharedFiles?.upload(job, outcome: result.outcome)
             eventSink.yield(.finished(job, slot, result))
             await executor.afterRun(on: slot)
         }
+    }
+
+    private func waitForEnd(of attempt: Attempt) async {
+        guard stops[attempt] != nil else { return }
+        await withCheckedContinuation { endWaiters[attempt, default: []].append($0) }
     }
 
     /// A job went back to the queue because its worker type is backing off on some slot: look
@@ -378,26 +403,28 @@ public actor Scheduler: Service {
     // MARK: - Progress
 
     private func received(_ message: JobMessage, from job: Job) async {
-        guard case .progress(let progress) = message, stops[job.id] != nil else { return }
-        running[job.id]?.progress = progress.fraction
+        let attempt = Attempt(job)
+        guard case .progress(let progress) = message, stops[attempt] != nil else { return }
+        running[attempt]?.progress = progress.fraction
         let now = clock.now()
-        if let last = progressSaved[job.id], now - last < configuration.progressInterval {
-            progressUnsaved[job.id] = progress
+        if let last = progressSaved[attempt], now - last < configuration.progressInterval {
+            progressUnsaved[attempt] = progress
             return
         }
-        progressSaved[job.id] = now
-        progressUnsaved[job.id] = nil
+        progressSaved[attempt] = now
+        progressUnsaved[attempt] = nil
         await save(progress, of: job)
     }
 
     /// Output becomes `log` events within the job's budget (64 KiB in all, bounded events, one
     /// batch per progress interval); the log file keeps everything up to `log_limit_bytes`.
     private func received(output bytes: [UInt8], from job: Job) async {
-        guard stops[job.id] != nil else { return }
-        var budget = logBudgets[job.id] ?? LogEventBudget()
+        let attempt = Attempt(job)
+        guard stops[attempt] != nil else { return }
+        var budget = logBudgets[attempt] ?? LogEventBudget()
         budget.take(bytes)
         let texts = budget.events(at: clock.now(), interval: configuration.progressInterval)
-        logBudgets[job.id] = budget
+        logBudgets[attempt] = budget
         do {
             for text in texts { try await Self.appendLog(text, of: job.id, to: store, at: clock.wall()) }
         } catch {
@@ -410,7 +437,7 @@ public actor Scheduler: Service {
     }
 
     private func flushProgress(of job: Job) async {
-        if let progress = progressUnsaved.removeValue(forKey: job.id) { await save(progress, of: job) }
+        if let progress = progressUnsaved.removeValue(forKey: Attempt(job)) { await save(progress, of: job) }
     }
 
     private func save(_ progress: JobProgress, of job: Job) async {

@@ -41,6 +41,7 @@ public final class ScriptedExecutor: JobExecutor {
     private let state = Mutex(State())
 
     struct State {
+        var started = 0
         var live: [JobID: Attempt] = [:]
         var excluded: [SlotID: Set<String>] = [:]
         var afterRuns: [SlotID] = []
@@ -54,7 +55,10 @@ public final class ScriptedExecutor: JobExecutor {
     public func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult {
         let result = await withCheckedContinuation { continuation in
             let attempt = Attempt(job: job, slot: slot, observer: observer, stops: stops, ending: continuation)
-            state.withLock { $0.live[job.id] = attempt }
+            state.withLock { state in
+                state.started += 1
+                state.live[job.id] = attempt
+            }
             started.yield(attempt)
         }
         state.withLock { $0.live[job.id] = nil }
@@ -72,6 +76,9 @@ public final class ScriptedExecutor: JobExecutor {
 
     /// Makes `slot` refuse these types (as a backing-off worker type would).
     public func exclude(_ types: Set<String>, on slot: SlotID) { state.withLock { $0.excluded[slot] = types } }
+
+    /// How many attempts the scheduler has started.
+    public var startedCount: Int { state.withLock { $0.started } }
 
     /// Slots that got their `afterRun`, in order.
     public var afterRuns: [SlotID] { state.withLock { $0.afterRuns } }

@@ -181,6 +181,34 @@ import Testing
         }
     }
 
+    @Test func aJobClaimedAgainWhileItsEarlierAttemptStopsWaitsForItHere() async throws {
+        // A shared store rescued the job (this node's lease lapsed in an outage) and this node
+        // claims it again while it is still stopping the first attempt: the second starts only
+        // once the first has ended, never beside it in the same job directory.
+        let executor = ScriptedExecutor()
+        let retried = JobType(name: "t", command: try CommandTemplate(["/bin/true"]), timeoutSeconds: 60, maxAttempts: 3)
+        let rig = try SchedulerRig(slots: 2, types: [retried], executor: { _, _, _ in executor })
+        try await rig.run({ _ in
+            let job = try await rig.submit()
+            let first = try await executor.attempts.next("the first attempt")
+            _ = try await rig.memory.recoverInterrupted(now: rig.clock.wall())   // requeued, as a rescue would
+            rig.scheduler.jobEnqueued()
+            _ = try await rig.waitFor(job.id, .running, after: .queued)
+            #expect(try await rig.job(job.id).attempts == 2)
+            await rig.scheduler.stop(job.id, because: .shutdown)   // the coordinator stops the fenced attempt
+            #expect(await first.nextStop() == .shutdown)
+            // Give a second attempt every chance to start beside the first (it must not).
+            let deadline = ContinuousClock.now + .milliseconds(300)
+            while executor.startedCount < 2, ContinuousClock.now < deadline { await Task.yield() }
+            #expect(executor.startedCount == 1, "the second attempt started while the first still ran")
+            first.finish(.stoppedForShutdown)
+            let second = try await executor.attempts.next("the second attempt, once the first ended")
+            #expect(second.job.id == job.id && second.job.attempts == 2)
+            second.finish(.succeeded)
+            _ = try await rig.waitFor(job.id, .succeeded)
+        }, end: { executor.finishAll(.stoppedForShutdown) })
+    }
+
     // MARK: - The store failing
 
     @Test func anOutcomeThatCannotBeRecordedAtFirstIsRecordedOnceTheStoreAnswers() async throws {

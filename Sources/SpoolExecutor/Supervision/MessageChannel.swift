@@ -18,6 +18,9 @@ final class MessageChannel: Sendable {
     let path: String
     private let reader: Mutex<Int32>
     private let writer: Mutex<Int32>
+    /// The FIFO's identity, so `remove` never unlinks another channel's FIFO at the same path
+    /// (a later attempt of the same job).
+    private let identity: FileIdentity
 
     /// Creates the FIFO (replacing a stale one from a crashed run) and opens both ends.
     init(at path: String) throws(ExecutorError) {
@@ -35,6 +38,7 @@ final class MessageChannel: Sendable {
         self.path = path
         self.reader = Mutex(reader)
         self.writer = Mutex(writer)
+        identity = FileIdentity(descriptor: reader)
     }
 
     /// Reads lines until end-of-file (after `closeWriter`) or until the task is cancelled,
@@ -82,14 +86,33 @@ final class MessageChannel: Sendable {
         }
     }
 
-    /// Closes whatever is still open and removes the FIFO.
+    /// Closes whatever is still open and removes the FIFO (if the path is still this one).
     func remove() {
         closeWriter()
         reader.withLock { descriptor in
             if descriptor >= 0 { close(descriptor) }
             descriptor = -1
         }
-        unlink(path)
+        identity.unlink(path)
+    }
+}
+
+/// A file's device and inode: unlink a path only while it still names the file created.
+struct FileIdentity: Sendable {
+    let device: UInt64
+    let inode: UInt64
+
+    init(descriptor: Int32) {
+        var status = stat()
+        _ = fstat(descriptor, &status)
+        device = UInt64(status.st_dev)
+        inode = UInt64(status.st_ino)
+    }
+
+    func unlink(_ path: String) {
+        var status = stat()
+        guard stat(path, &status) == 0, UInt64(status.st_dev) == device, UInt64(status.st_ino) == inode else { return }
+        Glibc.unlink(path)
     }
 }
 
@@ -99,6 +122,7 @@ final class MessageChannel: Sendable {
 final class CommandChannel: Sendable {
     let path: String
     private let descriptor: Mutex<Int32>
+    private let identity: FileIdentity
 
     init(at path: String) throws(ExecutorError) {
         unlink(path)
@@ -109,6 +133,7 @@ final class CommandChannel: Sendable {
         guard descriptor >= 0 else { throw ExecutorError("cannot open the command FIFO \(path): \(String(cString: strerror(errno)))") }
         self.path = path
         self.descriptor = Mutex(descriptor)
+        identity = FileIdentity(descriptor: descriptor)
     }
 
     /// Writes a line; waits (up to 10 s) while the pipe is full, then gives up.
@@ -136,6 +161,6 @@ final class CommandChannel: Sendable {
             if descriptor >= 0 { close(descriptor) }
             descriptor = -1
         }
-        unlink(path)
+        identity.unlink(path)
     }
 }
