@@ -44,6 +44,14 @@ public struct Job: Sendable, Hashable {
     public var cancelRequested: Bool
     /// 1-based place in the queue, filled in for queued jobs by `JobStore.job(_:)`.
     public var position: Int?
+    /// The token (tenant) that submitted it; nil when authentication is off.
+    public var owner: String?
+    /// Who asked to cancel it: a token's name, or `""` with authentication off.
+    public var canceledBy: String?
+    /// Its place in the fair-share order within its priority (`FairShare`), set by the store.
+    public var fairTag: Int64 = 0
+    /// Its owner's fair-share weight at submit: the store's input for `fairTag`, not stored.
+    public var shareWeight: Double = 1
 
     public init(
         id: JobID, sequence: Int64 = 0, type: String, input: JSONValue, priority: Int,
@@ -126,7 +134,8 @@ public struct Job: Sendable, Hashable {
     }
 
     /// A queued job canceled before it ran: the fields every store sets.
-    public mutating func cancelWhileQueued(at now: Timestamp) {
+    public mutating func cancelWhileQueued(at now: Timestamp, by actor: String? = nil) {
+        canceledBy = actor ?? canceledBy
         state = .canceled
         reason = .canceled
         finishedAt = now
@@ -143,9 +152,17 @@ public struct Job: Sendable, Hashable {
     }
 }
 
-/// Queue ordering: higher priority first, then first-in first-out.
+/// Queue ordering: higher priority first, then the fair-share tag (tenants take turns), then
+/// first-in first-out.
 public struct QueueOrder: Sendable {
+    /// Between jobs of one owner (whose fair-share tags grow with submission).
     public static func precedes(_ a: (priority: Int, sequence: Int64), _ b: (priority: Int, sequence: Int64)) -> Bool {
         a.priority != b.priority ? a.priority > b.priority : a.sequence < b.sequence
+    }
+
+    public static func precedes(_ a: Job, _ b: Job) -> Bool {
+        if a.priority != b.priority { return a.priority > b.priority }
+        if a.fairTag != b.fairTag { return a.fairTag < b.fairTag }
+        return a.sequence < b.sequence
     }
 }

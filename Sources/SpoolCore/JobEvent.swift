@@ -17,13 +17,16 @@ public struct JobEvent: Sendable, Equatable {
     /// Global, increasing: the SSE `id`.
     public var id: Int64
     public var job: JobID
+    /// The job's owner (tenant), so a tenant's stream carries only its own jobs' events.
+    public var owner: String?
     public var kind: Kind
     public var at: Timestamp
     public var data: JSONValue
 
-    public init(id: Int64, job: JobID, kind: Kind, at: Timestamp, data: JSONValue) {
+    public init(id: Int64, job: JobID, owner: String? = nil, kind: Kind, at: Timestamp, data: JSONValue) {
         self.id = id
         self.job = job
+        self.owner = owner
         self.kind = kind
         self.at = at
         self.data = data
@@ -39,6 +42,12 @@ public struct JobEvent: Sendable, Equatable {
         if let slot = job.slot, job.state == .running { fields["slot"] = .int(Int64(slot.rawValue)) }
         if let error = job.error, job.state.isTerminal { fields["error"] = .string(error) }
         if job.cancelRequested && !job.state.isTerminal { fields["cancel_requested"] = .bool(true) }
+        // Who caused the change, where a client did: the submitter, or who canceled it.
+        if let canceler = job.canceledBy, job.state == .canceled || job.cancelRequested {
+            fields["actor"] = .string(canceler)
+        } else if let owner = job.owner, job.state == .queued, job.attempts == 0 {
+            fields["actor"] = .string(owner)
+        }
         return .object(fields)
     }
 

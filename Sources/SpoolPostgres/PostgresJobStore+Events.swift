@@ -5,26 +5,34 @@ import SpoolStore
 
 /// The shared event log, and the notifications that tie the nodes together.
 extension PostgresJobStore {
-    public func events(after: Int64, job: JobID?, limit: Int) async throws -> [JobEvent] {
+    public func events(after: Int64, job: JobID?, owner: String?, limit: Int) async throws -> [JobEvent] {
         let horizon = self.horizon.settled
         guard after < horizon else { return [] }
         return try await read("read events") { connection in
-            let rows = if let job {
+            let rows = switch (job, owner) {
+            case (let job?, _):
                 try await connection.query("""
-                    SELECT id, job_id, kind, at, data FROM events WHERE job_id = \(job.rawValue) AND id > \(after) AND id <= \(horizon)
+                    SELECT id, job_id, owner, kind, at, data FROM events WHERE job_id = \(job.rawValue) AND id > \(after) AND id <= \(horizon)
+                        AND (CAST(\(owner) AS text) IS NULL OR owner = \(owner))
                     ORDER BY id LIMIT \(limit)
                     """, logger: self.logger)
-            } else {
+            case (nil, let owner?):
                 try await connection.query("""
-                    SELECT id, job_id, kind, at, data FROM events WHERE id > \(after) AND id <= \(horizon) ORDER BY id LIMIT \(limit)
+                    SELECT id, job_id, owner, kind, at, data FROM events WHERE owner = \(owner) AND id > \(after) AND id <= \(horizon)
+                    ORDER BY id LIMIT \(limit)
+                    """, logger: self.logger)
+            case (nil, nil):
+                try await connection.query("""
+                    SELECT id, job_id, owner, kind, at, data FROM events WHERE id > \(after) AND id <= \(horizon) ORDER BY id LIMIT \(limit)
                     """, logger: self.logger)
             }
             var events: [JobEvent] = []
-            for try await (id, jobID, kind, at, data) in rows.decode((Int64, String, String, Int64, String).self) {
+            for try await (id, jobID, owner, kind, at, data) in rows.decode((Int64, String, String, String, Int64, String).self) {
                 guard let job = JobID(jobID), let kind = JobEvent.Kind(rawValue: kind) else {
                     throw StoreError(.corrupt, "the job database holds an event it cannot read (id \(id))")
                 }
-                events.append(JobEvent(id: id, job: job, kind: kind, at: Timestamp(microseconds: at), data: try JSONParser.parse(data.utf8)))
+                events.append(JobEvent(id: id, job: job, owner: owner.isEmpty ? nil : owner, kind: kind, at: Timestamp(microseconds: at),
+                                       data: try JSONParser.parse(data.utf8)))
             }
             return events
         }
@@ -49,11 +57,13 @@ extension PostgresJobStore {
     func insertEvents(_ events: [NewEvent], signal: String? = nil, on connection: PostgresConnection) async throws -> Int64 {
         let row = try await connection.query("""
             WITH ev AS (
-                INSERT INTO events (job_id, kind, at, data, origin)
-                SELECT job_id, kind, at, data, \(node)
+                INSERT INTO events (job_id, kind, at, data, origin, owner)
+                SELECT e.job_id, e.kind, e.at, e.data, \(node),
+                       CASE WHEN e.owner = '?' THEN COALESCE((SELECT j.owner FROM jobs j WHERE j.id = e.job_id), '') ELSE e.owner END
                 FROM unnest(\(events.map(\.job.rawValue))::text[], \(events.map(\.kind.rawValue))::text[],
-                            \(events.map(\.at.microseconds))::bigint[], \(events.map(\.data.canonicalText))::text[])
-                    AS e(job_id, kind, at, data)
+                            \(events.map(\.at.microseconds))::bigint[], \(events.map(\.data.canonicalText))::text[],
+                            \(events.map { $0.owner ?? "?" })::text[])
+                    AS e(job_id, kind, at, data, owner)
                 RETURNING id
             ), newest AS (SELECT max(id) AS id FROM ev)
             SELECT id, pg_notify('\(unescaped: Self.eventsChannel)', id::text) IS NULL,
@@ -158,9 +168,12 @@ struct NewEvent: Sendable {
     var job: JobID
     var data: JSONValue
     var at: Timestamp
+    /// The job's owner ('' with authentication off); nil: looked up from the job (sent as "?",
+    /// which no token name can be).
+    var owner: String?
 
     /// The state event of `job` as it is now.
     static func state(of job: Job, at now: Timestamp) -> NewEvent {
-        NewEvent(kind: .state, job: job.id, data: JobEvent.stateData(of: job), at: now)
+        NewEvent(kind: .state, job: job.id, data: JobEvent.stateData(of: job), at: now, owner: job.owner ?? "")
     }
 }

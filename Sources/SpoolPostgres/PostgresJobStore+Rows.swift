@@ -10,7 +10,8 @@ extension PostgresJobStore {
         var sql = """
             SELECT j.*, CASE WHEN j.state = 'queued' THEN
                 (SELECT count(*) FROM jobs q WHERE q.state = 'queued' AND q.priority > j.priority)
-                + (SELECT count(*) FROM jobs q WHERE q.state = 'queued' AND q.priority = j.priority AND q.seq < j.seq) + 1
+                + (SELECT count(*) FROM jobs q WHERE q.state = 'queued' AND q.priority = j.priority
+                       AND (q.fair_tag < j.fair_tag OR (q.fair_tag = j.fair_tag AND q.seq < j.seq))) + 1
             END AS position
             FROM jobs j WHERE
             """
@@ -54,6 +55,10 @@ extension PostgresJobStore {
         if let resultText = try row["result"].decode(String?.self) {
             job.result = try JSONParser.parse(resultText.utf8)
         }
+        let owner = try row["owner"].decode(String.self)
+        job.owner = owner.isEmpty ? nil : owner
+        job.canceledBy = try row["canceled_by"].decode(String?.self)
+        job.fairTag = try row["fair_tag"].decode(Int64.self)
         if row.contains("position") {
             job.position = try row["position"].decode(Int64?.self).map(Int.init)
         }

@@ -155,10 +155,10 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
                         progress_fraction = CASE WHEN f.state = 'queued' THEN NULL ELSE j.progress_fraction END,
                         progress_message = CASE WHEN f.state = 'queued' THEN NULL ELSE j.progress_message END
                     FROM f, locked WHERE j.seq = locked.seq AND j.seq = f.seq AND j.state = 'running' AND j.attempts = f.attempt
-                    RETURNING j.id, j.state, f.at, f.event
+                    RETURNING j.id, j.state, j.owner, f.at, f.event
                 ), fin_event AS (
-                    INSERT INTO events (job_id, kind, at, data, origin)
-                    SELECT id, 'state', at, event, $1 FROM fin
+                    INSERT INTO events (job_id, kind, at, data, origin, owner)
+                    SELECT id, 'state', at, event, $1, owner FROM fin
                     RETURNING id
                 )
                 """)
@@ -169,11 +169,22 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
             parts.append("""
                 c AS (
                     SELECT * FROM unnest($\(first)::bigint[], $\(first + 1)::bigint[]) WITH ORDINALITY AS c(slot, at, n)
+                ), room AS (
+                    -- Tenants whose token caps their running jobs: how many more may start (the
+                    -- jobs this statement finishes still read as running in its snapshot).
+                    SELECT t.name, t.max_running - (SELECT count(*) FROM jobs r WHERE r.state = 'running' AND r.owner = t.name)
+                        \(Shape.finishes ? "+ (SELECT count(*) FROM fin WHERE fin.owner = t.name)" : "") AS spare
+                    FROM tokens t WHERE t.max_running IS NOT NULL
                 ), next AS (
-                    SELECT seq, priority FROM jobs WHERE state = 'queued' AND NOT (type = ANY($\(first + 2)::text[]))
-                    ORDER BY priority DESC, seq LIMIT cardinality($\(first)::bigint[]) FOR UPDATE SKIP LOCKED
+                    SELECT seq, priority, fair_tag, owner FROM jobs
+                    WHERE state = 'queued' AND NOT (type = ANY($\(first + 2)::text[]))
+                      AND owner NOT IN (SELECT name FROM room WHERE spare <= 0)
+                    ORDER BY priority DESC, fair_tag, seq LIMIT cardinality($\(first)::bigint[]) FOR UPDATE SKIP LOCKED
+                ), allowed AS (
+                    SELECT n.*, row_number() OVER (PARTITION BY n.owner ORDER BY n.priority DESC, n.fair_tag, n.seq) AS k FROM next n
                 ), ranked AS (
-                    SELECT seq, row_number() OVER (ORDER BY priority DESC, seq) AS n FROM next
+                    SELECT a.seq, row_number() OVER (ORDER BY a.priority DESC, a.fair_tag, a.seq) AS n
+                    FROM allowed a LEFT JOIN room r ON r.name = a.owner WHERE r.name IS NULL OR a.k <= r.spare
                 ), claimed AS (
                     UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, slot = c.slot, node = $1, started_at = c.at,
                         finished_at = NULL, progress_fraction = NULL, progress_message = NULL, result = NULL,
@@ -181,9 +192,9 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
                     FROM ranked r JOIN c ON c.n = r.n WHERE j.seq = r.seq
                     RETURNING j.*, c.n AS claim
                 ), claim_event AS (
-                    INSERT INTO events (job_id, kind, at, data, origin)
+                    INSERT INTO events (job_id, kind, at, data, origin, owner)
                     SELECT id, 'state', started_at,
-                           json_build_object('job', id, 'type', type, 'state', 'running', 'attempts', attempts, 'slot', slot)::text, $1
+                           json_build_object('job', id, 'type', type, 'state', 'running', 'attempts', attempts, 'slot', slot)::text, $1, owner
                     FROM claimed
                     RETURNING id, job_id
                 )

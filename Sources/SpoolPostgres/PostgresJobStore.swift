@@ -139,50 +139,74 @@ public final class PostgresJobStore: SharedJobStore {
 
     // MARK: - Jobs
 
-    public func enqueue(_ job: Job) async throws -> EnqueueResult {
+    public func enqueue(_ job: Job, limits: QueueLimits) async throws -> EnqueueResult {
         var stored = job
         stored.state = .queued
         stored.attempts = 0
+        let owner = job.owner ?? ""
         let eventData = JobEvent.stateData(of: stored).canonicalText
         let webhookEvents = job.webhookURL == nil ? nil : job.webhookEvents.joined(separator: ",")
+        let stride = FairShare.stride(weight: job.shareWeight)
+        // The fair-share tag (`FairShare.tag`) and both queue limits are worked out in the
+        // statement that inserts the job, so they see what it sees. A submit that starts after
+        // another of its owner's was answered sees it, and goes after it; submits that overlap
+        // (from many threads or nodes at once) have no order to keep, and ties go by `seq`.
         let row = try await write("store the job") { connection in
             try await connection.query("""
-                WITH ins AS (
+                WITH full_total AS (
+                    SELECT CAST(\(limits.total) AS bigint) IS NOT NULL
+                           AND (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'queued' LIMIT \(limits.total)) AS q) >= \(limits.total) AS f
+                ), full_owner AS (
+                    SELECT CAST(\(limits.owner) AS bigint) IS NOT NULL
+                           AND (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'queued' AND owner = \(owner) LIMIT \(limits.owner)) AS q)
+                               >= \(limits.owner) AS f
+                ), tag AS (
+                    SELECT COALESCE(
+                        (SELECT max(fair_tag) FROM jobs WHERE state = 'queued' AND owner = \(owner) AND priority = \(job.priority)) + \(stride),
+                        COALESCE((SELECT min(fair_tag) FROM jobs WHERE state = 'queued' AND priority = \(job.priority)), 0) + 1) AS t
+                ), ins AS (
                     INSERT INTO jobs (id, type, input, priority, timeout_s, max_attempts, state, attempts, created_at,
-                                      idempotency_key, fingerprint, webhook_url, webhook_events)
-                    VALUES (\(job.id.rawValue), \(job.type), \(job.input.canonicalText), \(job.priority), \(job.timeoutSeconds),
-                            \(job.maxAttempts), 'queued', 0, \(job.createdAt.microseconds), \(job.idempotencyKey),
-                            \(job.fingerprint), \(job.webhookURL), \(webhookEvents))
+                                      idempotency_key, fingerprint, webhook_url, webhook_events, owner, fair_tag)
+                    SELECT \(job.id.rawValue), \(job.type), \(job.input.canonicalText), \(job.priority), \(job.timeoutSeconds),
+                           \(job.maxAttempts), 'queued', 0, \(job.createdAt.microseconds), \(job.idempotencyKey),
+                           \(job.fingerprint), \(job.webhookURL), \(webhookEvents), \(owner), tag.t
+                    FROM tag WHERE NOT (SELECT f FROM full_total) AND NOT (SELECT f FROM full_owner)
                     ON CONFLICT DO NOTHING
-                    RETURNING seq
+                    RETURNING seq, fair_tag
                 ), ev AS (
-                    INSERT INTO events (job_id, kind, at, data, origin)
-                    SELECT \(job.id.rawValue), 'state', \(job.createdAt.microseconds), \(eventData), \(self.node) FROM ins
+                    INSERT INTO events (job_id, kind, at, data, origin, owner)
+                    SELECT \(job.id.rawValue), 'state', \(job.createdAt.microseconds), \(eventData), \(self.node), \(owner) FROM ins
                     RETURNING id
                 )
-                SELECT (SELECT seq FROM ins), (SELECT id FROM ev),
-                       (SELECT count(*) FROM jobs WHERE state = 'queued' AND priority >= \(job.priority)),
+                SELECT (SELECT seq FROM ins), (SELECT fair_tag FROM ins), (SELECT id FROM ev),
+                       (SELECT count(*) FROM jobs, tag WHERE state = 'queued'
+                            AND (priority > \(job.priority) OR (priority = \(job.priority) AND fair_tag <= tag.t))),
                        (SELECT count(pg_notify('\(unescaped: Self.channel)', 'queued')) FROM ev),
-                       (SELECT count(pg_notify('\(unescaped: Self.eventsChannel)', id::text)) FROM ev)
-                """, logger: self.logger).decodeFirstRow((Int64?, Int64?, Int64, Int64, Int64).self)
+                       (SELECT count(pg_notify('\(unescaped: Self.eventsChannel)', id::text)) FROM ev),
+                       (SELECT f FROM full_total), (SELECT f FROM full_owner)
+                """, logger: self.logger).decodeFirstRow((Int64?, Int64?, Int64?, Int64, Int64, Int64, Bool, Bool).self)
         }
-        guard let row, let sequence = row.0, let eventID = row.1 else {
-            return try await existing(for: job)
+        guard let row, let sequence = row.0, let tag = row.1, let eventID = row.2 else {
+            // Nothing inserted: a repeat of a stored job (or a conflict with it), or a full queue.
+            if let repeated = try await repeatOf(job) { return repeated }
+            if row?.6 == true, let total = limits.total { throw StoreError.queueFull(.server, total) }
+            if row?.7 == true, let most = limits.owner { throw StoreError.queueFull(.owner, most) }
+            throw StoreError(.other, "a job with id \(job.id) already exists")
         }
         stored.sequence = sequence
-        stored.position = Int(row.2) + 1
+        stored.fairTag = tag
+        stored.position = Int(row.3) + 1
         published(eventID, jobs: [job.id])
         return .created(stored)
     }
 
-    /// The job already stored under the key of `job` (an idempotent repeat or a conflict).
-    private func existing(for job: Job) async throws -> EnqueueResult {
+    /// The job its owner already stored under the key of `job` (an idempotent repeat), nil
+    /// when there is none; throws when the request differs from it (a conflict).
+    private func repeatOf(_ job: Job) async throws -> EnqueueResult? {
         guard let key = job.idempotencyKey,
               let existing = try await read("read a job", { connection in
-                  try await Self.fetchJob(where: "j.idempotency_key = \(key)", on: connection, logger: self.logger)
-              }) else {
-            throw StoreError(.other, "a job with id \(job.id) already exists")
-        }
+                  try await Self.fetchJob(where: "j.owner = \(job.owner ?? "") AND j.idempotency_key = \(key)", on: connection, logger: self.logger)
+              }) else { return nil }
         guard existing.fingerprint == job.fingerprint else {
             throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: existing)
         }
@@ -200,6 +224,7 @@ public final class PostgresJobStore: SharedJobStore {
         var binds = PostgresBindings()
         if let state = query.state { binds.append(state.rawValue); sql += " AND state = $\(binds.count)" }
         if let type = query.type { binds.append(type); sql += " AND type = $\(binds.count)" }
+        if let owner = query.owner { binds.append(owner); sql += " AND owner = $\(binds.count)" }
         if let before = query.before { binds.append(before); sql += " AND seq < $\(binds.count)" }
         binds.append(query.limit + 1)
         sql += " ORDER BY seq DESC LIMIT $\(binds.count)"
@@ -217,6 +242,13 @@ public final class PostgresJobStore: SharedJobStore {
         }
     }
 
+    public func queuedCount(owner: String) async throws -> Int {
+        try await read("count the queue") { connection in
+            Int(try await connection.query("SELECT count(*) FROM jobs WHERE state = 'queued' AND owner = \(owner)",
+                                           logger: self.logger).decodeFirst(Int64.self) ?? 0)
+        }
+    }
+
     public func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job? {
         try await steps.submit(SlotStep(claim: SlotStep.Claim(slot: slot, excluding: excluding, now: now)))
     }
@@ -227,22 +259,25 @@ public final class PostgresJobStore: SharedJobStore {
                                         claim: slot.map { SlotStep.Claim(slot: $0, excluding: excluding, now: now) }))
     }
 
-    public func cancel(_ id: JobID, now: Timestamp) async throws -> CancelResult {
+    public func cancel(_ id: JobID, by actor: String?, now: Timestamp) async throws -> CancelResult {
         let (result, eventID) = try await transaction("cancel a job") { connection -> (CancelResult, Int64?) in
             guard var job = try await Self.fetchJob(where: "j.id = \(id.rawValue)", locking: true, on: connection, logger: self.logger) else {
                 return (.notFound, nil)
             }
             switch job.state {
             case .queued:
-                job.cancelWhileQueued(at: now)
+                job.cancelWhileQueued(at: now, by: actor)
                 try await connection.query("""
-                    UPDATE jobs SET state = 'canceled', reason = 'canceled', finished_at = \(now.microseconds), error = \(job.error)
+                    UPDATE jobs SET state = 'canceled', reason = 'canceled', finished_at = \(now.microseconds), error = \(job.error),
+                        canceled_by = \(job.canceledBy)
                     WHERE seq = \(job.sequence)
                     """, logger: self.logger)
                 return (.canceled(job), try await self.insertEvents([.state(of: job, at: now)], on: connection))
             case .running:
                 job.cancelRequested = true
-                try await connection.query("UPDATE jobs SET cancel_requested = true WHERE seq = \(job.sequence)", logger: self.logger)
+                job.canceledBy = actor ?? job.canceledBy
+                try await connection.query("UPDATE jobs SET cancel_requested = true, canceled_by = \(job.canceledBy) WHERE seq = \(job.sequence)",
+                                           logger: self.logger)
                 // The node running it hears this at commit and stops it; its lease renewal
                 // also reports the request, should the notification be lost.
                 return (.stopping(job), try await self.insertEvents([.state(of: job, at: now)], signal: "cancel=\(id.rawValue)", on: connection))
@@ -262,10 +297,10 @@ public final class PostgresJobStore: SharedJobStore {
                 WITH upd AS (
                     UPDATE jobs SET progress_fraction = \(progress.fraction), progress_message = \(progress.message)
                     WHERE id = \(id.rawValue) AND state = 'running' AND attempts = \(attempt)
-                    RETURNING seq
+                    RETURNING seq, owner
                 ), ev AS (
-                    INSERT INTO events (job_id, kind, at, data, origin)
-                    SELECT \(id.rawValue), 'progress', \(now.microseconds), \(data), \(self.node) FROM upd
+                    INSERT INTO events (job_id, kind, at, data, origin, owner)
+                    SELECT \(id.rawValue), 'progress', \(now.microseconds), \(data), \(self.node), owner FROM upd
                     RETURNING id
                 )
                 SELECT id, pg_notify('\(unescaped: Self.eventsChannel)', id::text) IS NULL FROM ev

@@ -9,7 +9,7 @@ import SpoolStore
 /// Durability: `synchronous = FULL` by default, so a job acknowledged with `201` survives a
 /// power cut, not just a crash. Concurrent submits share transactions (`GroupCommit`), so the
 /// cost of each sync is split between them.
-public final class SQLiteJobStore: JobStore {
+public final class SQLiteJobStore: JobStore, TokenStore {
     public enum Synchronous: String, Sendable, CaseIterable {
         /// fsync on every commit: survives power loss (default).
         case full
@@ -25,7 +25,7 @@ public final class SQLiteJobStore: JobStore {
     public let eventNotifier = EventNotifier()
     /// Events kept in all; older ones are pruned as new ones arrive.
     static let eventLimit: Int64 = 200_000
-    private let enqueuer: GroupCommit<Job, (EnqueueResult, JobEvent?)>
+    private let enqueuer: GroupCommit<(Job, QueueLimits), (EnqueueResult, JobEvent?)>
 
     public init(path: String, synchronous: Synchronous = .full) throws {
         self.path = path
@@ -50,7 +50,7 @@ public final class SQLiteJobStore: JobStore {
         let pool = self.pool
         enqueuer = GroupCommit { jobs in
             do {
-                return try await pool.write { db in try jobs.map { job in try Self.insert(job, in: db) } }
+                return try await pool.write { db in try jobs.map { job, limits in try Self.insert(job, limits: limits, in: db) } }
             } catch {
                 throw Self.translate(error, doing: "store the job")
             }
@@ -98,8 +98,8 @@ public final class SQLiteJobStore: JobStore {
                          + "restore it from a backup, or move it aside to start with an empty queue")
     }
 
-    public func enqueue(_ job: Job) async throws -> EnqueueResult {
-        let (result, event) = try await enqueuer.submit(job)
+    public func enqueue(_ job: Job, limits: QueueLimits) async throws -> EnqueueResult {
+        let (result, event) = try await enqueuer.submit((job, limits))
         eventNotifier.published(event.map { [$0] } ?? [])
         return result
     }
@@ -117,6 +117,7 @@ public final class SQLiteJobStore: JobStore {
             var arguments: StatementArguments = []
             if let state = query.state { clauses.append("state = ?"); _ = arguments.append(contentsOf: [state.rawValue]) }
             if let type = query.type { clauses.append("type = ?"); _ = arguments.append(contentsOf: [type]) }
+            if let owner = query.owner { clauses.append("owner = ?"); _ = arguments.append(contentsOf: [owner]) }
             if let before = query.before { clauses.append("seq < ?"); _ = arguments.append(contentsOf: [before]) }
             let filter = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
             _ = arguments.append(contentsOf: [query.limit + 1])
@@ -129,6 +130,12 @@ public final class SQLiteJobStore: JobStore {
     public func queuedCount() async throws -> Int {
         try await read("count the queue") { db in
             try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts") ?? 0
+        }
+    }
+
+    public func queuedCount(owner: String) async throws -> Int {
+        try await read("count the queue") { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND owner = ?", arguments: [owner]) ?? 0
         }
     }
 
@@ -150,7 +157,7 @@ public final class SQLiteJobStore: JobStore {
                 var job = try Self.job(from: row)
                 job.record(outcome, at: now, result: result)
                 try Self.saveOutcome(of: job, in: db)
-                events.append(try Self.insertEvent(.state, job: job.id, data: JobEvent.stateData(of: job), at: now, in: db))
+                events.append(try Self.insertEvent(.state, of: job, at: now, in: db))
             }
             let next = try slot.flatMap { slot in try Self.claim(for: slot, excluding: excluding, now: now, in: db) }
             if let claimedEvent = next?.1 { events.append(claimedEvent) }
@@ -162,7 +169,7 @@ public final class SQLiteJobStore: JobStore {
         return next
     }
 
-    public func cancel(_ id: JobID, now: Timestamp) async throws -> CancelResult {
+    public func cancel(_ id: JobID, by actor: String?, now: Timestamp) async throws -> CancelResult {
         let (result, event) = try await write("cancel a job") { db -> (CancelResult, JobEvent?) in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id.rawValue]) else {
                 return (.notFound, nil)
@@ -170,14 +177,15 @@ public final class SQLiteJobStore: JobStore {
             var job = try Self.job(from: row)
             switch job.state {
             case .queued:
-                job.cancelWhileQueued(at: now)
-                try db.execute(sql: "UPDATE jobs SET state = 'canceled', reason = 'canceled', finished_at = ?, error = ? WHERE seq = ?",
-                               arguments: [now.microseconds, job.error, job.sequence])
-                return (.canceled(job), try Self.insertEvent(.state, job: id, data: JobEvent.stateData(of: job), at: now, in: db))
+                job.cancelWhileQueued(at: now, by: actor)
+                try db.execute(sql: "UPDATE jobs SET state = 'canceled', reason = 'canceled', finished_at = ?, error = ?, canceled_by = ? WHERE seq = ?",
+                               arguments: [now.microseconds, job.error, job.canceledBy, job.sequence])
+                return (.canceled(job), try Self.insertEvent(.state, of: job, at: now, in: db))
             case .running:
                 job.cancelRequested = true
-                try db.execute(sql: "UPDATE jobs SET cancel_requested = 1 WHERE seq = ?", arguments: [job.sequence])
-                return (.stopping(job), try Self.insertEvent(.state, job: id, data: JobEvent.stateData(of: job), at: now, in: db))
+                job.canceledBy = actor ?? job.canceledBy
+                try db.execute(sql: "UPDATE jobs SET cancel_requested = 1, canceled_by = ? WHERE seq = ?", arguments: [job.canceledBy, job.sequence])
+                return (.stopping(job), try Self.insertEvent(.state, of: job, at: now, in: db))
             case .succeeded, .failed, .canceled:
                 return (.alreadyFinished(job), nil)
             }
@@ -194,7 +202,7 @@ public final class SQLiteJobStore: JobStore {
                 WHERE id = ? AND state = 'running' AND attempts = ?
                 """, arguments: [progress.fraction, progress.message, id.rawValue, attempt])
             guard db.changesCount > 0 else { return nil }
-            return try Self.insertEvent(.progress, job: id, data: JobEvent.progressData(of: id, progress), at: WallClock.now(), in: db)
+            return try Self.insertEvent(.progress, job: id, owner: nil, data: JobEvent.progressData(of: id, progress), at: WallClock.now(), in: db)
         }
         notifier.publish(id)
         eventNotifier.published(event.map { [$0] } ?? [])
@@ -207,7 +215,7 @@ public final class SQLiteJobStore: JobStore {
             for var job in jobs {
                 job.recoverFromInterruption(at: now)
                 try Self.saveOutcome(of: job, in: db)
-                events.append(try Self.insertEvent(.state, job: job.id, data: JobEvent.stateData(of: job), at: now, in: db))
+                events.append(try Self.insertEvent(.state, of: job, at: now, in: db))
             }
             return (jobs, events)
         }
@@ -218,12 +226,15 @@ public final class SQLiteJobStore: JobStore {
 
     public func watch(_ id: JobID) -> JobWatch { notifier.watch(id) }
 
-    public func events(after: Int64, job: JobID?, limit: Int) async throws -> [JobEvent] {
+    public func events(after: Int64, job: JobID?, owner: String?, limit: Int) async throws -> [JobEvent] {
         try await read("read events") { db in
-            let rows = if let job {
-                try Row.fetchAll(db, sql: "SELECT * FROM events WHERE job_id = ? AND id > ? ORDER BY id LIMIT ?",
-                                 arguments: [job.rawValue, after, limit])
-            } else {
+            let rows = switch (job, owner) {
+            case (let job?, _):
+                try Row.fetchAll(db, sql: "SELECT * FROM events WHERE job_id = ? AND id > ? AND (? IS NULL OR owner = ?) ORDER BY id LIMIT ?",
+                                 arguments: [job.rawValue, after, owner, owner, limit])
+            case (nil, let owner?):
+                try Row.fetchAll(db, sql: "SELECT * FROM events WHERE owner = ? AND id > ? ORDER BY id LIMIT ?", arguments: [owner, after, limit])
+            case (nil, nil):
                 try Row.fetchAll(db, sql: "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", arguments: [after, limit])
             }
             return try rows.map { row in
@@ -231,51 +242,74 @@ public final class SQLiteJobStore: JobStore {
                     throw StoreError(.corrupt, "the job database holds an event it cannot read")
                 }
                 let text: String = row["data"]
-                return JobEvent(id: row["id"], job: id, kind: kind, at: Timestamp(microseconds: row["at"]), data: try JSONParser.parse(text.utf8))
+                return JobEvent(id: row["id"], job: id, owner: Self.owner(row["owner"]), kind: kind, at: Timestamp(microseconds: row["at"]),
+                                data: try JSONParser.parse(text.utf8))
             }
         }
     }
 
     public func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
-        let event = try await write("record an event") { db in try Self.insertEvent(kind, job: job, data: data, at: now, in: db) }
+        let event = try await write("record an event") { db in try Self.insertEvent(kind, job: job, owner: nil, data: data, at: now, in: db) }
         eventNotifier.published([event])
     }
 
-    /// Appends an event in the caller's transaction; prunes the oldest now and then.
-    static func insertEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, at: Timestamp, in db: Database) throws -> JobEvent {
-        try db.execute(sql: "INSERT INTO events (job_id, kind, at, data) VALUES (?, ?, ?, ?)",
-                       arguments: [job.rawValue, kind.rawValue, at.microseconds, data.canonicalText])
+    /// A state event for `job` as it is now, in the caller's transaction.
+    static func insertEvent(_ kind: JobEvent.Kind, of job: Job, at: Timestamp, in db: Database) throws -> JobEvent {
+        try insertEvent(kind, job: job.id, owner: job.owner ?? "", data: JobEvent.stateData(of: job), at: at, in: db)
+    }
+
+    /// Appends an event in the caller's transaction (its owner is the job's: looked up when
+    /// nil); prunes the oldest now and then.
+    static func insertEvent(_ kind: JobEvent.Kind, job: JobID, owner: String?, data: JSONValue, at: Timestamp, in db: Database) throws -> JobEvent {
+        let stored = try String.fetchOne(db, sql: """
+            INSERT INTO events (job_id, owner, kind, at, data)
+            VALUES (?, COALESCE(?, (SELECT owner FROM jobs WHERE id = ?), ''), ?, ?, ?)
+            RETURNING owner
+            """, arguments: [job.rawValue, owner, job.rawValue, kind.rawValue, at.microseconds, data.canonicalText])
         let id = db.lastInsertedRowID
         if id % 1000 == 0 { try db.execute(sql: "DELETE FROM events WHERE id <= ?", arguments: [id - eventLimit]) }
-        return JobEvent(id: id, job: job, kind: kind, at: at, data: data)
+        return JobEvent(id: id, job: job, owner: Self.owner(stored), kind: kind, at: at, data: data)
     }
+
+    /// The stored owner ('' with authentication off) as a job's `owner`.
+    static func owner(_ stored: String?) -> String? { stored.flatMap { $0.isEmpty ? nil : $0 } }
 
     // MARK: - Statements
 
-    private static func insert(_ job: Job, in db: Database) throws -> Result<(EnqueueResult, JobEvent?), any Error> {
+    private static func insert(_ job: Job, limits: QueueLimits, in db: Database) throws -> Result<(EnqueueResult, JobEvent?), any Error> {
+        let owner = job.owner ?? ""
         if let key = job.idempotencyKey,
-           let row = try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE idempotency_key = ?", arguments: [key]) {
+           let row = try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?", arguments: [owner, key]) {
             let existing = try withPosition(self.job(from: row), in: db)
             guard existing.fingerprint == job.fingerprint else {
                 return .failure(StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: existing))
             }
             return .success((.existing(existing), nil))
         }
+        if let total = limits.total, try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts") ?? 0 >= total {
+            return .failure(StoreError.queueFull(.server, total))
+        }
+        if let most = limits.owner, try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE state = 'queued' AND owner = ? LIMIT ?)",
+                                                     arguments: [owner, most]) ?? 0 >= most {
+            return .failure(StoreError.queueFull(.owner, most))
+        }
+        let ownerLast = try Int64.fetchOne(db, sql: "SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND owner = ? AND priority = ?",
+                                           arguments: [owner, job.priority])
+        let head = try Int64.fetchOne(db, sql: "SELECT MIN(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?", arguments: [job.priority])
+        var stored = job
+        stored.fairTag = FairShare.tag(ownerLast: ownerLast, head: head, weight: job.shareWeight)
         try db.execute(sql: """
             INSERT INTO jobs (id, type, input, priority, timeout_s, max_attempts, state, attempts, created_at,
-                              idempotency_key, fingerprint, webhook_url, webhook_events)
-            VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?)
+                              idempotency_key, fingerprint, webhook_url, webhook_events, owner, fair_tag)
+            VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?, ?)
             """, arguments: [job.id.rawValue, job.type, job.input.canonicalText, job.priority, job.timeoutSeconds,
                              job.maxAttempts, job.createdAt.microseconds, job.idempotencyKey, job.fingerprint,
-                             job.webhookURL, job.webhookURL == nil ? nil : job.webhookEvents.joined(separator: ",")])
-        var stored = job
+                             job.webhookURL, job.webhookURL == nil ? nil : job.webhookEvents.joined(separator: ","), owner, stored.fairTag])
         stored.sequence = db.lastInsertedRowID
         stored.state = .queued
         stored.attempts = 0
-        let event = try insertEvent(.state, job: job.id, data: JobEvent.stateData(of: stored), at: job.createdAt, in: db)
-        // The newest job is last among its priority: everything at or above it is ahead.
-        stored.position = try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority >= ?",
-                                           arguments: [job.priority]) ?? 1
+        let event = try insertEvent(.state, of: stored, at: job.createdAt, in: db)
+        stored.position = try position(of: stored, in: db)
         return .success((.created(stored), event))
     }
 
@@ -294,7 +328,7 @@ public final class SQLiteJobStore: JobStore {
     /// The claimed job and the id of the event recording it.
     private static func claim(for slot: SlotID, excluding: Set<String>, now: Timestamp, in db: Database) throws -> (Job, JobEvent)? {
         guard let job = try claimRow(for: slot, excluding: excluding, now: now, in: db) else { return nil }
-        return (job, try insertEvent(.state, job: job.id, data: JobEvent.stateData(of: job), at: now, in: db))
+        return (job, try insertEvent(.state, of: job, at: now, in: db))
     }
 
     private static func claimRow(for slot: SlotID, excluding: Set<String>, now: Timestamp, in db: Database) throws -> Job? {
@@ -304,10 +338,19 @@ public final class SQLiteJobStore: JobStore {
             filter = " AND type NOT IN (" + Array(repeating: "?", count: excluding.count).joined(separator: ",") + ")"
             _ = arguments.append(contentsOf: StatementArguments(excluding.sorted()))
         }
+        // Tenants whose token's max_running their running jobs have reached wait.
+        let capped = try String.fetchAll(db, sql: """
+            SELECT name FROM tokens WHERE max_running IS NOT NULL
+              AND max_running <= (SELECT COUNT(*) FROM jobs WHERE state = 'running' AND owner = tokens.name)
+            """)
+        if !capped.isEmpty {
+            filter += " AND owner NOT IN (" + Array(repeating: "?", count: capped.count).joined(separator: ",") + ")"
+            _ = arguments.append(contentsOf: StatementArguments(capped))
+        }
         return try Row.fetchOne(db, sql: """
             UPDATE jobs SET state = 'running', attempts = attempts + 1, slot = ?, started_at = ?, finished_at = NULL,
                 pid = NULL, progress_fraction = NULL, progress_message = NULL, result = NULL
-            WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued'\(filter) ORDER BY priority DESC, seq LIMIT 1)
+            WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued'\(filter) ORDER BY priority DESC, fair_tag, seq LIMIT 1)
             RETURNING *
             """, arguments: arguments).map(job(from:))
     }
@@ -315,12 +358,18 @@ public final class SQLiteJobStore: JobStore {
     private static func withPosition(_ job: Job, in db: Database) throws -> Job {
         guard job.state == .queued else { return job }
         var job = job
+        job.position = try position(of: job, in: db)
+        return job
+    }
+
+    /// 1-based: the queued jobs of higher priority, then those before it in fair-share order.
+    private static func position(of job: Job, in db: Database) throws -> Int {
         let higher = try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority > ?",
                                       arguments: [job.priority]) ?? 0
-        let ahead = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND priority = ? AND seq < ?",
-                                     arguments: [job.priority, job.sequence]) ?? 0
-        job.position = higher + ahead + 1
-        return job
+        let ahead = try Int.fetchOne(db, sql: """
+            SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND priority = ? AND (fair_tag < ? OR (fair_tag = ? AND seq < ?))
+            """, arguments: [job.priority, job.fairTag, job.fairTag, job.sequence]) ?? 0
+        return higher + ahead + 1
     }
 
     static func job(from row: Row) throws -> Job {
@@ -349,6 +398,9 @@ public final class SQLiteJobStore: JobStore {
         if let resultText = row["result"] as String? {
             job.result = try JSONParser.parse(resultText.utf8)
         }
+        job.owner = owner(row["owner"])
+        job.canceledBy = row["canceled_by"]
+        job.fairTag = row["fair_tag"] as Int64? ?? 0
         return job
     }
 

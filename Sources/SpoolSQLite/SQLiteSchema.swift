@@ -112,6 +112,37 @@ enum SQLiteSchema {
                 );
                 """)
         }
+        migrator.registerMigration("v5-tenants") { db in
+            // Owners ('' with authentication off), who canceled, and the fair-share order:
+            // jobs queued before the upgrade keep their first-in first-out order.
+            try db.execute(sql: """
+                ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+                ALTER TABLE jobs ADD COLUMN canceled_by TEXT;
+                ALTER TABLE jobs ADD COLUMN fair_tag INTEGER NOT NULL DEFAULT 0;
+                UPDATE jobs SET fair_tag = seq * 1000000 WHERE state = 'queued';
+                DROP INDEX jobs_queue;
+                CREATE INDEX jobs_queue ON jobs(priority DESC, fair_tag, seq) WHERE state = 'queued';
+                CREATE INDEX jobs_owner_queue ON jobs(owner, priority, fair_tag) WHERE state = 'queued';
+                CREATE INDEX jobs_owner_running ON jobs(owner) WHERE state = 'running';
+                CREATE INDEX jobs_owner_seq ON jobs(owner, seq);
+                DROP INDEX jobs_idempotency;
+                CREATE UNIQUE INDEX jobs_idempotency ON jobs(owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
+                ALTER TABLE events ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+                CREATE INDEX events_owner ON events(owner, id);
+                CREATE TABLE tokens (
+                    id TEXT PRIMARY KEY,
+                    name TEXT NOT NULL UNIQUE,
+                    digest BLOB NOT NULL,
+                    admin INTEGER NOT NULL,
+                    max_queued INTEGER,
+                    max_running INTEGER,
+                    rate REAL,
+                    weight REAL NOT NULL,
+                    created_at INTEGER NOT NULL
+                );
+                CREATE TABLE settings (name TEXT PRIMARY KEY, value BLOB NOT NULL);
+                """)
+        }
         return migrator
     }
 }

@@ -42,7 +42,7 @@ public final class EventNotifier: Sendable {
 
     /// Events after `after` from memory, or nil when memory cannot prove it has all of them
     /// (then read the store).
-    public func recent(after: Int64, job: JobID?, limit: Int) -> [JobEvent]? {
+    public func recent(after: Int64, job: JobID?, owner: String? = nil, limit: Int) -> [JobEvent]? {
         state.withLock { state in
             if after >= state.latest { return [] }
             guard let first = state.ring.first, first.id <= after + 1 else { return nil }
@@ -52,7 +52,7 @@ public final class EventNotifier: Sendable {
             for event in state.ring[start...] {
                 guard event.id == expected else { return nil }
                 expected += 1
-                if job == nil || event.job == job {
+                if (job == nil || event.job == job) && (owner == nil || event.owner == owner) {
                     found.append(event)
                     if found.count == limit { break }
                 }

@@ -11,10 +11,12 @@ public protocol JobStore: Sendable {
 
     /// Stores a new job durably before returning, with its queue `position` as of its commit:
     /// jobs ahead of it that other connections are still committing may not be counted yet
-    /// (`job(_:)` always counts them). With an idempotency key that is already
-    /// stored, returns the original job (`.existing`) when the request matches it, and throws
-    /// `StoreError.idempotencyConflict` when it does not.
-    func enqueue(_ job: Job) async throws -> EnqueueResult
+    /// (`job(_:)` always counts them). With an idempotency key that its owner already used,
+    /// returns the original job (`.existing`) when the request matches it, and throws
+    /// `StoreError.idempotencyConflict` when it does not (keys are per owner). Sets the job's
+    /// `fairTag` (`FairShare`, from its `shareWeight`). Refuses it, storing nothing, with
+    /// `StoreError.queueFull` when it would pass one of `limits`.
+    func enqueue(_ job: Job, limits: QueueLimits) async throws -> EnqueueResult
 
     /// The job with its current queue `position` filled in, or nil if there is no such job.
     func job(_ id: JobID) async throws -> Job?
@@ -25,9 +27,12 @@ public protocol JobStore: Sendable {
     /// How many jobs wait in the queue.
     func queuedCount() async throws -> Int
 
-    /// Moves the first queued job (highest priority, then oldest) whose type is not in
-    /// `excluding` to `running` on `slot`, counting an attempt, and returns it; nil when there
-    /// is none.
+    /// How many of `owner`'s jobs wait in the queue.
+    func queuedCount(owner: String) async throws -> Int
+
+    /// Moves the first queued job (highest priority, then fair-share order, then oldest) whose
+    /// type is not in `excluding` and whose owner is below its token's `max_running` to
+    /// `running` on `slot`, counting an attempt, and returns it; nil when there is none.
     func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job?
 
     /// Ends the given attempt with its outcome. Writes from any other attempt are ignored
@@ -36,8 +41,9 @@ public protocol JobStore: Sendable {
     func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
                 claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job?
 
-    /// Cancels a queued job at once, or flags a running one for its slot to stop.
-    func cancel(_ id: JobID, now: Timestamp) async throws -> CancelResult
+    /// Cancels a queued job at once, or flags a running one for its slot to stop; records who
+    /// asked (`actor`: a token's name).
+    func cancel(_ id: JobID, by actor: String?, now: Timestamp) async throws -> CancelResult
 
     /// Saves the latest progress of a running attempt.
     func reportProgress(_ id: JobID, attempt: Int, progress: JobProgress) async throws
@@ -49,8 +55,9 @@ public protocol JobStore: Sendable {
     /// Subscribes to changes of one job; register *before* reading it so no change is missed.
     func watch(_ id: JobID) -> JobWatch
 
-    /// Events with an id above `after`, oldest first, of one job or of all.
-    func events(after: Int64, job: JobID?, limit: Int) async throws -> [JobEvent]
+    /// Events with an id above `after`, oldest first, of one job or of all — of one owner's
+    /// jobs only, with `owner`.
+    func events(after: Int64, job: JobID?, owner: String?, limit: Int) async throws -> [JobEvent]
 
     /// Records an event that is not a state change (log lines, outputs).
     func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws
@@ -60,6 +67,14 @@ public protocol JobStore: Sendable {
 }
 
 extension JobStore {
+    public func enqueue(_ job: Job) async throws -> EnqueueResult { try await enqueue(job, limits: QueueLimits()) }
+
+    public func cancel(_ id: JobID, now: Timestamp) async throws -> CancelResult { try await cancel(id, by: nil, now: now) }
+
+    public func events(after: Int64, job: JobID?, limit: Int) async throws -> [JobEvent] {
+        try await events(after: after, job: job, owner: nil, limit: limit)
+    }
+
     public func claimNext(for slot: SlotID, now: Timestamp) async throws -> Job? {
         try await claimNext(for: slot, excluding: [], now: now)
     }
@@ -92,15 +107,31 @@ public enum CancelResult: Sendable {
 public struct JobQuery: Sendable, Equatable {
     public var state: JobState?
     public var type: String?
+    /// Only this owner's jobs (a tenant's view).
+    public var owner: String?
     public var limit: Int
     /// Only jobs older than this cursor (an opaque sequence number from the previous page).
     public var before: Int64?
 
-    public init(state: JobState? = nil, type: String? = nil, limit: Int = 50, before: Int64? = nil) {
+    public init(state: JobState? = nil, type: String? = nil, owner: String? = nil, limit: Int = 50, before: Int64? = nil) {
         self.state = state
         self.type = type
+        self.owner = owner
         self.limit = limit
         self.before = before
+    }
+}
+
+/// Limits a submit must stay within (backpressure): the whole queue's, and its owner's.
+public struct QueueLimits: Sendable, Equatable {
+    /// Most jobs queued in all (the server's `max_queued`).
+    public var total: Int?
+    /// Most jobs its owner may have queued (the token's `max_queued`).
+    public var owner: Int?
+
+    public init(total: Int? = nil, owner: Int? = nil) {
+        self.total = total
+        self.owner = owner
     }
 }
 
@@ -119,6 +150,10 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         public let rawValue: String
         public static let idempotencyConflict = Code(rawValue: "idempotency_conflict")
+        /// A submit would pass a `QueueLimits` limit: nothing was stored.
+        public static let queueFull = Code(rawValue: "queue_full")
+        /// A name (a token's) that is already taken.
+        public static let conflict = Code(rawValue: "conflict")
         /// The disk is full or read-only: nothing was written.
         public static let storageUnavailable = Code(rawValue: "storage_unavailable")
         public static let corrupt = Code(rawValue: "corrupt")
@@ -130,12 +165,35 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
     public var message: String
     /// For `idempotencyConflict`: the job already stored under the key.
     public var existing: Job?
+    /// For `queueFull`: which limit (`max_queued` of the server, or of the token).
+    public var limit: QueueLimit?
 
-    public init(_ code: Code, _ message: String, existing: Job? = nil) {
+    public enum QueueLimit: String, Sendable { case server = "max_queued", owner = "token max_queued" }
+
+    public init(_ code: Code, _ message: String, existing: Job? = nil, limit: QueueLimit? = nil) {
         self.code = code
         self.message = message
         self.existing = existing
+        self.limit = limit
+    }
+
+    public static func queueFull(_ limit: QueueLimit, _ value: Int) -> StoreError {
+        StoreError(.queueFull, limit == .server
+            ? "the queue is full (max_queued \(value)); try again once jobs have run"
+            : "this token has \(value) jobs queued, its max_queued; try again once some have run", limit: limit)
     }
 
     public var description: String { message }
+}
+
+/// A store capability: the API tokens (only digests of their secrets) and the key that signs
+/// dashboard sessions, shared by every node of a shared store.
+public protocol TokenStore: Sendable {
+    /// Stores a new token; `StoreError.conflict` when its name is taken.
+    func createToken(_ token: TokenRecord) async throws
+    func tokens() async throws -> [TokenRecord]
+    /// Removes the named token; false when there is none.
+    func revokeToken(named name: String) async throws -> Bool
+    /// The 32-byte key that signs session cookies: made once, then the same for every node.
+    func sessionKey() async throws -> [UInt8]
 }

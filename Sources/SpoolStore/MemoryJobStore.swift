@@ -2,9 +2,12 @@ import SpoolCore
 
 /// A `JobStore` that keeps jobs in memory: for unit tests and throwaway runs. Same semantics
 /// as the durable drivers (the store tests run against both), none of the durability.
-public actor MemoryJobStore: JobStore {
+public actor MemoryJobStore: JobStore, TokenStore {
     private var jobsByID: [JobID: Job] = [:]
+    /// Idempotency keys, per owner.
     private var idsByKey: [String: JobID] = [:]
+    private var tokensByName: [String: TokenRecord] = [:]
+    private var signingKey: [UInt8]?
     private var nextSequence: Int64 = 1
     private let notifier = JobChangeNotifier()
     public nonisolated let eventNotifier = EventNotifier()
@@ -15,21 +18,28 @@ public actor MemoryJobStore: JobStore {
 
     public func prepare() async throws {}
 
-    public func enqueue(_ job: Job) async throws -> EnqueueResult {
-        if let key = job.idempotencyKey, let existingID = idsByKey[key], let existing = jobsByID[existingID] {
+    public func enqueue(_ job: Job, limits: QueueLimits) async throws -> EnqueueResult {
+        let key = job.idempotencyKey.map { (job.owner ?? "") + "\u{0}" + $0 }
+        if let key, let existingID = idsByKey[key], let existing = jobsByID[existingID] {
             guard existing.fingerprint == job.fingerprint else {
                 throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: existing)
             }
             return .existing(withPosition(existing))
         }
         guard jobsByID[job.id] == nil else { throw StoreError(.other, "a job with id \(job.id) already exists") }
+        let queued = jobsByID.values.filter { $0.state == .queued }
+        if let total = limits.total, queued.count >= total { throw StoreError.queueFull(.server, total) }
+        if let most = limits.owner, queued.count(where: { $0.owner == job.owner }) >= most { throw StoreError.queueFull(.owner, most) }
         var stored = job
         stored.state = .queued
         stored.attempts = 0
         stored.sequence = nextSequence
+        let level = queued.filter { $0.priority == job.priority }
+        stored.fairTag = FairShare.tag(ownerLast: level.filter { $0.owner == job.owner }.map(\.fairTag).max(),
+                                       head: level.map(\.fairTag).min(), weight: job.shareWeight)
         nextSequence += 1
         jobsByID[stored.id] = stored
-        if let key = stored.idempotencyKey { idsByKey[key] = stored.id }
+        if let key { idsByKey[key] = stored.id }
         record(.state, stored, at: stored.createdAt)
         return .created(withPosition(stored))
     }
@@ -42,7 +52,7 @@ public actor MemoryJobStore: JobStore {
         let matching = jobsByID.values
             .filter { job in
                 (query.state.map { job.state == $0 } ?? true) && (query.type.map { job.type == $0 } ?? true)
-                    && (query.before.map { job.sequence < $0 } ?? true)
+                    && (query.owner.map { job.owner == $0 } ?? true) && (query.before.map { job.sequence < $0 } ?? true)
             }
             .sorted { $0.sequence > $1.sequence }
         let page = Array(matching.prefix(query.limit))
@@ -53,8 +63,13 @@ public actor MemoryJobStore: JobStore {
         jobsByID.values.count { $0.state == .queued }
     }
 
+    public func queuedCount(owner: String) async throws -> Int {
+        jobsByID.values.count { $0.state == .queued && $0.owner == owner }
+    }
+
     public func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job? {
-        guard var next = queue.first(where: { !excluding.contains($0.type) }) else { return nil }
+        let capped = cappedOwners()
+        guard var next = queue.first(where: { !excluding.contains($0.type) && !($0.owner.map(capped.contains) ?? false) }) else { return nil }
         next.state = .running
         next.attempts += 1
         next.slot = slot
@@ -80,17 +95,18 @@ public actor MemoryJobStore: JobStore {
         return try await claimNext(for: slot, excluding: excluding, now: now)
     }
 
-    public func cancel(_ id: JobID, now: Timestamp) async throws -> CancelResult {
+    public func cancel(_ id: JobID, by actor: String?, now: Timestamp) async throws -> CancelResult {
         guard var job = jobsByID[id] else { return .notFound }
         switch job.state {
         case .queued:
-            job.cancelWhileQueued(at: now)
+            job.cancelWhileQueued(at: now, by: actor)
             jobsByID[id] = job
             notifier.publish(id)
             record(.state, job, at: now)
             return .canceled(job)
         case .running:
             job.cancelRequested = true
+            job.canceledBy = actor ?? job.canceledBy
             jobsByID[id] = job
             notifier.publish(id)
             record(.state, job, at: now)
@@ -105,7 +121,7 @@ public actor MemoryJobStore: JobStore {
         job.progress = progress
         jobsByID[id] = job
         notifier.publish(id)
-        append(JobEvent(id: 0, job: id, kind: .progress, at: WallClock.now(), data: JobEvent.progressData(of: id, progress)))
+        append(JobEvent(id: 0, job: id, owner: job.owner, kind: .progress, at: WallClock.now(), data: JobEvent.progressData(of: id, progress)))
     }
 
     public func recoverInterrupted(now: Timestamp) async throws -> [Job] {
@@ -121,17 +137,44 @@ public actor MemoryJobStore: JobStore {
 
     public nonisolated func watch(_ id: JobID) -> JobWatch { notifier.watch(id) }
 
-    public func events(after: Int64, job: JobID?, limit: Int) async throws -> [JobEvent] {
+    public func events(after: Int64, job: JobID?, owner: String?, limit: Int) async throws -> [JobEvent] {
         let start = eventLog.firstIndex { $0.id > after } ?? eventLog.endIndex
-        return Array(eventLog[start...].lazy.filter { job == nil || $0.job == job }.prefix(limit))
+        return Array(eventLog[start...].lazy.filter { (job == nil || $0.job == job) && (owner == nil || $0.owner == owner) }.prefix(limit))
     }
 
     public func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
-        append(JobEvent(id: 0, job: job, kind: kind, at: now, data: data))
+        append(JobEvent(id: 0, job: job, owner: jobsByID[job]?.owner, kind: kind, at: now, data: data))
     }
 
     private func record(_ kind: JobEvent.Kind, _ job: Job, at now: Timestamp) {
-        append(JobEvent(id: 0, job: job.id, kind: kind, at: now, data: JobEvent.stateData(of: job)))
+        append(JobEvent(id: 0, job: job.id, owner: job.owner, kind: kind, at: now, data: JobEvent.stateData(of: job)))
+    }
+
+    /// Owners whose token's `max_running` their running jobs have reached.
+    private func cappedOwners() -> Set<String> {
+        let caps = tokensByName.values.filter { $0.limits.maxRunning != nil }
+        guard !caps.isEmpty else { return [] }
+        let running = Dictionary(grouping: jobsByID.values.filter { $0.state == .running }.compactMap(\.owner)) { $0 }.mapValues(\.count)
+        return Set(caps.filter { running[$0.name, default: 0] >= $0.limits.maxRunning! }.map(\.name))
+    }
+
+    // MARK: - Tokens
+
+    public func createToken(_ token: TokenRecord) async throws {
+        guard tokensByName[token.name] == nil else { throw StoreError(.conflict, "a token named \(token.name) already exists") }
+        tokensByName[token.name] = token
+    }
+
+    public func tokens() async throws -> [TokenRecord] { tokensByName.values.sorted { $0.name < $1.name } }
+
+    public func revokeToken(named name: String) async throws -> Bool { tokensByName.removeValue(forKey: name) != nil }
+
+    public func sessionKey() async throws -> [UInt8] {
+        if let signingKey { return signingKey }
+        var generator = SystemRandomNumberGenerator()
+        let key = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+        signingKey = key
+        return key
     }
 
     private func append(_ event: JobEvent) {
@@ -143,15 +186,12 @@ public actor MemoryJobStore: JobStore {
     }
 
     private var queue: [Job] {
-        jobsByID.values.filter { $0.state == .queued }
-            .sorted { QueueOrder.precedes(($0.priority, $0.sequence), ($1.priority, $1.sequence)) }
+        jobsByID.values.filter { $0.state == .queued }.sorted(by: QueueOrder.precedes)
     }
 
     private func withPosition(_ job: Job) -> Job {
         var job = job
-        job.position = job.state == .queued
-            ? 1 + jobsByID.values.count { $0.state == .queued && QueueOrder.precedes(($0.priority, $0.sequence), (job.priority, job.sequence)) }
-            : nil
+        job.position = job.state == .queued ? 1 + jobsByID.values.count { $0.state == .queued && QueueOrder.precedes($0, job) } : nil
         return job
     }
 }

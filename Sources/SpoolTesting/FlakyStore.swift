@@ -54,15 +54,19 @@ public final class FlakyStore: JobStore {
     }
 
     public func prepare() async throws { try await base.prepare() }
-    public func enqueue(_ job: Job) async throws -> EnqueueResult {
+    public func enqueue(_ job: Job, limits: QueueLimits) async throws -> EnqueueResult {
         try check(.enqueue)
-        return try await base.enqueue(job)
+        return try await base.enqueue(job, limits: limits)
     }
     public func job(_ id: JobID) async throws -> Job? { try await base.job(id) }
     public func jobs(_ query: JobQuery) async throws -> JobPage { try await base.jobs(query) }
     public func queuedCount() async throws -> Int {
         try check(.queuedCount)
         return try await base.queuedCount()
+    }
+    public func queuedCount(owner: String) async throws -> Int {
+        try check(.queuedCount)
+        return try await base.queuedCount(owner: owner)
     }
     public func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job? {
         try await pass(.claim)
@@ -73,14 +77,14 @@ public final class FlakyStore: JobStore {
         try await pass(.finish)
         return try await base.finish(id, attempt: attempt, outcome: outcome, result: result, now: now, claimNextFor: slot, excluding: excluding)
     }
-    public func cancel(_ id: JobID, now: Timestamp) async throws -> CancelResult { try await base.cancel(id, now: now) }
+    public func cancel(_ id: JobID, by actor: String?, now: Timestamp) async throws -> CancelResult { try await base.cancel(id, by: actor, now: now) }
     public func reportProgress(_ id: JobID, attempt: Int, progress: JobProgress) async throws {
         try await base.reportProgress(id, attempt: attempt, progress: progress)
     }
     public func recoverInterrupted(now: Timestamp) async throws -> [Job] { try await base.recoverInterrupted(now: now) }
     public func watch(_ id: JobID) -> JobWatch { base.watch(id) }
-    public func events(after: Int64, job: JobID?, limit: Int) async throws -> [JobEvent] {
-        try await base.events(after: after, job: job, limit: limit)
+    public func events(after: Int64, job: JobID?, owner: String?, limit: Int) async throws -> [JobEvent] {
+        try await base.events(after: after, job: job, owner: owner, limit: limit)
     }
     public func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
         try check(.appendEvent)

@@ -70,6 +70,19 @@ extension JobStore {
         try #require(try await job(id), sourceLocation: sourceLocation)
     }
 
+    /// The events a reader sees once `satisfied` holds (a shared store shows events once every
+    /// earlier id is committed): waits on the store's event notifier, 5 s at most.
+    func events(after: Int64 = 0, job: JobID? = nil, owner: String? = nil,
+                until satisfied: ([JobEvent]) -> Bool) async throws -> [JobEvent] {
+        let deadline = ContinuousClock.now + .seconds(5)
+        var events = try await self.events(after: after, job: job, owner: owner, limit: 1000)
+        while !satisfied(events), ContinuousClock.now < deadline {
+            _ = await eventNotifier.wait(after: eventNotifier.latest, timeout: .milliseconds(50))
+            events = try await self.events(after: after, job: job, owner: owner, limit: 1000)
+        }
+        return events
+    }
+
     /// Claims every queued job on slot 0, in claim order.
     func drain(now: Timestamp = at(5_000)) async throws -> [Job] {
         var claimed: [Job] = []

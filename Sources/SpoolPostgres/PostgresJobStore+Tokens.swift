@@ -1,0 +1,55 @@
+import NIOCore
+import PostgresNIO
+import SpoolCore
+import SpoolStore
+
+/// API tokens (digests only) and the session-signing key, shared by every node.
+extension PostgresJobStore: TokenStore {
+    public func createToken(_ token: TokenRecord) async throws {
+        let inserted = try await write("store the token") { connection in
+            try await connection.query("""
+                INSERT INTO tokens (id, name, digest, admin, max_queued, max_running, rate, weight, created_at)
+                VALUES (\(token.id), \(token.name), \(ByteBuffer(bytes: token.secretDigest)), \(token.isAdmin), \(token.limits.maxQueued),
+                        \(token.limits.maxRunning), \(token.limits.rate), \(token.limits.weight), \(token.createdAt.microseconds))
+                ON CONFLICT DO NOTHING
+                RETURNING id
+                """, logger: self.logger).decodeFirst(String.self)
+        }
+        guard inserted != nil else { throw StoreError(.conflict, "a token named \(token.name) already exists (revoke it first to replace it)") }
+    }
+
+    public func tokens() async throws -> [TokenRecord] {
+        try await read("read the tokens") { connection in
+            var tokens: [TokenRecord] = []
+            let rows = try await connection.query("""
+                SELECT id, name, digest, admin, max_queued, max_running, rate, weight, created_at FROM tokens ORDER BY name
+                """, logger: self.logger)
+            for try await (id, name, digest, admin, maxQueued, maxRunning, rate, weight, createdAt)
+                in rows.decode((String, String, ByteBuffer, Bool, Int?, Int?, Double?, Double, Int64).self) {
+                tokens.append(TokenRecord(id: id, name: name, secretDigest: Array(digest.readableBytesView), isAdmin: admin,
+                                          limits: TenantLimits(maxQueued: maxQueued, maxRunning: maxRunning, rate: rate, weight: weight),
+                                          createdAt: Timestamp(microseconds: createdAt)))
+            }
+            return tokens
+        }
+    }
+
+    public func revokeToken(named name: String) async throws -> Bool {
+        try await write("revoke the token") { connection in
+            try await connection.query("DELETE FROM tokens WHERE name = \(name) RETURNING id", logger: self.logger).decodeFirst(String.self) != nil
+        }
+    }
+
+    public func sessionKey() async throws -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        let candidate = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
+        // The first node to ask stores its key; every node reads the one stored.
+        return try await write("read the session key") { connection in
+            try await connection.query("""
+                INSERT INTO settings (name, value) VALUES ('session_key', \(ByteBuffer(bytes: candidate))) ON CONFLICT (name) DO NOTHING
+                """, logger: self.logger)
+            return try await connection.query("SELECT value FROM settings WHERE name = 'session_key'", logger: self.logger)
+                .decodeFirst(ByteBuffer.self).map { Array($0.readableBytesView) } ?? candidate
+        }
+    }
+}
