@@ -24,6 +24,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         .target(name: "SpoolCore"),
@@ -54,16 +56,24 @@ let package = Package(
         ]),
         .target(name: "SpoolRender"),
         .target(name: "SpoolHTTP", dependencies: [
-            "SpoolCore", "SpoolStore", "SpoolScheduler", "SpoolExecutor",
+            "SpoolCore", "SpoolStore", "SpoolScheduler", "SpoolExecutor", "SpoolWebhooks",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
+        ], resources: [
+            // Served from the binary itself: the OpenAPI document and the dashboard.
+            .embedInCode("Resources/openapi.json"),
+            .embedInCode("Resources/dashboard.html"),
+            .embedInCode("Resources/dashboard.css"),
+            .embedInCode("Resources/dashboard.js"),
         ]),
         .target(name: "SpoolWebhooks", dependencies: [
             "SpoolCore", "SpoolStore",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
@@ -72,6 +82,11 @@ let package = Package(
         .target(name: "SpoolApp", dependencies: [
             "SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolPostgres", "SpoolExecutor", "SpoolScheduler", "SpoolHTTP", "SpoolWebhooks",
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
+            .product(name: "HummingbirdTLS", package: "hummingbird"),
+            .product(name: "HummingbirdHTTP2", package: "hummingbird"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -80,6 +95,7 @@ let package = Package(
         .executableTarget(name: "spool", dependencies: [
             "SpoolCore", "SpoolApp", "SpoolRender", "SpoolBench",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -124,6 +140,7 @@ let package = Package(
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
     ]
 )

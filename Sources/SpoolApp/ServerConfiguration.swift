@@ -1,6 +1,7 @@
 import Foundation
 import SpoolCore
 import SpoolPostgres
+import SpoolHTTP
 import SpoolSQLite
 
 /// Everything `spool serve` needs, after the config file, `SPOOL_*` variables and flags have
@@ -58,14 +59,52 @@ public struct ServerConfiguration: Sendable {
     public var leaseSeconds: Double = 10
     /// The most bytes of a finished job's log and outputs copied into a shared store.
     public var sharedFileLimitBytes = 64 << 20
+    /// When a token is needed (`auto`: as soon as one exists).
+    public var auth: AccessPolicy.Mode = .auto
+    /// `/metrics` without a token.
+    public var metricsPublic = false
+    /// `Host` names served; nil: the loopback names on a loopback address, else any.
+    public var allowedHosts: [String]?
+    /// Origins whose pages may call the API (CORS).
+    public var corsOrigins: [String] = []
+    /// Most jobs queued in all (submits beyond get 429).
+    public var maxQueued: Int?
+    /// PEM files: with both, the server speaks HTTPS (HTTP/1.1 and HTTP/2).
+    public var tlsCertificate: String?
+    public var tlsKey: String?
+    /// A connection must send a request's headers within this long (slow clients are closed).
+    public var headerTimeoutSeconds: Double = 10
+    /// Most connections open at once; more are closed at once.
+    public var maxConnections = 1024
+    /// Webhooks may point at loopback, private and link-local addresses.
+    public var webhookAllowPrivate = false
 
     public init() {}
+
+    /// Whether the server listens only on a loopback address.
+    public var bindsLoopback: Bool {
+        ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host.lowercased()) || host.hasPrefix("127.")
+    }
+
+    /// What the HTTP layer enforces, from these settings.
+    public var accessPolicy: AccessPolicy {
+        var policy = AccessPolicy()
+        policy.mode = auth
+        policy.metricsPublic = metricsPublic
+        policy.allowedHosts = allowedHosts ?? (bindsLoopback ? AccessPolicy.loopbackHosts : nil)
+        policy.corsOrigins = corsOrigins
+        policy.secureCookies = tlsCertificate != nil
+        policy.maxQueued = maxQueued
+        return policy
+    }
 
     /// The file's keys, as written in it.
     static let fileKeys: Set<String> = [
         "host", "port", "data_dir", "slots", "gpus", "slots_per_gpu", "kill_grace_s", "shutdown_grace_s", "sqlite_synchronous",
         "max_body_bytes", "log_limit_bytes", "webhook_secret", "webhook_retry_base_s", "job_types",
         "store", "role", "node", "lease_s", "shared_file_limit_bytes",
+        "auth", "metrics_public", "allowed_hosts", "cors_origins", "max_queued", "tls_cert", "tls_key", "header_timeout_s",
+        "max_connections", "webhook_allow_private",
     ]
     static let jobTypeKeys = Set(["command", "timeout_s", "max_attempts", "input_schema", "env", "working_dir", "mode"])
         .union(workerKeys)
@@ -153,6 +192,42 @@ public struct ServerConfiguration: Sendable {
         case "shared_file_limit_bytes": sharedFileLimitBytes = try integer(0...(1 << 30))
         case "max_body_bytes": maxBodyBytes = try integer(1024...(1 << 30))
         case "log_limit_bytes": logLimitBytes = try integer(1024...(1 << 40))
+        case "auth":
+            guard let text = value.stringValue, let mode = AccessPolicy.Mode(rawValue: text) else {
+                throw fail("\"auto\" (a token is needed once one exists), \"required\" or \"off\"")
+            }
+            auth = mode
+        case "metrics_public":
+            guard let flag = value.boolValue ?? value.stringValue.flatMap(Bool.init) else { throw fail("true or false") }
+            metricsPublic = flag
+        case "webhook_allow_private":
+            guard let flag = value.boolValue ?? value.stringValue.flatMap(Bool.init) else { throw fail("true or false") }
+            webhookAllowPrivate = flag
+        case "allowed_hosts", "cors_origins":
+            let list: [String]
+            switch value {
+            case .array(let items) where items.allSatisfy({ $0.stringValue?.isEmpty == false }): list = items.compactMap(\.stringValue)
+            case .string(let text): list = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            default: throw fail("a list of names")
+            }
+            if key == "allowed_hosts" {
+                allowedHosts = list.contains("*") ? nil : list
+            } else {
+                guard list.allSatisfy({ $0 == "*" || $0.hasPrefix("http://") || $0.hasPrefix("https://") }) else {
+                    throw fail("a list of origins like \"https://app.example.com\"")
+                }
+                corsOrigins = list
+            }
+        case "max_queued": maxQueued = try integer(1...100_000_000)
+        case "max_connections": maxConnections = try integer(1...1_000_000)
+        case "header_timeout_s":
+            guard let number = value.doubleValue, number > 0, number <= 3600 else { throw fail("a number of seconds above 0 (at most 3600)") }
+            headerTimeoutSeconds = number
+        case "tls_cert", "tls_key":
+            guard let text = value.stringValue, !text.isEmpty else { throw fail("the path of a PEM file") }
+            let path = text.hasPrefix("/") ? text
+                : URL(fileURLWithPath: text, relativeTo: URL(fileURLWithPath: baseDirectory, isDirectory: true)).standardizedFileURL.path
+            if key == "tls_cert" { tlsCertificate = path } else { tlsKey = path }
         case "job_types":
             guard case .object(let types) = value else { throw fail("an object mapping type names to their definitions") }
             for (name, definition) in types.sorted(by: { $0.key < $1.key }) {
@@ -292,7 +367,8 @@ public struct ServerConfiguration: Sendable {
         try apply(key, value, from: source)
     }
 
-    static let textKeys: Set<String> = ["host", "data_dir", "gpus", "sqlite_synchronous", "webhook_secret", "store", "role", "node"]
+    static let textKeys: Set<String> = ["host", "data_dir", "gpus", "sqlite_synchronous", "webhook_secret", "store", "role", "node",
+                                        "auth", "allowed_hosts", "cors_origins", "tls_cert", "tls_key", "metrics_public", "webhook_allow_private"]
 
     /// The configured node name, or one derived from this machine and the data directory.
     public func nodeName(dataDirectory: String) -> String {

@@ -1,6 +1,10 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdHTTP2
+import HummingbirdTLS
 import Logging
+import NIOSSL
 import Metrics
 import Prometheus
 import NIOCore
@@ -67,6 +71,12 @@ public enum SpoolServer {
                                   clock: clock, logger: logger)
 
         await scheduler.learn(from: try await store.jobs(JobQuery(state: .succeeded, limit: 500)).jobs)
+        let tokenStore = store as? any TokenStore
+        let tokens = TokenBook(store: tokenStore, logger: logger)
+        try await tokens.refresh()
+        if configuration.role != .agent {
+            try checkExposure(configuration, tokensExist: !tokens.isEmpty, dataDirectory: dataDirectory)
+        }
         var limits = SpoolAPI.Limits()
         limits.maxBodyBytes = configuration.maxBodyBytes
         let registry = MetricsExport.bootstrap()
@@ -74,14 +84,17 @@ public enum SpoolServer {
                            limits: limits, storeName: shared == nil ? "sqlite" : "postgres", node: shared?.node, metrics: { [store] in
             if let queued = try? await store.queuedCount() { Gauge(label: "spool_queue_depth").record(queued) }
             return MetricsExport.text(registry)
-        })
+        }, access: configuration.accessPolicy, tokens: tokens, sessionKey: try await tokenStore?.sessionKey(),
+           webhookTargets: WebhookGuard(allowPrivate: configuration.webhookAllowPrivate))
         let host = configuration.host
+        let scheme = configuration.tlsCertificate == nil ? "http" : "https"
         let application = Application(
             router: api.router(),
+            server: try httpServer(configuration),
             configuration: .init(address: .hostname(host, port: configuration.port), serverName: "spool"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? configuration.port
-                onListening("http://\(host.contains(":") ? "[\(host)]" : host):\(port)")
+                onListening("\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)")
             },
             logger: logger
         )
@@ -101,12 +114,13 @@ public enum SpoolServer {
         var webhookConfiguration = WebhookDeliverer.Configuration()
         webhookConfiguration.secret = configuration.webhookSecret
         webhookConfiguration.retry.baseSeconds = configuration.webhookRetryBaseSeconds
+        webhookConfiguration.target = WebhookGuard(allowPrivate: configuration.webhookAllowPrivate)
         let deliverer = WebhookDeliverer(store: store, outbox: store, configuration: webhookConfiguration, logger: logger)
         // Services shut down in reverse order: the scheduler first, while the API still answers
         // and the webhook deliverer still reports the jobs that finish meanwhile.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if configuration.role != .agent {
-            services += [.init(service: application), .init(service: deliverer)]
+            services += [.init(service: tokens), .init(service: application), .init(service: deliverer)]
         } else {
             onListening("")
         }
@@ -126,6 +140,38 @@ public enum SpoolServer {
         ))
         try await group.run()
         logger.info("spool stopped")
+    }
+
+    /// A server bound to a reachable address with no token would hand every job to anyone who
+    /// can reach the port: it refuses to start, and says how to make a token.
+    static func checkExposure(_ configuration: ServerConfiguration, tokensExist: Bool, dataDirectory: String) throws {
+        guard !configuration.bindsLoopback, configuration.auth != .off, !tokensExist else { return }
+        throw ConfigurationError("refusing to listen on \(configuration.host) without authentication: create a token first "
+            + "(spool token create --name admin --admin --data-dir \(dataDirectory)), or set auth: off to serve without one")
+    }
+
+    /// HTTP/1.1; with `tls_cert` and `tls_key`, HTTPS with HTTP/2 by ALPN. Every connection is
+    /// guarded (`ConnectionGuard`): a header deadline and a connection limit.
+    static func httpServer(_ configuration: ServerConfiguration) throws -> HTTPServerBuilder {
+        let count = ConnectionGuard.Count(limit: configuration.maxConnections)
+        let timeout = TimeAmount.milliseconds(Int64(configuration.headerTimeoutSeconds * 1000))
+        let http1 = HTTP1Channel.Configuration(
+            additionalChannelHandlers: [ConnectionGuard(headerTimeout: timeout, count: count)], idleTimeout: .seconds(300))
+        guard let certificate = configuration.tlsCertificate, let key = configuration.tlsKey else {
+            if configuration.tlsCertificate != nil || configuration.tlsKey != nil {
+                throw ConfigurationError("TLS needs both tls_cert and tls_key (PEM files)")
+            }
+            return .http1(configuration: http1)
+        }
+        let tls: TLSConfiguration
+        do {
+            tls = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+        } catch {
+            throw ConfigurationError("cannot read the TLS certificate \(certificate) or key \(key): \(error)")
+        }
+        return try .http2Upgrade(tlsConfiguration: tls, configuration: .init(idleTimeout: .seconds(300), streamConfiguration: http1))
     }
 
     /// The job executors: a fresh process per job, or the slot's warm worker, both through one

@@ -42,6 +42,8 @@ public enum JSONValue: Sendable, Hashable, Codable {
 
     public var objectValue: [String: JSONValue]? { if case .object(let v) = self { v } else { nil } }
     public var stringValue: String? { if case .string(let v) = self { v } else { nil } }
+    public var arrayValue: [JSONValue]? { if case .array(let v) = self { v } else { nil } }
+    public var boolValue: Bool? { if case .bool(let v) = self { v } else { nil } }
     public var intValue: Int64? {
         switch self {
         case .int(let v): v

@@ -14,6 +14,8 @@ struct APIError: Error, Sendable {
     var detail: String
     var errors: [String] = []
     var headers: HTTPFields = [:]
+    /// Further members of the problem object (`limit` of a 429, say).
+    var extra: [String: JSONValue] = [:]
 
     static func badRequest(_ detail: String) -> APIError { APIError(status: .badRequest, code: "bad-request", detail: detail) }
     static func unprocessable(_ detail: String, errors: [String] = []) -> APIError {
@@ -21,6 +23,13 @@ struct APIError: Error, Sendable {
     }
     static func notFound(_ detail: String) -> APIError { APIError(status: .notFound, code: "not-found", detail: detail) }
     static func conflict(_ code: String, _ detail: String) -> APIError { APIError(status: .conflict, code: code, detail: detail) }
+
+    /// 429, naming the limit, with `Retry-After` in whole seconds (at least 1).
+    static func rateLimited(_ limit: String, detail: String, retryAfter seconds: Double) -> APIError {
+        let wait = max(1, Int(seconds.rounded(.up)))
+        return APIError(status: .tooManyRequests, code: "rate-limited", detail: detail + " (\(limit))",
+                        headers: [.retryAfter: String(wait)], extra: ["limit": .string(limit), "retry_after_s": .int(Int64(wait))])
+    }
 }
 
 /// RFC 9457 problem details.
@@ -41,6 +50,7 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
                 "status": .int(Int64(apiError.status.code)), "detail": .string(apiError.detail), "instance": .string(request.uri.path),
             ]
             if !apiError.errors.isEmpty { problem["errors"] = .array(apiError.errors.map(JSONValue.string)) }
+            problem.merge(apiError.extra) { current, _ in current }
             return SpoolAPI.respond(.object(problem), status: apiError.status, headers: apiError.headers, contentType: Problem.contentType)
         }
     }
@@ -53,9 +63,10 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
             return APIError(status: .unprocessableContent, code: error.kind.rawValue.replacingOccurrences(of: "_", with: "-"),
                             detail: error.message, errors: error.problems)
         case let error as StoreError where error.code == .storageUnavailable:
+            // The reason (which may name a host or a path) is logged; the answer does not echo it.
             context.logger.error("store unavailable", metadata: ["error": "\(error)"])
             return APIError(status: .serviceUnavailable, code: "storage-unavailable",
-                            detail: "the job store cannot write right now (\(error.message)); nothing was stored, try again later",
+                            detail: "the job store cannot write right now; nothing was stored, try again later",
                             headers: [.retryAfter: "5"])
         case let error as HTTPError:
             let detail: String = switch error.status {

@@ -45,6 +45,9 @@ struct JobResource {
         ]
         if job.cancelRequested && !job.state.isTerminal { fields["cancel_requested"] = .bool(true) }
         if let node = job.node { fields["node"] = .string(node) }
+        // Audit: who submitted it, and who asked to cancel it (null with authentication off).
+        fields["owner"] = job.owner.map(JSONValue.string) ?? .null
+        if let canceler = job.canceledBy { fields["canceled_by"] = .string(canceler.isEmpty ? "anonymous" : canceler) }
         if job.state == .queued {
             fields["eta"] = estimate.map { estimate in
                 .object(["start_in_s": .double((estimate.startsIn * 10).rounded() / 10),
@@ -66,20 +69,26 @@ struct QueueResource {
     struct Slot {
         let id: SlotID
         let gpu: String?
+        /// Runs a job (perhaps another tenant's, which `job` then does not show).
+        let busy: Bool
         let job: JobResource?
         var worker: JSONValue = .null
         var unhealthy: [JSONValue] = []
         var json: JSONValue {
             .object(["id": .int(Int64(id.rawValue)), "gpu": gpu.map(JSONValue.string) ?? .null,
-                     "state": .string(job == nil ? "idle" : "busy"), "job": job?.json ?? .null,
+                     "state": .string(busy ? "busy" : "idle"), "job": job?.json ?? .null,
                      "worker": worker, "unhealthy": .array(unhealthy)])
         }
     }
     let queued: Int
+    /// The caller's own queued jobs, for a tenant.
+    let mine: Int?
     let accepting: Bool
     let slots: [Slot]
     var json: JSONValue {
-        .object(["queued": .int(Int64(queued)), "accepting": .bool(accepting), "slots": .array(slots.map(\.json))])
+        var fields: [String: JSONValue] = ["queued": .int(Int64(queued)), "accepting": .bool(accepting), "slots": .array(slots.map(\.json))]
+        if let mine { fields["queued_mine"] = .int(Int64(mine)) }
+        return .object(fields)
     }
 }
 
@@ -117,9 +126,9 @@ struct SubmitBody {
         let input = object["input"].flatMap { $0 == .null ? nil : $0 } ?? .object([:])
         var submission = Submission(type: type, input: input, priority: priority, timeoutSeconds: timeout, idempotencyKey: idempotencyKey)
         if let value = object["webhook"], value != .null {
-            guard let url = value.stringValue, url.utf8.count <= 2048, Self.isWebhookURL(url) else {
-                throw APIError.unprocessable("\"webhook\" must be an http:// or https:// URL with a host")
-            }
+            guard let url = value.stringValue else { throw APIError.unprocessable("\"webhook\" must be an http:// or https:// URL") }
+            do { _ = try WebhookTarget.parse(url) } catch { throw APIError.unprocessable("\"webhook\": \(error)") }
+            guard Self.isWebhookURL(url) else { throw APIError.unprocessable("\"webhook\" must be an http:// or https:// URL with a host") }
             submission.webhookURL = url
             submission.webhookEvents = ["completed"]
         }

@@ -14,17 +14,18 @@ import SpoolStore
 extension SpoolAPI {
     static let keepAlive = Duration.seconds(15)
 
-    @Sendable func jobEvents(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func jobEvents(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let id = try jobID(context)
-        _ = try await find(id)
-        return try stream(request, job: id)
+        _ = try await find(id, for: context.principal)
+        return try stream(request, job: id, for: context.principal)
     }
 
-    @Sendable func allEvents(_ request: Request, context: BasicRequestContext) async throws -> Response {
-        try stream(request, job: nil)
+    /// Every job's events — a tenant's stream carries only its own jobs' events.
+    @Sendable func allEvents(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        try stream(request, job: nil, for: context.principal)
     }
 
-    func stream(_ request: Request, job: JobID?) throws -> Response {
+    func stream(_ request: Request, job: JobID?, for principal: Principal) throws -> Response {
         // Both are checked when both are sent (a malformed query is a 400, not ignored); the header wins.
         func eventID(_ text: String?, _ name: String) throws -> Int64? {
             guard let text else { return nil }
@@ -33,7 +34,8 @@ extension SpoolAPI {
         }
         let afterQuery = try eventID(request.uri.queryParameters.get("after"), "after")
         let cursor = try eventID(request.headers[.lastEventID], "Last-Event-ID") ?? afterQuery
-        let store = self.store
+        let store = self.store, tokens = self.tokens
+        let owner = principal.ownerFilter
         let resumeFrom = cursor
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .init("X-Accel-Buffering")!: "no"]
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
@@ -43,7 +45,9 @@ extension SpoolAPI {
             // Ends at once on graceful shutdown, even while waiting for the next event.
             try await withGracefulShutdownHandler {
                 streaming: while !Task.isCancelled, !Task.isShuttingDownGracefully {
-                    let (events, through) = try await Self.events(store, after: after, job: job)
+                    // A revoked token's stream ends (at its next event or keep-alive).
+                    if let name = principal.name, !tokens.exists(named: name) { break streaming }
+                    let (events, through) = try await Self.events(store, after: after, job: job, owner: owner)
                     if !events.isEmpty { try await writer.write(ByteBuffer(string: events.map(Self.frame).joined())) }
                     after = through
                     if job != nil, events.contains(where: { $0.kind == .state && Self.isTerminal($0) }) {
@@ -52,7 +56,7 @@ extension SpoolAPI {
                         var sentOutputs = events.contains { $0.kind == .outputs }
                         while !sentOutputs, ContinuousClock.now < deadline {
                             _ = await store.eventNotifier.wait(after: after, timeout: deadline - ContinuousClock.now)
-                            let (rest, through) = try await Self.events(store, after: after, job: job)
+                            let (rest, through) = try await Self.events(store, after: after, job: job, owner: owner)
                             after = through
                             if rest.isEmpty { continue }
                             try await writer.write(ByteBuffer(string: rest.map(Self.frame).joined()))
@@ -80,14 +84,14 @@ extension SpoolAPI {
     /// that cursor moves past other jobs' events too: left at the job's own last event, every
     /// other job's event would wake the stream to find nothing, again and again, without it
     /// ever suspending — two such streams held both threads of a 2-core server.
-    static func events(_ store: any JobStore, after: Int64, job: JobID?) async throws -> (events: [JobEvent], through: Int64) {
+    static func events(_ store: any JobStore, after: Int64, job: JobID?, owner: String? = nil) async throws -> (events: [JobEvent], through: Int64) {
         // Every event up to the notifier's `latest` is committed and readable (the PostgreSQL
         // store publishes its horizon), so a read that is not a full page has seen up to it.
         let settled = store.eventNotifier.latest
-        let events = if let recent = store.eventNotifier.recent(after: after, job: job, limit: eventPage) {
+        let events = if let recent = store.eventNotifier.recent(after: after, job: job, owner: owner, limit: eventPage) {
             recent
         } else {
-            try await store.events(after: after, job: job, limit: eventPage)
+            try await store.events(after: after, job: job, owner: owner, limit: eventPage)
         }
         let last = events.last?.id ?? after
         return (events, events.count == eventPage ? last : max(last, settled))

@@ -11,9 +11,9 @@ import SpoolStore
 /// store: the copy its node made as the job ended (up to `shared_file_limit_bytes`), and, for
 /// the log of a job still running elsewhere, the log lines it has sent as events so far.
 extension SpoolAPI {
-    @Sendable func logs(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func logs(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let id = try jobID(context)
-        _ = try await find(id)
+        _ = try await find(id, for: context.principal)
         var offset = 0
         if let text = request.uri.queryParameters.get("offset") {
             guard let value = Int(text), value >= 0 else { throw APIError.badRequest("offset must be a non-negative byte offset") }
@@ -21,7 +21,7 @@ extension SpoolAPI {
         }
         let path = JobPaths(dataDirectory: dataDirectory, job: id).log
         let localSize = try await NIOThreadPool.singleton.runIfActive { Self.fileSize(path) }
-        var headers: HTTPFields = [.contentType: "text/plain; charset=utf-8"]
+        var headers = Self.untrusted(contentType: "text/plain; charset=utf-8")
         guard let size = localSize, !(size == 0 && store is any SharedJobStore) else {
             let text = try await sharedLog(of: id)
             headers[.nextOffset] = String(max(text.count, offset))
@@ -34,9 +34,9 @@ extension SpoolAPI {
         return Response(status: .ok, headers: headers, body: body)
     }
 
-    @Sendable func outputs(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func outputs(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let id = try jobID(context)
-        _ = try await find(id)
+        _ = try await find(id, for: context.principal)
         let root = JobPaths(dataDirectory: dataDirectory, job: id).outputs
         var files = try await NIOThreadPool.singleton.runIfActive { Self.isDirectory(root) ? OutputFiles.list(under: root) : nil }
         if files == nil, let shared = store as? any SharedJobStore {
@@ -51,7 +51,7 @@ extension SpoolAPI {
         return json(.object(["outputs": .array(list)]))
     }
 
-    @Sendable func output(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func output(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let id = try jobID(context)
         let raw = context.parameters.getCatchAll().joined(separator: "/")
         let name = raw.removingPercentEncoding ?? raw
@@ -59,7 +59,7 @@ extension SpoolAPI {
         guard let path = paths.output(named: name) else {
             throw APIError.badRequest("\"\(name)\" is not a valid output name (no \"..\", no absolute paths)")
         }
-        _ = try await find(id)
+        _ = try await find(id, for: context.principal)
         // Resolve symlinks and make sure the file is still inside the job's outputs.
         let resolved = try await NIOThreadPool.singleton.runIfActive { () -> String? in
             guard let real = Self.realPath(path), let root = Self.realPath(paths.outputs),
@@ -68,13 +68,13 @@ extension SpoolAPI {
         }
         guard let resolved else {
             if let shared = store as? any SharedJobStore, let content = try await shared.storedFile(StoredFile.outputName(name), of: id) {
-                return Response(status: .ok, headers: [.contentType: Self.contentType(of: name)],
+                return Response(status: .ok, headers: Self.untrusted(contentType: Self.contentType(of: name)),
                                 body: ResponseBody(byteBuffer: ByteBuffer(bytes: content)))
             }
             throw APIError.notFound("job \(id) has no output \"\(name)\"")
         }
         let body = try await FileIO().loadFile(path: resolved, context: context)
-        return Response(status: .ok, headers: [.contentType: Self.contentType(of: name)], body: body)
+        return Response(status: .ok, headers: Self.untrusted(contentType: Self.contentType(of: name)), body: body)
     }
 
     /// The log of a job that ran (or runs) on another node: the copy its node stored as it
@@ -90,6 +90,13 @@ extension SpoolAPI {
             guard events.count == 500, let last = events.last else { return text }
             after = last.id
         }
+    }
+
+    /// Headers for what a job wrote (its outputs, its log): the browser must take the content
+    /// type as given (`nosniff`), and an HTML output runs no script on the API's origin (a
+    /// sandboxed document has an origin of its own).
+    static func untrusted(contentType: String) -> HTTPFields {
+        [.contentType: contentType, .xContentTypeOptions: "nosniff", .contentSecurityPolicy: "sandbox"]
     }
 
     static func isDirectory(_ path: String) -> Bool {

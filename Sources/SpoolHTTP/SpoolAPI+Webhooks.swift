@@ -4,9 +4,9 @@ import SpoolStore
 
 extension SpoolAPI {
     /// `GET /v1/jobs/{id}/webhooks`: the job's deliveries and their attempts, oldest first.
-    @Sendable func webhooks(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func webhooks(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let id = try jobID(context)
-        _ = try await find(id)
+        _ = try await find(id, for: context.principal)
         let records = try await (store as? any WebhookOutbox)?.webhookDeliveries(of: id) ?? []
         return json(.object(["deliveries": .array(records.map(Self.deliveryJSON))]))
     }

@@ -4,6 +4,7 @@ import Hummingbird
 import SpoolCore
 import SpoolScheduler
 import SpoolStore
+import SpoolWebhooks
 
 /// The HTTP API, v1. Routes are thin: they parse, call the store or the scheduler, and
 /// encode; the rules live in `SpoolCore` and the stores.
@@ -27,9 +28,18 @@ public struct SpoolAPI: Sendable {
     let startedAt = WallClock.now()
     /// Prometheus text for `/metrics`, when the app exports metrics.
     let metrics: (@Sendable () async -> String)?
+    let access: AccessPolicy
+    let tokens: TokenBook
+    let sessions: SessionKeys
+    let rates = RateLimiter()
+    /// Where webhooks may go (checked at submit; the deliverer checks again).
+    let webhookTargets: WebhookGuard
 
     public init(store: any JobStore, scheduler: Scheduler, catalog: JobCatalog, dataDirectory: String,
-                limits: Limits = Limits(), storeName: String, node: String? = nil, metrics: (@Sendable () async -> String)? = nil) {
+                limits: Limits = Limits(), storeName: String, node: String? = nil, metrics: (@Sendable () async -> String)? = nil,
+                access: AccessPolicy = AccessPolicy(), tokens: TokenBook? = nil, sessionKey: [UInt8]? = nil,
+                webhookTargets: WebhookGuard = WebhookGuard(allowPrivate: false)) {
+        self.webhookTargets = webhookTargets
         self.node = node
         self.metrics = metrics
         self.store = store
@@ -38,19 +48,27 @@ public struct SpoolAPI: Sendable {
         self.dataDirectory = dataDirectory
         self.limits = limits
         self.storeName = storeName
+        self.access = access
+        self.tokens = tokens ?? TokenBook(store: store as? any TokenStore, logger: .init(label: "spool.tokens"))
+        sessions = SessionKeys(key: sessionKey)
     }
 
-    /// A router with every route and the problem+json middleware.
-    public func router() -> Router<BasicRequestContext> {
-        let router = Router()
-        // Outermost, so each response is counted under the status it really has (errors have
-        // become problem+json responses by the time they pass it).
+    /// A router with every route and its middleware: metrics (outermost, so each response is
+    /// counted under the status it really has), problem+json, the `Host` guard, CORS, access
+    /// (authentication and what a token may reach), then 405s.
+    public func router() -> Router<SpoolRequestContext> {
+        let router = Router(context: SpoolRequestContext.self)
         router.add(middleware: MetricsMiddleware())
         router.add(middleware: ProblemMiddleware())
+        router.add(middleware: HostGuardMiddleware(policy: access))
+        router.add(middleware: CORSMiddleware(origins: Set(access.corsOrigins)))
+        router.add(middleware: AccessMiddleware(policy: access, tokens: tokens, sessions: sessions))
         router.add(middleware: MethodNotAllowedMiddleware())
         router.get("/metrics", use: exportMetrics)
         router.get("/healthz", use: health)
         router.get("/v1/types", use: types)
+        router.post("/v1/session", use: startSession)
+        router.delete("/v1/session", use: endSession)
         router.post("/v1/jobs", use: submit)
         router.get("/v1/jobs", use: list)
         router.get("/v1/jobs/:id", use: show)
@@ -70,7 +88,7 @@ public struct SpoolAPI: Sendable {
 
     // MARK: - Jobs
 
-    @Sendable func submit(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func submit(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         guard scheduler.gate.isOpen else {
             throw APIError(status: .serviceUnavailable, code: "shutting-down",
                            detail: "the server is shutting down and takes no new jobs; submit to another node or retry shortly",
@@ -96,13 +114,27 @@ public struct SpoolAPI: Sendable {
         }
         let key = request.headers[.idempotencyKey]
         let submission = try SubmitBody(value, idempotencyKey: key).submission
-        let job = try catalog.admit(submission, id: .random(), now: WallClock.now())
+        var job = try catalog.admit(submission, id: .random(), now: WallClock.now())
+        if let url = job.webhookURL {
+            do { try await webhookTargets.check(url) } catch { throw APIError.unprocessable("\"webhook\": \(error)") }
+        }
+        let principal = context.principal
+        job.owner = principal.name
+        job.shareWeight = principal.limits.weight
+        if let rate = principal.limits.rate, let name = principal.name,
+           let wait = rates.take(name, rate: rate, now: WallClock.now().secondsSince1970) {
+            throw APIError.rateLimited("token rate", detail: "this token may submit \(rate) jobs per second", retryAfter: wait)
+        }
         let result: EnqueueResult
         do {
-            result = try await store.enqueue(job)
+            result = try await store.enqueue(job, limits: QueueLimits(total: access.maxQueued, owner: principal.limits.maxQueued))
         } catch let error as StoreError where error.code == .idempotencyConflict {
             throw APIError.conflict("idempotency-conflict",
                                     "the Idempotency-Key \"\(key ?? "")\" was already used for a different request (job \(error.existing?.id.rawValue ?? "?"))")
+        } catch let error as StoreError where error.code == .queueFull {
+            // Room comes back as the next queued job starts: when, the ETA says.
+            let wait = await scheduler.estimate(position: 1, type: job.type)?.startsIn ?? 5
+            throw APIError.rateLimited(error.limit?.rawValue ?? "max_queued", detail: error.message, retryAfter: wait)
         }
         switch result {
         case .created(let job):
@@ -113,9 +145,9 @@ public struct SpoolAPI: Sendable {
         }
     }
 
-    @Sendable func show(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func show(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let id = try jobID(context)
-        var job = try await find(id)
+        var job = try await find(id, for: context.principal)
         if let waitText = request.uri.queryParameters.get("wait") {
             guard let seconds = Double(waitText), seconds >= 0, seconds.isFinite else {
                 throw APIError.badRequest("wait must be a number of seconds, at most \(Int(limits.maxWait))")
@@ -127,10 +159,10 @@ public struct SpoolAPI: Sendable {
                 guard remaining > .zero, !Task.isShuttingDownGracefully else { break }
                 // Subscribe first, then read: a change in between is not missed.
                 let watch = store.watch(id)
-                job = try await find(id)
+                job = try await find(id, for: context.principal)
                 if job.state != initial { break }
                 guard await watch.next(timeout: remaining) else { break }
-                job = try await find(id)
+                job = try await find(id, for: context.principal)
             }
         }
         return json(try await resource(job))
@@ -143,7 +175,7 @@ public struct SpoolAPI: Sendable {
         return JobResource(job: job, estimate: estimate, now: WallClock.now()).json
     }
 
-    @Sendable func list(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func list(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let parameters = request.uri.queryParameters
         var query = JobQuery()
         if let status = parameters.get("status") {
@@ -153,6 +185,7 @@ public struct SpoolAPI: Sendable {
             query.state = state
         }
         query.type = parameters.get("type")
+        query.owner = context.principal.ownerFilter
         if let limitText = parameters.get("limit") {
             guard let limit = Int(limitText), (1...limits.maxPageSize).contains(limit) else {
                 throw APIError.badRequest("limit must be an integer from 1 to \(limits.maxPageSize)")
@@ -168,9 +201,10 @@ public struct SpoolAPI: Sendable {
                              "next_cursor": page.nextCursor.map { .string(String($0)) } ?? .null]))
     }
 
-    @Sendable func cancel(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func cancel(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let id = try jobID(context)
-        switch try await store.cancel(id, now: WallClock.now()) {
+        _ = try await find(id, for: context.principal)
+        switch try await store.cancel(id, by: context.principal.name ?? "", now: WallClock.now()) {
         case .notFound:
             throw APIError.notFound("no job \(id)")
         case .canceled(let job):
@@ -183,13 +217,16 @@ public struct SpoolAPI: Sendable {
         }
     }
 
-    @Sendable func queue(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func queue(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let occupancy = await scheduler.occupancy()
         let workers = await scheduler.workerStatus()
         var slots: [QueueResource.Slot] = []
+        let principal = context.principal
         for (slot, jobID) in occupancy {
             let job = try await jobID.asyncFlatMap { try await store.job($0) }
-            var entry = QueueResource.Slot(id: slot.id, gpu: slot.gpu, job: job.map { JobResource(job: $0) })
+            // A tenant sees its own jobs; another tenant's only as a busy slot.
+            let visible = job.flatMap { principal.canSee(owner: $0.owner) ? $0 : nil }
+            var entry = QueueResource.Slot(id: slot.id, gpu: slot.gpu, busy: jobID != nil, job: visible.map { JobResource(job: $0) })
             if let worker = workers[slot.id]?.worker {
                 entry.worker = .object([
                     "id": .string(worker.id), "type": .string(worker.type), "phase": .string(worker.phase),
@@ -204,11 +241,12 @@ public struct SpoolAPI: Sendable {
             }
             slots.append(entry)
         }
-        return json(QueueResource(queued: try await store.queuedCount(), accepting: scheduler.gate.isOpen, slots: slots).json)
+        let mine = try await principal.ownerFilter.asyncFlatMap { try await store.queuedCount(owner: $0) }
+        return json(QueueResource(queued: try await store.queuedCount(), mine: mine, accepting: scheduler.gate.isOpen, slots: slots).json)
     }
 
     /// The nodes of a shared store with their heartbeats; on one machine, this server.
-    @Sendable func nodes(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func nodes(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         var nodes: [JSONValue] = []
         if let shared = store as? any SharedJobStore {
             let lease = Double(shared.leaseDuration.components.seconds) + Double(shared.leaseDuration.components.attoseconds) / 1e18
@@ -234,7 +272,7 @@ public struct SpoolAPI: Sendable {
     /// worker type; `degraded` (503) while the job store keeps failing (a damaged or full disk,
     /// an unreachable database: submits would fail or jobs would not run); `draining` (503)
     /// while shutting down.
-    @Sendable func health(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func health(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let accepting = scheduler.gate.isOpen
         let unhealthy = await scheduler.workerStatus().flatMap { slot, status in
             status.health.filter(\.unhealthy).map { JSONValue.object(["slot": .int(Int64(slot.rawValue)), "type": .string($0.type),
@@ -244,20 +282,23 @@ public struct SpoolAPI: Sendable {
         if let trouble = await scheduler.storeProblem() { problems.append(trouble) }
         var queued: Int?
         do { queued = try await store.queuedCount() } catch {
+            // The reason is logged; the answer names no host, path or credential.
             context.logger.error("health check: the store did not answer", metadata: ["error": "\(error)"])
-            problems.append("the job store did not answer: \(error)")
+            problems.append("the job store did not answer (the server's log has the error)")
         }
         let status = !accepting ? "draining" : !problems.isEmpty || !unhealthy.isEmpty ? "degraded" : "ok"
         var fields: [String: JSONValue] = [
             "status": .string(status), "store": .string(storeName), "slots": .int(Int64(await scheduler.occupancy().count)),
-            "queued": queued.map { .int(Int64($0)) } ?? .null, "unhealthy_workers": .array(unhealthy),
+            "unhealthy_workers": .array(unhealthy),
         ]
+        // Open to load balancers: with tokens in use it says nothing about jobs.
+        if !access.requiresToken(tokensExist: !tokens.isEmpty) { fields["queued"] = queued.map { .int(Int64($0)) } ?? .null }
         if !problems.isEmpty { fields["problems"] = .array(problems.map(JSONValue.string)) }
         if let node { fields["node"] = .string(node) }
         return json(.object(fields), status: accepting && problems.isEmpty ? .ok : .serviceUnavailable)
     }
 
-    @Sendable func types(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func types(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let list = catalog.types.values.sorted { $0.name < $1.name }.map { type -> JSONValue in
             .object(["name": .string(type.name), "mode": .string(type.workerPolicy == nil ? "process" : "worker"),
                      "timeout_s": .double(type.timeoutSeconds), "max_attempts": .int(Int64(type.maxAttempts)),
@@ -266,7 +307,7 @@ public struct SpoolAPI: Sendable {
         return json(.object(["types": .array(list)]))
     }
 
-    @Sendable func exportMetrics(_ request: Request, context: BasicRequestContext) async throws -> Response {
+    @Sendable func exportMetrics(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         guard let metrics else { throw APIError.notFound("this server does not export metrics") }
         return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                         body: .init(byteBuffer: ByteBuffer(string: await metrics())))
@@ -274,14 +315,16 @@ public struct SpoolAPI: Sendable {
 
     // MARK: - Helpers
 
-    func jobID(_ context: BasicRequestContext) throws -> JobID {
+    func jobID(_ context: SpoolRequestContext) throws -> JobID {
         let text = context.parameters.get("id") ?? ""
         guard let id = JobID(text) else { throw APIError.notFound("no job \(text)") }
         return id
     }
 
-    func find(_ id: JobID) async throws -> Job {
-        guard let job = try await store.job(id) else { throw APIError.notFound("no job \(id)") }
+    /// The job, if `principal` may see it: another tenant's job is a 404, as if it did not
+    /// exist (a 403 would confirm it does).
+    func find(_ id: JobID, for principal: Principal) async throws -> Job {
+        guard let job = try await store.job(id), principal.canSee(owner: job.owner) else { throw APIError.notFound("no job \(id)") }
         return job
     }
 

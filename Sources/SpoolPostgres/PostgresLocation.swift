@@ -22,7 +22,7 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
     public init(url: String) throws(StoreURLError) {
         guard let schemeEnd = url.range(of: "://"),
               ["postgres", "postgresql"].contains(url[..<schemeEnd.lowerBound].lowercased()) else {
-            throw StoreURLError("a PostgreSQL store is written postgres://USER@HOST:PORT/DATABASE, not \(url)")
+            throw StoreURLError("a PostgreSQL store is written postgres://USER@HOST:PORT/DATABASE, not \(Self.redacted(url))")
         }
         var rest = Substring(url[schemeEnd.upperBound...])
         var query: Substring = ""
@@ -56,7 +56,7 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
             var port = 5432
             if let colon = hostPort.lastIndex(of: ":"), !hostPort.hasSuffix("]") {
                 guard let number = Int(hostPort[hostPort.index(after: colon)...]), (1...65_535).contains(number) else {
-                    throw StoreURLError("the store URL's port must be a number from 1 to 65535: \(url)")
+                    throw StoreURLError("the store URL's port must be a number from 1 to 65535: \(Self.redacted(url))")
                 }
                 port = number
                 host = hostPort[..<colon]
@@ -77,6 +77,14 @@ public struct PostgresLocation: Sendable, Equatable, CustomStringConvertible {
             default: throw StoreURLError("the store URL has an option Spool does not know: \(parts[0]) (known: sslmode)")
             }
         }
+    }
+
+    /// A URL as an error may show it: any password replaced by `***`.
+    static func redacted(_ url: String) -> String {
+        guard let scheme = url.range(of: "://"), let at = url[scheme.upperBound...].firstIndex(of: "@") else { return url }
+        let credentials = url[scheme.upperBound..<at]
+        guard let colon = credentials.firstIndex(of: ":") else { return url }
+        return String(url[..<colon]) + ":***" + String(url[at...])
     }
 
     /// The URL without its password, for logs.

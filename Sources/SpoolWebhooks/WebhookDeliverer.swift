@@ -28,6 +28,8 @@ public final class WebhookDeliverer: Service, Sendable {
         /// Longest sleep between checks when nothing wakes the loops.
         public var idlePoll: Duration = .seconds(2)
         public var batchSize = 500
+        /// Where deliveries may go (checked again before each one: DNS answers change).
+        public var target = WebhookGuard(allowPrivate: false)
         public init() {}
     }
 
@@ -43,8 +45,15 @@ public final class WebhookDeliverer: Service, Sendable {
     private let rings = Atomic<Int64>(0)
     private let inFlight = Mutex(Set<WebhookDeliveryID>())
 
+    /// Follows no redirect: a receiver could otherwise bounce a signed delivery anywhere.
+    public static let client: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
     public init(store: any JobStore, outbox: any WebhookOutbox, configuration: Configuration = Configuration(),
-                logger: Logger, client: HTTPClient = .shared) {
+                logger: Logger, client: HTTPClient = WebhookDeliverer.client) {
         self.store = store
         self.outbox = outbox
         self.configuration = configuration
@@ -158,6 +167,15 @@ public final class WebhookDeliverer: Service, Sendable {
         let start = ContinuousClock.now
         var status: Int?
         var failure: String?
+        do throws(WebhookTarget.Refusal) {
+            try await configuration.target.check(delivery.draft.url)
+        } catch {
+            // Its host now resolves somewhere it may not go: record why, and try no more.
+            let record = WebhookAttempt(number: number, at: at, status: nil, error: "refused: \(error)", durationMilliseconds: 0)
+            try? await outbox.recordAttempt(record, of: delivery.id, then: .failed)
+            logger.warning("refused a webhook delivery", metadata: ["delivery": "\(delivery.id)", "job": "\(delivery.draft.job)", "reason": "\(error)"])
+            return
+        }
         do {
             let response = try await client.execute(request, timeout: configuration.requestTimeout, logger: logger)
             status = Int(response.status.code)

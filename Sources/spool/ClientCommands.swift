@@ -15,7 +15,7 @@ struct SubmitCommand: AsyncParsableCommand {
 
     func run() async throws {
         await clientCommand {
-            let client = server.client
+            let client = try server.client
             let inputText = input.hasPrefix("@") ? try String(contentsOfFile: String(input.dropFirst()), encoding: .utf8) : input
             var body: [String: JSONValue] = ["type": .string(type), "input": try parseJSONArgument(inputText, name: "--input")]
             if let priority { body["priority"] = .int(Int64(priority)) }
@@ -62,7 +62,7 @@ struct StatusCommand: AsyncParsableCommand {
 
     func run() async throws {
         await clientCommand {
-            let client = server.client
+            let client = try server.client
             let (_, _, body) = try await client.get("/v1/jobs/\(id)")
             if json { print(String(buffer: body)); return }
             let job = try client.decode(JobView.self, body)
@@ -98,7 +98,7 @@ struct ListCommand: AsyncParsableCommand {
             if let status { query.append("status=\(status)") }
             if let type { query.append("type=\(type.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? type)") }
             if let cursor { query.append("cursor=\(cursor)") }
-            let client = server.client
+            let client = try server.client
             let page = try client.decode(Page.self, try await client.get("/v1/jobs?" + query.joined(separator: "&")).2)
             for job in page.jobs {
                 let state = job.state + (job.reason.map { "(\($0))" } ?? "")
@@ -117,7 +117,7 @@ struct CancelCommand: AsyncParsableCommand {
 
     func run() async throws {
         await clientCommand {
-            let client = server.client
+            let client = try server.client
             let (status, _, body) = try await client.post("/v1/jobs/\(id)/cancel", json: nil)
             let job = try client.decode(JobView.self, body)
             print(status.code == 202 ? "\(job.id): stopping (SIGTERM, then SIGKILL after the grace period)" : "\(job.id): \(job.state)")
@@ -133,7 +133,7 @@ struct LogsCommand: AsyncParsableCommand {
 
     func run() async throws {
         await clientCommand {
-            let client = server.client
+            let client = try server.client
             var offset = 0
             while true {
                 let (_, headers, body) = try await client.get("/v1/jobs/\(id)/logs?offset=\(offset)")
@@ -163,7 +163,7 @@ struct OutputsCommand: AsyncParsableCommand {
 
     func run() async throws {
         await clientCommand {
-            let client = server.client
+            let client = try server.client
             let outputs = try await client.outputs(of: id)
             guard let download else {
                 for output in outputs { print("\(output.name)\t\(output.size)\t\(output.content_type)\t\(client.base + output.url)") }

@@ -11,7 +11,7 @@ struct Spool: AsyncParsableCommand {
             Exit codes: 0 success, 1 error, 2 the job did not succeed, 3 the server could not be reached.
             """,
         subcommands: [
-            ServeCommand.self, AgentCommand.self, SubmitCommand.self, StatusCommand.self, ListCommand.self, CancelCommand.self,
+            ServeCommand.self, AgentCommand.self, TokenCommand.self, SubmitCommand.self, StatusCommand.self, ListCommand.self, CancelCommand.self,
             LogsCommand.self, OutputsCommand.self, BenchCommand.self, RenderJobCommand.self, RenderWorkerCommand.self,
         ]
     )

@@ -1,18 +1,28 @@
+import Synchronization
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import SpoolCore
 
-/// `--server`, shared by the client commands.
+/// `--server`, `--token` and `--cacert`, shared by the client commands.
 struct ServerOptions: ParsableArguments {
     @Option(name: .long, help: "The server's URL (default: $SPOOL_URL, else http://127.0.0.1:8080).")
     var server: String?
+    @Option(name: .long, help: "An API token (default: $SPOOL_TOKEN); sent as Authorization: Bearer, never in a URL.")
+    var token: String?
+    @Option(name: .long, help: "A PEM file of the CA that signed an https:// server's certificate (default: the system's).")
+    var cacert: String?
 
     var client: SpoolClient {
-        let base = server ?? ProcessInfo.processInfo.environment["SPOOL_URL"] ?? "http://127.0.0.1:8080"
-        return SpoolClient(base: base.hasSuffix("/") ? String(base.dropLast()) : base)
+        get throws {
+            let environment = ProcessInfo.processInfo.environment
+            let base = server ?? environment["SPOOL_URL"] ?? "http://127.0.0.1:8080"
+            return SpoolClient(base: try SpoolClient.checkedBase(base), token: token ?? environment["SPOOL_TOKEN"].flatMap { $0.isEmpty ? nil : $0 },
+                               http: try SpoolClient.http(trusting: cacert))
+        }
     }
 }
 
@@ -48,15 +58,54 @@ struct OutputView: Decodable {
 /// A thin HTTP client for the v1 API. Every failure becomes one readable line.
 struct SpoolClient {
     let base: String
+    var token: String?
+    var http: HTTPClient = Self.shared
 
     /// Fails fast when nothing listens (the default client retries connecting until the
     /// request's deadline, which for a long poll is minutes).
-    static let http: HTTPClient = {
+    static let shared = makeHTTPClient(trusting: nil)
+
+    static func makeHTTPClient(trusting roots: [NIOSSLCertificate]?) -> HTTPClient {
         var configuration = HTTPClient.Configuration()
         configuration.timeout.connect = .seconds(5)
         configuration.connectionPool.retryConnectionEstablishment = false
+        if let roots {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .certificates(roots)
+            configuration.tlsConfiguration = tls
+        }
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-    }()
+    }
+
+    /// Clients made for a `--cacert`, shut down with the shared one when a command ends.
+    static let opened = Mutex<[HTTPClient]>([])
+
+    /// Shuts down every client this process opened (HTTPClient insists on it before deinit).
+    static func shutdownAll() async {
+        try? await shared.shutdown()
+        for client in opened.withLock({ $0 }) { try? await client.shutdown() }
+    }
+
+    /// The shared client, or one that trusts the CA in `cacert`.
+    static func http(trusting cacert: String?) throws -> HTTPClient {
+        guard let cacert else { return shared }
+        do {
+            let client = makeHTTPClient(trusting: try NIOSSLCertificate.fromPEMFile(cacert))
+            opened.withLock { $0.append(client) }
+            return client
+        } catch {
+            throw Failure(description: "--cacert: cannot read a PEM certificate from \(cacert)")
+        }
+    }
+
+    /// A server URL this client can use: http:// or https:// with a host.
+    static func checkedBase(_ text: String) throws -> String {
+        let base = text.hasSuffix("/") ? String(text.dropLast()) : text
+        guard let url = URL(string: base), ["http", "https"].contains(url.scheme?.lowercased() ?? ""), url.host?.isEmpty == false else {
+            throw Failure(description: "the server URL must look like http://HOST:PORT or https://HOST:PORT, not \"\(text)\"")
+        }
+        return base
+    }
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
@@ -65,6 +114,13 @@ struct SpoolClient {
 
     func get(_ path: String, timeout: TimeAmount = .seconds(90)) async throws -> (HTTPResponseStatus, HTTPHeaders, ByteBuffer) {
         try await send(HTTPClientRequest(url: base + path), timeout: timeout)
+    }
+
+    /// A request to `path` with the token, if any.
+    func request(_ path: String) -> HTTPClientRequest {
+        var request = HTTPClientRequest(url: base + path)
+        if let token { request.headers.add(name: "Authorization", value: "Bearer " + token) }
+        return request
     }
 
     func post(_ path: String, json: JSONValue?, headers: [(String, String)] = []) async throws -> (HTTPResponseStatus, HTTPHeaders, ByteBuffer) {
@@ -90,13 +146,30 @@ struct SpoolClient {
         }
     }
 
+    /// One line saying why the server could not be reached and what to try.
+    static func unreachable(_ base: String, _ error: any Error) -> String {
+        let text = String(describing: error)
+        if text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("handshakeFailed") {
+            return "the server at \(base) has a certificate this client does not trust; pass the CA that signed it with --cacert FILE.pem"
+        }
+        if text.contains("connectTimeout") {
+            return "no answer from \(base) within 5 s; is the address right and is `spool serve` running there?"
+        }
+        if text.contains("connectionRefused") || text.contains("Connection refused") || text.contains("ECONNREFUSED") {
+            return "nothing listens at \(base) (connection refused); start it with `spool serve`, or set --server / SPOOL_URL"
+        }
+        return "cannot reach the server at \(base) (\(error)); is `spool serve` running? (set --server or SPOOL_URL)"
+    }
+
     /// Sends a request; non-2xx answers become a `Failure` with the problem's detail.
     private func send(_ request: HTTPClientRequest, timeout: TimeAmount) async throws -> (HTTPResponseStatus, HTTPHeaders, ByteBuffer) {
+        var request = request
+        if let token, !request.headers.contains(name: "Authorization") { request.headers.add(name: "Authorization", value: "Bearer " + token) }
         let response: HTTPClientResponse
         do {
-            response = try await Self.http.execute(request, timeout: timeout)
+            response = try await http.execute(request, timeout: timeout)
         } catch {
-            throw Failure(description: "cannot reach the server at \(base) (\(error)); is `spool serve` running? (set --server or SPOOL_URL)", exitCode: 3)
+            throw Failure(description: Self.unreachable(base, error), exitCode: 3)
         }
         let body = try await response.body.collect(upTo: 1 << 30)
         guard (200..<300).contains(response.status.code) else {
@@ -114,7 +187,7 @@ struct SpoolClient {
 func clientCommand(_ body: () async throws -> Void) async {
     do {
         try await body()
-        try? await SpoolClient.http.shutdown()
+        await SpoolClient.shutdownAll()
     } catch let failure as SpoolClient.Failure {
         fail(failure.description, code: failure.exitCode)
     } catch let exit as ExitCode {

@@ -226,7 +226,7 @@ import Testing
 
         let unreachable = try await runCLI(["status", jobID, "--server", "http://127.0.0.1:9"])
         #expect(unreachable.status == 3)
-        #expect(unreachable.stderr.hasPrefix("spool: cannot reach the server"))
+        #expect(unreachable.stderr.hasPrefix("spool: nothing listens at http://127.0.0.1:9 (connection refused)"))
         let missing = try await runCLI(["status", "job_00000000000000000000000000", "--server", server.url])
         #expect(missing.status == 1)
         #expect(missing.stderr == "spool: no job job_00000000000000000000000000\n")

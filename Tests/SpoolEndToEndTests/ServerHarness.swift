@@ -121,22 +121,44 @@ final class ServerHarness: @unchecked Sendable {
         return Reply(status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) }, body: Data(bytes.readableBytesView))
     }
 
-    func submit(_ type: String, _ input: JSONValue = .object([:]), extra: [String: JSONValue] = [:], key: String? = nil) async throws -> Reply {
+    func submit(_ type: String, _ input: JSONValue = .object([:]), extra: [String: JSONValue] = [:], key: String? = nil,
+                token: String? = nil) async throws -> Reply {
         var body = extra
         body["type"] = .string(type)
         body["input"] = input
         return try await request(.POST, "/v1/jobs", body: Data(JSONValue.object(body).canonicalText.utf8),
-                                 headers: [("Content-Type", "application/json")] + (key.map { [("Idempotency-Key", $0)] } ?? []))
+                                 headers: [("Content-Type", "application/json")] + (key.map { [("Idempotency-Key", $0)] } ?? [])
+                                     + bearer(token))
     }
 
-    func job(_ id: String) async throws -> JSONValue { try await request(.GET, "/v1/jobs/\(id)").json }
+    /// The Authorization header for `token`, if any.
+    func bearer(_ token: String?) -> [(String, String)] { token.map { [("Authorization", "Bearer \($0)")] } ?? [] }
+
+    /// `spool token create` against this server's store (the config's `store`, or its data directory).
+    func createToken(_ name: String, _ options: [String] = []) async throws -> String {
+        let result = try await runCLI(["token", "create", "--config", configPath, "--data-dir", dataDirectory, "--name", name] + options)
+        guard result.status == 0, let token = result.stdout.split(separator: "\n").last.map(String.init), token.hasPrefix("spool_") else {
+            throw HarnessError("spool token create failed (\(result.status)): \(result.stderr)")
+        }
+        return token
+    }
+
+    func job(_ id: String, token: String? = nil) async throws -> JSONValue {
+        try await request(.GET, "/v1/jobs/\(id)", headers: bearer(token)).json
+    }
 
     /// Long-polls until the job is in one of `states`.
-    func waitFor(_ id: String, _ states: Set<String>, timeout: Duration = .seconds(120)) async throws -> JSONValue {
+    func waitFor(_ id: String, _ states: Set<String>, timeout: Duration = .seconds(120), token: String? = nil) async throws -> JSONValue {
         try await withDeadline(timeout, "job \(id) to reach \(states.sorted())") {
-            var job = try await self.job(id)
+            // `?wait=` answers when the state differs from the one the server sees at the request,
+            // so a short state (running) that began between two requests is only seen on a short wait.
+            let terminal: Set<String> = ["succeeded", "failed", "canceled"]
+            let wait = states.isSubset(of: terminal) ? 5 : 1
+            var job = try await self.job(id, token: token)
             while !states.contains(job["state"]?.stringValue ?? "") {
-                job = try await self.request(.GET, "/v1/jobs/\(id)?wait=5").json
+                let state = job["state"]?.stringValue ?? ""
+                if terminal.contains(state) { throw HarnessError("job \(id) ended \(state) before reaching \(states.sorted())") }
+                job = try await self.request(.GET, "/v1/jobs/\(id)?wait=\(wait)", headers: self.bearer(token)).json
             }
             return job
         }
@@ -151,12 +173,13 @@ extension ServerHarness {
     }
 
     /// Reads SSE frames until `done` says so (or the stream ends).
-    func frames(_ path: String, lastEventID: Int64? = nil,
+    func frames(_ path: String, lastEventID: Int64? = nil, headers: [(String, String)] = [], limit: Duration = .seconds(60),
                 until done: @escaping @Sendable ([Frame]) -> Bool) async throws -> [Frame] {
         var request = HTTPClientRequest(url: url + path)
         if let lastEventID { request.headers.add(name: "Last-Event-ID", value: String(lastEventID)) }
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
         let prepared = request
-        return try await withDeadline(.seconds(60), "SSE frames from \(path)") {
+        return try await withDeadline(limit, "SSE frames from \(path)") {
             let response = try await HTTPClient.shared.execute(prepared, timeout: .seconds(60))
             #expect(response.headers.first(name: "Content-Type") == "text/event-stream")
             var text = ""

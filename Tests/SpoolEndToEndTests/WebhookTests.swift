@@ -86,6 +86,7 @@ import Testing
         let server = try ServerHarness(config: .object([:]))
         try Data(Fixtures.config(scratch: server.scratch, extra: [
             "webhook_secret": .string(Self.secret), "webhook_retry_base_s": 0.2,
+            "webhook_allow_private": true,   // the receiver listens on 127.0.0.1
         ]).canonicalText.utf8).write(to: URL(fileURLWithPath: server.configPath))
         let receiver = try Receiver(directory: server.scratch)
         defer { receiver.stop(); Task { await server.stop() } }

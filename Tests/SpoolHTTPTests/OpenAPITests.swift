@@ -32,6 +32,7 @@ import Testing
         "/v1/jobs/{id}/webhooks": ["get"],
         "/v1/events": ["get"],
         "/v1/queue": ["get"], "/v1/nodes": ["get"],
+        "/v1/session": ["post", "delete"],
         "/metrics": ["get"],
         "/": ["get"],
         "/dashboard.js": ["get"],
@@ -160,7 +161,11 @@ import Testing
             for (webhook, status) in [("http://[", HTTPResponse.Status.unprocessableContent), ("http://", .unprocessableContent),
                                       ("http:///path", .unprocessableContent), ("http://a b/", .unprocessableContent),
                                       ("http://host:0/", .unprocessableContent), ("ftp://host/", .unprocessableContent),
-                                      ("http://127.0.0.1:9/hook", .created), ("https://[::1]:8443/x?y=1", .created)] {
+                                      ("http://user:pw@203.0.113.7/", .unprocessableContent),
+                                      // Loopback, private and link-local hosts are refused unless webhook_allow_private.
+                                      ("http://127.0.0.1:9/hook", .unprocessableContent), ("https://[::1]:8443/x", .unprocessableContent),
+                                      ("http://2130706433/", .unprocessableContent), ("http://169.254.169.254/", .unprocessableContent),
+                                      ("http://203.0.113.7:9/hook", .created), ("https://[2606:4700::1111]:8443/x?y=1", .created)] {
                 let body = JSONValue.object(["type": .string("noop"), "webhook": .string(webhook)]).canonicalText
                 try await client.execute(uri: "/v1/jobs", method: .post, headers: [.contentType: "application/json"],
                                          body: ByteBuffer(string: body)) { #expect($0.status == status, "\(webhook)") }

@@ -16,7 +16,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 [ -x "$spool" ] || { echo "contract: $spool is not an executable" >&2; exit 2; }
 
 work=$(mktemp -d)
-"$spool" serve --host 127.0.0.1 --port 0 --data-dir "$(mktemp -d "$work/data.XXXX")" \
+data=$(mktemp -d "$work/data.XXXX")
+# With a token (an administrator's, so every route answers), as a shared server runs;
+# SPOOL_CONTRACT_TOKEN=0 runs without one (auth: auto on loopback with no token).
+auth=()
+if [ "${SPOOL_CONTRACT_TOKEN:-1}" != 0 ]; then
+    token=$("$spool" token create --data-dir "$data" --name contract --admin | tail -1) \
+        || { echo "contract: spool token create failed" >&2; exit 2; }
+    auth=(--header "Authorization: Bearer $token")
+fi
+"$spool" serve --host 127.0.0.1 --port 0 --data-dir "$data" \
     --config "$here/config.json" --gpus none >"$work/stdout" 2>"$work/stderr" &
 server=$!
 cleanup() {
@@ -50,7 +59,7 @@ start=$SECONDS
 cd "$work"   # schemathesis writes nothing into the checkout
 timeout --kill-after=10 "${SPOOL_CONTRACT_TIME_LIMIT:-120}" \
     python3 -m schemathesis.cli --config-file "$here/schemathesis.toml" run "http://127.0.0.1:$port/openapi.json" \
-        --checks all --max-examples "${SPOOL_CONTRACT_EXAMPLES:-30}" ${seed[@]+"${seed[@]}"} \
+        --checks all --max-examples "${SPOOL_CONTRACT_EXAMPLES:-30}" ${seed[@]+"${seed[@]}"} ${auth[@]+"${auth[@]}"} \
         --workers 1 --generation-database none --no-color
 status=$?
 echo "contract: schemathesis exited $status after $((SECONDS - start)) s"

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 
 try:
@@ -375,6 +376,57 @@ def main():
         live_again = back and tools.wait_for(f"{conn} === 'Live' && document.querySelector('#recent tr[data-job-id=\"{job_id}\"]') !== null", 20)
         check("the connection status shows the server going away and coming back", lost and live_again,
               f"while down: {lost!r}; after restart: {tools.evaluate(conn)!r}")
+
+        # 8. Once a token exists the page asks for one, trades it for an HttpOnly cookie (never a
+        #    URL, never storage a script can read), follows the tenant's jobs live, and logs out.
+        created = subprocess.run([spool_binary, "token", "create", "--data-dir", os.path.join(temp, "data"), "--name", "viewer"],
+                                 capture_output=True, text=True, timeout=60)
+        token = created.stdout.strip().splitlines()[-1] if created.returncode == 0 and created.stdout.strip() else ""
+        if not token.startswith("spool_"):
+            raise RuntimeError(f"spool token create failed: {created.stderr.strip()}")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:   # the server honours a new token within a second
+            try:
+                get_json(f"{base}/v1/queue")
+                time.sleep(0.1)
+            except urllib.error.HTTPError as refused:
+                if refused.code == 401:
+                    break
+        tools.events.clear()
+        tools.call("Page.navigate", {"url": base + "/"})
+        tools.wait_event("Page.loadEventFired", 20)
+        asked = tools.wait_for("!document.getElementById('login').hidden && document.getElementById('main').hidden", 15)
+        tools.evaluate(f"document.getElementById('f-token').value = {json.dumps(token)};"
+                       " document.getElementById('login-button').click(), true")
+        signed_in = tools.wait_for("document.getElementById('login').hidden && !document.getElementById('main').hidden"
+                                   " && document.getElementById('conn').textContent === 'Live'"
+                                   " ? document.getElementById('who-name').textContent : null", 15)
+        leaks = tools.evaluate(f"""(() => {{ const t = {json.dumps(token)}; const found = [];
+            if (document.cookie.includes('spool_session')) found.push('document.cookie');
+            for (const s of [localStorage, sessionStorage]) for (let i = 0; i < s.length; i++) found.push('storage:' + s.key(i));
+            if (location.href.includes(t)) found.push('url');
+            if (document.documentElement.outerHTML.includes(t)) found.push('page');
+            if (document.getElementById('f-token').value) found.push('field');
+            return found; }})()""")
+        cookies = tools.call("Network.getCookies", {"urls": [base + "/"]}).get("cookies", [])
+        session = next((c for c in cookies if c.get("name") == "spool_session"), {})
+        request = urllib.request.Request(f"{base}/v1/jobs", method="POST", data=json.dumps({"type": "render", "input": {"width": 16, "height": 12, "samples": 1}}).encode(),
+                                         headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            mine = json.load(response)["id"]
+        shown = tools.wait_for(f"document.querySelector('#recent tr[data-job-id=\"{mine}\"]') !== null", 20)
+        others = tools.evaluate(f"document.querySelector('#recent tr[data-job-id=\"{job_id}\"]') !== null")
+        check("with a token the page logs in through an HttpOnly SameSite=Strict cookie, keeps the token nowhere a script"
+              " can read, shows the tenant's own jobs live and not others'",
+              asked and signed_in == "viewer" and not leaks and session.get("httpOnly") and session.get("sameSite") == "Strict"
+              and shown and not others,
+              f"asked={bool(asked)} who={signed_in!r} leaks={leaks} cookie={ {k: session.get(k) for k in ('httpOnly', 'sameSite', 'secure')} }"
+              f" own job shown={bool(shown)} other tenant's job shown={others}")
+        tools.evaluate("document.getElementById('logout').click(), true")
+        out = tools.wait_for("!document.getElementById('login').hidden", 10)
+        after = tools.call("Network.getCookies", {"urls": [base + "/"]}).get("cookies", [])
+        check("log out ends the session", out and not any(c.get("name") == "spool_session" and c.get("value") for c in after),
+              f"login shown={bool(out)} cookies={[c.get('name') for c in after]}")
     except Exception as error:  # noqa: BLE001 - any failure is a failed run
         check("the test ran to the end", False, f"{type(error).__name__}: {error}")
         if server_lines:

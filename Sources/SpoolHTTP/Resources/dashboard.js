@@ -1,143 +1,3 @@
-// Long by nature: three static assets as literals, no logic to split.
-/// The dashboard's page, style sheet and script (served by `Dashboard.swift`). Plain HTML, CSS
-/// and JavaScript in raw string literals: edit them here, rebuild, reload. The script puts data
-/// into the page only through `textContent` and attributes, never as markup.
-enum DashboardAssets {
-    static let html = #"""
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Spool dashboard</title>
-<link rel="icon" href="data:,">
-<link rel="stylesheet" href="/dashboard.css">
-<script src="/dashboard.js" defer></script>
-</head>
-<body>
-<a class="skip" href="#main">Skip to content</a>
-<header class="top">
-  <h1>Spool</h1>
-  <p class="summary"><span id="queued-count">–</span> queued · <span id="accepting">–</span></p>
-  <p id="conn" class="conn conn-connecting" role="status" aria-live="polite">Connecting…</p>
-</header>
-<div id="announcer" class="visually-hidden" aria-live="polite" aria-atomic="true"></div>
-<main id="main">
-  <div class="grid">
-    <section aria-labelledby="slots-h" class="panel">
-      <h2 id="slots-h">Slots</h2>
-      <div id="slots" class="slots"><p class="muted">Loading…</p></div>
-    </section>
-    <section aria-labelledby="submit-h" class="panel">
-      <h2 id="submit-h">Submit a render job</h2>
-      <form id="submit-form" class="submit-form">
-        <div class="fields">
-          <label for="f-width">Width</label><input id="f-width" name="width" type="number" min="1" max="4096" value="320" required>
-          <label for="f-height">Height</label><input id="f-height" name="height" type="number" min="1" max="4096" value="240" required>
-          <label for="f-samples">Samples</label><input id="f-samples" name="samples" type="number" min="1" max="10000" value="16" required>
-          <label for="f-seed">Seed</label><input id="f-seed" name="seed" type="number" value="1">
-          <label for="f-priority">Priority</label><input id="f-priority" name="priority" type="number" value="0" aria-describedby="priority-help">
-        </div>
-        <p id="priority-help" class="muted small">Higher priority runs first; equal priorities run in order of submission.</p>
-        <button type="submit" id="submit-button">Submit render</button>
-        <p id="submit-status" class="small" role="status"></p>
-      </form>
-    </section>
-    <section aria-labelledby="queue-h" class="panel wide">
-      <h2 id="queue-h">Queue</h2>
-      <div id="queue"><p class="muted">Loading…</p></div>
-    </section>
-    <section aria-labelledby="recent-h" class="panel wide">
-      <h2 id="recent-h">Recent jobs</h2>
-      <div id="recent"><p class="muted">Loading…</p></div>
-    </section>
-    <section aria-labelledby="detail-h" class="panel wide" id="detail-panel">
-      <h2 id="detail-h">Job details</h2>
-      <div id="detail"><p class="muted">Choose “Details” on a job to see its log and outputs.</p></div>
-      <h3 id="log-h">Log</h3>
-      <pre id="log" class="log" tabindex="0" role="log" aria-labelledby="log-h" aria-live="off"></pre>
-      <h3 id="outputs-h">Outputs</h3>
-      <div id="outputs" aria-labelledby="outputs-h"><p class="muted">No job selected.</p></div>
-    </section>
-  </div>
-  <p id="error" class="error" role="alert"></p>
-</main>
-<footer class="foot small muted">Live from <code>/v1/events</code>; the queue refreshes on each change.</footer>
-</body>
-</html>
-"""#
-
-    static let style = #"""
-:root {
-  color-scheme: light dark;
-  --bg: #f6f7f9; --panel: #ffffff; --text: #1b1f24; --muted: #5b6470; --border: #d5dae1;
-  --accent: #0b5cd5; --on-accent: #ffffff; --ok: #1a7f37; --bad: #c62828; --warn: #9a6700; --focus: #ff9800;
-}
-@media (prefers-color-scheme: dark) {
-  :root { --bg: #111418; --panel: #1a1f26; --text: #e6e9ee; --muted: #9aa4b1; --border: #2f3743;
-          --accent: #6ea8ff; --on-accent: #0b1320; --ok: #56d364; --bad: #ff7b72; --warn: #e3b341; }
-}
-* { box-sizing: border-box; }
-body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; background: var(--bg); color: var(--text); }
-code, pre, .mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 13px; }
-a { color: var(--accent); }
-:focus-visible { outline: 3px solid var(--focus); outline-offset: 2px; }
-.skip { position: absolute; left: -999px; top: 0; background: var(--panel); padding: .5em; }
-.skip:focus { left: .5em; }
-.visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
-.top { display: flex; align-items: center; gap: 1.5em; padding: .6em 1.2em; background: var(--panel); border-bottom: 1px solid var(--border); }
-.top h1 { margin: 0; font-size: 1.4em; }
-.summary { margin: 0; color: var(--muted); }
-.conn { margin: 0 0 0 auto; padding: .15em .7em; border-radius: 1em; border: 1px solid currentColor; font-weight: 600; }
-.conn-live { color: var(--ok); }
-.conn-reconnecting, .conn-connecting { color: var(--warn); }
-.conn-disconnected { color: var(--bad); }
-main { padding: 1em 1.2em; }
-.grid { display: grid; grid-template-columns: minmax(0, 2fr) minmax(0, 1fr); gap: 1em; }
-.panel { background: var(--panel); border: 1px solid var(--border); border-radius: 8px; padding: .8em 1em; min-width: 0; }
-.panel.wide { grid-column: 1 / -1; }
-@media (max-width: 900px) { .grid { grid-template-columns: 1fr; } }
-h2 { font-size: 1.1em; margin: 0 0 .6em; }
-h3 { font-size: 1em; margin: .8em 0 .4em; }
-.muted { color: var(--muted); }
-.small { font-size: .88em; }
-.error { color: var(--bad); min-height: 1em; }
-.slots { display: grid; grid-template-columns: repeat(auto-fill, minmax(260px, 1fr)); gap: .8em; }
-.slot { border: 1px solid var(--border); border-radius: 6px; padding: .6em .8em; }
-.slot h3 { margin: 0 0 .3em; display: flex; justify-content: space-between; gap: .5em; }
-.slot p { margin: .2em 0; }
-.warn { color: var(--warn); }
-progress { width: 100%; height: 1em; accent-color: var(--accent); }
-.progress-cell { min-width: 9em; }
-.progress-msg { display: block; font-size: .85em; color: var(--muted); overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; padding: .35em .5em; border-bottom: 1px solid var(--border); vertical-align: middle; }
-th { font-size: .85em; color: var(--muted); font-weight: 600; }
-tr.selected { background: color-mix(in srgb, var(--accent) 12%, transparent); }
-.table-wrap { overflow-x: auto; }
-.badge { display: inline-block; padding: 0 .5em; border-radius: .8em; font-size: .85em; font-weight: 600; border: 1px solid currentColor; }
-.st-queued { color: var(--muted); } .st-running { color: var(--accent); } .st-succeeded { color: var(--ok); }
-.st-failed { color: var(--bad); } .st-canceled { color: var(--warn); }
-button { font: inherit; padding: .25em .8em; border-radius: 5px; border: 1px solid var(--border); background: var(--bg); color: var(--text); cursor: pointer; }
-button:hover { border-color: var(--accent); }
-button.danger { color: var(--bad); }
-button[disabled] { opacity: .5; cursor: default; }
-#submit-button { background: var(--accent); color: var(--on-accent); border-color: var(--accent); padding: .4em 1.2em; }
-.actions { display: flex; gap: .35em; flex-wrap: wrap; }
-.fields { display: grid; grid-template-columns: auto 1fr; gap: .4em .8em; align-items: center; }
-input { font: inherit; padding: .25em .4em; border: 1px solid var(--border); border-radius: 4px; background: var(--bg); color: var(--text); width: 100%; }
-.thumb { width: 64px; height: 48px; object-fit: cover; border-radius: 3px; border: 1px solid var(--border); display: block; }
-.outputs { display: flex; flex-wrap: wrap; gap: 1em; }
-.outputs figure { margin: 0; }
-.outputs img { max-width: 320px; max-height: 240px; display: block; border: 1px solid var(--border); border-radius: 4px; }
-.log { background: var(--bg); border: 1px solid var(--border); border-radius: 4px; padding: .6em; max-height: 18em; min-height: 4em; overflow: auto; white-space: pre-wrap; word-break: break-word; margin: 0; }
-dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .2em 1em; margin: 0; }
-dl.facts dt { color: var(--muted); }
-dl.facts dd { margin: 0; overflow-wrap: anywhere; }
-.foot { padding: 0 1.2em 1em; }
-"""#
-
-    static let script = #"""
 'use strict';
 (() => {
   const TERMINAL = new Set(['succeeded', 'failed', 'canceled']);
@@ -148,6 +8,7 @@ dl.facts dd { margin: 0; overflow-wrap: anywhere; }
     outputsLoading: new Set(),
     selected: null, selectedJob: null, logOffset: 0, logDecoder: null,
     es: null,
+    loggedOut: false,        // the server wants a token and the page has no session
   };
   const $ = (id) => document.getElementById(id);
 
@@ -201,12 +62,60 @@ dl.facts dd { margin: 0; overflow-wrap: anywhere; }
 
   async function api(path, options) {
     const response = await fetch(path, options);
+    if (response.status === 401) { showLogin(); throw new Error('log in first'); }
     const type = response.headers.get('content-type') || '';
     const body = type.includes('json') ? await response.json().catch(() => null) : null;
     if (!response.ok) {
       throw new Error((body && (body.detail || body.title)) || (response.status + ' ' + response.statusText));
     }
     return body;
+  }
+
+  // --- Login: the token is traded for an HttpOnly session cookie and never kept by the page. ---
+  function showLogin(message) {
+    S.loggedOut = true;
+    if (S.es) { S.es.close(); S.es = null; }
+    $('main').hidden = true;
+    $('who').hidden = true;
+    $('login').hidden = false;
+    setConnection('disconnected', 'Logged out');
+    if (message) $('login-status').textContent = message;
+    $('f-token').focus();
+  }
+  function showApp(name) {
+    S.loggedOut = false;
+    $('login').hidden = true;
+    $('main').hidden = false;
+    if (name) { $('who-name').textContent = name; $('who').hidden = false; }
+  }
+  function setupLogin() {
+    $('login-form').addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const field = $('f-token');
+      const button = $('login-button');
+      button.disabled = true;
+      $('login-status').textContent = 'Logging in…';
+      try {
+        const response = await fetch('/v1/session', {
+          method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ token: field.value.trim() }),
+        });
+        const body = await response.json().catch(() => null);
+        if (!response.ok) throw new Error((body && body.detail) || ('login failed: ' + response.status));
+        field.value = '';
+        $('login-status').textContent = '';
+        showApp(body && body.name ? body.name + (body.admin ? ' (admin)' : '') : null);
+        connect();
+        scheduleRefresh(0);
+      } catch (error) {
+        $('login-status').textContent = error.message;
+      } finally {
+        button.disabled = false;
+      }
+    });
+    $('logout').addEventListener('click', async () => {
+      await fetch('/v1/session', { method: 'DELETE' }).catch(() => null);
+      showLogin('Logged out.');
+    });
   }
 
   // --- Connection status and live events. ---
@@ -216,12 +125,15 @@ dl.facts dd { margin: 0; overflow-wrap: anywhere; }
     node.textContent = text;
   }
   function connect() {
+    if (S.loggedOut) return;
     const es = new EventSource('/v1/events');
     S.es = es;
     es.onopen = () => { setConnection('live', 'Live'); scheduleRefresh(0); };
     es.onerror = () => {
       if (es.readyState === EventSource.CLOSED) {
         setConnection('disconnected', 'Disconnected — retrying');
+        // A closed stream may mean the session ended: a refresh finds out (and asks to log in).
+        scheduleRefresh(0);
         setTimeout(() => { if (S.es === es) connect(); }, 3000);
       } else {
         setConnection('reconnecting', 'Reconnecting…');
@@ -511,6 +423,7 @@ dl.facts dd { margin: 0; overflow-wrap: anywhere; }
     logBusy = true;
     try {
       const response = await fetch('/v1/jobs/' + encodeURIComponent(id) + '/logs?offset=' + S.logOffset);
+      if (response.status === 401) { showLogin(); return; }
       if (!response.ok) throw new Error('log: ' + response.status);
       const bytes = await response.arrayBuffer();
       if (id !== S.selected) return;
@@ -597,16 +510,18 @@ dl.facts dd { margin: 0; overflow-wrap: anywhere; }
     });
   }
 
-  function start() {
+  async function start() {
     setupForm();
+    setupLogin();
+    // Is a token needed, and does this browser have a session? The queue answers 401 if not.
+    const probe = await fetch('/v1/queue').catch(() => null);
+    if (probe && probe.status === 401) { showLogin(); } else { showApp(null); }
     const match = /^#job=(.+)$/.exec(location.hash);
-    if (match) select(decodeURIComponent(match[1]));
+    if (match && !S.loggedOut) select(decodeURIComponent(match[1]));
     connect();
-    scheduleRefresh(0);
+    if (!S.loggedOut) scheduleRefresh(0);
     // ETAs and "x s ago" drift without events; a slow background refresh keeps them honest.
     setInterval(() => { if (!document.hidden) scheduleRefresh(); }, 15000);
   }
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start); else start();
 })();
-"""#
-}

@@ -1,0 +1,58 @@
+import Foundation
+import Logging
+import SpoolCore
+import SpoolHTTP
+import SpoolPostgres
+import SpoolSQLite
+import SpoolStore
+
+/// `spool token create | list | revoke`: the tokens live in the job store (SQLite file or
+/// PostgreSQL), so these commands open the store a server uses — while it runs, too; the
+/// server reads the tokens again within a second.
+public enum TokenAdministration {
+    /// Creates a token; returns its text (shown once: only its digest is stored).
+    public static func create(_ configuration: ServerConfiguration, name: String, admin: Bool, limits: TenantLimits,
+                              logger: Logger) async throws -> String {
+        guard TokenRecord.isValidName(name) else {
+            throw ConfigurationError("--name: a token's name may use \(TokenRecord.namePattern)")
+        }
+        if let value = limits.maxQueued, value < 1 { throw ConfigurationError("--max-queued must be at least 1") }
+        if let value = limits.maxRunning, value < 1 { throw ConfigurationError("--max-running must be at least 1") }
+        if let value = limits.rate, !(value > 0 && value.isFinite) { throw ConfigurationError("--rate must be a number of submits per second above 0") }
+        guard TenantLimits.weightRange.contains(limits.weight) else {
+            throw ConfigurationError("--weight must be from \(TenantLimits.weightRange.lowerBound) to \(TenantLimits.weightRange.upperBound)")
+        }
+        let (id, secret) = TokenText.generate()
+        let record = TokenRecord(id: id, name: name, secretDigest: TokenBook.digest(ofSecret: secret), isAdmin: admin, limits: limits,
+                                 createdAt: WallClock.now())
+        try await withTokenStore(configuration, logger: logger) { try await $0.createToken(record) }
+        return TokenText.format(id: id, secret: secret)
+    }
+
+    public static func list(_ configuration: ServerConfiguration, logger: Logger) async throws -> [TokenRecord] {
+        try await withTokenStore(configuration, logger: logger) { try await $0.tokens() }
+    }
+
+    public static func revoke(_ configuration: ServerConfiguration, name: String, logger: Logger) async throws {
+        let revoked = try await withTokenStore(configuration, logger: logger) { try await $0.revokeToken(named: name) }
+        guard revoked else { throw ConfigurationError("there is no token named \(name)") }
+    }
+
+    /// Opens (and migrates) the configured store for `body`, then closes it.
+    static func withTokenStore<T: Sendable>(_ configuration: ServerConfiguration, logger: Logger,
+                                            _ body: (any TokenStore) async throws -> T) async throws -> T {
+        switch configuration.store {
+        case .sqlite:
+            let directory = try SpoolServer.prepareDataDirectory(configuration.dataDirectory)
+            let store = try SQLiteJobStore(path: directory + "/spool.sqlite", synchronous: configuration.synchronous)
+            try await store.prepare()
+            return try await body(store)
+        case .postgres(let location):
+            let store = try PostgresJobStore(location: location, node: configuration.nodeName(dataDirectory: configuration.dataDirectory),
+                                             followsEvents: false, logger: logger)
+            defer { store.close() }
+            try await store.prepare()
+            return try await body(store)
+        }
+    }
+}

@@ -1,0 +1,108 @@
+import HTTPTypes
+import Hummingbird
+import SpoolCore
+import SpoolStore
+
+/// Authenticates every request and decides what it may reach:
+///
+/// - a token in the query string is refused outright (401): URLs end up in logs and histories;
+/// - `Authorization: Bearer TOKEN`, or the dashboard's session cookie, names the tenant;
+/// - without either, only the open routes answer (401 otherwise), unless no token is needed
+///   (`auth: off`, or `auto` with no token created yet) — then the caller is an administrator;
+/// - `/metrics` and `/v1/nodes` need an administrator's token (403);
+/// - a cookie-authenticated request that changes something must come from this server's own
+///   page (`Origin` = the request's own origin; 403 otherwise), so another site cannot make a
+///   logged-in browser act (CSRF).
+///
+/// Which jobs a tenant sees is the routes' business (`SpoolAPI.find(_:for:)`).
+struct AccessMiddleware: RouterMiddleware {
+    typealias Context = SpoolRequestContext
+    let policy: AccessPolicy
+    let tokens: TokenBook
+    let sessions: SessionKeys
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        let query = request.uri.queryParameters
+        if query.has("token") || query.has("access_token") || query.has("api_key") {
+            throw APIError(status: .unauthorized, code: "token-in-url",
+                           detail: "tokens are never accepted in a URL: send Authorization: Bearer TOKEN",
+                           headers: [.wwwAuthenticate: "Bearer"])
+        }
+        let path = request.uri.path
+        let open = AccessPolicy.isOpen(request.method, path) || (path == "/metrics" && policy.metricsPublic)
+        if let principal = try authenticate(request, context: &context) {
+            context.principal = principal
+        } else if !policy.requiresToken(tokensExist: !tokens.isEmpty) {
+            context.principal = .anonymous
+        } else if !open {
+            throw APIError(status: .unauthorized, code: "unauthorized",
+                           detail: "this server needs a token: send Authorization: Bearer TOKEN (an administrator creates one with `spool token create`)",
+                           headers: [.wwwAuthenticate: "Bearer"])
+        } else {
+            context.principal = Principal(name: nil, isAdmin: false)
+        }
+        if policy.isAdminOnly(path), !context.principal.isAdmin {
+            throw APIError(status: .forbidden, code: "admin-only", detail: "\(path) needs an administrator's token")
+        }
+        if context.viaCookie, ![.get, .head, .options].contains(request.method), !Self.sameOrigin(request) {
+            throw APIError(status: .forbidden, code: "cross-origin",
+                           detail: "a request made with the session cookie must come from this server's own page (Origin)")
+        }
+        return try await next(request, context)
+    }
+
+    /// The bearer token's tenant, or the session cookie's; nil when the request carries neither.
+    /// A token or session that is present but not valid is a 401, never a fallback to anonymous.
+    private func authenticate(_ request: Request, context: inout Context) throws -> Principal? {
+        if let authorization = request.headers[.authorization] {
+            guard authorization.lowercased().hasPrefix("bearer "), let principal = tokens.principal(forToken: authorization.dropFirst(7)) else {
+                throw APIError(status: .unauthorized, code: "invalid-token", detail: "the token is not valid (revoked, mistyped, or not a Bearer token)",
+                               headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
+            }
+            return principal
+        }
+        guard let cookies = request.headers[.cookie], let value = SessionCookie.find(in: cookies), !value.isEmpty else { return nil }
+        guard let key = sessions.key, let id = SessionCookie.tokenID(in: value, key: key, now: WallClock.now()),
+              let principal = tokens.principal(forTokenID: id) else {
+            // An expired or revoked session: anonymous on open routes, else a 401 that tells the page to log in again.
+            if AccessPolicy.isOpen(request.method, request.uri.path) { return nil }
+            throw APIError(status: .unauthorized, code: "session-expired", detail: "the session has ended: log in again",
+                           headers: [.wwwAuthenticate: "Bearer"])
+        }
+        context.viaCookie = true
+        return principal
+    }
+
+    /// `Origin` names the host the request was sent to.
+    static func sameOrigin(_ request: Request) -> Bool {
+        guard let origin = request.headers[.origin], let host = request.head.authority else { return false }
+        guard let separator = origin.range(of: "://") else { return false }
+        return origin[separator.upperBound...].lowercased() == host.lowercased()
+    }
+}
+
+/// The key that signs session cookies, read from the store at startup.
+public final class SessionKeys: Sendable {
+    public let key: [UInt8]?
+    public init(key: [UInt8]?) { self.key = key }
+}
+
+/// Answers requests for a `Host` this server does not serve with 421, before anything else:
+/// a page on another site that rebinds its DNS name to 127.0.0.1 sends its own name.
+struct HostGuardMiddleware<Context: RequestContext>: RouterMiddleware {
+    let policy: AccessPolicy
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let host = request.head.authority
+        guard policy.allows(host: host) else {
+            throw APIError(status: .misdirectedRequest, code: "unknown-host",
+                           detail: "this server does not answer to the host \"\(host ?? "")\" (see allowed_hosts)")
+        }
+        return try await next(request, context)
+    }
+}
+
+extension HTTPResponse.Status {
+    static let misdirectedRequest = HTTPResponse.Status(code: 421, reasonPhrase: "Misdirected Request")
+}

@@ -1,0 +1,69 @@
+import Crypto
+import Logging
+import ServiceLifecycle
+import SpoolCore
+import SpoolStore
+import Synchronization
+
+/// The API tokens a running server honours. It reads them from the store every half second,
+/// so a token created or revoked with `spool token` works — or stops working — within a
+/// second, on every node, without a restart. If the store cannot be read, the last tokens read
+/// stay in force (and the failure is logged).
+public final class TokenBook: Service {
+    private let store: (any TokenStore)?
+    private let interval: Duration
+    private let logger: Logger
+    private let byID = Mutex<[String: TokenRecord]>([:])
+
+    public init(store: (any TokenStore)?, refreshEvery interval: Duration = .milliseconds(500), logger: Logger) {
+        self.store = store
+        self.interval = interval
+        self.logger = logger
+    }
+
+    /// Reads the tokens now.
+    public func refresh() async throws {
+        guard let store else { return }
+        let tokens = try await store.tokens()
+        byID.withLock { $0 = Dictionary(tokens.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first }) }
+    }
+
+    public func run() async throws {
+        var failing = false
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                try await refresh()
+                if failing { logger.info("reading the API tokens works again") }
+                failing = false
+            } catch {
+                if !failing { logger.warning("could not read the API tokens; the last ones read stay in force", metadata: ["error": "\(error)"]) }
+                failing = true
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    /// Whether any token exists.
+    public var isEmpty: Bool { byID.withLock { $0.isEmpty } }
+
+    /// The tenant a token text belongs to; nil for a malformed, unknown or revoked token. The
+    /// secret is compared by its digest, in constant time.
+    public func principal(forToken text: some StringProtocol) -> Principal? {
+        guard let (id, secret) = TokenText.parse(text), let record = byID.withLock({ $0[id] }) else { return nil }
+        return TokenText.constantTimeEqual(Self.digest(ofSecret: secret), record.secretDigest) ? record.principal : nil
+    }
+
+    /// The tenant of the token with this public id (a session names it), while it exists.
+    public func principal(forTokenID id: String) -> Principal? { byID.withLock { $0[id]?.principal } }
+
+    /// Whether a token of this name exists (a revoked one's streams end).
+    public func exists(named name: String) -> Bool { byID.withLock { $0.values.contains { $0.name == name } } }
+
+    /// The id of the token a text names, if it is a valid token (for a session).
+    public func tokenID(forToken text: some StringProtocol) -> String? {
+        guard principal(forToken: text) != nil else { return nil }
+        return TokenText.parse(text)?.id
+    }
+
+    public static func digest(ofSecret secret: String) -> [UInt8] { Array(SHA256.hash(data: Array(secret.utf8))) }
+}

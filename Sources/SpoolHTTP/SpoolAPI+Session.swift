@@ -1,0 +1,31 @@
+import Hummingbird
+import SpoolCore
+
+/// The dashboard's login: `POST /v1/session` with `{"token": "…"}` answers with an HttpOnly,
+/// `SameSite=Strict` cookie (`Secure` over TLS) that stands for the token, so the page — and
+/// its EventSource — never hold the token where a script could read it, and it never appears
+/// in a URL. `DELETE /v1/session` ends it.
+extension SpoolAPI {
+    @Sendable func startSession(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        let body = try await request.body.collect(upTo: 4096)
+        guard let value = try? JSONParser.parse(body.readableBytesView), let text = value["token"]?.stringValue,
+              value.objectValue?.count == 1 else {
+            throw APIError.badRequest("send {\"token\": \"spool_…\"} as JSON, and nothing else")
+        }
+        guard let id = tokens.tokenID(forToken: text), let principal = tokens.principal(forTokenID: id) else {
+            throw APIError(status: .unauthorized, code: "invalid-token", detail: "that token is not valid (revoked or mistyped)",
+                           headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
+        }
+        guard let key = sessions.key else {
+            throw APIError(status: .serviceUnavailable, code: "no-sessions", detail: "this server's store keeps no session key")
+        }
+        let expires = WallClock.now().adding(seconds: SessionCookie.lifetime)
+        let cookie = SessionCookie.value(tokenID: id, expires: expires, key: key)
+        return json(.object(["name": .string(principal.name ?? ""), "admin": .bool(principal.isAdmin), "expires_at": .string(expires.description)]),
+                    headers: [.setCookie: SessionCookie.header(cookie, secure: access.secureCookies), .cacheControl: "no-store"])
+    }
+
+    @Sendable func endSession(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        Response(status: .noContent, headers: [.setCookie: SessionCookie.header(nil, secure: access.secureCookies)])
+    }
+}

@@ -1,0 +1,461 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOSSL
+import SpoolCore
+import SpoolTestSupport
+import Testing
+
+/// Tokens, tenants, fair share, limits and the hardened edge, against the real binary on
+/// SQLite and on PostgreSQL: each check is a request an attacker or a careless client sends.
+@Suite(.serialized) struct SecurityTests {
+    enum Store: String, CaseIterable, Sendable { case sqlite, postgres }
+
+    /// A server on `store` with `extra` settings, not yet started.
+    static func server(_ store: Store, _ extra: [String: JSONValue] = [:]) async throws -> ServerHarness {
+        let server = try ServerHarness(config: .object([:]))
+        var settings = extra
+        if store == .postgres { settings["store"] = .string(try await TestPostgres.createDatabase()) }
+        try Data(Fixtures.config(scratch: server.scratch, extra: settings).canonicalText.utf8)
+            .write(to: URL(fileURLWithPath: server.configPath))
+        return server
+    }
+
+    static func id(_ reply: ServerHarness.Reply) throws -> String {
+        guard reply.status == 201, let id = reply.json["id"]?.stringValue else {
+            throw HarnessError("submit answered \(reply.status): \(String(decoding: reply.body, as: UTF8.self))")
+        }
+        return id
+    }
+
+    // MARK: - Tenants
+
+    /// Every per-job route answers 404 for another tenant's job (as for a job that does not
+    /// exist), lists and both event streams show only the caller's own jobs, the queue shows
+    /// others only as counts and busy slots, and an administrator sees everything.
+    @Test(arguments: Store.allCases) func aTenantSeesOnlyItsOwnJobsOnEveryRoute(store: Store) async throws {
+        let server = try await Self.server(store, ["slots": 1])
+        defer { Task { await server.stop() } }
+        let alice = try await server.createToken("alice")
+        let bob = try await server.createToken("bob")
+        let admin = try await server.createToken("root", ["--admin"])
+        try await server.start()
+
+        let blocker = try Self.id(try await server.submit("sleep", .object(["seconds": 30]), token: alice))
+        _ = try await server.request(.GET, "/v1/jobs/\(blocker)?wait=5", headers: server.bearer(alice))
+        let queued = try Self.id(try await server.submit("noop", token: alice))
+        let bobs = try Self.id(try await server.submit("noop", token: bob))
+
+        // Alice's job as Bob: not found on every route, exactly like an id that was never used.
+        let never = JobID.random().rawValue
+        for id in [blocker, queued, never] {
+            for (method, path) in [(HTTPMethod.GET, "/v1/jobs/\(id)"), (.GET, "/v1/jobs/\(id)?wait=1"), (.POST, "/v1/jobs/\(id)/cancel"),
+                                   (.GET, "/v1/jobs/\(id)/logs"), (.GET, "/v1/jobs/\(id)/outputs"), (.GET, "/v1/jobs/\(id)/outputs/a.txt"),
+                                   (.GET, "/v1/jobs/\(id)/webhooks"), (.GET, "/v1/jobs/\(id)/events")] {
+                let reply = try await server.request(method, path, headers: server.bearer(bob))
+                #expect(reply.status == 404, "\(method) \(path) as bob")
+                #expect(!String(decoding: reply.body, as: UTF8.self).contains("alice"), "\(path) names the owner")
+            }
+        }
+        #expect(try await server.job(blocker)["state"] == nil, "no token: nothing")
+        // …while Alice and the administrator see it, with its owner.
+        #expect(try await server.request(.GET, "/v1/jobs/\(queued)", headers: server.bearer(alice)).json["owner"] == "alice")
+        #expect(try await server.request(.GET, "/v1/jobs/\(queued)", headers: server.bearer(admin)).json["owner"] == "alice")
+
+        // Lists: each tenant its own; the administrator all three.
+        func listed(_ token: String) async throws -> Set<String> {
+            let page = try await server.request(.GET, "/v1/jobs?limit=500", headers: server.bearer(token)).json
+            return Set(page["jobs"]?.arrayValue?.compactMap { $0["id"]?.stringValue } ?? [])
+        }
+        #expect(try await listed(alice) == [blocker, queued])
+        #expect(try await listed(bob) == [bobs])
+        #expect(try await listed(admin) == [blocker, queued, bobs])
+
+        // The queue: Bob sees the slot busy, not whose job; counts of everything, his own apart.
+        let queue = try await server.request(.GET, "/v1/queue", headers: server.bearer(bob)).json
+        #expect(queue["queued"] == 2)
+        #expect(queue["queued_mine"] == 1)
+        #expect(queue["slots"]?.arrayValue?.first?["state"] == "busy")
+        #expect(queue["slots"]?.arrayValue?.first?["job"] == .null)
+        let adminQueue = try await server.request(.GET, "/v1/queue", headers: server.bearer(admin)).json
+        #expect(adminQueue["slots"]?.arrayValue?.first?["job"]?["id"] == .string(blocker))
+
+        // Admin routes and the open health check.
+        for path in ["/metrics", "/v1/nodes"] {
+            #expect(try await server.request(.GET, path, headers: server.bearer(bob)).status == 403, "\(path) as a tenant")
+            #expect(try await server.request(.GET, path, headers: server.bearer(admin)).status == 200, "\(path) as admin")
+        }
+        let health = try await server.request(.GET, "/healthz")
+        #expect(health.status == 200)
+        #expect(health.json["queued"] == nil, "/healthz says nothing about jobs once tokens are needed")
+
+        // The administrator cancels Alice's job; the job says who did.
+        #expect(try await server.request(.POST, "/v1/jobs/\(blocker)/cancel", headers: server.bearer(admin)).status == 202)
+        let canceled = try await server.request(.GET, "/v1/jobs/\(blocker)?wait=10", headers: server.bearer(alice)).json
+        #expect(canceled["canceled_by"] == "root")
+
+        // Bob's global stream carries Bob's job and nothing of Alice's, from the very start.
+        let frames = try await server.frames("/v1/events", lastEventID: 0, headers: server.bearer(bob)) { frames in
+            frames.contains { $0.data["job"] == .string(bobs) && $0.data["state"] == "succeeded" }
+        }
+        #expect(!frames.isEmpty)
+        #expect(frames.allSatisfy { $0.data["job"] == .string(bobs) }, "bob's stream: \(frames.map(\.data.canonicalText))")
+        let aliceFrames = try await server.frames("/v1/events", lastEventID: 0, headers: server.bearer(alice)) { frames in
+            frames.contains { $0.data["job"] == .string(queued) && $0.data["state"] == "succeeded" }
+        }
+        #expect(aliceFrames.allSatisfy { $0.data["job"] != .string(bobs) })
+    }
+
+    /// No token, a wrong one, or one in the URL: 401 with WWW-Authenticate; open routes stay open.
+    @Test func requestsWithoutAValidTokenAreRefusedAndATokenInAURLNeverCounts() async throws {
+        let server = try await Self.server(.sqlite)
+        defer { Task { await server.stop() } }
+        let token = try await server.createToken("alice")
+        try await server.start()
+        for headers in [[], [("Authorization", "Bearer spool_nope")], [("Authorization", "Basic YWxpY2U6eA==")],
+                        [("Authorization", "Bearer " + token.dropLast() + "x")]] {
+            let reply = try await server.request(.GET, "/v1/jobs", headers: headers)
+            #expect(reply.status == 401, "\(headers)" as Comment)
+            #expect(reply.header("WWW-Authenticate")?.hasPrefix("Bearer") == true)
+        }
+        for query in ["token", "access_token", "api_key"] {
+            let reply = try await server.request(.GET, "/v1/jobs?\(query)=\(token)")
+            #expect(reply.status == 401, Comment(rawValue: query))
+            #expect(reply.json["type"] == "urn:spool:problem:token-in-url")
+            // …even together with a valid header: the token in the URL is already spilled.
+            #expect(try await server.request(.GET, "/v1/jobs?\(query)=\(token)", headers: server.bearer(token)).status == 401)
+        }
+        for path in ["/healthz", "/openapi.json", "/", "/dashboard.js"] {
+            #expect(try await server.request(.GET, path).status == 200, Comment(rawValue: path))
+        }
+        #expect(try await server.request(.GET, "/v1/jobs", headers: server.bearer(token)).status == 200)
+    }
+
+    /// A running server honours a new token and a revoked one within a second, on both stores,
+    /// and a revoked token's open event stream ends.
+    @Test(arguments: Store.allCases) func newAndRevokedTokensTakeEffectWithinASecond(store: Store) async throws {
+        let server = try await Self.server(store)
+        defer { Task { await server.stop() } }
+        _ = try await server.createToken("root", ["--admin"])
+        try await server.start()
+
+        let token = try await server.createToken("carol")
+        let created = ContinuousClock.now
+        try await poll(.seconds(1), "the new token to be honoured") {
+            try await server.request(.GET, "/v1/jobs", headers: server.bearer(token)).status == 200
+        }
+        #expect(ContinuousClock.now - created < .milliseconds(1500))
+
+        let stream = Task { try await server.frames("/v1/events", headers: server.bearer(token), limit: .seconds(20)) { _ in false } }
+        let revoke = try await runCLI(["token", "revoke", "--config", server.configPath, "--data-dir", server.dataDirectory, "carol"])
+        #expect(revoke.status == 0, "\(revoke.stderr)")
+        let revoked = ContinuousClock.now
+        try await poll(.seconds(1), "the revoked token to be refused") {
+            try await server.request(.GET, "/v1/jobs", headers: server.bearer(token)).status == 401
+        }
+        #expect(ContinuousClock.now - revoked < .milliseconds(1500))
+        _ = try await stream.value   // the stream ended (the deadline would throw)
+    }
+
+    // MARK: - Fair share and limits
+
+    /// Tenant A has many jobs queued; tenant B submits one: B's job starts after at most one more
+    /// of A's (one slot). Fair share is by tenant within a priority, FIFO inside a tenant.
+    @Test(arguments: Store.allCases) func aSecondTenantsJobDoesNotWaitBehindTheFirstTenantsBacklog(store: Store) async throws {
+        let server = try await Self.server(store, ["slots": 1])
+        defer { Task { await server.stop() } }
+        let a = try await server.createToken("a")
+        let b = try await server.createToken("b")
+        let admin = try await server.createToken("root", ["--admin"])
+        try await server.start()
+        let blocker = try Self.id(try await server.submit("sleep", .object(["seconds": 1]), token: a))
+        _ = try await server.waitFor(blocker, ["running"], token: a)
+        var queued: [String] = []
+        for _ in 0..<30 { queued.append(try Self.id(try await server.submit("noop", token: a))) }
+        let backlog = queued
+        let late = try Self.id(try await server.submit("noop", token: b))
+        for id in backlog + [late] { _ = try await server.waitFor(id, ["succeeded"], token: admin) }
+
+        // The order jobs started in, read from the global stream.
+        let frames = try await server.frames("/v1/events", lastEventID: 0, headers: server.bearer(admin)) { frames in
+            frames.contains { $0.data["job"] == .string(backlog.last!) && $0.data["state"] == "running" }
+                && frames.contains { $0.data["job"] == .string(late) && $0.data["state"] == "running" }
+        }
+        let started = frames.filter { $0.data["state"] == "running" }.compactMap { $0.data["job"]?.stringValue }
+        let before = try #require(started.firstIndex(of: late))
+        #expect(before <= 2, "B's job started \(before)th: after the blocker and at most one more of A's")
+        #expect(started.filter { $0 != late } == [blocker] + backlog, "FIFO inside a tenant")
+    }
+
+    /// `--max-running 1`: a tenant's second job waits although a slot is free, and another
+    /// tenant's job takes that slot meanwhile.
+    @Test func maxRunningCapsATenantsRunningJobs() async throws {
+        let server = try await Self.server(.sqlite, ["slots": 2])
+        defer { Task { await server.stop() } }
+        let capped = try await server.createToken("capped", ["--max-running", "1"])
+        let other = try await server.createToken("other")
+        try await server.start()
+        let first = try Self.id(try await server.submit("sleep", .object(["seconds": 1.5]), token: capped))
+        let second = try Self.id(try await server.submit("sleep", .object(["seconds": 0.1]), token: capped))
+        _ = try await server.waitFor(first, ["running"], token: capped)
+        let free = try Self.id(try await server.submit("noop", token: other))
+        _ = try await server.waitFor(free, ["succeeded"], token: other)
+        #expect(try await server.request(.GET, "/v1/jobs/\(second)", headers: server.bearer(capped)).json["state"] == "queued",
+                "the capped tenant's second job waits while its first runs, though a slot is free")
+        let one = try await server.waitFor(first, ["succeeded"], token: capped)
+        let two = try await server.waitFor(second, ["succeeded"], token: capped)
+        let firstEnd = try #require(one["finished_at"]?.stringValue.flatMap(Timestamp.init))
+        let secondStart = try #require(two["started_at"]?.stringValue.flatMap(Timestamp.init))
+        #expect(secondStart >= firstEnd)
+    }
+
+    /// Each limit answers 429 with Retry-After and says which limit it was; nothing is stored.
+    @Test(arguments: Store.allCases) func eachLimitAnswers429WithRetryAfterAndStoresNothing(store: Store) async throws {
+        let server = try await Self.server(store, ["slots": 1, "max_queued": 3])
+        defer { Task { await server.stop() } }
+        let few = try await server.createToken("few", ["--max-queued", "1"])
+        let slow = try await server.createToken("slow", ["--rate", "0.5"])
+        let bulk = try await server.createToken("bulk")
+        let admin = try await server.createToken("root", ["--admin"])
+        try await server.start()
+        let blocker = try Self.id(try await server.submit("sleep", .object(["seconds": 30]), token: admin))
+        _ = try await server.waitFor(blocker, ["running"], token: admin)
+
+        func refused(_ token: String, _ limit: String) async throws {
+            let reply = try await server.submit("noop", token: token)
+            #expect(reply.status == 429, "\(limit): \(reply.status)")
+            #expect(reply.header("Content-Type") == "application/problem+json")
+            #expect(reply.json["limit"] == .string(limit))
+            #expect(reply.json["type"] == "urn:spool:problem:rate-limited")
+            let retry = try #require(reply.header("Retry-After").flatMap(Int.init), "\(limit): Retry-After")
+            #expect(retry >= 1)
+            #expect(reply.json["retry_after_s"] == .int(Int64(retry)))
+        }
+        _ = try Self.id(try await server.submit("noop", token: few))
+        try await refused(few, "token max_queued")
+        _ = try Self.id(try await server.submit("noop", token: slow))
+        try await refused(slow, "token rate")
+        _ = try Self.id(try await server.submit("noop", token: bulk))
+        try await refused(bulk, "max_queued")
+        let all = try await server.request(.GET, "/v1/jobs?limit=500", headers: server.bearer(admin)).json
+        #expect(all["jobs"]?.arrayValue?.count == 4, "the blocker and three queued; no refused job was stored")
+        #expect(try await server.request(.POST, "/v1/jobs/\(blocker)/cancel", headers: server.bearer(admin)).status == 202)
+    }
+
+    // MARK: - The edge
+
+    /// Webhook URLs that reach this machine or its network are refused at submit, in every
+    /// spelling the resolver accepts.
+    @Test func webhookURLsToLoopbackPrivateOrMetadataAddressesAreRefused() async throws {
+        let server = try await Self.server(.sqlite)
+        defer { Task { await server.stop() } }
+        try await server.start()
+        let port = URL(string: server.url)?.port ?? 8080
+        for url in ["http://2130706433:\(port)/", "http://[::1]:\(port)/", "http://169.254.169.254/latest/meta-data/",
+                    "http://localhost:\(port)/v1/jobs", "http://0x7f000001/", "http://0177.0.0.1/", "http://127.1/",
+                    "http://[::ffff:127.0.0.1]/", "http://10.1.2.3/", "http://192.168.0.1/", "http://user:pw@example.com/",
+                    "http://0.0.0.0:\(port)/", "file:///etc/passwd", "gopher://127.0.0.1/"] {
+            let reply = try await server.submit("noop", extra: ["webhook": .string(url)])
+            #expect(reply.status == 422, "\(url): \(reply.status)")
+        }
+    }
+
+    /// A request for another Host (DNS rebinding) is answered 421 before anything else.
+    @Test func aRequestForAnotherHostIsMisdirected() async throws {
+        let server = try await Self.server(.sqlite)
+        defer { Task { await server.stop() } }
+        try await server.start()
+        let port = URL(string: server.url)?.port ?? 8080
+        for host in ["evil.example:\(port)", "evil.example", "127.0.0.1.evil.example:\(port)"] {
+            let reply = try await server.request(.GET, "/v1/jobs", headers: [("Host", host)])
+            #expect(reply.status == 421, Comment(rawValue: host))
+        }
+        for host in ["127.0.0.1:\(port)", "localhost:\(port)", "[::1]:\(port)"] {
+            #expect(try await server.request(.GET, "/v1/jobs", headers: [("Host", host)]).status == 200, Comment(rawValue: host))
+        }
+    }
+
+    /// CORS: an allowed origin gets the preflight and the headers; another origin gets neither.
+    @Test func corsAnswersAllowedOriginsOnly() async throws {
+        let server = try await Self.server(.sqlite, ["cors_origins": .array(["https://app.example"])])
+        defer { Task { await server.stop() } }
+        try await server.start()
+        let preflight = try await server.request(.OPTIONS, "/v1/jobs", headers: [
+            ("Origin", "https://app.example"), ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", "authorization, content-type"),
+        ])
+        #expect(preflight.status == 204)
+        #expect(preflight.header("Access-Control-Allow-Origin") == "https://app.example")
+        #expect(preflight.header("Access-Control-Allow-Methods")?.contains("POST") == true)
+        #expect(preflight.header("Access-Control-Allow-Headers")?.lowercased().contains("authorization") == true)
+        let get = try await server.request(.GET, "/v1/jobs", headers: [("Origin", "https://app.example")])
+        #expect(get.header("Access-Control-Allow-Origin") == "https://app.example")
+        let other = try await server.request(.OPTIONS, "/v1/jobs", headers: [("Origin", "https://evil.example"), ("Access-Control-Request-Method", "POST")])
+        #expect(other.header("Access-Control-Allow-Origin") == nil)
+        #expect(try await server.request(.GET, "/v1/jobs", headers: [("Origin", "https://evil.example")]).header("Access-Control-Allow-Origin") == nil)
+    }
+
+    /// A connection that sends half a request and stops is closed after header_timeout_s,
+    /// and the server goes on answering others.
+    @Test func aHalfOpenConnectionIsClosedAfterTheHeaderTimeout() async throws {
+        let server = try await Self.server(.sqlite, ["header_timeout_s": 1])
+        defer { Task { await server.stop() } }
+        try await server.start()
+        let port = UInt16(URL(string: server.url)?.port ?? 0)
+        let started = ContinuousClock.now
+        let closed = try await withDeadline(.seconds(10), "the server to close a silent connection") {
+            try HalfOpenConnection.sendAndAwaitClose(port: port, bytes: "GET /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        }
+        #expect(closed)
+        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(try await server.request(.GET, "/healthz").status == 200)
+    }
+
+    /// A server bound to a non-loopback address with no token refuses to start, in one line
+    /// that says how to create one; with a token (or auth: off) it starts.
+    @Test func aServerOnTheNetworkWithoutATokenRefusesToStart() async throws {
+        let server = try await Self.server(.sqlite)
+        defer { Task { await server.stop() } }
+        let refused = try await runCLI(["serve", "--config", server.configPath, "--data-dir", server.dataDirectory,
+                                        "--host", "0.0.0.0", "--port", "0", "--gpus", "none"], killAfter: .seconds(30))
+        #expect(refused.status == 1)
+        let lines = refused.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "\(refused.stderr)")
+        #expect(refused.stderr.contains("spool token create"))
+        _ = try await server.createToken("root", ["--admin"])
+        try await server.start(["--host", "0.0.0.0"])
+        #expect(try await server.request(.GET, "/healthz").status == 200)
+    }
+
+    /// The token CLI: create prints the token last and once; list shows names and limits but
+    /// never a secret; names are unique; revoke of an unknown name is a one-line error.
+    @Test func theTokenCommandsCreateListAndRevoke() async throws {
+        let server = try await Self.server(.sqlite)
+        let options = ["--config", server.configPath, "--data-dir", server.dataDirectory]
+        let token = try await server.createToken("render-bot", ["--max-queued", "10", "--max-running", "2", "--rate", "5", "--weight", "2"])
+        #expect(token.count > 60)
+        let duplicate = try await runCLI(["token", "create", "--name", "render-bot"] + options)
+        #expect(duplicate.status == 1)
+        #expect(duplicate.stderr.contains("render-bot"))
+        let badName = try await runCLI(["token", "create", "--name", "no spaces"] + options)
+        #expect(badName.status != 0)
+        let list = try await runCLI(["token", "list"] + options)
+        #expect(list.status == 0)
+        #expect(list.stdout.contains("render-bot"))
+        #expect(list.stdout.contains("10") && list.stdout.contains("tenant"))
+        #expect(!list.stdout.contains(token) && !list.stdout.contains(String(token.suffix(20))))
+        #expect(try await runCLI(["token", "revoke", "render-bot"] + options).status == 0)
+        let again = try await runCLI(["token", "revoke", "render-bot"] + options)
+        #expect(again.status == 1)
+        #expect(again.stderr.split(separator: "\n").count == 1, "\(again.stderr)")
+        #expect(try await runCLI(["token", "list"] + options).stdout.contains("no tokens"))
+    }
+
+    /// The dashboard's session: a token traded for an HttpOnly, SameSite=Strict cookie that
+    /// authenticates reads and same-origin writes, but not a write from another origin; it ends
+    /// with the token.
+    @Test func aSessionCookieStandsForItsTokenAndChecksOriginOnWrites() async throws {
+        let server = try await Self.server(.sqlite, ["slots": 1])
+        defer { Task { await server.stop() } }
+        let token = try await server.createToken("alice")
+        try await server.start()
+        let port = URL(string: server.url)?.port ?? 8080
+        let login = try await server.request(.POST, "/v1/session", body: Data(#"{"token":"\#(token)"}"#.utf8),
+                                             headers: [("Content-Type", "application/json")])
+        #expect(login.status == 200)
+        let setCookie = try #require(login.header("Set-Cookie"))
+        #expect(setCookie.contains("HttpOnly") && setCookie.contains("SameSite=Strict") && !setCookie.contains("Secure"))
+        let cookie = try #require(setCookie.split(separator: ";").first.map(String.init))
+        #expect(!cookie.contains(token))
+        let wrong = try await server.request(.POST, "/v1/session", body: Data(#"{"token":"spool_x"}"#.utf8), headers: [("Content-Type", "application/json")])
+        #expect(wrong.status == 401)
+
+        let job = try Self.id(try await server.submit("sleep", .object(["seconds": 30]), token: token))
+        #expect(try await server.request(.GET, "/v1/jobs/\(job)", headers: [("Cookie", cookie)]).json["owner"] == "alice")
+        // A write with the cookie from another origin, or with no Origin at all: 403.
+        for origin in [[("Origin", "https://evil.example")], []] {
+            #expect(try await server.request(.POST, "/v1/jobs/\(job)/cancel", headers: [("Cookie", cookie)] + origin).status == 403)
+        }
+        #expect(try await server.request(.POST, "/v1/jobs/\(job)/cancel",
+                                         headers: [("Cookie", cookie), ("Origin", "http://127.0.0.1:\(port)")]).status == 202)
+        let frames = try await server.frames("/v1/jobs/\(job)/events", headers: [("Cookie", cookie)]) { _ in false }
+        #expect(frames.contains { $0.data["state"] == "canceled" })
+
+        #expect(try await runCLI(["token", "revoke", "--config", server.configPath, "--data-dir", server.dataDirectory, "alice"]).status == 0)
+        try await poll(.seconds(2), "the session to end with its token") {
+            try await server.request(.GET, "/v1/jobs", headers: [("Cookie", cookie)]).status == 401
+        }
+        let logout = try await server.request(.DELETE, "/v1/session")
+        #expect(logout.header("Set-Cookie")?.contains("Max-Age=0") == true)
+    }
+
+    // MARK: - TLS
+
+    /// With tls_cert and tls_key: HTTPS, HTTP/2 by ALPN and HTTP/1.1, a Secure session cookie,
+    /// and the CLI trusting the certificate through --cacert.
+    @Test func tlsServesHTTP2AndHTTP1AndTheCLITrustsACACert() async throws {
+        let server = try await Self.server(.sqlite)
+        let cert = server.scratch + "/cert.pem", key = server.scratch + "/key.pem"
+        let made = try await runProcess("/usr/bin/env", ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                                                         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                                                         "-keyout", key, "-out", cert])
+        try #require(made.status == 0, "openssl: \(made.stderr)")
+        try Data(Fixtures.config(scratch: server.scratch, extra: ["tls_cert": .string(cert), "tls_key": .string(key)]).canonicalText.utf8)
+            .write(to: URL(fileURLWithPath: server.configPath))
+        defer { Task { await server.stop() } }
+        let token = try await server.createToken("alice")
+        try await server.start()
+        #expect(server.url.hasPrefix("https://127.0.0.1:"))
+
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .file(cert)
+        for version in [HTTPClient.Configuration.HTTPVersion.automatic, .http1Only] {
+            var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
+            configuration.httpVersion = version
+            let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+            var request = HTTPClientRequest(url: server.url + "/v1/session")
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(string: #"{"token":"\#(token)"}"#))
+            let response = try await client.execute(request, timeout: .seconds(30))
+            _ = try await response.body.collect(upTo: 1 << 20)
+            #expect(response.status == .ok)
+            #expect(response.version == (version == .http1Only ? .http1_1 : .http2), "ALPN")
+            #expect(response.headers.first(name: "Set-Cookie")?.contains("Secure") == true)
+            try await client.shutdown()
+        }
+        // Without the CA the CLI refuses the certificate; with it, it talks.
+        let untrusted = try await runCLI(["list", "--server", server.url, "--token", token])
+        #expect(untrusted.status != 0)
+        #expect(untrusted.stderr.contains("--cacert"), "\(untrusted.stderr)")
+        let trusted = try await runCLI(["list", "--server", server.url, "--token", token, "--cacert", cert])
+        #expect(trusted.status == 0, "\(trusted.stderr)")
+    }
+}
+
+/// A raw TCP client that sends part of a request and waits for the server to hang up.
+enum HalfOpenConnection {
+    static func sendAndAwaitClose(port: UInt16, bytes: String) throws -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw HarnessError("socket: \(errno)") }
+        defer { close(fd) }
+        var limit = timeval(tv_sec: 15, tv_usec: 0)   // never hang the test if the server does not close
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw HarnessError("connect: \(errno)") }
+        _ = bytes.withCString { send(fd, $0, strlen($0), 0) }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = recv(fd, &buffer, buffer.count, 0)   // blocks; the server's close ends it
+            if count == 0 { return true }
+            if count < 0 { return errno == ECONNRESET ? true : false }
+        }
+    }
+}
