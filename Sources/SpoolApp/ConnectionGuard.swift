@@ -27,12 +27,16 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var timer: Scheduled<Void>?
     private var counted = false
 
-    init(headerTimeout: TimeAmount, count: Count) {
+    private let maxBodyBytes: Int
+
+    init(headerTimeout: TimeAmount, count: Count, maxBodyBytes: Int) {
         self.headerTimeout = headerTimeout
         self.count = count
+        self.maxBodyBytes = maxBodyBytes
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        HTTP1Compatibility.install(in: context.pipeline.syncOperations, maxBodyBytes: maxBodyBytes)
         let open = count.open.wrappingAdd(1, ordering: .relaxed).newValue
         counted = true
         if open > count.limit {

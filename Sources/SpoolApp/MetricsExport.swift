@@ -24,6 +24,40 @@ enum MetricsExport {
     static func text(_ registry: PrometheusCollectorRegistry) -> String {
         var buffer: [UInt8] = []
         registry.emit(into: &buffer)
-        return String(decoding: buffer, as: UTF8.self)
+        return withHelp(String(decoding: buffer, as: UTF8.self))
+    }
+
+    /// What each metric family means, emitted as its `# HELP` line (swift-metrics has no place
+    /// for it). A family missing here is a test failure (`MetricsTests`), not a silent gap.
+    static let help: [String: String] = [
+        "spool_jobs_finished_total": "Jobs that reached a final state, by type and state.",
+        "spool_queue_depth": "Jobs waiting in the queue (all nodes of a shared store).",
+        "spool_job_wait_seconds": "Time from submit to start, by type.",
+        "spool_job_run_seconds": "Time from start to finish, by type.",
+        "spool_slots": "Slots this node runs jobs on.",
+        "spool_slots_busy": "Slots running a job now.",
+        "spool_slot_busy_seconds_total": "Seconds each slot has spent running jobs (its rate is the slot's busy fraction).",
+        "spool_worker_restarts_total": "Warm workers replaced, by reason and job type.",
+        "spool_jobs_rescued_total": "Jobs of a lost node taken back by this one (shared store), by outcome.",
+        "spool_lease_renewal_failures_total": "Times this node could not renew its running jobs' leases (shared store).",
+        "spool_attempts_fenced_total": "Attempts stopped on this node because their job was rescued elsewhere (shared store).",
+        "spool_http_requests_total": "HTTP requests answered, by method, route pattern and status.",
+        "spool_http_request_duration_seconds": "Time to answer an HTTP request (to the end of its body), by method and route pattern.",
+        "spool_http_requests_in_flight": "HTTP requests being answered now.",
+    ]
+
+    /// `text` with a `# HELP` line before each family's `# TYPE` line that has none.
+    static func withHelp(_ text: String) -> String {
+        var lines: [Substring] = []
+        var previous: Substring = ""
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("# TYPE "), !previous.hasPrefix("# HELP "),
+               let name = line.dropFirst(7).split(separator: " ").first, let help = help[String(name)] {
+                lines.append("# HELP \(name) \(help)")
+            }
+            lines.append(line)
+            previous = line
+        }
+        return lines.joined(separator: "\n")
     }
 }

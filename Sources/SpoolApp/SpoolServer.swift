@@ -72,7 +72,7 @@ public enum SpoolServer {
 
         await scheduler.learn(from: try await store.jobs(JobQuery(state: .succeeded, limit: 500)).jobs)
         let tokenStore = store as? any TokenStore
-        let tokens = TokenBook(store: tokenStore, logger: logger)
+        let tokens = TokenBook(store: tokenStore, logger: logger, onRevoke: { [store] in store.eventNotifier.wakeAll() })
         try await tokens.refresh()
         if configuration.role != .agent {
             try checkExposure(configuration, tokensExist: !tokens.isEmpty, dataDirectory: dataDirectory)
@@ -156,7 +156,7 @@ public enum SpoolServer {
         let count = ConnectionGuard.Count(limit: configuration.maxConnections)
         let timeout = TimeAmount.milliseconds(Int64(configuration.headerTimeoutSeconds * 1000))
         let http1 = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [ConnectionGuard(headerTimeout: timeout, count: count)], idleTimeout: .seconds(300))
+            additionalChannelHandlers: [ConnectionGuard(headerTimeout: timeout, count: count, maxBodyBytes: configuration.maxBodyBytes)], idleTimeout: .seconds(300))
         guard let certificate = configuration.tlsCertificate, let key = configuration.tlsKey else {
             if configuration.tlsCertificate != nil || configuration.tlsKey != nil {
                 throw ConfigurationError("TLS needs both tls_cert and tls_key (PEM files)")

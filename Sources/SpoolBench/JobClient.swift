@@ -2,21 +2,10 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore  // ByteBuffer; reached through AsyncHTTPClient (the target has no direct swift-nio dependency)
 import NIOHTTP1
+import SpoolCore
 
-/// The job JSON fields the harness reads; both Spool and the baseline return them.
-struct JobDocument: Decodable, Sendable {
-    let id: String
-    let type: String?
-    let state: String
-    let reason: String?
-    let createdAt: String?
-    let startedAt: String?
-    let finishedAt: String?
-    let exitCode: Int?
-    let error: String?
-
-    var isTerminal: Bool { ["succeeded", "failed", "canceled"].contains(state) }
-}
+/// The job JSON the harness reads: the API's own definition (the baseline sends a subset of it).
+typealias JobDocument = JobWire
 
 /// The one part of `GET /v1/queue` the harness reads.
 struct QueueDocument: Decodable, Sendable {
@@ -30,6 +19,8 @@ struct JobClient: Sendable {
     let http: HTTPClient
     let baseURL: String
     var timeout: TimeAmount = .seconds(30)
+    /// Sent as `Authorization: Bearer` when set.
+    var token: String? = nil
 
     /// A submit request body, built once and reused for every request of a batch.
     static func submitBody(type: String, inputJSON: String = "{}", priority: Int = 0) -> ByteBuffer {
@@ -108,6 +99,8 @@ struct JobClient: Sendable {
     }
 
     private func send(_ request: HTTPClientRequest, expecting status: HTTPResponseStatus, what: String) async throws -> ByteBuffer {
+        var request = request
+        if let token { request.headers.add(name: "Authorization", value: "Bearer " + token) }
         let response = try await http.execute(request, timeout: timeout)
         let body = try await response.body.collect(upTo: 4 << 20)
         guard response.status == status else {
@@ -119,7 +112,6 @@ struct JobClient: Sendable {
 
     private func decode<T: Decodable>(_ type: T.Type, _ body: ByteBuffer, what: String) throws -> T {
         let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
         do {
             return try decoder.decode(type, from: Data(body.readableBytesView))
         } catch {

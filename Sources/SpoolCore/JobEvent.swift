@@ -44,7 +44,7 @@ public struct JobEvent: Sendable, Equatable {
         if job.cancelRequested && !job.state.isTerminal { fields["cancel_requested"] = .bool(true) }
         // Who caused the change, where a client did: the submitter, or who canceled it.
         if let canceler = job.canceledBy, job.state == .canceled || job.cancelRequested {
-            fields["actor"] = .string(canceler)
+            if !canceler.isEmpty { fields["actor"] = .string(canceler) }   // "" is no token: nobody to name
         } else if let owner = job.owner, job.state == .queued, job.attempts == 0 {
             fields["actor"] = .string(owner)
         }

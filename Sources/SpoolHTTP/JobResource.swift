@@ -1,9 +1,7 @@
 import Foundation
 import SpoolCore
 
-/// A job as the API shows it (`snake_case`, explicit nulls, RFC 3339 times). Built as a
-/// `JSONValue` and written by its own serializer: `JSONEncoder` was the costliest step of a
-/// submit.
+/// A job as the API shows it: `JobWire`, the one definition of that JSON (SpoolCore).
 struct JobResource {
     let job: Job
     var estimate: QueueEstimate?
@@ -15,55 +13,8 @@ struct JobResource {
         self.now = now
     }
 
-    var json: JSONValue {
-        func optional<T>(_ value: T?, _ transform: (T) -> JSONValue) -> JSONValue { value.map(transform) ?? .null }
-        let base = "/v1/jobs/\(job.id)"
-        var fields: [String: JSONValue] = [
-            "id": .string(job.id.rawValue),
-            "type": .string(job.type),
-            "state": .string(job.state.rawValue),
-            "reason": optional(job.reason) { .string($0.rawValue) },
-            "input": job.input,
-            "priority": .int(Int64(job.priority)),
-            "timeout_s": .double(job.timeoutSeconds),
-            "attempts": .int(Int64(job.attempts)),
-            "max_attempts": .int(Int64(job.maxAttempts)),
-            "position": optional(job.position) { .int(Int64($0)) },
-            "progress": optional(job.progress) { progress in
-                .object(["fraction": .double(progress.fraction), "message": optional(progress.message, JSONValue.string)])
-            },
-            "created_at": .string(job.createdAt.description),
-            "started_at": optional(job.startedAt) { .string($0.description) },
-            "finished_at": optional(job.finishedAt) { .string($0.description) },
-            "exit_code": optional(job.exitCode) { .int(Int64($0)) },
-            "signal": optional(job.signal) { .int(Int64($0)) },
-            "error": optional(job.error, JSONValue.string),
-            "slot": optional(job.slot) { .int(Int64($0.rawValue)) },
-            "result": job.result ?? .null,
-            "links": .object(["self": .string(base), "cancel": .string(base + "/cancel"), "logs": .string(base + "/logs"),
-                              "outputs": .string(base + "/outputs")]),
-        ]
-        if job.cancelRequested && !job.state.isTerminal { fields["cancel_requested"] = .bool(true) }
-        if let node = job.node { fields["node"] = .string(node) }
-        // Audit: who submitted it, and who asked to cancel it (null with authentication off).
-        fields["owner"] = job.owner.map(JSONValue.string) ?? .null
-        if let canceler = job.canceledBy { fields["canceled_by"] = .string(canceler.isEmpty ? "anonymous" : canceler) }
-        if job.state == .queued {
-            fields["eta"] = estimate.map { estimate in
-                .object(["start_in_s": .double((estimate.startsIn * 10).rounded() / 10),
-                         "start_at": now.map { .string($0.adding(seconds: estimate.startsIn).description) } ?? .null,
-                         "method": .string(estimate.method)])
-            } ?? .null
-        }
-        if let webhook = job.webhookURL {
-            fields["webhook"] = .string(webhook)
-            fields["webhook_events"] = .array(job.webhookEvents.map(JSONValue.string))
-        }
-        return .object(fields)
-    }
+    var json: JSONValue { JobWire(job: job, estimate: estimate, now: now).json }
 }
-
-
 
 struct QueueResource {
     struct Slot {

@@ -17,15 +17,15 @@ extension SpoolAPI {
     @Sendable func jobEvents(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let id = try jobID(context)
         _ = try await find(id, for: context.principal)
-        return try stream(request, job: id, for: context.principal)
+        return try await stream(request, job: id, for: context.principal)
     }
 
     /// Every job's events — a tenant's stream carries only its own jobs' events.
     @Sendable func allEvents(_ request: Request, context: SpoolRequestContext) async throws -> Response {
-        try stream(request, job: nil, for: context.principal)
+        try await stream(request, job: nil, for: context.principal)
     }
 
-    func stream(_ request: Request, job: JobID?, for principal: Principal) throws -> Response {
+    func stream(_ request: Request, job: JobID?, for principal: Principal) async throws -> Response {
         // Both are checked when both are sent (a malformed query is a 400, not ignored); the header wins.
         func eventID(_ text: String?, _ name: String) throws -> Int64? {
             guard let text else { return nil }
@@ -37,6 +37,11 @@ extension SpoolAPI {
         let store = self.store, tokens = self.tokens
         let owner = principal.ownerFilter
         let resumeFrom = cursor
+        // A job's stream resumed after its end has nothing to send: 204, which also tells an
+        // EventSource to stop reconnecting.
+        if let job, let cursor, try await store.job(job)?.state.isTerminal == true, try await Self.sawEnd(store, of: job, through: cursor) {
+            return Response(status: .noContent)
+        }
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .init("X-Accel-Buffering")!: "no"]
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
             // A job's stream starts at its first event; the global one at "now" unless resumed.
@@ -54,7 +59,7 @@ extension SpoolAPI {
                         // The outputs event follows the final state shortly: send it, then end.
                         let deadline = ContinuousClock.now + .seconds(2)
                         var sentOutputs = events.contains { $0.kind == .outputs }
-                        while !sentOutputs, ContinuousClock.now < deadline {
+                        while !sentOutputs, ContinuousClock.now < deadline, !Task.isShuttingDownGracefully {
                             _ = await store.eventNotifier.wait(after: after, timeout: deadline - ContinuousClock.now)
                             let (rest, through) = try await Self.events(store, after: after, job: job, owner: owner)
                             after = through
@@ -65,18 +70,40 @@ extension SpoolAPI {
                         break streaming
                     }
                     if events.count == Self.eventPage { continue }
+                    // Resumed after its job's last event: nothing more will come.
+                    if let job, events.isEmpty, try await store.job(job)?.state.isTerminal == true,
+                       try await Self.sawEnd(store, of: job, through: after) { break streaming }
                     if !(await store.eventNotifier.wait(after: after, timeout: Self.keepAlive)), !Task.isShuttingDownGracefully {
                         try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                     }
                 }
             } onGracefulShutdown: {
-                store.eventNotifier.wakeAll()
+                store.eventNotifier.stopWaiting()
             }
             try await writer.finish(nil)
         })
     }
 
     static let eventPage = 500
+
+    /// Whether a finished job's stream read through `cursor` has already carried its end: its
+    /// final state and its outputs (or the final state more than 2 s ago: no outputs follow).
+    static func sawEnd(_ store: any JobStore, of job: JobID, through cursor: Int64) async throws -> Bool {
+        var after: Int64 = 0
+        var final: JobEvent?
+        var outputs = false
+        while true {
+            let page = try await store.events(after: after, job: job, limit: eventPage)
+            for event in page where event.id <= cursor {
+                if event.kind == .state, isTerminal(event) { final = event }
+                if event.kind == .outputs, final != nil { outputs = true }
+            }
+            guard page.count == eventPage, let last = page.last, last.id < cursor else { break }
+            after = last.id
+        }
+        guard let final else { return false }
+        return outputs || WallClock.now().microseconds - final.at.microseconds > 2_000_000
+    }
 
     /// The events after `after` (a page at most) — from the notifier's memory when it has them
     /// all (the common case for live streams), else from the store (replays, far-behind

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Hummingbird
 import NIOPosix
@@ -61,20 +62,59 @@ extension SpoolAPI {
         }
         _ = try await find(id, for: context.principal)
         // Resolve symlinks and make sure the file is still inside the job's outputs.
-        let resolved = try await NIOThreadPool.singleton.runIfActive { () -> String? in
+        let resolved = try await NIOThreadPool.singleton.runIfActive { () -> (path: String, download: Download)? in
             guard let real = Self.realPath(path), let root = Self.realPath(paths.outputs),
-                  real.hasPrefix(root + "/"), Self.isRegularFile(real) else { return nil }
-            return real
+                  real.hasPrefix(root + "/"), let download = Self.download(ofRegularFile: real) else { return nil }
+            return (real, download)
         }
+        let contentType = Self.contentType(of: name)
         guard let resolved else {
             if let shared = store as? any SharedJobStore, let content = try await shared.storedFile(StoredFile.outputName(name), of: id) {
-                return Response(status: .ok, headers: Self.untrusted(contentType: Self.contentType(of: name)),
-                                body: ResponseBody(byteBuffer: ByteBuffer(bytes: content)))
+                let digest = SHA256.hash(data: content).prefix(12).map { String(format: "%02x", $0) }.joined()
+                let download = Download(etag: "\"\(digest)\"", lastModified: nil, size: content.count)
+                return try await Self.answer(request, download, contentType: contentType) { range in
+                    ResponseBody(byteBuffer: ByteBuffer(bytes: content[range]))
+                }
             }
             throw APIError.notFound("job \(id) has no output \"\(name)\"")
         }
-        let body = try await FileIO().loadFile(path: resolved, context: context)
-        return Response(status: .ok, headers: Self.untrusted(contentType: Self.contentType(of: name)), body: body)
+        return try await Self.answer(request, resolved.download, contentType: contentType) { range in
+            try await FileIO().loadFile(path: resolved.path, range: range, context: context)
+        }
+    }
+
+    /// The answer to a GET or HEAD of a download: 304, 200, 206 or 416 (RFC 9110 §13, §14).
+    static func answer(_ request: Request, _ download: Download, contentType: String,
+                       body: (ClosedRange<Int>) async throws -> ResponseBody) async throws -> Response {
+        var headers = untrusted(contentType: contentType)
+        for field in download.headers { headers.append(field) }
+        switch download.answer(to: request.headers) {
+        case .notModified:
+            headers[.contentType] = nil
+            return Response(status: .notModified, headers: headers)
+        case .unsatisfiable:
+            throw APIError(status: .rangeNotSatisfiable, code: "range-not-satisfiable",
+                           detail: "the output has \(download.size) bytes; the range asks for none of them",
+                           headers: [.contentRange: "bytes */\(download.size)", .acceptRanges: "bytes"])
+        case .partial(let range):
+            headers[.contentRange] = "bytes \(range.lowerBound)-\(range.upperBound)/\(download.size)"
+            headers[.contentLength] = String(range.count)
+            return Response(status: .partialContent, headers: headers, body: try await body(range))
+        case .whole:
+            headers[.contentLength] = String(download.size)
+            guard download.size > 0 else { return Response(status: .ok, headers: headers) }
+            return Response(status: .ok, headers: headers, body: try await body(0...(download.size - 1)))
+        }
+    }
+
+    /// Validators of a regular file: an entity tag from its inode, size and modification time
+    /// (a rewritten output gets a new one), and its modification time; nil for anything else.
+    static func download(ofRegularFile path: String) -> Download? {
+        var status = stat()
+        guard stat(path, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else { return nil }
+        let nanoseconds = Int64(status.st_mtim.tv_sec) * 1_000_000_000 + Int64(status.st_mtim.tv_nsec)
+        let tag = [UInt64(status.st_ino), UInt64(status.st_size), UInt64(bitPattern: nanoseconds)].map { String($0, radix: 36) }
+        return Download(etag: "\"" + tag.joined(separator: "-") + "\"", lastModified: Int(status.st_mtim.tv_sec), size: Int(status.st_size))
     }
 
     /// The log of a job that ran (or runs) on another node: the copy its node stored as it

@@ -58,7 +58,9 @@ struct MethodNotAllowedMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch let error as HTTPError where error.status == .notFound {
-            guard let allowed = SpoolAPI.allowedMethods(forPath: request.uri.path), !allowed.contains(request.method) else { throw error }
+            guard var allowed = SpoolAPI.allowedMethods(forPath: request.uri.path), !allowed.contains(request.method) else { throw error }
+            // Every GET has its HEAD (the router generates them).
+            if let get = allowed.firstIndex(of: .get) { allowed.insert(.head, at: get + 1) }
             throw HTTPError(.methodNotAllowed, headers: [.allow: allowed.map(\.rawValue).joined(separator: ", ")])
         }
     }

@@ -57,11 +57,13 @@ public struct SpoolAPI: Sendable {
     /// counted under the status it really has), problem+json, the `Host` guard, CORS, access
     /// (authentication and what a token may reach), then 405s.
     public func router() -> Router<SpoolRequestContext> {
-        let router = Router(context: SpoolRequestContext.self)
-        router.add(middleware: MetricsMiddleware())
+        let router = Router(context: SpoolRequestContext.self, options: .autoGenerateHeadEndpoints)
+        router.add(middleware: HTTPMetricsMiddleware())
+        router.add(middleware: CompressionMiddleware())
+        // Outside ProblemMiddleware: a page of an allowed origin can read the API's errors too.
+        router.add(middleware: CORSMiddleware(origins: Set(access.corsOrigins)))
         router.add(middleware: ProblemMiddleware())
         router.add(middleware: HostGuardMiddleware(policy: access))
-        router.add(middleware: CORSMiddleware(origins: Set(access.corsOrigins)))
         router.add(middleware: AccessMiddleware(policy: access, tokens: tokens, sessions: sessions))
         router.add(middleware: MethodNotAllowedMiddleware())
         router.get("/metrics", use: exportMetrics)

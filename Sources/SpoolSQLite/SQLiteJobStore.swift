@@ -309,7 +309,17 @@ public final class SQLiteJobStore: JobStore, TokenStore {
         stored.state = .queued
         stored.attempts = 0
         let event = try insertEvent(.state, of: stored, at: job.createdAt, in: db)
-        stored.position = try position(of: stored, in: db)
+        // At the tail of its priority (one tenant, or the busiest one): everything queued at this
+        // priority or above is ahead, read from the counters — counting the jobs ahead one by one
+        // made a submit slower the deeper the queue (≈3 ms at 100,000 queued).
+        let tail = try Int64.fetchOne(db, sql: "SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?",
+                                      arguments: [job.priority]) ?? stored.fairTag
+        if stored.fairTag >= tail {
+            stored.position = try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority >= ?",
+                                               arguments: [job.priority]) ?? 1
+        } else {
+            stored.position = try position(of: stored, in: db)   // near the head: few to count
+        }
         return .success((.created(stored), event))
     }
 
@@ -331,6 +341,9 @@ public final class SQLiteJobStore: JobStore, TokenStore {
         return (job, try insertEvent(.state, of: job, at: now, in: db))
     }
 
+    /// The next job in fair-share order. `INDEXED BY`: without statistics SQLite's planner took
+    /// `jobs_state_seq` and sorted every queued job on each claim (20 ms at 100,000 queued); the
+    /// partial queue index hands the head over directly.
     private static func claimRow(for slot: SlotID, excluding: Set<String>, now: Timestamp, in db: Database) throws -> Job? {
         var arguments: StatementArguments = [slot.rawValue, now.microseconds]
         var filter = ""
@@ -341,7 +354,7 @@ public final class SQLiteJobStore: JobStore, TokenStore {
         // Tenants whose token's max_running their running jobs have reached wait.
         let capped = try String.fetchAll(db, sql: """
             SELECT name FROM tokens WHERE max_running IS NOT NULL
-              AND max_running <= (SELECT COUNT(*) FROM jobs WHERE state = 'running' AND owner = tokens.name)
+              AND max_running <= (SELECT COUNT(*) FROM jobs INDEXED BY jobs_owner_running WHERE state = 'running' AND owner = tokens.name)
             """)
         if !capped.isEmpty {
             filter += " AND owner NOT IN (" + Array(repeating: "?", count: capped.count).joined(separator: ",") + ")"
@@ -350,7 +363,8 @@ public final class SQLiteJobStore: JobStore, TokenStore {
         return try Row.fetchOne(db, sql: """
             UPDATE jobs SET state = 'running', attempts = attempts + 1, slot = ?, started_at = ?, finished_at = NULL,
                 pid = NULL, progress_fraction = NULL, progress_message = NULL, result = NULL
-            WHERE seq = (SELECT seq FROM jobs WHERE state = 'queued'\(filter) ORDER BY priority DESC, fair_tag, seq LIMIT 1)
+            WHERE seq = (SELECT seq FROM jobs INDEXED BY jobs_queue WHERE state = 'queued'\(filter)
+                         ORDER BY priority DESC, fair_tag, seq LIMIT 1)
             RETURNING *
             """, arguments: arguments).map(job(from:))
     }

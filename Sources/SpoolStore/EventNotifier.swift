@@ -14,6 +14,8 @@ public final class EventNotifier: Sendable {
         var ring: [JobEvent] = []
         var latest: Int64 = 0
         var waiters: [Int: (after: Int64, continuation: AsyncStream<Void>.Continuation)] = [:]
+        /// Set for good by `stopWaiting()` (the server is shutting down): waits return at once.
+        var stopped = false
         var next = 0
     }
 
@@ -80,16 +82,26 @@ public final class EventNotifier: Sendable {
         for continuation in all { continuation.finish() }
     }
 
-    /// Returns true once an event with an id above `after` exists, false after `timeout`.
+    /// Wakes every waiter and makes every later wait return at once (false): the server is
+    /// shutting down. A stream that checked for shutdown just before it began to wait would
+    /// otherwise sleep through `wakeAll()` until its next keep-alive.
+    public func stopWaiting() {
+        state.withLock { $0.stopped = true }
+        wakeAll()
+    }
+
+    /// Returns true once an event with an id above `after` exists, false after `timeout` (at
+    /// once after `stopWaiting()`).
     public func wait(after: Int64, timeout: Duration) async -> Bool {
         let (stream, continuation) = AsyncStream<Void>.makeStream()
-        let already = state.withLock { state -> Bool in
+        let already = state.withLock { state -> Bool? in
             if state.latest > after { return true }
+            if state.stopped { return false }
             state.next += 1
             state.waiters[state.next] = (after, continuation)
-            return false
+            return nil
         }
-        if already { return true }
+        if let already { return already }
         return await withTaskGroup(of: Bool.self) { group in
             group.addTask { for await _ in stream { return true }; return false }
             group.addTask { try? await Task.sleep(for: timeout); return false }

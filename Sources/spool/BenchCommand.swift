@@ -14,7 +14,8 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(name: .customLong("work-dir"), help: "Scratch directory for servers' data (default: a new temp dir).") var workDir: String?
     @Option(help: "Python interpreter for the FastAPI baseline (and the cluster bench's warm worker).") var python = "python3"
     @Flag(help: "Measure the shared PostgreSQL store instead: claim/complete rate, pickup latency across nodes, rescue time.") var cluster = false
-    @Option(help: "With --cluster: the PostgreSQL server to use (default: a throwaway one from scripts/throwaway-postgres.sh).") var store: String?
+    @Flag(help: "Measure what tokens, tenants and fair share cost: submit/status p99 with auth on vs off, claim time with 1,000 tenants vs one.") var tenants = false
+    @Option(help: "With --cluster or --tenants: the PostgreSQL server to use (default: a throwaway one from scripts/throwaway-postgres.sh).") var store: String?
 
     func run() async throws {
         // Ctrl-C or SIGTERM cancels the run instead of killing it outright, so that the servers,
@@ -46,6 +47,12 @@ struct BenchCommand: AsyncParsableCommand {
             return
         }
         let options = BenchOptions(spoolBinary: ServeCommand.executablePath(), workDir: directory, python: python, quick: quick)
+        if tenants {
+            let report = try await TenantBenchmark.run(options, store: store)
+            print(report)
+            if let output { try report.write(toFile: output, atomically: true, encoding: .utf8) }
+            return
+        }
         let report = try await Benchmark.run(options)
         print(report)
         if let output { try report.write(toFile: output, atomically: true, encoding: .utf8) }

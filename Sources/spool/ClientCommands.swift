@@ -16,8 +16,7 @@ struct SubmitCommand: AsyncParsableCommand {
     func run() async throws {
         await clientCommand {
             let client = try server.client
-            let inputText = input.hasPrefix("@") ? try String(contentsOfFile: String(input.dropFirst()), encoding: .utf8) : input
-            var body: [String: JSONValue] = ["type": .string(type), "input": try parseJSONArgument(inputText, name: "--input")]
+            var body: [String: JSONValue] = ["type": .string(type), "input": try parseJSONArgument(input, name: "--input")]
             if let priority { body["priority"] = .int(Int64(priority)) }
             if let timeout { body["timeout_s"] = .double(timeout) }
             let (_, _, reply) = try await client.post("/v1/jobs", json: .object(body),
@@ -68,14 +67,19 @@ struct StatusCommand: AsyncParsableCommand {
             let job = try client.decode(JobView.self, body)
             var lines = ["id:        \(job.id)", "type:      \(job.type)", "state:     \(job.state)" + (job.reason.map { " (\($0))" } ?? "")]
             if let position = job.position { lines.append("position:  \(position)") }
+            if let eta = job.eta, job.state == "queued" {
+                lines.append("starts in: " + (eta.startInSeconds < 1 ? "under 1 s" : "about \(formatSeconds(eta.startInSeconds))") + " (\(eta.method))")
+            }
+            if let owner = job.owner { lines.append("owner:     \(owner)") }
+            if let node = job.node { lines.append("node:      \(node)") }
             if let progress = job.progress {
                 lines.append("progress:  \(Int(progress.fraction * 100))%" + (progress.message.map { " \($0)" } ?? ""))
             }
             lines.append("priority:  \(job.priority)    attempts: \(job.attempts)" + (job.slot.map { "    slot: \($0)" } ?? ""))
-            lines.append("created:   \(job.created_at)")
-            if let started = job.started_at { lines.append("started:   \(started)") }
-            if let finished = job.finished_at { lines.append("finished:  \(finished)") }
-            if let code = job.exit_code { lines.append("exit code: \(code)") }
+            lines.append("created:   \(job.createdAt)")
+            if let started = job.startedAt { lines.append("started:   \(started)") }
+            if let finished = job.finishedAt { lines.append("finished:  \(finished)") }
+            if let code = job.exitCode { lines.append("exit code: \(code)") }
             if let signal = job.signal { lines.append("signal:    \(signal)") }
             if let error = job.error { lines.append("error:     \(error)") }
             print(lines.joined(separator: "\n"))
@@ -100,10 +104,18 @@ struct ListCommand: AsyncParsableCommand {
             if let cursor { query.append("cursor=\(cursor)") }
             let client = try server.client
             let page = try client.decode(Page.self, try await client.get("/v1/jobs?" + query.joined(separator: "&")).2)
-            for job in page.jobs {
-                let state = job.state + (job.reason.map { "(\($0))" } ?? "")
-                print([job.id, job.type.padding(toLength: 12, withPad: " ", startingAt: 0),
-                       state.padding(toLength: 20, withPad: " ", startingAt: 0), job.created_at].joined(separator: "  "))
+            // Columns as wide as their longest value: a type name is never cut.
+            let typeWidth = max(4, page.jobs.map(\.type.count).max() ?? 0)
+            let states = page.jobs.map { $0.state + ($0.reason.map { "(\($0))" } ?? "") }
+            let stateWidth = max(5, states.map(\.count).max() ?? 0)
+            func column(_ text: String, _ width: Int) -> String { text.padding(toLength: width, withPad: " ", startingAt: 0) }
+            if !page.jobs.isEmpty {
+                print([column("ID", 30), column("TYPE", typeWidth), column("STATE", stateWidth), "CREATED"].joined(separator: "  "))
+            } else {
+                FileHandle.standardError.write(Data("no jobs\n".utf8))
+            }
+            for (job, state) in zip(page.jobs, states) {
+                print([column(job.id, 30), column(job.type, typeWidth), column(state, stateWidth), job.createdAt].joined(separator: "  "))
             }
             if let next = page.next_cursor { FileHandle.standardError.write(Data("more: spool list --cursor \(next)\n".utf8)) }
         }
@@ -188,6 +200,7 @@ final class StatusLine {
     func show(_ job: JobView) {
         var text = "\(job.id)  \(job.state)"
         if let position = job.position { text += "  position \(position)" }
+        if job.state == "queued", let eta = job.eta { text += eta.startInSeconds < 1 ? "  starts in under 1 s" : "  starts in ~\(formatSeconds(eta.startInSeconds))" }
         if job.state == "running", let progress = job.progress {
             let filled = Int(progress.fraction * 20)
             text += "  [" + String(repeating: "#", count: filled) + String(repeating: ".", count: 20 - filled) + "] "
@@ -203,4 +216,11 @@ final class StatusLine {
         if let error = job.error { text += ": \(error)" }
         FileHandle.standardError.write(Data(((isTerminal ? "\r\u{1B}[K" : "") + text + "\n").utf8))
     }
+}
+
+/// `42 s`, `3 min`, `1.5 h`.
+func formatSeconds(_ seconds: Double) -> String {
+    if seconds < 90 { return "\(Int(seconds.rounded())) s" }
+    if seconds < 5400 { return "\(Int((seconds / 60).rounded())) min" }
+    return String(format: "%.1f h", seconds / 3600)
 }

@@ -82,7 +82,8 @@ struct RenderWorkerCommand: ParsableCommand {
             return
         }
         let seconds = Date().timeIntervalSince(start)
-        say(String(format: "wrote %@ (%d bytes) in %.2f s", path, png.count, seconds))
+        // The output's name, not its path: a job's log is shown to its tenant, who has no business with the server's folders.
+        say(String(format: "wrote render.png (%d bytes) in %.2f s", png.count, seconds))
         channel.send(.object(["type": .string("output"), "job": .string(job), "name": .string("render.png")]))
         channel.send(.object(["type": .string("succeeded"), "job": .string(job), "result": .object([
             "width": .int(Int64(parameters.width)), "height": .int(Int64(parameters.height)),

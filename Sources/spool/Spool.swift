@@ -1,4 +1,5 @@
 import ArgumentParser
+import SpoolCore
 
 @main
 struct Spool: AsyncParsableCommand {
@@ -10,6 +11,7 @@ struct Spool: AsyncParsableCommand {
             Client commands talk to the server at --server (or $SPOOL_URL, default http://127.0.0.1:8080).
             Exit codes: 0 success, 1 error, 2 the job did not succeed, 3 the server could not be reached.
             """,
+        version: SpoolVersion.current,
         subcommands: [
             ServeCommand.self, AgentCommand.self, TokenCommand.self, SubmitCommand.self, StatusCommand.self, ListCommand.self, CancelCommand.self,
             LogsCommand.self, OutputsCommand.self, BenchCommand.self, RenderJobCommand.self, RenderWorkerCommand.self,

@@ -26,27 +26,8 @@ struct ServerOptions: ParsableArguments {
     }
 }
 
-/// A job as the CLI reads it from the API.
-struct JobView: Decodable {
-    struct Progress: Decodable { let fraction: Double; let message: String? }
-    let id: String
-    let type: String
-    let state: String
-    let reason: String?
-    let priority: Int
-    let attempts: Int
-    let position: Int?
-    let progress: Progress?
-    let error: String?
-    let created_at: String
-    let started_at: String?
-    let finished_at: String?
-    let exit_code: Int?
-    let signal: Int?
-    let slot: Int?
-
-    var isTerminal: Bool { ["succeeded", "failed", "canceled"].contains(state) }
-}
+/// A job as the CLI reads it from the API: the API's own definition.
+typealias JobView = JobWire
 
 struct OutputView: Decodable {
     let name: String
@@ -165,6 +146,7 @@ struct SpoolClient {
     private func send(_ request: HTTPClientRequest, timeout: TimeAmount) async throws -> (HTTPResponseStatus, HTTPHeaders, ByteBuffer) {
         var request = request
         if let token, !request.headers.contains(name: "Authorization") { request.headers.add(name: "Authorization", value: "Bearer " + token) }
+        request.headers.replaceOrAdd(name: "User-Agent", value: "spool-cli/\(SpoolVersion.current)")
         let response: HTTPClientResponse
         do {
             response = try await http.execute(request, timeout: timeout)
@@ -197,8 +179,19 @@ func clientCommand(_ body: () async throws -> Void) async {
     }
 }
 
+/// A JSON argument, read as the server reads JSON (strictly): `VALUE`, or `@FILE` for a file's.
 func parseJSONArgument(_ text: String, name: String) throws -> JSONValue {
-    do { return try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)) } catch {
-        throw SpoolClient.Failure(description: "\(name) is not valid JSON: \(text)")
+    var source = text
+    if text.hasPrefix("@") {
+        let path = String(text.dropFirst())
+        guard let data = FileManager.default.contents(atPath: path) else {
+            let reason = FileManager.default.fileExists(atPath: path) ? "cannot be read" : "does not exist"
+            throw SpoolClient.Failure(description: "\(name): the file \(path) \(reason)")
+        }
+        source = String(decoding: data, as: UTF8.self)
+    }
+    do { return try JSONParser.parse(source.utf8) } catch {
+        let shown = source.count > 80 ? String(source.prefix(80)) + "…" : source
+        throw SpoolClient.Failure(description: "\(name) is not valid JSON (\(error)): \(shown)")
     }
 }

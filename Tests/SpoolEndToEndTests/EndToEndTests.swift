@@ -217,7 +217,8 @@ import Testing
         #expect(submit.status == 0, "\(submit.stderr)")
         #expect(submit.stdout.contains("/outputs/render.png"))
         let list = try await runCLI(["list", "--server", server.url, "--limit", "1"])
-        let jobID = String(list.stdout.prefix(30))
+        #expect(list.stdout.hasPrefix("ID "), "a header line")
+        let jobID = String(try #require(list.stdout.split(separator: "\n").first { $0.hasPrefix("job_") }).prefix(30))
         let download = server.scratch + "/download"
         let outputs = try await runCLI(["outputs", jobID, "--download", download, "--server", server.url])
         #expect(outputs.status == 0, "\(outputs.stderr)")

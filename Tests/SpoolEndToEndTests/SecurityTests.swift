@@ -155,7 +155,8 @@ import Testing
             try await server.request(.GET, "/v1/jobs", headers: server.bearer(token)).status == 401
         }
         #expect(ContinuousClock.now - revoked < .milliseconds(1500))
-        _ = try await stream.value   // the stream ended (the deadline would throw)
+        _ = try await stream.value   // the stream ended (the deadline would throw)…
+        #expect(ContinuousClock.now - revoked < .seconds(5), "…within a second or so, not at its next keep-alive (15 s)")
     }
 
     // MARK: - Fair share and limits
@@ -169,12 +170,14 @@ import Testing
         let b = try await server.createToken("b")
         let admin = try await server.createToken("root", ["--admin"])
         try await server.start()
-        let blocker = try Self.id(try await server.submit("sleep", .object(["seconds": 1]), token: a))
+        // The blocker holds the slot until every submit is in (a gate file), however slow they are.
+        let blocker = try Self.id(try await server.submit("gated-stamp", .object(["n": 0, "sleep": 0]), token: a))
         _ = try await server.waitFor(blocker, ["running"], token: a)
         var queued: [String] = []
         for _ in 0..<30 { queued.append(try Self.id(try await server.submit("noop", token: a))) }
         let backlog = queued
         let late = try Self.id(try await server.submit("noop", token: b))
+        FileManager.default.createFile(atPath: Fixtures.gate(in: server.scratch), contents: nil)
         for id in backlog + [late] { _ = try await server.waitFor(id, ["succeeded"], token: admin) }
 
         // The order jobs started in, read from the global stream.
@@ -196,13 +199,15 @@ import Testing
         let capped = try await server.createToken("capped", ["--max-running", "1"])
         let other = try await server.createToken("other")
         try await server.start()
-        let first = try Self.id(try await server.submit("sleep", .object(["seconds": 1.5]), token: capped))
+        // The first runs until the gate file exists: the checks below happen while it runs.
+        let first = try Self.id(try await server.submit("gated-stamp", .object(["n": 1, "sleep": 0]), token: capped))
         let second = try Self.id(try await server.submit("sleep", .object(["seconds": 0.1]), token: capped))
         _ = try await server.waitFor(first, ["running"], token: capped)
         let free = try Self.id(try await server.submit("noop", token: other))
         _ = try await server.waitFor(free, ["succeeded"], token: other)
         #expect(try await server.request(.GET, "/v1/jobs/\(second)", headers: server.bearer(capped)).json["state"] == "queued",
                 "the capped tenant's second job waits while its first runs, though a slot is free")
+        FileManager.default.createFile(atPath: Fixtures.gate(in: server.scratch), contents: nil)
         let one = try await server.waitFor(first, ["succeeded"], token: capped)
         let two = try await server.waitFor(second, ["succeeded"], token: capped)
         let firstEnd = try #require(one["finished_at"]?.stringValue.flatMap(Timestamp.init))

@@ -16,6 +16,14 @@ final class ServerHarness: @unchecked Sendable {
     private(set) var url = ""
     private var exited: Task<Int32, Never>?
 
+    /// One client for every test: bodies as the server sent them (no `Accept-Encoding`; the
+    /// shared client asks for gzip and refuses highly compressible answers, like a repeated log).
+    static let http: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.decompression = .disabled
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
+
     static let binary: String = {
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         var directory = URL(fileURLWithPath: executable).deletingLastPathComponent()
@@ -116,7 +124,7 @@ final class ServerHarness: @unchecked Sendable {
         request.method = method
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
-        let response = try await HTTPClient.shared.execute(request, timeout: timeout)
+        let response = try await Self.http.execute(request, timeout: timeout)
         let bytes = try await response.body.collect(upTo: 64 << 20)
         return Reply(status: Int(response.status.code), headers: response.headers.map { ($0.name, $0.value) }, body: Data(bytes.readableBytesView))
     }
@@ -180,7 +188,7 @@ extension ServerHarness {
         for (name, value) in headers { request.headers.add(name: name, value: value) }
         let prepared = request
         return try await withDeadline(limit, "SSE frames from \(path)") {
-            let response = try await HTTPClient.shared.execute(prepared, timeout: .seconds(60))
+            let response = try await Self.http.execute(prepared, timeout: .seconds(60))
             #expect(response.headers.first(name: "Content-Type") == "text/event-stream")
             var text = ""
             var frames: [Frame] = []

@@ -203,10 +203,10 @@ import Testing
         #expect(try await server.request(.GET, "/v1/jobs/job_00000000000000000000000000").status == 404)
         #expect(try await server.submit("no-such-type").status == 422)
         let metrics = String(decoding: try await server.request(.GET, "/metrics").body, as: UTF8.self)
-        let requests = metrics.split(separator: "\n").filter { $0.hasPrefix("hb_requests") }
-        #expect(requests.contains { $0.contains("/v1/jobs/{id}") && $0.contains("status_code=\"404\"") }, "\(requests)")
-        #expect(requests.contains { $0.contains("\"/v1/jobs\"") && $0.contains("status_code=\"422\"") }, "\(requests)")
-        #expect(!requests.contains { $0.contains("status_code=\"500\"") }, "client errors counted as 500: \(requests)")
+        let requests = metrics.split(separator: "\n").filter { $0.hasPrefix("spool_http_requests_total") }
+        #expect(requests.contains { $0.contains("route=\"/v1/jobs/{id}\"") && $0.contains("status=\"404\"") }, "\(requests)")
+        #expect(requests.contains { $0.contains("route=\"/v1/jobs\"") && $0.contains("status=\"422\"") }, "\(requests)")
+        #expect(!requests.contains { $0.contains("status=\"500\"") }, "client errors counted as 500: \(requests)")
     }
 }
 

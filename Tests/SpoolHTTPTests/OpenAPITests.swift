@@ -139,9 +139,9 @@ import Testing
     @Test func aServedPathWithAnotherMethodIs405WithAllow() async throws {
         try await withClient { client in
             let id = JobID.random().rawValue
-            for (uri, method, allow) in [("/v1/jobs", HTTPRequest.Method.delete, "GET, POST"), ("/v1/queue", .post, "GET"),
-                                         ("/v1/jobs/\(id)", .delete, "GET"), ("/v1/jobs/\(id)/cancel", .get, "POST"),
-                                         ("/v1/jobs/\(id)/outputs/a/b.txt", .put, "GET"), ("/openapi.json", .options, "GET")] {
+            for (uri, method, allow) in [("/v1/jobs", HTTPRequest.Method.delete, "GET, HEAD, POST"), ("/v1/queue", .post, "GET, HEAD"),
+                                         ("/v1/jobs/\(id)", .delete, "GET, HEAD"), ("/v1/jobs/\(id)/cancel", .get, "POST"),
+                                         ("/v1/jobs/\(id)/outputs/a/b.txt", .put, "GET, HEAD"), ("/openapi.json", .options, "GET, HEAD")] {
                 try await client.execute(uri: uri, method: method) { response in
                     #expect(response.status == .methodNotAllowed, "\(method) \(uri)")
                     #expect(response.headers[.allow] == allow, "\(method) \(uri)")

@@ -43,4 +43,18 @@ import Testing
         #expect(await woke)
         #expect(await notifier.wait(after: 2, timeout: .milliseconds(20)) == false)
     }
+
+    /// Shutdown: a stream that begins to wait after the server started stopping — it checked
+    /// just before — must not sleep until its next keep-alive (seen: shutdown grace + 15 s).
+    @Test func afterStopWaitingEveryWaitReturnsAtOnce() async {
+        let notifier = EventNotifier()
+        notifier.published([event(1)])
+        let waiting = Task { await notifier.wait(after: 1, timeout: .seconds(60)) }
+        notifier.stopWaiting()
+        #expect(await waiting.value == false)
+        let started = ContinuousClock.now
+        #expect(await notifier.wait(after: 1, timeout: .seconds(60)) == false, "a wait that begins later")
+        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(await notifier.wait(after: 0, timeout: .seconds(60)), "an event that is there is still reported")
+    }
 }

@@ -187,6 +187,13 @@ def find_chromium():
     return None
 
 
+def free_port():
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def main():
     if len(sys.argv) != 2:
         print(__doc__, file=sys.stderr)
@@ -210,7 +217,7 @@ def main():
         return ok
 
     temp = tempfile.mkdtemp(prefix="spool-dashboard-")
-    server = browser = tools = None
+    server = browser = tools = cors_server = site_server = None
     server_lines, browser_lines = [], []
     started = time.monotonic()
     try:
@@ -427,6 +434,50 @@ def main():
         after = tools.call("Network.getCookies", {"urls": [base + "/"]}).get("cookies", [])
         check("log out ends the session", out and not any(c.get("name") == "spool_session" and c.get("value") for c in after),
               f"login shown={bool(out)} cookies={[c.get('name') for c in after]}")
+
+        # 9. A page of another origin listed in cors_origins submits with fetch and follows the job
+        #    with EventSource (a server of its own, no token); a page of an origin not listed cannot.
+        site = os.path.join(temp, "site")
+        os.makedirs(site)
+        with open(os.path.join(site, "index.html"), "w") as page:
+            page.write("""<!doctype html><meta charset="utf-8"><title>cross-origin</title><script>
+            const api = new URLSearchParams(location.search).get('api');
+            window.result = {states: [], error: null, job: null};
+            fetch(api + '/v1/jobs', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                     body: JSON.stringify({type: 'render', input: {width: 16, height: 12, samples: 1}})})
+              .then(r => r.json()).then(job => {
+                window.result.job = job.id;
+                const es = new EventSource(api + '/v1/jobs/' + job.id + '/events');
+                es.addEventListener('state', e => { const s = JSON.parse(e.data).state; window.result.states.push(s);
+                                                    if (s === 'succeeded') es.close(); });
+              }).catch(e => { window.result.error = String(e); });
+            </script>""")
+        site_port = free_port()
+        site_server = subprocess.Popen([sys.executable, "-m", "http.server", str(site_port), "--bind", "127.0.0.1", "--directory", site],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True)
+        config = os.path.join(temp, "cors.json")
+        with open(config, "w") as handle:
+            json.dump({"cors_origins": [f"http://127.0.0.1:{site_port}"]}, handle)
+        cors_server = subprocess.Popen([spool_binary, "serve", "--port", "0", "--data-dir", os.path.join(temp, "cors-data"),
+                                        "--gpus", "none", "--config", config],
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        api = read_line_matching(cors_server.stdout, lambda l: l[len(prefix):].strip() if l.startswith(prefix) else None,
+                                 STARTUP_TIMEOUT, server_lines)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:   # the page's little server
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{site_port}/index.html", timeout=2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        tools.call("Page.navigate", {"url": f"http://127.0.0.1:{site_port}/index.html?api={api}"})
+        followed = tools.wait_for("window.result && window.result.states.includes('succeeded') ? window.result.states.join(',') : null", 30)
+        check("a page of an origin in cors_origins submits with fetch and follows its job with EventSource", followed,
+              f"states={followed!r} page={tools.evaluate('JSON.stringify(window.result)')}")
+        tools.call("Page.navigate", {"url": f"http://localhost:{site_port}/index.html?api={api}"})
+        refused = tools.wait_for("window.result && window.result.error ? window.result.error : null", 15)
+        check("a page of an origin not listed cannot call the API", refused and not tools.evaluate("window.result.job"),
+              f"error={refused!r}")
     except Exception as error:  # noqa: BLE001 - any failure is a failed run
         check("the test ran to the end", False, f"{type(error).__name__}: {error}")
         if server_lines:
@@ -438,6 +489,8 @@ def main():
         # An /v1/events stream the browser dropped holds the server's graceful shutdown until its
         # next keep-alive (15 s); the data directory is thrown away, so do not wait for that.
         stop(server, "spool", grace=3)
+        stop(cors_server, "spool (cors)", grace=3)
+        stop(site_server, "page server", grace=3)
         shutil.rmtree(temp, ignore_errors=True)
 
     passed = sum(1 for _, ok in results if ok)

@@ -22,7 +22,7 @@ struct CORSMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         var response = try await next(request, context)
         response.headers[.accessControlAllowOrigin] = origin
-        response.headers[.vary] = "Origin"
+        response.headers.append(HTTPField(name: .vary, value: "Origin"))
         response.headers[.accessControlExposeHeaders] = "Location, Retry-After, Spool-Next-Offset, ETag, Content-Range, Accept-Ranges"
         return response
     }

@@ -14,18 +14,28 @@ public final class TokenBook: Service {
     private let interval: Duration
     private let logger: Logger
     private let byID = Mutex<[String: TokenRecord]>([:])
+    private let onRevoke: @Sendable () -> Void
 
-    public init(store: (any TokenStore)?, refreshEvery interval: Duration = .milliseconds(500), logger: Logger) {
+    /// `onRevoke` runs when a refresh finds a token gone: open event streams are woken then,
+    /// so a revoked token's stream ends within a second rather than at its next keep-alive.
+    public init(store: (any TokenStore)?, refreshEvery interval: Duration = .milliseconds(500), logger: Logger,
+                onRevoke: @escaping @Sendable () -> Void = {}) {
         self.store = store
         self.interval = interval
         self.logger = logger
+        self.onRevoke = onRevoke
     }
 
     /// Reads the tokens now.
     public func refresh() async throws {
         guard let store else { return }
         let tokens = try await store.tokens()
-        byID.withLock { $0 = Dictionary(tokens.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first }) }
+        let fresh = Dictionary(tokens.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
+        let revoked = byID.withLock { known in
+            defer { known = fresh }
+            return known.keys.contains { fresh[$0] == nil }
+        }
+        if revoked { onRevoke() }
     }
 
     public func run() async throws {

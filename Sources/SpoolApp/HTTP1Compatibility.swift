@@ -1,0 +1,109 @@
+import NIOCore
+import NIOHTTP1
+import NIOHTTPTypesHTTP1
+import SpoolCore
+
+/// What HTTP/1 clients expect and the version-independent HTTP types lose, handled on the
+/// HTTP/1 messages themselves (just before their conversion to HTTP types):
+///
+/// - `Expect: 100-continue` (RFC 9110 §10.1.1) is answered with `100 Continue` at once, so a
+///   client that waits for it (curl does, for a second) sends its body without delay. A body
+///   announced larger than the server takes is not invited: the route then answers 413 with no
+///   body sent.
+/// - An HTTP/1.0 client gets an HTTP/1.0 response: never chunked encoding (which it cannot
+///   read), so a response of unknown length — an event stream — ends by closing the connection,
+///   as HTTP/1.0 defines.
+final class HTTP1Compatibility: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let maxBodyBytes: Int
+    /// The version of the request being answered (requests are answered in order).
+    private var versions: [HTTPVersion] = []
+    private var closeAfterResponse = false
+
+    init(maxBodyBytes: Int) { self.maxBodyBytes = maxBodyBytes }
+
+    /// Adds a handler just before the HTTP/1 → HTTP types conversion of `pipeline`, if it has one
+    /// (an HTTP/2 stream has not).
+    static func install(in pipeline: ChannelPipeline.SynchronousOperations, maxBodyBytes: Int) {
+        guard let codec = try? pipeline.handler(type: HTTP1ToHTTPServerCodec.self) else { return }
+        try? pipeline.addHandler(HTTP1Compatibility(maxBodyBytes: maxBodyBytes), position: .before(codec))
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !refusing else { return }   // the rest of a refused request
+        if case .head(let head) = unwrapInboundIn(data) {
+            if head.version >= .http1_1, head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+                let length = head.headers["content-length"].first.flatMap(Int.init) ?? 0
+                guard length <= maxBodyBytes else {
+                    refuse(context, head, length: length)
+                    return
+                }
+                context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
+            }
+            versions.append(head.version)
+        }
+        context.fireChannelRead(data)
+    }
+
+    private var refusing = false
+
+    /// 413 before the body is sent (RFC 9110 §10.1.1), and the connection closed: the client
+    /// waits for 100 Continue, so it has sent nothing it would have to have read.
+    private func refuse(_ context: ChannelHandlerContext, _ request: HTTPRequestHead, length: Int) {
+        refusing = true
+        let path = request.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? request.uri
+        let problem = JSONValue.object([
+            "type": .string("urn:spool:problem:content-too-large"), "title": .string("Content Too Large"), "status": .int(413),
+            "instance": .string(path),
+            "detail": .string("the body would be \(length) bytes; this server takes at most \(maxBodyBytes) (max_body_bytes)"),
+        ]).canonicalText
+        var headers = HTTPHeaders([("Content-Type", "application/problem+json"), ("Content-Length", String(problem.utf8.count)),
+                                   ("Connection", "close")])
+        headers.add(name: "Server", value: "spool")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: .payloadTooLarge, headers: headers))),
+                      promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: problem)))), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(var head) where head.status.code >= 200:
+            let version = versions.isEmpty ? .http1_1 : versions.removeFirst()
+            guard version < .http1_1 else { break }
+            head.version = version
+            head.headers.remove(name: "transfer-encoding")
+            // Without a length, the end of the connection is the end of the body; with one, an
+            // HTTP/1.0 client still expects the connection to close unless it asked otherwise.
+            let keepAlive = head.headers["content-length"].first != nil
+                && head.headers["connection"].contains { $0.lowercased() == "keep-alive" }
+            if !keepAlive {
+                head.headers.replaceOrAdd(name: "connection", value: "close")
+                closeAfterResponse = true
+            }
+            context.write(wrapOutboundOut(.head(head)), promise: promise)
+            return
+        case .end where closeAfterResponse:
+            closeAfterResponse = false
+            let channel = context.channel
+            let written = context.writeAndFlush(data)
+            written.whenComplete { _ in channel.close(promise: nil) }
+            if let promise { written.cascade(to: promise) }
+            return
+        default:
+            break
+        }
+        context.write(data, promise: promise)
+    }
+}
+
+extension HTTPVersion: @retroactive Comparable {
+    public static func < (lhs: HTTPVersion, rhs: HTTPVersion) -> Bool {
+        (lhs.major, lhs.minor) < (rhs.major, rhs.minor)
+    }
+}

@@ -1,0 +1,161 @@
+/// A job as the API shows it — the one definition of that JSON: the server builds it from a
+/// `Job` and writes it with `json` (`snake_case`, explicit nulls, RFC 3339 times; a hand-written
+/// serializer, since `JSONEncoder` was the costliest step of a submit), and clients — the CLI,
+/// the benchmark, the tests — read it with `JSONDecoder` (`Decodable`). The OpenAPI document's
+/// `Job` schema describes the same fields.
+public struct JobWire: Decodable, Sendable, Equatable {
+    public struct Progress: Decodable, Sendable, Equatable {
+        public var fraction: Double
+        public var message: String?
+    }
+
+    /// When a queued job should start, and how that was worked out.
+    public struct ETA: Decodable, Sendable, Equatable {
+        public var startInSeconds: Double
+        public var startAt: String?
+        public var method: String
+
+        enum CodingKeys: String, CodingKey { case startInSeconds = "start_in_s", startAt = "start_at", method }
+    }
+
+    public var id: String
+    public var type: String
+    public var state: String
+    public var reason: String?
+    public var input: JSONValue
+    public var priority: Int
+    public var timeoutSeconds: Double?
+    public var attempts: Int
+    public var maxAttempts: Int
+    public var position: Int?
+    public var progress: Progress?
+    public var createdAt: String
+    public var startedAt: String?
+    public var finishedAt: String?
+    public var exitCode: Int?
+    public var signal: Int?
+    public var error: String?
+    public var slot: Int?
+    public var result: JSONValue?
+    public var cancelRequested: Bool?
+    /// The node that ran (or runs) it, with a shared store.
+    public var node: String?
+    /// The token name that submitted it; nil without tokens.
+    public var owner: String?
+    /// Who asked to cancel it (`anonymous` without tokens); nil when nobody did.
+    public var canceledBy: String?
+    /// Only for a queued job, when known.
+    public var eta: ETA?
+    public var webhook: String?
+    public var webhookEvents: [String]?
+
+    public var isTerminal: Bool { ["succeeded", "failed", "canceled"].contains(state) }
+
+    enum CodingKeys: String, CodingKey {
+        case id, type, state, reason, input, priority, timeoutSeconds = "timeout_s", attempts, maxAttempts = "max_attempts", position,
+             progress, createdAt = "created_at", startedAt = "started_at", finishedAt = "finished_at", exitCode = "exit_code", signal,
+             error, slot, result, cancelRequested = "cancel_requested", node, owner, canceledBy = "canceled_by", eta, webhook,
+             webhookEvents = "webhook_events"
+    }
+
+    /// Reads what a server sends; fields a server may leave out (an older one, or the benchmark's
+    /// baseline) decode as nil or their zero.
+    public init(from decoder: any Decoder) throws {
+        let fields = try decoder.container(keyedBy: CodingKeys.self)
+        id = try fields.decode(String.self, forKey: .id)
+        state = try fields.decode(String.self, forKey: .state)
+        type = try fields.decodeIfPresent(String.self, forKey: .type) ?? ""
+        reason = try fields.decodeIfPresent(String.self, forKey: .reason)
+        input = try fields.decodeIfPresent(JSONValue.self, forKey: .input) ?? .object([:])
+        priority = try fields.decodeIfPresent(Int.self, forKey: .priority) ?? 0
+        timeoutSeconds = try fields.decodeIfPresent(Double.self, forKey: .timeoutSeconds)
+        attempts = try fields.decodeIfPresent(Int.self, forKey: .attempts) ?? 0
+        maxAttempts = try fields.decodeIfPresent(Int.self, forKey: .maxAttempts) ?? 1
+        position = try fields.decodeIfPresent(Int.self, forKey: .position)
+        progress = try fields.decodeIfPresent(Progress.self, forKey: .progress)
+        createdAt = try fields.decodeIfPresent(String.self, forKey: .createdAt) ?? ""
+        startedAt = try fields.decodeIfPresent(String.self, forKey: .startedAt)
+        finishedAt = try fields.decodeIfPresent(String.self, forKey: .finishedAt)
+        exitCode = try fields.decodeIfPresent(Int.self, forKey: .exitCode)
+        signal = try fields.decodeIfPresent(Int.self, forKey: .signal)
+        error = try fields.decodeIfPresent(String.self, forKey: .error)
+        slot = try fields.decodeIfPresent(Int.self, forKey: .slot)
+        result = try fields.decodeIfPresent(JSONValue.self, forKey: .result).flatMap { $0 == .null ? nil : $0 }
+        cancelRequested = try fields.decodeIfPresent(Bool.self, forKey: .cancelRequested)
+        node = try fields.decodeIfPresent(String.self, forKey: .node)
+        owner = try fields.decodeIfPresent(String.self, forKey: .owner)
+        canceledBy = try fields.decodeIfPresent(String.self, forKey: .canceledBy)
+        eta = try fields.decodeIfPresent(ETA.self, forKey: .eta)
+        webhook = try fields.decodeIfPresent(String.self, forKey: .webhook)
+        webhookEvents = try fields.decodeIfPresent([String].self, forKey: .webhookEvents)
+    }
+
+    /// The job as the server shows it; `estimate` (with `now`) for a queued job's `eta`.
+    public init(job: Job, estimate: QueueEstimate? = nil, now: Timestamp? = nil) {
+        id = job.id.rawValue
+        type = job.type
+        state = job.state.rawValue
+        reason = job.reason?.rawValue
+        input = job.input
+        priority = job.priority
+        timeoutSeconds = job.timeoutSeconds
+        attempts = job.attempts
+        maxAttempts = job.maxAttempts
+        position = job.position
+        progress = job.progress.map { Progress(fraction: $0.fraction, message: $0.message) }
+        createdAt = job.createdAt.description
+        startedAt = job.startedAt?.description
+        finishedAt = job.finishedAt?.description
+        exitCode = job.exitCode.map(Int.init)
+        signal = job.signal.map(Int.init)
+        error = job.error
+        slot = job.slot.map { Int($0.rawValue) }
+        result = job.result
+        cancelRequested = job.cancelRequested && !job.state.isTerminal ? true : nil
+        node = job.node
+        owner = job.owner
+        canceledBy = job.canceledBy.map { $0.isEmpty ? "anonymous" : $0 }
+        eta = estimate.map { estimate in
+            ETA(startInSeconds: (estimate.startsIn * 10).rounded() / 10,
+                startAt: now.map { $0.adding(seconds: estimate.startsIn).description }, method: estimate.method)
+        }
+        webhook = job.webhookURL
+        webhookEvents = job.webhookURL == nil ? nil : job.webhookEvents
+    }
+
+    /// The JSON the API sends.
+    public var json: JSONValue {
+        func optional<T>(_ value: T?, _ transform: (T) -> JSONValue) -> JSONValue { value.map(transform) ?? .null }
+        let base = "/v1/jobs/\(id)"
+        var fields: [String: JSONValue] = [
+            "id": .string(id), "type": .string(type), "state": .string(state), "reason": optional(reason, JSONValue.string),
+            "input": input, "priority": .int(Int64(priority)), "timeout_s": optional(timeoutSeconds, JSONValue.double),
+            "attempts": .int(Int64(attempts)), "max_attempts": .int(Int64(maxAttempts)),
+            "position": optional(position) { .int(Int64($0)) },
+            "progress": optional(progress) { .object(["fraction": .double($0.fraction), "message": optional($0.message, JSONValue.string)]) },
+            "created_at": .string(createdAt), "started_at": optional(startedAt, JSONValue.string),
+            "finished_at": optional(finishedAt, JSONValue.string), "exit_code": optional(exitCode) { .int(Int64($0)) },
+            "signal": optional(signal) { .int(Int64($0)) }, "error": optional(error, JSONValue.string),
+            "slot": optional(slot) { .int(Int64($0)) }, "result": result ?? .null,
+            "links": .object(["self": .string(base), "cancel": .string(base + "/cancel"), "logs": .string(base + "/logs"),
+                              "outputs": .string(base + "/outputs")]),
+            // Audit: who submitted it (null without tokens).
+            "owner": optional(owner, JSONValue.string),
+        ]
+        if cancelRequested == true { fields["cancel_requested"] = .bool(true) }
+        if let node { fields["node"] = .string(node) }
+        if let canceledBy { fields["canceled_by"] = .string(canceledBy) }
+        // A queued job always has `eta`: null until some job of its type has run.
+        if state == JobState.queued.rawValue {
+            fields["eta"] = optional(eta) { eta in
+                .object(["start_in_s": .double(eta.startInSeconds), "start_at": optional(eta.startAt, JSONValue.string),
+                         "method": .string(eta.method)])
+            }
+        }
+        if let webhook {
+            fields["webhook"] = .string(webhook)
+            fields["webhook_events"] = .array((webhookEvents ?? []).map(JSONValue.string))
+        }
+        return .object(fields)
+    }
+}

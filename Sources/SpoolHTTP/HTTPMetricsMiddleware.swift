@@ -1,0 +1,61 @@
+import Dispatch
+import HTTPTypes
+import Hummingbird
+import Metrics
+import Synchronization
+
+/// Request counts and latencies by route, named as Prometheus expects (`_total`, `_seconds`):
+///
+/// - `spool_http_requests_total{method, route, status}`: every answer, a 404 as a 404;
+/// - `spool_http_request_duration_seconds{method, route}`: from the request to the end of its
+///   body (an event stream's whole life);
+/// - `spool_http_requests_in_flight`: requests being answered now.
+///
+/// `route` is the matched route's pattern (`/v1/jobs/{id}`), or `unmatched`, so ids and typos
+/// never become label values. Outermost, so that what it counts is what the client got.
+struct HTTPMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
+    final class InFlight: Sendable {
+        let gauge = Gauge(label: "spool_http_requests_in_flight")
+        let count = Atomic<Int>(0)
+        func add(_ delta: Int) { gauge.record(count.wrappingAdd(delta, ordering: .relaxed).newValue) }
+    }
+    let inFlight = InFlight()
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let start = DispatchTime.now().uptimeNanoseconds
+        inFlight.add(1)
+        let method = request.method.rawValue
+        let inFlight = self.inFlight
+        let endpoint = context.endpointPath
+        @Sendable func record(_ status: HTTPResponse.Status) {
+            let route = Self.route(endpoint)
+            Counter(label: "spool_http_requests_total", dimensions: [("method", method), ("route", route), ("status", String(status.code))])
+                .increment()
+            Metrics.Timer(label: "spool_http_request_duration_seconds", dimensions: [("method", method), ("route", route)])
+                .recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - start))
+            inFlight.add(-1)
+        }
+        do {
+            var response = try await next(request, context)
+            let status = response.status
+            let body = response.body
+            // Recorded once the body is written (or fails to be): a stream's whole life.
+            response.body = ResponseBody(contentLength: body.contentLength) { writer in
+                defer { record(status) }
+                try await body.write(writer)
+            }
+            return response
+        } catch {
+            record((error as? any HTTPResponseError)?.status ?? .internalServerError)
+            throw error
+        }
+    }
+
+    /// `/v1/jobs/:id` → `/v1/jobs/{id}`; `unmatched` when no route matched.
+    static func route(_ path: String?) -> String {
+        guard let path, !path.isEmpty else { return "unmatched" }
+        return path.split(separator: "/", omittingEmptySubsequences: false).map { segment in
+            segment.hasPrefix(":") ? "{\(segment.dropFirst())}" : segment == "**" ? "{path}" : String(segment)
+        }.joined(separator: "/")
+    }
+}

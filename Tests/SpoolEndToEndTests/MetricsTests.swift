@@ -1,0 +1,65 @@
+import Foundation
+import SpoolCore
+import Testing
+
+/// `/metrics` passes what `promtool check metrics` checks — every family has HELP and TYPE, a
+/// counter ends in `_total`, a duration says its unit (`_seconds`), names are snake_case — and
+/// every metric the README names is there.
+@Suite struct MetricsTests {
+    struct Family { var type: String?; var help: Bool; var samples: Int }
+
+    static func families(_ text: String) -> [String: Family] {
+        var families: [String: Family] = [:]
+        for line in text.split(separator: "\n") {
+            let words = line.split(separator: " ", maxSplits: 3)
+            if line.hasPrefix("# HELP "), words.count >= 4 {
+                families[String(words[2]), default: Family(help: false, samples: 0)].help = true
+            } else if line.hasPrefix("# TYPE "), words.count >= 4 {
+                families[String(words[2]), default: Family(help: false, samples: 0)].type = String(words[3])
+            } else if !line.hasPrefix("#"), let name = line.split(whereSeparator: { $0 == "{" || $0 == " " }).first {
+                var family = String(name)
+                for suffix in ["_bucket", "_sum", "_count"] where family.hasSuffix(suffix) && families[family] == nil {
+                    family = String(family.dropLast(suffix.count))
+                }
+                families[family, default: Family(help: false, samples: 0)].samples += 1
+            }
+        }
+        return families
+    }
+
+    @Test func metricsPassPromtoolsRulesAndCoverWhatTheREADMENames() async throws {
+        let server = try ServerHarness(config: .object([:]))
+        try Data(Fixtures.config(scratch: server.scratch).canonicalText.utf8).write(to: URL(fileURLWithPath: server.configPath))
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let id = try #require(try await server.submit("noop").json["id"]?.stringValue)
+        _ = try await server.waitFor(id, ["succeeded"])
+        _ = try await server.request(.GET, "/v1/jobs/\(JobID.random().rawValue)")
+        let text = String(decoding: try await server.request(.GET, "/metrics").body, as: UTF8.self)
+        let families = Self.families(text)
+        #expect(!families.isEmpty)
+        for (name, family) in families.sorted(by: { $0.key < $1.key }) {
+            #expect(family.type != nil, "\(name): no TYPE")
+            #expect(family.help, "\(name): no HELP")
+            #expect(name.allSatisfy { $0.isLowercase || $0.isNumber || $0 == "_" }, "\(name): not snake_case")
+            #expect(name.hasPrefix("spool_"), "\(name): not in Spool's namespace")
+            if family.type == "counter" { #expect(name.hasSuffix("_total"), "\(name): a counter without _total") }
+            if family.type != "counter" { #expect(!name.hasSuffix("_total"), "\(name): _total on a \(family.type ?? "?")") }
+            if family.type == "histogram" || name.contains("duration") || name.contains("time") {
+                #expect(name.hasSuffix("_seconds") || name.hasSuffix("_seconds_total"), "\(name): a duration without its unit")
+            }
+        }
+
+        // Every metric the README names exists (the shared-store ones only with a shared store).
+        let readme = try String(contentsOfFile: WorkerModeTests.repository + "/README.md", encoding: .utf8)
+        let section = try #require(readme.range(of: "### Metrics and logs").map { readme[$0.upperBound...] })
+        let body = section[..<(section.range(of: "\n## ")?.lowerBound ?? section.endIndex)]
+        let named = Set(body.matches(of: /spool_[a-z_]+/).map { String($0.output) })
+        let sharedOnly: Set = ["spool_jobs_rescued_total", "spool_lease_renewal_failures_total", "spool_attempts_fenced_total"]
+        let onDemand: Set = ["spool_worker_restarts_total"]   // appears with the first restart
+        #expect(named.count >= 10, "\(named)")
+        for name in named.subtracting(sharedOnly).subtracting(onDemand).sorted() {
+            #expect(families[name] != nil, "README names \(name), /metrics has no such family")
+        }
+    }
+}
