@@ -1,0 +1,616 @@
+"""Everything the sync and async clients share, written once.
+
+Each operation is a *flow*: a generator that yields effects (send this request, open this
+stream, read a chunk, sleep, hand a value to the caller) and gets their results back. It does
+no network I/O and never sleeps by itself; `Client` runs flows with blocking httpx calls and
+`AsyncClient` with awaited ones (see `_sync.py` and `_async.py`, a short driver loop each). So
+request building, error parsing, the retry policy, pagination, long-polling, log following,
+resumable downloads and SSE reconnection exist once.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import random
+import re
+import ssl
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Generator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from urllib.parse import quote
+
+import httpx
+
+from ._errors import ConnectionFailed, SpoolError, WaitTimeout, error_from_response
+from ._models import Event, Health, Job, JobType, Output, QueueInfo, TERMINAL_STATES
+from ._sse import SSEParser
+from ._version import __version__
+
+T = TypeVar("T")
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+#: The server holds a `?wait=` long-poll for at most this long.
+MAX_WAIT_S = 60.0
+#: A stream gets a keep-alive comment every 15 s; silence for longer than this is a dead connection.
+STREAM_READ_TIMEOUT_S = 45.0
+
+VerifyTypes = Union[bool, str, "os.PathLike[str]", ssl.SSLContext]
+PathType = Union[str, "os.PathLike[str]"]
+
+
+# --- effects -------------------------------------------------------------------------------
+
+
+@dataclass
+class RequestSpec:
+    """One HTTP request, before the driver turns it into an httpx request."""
+
+    method: str
+    path: str
+    params: Optional[Dict[str, str]] = None
+    headers: Dict[str, str] = field(default_factory=dict)
+    body: Optional[bytes] = None
+    #: Safe to send again after a failure that may have reached the server.
+    idempotent: bool = True
+    #: Retry 429 and 503 answers (off where the caller wants to see them, e.g. /healthz).
+    retry_status: bool = True
+    #: Read timeout for this request (long-polls and streams), instead of the client's.
+    read_timeout: Optional[float] = None
+
+
+@dataclass
+class Send:
+    """Send a request and read the whole answer; the result is an `httpx.Response`."""
+
+    spec: RequestSpec
+
+
+@dataclass
+class Open:
+    """Send a request and return the `httpx.Response` before its body is read."""
+
+    spec: RequestSpec
+    raw: bool = False  # read the body undecoded (no Content-Encoding decoding): downloads
+
+
+@dataclass
+class Read:
+    """The next chunk of an open response's body; b"" at its end."""
+
+    response: httpx.Response
+
+
+@dataclass
+class ReadAll:
+    """The rest of an open response's body."""
+
+    response: httpx.Response
+
+
+@dataclass
+class Close:
+    response: httpx.Response
+
+
+@dataclass
+class Sleep:
+    seconds: float
+
+
+@dataclass
+class Emit:
+    """Hand a value to the caller of an iterator (list, events, logs --follow)."""
+
+    value: Any
+
+
+Effect = Union[Send, Open, Read, ReadAll, Close, Sleep, Emit]
+Flow = Generator[Effect, Any, T]
+
+# Failures where the request cannot have reached the server: always safe to retry.
+NOT_SENT_ERRORS: Tuple[type, ...] = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Failures of the transport that may be passing (a dropped connection, a timeout, a restart).
+TRANSIENT_ERRORS: Tuple[type, ...] = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
+
+
+# --- retry policy --------------------------------------------------------------------------
+
+
+@dataclass
+class RetryPolicy:
+    """When to try a request again, and after how long.
+
+    429 and 503 are retried for every request (the server did nothing with it), honouring
+    `Retry-After` up to `max_retry_after` seconds; 502 and 504 (a proxy's) only for idempotent
+    requests. A connection that could not be made is retried for every request; a failure after
+    the request may have reached the server (reset, timeout) only for idempotent ones — GETs,
+    and submits, which always carry an Idempotency-Key. Without `Retry-After` the wait is an
+    exponential backoff with jitter: `backoff_base` doubling, up to `backoff_max`, times 0.5–1.
+    """
+
+    retries: int = 3
+    backoff_base: float = 0.5
+    backoff_max: float = 10.0
+    max_retry_after: float = 60.0
+
+    def backoff(self, attempt: int) -> float:
+        step = min(self.backoff_max, self.backoff_base * 2.0 ** attempt)
+        return step * (0.5 + random.random() / 2)
+
+    def status_delay(self, attempt: int, status: int, retry_after: Optional[float], idempotent: bool) -> Optional[float]:
+        if attempt >= self.retries:
+            return None
+        if status in (429, 503) or (idempotent and status in (502, 504)):
+            if retry_after is not None:
+                return min(retry_after, self.max_retry_after)
+            return self.backoff(attempt)
+        return None
+
+    def transport_delay(self, attempt: int, error: Exception, idempotent: bool) -> Optional[float]:
+        if attempt >= self.retries:
+            return None
+        if isinstance(error, NOT_SENT_ERRORS) or (idempotent and isinstance(error, TRANSIENT_ERRORS)):
+            return self.backoff(attempt)
+        return None
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def ssl_verify(verify: VerifyTypes) -> Union[bool, ssl.SSLContext]:
+    """httpx's `verify`: True/False, a context, or a CA bundle (file or folder) made into a context."""
+    if isinstance(verify, (bool, ssl.SSLContext)):
+        return verify
+    location = os.fspath(verify)
+    if os.path.isdir(location):
+        return ssl.create_default_context(capath=location)
+    return ssl.create_default_context(cafile=location)
+
+
+def job_path(job_id: str, *rest: str) -> str:
+    if not isinstance(job_id, str) or not job_id:
+        raise ValueError("a job id is a non-empty string")
+    return "/".join(["/v1/jobs", quote(job_id, safe="")] + list(rest))
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def format_seconds(value: float) -> str:
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def json_body(response: httpx.Response) -> Any:
+    try:
+        return json.loads(response.content)
+    except ValueError as error:
+        raise SpoolError(
+            response.status_code,
+            title="Invalid response",
+            detail=f"{response.request.method} {response.request.url} answered {response.status_code} "
+            f"with a body that is not JSON: {one_line(response.content[:200].decode('utf-8', 'replace'))}",
+        ) from error
+
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+def parse_content_range(value: Optional[str]) -> Optional[Tuple[Optional[int], Optional[int], Optional[int]]]:
+    """(first, last, total) from `bytes a-b/n` or `bytes */n`; None when it does not parse."""
+    if not value:
+        return None
+    match = _CONTENT_RANGE.match(value)
+    if not match:
+        return None
+    first, last, total = match.groups()
+    return (
+        int(first) if first is not None else None,
+        int(last) if last is not None else None,
+        int(total) if total not in (None, "*") else None,
+    )
+
+
+def download_target(name: str, path: Optional[PathType]) -> Path:
+    """Where `download` writes: `path`, or `path/name` when `path` is a folder (or ends with `/`),
+    or `./basename` without a path."""
+    parts = [p for p in name.split("/") if p]
+    safe = bool(parts) and not any(p in (".", "..") for p in parts)
+    if path is None:
+        return Path(parts[-1] if parts else "output")
+    text = os.fspath(path)
+    target = Path(text)
+    if target.is_dir() or text.endswith(("/", os.sep)):
+        return target.joinpath(*parts) if safe else target / (parts[-1] if parts else "output")
+    return target
+
+
+# --- the shared client core ----------------------------------------------------------------
+
+
+class ClientCore:
+    """Configuration and every operation's flow; `Client` and `AsyncClient` add the I/O."""
+
+    def __init__(
+        self,
+        url: Optional[str],
+        token: Optional[str],
+        *,
+        timeout: Optional[float],
+        retries: int,
+        user_agent: Optional[str],
+        max_retry_wait: float,
+    ) -> None:
+        url = url or os.environ.get("SPOOL_URL") or DEFAULT_URL
+        parsed = httpx.URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError(f"the server URL must be http:// or https:// with a host, not {url!r}")
+        if token is None:
+            token = os.environ.get("SPOOL_TOKEN") or None
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.retries = retries
+        self._policy = RetryPolicy(retries=max(0, retries), max_retry_after=max_retry_wait)
+        self._headers: Dict[str, str] = {
+            "User-Agent": user_agent or f"spool-client/{__version__} python-httpx/{httpx.__version__}",
+            "Accept": "application/json",
+        }
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"  # never the token
+
+    # -- request plumbing --
+
+    def _request_args(self, spec: RequestSpec) -> Dict[str, Any]:
+        timeout: Union[httpx.Timeout, float, None] = self.timeout
+        if spec.read_timeout is not None:
+            timeout = httpx.Timeout(self.timeout, read=spec.read_timeout)
+        return {
+            "method": spec.method,
+            "url": spec.path,
+            "params": spec.params,
+            "headers": spec.headers,
+            "content": spec.body,
+            "timeout": timeout,
+        }
+
+    def _connection_failed(self, spec: RequestSpec, error: Exception) -> ConnectionFailed:
+        what = one_line(str(error)) or type(error).__name__
+        verb = "could not connect to" if isinstance(error, NOT_SENT_ERRORS) else "connection failed for"
+        return ConnectionFailed(f"{verb} {spec.method} {self.url}{spec.path}: {what}")
+
+    def _send(self, spec: RequestSpec, *, stream: bool = False, raw: bool = False, ok: Sequence[int] = ()) -> Flow[httpx.Response]:
+        """Send with the retry policy; the answer, or a typed error. `ok` lists error statuses to return."""
+        attempt = 0
+        while True:
+            try:
+                response: httpx.Response = yield (Open(spec, raw) if stream else Send(spec))
+            except httpx.TransportError as error:
+                delay = self._policy.transport_delay(attempt, error, spec.idempotent)
+                if delay is None:
+                    raise self._connection_failed(spec, error) from error
+                attempt += 1
+                yield Sleep(delay)
+                continue
+            status = response.status_code
+            if status < 400 or status in ok:
+                return response
+            body = b""
+            if stream:
+                try:
+                    body = yield ReadAll(response)
+                except httpx.TransportError:
+                    body = b""
+                yield Close(response)
+            else:
+                body = response.content
+            failure = error_from_response(status, response.headers, body, response.reason_phrase)
+            delay = self._policy.status_delay(attempt, status, failure.retry_after, spec.idempotent) if spec.retry_status else None
+            if delay is None:
+                raise failure
+            attempt += 1
+            yield Sleep(delay)
+
+    def _json(self, spec: RequestSpec) -> Flow[Dict[str, Any]]:
+        response = yield from self._send(spec)
+        data = json_body(response)
+        if not isinstance(data, dict):
+            raise SpoolError(response.status_code, title="Invalid response", detail=f"{spec.method} {spec.path} answered JSON that is not an object")
+        return data
+
+    # -- jobs --
+
+    def _submit(
+        self,
+        type: str,
+        input: Any,
+        priority: int,
+        timeout_s: Optional[float],
+        idempotency_key: Optional[str],
+        webhook: Optional[str],
+        webhook_events: Optional[Sequence[str]],
+    ) -> Flow[Job]:
+        body: Dict[str, Any] = {"type": type}
+        if input is not None:
+            body["input"] = input
+        if priority:
+            body["priority"] = priority
+        if timeout_s is not None:
+            body["timeout_s"] = timeout_s
+        if webhook is not None:
+            body["webhook"] = webhook
+        if webhook_events is not None:
+            body["webhook_events"] = list(webhook_events)
+        key = idempotency_key or str(uuid.uuid4())
+        spec = RequestSpec(
+            "POST",
+            "/v1/jobs",
+            headers={"Content-Type": "application/json", "Idempotency-Key": key},
+            body=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
+            idempotent=True,  # the Idempotency-Key makes a resend answer with the same job
+        )
+        return Job.from_json((yield from self._json(spec)))
+
+    def _get(self, job_id: str, wait: Optional[float] = None) -> Flow[Job]:
+        spec = RequestSpec("GET", job_path(job_id))
+        if wait is not None and wait > 0:
+            spec.params = {"wait": format_seconds(wait)}
+            spec.read_timeout = wait + (self.timeout if self.timeout is not None else 30.0)
+        return Job.from_json((yield from self._json(spec)))
+
+    def _list(self, state: Optional[str], type: Optional[str], page_size: int) -> Flow[None]:
+        if not 1 <= page_size <= 500:
+            raise ValueError("page_size must be from 1 to 500")
+        cursor: Optional[str] = None
+        while True:
+            params = {"limit": str(page_size)}
+            if state is not None:
+                params["status"] = state
+            if type is not None:
+                params["type"] = type
+            if cursor is not None:
+                params["cursor"] = cursor
+            page = yield from self._json(RequestSpec("GET", "/v1/jobs", params=params))
+            for item in page.get("jobs") or []:
+                yield Emit(Job.from_json(item))
+            next_cursor = page.get("next_cursor")
+            if next_cursor is None or str(next_cursor) == cursor:
+                return
+            cursor = str(next_cursor)
+
+    def _wait(self, job_id: str, timeout: Optional[float]) -> Flow[Job]:
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        previous: Optional[str] = None
+        while True:
+            remaining = MAX_WAIT_S if deadline is None else deadline - time.monotonic()
+            hold = max(0.0, min(MAX_WAIT_S, remaining))
+            started = time.monotonic()
+            job = yield from self._get(job_id, wait=hold)
+            if job.done:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"job {job_id} is still {job.state} after {format_seconds(timeout or 0.0)} s", job)
+            elapsed = time.monotonic() - started
+            if job.state == previous and elapsed < min(hold, 1.0):
+                # The server answered at once without a change (it ignored ?wait): do not spin.
+                pause = min(1.0 - elapsed, hold - elapsed)
+                if pause > 0:
+                    yield Sleep(pause)
+            previous = job.state
+
+    def _cancel(self, job_id: str) -> Flow[Job]:
+        spec = RequestSpec("POST", job_path(job_id, "cancel"), idempotent=False)
+        return Job.from_json((yield from self._json(spec)))
+
+    def _logs(self, job_id: str) -> Flow[str]:
+        response = yield from self._send(RequestSpec("GET", job_path(job_id, "logs")))
+        return response.content.decode("utf-8", "replace")
+
+    def _follow_logs(self, job_id: str, poll_interval: float) -> Flow[None]:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        offset = 0
+        finished = False
+        while True:
+            spec = RequestSpec("GET", job_path(job_id, "logs"), params={"offset": str(offset)})
+            response = yield from self._send(spec)
+            data = response.content
+            try:
+                offset = max(offset + len(data), int(response.headers.get("spool-next-offset", "")))
+            except ValueError:
+                offset += len(data)
+            text = decoder.decode(data)
+            if text:
+                yield Emit(text)
+            if finished and not data:
+                break
+            if not finished:
+                # Sleeps up to poll_interval, and wakes at once when the job finishes.
+                job = yield from self._get(job_id, wait=poll_interval)
+                finished = job.done
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield Emit(tail)
+
+    def _outputs(self, job_id: str) -> Flow[List[Output]]:
+        data = yield from self._json(RequestSpec("GET", job_path(job_id, "outputs")))
+        return [Output.from_json(o) for o in data.get("outputs") or [] if isinstance(o, dict)]
+
+    def _download(self, job_id: str, name: str, path: Optional[PathType]) -> Flow[Path]:
+        if not name:
+            raise ValueError("an output name is a non-empty string")
+        target = download_target(name, path)
+        part = Path(str(target) + ".part")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        url = job_path(job_id, "outputs", quote(name, safe="/"))
+        validator: Optional[str] = None  # ETag (strong) or Last-Modified of the file being fetched
+        ranges = False  # the server said Accept-Ranges: bytes, or answered a Range with 206
+        failures = 0
+        total: Optional[int] = None  # the file's size, when the server said
+        while True:
+            offset = part.stat().st_size if part.exists() else 0
+            headers = {"Accept-Encoding": "identity", "Accept": "*/*"}
+            if offset > 0:
+                headers["Range"] = f"bytes={offset}-"
+                if validator:
+                    headers["If-Range"] = validator
+            spec = RequestSpec("GET", url, headers=headers)
+            response = yield from self._send(spec, stream=True, raw=True, ok=(416,))
+            status = response.status_code
+            if status == 416:
+                # Nothing from `offset` on: complete if the part is the whole file, else start over.
+                yield Close(response)
+                size = (parse_content_range(response.headers.get("content-range")) or (None, None, None))[2]
+                if size is not None and size == offset:
+                    os.replace(part, target)
+                    return target
+                part.unlink(missing_ok=True)
+                failures += 1
+                if failures > self._policy.retries:
+                    raise SpoolError(416, title="Range Not Satisfiable", detail=f"could not resume {url}")
+                continue
+            if status == 206:
+                content_range = parse_content_range(response.headers.get("content-range"))
+                if content_range is None or content_range[0] != offset:
+                    # Not the range asked for: start over without one.
+                    yield Close(response)
+                    part.unlink(missing_ok=True)
+                    validator, ranges = None, False
+                    failures += 1
+                    if failures > self._policy.retries:
+                        raise SpoolError(206, title="Bad range", detail=f"{url} answered a range that was not asked for")
+                    continue
+                mode, total, ranges = "ab", content_range[2], True
+            else:  # 200: the whole file, also the answer to a Range the server ignored
+                mode, offset = "wb", 0
+                length = response.headers.get("content-length")
+                total = int(length) if length and length.isdigit() else None
+            etag = response.headers.get("etag")
+            new_validator = etag if etag and not etag.startswith("W/") else response.headers.get("last-modified")
+            if status == 200:
+                validator = new_validator
+            if response.headers.get("accept-ranges", "").strip().lower() == "bytes":
+                ranges = True
+            written = offset
+            try:
+                with open(part, mode) as out:
+                    while True:
+                        chunk = yield Read(response)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                        written += len(chunk)
+            except httpx.TransportError as error:
+                yield Close(response)
+                # Bytes kept are progress; without ranges nothing is kept, so every drop counts.
+                failures = 0 if ranges and written > offset else failures + 1
+                if failures > self._policy.retries:
+                    raise self._connection_failed(spec, error) from error
+                if not ranges:
+                    part.unlink(missing_ok=True)  # the server cannot resume: the next try fetches it whole
+                yield Sleep(self._policy.backoff(failures))
+                continue
+            yield Close(response)
+            if total is not None and written != total:
+                failures += 1
+                if failures > self._policy.retries:
+                    raise ConnectionFailed(f"download of {self.url}{url} ended at {written} of {total} bytes")
+                if written > total:
+                    part.unlink(missing_ok=True)
+                continue
+            os.replace(part, target)
+            return target
+
+    # -- events --
+
+    def _events(self, job_id: Optional[str], last_event_id: Optional[str], reconnect_timeout: Optional[float]) -> Flow[None]:
+        path = job_path(job_id, "events") if job_id is not None else "/v1/events"
+        retry_s = 2.0
+        last_id = last_event_id
+        terminal = False
+        failing_since: Optional[float] = None
+        read_timeout = max(self.timeout or 0.0, STREAM_READ_TIMEOUT_S)
+        while True:
+            headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+            if last_id:
+                headers["Last-Event-ID"] = last_id
+            spec = RequestSpec("GET", path, headers=headers, read_timeout=read_timeout)
+            if failing_since is None:
+                failing_since = time.monotonic()
+            out_of_time = reconnect_timeout is not None and time.monotonic() - failing_since > reconnect_timeout
+            try:
+                response: httpx.Response = yield Open(spec)
+            except httpx.TransportError as error:
+                if out_of_time or not isinstance(error, TRANSIENT_ERRORS + NOT_SENT_ERRORS):
+                    raise self._connection_failed(spec, error) from error
+                yield Sleep(retry_s)
+                continue
+            if response.status_code != 200:
+                try:
+                    body = yield ReadAll(response)
+                except httpx.TransportError:
+                    body = b""
+                yield Close(response)
+                failure = error_from_response(response.status_code, response.headers, body, response.reason_phrase)
+                if out_of_time or response.status_code not in (429, 502, 503, 504):
+                    raise failure
+                wait = retry_s if failure.retry_after is None else failure.retry_after
+                yield Sleep(min(wait, self._policy.max_retry_after))
+                continue
+            if "text/event-stream" not in response.headers.get("content-type", ""):
+                yield Close(response)
+                raise SpoolError(200, title="Not an event stream", detail=f"{self.url}{path} answered {response.headers.get('content-type')}")
+            failing_since = None
+            parser = SSEParser(last_id)
+            try:
+                while True:
+                    chunk = yield Read(response)
+                    if not chunk:
+                        parser.close()
+                        break
+                    for event in parser.feed(chunk):
+                        last_id = parser.last_event_id
+                        yield Emit(event)
+                        if job_id is not None and event.event == "state" and event.state in TERMINAL_STATES:
+                            terminal = True
+                        elif terminal and event.event == "outputs":
+                            yield Close(response)
+                            return  # a job's stream ends with its outputs, after its final state
+                    if parser.retry_ms is not None:
+                        retry_s = parser.retry_ms / 1000.0
+            except httpx.TransportError:
+                pass  # a dropped connection: reconnect below
+            yield Close(response)
+            last_id = parser.last_event_id
+            if terminal:
+                return  # the server ended the job's stream after its final state
+            yield Sleep(retry_s)
+
+    # -- server --
+
+    def _types(self) -> Flow[List[JobType]]:
+        data = yield from self._json(RequestSpec("GET", "/v1/types"))
+        return [JobType.from_json(t) for t in data.get("types") or [] if isinstance(t, dict)]
+
+    def _queue(self) -> Flow[QueueInfo]:
+        return QueueInfo.from_json((yield from self._json(RequestSpec("GET", "/v1/queue"))))
+
+    def _health(self) -> Flow[Health]:
+        spec = RequestSpec("GET", "/healthz", retry_status=False)
+        response = yield from self._send(spec, ok=(503,))
+        if response.status_code == 503:
+            try:
+                data = json.loads(response.content)
+            except ValueError:
+                data = None
+            if not isinstance(data, dict) or "status" not in data:
+                raise error_from_response(503, response.headers, response.content, response.reason_phrase)
+            return Health.from_json(data, 503)
+        return Health.from_json(json_body(response), response.status_code)
+

@@ -1,0 +1,329 @@
+"""What the server answers, as typed dataclasses.
+
+Every model keeps the JSON object it was built from in `raw`, so a field a newer server adds
+is never lost (and never breaks parsing): read it from `raw` until the client knows it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Dict, List, Mapping, Optional
+
+TERMINAL_STATES = frozenset({"succeeded", "failed", "canceled"})
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(Z|z|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def parse_datetime(value: Any) -> Optional[datetime]:
+    """An RFC 3339 timestamp as an aware datetime (UTC when no offset is given); None if absent.
+
+    Written by hand because `datetime.fromisoformat` before Python 3.11 takes neither `Z` nor
+    more or fewer than 3 or 6 fractional digits.
+    """
+    if not isinstance(value, str):
+        return None
+    match = _RFC3339.match(value.strip())
+    if not match:
+        return None
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    micros = int((fraction or "0")[:6].ljust(6, "0"))
+    tz = timezone.utc
+    if offset and offset not in ("Z", "z"):
+        sign = -1 if offset[0] == "-" else 1
+        digits = offset[1:].replace(":", "")
+        tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
+    try:
+        return datetime(int(year), int(month), int(day), int(hour), int(minute), min(int(second), 59), micros, tzinfo=tz)
+    except ValueError:
+        return None
+
+
+def _opt_int(value: Any) -> Optional[int]:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _opt_float(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _opt_str(value: Any) -> Optional[str]:
+    return value if isinstance(value, str) else None
+
+
+def _obj(value: Any) -> Dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class Progress:
+    fraction: float
+    message: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> Optional["Progress"]:
+        if not isinstance(data, dict):
+            return None
+        return cls(fraction=_opt_float(data.get("fraction")) or 0.0, message=_opt_str(data.get("message")))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """When a queued job is likely to start."""
+
+    start_in_s: Optional[float]
+    start_at: Optional[datetime]
+    method: Optional[str]
+
+    @classmethod
+    def from_json(cls, data: Any) -> Optional["Estimate"]:
+        if not isinstance(data, dict):
+            return None
+        return cls(
+            start_in_s=_opt_float(data.get("start_in_s")),
+            start_at=parse_datetime(data.get("start_at")),
+            method=_opt_str(data.get("method")),
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as the server describes it (`GET /v1/jobs/{id}`)."""
+
+    id: str
+    type: str
+    state: str
+    priority: int = 0
+    input: Any = None
+    attempts: int = 0
+    max_attempts: Optional[int] = None
+    timeout_s: Optional[float] = None
+    created_at: Optional[datetime] = None
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+    progress: Optional[Progress] = None
+    result: Any = None
+    error: Optional[str] = None
+    reason: Optional[str] = None
+    exit_code: Optional[int] = None
+    signal: Optional[int] = None
+    slot: Optional[int] = None
+    node: Optional[str] = None
+    #: The tenant (token name) that submitted it, and the one that canceled it, on a server with tokens.
+    owner: Optional[str] = None
+    canceled_by: Optional[str] = None
+    position: Optional[int] = None
+    eta: Optional[Estimate] = None
+    webhook: Optional[str] = None
+    webhook_events: Optional[List[str]] = None
+    cancel_requested: bool = False
+    links: Dict[str, str] = field(default_factory=dict)
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def done(self) -> bool:
+        """True once the job is succeeded, failed or canceled (it will not change again)."""
+        return self.state in TERMINAL_STATES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "succeeded"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Job":
+        events = data.get("webhook_events")
+        links = _obj(data.get("links"))
+        return cls(
+            id=str(data.get("id", "")),
+            type=str(data.get("type", "")),
+            state=str(data.get("state", "")),
+            priority=_opt_int(data.get("priority")) or 0,
+            input=data.get("input"),
+            attempts=_opt_int(data.get("attempts")) or 0,
+            max_attempts=_opt_int(data.get("max_attempts")),
+            timeout_s=_opt_float(data.get("timeout_s")),
+            created_at=parse_datetime(data.get("created_at")),
+            started_at=parse_datetime(data.get("started_at")),
+            finished_at=parse_datetime(data.get("finished_at")),
+            progress=Progress.from_json(data.get("progress")),
+            result=data.get("result"),
+            error=_opt_str(data.get("error")),
+            reason=_opt_str(data.get("reason")),
+            exit_code=_opt_int(data.get("exit_code")),
+            signal=_opt_int(data.get("signal")),
+            slot=_opt_int(data.get("slot")),
+            node=_opt_str(data.get("node")),
+            owner=_opt_str(data.get("owner")),
+            canceled_by=_opt_str(data.get("canceled_by")),
+            position=_opt_int(data.get("position")),
+            eta=Estimate.from_json(data.get("eta")),
+            webhook=_opt_str(data.get("webhook")),
+            webhook_events=[str(e) for e in events] if isinstance(events, list) else None,
+            cancel_requested=data.get("cancel_requested") is True,
+            links={str(k): str(v) for k, v in links.items()},
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output file of a job."""
+
+    name: str
+    size: int
+    content_type: Optional[str]
+    url: str
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Output":
+        return cls(
+            name=str(data.get("name", "")),
+            size=_opt_int(data.get("size")) or 0,
+            content_type=_opt_str(data.get("content_type")),
+            url=str(data.get("url", "")),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class JobType:
+    """A job type the server accepts (`GET /v1/types`)."""
+
+    name: str
+    mode: str
+    timeout_s: Optional[float]
+    max_attempts: Optional[int]
+    command_input_keys: List[str]
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "JobType":
+        keys = data.get("command_input_keys")
+        return cls(
+            name=str(data.get("name", "")),
+            mode=str(data.get("mode", "")),
+            timeout_s=_opt_float(data.get("timeout_s")),
+            max_attempts=_opt_int(data.get("max_attempts")),
+            command_input_keys=[str(k) for k in keys] if isinstance(keys, list) else [],
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Slot:
+    id: int
+    gpu: Optional[str]
+    state: str
+    job: Optional[Job]
+    worker: Optional[Dict[str, Any]]
+    unhealthy: List[Dict[str, Any]]
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Slot":
+        job = data.get("job")
+        worker = data.get("worker")
+        unhealthy = data.get("unhealthy")
+        return cls(
+            id=_opt_int(data.get("id")) or 0,
+            gpu=_opt_str(data.get("gpu")),
+            state=str(data.get("state", "")),
+            job=Job.from_json(job) if isinstance(job, dict) else None,
+            worker=worker if isinstance(worker, dict) else None,
+            unhealthy=[u for u in unhealthy if isinstance(u, dict)] if isinstance(unhealthy, list) else [],
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """`GET /v1/queue`: jobs waiting, whether submits are accepted, and this node's slots."""
+
+    queued: int
+    accepting: bool
+    slots: List[Slot]
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "QueueInfo":
+        slots = data.get("slots")
+        return cls(
+            queued=_opt_int(data.get("queued")) or 0,
+            accepting=data.get("accepting") is True,
+            slots=[Slot.from_json(s) for s in slots if isinstance(s, dict)] if isinstance(slots, list) else [],
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Health:
+    """`GET /healthz`: `status` is ``ok``, ``degraded`` or ``draining``; `http_status` 200 or 503."""
+
+    status: str
+    http_status: int
+    store: Optional[str] = None
+    slots: Optional[int] = None
+    queued: Optional[int] = None
+    problems: List[str] = field(default_factory=list)
+    node: Optional[str] = None
+    unhealthy_workers: List[Dict[str, Any]] = field(default_factory=list)
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.http_status == 200
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], http_status: int) -> "Health":
+        problems = data.get("problems")
+        workers = data.get("unhealthy_workers")
+        return cls(
+            status=str(data.get("status", "")),
+            http_status=http_status,
+            store=_opt_str(data.get("store")),
+            slots=_opt_int(data.get("slots")),
+            queued=_opt_int(data.get("queued")),
+            problems=[str(p) for p in problems] if isinstance(problems, list) else [],
+            node=_opt_str(data.get("node")),
+            unhealthy_workers=[w for w in workers if isinstance(w, dict)] if isinstance(workers, list) else [],
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """One Server-Sent Event.
+
+    `id` is the event's id (the `Last-Event-ID` to resume from; None if the event had none),
+    `event` its kind (``state``, ``progress``, ``log``, ``outputs``; ``message`` when unnamed),
+    `data` the data field parsed as JSON (the text itself when it is not JSON), `text` the raw
+    data field.
+    """
+
+    id: Optional[str]
+    event: str
+    data: Any
+    text: str = field(default="", repr=False)
+
+    @classmethod
+    def build(cls, id: Optional[str], event: str, text: str) -> "Event":
+        try:
+            data: Any = json.loads(text)
+        except ValueError:
+            data = text
+        return cls(id=id, event=event, data=data, text=text)
+
+    @property
+    def job_id(self) -> Optional[str]:
+        """The job the event is about (Spool puts it in `data.job`)."""
+        return _opt_str(self.data.get("job")) if isinstance(self.data, dict) else None
+
+    @property
+    def state(self) -> Optional[str]:
+        """For a ``state`` event, the job's new state."""
+        return _opt_str(self.data.get("state")) if self.event == "state" and isinstance(self.data, dict) else None

@@ -1,0 +1,218 @@
+"""`Client`: the blocking client. Its methods run the shared flows of `_core` with httpx.Client."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Callable, Dict, Generator, Iterator, List, Literal, Optional, Sequence, Type, Union, overload
+
+import httpx
+
+from ._core import (
+    ClientCore,
+    Close,
+    Effect,
+    Emit,
+    Flow,
+    Open,
+    PathType,
+    Read,
+    ReadAll,
+    Send,
+    Sleep,
+    T,
+    VerifyTypes,
+    ssl_verify,
+)
+from ._models import Event, Health, Job, JobType, Output, QueueInfo
+
+
+class Client(ClientCore):
+    """A blocking Spool client; use it as a context manager, or call `close()`.
+
+    `url` defaults to `$SPOOL_URL`, then ``http://127.0.0.1:8080``; `token` to `$SPOOL_TOKEN`
+    (sent as ``Authorization: Bearer …``). `timeout` is seconds per network operation (None: no
+    limit); `verify` is True, False, a CA bundle path or an `ssl.SSLContext`; `retries` is how
+    many times a request is tried again after a 429, a 503 or a connection failure.
+    `transport` replaces httpx's (tests pass an `httpx.MockTransport`).
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        token: Optional[str] = None,
+        *,
+        timeout: Optional[float] = 30.0,
+        verify: VerifyTypes = True,
+        retries: int = 3,
+        user_agent: Optional[str] = None,
+        max_retry_wait: float = 60.0,
+        transport: Optional[httpx.BaseTransport] = None,
+    ) -> None:
+        super().__init__(url, token, timeout=timeout, retries=retries, user_agent=user_agent, max_retry_wait=max_retry_wait)
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers=self._headers,
+            timeout=timeout,
+            verify=ssl_verify(verify),
+            transport=transport,
+            follow_redirects=False,
+        )
+        #: How the client waits between retries (replaceable in tests).
+        self._sleep: Callable[[float], None] = time.sleep
+
+    # -- lifecycle --
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(
+        self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
+        self.close()
+
+    # -- the driver --
+
+    def _perform(self, effect: Effect, streams: Dict[httpx.Response, Iterator[bytes]]) -> Any:
+        if isinstance(effect, Send):
+            return self._http.send(self._http.build_request(**self._request_args(effect.spec)))
+        if isinstance(effect, Open):
+            response = self._http.send(self._http.build_request(**self._request_args(effect.spec)), stream=True)
+            streams[response] = response.iter_raw() if effect.raw else response.iter_bytes()
+            return response
+        if isinstance(effect, Read):
+            return next(streams[effect.response], b"")
+        if isinstance(effect, ReadAll):
+            return effect.response.read()
+        if isinstance(effect, Close):
+            streams.pop(effect.response, None)
+            effect.response.close()
+            return None
+        if isinstance(effect, Sleep):
+            if effect.seconds > 0:
+                self._sleep(effect.seconds)
+            return None
+        raise TypeError(f"unknown effect {effect!r}")
+
+    def _iterate(self, flow: Flow[Any]) -> Generator[Any, None, Any]:
+        streams: Dict[httpx.Response, Iterator[bytes]] = {}
+        value: Any = None
+        error: Optional[Exception] = None
+        try:
+            while True:
+                try:
+                    effect = flow.throw(error) if error is not None else flow.send(value)
+                except StopIteration as stop:
+                    return stop.value
+                value, error = None, None
+                if isinstance(effect, Emit):
+                    yield effect.value
+                    continue
+                try:
+                    value = self._perform(effect, streams)
+                except Exception as failure:  # handed to the flow, which decides
+                    error = failure
+        finally:
+            for response in list(streams):
+                response.close()
+            flow.close()
+
+    def _run(self, flow: Flow[T]) -> T:
+        steps = self._iterate(flow)
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        steps.close()
+        raise RuntimeError("a flow that returns a value emitted one")
+
+    # -- jobs --
+
+    def submit(
+        self,
+        type: str,
+        input: Any = None,
+        *,
+        priority: int = 0,
+        timeout_s: Optional[float] = None,
+        idempotency_key: Optional[str] = None,
+        webhook: Optional[str] = None,
+        webhook_events: Optional[Sequence[str]] = None,
+    ) -> Job:
+        """Submit a job; returns it as stored (queued, with its position).
+
+        An Idempotency-Key is always sent (a new uuid4 unless given), so a submit retried after
+        a dropped connection never makes a second job. The same key with the same request
+        returns the original job; with another request it raises `IdempotencyConflict`.
+        `webhook` is a URL; `webhook_events` any of ``started``, ``progress``, ``completed``.
+        """
+        return self._run(self._submit(type, input, priority, timeout_s, idempotency_key, webhook, webhook_events))
+
+    def get(self, id: str, *, wait: Optional[float] = None) -> Job:
+        """One job. With `wait` (≤ 60 s) the server holds the answer until the state changes."""
+        return self._run(self._get(id, wait))
+
+    def list(self, state: Optional[str] = None, type: Optional[str] = None, *, page_size: int = 100) -> Iterator[Job]:
+        """Jobs, newest first, filtered by state and type; pages are fetched as you iterate."""
+        return self._iterate(self._list(state, type, page_size))
+
+    def wait(self, id: str, timeout: Optional[float] = None) -> Job:
+        """Long-poll until the job is succeeded, failed or canceled; `WaitTimeout` after `timeout` s."""
+        return self._run(self._wait(id, timeout))
+
+    def cancel(self, id: str) -> Job:
+        """Cancel: a queued job is canceled at once, a running one is stopping
+        (`cancel_requested`); a finished one raises `AlreadyFinished` (a `Conflict`)."""
+        return self._run(self._cancel(id))
+
+    @overload
+    def logs(self, id: str, follow: Literal[False] = ..., *, poll_interval: float = ...) -> str: ...
+
+    @overload
+    def logs(self, id: str, follow: Literal[True], *, poll_interval: float = ...) -> Iterator[str]: ...
+
+    @overload
+    def logs(self, id: str, follow: bool, *, poll_interval: float = ...) -> Union[str, Iterator[str]]: ...
+
+    def logs(self, id: str, follow: bool = False, *, poll_interval: float = 0.5) -> Union[str, Iterator[str]]:
+        """The job's stdout and stderr as text; with `follow=True` an iterator of text chunks
+        as they are written, ending once the job has finished and its log is read."""
+        if follow:
+            return self._iterate(self._follow_logs(id, poll_interval))
+        return self._run(self._logs(id))
+
+    def outputs(self, id: str) -> List[Output]:
+        """The job's output files."""
+        return self._run(self._outputs(id))
+
+    def download(self, id: str, name: str, path: Optional[PathType] = None) -> Path:
+        """Stream an output file to `path` (a file, or a folder to put `name` in; default the
+        current folder), through `path + ".part"`, resuming with a Range request where the
+        server supports it. Returns where the file is."""
+        return self._run(self._download(id, name, path))
+
+    def events(
+        self, id: Optional[str] = None, *, last_event_id: Optional[Union[str, int]] = None, reconnect_timeout: Optional[float] = 60.0
+    ) -> Iterator[Event]:
+        """Server-sent events of one job (ends after its final state and outputs) or of every
+        job (endless). Reconnects after a dropped connection or a server restart with
+        Last-Event-ID, so no event is missed or repeated; gives up with `ConnectionFailed` when
+        the server stays unreachable for `reconnect_timeout` seconds (None: never)."""
+        start = None if last_event_id is None else str(last_event_id)
+        return self._iterate(self._events(id, start, reconnect_timeout))
+
+    # -- server --
+
+    def types(self) -> List[JobType]:
+        return self._run(self._types())
+
+    def queue(self) -> QueueInfo:
+        return self._run(self._queue())
+
+    def health(self) -> Health:
+        """`/healthz`; a draining or degraded server (503) is a `Health` with `ok` False, not an error."""
+        return self._run(self._health())

@@ -1,0 +1,407 @@
+"""Client logic in isolation (retry timing, Range resume, dropped connections), with httpx.MockTransport.
+
+Unit tests: every one runs with the sync and the async client, and the waits between retries are
+recorded instead of slept, so the exact back-off is checked without slowing the suite. The same
+behaviour against the real server: test_auth.py (429 retry, typed errors), test_download.py
+(Range resume), test_events.py (SSE resume across a restart).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+import httpx
+import pytest
+
+import spool_client
+
+URL = "http://spool.test:8080"
+JOB_ID = "job_" + "a" * 26
+
+
+def job_json(state: str = "queued", **extra: Any) -> Dict[str, Any]:
+    body = {
+        "id": JOB_ID, "type": "noop", "state": state, "reason": None, "input": {}, "priority": 0, "timeout_s": 600,
+        "attempts": 0, "max_attempts": 1, "position": None, "progress": None, "created_at": "2026-12-04T07:01:19.835581Z",
+        "started_at": None, "finished_at": None, "exit_code": None, "signal": None, "error": None, "slot": None,
+        "result": None, "links": {"self": f"/v1/jobs/{JOB_ID}"},
+    }
+    body.update(extra)
+    return body
+
+
+def problem(status: int, code: str, headers: Optional[Dict[str, str]] = None) -> httpx.Response:
+    body = {"type": f"urn:spool:problem:{code}", "title": code, "status": status, "detail": f"a {code}", "instance": "/x"}
+    return httpx.Response(status, json=body, headers={"Content-Type": "application/problem+json", **(headers or {})})
+
+
+class Recorder:
+    """A MockTransport handler answering from a script: each item is a response, an exception
+    to raise, or a function of the request."""
+
+    def __init__(self, *script: Any) -> None:
+        self.script: List[Any] = list(script)
+        self.requests: List[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        item = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if callable(item) and not isinstance(item, httpx.Response):
+            item = item(request)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+@pytest.fixture
+def sleeps() -> List[float]:
+    return []
+
+
+@pytest.fixture
+def mock_api(make_api: Callable[..., Any], sleeps: List[float]) -> Callable[..., Any]:
+    def make(handler: Callable[[httpx.Request], httpx.Response], **options: Any) -> Any:
+        options.setdefault("url", URL)
+        return make_api(options.pop("url"), transport=httpx.MockTransport(handler), sleep=sleeps.append, **options)
+
+    return make
+
+
+# --- retries -------------------------------------------------------------------------------
+
+
+def test_retry_honours_retry_after(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    server = Recorder(problem(429, "rate-limited", {"Retry-After": "2"}), problem(503, "shutting-down", {"Retry-After": "1"}),
+                      httpx.Response(200, json=job_json()))
+    job = mock_api(server).get(JOB_ID)
+    assert job.id == JOB_ID and len(server.requests) == 3
+    assert sleeps == [2.0, 1.0]
+
+
+def test_retry_after_is_capped(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    server = Recorder(problem(429, "rate-limited", {"Retry-After": "1000"}), httpx.Response(200, json=job_json()))
+    mock_api(server, max_retry_wait=5).get(JOB_ID)
+    assert sleeps == [5.0]
+
+
+def test_gives_up_after_retries(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    server = Recorder(problem(503, "storage-unavailable", {"Retry-After": "1"}))
+    with pytest.raises(spool_client.Unavailable) as caught:
+        mock_api(server, retries=2).get(JOB_ID)
+    assert len(server.requests) == 3 and sleeps == [1.0, 1.0]
+    assert caught.value.retry_after == 1.0 and caught.value.code == "storage-unavailable"
+
+    limited = Recorder(problem(429, "rate-limited", {"Retry-After": "7"}))
+    with pytest.raises(spool_client.RateLimited) as rate:
+        mock_api(limited, retries=0).submit("noop")
+    assert len(limited.requests) == 1 and rate.value.retry_after == 7.0 and rate.value.status == 429
+
+
+def test_backoff_without_retry_after(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    server = Recorder(problem(503, "storage-unavailable"))
+    with pytest.raises(spool_client.Unavailable):
+        mock_api(server, retries=3).get(JOB_ID)
+    assert len(sleeps) == 3
+    for attempt, slept in enumerate(sleeps):
+        step = 0.5 * 2 ** attempt
+        assert step / 2 <= slept <= step
+
+
+def test_submit_is_resent_with_the_same_key_and_body(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    server = Recorder(problem(503, "shutting-down", {"Retry-After": "1"}), httpx.ReadError("connection reset"),
+                      httpx.RemoteProtocolError("server disconnected"), httpx.Response(201, json=job_json()))
+    job = mock_api(server).submit("noop", {"a": 1}, priority=2, timeout_s=5, webhook="https://h.test/x", webhook_events=["completed"])
+    assert job.id == JOB_ID and len(server.requests) == 4
+    keys = {r.headers["Idempotency-Key"] for r in server.requests}
+    bodies = {r.content for r in server.requests}
+    assert len(keys) == 1 and uuid.UUID(keys.pop()).version == 4
+    assert len(bodies) == 1
+    assert json.loads(bodies.pop()) == {"type": "noop", "input": {"a": 1}, "priority": 2, "timeout_s": 5,
+                                        "webhook": "https://h.test/x", "webhook_events": ["completed"]}
+    assert server.requests[0].headers["Content-Type"] == "application/json"
+
+    given = Recorder(httpx.Response(200, json=job_json()))
+    mock_api(given).submit("noop", idempotency_key="my-key")
+    assert given.requests[0].headers["Idempotency-Key"] == "my-key"
+    assert json.loads(given.requests[0].content) == {"type": "noop"}
+
+
+def test_cancel_is_not_resent_once_it_may_have_arrived(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    server = Recorder(httpx.ReadError("connection reset"))
+    with pytest.raises(spool_client.ConnectionFailed):
+        mock_api(server).cancel(JOB_ID)
+    assert len(server.requests) == 1
+
+    refused = Recorder(httpx.ConnectError("connection refused"), httpx.Response(202, json=job_json("running", cancel_requested=True)))
+    job = mock_api(refused).cancel(JOB_ID)  # never sent the first time: safe to send again
+    assert job.cancel_requested and len(refused.requests) == 2
+
+
+def test_get_is_resent_after_a_dropped_connection(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    server = Recorder(httpx.ReadTimeout("timed out"), httpx.Response(200, json=job_json()))
+    assert mock_api(server).get(JOB_ID).id == JOB_ID and len(server.requests) == 2
+
+
+def test_connection_failed_names_the_url(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    server = Recorder(httpx.ConnectError("[Errno 111] Connection refused"))
+    with pytest.raises(spool_client.ConnectionFailed) as caught:
+        mock_api(server, retries=1).get(JOB_ID)
+    assert len(server.requests) == 2
+    assert str(caught.value) == f"could not connect to GET {URL}/v1/jobs/{JOB_ID}: [Errno 111] Connection refused"
+
+
+def test_non_problem_error_body(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    page = httpx.Response(502, text="<html><body>\n<h1>Bad Gateway</h1></body></html>", headers={"Content-Type": "text/html"})
+    server = Recorder(page)
+    with pytest.raises(spool_client.ServerError) as caught:
+        mock_api(server, retries=1).get(JOB_ID)
+    assert len(server.requests) == 2  # a GET is retried after a proxy's 502
+    assert caught.value.status == 502 and "Bad Gateway" in caught.value.detail and "\n" not in str(caught.value)
+
+    posted = Recorder(page)
+    with pytest.raises(spool_client.ServerError):
+        mock_api(posted, retries=1).cancel(JOB_ID)
+    assert len(posted.requests) == 1  # a cancel is not
+
+
+def test_token_and_url(mock_api: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    server = Recorder(httpx.Response(200, json=job_json()))
+    mock_api(server, token="s3cret").get(JOB_ID)
+    request = server.requests[0]
+    assert request.headers["Authorization"] == "Bearer s3cret"
+    assert "s3cret" not in str(request.url)
+    assert request.headers["User-Agent"].startswith("spool-client/")
+    assert str(request.url) == f"{URL}/v1/jobs/{JOB_ID}"
+
+    monkeypatch.setenv("SPOOL_TOKEN", "from-env")
+    monkeypatch.setenv("SPOOL_URL", "http://other.test:9000/prefix/")
+    env = Recorder(httpx.Response(200, json=job_json()))
+    mock_api(env, url=None).get(JOB_ID)
+    assert env.requests[0].headers["Authorization"] == "Bearer from-env"
+    assert str(env.requests[0].url) == f"http://other.test:9000/prefix/v1/jobs/{JOB_ID}"
+
+    monkeypatch.delenv("SPOOL_TOKEN")
+    anonymous = Recorder(httpx.Response(200, json=job_json()))
+    mock_api(anonymous).get(JOB_ID)
+    assert "Authorization" not in anonymous.requests[0].headers
+
+
+def test_health_when_draining(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    body = {"status": "draining", "store": "sqlite", "slots": 1, "queued": 0, "unhealthy_workers": []}
+    server = Recorder(httpx.Response(503, json=body, headers={"Retry-After": "5"}))
+    health = mock_api(server).health()
+    assert (health.ok, health.status, health.http_status) == (False, "draining", 503)
+    assert len(server.requests) == 1 and sleeps == []
+
+
+def test_wait_long_polls(mock_api: Callable[..., Any]) -> None:
+    server = Recorder(httpx.Response(200, json=job_json("running")), httpx.Response(200, json=job_json("queued")),
+                      httpx.Response(200, json=job_json("succeeded", exit_code=0)))
+    job = mock_api(server).wait(JOB_ID)
+    assert job.state == "succeeded" and len(server.requests) == 3
+    assert [r.url.params["wait"] for r in server.requests] == ["60", "60", "60"]
+    assert server.requests[0].extensions["timeout"]["read"] >= 60
+
+
+def test_list_follows_cursors(mock_api: Callable[..., Any]) -> None:
+    def page(request: httpx.Request) -> httpx.Response:
+        cursor = request.url.params.get("cursor")
+        following = {None: "30", "30": "20", "20": None}[cursor]
+        jobs = [job_json(id=f"job_{cursor}_{i}") for i in range(2)]
+        return httpx.Response(200, json={"jobs": jobs, "next_cursor": following})
+
+    server = Recorder(page)
+    ids = [job.id for job in mock_api(server).list(state="queued", type="noop", page_size=2)]
+    assert ids == ["job_None_0", "job_None_1", "job_30_0", "job_30_1", "job_20_0", "job_20_1"]
+    assert [dict(r.url.params) for r in server.requests] == [
+        {"limit": "2", "status": "queued", "type": "noop"},
+        {"limit": "2", "status": "queued", "type": "noop", "cursor": "30"},
+        {"limit": "2", "status": "queued", "type": "noop", "cursor": "20"},
+    ]
+
+
+# --- downloads -----------------------------------------------------------------------------
+
+DATA = os.urandom(3 * 1024 * 1024 + 17)
+ETAG = '"v1-' + hashlib.sha256(DATA).hexdigest()[:16] + '"'
+
+
+class Body(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A response body in 64 KiB pieces that can break (httpx.ReadError) after `drop_after` bytes."""
+
+    def __init__(self, data: bytes, drop_after: Optional[int] = None) -> None:
+        self.data = data
+        self.drop_after = drop_after
+
+    def __iter__(self) -> Iterator[bytes]:
+        sent = 0
+        for start in range(0, len(self.data), 65536):
+            piece = self.data[start:start + 65536]
+            if self.drop_after is not None and sent + len(piece) > self.drop_after:
+                if self.drop_after > sent:
+                    yield piece[: self.drop_after - sent]
+                raise httpx.ReadError("connection reset by peer")
+            sent += len(piece)
+            yield piece
+
+    async def __aiter__(self) -> Any:
+        for piece in self.__iter__():
+            yield piece
+
+
+class FileServer:
+    """Serves DATA like a server with (or without) Range support, dropping connections on cue."""
+
+    def __init__(self, ranges: bool = True, etag: bool = True, drops: Optional[List[Optional[int]]] = None) -> None:
+        self.ranges = ranges
+        self.etag = etag
+        self.drops = list(drops or [])
+        self.requests: List[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        assert request.url.raw_path == f"/v1/jobs/{JOB_ID}/outputs/sub/blob%20one.bin".encode()
+        drop = self.drops.pop(0) if self.drops else None
+        headers = {"Content-Type": "application/octet-stream"}
+        if self.etag:
+            headers["ETag"] = ETAG
+        if self.ranges:
+            headers["Accept-Ranges"] = "bytes"
+        wanted = request.headers.get("Range")
+        if_range = request.headers.get("If-Range")
+        if self.ranges and wanted and (if_range is None or if_range == ETAG):
+            start = int(wanted.split("=")[1].rstrip("-"))
+            if start >= len(DATA):
+                return httpx.Response(416, headers={"Content-Range": f"bytes */{len(DATA)}"})
+            headers["Content-Range"] = f"bytes {start}-{len(DATA) - 1}/{len(DATA)}"
+            headers["Content-Length"] = str(len(DATA) - start)
+            return httpx.Response(206, headers=headers, stream=Body(DATA[start:], drop))
+        headers["Content-Length"] = str(len(DATA))
+        return httpx.Response(200, headers=headers, stream=Body(DATA, drop))
+
+
+NAME = "sub/blob one.bin"
+
+
+def test_download_resumes_a_part_file_with_range(mock_api: Callable[..., Any], tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    Path(f"{target}.part").write_bytes(DATA[:1_000_000])
+    server = FileServer()
+    assert mock_api(server).download(JOB_ID, NAME, target) == target
+    assert target.read_bytes() == DATA and not Path(f"{target}.part").exists()
+    assert len(server.requests) == 1
+    assert server.requests[0].headers["Range"] == "bytes=1000000-"
+    assert server.requests[0].headers["Accept-Encoding"] == "identity"
+
+
+def test_download_resumes_after_a_dropped_connection(mock_api: Callable[..., Any], sleeps: List[float], tmp_path: Path) -> None:
+    server = FileServer(drops=[1_234_567, 1_000_000])
+    target = mock_api(server).download(JOB_ID, NAME, tmp_path)  # a folder: the output's own path in it
+    assert target == tmp_path / "sub" / "blob one.bin" and target.read_bytes() == DATA
+    assert [r.headers.get("Range") for r in server.requests] == [None, "bytes=1234567-", f"bytes={1_234_567 + 1_000_000}-"]
+    assert [r.headers.get("If-Range") for r in server.requests] == [None, ETAG, ETAG]
+    assert len(sleeps) == 2
+
+
+def test_download_starts_over_when_a_range_gets_200(mock_api: Callable[..., Any], tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    Path(f"{target}.part").write_bytes(b"stale bytes of another file" * 1000)
+    server = FileServer(ranges=False)
+    mock_api(server).download(JOB_ID, NAME, target)
+    assert target.read_bytes() == DATA
+    assert server.requests[0].headers["Range"] == "bytes=27000-"
+    assert len(server.requests) == 1
+
+
+def test_download_without_range_support_restarts_after_a_drop(mock_api: Callable[..., Any], tmp_path: Path) -> None:
+    server = FileServer(ranges=False, etag=False, drops=[1_000_000])
+    target = mock_api(server).download(JOB_ID, NAME, tmp_path / "out.bin")
+    assert target.read_bytes() == DATA
+    assert [r.headers.get("Range") for r in server.requests] == [None, None]
+
+
+def test_download_of_a_complete_part_file(mock_api: Callable[..., Any], tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    Path(f"{target}.part").write_bytes(DATA)
+    server = FileServer()
+    mock_api(server).download(JOB_ID, NAME, target)  # 416 with the same size: done
+    assert target.read_bytes() == DATA and len(server.requests) == 1
+
+
+def test_download_gives_up(mock_api: Callable[..., Any], tmp_path: Path) -> None:
+    server = FileServer(drops=[0] * 10)  # every connection breaks before a byte arrives
+    with pytest.raises(spool_client.ConnectionFailed):
+        mock_api(server, retries=2).download(JOB_ID, NAME, tmp_path / "out.bin")
+    assert len(server.requests) == 3
+    assert not (tmp_path / "out.bin").exists()
+
+    # Without Range support a drop loses what came: every drop counts, even after some bytes.
+    no_ranges = FileServer(ranges=False, drops=[500_000] * 10)
+    with pytest.raises(spool_client.ConnectionFailed):
+        mock_api(no_ranges, retries=2).download(JOB_ID, NAME, tmp_path / "out.bin")
+    assert [r.headers.get("Range") for r in no_ranges.requests] == [None, None, None]
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+def sse(*events: Any, retry: Optional[int] = None) -> bytes:
+    text = f"retry: {retry}\n\n" if retry is not None else ""
+    for event_id, kind, data in events:
+        text += f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data)}\n\n"
+    return text.encode()
+
+
+def state(event_id: int, value: str) -> Any:
+    return (event_id, "state", {"job": JOB_ID, "state": value, "type": "noop", "attempts": 1, "at": "2026-12-04T07:01:19.835581Z"})
+
+
+def stream(body: bytes, drop_after: Optional[int] = None) -> httpx.Response:
+    return httpx.Response(200, headers={"Content-Type": "text/event-stream"}, stream=Body(body, drop_after))
+
+
+def test_events_reconnect_with_last_event_id(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    outputs = (4, "outputs", {"job": JOB_ID, "outputs": [], "at": "2026-12-04T07:01:19.835581Z"})
+    server = Recorder(
+        stream(sse(state(1, "queued"), state(2, "running"), retry=500)),  # ends before the job does
+        problem(503, "shutting-down", {"Retry-After": "1"}),
+        httpx.ConnectError("connection refused"),
+        stream(sse(state(3, "succeeded"), outputs) + sse(state(99, "queued"))),  # nothing is read past the outputs
+    )
+    events = list(mock_api(server).events(JOB_ID))
+    assert [(e.id, e.event, e.state) for e in events] == [
+        ("1", "state", "queued"), ("2", "state", "running"), ("3", "state", "succeeded"), ("4", "outputs", None)]
+    assert [r.headers.get("Last-Event-ID") for r in server.requests] == [None, "2", "2", "2"]
+    assert all(r.url.path == f"/v1/jobs/{JOB_ID}/events" for r in server.requests)
+    assert sleeps == [0.5, 1.0, 0.5]  # retry: from the stream, Retry-After from the 503
+
+
+def test_events_reconnect_after_a_broken_stream(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    first = sse(state(7, "queued"), state(8, "running"))
+    server = Recorder(stream(first, drop_after=len(first) - 3),  # breaks inside event 8: it is dropped
+                      stream(sse(state(8, "running"), state(9, "failed"))))
+    events = list(mock_api(server).events(JOB_ID, last_event_id=6))
+    assert [e.id for e in events] == ["7", "8", "9"]
+    assert [r.headers.get("Last-Event-ID") for r in server.requests] == ["6", "7"]
+    assert sleeps == [2.0]  # the default reconnection time
+
+
+def test_all_events_stream_and_give_up(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    server = Recorder(stream(sse(state(1, "queued"), state(2, "succeeded"))), httpx.ConnectError("refused"))
+    seen: List[str] = []
+    with pytest.raises(spool_client.ConnectionFailed):
+        for event in mock_api(server).events(reconnect_timeout=0):
+            seen.append(str(event.id))
+    assert seen == ["1", "2"]  # a global stream does not end with a job
+    assert server.requests[0].url.path == "/v1/events"
+    assert server.requests[-1].headers["Last-Event-ID"] == "2"
+
+
+def test_events_not_found(mock_api: Callable[..., Any]) -> None:
+    with pytest.raises(spool_client.NotFound):
+        list(mock_api(Recorder(problem(404, "not-found"))).events(JOB_ID))
