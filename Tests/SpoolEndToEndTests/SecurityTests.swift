@@ -309,8 +309,11 @@ import Testing
         try await server.start()
         let port = UInt16(URL(string: server.url)?.port ?? 0)
         let started = ContinuousClock.now
-        let closed = try await withDeadline(.seconds(10), "the server to close a silent connection") {
-            try HalfOpenConnection.sendAndAwaitClose(port: port, bytes: "GET /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        let closed = try await withDeadline(.seconds(20), "the server to close a silent connection") {
+            let connection = try RawConnection(port: port)
+            defer { connection.close() }
+            try connection.send("GET /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            return try connection.awaitClose(within: 15)
         }
         #expect(closed)
         #expect(ContinuousClock.now - started < .seconds(5))
@@ -436,31 +439,5 @@ import Testing
         #expect(untrusted.stderr.contains("--cacert"), "\(untrusted.stderr)")
         let trusted = try await runCLI(["list", "--server", server.url, "--token", token, "--cacert", cert])
         #expect(trusted.status == 0, "\(trusted.stderr)")
-    }
-}
-
-/// A raw TCP client that sends part of a request and waits for the server to hang up.
-enum HalfOpenConnection {
-    static func sendAndAwaitClose(port: UInt16, bytes: String) throws -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw HarnessError("socket: \(errno)") }
-        defer { close(fd) }
-        var limit = timeval(tv_sec: 15, tv_usec: 0)   // never hang the test if the server does not close
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw HarnessError("connect: \(errno)") }
-        _ = bytes.withCString { send(fd, $0, strlen($0), 0) }
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = recv(fd, &buffer, buffer.count, 0)   // blocks; the server's close ends it
-            if count == 0 { return true }
-            if count < 0 { return errno == ECONNRESET ? true : false }
-        }
     }
 }

@@ -254,3 +254,63 @@ func isAlive(_ pid: Int32) -> Bool {
           let close = stat.lastIndex(of: ")") else { return false }
     return stat[stat.index(close, offsetBy: 2)] != "Z"
 }
+
+/// A plain TCP connection to 127.0.0.1 for what an HTTP client library will not send.
+final class RawConnection {
+    let fd: Int32
+
+    init(port: UInt16) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw HarnessError("socket: \(errno)") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { Glibc.close(fd); throw HarnessError("connect: \(errno)") }
+    }
+
+    func send(_ text: String) throws {
+        let bytes = Array(text.utf8)
+        guard Glibc.send(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL)) == bytes.count else { throw HarnessError("send: \(errno)") }
+    }
+
+    /// Reads until `marker` has arrived (or the connection ends), for at most `seconds`.
+    func read(until marker: String, within seconds: Int) throws -> String {
+        try read(within: seconds) { $0.contains(marker) }
+    }
+
+    /// Reads until the server closes the connection, for at most `seconds`.
+    func readToEnd(within seconds: Int) throws -> String {
+        try read(within: seconds) { _ in false }
+    }
+
+    /// What arrived until `done` says so, the server closed the connection, or it was silent
+    /// for `seconds` (then what arrived so far; the caller's checks say what was missing).
+    func read(within seconds: Int, done: (String) -> Bool) throws -> String {
+        try receive(within: seconds, done: done).text
+    }
+
+    /// Whether the server closes the connection (rather than staying silent) within `seconds`.
+    func awaitClose(within seconds: Int) throws -> Bool {
+        try receive(within: seconds) { _ in false }.closed
+    }
+
+    private func receive(within seconds: Int, done: (String) -> Bool) throws -> (text: String, closed: Bool) {
+        var limit = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while !done(String(decoding: received, as: UTF8.self)) {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count == 0 || (count < 0 && errno == ECONNRESET) { return (String(decoding: received, as: UTF8.self), true) }
+            if count < 0 { break }   // silent for `seconds`
+            received += buffer[..<count]
+        }
+        return (String(decoding: received, as: UTF8.self), false)
+    }
+
+    func close() { Glibc.close(fd) }
+}

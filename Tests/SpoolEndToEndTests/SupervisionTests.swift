@@ -218,32 +218,12 @@ func poll(_ limit: Duration, _ what: String, _ condition: @escaping @Sendable ()
     }
 }
 
-/// Sends raw bytes to the server and returns what it answers (up to 64 KiB, or until it
-/// closes the connection or is silent for 5 s): for framing the HTTP client will not send.
+/// Sends raw bytes to the server and returns what it answers (its head and some body, or until
+/// it closes the connection or is silent for 5 s): for framing the HTTP client will not send.
 func rawHTTP(_ url: String, _ request: String) throws -> String {
     guard let port = UInt16(url.split(separator: ":").last ?? "") else { throw HarnessError("no port in \(url)") }
-    let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard socket >= 0 else { throw HarnessError("socket: \(errno)") }
-    defer { close(socket) }
-    var timeout = timeval(tv_sec: 5, tv_usec: 0)
-    setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = port.bigEndian
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard connected == 0 else { throw HarnessError("connect: \(errno)") }
-    let bytes = Array(request.utf8)
-    _ = bytes.withUnsafeBytes { send(socket, $0.baseAddress, $0.count, 0) }
-    var answer: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while answer.count < 64 << 10 {
-        let count = buffer.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, 0) }
-        if count <= 0 { break }
-        answer += buffer[0..<count]
-        if String(decoding: answer, as: UTF8.self).contains("\r\n\r\n"), answer.count > 100 { break }
-    }
-    return String(decoding: answer, as: UTF8.self)
+    let connection = try RawConnection(port: port)
+    defer { connection.close() }
+    try connection.send(request)
+    return try connection.read(within: 5) { $0.contains("\r\n\r\n") && $0.utf8.count > 100 }
 }
