@@ -14,8 +14,10 @@ public struct JobWire: Decodable, Sendable, Equatable {
         public var startInSeconds: Double
         public var startAt: String?
         public var method: String
+        /// How long the job itself should run, when its type's run time is learned from inputs.
+        public var runSeconds: Double?
 
-        enum CodingKeys: String, CodingKey { case startInSeconds = "start_in_s", startAt = "start_at", method }
+        enum CodingKeys: String, CodingKey { case startInSeconds = "start_in_s", startAt = "start_at", method, runSeconds = "run_s" }
     }
 
     public var id: String
@@ -117,7 +119,8 @@ public struct JobWire: Decodable, Sendable, Equatable {
         canceledBy = job.canceledBy.map { $0.isEmpty ? "anonymous" : $0 }
         eta = estimate.map { estimate in
             ETA(startInSeconds: (estimate.startsIn * 10).rounded() / 10,
-                startAt: now.map { $0.adding(seconds: estimate.startsIn).description }, method: estimate.method)
+                startAt: now.map { $0.adding(seconds: estimate.startsIn).description }, method: estimate.method,
+                runSeconds: estimate.runSeconds)
         }
         webhook = job.webhookURL
         webhookEvents = job.webhookURL == nil ? nil : job.webhookEvents
@@ -148,8 +151,10 @@ public struct JobWire: Decodable, Sendable, Equatable {
         // A queued job always has `eta`: null until some job of its type has run.
         if state == JobState.queued.rawValue {
             fields["eta"] = optional(eta) { eta in
-                .object(["start_in_s": .double(eta.startInSeconds), "start_at": optional(eta.startAt, JSONValue.string),
-                         "method": .string(eta.method)])
+                var fields: [String: JSONValue] = ["start_in_s": .double(eta.startInSeconds),
+                                                   "start_at": optional(eta.startAt, JSONValue.string), "method": .string(eta.method)]
+                if let run = eta.runSeconds { fields["run_s"] = .double(run) }
+                return .object(fields)
             }
         }
         if let webhook {

@@ -11,6 +11,14 @@ public struct QueueEstimate: Sendable, Equatable {
     public var startsIn: Double
     /// How it was worked out, in a sentence.
     public var method: String
+    /// How long the job itself should run, when its type's run time is learned from the input.
+    public var runSeconds: Double?
+
+    public init(startsIn: Double, method: String, runSeconds: Double? = nil) {
+        self.startsIn = startsIn
+        self.method = method
+        self.runSeconds = runSeconds
+    }
 
     /// Recent run times (seconds) by type, newest last; keeps the last `window`.
     public struct RunTimes: Sendable {
@@ -45,24 +53,30 @@ public struct QueueEstimate: Sendable, Equatable {
         public var type: String
         public var elapsed: Double
         public var progress: Double?
-        public init(type: String, elapsed: Double, progress: Double? = nil) {
+        /// Its expected run time, learned from its input (`RunTimeModel`), when known.
+        public var expected: Double?
+        public init(type: String, elapsed: Double, progress: Double? = nil, expected: Double? = nil) {
             self.type = type
             self.elapsed = elapsed
             self.progress = progress
+            self.expected = expected
         }
 
         /// Seconds until it ends: extrapolated from its progress once it has made some (at
-        /// least 2 %, below which the rate says little), else what the typical run has left.
+        /// least 2 %, below which the rate says little), else what its expected run (from its
+        /// input) or the typical run of its type has left.
         public func remaining(typical: Double) -> Double {
             if let progress, progress >= 0.02, elapsed > 0 { return elapsed * (1 - min(1, progress)) / progress }
-            return max(0, typical - elapsed)
+            return max(0, (expected ?? typical) - elapsed)
         }
     }
 
     /// nil until some job has finished, so there is something to learn from.
-    public static func estimate(position: Int, type: String, slots: Int, running: [Running], runTimes: RunTimes) -> QueueEstimate? {
+    /// `run`: the job's own run time learned from its input, if the model has one.
+    public static func estimate(position: Int, type: String, slots: Int, running: [Running], runTimes: RunTimes,
+                                run: RunTimeModel.Prediction? = nil) -> QueueEstimate? {
         guard slots > 0, position >= 1 else { return nil }
-        guard let typical = runTimes.median(of: type) ?? runTimes.overallMedian else { return nil }
+        guard let typical = runTimes.median(of: type) ?? run?.seconds ?? runTimes.overallMedian else { return nil }
         var freeAt = running.map { $0.remaining(typical: runTimes.median(of: $0.type) ?? typical) }
         freeAt += Array(repeating: 0, count: max(0, slots - freeAt.count))
         for _ in 0..<(position - 1) {
@@ -74,6 +88,8 @@ public struct QueueEstimate: Sendable, Equatable {
             ? "median of the last \(runTimes.samples(of: type)) \(type) runs"
             : "median of recent runs of all types"
         let rounded = (typical * 100).rounded() / 100
-        return QueueEstimate(startsIn: start, method: "\(position - 1) job(s) ahead at \(rounded) s each (\(basis)) over \(slots) slot(s), after the running jobs' expected remaining time (from their progress where they report it)")
+        var method = "\(position - 1) job(s) ahead at \(rounded) s each (\(basis)) over \(slots) slot(s), after the running jobs' expected remaining time (from their progress where they report it, else from their input)"
+        if let run { method += "; its own run: about \((run.seconds * 10).rounded() / 10) s, \(run.method)" }
+        return QueueEstimate(startsIn: start, method: method, runSeconds: run.map { ($0.seconds * 10).rounded() / 10 })
     }
 }

@@ -173,7 +173,7 @@ public struct SpoolAPI: Sendable {
     /// A job's JSON, with its start estimate while it is queued.
     func resource(_ job: Job) async throws -> JSONValue {
         guard job.state == .queued, let position = job.position else { return JobResource(job: job).json }
-        let estimate = await scheduler.estimate(position: position, type: job.type)
+        let estimate = await scheduler.estimate(position: position, type: job.type, input: job.input)
         return JobResource(job: job, estimate: estimate, now: WallClock.now()).json
     }
 

@@ -34,6 +34,7 @@ public actor Scheduler: Service {
     /// A job running on a slot here.
     struct Running: Sendable {
         var type: String
+        var input: JSONValue
         var since: Moment
         /// The latest progress it reported (0…1), for the ETA of the jobs behind it.
         var progress: Double?
@@ -78,6 +79,8 @@ public actor Scheduler: Service {
     private var logBudgets: [Attempt: LogEventBudget] = [:]
     private var shuttingDown = false
     private var runTimes = QueueEstimate.RunTimes()
+    /// Run times learned from inputs, per type (the median is the fallback).
+    private var runModel = RunTimeModel()
     private var running: [Attempt: Running] = [:]
     private var storeTrouble: StoreTrouble?
 
@@ -144,11 +147,16 @@ public actor Scheduler: Service {
     /// Whether this node runs (or is starting) `job`.
     public func runs(_ job: JobID) -> Bool { stops.keys.contains { $0.job == job } }
 
-    /// When a job queued at `position` is likely to start (nil until run times are known).
-    public func estimate(position: Int, type: String) -> QueueEstimate? {
+    /// When a job queued at `position` is likely to start (nil until run times are known), and,
+    /// given its `input`, how long it should run.
+    public func estimate(position: Int, type: String, input: JSONValue? = nil) -> QueueEstimate? {
         let now = clock.now()
-        let jobs = running.values.map { QueueEstimate.Running(type: $0.type, elapsed: (now - $0.since).inSeconds, progress: $0.progress) }
-        return QueueEstimate.estimate(position: position, type: type, slots: board.slots.count, running: jobs, runTimes: runTimes)
+        let jobs = running.values.map { job in
+            QueueEstimate.Running(type: job.type, elapsed: (now - job.since).inSeconds, progress: job.progress,
+                                  expected: runModel.predict(type: job.type, input: job.input)?.seconds)
+        }
+        let run = input.flatMap { runModel.predict(type: type, input: $0) }
+        return QueueEstimate.estimate(position: position, type: type, slots: board.slots.count, running: jobs, runTimes: runTimes, run: run)
     }
 
     /// Seeds the run-time book from jobs that finished before this server started.
@@ -156,6 +164,7 @@ public actor Scheduler: Service {
         for job in finished.reversed() where job.state == .succeeded {
             if let started = job.startedAt, let finished = job.finishedAt {
                 runTimes.record(finished.secondsSince1970 - started.secondsSince1970, type: job.type)
+                runModel.record(type: job.type, input: job.input, seconds: finished.secondsSince1970 - started.secondsSince1970)
             }
         }
     }
@@ -298,8 +307,12 @@ public actor Scheduler: Service {
         }
         if case .returned = outcome { await wakeAtNextRetry(in: &group) }
         logger.info("job finished", metadata: ["job": "\(job.id)", "type": "\(job.type)", "state": "\(outcome.resultingState)", "slot": "\(slot)"])
-        let ran = running.removeValue(forKey: Attempt(job)).map { (clock.now() - $0.since).inSeconds }
-        if let ran, outcome == .succeeded { runTimes.record(ran, type: job.type) }
+        let ended = running.removeValue(forKey: Attempt(job))
+        let ran = ended.map { (clock.now() - $0.since).inSeconds }
+        if let ran, let ended, outcome == .succeeded {
+            runTimes.record(ran, type: job.type)
+            runModel.record(type: job.type, input: ended.input, seconds: ran)
+        }
         SchedulerMetrics.finished(job, state: outcome.resultingState, ran: ran, slot: slot)
         SchedulerMetrics.busySlots(running.count, of: board.slots.count)
         var budget = logBudgets.removeValue(forKey: Attempt(job)) ?? LogEventBudget()
@@ -355,7 +368,7 @@ public actor Scheduler: Service {
         // An earlier attempt of this job still being stopped here (it was rescued elsewhere and
         // came back): this one starts once that one has ended, never beside it in its directory.
         let earlier = stops.keys.filter { $0.job == job.id && $0.number < attempt.number }
-        running[attempt] = Running(type: job.type, since: clock.now())
+        running[attempt] = Running(type: job.type, input: job.input, since: clock.now())
         SchedulerMetrics.claimed(job, waited: max(0, clock.wall().secondsSince1970 - job.createdAt.secondsSince1970))
         SchedulerMetrics.busySlots(running.count, of: board.slots.count)
         let (stopRequests, continuation) = AsyncStream<StopReason>.makeStream()

@@ -23,6 +23,10 @@ import Testing
         #expect(try roundTrip(wire) == wire)
         #expect(wire.json["eta"]?["start_in_s"] == .double(12.3))
         #expect(wire.json["owner"] == .string("alice"))
+        let learned = JobWire(job: queued, estimate: QueueEstimate(startsIn: 3, method: "m", runSeconds: 4.2))
+        #expect(learned.json["eta"]?["run_s"] == .double(4.2))
+        #expect(try roundTrip(learned) == learned)
+        #expect(wire.json["eta"]?["run_s"] == nil, "only when learned")
         // Without an estimate a queued job still says so (null), as the document promises.
         #expect(JobWire(job: queued).json["eta"] == .null)
     }
