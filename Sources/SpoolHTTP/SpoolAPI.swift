@@ -195,7 +195,12 @@ public struct SpoolAPI: Sendable {
             query.limit = limit
         }
         if let cursor = parameters.get("cursor") {
-            guard let before = Int64(cursor), before > 0 else { throw APIError.badRequest("cursor is not one this server handed out") }
+            // A cursor is a job sequence number; any positive decimal is accepted (the document says
+            // so), one past every job — too large for a sequence number — pages from the newest.
+            guard !cursor.isEmpty, cursor.utf8.allSatisfy({ (48...57).contains($0) }), cursor.first != "0" else {
+                throw APIError.badRequest("cursor is not one this server handed out")
+            }
+            let before = Int64(cursor) ?? Int64.max
             query.before = before
         }
         let page = try await store.jobs(query)

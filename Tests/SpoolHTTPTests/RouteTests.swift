@@ -103,6 +103,15 @@ import Testing
             #expect(seen == ids.reversed())
             try await client.execute(uri: "/v1/jobs?status=waiting", method: .get) { #expect($0.status == .badRequest) }
             try await client.execute(uri: "/v1/jobs?limit=0", method: .get) { #expect($0.status == .badRequest) }
+            for bad in ["abc", "0", "-1", "1.5", "01"] {
+                try await client.execute(uri: "/v1/jobs?cursor=\(bad)", method: .get) { #expect($0.status == .badRequest, "\(bad)") }
+            }
+            // Any positive decimal is a cursor (as the document says); one past every job pages from the newest.
+            try await client.execute(uri: "/v1/jobs?limit=2&cursor=2837265458303773024005", method: .get) { response in
+                #expect(response.status == .ok)
+                guard case .array(let jobs)? = try decode(response)["jobs"] else { Issue.record("no jobs"); return }
+                #expect(jobs.compactMap { $0["id"]?.stringValue } == Array(ids.reversed().prefix(2)))
+            }
             try await client.execute(uri: "/v1/jobs?status=queued&type=echo&limit=500", method: .get) { response in
                 guard case .array(let jobs)? = try decode(response)["jobs"] else { Issue.record("no jobs"); return }
                 #expect(jobs.count == 7)
