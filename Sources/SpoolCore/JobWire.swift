@@ -1,16 +1,18 @@
 /// A job as the API shows it — the one definition of that JSON: the server builds it from a
 /// `Job` and writes it with `json` (`snake_case`, explicit nulls, RFC 3339 times; a hand-written
-/// serializer, since `JSONEncoder` was the costliest step of a submit), and clients — the CLI,
-/// the benchmark, the tests — read it with `JSONDecoder` (`Decodable`). The OpenAPI document's
+/// serializer, since `JSONEncoder` was the costliest step of a submit — `spool bench --codec`
+/// measures the two), and clients — the CLI, the benchmark, the tests — read it with
+/// `JSONDecoder` (`Decodable`). The synthesized `Encodable` is there for that comparison (and
+/// for clients); the server does not use it. The OpenAPI document's
 /// `Job` schema describes the same fields.
-public struct JobWire: Decodable, Sendable, Equatable {
-    public struct Progress: Decodable, Sendable, Equatable {
+public struct JobWire: Codable, Sendable, Equatable {
+    public struct Progress: Codable, Sendable, Equatable {
         public var fraction: Double
         public var message: String?
     }
 
     /// When a queued job should start, and how that was worked out.
-    public struct ETA: Decodable, Sendable, Equatable {
+    public struct ETA: Codable, Sendable, Equatable {
         public var startInSeconds: Double
         public var startAt: String?
         public var method: String

@@ -14,6 +14,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(name: .customLong("work-dir"), help: "Scratch directory for servers' data (default: a new temp dir).") var workDir: String?
     @Option(help: "Python interpreter for the FastAPI baseline (and the cluster bench's warm worker).") var python = "python3"
     @Flag(help: "Measure the shared PostgreSQL store instead: claim/complete rate, pickup latency across nodes, rescue time.") var cluster = false
+    @Flag(help: "Measure the job JSON codec: Spool's own serializer and parser against JSONEncoder/JSONDecoder.") var codec = false
     @Flag(help: "Measure how well run times (and so ETAs) are predicted on a mixed render workload: learned from the input vs the per-type median.") var eta = false
     @Flag(help: "Measure what tokens, tenants and fair share cost: submit/status p99 with auth on vs off, claim time with 1,000 tenants vs one.") var tenants = false
     @Option(help: "With --cluster or --tenants: the PostgreSQL server to use (default: a throwaway one from scripts/throwaway-postgres.sh).") var store: String?
@@ -48,6 +49,12 @@ struct BenchCommand: AsyncParsableCommand {
             return
         }
         let options = BenchOptions(spoolBinary: ServeCommand.executablePath(), workDir: directory, python: python, quick: quick)
+        if codec {
+            let report = try CodecBenchmark.run(quick: quick)
+            print(report)
+            if let output { try report.write(toFile: output, atomically: true, encoding: .utf8) }
+            return
+        }
         if eta {
             let report = try await EtaBenchmark.run(options)
             print(report)
