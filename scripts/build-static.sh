@@ -5,7 +5,8 @@
 #
 # The Swift standard library and Foundation are linked in (--static-swift-stdlib), so the binary
 # needs only what a Linux server already has: glibc (this build machine's version or newer),
-# libsqlite3 (Debian/Ubuntu: libsqlite3-0) and, for jobs or workers written in Python, python3.
+# libstdc++, zlib and libsqlite3 (Debian/Ubuntu: libstdc++6, zlib1g, libsqlite3-0) and, for jobs
+# or workers written in Python, python3. It prints what it links to at the end.
 # Copy the one file to the GPU machine and run `spool serve`; nothing else is needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
