@@ -2,6 +2,7 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypesHTTP1
 import SpoolCore
+import SpoolHTTP
 
 /// What HTTP/1 clients expect and the version-independent HTTP types lose, handled on the
 /// HTTP/1 messages themselves (just before their conversion to HTTP types):
@@ -56,12 +57,10 @@ final class HTTP1Compatibility: ChannelDuplexHandler, RemovableChannelHandler {
     private func refuse(_ context: ChannelHandlerContext, _ request: HTTPRequestHead, length: Int) {
         refusing = true
         let path = request.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? request.uri
-        let problem = JSONValue.object([
-            "type": .string("urn:spool:problem:content-too-large"), "title": .string("Content Too Large"), "status": .int(413),
-            "instance": .string(path),
-            "detail": .string("the body would be \(length) bytes; this server takes at most \(maxBodyBytes) (max_body_bytes)"),
-        ]).canonicalText
-        var headers = HTTPHeaders([("Content-Type", "application/problem+json"), ("Content-Length", String(problem.utf8.count)),
+        let problem = JSONValue.object(Problem.document(
+            status: .contentTooLarge, code: "content-too-large",
+            detail: "the body would be \(length) bytes; this server takes at most \(maxBodyBytes) (max_body_bytes)", instance: path)).canonicalText
+        var headers = HTTPHeaders([("Content-Type", Problem.contentType), ("Content-Length", String(problem.utf8.count)),
                                    ("Connection", "close")])
         headers.add(name: "Server", value: "spool")
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: .payloadTooLarge, headers: headers))),

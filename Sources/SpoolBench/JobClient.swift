@@ -4,9 +4,6 @@ import NIOCore  // ByteBuffer; reached through AsyncHTTPClient (the target has n
 import NIOHTTP1
 import SpoolCore
 
-/// The job JSON the harness reads: the API's own definition (the baseline sends a subset of it).
-typealias JobDocument = JobWire
-
 /// The one part of `GET /v1/queue` the harness reads.
 struct QueueDocument: Decodable, Sendable {
     let queued: Int
@@ -27,9 +24,9 @@ struct JobClient: Sendable {
         ByteBuffer(string: #"{"type":"\#(type)","input":\#(inputJSON),"priority":\#(priority)}"#)
     }
 
-    func submit(type: String, inputJSON: String = "{}", priority: Int = 0) async throws -> JobDocument {
+    func submit(type: String, inputJSON: String = "{}", priority: Int = 0) async throws -> JobWire {
         let body = try await submitUnparsed(Self.submitBody(type: type, inputJSON: inputJSON, priority: priority))
-        return try decode(JobDocument.self, body, what: "POST /v1/jobs")
+        return try decode(JobWire.self, body, what: "POST /v1/jobs")
     }
 
     /// POST /v1/jobs; throws unless the answer is 201.
@@ -43,12 +40,12 @@ struct JobClient: Sendable {
     }
 
     /// GET /v1/jobs/{id}, optionally holding up to `wait` seconds for a state change.
-    func job(_ id: String, wait: Int? = nil) async throws -> JobDocument {
+    func job(_ id: String, wait: Int? = nil) async throws -> JobWire {
         let query = wait.map { "?wait=\($0)" } ?? ""
         var client = self
         if let wait { client.timeout = .seconds(Int64(wait) + 30) }
         let body = try await client.getUnparsed("/v1/jobs/\(id)\(query)")
-        return try decode(JobDocument.self, body, what: "GET /v1/jobs/\(id)")
+        return try decode(JobWire.self, body, what: "GET /v1/jobs/\(id)")
     }
 
     /// GET `path`; throws unless the answer is 200.
@@ -73,16 +70,16 @@ struct JobClient: Sendable {
     /// A wait GET holds until the state differs from the one the request found, so a job that
     /// became `running` just before the GET arrived is reported only at its next change: use
     /// `poll` to catch an intermediate state, this for a terminal one.
-    func wait(for id: String, toReach states: Set<String>, within limit: Duration = .seconds(120)) async throws -> JobDocument {
+    func wait(for id: String, toReach states: Set<String>, within limit: Duration = .seconds(120)) async throws -> JobWire {
         try await awaitState(id, states, within: limit, wait: 10)
     }
 
     /// Plain GETs every 5 ms until the job is in one of `states` (used to see `running`).
-    func poll(_ id: String, until states: Set<String>, within limit: Duration = .seconds(30)) async throws -> JobDocument {
+    func poll(_ id: String, until states: Set<String>, within limit: Duration = .seconds(30)) async throws -> JobWire {
         try await awaitState(id, states, within: limit, wait: nil)
     }
 
-    private func awaitState(_ id: String, _ states: Set<String>, within limit: Duration, wait: Int?) async throws -> JobDocument {
+    private func awaitState(_ id: String, _ states: Set<String>, within limit: Duration, wait: Int?) async throws -> JobWire {
         let deadline = ContinuousClock.now + limit
         while true {
             let job = try await job(id, wait: wait)

@@ -1,4 +1,5 @@
 import Foundation
+import SpoolCore
 
 extension ScenarioRunner {
     /// Scenario 3: `gapJobs` runs of the stamp job (`Benchmarks/jobs/stamp.c`), queued behind a
@@ -77,7 +78,7 @@ extension ScenarioRunner {
     /// finished_at(k), and started_at(k+1) → job k+1's own start (medians, ms). `ends` and
     /// `starts` are the jobs' CLOCK_REALTIME stamps in run order; `jobs` are sorted here by
     /// started_at, which on one slot is the same order.
-    static func splitGap(_ jobs: [JobDocument], ends: [Int64?], starts: [Int64?]) -> (toFinished: Double, fromStarted: Double)? {
+    static func splitGap(_ jobs: [JobWire], ends: [Int64?], starts: [Int64?]) -> (toFinished: Double, fromStarted: Double)? {
         let ordered = jobs.compactMap { job -> (RFC3339Timestamp, RFC3339Timestamp)? in
             guard let start = job.startedAt.flatMap(RFC3339Timestamp.init), let end = job.finishedAt.flatMap(RFC3339Timestamp.init) else { return nil }
             return (start, end)
@@ -94,7 +95,7 @@ extension ScenarioRunner {
 
     /// finished_at(k) → started_at(k+1) from the job JSON (ordered by started_at): the figure the
     /// server's own bookkeeping shows, and its run times; with the fractional digits it carries.
-    static func serverReportedGaps(_ jobs: [JobDocument]) throws -> (median: Double, runTime: Double, digits: String) {
+    static func serverReportedGaps(_ jobs: [JobWire]) throws -> (median: Double, runTime: Double, digits: String) {
         var spans: [(start: RFC3339Timestamp, end: RFC3339Timestamp)] = []
         var digits = Set<Int>()
         for job in jobs {

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import SpoolCore
 import NIOCore
 
 /// Runs one scenario against one subject on a fresh server. The measurements themselves live in
@@ -64,7 +65,7 @@ struct ScenarioRunner: Sendable {
 
     /// Occupies the single slot with a `hold` (sleep) job and returns once it is running.
     @discardableResult
-    func occupySlot(_ client: JobClient, seconds: Double) async throws -> JobDocument {
+    func occupySlot(_ client: JobClient, seconds: Double) async throws -> JobWire {
         let holder = try await client.submit(type: "hold", inputJSON: #"{"seconds":\#(seconds)}"#)
         return try await client.poll(holder.id, until: ["running"], within: .seconds(30))
     }
@@ -106,14 +107,14 @@ struct ScenarioRunner: Sendable {
     /// Waits for the queue to empty by polling `GET /v1/queue` ten times a second (a long-poll per
     /// job would add server work to the measurement), then reads every job, which must have
     /// succeeded.
-    func drainAndFetch(_ client: JobClient, _ ids: [String], within limit: Duration) async throws -> [JobDocument] {
+    func drainAndFetch(_ client: JobClient, _ ids: [String], within limit: Duration) async throws -> [JobWire] {
         let deadline = ContinuousClock.now + limit
         while try await client.queuedCount() > 0 {
             guard ContinuousClock.now < deadline else { throw BenchError("the queue did not empty within \(limit)") }
             try await Task.sleep(for: .milliseconds(100))
         }
         try await Task.sleep(for: .milliseconds(100))
-        var jobs: [JobDocument] = []
+        var jobs: [JobWire] = []
         jobs.reserveCapacity(ids.count)
         for id in ids { jobs.append(try await client.wait(for: id, toReach: ["succeeded"], within: limit)) }
         return jobs

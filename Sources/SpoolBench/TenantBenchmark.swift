@@ -8,6 +8,8 @@ import SpoolCore
 import SpoolPostgres
 import SpoolSQLite
 import SpoolStore
+import Subprocess
+import SystemPackage
 
 /// `spool bench --tenants`: what tokens, tenants and fair share cost.
 ///
@@ -126,7 +128,9 @@ public enum TenantBenchmark {
                 _ = try await clients[index % 8].submitUnparsed(body)
             }
             // Status: each client reads its own jobs.
-            let ids = try await (0..<8).asyncMap { client in try await clients[client].submit(type: "noop").id }
+            var submitted: [String] = []
+            for client in clients { submitted.append(try await client.submit(type: "noop").id) }
+            let ids = submitted
             let statusLoad = try await LoadGenerator.run(total: submits, clients: 8) { index in
                 _ = try await clients[index % 8].getUnparsed("/v1/jobs/\(ids[index % 8])")
             }
@@ -135,17 +139,11 @@ public enum TenantBenchmark {
     }
 
     static func createToken(_ binary: String, data: String, name: String, admin: Bool = false) async throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["token", "create", "--data-dir", data, "--name", name] + (admin ? ["--admin"] : [])
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0, let token = text.split(separator: "\n").last, token.hasPrefix("spool_") else {
-            throw BenchError("spool token create --name \(name) failed (\(process.terminationStatus))")
+        let result = try await Subprocess.run(.path(FilePath(binary)),
+                                              arguments: Arguments(["token", "create", "--data-dir", data, "--name", name] + (admin ? ["--admin"] : [])),
+                                              output: .string(limit: 1 << 16), error: .discarded)
+        guard result.terminationStatus.isSuccess, let token = result.standardOutput.split(separator: "\n").last, token.hasPrefix("spool_") else {
+            throw BenchError("spool token create --name \(name) failed (\(result.terminationStatus))")
         }
         return String(token)
     }
@@ -191,13 +189,5 @@ public enum TenantBenchmark {
         guard samples.count == claims else { throw BenchError("the queue ran dry after \(samples.count) of \(claims) claims") }
         let summary = LatencySummary(milliseconds: samples)
         return ClaimRun(median: LatencySummary.median(samples), p99: summary.p99, distinct: Set(owners.prefix(min(claims, tenants))).count)
-    }
-}
-
-extension Sequence {
-    func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
-        var values: [T] = []
-        for element in self { values.append(try await transform(element)) }
-        return values
     }
 }

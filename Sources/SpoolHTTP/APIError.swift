@@ -33,8 +33,16 @@ struct APIError: Error, Sendable {
 }
 
 /// RFC 9457 problem details.
-enum Problem {
-    static let contentType = "application/problem+json"
+public enum Problem {
+    public static let contentType = "application/problem+json"
+
+    /// The problem document: `urn:spool:problem:CODE`, the status's reason as the title, the
+    /// request's path as the instance. (Also written by the HTTP/1 layer, for a 413 sent before
+    /// a request reaches the router.)
+    public static func document(status: HTTPResponse.Status, code: String, detail: String, instance: String) -> [String: JSONValue] {
+        ["type": .string("urn:spool:problem:\(code)"), "title": .string(status.reasonPhrase), "status": .int(Int64(status.code)),
+         "detail": .string(detail), "instance": .string(instance)]
+    }
 }
 
 /// Catches every error a route throws (and the router's own 404/405/413) and answers with
@@ -45,10 +53,7 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch {
             let apiError = Self.translate(error, context: context)
-            var problem: [String: JSONValue] = [
-                "type": .string("urn:spool:problem:\(apiError.code)"), "title": .string(apiError.status.reasonPhrase),
-                "status": .int(Int64(apiError.status.code)), "detail": .string(apiError.detail), "instance": .string(request.uri.path),
-            ]
+            var problem = Problem.document(status: apiError.status, code: apiError.code, detail: apiError.detail, instance: request.uri.path)
             if !apiError.errors.isEmpty { problem["errors"] = .array(apiError.errors.map(JSONValue.string)) }
             problem.merge(apiError.extra) { current, _ in current }
             return SpoolAPI.respond(.object(problem), status: apiError.status, headers: apiError.headers, contentType: Problem.contentType)

@@ -1,28 +1,13 @@
 import Foundation
 import SpoolCore
 
-/// A job as the API shows it: `JobWire`, the one definition of that JSON (SpoolCore).
-struct JobResource {
-    let job: Job
-    var estimate: QueueEstimate?
-    var now: Timestamp?
-
-    init(job: Job, estimate: QueueEstimate? = nil, now: Timestamp? = nil) {
-        self.job = job
-        self.estimate = estimate
-        self.now = now
-    }
-
-    var json: JSONValue { JobWire(job: job, estimate: estimate, now: now).json }
-}
-
 struct QueueResource {
     struct Slot {
         let id: SlotID
         let gpu: String?
         /// Runs a job (perhaps another tenant's, which `job` then does not show).
         let busy: Bool
-        let job: JobResource?
+        let job: JobWire?
         var worker: JSONValue = .null
         var unhealthy: [JSONValue] = []
         var json: JSONValue {

@@ -38,10 +38,14 @@ extension SpoolAPI {
         let owner = principal.ownerFilter
         let resumeFrom = cursor
         // A job's stream resumed after its end has nothing to send: 204, which also tells an
-        // EventSource to stop reconnecting.
-        if let job, let cursor, try await store.job(job)?.state.isTerminal == true, try await Self.sawEnd(store, of: job, through: cursor) {
-            return Response(status: .noContent)
+        // EventSource to stop reconnecting. Resumed between its final state and its outputs, it
+        // waits for the outputs below, as a stream that sees the final state does.
+        var seen = End.none
+        if let job, let cursor, try await store.job(job)?.state.isTerminal == true {
+            seen = try await Self.end(store, of: job, through: cursor)
         }
+        if seen == .complete { return Response(status: .noContent) }
+        let endedBefore = seen == .finalStateOnly
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .init("X-Accel-Buffering")!: "no"]
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
             // A job's stream starts at its first event; the global one at "now" unless resumed.
@@ -55,7 +59,7 @@ extension SpoolAPI {
                     let (events, through) = try await Self.events(store, after: after, job: job, owner: owner)
                     if !events.isEmpty { try await writer.write(ByteBuffer(string: events.map(Self.frame).joined())) }
                     after = through
-                    if job != nil, events.contains(where: { $0.kind == .state && Self.isTerminal($0) }) {
+                    if job != nil, endedBefore || events.contains(where: { $0.kind == .state && Self.isTerminal($0) }) {
                         // The outputs event follows the final state shortly: send it, then end.
                         let deadline = ContinuousClock.now + .seconds(2)
                         var sentOutputs = events.contains { $0.kind == .outputs }
@@ -70,9 +74,6 @@ extension SpoolAPI {
                         break streaming
                     }
                     if events.count == Self.eventPage { continue }
-                    // Resumed after its job's last event: nothing more will come.
-                    if let job, events.isEmpty, try await store.job(job)?.state.isTerminal == true,
-                       try await Self.sawEnd(store, of: job, through: after) { break streaming }
                     if !(await store.eventNotifier.wait(after: after, timeout: Self.keepAlive)), !Task.isShuttingDownGracefully {
                         try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                     }
@@ -86,9 +87,12 @@ extension SpoolAPI {
 
     static let eventPage = 500
 
-    /// Whether a finished job's stream read through `cursor` has already carried its end: its
-    /// final state and its outputs (or the final state more than 2 s ago: no outputs follow).
-    static func sawEnd(_ store: any JobStore, of job: JobID, through cursor: Int64) async throws -> Bool {
+    /// How much of a finished job's end a stream read through `cursor` has carried.
+    enum End { case none, finalStateOnly, complete }
+
+    /// `complete`: its final state and its outputs (or the final state more than 2 s ago: no
+    /// outputs follow); `finalStateOnly`: the outputs may still come.
+    static func end(_ store: any JobStore, of job: JobID, through cursor: Int64) async throws -> End {
         var after: Int64 = 0
         var final: JobEvent?
         var outputs = false
@@ -101,8 +105,8 @@ extension SpoolAPI {
             guard page.count == eventPage, let last = page.last, last.id < cursor else { break }
             after = last.id
         }
-        guard let final else { return false }
-        return outputs || WallClock.now().microseconds - final.at.microseconds > 2_000_000
+        guard let final else { return .none }
+        return outputs || WallClock.now().microseconds - final.at.microseconds > 2_000_000 ? .complete : .finalStateOnly
     }
 
     /// The events after `after` (a page at most) — from the notifier's memory when it has them

@@ -172,9 +172,9 @@ public struct SpoolAPI: Sendable {
 
     /// A job's JSON, with its start estimate while it is queued.
     func resource(_ job: Job) async throws -> JSONValue {
-        guard job.state == .queued, let position = job.position else { return JobResource(job: job).json }
+        guard job.state == .queued, let position = job.position else { return JobWire(job: job).json }
         let estimate = await scheduler.estimate(position: position, type: job.type, input: job.input)
-        return JobResource(job: job, estimate: estimate, now: WallClock.now()).json
+        return JobWire(job: job, estimate: estimate, now: WallClock.now()).json
     }
 
     @Sendable func list(_ request: Request, context: SpoolRequestContext) async throws -> Response {
@@ -204,7 +204,7 @@ public struct SpoolAPI: Sendable {
             query.before = before
         }
         let page = try await store.jobs(query)
-        return json(.object(["jobs": .array(page.jobs.map { JobResource(job: $0).json }),
+        return json(.object(["jobs": .array(page.jobs.map { JobWire(job: $0).json }),
                              "next_cursor": page.nextCursor.map { .string(String($0)) } ?? .null]))
     }
 
@@ -215,10 +215,10 @@ public struct SpoolAPI: Sendable {
         case .notFound:
             throw APIError.notFound("no job \(id)")
         case .canceled(let job):
-            return json(JobResource(job: job).json)
+            return json(JobWire(job: job).json)
         case .stopping(let job):
             await scheduler.stop(id, because: .cancel)
-            return json(JobResource(job: job).json, status: .accepted)
+            return json(JobWire(job: job).json, status: .accepted)
         case .alreadyFinished(let job):
             throw APIError.conflict("already-finished", "job \(id) already finished (\(job.state.rawValue)); there is nothing to cancel")
         }
@@ -233,7 +233,7 @@ public struct SpoolAPI: Sendable {
             let job = try await jobID.asyncFlatMap { try await store.job($0) }
             // A tenant sees its own jobs; another tenant's only as a busy slot.
             let visible = job.flatMap { principal.canSee(owner: $0.owner) ? $0 : nil }
-            var entry = QueueResource.Slot(id: slot.id, gpu: slot.gpu, busy: jobID != nil, job: visible.map { JobResource(job: $0) })
+            var entry = QueueResource.Slot(id: slot.id, gpu: slot.gpu, busy: jobID != nil, job: visible.map { JobWire(job: $0) })
             if let worker = workers[slot.id]?.worker {
                 entry.worker = .object([
                     "id": .string(worker.id), "type": .string(worker.type), "phase": .string(worker.phase),

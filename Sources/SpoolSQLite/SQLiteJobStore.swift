@@ -9,6 +9,10 @@ import SpoolStore
 /// Durability: `synchronous = FULL` by default, so a job acknowledged with `201` survives a
 /// power cut, not just a crash. Concurrent submits share transactions (`GroupCommit`), so the
 /// cost of each sync is split between them.
+///
+/// The job lifecycle's statements (enqueue, claim, finish, cancel, recover, events) stay in this
+/// one file so each transaction's SQL reads next to the others it must agree with; tokens and the
+/// webhook outbox are in their own extension files.
 public final class SQLiteJobStore: JobStore, TokenStore {
     public enum Synchronous: String, Sendable, CaseIterable {
         /// fsync on every commit: survives power loss (default).

@@ -21,6 +21,10 @@ import Synchronization
 /// Graceful shutdown: the admission gate closes (submits get 503), idle slots close, running
 /// jobs get `shutdownGrace` to finish; then they are stopped (SIGTERM → SIGKILL) and go back
 /// to the queue without using up an attempt. `run` returns when every slot is empty.
+///
+/// One file on purpose: the event loop, dispatch, finishing and shutdown share the actor's
+/// state (slots, running attempts, stops), and each reads as a step of the one loop. The pure
+/// decisions already live elsewhere (`SlotBoard`, `QueueEstimate`, `RunTimeModel`, `WorkerLifecycle`).
 public actor Scheduler: Service {
     enum Event: Sendable {
         case wake

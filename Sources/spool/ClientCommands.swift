@@ -21,7 +21,7 @@ struct SubmitCommand: AsyncParsableCommand {
             if let timeout { body["timeout_s"] = .double(timeout) }
             let (_, _, reply) = try await client.post("/v1/jobs", json: .object(body),
                                                       headers: idempotencyKey.map { [("Idempotency-Key", $0)] } ?? [])
-            let job = try client.decode(JobView.self, reply)
+            let job = try client.decode(JobWire.self, reply)
             guard wait else {
                 print(job.id)
                 return
@@ -35,7 +35,7 @@ struct SubmitCommand: AsyncParsableCommand {
 }
 
 /// Follows a job to its end with a one-line status display on stderr.
-func follow(_ first: JobView, client: SpoolClient) async throws -> JobView {
+func follow(_ first: JobWire, client: SpoolClient) async throws -> JobWire {
     let status = StatusLine()
     var job = first
     while !job.isTerminal {
@@ -43,13 +43,13 @@ func follow(_ first: JobView, client: SpoolClient) async throws -> JobView {
         // Long-poll for a state change while queued; poll faster while running, for progress.
         let path = "/v1/jobs/\(job.id)" + (job.state == "queued" ? "?wait=10" : "")
         if job.state == "running" { try await Task.sleep(for: .milliseconds(250)) }
-        job = try client.decode(JobView.self, try await client.get(path).2)
+        job = try client.decode(JobWire.self, try await client.get(path).2)
     }
     status.finish(job)
     return job
 }
 
-func printOutputs(of job: JobView, client: SpoolClient) async throws {
+func printOutputs(of job: JobWire, client: SpoolClient) async throws {
     for output in try await client.outputs(of: job.id) { print(client.base + output.url) }
 }
 
@@ -64,7 +64,7 @@ struct StatusCommand: AsyncParsableCommand {
             let client = try server.client
             let (_, _, body) = try await client.get("/v1/jobs/\(id)")
             if json { print(String(buffer: body)); return }
-            let job = try client.decode(JobView.self, body)
+            let job = try client.decode(JobWire.self, body)
             var lines = ["id:        \(job.id)", "type:      \(job.type)", "state:     \(job.state)" + (job.reason.map { " (\($0))" } ?? "")]
             if let position = job.position { lines.append("position:  \(position)") }
             if let eta = job.eta, job.state == "queued" {
@@ -97,7 +97,7 @@ struct ListCommand: AsyncParsableCommand {
 
     func run() async throws {
         await clientCommand {
-            struct Page: Decodable { let jobs: [JobView]; let next_cursor: String? }
+            struct Page: Decodable { let jobs: [JobWire]; let next_cursor: String? }
             var query = ["limit=\(limit)"]
             if let status { query.append("status=\(status)") }
             if let type { query.append("type=\(type.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? type)") }
@@ -131,7 +131,7 @@ struct CancelCommand: AsyncParsableCommand {
         await clientCommand {
             let client = try server.client
             let (status, _, body) = try await client.post("/v1/jobs/\(id)/cancel", json: nil)
-            let job = try client.decode(JobView.self, body)
+            let job = try client.decode(JobWire.self, body)
             print(status.code == 202 ? "\(job.id): stopping (SIGTERM, then SIGKILL after the grace period)" : "\(job.id): \(job.state)")
         }
     }
@@ -153,7 +153,7 @@ struct LogsCommand: AsyncParsableCommand {
                 offset = headers.first(name: "Spool-Next-Offset").flatMap(Int.init) ?? offset + body.readableBytes
                 guard follow else { return }
                 if body.readableBytes == 0 {
-                    let job = try client.decode(JobView.self, try await client.get("/v1/jobs/\(id)").2)
+                    let job = try client.decode(JobWire.self, try await client.get("/v1/jobs/\(id)").2)
                     if job.isTerminal {
                         // One last read: the job may have written between the two requests.
                         let (_, _, rest) = try await client.get("/v1/jobs/\(id)/logs?offset=\(offset)")
@@ -197,7 +197,7 @@ final class StatusLine {
     let isTerminal = isatty(STDERR_FILENO) == 1
     var last = ""
 
-    func show(_ job: JobView) {
+    func show(_ job: JobWire) {
         var text = "\(job.id)  \(job.state)"
         if let position = job.position { text += "  position \(position)" }
         if job.state == "queued", let eta = job.eta { text += eta.startInSeconds < 1 ? "  starts in under 1 s" : "  starts in ~\(formatSeconds(eta.startInSeconds))" }
@@ -211,7 +211,7 @@ final class StatusLine {
         FileHandle.standardError.write(Data((isTerminal ? "\r\u{1B}[K" + text : text + "\n").utf8))
     }
 
-    func finish(_ job: JobView) {
+    func finish(_ job: JobWire) {
         var text = "\(job.id)  \(job.state)" + (job.reason.map { " (\($0))" } ?? "")
         if let error = job.error { text += ": \(error)" }
         FileHandle.standardError.write(Data(((isTerminal ? "\r\u{1B}[K" : "") + text + "\n").utf8))

@@ -26,9 +26,6 @@ struct ServerOptions: ParsableArguments {
     }
 }
 
-/// A job as the CLI reads it from the API: the API's own definition.
-typealias JobView = JobWire
-
 struct OutputView: Decodable {
     let name: String
     let size: Int64
