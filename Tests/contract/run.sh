@@ -25,40 +25,21 @@ if [ "${SPOOL_CONTRACT_TOKEN:-1}" != 0 ]; then
         || { echo "contract: spool token create failed" >&2; exit 2; }
     auth=(--header "Authorization: Bearer $token")
 fi
-"$spool" serve --host 127.0.0.1 --port 0 --data-dir "$data" \
-    --config "$here/config.json" --gpus none >"$work/stdout" 2>"$work/stderr" &
-server=$!
+. "$here/../lib/spool-server.sh"
 cleanup() {
-    if kill "$server" 2>/dev/null; then
-        # SIGTERM is a graceful shutdown; SIGKILL if it takes more than 20 s.
-        for _ in $(seq 1 200); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$server" 2>/dev/null
-        wait "$server" 2>/dev/null
-    fi
+    spool_stop 20   # SIGTERM is a graceful shutdown; SIGKILL if it takes more than 20 s
     rm -rf "$work"
 }
 trap cleanup EXIT
-
-port=
-for _ in $(seq 1 300); do
-    port=$(sed -n 's|^spool: listening on http://127\.0\.0\.1:\([0-9][0-9]*\)$|\1|p' "$work/stdout")
-    [ -n "$port" ] && break
-    if ! kill -0 "$server" 2>/dev/null; then
-        echo "contract: the server exited before listening:" >&2
-        cat "$work/stderr" >&2
-        exit 2
-    fi
-    sleep 0.1
-done
-[ -n "$port" ] || { echo "contract: no 'listening on' line within 30 s" >&2; tail -20 "$work/stderr" >&2; exit 2; }
-echo "contract: spool (pid $server) on 127.0.0.1:$port"
+spool_start contract "$work" "$spool" --data-dir "$data" --config "$here/config.json" --gpus none
+echo "contract: spool (pid $server) at $url"
 
 seed=()
 [ -n "${SPOOL_CONTRACT_SEED:-}" ] && seed=(--seed "$SPOOL_CONTRACT_SEED")
 start=$SECONDS
 cd "$work"   # schemathesis writes nothing into the checkout
 timeout --kill-after=10 "${SPOOL_CONTRACT_TIME_LIMIT:-120}" \
-    python3 -m schemathesis.cli --config-file "$here/schemathesis.toml" run "http://127.0.0.1:$port/openapi.json" \
+    python3 -m schemathesis.cli --config-file "$here/schemathesis.toml" run "$url/openapi.json" \
         --checks all --max-examples "${SPOOL_CONTRACT_EXAMPLES:-30}" ${seed[@]+"${seed[@]}"} ${auth[@]+"${auth[@]}"} \
         --workers 1 --generation-database none --no-color
 status=$?

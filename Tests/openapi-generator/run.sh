@@ -19,13 +19,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 work=$(mktemp -d)
 data="$work/data"
-server=
+. "$here/../lib/spool-server.sh"
 cleanup() {
-    if [ -n "$server" ] && kill "$server" 2>/dev/null; then
-        for _ in $(seq 1 100); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$server" 2>/dev/null
-        wait "$server" 2>/dev/null
-    fi
+    spool_stop 10
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -34,22 +30,7 @@ trap 'exit 130' INT TERM
 # The same token a deployed server would want (auth: auto requires it once it exists).
 token=$(env -u SPOOL_TOKEN "$spool" token create --data-dir "$data" --name openapi-generator --admin | tail -1) \
     || { echo "openapi-generator: spool token create failed" >&2; exit 2; }
-"$spool" serve --host 127.0.0.1 --port 0 --data-dir "$data" --gpus none --log-level warning \
-    >"$work/stdout" 2>"$work/stderr" </dev/null &
-server=$!
-
-url=
-for _ in $(seq 1 300); do
-    url=$(sed -n 's|^spool: listening on \(http://127\.0\.0\.1:[0-9][0-9]*\)$|\1|p' "$work/stdout")
-    [ -n "$url" ] && break
-    if ! kill -0 "$server" 2>/dev/null; then
-        echo "openapi-generator: the server exited before listening:" >&2
-        cat "$work/stderr" >&2
-        exit 2
-    fi
-    sleep 0.1
-done
-[ -n "$url" ] || { echo "openapi-generator: no 'listening on' line within 30 s" >&2; exit 2; }
+spool_start openapi-generator "$work" "$spool" --data-dir "$data" --gpus none --log-level warning
 echo "openapi-generator: spool (pid $server) at $url"
 
 export SPOOL_TEST_URL=$url SPOOL_TEST_TOKEN=$token
