@@ -8,10 +8,10 @@ import SpoolStore
 extension SQLiteJobStore {
     public func createToken(_ token: TokenRecord) async throws {
         try await pool.write { db in
-            guard try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM tokens WHERE name = ?)", arguments: [token.name]) == false else {
+            guard try Bool.fetchOne(db, cached: "SELECT EXISTS (SELECT 1 FROM tokens WHERE name = ?)", arguments: [token.name]) == false else {
                 throw StoreError(.conflict, "a token named \(token.name) already exists (revoke it first to replace it)")
             }
-            try db.execute(sql: """
+            try db.execute(cached: """
                 INSERT INTO tokens (id, name, digest, admin, max_queued, max_running, rate, weight, created_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """, arguments: [token.id, token.name, Data(token.secretDigest), token.isAdmin, token.limits.maxQueued,
@@ -22,7 +22,7 @@ extension SQLiteJobStore {
     public func tokens() async throws -> [TokenRecord] {
         do {
             return try await pool.read { db in
-                try Row.fetchAll(db, sql: "SELECT * FROM tokens ORDER BY name").map { row in
+                try Row.fetchAll(db, cached: "SELECT * FROM tokens ORDER BY name").map { row in
                     TokenRecord(id: row["id"], name: row["name"], secretDigest: Array(row["digest"] as Data), isAdmin: row["admin"],
                                 limits: TenantLimits(maxQueued: row["max_queued"], maxRunning: row["max_running"], rate: row["rate"],
                                                      weight: row["weight"]),
@@ -36,17 +36,17 @@ extension SQLiteJobStore {
 
     public func revokeToken(named name: String) async throws -> Bool {
         try await pool.write { db in
-            try db.execute(sql: "DELETE FROM tokens WHERE name = ?", arguments: [name])
+            try db.execute(cached: "DELETE FROM tokens WHERE name = ?", arguments: [name])
             return db.changesCount > 0
         }
     }
 
     public func sessionKey() async throws -> [UInt8] {
         try await pool.write { db in
-            if let key = try Data.fetchOne(db, sql: "SELECT value FROM settings WHERE name = 'session_key'") { return Array(key) }
+            if let key = try Data.fetchOne(db, cached: "SELECT value FROM settings WHERE name = 'session_key'") { return Array(key) }
             var generator = SystemRandomNumberGenerator()
             let key = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &generator) }
-            try db.execute(sql: "INSERT INTO settings (name, value) VALUES ('session_key', ?)", arguments: [Data(key)])
+            try db.execute(cached: "INSERT INTO settings (name, value) VALUES ('session_key', ?)", arguments: [Data(key)])
             return key
         }
     }

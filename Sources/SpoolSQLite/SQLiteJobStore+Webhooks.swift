@@ -8,7 +8,7 @@ import SpoolStore
 extension SQLiteJobStore: WebhookOutbox {
     public func webhookCursor() async throws -> Int64 {
         try await outboxRead("read the webhook cursor") { db in
-            try Int64.fetchOne(db, sql: "SELECT last_event_id FROM webhook_cursor WHERE id = 1") ?? 0
+            try Int64.fetchOne(db, cached: "SELECT last_event_id FROM webhook_cursor WHERE id = 1") ?? 0
         }
     }
 
@@ -17,7 +17,7 @@ extension SQLiteJobStore: WebhookOutbox {
         try await outboxWrite("store webhook deliveries") { db in
             var added: [WebhookDelivery] = []
             for draft in drafts {
-                try db.execute(sql: """
+                try db.execute(cached: """
                     INSERT OR IGNORE INTO webhook_deliveries (job_id, event, event_id, url, payload, state, attempts, next_attempt_at, created_at)
                     VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)
                     """, arguments: [draft.job.rawValue, draft.event.rawValue, draft.eventID, draft.url, draft.payload.canonicalText,
@@ -26,14 +26,14 @@ extension SQLiteJobStore: WebhookOutbox {
                 added.append(WebhookDelivery(id: WebhookDeliveryID(db.lastInsertedRowID), draft: draft, state: .pending,
                                              attempts: 0, nextAttemptAt: draft.createdAt))
             }
-            try db.execute(sql: "UPDATE webhook_cursor SET last_event_id = MAX(last_event_id, ?) WHERE id = 1", arguments: [cursor])
+            try db.execute(cached: "UPDATE webhook_cursor SET last_event_id = MAX(last_event_id, ?) WHERE id = 1", arguments: [cursor])
             return added
         }
     }
 
     public func dueDeliveries(at now: Timestamp, limit: Int) async throws -> [WebhookDelivery] {
         try await outboxRead("read due webhook deliveries") { db in
-            try Row.fetchAll(db, sql: """
+            try Row.fetchAll(db, cached: """
                 SELECT * FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= ?
                 ORDER BY next_attempt_at, id LIMIT ?
                 """, arguments: [now.microseconds, limit]).map(Self.delivery(from:))
@@ -42,7 +42,7 @@ extension SQLiteJobStore: WebhookOutbox {
 
     public func nextDeliveryDue() async throws -> Timestamp? {
         try await outboxRead("read the next webhook delivery") { db in
-            try Int64.fetchOne(db, sql: "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = 'pending'")
+            try Int64.fetchOne(db, cached: "SELECT MIN(next_attempt_at) FROM webhook_deliveries WHERE state = 'pending'")
                 .map(Timestamp.init(microseconds:))
         }
     }
@@ -54,12 +54,12 @@ extension SQLiteJobStore: WebhookOutbox {
             case .failed: (.failed, nil)
             case .retry(let at): (.pending, at)
             }
-            try db.execute(sql: """
+            try db.execute(cached: """
                 UPDATE webhook_deliveries SET attempts = ?, state = ?, next_attempt_at = ?
                 WHERE id = ? AND state = 'pending' AND attempts = ?
                 """, arguments: [attempt.number, state.rawValue, nextAt?.microseconds, delivery.rawValue, attempt.number - 1])
             guard db.changesCount > 0 else { return }
-            try db.execute(sql: """
+            try db.execute(cached: """
                 INSERT INTO webhook_attempts (delivery_id, number, at, status, error, duration_ms) VALUES (?, ?, ?, ?, ?, ?)
                 """, arguments: [delivery.rawValue, attempt.number, attempt.at.microseconds, attempt.status, attempt.error,
                                  attempt.durationMilliseconds])
@@ -68,10 +68,10 @@ extension SQLiteJobStore: WebhookOutbox {
 
     public func webhookDeliveries(of job: JobID) async throws -> [WebhookDeliveryRecord] {
         try await outboxRead("read webhook deliveries") { db in
-            let deliveries = try Row.fetchAll(db, sql: "SELECT * FROM webhook_deliveries WHERE job_id = ? ORDER BY id",
+            let deliveries = try Row.fetchAll(db, cached: "SELECT * FROM webhook_deliveries WHERE job_id = ? ORDER BY id",
                                               arguments: [job.rawValue]).map(Self.delivery(from:))
             return try deliveries.map { delivery in
-                let attempts = try Row.fetchAll(db, sql: "SELECT * FROM webhook_attempts WHERE delivery_id = ? ORDER BY number",
+                let attempts = try Row.fetchAll(db, cached: "SELECT * FROM webhook_attempts WHERE delivery_id = ? ORDER BY number",
                                                 arguments: [delivery.id.rawValue]).map { row in
                     WebhookAttempt(number: row["number"], at: Timestamp(microseconds: row["at"]), status: row["status"],
                                    error: row["error"], durationMilliseconds: row["duration_ms"])

@@ -77,7 +77,7 @@ public final class SQLiteJobStore: JobStore, TokenStore {
             try await SQLiteSchema.migrator.migrate(pool)
             // Event ids continue from the last run; readers resuming from before a restart
             // must see the events written before it.
-            let newest = try await pool.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM events") ?? 0 }
+            let newest = try await pool.read { db in try Int64.fetchOne(db, cached: "SELECT MAX(id) FROM events") ?? 0 }
             eventNotifier.published(upTo: newest)
         } catch {
             throw Self.translate(error, doing: "migrate the job database")
@@ -110,7 +110,7 @@ public final class SQLiteJobStore: JobStore, TokenStore {
 
     public func job(_ id: JobID) async throws -> Job? {
         try await read("read a job") { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id.rawValue]) else { return nil }
+            guard let row = try Row.fetchOne(db, cached: "SELECT * FROM jobs WHERE id = ?", arguments: [id.rawValue]) else { return nil }
             return try Self.withPosition(Self.job(from: row), in: db)
         }
     }
@@ -125,7 +125,7 @@ public final class SQLiteJobStore: JobStore, TokenStore {
             if let before = query.before { clauses.append("seq < ?"); _ = arguments.append(contentsOf: [before]) }
             let filter = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
             _ = arguments.append(contentsOf: [query.limit + 1])
-            let rows = try Row.fetchAll(db, sql: "SELECT * FROM jobs \(filter) ORDER BY seq DESC LIMIT ?", arguments: arguments)
+            let rows = try Row.fetchAll(db, cached: "SELECT * FROM jobs \(filter) ORDER BY seq DESC LIMIT ?", arguments: arguments)
             let jobs = try rows.prefix(query.limit).map(Self.job(from:))
             return JobPage(jobs: jobs, nextCursor: rows.count > query.limit ? jobs.last?.sequence : nil)
         }
@@ -133,13 +133,13 @@ public final class SQLiteJobStore: JobStore, TokenStore {
 
     public func queuedCount() async throws -> Int {
         try await read("count the queue") { db in
-            try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts") ?? 0
+            try Int.fetchOne(db, cached: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts") ?? 0
         }
     }
 
     public func queuedCount(owner: String) async throws -> Int {
         try await read("count the queue") { db in
-            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND owner = ?", arguments: [owner]) ?? 0
+            try Int.fetchOne(db, cached: "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND owner = ?", arguments: [owner]) ?? 0
         }
     }
 
@@ -156,7 +156,7 @@ public final class SQLiteJobStore: JobStore, TokenStore {
                        claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job? {
         let (next, events) = try await write("record a finished job") { db -> (Job?, [JobEvent]) in
             var events: [JobEvent] = []
-            if let row = try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ? AND state = 'running' AND attempts = ?",
+            if let row = try Row.fetchOne(db, cached: "SELECT * FROM jobs WHERE id = ? AND state = 'running' AND attempts = ?",
                                           arguments: [id.rawValue, attempt]) {
                 var job = try Self.job(from: row)
                 job.record(outcome, at: now, result: result)
@@ -175,20 +175,20 @@ public final class SQLiteJobStore: JobStore, TokenStore {
 
     public func cancel(_ id: JobID, by actor: String?, now: Timestamp) async throws -> CancelResult {
         let (result, event) = try await write("cancel a job") { db -> (CancelResult, JobEvent?) in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id.rawValue]) else {
+            guard let row = try Row.fetchOne(db, cached: "SELECT * FROM jobs WHERE id = ?", arguments: [id.rawValue]) else {
                 return (.notFound, nil)
             }
             var job = try Self.job(from: row)
             switch job.state {
             case .queued:
                 job.cancelWhileQueued(at: now, by: actor)
-                try db.execute(sql: "UPDATE jobs SET state = 'canceled', reason = 'canceled', finished_at = ?, error = ?, canceled_by = ? WHERE seq = ?",
+                try db.execute(cached: "UPDATE jobs SET state = 'canceled', reason = 'canceled', finished_at = ?, error = ?, canceled_by = ? WHERE seq = ?",
                                arguments: [now.microseconds, job.error, job.canceledBy, job.sequence])
                 return (.canceled(job), try Self.insertEvent(.state, of: job, at: now, in: db))
             case .running:
                 job.cancelRequested = true
                 job.canceledBy = actor ?? job.canceledBy
-                try db.execute(sql: "UPDATE jobs SET cancel_requested = 1, canceled_by = ? WHERE seq = ?", arguments: [job.canceledBy, job.sequence])
+                try db.execute(cached: "UPDATE jobs SET cancel_requested = 1, canceled_by = ? WHERE seq = ?", arguments: [job.canceledBy, job.sequence])
                 return (.stopping(job), try Self.insertEvent(.state, of: job, at: now, in: db))
             case .succeeded, .failed, .canceled:
                 return (.alreadyFinished(job), nil)
@@ -201,7 +201,7 @@ public final class SQLiteJobStore: JobStore, TokenStore {
 
     public func reportProgress(_ id: JobID, attempt: Int, progress: JobProgress) async throws {
         let event = try await write("save progress") { db -> JobEvent? in
-            try db.execute(sql: """
+            try db.execute(cached: """
                 UPDATE jobs SET progress_fraction = ?, progress_message = ?
                 WHERE id = ? AND state = 'running' AND attempts = ?
                 """, arguments: [progress.fraction, progress.message, id.rawValue, attempt])
@@ -214,7 +214,7 @@ public final class SQLiteJobStore: JobStore, TokenStore {
 
     public func recoverInterrupted(now: Timestamp) async throws -> [Job] {
         let (found, events) = try await write("recover interrupted jobs") { db -> ([Job], [JobEvent]) in
-            let jobs = try Row.fetchAll(db, sql: "SELECT * FROM jobs WHERE state = 'running' ORDER BY seq").map(Self.job(from:))
+            let jobs = try Row.fetchAll(db, cached: "SELECT * FROM jobs WHERE state = 'running' ORDER BY seq").map(Self.job(from:))
             var events: [JobEvent] = []
             for var job in jobs {
                 job.recoverFromInterruption(at: now)
@@ -234,21 +234,38 @@ public final class SQLiteJobStore: JobStore, TokenStore {
         try await read("read events") { db in
             let rows = switch (job, owner) {
             case (let job?, _):
-                try Row.fetchAll(db, sql: "SELECT * FROM events WHERE job_id = ? AND id > ? AND (? IS NULL OR owner = ?) ORDER BY id LIMIT ?",
+                try Row.fetchAll(db, cached: "SELECT * FROM events WHERE job_id = ? AND id > ? AND (? IS NULL OR owner = ?) ORDER BY id LIMIT ?",
                                  arguments: [job.rawValue, after, owner, owner, limit])
             case (nil, let owner?):
-                try Row.fetchAll(db, sql: "SELECT * FROM events WHERE owner = ? AND id > ? ORDER BY id LIMIT ?", arguments: [owner, after, limit])
+                try Row.fetchAll(db, cached: "SELECT * FROM events WHERE owner = ? AND id > ? ORDER BY id LIMIT ?", arguments: [owner, after, limit])
             case (nil, nil):
-                try Row.fetchAll(db, sql: "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", arguments: [after, limit])
+                try Row.fetchAll(db, cached: "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", arguments: [after, limit])
             }
-            return try rows.map { row in
-                guard let id = JobID(row["job_id"]), let kind = JobEvent.Kind(rawValue: row["kind"]) else {
-                    throw StoreError(.corrupt, "the job database holds an event it cannot read")
-                }
-                let text: String = row["data"]
-                return JobEvent(id: row["id"], job: id, owner: Self.owner(row["owner"]), kind: kind, at: Timestamp(microseconds: row["at"]),
-                                data: try JSONParser.parse(text.utf8))
-            }
+            return try rows.map(Self.event(from:))
+        }
+    }
+
+    static func event(from row: Row) throws -> JobEvent {
+        guard let id = JobID(row["job_id"]), let kind = JobEvent.Kind(rawValue: row["kind"]) else {
+            throw StoreError(.corrupt, "the job database holds an event it cannot read")
+        }
+        let text: String = row["data"]
+        return JobEvent(id: row["id"], job: id, owner: Self.owner(row["owner"]), kind: kind, at: Timestamp(microseconds: row["at"]),
+                        data: try JSONParser.parse(text.utf8))
+    }
+
+    /// The log is read in windows of `limit` ids; only entries of jobs with a webhook are
+    /// decoded. Without this, the webhook planner read every job's every state event and the
+    /// job behind it, on every submit, with no webhook anywhere.
+    public func webhookEvents(after: Int64, limit: Int) async throws -> (events: [JobEvent], through: Int64) {
+        try await read("read events") { db in
+            let newest = try Int64.fetchOne(db, cached: "SELECT MAX(id) FROM events") ?? after
+            let through = max(after, min(newest, after + Int64(limit)))
+            let rows = try Row.fetchAll(db, cached: """
+                SELECT e.* FROM events e JOIN jobs j ON j.id = e.job_id
+                WHERE e.id > ? AND e.id <= ? AND j.webhook_url IS NOT NULL ORDER BY e.id
+                """, arguments: [after, through])
+            return (try rows.map(Self.event(from:)), through)
         }
     }
 
@@ -265,13 +282,13 @@ public final class SQLiteJobStore: JobStore, TokenStore {
     /// Appends an event in the caller's transaction (its owner is the job's: looked up when
     /// nil); prunes the oldest now and then.
     static func insertEvent(_ kind: JobEvent.Kind, job: JobID, owner: String?, data: JSONValue, at: Timestamp, in db: Database) throws -> JobEvent {
-        let stored = try String.fetchOne(db, sql: """
+        let stored = try String.fetchOne(db, cached: """
             INSERT INTO events (job_id, owner, kind, at, data)
             VALUES (?, COALESCE(?, (SELECT owner FROM jobs WHERE id = ?), ''), ?, ?, ?)
             RETURNING owner
             """, arguments: [job.rawValue, owner, job.rawValue, kind.rawValue, at.microseconds, data.canonicalText])
         let id = db.lastInsertedRowID
-        if id % 1000 == 0 { try db.execute(sql: "DELETE FROM events WHERE id <= ?", arguments: [id - eventLimit]) }
+        if id % 1000 == 0 { try db.execute(cached: "DELETE FROM events WHERE id <= ?", arguments: [id - eventLimit]) }
         return JobEvent(id: id, job: job, owner: Self.owner(stored), kind: kind, at: at, data: data)
     }
 
@@ -283,26 +300,26 @@ public final class SQLiteJobStore: JobStore, TokenStore {
     private static func insert(_ job: Job, limits: QueueLimits, in db: Database) throws -> Result<(EnqueueResult, JobEvent?), any Error> {
         let owner = job.owner ?? ""
         if let key = job.idempotencyKey,
-           let row = try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?", arguments: [owner, key]) {
+           let row = try Row.fetchOne(db, cached: "SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?", arguments: [owner, key]) {
             let existing = try withPosition(self.job(from: row), in: db)
             guard existing.fingerprint == job.fingerprint else {
                 return .failure(StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: existing))
             }
             return .success((.existing(existing), nil))
         }
-        if let total = limits.total, try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts") ?? 0 >= total {
+        if let total = limits.total, try Int.fetchOne(db, cached: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts") ?? 0 >= total {
             return .failure(StoreError.queueFull(.server, total))
         }
-        if let most = limits.owner, try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE state = 'queued' AND owner = ? LIMIT ?)",
+        if let most = limits.owner, try Int.fetchOne(db, cached: "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE state = 'queued' AND owner = ? LIMIT ?)",
                                                      arguments: [owner, most]) ?? 0 >= most {
             return .failure(StoreError.queueFull(.owner, most))
         }
-        let ownerLast = try Int64.fetchOne(db, sql: "SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND owner = ? AND priority = ?",
+        let ownerLast = try Int64.fetchOne(db, cached: "SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND owner = ? AND priority = ?",
                                            arguments: [owner, job.priority])
-        let head = try Int64.fetchOne(db, sql: "SELECT MIN(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?", arguments: [job.priority])
+        let head = try Int64.fetchOne(db, cached: "SELECT MIN(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?", arguments: [job.priority])
         var stored = job
         stored.fairTag = FairShare.tag(ownerLast: ownerLast, head: head, weight: job.shareWeight)
-        try db.execute(sql: """
+        try db.execute(cached: """
             INSERT INTO jobs (id, type, input, priority, timeout_s, max_attempts, state, attempts, created_at,
                               idempotency_key, fingerprint, webhook_url, webhook_events, owner, fair_tag)
             VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?, ?)
@@ -316,10 +333,10 @@ public final class SQLiteJobStore: JobStore, TokenStore {
         // At the tail of its priority (one tenant, or the busiest one): everything queued at this
         // priority or above is ahead, read from the counters — counting the jobs ahead one by one
         // made a submit slower the deeper the queue (≈3 ms at 100,000 queued).
-        let tail = try Int64.fetchOne(db, sql: "SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?",
+        let tail = try Int64.fetchOne(db, cached: "SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?",
                                       arguments: [job.priority]) ?? stored.fairTag
         if stored.fairTag >= tail {
-            stored.position = try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority >= ?",
+            stored.position = try Int.fetchOne(db, cached: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority >= ?",
                                                arguments: [job.priority]) ?? 1
         } else {
             stored.position = try position(of: stored, in: db)   // near the head: few to count
@@ -329,7 +346,7 @@ public final class SQLiteJobStore: JobStore, TokenStore {
 
     /// Writes the fields an attempt's end (or a recovery) decides, as `Job` worked them out.
     private static func saveOutcome(of job: Job, in db: Database) throws {
-        try db.execute(sql: """
+        try db.execute(cached: """
             UPDATE jobs SET state = ?, reason = ?, attempts = ?, started_at = ?, finished_at = ?,
                 exit_code = ?, signal = ?, error = ?, slot = ?, pid = NULL,
                 progress_fraction = ?, progress_message = ?, result = ?
@@ -356,7 +373,7 @@ public final class SQLiteJobStore: JobStore, TokenStore {
             _ = arguments.append(contentsOf: StatementArguments(excluding.sorted()))
         }
         // Tenants whose token's max_running their running jobs have reached wait.
-        let capped = try String.fetchAll(db, sql: """
+        let capped = try String.fetchAll(db, cached: """
             SELECT name FROM tokens WHERE max_running IS NOT NULL
               AND max_running <= (SELECT COUNT(*) FROM jobs INDEXED BY jobs_owner_running WHERE state = 'running' AND owner = tokens.name)
             """)
@@ -364,7 +381,7 @@ public final class SQLiteJobStore: JobStore, TokenStore {
             filter += " AND owner NOT IN (" + Array(repeating: "?", count: capped.count).joined(separator: ",") + ")"
             _ = arguments.append(contentsOf: StatementArguments(capped))
         }
-        return try Row.fetchOne(db, sql: """
+        return try Row.fetchOne(db, cached: """
             UPDATE jobs SET state = 'running', attempts = attempts + 1, slot = ?, started_at = ?, finished_at = NULL,
                 pid = NULL, progress_fraction = NULL, progress_message = NULL, result = NULL
             WHERE seq = (SELECT seq FROM jobs INDEXED BY jobs_queue WHERE state = 'queued'\(filter)
@@ -382,9 +399,9 @@ public final class SQLiteJobStore: JobStore, TokenStore {
 
     /// 1-based: the queued jobs of higher priority, then those before it in fair-share order.
     private static func position(of job: Job, in db: Database) throws -> Int {
-        let higher = try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority > ?",
+        let higher = try Int.fetchOne(db, cached: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority > ?",
                                       arguments: [job.priority]) ?? 0
-        let ahead = try Int.fetchOne(db, sql: """
+        let ahead = try Int.fetchOne(db, cached: """
             SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND priority = ? AND (fair_tag < ? OR (fair_tag = ? AND seq < ?))
             """, arguments: [job.priority, job.fairTag, job.fairTag, job.sequence]) ?? 0
         return higher + ahead + 1

@@ -59,6 +59,11 @@ public protocol JobStore: Sendable {
     /// jobs only, with `owner`.
     func events(after: Int64, job: JobID?, owner: String?, limit: Int) async throws -> [JobEvent]
 
+    /// The events after `after` that can concern a webhook — those of jobs that have one — from
+    /// at most `limit` log entries, and the id of the last entry looked at (the reader's next
+    /// cursor). The default reads every event; a store that can filter in its query does.
+    func webhookEvents(after: Int64, limit: Int) async throws -> (events: [JobEvent], through: Int64)
+
     /// Records an event that is not a state change (log lines, outputs).
     func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws
 
@@ -73,6 +78,11 @@ extension JobStore {
 
     public func events(after: Int64, job: JobID?, limit: Int) async throws -> [JobEvent] {
         try await events(after: after, job: job, owner: nil, limit: limit)
+    }
+
+    public func webhookEvents(after: Int64, limit: Int) async throws -> (events: [JobEvent], through: Int64) {
+        let events = try await events(after: after, job: nil, owner: nil, limit: limit)
+        return (events, events.last?.id ?? after)
     }
 
     public func claimNext(for slot: SlotID, now: Timestamp) async throws -> Job? {

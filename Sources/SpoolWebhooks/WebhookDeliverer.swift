@@ -44,6 +44,10 @@ public final class WebhookDeliverer: Service, Sendable {
     private let doorbell = EventNotifier()
     private let rings = Atomic<Int64>(0)
     private let inFlight = Mutex(Set<WebhookDeliveryID>())
+    /// The cursor as last saved by this deliverer (see `planOnce`).
+    private let savedCursor = Atomic<Int64>(0)
+    /// How far past the saved cursor planning may read, producing nothing, before saving it.
+    static let cursorSaveInterval: Int64 = 10_000
 
     /// Follows no redirect: a receiver could otherwise bounce a signed delivery anywhere.
     public static let client: HTTPClient = {
@@ -99,7 +103,7 @@ public final class WebhookDeliverer: Service, Sendable {
     /// deliveries. Returns the new cursor and how many events were read.
     @discardableResult
     public func planOnce(after cursor: Int64) async throws -> (cursor: Int64, read: Int) {
-        let events = try await store.events(after: cursor, job: nil, limit: configuration.batchSize)
+        let (events, through) = try await store.webhookEvents(after: cursor, limit: configuration.batchSize)
         var jobs: [JobID: Job?] = [:]
         var drafts: [WebhookDelivery.Draft] = []
         for event in events where WebhookPlanner.category(of: event) != nil {
@@ -108,12 +112,16 @@ public final class WebhookDeliverer: Service, Sendable {
             drafts += planner.withLock { $0.plan(event, job: job) }
         }
         drafts += planner.withLock { $0.flush(now: WallClock.now()) }
-        let next = events.last?.id ?? cursor
-        if !drafts.isEmpty || next != cursor {
+        // The cursor is saved with the deliveries it produced (one transaction). Past events that
+        // produced none it is saved only now and then: a restart re-reads them, and they again
+        // produce nothing — a write (and an fsync) per batch of events is not needed for that.
+        let next = through
+        if !drafts.isEmpty || next - savedCursor.load(ordering: .relaxed) >= Self.cursorSaveInterval {
             let added = try await outbox.addDeliveries(drafts, cursor: next)
+            savedCursor.store(next, ordering: .relaxed)
             if !added.isEmpty { ring() }
         }
-        return (next, events.count)
+        return (next, Int(through - cursor))
     }
 
     // MARK: - Sending

@@ -230,3 +230,40 @@ extension JobStoreConformanceTests {
         }
     }
 }
+
+extension JobStoreConformanceTests {
+    // MARK: events for webhooks
+
+    /// Read window by window, the webhook reader gets every event of a job with a webhook, in
+    /// order, and its cursor reaches the end of the log; a store that filters in its query
+    /// (SQLite) leaves out the events of jobs without one.
+    @Test(arguments: StoreKind.allCases)
+    func webhookEventsCoverEveryEventOfAJobWithAWebhook(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            var hooked = makeJob()
+            hooked.webhookURL = "http://127.0.0.1:9/hook"
+            hooked.webhookEvents = ["completed"]
+            let quiet = try await store.create(makeJob())
+            hooked = try await store.create(hooked)
+            let later = try await store.create(makeJob())
+            for job in try await store.drain() {
+                _ = try await store.finish(job.id, attempt: 1, outcome: .succeeded, now: at(6_000), claimNextFor: nil)
+            }
+            let all = try await store.events { $0.count >= 9 }
+            #expect(all.count == 9)
+            var cursor: Int64 = 0
+            var seen: [JobEvent] = []
+            while true {
+                let (events, through) = try await store.webhookEvents(after: cursor, limit: 2)
+                #expect(through - cursor <= 2 || kind == .postgres)
+                seen += events
+                if through == cursor { break }
+                cursor = through
+            }
+            #expect(cursor == all.last?.id)
+            #expect(seen.filter { $0.job == hooked.id }.map(\.id) == all.filter { $0.job == hooked.id }.map(\.id))
+            #expect(seen.filter { $0.job == hooked.id }.count == 3)
+            if kind == .sqlite { #expect(!seen.contains { $0.job == quiet.id || $0.job == later.id }) }
+        }
+    }
+}
