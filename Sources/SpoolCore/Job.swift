@@ -133,6 +133,19 @@ public struct Job: Sendable, Hashable {
         error = message
     }
 
+    /// A queued job claimed for `slot` at `now`: running, one more attempt, nothing left of an
+    /// earlier attempt's progress or result — the fields every store's claim sets.
+    public mutating func start(on slot: SlotID, at now: Timestamp) {
+        state = .running
+        attempts += 1
+        self.slot = slot
+        startedAt = now
+        finishedAt = nil
+        progress = nil
+        result = nil
+        position = nil
+    }
+
     /// A queued job canceled before it ran: the fields every store sets.
     public mutating func cancelWhileQueued(at now: Timestamp, by actor: String? = nil) {
         canceledBy = actor ?? canceledBy

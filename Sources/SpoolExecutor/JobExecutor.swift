@@ -12,6 +12,11 @@ public protocol JobExecutor: Sendable {
     /// is the executor's to enforce.
     func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult
 
+    /// Creates a job's files (directory, outputs folder, input) ahead of its start, while the
+    /// slot's current job still runs, so that starting it costs less. Best effort: `run`
+    /// creates whatever is missing.
+    func prepare(_ job: Job) async
+
     /// After the slot's outcome was handed on: housekeeping that must not hold the outcome up
     /// (replacing a warm worker that reached a limit). The slot's next job may already wait.
     func afterRun(on slot: SlotID) async
@@ -31,6 +36,7 @@ public protocol JobExecutor: Sendable {
 
 extension JobExecutor {
     public func afterRun(on slot: SlotID) async {}
+    public func prepare(_ job: Job) async {}
     public func excludedTypes(for slot: SlotID) async -> Set<String> { [] }
     public func nextRetry() async -> Moment? { nil }
     public func workerStatus() async -> [SlotID: SlotWorkers] { [:] }
@@ -111,6 +117,9 @@ public struct JobExecutors: JobExecutor {
     }
 
     public func afterRun(on slot: SlotID) async { await workers.afterRun(on: slot) }
+    public func prepare(_ job: Job) async {
+        await (catalog[job.type]?.workerPolicy == nil ? processes : workers).prepare(job)
+    }
     public func excludedTypes(for slot: SlotID) async -> Set<String> { await workers.excludedTypes(for: slot) }
     public func nextRetry() async -> Moment? { await workers.nextRetry() }
     public func workerStatus() async -> [SlotID: SlotWorkers] { await workers.workerStatus() }

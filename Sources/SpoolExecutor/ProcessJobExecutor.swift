@@ -1,6 +1,7 @@
 import Glibc
 import Logging
 import SpoolCore
+import Synchronization
 
 /// Runs each job as a fresh child process (the default mode).
 ///
@@ -28,6 +29,10 @@ public struct ProcessJobExecutor: JobExecutor {
         self.configuration = configuration
         self.launcher = launcher
         self.clock = clock
+    }
+
+    public func prepare(_ job: Job) async {
+        await JobFiles.prepareAhead(JobPaths(dataDirectory: configuration.dataDirectory, job: job.id), input: job.input)
     }
 
     public func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult {
@@ -75,8 +80,28 @@ public struct ProcessJobExecutor: JobExecutor {
 
 /// The files a job starts with, in either mode.
 enum JobFiles {
-    /// The job's directory and outputs folder, and its input as `input.json` (on the blocking pool).
+    /// Job directories made by `prepareAhead` and not yet used by `prepare`.
+    private static let ready = Mutex(Set<String>())
+
+    /// `prepare`, ahead of the start: the start then finds the files there. A failure is left
+    /// for the start to find and report.
+    static func prepareAhead(_ paths: JobPaths, input: JSONValue) async {
+        guard (try? await make(paths, input: input)) != nil else { return }
+        ready.withLock { ready in
+            // A job looked at but never started (canceled, or overtaken) leaves its name here: bounded.
+            if ready.count >= 256 { ready.removeAll() }
+            ready.insert(paths.directory)
+        }
+    }
+
+    /// The job's directory and outputs folder, and its input as `input.json` (on the blocking
+    /// pool), unless `prepareAhead` made them.
     static func prepare(_ paths: JobPaths, input: JSONValue) async throws {
+        if ready.withLock({ $0.remove(paths.directory) }) != nil { return }
+        try await make(paths, input: input)
+    }
+
+    private static func make(_ paths: JobPaths, input: JSONValue) async throws {
         let bytes = Array(input.canonicalText.utf8)
         try await BlockingIO.run {
             for directory in [paths.directory, paths.outputs] where mkdir(directory, 0o755) != 0 && errno != EEXIST {

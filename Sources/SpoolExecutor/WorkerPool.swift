@@ -61,6 +61,10 @@ public actor WorkerPool: JobExecutor {
     }
 
     /// Runs a job on the slot's warm worker, starting or replacing the worker as needed.
+    public func prepare(_ job: Job) async {
+        await JobFiles.prepareAhead(JobPaths(dataDirectory: settings.dataDirectory, job: job.id), input: job.input)
+    }
+
     public func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult {
         guard let type = catalog[job.type], let policy = type.workerPolicy else {
             return ExecutionResult(.spawnFailed(message: "this server has no worker-mode job type \"\(job.type)\""))

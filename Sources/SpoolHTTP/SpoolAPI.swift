@@ -215,6 +215,8 @@ public struct SpoolAPI: Sendable {
         case .notFound:
             throw APIError.notFound("no job \(id)")
         case .canceled(let job):
+            // A slot may have looked it up as its next job already.
+            await scheduler.stop(id, because: .cancel)
             return json(JobWire(job: job).json)
         case .stopping(let job):
             await scheduler.stop(id, because: .cancel)

@@ -13,7 +13,7 @@ import SpoolStore
 /// The job lifecycle's statements (enqueue, claim, finish, cancel, recover, events) stay in this
 /// one file so each transaction's SQL reads next to the others it must agree with; tokens and the
 /// webhook outbox are in their own extension files.
-public final class SQLiteJobStore: JobStore, TokenStore {
+public final class SQLiteJobStore: LocalJobStore, TokenStore {
     public enum Synchronous: String, Sendable, CaseIterable {
         /// fsync on every commit: survives power loss (default).
         case full
@@ -144,7 +144,11 @@ public final class SQLiteJobStore: JobStore, TokenStore {
     }
 
     public func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job? {
-        let claimed = try await write("claim a job") { db in try Self.claim(for: slot, excluding: excluding, now: now, in: db) }
+        try await claimNext(for: slot, excluding: excluding, skipping: [], now: now)
+    }
+
+    public func claimNext(for slot: SlotID, excluding: Set<String>, skipping: Set<JobID>, now: Timestamp) async throws -> Job? {
+        let claimed = try await write("claim a job") { db in try Self.claim(for: slot, excluding: excluding, skipping: skipping, now: now, in: db) }
         if let (job, event) = claimed {
             notifier.publish(job.id)
             eventNotifier.published([event])
@@ -154,15 +158,9 @@ public final class SQLiteJobStore: JobStore, TokenStore {
 
     public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
                        claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job? {
+        let finished = FinishedAttempt(job: id, attempt: attempt, outcome: outcome, result: result, now: now)
         let (next, events) = try await write("record a finished job") { db -> (Job?, [JobEvent]) in
-            var events: [JobEvent] = []
-            if let row = try Row.fetchOne(db, cached: "SELECT * FROM jobs WHERE id = ? AND state = 'running' AND attempts = ?",
-                                          arguments: [id.rawValue, attempt]) {
-                var job = try Self.job(from: row)
-                job.record(outcome, at: now, result: result)
-                try Self.saveOutcome(of: job, in: db)
-                events.append(try Self.insertEvent(.state, of: job, at: now, in: db))
-            }
+            var events = try Self.record(finished, in: db).map { [$0] } ?? []
             let next = try slot.flatMap { slot in try Self.claim(for: slot, excluding: excluding, now: now, in: db) }
             if let claimedEvent = next?.1 { events.append(claimedEvent) }
             return (next?.0, events)
@@ -171,6 +169,58 @@ public final class SQLiteJobStore: JobStore, TokenStore {
         if let next { notifier.publish(next.id) }
         eventNotifier.published(events)
         return next
+    }
+
+    public func peekNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>) async throws -> PeekedJob {
+        try await read("look at the queue") { db in
+            // A tenant's max_running depends on the running count, read in the claiming transaction.
+            if try Bool.fetchOne(db, cached: "SELECT EXISTS (SELECT 1 FROM tokens WHERE max_running IS NOT NULL)") == true {
+                return .claimInStore
+            }
+            var filter = ""
+            var arguments = StatementArguments()
+            if !types.isEmpty {
+                filter += " AND type NOT IN (" + Array(repeating: "?", count: types.count).joined(separator: ",") + ")"
+                _ = arguments.append(contentsOf: StatementArguments(types.sorted()))
+            }
+            if !skipping.isEmpty {
+                filter += " AND id NOT IN (" + Array(repeating: "?", count: skipping.count).joined(separator: ",") + ")"
+                _ = arguments.append(contentsOf: StatementArguments(skipping.map(\.rawValue).sorted()))
+            }
+            let row = try Row.fetchOne(db, cached: """
+                SELECT * FROM jobs INDEXED BY jobs_queue WHERE state = 'queued'\(filter) ORDER BY priority DESC, fair_tag, seq LIMIT 1
+                """, arguments: arguments)
+            return try row.map { .job(try Self.job(from: $0)) } ?? PeekedJob.none
+        }
+    }
+
+    public func commit(finished: FinishedAttempt?, started: Job?) async throws -> Bool {
+        let (held, events) = try await write("record a finished job and start the next") { db -> (Bool, [JobEvent]) in
+            var events = try finished.flatMap { try Self.record($0, in: db) }.map { [$0] } ?? []
+            guard let started, let startedAt = started.startedAt, let slot = started.slot else { return (false, events) }
+            guard let row = try Row.fetchOne(db, cached: """
+                UPDATE jobs SET state = 'running', attempts = ?, slot = ?, started_at = ?, finished_at = NULL,
+                    pid = NULL, progress_fraction = NULL, progress_message = NULL, result = NULL
+                WHERE id = ? AND state = 'queued' AND attempts = ?
+                RETURNING *
+                """, arguments: [started.attempts, slot.rawValue, startedAt.microseconds, started.id.rawValue, started.attempts - 1])
+            else { return (false, events) }
+            events.append(try Self.insertEvent(.state, of: try Self.job(from: row), at: startedAt, in: db))
+            return (true, events)
+        }
+        notifier.publish([finished?.job, held ? started?.id : nil].compactMap { $0 })
+        eventNotifier.published(events)
+        return held
+    }
+
+    /// Records an attempt's end in the caller's transaction, if that attempt still runs; its event.
+    private static func record(_ finished: FinishedAttempt, in db: Database) throws -> JobEvent? {
+        guard let row = try Row.fetchOne(db, cached: "SELECT * FROM jobs WHERE id = ? AND state = 'running' AND attempts = ?",
+                                         arguments: [finished.job.rawValue, finished.attempt]) else { return nil }
+        var job = try Self.job(from: row)
+        job.record(finished.outcome, at: finished.now, result: finished.result)
+        try Self.saveOutcome(of: job, in: db)
+        return try Self.insertEvent(.state, of: job, at: finished.now, in: db)
     }
 
     public func cancel(_ id: JobID, by actor: String?, now: Timestamp) async throws -> CancelResult {
@@ -357,20 +407,25 @@ public final class SQLiteJobStore: JobStore, TokenStore {
     }
 
     /// The claimed job and the id of the event recording it.
-    private static func claim(for slot: SlotID, excluding: Set<String>, now: Timestamp, in db: Database) throws -> (Job, JobEvent)? {
-        guard let job = try claimRow(for: slot, excluding: excluding, now: now, in: db) else { return nil }
+    private static func claim(for slot: SlotID, excluding: Set<String>, skipping: Set<JobID> = [], now: Timestamp,
+                              in db: Database) throws -> (Job, JobEvent)? {
+        guard let job = try claimRow(for: slot, excluding: excluding, skipping: skipping, now: now, in: db) else { return nil }
         return (job, try insertEvent(.state, of: job, at: now, in: db))
     }
 
     /// The next job in fair-share order. `INDEXED BY`: without statistics SQLite's planner took
     /// `jobs_state_seq` and sorted every queued job on each claim (20 ms at 100,000 queued); the
     /// partial queue index hands the head over directly.
-    private static func claimRow(for slot: SlotID, excluding: Set<String>, now: Timestamp, in db: Database) throws -> Job? {
+    private static func claimRow(for slot: SlotID, excluding: Set<String>, skipping: Set<JobID>, now: Timestamp, in db: Database) throws -> Job? {
         var arguments: StatementArguments = [slot.rawValue, now.microseconds]
         var filter = ""
         if !excluding.isEmpty {
             filter = " AND type NOT IN (" + Array(repeating: "?", count: excluding.count).joined(separator: ",") + ")"
             _ = arguments.append(contentsOf: StatementArguments(excluding.sorted()))
+        }
+        if !skipping.isEmpty {
+            filter += " AND id NOT IN (" + Array(repeating: "?", count: skipping.count).joined(separator: ",") + ")"
+            _ = arguments.append(contentsOf: StatementArguments(skipping.map(\.rawValue).sorted()))
         }
         // Tenants whose token's max_running their running jobs have reached wait.
         let capped = try String.fetchAll(db, cached: """

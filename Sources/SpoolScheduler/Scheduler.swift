@@ -18,6 +18,14 @@ import Synchronization
 /// claims the slot's next job in one store transaction, so a busy slot goes straight from
 /// one job to the next.
 ///
+/// With a store only this server writes (`LocalJobStore`, the embedded SQLite file) a slot does
+/// not wait for that transaction's fsync: while a job runs, the slot looks up its next job and
+/// makes its files; when the job ends, the next one starts at once and the transaction —
+/// outcome and a claim conditional on the job still being queued — commits meanwhile. A job
+/// canceled in between is stopped as soon as the commit says so; its attempt records nothing.
+/// A job's end is handled only after its own claim committed. A crash in between leaves the
+/// job queued and its process to the orphan reaper of the next start.
+///
 /// Graceful shutdown: the admission gate closes (submits get 503), idle slots close, running
 /// jobs get `shutdownGrace` to finish; then they are stopped (SIGTERM → SIGKILL) and go back
 /// to the queue without using up an attempt. `run` returns when every slot is empty.
@@ -33,6 +41,31 @@ public actor Scheduler: Service {
         case recorded(Job, SlotID, ExecutionResult, Result<Job?, any Error>)
         case shutdown
         case shutdownGraceOver
+        /// Local store: a commit of an attempt's end and/or of a started job's claim came back
+        /// (`true`: the claim held).
+        case committed(Ending?, Started?, Result<Bool, any Error>)
+        /// Local store: the job a busy slot starts next was looked up (as of `submissions`).
+        case lookedUp(SlotID, lookup: Int, Upcoming?)
+    }
+
+    /// An attempt that ended, with the record the store makes of it.
+    struct Ending: Sendable {
+        var job: Job
+        var slot: SlotID
+        var result: ExecutionResult
+        var record: FinishedAttempt
+    }
+
+    struct Started: Sendable {
+        var job: Job
+        var slot: SlotID
+    }
+
+    /// A busy slot's next job, looked up while the slot's current job runs.
+    struct Upcoming: Sendable {
+        var job: Job
+        /// `jobEnqueued` calls before the look-up: a later submit may go ahead of it.
+        var submissions: Int
     }
 
     /// A job running on a slot here.
@@ -88,6 +121,19 @@ public actor Scheduler: Service {
     private var running: [Attempt: Running] = [:]
     private var storeTrouble: StoreTrouble?
 
+    /// Set with a local store (and `startBeforeCommit`): slots start jobs before claims commit.
+    private let local: (any LocalJobStore)?
+    private var upcoming: [SlotID: Upcoming] = [:]
+    /// The latest look-up asked for each slot (older answers are dropped).
+    private var lookups: [SlotID: Int] = [:]
+    /// Attempts started before their claim committed, and the ends that wait for those commits.
+    private var uncommitted: Set<Attempt> = []
+    private var endsAwaitingCommit: [Attempt: (Job, SlotID, ExecutionResult)] = [:]
+    /// Attempts whose claim did not hold: stopped at once; their end records nothing.
+    private var voided: Set<Attempt> = []
+    private var commitsInFlight = 0
+    private nonisolated let submissions = Atomic<Int>(0)
+
     private nonisolated let events: AsyncStream<Event>
     private nonisolated let eventSink: AsyncStream<Event>.Continuation
     private nonisolated let wakePending = Atomic<Bool>(false)
@@ -107,16 +153,19 @@ public actor Scheduler: Service {
             SharedFileUploader(store: $0, dataDirectory: configuration.dataDirectory, limitBytes: configuration.sharedFileLimitBytes, logger: logger)
         }
         (events, eventSink) = AsyncStream<Event>.makeStream()
+        local = configuration.startBeforeCommit ? store as? any LocalJobStore : nil
     }
 
     /// A job was stored: start it now if a slot is free. Cheap and non-blocking; repeated
     /// calls before the loop runs collapse into one wake-up.
     public nonisolated func jobEnqueued() {
+        submissions.add(1, ordering: .relaxed)
         if !wakePending.exchange(true, ordering: .acquiringAndReleasing) { eventSink.yield(.wake) }
     }
 
     /// Asks the slot running `job` to stop it (SIGTERM, then SIGKILL after the grace period).
     public func stop(_ job: JobID, because reason: StopReason) {
+        for (slot, next) in upcoming where next.job.id == job { upcoming[slot] = nil }
         let attempts = stops.filter { $0.key.job == job }
         if !attempts.isEmpty {
             for continuation in attempts.values { continuation.yield(reason) }
@@ -195,7 +244,7 @@ public actor Scheduler: Service {
             await withDiscardingTaskGroup { group in
                 for await event in events {
                     await handle(event, in: &group)
-                    if shuttingDown && board.isQuiescent { break }
+                    if shuttingDown && board.isQuiescent && commitsInFlight == 0 { break }
                 }
                 group.cancelAll()
             }
@@ -212,7 +261,16 @@ public actor Scheduler: Service {
             wakePending.store(false, ordering: .releasing)
             await fillIdleSlots(in: &group)
         case .finished(let job, let slot, let result):
-            await finish(job, on: slot, with: result, in: &group)
+            // Started before its claim committed: its end is handled once the claim is.
+            if uncommitted.contains(Attempt(job)) {
+                endsAwaitingCommit[Attempt(job)] = (job, slot, result)
+                return
+            }
+            if let local {
+                await finishLocally(job, on: slot, with: result, local, in: &group)
+            } else {
+                await finish(job, on: slot, with: result, in: &group)
+            }
         case .recorded(let job, let slot, let result, let answer):
             await recorded(job, on: slot, with: result, answer: answer, in: &group)
         case .shutdown:
@@ -229,6 +287,12 @@ public actor Scheduler: Service {
             }
         case .shutdownGraceOver:
             for job in board.runningJobs.values { stop(job, because: .shutdown) }
+        case .committed(let ending, let started, let answer):
+            await committed(ending, started, answer, in: &group)
+        case .lookedUp(let slot, let lookup, let next):
+            guard lookups[slot] == lookup, board.job(on: slot) != nil else { return }
+            if let next, reserved.contains(next.job.id) { return }
+            upcoming[slot] = next
         }
     }
 
@@ -237,9 +301,25 @@ public actor Scheduler: Service {
         var queueEmpty = false
         for slot in board.beginClaims() {
             var claimed: Job?
+            if !queueEmpty, let local, storeTrouble == nil {
+                switch await lookUp(for: slot, local, in: &group) {
+                case .job(let job)?:
+                    start(job, on: slot, after: nil, local, in: &group)
+                    continue
+                case PeekedJob.none?, nil:
+                    queueEmpty = true
+                case .claimInStore?:
+                    break
+                }
+            }
             if !queueEmpty {
                 do {
-                    claimed = try await store.claimNext(for: slot, excluding: await executor.excludedTypes(for: slot), now: clock.wall())
+                    let excluded = await executor.excludedTypes(for: slot)
+                    claimed = if let local {
+                        try await local.claimNext(for: slot, excluding: excluded, skipping: reserved, now: clock.wall())
+                    } else {
+                        try await store.claimNext(for: slot, excluding: excluded, now: clock.wall())
+                    }
                     storeTrouble = nil
                 } catch {
                     storeFailed(error)
@@ -256,18 +336,29 @@ public actor Scheduler: Service {
     /// A job ended: its outcome is recorded (and the slot's next job claimed) off the loop, so
     /// slots that finish together share the store's round trip; `recorded` takes the answer.
     private func finish(_ job: Job, on slot: SlotID, with result: ExecutionResult, in group: inout DiscardingTaskGroup) async {
+        await endAttempt(job)
+        record(job, on: slot, with: result, in: &group)
+    }
+
+    /// An attempt's process (or worker job) ended: what the scheduler kept for it while it ran goes.
+    private func endAttempt(_ job: Job) async {
         let attempt = Attempt(job)
         await flushProgress(of: job)
         stops.removeValue(forKey: attempt)?.finish()
         earlyStops[job.id] = nil
         progressSaved[attempt] = nil
         for waiter in endWaiters.removeValue(forKey: attempt) ?? [] { waiter.resume() }
+    }
+
+    /// Records an attempt's end and claims the slot's next job in one transaction; the slot
+    /// waits for the answer (`recorded`).
+    private func record(_ job: Job, on slot: SlotID, with result: ExecutionResult, in group: inout DiscardingTaskGroup) {
         let claimFor = shuttingDown ? nil : slot
-        let excluding = await executor.excludedTypes(for: slot)
         let now = clock.wall()
-        group.addTask { [store, eventSink] in
+        group.addTask { [store, executor, eventSink] in
             let answer: Result<Job?, any Error>
             do {
+                let excluding = await executor.excludedTypes(for: slot)
                 answer = .success(try await store.finish(job.id, attempt: job.attempts, outcome: result.outcome, result: result.result,
                                                          now: now, claimNextFor: claimFor, excluding: excluding))
             } catch {
@@ -309,6 +400,189 @@ public actor Scheduler: Service {
             }
             return
         }
+        await afterRecorded(job, on: slot, with: result, in: &group)
+        do {
+            if shuttingDown && next == nil {
+                try board.finished(job.id, on: slot, closing: true)
+            } else {
+                try board.finishedAndClaiming(job.id, on: slot)
+                accept(next, on: slot, in: &group)
+                // The claim went out before the shutdown began: the job goes back to the queue
+                // at once, without using an attempt.
+                if shuttingDown, let next { stop(next.id, because: .shutdown) }
+            }
+        } catch {
+            logger.critical("slot bookkeeping refused a transition", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: - Starting before the claim commits (local store)
+
+    /// Jobs this server runs or is about to start: never looked up or claimed for another slot.
+    private var reserved: Set<JobID> {
+        Set(running.keys.map(\.job)).union(upcoming.values.map(\.job.id))
+    }
+
+    /// A job ended with a local store: the slot starts its next job (looked up while this one
+    /// ran, or now) and the outcome and the claim commit together while it starts.
+    private func finishLocally(_ job: Job, on slot: SlotID, with result: ExecutionResult, _ local: any LocalJobStore,
+                               in group: inout DiscardingTaskGroup) async {
+        await endAttempt(job)
+        // After a store failure, or with tenants' running caps, the store claims (and the slot waits).
+        var next = PeekedJob.none
+        if storeTrouble != nil {
+            next = .claimInStore
+        } else if !shuttingDown {
+            if let ahead = upcoming.removeValue(forKey: slot), ahead.submissions == submissions.load(ordering: .relaxed),
+               await !executor.excludedTypes(for: slot).contains(ahead.job.type) {
+                next = .job(ahead.job)
+            } else {
+                next = await lookUp(for: slot, local, in: &group) ?? .claimInStore
+            }
+        }
+        if case .claimInStore = next { return record(job, on: slot, with: result, in: &group) }
+        let ending = Ending(job: job, slot: slot, result: result,
+                            record: FinishedAttempt(job: job.id, attempt: job.attempts, outcome: result.outcome, result: result.result,
+                                                    now: clock.wall()))
+        do {
+            if case .job = next {
+                try board.finishedAndClaiming(job.id, on: slot)
+            } else {
+                try board.finished(job.id, on: slot, closing: shuttingDown)
+            }
+        } catch {
+            logger.critical("slot bookkeeping refused a transition", metadata: ["error": "\(error)"])
+            return
+        }
+        if case .job(let upcoming) = next {
+            start(upcoming, on: slot, after: ending, local, in: &group)
+        } else {
+            commit(ending, nil, local, in: &group)
+        }
+    }
+
+    /// The job `slot` should start now, from the store (nil when the store failed: a wake-up
+    /// is due shortly). A job another slot took while this one waited for the answer is
+    /// looked past.
+    private func lookUp(for slot: SlotID, _ local: any LocalJobStore, in group: inout DiscardingTaskGroup) async -> PeekedJob? {
+        while true {
+            let peeked: PeekedJob
+            do {
+                peeked = try await local.peekNext(for: slot, excluding: await executor.excludedTypes(for: slot), skipping: reserved)
+            } catch {
+                storeFailed(error)
+                logger.error("could not look at the queue; retrying", metadata: ["error": "\(error)"])
+                retryWake(in: &group)
+                return nil
+            }
+            if case .job(let job) = peeked, reserved.contains(job.id) { continue }
+            return peeked
+        }
+    }
+
+    /// Starts `job` on `slot` (claiming on the board) and commits its claim, with `ending` if
+    /// the slot's previous attempt just ended, while it starts.
+    private func start(_ job: Job, on slot: SlotID, after ending: Ending?, _ local: any LocalJobStore,
+                       in group: inout DiscardingTaskGroup) {
+        var started = job
+        started.start(on: slot, at: ending?.record.now ?? clock.wall())
+        uncommitted.insert(Attempt(started))
+        accept(started, on: slot, in: &group)
+        commit(ending, Started(job: started, slot: slot), local, in: &group)
+    }
+
+    private func commit(_ ending: Ending?, _ started: Started?, _ local: any LocalJobStore, in group: inout DiscardingTaskGroup) {
+        commitsInFlight += 1
+        group.addTask { [eventSink] in
+            let answer: Result<Bool, any Error>
+            do {
+                answer = .success(try await local.commit(finished: ending?.record, started: started?.job))
+            } catch {
+                answer = .failure(error)
+            }
+            eventSink.yield(.committed(ending, started, answer))
+        }
+    }
+
+    private func committed(_ ending: Ending?, _ started: Started?, _ answer: Result<Bool, any Error>,
+                           in group: inout DiscardingTaskGroup) async {
+        commitsInFlight -= 1
+        let recovering = storeTrouble != nil
+        var held = false
+        switch answer {
+        case .success(let claimHeld):
+            held = claimHeld
+            storeTrouble = nil
+        case .failure(let error):
+            storeFailed(error)
+            logger.error("could not record a finished job or a claim; retrying", metadata: ["error": "\(error)"])
+        }
+        if let started {
+            let attempt = Attempt(started.job)
+            uncommitted.remove(attempt)
+            if !held {
+                // Canceled between the look-up and the commit (or the store failed): stop it;
+                // the store never saw this attempt, so its end records nothing.
+                voided.insert(attempt)
+                stop(started.job.id, because: .cancel)
+            }
+        }
+        if let ending, let local {
+            if case .failure = answer {
+                // The outcome waits for the store; the slot has moved on (its next job, if one
+                // started, was stopped above, and claims now go through the store).
+                let delay = configuration.storeRetryDelay
+                commitsInFlight += 1
+                group.addTask { [eventSink, clock] in
+                    do { try await clock.sleep(for: delay) } catch { return }
+                    let answer: Result<Bool, any Error>
+                    do { answer = .success(try await local.commit(finished: ending.record, started: nil)) } catch { answer = .failure(error) }
+                    eventSink.yield(.committed(ending, nil, answer))
+                }
+            } else {
+                await afterRecorded(ending.job, on: ending.slot, with: ending.result, in: &group)
+                // Claims went through the store while it failed, so slots may have idled since; or
+                // the job went back to the queue (a lost worker, attempts left): look again.
+                var recorded = ending.job
+                recorded.record(ending.result.outcome, at: ending.record.now)
+                if recovering || recorded.state == .queued { jobEnqueued() }
+            }
+        }
+        if let started, let end = endsAwaitingCommit.removeValue(forKey: Attempt(started.job)) {
+            await handle(.finished(end.0, end.1, end.2), in: &group)
+        }
+    }
+
+    /// With a local store: looks up, while `slot`'s job runs, the job it starts next, and makes its files.
+    private func lookAhead(for slot: SlotID, in group: inout DiscardingTaskGroup) {
+        guard let local, !shuttingDown, storeTrouble == nil else { return }
+        upcoming[slot] = nil
+        let lookup = (lookups[slot] ?? 0) + 1
+        lookups[slot] = lookup
+        let skipping = reserved, asOf = submissions.load(ordering: .relaxed)
+        group.addTask { [executor, eventSink] in
+            guard case .job(let job)? = try? await local.peekNext(for: slot, excluding: await executor.excludedTypes(for: slot),
+                                                                  skipping: skipping) else {
+                eventSink.yield(.lookedUp(slot, lookup: lookup, nil))
+                return
+            }
+            await executor.prepare(job)
+            eventSink.yield(.lookedUp(slot, lookup: lookup, Upcoming(job: job, submissions: asOf)))
+        }
+    }
+
+    /// An attempt's end is in the store: learn its run time, count it, and write its last log
+    /// lines and its outputs as events (off the dispatch path).
+    private func afterRecorded(_ job: Job, on slot: SlotID, with result: ExecutionResult, in group: inout DiscardingTaskGroup) async {
+        let outcome = result.outcome
+        if voided.remove(Attempt(job)) != nil {
+            // Its claim never held: nothing of it was recorded, nothing is reported. If the job is
+            // still queued (the store failed), it was looked past while this attempt ran: look again.
+            running[Attempt(job)] = nil
+            logBudgets[Attempt(job)] = nil
+            jobEnqueued()
+            return
+        }
         if case .returned = outcome { await wakeAtNextRetry(in: &group) }
         logger.info("job finished", metadata: ["job": "\(job.id)", "type": "\(job.type)", "state": "\(outcome.resultingState)", "slot": "\(slot)"])
         let ended = running.removeValue(forKey: Attempt(job))
@@ -337,19 +611,6 @@ public actor Scheduler: Service {
             } catch {
                 logger.warning("could not record a job's final events", metadata: ["job": "\(job.id)", "error": "\(error)"])
             }
-        }
-        do {
-            if shuttingDown && next == nil {
-                try board.finished(job.id, on: slot, closing: true)
-            } else {
-                try board.finishedAndClaiming(job.id, on: slot)
-                accept(next, on: slot, in: &group)
-                // The claim went out before the shutdown began: the job goes back to the queue
-                // at once, without using an attempt.
-                if shuttingDown, let next { stop(next.id, because: .shutdown) }
-            }
-        } catch {
-            logger.critical("slot bookkeeping refused a transition", metadata: ["error": "\(error)"])
         }
     }
 
@@ -385,6 +646,7 @@ public actor Scheduler: Service {
         let observer = ExecutionObserver(message: { message in await self.received(message, from: job) },
                                          output: { bytes in await self.received(output: bytes, from: job) })
         let spec = slotSpecs[slot]!
+        lookAhead(for: slot, in: &group)
         group.addTask { [executor, eventSink, sharedFiles] in
             for previous in earlier { await self.waitForEnd(of: previous) }
             let result = await executor.run(job, on: spec, stops: stopRequests, observer: observer)

@@ -15,6 +15,11 @@ public struct SchedulerConfiguration: Sendable {
     /// other nodes to serve (the log first, then outputs by name until the budget is spent).
     public var sharedFileLimitBytes: Int = 64 << 20
 
+    /// With a store only this server writes (`LocalJobStore`): a slot starts its next job —
+    /// looked up, and its files made, while the current one runs — and commits the claim while
+    /// it starts, instead of waiting for the commit's fsync first. Off: claim, then start.
+    public var startBeforeCommit = true
+
     public init(slots: [SlotSpec], dataDirectory: String) {
         self.slots = slots
         self.dataDirectory = dataDirectory

@@ -2,7 +2,7 @@ import SpoolCore
 
 /// A `JobStore` that keeps jobs in memory: for unit tests and throwaway runs. Same semantics
 /// as the durable drivers (the store tests run against both), none of the durability.
-public actor MemoryJobStore: JobStore, TokenStore {
+public actor MemoryJobStore: LocalJobStore, TokenStore {
     private var jobsByID: [JobID: Job] = [:]
     /// Idempotency keys, per owner.
     private var idsByKey: [String: JobID] = [:]
@@ -68,15 +68,15 @@ public actor MemoryJobStore: JobStore, TokenStore {
     }
 
     public func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job? {
+        try await claimNext(for: slot, excluding: excluding, skipping: [], now: now)
+    }
+
+    public func claimNext(for slot: SlotID, excluding: Set<String>, skipping: Set<JobID>, now: Timestamp) async throws -> Job? {
         let capped = cappedOwners()
-        guard var next = queue.first(where: { !excluding.contains($0.type) && !($0.owner.map(capped.contains) ?? false) }) else { return nil }
-        next.state = .running
-        next.attempts += 1
-        next.slot = slot
-        next.startedAt = now
-        next.finishedAt = nil
-        next.progress = nil
-        next.position = nil
+        guard var next = queue.first(where: {
+            !excluding.contains($0.type) && !skipping.contains($0.id) && !($0.owner.map(capped.contains) ?? false)
+        }) else { return nil }
+        next.start(on: slot, at: now)
         jobsByID[next.id] = next
         notifier.publish(next.id)
         record(.state, next, at: now)
@@ -85,14 +85,17 @@ public actor MemoryJobStore: JobStore, TokenStore {
 
     public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
                        claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job? {
-        if var job = jobsByID[id], job.state == .running, job.attempts == attempt {
-            job.record(outcome, at: now, result: result)
-            jobsByID[id] = job
-            notifier.publish(id)
-            record(.state, job, at: now)
-        }
+        record(FinishedAttempt(job: id, attempt: attempt, outcome: outcome, result: result, now: now))
         guard let slot else { return nil }
         return try await claimNext(for: slot, excluding: excluding, now: now)
+    }
+
+    private func record(_ finished: FinishedAttempt) {
+        guard var job = jobsByID[finished.job], job.state == .running, job.attempts == finished.attempt else { return }
+        job.record(finished.outcome, at: finished.now, result: finished.result)
+        jobsByID[finished.job] = job
+        notifier.publish(finished.job)
+        record(.state, job, at: finished.now)
     }
 
     public func cancel(_ id: JobID, by actor: String?, now: Timestamp) async throws -> CancelResult {
@@ -151,6 +154,24 @@ public actor MemoryJobStore: JobStore, TokenStore {
     }
 
     /// Owners whose token's `max_running` their running jobs have reached.
+    public func peekNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>) async throws -> PeekedJob {
+        guard tokensByName.values.allSatisfy({ $0.limits.maxRunning == nil }) else { return .claimInStore }
+        return queue.first { !types.contains($0.type) && !skipping.contains($0.id) }.map(PeekedJob.job) ?? .none
+    }
+
+    public func commit(finished: FinishedAttempt?, started: Job?) async throws -> Bool {
+        if let finished { record(finished) }
+        guard let started, let stored = jobsByID[started.id], stored.state == .queued, stored.attempts == started.attempts - 1 else {
+            return false
+        }
+        var job = stored
+        job.start(on: started.slot ?? SlotID(0), at: started.startedAt ?? finished?.now ?? WallClock.now())
+        jobsByID[job.id] = job
+        notifier.publish(job.id)
+        record(.state, job, at: job.startedAt!)
+        return true
+    }
+
     private func cappedOwners() -> Set<String> {
         let caps = tokensByName.values.filter { $0.limits.maxRunning != nil }
         guard !caps.isEmpty else { return [] }

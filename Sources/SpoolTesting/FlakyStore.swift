@@ -4,8 +4,10 @@ import Synchronization
 
 /// A `JobStore` that fails when told to — a full disk, a damaged file, a lost database — and
 /// otherwise passes every call to the store it wraps.
-public final class FlakyStore: JobStore {
-    public enum Operation: Sendable, Hashable { case claim, finish, enqueue, appendEvent, queuedCount }
+public final class FlakyStore: LocalJobStore {
+    /// `lookUp` is `peekNext`; `commit` counts as `finish` when it records an attempt's end,
+    /// else as `claim`.
+    public enum Operation: Sendable, Hashable { case claim, finish, enqueue, appendEvent, queuedCount, lookUp }
 
     private let base: any JobStore
     private let failures = Mutex<[Operation: Int]>([:])
@@ -76,6 +78,27 @@ public final class FlakyStore: JobStore {
                        claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job? {
         try await pass(.finish)
         return try await base.finish(id, attempt: attempt, outcome: outcome, result: result, now: now, claimNextFor: slot, excluding: excluding)
+    }
+    /// A base store that is not local answers `claimInStore`: the scheduler then claims as it
+    /// does with a shared store.
+    public func peekNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>) async throws -> PeekedJob {
+        try await pass(.lookUp)
+        guard let local = base as? any LocalJobStore else { return .claimInStore }
+        return try await local.peekNext(for: slot, excluding: types, skipping: skipping)
+    }
+    public func claimNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>, now: Timestamp) async throws -> Job? {
+        try await pass(.claim)
+        guard let local = base as? any LocalJobStore else { return try await base.claimNext(for: slot, excluding: types, now: now) }
+        return try await local.claimNext(for: slot, excluding: types, skipping: skipping, now: now)
+    }
+    public func commit(finished: FinishedAttempt?, started: Job?) async throws -> Bool {
+        try await pass(finished == nil ? .claim : .finish)
+        if let local = base as? any LocalJobStore { return try await local.commit(finished: finished, started: started) }
+        if let finished {
+            _ = try await base.finish(finished.job, attempt: finished.attempt, outcome: finished.outcome, result: finished.result,
+                                      now: finished.now, claimNextFor: nil, excluding: [])
+        }
+        return false
     }
     public func cancel(_ id: JobID, by actor: String?, now: Timestamp) async throws -> CancelResult { try await base.cancel(id, by: actor, now: now) }
     public func reportProgress(_ id: JobID, attempt: Int, progress: JobProgress) async throws {

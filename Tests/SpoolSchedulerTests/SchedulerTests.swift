@@ -7,6 +7,9 @@ import Testing
 
 /// The real `Scheduler`, driven in-process: a scripted executor whose attempts the test ends,
 /// a memory store that fails or stalls on demand, and a manual clock. No test sleeps.
+/// These run with claims committed before a start (`startBeforeCommit` off), as with a shared
+/// store: a test reads a job as running once its attempt starts. `StartBeforeCommitTests` has
+/// the local store's way.
 @Suite struct SchedulerTests {
     let executor = ScriptedExecutor()
     let rig: SchedulerRig
@@ -16,6 +19,7 @@ import Testing
         rig = try SchedulerRig(executor: { _, _, _ in executor }) { configuration in
             configuration.shutdownGrace = .seconds(30)
             configuration.storeRetryDelay = .seconds(1)
+            configuration.startBeforeCommit = false
         }
     }
 
@@ -187,7 +191,7 @@ import Testing
         // once the first has ended, never beside it in the same job directory.
         let executor = ScriptedExecutor()
         let retried = JobType(name: "t", command: try CommandTemplate(["/bin/true"]), timeoutSeconds: 60, maxAttempts: 3)
-        let rig = try SchedulerRig(slots: 2, types: [retried], executor: { _, _, _ in executor })
+        let rig = try SchedulerRig(slots: 2, types: [retried], executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
         try await rig.run({ _ in
             let job = try await rig.submit()
             let first = try await executor.attempts.next("the first attempt")

@@ -1,0 +1,48 @@
+import SpoolCore
+
+/// A store that only this server writes (the embedded SQLite file, the memory store). Its
+/// scheduler can see the queue's head for itself, so a slot may start its next job first and
+/// commit the claim while the job starts (`Scheduler`): the claim is conditional, so a job
+/// canceled in between is not started twice, and a crash in between leaves the job queued —
+/// its process is a leftover the next start kills (`OrphanReaper`) before running it again.
+/// A shared store (PostgreSQL) has other nodes claiming: it always claims before a start.
+public protocol LocalJobStore: JobStore {
+    /// The job `claimNext` would claim for `slot` now, without claiming it (never one of
+    /// `skipping`).
+    func peekNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>) async throws -> PeekedJob
+
+    /// `claimNext`, never claiming one of `skipping` (jobs this server is starting already).
+    func claimNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>, now: Timestamp) async throws -> Job?
+
+    /// In one transaction: records `finished` (nothing when that attempt is no longer running)
+    /// and claims `started` — a job `peekNext` returned, after `Job.start(on:at:)` — if it is
+    /// still queued with one attempt fewer. Returns whether the claim held.
+    func commit(finished: FinishedAttempt?, started: Job?) async throws -> Bool
+}
+
+/// What `peekNext` found.
+public enum PeekedJob: Sendable, Equatable {
+    case job(Job)
+    /// Nothing is queued that the slot may take.
+    case none
+    /// The head depends on more than the queue (a tenant's `max_running` is set): claim in the
+    /// store instead, where the running count is read in the claiming transaction.
+    case claimInStore
+}
+
+/// An attempt's end, as `finish` records it.
+public struct FinishedAttempt: Sendable {
+    public var job: JobID
+    public var attempt: Int
+    public var outcome: JobOutcome
+    public var result: JSONValue?
+    public var now: Timestamp
+
+    public init(job: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp) {
+        self.job = job
+        self.attempt = attempt
+        self.outcome = outcome
+        self.result = result
+        self.now = now
+    }
+}

@@ -1,0 +1,129 @@
+import SpoolCore
+import SpoolExecutor
+import SpoolScheduler
+import SpoolStore
+import SpoolTesting
+import Testing
+
+/// With a store only this server writes, a slot starts its next job before the claim's commit
+/// (and its fsync) comes back. What must still hold: the claim is conditional, an attempt's end
+/// is handled only after its own claim committed, a job canceled in between is stopped and
+/// records nothing, a failing store makes no churn, and no job starts on two slots.
+@Suite struct StartBeforeCommitTests {
+    let executor = ScriptedExecutor()
+
+    func rig(slots: Int = 1) throws -> SchedulerRig {
+        let executor = self.executor
+        return try SchedulerRig(slots: slots, executor: { _, _, _ in executor }) { configuration in
+            configuration.storeRetryDelay = .seconds(1)
+            #expect(configuration.startBeforeCommit, "the default with a local store")
+        }
+    }
+
+    func running(_ rig: SchedulerRig, _ body: @escaping @Sendable () async throws -> Void) async throws {
+        try await rig.run({ _ in try await body() }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
+    @Test func theNextJobStartsWhileTheCommitOfTheHandOverIsStillOnItsWay() async throws {
+        let rig = try rig()
+        try await running(rig) {
+            let first = try await rig.submit()
+            let second = try await rig.submit()
+            let attempt = try await executor.attempts.next("the first job")
+            _ = try await rig.waitFor(first.id, .running)
+            rig.store.hold(.finish)
+            attempt.finish(.succeeded)
+            let next = try await executor.attempts.next("the second job, with the commit held")
+            #expect(next.job.id == second.id && next.job.attempts == 1 && next.job.state == .running)
+            #expect(try await rig.job(first.id).state == .running, "the first job's end is not committed yet")
+            #expect(try await rig.job(second.id).state == .queued, "nor the second job's claim")
+            #expect(rig.store.waiting(.finish) == 1, "both in one transaction")
+            rig.store.release(.finish)
+            #expect(try await rig.waitFor(second.id, .running).startedAt == (try await rig.waitFor(first.id, .succeeded)).finishedAt)
+            next.finish(.succeeded)
+            _ = try await rig.waitFor(second.id, .succeeded)
+        }
+    }
+
+    @Test func anAttemptThatEndsBeforeItsClaimCommittedIsRecordedAfterIt() async throws {
+        let rig = try rig()
+        try await running(rig) {
+            rig.store.hold(.claim)
+            let job = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job, its claim held")
+            attempt.finish(.succeeded)
+            // Give a wrongly early record every chance to happen (it must not).
+            let deadline = ContinuousClock.now + .milliseconds(200)
+            while ContinuousClock.now < deadline { await Task.yield() }
+            #expect(try await rig.job(job.id).state == .queued)
+            #expect(rig.store.release(.claim) == 1)
+            let done = try await rig.waitFor(job.id, .succeeded)
+            #expect(done.attempts == 1)
+        }
+    }
+
+    @Test func aJobCanceledBetweenItsLookUpAndItsCommitIsStoppedAndRecordsNothing() async throws {
+        let rig = try rig()
+        try await running(rig) {
+            rig.store.hold(.claim)
+            let job = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job, its claim held")
+            guard case .canceled = try await rig.memory.cancel(job.id, now: rig.clock.wall()) else {
+                Issue.record("the job was still queued in the store")
+                return
+            }
+            rig.store.release(.claim)
+            #expect(await attempt.nextStop() == .cancel, "the claim did not hold: the attempt is stopped")
+            attempt.finish(.succeeded)   // whatever it says, the store never saw this attempt
+            let later = try await rig.submit()
+            let next = try await executor.attempts.next("the slot's next job")
+            #expect(next.job.id == later.id)
+            next.finish(.succeeded)
+            _ = try await rig.waitFor(later.id, .succeeded)
+            let canceled = try await rig.job(job.id)
+            #expect(canceled.state == .canceled && canceled.attempts == 0 && canceled.startedAt == nil)
+        }
+    }
+
+    @Test func aFailedCommitStopsTheStartedJobAndRecordsTheEndOnceTheStoreAnswers() async throws {
+        let rig = try rig()
+        try await running(rig) {
+            let first = try await rig.submit()
+            let second = try await rig.submit()
+            let attempt = try await executor.attempts.next("the first job")
+            _ = try await rig.waitFor(first.id, .running)
+            rig.store.fail(.finish, times: 2)
+            attempt.finish(.succeeded)
+            let early = try await executor.attempts.next("the second job, started before the failed commit")
+            #expect(await early.nextStop() == .cancel)
+            early.finish(.canceled)
+            try await rig.advance(by: .seconds(1), until: "the first job's end to be recorded and the second job claimed") {
+                let first = try await rig.job(first.id), second = try await rig.job(second.id)
+                return first.state == .succeeded && second.state == .running
+            }
+            let again = try await executor.attempts.next("the second job, claimed once the store answers")
+            #expect(again.job.id == second.id && again.job.attempts == 1)
+            again.finish(.succeeded)
+            let done = try await rig.waitFor(second.id, .succeeded)
+            #expect(done.attempts == 1 && executor.startedCount == 3, "one stopped start, no churn")
+        }
+    }
+
+    @Test func twoSlotsNeverStartTheSameJob() async throws {
+        let rig = try rig(slots: 2)
+        try await running(rig) {
+            var submitted: [JobID] = []
+            for _ in 0..<12 { submitted.append(try await rig.submit().id) }
+            var started: [JobID] = []
+            while started.count < submitted.count {
+                let attempt = try await executor.attempts.next("attempt \(started.count + 1)")
+                started.append(attempt.job.id)
+                attempt.finish(.succeeded)
+            }
+            #expect(Set(started).count == started.count, "a job started twice")
+            #expect(Set(started) == Set(submitted))
+            for id in submitted { #expect(try await rig.waitFor(id, .succeeded).attempts == 1) }
+            #expect(executor.startedCount == submitted.count)
+        }
+    }
+}
