@@ -111,6 +111,10 @@ public enum SpoolServer {
             startup["sqlite_synchronous"] = "\(configuration.synchronous.rawValue)"
         }
         logger.info("spool starting", metadata: startup)
+        if !Failpoints.enabled.isEmpty {
+            logger.warning("crash-test failpoints are on (SPOOL_FAILPOINTS); this server will hang on purpose",
+                           metadata: ["failpoints": "\(Failpoints.enabled.sorted())"])
+        }
         var webhookConfiguration = WebhookDeliverer.Configuration()
         webhookConfiguration.secret = configuration.webhookSecret
         webhookConfiguration.retry.baseSeconds = configuration.webhookRetryBaseSeconds

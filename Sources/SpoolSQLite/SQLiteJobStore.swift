@@ -195,6 +195,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     }
 
     public func commit(finished: FinishedAttempt?, started: Job?) async throws -> Bool {
+        if finished != nil, started != nil { try await Failpoints.hold(Failpoints.holdHandOverCommit) }
         let (held, events) = try await write("record a finished job and start the next") { db -> (Bool, [JobEvent]) in
             var events = try finished.flatMap { try Self.record($0, in: db) }.map { [$0] } ?? []
             guard let started, let startedAt = started.startedAt, let slot = started.slot else { return (false, events) }

@@ -94,6 +94,39 @@ import Testing
         #expect(Set(stamps.filter { $0.kind == "end" }.map(\.n)) == Set(0..<5))
     }
 
+    /// Issue 12: the slot starts its next job (looked up and prepared while the previous one
+    /// ran) before the claim commits. A kill -9 exactly then — the job's process started, the
+    /// store still holding it queued and the previous job running — loses nothing and runs
+    /// nothing twice at once: the restart kills the started process before anything runs.
+    @Test func killNineBetweenStartingAPreparedJobAndCommittingItsClaim() async throws {
+        let server = try server()
+        try await server.start(environment: ["SPOOL_FAILPOINTS": "hold-handover-commit"])
+        defer { Task { await server.stop() } }
+        let first = try id(try await server.submit("stamp", .object(["n": 0, "sleep": 0.3])))
+        let next = try id(try await server.submit("gated-stamp", .object(["n": 1, "sleep": 0])))
+        try await withDeadline(.seconds(60), "the next job's start stamp") {
+            while try !Fixtures.stamps(in: server.scratch).contains(where: { $0.kind == "start" && $0.n == 1 }) {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        #expect(try await server.job(next)["state"] == "queued", "its process runs, its claim is not committed")
+        #expect(try await server.job(first)["state"] == "running", "nor is the first job's end")
+        await server.kill9()
+
+        try await server.start()
+        FileManager.default.createFile(atPath: Fixtures.gate(in: server.scratch), contents: nil)
+        for id in [first, next] {
+            let job = try await server.waitFor(id, ["succeeded", "failed", "canceled"])
+            #expect(job["state"] == "succeeded", "job \(id) ended \(job["state"]?.stringValue ?? "?")")
+        }
+        #expect(try await server.job(first)["attempts"] == 2, "its end was not recorded before the crash: it ran again")
+        #expect(try await server.job(next)["attempts"] == 1, "the start that was never committed used no attempt")
+        let stamps = try Fixtures.stamps(in: server.scratch)
+        #expect(!stamps.contains { $0.kind == "OVERLAP" }, "a job overlapped the process started before the crash")
+        #expect(stamps.filter { $0.kind == "start" && $0.n == 1 }.count == 2 && stamps.filter { $0.kind == "end" && $0.n == 1 }.count == 1,
+                "the next job's first process was killed before its end; it ran once more, alone")
+    }
+
     @Test func aJobThatOverrunsItsTimeoutIsKilledWithItsGrandchild() async throws {
         let server = try server()
         try await server.start()
