@@ -33,6 +33,8 @@ struct BenchCounts: Sendable {
     var gapJobs: Int
     /// Scenario 4: sequential submit → done round trips.
     var roundTrips: Int
+    /// Scenario 1c: submits while the jobs run.
+    var runningSubmits = 2_000
     /// Scenario 5: queue depth for the memory point, and submits timed at each point.
     var queued: Int
     var probeSubmits: Int

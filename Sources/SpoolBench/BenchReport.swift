@@ -47,7 +47,7 @@ struct BenchReport: Sendable {
             let value = results.value(goal.metric, .spool)
             let baseline = results.value(goal.metric, .baseline)
             let busy = results.disturbed[.spool]?.contains(goal.metric) == true ? " (machine busy: see the scenario's notes)" : ""
-            out.append("| \(goal.text) | \(goal.metric.format(value)) | **\(goal.verdict(value))**\(busy) | "
+            out.append("| \(goal.text) | \(goal.metric.format(value)) | **\(goal.verdict(value, baseline: baseline))**\(busy) | "
                 + "\(goal.metric.format(baseline)) | \(ratio(value, baseline)) |")
         }
         if options.quick {
@@ -69,7 +69,8 @@ struct BenchReport: Sendable {
         Goal.all.map { goal in
             let value = results.value(goal.metric, .spool)
             let busy = results.disturbed[.spool]?.contains(goal.metric) == true ? " (machine busy)" : ""
-            return "\(goal.verdict(value)): \(goal.text): measured \(goal.metric.format(value))\(busy)"
+            let verdict = goal.verdict(value, baseline: results.value(goal.metric, .baseline))
+            return "\(verdict): \(goal.text): measured \(goal.metric.format(value))\(busy)"
         }
     }
 
@@ -86,8 +87,8 @@ struct BenchReport: Sendable {
         for metric in scenario.metrics {
             let spool = results.value(metric, .spool)
             let label = metric.label(counts) + (metric.higherIsBetter ? " ↑" : " ↓")
-            var target = "—"
-            if let goal = Goal.goal(for: metric) { target = "\(goal.text): **\(goal.verdict(spool))**" }
+            let goals = Goal.goals(for: metric).map { "\($0.text): **\($0.verdict(spool, baseline: results.value(metric, .baseline)))**" }
+            let target = goals.isEmpty ? "—" : goals.joined(separator: "; ")
             if withBaseline {
                 let baseline = results.value(metric, .baseline)
                 out.append("| \(label) | \(metric.format(spool)) | \(metric.format(baseline)) | \(ratio(spool, baseline)) | \(target) |")
@@ -126,6 +127,11 @@ struct BenchReport: Sendable {
             "- Submits are `{\"type\":\"noop\",\"input\":{},\"priority\":0}`; the slot is held by a `hold` job (`/bin/sleep`, "
                 + "Python `time.sleep` in the baseline), so the queue grows and no job competes for CPU. Spool answers 201 only "
                 + "after the job is committed (SQLite, `synchronous=full` unless noted); the baseline only appends to a dict.",
+            "- Submits while the jobs run (1c): the slot is free and every job runs at once — Spool's `warm` type (the bench "
+                + "worker, one warm process) against the baseline's `noop` (a function in its pool worker): like for like, the jobs "
+                + "themselves cost next to nothing.",
+            "- Submit → done (4, 4b), one job at a time: Spool's `warm` job against the baseline's `noop`; 4 waits with "
+                + "`GET /v1/jobs/{id}?wait=10` (Spool answers at the next state change), 4b polls with a plain GET every 5 ms.",
             "- Status GETs run while a `busy` job spins a core (a python3 child in Spool, the pool worker in the baseline), "
                 + "leaving one core for the server and the load generator.",
             "- Dispatch gap (3): the job is `Benchmarks/jobs/stamp.c`, which appends CLOCK_MONOTONIC first thing in `main` and "

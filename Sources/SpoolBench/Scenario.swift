@@ -16,12 +16,16 @@ enum Scenario: String, Sendable, CaseIterable {
     case submit
     /// 1b. The same with `--sqlite-synchronous normal` (Spool only, for information).
     case submitRelaxed
+    /// 1c. Submits while the jobs run (slot free; a warm worker for Spool, the pool's function for the baseline).
+    case submitRunning
     /// 2. Status GET latency while a CPU-bound job runs.
     case status
     /// 3. Gap between one job finishing and the next starting, from the jobs' own clocks.
     case dispatchGap
     /// 4. Submit → succeeded for an empty job, one at a time.
     case roundTrip
+    /// 4b. The same, seen by polling every 5 ms.
+    case roundTripPoll
     /// 5. RSS idle and with a deep queue; submit p99 at an empty and a deep queue.
     case memory
     /// 6. Dispatch gap with a warm worker, from the worker's own clock.
@@ -44,6 +48,8 @@ enum Scenario: String, Sendable, CaseIterable {
         switch self {
         case .submit:
             return "1. Durable submit: \(counts.submits.grouped) `noop` submits from \(counts.submitClients) keep-alive clients, slot held by a `hold` job"
+        case .submitRunning:
+            return "1c. Submits while the jobs run: \(counts.runningSubmits.grouped) submits of an empty job from \(counts.submitClients) keep-alive clients, the slot free (Spool: `warm`, a warm worker; baseline: `noop` in its pool)"
         case .submitRelaxed:
             return "1b. Submit with `--sqlite-synchronous normal` (Spool only; informational, not durable across power loss)"
         case .status:
@@ -51,7 +57,9 @@ enum Scenario: String, Sendable, CaseIterable {
         case .dispatchGap:
             return "3. Dispatch gap, one process per job: \(counts.gapJobs) `stamp` jobs queued at once on a 1-slot server, gap from the jobs' own clocks"
         case .roundTrip:
-            return "4. Submit → done: \(counts.roundTrips) sequential `noop` jobs (POST, then `GET ?wait=` until succeeded)"
+            return "4. Submit → done: \(counts.roundTrips) sequential empty jobs (POST, then `GET ?wait=` until succeeded; Spool: `warm`, baseline: `noop`)"
+        case .roundTripPoll:
+            return "4b. Submit → done by polling: \(counts.roundTrips) sequential empty jobs (POST, then a GET every 5 ms until succeeded)"
         case .memory:
             return "5. Memory and deep queue: \(counts.queued.grouped) queued jobs behind a held slot"
         case .warmGap:
@@ -69,11 +77,13 @@ enum Scenario: String, Sendable, CaseIterable {
         switch self {
         case .submit: return [.submitRate, .submitP50, .submitP99, .submitServerCPU]
         case .submitRelaxed: return [.relaxedSubmitRate, .relaxedSubmitP50, .relaxedSubmitP99]
+        case .submitRunning: return [.runningSubmitRate, .runningSubmitP50, .runningSubmitP99]
         case .status: return [.statusP50, .statusP99, .statusJobCPU]
         case .dispatchGap:
             return [.gapMedian, .gapP90, .gapMax, .gapCycle, .gapStandaloneCycle, .gapEndToStart, .gapStandaloneEndToStart,
                     .gapJobRunTime, .gapServerReported]
-        case .roundTrip: return [.roundTripP50, .roundTripP99]
+        case .roundTrip: return [.roundTripP50, .roundTripP99, .roundTripProcessP50]
+        case .roundTripPoll: return [.pollRoundTripP50, .pollRoundTripP99]
         case .memory: return [.rssIdle, .rssQueued, .submitP99Empty, .submitP99Deep, .submitP99Growth, .fillRate]
         case .warmGap: return [.warmGapMedian, .warmGapP90, .warmGapMax, .warmJobTime, .warmServerReported]
         case .warmGapRelaxed: return [.warmGapRelaxedMedian, .warmGapRelaxedP90, .warmGapRelaxedMax]

@@ -113,23 +113,41 @@ extension ScenarioRunner {
 
     /// Scenario 4: one `noop` at a time: POST, then `GET ?wait=` until it has succeeded. Three
     /// untimed round trips first (connections, first spawn).
-    func measureRoundTrip(on subject: BenchSubject) async throws -> ScenarioResult {
-        try await withServer(.roundTrip, subject) { client, _, _ in
-            let clock = ContinuousClock()
-            var samples: [Double] = []
-            for index in 0..<(counts.roundTrips + 3) {
-                let start = clock.now
-                let job = try await client.submit(type: "noop")
-                if job.state != "succeeded" {
-                    _ = try await client.wait(for: job.id, toReach: ["succeeded"], within: .seconds(60))
+    /// Scenarios 4 and 4b: one empty job at a time, submit → `succeeded` seen by the client, with
+    /// `?wait=` or by polling every 5 ms. Like for like: Spool's warm worker against the pool's
+    /// function; Spool's fresh-process `noop` is measured too (4 only, for information).
+    func measureRoundTrip(on subject: BenchSubject, polling: Bool) async throws -> ScenarioResult {
+        let scenario: Scenario = polling ? .roundTripPoll : .roundTrip
+        let types = try warmTypes(for: scenario, subject)
+        return try await withServer(scenario, subject, extraTypes: types) { client, _, _ in
+            func roundTrips(_ type: String) async throws -> [Double] {
+                let clock = ContinuousClock()
+                var samples: [Double] = []
+                for index in 0..<(counts.roundTrips + 3) {
+                    let start = clock.now
+                    let job = try await client.submit(type: type)
+                    if job.state != "succeeded" {
+                        _ = if polling {
+                            try await client.poll(job.id, until: ["succeeded"], within: .seconds(60))
+                        } else {
+                            try await client.wait(for: job.id, toReach: ["succeeded"], within: .seconds(60))
+                        }
+                    }
+                    if index >= 3 { samples.append(start.duration(to: clock.now).milliseconds) }
                 }
-                if index >= 3 { samples.append(start.duration(to: clock.now).milliseconds) }
+                return samples
             }
+            let samples = try await roundTrips(subject == .spool ? "warm" : "noop")
             let latency = LatencySummary(milliseconds: samples)
             var result = ScenarioResult()
-            result[.roundTripP50] = latency.p50
-            result[.roundTripP99] = latency.p99
+            result[polling ? .pollRoundTripP50 : .roundTripP50] = latency.p50
+            result[polling ? .pollRoundTripP99 : .roundTripP99] = latency.p99
             result.notes.append("\(subject.title): \(latency.count) round trips, min \((samples.min() ?? .nan).fixed(2)) ms, max \(latency.max.fixed(2)) ms")
+            if subject == .spool, !polling {
+                let process = LatencySummary(milliseconds: try await roundTrips("noop"))
+                result[.roundTripProcessP50] = process.p50
+                result.notes.append("Spool: `noop` (a fresh `/bin/true` per job) p50 \(process.p50.fixed(3)) ms, p99 \(process.p99.fixed(3)) ms")
+            }
             return result
         }
     }

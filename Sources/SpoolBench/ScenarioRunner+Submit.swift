@@ -40,4 +40,44 @@ extension ScenarioRunner {
             return result
         }
     }
+
+    /// Scenario 1c: submits from the configured clients while the slot runs every job as it
+    /// comes — Spool's warm worker, the pool's function — then waits for the queue to empty.
+    func measureSubmitWhileRunning(on subject: BenchSubject) async throws -> ScenarioResult {
+        let types = try warmTypes(for: .submitRunning, subject)
+        return try await withServer(.submitRunning, subject, extraTypes: types) { client, server, _ in
+            let type = subject == .spool ? "warm" : "noop"
+            try await warmUp(client, type: type, count: 5)
+            let body = JobClient.submitBody(type: type)
+            let cpuBefore = server.cpuTimes
+            let load = try await submitLoad(client, total: counts.runningSubmits, body: body)
+            let cpuAfter = server.cpuTimes
+            let queuedAtEnd = try? await client.queuedCount()
+            let drainStart = ContinuousClock.now
+            while try await client.queuedCount() > 0 {
+                guard ContinuousClock.now - drainStart < .seconds(300) else { throw BenchError("the queue did not empty within 300 s") }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let latency = load.summary
+            var result = ScenarioResult()
+            result[.runningSubmitRate] = load.requestsPerSecond
+            result[.runningSubmitP50] = latency.p50
+            result[.runningSubmitP99] = latency.p99
+            var note = "\(subject.title): \(latency.count.grouped) submits in \(load.wallSeconds.fixed(2)) s, max latency \(latency.max.fixed(1)) ms; "
+                + "\(queuedAtEnd?.grouped ?? "unknown") still queued when the last submit was answered"
+            if let cpuBefore, let cpuAfter {
+                let perSubmit = (cpuAfter.user + cpuAfter.system - cpuBefore.user - cpuBefore.system) * 1e6 / Double(counts.runningSubmits)
+                note += "; server CPU \(perSubmit.fixed(0)) µs per submit, running its job included"
+            }
+            result.notes.append(note)
+            return result
+        }
+    }
+
+    /// Spool's `warm` job type (the bench worker) for a scenario; the baseline needs none.
+    func warmTypes(for scenario: Scenario, _ subject: BenchSubject) throws -> String {
+        guard subject == .spool else { return "{}" }
+        let stamps = scenarioDirectory(scenario, subject) + "/worker-stamps.txt"
+        return try SpoolServer.typesJSON(["warm": SpoolServer.workerType(python: python, script: try assets.requireWorker(), stamps: stamps)])
+    }
 }

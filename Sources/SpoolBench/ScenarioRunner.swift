@@ -21,9 +21,11 @@ struct ScenarioRunner: Sendable {
         switch scenario {
         case .submit: return try await measureSubmit(on: subject, relaxed: false)
         case .submitRelaxed: return try await measureSubmit(on: subject, relaxed: true)
+        case .submitRunning: return try await measureSubmitWhileRunning(on: subject)
         case .status: return try await measureStatus(on: subject)
         case .dispatchGap: return try await measureDispatchGap(on: subject)
-        case .roundTrip: return try await measureRoundTrip(on: subject)
+        case .roundTrip: return try await measureRoundTrip(on: subject, polling: false)
+        case .roundTripPoll: return try await measureRoundTrip(on: subject, polling: true)
         case .memory: return try await measureMemory(on: subject)
         case .warmGap: return try await measureWarmGap(on: subject, relaxed: false)
         case .warmGapRelaxed: return try await measureWarmGap(on: subject, relaxed: true)

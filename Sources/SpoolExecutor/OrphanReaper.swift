@@ -59,10 +59,27 @@ public enum OrphanReaper {
     /// Kills every process (and its group) whose environment holds exactly `marker` (`NAME=value`):
     /// what a child left running outside its own process group, say after a `setsid`. Waits a
     /// moment (at most `patience`) until they are gone; returns their pids.
-    public static func killMarked(_ marker: String, patience: Duration = .seconds(2)) async -> [Int32] {
+    ///
+    /// `bornAfter`: the process that every marked process descends from, when it was started less
+    /// than a second ago. Its descendants were all created after it, so only the pids handed out
+    /// since — from it up to the kernel's last one, read from /proc/loadavg — are read, instead of
+    /// every process's environment: this runs after every job, on the slot's way to its next one.
+    /// (Pids are handed out in increasing order, wrapping at pid_max; a second is far too short to
+    /// wrap past the leader, a long job may have seen it, so those scan everything.)
+    public static func killMarked(_ marker: String, bornAfter leader: Int32? = nil, patience: Duration = .seconds(2)) async -> [Int32] {
         let bytes = Array(marker.utf8)
-        guard let found = try? await BlockingIO.run({ scan { $0.elementsEqual(bytes) } }), !found.isEmpty else { return [] }
+        guard let found = try? await BlockingIO.run({ scan(pids: leader.flatMap(pidsHandedOut(since:))) { $0.elementsEqual(bytes) } }),
+              !found.isEmpty else { return [] }
         return await killAll(found, patience: patience)
+    }
+
+    /// The pids the kernel may have handed out since `leader` (itself included), when that is
+    /// a short list; nil when it is not (scan everything).
+    static func pidsHandedOut(since leader: Int32) -> [Int32]? {
+        guard let loadavg = readFile("/proc/loadavg"), let text = String(validating: loadavg, as: UTF8.self),
+              let last = text.split(whereSeparator: \.isWhitespace).last.flatMap({ Int32($0) }) else { return nil }
+        guard last >= leader, last - leader <= 4096 else { return nil }   // wrapped (or many): scan everything
+        return Array(leader...last)
     }
 
     /// Kills (SIGKILL, no waiting) every process with an environment variable starting with
@@ -79,18 +96,26 @@ public enum OrphanReaper {
         var group: Int32
     }
 
-    /// Processes (other than this one) with an environment variable that `matches`.
-    static func scan(_ matches: ([UInt8].SubSequence) -> Bool) -> [Leftover] {
-        guard let proc = opendir("/proc") else { return [] }
-        defer { closedir(proc) }
+    /// Processes (other than this one) with an environment variable that `matches`: among
+    /// `pids` when given, else among all of /proc.
+    static func scan(pids: [Int32]? = nil, _ matches: ([UInt8].SubSequence) -> Bool) -> [Leftover] {
         let own = getpid()
         var found: [Leftover] = []
-        while let entry = readdir(proc) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard let pid = Int32(name), pid != own, let environment = readFile("/proc/\(pid)/environ") else { continue }
+        func check(_ pid: Int32) {
+            guard pid != own, let environment = readFile("/proc/\(pid)/environ") else { return }
             if environment.split(separator: 0).contains(where: matches), isRunning(pid) {
                 found.append(Leftover(pid: pid, group: getpgid(pid)))
             }
+        }
+        if let pids {
+            pids.forEach(check)
+            return found
+        }
+        guard let proc = opendir("/proc") else { return [] }
+        defer { closedir(proc) }
+        while let entry = readdir(proc) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if let pid = Int32(name) { check(pid) }
         }
         return found
     }

@@ -282,8 +282,9 @@ public actor Worker {
                                                    until: { await self.jobEnd() })
         current = nil
         await sink.close()
-        // A fresh memory reading for the recycling decision.
-        if let rss = await child?.residentMegabytes() { usage.rssMegabytes = rss }
+        // A fresh memory reading for the recycling decision, when a limit asks for one: it reads
+        // /proc for the worker's process group, on the dispatch path of every job.
+        if policy.maxRSSMegabytes != nil, let rss = await child?.residentMegabytes() { usage.rssMegabytes = rss }
         let result: JSONValue? = if case .workerSucceeded(let result) = end { result } else { nil }
         return ExecutionResult(JobOutcome(end, stoppedFor: reason), result: result)
     }

@@ -76,13 +76,16 @@ final class SubprocessChild: ChildProcess {
     static func start(_ configuration: Configuration, stdin: FileDescriptor?, messages: MessageChannel?, commands: CommandChannel?,
                       marker: String, events: ChildEvents, logger: Logger) async throws(ExecutorError) -> SubprocessChild {
         let flag = Flag()
+        let spawnedAt = Mutex(ContinuousClock.now)
         let (spawns, spawned) = AsyncStream<Result<Int32, ExecutorError>>.makeStream()
         // unstructured: the supervision outlives this call (a warm worker lives across many jobs);
         // the child's `exit()` awaits it, and cancelling that wait tears the child down.
         let supervision = Task<ChildExit, Never> {
             await withTaskGroup(of: Void.self) { group in
                 if let messages { group.addTask { await messages.read(events.message) } }
-                let status = await run(configuration, stdin: stdin, events: events, spawned: spawned)
+                let status = await run(configuration, stdin: stdin, events: events, spawned: spawned) {
+                    spawnedAt.withLock { $0 = .now }
+                }
                 flag.value.store(true, ordering: .releasing)
                 guard let (pid, status) = status else {
                     messages?.remove()
@@ -93,7 +96,8 @@ final class SubprocessChild: ChildProcess {
                 // The leader is gone: leave nothing behind. Its group first (pgid == pid, and the id
                 // cannot be reused while any member is alive), then whatever left the group.
                 kill(-pid, SIGKILL)
-                let escaped = await OrphanReaper.killMarked(marker)
+                let young = ContinuousClock.now < spawnedAt.withLock { $0 } + .seconds(1)
+                let escaped = await OrphanReaper.killMarked(marker, bornAfter: young ? pid : nil)
                 if !escaped.isEmpty {
                     logger.warning("killed processes a child left behind outside its process group",
                                    metadata: ["marker": "\(marker)", "pids": "\(escaped)"])
@@ -121,11 +125,13 @@ final class SubprocessChild: ChildProcess {
 
     /// Runs the process to its end; nil when it could not be spawned (reported on `spawned`).
     private static func run(_ configuration: Configuration, stdin: FileDescriptor?, events: ChildEvents,
-                            spawned: AsyncStream<Result<Int32, ExecutorError>>.Continuation) async -> (Int32, ChildExit)? {
+                            spawned: AsyncStream<Result<Int32, ExecutorError>>.Continuation,
+                            onSpawn: @escaping @Sendable () -> Void) async -> (Int32, ChildExit)? {
         let started = Atomic<Int32>(0)
         func run<Input: InputProtocol>(_ input: Input) async throws -> TerminationStatus {
             try await Subprocess.run(configuration, input: input, output: .sequence, error: .sequence) { execution in
                 let pid = execution.processIdentifier.value
+                onSpawn()
                 started.store(pid, ordering: .releasing)
                 spawned.yield(.success(pid))
                 spawned.finish()
