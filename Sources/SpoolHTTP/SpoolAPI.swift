@@ -344,7 +344,7 @@ public struct SpoolAPI: Sendable {
     static func respond(_ value: JSONValue, status: HTTPResponse.Status, headers: HTTPFields, contentType: String) -> Response {
         var headers = headers
         headers[.contentType] = contentType
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: value.canonicalText)))
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: value.canonicalBytes)))
     }
 }
 
