@@ -92,6 +92,7 @@ struct ServeCommand: AsyncParsableCommand {
             settings.role = .api
         }
         await node.run(settings) { url in
+            CodePages.trim()
             FileHandle.standardOutput.write(Data("spool: listening on \(url)\n".utf8))
         }
     }
