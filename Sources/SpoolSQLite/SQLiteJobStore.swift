@@ -7,8 +7,8 @@ import SpoolStore
 /// concurrent readers, all on GRDB's own dispatch queues — never on an event loop).
 ///
 /// Durability: `synchronous = FULL` by default, so a job acknowledged with `201` survives a
-/// power cut, not just a crash. Concurrent submits share transactions (`GroupCommit`), so the
-/// cost of each sync is split between them.
+/// power cut, not just a crash. Concurrent writes — submits, claims, ends, events — share
+/// transactions (`GroupCommit`), so the cost of each sync is split between them.
 ///
 /// The job lifecycle's statements (enqueue, claim, finish, cancel, recover, events) stay in this
 /// one file so each transaction's SQL reads next to the others it must agree with; tokens and the
@@ -29,7 +29,10 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     public let eventNotifier = EventNotifier()
     /// Events kept in all; older ones are pruned as new ones arrive.
     static let eventLimit: Int64 = 200_000
-    private let enqueuer: GroupCommit<(Job, QueueLimits), (EnqueueResult, JobEvent?)>
+    /// Every write of the job lifecycle goes through here: one transaction for whatever arrived
+    /// while the previous one committed. A step that throws fails its whole transaction (only
+    /// a database error does: refusals like a full queue are values).
+    private let writes: GroupCommit<@Sendable (Database) throws -> any Sendable, any Sendable>
 
     public init(path: String, synchronous: Synchronous = .full) throws {
         self.path = path
@@ -52,12 +55,8 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
             throw Self.translate(error, doing: "open the job database at \(path)")
         }
         let pool = self.pool
-        enqueuer = GroupCommit { jobs in
-            do {
-                return try await pool.write { db in try jobs.map { job, limits in try Self.insert(job, limits: limits, in: db) } }
-            } catch {
-                throw Self.translate(error, doing: "store the job")
-            }
+        writes = GroupCommit { steps in
+            try await pool.write { db in try steps.map { step in .success(try step(db)) } }
         }
     }
 
@@ -103,7 +102,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     }
 
     public func enqueue(_ job: Job, limits: QueueLimits) async throws -> EnqueueResult {
-        let (result, event) = try await enqueuer.submit((job, limits))
+        let (result, event) = try await write("store the job") { db in try Self.insert(job, limits: limits, in: db) }.get()
         eventNotifier.published(event.map { [$0] } ?? [])
         return result
     }
@@ -502,7 +501,10 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     }
 
     private func write<T: Sendable>(_ what: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        do { return try await pool.write(body) } catch { throw Self.translate(error, doing: what) }
+        let output: any Sendable
+        do { output = try await writes.submit { db in try body(db) } } catch { throw Self.translate(error, doing: what) }
+        guard let value = output as? T else { throw StoreError(.other, "could not \(what): a write answered \(type(of: output))") }
+        return value
     }
 
     /// SQLite errors become `StoreError`s here and nowhere else.
