@@ -355,12 +355,24 @@ public actor Scheduler: Service {
     private func record(_ job: Job, on slot: SlotID, with result: ExecutionResult, in group: inout DiscardingTaskGroup) {
         let claimFor = shuttingDown ? nil : slot
         let now = clock.wall()
-        group.addTask { [store, executor, eventSink] in
+        // With a local store, jobs other slots started before their claim committed (or were
+        // stopped that way and still end) are never claimed here: two transactions, on this
+        // rare path (a store failure, tenants' running caps).
+        let skipping = reserved.subtracting([job.id])
+        group.addTask { [store, local, executor, eventSink] in
             let answer: Result<Job?, any Error>
             do {
                 let excluding = await executor.excludedTypes(for: slot)
-                answer = .success(try await store.finish(job.id, attempt: job.attempts, outcome: result.outcome, result: result.result,
-                                                         now: now, claimNextFor: claimFor, excluding: excluding))
+                if let local {
+                    _ = try await local.commit(finished: FinishedAttempt(job: job.id, attempt: job.attempts, outcome: result.outcome,
+                                                                         result: result.result, now: now), started: nil)
+                    answer = .success(try await claimFor.asyncMap { slot in
+                        try await local.claimNext(for: slot, excluding: excluding, skipping: skipping, now: now)
+                    } ?? nil)
+                } else {
+                    answer = .success(try await store.finish(job.id, attempt: job.attempts, outcome: result.outcome, result: result.result,
+                                                             now: now, claimNextFor: claimFor, excluding: excluding))
+                }
             } catch {
                 answer = .failure(error)
             }
@@ -725,5 +737,12 @@ public actor Scheduler: Service {
         } catch {
             logger.warning("could not save progress", metadata: ["job": "\(job.id)", "error": "\(error)"])
         }
+    }
+}
+
+extension Optional {
+    fileprivate func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
+        guard let self else { return nil }
+        return try await transform(self)
     }
 }

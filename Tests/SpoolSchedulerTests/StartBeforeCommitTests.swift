@@ -126,4 +126,36 @@ import Testing
             #expect(executor.startedCount == submitted.count)
         }
     }
+
+    @Test func aJobWhoseStartWasStoppedIsNotClaimedElsewhereUntilThatStartHasEnded() async throws {
+        let rig = try rig(slots: 2)
+        try await running(rig) {
+            let a = try await rig.submit(), b = try await rig.submit()
+            let first = try await executor.attempts.next("a"), second = try await executor.attempts.next("b")
+            _ = try await rig.waitFor(a.id, .running)
+            _ = try await rig.waitFor(b.id, .running)
+            let x = try await rig.submit()
+            rig.store.fail(.finish, times: 1)
+            let (attemptA, attemptB) = first.job.id == a.id ? (first, second) : (second, first)
+            attemptA.finish(.succeeded)
+            let stopped = try await executor.attempts.next("x, started before the commit that fails")
+            #expect(stopped.job.id == x.id)
+            #expect(await stopped.nextStop() == .cancel)
+            // The other slot frees while that start is still stopping: it must not claim x.
+            attemptB.finish(.succeeded)
+            _ = try await rig.waitFor(b.id, .succeeded)
+            let deadline = ContinuousClock.now + .milliseconds(200)
+            while executor.startedCount < 4, ContinuousClock.now < deadline { await Task.yield() }
+            #expect(executor.startedCount == 3, "x started again while its stopped start still ran")
+            stopped.finish(.canceled)
+            try await rig.advance(by: .seconds(1), until: "x to be claimed once its stopped start ended") {
+                try await rig.job(x.id).state == .running
+            }
+            let again = try await executor.attempts.next("x, claimed")
+            #expect(again.job.id == x.id && again.job.attempts == 1)
+            again.finish(.succeeded)
+            _ = try await rig.waitFor(x.id, .succeeded)
+            _ = try await rig.waitFor(a.id, .succeeded)
+        }
+    }
 }
