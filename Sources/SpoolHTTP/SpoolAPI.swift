@@ -135,7 +135,7 @@ public struct SpoolAPI: Sendable {
                                     "the Idempotency-Key \"\(key ?? "")\" was already used for a different request (job \(error.existing?.id.rawValue ?? "?"))")
         } catch let error as StoreError where error.code == .queueFull {
             // Room comes back as the next queued job starts: when, the ETA says.
-            let wait = await scheduler.estimate(position: 1, type: job.type)?.startsIn ?? 5
+            let wait = scheduler.estimate(position: 1, type: job.type)?.startsIn ?? 5
             throw APIError.rateLimited(error.limit?.rawValue ?? "max_queued", detail: error.message, retryAfter: wait)
         }
         switch result {
@@ -173,7 +173,7 @@ public struct SpoolAPI: Sendable {
     /// A job's JSON, with its start estimate while it is queued.
     func resource(_ job: Job) async throws -> JSONValue {
         guard job.state == .queued, let position = job.position else { return JobWire(job: job).json }
-        let estimate = await scheduler.estimate(position: position, type: job.type, input: job.input)
+        let estimate = scheduler.estimate(position: position, type: job.type, input: job.input)
         return JobWire(job: job, estimate: estimate, now: WallClock.now()).json
     }
 

@@ -115,10 +115,20 @@ public actor Scheduler: Service {
     /// What each running job's output may still put in `log` events.
     private var logBudgets: [Attempt: LogEventBudget] = [:]
     private var shuttingDown = false
-    private var runTimes = QueueEstimate.RunTimes()
-    /// Run times learned from inputs, per type (the median is the fallback).
-    private var runModel = RunTimeModel()
-    private var running: [Attempt: Running] = [:]
+    /// What start estimates are made of, kept apart from the actor so that a submit or a status
+    /// read gets its estimate without waiting for the scheduler between two dispatch steps.
+    private struct EstimateBook: Sendable {
+        var runTimes = QueueEstimate.RunTimes()
+        /// Run times learned from inputs, per type (the median is the fallback).
+        var runModel = RunTimeModel()
+        var running: [Running] = []
+    }
+
+    private nonisolated let book = Mutex(EstimateBook())
+    private nonisolated let slotCount: Int
+    private var running: [Attempt: Running] = [:] {
+        didSet { book.withLock { [running] in $0.running = Array(running.values) } }
+    }
     private var storeTrouble: StoreTrouble?
 
     /// Set with a local store (and `startBeforeCommit`): slots start jobs before claims commit.
@@ -149,6 +159,7 @@ public actor Scheduler: Service {
         self.logger = logger
         slotSpecs = Dictionary(uniqueKeysWithValues: configuration.slots.map { ($0.id, $0) })
         board = SlotBoard(slots: configuration.slots.map(\.id))
+        slotCount = configuration.slots.count
         sharedFiles = (store as? any SharedJobStore).map {
             SharedFileUploader(store: $0, dataDirectory: configuration.dataDirectory, limitBytes: configuration.sharedFileLimitBytes, logger: logger)
         }
@@ -202,22 +213,27 @@ public actor Scheduler: Service {
 
     /// When a job queued at `position` is likely to start (nil until run times are known), and,
     /// given its `input`, how long it should run.
-    public func estimate(position: Int, type: String, input: JSONValue? = nil) -> QueueEstimate? {
+    public nonisolated func estimate(position: Int, type: String, input: JSONValue? = nil) -> QueueEstimate? {
         let now = clock.now()
-        let jobs = running.values.map { job in
-            QueueEstimate.Running(type: job.type, elapsed: (now - job.since).inSeconds, progress: job.progress,
-                                  expected: runModel.predict(type: job.type, input: job.input)?.seconds)
+        return book.withLock { book in
+            let jobs = book.running.map { job in
+                QueueEstimate.Running(type: job.type, elapsed: (now - job.since).inSeconds, progress: job.progress,
+                                      expected: book.runModel.predict(type: job.type, input: job.input)?.seconds)
+            }
+            let run = input.flatMap { book.runModel.predict(type: type, input: $0) }
+            return QueueEstimate.estimate(position: position, type: type, slots: slotCount, running: jobs, runTimes: book.runTimes, run: run)
         }
-        let run = input.flatMap { runModel.predict(type: type, input: $0) }
-        return QueueEstimate.estimate(position: position, type: type, slots: board.slots.count, running: jobs, runTimes: runTimes, run: run)
     }
 
     /// Seeds the run-time book from jobs that finished before this server started.
     public func learn(from finished: [Job]) {
         for job in finished.reversed() where job.state == .succeeded {
             if let started = job.startedAt, let finished = job.finishedAt {
-                runTimes.record(finished.secondsSince1970 - started.secondsSince1970, type: job.type)
-                runModel.record(type: job.type, input: job.input, seconds: finished.secondsSince1970 - started.secondsSince1970)
+                let seconds = finished.secondsSince1970 - started.secondsSince1970
+                book.withLock { book in
+                    book.runTimes.record(seconds, type: job.type)
+                    book.runModel.record(type: job.type, input: job.input, seconds: seconds)
+                }
             }
         }
     }
@@ -600,8 +616,10 @@ public actor Scheduler: Service {
         let ended = running.removeValue(forKey: Attempt(job))
         let ran = ended.map { (clock.now() - $0.since).inSeconds }
         if let ran, let ended, outcome == .succeeded {
-            runTimes.record(ran, type: job.type)
-            runModel.record(type: job.type, input: ended.input, seconds: ran)
+            book.withLock { book in
+                book.runTimes.record(ran, type: job.type)
+                book.runModel.record(type: job.type, input: ended.input, seconds: ran)
+            }
         }
         SchedulerMetrics.finished(job, state: outcome.resultingState, ran: ran, slot: slot)
         SchedulerMetrics.busySlots(running.count, of: board.slots.count)

@@ -365,7 +365,7 @@ import Testing
             let attempt = try await nextAttempt()
             rig.manual.advance(by: .seconds(52))
             await attempt.observer.message(.progress(JobProgress(fraction: 0.86)))
-            let estimate = try #require(await rig.scheduler.estimate(position: 1, type: "t"))
+            let estimate = try #require(rig.scheduler.estimate(position: 1, type: "t"))
             #expect(abs(estimate.startsIn - 52 * 0.14 / 0.86) < 0.1, "about 8.5 s left by its progress, not 0 by the median")
         }
     }
