@@ -24,11 +24,7 @@ struct CodePagesTests {
         ])
     }
 
-    @Test func codeRunsOnAfterItsPagesAreTrimmed() {
-        #expect(CodePages.trim() > 0)
-        // Everything below comes back from the page cache on first use.
-        let text = (0..<1000).map { String($0, radix: 7) }.joined(separator: ",")
-        #expect(text.split(separator: ",").count == 1000)
-        #expect(CodePages.codeMappings(in: "").isEmpty)
-    }
+    // `trim` itself runs in every `spool serve` the end-to-end tests start (once it listens),
+    // not here: unmapping code under a test process with hundreds of tests in flight changes
+    // their timing for the rest of the run and proves no more than those servers do.
 }
