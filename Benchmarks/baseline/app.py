@@ -75,7 +75,7 @@ def run_noop_process(_input: dict) -> int:
 
 def run_stamp(job_input: dict) -> int:
     binary = os.environ["SPOOL_BENCH_STAMP_BINARY"]
-    return subprocess.run([binary, str(job_input["file"])], stdin=subprocess.DEVNULL).returncode
+    return subprocess.run([binary, str(job_input["file"]), str(job_input.get("ms", 0))], stdin=subprocess.DEVNULL).returncode
 
 
 STAMPS: list = []   # in the pool worker: (pid, start, end) per stampfn job, kept until a flush
@@ -88,6 +88,7 @@ def run_stampfn(job_input: dict) -> int:
             f.writelines(f"{pid} {s} {e}\n" for pid, s, e in STAMPS)
         STAMPS.clear()
         return 0
+    time.sleep(float(job_input.get("sleep_s", 0)))   # the job's "work", as in the bench worker
     STAMPS.append((os.getpid(), start, time.monotonic_ns()))
     return 0
 

@@ -1,6 +1,8 @@
 /* The dispatch-gap job for `spool bench`: the smallest process that can say when it ran.
  *
- *   stamp FILE
+ *   stamp FILE [MS]
+ *
+ * (MS: milliseconds to sleep between the two stamps, a job's "work"; default 0)
  *
  * appends two lines to FILE (O_APPEND, one write(2) each, so concurrent runs cannot interleave):
  *
@@ -14,6 +16,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,6 +41,11 @@ int main(int argc, char **argv) {
     char line[96];
     int n = snprintf(line, sizeof line, "S %d %lld %lld\n", (int)getpid(), mono, real);
     if (write(fd, line, (size_t)n) != n) return 3;
+    long ms = argc > 2 ? strtol(argv[2], NULL, 10) : 0;
+    if (ms > 0) {
+        struct timespec pause = {ms / 1000, (ms % 1000) * 1000000L};
+        while (nanosleep(&pause, &pause) != 0) {}
+    }
     stamp(fd, 'E');
     _exit(0); /* no atexit handlers or stdio flush after the last stamp */
 }

@@ -69,6 +69,9 @@ def main() -> None:
             if kind != "job":
                 continue
             job = command["job"]
+            work = float((command.get("input") or {}).get("sleep_s", 0))
+            if work > 0:
+                time.sleep(work)   # the job's "work"; the gap is measured outside it
             answer = b'{"type":"succeeded","job":"' + job.encode() + b'"}\n'
             sent_mono, sent_real = time.monotonic_ns(), time.time_ns()
             send(answer)

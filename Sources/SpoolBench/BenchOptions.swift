@@ -33,6 +33,11 @@ struct BenchCounts: Sendable {
     var gapJobs: Int
     /// Scenario 4: sequential submit → done round trips.
     var roundTrips: Int
+    /// Scenarios 3 and 6: how long each job works (sleeps) between its two stamps. A slot looks up
+    /// and prepares its next job while the current one runs; a job that ends within a
+    /// millisecond leaves no time for that, which no GPU job does. (Issue 12's own harness ran
+    /// 0.2 s jobs.)
+    static let jobMilliseconds = 50
     /// Scenario 1c: submits while the jobs run.
     var runningSubmits = 2_000
     /// Scenario 5: queue depth for the memory point, and submits timed at each point.

@@ -135,7 +135,9 @@ struct BenchReport: Sendable {
             "- Status GETs run while a `busy` job spins a core (a python3 child in Spool, the pool worker in the baseline), "
                 + "leaving one core for the server and the load generator.",
             "- Dispatch gap (3): the job is `Benchmarks/jobs/stamp.c`, which appends CLOCK_MONOTONIC first thing in `main` and "
-                + "last thing before `_exit`. \(counts.gapJobs) runs are queued behind a `hold` job, so the slot runs them back to back. "
+                + "last thing before `_exit`, and sleeps \(BenchCounts.jobMilliseconds) ms in between (a job's work: long enough for "
+                + "the slot to look up and prepare its next job meanwhile, as with any real job; issue 12's harness ran 0.2 s jobs). "
+                + "\(counts.gapJobs) runs are queued behind a `hold` job, so the slot runs them back to back. "
                 + "Slot cycle = first stamp of job k → first stamp of job k+1. The same binary is also run \(counts.gapJobs) times back "
                 + "to back by the harness before and after the server's batch (posix_spawn + waitpid on a thread, no pipes, no server; "
                 + "the lower of the two medians counts): its cycle is the least one process per job costs on this machine (exit, "
@@ -145,7 +147,8 @@ struct BenchReport: Sendable {
                 + "clock reading, so it reads 0).",
             "- Warm-worker gap (6, 6b): the job type runs `Benchmarks/workers/noop_worker.py` as a warm worker (protocol v2 by hand); "
                 + "it stamps time.monotonic_ns() right after reading each `job` command and right before writing `succeeded`; "
-                + "gap = received(k+1) − sent(k). \(counts.warmJobs) jobs are queued behind a `hold` job after 5 warm-up jobs. "
+                + "gap = received(k+1) − sent(k); each job sleeps \(BenchCounts.jobMilliseconds) ms in the worker (and in `stampfn`) before answering. "
+                + "\(counts.warmJobs) jobs are queued behind a `hold` job after 5 warm-up jobs. "
                 + "The baseline's counterpart is its pool worker: `stampfn` stamps function entry and return there.",
             "- Throughput (7): jobs ÷ (last finished_at − first started_at) of \(counts.throughputJobs.grouped) jobs queued behind a "
                 + "`hold` job, from the server's job JSON.",

@@ -55,7 +55,7 @@ enum Scenario: String, Sendable, CaseIterable {
         case .status:
             return "2. Status `GET /v1/jobs/{id}`: \(counts.statusGets.grouped) GETs from \(counts.statusClients) clients while a CPU-bound `busy` job runs"
         case .dispatchGap:
-            return "3. Dispatch gap, one process per job: \(counts.gapJobs) `stamp` jobs queued at once on a 1-slot server, gap from the jobs' own clocks"
+            return "3. Dispatch gap, one process per job: \(counts.gapJobs) `stamp` jobs of \(BenchCounts.jobMilliseconds) ms queued at once on a 1-slot server, gap from the jobs' own clocks"
         case .roundTrip:
             return "4. Submit → done: \(counts.roundTrips) sequential empty jobs (POST, then `GET ?wait=` until succeeded; Spool: `warm`, baseline: `noop`)"
         case .roundTripPoll:
@@ -63,7 +63,7 @@ enum Scenario: String, Sendable, CaseIterable {
         case .memory:
             return "5. Memory and deep queue: \(counts.queued.grouped) queued jobs behind a held slot"
         case .warmGap:
-            return "6. Dispatch gap, warm worker: \(counts.warmJobs.grouped) jobs queued at once for one warm worker (`--sqlite-synchronous full`), gap from the worker's own clock"
+            return "6. Dispatch gap, warm worker: \(counts.warmJobs.grouped) jobs of \(BenchCounts.jobMilliseconds) ms queued at once for one warm worker (`--sqlite-synchronous full`), gap from the worker's own clock"
         case .warmGapRelaxed:
             return "6b. The same with `--sqlite-synchronous normal` (Spool only; how much of the gap is fsync)"
         case .warmThroughput:

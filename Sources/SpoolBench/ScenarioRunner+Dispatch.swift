@@ -17,16 +17,17 @@ extension ScenarioRunner {
         let stamp = try assets.requireStamp()
         return try await withServer(.dispatchGap, subject) { client, _, directory in
             let total = counts.gapJobs
-            func input(_ file: String) -> String { #"{"file":"\#(file)"}"# }
+            let ms = BenchCounts.jobMilliseconds
+            func input(_ file: String) -> String { #"{"file":"\#(file)","ms":\#(ms)}"# }
 
             // The floor: the same binary, back to back, no server (page cache and loader warmed
             // first), once before and once after the server's batch; the quieter of the two counts.
             func standaloneRun(_ name: String) async throws -> JobSequence {
                 let file = directory + "/stamps-standalone-\(name).txt"
-                try await StandaloneLauncher.run(stamp, arguments: [file], times: total)
+                try await StandaloneLauncher.run(stamp, arguments: [file, String(ms)], times: total)
                 return JobSequence(spans: try StampFile.spans(at: file).map { ($0.pid, $0.start, $0.end) })
             }
-            try await StandaloneLauncher.run(stamp, arguments: [directory + "/stamps-standalone-warmup.txt"], times: 10)
+            try await StandaloneLauncher.run(stamp, arguments: [directory + "/stamps-standalone-warmup.txt", "0"], times: 10)
             let before = try await standaloneRun("before")
 
             // Through the server.

@@ -8,6 +8,9 @@ extension ScenarioRunner {
     ///
     /// The baseline's counterpart of a warm worker is its pool worker: `stampfn` jobs stamp
     /// function entry and return in it (gap = entry(k+1) − return(k)).
+    /// Each measured job works `BenchCounts.jobMilliseconds` (the worker or the pool function sleeps).
+    static let workInput = #"{"sleep_s":\#(Double(BenchCounts.jobMilliseconds) / 1000)}"#
+
     func measureWarmGap(on subject: BenchSubject, relaxed: Bool) async throws -> ScenarioResult {
         let scenario: Scenario = relaxed ? .warmGapRelaxed : .warmGap
         let total = counts.warmJobs
@@ -21,7 +24,7 @@ extension ScenarioRunner {
             let arguments = ["--sqlite-synchronous", relaxed ? "normal" : "full"]
             (gaps, result) = try await withServer(scenario, subject, spoolArguments: arguments, extraTypes: types) { client, _, _ in
                 try await warmUp(client, type: "warm", count: 5)
-                let (ids, warning) = try await queueBehindHold(client, type: "warm", total: total, subject: subject)
+                let (ids, warning) = try await queueBehindHold(client, type: "warm", inputJSON: Self.workInput, total: total, subject: subject)
                 let jobs = try await drainAndFetch(client, ids, within: .seconds(300))
                 let batch = Set(ids)
                 let records = try StampFile.workerStamps(at: stamps).filter { batch.contains($0.job) }.sorted { $0.received < $1.received }
@@ -51,7 +54,7 @@ extension ScenarioRunner {
             (gaps, result) = try await withServer(scenario, subject) { client, _, _ in
                 try await warmUp(client, type: "stampfn", count: 5)
                 try await warmUp(client, type: "stampfn", inputJSON: #"{"flush":"\#(directory)/stamps-warmup.txt"}"#, count: 1)
-                let (ids, warning) = try await queueBehindHold(client, type: "stampfn", total: total, subject: subject)
+                let (ids, warning) = try await queueBehindHold(client, type: "stampfn", inputJSON: Self.workInput, total: total, subject: subject)
                 _ = try await drainAndFetch(client, ids, within: .seconds(300))
                 let file = directory + "/stamps.txt"
                 try await warmUp(client, type: "stampfn", inputJSON: #"{"flush":"\#(file)"}"#, count: 1)

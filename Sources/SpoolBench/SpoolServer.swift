@@ -19,8 +19,9 @@ enum SpoolServer {
             "hold": ["command": ["/bin/sleep", "{input.seconds}"], "timeout_s": 7200, "input_schema": seconds],
         ]
         if let stampBinary {
-            let file: [String: Any] = ["type": "object", "required": ["file"], "properties": ["file": ["type": "string"]]]
-            types["stamp"] = ["command": [stampBinary, "{input.file}"], "timeout_s": 60, "input_schema": file]
+            let file: [String: Any] = ["type": "object", "required": ["file", "ms"],
+                                       "properties": ["file": ["type": "string"], "ms": ["type": "integer"]]]
+            types["stamp"] = ["command": [stampBinary, "{input.file}", "{input.ms}"], "timeout_s": 60, "input_schema": file]
         }
         if let extra = try JSONSerialization.jsonObject(with: Data(extraTypes.utf8)) as? [String: Any] {
             types.merge(extra) { _, new in new }
