@@ -7,19 +7,35 @@ import Synchronization
 /// readers wait for more than what they have seen, then take `recent(after:)` — which answers
 /// only when it holds an unbroken run of ids, so a reader never skips an event — or fall back
 /// to the store. A reader that falls behind loses nothing.
+///
+/// Waits are continuations in one table, and one timer task (`sweep`) ends those whose time
+/// is up. Each wait once raced an event against its own `Task.sleep(for: timeout)` and
+/// cancelled the loser; but a cancelled sleep stays scheduled, about 700 bytes, until its
+/// deadline. 500 streams woken by every event, each leaving a 15 s keep-alive sleep behind,
+/// held hundreds of thousands of them: the server's RSS rose from 65 to 377 MB in 20 s of
+/// `Benchmarks/events_bench.py` and did not come down.
 public final class EventNotifier: Sendable {
     public static let memoryCapacity = 4096
+
+    private struct Waiter {
+        var after: Int64
+        var deadline: ContinuousClock.Instant
+        var continuation: CheckedContinuation<Bool, Never>
+    }
 
     private struct State {
         var ring: [JobEvent] = []
         var latest: Int64 = 0
-        var waiters: [Int: (after: Int64, continuation: AsyncStream<Void>.Continuation)] = [:]
+        var waiters: [Int: Waiter] = [:]
+        /// The timer task that will end the earliest wait, and when it wakes.
+        var sweeper: (id: Int, at: ContinuousClock.Instant)?
         /// Set for good by `stopWaiting()` (the server is shutting down): waits return at once.
         var stopped = false
-        var next = 0
+        var nextSweeper = 0
     }
 
     private let state = Mutex(State())
+    private let nextWaiter = Atomic<Int>(0)
 
     public init() {}
 
@@ -64,22 +80,18 @@ public final class EventNotifier: Sendable {
     }
 
     public func published(upTo id: Int64) {
-        let ready = state.withLock { state -> [AsyncStream<Void>.Continuation] in
+        let ready = state.withLock { state in
             state.latest = max(state.latest, id)
-            let due = state.waiters.filter { $0.value.after < id }
-            for key in due.keys { state.waiters[key] = nil }
-            return due.values.map(\.continuation)
+            return Self.remove(from: &state) { $0.after < id }
         }
-        for continuation in ready { continuation.yield(); continuation.finish() }
+        for continuation in ready { continuation.resume(returning: true) }
     }
 
-    /// Wakes every waiter without new events (shutdown): they return false and look again.
+    /// Wakes every waiter without new events (a token revoked, shutdown): they return false
+    /// and look again.
     public func wakeAll() {
-        let all = state.withLock { state -> [AsyncStream<Void>.Continuation] in
-            defer { state.waiters = [:] }
-            return state.waiters.values.map(\.continuation)
-        }
-        for continuation in all { continuation.finish() }
+        let all = state.withLock { state in Self.remove(from: &state) { _ in true } }
+        for continuation in all { continuation.resume(returning: false) }
     }
 
     /// Wakes every waiter and makes every later wait return at once (false): the server is
@@ -90,25 +102,64 @@ public final class EventNotifier: Sendable {
         wakeAll()
     }
 
+    /// Waits now registered (for tests).
+    var waiting: Int { state.withLock { $0.waiters.count } }
+
     /// Returns true once an event with an id above `after` exists, false after `timeout` (at
-    /// once after `stopWaiting()`).
+    /// once after `stopWaiting()`, or when the task is cancelled).
     public func wait(after: Int64, timeout: Duration) async -> Bool {
-        let (stream, continuation) = AsyncStream<Void>.makeStream()
-        let already = state.withLock { state -> Bool? in
-            if state.latest > after { return true }
-            if state.stopped { return false }
-            state.next += 1
-            state.waiters[state.next] = (after, continuation)
-            return nil
+        if latest > after { return true }   // a reader catching up does not suspend
+        let deadline = ContinuousClock.now + timeout
+        let key = nextWaiter.wrappingAdd(1, ordering: .relaxed).newValue
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let (answer, sweep) = state.withLock { state -> (Bool?, Int?) in
+                    if state.latest > after { return (true, nil) }
+                    // Checked under the lock that `onCancel` takes: a cancellation is seen here or there.
+                    if state.stopped || Task.isCancelled { return (false, nil) }
+                    state.waiters[key] = Waiter(after: after, deadline: deadline, continuation: continuation)
+                    if let sweeper = state.sweeper, sweeper.at <= deadline { return (nil, nil) }
+                    state.nextSweeper += 1
+                    state.sweeper = (state.nextSweeper, deadline)
+                    return (nil, state.nextSweeper)
+                }
+                if let answer { continuation.resume(returning: answer) }
+                if let sweep {
+                    // unstructured: the one timer of every wait on this notifier, so that a wait
+                    // that ends early leaves no sleep behind. It ends when no wait has a
+                    // deadline left, and is never cancelled (a cancelled Task.sleep would stay
+                    // scheduled until its deadline — the very cost it replaces).
+                    Task { await self.sweep(id: sweep, at: deadline) }
+                }
+            }
+        } onCancel: {
+            let waiter = state.withLock { $0.waiters.removeValue(forKey: key) }
+            waiter?.continuation.resume(returning: false)
         }
-        if let already { return already }
-        return await withTaskGroup(of: Bool.self) { group in
-            group.addTask { for await _ in stream { return true }; return false }
-            group.addTask { try? await Task.sleep(for: timeout); return false }
-            let result = await group.next()!
-            group.cancelAll()
-            continuation.finish()
-            return result
+    }
+
+    /// Ends the waits whose deadline has passed, at `at` and then at each next deadline, while
+    /// this sweeper is the one due first; another (an earlier deadline arrived since) takes over.
+    private func sweep(id: Int, at first: ContinuousClock.Instant) async {
+        var at = first
+        while true {
+            try? await Task.sleep(until: at, clock: .continuous)
+            let (due, next) = state.withLock { state -> ([CheckedContinuation<Bool, Never>], ContinuousClock.Instant?) in
+                let now = ContinuousClock.now
+                let due = Self.remove(from: &state) { $0.deadline <= now }
+                guard state.sweeper?.id == id else { return (due, nil) }
+                let earliest = state.waiters.values.lazy.map(\.deadline).min()
+                state.sweeper = earliest.map { (id, $0) }
+                return (due, earliest)
+            }
+            for continuation in due { continuation.resume(returning: false) }
+            guard let next else { return }
+            at = next
         }
+    }
+
+    private static func remove(from state: inout State, where isDue: (Waiter) -> Bool) -> [CheckedContinuation<Bool, Never>] {
+        let keys = state.waiters.compactMap { key, waiter in isDue(waiter) ? key : nil }
+        return keys.compactMap { state.waiters.removeValue(forKey: $0)?.continuation }
     }
 }

@@ -57,4 +57,26 @@ import Testing
         #expect(ContinuousClock.now - started < .seconds(5))
         #expect(await notifier.wait(after: 0, timeout: .seconds(60)), "an event that is there is still reported")
     }
+
+    @Test func aShortWaitAfterALongOneStillEndsOnTime() async {
+        let notifier = EventNotifier()
+        notifier.published([event(1)])
+        let long = Task { await notifier.wait(after: 1, timeout: .seconds(60)) }
+        let registered = ContinuousClock.now + .seconds(10)
+        while notifier.waiting == 0, ContinuousClock.now < registered { await Task.yield() }
+        #expect(notifier.waiting == 1, "the long wait is registered first")
+        let started = ContinuousClock.now
+        #expect(await notifier.wait(after: 1, timeout: .milliseconds(50)) == false)
+        #expect(ContinuousClock.now - started < .seconds(10), "the one timer wakes for the earliest deadline")
+        notifier.published([event(2)])
+        #expect(await long.value, "the long wait still sees the event")
+    }
+
+    @Test func aCancelledWaitReturnsFalseAtOnce() async {
+        let notifier = EventNotifier()
+        let waiting = Task { await notifier.wait(after: 0, timeout: .seconds(60)) }
+        waiting.cancel()
+        #expect(await waiting.value == false)
+        #expect(await notifier.wait(after: 0, timeout: .milliseconds(10)) == false, "and the notifier goes on waiting for others")
+    }
 }
