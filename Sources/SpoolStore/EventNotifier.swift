@@ -14,6 +14,9 @@ import Synchronization
 /// deadline. 500 streams woken by every event, each leaving a 15 s keep-alive sleep behind,
 /// held hundreds of thousands of them: the server's RSS rose from 65 to 377 MB in 20 s of
 /// `Benchmarks/events_bench.py` and did not come down.
+///
+/// The memory holds each event with its SSE frame (`EventFrame`), encoded once when it is
+/// published: 500 streams share those bytes instead of each encoding every event again.
 public final class EventNotifier: Sendable {
     public static let memoryCapacity = 4096
 
@@ -24,7 +27,10 @@ public final class EventNotifier: Sendable {
     }
 
     private struct State {
-        var ring: [JobEvent] = []
+        /// The newest events in id order: `ring[start...]`, at most `memoryCapacity` of them
+        /// (the dropped prefix is compacted away in bulk, so a publish is not a 4096-element shift).
+        var ring: [EventFrame] = []
+        var start = 0
         var latest: Int64 = 0
         var waiters: [Int: Waiter] = [:]
         /// The timer task that will end the earliest wait, and when it wakes.
@@ -32,6 +38,8 @@ public final class EventNotifier: Sendable {
         /// Set for good by `stopWaiting()` (the server is shutting down): waits return at once.
         var stopped = false
         var nextSweeper = 0
+
+        var memory: ArraySlice<EventFrame> { ring[start...] }
     }
 
     private let state = Mutex(State())
@@ -41,50 +49,81 @@ public final class EventNotifier: Sendable {
 
     public var latest: Int64 { state.withLock { $0.latest } }
 
+    /// Waits now registered (for tests).
+    var waiting: Int { state.withLock { $0.waiters.count } }
+
     /// Committed events, in any order (concurrent commits may publish out of order).
     public func published(_ events: [JobEvent]) {
         guard let newest = events.map(\.id).max() else { return }
-        state.withLock { state in
-            for event in events {
-                if let last = state.ring.last, last.id > event.id {
-                    let index = state.ring.firstIndex { $0.id > event.id } ?? state.ring.endIndex
-                    state.ring.insert(event, at: index)
+        let frames = events.map(EventFrame.init)   // encoded outside the lock, once for every reader
+        let ready = state.withLock { state in
+            for frame in frames {
+                if let last = state.ring.last, last.id > frame.id {
+                    let index = state.memory.firstIndex { $0.id > frame.id } ?? state.ring.endIndex
+                    state.ring.insert(frame, at: index)
                 } else {
-                    state.ring.append(event)
+                    state.ring.append(frame)
                 }
             }
-            if state.ring.count > Self.memoryCapacity { state.ring.removeFirst(state.ring.count - Self.memoryCapacity) }
+            state.start = max(state.start, state.ring.count - Self.memoryCapacity)
+            if state.start >= Self.memoryCapacity {
+                state.ring.removeFirst(state.start)
+                state.start = 0
+            }
+            return Self.advance(&state, to: newest)
         }
-        published(upTo: newest)
+        for continuation in ready { continuation.resume(returning: true) }
     }
 
-    /// Events after `after` from memory, or nil when memory cannot prove it has all of them
-    /// (then read the store).
+    /// The events after `after` from memory, or nil when memory cannot prove it has all of
+    /// them (then read the store). `limit` events at most.
     public func recent(after: Int64, job: JobID?, owner: String? = nil, limit: Int) -> [JobEvent]? {
+        recentFrames(after: after, job: job, owner: owner, limit: limit, maxBytes: .max)?.frames.map(\.event)
+    }
+
+    /// Frames of the events after `after` for `job` (all jobs when nil) and `owner` (any when
+    /// nil), at most `limit` of them and — past the first — no more than `maxBytes` in all;
+    /// `through`: the id the log has been read through (past other jobs' events, up to
+    /// `latest` when the answer is not cut short). Nil when memory cannot prove it holds every
+    /// event after `after`.
+    public func recentFrames(after: Int64, job: JobID?, owner: String?, limit: Int, maxBytes: Int) -> (frames: [EventFrame], through: Int64)? {
         state.withLock { state in
-            if after >= state.latest { return [] }
-            guard let first = state.ring.first, first.id <= after + 1 else { return nil }
-            var expected = after + 1
-            var found: [JobEvent] = []
-            let start = state.ring.firstIndex { $0.id > after } ?? state.ring.endIndex
-            for event in state.ring[start...] {
-                guard event.id == expected else { return nil }
-                expected += 1
-                if (job == nil || event.job == job) && (owner == nil || event.owner == owner) {
-                    found.append(event)
-                    if found.count == limit { break }
-                }
+            if after >= state.latest { return ([], after) }
+            let memory = state.memory
+            guard let first = memory.first, first.id <= after + 1 else { return nil }
+            // Ids are increasing: binary search for the first one past `after`.
+            var low = memory.startIndex, high = memory.endIndex
+            while low < high {
+                let mid = low + (high - low) / 2
+                if memory[mid].id <= after { low = mid + 1 } else { high = mid }
             }
-            return found.count == limit || expected > state.latest ? found : nil
+            var expected = after + 1
+            var found: [EventFrame] = []
+            var bytes = 0
+            for frame in memory[low...] {
+                guard frame.id == expected else { return nil }
+                expected += 1
+                let event = frame.event
+                guard job == nil || event.job == job, owner == nil || event.owner == owner else { continue }
+                if !found.isEmpty, bytes + frame.bytes.count > maxBytes { return (found, frame.id - 1) }
+                found.append(frame)
+                bytes += frame.bytes.count
+                if found.count == limit { return (found, frame.id) }
+            }
+            return expected > state.latest ? (found, expected - 1) : nil
         }
     }
 
     public func published(upTo id: Int64) {
-        let ready = state.withLock { state in
-            state.latest = max(state.latest, id)
-            return Self.remove(from: &state) { $0.after < id }
-        }
+        let ready = state.withLock { state in Self.advance(&state, to: id) }
         for continuation in ready { continuation.resume(returning: true) }
+    }
+
+    /// `latest` moves with the memory in one step: a reader never finds an event in memory
+    /// that is past `latest` (it would read it again from `latest`).
+    private static func advance(_ state: inout State, to id: Int64) -> [CheckedContinuation<Bool, Never>] {
+        state.latest = max(state.latest, id)
+        return remove(from: &state) { $0.after < id }
     }
 
     /// Wakes every waiter without new events (a token revoked, shutdown): they return false
@@ -101,9 +140,6 @@ public final class EventNotifier: Sendable {
         state.withLock { $0.stopped = true }
         wakeAll()
     }
-
-    /// Waits now registered (for tests).
-    var waiting: Int { state.withLock { $0.waiters.count } }
 
     /// Returns true once an event with an id above `after` exists, false after `timeout` (at
     /// once after `stopWaiting()`, or when the task is cancelled).
