@@ -44,10 +44,16 @@ public final class EventNotifier: Sendable {
 
     private let state = Mutex(State())
     private let nextWaiter = Atomic<Int>(0)
+    private let readerCount = Atomic<Int>(0)
 
     public init() {}
 
     public var latest: Int64 { state.withLock { $0.latest } }
+
+    /// How many readers (open event streams) follow the log now: streams pace their writes by it.
+    public var readers: Int { readerCount.load(ordering: .relaxed) }
+    public func addReader() { readerCount.add(1, ordering: .relaxed) }
+    public func removeReader() { readerCount.subtract(1, ordering: .relaxed) }
 
     /// Waits now registered (for tests).
     var waiting: Int { state.withLock { $0.waiters.count } }
