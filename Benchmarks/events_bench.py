@@ -2,13 +2,16 @@
 """Event-stream benchmark for Spool (standard library only).
 
     python3 Benchmarks/events_bench.py .build/release/spool [--output Benchmarks/results-events.md]
+        [--scenarios ab|a|b] [--server-prefix 'heaptrack -o /tmp/h']
 
 Scenario A: submit -> `succeeded` seen on one open `GET /v1/events` stream, 200 jobs in a row,
             for an empty process-mode job (`noop`: /bin/true) and an empty warm-worker job
             (`noop-worker`), with `--sqlite-synchronous full` (default) and `normal`.
 Scenario B: 500 concurrent SSE clients on `/v1/events` while `noop-worker` jobs are submitted at
             ~50/s for 20 s; `GET /v1/jobs/{id}` latency from a separate client process, server RSS,
-            and a check that every SSE client received the same number of `state` events.
+            and a check that every SSE client received every `state` event, each id above the last.
+            `--scenarios b` runs B alone; `--server-prefix` starts the server under a profiler
+            (then the RSS figures are the wrapper's, not the server's).
 
 Talks only to 127.0.0.1. The whole run is bounded (SIGALRM) and the server is killed by PID in a
 `finally`. Internal: `--role load PORT DURATION RATE PROBES` runs the load/probe client (used by B).
@@ -245,6 +248,8 @@ async def open_sse(port, path="/v1/events"):
 # ----------------------------------------------------------------------------- server
 
 class Server:
+    prefix = []   # --server-prefix: a profiler to start the server under
+
     def __init__(self, binary, workdir, cfg_path, synchronous, tag):
         self.binary, self.workdir, self.cfg, self.sync, self.tag = binary, workdir, cfg_path, synchronous, tag
         self.proc = None
@@ -253,7 +258,7 @@ class Server:
         self.data_dir = tempfile.mkdtemp(prefix=f"data-{tag}-", dir=workdir)
 
     def argv(self):
-        return [self.binary, "serve", "--host", HOST, "--port", "0", "--data-dir", self.data_dir,
+        return self.prefix + [self.binary, "serve", "--host", HOST, "--port", "0", "--data-dir", self.data_dir,
                 "--gpus", "none", "--config", str(self.cfg), "--log-level", "warning",
                 "--sqlite-synchronous", self.sync]
 
@@ -394,6 +399,7 @@ class SseCounter:
         self.n_state = 0
         self.n_events = 0
         self.last_id = 0
+        self.out_of_order = 0
         self.last_rx = None
         self.lags = []
         self.error = None
@@ -432,7 +438,10 @@ class SseCounter:
                         continue
                     self.n_events += 1
                     nl = block.find(b"\n")
-                    self.last_id = int(block[3:nl])
+                    event_id = int(block[3:nl])
+                    if event_id <= self.last_id:
+                        self.out_of_order += 1
+                    self.last_id = event_id
                     if b"\nevent: state\n" in block:
                         self.n_state += 1
                         if self.sample_lag:
@@ -584,6 +593,7 @@ async def scenario_b(server, budget_s):
     load = load_task.result()
     res["load"] = load
     res["rss_peak"] = max(rss_samples + [res["rss_500"]])
+    res["rss_samples"] = rss_samples
 
     # drain: every client must see the last job's succeeded; expected = 3 state events per job
     expected = 3 * load["submitted"]
@@ -604,6 +614,7 @@ async def scenario_b(server, budget_s):
     res["client_errors"] = [f"#{c.idx}: {c.error}" for c in clients if c.error][:5]
     res["closed"] = sum(c.closed for c in clients)
     res["last_ids"] = sorted({c.last_id for c in clients if c.connected})[:5]
+    res["out_of_order"] = sum(c.out_of_order for c in clients)
     lags = [x for c in clients for x in c.lags]
     res["lags"] = lags
     res["lag_clients"] = sum(1 for c in clients if c.sample_lag)
@@ -644,7 +655,10 @@ def main():
     ap.add_argument("spool", help="path to a RELEASE spool binary (.build/release/spool)")
     ap.add_argument("--output", default=str(Path(__file__).resolve().parent / "results-events.md"))
     ap.add_argument("--max-load-wait", type=float, default=180, help="seconds to wait for load < 1.5")
+    ap.add_argument("--scenarios", default="ab", choices=("ab", "a", "b"), help="which scenarios to run")
+    ap.add_argument("--server-prefix", default="", help="command to start the server under (a profiler)")
     args = ap.parse_args()
+    Server.prefix = shlex.split(args.server_prefix)
     t_script = time.monotonic()
     cmdline = "python3 " + " ".join(shlex.quote(a) for a in sys.argv)
 
@@ -692,7 +706,7 @@ def main():
     res_b = None
     error = None
     try:
-        for sync in ("full", "normal"):
+        for sync in (("full", "normal") if "a" in args.scenarios else ()):
             srv = Server(binary, workdir, cfg, sync, f"a-{sync}")
             servers.append(srv)
             srv.start()
@@ -701,12 +715,13 @@ def main():
                 rows = asyncio.run(asyncio.wait_for(scenario_a(srv.port, jt, A_JOBS, A_WARMUP), 90))
                 results_a[(jt, sync)] = summarize_a(rows)
             srv.stop()
-        srv = Server(binary, workdir, cfg, "full", "b")
-        servers.append(srv)
-        srv.start()
-        budget = SCRIPT_BUDGET_S - (time.monotonic() - t_script)
-        print(f"B: {B_CLIENTS} SSE clients, {budget:.0f} s left ...", file=sys.stderr)
-        res_b = asyncio.run(asyncio.wait_for(scenario_b(srv, budget), budget - 10))
+        if "b" in args.scenarios:
+            srv = Server(binary, workdir, cfg, "full", "b")
+            servers.append(srv)
+            srv.start()
+            budget = SCRIPT_BUDGET_S - (time.monotonic() - t_script)
+            print(f"B: {B_CLIENTS} SSE clients, {budget:.0f} s left ...", file=sys.stderr)
+            res_b = asyncio.run(asyncio.wait_for(scenario_b(srv, budget), budget - 10))
     except BaseException as e:  # noqa: BLE001 - report what we have
         error = f"{type(e).__name__}: {e}"
         print(f"ERROR: {error}", file=sys.stderr)
@@ -804,13 +819,15 @@ def main():
         for k, name in (("rss_before", "before the SSE clients connect"), ("rss_500", "with 500 connected, idle"),
                         ("rss_peak", "peak while jobs ran (0.5 s samples)"), ("rss_end", "at the end (500 still connected)")):
             L.append(f"| {name} | {b[k] / 1024:.1f} |")
+        L.append("\nRSS while jobs ran, MiB, every 0.5 s: " + " ".join(f"{x / 1024:.0f}" for x in b["rss_samples"]))
         counts = b["counts"]
         uniform = len(set(counts)) == 1
-        complete = uniform and counts and counts[0] == b["expected_state"]
+        complete = uniform and counts and counts[0] == b["expected_state"] and not b["out_of_order"]
         L.append(f"\n- `state` events per client: min {min(counts) if counts else '–'}, max {max(counts) if counts else '–'}, "
                  f"expected {b['expected_state']} (3 per job: queued, running, succeeded) → "
                  f"**{'all equal and complete — none lost, none stalled' if complete else ('all equal' if uniform else 'NOT all equal')}**; "
-                 f"distinct last event ids {b['last_ids']}; streams closed by the server: {b['closed']}; "
+                 f"distinct last event ids {b['last_ids']}; ids not above the one before: {b['out_of_order']}; "
+                 f"streams closed by the server: {b['closed']}; "
                  f"client errors: {b['client_errors'] or 'none'}")
         L.append(f"- drain after the last submit: {b['drain_s']:.2f} s until every client had all events (includes a 1 s settle)")
         lags = b["lags"]

@@ -11,6 +11,10 @@ import SpoolStore
 /// nothing but its own connection, never the scheduler or other clients. Frames carry the
 /// event id; a client that reconnects with `Last-Event-ID` (or `?after=`) gets every event it
 /// missed, across a server restart too. A job's stream ends after its terminal state.
+///
+/// What a stream holds (500 of them on one server): its cursor, and one write of at most
+/// `writeBytes`. New events come from the notifier's memory as frames encoded once at publish
+/// and shared by every stream; a stream that falls out of that memory reads the store's log.
 extension SpoolAPI {
     static let keepAlive = Duration.seconds(15)
 
@@ -51,29 +55,38 @@ extension SpoolAPI {
             // A job's stream starts at its first event; the global one at "now" unless resumed.
             var after = resumeFrom ?? (job == nil ? store.eventNotifier.latest : 0)
             try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
+            var lastWrite: ContinuousClock.Instant?
+            let notifier = store.eventNotifier
+            notifier.addReader()
+            defer { notifier.removeReader() }
             // Ends at once on graceful shutdown, even while waiting for the next event.
             try await withGracefulShutdownHandler {
                 streaming: while !Task.isCancelled, !Task.isShuttingDownGracefully {
                     // A revoked token's stream ends (at its next event or keep-alive).
                     if let name = principal.name, !tokens.exists(named: name) { break streaming }
-                    let (events, through) = try await Self.events(store, after: after, job: job, owner: owner)
-                    if !events.isEmpty { try await writer.write(ByteBuffer(string: events.map(Self.frame).joined())) }
+                    // Paced: events that come while the last write is recent go out together.
+                    if let lastWrite {
+                        let next = lastWrite + Self.writeInterval(streams: notifier.readers)
+                        if next > ContinuousClock.now { try? await Task.sleep(until: next) }
+                    }
+                    let (frames, through) = try await Self.events(store, after: after, job: job, owner: owner)
+                    if !frames.isEmpty { lastWrite = ContinuousClock.now }
+                    try await Self.write(frames, to: &writer)
                     after = through
-                    if job != nil, endedBefore || events.contains(where: { $0.kind == .state && Self.isTerminal($0) }) {
+                    if job != nil, endedBefore || frames.contains(where: \.endsJob) {
                         // The outputs event follows the final state shortly: send it, then end.
                         let deadline = ContinuousClock.now + .seconds(2)
-                        var sentOutputs = events.contains { $0.kind == .outputs }
+                        var sentOutputs = frames.contains { $0.event.kind == .outputs }
                         while !sentOutputs, ContinuousClock.now < deadline, !Task.isShuttingDownGracefully {
                             _ = await store.eventNotifier.wait(after: after, timeout: deadline - ContinuousClock.now)
                             let (rest, through) = try await Self.events(store, after: after, job: job, owner: owner)
                             after = through
-                            if rest.isEmpty { continue }
-                            try await writer.write(ByteBuffer(string: rest.map(Self.frame).joined()))
-                            sentOutputs = rest.contains { $0.kind == .outputs }
+                            try await Self.write(rest, to: &writer)
+                            sentOutputs = rest.contains { $0.event.kind == .outputs }
                         }
                         break streaming
                     }
-                    if events.count == Self.eventPage { continue }
+                    // Returns at once when the read was cut short (more is there already).
                     if !(await store.eventNotifier.wait(after: after, timeout: Self.keepAlive)), !Task.isShuttingDownGracefully {
                         try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
                     }
@@ -87,6 +100,19 @@ extension SpoolAPI {
 
     static let eventPage = 500
 
+    /// The least time between two writes of one stream while `streams` are open: 0.1 ms a
+    /// stream, at most 250 ms. Each write is a wake-up, a hop to the channel's event loop and
+    /// a `writev` (and a read by the client, on the same cores). 500 streams writing every
+    /// event apart — 1.5 M writes in `events_bench.py`'s 20 s — kept the event loops so busy
+    /// that status requests waited behind them (p99 80 ms; 4–7 ms paced, server CPU 24 s →
+    /// 15–18 s). Paced, the streams of one server make ~10,000 writes/s at most together,
+    /// whatever the event rate: 500 streams write every 50 ms with what came meanwhile; one
+    /// stream (a CLI's `--wait`) is not held back; the first event after a quiet spell goes at
+    /// once on any stream.
+    static func writeInterval(streams: Int) -> Duration {
+        min(.microseconds(100) * max(streams, 1), .milliseconds(250))
+    }
+
     /// How much of a finished job's end a stream read through `cursor` has carried.
     enum End { case none, finalStateOnly, complete }
 
@@ -99,7 +125,7 @@ extension SpoolAPI {
         while true {
             let page = try await store.events(after: after, job: job, limit: eventPage)
             for event in page where event.id <= cursor {
-                if event.kind == .state, isTerminal(event) { final = event }
+                if event.endsJob { final = event }
                 if event.kind == .outputs, final != nil { outputs = true }
             }
             guard page.count == eventPage, let last = page.last, last.id < cursor else { break }
@@ -109,35 +135,49 @@ extension SpoolAPI {
         return outputs || WallClock.now().microseconds - final.at.microseconds > 2_000_000 ? .complete : .finalStateOnly
     }
 
-    /// The events after `after` (a page at most) — from the notifier's memory when it has them
-    /// all (the common case for live streams), else from the store (replays, far-behind
-    /// readers) — and the id the reader has now seen the log through. For one job's stream
-    /// that cursor moves past other jobs' events too: left at the job's own last event, every
-    /// other job's event would wake the stream to find nothing, again and again, without it
-    /// ever suspending — two such streams held both threads of a 2-core server.
-    static func events(_ store: any JobStore, after: Int64, job: JobID?, owner: String? = nil) async throws -> (events: [JobEvent], through: Int64) {
+    /// The events after `after` — at most a page, and from memory at most `writeBytes` of
+    /// frames past the first — from the notifier's memory when it has them all (the common case
+    /// for live streams: every stream shares the frames encoded at publish), else from the
+    /// store (replays, far-behind readers, a gap while a commit is still being published), and
+    /// the id the reader has now seen the log through. For one job's stream that cursor moves
+    /// past other jobs' events too: left at the job's own last event, every other job's event
+    /// would wake the stream to find nothing, again and again, without it ever suspending —
+    /// two such streams held both threads of a 2-core server.
+    static func events(_ store: any JobStore, after: Int64, job: JobID?, owner: String? = nil) async throws -> (frames: [EventFrame], through: Int64) {
+        let notifier = store.eventNotifier
+        if let recent = notifier.recentFrames(after: after, job: job, owner: owner, limit: eventPage, maxBytes: writeBytes) {
+            return recent
+        }
         // Every event up to the notifier's `latest` is committed and readable (the PostgreSQL
         // store publishes its horizon), so a read that is not a full page has seen up to it.
-        let settled = store.eventNotifier.latest
-        let events = if let recent = store.eventNotifier.recent(after: after, job: job, owner: owner, limit: eventPage) {
-            recent
-        } else {
-            try await store.events(after: after, job: job, owner: owner, limit: eventPage)
-        }
+        let settled = notifier.latest
+        let events = try await store.events(after: after, job: job, owner: owner, limit: eventPage)
         let last = events.last?.id ?? after
-        return (events, events.count == eventPage ? last : max(last, settled))
+        return (events.map(EventFrame.init), events.count == eventPage ? last : max(last, settled))
     }
 
-    static func frame(_ event: JobEvent) -> String {
-        "id: \(event.id)\nevent: \(event.kind.rawValue)\ndata: \(event.wireData.canonicalText)\n\n"
-    }
+    /// How many bytes of frames one write carries at most (a single larger frame goes alone).
+    /// Bounds what each of 500 streams holds at once; a stream further behind writes again at
+    /// once (the body writer waits for the client to take the last write first).
+    static let writeBytes = 32 << 10
 
-    static func isTerminal(_ event: JobEvent) -> Bool {
-        guard let state = event.data["state"]?.stringValue.flatMap(JobState.init(rawValue:)) else { return false }
-        return state.isTerminal
+    static func write(_ frames: [EventFrame], to writer: inout any ResponseBodyWriter) async throws {
+        var start = frames.startIndex
+        while start < frames.endIndex {
+            var end = start, size = 0
+            while end < frames.endIndex, end == start || size + frames[end].bytes.count <= writeBytes {
+                size += frames[end].bytes.count
+                end += 1
+            }
+            var buffer = ByteBufferAllocator().buffer(capacity: size)
+            for frame in frames[start..<end] { buffer.writeBytes(frame.bytes) }
+            try await writer.write(buffer)
+            start = end
+        }
     }
 }
 
 extension HTTPField.Name {
     static let lastEventID = HTTPField.Name("Last-Event-ID")!
 }
+

@@ -274,20 +274,20 @@ import Testing
             let busy = try #require(try await submit(client, "busy")["id"]?.stringValue.flatMap(JobID.init))
             let notifier = store.eventNotifier
             let (own, start) = try await SpoolAPI.events(store, after: 0, job: quiet)
-            #expect(own.map(\.job) == [quiet])
+            #expect(own.map(\.event.job) == [quiet])
             #expect(start == notifier.latest)
 
             func log() async throws { try await store.appendEvent(.log, job: busy, data: .object(["text": .string("line\n")]), now: WallClock.now()) }
             try await log()
             let fromMemory = try await SpoolAPI.events(store, after: start, job: quiet)
-            #expect(fromMemory.events.isEmpty)
+            #expect(fromMemory.frames.isEmpty)
             #expect(fromMemory.through == notifier.latest && fromMemory.through > start)
 
             // More than the notifier keeps: the reader goes to the store, and still moves on.
             for _ in 0...EventNotifier.memoryCapacity { try await log() }
             #expect(notifier.recent(after: fromMemory.through, job: quiet, limit: SpoolAPI.eventPage) == nil)
             let fromStore = try await SpoolAPI.events(store, after: fromMemory.through, job: quiet)
-            #expect(fromStore.events.isEmpty)
+            #expect(fromStore.frames.isEmpty)
             #expect(fromStore.through == notifier.latest)
         }
     }

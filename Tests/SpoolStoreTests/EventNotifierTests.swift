@@ -57,4 +57,76 @@ import Testing
         #expect(ContinuousClock.now - started < .seconds(5))
         #expect(await notifier.wait(after: 0, timeout: .seconds(60)), "an event that is there is still reported")
     }
+
+    @Test func aShortWaitAfterALongOneStillEndsOnTime() async {
+        let notifier = EventNotifier()
+        notifier.published([event(1)])
+        let long = Task { await notifier.wait(after: 1, timeout: .seconds(60)) }
+        let registered = ContinuousClock.now + .seconds(10)
+        while notifier.waiting == 0, ContinuousClock.now < registered { await Task.yield() }
+        #expect(notifier.waiting == 1, "the long wait is registered first")
+        let started = ContinuousClock.now
+        #expect(await notifier.wait(after: 1, timeout: .milliseconds(50)) == false)
+        #expect(ContinuousClock.now - started < .seconds(10), "the one timer wakes for the earliest deadline")
+        notifier.published([event(2)])
+        #expect(await long.value, "the long wait still sees the event")
+    }
+
+    @Test func aCancelledWaitReturnsFalseAtOnce() async {
+        let notifier = EventNotifier()
+        let waiting = Task { await notifier.wait(after: 0, timeout: .seconds(60)) }
+        waiting.cancel()
+        #expect(await waiting.value == false)
+        #expect(await notifier.wait(after: 0, timeout: .milliseconds(10)) == false, "and the notifier goes on waiting for others")
+    }
+
+    /// 500 streams share each event's frame: it is encoded once, at publish.
+    @Test func recentFramesAreTheFramesEncodedAtPublish() throws {
+        let notifier = EventNotifier()
+        let events = (1...3).map(event)
+        notifier.published(events)
+        let recent = try #require(notifier.recentFrames(after: 0, job: nil, owner: nil, limit: 10, maxBytes: .max))
+        #expect(recent.frames == events.map(EventFrame.init))
+        #expect(recent.through == 3)
+        let text = String(decoding: recent.frames[0].bytes, as: UTF8.self)
+        #expect(text.hasPrefix("id: 1\nevent: state\ndata: {\"at\":") && text.hasSuffix("}\n\n"))
+    }
+
+    /// A stream far behind takes a bounded piece at a time and comes back for the rest.
+    @Test func recentFramesStopAtTheByteBudgetAndSayHowFarTheyRead() throws {
+        let notifier = EventNotifier()
+        notifier.published((1...10).map(event))
+        let size = EventFrame(event(1)).bytes.count
+        let first = try #require(notifier.recentFrames(after: 0, job: nil, owner: nil, limit: 100, maxBytes: size * 3 + 1))
+        #expect(first.frames.map(\.id) == [1, 2, 3])
+        #expect(first.through == 3)
+        let one = try #require(notifier.recentFrames(after: 3, job: nil, owner: nil, limit: 100, maxBytes: 1))
+        #expect(one.frames.map(\.id) == [4], "one frame larger than the budget still goes")
+        let rest = try #require(notifier.recentFrames(after: 4, job: nil, owner: nil, limit: 100, maxBytes: .max))
+        #expect(rest.frames.map(\.id) == Array(5...10))
+        #expect(rest.through == 10)
+    }
+
+    @Test func aFilteredReaderReadsThroughOtherJobsEvents() throws {
+        let notifier = EventNotifier()
+        let other = JobEvent(id: 2, job: JobID.random(), kind: .state, at: Timestamp(microseconds: 2), data: .object([:]))
+        notifier.published([event(1), other, event(3), JobEvent(id: 4, job: other.job, kind: .log, at: Timestamp(microseconds: 4), data: .object([:]))])
+        let mine = try #require(notifier.recentFrames(after: 0, job: job, owner: nil, limit: 100, maxBytes: .max))
+        #expect(mine.frames.map(\.id) == [1, 3])
+        #expect(mine.through == 4)
+        let limited = try #require(notifier.recentFrames(after: 0, job: job, owner: nil, limit: 1, maxBytes: .max))
+        #expect(limited.frames.map(\.id) == [1])
+        #expect(limited.through == 1)
+    }
+
+    /// The memory keeps exactly the newest `memoryCapacity` events, however many went through it.
+    @Test func memoryHoldsTheNewestEventsAcrossManyPublishes() {
+        let notifier = EventNotifier()
+        let total = Int64(EventNotifier.memoryCapacity * 3 + 7)
+        for id in 1...total { notifier.published([event(id)]) }
+        let oldest = total - Int64(EventNotifier.memoryCapacity) + 1
+        #expect(notifier.recent(after: oldest - 1, job: nil, limit: 2)?.map(\.id) == [oldest, oldest + 1])
+        #expect(notifier.recent(after: oldest - 2, job: nil, limit: 2) == nil)
+        #expect(notifier.recent(after: total - 1, job: nil, limit: 2)?.map(\.id) == [total])
+    }
 }
