@@ -1,4 +1,5 @@
 import Glibc
+import SpoolExecutor
 
 /// Start-up (the dynamic loader, the Swift runtime's conformance scans, the libraries' set-up)
 /// touches far more code than serving does, and the kernel maps neighbouring pages of a file on
@@ -53,16 +54,6 @@ public enum CodePages {
     }
 
     private static func readSmaps() -> String? {
-        let descriptor = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { return nil }
-        defer { close(descriptor) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
-            if count <= 0 { break }
-            bytes += buffer[0..<count]
-        }
-        return String(decoding: bytes, as: UTF8.self)
+        OrphanReaper.readFile("/proc/self/smaps", limit: 64 << 20).map { String(decoding: $0, as: UTF8.self) }
     }
 }

@@ -128,7 +128,9 @@ public enum OrphanReaper {
         return status[close + 2] != UInt8(ascii: "Z")
     }
 
-    static func readFile(_ path: String) -> [UInt8]? {
+    /// A /proc file's bytes (at most `limit`, a little over when the last read crosses it);
+    /// nil when it cannot be opened (the process is gone).
+    public static func readFile(_ path: String, limit: Int = 1 << 20) -> [UInt8]? {
         let descriptor = open(path, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }
@@ -138,7 +140,7 @@ public enum OrphanReaper {
             let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
             if count <= 0 { break }
             bytes += buffer[0..<count]
-            if bytes.count > 1 << 20 { break }
+            if bytes.count > limit { break }
         }
         return bytes
     }

@@ -1,6 +1,8 @@
 // The scheduler's loop and every handler that changes slot occupancy stay in one actor and one
-// file (a little over 400 lines): the board's invariant is easiest to check when each move is in
-// sight of the others. Execution, workers and the store live elsewhere.
+// file (about 750 lines, a third of them the start-before-commit handover of a local store): the
+// board's invariant is easiest to check when each move is in sight of the others, and the
+// handover's state (looked-up jobs, uncommitted starts, voided attempts) is private to the actor.
+// Execution, workers and the store live elsewhere.
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -382,9 +384,12 @@ public actor Scheduler: Service {
                 if let local {
                     _ = try await local.commit(finished: FinishedAttempt(job: job.id, attempt: job.attempts, outcome: result.outcome,
                                                                          result: result.result, now: now), started: nil)
-                    answer = .success(try await claimFor.asyncMap { slot in
-                        try await local.claimNext(for: slot, excluding: excluding, skipping: skipping, now: now)
-                    } ?? nil)
+                    let next = if let claimFor {
+                        try await local.claimNext(for: claimFor, excluding: excluding, skipping: skipping, now: now)
+                    } else {
+                        nil as Job?
+                    }
+                    answer = .success(next)
                 } else {
                     answer = .success(try await store.finish(job.id, attempt: job.attempts, outcome: result.outcome, result: result.result,
                                                              now: now, claimNextFor: claimFor, excluding: excluding))
@@ -755,12 +760,5 @@ public actor Scheduler: Service {
         } catch {
             logger.warning("could not save progress", metadata: ["job": "\(job.id)", "error": "\(error)"])
         }
-    }
-}
-
-extension Optional {
-    fileprivate func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
-        guard let self else { return nil }
-        return try await transform(self)
     }
 }

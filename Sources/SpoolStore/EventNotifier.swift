@@ -171,7 +171,7 @@ public final class EventNotifier: Sendable {
                     // that ends early leaves no sleep behind. It ends when no wait has a
                     // deadline left, and is never cancelled (a cancelled Task.sleep would stay
                     // scheduled until its deadline — the very cost it replaces).
-                    Task { await self.sweep(id: sweep, at: deadline) }
+                    Task { await self.sweep(id: sweep, at: deadline) }   // unstructured: see above
                 }
             }
         } onCancel: {

@@ -161,14 +161,15 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
 
     public func commit(finished: FinishedAttempt?, started: Job?) async throws -> Bool {
         if let finished { record(finished) }
-        guard let started, let stored = jobsByID[started.id], stored.state == .queued, stored.attempts == started.attempts - 1 else {
+        guard let started, let slot = started.slot, let startedAt = started.startedAt, let stored = jobsByID[started.id],
+              stored.state == .queued, stored.attempts == started.attempts - 1 else {
             return false
         }
         var job = stored
-        job.start(on: started.slot ?? SlotID(0), at: started.startedAt ?? finished?.now ?? WallClock.now())
+        job.start(on: slot, at: startedAt)
         jobsByID[job.id] = job
         notifier.publish(job.id)
-        record(.state, job, at: job.startedAt!)
+        record(.state, job, at: startedAt)
         return true
     }
 
