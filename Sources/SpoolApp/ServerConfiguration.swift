@@ -106,7 +106,7 @@ public struct ServerConfiguration: Sendable {
         "auth", "metrics_public", "allowed_hosts", "cors_origins", "max_queued", "tls_cert", "tls_key", "header_timeout_s",
         "max_connections", "webhook_allow_private",
     ]
-    static let jobTypeKeys = Set(["command", "timeout_s", "max_attempts", "input_schema", "env", "working_dir", "mode"])
+    static let jobTypeKeys = Set(["command", "timeout_s", "max_attempts", "retry", "input_schema", "env", "working_dir", "mode"])
         .union(workerKeys)
     static let workerKeys: Set<String> = [
         "max_jobs_per_worker", "max_rss_mb", "max_vram_mb", "vram_growth_mb", "idle_timeout_s", "heartbeat_s",
@@ -265,6 +265,11 @@ public struct ServerConfiguration: Sendable {
                 throw ConfigurationError("\(path).max_attempts must be an integer from 1 to 100")
             }
             type.maxAttempts = Int(count)
+        }
+        if let retry = fields["retry"], retry != .null {
+            do { type.retry = try RetryPolicy(json: retry, what: "job_types.\(name).retry") } catch {
+                throw ConfigurationError("\(source): \(error)")
+            }
         }
         if let schema = fields["input_schema"] {
             do { type.inputSchema = try InputSchema(schema, at: "input_schema") } catch {

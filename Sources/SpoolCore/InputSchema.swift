@@ -169,7 +169,7 @@ public indirect enum InputSchema: Sendable {
         name.replacingAll("~", with: "~0").replacingAll("/", with: "~1")
     }
 
-    static func format(_ number: Double) -> String {
+    public static func format(_ number: Double) -> String {
         number == number.rounded() && abs(number) < 1e15 ? String(Int64(number)) : String(number)
     }
 }

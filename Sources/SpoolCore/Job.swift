@@ -52,6 +52,14 @@ public struct Job: Sendable, Hashable {
     public var fairTag: Int64 = 0
     /// Its owner's fair-share weight at submit: the store's input for `fairTag`, not stored.
     public var shareWeight: Double = 1
+    /// When a failing attempt runs again (nil: a failure is the answer).
+    public var retry: RetryPolicy?
+    /// A queued job is not started before this time (`run_at`, `delay_s`, a retry's back-off).
+    public var notBefore: Timestamp?
+    /// A queued job not started by this time is canceled with reason `deadline` (`start_within_s`).
+    public var startBy: Timestamp?
+    /// Every attempt that ended, oldest first.
+    public var attemptLog: [AttemptRecord] = []
 
     public init(
         id: JobID, sequence: Int64 = 0, type: String, input: JSONValue, priority: Int,
@@ -75,14 +83,19 @@ public struct Job: Sendable, Hashable {
 
     /// What idempotent resubmits compare: the same key with another fingerprint is a conflict.
     public var fingerprint: String {
-        JSONValue.object([
+        var fields: [String: JSONValue] = [
             "type": .string(type), "input": input, "priority": .int(Int64(priority)),
             "timeout_s": .double(timeoutSeconds), "webhook": webhookURL.map(JSONValue.string) ?? .null,
             "webhook_events": .array(webhookEvents.map(JSONValue.string)),
-        ]).canonicalText
+        ]
+        // Only when set, so that the fingerprints of jobs stored before retries existed still match.
+        if let retry { fields["retry"] = retry.json }
+        return JSONValue.object(fields).canonicalText
     }
 
     /// Applies an attempt's outcome: the one place that decides the fields a finished attempt sets.
+    /// A failure its `retry` policy covers goes back to the queue until `notBefore` (the policy's
+    /// back-off); every attempt that was not handed back is added to `attemptLog`.
     public mutating func record(_ outcome: JobOutcome, at now: Timestamp, result: JSONValue? = nil) {
         if outcome.givesAttemptBack {
             // The attempt did not get a fair run; it does not use up the job's budget.
@@ -90,8 +103,16 @@ public struct Job: Sendable, Hashable {
             requeue()
             return
         }
+        if let retry, retry.retries(outcome, attempt: attempts) {
+            let retryAt = now.adding(seconds: retry.backoff(after: attempts, of: id))
+            log(outcome, at: now, state: .queued, retryAt: retryAt)
+            requeue()
+            notBefore = retryAt
+            return
+        }
         if case .workerLost = outcome, attempts < maxAttempts {
             // The worker died under the job, not the job itself: run it again while attempts remain.
+            log(outcome, at: now, state: .queued)
             requeue()
             return
         }
@@ -102,6 +123,36 @@ public struct Job: Sendable, Hashable {
         signal = outcome.signal
         error = outcome.errorMessage(timeout: timeoutSeconds)
         self.result = outcome == .succeeded ? result : nil
+        log(outcome, at: now, state: state)
+    }
+
+    private mutating func log(_ outcome: JobOutcome, at now: Timestamp, state: JobState, retryAt: Timestamp? = nil) {
+        attemptLog.append(AttemptRecord(number: attempts, slot: slot, node: node, startedAt: startedAt, endedAt: now, state: state,
+                                        reason: outcome.reason, exitCode: outcome.exitCode, signal: outcome.signal,
+                                        error: outcome.errorMessage(timeout: timeoutSeconds), retryAt: retryAt))
+    }
+
+    /// What the `error` of a queued job canceled at its deadline says.
+    public static let deadlineMessage = "the job could not start before its deadline (start_within_s) and was canceled"
+
+    /// A queued job whose `startBy` passed: canceled with reason `deadline`.
+    public mutating func expire(at now: Timestamp) {
+        state = .canceled
+        reason = .deadline
+        finishedAt = now
+        error = Self.deadlineMessage
+        position = nil
+    }
+
+    /// Whether a slot may take this queued job at `now` (its `notBefore` has come, its `startBy` has not passed).
+    public func isDue(at now: Timestamp) -> Bool {
+        (notBefore.map { $0 <= now } ?? true) && (startBy.map { now < $0 } ?? true)
+    }
+
+    /// The next time something is due for this queued job: its start becoming allowed, or its deadline.
+    public var nextTimer: Timestamp? {
+        guard state == .queued else { return nil }
+        return [notBefore, startBy].compactMap { $0 }.min()
     }
 
     /// What the `error` of a job failed by recovery says.
@@ -126,7 +177,10 @@ public struct Job: Sendable, Hashable {
     /// A running job whose attempt ended without a word from it: run it again while attempts
     /// remain, else fail it for `reason`.
     private mutating func requeueOrFail(because reason: FailureReason, _ message: String, at now: Timestamp) {
-        guard attempts >= maxAttempts else { return requeue() }
+        let last = attempts >= maxAttempts
+        attemptLog.append(AttemptRecord(number: attempts, slot: slot, node: node, startedAt: startedAt, endedAt: now,
+                                        state: last ? .failed : .queued, reason: reason, error: last ? message : nil))
+        guard last else { return requeue() }
         state = .failed
         self.reason = reason
         finishedAt = now

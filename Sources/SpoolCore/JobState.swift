@@ -52,4 +52,6 @@ public enum FailureReason: String, Sendable, Codable, CaseIterable {
     /// With a shared store: the node running the job stopped renewing its lease (it died or
     /// lost the database), and no attempt was left.
     case nodeLost = "node_lost"
+    /// The job was still queued when its `start_within_s` deadline passed, and was canceled.
+    case deadline
 }

@@ -4,9 +4,11 @@ public struct JobType: Sendable {
     public var command: CommandTemplate
     /// The longest an attempt may run; a submit may ask for less, never more.
     public var timeoutSeconds: Double
-    /// Total attempts, counting the first. Only a server crash mid-run uses a further attempt;
-    /// a job that fails on its own is not retried (its failure is the answer).
+    /// Total attempts, counting the first. A server crash mid-run uses a further attempt; a job
+    /// that fails on its own is retried only under a `retry` policy (its type's or its submit's).
     public var maxAttempts: Int
+    /// The retry policy of jobs of this type that do not bring their own.
+    public var retry: RetryPolicy?
     public var inputSchema: InputSchema?
     /// Extra environment for the child (on top of the server's own and the `SPOOL_*` variables).
     public var environment: [String: String]
@@ -51,6 +53,13 @@ public struct Submission: Sendable {
     public var idempotencyKey: String?
     public var webhookURL: String?
     public var webhookEvents: [String] = []
+    /// Overrides the type's retry policy.
+    public var retry: RetryPolicy?
+    /// Not before this time (`run_at`), or this many seconds after the submit (`delay_s`).
+    public var runAt: Timestamp?
+    public var delaySeconds: Double?
+    /// Cancel it (reason `deadline`) if it has not started this many seconds after it could first start.
+    public var startWithinSeconds: Double?
 
     public init(type: String, input: JSONValue = .object([:]), priority: Int = 0, timeoutSeconds: Double? = nil, idempotencyKey: String? = nil) {
         self.type = type
@@ -81,6 +90,8 @@ public struct JobCatalog: Sendable {
     public subscript(name: String) -> JobType? { types[name] }
 
     public static let priorityRange = -1_000_000...1_000_000
+    /// The furthest ahead a job may be scheduled (`run_at`, `delay_s`) or given to start (`start_within_s`): 30 days.
+    public static let longestWait = 30 * 86_400.0
 
     /// Checks a submission and builds the job to store. Pure: the id and time come in.
     public func admit(_ submission: Submission, id: JobID, now: Timestamp) throws(SubmissionRejection) -> Job {
@@ -110,11 +121,39 @@ public struct JobCatalog: Sendable {
         guard problems.isEmpty else {
             throw SubmissionRejection(kind: .invalidInput, message: "the input does not fit the \(type.name) type", problems: problems)
         }
+        let retry = submission.retry ?? type.retry
         var job = Job(id: id, type: type.name, input: submission.input, priority: submission.priority,
-                      timeoutSeconds: timeout, maxAttempts: type.maxAttempts, createdAt: now,
+                      timeoutSeconds: timeout, maxAttempts: max(type.maxAttempts, retry?.maxAttempts ?? 1), createdAt: now,
                       idempotencyKey: submission.idempotencyKey)
         job.webhookURL = submission.webhookURL
         job.webhookEvents = submission.webhookEvents
+        job.retry = retry
+        (job.notBefore, job.startBy) = try Self.schedule(submission, now: now)
         return job
+    }
+
+    /// `notBefore` and `startBy` from `run_at`/`delay_s` and `start_within_s`: the deadline
+    /// counts from when the job may first start.
+    static func schedule(_ submission: Submission, now: Timestamp) throws(SubmissionRejection) -> (Timestamp?, Timestamp?) {
+        func refuse(_ message: String) -> SubmissionRejection { SubmissionRejection(kind: .invalidRequest, message: message, problems: []) }
+        let days = Int(longestWait / 86_400)
+        var notBefore: Timestamp?
+        switch (submission.runAt, submission.delaySeconds) {
+        case (_?, _?):
+            throw refuse("give run_at or delay_s, not both")
+        case (let runAt?, nil):
+            guard runAt.secondsSince1970 - now.secondsSince1970 <= longestWait else { throw refuse("run_at must be at most \(days) days ahead") }
+            notBefore = runAt > now ? runAt : nil   // a time already past: as soon as possible
+        case (nil, let delay?):
+            guard delay >= 0, delay.isFinite, delay <= longestWait else { throw refuse("delay_s must be from 0 to \(Int(longestWait)) seconds") }
+            notBefore = delay > 0 ? now.adding(seconds: delay) : nil
+        case (nil, nil):
+            break
+        }
+        guard let within = submission.startWithinSeconds else { return (notBefore, nil) }
+        guard within > 0, within.isFinite, within <= longestWait else {
+            throw refuse("start_within_s must be greater than 0 and at most \(Int(longestWait)) seconds")
+        }
+        return (notBefore, (notBefore ?? now).adding(seconds: within))
     }
 }

@@ -52,6 +52,12 @@ public struct JobWire: Codable, Sendable, Equatable {
     public var eta: ETA?
     public var webhook: String?
     public var webhookEvents: [String]?
+    /// A queued job does not start before this time (`run_at`, `delay_s`, a retry's back-off).
+    public var notBefore: String?
+    /// A queued job not started by this time is canceled with reason `deadline`.
+    public var startBy: String?
+    /// The job's retry policy, when it has one.
+    public var retry: JSONValue?
 
     public var isTerminal: Bool { ["succeeded", "failed", "canceled"].contains(state) }
 
@@ -59,7 +65,7 @@ public struct JobWire: Codable, Sendable, Equatable {
         case id, type, state, reason, input, priority, timeoutSeconds = "timeout_s", attempts, maxAttempts = "max_attempts", position,
              progress, createdAt = "created_at", startedAt = "started_at", finishedAt = "finished_at", exitCode = "exit_code", signal,
              error, slot, result, cancelRequested = "cancel_requested", node, owner, canceledBy = "canceled_by", eta, webhook,
-             webhookEvents = "webhook_events"
+             webhookEvents = "webhook_events", notBefore = "not_before", startBy = "start_by", retry
     }
 
     /// Reads what a server sends; fields a server may leave out (an older one, or the benchmark's
@@ -92,6 +98,9 @@ public struct JobWire: Codable, Sendable, Equatable {
         eta = try fields.decodeIfPresent(ETA.self, forKey: .eta)
         webhook = try fields.decodeIfPresent(String.self, forKey: .webhook)
         webhookEvents = try fields.decodeIfPresent([String].self, forKey: .webhookEvents)
+        notBefore = try fields.decodeIfPresent(String.self, forKey: .notBefore)
+        startBy = try fields.decodeIfPresent(String.self, forKey: .startBy)
+        retry = try fields.decodeIfPresent(JSONValue.self, forKey: .retry)
     }
 
     /// The job as the server shows it; `estimate` (with `now`) for a queued job's `eta`.
@@ -126,6 +135,9 @@ public struct JobWire: Codable, Sendable, Equatable {
         }
         webhook = job.webhookURL
         webhookEvents = job.webhookURL == nil ? nil : job.webhookEvents
+        notBefore = job.state == .queued ? job.notBefore?.description : nil
+        startBy = job.state == .queued ? job.startBy?.description : nil
+        retry = job.retry?.json
     }
 
     /// The JSON the API sends.
@@ -159,6 +171,9 @@ public struct JobWire: Codable, Sendable, Equatable {
                 return .object(fields)
             }
         }
+        if let notBefore { fields["not_before"] = .string(notBefore) }
+        if let startBy { fields["start_by"] = .string(startBy) }
+        if let retry { fields["retry"] = retry }
         if let webhook {
             fields["webhook"] = .string(webhook)
             fields["webhook_events"] = .array((webhookEvents ?? []).map(JSONValue.string))

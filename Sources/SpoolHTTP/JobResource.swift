@@ -28,9 +28,11 @@ struct QueueResource {
     }
 }
 
-/// The submit body: `{"type", "input"?, "priority"?, "timeout_s"?}`; nothing else.
+/// The submit body: `{"type", "input"?, "priority"?, "timeout_s"?, "webhook"?, "webhook_events"?,
+/// "retry"?, "run_at"?, "delay_s"?, "start_within_s"?}`; nothing else.
 struct SubmitBody {
-    static let fields: Set<String> = ["type", "input", "priority", "timeout_s", "webhook", "webhook_events"]
+    static let fields: Set<String> = ["type", "input", "priority", "timeout_s", "webhook", "webhook_events", "retry", "run_at", "delay_s",
+                                      "start_within_s"]
     static let webhookEvents: Set<String> = ["started", "progress", "completed"]
 
     let submission: Submission
@@ -42,7 +44,7 @@ struct SubmitBody {
         let unknown = object.keys.filter { !Self.fields.contains($0) }.sorted()
         guard unknown.isEmpty else {
             throw APIError.unprocessable("unknown field(s) \(unknown.map { "\"\($0)\"" }.joined(separator: ", ")); "
-                                         + "a job takes type, input, priority, timeout_s, webhook and webhook_events")
+                                         + "a job takes type, input, priority, timeout_s, webhook, webhook_events, retry, run_at, delay_s and start_within_s")
         }
         guard let type = object["type"]?.stringValue else {
             throw APIError.unprocessable("\"type\" is required and must be a string naming a job type")
@@ -76,7 +78,24 @@ struct SubmitBody {
             guard submission.webhookURL != nil else { throw APIError.unprocessable("\"webhook_events\" needs a \"webhook\" URL") }
             submission.webhookEvents = Array(Set(list.compactMap(\.stringValue))).sorted()
         }
+        if let value = object["retry"], value != .null {
+            do { submission.retry = try RetryPolicy(json: value) } catch { throw APIError.unprocessable(error.description) }
+        }
+        if let value = object["run_at"], value != .null {
+            guard let text = value.stringValue, let time = Timestamp(rfc3339: text) else {
+                throw APIError.unprocessable("\"run_at\" must be an RFC 3339 time in UTC, like \"2026-12-24T18:00:00Z\"")
+            }
+            submission.runAt = time
+        }
+        submission.delaySeconds = try Self.seconds(object["delay_s"], "delay_s")
+        submission.startWithinSeconds = try Self.seconds(object["start_within_s"], "start_within_s")
         self.submission = submission
+    }
+
+    private static func seconds(_ value: JSONValue?, _ name: String) throws(APIError) -> Double? {
+        guard let value, value != .null else { return nil }
+        guard let number = value.doubleValue else { throw APIError.unprocessable("\"\(name)\" must be a number of seconds") }
+        return number
     }
 
     /// `http://` or `https://`, a URL that parses (RFC 3986: no spaces, balanced brackets), a

@@ -21,6 +21,7 @@ extension SpoolAPI {
         ("/v1/events", [.get]),
         ("/v1/jobs/:id/events", [.get]),
         ("/v1/jobs/:id/webhooks", [.get]),
+        ("/v1/jobs/:id/attempts", [.get]),
         ("/v1/session", [.post, .delete]),
         ("/metrics", [.get]),
         ("/", [.get]),

@@ -59,6 +59,12 @@ extension PostgresJobStore {
         job.owner = owner.isEmpty ? nil : owner
         job.canceledBy = try row["canceled_by"].decode(String?.self)
         job.fairTag = try row["fair_tag"].decode(Int64.self)
+        if let retryText = try row["retry"].decode(String?.self) {
+            job.retry = try? RetryPolicy(json: try JSONParser.parse(retryText.utf8))
+        }
+        job.notBefore = try row["not_before"].decode(Int64?.self).map(Timestamp.init(microseconds:))
+        job.startBy = try row["start_by"].decode(Int64?.self).map(Timestamp.init(microseconds:))
+        job.attemptLog = AttemptRecord.decode(try row["attempt_log"].decode(String?.self))
         if row.contains("position") {
             job.position = try row["position"].decode(Int64?.self).map(Int.init)
         }

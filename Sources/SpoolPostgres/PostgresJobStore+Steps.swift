@@ -145,13 +145,13 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
                 f AS (
                     SELECT * FROM json_to_recordset($3::json) AS f(seq bigint, attempt integer, state text, reason text,
                         attempts integer, started_at bigint, finished_at bigint, exit_code integer, signal integer, error text,
-                        slot integer, node text, result text, at bigint, event text)
+                        slot integer, node text, result text, not_before bigint, attempt_log text, at bigint, event text)
                 ), locked AS (
                     SELECT seq FROM jobs WHERE seq = ANY($4::bigint[]) ORDER BY seq FOR UPDATE
                 ), fin AS (
                     UPDATE jobs j SET state = f.state, reason = f.reason, attempts = f.attempts, started_at = f.started_at,
                         finished_at = f.finished_at, exit_code = f.exit_code, signal = f.signal, error = f.error, slot = f.slot,
-                        node = f.node, lease_until = NULL, result = f.result,
+                        node = f.node, lease_until = NULL, result = f.result, not_before = f.not_before, attempt_log = f.attempt_log,
                         progress_fraction = CASE WHEN f.state = 'queued' THEN NULL ELSE j.progress_fraction END,
                         progress_message = CASE WHEN f.state = 'queued' THEN NULL ELSE j.progress_message END
                     FROM f, locked WHERE j.seq = locked.seq AND j.seq = f.seq AND j.state = 'running' AND j.attempts = f.attempt
@@ -178,6 +178,8 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
                 ), next AS (
                     SELECT seq, priority, fair_tag, owner FROM jobs
                     WHERE state = 'queued' AND NOT (type = ANY($\(first + 2)::text[]))
+                      AND (not_before IS NULL OR not_before <= (SELECT min(at) FROM c))
+                      AND (start_by IS NULL OR start_by > (SELECT min(at) FROM c))
                       AND owner NOT IN (SELECT name FROM room WHERE spare <= 0)
                     ORDER BY priority DESC, fair_tag, seq LIMIT cardinality($\(first)::bigint[]) FOR UPDATE SKIP LOCKED
                 ), allowed AS (
@@ -246,6 +248,8 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
                     "exit_code": job.exitCode.map { .int(Int64($0)) } ?? .null, "signal": job.signal.map { .int(Int64($0)) } ?? .null,
                     "error": job.error.map(JSONValue.string) ?? .null, "slot": job.slot.map { .int(Int64($0.rawValue)) } ?? .null,
                     "node": job.node.map(JSONValue.string) ?? .null, "result": job.result.map { .string($0.canonicalText) } ?? .null,
+                    "not_before": job.notBefore.map { .int($0.microseconds) } ?? .null,
+                    "attempt_log": AttemptRecord.encode(job.attemptLog).map(JSONValue.string) ?? .null,
                     "at": .int(finish.at.microseconds), "event": .string(JobEvent.stateData(of: job).canonicalText),
                 ])
             }).canonicalText)

@@ -166,10 +166,11 @@ public final class PostgresJobStore: SharedJobStore {
                         COALESCE((SELECT min(fair_tag) FROM jobs WHERE state = 'queued' AND priority = \(job.priority)), 0) + 1) AS t
                 ), ins AS (
                     INSERT INTO jobs (id, type, input, priority, timeout_s, max_attempts, state, attempts, created_at,
-                                      idempotency_key, fingerprint, webhook_url, webhook_events, owner, fair_tag)
+                                      idempotency_key, fingerprint, webhook_url, webhook_events, owner, fair_tag, retry, not_before, start_by)
                     SELECT \(job.id.rawValue), \(job.type), \(job.input.canonicalText), \(job.priority), \(job.timeoutSeconds),
                            \(job.maxAttempts), 'queued', 0, \(job.createdAt.microseconds), \(job.idempotencyKey),
-                           \(job.fingerprint), \(job.webhookURL), \(webhookEvents), \(owner), tag.t
+                           \(job.fingerprint), \(job.webhookURL), \(webhookEvents), \(owner), tag.t,
+                           \(job.retry?.json.canonicalText), \(job.notBefore?.microseconds), \(job.startBy?.microseconds)
                     FROM tag WHERE NOT (SELECT f FROM full_total) AND NOT (SELECT f FROM full_owner)
                     ON CONFLICT DO NOTHING
                     RETURNING seq, fair_tag
@@ -246,6 +247,37 @@ public final class PostgresJobStore: SharedJobStore {
         try await read("count the queue") { connection in
             Int(try await connection.query("SELECT count(*) FROM jobs WHERE state = 'queued' AND owner = \(owner)",
                                            logger: self.logger).decodeFirst(Int64.self) ?? 0)
+        }
+    }
+
+    public func queuedCount(priorityAtLeast priority: Int) async throws -> Int {
+        try await read("count the queue") { connection in
+            Int(try await connection.query("SELECT count(*) FROM jobs WHERE state = 'queued' AND priority >= \(priority)",
+                                           logger: self.logger).decodeFirst(Int64.self) ?? 0)
+        }
+    }
+
+    public func expireDeadlines(now: Timestamp) async throws -> [Job] {
+        let (expired, newest) = try await transaction("cancel jobs past their deadline") { connection -> ([Job], Int64?) in
+            let jobs = try await Self.jobs(from: connection.query("""
+                UPDATE jobs SET state = 'canceled', reason = 'deadline', finished_at = \(now.microseconds), error = \(Job.deadlineMessage)
+                WHERE seq IN (SELECT seq FROM jobs WHERE state = 'queued' AND start_by IS NOT NULL AND start_by <= \(now.microseconds)
+                              ORDER BY seq LIMIT 1000 FOR UPDATE SKIP LOCKED)
+                RETURNING *
+                """, logger: self.logger)).sorted { $0.sequence < $1.sequence }
+            guard !jobs.isEmpty else { return (jobs, nil) }
+            return (jobs, try await self.insertEvents(jobs.map { .state(of: $0, at: now) }, on: connection))
+        }
+        published(newest, jobs: expired.map(\.id))
+        return expired
+    }
+
+    public func nextTimer(after now: Timestamp) async throws -> Timestamp? {
+        try await read("read the queue's timers") { connection in
+            try await connection.query("""
+                SELECT LEAST((SELECT min(not_before) FROM jobs WHERE state = 'queued' AND not_before > \(now.microseconds)),
+                             (SELECT min(start_by) FROM jobs WHERE state = 'queued' AND start_by IS NOT NULL))
+                """, logger: self.logger).decodeFirst(Int64?.self).flatMap { $0 }.map(Timestamp.init(microseconds:))
         }
     }
 
@@ -331,7 +363,8 @@ public final class PostgresJobStore: SharedJobStore {
                 exit_code = \(job.exitCode.map(Int.init)), signal = \(job.signal.map(Int.init)), error = \(job.error),
                 slot = \(job.slot?.rawValue), node = \(job.node), lease_until = NULL,
                 progress_fraction = \(job.progress?.fraction), progress_message = \(job.progress?.message),
-                result = \(job.result?.canonicalText)
+                result = \(job.result?.canonicalText), not_before = \(job.notBefore?.microseconds),
+                attempt_log = \(AttemptRecord.encode(job.attemptLog))
             WHERE seq = \(job.sequence)
             """, logger: logger)
         return try await insertEvents([.state(of: job, at: now)], signal: job.state == .queued ? "queued" : nil, on: connection)

@@ -142,6 +142,36 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         }
     }
 
+    public func queuedCount(priorityAtLeast priority: Int) async throws -> Int {
+        try await read("count the queue") { db in
+            try Int.fetchOne(db, cached: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority >= ?", arguments: [priority]) ?? 0
+        }
+    }
+
+    public func expireDeadlines(now: Timestamp) async throws -> [Job] {
+        let (expired, events) = try await write("cancel jobs past their deadline") { db -> ([Job], [JobEvent]) in
+            let rows = try Row.fetchAll(db, cached: """
+                UPDATE jobs SET state = 'canceled', reason = 'deadline', finished_at = ?, error = ?
+                WHERE state = 'queued' AND start_by IS NOT NULL AND start_by <= ?
+                RETURNING *
+                """, arguments: [now.microseconds, Job.deadlineMessage, now.microseconds])
+            let jobs = try rows.map(Self.job(from:)).sorted { $0.sequence < $1.sequence }
+            return (jobs, try jobs.map { try Self.insertEvent(.state, of: $0, at: now, in: db) })
+        }
+        notifier.publish(expired.map(\.id))
+        eventNotifier.published(events)
+        return expired
+    }
+
+    public func nextTimer(after now: Timestamp) async throws -> Timestamp? {
+        try await read("read the queue's timers") { db in
+            let due = try Int64.fetchOne(db, cached: "SELECT MIN(not_before) FROM jobs WHERE state = 'queued' AND not_before > ?",
+                                         arguments: [now.microseconds])
+            let deadline = try Int64.fetchOne(db, cached: "SELECT MIN(start_by) FROM jobs WHERE state = 'queued' AND start_by IS NOT NULL")
+            return [due, deadline].compactMap { $0 }.min().map(Timestamp.init(microseconds:))
+        }
+    }
+
     public func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job? {
         try await claimNext(for: slot, excluding: excluding, skipping: [], now: now)
     }
@@ -170,14 +200,14 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         return next
     }
 
-    public func peekNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>) async throws -> PeekedJob {
+    public func peekNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>, now: Timestamp) async throws -> PeekedJob {
         try await read("look at the queue") { db in
             // A tenant's max_running depends on the running count, read in the claiming transaction.
             if try Bool.fetchOne(db, cached: "SELECT EXISTS (SELECT 1 FROM tokens WHERE max_running IS NOT NULL)") == true {
                 return .claimInStore
             }
-            var filter = ""
-            var arguments = StatementArguments()
+            var filter = Self.dueFilter
+            var arguments: StatementArguments = [now.microseconds, now.microseconds]
             if !types.isEmpty {
                 filter += " AND type NOT IN (" + Array(repeating: "?", count: types.count).joined(separator: ",") + ")"
                 _ = arguments.append(contentsOf: StatementArguments(types.sorted()))
@@ -371,11 +401,12 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         stored.fairTag = FairShare.tag(ownerLast: ownerLast, head: head, weight: job.shareWeight)
         try db.execute(cached: """
             INSERT INTO jobs (id, type, input, priority, timeout_s, max_attempts, state, attempts, created_at,
-                              idempotency_key, fingerprint, webhook_url, webhook_events, owner, fair_tag)
-            VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?, ?)
+                              idempotency_key, fingerprint, webhook_url, webhook_events, owner, fair_tag, retry, not_before, start_by)
+            VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """, arguments: [job.id.rawValue, job.type, job.input.canonicalText, job.priority, job.timeoutSeconds,
                              job.maxAttempts, job.createdAt.microseconds, job.idempotencyKey, job.fingerprint,
-                             job.webhookURL, job.webhookURL == nil ? nil : job.webhookEvents.joined(separator: ","), owner, stored.fairTag])
+                             job.webhookURL, job.webhookURL == nil ? nil : job.webhookEvents.joined(separator: ","), owner, stored.fairTag,
+                             job.retry?.json.canonicalText, job.notBefore?.microseconds, job.startBy?.microseconds])
         stored.sequence = db.lastInsertedRowID
         stored.state = .queued
         stored.attempts = 0
@@ -399,11 +430,12 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         try db.execute(cached: """
             UPDATE jobs SET state = ?, reason = ?, attempts = ?, started_at = ?, finished_at = ?,
                 exit_code = ?, signal = ?, error = ?, slot = ?, pid = NULL,
-                progress_fraction = ?, progress_message = ?, result = ?
+                progress_fraction = ?, progress_message = ?, result = ?, not_before = ?, attempt_log = ?
             WHERE seq = ?
             """, arguments: [job.state.rawValue, job.reason?.rawValue, job.attempts, job.startedAt?.microseconds,
                              job.finishedAt?.microseconds, job.exitCode, job.signal, job.error, job.slot?.rawValue,
-                             job.progress?.fraction, job.progress?.message, job.result?.canonicalText, job.sequence])
+                             job.progress?.fraction, job.progress?.message, job.result?.canonicalText, job.notBefore?.microseconds,
+                             AttemptRecord.encode(job.attemptLog), job.sequence])
     }
 
     /// The claimed job and the id of the event recording it.
@@ -417,10 +449,10 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     /// `jobs_state_seq` and sorted every queued job on each claim (20 ms at 100,000 queued); the
     /// partial queue index hands the head over directly.
     private static func claimRow(for slot: SlotID, excluding: Set<String>, skipping: Set<JobID>, now: Timestamp, in db: Database) throws -> Job? {
-        var arguments: StatementArguments = [slot.rawValue, now.microseconds]
-        var filter = ""
+        var arguments: StatementArguments = [slot.rawValue, now.microseconds, now.microseconds, now.microseconds]
+        var filter = dueFilter
         if !excluding.isEmpty {
-            filter = " AND type NOT IN (" + Array(repeating: "?", count: excluding.count).joined(separator: ",") + ")"
+            filter += " AND type NOT IN (" + Array(repeating: "?", count: excluding.count).joined(separator: ",") + ")"
             _ = arguments.append(contentsOf: StatementArguments(excluding.sorted()))
         }
         if !skipping.isEmpty {
@@ -444,6 +476,9 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
             RETURNING *
             """, arguments: arguments).map(job(from:))
     }
+
+    /// Queued jobs a slot may take now (`Job.isDue`); takes `now` twice.
+    private static let dueFilter = " AND (not_before IS NULL OR not_before <= ?) AND (start_by IS NULL OR start_by > ?)"
 
     private static func withPosition(_ job: Job, in db: Database) throws -> Job {
         guard job.state == .queued else { return job }
@@ -491,6 +526,12 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         job.owner = owner(row["owner"])
         job.canceledBy = row["canceled_by"]
         job.fairTag = row["fair_tag"] as Int64? ?? 0
+        if let retryText = row["retry"] as String? {
+            job.retry = try? RetryPolicy(json: try JSONParser.parse(retryText.utf8))
+        }
+        job.notBefore = (row["not_before"] as Int64?).map(Timestamp.init(microseconds:))
+        job.startBy = (row["start_by"] as Int64?).map(Timestamp.init(microseconds:))
+        job.attemptLog = AttemptRecord.decode(row["attempt_log"])
         return job
     }
 

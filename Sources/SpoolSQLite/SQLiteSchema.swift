@@ -143,6 +143,19 @@ enum SQLiteSchema {
                 CREATE TABLE settings (name TEXT PRIMARY KEY, value BLOB NOT NULL);
                 """)
         }
+        migrator.registerMigration("v6-retries-deadlines") { db in
+            // A job's retry policy, when it may start (run_at, delay_s, a retry's back-off), when
+            // it must have started (start_within_s), and the log of its ended attempts (JSON).
+            // The partial indexes hold only delayed or deadlined queued jobs: the timers' reads.
+            try db.execute(sql: """
+                ALTER TABLE jobs ADD COLUMN retry TEXT;
+                ALTER TABLE jobs ADD COLUMN not_before INTEGER;
+                ALTER TABLE jobs ADD COLUMN start_by INTEGER;
+                ALTER TABLE jobs ADD COLUMN attempt_log TEXT;
+                CREATE INDEX jobs_not_before ON jobs(not_before) WHERE state = 'queued' AND not_before IS NOT NULL;
+                CREATE INDEX jobs_start_by ON jobs(start_by) WHERE state = 'queued' AND start_by IS NOT NULL;
+                """)
+        }
         return migrator
     }
 }

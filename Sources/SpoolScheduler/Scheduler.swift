@@ -48,6 +48,10 @@ public actor Scheduler: Service {
         case committed(Ending?, Started?, Result<Bool, any Error>)
         /// Local store: the job a busy slot starts next was looked up (as of `submissions`).
         case lookedUp(SlotID, lookup: Int, Upcoming?)
+        /// Something in the queue is due by this time (a delayed job may start, a deadline passes).
+        case arm(Timestamp)
+        /// The armed time came (the armed generation): expire deadlines, fill slots, arm the next.
+        case timer(Int)
     }
 
     /// An attempt that ended, with the record the store makes of it.
@@ -145,6 +149,9 @@ public actor Scheduler: Service {
     private var voided: Set<Attempt> = []
     private var commitsInFlight = 0
     private nonisolated let submissions = Atomic<Int>(0)
+    /// When the queue's timer fires next (`arm`), and its generation (older fires are stale).
+    private var timerAt: Timestamp?
+    private var timerGeneration = 0
 
     private nonisolated let events: AsyncStream<Event>
     private nonisolated let eventSink: AsyncStream<Event>.Continuation
@@ -167,6 +174,13 @@ public actor Scheduler: Service {
         }
         (events, eventSink) = AsyncStream<Event>.makeStream()
         local = configuration.startBeforeCommit ? store as? any LocalJobStore : nil
+    }
+
+    /// A job was stored that is not due at once (`run_at`, `delay_s`) or has a deadline: look
+    /// at the queue again at `time` (`Job.nextTimer`). Cheap and non-blocking.
+    public nonisolated func jobEnqueued(dueBy time: Timestamp?) {
+        if let time { eventSink.yield(.arm(time)) }
+        jobEnqueued()
     }
 
     /// A job was stored: start it now if a slot is free. Cheap and non-blocking; repeated
@@ -257,7 +271,8 @@ public actor Scheduler: Service {
     }
 
     public func run() async throws {
-        eventSink.yield(.wake)
+        // The first look at the queue's timers (jobs delayed or deadlined before a restart) wakes the slots too.
+        eventSink.yield(.timer(timerGeneration))
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 for await event in events {
@@ -311,6 +326,47 @@ public actor Scheduler: Service {
             guard lookups[slot] == lookup, board.job(on: slot) != nil else { return }
             if let next, reserved.contains(next.job.id) { return }
             upcoming[slot] = next
+        case .arm(let time):
+            arm(at: time, in: &group)
+        case .timer(let generation):
+            guard generation == timerGeneration, !shuttingDown else { return }
+            timerAt = nil
+            await timerFired(in: &group)
+        }
+    }
+
+    // MARK: - Timers: delayed starts, retries' back-off, deadlines
+
+    /// Makes the queue's timer fire at `time` unless it fires earlier already.
+    private func arm(at time: Timestamp, in group: inout DiscardingTaskGroup) {
+        guard !shuttingDown, timerAt.map({ time < $0 }) ?? true else { return }
+        timerAt = time
+        timerGeneration += 1
+        let generation = timerGeneration
+        group.addTask { [eventSink, clock] in
+            let wait = max(0, time.secondsSince1970 - clock.wall().secondsSince1970)
+            do { try await clock.sleep(for: .microseconds(Int64((wait * 1_000_000).rounded(.up)))) } catch { return }
+            eventSink.yield(.timer(generation))
+        }
+    }
+
+    /// Cancels the queued jobs whose deadline passed, starts what became due, and arms the
+    /// timer for the next time something is due.
+    private func timerFired(in group: inout DiscardingTaskGroup) async {
+        let now = clock.wall()
+        do {
+            let expired = try await store.expireDeadlines(now: now)
+            for job in expired {
+                logger.info("job canceled: its deadline passed before it could start",
+                            metadata: ["job": "\(job.id)", "type": "\(job.type)", "start_by": "\(job.startBy.map(\.description) ?? "?")"])
+            }
+            SchedulerMetrics.expired(expired.count)
+            await fillIdleSlots(in: &group)
+            if let next = try await store.nextTimer(after: now) { arm(at: next, in: &group) }
+        } catch {
+            storeFailed(error)
+            logger.error("could not read the queue's timers; retrying", metadata: ["error": "\(error)"])
+            arm(at: now.adding(seconds: configuration.storeRetryDelay.inSeconds), in: &group)
         }
     }
 
@@ -467,6 +523,7 @@ public actor Scheduler: Service {
             next = .claimInStore
         } else if !shuttingDown {
             if let ahead = upcoming.removeValue(forKey: slot), ahead.submissions == submissions.load(ordering: .relaxed),
+               ahead.job.isDue(at: clock.wall()),
                await !executor.excludedTypes(for: slot).contains(ahead.job.type) {
                 next = .job(ahead.job)
             } else {
@@ -501,7 +558,8 @@ public actor Scheduler: Service {
         while true {
             let peeked: PeekedJob
             do {
-                peeked = try await local.peekNext(for: slot, excluding: await executor.excludedTypes(for: slot), skipping: reserved)
+                peeked = try await local.peekNext(for: slot, excluding: await executor.excludedTypes(for: slot), skipping: reserved,
+                                                  now: clock.wall())
             } catch {
                 storeFailed(error)
                 logger.error("could not look at the queue; retrying", metadata: ["error": "\(error)"])
@@ -593,9 +651,9 @@ public actor Scheduler: Service {
         let lookup = (lookups[slot] ?? 0) + 1
         lookups[slot] = lookup
         let skipping = reserved, asOf = submissions.load(ordering: .relaxed)
-        group.addTask { [executor, eventSink] in
+        group.addTask { [executor, eventSink, clock] in
             guard case .job(let job)? = try? await local.peekNext(for: slot, excluding: await executor.excludedTypes(for: slot),
-                                                                  skipping: skipping) else {
+                                                                  skipping: skipping, now: clock.wall()) else {
                 eventSink.yield(.lookedUp(slot, lookup: lookup, nil))
                 return
             }
@@ -617,6 +675,12 @@ public actor Scheduler: Service {
             return
         }
         if case .returned = outcome { await wakeAtNextRetry(in: &group) }
+        if let retry = job.retry, retry.retries(outcome, attempt: job.attempts) {
+            // Back to the queue until its back-off is over (the store worked out the same time from
+            // the moment it recorded the end, a little before now).
+            arm(at: clock.wall().adding(seconds: retry.backoff(after: job.attempts, of: job.id)), in: &group)
+            SchedulerMetrics.retried(job, reason: outcome.reason)
+        }
         logger.info("job finished", metadata: ["job": "\(job.id)", "type": "\(job.type)", "state": "\(outcome.resultingState)", "slot": "\(slot)"])
         let ended = running.removeValue(forKey: Attempt(job))
         let ran = ended.map { (clock.now() - $0.since).inSeconds }

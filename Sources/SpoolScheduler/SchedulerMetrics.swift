@@ -16,6 +16,17 @@ enum SchedulerMetrics {
         }
     }
 
+    /// A failed attempt that goes round again under the job's retry policy.
+    static func retried(_ job: Job, reason: FailureReason?) {
+        Counter(label: "spool_job_retries_total", dimensions: [("type", job.type), ("reason", reason?.rawValue ?? "unknown")]).increment()
+    }
+
+    /// Queued jobs canceled because their start deadline passed.
+    static func expired(_ count: Int) {
+        guard count > 0 else { return }
+        Counter(label: "spool_jobs_deadline_expired_total").increment(by: count)
+    }
+
     static func busySlots(_ busy: Int, of total: Int) {
         Gauge(label: "spool_slots_busy").record(busy)
         Gauge(label: "spool_slots").record(total)

@@ -30,9 +30,13 @@ public protocol JobStore: Sendable {
     /// How many of `owner`'s jobs wait in the queue.
     func queuedCount(owner: String) async throws -> Int
 
-    /// Moves the first queued job (highest priority, then fair-share order, then oldest) whose
-    /// type is not in `excluding` and whose owner is below its token's `max_running` to
-    /// `running` on `slot`, counting an attempt, and returns it; nil when there is none.
+    /// How many queued jobs have at least this priority (those a new job of it would wait behind).
+    func queuedCount(priorityAtLeast priority: Int) async throws -> Int
+
+    /// Moves the first queued job (highest priority, then fair-share order, then oldest) that is
+    /// due at `now` (`Job.isDue`), whose type is not in `excluding` and whose owner is below its
+    /// token's `max_running` to `running` on `slot`, counting an attempt, and returns it; nil
+    /// when there is none.
     func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job?
 
     /// Ends the given attempt with its outcome. Writes from any other attempt are ignored
@@ -51,6 +55,14 @@ public protocol JobStore: Sendable {
     /// After a crash: every job still marked `running` goes back to the queue, or fails with
     /// reason `interrupted` once its attempts are used. Returns the jobs as they were found.
     func recoverInterrupted(now: Timestamp) async throws -> [Job]
+
+    /// Cancels, with reason `deadline`, every queued job whose `startBy` is not after `now`;
+    /// returns them as canceled.
+    func expireDeadlines(now: Timestamp) async throws -> [Job]
+
+    /// When the queue next needs a look without a submit: the earliest `notBefore` after `now`
+    /// or `startBy` of a queued job; nil when no queued job has either.
+    func nextTimer(after now: Timestamp) async throws -> Timestamp?
 
     /// Subscribes to changes of one job; register *before* reading it so no change is missed.
     func watch(_ id: JobID) -> JobWatch

@@ -7,9 +7,9 @@ import SpoolCore
 /// its process is a leftover the next start kills (`OrphanReaper`) before running it again.
 /// A shared store (PostgreSQL) has other nodes claiming: it always claims before a start.
 public protocol LocalJobStore: JobStore {
-    /// The job `claimNext` would claim for `slot` now, without claiming it (never one of
+    /// The job `claimNext` would claim for `slot` at `now`, without claiming it (never one of
     /// `skipping`).
-    func peekNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>) async throws -> PeekedJob
+    func peekNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>, now: Timestamp) async throws -> PeekedJob
 
     /// `claimNext`, never claiming one of `skipping` (jobs this server is starting already).
     func claimNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>, now: Timestamp) async throws -> Job?

@@ -74,7 +74,7 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
     public func claimNext(for slot: SlotID, excluding: Set<String>, skipping: Set<JobID>, now: Timestamp) async throws -> Job? {
         let capped = cappedOwners()
         guard var next = queue.first(where: {
-            !excluding.contains($0.type) && !skipping.contains($0.id) && !($0.owner.map(capped.contains) ?? false)
+            $0.isDue(at: now) && !excluding.contains($0.type) && !skipping.contains($0.id) && !($0.owner.map(capped.contains) ?? false)
         }) else { return nil }
         next.start(on: slot, at: now)
         jobsByID[next.id] = next
@@ -154,9 +154,30 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
     }
 
     /// Owners whose token's `max_running` their running jobs have reached.
-    public func peekNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>) async throws -> PeekedJob {
+    public func peekNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>, now: Timestamp) async throws -> PeekedJob {
         guard tokensByName.values.allSatisfy({ $0.limits.maxRunning == nil }) else { return .claimInStore }
-        return queue.first { !types.contains($0.type) && !skipping.contains($0.id) }.map(PeekedJob.job) ?? .none
+        return queue.first { $0.isDue(at: now) && !types.contains($0.type) && !skipping.contains($0.id) }.map(PeekedJob.job) ?? .none
+    }
+
+    public func queuedCount(priorityAtLeast priority: Int) async throws -> Int {
+        jobsByID.values.count { $0.state == .queued && $0.priority >= priority }
+    }
+
+    public func expireDeadlines(now: Timestamp) async throws -> [Job] {
+        let expired = jobsByID.values.filter { $0.state == .queued && $0.startBy.map { $0 <= now } == true }.sorted { $0.sequence < $1.sequence }
+        return expired.map { job in
+            var job = job
+            job.expire(at: now)
+            jobsByID[job.id] = job
+            notifier.publish(job.id)
+            record(.state, job, at: now)
+            return job
+        }
+    }
+
+    public func nextTimer(after now: Timestamp) async throws -> Timestamp? {
+        jobsByID.values.lazy.filter { $0.state == .queued }
+            .compactMap { job in [job.notBefore.flatMap { $0 > now ? $0 : nil }, job.startBy].compactMap { $0 }.min() }.min()
     }
 
     public func commit(finished: FinishedAttempt?, started: Job?) async throws -> Bool {

@@ -81,11 +81,17 @@ public final class FlakyStore: LocalJobStore {
     }
     /// A base store that is not local answers `claimInStore`: the scheduler then claims as it
     /// does with a shared store.
-    public func peekNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>) async throws -> PeekedJob {
+    public func peekNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>, now: Timestamp) async throws -> PeekedJob {
         try await pass(.lookUp)
         guard let local = base as? any LocalJobStore else { return .claimInStore }
-        return try await local.peekNext(for: slot, excluding: types, skipping: skipping)
+        return try await local.peekNext(for: slot, excluding: types, skipping: skipping, now: now)
     }
+    public func queuedCount(priorityAtLeast priority: Int) async throws -> Int {
+        try check(.queuedCount)
+        return try await base.queuedCount(priorityAtLeast: priority)
+    }
+    public func expireDeadlines(now: Timestamp) async throws -> [Job] { try await base.expireDeadlines(now: now) }
+    public func nextTimer(after now: Timestamp) async throws -> Timestamp? { try await base.nextTimer(after: now) }
     public func claimNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>, now: Timestamp) async throws -> Job? {
         try await pass(.claim)
         guard let local = base as? any LocalJobStore else { return try await base.claimNext(for: slot, excluding: types, now: now) }

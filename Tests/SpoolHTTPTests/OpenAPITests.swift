@@ -30,6 +30,7 @@ import Testing
         "/v1/jobs/{id}/outputs/{name}": ["get"],
         "/v1/jobs/{id}/events": ["get"],
         "/v1/jobs/{id}/webhooks": ["get"],
+        "/v1/jobs/{id}/attempts": ["get"],
         "/v1/events": ["get"],
         "/v1/queue": ["get"], "/v1/nodes": ["get"],
         "/v1/session": ["post", "delete"],

@@ -1,0 +1,151 @@
+// JobStoreConformanceTests+Timers: retries with back-off, delayed starts and start deadlines —
+// the parts of the contract where the queue depends on the time a claim is made. Every time is
+// given to the store, so nothing here sleeps.
+
+import SpoolCore
+import SpoolStore
+import Testing
+
+extension JobStoreConformanceTests {
+    static func seconds(_ value: Double) -> Timestamp { Timestamp(secondsSince1970: 1_000_000 + value) }
+
+    func retryingJob(_ policy: RetryPolicy) -> Job {
+        var job = makeJob(maxAttempts: policy.maxAttempts)
+        job.retry = policy
+        return job
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aFailureTheRetryPolicyCoversRequeuesTheJobUntilItsBackoffHasPassed(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let policy = RetryPolicy(maxAttempts: 3, backoffSeconds: 10, maxBackoffSeconds: 60)
+            let job = try await store.create(retryingJob(policy))
+            #expect(try await store.require(job.id).retry == policy)
+
+            _ = try #require(try await store.claimNext(for: SlotID(0), now: Self.seconds(1)))
+            _ = try await store.finish(job.id, attempt: 1, outcome: .exited(code: 3), now: Self.seconds(2), claimNextFor: nil)
+            let waiting = try await store.require(job.id)
+            let retryAt = Self.seconds(2).adding(seconds: policy.backoff(after: 1, of: job.id))
+            #expect(waiting.state == .queued && waiting.attempts == 1 && waiting.reason == nil && waiting.finishedAt == nil)
+            #expect(waiting.notBefore == retryAt)
+            #expect(waiting.attemptLog.count == 1)
+            let first = try #require(waiting.attemptLog.first)
+            #expect(first.number == 1 && first.state == .queued && first.reason == .exitCode && first.exitCode == 3)
+            #expect(first.retryAt == retryAt && first.slot == SlotID(0) && first.startedAt == Self.seconds(1) && first.endedAt == Self.seconds(2))
+            #expect(try await store.nextTimer(after: Self.seconds(2)) == retryAt)
+
+            // Not before its back-off is over, then at once.
+            if retryAt > Self.seconds(2) {
+                #expect(try await store.claimNext(for: SlotID(0), now: Timestamp(microseconds: retryAt.microseconds - 1)) == nil)
+            }
+            let second = try #require(try await store.claimNext(for: SlotID(1), now: retryAt))
+            #expect(second.id == job.id && second.attempts == 2 && second.slot == SlotID(1))
+            _ = try await store.finish(job.id, attempt: 2, outcome: .timedOut, now: retryAt.adding(seconds: 1), claimNextFor: nil)
+            let third = try await store.require(job.id)
+            #expect(third.state == .queued && third.attemptLog.map(\.reason) == [.exitCode, .timeout])
+            let thirdAt = try #require(third.notBefore)
+
+            // The last attempt's failure is the answer; the log keeps all three.
+            _ = try #require(try await store.claimNext(for: SlotID(0), now: thirdAt))
+            _ = try await store.finish(job.id, attempt: 3, outcome: .exited(code: 4), now: thirdAt.adding(seconds: 1), claimNextFor: nil)
+            let failed = try await store.require(job.id)
+            #expect(failed.state == .failed && failed.reason == .exitCode && failed.exitCode == 4 && failed.attempts == 3)
+            #expect(failed.attemptLog.map(\.state) == [.queued, .queued, .failed])
+            #expect(failed.attemptLog.map(\.number) == [1, 2, 3])
+            #expect(failed.attemptLog.last?.retryAt == nil)
+            #expect(try await store.nextTimer(after: thirdAt) == nil)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func onlyTheListedReasonsAndExitCodesRetry(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let policy = try RetryPolicy(json: .object(["max_attempts": .int(5), "backoff_s": .int(0), "on": .array([.int(75), .string("signal")])]))
+            let temporary = try await store.create(retryingJob(policy))
+            let permanent = try await store.create(retryingJob(policy))
+            let crashed = try await store.create(retryingJob(policy))
+            for (job, outcome) in [(temporary, JobOutcome.exited(code: 75)), (permanent, .exited(code: 1)), (crashed, .signaled(signal: 11))] {
+                let claimed = try #require(try await store.claimNext(for: SlotID(0), now: Self.seconds(1)))
+                #expect(claimed.id == job.id)
+                _ = try await store.finish(job.id, attempt: 1, outcome: outcome, now: Self.seconds(2), claimNextFor: nil)
+            }
+            #expect(try await store.require(temporary.id).state == .queued)
+            #expect(try await store.require(crashed.id).state == .queued)
+            let failed = try await store.require(permanent.id)
+            #expect(failed.state == .failed && failed.exitCode == 1 && failed.attemptLog.count == 1)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aDelayedJobWaitsWithoutHoldingUpTheJobsBehindIt(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            var delayed = makeJob(priority: 5)
+            delayed.notBefore = Self.seconds(100)
+            let later = try await store.create(delayed)
+            #expect(later.notBefore == Self.seconds(100) && later.position == 1)
+            let now = try await store.create(makeJob())
+            #expect(try await store.nextTimer(after: Self.seconds(10)) == Self.seconds(100))
+            if let local = store as? any LocalJobStore {
+                guard case .job(let head) = try await local.peekNext(for: SlotID(0), excluding: [], skipping: [], now: Self.seconds(10)) else {
+                    Issue.record("the look-up found nothing due")
+                    return
+                }
+                #expect(head.id == now.id)
+                #expect(try await local.peekNext(for: SlotID(0), excluding: [], skipping: [now.id], now: Self.seconds(10)) == PeekedJob.none)
+            }
+            #expect(try await store.claimNext(for: SlotID(0), now: Self.seconds(10))?.id == now.id)
+            #expect(try await store.claimNext(for: SlotID(1), now: Self.seconds(99)) == nil)
+            let started = try #require(try await store.claimNext(for: SlotID(1), now: Self.seconds(100)))
+            #expect(started.id == later.id && started.attempts == 1)
+            #expect(try await store.nextTimer(after: Self.seconds(100)) == nil)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aQueuedJobPastItsStartDeadlineIsCanceledWithReasonDeadline(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            func deadlined(_ seconds: Double?) -> Job {
+                var job = makeJob()
+                job.startBy = seconds.map(Self.seconds)
+                return job
+            }
+            let running = try await store.create(deadlined(50))
+            #expect(try await store.claimNext(for: SlotID(0), now: Self.seconds(10))?.id == running.id)
+            let missed = try await store.create(deadlined(50))
+            let pending = try await store.create(deadlined(500))
+            let open = try await store.create(deadlined(nil))
+            #expect(try await store.require(missed.id).startBy == Self.seconds(50))
+            #expect(try await store.nextTimer(after: Self.seconds(20)) == Self.seconds(50))
+
+            // Past its deadline a job is never started, even before the sweep has canceled it.
+            #expect(try await store.claimNext(for: SlotID(1), now: Self.seconds(60))?.id == pending.id)
+
+            let expired = try await store.expireDeadlines(now: Self.seconds(60))
+            #expect(expired.map(\.id) == [missed.id])
+            let canceled = try await store.require(missed.id)
+            #expect(canceled.state == .canceled && canceled.reason == .deadline && canceled.finishedAt == Self.seconds(60))
+            #expect(canceled.error == Job.deadlineMessage)
+            #expect(try await store.require(running.id).state == .running)
+            #expect(try await store.require(open.id).state == .queued)
+            #expect(try await store.expireDeadlines(now: Self.seconds(61)).isEmpty)
+            #expect(try await store.nextTimer(after: Self.seconds(61)) == nil)
+            let events = try await store.events(job: missed.id) { events in events.contains { $0.data["state"] == .string("canceled") } }
+            #expect(events.last?.data["reason"] == .string("deadline"))
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func anInterruptedAttemptIsLoggedAndARequeuedJobStillRetries(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let job = try await store.create(retryingJob(RetryPolicy(maxAttempts: 3, backoffSeconds: 0)))
+            _ = try await store.claimNext(for: SlotID(0), now: Self.seconds(1))
+            _ = try await store.recoverInterrupted(now: Self.seconds(5))
+            let requeued = try await store.require(job.id)
+            #expect(requeued.state == .queued && requeued.attempts == 1)
+            #expect(requeued.attemptLog.map(\.reason) == [.interrupted])
+            #expect(requeued.attemptLog.first?.state == .queued && requeued.attemptLog.first?.error == nil)
+            #expect(try await store.queuedCount(priorityAtLeast: 0) == 1)
+            #expect(try await store.queuedCount(priorityAtLeast: 1) == 0)
+        }
+    }
+}
