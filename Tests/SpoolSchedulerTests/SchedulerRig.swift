@@ -11,7 +11,7 @@ import SpoolTesting
 /// The real `Scheduler` over a `MemoryJobStore` (behind a `FlakyStore` that fails or stalls on
 /// demand), any executor, and a manual clock: nothing sleeps, time moves when a test says.
 final class SchedulerRig: Sendable {
-    let manual = ManualClock()
+    let manual: ManualClock
     let clock: SpoolClock
     let memory = MemoryJobStore()
     let store: FlakyStore
@@ -29,10 +29,21 @@ final class SchedulerRig: Sendable {
 
     static let processType = JobType(name: "t", command: try! CommandTemplate(["/bin/true"]), timeoutSeconds: 60, maxAttempts: 1)
 
-    init(slots: Int = 1, types: [JobType] = [SchedulerRig.processType],
+    /// `manualWall`: the wall clock moves with the manual one (for timers set in wall time:
+    /// retries' back-off, delayed starts, deadlines); otherwise it is the real time of day.
+    init(slots: Int = 1, types: [JobType] = [SchedulerRig.processType], manualWall: Bool = false,
          executor: (JobCatalog, SpoolClock, String) -> any JobExecutor,
          configure: (inout SchedulerConfiguration) -> Void = { _ in }) throws {
-        clock = SpoolClock(manual, wall: WallClock.now)
+        let manual = ManualClock(), start = WallClock.now()
+        self.manual = manual
+        var wall: @Sendable () -> Timestamp = WallClock.now
+        if manualWall {
+            wall = {
+                let (seconds, attoseconds) = manual.now.offset.components
+                return Timestamp(microseconds: start.microseconds + seconds * 1_000_000 + attoseconds / 1_000_000_000_000)
+            }
+        }
+        clock = SpoolClock(manual, wall: wall)
         store = FlakyStore(memory)
         catalog = JobCatalog(types)
         dataDirectory = NSTemporaryDirectory() + "spool-scheduler-\(UUID().uuidString.prefix(8))"
@@ -46,12 +57,14 @@ final class SchedulerRig: Sendable {
 
     /// Stores a job and tells the scheduler, as a submit does.
     @discardableResult
-    func submit(_ type: String = "t", input: JSONValue = .object([:]), priority: Int = 0) async throws -> Job {
+    func submit(_ type: String = "t", input: JSONValue = .object([:]), priority: Int = 0,
+                _ change: (inout Submission) -> Void = { _ in }) async throws -> Job {
         var submission = Submission(type: type, input: input, priority: priority)
         submission.timeoutSeconds = nil
+        change(&submission)
         let job = try catalog.admit(submission, id: .random(), now: clock.wall())
         let stored = try await store.enqueue(job).job
-        scheduler.jobEnqueued()
+        scheduler.jobEnqueued(dueBy: stored.nextTimer)
         return stored
     }
 
