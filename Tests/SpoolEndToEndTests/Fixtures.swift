@@ -46,6 +46,9 @@ enum Fixtures {
                 "crash": type(["/bin/sh", "-c", "kill -SEGV $$"]),
                 "hang": type(["/bin/sh", "-c", "sleep 300 & echo $! > \"$SPOOL_OUTPUT_DIR/grandchild\"; wait"], timeout: 1),
                 "noop": type(["/bin/true"]),
+                // Exits 75 (EX_TEMPFAIL) until its attempt reaches `succeed_on`.
+                "flaky": type(["/bin/sh", "-c", "echo attempt $SPOOL_ATTEMPT; [ \"$SPOOL_ATTEMPT\" -ge {input.succeed_on} ] || exit 75"],
+                              schema: ["succeed_on": integer]),
             ]),
         ]
         settings.merge(extra) { _, new in new }

@@ -1,0 +1,100 @@
+import Foundation
+import SpoolCore
+import Testing
+
+/// Retries with back-off, delayed starts and start deadlines through the real `spool serve`
+/// (SQLite file, real child processes, HTTP over loopback).
+@Suite(.serialized) struct RetryDeadlineTests {
+    func server() async throws -> ServerHarness {
+        let harness = try ServerHarness(config: .object([:]))
+        try Data(Fixtures.config(scratch: harness.scratch).canonicalText.utf8).write(to: URL(fileURLWithPath: harness.configPath))
+        try await harness.start(["--slots", "1"])
+        return harness
+    }
+
+    func id(_ reply: ServerHarness.Reply) throws -> String {
+        try #require(reply.json["id"]?.stringValue, "no id in \(String(decoding: reply.body, as: UTF8.self))")
+    }
+
+    func time(_ value: JSONValue?) throws -> Timestamp {
+        try #require(value?.stringValue.flatMap(Timestamp.init(rfc3339:)), "not a time: \(String(describing: value))")
+    }
+
+    @Test func aFailingJobIsRetriedWithBackoffAndEveryAttemptIsListed() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let retry: JSONValue = .object(["max_attempts": 4, "backoff_s": 0.2, "max_backoff_s": 0.5, "on": .array([75])])
+        let submitted = try await server.submit("flaky", .object(["succeed_on": 3]), extra: ["retry": retry])
+        #expect(submitted.status == 201)
+        #expect(submitted.json["retry"]?["max_attempts"] == .int(4) && submitted.json["max_attempts"] == .int(4))
+        let job = try id(submitted)
+        let done = try await server.waitFor(job, ["succeeded", "failed", "canceled"])
+        #expect(done["state"] == "succeeded" && done["attempts"] == .int(3))
+
+        let reply = try await server.request(.GET, "/v1/jobs/\(job)/attempts")
+        #expect(reply.status == 200)
+        let attempts = try #require(reply.json["attempts"]?.arrayValue)
+        #expect(attempts.map { $0["state"] } == ["queued", "queued", "succeeded"])
+        #expect(attempts.map { $0["attempt"] } == [1, 2, 3])
+        for failed in attempts.prefix(2) {
+            #expect(failed["reason"] == "exit_code" && failed["exit_code"] == .int(75))
+            let ended = try time(failed["ended_at"])
+            let retryAt = try time(failed["retry_at"])
+            #expect(retryAt >= ended && retryAt.secondsSince1970 - ended.secondsSince1970 <= 0.5 + 0.001, "within max_backoff_s")
+        }
+        for (earlier, later) in zip(attempts, attempts.dropFirst()) {
+            let started = try time(later["started_at"]), due = try time(earlier["retry_at"])
+            #expect(started >= due, "no attempt starts before its back-off is over")
+        }
+
+        // A code the policy does not name fails at once; attempts that run out end in the last failure.
+        let other = try id(try await server.submit("fail", .object(["code": 3]), extra: ["retry": retry]))
+        let failed = try await server.waitFor(other, ["succeeded", "failed", "canceled"])
+        #expect(failed["state"] == "failed" && failed["attempts"] == .int(1))
+        let exhausted = try id(try await server.submit("flaky", .object(["succeed_on": 9]),
+                                                       extra: ["retry": .object(["max_attempts": 2, "backoff_s": 0])]))
+        let last = try await server.waitFor(exhausted, ["succeeded", "failed", "canceled"])
+        #expect(last["state"] == "failed" && last["attempts"] == .int(2) && last["exit_code"] == .int(75))
+
+        let bad = try await server.submit("noop", extra: ["retry": .object(["max_attempts": 0])])
+        #expect(bad.status == 422 && (bad.json["detail"]?.stringValue ?? "").contains("\"retry\".max_attempts"))
+        #expect(try await server.request(.GET, "/v1/jobs/job_0000000000000000000000000/attempts").status == 404)
+    }
+
+    @Test func delayedJobsWaitAndDeadlinesRefuseOrCancel() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let blocker = try id(try await server.submit("sleep", .object(["seconds": 1.5])))
+        _ = try await server.waitFor(blocker, ["running"])
+        let current = try await server.request(.GET, "/v1/jobs/\(blocker)/attempts")
+        #expect(current.json["attempts"]?.arrayValue?.map { $0["state"] } == ["running"])
+
+        // Nothing has run yet, so there is no estimate: the job is taken, and canceled when its deadline passes.
+        let hurried = try await server.submit("noop", extra: ["start_within_s": 0.3])
+        #expect(hurried.status == 201 && hurried.json["start_by"]?.stringValue != nil)
+        let expired = try await server.waitFor(try id(hurried), ["succeeded", "failed", "canceled"])
+        #expect(expired["state"] == "canceled" && expired["reason"] == "deadline" && expired["attempts"] == .int(0))
+
+        let delayedReply = try await server.submit("noop", extra: ["delay_s": 2])
+        #expect(delayedReply.status == 201)
+        let notBefore = try time(delayedReply.json["not_before"])
+        let delayed = try id(delayedReply)
+        #expect(try await server.waitFor(blocker, ["succeeded", "failed", "canceled"])["state"] == "succeeded")
+        let ran = try await server.waitFor(delayed, ["succeeded", "failed", "canceled"])
+        let ranAt = try time(ran["started_at"])
+        #expect(ran["state"] == "succeeded" && ranAt >= notBefore)
+
+        // Now the queue knows how long a sleep takes: a deadline it cannot meet is refused, nothing stored.
+        let ahead = [try id(try await server.submit("sleep", .object(["seconds": 1.5]))),
+                     try id(try await server.submit("sleep", .object(["seconds": 1.5]))),
+                     try id(try await server.submit("sleep", .object(["seconds": 1.5])))]
+        let refused = try await server.submit("sleep", .object(["seconds": 1]), extra: ["start_within_s": 1])
+        #expect(refused.status == 409, "\(String(decoding: refused.body, as: UTF8.self))")
+        #expect(refused.header("Content-Type") == "application/problem+json")
+        #expect(refused.json["type"] == "urn:spool:problem:deadline-unreachable")
+        #expect((refused.json["estimate"]?["start_in_s"]?.doubleValue ?? 0) > 1)
+        let sleeps = try await server.request(.GET, "/v1/jobs?type=sleep")
+        #expect(sleeps.json["jobs"]?.arrayValue?.count == 4, "only the accepted jobs are stored")
+        for job in ahead { _ = try await server.request(.POST, "/v1/jobs/\(job)/cancel") }
+    }
+}
