@@ -10,8 +10,18 @@ struct SubmitCommand: AsyncParsableCommand {
     @Option(help: "Higher runs first (default 0).") var priority: Int?
     @Option(name: .customLong("timeout"), help: "Seconds before the job is stopped (at most the type's limit).") var timeout: Double?
     @Option(name: .customLong("idempotency-key"), help: "Resubmitting with the same key returns the first job.") var idempotencyKey: String?
+    @Option(help: "Attempts in all if it fails (retry with exponential back-off and jitter).") var retry: Int?
+    @Option(help: "With --retry: the first back-off's upper bound in seconds (default 1).") var backoff: Double?
+    @Option(name: .customLong("retry-on"), help: "With --retry: failure reasons and/or exit codes that retry, e.g. timeout,75.") var retryOn: String?
+    @Option(help: "Start no sooner than this many seconds from now.") var delay: Double?
+    @Option(name: .customLong("at"), help: "Start no sooner than this UTC time (RFC 3339, e.g. 2026-12-24T18:00:00Z).") var runAt: String?
+    @Option(name: .customLong("start-within"), help: "Cancel the job (reason deadline) if it has not started within this many seconds; refused at once if the queue's estimate says it cannot.") var startWithin: Double?
     @Flag(help: "Wait for the job to finish, showing its progress; exit 2 if it does not succeed.") var wait = false
     @OptionGroup var server: ServerOptions
+
+    func validate() throws {
+        if retry == nil, backoff != nil || retryOn != nil { throw ValidationError("--backoff and --retry-on need --retry N") }
+    }
 
     func run() async throws {
         await clientCommand {
@@ -19,6 +29,20 @@ struct SubmitCommand: AsyncParsableCommand {
             var body: [String: JSONValue] = ["type": .string(type), "input": try parseJSONArgument(input, name: "--input")]
             if let priority { body["priority"] = .int(Int64(priority)) }
             if let timeout { body["timeout_s"] = .double(timeout) }
+            if let retry {
+                var policy: [String: JSONValue] = ["max_attempts": .int(Int64(retry))]
+                if let backoff { policy["backoff_s"] = .double(backoff) }
+                if let retryOn {
+                    policy["on"] = .array(retryOn.split(separator: ",").map { item in
+                        let text = item.trimmingCharacters(in: .whitespaces)
+                        return Int64(text).map(JSONValue.int) ?? .string(text)
+                    })
+                }
+                body["retry"] = .object(policy)
+            }
+            if let delay { body["delay_s"] = .double(delay) }
+            if let runAt { body["run_at"] = .string(runAt) }
+            if let startWithin { body["start_within_s"] = .double(startWithin) }
             let (_, _, reply) = try await client.post("/v1/jobs", json: .object(body),
                                                       headers: idempotencyKey.map { [("Idempotency-Key", $0)] } ?? [])
             let job = try client.decode(JobWire.self, reply)
@@ -57,11 +81,13 @@ struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "status", abstract: "Show a job.")
     @Argument(help: "The job id.") var id: String
     @Flag(help: "Print the raw JSON.") var json = false
+    @Flag(help: "List every attempt: how it ended, and when a retry was due.") var attempts = false
     @OptionGroup var server: ServerOptions
 
     func run() async throws {
         await clientCommand {
             let client = try server.client
+            if attempts { return try await printAttempts(client) }
             let (_, _, body) = try await client.get("/v1/jobs/\(id)")
             if json { print(String(buffer: body)); return }
             let job = try client.decode(JobWire.self, body)
@@ -70,6 +96,9 @@ struct StatusCommand: AsyncParsableCommand {
             if let eta = job.eta, job.state == "queued" {
                 lines.append("starts in: " + (eta.startInSeconds < 1 ? "under 1 s" : "about \(formatSeconds(eta.startInSeconds))") + " (\(eta.method))")
             }
+            if let notBefore = job.notBefore { lines.append("not before: \(notBefore)") }
+            if let startBy = job.startBy { lines.append("start by:  \(startBy) (else canceled)") }
+            if let retry = job.retry { lines.append("retry:     \(retry.canonicalText)") }
             if let owner = job.owner { lines.append("owner:     \(owner)") }
             if let node = job.node { lines.append("node:      \(node)") }
             if let progress = job.progress {
@@ -83,6 +112,24 @@ struct StatusCommand: AsyncParsableCommand {
             if let signal = job.signal { lines.append("signal:    \(signal)") }
             if let error = job.error { lines.append("error:     \(error)") }
             print(lines.joined(separator: "\n"))
+        }
+    }
+
+    private func printAttempts(_ client: SpoolClient) async throws {
+        let (_, _, body) = try await client.get("/v1/jobs/\(id)/attempts")
+        if json { print(String(buffer: body)); return }
+        let list = try JSONParser.parse(body.readableBytesView)
+        let attempts = list["attempts"]?.arrayValue ?? []
+        if attempts.isEmpty { FileHandle.standardError.write(Data("no attempts yet\n".utf8)) }
+        for attempt in attempts {
+            var line = "#\(attempt["attempt"]?.intValue ?? 0)  \(attempt["state"]?.stringValue ?? "?")"
+            if let reason = attempt["reason"]?.stringValue { line += " (\(reason))" }
+            if let slot = attempt["slot"]?.intValue { line += "  slot \(slot)" }
+            if let started = attempt["started_at"]?.stringValue { line += "  started \(started)" }
+            if let ended = attempt["ended_at"]?.stringValue { line += "  ended \(ended)" }
+            if let retryAt = attempt["retry_at"]?.stringValue { line += "  retry at \(retryAt)" }
+            if let error = attempt["error"]?.stringValue { line += "\n    \(error)" }
+            print(line)
         }
     }
 }
