@@ -106,7 +106,7 @@ public struct ServerConfiguration: Sendable {
         "auth", "metrics_public", "allowed_hosts", "cors_origins", "max_queued", "tls_cert", "tls_key", "header_timeout_s",
         "max_connections", "webhook_allow_private",
     ]
-    static let jobTypeKeys = Set(["command", "timeout_s", "max_attempts", "retry", "input_schema", "env", "working_dir", "mode"])
+    static let jobTypeKeys = Set(["command", "timeout_s", "max_attempts", "retry", "dedup", "input_schema", "env", "working_dir", "mode"])
         .union(workerKeys)
     static let workerKeys: Set<String> = [
         "max_jobs_per_worker", "max_rss_mb", "max_vram_mb", "vram_growth_mb", "idle_timeout_s", "heartbeat_s",
@@ -268,6 +268,11 @@ public struct ServerConfiguration: Sendable {
         }
         if let retry = fields["retry"], retry != .null {
             do { type.retry = try RetryPolicy(json: retry, what: "job_types.\(name).retry") } catch {
+                throw ConfigurationError("\(source): \(error)")
+            }
+        }
+        if let dedup = fields["dedup"], dedup != .null {
+            do { type.dedup = try Dedup(json: dedup, what: "job_types.\(name).dedup") } catch {
                 throw ConfigurationError("\(source): \(error)")
             }
         }

@@ -60,6 +60,10 @@ public struct Job: Sendable, Hashable {
     public var startBy: Timestamp?
     /// Every attempt that ended, oldest first.
     public var attemptLog: [AttemptRecord] = []
+    /// With result reuse: the hash of its identity (`Dedup.identity`), which stores compare.
+    public var dedupHash: String?
+    /// The submit's reuse rule: the store's input for `enqueue`, not stored.
+    public var dedup: Dedup?
 
     public init(
         id: JobID, sequence: Int64 = 0, type: String, input: JSONValue, priority: Int,

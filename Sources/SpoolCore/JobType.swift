@@ -9,6 +9,8 @@ public struct JobType: Sendable {
     public var maxAttempts: Int
     /// The retry policy of jobs of this type that do not bring their own.
     public var retry: RetryPolicy?
+    /// The result-reuse rule of jobs of this type that do not bring their own.
+    public var dedup: Dedup?
     public var inputSchema: InputSchema?
     /// Extra environment for the child (on top of the server's own and the `SPOOL_*` variables).
     public var environment: [String: String]
@@ -60,6 +62,10 @@ public struct Submission: Sendable {
     public var delaySeconds: Double?
     /// Cancel it (reason `deadline`) if it has not started this many seconds after it could first start.
     public var startWithinSeconds: Double?
+    /// Overrides the type's result-reuse rule.
+    public var dedup: Dedup?
+    /// The identity for result reuse, in place of the type and input (implies `dedup` "queued").
+    public var dedupKey: String?
 
     public init(type: String, input: JSONValue = .object([:]), priority: Int = 0, timeoutSeconds: Double? = nil, idempotencyKey: String? = nil) {
         self.type = type
@@ -129,6 +135,10 @@ public struct JobCatalog: Sendable {
         job.webhookEvents = submission.webhookEvents
         job.retry = retry
         (job.notBefore, job.startBy) = try Self.schedule(submission, now: now)
+        if let key = submission.dedupKey, key.isEmpty || key.utf8.count > 255 {
+            throw SubmissionRejection(kind: .invalidRequest, message: "dedup_key must be 1 to 255 characters", problems: [])
+        }
+        job.dedup = submission.dedup ?? (submission.dedupKey != nil ? Dedup() : type.dedup)
         return job
     }
 

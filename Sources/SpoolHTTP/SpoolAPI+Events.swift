@@ -179,5 +179,7 @@ extension SpoolAPI {
 
 extension HTTPField.Name {
     static let lastEventID = HTTPField.Name("Last-Event-ID")!
+    /// On a 200 to a submit with result reuse: `joined` (a queued or running job) or `reused` (a succeeded one).
+    static let spoolDedup = HTTPField.Name("Spool-Dedup")!
 }
 

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -121,6 +122,10 @@ public struct SpoolAPI: Sendable {
         if let url = job.webhookURL {
             do { try await webhookTargets.check(url) } catch { throw APIError.unprocessable("\"webhook\": \(error)") }
         }
+        if job.dedup != nil {
+            job.dedupHash = SHA256.hash(data: Array(Dedup.identity(type: job.type, input: job.input, key: submission.dedupKey).utf8))
+                .map { String($0, radix: 16).leftPadded(to: 2) }.joined()
+        }
         let principal = context.principal
         job.owner = principal.name
         job.shareWeight = principal.limits.weight
@@ -146,6 +151,10 @@ public struct SpoolAPI: Sendable {
             return json(try await resource(job), status: .created, headers: [.location: "/v1/jobs/\(job.id)"])
         case .existing(let job):
             return json(try await resource(job), status: .ok, headers: [.location: "/v1/jobs/\(job.id)"])
+        case .duplicate(let job):
+            // Result reuse: the identical job this request joins (queued or running) or reuses (succeeded).
+            return json(try await resource(job), status: .ok,
+                        headers: [.location: "/v1/jobs/\(job.id)", .spoolDedup: job.state == .succeeded ? "reused" : "joined"])
         }
     }
 
@@ -364,7 +373,7 @@ public struct SpoolAPI: Sendable {
         let list = catalog.types.values.sorted { $0.name < $1.name }.map { type -> JSONValue in
             .object(["name": .string(type.name), "mode": .string(type.workerPolicy == nil ? "process" : "worker"),
                      "timeout_s": .double(type.timeoutSeconds), "max_attempts": .int(Int64(type.maxAttempts)),
-                     "retry": type.retry?.json ?? .null,
+                     "retry": type.retry?.json ?? .null, "dedup": type.dedup?.json ?? .null,
                      "command_input_keys": .array(type.command.referencedKeys.map(JSONValue.string))])
         }
         return json(.object(["types": .array(list)]))

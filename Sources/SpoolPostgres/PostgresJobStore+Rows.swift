@@ -65,6 +65,7 @@ extension PostgresJobStore {
         job.notBefore = try row["not_before"].decode(Int64?.self).map(Timestamp.init(microseconds:))
         job.startBy = try row["start_by"].decode(Int64?.self).map(Timestamp.init(microseconds:))
         job.attemptLog = AttemptRecord.decode(try row["attempt_log"].decode(String?.self))
+        job.dedupHash = try row["dedup_hash"].decode(String?.self)
         if row.contains("position") {
             job.position = try row["position"].decode(Int64?.self).map(Int.init)
         }

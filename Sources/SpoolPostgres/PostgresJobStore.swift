@@ -151,7 +151,7 @@ public final class PostgresJobStore: SharedJobStore {
         // statement that inserts the job, so they see what it sees. A submit that starts after
         // another of its owner's was answered sees it, and goes after it; submits that overlap
         // (from many threads or nodes at once) have no order to keep, and ties go by `seq`.
-        let row = try await write("store the job") { connection in
+        let insert: @Sendable (PostgresConnection) async throws -> (Int64?, Int64?, Int64?, Int64, Int64, Int64, Bool, Bool)? = { connection in
             try await connection.query("""
                 WITH full_total AS (
                     SELECT CAST(\(limits.total) AS bigint) IS NOT NULL
@@ -166,11 +166,13 @@ public final class PostgresJobStore: SharedJobStore {
                         COALESCE((SELECT min(fair_tag) FROM jobs WHERE state = 'queued' AND priority = \(job.priority)), 0) + 1) AS t
                 ), ins AS (
                     INSERT INTO jobs (id, type, input, priority, timeout_s, max_attempts, state, attempts, created_at,
-                                      idempotency_key, fingerprint, webhook_url, webhook_events, owner, fair_tag, retry, not_before, start_by)
+                                      idempotency_key, fingerprint, webhook_url, webhook_events, owner, fair_tag, retry, not_before, start_by,
+                                      dedup_hash)
                     SELECT \(job.id.rawValue), \(job.type), \(job.input.canonicalText), \(job.priority), \(job.timeoutSeconds),
                            \(job.maxAttempts), 'queued', 0, \(job.createdAt.microseconds), \(job.idempotencyKey),
                            \(job.fingerprint), \(job.webhookURL), \(webhookEvents), \(owner), tag.t,
-                           \(job.retry?.json.canonicalText), \(job.notBefore?.microseconds), \(job.startBy?.microseconds)
+                           \(job.retry?.json.canonicalText), \(job.notBefore?.microseconds), \(job.startBy?.microseconds),
+                           \(job.dedup == nil ? nil : job.dedupHash)
                     FROM tag WHERE NOT (SELECT f FROM full_total) AND NOT (SELECT f FROM full_owner)
                     ON CONFLICT DO NOTHING
                     RETURNING seq, fair_tag
@@ -186,6 +188,30 @@ public final class PostgresJobStore: SharedJobStore {
                        (SELECT count(pg_notify('\(unescaped: Self.eventsChannel)', id::text)) FROM ev),
                        (SELECT f FROM full_total), (SELECT f FROM full_owner)
                 """, logger: self.logger).decodeFirstRow((Int64?, Int64?, Int64?, Int64, Int64, Int64, Bool, Bool).self)
+        }
+        let row: (Int64?, Int64?, Int64?, Int64, Int64, Int64, Bool, Bool)?
+        if let dedup = job.dedup, let hash = job.dedupHash {
+            // Result reuse: identical submits (from any node) take turns on a lock of their hash,
+            // so the second one finds the first.
+            let cutoff = dedup.succeededWithin.map { job.createdAt.adding(seconds: -$0).microseconds } ?? Int64.max
+            enum Found: Sendable { case duplicate(Job), inserted((Int64?, Int64?, Int64?, Int64, Int64, Int64, Bool, Bool)?) }
+            let found = try await transaction("store the job") { connection -> Found in
+                try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(hash), 0))", logger: self.logger)
+                if let same = try await Self.fetchJob(where: """
+                    j.owner = \(owner) AND j.dedup_hash = \(hash)
+                      AND (j.state IN ('queued', 'running') OR (j.state = 'succeeded' AND j.finished_at >= \(cutoff)))
+                    ORDER BY j.state IN ('queued', 'running') DESC, j.seq DESC LIMIT 1
+                    """, on: connection, logger: self.logger) {
+                    return .duplicate(same)
+                }
+                return .inserted(try await insert(connection))
+            }
+            switch found {
+            case .duplicate(let same): return .duplicate(same)
+            case .inserted(let inserted): row = inserted
+            }
+        } else {
+            row = try await write("store the job", insert)
         }
         guard let row, let sequence = row.0, let tag = row.1, let eventID = row.2 else {
             // Nothing inserted: a repeat of a stored job (or a conflict with it), or a full queue.

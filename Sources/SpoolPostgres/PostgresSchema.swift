@@ -171,6 +171,12 @@ enum PostgresSchema {
             "CREATE INDEX jobs_not_before ON jobs (not_before) WHERE state = 'queued' AND not_before IS NOT NULL",
             "CREATE INDEX jobs_start_by ON jobs (start_by) WHERE state = 'queued' AND start_by IS NOT NULL",
         ]),
+        (6, "dedup", [
+            // Result reuse: the hash of a job's identity (type and input, or its dedup_key), for
+            // the jobs submitted with dedup only.
+            "ALTER TABLE jobs ADD COLUMN dedup_hash TEXT",
+            "CREATE INDEX jobs_dedup ON jobs (owner, dedup_hash, seq) WHERE dedup_hash IS NOT NULL",
+        ]),
     ]
 
     /// Applies the migrations this database has not seen, in one transaction under the lock.

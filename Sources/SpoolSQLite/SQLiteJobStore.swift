@@ -387,6 +387,13 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
             }
             return .success((.existing(existing), nil))
         }
+        if let dedup = job.dedup, let hash = job.dedupHash, let row = try Row.fetchOne(db, cached: """
+            SELECT * FROM jobs INDEXED BY jobs_dedup
+            WHERE owner = ? AND dedup_hash = ? AND (state IN ('queued', 'running') OR (state = 'succeeded' AND finished_at >= ?))
+            ORDER BY state IN ('queued', 'running') DESC, seq DESC LIMIT 1
+            """, arguments: [owner, hash, dedup.succeededWithin.map { job.createdAt.adding(seconds: -$0).microseconds } ?? Int64.max]) {
+            return .success((.duplicate(try withPosition(self.job(from: row), in: db)), nil))
+        }
         if let total = limits.total, try Int.fetchOne(db, cached: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts") ?? 0 >= total {
             return .failure(StoreError.queueFull(.server, total))
         }
@@ -401,12 +408,14 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         stored.fairTag = FairShare.tag(ownerLast: ownerLast, head: head, weight: job.shareWeight)
         try db.execute(cached: """
             INSERT INTO jobs (id, type, input, priority, timeout_s, max_attempts, state, attempts, created_at,
-                              idempotency_key, fingerprint, webhook_url, webhook_events, owner, fair_tag, retry, not_before, start_by)
-            VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              idempotency_key, fingerprint, webhook_url, webhook_events, owner, fair_tag, retry, not_before, start_by,
+                              dedup_hash)
+            VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """, arguments: [job.id.rawValue, job.type, job.input.canonicalText, job.priority, job.timeoutSeconds,
                              job.maxAttempts, job.createdAt.microseconds, job.idempotencyKey, job.fingerprint,
                              job.webhookURL, job.webhookURL == nil ? nil : job.webhookEvents.joined(separator: ","), owner, stored.fairTag,
-                             job.retry?.json.canonicalText, job.notBefore?.microseconds, job.startBy?.microseconds])
+                             job.retry?.json.canonicalText, job.notBefore?.microseconds, job.startBy?.microseconds,
+                             job.dedup == nil ? nil : job.dedupHash])
         stored.sequence = db.lastInsertedRowID
         stored.state = .queued
         stored.attempts = 0
@@ -532,6 +541,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         job.notBefore = (row["not_before"] as Int64?).map(Timestamp.init(microseconds:))
         job.startBy = (row["start_by"] as Int64?).map(Timestamp.init(microseconds:))
         job.attemptLog = AttemptRecord.decode(row["attempt_log"])
+        job.dedupHash = row["dedup_hash"]
         return job
     }
 

@@ -156,6 +156,14 @@ enum SQLiteSchema {
                 CREATE INDEX jobs_start_by ON jobs(start_by) WHERE state = 'queued' AND start_by IS NOT NULL;
                 """)
         }
+        migrator.registerMigration("v7-dedup") { db in
+            // Result reuse: the hash of a job's identity (type and input, or its dedup_key), for
+            // the jobs submitted with dedup only.
+            try db.execute(sql: """
+                ALTER TABLE jobs ADD COLUMN dedup_hash TEXT;
+                CREATE INDEX jobs_dedup ON jobs(owner, dedup_hash, seq) WHERE dedup_hash IS NOT NULL;
+                """)
+        }
         return migrator
     }
 }

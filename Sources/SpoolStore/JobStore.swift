@@ -13,7 +13,10 @@ public protocol JobStore: Sendable {
     /// jobs ahead of it that other connections are still committing may not be counted yet
     /// (`job(_:)` always counts them). With an idempotency key that its owner already used,
     /// returns the original job (`.existing`) when the request matches it, and throws
-    /// `StoreError.idempotencyConflict` when it does not (keys are per owner). Sets the job's
+    /// `StoreError.idempotencyConflict` when it does not (keys are per owner). With `dedup` and a
+    /// `dedupHash`, returns (`.duplicate`) the newest job of the same owner and hash that is
+    /// queued or running, or else succeeded within `dedup.succeededWithin` of the job's
+    /// `createdAt`, storing nothing. Sets the job's
     /// `fairTag` (`FairShare`, from its `shareWeight`). Refuses it, storing nothing, with
     /// `StoreError.queueFull` when it would pass one of `limits`.
     func enqueue(_ job: Job, limits: QueueLimits) async throws -> EnqueueResult
@@ -110,9 +113,12 @@ public enum EnqueueResult: Sendable {
     case created(Job)
     /// An idempotent repeat: the job first stored under this key.
     case existing(Job)
+    /// An identical request (result reuse): the queued or running job it joins, or the
+    /// succeeded one it reuses.
+    case duplicate(Job)
 
     public var job: Job {
-        switch self { case .created(let job), .existing(let job): job }
+        switch self { case .created(let job), .existing(let job), .duplicate(let job): job }
     }
 }
 

@@ -26,6 +26,15 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
             }
             return .existing(withPosition(existing))
         }
+        if let dedup = job.dedup, let hash = job.dedupHash {
+            let cutoff = dedup.succeededWithin.map { job.createdAt.adding(seconds: -$0) }
+            let same = jobsByID.values.filter { $0.dedupHash == hash && $0.owner == job.owner }
+            if let live = same.filter({ !$0.state.isTerminal }).max(by: { $0.sequence < $1.sequence })
+                ?? same.filter({ job in job.state == .succeeded && cutoff.map { $0 <= (job.finishedAt ?? $0) } == true })
+                    .max(by: { $0.sequence < $1.sequence }) {
+                return .duplicate(withPosition(live))
+            }
+        }
         guard jobsByID[job.id] == nil else { throw StoreError(.other, "a job with id \(job.id) already exists") }
         let queued = jobsByID.values.filter { $0.state == .queued }
         if let total = limits.total, queued.count >= total { throw StoreError.queueFull(.server, total) }
@@ -34,6 +43,7 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
         stored.state = .queued
         stored.attempts = 0
         stored.sequence = nextSequence
+        stored.dedupHash = job.dedup == nil ? nil : job.dedupHash
         let level = queued.filter { $0.priority == job.priority }
         stored.fairTag = FairShare.tag(ownerLast: level.filter { $0.owner == job.owner }.map(\.fairTag).max(),
                                        head: level.map(\.fairTag).min(), weight: job.shareWeight)

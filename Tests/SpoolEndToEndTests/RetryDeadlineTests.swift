@@ -97,4 +97,34 @@ import Testing
         #expect(sleeps.json["jobs"]?.arrayValue?.count == 4, "only the accepted jobs are stored")
         for job in ahead { _ = try await server.request(.POST, "/v1/jobs/\(job)/cancel") }
     }
+
+    @Test func anIdenticalRequestJoinsOrReusesAJobInsteadOfRunningTwice() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let input: JSONValue = .object(["seconds": 0.5])
+        let first = try await server.submit("sleep", input, extra: ["dedup": "queued"])
+        #expect(first.status == 201 && first.header("Spool-Dedup") == nil)
+        let job = try id(first)
+        let joined = try await server.submit("sleep", input, extra: ["dedup": "queued"])
+        let joinedID = try id(joined)
+        #expect(joined.status == 200 && joined.header("Spool-Dedup") == "joined" && joinedID == job)
+        #expect(joined.header("Location") == "/v1/jobs/\(job)")
+        // A key names the identity: another input with the same key joins too.
+        let keyed = try id(try await server.submit("sleep", .object(["seconds": 0.2]), extra: ["dedup_key": "frame-7"]))
+        let sameKey = try await server.submit("sleep", .object(["seconds": 0.3]), extra: ["dedup_key": "frame-7"])
+        let sameKeyID = try id(sameKey)
+        #expect(sameKey.status == 200 && sameKeyID == keyed)
+
+        #expect(try await server.waitFor(job, ["succeeded", "failed", "canceled"])["state"] == "succeeded")
+        let reused = try await server.submit("sleep", input, extra: ["dedup": .object(["succeeded_within_s": 600])])
+        let reusedID = try id(reused)
+        #expect(reused.status == 200 && reused.header("Spool-Dedup") == "reused" && reusedID == job)
+        #expect(reused.json["state"] == "succeeded")
+        // Only joining queued or running jobs, or no dedup at all: the request runs again.
+        #expect(try await server.submit("sleep", input, extra: ["dedup": "queued"]).status == 201)
+        #expect(try await server.submit("sleep", input).status == 201)
+
+        let bad = try await server.submit("sleep", input, extra: ["dedup": "always"])
+        #expect(bad.status == 422 && (bad.json["detail"]?.stringValue ?? "").contains("\"dedup\" must be"))
+    }
 }

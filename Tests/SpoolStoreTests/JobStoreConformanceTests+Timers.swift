@@ -149,3 +149,64 @@ extension JobStoreConformanceTests {
         }
     }
 }
+
+// MARK: - Result reuse
+
+extension JobStoreConformanceTests {
+    func deduplicated(_ hash: String, _ dedup: Dedup = Dedup(), owner: String? = nil, createdAt: Timestamp = Self.seconds(0)) -> Job {
+        var job = makeJob(createdAt: createdAt.microseconds)
+        job.dedup = dedup
+        job.dedupHash = hash
+        job.owner = owner
+        return job
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func anIdenticalRequestJoinsTheQueuedOrRunningJobInsteadOfRunningTwice(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let first = try await store.create(deduplicated("h1"))
+            guard case .duplicate(let joined) = try await store.enqueue(deduplicated("h1")) else {
+                Issue.record("a second identical job was stored")
+                return
+            }
+            #expect(joined.id == first.id && joined.state == .queued && joined.position == 1)
+            #expect(try await store.queuedCount() == 1)
+            // Another owner, another identity, or no dedup asked for: a job of its own.
+            #expect(try await store.enqueue(deduplicated("h1", owner: "other")).created != nil)
+            #expect(try await store.enqueue(deduplicated("h2")).created != nil)
+            var plain = makeJob()
+            plain.dedupHash = "h1"
+            #expect(try await store.enqueue(plain).created != nil)
+
+            _ = try await store.claimNext(for: SlotID(0), now: Self.seconds(1))
+            guard case .duplicate(let running) = try await store.enqueue(deduplicated("h1")) else {
+                Issue.record("a job identical to a running one was stored")
+                return
+            }
+            #expect(running.id == first.id && running.state == .running)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aSucceededJobIsReusedOnlyWithinItsWindowAndFailedOnesNever(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let done = try await store.create(deduplicated("render-a"))
+            let broken = try await store.create(deduplicated("render-b"))
+            _ = try await store.claimNext(for: SlotID(0), now: Self.seconds(1))
+            _ = try await store.finish(done.id, attempt: 1, outcome: .succeeded, result: .int(7), now: Self.seconds(10), claimNextFor: nil, excluding: [])
+            _ = try await store.claimNext(for: SlotID(0), now: Self.seconds(11))
+            _ = try await store.finish(broken.id, attempt: 1, outcome: .exited(code: 1), now: Self.seconds(12), claimNextFor: nil)
+
+            let window = Dedup(succeededWithin: 60)
+            guard case .duplicate(let reused) = try await store.enqueue(deduplicated("render-a", window, createdAt: Self.seconds(70))) else {
+                Issue.record("a job that succeeded 60 s before was not reused")
+                return
+            }
+            #expect(reused.id == done.id && reused.state == .succeeded && reused.result == .int(7))
+            // Past the window, or only joining queued jobs, or a failed job: a new job.
+            #expect(try await store.enqueue(deduplicated("render-a", window, createdAt: Self.seconds(70.5))).created != nil)
+            #expect(try await store.enqueue(deduplicated("render-b", window, createdAt: Self.seconds(13))).created != nil)
+            #expect(try await store.require(done.id).dedupHash == "render-a")
+        }
+    }
+}
