@@ -64,6 +64,8 @@ public struct Job: Sendable, Hashable {
     public var dedupHash: String?
     /// The submit's reuse rule: the store's input for `enqueue`, not stored.
     public var dedup: Dedup?
+    /// Its array and place in it, for a task of a job array.
+    public var array: ArrayMembership?
 
     public init(
         id: JobID, sequence: Int64 = 0, type: String, input: JSONValue, priority: Int,

@@ -61,6 +61,10 @@ public struct LaunchPlan: Sendable, Hashable {
         environment["SPOOL_PROTOCOL"] = Self.protocolVersion
         environment["SPOOL_MODE"] = "process"
         environment["SPOOL_SLOT"] = slot.id.description
+        if let array = job.array {
+            environment["SPOOL_ARRAY_ID"] = array.id
+            environment["SPOOL_ARRAY_INDEX"] = String(array.index)
+        }
         if let gpu = slot.gpu { environment["CUDA_VISIBLE_DEVICES"] = gpu }
         self.environment = environment
         workingDirectory = type.workingDirectory ?? paths.directory

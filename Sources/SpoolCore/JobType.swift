@@ -66,6 +66,8 @@ public struct Submission: Sendable {
     public var dedup: Dedup?
     /// The identity for result reuse, in place of the type and input (implies `dedup` "queued").
     public var dedupKey: String?
+    /// Makes a job array of N tasks instead of one job.
+    public var array: ArraySpec?
 
     public init(type: String, input: JSONValue = .object([:]), priority: Int = 0, timeoutSeconds: Double? = nil, idempotencyKey: String? = nil) {
         self.type = type

@@ -58,6 +58,13 @@ public struct JobWire: Codable, Sendable, Equatable {
     public var startBy: String?
     /// The job's retry policy, when it has one.
     public var retry: JSONValue?
+    /// For a task of a job array: the array's id and the task's index.
+    public var array: ArrayPlace?
+
+    public struct ArrayPlace: Codable, Sendable, Equatable {
+        public var id: String
+        public var index: Int64
+    }
 
     public var isTerminal: Bool { ["succeeded", "failed", "canceled"].contains(state) }
 
@@ -65,7 +72,7 @@ public struct JobWire: Codable, Sendable, Equatable {
         case id, type, state, reason, input, priority, timeoutSeconds = "timeout_s", attempts, maxAttempts = "max_attempts", position,
              progress, createdAt = "created_at", startedAt = "started_at", finishedAt = "finished_at", exitCode = "exit_code", signal,
              error, slot, result, cancelRequested = "cancel_requested", node, owner, canceledBy = "canceled_by", eta, webhook,
-             webhookEvents = "webhook_events", notBefore = "not_before", startBy = "start_by", retry
+             webhookEvents = "webhook_events", notBefore = "not_before", startBy = "start_by", retry, array
     }
 
     /// Reads what a server sends; fields a server may leave out (an older one, or the benchmark's
@@ -101,6 +108,7 @@ public struct JobWire: Codable, Sendable, Equatable {
         notBefore = try fields.decodeIfPresent(String.self, forKey: .notBefore)
         startBy = try fields.decodeIfPresent(String.self, forKey: .startBy)
         retry = try fields.decodeIfPresent(JSONValue.self, forKey: .retry)
+        array = try fields.decodeIfPresent(ArrayPlace.self, forKey: .array)
     }
 
     /// The job as the server shows it; `estimate` (with `now`) for a queued job's `eta`.
@@ -138,6 +146,7 @@ public struct JobWire: Codable, Sendable, Equatable {
         notBefore = job.state == .queued ? job.notBefore?.description : nil
         startBy = job.state == .queued ? job.startBy?.description : nil
         retry = job.retry?.json
+        array = job.array.map { ArrayPlace(id: $0.id, index: $0.index) }
     }
 
     /// The JSON the API sends.
@@ -174,6 +183,7 @@ public struct JobWire: Codable, Sendable, Equatable {
         if let notBefore { fields["not_before"] = .string(notBefore) }
         if let startBy { fields["start_by"] = .string(startBy) }
         if let retry { fields["retry"] = retry }
+        if let array { fields["array"] = .object(["id": .string(array.id), "index": .int(array.index)]) }
         if let webhook {
             fields["webhook"] = .string(webhook)
             fields["webhook_events"] = .array((webhookEvents ?? []).map(JSONValue.string))

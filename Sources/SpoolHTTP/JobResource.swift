@@ -32,7 +32,7 @@ struct QueueResource {
 /// "retry"?, "run_at"?, "delay_s"?, "start_within_s"?}`; nothing else.
 struct SubmitBody {
     static let fields: Set<String> = ["type", "input", "priority", "timeout_s", "webhook", "webhook_events", "retry", "run_at", "delay_s",
-                                      "start_within_s", "dedup", "dedup_key"]
+                                      "start_within_s", "dedup", "dedup_key", "array"]
     static let webhookEvents: Set<String> = ["started", "progress", "completed"]
 
     let submission: Submission
@@ -44,7 +44,7 @@ struct SubmitBody {
         let unknown = object.keys.filter { !Self.fields.contains($0) }.sorted()
         guard unknown.isEmpty else {
             throw APIError.unprocessable("unknown field(s) \(unknown.map { "\"\($0)\"" }.joined(separator: ", ")); "
-                                         + "a job takes type, input, priority, timeout_s, webhook, webhook_events, retry, run_at, delay_s, start_within_s, dedup and dedup_key")
+                                         + "a job takes type, input, priority, timeout_s, webhook, webhook_events, retry, run_at, delay_s, start_within_s, dedup, dedup_key and array")
         }
         guard let type = object["type"]?.stringValue else {
             throw APIError.unprocessable("\"type\" is required and must be a string naming a job type")
@@ -91,6 +91,9 @@ struct SubmitBody {
         submission.startWithinSeconds = try Self.seconds(object["start_within_s"], "start_within_s")
         if let value = object["dedup"], value != .null {
             do { submission.dedup = try Dedup(json: value) } catch { throw APIError.unprocessable(error.description) }
+        }
+        if let value = object["array"], value != .null {
+            do { submission.array = try ArraySpec(json: value) } catch { throw APIError.unprocessable(error.description) }
         }
         if let value = object["dedup_key"], value != .null {
             guard let key = value.stringValue else { throw APIError.unprocessable("\"dedup_key\" must be a string of 1 to 255 characters") }

@@ -38,6 +38,15 @@ extension SpoolAPI {
     @Sendable func outputs(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let id = try jobID(context)
         _ = try await find(id, for: context.principal)
+        let list = try await outputFiles(of: id).map { name, size -> JSONValue in
+            .object(["name": .string(name), "size": .int(size), "content_type": .string(Self.contentType(of: name)),
+                     "url": .string("/v1/jobs/\(id)/outputs/" + (name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name))])
+        }
+        return json(.object(["outputs": .array(list)]))
+    }
+
+    /// A job's output files (name, size): from its directory here, else from a shared store.
+    func outputFiles(of id: JobID) async throws -> [(name: String, size: Int64)] {
         let root = JobPaths(dataDirectory: dataDirectory, job: id).outputs
         var files = try await NIOThreadPool.singleton.runIfActive { Self.isDirectory(root) ? OutputFiles.list(under: root) : nil }
         if files == nil, let shared = store as? any SharedJobStore {
@@ -45,11 +54,7 @@ extension SpoolAPI {
             files = try await shared.storedFiles(of: id).filter { $0.name.hasPrefix(prefix) }
                 .map { (String($0.name.dropFirst(prefix.count)), Int64($0.size)) }
         }
-        let list = (files ?? []).map { name, size -> JSONValue in
-            .object(["name": .string(name), "size": .int(size), "content_type": .string(Self.contentType(of: name)),
-                     "url": .string("/v1/jobs/\(id)/outputs/" + (name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name))])
-        }
-        return json(.object(["outputs": .array(list)]))
+        return (files ?? []).map { (name: $0.0, size: $0.1) }
     }
 
     @Sendable func output(_ request: Request, context: SpoolRequestContext) async throws -> Response {

@@ -86,6 +86,10 @@ public struct SpoolAPI: Sendable {
         router.get("/v1/jobs/:id/events", use: jobEvents)
         router.get("/v1/jobs/:id/webhooks", use: webhooks)
         router.get("/v1/jobs/:id/attempts", use: attempts)
+        router.get("/v1/arrays/:id", use: showArray)
+        router.get("/v1/arrays/:id/tasks", use: arrayTasks)
+        router.get("/v1/arrays/:id/outputs", use: arrayOutputs)
+        router.post("/v1/arrays/:id/cancel", use: cancelArray)
         addDashboardRoutes(to: router)
         return router
     }
@@ -118,6 +122,7 @@ public struct SpoolAPI: Sendable {
         }
         let key = request.headers[.idempotencyKey]
         let submission = try SubmitBody(value, idempotencyKey: key).submission
+        if let array = submission.array { return try await submitArray(array, submission, context: context) }
         var job = try catalog.admit(submission, id: .random(), now: WallClock.now())
         if let url = job.webhookURL {
             do { try await webhookTargets.check(url) } catch { throw APIError.unprocessable("\"webhook\": \(error)") }

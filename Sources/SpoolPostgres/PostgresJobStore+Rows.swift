@@ -66,6 +66,9 @@ extension PostgresJobStore {
         job.startBy = try row["start_by"].decode(Int64?.self).map(Timestamp.init(microseconds:))
         job.attemptLog = AttemptRecord.decode(try row["attempt_log"].decode(String?.self))
         job.dedupHash = try row["dedup_hash"].decode(String?.self)
+        if let array = try row["array_id"].decode(String?.self), let index = try row["array_index"].decode(Int64?.self) {
+            job.array = ArrayMembership(id: array, index: index, failFast: try row["array_fail_fast"].decode(Bool?.self) ?? false)
+        }
         if row.contains("position") {
             job.position = try row["position"].decode(Int64?.self).map(Int.init)
         }

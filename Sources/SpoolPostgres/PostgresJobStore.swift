@@ -139,7 +139,17 @@ public final class PostgresJobStore: SharedJobStore {
 
     // MARK: - Jobs
 
-    public func enqueue(_ job: Job, limits: QueueLimits) async throws -> EnqueueResult {
+    /// What the statement that inserts a job answers: its `seq`, fair-share tag and event id
+    /// (nil when nothing was inserted), the jobs ahead of it, two notification counts, and
+    /// whether the queue (or its owner's share) was full.
+    typealias InsertedRow = (Int64?, Int64?, Int64?, Int64, Int64, Int64, Bool, Bool)
+
+    /// The statement that inserts `job`, for any connection (a submit's, or an array's transaction).
+    /// The fair-share tag (`FairShare.tag`) and both queue limits are worked out in it, so they
+    /// see what it sees. A submit that starts after another of its owner's was answered sees it,
+    /// and goes after it; submits that overlap (from many threads or nodes at once) have no
+    /// order to keep, and ties go by `seq`.
+    private func insertion(of job: Job, limits: QueueLimits) -> @Sendable (PostgresConnection) async throws -> InsertedRow? {
         var stored = job
         stored.state = .queued
         stored.attempts = 0
@@ -147,11 +157,7 @@ public final class PostgresJobStore: SharedJobStore {
         let eventData = JobEvent.stateData(of: stored).canonicalText
         let webhookEvents = job.webhookURL == nil ? nil : job.webhookEvents.joined(separator: ",")
         let stride = FairShare.stride(weight: job.shareWeight)
-        // The fair-share tag (`FairShare.tag`) and both queue limits are worked out in the
-        // statement that inserts the job, so they see what it sees. A submit that starts after
-        // another of its owner's was answered sees it, and goes after it; submits that overlap
-        // (from many threads or nodes at once) have no order to keep, and ties go by `seq`.
-        let insert: @Sendable (PostgresConnection) async throws -> (Int64?, Int64?, Int64?, Int64, Int64, Int64, Bool, Bool)? = { connection in
+        return { connection in
             try await connection.query("""
                 WITH full_total AS (
                     SELECT CAST(\(limits.total) AS bigint) IS NOT NULL
@@ -167,12 +173,12 @@ public final class PostgresJobStore: SharedJobStore {
                 ), ins AS (
                     INSERT INTO jobs (id, type, input, priority, timeout_s, max_attempts, state, attempts, created_at,
                                       idempotency_key, fingerprint, webhook_url, webhook_events, owner, fair_tag, retry, not_before, start_by,
-                                      dedup_hash)
+                                      dedup_hash, array_id, array_index, array_fail_fast)
                     SELECT \(job.id.rawValue), \(job.type), \(job.input.canonicalText), \(job.priority), \(job.timeoutSeconds),
                            \(job.maxAttempts), 'queued', 0, \(job.createdAt.microseconds), \(job.idempotencyKey),
                            \(job.fingerprint), \(job.webhookURL), \(webhookEvents), \(owner), tag.t,
                            \(job.retry?.json.canonicalText), \(job.notBefore?.microseconds), \(job.startBy?.microseconds),
-                           \(job.dedup == nil ? nil : job.dedupHash)
+                           \(job.dedup == nil ? nil : job.dedupHash), \(job.array?.id), \(job.array?.index), \(job.array?.failFast)
                     FROM tag WHERE NOT (SELECT f FROM full_total) AND NOT (SELECT f FROM full_owner)
                     ON CONFLICT DO NOTHING
                     RETURNING seq, fair_tag
@@ -189,12 +195,20 @@ public final class PostgresJobStore: SharedJobStore {
                        (SELECT f FROM full_total), (SELECT f FROM full_owner)
                 """, logger: self.logger).decodeFirstRow((Int64?, Int64?, Int64?, Int64, Int64, Int64, Bool, Bool).self)
         }
-        let row: (Int64?, Int64?, Int64?, Int64, Int64, Int64, Bool, Bool)?
+    }
+
+    public func enqueue(_ job: Job, limits: QueueLimits) async throws -> EnqueueResult {
+        var stored = job
+        stored.state = .queued
+        stored.attempts = 0
+        let owner = job.owner ?? ""
+        let insert = insertion(of: job, limits: limits)
+        let row: InsertedRow?
         if let dedup = job.dedup, let hash = job.dedupHash {
             // Result reuse: identical submits (from any node) take turns on a lock of their hash,
             // so the second one finds the first.
             let cutoff = dedup.succeededWithin.map { job.createdAt.adding(seconds: -$0).microseconds } ?? Int64.max
-            enum Found: Sendable { case duplicate(Job), inserted((Int64?, Int64?, Int64?, Int64, Int64, Int64, Bool, Bool)?) }
+            enum Found: Sendable { case duplicate(Job), inserted(InsertedRow?) }
             let found = try await transaction("store the job") { connection -> Found in
                 try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(hash), 0))", logger: self.logger)
                 if let same = try await Self.fetchJob(where: """
@@ -225,6 +239,75 @@ public final class PostgresJobStore: SharedJobStore {
         stored.position = Int(row.3) + 1
         published(eventID, jobs: [job.id])
         return .created(stored)
+    }
+
+    public func enqueueArray(_ tasks: [Job], limits: QueueLimits) async throws -> [Job] {
+        let owner = tasks.first?.owner ?? ""
+        let (stored, newest) = try await transaction("store an array's tasks") { connection -> ([Job], Int64?) in
+            // One array at a time per owner, so two arrays' checks of the limits do not both pass.
+            try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\("array:" + owner), 0))", logger: self.logger)
+            if let total = limits.total, let queued = try await connection.query("SELECT count(*) FROM jobs WHERE state = 'queued'",
+                                                                                logger: self.logger).decodeFirst(Int64.self),
+               Int(queued) + tasks.count > total {
+                throw StoreError.queueFull(.server, total)
+            }
+            if let most = limits.owner, let queued = try await connection.query(
+                "SELECT count(*) FROM jobs WHERE state = 'queued' AND owner = \(owner)", logger: self.logger).decodeFirst(Int64.self),
+               Int(queued) + tasks.count > most {
+                throw StoreError.queueFull(.owner, most)
+            }
+            var stored: [Job] = []
+            var newest: Int64?
+            for task in tasks {
+                var task = task
+                task.dedup = nil
+                task.idempotencyKey = nil
+                guard let row = try await self.insertion(of: task, limits: QueueLimits())(connection), let sequence = row.0, let tag = row.1 else {
+                    throw StoreError(.other, "a job with id \(task.id) already exists")
+                }
+                task.state = .queued
+                task.attempts = 0
+                task.sequence = sequence
+                task.fairTag = tag
+                task.position = Int(row.3) + 1
+                newest = row.2
+                stored.append(task)
+            }
+            return (stored, newest)
+        }
+        published(newest, jobs: stored.map(\.id))
+        return stored
+    }
+
+    public func arraySummary(_ id: String) async throws -> ArraySummary? {
+        try await read("sum up an array") { connection in
+            var byState: [JobState: Int] = [:]
+            var progress = 0.0
+            for try await (state, count, sum) in try await connection.query("""
+                SELECT state, count(*), sum(CASE WHEN state IN ('succeeded', 'failed', 'canceled') THEN 1.0
+                                                 WHEN state = 'running' THEN COALESCE(progress_fraction, 0) ELSE 0 END)::float8
+                FROM jobs WHERE array_id = \(id) GROUP BY state
+                """, logger: self.logger).decode((String, Int64, Double?).self) {
+                if let state = JobState(rawValue: state) { byState[state] = Int(count) }
+                progress += sum ?? 0
+            }
+            guard !byState.isEmpty,
+                  let first = try await Self.fetchJob(where: "j.array_id = \(id) ORDER BY j.array_index LIMIT 1", on: connection, logger: self.logger)
+            else { return nil }
+            let last = try await connection.query("""
+                SELECT id FROM jobs WHERE array_id = \(id) AND state = 'queued' ORDER BY array_index DESC LIMIT 1
+                """, logger: self.logger).decodeFirst(String.self)
+            return ArraySummary(id: id, type: first.type, owner: first.owner, createdAt: first.createdAt, failFast: first.array?.failFast ?? false,
+                                counts: byState, progressSum: progress, lastQueued: last.flatMap(JobID.init))
+        }
+    }
+
+    public func arrayTasks(_ id: String, after index: Int64?, limit: Int) async throws -> [Job] {
+        try await read("list an array's tasks") { connection in
+            try await Self.jobs(from: connection.query("""
+                SELECT * FROM jobs WHERE array_id = \(id) AND array_index > \(index ?? Int64.min) ORDER BY array_index LIMIT \(limit)
+                """, logger: self.logger))
+        }
     }
 
     /// The job its owner already stored under the key of `job` (an idempotent repeat), nil

@@ -177,6 +177,13 @@ enum PostgresSchema {
             "ALTER TABLE jobs ADD COLUMN dedup_hash TEXT",
             "CREATE INDEX jobs_dedup ON jobs (owner, dedup_hash, seq) WHERE dedup_hash IS NOT NULL",
         ]),
+        (7, "arrays", [
+            // Job arrays: a task's array and its index in it (the array is what its tasks add up to).
+            "ALTER TABLE jobs ADD COLUMN array_id TEXT",
+            "ALTER TABLE jobs ADD COLUMN array_index BIGINT",
+            "ALTER TABLE jobs ADD COLUMN array_fail_fast BOOLEAN",
+            "CREATE INDEX jobs_array ON jobs (array_id, array_index) WHERE array_id IS NOT NULL",
+        ]),
     ]
 
     /// Applies the migrations this database has not seen, in one transaction under the lock.

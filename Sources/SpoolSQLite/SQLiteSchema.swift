@@ -164,6 +164,15 @@ enum SQLiteSchema {
                 CREATE INDEX jobs_dedup ON jobs(owner, dedup_hash, seq) WHERE dedup_hash IS NOT NULL;
                 """)
         }
+        migrator.registerMigration("v8-arrays") { db in
+            // Job arrays: a task's array and its index in it (the array is what its tasks add up to).
+            try db.execute(sql: """
+                ALTER TABLE jobs ADD COLUMN array_id TEXT;
+                ALTER TABLE jobs ADD COLUMN array_index INTEGER;
+                ALTER TABLE jobs ADD COLUMN array_fail_fast INTEGER;
+                CREATE INDEX jobs_array ON jobs(array_id, array_index) WHERE array_id IS NOT NULL;
+                """)
+        }
         return migrator
     }
 }

@@ -241,6 +241,14 @@ public actor Scheduler: Service {
         }
     }
 
+    /// How long a job of `type` (with `input`) should run: learned from its input, else the
+    /// type's recent median; nil before any has finished.
+    public nonisolated func typicalRun(type: String, input: JSONValue?) -> Double? {
+        book.withLock { book in
+            input.flatMap { book.runModel.predict(type: type, input: $0)?.seconds } ?? book.runTimes.median(of: type)
+        }
+    }
+
     /// Seeds the run-time book from jobs that finished before this server started.
     public func learn(from finished: [Job]) {
         for job in finished.reversed() where job.state == .succeeded {
@@ -680,6 +688,24 @@ public actor Scheduler: Service {
             // the moment it recorded the end, a little before now).
             arm(at: clock.wall().adding(seconds: retry.backoff(after: job.attempts, of: job.id)), in: &group)
             SchedulerMetrics.retried(job, reason: outcome.reason)
+        }
+        if let array = job.array, array.failFast, outcome.resultingState == .failed {
+            var ended = job
+            ended.record(outcome, at: clock.wall())
+            if ended.state == .failed {
+                // A fail-fast array: its other tasks are canceled (off the dispatch path).
+                let now = clock.wall()
+                group.addTask { [store, logger] in
+                    do {
+                        let canceled = try await store.cancelArray(array.id, by: nil, now: now)
+                        for task in canceled { await self.stop(task, because: .cancel) }
+                        logger.info("array task failed: canceled the rest (fail_fast)",
+                                    metadata: ["array": "\(array.id)", "task": "\(job.id)", "canceled": "\(canceled.count)"])
+                    } catch {
+                        logger.warning("could not cancel the rest of a fail-fast array", metadata: ["array": "\(array.id)", "error": "\(error)"])
+                    }
+                }
+            }
         }
         logger.info("job finished", metadata: ["job": "\(job.id)", "type": "\(job.type)", "state": "\(outcome.resultingState)", "slot": "\(slot)"])
         let ended = running.removeValue(forKey: Attempt(job))

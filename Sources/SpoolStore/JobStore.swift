@@ -21,6 +21,17 @@ public protocol JobStore: Sendable {
     /// `StoreError.queueFull` when it would pass one of `limits`.
     func enqueue(_ job: Job, limits: QueueLimits) async throws -> EnqueueResult
 
+    /// Stores the tasks of a job array (`Job.array` set on each) in one transaction: all of them,
+    /// in order, or none (`StoreError.queueFull` when they would pass one of `limits`). Returns
+    /// them as stored.
+    func enqueueArray(_ tasks: [Job], limits: QueueLimits) async throws -> [Job]
+
+    /// What the tasks of array `id` add up to; nil when it has none.
+    func arraySummary(_ id: String) async throws -> ArraySummary?
+
+    /// Array `id`'s tasks in index order, those after `index` (all with nil), at most `limit`.
+    func arrayTasks(_ id: String, after index: Int64?, limit: Int) async throws -> [Job]
+
     /// The job with its current queue `position` filled in, or nil if there is no such job.
     func job(_ id: JobID) async throws -> Job?
 
@@ -88,6 +99,24 @@ public protocol JobStore: Sendable {
 
 extension JobStore {
     public func enqueue(_ job: Job) async throws -> EnqueueResult { try await enqueue(job, limits: QueueLimits()) }
+
+    /// Cancels every task of array `id` that has not finished (queued ones at once, running ones
+    /// asked to stop); returns the tasks it canceled or asked to stop (their slots must be told).
+    public func cancelArray(_ id: String, by actor: String?, now: Timestamp) async throws -> [JobID] {
+        var after: Int64?
+        var affected: [JobID] = []
+        while true {
+            let page = try await arrayTasks(id, after: after, limit: 500)
+            for task in page where !task.state.isTerminal {
+                switch try await cancel(task.id, by: actor, now: now) {
+                case .canceled, .stopping: affected.append(task.id)
+                case .alreadyFinished, .notFound: break
+                }
+            }
+            guard page.count == 500, let last = page.last?.array?.index else { return affected }
+            after = last
+        }
+    }
 
     public func cancel(_ id: JobID, now: Timestamp) async throws -> CancelResult { try await cancel(id, by: nil, now: now) }
 

@@ -54,6 +54,31 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
         return .created(withPosition(stored))
     }
 
+    public func enqueueArray(_ tasks: [Job], limits: QueueLimits) async throws -> [Job] {
+        let queued = jobsByID.values.filter { $0.state == .queued }
+        if let total = limits.total, queued.count + tasks.count > total { throw StoreError.queueFull(.server, total) }
+        if let most = limits.owner, queued.count(where: { $0.owner == tasks.first?.owner }) + tasks.count > most {
+            throw StoreError.queueFull(.owner, most)
+        }
+        var stored: [Job] = []
+        for task in tasks {
+            var task = task
+            task.dedup = nil
+            task.idempotencyKey = nil
+            stored.append(try await enqueue(task, limits: QueueLimits()).job)
+        }
+        return stored
+    }
+
+    public func arraySummary(_ id: String) async throws -> ArraySummary? {
+        ArraySummary(tasks: jobsByID.values.filter { $0.array?.id == id })
+    }
+
+    public func arrayTasks(_ id: String, after index: Int64?, limit: Int) async throws -> [Job] {
+        Array(jobsByID.values.filter { $0.array?.id == id && $0.array!.index > (index ?? .min) }
+            .sorted { $0.array!.index < $1.array!.index }.prefix(limit).map(withPosition))
+    }
+
     public func job(_ id: JobID) async throws -> Job? {
         jobsByID[id].map(withPosition)
     }

@@ -61,6 +61,14 @@ public final class FlakyStore: LocalJobStore {
         return try await base.enqueue(job, limits: limits)
     }
     public func job(_ id: JobID) async throws -> Job? { try await base.job(id) }
+    public func enqueueArray(_ tasks: [Job], limits: QueueLimits) async throws -> [Job] {
+        try check(.enqueue)
+        return try await base.enqueueArray(tasks, limits: limits)
+    }
+    public func arraySummary(_ id: String) async throws -> ArraySummary? { try await base.arraySummary(id) }
+    public func arrayTasks(_ id: String, after index: Int64?, limit: Int) async throws -> [Job] {
+        try await base.arrayTasks(id, after: index, limit: limit)
+    }
     public func jobs(_ query: JobQuery) async throws -> JobPage { try await base.jobs(query) }
     public func queuedCount() async throws -> Int {
         try check(.queuedCount)

@@ -49,6 +49,9 @@ enum Fixtures {
                 // Exits 75 (EX_TEMPFAIL) until its attempt reaches `succeed_on`.
                 "flaky": type(["/bin/sh", "-c", "echo attempt $SPOOL_ATTEMPT; [ \"$SPOOL_ATTEMPT\" -ge {input.succeed_on} ] || exit 75"],
                               schema: ["succeed_on": integer]),
+                // A task of a job array: writes its index to an output named by its item; fails on `fail_on`.
+                "frame": type(["/bin/sh", "-c", "echo $SPOOL_ARRAY_INDEX $SPOOL_ARRAY_ID > \"$SPOOL_OUTPUT_DIR/frame-{input.item}.txt\"; sleep {input.sleep}; [ {input.item} != {input.fail_on} ] || exit 3"],
+                              schema: ["item": integer, "fail_on": .object(["type": "integer"]), "sleep": seconds]),
             ]),
         ]
         settings.merge(extra) { _, new in new }

@@ -210,3 +210,58 @@ extension JobStoreConformanceTests {
         }
     }
 }
+
+// MARK: - Job arrays
+
+extension JobStoreConformanceTests {
+    func tasks(_ array: String, count: Int, owner: String? = nil, failFast: Bool = false) -> [Job] {
+        (0..<count).map { index in
+            var task = makeJob(input: .object(["item": .int(Int64(index))]))
+            task.array = ArrayMembership(id: array, index: Int64(index), failFast: failFast)
+            task.owner = owner
+            return task
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func anArraysTasksAreStoredTogetherAndAddUpToItsSummary(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let id = ArraySpec.newID()
+            let stored = try await store.enqueueArray(tasks(id, count: 5, owner: "ann", failFast: true), limits: QueueLimits())
+            #expect(stored.map { $0.array?.index } == [0, 1, 2, 3, 4] && stored.map(\.position) == [1, 2, 3, 4, 5])
+            #expect(try await store.require(stored[2].id).array == ArrayMembership(id: id, index: 2, failFast: true))
+            var summary = try #require(try await store.arraySummary(id))
+            #expect(summary.size == 5 && summary.counts == [.queued: 5] && summary.state == .queued && summary.owner == "ann")
+            #expect(summary.failFast && summary.type == "render" && summary.lastQueued == stored[4].id && summary.progress == 0)
+
+            _ = try await store.claimNext(for: SlotID(0), now: at(10))
+            _ = try await store.finish(stored[0].id, attempt: 1, outcome: .succeeded, now: at(20), claimNextFor: SlotID(0))
+            try await store.reportProgress(stored[1].id, attempt: 1, progress: JobProgress(fraction: 0.5))
+            summary = try #require(try await store.arraySummary(id))
+            #expect(summary.counts == [.succeeded: 1, .running: 1, .queued: 3] && summary.state == .running)
+            #expect(abs(summary.progress - 1.5 / 5) < 1e-9)
+
+            let page = try await store.arrayTasks(id, after: 1, limit: 2)
+            #expect(page.map { $0.array?.index } == [2, 3])
+            let canceled = try await store.cancelArray(id, by: "ann", now: at(30))
+            #expect(Set(canceled) == Set(stored.dropFirst().map(\.id)))
+            summary = try #require(try await store.arraySummary(id))
+            #expect(summary.counts == [.succeeded: 1, .running: 1, .canceled: 3] && summary.lastQueued == nil)
+            #expect(try await store.arraySummary(ArraySpec.newID()) == nil)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func anArrayThatWouldOverfillTheQueueStoresNothing(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            _ = try await store.create(makeJob())
+            let id = ArraySpec.newID()
+            await #expect(throws: StoreError.self) {
+                _ = try await store.enqueueArray(tasks(id, count: 4), limits: QueueLimits(total: 4))
+            }
+            #expect(try await store.arraySummary(id) == nil)
+            #expect(try await store.queuedCount() == 1)
+            #expect(try await store.enqueueArray(tasks(id, count: 3), limits: QueueLimits(total: 4)).count == 3)
+        }
+    }
+}

@@ -1,0 +1,184 @@
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import SpoolCore
+import SpoolStore
+
+/// Job arrays: `POST /v1/jobs` with `array` makes N tasks (ordinary jobs sharing an array id);
+/// `/v1/arrays/{id}` is what they add up to — counts by state, progress, ETA — with its tasks,
+/// every task's outputs, and a cancel that cancels the rest.
+extension SpoolAPI {
+    /// Checks every task like a job, stores them all in one transaction, and answers 201 with
+    /// the array. With an Idempotency-Key the array's id comes from the key (and the owner), so
+    /// a repeat answers 200 with the array it made.
+    func submitArray(_ spec: ArraySpec, _ submission: Submission, context: SpoolRequestContext) async throws -> Response {
+        guard submission.dedup == nil, submission.dedupKey == nil else {
+            throw APIError.unprocessable("\"dedup\" and \"dedup_key\" apply to single jobs; an array's tasks are each run")
+        }
+        let principal = context.principal
+        let id = submission.idempotencyKey.map { Self.arrayID(owner: principal.name ?? "", key: $0) } ?? ArraySpec.newID()
+        if submission.idempotencyKey != nil, let existing = try await store.arraySummary(id) {
+            guard existing.type == submission.type, existing.size == spec.count else {
+                throw APIError.conflict("idempotency-conflict",
+                                        "the Idempotency-Key \"\(submission.idempotencyKey ?? "")\" was already used for a different request (array \(id))")
+            }
+            return json(try await arrayResource(existing), status: .ok, headers: [.location: "/v1/arrays/\(id)"])
+        }
+        let now = WallClock.now()
+        var tasks: [Job] = []
+        tasks.reserveCapacity(spec.count)
+        for (index, item) in spec.items {
+            var one = submission
+            one.array = nil
+            one.idempotencyKey = nil
+            one.input = ArraySpec.taskInput(submission.input, item: item)
+            var task: Job
+            do {
+                task = try catalog.admit(one, id: .random(), now: now)
+            } catch {
+                throw APIError(status: .unprocessableContent, code: error.kind.rawValue.replacingOccurrences(of: "_", with: "-"),
+                               detail: "array task \(index): " + error.message, errors: error.problems)
+            }
+            task.array = ArrayMembership(id: id, index: index, failFast: spec.failFast)
+            task.owner = principal.name
+            task.shareWeight = principal.limits.weight
+            tasks.append(task)
+        }
+        if let url = tasks.first?.webhookURL {
+            do { try await webhookTargets.check(url) } catch { throw APIError.unprocessable("\"webhook\": \(error)") }
+        }
+        if let rate = principal.limits.rate, let name = principal.name,
+           let wait = rates.take(name, rate: rate, now: WallClock.now().secondsSince1970) {
+            throw APIError.rateLimited("token rate", detail: "this token may submit \(rate) jobs per second", retryAfter: wait)
+        }
+        if let first = tasks.first, first.startBy != nil { try await checkDeadline(of: first) }
+        let stored: [Job]
+        do {
+            stored = try await store.enqueueArray(tasks, limits: QueueLimits(total: access.maxQueued, owner: principal.limits.maxQueued))
+        } catch let error as StoreError where error.code == .queueFull {
+            let wait = scheduler.estimate(position: 1, type: submission.type)?.startsIn ?? 5
+            throw APIError.rateLimited(error.limit?.rawValue ?? "max_queued", detail: error.message + " (the array has \(spec.count) tasks)",
+                                       retryAfter: wait)
+        }
+        scheduler.jobEnqueued(dueBy: stored.compactMap(\.nextTimer).min())
+        guard let summary = try await store.arraySummary(id) else { throw APIError.notFound("no array \(id)") }
+        return json(try await arrayResource(summary), status: .created, headers: [.location: "/v1/arrays/\(id)"])
+    }
+
+    /// The same owner and Idempotency-Key always name the same array.
+    static func arrayID(owner: String, key: String) -> String {
+        let digest = Array(SHA256.hash(data: Array((owner + "\u{0}" + key).utf8)))
+        let alphabet = Array("0123456789abcdefghjkmnpqrstvwxyz")
+        var bits = 0, value = 0
+        var characters: [Character] = []
+        for byte in digest where characters.count < 26 {
+            value = (value << 8) | Int(byte)
+            bits += 8
+            while bits >= 5, characters.count < 26 {
+                bits -= 5
+                characters.append(alphabet[(value >> bits) & 31])
+            }
+        }
+        return "arr_" + String(characters)
+    }
+
+    /// The array, if `principal` may see it (another tenant's is a 404, as for jobs).
+    func findArray(_ context: SpoolRequestContext) async throws -> ArraySummary {
+        let id = context.parameters.get("id") ?? ""
+        guard ArraySpec.isValidID(id), let summary = try await store.arraySummary(id), context.principal.canSee(owner: summary.owner) else {
+            throw APIError.notFound("no array \(id)")
+        }
+        return summary
+    }
+
+    /// The array's JSON: state, counts, progress, and when its last queued task should start and end.
+    func arrayResource(_ summary: ArraySummary) async throws -> JSONValue {
+        let base = "/v1/arrays/\(summary.id)"
+        var eta: JSONValue = .null
+        if let last = summary.lastQueued, let job = try await store.job(last), job.state == .queued, let position = job.position {
+            let now = WallClock.now()
+            if let start = startEstimate(of: job, position: position, now: now) {
+                var fields: [String: JSONValue] = ["last_start_in_s": .double((start.startsIn * 10).rounded() / 10), "method": .string(start.method)]
+                if let run = scheduler.typicalRun(type: job.type, input: job.input) {
+                    let done = start.startsIn + run
+                    fields["done_in_s"] = .double((done * 10).rounded() / 10)
+                    fields["done_at"] = .string(now.adding(seconds: done).description)
+                }
+                eta = .object(fields)
+            }
+        }
+        var counts: [String: JSONValue] = [:]
+        for state in JobState.allCases { counts[state.rawValue] = .int(Int64(summary.counts[state, default: 0])) }
+        return .object([
+            "id": .string(summary.id), "type": .string(summary.type), "state": .string(summary.state.rawValue),
+            "size": .int(Int64(summary.size)), "counts": .object(counts), "progress": .double((summary.progress * 10_000).rounded() / 10_000),
+            "fail_fast": .bool(summary.failFast), "created_at": .string(summary.createdAt.description),
+            "owner": summary.owner.map(JSONValue.string) ?? .null, "eta": eta,
+            "links": .object(["self": .string(base), "tasks": .string(base + "/tasks"), "outputs": .string(base + "/outputs"),
+                              "cancel": .string(base + "/cancel")]),
+        ])
+    }
+
+    @Sendable func showArray(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        json(try await arrayResource(try await findArray(context)))
+    }
+
+    /// The tasks in index order, a page at a time (`cursor`: the last index of the previous page).
+    @Sendable func arrayTasks(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        let summary = try await findArray(context)
+        let parameters = request.uri.queryParameters
+        var limit = 100
+        if let text = parameters.get("limit") {
+            guard let value = Int(text), (1...limits.maxPageSize).contains(value) else {
+                throw APIError.badRequest("limit must be an integer from 1 to \(limits.maxPageSize)")
+            }
+            limit = value
+        }
+        var after: Int64?
+        if let cursor = parameters.get("cursor") {
+            guard let value = Int64(cursor) else { throw APIError.badRequest("cursor is not one this server handed out") }
+            after = value
+        }
+        let page = try await store.arrayTasks(summary.id, after: after, limit: limit + 1)
+        let tasks = page.prefix(limit)
+        return json(.object([
+            "array": .string(summary.id), "tasks": .array(tasks.map { JobWire(job: $0).json }),
+            "next_cursor": page.count > limit ? (tasks.last?.array).map { .string(String($0.index)) } ?? .null : .null,
+        ]))
+    }
+
+    /// Every task's outputs, in task order: `{task, index, name, size, url}`.
+    @Sendable func arrayOutputs(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        let summary = try await findArray(context)
+        var list: [JSONValue] = []
+        var after: Int64?
+        while true {
+            let page = try await store.arrayTasks(summary.id, after: after, limit: 500)
+            for task in page where task.state.isTerminal {
+                guard let index = task.array?.index else { continue }
+                for (name, size) in try await outputFiles(of: task.id) {
+                    list.append(.object([
+                        "task": .string(task.id.rawValue), "index": .int(index), "name": .string(name), "size": .int(size),
+                        "url": .string("/v1/jobs/\(task.id)/outputs/" + (name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name)),
+                    ]))
+                }
+            }
+            guard page.count == 500 else { break }
+            after = page.last?.array?.index
+        }
+        return json(.object(["array": .string(summary.id), "outputs": .array(list)]))
+    }
+
+    /// Cancels the tasks that have not finished; answers the array (202 while tasks are stopping).
+    @Sendable func cancelArray(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        let summary = try await findArray(context)
+        guard !summary.state.isTerminal else {
+            throw APIError.conflict("already-finished", "array \(summary.id) already finished (\(summary.state.rawValue)); there is nothing to cancel")
+        }
+        let affected = try await store.cancelArray(summary.id, by: context.principal.name ?? "", now: WallClock.now())
+        for task in affected { await scheduler.stop(task, because: .cancel) }
+        let after = try await store.arraySummary(summary.id) ?? summary
+        return json(try await arrayResource(after), status: after.counts[.running, default: 0] > 0 ? .accepted : .ok)
+    }
+}

@@ -1,0 +1,79 @@
+import Foundation
+import SpoolCore
+import Testing
+
+/// Job arrays through the real `spool serve`: one submit, N ordinary tasks, the array as what
+/// they add up to, every task's outputs, cancel of the rest, and fail-fast.
+@Suite(.serialized) struct JobArrayTests {
+    func server() async throws -> ServerHarness {
+        let harness = try ServerHarness(config: .object([:]))
+        try Data(Fixtures.config(scratch: harness.scratch).canonicalText.utf8).write(to: URL(fileURLWithPath: harness.configPath))
+        try await harness.start(["--slots", "2"])
+        return harness
+    }
+
+    func waitForArray(_ server: ServerHarness, _ id: String, _ done: @escaping @Sendable (JSONValue) -> Bool) async throws -> JSONValue {
+        try await withDeadline(.seconds(60), "array \(id)") {
+            while true {
+                let array = try await server.request(.GET, "/v1/arrays/\(id)").json
+                if done(array) { return array }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+    }
+
+    @Test func anArrayRunsEveryTaskAndShowsTheirSumAndOutputs() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let reply = try await server.submit("frame", .object(["fail_on": -1, "sleep": 0]), extra: ["array": .object(["range": .array([3, 8])])])
+        #expect(reply.status == 201, "\(String(decoding: reply.body, as: UTF8.self))")
+        let id = try #require(reply.json["id"]?.stringValue)
+        #expect(id.hasPrefix("arr_") && reply.header("Location") == "/v1/arrays/\(id)")
+        #expect(reply.json["size"] == .int(6) && reply.json["type"] == "frame")
+
+        let done = try await waitForArray(server, id) { $0["state"] == "succeeded" }
+        #expect(done["counts"]?["succeeded"] == .int(6) && done["progress"]?.doubleValue == 1)
+        let tasks = try #require(try await server.request(.GET, "/v1/arrays/\(id)/tasks?limit=4").json.objectValue)
+        #expect(tasks["tasks"]?.arrayValue?.map { $0["array"]?["index"] } == [3, 4, 5, 6].map { JSONValue.int($0) })
+        #expect(tasks["tasks"]?.arrayValue?.first?["input"]?["item"] == .int(3))
+        let rest = try await server.request(.GET, "/v1/arrays/\(id)/tasks?cursor=\(tasks["next_cursor"]?.stringValue ?? "")").json
+        #expect(rest["tasks"]?.arrayValue?.count == 2 && rest["next_cursor"] == .null)
+
+        let outputs = try #require(try await server.request(.GET, "/v1/arrays/\(id)/outputs").json["outputs"]?.arrayValue)
+        #expect(outputs.map { $0["name"]?.stringValue } == (3...8).map { "frame-\($0).txt" })
+        let first = try #require(outputs.first?["url"]?.stringValue)
+        let content = String(decoding: try await server.request(.GET, first).body, as: UTF8.self)
+        #expect(content == "3 \(id)\n", "the task saw SPOOL_ARRAY_INDEX and SPOOL_ARRAY_ID")
+
+        // A failed task does not stop the others; the array then reads failed.
+        let mixed = try await server.submit("frame", .object(["fail_on": 1, "sleep": 0]), extra: ["array": .object(["items": .array([0, 1, 2])])])
+        let mixedID = try #require(mixed.json["id"]?.stringValue)
+        let ended = try await waitForArray(server, mixedID) { ["succeeded", "failed", "canceled"].contains($0["state"]?.stringValue) }
+        #expect(ended["state"] == "failed" && ended["counts"]?["failed"] == .int(1) && ended["counts"]?["succeeded"] == .int(2))
+
+        let bad = try await server.submit("frame", .object(["sleep": 0]), extra: ["array": .object(["range": .array([1, 2])])])
+        #expect(bad.status == 422 && (bad.json["detail"]?.stringValue ?? "").hasPrefix("array task 1:"))
+        #expect(try await server.request(.GET, "/v1/arrays/arr_00000000000000000000000000").status == 404)
+    }
+
+    @Test func cancelingAnArrayCancelsTheRestAndFailFastDoesItByItself() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let slow = try await server.submit("frame", .object(["fail_on": -1, "sleep": 30]), extra: ["array": .object(["range": .array([1, 6])])])
+        let slowID = try #require(slow.json["id"]?.stringValue)
+        _ = try await waitForArray(server, slowID) { $0["counts"]?["running"] == .int(2) }
+        let canceled = try await server.request(.POST, "/v1/arrays/\(slowID)/cancel")
+        #expect(canceled.status == 202 && canceled.json["counts"]?["canceled"] == .int(4))
+        let stopped = try await waitForArray(server, slowID) { $0["state"] == "canceled" }
+        #expect(stopped["counts"]?["canceled"] == .int(6))
+        #expect(try await server.request(.POST, "/v1/arrays/\(slowID)/cancel").status == 409)
+
+        // Fail-fast: the first task fails at once; the others (queued or running) are canceled.
+        let failing = try await server.submit("frame", .object(["fail_on": 0, "sleep": 0.3]),
+                                              extra: ["array": .object(["range": .array([0, 5]), "fail_fast": true])])
+        let failingID = try #require(failing.json["id"]?.stringValue)
+        let ended = try await waitForArray(server, failingID) { ["succeeded", "failed", "canceled"].contains($0["state"]?.stringValue) }
+        #expect(ended["state"] == "failed" && ended["counts"]?["failed"] == .int(1))
+        #expect((ended["counts"]?["canceled"]?.intValue ?? 0) >= 3, "\(ended)")
+    }
+}
