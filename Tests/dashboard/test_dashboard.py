@@ -10,6 +10,8 @@ Starts `spool serve --port 0` on a fresh data directory and Chromium with the De
 on a free port, opens the dashboard, submits a render job through the page's form and checks:
 the page loads without console errors, the job shows up, its progress bar advances while it
 runs, its thumbnail loads when it succeeds, and no console error or exception happened on the way.
+Then, on a server of its own with a few shell job types: a queued job's "not before", "start by"
+and "retry at", a job canceled for its deadline, and a retried job's attempts in the details.
 Both processes are killed by PID whatever happens; every wait is bounded.
 Needs Python 3 and `websocket-client` (pip install websocket-client).
 """
@@ -26,6 +28,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 
 try:
     import websocket  # websocket-client
@@ -171,6 +174,35 @@ def get_json(url):
         return json.load(response)
 
 
+def post_json(url, body=None):
+    request = urllib.request.Request(url, method="POST", data=json.dumps(body if body is not None else {}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def wait_json(url, predicate, timeout, interval=0.1):
+    """GETs url until predicate(body) holds; the last body (check it again)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = get_json(url)
+        if predicate(body) or time.monotonic() > deadline:
+            return body
+        time.sleep(interval)
+
+
+#: The job types of the retries-and-scheduling server (step 10).
+SCHEDULE_TYPES = {
+    # Fails (exit 3) until its attempt ($SPOOL_ATTEMPT, from 1) reaches `succeed_on`; three attempts.
+    "flaky": {"command": ["/bin/sh", "-c", '[ "$SPOOL_ATTEMPT" -ge {input.succeed_on} ] || exit 3'],
+              "retry": {"max_attempts": 3, "backoff_s": 0.3, "max_backoff_s": 0.5}},
+    # Always fails; its one retry waits a back-off drawn from [0, 600] s.
+    "slowretry": {"command": ["/bin/sh", "-c", "exit 1"], "retry": {"max_attempts": 2, "backoff_s": 600, "max_backoff_s": 600}},
+    "sleep": {"command": ["sleep", "{input.seconds}"]},
+    "noop": {"command": ["/bin/true"]},
+}
+
+
 def save_screenshot(tools, path):
     shot = tools.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, timeout=30)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -217,7 +249,7 @@ def main():
         return ok
 
     temp = tempfile.mkdtemp(prefix="spool-dashboard-")
-    server = browser = tools = cors_server = site_server = None
+    server = browser = tools = cors_server = site_server = sched_server = None
     server_lines, browser_lines = [], []
     started = time.monotonic()
     try:
@@ -478,6 +510,80 @@ def main():
         refused = tools.wait_for("window.result && window.result.error ? window.result.error : null", 15)
         check("a page of an origin not listed cannot call the API", refused and not tools.evaluate("window.result.job"),
               f"error={refused!r}")
+
+        # 10. Retries and scheduling, on a server of its own (shell job types; nothing finished
+        #     before the deadline job is submitted, so no estimate refuses it): a queued job shows
+        #     "not before" (delay_s) and "start by" (start_within_s); one whose deadline passes shows
+        #     canceled/deadline; a retried job's details list its attempts; a job waiting out a
+        #     retry's back-off shows "retry at".
+        config = os.path.join(temp, "schedule.json")
+        with open(config, "w") as handle:
+            json.dump({"kill_grace_s": 1, "shutdown_grace_s": 1, "job_types": SCHEDULE_TYPES}, handle)
+        sched_server = subprocess.Popen([spool_binary, "serve", "--port", "0", "--data-dir", os.path.join(temp, "schedule-data"),
+                                         "--gpus", "none", "--config", config],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        sched = read_line_matching(sched_server.stdout, lambda l: l[len(prefix):].strip() if l.startswith(prefix) else None,
+                                   STARTUP_TIMEOUT, server_lines)
+        if not sched:
+            raise RuntimeError("the scheduling server did not start:\n" + "\n".join(server_lines[-20:]))
+        blocker = post_json(f"{sched}/v1/jobs", {"type": "sleep", "input": {"seconds": 120}})["id"]
+        wait_json(f"{sched}/v1/jobs/{blocker}", lambda j: j["state"] == "running", 10)
+        later = post_json(f"{sched}/v1/jobs", {"type": "noop", "delay_s": 3600})
+        guarded = post_json(f"{sched}/v1/jobs", {"type": "noop", "start_within_s": 3600})
+        doomed = post_json(f"{sched}/v1/jobs", {"type": "noop", "start_within_s": 1})
+        tools.console_errors.clear()
+        tools.events.clear()
+        tools.call("Page.navigate", {"url": sched + "/"})
+        tools.wait_event("Page.loadEventFired", 20)
+        tools.wait_for("document.getElementById('conn').textContent === 'Live'", 20)
+        note = "((document.querySelector('{} tr[data-job-id=\"{}\"] .{}') || {{}}).textContent || '')"
+        notes = tools.wait_for(f"(() => {{ const a = {note.format('#queue', later['id'], 'sched-not-before')},"
+                               f" b = {note.format('#queue', guarded['id'], 'sched-start-by')};"
+                               " return a.startsWith('not before ') && b.startsWith('start by ') ? a + ' | ' + b : null; })()", 15)
+        check("a queued job shows its \"not before\" (delay_s) and \"start by\" (start_within_s) in the queue",
+              notes and later.get("not_before") and guarded.get("start_by"),
+              f"page: {notes!r}; server: not_before={later.get('not_before')} start_by={guarded.get('start_by')}")
+
+        gone = wait_json(f"{sched}/v1/jobs/{doomed['id']}", lambda j: j["state"] != "queued", 15)
+        shown = tools.wait_for(f"(() => {{ const row = document.querySelector('#recent tr[data-job-id=\"{doomed['id']}\"]');"
+                               " return row && row.querySelector('.badge').textContent === 'canceled' && row.querySelector('.reason-deadline')"
+                               " ? row.querySelector('.reason-deadline').textContent.trim() : null; })()", 15)
+        check("a job whose start deadline passed shows canceled / deadline", shown == "deadline"
+              and (gone["state"], gone["reason"]) == ("canceled", "deadline"),
+              f"page: {shown!r}; server: {gone['state']}/{gone['reason']}")
+
+        post_json(f"{sched}/v1/jobs/{blocker}/cancel")
+        flaky = post_json(f"{sched}/v1/jobs", {"type": "flaky", "input": {"succeed_on": 2}})["id"]
+        done = wait_json(f"{sched}/v1/jobs/{flaky}", lambda j: j["state"] in ("succeeded", "failed", "canceled"), 20)
+        tools.wait_for(f"document.querySelector('button[data-key=\"recent:details:{flaky}\"]') !== null", 15)
+        tools.evaluate(f"document.querySelector('button[data-key=\"recent:details:{flaky}\"]').click(), true")
+        rows_expr = ("[...document.querySelectorAll('#attempts tr[data-attempt]')].map(r => [...r.cells].map(c => c.textContent.trim()))")
+        rows = tools.wait_for(f"(() => {{ const rows = {rows_expr}; return rows.length === 2 && rows[1][1].startsWith('succeeded') ? rows : null; }})()", 15)
+        attempts = get_json(f"{sched}/v1/jobs/{flaky}/attempts")["attempts"]
+        check("a retried job's details list its attempts (outcome, reason, exit code, slot, retry at)",
+              done["state"] == "succeeded" and rows and rows[0][0] == "1" and rows[0][1].startswith("retried")
+              and "exit_code" in rows[0][1] and rows[0][2] == "3" and rows[0][3] == "0" and rows[0][6]
+              and rows[1][0] == "2" and rows[1][2] == "0" and not rows[1][6] and attempts[0].get("retry_at"),
+              f"page rows: {rows}; server: {[(a['attempt'], a['state'], a.get('reason'), a.get('exit_code')) for a in attempts]}")
+
+        slow = post_json(f"{sched}/v1/jobs", {"type": "slowretry"})["id"]
+        waiting = wait_json(f"{sched}/v1/jobs/{slow}", lambda j: j["state"] != "queued" or j["attempts"] >= 1, 15)
+        waiting = wait_json(f"{sched}/v1/jobs/{slow}", lambda j: j["state"] != "running", 15)
+        seconds = (datetime.fromisoformat(waiting["not_before"].replace("Z", "+00:00")).timestamp() - time.time()
+                   if waiting.get("not_before") else None)
+        if waiting["state"] == "queued" and seconds is not None and seconds > 5:
+            retry_note = tools.wait_for(f"(() => {{ const t = {note.format('#queue', slow, 'sched-retry')};"
+                                        " return t.startsWith('retry at ') ? t : null; })()", 15)
+            tools.evaluate(f"document.querySelector('button[data-key=\"queue:details:{slow}\"]').click(), true")
+            fact = tools.wait_for("[...document.querySelectorAll('#detail dt')].some(d => d.textContent === 'Retry at')"
+                                  " && (document.querySelector('#attempts tr[data-attempt=\"1\"] .retry-at') || {}).textContent", 15)
+            check("a job waiting out a retry's back-off shows \"retry at\" in the queue and its details",
+                  retry_note and fact, f"queue: {retry_note!r}; retry at in the attempts: {fact!r}")
+        else:
+            log(f"NOTE: the back-off drawn for {slow} was too short to see ({waiting['state']}, not_before in {seconds} s); not checked")
+        tools.drain(0.3)
+        check("no console errors or exceptions on the retries-and-scheduling page", not tools.console_errors,
+              "; ".join(tools.console_errors))
     except Exception as error:  # noqa: BLE001 - any failure is a failed run
         check("the test ran to the end", False, f"{type(error).__name__}: {error}")
         if server_lines:
@@ -491,6 +597,7 @@ def main():
         stop(server, "spool", grace=3)
         stop(cors_server, "spool (cors)", grace=3)
         stop(site_server, "page server", grace=3)
+        stop(sched_server, "spool (schedule)", grace=3)
         shutil.rmtree(temp, ignore_errors=True)
 
     passed = sum(1 for _, ok in results if ok)

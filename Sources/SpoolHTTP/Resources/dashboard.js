@@ -7,6 +7,7 @@
     outputs: new Map(),       // id -> outputs list (final once a job is terminal)
     outputsLoading: new Set(),
     selected: null, selectedJob: null, logOffset: 0, logDecoder: null,
+    attempts: null,           // GET /v1/jobs/{selected}/attempts, once loaded
     es: null,
     loggedOut: false,        // the server wants a token and the page has no session
   };
@@ -48,6 +49,53 @@
     if (seconds < 3600) return Math.round(seconds / 60) + ' min ago';
     if (seconds < 86400) return Math.round(seconds / 3600) + ' h ago';
     return new Date(iso).toLocaleString();
+  }
+  // A time to come (or just gone): "18:04:05 (in 3 min)"; the date too when it is not today.
+  function when(iso) {
+    const t = Date.parse(iso);
+    if (!iso || !Number.isFinite(t)) return '';
+    const date = new Date(t);
+    const clock = date.toDateString() === new Date().toDateString() ? date.toLocaleTimeString() : date.toLocaleString();
+    const seconds = (t - Date.now()) / 1000;
+    return clock + (seconds > 0 ? ' (in ' + duration(seconds) + ')' : '');
+  }
+  const clockTime = (iso) => (iso && Number.isFinite(Date.parse(iso)) ? new Date(iso).toLocaleTimeString() : '');
+  const REASONS = {
+    deadline: 'not started by its start_within_s deadline',
+    exit_code: 'exited with a non-zero status', signal: 'killed by a signal', timeout: 'ran past its timeout',
+    canceled: 'canceled on request', interrupted: 'the server stopped while it ran', spawn_failed: 'could not be started',
+    error: 'the worker reported an error', worker_lost: 'its worker was lost', node_lost: 'its node was lost',
+  };
+  const reasonTitle = (reason) => REASONS[reason] || null;
+  // For a queued job: why it waits besides the queue ("retry at …" after a failed attempt, else
+  // "not before …" for run_at/delay_s) and its start deadline ("start by …"). [] otherwise.
+  function scheduleNotes(job) {
+    if (!job || job.state !== 'queued') return [];
+    const notes = [];
+    if (job.not_before && Date.parse(job.not_before) > Date.now() - 1000) {
+      const retry = (job.attempts || 0) > 0;
+      notes.push(el('span', { class: 'sched sched-' + (retry ? 'retry' : 'not-before'), 'data-job': job.id,
+                              title: retry ? 'Attempt ' + job.attempts + ' failed; the retry waits out its back-off'
+                                           : 'Held back by run_at or delay_s',
+                              text: (retry ? 'retry at ' : 'not before ') + when(job.not_before) }));
+    }
+    if (job.start_by) {
+      notes.push(el('span', { class: 'sched sched-start-by', 'data-job': job.id,
+                              title: 'Canceled (reason deadline) if it has not started by then',
+                              text: 'start by ' + when(job.start_by) }));
+    }
+    return notes;
+  }
+  function retryText(policy) {
+    if (!policy || typeof policy.max_attempts !== 'number') return null;
+    let text = 'up to ' + policy.max_attempts + ' attempt' + (policy.max_attempts === 1 ? '' : 's');
+    // The wait before attempt n+1 is drawn from [0, min(max_backoff_s, backoff_s × 2^(n−1))].
+    const b = policy.backoff_s, m = policy.max_backoff_s;
+    if (typeof b === 'number') {
+      text += ', back-off up to ' + b + ' s' + (typeof m === 'number' && m > b ? ', doubling to at most ' + m + ' s' : '');
+    }
+    if (Array.isArray(policy.on) && policy.on.length) text += ', on ' + policy.on.join(', ');
+    return text;
   }
   function duration(seconds) {
     if (seconds < 1) return 'under 1 s';
@@ -204,7 +252,15 @@
       S.queued = details.filter((job) => job && job.state === 'queued').sort((a, b) => (a.position ?? 1e9) - (b.position ?? 1e9));
       S.queuedTotal = queue.queued;
       if (S.selected) {
-        S.selectedJob = await api('/v1/jobs/' + encodeURIComponent(S.selected)).catch(() => S.selectedJob);
+        const id = S.selected;
+        const [job, attempts] = await Promise.all([
+          api('/v1/jobs/' + encodeURIComponent(id)).catch(() => S.selectedJob),
+          api('/v1/jobs/' + encodeURIComponent(id) + '/attempts').catch(() => null),
+        ]);
+        if (id === S.selected) {
+          S.selectedJob = job;
+          if (attempts) S.attempts = attempts;
+        }
         if (S.selectedJob) S.jobs.set(S.selectedJob.id, S.selectedJob);
       }
       showError('');
@@ -318,7 +374,8 @@
         el('td', null, el('span', { class: 'mono', title: job.id, text: shortID(job.id) })),
         el('td', { text: job.type }),
         el('td', { text: job.priority }),
-        el('td', { title: job.eta && job.eta.start_at ? 'at ' + new Date(job.eta.start_at).toLocaleTimeString() + ' (' + job.eta.method + ')' : null, text: eta }),
+        el('td', { title: job.eta && job.eta.start_at ? 'at ' + new Date(job.eta.start_at).toLocaleTimeString() + ' (' + job.eta.method + ')' : null },
+          eta, ...scheduleNotes(job).map((note) => el('span', { class: 'small sched-line' }, note))),
         el('td', { text: ago(job.created_at) }),
         el('td', null, jobActions(job, 'queue')));
     });
@@ -344,8 +401,11 @@
     const rows = S.recent.map((job0) => {
       const job = S.jobs.get(job0.id) || job0;
       let status = stateBadge(job.state);
-      const extra = job.reason && job.reason !== job.state ? el('span', { class: 'small muted', text: ' ' + job.reason }) : null;
+      const extra = job.reason && job.reason !== job.state
+        ? el('span', { class: 'small muted reason reason-' + job.reason, title: reasonTitle(job.reason), text: ' ' + job.reason }) : null;
+      const notes = scheduleNotes(job);
       let progressCell = job.state === 'running' ? progressBar(job)
+        : notes.length ? el('span', { class: 'small' }, ...notes.map((note) => el('span', { class: 'sched-line' }, note)))
         : el('span', { class: 'small muted', text: job.state === 'succeeded' ? 'done' : job.error ? job.error : '' });
       return el('tr', { 'data-job-id': job.id, class: S.selected === job.id ? 'selected' : null },
         el('td', null, el('span', { class: 'mono', title: job.id, text: shortID(job.id) })),
@@ -375,13 +435,16 @@
     add('Job', job.id, 'mono');
     add('Type', job.type);
     add('State', stateBadge(job.state));
-    add('Reason', job.reason);
+    add('Reason', job.reason ? job.reason + (reasonTitle(job.reason) ? ' — ' + reasonTitle(job.reason) : '') : null);
     add('Priority', String(job.priority));
     add('Attempts', job.attempts + ' of ' + job.max_attempts);
     if (job.state === 'queued') {
       add('Position', job.position != null ? String(job.position) : null);
       add('Starts', job.eta && typeof job.eta.start_in_s === 'number' ? 'in ~' + duration(job.eta.start_in_s) : 'not estimated yet');
+      if (job.not_before) add((job.attempts || 0) > 0 ? 'Retry at' : 'Not before', when(job.not_before));
+      if (job.start_by) add('Start by', when(job.start_by));
     }
+    add('Retries', retryText(job.retry));
     if (job.state === 'running') add('Progress', progressBar(job));
     add('Submitted', job.created_at ? new Date(job.created_at).toLocaleString() : null);
     add('Started', job.started_at ? new Date(job.started_at).toLocaleString() : null);
@@ -391,6 +454,42 @@
     add('Input', JSON.stringify(job.input), 'mono');
     render($('detail'), facts, jobActions(job, 'detail'));
     $('detail-h').textContent = 'Job details — ' + shortID(job.id);
+    renderAttempts();
+  }
+
+  // The selected job's attempts (GET /v1/jobs/{id}/attempts), oldest first.
+  function renderAttempts() {
+    const box = $('attempts');
+    if (!S.selected) return;
+    const list = S.attempts && S.attempts.job === S.selected ? S.attempts : null;
+    if (!list) { render(box, el('p', { class: 'muted', text: 'Loading…' })); return; }
+    const attempts = Array.isArray(list.attempts) ? list.attempts : [];
+    if (!attempts.length) {
+      render(box, el('p', { class: 'muted', text: list.state === 'queued' ? 'Not started yet.' : 'It never ran.' }));
+      return;
+    }
+    const rows = attempts.map((a) => {
+      const outcome = a.state === 'queued' ? 'retried' : a.state;
+      const exit = a.exit_code != null ? String(a.exit_code) : a.signal != null ? 'signal ' + a.signal : '';
+      return el('tr', { 'data-attempt': a.attempt },
+        el('td', { text: a.attempt }),
+        el('td', null, el('span', { class: 'badge st-' + (a.state === 'queued' ? 'queued' : a.state), title: a.state === 'queued' ? 'went round again' : null, text: outcome }),
+          a.reason ? el('span', { class: 'small muted reason reason-' + a.reason, title: reasonTitle(a.reason), text: ' ' + a.reason }) : null,
+          a.error ? el('span', { class: 'progress-msg', title: a.error, text: a.error }) : null),
+        el('td', { text: exit }),
+        el('td', { text: a.slot != null ? String(a.slot) + (a.node ? ' @ ' + a.node : '') : (a.node || '') }),
+        el('td', { title: a.started_at || null, text: clockTime(a.started_at) }),
+        el('td', { title: a.ended_at || null, text: a.state === 'running' ? progressText(a.progress) : clockTime(a.ended_at) }),
+        el('td', { class: 'retry-at', title: a.retry_at || null, text: a.retry_at ? clockTime(a.retry_at) : '' }));
+    });
+    const table = el('table', { class: 'attempts' },
+      el('caption', { class: 'visually-hidden', text: 'Attempts of job ' + list.job + ', oldest first' }),
+      el('thead', null, el('tr', null, ...['#', 'Outcome', 'Exit', 'Slot', 'Started', 'Ended', 'Retry at'].map((h) => el('th', { scope: 'col', text: h })))),
+      el('tbody', null, ...rows));
+    const max = typeof list.max_attempts === 'number' ? list.max_attempts : null;
+    const note = el('p', { class: 'small muted', text: attempts.length + (max ? ' of at most ' + max : '') + ' attempt' + (attempts.length === 1 && !max ? '' : 's')
+      + (list.state === 'queued' && list.not_before ? '; next not before ' + when(list.not_before) : '') });
+    render(box, el('div', { class: 'table-wrap' }, table), note);
   }
 
   function renderOutputs() {
@@ -453,6 +552,7 @@
     if (S.selected !== id) {
       S.selected = id;
       S.selectedJob = S.jobs.get(id) || null;
+      S.attempts = null;
       S.logOffset = 0;
       S.logDecoder = new TextDecoder();
       $('log').textContent = '';

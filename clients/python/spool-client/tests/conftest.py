@@ -64,6 +64,17 @@ JOB_TYPES: Dict[str, Any] = {
             "echo \"tick $i\"; sleep {input.delay}; done",
         ],
     },
+    # Fails (exit 3) until its attempt number ($SPOOL_ATTEMPT, from 1) reaches `succeed_on`;
+    # the type's retry policy gives it three attempts, 0.2 s back-off doubling up to 0.5 s.
+    "flaky": {
+        "command": ["/bin/sh", "-c", 'echo "attempt $SPOOL_ATTEMPT"; [ "$SPOOL_ATTEMPT" -ge {input.succeed_on} ] || exit 3'],
+        "retry": {"max_attempts": 3, "backoff_s": 0.2, "max_backoff_s": 0.5},
+        "input_schema": {
+            "type": "object",
+            "required": ["succeed_on"],
+            "properties": {"succeed_on": {"type": "integer", "minimum": 1, "maximum": 100}},
+        },
+    },
 }
 
 

@@ -131,6 +131,54 @@ def test_submit_is_resent_with_the_same_key_and_body(mock_api: Callable[..., Any
     assert json.loads(given.requests[0].content) == {"type": "noop"}
 
 
+def test_submit_schedule_and_retry(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    queued = job_json(not_before="2026-12-24T18:00:00Z", start_by="2026-12-24T18:01:00Z",
+                      retry={"max_attempts": 3, "backoff_s": 5, "max_backoff_s": 300, "on": ["exit_code", 75]})
+    server = Recorder(httpx.Response(201, json=queued))
+    api = mock_api(server)
+    when = datetime(2026, 12, 24, 19, 0, tzinfo=timezone(timedelta(hours=1)))
+    job = api.submit("noop", retry=spool_client.JobRetry(3, backoff_s=5, on=["exit_code", 75]), run_at=when, start_within_s=60)
+    assert json.loads(server.requests[0].content) == {
+        "type": "noop", "retry": {"max_attempts": 3, "backoff_s": 5, "on": ["exit_code", 75]},
+        "run_at": "2026-12-24T18:00:00Z", "start_within_s": 60,
+    }
+    assert job.not_before == when and job.start_by == when + timedelta(minutes=1)
+    assert job.retry == spool_client.JobRetry(3, 5.0, 300.0, ["exit_code", 75])
+    api.submit("noop", retry={"max_attempts": 2}, delay_s=1.5)
+    assert json.loads(server.requests[1].content) == {"type": "noop", "retry": {"max_attempts": 2}, "delay_s": 1.5}
+    with pytest.raises(ValueError):
+        api.submit("noop", run_at=when, delay_s=1)  # not both: refused before anything is sent
+    assert len(server.requests) == 2
+
+
+def test_deadline_unreachable_is_not_retried(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    body = {"type": "urn:spool:problem:deadline-unreachable", "title": "Conflict", "status": 409, "detail": "d",
+            "instance": "/v1/jobs", "queued_ahead": 4, "start_by": "2026-12-04T17:24:07Z",
+            "estimate": {"start_in_s": 12.5, "start_at": "2026-12-04T17:24:18.5Z", "method": "m"}}
+    server = Recorder(httpx.Response(409, json=body, headers={"Content-Type": "application/problem+json"}))
+    with pytest.raises(spool_client.DeadlineUnreachable) as caught:
+        mock_api(server).submit("noop", start_within_s=5)
+    assert len(server.requests) == 1 and sleeps == []
+    assert caught.value.queued_ahead == 4 and caught.value.estimate is not None and caught.value.estimate.start_in_s == 12.5
+
+
+def test_attempts(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    listing = {"job": JOB_ID, "state": "queued", "max_attempts": 3, "retry": {"max_attempts": 3},
+               "not_before": "2026-12-04T17:24:06Z",
+               "attempts": [{"attempt": 1, "state": "queued", "reason": "exit_code", "exit_code": 1, "slot": 0,
+                             "retry_at": "2026-12-04T17:24:06Z"}]}
+    server = Recorder(problem(503, "storage-unavailable", {"Retry-After": "1"}), httpx.Response(200, json=listing))
+    attempts = mock_api(server).attempts(JOB_ID)
+    assert [r.url.path for r in server.requests] == [f"/v1/jobs/{JOB_ID}/attempts"] * 2 and sleeps == [1.0]
+    assert attempts.job == JOB_ID and attempts.not_before == attempts[0].retry_at and attempts.retry == spool_client.JobRetry(3)
+    assert [(a.attempt, a.state, a.reason, a.exit_code, a.slot) for a in attempts] == [(1, "queued", "exit_code", 1, 0)]
+    missing = Recorder(problem(404, "not-found"))
+    with pytest.raises(spool_client.NotFound):
+        mock_api(missing).attempts(JOB_ID)
+
+
 def test_cancel_is_not_resent_once_it_may_have_arrived(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
     server = Recorder(httpx.ReadError("connection reset"))
     with pytest.raises(spool_client.ConnectionFailed):

@@ -127,3 +127,96 @@ def test_problem_members_are_kept() -> None:
     assert isinstance(error, spool_client.RateLimited)
     assert (error.limit, error.retry_after, error.problem["retry_after_s"]) == ("token rate", 1.0, 1)
     assert error_from_response(429, {}, b"").limit is None
+
+
+def test_job_schedule_and_retry_fields() -> None:
+    job = Job.from_json({
+        "id": "job_x", "type": "flaky", "state": "queued", "max_attempts": 3,
+        "not_before": "2026-12-04T17:24:06.170144Z", "start_by": "2026-12-04T17:25:06Z",
+        "retry": {"max_attempts": 3, "backoff_s": 0.2, "max_backoff_s": 0.5, "on": ["exit_code", 75, True, None]},
+    })
+    assert job.not_before == datetime(2026, 12, 4, 17, 24, 6, 170144, tzinfo=timezone.utc)
+    assert job.start_by == datetime(2026, 12, 4, 17, 25, 6, tzinfo=timezone.utc)
+    assert job.retry == spool_client.JobRetry(3, 0.2, 0.5, ["exit_code", 75])  # what is neither a reason nor a code is dropped
+    assert job.retry is not None and job.retry.raw["on"][-1] is None
+    plain = Job.from_json({"id": "job_y", "type": "noop", "state": "canceled", "reason": "deadline"})
+    assert (plain.not_before, plain.start_by, plain.retry, plain.reason) == (None, None, None, "deadline")
+    kind = spool_client.JobType.from_json({"name": "flaky", "mode": "process", "retry": {"max_attempts": 2}})
+    assert kind.retry == spool_client.JobRetry(2)
+    assert spool_client.JobType.from_json({"name": "noop", "mode": "process", "retry": None}).retry is None
+
+
+def test_retry_json() -> None:
+    from spool_client._models import retry_json
+
+    policy = spool_client.JobRetry(max_attempts=4, backoff_s=2, on=["timeout", 75])
+    assert retry_json(policy) == {"max_attempts": 4, "backoff_s": 2, "on": ["timeout", 75]}
+    assert retry_json(spool_client.JobRetry(2)) == {"max_attempts": 2}
+    assert retry_json(3) == {"max_attempts": 3}
+    assert retry_json({"max_attempts": 2, "on": ("signal", 1)}) == {"max_attempts": 2, "on": ["signal", 1]}
+    assert retry_json({"max_attempts": 2, "future": True}) == {"max_attempts": 2, "future": True}  # passed on as given
+    assert spool_client.JobRetry.from_json(retry_json(policy)) == policy
+    for bad in (True, "3", 2.5, None):
+        with pytest.raises(TypeError):
+            retry_json(bad)  # type: ignore[arg-type]
+
+
+def test_format_datetime() -> None:
+    from spool_client._models import format_datetime
+
+    india = timezone(timedelta(hours=5, minutes=30))
+    assert format_datetime(datetime(2026, 12, 24, 23, 30, tzinfo=india)) == "2026-12-24T18:00:00Z"
+    assert format_datetime(datetime(2026, 12, 24, 18, 0, 0, 1500, tzinfo=timezone.utc)) == "2026-12-24T18:00:00.001500Z"
+    assert format_datetime("2026-12-24T18:00:00Z") == "2026-12-24T18:00:00Z"  # a string is sent as it is
+    with pytest.raises(ValueError):
+        format_datetime(datetime(2026, 12, 24, 18, 0))  # naive
+    with pytest.raises(TypeError):
+        format_datetime(1766599200)  # type: ignore[arg-type]
+
+
+def test_attempt_list() -> None:
+    attempts = spool_client.AttemptList.from_json({
+        "job": "job_x", "state": "running", "max_attempts": 3, "not_before": None,
+        "retry": {"max_attempts": 3, "backoff_s": 1, "max_backoff_s": 300, "on": ["exit_code"]},
+        "attempts": [
+            {"attempt": 1, "state": "queued", "reason": "exit_code", "exit_code": 3, "error": "exited with status 3",
+             "slot": 0, "started_at": "2026-12-04T17:23:56.273764Z", "ended_at": "2026-12-04T17:23:56.471284Z",
+             "retry_at": "2026-12-04T17:23:56.535277Z"},
+            {"attempt": 2, "state": "queued", "reason": "worker_lost", "node": "gpu-2", "signal": 9},
+            {"attempt": 3, "state": "running", "slot": 1, "started_at": "2026-12-04T17:24:00Z",
+             "progress": {"fraction": 0.5, "message": "half"}, "future": 1},
+            "not an attempt",
+        ],
+    })
+    assert (attempts.job, attempts.state, attempts.max_attempts, attempts.not_before) == ("job_x", "running", 3, None)
+    assert attempts.retry == spool_client.JobRetry(3, 1.0, 300.0, ["exit_code"])
+    assert len(attempts) == 3 and [a.attempt for a in attempts] == [1, 2, 3] and attempts[-1] is attempts.last
+    first, lost, running = attempts
+    assert (first.reason, first.exit_code, first.slot, first.signal) == ("exit_code", 3, 0, None)
+    assert first.retry_at == datetime(2026, 12, 4, 17, 23, 56, 535277, tzinfo=timezone.utc)
+    assert first.ended_at is not None and first.started_at is not None and first.started_at < first.ended_at
+    assert (lost.reason, lost.node, lost.signal, lost.started_at, lost.retry_at) == ("worker_lost", "gpu-2", 9, None, None)
+    assert running.progress == spool_client.Progress(0.5, "half") and running.ended_at is None and running.raw["future"] == 1
+    assert attempts[1:] == [lost, running]
+    waiting = spool_client.AttemptList.from_json({"job": "job_y", "state": "queued", "attempts": [], "max_attempts": 1,
+                                                  "retry": None, "not_before": "2026-12-04T18:00:00Z"})
+    assert waiting.not_before == datetime(2026, 12, 4, 18, tzinfo=timezone.utc) and waiting.retry is None
+    assert list(waiting) == [] and waiting.last is None
+
+
+def test_deadline_unreachable() -> None:
+    import pickle
+
+    body = (b'{"type":"urn:spool:problem:deadline-unreachable","title":"Conflict","status":409,'
+            b'"detail":"the job would not start within its start_within_s of 1 s: 2 job(s) wait ahead of it; nothing was stored",'
+            b'"instance":"/v1/jobs","queued_ahead":2,"start_by":"2026-12-04T17:24:07.043429Z",'
+            b'"estimate":{"start_in_s":3.3,"start_at":"2026-12-04T17:24:09.352009Z","method":"2 job(s) ahead"}}')
+    error = error_from_response(409, {}, body)
+    assert type(error) is spool_client.DeadlineUnreachable and isinstance(error, spool_client.Conflict)
+    assert (error.status, error.code, error.queued_ahead) == (409, "deadline-unreachable", 2)
+    assert error.start_by == datetime(2026, 12, 4, 17, 24, 7, 43429, tzinfo=timezone.utc)
+    assert error.estimate == spool_client.Estimate(3.3, datetime(2026, 12, 4, 17, 24, 9, 352009, tzinfo=timezone.utc), "2 job(s) ahead")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is spool_client.DeadlineUnreachable and copy.estimate == error.estimate and str(copy) == str(error)
+    bare = error_from_response(409, {}, b'{"type":"urn:spool:problem:deadline-unreachable","title":"Conflict","status":409}')
+    assert isinstance(bare, spool_client.DeadlineUnreachable) and (bare.estimate, bare.start_by, bare.queued_ahead) == (None, None, None)

@@ -8,6 +8,7 @@ from ._errors import (
     Conflict,
     ConnectionFailed,
     ContentTooLarge,
+    DeadlineUnreachable,
     Forbidden,
     IdempotencyConflict,
     InvalidInput,
@@ -19,7 +20,21 @@ from ._errors import (
     Unavailable,
     WaitTimeout,
 )
-from ._models import TERMINAL_STATES, Estimate, Event, Health, Job, JobType, Output, Progress, QueueInfo, Slot
+from ._models import (
+    TERMINAL_STATES,
+    Attempt,
+    AttemptList,
+    Estimate,
+    Event,
+    Health,
+    Job,
+    JobRetry,
+    JobType,
+    Output,
+    Progress,
+    QueueInfo,
+    Slot,
+)
 from ._sse import SSEParser
 from ._sync import Client
 from ._version import __version__
@@ -27,11 +42,14 @@ from ._version import __version__
 __all__ = [
     "AlreadyFinished",
     "AsyncClient",
+    "Attempt",
+    "AttemptList",
     "BadRequest",
     "Client",
     "Conflict",
     "ConnectionFailed",
     "ContentTooLarge",
+    "DeadlineUnreachable",
     "Estimate",
     "Event",
     "Forbidden",
@@ -39,6 +57,7 @@ __all__ = [
     "IdempotencyConflict",
     "InvalidInput",
     "Job",
+    "JobRetry",
     "JobType",
     "NotFound",
     "Output",

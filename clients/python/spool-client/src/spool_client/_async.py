@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import (
@@ -32,13 +33,14 @@ from ._core import (
     PathType,
     Read,
     ReadAll,
+    RetryArg,
     Send,
     Sleep,
     T,
     VerifyTypes,
     ssl_verify,
 )
-from ._models import Event, Health, Job, JobType, Output, QueueInfo
+from ._models import AttemptList, Event, Health, Job, JobType, Output, QueueInfo
 
 
 class AsyncClient(ClientCore):
@@ -167,9 +169,15 @@ class AsyncClient(ClientCore):
         idempotency_key: Optional[str] = None,
         webhook: Optional[str] = None,
         webhook_events: Optional[Sequence[str]] = None,
+        retry: Optional[RetryArg] = None,
+        run_at: Optional[Union[datetime, str]] = None,
+        delay_s: Optional[float] = None,
+        start_within_s: Optional[float] = None,
     ) -> Job:
         """See `Client.submit`."""
-        return await self._run(self._submit(type, input, priority, timeout_s, idempotency_key, webhook, webhook_events))
+        return await self._run(self._submit(
+            type, input, priority, timeout_s, idempotency_key, webhook, webhook_events, retry, run_at, delay_s, start_within_s
+        ))
 
     async def get(self, id: str, *, wait: Optional[float] = None) -> Job:
         return await self._run(self._get(id, wait))
@@ -180,6 +188,10 @@ class AsyncClient(ClientCore):
 
     async def wait(self, id: str, timeout: Optional[float] = None) -> Job:
         return await self._run(self._wait(id, timeout))
+
+    async def attempts(self, id: str) -> AttemptList:
+        """See `Client.attempts`."""
+        return await self._run(self._attempts(id))
 
     async def cancel(self, id: str) -> Job:
         return await self._run(self._cancel(id))

@@ -19,6 +19,7 @@ import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, Generator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 from urllib.parse import quote
@@ -26,7 +27,19 @@ from urllib.parse import quote
 import httpx
 
 from ._errors import ConnectionFailed, SpoolError, WaitTimeout, error_from_response
-from ._models import Event, Health, Job, JobType, Output, QueueInfo, TERMINAL_STATES
+from ._models import (
+    TERMINAL_STATES,
+    AttemptList,
+    Event,
+    Health,
+    Job,
+    JobRetry,
+    JobType,
+    Output,
+    QueueInfo,
+    format_datetime,
+    retry_json,
+)
 from ._sse import SSEParser
 from ._version import __version__
 
@@ -40,6 +53,8 @@ STREAM_READ_TIMEOUT_S = 45.0
 
 VerifyTypes = Union[bool, str, "os.PathLike[str]", ssl.SSLContext]
 PathType = Union[str, "os.PathLike[str]"]
+#: A submit's `retry`: a `JobRetry`, a mapping of its fields, or a number of attempts.
+RetryArg = Union[JobRetry, Mapping[str, Any], int]
 
 
 # --- effects -------------------------------------------------------------------------------
@@ -336,7 +351,13 @@ class ClientCore:
         idempotency_key: Optional[str],
         webhook: Optional[str],
         webhook_events: Optional[Sequence[str]],
+        retry: Optional[RetryArg] = None,
+        run_at: Optional[Union[datetime, str]] = None,
+        delay_s: Optional[float] = None,
+        start_within_s: Optional[float] = None,
     ) -> Flow[Job]:
+        if run_at is not None and delay_s is not None:
+            raise ValueError("give run_at or delay_s, not both")
         body: Dict[str, Any] = {"type": type}
         if input is not None:
             body["input"] = input
@@ -348,6 +369,14 @@ class ClientCore:
             body["webhook"] = webhook
         if webhook_events is not None:
             body["webhook_events"] = list(webhook_events)
+        if retry is not None:
+            body["retry"] = retry_json(retry)
+        if run_at is not None:
+            body["run_at"] = format_datetime(run_at)
+        if delay_s is not None:
+            body["delay_s"] = delay_s
+        if start_within_s is not None:
+            body["start_within_s"] = start_within_s
         key = idempotency_key or str(uuid.uuid4())
         spec = RequestSpec(
             "POST",
@@ -404,6 +433,9 @@ class ClientCore:
                 if pause > 0:
                     yield Sleep(pause)
             previous = job.state
+
+    def _attempts(self, job_id: str) -> Flow[AttemptList]:
+        return AttemptList.from_json((yield from self._json(RequestSpec("GET", job_path(job_id, "attempts")))))
 
     def _cancel(self, job_id: str) -> Flow[Job]:
         spec = RequestSpec("POST", job_path(job_id, "cancel"), idempotent=False)

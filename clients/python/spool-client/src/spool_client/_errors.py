@@ -7,6 +7,8 @@ from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional, Type
 
+from ._models import Estimate, parse_datetime
+
 PROBLEM_PREFIX = "urn:spool:problem:"
 
 
@@ -94,6 +96,26 @@ class IdempotencyConflict(Conflict):
     """409 ``idempotency-conflict``: the Idempotency-Key was used for a different request."""
 
 
+class DeadlineUnreachable(Conflict):
+    """409 ``deadline-unreachable``: a submit with `start_within_s` the queue's estimate says
+    cannot start in time; nothing was stored. `.estimate` is the queue's `Estimate` (start_in_s,
+    start_at, method), `.start_by` the deadline (an aware datetime), `.queued_ahead` how many
+    jobs wait ahead of it."""
+
+    @property
+    def estimate(self) -> Optional[Estimate]:
+        return Estimate.from_json(self.problem.get("estimate"))
+
+    @property
+    def start_by(self) -> Optional[datetime]:
+        return parse_datetime(self.problem.get("start_by"))
+
+    @property
+    def queued_ahead(self) -> Optional[int]:
+        value = self.problem.get("queued_ahead")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 class ContentTooLarge(SpoolError):
     """413: the request body is over the server's limit."""
 
@@ -150,6 +172,7 @@ _BY_STATUS: Dict[int, Type[SpoolError]] = {
 _BY_CODE: Dict[str, Type[SpoolError]] = {
     "already-finished": AlreadyFinished,
     "idempotency-conflict": IdempotencyConflict,
+    "deadline-unreachable": DeadlineUnreachable,
 }
 
 

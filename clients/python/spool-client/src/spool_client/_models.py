@@ -10,7 +10,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union, overload
 
 TERMINAL_STATES = frozenset({"succeeded", "failed", "canceled"})
 
@@ -57,6 +57,88 @@ def _opt_str(value: Any) -> Optional[str]:
 
 def _obj(value: Any) -> Dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def format_datetime(value: Union[datetime, str]) -> str:
+    """An RFC 3339 UTC timestamp (``…Z``) for the server: an aware datetime is converted to UTC
+    (a naive one is refused: its zone is unknown); a string is passed on as it is."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime or a string, not {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("a naive datetime has no time zone: give an aware one (e.g. tzinfo=timezone.utc)")
+    utc = value.astimezone(timezone.utc)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}"
+    return text + "Z"
+
+
+#: What a retry policy's `on` may hold: these failure reasons, and exit codes 1–255.
+RETRY_REASONS = frozenset({"exit_code", "signal", "timeout", "error", "worker_lost", "spawn_failed"})
+
+
+@dataclass(frozen=True)
+class JobRetry:
+    """A job's retry policy (`retry` of a submit, a job, a job type): up to `max_attempts`
+    attempts in all, the wait before attempt n+1 drawn from [0, min(max_backoff_s,
+    backoff_s × 2^(n−1))] (exponential back-off with full jitter).
+
+    `on` lists the failures that retry: reasons (``exit_code``, ``signal``, ``timeout``,
+    ``error``, ``worker_lost``, ``spawn_failed``) and/or exit codes 1–255 (then only those codes
+    retry among non-zero exits). None leaves the server's defaults (backoff 1 s, at most 300 s;
+    exit_code, signal, timeout, error, worker_lost). Not to be confused with `RetryPolicy`,
+    which is how the *client* retries HTTP requests.
+    """
+
+    max_attempts: int
+    backoff_s: Optional[float] = None
+    max_backoff_s: Optional[float] = None
+    on: Optional[List[Union[str, int]]] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def to_json(self) -> Dict[str, Any]:
+        """The policy as a submit's `retry` member (unset fields left out)."""
+        body: Dict[str, Any] = {"max_attempts": self.max_attempts}
+        if self.backoff_s is not None:
+            body["backoff_s"] = self.backoff_s
+        if self.max_backoff_s is not None:
+            body["max_backoff_s"] = self.max_backoff_s
+        if self.on is not None:
+            body["on"] = list(self.on)
+        return body
+
+    @classmethod
+    def from_json(cls, data: Any) -> Optional["JobRetry"]:
+        if not isinstance(data, dict):
+            return None
+        on = data.get("on")
+        return cls(
+            max_attempts=_opt_int(data.get("max_attempts")) or 1,
+            backoff_s=_opt_float(data.get("backoff_s")),
+            max_backoff_s=_opt_float(data.get("max_backoff_s")),
+            on=[x for x in on if isinstance(x, str) or (isinstance(x, int) and not isinstance(x, bool))] if isinstance(on, list) else None,
+            raw=dict(data),
+        )
+
+
+def retry_json(value: Union["JobRetry", Mapping[str, Any], int]) -> Dict[str, Any]:
+    """A submit's `retry` member from a `JobRetry`, a mapping of the same fields, or a bare
+    number of attempts. Checked here only for its shape; the server checks the values."""
+    if isinstance(value, JobRetry):
+        return value.to_json()
+    if isinstance(value, bool):
+        raise TypeError("retry is a JobRetry, a mapping or a number of attempts, not a bool")
+    if isinstance(value, int):
+        return {"max_attempts": value}
+    if isinstance(value, Mapping):
+        body = dict(value)
+        on = body.get("on")
+        if isinstance(on, (tuple, set, frozenset)):
+            body["on"] = sorted(on, key=str) if isinstance(on, (set, frozenset)) else list(on)
+        return body
+    raise TypeError(f"retry is a JobRetry, a mapping or a number of attempts, not {type(value).__name__}")
 
 
 @dataclass(frozen=True)
@@ -121,6 +203,12 @@ class Job:
     webhook: Optional[str] = None
     webhook_events: Optional[List[str]] = None
     cancel_requested: bool = False
+    #: A queued job that may not start before this time (`run_at`, `delay_s`, or a retry's back-off).
+    not_before: Optional[datetime] = None
+    #: A queued job with `start_within_s`: canceled with reason ``deadline`` if not started by then.
+    start_by: Optional[datetime] = None
+    #: The job's retry policy (its submit's or its type's); None when failures are final.
+    retry: Optional[JobRetry] = None
     links: Dict[str, str] = field(default_factory=dict)
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -164,6 +252,9 @@ class Job:
             webhook=_opt_str(data.get("webhook")),
             webhook_events=[str(e) for e in events] if isinstance(events, list) else None,
             cancel_requested=data.get("cancel_requested") is True,
+            not_before=parse_datetime(data.get("not_before")),
+            start_by=parse_datetime(data.get("start_by")),
+            retry=JobRetry.from_json(data.get("retry")),
             links={str(k): str(v) for k, v in links.items()},
             raw=dict(data),
         )
@@ -191,6 +282,93 @@ class Output:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One attempt of a job (`GET /v1/jobs/{id}/attempts`).
+
+    `state` is how the attempt left the job: ``queued`` when it went round again (a retry, a
+    lost worker, a crash; `retry_at` says when a retry was due), ``running`` for the attempt in
+    progress (with `progress`), else ``succeeded``, ``failed`` or ``canceled``.
+    """
+
+    attempt: int
+    state: str
+    reason: Optional[str] = None
+    slot: Optional[int] = None
+    node: Optional[str] = None
+    started_at: Optional[datetime] = None
+    ended_at: Optional[datetime] = None
+    exit_code: Optional[int] = None
+    signal: Optional[int] = None
+    error: Optional[str] = None
+    retry_at: Optional[datetime] = None
+    progress: Optional[Progress] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Attempt":
+        return cls(
+            attempt=_opt_int(data.get("attempt")) or 0,
+            state=str(data.get("state", "")),
+            reason=_opt_str(data.get("reason")),
+            slot=_opt_int(data.get("slot")),
+            node=_opt_str(data.get("node")),
+            started_at=parse_datetime(data.get("started_at")),
+            ended_at=parse_datetime(data.get("ended_at")),
+            exit_code=_opt_int(data.get("exit_code")),
+            signal=_opt_int(data.get("signal")),
+            error=_opt_str(data.get("error")),
+            retry_at=parse_datetime(data.get("retry_at")),
+            progress=Progress.from_json(data.get("progress")),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class AttemptList(Sequence[Attempt]):
+    """A job's attempts, oldest first (every one that ended, then the running one), with the
+    job's `state`, `max_attempts`, `retry` policy and, while it waits out a delay or a back-off,
+    `not_before`. Iterable and indexable like the list `attempts`."""
+
+    job: str
+    state: str
+    attempts: List[Attempt]
+    max_attempts: Optional[int] = None
+    retry: Optional[JobRetry] = None
+    not_before: Optional[datetime] = None
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.attempts)
+
+    @overload
+    def __getitem__(self, index: int) -> Attempt: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> List[Attempt]: ...
+
+    def __getitem__(self, index: Union[int, slice]) -> Union[Attempt, List[Attempt]]:
+        return self.attempts[index]
+
+    @property
+    def last(self) -> Optional[Attempt]:
+        """The latest attempt (the running one, while the job runs); None before the first."""
+        return self.attempts[-1] if self.attempts else None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "AttemptList":
+        items = data.get("attempts")
+        return cls(
+            job=str(data.get("job", "")),
+            state=str(data.get("state", "")),
+            attempts=[Attempt.from_json(a) for a in items if isinstance(a, dict)] if isinstance(items, list) else [],
+            max_attempts=_opt_int(data.get("max_attempts")),
+            retry=JobRetry.from_json(data.get("retry")),
+            not_before=parse_datetime(data.get("not_before")),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
 class JobType:
     """A job type the server accepts (`GET /v1/types`)."""
 
@@ -199,6 +377,8 @@ class JobType:
     timeout_s: Optional[float]
     max_attempts: Optional[int]
     command_input_keys: List[str]
+    #: The type's retry policy; None when failures are final.
+    retry: Optional[JobRetry] = None
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -210,6 +390,7 @@ class JobType:
             timeout_s=_opt_float(data.get("timeout_s")),
             max_attempts=_opt_int(data.get("max_attempts")),
             command_input_keys=[str(k) for k in keys] if isinstance(keys, list) else [],
+            retry=JobRetry.from_json(data.get("retry")),
             raw=dict(data),
         )
 

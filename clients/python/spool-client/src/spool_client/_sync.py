@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Callable, Dict, Generator, Iterator, List, Literal, Optional, Sequence, Type, Union, overload
@@ -19,13 +20,14 @@ from ._core import (
     PathType,
     Read,
     ReadAll,
+    RetryArg,
     Send,
     Sleep,
     T,
     VerifyTypes,
     ssl_verify,
 )
-from ._models import Event, Health, Job, JobType, Output, QueueInfo
+from ._models import AttemptList, Event, Health, Job, JobType, Output, QueueInfo
 
 
 class Client(ClientCore):
@@ -142,6 +144,10 @@ class Client(ClientCore):
         idempotency_key: Optional[str] = None,
         webhook: Optional[str] = None,
         webhook_events: Optional[Sequence[str]] = None,
+        retry: Optional[RetryArg] = None,
+        run_at: Optional[Union[datetime, str]] = None,
+        delay_s: Optional[float] = None,
+        start_within_s: Optional[float] = None,
     ) -> Job:
         """Submit a job; returns it as stored (queued, with its position).
 
@@ -149,8 +155,19 @@ class Client(ClientCore):
         a dropped connection never makes a second job. The same key with the same request
         returns the original job; with another request it raises `IdempotencyConflict`.
         `webhook` is a URL; `webhook_events` any of ``started``, ``progress``, ``completed``.
+
+        `retry` runs a failing job again with back-off, overriding its type's policy: a
+        `JobRetry`, a dict of the same fields (``{"max_attempts": 3, "backoff_s": 5, "on":
+        ["exit_code", 75]}``) or a number of attempts in all. `run_at` (an aware datetime, sent
+        in UTC, or an RFC 3339 UTC string) or `delay_s` holds the job back until then (not
+        both). `start_within_s` is a deadline to start, from when the job may first start: a
+        submit the queue's estimate says cannot make it raises `DeadlineUnreachable` (a
+        `Conflict`; nothing is stored), and a queued job whose deadline passes is canceled with
+        reason ``deadline``.
         """
-        return self._run(self._submit(type, input, priority, timeout_s, idempotency_key, webhook, webhook_events))
+        return self._run(self._submit(
+            type, input, priority, timeout_s, idempotency_key, webhook, webhook_events, retry, run_at, delay_s, start_within_s
+        ))
 
     def get(self, id: str, *, wait: Optional[float] = None) -> Job:
         """One job. With `wait` (≤ 60 s) the server holds the answer until the state changes."""
@@ -163,6 +180,12 @@ class Client(ClientCore):
     def wait(self, id: str, timeout: Optional[float] = None) -> Job:
         """Long-poll until the job is succeeded, failed or canceled; `WaitTimeout` after `timeout` s."""
         return self._run(self._wait(id, timeout))
+
+    def attempts(self, id: str) -> AttemptList:
+        """The job's attempts, oldest first, as `Attempt`s (how each ended, its exit code, slot,
+        times, and `retry_at` for one that went round again); the list also has the job's
+        `state`, `max_attempts`, `retry` policy and `not_before`."""
+        return self._run(self._attempts(id))
 
     def cancel(self, id: str) -> Job:
         """Cancel: a queued job is canceled at once, a running one is stopping
