@@ -41,6 +41,8 @@ public struct JobEvent: Sendable, Equatable {
         if let reason = job.reason { fields["reason"] = .string(reason.rawValue) }
         if let slot = job.slot, job.state == .running { fields["slot"] = .int(Int64(slot.rawValue)) }
         if let error = job.error, job.state.isTerminal { fields["error"] = .string(error) }
+        // A job that waits to start (a retry's back-off, run_at, delay_s): until when.
+        if job.state == .queued, let notBefore = job.notBefore { fields["not_before"] = .string(notBefore.description) }
         if job.cancelRequested && !job.state.isTerminal { fields["cancel_requested"] = .bool(true) }
         // Who caused the change, where a client did: the submitter, or who canceled it.
         if let canceler = job.canceledBy, job.state == .canceled || job.cancelRequested {

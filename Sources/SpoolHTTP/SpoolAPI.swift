@@ -216,7 +216,7 @@ public struct SpoolAPI: Sendable {
         guard let estimate = startEstimate(of: job, position: ahead + 1, now: now) else { return }
         let start = now.adding(seconds: estimate.startsIn)
         guard start > startBy else { return }
-        let within = startBy.secondsSince1970 - (job.notBefore ?? now).secondsSince1970
+        let within = Double(startBy.microseconds - (job.notBefore ?? job.createdAt).microseconds) / 1_000_000
         throw APIError(status: .conflict, code: "deadline-unreachable",
                        detail: "the job would not start within its start_within_s of \(InputSchema.format(within)) s: \(ahead) job(s) wait ahead of it "
                            + "and the queue's estimate is a start in \(InputSchema.format((estimate.startsIn * 10).rounded() / 10)) s; "

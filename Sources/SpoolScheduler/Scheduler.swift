@@ -683,31 +683,37 @@ public actor Scheduler: Service {
             return
         }
         if case .returned = outcome { await wakeAtNextRetry(in: &group) }
-        if let retry = job.retry, retry.retries(outcome, attempt: job.attempts) {
+        // The job as the store left it (the same rules, a moment later): done, or back in the queue.
+        var recorded = job
+        recorded.record(outcome, at: clock.wall(), result: result.result)
+        let retrying = recorded.state == .queued && job.retry?.retries(outcome, attempt: job.attempts) == true
+        if retrying, let retryAt = recorded.notBefore {
             // Back to the queue until its back-off is over (the store worked out the same time from
             // the moment it recorded the end, a little before now).
-            arm(at: clock.wall().adding(seconds: retry.backoff(after: job.attempts, of: job.id)), in: &group)
+            arm(at: retryAt, in: &group)
             SchedulerMetrics.retried(job, reason: outcome.reason)
         }
-        if let array = job.array, array.failFast, outcome.resultingState == .failed {
-            var ended = job
-            ended.record(outcome, at: clock.wall())
-            if ended.state == .failed {
-                // A fail-fast array: its other tasks are canceled (off the dispatch path).
-                let now = clock.wall()
-                group.addTask { [store, logger] in
-                    do {
-                        let canceled = try await store.cancelArray(array.id, by: nil, now: now)
-                        for task in canceled { await self.stop(task, because: .cancel) }
-                        logger.info("array task failed: canceled the rest (fail_fast)",
-                                    metadata: ["array": "\(array.id)", "task": "\(job.id)", "canceled": "\(canceled.count)"])
-                    } catch {
-                        logger.warning("could not cancel the rest of a fail-fast array", metadata: ["array": "\(array.id)", "error": "\(error)"])
-                    }
+        if let array = job.array, array.failFast, recorded.state == .failed {
+            // A fail-fast array: its other tasks are canceled (off the dispatch path).
+            let now = clock.wall()
+            group.addTask { [store, logger] in
+                do {
+                    let canceled = try await store.cancelArray(array.id, by: nil, now: now)
+                    for task in canceled { await self.stop(task, because: .cancel) }
+                    logger.info("array task failed: canceled the rest (fail_fast)",
+                                metadata: ["array": "\(array.id)", "task": "\(job.id)", "canceled": "\(canceled.count)"])
+                } catch {
+                    logger.warning("could not cancel the rest of a fail-fast array", metadata: ["array": "\(array.id)", "error": "\(error)"])
                 }
             }
         }
-        logger.info("job finished", metadata: ["job": "\(job.id)", "type": "\(job.type)", "state": "\(outcome.resultingState)", "slot": "\(slot)"])
+        if retrying {
+            logger.info("job attempt failed; retrying after its back-off",
+                        metadata: ["job": "\(job.id)", "type": "\(job.type)", "attempt": "\(job.attempts)", "reason": "\(outcome.reason?.rawValue ?? "")",
+                                   "retry_at": "\(recorded.notBefore.map(\.description) ?? "now")", "slot": "\(slot)"])
+        } else {
+            logger.info("job finished", metadata: ["job": "\(job.id)", "type": "\(job.type)", "state": "\(recorded.state)", "slot": "\(slot)"])
+        }
         let ended = running.removeValue(forKey: Attempt(job))
         let ran = ended.map { (clock.now() - $0.since).inSeconds }
         if let ran, let ended, outcome == .succeeded {
@@ -722,11 +728,12 @@ public actor Scheduler: Service {
         let lastLog = budget.events(at: clock.now(), interval: configuration.progressInterval, final: true)
         let paths = JobPaths(dataDirectory: configuration.dataDirectory, job: job.id)
         let now = clock.wall()
+        let isFinal = recorded.state.isTerminal
         // Off the dispatch path: the last log lines and the list of outputs, as events.
         group.addTask { [store, logger] in
             do {
                 for text in lastLog { try await Self.appendLog(text, of: job.id, to: store, at: now) }
-                guard outcome.resultingState.isTerminal else { return }
+                guard isFinal else { return }   // an attempt that goes round again has no final outputs
                 let files = (try? await BlockingIO.run { OutputFiles.list(under: paths.outputs, limit: 1000) }) ?? []
                 try await store.appendEvent(.outputs, job: job.id, data: .object([
                     "job": .string(job.id.rawValue),
