@@ -120,8 +120,8 @@ import Testing
             #expect(try await server.request(.POST, "/v1/slots/0/release").json["released"] == false)
             #expect(try await server.request(.GET, "/healthz").json["status"] == "ok")
             let metrics = String(decoding: try await server.request(.GET, "/metrics").body, as: UTF8.self)
-            #expect(metrics.contains("spool_slots_quarantined 0"))
-            #expect(metrics.contains("spool_slot_quarantines_total{"))
+            #expect(metrics.contains("spool_slots_quarantined 0") && metrics.contains("# HELP spool_slots_quarantined "))
+            #expect(metrics.contains("spool_slot_quarantines_total{") && metrics.contains("# TYPE spool_slot_quarantines_total counter"))
 
             // VRAM: a warm worker's GPU memory, as the fake reports it for the worker's pid.
             _ = try await server.waitFor(try #require(try await server.submit("work").json["id"]?.stringValue), ["succeeded"])
