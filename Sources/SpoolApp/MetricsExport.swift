@@ -37,6 +37,8 @@ enum MetricsExport {
         "spool_slots": "Slots this node runs jobs on.",
         "spool_slots_busy": "Slots running a job now.",
         "spool_slot_busy_seconds_total": "Seconds each slot has spent running jobs (its rate is the slot's busy fraction).",
+        "spool_slots_quarantined": "GPU slots in quarantine now (they take no jobs).",
+        "spool_slot_quarantines_total": "GPU slots quarantined, by slot and cause (failures, gpu_health).",
         "spool_worker_restarts_total": "Warm workers replaced, by reason and job type.",
         "spool_jobs_rescued_total": "Jobs of a lost node taken back by this one (shared store), by outcome.",
         "spool_lease_renewal_failures_total": "Times this node could not renew its running jobs' leases (shared store).",

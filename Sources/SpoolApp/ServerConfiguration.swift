@@ -78,6 +78,13 @@ public struct ServerConfiguration: Sendable {
     public var maxConnections = 1024
     /// Webhooks may point at loopback, private and link-local addresses.
     public var webhookAllowPrivate = false
+    /// Failed attempts in a row that quarantine a GPU slot; 0: never.
+    public var quarantineAfterFailures = 3
+    /// How often `nvidia-smi` is asked for the GPUs' health (and due self-tests run); 0: never.
+    public var gpuHealthIntervalSeconds: Double = 30
+    /// argv run pinned to a quarantined slot's GPU; exit 0 releases the slot.
+    public var gpuSelfTest: [String]?
+    public var gpuSelfTestTimeoutSeconds: Double = 120
 
     public init() {}
 
@@ -105,6 +112,7 @@ public struct ServerConfiguration: Sendable {
         "store", "role", "node", "lease_s", "shared_file_limit_bytes",
         "auth", "metrics_public", "allowed_hosts", "cors_origins", "max_queued", "tls_cert", "tls_key", "header_timeout_s",
         "max_connections", "webhook_allow_private",
+        "quarantine_after_failures", "gpu_health_interval_s", "gpu_self_test", "gpu_self_test_timeout_s",
     ]
     static let jobTypeKeys = Set(["command", "timeout_s", "max_attempts", "retry", "dedup", "input_schema", "env", "working_dir", "mode"])
         .union(workerKeys)
@@ -219,6 +227,24 @@ public struct ServerConfiguration: Sendable {
                 corsOrigins = list
             }
         case "max_queued": maxQueued = try integer(1...100_000_000)
+        case "quarantine_after_failures": quarantineAfterFailures = try integer(0...1000)
+        case "gpu_health_interval_s": gpuHealthIntervalSeconds = try seconds()
+        case "gpu_self_test_timeout_s":
+            guard let number = value.doubleValue, number > 0, number <= 86_400 else { throw fail("a number of seconds above 0 (at most 86400)") }
+            gpuSelfTestTimeoutSeconds = number
+        case "gpu_self_test":
+            var argv: [JSONValue]?
+            switch value {
+            case .array(let items): argv = items
+            case .string(let text) where text.hasPrefix("["):
+                if case .array(let items)? = try? JSONParser.parse(Array(text.utf8)) { argv = items }
+            case .string(let text): argv = text.split(separator: " ").map { .string(String($0)) }
+            default: break
+            }
+            guard let argv, !argv.isEmpty, argv.allSatisfy({ $0.stringValue?.isEmpty == false }) else {
+                throw fail("a command as a list of strings, like [\"/opt/bin/gpu-check\", \"--quick\"] (run without a shell)")
+            }
+            gpuSelfTest = argv.compactMap(\.stringValue)
         case "max_connections": maxConnections = try integer(1...1_000_000)
         case "header_timeout_s":
             guard let number = value.doubleValue, number > 0, number <= 3600 else { throw fail("a number of seconds above 0 (at most 3600)") }
@@ -378,7 +404,8 @@ public struct ServerConfiguration: Sendable {
     }
 
     static let textKeys: Set<String> = ["host", "data_dir", "gpus", "sqlite_synchronous", "webhook_secret", "store", "role", "node",
-                                        "auth", "allowed_hosts", "cors_origins", "tls_cert", "tls_key", "metrics_public", "webhook_allow_private"]
+                                        "auth", "allowed_hosts", "cors_origins", "tls_cert", "tls_key", "metrics_public", "webhook_allow_private",
+                                        "gpu_self_test"]
 
     /// The configured node name, or one derived from this machine and the data directory.
     public func nodeName(dataDirectory: String) -> String {

@@ -64,6 +64,7 @@ public enum SpoolServer {
         var schedulerConfiguration = SchedulerConfiguration(slots: slots, dataDirectory: dataDirectory)
         schedulerConfiguration.sharedFileLimitBytes = configuration.sharedFileLimitBytes
         schedulerConfiguration.shutdownGrace = .seconds(configuration.shutdownGraceSeconds)
+        schedulerConfiguration.quarantineAfterFailures = configuration.quarantineAfterFailures
         let clock = SpoolClock.system
         let executor = executors(for: catalog, slots: slots, dataDirectory: dataDirectory, configuration: configuration,
                                  clock: clock, logger: logger)
@@ -135,6 +136,9 @@ public enum SpoolServer {
             coordination.slots = slots.count
             services.append(.init(service: ClusterCoordinator(store: shared, scheduler: scheduler, configuration: coordination,
                                                               clock: clock, logger: logger)))
+        }
+        if let monitor = gpuMonitor(configuration, slots: slots, scheduler: scheduler, clock: clock, logger: logger) {
+            services.append(.init(service: monitor))
         }
         services.append(.init(service: scheduler, successTerminationBehavior: .gracefullyShutdownGroup))
         let group = ServiceGroup(configuration: .init(
@@ -241,6 +245,17 @@ public enum SpoolServer {
             logger.info("found GPUs", metadata: ["gpus": "\(devices.map { "\($0.index): \($0.name)" })", "slots_per_gpu": "\(configuration.slotsPerGPU)"])
             return gpuSlots(devices.map(\.index), perGPU: configuration.slotsPerGPU)
         }
+    }
+
+    /// With GPU slots and `gpu_health_interval_s` above 0: the GPU health poll and self-tests.
+    static func gpuMonitor(_ configuration: ServerConfiguration, slots: [SlotSpec], scheduler: Scheduler, clock: SpoolClock,
+                           logger: Logger) -> GPUHealthMonitor? {
+        let devices = Array(Set(slots.compactMap(\.gpu))).sorted()
+        guard !devices.isEmpty, configuration.gpuHealthIntervalSeconds > 0 else { return nil }
+        var settings = GPUHealthMonitor.Configuration(devices: devices, interval: .milliseconds(Int64(configuration.gpuHealthIntervalSeconds * 1000)),
+                                                      selfTest: configuration.gpuSelfTest)
+        settings.selfTestTimeout = .milliseconds(Int64(configuration.gpuSelfTestTimeoutSeconds * 1000))
+        return GPUHealthMonitor(scheduler: scheduler, configuration: settings, clock: clock, logger: logger)
     }
 
     /// `slots_per_gpu` slots for each device, every one pinned to its device.

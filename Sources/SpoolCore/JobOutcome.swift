@@ -3,6 +3,8 @@ public enum StopReason: Sendable, Equatable {
     case timeout
     case cancel
     case shutdown
+    /// Its slot was quarantined (its GPU reads unhealthy): the job goes back to the queue.
+    case quarantine
 }
 
 /// How an attempt's process or warm worker ended, before any stop request is taken into account.
@@ -105,6 +107,7 @@ extension JobOutcome {
         case .timeout?: self = .timedOut; return
         case .cancel?: self = .canceled; return
         case .shutdown?: self = .stoppedForShutdown; return
+        case .quarantine?: self = .returned(message: "its slot was quarantined while it ran"); return
         case nil: break
         }
         switch end {

@@ -42,9 +42,10 @@ public struct SlotBoard: Sendable, Equatable {
 
     public var isQuiescent: Bool { !occupancy.values.contains { if case .running = $0 { true } else { $0 == .claiming } } }
 
-    /// Marks every idle slot as claiming and returns them, lowest first: the claims to make now.
-    public mutating func beginClaims() -> [SlotID] {
-        let idle = occupancy.filter { $0.value == .idle }.keys.sorted()
+    /// Marks every idle slot (but those `excepted`) as claiming and returns them, lowest first:
+    /// the claims to make now.
+    public mutating func beginClaims(except excepted: Set<SlotID> = []) -> [SlotID] {
+        let idle = occupancy.filter { $0.value == .idle && !excepted.contains($0.key) }.keys.sorted()
         for slot in idle { occupancy[slot] = .claiming }
         return idle
     }

@@ -1,5 +1,7 @@
 import Foundation
+import SpoolCore
 import Subprocess
+import SystemPackage
 
 /// Finds the machine's NVIDIA GPUs with `nvidia-smi -L` (one line per device:
 /// `GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-…)`). No `nvidia-smi`, or one that fails,
@@ -31,6 +33,108 @@ public enum GPUProbe {
         }
         return memory
     }
+
+    /// What the health query asks for, by name (`nvidia-smi --help-query-gpu`): uncorrected ECC
+    /// errors since the driver loaded, and memory repairs that wait for a reset (retired pages
+    /// before Ampere, remapped rows since) or failed. Drivers too old for `remapped_rows.*` get
+    /// the first three.
+    static let healthFields = ["index", "ecc.errors.uncorrected.volatile.total", "retired_pages.pending",
+                               "remapped_rows.pending", "remapped_rows.failure"]
+
+    /// Each of `devices`' health from `nvidia-smi --query-gpu`; nil when nvidia-smi could not be
+    /// run or did not answer within `timeout` (a hung nvidia-smi is killed). A device it says
+    /// nothing about while it reports a failure ("GPU is lost") reads unhealthy with that failure.
+    public static func health(of devices: [String], timeout: Duration = .seconds(20)) async -> [String: GPUHealth]? {
+        for fields in [healthFields, Array(healthFields.prefix(3))] {
+            let arguments = ["--query-gpu=" + fields.joined(separator: ","), "--format=csv,noheader,nounits"]
+            guard let (_, text) = await runBounded(["nvidia-smi"] + arguments, timeout: timeout) else { return nil }
+            if text.contains("is not a valid field to query") { continue }
+            return parseHealth(text, fields: fields, devices: devices)
+        }
+        return nil
+    }
+
+    /// Runs a GPU self-test command pinned to `gpu` (`CUDA_VISIBLE_DEVICES`, `SPOOL_SLOT`; none of
+    /// the server's `SPOOL_*` settings): whether it exited 0 within `timeout`, and what it said or why not.
+    public static func selfTest(_ argv: [String], gpu: String, slot: SlotID, timeout: Duration) async -> (passed: Bool, detail: String) {
+        let environment = ChildEnvironment.make(inheriting: ProcessInfo.processInfo.environment,
+                                                adding: ["CUDA_VISIBLE_DEVICES": gpu, "SPOOL_SLOT": slot.description])
+        guard let (status, output) = await runBounded(argv, environment: environment, timeout: timeout) else {
+            return (false, "it could not be started, or ran past its limit of \(timeout)")
+        }
+        return (status.isSuccess, "\(status): \(output.suffix(500))")
+    }
+
+    /// Runs a command (a name looked up on the PATH, or a path) to its end, or kills its process
+    /// group after `timeout` (nil then, or when it could not be started): its exit status and
+    /// its stdout followed by its stderr. `environment` nil: the server's own.
+    public static func runBounded(_ argv: [String], environment: [String: String]? = nil,
+                                  timeout: Duration) async -> (TerminationStatus, String)? {
+        guard let command = argv.first else { return nil }
+        return await withTaskGroup(of: (TerminationStatus, String)?.self) { group in
+            group.addTask {
+                var options = PlatformOptions()
+                options.createSession = true
+                options.teardownSequence = [.send(signal: .terminate, toProcessGroup: true, allowedDurationToNextStep: .seconds(2))]
+                var custom: [Environment.Key: String] = [:]
+                for (key, value) in environment ?? [:] { if let name = Environment.Key(rawValue: key) { custom[name] = value } }
+                guard let result = try? await Subprocess.run(
+                    command.contains("/") ? .path(FilePath(command)) : .name(command), arguments: Arguments(Array(argv.dropFirst())),
+                    environment: environment == nil ? .inherit : .custom(custom), platformOptions: options,
+                    output: .string(limit: 1 << 16), error: .string(limit: 1 << 16))
+                else { return nil }
+                return (result.terminationStatus, (result.standardOutput ?? "") + (result.standardError ?? ""))
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
+        }
+    }
+
+    /// The health of `devices` from the health query's CSV (`fields` in order). Unsupported
+    /// readings (`[N/A]`, `[Not Supported]`) say nothing; `[GPU is lost]`, `[Unknown Error]` and
+    /// `[GPU requires reset]` in a field, or a line like `Unable to determine the device handle
+    /// for GPU 0000:3B:00.0: GPU is lost` for a device missing from the table, make it unhealthy.
+    /// A device neither listed nor covered by a failure line is left out (no reading).
+    static func parseHealth(_ text: String, fields: [String], devices: [String]) -> [String: GPUHealth] {
+        var health: [String: GPUHealth] = [:]
+        var failures: [String] = []
+        for line in text.split(whereSeparator: \.isNewline) {
+            let values = line.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard values.count == fields.count, let index = values.first, !index.isEmpty, index.allSatisfy(\.isNumber) else {
+                let text = line.trimmingCharacters(in: .whitespaces)
+                if Self.failureMarks.contains(where: { text.localizedCaseInsensitiveContains($0) }) { failures.append(text) }
+                continue
+            }
+            var problems: [String] = []
+            for (field, value) in zip(fields, values).dropFirst() {
+                if value.hasPrefix("["), !["[N/A]", "[Not Supported]"].contains(value) {
+                    problems.append("\(field) reads \(value)")
+                    continue
+                }
+                switch field {
+                case "ecc.errors.uncorrected.volatile.total":
+                    if let count = Int(value), count > 0 { problems.append("\(count) uncorrected ECC error(s) since the driver loaded") }
+                case "retired_pages.pending" where value == "Yes": problems.append("retired pages pending (needs a GPU reset)")
+                case "remapped_rows.pending" where value == "Yes": problems.append("row remapping pending (needs a GPU reset)")
+                case "remapped_rows.failure" where value == "Yes": problems.append("row remapping failed")
+                default: break
+                }
+            }
+            health[index] = problems.isEmpty ? .healthy : .unhealthy(problems.joined(separator: "; "))
+        }
+        if !failures.isEmpty {
+            for device in devices where health[device] == nil { health[device] = .unhealthy(failures.joined(separator: "; ")) }
+        }
+        return health
+    }
+
+    static let failureMarks = ["GPU is lost", "Unknown Error", "requires reset", "Unable to determine the device handle",
+                               "couldn't communicate with the NVIDIA driver", "No devices were found"]
 
     static func parse(_ text: String) -> [Device] {
         text.split(separator: "\n").compactMap { line in

@@ -10,10 +10,14 @@ struct QueueResource {
         let job: JobWire?
         var worker: JSONValue = .null
         var unhealthy: [JSONValue] = []
+        /// Why and since when the slot takes no jobs (GPU quarantine).
+        var quarantine: SlotQuarantine.Entry?
         var json: JSONValue {
             .object(["id": .int(Int64(id.rawValue)), "gpu": gpu.map(JSONValue.string) ?? .null,
-                     "state": .string(busy ? "busy" : "idle"), "job": job?.json ?? .null,
-                     "worker": worker, "unhealthy": .array(unhealthy)])
+                     "state": .string(busy ? "busy" : quarantine != nil ? "quarantined" : "idle"), "job": job?.json ?? .null,
+                     "worker": worker, "unhealthy": .array(unhealthy),
+                     "quarantine": quarantine.map { .object(["reasons": .array($0.reasons.map(JSONValue.string)),
+                                                             "since": .string($0.since.description)]) } ?? .null])
         }
     }
     let queued: Int

@@ -18,6 +18,7 @@ extension SpoolAPI {
         ("/v1/jobs/:id/outputs/**", [.get]),
         ("/v1/queue", [.get]),
         ("/v1/nodes", [.get]),
+        ("/v1/slots/:slot/release", [.post]),
         ("/v1/events", [.get]),
         ("/v1/jobs/:id/events", [.get]),
         ("/v1/jobs/:id/webhooks", [.get]),

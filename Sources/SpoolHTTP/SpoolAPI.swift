@@ -81,6 +81,7 @@ public struct SpoolAPI: Sendable {
         router.get("/v1/jobs/:id/outputs/**", use: output)
         router.get("/v1/queue", use: queue)
         router.get("/v1/nodes", use: nodes)
+        router.post("/v1/slots/:slot/release", use: releaseSlot)
         router.get("/openapi.json", use: openAPI)
         router.get("/v1/events", use: allEvents)
         router.get("/v1/jobs/:id/events", use: jobEvents)
@@ -296,6 +297,7 @@ public struct SpoolAPI: Sendable {
     @Sendable func queue(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let occupancy = await scheduler.occupancy()
         let workers = await scheduler.workerStatus()
+        let quarantined = Dictionary(uniqueKeysWithValues: await scheduler.quarantinedSlots().map { ($0.0.id, $0.1) })
         var slots: [QueueResource.Slot] = []
         let principal = context.principal
         for (slot, jobID) in occupancy {
@@ -303,6 +305,7 @@ public struct SpoolAPI: Sendable {
             // A tenant sees its own jobs; another tenant's only as a busy slot.
             let visible = job.flatMap { principal.canSee(owner: $0.owner) ? $0 : nil }
             var entry = QueueResource.Slot(id: slot.id, gpu: slot.gpu, busy: jobID != nil, job: visible.map { JobWire(job: $0) })
+            entry.quarantine = quarantined[slot.id]
             if let worker = workers[slot.id]?.worker {
                 entry.worker = .object([
                     "id": .string(worker.id), "type": .string(worker.type), "phase": .string(worker.phase),
@@ -345,7 +348,8 @@ public struct SpoolAPI: Sendable {
     }
 
     /// For load balancers and people: `ok`; `degraded` (200) while a slot cannot set up a
-    /// worker type; `degraded` (503) while the job store keeps failing (a damaged or full disk,
+    /// worker type or a GPU slot is quarantined (the node still serves, and runs jobs on its
+    /// other slots); `degraded` (503) while the job store keeps failing (a damaged or full disk,
     /// an unreachable database: submits would fail or jobs would not run); `draining` (503)
     /// while shutting down.
     @Sendable func health(_ request: Request, context: SpoolRequestContext) async throws -> Response {
@@ -362,16 +366,39 @@ public struct SpoolAPI: Sendable {
             context.logger.error("health check: the store did not answer", metadata: ["error": "\(error)"])
             problems.append("the job store did not answer (the server's log has the error)")
         }
-        let status = !accepting ? "draining" : !problems.isEmpty || !unhealthy.isEmpty ? "degraded" : "ok"
+        let quarantined = await scheduler.quarantinedSlots().map { slot, entry in
+            JSONValue.object(["slot": .int(Int64(slot.id.rawValue)), "gpu": slot.gpu.map(JSONValue.string) ?? .null,
+                              "reasons": .array(entry.reasons.map(JSONValue.string)), "since": .string(entry.since.description)])
+        }
+        let status = !accepting ? "draining" : !problems.isEmpty || !unhealthy.isEmpty || !quarantined.isEmpty ? "degraded" : "ok"
         var fields: [String: JSONValue] = [
             "status": .string(status), "store": .string(storeName), "slots": .int(Int64(await scheduler.occupancy().count)),
-            "unhealthy_workers": .array(unhealthy),
+            "unhealthy_workers": .array(unhealthy), "quarantined_slots": .array(quarantined),
         ]
         // Open to load balancers: with tokens in use it says nothing about jobs.
         if !access.requiresToken(tokensExist: !tokens.isEmpty) { fields["queued"] = queued.map { .int(Int64($0)) } ?? .null }
         if !problems.isEmpty { fields["problems"] = .array(problems.map(JSONValue.string)) }
         if let node { fields["node"] = .string(node) }
         return json(.object(fields), status: accepting && problems.isEmpty ? .ok : .serviceUnavailable)
+    }
+
+    /// Brings a quarantined slot back (administrators only). Releasing an open slot changes
+    /// nothing (200, `released: false`); a slot whose GPU still reads unhealthy stays closed (409).
+    @Sendable func releaseSlot(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        let text = context.parameters.get("slot") ?? ""
+        guard let number = Int(text), number >= 0 else { throw APIError.notFound("no slot \(text) on this node") }
+        let slot = SlotID(number)
+        guard let spec = await scheduler.occupancy().first(where: { $0.0.id == slot })?.0 else {
+            throw APIError.notFound("no slot \(slot) on this node")
+        }
+        let released: Bool
+        switch await scheduler.release(slot, by: context.principal.name ?? "an administrator") {
+        case .released: released = true
+        case .notQuarantined, .noSuchSlot: released = false
+        case .deviceUnhealthy(let reading):
+            throw APIError.conflict("gpu-unhealthy", "slot \(slot) stays quarantined: \(reading); release it once nvidia-smi reads the GPU healthy")
+        }
+        return json(.object(["slot": .int(Int64(slot.rawValue)), "gpu": spec.gpu.map(JSONValue.string) ?? .null, "released": .bool(released)]))
     }
 
     @Sendable func types(_ request: Request, context: SpoolRequestContext) async throws -> Response {

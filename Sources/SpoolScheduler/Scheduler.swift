@@ -102,14 +102,16 @@ public actor Scheduler: Service {
     private let executor: any JobExecutor
     private let catalog: JobCatalog
     private let configuration: SchedulerConfiguration
-    private let clock: SpoolClock
-    private let logger: Logger
+    let clock: SpoolClock
+    let logger: Logger
     public nonisolated let gate: AdmissionGate
-    private let slotSpecs: [SlotID: SlotSpec]
+    let slotSpecs: [SlotID: SlotSpec]
     /// With a shared store: keeps each finished job's files there, for every node to serve.
     private let sharedFiles: SharedFileUploader?
 
-    private var board: SlotBoard
+    private(set) var board: SlotBoard
+    /// GPU slots out of service (see `Scheduler+Quarantine.swift`): they claim nothing.
+    var quarantine: SlotQuarantine
     private var stops: [Attempt: AsyncStream<StopReason>.Continuation] = [:]
     /// Tasks waiting for an attempt to end (a later attempt of the same job on this node).
     private var endWaiters: [Attempt: [CheckedContinuation<Void, Never>]] = [:]
@@ -168,6 +170,7 @@ public actor Scheduler: Service {
         self.logger = logger
         slotSpecs = Dictionary(uniqueKeysWithValues: configuration.slots.map { ($0.id, $0) })
         board = SlotBoard(slots: configuration.slots.map(\.id))
+        quarantine = SlotQuarantine(slots: configuration.slots, failureLimit: configuration.quarantineAfterFailures)
         slotCount = configuration.slots.count
         sharedFiles = (store as? any SharedJobStore).map {
             SharedFileUploader(store: $0, dataDirectory: configuration.dataDirectory, limitBytes: configuration.sharedFileLimitBytes, logger: logger)
@@ -381,7 +384,7 @@ public actor Scheduler: Service {
     private func fillIdleSlots(in group: inout DiscardingTaskGroup) async {
         guard !shuttingDown else { return }
         var queueEmpty = false
-        for slot in board.beginClaims() {
+        for slot in board.beginClaims(except: quarantine.quarantinedSlots) {
             var claimed: Job?
             if !queueEmpty, let local, storeTrouble == nil {
                 switch await lookUp(for: slot, local, in: &group) {
@@ -435,7 +438,7 @@ public actor Scheduler: Service {
     /// Records an attempt's end and claims the slot's next job in one transaction; the slot
     /// waits for the answer (`recorded`).
     private func record(_ job: Job, on slot: SlotID, with result: ExecutionResult, in group: inout DiscardingTaskGroup) {
-        let claimFor = shuttingDown ? nil : slot
+        let claimFor = shuttingDown || quarantine.isQuarantined(slot) ? nil : slot
         let now = clock.wall()
         // With a local store, jobs other slots started before their claim committed (or were
         // stopped that way and still end) are never claimed here: two transactions, on this
@@ -529,6 +532,8 @@ public actor Scheduler: Service {
         var next = PeekedJob.none
         if storeTrouble != nil {
             next = .claimInStore
+        } else if quarantine.isQuarantined(slot) {
+            upcoming[slot] = nil   // starts nothing; the job it looked up is free for other slots
         } else if !shuttingDown {
             if let ahead = upcoming.removeValue(forKey: slot), ahead.submissions == submissions.load(ordering: .relaxed),
                ahead.job.isDue(at: clock.wall()),
@@ -654,7 +659,7 @@ public actor Scheduler: Service {
 
     /// With a local store: looks up, while `slot`'s job runs, the job it starts next, and makes its files.
     private func lookAhead(for slot: SlotID, in group: inout DiscardingTaskGroup) {
-        guard let local, !shuttingDown, storeTrouble == nil else { return }
+        guard let local, !shuttingDown, storeTrouble == nil, !quarantine.isQuarantined(slot) else { return }
         upcoming[slot] = nil
         let lookup = (lookups[slot] ?? 0) + 1
         lookups[slot] = lookup
@@ -774,6 +779,8 @@ public actor Scheduler: Service {
             continuation.yield(early.reason)
         } else if job.cancelRequested {
             continuation.yield(.cancel)
+        } else if quarantine.isQuarantined(slot) {
+            continuation.yield(.quarantine)   // claimed while its slot was being quarantined
         }
         let observer = ExecutionObserver(message: { message in await self.received(message, from: job) },
                                          output: { bytes in await self.received(output: bytes, from: job) })
@@ -781,7 +788,7 @@ public actor Scheduler: Service {
         lookAhead(for: slot, in: &group)
         group.addTask { [executor, eventSink, sharedFiles] in
             for previous in earlier { await self.waitForEnd(of: previous) }
-            let result = await executor.run(job, on: spec, stops: stopRequests, observer: observer)
+            let result = await self.judged(executor.run(job, on: spec, stops: stopRequests, observer: observer), of: job, on: slot)
             await sharedFiles?.upload(job, outcome: result.outcome)
             eventSink.yield(.finished(job, slot, result))
             await executor.afterRun(on: slot)

@@ -20,6 +20,9 @@ public struct SchedulerConfiguration: Sendable {
     /// it starts, instead of waiting for the commit's fsync first. Off: claim, then start.
     public var startBeforeCommit = true
 
+    /// Failed attempts in a row that quarantine a GPU slot (0: never; see `SlotQuarantine`).
+    public var quarantineAfterFailures = 3
+
     public init(slots: [SlotSpec], dataDirectory: String) {
         self.slots = slots
         self.dataDirectory = dataDirectory

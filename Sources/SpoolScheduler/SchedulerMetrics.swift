@@ -32,3 +32,15 @@ enum SchedulerMetrics {
         Gauge(label: "spool_slots").record(total)
     }
 }
+
+extension SchedulerMetrics {
+    /// Slots in quarantine now.
+    static func quarantined(_ count: Int) {
+        Gauge(label: "spool_slots_quarantined").record(count)
+    }
+
+    /// A slot was quarantined; `cause` is `failures` or `gpu_health`.
+    static func quarantine(of slot: SlotID, cause: String) {
+        Counter(label: "spool_slot_quarantines_total", dimensions: [("slot", slot.description), ("cause", cause)]).increment()
+    }
+}

@@ -184,6 +184,22 @@ struct CancelCommand: AsyncParsableCommand {
     }
 }
 
+struct ReleaseSlotCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "release-slot",
+                                                    abstract: "Bring a quarantined GPU slot back (an administrator's token).")
+    @Argument(help: "The slot number (see /v1/queue).") var slot: Int
+    @OptionGroup var server: ServerOptions
+
+    func run() async throws {
+        await clientCommand {
+            let client = try server.client
+            struct Answer: Decodable { let slot: Int; let released: Bool }
+            let answer = try client.decode(Answer.self, try await client.post("/v1/slots/\(slot)/release", json: nil).2)
+            print(answer.released ? "slot \(answer.slot): released; it takes jobs again" : "slot \(answer.slot): was not quarantined")
+        }
+    }
+}
+
 struct LogsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "logs", abstract: "Print a job's stdout and stderr.")
     @Argument(help: "The job id.") var id: String

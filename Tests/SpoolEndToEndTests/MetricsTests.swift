@@ -57,8 +57,9 @@ import Testing
         let named = Set(body.matches(of: /spool_[a-z_]+/).map { String($0.output) })
         let sharedOnly: Set = ["spool_jobs_rescued_total", "spool_lease_renewal_failures_total", "spool_attempts_fenced_total"]
         let onDemand: Set = ["spool_worker_restarts_total"]   // appears with the first restart
+        let gpuOnly: Set = ["spool_slots_quarantined", "spool_slot_quarantines_total"]   // with GPU slots: GPUQuarantineTests
         #expect(named.count >= 10, "\(named)")
-        for name in named.subtracting(sharedOnly).subtracting(onDemand).sorted() {
+        for name in named.subtracting(sharedOnly).subtracting(onDemand).subtracting(gpuOnly).sorted() {
             #expect(families[name] != nil, "README names \(name), /metrics has no such family")
         }
     }

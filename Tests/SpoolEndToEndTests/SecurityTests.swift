@@ -86,6 +86,9 @@ import Testing
             #expect(try await server.request(.GET, path, headers: server.bearer(bob)).status == 403, "\(path) as a tenant")
             #expect(try await server.request(.GET, path, headers: server.bearer(admin)).status == 200, "\(path) as admin")
         }
+        // Releasing a quarantined slot is an administrator's call (slot 0 here is a CPU slot: a 200 that changes nothing).
+        #expect(try await server.request(.POST, "/v1/slots/0/release", headers: server.bearer(bob)).status == 403)
+        #expect(try await server.request(.POST, "/v1/slots/0/release", headers: server.bearer(admin)).json["released"] == false)
         let health = try await server.request(.GET, "/healthz")
         #expect(health.status == 200)
         #expect(health.json["queued"] == nil, "/healthz says nothing about jobs once tokens are needed")

@@ -34,7 +34,7 @@ import Testing
         "/v1/arrays/{id}": ["get"], "/v1/arrays/{id}/tasks": ["get"], "/v1/arrays/{id}/outputs": ["get"],
         "/v1/arrays/{id}/cancel": ["post"],
         "/v1/events": ["get"],
-        "/v1/queue": ["get"], "/v1/nodes": ["get"],
+        "/v1/queue": ["get"], "/v1/nodes": ["get"], "/v1/slots/{slot}/release": ["post"],
         "/v1/session": ["post", "delete"],
         "/metrics": ["get"],
         "/": ["get"],
@@ -93,7 +93,8 @@ import Testing
         for (path, methods) in Self.routes { #expect(documented[path] == methods, "\(path)") }
         // The 405 table says the same.
         let table = Dictionary(uniqueKeysWithValues: SpoolAPI.resources.map { resource in
-            (resource.path.replacingOccurrences(of: ":id", with: "{id}").replacingOccurrences(of: "**", with: "{name}"),
+            (resource.path.replacingOccurrences(of: ":id", with: "{id}").replacingOccurrences(of: ":slot", with: "{slot}")
+                .replacingOccurrences(of: "**", with: "{name}"),
              Set(resource.methods.map { $0.rawValue.lowercased() }))
         })
         #expect(table == Self.routes)

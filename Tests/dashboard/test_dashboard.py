@@ -12,6 +12,8 @@ the page loads without console errors, the job shows up, its progress bar advanc
 runs, its thumbnail loads when it succeeds, and no console error or exception happened on the way.
 Then, on a server of its own with a few shell job types: a queued job's "not before", "start by"
 and "retry at", a job canceled for its deadline, and a retried job's attempts in the details.
+Then, with a fake nvidia-smi on a third server's PATH, that a quarantined GPU slot shows why and
+its Release button brings it back.
 Both processes are killed by PID whatever happens; every wait is bounded.
 Needs Python 3 and `websocket-client` (pip install websocket-client).
 """
@@ -249,7 +251,7 @@ def main():
         return ok
 
     temp = tempfile.mkdtemp(prefix="spool-dashboard-")
-    server = browser = tools = cors_server = site_server = sched_server = None
+    server = browser = tools = cors_server = site_server = sched_server = gpu_server = None
     server_lines, browser_lines = [], []
     started = time.monotonic()
     try:
@@ -584,6 +586,45 @@ def main():
         tools.drain(0.3)
         check("no console errors or exceptions on the retries-and-scheduling page", not tools.console_errors,
               "; ".join(tools.console_errors))
+        # 3. A quarantined GPU slot: a fake nvidia-smi first on the PATH lists two GPUs and reads GPU 0 as lost;
+        # the slot shows why, and its Release button brings it back once the GPU reads healthy.
+        fake = os.path.join(temp, "fake-gpu")
+        os.makedirs(os.path.join(fake, "bin"))
+        health = os.path.join(fake, "health")
+        with open(health, "w") as handle:
+            handle.write("Unable to determine the device handle for GPU0000:3B:00.0: GPU is lost\n1, 0, No, No, No\n")
+        smi = os.path.join(fake, "bin", "nvidia-smi")
+        with open(smi, "w") as handle:
+            handle.write("#!/bin/sh\ncase \"$1\" in\n"
+                         "  -L) printf 'GPU 0: Fake GPU (UUID: GPU-f0)\\nGPU 1: Fake GPU (UUID: GPU-f1)\\n' ;;\n"
+                         f"  --query-gpu=*) cat '{health}' ;;\n"
+                         "esac\n")
+        os.chmod(smi, 0o755)
+        gpu_config = os.path.join(temp, "gpu.json")
+        with open(gpu_config, "w") as handle:
+            json.dump({"gpu_health_interval_s": 0.2}, handle)
+        gpu_server = subprocess.Popen([spool_binary, "serve", "--port", "0", "--data-dir", os.path.join(temp, "gpu-data"),
+                                       "--gpus", "auto", "--config", gpu_config],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                      env={**os.environ, "PATH": os.path.join(fake, "bin") + os.pathsep + os.environ.get("PATH", "")})
+        gpu_base = read_line_matching(gpu_server.stdout, lambda l: l[len(prefix):].strip() if l.startswith(prefix) else None,
+                                      STARTUP_TIMEOUT, server_lines)
+        tools.events.clear()
+        tools.console_errors.clear()   # the refused cross-origin call above logged its own
+        tools.call("Page.navigate", {"url": gpu_base + "/"})
+        shown = tools.wait_for("(() => { const n = document.querySelector('[data-quarantine=\"0\"]');"
+                               " const b = document.querySelector('#slots .slot .badge');"
+                               " return n && b && b.textContent === 'quarantined' ? n.textContent : null; })()", 20)
+        check("a quarantined GPU slot shows its state and why", shown and "GPU is lost" in shown, f"note={shown!r}")
+        with open(health, "w") as handle:
+            handle.write("0, 0, No, No, No\n1, 0, No, No, No\n")
+        tools.wait_for("document.querySelector('button[data-key=\"slot:release:0\"]') !== null", 10)
+        tools.drain(0.6)   # a reading of the healthy GPU first: a release while it reads lost is refused (409)
+        tools.evaluate("document.querySelector('button[data-key=\"slot:release:0\"]').click(), true")
+        released = tools.wait_for("document.querySelector('[data-quarantine]') === null &&"
+                                  " document.querySelector('#slots .slot .badge').textContent === 'idle'", 20)
+        check("the Release button brings the slot back", released and not tools.console_errors, f"errors={tools.console_errors}")
+        stop(gpu_server, "spool (gpu)", grace=3)
     except Exception as error:  # noqa: BLE001 - any failure is a failed run
         check("the test ran to the end", False, f"{type(error).__name__}: {error}")
         if server_lines:
@@ -598,6 +639,7 @@ def main():
         stop(cors_server, "spool (cors)", grace=3)
         stop(site_server, "page server", grace=3)
         stop(sched_server, "spool (schedule)", grace=3)
+        stop(gpu_server, "spool (gpu)", grace=3)
         shutil.rmtree(temp, ignore_errors=True)
 
     passed = sum(1 for _, ok in results if ok)

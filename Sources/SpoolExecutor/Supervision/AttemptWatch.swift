@@ -56,6 +56,7 @@ enum AttemptWatch {
         case .timeout: "the job ran past its timeout"
         case .cancel: "the job was canceled"
         case .shutdown: "the server is shutting down"
+        case .quarantine: "its slot was quarantined (its GPU reads unhealthy)"
         }
     }
 }

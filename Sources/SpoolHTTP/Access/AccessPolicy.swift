@@ -68,6 +68,6 @@ public struct AccessPolicy: Sendable {
 
     /// Routes only an administrator may use.
     func isAdminOnly(_ path: String) -> Bool {
-        path == "/v1/nodes" || (path == "/metrics" && !metricsPublic)
+        path == "/v1/nodes" || path.hasPrefix("/v1/slots/") || (path == "/metrics" && !metricsPublic)
     }
 }

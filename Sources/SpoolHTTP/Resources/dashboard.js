@@ -337,14 +337,21 @@
     render($('slots'), ...slots.map((slot) => {
       const title = 'Slot ' + slot.id + (slot.gpu ? ' · GPU ' + slot.gpu : ' · CPU');
       const box = el('article', { class: 'slot', 'aria-label': title },
-        el('h3', null, el('span', { text: title }), el('span', { class: 'badge st-' + (slot.state === 'busy' ? 'running' : 'queued'), text: slot.state })));
+        el('h3', null, el('span', { text: title }),
+           el('span', { class: 'badge st-' + (slot.state === 'busy' ? 'running' : slot.state === 'quarantined' ? 'failed' : 'queued'), text: slot.state })));
       const job = slot.job;
       if (job) {
         box.append(el('p', null, el('span', { class: 'mono', title: job.id, text: shortID(job.id) }), ' ',
                       el('strong', { text: job.type }), ' · started ', ago(job.started_at)));
         box.append(progressBar(job), jobActions(job, 'slot'));
-      } else {
+      } else if (!slot.quarantine) {
         box.append(el('p', { class: 'muted', text: 'Idle' }));
+      }
+      if (slot.quarantine) {
+        box.append(el('p', { class: 'small warn', role: 'note', 'data-quarantine': String(slot.id),
+          text: 'Quarantined since ' + ago(slot.quarantine.since) + ': ' + (slot.quarantine.reasons || []).join('; ') }));
+        box.append(el('div', { class: 'actions' }, el('button', { type: 'button', 'data-key': 'slot:release:' + slot.id,
+          'aria-label': 'Release slot ' + slot.id + ' from quarantine', text: 'Release', onclick: () => releaseSlot(slot.id) })));
       }
       const w = slot.worker;
       if (w) {
@@ -562,6 +569,15 @@
     renderAll();
     fetchLog();
     scheduleRefresh(0);
+  }
+  async function releaseSlot(id) {
+    try {
+      const answer = await api('/v1/slots/' + encodeURIComponent(id) + '/release', { method: 'POST' });
+      announce(answer.released ? 'Slot ' + id + ' released; it takes jobs again.' : 'Slot ' + id + ' was not quarantined.');
+      scheduleRefresh(0);
+    } catch (error) {
+      showError('Could not release slot ' + id + ': ' + error.message);
+    }
   }
   async function cancelJob(id) {
     try {

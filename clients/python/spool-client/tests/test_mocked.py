@@ -247,6 +247,24 @@ def test_health_when_draining(mock_api: Callable[..., Any], sleeps: List[float])
     assert len(server.requests) == 1 and sleeps == []
 
 
+def test_quarantined_slots_in_health_and_queue_and_release(mock_api: Callable[..., Any]) -> None:
+    entry = {"slot": 0, "gpu": "0", "reasons": ["GPU 0: GPU is lost"], "since": "2026-12-04T07:01:19.835581Z"}
+    health = mock_api(Recorder(httpx.Response(200, json={"status": "degraded", "store": "sqlite", "slots": 2,
+                                                         "unhealthy_workers": [], "quarantined_slots": [entry]}))).health()
+    assert (health.ok, health.status, health.quarantined_slots) == (True, "degraded", [entry])
+    slot = {"id": 0, "gpu": "0", "state": "quarantined", "job": None, "worker": None, "unhealthy": [],
+            "quarantine": {"reasons": entry["reasons"], "since": entry["since"]}}
+    queue = mock_api(Recorder(httpx.Response(200, json={"queued": 0, "accepting": True, "slots": [slot]}))).queue()
+    assert queue.slots[0].state == "quarantined" and queue.slots[0].quarantine == slot["quarantine"]
+    server = Recorder(httpx.Response(200, json={"slot": 0, "gpu": "0", "released": True}),
+                      httpx.Response(200, json={"slot": 0, "gpu": "0", "released": False}), problem(409, "gpu-unhealthy"))
+    api = mock_api(server)
+    assert api.release_slot(0) is True and api.release_slot(0) is False
+    with pytest.raises(spool_client.Conflict):
+        api.release_slot(0)
+    assert [(r.method, r.url.path) for r in server.requests] == [("POST", "/v1/slots/0/release")] * 3
+
+
 def test_wait_long_polls(mock_api: Callable[..., Any]) -> None:
     server = Recorder(httpx.Response(200, json=job_json("running")), httpx.Response(200, json=job_json("queued")),
                       httpx.Response(200, json=job_json("succeeded", exit_code=0)))

@@ -232,5 +232,9 @@ class AsyncClient(ClientCore):
     async def queue(self) -> QueueInfo:
         return await self._run(self._queue())
 
+    async def release_slot(self, slot: int) -> bool:
+        """See `Client.release_slot`."""
+        return await self._run(self._release_slot(slot))
+
     async def health(self) -> Health:
         return await self._run(self._health())

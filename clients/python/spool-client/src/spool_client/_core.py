@@ -633,6 +633,10 @@ class ClientCore:
     def _queue(self) -> Flow[QueueInfo]:
         return QueueInfo.from_json((yield from self._json(RequestSpec("GET", "/v1/queue"))))
 
+    def _release_slot(self, slot: int) -> Flow[bool]:
+        spec = RequestSpec("POST", f"/v1/slots/{int(slot)}/release", idempotent=True)
+        return (yield from self._json(spec)).get("released") is True
+
     def _health(self) -> Flow[Health]:
         spec = RequestSpec("GET", "/healthz", retry_status=False)
         response = yield from self._send(spec, ok=(503,))

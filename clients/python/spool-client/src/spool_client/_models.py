@@ -403,6 +403,8 @@ class Slot:
     job: Optional[Job]
     worker: Optional[Dict[str, Any]]
     unhealthy: List[Dict[str, Any]]
+    #: GPU quarantine: ``{"reasons": [...], "since": ...}`` while the slot takes no jobs (state ``quarantined``).
+    quarantine: Optional[Dict[str, Any]] = None
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -410,6 +412,7 @@ class Slot:
         job = data.get("job")
         worker = data.get("worker")
         unhealthy = data.get("unhealthy")
+        quarantine = data.get("quarantine")
         return cls(
             id=_opt_int(data.get("id")) or 0,
             gpu=_opt_str(data.get("gpu")),
@@ -417,6 +420,7 @@ class Slot:
             job=Job.from_json(job) if isinstance(job, dict) else None,
             worker=worker if isinstance(worker, dict) else None,
             unhealthy=[u for u in unhealthy if isinstance(u, dict)] if isinstance(unhealthy, list) else [],
+            quarantine=quarantine if isinstance(quarantine, dict) else None,
             raw=dict(data),
         )
 
@@ -453,6 +457,8 @@ class Health:
     problems: List[str] = field(default_factory=list)
     node: Optional[str] = None
     unhealthy_workers: List[Dict[str, Any]] = field(default_factory=list)
+    #: GPU slots out of service: ``{"slot", "gpu", "reasons", "since"}`` each (status ``degraded``, still 200).
+    quarantined_slots: List[Dict[str, Any]] = field(default_factory=list)
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -463,6 +469,7 @@ class Health:
     def from_json(cls, data: Mapping[str, Any], http_status: int) -> "Health":
         problems = data.get("problems")
         workers = data.get("unhealthy_workers")
+        quarantined = data.get("quarantined_slots")
         return cls(
             status=str(data.get("status", "")),
             http_status=http_status,
@@ -472,6 +479,7 @@ class Health:
             problems=[str(p) for p in problems] if isinstance(problems, list) else [],
             node=_opt_str(data.get("node")),
             unhealthy_workers=[w for w in workers if isinstance(w, dict)] if isinstance(workers, list) else [],
+            quarantined_slots=[q for q in quarantined if isinstance(q, dict)] if isinstance(quarantined, list) else [],
             raw=dict(data),
         )
 

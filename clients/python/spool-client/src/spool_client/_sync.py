@@ -236,6 +236,11 @@ class Client(ClientCore):
     def queue(self) -> QueueInfo:
         return self._run(self._queue())
 
+    def release_slot(self, slot: int) -> bool:
+        """Brings a quarantined GPU slot back (an administrator's token): True if it was quarantined.
+        Raises `Conflict` while its GPU still reads unhealthy, `NotFound` for no such slot."""
+        return self._run(self._release_slot(slot))
+
     def health(self) -> Health:
         """`/healthz`; a draining or degraded server (503) is a `Health` with `ok` False, not an error."""
         return self._run(self._health())

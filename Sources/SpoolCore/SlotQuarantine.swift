@@ -1,0 +1,147 @@
+/// What the GPU probe says of one device.
+public enum GPUHealth: Sendable, Equatable {
+    case healthy
+    /// Broken until reset or repair, with the probe's reason ("GPU is lost", "2 uncorrected ECC errors").
+    case unhealthy(String)
+}
+
+/// Which GPU slots are out of service, and why: the scheduler's quarantine decisions as a pure
+/// value (no I/O; time is passed in).
+///
+/// A GPU slot is quarantined when
+/// - the GPU probe reads its device as unhealthy (every slot of that device), or
+/// - `failureLimit` attempts in a row failed on it (a success resets the count; cancels,
+///   shutdowns and returned attempts count neither way). This rule never closes the last open
+///   GPU slot: when every slot fails, the jobs are more likely at fault than the devices.
+///
+/// A quarantined slot takes no job. It comes back after a passing self-test (run while its
+/// device reads healthy) or by `release` (an administrator); a slot whose device still reads
+/// unhealthy cannot be released, as the next reading would close it again. CPU slots are
+/// never quarantined.
+public struct SlotQuarantine: Sendable, Equatable {
+    public struct Entry: Sendable, Equatable {
+        /// Why, in sentences, oldest first.
+        public var reasons: [String]
+        public var since: Timestamp
+    }
+
+    /// The attempt's outcome after the quarantine rules, and whether it closed its slot.
+    public struct Verdict: Sendable, Equatable {
+        public var outcome: JobOutcome
+        public var quarantined: Bool
+        public init(outcome: JobOutcome, quarantined: Bool) { (self.outcome, self.quarantined) = (outcome, quarantined) }
+    }
+
+    public enum Release: Sendable, Equatable {
+        case released
+        case notQuarantined
+        /// Its device still reads unhealthy (the reason).
+        case deviceUnhealthy(String)
+        case noSuchSlot
+    }
+
+    /// Consecutive failed attempts that quarantine a slot; 0 turns the rule off.
+    public let failureLimit: Int
+    /// Each GPU slot's device.
+    public let devices: [SlotID: String]
+    public private(set) var entries: [SlotID: Entry] = [:]
+    /// Failed attempts in a row, per slot.
+    public private(set) var streaks: [SlotID: Int] = [:]
+    /// The latest reading of each device the probe has reported on.
+    public private(set) var readings: [String: GPUHealth] = [:]
+    private var selfTested: [SlotID: Moment] = [:]
+
+    public init(slots: [SlotSpec], failureLimit: Int) {
+        self.failureLimit = failureLimit
+        devices = Dictionary(uniqueKeysWithValues: slots.compactMap { slot in slot.gpu.map { (slot.id, $0) } })
+    }
+
+    public func isQuarantined(_ slot: SlotID) -> Bool { entries[slot] != nil }
+
+    public var quarantinedSlots: Set<SlotID> { Set(entries.keys) }
+
+    /// Whether an attempt that ended this way counts against its slot: `true` a failure, `false`
+    /// a success, nil neither (stopped by the server or the user, never started, or a command
+    /// that could not be spawned, which is the type's fault).
+    public static func countsAsFailure(_ outcome: JobOutcome) -> Bool? {
+        switch outcome {
+        case .succeeded: false
+        case .exited, .signaled, .timedOut, .reportedFailure, .workerLost: true
+        case .canceled, .stoppedForShutdown, .returned, .spawnFailed: nil
+        }
+    }
+
+    /// Takes an attempt's end on `slot` into account. An attempt that failed on a quarantined
+    /// slot — or whose failure quarantines it — goes back to the queue without using up an
+    /// attempt (`returned`), to run on another slot.
+    public mutating func judge(_ outcome: JobOutcome, on slot: SlotID, at now: Timestamp) -> Verdict {
+        guard devices[slot] != nil, let failed = Self.countsAsFailure(outcome) else { return Verdict(outcome: outcome, quarantined: false) }
+        if let entry = entries[slot] {
+            guard failed else { return Verdict(outcome: outcome, quarantined: false) }
+            return Verdict(outcome: .returned(message: "slot \(slot) is quarantined: \(entry.reasons.joined(separator: "; "))"), quarantined: false)
+        }
+        guard failed else {
+            streaks[slot] = 0
+            return Verdict(outcome: outcome, quarantined: false)
+        }
+        let streak = (streaks[slot] ?? 0) + 1
+        streaks[slot] = streak
+        let othersOpen = devices.keys.contains { $0 != slot && entries[$0] == nil }
+        guard failureLimit > 0, streak >= failureLimit, othersOpen else { return Verdict(outcome: outcome, quarantined: false) }
+        let reason = "\(streak) attempts in a row failed on this slot (the last: \(outcome.errorMessage(timeout: nil) ?? "failed"))"
+        quarantine(slot, because: reason, at: now)
+        return Verdict(outcome: .returned(message: "slot \(slot) was quarantined: \(reason)"), quarantined: true)
+    }
+
+    /// Takes the probe's readings (devices it did not report on keep their last reading) and
+    /// returns the slots this closed.
+    public mutating func read(_ health: [String: GPUHealth], at now: Timestamp) -> [SlotID] {
+        readings.merge(health) { _, new in new }
+        var closed: [SlotID] = []
+        for (slot, device) in devices.sorted(by: { $0.key < $1.key }) {
+            guard case .unhealthy(let why)? = health[device] else { continue }
+            let reason = "GPU \(device): \(why)"
+            if entries[slot] == nil {
+                quarantine(slot, because: reason, at: now)
+                closed.append(slot)
+            } else if entries[slot]?.reasons.contains(reason) == false {
+                entries[slot]?.reasons.append(reason)
+            }
+        }
+        return closed
+    }
+
+    /// The reason `slot`'s device reads unhealthy now, if it does.
+    public func deviceProblem(of slot: SlotID) -> String? {
+        guard let device = devices[slot], case .unhealthy(let why)? = readings[device] else { return nil }
+        return "GPU \(device): \(why)"
+    }
+
+    /// Opens `slot` again (an administrator's call, or a passing self-test).
+    public mutating func release(_ slot: SlotID) -> Release {
+        guard devices[slot] != nil else { return .noSuchSlot }
+        guard entries[slot] != nil else { return .notQuarantined }
+        if let problem = deviceProblem(of: slot) { return .deviceUnhealthy(problem) }
+        entries[slot] = nil
+        streaks[slot] = 0
+        selfTested[slot] = nil
+        return .released
+    }
+
+    /// Quarantined slots whose self-test is due at `now`: at once after the quarantine, then
+    /// every `interval`; never while the device reads unhealthy.
+    public func selfTestsDue(at now: Moment, every interval: Duration) -> [SlotID] {
+        entries.keys.filter { slot in
+            deviceProblem(of: slot) == nil && selfTested[slot].map { now - $0 >= interval } ?? true
+        }.sorted()
+    }
+
+    public mutating func selfTestStarted(on slot: SlotID, at now: Moment) {
+        if entries[slot] != nil { selfTested[slot] = now }
+    }
+
+    private mutating func quarantine(_ slot: SlotID, because reason: String, at now: Timestamp) {
+        entries[slot] = Entry(reasons: [reason], since: now)
+        selfTested[slot] = nil
+    }
+}

@@ -1,0 +1,72 @@
+import Logging
+import ServiceLifecycle
+import SpoolCore
+import SpoolExecutor
+
+/// Polls the GPUs' health with `nvidia-smi` every `interval` and hands the readings to the
+/// scheduler (an unhealthy GPU's slots are quarantined); then runs the self-test of each
+/// quarantined slot that is due, pinned to the slot's GPU: exit status 0 releases the slot.
+/// Runs only on a node with GPU slots. Every command runs off the event loops (swift-subprocess)
+/// and is killed past its time limit.
+public struct GPUHealthMonitor: Service {
+    public struct Configuration: Sendable {
+        public var devices: [String]
+        public var interval: Duration
+        /// argv run with `CUDA_VISIBLE_DEVICES` set to the slot's GPU; nil: only an administrator
+        /// releases a quarantined slot.
+        public var selfTest: [String]?
+        public var selfTestTimeout: Duration = .seconds(120)
+        public var probeTimeout: Duration = .seconds(20)
+
+        public init(devices: [String], interval: Duration, selfTest: [String]?) {
+            self.devices = devices
+            self.interval = interval
+            self.selfTest = selfTest
+        }
+    }
+
+    let scheduler: Scheduler
+    let configuration: Configuration
+    let clock: SpoolClock
+    let logger: Logger
+
+    public init(scheduler: Scheduler, configuration: Configuration, clock: SpoolClock, logger: Logger) {
+        self.scheduler = scheduler
+        self.configuration = configuration
+        self.clock = clock
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                await check()
+                do { try await clock.sleep(for: configuration.interval) } catch { return }
+            }
+        }
+    }
+
+    /// One round: read the GPUs' health, then run the self-tests that are due.
+    public func check() async {
+        if let health = await GPUProbe.health(of: configuration.devices, timeout: configuration.probeTimeout) {
+            await scheduler.read(gpuHealth: health)
+        } else {
+            logger.warning("could not read the GPUs' health: nvidia-smi failed or did not answer",
+                           metadata: ["timeout": "\(configuration.probeTimeout)"])
+        }
+        guard let selfTest = configuration.selfTest else { return }
+        for slot in await scheduler.selfTestsDue(every: configuration.interval) {
+            guard let gpu = slot.gpu else { continue }
+            if await runSelfTest(selfTest, gpu: gpu, slot: slot.id) { _ = await scheduler.release(slot.id, by: "self-test") }
+        }
+    }
+
+    /// Whether the self-test passed on `gpu`.
+    private func runSelfTest(_ argv: [String], gpu: String, slot: SlotID) async -> Bool {
+        let (passed, detail) = await GPUProbe.selfTest(argv, gpu: gpu, slot: slot, timeout: configuration.selfTestTimeout)
+        if !passed {
+            logger.warning("the GPU self-test failed; the slot stays quarantined", metadata: ["slot": "\(slot)", "gpu": "\(gpu)", "detail": "\(detail)"])
+        }
+        return passed
+    }
+}

@@ -1,0 +1,65 @@
+import SpoolCore
+import SpoolExecutor
+
+/// GPU quarantine: the decisions are `SlotQuarantine`'s; here the scheduler applies them — a
+/// quarantined slot claims nothing (`fillIdleSlots`, `record`, `finishLocally` ask), the job
+/// running on a slot whose GPU turns unhealthy is stopped and goes back to the queue, and a
+/// released slot is offered work at once. `GPUHealthMonitor` feeds it readings and self-tests.
+extension Scheduler {
+    /// The quarantine rules applied to an attempt that just ended, once per attempt (from its
+    /// task, before its end is handled): a failure on a quarantined slot, or one that
+    /// quarantines it, goes back to the queue without using up an attempt.
+    func judged(_ result: ExecutionResult, of job: Job, on slot: SlotID) -> ExecutionResult {
+        let verdict = quarantine.judge(result.outcome, on: slot, at: clock.wall())
+        if verdict.quarantined { closed([slot], cause: "failures") }
+        guard verdict.outcome != result.outcome else { return result }
+        logger.warning("job goes back to the queue: its slot is quarantined",
+                       metadata: ["job": "\(job.id)", "slot": "\(slot)", "outcome": "\(result.outcome)"])
+        return ExecutionResult(verdict.outcome, result: result.result)
+    }
+
+    /// The GPU probe's latest readings: the slots of an unhealthy GPU close, and the jobs on them stop.
+    public func read(gpuHealth: [String: GPUHealth]) {
+        let closing = quarantine.read(gpuHealth, at: clock.wall())
+        for slot in closing {
+            if let job = board.job(on: slot) { stop(job, because: .quarantine) }
+        }
+        closed(closing, cause: "gpu_health")
+        SchedulerMetrics.quarantined(quarantine.entries.count)
+    }
+
+    /// The quarantined slots, lowest first, with why and since when.
+    public func quarantinedSlots() -> [(SlotSpec, SlotQuarantine.Entry)] {
+        quarantine.entries.sorted { $0.key < $1.key }.compactMap { slot, entry in slotSpecs[slot].map { ($0, entry) } }
+    }
+
+    /// Opens a quarantined slot again (an administrator's call, or a passing self-test).
+    public func release(_ slot: SlotID, by whom: String) -> SlotQuarantine.Release {
+        let answer = quarantine.release(slot)
+        if answer == .released {
+            logger.notice("slot released from quarantine", metadata: ["slot": "\(slot)", "by": "\(whom)"])
+            SchedulerMetrics.quarantined(quarantine.entries.count)
+            jobEnqueued()
+        }
+        return answer
+    }
+
+    /// The quarantined slots whose self-test is due now (none runs a job), marked as tested.
+    public func selfTestsDue(every interval: Duration) -> [SlotSpec] {
+        let now = clock.now()
+        let due = quarantine.selfTestsDue(at: now, every: interval).filter { board.job(on: $0) == nil }
+        for slot in due { quarantine.selfTestStarted(on: slot, at: now) }
+        return due.compactMap { slotSpecs[$0] }
+    }
+
+    private func closed(_ slots: [SlotID], cause: String) {
+        guard !slots.isEmpty else { return }
+        for slot in slots {
+            logger.error("slot quarantined: it takes no jobs until a self-test passes or an administrator releases it",
+                         metadata: ["slot": "\(slot)", "gpu": "\(slotSpecs[slot]?.gpu ?? "")",
+                                    "reasons": "\(quarantine.entries[slot]?.reasons ?? [])"])
+            SchedulerMetrics.quarantine(of: slot, cause: cause)
+        }
+        SchedulerMetrics.quarantined(quarantine.entries.count)
+    }
+}

@@ -1,0 +1,105 @@
+// SlotQuarantineTests: the quarantine rules as a pure value — the consecutive-failure rule,
+// GPU readings, release and the self-test schedule, with time passed in.
+
+import SpoolCore
+import Testing
+
+@Suite struct SlotQuarantineTests {
+    let a = SlotID(0), b = SlotID(1), cpu = SlotID(2)
+    let t0 = Timestamp(microseconds: 1_700_000_000_000_000)
+
+    func quarantine(limit: Int = 3) -> SlotQuarantine {
+        SlotQuarantine(slots: [SlotSpec(id: a, gpu: "0"), SlotSpec(id: b, gpu: "1"), SlotSpec(id: cpu)], failureLimit: limit)
+    }
+
+    @Test func failuresInARowQuarantineTheSlotAndTheLastOneGoesBackToTheQueue() {
+        var q = quarantine()
+        #expect(q.judge(.exited(code: 1), on: a, at: t0) == .init(outcome: .exited(code: 1), quarantined: false))
+        #expect(q.judge(.signaled(signal: 9), on: a, at: t0).outcome == .signaled(signal: 9))
+        let third = q.judge(.timedOut, on: a, at: t0)
+        #expect(third.quarantined)
+        guard case .returned(let message) = third.outcome else { Issue.record("not returned: \(third.outcome)"); return }
+        #expect(message.contains("slot 0 was quarantined") && message.contains("3 attempts in a row"))
+        #expect(q.isQuarantined(a) && !q.isQuarantined(b))
+        #expect(q.entries[a]?.since == t0)
+        #expect(q.entries[a]?.reasons.first?.contains("ran past its timeout") == true)
+    }
+
+    @Test func aSuccessResetsTheCountAndNeutralOutcomesCountNeitherWay() {
+        var q = quarantine()
+        _ = q.judge(.exited(code: 1), on: a, at: t0)
+        _ = q.judge(.exited(code: 1), on: a, at: t0)
+        _ = q.judge(.succeeded, on: a, at: t0)
+        #expect(q.streaks[a] == 0)
+        _ = q.judge(.exited(code: 1), on: a, at: t0)
+        for neutral: JobOutcome in [.canceled, .stoppedForShutdown, .returned(message: "x"), .spawnFailed(message: "no such file")] {
+            #expect(q.judge(neutral, on: a, at: t0).outcome == neutral)
+        }
+        _ = q.judge(.reportedFailure(message: "CUDA error"), on: a, at: t0)
+        #expect(q.streaks[a] == 2 && !q.isQuarantined(a))
+        #expect(q.judge(.workerLost(message: "gone"), on: a, at: t0).quarantined)
+    }
+
+    @Test func theRuleIsOffAtZeroAndNeverTouchesCPUSlots() {
+        var off = quarantine(limit: 0)
+        for _ in 0..<10 { #expect(!off.judge(.exited(code: 1), on: a, at: t0).quarantined) }
+        var q = quarantine(limit: 1)
+        #expect(q.judge(.exited(code: 1), on: cpu, at: t0) == .init(outcome: .exited(code: 1), quarantined: false))
+        #expect(!q.isQuarantined(cpu))
+    }
+
+    @Test func theLastOpenGPUSlotIsNeverClosedByFailures() {
+        var q = quarantine(limit: 1)
+        #expect(q.judge(.exited(code: 1), on: a, at: t0).quarantined)
+        #expect(q.judge(.exited(code: 1), on: b, at: t0) == .init(outcome: .exited(code: 1), quarantined: false))
+        #expect(!q.isQuarantined(b))
+    }
+
+    @Test func aFailureOnAQuarantinedSlotIsReturnedAndASuccessStands() {
+        var q = quarantine()
+        #expect(q.read(["0": .unhealthy("GPU is lost")], at: t0) == [a])
+        guard case .returned(let message) = q.judge(.signaled(signal: 11), on: a, at: t0).outcome else { Issue.record("not returned"); return }
+        #expect(message == "slot 0 is quarantined: GPU 0: GPU is lost")
+        #expect(q.judge(.succeeded, on: a, at: t0).outcome == .succeeded)
+    }
+
+    @Test func readingsCloseTheSlotsOfAnUnhealthyGPUOnceAndAddNewReasons() {
+        var q = SlotQuarantine(slots: [SlotSpec(id: a, gpu: "0"), SlotSpec(id: b, gpu: "0"), SlotSpec(id: cpu, gpu: "1")], failureLimit: 3)
+        #expect(q.read(["0": .healthy, "1": .healthy], at: t0).isEmpty)
+        #expect(q.read(["0": .unhealthy("GPU is lost")], at: t0) == [a, b])
+        #expect(q.read(["0": .unhealthy("GPU is lost")], at: t0).isEmpty, "already closed")
+        _ = q.read(["0": .unhealthy("2 uncorrected ECC error(s)")], at: t0)
+        #expect(q.entries[a]?.reasons == ["GPU 0: GPU is lost", "GPU 0: 2 uncorrected ECC error(s)"])
+        #expect(!q.isQuarantined(cpu))
+        #expect(q.readings["1"] == .healthy, "a device not reported on keeps its reading")
+    }
+
+    @Test func releaseOpensTheSlotUnlessItsGPUStillReadsUnhealthy() {
+        var q = quarantine()
+        #expect(q.release(a) == .notQuarantined)
+        #expect(q.release(cpu) == .noSuchSlot)
+        _ = q.read(["0": .unhealthy("GPU is lost")], at: t0)
+        #expect(q.release(a) == .deviceUnhealthy("GPU 0: GPU is lost"))
+        _ = q.read(["0": .healthy], at: t0)
+        #expect(q.isQuarantined(a), "a healthy reading alone does not open the slot")
+        #expect(q.release(a) == .released)
+        #expect(!q.isQuarantined(a) && q.streaks[a] == 0)
+    }
+
+    @Test func selfTestsAreDueAtOnceThenEveryIntervalAndNeverWhileTheGPUReadsUnhealthy() {
+        var q = quarantine(limit: 1)
+        let start = Moment.zero, interval = Duration.seconds(30)
+        #expect(q.selfTestsDue(at: start, every: interval).isEmpty)
+        _ = q.judge(.exited(code: 1), on: a, at: t0)
+        #expect(q.selfTestsDue(at: start, every: interval) == [a])
+        q.selfTestStarted(on: a, at: start)
+        #expect(q.selfTestsDue(at: start + .seconds(29), every: interval).isEmpty)
+        #expect(q.selfTestsDue(at: start + .seconds(30), every: interval) == [a])
+        _ = q.read(["0": .unhealthy("GPU requires reset")], at: t0)
+        #expect(q.selfTestsDue(at: start + .seconds(60), every: interval).isEmpty)
+        _ = q.read(["0": .healthy], at: t0)
+        #expect(q.selfTestsDue(at: start + .seconds(60), every: interval) == [a])
+        #expect(q.release(a) == .released)
+        #expect(q.selfTestsDue(at: start + .seconds(90), every: interval).isEmpty)
+    }
+}

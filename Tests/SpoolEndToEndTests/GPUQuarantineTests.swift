@@ -1,0 +1,143 @@
+import Foundation
+import SpoolCore
+import Testing
+
+/// GPU quarantine through the real binary on a machine without a GPU: a fake `nvidia-smi`, first
+/// on the server's PATH, answers from files the test rewrites — the device list (slot discovery),
+/// each process's GPU memory (VRAM readings) and the health query (healthy, then "GPU is lost",
+/// then healthy). The self-test is a shell command that passes once the test says so.
+@Suite(.serialized) struct GPUQuarantineTests {
+    /// The fake: `-L` lists two GPUs; `--query-gpu` prints `health` (the test's file) as-is;
+    /// `--query-compute-apps` prints `vram`.
+    static let fakeNvidiaSMI = """
+        #!/bin/sh
+        here=$(dirname "$0")/..
+        case "$1" in
+          -L) printf 'GPU 0: Fake GPU A (UUID: GPU-fake-0)\\nGPU 1: Fake GPU B (UUID: GPU-fake-1)\\n' ;;
+          --query-gpu=*) cat "$here/health"; grep -q 'GPU is lost' "$here/health" && exit 15; exit 0 ;;
+          --query-compute-apps=*) cat "$here/vram" 2>/dev/null; exit 0 ;;
+          *) echo "fake nvidia-smi: unexpected arguments: $*" >&2; exit 2 ;;
+        esac
+        """
+    static let healthy = "0, 0, No, No, No\n1, 0, No, No, No\n"
+    static let lost = "Unable to determine the device handle for GPU0000:3B:00.0: GPU is lost.  Reboot the system to recover this GPU\n1, 0, No, No, No\n"
+
+    @Test func aLostGPUIsQuarantinedItsJobRunsOnTheOtherGPUAndTheSlotComesBack() async throws {
+        let root = NSTemporaryDirectory() + "spool-gpu-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: root + "/bin", withIntermediateDirectories: true)
+        try Self.fakeNvidiaSMI.write(toFile: root + "/bin/nvidia-smi", atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: root + "/bin/nvidia-smi")
+        func write(_ text: String, _ name: String) throws { try text.write(toFile: root + "/" + name, atomically: true, encoding: .utf8) }
+        @Sendable func read(_ name: String) -> String { (try? String(contentsOfFile: root + "/" + name, encoding: .utf8)) ?? "" }
+        try write(Self.healthy, "health")
+
+        let server = try ServerHarness(config: .object([
+            "kill_grace_s": 1, "gpu_health_interval_s": 0.2, "quarantine_after_failures": 2,
+            "gpu_self_test": .array(["/bin/sh", "-c", .string("echo \"$CUDA_VISIBLE_DEVICES\" >> \(root)/selftests; test -e \(root)/selftest-passes")]),
+            "job_types": .object([
+                // Writes its id and GPU, then waits for `go`.
+                "pin": .object(["command": .array(["/bin/sh", "-c", .string(
+                    "echo \"$SPOOL_JOB_ID $CUDA_VISIBLE_DEVICES\" >> \(root)/runs; while [ ! -e \(root)/go ]; do sleep 0.05; done")]),
+                                "timeout_s": 60]),
+                // A job that fails on GPU 0, as every job does on a broken GPU.
+                "flaky": .object(["command": .array(["/bin/sh", "-c", "test \"$CUDA_VISIBLE_DEVICES\" != 0"]), "timeout_s": 30]),
+                "work": .object(["command": .array([.string("/usr/bin/python3"), .string(WorkerModeTests.fixture)]), "mode": "worker",
+                                 "timeout_s": 60]),
+            ]),
+        ]))
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try await server.start(["--gpus", "auto"], environment: ["PATH": root + "/bin:" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")])
+        do {
+            // Discovery: one slot per GPU the fake lists.
+            var queue = try await server.request(.GET, "/v1/queue").json
+            #expect(queue["slots"]?.arrayValue?.map { $0["gpu"]?.stringValue } == ["0", "1"])
+            #expect(try await server.request(.GET, "/healthz").json["status"] == "ok")
+
+            // Pinning: each job sees its slot's GPU.
+            let a = try #require(try await server.submit("pin").json["id"]?.stringValue)
+            let b = try #require(try await server.submit("pin").json["id"]?.stringValue)
+            try await poll(.seconds(30), "both jobs to start") { read("runs").split(separator: "\n").count == 2 }
+            queue = try await server.request(.GET, "/v1/queue").json
+            for slot in queue["slots"]?.arrayValue ?? [] {
+                let job = try #require(slot["job"]?["id"]?.stringValue)
+                #expect(read("runs").contains("\(job) \(slot["gpu"]?.stringValue ?? "?")\n"), "\(job) pinned to its slot's GPU")
+            }
+            let onZero = try #require(queue["slots"]?.arrayValue?.first?["job"]?["id"]?.stringValue)
+            let onOne = onZero == a ? b : a
+
+            // GPU 0 is lost: its slot is quarantined, /healthz says so (200), its job goes back to the queue.
+            try write(Self.lost, "health")
+            try await poll(.seconds(30), "/healthz to report slot 0 quarantined") {
+                try await server.request(.GET, "/healthz").json["quarantined_slots"]?.arrayValue?.count == 1
+            }
+            var health = try await server.request(.GET, "/healthz")
+            #expect(health.status == 200 && health.json["status"] == "degraded")
+            let entry = try #require(health.json["quarantined_slots"]?.arrayValue?.first)
+            #expect(entry["slot"] == 0 && entry["gpu"] == "0")
+            #expect(entry["reasons"]?.arrayValue?.first?.stringValue?.contains("GPU 0: Unable to determine the device handle") == true)
+            _ = try await server.waitFor(onZero, ["queued"], timeout: .seconds(30))
+            queue = try await server.request(.GET, "/v1/queue").json
+            #expect(queue["slots"]?.arrayValue?.first?["state"] == "quarantined")
+            #expect(queue["slots"]?.arrayValue?.first?["quarantine"]?["reasons"]?.arrayValue?.isEmpty == false)
+
+            // The other GPU frees up: the requeued job runs there, without using up an attempt.
+            try write("", "go")
+            let moved = try await server.waitFor(onZero, ["succeeded"], timeout: .seconds(30))
+            #expect(moved["attempts"] == 1)
+            #expect(read("runs").contains("\(onZero) 1\n"), "the requeued job ran on GPU 1")
+            _ = try await server.waitFor(onOne, ["succeeded"])
+
+            // Still lost: an administrator cannot release it yet (409, problem+json).
+            let refused = try await server.request(.POST, "/v1/slots/0/release")
+            #expect(refused.status == 409 && refused.json["type"] == "urn:spool:problem:gpu-unhealthy")
+            #expect(try await server.request(.POST, "/v1/slots/7/release").status == 404)
+
+            // Healthy again: the self-test runs pinned to GPU 0, and brings the slot back once it passes.
+            try write(Self.healthy, "health")
+            try await poll(.seconds(30), "the self-test to run on GPU 0") { read("selftests").contains("0\n") }
+            #expect(!read("selftests").contains("1\n"), "only the quarantined slot is tested")
+            #expect(try await server.request(.GET, "/healthz").json["status"] == "degraded", "a failing self-test keeps the slot closed")
+            try write("", "selftest-passes")
+            try await poll(.seconds(30), "the self-test to release slot 0") {
+                try await server.request(.GET, "/healthz").json["status"] == "ok"
+            }
+            #expect(try await server.request(.GET, "/v1/queue").json["slots"]?.arrayValue?.first?["state"] == "idle")
+
+            // Every job fails on GPU 0: two failures in a row quarantine it, and the second job runs on GPU 1.
+            try FileManager.default.removeItem(atPath: root + "/selftest-passes")
+            let first = try #require(try await server.submit("flaky").json["id"]?.stringValue)
+            #expect(try await server.waitFor(first, ["failed", "succeeded"])["state"] == "failed")
+            let second = try #require(try await server.submit("flaky").json["id"]?.stringValue)
+            let rescued = try await server.waitFor(second, ["failed", "succeeded"])
+            #expect(rescued["state"] == "succeeded" && rescued["attempts"] == 1)
+            health = try await server.request(.GET, "/healthz")
+            #expect(health.json["quarantined_slots"]?.arrayValue?.first?["reasons"]?.arrayValue?.first?.stringValue?
+                .hasPrefix("2 attempts in a row failed on this slot") == true)
+
+            // An administrator brings it back.
+            let released = try await server.request(.POST, "/v1/slots/0/release")
+            #expect(released.status == 200 && released.json["released"] == true)
+            #expect(try await server.request(.POST, "/v1/slots/0/release").json["released"] == false)
+            #expect(try await server.request(.GET, "/healthz").json["status"] == "ok")
+            let metrics = String(decoding: try await server.request(.GET, "/metrics").body, as: UTF8.self)
+            #expect(metrics.contains("spool_slots_quarantined 0") && metrics.contains("# HELP spool_slots_quarantined "))
+            #expect(metrics.contains("spool_slot_quarantines_total{") && metrics.contains("# TYPE spool_slot_quarantines_total counter"))
+
+            // VRAM: a warm worker's GPU memory, as the fake reports it for the worker's pid.
+            _ = try await server.waitFor(try #require(try await server.submit("work").json["id"]?.stringValue), ["succeeded"])
+            let worker = try #require(try await server.request(.GET, "/v1/queue").json["slots"]?.arrayValue?
+                .compactMap { $0["worker"] }.first { $0 != .null })
+            let pid = try #require(worker["pid"]?.intValue)
+            try write("\(pid), 321\n", "vram")
+            try await poll(.seconds(30), "the worker's VRAM reading") {
+                _ = try await server.submit("work")
+                let workers = try await server.request(.GET, "/v1/queue").json["slots"]?.arrayValue?.compactMap { $0["worker"] } ?? []
+                return workers.contains { $0["vram_mb"]?.doubleValue == 321 }
+            }
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
+    }
+}

@@ -1,0 +1,54 @@
+import SpoolCore
+import Testing
+@testable import SpoolExecutor
+
+/// What `nvidia-smi` prints, parsed: the device list and the health query, healthy and broken.
+@Suite struct GPUProbeTests {
+    let fields = GPUProbe.healthFields
+
+    @Test func devicesComeFromTheListing() {
+        let text = """
+            GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-5c1b3a8e-1111-2222-3333-444455556666)
+            GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-5c1b3a8e-1111-2222-3333-444455556667)
+            Unable to determine the device handle for gpu 0000:3B:00.0: Unknown Error
+            """
+        #expect(GPUProbe.parse(text).map(\.index) == ["0", "1"])
+        #expect(GPUProbe.parse(text).first?.name == "NVIDIA H100 80GB HBM3")
+    }
+
+    @Test func healthyDevicesReadHealthyAndUnsupportedFieldsSayNothing() {
+        let text = "0, 0, No, No, No\n1, [N/A], [N/A], [Not Supported], [N/A]\n"
+        #expect(GPUProbe.parseHealth(text, fields: fields, devices: ["0", "1"]) == ["0": .healthy, "1": .healthy])
+    }
+
+    @Test func eccErrorsAndPendingRepairsReadUnhealthy() {
+        let text = "0, 2, No, No, No\n1, 0, No, Yes, No\n2, 0, Yes, No, No\n3, 0, No, No, Yes\n"
+        let health = GPUProbe.parseHealth(text, fields: fields, devices: ["0", "1", "2", "3"])
+        #expect(health["0"] == .unhealthy("2 uncorrected ECC error(s) since the driver loaded"))
+        #expect(health["1"] == .unhealthy("row remapping pending (needs a GPU reset)"))
+        #expect(health["2"] == .unhealthy("retired pages pending (needs a GPU reset)"))
+        #expect(health["3"] == .unhealthy("row remapping failed"))
+    }
+
+    @Test func errorValuesInAFieldReadUnhealthy() {
+        let text = "0, [GPU requires reset], [GPU requires reset], [GPU requires reset], [GPU requires reset]\n1, [Unknown Error], No, No, No\n"
+        let health = GPUProbe.parseHealth(text, fields: fields, devices: ["0", "1"])
+        #expect(health["0"] == .unhealthy(["ecc.errors.uncorrected.volatile.total", "retired_pages.pending", "remapped_rows.pending",
+                                           "remapped_rows.failure"].map { "\($0) reads [GPU requires reset]" }.joined(separator: "; ")))
+        #expect(health["1"] == .unhealthy("ecc.errors.uncorrected.volatile.total reads [Unknown Error]"))
+    }
+
+    @Test func aLostGPUMissingFromTheTableReadsUnhealthyWithTheFailureLine() {
+        let lost = "Unable to determine the device handle for GPU0000:3B:00.0: GPU is lost.  Reboot the system to recover this GPU"
+        let health = GPUProbe.parseHealth("\(lost)\n1, 0, No, No, No\n", fields: fields, devices: ["0", "1"])
+        #expect(health == ["0": .unhealthy(lost), "1": .healthy])
+    }
+
+    @Test func noDriverMakesEveryDeviceUnhealthyAndNoiseMakesNoReading() {
+        let driver = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and running."
+        #expect(GPUProbe.parseHealth(driver, fields: fields, devices: ["0", "1"]) == ["0": .unhealthy(driver), "1": .unhealthy(driver)])
+        #expect(GPUProbe.parseHealth("something else entirely\n", fields: fields, devices: ["0"]).isEmpty)
+        #expect(GPUProbe.parseHealth("0, 0, No\n", fields: Array(fields.prefix(3)), devices: ["0"]) == ["0": .healthy],
+                "the shorter query of older drivers")
+    }
+}

@@ -1,0 +1,117 @@
+import SpoolCore
+import SpoolExecutor
+import SpoolScheduler
+import SpoolStore
+import SpoolTesting
+import Testing
+
+/// GPU quarantine in the real `Scheduler`: two GPU slots, a scripted executor, a manual clock.
+/// A slot with two failed attempts in a row, or whose GPU reads unhealthy, takes no job; the job
+/// that hit it goes back to the queue without using up an attempt and runs on the other slot;
+/// a release (or a passing self-test) opens the slot again. No test sleeps.
+@Suite struct QuarantineTests {
+    let executor = ScriptedExecutor()
+
+    func rig(startBeforeCommit: Bool) throws -> SchedulerRig {
+        let executor = self.executor
+        return try SchedulerRig(slots: 2, executor: { _, _, _ in executor }) { configuration in
+            configuration.slots = [SlotSpec(id: SlotID(0), gpu: "0"), SlotSpec(id: SlotID(1), gpu: "1")]
+            configuration.quarantineAfterFailures = 2
+            configuration.startBeforeCommit = startBeforeCommit
+        }
+    }
+
+    func running(_ rig: SchedulerRig, _ body: @escaping @Sendable () async throws -> Void) async throws {
+        try await rig.run({ _ in try await body() }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
+    func next(_ what: String) async throws -> ScriptedExecutor.Attempt { try await executor.attempts.next(what) }
+
+    @Test(arguments: [false, true])
+    func failuresInARowQuarantineASlotAndItsJobRunsOnTheOtherOne(startBeforeCommit: Bool) async throws {
+        let rig = try rig(startBeforeCommit: startBeforeCommit)
+        try await running(rig) {
+            let first = try await rig.submit()
+            let onZero = try await next("the first job on slot 0")
+            #expect(onZero.slot.id == SlotID(0))
+            let blocker = try await rig.submit()
+            let onOne = try await next("a job that keeps slot 1 busy")
+            #expect(onOne.slot.id == SlotID(1))
+
+            onZero.finish(.exited(code: 1))
+            #expect(try await rig.waitFor(first.id, .failed).reason == .exitCode, "one failure is the job's own")
+            let second = try await rig.submit()
+            let again = try await next("the second job on slot 0")
+            #expect(again.job.id == second.id && again.slot.id == SlotID(0))
+            again.finish(.signaled(signal: 11))
+
+            // The second failure in a row closes slot 0; its job goes back, its attempt given back.
+            let requeued = try await rig.waitFor(second.id, .queued, after: .running)
+            #expect(requeued.attempts == 0)
+            let quarantined = await rig.scheduler.quarantinedSlots()
+            #expect(quarantined.map(\.0.id) == [SlotID(0)])
+            #expect(quarantined.first?.1.reasons.first?.hasPrefix("2 attempts in a row failed on this slot") == true)
+            #expect(try await rig.job(second.id).state == .queued, "slot 0 takes nothing while slot 1 is busy")
+
+            onOne.finish(.succeeded)
+            let moved = try await next("the requeued job, on slot 1")
+            #expect(moved.job.id == second.id && moved.slot.id == SlotID(1))
+            moved.finish(.succeeded)
+            #expect(try await rig.waitFor(second.id, .succeeded).attempts == 1)
+            _ = try await rig.waitFor(blocker.id, .succeeded)
+
+            // Released by an administrator: slot 0 takes jobs again.
+            let third = try await rig.submit()
+            let busy = try await next("a job on slot 1, the only open slot")
+            #expect(busy.job.id == third.id && busy.slot.id == SlotID(1))
+            #expect(await rig.scheduler.release(SlotID(0), by: "test") == .released)
+            #expect(await rig.scheduler.release(SlotID(0), by: "test") == .notQuarantined)
+            let fourth = try await rig.submit()
+            let back = try await next("a job on the released slot 0")
+            #expect(back.job.id == fourth.id && back.slot.id == SlotID(0))
+            back.finish(.succeeded)
+            busy.finish(.succeeded)
+            _ = try await rig.waitFor(fourth.id, .succeeded)
+        }
+    }
+
+    @Test func aGPUThatReadsUnhealthyStopsItsJobWhichRunsOnAHealthySlot() async throws {
+        let rig = try rig(startBeforeCommit: false)
+        try await running(rig) {
+            let job = try await rig.submit()
+            let attempt = try await next("the job on slot 0")
+            #expect(attempt.slot.id == SlotID(0))
+            await rig.scheduler.read(gpuHealth: ["0": .unhealthy("GPU is lost"), "1": .healthy])
+            #expect(await attempt.nextStop() == .quarantine)
+            attempt.finish(JobOutcome(.signaled(signal: 15), stoppedFor: .quarantine))
+            let moved = try await next("the job again, on slot 1")
+            #expect(moved.job.id == job.id && moved.slot.id == SlotID(1) && moved.job.attempts == 1, "no attempt used up")
+            moved.finish(.succeeded)
+            _ = try await rig.waitFor(job.id, .succeeded)
+            #expect(await rig.scheduler.release(SlotID(0), by: "test") == .deviceUnhealthy("GPU 0: GPU is lost"))
+            await rig.scheduler.read(gpuHealth: ["0": .healthy])
+            #expect(await rig.scheduler.quarantinedSlots().map(\.0.id) == [SlotID(0)], "healthy again, but not yet tested")
+        }
+    }
+
+    @Test func selfTestsAreDueAtOnceThenEveryIntervalOnTheSchedulersClock() async throws {
+        let rig = try rig(startBeforeCommit: false)
+        try await running(rig) {
+            await rig.scheduler.read(gpuHealth: ["1": .unhealthy("2 uncorrected ECC error(s) since the driver loaded")])
+            #expect(await rig.scheduler.selfTestsDue(every: .seconds(30)).isEmpty, "not while the GPU reads unhealthy")
+            await rig.scheduler.read(gpuHealth: ["1": .healthy])
+            #expect(await rig.scheduler.selfTestsDue(every: .seconds(30)).map(\.id) == [SlotID(1)])
+            #expect(await rig.scheduler.selfTestsDue(every: .seconds(30)).isEmpty)
+            rig.manual.advance(by: .seconds(30))
+            #expect(await rig.scheduler.selfTestsDue(every: .seconds(30)).map(\.gpu) == ["1"])
+            #expect(await rig.scheduler.release(SlotID(1), by: "self-test") == .released)
+            let job = try await rig.submit()
+            let first = try await next("a job on slot 0")
+            let second = try await rig.submit()
+            let other = try await next("a job on the released slot 1")
+            #expect(first.job.id == job.id && other.job.id == second.id && other.slot.id == SlotID(1))
+            first.finish(.succeeded)
+            other.finish(.succeeded)
+        }
+    }
+}
