@@ -16,11 +16,37 @@ struct SubmitCommand: AsyncParsableCommand {
     @Option(help: "Start no sooner than this many seconds from now.") var delay: Double?
     @Option(name: .customLong("at"), help: "Start no sooner than this UTC time (RFC 3339, e.g. 2026-12-24T18:00:00Z).") var runAt: String?
     @Option(name: .customLong("start-within"), help: "Cancel the job (reason deadline) if it has not started within this many seconds; refused at once if the queue's estimate says it cannot.") var startWithin: Double?
-    @Flag(help: "Wait for the job to finish, showing its progress; exit 2 if it does not succeed.") var wait = false
+    @Option(name: .customLong("array-range"), help: "Make a job array with one task per number, e.g. 1-240 (each task's input gets item = the number).") var arrayRange: String?
+    @Option(name: .customLong("array-items"), help: "Make a job array with one task per item of this JSON list (@FILE reads it from a file).") var arrayItems: String?
+    @Flag(name: .customLong("fail-fast"), help: "With an array: cancel the other tasks once one fails.") var failFast = false
+    @Option(help: "Reuse an identical job instead of running twice: queued (join one queued or running) or a number of seconds (also reuse one that succeeded that recently).") var dedup: String?
+    @Option(name: .customLong("dedup-key"), help: "The identity for --dedup in place of the type and input.") var dedupKey: String?
+    @Flag(help: "Wait for the job (or array) to finish, showing its progress; exit 2 if it does not succeed.") var wait = false
     @OptionGroup var server: ServerOptions
 
     func validate() throws {
         if retry == nil, backoff != nil || retryOn != nil { throw ValidationError("--backoff and --retry-on need --retry N") }
+        if arrayRange != nil, arrayItems != nil { throw ValidationError("give --array-range or --array-items, not both") }
+        if failFast, arrayRange == nil, arrayItems == nil { throw ValidationError("--fail-fast needs --array-range or --array-items") }
+        if let dedup, dedup != "queued", Double(dedup) == nil { throw ValidationError("--dedup takes queued or a number of seconds") }
+    }
+
+    /// The `array` field from --array-range / --array-items.
+    func arraySpec() throws -> JSONValue? {
+        var spec: [String: JSONValue]
+        if let arrayRange {
+            let bounds = arrayRange.split(separator: "-", maxSplits: 1).compactMap { Int64($0.trimmingCharacters(in: .whitespaces)) }
+            guard bounds.count == 2 || (bounds.count == 1 && !arrayRange.contains("-")) else {
+                throw ValidationError("--array-range takes FIRST-LAST, e.g. 1-240")
+            }
+            spec = ["range": .array([.int(bounds[0]), .int(bounds.last!)])]
+        } else if let arrayItems {
+            spec = ["items": try parseJSONArgument(arrayItems, name: "--array-items")]
+        } else {
+            return nil
+        }
+        if failFast { spec["fail_fast"] = .bool(true) }
+        return .object(spec)
     }
 
     func run() async throws {
@@ -43,6 +69,22 @@ struct SubmitCommand: AsyncParsableCommand {
             if let delay { body["delay_s"] = .double(delay) }
             if let runAt { body["run_at"] = .string(runAt) }
             if let startWithin { body["start_within_s"] = .double(startWithin) }
+            if let dedup { body["dedup"] = dedup == "queued" ? .string("queued") : .object(["succeeded_within_s": .double(Double(dedup)!)]) }
+            if let dedupKey { body["dedup_key"] = .string(dedupKey) }
+            if let array = try arraySpec() {
+                body["array"] = array
+                let (_, _, reply) = try await client.post("/v1/jobs", json: .object(body),
+                                                          headers: idempotencyKey.map { [("Idempotency-Key", $0)] } ?? [])
+                let created = try client.decode(ArrayWire.self, reply)
+                guard wait else {
+                    print(created.id)
+                    return
+                }
+                FileHandle.standardError.write(Data("submitted \(created.id) (\(created.size) tasks)\n".utf8))
+                let final = try await followArray(created, client: client)
+                if final.state != "succeeded" { throw ExitCode(2) }
+                return
+            }
             let (_, _, reply) = try await client.post("/v1/jobs", json: .object(body),
                                                       headers: idempotencyKey.map { [("Idempotency-Key", $0)] } ?? [])
             let job = try client.decode(JobWire.self, reply)
@@ -88,6 +130,12 @@ struct StatusCommand: AsyncParsableCommand {
         await clientCommand {
             let client = try server.client
             if attempts { return try await printAttempts(client) }
+            if id.hasPrefix("arr_") {
+                let (_, _, body) = try await client.get("/v1/arrays/\(id)")
+                if json { print(String(buffer: body)); return }
+                print(ArrayWire.line(try client.decode(ArrayWire.self, body)))
+                return
+            }
             let (_, _, body) = try await client.get("/v1/jobs/\(id)")
             if json { print(String(buffer: body)); return }
             let job = try client.decode(JobWire.self, body)
@@ -286,4 +334,56 @@ func formatSeconds(_ seconds: Double) -> String {
     if seconds < 90 { return "\(Int(seconds.rounded())) s" }
     if seconds < 5400 { return "\(Int((seconds / 60).rounded())) min" }
     return String(format: "%.1f h", seconds / 3600)
+}
+
+/// A job array as `/v1/arrays/{id}` shows it (the fields the CLI prints).
+struct ArrayWire: Decodable {
+    struct ETA: Decodable {
+        var last_start_in_s: Double
+        var done_in_s: Double?
+    }
+
+    var id: String
+    var type: String
+    var state: String
+    var size: Int
+    var counts: [String: Int]
+    var progress: Double
+    var eta: ETA?
+
+    var isTerminal: Bool { ["succeeded", "failed", "canceled"].contains(state) }
+
+    /// One line with a bar: `arr_…  render  running  [########............] 40%  96/240 done, 2 running, 1 failed  ~3 min left`.
+    static func line(_ array: ArrayWire) -> String {
+        let filled = Int((array.progress * 20).rounded(.down))
+        var text = "\(array.id)  \(array.type)  \(array.state)  [" + String(repeating: "#", count: filled)
+            + String(repeating: ".", count: 20 - filled) + "] \(Int((array.progress * 100).rounded(.down)))%"
+        let done = ["succeeded", "failed", "canceled"].reduce(0) { $0 + array.counts[$1, default: 0] }
+        var parts = ["\(done)/\(array.size) done"]
+        for state in ["running", "failed", "canceled"] where array.counts[state, default: 0] > 0 {
+            parts.append("\(array.counts[state]!) \(state)")
+        }
+        text += "  " + parts.joined(separator: ", ")
+        if !array.isTerminal, let left = array.eta?.done_in_s { text += left < 1 ? "  under 1 s left" : "  ~\(formatSeconds(left)) left" }
+        return text
+    }
+}
+
+/// Follows an array to its end with its one-line bar on stderr.
+func followArray(_ first: ArrayWire, client: SpoolClient) async throws -> ArrayWire {
+    let isTerminal = isatty(STDERR_FILENO) == 1
+    var array = first
+    var last = ""
+    while true {
+        let line = ArrayWire.line(array)
+        if line != last {
+            FileHandle.standardError.write(Data((isTerminal ? "\r\u{1B}[K" + line : line + "\n").utf8))
+            last = line
+        }
+        if array.isTerminal { break }
+        try await Task.sleep(for: .milliseconds(500))
+        array = try client.decode(ArrayWire.self, try await client.get("/v1/arrays/\(array.id)").2)
+    }
+    if isTerminal { FileHandle.standardError.write(Data("\n".utf8)) }
+    return array
 }
