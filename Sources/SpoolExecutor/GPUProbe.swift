@@ -83,7 +83,7 @@ public enum GPUProbe {
                     environment: environment == nil ? .inherit : .custom(custom), platformOptions: options,
                     output: .string(limit: 1 << 16), error: .string(limit: 1 << 16))
                 else { return nil }
-                return (result.terminationStatus, (result.standardOutput ?? "") + (result.standardError ?? ""))
+                return (result.terminationStatus, result.standardOutput + result.standardError)
             }
             group.addTask {
                 try? await Task.sleep(for: timeout)

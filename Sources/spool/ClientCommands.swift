@@ -71,31 +71,28 @@ struct SubmitCommand: AsyncParsableCommand {
             if let startWithin { body["start_within_s"] = .double(startWithin) }
             if let dedup { body["dedup"] = dedup == "queued" ? .string("queued") : .object(["succeeded_within_s": .double(Double(dedup)!)]) }
             if let dedupKey { body["dedup_key"] = .string(dedupKey) }
-            if let array = try arraySpec() {
-                body["array"] = array
-                let (_, _, reply) = try await client.post("/v1/jobs", json: .object(body),
-                                                          headers: idempotencyKey.map { [("Idempotency-Key", $0)] } ?? [])
+            let array = try arraySpec()
+            if let array { body["array"] = array }
+            let (_, headers, reply) = try await client.post("/v1/jobs", json: .object(body),
+                                                            headers: idempotencyKey.map { [("Idempotency-Key", $0)] } ?? [])
+            // A job, or with --array-… the array; without --wait, just its id.
+            let id = try JSONParser.parse(reply.readableBytesView)["id"]?.stringValue ?? ""
+            if let reuse = headers.first(name: "Spool-Dedup") {
+                FileHandle.standardError.write(Data("\(reuse) \(id): an identical request (--dedup)\n".utf8))
+            }
+            guard wait else { return print(id) }
+            let succeeded: Bool
+            if array != nil {
                 let created = try client.decode(ArrayWire.self, reply)
-                guard wait else {
-                    print(created.id)
-                    return
-                }
                 FileHandle.standardError.write(Data("submitted \(created.id) (\(created.size) tasks)\n".utf8))
-                let final = try await followArray(created, client: client)
-                if final.state != "succeeded" { throw ExitCode(2) }
-                return
+                succeeded = try await followArray(created, client: client).state == "succeeded"
+            } else {
+                FileHandle.standardError.write(Data("submitted \(id)\n".utf8))
+                let final = try await follow(try client.decode(JobWire.self, reply), client: client)
+                try await printOutputs(of: final, client: client)
+                succeeded = final.state == "succeeded"
             }
-            let (_, _, reply) = try await client.post("/v1/jobs", json: .object(body),
-                                                      headers: idempotencyKey.map { [("Idempotency-Key", $0)] } ?? [])
-            let job = try client.decode(JobWire.self, reply)
-            guard wait else {
-                print(job.id)
-                return
-            }
-            FileHandle.standardError.write(Data("submitted \(job.id)\n".utf8))
-            let final = try await follow(job, client: client)
-            try await printOutputs(of: final, client: client)
-            if final.state != "succeeded" { throw ExitCode(2) }
+            if !succeeded { throw ExitCode(2) }
         }
     }
 }

@@ -5,12 +5,7 @@ import Testing
 /// Job arrays through the real `spool serve`: one submit, N ordinary tasks, the array as what
 /// they add up to, every task's outputs, cancel of the rest, and fail-fast.
 @Suite(.serialized) struct JobArrayTests {
-    func server() async throws -> ServerHarness {
-        let harness = try ServerHarness(config: .object([:]))
-        try Data(Fixtures.config(scratch: harness.scratch).canonicalText.utf8).write(to: URL(fileURLWithPath: harness.configPath))
-        try await harness.start(["--slots", "2"])
-        return harness
-    }
+    func server() async throws -> ServerHarness { try await ServerHarness.started(slots: 2) }
 
     func waitForArray(_ server: ServerHarness, _ id: String, _ done: @escaping @Sendable (JSONValue) -> Bool) async throws -> JSONValue {
         try await withDeadline(.seconds(60), "array \(id)") {

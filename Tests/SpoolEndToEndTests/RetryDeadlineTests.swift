@@ -5,12 +5,7 @@ import Testing
 /// Retries with back-off, delayed starts and start deadlines through the real `spool serve`
 /// (SQLite file, real child processes, HTTP over loopback).
 @Suite(.serialized) struct RetryDeadlineTests {
-    func server() async throws -> ServerHarness {
-        let harness = try ServerHarness(config: .object([:]))
-        try Data(Fixtures.config(scratch: harness.scratch).canonicalText.utf8).write(to: URL(fileURLWithPath: harness.configPath))
-        try await harness.start(["--slots", "1"])
-        return harness
-    }
+    func server() async throws -> ServerHarness { try await ServerHarness.started(slots: 1) }
 
     func id(_ reply: ServerHarness.Reply) throws -> String {
         try #require(reply.json["id"]?.stringValue, "no id in \(String(decoding: reply.body, as: UTF8.self))")

@@ -24,6 +24,14 @@ final class ServerHarness: @unchecked Sendable {
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }()
 
+    /// A started server with the end-to-end job types (`Fixtures.config`) and `slots` slots.
+    static func started(slots: Int) async throws -> ServerHarness {
+        let harness = try ServerHarness(config: .object([:]))
+        try Data(Fixtures.config(scratch: harness.scratch).canonicalText.utf8).write(to: URL(fileURLWithPath: harness.configPath))
+        try await harness.start(["--slots", String(slots)])
+        return harness
+    }
+
     static let binary: String = {
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         var directory = URL(fileURLWithPath: executable).deletingLastPathComponent()
