@@ -788,7 +788,9 @@ public actor Scheduler: Service {
         lookAhead(for: slot, in: &group)
         group.addTask { [executor, eventSink, sharedFiles] in
             for previous in earlier { await self.waitForEnd(of: previous) }
-            let result = await self.judged(executor.run(job, on: spec, stops: stopRequests, observer: observer), of: job, on: slot)
+            var result = await executor.run(job, on: spec, stops: stopRequests, observer: observer)
+            // Only GPU slots are ever quarantined: a CPU slot's end skips the hop onto the actor.
+            if spec.gpu != nil { result = await self.judged(result, of: job, on: slot) }
             await sharedFiles?.upload(job, outcome: result.outcome)
             eventSink.yield(.finished(job, slot, result))
             await executor.afterRun(on: slot)
