@@ -12,6 +12,9 @@ the page loads without console errors, the job shows up, its progress bar advanc
 runs, its thumbnail loads when it succeeds, and no console error or exception happened on the way.
 Then, on a server of its own with a few shell job types: a queued job's "not before", "start by"
 and "retry at", a job canceled for its deadline, and a retried job's attempts in the details.
+Then, on that server, job arrays: an array shows as one line (progress bar, counts by state, no
+line per task) in the recent jobs and the queue, its tasks expand in index order, a task's details
+name its array and index, and Cancel array cancels it.
 Then, with a fake nvidia-smi on a third server's PATH, that a quarantined GPU slot shows why and
 its Release button brings it back.
 Both processes are killed by PID whatever happens; every wait is bounded.
@@ -203,6 +206,72 @@ SCHEDULE_TYPES = {
     "sleep": {"command": ["sleep", "{input.seconds}"]},
     "noop": {"command": ["/bin/true"]},
 }
+
+
+def check_arrays(tools, base, check):
+    """Step 11, on a page already open and live on `base` (a server with the `sleep` and `noop`
+    types and a free slot): job arrays in the lists, their tasks, a task's details, Cancel array."""
+    tools.console_errors.clear()
+    array = post_json(f"{base}/v1/jobs", {"type": "sleep", "input": {"seconds": 0.25}, "array": {"range": [1, 24]}})
+    aid = array["id"]
+    tasks = get_json(f"{base}/v1/arrays/{aid}/tasks?limit=500")["tasks"]
+    task_ids = [t["id"] for t in tasks]
+    row = f"document.querySelector('#recent tr[data-array-id=\"{aid}\"]')"
+    lines = ("(() => { const ids = " + json.dumps(task_ids) + ";"
+             " return [...document.querySelectorAll('#recent tr[data-job-id], #recent tr[data-array-id], #queue tr[data-job-id], #queue tr[data-array-id]')]"
+             ".filter(r => r.dataset.arrayId === " + json.dumps(aid) + " || ids.includes(r.dataset.jobId))"
+             ".map(r => (r.closest('#queue') ? 'queue:' : 'recent:') + (r.dataset.arrayId ? 'array' : 'task')); })()")
+    # While it runs: one line in the recent jobs (and one in the queue while tasks wait), whose bar moves.
+    seen_lines, values, counts_text = set(), [], ""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        snap = tools.evaluate(f"({{lines: {lines}, value: {row} && {row}.querySelector('progress') ? {row}.querySelector('progress').value : null,"
+                              f" counts: {row} && {row}.querySelector('.array-counts') ? {row}.querySelector('.array-counts').textContent : ''}})")
+        seen_lines.update(snap["lines"])
+        if snap["value"] is not None:
+            values.append(snap["value"])
+        if 0 < (snap["value"] or 0) < 1 and "running" in snap["counts"]:
+            counts_text = snap["counts"]
+            if "queue:array" in seen_lines:
+                break
+        tools.drain(0.1)
+    check("a job array shows as one line with a moving progress bar and counts by state, in the recent jobs and the queue,"
+          " and none of its tasks as lines of their own",
+          seen_lines == {"recent:array", "queue:array"} and counts_text and any(0 < v < 1 for v in values),
+          f"lines seen: {sorted(seen_lines)}; counts: {counts_text!r}; progress values: {values[:8]}")
+
+    tools.evaluate(f"document.querySelector('button[data-key=\"recent:tasks:{aid}\"]').click(), true")
+    indexes = tools.wait_for(f"(() => {{ const rows = [...document.querySelectorAll('#tasks-{aid} tr[data-task-id]')];"
+                             " return rows.length === 24 ? rows.map(r => Number(r.dataset.index)) : null; })()", 15)
+    expanded = tools.evaluate(f"document.querySelector('button[data-key=\"recent:tasks:{aid}\"]').getAttribute('aria-expanded')")
+    check("Tasks expands the array's tasks under its line, in index order", indexes == list(range(1, 25)) and expanded == "true",
+          f"indexes={indexes} aria-expanded={expanded}")
+
+    third = task_ids[2]
+    tools.evaluate(f"document.querySelector('button[data-key=\"task:details:{third}\"]').click(), true")
+    shown = tools.wait_for(f"(() => {{ const n = document.querySelector('[data-array-of=\"{third}\"]');"
+                           " return n ? n.textContent : null; })()", 15)
+    index = tools.evaluate(f"(document.querySelector('[data-array-of=\"{third}\"] .array-index') || {{}}).textContent || null")
+    check("a task's details show its array and index", shown and aid in shown and index == "3", f"shown={shown!r} index={index!r}")
+
+    tools.evaluate(f"document.querySelector('button[data-key=\"recent:cancel-array:{aid}\"]').click(), true")
+    # (Waits in the page, which keeps reading DevTools events: a harness that serves the page's
+    # files by intercepting its requests needs that, or every request waits.)
+    badge = tools.wait_for(f"(() => {{ const r = {row}; return r && r.querySelector('.badge').textContent === 'canceled'"
+                           f" && !document.querySelector('button[data-key=\"recent:cancel-array:{aid}\"]')"
+                           " ? r.querySelector('.array-counts').textContent : null; })()", 15)
+    final = wait_json(f"{base}/v1/arrays/{aid}", lambda a: a["state"] in ("succeeded", "failed", "canceled"), 5)
+    check("Cancel array cancels its unfinished tasks, and the line shows it canceled", final["state"] == "canceled"
+          and final["counts"]["canceled"] > 0 and badge and "canceled" in badge,
+          f"server: {final['state']} {final['counts']}; page counts: {badge!r}")
+
+    done = post_json(f"{base}/v1/jobs", {"type": "noop", "array": {"items": ["a", "b", "c"]}})["id"]
+    other = f"document.querySelector('#recent tr[data-array-id=\"{done}\"]')"
+    finished = tools.wait_for(f"(() => {{ const r = {other}; return r && r.querySelector('.badge').textContent === 'succeeded'"
+                              " && r.querySelector('progress').value === 1 ? r.querySelector('.array-done').textContent : null; })()", 15)
+    check("a finished array shows succeeded, 3/3 · 100%", finished == "3/3 · 100%", f"page: {finished!r}")
+    tools.drain(0.3)
+    check("no console errors or exceptions on the job array page", not tools.console_errors, "; ".join(tools.console_errors))
 
 
 def save_screenshot(tools, path):
@@ -586,6 +655,9 @@ def main():
         tools.drain(0.3)
         check("no console errors or exceptions on the retries-and-scheduling page", not tools.console_errors,
               "; ".join(tools.console_errors))
+
+        # 11. Job arrays, on the same server and page (its slot is free again).
+        check_arrays(tools, sched, check)
         # 3. A quarantined GPU slot: a fake nvidia-smi first on the PATH lists two GPUs and reads GPU 0 as lost;
         # the slot shows why, and its Release button brings it back once the GPU reads healthy.
         fake = os.path.join(temp, "fake-gpu")

@@ -8,10 +8,19 @@
     outputsLoading: new Set(),
     selected: null, selectedJob: null, logOffset: 0, logDecoder: null,
     attempts: null,           // GET /v1/jobs/{selected}/attempts, once loaded
+    // Job arrays: the tasks of one show as one line (its array) in the lists, expandable.
+    recentLines: [],          // what "Recent jobs" shows: { job } or { array: id, job: its newest task }
+    arrays: new Map(),        // array id -> latest GET /v1/arrays/{id}
+    arrayTasks: new Map(),    // array id -> { tasks: [...], next: cursor or null } once expanded
+    expanded: new Set(),      // arrays whose tasks are shown under their line
     es: null,
     loggedOut: false,        // the server wants a token and the page has no session
   };
   const $ = (id) => document.getElementById(id);
+  const RECENT_LINES = 25;    // lines in "Recent jobs" (a job, or a job array)
+  const RECENT_PAGE = 200;    // jobs per /v1/jobs page read for them…
+  const RECENT_PAGES = 3;     // …and at most this many pages, when arrays' tasks fill them
+  const TASK_PAGE = 100;      // tasks of an expanded array per page
 
   // --- DOM helpers: data only ever goes in through textContent and setAttribute. ---
   function el(tag, attrs, ...children) {
@@ -204,15 +213,20 @@
       if (d.error !== undefined) job.error = d.error;
       if (d.state === 'queued') job.progress = null;
     }
-    let text = 'Job ' + shortID(d.job) + ' (' + (d.type || 'job') + ') is ' + d.state;
-    if (d.reason && d.reason !== d.state) text += ' (' + d.reason + ')';
-    announce(text + '.');
-    scheduleRefresh();
+    // A task of a job array is announced by its array when that finishes (not task by task).
+    if (!(job && job.array)) {
+      let text = 'Job ' + shortID(d.job) + ' (' + (d.type || 'job') + ') is ' + d.state;
+      if (d.reason && d.reason !== d.state) text += ' (' + d.reason + ')';
+      announce(text + '.');
+    }
+    // A big array's tasks change state many times a second: refresh for them at most once a second.
+    scheduleRefresh(job && job.array ? 1000 : 300);
     if (d.job === S.selected) scheduleLog();
   }
   function onProgress(d) {
     const job = S.jobs.get(d.job);
     if (job) job.progress = { fraction: d.fraction, message: d.message ?? null };
+    if (job && job.array) scheduleArrays([job.array.id]);
     for (const bar of document.querySelectorAll('progress[data-job]')) {
       if (bar.getAttribute('data-job') === d.job) setProgress(bar, d.fraction);
     }
@@ -240,14 +254,17 @@
     refreshing = true;
     try {
       const [queue, recent, queued] = await Promise.all([
-        api('/v1/queue'), api('/v1/jobs?limit=25'), api('/v1/jobs?status=queued&limit=100'),
+        api('/v1/queue'), loadRecent(), api('/v1/jobs?status=queued&limit=100'),
       ]);
       S.queue = queue;
-      S.recent = recent.jobs || [];
+      S.recent = recent;
       for (const job of S.recent) S.jobs.set(job.id, job);
       for (const slot of queue.slots || []) if (slot.job) S.jobs.set(slot.job.id, slot.job);
-      // List pages carry no position; ask for the details (position, ETA) of the likely head.
-      const head = (queued.jobs || []).slice().sort((a, b) => (b.priority - a.priority) || a.created_at.localeCompare(b.created_at)).slice(0, 20);
+      S.recentLines = groupLines(S.recent, RECENT_LINES);
+      // List pages carry no position; ask for the details (position, ETA) of the likely head
+      // (an array's tasks count once: its first two stand for it, in case the first starts meanwhile).
+      const head = groupLines((queued.jobs || []).slice().sort((a, b) => (b.priority - a.priority)
+        || a.created_at.localeCompare(b.created_at) || taskIndex(a) - taskIndex(b)), 20, 2).flatMap((line) => line.tasks);
       const details = await Promise.all(head.map((job) => api('/v1/jobs/' + encodeURIComponent(job.id)).catch(() => null)));
       S.queued = details.filter((job) => job && job.state === 'queued').sort((a, b) => (a.position ?? 1e9) - (b.position ?? 1e9));
       S.queuedTotal = queue.queued;
@@ -263,6 +280,12 @@
         }
         if (S.selectedJob) S.jobs.set(S.selectedJob.id, S.selectedJob);
       }
+      const arrayIDs = new Set(S.expanded);
+      for (const line of S.recentLines) if (line.array) arrayIDs.add(line.array);
+      for (const job of S.queued) if (job.array) arrayIDs.add(job.array.id);
+      for (const slot of queue.slots || []) if (slot.job && slot.job.array) arrayIDs.add(slot.job.array.id);
+      if (S.selectedJob && S.selectedJob.array) arrayIDs.add(S.selectedJob.array.id);
+      await loadArrays([...arrayIDs]);
       showError('');
       renderAll();
       loadMissingOutputs();
@@ -273,8 +296,96 @@
       if (refreshAgain) { refreshAgain = false; scheduleRefresh(); }
     }
   }
+  // The newest jobs, enough pages of them for RECENT_LINES lines once each array's tasks are one.
+  async function loadRecent() {
+    let jobs = [], cursor = null;
+    for (let page = 0; page < RECENT_PAGES; page++) {
+      const body = await api('/v1/jobs?limit=' + RECENT_PAGE + (cursor ? '&cursor=' + encodeURIComponent(cursor) : ''));
+      jobs = jobs.concat(body.jobs || []);
+      if (!body.next_cursor || body.next_cursor === cursor || groupLines(jobs, RECENT_LINES).length >= RECENT_LINES) break;
+      cursor = body.next_cursor;
+    }
+    return jobs;
+  }
+  const taskIndex = (job) => (job.array && typeof job.array.index === 'number' ? job.array.index : 0);
+  // Jobs as lines: a job of its own is one, the tasks of an array one for them all (at the
+  // place of the first of them in `jobs`, which is `job`; `tasks` holds up to `perArray` of
+  // them), up to `limit` lines.
+  function groupLines(jobs, limit, perArray = 1) {
+    const lines = [], byArray = new Map();
+    for (const job of jobs) {
+      if (job.array && job.array.id) {
+        const line = byArray.get(job.array.id);
+        if (line) {
+          if (line.tasks.length < perArray) line.tasks.push(job);
+          continue;
+        }
+        if (lines.length >= limit) continue;
+        const fresh = { array: job.array.id, job, tasks: [job] };
+        byArray.set(job.array.id, fresh);
+        lines.push(fresh);
+      } else if (lines.length < limit) {
+        lines.push({ job, tasks: [job] });
+      }
+      if (lines.length >= limit && perArray === 1) break;
+    }
+    return lines;
+  }
+  // GET /v1/arrays/{id} of arrays not known to have finished, and the tasks of expanded ones.
+  async function loadArrays(ids) {
+    await Promise.all(ids.map(async (id) => {
+      const before = S.arrays.get(id);
+      if (!(before && TERMINAL.has(before.state))) {
+        const array = await api('/v1/arrays/' + encodeURIComponent(id)).catch(() => null);
+        if (array) {
+          S.arrays.set(id, array);
+          if (before && before.state !== array.state && TERMINAL.has(array.state)) {
+            announce('Job array ' + shortID(id) + ' (' + array.type + ', ' + array.size + ' tasks) is ' + array.state + '.');
+          }
+        }
+      }
+      if (S.expanded.has(id)) await loadTasks(id, false);
+    }));
+  }
+  // An expanded array's tasks: the pages loaded so far again (or one more with `more`).
+  async function loadTasks(id, more) {
+    const known = S.arrayTasks.get(id);
+    const array = S.arrays.get(id);
+    if (known && !more && known.final) return;
+    let tasks = more && known ? known.tasks : [];
+    let cursor = more && known ? known.next : null;
+    const want = more || !known ? TASK_PAGE : Math.max(TASK_PAGE, known.tasks.length);
+    let next = null;
+    for (let got = 0; got < want;) {
+      const body = await api('/v1/arrays/' + encodeURIComponent(id) + '/tasks?limit=' + Math.min(500, want - got)
+                             + (cursor ? '&cursor=' + encodeURIComponent(cursor) : '')).catch(() => null);
+      if (!body) return;
+      const page = body.tasks || [];
+      tasks = tasks.concat(page);
+      got += page.length;
+      next = body.next_cursor || null;
+      if (!next || !page.length) break;
+      cursor = next;
+    }
+    for (const task of tasks) S.jobs.set(task.id, task);
+    S.arrayTasks.set(id, { tasks, next, final: !!(array && TERMINAL.has(array.state)) });
+  }
+  // Task progress events move their array's bar: read those arrays again, at most every 0.7 s.
+  let arrayTimer = null;
+  const arraysWanted = new Set();
+  function scheduleArrays(ids) {
+    for (const id of ids) arraysWanted.add(id);
+    if (arrayTimer !== null) return;
+    arrayTimer = setTimeout(async () => {
+      arrayTimer = null;
+      const wanted = [...arraysWanted];
+      arraysWanted.clear();
+      await loadArrays(wanted);
+      renderQueue(); renderRecent();
+    }, 700);
+  }
   function loadMissingOutputs() {
-    const wanted = S.recent.filter((job) => job.state === 'succeeded').map((job) => job.id);
+    const wanted = S.recentLines.filter((line) => !line.array && line.job.state === 'succeeded').map((line) => line.job.id);
     if (S.selectedJob && TERMINAL.has(S.selectedJob.state)) wanted.push(S.selectedJob.id);
     for (const id of wanted) {
       if (S.outputs.has(id) || S.outputsLoading.has(id)) continue;
@@ -343,6 +454,10 @@
       if (job) {
         box.append(el('p', null, el('span', { class: 'mono', title: job.id, text: shortID(job.id) }), ' ',
                       el('strong', { text: job.type }), ' · started ', ago(job.started_at)));
+        if (job.array) {
+          box.append(el('p', { class: 'small muted', 'data-task-of': job.array.id },
+            'task ' + job.array.index + ' of array ', el('span', { class: 'mono', title: job.array.id, text: shortID(job.array.id) })));
+        }
         box.append(progressBar(job), jobActions(job, 'slot'));
       } else if (!slot.quarantine) {
         box.append(el('p', { class: 'muted', text: 'Idle' }));
@@ -373,7 +488,9 @@
 
   function renderQueue() {
     if (!S.queued.length) { render($('queue'), el('p', { class: 'muted', text: 'The queue is empty.' })); return; }
-    const rows = S.queued.map((job) => {
+    const rows = groupLines(S.queued, S.queued.length).map((line) => {
+      const job = line.job;
+      if (line.array) return queuedArrayRow(line.array, job);
       let eta = 'learning run times…';
       if (job.eta && typeof job.eta.start_in_s === 'number') eta = 'in ~' + duration(job.eta.start_in_s);
       return el('tr', { 'data-job-id': job.id, class: S.selected === job.id ? 'selected' : null },
@@ -390,9 +507,28 @@
       el('caption', { class: 'visually-hidden', text: 'Queued jobs in the order they will start' }),
       el('thead', null, el('tr', null, ...['#', 'Job', 'Type', 'Priority', 'Starts', 'Submitted', 'Actions'].map((h) => el('th', { scope: 'col', text: h })))),
       el('tbody', null, ...rows));
-    const note = S.queuedTotal > S.queued.length
-      ? el('p', { class: 'small muted', text: 'Showing the first ' + S.queued.length + ' of ' + S.queuedTotal + ' queued jobs.' }) : null;
+    // An array's row stands for all its queued tasks.
+    const shown = groupLines(S.queued, S.queued.length).reduce((n, line) => n + (line.array && S.arrays.get(line.array)
+      ? S.arrays.get(line.array).counts.queued : line.array ? S.queued.filter((j) => j.array && j.array.id === line.array).length : 1), 0);
+    const note = S.queuedTotal > shown
+      ? el('p', { class: 'small muted', text: 'Showing the first ' + shown + ' of ' + S.queuedTotal + ' queued jobs.' }) : null;
     render($('queue'), el('div', { class: 'table-wrap' }, table), note);
+  }
+  // The queued tasks of an array as one row: where its first waits, how many wait, when the last starts.
+  function queuedArrayRow(id, first) {
+    const array = S.arrays.get(id);
+    const waiting = array ? array.counts.queued : S.queued.filter((j) => j.array && j.array.id === id).length;
+    let eta = first.eta && typeof first.eta.start_in_s === 'number' ? 'first in ~' + duration(first.eta.start_in_s) : 'learning run times…';
+    if (array && array.eta && typeof array.eta.last_start_in_s === 'number') eta += ', last in ~' + duration(array.eta.last_start_in_s);
+    return el('tr', { 'data-array-id': id, class: 'array-row' },
+      el('td', { text: first.position ?? '?' }),
+      el('td', null, el('span', { class: 'mono', title: id, text: shortID(id) }),
+        el('span', { class: 'small muted array-size', text: ' ' + waiting + ' task' + (waiting === 1 ? '' : 's') + ' queued' })),
+      el('td', { text: first.type }),
+      el('td', { text: first.priority }),
+      el('td', { title: array && array.eta ? array.eta.method : null, text: eta }),
+      el('td', { text: ago(first.created_at) }),
+      el('td', null, arrayActions(id, array, 'queue')));
   }
 
   function thumbnail(job) {
@@ -404,9 +540,10 @@
       el('img', { class: 'thumb', src: url, alt: png.name + ' from job ' + job.id, 'data-job': job.id, width: '64', height: '48' }));
   }
   function renderRecent() {
-    if (!S.recent.length) { render($('recent'), el('p', { class: 'muted', text: 'No jobs yet. Submit one above.' })); return; }
-    const rows = S.recent.map((job0) => {
-      const job = S.jobs.get(job0.id) || job0;
+    if (!S.recentLines.length) { render($('recent'), el('p', { class: 'muted', text: 'No jobs yet. Submit one above.' })); return; }
+    const rows = S.recentLines.flatMap((line) => {
+      if (line.array) return arrayRows(line.array, line.job);
+      const job = S.jobs.get(line.job.id) || line.job;
       let status = stateBadge(job.state);
       const extra = job.reason && job.reason !== job.state
         ? el('span', { class: 'small muted reason reason-' + job.reason, title: reasonTitle(job.reason), text: ' ' + job.reason }) : null;
@@ -425,10 +562,92 @@
         el('td', null, jobActions(job, 'recent')));
     });
     const table = el('table', null,
-      el('caption', { class: 'visually-hidden', text: 'The 25 most recent jobs, newest first' }),
+      el('caption', { class: 'visually-hidden', text: 'The ' + RECENT_LINES + ' most recent jobs and job arrays, newest first' }),
       el('thead', null, el('tr', null, ...['Job', 'Type', 'State', 'Priority', 'Progress', 'Submitted', 'Output', 'Actions'].map((h) => el('th', { scope: 'col', text: h })))),
       el('tbody', null, ...rows));
     render($('recent'), el('div', { class: 'table-wrap' }, table));
+  }
+
+  // --- Job arrays: one line each, with a progress bar, counts by state and an ETA. ---
+  const COUNT_ORDER = ['succeeded', 'running', 'queued', 'failed', 'canceled'];
+  function arrayProgress(array) {
+    const bar = el('progress', { max: '1', 'data-array': array.id, 'aria-label': 'Progress of job array ' + array.id });
+    setProgress(bar, array.progress);
+    const c = array.counts || {};
+    const finished = (c.succeeded || 0) + (c.failed || 0) + (c.canceled || 0);
+    // (The spaces between the parts are for screen readers and copying; the flex gap spaces them on screen.)
+    const counts = el('span', { class: 'array-counts small', 'data-array': array.id },
+      el('span', { class: 'array-done', text: finished + '/' + array.size + ' · ' + Math.floor((array.progress || 0) * 100) + '%' }),
+      ...COUNT_ORDER.filter((k) => c[k]).flatMap((k) => [' ', el('span', { class: 'count st-' + k, 'data-count': k, text: c[k] + ' ' + k })]));
+    let eta = null;
+    if (array.eta && !TERMINAL.has(array.state)) {
+      const e = array.eta;
+      const text = typeof e.done_in_s === 'number' ? 'done in ~' + duration(e.done_in_s)
+        : typeof e.last_start_in_s === 'number' ? 'last task starts in ~' + duration(e.last_start_in_s) : null;
+      if (text) eta = el('span', { class: 'array-eta small muted', title: (e.done_at ? 'at ' + new Date(e.done_at).toLocaleTimeString() + ' · ' : '') + (e.method || ''), text });
+    }
+    return el('div', { class: 'progress-cell' }, bar, counts, eta);
+  }
+  function arrayActions(id, array, where) {
+    const box = el('div', { class: 'actions' });
+    if (where === 'recent') {
+      const open = S.expanded.has(id);
+      box.append(el('button', { type: 'button', 'data-key': where + ':tasks:' + id, 'aria-expanded': String(open), 'aria-controls': 'tasks-' + id,
+                                'aria-label': (open ? 'Hide the tasks of job array ' : 'Show the tasks of job array ') + id,
+                                text: open ? 'Hide tasks' : 'Tasks', onclick: () => toggleArray(id) }));
+    }
+    if (!array || !TERMINAL.has(array.state)) {
+      box.append(el('button', { type: 'button', class: 'danger', 'data-key': where + ':cancel-array:' + id,
+                                'aria-label': 'Cancel every unfinished task of job array ' + id, text: 'Cancel array',
+                                onclick: () => cancelArray(id) }));
+    }
+    return box;
+  }
+  // The array's line in "Recent jobs" and, when expanded, a row holding its tasks.
+  function arrayRows(id, newest) {
+    const array = S.arrays.get(id);
+    const open = S.expanded.has(id);
+    const progress = array ? arrayProgress(array) : el('span', { class: 'small muted', text: 'loading…' });
+    const row = el('tr', { 'data-array-id': id, class: 'array-row' + (open ? ' open' : '') },
+      el('td', null, el('span', { class: 'mono', title: id, text: shortID(id) }),
+        el('span', { class: 'small muted array-size', text: array ? ' array of ' + array.size : ' array' })),
+      el('td', { text: array ? array.type : newest.type }),
+      el('td', null, stateBadge(array ? array.state : newest.state)),
+      el('td', { text: newest.priority }),
+      el('td', null, progress),
+      el('td', { text: ago(array ? array.created_at : newest.created_at) }),
+      el('td', null),
+      el('td', null, arrayActions(id, array, 'recent')));
+    if (!open) return [row];
+    return [row, el('tr', { class: 'array-tasks-row' }, el('td', { colspan: '8', id: 'tasks-' + id }, taskTable(id)))];
+  }
+  function taskTable(id) {
+    const loaded = S.arrayTasks.get(id);
+    if (!loaded) return el('p', { class: 'small muted', text: 'Loading the tasks…' });
+    const array = S.arrays.get(id);
+    const rows = loaded.tasks.map((task0) => {
+      const task = S.jobs.get(task0.id) || task0;
+      const detail = task.state === 'running' ? progressBar(task)
+        : el('span', { class: 'small muted', text: task.reason && task.reason !== task.state ? task.reason : task.error || '' });
+      const actions = el('div', { class: 'actions' },
+        el('button', { type: 'button', 'data-key': 'task:details:' + task.id, 'aria-pressed': String(S.selected === task.id),
+                       'aria-label': 'Details of task ' + taskIndex(task) + ', job ' + task.id, text: 'Details', onclick: () => select(task.id) }));
+      return el('tr', { 'data-task-id': task.id, 'data-index': taskIndex(task), class: S.selected === task.id ? 'selected' : null },
+        el('td', { text: taskIndex(task) }),
+        el('td', null, el('span', { class: 'mono', title: task.id, text: shortID(task.id) })),
+        el('td', null, stateBadge(task.state)),
+        el('td', null, detail),
+        el('td', { text: task.finished_at ? clockTime(task.finished_at) : task.started_at ? 'started ' + clockTime(task.started_at) : '' }),
+        el('td', null, actions));
+    });
+    const table = el('table', { class: 'tasks' },
+      el('caption', { class: 'visually-hidden', text: 'Tasks of job array ' + id + ', in index order' }),
+      el('thead', null, el('tr', null, ...['Index', 'Job', 'State', 'Progress', 'Time', 'Actions'].map((h) => el('th', { scope: 'col', text: h })))),
+      el('tbody', null, ...rows));
+    const total = array ? array.size : loaded.tasks.length;
+    const foot = el('p', { class: 'small muted' }, 'Showing ' + loaded.tasks.length + ' of ' + total + ' tasks. ',
+      loaded.next ? el('button', { type: 'button', 'data-key': 'array:more:' + id, text: 'Show more', onclick: () => moreTasks(id) }) : null);
+    return el('div', { class: 'table-wrap tasks-wrap' }, table, foot);
   }
 
   function renderDetail() {
@@ -440,6 +659,15 @@
       facts.append(el('dt', { text: name }), el('dd', { class: cls || null }, value));
     };
     add('Job', job.id, 'mono');
+    if (job.array) {
+      const array = S.arrays.get(job.array.id);
+      add('Array', el('span', { 'data-array-of': job.id },
+        el('span', { class: 'mono', title: job.array.id, text: job.array.id }),
+        ' · index ', el('strong', { class: 'array-index', text: String(job.array.index) }),
+        array ? ' of ' + array.size + ' tasks (' + array.state + ') ' : ' ',
+        el('button', { type: 'button', 'data-key': 'detail:array:' + job.array.id, text: 'Show array',
+                       'aria-label': 'Show job array ' + job.array.id + ' and its tasks', onclick: () => showArray(job.array.id) })));
+    }
     add('Type', job.type);
     add('State', stateBadge(job.state));
     add('Reason', job.reason ? job.reason + (reasonTitle(job.reason) ? ' — ' + reasonTitle(job.reason) : '') : null);
@@ -589,10 +817,48 @@
       showError('Could not cancel ' + id + ': ' + error.message);
     }
   }
+  async function toggleArray(id) {
+    if (S.expanded.has(id)) {
+      S.expanded.delete(id);
+      renderRecent();
+      return;
+    }
+    S.expanded.add(id);
+    renderRecent();
+    await loadTasks(id, false);
+    renderRecent();
+  }
+  async function moreTasks(id) {
+    await loadTasks(id, true);
+    renderRecent();
+  }
+  // From a task's details: expand its array's line and bring it into view.
+  async function showArray(id) {
+    if (!S.expanded.has(id)) await toggleArray(id);
+    const row = document.querySelector('#recent tr[data-array-id="' + CSS.escape(id) + '"]');
+    if (row) {
+      row.scrollIntoView({ block: 'nearest' });
+      const button = row.querySelector('button');
+      if (button) button.focus();
+    } else {
+      announce('Job array ' + shortID(id) + ' is not among the recent jobs.');
+    }
+  }
+  async function cancelArray(id) {
+    try {
+      const array = await api('/v1/arrays/' + encodeURIComponent(id) + '/cancel', { method: 'POST' });
+      S.arrays.set(id, array);
+      announce('Cancel requested for job array ' + shortID(id) + '; it is ' + array.state + '.');
+      renderQueue(); renderRecent();
+      scheduleRefresh(0);
+    } catch (error) {
+      showError('Could not cancel job array ' + id + ': ' + error.message);
+    }
+  }
   async function submitJob(body, statusNode) {
     const job = await api('/v1/jobs', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
     S.jobs.set(job.id, job);
-    if (!S.recent.some((j) => j.id === job.id)) S.recent.unshift(job);
+    if (!S.recent.some((j) => j.id === job.id)) { S.recent.unshift(job); S.recentLines = groupLines(S.recent, RECENT_LINES); }
     const text = 'Submitted job ' + job.id + (job.position ? ' at position ' + job.position : '') + '.';
     if (statusNode) statusNode.textContent = text; else announce(text);
     select(job.id);

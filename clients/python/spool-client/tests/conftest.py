@@ -75,6 +75,12 @@ JOB_TYPES: Dict[str, Any] = {
             "properties": {"succeed_on": {"type": "integer", "minimum": 1, "maximum": 100}},
         },
     },
+    # A task of a job array: writes "$SPOOL_ARRAY_INDEX $SPOOL_ARRAY_ID" to the output frame-{input.item}.txt.
+    "frame": {"command": ["/bin/sh", "-c", 'printf "%s %s" "$SPOOL_ARRAY_INDEX" "$SPOOL_ARRAY_ID" > "$SPOOL_OUTPUT_DIR/frame-{input.item}.txt"']},
+    # Fails (exit 4) at once when its item is `bad`, else succeeds after 0.2 s: array tasks that fail.
+    "shard": {"command": ["/bin/sh", "-c", '[ "{input.item}" != "{input.bad}" ] || exit 4; sleep 0.2']},
+    # Result reuse by default: a repeat of a job that succeeded within the hour gets that job.
+    "cached": {"command": ["/bin/true"], "dedup": {"succeeded_within_s": 3600}},
 }
 
 

@@ -471,3 +471,145 @@ def test_all_events_stream_and_give_up(mock_api: Callable[..., Any], sleeps: Lis
 def test_events_not_found(mock_api: Callable[..., Any]) -> None:
     with pytest.raises(spool_client.NotFound):
         list(mock_api(Recorder(problem(404, "not-found"))).events(JOB_ID))
+
+
+# --- result reuse and job arrays -----------------------------------------------------------
+
+ARRAY_ID = "arr_" + "b" * 26
+
+
+def array_json(state: str = "queued", **extra: Any) -> Dict[str, Any]:
+    counts = {"queued": 3, "running": 0, "succeeded": 0, "failed": 0, "canceled": 0}
+    body: Dict[str, Any] = {
+        "id": ARRAY_ID, "type": "frame", "state": state, "size": 3, "counts": counts, "progress": 0, "fail_fast": False,
+        "created_at": "2026-12-04T07:01:19.835581Z", "owner": None, "eta": None,
+        "links": {"self": f"/v1/arrays/{ARRAY_ID}", "tasks": f"/v1/arrays/{ARRAY_ID}/tasks"},
+    }
+    body.update(extra)
+    return body
+
+
+def test_submit_with_dedup(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    server = Recorder(httpx.Response(201, json=job_json()),
+                      httpx.Response(200, json=job_json("running"), headers={"Spool-Dedup": "joined"}),
+                      httpx.Response(200, json=job_json("succeeded"), headers={"Spool-Dedup": "reused"}))
+    api = mock_api(server)
+    new = api.submit("noop", {"a": 1}, dedup="queued")
+    joined = api.submit("noop", {"a": 1}, dedup_key="frame-7")
+    reused = api.submit("noop", {"a": 1}, dedup={"succeeded_within_s": 3600}, dedup_key="frame-7")
+    assert (new.dedup, joined.dedup, reused.dedup) == (None, "joined", "reused")
+    assert joined == api_job("running") and reused.state == "succeeded"  # dedup is not part of equality
+    assert [json.loads(r.content) for r in server.requests] == [
+        {"type": "noop", "input": {"a": 1}, "dedup": "queued"},
+        {"type": "noop", "input": {"a": 1}, "dedup_key": "frame-7"},
+        {"type": "noop", "input": {"a": 1}, "dedup": {"succeeded_within_s": 3600}, "dedup_key": "frame-7"},
+    ]
+    with pytest.raises(TypeError):
+        api.submit("noop", dedup=3600)
+    assert len(server.requests) == 3
+
+
+def api_job(state: str) -> spool_client.Job:
+    return spool_client.Job.from_json(job_json(state))
+
+
+def test_submit_array_body_and_answer(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    server = Recorder(problem(503, "shutting-down", {"Retry-After": "1"}), httpx.Response(201, json=array_json()))
+    api = mock_api(server)
+    array = api.submit_array("frame", {"scene": "a"}, items=("x", 2), fail_fast=True, priority=2, retry=2, delay_s=5)
+    assert isinstance(array, spool_client.JobArray) and array.id == ARRAY_ID and array.counts.queued == 3
+    assert len(server.requests) == 2 and sleeps == [1.0]
+    assert len({r.headers["Idempotency-Key"] for r in server.requests}) == 1  # resent with the same key
+    assert json.loads(server.requests[0].content) == {
+        "type": "frame", "input": {"scene": "a"}, "priority": 2, "retry": {"max_attempts": 2}, "delay_s": 5,
+        "array": {"items": ["x", 2], "fail_fast": True},
+    }
+
+    ranges = Recorder(httpx.Response(201, json=array_json()))
+    api = mock_api(ranges)
+    api.submit_array("frame", range=(1, 240), idempotency_key="frames")
+    api.submit_array("frame", range=range(1, 241))  # a Python range: 1 to 240
+    assert [json.loads(r.content) for r in ranges.requests] == [{"type": "frame", "array": {"range": [1, 240]}}] * 2
+    assert ranges.requests[0].headers["Idempotency-Key"] == "frames"
+
+
+@pytest.mark.parametrize("options, error", [
+    ({}, ValueError),
+    ({"items": [1], "range": (0, 1)}, ValueError),
+    ({"items": []}, ValueError),
+    ({"items": "abc"}, TypeError),
+    ({"range": (3, 1)}, ValueError),
+    ({"range": (0, 10_000)}, ValueError),
+    ({"range": (0, 1, 2)}, TypeError),
+    ({"range": (0.5, 2)}, TypeError),
+    ({"range": range(0, 10, 2)}, ValueError),
+    ({"range": (0, 1), "run_at": "2026-12-04T07:00:00Z", "delay_s": 1}, ValueError),
+])
+def test_submit_array_refused_before_sending(mock_api: Callable[..., Any], options: Dict[str, Any], error: type) -> None:
+    server = Recorder(httpx.Response(201, json=array_json()))
+    with pytest.raises(error):
+        mock_api(server).submit_array("frame", **options)
+    with pytest.raises(TypeError):
+        mock_api(server).submit_array("frame", ["not", "a", "mapping"], range=(0, 1))
+    assert server.requests == []
+
+
+def test_array_tasks_follow_cursors(mock_api: Callable[..., Any]) -> None:
+    def task(index: int) -> Dict[str, Any]:
+        return job_json("succeeded", id=f"job_{index:026d}", input={"item": index}, array={"id": ARRAY_ID, "index": index})
+
+    server = Recorder(
+        httpx.Response(200, json={"array": ARRAY_ID, "tasks": [task(0), task(1)], "next_cursor": "1"}),
+        httpx.Response(200, json={"array": ARRAY_ID, "tasks": [task(2)], "next_cursor": None}),
+    )
+    tasks = list(mock_api(server).array_tasks(ARRAY_ID, page_size=2))
+    assert [t.array for t in tasks] == [spool_client.ArrayRef(ARRAY_ID, i) for i in range(3)]
+    assert [(r.url.path, dict(r.url.params)) for r in server.requests] == [
+        (f"/v1/arrays/{ARRAY_ID}/tasks", {"limit": "2"}), (f"/v1/arrays/{ARRAY_ID}/tasks", {"limit": "2", "cursor": "1"})]
+    with pytest.raises(ValueError):
+        list(mock_api(server).array_tasks(ARRAY_ID, page_size=501))
+
+
+def test_array_outputs_and_cancel(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    listing = {"array": ARRAY_ID, "outputs": [
+        {"task": JOB_ID, "index": 4, "name": "frame-4.png", "size": 10, "url": f"/v1/jobs/{JOB_ID}/outputs/frame-4.png"}]}
+    server = Recorder(httpx.Response(200, json=listing))
+    outputs = mock_api(server).array_outputs(ARRAY_ID)
+    assert outputs == [spool_client.ArrayOutput(JOB_ID, 4, "frame-4.png", 10, f"/v1/jobs/{JOB_ID}/outputs/frame-4.png")]
+    assert server.requests[0].url.path == f"/v1/arrays/{ARRAY_ID}/outputs"
+
+    dropped = Recorder(httpx.ReadError("connection reset"))
+    with pytest.raises(spool_client.ConnectionFailed):
+        mock_api(dropped).cancel_array(ARRAY_ID)
+    assert len(dropped.requests) == 1  # a cancel that may have arrived is not sent again
+    stopping = Recorder(httpx.Response(202, json=array_json("running", counts={"queued": 0, "running": 1, "succeeded": 0,
+                                                                                "failed": 0, "canceled": 2})))
+    array = mock_api(stopping).cancel_array(ARRAY_ID)
+    assert array.counts.canceled == 2 and stopping.requests[0].method == "POST"
+    assert stopping.requests[0].url.path == f"/v1/arrays/{ARRAY_ID}/cancel"
+    finished = Recorder(problem(409, "already-finished"))
+    with pytest.raises(spool_client.AlreadyFinished):
+        mock_api(finished).cancel_array(ARRAY_ID)
+
+
+def test_wait_and_watch_array_poll_with_back_off(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    running = array_json("running", progress=0.5, counts={"queued": 1, "running": 1, "succeeded": 1, "failed": 0, "canceled": 0})
+    done = array_json("succeeded", progress=1, counts={"queued": 0, "running": 0, "succeeded": 3, "failed": 0, "canceled": 0})
+    script = [array_json(), running, running, running, done]
+    server = Recorder(*(httpx.Response(200, json=body) for body in script))
+    array = mock_api(server).wait_array(ARRAY_ID, interval=0.2)
+    assert array.succeeded and array.progress == 1.0 and len(server.requests) == 5
+    assert sleeps == pytest.approx([0.1, 0.15, 0.2, 0.2])  # from 0.1 s, ×1.5, up to the interval
+
+    sleeps.clear()
+    server = Recorder(*(httpx.Response(200, json=body) for body in script))
+    seen = list(mock_api(server).watch_array(ARRAY_ID, interval=1))
+    assert [(a.state, a.progress) for a in seen] == [("queued", 0.0), ("running", 0.5), ("succeeded", 1.0)]  # changes only
+    assert len(server.requests) == 5
+
+    still = Recorder(httpx.Response(200, json=running))
+    with pytest.raises(spool_client.WaitTimeout) as caught:
+        mock_api(still).wait_array(ARRAY_ID, timeout=0)
+    assert caught.value.job.state == "running" and "1 of 3 tasks finished" in str(caught.value)
+    with pytest.raises(ValueError):
+        mock_api(still).wait_array(ARRAY_ID, interval=0)

@@ -220,3 +220,42 @@ def test_deadline_unreachable() -> None:
     assert type(copy) is spool_client.DeadlineUnreachable and copy.estimate == error.estimate and str(copy) == str(error)
     bare = error_from_response(409, {}, b'{"type":"urn:spool:problem:deadline-unreachable","title":"Conflict","status":409}')
     assert isinstance(bare, spool_client.DeadlineUnreachable) and (bare.estimate, bare.start_by, bare.queued_ahead) == (None, None, None)
+
+
+def test_job_array_models() -> None:
+    array = spool_client.JobArray.from_json({
+        "id": "arr_x", "type": "frame", "state": "running", "size": 240, "progress": 0.4375, "fail_fast": True,
+        "counts": {"queued": 130, "running": 4, "succeeded": 100, "failed": 5, "canceled": 1},
+        "created_at": "2026-12-04T17:41:02.312392Z", "owner": "alice", "future": 1,
+        "eta": {"last_start_in_s": 9, "done_in_s": 12.5, "done_at": "2026-12-04T17:41:31Z", "method": "m"},
+        "links": {"self": "/v1/arrays/arr_x"},
+    })
+    assert (array.size, array.progress, array.fail_fast, array.owner, array.done, array.succeeded) == (240, 0.4375, True, "alice", False, False)
+    assert array.counts == spool_client.ArrayCounts(130, 4, 100, 5, 1)
+    assert (array.counts.finished, array.counts.total) == (106, 240)
+    assert array.eta == spool_client.ArrayEstimate(9.0, 12.5, datetime(2026, 12, 4, 17, 41, 31, tzinfo=timezone.utc), "m")
+    assert array.raw["future"] == 1 and array.links["self"] == "/v1/arrays/arr_x"
+    bare = spool_client.JobArray.from_json({"id": "arr_y", "state": "canceled", "eta": {"last_start_in_s": 1, "method": "m"}})
+    assert bare.done and bare.counts.total == 0 and bare.eta is not None and bare.eta.done_in_s is None
+
+    task = Job.from_json({"id": "job_x", "type": "frame", "state": "queued", "array": {"id": "arr_x", "index": 7}}, dedup="Joined")
+    assert task.array == spool_client.ArrayRef("arr_x", 7) and task.dedup == "joined"
+    alone = Job.from_json({"id": "job_y", "type": "frame", "state": "queued", "array": None})
+    assert alone.array is None and alone.dedup is None
+
+    types = [spool_client.JobType.from_json({"name": n, "mode": "process", "dedup": d}) for n, d in
+             (("a", "queued"), ("b", {"succeeded_within_s": 60}), ("c", None))]
+    assert [t.dedup for t in types] == ["queued", {"succeeded_within_s": 60}, None]
+
+
+def test_sync_and_async_clients_are_twins() -> None:
+    import inspect
+
+    def public(cls: type) -> dict:
+        return {n: inspect.signature(f) for n, f in vars(cls).items() if callable(f) and not n.startswith("_")}
+
+    sync, asyncs = public(spool_client.Client), public(spool_client.AsyncClient)
+    assert set(sync) - {"close"} == set(asyncs) - {"aclose"}
+    for name in set(sync) - {"close"}:
+        a, b = sync[name].parameters, asyncs[name].parameters
+        assert [(p.name, p.kind, p.default) for p in a.values()] == [(p.name, p.kind, p.default) for p in b.values()], name

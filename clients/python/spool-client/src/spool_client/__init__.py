@@ -22,12 +22,17 @@ from ._errors import (
 )
 from ._models import (
     TERMINAL_STATES,
+    ArrayCounts,
+    ArrayEstimate,
+    ArrayOutput,
+    ArrayRef,
     Attempt,
     AttemptList,
     Estimate,
     Event,
     Health,
     Job,
+    JobArray,
     JobRetry,
     JobType,
     Output,
@@ -41,6 +46,10 @@ from ._version import __version__
 
 __all__ = [
     "AlreadyFinished",
+    "ArrayCounts",
+    "ArrayEstimate",
+    "ArrayOutput",
+    "ArrayRef",
     "AsyncClient",
     "Attempt",
     "AttemptList",
@@ -57,6 +66,7 @@ __all__ = [
     "IdempotencyConflict",
     "InvalidInput",
     "Job",
+    "JobArray",
     "JobRetry",
     "JobType",
     "NotFound",

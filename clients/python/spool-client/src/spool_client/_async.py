@@ -14,6 +14,7 @@ from typing import (
     Dict,
     List,
     Literal,
+    Mapping,
     Optional,
     Sequence,
     Type,
@@ -26,6 +27,7 @@ import httpx
 from ._core import (
     ClientCore,
     Close,
+    DedupArg,
     Effect,
     Emit,
     Flow,
@@ -40,7 +42,7 @@ from ._core import (
     VerifyTypes,
     ssl_verify,
 )
-from ._models import AttemptList, Event, Health, Job, JobType, Output, QueueInfo
+from ._models import ArrayOutput, AttemptList, Event, Health, Job, JobArray, JobType, Output, QueueInfo
 
 
 class AsyncClient(ClientCore):
@@ -173,10 +175,37 @@ class AsyncClient(ClientCore):
         run_at: Optional[Union[datetime, str]] = None,
         delay_s: Optional[float] = None,
         start_within_s: Optional[float] = None,
+        dedup: Optional[DedupArg] = None,
+        dedup_key: Optional[str] = None,
     ) -> Job:
         """See `Client.submit`."""
         return await self._run(self._submit(
-            type, input, priority, timeout_s, idempotency_key, webhook, webhook_events, retry, run_at, delay_s, start_within_s
+            type, input, priority, timeout_s, idempotency_key, webhook, webhook_events, retry, run_at, delay_s, start_within_s,
+            dedup, dedup_key,
+        ))
+
+    async def submit_array(
+        self,
+        type: str,
+        input: Optional[Mapping[str, Any]] = None,
+        *,
+        items: Optional[Sequence[Any]] = None,
+        range: Optional[Sequence[int]] = None,
+        fail_fast: bool = False,
+        priority: int = 0,
+        timeout_s: Optional[float] = None,
+        idempotency_key: Optional[str] = None,
+        webhook: Optional[str] = None,
+        webhook_events: Optional[Sequence[str]] = None,
+        retry: Optional[RetryArg] = None,
+        run_at: Optional[Union[datetime, str]] = None,
+        delay_s: Optional[float] = None,
+        start_within_s: Optional[float] = None,
+    ) -> JobArray:
+        """See `Client.submit_array`."""
+        return await self._run(self._submit_array(
+            type, input, items, range, fail_fast, priority, timeout_s, idempotency_key, webhook, webhook_events, retry, run_at,
+            delay_s, start_within_s,
         ))
 
     async def get(self, id: str, *, wait: Optional[float] = None) -> Job:
@@ -223,6 +252,32 @@ class AsyncClient(ClientCore):
         """``async for event in spool.events(job_id)``; see `Client.events`."""
         start = None if last_event_id is None else str(last_event_id)
         return self._iterate(self._events(id, start, reconnect_timeout))
+
+    # -- job arrays --
+
+    async def array(self, id: str) -> JobArray:
+        """See `Client.array`."""
+        return await self._run(self._array(id))
+
+    def array_tasks(self, id: str, *, page_size: int = 100) -> AsyncIterator[Job]:
+        """The array's tasks in index order: ``async for task in spool.array_tasks(array_id)``."""
+        return self._iterate(self._array_tasks(id, page_size))
+
+    async def array_outputs(self, id: str) -> List[ArrayOutput]:
+        """See `Client.array_outputs`."""
+        return await self._run(self._array_outputs(id))
+
+    async def cancel_array(self, id: str) -> JobArray:
+        """See `Client.cancel_array`."""
+        return await self._run(self._cancel_array(id))
+
+    async def wait_array(self, id: str, timeout: Optional[float] = None, *, interval: float = 2.0) -> JobArray:
+        """See `Client.wait_array`."""
+        return await self._run(self._wait_array(id, timeout, interval))
+
+    def watch_array(self, id: str, timeout: Optional[float] = None, *, interval: float = 2.0) -> AsyncIterator[JobArray]:
+        """``async for array in spool.watch_array(array_id)``; see `Client.watch_array`."""
+        return self._iterate(self._watch_array(id, timeout, interval))
 
     # -- server --
 

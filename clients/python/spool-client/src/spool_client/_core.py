@@ -10,6 +10,7 @@ resumable downloads and SSE reconnection exist once.
 
 from __future__ import annotations
 
+import builtins
 import codecs
 import json
 import os
@@ -29,14 +30,17 @@ import httpx
 from ._errors import ConnectionFailed, SpoolError, WaitTimeout, error_from_response
 from ._models import (
     TERMINAL_STATES,
+    ArrayOutput,
     AttemptList,
     Event,
     Health,
     Job,
+    JobArray,
     JobRetry,
     JobType,
     Output,
     QueueInfo,
+    dedup_json,
     format_datetime,
     retry_json,
 )
@@ -55,6 +59,10 @@ VerifyTypes = Union[bool, str, "os.PathLike[str]", ssl.SSLContext]
 PathType = Union[str, "os.PathLike[str]"]
 #: A submit's `retry`: a `JobRetry`, a mapping of its fields, or a number of attempts.
 RetryArg = Union[JobRetry, Mapping[str, Any], int]
+#: A submit's `dedup`: ``"queued"``, or ``{"succeeded_within_s": S}``.
+DedupArg = Union[str, Mapping[str, Any]]
+#: The most tasks one job array may have.
+MAX_ARRAY_SIZE = 10_000
 
 
 # --- effects -------------------------------------------------------------------------------
@@ -190,6 +198,42 @@ def job_path(job_id: str, *rest: str) -> str:
     if not isinstance(job_id, str) or not job_id:
         raise ValueError("a job id is a non-empty string")
     return "/".join(["/v1/jobs", quote(job_id, safe="")] + list(rest))
+
+
+def array_path(array_id: str, *rest: str) -> str:
+    if not isinstance(array_id, str) or not array_id:
+        raise ValueError("an array id is a non-empty string")
+    return "/".join(["/v1/arrays", quote(array_id, safe="")] + list(rest))
+
+
+def array_spec(items: Optional[Sequence[Any]], range: Optional[Sequence[int]], fail_fast: bool) -> Dict[str, Any]:
+    """A submit's `array` member: `items` (one task each) or `range`: (first, last), both
+    included, or a Python `range` with step 1 (whose last number is stop - 1)."""
+    if (items is None) == (range is None):
+        raise ValueError("give items or range (not both)")
+    spec: Dict[str, Any] = {}
+    if items is not None:
+        if isinstance(items, (str, bytes, Mapping)):
+            raise TypeError("items is a sequence of task items (a list, a tuple, a range)")
+        spec["items"] = list(items)
+        if not 1 <= len(spec["items"]) <= MAX_ARRAY_SIZE:
+            raise ValueError(f"an array has 1 to {MAX_ARRAY_SIZE} items, not {len(spec['items'])}")
+    else:
+        assert range is not None
+        if isinstance(range, builtins.range):  # a Python range: its last number is stop - 1
+            if range.step != 1 or len(range) == 0:
+                raise ValueError("a Python range for an array must have step 1 and not be empty")
+            range = (range.start, range.stop - 1)
+        bounds = list(range)
+        if len(bounds) != 2 or any(isinstance(b, bool) or not isinstance(b, int) for b in bounds):
+            raise TypeError("range is (first, last): two integers, both included")
+        first, last = bounds
+        if not 0 <= last - first < MAX_ARRAY_SIZE:
+            raise ValueError(f"range ({first}, {last}) must have first ≤ last and at most {MAX_ARRAY_SIZE} numbers")
+        spec["range"] = [first, last]
+    if fail_fast:
+        spec["fail_fast"] = True
+    return spec
 
 
 def one_line(text: str) -> str:
@@ -335,6 +379,10 @@ class ClientCore:
 
     def _json(self, spec: RequestSpec) -> Flow[Dict[str, Any]]:
         response = yield from self._send(spec)
+        return self._object(spec, response)
+
+    @staticmethod
+    def _object(spec: RequestSpec, response: httpx.Response) -> Dict[str, Any]:
         data = json_body(response)
         if not isinstance(data, dict):
             raise SpoolError(response.status_code, title="Invalid response", detail=f"{spec.method} {spec.path} answered JSON that is not an object")
@@ -342,7 +390,7 @@ class ClientCore:
 
     # -- jobs --
 
-    def _submit(
+    def _submit_spec(
         self,
         type: str,
         input: Any,
@@ -351,11 +399,13 @@ class ClientCore:
         idempotency_key: Optional[str],
         webhook: Optional[str],
         webhook_events: Optional[Sequence[str]],
-        retry: Optional[RetryArg] = None,
-        run_at: Optional[Union[datetime, str]] = None,
-        delay_s: Optional[float] = None,
-        start_within_s: Optional[float] = None,
-    ) -> Flow[Job]:
+        retry: Optional[RetryArg],
+        run_at: Optional[Union[datetime, str]],
+        delay_s: Optional[float],
+        start_within_s: Optional[float],
+        extra: Mapping[str, Any],
+    ) -> RequestSpec:
+        """`POST /v1/jobs` with the submit's body (`extra`: dedup, dedup_key or array) and an Idempotency-Key."""
         if run_at is not None and delay_s is not None:
             raise ValueError("give run_at or delay_s, not both")
         body: Dict[str, Any] = {"type": type}
@@ -377,15 +427,71 @@ class ClientCore:
             body["delay_s"] = delay_s
         if start_within_s is not None:
             body["start_within_s"] = start_within_s
+        body.update(extra)
         key = idempotency_key or str(uuid.uuid4())
-        spec = RequestSpec(
+        return RequestSpec(
             "POST",
             "/v1/jobs",
             headers={"Content-Type": "application/json", "Idempotency-Key": key},
             body=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
             idempotent=True,  # the Idempotency-Key makes a resend answer with the same job
         )
-        return Job.from_json((yield from self._json(spec)))
+
+    def _submit(
+        self,
+        type: str,
+        input: Any,
+        priority: int,
+        timeout_s: Optional[float],
+        idempotency_key: Optional[str],
+        webhook: Optional[str],
+        webhook_events: Optional[Sequence[str]],
+        retry: Optional[RetryArg] = None,
+        run_at: Optional[Union[datetime, str]] = None,
+        delay_s: Optional[float] = None,
+        start_within_s: Optional[float] = None,
+        dedup: Optional[DedupArg] = None,
+        dedup_key: Optional[str] = None,
+    ) -> Flow[Job]:
+        extra: Dict[str, Any] = {}
+        if dedup is not None:
+            extra["dedup"] = dedup_json(dedup)
+        if dedup_key is not None:
+            if not isinstance(dedup_key, str):
+                raise TypeError("dedup_key is a string")
+            extra["dedup_key"] = dedup_key
+        spec = self._submit_spec(
+            type, input, priority, timeout_s, idempotency_key, webhook, webhook_events, retry, run_at, delay_s, start_within_s, extra
+        )
+        response = yield from self._send(spec)
+        data = self._object(spec, response)
+        return Job.from_json(data, dedup=response.headers.get("spool-dedup"))
+
+    def _submit_array(
+        self,
+        type: str,
+        input: Any,
+        items: Optional[Sequence[Any]],
+        range: Optional[Sequence[int]],
+        fail_fast: bool,
+        priority: int,
+        timeout_s: Optional[float],
+        idempotency_key: Optional[str],
+        webhook: Optional[str],
+        webhook_events: Optional[Sequence[str]],
+        retry: Optional[RetryArg],
+        run_at: Optional[Union[datetime, str]],
+        delay_s: Optional[float],
+        start_within_s: Optional[float],
+    ) -> Flow[JobArray]:
+        if input is not None and not isinstance(input, Mapping):
+            raise TypeError("an array's input is a mapping (each task gets it with `item` added) or None")
+        extra = {"array": array_spec(items, range, fail_fast)}
+        spec = self._submit_spec(
+            type, input, priority, timeout_s, idempotency_key, webhook, webhook_events, retry, run_at, delay_s, start_within_s, extra
+        )
+        data = yield from self._json(spec)
+        return JobArray.from_json(data)
 
     def _get(self, job_id: str, wait: Optional[float] = None) -> Flow[Job]:
         spec = RequestSpec("GET", job_path(job_id))
@@ -558,6 +664,71 @@ class ClientCore:
                 continue
             os.replace(part, target)
             return target
+
+    # -- job arrays --
+
+    def _array(self, array_id: str) -> Flow[JobArray]:
+        return JobArray.from_json((yield from self._json(RequestSpec("GET", array_path(array_id)))))
+
+    def _array_tasks(self, array_id: str, page_size: int) -> Flow[None]:
+        if not 1 <= page_size <= 500:
+            raise ValueError("page_size must be from 1 to 500")
+        cursor: Optional[str] = None
+        while True:
+            params = {"limit": str(page_size)}
+            if cursor is not None:
+                params["cursor"] = cursor
+            page = yield from self._json(RequestSpec("GET", array_path(array_id, "tasks"), params=params))
+            for item in page.get("tasks") or []:
+                if isinstance(item, dict):
+                    yield Emit(Job.from_json(item))
+            next_cursor = page.get("next_cursor")
+            if next_cursor is None or str(next_cursor) == cursor:
+                return
+            cursor = str(next_cursor)
+
+    def _array_outputs(self, array_id: str) -> Flow[List[ArrayOutput]]:
+        data = yield from self._json(RequestSpec("GET", array_path(array_id, "outputs")))
+        return [ArrayOutput.from_json(o) for o in data.get("outputs") or [] if isinstance(o, dict)]
+
+    def _cancel_array(self, array_id: str) -> Flow[JobArray]:
+        spec = RequestSpec("POST", array_path(array_id, "cancel"), idempotent=False)
+        return JobArray.from_json((yield from self._json(spec)))
+
+    def _poll_array(self, array_id: str, timeout: Optional[float], interval: float, emit: bool) -> Flow[JobArray]:
+        """Polls the array (there is no long-poll for arrays) until it is done: every 0.1 s at
+        first, backing off to `interval`. With `emit`, hands out the first answer and each one
+        that differs from the last. `WaitTimeout` (with the last array) after `timeout` s."""
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        pause = min(0.1, interval)
+        previous: Optional[JobArray] = None
+        while True:
+            array = yield from self._array(array_id)
+            if emit and array != previous:
+                yield Emit(array)
+            previous = array
+            if array.done:
+                return array
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WaitTimeout(
+                        f"array {array_id} is still {array.state} ({array.counts.finished} of {array.size} tasks finished) "
+                        f"after {format_seconds(timeout or 0.0)} s",
+                        array,
+                    )
+                yield Sleep(min(pause, remaining))
+            else:
+                yield Sleep(pause)
+            pause = min(interval, pause * 1.5)
+
+    def _wait_array(self, array_id: str, timeout: Optional[float], interval: float) -> Flow[JobArray]:
+        return (yield from self._poll_array(array_id, timeout, interval, emit=False))
+
+    def _watch_array(self, array_id: str, timeout: Optional[float], interval: float) -> Flow[None]:
+        yield from self._poll_array(array_id, timeout, interval, emit=True)
 
     # -- events --
 

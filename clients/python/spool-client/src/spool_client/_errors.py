@@ -150,7 +150,8 @@ class ConnectionFailed(SpoolError, ConnectionError):
 
 
 class WaitTimeout(TimeoutError):
-    """`wait()` ran out of time before the job finished; `.job` is the last state seen."""
+    """`wait()` ran out of time before the job finished; `.job` is the last state seen (the
+    last `JobArray` for `wait_array()` and `watch_array()`)."""
 
     def __init__(self, message: str, job: Any = None) -> None:
         super().__init__(message)

@@ -142,6 +142,31 @@ def retry_json(value: Union["JobRetry", Mapping[str, Any], int]) -> Dict[str, An
 
 
 @dataclass(frozen=True)
+class ArrayRef:
+    """Where a task of a job array belongs (`Job.array`): the array's id and the task's index
+    (its item's position from 0, or the number itself for a `range`)."""
+
+    id: str
+    index: int
+
+    @classmethod
+    def from_json(cls, data: Any) -> Optional["ArrayRef"]:
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            return None
+        return cls(id=data["id"], index=_opt_int(data.get("index")) or 0)
+
+
+def dedup_json(value: Union[str, Mapping[str, Any]]) -> Union[str, Dict[str, Any]]:
+    """A submit's `dedup` member: ``"queued"`` or a mapping such as ``{"succeeded_within_s": 3600}``.
+    Checked here only for its shape; the server checks the values (a bad one is a 422)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f'dedup is "queued" or a mapping like {{"succeeded_within_s": 3600}}, not {type(value).__name__}')
+
+
+@dataclass(frozen=True)
 class Progress:
     fraction: float
     message: Optional[str] = None
@@ -209,6 +234,11 @@ class Job:
     start_by: Optional[datetime] = None
     #: The job's retry policy (its submit's or its type's); None when failures are final.
     retry: Optional[JobRetry] = None
+    #: A task of a job array: the array's id and the task's index; None for a job of its own.
+    array: Optional["ArrayRef"] = None
+    #: How a submit with result reuse was answered: ``joined`` (an identical job that is queued or
+    #: running), ``reused`` (one that succeeded), or None (a new job; and on jobs not from `submit`).
+    dedup: Optional[str] = field(default=None, compare=False)
     links: Dict[str, str] = field(default_factory=dict)
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -222,7 +252,8 @@ class Job:
         return self.state == "succeeded"
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Job":
+    def from_json(cls, data: Mapping[str, Any], dedup: Optional[str] = None) -> "Job":
+        """`dedup` is the submit's `Spool-Dedup` header, when there was one."""
         events = data.get("webhook_events")
         links = _obj(data.get("links"))
         return cls(
@@ -255,6 +286,8 @@ class Job:
             not_before=parse_datetime(data.get("not_before")),
             start_by=parse_datetime(data.get("start_by")),
             retry=JobRetry.from_json(data.get("retry")),
+            array=ArrayRef.from_json(data.get("array")),
+            dedup=dedup.strip().lower() if isinstance(dedup, str) and dedup.strip() else None,
             links={str(k): str(v) for k, v in links.items()},
             raw=dict(data),
         )
@@ -379,11 +412,14 @@ class JobType:
     command_input_keys: List[str]
     #: The type's retry policy; None when failures are final.
     retry: Optional[JobRetry] = None
+    #: The type's result-reuse rule (``"queued"`` or ``{"succeeded_within_s": S}``); None when off.
+    dedup: Optional[Union[str, Dict[str, Any]]] = None
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "JobType":
         keys = data.get("command_input_keys")
+        dedup = data.get("dedup")
         return cls(
             name=str(data.get("name", "")),
             mode=str(data.get("mode", "")),
@@ -391,6 +427,130 @@ class JobType:
             max_attempts=_opt_int(data.get("max_attempts")),
             command_input_keys=[str(k) for k in keys] if isinstance(keys, list) else [],
             retry=JobRetry.from_json(data.get("retry")),
+            dedup=dedup if isinstance(dedup, str) else dict(dedup) if isinstance(dedup, dict) else None,
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class ArrayCounts:
+    """How many of a job array's tasks are in each state."""
+
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    canceled: int = 0
+
+    @property
+    def finished(self) -> int:
+        """Tasks that will not change again (succeeded, failed or canceled)."""
+        return self.succeeded + self.failed + self.canceled
+
+    @property
+    def total(self) -> int:
+        return self.queued + self.running + self.finished
+
+    @classmethod
+    def from_json(cls, data: Any) -> "ArrayCounts":
+        counts = _obj(data)
+        return cls(*(_opt_int(counts.get(name)) or 0 for name in ("queued", "running", "succeeded", "failed", "canceled")))
+
+
+@dataclass(frozen=True)
+class ArrayEstimate:
+    """When a job array's last queued task should start (`last_start_in_s`) and, once a run
+    time has been learned, when the array should be done (`done_in_s`, `done_at`)."""
+
+    last_start_in_s: Optional[float]
+    done_in_s: Optional[float] = None
+    done_at: Optional[datetime] = None
+    method: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> Optional["ArrayEstimate"]:
+        if not isinstance(data, dict):
+            return None
+        return cls(
+            last_start_in_s=_opt_float(data.get("last_start_in_s")),
+            done_in_s=_opt_float(data.get("done_in_s")),
+            done_at=parse_datetime(data.get("done_at")),
+            method=_opt_str(data.get("method")),
+        )
+
+
+@dataclass(frozen=True)
+class JobArray:
+    """A job array (`GET /v1/arrays/{id}`): `size` tasks, each an ordinary job (`array_tasks`).
+
+    `state` is ``running`` while any task runs, ``queued`` while any waits, then ``succeeded``
+    (every task did), ``failed`` (any failed) or ``canceled``. `progress` (0–1) counts finished
+    tasks 1 and running ones their reported fraction; `eta` is None when no task is queued or
+    nothing has been learned yet.
+    """
+
+    id: str
+    type: str
+    state: str
+    size: int
+    counts: ArrayCounts
+    progress: float = 0.0
+    fail_fast: bool = False
+    created_at: Optional[datetime] = None
+    owner: Optional[str] = None
+    eta: Optional[ArrayEstimate] = None
+    links: Dict[str, str] = field(default_factory=dict)
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def done(self) -> bool:
+        """True once every task is succeeded, failed or canceled (the array will not change again)."""
+        return self.state in TERMINAL_STATES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "succeeded"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "JobArray":
+        links = _obj(data.get("links"))
+        progress = _opt_float(data.get("progress")) or 0.0
+        return cls(
+            id=str(data.get("id", "")),
+            type=str(data.get("type", "")),
+            state=str(data.get("state", "")),
+            size=_opt_int(data.get("size")) or 0,
+            counts=ArrayCounts.from_json(data.get("counts")),
+            progress=max(0.0, min(1.0, progress)),
+            fail_fast=data.get("fail_fast") is True,
+            created_at=parse_datetime(data.get("created_at")),
+            owner=_opt_str(data.get("owner")),
+            eta=ArrayEstimate.from_json(data.get("eta")),
+            links={str(k): str(v) for k, v in links.items()},
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class ArrayOutput:
+    """One output file of a job array's task (`GET /v1/arrays/{id}/outputs`): download it with
+    ``download(output.task, output.name, ...)``."""
+
+    task: str
+    index: int
+    name: str
+    size: int
+    url: str
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ArrayOutput":
+        return cls(
+            task=str(data.get("task", "")),
+            index=_opt_int(data.get("index")) or 0,
+            name=str(data.get("name", "")),
+            size=_opt_int(data.get("size")) or 0,
+            url=str(data.get("url", "")),
             raw=dict(data),
         )
 

@@ -6,13 +6,14 @@ import time
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, Dict, Generator, Iterator, List, Literal, Optional, Sequence, Type, Union, overload
+from typing import Any, Callable, Dict, Generator, Iterator, List, Literal, Mapping, Optional, Sequence, Type, Union, overload
 
 import httpx
 
 from ._core import (
     ClientCore,
     Close,
+    DedupArg,
     Effect,
     Emit,
     Flow,
@@ -27,7 +28,7 @@ from ._core import (
     VerifyTypes,
     ssl_verify,
 )
-from ._models import AttemptList, Event, Health, Job, JobType, Output, QueueInfo
+from ._models import ArrayOutput, AttemptList, Event, Health, Job, JobArray, JobType, Output, QueueInfo
 
 
 class Client(ClientCore):
@@ -148,6 +149,8 @@ class Client(ClientCore):
         run_at: Optional[Union[datetime, str]] = None,
         delay_s: Optional[float] = None,
         start_within_s: Optional[float] = None,
+        dedup: Optional[DedupArg] = None,
+        dedup_key: Optional[str] = None,
     ) -> Job:
         """Submit a job; returns it as stored (queued, with its position).
 
@@ -164,9 +167,49 @@ class Client(ClientCore):
         submit the queue's estimate says cannot make it raises `DeadlineUnreachable` (a
         `Conflict`; nothing is stored), and a queued job whose deadline passes is canceled with
         reason ``deadline``.
+
+        `dedup` reuses results: ``"queued"`` joins an identical job of yours (same type and
+        input) that is queued or running instead of making another; ``{"succeeded_within_s":
+        S}`` also reuses one that succeeded at most S seconds ago. `dedup_key` (1–255
+        characters) names the identity instead of the input, and implies ``"queued"``. Then
+        the job returned may be the earlier one: its `dedup` says ``joined`` or ``reused``
+        (None for a new job). Failed and canceled jobs are never reused; a type may have a
+        `dedup` rule of its own (`JobType.dedup`).
         """
         return self._run(self._submit(
-            type, input, priority, timeout_s, idempotency_key, webhook, webhook_events, retry, run_at, delay_s, start_within_s
+            type, input, priority, timeout_s, idempotency_key, webhook, webhook_events, retry, run_at, delay_s, start_within_s,
+            dedup, dedup_key,
+        ))
+
+    def submit_array(
+        self,
+        type: str,
+        input: Optional[Mapping[str, Any]] = None,
+        *,
+        items: Optional[Sequence[Any]] = None,
+        range: Optional[Sequence[int]] = None,
+        fail_fast: bool = False,
+        priority: int = 0,
+        timeout_s: Optional[float] = None,
+        idempotency_key: Optional[str] = None,
+        webhook: Optional[str] = None,
+        webhook_events: Optional[Sequence[str]] = None,
+        retry: Optional[RetryArg] = None,
+        run_at: Optional[Union[datetime, str]] = None,
+        delay_s: Optional[float] = None,
+        start_within_s: Optional[float] = None,
+    ) -> JobArray:
+        """Submit a job array: one task per item of `items` (index = position from 0), or per
+        number of `range` — ``(first, last)``, both included, or a Python ``range(first, last + 1)``
+        (index = item = the number); at most 10,000. Each task is an ordinary job whose input is
+        `input` with ``"item"`` set (``{input.item}`` in a command; ``$SPOOL_ARRAY_INDEX`` and
+        ``$SPOOL_ARRAY_ID`` in its environment). `fail_fast` cancels the other tasks once one
+        fails. The other options apply to every task, as in `submit`. Returns the `JobArray`;
+        the Idempotency-Key (always sent) makes a resent submit answer with the same array.
+        """
+        return self._run(self._submit_array(
+            type, input, items, range, fail_fast, priority, timeout_s, idempotency_key, webhook, webhook_events, retry, run_at,
+            delay_s, start_within_s,
         ))
 
     def get(self, id: str, *, wait: Optional[float] = None) -> Job:
@@ -227,6 +270,37 @@ class Client(ClientCore):
         the server stays unreachable for `reconnect_timeout` seconds (None: never)."""
         start = None if last_event_id is None else str(last_event_id)
         return self._iterate(self._events(id, start, reconnect_timeout))
+
+    # -- job arrays --
+
+    def array(self, id: str) -> JobArray:
+        """A job array: its state, task counts by state, progress (0–1) and ETA."""
+        return self._run(self._array(id))
+
+    def array_tasks(self, id: str, *, page_size: int = 100) -> Iterator[Job]:
+        """The array's tasks in index order (each a `Job` with `.array.index`), page by page as you iterate."""
+        return self._iterate(self._array_tasks(id, page_size))
+
+    def array_outputs(self, id: str) -> List[ArrayOutput]:
+        """The output files of the array's finished tasks, in task order (`ArrayOutput(task, index,
+        name, size, url)`; fetch one with ``download(output.task, output.name, path)``)."""
+        return self._run(self._array_outputs(id))
+
+    def cancel_array(self, id: str) -> JobArray:
+        """Cancel every task that has not finished: queued ones at once, running ones are asked to
+        stop. A finished array raises `AlreadyFinished` (a `Conflict`)."""
+        return self._run(self._cancel_array(id))
+
+    def wait_array(self, id: str, timeout: Optional[float] = None, *, interval: float = 2.0) -> JobArray:
+        """Poll until every task has finished (the array is succeeded, failed or canceled), every
+        0.1 s at first, backing off to `interval`; `WaitTimeout` (`.job` is the last `JobArray`)
+        after `timeout` s."""
+        return self._run(self._wait_array(id, timeout, interval))
+
+    def watch_array(self, id: str, timeout: Optional[float] = None, *, interval: float = 2.0) -> Iterator[JobArray]:
+        """Like `wait_array`, as an iterator of the array each time it changes (the first answer
+        too), ending with the finished array: a progress bar's loop."""
+        return self._iterate(self._watch_array(id, timeout, interval))
 
     # -- server --
 
