@@ -18,13 +18,6 @@ extension SpoolAPI {
         }
         let principal = context.principal
         let id = submission.idempotencyKey.map { Self.arrayID(owner: principal.name ?? "", key: $0) } ?? ArraySpec.newID()
-        if submission.idempotencyKey != nil, let existing = try await store.arraySummary(id) {
-            guard existing.type == submission.type, existing.size == spec.count else {
-                throw APIError.conflict("idempotency-conflict",
-                                        "the Idempotency-Key \"\(submission.idempotencyKey ?? "")\" was already used for a different request (array \(id))")
-            }
-            return json(try await arrayResource(existing), status: .ok, headers: [.location: "/v1/arrays/\(id)"])
-        }
         let now = WallClock.now()
         var tasks: [Job] = []
         tasks.reserveCapacity(spec.count)
@@ -44,6 +37,16 @@ extension SpoolAPI {
             task.owner = principal.name
             task.shareWeight = principal.limits.weight
             tasks.append(task)
+        }
+        if submission.idempotencyKey != nil, let existing = try await store.arraySummary(id) {
+            // A repeat: the same request (its size, and its first task as this one would be) gets the array it made.
+            let first = try await store.arrayTasks(id, after: nil, limit: 1).first
+            guard existing.size == spec.count, let first, first.fingerprint == tasks.first?.fingerprint,
+                  first.array?.index == tasks.first?.array?.index, first.array?.failFast == spec.failFast else {
+                throw APIError.conflict("idempotency-conflict",
+                                        "the Idempotency-Key \"\(submission.idempotencyKey ?? "")\" was already used for a different request (array \(id))")
+            }
+            return json(try await arrayResource(existing), status: .ok, headers: [.location: "/v1/arrays/\(id)"])
         }
         if let url = tasks.first?.webhookURL {
             do { try await webhookTargets.check(url) } catch { throw APIError.unprocessable("\"webhook\": \(error)") }

@@ -703,7 +703,8 @@ public actor Scheduler: Service {
             let now = clock.wall()
             group.addTask { [store, logger] in
                 do {
-                    let canceled = try await store.cancelArray(array.id, by: nil, now: now)
+                    // Named as the canceler, so each task says why it was canceled.
+                    let canceled = try await store.cancelArray(array.id, by: "fail_fast", now: now)
                     for task in canceled { await self.stop(task, because: .cancel) }
                     logger.info("array task failed: canceled the rest (fail_fast)",
                                 metadata: ["array": "\(array.id)", "task": "\(job.id)", "canceled": "\(canceled.count)"])

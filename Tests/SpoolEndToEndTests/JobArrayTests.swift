@@ -70,5 +70,15 @@ import Testing
         let ended = try await waitForArray(server, failingID) { ["succeeded", "failed", "canceled"].contains($0["state"]?.stringValue) }
         #expect(ended["state"] == "failed" && ended["counts"]?["failed"] == .int(1))
         #expect((ended["counts"]?["canceled"]?.intValue ?? 0) >= 3, "\(ended)")
+        let tasks = try await server.request(.GET, "/v1/arrays/\(failingID)/tasks").json["tasks"]?.arrayValue ?? []
+        #expect(tasks.filter { $0["state"] == "canceled" }.allSatisfy { $0["canceled_by"] == "fail_fast" })
+
+        // An Idempotency-Key names the array: the same request again gets it (200), another one is a conflict.
+        let body: [String: JSONValue] = ["array": .object(["items": .array([10, 11])])]
+        let once = try await server.submit("frame", .object(["fail_on": -1, "sleep": 0]), extra: body, key: "frames-1")
+        let again = try await server.submit("frame", .object(["fail_on": -1, "sleep": 0]), extra: body, key: "frames-1")
+        #expect(once.status == 201 && again.status == 200 && again.json["id"] == once.json["id"])
+        let changed = try await server.submit("frame", .object(["fail_on": -1, "sleep": 1]), extra: body, key: "frames-1")
+        #expect(changed.status == 409)
     }
 }
