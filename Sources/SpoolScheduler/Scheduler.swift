@@ -416,6 +416,14 @@ public actor Scheduler: Service {
             queueEmpty = queueEmpty || claimed == nil
             accept(claimed, on: slot, in: &group)
         }
+        // With a shared store, a slot that found nothing to start may still see jobs that are not
+        // due yet that another node stored (its submit wakes every node, but only that node knows
+        // when the job is due): the timer goes to the earliest, rather than the next 2-s poll. A
+        // local store's timers are all armed here already (its submits, its retries, its start).
+        if queueEmpty, storeTrouble == nil, local == nil, store is any SharedJobStore,
+           let next = try? await store.nextTimer(after: clock.wall()) {
+            arm(at: next, in: &group)
+        }
     }
 
     /// A job ended: its outcome is recorded (and the slot's next job claimed) off the loop, so

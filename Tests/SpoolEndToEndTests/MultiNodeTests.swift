@@ -197,6 +197,41 @@ import Testing
         try await TestPostgres.dropDatabase(store)
     }
 
+    /// A job delayed on an API node starts on an agent once it is due — the agent learns when
+    /// from the store, not from the submit (which reached the API node only) — and a job whose
+    /// deadline passes while it waits is canceled.
+    @Test func aJobDelayedOnAnAPINodeStartsOnAnAgentWhenDue() async throws {
+        let store = try await TestPostgres.createDatabase()
+        let ledger = NSTemporaryDirectory() + "spool-ledger-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: ledger, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: ledger) }
+        let api = try ServerHarness(config: Self.config(node: "api1", ledger: ledger, store: store))
+        let gpu = try ServerHarness(config: Self.config(node: "gpu1", ledger: ledger, store: store))
+        do {
+            try await api.start(["--no-slots"])
+            try await gpu.start(["--slots", "1"], agent: true)
+            let blocker = try #require(try await api.submit("work", .object(["sleep": 30])).json["id"]?.stringValue)
+            _ = try await api.waitFor(blocker, ["running"], timeout: .seconds(60))
+            let missed = try #require(try await api.submit("work", .object(["sleep": 0]), extra: ["start_within_s": 1]).json["id"]?.stringValue)
+            let expired = try await api.waitFor(missed, ["succeeded", "failed", "canceled"], timeout: .seconds(30))
+            #expect(expired["state"] == "canceled" && expired["reason"] == "deadline")
+            _ = try await api.request(.POST, "/v1/jobs/\(blocker)/cancel")
+            let reply = try await api.submit("work", .object(["sleep": 0]), extra: ["delay_s": 1.5])
+            let id = try #require(reply.json["id"]?.stringValue)
+            let notBefore = try #require(reply.json["not_before"]?.stringValue.flatMap(Timestamp.init(rfc3339:)))
+            let done = try await api.waitFor(id, ["succeeded", "failed", "canceled"], timeout: .seconds(30))
+            #expect(done["state"] == "succeeded" && done["node"] == "gpu1")
+            let started = try #require(done["started_at"]?.stringValue.flatMap(Timestamp.init(rfc3339:)))
+            #expect(started >= notBefore, "not before its time")
+        } catch {
+            for server in [api, gpu] { await server.stop() }
+            try? await TestPostgres.dropDatabase(store)
+            throw error
+        }
+        for server in [api, gpu] { await server.stop() }
+        try await TestPostgres.dropDatabase(store)
+    }
+
     /// Roles that cannot work say so in one line before anything starts.
     @Test(arguments: [
         (["agent"], "an agent needs a shared store"),
