@@ -373,7 +373,8 @@ public actor Scheduler: Service {
             }
             SchedulerMetrics.expired(expired.count)
             await fillIdleSlots(in: &group)
-            if let next = try await store.nextTimer(after: now) { arm(at: next, in: &group) }
+            // Not sooner than 10 ms: a deadline another node's transaction holds back is not spun on.
+            if let next = try await store.nextTimer(after: now) { arm(at: max(next, now.adding(seconds: 0.01)), in: &group) }
         } catch {
             storeFailed(error)
             logger.error("could not read the queue's timers; retrying", metadata: ["error": "\(error)"])
