@@ -12,22 +12,20 @@ public enum GPUProbe {
         public var name: String
     }
 
-    public static func devices() async -> [Device] {
-        guard let result = try? await Subprocess.run(.name("nvidia-smi"), arguments: ["-L"], output: .string(limit: 1 << 16), error: .discarded),
-              result.terminationStatus.isSuccess
-        else { return [] }
-        return parse(result.standardOutput)
+    /// A hung `nvidia-smi` (a wedged driver) is killed after `timeout`: the server starts with no
+    /// GPUs rather than never.
+    public static func devices(timeout: Duration = .seconds(20)) async -> [Device] {
+        guard let (status, text) = await runBounded(["nvidia-smi", "-L"], timeout: timeout), status.isSuccess else { return [] }
+        return parse(text)
     }
 
-    /// GPU memory per process (MiB) from `nvidia-smi --query-compute-apps`; empty without a GPU.
-    public static func processMemory() async -> [Int32: Double] {
-        guard let result = try? await Subprocess.run(
-            .name("nvidia-smi"), arguments: ["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-            output: .string(limit: 1 << 16), error: .discarded),
-              result.terminationStatus.isSuccess
-        else { return [:] }
+    /// GPU memory per process (MiB) from `nvidia-smi --query-compute-apps`; empty without a GPU,
+    /// or when it does not answer within `timeout`.
+    public static func processMemory(timeout: Duration = .seconds(10)) async -> [Int32: Double] {
+        guard let (status, text) = await runBounded(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                                                   timeout: timeout), status.isSuccess else { return [:] }
         var memory: [Int32: Double] = [:]
-        for line in result.standardOutput.split(separator: "\n") {
+        for line in text.split(separator: "\n") {
             let fields = line.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             if fields.count == 2, let pid = Int32(fields[0]), let used = Double(fields[1]) { memory[pid, default: 0] += used }
         }

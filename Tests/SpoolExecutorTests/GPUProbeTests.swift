@@ -4,6 +4,17 @@ import Testing
 
 /// What `nvidia-smi` prints, parsed: the device list and the health query, healthy and broken.
 @Suite struct GPUProbeTests {
+    /// What every nvidia-smi call goes through (discovery, VRAM, health): a command that hangs —
+    /// a wedged driver — is killed at its limit, and the caller goes on without an answer.
+    @Test func aHungCommandIsKilledAtItsLimitAndGivesNoAnswer() async throws {
+        let start = ContinuousClock.now
+        let answer = await GPUProbe.runBounded(["/bin/sh", "-c", "sleep 30"], timeout: .milliseconds(200))
+        #expect(answer == nil)
+        #expect(ContinuousClock.now - start < .seconds(10), "it waited for the command instead of its limit")
+        let quick = await GPUProbe.runBounded(["/bin/sh", "-c", "echo 'GPU 0: Fake (UUID: GPU-1)'"], timeout: .seconds(10))
+        #expect(quick.map { GPUProbe.parse($0.1) } == [GPUProbe.Device(index: "0", name: "Fake")])
+    }
+
     let fields = GPUProbe.healthFields
 
     @Test func devicesComeFromTheListing() {
