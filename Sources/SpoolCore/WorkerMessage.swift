@@ -44,16 +44,19 @@ public enum WorkerMessage: Sendable, Equatable {
 
 /// A command to a warm worker.
 public enum WorkerCommand: Sendable, Equatable {
-    case job(id: JobID, input: JSONValue, inputFile: String, outputDirectory: String, attempt: Int, timeoutSeconds: Double)
+    /// `array`: for a task of a job array, its array and index (`array_id`, `array_index` on the wire).
+    case job(id: JobID, input: JSONValue, inputFile: String, outputDirectory: String, attempt: Int, timeoutSeconds: Double,
+             array: ArrayMembership? = nil)
     case cancel(JobID)
     case shutdown
 
     /// The line written to `$SPOOL_COMMANDS`.
     public var line: String {
         let value: JSONValue = switch self {
-        case .job(let id, let input, let inputFile, let outputDirectory, let attempt, let timeout):
+        case .job(let id, let input, let inputFile, let outputDirectory, let attempt, let timeout, let array):
             .object(["type": .string("job"), "job": .string(id.rawValue), "input": input, "input_file": .string(inputFile),
-                     "output_dir": .string(outputDirectory), "attempt": .int(Int64(attempt)), "timeout_s": .double(timeout)])
+                     "output_dir": .string(outputDirectory), "attempt": .int(Int64(attempt)), "timeout_s": .double(timeout)]
+                .merging(array.map { ["array_id": .string($0.id), "array_index": .int($0.index)] } ?? [:]) { first, _ in first })
         case .cancel(let id): .object(["type": .string("cancel"), "job": .string(id.rawValue)])
         case .shutdown: .object(["type": .string("shutdown")])
         }

@@ -189,7 +189,7 @@ public actor Worker {
         case .dispatch(let job):
             guard let assignment = current?.assignment, assignment.job == job else { return }
             send(.job(id: job, input: assignment.input, inputFile: assignment.paths.input, outputDirectory: assignment.paths.outputs,
-                      attempt: assignment.attempt, timeoutSeconds: assignment.timeoutSeconds))
+                      attempt: assignment.attempt, timeoutSeconds: assignment.timeoutSeconds, array: assignment.array))
         case .send(let command):
             send(command)
         case .signal(let signal):
@@ -248,12 +248,15 @@ public actor Worker {
         public var paths: JobPaths
         public var attempt: Int
         public var timeoutSeconds: Double
-        public init(job: JobID, input: JSONValue, paths: JobPaths, attempt: Int, timeoutSeconds: Double) {
+        /// For a task of a job array: its array and index.
+        public var array: ArrayMembership?
+        public init(job: JobID, input: JSONValue, paths: JobPaths, attempt: Int, timeoutSeconds: Double, array: ArrayMembership? = nil) {
             self.job = job
             self.input = input
             self.paths = paths
             self.attempt = attempt
             self.timeoutSeconds = timeoutSeconds
+            self.array = array
         }
     }
 

@@ -76,7 +76,7 @@ public actor WorkerPool: JobExecutor {
         }
         let paths = JobPaths(dataDirectory: settings.dataDirectory, job: job.id)
         let assignment = Worker.Assignment(job: job.id, input: job.input, paths: paths, attempt: job.attempts,
-                                           timeoutSeconds: job.timeoutSeconds)
+                                           timeoutSeconds: job.timeoutSeconds, array: job.array)
         let result = await worker.run(assignment, stops: stops, observer: observer)
         if let reason = await worker.recycleReason(after: result.outcome) {
             // Answer now; the scheduler calls `afterRun` next, and the slot's next job waits

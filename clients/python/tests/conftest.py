@@ -87,7 +87,8 @@ class FakeServer:
         data = command if isinstance(command, bytes) else json.dumps(command).encode() + b"\n"
         os.write(self.cmd_fd, data)
 
-    def job(self, job_input: Any, *, job_id: Optional[str] = None, inline: bool = True, attempt: int = 1) -> Dict[str, Any]:
+    def job(self, job_input: Any, *, job_id: Optional[str] = None, inline: bool = True, attempt: int = 1,
+            extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """Send a job command; returns {"job", "output_dir", "input_file"}."""
         job_id = job_id or "job_" + uuid.uuid4().hex[:26]
         job_dir = self.root / "jobs" / job_id
@@ -105,6 +106,7 @@ class FakeServer:
         }
         if inline:
             command["input"] = job_input
+        command.update(extra or {})
         self.send(command)
         return {"job": job_id, "output_dir": output_dir, "input_file": input_file}
 

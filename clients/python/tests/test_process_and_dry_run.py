@@ -62,6 +62,13 @@ def test_process_mode_success(tmp_path):
     assert "hello from the job" in proc.stderr.decode()  # ctx.log → stderr (the job's log)
 
 
+def test_process_mode_array_task(tmp_path):
+    proc, outputs, _ = _process_job(tmp_path, {"action": "array", "item": 3},
+                                    extra_env={"SPOOL_ARRAY_ID": "arr_y", "SPOOL_ARRAY_INDEX": "3"})
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert json.loads((outputs / "result.json").read_text()) == {"array_id": "arr_y", "array_index": 3, "item": 3}
+
+
 def test_process_mode_failure(tmp_path):
     proc, outputs, messages = _process_job(tmp_path, {"action": "raise", "why": "v1"})
     assert proc.returncode == 1

@@ -50,6 +50,15 @@ def test_job_round_trip(start_worker):
     assert server.proc.poll() is None
 
 
+def test_a_task_of_a_job_array_knows_its_array_and_index(start_worker):
+    server = start_worker()
+    server.until_type("ready", timeout=15)
+    task = server.job({"action": "array", "item": 7}, extra={"array_id": "arr_x", "array_index": 7})
+    assert server.until_done(task["job"])[-1]["result"] == {"array_id": "arr_x", "array_index": 7, "item": 7}
+    plain = server.job({"action": "array"})
+    assert server.until_done(plain["job"])[-1]["result"] == {"array_id": None, "array_index": None, "item": None}
+
+
 def test_input_from_file_when_not_inline(start_worker):
     server = start_worker()
     server.until_type("ready", timeout=15)

@@ -245,6 +245,8 @@ class Context:
         mode: str,
         sink: _Sink,
         name_job: bool,
+        array_id: Optional[str] = None,
+        array_index: Optional[int] = None,
     ) -> None:
         #: The job's id (``job_…``); ``"dry-run"`` in a dry run.
         self.job_id: str = job_id
@@ -260,6 +262,10 @@ class Context:
         self.timeout_s: Optional[float] = timeout_s
         #: ``"worker"``, ``"process"`` or ``"dry-run"``.
         self.mode: str = mode
+        #: For a task of a job array: the array's id (``arr_…``) and the task's index; else None.
+        #: (The task's item is also in its input, as ``input["item"]``.)
+        self.array_id: Optional[str] = array_id
+        self.array_index: Optional[int] = array_index
         self._sink = sink
         self._name_job = name_job  # v2 messages carry "job"; v1 progress lines do not
         self._canceled = threading.Event()
@@ -363,6 +369,15 @@ _STOP = object()
 
 def _int_or(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _optional_int(value: Any) -> Optional[int]:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _env_int(text: Optional[str]) -> Optional[int]:
+    text = (text or "").strip()
+    return int(text) if text.lstrip("-").isdigit() else None
 
 
 def _read_json_file(path: str) -> Any:
@@ -553,6 +568,8 @@ class _Worker:
             mode="worker",
             sink=self._sink,
             name_job=True,
+            array_id=command.get("array_id") if isinstance(command.get("array_id"), str) else None,
+            array_index=_optional_int(command.get("array_index")),
         )
         with self._lock:
             if job_id in self._canceled_ids:  # canceled before it started
@@ -656,6 +673,8 @@ def _serve_process(run: RunFunction, setup: Optional[SetupFunction]) -> int:
         mode="process",
         sink=sink,
         name_job=False,
+        array_id=env.get("SPOOL_ARRAY_ID") or None,
+        array_index=_env_int(env.get("SPOOL_ARRAY_INDEX")),
     )
     try:
         ctx.state = setup() if setup is not None else None

@@ -36,6 +36,9 @@ def run(input, ctx):
             "mode": ctx.mode,
         }
 
+    if action == "array":  # a task of a job array: where it sits
+        return {"array_id": ctx.array_id, "array_index": ctx.array_index, "item": input.get("item")}
+
     if action == "raise":
         ctx.progress(0.1, "about to fail")
         raise ValueError("boom: " + input.get("why", "no reason"))
