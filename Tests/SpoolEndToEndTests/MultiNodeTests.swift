@@ -159,15 +159,7 @@ import Testing
     /// A cancel asked on an API node stops the job on the agent running it (SIGTERM to its
     /// process), and the job's events reach an event stream on the API node.
     @Test func aCancelOnAnAPINodeStopsTheJobOnTheAgent() async throws {
-        let store = try await TestPostgres.createDatabase()
-        let ledger = NSTemporaryDirectory() + "spool-ledger-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: ledger, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: ledger) }
-        let api = try ServerHarness(config: Self.config(node: "api1", ledger: ledger, store: store))
-        let gpu = try ServerHarness(config: Self.config(node: "gpu1", ledger: ledger, store: store))
-        do {
-            try await api.start(["--no-slots"])
-            try await gpu.start(["--slots", "1"], agent: true)
+        try await withAPINodeAndAgent { api, ledger in
             let reply = try await api.submit("work", .object(["sleep": 30]))
             let id = try #require(reply.json["id"]?.stringValue)
             let running = try await api.waitFor(id, ["running"], timeout: .seconds(60))
@@ -188,28 +180,14 @@ import Testing
             let events = try await api.request(.GET, "/v1/jobs/\(id)/events", headers: [("Accept", "text/event-stream")], timeout: .seconds(10))
             let text = String(decoding: events.body, as: UTF8.self)
             for state in ["queued", "running", "canceled"] { #expect(text.contains("\"state\":\"\(state)\""), "the stream shows \(state)") }
-        } catch {
-            for server in [api, gpu] { await server.stop() }
-            try? await TestPostgres.dropDatabase(store)
-            throw error
         }
-        for server in [api, gpu] { await server.stop() }
-        try await TestPostgres.dropDatabase(store)
     }
 
     /// A job delayed on an API node starts on an agent once it is due — the agent learns when
     /// from the store, not from the submit (which reached the API node only) — and a job whose
     /// deadline passes while it waits is canceled.
     @Test func aJobDelayedOnAnAPINodeStartsOnAnAgentWhenDue() async throws {
-        let store = try await TestPostgres.createDatabase()
-        let ledger = NSTemporaryDirectory() + "spool-ledger-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: ledger, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: ledger) }
-        let api = try ServerHarness(config: Self.config(node: "api1", ledger: ledger, store: store))
-        let gpu = try ServerHarness(config: Self.config(node: "gpu1", ledger: ledger, store: store))
-        do {
-            try await api.start(["--no-slots"])
-            try await gpu.start(["--slots", "1"], agent: true)
+        try await withAPINodeAndAgent { api, _ in
             let blocker = try #require(try await api.submit("work", .object(["sleep": 30])).json["id"]?.stringValue)
             _ = try await api.waitFor(blocker, ["running"], timeout: .seconds(60))
             let missed = try #require(try await api.submit("work", .object(["sleep": 0]), extra: ["start_within_s": 1]).json["id"]?.stringValue)
@@ -223,6 +201,22 @@ import Testing
             #expect(done["state"] == "succeeded" && done["node"] == "gpu1")
             let started = try #require(done["started_at"]?.stringValue.flatMap(Timestamp.init(rfc3339:)))
             #expect(started >= notBefore, "not before its time")
+        }
+    }
+
+    /// A fresh database, an API node (`api1`, no slots) and an agent (`gpu1`, one slot) writing to
+    /// one ledger; both stopped and the database dropped afterwards, whatever happens.
+    func withAPINodeAndAgent(_ body: (ServerHarness, String) async throws -> Void) async throws {
+        let store = try await TestPostgres.createDatabase()
+        let ledger = NSTemporaryDirectory() + "spool-ledger-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: ledger, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: ledger) }
+        let api = try ServerHarness(config: Self.config(node: "api1", ledger: ledger, store: store))
+        let gpu = try ServerHarness(config: Self.config(node: "gpu1", ledger: ledger, store: store))
+        do {
+            try await api.start(["--no-slots"])
+            try await gpu.start(["--slots", "1"], agent: true)
+            try await body(api, ledger)
         } catch {
             for server in [api, gpu] { await server.stop() }
             try? await TestPostgres.dropDatabase(store)
