@@ -1,8 +1,9 @@
 // The scheduler's loop and every handler that changes slot occupancy stay in one actor and one
-// file (about 750 lines, a third of them the start-before-commit handover of a local store): the
-// board's invariant is easiest to check when each move is in sight of the others, and the
-// handover's state (looked-up jobs, uncommitted starts, voided attempts) is private to the actor.
-// Execution, workers and the store live elsewhere.
+// file (about 880 lines: a third the start-before-commit handover of a local store, a tenth the
+// queue's timer): the board's invariant is easiest to check when each move is in sight of the
+// others, and the handover's and the timer's state (looked-up jobs, uncommitted starts, voided
+// attempts, the armed time) is private to the actor. Execution, workers, the store and the GPU
+// quarantine (Scheduler+Quarantine.swift) live elsewhere.
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -509,7 +510,7 @@ public actor Scheduler: Service {
             }
             return
         }
-        await afterRecorded(job, on: slot, with: result, in: &group)
+        _ = await afterRecorded(job, on: slot, with: result, in: &group)
         do {
             if shuttingDown && next == nil {
                 try board.finished(job.id, on: slot, closing: true)
@@ -653,12 +654,10 @@ public actor Scheduler: Service {
                     eventSink.yield(.committed(ending, nil, answer))
                 }
             } else {
-                await afterRecorded(ending.job, on: ending.slot, with: ending.result, in: &group)
+                let state = await afterRecorded(ending.job, on: ending.slot, with: ending.result, in: &group)
                 // Claims went through the store while it failed, so slots may have idled since; or
                 // the job went back to the queue (a lost worker, attempts left): look again.
-                var recorded = ending.job
-                recorded.record(ending.result.outcome, at: ending.record.now)
-                if recovering || recorded.state == .queued { jobEnqueued() }
+                if recovering || state == .queued { jobEnqueued() }
             }
         }
         if let started, let end = endsAwaitingCommit.removeValue(forKey: Attempt(started.job)) {
@@ -686,7 +685,8 @@ public actor Scheduler: Service {
 
     /// An attempt's end is in the store: learn its run time, count it, and write its last log
     /// lines and its outputs as events (off the dispatch path).
-    private func afterRecorded(_ job: Job, on slot: SlotID, with result: ExecutionResult, in group: inout DiscardingTaskGroup) async {
+    /// Returns the state the store left the job in (nil for a voided attempt, which recorded nothing).
+    private func afterRecorded(_ job: Job, on slot: SlotID, with result: ExecutionResult, in group: inout DiscardingTaskGroup) async -> JobState? {
         let outcome = result.outcome
         if voided.remove(Attempt(job)) != nil {
             // Its claim never held: nothing of it was recorded, nothing is reported. If the job is
@@ -694,7 +694,7 @@ public actor Scheduler: Service {
             running[Attempt(job)] = nil
             logBudgets[Attempt(job)] = nil
             jobEnqueued()
-            return
+            return nil
         }
         if case .returned = outcome { await wakeAtNextRetry(in: &group) }
         // The job as the store left it (the same rules, a moment later): done, or back in the queue.
@@ -759,6 +759,7 @@ public actor Scheduler: Service {
                 logger.warning("could not record a job's final events", metadata: ["job": "\(job.id)", "error": "\(error)"])
             }
         }
+        return recorded.state
     }
 
     private func storeFailed(_ error: any Error) {
