@@ -55,7 +55,7 @@ extension SpoolAPI {
            let wait = rates.take(name, rate: rate, now: WallClock.now().secondsSince1970) {
             throw APIError.rateLimited("token rate", detail: "this token may submit \(rate) jobs per second", retryAfter: wait)
         }
-        if let first = tasks.first, first.startBy != nil { try await checkDeadline(of: first) }
+        if let first = tasks.first { try await checkDeadline(of: first) }
         let stored: [Job]
         do {
             stored = try await store.enqueueArray(tasks, limits: QueueLimits(total: access.maxQueued, owner: principal.limits.maxQueued))
