@@ -11,8 +11,8 @@ import SpoolStore
 /// transactions (`GroupCommit`), so the cost of each sync is split between them.
 ///
 /// The job lifecycle's statements (enqueue, claim, finish, cancel, recover, events) stay in this
-/// one file so each transaction's SQL reads next to the others it must agree with; tokens and the
-/// webhook outbox are in their own extension files.
+/// one file so each transaction's SQL reads next to the others it must agree with; tokens, the
+/// webhook outbox and job arrays are in their own extension files.
 public final class SQLiteJobStore: LocalJobStore, TokenStore {
     public enum Synchronous: String, Sendable, CaseIterable {
         /// fsync on every commit: survives power loss (default).
@@ -105,64 +105,6 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         let (result, event) = try await write("store the job") { db in try Self.insert(job, limits: limits, in: db) }.get()
         eventNotifier.published(event.map { [$0] } ?? [])
         return result
-    }
-
-    public func enqueueArray(_ tasks: [Job], limits: QueueLimits) async throws -> [Job] {
-        let (stored, events) = try await write("store an array's tasks") { db -> ([Job], [JobEvent]) in
-            let owner = tasks.first?.owner ?? ""
-            if let total = limits.total, (try Int.fetchOne(db, cached: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts") ?? 0) + tasks.count > total {
-                throw StoreError.queueFull(.server, total)
-            }
-            if let most = limits.owner,
-               (try Int.fetchOne(db, cached: "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND owner = ?", arguments: [owner]) ?? 0) + tasks.count > most {
-                throw StoreError.queueFull(.owner, most)
-            }
-            var stored: [Job] = []
-            var events: [JobEvent] = []
-            for task in tasks {
-                var task = task
-                task.dedup = nil
-                task.idempotencyKey = nil
-                let (result, event) = try Self.insert(task, limits: QueueLimits(), in: db).get()
-                stored.append(result.job)
-                if let event { events.append(event) }
-            }
-            return (stored, events)
-        }
-        eventNotifier.published(events)
-        return stored
-    }
-
-    public func arraySummary(_ id: String) async throws -> ArraySummary? {
-        try await read("sum up an array") { db in
-            let counts = try Row.fetchAll(db, cached: """
-                SELECT state, COUNT(*) AS n,
-                       SUM(CASE WHEN state IN ('succeeded', 'failed', 'canceled') THEN 1.0
-                                WHEN state = 'running' THEN COALESCE(progress_fraction, 0) ELSE 0 END) AS progress
-                FROM jobs INDEXED BY jobs_array WHERE array_id = ? GROUP BY state
-                """, arguments: [id])
-            guard !counts.isEmpty, let first = try Row.fetchOne(db, cached: "SELECT * FROM jobs INDEXED BY jobs_array WHERE array_id = ? ORDER BY array_index LIMIT 1",
-                                                                 arguments: [id]) else { return nil }
-            let task = try Self.job(from: first)
-            let last = try String.fetchOne(db, cached: """
-                SELECT id FROM jobs INDEXED BY jobs_array WHERE array_id = ? AND state = 'queued' ORDER BY array_index DESC LIMIT 1
-                """, arguments: [id])
-            var byState: [JobState: Int] = [:]
-            var progress = 0.0
-            for row in counts {
-                if let state = JobState(rawValue: row["state"]) { byState[state] = row["n"] }
-                progress += row["progress"] as Double? ?? 0
-            }
-            return ArraySummary(id: id, type: task.type, owner: task.owner, createdAt: task.createdAt, failFast: task.array?.failFast ?? false,
-                                counts: byState, progressSum: progress, lastQueued: last.flatMap(JobID.init))
-        }
-    }
-
-    public func arrayTasks(_ id: String, after index: Int64?, limit: Int) async throws -> [Job] {
-        try await read("list an array's tasks") { db in
-            try Row.fetchAll(db, cached: "SELECT * FROM jobs INDEXED BY jobs_array WHERE array_id = ? AND array_index > ? ORDER BY array_index LIMIT ?",
-                             arguments: [id, index ?? Int64.min, limit]).map(Self.job(from:))
-        }
     }
 
     public func job(_ id: JobID) async throws -> Job? {
@@ -435,7 +377,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
 
     // MARK: - Statements
 
-    private static func insert(_ job: Job, limits: QueueLimits, in db: Database) throws -> Result<(EnqueueResult, JobEvent?), any Error> {
+    static func insert(_ job: Job, limits: QueueLimits, in db: Database) throws -> Result<(EnqueueResult, JobEvent?), any Error> {
         let owner = job.owner ?? ""
         if let key = job.idempotencyKey,
            let row = try Row.fetchOne(db, cached: "SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?", arguments: [owner, key]) {
@@ -608,11 +550,11 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
 
     // MARK: - Errors
 
-    private func read<T: Sendable>(_ what: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    func read<T: Sendable>(_ what: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do { return try await pool.read(body) } catch { throw Self.translate(error, doing: what) }
     }
 
-    private func write<T: Sendable>(_ what: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    func write<T: Sendable>(_ what: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         let output: any Sendable
         do { output = try await writes.submit { db in try body(db) } } catch { throw Self.translate(error, doing: what) }
         guard let value = output as? T else { throw StoreError(.other, "could not \(what): a write answered \(type(of: output))") }

@@ -1,0 +1,77 @@
+import Logging
+import PostgresNIO
+import SpoolCore
+import SpoolStore
+
+/// Job arrays: the tasks stored in one transaction (each with the insert a submit uses), and
+/// what they add up to.
+extension PostgresJobStore {
+    public func enqueueArray(_ tasks: [Job], limits: QueueLimits) async throws -> [Job] {
+        let owner = tasks.first?.owner ?? ""
+        let (stored, newest) = try await transaction("store an array's tasks") { connection -> ([Job], Int64?) in
+            // One array at a time per owner, so two arrays' checks of the limits do not both pass.
+            try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\("array:" + owner), 0))", logger: self.logger)
+            if let total = limits.total, let queued = try await connection.query("SELECT count(*) FROM jobs WHERE state = 'queued'",
+                                                                                logger: self.logger).decodeFirst(Int64.self),
+               Int(queued) + tasks.count > total {
+                throw StoreError.queueFull(.server, total)
+            }
+            if let most = limits.owner, let queued = try await connection.query(
+                "SELECT count(*) FROM jobs WHERE state = 'queued' AND owner = \(owner)", logger: self.logger).decodeFirst(Int64.self),
+               Int(queued) + tasks.count > most {
+                throw StoreError.queueFull(.owner, most)
+            }
+            var stored: [Job] = []
+            var newest: Int64?
+            for task in tasks {
+                var task = task
+                task.dedup = nil
+                task.idempotencyKey = nil
+                guard let row = try await self.insertion(of: task, limits: QueueLimits())(connection), let sequence = row.0, let tag = row.1 else {
+                    throw StoreError(.other, "a job with id \(task.id) already exists")
+                }
+                task.state = .queued
+                task.attempts = 0
+                task.sequence = sequence
+                task.fairTag = tag
+                task.position = Int(row.3) + 1
+                newest = row.2
+                stored.append(task)
+            }
+            return (stored, newest)
+        }
+        published(newest, jobs: stored.map(\.id))
+        return stored
+    }
+
+    public func arraySummary(_ id: String) async throws -> ArraySummary? {
+        try await read("sum up an array") { connection in
+            var byState: [JobState: Int] = [:]
+            var progress = 0.0
+            for try await (state, count, sum) in try await connection.query("""
+                SELECT state, count(*), sum(CASE WHEN state IN ('succeeded', 'failed', 'canceled') THEN 1.0
+                                                 WHEN state = 'running' THEN COALESCE(progress_fraction, 0) ELSE 0 END)::float8
+                FROM jobs WHERE array_id = \(id) GROUP BY state
+                """, logger: self.logger).decode((String, Int64, Double?).self) {
+                if let state = JobState(rawValue: state) { byState[state] = Int(count) }
+                progress += sum ?? 0
+            }
+            guard !byState.isEmpty,
+                  let first = try await Self.fetchJob(where: "j.array_id = \(id) ORDER BY j.array_index LIMIT 1", on: connection, logger: self.logger)
+            else { return nil }
+            let last = try await connection.query("""
+                SELECT id FROM jobs WHERE array_id = \(id) AND state = 'queued' ORDER BY array_index DESC LIMIT 1
+                """, logger: self.logger).decodeFirst(String.self)
+            return ArraySummary(id: id, type: first.type, owner: first.owner, createdAt: first.createdAt, failFast: first.array?.failFast ?? false,
+                                counts: byState, progressSum: progress, lastQueued: last.flatMap(JobID.init))
+        }
+    }
+
+    public func arrayTasks(_ id: String, after index: Int64?, limit: Int) async throws -> [Job] {
+        try await read("list an array's tasks") { connection in
+            try await Self.jobs(from: connection.query("""
+                SELECT * FROM jobs WHERE array_id = \(id) AND array_index > \(index ?? Int64.min) ORDER BY array_index LIMIT \(limit)
+                """, logger: self.logger))
+        }
+    }
+}
