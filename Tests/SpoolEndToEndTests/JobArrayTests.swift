@@ -10,9 +10,17 @@ import Testing
     func waitForArray(_ server: ServerHarness, _ id: String, _ done: @escaping @Sendable (JSONValue) -> Bool) async throws -> JSONValue {
         try await withDeadline(.seconds(60), "array \(id)") {
             while true {
+                let terminal: Set<String> = ["succeeded", "failed", "canceled"]
                 let array = try await server.request(.GET, "/v1/arrays/\(id)").json
                 if done(array) { return array }
-                try await Task.sleep(for: .milliseconds(50))
+                if terminal.contains(array["state"]?.stringValue ?? "") {
+                    throw HarnessError("array \(id) ended \(array["state"]?.stringValue ?? "?") without reaching what the test waits for")
+                }
+                // Held by the server until a task that has not finished changes state (a long-poll), then look again.
+                let tasks = try await server.request(.GET, "/v1/arrays/\(id)/tasks?limit=500").json["tasks"]?.arrayValue ?? []
+                if let open = tasks.first(where: { !terminal.contains($0["state"]?.stringValue ?? "") }), let task = open["id"]?.stringValue {
+                    _ = try await server.request(.GET, "/v1/jobs/\(task)?wait=1")
+                }
             }
         }
     }
