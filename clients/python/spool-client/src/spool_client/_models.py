@@ -197,8 +197,23 @@ class Estimate:
         )
 
 
+class _Ends:
+    """`done` and `succeeded`, read off `state`: a job's, or a job array's (what its tasks add up to)."""
+
+    state: str
+
+    @property
+    def done(self) -> bool:
+        """True once it is succeeded, failed or canceled (it will not change again)."""
+        return self.state in TERMINAL_STATES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "succeeded"
+
+
 @dataclass(frozen=True)
-class Job:
+class Job(_Ends):
     """A job as the server describes it (`GET /v1/jobs/{id}`)."""
 
     id: str
@@ -241,15 +256,6 @@ class Job:
     dedup: Optional[str] = field(default=None, compare=False)
     links: Dict[str, str] = field(default_factory=dict)
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def done(self) -> bool:
-        """True once the job is succeeded, failed or canceled (it will not change again)."""
-        return self.state in TERMINAL_STATES
-
-    @property
-    def succeeded(self) -> bool:
-        return self.state == "succeeded"
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], dedup: Optional[str] = None) -> "Job":
@@ -480,7 +486,7 @@ class ArrayEstimate:
 
 
 @dataclass(frozen=True)
-class JobArray:
+class JobArray(_Ends):
     """A job array (`GET /v1/arrays/{id}`): `size` tasks, each an ordinary job (`array_tasks`).
 
     `state` is ``running`` while any task runs, ``queued`` while any waits, then ``succeeded``
@@ -501,15 +507,6 @@ class JobArray:
     eta: Optional[ArrayEstimate] = None
     links: Dict[str, str] = field(default_factory=dict)
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def done(self) -> bool:
-        """True once every task is succeeded, failed or canceled (the array will not change again)."""
-        return self.state in TERMINAL_STATES
-
-    @property
-    def succeeded(self) -> bool:
-        return self.state == "succeeded"
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "JobArray":
