@@ -140,6 +140,37 @@ import Testing
         #expect(missing.isEmpty, "unresolved: \(missing)")
     }
 
+    /// `StateEventData` forbids unknown fields, so every field `JobEvent.stateData` can write must
+    /// be declared there (a delayed job's `not_before` once was not, and the contract test's
+    /// fuzzer found it only on the runs that happened to delay a job).
+    @Test func everyFieldAStateEventCanCarryIsInItsSchema() async throws {
+        let document = try await document()
+        let declared = Set(document["components"]?["schemas"]?["StateEventData"]?["properties"]?.objectValue?.keys ?? [:].keys)
+        let now = Timestamp(microseconds: 1_000_000)
+        var waiting = Job(id: .random(), type: "render", input: .object([:]), priority: 0, timeoutSeconds: 10, maxAttempts: 3, createdAt: now)
+        waiting.owner = "alice"
+        waiting.notBefore = now.adding(seconds: 30)
+        waiting.cancelRequested = true
+        var running = waiting
+        running.state = .running
+        running.slot = SlotID(1)
+        running.cancelRequested = false
+        var failed = running
+        failed.state = .failed
+        failed.reason = .exitCode
+        failed.error = "exit 1"
+        var canceled = waiting
+        canceled.state = .canceled
+        canceled.canceledBy = "bob"
+        var written: Set<String> = []
+        for job in [waiting, running, failed, canceled] {
+            let event = JobEvent(id: 1, job: job.id, kind: .state, at: now, data: JobEvent.stateData(of: job))
+            written.formUnion(event.wireData.objectValue?.keys ?? [:].keys)
+        }
+        #expect(written.isSuperset(of: ["not_before", "slot", "reason", "error", "cancel_requested", "actor", "at"]))
+        #expect(written.subtracting(declared).isEmpty, "undeclared in StateEventData: \(written.subtracting(declared).sorted())")
+    }
+
     @Test func aServedPathWithAnotherMethodIs405WithAllow() async throws {
         try await withClient { client in
             let id = JobID.random().rawValue
