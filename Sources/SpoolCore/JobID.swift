@@ -1,5 +1,9 @@
-/// A job's identifier: `job_` followed by 26 Crockford base-32 characters drawn from 130 bits
-/// of the system's cryptographic random source, so ids are unguessable and never sequential.
+/// A job's identifier: `job_` followed by 26 Crockford base-32 characters laid out as a ULID —
+/// the submit's time in milliseconds (48 bits, 10 characters), then 80 bits from the system's
+/// cryptographic random source (16 characters). Ids are unguessable (80 random bits) and sort by
+/// creation time, so a store's index on them grows at its right edge instead of touching a random
+/// page per insert (with fully random ids, a 100,000-job queue's id index missed SQLite's page
+/// cache on most submits; BENCHMARKS.md).
 public struct JobID: Hashable, Sendable, Codable, CustomStringConvertible, Comparable {
     public let rawValue: String
 
@@ -12,18 +16,20 @@ public struct JobID: Hashable, Sendable, Codable, CustomStringConvertible, Compa
 
     private init(unchecked rawValue: String) { self.rawValue = rawValue }
 
-    /// A fresh random id. `SystemRandomNumberGenerator` reads getrandom(2) on Linux: three
-    /// 64-bit draws give the 130 bits (one draw per character was 26 system calls a submit).
-    public static func random() -> JobID {
+    /// A fresh id for a job created at `time` (two getrandom(2) calls for the 80 random bits).
+    public static func random(at time: Timestamp = WallClock.now()) -> JobID {
         var generator = SystemRandomNumberGenerator()
-        let words = [generator.next(), generator.next(), generator.next()] as [UInt64]
+        let high = generator.next() as UInt64, low = generator.next() as UInt64
+        let milliseconds = UInt64(max(0, time.microseconds / 1000)) & (1 << 48 - 1)
         var characters = Array("job_".utf8)
         characters.reserveCapacity(30)
-        for index in 0..<26 {
-            let bit = index * 5, word = words[bit / 64], shift = UInt64(bit % 64)
-            // A character's 5 bits may straddle two words (bits 60…64 and 120…124).
-            var value = word >> shift
-            if shift > 59 { value |= words[bit / 64 + 1] << (64 - shift) }
+        // 10 characters of time (50 bits, the top two zero), most significant first.
+        for index in (0..<10).reversed() { characters.append(alphabet[Int((milliseconds >> UInt64(index * 5)) & 31)]) }
+        // 16 characters of randomness: 64 bits of `high`, then 16 of `low`.
+        for index in 0..<16 {
+            let bit = index * 5
+            var value = bit < 64 ? high >> UInt64(bit) : low >> UInt64(bit - 64)
+            if bit < 64, bit > 59 { value |= low << UInt64(64 - bit) }   // straddles the two words
             characters.append(alphabet[Int(value & 31)])
         }
         return JobID(unchecked: String(decoding: characters, as: UTF8.self))

@@ -28,7 +28,7 @@ extension SpoolAPI {
             one.input = ArraySpec.taskInput(submission.input, item: item)
             var task: Job
             do {
-                task = try catalog.admit(one, id: .random(), now: now)
+                task = try catalog.admit(one, id: .random(at: now), now: now)
             } catch {
                 throw APIError(status: .unprocessableContent, code: error.kind.rawValue.replacingOccurrences(of: "_", with: "-"),
                                detail: "array task \(index): " + error.message, errors: error.problems)

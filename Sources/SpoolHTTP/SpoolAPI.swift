@@ -124,7 +124,8 @@ public struct SpoolAPI: Sendable {
         let key = request.headers[.idempotencyKey]
         let submission = try SubmitBody(value, idempotencyKey: key).submission
         if let array = submission.array { return try await submitArray(array, submission, context: context) }
-        var job = try catalog.admit(submission, id: .random(), now: WallClock.now())
+        let now = WallClock.now()
+        var job = try catalog.admit(submission, id: .random(at: now), now: now)
         if let url = job.webhookURL {
             do { try await webhookTargets.check(url) } catch { throw APIError.unprocessable("\"webhook\": \(error)") }
         }
