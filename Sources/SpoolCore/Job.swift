@@ -99,6 +99,10 @@ public struct Job: Sendable, Hashable {
         return JSONValue.object(fields).canonicalText
     }
 
+    /// What the stores keep in their `fingerprint` column: only an idempotent submit's is ever
+    /// compared, so the others keep "" instead of a second copy of the input.
+    public var storedFingerprint: String { idempotencyKey == nil ? "" : fingerprint }
+
     /// Applies an attempt's outcome: the one place that decides the fields a finished attempt sets.
     /// A failure its `retry` policy covers goes back to the queue until `notBefore` (the policy's
     /// back-off); every attempt that was not handed back is added to `attemptLog`.

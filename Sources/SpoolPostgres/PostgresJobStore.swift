@@ -177,7 +177,7 @@ public final class PostgresJobStore: SharedJobStore {
                                       dedup_hash, array_id, array_index, array_fail_fast)
                     SELECT \(job.id.rawValue), \(job.type), \(job.input.canonicalText), \(job.priority), \(job.timeoutSeconds),
                            \(job.maxAttempts), 'queued', 0, \(job.createdAt.microseconds), \(job.idempotencyKey),
-                           \(job.fingerprint), \(job.webhookURL), \(webhookEvents), \(owner), tag.t,
+                           \(job.storedFingerprint), \(job.webhookURL), \(webhookEvents), \(owner), tag.t,
                            \(job.retry?.json.canonicalText), \(job.notBefore?.microseconds), \(job.startBy?.microseconds),
                            \(job.dedup == nil ? nil : job.dedupHash), \(job.array?.id), \(job.array?.index), \(job.array?.failFast)
                     FROM tag WHERE NOT (SELECT f FROM full_total) AND NOT (SELECT f FROM full_owner)

@@ -412,7 +412,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
                               dedup_hash, array_id, array_index, array_fail_fast)
             VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """, arguments: [job.id.rawValue, job.type, job.input.canonicalText, job.priority, job.timeoutSeconds,
-                             job.maxAttempts, job.createdAt.microseconds, job.idempotencyKey, job.fingerprint,
+                             job.maxAttempts, job.createdAt.microseconds, job.idempotencyKey, job.storedFingerprint,
                              job.webhookURL, job.webhookURL == nil ? nil : job.webhookEvents.joined(separator: ","), owner, stored.fairTag,
                              job.retry?.json.canonicalText, job.notBefore?.microseconds, job.startBy?.microseconds,
                              job.dedup == nil ? nil : job.dedupHash, job.array?.id, job.array?.index, job.array?.failFast])
