@@ -71,8 +71,9 @@ import Testing
         #expect(stopped["counts"]?["canceled"] == .int(6))
         #expect(try await server.request(.POST, "/v1/arrays/\(slowID)/cancel").status == 409)
 
-        // Fail-fast: the first task fails at once; the others (queued or running) are canceled.
-        let failing = try await server.submit("frame", .object(["fail_on": 0, "sleep": 0.3]),
+        // Fail-fast: the first task fails at once; the others (queued or running) are canceled
+        // (2 s tasks: under a loaded test run the cancel can take longer than a short task).
+        let failing = try await server.submit("frame", .object(["fail_on": 0, "sleep": 2]),
                                               extra: ["array": .object(["range": .array([0, 5]), "fail_fast": true])])
         let failingID = try #require(failing.json["id"]?.stringValue)
         let ended = try await waitForArray(server, failingID) { ["succeeded", "failed", "canceled"].contains($0["state"]?.stringValue) }
