@@ -48,8 +48,10 @@ public actor Worker {
     private var child: (any ChildProcess)?
     private var lifetime: Task<Void, Never>?
     private var workerLog: LogSink?
-    /// Commands for the worker, written in order by one task of `live`.
+    /// Commands for the worker that could not be written at once, written in order by one task
+    /// of `live`; `backlog` counts those not written yet.
     private var commands: AsyncStream<String>.Continuation?
+    private var backlog = 0
     public private(set) var usage = WorkerUsage()
     private var ticks = 0
     private var needsBaseline = false
@@ -153,7 +155,10 @@ public actor Worker {
             group.addTask {
                 // A write waits only while the worker's pipe is full; the lifecycle has moved on
                 // meanwhile, and a worker that never reads is killed by its deadlines.
-                for await line in lines { _ = await child.send(line) }
+                for await line in lines {
+                    _ = await child.send(line)
+                    await self.backlogWritten()
+                }
                 return nil
             }
             var exit: ChildExit?
@@ -212,9 +217,18 @@ public actor Worker {
         }
     }
 
+    /// Writes the command now when nothing is waiting to be written before it (a hand-off to the
+    /// writer task is a thread wake-up on every job's dispatch path); a command the pipe cannot
+    /// take at once goes to the writer task, and so does every one after it until it is written.
     private func send(_ command: WorkerCommand) {
-        commands?.yield(command.line)
+        guard let commands else { return }
+        let line = command.line
+        if backlog == 0, let child, child.sendNow(line) { return }
+        backlog += 1
+        commands.yield(line)
     }
+
+    private func backlogWritten() { backlog -= 1 }
 
     private func settle(_ result: Result<Void, StartFailure>) {
         guard startResult == nil else { return }

@@ -63,7 +63,7 @@ def run(job):
         f.write("done\n")
     send(type="log", job=job["job"], line="finished in pid %d" % os.getpid())
     send(type="output", job=job["job"], name="done.txt")
-    send(type="succeeded", job=job["job"], result={"pid": os.getpid(), "rss_mb": rss_mb()})
+    send(type="succeeded", job=job["job"], result={"pid": os.getpid(), "rss_mb": rss_mb(), "blob": len(spec.get("blob", ""))})
 
 
 def main():

@@ -51,6 +51,27 @@ import Testing
         #expect(String(decoding: log.body, as: UTF8.self).contains("finished in pid"))
     }
 
+    /// A command that fits a pipe write whole is written at once; a longer one (an input over
+    /// PIPE_BUF) goes through the worker's writer task, and the commands after it wait their turn.
+    @Test func longAndShortCommandsReachTheWorkerWholeAndInOrder() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        for size in [10, 40_000, 3, 70_000, 0, 5] {
+            let job = try await run(server, ["blob": .string(String(repeating: "x", count: size))])
+            #expect(job["state"] == "succeeded" && job["result"]?["blob"] == .int(Int64(size)), "\(job)")
+        }
+        // Submitted together: the long ones and the short ones queue behind each other on one worker.
+        var ids: [String] = []
+        for size in [50_000, 1, 60_000, 2] {
+            let reply = try await server.submit("work", .object(["blob": .string(String(repeating: "y", count: size))]))
+            ids.append(try #require(reply.json["id"]?.stringValue))
+        }
+        for (id, size) in zip(ids, [50_000, 1, 60_000, 2]) {
+            let job = try await server.waitFor(id, ["succeeded", "failed", "canceled"], timeout: .seconds(60))
+            #expect(job["state"] == "succeeded" && job["result"]?["blob"] == .int(Int64(size)), "\(job)")
+        }
+    }
+
     @Test func aLeakingWorkerIsRecycledAtItsMemoryLimitAndStaysBounded() async throws {
         let server = try await server(["max_rss_mb": 100])
         defer { Task { await server.stop() } }

@@ -23,6 +23,9 @@ public protocol ChildProcess: Sendable {
     func signal(_ signal: Int32)
     /// Writes a line to the child's command channel; false when it could not.
     func send(_ line: String) async -> Bool
+    /// Writes a line to the command channel now, without waiting, if the pipe has room for all
+    /// of it (nearly always); false when the line must go through `send` instead.
+    func sendNow(_ line: String) -> Bool
     /// Waits until the child has exited and everything above is done: output and messages
     /// drained, leftovers killed. A cancelled wait kills the child's group.
     func exit() async -> ChildExit
@@ -30,6 +33,11 @@ public protocol ChildProcess: Sendable {
     func residentMegabytes() async -> Double?
     /// GPU memory of the child's process group, in MiB (nil without a GPU).
     func gpuMegabytes() async -> Double?
+}
+
+extension ChildProcess {
+    /// Writes nothing now: every line goes through `send` (children with no faster way).
+    public func sendNow(_ line: String) -> Bool { false }
 }
 
 /// What to start.

@@ -136,6 +136,21 @@ final class CommandChannel: Sendable {
         identity = FileIdentity(descriptor: descriptor)
     }
 
+    /// Writes a line of at most PIPE_BUF bytes in one non-blocking write, which a pipe performs
+    /// whole or not at all; false (nothing written) when it is longer or the pipe has no room.
+    func writeWhole(_ line: String) -> Bool {
+        let bytes = Array(line.utf8)
+        guard bytes.count <= Int(PIPE_BUF) else { return false }
+        return descriptor.withLock { descriptor in
+            guard descriptor >= 0 else { return false }
+            while true {
+                let result = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
+                if result < 0 && errno == EINTR { continue }
+                return result == bytes.count
+            }
+        }
+    }
+
     /// Writes a line; waits (up to 10 s) while the pipe is full, then gives up.
     func send(_ line: String) async -> Bool {
         let bytes = Array(line.utf8)

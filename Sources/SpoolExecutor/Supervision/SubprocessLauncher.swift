@@ -175,6 +175,11 @@ final class SubprocessChild: ChildProcess {
         return await commands.send(line)
     }
 
+    func sendNow(_ line: String) -> Bool {
+        guard let commands, !gone.value.load(ordering: .acquiring) else { return false }
+        return commands.writeWhole(line)
+    }
+
     func exit() async -> ChildExit {
         await withTaskCancellationHandler {
             await supervision.value
