@@ -138,6 +138,43 @@ final class Latch: Sendable {
         #expect(batches.flatMap { $0 }.sorted() == Array(0..<count))
     }
 
+    /// A leader answers its caller once its own batch is committed: the callers queued meanwhile
+    /// commit in the next round under one of them, not under the first leader (which, leading
+    /// round after round, answered only once the queue ran dry).
+    @Test func aLeaderAnswersAfterItsOwnBatchAndHandsTheLeadOn() async throws {
+        let batches = Mutex<[[Int]]>([])
+        let firstStarted = Latch(), followersQueued = Latch(), secondHeld = Latch(), releaseSecond = Latch()
+        let group = GroupCommit<Int, Int> { items in
+            let round = batches.withLock { $0.append(items); return $0.count }
+            if round == 1 { firstStarted.open(); await followersQueued.wait() }
+            if round == 2 { secondHeld.open(); await releaseSecond.wait() }
+            return items.map { .success($0 * 10) }
+        }
+        let leader = Task { try await group.submit(0) }
+        await firstStarted.wait()
+        let followers = (1...5).map { item in Task { try await group.submit(item) } }
+        while group.waiting < 5 { await Task.yield() }
+        followersQueued.open()
+        await secondHeld.wait()
+        // The second round is held: the first leader must have answered already. (A leader that
+        // led that round too answers only once it is released, which a failing run does after 10 s.)
+        let first = await withTaskGroup(of: String.self) { race in
+            race.addTask { _ = try? await leader.value; return "leader" }
+            race.addTask {
+                try? await Task.sleep(for: .seconds(10))
+                releaseSecond.open()
+                return "timeout"
+            }
+            defer { race.cancelAll() }
+            return await race.next() ?? ""
+        }
+        #expect(first == "leader", "the first leader was still leading the second round")
+        #expect(try await leader.value == 0)
+        releaseSecond.open()
+        for (item, follower) in zip(1...5, followers) { #expect(try await follower.value == item * 10) }
+        #expect(batches.withLock { $0 }.map { $0.sorted() } == [[0], [1, 2, 3, 4, 5]])
+    }
+
     @Test func perItemFailureFailsOnlyThatCaller() async throws {
         let group = GroupCommit<Int, Int> { items in
             items.map { $0 < 0 ? .failure(Poisoned()) : .success($0) }
