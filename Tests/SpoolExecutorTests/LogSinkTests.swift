@@ -1,0 +1,50 @@
+import Foundation
+import Testing
+@testable import SpoolExecutor
+
+/// A job's log: everything handed over before `close` is in the file once `close` returns,
+/// whether the writes were still queued (closed on the queue) or done (closed at once); what
+/// comes after is dropped; the cap holds.
+@Suite struct LogSinkTests {
+    let path = NSTemporaryDirectory() + "spool-log-\(UUID().uuidString).log"
+
+    func contents() throws -> String { try String(contentsOfFile: path, encoding: .utf8) }
+
+    @Test func everythingWrittenBeforeCloseIsInTheFileWhenCloseReturns() async throws {
+        defer { unlink(path) }
+        let sink = try LogSink(path: path, limit: 1 << 20)
+        var expected = ""
+        for line in 0..<2_000 {
+            sink.write(Array("line \(line)\n".utf8))
+            expected += "line \(line)\n"
+        }
+        await sink.close()   // most writes are still queued here: closed on the queue, after them
+        #expect(try contents() == expected)
+        sink.write(Array("late\n".utf8))
+        await sink.close()
+        #expect(try contents() == expected, "a write after close is dropped, a second close is harmless")
+    }
+
+    @Test func aQuietSinkClosesAtOnceAndLaterWritesAreDropped() async throws {
+        defer { unlink(path) }
+        let sink = try LogSink(path: path, limit: 1 << 20)
+        sink.note("started")
+        await sink.close()
+        #expect(try contents() == "[spool] started\n")
+        let quiet = try LogSink(path: path, limit: 1 << 20)
+        await quiet.close()
+        quiet.write(Array("late\n".utf8))
+        await quiet.close()
+        #expect(try contents() == "[spool] started\n")
+    }
+
+    @Test func theCapHolds() async throws {
+        defer { unlink(path) }
+        let sink = try LogSink(path: path, limit: 100)
+        for _ in 0..<10 { sink.write(Array(repeating: UInt8(ascii: "x"), count: 30)) }
+        await sink.close()
+        let text = try contents()
+        #expect(text.hasPrefix(String(repeating: "x", count: 100)))
+        #expect(text.contains("log truncated"))
+    }
+}
