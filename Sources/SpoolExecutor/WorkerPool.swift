@@ -1,6 +1,7 @@
 import Logging
 import Metrics
 import SpoolCore
+import Synchronization
 
 /// The warm workers: at most one per slot, for one job type at a time — the executor of
 /// worker-mode types.
@@ -23,7 +24,12 @@ public actor WorkerPool: JobExecutor {
     private var retiring: [SlotID: (worker: Worker, reason: String, type: JobType, policy: WorkerPolicy)] = [:]
     /// Slots whose worker is being (re)started; a job for such a slot waits for it.
     private var starting: [SlotID: [CheckedContinuation<Void, Never>]] = [:]
-    private var health: [SlotID: [String: WorkerHealth]] = [:]
+    private var health: [SlotID: [String: WorkerHealth]] = [:] {
+        // Mirrored for `excludedTypes`, which the scheduler asks at every job's end: answered
+        // without a hop onto this actor (busy then with the ended job's `afterRun`).
+        didSet { backoffs.withLock { $0 = health.mapValues { $0.mapValues(\.retryAt) } } }
+    }
+    private let backoffs = Mutex<[SlotID: [String: Moment]]>([:])
     private var counter = 0
     /// Pauses between a worker's last job and its replacement being ready (for the benchmark).
     public private(set) var replacementPauses: [Duration] = []
@@ -35,11 +41,11 @@ public actor WorkerPool: JobExecutor {
         self.settings = settings
     }
 
-    private var clock: SpoolClock { settings.clock }
+    private nonisolated var clock: SpoolClock { settings.clock }
 
-    public func excludedTypes(for slot: SlotID) -> Set<String> {
+    public nonisolated func excludedTypes(for slot: SlotID) -> Set<String> {
         let now = clock.now()
-        return Set((health[slot] ?? [:]).values.filter { $0.retryAt > now }.map(\.type))
+        return backoffs.withLock { Set(($0[slot] ?? [:]).filter { $0.value > now }.keys) }
     }
 
     public func nextRetry() -> Moment? {
