@@ -128,8 +128,19 @@ final class SubprocessChild: ChildProcess {
                             spawned: AsyncStream<Result<Int32, ExecutorError>>.Continuation,
                             onSpawn: @escaping @Sendable () -> Void) async -> (Int32, ChildExit)? {
         let started = Atomic<Int32>(0)
+        // The job's stdin (its input file) is ours to close, exactly once: once the child has it
+        // (after the spawn), or when the spawn failed. swift-subprocess is told not to close it,
+        // because on a failed spawn it closes a descriptor it was told to close, and closing it
+        // here too closed whatever had reused the number in between (a client's socket: NIO
+        // then crashed on EBADF).
+        let stdinOpen = Atomic<Bool>(stdin != nil)
+        @Sendable func closeStdin() {
+            if stdinOpen.exchange(false, ordering: .acquiringAndReleasing) { try? stdin?.close() }
+        }
+        defer { closeStdin() }
         func run<Input: InputProtocol>(_ input: Input) async throws -> TerminationStatus {
             try await Subprocess.run(configuration, input: input, output: .sequence, error: .sequence) { execution in
+                closeStdin()
                 let pid = execution.processIdentifier.value
                 onSpawn()
                 started.store(pid, ordering: .releasing)
@@ -142,7 +153,7 @@ final class SubprocessChild: ChildProcess {
             }.terminationStatus
         }
         do {
-            let status = if let stdin { try await run(.fileDescriptor(stdin, closeAfterSpawningProcess: true)) } else { try await run(.none) }
+            let status = if let stdin { try await run(.fileDescriptor(stdin, closeAfterSpawningProcess: false)) } else { try await run(.none) }
             return switch status {
             case .exited(let code): (started.load(ordering: .acquiring), .exited(code))
             case .signaled(let signal): (started.load(ordering: .acquiring), .signaled(signal))
@@ -150,7 +161,6 @@ final class SubprocessChild: ChildProcess {
         } catch {
             let pid = started.load(ordering: .acquiring)
             if pid == 0 {
-                try? stdin?.close()
                 spawned.yield(.failure(ExecutorError("\(error)")))
                 spawned.finish()
                 return nil
