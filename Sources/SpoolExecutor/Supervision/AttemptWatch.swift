@@ -31,7 +31,7 @@ enum AttemptWatch {
                     note: @escaping @Sendable (String) -> Void, stopping: Stopping,
                     until ended: @escaping @Sendable () async -> AttemptEnd) async -> (AttemptEnd, StopReason?) {
         let verdict = Mutex(Verdict())
-        let helper = Task {
+        let helper = Task {   // unstructured: cancelled, not awaited, once the attempt ends unasked (see above)
             guard let requested = await firstStop(stops: stops, timeout: timeout, clock: clock) else { return }
             let taken = verdict.withLock { verdict in
                 guard !verdict.ended, verdict.reason == nil else { return false }
