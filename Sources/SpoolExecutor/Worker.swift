@@ -280,7 +280,7 @@ public actor Worker {
         guard lifecycle.isReady else { return ExecutionResult(.returned(message: "the worker was not ready")) }
         let sink: LogSink
         do {
-            try await JobFiles.prepare(assignment.paths, input: assignment.input)
+            if JobFiles.takeReady(assignment.paths) == nil { try await JobFiles.make(assignment.paths, input: assignment.input) }
             sink = try LogSink(path: assignment.paths.log, limit: settings.logLimitBytes)
         } catch {
             return ExecutionResult(.returned(message: "\(error)"))

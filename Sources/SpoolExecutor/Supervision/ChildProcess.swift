@@ -48,8 +48,11 @@ public struct ChildLaunch: Sendable, Equatable {
     public var workingDirectory: String
     /// A file to read as stdin; /dev/null when nil.
     public var stdin: String?
-    /// The FIFO the child writes message lines to (created by the launcher).
+    /// The FIFO the child writes message lines to (created by the launcher, unless `messagesMade`).
     public var messages: String?
+    /// `messages` was made fresh by the caller (a job's files, prepared while the slot's previous
+    /// job ran): the launcher opens it instead of replacing it, which saves a file creation.
+    public var messagesMade: Bool
     /// The FIFO the child reads command lines from (created by the launcher; warm workers).
     public var commands: String?
     /// `NAME=value`, found in the environment of every process the child starts: how the
@@ -59,12 +62,13 @@ public struct ChildLaunch: Sendable, Equatable {
     public var killGrace: Duration
 
     public init(argv: [String], environment: [String: String], workingDirectory: String, stdin: String? = nil,
-                messages: String? = nil, commands: String? = nil, marker: String, killGrace: Duration) {
+                messages: String? = nil, messagesMade: Bool = false, commands: String? = nil, marker: String, killGrace: Duration) {
         self.argv = argv
         self.environment = environment
         self.workingDirectory = workingDirectory
         self.stdin = stdin
         self.messages = messages
+        self.messagesMade = messagesMade
         self.commands = commands
         self.marker = marker
         self.killGrace = killGrace

@@ -22,13 +22,23 @@ final class MessageChannel: Sendable {
     /// (a later attempt of the same job).
     private let identity: FileIdentity
 
-    /// Creates the FIFO (replacing a stale one from a crashed run) and opens both ends.
-    init(at path: String) throws(ExecutorError) {
-        unlink(path)
-        guard mkfifo(path, 0o600) == 0 else {
-            throw ExecutorError("cannot create the message FIFO \(path): \(String(cString: strerror(errno)))")
+    /// Creates the FIFO (replacing a stale one from a crashed run) and opens both ends. `made`:
+    /// the caller has just made it with `makeFIFO` (ahead of the start); it is opened as it is,
+    /// and made again only if it is gone or is not a FIFO.
+    init(at path: String, made: Bool = false) throws(ExecutorError) {
+        var reader: Int32 = -1
+        if made {
+            reader = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+            var status = stat()
+            if reader >= 0, fstat(reader, &status) != 0 || (status.st_mode & S_IFMT) != S_IFIFO {
+                close(reader)
+                reader = -1
+            }
         }
-        let reader = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        if reader < 0 {
+            try Self.makeFIFO(at: path)
+            reader = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        }
         guard reader >= 0 else { throw ExecutorError("cannot open the message FIFO \(path): \(String(cString: strerror(errno)))") }
         let writer = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
         guard writer >= 0 else {
@@ -39,6 +49,14 @@ final class MessageChannel: Sendable {
         self.reader = Mutex(reader)
         self.writer = Mutex(writer)
         identity = FileIdentity(descriptor: reader)
+    }
+
+    /// Makes a fresh FIFO at `path`, replacing whatever is there (a stale one from a crashed run).
+    static func makeFIFO(at path: String) throws(ExecutorError) {
+        unlink(path)
+        guard mkfifo(path, 0o600) == 0 else {
+            throw ExecutorError("cannot create the message FIFO \(path): \(String(cString: strerror(errno)))")
+        }
     }
 
     /// Reads lines until end-of-file (after `closeWriter`) or until the task is cancelled,

@@ -19,7 +19,7 @@ public struct SubprocessLauncher: ChildLauncher {
 
     public func launch(_ launch: ChildLaunch, events: ChildEvents) async throws(ExecutorError) -> any ChildProcess {
         // The channels exist before the child does, so nothing it writes is missed.
-        let messages = try launch.messages.map { path throws(ExecutorError) in try MessageChannel(at: path) }
+        let messages = try launch.messages.map { path throws(ExecutorError) in try MessageChannel(at: path, made: launch.messagesMade) }
         let commands: CommandChannel?
         do { commands = try launch.commands.map { path throws(ExecutorError) in try CommandChannel(at: path) } } catch {
             messages?.remove()
