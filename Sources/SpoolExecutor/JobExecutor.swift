@@ -22,7 +22,9 @@ public protocol JobExecutor: Sendable {
     func afterRun(on slot: SlotID) async
 
     /// Job types the slot must not take now (their worker is backing off or unhealthy).
-    func excludedTypes(for slot: SlotID) async -> Set<String>
+    /// Synchronous: the scheduler asks at the end of every job, on the path to the next one's
+    /// start, and an async call would leave its actor and come back.
+    func excludedTypes(for slot: SlotID) -> Set<String>
 
     /// When an excluded type may next be tried on some slot.
     func nextRetry() async -> Moment?
@@ -37,7 +39,7 @@ public protocol JobExecutor: Sendable {
 extension JobExecutor {
     public func afterRun(on slot: SlotID) async {}
     public func prepare(_ job: Job) async {}
-    public func excludedTypes(for slot: SlotID) async -> Set<String> { [] }
+    public func excludedTypes(for slot: SlotID) -> Set<String> { [] }
     public func nextRetry() async -> Moment? { nil }
     public func workerStatus() async -> [SlotID: SlotWorkers] { [:] }
     public func shutdown() async {}
@@ -120,7 +122,7 @@ public struct JobExecutors: JobExecutor {
     public func prepare(_ job: Job) async {
         await (catalog[job.type]?.workerPolicy == nil ? processes : workers).prepare(job)
     }
-    public func excludedTypes(for slot: SlotID) async -> Set<String> { await workers.excludedTypes(for: slot) }
+    public func excludedTypes(for slot: SlotID) -> Set<String> { workers.excludedTypes(for: slot) }
     public func nextRetry() async -> Moment? { await workers.nextRetry() }
     public func workerStatus() async -> [SlotID: SlotWorkers] { await workers.workerStatus() }
     public func shutdown() async { await workers.shutdown() }

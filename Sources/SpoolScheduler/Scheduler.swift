@@ -401,7 +401,7 @@ public actor Scheduler: Service {
             }
             if !queueEmpty {
                 do {
-                    let excluded = await executor.excludedTypes(for: slot)
+                    let excluded = executor.excludedTypes(for: slot)
                     claimed = if let local {
                         try await local.claimNext(for: slot, excluding: excluded, skipping: reserved, now: clock.wall())
                     } else {
@@ -457,7 +457,7 @@ public actor Scheduler: Service {
         group.addTask { [store, local, executor, eventSink] in
             let answer: Result<Job?, any Error>
             do {
-                let excluding = await executor.excludedTypes(for: slot)
+                let excluding = executor.excludedTypes(for: slot)
                 if let local {
                     _ = try await local.commit(finished: FinishedAttempt(job: job.id, attempt: job.attempts, outcome: result.outcome,
                                                                          result: result.result, now: now), started: nil)
@@ -547,7 +547,7 @@ public actor Scheduler: Service {
         } else if !shuttingDown {
             if let ahead = upcoming.removeValue(forKey: slot), ahead.submissions == submissions.load(ordering: .relaxed),
                ahead.job.isDue(at: clock.wall()),
-               await !executor.excludedTypes(for: slot).contains(ahead.job.type) {
+               !executor.excludedTypes(for: slot).contains(ahead.job.type) {
                 next = .job(ahead.job)
             } else {
                 next = await lookUp(for: slot, local, in: &group) ?? .claimInStore
@@ -581,7 +581,7 @@ public actor Scheduler: Service {
         while true {
             let peeked: PeekedJob
             do {
-                peeked = try await local.peekNext(for: slot, excluding: await executor.excludedTypes(for: slot), skipping: reserved,
+                peeked = try await local.peekNext(for: slot, excluding: executor.excludedTypes(for: slot), skipping: reserved,
                                                   now: clock.wall())
             } catch {
                 storeFailed(error)
@@ -673,7 +673,7 @@ public actor Scheduler: Service {
         lookups[slot] = lookup
         let skipping = reserved, asOf = submissions.load(ordering: .relaxed)
         group.addTask { [executor, eventSink, clock] in
-            guard case .job(let job)? = try? await local.peekNext(for: slot, excluding: await executor.excludedTypes(for: slot),
+            guard case .job(let job)? = try? await local.peekNext(for: slot, excluding: executor.excludedTypes(for: slot),
                                                                   skipping: skipping, now: clock.wall()) else {
                 eventSink.yield(.lookedUp(slot, lookup: lookup, nil))
                 return
@@ -796,7 +796,6 @@ public actor Scheduler: Service {
         let observer = ExecutionObserver(message: { message in await self.received(message, from: job) },
                                          output: { bytes in await self.received(output: bytes, from: job) })
         let spec = slotSpecs[slot]!
-        lookAhead(for: slot, in: &group)
         group.addTask { [executor, eventSink, sharedFiles] in
             for previous in earlier { await self.waitForEnd(of: previous) }
             var result = await executor.run(job, on: spec, stops: stopRequests, observer: observer)
@@ -806,6 +805,8 @@ public actor Scheduler: Service {
             eventSink.yield(.finished(job, slot, result))
             await executor.afterRun(on: slot)
         }
+        // After the attempt's task, so that the start goes first when both wait for a thread.
+        lookAhead(for: slot, in: &group)
     }
 
     private func waitForEnd(of attempt: Attempt) async {

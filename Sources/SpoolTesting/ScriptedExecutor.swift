@@ -71,7 +71,7 @@ public final class ScriptedExecutor: JobExecutor {
     }
 
     public func afterRun(on slot: SlotID) async { state.withLock { $0.afterRuns.append(slot) } }
-    public func excludedTypes(for slot: SlotID) async -> Set<String> { state.withLock { $0.excluded[slot] ?? [] } }
+    public func excludedTypes(for slot: SlotID) -> Set<String> { state.withLock { $0.excluded[slot] ?? [] } }
     public func shutdown() async { state.withLock { $0.shutDown = true } }
 
     /// Makes `slot` refuse these types (as a backing-off worker type would).
