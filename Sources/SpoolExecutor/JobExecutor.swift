@@ -12,10 +12,11 @@ public protocol JobExecutor: Sendable {
     /// is the executor's to enforce.
     func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult
 
-    /// Creates a job's files (directory, outputs folder, input) ahead of its start, while the
-    /// slot's current job still runs, so that starting it costs less. Best effort: `run`
-    /// creates whatever is missing.
-    func prepare(_ job: Job) async
+    /// Gets a job ready to start on `slot` — its files (directory, outputs folder, input, log),
+    /// and in process mode its process, behind a gate — while the slot's current job still runs,
+    /// so that starting it costs less. Best effort: `run` makes whatever is missing, and a job
+    /// that starts elsewhere or never does leaves nothing running.
+    func prepare(_ job: Job, on slot: SlotSpec) async
 
     /// After the slot's outcome was handed on: housekeeping that must not hold the outcome up
     /// (replacing a warm worker that reached a limit). The slot's next job may already wait.
@@ -38,7 +39,7 @@ public protocol JobExecutor: Sendable {
 
 extension JobExecutor {
     public func afterRun(on slot: SlotID) async {}
-    public func prepare(_ job: Job) async {}
+    public func prepare(_ job: Job, on slot: SlotSpec) async {}
     public func excludedTypes(for slot: SlotID) -> Set<String> { [] }
     public func nextRetry() async -> Moment? { nil }
     public func workerStatus() async -> [SlotID: SlotWorkers] { [:] }
@@ -119,11 +120,14 @@ public struct JobExecutors: JobExecutor {
     }
 
     public func afterRun(on slot: SlotID) async { await workers.afterRun(on: slot) }
-    public func prepare(_ job: Job) async {
-        await (catalog[job.type]?.workerPolicy == nil ? processes : workers).prepare(job)
+    public func prepare(_ job: Job, on slot: SlotSpec) async {
+        await (catalog[job.type]?.workerPolicy == nil ? processes : workers).prepare(job, on: slot)
     }
     public func excludedTypes(for slot: SlotID) -> Set<String> { workers.excludedTypes(for: slot) }
     public func nextRetry() async -> Moment? { await workers.nextRetry() }
     public func workerStatus() async -> [SlotID: SlotWorkers] { await workers.workerStatus() }
-    public func shutdown() async { await workers.shutdown() }
+    public func shutdown() async {
+        await processes.shutdown()
+        await workers.shutdown()
+    }
 }

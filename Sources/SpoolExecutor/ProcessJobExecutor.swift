@@ -10,11 +10,17 @@ import Synchronization
 /// process group. Its output goes to the job's capped log. A timeout, cancel or shutdown
 /// sends SIGTERM to the group, then SIGKILL after the kill grace; once the child has exited,
 /// nothing it started is left running (see `ChildLauncher`).
+///
+/// A slot's next job, looked up while the current one runs (`prepare`), gets its files and its
+/// process ahead: the process waits behind a gate and becomes the job's command when the job
+/// starts (`StartedAhead`).
 public struct ProcessJobExecutor: JobExecutor {
     public struct Configuration: Sendable {
         public var dataDirectory: String
         public var killGrace: Duration = .seconds(10)
         public var logLimitBytes: Int = 10 << 20
+        /// Start a slot's next job's process ahead, behind a gate (on by default).
+        public var startAhead = true
 
         public init(dataDirectory: String) { self.dataDirectory = dataDirectory }
     }
@@ -23,6 +29,7 @@ public struct ProcessJobExecutor: JobExecutor {
     private let configuration: Configuration
     private let launcher: any ChildLauncher
     private let clock: SpoolClock
+    private let ahead = StartedAhead()
 
     public init(catalog: JobCatalog, configuration: Configuration, launcher: any ChildLauncher, clock: SpoolClock = .system) {
         self.catalog = catalog
@@ -31,8 +38,22 @@ public struct ProcessJobExecutor: JobExecutor {
         self.clock = clock
     }
 
-    public func prepare(_ job: Job) async {
-        await JobFiles.prepareAhead(JobPaths(dataDirectory: configuration.dataDirectory, job: job.id), input: job.input, messages: true)
+    public func prepare(_ job: Job, on slot: SlotSpec) async {
+        let paths = JobPaths(dataDirectory: configuration.dataDirectory, job: job.id)
+        await JobFiles.prepareAhead(paths, input: job.input, messages: true)
+        guard configuration.startAhead, let type = catalog[job.type] else { return }
+        var next = job
+        next.start(on: slot.id, at: job.createdAt)   // the attempt and slot its start will have
+        guard let plan = try? LaunchPlan(job: next, type: type, slot: slot, paths: paths),
+              ExecutableLookup.runnable(plan.argv[0], path: plan.environment["PATH"] ?? getenv("PATH").map { String(cString: $0) }),
+              let prepared = JobFiles.takeReady(paths) else { return }
+        let launch = launch(job.id, plan, paths: paths, messagesMade: prepared.messages, gate: paths.directory + "/gate")
+        // unstructured: awaited here, by the job's start, or by a discard, whichever comes first
+        let start = Task<StartedAhead.Gated?, Never> { try? await self.start(launch, paths: paths).get() }
+        for replaced in ahead.register(job.id, StartedAhead.Entry(slot: slot.id, attempt: next.attempts, start: start)) {
+            await StartedAhead.discard(replaced)
+        }
+        _ = await start.value
     }
 
     public func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult {
@@ -44,28 +65,67 @@ public struct ProcessJobExecutor: JobExecutor {
         do { plan = try LaunchPlan(job: job, type: type, slot: slot, paths: paths) } catch {
             return ExecutionResult(.spawnFailed(message: error.description))
         }
-        let log: LogSink
-        let prepared = JobFiles.takeReady(paths)
-        do {
-            if prepared == nil { try await JobFiles.make(paths, input: job.input) }
-            log = try LogSink(path: paths.log, limit: configuration.logLimitBytes)
-        } catch {
-            return ExecutionResult(.spawnFailed(message: "\(error)"))
+        if let entry = ahead.take(job.id) {
+            if entry.slot == slot.id, entry.attempt == job.attempts, let gated = await entry.start.value,
+               gated.launch.argv == plan.argv, gated.launch.environment == plan.environment,
+               gated.launch.workingDirectory == plan.workingDirectory {
+                gated.observer.bind(observer)
+                if gated.child.openGate() {
+                    return await supervise(job, gated.child, log: gated.log, stops: stops, observer: observer)
+                }
+            }
+            await StartedAhead.discard(entry)   // overtaken, or gone: a plain start
         }
-        let launch = ChildLaunch(argv: plan.argv, environment: plan.environment, workingDirectory: plan.workingDirectory,
-                                 stdin: paths.input, messages: paths.messages, messagesMade: prepared?.messages ?? false,
-                                 marker: "SPOOL_JOB_ID=\(job.id)", killGrace: configuration.killGrace)
+        let prepared = JobFiles.takeReady(paths)
+        if prepared == nil {
+            do { try await JobFiles.make(paths, input: job.input) } catch { return ExecutionResult(.spawnFailed(message: "\(error)")) }
+        }
+        switch await start(launch(job.id, plan, paths: paths, messagesMade: prepared?.messages ?? false, gate: nil), paths: paths,
+                           observer: observer) {
+        case .success(let started): return await supervise(job, started.child, log: started.log, stops: stops, observer: observer)
+        case .failure(let error): return ExecutionResult(.spawnFailed(message: error.description))
+        }
+    }
+
+    public func shutdown() async {
+        for entry in ahead.takeAll() { await StartedAhead.discard(entry) }
+    }
+
+    private func launch(_ job: JobID, _ plan: LaunchPlan, paths: JobPaths, messagesMade: Bool, gate: String?) -> ChildLaunch {
+        ChildLaunch(argv: plan.argv, environment: plan.environment, workingDirectory: plan.workingDirectory,
+                    stdin: paths.input, messages: paths.messages, messagesMade: messagesMade, gate: gate,
+                    marker: "SPOOL_JOB_ID=\(job)", killGrace: configuration.killGrace)
+    }
+
+    /// Opens the job's log and starts its process; its output and messages go to the log and to
+    /// `observer` (bound later for a gated start).
+    private func start(_ launch: ChildLaunch, paths: JobPaths, observer: ExecutionObserver? = nil) async -> Result<StartedAhead.Gated, ExecutorError> {
+        let log: LogSink
+        do { log = try LogSink(path: paths.log, limit: configuration.logLimitBytes) } catch { return .failure(error) }
+        let binding = ObserverBinding(observer)
         let events = ChildEvents(output: { bytes in
             log.write(bytes)
-            await observer.output(bytes)
+            await binding.current?.output(bytes)
         }, message: { line in
-            do { await observer.message(try JobMessage(line: line)) } catch { log.note("ignored a message on $SPOOL_MESSAGES: \(error)") }
+            do {
+                let message = try JobMessage(line: line)
+                await binding.current?.message(message)
+            } catch {
+                log.note("ignored a message on $SPOOL_MESSAGES: \(error)")
+            }
         })
-        let child: any ChildProcess
-        do { child = try await launcher.launch(launch, events: events) } catch {
+        do {
+            let child = try await launcher.launch(launch, events: events)
+            return .success(StartedAhead.Gated(launch: launch, child: child, log: log, observer: binding))
+        } catch {
             await log.close()
-            return ExecutionResult(.spawnFailed(message: error.description))
+            return .failure(error)
         }
+    }
+
+    /// The attempt from its process's start to its end.
+    private func supervise(_ job: Job, _ child: any ChildProcess, log: LogSink, stops: AsyncStream<StopReason>,
+                           observer: ExecutionObserver) async -> ExecutionResult {
         await observer.started(child.pid)
         let grace = configuration.killGrace
         let stopping = AttemptWatch.Stopping(

@@ -67,7 +67,7 @@ public actor WorkerPool: JobExecutor {
     }
 
     /// Runs a job on the slot's warm worker, starting or replacing the worker as needed.
-    public func prepare(_ job: Job) async {
+    public func prepare(_ job: Job, on slot: SlotSpec) async {
         await JobFiles.prepareAhead(JobPaths(dataDirectory: settings.dataDirectory, job: job.id), input: job.input)
     }
 

@@ -671,14 +671,14 @@ public actor Scheduler: Service {
         upcoming[slot] = nil
         let lookup = (lookups[slot] ?? 0) + 1
         lookups[slot] = lookup
-        let skipping = reserved, asOf = submissions.load(ordering: .relaxed)
+        let skipping = reserved, asOf = submissions.load(ordering: .relaxed), spec = slotSpecs[slot]!
         group.addTask { [executor, eventSink, clock] in
             guard case .job(let job)? = try? await local.peekNext(for: slot, excluding: executor.excludedTypes(for: slot),
                                                                   skipping: skipping, now: clock.wall()) else {
                 eventSink.yield(.lookedUp(slot, lookup: lookup, nil))
                 return
             }
-            await executor.prepare(job)
+            await executor.prepare(job, on: spec)
             eventSink.yield(.lookedUp(slot, lookup: lookup, Upcoming(job: job, submissions: asOf)))
         }
     }

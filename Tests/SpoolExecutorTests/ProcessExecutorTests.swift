@@ -25,13 +25,14 @@ import Testing
 
     func prepare(_ argv: [String], input: JSONValue = .object([:]), timeout: Double = 30, grace: Duration = .seconds(2),
                  logLimit: Int = 1 << 20, env: [String: String] = [:], serverEnvironment: [String: String]? = nil,
-                 clock: SpoolClock = .system) throws -> Run {
+                 clock: SpoolClock = .system, startAhead: Bool = true) throws -> Run {
         let type = JobType(name: "t", command: try CommandTemplate(argv), timeoutSeconds: timeout, environment: env)
         let job = Job(id: .random(), type: "t", input: input, priority: 0, timeoutSeconds: timeout, maxAttempts: 1,
                       createdAt: Timestamp(microseconds: 0))
         var configuration = ProcessJobExecutor.Configuration(dataDirectory: directory)
         configuration.killGrace = grace
         configuration.logLimitBytes = logLimit
+        configuration.startAhead = startAhead
         let launcher = serverEnvironment.map { SubprocessLauncher(logger: Logger(label: "test"), serverEnvironment: $0) }
             ?? SubprocessLauncher(logger: Logger(label: "test"))
         return Run(job: job, paths: JobPaths(dataDirectory: directory, job: job.id),
@@ -43,6 +44,15 @@ import Testing
     }
 
     func log(of run: Run) throws -> String { try String(contentsOfFile: run.paths.log, encoding: .utf8) }
+
+    /// The processes with `marker` (`NAME=value`) in their environment.
+    func marked(_ marker: String) -> [Int32] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap(Int32.init).filter { pid in
+            guard let environment = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return false }
+            return environment.split(separator: 0).contains { Array($0) == Array(marker.utf8) }
+        }
+    }
 
     func pid(in file: String) throws -> Int32 {
         try #require(Int32(String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
@@ -202,8 +212,8 @@ import Testing
             echo '{"type":"progress","fraction":0.5}' > "$SPOOL_MESSAGES"
             echo out; cat "$SPOOL_INPUT_FILE"
             """
-        let job = try prepare(["/bin/sh", "-c", script], input: .object(["k": .string("v")]))
-        await job.executor.prepare(job.job)
+        let job = try prepare(["/bin/sh", "-c", script], input: .object(["k": .string("v")]), startAhead: false)
+        await job.executor.prepare(job.job, on: SlotSpec(id: SlotID(0)))
         var made = stat()
         #expect(stat(job.paths.messages, &made) == 0 && (made.st_mode & S_IFMT) == S_IFIFO, "the FIFO is made ahead")
         #expect(FileManager.default.fileExists(atPath: job.paths.log) && FileManager.default.fileExists(atPath: job.paths.outputs))
@@ -223,13 +233,111 @@ import Testing
     /// A FIFO made ahead that is no longer one when the job starts (something replaced it) is
     /// made again; the job's messages still arrive.
     @Test func aPreparedFIFOThatWasReplacedIsMadeAgain() async throws {
-        let job = try prepare(["/bin/sh", "-c", #"echo '{"type":"progress","fraction":1}' > "$SPOOL_MESSAGES""#])
-        await job.executor.prepare(job.job)
+        let job = try prepare(["/bin/sh", "-c", #"echo '{"type":"progress","fraction":1}' > "$SPOOL_MESSAGES""#], startAhead: false)
+        await job.executor.prepare(job.job, on: SlotSpec(id: SlotID(0)))
         try FileManager.default.removeItem(atPath: job.paths.messages)
         #expect(FileManager.default.createFile(atPath: job.paths.messages, contents: Data("stale".utf8)))
         let received = Mutex<[JobMessage]>([])
         #expect(await run(job, observer: ExecutionObserver(message: { message in received.withLock { $0.append(message) } })) == .succeeded)
         #expect(received.withLock { $0 } == [.progress(JobProgress(fraction: 1))])
+    }
+
+    /// Issue 12: a slot's next job is started ahead, behind a gate: its process exists while the
+    /// slot's current job runs, but runs nothing of the job until the job starts. Then it is the
+    /// job's command (the same pid), with the job's stdin, environment (no trace of the gate),
+    /// messages and log.
+    @Test func aJobStartedAheadRunsItsCommandOnlyOnceItStarts() async throws {
+        let ran = directory + "/ran-\(UUID().uuidString)"
+        let script = """
+            echo $$ > "\(ran)"
+            [ -z "${SPOOL_GATE+set}" ] || echo "SPOOL_GATE leaked" >&2
+            cat > "$SPOOL_OUTPUT_DIR/stdin.json"
+            echo '{"type":"progress","fraction":0.5}' > "$SPOOL_MESSAGES"
+            echo done
+            """
+        let job = try prepare(["/bin/sh", "-c", script], input: .object(["n": .int(1)]))
+        let slot = SlotSpec(id: SlotID(0))
+        await job.executor.prepare(job.job, on: slot)
+        let gated = marked("SPOOL_JOB_ID=\(job.job.id)")
+        #expect(gated.count == 1, "one process started ahead")
+        try await Task.sleep(for: .milliseconds(300))   // time a runaway command would take to show
+        #expect(!FileManager.default.fileExists(atPath: ran), "the command ran before the job started")
+        var claimed = job.job
+        claimed.start(on: slot.id, at: Timestamp(microseconds: 1))
+        let started = Mutex<Int32>(0)
+        let received = Mutex<[JobMessage]>([])
+        let observer = ExecutionObserver(started: { pid in started.withLock { $0 = pid } },
+                                         message: { message in received.withLock { $0.append(message) } })
+        let outcome = await job.executor.run(claimed, on: slot, stops: AsyncStream { _ in }, observer: observer).outcome
+        #expect(outcome == .succeeded)
+        let commandPID = try pid(in: ran)
+        #expect(started.withLock { $0 } == gated.first && commandPID == gated.first, "the gated shell became the command: same pid")
+        #expect(received.withLock { $0 } == [.progress(JobProgress(fraction: 0.5))])
+        let text = try log(of: job)
+        #expect(text.contains("done") && !text.contains("SPOOL_GATE leaked"))
+        #expect(try String(contentsOfFile: job.paths.outputs + "/stdin.json", encoding: .utf8) == #"{"n":1}"#)
+        #expect(!FileManager.default.fileExists(atPath: job.paths.directory + "/gate"), "the gate FIFO is removed")
+    }
+
+    /// A job started ahead on a slot that then starts something else (or the job elsewhere) has
+    /// its gated process killed: it ran nothing. And that kill sweeps no process by the job's
+    /// marker, which could be the job running for real on another slot.
+    @Test func aJobStartedAheadButOvertakenRunsNothingAndSweepsNothing() async throws {
+        let ran = directory + "/ran-\(UUID().uuidString)"
+        let job = try prepare(["/bin/sh", "-c", "touch \"\(ran)\""])
+        await job.executor.prepare(job.job, on: SlotSpec(id: SlotID(0)))
+        let gated = marked("SPOOL_JOB_ID=\(job.job.id)")
+        #expect(gated.count == 1, "one process started ahead")
+        // The same job, running elsewhere: a process carrying its marker.
+        let elsewhere = Process()
+        elsewhere.executableURL = URL(fileURLWithPath: "/bin/sleep")
+        elsewhere.arguments = ["30"]
+        elsewhere.environment = ["SPOOL_JOB_ID": job.job.id.rawValue]
+        try elsewhere.run()
+        defer { elsewhere.terminate() }
+        await job.executor.shutdown()   // discards what was started ahead
+        #expect(!FileManager.default.fileExists(atPath: ran), "the overtaken job's command ran")
+        #expect(elsewhere.isRunning, "discarding the gated shell killed a process by the job's marker")
+        #expect(gated.allSatisfy { kill($0, 0) != 0 }, "the gated shell is gone (killed and reaped)")
+        // The job still runs normally where it does start.
+        var claimed = job.job
+        claimed.start(on: SlotID(1), at: Timestamp(microseconds: 1))
+        #expect(await job.executor.run(claimed, on: SlotSpec(id: SlotID(1)), stops: AsyncStream { _ in }, observer: ExecutionObserver()).outcome == .succeeded)
+        #expect(FileManager.default.fileExists(atPath: ran))
+    }
+
+    /// A job prepared on one slot and started on another: the gated process is killed and the
+    /// job starts plainly, once.
+    @Test func aJobStartedAheadForAnotherSlotStartsPlainly() async throws {
+        let ran = directory + "/ran-\(UUID().uuidString)"
+        let job = try prepare(["/bin/sh", "-c", "echo x >> \"\(ran)\"; echo $CUDA_VISIBLE_DEVICES >> \"\(ran)\""])
+        await job.executor.prepare(job.job, on: SlotSpec(id: SlotID(0), gpu: "0"))
+        var claimed = job.job
+        claimed.start(on: SlotID(1), at: Timestamp(microseconds: 1))
+        #expect(await job.executor.run(claimed, on: SlotSpec(id: SlotID(1), gpu: "1"), stops: AsyncStream { _ in },
+                                       observer: ExecutionObserver()).outcome == .succeeded)
+        #expect(try String(contentsOfFile: ran, encoding: .utf8) == "x\n1\n", "it ran once, with the slot it started on")
+    }
+
+    /// What a server crash does to a gated shell: its gate reads end-of-file (the server's end
+    /// closed with the server), and it exits 125 without running the command.
+    @Test func aGatedShellWhoseServerIsGoneExitsWithoutRunningAnything() throws {
+        let gate = directory + "/gate-\(UUID().uuidString)"
+        let ran = directory + "/ran-\(UUID().uuidString)"
+        #expect(mkfifo(gate, 0o600) == 0)
+        let serverEnd = open(gate, O_RDWR | O_NONBLOCK | O_CLOEXEC)
+        #expect(serverEnd >= 0)
+        let shell = Process()
+        shell.executableURL = URL(fileURLWithPath: "/bin/sh")
+        shell.arguments = ["-c", SubprocessLauncher.Gate.script, "spool-gate", "/usr/bin/touch", ran]
+        shell.environment = [SubprocessLauncher.Gate.variable: gate]
+        try shell.run()
+        Thread.sleep(forTimeInterval: 0.2)   // it has opened the gate and waits on it
+        #expect(shell.isRunning)
+        close(serverEnd)
+        shell.waitUntilExit()
+        #expect(shell.terminationStatus == SubprocessLauncher.Gate.exitWithoutRunning)
+        #expect(!FileManager.default.fileExists(atPath: ran))
     }
 
     @Test func theLogIsCappedAndTheJobStillFinishes() async throws {

@@ -26,6 +26,9 @@ public protocol ChildProcess: Sendable {
     /// Writes a line to the command channel now, without waiting, if the pipe has room for all
     /// of it (nearly always); false when the line must go through `send` instead.
     func sendNow(_ line: String) -> Bool
+    /// Lets a child started with a `gate` run its command; false when it cannot (it has no gate,
+    /// the gate is open already, or the child is gone).
+    func openGate() -> Bool
     /// Waits until the child has exited and everything above is done: output and messages
     /// drained, leftovers killed. A cancelled wait kills the child's group.
     func exit() async -> ChildExit
@@ -38,6 +41,8 @@ public protocol ChildProcess: Sendable {
 extension ChildProcess {
     /// Writes nothing now: every line goes through `send` (children with no faster way).
     public func sendNow(_ line: String) -> Bool { false }
+    /// No gate: the child runs its command from the start.
+    public func openGate() -> Bool { false }
 }
 
 /// What to start.
@@ -55,6 +60,11 @@ public struct ChildLaunch: Sendable, Equatable {
     public var messagesMade: Bool
     /// The FIFO the child reads command lines from (created by the launcher; warm workers).
     public var commands: String?
+    /// Start the process now, run `argv` later (a job started ahead, while its slot's previous
+    /// job still runs): the launcher makes this FIFO and starts `/bin/sh`, which waits on it and
+    /// runs nothing until `openGate` (then it `exec`s `argv`, same pid), and exits without
+    /// running anything if the server goes away first (the FIFO reads end-of-file).
+    public var gate: String?
     /// `NAME=value`, found in the environment of every process the child starts: how the
     /// processes that left its group are found once it is gone.
     public var marker: String
@@ -62,7 +72,8 @@ public struct ChildLaunch: Sendable, Equatable {
     public var killGrace: Duration
 
     public init(argv: [String], environment: [String: String], workingDirectory: String, stdin: String? = nil,
-                messages: String? = nil, messagesMade: Bool = false, commands: String? = nil, marker: String, killGrace: Duration) {
+                messages: String? = nil, messagesMade: Bool = false, commands: String? = nil, gate: String? = nil,
+                marker: String, killGrace: Duration) {
         self.argv = argv
         self.environment = environment
         self.workingDirectory = workingDirectory
@@ -70,6 +81,7 @@ public struct ChildLaunch: Sendable, Equatable {
         self.messages = messages
         self.messagesMade = messagesMade
         self.commands = commands
+        self.gate = gate
         self.marker = marker
         self.killGrace = killGrace
     }

@@ -25,25 +25,48 @@ public struct SubprocessLauncher: ChildLauncher {
             messages?.remove()
             throw error
         }
+        let gate: CommandChannel?
+        do { gate = try launch.gate.map { path throws(ExecutorError) in try CommandChannel(at: path) } } catch {
+            messages?.remove()
+            commands?.remove()
+            throw error
+        }
         var stdin: FileDescriptor?
         if let path = launch.stdin {
             do { stdin = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec) } catch {
                 messages?.remove()
                 commands?.remove()
+                gate?.remove()
                 throw ExecutorError("cannot open \(path) as the child's stdin: \(error)")
             }
         }
+        var variables = launch.environment
+        var argv = launch.argv
+        if let gate {
+            variables[Gate.variable] = gate.path
+            argv = ["/bin/sh", "-c", Gate.script, "spool-gate"] + argv
+        }
         var environment: [Environment.Key: String] = [:]
-        for (key, value) in ChildEnvironment.make(inheriting: serverEnvironment, adding: launch.environment) {
+        for (key, value) in ChildEnvironment.make(inheriting: serverEnvironment, adding: variables) {
             guard let name = Environment.Key(rawValue: key) else { continue }
             environment[name] = value
         }
         let configuration = Configuration(
-            executable: launch.argv[0].contains("/") ? .path(FilePath(launch.argv[0])) : .name(launch.argv[0]),
-            arguments: Arguments(Array(launch.argv.dropFirst())), environment: .custom(environment),
+            executable: argv[0].contains("/") ? .path(FilePath(argv[0])) : .name(argv[0]),
+            arguments: Arguments(Array(argv.dropFirst())), environment: .custom(environment),
             workingDirectory: FilePath(launch.workingDirectory), platformOptions: Self.platformOptions(killGrace: launch.killGrace))
-        return try await SubprocessChild.start(configuration, stdin: stdin, messages: messages, commands: commands,
+        return try await SubprocessChild.start(configuration, stdin: stdin, messages: messages, commands: commands, gate: gate,
                                                marker: launch.marker, events: events, logger: logger)
+    }
+
+    /// The shell a gated child runs until its gate opens. It reads one line from the gate FIFO
+    /// (the server holds the FIFO open, so the open does not block and the read waits); on `go`
+    /// it drops the variable and becomes the job's command (`exec`: the same pid, group and
+    /// pipes). End-of-file (the server died) or anything else: exit 125, having run nothing.
+    enum Gate {
+        static let variable = "SPOOL_GATE"
+        static let script = #"read -r go < "$SPOOL_GATE" && [ "$go" = go ] || exit 125; unset SPOOL_GATE; exec "$@""#
+        static let exitWithoutRunning: Int32 = 125
     }
 
     static func platformOptions(killGrace: Duration) -> PlatformOptions {
@@ -61,21 +84,28 @@ final class SubprocessChild: ChildProcess {
     let pid: Int32
     private let supervision: Task<ChildExit, Never>
     private let commands: CommandChannel?
+    private let gate: CommandChannel?
     private let gone: Flag
+    private let gateOpened: Flag
 
-    private init(pid: Int32, supervision: Task<ChildExit, Never>, commands: CommandChannel?, gone: Flag) {
+    private init(pid: Int32, supervision: Task<ChildExit, Never>, commands: CommandChannel?, gate: CommandChannel?,
+                 gone: Flag, gateOpened: Flag) {
         self.pid = pid
         self.supervision = supervision
         self.commands = commands
+        self.gate = gate
         self.gone = gone
+        self.gateOpened = gateOpened
     }
 
-    // `gone` is shared with the supervision task, which sets it once the child is reaped.
+    // `gone` is shared with the supervision task, which sets it once the child is reaped;
+    // `gateOpened` too, which reads it then.
     private final class Flag: Sendable { let value = Atomic<Bool>(false) }
 
     static func start(_ configuration: Configuration, stdin: FileDescriptor?, messages: MessageChannel?, commands: CommandChannel?,
-                      marker: String, events: ChildEvents, logger: Logger) async throws(ExecutorError) -> SubprocessChild {
+                      gate: CommandChannel?, marker: String, events: ChildEvents, logger: Logger) async throws(ExecutorError) -> SubprocessChild {
         let flag = Flag()
+        let gateOpened = Flag()
         let spawnedAt = Mutex(ContinuousClock.now)
         let (spawns, spawned) = AsyncStream<Result<Int32, ExecutorError>>.makeStream()
         // unstructured: the supervision outlives this call (a warm worker lives across many jobs);
@@ -90,32 +120,41 @@ final class SubprocessChild: ChildProcess {
                 guard let (pid, status) = status else {
                     messages?.remove()
                     commands?.remove()
+                    gate?.remove()
                     group.cancelAll()
                     return .exited(-1)
                 }
                 // The leader is gone: leave nothing behind. Its group first (pgid == pid, and the id
                 // cannot be reused while any member is alive), then whatever left the group.
                 kill(-pid, SIGKILL)
+                // Our write end of the FIFO goes now, so its end-of-file (once every process that
+                // had it open is dead) reaches the reader while the sweep below runs.
+                messages?.closeWriter()
+                // A gated child whose gate never opened ran nothing but the waiting shell, which
+                // starts nothing: no sweep (which would also find the job's marker on a process
+                // that runs the job for real elsewhere, the look-ahead having been overtaken).
+                let ranItsCommand = gate == nil || gateOpened.value.load(ordering: .acquiring)
                 let young = ContinuousClock.now < spawnedAt.withLock { $0 } + .seconds(1)
-                let escaped = await OrphanReaper.killMarked(marker, bornAfter: young ? pid : nil)
+                let escaped = ranItsCommand ? await OrphanReaper.killMarked(marker, bornAfter: young ? pid : nil) : []
                 if !escaped.isEmpty {
                     logger.warning("killed processes a child left behind outside its process group",
                                    metadata: ["marker": "\(marker)", "pids": "\(escaped)"])
                 }
                 // Then the messages: what is still in the FIFO, to end-of-file (2 s at most, in case
                 // something unkillable still holds it open).
-                messages?.closeWriter()
                 group.addTask { try? await Task.sleep(for: .seconds(2)) }
                 _ = await group.next()
                 group.cancelAll()
                 messages?.remove()
                 commands?.remove()
+                gate?.remove()
                 return status
             }
         }
         for await result in spawns {
             switch result {
-            case .success(let pid): return SubprocessChild(pid: pid, supervision: supervision, commands: commands, gone: flag)
+            case .success(let pid):
+                return SubprocessChild(pid: pid, supervision: supervision, commands: commands, gate: gate, gone: flag, gateOpened: gateOpened)
             case .failure(let error): _ = await supervision.value; throw error
             }
         }
@@ -188,6 +227,14 @@ final class SubprocessChild: ChildProcess {
     func sendNow(_ line: String) -> Bool {
         guard let commands, !gone.value.load(ordering: .acquiring) else { return false }
         return commands.writeWhole(line)
+    }
+
+    func openGate() -> Bool {
+        guard let gate, !gone.value.load(ordering: .acquiring),
+              gateOpened.value.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return false }
+        // The server's end stays open until the child is gone: the shell may not have opened
+        // the FIFO yet, and a FIFO nobody holds open loses what was written to it.
+        return gate.writeWhole("go\n")
     }
 
     func exit() async -> ChildExit {
