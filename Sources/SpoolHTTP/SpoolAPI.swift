@@ -167,8 +167,12 @@ public struct SpoolAPI: Sendable {
 
     @Sendable func show(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let id = try jobID(context)
+        let waitText = request.uri.queryParameters.get("wait")
+        // With `wait`: subscribe first, then read, so a change in between is not missed — one
+        // subscription for the whole wait (it keeps the newest change), and one read per change.
+        let watch = waitText == nil ? nil : store.watch(id)
         var job = try await find(id, for: context.principal)
-        if let waitText = request.uri.queryParameters.get("wait") {
+        if let waitText, let watch {
             guard let seconds = Double(waitText), seconds >= 0, seconds.isFinite else {
                 throw APIError.badRequest("wait must be a number of seconds, at most \(Int(limits.maxWait))")
             }
@@ -177,10 +181,6 @@ public struct SpoolAPI: Sendable {
             while job.state == initial, !job.state.isTerminal {
                 let remaining = deadline - ContinuousClock.now
                 guard remaining > .zero, !Task.isShuttingDownGracefully else { break }
-                // Subscribe first, then read: a change in between is not missed.
-                let watch = store.watch(id)
-                job = try await find(id, for: context.principal)
-                if job.state != initial { break }
                 guard await watch.next(timeout: remaining) else { break }
                 job = try await find(id, for: context.principal)
             }

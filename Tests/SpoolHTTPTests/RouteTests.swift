@@ -131,6 +131,26 @@ import Testing
         }
     }
 
+    /// One subscription serves the whole wait: a change that leaves the state as it was (progress)
+    /// wakes it, it reads the job, and it goes on waiting for the state to change.
+    @Test func aWaitWokenByProgressKeepsWaitingForTheStateToChange() async throws {
+        try await withClient { client in
+            let id = try await submit(client, "x")["id"]?.stringValue ?? ""
+            let job = try #require(JobID(id))
+            let claimed = try #require(try await store.claimNext(for: SlotID(0), excluding: [], now: WallClock.now()))
+            #expect(claimed.id == job)
+            async let waited = client.execute(uri: "/v1/jobs/\(id)?wait=30", method: .get) { try decode($0) }
+            try await Task.sleep(for: .milliseconds(100))
+            try await store.reportProgress(job, attempt: claimed.attempts, progress: JobProgress(fraction: 0.5))
+            try await Task.sleep(for: .milliseconds(100))
+            try await store.reportProgress(job, attempt: claimed.attempts, progress: JobProgress(fraction: 0.75))
+            try await Task.sleep(for: .milliseconds(100))
+            _ = try await store.finish(job, attempt: claimed.attempts, outcome: .succeeded, result: nil, now: WallClock.now(),
+                                       claimNextFor: nil, excluding: [])
+            #expect(try await waited["state"] == .string("succeeded"))
+        }
+    }
+
     @Test func waitGivesUpAfterItsTimeWithTheJobUnchanged() async throws {
         try await withClient { client in
             let id = try await submit(client, "x")["id"]?.stringValue ?? ""
