@@ -68,7 +68,7 @@ extension ScenarioRunner {
             if let split = Self.splitGap(jobs, ends: spans.map(\.endRealtime), starts: spans.map(\.startRealtime)) {
                 result.notes.append("\(subject.title): where the raw end → start goes (CLOCK_REALTIME, medians): job k's last stamp → "
                     + "finished_at(k) \(split.toFinished.fixed(3)) ms (exit, reap, recording); started_at(k+1) → job k+1's first stamp "
-                    + "\(split.fromStarted.fixed(3)) ms (\(subject == .spool ? "commit, job directory, spawn, exec" : "spawn, exec"))")
+                    + "\(split.fromStarted.fixed(3)) ms (\(subject == .spool ? "opening the gate of the process started ahead, its exec; a plain spawn when none was" : "spawn, exec"))")
             }
             if let warning { result.notes.append(warning) }
             return result

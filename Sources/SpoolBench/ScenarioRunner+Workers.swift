@@ -42,7 +42,7 @@ extension ScenarioRunner {
                 if let split = Self.splitGap(ordered, ends: ordered.map { byID[$0.id]?.sentRealtime }, starts: ordered.map { byID[$0.id]?.receivedRealtime }) {
                     result.notes.append("\(subject.title)\(relaxed ? " (normal)" : ""): where the gap goes (CLOCK_REALTIME, medians): worker sent "
                         + "succeeded(k) → finished_at(k) \(split.toFinished.fixed(3)) ms; started_at(k+1) → worker received job(k+1) "
-                        + "\(split.fromStarted.fixed(3)) ms (the store's finish-and-claim commit, the job directory and input file, the command write)")
+                        + "\(split.fromStarted.fixed(3)) ms (the command write; the job's files were made ahead, the commit runs meanwhile)")
                 }
                 result.notes.append("\(subject.title)\(relaxed ? " (normal)" : ""): \(gaps.count) gaps, min \((gaps.min() ?? .nan).fixed(3)) ms, "
                     + "mean \((gaps.reduce(0, +) / Double(max(1, gaps.count))).fixed(3)) ms; \(pids.count) worker process(es) ran the batch")
