@@ -66,25 +66,12 @@ public enum OrphanReaper {
     /// every process's environment: this runs after every job, on the slot's way to its next one.
     /// (Pids are handed out in increasing order, wrapping at pid_max; a second is far too short to
     /// wrap past the leader, a long job may have seen it, so those scan everything.)
-    ///
-    /// A few pids to read (the usual case after a short job: the child, and the look-ahead's next
-    /// one) are read on the calling thread: a handful of `/proc` reads come from memory and cost
-    /// less than the round trip to the blocking pool, which sat on every job's way to the next.
     public static func killMarked(_ marker: String, bornAfter leader: Int32? = nil, patience: Duration = .seconds(2)) async -> [Int32] {
         let bytes = Array(marker.utf8)
-        let pids = leader.flatMap(pidsHandedOut(since:))
-        let found: [Leftover]
-        if let pids, pids.count <= inlineScanLimit {
-            found = scan(pids: pids) { $0.elementsEqual(bytes) }
-        } else {
-            found = (try? await BlockingIO.run({ scan(pids: pids) { $0.elementsEqual(bytes) } })) ?? []
-        }
-        guard !found.isEmpty else { return [] }
+        guard let found = try? await BlockingIO.run({ scan(pids: leader.flatMap(pidsHandedOut(since:))) { $0.elementsEqual(bytes) } }),
+              !found.isEmpty else { return [] }
         return await killAll(found, patience: patience)
     }
-
-    /// At most this many processes' environments are read inline by `killMarked`.
-    static let inlineScanLimit = 8
 
     /// The pids the kernel may have handed out since `leader` (itself included), when that is
     /// a short list; nil when it is not (scan everything).
