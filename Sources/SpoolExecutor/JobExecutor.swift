@@ -14,9 +14,13 @@ public protocol JobExecutor: Sendable {
 
     /// Gets a job ready to start on `slot` — its files (directory, outputs folder, input, log),
     /// and in process mode its process, behind a gate — while the slot's current job still runs,
-    /// so that starting it costs less. Best effort: `run` makes whatever is missing, and a job
-    /// that starts elsewhere or never does leaves nothing running.
+    /// so that starting it costs less. Best effort: `run` makes whatever is missing; what was got
+    /// ready for a job that starts elsewhere, or never, goes when the slot moves on (its next
+    /// look-ahead, `slotIdle`, `shutdown`) — at most one job's per slot.
     func prepare(_ job: Job, on slot: SlotSpec) async
+
+    /// The slot has nothing to start after its last job: whatever `prepare` got ready for it goes.
+    func slotIdle(_ slot: SlotID) async
 
     /// After the slot's outcome was handed on: housekeeping that must not hold the outcome up
     /// (replacing a warm worker that reached a limit). The slot's next job may already wait.
@@ -40,6 +44,7 @@ public protocol JobExecutor: Sendable {
 extension JobExecutor {
     public func afterRun(on slot: SlotID) async {}
     public func prepare(_ job: Job, on slot: SlotSpec) async {}
+    public func slotIdle(_ slot: SlotID) async {}
     public func excludedTypes(for slot: SlotID) -> Set<String> { [] }
     public func nextRetry() async -> Moment? { nil }
     public func workerStatus() async -> [SlotID: SlotWorkers] { [:] }
@@ -123,6 +128,7 @@ public struct JobExecutors: JobExecutor {
     public func prepare(_ job: Job, on slot: SlotSpec) async {
         await (catalog[job.type]?.workerPolicy == nil ? processes : workers).prepare(job, on: slot)
     }
+    public func slotIdle(_ slot: SlotID) async { await processes.slotIdle(slot) }
     public func excludedTypes(for slot: SlotID) -> Set<String> { workers.excludedTypes(for: slot) }
     public func nextRetry() async -> Moment? { await workers.nextRetry() }
     public func workerStatus() async -> [SlotID: SlotWorkers] { await workers.workerStatus() }

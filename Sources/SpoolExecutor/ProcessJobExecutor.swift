@@ -40,35 +40,45 @@ public struct ProcessJobExecutor: JobExecutor {
 
     public func prepare(_ job: Job, on slot: SlotSpec) async {
         let paths = JobPaths(dataDirectory: configuration.dataDirectory, job: job.id)
-        await JobFiles.prepareAhead(paths, input: job.input, messages: true)
-        guard configuration.startAhead, let type = catalog[job.type] else { return }
         var next = job
         next.start(on: slot.id, at: job.createdAt)   // the attempt and slot its start will have
-        guard let plan = try? LaunchPlan(job: next, type: type, slot: slot, paths: paths),
-              ExecutableLookup.runnable(plan.argv[0], path: plan.environment["PATH"] ?? getenv("PATH").map { String(cString: $0) }),
-              let prepared = JobFiles.takeReady(paths) else { return }
-        let launch = launch(job.id, plan, paths: paths, messagesMade: prepared.messages, gate: paths.directory + "/gate")
-        // unstructured: awaited here, by the job's start, or by a discard, whichever comes first
-        let start = Task<StartedAhead.Gated?, Never> { try? await self.start(launch, paths: paths).get() }
-        for replaced in ahead.register(job.id, StartedAhead.Entry(slot: slot.id, attempt: next.attempts, start: start)) {
-            await StartedAhead.discard(replaced)
-        }
-        _ = await start.value
+        let plan = configuration.startAhead ? catalog[job.type].flatMap { try? LaunchPlan(job: next, type: $0, slot: slot, paths: paths) } : nil
+        let serverPath = getenv("PATH").map { String(cString: $0) }
+        guard let (work, replaced) = ahead.begin(job.id, on: slot.id, attempt: next.attempts, { () async -> StartedAhead.Gated? in
+            await JobFiles.prepareAhead(paths, input: job.input, messages: true)
+            guard let plan,
+                  let executable = try? await BlockingIO.run({ ExecutableLookup.find(plan.argv[0], path: plan.environment["PATH"] ?? serverPath) }),
+                  let prepared = JobFiles.takeReady(paths) else { return nil }
+            let launch = launch(job.id, plan, paths: paths, messagesMade: prepared.messages, gate: true)
+            return try? await start(launch, paths: paths).map { gated in
+                var gated = gated
+                gated.executable = executable
+                return gated
+            }.get()
+        }) else { return }
+        for entry in replaced { await StartedAhead.discard(entry) }
+        _ = await work.value
     }
 
     public func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult {
+        let entry = ahead.starting(job.id)
+        defer { ahead.ended(job.id) }
         guard let type = catalog[job.type] else {
+            if let entry { await StartedAhead.discard(entry) }
             return ExecutionResult(.spawnFailed(message: "this server has no job type \"\(job.type)\" (was it removed from the configuration?)"))
         }
         let paths = JobPaths(dataDirectory: configuration.dataDirectory, job: job.id)
         let plan: LaunchPlan
         do { plan = try LaunchPlan(job: job, type: type, slot: slot, paths: paths) } catch {
+            if let entry { await StartedAhead.discard(entry) }
             return ExecutionResult(.spawnFailed(message: error.description))
         }
-        if let entry = ahead.take(job.id) {
-            if entry.slot == slot.id, entry.attempt == job.attempts, let gated = await entry.start.value,
+        if let entry {
+            // Its look-ahead: used when it was for this slot, this attempt and this launch, and
+            // the executable is still there (else the plain start reports it as a spawn failure).
+            if entry.slot == slot.id, entry.attempt == job.attempts, let gated = await entry.work.value,
                gated.launch.argv == plan.argv, gated.launch.environment == plan.environment,
-               gated.launch.workingDirectory == plan.workingDirectory {
+               gated.launch.workingDirectory == plan.workingDirectory, access(gated.executable, X_OK) == 0 {
                 gated.observer.bind(observer)
                 if gated.child.openGate() {
                     return await supervise(job, gated.child, log: gated.log, stops: stops, observer: observer)
@@ -80,18 +90,22 @@ public struct ProcessJobExecutor: JobExecutor {
         if prepared == nil {
             do { try await JobFiles.make(paths, input: job.input) } catch { return ExecutionResult(.spawnFailed(message: "\(error)")) }
         }
-        switch await start(launch(job.id, plan, paths: paths, messagesMade: prepared?.messages ?? false, gate: nil), paths: paths,
+        switch await start(launch(job.id, plan, paths: paths, messagesMade: prepared?.messages ?? false, gate: false), paths: paths,
                            observer: observer) {
         case .success(let started): return await supervise(job, started.child, log: started.log, stops: stops, observer: observer)
         case .failure(let error): return ExecutionResult(.spawnFailed(message: error.description))
         }
     }
 
-    public func shutdown() async {
-        for entry in ahead.takeAll() { await StartedAhead.discard(entry) }
+    public func slotIdle(_ slot: SlotID) async {
+        for entry in ahead.take(slot: slot) { await StartedAhead.discard(entry) }
     }
 
-    private func launch(_ job: JobID, _ plan: LaunchPlan, paths: JobPaths, messagesMade: Bool, gate: String?) -> ChildLaunch {
+    public func shutdown() async {
+        for entry in ahead.take() { await StartedAhead.discard(entry) }
+    }
+
+    private func launch(_ job: JobID, _ plan: LaunchPlan, paths: JobPaths, messagesMade: Bool, gate: Bool) -> ChildLaunch {
         ChildLaunch(argv: plan.argv, environment: plan.environment, workingDirectory: plan.workingDirectory,
                     stdin: paths.input, messages: paths.messages, messagesMade: messagesMade, gate: gate,
                     marker: "SPOOL_JOB_ID=\(job)", killGrace: configuration.killGrace)
@@ -116,7 +130,7 @@ public struct ProcessJobExecutor: JobExecutor {
         })
         do {
             let child = try await launcher.launch(launch, events: events)
-            return .success(StartedAhead.Gated(launch: launch, child: child, log: log, observer: binding))
+            return .success(StartedAhead.Gated(launch: launch, executable: launch.argv[0], child: child, log: log, observer: binding))
         } catch {
             await log.close()
             return .failure(error)
@@ -177,6 +191,22 @@ enum JobFiles {
         try await make(paths, input: input, messages: false)
     }
 
+    /// Up to `limit` bytes of a file; nil when it cannot be read.
+    private static func contents(of path: String, limit: Int) -> [UInt8]? {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        var buffer = [UInt8](repeating: 0, count: limit)
+        var count = 0
+        while count < limit {
+            let got = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress! + count, limit - count) }
+            if got < 0 && errno == EINTR { continue }
+            guard got > 0 else { break }
+            count += got
+        }
+        return Array(buffer.prefix(count))
+    }
+
     private static func make(_ paths: JobPaths, input: JSONValue, messages: Bool) async throws {
         let bytes = Array(input.canonicalText.utf8)
         try await BlockingIO.run {
@@ -188,6 +218,9 @@ enum JobFiles {
             guard log >= 0 else { throw ExecutorError("cannot create \(paths.log): \(String(cString: strerror(errno)))") }
             close(log)
             if messages { try MessageChannel.makeFIFO(at: paths.messages) }
+            // A job's input never changes: a file already holding it is left as it is (a started
+            // attempt may be reading it — a look-ahead came late); one cut short by a crash is rewritten.
+            if JobFiles.contents(of: paths.input, limit: bytes.count + 1) == bytes { return }
             let descriptor = open(paths.input, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
             guard descriptor >= 0 else { throw ExecutorError("cannot write \(paths.input): \(String(cString: strerror(errno)))") }
             defer { close(descriptor) }

@@ -2,20 +2,27 @@ import Glibc
 import SpoolCore
 import Synchronization
 
-/// Process mode: each slot's next job, started ahead behind a gate (`ChildLaunch.gate`) while
-/// the slot's current job still runs, so that the slot goes from one job to the next with a
-/// write to a FIFO and an `exec` instead of a whole spawn (0.8 ms of swift-subprocess set-up,
-/// thread hand-offs and `posix_spawn` in the gap traces).
+/// Process mode: each slot's next job, got ready while the slot's current job still runs — its
+/// files, and its process started behind a gate (`ChildLaunch.gate`) — so that the slot goes
+/// from one job to the next with a write to a pipe and an `exec` instead of file creations and a
+/// whole spawn (0.8 ms of swift-subprocess set-up, thread hand-offs and `posix_spawn` in the gap
+/// traces).
 ///
 /// The gated process runs nothing of the job until its start opens the gate: it is a shell
-/// waiting on the FIFO, in its own process group, holding no GPU. One per slot: a newer
-/// look-ahead for the slot replaces an older one, and a job that starts on another slot, or
-/// with another launch than the one prepared, has its gated process killed. A server that dies
-/// leaves gated shells that read end-of-file and exit without running anything.
+/// reading a pipe, in its own process group, holding no GPU. The bookkeeping keeps three rules:
+/// - one look-ahead per job: a second slot looking at the same job leaves it to the first;
+/// - one per slot: a newer look-ahead for a slot replaces its older one, and a slot that goes
+///   idle drops its own;
+/// - never beside the job's start: a job that starts takes its entry (waiting for a look-ahead
+///   still making its files), and a look-ahead for a job that has started does nothing, so no
+///   file of a running job is ever made again under it.
+/// A server that dies leaves gated shells that read end-of-file and exit without running anything.
 final class StartedAhead: Sendable {
     /// A gated child and what its start needs.
     struct Gated: Sendable {
         var launch: ChildLaunch
+        /// The command's executable as it was found when the look-ahead started it.
+        var executable: String
         var child: any ChildProcess
         var log: LogSink
         var observer: ObserverBinding
@@ -25,35 +32,60 @@ final class StartedAhead: Sendable {
         var slot: SlotID
         /// The attempt the launch was made for (the job's next).
         var attempt: Int
-        var start: Task<Gated?, Never>
+        /// Makes the files and starts the gated child (nil when the job is not started ahead).
+        var work: Task<Gated?, Never>
     }
 
-    private let entries = Mutex([JobID: Entry]())
+    private struct State {
+        var entries: [JobID: Entry] = [:]
+        /// Jobs whose start has begun and not ended: no look-ahead for them.
+        var starting: Set<JobID> = []
+    }
 
-    /// Records the start of `job` ahead on `entry.slot`; returns the entries it replaces (the
-    /// slot's older look-aheads, an older start of the same job), which the caller discards.
-    func register(_ job: JobID, _ entry: Entry) -> [Entry] {
-        entries.withLock { entries in
-            let replaced = entries.filter { $0.key == job || $0.value.slot == entry.slot }
-            for id in replaced.keys { entries[id] = nil }
-            entries[job] = entry
-            return Array(replaced.values)
+    private let state = Mutex(State())
+
+    /// Begins the look-ahead for `job` on `slot` with `work`, unless the job has started or
+    /// another slot looks ahead at it already; returns its task and the entries it replaces
+    /// (the slot's older look-ahead), which the caller discards.
+    func begin(_ job: JobID, on slot: SlotID, attempt: Int,
+               _ work: @escaping @Sendable () async -> Gated?) -> (work: Task<Gated?, Never>, replaced: [Entry])? {
+        state.withLock { state in
+            guard !state.starting.contains(job), state.entries[job] == nil else { return nil }
+            let replaced = state.entries.filter { $0.value.slot == slot }
+            for id in replaced.keys { state.entries[id] = nil }
+            // unstructured: created under the lock, so a start that comes later finds it and
+            // waits for it; awaited by the look-ahead, the job's start, or a discard.
+            let task = Task { await work() }
+            state.entries[job] = Entry(slot: slot, attempt: attempt, work: task)
+            return (task, Array(replaced.values))
         }
     }
 
-    func take(_ job: JobID) -> Entry? { entries.withLock { $0.removeValue(forKey: job) } }
+    /// The job starts: its look-ahead, if any, and no new one until `ended`.
+    func starting(_ job: JobID) -> Entry? {
+        state.withLock { state in
+            state.starting.insert(job)
+            return state.entries.removeValue(forKey: job)
+        }
+    }
 
-    func takeAll() -> [Entry] {
-        entries.withLock { entries in
-            defer { entries = [:] }
-            return Array(entries.values)
+    func ended(_ job: JobID) {
+        _ = state.withLock { $0.starting.remove(job) }
+    }
+
+    /// The look-aheads of `slot` (it went idle), or of every slot (shutdown), taken out.
+    func take(slot: SlotID? = nil) -> [Entry] {
+        state.withLock { state in
+            let taken = state.entries.filter { slot == nil || $0.value.slot == slot }
+            for id in taken.keys { state.entries[id] = nil }
+            return Array(taken.values)
         }
     }
 
     /// Kills a gated child that will not run (its gate never opened, so it ran nothing) and
     /// waits until it is reaped.
     static func discard(_ entry: Entry) async {
-        guard let gated = await entry.start.value else { return }
+        guard let gated = await entry.work.value else { return }
         gated.child.signal(SIGKILL)
         _ = await gated.child.exit()
         await gated.log.close()
@@ -72,16 +104,32 @@ final class ObserverBinding: Sendable {
     var current: ExecutionObserver? { observer.withLock { $0 } }
 }
 
-/// Whether `argv0` names an executable the child could run (with `PATH` for a bare name), so
-/// that a job is started ahead only when its command will be found: a missing executable is
-/// reported by a plain start as a spawn failure, which a gated shell could only turn into an
-/// exit status.
+/// Finds the executable a job's command names, for a start ahead: only an absolute path or a
+/// bare name looked up on `PATH`, only a regular executable file that is an ELF binary or starts
+/// with `#!`. Anything else (missing, a directory, a relative path, a text file the kernel
+/// cannot run) is not started ahead, so a plain start reports it as a spawn failure — a gated
+/// shell could only turn it into an exit status, or run the text as a script.
 enum ExecutableLookup {
-    static func runnable(_ argv0: String, path: String?) -> Bool {
-        if argv0.contains("/") { return access(argv0, X_OK) == 0 }
-        guard let path else { return false }
-        return path.split(separator: ":").contains { directory in
-            !directory.isEmpty && access("\(directory)/\(argv0)", X_OK) == 0
+    static func find(_ argv0: String, path: String?) -> String? {
+        if argv0.hasPrefix("/") { return runnable(argv0) ? argv0 : nil }
+        guard !argv0.contains("/"), let path else { return nil }
+        for directory in path.split(separator: ":") where directory.hasPrefix("/") {
+            let candidate = "\(directory)/\(argv0)"
+            if runnable(candidate) { return candidate }
         }
+        return nil
+    }
+
+    /// Blocking (a stat, an access and a read of four bytes): call it on the blocking pool.
+    static func runnable(_ file: String) -> Bool {
+        var status = stat()
+        guard stat(file, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG, access(file, X_OK) == 0 else { return false }
+        let descriptor = open(file, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        var head: [UInt8] = [0, 0, 0, 0]
+        let count = head.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, 4) }
+        return (count >= 2 && head[0] == UInt8(ascii: "#") && head[1] == UInt8(ascii: "!"))
+            || (count == 4 && head == [0x7F, UInt8(ascii: "E"), UInt8(ascii: "L"), UInt8(ascii: "F")])
     }
 }

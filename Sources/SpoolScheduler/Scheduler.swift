@@ -512,6 +512,7 @@ public actor Scheduler: Service {
         }
         _ = await afterRecorded(job, on: slot, with: result, in: &group)
         do {
+            if next == nil { group.addTask { [executor] in await executor.slotIdle(slot) } }
             if shuttingDown && next == nil {
                 try board.finished(job.id, on: slot, closing: true)
             } else {
@@ -571,6 +572,7 @@ public actor Scheduler: Service {
             start(upcoming, on: slot, after: ending, local, in: &group)
         } else {
             commit(ending, nil, local, in: &group)
+            group.addTask { [executor] in await executor.slotIdle(slot) }
         }
     }
 

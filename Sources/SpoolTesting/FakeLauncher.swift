@@ -34,7 +34,7 @@ public final class FakeLauncher: ChildLauncher {
 
     public func launch(_ launch: ChildLaunch, events: ChildEvents) async throws(ExecutorError) -> any ChildProcess {
         // A fake child has no shell to wait behind a gate: refused, so the start is a plain one.
-        if launch.gate != nil { throw ExecutorError("the fake launcher starts no gated children") }
+        if launch.gate { throw ExecutorError("the fake launcher starts no gated children") }
         let (pid, failure, behaviour) = state.withLock { state -> (Int32, String?, FakeChild.Behaviour) in
             state.launches.append(launch)
             state.nextPID += 1

@@ -45,6 +45,13 @@ import Testing
 
     func log(of run: Run) throws -> String { try String(contentsOfFile: run.paths.log, encoding: .utf8) }
 
+    /// `job` as its start on `slot` leaves it (its next attempt).
+    func claimed(_ job: Job, on slot: SlotID) -> Job {
+        var job = job
+        job.start(on: slot, at: Timestamp(microseconds: 1))
+        return job
+    }
+
     /// The processes with `marker` (`NAME=value`) in their environment.
     func marked(_ marker: String) -> [Int32] {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
@@ -218,6 +225,9 @@ import Testing
         #expect(stat(job.paths.messages, &made) == 0 && (made.st_mode & S_IFMT) == S_IFIFO, "the FIFO is made ahead")
         #expect(FileManager.default.fileExists(atPath: job.paths.log) && FileManager.default.fileExists(atPath: job.paths.outputs))
         let fifo = try FileManager.default.attributesOfItem(atPath: job.paths.messages)[.systemFileNumber] as? Int
+        // Held open, so its inode number cannot be handed to a FIFO made in its place.
+        let held = open(job.paths.messages, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        defer { close(held) }
         let opened = Mutex<Int?>(nil)
         let received = Mutex<[JobMessage]>([])
         let observer = ExecutionObserver(started: { _ in
@@ -244,13 +254,11 @@ import Testing
 
     /// Issue 12: a slot's next job is started ahead, behind a gate: its process exists while the
     /// slot's current job runs, but runs nothing of the job until the job starts. Then it is the
-    /// job's command (the same pid), with the job's stdin, environment (no trace of the gate),
-    /// messages and log.
+    /// job's command (the same pid), with the job's stdin, environment, messages and log.
     @Test func aJobStartedAheadRunsItsCommandOnlyOnceItStarts() async throws {
         let ran = directory + "/ran-\(UUID().uuidString)"
         let script = """
             echo $$ > "\(ran)"
-            [ -z "${SPOOL_GATE+set}" ] || echo "SPOOL_GATE leaked" >&2
             cat > "$SPOOL_OUTPUT_DIR/stdin.json"
             echo '{"type":"progress","fraction":0.5}' > "$SPOOL_MESSAGES"
             echo done
@@ -262,81 +270,136 @@ import Testing
         #expect(gated.count == 1, "one process started ahead")
         try await Task.sleep(for: .milliseconds(300))   // time a runaway command would take to show
         #expect(!FileManager.default.fileExists(atPath: ran), "the command ran before the job started")
-        var claimed = job.job
-        claimed.start(on: slot.id, at: Timestamp(microseconds: 1))
         let started = Mutex<Int32>(0)
         let received = Mutex<[JobMessage]>([])
         let observer = ExecutionObserver(started: { pid in started.withLock { $0 = pid } },
                                          message: { message in received.withLock { $0.append(message) } })
-        let outcome = await job.executor.run(claimed, on: slot, stops: AsyncStream { _ in }, observer: observer).outcome
-        #expect(outcome == .succeeded)
+        #expect(await job.executor.run(claimed(job.job, on: slot.id), on: slot, stops: AsyncStream { _ in }, observer: observer).outcome == .succeeded)
         let commandPID = try pid(in: ran)
         #expect(started.withLock { $0 } == gated.first && commandPID == gated.first, "the gated shell became the command: same pid")
         #expect(received.withLock { $0 } == [.progress(JobProgress(fraction: 0.5))])
-        let text = try log(of: job)
-        #expect(text.contains("done") && !text.contains("SPOOL_GATE leaked"))
-        #expect(try String(contentsOfFile: job.paths.outputs + "/stdin.json", encoding: .utf8) == #"{"n":1}"#)
-        #expect(!FileManager.default.fileExists(atPath: job.paths.directory + "/gate"), "the gate FIFO is removed")
+        #expect(try log(of: job).contains("done"))
+        #expect(try String(contentsOfFile: job.paths.outputs + "/stdin.json", encoding: .utf8) == #"{"n":1}"#, "the job's stdin is its input")
     }
 
-    /// A job started ahead on a slot that then starts something else (or the job elsewhere) has
-    /// its gated process killed: it ran nothing. And that kill sweeps no process by the job's
-    /// marker, which could be the job running for real on another slot.
+    /// A job started ahead on a slot whose look-ahead then moves on (a newer look-ahead, the slot
+    /// going idle, shutdown) has its gated process killed: it ran nothing. And that kill sweeps
+    /// no process by the job's marker, which could be the job running for real on another slot.
     @Test func aJobStartedAheadButOvertakenRunsNothingAndSweepsNothing() async throws {
         let ran = directory + "/ran-\(UUID().uuidString)"
-        let job = try prepare(["/bin/sh", "-c", "touch \"\(ran)\""])
-        await job.executor.prepare(job.job, on: SlotSpec(id: SlotID(0)))
-        let gated = marked("SPOOL_JOB_ID=\(job.job.id)")
+        let first = try prepare(["/bin/sh", "-c", "touch \"\(ran)\""])
+        let executor = first.executor
+        let second = Job(id: .random(), type: "t", input: .object([:]), priority: 0, timeoutSeconds: 30, maxAttempts: 1,
+                         createdAt: Timestamp(microseconds: 0))
+        let slot = SlotSpec(id: SlotID(0))
+        await executor.prepare(first.job, on: slot)
+        let gated = marked("SPOOL_JOB_ID=\(first.job.id)")
         #expect(gated.count == 1, "one process started ahead")
         // The same job, running elsewhere: a process carrying its marker.
         let elsewhere = Process()
         elsewhere.executableURL = URL(fileURLWithPath: "/bin/sleep")
         elsewhere.arguments = ["30"]
-        elsewhere.environment = ["SPOOL_JOB_ID": job.job.id.rawValue]
+        elsewhere.environment = ["SPOOL_JOB_ID": first.job.id.rawValue]
         try elsewhere.run()
         defer { elsewhere.terminate() }
-        await job.executor.shutdown()   // discards what was started ahead
+        await executor.prepare(second, on: slot)   // the slot's look-ahead moves on
+        #expect(gated.allSatisfy { kill($0, 0) != 0 }, "the overtaken gated shell is gone (killed and reaped)")
+        #expect(marked("SPOOL_JOB_ID=\(second.id)").count == 1)
+        await executor.slotIdle(slot.id)
+        #expect(marked("SPOOL_JOB_ID=\(second.id)").isEmpty, "an idle slot keeps nothing started ahead")
+        await executor.prepare(second, on: slot)
+        await executor.shutdown()
+        #expect(marked("SPOOL_JOB_ID=\(second.id)").isEmpty, "shutdown keeps nothing started ahead")
         #expect(!FileManager.default.fileExists(atPath: ran), "the overtaken job's command ran")
-        #expect(elsewhere.isRunning, "discarding the gated shell killed a process by the job's marker")
-        #expect(gated.allSatisfy { kill($0, 0) != 0 }, "the gated shell is gone (killed and reaped)")
+        #expect(elsewhere.isRunning, "discarding a gated shell killed a process by the job's marker")
         // The job still runs normally where it does start.
-        var claimed = job.job
-        claimed.start(on: SlotID(1), at: Timestamp(microseconds: 1))
-        #expect(await job.executor.run(claimed, on: SlotSpec(id: SlotID(1)), stops: AsyncStream { _ in }, observer: ExecutionObserver()).outcome == .succeeded)
+        #expect(await executor.run(claimed(first.job, on: SlotID(1)), on: SlotSpec(id: SlotID(1)), stops: AsyncStream { _ in },
+                                   observer: ExecutionObserver()).outcome == .succeeded)
         #expect(FileManager.default.fileExists(atPath: ran))
     }
 
     /// A job prepared on one slot and started on another: the gated process is killed and the
-    /// job starts plainly, once.
+    /// job starts plainly, once, with the slot it started on.
     @Test func aJobStartedAheadForAnotherSlotStartsPlainly() async throws {
         let ran = directory + "/ran-\(UUID().uuidString)"
         let job = try prepare(["/bin/sh", "-c", "echo x >> \"\(ran)\"; echo $CUDA_VISIBLE_DEVICES >> \"\(ran)\""])
         await job.executor.prepare(job.job, on: SlotSpec(id: SlotID(0), gpu: "0"))
-        var claimed = job.job
-        claimed.start(on: SlotID(1), at: Timestamp(microseconds: 1))
-        #expect(await job.executor.run(claimed, on: SlotSpec(id: SlotID(1), gpu: "1"), stops: AsyncStream { _ in },
+        let gated = marked("SPOOL_JOB_ID=\(job.job.id)")
+        #expect(gated.count == 1)
+        #expect(await job.executor.run(claimed(job.job, on: SlotID(1)), on: SlotSpec(id: SlotID(1), gpu: "1"), stops: AsyncStream { _ in },
                                        observer: ExecutionObserver()).outcome == .succeeded)
         #expect(try String(contentsOfFile: ran, encoding: .utf8) == "x\n1\n", "it ran once, with the slot it started on")
+        #expect(gated.allSatisfy { kill($0, 0) != 0 }, "the gated shell is gone")
     }
 
-    /// What a server crash does to a gated shell: its gate reads end-of-file (the server's end
-    /// closed with the server), and it exits 125 without running the command.
-    @Test func aGatedShellWhoseServerIsGoneExitsWithoutRunningAnything() throws {
-        let gate = directory + "/gate-\(UUID().uuidString)"
+    /// A look-ahead that comes after the job has started (another slot took it, or the job was
+    /// shorter than the look-up) does nothing: no second process, and none of the running job's
+    /// files — its message FIFO, its input — is made again under it.
+    @Test func aLookAheadForAJobThatHasStartedTouchesNothing() async throws {
+        let script = """
+            sleep 1
+            echo '{"type":"progress","fraction":0.5}' > "$SPOOL_MESSAGES"
+            cat
+            """
+        let job = try prepare(["/bin/sh", "-c", script], input: .object(["k": .int(7)]))
+        let received = Mutex<[JobMessage]>([])
+        let (started, running) = AsyncStream<Int32>.makeStream()
+        let observer = ExecutionObserver(started: { pid in running.yield(pid) },
+                                         message: { message in received.withLock { $0.append(message) } })
+        async let outcome = job.executor.run(claimed(job.job, on: SlotID(0)), on: SlotSpec(id: SlotID(0)), stops: AsyncStream { _ in },
+                                             observer: observer)
+        _ = try await within(.seconds(10), "the job's start") { await started.first { _ in true } }
+        let fifo = try FileManager.default.attributesOfItem(atPath: job.paths.messages)[.systemFileNumber] as? Int
+        let held = open(job.paths.messages, O_RDONLY | O_NONBLOCK | O_CLOEXEC)   // pins the inode number
+        defer { close(held) }
+        await job.executor.prepare(job.job, on: SlotSpec(id: SlotID(1)))
+        let shells = marked("SPOOL_JOB_ID=\(job.job.id)").filter { pid in
+            FileManager.default.contents(atPath: "/proc/\(pid)/cmdline").map { String(decoding: $0, as: UTF8.self).contains("spool-gate") } ?? false
+        }
+        #expect(shells.isEmpty, "the late look-ahead started a gated shell")
+        #expect(try FileManager.default.attributesOfItem(atPath: job.paths.messages)[.systemFileNumber] as? Int == fifo,
+                "the late look-ahead made the running job's FIFO again")
+        #expect(await outcome.outcome == .succeeded)
+        #expect(received.withLock { $0 } == [.progress(JobProgress(fraction: 0.5))])
+        #expect(try log(of: job).contains(#"{"k":7}"#))
+    }
+
+    /// A command the kernel cannot run — here a text file without `#!` — is not started ahead
+    /// (a shell would run it as a script): its start is a spawn failure, as it always was.
+    @Test func aCommandTheKernelCannotRunIsNotStartedAhead() async throws {
+        let script = directory + "/no-shebang-\(UUID().uuidString)"
+        #expect(FileManager.default.createFile(atPath: script, contents: Data("touch \"$SPOOL_OUTPUT_DIR/ran\"\n".utf8),
+                                               attributes: [.posixPermissions: 0o755]))
+        let job = try prepare([script])
+        await job.executor.prepare(job.job, on: SlotSpec(id: SlotID(0)))
+        #expect(marked("SPOOL_JOB_ID=\(job.job.id)").isEmpty)
+        guard case .spawnFailed = await job.executor.run(claimed(job.job, on: SlotID(0)), on: SlotSpec(id: SlotID(0)),
+                                                        stops: AsyncStream { _ in }, observer: ExecutionObserver()).outcome else {
+            Issue.record("expected spawnFailed")
+            return
+        }
+        #expect(!FileManager.default.fileExists(atPath: job.paths.outputs + "/ran"))
+    }
+
+    /// What a server crash does to a gated shell: its gate (its stdin) reads end-of-file, the
+    /// server's end closed with the server, and it exits 125 without running the command.
+    @Test func aGatedShellWhoseServerIsGoneExitsWithoutRunningAnything() async throws {
         let ran = directory + "/ran-\(UUID().uuidString)"
-        #expect(mkfifo(gate, 0o600) == 0)
-        let serverEnd = open(gate, O_RDWR | O_NONBLOCK | O_CLOEXEC)
-        #expect(serverEnd >= 0)
+        // Both ends close-on-exec from birth: no process another test starts meanwhile may hold
+        // the server's end (the shell gets the other as its stdin, by dup2).
+        var ends: [Int32] = [-1, -1]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0)
         let shell = Process()
         shell.executableURL = URL(fileURLWithPath: "/bin/sh")
-        shell.arguments = ["-c", SubprocessLauncher.Gate.script, "spool-gate", "/usr/bin/touch", ran]
-        shell.environment = [SubprocessLauncher.Gate.variable: gate]
+        shell.arguments = ["-c", Gate.script, "spool-gate", "/dev/null", "/usr/bin/touch", ran]
+        shell.standardInput = FileHandle(fileDescriptor: ends[0], closeOnDealloc: false)
         try shell.run()
-        Thread.sleep(forTimeInterval: 0.2)   // it has opened the gate and waits on it
-        #expect(shell.isRunning)
-        close(serverEnd)
-        shell.waitUntilExit()
-        #expect(shell.terminationStatus == SubprocessLauncher.Gate.exitWithoutRunning)
+        close(ends[0])
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(shell.isRunning, "the shell waits on its gate")
+        close(ends[1])   // what the kernel does to the server's end when the server dies
+        try await within(.seconds(10), "the shell exits once its gate is gone") { while shell.isRunning { try await Task.sleep(for: .milliseconds(10)) } }
+        #expect(shell.terminationStatus == Gate.exitWithoutRunning)
         #expect(!FileManager.default.fileExists(atPath: ran))
     }
 

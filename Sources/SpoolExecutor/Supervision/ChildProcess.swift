@@ -61,10 +61,11 @@ public struct ChildLaunch: Sendable, Equatable {
     /// The FIFO the child reads command lines from (created by the launcher; warm workers).
     public var commands: String?
     /// Start the process now, run `argv` later (a job started ahead, while its slot's previous
-    /// job still runs): the launcher makes this FIFO and starts `/bin/sh`, which waits on it and
-    /// runs nothing until `openGate` (then it `exec`s `argv`, same pid), and exits without
-    /// running anything if the server goes away first (the FIFO reads end-of-file).
-    public var gate: String?
+    /// job still runs): the launcher starts `/bin/sh` reading a pipe as its stdin, which runs
+    /// nothing until `openGate` (then it `exec`s `argv`, same pid, with `stdin` as its stdin),
+    /// and exits without running anything if the server goes away first (the pipe reads
+    /// end-of-file).
+    public var gate: Bool
     /// `NAME=value`, found in the environment of every process the child starts: how the
     /// processes that left its group are found once it is gone.
     public var marker: String
@@ -72,7 +73,7 @@ public struct ChildLaunch: Sendable, Equatable {
     public var killGrace: Duration
 
     public init(argv: [String], environment: [String: String], workingDirectory: String, stdin: String? = nil,
-                messages: String? = nil, messagesMade: Bool = false, commands: String? = nil, gate: String? = nil,
+                messages: String? = nil, messagesMade: Bool = false, commands: String? = nil, gate: Bool = false,
                 marker: String, killGrace: Duration) {
         self.argv = argv
         self.environment = environment

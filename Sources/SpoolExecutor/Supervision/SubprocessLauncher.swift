@@ -25,29 +25,32 @@ public struct SubprocessLauncher: ChildLauncher {
             messages?.remove()
             throw error
         }
-        let gate: CommandChannel?
-        do { gate = try launch.gate.map { path throws(ExecutorError) in try CommandChannel(at: path) } } catch {
-            messages?.remove()
-            commands?.remove()
-            throw error
-        }
         var stdin: FileDescriptor?
-        if let path = launch.stdin {
+        var gate: Gate?
+        var argv = launch.argv
+        if launch.gate {
+            // The shell's stdin is the gate; it opens the job's stdin itself when it execs.
+            // (close-on-exec set after the fact: every child is spawned with everything above
+            // stderr closed, so no other child can inherit the ends in between.)
+            var ends: [Int32] = [-1, -1]
+            guard pipe(&ends) == 0, fcntl(ends[0], F_SETFD, FD_CLOEXEC) == 0, fcntl(ends[1], F_SETFD, FD_CLOEXEC) == 0 else {
+                for end in ends where end >= 0 { close(end) }
+                messages?.remove()
+                commands?.remove()
+                throw ExecutorError("cannot make the gate pipe: \(String(cString: strerror(errno)))")
+            }
+            stdin = FileDescriptor(rawValue: ends[0])
+            gate = Gate(writer: ends[1])
+            argv = ["/bin/sh", "-c", Gate.script, "spool-gate", launch.stdin ?? "/dev/null"] + argv
+        } else if let path = launch.stdin {
             do { stdin = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec) } catch {
                 messages?.remove()
                 commands?.remove()
-                gate?.remove()
                 throw ExecutorError("cannot open \(path) as the child's stdin: \(error)")
             }
         }
-        var variables = launch.environment
-        var argv = launch.argv
-        if let gate {
-            variables[Gate.variable] = gate.path
-            argv = ["/bin/sh", "-c", Gate.script, "spool-gate"] + argv
-        }
         var environment: [Environment.Key: String] = [:]
-        for (key, value) in ChildEnvironment.make(inheriting: serverEnvironment, adding: variables) {
+        for (key, value) in ChildEnvironment.make(inheriting: serverEnvironment, adding: launch.environment) {
             guard let name = Environment.Key(rawValue: key) else { continue }
             environment[name] = value
         }
@@ -57,16 +60,6 @@ public struct SubprocessLauncher: ChildLauncher {
             workingDirectory: FilePath(launch.workingDirectory), platformOptions: Self.platformOptions(killGrace: launch.killGrace))
         return try await SubprocessChild.start(configuration, stdin: stdin, messages: messages, commands: commands, gate: gate,
                                                marker: launch.marker, events: events, logger: logger)
-    }
-
-    /// The shell a gated child runs until its gate opens. It reads one line from the gate FIFO
-    /// (the server holds the FIFO open, so the open does not block and the read waits); on `go`
-    /// it drops the variable and becomes the job's command (`exec`: the same pid, group and
-    /// pipes). End-of-file (the server died) or anything else: exit 125, having run nothing.
-    enum Gate {
-        static let variable = "SPOOL_GATE"
-        static let script = #"read -r go < "$SPOOL_GATE" && [ "$go" = go ] || exit 125; unset SPOOL_GATE; exec "$@""#
-        static let exitWithoutRunning: Int32 = 125
     }
 
     static func platformOptions(killGrace: Duration) -> PlatformOptions {
@@ -79,16 +72,52 @@ public struct SubprocessLauncher: ChildLauncher {
     }
 }
 
+/// A gated child's gate: the write end of the pipe that is the waiting shell's stdin. The shell
+/// reads one line; on `go` it becomes the job's command (`exec`: the same pid, group and output
+/// pipes) with the job's stdin file (its first argument) as stdin. End-of-file — the gate
+/// closed unopened, or the server died and the kernel closed it — or anything else: exit 125,
+/// having run nothing. No file, so no path two launches could share.
+final class Gate: Sendable {
+    static let script = #"read -r go && [ "$go" = go ] || exit 125; stdin=$1; shift; exec "$@" < "$stdin""#
+    static let exitWithoutRunning: Int32 = 125
+
+    private let writer: Mutex<Int32>
+
+    init(writer: Int32) { self.writer = Mutex(writer) }
+
+    /// Writes `go` and closes the gate (the line waits in the pipe for the shell); false when it
+    /// was closed already or the write failed.
+    func open() -> Bool {
+        writer.withLock { descriptor in
+            guard descriptor >= 0 else { return false }
+            defer {
+                Glibc.close(descriptor)
+                descriptor = -1
+            }
+            let line: [UInt8] = Array("go\n".utf8)
+            return line.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) } == line.count
+        }
+    }
+
+    /// Closes the gate unopened (the shell reads end-of-file and exits); a no-op once closed.
+    func close() {
+        writer.withLock { descriptor in
+            if descriptor >= 0 { Glibc.close(descriptor) }
+            descriptor = -1
+        }
+    }
+}
+
 /// One running child and the task that supervises it to its end.
 final class SubprocessChild: ChildProcess {
     let pid: Int32
     private let supervision: Task<ChildExit, Never>
     private let commands: CommandChannel?
-    private let gate: CommandChannel?
+    private let gate: Gate?
     private let gone: Flag
     private let gateOpened: Flag
 
-    private init(pid: Int32, supervision: Task<ChildExit, Never>, commands: CommandChannel?, gate: CommandChannel?,
+    private init(pid: Int32, supervision: Task<ChildExit, Never>, commands: CommandChannel?, gate: Gate?,
                  gone: Flag, gateOpened: Flag) {
         self.pid = pid
         self.supervision = supervision
@@ -103,7 +132,7 @@ final class SubprocessChild: ChildProcess {
     private final class Flag: Sendable { let value = Atomic<Bool>(false) }
 
     static func start(_ configuration: Configuration, stdin: FileDescriptor?, messages: MessageChannel?, commands: CommandChannel?,
-                      gate: CommandChannel?, marker: String, events: ChildEvents, logger: Logger) async throws(ExecutorError) -> SubprocessChild {
+                      gate: Gate?, marker: String, events: ChildEvents, logger: Logger) async throws(ExecutorError) -> SubprocessChild {
         let flag = Flag()
         let gateOpened = Flag()
         let spawnedAt = Mutex(ContinuousClock.now)
@@ -120,7 +149,7 @@ final class SubprocessChild: ChildProcess {
                 guard let (pid, status) = status else {
                     messages?.remove()
                     commands?.remove()
-                    gate?.remove()
+                    gate?.close()
                     group.cancelAll()
                     return .exited(-1)
                 }
@@ -147,7 +176,7 @@ final class SubprocessChild: ChildProcess {
                 group.cancelAll()
                 messages?.remove()
                 commands?.remove()
-                gate?.remove()
+                gate?.close()
                 return status
             }
         }
@@ -232,9 +261,7 @@ final class SubprocessChild: ChildProcess {
     func openGate() -> Bool {
         guard let gate, !gone.value.load(ordering: .acquiring),
               gateOpened.value.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return false }
-        // The server's end stays open until the child is gone: the shell may not have opened
-        // the FIFO yet, and a FIFO nobody holds open loses what was written to it.
-        return gate.writeWhole("go\n")
+        return gate.open()
     }
 
     func exit() async -> ChildExit {
