@@ -126,7 +126,12 @@ public struct JobExecutors: JobExecutor {
 
     public func afterRun(on slot: SlotID) async { await workers.afterRun(on: slot) }
     public func prepare(_ job: Job, on slot: SlotSpec) async {
-        await (catalog[job.type]?.workerPolicy == nil ? processes : workers).prepare(job, on: slot)
+        if catalog[job.type]?.workerPolicy == nil {
+            await processes.prepare(job, on: slot)
+        } else {
+            await processes.slotIdle(slot.id)   // a process the slot started ahead will not run next
+            await workers.prepare(job, on: slot)
+        }
     }
     public func slotIdle(_ slot: SlotID) async { await processes.slotIdle(slot) }
     public func excludedTypes(for slot: SlotID) -> Set<String> { workers.excludedTypes(for: slot) }

@@ -44,7 +44,7 @@ public struct ProcessJobExecutor: JobExecutor {
         next.start(on: slot.id, at: job.createdAt)   // the attempt and slot its start will have
         let plan = configuration.startAhead ? catalog[job.type].flatMap { try? LaunchPlan(job: next, type: $0, slot: slot, paths: paths) } : nil
         let serverPath = getenv("PATH").map { String(cString: $0) }
-        guard let (work, replaced) = ahead.begin(job.id, on: slot.id, attempt: next.attempts, { () async -> StartedAhead.Gated? in
+        guard let (work, dropped) = ahead.begin(job.id, on: slot.id, attempt: next.attempts, { () async -> StartedAhead.Gated? in
             await JobFiles.prepareAhead(paths, input: job.input, messages: true)
             guard let plan,
                   let executable = try? await BlockingIO.run({ ExecutableLookup.find(plan.argv[0], path: plan.environment["PATH"] ?? serverPath) }),
@@ -56,13 +56,14 @@ public struct ProcessJobExecutor: JobExecutor {
                 return gated
             }.get()
         }) else { return }
-        for entry in replaced { await StartedAhead.discard(entry) }
+        for drop in dropped { await drop.value }
         _ = await work.value
     }
 
     public func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult {
-        let entry = ahead.starting(job.id)
+        let (entry, dropping) = ahead.starting(job.id)
         defer { ahead.ended(job.id) }
+        await dropping?.value   // a look-ahead of this job being dropped: gone before anything is made
         guard let type = catalog[job.type] else {
             if let entry { await StartedAhead.discard(entry) }
             return ExecutionResult(.spawnFailed(message: "this server has no job type \"\(job.type)\" (was it removed from the configuration?)"))
@@ -78,7 +79,7 @@ public struct ProcessJobExecutor: JobExecutor {
             // the executable is still there (else the plain start reports it as a spawn failure).
             if entry.slot == slot.id, entry.attempt == job.attempts, let gated = await entry.work.value,
                gated.launch.argv == plan.argv, gated.launch.environment == plan.environment,
-               gated.launch.workingDirectory == plan.workingDirectory, access(gated.executable, X_OK) == 0 {
+               gated.launch.workingDirectory == plan.workingDirectory, ExecutableLookup.runnable(gated.executable) {
                 gated.observer.bind(observer)
                 if gated.child.openGate() {
                     return await supervise(job, gated.child, log: gated.log, stops: stops, observer: observer)
@@ -98,11 +99,11 @@ public struct ProcessJobExecutor: JobExecutor {
     }
 
     public func slotIdle(_ slot: SlotID) async {
-        for entry in ahead.take(slot: slot) { await StartedAhead.discard(entry) }
+        for drop in ahead.drop(slot: slot) { await drop.value }
     }
 
     public func shutdown() async {
-        for entry in ahead.take() { await StartedAhead.discard(entry) }
+        for drop in ahead.drop() { await drop.value }
     }
 
     private func launch(_ job: JobID, _ plan: LaunchPlan, paths: JobPaths, messagesMade: Bool, gate: Bool) -> ChildLaunch {

@@ -38,34 +38,37 @@ final class StartedAhead: Sendable {
 
     private struct State {
         var entries: [JobID: Entry] = [:]
+        /// Look-aheads being dropped (their gated child killed, their files possibly still being
+        /// made): a start of their job waits until they are gone; a look-ahead for it does nothing.
+        var dropping: [JobID: Task<Void, Never>] = [:]
         /// Jobs whose start has begun and not ended: no look-ahead for them.
         var starting: Set<JobID> = []
     }
 
     private let state = Mutex(State())
 
-    /// Begins the look-ahead for `job` on `slot` with `work`, unless the job has started or
-    /// another slot looks ahead at it already; returns its task and the entries it replaces
-    /// (the slot's older look-ahead), which the caller discards.
+    /// Begins the look-ahead for `job` on `slot` with `work`, unless the job has started, is
+    /// looked ahead at already (by another slot) or its look-ahead is being dropped; returns its
+    /// task and the drops of the entries it replaces (the slot's older look-ahead), to await.
     func begin(_ job: JobID, on slot: SlotID, attempt: Int,
-               _ work: @escaping @Sendable () async -> Gated?) -> (work: Task<Gated?, Never>, replaced: [Entry])? {
+               _ work: @escaping @Sendable () async -> Gated?) -> (work: Task<Gated?, Never>, dropped: [Task<Void, Never>])? {
         state.withLock { state in
-            guard !state.starting.contains(job), state.entries[job] == nil else { return nil }
-            let replaced = state.entries.filter { $0.value.slot == slot }
-            for id in replaced.keys { state.entries[id] = nil }
+            guard !state.starting.contains(job), state.entries[job] == nil, state.dropping[job] == nil else { return nil }
+            let dropped = drop(state.entries.filter { $0.value.slot == slot }, in: &state)
             // unstructured: created under the lock, so a start that comes later finds it and
-            // waits for it; awaited by the look-ahead, the job's start, or a discard.
+            // waits for it; awaited by the look-ahead, the job's start, or its drop.
             let task = Task { await work() }
             state.entries[job] = Entry(slot: slot, attempt: attempt, work: task)
-            return (task, Array(replaced.values))
+            return (task, dropped)
         }
     }
 
-    /// The job starts: its look-ahead, if any, and no new one until `ended`.
-    func starting(_ job: JobID) -> Entry? {
+    /// The job starts: its look-ahead, if any, and the drop of one still under way (the start
+    /// waits for it before it makes anything); no new look-ahead for the job until `ended`.
+    func starting(_ job: JobID) -> (entry: Entry?, dropping: Task<Void, Never>?) {
         state.withLock { state in
             state.starting.insert(job)
-            return state.entries.removeValue(forKey: job)
+            return (state.entries.removeValue(forKey: job), state.dropping[job])
         }
     }
 
@@ -73,12 +76,22 @@ final class StartedAhead: Sendable {
         _ = state.withLock { $0.starting.remove(job) }
     }
 
-    /// The look-aheads of `slot` (it went idle), or of every slot (shutdown), taken out.
-    func take(slot: SlotID? = nil) -> [Entry] {
-        state.withLock { state in
-            let taken = state.entries.filter { slot == nil || $0.value.slot == slot }
-            for id in taken.keys { state.entries[id] = nil }
-            return Array(taken.values)
+    /// Drops the look-aheads of `slot` (it went idle), or of every slot (shutdown); returns the
+    /// drops, to await.
+    func drop(slot: SlotID? = nil) -> [Task<Void, Never>] {
+        state.withLock { state in drop(state.entries.filter { slot == nil || $0.value.slot == slot }, in: &state) }
+    }
+
+    private func drop(_ taken: [JobID: Entry], in state: inout State) -> [Task<Void, Never>] {
+        taken.map { job, entry in
+            state.entries[job] = nil
+            // unstructured: registered under the lock before it runs, so the job's start finds it
+            let task = Task {
+                await Self.discard(entry)
+                self.state.withLock { _ = $0.dropping.removeValue(forKey: job) }
+            }
+            state.dropping[job] = task
+            return task
         }
     }
 
@@ -110,12 +123,20 @@ final class ObserverBinding: Sendable {
 /// cannot run) is not started ahead, so a plain start reports it as a spawn failure — a gated
 /// shell could only turn it into an exit status, or run the text as a script.
 enum ExecutableLookup {
+    /// Blocking (see `runnable`).
     static func find(_ argv0: String, path: String?) -> String? {
         if argv0.hasPrefix("/") { return runnable(argv0) ? argv0 : nil }
+        // Only what the shell's own search would find first: every directory absolute (an empty
+        // one means the working directory), the first executable file the answer.
         guard !argv0.contains("/"), let path else { return nil }
-        for directory in path.split(separator: ":") where directory.hasPrefix("/") {
+        let directories = path.split(separator: ":", omittingEmptySubsequences: false)
+        guard directories.allSatisfy({ $0.hasPrefix("/") }) else { return nil }
+        for directory in directories {
             let candidate = "\(directory)/\(argv0)"
-            if runnable(candidate) { return candidate }
+            var status = stat()
+            if stat(candidate, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG, access(candidate, X_OK) == 0 {
+                return runnable(candidate) ? candidate : nil
+            }
         }
         return nil
     }

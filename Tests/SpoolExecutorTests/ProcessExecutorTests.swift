@@ -336,8 +336,9 @@ import Testing
     /// shorter than the look-up) does nothing: no second process, and none of the running job's
     /// files — its message FIFO, its input — is made again under it.
     @Test func aLookAheadForAJobThatHasStartedTouchesNothing() async throws {
+        // The job waits (10 s at most) for the test's checks to be done.
         let script = """
-            sleep 1
+            i=0; while [ ! -e "$SPOOL_OUTPUT_DIR/go" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done
             echo '{"type":"progress","fraction":0.5}' > "$SPOOL_MESSAGES"
             cat
             """
@@ -359,9 +360,38 @@ import Testing
         #expect(shells.isEmpty, "the late look-ahead started a gated shell")
         #expect(try FileManager.default.attributesOfItem(atPath: job.paths.messages)[.systemFileNumber] as? Int == fifo,
                 "the late look-ahead made the running job's FIFO again")
+        #expect(FileManager.default.createFile(atPath: job.paths.outputs + "/go", contents: nil))
         #expect(await outcome.outcome == .succeeded)
         #expect(received.withLock { $0 } == [.progress(JobProgress(fraction: 0.5))])
         #expect(try log(of: job).contains(#"{"k":7}"#))
+    }
+
+    /// The look-ahead bookkeeping's ordering rules, with look-aheads the test holds mid-way: a
+    /// look-ahead being dropped keeps its job from being looked ahead at again and hands its drop
+    /// to the job's start, which waits for it; one look-ahead per job; a started job gets none.
+    @Test func aStartWaitsForItsJobsLookAheadToBeDroppedAndLookAheadsNeverOverlapIt() async throws {
+        let ahead = StartedAhead()
+        let (release, held) = AsyncStream<Void>.makeStream()
+        let job = JobID.random(), other = JobID.random()
+        let first = try #require(ahead.begin(job, on: SlotID(0), attempt: 1) { for await _ in release { break }; return nil })
+        #expect(first.dropped.isEmpty)
+        #expect(ahead.begin(job, on: SlotID(1), attempt: 1) { nil } == nil, "a second look-ahead for the same job")
+        let drops = ahead.drop(slot: SlotID(0))   // the slot went idle while its look-ahead still works
+        #expect(drops.count == 1)
+        #expect(ahead.begin(job, on: SlotID(1), attempt: 1) { nil } == nil, "a look-ahead beside one being dropped")
+        let (entry, dropping) = ahead.starting(job)
+        #expect(entry == nil && dropping != nil, "the start is handed the drop to wait for")
+        held.yield()
+        await dropping?.value
+        #expect(ahead.begin(job, on: SlotID(1), attempt: 1) { nil } == nil, "a look-ahead for a started job")
+        ahead.ended(job)
+        let again = try #require(ahead.begin(job, on: SlotID(1), attempt: 2) { nil }, "once the start ended, a later attempt may be")
+        _ = await again.work.value
+        // A newer look-ahead on a slot replaces its older one.
+        let newer = try #require(ahead.begin(other, on: SlotID(1), attempt: 1) { nil })
+        #expect(newer.dropped.count == 1)
+        for drop in newer.dropped { await drop.value }
+        #expect(ahead.starting(job).entry == nil)
     }
 
     /// A command the kernel cannot run — here a text file without `#!` — is not started ahead

@@ -61,9 +61,9 @@ public struct ChildLaunch: Sendable, Equatable {
     /// The FIFO the child reads command lines from (created by the launcher; warm workers).
     public var commands: String?
     /// Start the process now, run `argv` later (a job started ahead, while its slot's previous
-    /// job still runs): the launcher starts `/bin/sh` reading a pipe as its stdin, which runs
+    /// job still runs): the launcher starts `/bin/sh` reading a socket from the server as its stdin, which runs
     /// nothing until `openGate` (then it `exec`s `argv`, same pid, with `stdin` as its stdin),
-    /// and exits without running anything if the server goes away first (the pipe reads
+    /// and exits without running anything if the server goes away first (the socket reads
     /// end-of-file).
     public var gate: Bool
     /// `NAME=value`, found in the environment of every process the child starts: how the

@@ -29,15 +29,14 @@ public struct SubprocessLauncher: ChildLauncher {
         var gate: Gate?
         var argv = launch.argv
         if launch.gate {
-            // The shell's stdin is the gate; it opens the job's stdin itself when it execs.
-            // (close-on-exec set after the fact: every child is spawned with everything above
-            // stderr closed, so no other child can inherit the ends in between.)
+            // The shell's stdin is the gate; it opens the job's stdin itself when it execs. A
+            // socket pair: close-on-exec from birth (no `pipe2` here), so no process started
+            // meanwhile, by anything, holds the server's end and keeps end-of-file away.
             var ends: [Int32] = [-1, -1]
-            guard pipe(&ends) == 0, fcntl(ends[0], F_SETFD, FD_CLOEXEC) == 0, fcntl(ends[1], F_SETFD, FD_CLOEXEC) == 0 else {
-                for end in ends where end >= 0 { close(end) }
+            guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0 else {
                 messages?.remove()
                 commands?.remove()
-                throw ExecutorError("cannot make the gate pipe: \(String(cString: strerror(errno)))")
+                throw ExecutorError("cannot make the gate (a socket pair): \(String(cString: strerror(errno)))")
             }
             stdin = FileDescriptor(rawValue: ends[0])
             gate = Gate(writer: ends[1])
@@ -72,7 +71,7 @@ public struct SubprocessLauncher: ChildLauncher {
     }
 }
 
-/// A gated child's gate: the write end of the pipe that is the waiting shell's stdin. The shell
+/// A gated child's gate: the server's end of the socket pair that is the waiting shell's stdin. The shell
 /// reads one line; on `go` it becomes the job's command (`exec`: the same pid, group and output
 /// pipes) with the job's stdin file (its first argument) as stdin. End-of-file — the gate
 /// closed unopened, or the server died and the kernel closed it — or anything else: exit 125,
@@ -85,7 +84,7 @@ final class Gate: Sendable {
 
     init(writer: Int32) { self.writer = Mutex(writer) }
 
-    /// Writes `go` and closes the gate (the line waits in the pipe for the shell); false when it
+    /// Writes `go` and closes the gate (the line waits in the socket for the shell); false when it
     /// was closed already or the write failed.
     func open() -> Bool {
         writer.withLock { descriptor in
