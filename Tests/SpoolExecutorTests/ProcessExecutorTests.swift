@@ -45,6 +45,29 @@ import Testing
 
     func log(of run: Run) throws -> String { try String(contentsOfFile: run.paths.log, encoding: .utf8) }
 
+    /// Starts `argv` with exactly `environment` (`NAME=value`) and, if given, `stdin`; reaped by
+    /// the caller. posix_spawn, not Foundation's `Process`, whose SIGCHLD machinery in the test
+    /// process is more than these need.
+    func spawn(_ argv: [String], environment: [String], stdin: Int32? = nil) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        if let stdin { posix_spawn_file_actions_adddup2(&actions, stdin, 0) }
+        let arguments = argv.map { strdup($0) } + [nil]
+        let variables = environment.map { strdup($0) } + [nil]
+        defer { for pointer in arguments + variables { free(pointer) } }
+        var pid: pid_t = 0
+        let result = posix_spawn(&pid, argv[0], &actions, nil, arguments, variables)
+        guard result == 0 else { throw ExecutorError("posix_spawn \(argv[0]): \(String(cString: strerror(result)))") }
+        return pid
+    }
+
+    func reap(_ pid: pid_t, signal: Int32) {
+        kill(pid, signal)
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+    }
+
     /// `job` as its start on `slot` leaves it (its next attempt).
     func claimed(_ job: Job, on slot: SlotID) -> Job {
         var job = job
@@ -296,12 +319,8 @@ import Testing
         let gated = marked("SPOOL_JOB_ID=\(first.job.id)")
         #expect(gated.count == 1, "one process started ahead")
         // The same job, running elsewhere: a process carrying its marker.
-        let elsewhere = Process()
-        elsewhere.executableURL = URL(fileURLWithPath: "/bin/sleep")
-        elsewhere.arguments = ["30"]
-        elsewhere.environment = ["SPOOL_JOB_ID": first.job.id.rawValue]
-        try elsewhere.run()
-        defer { elsewhere.terminate() }
+        let elsewhere = try spawn(["/bin/sleep", "30"], environment: ["SPOOL_JOB_ID=\(first.job.id)"])
+        defer { reap(elsewhere, signal: SIGKILL) }
         await executor.prepare(second, on: slot)   // the slot's look-ahead moves on
         #expect(gated.allSatisfy { kill($0, 0) != 0 }, "the overtaken gated shell is gone (killed and reaped)")
         #expect(marked("SPOOL_JOB_ID=\(second.id)").count == 1)
@@ -311,7 +330,8 @@ import Testing
         await executor.shutdown()
         #expect(marked("SPOOL_JOB_ID=\(second.id)").isEmpty, "shutdown keeps nothing started ahead")
         #expect(!FileManager.default.fileExists(atPath: ran), "the overtaken job's command ran")
-        #expect(elsewhere.isRunning, "discarding a gated shell killed a process by the job's marker")
+        var status: Int32 = 0
+        #expect(waitpid(elsewhere, &status, WNOHANG) == 0, "discarding a gated shell killed a process by the job's marker")
         // The job still runs normally where it does start.
         #expect(await executor.run(claimed(first.job, on: SlotID(1)), on: SlotSpec(id: SlotID(1)), stops: AsyncStream { _ in },
                                    observer: ExecutionObserver()).outcome == .succeeded)
@@ -419,17 +439,18 @@ import Testing
         // the server's end (the shell gets the other as its stdin, by dup2).
         var ends: [Int32] = [-1, -1]
         #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0)
-        let shell = Process()
-        shell.executableURL = URL(fileURLWithPath: "/bin/sh")
-        shell.arguments = ["-c", Gate.script, "spool-gate", "/dev/null", "/usr/bin/touch", ran]
-        shell.standardInput = FileHandle(fileDescriptor: ends[0], closeOnDealloc: false)
-        try shell.run()
+        let shell = try spawn(["/bin/sh", "-c", Gate.script, "spool-gate", "/dev/null", "/usr/bin/touch", ran], environment: [], stdin: ends[0])
         close(ends[0])
         try await Task.sleep(for: .milliseconds(200))
-        #expect(shell.isRunning, "the shell waits on its gate")
+        var status: Int32 = 0
+        #expect(waitpid(shell, &status, WNOHANG) == 0, "the shell waits on its gate")
         close(ends[1])   // what the kernel does to the server's end when the server dies
-        try await within(.seconds(10), "the shell exits once its gate is gone") { while shell.isRunning { try await Task.sleep(for: .milliseconds(10)) } }
-        #expect(shell.terminationStatus == Gate.exitWithoutRunning)
+        let exit = try await within(.seconds(10), "the shell exits once its gate is gone") { () async throws -> Int32 in
+            var status: Int32 = 0
+            while waitpid(shell, &status, WNOHANG) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+            return status
+        }
+        #expect((exit >> 8) & 0xFF == Gate.exitWithoutRunning && exit & 0x7F == 0)
         #expect(!FileManager.default.fileExists(atPath: ran))
     }
 
