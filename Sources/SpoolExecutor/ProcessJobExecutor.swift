@@ -50,11 +50,8 @@ public struct ProcessJobExecutor: JobExecutor {
                   let executable = try? await BlockingIO.run({ ExecutableLookup.find(plan.argv[0], path: plan.environment["PATH"] ?? serverPath) }),
                   let prepared = JobFiles.takeReady(paths) else { return nil }
             let launch = launch(job.id, plan, paths: paths, messagesMade: prepared.messages, gate: true)
-            return try? await start(launch, paths: paths).map { gated in
-                var gated = gated
-                gated.executable = executable
-                return gated
-            }.get()
+            guard let started = try? await start(launch, paths: paths).get() else { return nil }
+            return StartedAhead.Gated(launch: launch, executable: executable, started: started)
         }) else { return }
         for drop in dropped { await drop.value }
         _ = await work.value
@@ -80,9 +77,9 @@ public struct ProcessJobExecutor: JobExecutor {
             if entry.slot == slot.id, entry.attempt == job.attempts, let gated = await entry.work.value,
                gated.launch.argv == plan.argv, gated.launch.environment == plan.environment,
                gated.launch.workingDirectory == plan.workingDirectory, ExecutableLookup.runnable(gated.executable) {
-                gated.observer.bind(observer)
-                if gated.child.openGate() {
-                    return await supervise(job, gated.child, log: gated.log, stops: stops, observer: observer)
+                gated.started.observer.bind(observer)
+                if gated.started.child.openGate() {
+                    return await supervise(job, gated.started.child, log: gated.started.log, stops: stops, observer: observer)
                 }
             }
             await StartedAhead.discard(entry)   // overtaken, or gone: a plain start
@@ -114,7 +111,7 @@ public struct ProcessJobExecutor: JobExecutor {
 
     /// Opens the job's log and starts its process; its output and messages go to the log and to
     /// `observer` (bound later for a gated start).
-    private func start(_ launch: ChildLaunch, paths: JobPaths, observer: ExecutionObserver? = nil) async -> Result<StartedAhead.Gated, ExecutorError> {
+    private func start(_ launch: ChildLaunch, paths: JobPaths, observer: ExecutionObserver? = nil) async -> Result<StartedChild, ExecutorError> {
         let log: LogSink
         do { log = try LogSink(path: paths.log, limit: configuration.logLimitBytes) } catch { return .failure(error) }
         let binding = ObserverBinding(observer)
@@ -131,7 +128,7 @@ public struct ProcessJobExecutor: JobExecutor {
         })
         do {
             let child = try await launcher.launch(launch, events: events)
-            return .success(StartedAhead.Gated(launch: launch, executable: launch.argv[0], child: child, log: log, observer: binding))
+            return .success(StartedChild(child: child, log: log, observer: binding))
         } catch {
             await log.close()
             return .failure(error)

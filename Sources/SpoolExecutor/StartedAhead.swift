@@ -23,9 +23,7 @@ final class StartedAhead: Sendable {
         var launch: ChildLaunch
         /// The command's executable as it was found when the look-ahead started it.
         var executable: String
-        var child: any ChildProcess
-        var log: LogSink
-        var observer: ObserverBinding
+        var started: StartedChild
     }
 
     struct Entry: Sendable {
@@ -55,9 +53,7 @@ final class StartedAhead: Sendable {
         state.withLock { state in
             guard !state.starting.contains(job), state.entries[job] == nil, state.dropping[job] == nil else { return nil }
             let dropped = drop(state.entries.filter { $0.value.slot == slot }, in: &state)
-            // unstructured: created under the lock, so a start that comes later finds it and
-            // waits for it; awaited by the look-ahead, the job's start, or its drop.
-            let task = Task { await work() }
+            let task = Task { await work() }   // unstructured: made under the lock, so a later start finds and awaits it
             state.entries[job] = Entry(slot: slot, attempt: attempt, work: task)
             return (task, dropped)
         }
@@ -85,8 +81,7 @@ final class StartedAhead: Sendable {
     private func drop(_ taken: [JobID: Entry], in state: inout State) -> [Task<Void, Never>] {
         taken.map { job, entry in
             state.entries[job] = nil
-            // unstructured: registered under the lock before it runs, so the job's start finds it
-            let task = Task {
+            let task = Task {   // unstructured: registered under the lock before it runs, so the job's start finds it
                 await Self.discard(entry)
                 self.state.withLock { _ = $0.dropping.removeValue(forKey: job) }
             }
@@ -98,11 +93,18 @@ final class StartedAhead: Sendable {
     /// Kills a gated child that will not run (its gate never opened, so it ran nothing) and
     /// waits until it is reaped.
     static func discard(_ entry: Entry) async {
-        guard let gated = await entry.work.value else { return }
-        gated.child.signal(SIGKILL)
-        _ = await gated.child.exit()
-        await gated.log.close()
+        guard let started = await entry.work.value?.started else { return }
+        started.child.signal(SIGKILL)
+        _ = await started.child.exit()
+        await started.log.close()
     }
+}
+
+/// A job's process, started (gated or not), with its log and where its reports go.
+struct StartedChild: Sendable {
+    var child: any ChildProcess
+    var log: LogSink
+    var observer: ObserverBinding
 }
 
 /// Where a child's output and messages go once its attempt runs: set at the start, so a child

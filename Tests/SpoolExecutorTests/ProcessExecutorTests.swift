@@ -62,6 +62,24 @@ import Testing
         return pid
     }
 
+    /// Waits until the gated shell `pid` is blocked reading its gate (its stdin): from then on it
+    /// runs nothing until the gate opens or closes. Read from /proc/PID/syscall (`0 0x0 …`: read
+    /// on descriptor 0), or, where that is not readable, its state: sleeping.
+    func waitUntilWaitingOnItsGate(_ pid: pid_t) async throws {
+        try await within(.seconds(10), "the gated shell \(pid) waiting on its gate") {
+            while true {
+                if let call = FileManager.default.contents(atPath: "/proc/\(pid)/syscall").map({ String(decoding: $0, as: UTF8.self) }),
+                   !call.isEmpty {
+                    if call.hasPrefix("0 0x0 ") { return }
+                } else if let stat = FileManager.default.contents(atPath: "/proc/\(pid)/stat").map({ String(decoding: $0, as: UTF8.self) }),
+                          let state = stat.split(separator: ")").last?.split(separator: " ").first, state == "S" {
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(2))
+            }
+        }
+    }
+
     func reap(_ pid: pid_t, signal: Int32) {
         kill(pid, signal)
         var status: Int32 = 0
@@ -291,7 +309,7 @@ import Testing
         await job.executor.prepare(job.job, on: slot)
         let gated = marked("SPOOL_JOB_ID=\(job.job.id)")
         #expect(gated.count == 1, "one process started ahead")
-        try await Task.sleep(for: .milliseconds(300))   // time a runaway command would take to show
+        try await waitUntilWaitingOnItsGate(try #require(gated.first))   // from here it can run nothing unasked
         #expect(!FileManager.default.fileExists(atPath: ran), "the command ran before the job started")
         let started = Mutex<Int32>(0)
         let received = Mutex<[JobMessage]>([])
@@ -356,9 +374,11 @@ import Testing
     /// shorter than the look-up) does nothing: no second process, and none of the running job's
     /// files — its message FIFO, its input — is made again under it.
     @Test func aLookAheadForAJobThatHasStartedTouchesNothing() async throws {
-        // The job waits (10 s at most) for the test's checks to be done.
+        // The job waits on a FIFO until the test's checks are done.
+        let checked = directory + "/checked-\(UUID().uuidString)"
+        #expect(mkfifo(checked, 0o600) == 0)
         let script = """
-            i=0; while [ ! -e "$SPOOL_OUTPUT_DIR/go" ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done
+            read _ < "\(checked)"
             echo '{"type":"progress","fraction":0.5}' > "$SPOOL_MESSAGES"
             cat
             """
@@ -380,7 +400,10 @@ import Testing
         #expect(shells.isEmpty, "the late look-ahead started a gated shell")
         #expect(try FileManager.default.attributesOfItem(atPath: job.paths.messages)[.systemFileNumber] as? Int == fifo,
                 "the late look-ahead made the running job's FIFO again")
-        #expect(FileManager.default.createFile(atPath: job.paths.outputs + "/go", contents: nil))
+        // Held open read-write until the job ends: the line waits there whenever the job opens it.
+        let done = open(checked, O_RDWR | O_CLOEXEC)
+        defer { close(done) }
+        #expect(write(done, "go\n", 3) == 3)
         #expect(await outcome.outcome == .succeeded)
         #expect(received.withLock { $0 } == [.progress(JobProgress(fraction: 0.5))])
         #expect(try log(of: job).contains(#"{"k":7}"#))
@@ -441,14 +464,14 @@ import Testing
         #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0)
         let shell = try spawn(["/bin/sh", "-c", Gate.script, "spool-gate", "/dev/null", "/usr/bin/touch", ran], environment: [], stdin: ends[0])
         close(ends[0])
-        try await Task.sleep(for: .milliseconds(200))
-        var status: Int32 = 0
-        #expect(waitpid(shell, &status, WNOHANG) == 0, "the shell waits on its gate")
+        try await waitUntilWaitingOnItsGate(shell)
         close(ends[1])   // what the kernel does to the server's end when the server dies
-        let exit = try await within(.seconds(10), "the shell exits once its gate is gone") { () async throws -> Int32 in
-            var status: Int32 = 0
-            while waitpid(shell, &status, WNOHANG) == 0 { try await Task.sleep(for: .milliseconds(10)) }
-            return status
+        let exit = try await within(.seconds(10), "the shell exits once its gate is gone") {
+            try await BlockingIO.run { () -> Int32 in
+                var status: Int32 = 0
+                waitpid(shell, &status, 0)
+                return status
+            }
         }
         #expect((exit >> 8) & 0xFF == Gate.exitWithoutRunning && exit & 0x7F == 0)
         #expect(!FileManager.default.fileExists(atPath: ran))
