@@ -47,12 +47,22 @@ public actor Scheduler: Service {
         /// Local store: a commit of an attempt's end and/or of a started job's claim came back
         /// (`true`: the claim held).
         case committed(Ending?, Started?, Result<Bool, any Error>)
-        /// Local store: the job a busy slot starts next was looked up (as of `submissions`).
-        case lookedUp(SlotID, lookup: Int, Upcoming?)
+        /// Local store: a busy slot's look-ahead came back (the `lookup`-th for that slot).
+        case lookedUp(SlotID, lookup: Int, LookAhead)
         /// Something in the queue is due by this time (a delayed job may start, a deadline passes).
         case arm(Timestamp)
         /// The armed time came (the armed generation): expire deadlines, fill slots, arm the next.
         case timer(Int)
+    }
+
+    /// What a busy slot's look-ahead found.
+    enum LookAhead: Sendable {
+        /// The job the slot starts next.
+        case job(Upcoming)
+        /// Nothing the slot may take, as of this many `jobEnqueued` calls.
+        case empty(submissions: Int)
+        /// No answer: the store failed, or the queue's head is claimed in the store.
+        case unknown
     }
 
     /// An attempt that ended, with the record the store makes of it.
@@ -143,6 +153,9 @@ public actor Scheduler: Service {
     /// Set with a local store (and `startBeforeCommit`): slots start jobs before claims commit.
     private let local: (any LocalJobStore)?
     private var upcoming: [SlotID: Upcoming] = [:]
+    /// Busy slots whose look-ahead found nothing to start (as of `submissions`): their job's end
+    /// commits without looking at the queue first.
+    private var emptyAhead: [SlotID: Int] = [:]
     /// The latest look-up asked for each slot (older answers are dropped).
     private var lookups: [SlotID: Int] = [:]
     /// Attempts started before their claim committed, and the ends that wait for those commits.
@@ -191,6 +204,11 @@ public actor Scheduler: Service {
     /// calls before the loop runs collapse into one wake-up.
     public nonisolated func jobEnqueued() {
         submissions.add(1, ordering: .relaxed)
+        wakeSlots()
+    }
+
+    /// Runs the slot-filling pass soon (once, however often it is asked before it runs).
+    private nonisolated func wakeSlots() {
         if !wakePending.exchange(true, ordering: .acquiringAndReleasing) { eventSink.yield(.wake) }
     }
 
@@ -230,6 +248,10 @@ public actor Scheduler: Service {
 
     /// Whether this node runs (or is starting) `job`.
     public func runs(_ job: JobID) -> Bool { stops.keys.contains { $0.job == job } }
+
+    /// Whether `slot`'s look-ahead found nothing to start (for tests: its job's end then commits
+    /// without a look at the queue first).
+    func lookAheadFoundNothing(for slot: SlotID) -> Bool { emptyAhead[slot] != nil }
 
     /// When a job queued at `position` is likely to start (nil until run times are known), and,
     /// given its `input`, how long it should run.
@@ -334,10 +356,13 @@ public actor Scheduler: Service {
             for job in board.runningJobs.values { stop(job, because: .shutdown) }
         case .committed(let ending, let started, let answer):
             await committed(ending, started, answer, in: &group)
-        case .lookedUp(let slot, let lookup, let next):
+        case .lookedUp(let slot, let lookup, let found):
             guard lookups[slot] == lookup, board.job(on: slot) != nil else { return }
-            if let next, reserved.contains(next.job.id) { return }
-            upcoming[slot] = next
+            switch found {
+            case .job(let next) where !reserved.contains(next.job.id): upcoming[slot] = next
+            case .empty(let asOf): emptyAhead[slot] = asOf
+            case .job, .unknown: break
+            }
         case .arm(let time):
             arm(at: time, in: &group)
         case .timer(let generation):
@@ -541,6 +566,11 @@ public actor Scheduler: Service {
         await endAttempt(job)
         // After a store failure, or with tenants' running caps, the store claims (and the slot waits).
         var next = PeekedJob.none
+        // The look-ahead found the queue empty and nothing was submitted since: the end commits
+        // now, and the slot-filling pass looks at the queue after it, off the end's path (for
+        // what can come due without a submit: a delayed job, a type back in service).
+        let emptyAsOf = emptyAhead.removeValue(forKey: slot)
+        var lookAfter = false
         if storeTrouble != nil {
             next = .claimInStore
         } else if quarantine.isQuarantined(slot) {
@@ -550,6 +580,8 @@ public actor Scheduler: Service {
                ahead.job.isDue(at: clock.wall()),
                !executor.excludedTypes(for: slot).contains(ahead.job.type) {
                 next = .job(ahead.job)
+            } else if let emptyAsOf, emptyAsOf == submissions.load(ordering: .relaxed) {
+                lookAfter = true
             } else {
                 next = await lookUp(for: slot, local, in: &group) ?? .claimInStore
             }
@@ -573,6 +605,7 @@ public actor Scheduler: Service {
         } else {
             commit(ending, nil, local, in: &group)
             group.addTask { [executor] in await executor.slotIdle(slot) }
+            if lookAfter { wakeSlots() }
         }
     }
 
@@ -671,17 +704,18 @@ public actor Scheduler: Service {
     private func lookAhead(for slot: SlotID, in group: inout DiscardingTaskGroup) {
         guard let local, !shuttingDown, storeTrouble == nil, !quarantine.isQuarantined(slot) else { return }
         upcoming[slot] = nil
+        emptyAhead[slot] = nil
         let lookup = (lookups[slot] ?? 0) + 1
         lookups[slot] = lookup
         let skipping = reserved, asOf = submissions.load(ordering: .relaxed), spec = slotSpecs[slot]!
         group.addTask { [executor, eventSink, clock] in
-            guard case .job(let job)? = try? await local.peekNext(for: slot, excluding: executor.excludedTypes(for: slot),
-                                                                  skipping: skipping, now: clock.wall()) else {
-                eventSink.yield(.lookedUp(slot, lookup: lookup, nil))
+            let peeked = try? await local.peekNext(for: slot, excluding: executor.excludedTypes(for: slot), skipping: skipping, now: clock.wall())
+            guard case .job(let job)? = peeked else {
+                eventSink.yield(.lookedUp(slot, lookup: lookup, peeked == PeekedJob.none ? .empty(submissions: asOf) : .unknown))
                 return
             }
             await executor.prepare(job, on: spec)
-            eventSink.yield(.lookedUp(slot, lookup: lookup, Upcoming(job: job, submissions: asOf)))
+            eventSink.yield(.lookedUp(slot, lookup: lookup, .job(Upcoming(job: job, submissions: asOf))))
         }
     }
 

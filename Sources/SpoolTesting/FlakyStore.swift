@@ -6,8 +6,8 @@ import Synchronization
 /// otherwise passes every call to the store it wraps.
 public final class FlakyStore: LocalJobStore {
     /// `lookUp` is `peekNext`; `commit` counts as `finish` when it records an attempt's end,
-    /// else as `claim`.
-    public enum Operation: Sendable, Hashable { case claim, finish, enqueue, appendEvent, queuedCount, lookUp }
+    /// else as `claim`; `timers` is `expireDeadlines`, the first call when the queue's timer fires.
+    public enum Operation: Sendable, Hashable { case claim, finish, enqueue, appendEvent, queuedCount, lookUp, timers }
 
     private let base: any JobStore
     private let failures = Mutex<[Operation: Int]>([:])
@@ -98,7 +98,10 @@ public final class FlakyStore: LocalJobStore {
         try check(.queuedCount)
         return try await base.queuedCount(priorityAtLeast: priority)
     }
-    public func expireDeadlines(now: Timestamp) async throws -> [Job] { try await base.expireDeadlines(now: now) }
+    public func expireDeadlines(now: Timestamp) async throws -> [Job] {
+        try await pass(.timers)
+        return try await base.expireDeadlines(now: now)
+    }
     public func nextTimer(after now: Timestamp) async throws -> Timestamp? { try await base.nextTimer(after: now) }
     public func claimNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>, now: Timestamp) async throws -> Job? {
         try await pass(.claim)

@@ -1,6 +1,6 @@
 import SpoolCore
 import SpoolExecutor
-import SpoolScheduler
+@testable import SpoolScheduler
 import SpoolStore
 import SpoolTesting
 import Testing
@@ -80,6 +80,34 @@ import Testing
             let second = try await executor.attempts.next("the delayed job")
             #expect(second.job.id == delayed.id)
             #expect(try #require(second.job.startedAt) >= delayed.notBefore!)
+            second.finish(.succeeded)
+            _ = try await rig.waitFor(delayed.id, .succeeded)
+        }
+    }
+
+    /// The slot's look-ahead found nothing due; the delayed job comes due while the slot is busy
+    /// (its timer finds no idle slot): the slot's end must still look at the queue.
+    @Test func aDelayedJobThatComesDueWhileTheSlotIsBusyStartsWhenTheSlotsJobEnds() async throws {
+        let rig = try rig(startBeforeCommit: true)
+        try await running(rig) {
+            let delayed = try await rig.submit { $0.delaySeconds = 60 }
+            let now = try await rig.submit()
+            let first = try await executor.attempts.next("the job that is due")
+            #expect(first.job.id == now.id)
+            try await within(.seconds(10), "the look-ahead to find nothing due") { [scheduler = rig.scheduler] in
+                while await !scheduler.lookAheadFoundNothing(for: SlotID(0)) { await Task.yield() }
+            }
+            // The timer fires and is held in the store; the job's end queues up behind it, so the
+            // timer's pass over the slots finds the only one busy.
+            rig.store.hold(.timers)
+            try await advance(rig, to: try #require(delayed.notBefore))
+            try await within(.seconds(10), "the timer to fire") { [store = rig.store] in
+                while store.waiting(.timers) == 0 { await Task.yield() }
+            }
+            first.finish(.succeeded)
+            rig.store.release(.timers)
+            let second = try await executor.attempts.next("the delayed job, at the busy slot's end")
+            #expect(second.job.id == delayed.id)
             second.finish(.succeeded)
             _ = try await rig.waitFor(delayed.id, .succeeded)
         }

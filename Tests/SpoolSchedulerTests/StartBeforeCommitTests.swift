@@ -1,6 +1,6 @@
 import SpoolCore
 import SpoolExecutor
-import SpoolScheduler
+@testable import SpoolScheduler
 import SpoolStore
 import SpoolTesting
 import Testing
@@ -42,6 +42,31 @@ import Testing
             #expect(try await rig.waitFor(second.id, .running).startedAt == (try await rig.waitFor(first.id, .succeeded)).finishedAt)
             next.finish(.succeeded)
             _ = try await rig.waitFor(second.id, .succeeded)
+        }
+    }
+
+    @Test func anEndWhoseLookAheadFoundTheQueueEmptyCommitsWithoutLookingAtTheQueueFirst() async throws {
+        let rig = try rig()
+        try await running(rig) {
+            let job = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job")
+            _ = try await rig.waitFor(job.id, .running)
+            try await within(.seconds(10), "the look-ahead to find the queue empty") { [scheduler = rig.scheduler] in
+                while await !scheduler.lookAheadFoundNothing(for: SlotID(0)) { await Task.yield() }
+            }
+            rig.store.hold(.lookUp)
+            attempt.finish(.succeeded)
+            _ = try await rig.waitFor(job.id, .succeeded)   // while every look at the queue waits
+            // The slot still looks at the queue after the end (the slot-filling pass), and starts what it finds.
+            try await within(.seconds(10), "the look at the queue after the end") { [store = rig.store] in
+                while store.waiting(.lookUp) == 0 { await Task.yield() }
+            }
+            let later = try await rig.submit()
+            rig.store.release(.lookUp)
+            let next = try await executor.attempts.next("the job submitted after")
+            #expect(next.job.id == later.id)
+            next.finish(.succeeded)
+            _ = try await rig.waitFor(later.id, .succeeded)
         }
     }
 
