@@ -43,6 +43,7 @@ public actor Worker {
     private let directory: String
     private let settings: Settings
     private let gpu: Bool
+    private let slot: SlotID
 
     private var lifecycle: WorkerLifecycle
     private var child: (any ChildProcess)?
@@ -86,6 +87,7 @@ public actor Worker {
                              messages: directory + "/messages", commands: directory + "/commands",
                              marker: "SPOOL_MESSAGES=" + directory + "/messages", killGrace: settings.killGrace)
         gpu = slot.gpu != nil
+        self.slot = slot.id
         lifecycle = WorkerLifecycle(timing: .init(policy: policy, killGrace: settings.killGrace), now: settings.clock.now())
     }
 
@@ -280,7 +282,9 @@ public actor Worker {
         guard lifecycle.isReady else { return ExecutionResult(.returned(message: "the worker was not ready")) }
         let sink: LogSink
         do {
-            if JobFiles.takeReady(assignment.paths) == nil { try await JobFiles.make(assignment.paths, input: assignment.input) }
+            if JobFiles.takeReady(assignment.paths) == nil {
+                try await JobFiles.make(assignment.paths, input: assignment.input, slot: slot, messages: false)
+            }
             sink = try LogSink(path: assignment.paths.log, limit: settings.logLimitBytes)
         } catch {
             return ExecutionResult(.returned(message: "\(error)"))

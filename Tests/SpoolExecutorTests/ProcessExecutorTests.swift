@@ -281,6 +281,61 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: job.paths.messages), "the FIFO is removed after the job")
     }
 
+    func spares() throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: directory + "/jobs/.spare") }
+
+    func inode(_ path: String) -> UInt {
+        var status = stat()
+        return stat(path, &status) == 0 ? UInt(status.st_ino) : 0
+    }
+
+    /// A slot that went idle keeps a spare job directory; its next job, which nothing looked
+    /// ahead for, gets it renamed into place with its input written, and runs from it: input
+    /// on stdin and in the file, messages through the FIFO made at the start, output in the log.
+    @Test func aJobStartedOnAnIdleSlotTakesTheSlotsSpareDirectory() async throws {
+        let script = #"echo '{"type":"progress","fraction":1}' > "$SPOOL_MESSAGES"; cat "$SPOOL_INPUT_FILE"; cat"#
+        let job = try prepare(["/bin/sh", "-c", script], input: .object(["k": .string("v")]), startAhead: false)
+        await job.executor.slotIdle(SlotID(0))
+        let made = try spares()
+        try #require(made.count == 1, "one spare for the idle slot")
+        let spare = inode(directory + "/jobs/.spare/" + made[0])
+        await job.executor.slotIdle(SlotID(0))
+        #expect(try spares() == made, "a slot keeps one spare")
+        let received = Mutex<[JobMessage]>([])
+        #expect(await run(job, observer: ExecutionObserver(message: { message in received.withLock { $0.append(message) } })) == .succeeded)
+        #expect(inode(job.paths.directory) == spare, "the job's directory is the spare, renamed")
+        #expect(try spares().isEmpty)
+        #expect(try log(of: job) == #"{"k":"v"}{"k":"v"}"#)
+        #expect(received.withLock { $0 } == [.progress(JobProgress(fraction: 1))])
+        #expect(FileManager.default.fileExists(atPath: job.paths.outputs))
+    }
+
+    /// A job whose directory is there already (an earlier attempt's) keeps it: the spare is not
+    /// renamed over it, and stays for the slot's next start.
+    @Test func aSpareIsNeverRenamedOverAnEarlierAttemptsDirectory() async throws {
+        let job = try prepare(["/bin/sh", "-c", #"cat "$SPOOL_INPUT_FILE""#], input: .object(["n": .int(2)]), startAhead: false)
+        try FileManager.default.createDirectory(atPath: job.paths.outputs, withIntermediateDirectories: true)
+        #expect(FileManager.default.createFile(atPath: job.paths.outputs + "/kept", contents: Data()))
+        #expect(FileManager.default.createFile(atPath: job.paths.log, contents: Data("attempt 1\n".utf8)))
+        await job.executor.slotIdle(SlotID(0))
+        let made = try spares()
+        #expect(await run(job) == .succeeded)
+        #expect(try log(of: job) == "attempt 1\n" + #"{"n":2}"#)
+        #expect(FileManager.default.fileExists(atPath: job.paths.outputs + "/kept"))
+        #expect(try spares() == made && made.count == 1)
+    }
+
+    /// Spares an earlier server left (it was killed) are removed when this one makes its first.
+    @Test func anEarlierServersSparesAreRemoved() async throws {
+        let left = directory + "/jobs/.spare/1-1"
+        try FileManager.default.createDirectory(atPath: left + "/outputs", withIntermediateDirectories: true)
+        #expect(FileManager.default.createFile(atPath: left + "/log.txt", contents: Data("x".utf8)))
+        #expect(mkfifo(left + "/messages", 0o600) == 0)
+        let job = try prepare(["/bin/true"], startAhead: false)
+        await job.executor.slotIdle(SlotID(0))
+        let now = try spares()
+        #expect(now.count == 1 && !now.contains("1-1"))
+    }
+
     /// A FIFO made ahead that is no longer one when the job starts (something replaced it) is
     /// made again; the job's messages still arrive.
     @Test func aPreparedFIFOThatWasReplacedIsMadeAgain() async throws {
