@@ -8,7 +8,7 @@ import SpoolStore
 ///
 /// Durability: `synchronous = FULL` by default, so a job acknowledged with `201` survives a
 /// power cut, not just a crash. Concurrent writes — submits, claims, ends, events — share
-/// transactions (`GroupCommit`), so the cost of each sync is split between them.
+/// transactions (`WriteLoop`), so the cost of each sync is split between them.
 ///
 /// The job lifecycle's statements (enqueue, claim, finish, cancel, recover, events) stay in this
 /// one file so each transaction's SQL reads next to the others it must agree with; tokens, the
@@ -32,7 +32,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     /// Every write of the job lifecycle goes through here: one transaction for whatever arrived
     /// while the previous one committed. A step that throws fails its whole transaction (only
     /// a database error does: refusals like a full queue are values).
-    private let writes: GroupCommit<@Sendable (Database) throws -> any Sendable, any Sendable>
+    private let writes: WriteLoop
 
     public init(path: String, synchronous: Synchronous = .full) throws {
         self.path = path
@@ -54,10 +54,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         } catch {
             throw Self.translate(error, doing: "open the job database at \(path)")
         }
-        let pool = self.pool
-        writes = GroupCommit { steps in
-            try await pool.write { db in try steps.map { step in .success(try step(db)) } }
-        }
+        writes = WriteLoop(pool: pool)
     }
 
     public func prepare() async throws {

@@ -1,0 +1,84 @@
+import GRDB
+import Synchronization
+
+/// The job store's writes, committed by one loop on GRDB's writer queue (group commit).
+///
+/// Whatever arrives while a transaction commits goes into the next one, so concurrent submits,
+/// claims and ends share a sync. The loop runs on the writer's own thread: when a commit is done
+/// it answers that batch and takes the next one there and then. (`GroupCommit`, which the
+/// PostgreSQL store uses, hands the lead from one caller's task to the next: between two
+/// commits, a task created, a hop onto the writer queue, a hop back and a hand-off — four
+/// thread wake-ups on a path that is otherwise the sync and a few statements.)
+///
+/// After `maxRounds` transactions in a row the loop steps aside for the pool's other writers
+/// (tokens, the webhook outbox) and queues itself again behind them.
+final class WriteLoop: Sendable {
+    typealias Step = @Sendable (Database) throws -> any Sendable
+    private typealias Waiter = CheckedContinuation<any Sendable, any Error>
+
+    private struct State {
+        var pending: [(step: Step, waiter: Waiter)] = []
+        /// A loop is queued on the writer, or running there.
+        var looping = false
+    }
+
+    private let state = Mutex(State())
+    private let pool: DatabasePool
+    private let maxBatch: Int
+    private let maxRounds: Int
+
+    init(pool: DatabasePool, maxBatch: Int = 512, maxRounds: Int = 32) {
+        self.pool = pool
+        self.maxBatch = maxBatch
+        self.maxRounds = maxRounds
+    }
+
+    /// Writes waiting for the next transaction (for tests).
+    var waiting: Int { state.withLock { $0.pending.count } }
+
+    /// Runs `step` in the next transaction and answers once it committed. A step that throws
+    /// fails its whole transaction (every step in it gets the error).
+    func submit(_ step: @escaping Step) async throws -> any Sendable {
+        try await withCheckedThrowingContinuation { (waiter: Waiter) in
+            let start = state.withLock { state in
+                state.pending.append((step, waiter))
+                guard !state.looping else { return false }
+                state.looping = true
+                return true
+            }
+            if start { queueLoop() }
+        }
+    }
+
+    private func queueLoop() {
+        pool.asyncWriteWithoutTransaction { [self] db in loop(db) }
+    }
+
+    private func loop(_ db: Database) {
+        for _ in 0..<maxRounds {
+            let batch = state.withLock { state in
+                let taken = Array(state.pending.prefix(maxBatch))
+                state.pending.removeFirst(taken.count)
+                if taken.isEmpty { state.looping = false }
+                return taken
+            }
+            if batch.isEmpty { return }
+            commit(batch, in: db)
+        }
+        queueLoop()   // still looping: behind the writes queued meanwhile
+    }
+
+    private func commit(_ batch: [(step: Step, waiter: Waiter)], in db: Database) {
+        var outputs: [any Sendable] = []
+        do {
+            try db.inTransaction {
+                outputs = try batch.map { try $0.step(db) }
+                return .commit
+            }
+        } catch {
+            for entry in batch { entry.waiter.resume(throwing: error) }
+            return
+        }
+        for (entry, output) in zip(batch, outputs) { entry.waiter.resume(returning: output) }
+    }
+}

@@ -1,0 +1,87 @@
+import Foundation
+import GRDB
+@testable import SpoolSQLite
+import Testing
+
+/// The SQLite store's group commit: writes that arrive while a transaction commits share the
+/// next one (a step that throws fails everything in its transaction, which shows who shared it),
+/// the loop goes on after a failed transaction, and it lets the pool's other writers in between
+/// its rounds.
+@Suite final class WriteLoopTests {
+    let directory: TemporaryDirectory
+    let pool: DatabasePool
+
+    init() throws {
+        directory = try TemporaryDirectory("spool-writeloop")
+        pool = try DatabasePool(path: directory.path + "/loop.sqlite")
+        try pool.write { db in try db.execute(sql: "CREATE TABLE t (x INTEGER)") }
+    }
+    deinit { directory.remove() }
+
+    struct Refused: Error {}
+
+    /// Submits a step that waits, inside its transaction, until the returned gate is opened;
+    /// returns once the loop is in that transaction.
+    func hold(_ loop: WriteLoop) async -> (gate: DispatchSemaphore, write: Task<any Sendable, any Error>) {
+        let gate = DispatchSemaphore(value: 0), entered = DispatchSemaphore(value: 0)
+        let write = Task {
+            try await loop.submit { db in
+                entered.signal()
+                gate.wait()
+                try db.execute(sql: "INSERT INTO t VALUES (0)")
+                return 0
+            }
+        }
+        await withCheckedContinuation { done in DispatchQueue.global().async { entered.wait(); done.resume() } }
+        return (gate, write)
+    }
+
+    func insert(_ value: Int, _ loop: WriteLoop) -> Task<any Sendable, any Error> {
+        Task {
+            try await loop.submit { db in
+                try db.execute(sql: "INSERT INTO t VALUES (?)", arguments: [value])
+                return value
+            }
+        }
+    }
+
+    func queued(_ count: Int, _ loop: WriteLoop) async throws {
+        let deadline = ContinuousClock.now + .seconds(10)
+        while loop.waiting < count {
+            try #require(ContinuousClock.now < deadline, "\(count) writes queued behind the transaction")
+            await Task.yield()
+        }
+    }
+
+    func values() throws -> [Int] { try pool.read { db in try Int.fetchAll(db, sql: "SELECT x FROM t ORDER BY x") } }
+
+    @Test func writesQueuedBehindACommitShareTheNextTransaction() async throws {
+        let loop = WriteLoop(pool: pool)
+        let (gate, first) = await hold(loop)
+        // The loop is inside the first transaction: these two queue up behind it, together.
+        let kept = insert(1, loop)
+        let refused = Task { try await loop.submit { _ in throw Refused() } }
+        try await queued(2, loop)
+        gate.signal()
+        #expect(try await first.value as? Int == 0)
+        await #expect(throws: Refused.self) { try await kept.value }
+        await #expect(throws: Refused.self) { try await refused.value }
+        #expect(try values() == [0], "the insert rolled back with the step that failed beside it")
+        #expect(try await insert(2, loop).value as? Int == 2, "the loop goes on after a failed transaction")
+        #expect(try values() == [0, 2])
+    }
+
+    @Test func otherWritersOfThePoolGetInBetweenRounds() async throws {
+        let loop = WriteLoop(pool: pool, maxBatch: 1, maxRounds: 1)
+        let (gate, first) = await hold(loop)
+        let second = insert(2, loop)
+        try await queued(1, loop)
+        // Queued on the writer now, while the loop's first round runs: it goes before the second.
+        pool.asyncWriteWithoutTransaction { db in try? db.execute(sql: "INSERT INTO t VALUES (1)") }
+        gate.signal()
+        _ = try await first.value
+        _ = try await second.value
+        let order = try await pool.read { db in try Int.fetchAll(db, sql: "SELECT x FROM t ORDER BY rowid") }
+        #expect(order == [0, 1, 2], "the outside write went between the loop's two rounds")
+    }
+}
