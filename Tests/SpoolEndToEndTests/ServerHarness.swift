@@ -71,19 +71,27 @@ final class ServerHarness: @unchecked Sendable {
         let (termination, terminated) = AsyncStream<Int32>.makeStream()
         process.terminationHandler = { terminated.yield($0.terminationStatus); terminated.finish() }
         let (lines, lineSink) = AsyncStream<String>.makeStream()
-        let buffer = Mutex("")
-        output.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if data.isEmpty { handle.readabilityHandler = nil; lineSink.finish(); return }
-            buffer.withLock { text in
-                text += String(decoding: data, as: UTF8.self)
+        try process.run()
+        // The server's stdout, read by blocking reads on a thread of its own until end-of-file.
+        // Not FileHandle's readabilityHandler: its dispatch read source, torn down from its own
+        // handler while the pipe closes, is the likeliest cause of the rare crash in
+        // libdispatch's event loop (`_dispatch_event_loop_drain`) that test runs have shown.
+        Thread.detachNewThread {
+            let descriptor = output.fileHandleForReading.fileDescriptor   // `output` is held until the end
+            var text = ""
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+                if count < 0 && errno == EINTR { continue }
+                guard count > 0 else { break }
+                text += String(decoding: chunk[..<count], as: UTF8.self)
                 while let newline = text.firstIndex(of: "\n") {
                     lineSink.yield(String(text[..<newline]))
                     text = String(text[text.index(after: newline)...])
                 }
             }
+            lineSink.finish()
         }
-        try process.run()
         self.process = process
         exited = Task { for await status in termination { return status }; return -1 }
         let listening = try await withDeadline(.seconds(60), "the server to say it is listening") {
