@@ -398,9 +398,13 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
                                                      arguments: [owner, most]) ?? 0 >= most {
             return .failure(StoreError.queueFull(.owner, most))
         }
-        let ownerLast = try Int64.fetchOne(db, cached: "SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND owner = ? AND priority = ?",
-                                           arguments: [owner, job.priority])
-        let head = try Int64.fetchOne(db, cached: "SELECT MIN(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?", arguments: [job.priority])
+        // The priority's head and tail and the owner's last tag, in one statement (three index ends).
+        let tags = try Row.fetchOne(db, cached: """
+            SELECT MIN(fair_tag), MAX(fair_tag),
+                   (SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND owner = ? AND priority = ?)
+            FROM jobs WHERE state = 'queued' AND priority = ?
+            """, arguments: [owner, job.priority, job.priority])
+        let (head, tail, ownerLast): (Int64?, Int64?, Int64?) = (tags?[0], tags?[1], tags?[2])
         var stored = job
         stored.fairTag = FairShare.tag(ownerLast: ownerLast, head: head, weight: job.shareWeight)
         try db.execute(cached: """
@@ -420,9 +424,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         // At the tail of its priority (one tenant, or the busiest one): everything queued at this
         // priority or above is ahead, read from the counters — counting the jobs ahead one by one
         // made a submit slower the deeper the queue (≈3 ms at 100,000 queued).
-        let tail = try Int64.fetchOne(db, cached: "SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?",
-                                      arguments: [job.priority]) ?? stored.fairTag
-        if stored.fairTag >= tail {
+        if stored.fairTag >= tail ?? stored.fairTag {
             stored.position = try Int.fetchOne(db, cached: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority >= ?",
                                                arguments: [job.priority]) ?? 1
         } else {

@@ -1,17 +1,35 @@
 import SpoolCore
+import Synchronization
 
 /// An event with its Server-Sent Events frame (`id:`, `event:`, `data:` and the blank line),
-/// encoded once. The notifier keeps its recent events this way, so that 500 streams sending the
-/// same event share one copy of its bytes instead of each building the JSON text again (500
-/// streams × 150 events/s of `canonicalText` was most of a core on the 2-core benchmark box).
+/// encoded once, by the first reader that needs it. The notifier keeps its recent events this
+/// way, so that 500 streams sending the same event share one copy of its bytes instead of each
+/// building the JSON text again (500 streams × 150 events/s of `canonicalText` was most of a
+/// core on the 2-core benchmark box) — and an event nobody streams is never encoded (encoding
+/// each one as it was published was 3 % of a submit's CPU, on its path).
 public struct EventFrame: Sendable, Equatable {
     public let event: JobEvent
-    /// UTF-8 text of the whole frame, ready to write; shared, never copied per reader.
-    public let bytes: [UInt8]
+    private let encoded: Encoded
 
     public init(_ event: JobEvent) {
         self.event = event
-        self.bytes = Array("id: \(event.id)\nevent: \(event.kind.rawValue)\ndata: \(event.wireData.canonicalText)\n\n".utf8)
+        self.encoded = Encoded()
+    }
+
+    /// UTF-8 text of the whole frame, ready to write; shared, never copied per reader.
+    public var bytes: [UInt8] {
+        encoded.bytes.withLock { bytes in
+            if let bytes { return bytes }
+            let made = Array("id: \(event.id)\nevent: \(event.kind.rawValue)\ndata: \(event.wireData.canonicalText)\n\n".utf8)
+            bytes = made
+            return made
+        }
+    }
+
+    public static func == (lhs: EventFrame, rhs: EventFrame) -> Bool { lhs.event == rhs.event }
+
+    private final class Encoded: Sendable {
+        let bytes = Mutex<[UInt8]?>(nil)
     }
 
     public var id: Int64 { event.id }

@@ -93,7 +93,7 @@ public final class EventNotifier: Sendable {
     /// `latest` when the answer is not cut short). Nil when memory cannot prove it holds every
     /// event after `after`.
     public func recentFrames(after: Int64, job: JobID?, owner: String?, limit: Int, maxBytes: Int) -> (frames: [EventFrame], through: Int64)? {
-        state.withLock { state in
+        let taken = state.withLock { state -> (frames: [EventFrame], through: Int64)? in
             if after >= state.latest { return ([], after) }
             let memory = state.memory
             guard let first = memory.first, first.id <= after + 1 else { return nil }
@@ -105,19 +105,25 @@ public final class EventNotifier: Sendable {
             }
             var expected = after + 1
             var found: [EventFrame] = []
-            var bytes = 0
             for frame in memory[low...] {
                 guard frame.id == expected else { return nil }
                 expected += 1
                 let event = frame.event
                 guard job == nil || event.job == job, owner == nil || event.owner == owner else { continue }
-                if !found.isEmpty, bytes + frame.bytes.count > maxBytes { return (found, frame.id - 1) }
                 found.append(frame)
-                bytes += frame.bytes.count
                 if found.count == limit { return (found, frame.id) }
             }
             return expected > state.latest ? (found, expected - 1) : nil
         }
+        // Cut to `maxBytes` out of the lock: a frame is encoded the first time it is sized.
+        guard let taken, maxBytes < .max else { return taken }
+        var bytes = 0
+        for (index, frame) in taken.frames.enumerated() {
+            let size = frame.bytes.count
+            if index > 0, bytes + size > maxBytes { return (Array(taken.frames[..<index]), frame.id - 1) }
+            bytes += size
+        }
+        return taken
     }
 
     public func published(upTo id: Int64) {
