@@ -398,12 +398,15 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
                                                      arguments: [owner, most]) ?? 0 >= most {
             return .failure(StoreError.queueFull(.owner, most))
         }
-        // The priority's head and tail and the owner's last tag, in one statement (three index ends).
+        // The priority's head and tail and the owner's last tag, in one statement. Each is its own
+        // subquery with a single MIN or MAX: SQLite reads those from an end of the index, but a
+        // MIN and a MAX in one SELECT scan the whole range (every queued job: a submit at 20,000
+        // queued went from 0.2 to 0.9 ms of CPU).
         let tags = try Row.fetchOne(db, cached: """
-            SELECT MIN(fair_tag), MAX(fair_tag),
+            SELECT (SELECT MIN(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?),
+                   (SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?),
                    (SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND owner = ? AND priority = ?)
-            FROM jobs WHERE state = 'queued' AND priority = ?
-            """, arguments: [owner, job.priority, job.priority])
+            """, arguments: [job.priority, job.priority, owner, job.priority])
         let (head, tail, ownerLast): (Int64?, Int64?, Int64?) = (tags?[0], tags?[1], tags?[2])
         var stored = job
         stored.fairTag = FairShare.tag(ownerLast: ownerLast, head: head, weight: job.shareWeight)
