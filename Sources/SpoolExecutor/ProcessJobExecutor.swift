@@ -243,10 +243,13 @@ enum JobFiles {
         let made = (try? await BlockingIO.run { () -> Bool in
             // The first spare of this server: an earlier server's (left by a crash) go first.
             if clear { removeTree(jobs + "/.spare") }
-            guard mkdir(jobs + "/.spare", 0o755) == 0 || errno == EEXIST, mkdir(path, 0o755) == 0,
-                  mkdir(path + "/outputs", 0o755) == 0,
+            guard mkdir(jobs + "/.spare", 0o755) == 0 || errno == EEXIST, mkdir(path, 0o755) == 0 else { return false }
+            guard mkdir(path + "/outputs", 0o755) == 0,
                   write([], to: path + "/log.txt", creating: true) == nil, write([], to: path + "/input.json", creating: true) == nil
-            else { return false }
+            else {
+                removeTree(path)   // a full disk, say: nothing half-made is left
+                return false
+            }
             return true
         }) ?? false
         spares.withLock { state in
