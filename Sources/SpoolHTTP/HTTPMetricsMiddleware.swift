@@ -20,19 +20,41 @@ struct HTTPMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
         func add(_ delta: Int) { gauge.record(count.wrappingAdd(delta, ordering: .relaxed).newValue) }
     }
     let inFlight = InFlight()
+    let handles = Handles()
+
+    /// Each label set's counter and timer, made once: making a metric looks it up in the
+    /// registry under its lock, with its labels' strings built again, on every request.
+    final class Handles: Sendable {
+        private struct Key: Hashable {
+            var method: String
+            var endpoint: String?
+            var status: UInt
+        }
+        /// Label sets kept at most (methods are the client's to choose; past this, made each time).
+        private let limit = 1024
+        private let made = Mutex<[Key: (Counter, Metrics.Timer)]>([:])
+
+        func metrics(method: String, endpoint: String?, status: HTTPResponse.Status) -> (Counter, Metrics.Timer) {
+            let key = Key(method: method, endpoint: endpoint, status: UInt(status.code))
+            if let found = made.withLock({ $0[key] }) { return found }
+            let route = HTTPMetricsMiddleware.route(endpoint)
+            let metrics = (Counter(label: "spool_http_requests_total", dimensions: [("method", method), ("route", route), ("status", String(status.code))]),
+                           Metrics.Timer(label: "spool_http_request_duration_seconds", dimensions: [("method", method), ("route", route)]))
+            made.withLock { made in if made.count < limit { made[key] = metrics } }
+            return metrics
+        }
+    }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let start = DispatchTime.now().uptimeNanoseconds
         inFlight.add(1)
         let method = request.method.rawValue
-        let inFlight = self.inFlight
+        let (inFlight, handles) = (self.inFlight, self.handles)
         let endpoint = context.endpointPath
         @Sendable func record(_ status: HTTPResponse.Status) {
-            let route = Self.route(endpoint)
-            Counter(label: "spool_http_requests_total", dimensions: [("method", method), ("route", route), ("status", String(status.code))])
-                .increment()
-            Metrics.Timer(label: "spool_http_request_duration_seconds", dimensions: [("method", method), ("route", route)])
-                .recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - start))
+            let (requests, duration) = handles.metrics(method: method, endpoint: endpoint, status: status)
+            requests.increment()
+            duration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - start))
             inFlight.add(-1)
         }
         do {
