@@ -291,9 +291,12 @@ public final class PostgresJobStore: SharedJobStore {
         }
     }
 
-    public func queuedCount(priorityAtLeast priority: Int) async throws -> Int {
+    public func queuedCount(priorityAtLeast priority: Int, dueBy: Timestamp) async throws -> Int {
         try await read("count the queue") { connection in
-            Int(try await connection.query("SELECT count(*) FROM jobs WHERE state = 'queued' AND priority >= \(priority)",
+            Int(try await connection.query("""
+                SELECT count(*) FROM jobs
+                WHERE state = 'queued' AND priority >= \(priority) AND (not_before IS NULL OR not_before <= \(dueBy.microseconds))
+                """,
                                            logger: self.logger).decodeFirst(Int64.self) ?? 0)
         }
     }

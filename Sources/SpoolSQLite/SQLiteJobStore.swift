@@ -139,9 +139,15 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         }
     }
 
-    public func queuedCount(priorityAtLeast priority: Int) async throws -> Int {
+    public func queuedCount(priorityAtLeast priority: Int, dueBy: Timestamp) async throws -> Int {
         try await read("count the queue") { db in
-            try Int.fetchOne(db, cached: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority >= ?", arguments: [priority]) ?? 0
+            // All of them from the counters, less those delayed past `dueBy` (few, through their index).
+            let all = try Int.fetchOne(db, cached: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority >= ?", arguments: [priority]) ?? 0
+            let later = try Int.fetchOne(db, cached: """
+                SELECT COUNT(*) FROM jobs INDEXED BY jobs_not_before
+                WHERE state = 'queued' AND not_before IS NOT NULL AND not_before > ? AND priority >= ?
+                """, arguments: [dueBy.microseconds, priority]) ?? 0
+            return all - later
         }
     }
 

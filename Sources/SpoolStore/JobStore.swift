@@ -44,8 +44,9 @@ public protocol JobStore: Sendable {
     /// How many of `owner`'s jobs wait in the queue.
     func queuedCount(owner: String) async throws -> Int
 
-    /// How many queued jobs have at least this priority (those a new job of it would wait behind).
-    func queuedCount(priorityAtLeast priority: Int) async throws -> Int
+    /// How many queued jobs have at least this priority and may start by `dueBy`: those a new job
+    /// of it would wait behind until then (a job delayed past `dueBy` cannot hold it up before).
+    func queuedCount(priorityAtLeast priority: Int, dueBy: Timestamp) async throws -> Int
 
     /// Moves the first queued job (highest priority, then fair-share order, then oldest) that is
     /// due at `now` (`Job.isDue`), whose type is not in `excluding` and whose owner is below its

@@ -194,8 +194,8 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
         return queue.first { $0.isDue(at: now) && !types.contains($0.type) && !skipping.contains($0.id) }.map(PeekedJob.job) ?? .none
     }
 
-    public func queuedCount(priorityAtLeast priority: Int) async throws -> Int {
-        jobsByID.values.count { $0.state == .queued && $0.priority >= priority }
+    public func queuedCount(priorityAtLeast priority: Int, dueBy: Timestamp) async throws -> Int {
+        jobsByID.values.count { $0.state == .queued && $0.priority >= priority && ($0.notBefore.map { $0 <= dueBy } ?? true) }
     }
 
     public func expireDeadlines(now: Timestamp) async throws -> [Job] {

@@ -94,9 +94,9 @@ public final class FlakyStore: LocalJobStore {
         guard let local = base as? any LocalJobStore else { return .claimInStore }
         return try await local.peekNext(for: slot, excluding: types, skipping: skipping, now: now)
     }
-    public func queuedCount(priorityAtLeast priority: Int) async throws -> Int {
+    public func queuedCount(priorityAtLeast priority: Int, dueBy: Timestamp) async throws -> Int {
         try check(.queuedCount)
-        return try await base.queuedCount(priorityAtLeast: priority)
+        return try await base.queuedCount(priorityAtLeast: priority, dueBy: dueBy)
     }
     public func expireDeadlines(now: Timestamp) async throws -> [Job] {
         try await pass(.timers)

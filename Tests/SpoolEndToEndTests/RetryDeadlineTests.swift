@@ -91,6 +91,14 @@ import Testing
         let sleeps = try await server.request(.GET, "/v1/jobs?type=sleep")
         #expect(sleeps.json["jobs"]?.arrayValue?.count == 4, "only the accepted jobs are stored")
         for job in ahead { _ = try await server.request(.POST, "/v1/jobs/\(job)/cancel") }
+        for job in ahead { _ = try await server.waitFor(job, ["succeeded", "failed", "canceled"]) }
+
+        // Jobs delayed past the deadline cannot hold the new one up before it: not counted ahead.
+        var later: [String] = []
+        for _ in 0..<3 { later.append(try id(try await server.submit("sleep", .object(["seconds": 1.5]), extra: ["delay_s": 3600]))) }
+        let inTime = try await server.submit("sleep", .object(["seconds": 0.1]), extra: ["start_within_s": 1])
+        #expect(inTime.status == 201, "\(String(decoding: inTime.body, as: UTF8.self))")
+        for job in later { _ = try await server.request(.POST, "/v1/jobs/\(job)/cancel") }
     }
 
     @Test func anIdenticalRequestJoinsOrReusesAJobInsteadOfRunningTwice() async throws {

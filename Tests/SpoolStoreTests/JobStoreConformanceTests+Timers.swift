@@ -76,6 +76,24 @@ extension JobStoreConformanceTests {
         }
     }
 
+    /// A start deadline's check counts the jobs that can run before the deadline: one delayed
+    /// past it cannot hold the new job up (it was counted, and refused jobs that would start in time).
+    @Test(arguments: StoreKind.allCases)
+    func theJobsAheadOfADeadlineLeaveOutThoseDelayedPastIt(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            for (priority, delay) in [(0, nil), (1, nil), (0, 50.0), (0, 200.0), (2, 300.0)] as [(Int, Double?)] {
+                var job = makeJob(priority: priority)
+                job.notBefore = delay.map(Self.seconds)
+                _ = try await store.create(job)
+            }
+            #expect(try await store.queuedCount(priorityAtLeast: 0, dueBy: Self.seconds(10)) == 2)
+            #expect(try await store.queuedCount(priorityAtLeast: 0, dueBy: Self.seconds(50)) == 3, "due at the deadline: counted")
+            #expect(try await store.queuedCount(priorityAtLeast: 0, dueBy: Self.seconds(1000)) == 5)
+            #expect(try await store.queuedCount(priorityAtLeast: 1, dueBy: Self.seconds(250)) == 1)
+            #expect(try await store.queuedCount(priorityAtLeast: 1, dueBy: Self.seconds(300)) == 2)
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func aDelayedJobWaitsWithoutHoldingUpTheJobsBehindIt(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
@@ -144,8 +162,8 @@ extension JobStoreConformanceTests {
             #expect(requeued.state == .queued && requeued.attempts == 1)
             #expect(requeued.attemptLog.map(\.reason) == [.interrupted])
             #expect(requeued.attemptLog.first?.state == .queued && requeued.attemptLog.first?.error == nil)
-            #expect(try await store.queuedCount(priorityAtLeast: 0) == 1)
-            #expect(try await store.queuedCount(priorityAtLeast: 1) == 0)
+            #expect(try await store.queuedCount(priorityAtLeast: 0, dueBy: Self.seconds(5)) == 1)
+            #expect(try await store.queuedCount(priorityAtLeast: 1, dueBy: Self.seconds(5)) == 0)
         }
     }
 }
