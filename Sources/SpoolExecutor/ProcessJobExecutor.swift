@@ -197,14 +197,23 @@ enum JobFiles {
         if let spare = spares.withLock({ $0.made.removeValue(forKey: key) }) {
             let bytes = Array(input.canonicalText.utf8)
             let placed = try await BlockingIO.run { () throws(ExecutorError) -> Bool in
-                // Never over an existing directory (an earlier attempt's): that start makes what is missing.
+                // Never over an existing directory (an earlier attempt's): that start makes what is
+                // missing. (`rename` would replace an empty one: a late look-ahead's, just made in
+                // between, whose files then land in the spare; glibc's `renameat2` with
+                // RENAME_NOREPLACE, which would refuse, is not in Swift's Glibc module.)
                 guard access(paths.directory, F_OK) != 0, rename(spare, paths.directory) == 0 else { return false }
                 if let problem = write(bytes, to: paths.input, creating: false) { throw ExecutorError("cannot write \(paths.input): \(problem)") }
                 if messages { try MessageChannel.makeFIFO(at: paths.messages) }
                 return true
             }
             if placed { return }
-            if access(spare, F_OK) == 0 { spares.withLock { $0.made[key] = $0.made[key] ?? spare } }   // still there: kept for the next start
+            // Still there: kept for the slot's next start, unless the slot has a newer one.
+            let kept = spares.withLock { state in
+                guard state.made[key] == nil else { return false }
+                state.made[key] = spare
+                return true
+            }
+            if !kept { _ = try? await BlockingIO.run { removeTree(spare) } }
         }
         try await make(paths, input: input, messages: messages)
     }
@@ -220,24 +229,32 @@ enum JobFiles {
     private struct Spares {
         var made: [Spare: String] = [:]
         var making: Set<Spare> = []
-        /// Data directories whose `jobs/.spare` was emptied of an earlier server's spares.
+        /// Data directories whose `jobs/.spare` was emptied of an earlier server's spares, or is
+        /// being emptied (`clearing`: no spare is made there until that is done).
         var cleared: Set<String> = []
+        var clearing: Set<String> = []
         var count = 0
     }
 
     private static let spares = Mutex(Spares())
+    /// Names this process's spares apart from an earlier server's (a pid repeats in a container).
+    private static let run = String(UInt64.random(in: 0...UInt64.max), radix: 36)
 
     /// Makes `slot`'s spare job directory (`jobs/.spare/…`: the outputs folder, an empty log and
     /// input; the message FIFO is made at the start, in process mode) unless it has one: called
-    /// when the slot goes idle, so that its next job's start finds it. Best effort: a start
-    /// without one makes its files itself.
+    /// when the slot has nothing started ahead (it went idle, or its next job is a warm
+    /// worker's), so that its next plain start finds it. Best effort: a start without one makes
+    /// its files itself.
     static func keepSpare(dataDirectory: String, slot: SlotID) async {
         let jobs = dataDirectory + "/jobs"
         let key = Spare(jobs: jobs, slot: slot)
         let claimed = spares.withLock { state -> (path: String, clear: Bool)? in
-            guard state.made[key] == nil, state.making.insert(key).inserted else { return nil }
+            guard state.made[key] == nil, !state.clearing.contains(jobs), !state.making.contains(key) else { return nil }
+            let clear = state.cleared.insert(jobs).inserted
+            if clear { state.clearing.insert(jobs) }
+            state.making.insert(key)
             state.count += 1
-            return (jobs + "/.spare/\(getpid())-\(state.count)", state.cleared.insert(jobs).inserted)
+            return (jobs + "/.spare/\(run)-\(state.count)", clear)
         }
         guard let (path, clear) = claimed else { return }
         let made = (try? await BlockingIO.run { () -> Bool in
@@ -254,6 +271,7 @@ enum JobFiles {
         }) ?? false
         spares.withLock { state in
             state.making.remove(key)
+            if clear { state.clearing.remove(jobs) }
             if made { state.made[key] = path }
         }
     }

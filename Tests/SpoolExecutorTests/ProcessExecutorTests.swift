@@ -324,6 +324,25 @@ import Testing
         #expect(try spares() == made && made.count == 1)
     }
 
+    /// Slots going idle together while an earlier server's spares are removed: no spare is made
+    /// until that is done (the removal would take a new one apart), and each one made is whole.
+    @Test func sparesMadeWhileAnEarlierServersAreRemovedAreWhole() async throws {
+        for index in 0..<20 {
+            try FileManager.default.createDirectory(atPath: directory + "/jobs/.spare/old-\(index)/outputs", withIntermediateDirectories: true)
+        }
+        let job = try prepare(["/bin/true"], startAhead: false)
+        await withTaskGroup(of: Void.self) { group in
+            for slot in 0..<4 { group.addTask { await job.executor.slotIdle(SlotID(slot)) } }
+        }
+        for slot in 0..<4 { await job.executor.slotIdle(SlotID(slot)) }   // those that found the removal under way
+        let made = try spares()
+        #expect(made.count == 4 && !made.contains { $0.hasPrefix("old-") })
+        for spare in made {
+            let path = directory + "/jobs/.spare/" + spare
+            #expect(["input.json", "log.txt", "outputs"].allSatisfy { FileManager.default.fileExists(atPath: path + "/" + $0) }, "\(spare) is whole")
+        }
+    }
+
     /// Spares an earlier server left (it was killed) are removed when this one makes its first.
     @Test func anEarlierServersSparesAreRemoved() async throws {
         let left = directory + "/jobs/.spare/1-1"
