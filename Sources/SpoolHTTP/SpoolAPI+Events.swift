@@ -162,15 +162,16 @@ extension SpoolAPI {
     static let writeBytes = 32 << 10
 
     static func write(_ frames: [EventFrame], to writer: inout any ResponseBodyWriter) async throws {
-        var start = frames.startIndex
-        while start < frames.endIndex {
+        let encoded = frames.map(\.bytes)   // each frame's shared bytes, taken once
+        var start = encoded.startIndex
+        while start < encoded.endIndex {
             var end = start, size = 0
-            while end < frames.endIndex, end == start || size + frames[end].bytes.count <= writeBytes {
-                size += frames[end].bytes.count
+            while end < encoded.endIndex, end == start || size + encoded[end].count <= writeBytes {
+                size += encoded[end].count
                 end += 1
             }
             var buffer = ByteBufferAllocator().buffer(capacity: size)
-            for frame in frames[start..<end] { buffer.writeBytes(frame.bytes) }
+            for bytes in encoded[start..<end] { buffer.writeBytes(bytes) }
             try await writer.write(buffer)
             start = end
         }

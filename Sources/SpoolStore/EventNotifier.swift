@@ -15,8 +15,9 @@ import Synchronization
 /// held hundreds of thousands of them: the server's RSS rose from 65 to 377 MB in 20 s of
 /// `Benchmarks/events_bench.py` and did not come down.
 ///
-/// The memory holds each event with its SSE frame (`EventFrame`), encoded once when it is
-/// published: 500 streams share those bytes instead of each encoding every event again.
+/// The memory holds each event with its SSE frame (`EventFrame`), encoded once, by the first
+/// reader that needs it: 500 streams share those bytes instead of each encoding every event
+/// again, and an event nobody streams is never encoded.
 public final class EventNotifier: Sendable {
     public static let memoryCapacity = 4096
 
@@ -61,7 +62,7 @@ public final class EventNotifier: Sendable {
     /// Committed events, in any order (concurrent commits may publish out of order).
     public func published(_ events: [JobEvent]) {
         guard let newest = events.map(\.id).max() else { return }
-        let frames = events.map(EventFrame.init)   // encoded outside the lock, once for every reader
+        let frames = events.map(EventFrame.init)   // made outside the lock; encoded by their first reader
         let ready = state.withLock { state in
             for frame in frames {
                 if let last = state.ring.last, last.id > frame.id {
@@ -93,8 +94,12 @@ public final class EventNotifier: Sendable {
     /// `latest` when the answer is not cut short). Nil when memory cannot prove it holds every
     /// event after `after`.
     public func recentFrames(after: Int64, job: JobID?, owner: String?, limit: Int, maxBytes: Int) -> (frames: [EventFrame], through: Int64)? {
-        let taken = state.withLock { state -> (frames: [EventFrame], through: Int64)? in
-            if after >= state.latest { return ([], after) }
+        // Under the lock, the matching frames up to `limit` (with where the run of ids breaks, if
+        // it does); out of it, the cut to `maxBytes`, so that a frame is encoded (the first
+        // time it is sized) by a reader, never under the lock. Memory answers when the frames
+        // up to the cut are an unbroken run.
+        let taken = state.withLock { state -> (frames: [EventFrame], through: Int64, complete: Bool)? in
+            if after >= state.latest { return ([], after, true) }
             let memory = state.memory
             guard let first = memory.first, first.id <= after + 1 else { return nil }
             // Ids are increasing: binary search for the first one past `after`.
@@ -106,24 +111,25 @@ public final class EventNotifier: Sendable {
             var expected = after + 1
             var found: [EventFrame] = []
             for frame in memory[low...] {
-                guard frame.id == expected else { return nil }
+                guard frame.id == expected else { return (found, expected - 1, false) }
                 expected += 1
                 let event = frame.event
                 guard job == nil || event.job == job, owner == nil || event.owner == owner else { continue }
                 found.append(frame)
-                if found.count == limit { return (found, frame.id) }
+                if found.count == limit { return (found, frame.id, true) }
             }
-            return expected > state.latest ? (found, expected - 1) : nil
+            return (found, expected - 1, expected > state.latest)
         }
-        // Cut to `maxBytes` out of the lock: a frame is encoded the first time it is sized.
-        guard let taken, maxBytes < .max else { return taken }
-        var bytes = 0
-        for (index, frame) in taken.frames.enumerated() {
-            let size = frame.bytes.count
-            if index > 0, bytes + size > maxBytes { return (Array(taken.frames[..<index]), frame.id - 1) }
-            bytes += size
+        guard let taken else { return nil }
+        if maxBytes < .max {
+            var bytes = 0
+            for (index, frame) in taken.frames.enumerated() {
+                let size = frame.bytes.count
+                if index > 0, bytes + size > maxBytes { return (Array(taken.frames[..<index]), frame.id - 1) }
+                bytes += size
+            }
         }
-        return taken
+        return taken.complete ? (taken.frames, taken.through) : nil
     }
 
     public func published(upTo id: Int64) {

@@ -107,6 +107,20 @@ import Testing
         #expect(rest.through == 10)
     }
 
+    /// The byte budget is reached before a gap further on (an event committed, not yet
+    /// published): memory still answers up to the budget; past it, the gap sends a reader to the store.
+    @Test func aGapPastTheByteBudgetDoesNotSendAReaderToTheStore() throws {
+        let notifier = EventNotifier()
+        notifier.published((1...5).map(event))
+        notifier.published((7...9).map(event))   // 6 is not published yet
+        let size = EventFrame(event(1)).bytes.count
+        let first = try #require(notifier.recentFrames(after: 0, job: nil, owner: nil, limit: 100, maxBytes: size * 2))
+        #expect(first.frames.map(\.id) == [1, 2] && first.through == 2)
+        #expect(notifier.recentFrames(after: 2, job: nil, owner: nil, limit: 100, maxBytes: size * 10) == nil)
+        let encoded = EventFrame(event(3))
+        #expect(encoded.bytes == encoded.bytes, "encoded once, the same bytes every time")
+    }
+
     @Test func aFilteredReaderReadsThroughOtherJobsEvents() throws {
         let notifier = EventNotifier()
         let other = JobEvent(id: 2, job: JobID.random(), kind: .state, at: Timestamp(microseconds: 2), data: .object([:]))
