@@ -154,7 +154,7 @@ public struct SpoolAPI: Sendable {
         }
         switch result {
         case .created(let job):
-            scheduler.jobEnqueued(dueBy: job.nextTimer)
+            scheduler.jobEnqueued(job)
             return json(try await resource(job), status: .created, headers: [.location: "/v1/jobs/\(job.id)"])
         case .existing(let job):
             return json(try await resource(job), status: .ok, headers: [.location: "/v1/jobs/\(job.id)"])

@@ -78,6 +78,38 @@ public actor Scheduler: Service {
         var slot: SlotID
     }
 
+    /// The `jobEnqueued` calls so far, with where each of the newest jobs stands in the queue
+    /// (nil where the caller did not say): a job looked up ahead stays the slot's next when none
+    /// submitted since goes before it.
+    struct SubmissionLog: Sendable {
+        struct Entry: Sendable {
+            var priority: Int
+            var fairTag: Int64
+        }
+        static let kept = 64
+        private(set) var count = 0
+        private var newest: [Entry?] = []
+
+        mutating func add(_ entry: Entry?) {
+            count += 1
+            newest.append(entry)
+            if newest.count > Self.kept * 2 { newest.removeFirst(newest.count - Self.kept) }
+        }
+
+        /// Whether a job submitted after the first `asOf` calls may go before `job`: one of
+        /// higher priority, or of its priority with an earlier fair-share tag (or one the log
+        /// does not know).
+        func overtakes(_ job: Job, since asOf: Int) -> Bool {
+            let since = count - asOf
+            guard since > 0 else { return false }
+            guard since <= newest.count else { return true }
+            return newest.suffix(since).contains { entry in
+                guard let entry else { return true }
+                return entry.priority > job.priority || (entry.priority == job.priority && entry.fairTag < job.fairTag)
+            }
+        }
+    }
+
     /// A busy slot's next job, looked up while the slot's current job runs.
     struct Upcoming: Sendable {
         var job: Job
@@ -164,7 +196,8 @@ public actor Scheduler: Service {
     /// Attempts whose claim did not hold: stopped at once; their end records nothing.
     private var voided: Set<Attempt> = []
     private var commitsInFlight = 0
-    private nonisolated let submissions = Atomic<Int>(0)
+    /// `jobEnqueued` calls, and where the newest of those jobs stand in the queue.
+    private nonisolated let submissions = Mutex(SubmissionLog())
     /// When the queue's timer fires next (`arm`), and its generation (older fires are stale).
     private var timerAt: Timestamp?
     private var timerGeneration = 0
@@ -203,7 +236,15 @@ public actor Scheduler: Service {
     /// A job was stored: start it now if a slot is free. Cheap and non-blocking; repeated
     /// calls before the loop runs collapse into one wake-up.
     public nonisolated func jobEnqueued() {
-        submissions.add(1, ordering: .relaxed)
+        submissions.withLock { $0.add(nil) }
+        wakeSlots()
+    }
+
+    /// A job was stored, queued (a submit): as `jobEnqueued(dueBy:)`, and a slot's next job,
+    /// looked up ahead, stays its next unless this one goes before it.
+    public nonisolated func jobEnqueued(_ job: Job) {
+        if let time = job.nextTimer { eventSink.yield(.arm(time)) }
+        submissions.withLock { $0.add(SubmissionLog.Entry(priority: job.priority, fairTag: job.fairTag)) }
         wakeSlots()
     }
 
@@ -252,6 +293,9 @@ public actor Scheduler: Service {
     /// Whether `slot`'s look-ahead found nothing to start (for tests: its job's end then commits
     /// without a look at the queue first).
     func lookAheadFoundNothing(for slot: SlotID) -> Bool { emptyAhead[slot] != nil }
+
+    /// The job `slot`'s look-ahead found to start next (for tests).
+    func upcomingJob(for slot: SlotID) -> JobID? { upcoming[slot]?.job.id }
 
     /// When a job queued at `position` is likely to start (nil until run times are known), and,
     /// given its `input`, how long it should run.
@@ -576,11 +620,11 @@ public actor Scheduler: Service {
         } else if quarantine.isQuarantined(slot) {
             upcoming[slot] = nil   // starts nothing; the job it looked up is free for other slots
         } else if !shuttingDown {
-            if let ahead = upcoming.removeValue(forKey: slot), ahead.submissions == submissions.load(ordering: .relaxed),
+            if let ahead = upcoming.removeValue(forKey: slot), !submissions.withLock({ $0.overtakes(ahead.job, since: ahead.submissions) }),
                ahead.job.isDue(at: clock.wall()),
                !executor.excludedTypes(for: slot).contains(ahead.job.type) {
                 next = .job(ahead.job)
-            } else if let emptyAsOf, emptyAsOf == submissions.load(ordering: .relaxed) {
+            } else if let emptyAsOf, emptyAsOf == submissions.withLock(\.count) {
                 lookAfter = true
             } else {
                 next = await lookUp(for: slot, local, in: &group) ?? .claimInStore
@@ -707,7 +751,7 @@ public actor Scheduler: Service {
         emptyAhead[slot] = nil
         let lookup = (lookups[slot] ?? 0) + 1
         lookups[slot] = lookup
-        let skipping = reserved, asOf = submissions.load(ordering: .relaxed), spec = slotSpecs[slot]!
+        let skipping = reserved, asOf = submissions.withLock(\.count), spec = slotSpecs[slot]!
         group.addTask { [executor, eventSink, clock] in
             let peeked = try? await local.peekNext(for: slot, excluding: executor.excludedTypes(for: slot), skipping: skipping, now: clock.wall())
             guard case .job(let job)? = peeked else {

@@ -64,7 +64,7 @@ final class SchedulerRig: Sendable {
         change(&submission)
         let job = try catalog.admit(submission, id: .random(), now: clock.wall())
         let stored = try await store.enqueue(job).job
-        scheduler.jobEnqueued(dueBy: stored.nextTimer)
+        scheduler.jobEnqueued(stored)
         return stored
     }
 

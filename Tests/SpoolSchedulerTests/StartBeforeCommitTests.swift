@@ -70,6 +70,78 @@ import Testing
         }
     }
 
+    /// The slot's next job, looked up while its job ran, stays its next when the jobs submitted
+    /// since go after it: the end starts it without another look at the queue.
+    @Test func aJobLookedUpAheadStaysNextWhenLaterSubmitsGoAfterIt() async throws {
+        let rig = try rig()
+        try await running(rig) {
+            let first = try await rig.submit(), second = try await rig.submit()
+            let attempt = try await executor.attempts.next("the first job")
+            _ = try await rig.waitFor(first.id, .running)
+            try await within(.seconds(10), "the look-ahead to find the second job") { [scheduler = rig.scheduler] in
+                while await scheduler.upcomingJob(for: SlotID(0)) != second.id { await Task.yield() }
+            }
+            _ = try await rig.submit()   // after the second, at its priority
+            rig.store.hold(.lookUp)
+            attempt.finish(.succeeded)
+            let next = try await executor.attempts.next("the second job, while every look at the queue waits")
+            #expect(next.job.id == second.id)
+            rig.store.release(.lookUp)
+            next.finish(.succeeded)
+            _ = try await rig.waitFor(second.id, .succeeded)
+        }
+    }
+
+    /// Whether a submit since the look-ahead may go first: a higher priority, an earlier tag at
+    /// the same priority, a submit the log knows nothing of, or more submits than it keeps.
+    @Test func theSubmissionLogSaysOvertakenWhenItCannotTell() {
+        var ahead = Job(id: .random(), type: "t", input: .object([:]), priority: 1, timeoutSeconds: 60, maxAttempts: 1,
+                        createdAt: Timestamp(microseconds: 0))
+        ahead.fairTag = 10
+        var log = Scheduler.SubmissionLog()
+        log.add(.init(priority: 0, fairTag: 1))
+        let asOf = log.count
+        #expect(!log.overtakes(ahead, since: asOf))
+        log.add(.init(priority: 1, fairTag: 11))
+        log.add(.init(priority: 1, fairTag: 10))
+        #expect(!log.overtakes(ahead, since: asOf), "a later or equal tag at its priority goes after it")
+        var earlier = log
+        earlier.add(.init(priority: 1, fairTag: 9))
+        #expect(earlier.overtakes(ahead, since: asOf))
+        var higher = log
+        higher.add(.init(priority: 2, fairTag: 50))
+        #expect(higher.overtakes(ahead, since: asOf))
+        var unknown = log
+        unknown.add(nil)
+        #expect(unknown.overtakes(ahead, since: asOf))
+        var many = log
+        for _ in 0..<(Scheduler.SubmissionLog.kept * 3) { many.add(.init(priority: 0, fairTag: 1)) }
+        #expect(many.overtakes(ahead, since: asOf), "more submits since than the log keeps")
+        #expect(!many.overtakes(ahead, since: many.count - 5))
+    }
+
+    /// A job of higher priority submitted after the look-ahead goes first.
+    @Test func aHigherPrioritySubmitAfterTheLookAheadGoesFirst() async throws {
+        let rig = try rig()
+        try await running(rig) {
+            let first = try await rig.submit(), second = try await rig.submit()
+            let attempt = try await executor.attempts.next("the first job")
+            _ = try await rig.waitFor(first.id, .running)
+            try await within(.seconds(10), "the look-ahead to find the second job") { [scheduler = rig.scheduler] in
+                while await scheduler.upcomingJob(for: SlotID(0)) != second.id { await Task.yield() }
+            }
+            let urgent = try await rig.submit(priority: 5)
+            attempt.finish(.succeeded)
+            let next = try await executor.attempts.next("the urgent job")
+            #expect(next.job.id == urgent.id)
+            next.finish(.succeeded)
+            let last = try await executor.attempts.next("the second job")
+            #expect(last.job.id == second.id)
+            last.finish(.succeeded)
+            _ = try await rig.waitFor(second.id, .succeeded)
+        }
+    }
+
     @Test func anAttemptThatEndsBeforeItsClaimCommittedIsRecordedAfterIt() async throws {
         let rig = try rig()
         try await running(rig) {
