@@ -70,17 +70,24 @@ import Testing
         }
     }
 
+    /// Two jobs submitted; returns the first one's attempt once the slot's look-ahead has found
+    /// the second.
+    func secondLookedUpAhead(_ rig: SchedulerRig) async throws -> (ScriptedExecutor.Attempt, Job) {
+        let first = try await rig.submit(), second = try await rig.submit()
+        let attempt = try await executor.attempts.next("the first job")
+        _ = try await rig.waitFor(first.id, .running)
+        try await within(.seconds(10), "the look-ahead to find the second job") { [scheduler = rig.scheduler] in
+            while await scheduler.upcomingJob(for: SlotID(0)) != second.id { await Task.yield() }
+        }
+        return (attempt, second)
+    }
+
     /// The slot's next job, looked up while its job ran, stays its next when the jobs submitted
     /// since go after it: the end starts it without another look at the queue.
     @Test func aJobLookedUpAheadStaysNextWhenLaterSubmitsGoAfterIt() async throws {
         let rig = try rig()
         try await running(rig) {
-            let first = try await rig.submit(), second = try await rig.submit()
-            let attempt = try await executor.attempts.next("the first job")
-            _ = try await rig.waitFor(first.id, .running)
-            try await within(.seconds(10), "the look-ahead to find the second job") { [scheduler = rig.scheduler] in
-                while await scheduler.upcomingJob(for: SlotID(0)) != second.id { await Task.yield() }
-            }
+            let (attempt, second) = try await secondLookedUpAhead(rig)
             _ = try await rig.submit()   // after the second, at its priority
             rig.store.hold(.lookUp)
             attempt.finish(.succeeded)
@@ -124,12 +131,7 @@ import Testing
     @Test func aHigherPrioritySubmitAfterTheLookAheadGoesFirst() async throws {
         let rig = try rig()
         try await running(rig) {
-            let first = try await rig.submit(), second = try await rig.submit()
-            let attempt = try await executor.attempts.next("the first job")
-            _ = try await rig.waitFor(first.id, .running)
-            try await within(.seconds(10), "the look-ahead to find the second job") { [scheduler = rig.scheduler] in
-                while await scheduler.upcomingJob(for: SlotID(0)) != second.id { await Task.yield() }
-            }
+            let (attempt, second) = try await secondLookedUpAhead(rig)
             let urgent = try await rig.submit(priority: 5)
             attempt.finish(.succeeded)
             let next = try await executor.attempts.next("the urgent job")
