@@ -194,19 +194,18 @@ enum JobFiles {
     /// FIFO, fresh (process mode).
     static func make(_ paths: JobPaths, input: JSONValue, slot: SlotID, messages: Bool) async throws {
         let key = Spare(jobs: String(paths.directory.prefix(upTo: paths.directory.lastIndex(of: "/")!)), slot: slot)
-        if let spare = spares.withLock({ $0.made.removeValue(forKey: key) }) {
-            let bytes = Array(input.canonicalText.utf8)
-            let placed = try await BlockingIO.run { () throws(ExecutorError) -> Bool in
-                // Never over an existing directory (an earlier attempt's): that start makes what is
-                // missing. (`rename` would replace an empty one: a late look-ahead's, just made in
-                // between, whose files then land in the spare; glibc's `renameat2` with
-                // RENAME_NOREPLACE, which would refuse, is not in Swift's Glibc module.)
-                guard access(paths.directory, F_OK) != 0, rename(spare, paths.directory) == 0 else { return false }
-                if let problem = write(bytes, to: paths.input, creating: false) { throw ExecutorError("cannot write \(paths.input): \(problem)") }
-                if messages { try MessageChannel.makeFIFO(at: paths.messages) }
-                return true
-            }
-            if placed { return }
+        let spare = spares.withLock { $0.made.removeValue(forKey: key) }
+        let bytes = Array(input.canonicalText.utf8)
+        let (placed, failure) = try await BlockingIO.run { () -> (Bool, ExecutorError?) in
+            // Never over an existing directory (an earlier attempt's): that start makes what is
+            // missing. (`rename` would replace an empty one: a late look-ahead's, just made in
+            // between, whose files then land in the spare; glibc's `renameat2` with
+            // RENAME_NOREPLACE, which would refuse, is not in Swift's Glibc module.)
+            let placed = spare.map { access(paths.directory, F_OK) != 0 && rename($0, paths.directory) == 0 } ?? false
+            do throws(ExecutorError) { try makeFiles(paths, input: bytes, messages: messages) } catch { return (placed, error) }   // in a spare: the input, the FIFO
+            return (placed, nil)
+        }
+        if let spare, !placed {
             // Still there: kept for the slot's next start, unless the slot has a newer one.
             let kept = spares.withLock { state in
                 guard state.made[key] == nil else { return false }
@@ -215,7 +214,7 @@ enum JobFiles {
             }
             if !kept { _ = try? await BlockingIO.run { removeTree(spare) } }
         }
-        try await make(paths, input: input, messages: messages)
+        if let failure { throw failure }
     }
 
     // MARK: - Spare directories
@@ -294,20 +293,23 @@ enum JobFiles {
 
     private static func make(_ paths: JobPaths, input: JSONValue, messages: Bool) async throws {
         let bytes = Array(input.canonicalText.utf8)
-        try await BlockingIO.run {
-            for directory in [paths.directory, paths.outputs] where mkdir(directory, 0o755) != 0 && errno != EEXIST {
-                throw ExecutorError("cannot create \(directory): \(String(cString: strerror(errno)))")
-            }
-            // The log, empty (an earlier attempt's lines stay: the log appends).
-            let log = open(paths.log, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
-            guard log >= 0 else { throw ExecutorError("cannot create \(paths.log): \(String(cString: strerror(errno)))") }
-            close(log)
-            if messages { try MessageChannel.makeFIFO(at: paths.messages) }
-            // A job's input never changes: a file already holding it is left as it is (a started
-            // attempt may be reading it — a look-ahead came late); one cut short by a crash is rewritten.
-            if JobFiles.contents(of: paths.input, limit: bytes.count + 1) == bytes { return }
-            if let problem = write(bytes, to: paths.input, creating: true) { throw ExecutorError("cannot write \(paths.input): \(problem)") }
+        try await BlockingIO.run { try makeFiles(paths, input: bytes, messages: messages) }
+    }
+
+    /// Makes whatever of the job's files is missing (blocking).
+    private static func makeFiles(_ paths: JobPaths, input bytes: [UInt8], messages: Bool) throws(ExecutorError) {
+        for directory in [paths.directory, paths.outputs] where mkdir(directory, 0o755) != 0 && errno != EEXIST {
+            throw ExecutorError("cannot create \(directory): \(String(cString: strerror(errno)))")
         }
+        // The log, empty (an earlier attempt's lines stay: the log appends).
+        let log = open(paths.log, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        guard log >= 0 else { throw ExecutorError("cannot create \(paths.log): \(String(cString: strerror(errno)))") }
+        close(log)
+        if messages { try MessageChannel.makeFIFO(at: paths.messages) }
+        // A job's input never changes: a file already holding it is left as it is (a started
+        // attempt may be reading it — a look-ahead came late); one cut short by a crash is rewritten.
+        if JobFiles.contents(of: paths.input, limit: bytes.count + 1) == bytes { return }
+        if let problem = write(bytes, to: paths.input, creating: true) { throw ExecutorError("cannot write \(paths.input): \(problem)") }
     }
 
     /// Removes a directory and everything in it (not following links).
