@@ -228,23 +228,21 @@ public actor Scheduler: Service {
 
     /// A job was stored that is not due at once (`run_at`, `delay_s`) or has a deadline: look
     /// at the queue again at `time` (`Job.nextTimer`). Cheap and non-blocking.
-    public nonisolated func jobEnqueued(dueBy time: Timestamp?) {
-        if let time { eventSink.yield(.arm(time)) }
-        jobEnqueued()
-    }
+    public nonisolated func jobEnqueued(dueBy time: Timestamp?) { enqueued(nil, dueBy: time) }
 
     /// A job was stored: start it now if a slot is free. Cheap and non-blocking; repeated
     /// calls before the loop runs collapse into one wake-up.
-    public nonisolated func jobEnqueued() {
-        submissions.withLock { $0.add(nil) }
-        wakeSlots()
-    }
+    public nonisolated func jobEnqueued() { enqueued(nil, dueBy: nil) }
 
     /// A job was stored, queued (a submit): as `jobEnqueued(dueBy:)`, and a slot's next job,
     /// looked up ahead, stays its next unless this one goes before it.
     public nonisolated func jobEnqueued(_ job: Job) {
-        if let time = job.nextTimer { eventSink.yield(.arm(time)) }
-        submissions.withLock { $0.add(SubmissionLog.Entry(priority: job.priority, fairTag: job.fairTag)) }
+        enqueued(SubmissionLog.Entry(priority: job.priority, fairTag: job.fairTag), dueBy: job.nextTimer)
+    }
+
+    private nonisolated func enqueued(_ entry: SubmissionLog.Entry?, dueBy time: Timestamp?) {
+        if let time { eventSink.yield(.arm(time)) }
+        submissions.withLock { $0.add(entry) }
         wakeSlots()
     }
 
