@@ -1,5 +1,5 @@
 // The scheduler's loop and every handler that changes slot occupancy stay in one actor and one
-// file (about 880 lines: a third the start-before-commit handover of a local store, a tenth the
+// file (about 930 lines: a third the start-before-commit handover of a local store, a tenth the
 // queue's timer): the board's invariant is easiest to check when each move is in sight of the
 // others, and the handover's and the timer's state (looked-up jobs, uncommitted starts, voided
 // attempts, the armed time) is private to the actor. Execution, workers, the store and the GPU
@@ -76,38 +76,6 @@ public actor Scheduler: Service {
     struct Started: Sendable {
         var job: Job
         var slot: SlotID
-    }
-
-    /// The `jobEnqueued` calls so far, with where each of the newest jobs stands in the queue
-    /// (nil where the caller did not say): a job looked up ahead stays the slot's next when none
-    /// submitted since goes before it.
-    struct SubmissionLog: Sendable {
-        struct Entry: Sendable {
-            var priority: Int
-            var fairTag: Int64
-        }
-        static let kept = 64
-        private(set) var count = 0
-        private var newest: [Entry?] = []
-
-        mutating func add(_ entry: Entry?) {
-            count += 1
-            newest.append(entry)
-            if newest.count > Self.kept * 2 { newest.removeFirst(newest.count - Self.kept) }
-        }
-
-        /// Whether a job submitted after the first `asOf` calls may go before `job`: one of
-        /// higher priority, or of its priority with an earlier fair-share tag (or one the log
-        /// does not know).
-        func overtakes(_ job: Job, since asOf: Int) -> Bool {
-            let since = count - asOf
-            guard since > 0 else { return false }
-            guard since <= newest.count else { return true }
-            return newest.suffix(since).contains { entry in
-                guard let entry else { return true }
-                return entry.priority > job.priority || (entry.priority == job.priority && entry.fairTag < job.fairTag)
-            }
-        }
     }
 
     /// A busy slot's next job, looked up while the slot's current job runs.
