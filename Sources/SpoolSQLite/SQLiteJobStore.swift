@@ -226,24 +226,34 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         }
     }
 
-    public func commit(finished: FinishedAttempt?, started: Job?) async throws -> Bool {
+    public func commit(claimed: Job?, finished: FinishedAttempt?, started: Job?) async throws -> HandOverCommit {
         if finished != nil, started != nil { try await Failpoints.hold(Failpoints.holdHandOverCommit) }
-        let (held, events) = try await write("record a finished job and start the next") { db -> (Bool, [JobEvent]) in
-            var events = try finished.flatMap { try Self.record($0, in: db) }.map { [$0] } ?? []
-            guard let started, let startedAt = started.startedAt, let slot = started.slot else { return (false, events) }
-            guard let row = try Row.fetchOne(db, cached: """
+        if claimed != nil { try await Failpoints.hold(Failpoints.holdClaimWithEnd) }
+        let (answer, events) = try await write("record a finished job and start the next") { db -> (HandOverCommit, [JobEvent]) in
+            var events: [JobEvent] = []
+            let claimHeld = try claimed.map { try Self.claim($0, in: db, events: &events) } ?? false
+            if let finished, let event = try Self.record(finished, in: db) { events.append(event) }
+            let startedHeld = try started.map { try Self.claim($0, in: db, events: &events) } ?? false
+            return (HandOverCommit(claimed: claimHeld, started: startedHeld), events)
+        }
+        notifier.publish([finished?.job ?? (answer.claimed ? claimed?.id : nil), answer.started ? started?.id : nil].compactMap { $0 })
+        eventNotifier.published(events)
+        return answer
+    }
+
+    /// Claims `started` — a job `peekNext` returned, after `Job.start(on:at:)` — in the caller's
+    /// transaction if it is still queued with one attempt fewer; its event goes to `events`.
+    private static func claim(_ started: Job, in db: Database, events: inout [JobEvent]) throws -> Bool {
+        guard let startedAt = started.startedAt, let slot = started.slot,
+              let row = try Row.fetchOne(db, cached: """
                 UPDATE jobs SET state = 'running', attempts = ?, slot = ?, started_at = ?, finished_at = NULL,
                     pid = NULL, progress_fraction = NULL, progress_message = NULL, result = NULL
                 WHERE id = ? AND state = 'queued' AND attempts = ?
                 RETURNING *
                 """, arguments: [started.attempts, slot.rawValue, startedAt.microseconds, started.id.rawValue, started.attempts - 1])
-            else { return (false, events) }
-            events.append(try Self.insertEvent(.state, of: try Self.job(from: row), at: startedAt, in: db))
-            return (true, events)
-        }
-        notifier.publish([finished?.job, held ? started?.id : nil].compactMap { $0 })
-        eventNotifier.published(events)
-        return held
+        else { return false }
+        events.append(try Self.insertEvent(.state, of: try Self.job(from: row), at: startedAt, in: db))
+        return true
     }
 
     /// Records an attempt's end in the caller's transaction, if that attempt still runs; its event.

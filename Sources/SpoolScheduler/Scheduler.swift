@@ -1,5 +1,5 @@
 // The scheduler's loop and every handler that changes slot occupancy stay in one actor and one
-// file (about 930 lines: a third the start-before-commit handover of a local store, a tenth the
+// file (about 970 lines: a third the start-before-commit handover of a local store, a tenth the
 // queue's timer): the board's invariant is easiest to check when each move is in sight of the
 // others, and the handover's and the timer's state (looked-up jobs, uncommitted starts, voided
 // attempts, the armed time) is private to the actor. Execution, workers, the store and the GPU
@@ -26,7 +26,9 @@ import Synchronization
 /// makes its files; when the job ends, the next one starts at once and the transaction —
 /// outcome and a claim conditional on the job still being queued — commits meanwhile. A job
 /// canceled in between is stopped as soon as the commit says so; its attempt records nothing.
-/// A job's end is handled only after its own claim committed. A crash in between leaves the
+/// A job's end is handled only after its own claim committed, or with it: a job started on an
+/// idle slot (nothing else to commit) keeps its claim back for `claimDelay`, and one that ends
+/// by then commits its claim and its end in one transaction. A crash in between leaves the
 /// job queued and its process to the orphan reaper of the next start.
 ///
 /// Graceful shutdown: the admission gate closes (submits get 503), idle slots close, running
@@ -45,8 +47,10 @@ public actor Scheduler: Service {
         case shutdown
         case shutdownGraceOver
         /// Local store: a commit of an attempt's end and/or of a started job's claim came back
-        /// (`true`: the claim held).
-        case committed(Ending?, Started?, Result<Bool, any Error>)
+        /// (which claims held).
+        case committed(Ending?, Started?, Result<HandOverCommit, any Error>)
+        /// Local store: an attempt's claim has waited `claimDelay` for its end; it commits now.
+        case claimDue(Attempt)
         /// Local store: a busy slot's look-ahead came back (the `lookup`-th for that slot).
         case lookedUp(SlotID, lookup: Int, LookAhead)
         /// Something in the queue is due by this time (a delayed job may start, a deadline passes).
@@ -71,6 +75,8 @@ public actor Scheduler: Service {
         var slot: SlotID
         var result: ExecutionResult
         var record: FinishedAttempt
+        /// Its own claim, when that waited for the end (`claimDelay`): both commit together.
+        var claimed: Job?
     }
 
     struct Started: Sendable {
@@ -161,6 +167,8 @@ public actor Scheduler: Service {
     /// Attempts started before their claim committed, and the ends that wait for those commits.
     private var uncommitted: Set<Attempt> = []
     private var endsAwaitingCommit: [Attempt: (Job, SlotID, ExecutionResult)] = [:]
+    /// Attempts started on an idle slot whose claim waits (`claimDelay`) to commit with their end.
+    private var deferredClaims: [Attempt: Started] = [:]
     /// Attempts whose claim did not hold: stopped at once; their end records nothing.
     private var voided: Set<Attempt> = []
     private var commitsInFlight = 0
@@ -338,6 +346,11 @@ public actor Scheduler: Service {
             wakePending.store(false, ordering: .releasing)
             await fillIdleSlots(in: &group)
         case .finished(let job, let slot, let result):
+            // Its claim waited for its end: the two commit together.
+            if let local, let claim = deferredClaims.removeValue(forKey: Attempt(job)) {
+                await finishLocally(job, on: slot, with: result, local, claimed: claim.job, in: &group)
+                return
+            }
             // Started before its claim committed: its end is handled once the claim is.
             if uncommitted.contains(Attempt(job)) {
                 endsAwaitingCommit[Attempt(job)] = (job, slot, result)
@@ -366,6 +379,8 @@ public actor Scheduler: Service {
             for job in board.runningJobs.values { stop(job, because: .shutdown) }
         case .committed(let ending, let started, let answer):
             await committed(ending, started, answer, in: &group)
+        case .claimDue(let attempt):
+            if let local, let claim = deferredClaims.removeValue(forKey: attempt) { commit(nil, claim, local, in: &group) }
         case .lookedUp(let slot, let lookup, let found):
             guard lookups[slot] == lookup, board.job(on: slot) != nil else { return }
             switch found {
@@ -571,8 +586,9 @@ public actor Scheduler: Service {
 
     /// A job ended with a local store: the slot starts its next job (looked up while this one
     /// ran, or now) and the outcome and the claim commit together while it starts.
+    /// `claimed`: the attempt's own claim, which waited for its end (`claimDelay`).
     private func finishLocally(_ job: Job, on slot: SlotID, with result: ExecutionResult, _ local: any LocalJobStore,
-                               in group: inout DiscardingTaskGroup) async {
+                               claimed: Job? = nil, in group: inout DiscardingTaskGroup) async {
         await endAttempt(job)
         // After a store failure, or with tenants' running caps, the store claims (and the slot waits).
         var next = PeekedJob.none
@@ -596,10 +612,17 @@ public actor Scheduler: Service {
                 next = await lookUp(for: slot, local, in: &group) ?? .claimInStore
             }
         }
-        if case .claimInStore = next { return record(job, on: slot, with: result, in: &group) }
+        if case .claimInStore = next {
+            guard claimed != nil else { return record(job, on: slot, with: result, in: &group) }
+            // The end commits here with its claim (which only this path sends), and the
+            // slot-filling pass claims through the store after it.
+            next = .none
+            lookAfter = true
+        }
         let ending = Ending(job: job, slot: slot, result: result,
                             record: FinishedAttempt(job: job.id, attempt: job.attempts, outcome: result.outcome, result: result.result,
-                                                    now: clock.wall()))
+                                                    now: clock.wall()),
+                            claimed: claimed)
         do {
             if case .job = next {
                 try board.finishedAndClaiming(job.id, on: slot)
@@ -645,17 +668,27 @@ public actor Scheduler: Service {
                        in group: inout DiscardingTaskGroup) {
         var started = job
         started.start(on: slot, at: ending?.record.now ?? clock.wall())
-        uncommitted.insert(Attempt(started))
+        let attempt = Attempt(started)
+        uncommitted.insert(attempt)
         accept(started, on: slot, in: &group)
-        commit(ending, Started(job: started, slot: slot), local, in: &group)
+        let delay = configuration.claimDelay
+        guard ending == nil, delay > .zero else { return commit(ending, Started(job: started, slot: slot), local, in: &group) }
+        // Nothing else to commit now: the claim waits a moment for the job's end (`.finished`
+        // takes it), else commits alone (`.claimDue`).
+        deferredClaims[attempt] = Started(job: started, slot: slot)
+        guard !Failpoints.isOn(Failpoints.holdClaimWithEnd) else { return }
+        group.addTask { [eventSink, clock] in
+            do { try await clock.sleep(for: delay) } catch { return }
+            eventSink.yield(.claimDue(attempt))
+        }
     }
 
     private func commit(_ ending: Ending?, _ started: Started?, _ local: any LocalJobStore, in group: inout DiscardingTaskGroup) {
         commitsInFlight += 1
         group.addTask { [eventSink] in
-            let answer: Result<Bool, any Error>
+            let answer: Result<HandOverCommit, any Error>
             do {
-                answer = .success(try await local.commit(finished: ending?.record, started: started?.job))
+                answer = .success(try await local.commit(claimed: ending?.claimed, finished: ending?.record, started: started?.job))
             } catch {
                 answer = .failure(error)
             }
@@ -663,15 +696,20 @@ public actor Scheduler: Service {
         }
     }
 
-    private func committed(_ ending: Ending?, _ started: Started?, _ answer: Result<Bool, any Error>,
+    private func committed(_ ending: Ending?, _ started: Started?, _ answer: Result<HandOverCommit, any Error>,
                            in group: inout DiscardingTaskGroup) async {
         commitsInFlight -= 1
         let recovering = storeTrouble != nil
         var held = false
         switch answer {
-        case .success(let claimHeld):
-            held = claimHeld
+        case .success(let claims):
+            held = claims.started
             storeTrouble = nil
+            if let claimed = ending?.claimed {
+                // Canceled before its claim and its end committed: the store saw neither.
+                uncommitted.remove(Attempt(claimed))
+                if !claims.claimed { voided.insert(Attempt(claimed)) }
+            }
         case .failure(let error):
             storeFailed(error)
             logger.error("could not record a finished job or a claim; retrying", metadata: ["error": "\(error)"])
@@ -694,8 +732,12 @@ public actor Scheduler: Service {
                 commitsInFlight += 1
                 group.addTask { [eventSink, clock] in
                     do { try await clock.sleep(for: delay) } catch { return }
-                    let answer: Result<Bool, any Error>
-                    do { answer = .success(try await local.commit(finished: ending.record, started: nil)) } catch { answer = .failure(error) }
+                    let answer: Result<HandOverCommit, any Error>
+                    do {
+                        answer = .success(try await local.commit(claimed: ending.claimed, finished: ending.record, started: nil))
+                    } catch {
+                        answer = .failure(error)
+                    }
                     eventSink.yield(.committed(ending, nil, answer))
                 }
             } else {

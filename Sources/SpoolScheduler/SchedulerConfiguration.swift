@@ -20,6 +20,13 @@ public struct SchedulerConfiguration: Sendable {
     /// it starts, instead of waiting for the commit's fsync first. Off: claim, then start.
     public var startBeforeCommit = true
 
+    /// With `startBeforeCommit`: how long the claim of a job started on an idle slot waits before
+    /// it commits on its own. A job that ends by then commits its claim and its end in one
+    /// transaction — one fsync, and one change seen by waiting clients, instead of two. Its
+    /// `running` state shows this much later; a crash in between leaves it queued, as before any
+    /// claim commits. Zero: the claim commits as the job starts.
+    public var claimDelay: Duration = .milliseconds(2)
+
     /// Failed attempts in a row that quarantine a GPU slot (0: never; see `SlotQuarantine`).
     public var quarantineAfterFailures = 3
 

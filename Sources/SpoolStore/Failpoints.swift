@@ -9,6 +9,10 @@ public enum Failpoints {
     /// A commit that records a job's end and claims the slot's next job — already started —
     /// never completes: the next job's process runs while the store still holds it as queued.
     public static let holdHandOverCommit = "hold-handover-commit"
+    /// A job started from an idle slot keeps its claim uncommitted until it ends, however long it
+    /// runs (the scheduler's `claimDelay` never runs out), and the commit of its claim with its end
+    /// never completes: the job has run, and the store still holds it as queued.
+    public static let holdClaimWithEnd = "hold-claim-with-end"
 
     public static let enabled: Set<String> = {
         guard let value = getenv("SPOOL_FAILPOINTS") else { return [] }

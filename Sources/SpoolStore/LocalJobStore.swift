@@ -14,10 +14,30 @@ public protocol LocalJobStore: JobStore {
     /// `claimNext`, never claiming one of `skipping` (jobs this server is starting already).
     func claimNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>, now: Timestamp) async throws -> Job?
 
-    /// In one transaction: records `finished` (nothing when that attempt is no longer running)
-    /// and claims `started` — a job `peekNext` returned, after `Job.start(on:at:)` — if it is
-    /// still queued with one attempt fewer. Returns whether the claim held.
-    func commit(finished: FinishedAttempt?, started: Job?) async throws -> Bool
+    /// In one transaction, in this order: claims `claimed`, records `finished` (nothing when that
+    /// attempt is not running), and claims `started`. A claim is of a job `peekNext` returned,
+    /// after `Job.start(on:at:)`, and holds only while that job is still queued with one attempt
+    /// fewer. `claimed` is an attempt that started and ended before its claim was committed: its
+    /// claim rides with its end (`finished`), so a canceled job records neither.
+    func commit(claimed: Job?, finished: FinishedAttempt?, started: Job?) async throws -> HandOverCommit
+}
+
+extension LocalJobStore {
+    /// `commit(claimed:finished:started:)` without a claim riding with the end: whether `started`'s claim held.
+    public func commit(finished: FinishedAttempt?, started: Job?) async throws -> Bool {
+        try await commit(claimed: nil, finished: finished, started: started).started
+    }
+}
+
+/// Which claims of a `commit(claimed:finished:started:)` held.
+public struct HandOverCommit: Sendable, Equatable {
+    public var claimed: Bool
+    public var started: Bool
+
+    public init(claimed: Bool, started: Bool) {
+        self.claimed = claimed
+        self.started = started
+    }
 }
 
 /// What `peekNext` found.

@@ -215,9 +215,15 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
             .compactMap { job in [job.notBefore.flatMap { $0 > now ? $0 : nil }, job.startBy].compactMap { $0 }.min() }.min()
     }
 
-    public func commit(finished: FinishedAttempt?, started: Job?) async throws -> Bool {
+    public func commit(claimed: Job?, finished: FinishedAttempt?, started: Job?) async throws -> HandOverCommit {
+        let claimHeld = claimed.map(claim) ?? false
         if let finished { record(finished) }
-        guard let started, let slot = started.slot, let startedAt = started.startedAt, let stored = jobsByID[started.id],
+        return HandOverCommit(claimed: claimHeld, started: started.map(claim) ?? false)
+    }
+
+    /// Claims `started` (a job `peekNext` returned, after `Job.start(on:at:)`) if it is still queued with one attempt fewer.
+    private func claim(_ started: Job) -> Bool {
+        guard let slot = started.slot, let startedAt = started.startedAt, let stored = jobsByID[started.id],
               stored.state == .queued, stored.attempts == started.attempts - 1 else {
             return false
         }

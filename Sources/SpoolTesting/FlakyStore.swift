@@ -108,14 +108,14 @@ public final class FlakyStore: LocalJobStore {
         guard let local = base as? any LocalJobStore else { return try await base.claimNext(for: slot, excluding: types, now: now) }
         return try await local.claimNext(for: slot, excluding: types, skipping: skipping, now: now)
     }
-    public func commit(finished: FinishedAttempt?, started: Job?) async throws -> Bool {
+    public func commit(claimed: Job?, finished: FinishedAttempt?, started: Job?) async throws -> HandOverCommit {
         try await pass(finished == nil ? .claim : .finish)
-        if let local = base as? any LocalJobStore { return try await local.commit(finished: finished, started: started) }
+        if let local = base as? any LocalJobStore { return try await local.commit(claimed: claimed, finished: finished, started: started) }
         if let finished {
             _ = try await base.finish(finished.job, attempt: finished.attempt, outcome: finished.outcome, result: finished.result,
                                       now: finished.now, claimNextFor: nil, excluding: [])
         }
-        return false
+        return HandOverCommit(claimed: false, started: false)
     }
     public func cancel(_ id: JobID, by actor: String?, now: Timestamp) async throws -> CancelResult { try await base.cancel(id, by: actor, now: now) }
     public func reportProgress(_ id: JobID, attempt: Int, progress: JobProgress) async throws {

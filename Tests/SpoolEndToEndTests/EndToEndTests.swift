@@ -127,6 +127,30 @@ import Testing
                 "the next job's first process was killed before its end; it ran once more, alone")
     }
 
+    /// A job started on an idle slot commits its claim with its end when it ends within the
+    /// scheduler's `claimDelay`. A kill -9 after such a job ran, before that commit — the store
+    /// still holding it queued — loses nothing: it runs again after the restart, once, alone.
+    @Test func killNineAfterAJobRanBeforeItsClaimCommittedWithItsEnd() async throws {
+        let server = try server()
+        try await server.start(environment: ["SPOOL_FAILPOINTS": "hold-claim-with-end"])
+        defer { Task { await server.stop() } }
+        let job = try id(try await server.submit("stamp", .object(["n": 0, "sleep": 0])))
+        try await withDeadline(.seconds(60), "the job's end stamp") {
+            while try !Fixtures.stamps(in: server.scratch).contains(where: { $0.kind == "end" && $0.n == 0 }) {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        #expect(try await server.job(job)["state"] == "queued", "it ran; neither its claim nor its end is committed")
+        await server.kill9()
+
+        try await server.start()
+        let done = try await server.waitFor(job, ["succeeded", "failed", "canceled"])
+        #expect(done["state"] == "succeeded" && done["attempts"] == 1, "\(done)")
+        let stamps = try Fixtures.stamps(in: server.scratch)
+        #expect(!stamps.contains { $0.kind == "OVERLAP" })
+        #expect(stamps.map(\.kind) == ["start", "end", "start", "end"], "it ran again after the restart, after its first run: \(stamps)")
+    }
+
     @Test func aJobThatOverrunsItsTimeoutIsKilledWithItsGrandchild() async throws {
         let server = try server()
         try await server.start()

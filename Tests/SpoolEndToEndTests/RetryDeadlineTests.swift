@@ -68,7 +68,7 @@ import Testing
         let hurried = try await server.submit("noop", extra: ["start_within_s": 0.3])
         #expect(hurried.status == 201 && hurried.json["start_by"]?.stringValue != nil)
         let expired = try await server.waitFor(try id(hurried), ["succeeded", "failed", "canceled"])
-        #expect(expired["state"] == "canceled" && expired["reason"] == "deadline" && expired["attempts"] == .int(0))
+        #expect(expired["state"] == "canceled" && expired["reason"] == "deadline" && expired["attempts"] == .int(0), "\(expired)")
 
         let delayedReply = try await server.submit("noop", extra: ["delay_s": 2])
         #expect(delayedReply.status == 201)

@@ -49,6 +49,9 @@ final class SchedulerRig: Sendable {
         dataDirectory = NSTemporaryDirectory() + "spool-scheduler-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: dataDirectory + "/jobs", withIntermediateDirectories: true)
         var configuration = SchedulerConfiguration(slots: (0..<slots).map { SlotSpec(id: SlotID($0)) }, dataDirectory: dataDirectory)
+        // A claim commits as its job starts, unless a test says otherwise: with the manual
+        // clock, one that waits (`claimDelay`) would wait until the test moves time.
+        configuration.claimDelay = .zero
         configure(&configuration)
         self.configuration = configuration
         scheduler = Scheduler(store: store, executor: executor(catalog, clock, dataDirectory), catalog: catalog,

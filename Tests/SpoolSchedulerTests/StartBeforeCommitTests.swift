@@ -12,11 +12,102 @@ import Testing
 @Suite struct StartBeforeCommitTests {
     let executor = ScriptedExecutor()
 
-    func rig(slots: Int = 1) throws -> SchedulerRig {
+    /// `claimDelay`: how long a claim from an idle slot waits for its job's end (the rig's default is none).
+    func rig(slots: Int = 1, claimDelay: Duration? = nil) throws -> SchedulerRig {
         let executor = self.executor
         return try SchedulerRig(slots: slots, executor: { _, _, _ in executor }) { configuration in
             configuration.storeRetryDelay = .seconds(1)
             #expect(configuration.startBeforeCommit, "the default with a local store")
+            if let claimDelay { configuration.claimDelay = claimDelay }
+        }
+    }
+
+    @Test func byDefaultAClaimFromAnIdleSlotWaitsAMomentForItsEnd() {
+        let configuration = SchedulerConfiguration(slots: [SlotSpec(id: SlotID(0))], dataDirectory: "/tmp")
+        #expect(configuration.claimDelay > .zero && configuration.claimDelay <= .milliseconds(10))
+    }
+
+    /// The state events of `job`, oldest first.
+    func states(_ rig: SchedulerRig, _ job: JobID) async throws -> [JSONValue?] {
+        try await rig.memory.events(after: 0, job: job, limit: 100).filter { $0.kind == .state }.map { $0.data["state"] }
+    }
+
+    @Test func aJobThatEndsWithinTheClaimDelayCommitsItsClaimAndItsEndTogether() async throws {
+        let rig = try rig(claimDelay: .seconds(1))
+        try await running(rig) {
+            rig.store.hold(.claim)   // a claim committed on its own would wait here
+            rig.store.hold(.finish)
+            let job = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job, its claim waiting for its end")
+            #expect(try await rig.job(job.id).state == .queued)
+            attempt.finish(.succeeded, result: .object(["n": .int(1)]))
+            try await within(.seconds(10), "the commit of the job's claim with its end") { [store = rig.store] in
+                while store.waiting(.finish) == 0 { await Task.yield() }
+            }
+            #expect(rig.store.waiting(.claim) == 0, "no claim went on its own")
+            #expect(try await rig.job(job.id).state == .queued, "neither is committed before that transaction")
+            #expect(rig.store.release(.finish) == 1)
+            let done = try await rig.waitFor(job.id, .succeeded)
+            #expect(done.attempts == 1 && done.result == .object(["n": .int(1)]) && done.startedAt != nil)
+            #expect(try await states(rig, job.id).suffix(2) == [.string("running"), .string("succeeded")])
+            #expect(rig.store.release(.claim) == 0)
+        }
+    }
+
+    @Test func aClaimCommitsOnItsOwnOnceTheDelayIsOverAndTheJobStillRuns() async throws {
+        let rig = try rig(claimDelay: .seconds(1))
+        try await running(rig) {
+            let job = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job")
+            #expect(try await rig.job(job.id).state == .queued, "its claim waits")
+            try await rig.advance(by: .seconds(1), until: "the claim to commit") { try await rig.job(job.id).state == .running }
+            attempt.finish(.succeeded)
+            let done = try await rig.waitFor(job.id, .succeeded)
+            #expect(done.attempts == 1)
+            #expect(try await states(rig, job.id).suffix(2) == [.string("running"), .string("succeeded")])
+        }
+    }
+
+    @Test func aJobCanceledWhileItsClaimWaitsIsStoppedAndRecordsNothing() async throws {
+        let rig = try rig(claimDelay: .seconds(1))
+        try await running(rig) {
+            let job = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job, its claim waiting")
+            guard case .canceled = try await rig.memory.cancel(job.id, now: rig.clock.wall()) else {
+                Issue.record("the job was not queued in the store")
+                return
+            }
+            await rig.scheduler.stop(job.id, because: .cancel)   // as the API does after a cancel
+            #expect(await attempt.nextStop() == .cancel)
+            attempt.finish(.succeeded)   // whatever it says: its claim does not hold, and its end records nothing
+            let later = try await rig.submit()
+            let next = try await executor.attempts.next("the slot's next job")
+            #expect(next.job.id == later.id)
+            next.finish(.succeeded)
+            _ = try await rig.waitFor(later.id, .succeeded)
+            let canceled = try await rig.job(job.id)
+            #expect(canceled.state == .canceled && canceled.attempts == 0 && canceled.startedAt == nil)
+            #expect(try await states(rig, job.id).last == .string("canceled"))
+        }
+    }
+
+    @Test func aFailedCommitOfAClaimWithItsEndIsRetriedWithBoth() async throws {
+        let rig = try rig(claimDelay: .seconds(1))
+        try await running(rig) {
+            let job = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job")
+            rig.store.hold(.finish)
+            attempt.finish(.succeeded)
+            try await within(.seconds(10), "the commit of the job's claim with its end") { [store = rig.store] in
+                while store.waiting(.finish) == 0 { await Task.yield() }
+            }
+            rig.store.fail(.finish, times: 1)
+            rig.store.release(.finish)
+            try await rig.advance(by: .seconds(1), until: "the claim and the end to be committed again") {
+                try await rig.job(job.id).state == .succeeded
+            }
+            let done = try await rig.job(job.id)
+            #expect(done.attempts == 1 && executor.startedCount == 1, "recorded once it could be, and not run again")
         }
     }
 

@@ -289,6 +289,38 @@ import Testing
         }
     }
 
+    /// A local store's hand-over commit, with a claim that rode with its attempt's end: claim,
+    /// end and the next job's claim in one transaction — or, for a job canceled before it, neither.
+    @Test(arguments: StoreKind.allCases)
+    func aClaimThatRidesWithItsEndCommitsWithItOrNeitherIsRecorded(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            guard let local = store as? any LocalJobStore else { return }   // a shared store claims before a start
+            let job = try await store.create(makeJob())
+            let next = try await store.create(makeJob())
+            var ran = job, following = next
+            ran.start(on: SlotID(0), at: at(2_000))
+            following.start(on: SlotID(0), at: at(3_000))
+            let ended = FinishedAttempt(job: job.id, attempt: 1, outcome: .succeeded, result: .object(["ok": .bool(true)]), now: at(3_000))
+            #expect(try await local.commit(claimed: ran, finished: ended, started: following) == HandOverCommit(claimed: true, started: true))
+            let done = try await store.require(job.id)
+            #expect(done.state == .succeeded && done.attempts == 1 && done.slot == SlotID(0))
+            #expect(done.startedAt == at(2_000) && done.finishedAt == at(3_000) && done.result == .object(["ok": .bool(true)]))
+            let states = try await store.events(after: 0, job: job.id, limit: 100).filter { $0.kind == .state }.map { $0.data["state"] }
+            #expect(states.suffix(2) == [.string("running"), .string("succeeded")], "its start is in the log, before its end")
+            #expect(try await store.require(next.id).state == .running)
+
+            let canceled = try await store.create(makeJob())
+            _ = try await store.cancel(canceled.id, now: at(4_000))
+            var late = canceled
+            late.start(on: SlotID(1), at: at(4_000))
+            let refused = try await local.commit(claimed: late, finished: FinishedAttempt(job: canceled.id, attempt: 1, outcome: .succeeded,
+                                                                                         result: nil, now: at(5_000)), started: nil)
+            #expect(refused == HandOverCommit(claimed: false, started: false))
+            let still = try await store.require(canceled.id)
+            #expect(still.state == .canceled && still.attempts == 0 && still.startedAt == nil && still.finishedAt == at(4_000))
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func cancelingAFinishedOrUnknownJobChangesNothing(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
