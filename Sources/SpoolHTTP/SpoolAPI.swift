@@ -169,7 +169,8 @@ public struct SpoolAPI: Sendable {
         let id = try jobID(context)
         let waitText = request.uri.queryParameters.get("wait")
         // With `wait`: subscribe first, then read, so a change in between is not missed — one
-        // subscription for the whole wait (it keeps the newest change), and one read per change.
+        // subscription for the whole wait (it keeps the newest change), and one read per change
+        // but the job's end, which comes with the job as stored.
         let watch = waitText == nil ? nil : store.watch(id)
         var job = try await find(id, for: context.principal)
         if let waitText, let watch {
@@ -178,11 +179,14 @@ public struct SpoolAPI: Sendable {
             }
             let initial = job.state
             let deadline = ContinuousClock.now + .milliseconds(Int64(min(seconds, limits.maxWait) * 1000))
-            while job.state == initial, !job.state.isTerminal {
+            waiting: while job.state == initial, !job.state.isTerminal {
                 let remaining = deadline - ContinuousClock.now
                 guard remaining > .zero, !Task.isShuttingDownGracefully else { break }
-                guard await watch.next(timeout: remaining) else { break }
-                job = try await find(id, for: context.principal)
+                switch await watch.nextChange(timeout: remaining) {
+                case nil: break waiting
+                case .ended(let ended): job = ended   // as stored, and final: no second read
+                case .changed: job = try await find(id, for: context.principal)
+                }
             }
         }
         return json(try await resource(job))

@@ -191,13 +191,14 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
                        claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job? {
         let finished = FinishedAttempt(job: id, attempt: attempt, outcome: outcome, result: result, now: now)
-        let (next, events) = try await write("record a finished job") { db -> (Job?, [JobEvent]) in
-            var events = try Self.record(finished, in: db).map { [$0] } ?? []
+        let (ended, next, events) = try await write("record a finished job") { db -> (Job?, Job?, [JobEvent]) in
+            let recorded = try Self.record(finished, in: db)
+            var events = recorded.map { [$0.event] } ?? []
             let next = try slot.flatMap { slot in try Self.claim(for: slot, excluding: excluding, now: now, in: db) }
             if let claimedEvent = next?.1 { events.append(claimedEvent) }
-            return (next?.0, events)
+            return (recorded?.job, next?.0, events)
         }
-        notifier.publish(id)
+        if let ended { notifier.publish(ended) } else { notifier.publish(id) }
         if let next { notifier.publish(next.id) }
         eventNotifier.published(events)
         return next
@@ -229,14 +230,17 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     public func commit(claimed: Job?, finished: FinishedAttempt?, started: Job?) async throws -> HandOverCommit {
         if finished != nil, started != nil { try await Failpoints.hold(Failpoints.holdHandOverCommit) }
         if claimed != nil { try await Failpoints.hold(Failpoints.holdClaimWithEnd) }
-        let (answer, events) = try await write("record a finished job and start the next") { db -> (HandOverCommit, [JobEvent]) in
+        let (answer, ended, events) = try await write("record a finished job and start the next") { db -> (HandOverCommit, Job?, [JobEvent]) in
             var events: [JobEvent] = []
             let claimHeld = try claimed.map { try Self.claim($0, in: db, events: &events) } ?? false
-            if let finished, let event = try Self.record(finished, in: db) { events.append(event) }
+            let recorded = try finished.flatMap { try Self.record($0, in: db) }
+            if let recorded { events.append(recorded.event) }
             let startedHeld = try started.map { try Self.claim($0, in: db, events: &events) } ?? false
-            return (HandOverCommit(claimed: claimHeld, started: startedHeld), events)
+            return (HandOverCommit(claimed: claimHeld, started: startedHeld), recorded?.job, events)
         }
-        notifier.publish([finished?.job ?? (answer.claimed ? claimed?.id : nil), answer.started ? started?.id : nil].compactMap { $0 })
+        // The ended job goes with its wake-up (`?wait=` answers without reading it again).
+        if let ended { notifier.publish(ended) } else if let finished { notifier.publish(finished.job) }
+        if answer.started, let started { notifier.publish(started.id) }
         eventNotifier.published(events)
         return answer
     }
@@ -256,14 +260,15 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         return true
     }
 
-    /// Records an attempt's end in the caller's transaction, if that attempt still runs; its event.
-    private static func record(_ finished: FinishedAttempt, in db: Database) throws -> JobEvent? {
+    /// Records an attempt's end in the caller's transaction, if that attempt still runs: the job
+    /// as it is now, and its event.
+    private static func record(_ finished: FinishedAttempt, in db: Database) throws -> (job: Job, event: JobEvent)? {
         guard let row = try Row.fetchOne(db, cached: "SELECT * FROM jobs WHERE id = ? AND state = 'running' AND attempts = ?",
                                          arguments: [finished.job.rawValue, finished.attempt]) else { return nil }
         var job = try Self.job(from: row)
         job.record(finished.outcome, at: finished.now, result: finished.result)
         try Self.saveOutcome(of: job, in: db)
-        return try Self.insertEvent(.state, of: job, at: finished.now, in: db)
+        return (job, try Self.insertEvent(.state, of: job, at: finished.now, in: db))
     }
 
     public func cancel(_ id: JobID, by actor: String?, now: Timestamp) async throws -> CancelResult {

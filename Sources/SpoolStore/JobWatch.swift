@@ -6,7 +6,7 @@ import Synchronization
 public final class JobChangeNotifier: Sendable {
     private struct Waiters {
         var nextToken = 0
-        var byJob: [JobID: [Int: AsyncStream<Void>.Continuation]] = [:]
+        var byJob: [JobID: [Int: AsyncStream<Job?>.Continuation]] = [:]
     }
 
     private let waiters = Mutex(Waiters())
@@ -14,7 +14,7 @@ public final class JobChangeNotifier: Sendable {
     public init() {}
 
     public func watch(_ id: JobID) -> JobWatch {
-        let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let (stream, continuation) = AsyncStream<Job?>.makeStream(bufferingPolicy: .bufferingNewest(1))
         let token = waiters.withLock { state in
             state.nextToken += 1
             state.byJob[id, default: [:]][state.nextToken] = continuation
@@ -29,22 +29,37 @@ public final class JobChangeNotifier: Sendable {
         return JobWatch(stream: stream, continuation: continuation)
     }
 
-    public func publish(_ id: JobID) {
-        let targets = waiters.withLock { state in state.byJob[id].map { Array($0.values) } ?? [] }
-        for continuation in targets { continuation.yield() }
-    }
+    public func publish(_ id: JobID) { yield(nil, to: id) }
 
     public func publish(_ ids: some Sequence<JobID>) {
         for id in ids { publish(id) }
+    }
+
+    /// After a change that left `job` as it is now: a job that has ended goes with the wake-up
+    /// (it changes no more, so the waiter need not read it again); any other state is only a wake-up
+    /// (a later change may be published first).
+    public func publish(_ job: Job) { yield(job.state.isTerminal ? job : nil, to: job.id) }
+
+    private func yield(_ ended: Job?, to id: JobID) {
+        let targets = waiters.withLock { state in state.byJob[id].map { Array($0.values) } ?? [] }
+        for continuation in targets { continuation.yield(ended) }
     }
 }
 
 /// One subscription to a job's changes. Ends (and unregisters) when it is deinitialised.
 public final class JobWatch: Sendable {
-    private let stream: AsyncStream<Void>
-    private let continuation: AsyncStream<Void>.Continuation
+    /// What a wake-up says.
+    public enum Change: Sendable {
+        /// The job ended: this is it, as stored.
+        case ended(Job)
+        /// It changed: read it.
+        case changed
+    }
 
-    init(stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation) {
+    private let stream: AsyncStream<Job?>
+    private let continuation: AsyncStream<Job?>.Continuation
+
+    init(stream: AsyncStream<Job?>, continuation: AsyncStream<Job?>.Continuation) {
         self.stream = stream
         self.continuation = continuation
     }
@@ -52,20 +67,23 @@ public final class JobWatch: Sendable {
     deinit { continuation.finish() }
 
     /// Returns true when the job changed within `timeout`, false when the time ran out.
-    public func next(timeout: Duration) async -> Bool {
+    public func next(timeout: Duration) async -> Bool { await nextChange(timeout: timeout) != nil }
+
+    /// The job's next change within `timeout` (nil when the time ran out).
+    public func nextChange(timeout: Duration) async -> Change? {
         let stream = self.stream
-        return await withTaskGroup(of: Bool.self) { group in
+        return await withTaskGroup(of: Change?.self) { group in
             group.addTask {
-                for await _ in stream { return true }
-                return false
+                for await ended in stream { return ended.map(Change.ended) ?? .changed }
+                return nil
             }
             group.addTask {
                 try? await Task.sleep(for: timeout)
-                return false
+                return nil
             }
-            let changed = await group.next() ?? false
+            let change = await group.next() ?? nil
             group.cancelAll()
-            return changed
+            return change
         }
     }
 }

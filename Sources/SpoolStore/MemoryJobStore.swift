@@ -129,7 +129,7 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
         guard var job = jobsByID[finished.job], job.state == .running, job.attempts == finished.attempt else { return }
         job.record(finished.outcome, at: finished.now, result: finished.result)
         jobsByID[finished.job] = job
-        notifier.publish(finished.job)
+        notifier.publish(job)
         record(.state, job, at: finished.now)
     }
 

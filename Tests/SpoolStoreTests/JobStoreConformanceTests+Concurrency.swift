@@ -43,6 +43,41 @@ extension JobStoreConformanceTests {
         }
     }
 
+    /// A job's end wakes its waiters with the job as stored (a local store's; PostgreSQL's nodes
+    /// hear of a change by id): `?wait=` answers without reading it again.
+    @Test(arguments: StoreKind.allCases)
+    func aWatchWokenByTheJobsEndGetsTheJobAsStored(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            func expectEnded(_ watch: JobWatch, _ id: JobID) async throws {
+                switch await watch.nextChange(timeout: .seconds(60)) {
+                case .ended(let ended)?:
+                    #expect(ended == (try await store.require(id)))
+                case .changed?:
+                    #expect(kind == .postgres, "a local store sends the ended job with the wake-up")
+                case nil:
+                    Issue.record("no wake-up")
+                }
+            }
+            let job = try await store.create(makeJob())
+            let running = try #require(try await store.claimNext(for: SlotID(0), now: at(2)))
+            var watch = store.watch(job.id)
+            _ = try await store.reportProgress(job.id, attempt: 1, progress: JobProgress(fraction: 0.5, message: "half"))
+            #expect(await watch.next(timeout: .seconds(60)))
+            _ = try await store.finish(job.id, attempt: 1, outcome: .exited(code: 3), result: .object(["n": .int(1)]), now: at(3),
+                                       claimNextFor: nil, excluding: [])
+            try await expectEnded(watch, running.id)
+
+            guard let local = store as? any LocalJobStore else { return }
+            let other = try await store.create(makeJob())
+            var started = other
+            started.start(on: SlotID(0), at: at(4))
+            watch = store.watch(other.id)
+            _ = try await local.commit(claimed: started, finished: FinishedAttempt(job: other.id, attempt: 1, outcome: .succeeded,
+                                                                                   result: nil, now: at(5)), started: nil)
+            try await expectEnded(watch, other.id)
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func watchTimesOutWhenNothingChanges(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
