@@ -1,0 +1,187 @@
+import Glibc
+import SpoolCore
+import Synchronization
+
+/// The files a job starts with, in either mode.
+///
+/// Creating a file is the dearest thing on a job's start path: 0.04–0.5 ms per file, directory
+/// or FIFO on this project's build machines (their ext4, depending on the journal's load;
+/// reopening an existing file costs 4 µs, renaming a directory 0.02 ms). So `prepareAhead` makes
+/// all of them while the slot's current job still runs: the directory, the outputs folder,
+/// `input.json`, an empty log, and in process mode the message FIFO. A job nothing looked ahead
+/// for (the first after the slot was idle) gets the slot's spare directory, made while the slot
+/// was idle (`keepSpare`), renamed into place: one rename and the input written.
+enum JobFiles {
+    /// What `prepareAhead` made for a job.
+    struct Prepared: Sendable {
+        /// The message FIFO is there, fresh (process mode).
+        var messages: Bool
+    }
+
+    /// Job directories made by `prepareAhead` and not yet taken by a start.
+    private static let ready = Mutex([String: Prepared]())
+
+    /// The job's files, ahead of its start: the start then finds them there (`takeReady`). A
+    /// failure is left for the start to find and report.
+    static func prepareAhead(_ paths: JobPaths, input: JSONValue, messages: Bool = false) async {
+        guard (try? await make(paths, input: input, messages: messages)) != nil else { return }
+        ready.withLock { ready in
+            // A job looked at but never started (canceled, or overtaken) leaves its name here: bounded.
+            if ready.count >= 256 { ready.removeAll() }
+            ready[paths.directory] = Prepared(messages: messages)
+        }
+    }
+
+    /// What `prepareAhead` made for this job, once (a second call says nil). Synchronous: an
+    /// async call leaves the caller's actor and comes back, two thread hand-offs on every start.
+    static func takeReady(_ paths: JobPaths) -> Prepared? {
+        ready.withLock { $0.removeValue(forKey: paths.directory) }
+    }
+
+    /// The job's files (on the blocking pool), for a start that found none ready (`takeReady`):
+    /// `slot`'s spare renamed into place when it has one that fits. `messages`: with the message
+    /// FIFO, fresh (process mode).
+    static func make(_ paths: JobPaths, input: JSONValue, slot: SlotID, messages: Bool) async throws {
+        let key = Spare(jobs: String(paths.directory.prefix(upTo: paths.directory.lastIndex(of: "/")!)), slot: slot)
+        let spare = spares.withLock { $0.made.removeValue(forKey: key) }
+        let bytes = Array(input.canonicalText.utf8)
+        let (placed, failure) = try await BlockingIO.run { () -> (Bool, ExecutorError?) in
+            // Never over an existing directory (an earlier attempt's): that start makes what is
+            // missing. (`rename` would replace an empty one: a late look-ahead's, just made in
+            // between, whose files then land in the spare; glibc's `renameat2` with
+            // RENAME_NOREPLACE, which would refuse, is not in Swift's Glibc module.)
+            let placed = spare.map { access(paths.directory, F_OK) != 0 && rename($0, paths.directory) == 0 } ?? false
+            do throws(ExecutorError) { try makeFiles(paths, input: bytes, messages: messages) } catch { return (placed, error) }   // in a spare: the input, the FIFO
+            return (placed, nil)
+        }
+        if let spare, !placed {
+            // Still there: kept for the slot's next start, unless the slot has a newer one.
+            let kept = spares.withLock { state in
+                guard state.made[key] == nil else { return false }
+                state.made[key] = spare
+                return true
+            }
+            if !kept { _ = try? await BlockingIO.run { removeTree(spare) } }
+        }
+        if let failure { throw failure }
+    }
+
+    // MARK: - Spare directories
+
+    /// A slot's spare directory (under a data directory's `jobs`).
+    private struct Spare: Hashable {
+        var jobs: String
+        var slot: SlotID
+    }
+
+    private struct Spares {
+        var made: [Spare: String] = [:]
+        var making: Set<Spare> = []
+        /// Data directories whose `jobs/.spare` was emptied of an earlier server's spares, or is
+        /// being emptied (`clearing`: no spare is made there until that is done).
+        var cleared: Set<String> = []
+        var clearing: Set<String> = []
+        var count = 0
+    }
+
+    private static let spares = Mutex(Spares())
+    /// Names this process's spares apart from an earlier server's (a pid repeats in a container).
+    private static let run = String(UInt64.random(in: 0...UInt64.max), radix: 36)
+
+    /// Makes `slot`'s spare job directory (`jobs/.spare/…`: the outputs folder, an empty log and
+    /// input; the message FIFO is made at the start, in process mode) unless it has one: called
+    /// when the slot has nothing started ahead (it went idle, or its next job is a warm
+    /// worker's), so that its next plain start finds it. Best effort: a start without one makes
+    /// its files itself.
+    static func keepSpare(dataDirectory: String, slot: SlotID) async {
+        let jobs = dataDirectory + "/jobs"
+        let key = Spare(jobs: jobs, slot: slot)
+        let claimed = spares.withLock { state -> (path: String, clear: Bool)? in
+            guard state.made[key] == nil, !state.clearing.contains(jobs), !state.making.contains(key) else { return nil }
+            let clear = state.cleared.insert(jobs).inserted
+            if clear { state.clearing.insert(jobs) }
+            state.making.insert(key)
+            state.count += 1
+            return (jobs + "/.spare/\(run)-\(state.count)", clear)
+        }
+        guard let (path, clear) = claimed else { return }
+        let made = (try? await BlockingIO.run { () -> Bool in
+            // The first spare of this server: an earlier server's (left by a crash) go first.
+            if clear { removeTree(jobs + "/.spare") }
+            guard mkdir(jobs + "/.spare", 0o755) == 0 || errno == EEXIST, mkdir(path, 0o755) == 0 else { return false }
+            guard mkdir(path + "/outputs", 0o755) == 0,
+                  write([], to: path + "/log.txt", creating: true) == nil, write([], to: path + "/input.json", creating: true) == nil
+            else {
+                removeTree(path)   // a full disk, say: nothing half-made is left
+                return false
+            }
+            return true
+        }) ?? false
+        spares.withLock { state in
+            state.making.remove(key)
+            if clear { state.clearing.remove(jobs) }
+            if made { state.made[key] = path }
+        }
+    }
+
+    /// Up to `limit` bytes of a file; nil when it cannot be read.
+    private static func contents(of path: String, limit: Int) -> [UInt8]? {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        var buffer = [UInt8](repeating: 0, count: limit)
+        var count = 0
+        while count < limit {
+            let got = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress! + count, limit - count) }
+            if got < 0 && errno == EINTR { continue }
+            guard got > 0 else { break }
+            count += got
+        }
+        return Array(buffer.prefix(count))
+    }
+
+    private static func make(_ paths: JobPaths, input: JSONValue, messages: Bool) async throws {
+        let bytes = Array(input.canonicalText.utf8)
+        try await BlockingIO.run { try makeFiles(paths, input: bytes, messages: messages) }
+    }
+
+    /// Makes whatever of the job's files is missing (blocking).
+    private static func makeFiles(_ paths: JobPaths, input bytes: [UInt8], messages: Bool) throws(ExecutorError) {
+        for directory in [paths.directory, paths.outputs] where mkdir(directory, 0o755) != 0 && errno != EEXIST {
+            throw ExecutorError("cannot create \(directory): \(String(cString: strerror(errno)))")
+        }
+        // The log, empty (an earlier attempt's lines stay: the log appends).
+        let log = open(paths.log, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        guard log >= 0 else { throw ExecutorError("cannot create \(paths.log): \(String(cString: strerror(errno)))") }
+        close(log)
+        if messages { try MessageChannel.makeFIFO(at: paths.messages) }
+        // A job's input never changes: a file already holding it is left as it is (a started
+        // attempt may be reading it — a look-ahead came late); one cut short by a crash is rewritten.
+        if JobFiles.contents(of: paths.input, limit: bytes.count + 1) == bytes { return }
+        if let problem = write(bytes, to: paths.input, creating: true) { throw ExecutorError("cannot write \(paths.input): \(problem)") }
+    }
+
+    /// Removes a directory and everything in it (not following links).
+    private static func removeTree(_ path: String) {
+        if let handle = opendir(path) {
+            while let entry = readdir(handle) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if name == "." || name == ".." { continue }
+                var status = stat()
+                guard lstat(path + "/" + name, &status) == 0 else { continue }
+                if status.st_mode & S_IFMT == S_IFDIR { removeTree(path + "/" + name) } else { unlink(path + "/" + name) }
+            }
+            closedir(handle)
+        }
+        rmdir(path)
+    }
+
+    /// Writes `bytes` as the whole of the file at `path`; what went wrong, or nil.
+    private static func write(_ bytes: [UInt8], to path: String, creating: Bool) -> String? {
+        let descriptor = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC | (creating ? O_CREAT : 0), 0o644)
+        guard descriptor >= 0 else { return String(cString: strerror(errno)) }
+        defer { close(descriptor) }
+        let written = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
+        return written == bytes.count ? nil : "short write"
+    }
+}
