@@ -26,6 +26,11 @@ public protocol JobExecutor: Sendable {
     /// (replacing a warm worker that reached a limit). The slot's next job may already wait.
     func afterRun(on slot: SlotID) async
 
+    /// The job has ended for good on `slot` (its final state is recorded, its outputs listed, and
+    /// it has none): its directory may become one of the slot's spares, if nothing in it is worth
+    /// keeping (see `JobFiles.recycle`).
+    func ended(_ job: JobID, on slot: SlotID) async
+
     /// Job types the slot must not take now (their worker is backing off or unhealthy).
     /// Synchronous: the scheduler asks at the end of every job, on the path to the next one's
     /// start, and an async call would leave its actor and come back.
@@ -45,6 +50,7 @@ extension JobExecutor {
     public func afterRun(on slot: SlotID) async {}
     public func prepare(_ job: Job, on slot: SlotSpec) async {}
     public func slotIdle(_ slot: SlotID) async {}
+    public func ended(_ job: JobID, on slot: SlotID) async {}
     public func excludedTypes(for slot: SlotID) -> Set<String> { [] }
     public func nextRetry() async -> Moment? { nil }
     public func workerStatus() async -> [SlotID: SlotWorkers] { [:] }
@@ -134,6 +140,8 @@ public struct JobExecutors: JobExecutor {
         }
     }
     public func slotIdle(_ slot: SlotID) async { await processes.slotIdle(slot) }
+    /// Either mode's directory: the spares are the data directory's, for both.
+    public func ended(_ job: JobID, on slot: SlotID) async { await processes.ended(job, on: slot) }
     public func excludedTypes(for slot: SlotID) -> Set<String> { workers.excludedTypes(for: slot) }
     public func nextRetry() async -> Moment? { await workers.nextRetry() }
     public func workerStatus() async -> [SlotID: SlotWorkers] { await workers.workerStatus() }

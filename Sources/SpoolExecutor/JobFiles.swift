@@ -5,12 +5,18 @@ import Synchronization
 /// The files a job starts with, in either mode.
 ///
 /// Creating a file is the dearest thing on a job's start path: 0.04–0.5 ms per file, directory
-/// or FIFO on this project's build machines (their ext4, depending on the journal's load;
-/// reopening an existing file costs 4 µs, renaming a directory 0.02 ms). So `prepareAhead` makes
-/// all of them while the slot's current job still runs: the directory, the outputs folder,
-/// `input.json`, an empty log, and in process mode the message FIFO. A job nothing looked ahead
-/// for (the first after the slot was idle) gets the slot's spare directory, made while the slot
-/// was idle (`keepSpare`), renamed into place: one rename and the input written.
+/// or FIFO on this project's build machines (reopening an existing file costs 4 µs, renaming a
+/// directory 0.02 ms). Their ext4 has no journal, and then every new inode is looked for past
+/// each one deleted in the last minutes, one buffer-cache lookup each: after a large delete a
+/// `mkdir` took 0.12 ms and a file 0.26 ms, and in a run of tiny jobs three quarters of the
+/// server's CPU went there. So:
+/// - `prepareAhead` makes a job's files while the slot's current job still runs: the directory,
+///   the outputs folder, `input.json`, an empty log, and in process mode the message FIFO;
+/// - a job nothing looked ahead for (the first after the slot was idle) gets one of the slot's
+///   spare directories renamed into place: one rename and the input written;
+/// - a spare is made while the slot is idle (`keepSpare`), or is the directory of a job that
+///   ended leaving nothing in it (`recycle`: an empty log, no outputs), whose inodes the next
+///   job then reuses. Jobs that write nothing make no new inode but their FIFO.
 enum JobFiles {
     /// What `prepareAhead` made for a job.
     struct Prepared: Sendable {
@@ -23,8 +29,8 @@ enum JobFiles {
 
     /// The job's files, ahead of its start: the start then finds them there (`takeReady`). A
     /// failure is left for the start to find and report.
-    static func prepareAhead(_ paths: JobPaths, input: JSONValue, messages: Bool = false) async {
-        guard (try? await make(paths, input: input, messages: messages)) != nil else { return }
+    static func prepareAhead(_ paths: JobPaths, input: JSONValue, slot: SlotID, messages: Bool = false) async {
+        guard (try? await make(paths, input: input, slot: slot, messages: messages)) != nil else { return }
         ready.withLock { ready in
             // A job looked at but never started (canceled, or overtaken) leaves its name here: bounded.
             if ready.count >= 256 { ready.removeAll() }
@@ -43,7 +49,7 @@ enum JobFiles {
     /// FIFO, fresh (process mode).
     static func make(_ paths: JobPaths, input: JSONValue, slot: SlotID, messages: Bool) async throws {
         let key = Spare(jobs: String(paths.directory.prefix(upTo: paths.directory.lastIndex(of: "/")!)), slot: slot)
-        let spare = spares.withLock { $0.made.removeValue(forKey: key) }
+        let spare = spares.withLock { $0.made[key]?.popLast() }
         let bytes = Array(input.canonicalText.utf8)
         let (placed, failure) = try await BlockingIO.run { () -> (Bool, ExecutorError?) in
             // Never over an existing directory (an earlier attempt's): that start makes what is
@@ -55,10 +61,10 @@ enum JobFiles {
             return (placed, nil)
         }
         if let spare, !placed {
-            // Still there: kept for the slot's next start, unless the slot has a newer one.
+            // Still there: kept for the slot's next start, unless the slot has its fill of newer ones.
             let kept = spares.withLock { state in
-                guard state.made[key] == nil else { return false }
-                state.made[key] = spare
+                guard state.room(for: key) else { return false }
+                state.made[key, default: []].append(spare)
                 return true
             }
             if !kept { _ = try? await BlockingIO.run { removeTree(spare) } }
@@ -75,13 +81,23 @@ enum JobFiles {
     }
 
     private struct Spares {
-        var made: [Spare: String] = [:]
+        /// At most `perSlot` per slot, with those being made or recycled.
+        var made: [Spare: [String]] = [:]
         var making: Set<Spare> = []
+        var recycling: [Spare: Int] = [:]
         /// Data directories whose `jobs/.spare` was emptied of an earlier server's spares, or is
         /// being emptied (`clearing`: no spare is made there until that is done).
         var cleared: Set<String> = []
         var clearing: Set<String> = []
         var count = 0
+
+        /// A slot keeps two: one going idle is made one (`keepSpare`) before its last job's
+        /// directory can be recycled (once the job's end is recorded).
+        static let perSlot = 2
+
+        func room(for key: Spare) -> Bool {
+            (made[key]?.count ?? 0) + (making.contains(key) ? 1 : 0) + recycling[key, default: 0] < Self.perSlot
+        }
     }
 
     private static let spares = Mutex(Spares())
@@ -97,7 +113,7 @@ enum JobFiles {
         let jobs = dataDirectory + "/jobs"
         let key = Spare(jobs: jobs, slot: slot)
         let claimed = spares.withLock { state -> (path: String, clear: Bool)? in
-            guard state.made[key] == nil, !state.clearing.contains(jobs), !state.making.contains(key) else { return nil }
+            guard state.made[key]?.isEmpty ?? true, !state.clearing.contains(jobs), !state.making.contains(key) else { return nil }
             let clear = state.cleared.insert(jobs).inserted
             if clear { state.clearing.insert(jobs) }
             state.making.insert(key)
@@ -120,8 +136,58 @@ enum JobFiles {
         spares.withLock { state in
             state.making.remove(key)
             if clear { state.clearing.remove(jobs) }
-            if made { state.made[key] = path }
+            if made { state.made[key, default: []].append(path) }
         }
+    }
+
+    /// Makes the directory of a job that has ended for good one of `slot`'s spares, when nothing
+    /// in it is worth keeping — an empty log, an empty outputs folder, nothing else written
+    /// there, and no other name for its files (a job that linked them elsewhere could read the
+    /// next job's) — and the slot has room for one. Its API answers stay the same without it: no
+    /// log, no outputs. Its process (and anything it started) is gone by now, and the FIFO with it.
+    static func recycle(_ paths: JobPaths, slot: SlotID) async {
+        let jobs = String(paths.directory.prefix(upTo: paths.directory.lastIndex(of: "/")!))
+        let key = Spare(jobs: jobs, slot: slot)
+        let target = spares.withLock { state -> String? in
+            // Not before this server's first spare cleared the earlier server's (`keepSpare`).
+            guard state.cleared.contains(jobs), !state.clearing.contains(jobs), state.room(for: key) else { return nil }
+            state.recycling[key, default: 0] += 1
+            state.count += 1
+            return jobs + "/.spare/\(run)-\(state.count)"
+        }
+        guard let target else { return }
+        let moved = (try? await BlockingIO.run { reusable(paths) && rename(paths.directory, target) == 0 }) ?? false
+        spares.withLock { state in
+            state.recycling[key, default: 1] -= 1
+            if moved { state.made[key, default: []].append(target) }
+        }
+    }
+
+    /// Whether a job's directory holds nothing but its empty files (blocking).
+    private static func reusable(_ paths: JobPaths) -> Bool {
+        func kind(_ path: String, links: Int) -> (mode: mode_t, size: Int)? {
+            var status = stat()
+            guard lstat(path, &status) == 0, Int(status.st_nlink) == links else { return nil }
+            return (status.st_mode & S_IFMT, Int(status.st_size))
+        }
+        guard kind(paths.directory, links: 3)?.mode == S_IFDIR,   // itself, its entry, outputs' ".."
+              kind(paths.outputs, links: 2)?.mode == S_IFDIR,
+              let log = kind(paths.log, links: 1), log.mode == S_IFREG, log.size == 0,
+              kind(paths.input, links: 1)?.mode == S_IFREG else { return false }
+        let names = Set([paths.input, paths.log, paths.outputs].map { String($0[$0.index(after: $0.lastIndex(of: "/")!)...]) })
+        return entries(of: paths.directory) == names && entries(of: paths.outputs) == []
+    }
+
+    /// The names in a directory (not `.` and `..`); nil when it cannot be read.
+    private static func entries(of path: String) -> Set<String>? {
+        guard let handle = opendir(path) else { return nil }
+        defer { closedir(handle) }
+        var names = Set<String>()
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.insert(name) }
+        }
+        return names
     }
 
     /// Up to `limit` bytes of a file; nil when it cannot be read.
@@ -138,11 +204,6 @@ enum JobFiles {
             count += got
         }
         return Array(buffer.prefix(count))
-    }
-
-    private static func make(_ paths: JobPaths, input: JSONValue, messages: Bool) async throws {
-        let bytes = Array(input.canonicalText.utf8)
-        try await BlockingIO.run { try makeFiles(paths, input: bytes, messages: messages) }
     }
 
     /// Makes whatever of the job's files is missing (blocking).

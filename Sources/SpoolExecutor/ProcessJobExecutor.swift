@@ -45,7 +45,7 @@ public struct ProcessJobExecutor: JobExecutor {
         let plan = configuration.startAhead ? catalog[job.type].flatMap { try? LaunchPlan(job: next, type: $0, slot: slot, paths: paths) } : nil
         let serverPath = getenv("PATH").map { String(cString: $0) }
         guard let (work, dropped) = ahead.begin(job.id, on: slot.id, attempt: next.attempts, { () async -> StartedAhead.Gated? in
-            await JobFiles.prepareAhead(paths, input: job.input, messages: true)
+            await JobFiles.prepareAhead(paths, input: job.input, slot: slot.id, messages: true)
             guard let plan,
                   let executable = try? await BlockingIO.run({ ExecutableLookup.find(plan.argv[0], path: plan.environment["PATH"] ?? serverPath) }),
                   let prepared = JobFiles.takeReady(paths) else { return nil }
@@ -103,6 +103,10 @@ public struct ProcessJobExecutor: JobExecutor {
 
     public func shutdown() async {
         for drop in ahead.drop() { await drop.value }
+    }
+
+    public func ended(_ job: JobID, on slot: SlotID) async {
+        await JobFiles.recycle(JobPaths(dataDirectory: configuration.dataDirectory, job: job), slot: slot)
     }
 
     private func launch(_ job: JobID, _ plan: LaunchPlan, paths: JobPaths, messagesMade: Bool, gate: Bool) -> ChildLaunch {

@@ -68,7 +68,7 @@ public actor WorkerPool: JobExecutor {
 
     /// Runs a job on the slot's warm worker, starting or replacing the worker as needed.
     public func prepare(_ job: Job, on slot: SlotSpec) async {
-        await JobFiles.prepareAhead(JobPaths(dataDirectory: settings.dataDirectory, job: job.id), input: job.input)
+        await JobFiles.prepareAhead(JobPaths(dataDirectory: settings.dataDirectory, job: job.id), input: job.input, slot: slot.id)
     }
 
     public func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult {
@@ -92,6 +92,10 @@ public actor WorkerPool: JobExecutor {
             starting[slot.id] = starting[slot.id] ?? []
         }
         return result
+    }
+
+    public func ended(_ job: JobID, on slot: SlotID) async {
+        await JobFiles.recycle(JobPaths(dataDirectory: settings.dataDirectory, job: job), slot: slot)
     }
 
     /// Replaces the worker set aside by the slot's last job, if any.

@@ -833,7 +833,7 @@ public actor Scheduler: Service {
         let now = clock.wall()
         let isFinal = recorded.state.isTerminal
         // Off the dispatch path: the last log lines and the list of outputs, as events.
-        group.addTask { [store, logger] in
+        group.addTask { [store, logger, executor] in
             do {
                 for text in lastLog { try await Self.appendLog(text, of: job.id, to: store, at: now) }
                 guard isFinal else { return }   // an attempt that goes round again has no final outputs
@@ -843,6 +843,8 @@ public actor Scheduler: Service {
                     "outputs": .array(files.map { .object(["name": .string($0.name), "size": .int($0.size),
                                                             "url": .string("/v1/jobs/\(job.id)/outputs/" + ($0.name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? $0.name))]) }),
                 ]), now: now)
+                // No outputs: its directory may hold nothing worth keeping, and go to the slot as a spare.
+                if files.isEmpty { await executor.ended(job.id, on: slot) }
             } catch {
                 logger.warning("could not record a job's final events", metadata: ["job": "\(job.id)", "error": "\(error)"])
             }

@@ -45,6 +45,7 @@ public final class ScriptedExecutor: JobExecutor {
         var live: [JobID: Attempt] = [:]
         var excluded: [SlotID: Set<String>] = [:]
         var afterRuns: [SlotID] = []
+        var ended: [JobID] = []
         var shutDown = false
     }
 
@@ -71,6 +72,7 @@ public final class ScriptedExecutor: JobExecutor {
     }
 
     public func afterRun(on slot: SlotID) async { state.withLock { $0.afterRuns.append(slot) } }
+    public func ended(_ job: JobID, on slot: SlotID) async { state.withLock { $0.ended.append(job) } }
     public func excludedTypes(for slot: SlotID) -> Set<String> { state.withLock { $0.excluded[slot] ?? [] } }
     public func shutdown() async { state.withLock { $0.shutDown = true } }
 
@@ -82,5 +84,7 @@ public final class ScriptedExecutor: JobExecutor {
 
     /// Slots that got their `afterRun`, in order.
     public var afterRuns: [SlotID] { state.withLock { $0.afterRuns } }
+    /// Jobs the scheduler said had ended for good without outputs (`ended(_:on:)`), in order.
+    public var endedJobs: [JobID] { state.withLock { $0.ended } }
     public var wasShutDown: Bool { state.withLock { $0.shutDown } }
 }

@@ -309,6 +309,60 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: job.paths.outputs))
     }
 
+    /// Another job of the same type for the same executor (and slot), with `input`.
+    func another(_ first: Run, input: JSONValue) -> Run {
+        let job = Job(id: .random(), type: "t", input: input, priority: 0, timeoutSeconds: 30, maxAttempts: 1, createdAt: Timestamp(microseconds: 0))
+        return Run(job: job, paths: JobPaths(dataDirectory: directory, job: job.id), executor: first.executor)
+    }
+
+    /// A job that ended leaving nothing in its directory (an empty log, no outputs) gives it to
+    /// the slot as a spare: the next job runs in it — the same inodes, none made — with its own
+    /// input, and the first job's API answers stay empty without it.
+    @Test func theDirectoryOfAJobThatLeftNothingIsTheNextJobsSpare() async throws {
+        let script = #"[ "$(cat "$SPOOL_INPUT_FILE")" = '{"n":1}' ] || cat "$SPOOL_INPUT_FILE""#
+        let first = try prepare(["/bin/sh", "-c", script], input: .object(["n": .int(1)]), startAhead: false)
+        await first.executor.slotIdle(SlotID(0))   // the slot's first spare (and the earlier server's removed)
+        #expect(await run(first) == .succeeded)
+        let directoryInode = inode(first.paths.directory), logInode = inode(first.paths.log), outputsInode = inode(first.paths.outputs)
+        await first.executor.ended(first.job.id, on: SlotID(0))
+        #expect(!FileManager.default.fileExists(atPath: first.paths.directory), "its directory went to the slot")
+        #expect(try spares().count == 1, "the slot had used its spare; it has the recycled one")
+
+        let second = another(first, input: .object(["n": .int(2)]))
+        #expect(await run(second) == .succeeded)
+        #expect(inode(second.paths.directory) == directoryInode && inode(second.paths.log) == logInode
+                && inode(second.paths.outputs) == outputsInode)
+        #expect(try log(of: second) == #"{"n":2}"#, "its own input, on stdin and in the file; an empty log before it")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: second.paths.outputs).isEmpty)
+        #expect(try spares().isEmpty)
+        await second.executor.ended(second.job.id, on: SlotID(0))
+        #expect(FileManager.default.fileExists(atPath: second.paths.log), "a job that wrote to its log keeps its directory")
+    }
+
+    /// What a job leaves — an output, a file beside its own, a second name for one of its files —
+    /// keeps its directory where it is; and a slot keeps at most two spares.
+    @Test func aJobThatLeftSomethingKeepsItsDirectoryAndASlotKeepsTwoSpares() async throws {
+        let scripts = [#"touch "$SPOOL_OUTPUT_DIR/result""#, #"touch "$(dirname "$SPOOL_INPUT_FILE")/scratch""#,
+                       #"ln "$SPOOL_INPUT_FILE" "$(dirname "$SPOOL_INPUT_FILE")/../linked-$$""#]
+        for script in scripts {
+            let job = try prepare(["/bin/sh", "-c", script], startAhead: false)
+            #expect(await run(job) == .succeeded)
+            await job.executor.slotIdle(SlotID(0))
+            let before = try spares()
+            await job.executor.ended(job.job.id, on: SlotID(0))
+            #expect(FileManager.default.fileExists(atPath: job.paths.input), "kept after: \(script)")
+            #expect(try spares() == before)
+        }
+        let quiet = try prepare(["/bin/true"], startAhead: false)
+        await quiet.executor.slotIdle(SlotID(0))
+        var runs = [quiet]
+        for _ in 0..<3 { runs.append(another(quiet, input: .object([:]))) }
+        for job in runs { #expect(await run(job) == .succeeded) }   // the first takes the spare
+        for job in runs { await job.executor.ended(job.job.id, on: SlotID(0)) }
+        #expect(try spares().count == 2)
+        #expect(runs.filter { FileManager.default.fileExists(atPath: $0.paths.directory) }.count == 2, "the rest stay as they were")
+    }
+
     /// A job whose directory is there already (an earlier attempt's) keeps it: the spare is not
     /// renamed over it, and stays for the slot's next start.
     @Test func aSpareIsNeverRenamedOverAnEarlierAttemptsDirectory() async throws {

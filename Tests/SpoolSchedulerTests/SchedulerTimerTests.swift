@@ -62,6 +62,10 @@ import Testing
             }
             let failed = try await rig.waitFor(job.id, .failed)
             #expect(failed.attempts == 3 && failed.exitCode == 2 && failed.attemptLog.map(\.state) == [.queued, .queued, .failed])
+            try await within(.seconds(10), "the job's directory offered to its slot") { [executor] in
+                while executor.endedJobs.isEmpty { await Task.yield() }
+            }
+            #expect(executor.endedJobs == [job.id], "once it ended for good: an attempt that goes round again keeps its directory")
         }
     }
 
