@@ -22,6 +22,10 @@ public protocol JobExecutor: Sendable {
     /// The slot has nothing to start after its last job: whatever `prepare` got ready for it goes.
     func slotIdle(_ slot: SlotID) async
 
+    /// The slot's next job is another executor's: what `prepare` got ready for it here goes
+    /// (`slotIdle` without readying anything for an idle slot).
+    func dropPrepared(on slot: SlotID) async
+
     /// After the slot's outcome was handed on: housekeeping that must not hold the outcome up
     /// (replacing a warm worker that reached a limit). The slot's next job may already wait.
     func afterRun(on slot: SlotID) async
@@ -50,6 +54,7 @@ extension JobExecutor {
     public func afterRun(on slot: SlotID) async {}
     public func prepare(_ job: Job, on slot: SlotSpec) async {}
     public func slotIdle(_ slot: SlotID) async {}
+    public func dropPrepared(on slot: SlotID) async {}
     public func ended(_ job: JobID, on slot: SlotID) async {}
     public func excludedTypes(for slot: SlotID) -> Set<String> { [] }
     public func nextRetry() async -> Moment? { nil }
@@ -135,7 +140,7 @@ public struct JobExecutors: JobExecutor {
         if catalog[job.type]?.workerPolicy == nil {
             await processes.prepare(job, on: slot)
         } else {
-            await processes.slotIdle(slot.id)   // a process the slot started ahead will not run next
+            await processes.dropPrepared(on: slot.id)   // a process the slot started ahead will not run next
             await workers.prepare(job, on: slot)
         }
     }

@@ -97,8 +97,12 @@ public struct ProcessJobExecutor: JobExecutor {
     }
 
     public func slotIdle(_ slot: SlotID) async {
-        for drop in ahead.drop(slot: slot) { await drop.value }
+        await dropPrepared(on: slot)
         await JobFiles.keepSpare(dataDirectory: configuration.dataDirectory, slot: slot)
+    }
+
+    public func dropPrepared(on slot: SlotID) async {
+        for drop in ahead.drop(slot: slot) { await drop.value }
     }
 
     public func shutdown() async {
