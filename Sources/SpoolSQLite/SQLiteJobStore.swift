@@ -530,6 +530,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     }
 
     static func job(from row: Row) throws -> Job {
+        let row = JobRow(row)
         guard let id = JobID(row["id"]), let state = JobState(rawValue: row["state"]) else {
             throw StoreError(.corrupt, "the job database holds a row it cannot read (seq \(row["seq"] as Int64? ?? -1))")
         }
