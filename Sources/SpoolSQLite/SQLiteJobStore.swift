@@ -33,6 +33,8 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     /// while the previous one committed. A step that throws fails its whole transaction (only
     /// a database error does: refusals like a full queue are values).
     private let writes: WriteLoop
+    /// How long a job's log lines and outputs event wait for another write to commit with.
+    let eventLinger: Duration = .milliseconds(20)
 
     public init(path: String, synchronous: Synchronous = .full) throws {
         self.path = path
@@ -367,8 +369,12 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         }
     }
 
+    /// A job's log lines or its outputs: they wait up to `eventLinger` for another write's
+    /// transaction (a submit, a claim, an end) rather than take a sync of their own.
     public func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
-        let event = try await write("record an event") { db in try Self.insertEvent(kind, job: job, owner: nil, data: data, at: now, in: db) }
+        let event = try await write("record an event", lingering: eventLinger) { db in
+            try Self.insertEvent(kind, job: job, owner: nil, data: data, at: now, in: db)
+        }
         eventNotifier.published([event])
     }
 
@@ -578,9 +584,9 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         do { return try await pool.read(body) } catch { throw Self.translate(error, doing: what) }
     }
 
-    func write<T: Sendable>(_ what: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    func write<T: Sendable>(_ what: String, lingering: Duration? = nil, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         let output: any Sendable
-        do { output = try await writes.submit { db in try body(db) } } catch { throw Self.translate(error, doing: what) }
+        do { output = try await writes.submit({ db in try body(db) }, lingering: lingering) } catch { throw Self.translate(error, doing: what) }
         guard let value = output as? T else { throw StoreError(.other, "could not \(what): a write answered \(type(of: output))") }
         return value
     }

@@ -1,3 +1,4 @@
+import Dispatch
 import GRDB
 import Synchronization
 
@@ -12,6 +13,10 @@ import Synchronization
 ///
 /// After `maxRounds` transactions in a row the loop steps aside for the pool's other writers
 /// (tokens, the webhook outbox) and queues itself again behind them.
+///
+/// A write that need not have a sync of its own (`submit(lingering:)`: a job's log lines, its
+/// list of outputs) waits up to that long for another write to share a transaction with, and
+/// only then commits alone: one `fdatasync` per tiny job instead of two.
 final class WriteLoop: Sendable {
     typealias Step = @Sendable (Database) throws -> any Sendable
     private typealias Waiter = CheckedContinuation<any Sendable, any Error>
@@ -20,6 +25,8 @@ final class WriteLoop: Sendable {
         var pending: [(step: Step, waiter: Waiter)] = []
         /// A loop is queued on the writer, or running there.
         var looping = false
+        /// A timer is set to start the loop for lingering writes.
+        var flushAt: ContinuousClock.Instant?
     }
 
     private let state = Mutex(State())
@@ -39,15 +46,50 @@ final class WriteLoop: Sendable {
     /// Runs `step` in the next transaction and answers once it committed. A step that throws
     /// fails its whole transaction (every step in it gets the error).
     func submit(_ step: @escaping Step) async throws -> any Sendable {
+        try await submit(step, lingering: nil)
+    }
+
+    /// `submit`, but the step waits up to `lingering` for another write to share a transaction
+    /// with (any write that comes meanwhile takes it along).
+    func submit(_ step: @escaping Step, lingering: Duration?) async throws -> any Sendable {
         try await withCheckedThrowingContinuation { (waiter: Waiter) in
-            let start = state.withLock { state in
+            let (start, delay) = state.withLock { state -> (Bool, Duration?) in
                 state.pending.append((step, waiter))
-                guard !state.looping else { return false }
-                state.looping = true
-                return true
+                guard !state.looping else { return (false, nil) }
+                guard let lingering else {
+                    state.looping = true
+                    return (true, nil)
+                }
+                let due = ContinuousClock.now + lingering
+                if let set = state.flushAt, set <= due { return (false, nil) }
+                state.flushAt = due
+                return (false, lingering)
             }
             if start { queueLoop() }
+            if let delay { flush(after: delay) }
         }
+    }
+
+    private func flush(after delay: Duration) {
+        let (seconds, attoseconds) = delay.components
+        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))) {
+            [self] in flush()
+        }
+    }
+
+    /// The lingering writes' time is up: they commit, with whatever else is waiting.
+    private func flush() {
+        let (start, early) = state.withLock { state -> (Bool, Duration?) in
+            guard let due = state.flushAt else { return (false, nil) }   // they went along already
+            let now = ContinuousClock.now
+            if due > now { return (false, due - now) }   // a later one's timer, or this one came early
+            state.flushAt = nil
+            guard !state.looping, !state.pending.isEmpty else { return (false, nil) }
+            state.looping = true
+            return (true, nil)
+        }
+        if start { queueLoop() }
+        if let early { flush(after: early) }
     }
 
     private func queueLoop() {
@@ -60,6 +102,7 @@ final class WriteLoop: Sendable {
                 let taken = Array(state.pending.prefix(maxBatch))
                 state.pending.removeFirst(taken.count)
                 if taken.isEmpty { state.looping = false }
+                if state.pending.isEmpty { state.flushAt = nil }   // the lingering went along
                 return taken
             }
             if batch.isEmpty { return }

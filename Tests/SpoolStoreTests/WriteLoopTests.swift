@@ -71,6 +71,29 @@ import Testing
         #expect(try values() == [0, 2])
     }
 
+    /// A lingering write waits for another write and shares its transaction (the other's step
+    /// throws, and the lingering one fails with it); nothing commits before that.
+    @Test func aLingeringWriteRidesWithTheNextWrite() async throws {
+        let loop = WriteLoop(pool: pool)
+        let lingering = Task { try await loop.submit({ db in try db.execute(sql: "INSERT INTO t VALUES (1)"); return 1 }, lingering: .seconds(60)) }
+        try await queued(1, loop)
+        for _ in 0..<100 { await Task.yield() }
+        #expect(try loop.waiting == 1 && values().isEmpty, "no transaction for it alone")
+        let refused = Task { try await loop.submit { _ in throw Refused() } }
+        await #expect(throws: Refused.self) { try await refused.value }
+        await #expect(throws: Refused.self) { try await lingering.value }
+        #expect(try values().isEmpty)
+        #expect(try await insert(2, loop).value as? Int == 2, "the loop goes on")
+    }
+
+    /// With no other write to ride with, a lingering write commits alone once its time is up.
+    @Test(.timeLimit(.minutes(1))) func aLingeringWriteWithNothingToRideWithCommitsAlone() async throws {
+        let loop = WriteLoop(pool: pool)
+        let lingering = Task { try await loop.submit({ db in try db.execute(sql: "INSERT INTO t VALUES (7)"); return 7 }, lingering: .milliseconds(20)) }
+        #expect(try await lingering.value as? Int == 7)   // a miss waits here until the time limit
+        #expect(try values() == [7])
+    }
+
     @Test func otherWritersOfThePoolGetInBetweenRounds() async throws {
         let loop = WriteLoop(pool: pool, maxBatch: 1, maxRounds: 1)
         let (gate, first) = await hold(loop)
