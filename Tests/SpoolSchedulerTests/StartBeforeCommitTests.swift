@@ -78,15 +78,7 @@ import Testing
                 return
             }
             await rig.scheduler.stop(job.id, because: .cancel)   // as the API does after a cancel
-            #expect(await attempt.nextStop() == .cancel)
-            attempt.finish(.succeeded)   // whatever it says: its claim does not hold, and its end records nothing
-            let later = try await rig.submit()
-            let next = try await executor.attempts.next("the slot's next job")
-            #expect(next.job.id == later.id)
-            next.finish(.succeeded)
-            _ = try await rig.waitFor(later.id, .succeeded)
-            let canceled = try await rig.job(job.id)
-            #expect(canceled.state == .canceled && canceled.attempts == 0 && canceled.startedAt == nil)
+            try await expectStoppedRecordingNothing(attempt, of: job, rig)
             #expect(try await states(rig, job.id).last == .string("canceled"))
         }
     }
@@ -263,16 +255,22 @@ import Testing
                 return
             }
             rig.store.release(.claim)
-            #expect(await attempt.nextStop() == .cancel, "the claim did not hold: the attempt is stopped")
-            attempt.finish(.succeeded)   // whatever it says, the store never saw this attempt
-            let later = try await rig.submit()
-            let next = try await executor.attempts.next("the slot's next job")
-            #expect(next.job.id == later.id)
-            next.finish(.succeeded)
-            _ = try await rig.waitFor(later.id, .succeeded)
-            let canceled = try await rig.job(job.id)
-            #expect(canceled.state == .canceled && canceled.attempts == 0 && canceled.startedAt == nil)
+            try await expectStoppedRecordingNothing(attempt, of: job, rig)
         }
+    }
+
+    /// `attempt` of the canceled `job` is stopped; whatever it says as it ends, the store never
+    /// saw it (the job stays canceled, no attempt counted); and the slot runs a later job.
+    func expectStoppedRecordingNothing(_ attempt: ScriptedExecutor.Attempt, of job: Job, _ rig: SchedulerRig) async throws {
+        #expect(await attempt.nextStop() == .cancel, "the claim did not hold: the attempt is stopped")
+        attempt.finish(.succeeded)
+        let later = try await rig.submit()
+        let next = try await executor.attempts.next("the slot's next job")
+        #expect(next.job.id == later.id)
+        next.finish(.succeeded)
+        _ = try await rig.waitFor(later.id, .succeeded)
+        let canceled = try await rig.job(job.id)
+        #expect(canceled.state == .canceled && canceled.attempts == 0 && canceled.startedAt == nil)
     }
 
     @Test func aFailedCommitStopsTheStartedJobAndRecordsTheEndOnceTheStoreAnswers() async throws {
