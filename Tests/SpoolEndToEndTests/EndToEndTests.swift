@@ -151,6 +151,33 @@ import Testing
         #expect(stamps.map(\.kind) == ["start", "end", "start", "end"], "it ran again after the restart, after its first run: \(stamps)")
     }
 
+    /// Jobs that write nothing give their directory back to the slot (the next start reuses its
+    /// inodes); their log and outputs still answer, empty.
+    @Test func aJobThatLeftNothingHasNoDirectoryAndStillAnEmptyLogAndNoOutputs() async throws {
+        let server = try server()
+        try await server.start(["--slots", "1"])
+        defer { Task { await server.stop() } }
+        var ids: [String] = []
+        for _ in 0..<3 {
+            let job = try id(try await server.submit("noop"))
+            #expect(try await server.waitFor(job, ["succeeded", "failed", "canceled"])["state"] == "succeeded")
+            ids.append(job)
+        }
+        try await withDeadline(.seconds(30), "a quiet job's directory to go to the slot") { [ids] in
+            while ids.allSatisfy({ FileManager.default.fileExists(atPath: server.dataDirectory + "/jobs/" + $0) }) {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        for job in ids {
+            let log = try await server.request(.GET, "/v1/jobs/\(job)/logs")
+            #expect(log.status == 200 && log.body.isEmpty)
+            let outputs = try await server.request(.GET, "/v1/jobs/\(job)/outputs")
+            #expect(outputs.status == 200 && outputs.json["outputs"] == .array([]))
+        }
+        let spares = try FileManager.default.contentsOfDirectory(atPath: server.dataDirectory + "/jobs/.spare")
+        #expect((1...2).contains(spares.count), "\(spares)")
+    }
+
     @Test func aJobThatOverrunsItsTimeoutIsKilledWithItsGrandchild() async throws {
         let server = try server()
         try await server.start()
