@@ -672,7 +672,8 @@ public actor Scheduler: Service {
         uncommitted.insert(attempt)
         accept(started, on: slot, in: &group)
         let delay = configuration.claimDelay
-        guard ending == nil, delay > .zero else { return commit(ending, Started(job: started, slot: slot), local, in: &group) }
+        // A job with a start deadline claims at once: the deadline's expiry must not find it queued.
+        guard ending == nil, delay > .zero, job.startBy == nil else { return commit(ending, Started(job: started, slot: slot), local, in: &group) }
         // Nothing else to commit now: the claim waits a moment for the job's end (`.finished`
         // takes it), else commits alone (`.claimDue`).
         deferredClaims[attempt] = Started(job: started, slot: slot)

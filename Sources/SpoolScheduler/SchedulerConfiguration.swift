@@ -24,7 +24,8 @@ public struct SchedulerConfiguration: Sendable {
     /// it commits on its own. A job that ends by then commits its claim and its end in one
     /// transaction — one fsync, and one change seen by waiting clients, instead of two. Its
     /// `running` state shows this much later; a crash in between leaves it queued, as before any
-    /// claim commits. Zero: the claim commits as the job starts.
+    /// claim commits. A job with a start deadline (`start_within_s`, `start_by`) claims at once.
+    /// Zero: the claim commits as the job starts.
     public var claimDelay: Duration = .milliseconds(2)
 
     /// Failed attempts in a row that quarantine a GPU slot (0: never; see `SlotQuarantine`).

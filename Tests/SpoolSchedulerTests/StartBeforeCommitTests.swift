@@ -68,6 +68,18 @@ import Testing
         }
     }
 
+    /// A job with a start deadline claims as it starts: the deadline's expiry never finds it queued.
+    @Test func aJobWithAStartDeadlineClaimsAtOnce() async throws {
+        let rig = try rig(claimDelay: .seconds(1))
+        try await running(rig) {
+            let job = try await rig.submit { $0.startWithinSeconds = 60 }
+            let attempt = try await executor.attempts.next("the job")
+            #expect(try await rig.waitFor(job.id, .running).attempts == 1, "claimed without the clock moving")
+            attempt.finish(.succeeded)
+            _ = try await rig.waitFor(job.id, .succeeded)
+        }
+    }
+
     @Test func aJobCanceledWhileItsClaimWaitsIsStoppedAndRecordsNothing() async throws {
         let rig = try rig(claimDelay: .seconds(1))
         try await running(rig) {
