@@ -224,15 +224,10 @@ enum JobFiles {
 
     /// Removes a directory and everything in it (not following links).
     private static func removeTree(_ path: String) {
-        if let handle = opendir(path) {
-            while let entry = readdir(handle) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                if name == "." || name == ".." { continue }
-                var status = stat()
-                guard lstat(path + "/" + name, &status) == 0 else { continue }
-                if status.st_mode & S_IFMT == S_IFDIR { removeTree(path + "/" + name) } else { unlink(path + "/" + name) }
-            }
-            closedir(handle)
+        for name in entries(of: path) ?? [] {
+            var status = stat()
+            guard lstat(path + "/" + name, &status) == 0 else { continue }
+            if status.st_mode & S_IFMT == S_IFDIR { removeTree(path + "/" + name) } else { unlink(path + "/" + name) }
         }
         rmdir(path)
     }

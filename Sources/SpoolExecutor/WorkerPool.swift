@@ -94,10 +94,6 @@ public actor WorkerPool: JobExecutor {
         return result
     }
 
-    public func ended(_ job: JobID, on slot: SlotID) async {
-        await JobFiles.recycle(JobPaths(dataDirectory: settings.dataDirectory, job: job), slot: slot)
-    }
-
     /// Replaces the worker set aside by the slot's last job, if any.
     public func afterRun(on slot: SlotID) async {
         guard let (worker, reason, type, policy) = retiring.removeValue(forKey: slot) else { return }

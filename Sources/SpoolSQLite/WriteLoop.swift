@@ -1,5 +1,6 @@
 import Dispatch
 import GRDB
+import SpoolCore
 import Synchronization
 
 /// The job store's writes, committed by one loop on GRDB's writer queue (group commit).
@@ -71,10 +72,7 @@ final class WriteLoop: Sendable {
     }
 
     private func flush(after delay: Duration) {
-        let (seconds, attoseconds) = delay.components
-        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(seconds * 1_000_000_000 + attoseconds / 1_000_000_000))) {
-            [self] in flush()
-        }
+        DispatchQueue.global().asyncAfter(deadline: .now() + delay.inSeconds) { [self] in flush() }
     }
 
     /// The lingering writes' time is up: they commit, with whatever else is waiting.
