@@ -12,6 +12,16 @@ import Testing
         return harness
     }
 
+    /// Waits (at most a minute) until job `n` has written its `kind` stamp. The stamps are a file
+    /// the jobs' shells append to: there is nothing to wait on but the file itself.
+    func waitForStamp(_ kind: String, of n: Int, on server: ServerHarness) async throws {
+        try await withDeadline(.seconds(60), "job \(n)'s \(kind) stamp") {
+            while try !Fixtures.stamps(in: server.scratch).contains(where: { $0.kind == kind && $0.n == n }) {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+    }
+
     func id(_ reply: ServerHarness.Reply) throws -> String {
         try #require(reply.json["id"]?.stringValue, "no id in \(String(decoding: reply.body, as: UTF8.self))")
     }
@@ -73,11 +83,7 @@ import Testing
         // however slowly the loaded machine gets to the kill.
         var ids = [try id(try await server.submit("gated-stamp", .object(["n": 0, "sleep": 0.5])))]
         for n in 1..<5 { ids.append(try id(try await server.submit("stamp", .object(["n": .int(Int64(n)), "sleep": 0.5])))) }
-        try await withDeadline(.seconds(60), "the first job's start stamp") {
-            while try !Fixtures.stamps(in: server.scratch).contains(where: { $0.kind == "start" && $0.n == 0 }) {
-                try await Task.sleep(for: .milliseconds(20))
-            }
-        }
+        try await waitForStamp("start", of: 0, on: server)
         await server.kill9()
 
         try await server.start()
@@ -104,11 +110,7 @@ import Testing
         defer { Task { await server.stop() } }
         let first = try id(try await server.submit("stamp", .object(["n": 0, "sleep": 0.3])))
         let next = try id(try await server.submit("gated-stamp", .object(["n": 1, "sleep": 0])))
-        try await withDeadline(.seconds(60), "the next job's start stamp") {
-            while try !Fixtures.stamps(in: server.scratch).contains(where: { $0.kind == "start" && $0.n == 1 }) {
-                try await Task.sleep(for: .milliseconds(20))
-            }
-        }
+        try await waitForStamp("start", of: 1, on: server)
         #expect(try await server.job(next)["state"] == "queued", "its process runs, its claim is not committed")
         #expect(try await server.job(first)["state"] == "running", "nor is the first job's end")
         await server.kill9()
@@ -135,11 +137,7 @@ import Testing
         try await server.start(environment: ["SPOOL_FAILPOINTS": "hold-claim-with-end"])
         defer { Task { await server.stop() } }
         let job = try id(try await server.submit("stamp", .object(["n": 0, "sleep": 0])))
-        try await withDeadline(.seconds(60), "the job's end stamp") {
-            while try !Fixtures.stamps(in: server.scratch).contains(where: { $0.kind == "end" && $0.n == 0 }) {
-                try await Task.sleep(for: .milliseconds(20))
-            }
-        }
+        try await waitForStamp("end", of: 0, on: server)
         #expect(try await server.job(job)["state"] == "queued", "it ran; neither its claim nor its end is committed")
         await server.kill9()
 
