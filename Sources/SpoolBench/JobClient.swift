@@ -85,7 +85,7 @@ struct JobClient: Sendable {
             let job = try await job(id, wait: wait)
             if states.contains(job.state) { return job }
             if job.isTerminal {
-                throw BenchError("job \(id) (\(job.type ?? "?")) ended \(job.state) (reason \(job.reason ?? "none"), "
+                throw BenchError("job \(id) (\(job.type)) ended \(job.state) (reason \(job.reason ?? "none"), "
                     + "error \(job.error ?? "none")) while waiting for \(states.sorted().joined(separator: "/"))")
             }
             if ContinuousClock.now > deadline {

@@ -73,12 +73,25 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
                 }
             }
             try await SQLiteSchema.migrator.migrate(pool)
+            try await reserveWAL()
             // Event ids continue from the last run; readers resuming from before a restart
             // must see the events written before it.
             let newest = try await pool.read { db in try Int64.fetchOne(db, cached: "SELECT MAX(id) FROM events") ?? 0 }
             eventNotifier.published(upTo: newest)
         } catch {
             throw Self.translate(error, doing: "migrate the job database")
+        }
+    }
+
+    /// Gives the write-ahead log its full size now, holding the writer meanwhile, so that commits
+    /// overwrite it rather than append (`WALReserve` says why). Best effort: a WAL that cannot
+    /// grow keeps its size, as it would have anyway.
+    func reserveWAL() async throws {
+        let walPath = pool.path + "-wal"
+        try await pool.writeWithoutTransaction { db in
+            let pageSize = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
+            let checkpointPages = try Int.fetchOne(db, sql: "PRAGMA wal_autocheckpoint") ?? 1000
+            WALReserve.extend(walPath, to: WALReserve.size(pageSize: pageSize, checkpointPages: checkpointPages))
         }
     }
 

@@ -83,6 +83,54 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: path + "-shm"))
     }
 
+    /// The WAL gets its full size at start, so commits overwrite it (WALReserve).
+    @Test func theWriteAheadLogIsReservedWhenTheStoreIsPrepared() async throws {
+        let store = try await open()
+        let reserved = WALReserve.size(pageSize: 4096, checkpointPages: 1000)
+        let size = { try #require(FileManager.default.attributesOfItem(atPath: self.path + "-wal")[.size] as? Int) }
+        #expect(try size() == reserved)
+        for _ in 0..<20 { _ = try await store.create(makeJob()) }
+        #expect(try size() == reserved, "the commits landed inside the reserved room")
+    }
+
+    /// What a kill -9 leaves: the database and a reserved WAL with commits at its front and zeros
+    /// after them. Opening a copy of those two files (SQLite recovers the WAL, no shared memory
+    /// left) finds every acknowledged write, and the next commits go on from there.
+    @Test func aReservedWriteAheadLogIsRecoveredUpToItsLastCommit() async throws {
+        let store = try await open()
+        var created: [Job] = []
+        for priority in 0..<12 { created.append(try await store.create(makeJob(priority: priority))) }
+        let claimed = try #require(try await store.claimNext(for: SlotID(0), now: at(10)))
+        #expect(try FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int
+                == WALReserve.size(pageSize: 4096, checkpointPages: 1000))
+        let copy = directory.path + "/copy.sqlite"
+        try FileManager.default.copyItem(atPath: path, toPath: copy)
+        try FileManager.default.copyItem(atPath: path + "-wal", toPath: copy + "-wal")
+
+        let recovered = try SQLiteJobStore(path: copy)
+        try await recovered.prepare()
+        #expect(try await recovered.queuedCount() == 11)
+        #expect(try await recovered.require(claimed.id).state == .running)
+        for job in created where job.id != claimed.id {
+            #expect(try await recovered.require(job.id).state == .queued)
+        }
+        let newer = try await recovered.create(makeJob())
+        #expect(newer.sequence == created.map(\.sequence).max()! + 1)
+    }
+
+    @Test func reservingAppendsZerosAndLeavesWhatIsThere() throws {
+        let file = directory.path + "/log"
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: file))
+        #expect(WALReserve.extend(file, to: 600_000) == .extended(from: 3))
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+        #expect(bytes.count == 600_000)
+        #expect(Array(bytes.prefix(3)) == [1, 2, 3] && bytes.dropFirst(3).allSatisfy { $0 == 0 })
+        #expect(WALReserve.extend(file, to: 4096) == .alreadyThere)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: file)).count == 600_000, "never shrinks")
+        #expect(WALReserve.extend(directory.path + "/none", to: 4096) == .skipped(ENOENT), "never creates the log")
+        #expect(!FileManager.default.fileExists(atPath: directory.path + "/none"))
+    }
+
     @Test func preparingTwiceIsHarmless() async throws {
         let store = try await open()
         let job = try await store.create(makeJob())
