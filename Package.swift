@@ -138,7 +138,9 @@ let package = Package(
             "SpoolCore", "SpoolStore", "SpoolScheduler", "SpoolHTTP", "SpoolApp", "SpoolTesting",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
-        .testTarget(name: "SpoolWebhooksTests", dependencies: ["SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolTestSupport", "SpoolWebhooks"]),
+        .testTarget(name: "SpoolWebhooksTests", dependencies: [
+            "SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolTestSupport", "SpoolTesting", "SpoolWebhooks",
+        ]),
         .testTarget(name: "SpoolEndToEndTests", dependencies: [
             "SpoolCore", "SpoolTestSupport", "SpoolBench",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -6,11 +6,13 @@ import Synchronization
 /// otherwise passes every call to the store it wraps.
 public final class FlakyStore: LocalJobStore {
     /// `lookUp` is `peekNext`; `commit` counts as `finish` when it records an attempt's end,
-    /// else as `claim`; `timers` is `expireDeadlines`, the first call when the queue's timer fires.
-    public enum Operation: Sendable, Hashable { case claim, finish, enqueue, appendEvent, queuedCount, lookUp, timers }
+    /// else as `claim`; `timers` is `expireDeadlines`, the first call when the queue's timer fires;
+    /// `readEvents` is `events(after:...)`, which `webhookEvents` reads through.
+    public enum Operation: Sendable, Hashable { case claim, finish, enqueue, appendEvent, queuedCount, lookUp, timers, readEvents }
 
     private let base: any JobStore
     private let failures = Mutex<[Operation: Int]>([:])
+    private let counts = Mutex<[Operation: Int]>([:])
     /// Operations on hold, with the calls waiting on each.
     private let holds = Mutex<[Operation: [CheckedContinuation<Void, Never>]]>([:])
 
@@ -31,6 +33,9 @@ public final class FlakyStore: LocalJobStore {
     public func fail(_ operation: Operation, times: Int = .max) { failures.withLock { $0[operation] = times } }
     public func heal() { failures.withLock { $0 = [:] } }
 
+    /// How many calls of `operation` went through so far (failed ones included; a held one once released).
+    public func calls(_ operation: Operation) -> Int { counts.withLock { $0[operation] ?? 0 } }
+
     /// How many calls of `operation` are waiting on a hold.
     public func waiting(_ operation: Operation) -> Int { holds.withLock { $0[operation]?.count ?? 0 } }
 
@@ -47,6 +52,7 @@ public final class FlakyStore: LocalJobStore {
     }
 
     private func check(_ operation: Operation) throws {
+        counts.withLock { $0[operation, default: 0] += 1 }
         let fails = failures.withLock { failures -> Bool in
             guard let left = failures[operation], left > 0 else { return false }
             failures[operation] = left == .max ? left : left - 1
@@ -124,7 +130,8 @@ public final class FlakyStore: LocalJobStore {
     public func recoverInterrupted(now: Timestamp) async throws -> [Job] { try await base.recoverInterrupted(now: now) }
     public func watch(_ id: JobID) -> JobWatch { base.watch(id) }
     public func events(after: Int64, job: JobID?, owner: String?, limit: Int) async throws -> [JobEvent] {
-        try await base.events(after: after, job: job, owner: owner, limit: limit)
+        try check(.readEvents)
+        return try await base.events(after: after, job: job, owner: owner, limit: limit)
     }
     public func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
         try check(.appendEvent)

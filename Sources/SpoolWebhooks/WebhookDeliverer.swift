@@ -28,6 +28,10 @@ public final class WebhookDeliverer: Service, Sendable {
         /// Longest sleep between checks when nothing wakes the loops.
         public var idlePoll: Duration = .seconds(2)
         public var batchSize = 500
+        /// How long planning waits, once an event has woken it, for the events that follow
+        /// (a job's claim, its end, its outputs), so that one read of the log takes them all:
+        /// without it a busy server read the log after every event, webhooks or not.
+        public var coalesce: Duration = .milliseconds(10)
         /// Where deliveries may go (checked again before each one: DNS answers change).
         public var target = WebhookGuard(allowPrivate: false)
         public init() {}
@@ -90,7 +94,9 @@ public final class WebhookDeliverer: Service, Sendable {
                         let wait = Double(flush.microseconds - WallClock.now().microseconds) / 1_000_000
                         timeout = min(timeout, .milliseconds(Int64(max(wait, 0.01) * 1000)))
                     }
-                    _ = await store.eventNotifier.wait(after: cursor, timeout: timeout)
+                    if await store.eventNotifier.wait(after: cursor, timeout: timeout), configuration.coalesce > .zero {
+                        try? await Task.sleep(for: configuration.coalesce)
+                    }
                 }
             } catch {
                 logger.warning("webhook planning failed; retrying", metadata: ["error": "\(error)"])

@@ -1,6 +1,7 @@
 import Logging
 import SpoolCore
 import SpoolStore
+import SpoolTesting
 import SpoolWebhooks
 import Testing
 
@@ -125,5 +126,35 @@ struct WebhookDelivererPlanningTests {
         // Nothing new: planning again adds nothing.
         _ = try await deliverer.planOnce(after: cursor)
         #expect(try await outbox.webhookDeliveries(of: job.id).count == 4)
+    }
+
+    /// Events one after another, as a busy server writes them, are read in a few batches: the
+    /// planner waits `coalesce` after the first before reading. (It read the log once per event.)
+    @Test func eventsInQuickSuccessionAreReadTogether() async throws {
+        let store = FlakyStore(MemoryJobStore())
+        var configuration = WebhookDeliverer.Configuration()
+        configuration.coalesce = .milliseconds(50)
+        let deliverer = WebhookDeliverer(store: store, outbox: MemoryWebhookOutbox(), configuration: configuration,
+                                         logger: Logger(label: "test"))
+        let job = Job(id: .random(), type: "render", input: .object([:]), priority: 0, timeoutSeconds: 60, maxAttempts: 1,
+                      createdAt: WallClock.now())
+        _ = try await store.enqueue(job)
+        let planning = Task { try await deliverer.run() }
+        defer { planning.cancel() }
+        let clock = ContinuousClock()
+        let start = clock.now
+        while store.calls(.readEvents) == 0, clock.now < start + .seconds(10) { try await Task.sleep(for: .milliseconds(1)) }
+        let before = store.calls(.readEvents)
+        #expect(before > 0, "the planner read the log once at start")
+        // 30 events, 2 ms apart (60 ms at least): read one by one, that is 30 reads.
+        for line in 0..<30 {
+            try await store.appendEvent(.log, job: job.id, data: .object(["line": .int(Int64(line))]), now: WallClock.now())
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        let end = clock.now
+        while store.calls(.readEvents) - before < 1 || clock.now < end + .milliseconds(120) { try await Task.sleep(for: .milliseconds(5)) }
+        let reads = store.calls(.readEvents) - before
+        let spent = (clock.now - start).inSeconds
+        #expect(reads <= 2 + Int(spent / 0.05), "\(reads) reads for 30 events over \(spent) s")
     }
 }
