@@ -13,11 +13,19 @@ extension Scheduler {
         private(set) var count = 0
         private var newest: [Entry?] = []
 
-        mutating func add(_ entry: Entry?) {
+        /// The newest call's job, when that call named it.
+        private var newestJob: Job?
+
+        mutating func add(_ entry: Entry?, job: Job? = nil) {
             count += 1
+            newestJob = job
             newest.append(entry)
             if newest.count > Self.kept * 2 { newest.removeFirst(newest.count - Self.kept) }
         }
+
+        /// The job of the one call after the first `asOf`, when there was one call since and it
+        /// named its job.
+        func onlyJob(since asOf: Int) -> Job? { count == asOf + 1 ? newestJob : nil }
 
         /// Whether a job submitted after the first `asOf` calls may go before `job`: one of
         /// higher priority, or of its priority with an earlier fair-share tag (or one the log

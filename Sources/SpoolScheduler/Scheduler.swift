@@ -162,6 +162,9 @@ public actor Scheduler: Service {
     /// Busy slots whose look-ahead found nothing to start (as of `submissions`): their job's end
     /// commits without looking at the queue first.
     private var emptyAhead: [SlotID: Int] = [:]
+    /// Idle slots whose look at the queue found nothing they may start: the next job submitted
+    /// alone starts there without another look (`submittedAlone`).
+    private var emptyIdle: [SlotID: EmptyQueue] = [:]
     /// The latest look-up asked for each slot (older answers are dropped).
     private var lookups: [SlotID: Int] = [:]
     /// Attempts started before their claim committed, and the ends that wait for those commits.
@@ -204,21 +207,22 @@ public actor Scheduler: Service {
 
     /// A job was stored that is not due at once (`run_at`, `delay_s`) or has a deadline: look
     /// at the queue again at `time` (`Job.nextTimer`). Cheap and non-blocking.
-    public nonisolated func jobEnqueued(dueBy time: Timestamp?) { enqueued(nil, dueBy: time) }
+    public nonisolated func jobEnqueued(dueBy time: Timestamp?) { enqueued(nil, dueBy: time, job: nil) }
 
     /// A job was stored: start it now if a slot is free. Cheap and non-blocking; repeated
     /// calls before the loop runs collapse into one wake-up.
-    public nonisolated func jobEnqueued() { enqueued(nil, dueBy: nil) }
+    public nonisolated func jobEnqueued() { enqueued(nil, dueBy: nil, job: nil) }
 
     /// A job was stored, queued (a submit): as `jobEnqueued(dueBy:)`, and a slot's next job,
-    /// looked up ahead, stays its next unless this one goes before it.
+    /// looked up ahead, stays its next unless this one goes before it; an idle slot that found
+    /// the queue empty starts it without looking again, if it came alone (`submittedAlone`).
     public nonisolated func jobEnqueued(_ job: Job) {
-        enqueued(SubmissionLog.Entry(priority: job.priority, fairTag: job.fairTag), dueBy: job.nextTimer)
+        enqueued(SubmissionLog.Entry(priority: job.priority, fairTag: job.fairTag), dueBy: job.nextTimer, job: job)
     }
 
-    private nonisolated func enqueued(_ entry: SubmissionLog.Entry?, dueBy time: Timestamp?) {
+    private nonisolated func enqueued(_ entry: SubmissionLog.Entry?, dueBy time: Timestamp?, job: Job?) {
         if let time { eventSink.yield(.arm(time)) }
-        submissions.withLock { $0.add(entry) }
+        submissions.withLock { $0.add(entry, job: job) }
         wakeSlots()
     }
 
@@ -438,12 +442,22 @@ public actor Scheduler: Service {
         var queueEmpty = false
         for slot in board.beginClaims(except: quarantine.quarantinedSlots) {
             var claimed: Job?
+            let empty = emptyIdle.removeValue(forKey: slot)
             if !queueEmpty, let local, storeTrouble == nil {
+                if let empty, let job = submittedAlone(since: empty, for: slot) {
+                    start(job, on: slot, after: nil, local, in: &group)
+                    continue
+                }
+                let asOf = submissions.withLock(\.count), skipping = reserved
                 switch await lookUp(for: slot, local, in: &group) {
                 case .job(let job)?:
                     start(job, on: slot, after: nil, local, in: &group)
                     continue
-                case PeekedJob.none?, nil:
+                case PeekedJob.none?:
+                    queueEmpty = true
+                    // Only when the look passed over what it was given (nothing started or ended meanwhile).
+                    if reserved == skipping { emptyIdle[slot] = EmptyQueue(submissions: asOf, passedOver: upcomingJobs) }
+                case nil:
                     queueEmpty = true
                 case .claimInStore?:
                     break
@@ -580,8 +594,33 @@ public actor Scheduler: Service {
     // MARK: - Starting before the claim commits (local store)
 
     /// Jobs this server runs or is about to start: never looked up or claimed for another slot.
-    private var reserved: Set<JobID> {
-        Set(running.keys.map(\.job)).union(upcoming.values.map(\.job.id))
+    private var reserved: Set<JobID> { Set(running.keys.map(\.job)).union(upcomingJobs) }
+    /// Jobs busy slots looked up to start next.
+    private var upcomingJobs: Set<JobID> { Set(upcoming.values.map(\.job.id)) }
+
+    /// What an idle slot's look at the queue found: nothing it may start, as of this many
+    /// `jobEnqueued` calls. It passed over the jobs running here (one that ends is done, or
+    /// back in the queue with a `jobEnqueued` call) and those other slots looked up to start
+    /// next (`passedOver`: one that loses its slot is free again, with no call).
+    struct EmptyQueue: Sendable {
+        var submissions: Int
+        var passedOver: Set<JobID>
+    }
+
+    /// The job submitted alone since `slot` found the queue empty (`emptyIdle`): it is the
+    /// slot's next without another look, when nothing else can have come into the queue
+    /// meanwhile — every other way in (a retry, a requeue, a recovery, an array, a store
+    /// that failed) calls `jobEnqueued` without naming a job, and a delayed job coming due
+    /// is the armed timer's — when the upcoming jobs that look passed over are still upcoming,
+    /// and when the job is due and of a type the slot takes. Its claim is conditional, as after a look:
+    /// a job canceled meanwhile is stopped and records nothing.
+    private func submittedAlone(since empty: EmptyQueue, for slot: SlotID) -> Job? {
+        let now = clock.wall()
+        guard timerAt.map({ $0 > now }) ?? true, empty.passedOver.isSubset(of: upcomingJobs),
+              let job = submissions.withLock({ $0.onlyJob(since: empty.submissions) }),
+              job.state == .queued, job.isDue(at: now), !reserved.contains(job.id),
+              !executor.excludedTypes(for: slot).contains(job.type) else { return nil }
+        return job
     }
 
     /// A job ended with a local store: the slot starts its next job (looked up while this one
@@ -609,7 +648,10 @@ public actor Scheduler: Service {
             } else if let emptyAsOf, emptyAsOf == submissions.withLock(\.count) {
                 lookAfter = true
             } else {
+                let asOf = submissions.withLock(\.count), skipping = reserved
                 next = await lookUp(for: slot, local, in: &group) ?? .claimInStore
+                // The slot idles after this job: the next job submitted alone may start there at once.
+                if next == .none, reserved == skipping { emptyIdle[slot] = EmptyQueue(submissions: asOf, passedOver: upcomingJobs) }
             }
         }
         if case .claimInStore = next {

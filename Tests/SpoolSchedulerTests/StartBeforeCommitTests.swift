@@ -115,6 +115,86 @@ import Testing
         }
     }
 
+    /// Waits until the scheduler's first look at the (empty) queue went through.
+    func firstLook(_ rig: SchedulerRig) async throws {
+        try await within(.seconds(10), "the first look at the queue") { [store = rig.store] in
+            while store.calls(.lookUp) == 0 { try await Task.sleep(for: .milliseconds(1)) }
+        }
+    }
+
+    /// An idle slot that found the queue empty starts a job submitted alone since without
+    /// looking at the queue again: a look would wait on the hold.
+    @Test func aJobSubmittedAloneToAnIdleSlotThatFoundTheQueueEmptyStartsWithoutAnotherLook() async throws {
+        let rig = try rig()
+        try await running(rig) {
+            try await firstLook(rig)
+            for round in 1...2 {
+                let looks = rig.store.calls(.lookUp)
+                rig.store.hold(.lookUp)
+                let job = try await rig.submit()
+                let attempt = try await executor.attempts.next("job \(round), started with every look on hold")
+                #expect(attempt.job.id == job.id)
+                #expect(rig.store.calls(.lookUp) == looks, "no look went through")
+                attempt.finish(.succeeded)
+                rig.store.release(.lookUp)   // the look-ahead for the slot's next job, and the look after its end
+                _ = try await rig.waitFor(job.id, .succeeded)
+                try await within(.seconds(10), "the look after job \(round)'s end") { [store = rig.store] in
+                    while store.calls(.lookUp) < looks + 2 { try await Task.sleep(for: .milliseconds(1)) }
+                }
+            }
+        }
+    }
+
+    /// Two idle slots: the job submitted alone starts on one of them, once.
+    @Test func aJobSubmittedAloneStartsOnOneIdleSlotOnly() async throws {
+        let rig = try rig(slots: 2)
+        try await running(rig) {
+            try await firstLook(rig)
+            rig.store.hold(.lookUp)
+            let job = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job")
+            #expect(attempt.job.id == job.id)
+            rig.store.release(.lookUp)
+            attempt.finish(.succeeded)
+            _ = try await rig.waitFor(job.id, .succeeded)
+            let other = try await rig.submit()
+            let next = try await executor.attempts.next("the next job")
+            #expect(next.job.id == other.id, "the first job did not start a second time")
+            next.finish(.succeeded)
+            _ = try await rig.waitFor(other.id, .succeeded)
+            #expect(executor.startedCount == 2)
+        }
+    }
+
+    /// With anything else since the empty look — a call that names no job (a retry, a requeue,
+    /// an array) or a job not due yet — the slot looks at the queue first.
+    @Test(arguments: ["unnamed", "delayed"])
+    func anIdleSlotLooksAtTheQueueWhenTheSubmitDidNotComeAlone(_ case: String) async throws {
+        let rig = try rig()
+        try await running(rig) {
+            try await firstLook(rig)
+            rig.store.hold(.lookUp)
+            let job: Job
+            if `case` == "unnamed" {
+                rig.scheduler.jobEnqueued()
+                job = try await rig.submit()
+            } else {
+                job = try await rig.submit { $0.delaySeconds = 3600 }
+            }
+            try await within(.seconds(10), "a look at the queue") { [store = rig.store] in
+                while store.waiting(.lookUp) == 0 { try await Task.sleep(for: .milliseconds(1)) }
+            }
+            #expect(executor.startedCount == 0)
+            rig.store.release(.lookUp)
+            if `case` == "unnamed" {
+                let attempt = try await executor.attempts.next("the job, after the look")
+                #expect(attempt.job.id == job.id)
+                attempt.finish(.succeeded)
+                _ = try await rig.waitFor(job.id, .succeeded)
+            }
+        }
+    }
+
     func running(_ rig: SchedulerRig, _ body: @escaping @Sendable () async throws -> Void) async throws {
         try await rig.run({ _ in try await body() }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }
