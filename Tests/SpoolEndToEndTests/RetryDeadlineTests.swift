@@ -113,10 +113,13 @@ import Testing
         #expect(joined.status == 200 && joined.header("Spool-Dedup") == "joined" && joinedID == job)
         #expect(joined.header("Location") == "/v1/jobs/\(job)")
         // A key names the identity: another input with the same key joins too.
-        let keyed = try id(try await server.submit("sleep", .object(["seconds": 0.2]), extra: ["dedup_key": "frame-7"]))
+        // (Long enough to still be queued or running under a loaded test run: it joins only those.)
+        let keyed = try id(try await server.submit("sleep", .object(["seconds": 2]), extra: ["dedup_key": "frame-7"]))
         let sameKey = try await server.submit("sleep", .object(["seconds": 0.3]), extra: ["dedup_key": "frame-7"])
         let sameKeyID = try id(sameKey)
-        #expect(sameKey.status == 200 && sameKeyID == keyed)
+        let keyedNow = try await server.request(.GET, "/v1/jobs/\(keyed)").json
+        #expect(sameKey.status == 200 && sameKeyID == keyed,
+                "\(sameKey.status): \(String(decoding: sameKey.body, as: UTF8.self)); the keyed job: \(keyedNow)")
 
         #expect(try await server.waitFor(job, ["succeeded", "failed", "canceled"])["state"] == "succeeded")
         let reused = try await server.submit("sleep", input, extra: ["dedup": .object(["succeeded_within_s": 600])])
