@@ -59,7 +59,10 @@ import Testing
     @Test func delayedJobsWaitAndDeadlinesRefuseOrCancel() async throws {
         let server = try await server()
         defer { Task { await server.stop() } }
-        let blocker = try id(try await server.submit("sleep", .object(["seconds": 1.5])))
+        // 3 s: the deadline below (0.3 s) must pass while it still runs, even when a loaded test
+        // run sees it running a second late. With 1.5 s the job below once ended otherwise than
+        // canceled for its deadline; the likeliest reason, the blocker ended before that deadline.
+        let blocker = try id(try await server.submit("sleep", .object(["seconds": 3])))
         _ = try await server.waitFor(blocker, ["running"])
         let current = try await server.request(.GET, "/v1/jobs/\(blocker)/attempts")
         #expect(current.json["attempts"]?.arrayValue?.map { $0["state"] } == ["running"])
