@@ -448,16 +448,11 @@ public actor Scheduler: Service {
                     start(job, on: slot, after: nil, local, in: &group)
                     continue
                 }
-                let asOf = submissions.withLock(\.count), skipping = reserved
                 switch await lookUp(for: slot, local, in: &group) {
                 case .job(let job)?:
                     start(job, on: slot, after: nil, local, in: &group)
                     continue
-                case PeekedJob.none?:
-                    queueEmpty = true
-                    // Only when the look passed over what it was given (nothing started or ended meanwhile).
-                    if reserved == skipping { emptyIdle[slot] = EmptyQueue(submissions: asOf, passedOver: upcomingJobs) }
-                case nil:
+                case PeekedJob.none?, nil:
                     queueEmpty = true
                 case .claimInStore?:
                     break
@@ -648,10 +643,7 @@ public actor Scheduler: Service {
             } else if let emptyAsOf, emptyAsOf == submissions.withLock(\.count) {
                 lookAfter = true
             } else {
-                let asOf = submissions.withLock(\.count), skipping = reserved
                 next = await lookUp(for: slot, local, in: &group) ?? .claimInStore
-                // The slot idles after this job: the next job submitted alone may start there at once.
-                if next == .none, reserved == skipping { emptyIdle[slot] = EmptyQueue(submissions: asOf, passedOver: upcomingJobs) }
             }
         }
         if case .claimInStore = next {
@@ -686,12 +678,14 @@ public actor Scheduler: Service {
 
     /// The job `slot` should start now, from the store (nil when the store failed: a wake-up
     /// is due shortly). A job another slot took while this one waited for the answer is
-    /// looked past.
+    /// looked past. Nothing found, the slot idles: the next job submitted alone may start there
+    /// without another look (`emptyIdle`).
     private func lookUp(for slot: SlotID, _ local: any LocalJobStore, in group: inout DiscardingTaskGroup) async -> PeekedJob? {
         while true {
             let peeked: PeekedJob
+            let asOf = submissions.withLock(\.count), skipping = reserved
             do {
-                peeked = try await local.peekNext(for: slot, excluding: executor.excludedTypes(for: slot), skipping: reserved,
+                peeked = try await local.peekNext(for: slot, excluding: executor.excludedTypes(for: slot), skipping: skipping,
                                                   now: clock.wall())
             } catch {
                 storeFailed(error)
@@ -700,6 +694,8 @@ public actor Scheduler: Service {
                 return nil
             }
             if case .job(let job) = peeked, reserved.contains(job.id) { continue }
+            // Only when the look passed over what it was given (nothing started or ended meanwhile).
+            if peeked == .none, reserved == skipping { emptyIdle[slot] = EmptyQueue(submissions: asOf, passedOver: upcomingJobs) }
             return peeked
         }
     }
