@@ -39,6 +39,35 @@ public final class FlakyStore: LocalJobStore {
     /// How many calls of `operation` are waiting on a hold.
     public func waiting(_ operation: Operation) -> Int { holds.withLock { $0[operation]?.count ?? 0 } }
 
+    /// Returns once `condition` holds (on `calls` and `waiting`), checked now and after each call
+    /// that goes through or starts to wait. Wrap it in `within` for a deadline.
+    public func until(_ condition: @escaping @Sendable (FlakyStore) -> Bool) async {
+        await withCheckedContinuation { continuation in
+            let now = watchers.withLock { watchers -> Bool in
+                if condition(self) { return true }
+                watchers.append((condition, continuation))
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+
+    private let watchers = Mutex<[(condition: @Sendable (FlakyStore) -> Bool, continuation: CheckedContinuation<Void, Never>)]>([])
+
+    /// Wakes the `until` callers whose condition now holds.
+    private func changed() {
+        let met = watchers.withLock { watchers in
+            var met: [CheckedContinuation<Void, Never>] = []
+            watchers.removeAll { watcher in
+                guard watcher.condition(self) else { return false }
+                met.append(watcher.continuation)
+                return true
+            }
+            return met
+        }
+        for continuation in met { continuation.resume() }
+    }
+
     private func pass(_ operation: Operation) async throws {
         await withCheckedContinuation { continuation in
             let wait = holds.withLock { holds -> Bool in
@@ -46,13 +75,14 @@ public final class FlakyStore: LocalJobStore {
                 holds[operation]!.append(continuation)
                 return true
             }
-            if !wait { continuation.resume() }
+            if wait { changed() } else { continuation.resume() }
         }
         try check(operation)
     }
 
     private func check(_ operation: Operation) throws {
         counts.withLock { $0[operation, default: 0] += 1 }
+        changed()
         let fails = failures.withLock { failures -> Bool in
             guard let left = failures[operation], left > 0 else { return false }
             failures[operation] = left == .max ? left : left - 1

@@ -118,7 +118,7 @@ import Testing
     /// Waits until the scheduler's first look at the (empty) queue went through.
     func firstLook(_ rig: SchedulerRig) async throws {
         try await within(.seconds(10), "the first look at the queue") { [store = rig.store] in
-            while store.calls(.lookUp) == 0 { try await Task.sleep(for: .milliseconds(1)) }
+            await store.until { $0.calls(.lookUp) > 0 }
         }
     }
 
@@ -139,7 +139,7 @@ import Testing
                 rig.store.release(.lookUp)   // the look-ahead for the slot's next job, and the look after its end
                 _ = try await rig.waitFor(job.id, .succeeded)
                 try await within(.seconds(10), "the look after job \(round)'s end") { [store = rig.store] in
-                    while store.calls(.lookUp) < looks + 2 { try await Task.sleep(for: .milliseconds(1)) }
+                    await store.until { $0.calls(.lookUp) >= looks + 2 }
                 }
             }
         }
@@ -182,7 +182,7 @@ import Testing
                 job = try await rig.submit { $0.delaySeconds = 3600 }
             }
             try await within(.seconds(10), "a look at the queue") { [store = rig.store] in
-                while store.waiting(.lookUp) == 0 { try await Task.sleep(for: .milliseconds(1)) }
+                await store.until { $0.waiting(.lookUp) > 0 }
             }
             #expect(executor.startedCount == 0)
             rig.store.release(.lookUp)

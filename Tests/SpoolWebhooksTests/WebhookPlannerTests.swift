@@ -143,7 +143,7 @@ struct WebhookDelivererPlanningTests {
         defer { planning.cancel() }
         let clock = ContinuousClock()
         let start = clock.now
-        while store.calls(.readEvents) == 0, clock.now < start + .seconds(10) { try await Task.sleep(for: .milliseconds(1)) }
+        try await within(.seconds(10), "the planner's first read") { await store.until { $0.calls(.readEvents) > 0 } }
         let before = store.calls(.readEvents)
         #expect(before > 0, "the planner read the log once at start")
         // 30 events, 2 ms apart (60 ms at least): read one by one, that is 30 reads.
@@ -152,7 +152,9 @@ struct WebhookDelivererPlanningTests {
             try await Task.sleep(for: .milliseconds(2))
         }
         let end = clock.now
-        while store.calls(.readEvents) - before < 1 || clock.now < end + .milliseconds(120) { try await Task.sleep(for: .milliseconds(5)) }
+        try await within(.seconds(10), "a read after the events") { await store.until { $0.calls(.readEvents) > before } }
+        // The window the reads are counted over: they would go on one by one through it.
+        try await Task.sleep(until: end + .milliseconds(120), clock: clock)
         let reads = store.calls(.readEvents) - before
         let spent = (clock.now - start).inSeconds
         #expect(reads <= 2 + Int(spent / 0.05), "\(reads) reads for 30 events over \(spent) s")
