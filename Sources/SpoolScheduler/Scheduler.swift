@@ -42,8 +42,9 @@ public actor Scheduler: Service {
     enum Event: Sendable {
         case wake
         case finished(Job, SlotID, ExecutionResult)
-        /// The store's answer to recording a finished job: the slot's next job, or an error.
-        case recorded(Job, SlotID, ExecutionResult, Result<Job?, any Error>)
+        /// The store's answer to recording a finished job: the slot's next job, or an error;
+        /// with the count of `jobEnqueued` calls before the claim read the queue.
+        case recorded(Job, SlotID, ExecutionResult, Result<Job?, any Error>, submissions: Int)
         case shutdown
         case shutdownGraceOver
         /// Local store: a commit of an attempt's end and/or of a started job's claim came back
@@ -226,6 +227,9 @@ public actor Scheduler: Service {
         wakeSlots()
     }
 
+    /// A slot-filling pass is asked for and has not begun (for tests).
+    nonisolated var wakeQueued: Bool { wakePending.load(ordering: .acquiring) }
+
     /// Runs the slot-filling pass soon (once, however often it is asked before it runs).
     private nonisolated func wakeSlots() {
         if !wakePending.exchange(true, ordering: .acquiringAndReleasing) { eventSink.yield(.wake) }
@@ -365,8 +369,8 @@ public actor Scheduler: Service {
             } else {
                 await finish(job, on: slot, with: result, in: &group)
             }
-        case .recorded(let job, let slot, let result, let answer):
-            await recorded(job, on: slot, with: result, answer: answer, in: &group)
+        case .recorded(let job, let slot, let result, let answer, let asOf):
+            await recorded(job, on: slot, with: result, answer: answer, submissions: asOf, in: &group)
         case .shutdown:
             guard !shuttingDown else { return }
             shuttingDown = true
@@ -513,6 +517,7 @@ public actor Scheduler: Service {
         // stopped that way and still end) are never claimed here: two transactions, on this
         // rare path (a store failure, tenants' running caps).
         let skipping = reserved.subtracting([job.id])
+        let asOf = submissions.withLock(\.count)
         group.addTask { [store, local, executor, eventSink] in
             let answer: Result<Job?, any Error>
             do {
@@ -533,12 +538,12 @@ public actor Scheduler: Service {
             } catch {
                 answer = .failure(error)
             }
-            eventSink.yield(.recorded(job, slot, result, answer))
+            eventSink.yield(.recorded(job, slot, result, answer, submissions: asOf))
         }
     }
 
     private func recorded(_ job: Job, on slot: SlotID, with result: ExecutionResult, answer: Result<Job?, any Error>,
-                          in group: inout DiscardingTaskGroup) async {
+                          submissions asOf: Int, in group: inout DiscardingTaskGroup) async {
         let outcome = result.outcome
         let next: Job?
         switch answer {
@@ -577,6 +582,9 @@ public actor Scheduler: Service {
             } else {
                 try board.finishedAndClaiming(job.id, on: slot)
                 accept(next, on: slot, in: &group)
+                // The slot idles, and the wake-ups of jobs submitted since the claim read the
+                // queue found it busy: the slot-filling pass looks again.
+                if next == nil, submissions.withLock(\.count) != asOf { wakeSlots() }
                 // The claim went out before the shutdown began: the job goes back to the queue
                 // at once, without using an attempt.
                 if shuttingDown, let next { stop(next.id, because: .shutdown) }

@@ -10,21 +10,33 @@ public final class FlakyStore: LocalJobStore {
     /// `readEvents` is `events(after:...)`, which `webhookEvents` reads through.
     public enum Operation: Sendable, Hashable { case claim, finish, enqueue, appendEvent, queuedCount, lookUp, timers, readEvents }
 
+    /// Where a held call waits: before it reaches the store, or once the store has answered and
+    /// before its caller hears the answer (a reply still on its way: what it read may be stale
+    /// by the time it arrives). Only claims (`claim`) wait `afterAnswer`.
+    public enum HoldPoint: Sendable, Hashable { case beforeStore, afterAnswer }
+
+    private struct Hold: Hashable {
+        var operation: Operation
+        var point: HoldPoint
+    }
+
     private let base: any JobStore
     private let failures = Mutex<[Operation: Int]>([:])
     private let counts = Mutex<[Operation: Int]>([:])
     /// Operations on hold, with the calls waiting on each.
-    private let holds = Mutex<[Operation: [CheckedContinuation<Void, Never>]]>([:])
+    private let holds = Mutex<[Hold: [CheckedContinuation<Void, Never>]]>([:])
 
     public init(_ base: any JobStore) { self.base = base }
 
     /// Calls of `operation` wait from now on until `release` (a slow disk, a stalled network).
-    public func hold(_ operation: Operation) { holds.withLock { $0[operation] = $0[operation] ?? [] } }
+    public func hold(_ operation: Operation, at point: HoldPoint = .beforeStore) {
+        holds.withLock { $0[Hold(operation: operation, point: point)] = $0[Hold(operation: operation, point: point)] ?? [] }
+    }
 
     /// Lets the held calls of `operation` go on, and later ones pass; returns how many were waiting.
     @discardableResult
-    public func release(_ operation: Operation) -> Int {
-        let waiting = holds.withLock { $0.removeValue(forKey: operation) ?? [] }
+    public func release(_ operation: Operation, at point: HoldPoint = .beforeStore) -> Int {
+        let waiting = holds.withLock { $0.removeValue(forKey: Hold(operation: operation, point: point)) ?? [] }
         for waiter in waiting { waiter.resume() }
         return waiting.count
     }
@@ -37,7 +49,9 @@ public final class FlakyStore: LocalJobStore {
     public func calls(_ operation: Operation) -> Int { counts.withLock { $0[operation] ?? 0 } }
 
     /// How many calls of `operation` are waiting on a hold.
-    public func waiting(_ operation: Operation) -> Int { holds.withLock { $0[operation]?.count ?? 0 } }
+    public func waiting(_ operation: Operation, at point: HoldPoint = .beforeStore) -> Int {
+        holds.withLock { $0[Hold(operation: operation, point: point)]?.count ?? 0 }
+    }
 
     /// Returns once `condition` holds (on `calls` and `waiting`), checked now and after each call
     /// that goes through or starts to wait. Wrap it in `within` for a deadline.
@@ -69,15 +83,25 @@ public final class FlakyStore: LocalJobStore {
     }
 
     private func pass(_ operation: Operation) async throws {
+        await wait(Hold(operation: operation, point: .beforeStore))
+        try check(operation)
+    }
+
+    /// The store's answer to a call of `operation`, once any hold after the answer is released.
+    private func answered<Answer>(_ operation: Operation, _ answer: Answer) async -> Answer {
+        await wait(Hold(operation: operation, point: .afterAnswer))
+        return answer
+    }
+
+    private func wait(_ hold: Hold) async {
         await withCheckedContinuation { continuation in
             let wait = holds.withLock { holds -> Bool in
-                guard holds[operation] != nil else { return false }
-                holds[operation]!.append(continuation)
+                guard holds[hold] != nil else { return false }
+                holds[hold]!.append(continuation)
                 return true
             }
             if wait { changed() } else { continuation.resume() }
         }
-        try check(operation)
     }
 
     private func check(_ operation: Operation) throws {
@@ -116,7 +140,7 @@ public final class FlakyStore: LocalJobStore {
     }
     public func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job? {
         try await pass(.claim)
-        return try await base.claimNext(for: slot, excluding: excluding, now: now)
+        return await answered(.claim, try await base.claimNext(for: slot, excluding: excluding, now: now))
     }
     public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
                        claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job? {
@@ -141,8 +165,10 @@ public final class FlakyStore: LocalJobStore {
     public func nextTimer(after now: Timestamp) async throws -> Timestamp? { try await base.nextTimer(after: now) }
     public func claimNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>, now: Timestamp) async throws -> Job? {
         try await pass(.claim)
-        guard let local = base as? any LocalJobStore else { return try await base.claimNext(for: slot, excluding: types, now: now) }
-        return try await local.claimNext(for: slot, excluding: types, skipping: skipping, now: now)
+        guard let local = base as? any LocalJobStore else {
+            return await answered(.claim, try await base.claimNext(for: slot, excluding: types, now: now))
+        }
+        return await answered(.claim, try await local.claimNext(for: slot, excluding: types, skipping: skipping, now: now))
     }
     public func commit(claimed: Job?, finished: FinishedAttempt?, started: Job?) async throws -> HandOverCommit {
         try await pass(finished == nil ? .claim : .finish)

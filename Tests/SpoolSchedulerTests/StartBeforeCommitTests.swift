@@ -439,3 +439,45 @@ import Testing
         }
     }
 }
+
+/// A slot whose end claims its next job through the store (after a store failure; with
+/// tenants' running caps) stays busy until that claim answers, and ignores the wake-ups that
+/// come meanwhile. A job submitted after the claim read the queue must still start.
+@Suite struct ClaimThroughTheStoreTests {
+    let executor = ScriptedExecutor()
+
+    @Test func aJobSubmittedWhileAnEndsClaimIsOnItsWayStartsWhenThatClaimFoundNothing() async throws {
+        let executor = self.executor
+        let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.storeRetryDelay = .seconds(1) }
+        try await rig.run({ _ in
+            try await within(.seconds(10), "the first look at the queue") { [store = rig.store] in
+                await store.until { $0.calls(.lookUp) > 0 }
+            }
+            // The first job starts without a look; its look-ahead, then the look after its end, fail.
+            rig.store.hold(.lookUp)
+            let first = try await rig.submit()
+            let attempt = try await executor.attempts.next("the first job")
+            rig.store.fail(.lookUp, times: 2)
+            rig.store.release(.lookUp)
+            try await within(.seconds(10), "the failed look-ahead") { [store = rig.store] in
+                await store.until { $0.calls(.lookUp) >= 2 }
+            }
+            // The end's claim reads an empty queue; its answer is held on the way back.
+            rig.store.hold(.claim, at: .afterAnswer)
+            attempt.finish(.succeeded)
+            try await within(.seconds(10), "the end's claim, answered") { [store = rig.store] in
+                await store.until { $0.waiting(.claim, at: .afterAnswer) == 1 }
+            }
+            let second = try await rig.submit()
+            try await within(.seconds(10), "the submit's wake-up, taken while the slot is busy") { [scheduler = rig.scheduler] in
+                while scheduler.wakeQueued { await Task.yield() }
+            }
+            #expect(try await rig.job(first.id).state == .succeeded)
+            #expect(rig.store.release(.claim, at: .afterAnswer) == 1)
+            let next = try await executor.attempts.next("the job submitted while the claim was on its way")
+            #expect(next.job.id == second.id)
+            next.finish(.succeeded)
+            _ = try await rig.waitFor(second.id, .succeeded)
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+}
