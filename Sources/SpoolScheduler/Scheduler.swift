@@ -443,11 +443,17 @@ public actor Scheduler: Service {
 
     private func fillIdleSlots(in group: inout DiscardingTaskGroup) async {
         guard !shuttingDown else { return }
-        var queueEmpty = false
+        // The types excluded on the slots that found nothing to start, in common: a slot that
+        // excludes at least those would find nothing either (a type backing off on one slot is
+        // still another's to take). After a store failure, no slot asks again in this pass.
+        var foundNothingExcluding: Set<String>?
+        var storeFailing = false
         for slot in board.beginClaims(except: quarantine.quarantinedSlots) {
             var claimed: Job?
             let empty = emptyIdle.removeValue(forKey: slot)
-            if !queueEmpty, let local, storeTrouble == nil {
+            let excluded = executor.excludedTypes(for: slot)
+            var answered = storeFailing || foundNothingExcluding.map { $0.isSubset(of: excluded) } == true
+            if !answered, let local, storeTrouble == nil {
                 if let empty, let job = submittedAlone(since: empty, for: slot) {
                     start(job, on: slot, after: nil, local, in: &group)
                     continue
@@ -456,36 +462,39 @@ public actor Scheduler: Service {
                 case .job(let job)?:
                     start(job, on: slot, after: nil, local, in: &group)
                     continue
-                case PeekedJob.none?, nil:
-                    queueEmpty = true
+                case PeekedJob.none?:
+                    foundNothingExcluding = foundNothingExcluding?.intersection(excluded) ?? excluded
+                    answered = true
+                case nil:
+                    storeFailing = true
+                    answered = true
                 case .claimInStore?:
                     break
                 }
             }
-            if !queueEmpty {
+            if !answered {
                 do {
-                    let excluded = executor.excludedTypes(for: slot)
                     claimed = if let local {
                         try await local.claimNext(for: slot, excluding: excluded, skipping: reserved, now: clock.wall())
                     } else {
                         try await store.claimNext(for: slot, excluding: excluded, now: clock.wall())
                     }
                     storeTrouble = nil
+                    if claimed == nil { foundNothingExcluding = foundNothingExcluding?.intersection(excluded) ?? excluded }
                 } catch {
                     storeFailed(error)
                     logger.error("could not claim a job; retrying", metadata: ["error": "\(error)"])
                     retryWake(in: &group)
-                    queueEmpty = true
+                    storeFailing = true
                 }
             }
-            queueEmpty = queueEmpty || claimed == nil
             accept(claimed, on: slot, in: &group)
         }
         // With a shared store, a slot that found nothing to start may still see jobs that are not
         // due yet that another node stored (its submit wakes every node, but only that node knows
         // when the job is due): the timer goes to the earliest, rather than the next 2-s poll. A
         // local store's timers are all armed here already (its submits, its retries, its start).
-        if queueEmpty, storeTrouble == nil, local == nil, store is any SharedJobStore,
+        if foundNothingExcluding != nil, storeTrouble == nil, local == nil, store is any SharedJobStore,
            let next = try? await store.nextTimer(after: clock.wall()) {
             arm(at: next, in: &group)
         }
@@ -574,7 +583,9 @@ public actor Scheduler: Service {
             }
             return
         }
-        _ = await afterRecorded(job, on: slot, with: result, in: &group)
+        let state = await afterRecorded(job, on: slot, with: result, in: &group)
+        // Back in the queue at once (a lost worker, attempts left): a slot other than this one may take it.
+        if state == .queued { jobEnqueued() }
         do {
             if next == nil { group.addTask { [executor] in await executor.slotIdle(slot) } }
             if shuttingDown && next == nil {

@@ -481,3 +481,42 @@ import Testing
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }
 }
+
+extension ClaimThroughTheStoreTests {
+    /// Every end claims through the store (as with a shared store): the end of an attempt that
+    /// puts its job back in the queue at once (its worker was lost) wakes the slots, and an idle
+    /// slot takes it when its own slot cannot.
+    @Test func aJobBackInTheQueueAfterAnEndThatClaimedThroughTheStoreStartsOnAnIdleSlot() async throws {
+        let executor = self.executor
+        let type = JobType(name: "t", command: try CommandTemplate(["/bin/true"]), timeoutSeconds: 60, maxAttempts: 2)
+        let rig = try SchedulerRig(slots: 2, types: [type], executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
+        try await rig.run({ _ in
+            let job = try await rig.submit()
+            let first = try await executor.attempts.next("the first attempt")
+            executor.exclude(["t"], on: first.slot.id)   // its slot's worker type backs off
+            first.finish(.workerLost(message: "the worker died"))
+            let second = try await executor.attempts.next("the second attempt, on the other slot")
+            #expect(second.job.id == job.id && second.slot.id != first.slot.id)
+            second.finish(.succeeded)
+            #expect(try await rig.waitFor(job.id, .succeeded).attempts == 2)
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+}
+
+extension ClaimThroughTheStoreTests {
+    /// A slot whose look finds nothing because it excludes the job's type (its worker type backs
+    /// off there) says nothing of the other idle slots: one that takes the type starts the job.
+    @Test(arguments: [true, false])
+    func aJobOfATypeOneIdleSlotExcludesStartsOnAnotherIdleSlot(startBeforeCommit: Bool) async throws {
+        let executor = self.executor
+        let rig = try SchedulerRig(slots: 2, executor: { _, _, _ in executor }) { $0.startBeforeCommit = startBeforeCommit }
+        executor.exclude(["t"], on: SlotID(0))
+        try await rig.run({ _ in
+            let job = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job, on the slot that takes its type")
+            #expect(attempt.job.id == job.id && attempt.slot.id == SlotID(1))
+            attempt.finish(.succeeded)
+            _ = try await rig.waitFor(job.id, .succeeded)
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+}
