@@ -649,13 +649,15 @@ public actor Scheduler: Service {
         // now, and the slot-filling pass looks at the queue after it, off the end's path (for
         // what can come due without a submit: a delayed job, a type back in service).
         let emptyAsOf = emptyAhead.removeValue(forKey: slot)
+        // The job looked up ahead: the slot's next, or free again.
+        let ahead = upcoming.removeValue(forKey: slot)
         var lookAfter = false
         if storeTrouble != nil {
             next = .claimInStore
         } else if quarantine.isQuarantined(slot) {
-            upcoming[slot] = nil   // starts nothing; the job it looked up is free for other slots
+            // Starts nothing.
         } else if !shuttingDown {
-            if let ahead = upcoming.removeValue(forKey: slot), !submissions.withLock({ $0.overtakes(ahead.job, since: ahead.submissions) }),
+            if let ahead, !submissions.withLock({ $0.overtakes(ahead.job, since: ahead.submissions) }),
                ahead.job.isDue(at: clock.wall()),
                !executor.excludedTypes(for: slot).contains(ahead.job.type) {
                 next = .job(ahead.job)
@@ -665,6 +667,8 @@ public actor Scheduler: Service {
                 next = await lookUp(for: slot, local, in: &group) ?? .claimInStore
             }
         }
+        // A job looked up ahead and not started here: idle slots passed it over, and look again.
+        if let ahead, next.job?.id != ahead.job.id { jobEnqueued() }
         if case .claimInStore = next {
             guard claimed != nil else { return record(job, on: slot, with: result, in: &group) }
             // The end commits here with its claim (which only this path sends), and the

@@ -48,6 +48,11 @@ public enum PeekedJob: Sendable, Equatable {
     /// The head depends on more than the queue (a tenant's `max_running` is set): claim in the
     /// store instead, where the running count is read in the claiming transaction.
     case claimInStore
+
+    /// The job found, if any.
+    public var job: Job? {
+        if case .job(let job) = self { job } else { nil }
+    }
 }
 
 /// An attempt's end, as `finish` records it.

@@ -1,6 +1,6 @@
 import SpoolCore
 import SpoolExecutor
-import SpoolScheduler
+@testable import SpoolScheduler
 import SpoolStore
 import SpoolTesting
 import Testing
@@ -112,6 +112,40 @@ import Testing
             #expect(first.job.id == job.id && other.job.id == second.id && other.slot.id == SlotID(1))
             first.finish(.succeeded)
             other.finish(.succeeded)
+        }
+    }
+
+    /// A quarantined slot gives up the job it looked up to start next, and a healthy idle slot
+    /// that passed it over takes it: not after the next submit.
+    @Test func aJobLookedUpAheadByASlotThatIsQuarantinedStartsOnAnIdleSlot() async throws {
+        let rig = try rig(startBeforeCommit: true)
+        try await running(rig) {
+            _ = try await rig.submit()
+            let onZero = try await next("a job on slot 0")
+            _ = try await rig.submit()
+            let onOne = try await next("a job on slot 1")
+            try await within(.seconds(10), "both look-aheads to find the queue empty") { [scheduler = rig.scheduler] in
+                for slot in [SlotID(0), SlotID(1)] {
+                    while await !scheduler.lookAheadFoundNothing(for: slot) { await Task.yield() }
+                }
+            }
+            let x = try await rig.submit(), y = try await rig.submit()
+            let slot = onOne.slot.id, idle = onZero.slot.id
+            onOne.finish(.succeeded)
+            let xAttempt = try await next("x, on the slot that ended")
+            #expect(xAttempt.job.id == x.id && xAttempt.slot.id == slot)
+            try await within(.seconds(10), "that slot's look-ahead to find y") { [scheduler = rig.scheduler] in
+                while await scheduler.upcomingJob(for: slot) != y.id { await Task.yield() }
+            }
+            onZero.finish(.succeeded)   // the other slot idles, passing y over
+            _ = try await rig.waitFor(onZero.job.id, .succeeded)
+            await rig.scheduler.read(gpuHealth: [slot == SlotID(1) ? "1" : "0": .unhealthy("GPU is lost")])
+            #expect(await xAttempt.nextStop() == .quarantine)
+            xAttempt.finish(.succeeded)   // it finished before the stop took
+            let yAttempt = try await next("y, on the healthy idle slot")
+            #expect(yAttempt.job.id == y.id && yAttempt.slot.id == idle)
+            yAttempt.finish(.succeeded)
+            _ = try await rig.waitFor(y.id, .succeeded)
         }
     }
 }

@@ -520,3 +520,36 @@ extension ClaimThroughTheStoreTests {
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }
 }
+
+extension StartBeforeCommitTests {
+    /// A slot that gives up the job it looked up to start next (the store failing as its job
+    /// ends) frees it: the job starts once the store answers again, not after the next submit.
+    @Test func aJobLookedUpAheadIsFreedWhenItsSlotClaimsThroughTheStore() async throws {
+        let other = JobType(name: "u", command: try CommandTemplate(["/bin/true"]), timeoutSeconds: 60, maxAttempts: 1)
+        let executor = self.executor
+        let rig = try SchedulerRig(slots: 2, types: [SchedulerRig.processType, other], executor: { _, _, _ in executor }) {
+            $0.storeRetryDelay = .seconds(1)
+        }
+        executor.exclude(["t"], on: SlotID(1))
+        try await running(rig) {
+            let (attempt, second) = try await secondLookedUpAhead(rig)
+            _ = try await rig.submit("u")
+            let onOne = try await executor.attempts.next("the other type's job, on slot 1")
+            #expect(onOne.slot.id == SlotID(1))
+            rig.store.fail(.finish, times: 1)   // slot 1's end fails to commit: the store is in trouble
+            let finishes = rig.store.calls(.finish)
+            onOne.finish(.succeeded)
+            try await within(.seconds(10), "the failed commit of slot 1's end") { [store = rig.store] in
+                await store.until { $0.calls(.finish) > finishes }
+            }
+            attempt.finish(.succeeded)   // slot 0 ends while the store is in trouble: it claims through the store
+            try await rig.advance(by: .seconds(1), until: "the job slot 0 had looked up ahead to start") {
+                executor.startedCount >= 3
+            }
+            let next = try await executor.attempts.next("the job looked up ahead")
+            #expect(next.job.id == second.id)
+            next.finish(.succeeded)
+            _ = try await rig.waitFor(second.id, .succeeded)
+        }
+    }
+}
