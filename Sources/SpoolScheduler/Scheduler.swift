@@ -168,6 +168,9 @@ public actor Scheduler: Service {
     private var emptyIdle: [SlotID: EmptyQueue] = [:]
     /// The latest look-up asked for each slot (older answers are dropped).
     private var lookups: [SlotID: Int] = [:]
+    /// The jobs started since each slot's look-ahead in flight looked: the job it found may be
+    /// one of them, and have ended already (then nothing marks it as taken).
+    private var startedDuringLookAhead: [SlotID: Set<JobID>] = [:]
     /// Attempts started before their claim committed, and the ends that wait for those commits.
     private var uncommitted: Set<Attempt> = []
     private var endsAwaitingCommit: [Attempt: (Job, SlotID, ExecutionResult)] = [:]
@@ -390,8 +393,12 @@ public actor Scheduler: Service {
         case .claimDue(let attempt):
             if let local, let claim = deferredClaims.removeValue(forKey: attempt) { commit(nil, claim, local, in: &group) }
         case .lookedUp(let slot, let lookup, let found):
-            guard lookups[slot] == lookup, board.job(on: slot) != nil else { return }
+            guard lookups[slot] == lookup else { return }
+            let startedMeanwhile = startedDuringLookAhead.removeValue(forKey: slot) ?? []
+            guard board.job(on: slot) != nil else { return }
             switch found {
+            case .job(let next) where startedMeanwhile.contains(next.job.id):
+                lookAhead(for: slot, in: &group)   // it started elsewhere meanwhile (and may have ended): look again
             case .job(let next) where !reserved.contains(next.job.id): upcoming[slot] = next
             case .empty(let asOf): emptyAhead[slot] = asOf
             case .job, .unknown: break
@@ -816,11 +823,14 @@ public actor Scheduler: Service {
 
     /// With a local store: looks up, while `slot`'s job runs, the job it starts next, and makes its files.
     private func lookAhead(for slot: SlotID, in group: inout DiscardingTaskGroup) {
+        // Whatever an earlier look said for this slot is void, whether or not this one goes out.
+        let lookup = (lookups[slot] ?? 0) + 1
+        lookups[slot] = lookup
+        startedDuringLookAhead[slot] = nil
         guard let local, !shuttingDown, storeTrouble == nil, !quarantine.isQuarantined(slot) else { return }
         upcoming[slot] = nil
         emptyAhead[slot] = nil
-        let lookup = (lookups[slot] ?? 0) + 1
-        lookups[slot] = lookup
+        startedDuringLookAhead[slot] = []
         let skipping = reserved, asOf = submissions.withLock(\.count), spec = slotSpecs[slot]!
         group.addTask { [executor, eventSink, clock] in
             let peeked = try? await local.peekNext(for: slot, excluding: executor.excludedTypes(for: slot), skipping: skipping, now: clock.wall())
@@ -930,6 +940,7 @@ public actor Scheduler: Service {
         }
         guard let job else { return }
         let attempt = Attempt(job)
+        for slot in startedDuringLookAhead.keys { startedDuringLookAhead[slot]!.insert(job.id) }
         // An earlier attempt of this job still being stopped here (it was rescued elsewhere and
         // came back): this one starts once that one has ended, never beside it in its directory.
         let earlier = stops.keys.filter { $0.job == job.id && $0.number < attempt.number }

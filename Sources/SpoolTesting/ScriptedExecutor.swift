@@ -47,6 +47,8 @@ public final class ScriptedExecutor: JobExecutor {
         var afterRuns: [SlotID] = []
         var ended: [JobID] = []
         var shutDown = false
+        /// `prepare` calls wait (a look-ahead between its look at the queue and its answer).
+        var preparesHeld: [CheckedContinuation<Void, Never>]?
     }
 
     public init() {
@@ -64,6 +66,35 @@ public final class ScriptedExecutor: JobExecutor {
         }
         state.withLock { $0.live[job.id] = nil }
         return result
+    }
+
+    /// Looks ahead wait in `prepare` from now on (after their look at the queue, before the
+    /// scheduler hears what they found) until `releasePrepares`.
+    public func holdPrepares() { state.withLock { $0.preparesHeld = $0.preparesHeld ?? [] } }
+
+    /// Lets the held `prepare` calls go on, and later ones pass; returns how many were waiting.
+    @discardableResult
+    public func releasePrepares() -> Int {
+        let waiting = state.withLock { state in
+            defer { state.preparesHeld = nil }
+            return state.preparesHeld ?? []
+        }
+        for waiter in waiting { waiter.resume() }
+        return waiting.count
+    }
+
+    /// How many `prepare` calls wait on the hold.
+    public var preparesWaiting: Int { state.withLock { $0.preparesHeld?.count ?? 0 } }
+
+    public func prepare(_ job: Job, on slot: SlotSpec) async {
+        await withCheckedContinuation { continuation in
+            let wait = state.withLock { state -> Bool in
+                guard state.preparesHeld != nil else { return false }
+                state.preparesHeld!.append(continuation)
+                return true
+            }
+            if !wait { continuation.resume() }
+        }
     }
 
     /// Ends every attempt still running with `outcome` (a test's teardown).

@@ -553,3 +553,50 @@ extension StartBeforeCommitTests {
         }
     }
 }
+
+extension StartBeforeCommitTests {
+    /// A look-ahead's answer can arrive after the job it found has started on another slot and
+    /// ended there (no longer running here): that job is not the slot's next, and never starts twice.
+    @Test func aLookAheadThatFoundAJobAnotherSlotRanMeanwhileIsRefused() async throws {
+        let other = JobType(name: "u", command: try CommandTemplate(["/bin/true"]), timeoutSeconds: 60, maxAttempts: 1)
+        let executor = self.executor
+        let rig = try SchedulerRig(slots: 2, types: [SchedulerRig.processType, other], executor: { _, _, _ in executor })
+        try await running(rig) {
+            try await firstLook(rig)
+            _ = try await rig.submit("u")
+            let u = try await executor.attempts.next("a job on one slot")
+            try await within(.seconds(10), "its look-ahead to find nothing") { [scheduler = rig.scheduler] in
+                while await !scheduler.lookAheadFoundNothing(for: u.slot.id) { await Task.yield() }
+            }
+            executor.holdPrepares()
+            let first = try await rig.submit(), x = try await rig.submit()
+            let onOther = try await executor.attempts.next("the first job, on the other slot")
+            #expect(onOther.job.id == first.id && onOther.slot.id != u.slot.id)
+            try await within(.seconds(10), "that slot's look-ahead, having found x") { [executor] in
+                while executor.preparesWaiting == 0 { await Task.yield() }
+            }
+            // The first slot's job ends: that slot looks, takes x, and x ends there.
+            u.finish(.succeeded)
+            let xAttempt = try await executor.attempts.next("x, where the first job ended")
+            #expect(xAttempt.job.id == x.id && xAttempt.slot.id == u.slot.id)
+            xAttempt.finish(.succeeded)
+            try await within(.seconds(10), "x's end, handled") { [executor] in
+                while !executor.endedJobs.contains(x.id) { await Task.yield() }
+            }
+            executor.releasePrepares()   // the other slot's look-ahead answers: x
+            let slot = onOther.slot.id
+            try await within(.seconds(10), "that answer, taken") { [scheduler = rig.scheduler] in
+                while await scheduler.upcomingJob(for: slot) == nil, await !scheduler.lookAheadFoundNothing(for: slot) { await Task.yield() }
+            }
+            #expect(await rig.scheduler.upcomingJob(for: slot) == nil, "x ran on the other slot meanwhile")
+            onOther.finish(.succeeded)
+            _ = try await rig.waitFor(first.id, .succeeded)
+            let last = try await rig.submit()
+            let attempt = try await executor.attempts.next("the last job")
+            #expect(attempt.job.id == last.id, "x did not start again")
+            attempt.finish(.succeeded)
+            _ = try await rig.waitFor(last.id, .succeeded)
+            #expect(executor.startedCount == 4)
+        }
+    }
+}
