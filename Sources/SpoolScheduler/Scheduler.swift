@@ -166,6 +166,8 @@ public actor Scheduler: Service {
     /// Idle slots whose look at the queue found nothing they may start: the next job submitted
     /// alone starts there without another look (`submittedAlone`).
     private var emptyIdle: [SlotID: EmptyQueue] = [:]
+    /// When a wake-up is set for the types backing off on some slot (`wakeWhenTypesReturn`).
+    private var typesReturnAt: Moment?
     /// The latest look-up asked for each slot (older answers are dropped).
     private var lookups: [SlotID: Int] = [:]
     /// The jobs started since each slot's look-ahead in flight looked: the job it found may be
@@ -497,6 +499,9 @@ public actor Scheduler: Service {
             }
             accept(claimed, on: slot, in: &group)
         }
+        // A slot found nothing while it refused some types (a worker type backing off there): it
+        // looks again once they may be tried, whether or not anything else happens by then.
+        if let excluded = foundNothingExcluding, !excluded.isEmpty { await wakeWhenTypesReturn(in: &group) }
         // With a shared store, a slot that found nothing to start may still see jobs that are not
         // due yet that another node stored (its submit wakes every node, but only that node knows
         // when the job is due): the timer goes to the earliest, rather than the next 2-s poll. A
@@ -603,6 +608,7 @@ public actor Scheduler: Service {
                 // The slot idles, and the wake-ups of jobs submitted since the claim read the
                 // queue found it busy: the slot-filling pass looks again.
                 if next == nil, submissions.withLock(\.count) != asOf { wakeSlots() }
+                if next == nil, !executor.excludedTypes(for: slot).isEmpty { await wakeWhenTypesReturn(in: &group) }
                 // The claim went out before the shutdown began: the job goes back to the queue
                 // at once, without using an attempt.
                 if shuttingDown, let next { stop(next.id, because: .shutdown) }
@@ -626,6 +632,8 @@ public actor Scheduler: Service {
     struct EmptyQueue: Sendable {
         var submissions: Int
         var passedOver: Set<JobID>
+        /// The types the slot refused then: one it takes again may have jobs queued.
+        var excluded: Set<String>
     }
 
     /// The job submitted alone since `slot` found the queue empty (`emptyIdle`): it is the
@@ -633,14 +641,15 @@ public actor Scheduler: Service {
     /// meanwhile — every other way in (a retry, a requeue, a recovery, an array, a store
     /// that failed) calls `jobEnqueued` without naming a job, and a delayed job coming due
     /// is the armed timer's — when the upcoming jobs that look passed over are still upcoming,
-    /// and when the job is due and of a type the slot takes. Its claim is conditional, as after a look:
-    /// a job canceled meanwhile is stopped and records nothing.
+    /// when the slot refuses every type it refused then, and when the job is due and of a type
+    /// the slot takes. Its claim is conditional, as after a look: a job canceled meanwhile is
+    /// stopped and records nothing.
     private func submittedAlone(since empty: EmptyQueue, for slot: SlotID) -> Job? {
-        let now = clock.wall()
-        guard timerAt.map({ $0 > now }) ?? true, empty.passedOver.isSubset(of: upcomingJobs),
+        let now = clock.wall(), excluded = executor.excludedTypes(for: slot)
+        guard timerAt.map({ $0 > now }) ?? true, empty.passedOver.isSubset(of: upcomingJobs), empty.excluded.isSubset(of: excluded),
               let job = submissions.withLock({ $0.onlyJob(since: empty.submissions) }),
               job.state == .queued, job.isDue(at: now), !reserved.contains(job.id),
-              !executor.excludedTypes(for: slot).contains(job.type) else { return nil }
+              !excluded.contains(job.type) else { return nil }
         return job
     }
 
@@ -703,6 +712,7 @@ public actor Scheduler: Service {
             commit(ending, nil, local, in: &group)
             group.addTask { [executor] in await executor.slotIdle(slot) }
             if lookAfter { wakeSlots() }
+            if !shuttingDown, !executor.excludedTypes(for: slot).isEmpty { await wakeWhenTypesReturn(in: &group) }
         }
     }
 
@@ -713,10 +723,9 @@ public actor Scheduler: Service {
     private func lookUp(for slot: SlotID, _ local: any LocalJobStore, in group: inout DiscardingTaskGroup) async -> PeekedJob? {
         while true {
             let peeked: PeekedJob
-            let asOf = submissions.withLock(\.count), skipping = reserved
+            let asOf = submissions.withLock(\.count), skipping = reserved, excluded = executor.excludedTypes(for: slot)
             do {
-                peeked = try await local.peekNext(for: slot, excluding: executor.excludedTypes(for: slot), skipping: skipping,
-                                                  now: clock.wall())
+                peeked = try await local.peekNext(for: slot, excluding: excluded, skipping: skipping, now: clock.wall())
             } catch {
                 storeFailed(error)
                 logger.error("could not look at the queue; retrying", metadata: ["error": "\(error)"])
@@ -725,7 +734,9 @@ public actor Scheduler: Service {
             }
             if case .job(let job) = peeked, reserved.contains(job.id) { continue }
             // Only when the look passed over what it was given (nothing started or ended meanwhile).
-            if peeked == .none, reserved == skipping { emptyIdle[slot] = EmptyQueue(submissions: asOf, passedOver: upcomingJobs) }
+            if peeked == .none, reserved == skipping {
+                emptyIdle[slot] = EmptyQueue(submissions: asOf, passedOver: upcomingJobs, excluded: excluded)
+            }
             return peeked
         }
     }
@@ -981,6 +992,18 @@ public actor Scheduler: Service {
     /// at the queue again when it may retry — at once if that time has already come.
     private func wakeAtNextRetry(in group: inout DiscardingTaskGroup) async {
         guard let retry = await executor.nextRetry() else { return jobEnqueued() }
+        group.addTask { [weak self, clock] in
+            do { try await clock.sleep(until: retry + .milliseconds(10)) } catch { return }
+            self?.jobEnqueued()
+        }
+    }
+
+    /// Wakes the slots when the executor's next backing-off type may be tried again (once for
+    /// any number of passes before then).
+    private func wakeWhenTypesReturn(in group: inout DiscardingTaskGroup) async {
+        guard let retry = await executor.nextRetry() else { return }
+        if let set = typesReturnAt, set > clock.now(), set <= retry { return }
+        typesReturnAt = retry
         group.addTask { [weak self, clock] in
             do { try await clock.sleep(until: retry + .milliseconds(10)) } catch { return }
             self?.jobEnqueued()

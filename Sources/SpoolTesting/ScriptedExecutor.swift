@@ -44,6 +44,7 @@ public final class ScriptedExecutor: JobExecutor {
         var started = 0
         var live: [JobID: Attempt] = [:]
         var excluded: [SlotID: Set<String>] = [:]
+        var nextRetry: Moment?
         var afterRuns: [SlotID] = []
         var ended: [JobID] = []
         var shutDown = false
@@ -109,6 +110,10 @@ public final class ScriptedExecutor: JobExecutor {
 
     /// Makes `slot` refuse these types (as a backing-off worker type would).
     public func exclude(_ types: Set<String>, on slot: SlotID) { state.withLock { $0.excluded[slot] = types } }
+
+    /// When the excluded types may be tried again (`nextRetry`); the test lifts them itself.
+    public func retry(at moment: Moment?) { state.withLock { $0.nextRetry = moment } }
+    public func nextRetry() async -> Moment? { state.withLock { $0.nextRetry } }
 
     /// How many attempts the scheduler has started.
     public var startedCount: Int { state.withLock { $0.started } }

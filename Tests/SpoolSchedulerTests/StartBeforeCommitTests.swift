@@ -600,3 +600,91 @@ extension StartBeforeCommitTests {
         }
     }
 }
+
+extension ClaimThroughTheStoreTests {
+    /// A job of a type backing off on the only slot (its warm worker's replacement failed to
+    /// start, with no job to hand back) waits for the back-off, then starts: the slot looks again
+    /// when the type may be tried again, not at the next submit.
+    @Test(arguments: [true, false])
+    func aJobOfATypeBackingOffStartsWhenTheBackOffIsOver(startBeforeCommit: Bool) async throws {
+        let executor = self.executor
+        let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.startBeforeCommit = startBeforeCommit }
+        executor.exclude(["t"], on: SlotID(0))
+        executor.retry(at: rig.clock.now() + .seconds(2))
+        try await rig.run({ _ in
+            let look: FlakyStore.Operation = startBeforeCommit ? .lookUp : .claim
+            try await within(.seconds(10), "the first look at the queue") { [store = rig.store] in
+                await store.until { $0.calls(look) > 0 }
+            }
+            let looks = rig.store.calls(look)
+            let job = try await rig.submit()
+            try await within(.seconds(10), "the slot's look, past the job") { [store = rig.store] in
+                await store.until { $0.calls(look) > looks }
+            }
+            executor.exclude([], on: SlotID(0))
+            executor.retry(at: nil)
+            try await rig.advance(by: .seconds(1), until: "the job's start, once the back-off is over") {
+                executor.startedCount == 1
+            }
+            let attempt = try await executor.attempts.next("the job")
+            #expect(attempt.job.id == job.id)
+            attempt.finish(.succeeded)
+            _ = try await rig.waitFor(job.id, .succeeded)
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+}
+
+extension ClaimThroughTheStoreTests {
+    /// The same, for a slot whose job ends while the type backs off there: the end's look finds
+    /// nothing it may start, and the slot looks again once the back-off is over.
+    @Test(arguments: [true, false])
+    func aSlotThatEndsWhileATypeBacksOffLooksAgainWhenTheBackOffIsOver(startBeforeCommit: Bool) async throws {
+        let executor = self.executor
+        let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.startBeforeCommit = startBeforeCommit }
+        try await rig.run({ _ in
+            let first = try await rig.submit()
+            let attempt = try await executor.attempts.next("the first job")
+            executor.exclude(["t"], on: SlotID(0))
+            executor.retry(at: rig.clock.now() + .seconds(2))
+            let second = try await rig.submit()
+            attempt.finish(.succeeded)
+            _ = try await rig.waitFor(first.id, .succeeded)
+            executor.exclude([], on: SlotID(0))
+            executor.retry(at: nil)
+            try await rig.advance(by: .seconds(1), until: "the second job's start, once the back-off is over") {
+                executor.startedCount == 2
+            }
+            let next = try await executor.attempts.next("the second job")
+            #expect(next.job.id == second.id)
+            next.finish(.succeeded)
+            _ = try await rig.waitFor(second.id, .succeeded)
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+}
+
+extension StartBeforeCommitTests {
+    /// An idle slot that found nothing while it refused a type does not start the next job
+    /// submitted alone without a look once it takes that type again: a job of that type queued
+    /// before it goes first.
+    @Test func aTypeBackInServiceIsLookedAtBeforeAJobSubmittedAlone() async throws {
+        let rig = try rig()
+        executor.exclude(["t"], on: SlotID(0))
+        try await running(rig) {
+            try await firstLook(rig)
+            let looks = rig.store.calls(.lookUp)
+            let waiting = try await rig.submit()
+            try await within(.seconds(10), "the slot's look, past the job") { [store = rig.store] in
+                await store.until { $0.calls(.lookUp) > looks }
+            }
+            executor.exclude([], on: SlotID(0))   // back in service, with no wake-up (yet)
+            let later = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job queued first")
+            #expect(attempt.job.id == waiting.id)
+            attempt.finish(.succeeded)
+            let next = try await executor.attempts.next("the later job")
+            #expect(next.job.id == later.id)
+            next.finish(.succeeded)
+            _ = try await rig.waitFor(later.id, .succeeded)
+        }
+    }
+}
