@@ -1,5 +1,5 @@
 // The scheduler's loop and every handler that changes slot occupancy stay in one actor and one
-// file (about 970 lines: a third the start-before-commit handover of a local store, a tenth the
+// file (about 1,070 lines: a third the start-before-commit handover of a local store, a tenth the
 // queue's timer): the board's invariant is easiest to check when each move is in sight of the
 // others, and the handover's and the timer's state (looked-up jobs, uncommitted starts, voided
 // attempts, the armed time) is private to the actor. Execution, workers, the store and the GPU

@@ -1,0 +1,148 @@
+import SpoolCore
+import SpoolExecutor
+@testable import SpoolScheduler
+import SpoolStore
+import SpoolTesting
+import Testing
+
+/// Every way a queued job can come to wait beside an idle slot that could run it, each with no
+/// wake-up left to come: the submit's wake-up taken while the slot was still busy claiming, a
+/// job handed back to the queue, a type one slot refuses and another takes, a back-off that
+/// ends with nothing handed back. In each the job must start without another submit.
+@Suite struct SlotWakeUpTests {
+    let executor = ScriptedExecutor()
+
+    /// A slot whose end claims its next job through the store (after a store failure; with
+    /// tenants' running caps) stays busy until that claim answers, and the wake-ups that come
+    /// meanwhile find no idle slot. A job submitted after the claim read the queue still starts.
+    @Test func aJobSubmittedWhileAnEndsClaimIsOnItsWayStartsWhenThatClaimFoundNothing() async throws {
+        let executor = self.executor
+        let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.storeRetryDelay = .seconds(1) }
+        try await rig.run({ _ in
+            try await within(.seconds(10), "the first look at the queue") { [store = rig.store] in
+                await store.until { $0.calls(.lookUp) > 0 }
+            }
+            // The first job starts without a look; its look-ahead, then the look after its end, fail.
+            rig.store.hold(.lookUp)
+            let first = try await rig.submit()
+            let attempt = try await executor.attempts.next("the first job")
+            rig.store.fail(.lookUp, times: 2)
+            rig.store.release(.lookUp)
+            try await within(.seconds(10), "the failed look-ahead") { [store = rig.store] in
+                await store.until { $0.calls(.lookUp) >= 2 }
+            }
+            // The end's claim reads an empty queue; its answer is held on the way back.
+            rig.store.hold(.claim, at: .afterAnswer)
+            attempt.finish(.succeeded)
+            try await within(.seconds(10), "the end's claim, answered") { [store = rig.store] in
+                await store.until { $0.waiting(.claim, at: .afterAnswer) == 1 }
+            }
+            let second = try await rig.submit()
+            try await within(.seconds(10), "the submit's wake-up, taken while the slot is busy") { [scheduler = rig.scheduler] in
+                while scheduler.wakeQueued { await Task.yield() }
+            }
+            #expect(try await rig.job(first.id).state == .succeeded)
+            #expect(rig.store.release(.claim, at: .afterAnswer) == 1)
+            let next = try await executor.attempts.next("the job submitted while the claim was on its way")
+            #expect(next.job.id == second.id)
+            next.finish(.succeeded)
+            _ = try await rig.waitFor(second.id, .succeeded)
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
+
+    /// Every end claims through the store (as with a shared store): the end of an attempt that
+    /// puts its job back in the queue at once (its worker was lost) wakes the slots, and an idle
+    /// slot takes it when its own slot cannot.
+    @Test func aJobBackInTheQueueAfterAnEndThatClaimedThroughTheStoreStartsOnAnIdleSlot() async throws {
+        let executor = self.executor
+        let type = JobType(name: "t", command: try CommandTemplate(["/bin/true"]), timeoutSeconds: 60, maxAttempts: 2)
+        let rig = try SchedulerRig(slots: 2, types: [type], executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
+        try await rig.run({ _ in
+            let job = try await rig.submit()
+            let first = try await executor.attempts.next("the first attempt")
+            executor.exclude(["t"], on: first.slot.id)   // its slot's worker type backs off
+            first.finish(.workerLost(message: "the worker died"))
+            let second = try await executor.attempts.next("the second attempt, on the other slot")
+            #expect(second.job.id == job.id && second.slot.id != first.slot.id)
+            second.finish(.succeeded)
+            #expect(try await rig.waitFor(job.id, .succeeded).attempts == 2)
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
+
+    /// A slot whose look finds nothing because it excludes the job's type (its worker type backs
+    /// off there) says nothing of the other idle slots: one that takes the type starts the job.
+    @Test(arguments: [true, false])
+    func aJobOfATypeOneIdleSlotExcludesStartsOnAnotherIdleSlot(startBeforeCommit: Bool) async throws {
+        let executor = self.executor
+        let rig = try SchedulerRig(slots: 2, executor: { _, _, _ in executor }) { $0.startBeforeCommit = startBeforeCommit }
+        executor.exclude(["t"], on: SlotID(0))
+        try await rig.run({ _ in
+            let job = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job, on the slot that takes its type")
+            #expect(attempt.job.id == job.id && attempt.slot.id == SlotID(1))
+            attempt.finish(.succeeded)
+            _ = try await rig.waitFor(job.id, .succeeded)
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
+
+    /// A job of a type backing off on the only slot (its warm worker's replacement failed to
+    /// start, with no job to hand back) waits for the back-off, then starts: the slot looks again
+    /// when the type may be tried again, not at the next submit.
+    @Test(arguments: [true, false])
+    func aJobOfATypeBackingOffStartsWhenTheBackOffIsOver(startBeforeCommit: Bool) async throws {
+        let executor = self.executor
+        let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.startBeforeCommit = startBeforeCommit }
+        executor.exclude(["t"], on: SlotID(0))
+        executor.retry(at: rig.clock.now() + .seconds(2))
+        try await rig.run({ _ in
+            let look: FlakyStore.Operation = startBeforeCommit ? .lookUp : .claim
+            try await within(.seconds(10), "the first look at the queue") { [store = rig.store] in
+                await store.until { $0.calls(look) > 0 }
+            }
+            let looks = rig.store.calls(look)
+            let job = try await rig.submit()
+            try await within(.seconds(10), "the slot's look, past the job") { [store = rig.store] in
+                await store.until { $0.calls(look) > looks }
+            }
+            executor.exclude([], on: SlotID(0))
+            executor.retry(at: nil)
+            try await rig.advance(by: .seconds(1), until: "the job's start, once the back-off is over") {
+                executor.startedCount == 1
+            }
+            let attempt = try await executor.attempts.next("the job")
+            #expect(attempt.job.id == job.id)
+            attempt.finish(.succeeded)
+            _ = try await rig.waitFor(job.id, .succeeded)
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
+
+    /// The same, for a slot whose job ends while the type backs off there: the end's look finds
+    /// nothing it may start, and the slot looks again once the back-off is over.
+    @Test(arguments: [true, false])
+    func aSlotThatEndsWhileATypeBacksOffLooksAgainWhenTheBackOffIsOver(startBeforeCommit: Bool) async throws {
+        let executor = self.executor
+        let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.startBeforeCommit = startBeforeCommit }
+        try await rig.run({ _ in
+            let first = try await rig.submit()
+            let attempt = try await executor.attempts.next("the first job")
+            executor.exclude(["t"], on: SlotID(0))
+            executor.retry(at: rig.clock.now() + .seconds(2))
+            let second = try await rig.submit()
+            attempt.finish(.succeeded)
+            _ = try await rig.waitFor(first.id, .succeeded)
+            executor.exclude([], on: SlotID(0))
+            executor.retry(at: nil)
+            try await rig.advance(by: .seconds(1), until: "the second job's start, once the back-off is over") {
+                executor.startedCount == 2
+            }
+            let next = try await executor.attempts.next("the second job")
+            #expect(next.job.id == second.id)
+            next.finish(.succeeded)
+            _ = try await rig.waitFor(second.id, .succeeded)
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+}
