@@ -141,6 +141,10 @@ public struct WorkerLifecycle: Sendable, Equatable {
 
     public mutating func handle(_ event: Event, at now: Moment) -> [Action] {
         switch (phase, event) {
+        case (.exited, .assign(let id)):
+            // Died after the caller saw it ready (while the job's files were made): the job goes
+            // back rather than wait for an answer from a process that is gone.
+            return [.jobRefused(id, "the worker is \(phase.rawValue), not ready")]
         case (.exited, _):
             return []
 

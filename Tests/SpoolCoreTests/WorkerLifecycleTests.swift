@@ -112,7 +112,10 @@ import Testing
         #expect(stopping.handle(.assign(job), at: at(3)) == [.jobRefused(job, "the worker is stopping, not ready")])
         var gone = readyWorker()
         _ = gone.handle(.exited("it was killed by signal 9"), at: at(2))
-        #expect(gone.handle(.assign(job), at: at(3)).isEmpty, "nothing happens after the exit")
+        // A worker that died while the job's files were being made: the job goes back, it does
+        // not wait for an answer from a process that is gone.
+        #expect(gone.handle(.assign(job), at: at(3)) == [.jobRefused(job, "the worker is exited, not ready")])
+        #expect(gone.phase == .exited && gone.job == nil)
     }
 
     @Test func cancelAsksTheWorkerToDropItsJob() {
@@ -211,12 +214,14 @@ import Testing
         #expect(worker.nextDeadline == at(13))
     }
 
+    /// After the exit the machine does nothing more, but refuse a job it is given.
     @Test func nothingHappensAfterTheExit() {
         var worker = readyWorker()
         _ = worker.handle(.exited("it exited with status 0"), at: at(2))
-        let events: [WorkerLifecycle.Event] = [.spawned, .ready, .heard, .assign(job), .jobEnded(job), .cancel(job), .stop("x"), .kill("x"),
+        let events: [WorkerLifecycle.Event] = [.spawned, .ready, .heard, .jobEnded(job), .cancel(job), .stop("x"), .kill("x"),
                                                .exited("again"), .tick]
         for event in events { #expect(worker.handle(event, at: at(100)).isEmpty, "\(event)") }
+        #expect(worker.phase == .exited)
     }
 
     /// Random events at random times, from every phase: whenever the worker is stopping it has
