@@ -46,6 +46,10 @@ public protocol JobExecutor: Sendable {
     /// The warm workers and their health, per slot (for `/v1/queue` and `/healthz`).
     func workerStatus() async -> [SlotID: SlotWorkers]
 
+    /// The server is shutting down (its running jobs have their grace): start or replace no
+    /// warm worker from now on.
+    func close() async
+
     /// Stops everything still running (warm workers) for server shutdown.
     func shutdown() async
 }
@@ -59,6 +63,7 @@ extension JobExecutor {
     public func excludedTypes(for slot: SlotID) -> Set<String> { [] }
     public func nextRetry() async -> Moment? { nil }
     public func workerStatus() async -> [SlotID: SlotWorkers] { [:] }
+    public func close() async {}
     public func shutdown() async {}
 }
 
@@ -150,6 +155,7 @@ public struct JobExecutors: JobExecutor {
     public func excludedTypes(for slot: SlotID) -> Set<String> { workers.excludedTypes(for: slot) }
     public func nextRetry() async -> Moment? { await workers.nextRetry() }
     public func workerStatus() async -> [SlotID: SlotWorkers] { await workers.workerStatus() }
+    public func close() async { await workers.close() }
     public func shutdown() async {
         await processes.shutdown()
         await workers.shutdown()

@@ -31,6 +31,10 @@ public actor WorkerPool: JobExecutor {
     }
     private let backoffs = Mutex<[SlotID: [String: Moment]]>([:])
     private var counter = 0
+    /// Set by `close()`: the server is shutting down, and no worker is started or replaced.
+    private var closed = false
+    /// Workers being started now, not yet the slot's (`shutdown` stops them too).
+    private var launching: [SlotID: Worker] = [:]
     /// Pauses between a worker's last job and its replacement being ready (for the benchmark).
     public private(set) var replacementPauses: [Duration] = []
     public private(set) var restarts: [String: Int] = [:]
@@ -94,16 +98,26 @@ public actor WorkerPool: JobExecutor {
         return result
     }
 
-    /// Replaces the worker set aside by the slot's last job, if any.
+    /// Replaces the worker set aside by the slot's last job, if any (only stops it once the
+    /// pool is closed: a job stopped for the shutdown must not load a model again).
     public func afterRun(on slot: SlotID) async {
         guard let (worker, reason, type, policy) = retiring.removeValue(forKey: slot) else { return }
-        await replace(worker, on: slot, because: reason, type: type, policy: policy)
+        if closed {
+            await worker.stop(because: "the server is stopping")
+        } else {
+            await replace(worker, on: slot, because: reason, type: type, policy: policy)
+        }
         for waiter in starting.removeValue(forKey: slot) ?? [] { waiter.resume() }
     }
 
+    /// The server is shutting down: from now on no worker is started or replaced, and a job
+    /// that would need one goes back to the queue.
+    public func close() async { closed = true }
+
     /// Stops every worker (server shutdown).
     public func shutdown() async {
-        let all = Array(workers.values) + retiring.values.map(\.worker)
+        closed = true
+        let all = Array(workers.values) + retiring.values.map(\.worker) + launching.values
         workers = [:]
         retiring = [:]
         await withTaskGroup(of: Void.self) { group in
@@ -130,15 +144,28 @@ public actor WorkerPool: JobExecutor {
     }
 
     private func start(_ type: JobType, policy: WorkerPolicy, on slot: SlotID) async -> Result<Worker, Worker.StartFailure> {
+        let closing = Worker.StartFailure(description: "the server is shutting down")
+        guard !closed else { return .failure(closing) }
         counter += 1
         let id = "slot\(slot)-\(type.name)-\(counter)"
+        var made: Worker?
         do {
             let worker = try Worker(id: id, type: type, policy: policy, slot: slots[slot]!, settings: settings)
+            made = worker
+            launching[slot] = worker
             try await worker.start()
+            launching[slot] = nil
+            guard !closed else {
+                await worker.stop(because: "the server is stopping")
+                return .failure(closing)
+            }
             workers[slot] = worker
             health[slot]?[type.name] = nil
             return .success(worker)
         } catch {
+            if let made, launching[slot] === made { launching[slot] = nil }
+            // Stopped by `shutdown` while it set up: not a failure of the type.
+            if closed { return .failure(closing) }
             let failure = Worker.StartFailure(description: "worker setup failed: \(error)")
             recordSetupFailure(type: type.name, policy: policy, on: slot, error: failure.description)
             return .failure(failure)

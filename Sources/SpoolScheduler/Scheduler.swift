@@ -381,6 +381,7 @@ public actor Scheduler: Service {
             shuttingDown = true
             gate.close()
             board.closeIdle()
+            group.addTask { [executor] in await executor.close() }
             let running = board.runningJobs.count
             logger.info("shutting down: no new jobs; \(running) running job(s) get \(configuration.shutdownGrace) to finish")
             let grace = configuration.shutdownGrace

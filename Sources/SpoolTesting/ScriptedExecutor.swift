@@ -48,6 +48,7 @@ public final class ScriptedExecutor: JobExecutor {
         var afterRuns: [SlotID] = []
         var ended: [JobID] = []
         var shutDown = false
+        var closed = false
         /// `prepare` calls wait (a look-ahead between its look at the queue and its answer).
         var preparesHeld: [CheckedContinuation<Void, Never>]?
     }
@@ -106,6 +107,7 @@ public final class ScriptedExecutor: JobExecutor {
     public func afterRun(on slot: SlotID) async { state.withLock { $0.afterRuns.append(slot) } }
     public func ended(_ job: JobID, on slot: SlotID) async { state.withLock { $0.ended.append(job) } }
     public func excludedTypes(for slot: SlotID) -> Set<String> { state.withLock { $0.excluded[slot] ?? [] } }
+    public func close() async { state.withLock { $0.closed = true } }
     public func shutdown() async { state.withLock { $0.shutDown = true } }
 
     /// Makes `slot` refuse these types (as a backing-off worker type would).
@@ -123,4 +125,6 @@ public final class ScriptedExecutor: JobExecutor {
     /// Jobs the scheduler said had ended for good without outputs (`ended(_:on:)`), in order.
     public var endedJobs: [JobID] { state.withLock { $0.ended } }
     public var wasShutDown: Bool { state.withLock { $0.shutDown } }
+    /// Whether the scheduler said the server is shutting down (`close`).
+    public var wasClosed: Bool { state.withLock { $0.closed } }
 }

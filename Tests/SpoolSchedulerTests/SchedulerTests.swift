@@ -262,8 +262,12 @@ import Testing
         let job = try await rig.submit()
         try await rig.run({ trigger in
             let attempt = try await nextAttempt()
+            #expect(!executor.wasClosed)
             trigger.triggerGracefulShutdown()
             await rig.manual.waitForSleeper(within: .seconds(30))
+            try await within(.seconds(10), "the executor told of the shutdown, its warm workers not to be replaced") { [executor] in
+                while !executor.wasClosed { await Task.yield() }
+            }
             rig.manual.advance(by: .seconds(29))
             #expect(rig.scheduler.gate.isOpen == false)
             rig.manual.advance(by: .seconds(1))

@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import Logging
 import Synchronization
@@ -199,5 +200,48 @@ import Testing
             worker.withLock { $0 = started }
         }
         #expect(worker.withLock { $0?.hasExited } == true, "the worker was asked to go when the scheduler stopped")
+    }
+
+    /// A pool closed for the shutdown replaces no worker: one its job's end retired (stopped for
+    /// the shutdown, so "failed") is stopped, and no fresh one loads its model only to be stopped
+    /// or to outlive the server; a job that would need a worker goes back.
+    @Test func aClosedPoolReplacesNoWorker() async throws {
+        launcher.setBehaviour(.init(isWorker: true, answersJobs: false))   // a job runs until it is stopped
+        let manual = ManualClock(), clock = SpoolClock(manual, wall: WallClock.now)
+        let directory = NSTemporaryDirectory() + "spool-pool-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory + "/jobs", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let type = Self.workerType(), catalog = JobCatalog([type]), slot = SlotSpec(id: SlotID(0))
+        let settings = Worker.Settings(dataDirectory: directory, killGrace: .seconds(10), logLimitBytes: 1 << 20,
+                                       launcher: launcher, clock: clock, logger: SchedulerRig.quiet("pool-test"))
+        let pool = WorkerPool(catalog: catalog, slots: [slot], settings: settings)
+        var job = try catalog.admit(Submission(type: "w"), id: .random(), now: clock.wall())
+        job.start(on: slot.id, at: clock.wall())
+        let (stops, stop) = AsyncStream<StopReason>.makeStream()
+        let ran = Task { await pool.run(job, on: slot, stops: stops, observer: ExecutionObserver()) }
+        let ended = Mutex(false)
+        let worker = try await child("the worker")
+        try await within(.seconds(10), "the job, sent to the worker") {
+            for await line in worker.commands where line.contains("\"job\"") { return }
+        }
+        await pool.close()
+        stop.yield(.shutdown)   // the worker is asked to drop the job, and killed a grace later
+        let watcher = Task { _ = await ran.value; ended.withLock { $0 = true } }
+        try await within(.seconds(10), "the job stopped") {
+            while !ended.withLock({ $0 }) {
+                if await manual.sleeperArrives(patience: .milliseconds(5)) { manual.advance(by: .seconds(1)) }
+            }
+        }
+        _ = await watcher.value
+        #expect(await ran.value.outcome == .stoppedForShutdown)
+        await pool.afterRun(on: slot.id)
+        #expect(launcher.launches.count == 1, "no worker started after the pool closed")
+        #expect(worker.hasExited)
+        var next = try catalog.admit(Submission(type: "w"), id: .random(), now: clock.wall())
+        next.start(on: slot.id, at: clock.wall())
+        let refused = await pool.run(next, on: slot, stops: AsyncStream { $0.finish() }, observer: ExecutionObserver())
+        #expect(refused.outcome == .returned(message: "the server is shutting down"))
+        #expect(launcher.launches.count == 1)
+        await pool.shutdown()
     }
 }
