@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
+import ServiceLifecycle
 import SpoolCore
 import SpoolScheduler
 import SpoolStore
@@ -179,14 +180,20 @@ public struct SpoolAPI: Sendable {
             }
             let initial = job.state
             let deadline = ContinuousClock.now + .milliseconds(Int64(min(seconds, limits.maxWait) * 1000))
-            waiting: while job.state == initial, !job.state.isTerminal {
-                let remaining = deadline - ContinuousClock.now
-                guard remaining > .zero, !Task.isShuttingDownGracefully else { break }
-                switch await watch.nextChange(timeout: remaining) {
-                case nil: break waiting
-                case .ended(let ended): job = ended   // as stored, and final: no second read
-                case .changed: job = try await find(id, for: context.principal)
+            // A shutdown ends the wait: the answer is the job as it is, and the server need not
+            // wait out the poll before it stops.
+            try await withGracefulShutdownHandler {
+                waiting: while job.state == initial, !job.state.isTerminal {
+                    let remaining = deadline - ContinuousClock.now
+                    guard remaining > .zero, !Task.isShuttingDownGracefully else { break }
+                    switch await watch.nextChange(timeout: remaining) {
+                    case nil: break waiting
+                    case .ended(let ended): job = ended   // as stored, and final: no second read
+                    case .changed: job = try await find(id, for: context.principal)
+                    }
                 }
+            } onGracefulShutdown: {
+                watch.end()
             }
         }
         return json(try await resource(job))

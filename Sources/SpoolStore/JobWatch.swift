@@ -66,6 +66,10 @@ public final class JobWatch: Sendable {
 
     deinit { continuation.finish() }
 
+    /// Ends the watch (the server is shutting down): a wait in progress, and every later one,
+    /// returns nil at once.
+    public func end() { continuation.finish() }
+
     /// Returns true when the job changed within `timeout`, false when the time ran out.
     public func next(timeout: Duration) async -> Bool { await nextChange(timeout: timeout) != nil }
 

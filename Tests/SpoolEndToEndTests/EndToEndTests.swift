@@ -291,6 +291,26 @@ import Testing
         _ = try await server.request(.POST, "/v1/jobs/\(long)/cancel")
     }
 
+    /// A long poll (`?wait=`) in progress when the shutdown begins answers then, with the job as
+    /// it is: the server does not wait out the poll's 60 s before it exits.
+    @Test func aLongPollInProgressDoesNotHoldTheShutdown() async throws {
+        let server = try server()
+        try await server.start(["--shutdown-grace", "1"])
+        defer { Task { await server.stop() } }
+        let long = try id(try await server.submit("sleep", .object(["seconds": 120])))
+        _ = try await server.waitFor(long, ["running"])
+        let queued = try id(try await server.submit("noop"))   // behind it, and queued still after the shutdown
+        async let poll = server.request(.GET, "/v1/jobs/\(queued)?wait=60")
+        try await Task.sleep(for: .milliseconds(300))   // the poll waits on the job by now; were it later, it would answer at once
+        let began = ContinuousClock.now
+        server.terminate()
+        let answer = try await poll
+        #expect(answer.status == 200)
+        let status = try await withDeadline(.seconds(40), "the server to exit") { await server.waitForExit() }
+        #expect(status == 0)
+        #expect(ContinuousClock.now - began < .seconds(20), "the shutdown took \(ContinuousClock.now - began)")
+    }
+
     @Test func theCLISubmitsARenderWaitsAndDownloadsThePNG() async throws {
         let server = try server()
         try await server.start()
