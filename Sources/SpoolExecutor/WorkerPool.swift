@@ -1,3 +1,4 @@
+import Glibc
 import Logging
 import Metrics
 import SpoolCore
@@ -70,24 +71,35 @@ public actor WorkerPool: JobExecutor {
         return result
     }
 
-    /// Runs a job on the slot's warm worker, starting or replacing the worker as needed.
     public func prepare(_ job: Job, on slot: SlotSpec) async {
         await JobFiles.prepareAhead(JobPaths(dataDirectory: settings.dataDirectory, job: job.id), input: job.input, slot: slot.id)
     }
 
+    /// Runs a job on the slot's warm worker, starting or replacing the worker as needed.
     public func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult {
         guard let type = catalog[job.type], let policy = type.workerPolicy else {
             return ExecutionResult(.spawnFailed(message: "this server has no worker-mode job type \"\(job.type)\""))
         }
         let worker: Worker
-        switch await ready(for: type, policy: policy, on: slot.id) {
-        case .success(let ready): worker = ready
-        case .failure(let failure): return ExecutionResult(.returned(message: failure.description))
+        var requests: StopRequests?
+        defer { requests?.finish() }
+        if let current = workers[slot.id], current.type == type.name, starting[slot.id] == nil, !closed, await current.isAlive {
+            worker = current
+        } else {
+            // The slot's worker must be set up first (a model loaded): a stop that comes
+            // meanwhile ends the job then, unsent.
+            let watching = StopRequests(stops)
+            requests = watching
+            switch await watching.unlessStopped({ await self.ready(for: type, policy: policy, on: slot.id) }) {
+            case .done(.success(let ready)): worker = ready
+            case .done(.failure(let failure)): return ExecutionResult(.returned(message: failure.description))
+            case .stopped(let reason): return ExecutionResult(JobOutcome(.signaled(signal: SIGTERM), stoppedFor: reason))
+            }
         }
         let paths = JobPaths(dataDirectory: settings.dataDirectory, job: job.id)
         let assignment = Worker.Assignment(job: job.id, input: job.input, paths: paths, attempt: job.attempts,
                                            timeoutSeconds: job.timeoutSeconds, array: job.array)
-        let result = await worker.run(assignment, stops: stops, observer: observer)
+        let result = await worker.run(assignment, stops: requests?.forwarded ?? stops, observer: observer)
         if let reason = await worker.recycleReason(after: result.outcome) {
             // Answer now; the scheduler calls `afterRun` next, and the slot's next job waits
             // for the fresh worker instead of this job's outcome waiting for its setup.

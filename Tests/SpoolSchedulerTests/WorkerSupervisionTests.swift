@@ -202,23 +202,51 @@ import Testing
         #expect(worker.withLock { $0?.hasExited } == true, "the worker was asked to go when the scheduler stopped")
     }
 
+    /// A pool of one slot over the fake launcher, on a manual clock, and a job for it.
+    struct Pool {
+        let pool: WorkerPool
+        let manual: ManualClock
+        let clock: SpoolClock
+        let catalog: JobCatalog
+        let directory: String
+        let slot = SlotSpec(id: SlotID(0))
+
+        func removeDirectory() { try? FileManager.default.removeItem(atPath: directory) }
+
+        func job() throws -> Job {
+            var job = try catalog.admit(Submission(type: "w"), id: .random(), now: clock.wall())
+            job.start(on: slot.id, at: clock.wall())
+            return job
+        }
+
+        /// `run` in a task of its own, with its stop requests.
+        func run(_ job: Job) -> (Task<ExecutionResult, Never>, AsyncStream<StopReason>.Continuation) {
+            let (stops, stop) = AsyncStream<StopReason>.makeStream()
+            let pool = self.pool, slot = self.slot
+            return (Task { await pool.run(job, on: slot, stops: stops, observer: ExecutionObserver()) }, stop)
+        }
+    }
+
+    func pool() throws -> Pool {
+        let manual = ManualClock(), clock = SpoolClock(manual, wall: WallClock.now)
+        let directory = NSTemporaryDirectory() + "spool-pool-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory + "/jobs", withIntermediateDirectories: true)
+        let catalog = JobCatalog([Self.workerType()])
+        let settings = Worker.Settings(dataDirectory: directory, killGrace: .seconds(10), logLimitBytes: 1 << 20,
+                                       launcher: launcher, clock: clock, logger: SchedulerRig.quiet("pool-test"))
+        return Pool(pool: WorkerPool(catalog: catalog, slots: [SlotSpec(id: SlotID(0))], settings: settings),
+                    manual: manual, clock: clock, catalog: catalog, directory: directory)
+    }
+
     /// A pool closed for the shutdown replaces no worker: one its job's end retired (stopped for
     /// the shutdown, so "failed") is stopped, and no fresh one loads its model only to be stopped
     /// or to outlive the server; a job that would need a worker goes back.
     @Test func aClosedPoolReplacesNoWorker() async throws {
         launcher.setBehaviour(.init(isWorker: true, answersJobs: false))   // a job runs until it is stopped
-        let manual = ManualClock(), clock = SpoolClock(manual, wall: WallClock.now)
-        let directory = NSTemporaryDirectory() + "spool-pool-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: directory + "/jobs", withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let type = Self.workerType(), catalog = JobCatalog([type]), slot = SlotSpec(id: SlotID(0))
-        let settings = Worker.Settings(dataDirectory: directory, killGrace: .seconds(10), logLimitBytes: 1 << 20,
-                                       launcher: launcher, clock: clock, logger: SchedulerRig.quiet("pool-test"))
-        let pool = WorkerPool(catalog: catalog, slots: [slot], settings: settings)
-        var job = try catalog.admit(Submission(type: "w"), id: .random(), now: clock.wall())
-        job.start(on: slot.id, at: clock.wall())
-        let (stops, stop) = AsyncStream<StopReason>.makeStream()
-        let ran = Task { await pool.run(job, on: slot, stops: stops, observer: ExecutionObserver()) }
+        let rig = try pool()
+        defer { rig.removeDirectory() }
+        let (pool, manual, slot) = (rig.pool, rig.manual, rig.slot)
+        let (ran, stop) = rig.run(try rig.job())
         let ended = Mutex(false)
         let worker = try await child("the worker")
         try await within(.seconds(10), "the job, sent to the worker") {
@@ -237,11 +265,23 @@ import Testing
         await pool.afterRun(on: slot.id)
         #expect(launcher.launches.count == 1, "no worker started after the pool closed")
         #expect(worker.hasExited)
-        var next = try catalog.admit(Submission(type: "w"), id: .random(), now: clock.wall())
-        next.start(on: slot.id, at: clock.wall())
-        let refused = await pool.run(next, on: slot, stops: AsyncStream { $0.finish() }, observer: ExecutionObserver())
+        let refused = await pool.run(try rig.job(), on: slot, stops: AsyncStream { $0.finish() }, observer: ExecutionObserver())
         #expect(refused.outcome == .returned(message: "the server is shutting down"))
         #expect(launcher.launches.count == 1)
         await pool.shutdown()
+    }
+
+    /// A cancel that comes while the slot's worker still sets up (loading its model) ends the
+    /// job then: it is not sent to the worker once it is ready, to run partly and be canceled.
+    @Test func aCancelWhileTheWorkerSetsUpEndsTheJobWithoutSendingIt() async throws {
+        launcher.setBehaviour(.init(isWorker: false))   // never says ready: it sets up until its timeout
+        let rig = try pool()
+        defer { rig.removeDirectory() }
+        let (ran, stop) = rig.run(try rig.job())
+        _ = try await child("the worker, setting up")
+        stop.yield(.cancel)
+        let result = try await within(.seconds(10), "the canceled job's end") { await ran.value }
+        #expect(result.outcome == .canceled)
+        await rig.pool.shutdown()
     }
 }
