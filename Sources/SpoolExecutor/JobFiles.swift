@@ -223,7 +223,7 @@ enum JobFiles {
     }
 
     /// Removes a directory and everything in it (not following links).
-    private static func removeTree(_ path: String) {
+    static func removeTree(_ path: String) {
         for name in entries(of: path) ?? [] {
             var status = stat()
             guard lstat(path + "/" + name, &status) == 0 else { continue }

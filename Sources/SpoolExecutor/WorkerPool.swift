@@ -32,6 +32,8 @@ public actor WorkerPool: JobExecutor {
     }
     private let backoffs = Mutex<[SlotID: [String: Moment]]>([:])
     private var counter = 0
+    /// The directories of a slot's earlier workers kept (their logs), besides the one starting.
+    public static let directoriesKept = 4
     /// Set by `close()`: the server is shutting down, and no worker is started or replaced.
     private var closed = false
     /// Workers being started now, not yet the slot's (`shutdown` stops them too).
@@ -160,6 +162,8 @@ public actor WorkerPool: JobExecutor {
         guard !closed else { return .failure(closing) }
         counter += 1
         let id = "slot\(slot)-\(type.name)-\(counter)"
+        let directories = settings.dataDirectory + "/workers"
+        _ = try? await BlockingIO.run { Self.prune(directories, slot: slot, keep: Self.directoriesKept) }
         var made: Worker?
         do {
             let worker = try Worker(id: id, type: type, policy: policy, slot: slots[slot]!, settings: settings)
@@ -182,6 +186,23 @@ public actor WorkerPool: JobExecutor {
             recordSetupFailure(type: type.name, policy: policy, on: slot, error: failure.description)
             return .failure(failure)
         }
+    }
+
+    /// Removes the directories of `slot`'s earlier workers (this server's and earlier ones'),
+    /// all but the `keep` newest (blocking). Called as the slot starts a worker, when none of
+    /// its workers runs: the one it replaces has been stopped.
+    static func prune(_ workers: String, slot: SlotID, keep: Int) {
+        guard let handle = opendir(workers) else { return }
+        var found: [(name: String, modified: Int)] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard name.hasPrefix("slot\(slot)-") else { continue }
+            var status = stat()
+            guard lstat(workers + "/" + name, &status) == 0, status.st_mode & S_IFMT == S_IFDIR else { continue }
+            found.append((name, Int(status.st_mtim.tv_sec) * 1_000_000_000 + Int(status.st_mtim.tv_nsec)))
+        }
+        closedir(handle)
+        for old in found.sorted(by: { $0.modified > $1.modified }).dropFirst(keep) { JobFiles.removeTree(workers + "/" + old.name) }
     }
 
     private func recordSetupFailure(type: String, policy: WorkerPolicy, on slot: SlotID, error: String) {

@@ -95,6 +95,18 @@ import Testing
         }
     }
 
+    /// Each worker has a directory (its log, its FIFOs): a slot keeps its newest few, not one
+    /// per worker it ever started (one per job with `max_jobs_per_worker: 1`, logs of up to 50 MiB).
+    @Test func aSlotKeepsOnlyItsNewestWorkerDirectories() async throws {
+        let rig = try rig([Self.workerType { $0.maxJobsPerWorker = 1 }])
+        try await rig.run { _ in
+            for _ in 0..<12 { _ = try await run(rig) }
+            #expect(launcher.launches.count >= 12)
+        }
+        let kept = try FileManager.default.contentsOfDirectory(atPath: rig.dataDirectory + "/workers").filter { $0.hasPrefix("slot0-") }
+        #expect(kept.count <= WorkerPool.directoriesKept + 1, "\(kept.sorted())")
+    }
+
     @Test func aWorkerIsReplacedOnceItsMemoryCrossesTheLimit() async throws {
         let rig = try rig([Self.workerType { $0.maxRSSMegabytes = 500 }])
         try await rig.run { _ in
