@@ -50,7 +50,6 @@ import Testing
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }
 
-
     /// Every end claims through the store (as with a shared store): the end of an attempt that
     /// puts its job back in the queue at once (its worker was lost) wakes the slots, and an idle
     /// slot takes it when its own slot cannot.
@@ -70,7 +69,6 @@ import Testing
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }
 
-
     /// A slot whose look finds nothing because it excludes the job's type (its worker type backs
     /// off there) says nothing of the other idle slots: one that takes the type starts the job.
     @Test(arguments: [true, false])
@@ -86,7 +84,6 @@ import Testing
             _ = try await rig.waitFor(job.id, .succeeded)
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }
-
 
     /// A job of a type backing off on the only slot (its warm worker's replacement failed to
     /// start, with no job to hand back) waits for the back-off, then starts: the slot looks again
@@ -107,18 +104,9 @@ import Testing
             try await within(.seconds(10), "the slot's look, past the job") { [store = rig.store] in
                 await store.until { $0.calls(look) > looks }
             }
-            executor.exclude([], on: SlotID(0))
-            executor.retry(at: nil)
-            try await rig.advance(by: .seconds(1), until: "the job's start, once the back-off is over") {
-                executor.startedCount == 1
-            }
-            let attempt = try await executor.attempts.next("the job")
-            #expect(attempt.job.id == job.id)
-            attempt.finish(.succeeded)
-            _ = try await rig.waitFor(job.id, .succeeded)
+            try await backOffEnds(rig, then: job, startsAs: 1)
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }
-
 
     /// The same, for a slot whose job ends while the type backs off there: the end's look finds
     /// nothing it may start, and the slot looks again once the back-off is over.
@@ -134,15 +122,21 @@ import Testing
             let second = try await rig.submit()
             attempt.finish(.succeeded)
             _ = try await rig.waitFor(first.id, .succeeded)
-            executor.exclude([], on: SlotID(0))
-            executor.retry(at: nil)
-            try await rig.advance(by: .seconds(1), until: "the second job's start, once the back-off is over") {
-                executor.startedCount == 2
-            }
-            let next = try await executor.attempts.next("the second job")
-            #expect(next.job.id == second.id)
-            next.finish(.succeeded)
-            _ = try await rig.waitFor(second.id, .succeeded)
+            try await backOffEnds(rig, then: second, startsAs: 2)
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
+    /// Slot 0 takes type `t` again (its back-off is over, with no wake-up of its own): `job`
+    /// starts as the `number`th attempt once time moves on, and succeeds.
+    func backOffEnds(_ rig: SchedulerRig, then job: Job, startsAs number: Int) async throws {
+        executor.exclude([], on: SlotID(0))
+        executor.retry(at: nil)
+        try await rig.advance(by: .seconds(1), until: "job \(job.id)'s start, once the back-off is over") { [executor] in
+            executor.startedCount == number
+        }
+        let attempt = try await executor.attempts.next("job \(job.id)")
+        #expect(attempt.job.id == job.id)
+        attempt.finish(.succeeded)
+        _ = try await rig.waitFor(job.id, .succeeded)
     }
 }
