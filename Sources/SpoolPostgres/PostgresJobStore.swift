@@ -111,11 +111,18 @@ public final class PostgresJobStore: SharedJobStore {
             throw translate(error, doing: "migrate the PostgreSQL store at \(location)")
         }
         if !applied.isEmpty { logger.info("migrated the PostgreSQL store", metadata: ["versions": "\(applied)"]) }
+        // Not at the newest event: an id below it may belong to another node's transaction
+        // still open. The horizon starts below the first hole among the newest events, and its
+        // loop decides about that hole as about any other.
         let newest = try await read("read the event log") { connection in
-            try await connection.query("SELECT COALESCE(MAX(id), 0) FROM events", logger: self.logger).decodeFirst(Int64.self) ?? 0
+            var ids: [Int64] = []
+            let rows = try await connection.query("SELECT id FROM events ORDER BY id DESC LIMIT \(EventHorizon.startupWindow)", logger: self.logger)
+            for try await id in rows.decode(Int64.self) { ids.append(id) }
+            return ids
         }
-        horizon.start(at: newest)
-        eventNotifier.published(upTo: newest)
+        let start = EventHorizon.start(newest: newest)
+        horizon.start(at: start)
+        eventNotifier.published(upTo: start)
         let horizon = self.horizon, client = self.client, logger = self.logger, node = self.node
         let eventNotifier = self.eventNotifier, notifier = self.notifier
         // unstructured: the horizon loop and the listener live as long as the store; `close()` cancels them.

@@ -262,6 +262,115 @@ import Testing
         }
     }
 
+    // An event's id is taken when its transaction inserts it, and that transaction may commit
+    // long after (an array of 10,000 tasks, a rescue of 1000 jobs, a COMMIT waiting on fsync or
+    // a row lock). Readers on every node wait for it, however long, and never step past it: one
+    // that did would never see it (a stream, even resumed with Last-Event-ID).
+    @Test func anEventCommittedLongAfterItsIdWasTakenReachesReadersOnAnotherNode() async throws {
+        try await withNodes(2) { nodes in
+            let (writer, reader) = (nodes[0], nodes[1])
+            let job = try await writer.create(makeJob())
+            var cursor: Int64 = 0
+            let first = try await follow(reader, after: &cursor, for: .seconds(10)) { !$0.isEmpty }
+            #expect(first.map(\.kind) == [.state])
+            let (held, whileOpen) = try await withOpenEvent(of: job.id, on: writer, held: .milliseconds(1800), commit: true) { _ in
+                try await writer.appendEvent(.log, job: job.id, data: .object([:]), now: at(20))
+                return try await follow(reader, after: &cursor, for: .milliseconds(1700)) { _ in false }
+            }
+            #expect(whileOpen.isEmpty, "nothing past the open transaction's event is read while it is open")
+            let read = try await whileOpen + follow(reader, after: &cursor, for: .seconds(10)) { $0.contains { $0.id > held } }
+            #expect(read.map(\.kind) == [.log, .log])
+            #expect(read.first?.id == held, "the late event is read, in its place")
+        }
+    }
+
+    // A hole whose transaction rolls back is passed once that transaction has ended (not
+    // before, however long it stays open), and the events after it are read.
+    @Test func anEventIDWhoseTransactionRollsBackIsPassedOnceItEnds() async throws {
+        try await withNodes(2) { nodes in
+            let (writer, reader) = (nodes[0], nodes[1])
+            let job = try await writer.create(makeJob())
+            var cursor: Int64 = 0
+            _ = try await follow(reader, after: &cursor, for: .seconds(10)) { !$0.isEmpty }
+            let (held, whileOpen) = try await withOpenEvent(of: job.id, on: writer, held: .milliseconds(1500), commit: false) { _ in
+                try await writer.appendEvent(.log, job: job.id, data: .object([:]), now: at(20))
+                return try await follow(reader, after: &cursor, for: .milliseconds(1400)) { _ in false }
+            }
+            #expect(whileOpen.isEmpty, "the hole is waited for while its transaction is open")
+            let read = try await whileOpen + follow(reader, after: &cursor, for: .seconds(10)) { !$0.isEmpty }
+            #expect(read.map(\.kind) == [.log])
+            #expect(read.allSatisfy { $0.id > held })
+            #expect(reader.horizon.settled >= (read.last?.id ?? .max), "the horizon passed the hole")
+        }
+    }
+
+    // A node that starts while another node's transaction holds an event id (with later events
+    // committed) does not take the newest id as its horizon: it waits for that event too.
+    @Test func aNodeStartedWhileAnEventIsUncommittedStillReadsIt() async throws {
+        try await withNodes(1) { nodes in
+            let writer = nodes[0]
+            let job = try await writer.create(makeJob())
+            var cursor: Int64 = 0
+            _ = try await follow(writer, after: &cursor, for: .seconds(10)) { !$0.isEmpty }
+            let late = try PostgresJobStore(location: writer.location, node: "node-late", connections: 4, logger: TestPostgres.logger)
+            defer { late.close() }
+            let (held, whileOpen) = try await withOpenEvent(of: job.id, on: writer, held: .milliseconds(1800), commit: true) { _ in
+                try await writer.appendEvent(.log, job: job.id, data: .object([:]), now: at(20))
+                try await late.prepare()
+                // A stream resumed on the new node from the last event it had.
+                return try await follow(late, after: &cursor, for: .milliseconds(1000)) { _ in false }
+            }
+            #expect(whileOpen.isEmpty, "nothing past the open transaction's event is read while it is open")
+            let read = try await whileOpen + follow(late, after: &cursor, for: .seconds(10)) { $0.contains { $0.id > held } }
+            #expect(read.map(\.kind) == [.log, .log])
+            #expect(read.first?.id == held, "the late event is read, in its place")
+        }
+    }
+
+    @Test func theHorizonStartsBelowTheFirstHoleAmongTheNewestEvents() {
+        #expect(EventHorizon.start(newest: []) == 0)
+        #expect(EventHorizon.start(newest: [3, 2, 1]) == 3)
+        #expect(EventHorizon.start(newest: [5, 4, 2, 1]) == 2)
+        #expect(EventHorizon.start(newest: [6, 5]) == 0, "a short window is the whole log: ids 1-4 are holes too")
+        let window = Array(Int64(101)...Int64(100 + EventHorizon.startupWindow))
+        #expect(EventHorizon.start(newest: window.reversed()) == window.last, "below a full window the log is complete")
+        #expect(EventHorizon.start(newest: window.map { $0 < 600 ? $0 : $0 + 1 }) == 599)
+    }
+
+    /// Takes an event id (an event of `job`) in a transaction of its own on a connection of
+    /// `store`'s pool, as a slow transaction of a store would; runs `body` with the id while the
+    /// transaction is open, keeps it open until `held` has passed since it began, then commits
+    /// or rolls it back.
+    func withOpenEvent<T>(of job: JobID, on store: PostgresJobStore, held: Duration, commit: Bool,
+                          _ body: (Int64) async throws -> T) async throws -> (Int64, T) {
+        try await store.client.withConnection { connection in
+            let began = ContinuousClock.now
+            try await connection.query("BEGIN", logger: TestPostgres.logger)
+            let id = try #require(try await connection.query("""
+                INSERT INTO events (job_id, kind, at, data, origin, owner) VALUES (\(job.rawValue), 'log', 0, '{}', 'test', '') RETURNING id
+                """, logger: TestPostgres.logger).decodeFirst(Int64.self))
+            let result = try await body(id)
+            try await Task.sleep(until: began + held)
+            try await connection.query(commit ? "COMMIT" : "ROLLBACK", logger: TestPostgres.logger)
+            return (id, result)
+        }
+    }
+
+    /// Reads `store`'s events after `cursor` as a stream does (the cursor moves past what it
+    /// read) until `done` holds for what was read or `limit` has passed; returns what was read.
+    func follow(_ store: PostgresJobStore, after cursor: inout Int64, for limit: Duration,
+                until done: ([JobEvent]) -> Bool) async throws -> [JobEvent] {
+        let deadline = ContinuousClock.now + limit
+        var read: [JobEvent] = []
+        while !done(read) && ContinuousClock.now < deadline {
+            let page = try await store.events(after: cursor, job: nil, owner: nil, limit: 100)
+            read += page
+            cursor = page.last?.id ?? cursor
+            if page.isEmpty { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        return read
+    }
+
     @Test func filesStoredByOneNodeAreServedByAnother() async throws {
         try await withNodes(2) { nodes in
             let job = try await nodes[0].create(makeJob(maxAttempts: 2))
