@@ -1,6 +1,7 @@
 import Glibc
 import Logging
 import SpoolCore
+import Synchronization
 
 /// One warm worker: a long-lived child process that sets up once (loads its model) and then
 /// runs jobs one at a time over the protocol in docs/worker-protocol.md.
@@ -69,7 +70,9 @@ public actor Worker {
     private struct Current {
         var assignment: Assignment
         var sink: LogSink
-        var observer: ExecutionObserver
+        /// What goes to the job's observer (progress, output), in order, by one task of its own
+        /// (`ObserverDeliveries`).
+        var deliveries: ObserverDeliveries
         var reported: AttemptEnd?
         var end: AttemptEnd?
         var waiter: CheckedContinuation<AttemptEnd, Never>?
@@ -289,7 +292,8 @@ public actor Worker {
         } catch {
             return ExecutionResult(.returned(message: "\(error)"))
         }
-        current = Current(assignment: assignment, sink: sink, observer: observer)
+        let deliveries = ObserverDeliveries(observer)
+        current = Current(assignment: assignment, sink: sink, deliveries: deliveries)
         handle(.assign(assignment.job))
         await observer.started(child?.pid ?? 0)
         let job = assignment.job
@@ -302,6 +306,7 @@ public actor Worker {
                                                    stops: stops, note: sink.note, stopping: stopping,
                                                    until: { await self.jobEnd() })
         current = nil
+        await deliveries.finish()   // everything it said reaches the scheduler before its end does
         await sink.close()
         // A fresh memory reading for the recycling decision, when a limit asks for one: it reads
         // /proc for the worker's process group, on the dispatch path of every job.
@@ -333,7 +338,7 @@ public actor Worker {
     private func output(_ bytes: [UInt8]) async {
         if let current {
             current.sink.write(bytes)
-            await current.observer.output(bytes)
+            current.deliveries.output(bytes)
         } else {
             workerLog?.write(bytes)
         }
@@ -358,11 +363,11 @@ public actor Worker {
         case .heartbeat, .unknown:
             return
         case .progress(let id, let progress, _) where id == job?.rawValue:
-            await current?.observer.message(.progress(progress))
+            current?.deliveries.message(.progress(progress))
         case .log(let id, let text) where id == job?.rawValue:
             let bytes = Array((text + "\n").utf8)
             current?.sink.write(bytes)
-            await current?.observer.output(bytes)
+            current?.deliveries.output(bytes)
         case .output(let id, let name) where id == job?.rawValue:
             current?.sink.note("output: \(name)")
         case .succeeded(let id, let result) where id == job?.rawValue:
@@ -384,5 +389,51 @@ public actor Worker {
             usage.vramMegabytes = vram
             if baseline { usage.vramBaselineMegabytes = vram }
         }
+    }
+}
+
+/// A job's progress and output on their way to its observer (the scheduler, and through it the
+/// store), in order, by one task: the worker's pipes are read on meanwhile. A store slow to
+/// take a progress report once left the heartbeats after it unread, and a worker that beat
+/// every few seconds was killed as hung with its job. Output beyond what is waiting already
+/// (256 chunks) is dropped for the observer only — the log file has all of it, and the
+/// scheduler keeps a job's first 64 KiB as events.
+final class ObserverDeliveries: Sendable {
+    private enum Delivery: Sendable {
+        case message(JobMessage)
+        case output([UInt8])
+    }
+
+    private let queue: AsyncStream<Delivery>.Continuation
+    private let delivering: Task<Void, Never>
+    /// Something was queued (a job that says nothing ends without waiting for the task).
+    private let used = Atomic<Bool>(false)
+
+    init(_ observer: ExecutionObserver) {
+        let (deliveries, queue) = AsyncStream<Delivery>.makeStream(bufferingPolicy: .bufferingOldest(256))
+        self.queue = queue
+        // unstructured: it delivers while the worker's actor reads on; `finish` awaits it.
+        delivering = Task {
+            for await delivery in deliveries {
+                switch delivery {
+                case .message(let message): await observer.message(message)
+                case .output(let bytes): await observer.output(bytes)
+                }
+            }
+        }
+    }
+
+    func message(_ message: JobMessage) { deliver(.message(message)) }
+    func output(_ bytes: [UInt8]) { deliver(.output(bytes)) }
+
+    private func deliver(_ delivery: Delivery) {
+        used.store(true, ordering: .relaxed)
+        queue.yield(delivery)
+    }
+
+    /// Returns once everything queued has been delivered.
+    func finish() async {
+        queue.finish()
+        if used.load(ordering: .relaxed) { await delivering.value }
     }
 }

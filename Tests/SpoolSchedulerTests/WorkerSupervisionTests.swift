@@ -232,18 +232,18 @@ import Testing
         }
 
         /// `run` in a task of its own, with its stop requests.
-        func run(_ job: Job) -> (Task<ExecutionResult, Never>, AsyncStream<StopReason>.Continuation) {
+        func run(_ job: Job, observer: ExecutionObserver = ExecutionObserver()) -> (Task<ExecutionResult, Never>, AsyncStream<StopReason>.Continuation) {
             let (stops, stop) = AsyncStream<StopReason>.makeStream()
             let pool = self.pool, slot = self.slot
-            return (Task { await pool.run(job, on: slot, stops: stops, observer: ExecutionObserver()) }, stop)
+            return (Task { await pool.run(job, on: slot, stops: stops, observer: observer) }, stop)
         }
     }
 
-    func pool() throws -> Pool {
+    func pool(_ type: JobType = WorkerSupervisionTests.workerType()) throws -> Pool {
         let manual = ManualClock(), clock = SpoolClock(manual, wall: WallClock.now)
         let directory = NSTemporaryDirectory() + "spool-pool-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory + "/jobs", withIntermediateDirectories: true)
-        let catalog = JobCatalog([Self.workerType()])
+        let catalog = JobCatalog([type])
         let settings = Worker.Settings(dataDirectory: directory, killGrace: .seconds(10), logLimitBytes: 1 << 20,
                                        launcher: launcher, clock: clock, logger: SchedulerRig.quiet("pool-test"))
         return Pool(pool: WorkerPool(catalog: catalog, slots: [SlotSpec(id: SlotID(0))], settings: settings),
@@ -294,6 +294,48 @@ import Testing
         stop.yield(.cancel)
         let result = try await within(.seconds(10), "the canceled job's end") { await ran.value }
         #expect(result.outcome == .canceled)
+        await rig.pool.shutdown()
+    }
+
+    /// The server takes a worker's progress in while the worker goes on talking: a store slow
+    /// to record a progress report (a stalled disk, a locked row) must not leave the heartbeats
+    /// after it unread until the worker counts as hung and is killed with its job.
+    @Test func aSlowProgressReportDoesNotHoldUpTheHeartbeatsAfterIt() async throws {
+        launcher.setBehaviour(.init(isWorker: true, answersJobs: false))
+        let rig = try pool(Self.workerType { $0.heartbeatSeconds = 5 })
+        defer { rig.removeDirectory() }
+        let (recording, recorded) = AsyncStream<Void>.makeStream()
+        let (released, release) = AsyncStream<Void>.makeStream()
+        let observer = ExecutionObserver(message: { _ in
+            recorded.yield()
+            for await _ in released { return }   // the store takes its time
+        })
+        let job = try rig.job()
+        let (ran, _) = rig.run(job, observer: observer)
+        let worker = try await child("the worker")
+        try await within(.seconds(10), "the job, sent to the worker") {
+            for await line in worker.commands where line.contains("\"job\"") { return }
+        }
+        // The worker's messages, read one after the other as from its FIFO: a progress report,
+        // then a heartbeat each second.
+        let (beats, beat) = AsyncStream<Void>.makeStream()
+        let reader = Task {
+            await worker.say(["type": .string("progress"), "job": .string(job.id.rawValue), "fraction": .double(0.5)])
+            for await _ in beats { await worker.say(["type": .string("heartbeat")]) }
+        }
+        try await within(.seconds(10), "the progress report, on its way to the store") {
+            for await _ in recording { return }
+        }
+        for _ in 0..<30 where !worker.hasExited {   // 30 s: six heartbeat intervals
+            beat.yield()
+            if await rig.manual.sleeperArrives(patience: .milliseconds(200)) { rig.manual.advance(by: .seconds(1)) }
+        }
+        #expect(!worker.hasExited && worker.signals.isEmpty, "a worker that beats is not killed as hung")
+        release.yield()
+        await worker.succeed(job.id)
+        #expect(try await within(.seconds(10), "the job's end") { await ran.value }.outcome == .succeeded)
+        beat.finish()
+        _ = await reader.value
         await rig.pool.shutdown()
     }
 }
