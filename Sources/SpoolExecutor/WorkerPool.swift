@@ -92,7 +92,7 @@ public actor WorkerPool: JobExecutor {
             // meanwhile ends the job then, unsent.
             let watching = StopRequests(stops)
             requests = watching
-            switch await watching.unlessStopped({ await self.ready(for: type, policy: policy, on: slot.id) }) {
+            switch await watching.unlessStopped({ await self.ready(for: type, policy: policy, on: slot.id) { !watching.isStopped } }) {
             case .done(.success(let ready)): worker = ready
             case .done(.failure(let failure)): return ExecutionResult(.returned(message: failure.description))
             case .stopped(let reason): return ExecutionResult(JobOutcome(.signaled(signal: SIGTERM), stoppedFor: reason))
@@ -124,6 +124,9 @@ public actor WorkerPool: JobExecutor {
         for waiter in starting.removeValue(forKey: slot) ?? [] { waiter.resume() }
     }
 
+    /// Jobs waiting for the slot's worker to be set up (for tests).
+    func waitingForSetup(on slot: SlotID) -> Int { starting[slot]?.count ?? 0 }
+
     /// The server is shutting down: from now on no worker is started or replaced, and a job
     /// that would need one goes back to the queue.
     public func close() async { closed = true }
@@ -143,18 +146,38 @@ public actor WorkerPool: JobExecutor {
 
     // MARK: -
 
-    private func ready(for type: JobType, policy: WorkerPolicy, on slot: SlotID) async -> Result<Worker, Worker.StartFailure> {
-        while starting[slot] != nil {
-            await withCheckedContinuation { starting[slot, default: []].append($0) }
-        }
-        if let worker = workers[slot] {
-            if worker.type == type.name, await worker.isAlive { return .success(worker) }
+    /// The slot's worker for `type`, started if need be. One setup at a time per slot: a job
+    /// that finds one in flight (`starting`) waits for it, whether its own job still wants it or
+    /// was stopped meanwhile (`wanted`), so a slot never loads two workers. A job that no longer
+    /// wants one starts or stops nothing.
+    private func ready(for type: JobType, policy: WorkerPolicy, on slot: SlotID,
+                       wanted: @Sendable () -> Bool = { true }) async -> Result<Worker, Worker.StartFailure> {
+        while true {
+            while starting[slot] != nil {
+                await withCheckedContinuation { starting[slot, default: []].append($0) }
+            }
+            guard wanted() else { return .failure(Worker.StartFailure(description: "its job was stopped")) }
+            guard let worker = workers[slot] else { break }
+            let alive = worker.type == type.name ? await worker.isAlive : false
+            guard starting[slot] == nil, workers[slot] === worker else { continue }   // changed meanwhile: look again
+            if alive { return .success(worker) }
             // Another type holds the slot's worker (and its GPU memory), or it went away
             // (idle, crashed, hung): make sure it is gone, then start a fresh one.
+            starting[slot] = []
             workers[slot] = nil
             await worker.stop(because: worker.type == type.name ? "it is no longer running" : "its slot needs a \(type.name) worker")
+            return await setUp(type, policy: policy, on: slot)
         }
-        return await start(type, policy: policy, on: slot)
+        starting[slot] = []
+        return await setUp(type, policy: policy, on: slot)
+    }
+
+    /// Starts the slot's worker, the slot marked as setting up (`starting`), then lets the jobs
+    /// that waited for it go on.
+    private func setUp(_ type: JobType, policy: WorkerPolicy, on slot: SlotID) async -> Result<Worker, Worker.StartFailure> {
+        let result = await start(type, policy: policy, on: slot)
+        for waiter in starting.removeValue(forKey: slot) ?? [] { waiter.resume() }
+        return result
     }
 
     private func start(_ type: JobType, policy: WorkerPolicy, on slot: SlotID) async -> Result<Worker, Worker.StartFailure> {
@@ -164,6 +187,7 @@ public actor WorkerPool: JobExecutor {
         let id = "slot\(slot)-\(type.name)-\(counter)"
         let directories = settings.dataDirectory + "/workers"
         _ = try? await BlockingIO.run { Self.prune(directories, slot: slot, keep: Self.directoriesKept) }
+        guard !closed else { return .failure(closing) }   // `shutdown` ran meanwhile
         var made: Worker?
         do {
             let worker = try Worker(id: id, type: type, policy: policy, slot: slots[slot]!, settings: settings)

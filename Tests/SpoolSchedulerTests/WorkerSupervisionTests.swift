@@ -3,7 +3,7 @@ import Glibc
 import Logging
 import Synchronization
 import SpoolCore
-import SpoolExecutor
+@testable import SpoolExecutor
 import SpoolScheduler
 import SpoolStore
 import SpoolTesting
@@ -294,6 +294,32 @@ import Testing
         stop.yield(.cancel)
         let result = try await within(.seconds(10), "the canceled job's end") { await ran.value }
         #expect(result.outcome == .canceled)
+        await rig.pool.shutdown()
+    }
+
+    /// The setup a canceled job leaves behind goes on for the slot's next job, which waits for
+    /// it: the slot never loads a second worker beside it (two models on one GPU).
+    @Test func theNextJobWaitsForTheSetupACanceledJobLeftInFlight() async throws {
+        launcher.setBehaviour(.init(isWorker: false))   // says ready only when the test says so
+        let rig = try pool()
+        defer { rig.removeDirectory() }
+        let (first, stop) = rig.run(try rig.job())
+        let worker = try await child("the worker, setting up")
+        stop.yield(.cancel)
+        #expect(try await within(.seconds(10), "the canceled job's end") { await first.value }.outcome == .canceled)
+        let next = try rig.job()
+        let (second, _) = rig.run(next)
+        try await within(.seconds(10), "the next job, waiting for a worker") { [launcher, pool = rig.pool, slot = rig.slot] in
+            while await pool.waitingForSetup(on: slot.id) == 0 && launcher.launches.count == 1 { await Task.yield() }
+        }
+        await worker.say(["type": .string("ready")])
+        try await within(.seconds(10), "the next job, sent to the worker set up for the first") {
+            for await line in worker.commands where line.contains(next.id.rawValue) { return }
+        }
+        await worker.succeed(next.id)
+        #expect(try await within(.seconds(10), "the next job's end") { await second.value }.outcome == .succeeded)
+        #expect(launcher.launches.count == 1, "one worker for the slot")
+        worker.exit(with: .exited(0))   // it speaks no more of the protocol than `ready`: no shutdown command
         await rig.pool.shutdown()
     }
 

@@ -45,6 +45,9 @@ final class StopRequests: Sendable {
     /// The attempt is over: the requests are read no more.
     func finish() { reader.cancel() }
 
+    /// A stop request has come.
+    var isStopped: Bool { shared.state.withLock { $0.first != nil } }
+
     enum Outcome<Value: Sendable>: Sendable {
         case done(Value)
         case stopped(StopReason)
@@ -52,7 +55,8 @@ final class StopRequests: Sendable {
 
     /// `operation`'s value, or the first stop request if it comes first (at once if one came
     /// already). A stopped operation goes on, unawaited: it must be harmless on its own (a worker
-    /// that finishes setting up serves the slot's next job).
+    /// setup in flight goes on for the slot's next job, which waits for it; one not begun yet
+    /// begins no more: `isStopped`).
     func unlessStopped<Value: Sendable>(_ operation: @escaping @Sendable () async -> Value) async -> Outcome<Value> {
         await withCheckedContinuation { (continuation: CheckedContinuation<Outcome<Value>, Never>) in
             let pending = Mutex<CheckedContinuation<Outcome<Value>, Never>?>(continuation)
