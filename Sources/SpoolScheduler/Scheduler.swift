@@ -684,8 +684,11 @@ public actor Scheduler: Service {
                 next = await lookUp(for: slot, local, in: &group) ?? .claimInStore
             }
         }
-        // A job looked up ahead and not started here: idle slots passed it over, and look again.
-        if let ahead, next.job?.id != ahead.job.id { jobEnqueued() }
+        // A job looked up ahead and not started here: idle slots passed it over, and look again;
+        // other slots' look-aheads it goes before are void (as after a submit of it).
+        if let ahead, next.job?.id != ahead.job.id {
+            enqueued(SubmissionLog.Entry(priority: ahead.job.priority, fairTag: ahead.job.fairTag), dueBy: nil, job: nil)
+        }
         if case .claimInStore = next {
             guard claimed != nil else { return record(job, on: slot, with: result, in: &group) }
             // The end commits here with its claim (which only this path sends), and the
