@@ -8,6 +8,7 @@ import Logging
 /// CPU, for lines an info-level server never writes.
 public struct TextLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
+    public var metadataProvider: Logger.MetadataProvider? = LoggingSystem.metadataProvider
     private var lines: StreamLogHandler
 
     public var logLevel: Logger.Level {
@@ -17,7 +18,9 @@ public struct TextLogHandler: LogHandler {
 
     /// Lines go to `stream`: standard error unless a test says otherwise.
     public init(label: String, stream: (any TextOutputStream & Sendable)? = nil) {
-        lines = stream.map { StreamLogHandler(label: label, stream: $0) } ?? StreamLogHandler.standardError(label: label)
+        // The provider is merged here, in StreamLogHandler's order (the logger's, the provider's, the call's).
+        lines = stream.map { StreamLogHandler(label: label, stream: $0, metadataProvider: nil) }
+            ?? StreamLogHandler.standardError(label: label, metadataProvider: nil)
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -27,7 +30,9 @@ public struct TextLogHandler: LogHandler {
 
     public func log(event: LogEvent) {
         var event = event
-        if !metadata.isEmpty { event.metadata = metadata.merging(event.metadata ?? [:]) { _, explicit in explicit } }
+        var merged = metadata
+        if let provided = metadataProvider?.get(), !provided.isEmpty { merged.merge(provided) { _, provided in provided } }
+        if !merged.isEmpty { event.metadata = merged.merging(event.metadata ?? [:]) { _, explicit in explicit } }
         lines.log(event: event)
     }
 }

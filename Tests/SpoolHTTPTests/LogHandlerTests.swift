@@ -39,4 +39,18 @@ import Testing
         #expect(lines.text.withLock { $0 }.contains("warning spool: [SpoolHTTPTests] loud"))
         #expect(!lines.text.withLock { $0 }.contains("quiet"))
     }
+
+    /// The logger's own metadata, then a metadata provider's, then the call's: StreamLogHandler's order.
+    @Test func aProvidersMetadataGoesOverTheLoggersAndTheCallsOverBoth() {
+        let lines = Lines()
+        var logger = Logger(label: "spool") { label in
+            var handler = TextLogHandler(label: label, stream: lines)
+            handler.metadataProvider = Logger.MetadataProvider { ["trace": "t1", "job": "from-provider"] }
+            return handler
+        }
+        logger[metadataKey: "job"] = "from-logger"
+        logger[metadataKey: "request"] = "r1"
+        logger.info("one", metadata: ["trace": "from-call"])
+        #expect(lines.text.withLock { $0 }.contains("job=from-provider request=r1 trace=from-call"), "\(lines.text.withLock { $0 })")
+    }
 }
