@@ -137,8 +137,11 @@ final class EventHorizon: Sendable {
                 state.withLock { $0.pending?.barrier = xmax }
             }
         }
+        // While holes wait, nothing past them can be passed: only the ids up to the newest one seen
+        // with them are read (the holes fill, or are passed once their transactions have ended).
+        let limit = pending.map { ended ? Self.batch : Int(min(Int64(Self.batch), max(1, $0.upTo - from))) } ?? Self.batch
         let rows = try await client.query("""
-            SELECT id, CASE WHEN origin = \(node) THEN NULL ELSE job_id END FROM events WHERE id > \(from) ORDER BY id LIMIT \(Self.batch)
+            SELECT id, CASE WHEN origin = \(node) THEN NULL ELSE job_id END FROM events WHERE id > \(from) ORDER BY id LIMIT \(limit)
             """, logger: logger)
         var ids: [(Int64, String?)] = []
         for try await (id, job) in rows.decode((Int64, String?).self) { ids.append((id, job)) }
@@ -168,6 +171,6 @@ final class EventHorizon: Sendable {
             return state.settled
         }
         if horizon > from { advanced(horizon, jobs) }
-        return ids.count == Self.batch && horizon > from
+        return ids.count == limit && horizon > from
     }
 }
