@@ -182,6 +182,10 @@ import Testing
         try await rig.run { _ in
             let job = try await rig.submit("w")
             let worker = try await child()
+            // Silent from the job's dispatch on (killed before it, the job would go back, not fail).
+            try await within(.seconds(10), "the job, sent to the worker") {
+                for await line in worker.commands where line.contains("\"job\"") { return }
+            }
             try await rig.advance(by: .milliseconds(500), until: "the silent worker to be killed") { worker.hasExited }
             #expect(worker.signals.first == SIGTERM)
             #expect(try await rig.waitFor(job.id, .failed).reason == .workerLost)

@@ -16,10 +16,15 @@ final class ObserverDeliveries: Sendable {
     /// Output bytes that may wait for the observer; past them a chunk is not queued.
     static let outputLimit = 4 << 20
 
-    private let queue: AsyncStream<Delivery>.Continuation
-    private let delivering: Task<Void, Never>
-    /// Something was queued (a job that says nothing ends without waiting for the task).
-    private let used = Atomic<Bool>(false)
+    /// The queue and the task that empties it, made by the first delivery: a job that says
+    /// nothing (most quick jobs) costs neither.
+    private struct Started {
+        var queue: AsyncStream<Delivery>.Continuation
+        var delivering: Task<Void, Never>
+    }
+
+    private let observer: ExecutionObserver
+    private let started = Mutex<Started?>(nil)
     private let waitingOutput: Counter
 
     /// Shared with the delivering task (an `Atomic` cannot be captured on its own).
@@ -28,12 +33,14 @@ final class ObserverDeliveries: Sendable {
     }
 
     init(_ observer: ExecutionObserver) {
+        self.observer = observer
+        waitingOutput = Counter()
+    }
+
+    private static func start(_ observer: ExecutionObserver, _ waiting: Counter) -> Started {
         let (deliveries, queue) = AsyncStream<Delivery>.makeStream()
-        let waiting = Counter()
-        self.queue = queue
-        waitingOutput = waiting
         // unstructured: it delivers while the worker's actor reads on; `finish` awaits it.
-        delivering = Task {
+        let delivering = Task {
             for await delivery in deliveries {
                 switch delivery {
                 case .message(let message): await observer.message(message)
@@ -43,6 +50,7 @@ final class ObserverDeliveries: Sendable {
                 }
             }
         }
+        return Started(queue: queue, delivering: delivering)
     }
 
     func message(_ message: JobMessage) { deliver(.message(message)) }
@@ -54,13 +62,17 @@ final class ObserverDeliveries: Sendable {
     }
 
     private func deliver(_ delivery: Delivery) {
-        used.store(true, ordering: .relaxed)
+        let queue = started.withLock { started in
+            if started == nil { started = Self.start(observer, waitingOutput) }
+            return started!.queue
+        }
         queue.yield(delivery)
     }
 
     /// Returns once everything queued has been delivered.
     func finish() async {
-        queue.finish()
-        if used.load(ordering: .relaxed) { await delivering.value }
+        guard let started = started.withLock({ $0 }) else { return }
+        started.queue.finish()
+        await started.delivering.value
     }
 }
