@@ -871,7 +871,8 @@ public actor Scheduler: Service {
             jobEnqueued()
             return nil
         }
-        if case .returned = outcome { await wakeAtNextRetry(in: &group) }
+        // Handed back because its worker type is backing off on some slot: looked at again when it may retry.
+        if case .returned = outcome { await wakeWhenTypesReturn(atOnceIfNone: true, in: &group) }
         // The job as the store left it (the same rules, a moment later): done, or back in the queue.
         var recorded = job
         recorded.record(outcome, at: clock.wall(), result: result.result)
@@ -992,20 +993,15 @@ public actor Scheduler: Service {
         await withCheckedContinuation { endWaiters[attempt, default: []].append($0) }
     }
 
-    /// A job went back to the queue because its worker type is backing off on some slot: look
-    /// at the queue again when it may retry — at once if that time has already come.
-    private func wakeAtNextRetry(in group: inout DiscardingTaskGroup) async {
-        guard let retry = await executor.nextRetry() else { return jobEnqueued() }
-        group.addTask { [weak self, clock] in
-            do { try await clock.sleep(until: retry + .milliseconds(10)) } catch { return }
-            self?.jobEnqueued()
+    /// Wakes the slots when the executor's next backing-off type may be tried again: one
+    /// wake-up for any number of asks before then (the pass it runs asks again for the types
+    /// still backing off). `atOnceIfNone`: with no type backing off any more (a job handed back
+    /// just as its type's back-off ended), now.
+    private func wakeWhenTypesReturn(atOnceIfNone: Bool = false, in group: inout DiscardingTaskGroup) async {
+        guard let retry = await executor.nextRetry() else {
+            if atOnceIfNone { jobEnqueued() }
+            return
         }
-    }
-
-    /// Wakes the slots when the executor's next backing-off type may be tried again (once for
-    /// any number of passes before then).
-    private func wakeWhenTypesReturn(in group: inout DiscardingTaskGroup) async {
-        guard let retry = await executor.nextRetry() else { return }
         if let set = typesReturnAt, set > clock.now(), set <= retry { return }
         typesReturnAt = retry
         group.addTask { [weak self, clock] in
