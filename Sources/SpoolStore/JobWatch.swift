@@ -190,7 +190,7 @@ final class WaitDeadlines: Sendable {
         // unstructured: the one timer of these waits, never cancelled (a cancelled sleep would
         // stay scheduled, the cost this replaces); a later, earlier deadline starts another and
         // this one ends at its next wake.
-        if let start { Task { await self.run(id: start, at: deadline) } }
+        if let start { Task { await self.run(id: start, at: deadline) } }   // unstructured: see above
         return entry
     }
 

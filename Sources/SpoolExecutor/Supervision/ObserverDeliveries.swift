@@ -25,28 +25,21 @@ final class ObserverDeliveries: Sendable {
 
     private let observer: ExecutionObserver
     private let started = Mutex<Started?>(nil)
-    private let waitingOutput: Counter
+    /// Output bytes queued and not yet delivered.
+    private let waitingOutput = Atomic<Int>(0)
 
-    /// Shared with the delivering task (an `Atomic` cannot be captured on its own).
-    private final class Counter: Sendable {
-        let bytes = Atomic<Int>(0)
-    }
+    init(_ observer: ExecutionObserver) { self.observer = observer }
 
-    init(_ observer: ExecutionObserver) {
-        self.observer = observer
-        waitingOutput = Counter()
-    }
-
-    private static func start(_ observer: ExecutionObserver, _ waiting: Counter) -> Started {
+    private func start() -> Started {
         let (deliveries, queue) = AsyncStream<Delivery>.makeStream()
         // unstructured: it delivers while the worker's actor reads on; `finish` awaits it.
-        let delivering = Task {
+        let delivering = Task {   // unstructured: see above
             for await delivery in deliveries {
                 switch delivery {
                 case .message(let message): await observer.message(message)
                 case .output(let bytes):
                     await observer.output(bytes)
-                    waiting.bytes.subtract(bytes.count, ordering: .relaxed)
+                    waitingOutput.subtract(bytes.count, ordering: .relaxed)
                 }
             }
         }
@@ -56,14 +49,14 @@ final class ObserverDeliveries: Sendable {
     func message(_ message: JobMessage) { deliver(.message(message)) }
 
     func output(_ bytes: [UInt8]) {
-        guard waitingOutput.bytes.load(ordering: .relaxed) <= Self.outputLimit else { return }
-        waitingOutput.bytes.add(bytes.count, ordering: .relaxed)
+        guard waitingOutput.load(ordering: .relaxed) <= Self.outputLimit else { return }
+        waitingOutput.add(bytes.count, ordering: .relaxed)
         deliver(.output(bytes))
     }
 
     private func deliver(_ delivery: Delivery) {
         let queue = started.withLock { started in
-            if started == nil { started = Self.start(observer, waitingOutput) }
+            if started == nil { started = start() }
             return started!.queue
         }
         queue.yield(delivery)

@@ -28,7 +28,7 @@ final class StopRequests: Sendable {
         let shared = self.shared
         // unstructured: it reads the scheduler's stream for as long as the attempt lasts, beside
         // whatever the executor awaits; `finish` ends it.
-        reader = Task {
+        reader = Task {   // unstructured: see above
             for await reason in stops {
                 sink.yield(reason)
                 let onStop = shared.state.withLock { state -> (@Sendable (StopReason) -> Void)? in
@@ -69,7 +69,7 @@ final class StopRequests: Sendable {
             if let stopped { return answer(.stopped(stopped)) }
             // unstructured: it may outlive this wait (see above).
             let shared = self.shared
-            Task {
+            Task {   // unstructured: see above
                 let value = await operation()
                 shared.state.withLock { $0.onStop = nil }
                 answer(.done(value))
