@@ -357,7 +357,8 @@ import Testing
     }
 
     /// Reads `store`'s events after `cursor` as a stream does (the cursor moves past what it
-    /// read) until `done` holds for what was read or `limit` has passed; returns what was read.
+    /// read, and it waits for the horizon to move) until `done` holds for what was read or
+    /// `limit` has passed; returns what was read.
     func follow(_ store: PostgresJobStore, after cursor: inout Int64, for limit: Duration,
                 until done: ([JobEvent]) -> Bool) async throws -> [JobEvent] {
         let deadline = ContinuousClock.now + limit
@@ -366,7 +367,7 @@ import Testing
             let page = try await store.events(after: cursor, job: nil, owner: nil, limit: 100)
             read += page
             cursor = page.last?.id ?? cursor
-            if page.isEmpty { try await Task.sleep(for: .milliseconds(10)) }
+            if page.isEmpty { _ = await store.eventNotifier.wait(after: cursor, timeout: max(.zero, deadline - ContinuousClock.now)) }
         }
         return read
     }
