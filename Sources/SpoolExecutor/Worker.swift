@@ -134,6 +134,9 @@ public actor Worker {
         await waitForExit()
     }
 
+    /// Returns once the worker's process is gone (at once if it never started).
+    public func exited() async { await waitForExit() }
+
     private func waitForExit() async {
         guard lifecycle.phase != .exited else { return }
         await withCheckedContinuation { exitWaiters.append($0) }

@@ -203,7 +203,13 @@ public actor WorkerPool: JobExecutor {
             health[slot]?[type.name] = nil
             return .success(worker)
         } catch {
-            if let made, launching[slot] === made { launching[slot] = nil }
+            // A setup that failed ends with its process gone (one stuck loading a model may
+            // hold GPU memory until the SIGKILL a grace later): the slot stays `starting`
+            // meanwhile, so no fresh worker starts beside it.
+            if let made {
+                await made.exited()
+                if launching[slot] === made { launching[slot] = nil }
+            }
             // Stopped by `shutdown` while it set up: not a failure of the type.
             if closed { return .failure(closing) }
             let failure = Worker.StartFailure(description: "worker setup failed: \(error)")

@@ -327,6 +327,35 @@ import Testing
         await rig.pool.shutdown()
     }
 
+    /// A worker whose setup failed is gone before its job is handed back: one stuck in its
+    /// setup (a model half loaded on the GPU) that ignores SIGTERM holds its memory until the
+    /// SIGKILL a grace later, and the retry's fresh worker must not start beside it (a second
+    /// model on one GPU, or a setup failing for want of its memory).
+    @Test func aFailedSetupEndsOnceItsWorkerIsGone() async throws {
+        launcher.setBehaviour(.init(exitsOnTerminate: false, isWorker: false))   // never ready; only SIGKILL ends it
+        let rig = try pool(Self.workerType { $0.setupTimeoutSeconds = 2 })
+        defer { rig.removeDirectory() }
+        let (ran, _) = rig.run(try rig.job())
+        let worker = try await child("the worker, setting up")
+        let ended = Mutex(false)
+        let goneAtEnd = Mutex(false)
+        let watcher = Task { _ = await ran.value; goneAtEnd.withLock { $0 = worker.hasExited }; ended.withLock { $0 = true } }
+        try await within(.seconds(10), "the job handed back") {
+            while !ended.withLock({ $0 }) {
+                if await rig.manual.sleeperArrives(patience: .milliseconds(5)) { rig.manual.advance(by: .milliseconds(500)) }
+            }
+        }
+        _ = await watcher.value
+        guard case .returned(let message) = await ran.value.outcome else {
+            Issue.record("the job was not handed back: \(await ran.value.outcome)")
+            return
+        }
+        #expect(message.contains("setup took longer than"))
+        #expect(worker.signals == [SIGTERM, SIGKILL])
+        #expect(goneAtEnd.withLock { $0 }, "the job went back while its failed worker still ran")
+        await rig.pool.shutdown()
+    }
+
     /// The server takes a worker's progress in while the worker goes on talking: a store slow
     /// to record a progress report (a stalled disk, a locked row) must not leave the heartbeats
     /// after it unread until the worker counts as hung and is killed with its job.
