@@ -55,7 +55,9 @@ public actor Worker {
     private var backlog = 0
     public private(set) var usage = WorkerUsage()
     private var ticks = 0
+    /// The post-setup GPU memory reading is still to be taken.
     private var needsBaseline = false
+    private var readingGPU = false
     private var hasEnded = false
     /// Lines read before the launch was reported (a fast worker says `ready` at once): handled
     /// right after the spawn, in order.
@@ -177,13 +179,12 @@ public actor Worker {
     }
 
     /// Checks the lifecycle's deadlines on the clock (every 500 ms, or half a heartbeat), and
-    /// reads the worker's memory every 500 ms.
+    /// reads the worker's memory every 500 ms (its GPU memory every 2 s, off this loop).
     private func tickUntilCancelled() async {
         let tick = min(.milliseconds(500), Duration.seconds(policy.heartbeatSeconds) / 2)
         while !Task.isCancelled {
             do { try await settings.clock.sleep(for: tick) } catch { return }
-            await sampleUsage(baseline: needsBaseline)
-            needsBaseline = false
+            await sampleUsage()
             handle(.tick)
         }
     }
@@ -383,13 +384,23 @@ public actor Worker {
         }
     }
 
-    private func sampleUsage(baseline: Bool) async {
+    private func sampleUsage() async {
         guard let child, lifecycle.phase != .exited else { return }
         ticks += 1
         if let rss = await child.residentMegabytes() { usage.rssMegabytes = rss }
-        if gpu, baseline || ticks % 4 == 0, let vram = await child.gpuMegabytes() {
-            usage.vramMegabytes = vram
-            if baseline { usage.vramBaselineMegabytes = vram }
-        }
+        // A GPU reading (`nvidia-smi`) can take seconds: it runs beside the ticks, which keep
+        // the worker's deadlines meanwhile; one at a time.
+        guard gpu, needsBaseline || ticks % 4 == 0, !readingGPU else { return }
+        let baseline = needsBaseline
+        needsBaseline = false
+        readingGPU = true
+        Task { await self.gpuRead(await child.gpuMegabytes(), baseline: baseline) }   // unstructured: bounded by the probe's own timeout; lands in `usage` whenever it ends
+    }
+
+    private func gpuRead(_ vram: Double?, baseline: Bool) {
+        readingGPU = false
+        guard let vram else { return }
+        usage.vramMegabytes = vram
+        if baseline { usage.vramBaselineMegabytes = vram }
     }
 }

@@ -83,6 +83,9 @@ public final class FakeChild: ChildProcess {
         var signals: [Int32] = []
         var rss: Double? = 100
         var gpu: Double?
+        /// GPU readings wait until released (a `nvidia-smi` that takes its time).
+        var holdsGPUReadings = false
+        var heldGPUReadings: [CheckedContinuation<Void, Never>] = []
     }
 
     init(pid: Int32, launch: ChildLaunch, events: ChildEvents, behaviour: Behaviour) {
@@ -164,5 +167,28 @@ public final class FakeChild: ChildProcess {
     }
 
     public func residentMegabytes() async -> Double? { state.withLock { $0.rss } }
-    public func gpuMegabytes() async -> Double? { state.withLock { $0.gpu } }
+    public func gpuMegabytes() async -> Double? {
+        await withCheckedContinuation { continuation in
+            let held = state.withLock { state in
+                if state.holdsGPUReadings { state.heldGPUReadings.append(continuation) }
+                return state.holdsGPUReadings
+            }
+            if !held { continuation.resume() }
+        }
+        return state.withLock { $0.gpu }
+    }
+
+    /// GPU readings from now on wait until `releaseGPUReadings` (a slow `nvidia-smi`).
+    public func holdGPUReadings() { state.withLock { $0.holdsGPUReadings = true } }
+    /// GPU readings waiting now.
+    public var gpuReadingsHeld: Int { state.withLock { $0.heldGPUReadings.count } }
+    /// Lets every GPU reading go on, now and from now on.
+    public func releaseGPUReadings() {
+        let held = state.withLock { state in
+            state.holdsGPUReadings = false
+            defer { state.heldGPUReadings = [] }
+            return state.heldGPUReadings
+        }
+        for reading in held { reading.resume() }
+    }
 }

@@ -225,7 +225,7 @@ import Testing
         let clock: SpoolClock
         let catalog: JobCatalog
         let directory: String
-        let slot = SlotSpec(id: SlotID(0))
+        let slot: SlotSpec
 
         func removeDirectory() { try? FileManager.default.removeItem(atPath: directory) }
 
@@ -243,15 +243,16 @@ import Testing
         }
     }
 
-    func pool(_ type: JobType = WorkerSupervisionTests.workerType()) throws -> Pool {
+    func pool(_ type: JobType = WorkerSupervisionTests.workerType(), gpu: String? = nil) throws -> Pool {
         let manual = ManualClock(), clock = SpoolClock(manual, wall: WallClock.now)
         let directory = NSTemporaryDirectory() + "spool-pool-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory + "/jobs", withIntermediateDirectories: true)
         let catalog = JobCatalog([type])
         let settings = Worker.Settings(dataDirectory: directory, killGrace: .seconds(10), logLimitBytes: 1 << 20,
                                        launcher: launcher, clock: clock, logger: SchedulerRig.quiet("pool-test"))
-        return Pool(pool: WorkerPool(catalog: catalog, slots: [SlotSpec(id: SlotID(0))], settings: settings),
-                    manual: manual, clock: clock, catalog: catalog, directory: directory)
+        let slot = SlotSpec(id: SlotID(0), gpu: gpu)
+        return Pool(pool: WorkerPool(catalog: catalog, slots: [slot], settings: settings),
+                    manual: manual, clock: clock, catalog: catalog, directory: directory, slot: slot)
     }
 
     /// A pool closed for the shutdown replaces no worker: one its job's end retired (stopped for
@@ -354,6 +355,32 @@ import Testing
         #expect(worker.signals == [SIGTERM, SIGKILL])
         #expect(goneAtEnd.withLock { $0 }, "the job went back while its failed worker still ran")
         await rig.pool.shutdown()
+    }
+
+    /// Reading a worker's GPU memory (`nvidia-smi`, which can take seconds) does not hold up its
+    /// deadlines: a worker that ignores its shutdown is still sent SIGTERM and SIGKILL on time.
+    @Test func aSlowGPUReadingDoesNotHoldUpAWorkersDeadlines() async throws {
+        launcher.setBehaviour(.init(exitsOnTerminate: false, isWorker: true, answersJobs: true, obeysShutdown: false))
+        let rig = try pool(gpu: "0")
+        defer { rig.removeDirectory() }
+        let (ran, _) = rig.run(try rig.job())
+        let worker = try await child("the worker")
+        #expect(try await within(.seconds(10), "the job's end") { await ran.value }.outcome == .succeeded)
+        worker.holdGPUReadings()
+        try await within(.seconds(10), "a GPU reading, waiting") {
+            while worker.gpuReadingsHeld == 0 {
+                if await rig.manual.sleeperArrives(patience: .milliseconds(5)) { rig.manual.advance(by: .milliseconds(500)) }
+            }
+        }
+        let stopped = Task { await rig.pool.shutdown() }
+        try await within(.seconds(10), "the worker killed, its GPU reading still waiting") {
+            while !worker.hasExited {
+                if await rig.manual.sleeperArrives(patience: .milliseconds(5)) { rig.manual.advance(by: .milliseconds(500)) }
+            }
+        }
+        #expect(worker.signals == [SIGTERM, SIGKILL], "the shutdown command, SIGTERM a grace later, then SIGKILL")
+        worker.releaseGPUReadings()
+        await stopped.value
     }
 
     /// The server takes a worker's progress in while the worker goes on talking: a store slow
