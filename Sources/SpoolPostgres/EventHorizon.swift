@@ -32,7 +32,7 @@ import Synchronization
 /// open too: that delays the events after a rolled-back id, never loses one.
 ///
 /// One loop per store advances the horizon when poked (a commit here, or a notification from
-/// another node), so many readers share one query; it reports the jobs whose events it passed,
+/// another node; with neither, every second), so many readers share one query; it reports the jobs whose events it passed,
 /// so that waiters on this node hear about changes made on other nodes (this node's own
 /// commits wake its waiters directly). While holes are open it looks again every 20 ms.
 final class EventHorizon: Sendable {
@@ -41,6 +41,8 @@ final class EventHorizon: Sendable {
     static let settle: Duration = .milliseconds(100)
     static let batch = 10_000
     static let minimumInterval: Duration = .milliseconds(2)
+    /// How often the log is looked at with no poke (a notification missed).
+    static let fallbackInterval: Duration = .seconds(1)
     /// How many of the newest events `start(newest:)` looks at for holes.
     static let startupWindow = 1000
 
@@ -93,6 +95,19 @@ final class EventHorizon: Sendable {
 
     /// Runs until `finish`. `advanced` gets the new horizon and the jobs of the events passed.
     func run(_ client: PostgresClient, node: String, logger: Logger, advanced: @Sendable (Int64, Set<String>) -> Void) async {
+        await withDiscardingTaskGroup { group in
+            // Other nodes' commits are heard by notification; a listening connection that died
+            // without a word (half-open TCP) would leave this node's streams and waits stalled
+            // until it is noticed: the log is looked at now and then anyway.
+            group.addTask { [pokeSink] in
+                while (try? await Task.sleep(for: Self.fallbackInterval)) != nil { pokeSink.yield() }
+            }
+            await follow(client, node: node, logger: logger, advanced: advanced)
+            group.cancelAll()
+        }
+    }
+
+    private func follow(_ client: PostgresClient, node: String, logger: Logger, advanced: @Sendable (Int64, Set<String>) -> Void) async {
         for await _ in pokes {
             var more = true
             while more {

@@ -327,6 +327,27 @@ import Testing
         }
     }
 
+    // A node hears of the others' events by notification; one whose listening connection died
+    // without a word (half-open TCP) must not leave its streams and waits stalled: it reads the
+    // log now and then anyway. The event here is inserted with no NOTIFY.
+    @Test func anEventNoNotificationAnnouncedStillReachesReadersOnAnotherNode() async throws {
+        try await withNodes(2) { nodes in
+            let (writer, reader) = (nodes[0], nodes[1])
+            let job = try await writer.create(makeJob())
+            var cursor: Int64 = 0
+            _ = try await follow(reader, after: &cursor, for: .seconds(10)) { !$0.isEmpty }
+            let watch = reader.watch(job.id)
+            let id = try await writer.client.withConnection { connection in
+                try #require(try await connection.query("""
+                    INSERT INTO events (job_id, kind, at, data, origin, owner) VALUES (\(job.id.rawValue), 'log', 0, '{}', 'test', '') RETURNING id
+                    """, logger: TestPostgres.logger).decodeFirst(Int64.self))
+            }
+            let read = try await follow(reader, after: &cursor, for: .seconds(5)) { !$0.isEmpty }
+            #expect(read.map(\.id) == [id])
+            #expect(await watch.next(timeout: .seconds(5)), "a waiter on the other node hears of it")
+        }
+    }
+
     @Test func theHorizonStartsBelowTheFirstHoleAmongTheNewestEvents() {
         #expect(EventHorizon.start(newest: []) == 0)
         #expect(EventHorizon.start(newest: [3, 2, 1]) == 3)
