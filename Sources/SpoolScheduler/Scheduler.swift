@@ -44,7 +44,7 @@ public actor Scheduler: Service {
         case finished(Job, SlotID, ExecutionResult)
         /// The store's answer to recording a finished job: the slot's next job, or an error;
         /// with the count of `jobEnqueued` calls before the claim read the queue.
-        case recorded(Job, SlotID, ExecutionResult, Result<Job?, any Error>, submissions: Int)
+        case recorded(Job, SlotID, ExecutionResult, Result<Job?, any Error>, submissions: Int, excluded: Set<String>)
         case shutdown
         case shutdownGraceOver
         /// Local store: a commit of an attempt's end and/or of a started job's claim came back
@@ -374,8 +374,8 @@ public actor Scheduler: Service {
             } else {
                 await finish(job, on: slot, with: result, in: &group)
             }
-        case .recorded(let job, let slot, let result, let answer, let asOf):
-            await recorded(job, on: slot, with: result, answer: answer, submissions: asOf, in: &group)
+        case .recorded(let job, let slot, let result, let answer, let asOf, let excluded):
+            await recorded(job, on: slot, with: result, answer: answer, submissions: asOf, excluded: excluded, in: &group)
         case .shutdown:
             guard !shuttingDown else { return }
             shuttingDown = true
@@ -457,12 +457,14 @@ public actor Scheduler: Service {
         // excludes at least those would find nothing either (a type backing off on one slot is
         // still another's to take). After a store failure, no slot asks again in this pass.
         var foundNothingExcluding: Set<String>?
+        var refused: [SlotID: Set<String>] = [:]   // by the slots that found nothing
         var storeFailing = false
         for slot in board.beginClaims(except: quarantine.quarantinedSlots) {
             var claimed: Job?
             let empty = emptyIdle.removeValue(forKey: slot)
             let excluded = executor.excludedTypes(for: slot)
             var answered = storeFailing || foundNothingExcluding.map { $0.isSubset(of: excluded) } == true
+            if answered, !storeFailing { refused[slot] = excluded }
             if !answered, let local, storeTrouble == nil {
                 if let empty, let job = submittedAlone(since: empty, for: slot) {
                     start(job, on: slot, after: nil, local, in: &group)
@@ -474,6 +476,7 @@ public actor Scheduler: Service {
                     continue
                 case PeekedJob.none?:
                     foundNothingExcluding = foundNothingExcluding?.intersection(excluded) ?? excluded
+                    refused[slot] = excluded
                     answered = true
                 case nil:
                     storeFailing = true
@@ -490,7 +493,10 @@ public actor Scheduler: Service {
                         try await store.claimNext(for: slot, excluding: excluded, now: clock.wall())
                     }
                     storeTrouble = nil
-                    if claimed == nil { foundNothingExcluding = foundNothingExcluding?.intersection(excluded) ?? excluded }
+                    if claimed == nil {
+                        foundNothingExcluding = foundNothingExcluding?.intersection(excluded) ?? excluded
+                        refused[slot] = excluded
+                    }
                 } catch {
                     storeFailed(error)
                     logger.error("could not claim a job; retrying", metadata: ["error": "\(error)"])
@@ -502,7 +508,7 @@ public actor Scheduler: Service {
         }
         // A slot found nothing while it refused some types (a worker type backing off there): it
         // looks again once they may be tried, whether or not anything else happens by then.
-        if let excluded = foundNothingExcluding, !excluded.isEmpty { await wakeWhenTypesReturn(in: &group) }
+        if let excluded = foundNothingExcluding, !excluded.isEmpty { await wakeWhenTypesReturn(refused: refused, in: &group) }
         // With a shared store, a slot that found nothing to start may still see jobs that are not
         // due yet that another node stored (its submit wakes every node, but only that node knows
         // when the job is due): the timer goes to the earliest, rather than the next 2-s poll. A
@@ -539,11 +545,10 @@ public actor Scheduler: Service {
         // stopped that way and still end) are never claimed here: two transactions, on this
         // rare path (a store failure, tenants' running caps).
         let skipping = reserved.subtracting([job.id])
-        let asOf = submissions.withLock(\.count)
-        group.addTask { [store, local, executor, eventSink] in
+        let asOf = submissions.withLock(\.count), excluding = executor.excludedTypes(for: slot)
+        group.addTask { [store, local, eventSink] in
             let answer: Result<Job?, any Error>
             do {
-                let excluding = executor.excludedTypes(for: slot)
                 if let local {
                     _ = try await local.commit(finished: FinishedAttempt(job: job.id, attempt: job.attempts, outcome: result.outcome,
                                                                          result: result.result, now: now), started: nil)
@@ -560,12 +565,12 @@ public actor Scheduler: Service {
             } catch {
                 answer = .failure(error)
             }
-            eventSink.yield(.recorded(job, slot, result, answer, submissions: asOf))
+            eventSink.yield(.recorded(job, slot, result, answer, submissions: asOf, excluded: excluding))
         }
     }
 
     private func recorded(_ job: Job, on slot: SlotID, with result: ExecutionResult, answer: Result<Job?, any Error>,
-                          submissions asOf: Int, in group: inout DiscardingTaskGroup) async {
+                          submissions asOf: Int, excluded: Set<String>, in group: inout DiscardingTaskGroup) async {
         let outcome = result.outcome
         let next: Job?
         switch answer {
@@ -609,7 +614,8 @@ public actor Scheduler: Service {
                 // The slot idles, and the wake-ups of jobs submitted since the claim read the
                 // queue found it busy: the slot-filling pass looks again.
                 if next == nil, submissions.withLock(\.count) != asOf { wakeSlots() }
-                if next == nil, !executor.excludedTypes(for: slot).isEmpty { await wakeWhenTypesReturn(in: &group) }
+                let refused = excluded.union(executor.excludedTypes(for: slot))   // by the claim, or since
+                if next == nil, !refused.isEmpty { await wakeWhenTypesReturn(refused: [slot: refused], in: &group) }
                 // The claim went out before the shutdown began: the job goes back to the queue
                 // at once, without using an attempt.
                 if shuttingDown, let next { stop(next.id, because: .shutdown) }
@@ -669,6 +675,9 @@ public actor Scheduler: Service {
         // The job looked up ahead: the slot's next, or free again.
         let ahead = upcoming.removeValue(forKey: slot)
         var lookAfter = false
+        // What the slot's look refuses, at the latest: the types back in service by its answer
+        // are looked at again.
+        var refusing: Set<String> = []
         if storeTrouble != nil {
             next = .claimInStore
         } else if quarantine.isQuarantined(slot) {
@@ -681,6 +690,7 @@ public actor Scheduler: Service {
             } else if let emptyAsOf, emptyAsOf == submissions.withLock(\.count) {
                 lookAfter = true
             } else {
+                refusing = executor.excludedTypes(for: slot)
                 next = await lookUp(for: slot, local, in: &group) ?? .claimInStore
             }
         }
@@ -716,7 +726,8 @@ public actor Scheduler: Service {
             commit(ending, nil, local, in: &group)
             group.addTask { [executor] in await executor.slotIdle(slot) }
             if lookAfter { wakeSlots() }
-            if !shuttingDown, !executor.excludedTypes(for: slot).isEmpty { await wakeWhenTypesReturn(in: &group) }
+            let refused = refusing.union(executor.excludedTypes(for: slot))   // or since, by a replacement that failed
+            if !shuttingDown, !refused.isEmpty { await wakeWhenTypesReturn(refused: [slot: refused], in: &group) }
         }
     }
 
@@ -995,10 +1006,18 @@ public actor Scheduler: Service {
 
     /// Wakes the slots when the executor's next backing-off type may be tried again: one
     /// wake-up for any number of asks before then (the pass it runs asks again for the types
-    /// still backing off). `atOnceIfNone`: with no type backing off any more (a job handed back
-    /// just as its type's back-off ended), now.
-    private func wakeWhenTypesReturn(atOnceIfNone: Bool = false, in group: inout DiscardingTaskGroup) async {
-        guard let retry = await executor.nextRetry() else {
+    /// still backing off). `refused`: the types each slot that found nothing had excluded from
+    /// its look; one taken again already (its back-off ended while the slot looked, so the next
+    /// retry does not name it) wakes the slots now. `atOnceIfNone`: with no type backing off
+    /// any more (a job handed back just as its type's back-off ended), now.
+    private func wakeWhenTypesReturn(refused: [SlotID: Set<String>] = [:], atOnceIfNone: Bool = false,
+                                     in group: inout DiscardingTaskGroup) async {
+        let retry = await executor.nextRetry()
+        // Read after the retry: a back-off that ended before that shows here.
+        if refused.contains(where: { slot, types in !types.isSubset(of: executor.excludedTypes(for: slot)) }) {
+            return jobEnqueued()
+        }
+        guard let retry else {
             if atOnceIfNone { jobEnqueued() }
             return
         }

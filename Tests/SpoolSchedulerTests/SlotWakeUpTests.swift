@@ -126,6 +126,64 @@ import Testing
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }
 
+    /// A back-off that ends while the slot's look is on its way: the look, asked with the type
+    /// refused, finds nothing, and by its answer no type backs off any more (no retry to wait
+    /// for). The slot looks again at once instead of leaving the job for the next submit.
+    @Test(arguments: [true, false])
+    func aBackOffThatEndsDuringTheSlotsLookStillStartsTheJob(startBeforeCommit: Bool) async throws {
+        let executor = self.executor
+        let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.startBeforeCommit = startBeforeCommit }
+        executor.exclude(["t"], on: SlotID(0))
+        executor.retry(at: rig.clock.now() + .seconds(2))
+        try await rig.run({ _ in
+            let look: FlakyStore.Operation = startBeforeCommit ? .lookUp : .claim
+            try await within(.seconds(10), "the first look at the queue") { [store = rig.store] in
+                await store.until { $0.calls(look) > 0 }
+            }
+            rig.store.hold(look)
+            let job = try await rig.submit()
+            try await within(.seconds(10), "the slot's look, the type refused") { [store = rig.store] in
+                await store.until { $0.waiting(look) == 1 }
+            }
+            executor.exclude([], on: SlotID(0))   // the back-off ends while the look is on its way
+            executor.retry(at: nil)
+            #expect(rig.store.release(look) == 1)
+            let attempt = try await executor.attempts.next("job \(job.id), without another submit or time passing")
+            #expect(attempt.job.id == job.id)
+            attempt.finish(.succeeded)
+            _ = try await rig.waitFor(job.id, .succeeded)
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
+    /// The same for the look a slot makes as its job ends (with `startBeforeCommit`, a look at
+    /// the queue; without, the claim that goes with the end's record).
+    @Test(arguments: [true, false])
+    func aBackOffThatEndsDuringAnEndsLookStillStartsTheJob(startBeforeCommit: Bool) async throws {
+        let executor = self.executor
+        let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.startBeforeCommit = startBeforeCommit }
+        try await rig.run({ _ in
+            let look: FlakyStore.Operation = startBeforeCommit ? .lookUp : .finish
+            let first = try await rig.submit()
+            let attempt = try await executor.attempts.next("the first job")
+            executor.exclude(["t"], on: SlotID(0))
+            executor.retry(at: rig.clock.now() + .seconds(2))
+            let second = try await rig.submit()
+            rig.store.hold(look)
+            attempt.finish(.succeeded)
+            try await within(.seconds(10), "the end's look, the type refused") { [store = rig.store] in
+                await store.until { $0.waiting(look) == 1 }
+            }
+            executor.exclude([], on: SlotID(0))
+            executor.retry(at: nil)
+            #expect(rig.store.release(look) == 1)
+            _ = try await rig.waitFor(first.id, .succeeded)
+            let next = try await executor.attempts.next("job \(second.id), without another submit or time passing")
+            #expect(next.job.id == second.id)
+            next.finish(.succeeded)
+            _ = try await rig.waitFor(second.id, .succeeded)
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
     /// Slot 0 takes type `t` again (its back-off is over, with no wake-up of its own): `job`
     /// starts as the `number`th attempt once time moves on, and succeeds.
     func backOffEnds(_ rig: SchedulerRig, then job: Job, startsAs number: Int) async throws {
