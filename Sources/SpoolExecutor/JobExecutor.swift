@@ -50,6 +50,14 @@ public protocol JobExecutor: Sendable {
     /// warm worker from now on.
     func close() async
 
+    /// The slot is quarantined (its GPU reads faulty): what it keeps loaded there goes (a warm
+    /// worker, with its GPU memory, once the job it runs has ended), and nothing is started
+    /// there until `slotReleased`. Returns at once.
+    func slotQuarantined(_ slot: SlotID) async
+
+    /// The slot is back in service.
+    func slotReleased(_ slot: SlotID) async
+
     /// Stops everything still running (warm workers) for server shutdown.
     func shutdown() async
 }
@@ -64,6 +72,8 @@ extension JobExecutor {
     public func nextRetry() async -> Moment? { nil }
     public func workerStatus() async -> [SlotID: SlotWorkers] { [:] }
     public func close() async {}
+    public func slotQuarantined(_ slot: SlotID) async {}
+    public func slotReleased(_ slot: SlotID) async {}
     public func shutdown() async {}
 }
 
@@ -156,6 +166,8 @@ public struct JobExecutors: JobExecutor {
     public func nextRetry() async -> Moment? { await workers.nextRetry() }
     public func workerStatus() async -> [SlotID: SlotWorkers] { await workers.workerStatus() }
     public func close() async { await workers.close() }
+    public func slotQuarantined(_ slot: SlotID) async { await workers.slotQuarantined(slot) }
+    public func slotReleased(_ slot: SlotID) async { await workers.slotReleased(slot) }
     public func shutdown() async {
         await processes.shutdown()
         await workers.shutdown()

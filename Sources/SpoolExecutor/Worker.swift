@@ -43,7 +43,7 @@ public actor Worker {
     private let directory: String
     private let settings: Settings
     private let gpu: Bool
-    private let slot: SlotID
+    nonisolated let slot: SlotID
 
     private var lifecycle: WorkerLifecycle
     private var child: (any ChildProcess)?

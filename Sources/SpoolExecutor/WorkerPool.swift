@@ -38,6 +38,13 @@ public actor WorkerPool: JobExecutor {
     private var closed = false
     /// Workers being started now, not yet the slot's (`shutdown` stops them too).
     private var launching: [SlotID: Worker] = [:]
+    /// Slots in quarantine (`slotQuarantined`): no worker is started or replaced there.
+    private var quarantined: Set<SlotID> = []
+    /// Slots running a job now.
+    private var busy: Set<SlotID> = []
+    /// Workers of quarantined slots, being stopped: a worker started on the slot once it is
+    /// released waits for them to be gone, and so does `shutdown`.
+    private var leaving: [Worker] = []
     /// Pauses between a worker's last job and its replacement being ready (for the benchmark).
     public private(set) var replacementPauses: [Duration] = []
     public private(set) var restarts: [String: Int] = [:]
@@ -82,6 +89,10 @@ public actor WorkerPool: JobExecutor {
         guard let type = catalog[job.type], let policy = type.workerPolicy else {
             return ExecutionResult(.spawnFailed(message: "this server has no worker-mode job type \"\(job.type)\""))
         }
+        // Claimed as its slot was being quarantined: no worker is loaded there for it.
+        guard !quarantined.contains(slot.id) else { return ExecutionResult(.returned(message: "its slot is quarantined")) }
+        busy.insert(slot.id)
+        defer { busy.remove(slot.id) }
         let worker: Worker
         var requests: StopRequests?
         defer { requests?.finish() }
@@ -115,14 +126,35 @@ public actor WorkerPool: JobExecutor {
     /// Replaces the worker set aside by the slot's last job, if any (only stops it once the
     /// pool is closed: a job stopped for the shutdown must not load a model again).
     public func afterRun(on slot: SlotID) async {
-        guard let (worker, reason, type, policy) = retiring.removeValue(forKey: slot) else { return }
-        if closed {
-            await worker.stop(because: "the server is stopping")
-        } else {
-            await replace(worker, on: slot, because: reason, type: type, policy: policy)
+        if let (worker, reason, type, policy) = retiring.removeValue(forKey: slot) {
+            if closed || quarantined.contains(slot) {
+                await worker.stop(because: closed ? "the server is stopping" : "its slot is quarantined")
+            } else {
+                await replace(worker, on: slot, because: reason, type: type, policy: policy)
+            }
+            for waiter in starting.removeValue(forKey: slot) ?? [] { waiter.resume() }
         }
-        for waiter in starting.removeValue(forKey: slot) ?? [] { waiter.resume() }
+        if quarantined.contains(slot) { stopQuarantined(slot) }
     }
+
+    public func slotQuarantined(_ slot: SlotID) async {
+        quarantined.insert(slot)
+        if !busy.contains(slot) { stopQuarantined(slot) }   // else once its job has ended (`afterRun`)
+    }
+
+    public func slotReleased(_ slot: SlotID) async { quarantined.remove(slot) }
+
+    /// Stops the quarantined slot's worker, if it has one, without waiting for it.
+    private func stopQuarantined(_ slot: SlotID) {
+        guard let worker = workers.removeValue(forKey: slot) else { return }
+        leaving.append(worker)
+        Task {   // unstructured: bounded by the kill grace; `leaving` lets a later start and `shutdown` wait for it
+            await worker.stop(because: "its slot is quarantined")
+            self.left(worker)
+        }
+    }
+
+    private func left(_ worker: Worker) { leaving.removeAll { $0 === worker } }
 
     /// Jobs waiting for the slot's worker to be set up (for tests).
     func waitingForSetup(on slot: SlotID) -> Int { starting[slot]?.count ?? 0 }
@@ -134,7 +166,7 @@ public actor WorkerPool: JobExecutor {
     /// Stops every worker (server shutdown).
     public func shutdown() async {
         closed = true
-        let all = Array(workers.values) + retiring.values.map(\.worker) + launching.values
+        let all = Array(workers.values) + retiring.values.map(\.worker) + launching.values + leaving
         workers = [:]
         retiring = [:]
         await withTaskGroup(of: Void.self) { group in
@@ -183,11 +215,14 @@ public actor WorkerPool: JobExecutor {
     private func start(_ type: JobType, policy: WorkerPolicy, on slot: SlotID) async -> Result<Worker, Worker.StartFailure> {
         let closing = Worker.StartFailure(description: "the server is shutting down")
         guard !closed else { return .failure(closing) }
+        // A worker the slot's quarantine stopped holds the GPU until it is gone.
+        for worker in leaving where worker.slot == slot { await worker.exited() }
         counter += 1
         let id = "slot\(slot)-\(type.name)-\(counter)"
         let directories = settings.dataDirectory + "/workers"
         _ = try? await BlockingIO.run { Self.prune(directories, slot: slot, keep: Self.directoriesKept) }
         guard !closed else { return .failure(closing) }   // `shutdown` ran meanwhile
+        guard !quarantined.contains(slot) else { return .failure(Worker.StartFailure(description: "its slot is quarantined")) }
         var made: Worker?
         do {
             let worker = try Worker(id: id, type: type, policy: policy, slot: slots[slot]!, settings: settings)

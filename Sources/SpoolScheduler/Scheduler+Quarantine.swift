@@ -9,9 +9,9 @@ extension Scheduler {
     /// The quarantine rules applied to an attempt that just ended, once per attempt (from its
     /// task, before its end is handled): a failure on a quarantined slot, or one that
     /// quarantines it, goes back to the queue without using up an attempt.
-    func judged(_ result: ExecutionResult, of job: Job, on slot: SlotID) -> ExecutionResult {
+    func judged(_ result: ExecutionResult, of job: Job, on slot: SlotID) async -> ExecutionResult {
         let verdict = quarantine.judge(result.outcome, on: slot, at: clock.wall())
-        if verdict.quarantined { closed([slot], cause: "failures") }
+        if verdict.quarantined { await closed([slot], cause: "failures") }
         guard verdict.outcome != result.outcome else { return result }
         logger.warning("job goes back to the queue: its slot is quarantined",
                        metadata: ["job": "\(job.id)", "slot": "\(slot)", "outcome": "\(result.outcome)"])
@@ -19,12 +19,12 @@ extension Scheduler {
     }
 
     /// The GPU probe's latest readings: the slots of an unhealthy GPU close, and the jobs on them stop.
-    public func read(gpuHealth: [String: GPUHealth]) {
+    public func read(gpuHealth: [String: GPUHealth]) async {
         let closing = quarantine.read(gpuHealth, at: clock.wall())
         for slot in closing {
             if let job = board.job(on: slot) { stop(job, because: .quarantine) }
         }
-        closed(closing, cause: "gpu_health")
+        await closed(closing, cause: "gpu_health")
         SchedulerMetrics.quarantined(quarantine.entries.count)
     }
 
@@ -34,11 +34,14 @@ extension Scheduler {
     }
 
     /// Opens a quarantined slot again (an administrator's call, or a passing self-test).
-    public func release(_ slot: SlotID, by whom: String) -> SlotQuarantine.Release {
+    public func release(_ slot: SlotID, by whom: String) async -> SlotQuarantine.Release {
         let answer = quarantine.release(slot)
         if answer == .released {
             logger.notice("slot released from quarantine", metadata: ["slot": "\(slot)", "by": "\(whom)"])
             SchedulerMetrics.quarantined(quarantine.entries.count)
+            // Before any job is offered to it: its executor starts workers there again.
+            await executor.slotReleased(slot)
+            if quarantine.isQuarantined(slot) { return answer }   // quarantined again meanwhile
             jobEnqueued()
         }
         return answer
@@ -52,8 +55,11 @@ extension Scheduler {
         return due.compactMap { slotSpecs[$0] }
     }
 
-    private func closed(_ slots: [SlotID], cause: String) {
+    /// The slots were quarantined: logged and counted, and their executor told (a warm worker
+    /// loaded on a faulty GPU goes, and none is started there).
+    private func closed(_ slots: [SlotID], cause: String) async {
         guard !slots.isEmpty else { return }
+        for slot in slots { await executor.slotQuarantined(slot) }
         for slot in slots {
             logger.error("slot quarantined: it takes no jobs until a self-test passes or an administrator releases it",
                          metadata: ["slot": "\(slot)", "gpu": "\(slotSpecs[slot]?.gpu ?? "")",

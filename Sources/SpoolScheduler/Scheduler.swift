@@ -117,7 +117,7 @@ public actor Scheduler: Service {
     }
 
     private let store: any JobStore
-    private let executor: any JobExecutor
+    let executor: any JobExecutor
     private let catalog: JobCatalog
     private let configuration: SchedulerConfiguration
     let clock: SpoolClock

@@ -49,6 +49,10 @@ public final class ScriptedExecutor: JobExecutor {
         var ended: [JobID] = []
         var shutDown = false
         var closed = false
+        /// Slots the scheduler said are quarantined (and not released since).
+        var quarantined: Set<SlotID> = []
+        /// Attempts handed to a slot while the executor was told it is quarantined.
+        var ranOnQuarantined = 0
         /// `prepare` calls wait (a look-ahead between its look at the queue and its answer).
         var preparesHeld: [CheckedContinuation<Void, Never>]?
     }
@@ -63,6 +67,7 @@ public final class ScriptedExecutor: JobExecutor {
             state.withLock { state in
                 state.started += 1
                 state.live[job.id] = attempt
+                if state.quarantined.contains(slot.id) { state.ranOnQuarantined += 1 }
             }
             started.yield(attempt)
         }
@@ -108,6 +113,12 @@ public final class ScriptedExecutor: JobExecutor {
     public func ended(_ job: JobID, on slot: SlotID) async { state.withLock { $0.ended.append(job) } }
     public func excludedTypes(for slot: SlotID) -> Set<String> { state.withLock { $0.excluded[slot] ?? [] } }
     public func close() async { state.withLock { $0.closed = true } }
+    public func slotQuarantined(_ slot: SlotID) async { state.withLock { _ = $0.quarantined.insert(slot) } }
+    public func slotReleased(_ slot: SlotID) async { state.withLock { _ = $0.quarantined.remove(slot) } }
+    /// The slots the scheduler said are quarantined, and not released since.
+    public var quarantinedSlots: Set<SlotID> { state.withLock { $0.quarantined } }
+    /// Attempts started on a slot the executor was told is quarantined.
+    public var attemptsOnQuarantinedSlots: Int { state.withLock { $0.ranOnQuarantined } }
     public func shutdown() async { state.withLock { $0.shutDown = true } }
 
     /// Makes `slot` refuse these types (as a backing-off worker type would).

@@ -51,6 +51,7 @@ import Testing
             let quarantined = await rig.scheduler.quarantinedSlots()
             #expect(quarantined.map(\.0.id) == [SlotID(0)])
             #expect(quarantined.first?.1.reasons.first?.hasPrefix("2 attempts in a row failed on this slot") == true)
+            #expect(executor.quarantinedSlots == [SlotID(0)], "the executor is told before the slot's afterRun")
             #expect(try await rig.job(second.id).state == .queued, "slot 0 takes nothing while slot 1 is busy")
 
             onOne.finish(.succeeded)
@@ -69,6 +70,8 @@ import Testing
             let fourth = try await rig.submit()
             let back = try await next("a job on the released slot 0")
             #expect(back.job.id == fourth.id && back.slot.id == SlotID(0))
+            #expect(executor.quarantinedSlots.isEmpty && executor.attemptsOnQuarantinedSlots == 0,
+                    "the executor hears of the release before the slot is offered a job")
             back.finish(.succeeded)
             busy.finish(.succeeded)
             _ = try await rig.waitFor(fourth.id, .succeeded)
@@ -83,6 +86,7 @@ import Testing
             #expect(attempt.slot.id == SlotID(0))
             await rig.scheduler.read(gpuHealth: ["0": .unhealthy("GPU is lost"), "1": .healthy])
             #expect(await attempt.nextStop() == .quarantine)
+            #expect(executor.quarantinedSlots == [SlotID(0)], "the executor is told (a warm worker there goes)")
             attempt.finish(JobOutcome(.signaled(signal: 15), stoppedFor: .quarantine))
             let moved = try await next("the job again, on slot 1")
             #expect(moved.job.id == job.id && moved.slot.id == SlotID(1) && moved.job.attempts == 1, "no attempt used up")

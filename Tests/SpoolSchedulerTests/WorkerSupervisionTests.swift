@@ -383,6 +383,56 @@ import Testing
         await stopped.value
     }
 
+    /// A quarantined slot (its GPU reads faulty) keeps no worker loaded there: an idle one is
+    /// stopped, and none starts there until the slot is released.
+    @Test func aQuarantinedSlotsWorkerIsStoppedAndNoneStartsThereUntilItIsReleased() async throws {
+        let rig = try pool(gpu: "0")
+        defer { rig.removeDirectory() }
+        let (ran, _) = rig.run(try rig.job())
+        let worker = try await child("the worker")
+        #expect(try await within(.seconds(10), "the job's end") { await ran.value }.outcome == .succeeded)
+        await rig.pool.afterRun(on: rig.slot.id)
+        await rig.pool.slotQuarantined(rig.slot.id)
+        try await within(.seconds(10), "the idle worker stopped") { while !worker.hasExited { await Task.yield() } }
+        let (refused, _) = rig.run(try rig.job())
+        #expect(await refused.value.outcome == .returned(message: "its slot is quarantined"))
+        #expect(launcher.launches.count == 1, "no worker started on the quarantined slot")
+        await rig.pool.slotReleased(rig.slot.id)
+        let (after, _) = rig.run(try rig.job())
+        _ = try await child("a fresh worker, once the slot is released")
+        #expect(try await within(.seconds(10), "the job's end") { await after.value }.outcome == .succeeded)
+        await rig.pool.shutdown()
+    }
+
+    /// The worker running a job when its slot is quarantined is stopped with that job, not
+    /// replaced by a fresh one loading its model on the faulty GPU.
+    @Test func aWorkerWhoseSlotIsQuarantinedMidJobIsNotReplaced() async throws {
+        launcher.setBehaviour(.init(isWorker: true, answersJobs: false))   // a job runs until it is stopped
+        let rig = try pool(gpu: "0")
+        defer { rig.removeDirectory() }
+        let (ran, stop) = rig.run(try rig.job())
+        let worker = try await child("the worker")
+        try await within(.seconds(10), "the job, sent to the worker") {
+            for await line in worker.commands where line.contains("\"job\"") { return }
+        }
+        await rig.pool.slotQuarantined(rig.slot.id)
+        #expect(!worker.hasExited, "not while it runs the job")
+        stop.yield(.quarantine)   // the worker is asked to drop the job, and killed a grace later
+        let ended = Mutex(false)
+        let watcher = Task { _ = await ran.value; ended.withLock { $0 = true } }
+        try await within(.seconds(10), "the job stopped") {
+            while !ended.withLock({ $0 }) {
+                if await rig.manual.sleeperArrives(patience: .milliseconds(5)) { rig.manual.advance(by: .seconds(1)) }
+            }
+        }
+        _ = await watcher.value
+        #expect(await ran.value.outcome == .returned(message: "its slot was quarantined while it ran"))
+        await rig.pool.afterRun(on: rig.slot.id)
+        #expect(worker.hasExited)
+        #expect(launcher.launches.count == 1, "no replacement on the quarantined slot")
+        await rig.pool.shutdown()
+    }
+
     /// The server takes a worker's progress in while the worker goes on talking: a store slow
     /// to record a progress report (a stalled disk, a locked row) must not leave the heartbeats
     /// after it unread until the worker counts as hung and is killed with its job.
