@@ -185,8 +185,19 @@ public struct Job: Sendable, Hashable {
     }
 
     /// A running job whose attempt ended without a word from it: run it again while attempts
-    /// remain, else fail it for `reason`.
+    /// remain, else fail it for `reason`. One whose cancel was under way (asked for, not yet
+    /// carried out) ends canceled: the user's word stands, and its side effects are not repeated.
     private mutating func requeueOrFail(because reason: FailureReason, _ message: String, at now: Timestamp) {
+        if cancelRequested {
+            let error = JobOutcome.canceled.errorMessage(timeout: nil)
+            attemptLog.append(AttemptRecord(number: attempts, slot: slot, node: node, startedAt: startedAt, endedAt: now,
+                                            state: .canceled, reason: .canceled, error: error))
+            state = .canceled
+            self.reason = .canceled
+            finishedAt = now
+            self.error = error
+            return
+        }
         let last = attempts >= maxAttempts
         attemptLog.append(AttemptRecord(number: attempts, slot: slot, node: node, startedAt: startedAt, endedAt: now,
                                         state: last ? .failed : .queued, reason: reason, error: last ? message : nil))

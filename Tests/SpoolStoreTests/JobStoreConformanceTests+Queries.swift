@@ -167,6 +167,31 @@ extension JobStoreConformanceTests {
         }
     }
 
+    /// A cancel asked for while the job ran, cut short by a crash before the job stopped: the
+    /// job ends canceled, neither run again (its side effects repeated) nor failed as interrupted.
+    @Test(arguments: StoreKind.allCases)
+    func recoverInterruptedEndsAJobWhoseCancelWasUnderWayAsCanceled(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let retry = try await store.create(makeJob(maxAttempts: 2))
+            let spent = try await store.create(makeJob(maxAttempts: 1))
+            for slot in [SlotID(0), SlotID(1)] { _ = try await store.claimNext(for: slot, now: at(10)) }
+            for job in [retry, spent] {
+                guard case .stopping = try await store.cancel(job.id, by: "alice", now: at(15)) else {
+                    Issue.record("a running job's cancel is under way")
+                    return
+                }
+            }
+            #expect(try await store.recoverInterrupted(now: at(30)).map(\.id) == [retry.id, spent.id])
+            for job in [retry, spent] {
+                let canceled = try await store.require(job.id)
+                #expect(canceled.state == .canceled && canceled.reason == .canceled && canceled.finishedAt == at(30))
+                #expect(canceled.canceledBy == "alice" && canceled.attempts == 1)
+                #expect(canceled.attemptLog.map(\.state) == [.canceled])
+            }
+            #expect(try await store.claimNext(for: SlotID(0), now: at(40)) == nil, "not run again")
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func recoverInterruptedWithNothingRunningChangesNothing(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in

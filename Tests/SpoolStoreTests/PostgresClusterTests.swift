@@ -196,6 +196,19 @@ import Testing
         }
     }
 
+    @Test func aRescuedJobWhoseCancelWasUnderWayEndsCanceled() async throws {
+        try await withNodes(2, lease: .milliseconds(200)) { nodes in
+            let job = try await nodes[0].create(makeJob(maxAttempts: 2))
+            _ = try await nodes[0].claimNext(for: SlotID(0), now: at(10))
+            _ = try await nodes[1].cancel(job.id, by: "alice", now: at(15))
+            try await Task.sleep(for: .milliseconds(400))
+            _ = try await nodes[1].rescueExpired(now: at(20))
+            let canceled = try await nodes[1].require(job.id)
+            #expect(canceled.state == .canceled && canceled.reason == .canceled && canceled.finishedAt == at(20))
+            #expect(try await nodes[1].claimNext(for: SlotID(0), now: at(30)) == nil, "not run again")
+        }
+    }
+
     @Test func aRenewedLeaseIsNeverRescued() async throws {
         // Renewed every 250 ms, a 3 s lease survives a stall of the loaded test machine.
         try await withNodes(2, lease: .seconds(3)) { nodes in
