@@ -5,7 +5,17 @@ public struct JobProgress: Sendable, Hashable, Codable {
     public var message: String?
     public init(fraction: Double, message: String? = nil) {
         self.fraction = min(1, max(0, fraction.isFinite ? fraction : 0))
-        self.message = message
+        self.message = message?.storable
+    }
+}
+
+extension String {
+    /// The text with each NUL character replaced by U+FFFD. PostgreSQL's text cannot hold NUL: a
+    /// job's or a worker's free text (an error, a progress message) must never make its job's
+    /// record unwritable, where the end of the job would be retried for good.
+    public var storable: String {
+        guard utf8.contains(0) else { return self }
+        return String(String.UnicodeScalarView(unicodeScalars.map { $0 == "\u{0}" ? "\u{FFFD}" : $0 }))
     }
 }
 

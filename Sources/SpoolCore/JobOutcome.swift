@@ -71,8 +71,12 @@ public enum JobOutcome: Sendable, Equatable {
     public var exitCode: Int32? { if case .exited(let code) = self { code } else if case .succeeded = self { 0 } else { nil } }
     public var signal: Int32? { if case .signaled(let signal) = self { signal } else { nil } }
 
-    /// A sentence for the job's `error` field.
+    /// A sentence for the job's `error` field (storable: see `String.storable`).
     public func errorMessage(timeout: Double?) -> String? {
+        sentence(timeout: timeout)?.storable
+    }
+
+    private func sentence(timeout: Double?) -> String? {
         switch self {
         case .succeeded, .stoppedForShutdown, .returned: nil
         case .reportedFailure(let message): message

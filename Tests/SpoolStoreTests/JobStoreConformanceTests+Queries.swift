@@ -204,6 +204,21 @@ extension JobStoreConformanceTests {
 
     // MARK: progress
 
+    /// A job's or worker's free text with a NUL character in it (PostgreSQL's text cannot hold
+    /// one) is stored with U+FFFD in its place: its end is recorded, not retried for good.
+    @Test(arguments: StoreKind.allCases)
+    func textWithANulCharacterIsStoredWithAReplacement(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let job = try await store.create(makeJob())
+            _ = try await store.claimNext(for: SlotID(0), now: at(10))
+            try await store.reportProgress(job.id, attempt: 1, progress: JobProgress(fraction: 0.5, message: "frame\u{0}7"))
+            #expect(try await store.require(job.id).progress?.message == "frame\u{FFFD}7")
+            _ = try await store.finish(job.id, attempt: 1, outcome: .reportedFailure(message: "bad\u{0}input"), now: at(20), claimNextFor: nil)
+            let failed = try await store.require(job.id)
+            #expect(failed.state == .failed && failed.error == "bad\u{FFFD}input")
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func progressIsSavedOnlyForTheCurrentAttempt(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
