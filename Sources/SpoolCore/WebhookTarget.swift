@@ -12,6 +12,10 @@ public enum WebhookTarget {
     /// The host (without brackets) and port of a URL fit to be a webhook, or why not.
     public static func parse(_ url: String) throws(Refusal) -> (host: String, port: Int) {
         guard url.utf8.count <= 2048 else { throw Refusal(description: "a webhook URL is at most 2048 bytes") }
+        // A control character is never part of a URL (and a NUL cannot even be stored in PostgreSQL).
+        guard !url.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F }) else {
+            throw Refusal(description: "a webhook URL may not contain control characters")
+        }
         let scheme: String
         if url.lowercased().hasPrefix("https://") { scheme = "https" } else if url.lowercased().hasPrefix("http://") { scheme = "http" } else {
             throw Refusal(description: "a webhook must be an http:// or https:// URL")
