@@ -11,9 +11,10 @@ import SpoolStore
 /// - **cancels**: a cancel asked on any API node stops the job here if it runs here;
 /// - **leases**: renews the leases of the jobs this node holds (only those: a claim whose answer
 ///   was lost is left to expire and be rescued); an attempt the store no longer gives this node
-///   (rescued elsewhere after an outage) is stopped, and if the store cannot be reached for
-///   longer than a lease, every job here is stopped — other nodes rescue them, so no job runs
-///   twice for long;
+///   (rescued elsewhere after an outage) is stopped, and once no renewal has gone through for a
+///   lease, every job here is stopped — other nodes rescue them, so no job runs twice for long
+///   (a watch of its own decides that, not the renewal in flight, which a half-open connection
+///   holds until the store's operation timeout);
 /// - **rescue**: requeues (or fails as `node_lost`) the jobs of nodes whose leases expired.
 public actor ClusterCoordinator: Service {
     public struct Configuration: Sendable {
@@ -58,6 +59,7 @@ public actor ClusterCoordinator: Service {
             if configuration.runsJobs {
                 let renewal = store.leaseDuration / 3
                 group.addTask { await self.every(renewal) { await self.renewLeases() } }
+                group.addTask { await self.every(self.store.leaseDuration / 10) { await self.fenceIfSilent() } }
                 group.addTask { [scheduler] in await self.every(self.configuration.pollInterval) { scheduler.jobEnqueued() } }
             }
             try? await gracefulShutdown()
@@ -107,15 +109,22 @@ public actor ClusterCoordinator: Service {
                 if holding.cancelRequested { await scheduler.stop(job, because: .cancel) }
             }
         } catch {
-            let silent = clock.now() - lastRenewal
             Counter(label: "spool_lease_renewal_failures_total").increment()
-            logger.error("could not renew this node's leases", metadata: ["error": "\(error)", "since_last_renewal": "\(silent)"])
-            if silent > store.leaseDuration && !fenced {
-                fenced = true
-                logger.critical("the shared store was unreachable for longer than a lease; stopping the jobs here (other nodes rescue them)")
-                await scheduler.stopAll(because: .shutdown)
-            }
+            logger.error("could not renew this node's leases",
+                         metadata: ["error": "\(error)", "since_last_renewal": "\(clock.now() - lastRenewal)"])
+            await fenceIfSilent()
         }
+    }
+
+    /// Once no renewal has gone through for a lease (counted from the start of the last one that
+    /// did), other nodes may rescue this node's jobs: every job here is stopped, once per outage.
+    private func fenceIfSilent() async {
+        let silent = clock.now() - lastRenewal
+        guard silent >= store.leaseDuration, !fenced else { return }
+        fenced = true
+        logger.critical("no lease renewal went through for longer than a lease; stopping the jobs here (other nodes rescue them)",
+                        metadata: ["since_last_renewal": "\(silent)"])
+        await scheduler.stopAll(because: .shutdown)
     }
 
     private func heartbeat() async {

@@ -1,0 +1,116 @@
+import Logging
+import SpoolCore
+import SpoolExecutor
+import SpoolScheduler
+import SpoolStore
+import SpoolTesting
+import Synchronization
+import Testing
+
+/// The cluster coordinator's lease keeping, over the scheduler rig's store made "shared" by a
+/// stand-in whose lease renewals can hang (a database cut off behind a half-open connection),
+/// on the rig's manual clock.
+@Suite struct ClusterCoordinatorTests {
+    /// A node that cannot renew its leases for longer than a lease stops its jobs then (other
+    /// nodes may rescue them from that moment): not when the renewal in flight gives up, which
+    /// a half-open connection holds until the store's operation timeout, while the job already
+    /// runs again elsewhere.
+    @Test func aNodeWhoseRenewalsHangStopsItsJobsOnceALeaseHasPassed() async throws {
+        let executor = ScriptedExecutor()
+        let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
+        let shared = LeaseStandIn(rig.store, lease: .seconds(3))
+        let coordinator = ClusterCoordinator(store: shared, scheduler: rig.scheduler, clock: rig.clock, logger: SchedulerRig.quiet("cluster-test"))
+        try await rig.run({ _ in
+            _ = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job")
+            let stopped = Mutex<StopReason?>(nil)
+            let watcher = Task { let stop = await attempt.nextStop(); stopped.withLock { $0 = stop } }
+            // Started now, the coordinator renews the running job's lease at once.
+            let coordinating = Task { try await coordinator.run() }   // in the test's graceful-shutdown context
+            defer { coordinating.cancel() }
+            try await within(.seconds(10), "the job's lease renewed") {
+                while !shared.renewed.contains(attempt.job.id) { await Task.yield() }
+            }
+            shared.partition()
+            // A lease and a half on: the renewal in flight still hangs (it never returns here).
+            // The watch that fences runs every tenth of a lease; time moves until it has.
+            rig.manual.advance(by: .milliseconds(4500))
+            for _ in 0..<50 where stopped.withLock({ $0 == nil }) {
+                if await rig.manual.sleeperArrives(patience: .milliseconds(5)) { rig.manual.advance(by: .milliseconds(100)) }
+            }
+            try await within(.seconds(10), "the job stopped while the renewal hangs") { await watcher.value }
+            #expect(stopped.withLock { $0 } == .shutdown)
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+}
+
+/// A `SharedJobStore` over a local one, for the coordinator: renewals answer every attempt as
+/// held until `partition()`, then hang until cancelled; nothing expires, no other node exists.
+final class LeaseStandIn: SharedJobStore {
+    let base: any JobStore
+    let node = "node-test"
+    let leaseDuration: Duration
+    private let state = Mutex((partitioned: false, renewed: Set<JobID>()))
+
+    init(_ base: any JobStore, lease: Duration) {
+        self.base = base
+        leaseDuration = lease
+    }
+
+    func partition() { state.withLock { $0.partitioned = true } }
+    /// The jobs whose leases were renewed.
+    var renewed: Set<JobID> { state.withLock { $0.renewed } }
+
+    func renewLeases(of attempts: [JobID: Int]) async throws -> [LeaseHolding] {
+        if state.withLock({ $0.partitioned }) { try await Task.sleep(for: .seconds(3600)) }   // real time: only cancellation ends it
+        state.withLock { $0.renewed.formUnion(attempts.keys) }
+        return attempts.map { LeaseHolding(job: $0.key, attempt: $0.value, cancelRequested: false) }
+    }
+    func rescueExpired(now: Timestamp) async throws -> [Job] { [] }
+    func heartbeat(role: String, slots: Int) async throws {}
+    func nodes() async throws -> [NodeStatus] { [] }
+    func signals() -> AsyncStream<ClusterSignal> { AsyncStream { _ in } }
+    func storeFiles(_ files: [StoredFile], of job: JobID, attempt: Int) async throws -> Bool { true }
+    func storedFiles(of job: JobID) async throws -> [StoredFileInfo] { [] }
+    func storedFile(_ name: String, of job: JobID) async throws -> [UInt8]? { nil }
+
+    func prepare() async throws { try await base.prepare() }
+    func enqueue(_ job: Job, limits: QueueLimits) async throws -> EnqueueResult { try await base.enqueue(job, limits: limits) }
+    func enqueueArray(_ tasks: [Job], limits: QueueLimits) async throws -> [Job] { try await base.enqueueArray(tasks, limits: limits) }
+    func arraySummary(_ id: String) async throws -> ArraySummary? { try await base.arraySummary(id) }
+    func arrayTasks(_ id: String, after index: Int64?, limit: Int) async throws -> [Job] {
+        try await base.arrayTasks(id, after: index, limit: limit)
+    }
+    func job(_ id: JobID) async throws -> Job? { try await base.job(id) }
+    func jobs(_ query: JobQuery) async throws -> JobPage { try await base.jobs(query) }
+    func queuedCount() async throws -> Int { try await base.queuedCount() }
+    func queuedCount(owner: String) async throws -> Int { try await base.queuedCount(owner: owner) }
+    func queuedCount(priorityAtLeast priority: Int, dueBy: Timestamp) async throws -> Int {
+        try await base.queuedCount(priorityAtLeast: priority, dueBy: dueBy)
+    }
+    func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job? {
+        try await base.claimNext(for: slot, excluding: excluding, now: now)
+    }
+    func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
+                claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job? {
+        try await base.finish(id, attempt: attempt, outcome: outcome, result: result, now: now, claimNextFor: slot, excluding: excluding)
+    }
+    func cancel(_ id: JobID, by actor: String?, now: Timestamp) async throws -> CancelResult { try await base.cancel(id, by: actor, now: now) }
+    func reportProgress(_ id: JobID, attempt: Int, progress: JobProgress) async throws {
+        try await base.reportProgress(id, attempt: attempt, progress: progress)
+    }
+    func recoverInterrupted(now: Timestamp) async throws -> [Job] { try await base.recoverInterrupted(now: now) }
+    func expireDeadlines(now: Timestamp) async throws -> [Job] { try await base.expireDeadlines(now: now) }
+    func nextTimer(after now: Timestamp) async throws -> Timestamp? { try await base.nextTimer(after: now) }
+    func watch(_ id: JobID) -> JobWatch { base.watch(id) }
+    func events(after: Int64, job: JobID?, owner: String?, limit: Int) async throws -> [JobEvent] {
+        try await base.events(after: after, job: job, owner: owner, limit: limit)
+    }
+    func webhookEvents(after: Int64, limit: Int) async throws -> (events: [JobEvent], through: Int64) {
+        try await base.webhookEvents(after: after, limit: limit)
+    }
+    func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
+        try await base.appendEvent(kind, job: job, data: data, now: now)
+    }
+    var eventNotifier: EventNotifier { base.eventNotifier }
+}
