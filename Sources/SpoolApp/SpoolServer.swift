@@ -224,11 +224,10 @@ public enum SpoolServer {
         }
         let running = try await store.jobs(JobQuery(state: .running, limit: 100_000)).jobs.filter { node == nil || $0.node == node }
         guard !running.isEmpty else { return }
-        let killed = try await OrphanReaper.killLeftovers(of: Set(running.map(\.id))) + leftovers
         let recovered = try await store.recoverInterrupted(now: WallClock.now())
         let failed = recovered.filter { $0.attempts >= $0.maxAttempts }.count
         logger.warning("recovered jobs interrupted by a previous crash", metadata: [
-            "requeued": "\(recovered.count - failed)", "failed_interrupted": "\(failed)", "leftover_processes_killed": "\(killed.count)",
+            "requeued": "\(recovered.count - failed)", "failed_interrupted": "\(failed)", "leftover_processes_killed": "\(leftovers.count)",
         ])
     }
 

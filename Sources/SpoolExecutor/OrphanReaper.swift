@@ -5,22 +5,11 @@ import SpoolCore
 /// `kill -9` of the server, since each job leads its own session — and kills them before
 /// their jobs are requeued, so a recovered job never runs twice at once.
 ///
-/// A process belongs to a job when its environment holds `SPOOL_JOB_ID=<id>` (every
-/// descendant inherits it), which also guards against a recycled pid.
+/// A process belongs to a job of this data directory when its environment holds the job's
+/// `SPOOL_MESSAGES` path (every descendant inherits it), which also guards against a recycled
+/// pid, and against the processes of another server on the same host (`SPOOL_JOB_ID` alone
+/// would name another node's attempt of the same job too).
 public enum OrphanReaper {
-    /// Kills every process group holding one of `jobs`; returns the pids found. Waits (at
-    /// most `patience`) until they are gone.
-    public static func killLeftovers(of jobs: Set<JobID>, patience: Duration = .seconds(5)) async throws -> [Int32] {
-        guard !jobs.isEmpty else { return [] }
-        let marker = Array("SPOOL_JOB_ID=".utf8)
-        let found = try await BlockingIO.run {
-            scan { variable in
-                guard variable.starts(with: marker), let id = JobID(String(decoding: variable.dropFirst(marker.count), as: UTF8.self)) else { return false }
-                return jobs.contains(id)
-            }
-        }
-        return await killAll(found, patience: patience)
-    }
 
     static func killAll(_ found: [Leftover], patience: Duration) async -> [Int32] {
         let own = getpgrp()

@@ -116,7 +116,9 @@ public struct ProcessJobExecutor: JobExecutor {
     private func launch(_ job: JobID, _ plan: LaunchPlan, paths: JobPaths, messagesMade: Bool, gate: Bool) -> ChildLaunch {
         ChildLaunch(argv: plan.argv, environment: plan.environment, workingDirectory: plan.workingDirectory,
                     stdin: paths.input, messages: paths.messages, messagesMade: messagesMade, gate: gate,
-                    marker: "SPOOL_JOB_ID=\(job)", killGrace: configuration.killGrace)
+                    // Its messages path: this data directory's attempt of the job alone (another node
+                    // on this host may run a later attempt of the same job).
+                    marker: "SPOOL_MESSAGES=" + paths.messages, killGrace: configuration.killGrace)
     }
 
     /// Opens the job's log and starts its process; its output and messages go to the log and to

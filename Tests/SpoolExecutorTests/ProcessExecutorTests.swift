@@ -199,6 +199,26 @@ import Testing
         #expect(!OrphanReaper.isRunning(pid), "process \(pid) left its job's group with setsid and outlived the job")
     }
 
+    /// The sweep after a job kills what carries that job's own mark (its messages path, unique
+    /// to this data directory), not every process of the same job id: another node on this
+    /// host may run a later attempt of the job (it rescued it) and must be left alone.
+    @Test func theSweepAfterAJobLeavesAnotherNodesAttemptOfTheSameJobAlone() async throws {
+        let job = try prepare(["/bin/sh", "-c", "while [ ! -e \"$SPOOL_OUTPUT_DIR/go\" ]; do sleep 0.01; done"])
+        let other = Mutex<pid_t?>(nil)
+        defer { if let pid = other.withLock({ $0 }) { reap(pid, signal: SIGKILL) } }
+        let id = job.job.id
+        let observer = ExecutionObserver(started: { [directory] _ in
+            // Another node's attempt of the same job, started after this one (its pid is among
+            // those the sweep reads).
+            let pid = try? spawn(["/bin/sleep", "30"], environment: ["SPOOL_JOB_ID=\(id)", "SPOOL_MESSAGES=\(directory)-other/jobs/\(id)/messages"])
+            other.withLock { $0 = pid }
+            FileManager.default.createFile(atPath: job.paths.outputs + "/go", contents: nil)
+        })
+        #expect(await run(job, observer: observer) == .succeeded)
+        let pid = try #require(other.withLock { $0 })
+        #expect(OrphanReaper.isRunning(pid), "the other node's attempt was killed by this one's sweep")
+    }
+
     @Test func aStopRequestCancelsARunningJob() async throws {
         let job = try prepare(["/bin/sh", "-c", "echo ready > \"$SPOOL_OUTPUT_DIR/ready\"; sleep 300"])
         let (stops, continuation) = AsyncStream<StopReason>.makeStream()

@@ -172,7 +172,8 @@ import Testing
             let failed = try await rig.waitFor(job.id, .failed)
             #expect(failed.reason == .timeout)
             #expect(child.signals == [SIGTERM, SIGKILL])
-            #expect(child.launch.marker == "SPOOL_JOB_ID=\(job.id)", "what leaves the group is found by its job id")
+            #expect(child.launch.marker == "SPOOL_MESSAGES=\(rig.dataDirectory)/jobs/\(job.id)/messages",
+                    "what leaves the group is found by its job's messages path (this data directory's attempt alone)")
         }
     }
 
