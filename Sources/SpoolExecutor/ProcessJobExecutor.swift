@@ -76,10 +76,11 @@ public struct ProcessJobExecutor: JobExecutor {
             // the executable is still there (else the plain start reports it as a spawn failure).
             if entry.slot == slot.id, entry.attempt == job.attempts, let gated = await entry.work.value,
                gated.launch.argv == plan.argv, gated.launch.environment == plan.environment,
-               gated.launch.workingDirectory == plan.workingDirectory, ExecutableLookup.runnable(gated.executable) {
+               gated.launch.workingDirectory == plan.workingDirectory,
+               (try? await BlockingIO.run({ ExecutableLookup.runnable(gated.executable) })) == true {   // a stat and a read: off the cooperative pool
                 gated.started.observer.bind(observer)
                 if gated.started.child.openGate() {
-                    return await supervise(job, gated.started.child, log: gated.started.log, stops: stops, observer: observer)
+                    return await supervise(job, gated.started, stops: stops, observer: observer)
                 }
             }
             await StartedAhead.discard(entry)   // overtaken, or gone: a plain start
@@ -91,7 +92,7 @@ public struct ProcessJobExecutor: JobExecutor {
         }
         switch await start(launch(job.id, plan, paths: paths, messagesMade: prepared?.messages ?? false, gate: false), paths: paths,
                            observer: observer) {
-        case .success(let started): return await supervise(job, started.child, log: started.log, stops: stops, observer: observer)
+        case .success(let started): return await supervise(job, started, stops: stops, observer: observer)
         case .failure(let error): return ExecutionResult(.spawnFailed(message: error.description))
         }
     }
@@ -129,11 +130,11 @@ public struct ProcessJobExecutor: JobExecutor {
         let binding = ObserverBinding(observer)
         let events = ChildEvents(output: { bytes in
             log.write(bytes)
-            await binding.current?.output(bytes)
+            binding.current?.output(bytes)
         }, message: { line in
             do {
                 let message = try JobMessage(line: line)
-                await binding.current?.message(message)
+                binding.current?.message(message)
             } catch {
                 log.note("ignored a message on $SPOOL_MESSAGES: \(error)")
             }
@@ -148,8 +149,9 @@ public struct ProcessJobExecutor: JobExecutor {
     }
 
     /// The attempt from its process's start to its end.
-    private func supervise(_ job: Job, _ child: any ChildProcess, log: LogSink, stops: AsyncStream<StopReason>,
+    private func supervise(_ job: Job, _ started: StartedChild, stops: AsyncStream<StopReason>,
                            observer: ExecutionObserver) async -> ExecutionResult {
+        let (child, log) = (started.child, started.log)
         await observer.started(child.pid)
         let grace = configuration.killGrace
         let stopping = AttemptWatch.Stopping(
@@ -158,6 +160,7 @@ public struct ProcessJobExecutor: JobExecutor {
             force: { child.signal(SIGKILL) })
         let (end, reason) = await AttemptWatch.run(timeout: .seconds(job.timeoutSeconds), killGrace: grace, clock: clock, stops: stops,
                                                    note: log.note, stopping: stopping, until: { await child.exit().attemptEnd })
+        await started.observer.current?.finish()   // everything it said reaches the scheduler before its end does
         await log.close()
         return ExecutionResult(JobOutcome(end, stoppedFor: reason))
     }

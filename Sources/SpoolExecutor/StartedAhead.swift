@@ -110,13 +110,15 @@ struct StartedChild: Sendable {
 /// Where a child's output and messages go once its attempt runs: set at the start, so a child
 /// launched ahead (gated) reports to the attempt that opens its gate.
 final class ObserverBinding: Sendable {
-    private let observer = Mutex<ExecutionObserver?>(nil)
+    private let deliveries = Mutex<ObserverDeliveries?>(nil)
 
-    init(_ observer: ExecutionObserver? = nil) { self.observer.withLock { $0 = observer } }
+    init(_ observer: ExecutionObserver? = nil) { deliveries.withLock { $0 = observer.map(ObserverDeliveries.init) } }
 
-    func bind(_ observer: ExecutionObserver) { self.observer.withLock { $0 = observer } }
+    func bind(_ observer: ExecutionObserver) { deliveries.withLock { $0 = ObserverDeliveries(observer) } }
 
-    var current: ExecutionObserver? { observer.withLock { $0 } }
+    /// Where the child's output and messages go: to the observer by a task of their own, so
+    /// the child's pipes are read on while the observer (the store) takes its time.
+    var current: ObserverDeliveries? { deliveries.withLock { $0 } }
 }
 
 /// Finds the executable a job's command names, for a start ahead: only an absolute path or a

@@ -219,6 +219,20 @@ import Testing
         #expect(OrphanReaper.isRunning(pid), "the other node's attempt was killed by this one's sweep")
     }
 
+    /// A job's output is read on while its observer (the scheduler, and through it the store)
+    /// is slow to take it: the job does not stall on a full pipe, its time running out.
+    @Test func aSlowObserverDoesNotStallAChattyJob() async throws {
+        let job = try prepare(["/bin/sh", "-c", "head -c 300000 /dev/zero; touch \"$SPOOL_OUTPUT_DIR/done\""], logLimit: 10_000)
+        let (released, release) = AsyncStream<Void>.makeStream()
+        let observer = ExecutionObserver(output: { _ in for await _ in released { return } })   // a store that takes its time
+        let ran = Task { await run(job, observer: observer) }
+        try await within(.seconds(10), "the job writing all its output while its observer waits") {
+            while !FileManager.default.fileExists(atPath: job.paths.outputs + "/done") { try await Task.sleep(for: .milliseconds(2)) }
+        }
+        release.finish()
+        #expect(await ran.value == .succeeded)
+    }
+
     @Test func aStopRequestCancelsARunningJob() async throws {
         let job = try prepare(["/bin/sh", "-c", "echo ready > \"$SPOOL_OUTPUT_DIR/ready\"; sleep 300"])
         let (stops, continuation) = AsyncStream<StopReason>.makeStream()
