@@ -168,6 +168,9 @@ public actor Scheduler: Service {
     private var emptyIdle: [SlotID: EmptyQueue] = [:]
     /// When a wake-up is set for the types backing off on some slot (`wakeWhenTypesReturn`).
     private var typesReturnAt: Moment?
+    /// Attempts whose end the store has failed to record since then (retried; given up during a
+    /// shutdown with a shared store only after a lease).
+    private var recordFailingSince: [Attempt: Moment] = [:]
     /// The latest look-up asked for each slot (older answers are dropped).
     private var lookups: [SlotID: Int] = [:]
     /// The jobs started since each slot's look-ahead in flight looked: the job it found may be
@@ -579,12 +582,16 @@ public actor Scheduler: Service {
             storeTrouble = nil
         case .failure(let error):
             storeFailed(error)
-            if shuttingDown && store is any SharedJobStore {
-                // Stopping, and the shared store is out of reach: the job's lease will lapse and
-                // another node will rescue it (run it again, or fail it as node_lost), so this
-                // node need not hold its exit for the database.
+            let failingSince = recordFailingSince[Attempt(job)] ?? clock.now()
+            recordFailingSince[Attempt(job)] = failingSince
+            if shuttingDown, let shared = store as? any SharedJobStore, clock.now() - failingSince >= shared.leaseDuration {
+                // Stopping, and the shared store out of reach for a lease (a passing failure is
+                // retried, as at any time: the outcome is the job's, and its lease is renewed
+                // meanwhile): the lease will lapse and another node will rescue the job (run it
+                // again, or fail it as node_lost), so this node need not hold its exit for the database.
                 logger.error("could not record a finished job while stopping; another node will rescue it once its lease lapses",
                              metadata: ["job": "\(job.id)", "outcome": "\(outcome.resultingState)", "error": "\(error)"])
+                recordFailingSince[Attempt(job)] = nil
                 running[Attempt(job)] = nil
                 logBudgets[Attempt(job)] = nil
                 do { try board.finished(job.id, on: slot, closing: true) } catch {
@@ -601,6 +608,7 @@ public actor Scheduler: Service {
             }
             return
         }
+        recordFailingSince[Attempt(job)] = nil
         let state = await afterRecorded(job, on: slot, with: result, in: &group)
         // Back in the queue at once (a lost worker, attempts left): a slot other than this one may take it.
         if state == .queued { jobEnqueued() }

@@ -42,6 +42,25 @@ import Testing
             #expect(stopped.withLock { $0 } == .shutdown)
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }
+
+    /// A job that ends during a shutdown is recorded through a passing store failure (retried,
+    /// its lease renewed meanwhile): its outcome is not given up at the first error, to be
+    /// rescued a lease later as `node_lost` with its result lost.
+    @Test func aJobThatEndsDuringAShutdownIsRecordedThroughAPassingStoreFailure() async throws {
+        let executor = ScriptedExecutor()
+        let rig = try SchedulerRig(sharedLease: .seconds(10), executor: { _, _, _ in executor })
+        try await rig.run({ trigger in
+            let job = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job")
+            rig.store.fail(.finish, times: 1)
+            trigger.triggerGracefulShutdown()
+            attempt.finish(.succeeded, result: .object(["frames": .int(24)]))   // within the shutdown's grace
+            try await rig.advance(by: .milliseconds(500), until: "the job's end recorded") {
+                try await rig.job(job.id).state == .succeeded
+            }
+            #expect(try await rig.job(job.id).result == .object(["frames": .int(24)]))
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
 }
 
 /// A `SharedJobStore` over a local one, for the coordinator: renewals answer every attempt as

@@ -31,7 +31,8 @@ final class SchedulerRig: Sendable {
 
     /// `manualWall`: the wall clock moves with the manual one (for timers set in wall time:
     /// retries' back-off, delayed starts, deadlines); otherwise it is the real time of day.
-    init(slots: Int = 1, types: [JobType] = [SchedulerRig.processType], manualWall: Bool = false,
+    /// `sharedLease`: the store is a shared one's stand-in (`LeaseStandIn`) with this lease.
+    init(slots: Int = 1, types: [JobType] = [SchedulerRig.processType], manualWall: Bool = false, sharedLease: Duration? = nil,
          executor: (JobCatalog, SpoolClock, String) -> any JobExecutor,
          configure: (inout SchedulerConfiguration) -> Void = { _ in }) throws {
         let manual = ManualClock(), start = WallClock.now()
@@ -54,7 +55,9 @@ final class SchedulerRig: Sendable {
         configuration.claimDelay = .zero
         configure(&configuration)
         self.configuration = configuration
-        scheduler = Scheduler(store: store, executor: executor(catalog, clock, dataDirectory), catalog: catalog,
+        let flaky = store
+        let scheduled: any JobStore = sharedLease.map { LeaseStandIn(flaky, lease: $0) } ?? flaky
+        scheduler = Scheduler(store: scheduled, executor: executor(catalog, clock, dataDirectory), catalog: catalog,
                               configuration: configuration, clock: clock, logger: Self.quiet("scheduler-test"))
     }
 
