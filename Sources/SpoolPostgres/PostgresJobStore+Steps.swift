@@ -31,22 +31,35 @@ struct SlotStep: Sendable {
 /// queue's head with SKIP LOCKED, their events and one notification — parsed once per
 /// connection rather than once per job.
 extension PostgresJobStore {
+    /// Makes claims take turns across nodes while some token caps its running jobs: held to the
+    /// end of the claim's transaction, taken before the claim statement's snapshot.
+    static func lockRunningCaps(on connection: PostgresConnection, logger: Logger) async throws {
+        try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended('spool:max_running', 0))", logger: logger)
+    }
+
     /// Commits `steps` in one transaction; answers each step's claimed job (nil when it claimed
     /// none, or asked for none), in order. Throws when nothing was written.
     func commitSteps(_ steps: [SlotStep]) async throws -> [Result<Job?, any Error>] {
         let (blind, read) = blindAndRead(steps.compactMap { $0.finish })
+        let takeTurns = runningCapped.withLock { $0 } && steps.contains { $0.claim != nil }
         // Claims that skip the same job types share a statement; each statement sees the jobs
         // the ones before it claimed.
         let groups = Dictionary(grouping: steps.indices.filter { steps[$0].claim != nil }) { steps[$0].claim!.excluding.sorted() }
             .sorted { $0.key.lexicographicallyPrecedes($1.key) }
         // The first statement carries the finishes (alone when nothing is claimed).
         let pending = groups.isEmpty
-            ? (blind.isEmpty ? [] : [SlotStepsBatch(finishes: blind, claims: [], excluding: [], node: node, lease: leaseDuration)])
+            ? (blind.isEmpty ? [] : [SlotStepsBatch(finishes: blind, claims: [], excluding: [], node: node, lease: leaseDuration,
+                                                    takingTurns: false)])
             : groups.enumerated().map { number, group in
                 SlotStepsBatch(finishes: number == 0 ? blind : [], claims: group.value.map { steps[$0].claim! }, excluding: group.key,
-                             node: node, lease: leaseDuration)
+                             node: node, lease: leaseDuration, takingTurns: takeTurns)
             }
+        // Tokens' max_running is counted in each claim's snapshot: two nodes claiming at once
+        // would each see the other's claim uncommitted and both start one. While caps are known
+        // claims take turns (a lock, then the claim in a snapshot taken after it); a claim that
+        // does not skips capped tenants' jobs, and its answer says whether there are caps.
         let run: @Sendable (PostgresConnection) async throws -> (newest: Int64?, claims: [[Job]]) = { connection in
+            if takeTurns { try await Self.lockRunningCaps(on: connection, logger: self.logger) }
             var newest: Int64?
             for finish in read {
                 if var job = try await Self.fetchJob(where: "j.id = \(finish.id.rawValue) AND j.state = 'running' AND j.attempts = \(finish.attempt)",
@@ -60,10 +73,11 @@ extension PostgresJobStore {
                 let answer = try await statement.run(on: connection, logger: self.logger)
                 newest = [newest, answer.newest].compactMap { $0 }.max()
                 claims.append(answer.claimed)
+                if let capped = answer.capped { self.runningCapped.withLock { $0 = capped } }
             }
             return (newest, claims)
         }
-        let answer = read.isEmpty && pending.count <= 1
+        let answer = read.isEmpty && pending.count <= 1 && !takeTurns
             ? try await write("record finished jobs and claim the next", run)
             : try await transaction("record finished jobs and claim the next", run)
 
@@ -180,7 +194,8 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
                     WHERE state = 'queued' AND NOT (type = ANY($\(first + 2)::text[]))
                       AND (not_before IS NULL OR not_before <= (SELECT min(at) FROM c))
                       AND (start_by IS NULL OR start_by > (SELECT min(at) FROM c))
-                      AND owner NOT IN (SELECT name FROM room WHERE spare <= 0)
+                      -- Unless claims take turns (locked), a capped tenant's job is left to one that does.
+                      AND owner NOT IN (SELECT name FROM room WHERE spare <= 0 OR NOT $\(first + 3)::boolean)
                     ORDER BY priority DESC, fair_tag, seq LIMIT cardinality($\(first)::bigint[]) FOR UPDATE SKIP LOCKED
                 ), allowed AS (
                     SELECT n.*, row_number() OVER (PARTITION BY n.owner ORDER BY n.priority DESC, n.fair_tag, n.seq) AS k FROM next n
@@ -218,7 +233,7 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
         }
         if Shape.claims {
             sql += """
-                , claimed.*
+                , (SELECT count(*) > 0 FROM room) AS capped, claimed.*
                 FROM newest n LEFT JOIN (claimed JOIN claim_event ON claim_event.job_id = claimed.id) ON true
                 ORDER BY claimed.claim
                 """
@@ -234,7 +249,7 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
 
     func makeBindings() throws -> PostgresBindings {
         let (finishes, claims) = (batch.finishes, batch.claims)
-        var bindings = PostgresBindings(capacity: 7)
+        var bindings = PostgresBindings(capacity: 8)
         bindings.append(batch.node)
         bindings.append(batch.lease.microseconds)
         if Shape.finishes {
@@ -262,21 +277,25 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
             bindings.append(claims.map { Int64($0.slot.rawValue) })
             bindings.append(claims.map { $0.now.microseconds })
             bindings.append(batch.excluding)
+            bindings.append(batch.takingTurns)
         }
         return bindings
     }
 
     func decodeRow(_ row: PostgresRow) throws -> PostgresRandomAccessRow { row.makeRandomAccess() }
 
-    /// Runs the statement; answers the newest event it wrote and the claimed jobs, in claim order.
-    func run(on connection: PostgresConnection, logger: Logger) async throws -> (newest: Int64?, claimed: [Job]) {
-        var newest: Int64?
-        var claimed: [Job] = []
+    /// Runs the statement; answers the newest event it wrote, the claimed jobs, in claim order,
+    /// and (with claims) whether some token caps its running jobs.
+    func run(on connection: PostgresConnection, logger: Logger) async throws -> SlotStepsBatch.Answer {
+        var answer = SlotStepsBatch.Answer()
         for try await row in try await connection.execute(self, logger: logger) {
-            newest = try row["newest"].decode(Int64?.self)
-            if Shape.claims, try row["seq"].decode(Int64?.self) != nil { claimed.append(try PostgresJobStore.job(from: row)) }
+            answer.newest = try row["newest"].decode(Int64?.self)
+            if Shape.claims {
+                answer.capped = try row["capped"].decode(Bool.self)
+                if try row["seq"].decode(Int64?.self) != nil { answer.claimed.append(try PostgresJobStore.job(from: row)) }
+            }
         }
-        return (newest, claimed)
+        return answer
     }
 }
 
@@ -289,13 +308,22 @@ struct SlotStepsBatch: Sendable {
     var excluding: [String]
     var node: String
     var lease: Duration
+    /// The claims run under `lockRunningCaps`: they may start capped tenants' jobs.
+    var takingTurns: Bool
 
-    func run(on connection: PostgresConnection, logger: Logger) async throws -> (newest: Int64?, claimed: [Job]) {
+    struct Answer: Sendable {
+        var newest: Int64?
+        var claimed: [Job] = []
+        /// Whether some token caps its running jobs (nil: nothing was claimed, nothing read).
+        var capped: Bool?
+    }
+
+    func run(on connection: PostgresConnection, logger: Logger) async throws -> Answer {
         switch (finishes.isEmpty, claims.isEmpty) {
         case (false, false): try await SlotStepsStatement<FinishAndClaim>(batch: self).run(on: connection, logger: logger)
         case (false, true): try await SlotStepsStatement<FinishOnly>(batch: self).run(on: connection, logger: logger)
         case (true, false): try await SlotStepsStatement<ClaimOnly>(batch: self).run(on: connection, logger: logger)
-        case (true, true): (nil, [])
+        case (true, true): Answer()
         }
     }
 }

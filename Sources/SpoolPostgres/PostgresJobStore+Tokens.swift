@@ -16,6 +16,7 @@ extension PostgresJobStore: TokenStore {
                 """, logger: self.logger).decodeFirst(String.self)
         }
         guard inserted != nil else { throw StoreError(.conflict, "a token named \(token.name) already exists (revoke it first to replace it)") }
+        if token.limits.maxRunning != nil { runningCapped.withLock { $0 = true } }
     }
 
     public func tokens() async throws -> [TokenRecord] {

@@ -39,6 +39,9 @@ public final class PostgresJobStore: SharedJobStore {
     let isListening = Mutex(false)
     /// The jobs this node runs, as claimed: what `finish` needs to write an outcome blind.
     let claimedJobs = Mutex<[JobID: Job]>([:])
+    /// Whether some token caps its running jobs, as of this node's last claim (or its start, or
+    /// a token it made): claims then take turns (`lockRunningCaps`).
+    let runningCapped = Mutex(false)
     /// This node's concurrent claims and finishes, committed together (`commitSteps`).
     private let steps: GroupCommit<SlotStep, Job?>
     /// Concurrent `appendEvent` calls, committed together (`commitEvents`).
@@ -120,6 +123,11 @@ public final class PostgresJobStore: SharedJobStore {
             for try await id in rows.decode(Int64.self) { ids.append(id) }
             return ids
         }
+        let capped = try await read("read the tokens' caps") { connection in
+            try await connection.query("SELECT EXISTS (SELECT 1 FROM tokens WHERE max_running IS NOT NULL)", logger: self.logger)
+                .decodeFirst(Bool.self) ?? false
+        }
+        runningCapped.withLock { $0 = capped }
         let start = EventHorizon.start(newest: newest)
         horizon.start(at: start)
         eventNotifier.published(upTo: start)

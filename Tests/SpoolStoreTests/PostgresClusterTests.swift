@@ -134,6 +134,60 @@ import Testing
         }
     }
 
+    /// A tenant's max_running holds across nodes. A node that knows of the cap makes its claims
+    /// take turns: one that comes while another node's claim of the tenant's job is uncommitted
+    /// waits for it (each counts running jobs in its own snapshot, and would see room for one
+    /// more), then finds the tenant at its cap. A node that does not know of it yet (the token
+    /// was made elsewhere) leaves capped tenants' jobs alone, and learns of the cap.
+    @Test func aTenantsMaxRunningHoldsWhileNodesClaimAtOnce() async throws {
+        try await withNodes(2) { nodes in
+            let (id, _) = TokenText.generate()
+            try await nodes[0].createToken(TokenRecord(id: id, name: "a", secretDigest: Array(repeating: 7, count: 32), isAdmin: false,
+                                                       limits: TenantLimits(maxRunning: 1), createdAt: at(1)))
+            for _ in 0..<3 {
+                var job = makeJob()
+                job.owner = "a"
+                _ = try await nodes[0].create(job)
+            }
+            // Node 0 claims with its transaction held open, as the store runs a claim with caps
+            // known; meanwhile node 1 claims. Answers whether node 1's claim waited for node 0's.
+            func race(_ body: (Job?) -> Void) async throws -> (waited: Bool, claimed: Job) {
+                try await nodes[0].client.withConnection { connection in
+                    try await connection.query("BEGIN", logger: TestPostgres.logger)
+                    try await PostgresJobStore.lockRunningCaps(on: connection, logger: TestPostgres.logger)
+                    let first = try await SlotStepsBatch(finishes: [], claims: [.init(slot: SlotID(0), excluding: [], now: at(10))],
+                                                         excluding: [], node: "node-0", lease: .seconds(10), takingTurns: true)
+                        .run(on: connection, logger: TestPostgres.logger)
+                    let answered = Mutex(false)
+                    let second = Task {
+                        defer { answered.withLock { $0 = true } }
+                        return try await nodes[1].claimNext(for: SlotID(0), now: at(10))
+                    }
+                    // Until node 1's claim has answered or waits on node 0's (at most 10 s).
+                    var waited = false
+                    let deadline = ContinuousClock.now + .seconds(10)
+                    while !answered.withLock({ $0 }), ContinuousClock.now < deadline, !waited {
+                        waited = try await nodes[0].client.withConnection { other in
+                            try await other.query("""
+                                SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+                                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                                  AND (classid::bigint << 32 | objid::bigint) = hashtextextended('spool:max_running', 0)
+                                """, logger: TestPostgres.logger).decodeFirst(Int64.self) ?? 0
+                        } > 0
+                    }
+                    try await connection.query("COMMIT", logger: TestPostgres.logger)
+                    body(try await second.value)
+                    return (waited, try #require(first.claimed.first))
+                }
+            }
+            let unaware = try await race { #expect($0 == nil, "node 1, not knowing of the cap, leaves the tenant's jobs alone") }
+            #expect(!unaware.waited)
+            _ = try await nodes[0].finish(unaware.claimed.id, attempt: 1, outcome: .succeeded, now: at(20), claimNextFor: nil)
+            let aware = try await race { #expect($0 == nil, "the tenant is at its max_running of 1") }
+            #expect(aware.waited, "node 1, knowing of the cap now, waited for node 0's claim")
+        }
+    }
+
     @Test func aCancelOnOneNodeReachesTheNodeRunningTheJob() async throws {
         try await withNodes(2) { nodes in
             let (api, gpu) = (nodes[0], nodes[1])
