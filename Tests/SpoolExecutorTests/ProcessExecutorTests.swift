@@ -233,6 +233,58 @@ import Testing
         #expect(await ran.value == .succeeded)
     }
 
+    /// `writer` runs in the background on the job's stdout, writing without end, and the output is
+    /// read slowly (20 ms a chunk), so the pipe never runs dry; once the output flows, the leader
+    /// exits 0 (or is stopped by `stop`). The job still ends when its leader does — on a clock that
+    /// never advances, so no timeout ends it — and the writer dies with it.
+    func aWriterLeftOnStdoutEndsWithItsJob(_ writer: String, stop: StopReason? = nil) async throws -> JobOutcome? {
+        let script = """
+            mkfifo "$SPOOL_OUTPUT_DIR/exit"
+            \(writer) & echo $! > "$SPOOL_OUTPUT_DIR/writer"
+            read go < "$SPOOL_OUTPUT_DIR/exit"; exit 0
+            """
+        let job = try prepare(["/bin/sh", "-c", script], logLimit: 10_000, clock: SpoolClock(ManualClock(), wall: WallClock.now))
+        let (output, flows) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let observer = ExecutionObserver(output: { _ in
+            flows.yield()
+            try? await Task.sleep(for: .milliseconds(20))
+        })
+        let (stops, stopping) = AsyncStream<StopReason>.makeStream()
+        let ended = Task { await run(job, stops: stops, observer: observer) }   // unstructured: awaited below, within a bound
+        _ = try await output.next("the writer's output")
+        // The leader is on its way to reading the FIFO, having written the writer's pid: this open
+        // waits for it, briefly.
+        let exit = open(job.paths.outputs + "/exit", O_WRONLY | O_CLOEXEC)
+        defer { close(exit) }
+        let writer = try pid(in: job.paths.outputs + "/writer")
+        defer { kill(writer, SIGKILL) }
+        if let stop {
+            stopping.yield(stop)
+        } else {
+            #expect(exit >= 0 && write(exit, "go\n", 3) == 3)
+        }
+        let outcome = try? await within(.seconds(10), "the job to end once its leader exited") { await ended.value }
+        // SIGKILLed, it may take a moment to be gone.
+        _ = try? await within(.seconds(5), "the writer \(writer) to die") {
+            while OrphanReaper.isRunning(writer) { try await Task.sleep(for: .milliseconds(2)) }
+        }
+        #expect(!OrphanReaper.isRunning(writer), "the writer \(writer) outlived its job")
+        return outcome
+    }
+
+    @Test func aWriterLeftInTheGroupOnStdoutEndsWithItsJob() async throws {
+        #expect(try await aWriterLeftOnStdoutEndsWithItsJob("yes") == .succeeded)
+    }
+
+    @Test func aWriterThatLeftTheGroupOnStdoutEndsWithItsJob() async throws {
+        #expect(try await aWriterLeftOnStdoutEndsWithItsJob("setsid yes") == .succeeded)
+    }
+
+    /// The shutdown's SIGTERM reaches the job's group only; its leader's exit is what ends the writer.
+    @Test func aShutdownEndsAJobWhoseWriterLeftTheGroup() async throws {
+        #expect(try await aWriterLeftOnStdoutEndsWithItsJob("setsid yes", stop: .shutdown) == .stoppedForShutdown)
+    }
+
     /// Without a pidfd (a kernel older than 5.3) an exit is noticed from /proc; either way the
     /// child is not reaped, and a stopped watch answers at once.
     @Test func anExitIsNoticedWithoutAPidfdAndNotReaped() async throws {
