@@ -251,17 +251,25 @@ import Testing
         })
         let (stops, stopping) = AsyncStream<StopReason>.makeStream()
         let ended = Task { await run(job, stops: stops, observer: observer) }   // unstructured: awaited below, within a bound
+        // Whatever happens here, nothing of the job is left running: the leader, the writer.
+        defer { for pid in marked("SPOOL_JOB_ID=\(job.job.id)") { kill(pid, SIGKILL) } }
         _ = try await output.next("the writer's output")
-        // The leader is on its way to reading the FIFO, having written the writer's pid: this open
-        // waits for it, briefly.
-        let exit = open(job.paths.outputs + "/exit", O_WRONLY | O_CLOEXEC)
+        // Open (no waiting) once the leader reads the FIFO, which it does after writing the writer's pid.
+        let path = job.paths.outputs + "/exit"
+        let exit = try await within(.seconds(10), "the leader to wait on its FIFO") {
+            while true {
+                let descriptor = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+                if descriptor >= 0 { return descriptor }
+                try await Task.sleep(for: .milliseconds(2))
+            }
+        }
         defer { close(exit) }
         let writer = try pid(in: job.paths.outputs + "/writer")
         defer { kill(writer, SIGKILL) }
         if let stop {
             stopping.yield(stop)
         } else {
-            #expect(exit >= 0 && write(exit, "go\n", 3) == 3)
+            #expect(write(exit, "go\n", 3) == 3)
         }
         let outcome = try? await within(.seconds(10), "the job to end once its leader exited") { await ended.value }
         // SIGKILLed, it may take a moment to be gone.
