@@ -103,7 +103,8 @@ public actor ClusterCoordinator: Service {
                     Counter(label: "spool_attempts_fenced_total").increment()
                     logger.warning("a job running here was rescued by another node; stopping this attempt",
                                    metadata: ["job": "\(job)", "attempt": "\(attempt)"])
-                    await scheduler.stop(job, because: .shutdown)
+                    // That attempt only: a newer one claimed here since this renewal began goes on.
+                    await scheduler.stop(job, attempt: attempt, because: .shutdown)
                     continue
                 }
                 if holding.cancelRequested { await scheduler.stop(job, because: .cancel) }

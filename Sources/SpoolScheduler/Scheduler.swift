@@ -107,6 +107,7 @@ public actor Scheduler: Service {
         var job: JobID
         var number: Int
         init(_ job: Job) { (self.job, number) = (job.id, job.attempts) }
+        init(_ job: JobID, number: Int) { (self.job, self.number) = (job, number) }
     }
 
     /// The store failing claims or records, in a row.
@@ -254,6 +255,12 @@ public actor Scheduler: Service {
         let now = clock.now()
         if earlyStops.count >= 64 { earlyStops = earlyStops.filter { now - $0.value.at < .seconds(60) } }
         earlyStops[job] = (reason, now)
+    }
+
+    /// Asks one attempt of `job` to stop, if it runs here (a stale one: the job was rescued and
+    /// runs elsewhere, or here again as a newer attempt that must go on).
+    public func stop(_ job: JobID, attempt: Int, because reason: StopReason) {
+        stops[Attempt(job, number: attempt)]?.yield(reason)
     }
 
     /// Stops every running job (this node lost its shared store for longer than its leases).
@@ -976,9 +983,16 @@ public actor Scheduler: Service {
         guard let job else { return }
         let attempt = Attempt(job)
         for slot in startedDuringLookAhead.keys { startedDuringLookAhead[slot]!.insert(job.id) }
-        // An earlier attempt of this job still being stopped here (it was rescued elsewhere and
-        // came back): this one starts once that one has ended, never beside it in its directory.
+        // An earlier attempt of this job still here (it was rescued and came back): the store
+        // gave the job to this attempt, so that one is stale and stopped, whether or not a lease
+        // renewal noticed yet. This one starts once that one has ended, never beside it in its
+        // directory.
         let earlier = stops.keys.filter { $0.job == job.id && $0.number < attempt.number }
+        for previous in earlier {
+            logger.warning("a job claimed again here while an earlier attempt still runs; stopping that attempt",
+                           metadata: ["job": "\(job.id)", "attempt": "\(previous.number)", "claimed_attempt": "\(attempt.number)"])
+            stops[previous]?.yield(.shutdown)
+        }
         running[attempt] = Running(type: job.type, input: job.input, since: clock.now())
         SchedulerMetrics.claimed(job, waited: max(0, clock.wall().secondsSince1970 - job.createdAt.secondsSince1970))
         SchedulerMetrics.busySlots(running.count, of: board.slots.count)

@@ -43,6 +43,64 @@ import Testing
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }
 
+    /// A job rescued while it ran here and claimed here again: the earlier attempt, still
+    /// running, is stopped at once (the store gave the job to the new one), and the new one
+    /// starts once it has ended — not left to run beside a newer attempt that waits for it.
+    @Test func aJobClaimedHereAgainStopsItsEarlierAttemptStillRunningHere() async throws {
+        let executor = ScriptedExecutor()
+        let rig = try SchedulerRig(slots: 2, types: [Self.retried], sharedLease: .seconds(3), executor: { _, _, _ in executor })
+        try await rig.run({ _ in
+            let job = try await rig.submit()
+            let first = try await executor.attempts.next("the first attempt")
+            _ = try await rig.memory.recoverInterrupted(now: rig.clock.wall())   // rescued by "another node"
+            rig.scheduler.jobEnqueued()
+            let stop = try await within(.seconds(10), "the first attempt asked to stop") { await first.nextStop() }
+            #expect(stop == .shutdown)
+            first.finish(.stoppedForShutdown)
+            let second = try await executor.attempts.next("the second attempt")
+            #expect(second.job.id == job.id && second.job.attempts == 2)
+            second.finish(.succeeded)
+            try await rig.waitFor(job.id, .succeeded)
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
+    /// A renewal that began before the job was claimed here again finds the attempt it renewed
+    /// rescued: it fences that attempt only, not the newer one the store now holds for this node.
+    @Test func aRenewalFencesTheStaleAttemptAndNotTheNewerOneClaimedMeanwhile() async throws {
+        let executor = ScriptedExecutor()
+        let rig = try SchedulerRig(slots: 2, types: [Self.retried], sharedLease: .seconds(3), executor: { _, _, _ in executor })
+        let shared = LeaseStandIn(rig.store, lease: .seconds(3))
+        let coordinator = ClusterCoordinator(store: shared, scheduler: rig.scheduler, clock: rig.clock, logger: SchedulerRig.quiet("cluster-test"))
+        try await rig.run({ _ in
+            let job = try await rig.submit()
+            let first = try await executor.attempts.next("the first attempt")
+            let coordinating = Task { try await coordinator.run() }   // in the test's graceful-shutdown context
+            defer { coordinating.cancel() }
+            try await within(.seconds(10), "the job's lease renewed") {
+                while !shared.renewed.contains(job.id) { await Task.yield() }
+            }
+            // The next renewal (a third of a lease on) begins and waits with attempt 1 to renew.
+            shared.holdRenewals()
+            try await rig.advance(by: .milliseconds(100), until: "the next renewal begun") { shared.renewalsBegun == 2 }
+            _ = try await rig.memory.recoverInterrupted(now: rig.clock.wall())   // rescued by "another node"
+            rig.scheduler.jobEnqueued()
+            try await within(.seconds(10), "the job claimed here again") {
+                while await rig.scheduler.heldAttempts()[job.id] != 2 { await Task.yield() }
+            }
+            shared.releaseRenewals()
+            // A renewal begins only once the one before has fenced what it found.
+            try await rig.advance(by: .milliseconds(100), until: "the renewal after it begun") { shared.renewalsBegun >= 3 }
+            first.finish(.stoppedForShutdown)
+            let second = try await executor.attempts.next("the second attempt")
+            #expect(second.job.attempts == 2)
+            await rig.scheduler.stop(job.id, because: .cancel)
+            let stop = try await within(.seconds(10), "the second attempt's first stop") { await second.nextStop() }
+            #expect(stop == .cancel, "the fence stopped the newer attempt too")
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
+    static let retried = JobType(name: "t", command: try! CommandTemplate(["/bin/true"]), timeoutSeconds: 60, maxAttempts: 3)
+
     /// A job that ends during a shutdown is recorded through a passing store failure (retried,
     /// its lease renewed meanwhile): its outcome is not given up at the first error, to be
     /// rescued a lease later as `node_lost` with its result lost.
@@ -63,13 +121,22 @@ import Testing
     }
 }
 
-/// A `SharedJobStore` over a local one, for the coordinator: renewals answer every attempt as
-/// held until `partition()`, then hang until cancelled; nothing expires, no other node exists.
+/// A `SharedJobStore` over a local one, for the coordinator: renewals hold an attempt while
+/// the local store has it running (a test "rescues" a job by requeueing it there), and hang
+/// until cancelled after `partition()`; nothing expires, no other node exists.
 final class LeaseStandIn: SharedJobStore {
     let base: any JobStore
     let node = "node-test"
     let leaseDuration: Duration
-    private let state = Mutex((partitioned: false, renewed: Set<JobID>()))
+    private let state = Mutex(State())
+
+    private struct State {
+        var partitioned = false
+        var renewed: Set<JobID> = []
+        var renewalsBegun = 0
+        /// Renewals wait here while held (`holdRenewals`).
+        var held: [CheckedContinuation<Void, Never>]?
+    }
 
     init(_ base: any JobStore, lease: Duration) {
         self.base = base
@@ -79,11 +146,32 @@ final class LeaseStandIn: SharedJobStore {
     func partition() { state.withLock { $0.partitioned = true } }
     /// The jobs whose leases were renewed.
     var renewed: Set<JobID> { state.withLock { $0.renewed } }
+    /// How many renewals have begun (a coordinator begins one once its last one is done with).
+    var renewalsBegun: Int { state.withLock { $0.renewalsBegun } }
+    /// Renewals wait, once begun, until `releaseRenewals`.
+    func holdRenewals() { state.withLock { $0.held = $0.held ?? [] } }
+    func releaseRenewals() {
+        for waiter in state.withLock({ state in defer { state.held = nil }; return state.held ?? [] }) { waiter.resume() }
+    }
 
     func renewLeases(of attempts: [JobID: Int]) async throws -> [LeaseHolding] {
+        await withCheckedContinuation { waiter in
+            let proceed = state.withLock { state in
+                state.renewalsBegun += 1
+                guard state.held != nil else { return true }
+                state.held!.append(waiter)
+                return false
+            }
+            if proceed { waiter.resume() }
+        }
         if state.withLock({ $0.partitioned }) { try await Task.sleep(for: .seconds(3600)) }   // real time: only cancellation ends it
-        state.withLock { $0.renewed.formUnion(attempts.keys) }
-        return attempts.map { LeaseHolding(job: $0.key, attempt: $0.value, cancelRequested: false) }
+        var holdings: [LeaseHolding] = []
+        for (id, attempt) in attempts {
+            guard let job = try await base.job(id), job.state == .running, job.attempts == attempt else { continue }
+            holdings.append(LeaseHolding(job: id, attempt: attempt, cancelRequested: job.cancelRequested))
+        }
+        state.withLock { $0.renewed.formUnion(holdings.map(\.job)) }
+        return holdings
     }
     func rescueExpired(now: Timestamp) async throws -> [Job] { [] }
     func heartbeat(role: String, slots: Int) async throws {}
