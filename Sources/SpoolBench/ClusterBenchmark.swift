@@ -126,7 +126,7 @@ public enum ClusterBenchmark {
                     while let current = job {
                         count += 1
                         job = try await store.finish(current.id, attempt: current.attempts, outcome: .succeeded, now: WallClock.now(),
-                                                     claimNextFor: SlotID(slot))
+                                                     claimNextFor: SlotID(slot)).next
                     }
                     return count
                 }

@@ -183,7 +183,7 @@ public enum TenantBenchmark {
             guard let current = job else { break }
             owners.append(current.owner ?? "")
             let start = ContinuousClock.now
-            job = try await store.finish(current.id, attempt: current.attempts, outcome: .succeeded, now: WallClock.now(), claimNextFor: slot)
+            job = try await store.finish(current.id, attempt: current.attempts, outcome: .succeeded, now: WallClock.now(), claimNextFor: slot).next
             samples.append((ContinuousClock.now - start).milliseconds)
         }
         guard samples.count == claims else { throw BenchError("the queue ran dry after \(samples.count) of \(claims) claims") }

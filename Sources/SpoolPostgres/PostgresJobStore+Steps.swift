@@ -13,6 +13,14 @@ struct SlotStep: Sendable {
         var outcome: JobOutcome
         var result: JSONValue?
         var now: Timestamp
+
+        /// This finish's attempt, as a batch's answer names those it recorded.
+        var key: Key { Key(job: id, attempt: attempt) }
+
+        struct Key: Hashable, Sendable {
+            var job: JobID
+            var attempt: Int
+        }
     }
 
     struct Claim: Sendable {
@@ -37,9 +45,10 @@ extension PostgresJobStore {
         try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended('spool:max_running', 0))", logger: logger)
     }
 
-    /// Commits `steps` in one transaction; answers each step's claimed job (nil when it claimed
-    /// none, or asked for none), in order. Throws when nothing was written.
-    func commitSteps(_ steps: [SlotStep]) async throws -> [Result<Job?, any Error>] {
+    /// Commits `steps` in one transaction; answers, in order, whether each step's finish was
+    /// recorded (false without one) and the job it claimed (nil when it claimed none, or asked
+    /// for none). Throws when nothing was written.
+    func commitSteps(_ steps: [SlotStep]) async throws -> [Result<FinishResult, any Error>] {
         let (blind, read) = blindAndRead(steps.compactMap { $0.finish })
         let takeTurns = runningCapped.withLock { $0 } && steps.contains { $0.claim != nil }
         // Claims that skip the same job types share a statement; each statement sees the jobs
@@ -58,14 +67,16 @@ extension PostgresJobStore {
         // would each see the other's claim uncommitted and both start one. While caps are known
         // claims take turns (a lock, then the claim in a snapshot taken after it); a claim that
         // does not skips capped tenants' jobs, and its answer says whether there are caps.
-        let run: @Sendable (PostgresConnection) async throws -> (newest: Int64?, claims: [[Job]]) = { connection in
+        let run: @Sendable (PostgresConnection) async throws -> (newest: Int64?, claims: [[Job]], recorded: Set<SlotStep.Finish.Key>) = { connection in
             if takeTurns { try await Self.lockRunningCaps(on: connection, logger: self.logger) }
             var newest: Int64?
+            var recorded: Set<SlotStep.Finish.Key> = []
             for finish in read {
                 if var job = try await Self.fetchJob(where: "j.id = \(finish.id.rawValue) AND j.state = 'running' AND j.attempts = \(finish.attempt)",
                                                      locking: true, on: connection, logger: self.logger) {
                     job.record(finish.outcome, at: finish.now, result: finish.result)
                     newest = try await self.saveOutcome(of: job, at: finish.now, on: connection)
+                    recorded.insert(finish.key)
                 }
             }
             var claims: [[Job]] = []
@@ -73,19 +84,22 @@ extension PostgresJobStore {
                 let answer = try await statement.run(on: connection, logger: self.logger)
                 newest = [newest, answer.newest].compactMap { $0 }.max()
                 claims.append(answer.claimed)
+                recorded.formUnion(answer.finished)
                 if let capped = answer.capped { self.runningCapped.withLock { $0 = capped } }
             }
-            return (newest, claims)
+            return (newest, claims, recorded)
         }
         let answer = read.isEmpty && pending.count <= 1 && !takeTurns
             ? try await write("record finished jobs and claim the next", run)
             : try await transaction("record finished jobs and claim the next", run)
 
-        var results = Array(repeating: Result<Job?, any Error>.success(nil), count: steps.count)
+        var results = steps.map { step in
+            Result<FinishResult, any Error>.success(FinishResult(recorded: step.finish.map { answer.recorded.contains($0.key) } ?? false, next: nil))
+        }
         var started: [Job] = []
         for (group, jobs) in zip(groups, answer.claims) {
             for (index, job) in zip(group.value, jobs) {
-                results[index] = .success(job)
+                results[index] = results[index].map { FinishResult(recorded: $0.recorded, next: job) }
                 started.append(job)
             }
         }
@@ -169,7 +183,7 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
                         progress_fraction = CASE WHEN f.state = 'queued' THEN NULL ELSE j.progress_fraction END,
                         progress_message = CASE WHEN f.state = 'queued' THEN NULL ELSE j.progress_message END
                     FROM f, locked WHERE j.seq = locked.seq AND j.seq = f.seq AND j.state = 'running' AND j.attempts = f.attempt
-                    RETURNING j.id, j.state, j.owner, f.at, f.event
+                    RETURNING j.id, f.attempt, j.state, j.owner, f.at, f.event
                 ), fin_event AS (
                     INSERT INTO events (job_id, kind, at, data, origin, owner)
                     SELECT id, 'state', at, event, $1, owner FROM fin
@@ -228,7 +242,9 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
             sql += """
                 ,
                        (SELECT count(pg_notify('\(PostgresJobStore.channel)', 'queued'))
-                        FROM (SELECT 1 FROM fin WHERE state = 'queued' LIMIT 1) AS r) AS requeued
+                        FROM (SELECT 1 FROM fin WHERE state = 'queued' LIMIT 1) AS r) AS requeued,
+                       (SELECT array_agg(id ORDER BY id, attempt) FROM fin) AS finished,
+                       (SELECT array_agg(attempt ORDER BY id, attempt) FROM fin) AS finished_attempts
                 """
         }
         if Shape.claims {
@@ -290,6 +306,11 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
         var answer = SlotStepsBatch.Answer()
         for try await row in try await connection.execute(self, logger: logger) {
             answer.newest = try row["newest"].decode(Int64?.self)
+            if Shape.finishes {
+                // Two aggregates of the same rows in the same order (by id, then attempt).
+                let ids = try row["finished"].decode([String]?.self) ?? [], attempts = try row["finished_attempts"].decode([Int]?.self) ?? []
+                answer.finished = Set(zip(ids, attempts).compactMap { id, attempt in JobID(id).map { SlotStep.Finish.Key(job: $0, attempt: attempt) } })
+            }
             if Shape.claims {
                 answer.capped = try row["capped"].decode(Bool.self)
                 if try row["seq"].decode(Int64?.self) != nil { answer.claimed.append(try PostgresJobStore.job(from: row)) }
@@ -314,6 +335,8 @@ struct SlotStepsBatch: Sendable {
     struct Answer: Sendable {
         var newest: Int64?
         var claimed: [Job] = []
+        /// The attempts whose finishes were recorded (one that no longer held its job was not).
+        var finished: Set<SlotStep.Finish.Key> = []
         /// Whether some token caps its running jobs (nil: nothing was claimed, nothing read).
         var capped: Bool?
     }

@@ -43,7 +43,7 @@ public final class PostgresJobStore: SharedJobStore {
     /// a token it made): claims then take turns (`lockRunningCaps`).
     let runningCapped = Mutex(false)
     /// This node's concurrent claims and finishes, committed together (`commitSteps`).
-    private let steps: GroupCommit<SlotStep, Job?>
+    private let steps: GroupCommit<SlotStep, FinishResult>
     /// Concurrent `appendEvent` calls, committed together (`commitEvents`).
     let appendedEvents: GroupCommit<NewEvent, Void>
 
@@ -341,11 +341,11 @@ public final class PostgresJobStore: SharedJobStore {
     }
 
     public func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job? {
-        try await steps.submit(SlotStep(claim: SlotStep.Claim(slot: slot, excluding: excluding, now: now)))
+        try await steps.submit(SlotStep(claim: SlotStep.Claim(slot: slot, excluding: excluding, now: now))).next
     }
 
     public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
-                       claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job? {
+                       claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> FinishResult {
         try await steps.submit(SlotStep(finish: SlotStep.Finish(id: id, attempt: attempt, outcome: outcome, result: result, now: now),
                                         claim: slot.map { SlotStep.Claim(slot: $0, excluding: excluding, now: now) }))
     }

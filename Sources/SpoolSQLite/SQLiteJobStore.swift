@@ -204,7 +204,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     }
 
     public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
-                       claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job? {
+                       claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> FinishResult {
         let finished = FinishedAttempt(job: id, attempt: attempt, outcome: outcome, result: result, now: now)
         let (ended, next, events) = try await write("record a finished job") { db -> (Job?, Job?, [JobEvent]) in
             let recorded = try Self.record(finished, in: db)
@@ -216,7 +216,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         if let ended { notifier.publish(ended) } else { notifier.publish(id) }
         if let next { notifier.publish(next.id) }
         eventNotifier.published(events)
-        return next
+        return FinishResult(recorded: ended != nil, next: next)
     }
 
     public func peekNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>, now: Timestamp) async throws -> PeekedJob {

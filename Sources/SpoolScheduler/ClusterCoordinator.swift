@@ -11,7 +11,7 @@ import SpoolStore
 /// - **cancels**: a cancel asked on any API node stops the job here if it runs here;
 /// - **leases**: renews the leases of the jobs this node holds (only those: a claim whose answer
 ///   was lost is left to expire and be rescued); an attempt the store no longer gives this node
-///   (rescued elsewhere after an outage) is stopped, and once no renewal has gone through for a
+///   (rescued after an outage) is stopped, that attempt only, and once no renewal has gone through for a
 ///   lease, every job here is stopped — other nodes rescue them, so no job runs twice for long
 ///   (a watch of its own decides that, not the renewal in flight, which a half-open connection
 ///   holds until the store's operation timeout);

@@ -44,7 +44,7 @@ public actor Scheduler: Service {
         case finished(Job, SlotID, ExecutionResult)
         /// The store's answer to recording a finished job: the slot's next job, or an error;
         /// with the count of `jobEnqueued` calls before the claim read the queue.
-        case recorded(Job, SlotID, ExecutionResult, Result<Job?, any Error>, submissions: Int, excluded: Set<String>)
+        case recorded(Job, SlotID, ExecutionResult, Result<FinishResult, any Error>, submissions: Int, excluded: Set<String>)
         case shutdown
         case shutdownGraceOver
         /// Local store: a commit of an attempt's end and/or of a started job's claim came back
@@ -134,6 +134,9 @@ public actor Scheduler: Service {
     private var stops: [Attempt: AsyncStream<StopReason>.Continuation] = [:]
     /// Tasks waiting for an attempt to end (a later attempt of the same job on this node).
     private var endWaiters: [Attempt: [CheckedContinuation<Void, Never>]] = [:]
+    /// Attempts stopped because the job is no longer theirs (rescued): their output is dropped,
+    /// not logged as the job's.
+    private var fenced: Set<Attempt> = []
     /// Stop requests that arrived before their job's process was registered (or, with a shared
     /// store, for jobs other nodes run: those are dropped after a minute).
     private var earlyStops: [JobID: (reason: StopReason, at: Moment)] = [:]
@@ -260,7 +263,14 @@ public actor Scheduler: Service {
     /// Asks one attempt of `job` to stop, if it runs here (a stale one: the job was rescued and
     /// runs elsewhere, or here again as a newer attempt that must go on).
     public func stop(_ job: JobID, attempt: Int, because reason: StopReason) {
-        stops[Attempt(job, number: attempt)]?.yield(reason)
+        fence(Attempt(job, number: attempt), because: reason)
+    }
+
+    /// Stops an attempt the store no longer gives this node; its output is no longer logged.
+    private func fence(_ attempt: Attempt, because reason: StopReason) {
+        guard let stop = stops[attempt] else { return }
+        fenced.insert(attempt)
+        stop.yield(reason)
     }
 
     /// Stops every running job (this node lost its shared store for longer than its leases).
@@ -541,6 +551,7 @@ public actor Scheduler: Service {
         let attempt = Attempt(job)
         await flushProgress(of: job)
         stops.removeValue(forKey: attempt)?.finish()
+        fenced.remove(attempt)
         earlyStops[job.id] = nil
         progressSaved[attempt] = nil
         for waiter in endWaiters.removeValue(forKey: attempt) ?? [] { waiter.resume() }
@@ -557,7 +568,7 @@ public actor Scheduler: Service {
         let skipping = reserved.subtracting([job.id])
         let asOf = submissions.withLock(\.count), excluding = executor.excludedTypes(for: slot)
         group.addTask { [store, local, eventSink] in
-            let answer: Result<Job?, any Error>
+            let answer: Result<FinishResult, any Error>
             do {
                 if let local {
                     _ = try await local.commit(finished: FinishedAttempt(job: job.id, attempt: job.attempts, outcome: result.outcome,
@@ -567,7 +578,8 @@ public actor Scheduler: Service {
                     } else {
                         nil as Job?
                     }
-                    answer = .success(next)
+                    // A local store's attempts are never rescued: its end is recorded (or voided).
+                    answer = .success(FinishResult(recorded: true, next: next))
                 } else {
                     answer = .success(try await store.finish(job.id, attempt: job.attempts, outcome: result.outcome, result: result.result,
                                                              now: now, claimNextFor: claimFor, excluding: excluding))
@@ -579,13 +591,18 @@ public actor Scheduler: Service {
         }
     }
 
-    private func recorded(_ job: Job, on slot: SlotID, with result: ExecutionResult, answer: Result<Job?, any Error>,
+    private func recorded(_ job: Job, on slot: SlotID, with result: ExecutionResult, answer: Result<FinishResult, any Error>,
                           submissions asOf: Int, excluded: Set<String>, in group: inout DiscardingTaskGroup) async {
         let outcome = result.outcome
         let next: Job?
+        let stale: Bool
         switch answer {
-        case .success(let claimed):
-            next = claimed
+        case .success(let finished):
+            next = finished.next
+            // Not recorded at its first try: the job no longer was this attempt's (rescued after
+            // an outage). After a failed try, the end may be its own, recorded by a commit
+            // whose answer was lost: that one is taken as recorded.
+            stale = !finished.recorded && recordFailingSince[Attempt(job)] == nil
             storeTrouble = nil
         case .failure(let error):
             storeFailed(error)
@@ -616,7 +633,7 @@ public actor Scheduler: Service {
             return
         }
         recordFailingSince[Attempt(job)] = nil
-        let state = await afterRecorded(job, on: slot, with: result, in: &group)
+        let state = stale ? staleEnded(job) : await afterRecorded(job, on: slot, with: result, in: &group)
         // Back in the queue at once (a lost worker, attempts left): a slot other than this one may take it.
         if state == .queued { jobEnqueued() }
         do {
@@ -884,6 +901,17 @@ public actor Scheduler: Service {
         }
     }
 
+    /// An attempt whose end the store did not record, because the job is no longer its: nothing
+    /// of it is learned or reported (no run time, no outputs, no fail-fast); its slot goes on.
+    private func staleEnded(_ job: Job) -> JobState? {
+        logger.warning("a job's attempt ended after the job was rescued by another node; its end was not recorded",
+                       metadata: ["job": "\(job.id)", "attempt": "\(job.attempts)"])
+        running[Attempt(job)] = nil
+        logBudgets[Attempt(job)] = nil
+        SchedulerMetrics.busySlots(running.count, of: board.slots.count)
+        return nil
+    }
+
     /// An attempt's end is in the store: learn its run time, count it, and write its last log
     /// lines and its outputs as events (off the dispatch path).
     /// Returns the state the store left the job in (nil for a voided attempt, which recorded nothing).
@@ -991,7 +1019,7 @@ public actor Scheduler: Service {
         for previous in earlier {
             logger.warning("a job claimed again here while an earlier attempt still runs; stopping that attempt",
                            metadata: ["job": "\(job.id)", "attempt": "\(previous.number)", "claimed_attempt": "\(attempt.number)"])
-            stops[previous]?.yield(.shutdown)
+            fence(previous, because: .shutdown)
         }
         running[attempt] = Running(type: job.type, input: job.input, since: clock.now())
         SchedulerMetrics.claimed(job, waited: max(0, clock.wall().secondsSince1970 - job.createdAt.secondsSince1970))
@@ -1079,7 +1107,7 @@ public actor Scheduler: Service {
     /// batch per progress interval); the log file keeps everything up to `log_limit_bytes`.
     private func received(output bytes: [UInt8], from job: Job) async {
         let attempt = Attempt(job)
-        guard stops[attempt] != nil else { return }
+        guard stops[attempt] != nil, !fenced.contains(attempt) else { return }
         var budget = logBudgets[attempt] ?? LogEventBudget()
         budget.take(bytes)
         let texts = budget.events(at: clock.now(), interval: configuration.progressInterval)

@@ -55,10 +55,10 @@ public protocol JobStore: Sendable {
     func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job?
 
     /// Ends the given attempt with its outcome. Writes from any other attempt are ignored
-    /// (fencing). With `claimNextFor`, also claims the slot's next job in the same
-    /// transaction and returns it.
+    /// (fencing), and the answer says so. With `claimNextFor`, also claims the slot's next job
+    /// in the same transaction and returns it.
     func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
-                claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job?
+                claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> FinishResult
 
     /// Cancels a queued job at once, or flags a running one for its slot to stop; records who
     /// asked (`actor`: a token's name).
@@ -134,8 +134,23 @@ extension JobStore {
         try await claimNext(for: slot, excluding: [], now: now)
     }
 
-    public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, now: Timestamp, claimNextFor slot: SlotID?) async throws -> Job? {
+    public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, now: Timestamp, claimNextFor slot: SlotID?) async throws -> FinishResult {
         try await finish(id, attempt: attempt, outcome: outcome, result: nil, now: now, claimNextFor: slot, excluding: [])
+    }
+}
+
+/// What `finish` did.
+public struct FinishResult: Sendable {
+    /// Whether the attempt's end was recorded: false when that attempt no longer held the job
+    /// (it was rescued and requeued or run again by another node) — or when an earlier try of
+    /// the same finish committed already, its answer lost.
+    public var recorded: Bool
+    /// The slot's next job, claimed in the same transaction.
+    public var next: Job?
+
+    public init(recorded: Bool, next: Job?) {
+        self.recorded = recorded
+        self.next = next
     }
 }
 

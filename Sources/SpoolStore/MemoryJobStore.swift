@@ -119,18 +119,20 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
     }
 
     public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
-                       claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job? {
-        record(FinishedAttempt(job: id, attempt: attempt, outcome: outcome, result: result, now: now))
-        guard let slot else { return nil }
-        return try await claimNext(for: slot, excluding: excluding, now: now)
+                       claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> FinishResult {
+        let recorded = record(FinishedAttempt(job: id, attempt: attempt, outcome: outcome, result: result, now: now))
+        guard let slot else { return FinishResult(recorded: recorded, next: nil) }
+        return FinishResult(recorded: recorded, next: try await claimNext(for: slot, excluding: excluding, now: now))
     }
 
-    private func record(_ finished: FinishedAttempt) {
-        guard var job = jobsByID[finished.job], job.state == .running, job.attempts == finished.attempt else { return }
+    @discardableResult
+    private func record(_ finished: FinishedAttempt) -> Bool {
+        guard var job = jobsByID[finished.job], job.state == .running, job.attempts == finished.attempt else { return false }
         job.record(finished.outcome, at: finished.now, result: finished.result)
         jobsByID[finished.job] = job
         notifier.publish(job)
         record(.state, job, at: finished.now)
+        return true
     }
 
     public func cancel(_ id: JobID, by actor: String?, now: Timestamp) async throws -> CancelResult {

@@ -143,7 +143,7 @@ public final class FlakyStore: LocalJobStore {
         return await answered(.claim, try await base.claimNext(for: slot, excluding: excluding, now: now))
     }
     public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
-                       claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job? {
+                       claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> FinishResult {
         try await pass(.finish)
         return try await base.finish(id, attempt: attempt, outcome: outcome, result: result, now: now, claimNextFor: slot, excluding: excluding)
     }

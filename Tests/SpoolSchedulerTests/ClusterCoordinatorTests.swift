@@ -56,12 +56,49 @@ import Testing
             rig.scheduler.jobEnqueued()
             let stop = try await within(.seconds(10), "the first attempt asked to stop") { await first.nextStop() }
             #expect(stop == .shutdown)
+            await first.observer.output(Array("from the stale attempt\n".utf8))   // not the job's log any more
             first.finish(.stoppedForShutdown)
             let second = try await executor.attempts.next("the second attempt")
             #expect(second.job.id == job.id && second.job.attempts == 2)
+            await second.observer.output(Array("from the second attempt\n".utf8))
             second.finish(.succeeded)
-            try await rig.waitFor(job.id, .succeeded)
+            let events = try await Self.finalEvents(of: job.id, in: rig)
+            let logged = events.filter { $0.kind == .log }.compactMap { $0.data["text"]?.stringValue }.joined()
+            #expect(logged.contains("from the second attempt") && !logged.contains("stale"), "logged: \(logged)")
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
+    /// An attempt that ends on its own after its job was rescued (before any renewal noticed):
+    /// the store does not record its end, and the scheduler reports nothing of it — no outputs
+    /// event for a job that is not its any more — and goes on to the slot's next job.
+    @Test func anAttemptThatEndsAfterItsJobWasRescuedReportsNothing() async throws {
+        let executor = ScriptedExecutor()
+        let rig = try SchedulerRig(types: [Self.retried], sharedLease: .seconds(3), executor: { _, _, _ in executor })
+        try await rig.run({ _ in
+            let job = try await rig.submit()
+            let first = try await executor.attempts.next("the first attempt")
+            _ = try await rig.memory.recoverInterrupted(now: rig.clock.wall())   // rescued by "another node"
+            first.finish(.succeeded, result: .object(["from": .string("the stale attempt")]))
+            // The slot claims the job again (its only queued one): attempt 2 runs it.
+            let second = try await executor.attempts.next("the second attempt")
+            #expect(second.job.attempts == 2)
+            second.finish(.succeeded, result: .object(["from": .string("the second attempt")]))
+            let events = try await Self.finalEvents(of: job.id, in: rig)
+            #expect(events.filter { $0.kind == .outputs }.count == 1, "the stale attempt reported outputs too")
+            #expect(try await rig.job(job.id).result == .object(["from": .string("the second attempt")]))
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
+    /// The job's events once it has succeeded and its `outputs` event (its last) is written.
+    static func finalEvents(of job: JobID, in rig: SchedulerRig) async throws -> [JobEvent] {
+        try await rig.waitFor(job, .succeeded)
+        return try await within(.seconds(10), "the job's outputs event") {
+            while true {
+                let events = try await rig.memory.events(after: 0, job: job, limit: 1000)
+                if events.contains(where: { $0.kind == .outputs }) { return events }
+                await Task.yield()
+            }
+        }
     }
 
     /// A renewal that began before the job was claimed here again finds the attempt it renewed
@@ -199,7 +236,7 @@ final class LeaseStandIn: SharedJobStore {
         try await base.claimNext(for: slot, excluding: excluding, now: now)
     }
     func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, result: JSONValue?, now: Timestamp,
-                claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> Job? {
+                claimNextFor slot: SlotID?, excluding: Set<String>) async throws -> FinishResult {
         try await base.finish(id, attempt: attempt, outcome: outcome, result: result, now: now, claimNextFor: slot, excluding: excluding)
     }
     func cancel(_ id: JobID, by actor: String?, now: Timestamp) async throws -> CancelResult { try await base.cancel(id, by: actor, now: now) }

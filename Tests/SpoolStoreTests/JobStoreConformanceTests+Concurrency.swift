@@ -165,9 +165,12 @@ extension JobStoreConformanceTests {
                             // A stale attempt of the same job rides along with the real finish: it changes nothing.
                             async let stale = store.finish(current.id, attempt: current.attempts + 1, outcome: .exited(code: 3), now: at(2_500),
                                                            claimNextFor: nil)
-                            job = try await store.finish(current.id, attempt: current.attempts, outcome: .succeeded, result: nil, now: at(3_000),
-                                                         claimNextFor: SlotID(slot), excluding: excluded(slot))
-                            #expect(try await stale == nil)
+                            let finished = try await store.finish(current.id, attempt: current.attempts, outcome: .succeeded, result: nil,
+                                                                  now: at(3_000), claimNextFor: SlotID(slot), excluding: excluded(slot))
+                            job = finished.next
+                            #expect(finished.recorded)
+                            let staleAnswer = try await stale
+                            #expect(!staleAnswer.recorded && staleAnswer.next == nil)
                         }
                         return ran
                     }

@@ -252,7 +252,7 @@ extension JobStoreConformanceTests {
             let claimed = try #require(try await store.claimNext(for: SlotID(2), now: at(10)))
             let progress = JobProgress(fraction: 0.5, message: "half")
             try await store.reportProgress(first.id, attempt: 1, progress: progress)
-            let next = try #require(try await store.finish(first.id, attempt: 1, outcome: .succeeded, now: at(20), claimNextFor: SlotID(2)))
+            let next = try #require(try await store.finish(first.id, attempt: 1, outcome: .succeeded, now: at(20), claimNextFor: SlotID(2)).next)
             let done = try await store.require(first.id)
             // A shared store shows events once every earlier id is committed: allow it a moment.
             var events: [JobEvent] = []

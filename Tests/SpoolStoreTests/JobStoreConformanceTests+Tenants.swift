@@ -103,7 +103,7 @@ extension JobStoreConformanceTests {
             let second = try #require(try await store.claimNext(for: SlotID(1), now: at(2_000)))
             #expect(second.id == b.id, "A is at its max_running of 1")
             #expect(try await store.claimNext(for: SlotID(2), now: at(2_000)) == nil, "A's other jobs wait")
-            let next = try await store.finish(first.id, attempt: 1, outcome: .succeeded, now: at(3_000), claimNextFor: SlotID(0))
+            let next = try await store.finish(first.id, attempt: 1, outcome: .succeeded, now: at(3_000), claimNextFor: SlotID(0)).next
             #expect(next?.owner == "a", "one of A's finished: the next may start")
         }
     }

@@ -114,7 +114,7 @@ import Testing
             #expect(try await store.claimNext(for: SlotID(0), excluding: ["warm", "gpu"], now: at(10)) == nil)
             #expect(try await store.require(warm.id).position == 1)
             let next = try await store.finish(plain.id, attempt: 1, outcome: .succeeded, result: nil, now: at(20),
-                                              claimNextFor: SlotID(0), excluding: ["warm"])
+                                              claimNextFor: SlotID(0), excluding: ["warm"]).next
             #expect(next?.id == other.id)
             #expect(try await store.claimNext(for: SlotID(1), now: at(30))?.id == warm.id)
         }
@@ -140,8 +140,8 @@ import Testing
         try await withStore(kind) { store in
             let job = try await store.create(makeJob(timeout: 30))
             let running = try #require(try await store.claimNext(for: SlotID(1), now: at(5_000)))
-            let next = try await store.finish(job.id, attempt: running.attempts, outcome: outcome, now: at(9_000), claimNextFor: nil)
-            #expect(next == nil)
+            let answer = try await store.finish(job.id, attempt: running.attempts, outcome: outcome, now: at(9_000), claimNextFor: nil)
+            #expect(answer.recorded && answer.next == nil)
             var expected = running
             expected.record(outcome, at: at(9_000))
             let stored = try await store.require(job.id)
@@ -215,12 +215,14 @@ import Testing
             _ = try await store.claimNext(for: SlotID(0), now: at(5_000))
             let before = try await store.require(job.id)
             for attempt in [0, 2, 7] {
-                _ = try await store.finish(job.id, attempt: attempt, outcome: .exited(code: 1), now: at(9_000), claimNextFor: nil)
+                let answer = try await store.finish(job.id, attempt: attempt, outcome: .exited(code: 1), now: at(9_000), claimNextFor: nil)
+                #expect(!answer.recorded, "attempt \(attempt)'s end is said to be recorded")
                 #expect(try await store.require(job.id) == before, "attempt \(attempt) is not the current one")
             }
-            _ = try await store.finish(job.id, attempt: 1, outcome: .succeeded, now: at(9_000), claimNextFor: nil)
+            #expect(try await store.finish(job.id, attempt: 1, outcome: .succeeded, now: at(9_000), claimNextFor: nil).recorded)
             let finished = try await store.require(job.id)
-            _ = try await store.finish(job.id, attempt: 1, outcome: .exited(code: 2), now: at(10_000), claimNextFor: nil)
+            let repeated = try await store.finish(job.id, attempt: 1, outcome: .exited(code: 2), now: at(10_000), claimNextFor: nil)
+            #expect(!repeated.recorded)
             #expect(try await store.require(job.id) == finished, "a repeated finish is ignored")
             #expect(finished.state == .succeeded)
         }
@@ -242,12 +244,12 @@ import Testing
             let first = try await store.create(makeJob())
             let second = try await store.create(makeJob())
             _ = try await store.claimNext(for: SlotID(3), now: at(5_000))
-            let next = try #require(try await store.finish(first.id, attempt: 1, outcome: .succeeded, now: at(6_000), claimNextFor: SlotID(3)))
+            let next = try #require(try await store.finish(first.id, attempt: 1, outcome: .succeeded, now: at(6_000), claimNextFor: SlotID(3)).next)
             #expect(next.id == second.id)
             #expect(next.state == .running && next.slot == SlotID(3) && next.attempts == 1 && next.startedAt == at(6_000))
             #expect(try await store.require(first.id).state == .succeeded)
             #expect(try await store.require(second.id).state == .running)
-            #expect(try await store.finish(second.id, attempt: 1, outcome: .succeeded, now: at(7_000), claimNextFor: SlotID(3)) == nil)
+            #expect(try await store.finish(second.id, attempt: 1, outcome: .succeeded, now: at(7_000), claimNextFor: SlotID(3)).next == nil)
             #expect(try await store.queuedCount() == 0)
         }
     }

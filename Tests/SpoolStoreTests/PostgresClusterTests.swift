@@ -54,7 +54,7 @@ import Testing
                             count += 1
                             running.attempts.withLock { $0[current.id] = current.attempts }
                             job = try await node.finish(current.id, attempt: current.attempts, outcome: .succeeded, now: at(20),
-                                                        claimNextFor: SlotID(slot))
+                                                        claimNextFor: SlotID(slot)).next
                             running.attempts.withLock { $0[current.id] = nil }
                         }
                         return count
