@@ -66,6 +66,11 @@ public final class FlakyStore: LocalJobStore {
         }
     }
 
+    /// `until`, with a deadline: throws when `condition` does not hold within `limit` (`what` says what was awaited).
+    public func until(_ what: String, within limit: Duration = .seconds(10), _ condition: @escaping @Sendable (FlakyStore) -> Bool) async throws {
+        try await within(limit, what) { await self.until(condition) }
+    }
+
     private let watchers = Mutex<[(condition: @Sendable (FlakyStore) -> Bool, continuation: CheckedContinuation<Void, Never>)]>([])
 
     /// Wakes the `until` callers whose condition now holds.

@@ -19,24 +19,18 @@ import Testing
         let executor = self.executor
         let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.storeRetryDelay = .seconds(1) }
         try await rig.run({ _ in
-            try await within(.seconds(10), "the first look at the queue") { [store = rig.store] in
-                await store.until { $0.calls(.lookUp) > 0 }
-            }
+            try await rig.store.until("the first look at the queue") { $0.calls(.lookUp) > 0 }
             // The first job starts without a look; its look-ahead, then the look after its end, fail.
             rig.store.hold(.lookUp)
             let first = try await rig.submit()
             let attempt = try await executor.attempts.next("the first job")
             rig.store.fail(.lookUp, times: 2)
             rig.store.release(.lookUp)
-            try await within(.seconds(10), "the failed look-ahead") { [store = rig.store] in
-                await store.until { $0.calls(.lookUp) >= 2 }
-            }
+            try await rig.store.until("the failed look-ahead") { $0.calls(.lookUp) >= 2 }
             // The end's claim reads an empty queue; its answer is held on the way back.
             rig.store.hold(.claim, at: .afterAnswer)
             attempt.finish(.succeeded)
-            try await within(.seconds(10), "the end's claim, answered") { [store = rig.store] in
-                await store.until { $0.waiting(.claim, at: .afterAnswer) == 1 }
-            }
+            try await rig.store.until("the end's claim, answered") { $0.waiting(.claim, at: .afterAnswer) == 1 }
             let second = try await rig.submit()
             try await within(.seconds(10), "the submit's wake-up, taken while the slot is busy") { [scheduler = rig.scheduler] in
                 while scheduler.wakeQueued { await Task.yield() }
@@ -96,14 +90,10 @@ import Testing
         executor.retry(at: rig.clock.now() + .seconds(2))
         try await rig.run({ _ in
             let look: FlakyStore.Operation = startBeforeCommit ? .lookUp : .claim
-            try await within(.seconds(10), "the first look at the queue") { [store = rig.store] in
-                await store.until { $0.calls(look) > 0 }
-            }
+            try await rig.store.until("the first look at the queue") { $0.calls(look) > 0 }
             let looks = rig.store.calls(look)
             let job = try await rig.submit()
-            try await within(.seconds(10), "the slot's look, past the job") { [store = rig.store] in
-                await store.until { $0.calls(look) > looks }
-            }
+            try await rig.store.until("the slot's look, past the job") { $0.calls(look) > looks }
             try await backOffEnds(rig, then: job, startsAs: 1)
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }
@@ -137,14 +127,10 @@ import Testing
         executor.retry(at: rig.clock.now() + .seconds(2))
         try await rig.run({ _ in
             let look: FlakyStore.Operation = startBeforeCommit ? .lookUp : .claim
-            try await within(.seconds(10), "the first look at the queue") { [store = rig.store] in
-                await store.until { $0.calls(look) > 0 }
-            }
+            try await rig.store.until("the first look at the queue") { $0.calls(look) > 0 }
             rig.store.hold(look)
             let job = try await rig.submit()
-            try await within(.seconds(10), "the slot's look, the type refused") { [store = rig.store] in
-                await store.until { $0.waiting(look) == 1 }
-            }
+            try await rig.store.until("the slot's look, the type refused") { $0.waiting(look) == 1 }
             executor.exclude([], on: SlotID(0))   // the back-off ends while the look is on its way
             executor.retry(at: nil)
             #expect(rig.store.release(look) == 1)
@@ -170,9 +156,7 @@ import Testing
             let second = try await rig.submit()
             rig.store.hold(look)
             attempt.finish(.succeeded)
-            try await within(.seconds(10), "the end's look, the type refused") { [store = rig.store] in
-                await store.until { $0.waiting(look) == 1 }
-            }
+            try await rig.store.until("the end's look, the type refused") { $0.waiting(look) == 1 }
             executor.exclude([], on: SlotID(0))
             executor.retry(at: nil)
             #expect(rig.store.release(look) == 1)

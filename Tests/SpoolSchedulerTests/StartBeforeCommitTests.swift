@@ -117,9 +117,7 @@ import Testing
 
     /// Waits until the scheduler's first look at the (empty) queue went through.
     func firstLook(_ rig: SchedulerRig) async throws {
-        try await within(.seconds(10), "the first look at the queue") { [store = rig.store] in
-            await store.until { $0.calls(.lookUp) > 0 }
-        }
+        try await rig.store.until("the first look at the queue") { $0.calls(.lookUp) > 0 }
     }
 
     /// An idle slot that found the queue empty starts a job submitted alone since without
@@ -138,9 +136,7 @@ import Testing
                 attempt.finish(.succeeded)
                 rig.store.release(.lookUp)   // the look-ahead for the slot's next job, and the look after its end
                 _ = try await rig.waitFor(job.id, .succeeded)
-                try await within(.seconds(10), "the look after job \(round)'s end") { [store = rig.store] in
-                    await store.until { $0.calls(.lookUp) >= looks + 2 }
-                }
+                try await rig.store.until("the look after job \(round)'s end") { $0.calls(.lookUp) >= looks + 2 }
             }
         }
     }
@@ -181,9 +177,7 @@ import Testing
             } else {
                 job = try await rig.submit { $0.delaySeconds = 3600 }
             }
-            try await within(.seconds(10), "a look at the queue") { [store = rig.store] in
-                await store.until { $0.waiting(.lookUp) > 0 }
-            }
+            try await rig.store.until("a look at the queue") { $0.waiting(.lookUp) > 0 }
             #expect(executor.startedCount == 0)
             rig.store.release(.lookUp)
             if `case` == "unnamed" {
@@ -458,9 +452,7 @@ extension StartBeforeCommitTests {
             rig.store.fail(.finish, times: 1)   // slot 1's end fails to commit: the store is in trouble
             let finishes = rig.store.calls(.finish)
             onOne.finish(.succeeded)
-            try await within(.seconds(10), "the failed commit of slot 1's end") { [store = rig.store] in
-                await store.until { $0.calls(.finish) > finishes }
-            }
+            try await rig.store.until("the failed commit of slot 1's end") { $0.calls(.finish) > finishes }
             attempt.finish(.succeeded)   // slot 0 ends while the store is in trouble: it claims through the store
             try await rig.advance(by: .seconds(1), until: "the job slot 0 had looked up ahead to start") {
                 executor.startedCount >= 3
@@ -531,9 +523,7 @@ extension StartBeforeCommitTests {
             try await firstLook(rig)
             let looks = rig.store.calls(.lookUp)
             let waiting = try await rig.submit()
-            try await within(.seconds(10), "the slot's look, past the job") { [store = rig.store] in
-                await store.until { $0.calls(.lookUp) > looks }
-            }
+            try await rig.store.until("the slot's look, past the job") { $0.calls(.lookUp) > looks }
             executor.exclude([], on: SlotID(0))   // back in service, with no wake-up (yet)
             let later = try await rig.submit()
             let attempt = try await executor.attempts.next("the job queued first")

@@ -143,7 +143,7 @@ struct WebhookDelivererPlanningTests {
         defer { planning.cancel() }
         let clock = ContinuousClock()
         let start = clock.now
-        try await within(.seconds(10), "the planner's first read") { await store.until { $0.calls(.readEvents) > 0 } }
+        try await store.until("the planner's first read") { $0.calls(.readEvents) > 0 }
         let before = store.calls(.readEvents)
         #expect(before > 0, "the planner read the log once at start")
         // 30 events, 2 ms apart (60 ms at least): read one by one, that is 30 reads.
@@ -152,7 +152,7 @@ struct WebhookDelivererPlanningTests {
             try await Task.sleep(for: .milliseconds(2))
         }
         let end = clock.now
-        try await within(.seconds(10), "a read after the events") { await store.until { $0.calls(.readEvents) > before } }
+        try await store.until("a read after the events") { $0.calls(.readEvents) > before }
         // The window the reads are counted over: they would go on one by one through it.
         try await Task.sleep(until: end + .milliseconds(120), clock: clock)
         let reads = store.calls(.readEvents) - before
