@@ -37,7 +37,8 @@ public actor ClusterCoordinator: Service {
     private let clock: SpoolClock
     private let logger: Logger
     private var lastRenewal: Moment
-    private var fenced = false
+    /// The attempts stopped since the last renewal that went through (an outage's fence).
+    private var fenced: [JobID: Int] = [:]
 
     /// `clock` must be the scheduler's: lease timing compares the moments both read.
     public init(store: any SharedJobStore, scheduler: Scheduler, configuration: Configuration = Configuration(),
@@ -95,7 +96,7 @@ public actor ClusterCoordinator: Service {
             // know (a claim whose answer was lost) lets its lease run out and is rescued.
             let held = try await store.renewLeases(of: await scheduler.heldAttempts())
             lastRenewal = started
-            fenced = false
+            fenced = [:]
             let mine = await scheduler.runningAttempts(startedBefore: started)
             let holdings = Dictionary(held.map { ($0.job, $0) }, uniquingKeysWith: { first, _ in first })
             for (job, attempt) in mine {
@@ -104,7 +105,7 @@ public actor ClusterCoordinator: Service {
                     logger.warning("a job running here was rescued by another node; stopping this attempt",
                                    metadata: ["job": "\(job)", "attempt": "\(attempt)"])
                     // That attempt only: a newer one claimed here since this renewal began goes on.
-                    await scheduler.stop(job, attempt: attempt, because: .shutdown)
+                    await scheduler.fence(job, attempt: attempt)
                     continue
                 }
                 if holding.cancelRequested { await scheduler.stop(job, because: .cancel) }
@@ -118,14 +119,24 @@ public actor ClusterCoordinator: Service {
     }
 
     /// Once no renewal has gone through for a lease (counted from the start of the last one that
-    /// did), other nodes may rescue this node's jobs: every job here is stopped, once per outage.
+    /// did), other nodes may rescue this node's jobs: each is stopped once its lease has run out —
+    /// those held then at once, one claimed during the outage (claims may still go through while
+    /// renewals hang) a lease after its claim.
     private func fenceIfSilent() async {
-        let silent = clock.now() - lastRenewal
-        guard silent >= store.leaseDuration, !fenced else { return }
-        fenced = true
-        logger.critical("no lease renewal went through for longer than a lease; stopping the jobs here (other nodes rescue them)",
-                        metadata: ["since_last_renewal": "\(silent)"])
-        await scheduler.stopAll(because: .shutdown)
+        let now = clock.now()
+        let silent = now - lastRenewal
+        guard silent >= store.leaseDuration else { return }
+        let expired = await scheduler.runningAttempts(startedBefore: now - store.leaseDuration)
+            .filter { job, attempt in fenced[job] != attempt }
+        guard !expired.isEmpty else { return }
+        if fenced.isEmpty {
+            logger.critical("no lease renewal went through for longer than a lease; stopping the jobs here (other nodes rescue them)",
+                            metadata: ["since_last_renewal": "\(silent)"])
+        }
+        for (job, attempt) in expired {
+            fenced[job] = attempt
+            await scheduler.stop(job, attempt: attempt, because: .shutdown)
+        }
     }
 
     private func heartbeat() async {

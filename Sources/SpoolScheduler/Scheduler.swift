@@ -107,6 +107,7 @@ public actor Scheduler: Service {
         var job: JobID
         var number: Int
         init(_ job: Job) { (self.job, number) = (job.id, job.attempts) }
+        /// Attempt `number` of `job`, as the store's leases name it.
         init(_ job: JobID, number: Int) { (self.job, self.number) = (job, number) }
     }
 
@@ -260,22 +261,19 @@ public actor Scheduler: Service {
         earlyStops[job] = (reason, now)
     }
 
-    /// Asks one attempt of `job` to stop, if it runs here (a stale one: the job was rescued and
-    /// runs elsewhere, or here again as a newer attempt that must go on).
+    /// Asks one attempt of `job` to stop, if it runs here (not a newer one of the same job).
     public func stop(_ job: JobID, attempt: Int, because reason: StopReason) {
-        fence(Attempt(job, number: attempt), because: reason)
+        stops[Attempt(job, number: attempt)]?.yield(reason)
     }
 
-    /// Stops an attempt the store no longer gives this node; its output is no longer logged.
-    private func fence(_ attempt: Attempt, because reason: StopReason) {
+    /// Stops an attempt the store no longer gives this node (the job was rescued: it runs
+    /// elsewhere, or here again as a newer attempt that goes on); its output is no longer
+    /// logged as the job's.
+    public func fence(_ job: JobID, attempt: Int) {
+        let attempt = Attempt(job, number: attempt)
         guard let stop = stops[attempt] else { return }
         fenced.insert(attempt)
-        stop.yield(reason)
-    }
-
-    /// Stops every running job (this node lost its shared store for longer than its leases).
-    public func stopAll(because reason: StopReason) {
-        for continuation in stops.values { continuation.yield(reason) }
+        stop.yield(.shutdown)
     }
 
     /// The jobs running here that started before `moment`, with their attempts. A job whose
@@ -1019,7 +1017,7 @@ public actor Scheduler: Service {
         for previous in earlier {
             logger.warning("a job claimed again here while an earlier attempt still runs; stopping that attempt",
                            metadata: ["job": "\(job.id)", "attempt": "\(previous.number)", "claimed_attempt": "\(attempt.number)"])
-            fence(previous, because: .shutdown)
+            fence(previous.job, attempt: previous.number)
         }
         running[attempt] = Running(type: job.type, input: job.input, since: clock.now())
         SchedulerMetrics.claimed(job, waited: max(0, clock.wall().secondsSince1970 - job.createdAt.secondsSince1970))

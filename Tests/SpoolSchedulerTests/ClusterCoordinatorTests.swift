@@ -43,6 +43,49 @@ import Testing
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }
 
+    /// Claims may still go through while renewals hang (on another of the pool's connections):
+    /// a job claimed during the outage is stopped too, once its own lease has run out unrenewed,
+    /// not left running while other nodes rescue it.
+    @Test func aJobClaimedDuringTheOutageIsStoppedOnceItsLeaseHasRunOut() async throws {
+        let executor = ScriptedExecutor()
+        let rig = try SchedulerRig(slots: 2, executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
+        let shared = LeaseStandIn(rig.store, lease: .seconds(3))
+        let coordinator = ClusterCoordinator(store: shared, scheduler: rig.scheduler, clock: rig.clock, logger: SchedulerRig.quiet("cluster-test"))
+        try await rig.run({ _ in
+            let first = try await rig.submit()
+            let one = try await executor.attempts.next("the first job")
+            let coordinating = Task { try await coordinator.run() }   // unstructured: in the test's graceful-shutdown context, cancelled at the end
+            defer { coordinating.cancel() }
+            try await within(.seconds(10), "the first job's lease renewed") {
+                while !shared.renewed.contains(first.id) { await Task.yield() }
+            }
+            shared.partition()
+            let firstStop = Self.firstStop(of: one)
+            try await rig.advance(by: .milliseconds(100), until: "the first job stopped") { firstStop.reason != nil }
+            #expect(firstStop.reason == .shutdown)
+            _ = try await rig.submit()
+            let two = try await executor.attempts.next("a job claimed during the outage")
+            let claimedAt = rig.clock.now()
+            let secondStop = Self.firstStop(of: two)
+            try await rig.advance(by: .milliseconds(100), until: "the job claimed during the outage stopped") { secondStop.reason != nil }
+            #expect(secondStop.reason == .shutdown)
+            #expect(rig.clock.now() - claimedAt >= .seconds(3), "stopped before its lease ran out")
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
+    /// An attempt's first stop request, once it has come.
+    final class StopSeen: Sendable {
+        private let seen = Mutex<StopReason?>(nil)
+        var reason: StopReason? { seen.withLock { $0 } }
+        fileprivate func saw(_ reason: StopReason?) { seen.withLock { $0 = reason } }
+    }
+
+    static func firstStop(of attempt: ScriptedExecutor.Attempt) -> StopSeen {
+        let seen = StopSeen()
+        Task { seen.saw(await attempt.nextStop()) }   // unstructured: ends with the attempt's stop stream (at the latest when the attempt ends)
+        return seen
+    }
+
     /// A job rescued while it ran here and claimed here again: the earlier attempt, still
     /// running, is stopped at once (the store gave the job to the new one), and the new one
     /// starts once it has ended — not left to run beside a newer attempt that waits for it.
@@ -89,13 +132,17 @@ import Testing
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }
 
-    /// The job's events once it has succeeded and its `outputs` event (its last) is written.
+    /// The job's events once it has succeeded and the `outputs` event of that end is written
+    /// (one that comes after its `succeeded` state event; an earlier one is a stale attempt's).
     static func finalEvents(of job: JobID, in rig: SchedulerRig) async throws -> [JobEvent] {
         try await rig.waitFor(job, .succeeded)
-        return try await within(.seconds(10), "the job's outputs event") {
+        return try await within(.seconds(10), "the outputs event of the job's end") {
             while true {
                 let events = try await rig.memory.events(after: 0, job: job, limit: 1000)
-                if events.contains(where: { $0.kind == .outputs }) { return events }
+                if let end = events.last(where: { $0.kind == .state && $0.data["state"] == .string("succeeded") }),
+                   events.contains(where: { $0.kind == .outputs && $0.id > end.id }) {
+                    return events
+                }
                 await Task.yield()
             }
         }
