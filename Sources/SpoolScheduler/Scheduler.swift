@@ -598,9 +598,12 @@ public actor Scheduler: Service {
         case .success(let finished):
             next = finished.next
             // Not recorded at its first try: the job no longer was this attempt's (rescued after
-            // an outage). After a failed try, the end may be its own, recorded by a commit
-            // whose answer was lost: that one is taken as recorded.
-            stale = !finished.recorded && recordFailingSince[Attempt(job)] == nil
+            // an outage). After failed tries, the end may be its own, recorded by a commit whose
+            // answer was lost — taken as recorded while the tries failed for less than a lease
+            // (its lease held meanwhile: no other node can have taken the job).
+            let failingSince = recordFailingSince[Attempt(job)]
+            let lease = (store as? any SharedJobStore)?.leaseDuration
+            stale = !finished.recorded && (failingSince.map { since in lease.map { clock.now() - since >= $0 } ?? false } ?? true)
             storeTrouble = nil
         case .failure(let error):
             storeFailed(error)

@@ -132,6 +132,28 @@ import Testing
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }
 
+    /// The same when the stale end is recorded only after failing for longer than a lease (the
+    /// job may have been rescued meanwhile): not recorded then, it is not taken for its own end
+    /// whose first commit's answer was lost.
+    @Test func anEndNotRecordedAfterALeaseOfFailuresReportsNothing() async throws {
+        let executor = ScriptedExecutor()
+        let rig = try SchedulerRig(types: [Self.retried], sharedLease: .seconds(3), executor: { _, _, _ in executor }) {
+            $0.storeRetryDelay = .seconds(1)
+        }
+        try await rig.run({ _ in
+            let job = try await rig.submit()
+            let first = try await executor.attempts.next("the first attempt")
+            _ = try await rig.memory.recoverInterrupted(now: rig.clock.wall())   // rescued by "another node"
+            rig.store.fail(.finish, times: 4)
+            first.finish(.succeeded, result: .object(["from": .string("the stale attempt")]))
+            try await rig.advance(by: .seconds(1), until: "the job claimed again after the failed records") { executor.startedCount == 2 }
+            let second = try await executor.attempts.next("the second attempt")
+            second.finish(.succeeded, result: .object(["from": .string("the second attempt")]))
+            let events = try await Self.finalEvents(of: job.id, in: rig)
+            #expect(events.filter { $0.kind == .outputs }.count == 1, "the stale attempt reported outputs too")
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
     /// The job's events once it has succeeded and the `outputs` event of that end is written
     /// (one that comes after its `succeeded` state event; an earlier one is a stale attempt's).
     static func finalEvents(of job: JobID, in rig: SchedulerRig) async throws -> [JobEvent] {
