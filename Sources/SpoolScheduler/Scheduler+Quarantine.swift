@@ -35,15 +35,21 @@ extension Scheduler {
 
     /// Opens a quarantined slot again (an administrator's call, or a passing self-test).
     public func release(_ slot: SlotID, by whom: String) async -> SlotQuarantine.Release {
+        // Whether it may go, asked of a copy: the slot stays closed until its executor has heard
+        // (and starts workers there again), so that no job is offered to it before.
+        var trial = quarantine
+        let allowed = trial.release(slot)
+        guard allowed == .released else { return allowed }
+        await executor.slotReleased(slot)
+        // Asked again: a reading that came meanwhile may keep it closed, another release may have opened it.
         let answer = quarantine.release(slot)
-        if answer == .released {
-            logger.notice("slot released from quarantine", metadata: ["slot": "\(slot)", "by": "\(whom)"])
-            SchedulerMetrics.quarantined(quarantine.entries.count)
-            // Before any job is offered to it: its executor starts workers there again.
-            await executor.slotReleased(slot)
-            if quarantine.isQuarantined(slot) { return answer }   // quarantined again meanwhile
-            jobEnqueued()
+        guard answer == .released else {
+            if quarantine.isQuarantined(slot) { await executor.slotQuarantined(slot) }
+            return answer
         }
+        logger.notice("slot released from quarantine", metadata: ["slot": "\(slot)", "by": "\(whom)"])
+        SchedulerMetrics.quarantined(quarantine.entries.count)
+        jobEnqueued()
         return answer
     }
 

@@ -55,6 +55,8 @@ public final class ScriptedExecutor: JobExecutor {
         var ranOnQuarantined = 0
         /// `prepare` calls wait (a look-ahead between its look at the queue and its answer).
         var preparesHeld: [CheckedContinuation<Void, Never>]?
+        /// `slotReleased` calls wait (the executor hearing of a release late).
+        var releasesHeld: [CheckedContinuation<Void, Never>]?
     }
 
     public init() {
@@ -114,7 +116,28 @@ public final class ScriptedExecutor: JobExecutor {
     public func excludedTypes(for slot: SlotID) -> Set<String> { state.withLock { $0.excluded[slot] ?? [] } }
     public func close() async { state.withLock { $0.closed = true } }
     public func slotQuarantined(_ slot: SlotID) async { state.withLock { _ = $0.quarantined.insert(slot) } }
-    public func slotReleased(_ slot: SlotID) async { state.withLock { _ = $0.quarantined.remove(slot) } }
+    public func slotReleased(_ slot: SlotID) async {
+        await withCheckedContinuation { continuation in
+            let wait = state.withLock { state -> Bool in
+                guard state.releasesHeld != nil else { return false }
+                state.releasesHeld!.append(continuation)
+                return true
+            }
+            if !wait { continuation.resume() }
+        }
+        state.withLock { _ = $0.quarantined.remove(slot) }
+    }
+
+    /// `slotReleased` calls wait from now on (the executor has not heard yet) until `releaseSlotReleases`.
+    public func holdSlotReleases() { state.withLock { $0.releasesHeld = $0.releasesHeld ?? [] } }
+
+    /// Lets the held `slotReleased` calls go on, and later ones pass.
+    public func releaseSlotReleases() {
+        for waiter in state.withLock({ state in defer { state.releasesHeld = nil }; return state.releasesHeld ?? [] }) { waiter.resume() }
+    }
+
+    /// How many `slotReleased` calls wait on the hold.
+    public var slotReleasesWaiting: Int { state.withLock { $0.releasesHeld?.count ?? 0 } }
     /// The slots the scheduler said are quarantined, and not released since.
     public var quarantinedSlots: Set<SlotID> { state.withLock { $0.quarantined } }
     /// Attempts started on a slot the executor was told is quarantined.

@@ -98,6 +98,39 @@ import Testing
         }
     }
 
+    /// A release opens the slot once its executor has heard of it (a warm worker may start
+    /// there again): a job submitted while the executor is being told is not claimed for it
+    /// before then, and starts there after.
+    @Test func aReleasedSlotIsOfferedNoJobBeforeItsExecutorHasHeard() async throws {
+        let rig = try rig(startBeforeCommit: false)
+        try await running(rig) {
+            await rig.scheduler.read(gpuHealth: ["0": .unhealthy("GPU is lost")])
+            await rig.scheduler.read(gpuHealth: ["0": .healthy])
+            _ = try await rig.submit()
+            let busy = try await next("a job on slot 1, the only open slot")
+            #expect(busy.slot.id == SlotID(1))
+            executor.holdSlotReleases()
+            let releasing = Task { await rig.scheduler.release(SlotID(0), by: "test") }   // unstructured: awaited below, once the executor may hear
+            try await within(.seconds(10), "the executor told of the release") { [executor] in
+                while executor.slotReleasesWaiting == 0 { await Task.yield() }
+            }
+            let claims = rig.store.calls(.claim)
+            let job = try await rig.submit()
+            try await within(.seconds(10), "the submit's wake-up, taken") { [scheduler = rig.scheduler] in
+                while scheduler.wakeQueued { await Task.yield() }
+            }
+            _ = await rig.scheduler.quarantinedSlots()   // after the pass the wake-up ran
+            #expect(rig.store.calls(.claim) == claims, "a job was claimed for the slot before its executor heard of the release")
+            executor.releaseSlotReleases()
+            #expect(await releasing.value == .released)
+            let started = try await next("the job, on the released slot 0")
+            #expect(started.job.id == job.id && started.slot.id == SlotID(0))
+            #expect(executor.attemptsOnQuarantinedSlots == 0)
+            started.finish(.succeeded)
+            busy.finish(.succeeded)
+        }
+    }
+
     @Test func selfTestsAreDueAtOnceThenEveryIntervalOnTheSchedulersClock() async throws {
         let rig = try rig(startBeforeCommit: false)
         try await running(rig) {
