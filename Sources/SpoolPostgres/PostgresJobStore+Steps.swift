@@ -103,12 +103,13 @@ extension PostgresJobStore {
                 started.append(job)
             }
         }
-        let finished = steps.compactMap { $0.finish?.id }
+        let finished = steps.compactMap(\.finish)
         claimedJobs.withLock { jobs in
-            for id in finished { jobs[id] = nil }
+            // Not a stale attempt's: the job may be claimed here again, as a newer attempt.
+            for finish in finished where jobs[finish.id]?.attempts == finish.attempt { jobs[finish.id] = nil }
             for job in started { jobs[job.id] = job }
         }
-        published(answer.newest, jobs: finished + started.map { $0.id })
+        published(answer.newest, jobs: finished.map(\.id) + started.map { $0.id })
         return results
     }
 
@@ -332,7 +333,9 @@ struct SlotStepsBatch: Sendable {
     /// The claims run under `lockRunningCaps`: they may start capped tenants' jobs.
     var takingTurns: Bool
 
+    /// What a batch's statement did.
     struct Answer: Sendable {
+        /// The newest event it wrote.
         var newest: Int64?
         var claimed: [Job] = []
         /// The attempts whose finishes were recorded (one that no longer held its job was not).
