@@ -10,7 +10,8 @@ import SpoolCore
 /// pid, and against the processes of another server on the same host (`SPOOL_JOB_ID` alone
 /// would name another node's attempt of the same job too).
 public enum OrphanReaper {
-
+    /// Kills each found process and its group (never this server's own), waits up to `patience`
+    /// for them to be gone, and returns their pids.
     static func killAll(_ found: [Leftover], patience: Duration) async -> [Int32] {
         let own = getpgrp()
         for process in found {

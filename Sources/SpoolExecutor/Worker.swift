@@ -57,6 +57,7 @@ public actor Worker {
     private var ticks = 0
     /// The post-setup GPU memory reading is still to be taken.
     private var needsBaseline = false
+    /// A GPU memory reading is under way (beside the ticks; one at a time).
     private var readingGPU = false
     private var hasEnded = false
     /// Lines read before the launch was reported (a fast worker says `ready` at once): handled
@@ -397,6 +398,7 @@ public actor Worker {
         Task { await self.gpuRead(await child.gpuMegabytes(), baseline: baseline) }   // unstructured: bounded by the probe's own timeout; lands in `usage` whenever it ends
     }
 
+    /// A GPU memory reading came back (nil: none could be taken): the worker's usage, or its baseline.
     private func gpuRead(_ vram: Double?, baseline: Bool) {
         readingGPU = false
         guard let vram else { return }

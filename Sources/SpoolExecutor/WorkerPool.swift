@@ -154,6 +154,7 @@ public actor WorkerPool: JobExecutor {
         }
     }
 
+    /// A worker stopped for its slot's quarantine is gone.
     private func left(_ worker: Worker) { leaving.removeAll { $0 === worker } }
 
     /// Jobs waiting for the slot's worker to be set up (for tests).

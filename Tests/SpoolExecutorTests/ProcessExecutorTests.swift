@@ -225,7 +225,9 @@ import Testing
         let job = try prepare(["/bin/sh", "-c", "head -c 300000 /dev/zero; touch \"$SPOOL_OUTPUT_DIR/done\""], logLimit: 10_000)
         let (released, release) = AsyncStream<Void>.makeStream()
         let observer = ExecutionObserver(output: { _ in for await _ in released { return } })   // a store that takes its time
-        let ran = Task { await run(job, observer: observer) }
+        let ran = Task { await run(job, observer: observer) }   // unstructured: awaited below, the observer released first
+        defer { release.finish() }   // also when the wait below fails: the job and its observer end
+        // Polled: nothing signals a file the job creates.
         try await within(.seconds(10), "the job writing all its output while its observer waits") {
             while !FileManager.default.fileExists(atPath: job.paths.outputs + "/done") { try await Task.sleep(for: .milliseconds(2)) }
         }
