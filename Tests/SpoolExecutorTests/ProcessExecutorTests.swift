@@ -295,25 +295,6 @@ import Testing
         #expect(try await aWriterLeftOnStdoutEndsWithItsJob("setsid yes", stop: .shutdown) == .stoppedForShutdown)
     }
 
-    /// Without a pidfd (a kernel older than 5.3) an exit is noticed from /proc; either way the
-    /// child is not reaped, and a stopped watch answers at once.
-    @Test func anExitIsNoticedWithoutAPidfdAndNotReaped() async throws {
-        var ends: [Int32] = [-1, -1]
-        // Close-on-exec from birth, so no process started meanwhile holds our end and keeps end-of-file away.
-        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0)
-        let shell = try spawn(["/bin/sh", "-c", "read line"], environment: [], stdin: ends[0])
-        close(ends[0])
-        defer { reap(shell, signal: SIGKILL) }
-        let stopped = ExitWatch(pid: shell, processDescriptor: -1)
-        stopped.stop()
-        #expect(await stopped.exited() == false)
-        let watch = ExitWatch(pid: shell, processDescriptor: -1)
-        close(ends[1])   // the shell reads end-of-file and exits
-        #expect(try await within(.seconds(10), "the exit to be noticed") { await watch.exited() })
-        var status: Int32 = 0
-        #expect(waitpid(shell, &status, WNOHANG) == shell, "the watch reaped the child")
-    }
-
     @Test func aStopRequestCancelsARunningJob() async throws {
         let job = try prepare(["/bin/sh", "-c", "echo ready > \"$SPOOL_OUTPUT_DIR/ready\"; sleep 300"])
         let (stops, continuation) = AsyncStream<StopReason>.makeStream()

@@ -136,35 +136,14 @@ final class SubprocessChild: ChildProcess {
         let gateOpened = Flag()
         let spawnedAt = Mutex(ContinuousClock.now)
         let (spawns, spawned) = AsyncStream<Result<Int32, ExecutorError>>.makeStream()
-        // Set once the leader's leftovers are gone: done as soon as it has exited, before it is reaped.
-        let cleared = Flag()
-        /// The leader is gone: leave nothing behind. Its group first (pgid == pid, the id not reusable
-        /// while the leader is a zombie or any member is alive), then whatever left the group.
-        @Sendable func leaveNothingBehind(_ pid: Int32) async {
-            kill(-pid, SIGKILL)
-            // Our write end of the FIFO goes now, so its end-of-file (once every process that
-            // had it open is dead) reaches the reader while the sweep below runs.
-            messages?.closeWriter()
-            // A gated child whose gate never opened ran nothing but the waiting shell, which
-            // starts nothing: no sweep (which would also find the job's marker on a process
-            // that runs the job for real elsewhere, the look-ahead having been overtaken).
-            let ranItsCommand = gate == nil || gateOpened.value.load(ordering: .acquiring)
-            let young = ContinuousClock.now < spawnedAt.withLock { $0 } + .seconds(1)
-            let escaped = ranItsCommand ? await OrphanReaper.killMarked(marker, bornAfter: young ? pid : nil) : []
-            if !escaped.isEmpty {
-                logger.warning("killed processes a child left behind outside its process group",
-                               metadata: ["marker": "\(marker)", "pids": "\(escaped)"])
-            }
-            cleared.value.store(true, ordering: .releasing)
-        }
         // unstructured: the supervision outlives this call (a warm worker lives across many jobs);
         // the child's `exit()` awaits it, and cancelling that wait tears the child down.
         let supervision = Task<ChildExit, Never> {
             await withTaskGroup(of: Void.self) { group in
                 if let messages { group.addTask { await messages.read(events.message) } }
-                let status = await run(configuration, stdin: stdin, events: events, spawned: spawned, onSpawn: {
+                let status = await run(configuration, stdin: stdin, events: events, spawned: spawned) {
                     spawnedAt.withLock { $0 = .now }
-                }, onExit: leaveNothingBehind)
+                }
                 flag.value.store(true, ordering: .releasing)
                 guard let (pid, status) = status else {
                     messages?.remove()
@@ -173,11 +152,21 @@ final class SubprocessChild: ChildProcess {
                     group.cancelAll()
                     return .exited(-1)
                 }
-                if cleared.value.load(ordering: .acquiring) {
-                    // Done already, while the leader was a zombie; its group once more, as a backstop.
-                    kill(-pid, SIGKILL)
-                } else {
-                    await leaveNothingBehind(pid)
+                // The leader is gone: leave nothing behind. Its group first (pgid == pid, and the id
+                // cannot be reused while any member is alive), then whatever left the group.
+                kill(-pid, SIGKILL)
+                // Our write end of the FIFO goes now, so its end-of-file (once every process that
+                // had it open is dead) reaches the reader while the sweep below runs.
+                messages?.closeWriter()
+                // A gated child whose gate never opened ran nothing but the waiting shell, which
+                // starts nothing: no sweep (which would also find the job's marker on a process
+                // that runs the job for real elsewhere, the look-ahead having been overtaken).
+                let ranItsCommand = gate == nil || gateOpened.value.load(ordering: .acquiring)
+                let young = ContinuousClock.now < spawnedAt.withLock { $0 } + .seconds(1)
+                let escaped = ranItsCommand ? await OrphanReaper.killMarked(marker, bornAfter: young ? pid : nil) : []
+                if !escaped.isEmpty {
+                    logger.warning("killed processes a child left behind outside its process group",
+                                   metadata: ["marker": "\(marker)", "pids": "\(escaped)"])
                 }
                 // Then the messages: what is still in the FIFO, to end-of-file (2 s at most, in case
                 // something unkillable still holds it open).
@@ -203,8 +192,8 @@ final class SubprocessChild: ChildProcess {
 
     /// Runs the process to its end; nil when it could not be spawned (reported on `spawned`).
     private static func run(_ configuration: Configuration, stdin: FileDescriptor?, events: ChildEvents,
-                            spawned: AsyncStream<Result<Int32, ExecutorError>>.Continuation, onSpawn: @escaping @Sendable () -> Void,
-                            onExit: @escaping @Sendable (Int32) async -> Void) async -> (Int32, ChildExit)? {
+                            spawned: AsyncStream<Result<Int32, ExecutorError>>.Continuation,
+                            onSpawn: @escaping @Sendable () -> Void) async -> (Int32, ChildExit)? {
         let started = Atomic<Int32>(0)
         // The job's stdin (its input file) is ours to close, exactly once: once the child has it
         // (after the spawn), or when the spawn failed. swift-subprocess is told not to close it,
@@ -224,18 +213,9 @@ final class SubprocessChild: ChildProcess {
                 started.store(pid, ordering: .releasing)
                 spawned.yield(.success(pid))
                 spawned.finish()
-                // A process that inherited stdout or stderr and writes without pause keeps the drains
-                // from ever reaching end-of-file: so once the leader has exited (a zombie, not reaped
-                // until this closure returns), `onExit` kills what it left, and the drains read to the end.
-                let exit = ExitWatch(pid: pid, processDescriptor: execution.processIdentifier.processDescriptor)
-                await withTaskGroup(of: Void.self) { group in
-                    group.addTask { if await exit.exited() { await onExit(pid) } }
-                    await withTaskGroup(of: Void.self) { drains in
-                        drains.addTask { try? await drain(execution.standardOutput, events.output) }
-                        drains.addTask { try? await drain(execution.standardError, events.output) }
-                    }
-                    // Both at end-of-file first: the leftovers go once the leader is reaped, as before.
-                    exit.stop()
+                await withTaskGroup(of: Void.self) { drains in
+                    drains.addTask { try? await drain(execution.standardOutput, events.output) }
+                    drains.addTask { try? await drain(execution.standardError, events.output) }
                 }
             }.terminationStatus
         }
