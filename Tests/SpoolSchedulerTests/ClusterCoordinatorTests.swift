@@ -24,9 +24,9 @@ import Testing
             _ = try await rig.submit()
             let attempt = try await executor.attempts.next("the job")
             let stopped = Mutex<StopReason?>(nil)
-            let watcher = Task { let stop = await attempt.nextStop(); stopped.withLock { $0 = stop } }
+            let watcher = Task { let stop = await attempt.nextStop(); stopped.withLock { $0 = stop } }   // unstructured: awaited below
             // Started now, the coordinator renews the running job's lease at once.
-            let coordinating = Task { try await coordinator.run() }   // in the test's graceful-shutdown context
+            let coordinating = Task { try await coordinator.run() }   // unstructured: in the test's graceful-shutdown context, cancelled at the end
             defer { coordinating.cancel() }
             try await within(.seconds(10), "the job's lease renewed") {
                 while !shared.renewed.contains(attempt.job.id) { await Task.yield() }
@@ -180,7 +180,7 @@ import Testing
         try await rig.run({ _ in
             let job = try await rig.submit()
             let first = try await executor.attempts.next("the first attempt")
-            let coordinating = Task { try await coordinator.run() }   // in the test's graceful-shutdown context
+            let coordinating = Task { try await coordinator.run() }   // unstructured: in the test's graceful-shutdown context, cancelled at the end
             defer { coordinating.cancel() }
             try await within(.seconds(10), "the job's lease renewed") {
                 while !shared.renewed.contains(job.id) { await Task.yield() }

@@ -341,7 +341,7 @@ import Testing
         let worker = try await child("the worker, setting up")
         let ended = Mutex(false)
         let goneAtEnd = Mutex(false)
-        let watcher = Task { _ = await ran.value; goneAtEnd.withLock { $0 = worker.hasExited }; ended.withLock { $0 = true } }
+        let watcher = Task { _ = await ran.value; goneAtEnd.withLock { $0 = worker.hasExited }; ended.withLock { $0 = true } }   // unstructured: awaited below
         try await within(.seconds(10), "the job handed back") {
             while !ended.withLock({ $0 }) {
                 if await rig.manual.sleeperArrives(patience: .milliseconds(5)) { rig.manual.advance(by: .milliseconds(500)) }
@@ -373,7 +373,7 @@ import Testing
                 if await rig.manual.sleeperArrives(patience: .milliseconds(5)) { rig.manual.advance(by: .milliseconds(500)) }
             }
         }
-        let stopped = Task { await rig.pool.shutdown() }
+        let stopped = Task { await rig.pool.shutdown() }   // unstructured: awaited below
         try await within(.seconds(10), "the worker killed, its GPU reading still waiting") {
             while !worker.hasExited {
                 if await rig.manual.sleeperArrives(patience: .milliseconds(5)) { rig.manual.advance(by: .milliseconds(500)) }
@@ -420,7 +420,7 @@ import Testing
         #expect(!worker.hasExited, "not while it runs the job")
         stop.yield(.quarantine)   // the worker is asked to drop the job, and killed a grace later
         let ended = Mutex(false)
-        let watcher = Task { _ = await ran.value; ended.withLock { $0 = true } }
+        let watcher = Task { _ = await ran.value; ended.withLock { $0 = true } }   // unstructured: awaited below
         try await within(.seconds(10), "the job stopped") {
             while !ended.withLock({ $0 }) {
                 if await rig.manual.sleeperArrives(patience: .milliseconds(5)) { rig.manual.advance(by: .seconds(1)) }

@@ -159,7 +159,7 @@ import Testing
                                                          excluding: [], node: "node-0", lease: .seconds(10), takingTurns: true)
                         .run(on: connection, logger: TestPostgres.logger)
                     let answered = Mutex(false)
-                    let second = Task {
+                    let second = Task {   // unstructured: its claim waits on the lock; awaited below
                         defer { answered.withLock { $0 = true } }
                         return try await nodes[1].claimNext(for: SlotID(0), now: at(10))
                     }
@@ -255,7 +255,7 @@ import Testing
             let job = try await nodes[0].create(makeJob(maxAttempts: 2))
             _ = try await nodes[0].claimNext(for: SlotID(0), now: at(10))
             _ = try await nodes[1].cancel(job.id, by: "alice", now: at(15))
-            try await Task.sleep(for: .milliseconds(400))
+            try await Task.sleep(for: .milliseconds(400))   // real time: the lease runs out on the database's clock
             _ = try await nodes[1].rescueExpired(now: at(20))
             let canceled = try await nodes[1].require(job.id)
             #expect(canceled.state == .canceled && canceled.reason == .canceled && canceled.finishedAt == at(20))
