@@ -9,8 +9,8 @@ extension PostgresJobStore {
     public func enqueueArray(_ tasks: [Job], limits: QueueLimits) async throws -> [Job] {
         let owner = tasks.first?.owner ?? ""
         let (stored, newest) = try await transaction("store an array's tasks") { connection -> ([Job], Int64?) in
-            // One array at a time per owner, so two arrays' checks of the limits do not both pass.
-            try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\("array:" + owner), 0))", logger: self.logger)
+            // Its checks of the limits take turns with every other limited submit's.
+            try await Self.lockQueueLimits(limits, owner: owner, on: connection, logger: self.logger)
             if let total = limits.total, let queued = try await connection.query("SELECT count(*) FROM jobs WHERE state = 'queued'",
                                                                                 logger: self.logger).decodeFirst(Int64.self),
                Int(queued) + tasks.count > total {

@@ -213,12 +213,25 @@ public final class PostgresJobStore: SharedJobStore {
         }
     }
 
+    /// Makes submits bound by `limits` take turns (from any node): each counts the queue in a
+    /// snapshot taken after the one before it committed, so two cannot both take the last
+    /// place. Held to the end of the caller's transaction; taken before any other lock.
+    static func lockQueueLimits(_ limits: QueueLimits, owner: String, on connection: PostgresConnection, logger: Logger) async throws {
+        if limits.total != nil {
+            try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended('spool:max_queued', 0))", logger: logger)
+        }
+        if limits.owner != nil {
+            try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\("spool:max_queued:" + owner), 0))", logger: logger)
+        }
+    }
+
     public func enqueue(_ job: Job, limits: QueueLimits) async throws -> EnqueueResult {
         var stored = job
         stored.state = .queued
         stored.attempts = 0
         let owner = job.owner ?? ""
         let insert = insertion(of: job, limits: limits)
+        let limited = limits.total != nil || limits.owner != nil
         let row: InsertedRow?
         if let dedup = job.dedup, let hash = job.dedupHash {
             // Result reuse: identical submits (from any node) take turns on a lock of their hash,
@@ -226,6 +239,7 @@ public final class PostgresJobStore: SharedJobStore {
             let cutoff = dedup.succeededWithin.map { job.createdAt.adding(seconds: -$0).microseconds } ?? Int64.max
             enum Found: Sendable { case duplicate(Job), inserted(InsertedRow?) }
             let found = try await transaction("store the job") { connection -> Found in
+                try await Self.lockQueueLimits(limits, owner: owner, on: connection, logger: self.logger)
                 try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(hash), 0))", logger: self.logger)
                 if let same = try await Self.fetchJob(where: """
                     j.owner = \(owner) AND j.dedup_hash = \(hash)
@@ -239,6 +253,11 @@ public final class PostgresJobStore: SharedJobStore {
             switch found {
             case .duplicate(let same): return .duplicate(same)
             case .inserted(let inserted): row = inserted
+            }
+        } else if limited {
+            row = try await transaction("store the job") { connection in
+                try await Self.lockQueueLimits(limits, owner: owner, on: connection, logger: self.logger)
+                return try await insert(connection)
             }
         } else {
             row = try await write("store the job", insert)

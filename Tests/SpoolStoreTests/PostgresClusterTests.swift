@@ -188,6 +188,43 @@ import Testing
         }
     }
 
+    /// The server's and a tenant's `max_queued` hold while submits (single ones and arrays)
+    /// arrive on two nodes at once: each counts the queue after the one before it committed.
+    @Test func maxQueuedHoldsWhileNodesSubmitAtOnce() async throws {
+        try await withNodes(2) { nodes in
+            let total = 12, perOwner = 5
+            let limits = QueueLimits(total: total, owner: perOwner)
+            let accepted = try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 0..<48 {
+                    group.addTask {
+                        let node = nodes[index % 2]
+                        let owner = "tenant-\(index % 3)"
+                        do {
+                            if index % 8 == 0 {
+                                let tasks = (0..<2).map { _ in var job = makeJob(); job.owner = owner; return job }
+                                return try await node.enqueueArray(tasks, limits: limits).count
+                            }
+                            var job = makeJob()
+                            job.owner = owner
+                            _ = try await node.enqueue(job, limits: limits)
+                            return 1
+                        } catch let error as StoreError where error.code == .queueFull {
+                            return 0
+                        }
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            let queued = try await nodes[0].queuedCount()
+            #expect(queued == accepted)
+            #expect(queued <= total, "\(queued) jobs queued past max_queued \(total)")
+            for owner in 0..<3 {
+                let count = try await nodes[1].queuedCount(owner: "tenant-\(owner)")
+                #expect(count <= perOwner, "tenant-\(owner) has \(count) jobs queued past its max_queued \(perOwner)")
+            }
+        }
+    }
+
     @Test func aCancelOnOneNodeReachesTheNodeRunningTheJob() async throws {
         try await withNodes(2) { nodes in
             let (api, gpu) = (nodes[0], nodes[1])
