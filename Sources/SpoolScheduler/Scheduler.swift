@@ -1,5 +1,5 @@
 // The scheduler's loop and every handler that changes slot occupancy stay in one actor and one
-// file (about 1,070 lines: a third the start-before-commit handover of a local store, a tenth the
+// file (about 1,140 lines: a third the start-before-commit handover of a local store, a tenth the
 // queue's timer): the board's invariant is easiest to check when each move is in sight of the
 // others, and the handover's and the timer's state (looked-up jobs, uncommitted starts, voided
 // attempts, the armed time) is private to the actor. Execution, workers, the store and the GPU
@@ -597,13 +597,7 @@ public actor Scheduler: Service {
         switch answer {
         case .success(let finished):
             next = finished.next
-            // Not recorded at its first try: the job no longer was this attempt's (rescued after
-            // an outage). After failed tries, the end may be its own, recorded by a commit whose
-            // answer was lost — taken as recorded while the tries failed for less than a lease
-            // (its lease held meanwhile: no other node can have taken the job).
-            let failingSince = recordFailingSince[Attempt(job)]
-            let lease = (store as? any SharedJobStore)?.leaseDuration
-            stale = !finished.recorded && (failingSince.map { since in lease.map { clock.now() - since >= $0 } ?? false } ?? true)
+            stale = !finished.recorded && isStale(job)
             storeTrouble = nil
         case .failure(let error):
             storeFailed(error)
@@ -900,6 +894,16 @@ public actor Scheduler: Service {
             await executor.prepare(job, on: spec)
             eventSink.yield(.lookedUp(slot, lookup: lookup, .job(Upcoming(job: job, submissions: asOf))))
         }
+    }
+
+    /// Whether an end of `job` the store did not record was a stale attempt's. Not recorded at its
+    /// first try: yes, the job no longer was this attempt's (rescued after an outage). After
+    /// failed tries the end may be its own, recorded by a commit whose answer was lost: taken so
+    /// while the tries failed for less than a lease (no other node can have taken the job then).
+    private func isStale(_ job: Job) -> Bool {
+        guard let failingSince = recordFailingSince[Attempt(job)] else { return true }
+        guard let lease = (store as? any SharedJobStore)?.leaseDuration else { return false }
+        return clock.now() - failingSince >= lease
     }
 
     /// An attempt whose end the store did not record, because the job is no longer its: nothing
