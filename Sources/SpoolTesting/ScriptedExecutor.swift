@@ -53,11 +53,12 @@ public final class ScriptedExecutor: JobExecutor {
         var quarantined: Set<SlotID> = []
         /// Attempts handed to a slot while the executor was told it is quarantined.
         var ranOnQuarantined = 0
-        /// `prepare` calls wait (a look-ahead between its look at the queue and its answer).
-        var preparesHeld: [CheckedContinuation<Void, Never>]?
-        /// `slotReleased` calls wait (the executor hearing of a release late).
-        var releasesHeld: [CheckedContinuation<Void, Never>]?
     }
+
+    /// `prepare` calls (a look-ahead between its look at the queue and its answer).
+    private let preparing = CallHold()
+    /// `slotReleased` calls (the executor hearing of a release late).
+    private let releasing = CallHold()
 
     public init() {
         (attempts, started) = AsyncStream<Attempt>.makeStream()
@@ -79,32 +80,16 @@ public final class ScriptedExecutor: JobExecutor {
 
     /// Looks ahead wait in `prepare` from now on (after their look at the queue, before the
     /// scheduler hears what they found) until `releasePrepares`.
-    public func holdPrepares() { state.withLock { $0.preparesHeld = $0.preparesHeld ?? [] } }
+    public func holdPrepares() { preparing.hold() }
 
     /// Lets the held `prepare` calls go on, and later ones pass; returns how many were waiting.
     @discardableResult
-    public func releasePrepares() -> Int {
-        let waiting = state.withLock { state in
-            defer { state.preparesHeld = nil }
-            return state.preparesHeld ?? []
-        }
-        for waiter in waiting { waiter.resume() }
-        return waiting.count
-    }
+    public func releasePrepares() -> Int { preparing.release() }
 
     /// How many `prepare` calls wait on the hold.
-    public var preparesWaiting: Int { state.withLock { $0.preparesHeld?.count ?? 0 } }
+    public var preparesWaiting: Int { preparing.count }
 
-    public func prepare(_ job: Job, on slot: SlotSpec) async {
-        await withCheckedContinuation { continuation in
-            let wait = state.withLock { state -> Bool in
-                guard state.preparesHeld != nil else { return false }
-                state.preparesHeld!.append(continuation)
-                return true
-            }
-            if !wait { continuation.resume() }
-        }
-    }
+    public func prepare(_ job: Job, on slot: SlotSpec) async { await preparing.pass() }
 
     /// Ends every attempt still running with `outcome` (a test's teardown).
     public func finishAll(_ outcome: JobOutcome) {
@@ -117,27 +102,18 @@ public final class ScriptedExecutor: JobExecutor {
     public func close() async { state.withLock { $0.closed = true } }
     public func slotQuarantined(_ slot: SlotID) async { state.withLock { _ = $0.quarantined.insert(slot) } }
     public func slotReleased(_ slot: SlotID) async {
-        await withCheckedContinuation { continuation in
-            let wait = state.withLock { state -> Bool in
-                guard state.releasesHeld != nil else { return false }
-                state.releasesHeld!.append(continuation)
-                return true
-            }
-            if !wait { continuation.resume() }
-        }
+        await releasing.pass()
         state.withLock { _ = $0.quarantined.remove(slot) }
     }
 
     /// `slotReleased` calls wait from now on (the executor has not heard yet) until `releaseSlotReleases`.
-    public func holdSlotReleases() { state.withLock { $0.releasesHeld = $0.releasesHeld ?? [] } }
+    public func holdSlotReleases() { releasing.hold() }
 
     /// Lets the held `slotReleased` calls go on, and later ones pass.
-    public func releaseSlotReleases() {
-        for waiter in state.withLock({ state in defer { state.releasesHeld = nil }; return state.releasesHeld ?? [] }) { waiter.resume() }
-    }
+    public func releaseSlotReleases() { releasing.release() }
 
     /// How many `slotReleased` calls wait on the hold.
-    public var slotReleasesWaiting: Int { state.withLock { $0.releasesHeld?.count ?? 0 } }
+    public var slotReleasesWaiting: Int { releasing.count }
     /// The slots the scheduler said are quarantined, and not released since.
     public var quarantinedSlots: Set<SlotID> { state.withLock { $0.quarantined } }
     /// Attempts started on a slot the executor was told is quarantined.

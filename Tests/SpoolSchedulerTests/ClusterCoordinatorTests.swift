@@ -19,18 +19,14 @@ import Testing
         let executor = ScriptedExecutor()
         let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
         let shared = LeaseStandIn(rig.store, lease: .seconds(3))
-        let coordinator = ClusterCoordinator(store: shared, scheduler: rig.scheduler, clock: rig.clock, logger: SchedulerRig.quiet("cluster-test"))
         try await rig.run({ _ in
             _ = try await rig.submit()
             let attempt = try await executor.attempts.next("the job")
             let stopped = Mutex<StopReason?>(nil)
             let watcher = Task { let stop = await attempt.nextStop(); stopped.withLock { $0 = stop } }   // unstructured: awaited below
             // Started now, the coordinator renews the running job's lease at once.
-            let coordinating = Task { try await coordinator.run() }   // unstructured: in the test's graceful-shutdown context, cancelled at the end
+            let coordinating = try await Self.coordinate(rig, through: shared, renewing: attempt.job.id)
             defer { coordinating.cancel() }
-            try await within(.seconds(10), "the job's lease renewed") {
-                while !shared.renewed.contains(attempt.job.id) { await Task.yield() }
-            }
             shared.partition()
             // A lease and a half on: the renewal in flight still hangs (it never returns here).
             // The watch that fences runs every tenth of a lease; time moves until it has.
@@ -50,15 +46,11 @@ import Testing
         let executor = ScriptedExecutor()
         let rig = try SchedulerRig(slots: 2, executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
         let shared = LeaseStandIn(rig.store, lease: .seconds(3))
-        let coordinator = ClusterCoordinator(store: shared, scheduler: rig.scheduler, clock: rig.clock, logger: SchedulerRig.quiet("cluster-test"))
         try await rig.run({ _ in
             let first = try await rig.submit()
             let one = try await executor.attempts.next("the first job")
-            let coordinating = Task { try await coordinator.run() }   // unstructured: in the test's graceful-shutdown context, cancelled at the end
+            let coordinating = try await Self.coordinate(rig, through: shared, renewing: first.id)
             defer { coordinating.cancel() }
-            try await within(.seconds(10), "the first job's lease renewed") {
-                while !shared.renewed.contains(first.id) { await Task.yield() }
-            }
             shared.partition()
             let firstStop = Self.firstStop(of: one)
             try await rig.advance(by: .milliseconds(100), until: "the first job stopped") { firstStop.reason != nil }
@@ -71,6 +63,23 @@ import Testing
             #expect(secondStop.reason == .shutdown)
             #expect(rig.clock.now() - claimedAt >= .seconds(3), "stopped before its lease ran out")
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
+    /// Starts a coordinator over `shared` for the rig's scheduler, in the test's graceful-shutdown
+    /// context (the caller cancels the task at the end), and waits until it has renewed `job`'s
+    /// lease (at once: the first renewal runs as it starts).
+    static func coordinate(_ rig: SchedulerRig, through shared: LeaseStandIn, renewing job: JobID) async throws -> Task<Void, any Error> {
+        let coordinator = ClusterCoordinator(store: shared, scheduler: rig.scheduler, clock: rig.clock, logger: SchedulerRig.quiet("cluster-test"))
+        let coordinating = Task { try await coordinator.run() }   // unstructured: the caller cancels it at the end
+        do {
+            try await within(.seconds(10), "job \(job)'s lease renewed") {
+                while !shared.renewed.contains(job) { await Task.yield() }
+            }
+        } catch {
+            coordinating.cancel()
+            throw error
+        }
+        return coordinating
     }
 
     /// An attempt's first stop request, once it has come.
@@ -176,24 +185,20 @@ import Testing
         let executor = ScriptedExecutor()
         let rig = try SchedulerRig(slots: 2, types: [Self.retried], sharedLease: .seconds(3), executor: { _, _, _ in executor })
         let shared = LeaseStandIn(rig.store, lease: .seconds(3))
-        let coordinator = ClusterCoordinator(store: shared, scheduler: rig.scheduler, clock: rig.clock, logger: SchedulerRig.quiet("cluster-test"))
         try await rig.run({ _ in
             let job = try await rig.submit()
             let first = try await executor.attempts.next("the first attempt")
-            let coordinating = Task { try await coordinator.run() }   // unstructured: in the test's graceful-shutdown context, cancelled at the end
+            let coordinating = try await Self.coordinate(rig, through: shared, renewing: job.id)
             defer { coordinating.cancel() }
-            try await within(.seconds(10), "the job's lease renewed") {
-                while !shared.renewed.contains(job.id) { await Task.yield() }
-            }
             // The next renewal (a third of a lease on) begins and waits with attempt 1 to renew.
-            shared.holdRenewals()
+            shared.renewals.hold()
             try await rig.advance(by: .milliseconds(100), until: "the next renewal begun") { shared.renewalsBegun == 2 }
             _ = try await rig.memory.recoverInterrupted(now: rig.clock.wall())   // rescued by "another node"
             rig.scheduler.jobEnqueued()
             try await within(.seconds(10), "the job claimed here again") {
                 while await rig.scheduler.heldAttempts()[job.id] != 2 { await Task.yield() }
             }
-            shared.releaseRenewals()
+            shared.renewals.release()
             // A renewal begins only once the one before has fenced what it found.
             try await rig.advance(by: .milliseconds(100), until: "the renewal after it begun") { shared.renewalsBegun >= 3 }
             first.finish(.stoppedForShutdown)
@@ -236,12 +241,13 @@ final class LeaseStandIn: SharedJobStore {
     let leaseDuration: Duration
     private let state = Mutex(State())
 
+    /// Renewals, once begun (`holdRenewals`).
+    let renewals = CallHold()
+
     private struct State {
         var partitioned = false
         var renewed: Set<JobID> = []
         var renewalsBegun = 0
-        /// Renewals wait here while held (`holdRenewals`).
-        var held: [CheckedContinuation<Void, Never>]?
     }
 
     init(_ base: any JobStore, lease: Duration) {
@@ -254,22 +260,10 @@ final class LeaseStandIn: SharedJobStore {
     var renewed: Set<JobID> { state.withLock { $0.renewed } }
     /// How many renewals have begun (a coordinator begins one once its last one is done with).
     var renewalsBegun: Int { state.withLock { $0.renewalsBegun } }
-    /// Renewals wait, once begun, until `releaseRenewals`.
-    func holdRenewals() { state.withLock { $0.held = $0.held ?? [] } }
-    func releaseRenewals() {
-        for waiter in state.withLock({ state in defer { state.held = nil }; return state.held ?? [] }) { waiter.resume() }
-    }
 
     func renewLeases(of attempts: [JobID: Int]) async throws -> [LeaseHolding] {
-        await withCheckedContinuation { waiter in
-            let proceed = state.withLock { state in
-                state.renewalsBegun += 1
-                guard state.held != nil else { return true }
-                state.held!.append(waiter)
-                return false
-            }
-            if proceed { waiter.resume() }
-        }
+        state.withLock { $0.renewalsBegun += 1 }
+        await renewals.pass()
         if state.withLock({ $0.partitioned }) { try await Task.sleep(for: .seconds(3600)) }   // real time: only cancellation ends it
         var holdings: [LeaseHolding] = []
         for (id, attempt) in attempts {
