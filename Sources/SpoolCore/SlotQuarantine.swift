@@ -117,11 +117,18 @@ public struct SlotQuarantine: Sendable, Equatable {
         return "GPU \(device): \(why)"
     }
 
-    /// Opens `slot` again (an administrator's call, or a passing self-test).
-    public mutating func release(_ slot: SlotID) -> Release {
+    /// What `release(slot)` would answer now, without opening the slot.
+    public func releasable(_ slot: SlotID) -> Release {
         guard devices[slot] != nil else { return .noSuchSlot }
         guard entries[slot] != nil else { return .notQuarantined }
         if let problem = deviceProblem(of: slot) { return .deviceUnhealthy(problem) }
+        return .released
+    }
+
+    /// Opens `slot` again (an administrator's call, or a passing self-test).
+    public mutating func release(_ slot: SlotID) -> Release {
+        let answer = releasable(slot)
+        guard answer == .released else { return answer }
         entries[slot] = nil
         streaks[slot] = 0
         selfTested[slot] = nil

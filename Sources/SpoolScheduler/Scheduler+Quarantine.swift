@@ -35,10 +35,9 @@ extension Scheduler {
 
     /// Opens a quarantined slot again (an administrator's call, or a passing self-test).
     public func release(_ slot: SlotID, by whom: String) async -> SlotQuarantine.Release {
-        // Whether it may go, asked of a copy: the slot stays closed until its executor has heard
-        // (and starts workers there again), so that no job is offered to it before.
-        var trial = quarantine
-        let allowed = trial.release(slot)
+        // Whether it may go, without opening it: the slot stays closed until its executor has
+        // heard (and starts workers there again), so that no job is offered to it before.
+        let allowed = quarantine.releasable(slot)
         guard allowed == .released else { return allowed }
         await executor.slotReleased(slot)
         // Asked again: a reading that came meanwhile may keep it closed, another release may have opened it.
