@@ -38,8 +38,10 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
   || { cat "$dir/initdb.log" >&2; exit 1; }
 fast="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 [ "${SPOOL_PG_DURABLE:-0}" = 1 ] && fast=""
+# The suites run their tests at once, many with a small cluster of their own (each node a pool
+# of connections and a listener): 300 connections were once used up (`too many clients`).
 "${run[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start -o \
-  "-c listen_addresses=127.0.0.1 -p $port -k $dir $fast -c max_connections=300" \
+  "-c listen_addresses=127.0.0.1 -p $port -k $dir $fast -c max_connections=1000" \
   >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
 
 # The watchdog outlives this script (setsid, no inherited stdout) and stops the server once
