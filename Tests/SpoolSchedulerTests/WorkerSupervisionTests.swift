@@ -342,9 +342,11 @@ import Testing
         let ended = Mutex(false)
         let goneAtEnd = Mutex(false)
         let watcher = Task { _ = await ran.value; goneAtEnd.withLock { $0 = worker.hasExited }; ended.withLock { $0 = true } }   // unstructured: awaited below
-        try await within(.seconds(10), "the job handed back") {
+        // The setup's 2 s and the kill grace's 10 s pass a second a step: under a loaded machine
+        // (the whole suite at once) each step waits for a sleeper, so the bound is generous.
+        try await within(.seconds(30), "the job handed back") {
             while !ended.withLock({ $0 }) {
-                if await rig.manual.sleeperArrives(patience: .milliseconds(5)) { rig.manual.advance(by: .milliseconds(500)) }
+                if await rig.manual.sleeperArrives(patience: .milliseconds(5)) { rig.manual.advance(by: .seconds(1)) }
             }
         }
         _ = await watcher.value
