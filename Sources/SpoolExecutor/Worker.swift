@@ -80,6 +80,9 @@ public actor Worker {
         var waiter: CheckedContinuation<AttemptEnd, Never>?
     }
     private var current: Current?
+    /// The worker said a job ended: its end is handled once its output up to then is read (the
+    /// fence comes through), or given up after `fenceLimit`.
+    private var fence: (job: JobID, finder: OutputFence, since: Moment, waiting: Bool)?
 
     public init(id: String, type: JobType, policy: WorkerPolicy, slot: SlotSpec, settings: Settings) throws {
         self.id = id
@@ -90,7 +93,7 @@ public actor Worker {
         let plan = try WorkerLaunchPlan(type: type, policy: policy, slot: slot, workerID: id, directory: directory)
         launch = ChildLaunch(argv: plan.argv, environment: plan.environment, workingDirectory: plan.workingDirectory,
                              messages: directory + "/messages", commands: directory + "/commands",
-                             marker: "SPOOL_MESSAGES=" + directory + "/messages", killGrace: settings.killGrace)
+                             marker: "SPOOL_MESSAGES=" + directory + "/messages", killGrace: settings.killGrace, fencedOutput: true)
         gpu = slot.gpu != nil
         self.slot = slot.id
         lifecycle = WorkerLifecycle(timing: .init(policy: policy, killGrace: settings.killGrace), now: settings.clock.now())
@@ -176,6 +179,8 @@ public actor Worker {
             group.cancelAll()
             return exit!
         }
+        // Its output was read to the end before `exit()` returned (unless that ran out of time).
+        giveUpFence(because: "the worker is gone")
         handle(.exited(exit.description))
     }
 
@@ -186,6 +191,9 @@ public actor Worker {
         while !Task.isCancelled {
             do { try await settings.clock.sleep(for: tick) } catch { return }
             await sampleUsage()
+            if let since = fence?.since, settings.clock.now() - since >= Self.fenceLimit {
+                giveUpFence(because: "it was not read within \(Self.fenceLimit.readable)")
+            }
             handle(.tick)
         }
     }
@@ -340,7 +348,24 @@ public actor Worker {
     // MARK: - What the worker says
 
     private func output(_ bytes: [UInt8]) async {
-        if let current {
+        guard var pending = fence else {
+            jobOutput(bytes)
+            return
+        }
+        let (before, after) = pending.finder.scan(bytes)
+        jobOutput(before)
+        fence?.finder = pending.finder
+        guard let after else { return }
+        fence = nil
+        // What the worker wrote after it said the job ended is no job's.
+        if !after.isEmpty { workerLog?.write(after) }
+        if pending.waiting { handle(.jobEnded(pending.job)) }
+    }
+
+    /// Bytes the worker wrote: the job's in flight until its end, or the worker's own log's.
+    private func jobOutput(_ bytes: [UInt8]) {
+        guard !bytes.isEmpty else { return }
+        if let current, current.end == nil {
             current.sink.write(bytes)
             current.deliveries.output(bytes)
         } else {
@@ -348,6 +373,29 @@ public actor Worker {
         }
     }
 
+    /// How long a job's end waits for its output to be read: a fence normally comes through in
+    /// microseconds (the server's own write into a pipe it reads).
+    static let fenceLimit: Duration = .seconds(1)
+
+    /// The worker said `job` ended. Its stdout and its messages are two pipes, read apart: the end
+    /// is handled once what it wrote before is read and in the job's log (a fence in its output).
+    private func endAfterOutput(_ job: JobID) {
+        if let pending = fence, pending.job == job { return }   // said twice: one fence is enough
+        guard let marker = child?.fenceOutput() else {
+            handle(.jobEnded(job))
+            return
+        }
+        fence = (job, OutputFence(marker: marker), settings.clock.now(), true)
+    }
+
+    /// Ends the job without waiting for its fence (the limit passed, or the worker is gone); the
+    /// marker is still taken out of the output if it comes later.
+    private func giveUpFence(because reason: String) {
+        guard let pending = fence, pending.waiting else { return }
+        fence?.waiting = false
+        current?.sink.note("the job's end did not wait for the rest of its output: \(reason)")
+        handle(.jobEnded(pending.job))
+    }
     private func received(_ line: [UInt8]) async {
         if early != nil, child == nil {
             early?.append(line)
@@ -376,10 +424,10 @@ public actor Worker {
             current?.sink.note("output: \(name)")
         case .succeeded(let id, let result) where id == job?.rawValue:
             current?.reported = .workerSucceeded(result: result)
-            handle(.jobEnded(job!))
+            endAfterOutput(job!)
         case .failed(let id, let error) where id == job?.rawValue:
             current?.reported = .workerFailed(error)
-            handle(.jobEnded(job!))
+            endAfterOutput(job!)
         default:
             workerLog?.note("ignored a message about a job that is not running: \(String(decoding: line, as: UTF8.self))")
         }
@@ -395,7 +443,7 @@ public actor Worker {
         let baseline = needsBaseline
         needsBaseline = false
         readingGPU = true
-        Task { await self.gpuRead(await child.gpuMegabytes(), baseline: baseline) }   // unstructured: bounded by the probe's own timeout; lands in `usage` whenever it ends
+        Task { self.gpuRead(await child.gpuMegabytes(), baseline: baseline) }   // unstructured: bounded by the probe's own timeout; lands in `usage` whenever it ends
     }
 
     /// A GPU memory reading came back (nil: none could be taken): the worker's usage, or its baseline.

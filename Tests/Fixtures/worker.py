@@ -2,7 +2,8 @@
 """A warm worker for Spool's tests, speaking protocol v2 by hand (no kit), so the server is
 tested against the documented wire format. What it does per job is chosen by the input:
 sleep, leak_mb, crash, hang, garbage, fail, ignore_cancel, steps (a cooperative long job),
-spew (bytes printed to stdout without a newline)."""
+spew (bytes printed to stdout without a newline), say (a line printed to stdout just before
+`succeeded`)."""
 import json, os, signal, sys, threading, time
 
 messages = os.open(os.environ["SPOOL_MESSAGES"], os.O_WRONLY)
@@ -42,6 +43,9 @@ def run(job):
         print("{\"type\":\"succeeded\",\"job\":\"%s\"} <- not the protocol" % job["job"], flush=True)
         sys.stdout.write("\x00\x01 binary garbage \xff\n" * 50); sys.stdout.flush()
         print("stderr noise", file=sys.stderr, flush=True)
+    if spec.get("say"):
+        print(spec["say"], flush=True)
+        return send(type="succeeded", job=job["job"])
     if spec.get("spew"):
         sys.stdout.write("y" * spec["spew"]); sys.stdout.flush()
     if spec.get("leak_mb"):

@@ -129,6 +129,25 @@ import Testing
         #expect(outputs["outputs"].map(\.canonicalText)?.contains("done.txt") == true)
     }
 
+    /// A worker that prints a line and at once answers `succeeded` (its stdout flushed first,
+    /// as the Python kit does): the line is in that job's log, never the worker's log or the
+    /// next job's. Stdout and the messages are two pipes, read apart.
+    @Test func aLinePrintedJustBeforeSucceededIsInItsOwnJobsLog() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        var ids: [String] = []
+        for index in 0..<40 {
+            let job = try await run(server, ["say": .string("line \(index) of its own")])
+            #expect(job["state"] == "succeeded")
+            ids.append(try #require(job["id"]?.stringValue))
+        }
+        for (index, id) in ids.enumerated() {
+            let log = String(decoding: try await server.request(.GET, "/v1/jobs/\(id)/logs").body, as: UTF8.self)
+            #expect(log.contains("line \(index) of its own"), "job \(index)'s log: \(log)")
+            #expect(!log.contains("line \(index - 1) of its own"), "job \(index)'s log has the job before's line: \(log)")
+        }
+    }
+
     @Test func aWorkerWhoseSetupFailsMakesItsSlotUnhealthyAndJobsWait() async throws {
         let server = try await server(["max_setup_failures": 2], env: ["FAIL_SETUP": "1"])
         defer { Task { await server.stop() } }

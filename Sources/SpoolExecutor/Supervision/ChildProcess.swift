@@ -7,6 +7,7 @@ import SpoolCore
 /// - the child leads its own session and process group, so it is signalled as one;
 /// - its environment is the server's minus every `SPOOL_*` setting, plus the launch's variables;
 /// - stdout and stderr are drained as they come (a chatty child never stalls on a full pipe);
+///   with `fencedOutput`, through one pipe the server can put fences in;
 /// - message lines are read from its FIFO from before the spawn until end-of-file after it
 ///   is gone, so the last thing it wrote before exiting is delivered;
 /// - once it has exited, nothing it started is left: its process group is killed, and so is
@@ -29,6 +30,11 @@ public protocol ChildProcess: Sendable {
     /// Lets a child started with a `gate` run its command; false when it cannot (it has no gate,
     /// the gate is open already, or the child is gone).
     func openGate() -> Bool
+    /// Writes a fresh marker into the child's output behind everything it wrote so far, and
+    /// returns it; the marker comes back through `ChildEvents.output` after those bytes (see
+    /// `OutputPipe`). Nil when the child's output takes no fences (launched without
+    /// `fencedOutput`, or the pipe is full or gone).
+    func fenceOutput() -> [UInt8]?
     /// Waits until the child has exited and everything above is done: output and messages
     /// drained, leftovers killed. A cancelled wait kills the child's group.
     func exit() async -> ChildExit
@@ -43,6 +49,8 @@ extension ChildProcess {
     public func sendNow(_ line: String) -> Bool { false }
     /// No gate: the child runs its command from the start.
     public func openGate() -> Bool { false }
+    /// No fences: output is handed on as it comes.
+    public func fenceOutput() -> [UInt8]? { nil }
 }
 
 /// What to start.
@@ -71,10 +79,13 @@ public struct ChildLaunch: Sendable, Equatable {
     public var marker: String
     /// SIGTERM → SIGKILL grace if the server itself tears the child down.
     public var killGrace: Duration
+    /// Stdout and stderr go to one pipe the launcher makes, which takes fences
+    /// (`ChildProcess.fenceOutput`): a warm worker's end of a job is placed in its output.
+    public var fencedOutput: Bool
 
     public init(argv: [String], environment: [String: String], workingDirectory: String, stdin: String? = nil,
                 messages: String? = nil, messagesMade: Bool = false, commands: String? = nil, gate: Bool = false,
-                marker: String, killGrace: Duration) {
+                marker: String, killGrace: Duration, fencedOutput: Bool = false) {
         self.argv = argv
         self.environment = environment
         self.workingDirectory = workingDirectory
@@ -85,6 +96,7 @@ public struct ChildLaunch: Sendable, Equatable {
         self.gate = gate
         self.marker = marker
         self.killGrace = killGrace
+        self.fencedOutput = fencedOutput
     }
 }
 

@@ -1,6 +1,4 @@
 import Glibc
-import NIOCore
-import NIOPosix
 import SpoolCore
 import Synchronization
 
@@ -66,34 +64,21 @@ final class MessageChannel: Sendable {
             defer { descriptor = -1 }   // NIO owns it from here
             return descriptor
         }
-        guard descriptor >= 0 else { return }
-        do {
-            let channel = try await NIOPipeBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .takingOwnershipOfDescriptor(input: descriptor) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                    }
+        var pending: [UInt8] = []
+        var discarding = false
+        await readPipe(descriptor) { buffer in
+            for byte in buffer.readableBytesView {
+                if byte == UInt8(ascii: "\n") {
+                    if !discarding && !pending.isEmpty { await handle(pending) }
+                    pending.removeAll(keepingCapacity: true)
+                    discarding = false
+                } else if !discarding {
+                    pending.append(byte)
+                    if pending.count > Self.maxLineBytes { pending.removeAll(); discarding = true }
                 }
-            try await channel.executeThenClose { inbound, _ in
-                var pending: [UInt8] = []
-                var discarding = false
-                for try await buffer in inbound {
-                    for byte in buffer.readableBytesView {
-                        if byte == UInt8(ascii: "\n") {
-                            if !discarding && !pending.isEmpty { await handle(pending) }
-                            pending.removeAll(keepingCapacity: true)
-                            discarding = false
-                        } else if !discarding {
-                            pending.append(byte)
-                            if pending.count > Self.maxLineBytes { pending.removeAll(); discarding = true }
-                        }
-                    }
-                }
-                if !discarding && !pending.isEmpty { await handle(pending) }   // a last line without its newline
             }
-        } catch {
-            // Cancelled (the drain ran out of time) or the pipe failed: what was read is handled.
         }
+        if !discarding && !pending.isEmpty { await handle(pending) }   // a last line without its newline
     }
 
     /// Drops the server's write end: the reader sees end-of-file once the child's are gone too.

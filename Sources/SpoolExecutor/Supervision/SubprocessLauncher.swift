@@ -25,6 +25,12 @@ public struct SubprocessLauncher: ChildLauncher {
             messages?.remove()
             throw error
         }
+        let output: OutputPipe?
+        do { output = launch.fencedOutput ? try OutputPipe() : nil } catch {
+            messages?.remove()
+            commands?.remove()
+            throw error
+        }
         var stdin: FileDescriptor?
         var gate: Gate?
         var argv = launch.argv
@@ -36,6 +42,7 @@ public struct SubprocessLauncher: ChildLauncher {
             guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0 else {
                 messages?.remove()
                 commands?.remove()
+                output?.remove()
                 throw ExecutorError("cannot make the gate (a socket pair): \(String(cString: strerror(errno)))")
             }
             stdin = FileDescriptor(rawValue: ends[0])
@@ -45,6 +52,7 @@ public struct SubprocessLauncher: ChildLauncher {
             do { stdin = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec) } catch {
                 messages?.remove()
                 commands?.remove()
+                output?.remove()
                 throw ExecutorError("cannot open \(path) as the child's stdin: \(error)")
             }
         }
@@ -57,8 +65,8 @@ public struct SubprocessLauncher: ChildLauncher {
             executable: argv[0].contains("/") ? .path(FilePath(argv[0])) : .name(argv[0]),
             arguments: Arguments(Array(argv.dropFirst())), environment: .custom(environment),
             workingDirectory: FilePath(launch.workingDirectory), platformOptions: Self.platformOptions(killGrace: launch.killGrace))
-        return try await SubprocessChild.start(configuration, stdin: stdin, messages: messages, commands: commands, gate: gate,
-                                               marker: launch.marker, events: events, logger: logger)
+        return try await SubprocessChild.start(configuration, stdin: stdin, messages: messages, commands: commands, output: output,
+                                               gate: gate, marker: launch.marker, events: events, logger: logger)
     }
 
     static func platformOptions(killGrace: Duration) -> PlatformOptions {
@@ -112,15 +120,17 @@ final class SubprocessChild: ChildProcess {
     let pid: Int32
     private let supervision: Task<ChildExit, Never>
     private let commands: CommandChannel?
+    private let output: OutputPipe?
     private let gate: Gate?
     private let gone: Flag
     private let gateOpened: Flag
 
-    private init(pid: Int32, supervision: Task<ChildExit, Never>, commands: CommandChannel?, gate: Gate?,
+    private init(pid: Int32, supervision: Task<ChildExit, Never>, commands: CommandChannel?, output: OutputPipe?, gate: Gate?,
                  gone: Flag, gateOpened: Flag) {
         self.pid = pid
         self.supervision = supervision
         self.commands = commands
+        self.output = output
         self.gate = gate
         self.gone = gone
         self.gateOpened = gateOpened
@@ -131,7 +141,8 @@ final class SubprocessChild: ChildProcess {
     private final class Flag: Sendable { let value = Atomic<Bool>(false) }
 
     static func start(_ configuration: Configuration, stdin: FileDescriptor?, messages: MessageChannel?, commands: CommandChannel?,
-                      gate: Gate?, marker: String, events: ChildEvents, logger: Logger) async throws(ExecutorError) -> SubprocessChild {
+                      output: OutputPipe?, gate: Gate?, marker: String, events: ChildEvents,
+                      logger: Logger) async throws(ExecutorError) -> SubprocessChild {
         let flag = Flag()
         let gateOpened = Flag()
         let spawnedAt = Mutex(ContinuousClock.now)
@@ -139,15 +150,18 @@ final class SubprocessChild: ChildProcess {
         // unstructured: the supervision outlives this call (a warm worker lives across many jobs);
         // the child's `exit()` awaits it, and cancelling that wait tears the child down.
         let supervision = Task<ChildExit, Never> {
-            await withTaskGroup(of: Void.self) { group in
-                if let messages { group.addTask { await messages.read(events.message) } }
-                let status = await run(configuration, stdin: stdin, events: events, spawned: spawned) {
+            // Each task says whether it is the drain's time limit (true) or a reader that ended.
+            await withTaskGroup(of: Bool.self) { group in
+                if let messages { group.addTask { await messages.read(events.message); return false } }
+                if let output { group.addTask { await output.read(events.output); return false } }
+                let status = await run(configuration, stdin: stdin, output: output, events: events, spawned: spawned) {
                     spawnedAt.withLock { $0 = .now }
                 }
                 flag.value.store(true, ordering: .releasing)
                 guard let (pid, status) = status else {
                     messages?.remove()
                     commands?.remove()
+                    output?.remove()
                     gate?.close()
                     group.cancelAll()
                     return .exited(-1)
@@ -158,6 +172,7 @@ final class SubprocessChild: ChildProcess {
                 // Our write end of the FIFO goes now, so its end-of-file (once every process that
                 // had it open is dead) reaches the reader while the sweep below runs.
                 messages?.closeWriter()
+                output?.closeWriter()
                 // A gated child whose gate never opened ran nothing but the waiting shell, which
                 // starts nothing: no sweep (which would also find the job's marker on a process
                 // that runs the job for real elsewhere, the look-ahead having been overtaken).
@@ -168,13 +183,15 @@ final class SubprocessChild: ChildProcess {
                     logger.warning("killed processes a child left behind outside its process group",
                                    metadata: ["marker": "\(marker)", "pids": "\(escaped)"])
                 }
-                // Then the messages: what is still in the FIFO, to end-of-file (2 s at most, in case
-                // something unkillable still holds it open).
-                group.addTask { try? await Task.sleep(for: .seconds(2)) }
-                _ = await group.next()
+                // Then the messages (and a worker's output): what is still in the pipes, to
+                // end-of-file (2 s at most, in case something unkillable still holds one open).
+                var reading = (messages == nil ? 0 : 1) + (output == nil ? 0 : 1)
+                group.addTask { try? await Task.sleep(for: .seconds(2)); return true }
+                while reading > 0, let timeUp = await group.next(), !timeUp { reading -= 1 }
                 group.cancelAll()
                 messages?.remove()
                 commands?.remove()
+                output?.remove()
                 gate?.close()
                 return status
             }
@@ -182,7 +199,8 @@ final class SubprocessChild: ChildProcess {
         for await result in spawns {
             switch result {
             case .success(let pid):
-                return SubprocessChild(pid: pid, supervision: supervision, commands: commands, gate: gate, gone: flag, gateOpened: gateOpened)
+                return SubprocessChild(pid: pid, supervision: supervision, commands: commands, output: output, gate: gate, gone: flag,
+                                       gateOpened: gateOpened)
             case .failure(let error): _ = await supervision.value; throw error
             }
         }
@@ -191,7 +209,7 @@ final class SubprocessChild: ChildProcess {
     }
 
     /// Runs the process to its end; nil when it could not be spawned (reported on `spawned`).
-    private static func run(_ configuration: Configuration, stdin: FileDescriptor?, events: ChildEvents,
+    private static func run(_ configuration: Configuration, stdin: FileDescriptor?, output: OutputPipe?, events: ChildEvents,
                             spawned: AsyncStream<Result<Int32, ExecutorError>>.Continuation,
                             onSpawn: @escaping @Sendable () -> Void) async -> (Int32, ChildExit)? {
         let started = Atomic<Int32>(0)
@@ -205,14 +223,24 @@ final class SubprocessChild: ChildProcess {
             if stdinOpen.exchange(false, ordering: .acquiringAndReleasing) { try? stdin?.close() }
         }
         defer { closeStdin() }
+        func spawnedNow(_ pid: Int32) {
+            closeStdin()
+            onSpawn()
+            started.store(pid, ordering: .releasing)
+            spawned.yield(.success(pid))
+            spawned.finish()
+        }
         func run<Input: InputProtocol>(_ input: Input) async throws -> TerminationStatus {
-            try await Subprocess.run(configuration, input: input, output: .sequence, error: .sequence) { execution in
-                closeStdin()
-                let pid = execution.processIdentifier.value
-                onSpawn()
-                started.store(pid, ordering: .releasing)
-                spawned.yield(.success(pid))
-                spawned.finish()
+            if let output {
+                // One pipe of the launcher's for stdout and stderr, read by the supervision task.
+                let pipe = FileDescriptor(rawValue: output.childEnd)
+                return try await Subprocess.run(configuration, input: input, output: .fileDescriptor(pipe, closeAfterSpawningProcess: false),
+                                                error: .combinedWithOutput) { execution in
+                    spawnedNow(execution.processIdentifier.value)
+                }.terminationStatus
+            }
+            return try await Subprocess.run(configuration, input: input, output: .sequence, error: .sequence) { execution in
+                spawnedNow(execution.processIdentifier.value)
                 await withTaskGroup(of: Void.self) { drains in
                     drains.addTask { try? await drain(execution.standardOutput, events.output) }
                     drains.addTask { try? await drain(execution.standardError, events.output) }
@@ -255,6 +283,11 @@ final class SubprocessChild: ChildProcess {
     func sendNow(_ line: String) -> Bool {
         guard let commands, !gone.value.load(ordering: .acquiring) else { return false }
         return commands.writeWhole(line)
+    }
+
+    func fenceOutput() -> [UInt8]? {
+        guard let output, !gone.value.load(ordering: .acquiring) else { return nil }
+        return output.fence()
     }
 
     func openGate() -> Bool {
