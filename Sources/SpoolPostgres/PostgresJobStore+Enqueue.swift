@@ -1,0 +1,143 @@
+import Logging
+import PostgresNIO
+import SpoolCore
+import SpoolStore
+
+/// Storing a submitted job: the one statement that inserts it (with its event, its
+/// notifications and both queue limits), the locks that make limited submits take turns, and
+/// the answers for an idempotent repeat or a reused result.
+extension PostgresJobStore {
+    /// What the statement that inserts a job answers: its `seq`, fair-share tag and event id
+    /// (nil when nothing was inserted), the jobs ahead of it, two notification counts, and
+    /// whether the queue (or its owner's share) was full.
+    typealias InsertedRow = (Int64?, Int64?, Int64?, Int64, Int64, Int64, Bool, Bool)
+
+    /// The statement that inserts `job`, for any connection (a submit's, or an array's transaction).
+    /// The fair-share tag (`FairShare.tag`) and both queue limits are worked out in it, so they
+    /// see what it sees. A submit that starts after another of its owner's was answered sees it,
+    /// and goes after it; submits that overlap (from many threads or nodes at once) have no
+    /// order to keep, and ties go by `seq`.
+    func insertion(of job: Job, limits: QueueLimits) -> @Sendable (PostgresConnection) async throws -> InsertedRow? {
+        var stored = job
+        stored.state = .queued
+        stored.attempts = 0
+        let owner = job.owner ?? ""
+        let eventData = JobEvent.stateData(of: stored).canonicalText
+        let webhookEvents = job.webhookURL == nil ? nil : job.webhookEvents.joined(separator: ",")
+        let stride = FairShare.stride(weight: job.shareWeight)
+        return { connection in
+            try await connection.query("""
+                WITH full_total AS (
+                    SELECT CAST(\(limits.total) AS bigint) IS NOT NULL
+                           AND (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'queued' LIMIT \(limits.total)) AS q) >= \(limits.total) AS f
+                ), full_owner AS (
+                    SELECT CAST(\(limits.owner) AS bigint) IS NOT NULL
+                           AND (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'queued' AND owner = \(owner) LIMIT \(limits.owner)) AS q)
+                               >= \(limits.owner) AS f
+                ), tag AS (
+                    SELECT COALESCE(
+                        (SELECT max(fair_tag) FROM jobs WHERE state = 'queued' AND owner = \(owner) AND priority = \(job.priority)) + \(stride),
+                        COALESCE((SELECT min(fair_tag) FROM jobs WHERE state = 'queued' AND priority = \(job.priority)), 0) + 1) AS t
+                ), ins AS (
+                    INSERT INTO jobs (id, type, input, priority, timeout_s, max_attempts, state, attempts, created_at,
+                                      idempotency_key, fingerprint, webhook_url, webhook_events, owner, fair_tag, retry, not_before, start_by,
+                                      dedup_hash, array_id, array_index, array_fail_fast)
+                    SELECT \(job.id.rawValue), \(job.type), \(job.input.canonicalText), \(job.priority), \(job.timeoutSeconds),
+                           \(job.maxAttempts), 'queued', 0, \(job.createdAt.microseconds), \(job.idempotencyKey),
+                           \(job.storedFingerprint), \(job.webhookURL), \(webhookEvents), \(owner), tag.t,
+                           \(job.retry?.json.canonicalText), \(job.notBefore?.microseconds), \(job.startBy?.microseconds),
+                           \(job.dedup == nil ? nil : job.dedupHash), \(job.array?.id), \(job.array?.index), \(job.array?.failFast)
+                    FROM tag WHERE NOT (SELECT f FROM full_total) AND NOT (SELECT f FROM full_owner)
+                    ON CONFLICT DO NOTHING
+                    RETURNING seq, fair_tag
+                ), ev AS (
+                    INSERT INTO events (job_id, kind, at, data, origin, owner)
+                    SELECT \(job.id.rawValue), 'state', \(job.createdAt.microseconds), \(eventData), \(self.node), \(owner) FROM ins
+                    RETURNING id
+                )
+                SELECT (SELECT seq FROM ins), (SELECT fair_tag FROM ins), (SELECT id FROM ev),
+                       (SELECT count(*) FROM jobs, tag WHERE state = 'queued'
+                            AND (priority > \(job.priority) OR (priority = \(job.priority) AND fair_tag <= tag.t))),
+                       (SELECT count(pg_notify('\(unescaped: Self.channel)', 'queued')) FROM ev),
+                       (SELECT count(pg_notify('\(unescaped: Self.eventsChannel)', id::text)) FROM ev),
+                       (SELECT f FROM full_total), (SELECT f FROM full_owner)
+                """, logger: self.logger).decodeFirstRow((Int64?, Int64?, Int64?, Int64, Int64, Int64, Bool, Bool).self)
+        }
+    }
+
+    /// Makes submits bound by `limits` take turns (from any node): each counts the queue in a
+    /// snapshot taken after the one before it committed, so two cannot both take the last
+    /// place. Held to the end of the caller's transaction; taken before any other lock.
+    static func lockQueueLimits(_ limits: QueueLimits, owner: String, on connection: PostgresConnection, logger: Logger) async throws {
+        if limits.total != nil {
+            try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended('spool:max_queued', 0))", logger: logger)
+        }
+        if limits.owner != nil {
+            try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\("spool:max_queued:" + owner), 0))", logger: logger)
+        }
+    }
+
+    public func enqueue(_ job: Job, limits: QueueLimits) async throws -> EnqueueResult {
+        var stored = job
+        stored.state = .queued
+        stored.attempts = 0
+        let owner = job.owner ?? ""
+        let insert = insertion(of: job, limits: limits)
+        let limited = limits.total != nil || limits.owner != nil
+        let row: InsertedRow?
+        if let dedup = job.dedup, let hash = job.dedupHash {
+            // Result reuse: identical submits (from any node) take turns on a lock of their hash,
+            // so the second one finds the first.
+            let cutoff = dedup.succeededWithin.map { job.createdAt.adding(seconds: -$0).microseconds } ?? Int64.max
+            enum Found: Sendable { case duplicate(Job), inserted(InsertedRow?) }
+            let found = try await transaction("store the job") { connection -> Found in
+                try await Self.lockQueueLimits(limits, owner: owner, on: connection, logger: self.logger)
+                try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(hash), 0))", logger: self.logger)
+                if let same = try await Self.fetchJob(where: """
+                    j.owner = \(owner) AND j.dedup_hash = \(hash)
+                      AND (j.state IN ('queued', 'running') OR (j.state = 'succeeded' AND j.finished_at >= \(cutoff)))
+                    ORDER BY j.state IN ('queued', 'running') DESC, j.seq DESC LIMIT 1
+                    """, on: connection, logger: self.logger) {
+                    return .duplicate(same)
+                }
+                return .inserted(try await insert(connection))
+            }
+            switch found {
+            case .duplicate(let same): return .duplicate(same)
+            case .inserted(let inserted): row = inserted
+            }
+        } else if limited {
+            row = try await transaction("store the job") { connection in
+                try await Self.lockQueueLimits(limits, owner: owner, on: connection, logger: self.logger)
+                return try await insert(connection)
+            }
+        } else {
+            row = try await write("store the job", insert)
+        }
+        guard let row, let sequence = row.0, let tag = row.1, let eventID = row.2 else {
+            // Nothing inserted: a repeat of a stored job (or a conflict with it), or a full queue.
+            if let repeated = try await repeatOf(job) { return repeated }
+            if row?.6 == true, let total = limits.total { throw StoreError.queueFull(.server, total) }
+            if row?.7 == true, let most = limits.owner { throw StoreError.queueFull(.owner, most) }
+            throw StoreError(.other, "a job with id \(job.id) already exists")
+        }
+        stored.sequence = sequence
+        stored.fairTag = tag
+        stored.position = Int(row.3) + 1
+        published(eventID, jobs: [job.id])
+        return .created(stored)
+    }
+
+    /// The job its owner already stored under the key of `job` (an idempotent repeat), nil
+    /// when there is none; throws when the request differs from it (a conflict).
+    private func repeatOf(_ job: Job) async throws -> EnqueueResult? {
+        guard let key = job.idempotencyKey,
+              let existing = try await read("read a job", { connection in
+                  try await Self.fetchJob(where: "j.owner = \(job.owner ?? "") AND j.idempotency_key = \(key)", on: connection, logger: self.logger)
+              }) else { return nil }
+        guard existing.fingerprint == job.fingerprint else {
+            throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: existing)
+        }
+        return .existing(existing)
+    }
+}
