@@ -1,0 +1,79 @@
+import Crypto
+import HTTPTypes
+import Hummingbird
+import SpoolCore
+import SpoolScheduler
+import SpoolStore
+
+/// `POST /v1/jobs`: a submit, checked (media type, size, JSON, the job type's rules, the
+/// webhook target, the token's rate, a start deadline) and stored; answered 201 for a new job,
+/// 200 for an idempotent repeat or a reused result. With `array`, it goes to `submitArray`.
+extension SpoolAPI {
+    @Sendable func submit(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        guard scheduler.gate.isOpen else {
+            throw APIError(status: .serviceUnavailable, code: "shutting-down",
+                           detail: "the server is shutting down and takes no new jobs; submit to another node or retry shortly",
+                           headers: [.retryAfter: "5"])
+        }
+        let mediaType = request.headers[.contentType].flatMap(MediaType.init(from:))
+        guard let mediaType, mediaType.isType(.applicationJson) else {
+            throw APIError(status: .unsupportedMediaType, code: "unsupported-media-type",
+                           detail: "send the job as JSON with Content-Type: application/json")
+        }
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: limits.maxBodyBytes)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw APIError(status: .contentTooLarge, code: "content-too-large",
+                           detail: "the request body is over the limit of \(limits.maxBodyBytes) bytes; pass large inputs by reference (a path or URL)")
+        }
+        let value: JSONValue
+        do {
+            value = try JSONParser.parse(body.readableBytesView)
+        } catch {
+            throw APIError.badRequest("the request body is not valid JSON (\(error))")
+        }
+        let key = request.headers[.idempotencyKey]
+        let submission = try SubmitBody(value, idempotencyKey: key).submission
+        if let array = submission.array { return try await submitArray(array, submission, context: context) }
+        let now = WallClock.now()
+        var job = try catalog.admit(submission, id: .random(at: now), now: now)
+        if let url = job.webhookURL {
+            do { try await webhookTargets.check(url) } catch { throw APIError.unprocessable("\"webhook\": \(error)") }
+        }
+        if job.dedup != nil {
+            job.dedupHash = SHA256.hash(data: Array(Dedup.identity(type: job.type, input: job.input, key: submission.dedupKey).utf8))
+                .map { String($0, radix: 16).leftPadded(to: 2) }.joined()
+        }
+        let principal = context.principal
+        job.owner = principal.name
+        job.shareWeight = principal.limits.weight
+        if let rate = principal.limits.rate, let name = principal.name,
+           let wait = rates.take(name, rate: rate, now: WallClock.now().secondsSince1970) {
+            throw APIError.rateLimited("token rate", detail: "this token may submit \(rate) jobs per second", retryAfter: wait)
+        }
+        try await checkDeadline(of: job)   // only with start_within_s
+        let result: EnqueueResult
+        do {
+            result = try await store.enqueue(job, limits: QueueLimits(total: access.maxQueued, owner: principal.limits.maxQueued))
+        } catch let error as StoreError where error.code == .idempotencyConflict {
+            throw APIError.conflict("idempotency-conflict",
+                                    "the Idempotency-Key \"\(key ?? "")\" was already used for a different request (job \(error.existing?.id.rawValue ?? "?"))")
+        } catch let error as StoreError where error.code == .queueFull {
+            // Room comes back as the next queued job starts: when, the ETA says.
+            let wait = scheduler.estimate(position: 1, type: job.type)?.startsIn ?? 5
+            throw APIError.rateLimited(error.limit?.rawValue ?? "max_queued", detail: error.message, retryAfter: wait)
+        }
+        switch result {
+        case .created(let job):
+            scheduler.jobEnqueued(job)
+            return json(try await resource(job), status: .created, headers: [.location: "/v1/jobs/\(job.id)"])
+        case .existing(let job):
+            return json(try await resource(job), status: .ok, headers: [.location: "/v1/jobs/\(job.id)"])
+        case .duplicate(let job):
+            // Result reuse: the identical job this request joins (queued or running) or reuses (succeeded).
+            return json(try await resource(job), status: .ok,
+                        headers: [.location: "/v1/jobs/\(job.id)", .spoolDedup: job.state == .succeeded ? "reused" : "joined"])
+        }
+    }
+}
