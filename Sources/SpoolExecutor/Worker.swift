@@ -84,9 +84,16 @@ public actor Worker {
         var waiter: CheckedContinuation<AttemptEnd, Never>?
     }
     private var current: Current?
-    /// The worker said a job ended: its end is handled once its output up to then is read (the
-    /// fence comes through), or given up after `fenceLimit`.
-    private var fence: (job: JobID, finder: OutputFence, since: Moment, waiting: Bool)?
+    /// Markers written into the worker's output when it said a job ended, oldest first: the job's
+    /// end is handled once its marker is read (`waiting`), or given up after `fenceLimit`. A
+    /// marker given up still comes through later, and is taken out of the output then.
+    private struct Fence {
+        var job: JobID
+        var finder: OutputFence
+        var since: Moment
+        var waiting = true
+    }
+    private var fences: [Fence] = []
 
     public init(id: String, type: JobType, policy: WorkerPolicy, slot: SlotSpec, settings: Settings) throws {
         self.id = id
@@ -184,7 +191,9 @@ public actor Worker {
             return exit!
         }
         // Its output was read to the end before `exit()` returned (unless that ran out of time).
-        giveUpFence(because: "the worker is gone")
+        giveUpFences(because: "the worker is gone")
+        for var fence in fences { workerLog?.write(fence.finder.release()) }
+        fences = []
         handle(.exited(exit.description))
     }
 
@@ -195,8 +204,8 @@ public actor Worker {
         while !Task.isCancelled {
             do { try await settings.clock.sleep(for: tick) } catch { return }
             await sampleUsage()
-            if let since = fence?.since, settings.clock.now() - since >= Self.fenceLimit {
-                giveUpFence(because: "it was not read within \(Self.fenceLimit.readable)")
+            if let since = fences.first(where: \.waiting)?.since, settings.clock.now() - since >= Self.fenceLimit {
+                giveUpFences(because: "it was not read within \(Self.fenceLimit.readable)")
             }
             handle(.tick)
         }
@@ -352,18 +361,17 @@ public actor Worker {
     // MARK: - What the worker says
 
     private func output(_ bytes: [UInt8]) async {
-        guard var pending = fence else {
-            jobOutput(bytes)
-            return
+        var rest = bytes
+        while let first = fences.first {
+            let (before, after) = fences[0].finder.scan(rest)
+            // Before a marker given up: the late output of a job that has ended, no job's now.
+            if first.waiting { jobOutput(before) } else { workerLog?.write(before) }
+            guard let after else { return }
+            fences.removeFirst()
+            if first.waiting { handle(.jobEnded(first.job)) }
+            rest = after
         }
-        let (before, after) = pending.finder.scan(bytes)
-        jobOutput(before)
-        fence?.finder = pending.finder
-        guard let after else { return }
-        fence = nil
-        // What the worker wrote after it said the job ended is no job's.
-        if !after.isEmpty { workerLog?.write(after) }
-        if pending.waiting { handle(.jobEnded(pending.job)) }
+        jobOutput(rest)
     }
 
     /// Bytes the worker wrote: the job's in flight until its end, or the worker's own log's.
@@ -384,22 +392,22 @@ public actor Worker {
     /// The worker said `job` ended. Its stdout and its messages are two pipes, read apart: the end
     /// is handled once what it wrote before is read and in the job's log (a fence in its output).
     private func endAfterOutput(_ job: JobID) {
-        if let pending = fence, pending.job == job { return }   // said twice: one fence is enough
         guard let marker = child?.fenceOutput() else {
             handle(.jobEnded(job))
             return
         }
-        fence = (job, OutputFence(marker: marker), settings.clock.now(), true)
+        fences.append(Fence(job: job, finder: OutputFence(marker: marker), since: settings.clock.now()))
     }
 
-    /// Ends the job without waiting for its fence (the limit passed, or the worker is gone); the
-    /// marker is still taken out of the output if it comes later.
-    private func giveUpFence(because reason: String) {
-        guard let pending = fence, pending.waiting else { return }
-        fence?.waiting = false
-        current?.sink.note("the job's end did not wait for the rest of its output: \(reason)")
-        handle(.jobEnded(pending.job))
+    /// Ends the jobs still waiting for their fences (the limit passed, or the worker is gone).
+    private func giveUpFences(because reason: String) {
+        for index in fences.indices where fences[index].waiting {
+            fences[index].waiting = false
+            current?.sink.note("the job's end did not wait for the rest of its output: \(reason)")
+            handle(.jobEnded(fences[index].job))
+        }
     }
+
     private func received(_ line: [UInt8]) async {
         if early != nil, child == nil {
             early?.append(line)
@@ -426,6 +434,9 @@ public actor Worker {
             current?.deliveries.output(bytes)
         case .output(let id, let name) where id == job?.rawValue:
             current?.sink.note("output: \(name)")
+        case .succeeded(let id, _) where id == job?.rawValue && current?.reported != nil,
+             .failed(let id, _) where id == job?.rawValue && current?.reported != nil:
+            current?.sink.note("ignored a second end for the job: \(String(decoding: line, as: UTF8.self))")
         case .succeeded(let id, let result) where id == job?.rawValue:
             current?.reported = .workerSucceeded(result: result)
             endAfterOutput(job!)

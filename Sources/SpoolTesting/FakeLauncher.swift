@@ -60,11 +60,16 @@ public final class FakeChild: ChildProcess {
         public var answersJobs = false
         /// A worker that exits when told to shut down (a hung one does not).
         public var obeysShutdown = true
-        public init(exitsOnTerminate: Bool = true, isWorker: Bool = false, answersJobs: Bool = false, obeysShutdown: Bool = true) {
+        /// Its output takes fences (`fenceOutput`), which come through only when the test passes
+        /// them on (`takeFences`, then `print(bytes:)`), as a pipe would deliver them later.
+        public var fencesOutput = false
+        public init(exitsOnTerminate: Bool = true, isWorker: Bool = false, answersJobs: Bool = false, obeysShutdown: Bool = true,
+                    fencesOutput: Bool = false) {
             self.exitsOnTerminate = exitsOnTerminate
             self.isWorker = isWorker
             self.answersJobs = answersJobs
             self.obeysShutdown = obeysShutdown
+            self.fencesOutput = fencesOutput
         }
     }
 
@@ -86,6 +91,9 @@ public final class FakeChild: ChildProcess {
         /// GPU readings wait until released (a `nvidia-smi` that takes its time).
         var holdsGPUReadings = false
         var heldGPUReadings: [CheckedContinuation<Void, Never>] = []
+        /// Fences written into its output and not passed on yet; how many were written.
+        var fences: [[UInt8]] = []
+        var fencesWritten = 0
     }
 
     init(pid: Int32, launch: ChildLaunch, events: ChildEvents, behaviour: Behaviour) {
@@ -153,6 +161,28 @@ public final class FakeChild: ChildProcess {
         default: break
         }
         return true
+    }
+
+    public func fenceOutput() -> [UInt8]? {
+        guard behaviour.fencesOutput else { return nil }
+        return state.withLock { state in
+            state.fencesWritten += 1
+            let marker = Array("\u{0}fake-fence-\(state.fencesWritten)\u{0}".utf8)
+            state.fences.append(marker)
+            return marker
+        }
+    }
+
+    /// How many fences the server wrote into its output.
+    public var fencesWritten: Int { state.withLock { $0.fencesWritten } }
+
+    /// The fences written and not passed on yet, oldest first; the test prints them (whole, split,
+    /// or among other bytes) where the output should carry them.
+    public func takeFences() -> [[UInt8]] {
+        state.withLock { state in
+            defer { state.fences = [] }
+            return state.fences
+        }
     }
 
     public func exit() async -> ChildExit {

@@ -66,7 +66,7 @@ final class MessageChannel: Sendable {
         }
         var pending: [UInt8] = []
         var discarding = false
-        await readPipe(descriptor) { buffer in
+        let ended = await readPipe(descriptor) { buffer in
             for byte in buffer.readableBytesView {
                 if byte == UInt8(ascii: "\n") {
                     if !discarding && !pending.isEmpty { await handle(pending) }
@@ -78,7 +78,7 @@ final class MessageChannel: Sendable {
                 }
             }
         }
-        if !discarding && !pending.isEmpty { await handle(pending) }   // a last line without its newline
+        if ended && !discarding && !pending.isEmpty { await handle(pending) }   // a last line without its newline, at end-of-file
     }
 
     /// Drops the server's write end: the reader sees end-of-file once the child's are gone too.

@@ -27,6 +27,13 @@ struct OutputFence {
         return (Array(bytes[..<(bytes.count - kept)]), nil)
     }
 
+    /// The bytes kept back, for when the marker will not come (the output ended): the job's
+    /// after all.
+    mutating func release() -> [UInt8] {
+        defer { held = [] }
+        return held
+    }
+
     private func firstIndex(of needle: [UInt8], in bytes: [UInt8]) -> Int? {
         guard bytes.count >= needle.count else { return nil }
         for start in 0...(bytes.count - needle.count) where bytes[start] == needle[0] {

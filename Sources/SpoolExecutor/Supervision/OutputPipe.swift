@@ -38,13 +38,8 @@ final class OutputPipe: Sendable {
             throw ExecutorError("cannot make the worker's output pipe: \(error)")
         }
         _ = fcntl(ends[0], F_SETFL, fcntl(ends[0], F_GETFL) | O_NONBLOCK)
+        // Without /proc there are no fences (-1): output is handed on as it comes, as before.
         let fence = open("/proc/self/fd/\(ends[1])", O_WRONLY | O_NONBLOCK | O_CLOEXEC)
-        guard fence >= 0 else {
-            let reason = String(cString: strerror(errno))
-            close(ends[0])
-            close(ends[1])
-            throw ExecutorError("cannot open the worker's output pipe for its fences: \(reason)")
-        }
         reader = Mutex(ends[0])
         childEnd = ends[1]
         writers = Mutex((child: ends[1], fence: fence))
@@ -61,7 +56,7 @@ final class OutputPipe: Sendable {
     }
 
     /// Writes a fresh marker behind everything written so far, whole; nil when it could not
-    /// (the pipe full or closed): then there is no fence to wait for.
+    /// (the pipe full or closed, or no /proc to open it with): then there is no fence to wait for.
     func fence() -> [UInt8]? {
         var marker = Array("\u{0}spool-fence-".utf8)
         var random = SystemRandomNumberGenerator()
@@ -98,8 +93,10 @@ final class OutputPipe: Sendable {
 
 /// Reads a non-blocking pipe's read end through NIO's event loop, taking ownership of it,
 /// until end-of-file or until the task is cancelled; `handle` gets each buffer as it comes.
-func readPipe(_ descriptor: Int32, _ handle: (ByteBuffer) async -> Void) async {
-    guard descriptor >= 0 else { return }
+/// True when it read to end-of-file.
+@discardableResult
+func readPipe(_ descriptor: Int32, _ handle: (ByteBuffer) async -> Void) async -> Bool {
+    guard descriptor >= 0 else { return false }
     do {
         let channel = try await NIOPipeBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .takingOwnershipOfDescriptor(input: descriptor) { channel in
@@ -110,7 +107,9 @@ func readPipe(_ descriptor: Int32, _ handle: (ByteBuffer) async -> Void) async {
         try await channel.executeThenClose { inbound, _ in
             for try await buffer in inbound { await handle(buffer) }
         }
+        return true
     } catch {
         // Cancelled (the drain ran out of time) or the pipe failed: what was read is handled.
+        return false
     }
 }

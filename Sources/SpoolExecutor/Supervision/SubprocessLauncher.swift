@@ -233,9 +233,12 @@ final class SubprocessChild: ChildProcess {
         func run<Input: InputProtocol>(_ input: Input) async throws -> TerminationStatus {
             if let output {
                 // One pipe of the launcher's for stdout and stderr, read by the supervision task.
+                // The same descriptor for both: `.combinedWithOutput` would duplicate it, and a
+                // copy made from a descriptor not closed after the spawn is never closed (a leak
+                // per worker, and end-of-file never comes).
                 let pipe = FileDescriptor(rawValue: output.childEnd)
                 return try await Subprocess.run(configuration, input: input, output: .fileDescriptor(pipe, closeAfterSpawningProcess: false),
-                                                error: .combinedWithOutput) { execution in
+                                                error: .fileDescriptor(pipe, closeAfterSpawningProcess: false)) { execution in
                     spawnedNow(execution.processIdentifier.value)
                 }.terminationStatus
             }
@@ -286,8 +289,9 @@ final class SubprocessChild: ChildProcess {
     }
 
     func fenceOutput() -> [UInt8]? {
-        guard let output, !gone.value.load(ordering: .acquiring) else { return nil }
-        return output.fence()
+        // Also once the child is gone: until the launcher closes its write ends the marker
+        // still goes in behind the last output, which is read to end-of-file.
+        output?.fence()
     }
 
     func openGate() -> Bool {
