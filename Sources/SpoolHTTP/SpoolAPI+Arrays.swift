@@ -52,7 +52,7 @@ extension SpoolAPI {
             do { try await webhookTargets.check(url) } catch { throw APIError.unprocessable("\"webhook\": \(error)") }
         }
         if let rate = principal.limits.rate, let name = principal.name,
-           let wait = rates.take(name, rate: rate, now: WallClock.now().secondsSince1970) {
+           let wait = try await rates.take(name, rate: rate) {
             throw APIError.rateLimited("token rate", detail: "this token may submit \(rate) jobs per second", retryAfter: wait)
         }
         if let first = tasks.first { try await checkDeadline(of: first) }

@@ -49,7 +49,7 @@ extension SpoolAPI {
         job.owner = principal.name
         job.shareWeight = principal.limits.weight
         if let rate = principal.limits.rate, let name = principal.name,
-           let wait = rates.take(name, rate: rate, now: WallClock.now().secondsSince1970) {
+           let wait = try await rates.take(name, rate: rate) {
             throw APIError.rateLimited("token rate", detail: "this token may submit \(rate) jobs per second", retryAfter: wait)
         }
         try await checkDeadline(of: job)   // only with start_within_s

@@ -32,7 +32,7 @@ public struct SpoolAPI: Sendable {
     let access: AccessPolicy
     let tokens: TokenBook
     let sessions: SessionKeys
-    let rates = RateLimiter()
+    let rates: SubmitRates
     /// Where webhooks may go (checked at submit; the deliverer checks again).
     let webhookTargets: WebhookGuard
 
@@ -51,6 +51,7 @@ public struct SpoolAPI: Sendable {
         self.storeName = storeName
         self.access = access
         self.tokens = tokens ?? TokenBook(store: store as? any TokenStore, logger: .init(label: "spool.tokens"))
+        rates = SubmitRates(store: store)
         sessions = SessionKeys(key: sessionKey)
     }
 

@@ -37,7 +37,9 @@ extension PostgresJobStore: TokenStore {
 
     public func revokeToken(named name: String) async throws -> Bool {
         try await write("revoke the token") { connection in
-            try await connection.query("DELETE FROM tokens WHERE name = \(name) RETURNING id", logger: self.logger).decodeFirst(String.self) != nil
+            try await connection.query("DELETE FROM submit_rates WHERE owner = \(name)", logger: self.logger)
+            return try await connection.query("DELETE FROM tokens WHERE name = \(name) RETURNING id", logger: self.logger)
+                .decodeFirst(String.self) != nil
         }
     }
 
@@ -51,6 +53,33 @@ extension PostgresJobStore: TokenStore {
                 """, logger: self.logger)
             return try await connection.query("SELECT value FROM settings WHERE name = 'session_key'", logger: self.logger)
                 .decodeFirst(ByteBuffer.self).map { Array($0.readableBytesView) } ?? candidate
+        }
+    }
+}
+
+/// Each token's submit rate, one bucket per token in the database: every node takes from the
+/// same one, so a token's `rate` holds for the cluster.
+extension PostgresJobStore: SubmitRateStore {
+    public func takeSubmit(owner: String, rate: Double) async throws -> Double? {
+        let capacity = max(1, rate)
+        return try await write("count the token's submit rate") { connection in
+            // One statement, one reading of the clock: the row is locked while it is updated, so
+            // submits on many nodes at once each see the one before. A bucket that holds less
+            // than one submit is left as it is.
+            let taken = try await connection.query("""
+                WITH clock AS (SELECT spool_now() AS now)
+                INSERT INTO submit_rates AS b (owner, tokens, at)
+                SELECT \(owner), \(capacity) - 1, clock.now FROM clock
+                ON CONFLICT (owner) DO UPDATE
+                    SET tokens = LEAST(\(capacity), b.tokens + GREATEST(0, EXCLUDED.at - b.at) / 1e6 * \(rate)) - 1, at = EXCLUDED.at
+                    WHERE LEAST(\(capacity), b.tokens + GREATEST(0, EXCLUDED.at - b.at) / 1e6 * \(rate)) >= 1
+                RETURNING b.tokens
+                """, logger: self.logger).decodeFirst(Double.self)
+            if taken != nil { return nil }
+            let held = try await connection.query("""
+                SELECT LEAST(\(capacity), tokens + GREATEST(0, spool_now() - at) / 1e6 * \(rate)) FROM submit_rates WHERE owner = \(owner)
+                """, logger: self.logger).decodeFirst(Double.self) ?? 0
+            return max(0.001, (1 - held) / rate)
         }
     }
 }

@@ -184,6 +184,11 @@ enum PostgresSchema {
             "ALTER TABLE jobs ADD COLUMN array_fail_fast BOOLEAN",
             "CREATE INDEX jobs_array ON jobs (array_id, array_index) WHERE array_id IS NOT NULL",
         ]),
+        (8, "submit-rates", [
+            // Each rate-limited token's bucket of submits (`SubmitRateStore`): what it held at
+            // `at` (spool_now(), microseconds), shared by every node.
+            "CREATE TABLE submit_rates (owner TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, at BIGINT NOT NULL)",
+        ]),
     ]
 
     /// Applies the migrations this database has not seen, in one transaction under the lock.

@@ -270,3 +270,13 @@ public protocol TokenStore: Sendable {
     /// The 32-byte key that signs session cookies: made once, then the same for every node.
     func sessionKey() async throws -> [UInt8]
 }
+
+/// A store capability: each token's submit rate, counted where every node sees it (a shared
+/// store), so a token's `rate` holds for the cluster, not per node. A token bucket: it holds up
+/// to one second's worth (at least one submit) and refills at `rate` per second, on the store's
+/// clock.
+public protocol SubmitRateStore: Sendable {
+    /// Takes one submit from `owner`'s bucket; nil when taken, else how many seconds until the
+    /// bucket holds one (nothing is taken then).
+    func takeSubmit(owner: String, rate: Double) async throws -> Double?
+}

@@ -251,6 +251,34 @@ import Testing
         #expect(try await server.request(.POST, "/v1/jobs/\(blocker)/cancel", headers: server.bearer(admin)).status == 202)
     }
 
+    /// A token's `--rate` is counted for the cluster: two nodes on one PostgreSQL store, a token
+    /// allowed one submit every 2 s — its submit on one node leaves none for the other.
+    @Test func aTokensRateHoldsAcrossTheNodesOfACluster() async throws {
+        let store = try await TestPostgres.createDatabase()
+        var servers: [ServerHarness] = []
+        do {
+            for node in ["api1", "api2"] {
+                let server = try ServerHarness(config: .object([:]))
+                try Data(Fixtures.config(scratch: server.scratch, extra: ["store": .string(store), "node": .string(node), "slots": 1])
+                    .canonicalText.utf8).write(to: URL(fileURLWithPath: server.configPath))
+                servers.append(server)
+            }
+            let slow = try await servers[0].createToken("slow", ["--rate", "0.5"])
+            for server in servers { try await server.start() }
+            _ = try Self.id(try await servers[0].submit("noop", token: slow))
+            let reply = try await servers[1].submit("noop", token: slow)
+            #expect(reply.status == 429, "the other node let it through: \(reply.status)")
+            #expect(reply.json["limit"] == .string("token rate"))
+            #expect(reply.header("Retry-After").flatMap(Int.init) ?? 0 >= 1)
+        } catch {
+            for server in servers { await server.stop() }
+            try? await TestPostgres.dropDatabase(store)
+            throw error
+        }
+        for server in servers { await server.stop() }
+        try await TestPostgres.dropDatabase(store)
+    }
+
     // MARK: - The edge
 
     /// Webhook URLs that reach this machine or its network are refused at submit, in every

@@ -190,6 +190,25 @@ import Testing
 
     /// The server's and a tenant's `max_queued` hold while submits (single ones and arrays)
     /// arrive on two nodes at once: each counts the queue after the one before it committed.
+    /// A token's `rate` is one bucket for the cluster, not one per node: with room for one
+    /// submit every 20 s, 16 submits at once on two nodes get one through; the others are told
+    /// how long to wait, and another token's bucket is its own.
+    @Test func aTokensRateHoldsWhileNodesSubmitAtOnce() async throws {
+        try await withNodes(2) { nodes in
+            let rate = 0.05
+            let waits = try await withThrowingTaskGroup(of: Double?.self) { group in
+                for index in 0..<16 { group.addTask { try await nodes[index % 2].takeSubmit(owner: "alice", rate: rate) } }
+                return try await group.reduce(into: [Double?]()) { $0.append($1) }
+            }
+            #expect(waits.filter { $0 == nil }.count == 1, "submits let through: \(waits)")
+            for wait in waits.compactMap({ $0 }) { #expect(wait > 10 && wait <= 20, "a refused submit waits for the refill: \(wait) s") }
+            #expect(try await nodes[1].takeSubmit(owner: "bob", rate: rate) == nil, "bob's bucket is his own")
+            #expect(try await nodes[0].takeSubmit(owner: "bob", rate: rate) != nil)
+            #expect(try await nodes[0].revokeToken(named: "alice") == false, "no such token: the bucket goes all the same")
+            #expect(try await nodes[1].takeSubmit(owner: "alice", rate: rate) == nil, "a revoked name starts with a full bucket")
+        }
+    }
+
     @Test func maxQueuedHoldsWhileNodesSubmitAtOnce() async throws {
         try await withNodes(2) { nodes in
             let total = 12, perOwner = 5
