@@ -92,16 +92,8 @@ extension SQLiteJobStore {
     /// `jobs_state_seq` and sorted every queued job on each claim (20 ms at 100,000 queued); the
     /// partial queue index hands the head over directly.
     private static func claimRow(for slot: SlotID, excluding: Set<String>, skipping: Set<JobID>, now: Timestamp, in db: Database) throws -> Job? {
-        var arguments: StatementArguments = [slot.rawValue, now.microseconds, now.microseconds, now.microseconds]
-        var filter = dueFilter
-        if !excluding.isEmpty {
-            filter += " AND type NOT IN (" + Array(repeating: "?", count: excluding.count).joined(separator: ",") + ")"
-            _ = arguments.append(contentsOf: StatementArguments(excluding.sorted()))
-        }
-        if !skipping.isEmpty {
-            filter += " AND id NOT IN (" + Array(repeating: "?", count: skipping.count).joined(separator: ",") + ")"
-            _ = arguments.append(contentsOf: StatementArguments(skipping.map(\.rawValue).sorted()))
-        }
+        var arguments: StatementArguments = [slot.rawValue, now.microseconds]
+        var filter = queueFilter(now: now, excluding: excluding, skipping: skipping, arguments: &arguments)
         // Tenants whose token's max_running their running jobs have reached wait.
         let capped = try String.fetchAll(db, cached: """
             SELECT name FROM tokens WHERE max_running IS NOT NULL
@@ -122,6 +114,23 @@ extension SQLiteJobStore {
 
     /// Queued jobs a slot may take now (`Job.isDue`); takes `now` twice.
     static let dueFilter = " AND (not_before IS NULL OR not_before <= ?) AND (start_by IS NULL OR start_by > ?)"
+
+    /// The conditions a look at the queue adds (`dueFilter`, the types it refuses, the jobs it
+    /// passes over), with their arguments appended to `arguments`.
+    static func queueFilter(now: Timestamp, excluding types: Set<String>, skipping: Set<JobID>,
+                            arguments: inout StatementArguments) -> String {
+        var filter = dueFilter
+        _ = arguments.append(contentsOf: [now.microseconds, now.microseconds])
+        if !types.isEmpty {
+            filter += " AND type NOT IN (" + Array(repeating: "?", count: types.count).joined(separator: ",") + ")"
+            _ = arguments.append(contentsOf: StatementArguments(types.sorted()))
+        }
+        if !skipping.isEmpty {
+            filter += " AND id NOT IN (" + Array(repeating: "?", count: skipping.count).joined(separator: ",") + ")"
+            _ = arguments.append(contentsOf: StatementArguments(skipping.map(\.rawValue).sorted()))
+        }
+        return filter
+    }
 
     static func withPosition(_ job: Job, in db: Database) throws -> Job {
         guard job.state == .queued else { return job }

@@ -225,16 +225,8 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
             if try Bool.fetchOne(db, cached: "SELECT EXISTS (SELECT 1 FROM tokens WHERE max_running IS NOT NULL)") == true {
                 return .claimInStore
             }
-            var filter = Self.dueFilter
-            var arguments: StatementArguments = [now.microseconds, now.microseconds]
-            if !types.isEmpty {
-                filter += " AND type NOT IN (" + Array(repeating: "?", count: types.count).joined(separator: ",") + ")"
-                _ = arguments.append(contentsOf: StatementArguments(types.sorted()))
-            }
-            if !skipping.isEmpty {
-                filter += " AND id NOT IN (" + Array(repeating: "?", count: skipping.count).joined(separator: ",") + ")"
-                _ = arguments.append(contentsOf: StatementArguments(skipping.map(\.rawValue).sorted()))
-            }
+            var arguments: StatementArguments = []
+            let filter = Self.queueFilter(now: now, excluding: types, skipping: skipping, arguments: &arguments)
             let row = try Row.fetchOne(db, cached: """
                 SELECT * FROM jobs INDEXED BY jobs_queue WHERE state = 'queued'\(filter) ORDER BY priority DESC, fair_tag, seq LIMIT 1
                 """, arguments: arguments)
