@@ -16,6 +16,11 @@ extension PostgresJobStore: TokenStore {
                 """, logger: self.logger).decodeFirst(String.self)
         }
         guard inserted != nil else { throw StoreError(.conflict, "a token named \(token.name) already exists (revoke it first to replace it)") }
+        // A new token starts with a full bucket, whatever a revoked one of that name left (a
+        // submit on another node may have made one again after the revoke removed it).
+        try await write("reset the token's submit rate") { connection in
+            try await connection.query("DELETE FROM submit_rates WHERE owner = \(token.name)", logger: self.logger)
+        }
         if token.limits.maxRunning != nil { runningCapped.withLock { $0 = true } }
     }
 
@@ -64,14 +69,16 @@ extension PostgresJobStore: SubmitRateStore {
         let capacity = max(1, rate)
         return try await write("count the token's submit rate") { connection in
             // One statement, one reading of the clock: the row is locked while it is updated, so
-            // submits on many nodes at once each see the one before. A bucket that holds less
-            // than one submit is left as it is.
+            // submits on many nodes at once each see the one before (one that read the clock
+            // before the one ahead of it committed gets no refill, and leaves `at` as it was). A
+            // bucket that holds less than one submit is left as it is.
             let taken = try await connection.query("""
                 WITH clock AS (SELECT spool_now() AS now)
                 INSERT INTO submit_rates AS b (owner, tokens, at)
                 SELECT \(owner), \(capacity) - 1, clock.now FROM clock
                 ON CONFLICT (owner) DO UPDATE
-                    SET tokens = LEAST(\(capacity), b.tokens + GREATEST(0, EXCLUDED.at - b.at) / 1e6 * \(rate)) - 1, at = EXCLUDED.at
+                    SET tokens = LEAST(\(capacity), b.tokens + GREATEST(0, EXCLUDED.at - b.at) / 1e6 * \(rate)) - 1,
+                        at = GREATEST(b.at, EXCLUDED.at)
                     WHERE LEAST(\(capacity), b.tokens + GREATEST(0, EXCLUDED.at - b.at) / 1e6 * \(rate)) >= 1
                 RETURNING b.tokens
                 """, logger: self.logger).decodeFirst(Double.self)

@@ -188,8 +188,6 @@ import Testing
         }
     }
 
-    /// The server's and a tenant's `max_queued` hold while submits (single ones and arrays)
-    /// arrive on two nodes at once: each counts the queue after the one before it committed.
     /// A token's `rate` is one bucket for the cluster, not one per node: with room for one
     /// submit every 20 s, 16 submits at once on two nodes get one through; the others are told
     /// how long to wait, and another token's bucket is its own.
@@ -209,6 +207,8 @@ import Testing
         }
     }
 
+    /// The server's and a tenant's `max_queued` hold while submits (single ones and arrays)
+    /// arrive on two nodes at once: each counts the queue after the one before it committed.
     @Test func maxQueuedHoldsWhileNodesSubmitAtOnce() async throws {
         try await withNodes(2) { nodes in
             let total = 12, perOwner = 5

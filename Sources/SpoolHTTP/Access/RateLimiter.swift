@@ -18,14 +18,23 @@ public final class RateLimiter: Sendable {
     /// Takes one submit from `name`'s bucket (`rate` per second); when it is empty, answers how
     /// many seconds until it holds one.
     public func take(_ name: String, rate: Double, now seconds: Double) -> Double? {
+        bucket(name, rate: rate, now: seconds, taking: true)
+    }
+
+    /// What `take` would answer, taking nothing.
+    public func peek(_ name: String, rate: Double, now seconds: Double) -> Double? {
+        bucket(name, rate: rate, now: seconds, taking: false)
+    }
+
+    private func bucket(_ name: String, rate: Double, now seconds: Double, taking: Bool) -> Double? {
         let capacity = max(1, rate)
         return buckets.withLock { buckets in
             var bucket = buckets[name] ?? Bucket(tokens: capacity, at: seconds)
-            bucket.tokens = min(capacity, bucket.tokens + (seconds - bucket.at) * rate)
-            bucket.at = seconds
+            bucket.tokens = min(capacity, bucket.tokens + max(0, seconds - bucket.at) * rate)
+            bucket.at = max(bucket.at, seconds)
             defer { buckets[name] = bucket }
             guard bucket.tokens >= 1 else { return (1 - bucket.tokens) / rate }
-            bucket.tokens -= 1
+            if taking { bucket.tokens -= 1 }
             return nil
         }
     }
@@ -39,12 +48,23 @@ struct SubmitRates: Sendable {
     let shared: (any SubmitRateStore)?
 
     init(store: any JobStore) {
-        shared = store as? any SubmitRateStore
+        self.init(shared: store as? any SubmitRateStore)
+    }
+
+    init(shared: (any SubmitRateStore)?) {
+        self.shared = shared
     }
 
     /// Takes one submit from `name`'s bucket; nil when taken, else the seconds until one is there.
     func take(_ name: String, rate: Double) async throws -> Double? {
-        if let shared { return try await shared.takeSubmit(owner: name, rate: rate) }
-        return local.take(name, rate: rate, now: WallClock.now().secondsSince1970)
+        let now = WallClock.now().secondsSince1970
+        guard let shared else { return local.take(name, rate: rate, now: now) }
+        // The local bucket counts this node's submits that the shared one let through: when they
+        // alone have emptied it, the cluster's is empty too, and a client retrying in a loop
+        // costs the database nothing.
+        if let wait = local.peek(name, rate: rate, now: now) { return wait }
+        let wait = try await shared.takeSubmit(owner: name, rate: rate)
+        if wait == nil { _ = local.take(name, rate: rate, now: now) }
+        return wait
     }
 }
