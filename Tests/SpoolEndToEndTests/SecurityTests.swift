@@ -252,7 +252,8 @@ import Testing
     }
 
     /// A token's `--rate` is counted for the cluster: two nodes on one PostgreSQL store, a token
-    /// allowed one submit every 10 s — its submit on one node leaves none for the other.
+    /// allowed one submit every 10 s — its submit on one node leaves none for the other, and an
+    /// array counts as one submit the same way.
     @Test func aTokensRateHoldsAcrossTheNodesOfACluster() async throws {
         let store = try await TestPostgres.createDatabase()
         var servers: [ServerHarness] = []
@@ -264,6 +265,7 @@ import Testing
                 servers.append(server)
             }
             let slow = try await servers[0].createToken("slow", ["--rate", "0.1"])
+            let bulk = try await servers[0].createToken("bulk", ["--rate", "0.1"])
             for server in servers { try await server.start() }
             _ = try Self.id(try await servers[0].submit("noop", token: slow))
             let reply = try await servers[1].submit("noop", token: slow)
@@ -271,6 +273,11 @@ import Testing
             #expect(reply.json["limit"] == .string("token rate"))
             let retry = try #require(reply.header("Retry-After").flatMap(Int.init))
             #expect(retry > 5 && retry <= 10, "the wait for the shared bucket's refill: \(retry) s")
+
+            let array = try await servers[1].submit("noop", extra: ["array": .object(["range": .array([0, 3])])], token: bulk)
+            #expect(array.status == 201, "\(String(decoding: array.body, as: UTF8.self))")
+            let after = try await servers[0].submit("noop", token: bulk)
+            #expect(after.status == 429 && after.json["limit"] == .string("token rate"), "the array took the cluster's share: \(after.status)")
         } catch {
             for server in servers { await server.stop() }
             try? await TestPostgres.dropDatabase(store)
