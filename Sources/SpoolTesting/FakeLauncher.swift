@@ -61,7 +61,7 @@ public final class FakeChild: ChildProcess {
         /// A worker that exits when told to shut down (a hung one does not).
         public var obeysShutdown = true
         /// Its output takes fences (`fenceOutput`), which come through only when the test passes
-        /// them on (`takeFences`, then `print(bytes:)`), as a pipe would deliver them later.
+        /// them on (from `fences`, with `print(bytes:)`), as a pipe would deliver them later.
         public var fencesOutput = false
         public init(exitsOnTerminate: Bool = true, isWorker: Bool = false, answersJobs: Bool = false, obeysShutdown: Bool = true,
                     fencesOutput: Bool = false) {
@@ -81,6 +81,10 @@ public final class FakeChild: ChildProcess {
     /// Command lines the child received, in order.
     public let commands: AsyncStream<String>
     private let commandSink: AsyncStream<String>.Continuation
+    /// The fences the server wrote into its output, in order; the test prints them (whole, split,
+    /// or among other bytes) where the output should carry them.
+    public let fences: AsyncStream<[UInt8]>
+    private let fenceSink: AsyncStream<[UInt8]>.Continuation
 
     struct State {
         var status: ChildExit?
@@ -91,8 +95,7 @@ public final class FakeChild: ChildProcess {
         /// GPU readings wait until released (a `nvidia-smi` that takes its time).
         var holdsGPUReadings = false
         var heldGPUReadings: [CheckedContinuation<Void, Never>] = []
-        /// Fences written into its output and not passed on yet; how many were written.
-        var fences: [[UInt8]] = []
+        /// How many fences were written into its output.
         var fencesWritten = 0
     }
 
@@ -102,6 +105,7 @@ public final class FakeChild: ChildProcess {
         self.events = events
         self.behaviour = behaviour
         (commands, commandSink) = AsyncStream<String>.makeStream()
+        (fences, fenceSink) = AsyncStream<[UInt8]>.makeStream()
     }
 
     func started() async {
@@ -165,25 +169,16 @@ public final class FakeChild: ChildProcess {
 
     public func fenceOutput() -> [UInt8]? {
         guard behaviour.fencesOutput else { return nil }
-        return state.withLock { state in
+        let marker = state.withLock { state in
             state.fencesWritten += 1
-            let marker = Array("\u{0}fake-fence-\(state.fencesWritten)\u{0}".utf8)
-            state.fences.append(marker)
-            return marker
+            return Array("\u{0}fake-fence-\(state.fencesWritten)\u{0}".utf8)
         }
+        fenceSink.yield(marker)
+        return marker
     }
 
     /// How many fences the server wrote into its output.
     public var fencesWritten: Int { state.withLock { $0.fencesWritten } }
-
-    /// The fences written and not passed on yet, oldest first; the test prints them (whole, split,
-    /// or among other bytes) where the output should carry them.
-    public func takeFences() -> [[UInt8]] {
-        state.withLock { state in
-            defer { state.fences = [] }
-            return state.fences
-        }
-    }
 
     public func exit() async -> ChildExit {
         await withCheckedContinuation { continuation in

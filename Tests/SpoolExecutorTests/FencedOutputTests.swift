@@ -3,7 +3,6 @@ import Glibc
 import Logging
 import SpoolCore
 import SpoolTesting
-import Synchronization
 import Testing
 @testable import SpoolExecutor
 
@@ -25,24 +24,21 @@ import Testing
         let tag = UUID().uuidString
         let launch = ChildLaunch(argv: ["/bin/sh", "-c", "echo out; echo err >&2; exec sleep 30"], environment: ["FENCE_TEST": tag],
                                  workingDirectory: directory, marker: "FENCE_TEST=\(tag)", killGrace: .seconds(1), fencedOutput: true)
-        let output = Mutex<[UInt8]>([])
-        let events = ChildEvents(output: { bytes in output.withLock { $0 += bytes } }, message: { _ in })
+        let (chunks, received) = AsyncStream<[UInt8]>.makeStream()
+        let events = ChildEvents(output: { bytes in received.yield(bytes) }, message: { _ in })
         let child = try await SubprocessLauncher(logger: Logger(label: "test")).launch(launch, events: events)
-        try await within(.seconds(10), "the child's output") {
-            while output.withLock({ $0.count }) < 8 { try await Task.sleep(for: .milliseconds(1)) }
-        }
-        #expect(Set(output.withLock { $0 }.split(separator: UInt8(ascii: "\n")).map { Array($0) }) == [Array("out".utf8), Array("err".utf8)],
+        var output: [UInt8] = []
+        while output.count < 8 { output += try await chunks.next("the child's output") }
+        #expect(Set(output.split(separator: UInt8(ascii: "\n")).map { Array($0) }) == [Array("out".utf8), Array("err".utf8)],
                 "stdout and stderr in the one pipe")
         let pipe = try #require(link("/proc/\(child.pid)/fd/1"))
         #expect(pipe.hasPrefix("pipe:") && link("/proc/\(child.pid)/fd/2") == pipe)
 
         let marker = try #require(child.fenceOutput(), "a fenced child's output takes fences")
-        try await within(.seconds(10), "the fence to come through") {
-            while !output.withLock({ $0.count >= marker.count && Array($0.suffix(marker.count)) == marker }) {
-                try await Task.sleep(for: .milliseconds(1))
-            }
+        while !(output.count >= marker.count && Array(output.suffix(marker.count)) == marker) {
+            output += try await chunks.next("the fence to come through")
         }
-        #expect(output.withLock { $0.count } == 8 + marker.count, "behind what it wrote, and nothing else")
+        #expect(output.count == 8 + marker.count, "behind what it wrote, and nothing else")
 
         child.signal(SIGKILL)
         _ = await child.exit()

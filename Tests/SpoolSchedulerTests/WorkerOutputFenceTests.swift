@@ -37,22 +37,15 @@ import Testing
         (try? String(contentsOfFile: JobPaths(dataDirectory: rig.dataDirectory, job: job.id).log, encoding: .utf8)) ?? ""
     }
 
-    func fenceWritten(_ worker: FakeChild, count: Int) async throws {
-        try await within(.seconds(10), "fence \(count) to be written") {
-            while worker.fencesWritten < count { try await Task.sleep(for: .milliseconds(1)) }
-        }
-    }
-
     @Test func theEndWaitsForTheFenceAndTheOutputBeforeItIsTheJobs() async throws {
         let rig = try rig()
         try await rig.run { _ in
             let (job, worker) = try await started(rig)
             await worker.print("line 1\n")
             await worker.succeed(job.id)
-            try await fenceWritten(worker, count: 1)
+            let fence = try await worker.fences.next("the job's fence")
             await worker.print("still the job's\n")   // written before the fence was read
             #expect(try await rig.job(job.id).state != .succeeded, "the end waits for its fence")
-            let fence = try #require(worker.takeFences().first)
             await worker.print(bytes: Array(fence.prefix(5)))   // split across two reads
             await worker.print(bytes: Array(fence.dropFirst(5)) + Array("after the end\n".utf8))
             #expect(try await rig.waitFor(job.id, .succeeded).state == .succeeded)
@@ -60,8 +53,7 @@ import Testing
             #expect(text == "line 1\nstill the job's\n", "exactly the job's output, no marker: \(text.debugDescription)")
             let (next, _) = try await started(rig, on: worker)
             await worker.succeed(next.id)
-            try await fenceWritten(worker, count: 2)
-            await worker.print(bytes: worker.takeFences()[0])
+            await worker.print(bytes: try await worker.fences.next("the next job's fence"))
             _ = try await rig.waitFor(next.id, .succeeded)
             #expect(!log(rig, next).contains("after the end"), "what came after an end is no job's")
         }
@@ -72,8 +64,7 @@ import Testing
         try await rig.run { _ in
             let (first, worker) = try await started(rig)
             await worker.succeed(first.id)
-            try await fenceWritten(worker, count: 1)
-            let late = worker.takeFences()[0]
+            let late = try await worker.fences.next("the first job's fence")
             try await rig.advance(by: .milliseconds(500), until: "the end to stop waiting for its fence") {
                 try await rig.job(first.id).state == .succeeded
             }
@@ -81,8 +72,7 @@ import Testing
             let (second, _) = try await started(rig, on: worker)
             await worker.print(bytes: Array("late for the first\n".utf8) + late + Array("the second's\n".utf8))
             await worker.succeed(second.id)
-            try await fenceWritten(worker, count: 2)
-            await worker.print(bytes: worker.takeFences()[0])
+            await worker.print(bytes: try await worker.fences.next("the second job's fence"))
             _ = try await rig.waitFor(second.id, .succeeded)
             let text = log(rig, second)
             #expect(text == "the second's\n", "not the first's late output, no marker: \(text.debugDescription)")
@@ -95,8 +85,7 @@ import Testing
             let (job, worker) = try await started(rig)
             await worker.succeed(job.id, result: .object(["first": .bool(true)]))
             await worker.say(["type": .string("failed"), "job": .string(job.id.rawValue), "error": .string("second thoughts")])
-            try await fenceWritten(worker, count: 1)
-            await worker.print(bytes: worker.takeFences()[0])
+            await worker.print(bytes: try await worker.fences.next("the job's fence"))
             let ended = try await rig.waitFor(job.id, .succeeded)
             #expect(ended.result?["first"] == .bool(true))
             #expect(worker.fencesWritten == 1, "one fence for one end")
@@ -109,7 +98,7 @@ import Testing
             let (job, worker) = try await started(rig)
             await worker.print("done\n")
             await worker.succeed(job.id)
-            try await fenceWritten(worker, count: 1)
+            _ = try await worker.fences.next("the job's fence")
             worker.exit(with: .exited(0))
             let ended = try await rig.waitFor(job.id, .succeeded)
             #expect(ended.reason == nil)
