@@ -51,14 +51,26 @@ public enum OrphanReaper {
     /// moment (at most `patience`) until they are gone; returns their pids.
     ///
     /// `bornAfter`: the process that every marked process descends from, when it was started less
-    /// than a second ago. Its descendants were all created after it, so only the pids handed out
-    /// since — from it up to the kernel's last one, read from /proc/loadavg — are read, instead of
-    /// every process's environment: this runs after every job, on the slot's way to its next one.
-    /// (Pids are handed out in increasing order, wrapping at pid_max; a second is far too short to
-    /// wrap past the leader, a long job may have seen it, so those scan everything.)
-    public static func killMarked(_ marker: String, bornAfter leader: Int32? = nil, patience: Duration = .seconds(2)) async -> [Int32] {
+    /// than a second ago, and is gone (reaped). Its descendants were all created after it, so only
+    /// the pids handed out since — after it, up to the kernel's last one, read from /proc/loadavg —
+    /// are read, instead of every process's environment: this runs after every job, on the slot's
+    /// way to its next one. (Pids are handed out in increasing order, wrapping at pid_max; a second
+    /// is far too short to wrap past the leader, a long job may have seen it, so those scan
+    /// everything.) Of those, the ones `ours` names — children this server started itself, each
+    /// supervised on its own — are passed over; when no other pid was handed out since, nothing
+    /// is read at all (the common case: a job that started nothing, or whose children are gone
+    /// and whose pids were followed only by this server's own next children).
+    public static func killMarked(_ marker: String, bornAfter leader: Int32? = nil, ours: @Sendable (Int32) -> Bool = { _ in false },
+                                  patience: Duration = .seconds(2)) async -> [Int32] {
         let bytes = Array(marker.utf8)
-        guard let found = try? await BlockingIO.run({ scan(pids: leader.flatMap(pidsHandedOut(since:))) { $0.elementsEqual(bytes) } }),
+        var pids: [Int32]?
+        // /proc/loadavg is made from the kernel's counters as it is read (no disk, no lock another
+        // process can hold), so it is read here, not on the blocking pool: this is the slot's path.
+        if let leader, let handedOut = pidsHandedOut(since: leader) {
+            pids = handedOut.filter { $0 != leader && !ours($0) }
+            if pids!.isEmpty { return [] }
+        }
+        guard let found = try? await BlockingIO.run({ [pids] in scan(pids: pids) { $0.elementsEqual(bytes) } }),
               !found.isEmpty else { return [] }
         return await killAll(found, patience: patience)
     }

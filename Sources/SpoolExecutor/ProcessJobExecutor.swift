@@ -50,7 +50,7 @@ public struct ProcessJobExecutor: JobExecutor {
                   let executable = try? await BlockingIO.run({ ExecutableLookup.find(plan.argv[0], path: plan.environment["PATH"] ?? serverPath) }),
                   let prepared = JobFiles.takeReady(paths) else { return nil }
             let launch = launch(job.id, plan, paths: paths, messagesMade: prepared.messages, gate: true)
-            guard let started = try? await start(launch, paths: paths).get() else { return nil }
+            guard let started = try? await start(launch, paths: paths, slot: slot.id).get() else { return nil }
             return StartedAhead.Gated(launch: launch, executable: executable, started: started)
         }) else { return }
         for drop in dropped { await drop.value }
@@ -77,7 +77,7 @@ public struct ProcessJobExecutor: JobExecutor {
             if entry.slot == slot.id, entry.attempt == job.attempts, let gated = await entry.work.value,
                gated.launch.argv == plan.argv, gated.launch.environment == plan.environment,
                gated.launch.workingDirectory == plan.workingDirectory,
-               (try? await BlockingIO.run({ ExecutableLookup.runnable(gated.executable) })) == true {   // a stat and a read: off the cooperative pool
+               await Self.runnable(gated, checked: entry.checked) {
                 gated.started.observer.bind(observer)
                 if gated.started.child.openGate() {
                     return await supervise(job, gated.started, stops: stops, observer: observer)
@@ -91,7 +91,7 @@ public struct ProcessJobExecutor: JobExecutor {
             prepared = JobFiles.Prepared(messages: true)
         }
         switch await start(launch(job.id, plan, paths: paths, messagesMade: prepared?.messages ?? false, gate: false), paths: paths,
-                           observer: observer) {
+                           slot: slot.id, observer: observer) {
         case .success(let started): return await supervise(job, started, stops: stops, observer: observer)
         case .failure(let error): return ExecutionResult(.spawnFailed(message: error.description))
         }
@@ -122,9 +122,19 @@ public struct ProcessJobExecutor: JobExecutor {
                     marker: "SPOOL_MESSAGES=" + paths.messages, killGrace: configuration.killGrace)
     }
 
-    /// Opens the job's log and starts its process; its output and messages go to the log and to
-    /// `observer` (bound later for a gated start).
-    private func start(_ launch: ChildLaunch, paths: JobPaths, observer: ExecutionObserver? = nil) async -> Result<StartedChild, ExecutorError> {
+    /// Whether a gated child's executable is still there to run: a stat and a read, off the
+    /// cooperative pool.
+    /// `checked`: the look at it already made (when the slot's previous process exited).
+    private static func runnable(_ gated: StartedAhead.Gated, checked: Task<Bool, Never>? = nil) async -> Bool {
+        if let checked { return await checked.value }
+        return (try? await BlockingIO.run({ ExecutableLookup.runnable(gated.executable) })) == true
+    }
+
+    /// Opens the job's log and starts its process on `slot`; its output and messages go to the
+    /// log and to `observer` (bound later for a gated start). When it exits, the slot's
+    /// look-ahead, if any, has its executable looked at.
+    private func start(_ launch: ChildLaunch, paths: JobPaths, slot: SlotID,
+                       observer: ExecutionObserver? = nil) async -> Result<StartedChild, ExecutorError> {
         let log: LogSink
         do { log = try LogSink(path: paths.log, limit: configuration.logLimitBytes) } catch { return .failure(error) }
         let binding = ObserverBinding(observer)
@@ -138,7 +148,7 @@ public struct ProcessJobExecutor: JobExecutor {
             } catch {
                 log.note("ignored a message on $SPOOL_MESSAGES: \(error)")
             }
-        })
+        }, exited: { [ahead] in ahead.check(slot: slot) { await Self.runnable($0) } })
         do {
             let child = try await launcher.launch(launch, events: events)
             return .success(StartedChild(child: child, log: log, observer: binding))

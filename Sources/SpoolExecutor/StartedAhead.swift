@@ -32,6 +32,9 @@ final class StartedAhead: Sendable {
         var attempt: Int
         /// Makes the files and starts the gated child (nil when the job is not started ahead).
         var work: Task<Gated?, Never>
+        /// Whether the gated child's executable is still there to run, looked at when the slot's
+        /// current process exited (`check`); nil until then.
+        var checked: Task<Bool, Never>?
     }
 
     private struct State {
@@ -65,6 +68,20 @@ final class StartedAhead: Sendable {
         state.withLock { state in
             state.starting.insert(job)
             return (state.entries.removeValue(forKey: job), state.dropping[job])
+        }
+    }
+
+    /// The slot's current process exited: its look-ahead's executable is looked at now, while
+    /// the slot's way to its next job (the sweep, the drain, the scheduler) goes on, instead of
+    /// after it; `run` takes the answer (or looks itself when there is none yet).
+    func check(slot: SlotID, _ runnable: @escaping @Sendable (Gated) async -> Bool) {
+        state.withLock { state in
+            guard let (job, entry) = state.entries.first(where: { $0.value.slot == slot }), entry.checked == nil else { return }
+            let work = entry.work
+            state.entries[job]!.checked = Task {   // unstructured: the start that takes the entry awaits it
+                guard let gated = await work.value else { return false }
+                return await runnable(gated)
+            }
         }
     }
 

@@ -117,6 +117,15 @@ import Testing
         #expect(text.contains("to-out") && text.contains("to-err"))
     }
 
+    /// Stdout and stderr are one pipe: the log has their lines in the order they were written
+    /// (two pipes, read apart, mixed them up).
+    @Test func stdoutAndStderrKeepTheirOrderInTheLog() async throws {
+        let job = try prepare(["/bin/sh", "-c", "i=0; while [ $i -lt 300 ]; do echo \"out $i\"; echo \"err $i\" >&2; i=$((i+1)); done"])
+        #expect(await run(job) == .succeeded)
+        let expected = (0..<300).map { "out \($0)\nerr \($0)\n" }.joined()
+        #expect(try log(of: job) == expected)
+    }
+
     @Test func nonZeroExitIsRecordedWithItsCode() async throws {
         #expect(await run(try prepare(["/bin/sh", "-c", "exit 7"])) == .exited(code: 7))
     }
@@ -676,6 +685,44 @@ import Testing
             return
         }
         #expect(!FileManager.default.fileExists(atPath: job.paths.outputs + "/ran"))
+    }
+
+    /// A job started ahead whose executable was replaced, before its start, by a file the kernel
+    /// cannot run is a spawn failure, and the file is not run as a script by the gated shell.
+    @Test func aJobStartedAheadWhoseExecutableWasReplacedIsASpawnFailure() async throws {
+        let command = directory + "/command-\(UUID().uuidString)"
+        #expect(FileManager.default.createFile(atPath: command, contents: Data("#!/bin/sh\nexit 0\n".utf8),
+                                               attributes: [.posixPermissions: 0o755]))
+        let job = try prepare([command])
+        let slot = SlotSpec(id: SlotID(0))
+        await job.executor.prepare(job.job, on: slot)
+        let gated = marked("SPOOL_JOB_ID=\(job.job.id)")
+        #expect(gated.count == 1, "one process started ahead")
+        try FileManager.default.removeItem(atPath: command)
+        #expect(FileManager.default.createFile(atPath: command, contents: Data("touch \"$SPOOL_OUTPUT_DIR/ran\"\n".utf8),
+                                               attributes: [.posixPermissions: 0o755]))
+        guard case .spawnFailed = await job.executor.run(claimed(job.job, on: slot.id), on: slot, stops: AsyncStream { _ in },
+                                                        observer: ExecutionObserver()).outcome else {
+            Issue.record("expected spawnFailed")
+            return
+        }
+        #expect(!FileManager.default.fileExists(atPath: job.paths.outputs + "/ran"), "the gated shell ran the text as a script")
+        #expect(gated.allSatisfy { !OrphanReaper.isRunning($0) }, "the gated shell outlived its discarded start")
+    }
+
+    /// The sweep after a young job reads only the pids handed out since its process, and of
+    /// those passes over the ones it is told are the server's own children (each supervised on
+    /// its own): one of them carrying the job's mark is left alone, any other one is killed.
+    @Test func theSweepAfterAYoungJobPassesOverTheServersOwnChildren() async throws {
+        let marker = "SPOOL_MESSAGES=\(directory)/jobs/sweep-\(UUID().uuidString)/messages"
+        let leader = try spawn(["/bin/true"], environment: [])
+        reap(leader, signal: 0)
+        let own = try spawn(["/bin/sleep", "30"], environment: [marker])
+        defer { reap(own, signal: SIGKILL) }
+        #expect(await OrphanReaper.killMarked(marker, bornAfter: leader, ours: { $0 == own }).isEmpty)
+        #expect(OrphanReaper.isRunning(own), "the server's own child was killed by another's sweep")
+        #expect(await OrphanReaper.killMarked(marker, bornAfter: leader) == [own])
+        #expect(!OrphanReaper.isRunning(own))
     }
 
     /// What a server crash does to a gated shell: its gate (its stdin) reads end-of-file, the

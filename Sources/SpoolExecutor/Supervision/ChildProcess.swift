@@ -6,8 +6,9 @@ import SpoolCore
 /// A launcher's guarantees, which both modes build on:
 /// - the child leads its own session and process group, so it is signalled as one;
 /// - its environment is the server's minus every `SPOOL_*` setting, plus the launch's variables;
-/// - stdout and stderr are drained as they come (a chatty child never stalls on a full pipe);
-///   with `fencedOutput`, through one pipe the server can put fences in;
+/// - stdout and stderr are drained as they come (a chatty child never stalls on a full pipe),
+///   through one pipe, so their lines keep their order; with `fencedOutput` the server can put
+///   fences in it;
 /// - message lines are read from its FIFO from before the spawn until end-of-file after it
 ///   is gone, so the last thing it wrote before exiting is delivered;
 /// - once it has exited, nothing it started is left: its process group is killed, and so is
@@ -79,8 +80,8 @@ public struct ChildLaunch: Sendable, Equatable {
     public var marker: String
     /// SIGTERM → SIGKILL grace if the server itself tears the child down.
     public var killGrace: Duration
-    /// Stdout and stderr go to one pipe the launcher makes, which takes fences
-    /// (`ChildProcess.fenceOutput`): a warm worker's end of a job is placed in its output.
+    /// The child's output pipe takes fences (`ChildProcess.fenceOutput`): a warm worker's end of
+    /// a job is placed in its output.
     public var fencedOutput: Bool
 
     public init(argv: [String], environment: [String: String], workingDirectory: String, stdin: String? = nil,
@@ -106,10 +107,16 @@ public struct ChildEvents: Sendable {
     public var output: @Sendable ([UInt8]) async -> Void
     /// One line from the message FIFO, without its newline (at most 4 KiB; longer ones are dropped).
     public var message: @Sendable ([UInt8]) async -> Void
+    /// The child has exited and is reaped (its leftovers are being killed and its pipes drained;
+    /// `ChildProcess.exit` returns after that). Called once, before `exit` returns; not for a
+    /// child that could not be started, nor for a gated one whose gate never opened.
+    public var exited: @Sendable () -> Void
 
-    public init(output: @escaping @Sendable ([UInt8]) async -> Void, message: @escaping @Sendable ([UInt8]) async -> Void) {
+    public init(output: @escaping @Sendable ([UInt8]) async -> Void, message: @escaping @Sendable ([UInt8]) async -> Void,
+                exited: @escaping @Sendable () -> Void = {}) {
         self.output = output
         self.message = message
+        self.exited = exited
     }
 }
 

@@ -5,8 +5,9 @@ import SpoolCore
 import Synchronization
 import SystemPackage
 
-/// A warm worker's stdout and stderr, as one pipe the server makes: so the server can put a
-/// fence in the stream behind everything the worker wrote so far.
+/// A child's stdout and stderr, as one pipe the server makes: their lines reach the log in the
+/// order they were written, and for a warm worker the server can put a fence in the stream
+/// behind everything the worker wrote so far.
 ///
 /// A worker's output and its messages are two pipes, read apart, so its `succeeded` can be
 /// read before the last line it printed (the kit flushes stdout first). When it says a job
@@ -16,7 +17,7 @@ import SystemPackage
 /// never interleaved with another.
 ///
 /// Like `MessageChannel`, the server keeps write ends of its own until `closeWriter`, once the
-/// worker and everything it started are gone: the reader then gets what is still buffered and
+/// child and everything it started are gone: the reader then gets what is still buffered and
 /// end-of-file.
 final class OutputPipe: Sendable {
     /// The write end the child gets as its stdout and stderr: blocking, as programs expect
@@ -27,7 +28,8 @@ final class OutputPipe: Sendable {
     /// not block, for the marker (the flag belongs to an open, and the child's must block).
     private let writers: Mutex<(child: Int32, fence: Int32)>
 
-    init() throws(ExecutorError) {
+    /// `fences`: the pipe takes fences (a warm worker's); else `fence` always returns nil.
+    init(fences: Bool) throws(ExecutorError) {
         // Close-on-exec from birth, so no process started meanwhile, by anything, holds a write
         // end and keeps end-of-file away.
         let ends: [Int32]
@@ -35,11 +37,11 @@ final class OutputPipe: Sendable {
             let pipe = try FileDescriptor.pipe(options: .closeOnExec)
             ends = [pipe.readEnd.rawValue, pipe.writeEnd.rawValue]
         } catch {
-            throw ExecutorError("cannot make the worker's output pipe: \(error)")
+            throw ExecutorError("cannot make the child's output pipe: \(error)")
         }
         _ = fcntl(ends[0], F_SETFL, fcntl(ends[0], F_GETFL) | O_NONBLOCK)
-        // Without /proc there are no fences (-1): output is handed on as it comes, as before.
-        let fence = open("/proc/self/fd/\(ends[1])", O_WRONLY | O_NONBLOCK | O_CLOEXEC)
+        // Without /proc there are no fences (-1): output is handed on as it comes.
+        let fence = fences ? open("/proc/self/fd/\(ends[1])", O_WRONLY | O_NONBLOCK | O_CLOEXEC) : -1
         reader = Mutex(ends[0])
         childEnd = ends[1]
         writers = Mutex((child: ends[1], fence: fence))
@@ -56,7 +58,8 @@ final class OutputPipe: Sendable {
     }
 
     /// Writes a fresh marker behind everything written so far, whole; nil when it could not
-    /// (the pipe full or closed, or no /proc to open it with): then there is no fence to wait for.
+    /// (the pipe takes no fences, is full or closed, or there was no /proc to open it with): then
+    /// there is no fence to wait for.
     func fence() -> [UInt8]? {
         var marker = Array("\u{0}spool-fence-".utf8)
         var random = SystemRandomNumberGenerator()

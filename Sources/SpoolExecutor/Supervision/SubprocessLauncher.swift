@@ -25,8 +25,8 @@ public struct SubprocessLauncher: ChildLauncher {
             messages?.remove()
             throw error
         }
-        let output: OutputPipe?
-        do { output = launch.fencedOutput ? try OutputPipe() : nil } catch {
+        let output: OutputPipe
+        do { output = try OutputPipe(fences: launch.fencedOutput) } catch {
             messages?.remove()
             commands?.remove()
             throw error
@@ -42,7 +42,7 @@ public struct SubprocessLauncher: ChildLauncher {
             guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0 else {
                 messages?.remove()
                 commands?.remove()
-                output?.remove()
+                output.remove()
                 throw ExecutorError("cannot make the gate (a socket pair): \(String(cString: strerror(errno)))")
             }
             stdin = FileDescriptor(rawValue: ends[0])
@@ -52,7 +52,7 @@ public struct SubprocessLauncher: ChildLauncher {
             do { stdin = try FileDescriptor.open(FilePath(path), .readOnly, options: .closeOnExec) } catch {
                 messages?.remove()
                 commands?.remove()
-                output?.remove()
+                output.remove()
                 throw ExecutorError("cannot open \(path) as the child's stdin: \(error)")
             }
         }
@@ -120,12 +120,12 @@ final class SubprocessChild: ChildProcess {
     let pid: Int32
     private let supervision: Task<ChildExit, Never>
     private let commands: CommandChannel?
-    private let output: OutputPipe?
+    private let output: OutputPipe
     private let gate: Gate?
     private let gone: Flag
     private let gateOpened: Flag
 
-    private init(pid: Int32, supervision: Task<ChildExit, Never>, commands: CommandChannel?, output: OutputPipe?, gate: Gate?,
+    private init(pid: Int32, supervision: Task<ChildExit, Never>, commands: CommandChannel?, output: OutputPipe, gate: Gate?,
                  gone: Flag, gateOpened: Flag) {
         self.pid = pid
         self.supervision = supervision
@@ -141,7 +141,7 @@ final class SubprocessChild: ChildProcess {
     private final class Flag: Sendable { let value = Atomic<Bool>(false) }
 
     static func start(_ configuration: Configuration, stdin: FileDescriptor?, messages: MessageChannel?, commands: CommandChannel?,
-                      output: OutputPipe?, gate: Gate?, marker: String, events: ChildEvents,
+                      output: OutputPipe, gate: Gate?, marker: String, events: ChildEvents,
                       logger: Logger) async throws(ExecutorError) -> SubprocessChild {
         let flag = Flag()
         let gateOpened = Flag()
@@ -153,45 +153,47 @@ final class SubprocessChild: ChildProcess {
             // Each task says whether it is the drain's time limit (true) or a reader that ended.
             await withTaskGroup(of: Bool.self) { group in
                 if let messages { group.addTask { await messages.read(events.message); return false } }
-                if let output { group.addTask { await output.read(events.output); return false } }
-                let status = await run(configuration, stdin: stdin, output: output, events: events, spawned: spawned) {
+                group.addTask { await output.read(events.output); return false }
+                let status = await run(configuration, stdin: stdin, output: output, spawned: spawned) {
                     spawnedAt.withLock { $0 = .now }
                 }
                 flag.value.store(true, ordering: .releasing)
                 guard let (pid, status) = status else {
                     messages?.remove()
                     commands?.remove()
-                    output?.remove()
+                    output.remove()
                     gate?.close()
                     group.cancelAll()
                     return .exited(-1)
                 }
+                LiveChildren.remove(pid)
+                // A gated child whose gate never opened ran nothing but the waiting shell, which
+                // starts nothing: no sweep (which would also find the job's marker on a process
+                // that runs the job for real elsewhere, the look-ahead having been overtaken).
+                let ranItsCommand = gate == nil || gateOpened.value.load(ordering: .acquiring)
+                if ranItsCommand { events.exited() }
                 // The leader is gone: leave nothing behind. Its group first (pgid == pid, and the id
                 // cannot be reused while any member is alive), then whatever left the group.
                 kill(-pid, SIGKILL)
                 // Our write end of the FIFO goes now, so its end-of-file (once every process that
                 // had it open is dead) reaches the reader while the sweep below runs.
                 messages?.closeWriter()
-                output?.closeWriter()
-                // A gated child whose gate never opened ran nothing but the waiting shell, which
-                // starts nothing: no sweep (which would also find the job's marker on a process
-                // that runs the job for real elsewhere, the look-ahead having been overtaken).
-                let ranItsCommand = gate == nil || gateOpened.value.load(ordering: .acquiring)
+                output.closeWriter()
                 let young = ContinuousClock.now < spawnedAt.withLock { $0 } + .seconds(1)
-                let escaped = ranItsCommand ? await OrphanReaper.killMarked(marker, bornAfter: young ? pid : nil) : []
+                let escaped = ranItsCommand ? await OrphanReaper.killMarked(marker, bornAfter: young ? pid : nil, ours: LiveChildren.contains) : []
                 if !escaped.isEmpty {
                     logger.warning("killed processes a child left behind outside its process group",
                                    metadata: ["marker": "\(marker)", "pids": "\(escaped)"])
                 }
-                // Then the messages (and a worker's output): what is still in the pipes, to
-                // end-of-file (2 s at most, in case something unkillable still holds one open).
-                var reading = (messages == nil ? 0 : 1) + (output == nil ? 0 : 1)
+                // Then the output and the messages: what is still in the pipes, to end-of-file (2 s at
+                // most, in case something unkillable still holds one open).
+                var reading = (messages == nil ? 1 : 2)
                 group.addTask { try? await Task.sleep(for: .seconds(2)); return true }
                 while reading > 0, let timeUp = await group.next(), !timeUp { reading -= 1 }
                 group.cancelAll()
                 messages?.remove()
                 commands?.remove()
-                output?.remove()
+                output.remove()
                 gate?.close()
                 return status
             }
@@ -209,7 +211,7 @@ final class SubprocessChild: ChildProcess {
     }
 
     /// Runs the process to its end; nil when it could not be spawned (reported on `spawned`).
-    private static func run(_ configuration: Configuration, stdin: FileDescriptor?, output: OutputPipe?, events: ChildEvents,
+    private static func run(_ configuration: Configuration, stdin: FileDescriptor?, output: OutputPipe,
                             spawned: AsyncStream<Result<Int32, ExecutorError>>.Continuation,
                             onSpawn: @escaping @Sendable () -> Void) async -> (Int32, ChildExit)? {
         let started = Atomic<Int32>(0)
@@ -224,6 +226,7 @@ final class SubprocessChild: ChildProcess {
         }
         defer { closeStdin() }
         func spawnedNow(_ pid: Int32) {
+            LiveChildren.insert(pid)
             closeStdin()
             onSpawn()
             started.store(pid, ordering: .releasing)
@@ -231,23 +234,14 @@ final class SubprocessChild: ChildProcess {
             spawned.finish()
         }
         func run<Input: InputProtocol>(_ input: Input) async throws -> TerminationStatus {
-            if let output {
-                // One pipe of the launcher's for stdout and stderr, read by the supervision task.
-                // The same descriptor for both: `.combinedWithOutput` would duplicate it, and a
-                // copy made from a descriptor not closed after the spawn is never closed (a leak
-                // per worker, and end-of-file never comes).
-                let pipe = FileDescriptor(rawValue: output.childEnd)
-                return try await Subprocess.run(configuration, input: input, output: .fileDescriptor(pipe, closeAfterSpawningProcess: false),
-                                                error: .fileDescriptor(pipe, closeAfterSpawningProcess: false)) { execution in
-                    spawnedNow(execution.processIdentifier.value)
-                }.terminationStatus
-            }
-            return try await Subprocess.run(configuration, input: input, output: .sequence, error: .sequence) { execution in
+            // One pipe of the launcher's for stdout and stderr (so their lines keep their order),
+            // read by the supervision task. The same descriptor for both: `.combinedWithOutput`
+            // would duplicate it, and a copy made from a descriptor not closed after the spawn is
+            // never closed (a leak per child, and end-of-file never comes).
+            let pipe = FileDescriptor(rawValue: output.childEnd)
+            return try await Subprocess.run(configuration, input: input, output: .fileDescriptor(pipe, closeAfterSpawningProcess: false),
+                                            error: .fileDescriptor(pipe, closeAfterSpawningProcess: false)) { execution in
                 spawnedNow(execution.processIdentifier.value)
-                await withTaskGroup(of: Void.self) { drains in
-                    drains.addTask { try? await drain(execution.standardOutput, events.output) }
-                    drains.addTask { try? await drain(execution.standardError, events.output) }
-                }
             }.terminationStatus
         }
         do {
@@ -264,12 +258,6 @@ final class SubprocessChild: ChildProcess {
                 return nil
             }
             return (pid, .exited(-1))
-        }
-    }
-
-    private static func drain(_ output: SubprocessOutputSequence, _ handle: @Sendable ([UInt8]) async -> Void) async throws {
-        for try await chunk in output {
-            await handle(chunk.withUnsafeBytes { Array($0) })
         }
     }
 
@@ -291,7 +279,7 @@ final class SubprocessChild: ChildProcess {
     func fenceOutput() -> [UInt8]? {
         // Also once the child is gone: until the launcher closes its write ends the marker
         // still goes in behind the last output, which is read to end-of-file.
-        output?.fence()
+        output.fence()
     }
 
     func openGate() -> Bool {
@@ -320,4 +308,15 @@ final class SubprocessChild: ChildProcess {
         guard !memory.isEmpty else { return nil }
         return members.compactMap { memory[$0] }.reduce(0, +)
     }
+}
+
+/// The children this server's launcher started and has not reaped yet. The sweep after a job
+/// passes over them: none of them descends from another child (each is the server's own), and
+/// each has a supervision of its own that leaves nothing behind.
+enum LiveChildren {
+    private static let pids = Mutex<Set<Int32>>([])
+
+    static func insert(_ pid: Int32) { _ = pids.withLock { $0.insert(pid) } }
+    static func remove(_ pid: Int32) { _ = pids.withLock { $0.remove(pid) } }
+    @Sendable static func contains(_ pid: Int32) -> Bool { pids.withLock { $0.contains(pid) } }
 }
