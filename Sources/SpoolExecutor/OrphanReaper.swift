@@ -70,7 +70,7 @@ public enum OrphanReaper {
             pids = handedOut.filter { $0 != leader && !ours($0) }
             if pids!.isEmpty { return [] }
         }
-        guard let found = try? await BlockingIO.run({ [pids] in scan(pids: pids) { $0.elementsEqual(bytes) } }),
+        guard let found = (try? await BlockingIO.run({ [pids] in scan(pids: pids) { $0.elementsEqual(bytes) } }))?.filter({ !ours($0.pid) }),
               !found.isEmpty else { return [] }
         return await killAll(found, patience: patience)
     }

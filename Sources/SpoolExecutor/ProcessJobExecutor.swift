@@ -29,7 +29,12 @@ public struct ProcessJobExecutor: JobExecutor {
     private let configuration: Configuration
     private let launcher: any ChildLauncher
     private let clock: SpoolClock
-    private let ahead = StartedAhead()
+    let ahead = StartedAhead()
+    /// How long a look at a started-ahead job's executable, made when its slot's previous process
+    /// exited, stands for one at the start: the slot's next start normally follows within a
+    /// millisecond or so; an older look (the slot ran another job first, the store was down) is
+    /// made again.
+    static let checkFreshFor: Duration = .milliseconds(250)
 
     public init(catalog: JobCatalog, configuration: Configuration, launcher: any ChildLauncher, clock: SpoolClock = .system) {
         self.catalog = catalog
@@ -77,7 +82,7 @@ public struct ProcessJobExecutor: JobExecutor {
             if entry.slot == slot.id, entry.attempt == job.attempts, let gated = await entry.work.value,
                gated.launch.argv == plan.argv, gated.launch.environment == plan.environment,
                gated.launch.workingDirectory == plan.workingDirectory,
-               await Self.runnable(gated, checked: entry.checked) {
+               await Self.runnable(gated, checked: entry.checked.flatMap { clock.now() - $0.at < Self.checkFreshFor ? $0.runnable : nil }) {
                 gated.started.observer.bind(observer)
                 if gated.started.child.openGate() {
                     return await supervise(job, gated.started, stops: stops, observer: observer)
@@ -124,7 +129,7 @@ public struct ProcessJobExecutor: JobExecutor {
 
     /// Whether a gated child's executable is still there to run: a stat and a read, off the
     /// cooperative pool.
-    /// `checked`: the look at it already made (when the slot's previous process exited).
+    /// `checked`: the look at it already made (when the slot's previous process exited, lately).
     private static func runnable(_ gated: StartedAhead.Gated, checked: Task<Bool, Never>? = nil) async -> Bool {
         if let checked { return await checked.value }
         return (try? await BlockingIO.run({ ExecutableLookup.runnable(gated.executable) })) == true
@@ -148,7 +153,7 @@ public struct ProcessJobExecutor: JobExecutor {
             } catch {
                 log.note("ignored a message on $SPOOL_MESSAGES: \(error)")
             }
-        }, exited: { [ahead] in ahead.check(slot: slot) { await Self.runnable($0) } })
+        }, exited: { [ahead, clock] in ahead.check(slot: slot, at: clock.now()) { await Self.runnable($0) } })
         do {
             let child = try await launcher.launch(launch, events: events)
             return .success(StartedChild(child: child, log: log, observer: binding))

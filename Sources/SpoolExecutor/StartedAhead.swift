@@ -33,8 +33,14 @@ final class StartedAhead: Sendable {
         /// Makes the files and starts the gated child (nil when the job is not started ahead).
         var work: Task<Gated?, Never>
         /// Whether the gated child's executable is still there to run, looked at when the slot's
-        /// current process exited (`check`); nil until then.
-        var checked: Task<Bool, Never>?
+        /// latest process exited (`check`); nil until one did.
+        var checked: Check?
+    }
+
+    /// A look at a gated child's executable, and when it began.
+    struct Check: Sendable {
+        var at: Moment
+        var runnable: Task<Bool, Never>
     }
 
     private struct State {
@@ -71,18 +77,26 @@ final class StartedAhead: Sendable {
         }
     }
 
-    /// The slot's current process exited: its look-ahead's executable is looked at now, while
-    /// the slot's way to its next job (the sweep, the drain, the scheduler) goes on, instead of
-    /// after it; `run` takes the answer (or looks itself when there is none yet).
-    func check(slot: SlotID, _ runnable: @escaping @Sendable (Gated) async -> Bool) {
+    /// A process on `slot` exited (at `now`): the slot's look-ahead has its executable looked at
+    /// now, while the slot's way to its next job (the sweep, the drain, the scheduler) goes on,
+    /// instead of after it. Each exit looks again. The start takes the answer only while it is
+    /// fresh (`ProcessJobExecutor.checkFreshFor`): the slot may start another job first and
+    /// this one much later.
+    func check(slot: SlotID, at now: Moment, _ runnable: @escaping @Sendable (Gated) async -> Bool) {
         state.withLock { state in
-            guard let (job, entry) = state.entries.first(where: { $0.value.slot == slot }), entry.checked == nil else { return }
+            guard let (job, entry) = state.entries.first(where: { $0.value.slot == slot }) else { return }
             let work = entry.work
-            state.entries[job]!.checked = Task {   // unstructured: the start that takes the entry awaits it
+            let task = Task {   // unstructured: the start that takes the entry awaits it
                 guard let gated = await work.value else { return false }
                 return await runnable(gated)
             }
+            state.entries[job]!.checked = Check(at: now, runnable: task)
         }
+    }
+
+    /// The latest check of `slot`'s look-ahead (for tests).
+    func check(of slot: SlotID) -> Check? {
+        state.withLock { state in state.entries.values.first { $0.slot == slot }?.checked }
     }
 
     func ended(_ job: JobID) {

@@ -710,6 +710,39 @@ import Testing
         #expect(gated.allSatisfy { !OrphanReaper.isRunning($0) }, "the gated shell outlived its discarded start")
     }
 
+    /// The look at a started-ahead job's executable made when its slot's previous process exited
+    /// stands for one at the start only while it is fresh. Here the slot's process exits, the look
+    /// finds the command fine, the file is then replaced by a text without `#!` and the job starts
+    /// a second later (the slot ran something else first, or the store was down): it is looked at
+    /// again, a spawn failure, and the gated shell does not run the text as a script.
+    @Test func aStaleLookAtAStartedAheadExecutableIsMadeAgain() async throws {
+        let manual = ManualClock()
+        let command = directory + "/command-\(UUID().uuidString)"
+        #expect(FileManager.default.createFile(atPath: command, contents: Data("#!/bin/sh\nexit 0\n".utf8),
+                                               attributes: [.posixPermissions: 0o755]))
+        let next = try prepare([command], clock: SpoolClock(manual, wall: WallClock.now))
+        let slot = SlotSpec(id: SlotID(0))
+        await next.executor.prepare(next.job, on: slot)
+        #expect(marked("SPOOL_JOB_ID=\(next.job.id)").count == 1, "one process started ahead")
+        // Another job of the type runs on the slot and exits: the look-ahead is looked at then.
+        let before = Job(id: .random(), type: "t", input: .object([:]), priority: 0, timeoutSeconds: 30, maxAttempts: 1,
+                         createdAt: Timestamp(microseconds: 0))
+        #expect(await next.executor.run(claimed(before, on: slot.id), on: slot, stops: AsyncStream { _ in },
+                                        observer: ExecutionObserver()).outcome == .succeeded)
+        let check = try #require(next.executor.ahead.check(of: slot.id), "the exit looked at the slot's look-ahead")
+        #expect(await check.runnable.value, "the command was fine then")
+        try FileManager.default.removeItem(atPath: command)
+        #expect(FileManager.default.createFile(atPath: command, contents: Data("touch \"$SPOOL_OUTPUT_DIR/ran\"\n".utf8),
+                                               attributes: [.posixPermissions: 0o755]))
+        manual.advance(by: .seconds(1))
+        guard case .spawnFailed = await next.executor.run(claimed(next.job, on: slot.id), on: slot, stops: AsyncStream { _ in },
+                                                         observer: ExecutionObserver()).outcome else {
+            Issue.record("expected spawnFailed")
+            return
+        }
+        #expect(!FileManager.default.fileExists(atPath: next.paths.outputs + "/ran"), "the gated shell ran the text as a script")
+    }
+
     /// The sweep after a young job reads only the pids handed out since its process, and of
     /// those passes over the ones it is told are the server's own children (each supervised on
     /// its own): one of them carrying the job's mark is left alone, any other one is killed.

@@ -285,7 +285,10 @@ final class SubprocessChild: ChildProcess {
     func openGate() -> Bool {
         guard let gate, !gone.value.load(ordering: .acquiring),
               gateOpened.value.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return false }
-        return gate.open()
+        if gate.open() { return true }
+        // Not written (the shell is gone): it ran nothing, and its end is a gated shell's.
+        gateOpened.value.store(false, ordering: .releasing)
+        return false
     }
 
     func exit() async -> ChildExit {
