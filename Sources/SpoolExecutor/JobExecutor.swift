@@ -11,6 +11,13 @@ public protocol JobExecutor: Sendable {
     /// not start is an outcome too. `stops` delivers cancel and shutdown requests; the timeout
     /// is the executor's to enforce.
     func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult
+    /// Starts the job at once, where `run` would have nothing to wait for: what `prepare` got
+    /// ready for it on `slot` is all there (process mode: its process behind the gate, its
+    /// executable looked at lately). True when it started; `run` then carries on from there.
+    /// False (the default) leaves the whole start to `run`. Synchronous: the scheduler calls it
+    /// as it hands the slot over, which saves the hand-off to the attempt's task on the way to
+    /// the job's first instruction.
+    func startReady(_ job: Job, on slot: SlotSpec, observer: ExecutionObserver) -> Bool
 
     /// Gets a job ready to start on `slot` — its files (directory, outputs folder, input, log),
     /// and in process mode its process, behind a gate — while the slot's current job still runs,
@@ -63,6 +70,7 @@ public protocol JobExecutor: Sendable {
 }
 
 extension JobExecutor {
+    public func startReady(_ job: Job, on slot: SlotSpec, observer: ExecutionObserver) -> Bool { false }
     public func afterRun(on slot: SlotID) async {}
     public func prepare(_ job: Job, on slot: SlotSpec) async {}
     public func slotIdle(_ slot: SlotID) async {}
@@ -148,6 +156,10 @@ public struct JobExecutors: JobExecutor {
     public func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult {
         let executor = catalog[job.type]?.workerPolicy == nil ? processes : workers
         return await executor.run(job, on: slot, stops: stops, observer: observer)
+    }
+
+    public func startReady(_ job: Job, on slot: SlotSpec, observer: ExecutionObserver) -> Bool {
+        catalog[job.type]?.workerPolicy == nil && processes.startReady(job, on: slot, observer: observer)
     }
 
     public func afterRun(on slot: SlotID) async { await workers.afterRun(on: slot) }

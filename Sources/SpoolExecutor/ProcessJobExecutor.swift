@@ -62,9 +62,27 @@ public struct ProcessJobExecutor: JobExecutor {
         _ = await work.value
     }
 
+    public func startReady(_ job: Job, on slot: SlotSpec, observer: ExecutionObserver) -> Bool {
+        guard let type = catalog[job.type] else { return false }
+        let paths = JobPaths(dataDirectory: configuration.dataDirectory, job: job.id)
+        // The launch is worked out only for a look-ahead that is otherwise ready (most starts have none).
+        let fits = { (gated: StartedAhead.Gated) -> Bool in
+            guard let plan = try? LaunchPlan(job: job, type: type, slot: slot, paths: paths) else { return false }
+            return gated.launch.argv == plan.argv && gated.launch.environment == plan.environment
+                && gated.launch.workingDirectory == plan.workingDirectory
+        }
+        guard let entry = ahead.takeReady(job.id, on: slot.id, attempt: job.attempts, freshSince: clock.now() - Self.checkFreshFor, fits: fits),
+              let started = entry.ready?.started else { return false }
+        started.observer.bind(observer)
+        let opened = started.child.openGate()
+        ahead.taken(job.id, entry, opened: opened)
+        return opened
+    }
+
     public func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult {
-        let (entry, dropping) = ahead.starting(job.id)
+        let (entry, dropping, begun) = ahead.starting(job.id)
         defer { ahead.ended(job.id) }
+        if let begun { return await supervise(job, begun, stops: stops, observer: observer) }   // `startReady` opened its gate
         await dropping?.value   // a look-ahead of this job being dropped: gone before anything is made
         guard let type = catalog[job.type] else {
             if let entry { await StartedAhead.discard(entry) }

@@ -35,16 +35,26 @@ final class StartedAhead: Sendable {
         /// Whether the gated child's executable is still there to run, looked at when the slot's
         /// latest process exited (`check`); nil until one did.
         var checked: Check?
+        /// Tells this entry from a later one of the same job.
+        var id: Int
+        /// `work`'s answer, once it has come: a start can take it without awaiting (`startReady`).
+        var ready: Gated?
     }
 
     /// A look at a gated child's executable, and when it began.
     struct Check: Sendable {
         var at: Moment
         var runnable: Task<Bool, Never>
+        var id: Int
+        /// `runnable`'s answer, once it has come.
+        var answer: Bool?
     }
 
     private struct State {
         var entries: [JobID: Entry] = [:]
+        /// Gated children whose gate `startReady` opened, for their job's `run` to supervise.
+        var begun: [JobID: StartedChild] = [:]
+        var nextID = 0
         /// Look-aheads being dropped (their gated child killed, their files possibly still being
         /// made): a start of their job waits until they are gone; a look-ahead for it does nothing.
         var dropping: [JobID: Task<Void, Never>] = [:]
@@ -62,18 +72,55 @@ final class StartedAhead: Sendable {
         state.withLock { state in
             guard !state.starting.contains(job), state.entries[job] == nil, state.dropping[job] == nil else { return nil }
             let dropped = drop(state.entries.filter { $0.value.slot == slot }, in: &state)
-            let task = Task { await work() }   // unstructured: made under the lock, so a later start finds and awaits it
-            state.entries[job] = Entry(slot: slot, attempt: attempt, work: task)
+            state.nextID += 1
+            let id = state.nextID
+            let task = Task {   // unstructured: made under the lock, so a later start finds and awaits it
+                let gated = await work()
+                self.state.withLock { state in
+                    if state.entries[job]?.id == id { state.entries[job]!.ready = gated }
+                }
+                return gated
+            }
+            state.entries[job] = Entry(slot: slot, attempt: attempt, work: task, id: id)
             return (task, dropped)
         }
     }
 
     /// The job starts: its look-ahead, if any, and the drop of one still under way (the start
-    /// waits for it before it makes anything); no new look-ahead for the job until `ended`.
-    func starting(_ job: JobID) -> (entry: Entry?, dropping: Task<Void, Never>?) {
+    /// waits for it before it makes anything), or its gated child already let go by
+    /// `startReady`; no new look-ahead for the job until `ended`.
+    func starting(_ job: JobID) -> (entry: Entry?, dropping: Task<Void, Never>?, begun: StartedChild?) {
         state.withLock { state in
             state.starting.insert(job)
-            return (state.entries.removeValue(forKey: job), state.dropping[job])
+            return (state.entries.removeValue(forKey: job), state.dropping[job], state.begun.removeValue(forKey: job))
+        }
+    }
+
+    /// `startReady`: takes `job`'s look-ahead when it is for `slot` and `attempt`, its gated
+    /// child is there (`ready`), and its executable was looked at since `freshSince` and found
+    /// fine — all known without waiting; `fits` says whether its launch is the start's. The job
+    /// then counts as starting, until `taken` says how the gate went.
+    func takeReady(_ job: JobID, on slot: SlotID, attempt: Int, freshSince: Moment, fits: (Gated) -> Bool) -> Entry? {
+        state.withLock { state in
+            guard !state.starting.contains(job), state.dropping[job] == nil, let entry = state.entries[job],
+                  entry.slot == slot, entry.attempt == attempt, let gated = entry.ready,
+                  let check = entry.checked, check.at >= freshSince, check.answer == true, fits(gated) else { return nil }
+            state.entries[job] = nil
+            state.starting.insert(job)
+            return entry
+        }
+    }
+
+    /// The gate of `takeReady`'s child opened: the job's `run` supervises the child (and ends
+    /// its starting). Not opened: the entry goes back, for `run` to find and discard.
+    func taken(_ job: JobID, _ entry: Entry, opened: Bool) {
+        state.withLock { state in
+            if opened, let started = entry.ready?.started {
+                state.begun[job] = started
+            } else {
+                state.starting.remove(job)
+                state.entries[job] = entry
+            }
         }
     }
 
@@ -86,11 +133,17 @@ final class StartedAhead: Sendable {
         state.withLock { state in
             guard let (job, entry) = state.entries.first(where: { $0.value.slot == slot }) else { return }
             let work = entry.work
+            state.nextID += 1
+            let id = state.nextID
             let task = Task {   // unstructured: the start that takes the entry awaits it
                 guard let gated = await work.value else { return false }
-                return await runnable(gated)
+                let answer = await runnable(gated)
+                self.state.withLock { state in
+                    if state.entries[job]?.checked?.id == id { state.entries[job]!.checked!.answer = answer }
+                }
+                return answer
             }
-            state.entries[job]!.checked = Check(at: now, runnable: task)
+            state.entries[job]!.checked = Check(at: now, runnable: task, id: id)
         }
     }
 

@@ -1031,16 +1031,23 @@ public actor Scheduler: Service {
         SchedulerMetrics.busySlots(running.count, of: board.slots.count)
         let (stopRequests, continuation) = AsyncStream<StopReason>.makeStream()
         stops[attempt] = continuation
-        if let early = earlyStops.removeValue(forKey: job.id) {
-            continuation.yield(early.reason)
+        let stopAtOnce: StopReason? = if let early = earlyStops.removeValue(forKey: job.id) {
+            early.reason
         } else if job.cancelRequested {
-            continuation.yield(.cancel)
+            .cancel
         } else if quarantine.isQuarantined(slot) {
-            continuation.yield(.quarantine)   // claimed while its slot was being quarantined
+            .quarantine   // claimed while its slot was being quarantined
+        } else {
+            nil
         }
+        if let stopAtOnce { continuation.yield(stopAtOnce) }
         let observer = ExecutionObserver(message: { message in await self.received(message, from: job) },
                                          output: { bytes in await self.received(output: bytes, from: job) })
         let spec = slotSpecs[slot]!
+        // What the slot got ready for the job starts here and now when it can (the task's start
+        // is a hand-off to another thread); the task then carries on from there. Not a job that
+        // is to stop at once: its task starts it, and stops it, as before.
+        if earlier.isEmpty, stopAtOnce == nil { _ = executor.startReady(job, on: spec, observer: observer) }
         group.addTask { [executor, eventSink, sharedFiles] in
             for previous in earlier { await self.waitForEnd(of: previous) }
             var result = await executor.run(job, on: spec, stops: stopRequests, observer: observer)

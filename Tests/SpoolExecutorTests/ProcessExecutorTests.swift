@@ -655,7 +655,7 @@ import Testing
         let drops = ahead.drop(slot: SlotID(0))   // the slot went idle while its look-ahead still works
         #expect(drops.count == 1)
         #expect(ahead.begin(job, on: SlotID(1), attempt: 1) { nil } == nil, "a look-ahead beside one being dropped")
-        let (entry, dropping) = ahead.starting(job)
+        let (entry, dropping, _) = ahead.starting(job)
         #expect(entry == nil && dropping != nil, "the start is handed the drop to wait for")
         held.yield()
         await dropping?.value
@@ -741,6 +741,45 @@ import Testing
             return
         }
         #expect(!FileManager.default.fileExists(atPath: next.paths.outputs + "/ran"), "the gated shell ran the text as a script")
+    }
+
+    /// A job whose start needs nothing more — its process behind the gate, its executable looked
+    /// at when the slot's previous process exited, lately — starts from `startReady` at once (no
+    /// task hand-off), and its `run` carries on with that process: the same pid, its output,
+    /// messages and end. Without a look made lately, `startReady` leaves the start to `run`.
+    @Test func aJobReadyToStartStartsAtOnceAndItsRunCarriesOn() async throws {
+        let manual = ManualClock()
+        let ran = directory + "/ran-\(UUID().uuidString)"
+        let script = """
+            echo $$ > "\(ran)"
+            echo '{"type":"progress","fraction":0.5}' > "$SPOOL_MESSAGES"
+            echo done
+            """
+        let next = try prepare(["/bin/sh", "-c", script], clock: SpoolClock(manual, wall: WallClock.now))
+        let slot = SlotSpec(id: SlotID(0))
+        let received = Mutex<[JobMessage]>([])
+        let started = Mutex<Int32>(0)
+        let observer = ExecutionObserver(started: { pid in started.withLock { $0 = pid } },
+                                         message: { message in received.withLock { $0.append(message) } })
+        await next.executor.prepare(next.job, on: slot)
+        let gated = try #require(marked("SPOOL_JOB_ID=\(next.job.id)").first, "one process started ahead")
+        #expect(!next.executor.startReady(claimed(next.job, on: slot.id), on: slot, observer: observer),
+                "no look at its executable yet: the start is run's")
+        // Another job runs on the slot and exits: the look-ahead's executable is looked at then.
+        let before = Job(id: .random(), type: "t", input: .object([:]), priority: 0, timeoutSeconds: 30, maxAttempts: 1,
+                         createdAt: Timestamp(microseconds: 0))
+        #expect(await next.executor.run(claimed(before, on: slot.id), on: slot, stops: AsyncStream { _ in },
+                                        observer: ExecutionObserver()).outcome == .succeeded)
+        try await within(.seconds(10), "the look at its executable answered") {
+            while next.executor.ahead.check(of: slot.id)?.answer == nil { try await Task.sleep(for: .milliseconds(1)) }
+        }
+        #expect(next.executor.startReady(claimed(next.job, on: slot.id), on: slot, observer: observer), "everything was ready")
+        #expect(!next.executor.startReady(claimed(next.job, on: slot.id), on: slot, observer: observer), "and it started once")
+        #expect(await next.executor.run(claimed(next.job, on: slot.id), on: slot, stops: AsyncStream { _ in }, observer: observer).outcome
+                == .succeeded)
+        #expect(try pid(in: ran) == gated && started.withLock { $0 } == gated, "the gated shell became the command")
+        #expect(received.withLock { $0 } == [.progress(JobProgress(fraction: 0.5))])
+        #expect(try log(of: next).contains("done"))
     }
 
     /// The sweep after a young job reads only the pids handed out since its process, and of
