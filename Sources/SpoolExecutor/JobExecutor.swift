@@ -13,8 +13,10 @@ public protocol JobExecutor: Sendable {
     func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult
     /// Starts the job at once, where `run` would have nothing to wait for: what `prepare` got
     /// ready for it on `slot` is all there (process mode: its process behind the gate, its
-    /// executable looked at lately). True when it started; `run` then carries on from there.
-    /// False (the default) leaves the whole start to `run`. Synchronous: the scheduler calls it
+    /// executable looked at lately). True when it started: the caller must then call `run` for
+    /// this attempt on this slot, which carries on from there (supervises it, enforces its
+    /// timeout, reports its end). False (the default) leaves the whole start to `run`.
+    /// Synchronous: the scheduler calls it
     /// as it hands the slot over, which saves the hand-off to the attempt's task on the way to
     /// the job's first instruction.
     func startReady(_ job: Job, on slot: SlotSpec, observer: ExecutionObserver) -> Bool

@@ -82,7 +82,14 @@ public struct ProcessJobExecutor: JobExecutor {
     public func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult {
         let (entry, dropping, begun) = ahead.starting(job.id)
         defer { ahead.ended(job.id) }
-        if let begun { return await supervise(job, begun, stops: stops, observer: observer) }   // `startReady` opened its gate
+        if let begun {
+            // `startReady` opened its gate, for this attempt on this slot (the scheduler's contract).
+            if begun.attempt == job.attempts, begun.slot == slot.id { return await supervise(job, begun.started, stops: stops, observer: observer) }
+            // Not this start's (never, by that contract): gone, and a plain start below.
+            begun.started.child.signal(SIGKILL)
+            _ = await begun.started.child.exit()
+            await begun.started.log.close()
+        }
         await dropping?.value   // a look-ahead of this job being dropped: gone before anything is made
         guard let type = catalog[job.type] else {
             if let entry { await StartedAhead.discard(entry) }

@@ -41,6 +41,13 @@ final class StartedAhead: Sendable {
         var ready: Gated?
     }
 
+    /// A gated child let go by `startReady`, and the attempt and slot it was let go for.
+    struct Begun: Sendable {
+        var attempt: Int
+        var slot: SlotID
+        var started: StartedChild
+    }
+
     /// A look at a gated child's executable, and when it began.
     struct Check: Sendable {
         var at: Moment
@@ -53,7 +60,7 @@ final class StartedAhead: Sendable {
     private struct State {
         var entries: [JobID: Entry] = [:]
         /// Gated children whose gate `startReady` opened, for their job's `run` to supervise.
-        var begun: [JobID: StartedChild] = [:]
+        var begun: [JobID: Begun] = [:]
         var nextID = 0
         /// Look-aheads being dropped (their gated child killed, their files possibly still being
         /// made): a start of their job waits until they are gone; a look-ahead for it does nothing.
@@ -89,7 +96,7 @@ final class StartedAhead: Sendable {
     /// The job starts: its look-ahead, if any, and the drop of one still under way (the start
     /// waits for it before it makes anything), or its gated child already let go by
     /// `startReady`; no new look-ahead for the job until `ended`.
-    func starting(_ job: JobID) -> (entry: Entry?, dropping: Task<Void, Never>?, begun: StartedChild?) {
+    func starting(_ job: JobID) -> (entry: Entry?, dropping: Task<Void, Never>?, begun: Begun?) {
         state.withLock { state in
             state.starting.insert(job)
             return (state.entries.removeValue(forKey: job), state.dropping[job], state.begun.removeValue(forKey: job))
@@ -104,7 +111,7 @@ final class StartedAhead: Sendable {
         state.withLock { state in
             guard !state.starting.contains(job), state.dropping[job] == nil, let entry = state.entries[job],
                   entry.slot == slot, entry.attempt == attempt, let gated = entry.ready,
-                  let check = entry.checked, check.at >= freshSince, check.answer == true, fits(gated) else { return nil }
+                  let check = entry.checked, check.at > freshSince, check.answer == true, fits(gated) else { return nil }
             state.entries[job] = nil
             state.starting.insert(job)
             return entry
@@ -112,14 +119,15 @@ final class StartedAhead: Sendable {
     }
 
     /// The gate of `takeReady`'s child opened: the job's `run` supervises the child (and ends
-    /// its starting). Not opened: the entry goes back, for `run` to find and discard.
+    /// its starting). Not opened (its shell is gone; the gate cannot open again): it is dropped,
+    /// and `run` waits for that before a plain start.
     func taken(_ job: JobID, _ entry: Entry, opened: Bool) {
         state.withLock { state in
             if opened, let started = entry.ready?.started {
-                state.begun[job] = started
+                state.begun[job] = Begun(attempt: entry.attempt, slot: entry.slot, started: started)
             } else {
                 state.starting.remove(job)
-                state.entries[job] = entry
+                _ = drop([job: entry], in: &state)
             }
         }
     }
@@ -145,6 +153,11 @@ final class StartedAhead: Sendable {
             }
             state.entries[job]!.checked = Check(at: now, runnable: task, id: id)
         }
+    }
+
+    /// Nothing looked ahead at, being dropped, starting or let go (for tests).
+    var isEmpty: Bool {
+        state.withLock { $0.entries.isEmpty && $0.dropping.isEmpty && $0.starting.isEmpty && $0.begun.isEmpty }
     }
 
     /// The latest check of `slot`'s look-ahead (for tests).

@@ -1046,8 +1046,8 @@ public actor Scheduler: Service {
         let spec = slotSpecs[slot]!
         // What the slot got ready for the job starts here and now when it can (the task's start
         // is a hand-off to another thread); the task then carries on from there. Not a job that
-        // is to stop at once: its task starts it, and stops it, as before.
-        if earlier.isEmpty, stopAtOnce == nil { _ = executor.startReady(job, on: spec, observer: observer) }
+        // is to stop at once, or during a shutdown: its task starts it, and stops it, as before.
+        if earlier.isEmpty, stopAtOnce == nil, !shuttingDown { _ = executor.startReady(job, on: spec, observer: observer) }
         group.addTask { [executor, eventSink, sharedFiles] in
             for previous in earlier { await self.waitForEnd(of: previous) }
             var result = await executor.run(job, on: spec, stops: stopRequests, observer: observer)

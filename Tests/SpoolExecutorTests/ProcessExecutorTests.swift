@@ -791,10 +791,13 @@ import Testing
         reap(leader, signal: 0)
         let own = try spawn(["/bin/sleep", "30"], environment: [marker])
         defer { reap(own, signal: SIGKILL) }
-        #expect(await OrphanReaper.killMarked(marker, bornAfter: leader, ours: { $0 == own }).isEmpty)
-        #expect(OrphanReaper.isRunning(own), "the server's own child was killed by another's sweep")
-        #expect(await OrphanReaper.killMarked(marker, bornAfter: leader) == [own])
-        #expect(!OrphanReaper.isRunning(own))
+        // What the sweep saw, should it fail (this machine's pids wrap at 32768, often in a run).
+        let pids = "leader \(leader), own \(own), /proc/loadavg \(String(decoding: OrphanReaper.readFile("/proc/loadavg") ?? [], as: UTF8.self))"
+        #expect(await OrphanReaper.killMarked(marker, bornAfter: leader, ours: { $0 == own }).isEmpty, "\(pids)")
+        #expect(OrphanReaper.isRunning(own), "the server's own child was killed by another's sweep: \(pids)")
+        let killed = await OrphanReaper.killMarked(marker, bornAfter: leader)
+        #expect(killed == [own], "\(pids)")
+        #expect(!OrphanReaper.isRunning(own), "\(pids)")
     }
 
     /// What a server crash does to a gated shell: its gate (its stdin) reads end-of-file, the
