@@ -16,6 +16,9 @@ import Synchronization
 /// - never beside the job's start: a job that starts takes its entry (waiting for a look-ahead
 ///   still making its files), and a look-ahead for a job that has started does nothing, so no
 ///   file of a running job is ever made again under it.
+/// A start takes its entry in `run` (`starting`, awaiting what is not in yet), or from the
+/// scheduler's hand-over (`takeReady`, when the gated child and a fresh look at its executable
+/// are both in; `run` then supervises what it let go, `begun`).
 /// A server that dies leaves gated shells that read end-of-file and exit without running anything.
 final class StartedAhead: Sendable {
     /// A gated child and what its start needs.
