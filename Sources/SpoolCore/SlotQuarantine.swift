@@ -23,6 +23,8 @@ public struct SlotQuarantine: Sendable, Equatable {
         /// Why, in sentences, oldest first.
         public var reasons: [String]
         public var since: Timestamp
+
+        public init(reasons: [String], since: Timestamp) { (self.reasons, self.since) = (reasons, since) }
     }
 
     /// The attempt's outcome after the quarantine rules, and whether it closed its slot.
@@ -145,6 +147,53 @@ public struct SlotQuarantine: Sendable, Equatable {
 
     public mutating func selfTestStarted(on slot: SlotID, at now: Moment) {
         if entries[slot] != nil { selfTested[slot] = now }
+    }
+
+    /// A quarantine as the node keeps it across restarts: the slot, its device then, and why
+    /// and since when.
+    public struct Saved: Sendable, Equatable {
+        public var slot: SlotID
+        public var gpu: String
+        public var entry: Entry
+
+        public init(slot: SlotID, gpu: String, entry: Entry) { (self.slot, self.gpu, self.entry) = (slot, gpu, entry) }
+
+        public var json: JSONValue {
+            .object(["slot": .int(Int64(slot.rawValue)), "gpu": .string(gpu), "reasons": .array(entry.reasons.map(JSONValue.string)),
+                     "since": .string(entry.since.description)])
+        }
+
+        /// What `json` wrote; nil for anything else.
+        public init?(json: JSONValue) {
+            guard let slot = json["slot"]?.intValue, let gpu = json["gpu"]?.stringValue,
+                  let reasons = json["reasons"]?.arrayValue?.compactMap(\.stringValue), !reasons.isEmpty,
+                  let since = json["since"]?.stringValue.flatMap(Timestamp.init(rfc3339:)) else { return nil }
+            self.init(slot: SlotID(Int(slot)), gpu: gpu, entry: Entry(reasons: reasons, since: since))
+        }
+    }
+
+    /// The quarantine to keep (`restore` takes it back), lowest slot first.
+    public var saved: [Saved] {
+        entries.sorted { $0.key < $1.key }.compactMap { slot, entry in devices[slot].map { Saved(slot: slot, gpu: $0, entry: entry) } }
+    }
+
+    /// Closes again the slots an earlier run had quarantined (`saved`), where the slot is still
+    /// this server's and pinned to the same GPU (a slot now on another device, or gone, was
+    /// about a device it no longer has); returns those it closed. A slot closed already (a
+    /// reading came first) keeps its entry, with the saved reasons before its own.
+    public mutating func restore(_ saved: [Saved]) -> [SlotID] {
+        var closed: [SlotID] = []
+        for item in saved where devices[item.slot] == item.gpu {
+            if var entry = entries[item.slot] {
+                entry.reasons = item.entry.reasons + entry.reasons.filter { !item.entry.reasons.contains($0) }
+                entry.since = min(entry.since, item.entry.since)
+                entries[item.slot] = entry
+            } else {
+                entries[item.slot] = item.entry
+                closed.append(item.slot)
+            }
+        }
+        return closed
     }
 
     private mutating func quarantine(_ slot: SlotID, because reason: String, at now: Timestamp) {

@@ -11,7 +11,10 @@ extension Scheduler {
     /// quarantines it, goes back to the queue without using up an attempt.
     func judged(_ result: ExecutionResult, of job: Job, on slot: SlotID) async -> ExecutionResult {
         let verdict = quarantine.judge(result.outcome, on: slot, at: clock.wall())
-        if verdict.quarantined { await closed([slot], cause: "failures") }
+        if verdict.quarantined {
+            await closed([slot], cause: "failures")
+            await keepQuarantine()
+        }
         guard verdict.outcome != result.outcome else { return result }
         logger.warning("job goes back to the queue: its slot is quarantined",
                        metadata: ["job": "\(job.id)", "slot": "\(slot)", "outcome": "\(result.outcome)"])
@@ -26,6 +29,7 @@ extension Scheduler {
         }
         await closed(closing, cause: "gpu_health")
         SchedulerMetrics.quarantined(quarantine.entries.count)
+        await keepQuarantine()
     }
 
     /// The quarantined slots, lowest first, with why and since when.
@@ -48,6 +52,7 @@ extension Scheduler {
         }
         logger.notice("slot released from quarantine", metadata: ["slot": "\(slot)", "by": "\(whom)"])
         SchedulerMetrics.quarantined(quarantine.entries.count)
+        await keepQuarantine()
         jobEnqueued()
         return answer
     }
@@ -58,6 +63,54 @@ extension Scheduler {
         let due = quarantine.selfTestsDue(at: now, every: interval).filter { board.job(on: $0) == nil }
         for slot in due { quarantine.selfTestStarted(on: slot, at: now) }
         return due.compactMap { slotSpecs[$0] }
+    }
+
+    /// Closes again the slots that were quarantined when the server last stopped (`QuarantineFile`),
+    /// before the first look at the queue.
+    func restoreQuarantine() async {
+        guard let quarantineFile else { return }
+        let saved: [SlotQuarantine.Saved]
+        do { saved = try await quarantineFile.load() } catch {
+            logger.error("could not read the quarantine kept from before the restart; every GPU slot starts open",
+                         metadata: ["error": "\(error)"])
+            quarantineRestored = true
+            await keepQuarantine()
+            return
+        }
+        let restored = quarantine.restore(saved)
+        quarantineKept = saved
+        quarantineRestored = true
+        for slot in restored {
+            await executor.slotQuarantined(slot)
+            logger.warning("slot still quarantined from before the restart: it takes no jobs until a self-test passes or an administrator releases it",
+                           metadata: ["slot": "\(slot)", "gpu": "\(slotSpecs[slot]?.gpu ?? "")",
+                                      "reasons": "\(quarantine.entries[slot]?.reasons ?? [])"])
+        }
+        if saved.count > restored.count {
+            let dropped = saved.filter { !restored.contains($0.slot) && !quarantine.isQuarantined($0.slot) }
+            if !dropped.isEmpty {
+                logger.notice("dropped quarantines of slots that are no longer on the same GPU",
+                              metadata: ["slots": "\(dropped.map { "\($0.slot) (GPU \($0.gpu))" })"])
+            }
+        }
+        SchedulerMetrics.quarantined(quarantine.entries.count)
+        await keepQuarantine()
+    }
+
+    /// Writes the quarantine to its file when it changed since the last write. A write that
+    /// fails is logged; the quarantine in force is the one in memory, and the next change writes
+    /// it whole again.
+    func keepQuarantine() async {
+        guard let quarantineFile, quarantineRestored else { return }
+        let now = quarantine.saved
+        guard now != quarantineKept else { return }
+        quarantineKept = now
+        quarantineVersion += 1
+        do { try await quarantineFile.save(now, version: quarantineVersion) } catch {
+            quarantineKept = nil   // unknown: written again at the next change, whatever it is
+            logger.error("could not keep the quarantine for the next start: a restart would open its slots",
+                         metadata: ["error": "\(error)"])
+        }
     }
 
     /// The slots were quarantined: logged and counted, and their executor told (a warm worker

@@ -132,6 +132,13 @@ public actor Scheduler: Service {
     private(set) var board: SlotBoard
     /// GPU slots out of service (see `Scheduler+Quarantine.swift`): they claim nothing.
     var quarantine: SlotQuarantine
+    /// Where the quarantine is kept across restarts (GPU slots only), and what was written there
+    /// last: nil until the kept list is restored (a reading or a release before that must not
+    /// write over it), or after a write failed.
+    let quarantineFile: QuarantineFile?
+    var quarantineKept: [SlotQuarantine.Saved]?
+    var quarantineRestored = false
+    var quarantineVersion = 0
     private var stops: [Attempt: AsyncStream<StopReason>.Continuation] = [:]
     /// Tasks waiting for an attempt to end (a later attempt of the same job on this node).
     private var endWaiters: [Attempt: [CheckedContinuation<Void, Never>]] = [:]
@@ -211,6 +218,7 @@ public actor Scheduler: Service {
         slotSpecs = Dictionary(uniqueKeysWithValues: configuration.slots.map { ($0.id, $0) })
         board = SlotBoard(slots: configuration.slots.map(\.id))
         quarantine = SlotQuarantine(slots: configuration.slots, failureLimit: configuration.quarantineAfterFailures)
+        quarantineFile = configuration.slots.contains { $0.gpu != nil } ? QuarantineFile(dataDirectory: configuration.dataDirectory) : nil
         slotCount = configuration.slots.count
         sharedFiles = (store as? any SharedJobStore).map {
             SharedFileUploader(store: $0, dataDirectory: configuration.dataDirectory, limitBytes: configuration.sharedFileLimitBytes, logger: logger)
@@ -354,6 +362,7 @@ public actor Scheduler: Service {
     }
 
     public func run() async throws {
+        await restoreQuarantine()
         // The first look at the queue's timers (jobs delayed or deadlined before a restart) wakes the slots too.
         eventSink.yield(.timer(timerGeneration))
         await withGracefulShutdownHandler {

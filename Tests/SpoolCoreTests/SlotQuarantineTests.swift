@@ -102,4 +102,31 @@ import Testing
         #expect(q.release(a) == .released)
         #expect(q.selfTestsDue(at: start + .seconds(90), every: interval).isEmpty)
     }
+
+    @Test func whatIsKeptComesBackOnTheSameSlotAndGPUOnly() throws {
+        var before = quarantine(limit: 1)
+        _ = before.judge(.exited(code: 1), on: a, at: t0)
+        _ = before.read(["1": .unhealthy("GPU is lost")], at: t0.adding(seconds: 5))
+        let kept = before.saved
+        #expect(kept.map(\.slot) == [a, b] && kept.map(\.gpu) == ["0", "1"])
+        // Through its JSON, as the file holds it.
+        #expect(try kept.map { try #require(SlotQuarantine.Saved(json: $0.json)) } == kept)
+        #expect(SlotQuarantine.Saved(json: .object(["slot": .int(0), "gpu": .string("0"), "reasons": .array([])])) == nil)
+
+        // Same slots on the same GPUs: both closed again, as they were.
+        var after = quarantine(limit: 1)
+        #expect(after.restore(kept) == [a, b])
+        #expect(after.entries == before.entries)
+        // Slot 0 now on another GPU, slot 1 gone: nothing comes back.
+        var moved = SlotQuarantine(slots: [SlotSpec(id: a, gpu: "1")], failureLimit: 1)
+        #expect(moved.restore(kept).isEmpty && moved.entries.isEmpty)
+        // A slot closed by a reading before the restore keeps it, after the kept reasons.
+        var read = quarantine(limit: 1)
+        _ = read.read(["0": .unhealthy("2 uncorrected ECC errors")], at: t0.adding(seconds: 60))
+        #expect(read.restore(kept) == [b])
+        #expect(read.entries[a]?.reasons.count == 2 && read.entries[a]?.reasons.last == "GPU 0: 2 uncorrected ECC errors")
+        #expect(read.entries[a]?.since == t0)
+        // A kept quarantine is released like any other.
+        #expect(after.release(a) == .released && after.saved.map(\.slot) == [b])
+    }
 }

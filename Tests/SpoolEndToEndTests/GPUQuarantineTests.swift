@@ -140,4 +140,61 @@ import Testing
         }
         await server.stop()
     }
+
+    /// A quarantine is the node's record of a faulty GPU: a restart (a crash, a deploy) keeps the
+    /// slot closed, with its reasons and since when, until a self-test passes or an administrator
+    /// releases it; a release outlasts a restart too.
+    @Test func aQuarantineOutlastsARestartAndSoDoesItsRelease() async throws {
+        let root = NSTemporaryDirectory() + "spool-gpu-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: root + "/bin", withIntermediateDirectories: true)
+        try Self.fakeNvidiaSMI.write(toFile: root + "/bin/nvidia-smi", atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: root + "/bin/nvidia-smi")
+        try Self.healthy.write(toFile: root + "/health", atomically: true, encoding: .utf8)
+        let server = try ServerHarness(config: .object([
+            "kill_grace_s": 1, "gpu_health_interval_s": 0.2, "quarantine_after_failures": 2,
+            // Never passes: only an administrator brings the slot back.
+            "gpu_self_test": .array(["/bin/sh", "-c", .string("echo \"$CUDA_VISIBLE_DEVICES\" >> \(root)/selftests; exit 1")]),
+            "job_types": .object([
+                "flaky": .object(["command": .array(["/bin/sh", "-c", "test \"$CUDA_VISIBLE_DEVICES\" != 0"]), "timeout_s": 30]),
+            ]),
+        ]))
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let environment = ["PATH": root + "/bin:" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")]
+        try await server.start(["--gpus", "auto"], environment: environment)
+        do {
+            // Two failures in a row on GPU 0 quarantine it.
+            let first = try #require(try await server.submit("flaky").json["id"]?.stringValue)
+            #expect(try await server.waitFor(first, ["failed", "succeeded"])["state"] == "failed")
+            let second = try #require(try await server.submit("flaky").json["id"]?.stringValue)
+            #expect(try await server.waitFor(second, ["failed", "succeeded"])["state"] == "succeeded")
+            let before = try #require(try await server.request(.GET, "/healthz").json["quarantined_slots"]?.arrayValue?.first)
+            #expect(before["slot"] == 0 && before["reasons"]?.arrayValue?.first?.stringValue?.hasPrefix("2 attempts in a row failed") == true)
+
+            // A crash and a start: still quarantined, as it was; jobs go to GPU 1 only.
+            await server.kill9()
+            try await server.start(["--gpus", "auto"], environment: environment)
+            let health = try await server.request(.GET, "/healthz")
+            #expect(health.json["status"] == "degraded")
+            let after = try #require(health.json["quarantined_slots"]?.arrayValue?.first)
+            #expect(after == before, "the same slot, reasons and time after the restart")
+            #expect(try await server.request(.GET, "/v1/queue").json["slots"]?.arrayValue?.first?["state"] == "quarantined")
+            for _ in 0..<3 {
+                let job = try #require(try await server.submit("flaky").json["id"]?.stringValue)
+                let done = try await server.waitFor(job, ["failed", "succeeded"])
+                #expect(done["state"] == "succeeded" && done["slot"] == 1, "a job ran on the quarantined GPU 0: \(done)")
+            }
+
+            // Released, then a graceful restart: open, and it stays open.
+            #expect(try await server.request(.POST, "/v1/slots/0/release").json["released"] == true)
+            server.terminate()
+            #expect(await server.waitForExit() == 0)
+            try await server.start(["--gpus", "auto"], environment: environment)
+            #expect(try await server.request(.GET, "/healthz").json["status"] == "ok")
+            #expect(try await server.request(.GET, "/v1/queue").json["slots"]?.arrayValue?.first?["state"] == "idle")
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
+    }
 }

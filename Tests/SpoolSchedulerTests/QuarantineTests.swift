@@ -1,3 +1,4 @@
+import Foundation
 import SpoolCore
 import SpoolExecutor
 @testable import SpoolScheduler
@@ -184,5 +185,74 @@ import Testing
             yAttempt.finish(.succeeded)
             _ = try await rig.waitFor(y.id, .succeeded)
         }
+    }
+
+    static let kept = SlotQuarantine.Saved(slot: SlotID(0), gpu: "0", entry: .init(
+        reasons: ["2 attempts in a row failed on this slot (the last: exited with code 1)"], since: Timestamp(microseconds: 1_700_000_000_000_000)))
+
+    /// What an earlier run kept in the data directory closes its slot before the first look at
+    /// the queue; a release writes the list without it.
+    @Test func aQuarantineKeptFromBeforeARestartClosesItsSlotBeforeTheFirstJob() async throws {
+        let rig = try rig(startBeforeCommit: true)
+        try await QuarantineFile(dataDirectory: rig.dataDirectory).save([Self.kept], version: 1)
+        try await running(rig) {
+            let job = try await rig.submit()
+            let attempt = try await next("the job, on the open slot")
+            #expect(attempt.slot.id == SlotID(1))
+            #expect(await rig.scheduler.quarantinedSlots().map(\.1) == [Self.kept.entry])
+            #expect(executor.quarantinedSlots == [SlotID(0)], "the executor is told, as for any quarantine")
+            #expect(await rig.scheduler.release(SlotID(0), by: "test") == .released)
+            #expect(try await QuarantineFile(dataDirectory: rig.dataDirectory).load().isEmpty)
+            attempt.finish(.succeeded)
+            _ = try await rig.waitFor(job.id, .succeeded)
+        }
+    }
+
+    /// A GPU reading that comes before the scheduler has read the kept list (the monitor starts
+    /// beside it) adds to that list, and does not write over it.
+    @Test func aReadingBeforeTheRestoreDoesNotWriteOverTheKeptList() async throws {
+        let rig = try rig(startBeforeCommit: true)
+        let file = QuarantineFile(dataDirectory: rig.dataDirectory)
+        try await file.save([Self.kept], version: 1)
+        await rig.scheduler.read(gpuHealth: ["1": .unhealthy("GPU is lost")])
+        #expect(try await file.load() == [Self.kept], "nothing written before the restore")
+        try await running(rig) {
+            await rig.scheduler.read(gpuHealth: ["1": .healthy])
+            #expect(await rig.scheduler.release(SlotID(1), by: "test") == .released)
+            _ = try await rig.submit()
+            #expect(try await next("the job, on slot 1").slot.id == SlotID(1), "slot 0 is still closed")
+            #expect(try await file.load() == [Self.kept])
+            executor.finishAll(.succeeded)
+        }
+    }
+
+    /// A kept list that cannot be read opens every slot (and says so in the log) rather than
+    /// stopping the server.
+    @Test func aDamagedQuarantineFileLeavesEverySlotOpen() async throws {
+        let rig = try rig(startBeforeCommit: true)
+        try Array("{\"slots\": [{\"slot\": 0".utf8).withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: rig.dataDirectory + "/quarantine.json")) }
+        try await running(rig) {
+            _ = try await rig.submit()
+            #expect(try await next("the job, on slot 0").slot.id == SlotID(0))
+            #expect(await rig.scheduler.quarantinedSlots().isEmpty)
+            executor.finishAll(.succeeded)
+        }
+    }
+
+    /// The file holds the newest list whole: a save that lost a race to a newer one writes nothing.
+    @Test func theQuarantineFileKeepsTheNewestList() async throws {
+        let directory = NSTemporaryDirectory() + "spool-quarantine-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let file = QuarantineFile(dataDirectory: directory)
+        #expect(try await file.load().isEmpty, "no file: nothing kept")
+        try await file.save([Self.kept], version: 2)
+        try await file.save([], version: 1)
+        #expect(try await file.load() == [Self.kept])
+        #expect(!FileManager.default.fileExists(atPath: directory + "/quarantine.json.tmp"))
+        try await file.save([], version: 3)
+        #expect(try await file.load().isEmpty)
+        try Data("[]".utf8).write(to: URL(fileURLWithPath: file.path))
+        await #expect(throws: StoreFileError.self) { try await file.load() }
     }
 }
