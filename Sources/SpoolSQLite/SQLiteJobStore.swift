@@ -239,8 +239,14 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         if claimed != nil { try await Failpoints.hold(Failpoints.holdClaimWithEnd) }
         let (answer, ended, events) = try await write("record a finished job and start the next") { db -> (HandOverCommit, Job?, [JobEvent]) in
             var events: [JobEvent] = []
-            let claimHeld = try claimed.map { try Self.claim($0, in: db, events: &events) } ?? false
-            let recorded = try finished.flatMap { try Self.record($0, in: db) }
+            let claimHeld: Bool
+            let recorded: (job: Job, event: JobEvent)?
+            if let claimed, let finished, finished.job == claimed.id, finished.attempt == claimed.attempts {
+                (claimHeld, recorded) = try Self.claimAndRecord(claimed, finished, in: db, events: &events)
+            } else {
+                claimHeld = try claimed.map { try Self.claim($0, in: db, events: &events) } ?? false
+                recorded = try finished.flatMap { try Self.record($0, in: db) }
+            }
             if let recorded { events.append(recorded.event) }
             let startedHeld = try started.map { try Self.claim($0, in: db, events: &events) } ?? false
             return (HandOverCommit(claimed: claimHeld, started: startedHeld), recorded?.job, events)
@@ -265,6 +271,24 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         else { return false }
         events.append(try Self.insertEvent(.state, of: try Self.job(from: row), at: startedAt, in: db))
         return true
+    }
+
+    /// An attempt whose claim commits with its end (a short job started before its claim
+    /// committed): `claim`, then `record`, as one write of the row — queued to ended, never
+    /// through `running` in the table and its indexes — with both events, `running` first.
+    /// The same rows and events as the two, in about half the work.
+    private static func claimAndRecord(_ started: Job, _ finished: FinishedAttempt, in db: Database,
+                                       events: inout [JobEvent]) throws -> (claimed: Bool, recorded: (job: Job, event: JobEvent)?) {
+        guard let startedAt = started.startedAt, let slot = started.slot,
+              let row = try Row.fetchOne(db, cached: "SELECT * FROM jobs WHERE id = ? AND state = 'queued' AND attempts = ?",
+                                         arguments: [started.id.rawValue, started.attempts - 1])
+        else { return (false, nil) }
+        var job = try Self.job(from: row)
+        job.start(on: slot, at: startedAt)
+        events.append(try Self.insertEvent(.state, of: job, at: startedAt, in: db))
+        job.record(finished.outcome, at: finished.now, result: finished.result)
+        try Self.saveOutcome(of: job, in: db)
+        return (true, (job, try Self.insertEvent(.state, of: job, at: finished.now, in: db)))
     }
 
     /// Records an attempt's end in the caller's transaction, if that attempt still runs: the job

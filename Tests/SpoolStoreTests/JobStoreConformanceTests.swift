@@ -323,6 +323,49 @@ import Testing
         }
     }
 
+    /// A claim that commits with its end is one write of the row: the job and its events come
+    /// out as a claim and then an end committed apart leave them — for a first attempt and a retry.
+    @Test(arguments: StoreKind.allCases)
+    func aClaimWithItsEndLeavesWhatAClaimThenAnEndLeave(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            guard let local = store as? any LocalJobStore else { return }
+            for (retry, outcome) in [(false, JobOutcome.succeeded), (true, .exited(code: 3)), (true, .succeeded)] {
+                var seen: [(job: Job, events: [String])] = []
+                for together in [true, false] {
+                    let job = try await store.create(retryingJob(RetryPolicy(maxAttempts: 3, backoffSeconds: 0.5)))
+                    if retry {   // a first attempt that failed: the retry's row has its reason and error
+                        #expect(try await store.claimNext(for: SlotID(1), now: at(1_500))?.id == job.id)
+                        _ = try await store.finish(job.id, attempt: 1, outcome: .exited(code: 1), now: at(1_800), claimNextFor: nil)
+                    }
+                    var ran = try await store.require(job.id)
+                    try #require(ran.state == .queued)
+                    ran.start(on: SlotID(0), at: at(2_000))
+                    let ended = FinishedAttempt(job: job.id, attempt: ran.attempts, outcome: outcome, result: .object(["n": .int(1)]), now: at(3_000))
+                    if together {
+                        #expect(try await local.commit(claimed: ran, finished: ended, started: nil) == HandOverCommit(claimed: true, started: false))
+                    } else {
+                        #expect(try await local.commit(claimed: ran, finished: nil, started: nil) == HandOverCommit(claimed: true, started: false))
+                        _ = try await local.commit(claimed: nil, finished: ended, started: nil)
+                    }
+                    var stored = try await store.require(job.id)
+                    // What tells the two jobs apart, and a retry's back-off (which has jitter).
+                    (stored.id, stored.sequence, stored.fairTag, stored.position) = (JobID("job_00000000000000000000000000")!, 0, 0, nil)
+                    stored.notBefore = nil
+                    for index in stored.attemptLog.indices { stored.attemptLog[index].retryAt = nil }
+                    let events = try await store.events(after: 0, job: job.id, limit: 100).map { event in
+                        guard case .object(var data) = event.data else { return "\(event.kind) \(event.at) \(event.data.canonicalText)" }
+                        (data["job"], data["not_before"]) = (nil, nil)
+                        return "\(event.kind) \(event.at) \(JSONValue.object(data).canonicalText)"
+                    }
+                    seen.append((stored, events))
+                }
+                #expect(seen[0].job == seen[1].job, "retry \(retry), \(outcome)")
+                #expect(seen[0].events == seen[1].events, "retry \(retry), \(outcome)")
+                #expect(seen[0].events.count == (retry ? 5 : 3), "\(seen[0].events)")
+            }
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func cancelingAFinishedOrUnknownJobChangesNothing(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
