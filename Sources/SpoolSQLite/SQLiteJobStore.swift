@@ -286,9 +286,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         var job = try Self.job(from: row)
         job.start(on: slot, at: startedAt)
         events.append(try Self.insertEvent(.state, of: job, at: startedAt, in: db))
-        job.record(finished.outcome, at: finished.now, result: finished.result)
-        try Self.saveOutcome(of: job, in: db)
-        return (true, (job, try Self.insertEvent(.state, of: job, at: finished.now, in: db)))
+        return (true, try end(job, finished, in: db))
     }
 
     /// Records an attempt's end in the caller's transaction, if that attempt still runs: the job
@@ -296,7 +294,13 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     private static func record(_ finished: FinishedAttempt, in db: Database) throws -> (job: Job, event: JobEvent)? {
         guard let row = try Row.fetchOne(db, cached: "SELECT * FROM jobs WHERE id = ? AND state = 'running' AND attempts = ?",
                                          arguments: [finished.job.rawValue, finished.attempt]) else { return nil }
-        var job = try Self.job(from: row)
+        return try end(try Self.job(from: row), finished, in: db)
+    }
+
+    /// Writes `finished`'s end of `job` (as it runs) in the caller's transaction: the job as
+    /// it is then, and its event.
+    private static func end(_ job: Job, _ finished: FinishedAttempt, in db: Database) throws -> (job: Job, event: JobEvent) {
+        var job = job
         job.record(finished.outcome, at: finished.now, result: finished.result)
         try Self.saveOutcome(of: job, in: db)
         return (job, try Self.insertEvent(.state, of: job, at: finished.now, in: db))

@@ -329,7 +329,9 @@ import Testing
     func aClaimWithItsEndLeavesWhatAClaimThenAnEndLeave(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
             guard let local = store as? any LocalJobStore else { return }
-            for (retry, outcome) in [(false, JobOutcome.succeeded), (true, .exited(code: 3)), (true, .succeeded)] {
+            let cases: [(retry: Bool, outcome: JobOutcome)] = [(false, .succeeded), (true, .exited(code: 3)), (true, .succeeded),
+                                                                (false, .returned(message: "slot 0 was quarantined"))]
+            for (retry, outcome) in cases {
                 var seen: [(job: Job, events: [String])] = []
                 for together in [true, false] {
                     let job = try await store.create(retryingJob(RetryPolicy(maxAttempts: 3, backoffSeconds: 0.5)))
@@ -362,6 +364,7 @@ import Testing
                 #expect(seen[0].job == seen[1].job, "retry \(retry), \(outcome)")
                 #expect(seen[0].events == seen[1].events, "retry \(retry), \(outcome)")
                 #expect(seen[0].events.count == (retry ? 5 : 3), "\(seen[0].events)")
+                if case .returned = outcome { #expect(seen[0].job.state == .queued && seen[0].job.attempts == 0, "given back") }
             }
         }
     }
