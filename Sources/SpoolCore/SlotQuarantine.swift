@@ -177,20 +177,25 @@ public struct SlotQuarantine: Sendable, Equatable {
         entries.sorted { $0.key < $1.key }.compactMap { slot, entry in devices[slot].map { Saved(slot: slot, gpu: $0, entry: entry) } }
     }
 
-    /// Closes again the slots an earlier run had quarantined (`saved`), where the slot is still
-    /// this server's and pinned to the same GPU (a slot now on another device, or gone, was
-    /// about a device it no longer has); returns those it closed. A slot closed already (a
-    /// reading came first) keeps its entry, with the saved reasons before its own.
-    public mutating func restore(_ saved: [Saved]) -> [SlotID] {
+    /// Closes again what an earlier run had quarantined (`saved`), whose GPU slots were laid out
+    /// as `layout` (each slot's GPU). With the same layout, each closes its own slot. Laid out
+    /// anew (`slots_per_gpu`, `--gpus`; or not known), a quarantine is about its GPU: it closes
+    /// every slot now pinned there. One for a GPU this server no longer has closes nothing.
+    /// Returns the slots it closed. A slot closed already (a reading came first) keeps its
+    /// entry, with the saved reasons before its own.
+    public mutating func restore(_ saved: [Saved], layout: [SlotID: String]?) -> [SlotID] {
         var closed: [SlotID] = []
-        for item in saved where devices[item.slot] == item.gpu {
-            if var entry = entries[item.slot] {
-                entry.reasons = item.entry.reasons + entry.reasons.filter { !item.entry.reasons.contains($0) }
-                entry.since = min(entry.since, item.entry.since)
-                entries[item.slot] = entry
-            } else {
-                entries[item.slot] = item.entry
-                closed.append(item.slot)
+        for item in saved {
+            let slots = layout == devices ? [item.slot] : devices.filter { $0.value == item.gpu }.keys.sorted()
+            for slot in slots {
+                if var entry = entries[slot] {
+                    entry.reasons = item.entry.reasons + entry.reasons.filter { !item.entry.reasons.contains($0) }
+                    entry.since = min(entry.since, item.entry.since)
+                    entries[slot] = entry
+                } else {
+                    entries[slot] = item.entry
+                    closed.append(slot)
+                }
             }
         }
         return closed

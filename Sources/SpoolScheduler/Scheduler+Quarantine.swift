@@ -10,6 +10,7 @@ extension Scheduler {
     /// task, before its end is handled): a failure on a quarantined slot, or one that
     /// quarantines it, goes back to the queue without using up an attempt.
     func judged(_ result: ExecutionResult, of job: Job, on slot: SlotID) async -> ExecutionResult {
+        await quarantineRestored()
         let verdict = quarantine.judge(result.outcome, on: slot, at: clock.wall())
         if verdict.quarantined {
             await closed([slot], cause: "failures")
@@ -23,6 +24,7 @@ extension Scheduler {
 
     /// The GPU probe's latest readings: the slots of an unhealthy GPU close, and the jobs on them stop.
     public func read(gpuHealth: [String: GPUHealth]) async {
+        await quarantineRestored()
         let closing = quarantine.read(gpuHealth, at: clock.wall())
         for slot in closing {
             if let job = board.job(on: slot) { stop(job, because: .quarantine) }
@@ -33,12 +35,14 @@ extension Scheduler {
     }
 
     /// The quarantined slots, lowest first, with why and since when.
-    public func quarantinedSlots() -> [(SlotSpec, SlotQuarantine.Entry)] {
-        quarantine.entries.sorted { $0.key < $1.key }.compactMap { slot, entry in slotSpecs[slot].map { ($0, entry) } }
+    public func quarantinedSlots() async -> [(SlotSpec, SlotQuarantine.Entry)] {
+        await quarantineRestored()
+        return quarantine.entries.sorted { $0.key < $1.key }.compactMap { slot, entry in slotSpecs[slot].map { ($0, entry) } }
     }
 
     /// Opens a quarantined slot again (an administrator's call, or a passing self-test).
     public func release(_ slot: SlotID, by whom: String) async -> SlotQuarantine.Release {
+        await quarantineRestored()
         // Whether it may go, without opening it: the slot stays closed until its executor has
         // heard (and starts workers there again), so that no job is offered to it before.
         let allowed = quarantine.releasable(slot)
@@ -65,50 +69,60 @@ extension Scheduler {
         return due.compactMap { slotSpecs[$0] }
     }
 
-    /// Closes again the slots that were quarantined when the server last stopped (`QuarantineFile`),
-    /// before the first look at the queue.
-    func restoreQuarantine() async {
+    /// The quarantine kept from before the restart is in force: restored (once, by the first
+    /// caller) before anything looks at the quarantine or changes it — the slot-filling loop, a
+    /// GPU reading, a release, `/healthz` — whichever comes first (the GPU monitor and the API
+    /// start beside the scheduler).
+    func quarantineRestored() async {
+        if quarantineRestore == nil { quarantineRestore = Task { await self.restoreQuarantine() } }
+        await quarantineRestore?.value
+    }
+
+    /// Closes again the slots that were quarantined when the server last stopped (`QuarantineFile`).
+    private func restoreQuarantine() async {
         guard let quarantineFile else { return }
-        let saved: [SlotQuarantine.Saved]
-        do { saved = try await quarantineFile.load() } catch {
-            logger.error("could not read the quarantine kept from before the restart; every GPU slot starts open",
-                         metadata: ["error": "\(error)"])
-            quarantineRestored = true
-            await keepQuarantine()
+        let kept: QuarantineFile.Kept?
+        do { kept = try await quarantineFile.load() } catch {
+            if error.kind == .damaged { await quarantineFile.setAside() }
+            logger.error("could not read the quarantine kept from before the restart; its slots start open",
+                         metadata: ["error": "\(error)", "file": "\(error.kind == .damaged ? quarantineFile.path + ".bad (set aside)" : quarantineFile.path)"])
+            // Written at the next change: one that could not be read is not overwritten before.
+            quarantineKept = quarantine.saved
+            quarantineLoaded = true
             return
         }
-        let restored = quarantine.restore(saved)
-        quarantineKept = saved
-        quarantineRestored = true
+        let restored = quarantine.restore(kept?.saved ?? [], layout: kept?.layout)
+        // What the file holds, as this server would write it (one made under another layout is
+        // written anew).
+        quarantineKept = if let kept { kept.layout == quarantine.devices ? kept.saved : nil } else { [] }
+        quarantineLoaded = true
         for slot in restored {
             await executor.slotQuarantined(slot)
             logger.warning("slot still quarantined from before the restart: it takes no jobs until a self-test passes or an administrator releases it",
                            metadata: ["slot": "\(slot)", "gpu": "\(slotSpecs[slot]?.gpu ?? "")",
                                       "reasons": "\(quarantine.entries[slot]?.reasons ?? [])"])
         }
-        if saved.count > restored.count {
-            let dropped = saved.filter { !restored.contains($0.slot) && !quarantine.isQuarantined($0.slot) }
-            if !dropped.isEmpty {
-                logger.notice("dropped quarantines of slots that are no longer on the same GPU",
-                              metadata: ["slots": "\(dropped.map { "\($0.slot) (GPU \($0.gpu))" })"])
-            }
+        let gone = (kept?.saved ?? []).filter { item in !quarantine.devices.values.contains(item.gpu) }
+        if !gone.isEmpty {
+            logger.notice("dropped the quarantines of GPUs this server no longer has",
+                          metadata: ["gpus": "\(gone.map(\.gpu))"])
         }
         SchedulerMetrics.quarantined(quarantine.entries.count)
         await keepQuarantine()
     }
 
     /// Writes the quarantine to its file when it changed since the last write. A write that
-    /// fails is logged; the quarantine in force is the one in memory, and the next change writes
+    /// fails is logged; the quarantine in force is the one in memory, and the next call writes
     /// it whole again.
     func keepQuarantine() async {
-        guard let quarantineFile, quarantineRestored else { return }
+        guard let quarantineFile, quarantineLoaded else { return }
         let now = quarantine.saved
         guard now != quarantineKept else { return }
         quarantineKept = now
         quarantineVersion += 1
-        do { try await quarantineFile.save(now, version: quarantineVersion) } catch {
-            quarantineKept = nil   // unknown: written again at the next change, whatever it is
-            logger.error("could not keep the quarantine for the next start: a restart would open its slots",
+        do { try await quarantineFile.save(.init(saved: now, layout: quarantine.devices), version: quarantineVersion) } catch {
+            quarantineKept = nil   // unknown: written again at the next call
+            logger.error("could not keep the quarantine for the next start: a restart would find it as it was before this change",
                          metadata: ["error": "\(error)"])
         }
     }

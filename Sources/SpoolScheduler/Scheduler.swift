@@ -132,12 +132,13 @@ public actor Scheduler: Service {
     private(set) var board: SlotBoard
     /// GPU slots out of service (see `Scheduler+Quarantine.swift`): they claim nothing.
     var quarantine: SlotQuarantine
-    /// Where the quarantine is kept across restarts (GPU slots only), and what was written there
-    /// last: nil until the kept list is restored (a reading or a release before that must not
-    /// write over it), or after a write failed.
+    /// Where the quarantine is kept across restarts (GPU slots only); what the file holds (nil:
+    /// not known, after a write failed); whether the kept list was restored (`quarantineRestored`,
+    /// its task); the version of the latest write.
     let quarantineFile: QuarantineFile?
     var quarantineKept: [SlotQuarantine.Saved]?
-    var quarantineRestored = false
+    var quarantineLoaded = false
+    var quarantineRestore: Task<Void, Never>?
     var quarantineVersion = 0
     private var stops: [Attempt: AsyncStream<StopReason>.Continuation] = [:]
     /// Tasks waiting for an attempt to end (a later attempt of the same job on this node).
@@ -362,7 +363,7 @@ public actor Scheduler: Service {
     }
 
     public func run() async throws {
-        await restoreQuarantine()
+        await quarantineRestored()
         // The first look at the queue's timers (jobs delayed or deadlined before a restart) wakes the slots too.
         eventSink.yield(.timer(timerGeneration))
         await withGracefulShutdownHandler {

@@ -115,15 +115,26 @@ import Testing
 
         // Same slots on the same GPUs: both closed again, as they were.
         var after = quarantine(limit: 1)
-        #expect(after.restore(kept) == [a, b])
+        #expect(after.restore(kept, layout: before.devices) == [a, b])
         #expect(after.entries == before.entries)
-        // Slot 0 now on another GPU, slot 1 gone: nothing comes back.
-        var moved = SlotQuarantine(slots: [SlotSpec(id: a, gpu: "1")], failureLimit: 1)
-        #expect(moved.restore(kept).isEmpty && moved.entries.isEmpty)
+        // Laid out anew (two slots per GPU): each quarantine closes every slot of its GPU, the
+        // slot numbers having moved; a GPU the server no longer has closes nothing.
+        let c = SlotID(3)
+        var relaid = SlotQuarantine(slots: [SlotSpec(id: a, gpu: "1"), SlotSpec(id: b, gpu: "1"), SlotSpec(id: cpu, gpu: "0"),
+                                            SlotSpec(id: c, gpu: "0")], failureLimit: 1)
+        #expect(relaid.restore(kept, layout: before.devices).sorted() == [a, b, cpu, c])
+        #expect(relaid.entries[cpu] == kept[0].entry && relaid.entries[a] == kept[1].entry)
+        var gone = SlotQuarantine(slots: [SlotSpec(id: a, gpu: "2")], failureLimit: 1)
+        #expect(gone.restore(kept, layout: before.devices).isEmpty && gone.entries.isEmpty)
+        // Two slots per GPU, as before: only the slot that failed closes again.
+        var two = SlotQuarantine(slots: [SlotSpec(id: a, gpu: "0"), SlotSpec(id: b, gpu: "0")], failureLimit: 1)
+        _ = two.judge(.exited(code: 1), on: b, at: t0)
+        var twoAgain = SlotQuarantine(slots: [SlotSpec(id: a, gpu: "0"), SlotSpec(id: b, gpu: "0")], failureLimit: 1)
+        #expect(twoAgain.restore(two.saved, layout: two.devices) == [b])
         // A slot closed by a reading before the restore keeps it, after the kept reasons.
         var read = quarantine(limit: 1)
         _ = read.read(["0": .unhealthy("2 uncorrected ECC errors")], at: t0.adding(seconds: 60))
-        #expect(read.restore(kept) == [b])
+        #expect(read.restore(kept, layout: before.devices) == [b])
         #expect(read.entries[a]?.reasons.count == 2 && read.entries[a]?.reasons.last == "GPU 0: 2 uncorrected ECC errors")
         #expect(read.entries[a]?.since == t0)
         // A kept quarantine is released like any other.

@@ -189,12 +189,15 @@ import Testing
 
     static let kept = SlotQuarantine.Saved(slot: SlotID(0), gpu: "0", entry: .init(
         reasons: ["2 attempts in a row failed on this slot (the last: exited with code 1)"], since: Timestamp(microseconds: 1_700_000_000_000_000)))
+    /// The rig's layout: slot 0 on GPU 0, slot 1 on GPU 1.
+    static let layout = [SlotID(0): "0", SlotID(1): "1"]
 
     /// What an earlier run kept in the data directory closes its slot before the first look at
     /// the queue; a release writes the list without it.
     @Test func aQuarantineKeptFromBeforeARestartClosesItsSlotBeforeTheFirstJob() async throws {
         let rig = try rig(startBeforeCommit: true)
-        try await QuarantineFile(dataDirectory: rig.dataDirectory).save([Self.kept], version: 1)
+        let file = QuarantineFile(dataDirectory: rig.dataDirectory)
+        try await file.save(.init(saved: [Self.kept], layout: Self.layout), version: 1)
         try await running(rig) {
             let job = try await rig.submit()
             let attempt = try await next("the job, on the open slot")
@@ -202,39 +205,45 @@ import Testing
             #expect(await rig.scheduler.quarantinedSlots().map(\.1) == [Self.kept.entry])
             #expect(executor.quarantinedSlots == [SlotID(0)], "the executor is told, as for any quarantine")
             #expect(await rig.scheduler.release(SlotID(0), by: "test") == .released)
-            #expect(try await QuarantineFile(dataDirectory: rig.dataDirectory).load().isEmpty)
+            #expect(try await file.load() == .init(saved: [], layout: Self.layout))
             attempt.finish(.succeeded)
             _ = try await rig.waitFor(job.id, .succeeded)
         }
     }
 
-    /// A GPU reading that comes before the scheduler has read the kept list (the monitor starts
-    /// beside it) adds to that list, and does not write over it.
-    @Test func aReadingBeforeTheRestoreDoesNotWriteOverTheKeptList() async throws {
+    /// Whatever looks at the quarantine or changes it first — here a GPU reading the monitor
+    /// sends before the scheduler runs — has the kept list restored before it, so the reading
+    /// adds to that list and does not write over it.
+    @Test func aReadingBeforeTheSchedulerRunsAddsToTheKeptList() async throws {
         let rig = try rig(startBeforeCommit: true)
         let file = QuarantineFile(dataDirectory: rig.dataDirectory)
-        try await file.save([Self.kept], version: 1)
+        try await file.save(.init(saved: [Self.kept], layout: Self.layout), version: 1)
         await rig.scheduler.read(gpuHealth: ["1": .unhealthy("GPU is lost")])
-        #expect(try await file.load() == [Self.kept], "nothing written before the restore")
+        let both = try #require(try await file.load())
+        #expect(both.saved.map(\.slot) == [SlotID(0), SlotID(1)] && both.saved.first == Self.kept)
         try await running(rig) {
             await rig.scheduler.read(gpuHealth: ["1": .healthy])
             #expect(await rig.scheduler.release(SlotID(1), by: "test") == .released)
+            #expect(try await file.load()?.saved == [Self.kept])
             _ = try await rig.submit()
             #expect(try await next("the job, on slot 1").slot.id == SlotID(1), "slot 0 is still closed")
-            #expect(try await file.load() == [Self.kept])
             executor.finishAll(.succeeded)
         }
     }
 
-    /// A kept list that cannot be read opens every slot (and says so in the log) rather than
-    /// stopping the server.
-    @Test func aDamagedQuarantineFileLeavesEverySlotOpen() async throws {
+    /// A kept list that cannot be parsed opens its slots (and says so in the log) rather than
+    /// stopping the server; the file is set aside for someone to look at, not written over.
+    @Test func aDamagedQuarantineFileIsSetAsideAndItsSlotsStartOpen() async throws {
         let rig = try rig(startBeforeCommit: true)
-        try Array("{\"slots\": [{\"slot\": 0".utf8).withUnsafeBytes { try Data($0).write(to: URL(fileURLWithPath: rig.dataDirectory + "/quarantine.json")) }
+        let path = rig.dataDirectory + "/quarantine.json"
+        let damaged = Data("{\"slots\": [{\"slot\": 0".utf8)
+        try damaged.write(to: URL(fileURLWithPath: path))
         try await running(rig) {
             _ = try await rig.submit()
             #expect(try await next("the job, on slot 0").slot.id == SlotID(0))
             #expect(await rig.scheduler.quarantinedSlots().isEmpty)
+            #expect(FileManager.default.contents(atPath: path + ".bad") == damaged)
+            #expect(!FileManager.default.fileExists(atPath: path), "nothing to write until the quarantine changes")
             executor.finishAll(.succeeded)
         }
     }
@@ -245,14 +254,20 @@ import Testing
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let file = QuarantineFile(dataDirectory: directory)
-        #expect(try await file.load().isEmpty, "no file: nothing kept")
-        try await file.save([Self.kept], version: 2)
-        try await file.save([], version: 1)
-        #expect(try await file.load() == [Self.kept])
+        #expect(try await file.load() == nil, "no file: nothing kept")
+        let kept = QuarantineFile.Kept(saved: [Self.kept], layout: Self.layout)
+        try await file.save(kept, version: 2)
+        try await file.save(.init(saved: [], layout: Self.layout), version: 1)
+        #expect(try await file.load() == kept)
         #expect(!FileManager.default.fileExists(atPath: directory + "/quarantine.json.tmp"))
-        try await file.save([], version: 3)
-        #expect(try await file.load().isEmpty)
+        try await file.save(.init(saved: [], layout: [:]), version: 3)
+        #expect(try await file.load() == .init(saved: [], layout: [:]))
         try Data("[]".utf8).write(to: URL(fileURLWithPath: file.path))
-        await #expect(throws: StoreFileError.self) { try await file.load() }
+        do {
+            _ = try await file.load()
+            Issue.record("a file that is not a quarantine list was read")
+        } catch {
+            #expect(error.kind == .damaged)
+        }
     }
 }
