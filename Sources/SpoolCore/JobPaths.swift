@@ -38,6 +38,15 @@ public struct SlotSpec: Sendable, Hashable {
         self.id = id
         self.gpu = gpu
     }
+
+    /// What pins a child to this slot's GPU: `CUDA_VISIBLE_DEVICES`, and `CUDA_DEVICE_ORDER=PCI_BUS_ID`
+    /// so that CUDA counts the GPUs as `nvidia-smi` does (by PCI bus; CUDA's own default puts the
+    /// fastest first, and on a machine with two kinds of GPU index 0 would then be another card
+    /// than the one whose health and memory the server reads). Nothing on a CPU-only slot.
+    public var gpuEnvironment: [String: String] {
+        guard let gpu else { return [:] }
+        return ["CUDA_VISIBLE_DEVICES": gpu, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"]
+    }
 }
 
 /// Exactly what a child process gets: argv, environment and working directory. Pure, so the
@@ -65,7 +74,7 @@ public struct LaunchPlan: Sendable, Hashable {
             environment["SPOOL_ARRAY_ID"] = array.id
             environment["SPOOL_ARRAY_INDEX"] = String(array.index)
         }
-        if let gpu = slot.gpu { environment["CUDA_VISIBLE_DEVICES"] = gpu }
+        environment.merge(slot.gpuEnvironment) { _, pinned in pinned }
         self.environment = environment
         workingDirectory = type.workingDirectory ?? paths.directory
     }
@@ -101,7 +110,7 @@ public struct WorkerLaunchPlan: Sendable, Hashable {
         environment["SPOOL_COMMANDS"] = directory + "/commands"
         environment["SPOOL_HEARTBEAT_S"] = InputSchema.format(policy.heartbeatSeconds)
         environment["SPOOL_SLOT"] = slot.id.description
-        if let gpu = slot.gpu { environment["CUDA_VISIBLE_DEVICES"] = gpu }
+        environment.merge(slot.gpuEnvironment) { _, pinned in pinned }
         self.environment = environment
         workingDirectory = type.workingDirectory ?? directory
     }

@@ -52,11 +52,11 @@ public enum GPUProbe {
         return nil
     }
 
-    /// Runs a GPU self-test command pinned to `gpu` (`CUDA_VISIBLE_DEVICES`, `SPOOL_SLOT`; none of
+    /// Runs a GPU self-test command pinned to `gpu` (`SlotSpec.gpuEnvironment`, `SPOOL_SLOT`; none of
     /// the server's `SPOOL_*` settings): whether it exited 0 within `timeout`, and what it said or why not.
     public static func selfTest(_ argv: [String], gpu: String, slot: SlotID, timeout: Duration) async -> (passed: Bool, detail: String) {
         let environment = ChildEnvironment.make(inheriting: ProcessInfo.processInfo.environment,
-                                                adding: ["CUDA_VISIBLE_DEVICES": gpu, "SPOOL_SLOT": slot.description])
+                                                adding: SlotSpec(id: slot, gpu: gpu).gpuEnvironment.merging(["SPOOL_SLOT": slot.description]) { $1 })
         guard let (status, output) = await runBounded(argv, environment: environment, timeout: timeout) else {
             return (false, "it could not be started, or ran past its limit of \(timeout)")
         }

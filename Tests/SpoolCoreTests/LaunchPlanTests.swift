@@ -33,12 +33,13 @@ import SpoolCore
         #expect(env["SPOOL_PROTOCOL"] == LaunchPlan.protocolVersion)
         #expect(env["SPOOL_ATTEMPT"] == "2")
         #expect(env["CUDA_VISIBLE_DEVICES"] == "1")
+        #expect(env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID", "CUDA counts the GPUs as nvidia-smi does")
     }
 
     @Test func cpuSlotGetsNoCUDAVisibleDevices() throws {
         let plan = try LaunchPlan(job: job(), type: type(), slot: SlotSpec(id: SlotID(0)),
                                   paths: JobPaths(dataDirectory: "/data", job: id))
-        #expect(plan.environment["CUDA_VISIBLE_DEVICES"] == nil)
+        #expect(plan.environment["CUDA_VISIBLE_DEVICES"] == nil && plan.environment["CUDA_DEVICE_ORDER"] == nil)
         #expect(plan.environment["SPOOL_SLOT"] == "0")
     }
 
@@ -49,6 +50,21 @@ import SpoolCore
         #expect(plan.environment["MODEL"] == "small")
         #expect(plan.environment["SPOOL_JOB_ID"] == id.rawValue)
         #expect(plan.environment["SPOOL_PROTOCOL"] == LaunchPlan.protocolVersion)
+    }
+
+    /// A warm worker on a GPU slot is pinned as a job is, and its type cannot set another device
+    /// order (its index would then name another card than the one the server watches).
+    @Test func aWorkerOnAGPUSlotIsPinnedAsAJobIs() throws {
+        func worker(_ environment: [String: String] = [:]) throws -> JobType {
+            JobType(name: "embed", command: try CommandTemplate(["python3", "worker.py"]), environment: environment)
+        }
+        let plan = try WorkerLaunchPlan(type: try worker(["CUDA_DEVICE_ORDER": "FASTEST_FIRST", "MODEL": "small"]), policy: WorkerPolicy(),
+                                        slot: SlotSpec(id: SlotID(2), gpu: "1"), workerID: "w1", directory: "/data/workers/w1")
+        #expect(plan.environment["CUDA_VISIBLE_DEVICES"] == "1" && plan.environment["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID")
+        #expect(plan.environment["MODEL"] == "small" && plan.environment["SPOOL_SLOT"] == "2")
+        let cpu = try WorkerLaunchPlan(type: try worker(), policy: WorkerPolicy(), slot: SlotSpec(id: SlotID(0)),
+                                       workerID: "w2", directory: "/data/workers/w2")
+        #expect(cpu.environment["CUDA_VISIBLE_DEVICES"] == nil && cpu.environment["CUDA_DEVICE_ORDER"] == nil)
     }
 
     @Test func workingDirectoryDefaultsToTheJobDirectory() throws {

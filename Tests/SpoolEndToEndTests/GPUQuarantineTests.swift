@@ -33,11 +33,12 @@ import Testing
 
         let server = try ServerHarness(config: .object([
             "kill_grace_s": 1, "gpu_health_interval_s": 0.2, "quarantine_after_failures": 2,
-            "gpu_self_test": .array(["/bin/sh", "-c", .string("echo \"$CUDA_VISIBLE_DEVICES\" >> \(root)/selftests; test -e \(root)/selftest-passes")]),
+            "gpu_self_test": .array(["/bin/sh", "-c", .string(
+                "echo \"$CUDA_VISIBLE_DEVICES $CUDA_DEVICE_ORDER\" >> \(root)/selftests; test -e \(root)/selftest-passes")]),
             "job_types": .object([
                 // Writes its id and GPU, then waits for `go`.
                 "pin": .object(["command": .array(["/bin/sh", "-c", .string(
-                    "echo \"$SPOOL_JOB_ID $CUDA_VISIBLE_DEVICES\" >> \(root)/runs; while [ ! -e \(root)/go ]; do sleep 0.05; done")]),
+                    "echo \"$SPOOL_JOB_ID $CUDA_VISIBLE_DEVICES $CUDA_DEVICE_ORDER\" >> \(root)/runs; while [ ! -e \(root)/go ]; do sleep 0.05; done")]),
                                 "timeout_s": 60]),
                 // A job that fails on GPU 0, as every job does on a broken GPU.
                 "flaky": .object(["command": .array(["/bin/sh", "-c", "test \"$CUDA_VISIBLE_DEVICES\" != 0"]), "timeout_s": 30]),
@@ -60,7 +61,8 @@ import Testing
             queue = try await server.request(.GET, "/v1/queue").json
             for slot in queue["slots"]?.arrayValue ?? [] {
                 let job = try #require(slot["job"]?["id"]?.stringValue)
-                #expect(read("runs").contains("\(job) \(slot["gpu"]?.stringValue ?? "?")\n"), "\(job) pinned to its slot's GPU")
+                #expect(read("runs").contains("\(job) \(slot["gpu"]?.stringValue ?? "?") PCI_BUS_ID\n"),
+                        "\(job) pinned to its slot's GPU, counted as nvidia-smi counts them")
             }
             let onZero = try #require(queue["slots"]?.arrayValue?.first?["job"]?["id"]?.stringValue)
             let onOne = onZero == a ? b : a
@@ -84,7 +86,7 @@ import Testing
             try write("", "go")
             let moved = try await server.waitFor(onZero, ["succeeded"], timeout: .seconds(30))
             #expect(moved["attempts"] == 1)
-            #expect(read("runs").contains("\(onZero) 1\n"), "the requeued job ran on GPU 1")
+            #expect(read("runs").contains("\(onZero) 1 PCI_BUS_ID\n"), "the requeued job ran on GPU 1")
             _ = try await server.waitFor(onOne, ["succeeded"])
 
             // Still lost: an administrator cannot release it yet (409, problem+json).
@@ -94,8 +96,8 @@ import Testing
 
             // Healthy again: the self-test runs pinned to GPU 0, and brings the slot back once it passes.
             try write(Self.healthy, "health")
-            try await poll(.seconds(30), "the self-test to run on GPU 0") { read("selftests").contains("0\n") }
-            #expect(!read("selftests").contains("1\n"), "only the quarantined slot is tested")
+            try await poll(.seconds(30), "the self-test to run on GPU 0") { read("selftests").contains("0 PCI_BUS_ID\n") }
+            #expect(!read("selftests").contains("1 PCI_BUS_ID\n"), "only the quarantined slot is tested")
             #expect(try await server.request(.GET, "/healthz").json["status"] == "degraded", "a failing self-test keeps the slot closed")
             try write("", "selftest-passes")
             try await poll(.seconds(30), "the self-test to release slot 0") {
