@@ -770,9 +770,10 @@ import Testing
                          createdAt: Timestamp(microseconds: 0))
         #expect(await next.executor.run(claimed(before, on: slot.id), on: slot, stops: AsyncStream { _ in },
                                         observer: ExecutionObserver()).outcome == .succeeded)
-        try await within(.seconds(10), "the look at its executable answered") {
-            while next.executor.ahead.check(of: slot.id)?.answer == nil { try await Task.sleep(for: .milliseconds(1)) }
-        }
+        // Made as the process exited, before `run` returned; its answer is kept before its task ends.
+        let look = try #require(next.executor.ahead.check(of: slot.id), "the exit looked at the executable")
+        #expect(await look.runnable.value)
+        #expect(next.executor.ahead.check(of: slot.id)?.answer == true)
         #expect(next.executor.startReady(claimed(next.job, on: slot.id), on: slot, observer: observer), "everything was ready")
         #expect(!next.executor.startReady(claimed(next.job, on: slot.id), on: slot, observer: observer), "and it started once")
         #expect(await next.executor.run(claimed(next.job, on: slot.id), on: slot, stops: AsyncStream { _ in }, observer: observer).outcome
