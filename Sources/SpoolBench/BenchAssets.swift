@@ -15,8 +15,8 @@ struct BenchAssets: Sendable {
     var workerProblem: String?
     /// e.g. "cc (gcc 13.2.0) -O2".
     var compiler: String?
-    /// Median fdatasync of a 4 KiB append in the scratch directory (see `SyncProbe`).
-    var fdatasyncMilliseconds: Double?
+    /// What an fdatasync of a 4 KiB append costs in the scratch directory (see `SyncProbe`).
+    var sync: SyncProbe.Cost?
 
     func requireStamp() throws -> String {
         guard let stampBinary else { throw BenchError("the stamp job is not available: \(stampProblem ?? "unknown reason")") }

@@ -26,7 +26,10 @@ struct BenchReport: Sendable {
         out.append("- Machine: nproc \(machine.processors), `uname -r` \(machine.kernel), \(machine.cpuModel), \(machine.memory) RAM; "
             + "load average \(loadAverages.start) before the run, \(loadAverages.end) after (the benchmark's own load included)")
         out.append("- Spool: `\(options.spoolBinary)` (\(binarySize)); scratch and server logs under `\(runDirectory)`; "
-            + "fdatasync of a 4 KiB append there: " + (assets.fdatasyncMilliseconds.map { "\($0.fixed(3)) ms (median of 100)" } ?? "not measured"))
+            + "fdatasync of a 4 KiB append there: " + (assets.sync.map {
+                "\($0.backToBack.fixed(3)) ms back to back (median of 100), \($0.afterPause.fixed(3)) ms after a "
+                    + "\(SyncProbe.pause.milliseconds.fixed(0))-ms pause (median of 40)"
+            } ?? "not measured"))
         if let server = probe.server {
             out.append("- Baseline: `\(server.appPath)`: \(server.description), ProcessPoolExecutor(max_workers=1), in-memory, not durable")
         } else {

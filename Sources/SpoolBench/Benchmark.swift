@@ -26,7 +26,7 @@ public enum Benchmark {
         }
 
         var assets = await BenchAssets.prepare(options, into: runDirectory)
-        assets.fdatasyncMilliseconds = await SyncProbe.fdatasyncMilliseconds(in: runDirectory)
+        assets.sync = await SyncProbe.measure(in: runDirectory)
         if let problem = assets.stampProblem { progress("spool bench: STAMP JOB UNAVAILABLE: \(problem)") }
         if let problem = assets.workerProblem { progress("spool bench: BENCH WORKER UNAVAILABLE: \(problem)") }
 
@@ -69,7 +69,7 @@ public enum Benchmark {
         }
         try? await http.shutdown()
         try Task.checkCancellation()
-        results.checkSync(fdatasync: assets.fdatasyncMilliseconds)
+        results.checkSync(fdatasync: assets.sync?.backToBack)
 
         let report = BenchReport(
             options: options, counts: counts, machine: machine, command: MachineInfo.command,

@@ -112,21 +112,23 @@ extension ScenarioRunner {
                 digits.sorted().map(String.init).joined(separator: "/"))
     }
 
-    /// Scenario 4: one `noop` at a time: POST, then `GET ?wait=` until it has succeeded. Three
-    /// untimed round trips first (connections, first spawn).
     /// Scenarios 4 and 4b: one empty job at a time, submit → `succeeded` seen by the client, with
     /// `?wait=` or by polling every 5 ms. Like for like: Spool's warm worker against the pool's
-    /// function; Spool's fresh-process `noop` is measured too (4 only, for information).
+    /// function; Spool's fresh-process `noop` is measured too (4 only, for information). Three
+    /// untimed round trips first (connections, first spawn).
     func measureRoundTrip(on subject: BenchSubject, polling: Bool) async throws -> ScenarioResult {
         let scenario: Scenario = polling ? .roundTripPoll : .roundTrip
         let types = try warmTypes(for: scenario, subject)
         return try await withServer(scenario, subject, extraTypes: types) { client, _, _ in
-            func roundTrips(_ type: String) async throws -> [Double] {
+            /// Each round trip, and its submit (POST → 201) alone.
+            func roundTrips(_ type: String) async throws -> (whole: [Double], submits: [Double]) {
                 let clock = ContinuousClock()
                 var samples: [Double] = []
+                var submits: [Double] = []
                 for index in 0..<(counts.roundTrips + 3) {
                     let start = clock.now
                     let job = try await client.submit(type: type)
+                    let submitted = clock.now
                     if job.state != "succeeded" {
                         _ = if polling {
                             try await client.poll(job.id, until: ["succeeded"], within: .seconds(60))
@@ -134,18 +136,27 @@ extension ScenarioRunner {
                             try await client.wait(for: job.id, toReach: ["succeeded"], within: .seconds(60))
                         }
                     }
-                    if index >= 3 { samples.append(start.duration(to: clock.now).milliseconds) }
+                    if index >= 3 {
+                        samples.append(start.duration(to: clock.now).milliseconds)
+                        submits.append(start.duration(to: submitted).milliseconds)
+                    }
                 }
-                return samples
+                return (samples, submits)
             }
-            let samples = try await roundTrips(subject == .spool ? "warm" : "noop")
+            let (samples, submits) = try await roundTrips(subject == .spool ? "warm" : "noop")
             let latency = LatencySummary(milliseconds: samples)
             var result = ScenarioResult()
             result[polling ? .pollRoundTripP50 : .roundTripP50] = latency.p50
             result[polling ? .pollRoundTripP99 : .roundTripP99] = latency.p99
-            result.notes.append("\(subject.title): \(latency.count) round trips, min \((samples.min() ?? .nan).fixed(2)) ms, max \(latency.max.fixed(2)) ms")
+            result.notes.append("\(subject.title): \(latency.count) round trips, min \((samples.min() ?? .nan).fixed(2)) ms, max \(latency.max.fixed(2)) ms; "
+                + "of which the submit (POST → 201) p50 \(LatencySummary.median(submits).fixed(3)) ms")
+            if subject == .spool, polling, let sync = assets.sync {
+                // Each submit here follows a 5-ms sleep: its commit's sync is one after a pause.
+                result.notes.append("Spool: each submit follows a \(SyncProbe.pause.milliseconds.fixed(0))-ms sleep, and its commit's "
+                    + "fdatasync is one after a pause: \(sync.afterPause.fixed(3)) ms on this disk (\(sync.backToBack.fixed(3)) ms back to back)")
+            }
             if subject == .spool, !polling {
-                let process = LatencySummary(milliseconds: try await roundTrips("noop"))
+                let process = LatencySummary(milliseconds: try await roundTrips("noop").whole)
                 result[.roundTripProcessP50] = process.p50
                 result.notes.append("Spool: `noop` (a fresh `/bin/true` per job) p50 \(process.p50.fixed(3)) ms, p99 \(process.p99.fixed(3)) ms")
             }
