@@ -140,6 +140,8 @@ let package = Package(
         ]),
         .testTarget(name: "SpoolWebhooksTests", dependencies: [
             "SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolTestSupport", "SpoolTesting", "SpoolWebhooks",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
         .testTarget(name: "SpoolEndToEndTests", dependencies: [
             "SpoolCore", "SpoolTestSupport", "SpoolBench",

@@ -120,7 +120,7 @@ public enum SpoolServer {
         webhookConfiguration.secret = configuration.webhookSecret
         webhookConfiguration.retry.baseSeconds = configuration.webhookRetryBaseSeconds
         webhookConfiguration.target = WebhookGuard(allowPrivate: configuration.webhookAllowPrivate)
-        let deliverer = WebhookDeliverer(store: store, outbox: store, configuration: webhookConfiguration, logger: logger)
+        let deliverer = WebhookDeliverer(store: store, outbox: store, configuration: webhookConfiguration, logger: logger, clock: clock)
         // Services shut down in reverse order: the scheduler first, while the API still answers
         // and the webhook deliverer still reports the jobs that finish meanwhile.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []

@@ -15,7 +15,8 @@ import Synchronization
 ///   with what follows it (`WebhookRetryPolicy`).
 ///
 /// It only reads the event log and writes its own tables, so a slow or dead receiver never
-/// holds up the scheduler. Delivery is at least once: a crash after a receiver answered but
+/// holds up the scheduler. Time is read from the injected clock: when a delivery is due, what
+/// its attempts record, how long planning waits to coalesce. Delivery is at least once: a crash after a receiver answered but
 /// before the answer was recorded sends it again, with the same `Spool-Webhook-Id`.
 public final class WebhookDeliverer: Service, Sendable {
     public struct Configuration: Sendable {
@@ -34,6 +35,8 @@ public final class WebhookDeliverer: Service, Sendable {
         public var coalesce: Duration = .milliseconds(10)
         /// Where deliveries may go (checked again before each one: DNS answers change).
         public var target = WebhookGuard(allowPrivate: false)
+        /// The random draw in 0..<1 that places a retry within its back-off (`WebhookRetryPolicy`).
+        public var draw: @Sendable () -> Double = { Double.random(in: 0..<1) }
         public init() {}
     }
 
@@ -42,6 +45,7 @@ public final class WebhookDeliverer: Service, Sendable {
     let configuration: Configuration
     let logger: Logger
     let client: HTTPClient
+    let clock: SpoolClock
     private let planner: Mutex<WebhookPlanner>
     /// Rung when deliveries become due (planned, or an attempt finished); reuses the
     /// notifier's wait-after-a-number shape.
@@ -61,8 +65,9 @@ public final class WebhookDeliverer: Service, Sendable {
     }()
 
     public init(store: any JobStore, outbox: any WebhookOutbox, configuration: Configuration = Configuration(),
-                logger: Logger, client: HTTPClient = WebhookDeliverer.client) {
+                logger: Logger, client: HTTPClient = WebhookDeliverer.client, clock: SpoolClock = .system) {
         self.store = store
+        self.clock = clock
         self.outbox = outbox
         self.configuration = configuration
         self.logger = logger
@@ -91,16 +96,16 @@ public final class WebhookDeliverer: Service, Sendable {
                 if read < configuration.batchSize {
                     var timeout = configuration.idlePoll
                     if let flush = planner.withLock({ $0.nextFlush }) {
-                        let wait = Double(flush.microseconds - WallClock.now().microseconds) / 1_000_000
+                        let wait = Double(flush.microseconds - clock.wall().microseconds) / 1_000_000
                         timeout = min(timeout, .milliseconds(Int64(max(wait, 0.01) * 1000)))
                     }
                     if await store.eventNotifier.wait(after: cursor, timeout: timeout), configuration.coalesce > .zero {
-                        try? await Task.sleep(for: configuration.coalesce)
+                        try? await clock.sleep(for: configuration.coalesce)
                     }
                 }
             } catch {
                 logger.warning("webhook planning failed; retrying", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: .seconds(1))
+                try? await clock.sleep(for: .seconds(1))
             }
         }
     }
@@ -117,7 +122,7 @@ public final class WebhookDeliverer: Service, Sendable {
             let job = jobs[event.job] ?? nil
             drafts += planner.withLock { $0.plan(event, job: job) }
         }
-        drafts += planner.withLock { $0.flush(now: WallClock.now()) }
+        drafts += planner.withLock { $0.flush(now: clock.wall()) }
         // The cursor is saved with the deliveries it produced (one transaction). Past events that
         // produced none it is saved only now and then: a restart re-reads them, and they again
         // produce nothing — a write (and an fsync) per batch of events is not needed for that.
@@ -134,14 +139,15 @@ public final class WebhookDeliverer: Service, Sendable {
 
     func sendLoop() async {
         await withDiscardingTaskGroup { group in
+            // When the doorbell is set to ring for the earliest delivery due (a timer on the clock).
+            var armedFor: Timestamp?
             while !Task.isCancelled {
                 let seen = doorbell.latest
-                var timeout = configuration.idlePoll
                 do {
                     let busy = inFlight.withLock { $0 }
                     let free = configuration.maxInFlight - busy.count
                     if free > 0 {
-                        let due = try await outbox.dueDeliveries(at: WallClock.now(), limit: configuration.maxInFlight + busy.count)
+                        let due = try await outbox.dueDeliveries(at: clock.wall(), limit: configuration.maxInFlight + busy.count)
                             .filter { !busy.contains($0.id) }.prefix(free)
                         for delivery in due {
                             inFlight.withLock { _ = $0.insert(delivery.id) }
@@ -152,15 +158,24 @@ public final class WebhookDeliverer: Service, Sendable {
                             }
                         }
                     }
-                    if let next = try await outbox.nextDeliveryDue() {
-                        let wait = Double(next.microseconds - WallClock.now().microseconds) / 1_000_000
-                        timeout = min(timeout, .milliseconds(Int64(max(wait, 0.005) * 1000)))
+                    let now = clock.wall()
+                    if let next = try await outbox.nextDeliveryDue(), next > now,
+                       armedFor.map({ $0 <= now || next < $0 }) ?? true {
+                        armedFor = next
+                        let wait = Duration.microseconds(next.microseconds - now.microseconds)
+                        group.addTask { [clock] in
+                            do { try await clock.sleep(for: wait) } catch { return }
+                            self.ring()
+                        }
                     }
                 } catch {
                     logger.warning("webhook sending failed; retrying", metadata: ["error": "\(error)"])
-                    timeout = .seconds(1)
+                    group.addTask { [clock] in
+                        do { try await clock.sleep(for: .seconds(1)) } catch { return }
+                        self.ring()
+                    }
                 }
-                _ = await doorbell.wait(after: seen, timeout: timeout)
+                _ = await doorbell.wait(after: seen, timeout: configuration.idlePoll)
             }
         }
     }
@@ -169,7 +184,7 @@ public final class WebhookDeliverer: Service, Sendable {
     func attempt(_ delivery: WebhookDelivery) async {
         let number = delivery.attempts + 1
         let body = Array(Self.body(of: delivery).utf8)
-        let at = WallClock.now()
+        let at = clock.wall()
         var request = HTTPClientRequest(url: delivery.draft.url)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
@@ -178,7 +193,7 @@ public final class WebhookDeliverer: Service, Sendable {
             request.headers.add(name: name, value: value)
         }
         request.body = .bytes(ByteBuffer(bytes: body))
-        let start = ContinuousClock.now
+        let start = clock.now()
         var status: Int?
         var failure: String?
         do throws(WebhookTarget.Refusal) {
@@ -199,11 +214,11 @@ public final class WebhookDeliverer: Service, Sendable {
             if Task.isCancelled { return }
             failure = Self.describe(error)
         }
-        let elapsed = ContinuousClock.now - start
+        let elapsed = clock.now() - start
         let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         let succeeded = status.map { (200..<300).contains($0) } ?? false
-        let next = configuration.retry.next(afterAttempt: number, succeeded: succeeded, now: WallClock.now(),
-                                            unit: Double.random(in: 0..<1))
+        let next = configuration.retry.next(afterAttempt: number, succeeded: succeeded, now: clock.wall(),
+                                            unit: configuration.draw())
         let record = WebhookAttempt(number: number, at: at, status: status, error: failure,
                                     durationMilliseconds: (milliseconds * 10).rounded() / 10)
         do {

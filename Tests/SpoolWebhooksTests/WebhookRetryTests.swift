@@ -1,0 +1,78 @@
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import SpoolCore
+import SpoolStore
+import SpoolTesting
+import SpoolWebhooks
+import Synchronization
+import Testing
+
+/// The deliverer's sending loop on a manual clock, against a real receiver on loopback: a
+/// delivery that failed goes out again when its back-off has passed on the deliverer's clock,
+/// and what the attempts record is that clock's time.
+struct WebhookRetryTests {
+    /// A receiver that answers 503 to the first delivery and 204 to the rest, and says the
+    /// number of each one it gets.
+    static func receiver() -> (Router<BasicRequestContext>, AsyncStream<Int>) {
+        let (arrivals, arrived) = AsyncStream.makeStream(of: Int.self)
+        let count = Atomic<Int>(0)
+        let router = Router()
+        router.post("/hook") { _, _ -> HTTPResponse.Status in
+            let number = count.add(1, ordering: .relaxed).newValue
+            arrived.yield(number)
+            return number == 1 ? .serviceUnavailable : .noContent
+        }
+        return (router, arrivals)
+    }
+
+    @Test func aFailedDeliveryGoesOutAgainOnceItsBackOffHasPassedOnTheDeliverersClock() async throws {
+        let manual = ManualClock()
+        let origin = Timestamp(secondsSince1970: 1_800_000_000)
+        let clock = SpoolClock(manual, wall: { origin.adding(seconds: manual.now.offset.inSeconds) })
+        let (router, arrivals) = Self.receiver()
+        let application = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        try await application.test(.live) { client in
+            let port = try #require(client.port)
+            let outbox = MemoryWebhookOutbox()
+            var configuration = WebhookDeliverer.Configuration()
+            configuration.target = WebhookGuard(allowPrivate: true)
+            configuration.retry.baseSeconds = 30
+            configuration.draw = { 1 }   // the whole back-off: 30 s after the first failure
+            configuration.coalesce = .zero
+            configuration.idlePoll = .seconds(3600)   // only the clock wakes the loop for a retry
+            let deliverer = WebhookDeliverer(store: MemoryJobStore(), outbox: outbox, configuration: configuration,
+                                             logger: Logger(label: "test"), clock: clock)
+            let job = JobID.random()
+            let draft = WebhookDelivery.Draft(job: job, event: .completed, eventID: 1, url: "http://127.0.0.1:\(port)/hook",
+                                              payload: .object(["event": "job.completed"]), createdAt: clock.wall())
+            _ = try await outbox.addDeliveries([draft], cursor: 1)
+            let running = Task { try await deliverer.run() }
+            defer { running.cancel() }
+
+            #expect(try await arrivals.next("the first attempt") == 1)
+            // The loop sets its timer for the retry once the failure is recorded.
+            try await within(.seconds(10), "the sending loop to sleep until the retry") { await manual.waitForSleeper(within: .seconds(30)) }
+            let failed = try #require(try await outbox.webhookDeliveries(of: job).first)
+            #expect(failed.delivery.attempts == 1)
+            #expect(failed.delivery.state == .pending)
+            #expect(failed.delivery.nextAttemptAt == origin.adding(seconds: 30))
+            #expect(failed.attempts.first?.at == origin, "the attempt records the deliverer's clock")
+
+            // A second short of the retry the loop still sleeps, and nothing went out.
+            manual.advance(by: .seconds(29))
+            await manual.waitForSleeper(within: .seconds(1))
+            #expect(try await outbox.webhookDeliveries(of: job).first?.delivery.attempts == 1)
+            manual.advance(by: .seconds(1))
+            #expect(try await arrivals.next("the retry, once its back-off has passed") == 2)
+            let delivered = try await within(.seconds(10), "the retry to be recorded") {
+                while true {
+                    if let record = try await outbox.webhookDeliveries(of: job).first, record.delivery.state == .delivered { return record }
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+            }
+            #expect(delivered.attempts.map(\.at) == [origin, origin.adding(seconds: 30)])
+            #expect(delivered.attempts.map(\.status) == [503, 204])
+        }
+    }
+}
