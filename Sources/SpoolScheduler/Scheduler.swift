@@ -179,6 +179,9 @@ public actor Scheduler: Service {
     /// Idle slots whose look at the queue found nothing they may start: the next job submitted
     /// alone starts there without another look (`submittedAlone`).
     private var emptyIdle: [SlotID: EmptyQueue] = [:]
+    /// Slots starting the job submitted alone into a queue they found empty: as of this many
+    /// submissions, there is nothing behind it, and their look-ahead need not read the queue.
+    private var aloneInQueue: [SlotID: Int] = [:]
     /// When a wake-up is set for the types backing off on some slot (`wakeWhenTypesReturn`).
     private var typesReturnAt: Moment?
     /// Attempts whose end the store has failed to record since then (retried; given up during a
@@ -495,6 +498,7 @@ public actor Scheduler: Service {
             if answered, !storeFailing { refused[slot] = excluded }
             if !answered, let local, storeTrouble == nil {
                 if let empty, let job = submittedAlone(since: empty, for: slot) {
+                    aloneInQueue[slot] = empty.submissions + 1
                     start(job, on: slot, after: nil, local, in: &group)
                     continue
                 }
@@ -890,11 +894,19 @@ public actor Scheduler: Service {
         let lookup = (lookups[slot] ?? 0) + 1
         lookups[slot] = lookup
         startedDuringLookAhead[slot] = nil
+        let alone = aloneInQueue.removeValue(forKey: slot)
         guard let local, !shuttingDown, storeTrouble == nil, !quarantine.isQuarantined(slot) else { return }
         upcoming[slot] = nil
         emptyAhead[slot] = nil
+        // The job it runs came alone into a queue the slot found empty, and nothing came since:
+        // the look would find nothing (what comes due meanwhile, the look after its end finds).
+        let asOf = submissions.withLock(\.count)
+        if let alone, alone == asOf {
+            emptyAhead[slot] = asOf
+            return
+        }
         startedDuringLookAhead[slot] = []
-        let skipping = reserved, asOf = submissions.withLock(\.count), spec = slotSpecs[slot]!
+        let skipping = reserved, spec = slotSpecs[slot]!
         group.addTask { [executor, eventSink, clock] in
             let peeked = try? await local.peekNext(for: slot, excluding: executor.excludedTypes(for: slot), skipping: skipping, now: clock.wall())
             guard case .job(let job)? = peeked else {

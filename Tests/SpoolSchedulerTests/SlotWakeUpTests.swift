@@ -20,13 +20,16 @@ import Testing
         let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.storeRetryDelay = .seconds(1) }
         try await rig.run({ _ in
             try await rig.store.until("the first look at the queue") { $0.calls(.lookUp) > 0 }
-            // The first job starts without a look; its look-ahead, then the look after its end, fail.
-            rig.store.hold(.lookUp)
+            // The first job starts without a look, alone in the queue (so no look-ahead reads it).
+            // A call that names no job (a retry elsewhere, say) makes its end look at the queue
+            // first, and that look fails: the end claims through the store.
             let first = try await rig.submit()
             let attempt = try await executor.attempts.next("the first job")
-            rig.store.fail(.lookUp, times: 2)
-            rig.store.release(.lookUp)
-            try await rig.store.until("the failed look-ahead") { $0.calls(.lookUp) >= 2 }
+            try await within(.seconds(10), "the look-ahead to know the queue is empty") { [scheduler = rig.scheduler] in
+                while await !scheduler.lookAheadFoundNothing(for: SlotID(0)) { await Task.yield() }
+            }
+            rig.scheduler.jobEnqueued()
+            rig.store.fail(.lookUp, times: 1)
             // The end's claim reads an empty queue; its answer is held on the way back.
             rig.store.hold(.claim, at: .afterAnswer)
             attempt.finish(.succeeded)

@@ -121,7 +121,9 @@ import Testing
     }
 
     /// An idle slot that found the queue empty starts a job submitted alone since without
-    /// looking at the queue again: a look would wait on the hold.
+    /// looking at the queue again: a look would wait on the hold. Nor does its look-ahead read the
+    /// queue: nothing came but that job, so nothing is behind it. The slot looks once, after the
+    /// job's end (for what comes due without a submit).
     @Test func aJobSubmittedAloneToAnIdleSlotThatFoundTheQueueEmptyStartsWithoutAnotherLook() async throws {
         let rig = try rig()
         try await running(rig) {
@@ -132,12 +134,36 @@ import Testing
                 let job = try await rig.submit()
                 let attempt = try await executor.attempts.next("job \(round), started with every look on hold")
                 #expect(attempt.job.id == job.id)
-                #expect(rig.store.calls(.lookUp) == looks, "no look went through")
+                try await within(.seconds(10), "the look-ahead to know the queue is empty") { [scheduler = rig.scheduler] in
+                    while await !scheduler.lookAheadFoundNothing(for: SlotID(0)) { await Task.yield() }
+                }
+                #expect(rig.store.calls(.lookUp) == looks && rig.store.waiting(.lookUp) == 0, "no look went out")
                 attempt.finish(.succeeded)
-                rig.store.release(.lookUp)   // the look-ahead for the slot's next job, and the look after its end
+                rig.store.release(.lookUp)   // the look after its end
                 _ = try await rig.waitFor(job.id, .succeeded)
-                try await rig.store.until("the look after job \(round)'s end") { $0.calls(.lookUp) >= looks + 2 }
+                try await rig.store.until("the look after job \(round)'s end") { $0.calls(.lookUp) >= looks + 1 }
             }
+        }
+    }
+
+    /// A job submitted while the job submitted alone runs is behind it: the slot starts it next.
+    @Test func aJobSubmittedWhileTheJobSubmittedAloneRunsStartsNext() async throws {
+        let rig = try rig()
+        try await running(rig) {
+            try await firstLook(rig)
+            let first = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job submitted alone")
+            #expect(attempt.job.id == first.id)
+            try await within(.seconds(10), "the look-ahead to know the queue is empty") { [scheduler = rig.scheduler] in
+                while await !scheduler.lookAheadFoundNothing(for: SlotID(0)) { await Task.yield() }
+            }
+            let second = try await rig.submit()
+            attempt.finish(.succeeded)
+            let next = try await executor.attempts.next("the job submitted while it ran")
+            #expect(next.job.id == second.id)
+            next.finish(.succeeded)
+            _ = try await rig.waitFor(second.id, .succeeded)
+            #expect(try await rig.job(first.id).state == .succeeded)
         }
     }
 
