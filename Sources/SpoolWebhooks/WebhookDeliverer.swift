@@ -15,9 +15,11 @@ import Synchronization
 ///   with what follows it (`WebhookRetryPolicy`).
 ///
 /// It only reads the event log and writes its own tables, so a slow or dead receiver never
-/// holds up the scheduler. Time is read from the injected clock: when a delivery is due, what
-/// its attempts record, how long planning waits to coalesce. Delivery is at least once: a crash after a receiver answered but
+/// holds up the scheduler. Delivery is at least once: a crash after a receiver answered but
 /// before the answer was recorded sends it again, with the same `Spool-Webhook-Id`.
+///
+/// Time is read from the injected clock: when a delivery is due (a timer on the clock wakes the
+/// sending loop for the earliest), what its attempts record, how long planning waits to coalesce.
 public final class WebhookDeliverer: Service, Sendable {
     public struct Configuration: Sendable {
         /// Signs each delivery when set (`Spool-Webhook-Signature`).
