@@ -49,15 +49,30 @@ struct CompressionMiddleware<Context: RequestContext>: RouterMiddleware {
             || type.hasPrefix("application/javascript")
     }
 
-    /// `gzip` (or `*`) is listed with a non-zero weight.
+    /// `gzip` (or `*`) is listed with a non-zero weight. Read on every request (Python's
+    /// clients all send the header), so without Foundation: a field of a few ASCII words.
     static func acceptsGzip(_ header: String?) -> Bool {
         guard let header else { return false }
-        return header.split(separator: ",").contains { item in
-            let parts = item.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
-            guard let coding = parts.first, coding == "gzip" || coding == "*" else { return false }
-            let weight = parts.dropFirst().first { $0.hasPrefix("q=") }.flatMap { Double($0.dropFirst(2)) } ?? 1
+        return header.utf8.split(separator: UInt8(ascii: ",")).contains { item in
+            let parts = item.split(separator: UInt8(ascii: ";"), omittingEmptySubsequences: false).map(trimmed)
+            guard let coding = parts.first, equalsIgnoringCase(coding, "gzip") || coding.elementsEqual("*".utf8) else { return false }
+            let weight = parts.dropFirst().first { $0.count >= 2 && equalsIgnoringCase($0.prefix(2), "q=") }
+                .flatMap { Double(String(decoding: $0.dropFirst(2), as: UTF8.self)) } ?? 1
             return weight > 0
         }
+    }
+
+    /// `bytes` without the spaces and tabs around it.
+    private static func trimmed(_ bytes: Substring.UTF8View.SubSequence) -> Substring.UTF8View.SubSequence {
+        let blank: (UInt8) -> Bool = { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }
+        guard let first = bytes.firstIndex(where: { !blank($0) }), let last = bytes.lastIndex(where: { !blank($0) }) else { return bytes[bytes.endIndex...] }
+        return bytes[first...last]
+    }
+
+    /// Whether `bytes` spell `word` (lower-case ASCII) in any case.
+    private static func equalsIgnoringCase(_ bytes: Substring.UTF8View.SubSequence, _ word: StaticString) -> Bool {
+        let expected = UnsafeBufferPointer(start: word.utf8Start, count: word.utf8CodeUnitCount)
+        return bytes.elementsEqual(expected) { byte, lower in (byte >= 65 && byte <= 90 ? byte + 32 : byte) == lower }
     }
 }
 

@@ -67,7 +67,9 @@ import Testing
     }
 
     @Test(arguments: [("gzip", true), ("gzip, deflate, br", true), ("br;q=1.0, gzip;q=0.5", true), ("gzip;q=0", false),
-                      ("identity", false), ("*", true), ("*;q=0", false), ("GZIP", true), ("deflate", false)])
+                      ("identity", false), ("*", true), ("*;q=0", false), ("GZIP", true), ("deflate", false),
+                      ("gzip;Q=0", false), ("\tgzip ; q=0.8", true), ("x-gzip", false), ("deflate, *;q=0.1", true),
+                      ("gzip;level=1", true), ("gzip;q=high", true), (" , ;q=1", false)])
     func acceptEncodingIsReadWithItsWeights(header: String, gzip: Bool) {
         #expect(CompressionMiddleware<SpoolRequestContext>.acceptsGzip(header) == gzip, "\(header)")
     }
