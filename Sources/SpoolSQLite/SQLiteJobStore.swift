@@ -120,7 +120,9 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     }
 
     public func job(_ id: JobID) async throws -> Job? {
-        try await read("read a job") { db in
+        // The row, and for a queued job its position (an estimate: a job that starts between the
+        // two reads is reported queued, as it was a moment before).
+        try await readRow("read a job") { db in
             guard let row = try Row.fetchOne(db, cached: "SELECT * FROM jobs WHERE id = ?", arguments: [id.rawValue]) else { return nil }
             return try Self.withPosition(Self.job(from: row), in: db)
         }
@@ -367,6 +369,13 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
 
     func read<T: Sendable>(_ what: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do { return try await pool.read(body) } catch { throw Self.translate(error, doing: what) }
+    }
+
+    /// A read with no transaction around it, for one row and what is worked out from it, where
+    /// one snapshot for all its statements adds nothing: each statement reads committed data
+    /// on its own. (GRDB's read transaction prepares a `BEGIN` and a `COMMIT` anew each time.)
+    func readRow<T: Sendable>(_ what: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do { return try await pool.unsafeRead(body) } catch { throw Self.translate(error, doing: what) }
     }
 
     func write<T: Sendable>(_ what: String, lingering: Duration? = nil, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
