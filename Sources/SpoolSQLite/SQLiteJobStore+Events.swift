@@ -7,7 +7,8 @@ import SpoolStore
 /// then.
 extension SQLiteJobStore {
     public func events(after: Int64, job: JobID?, owner: String?, limit: Int) async throws -> [JobEvent] {
-        try await read("read events") { db in
+        // One statement; ids grow in commit order (one writer), so a page is never missing one.
+        try await readWithoutSnapshot("read events") { db in
             let rows = switch (job, owner) {
             case (let job?, _):
                 try Row.fetchAll(db, cached: "SELECT * FROM events WHERE job_id = ? AND id > ? AND (? IS NULL OR owner = ?) ORDER BY id LIMIT ?",
