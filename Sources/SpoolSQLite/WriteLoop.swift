@@ -112,9 +112,15 @@ final class WriteLoop: Sendable {
     private func commit(_ batch: [(step: Step, waiter: Waiter)], in db: Database) {
         var outputs: [any Sendable] = []
         do {
-            try db.inTransaction {
+            // GRDB's `inTransaction`, with its BEGIN and COMMIT from the statement cache (it
+            // prepares both anew for every transaction).
+            try db.execute(cached: "BEGIN IMMEDIATE TRANSACTION")
+            do {
                 outputs = try batch.map { try $0.step(db) }
-                return .commit
+                try db.execute(cached: "COMMIT TRANSACTION")
+            } catch {
+                try? db.rollback()   // when still in the transaction: an I/O error or a full disk may have ended it
+                throw error
             }
         } catch {
             for entry in batch { entry.waiter.resume(throwing: error) }

@@ -71,6 +71,29 @@ import Testing
         #expect(try values() == [0, 2])
     }
 
+    /// A transaction whose COMMIT fails (a deferred foreign key, checked only then) is rolled
+    /// back: its writes fail, nothing of it stays, and the next transaction can begin.
+    @Test func aCommitThatFailsIsRolledBackAndTheLoopGoesOn() async throws {
+        try await pool.write { db in
+            try db.execute(sql: """
+                CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                CREATE TABLE child (parent INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)
+                """)
+        }
+        let loop = WriteLoop(pool: pool)
+        let orphan = Task {
+            try await loop.submit { db in
+                try db.execute(sql: "INSERT INTO t VALUES (1)")
+                try db.execute(sql: "INSERT INTO child VALUES (99)")   // no parent 99: the COMMIT refuses it
+                return 1
+            }
+        }
+        await #expect(throws: (any Error).self) { try await orphan.value }
+        #expect(try values().isEmpty, "nothing of the refused transaction stays")
+        #expect(try await insert(2, loop).value as? Int == 2, "the loop goes on after a failed COMMIT")
+        #expect(try values() == [2])
+    }
+
     /// A lingering write waits for another write and shares its transaction (the other's step
     /// throws, and the lingering one fails with it); nothing commits before that.
     @Test func aLingeringWriteRidesWithTheNextWrite() async throws {
