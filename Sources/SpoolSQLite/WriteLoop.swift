@@ -116,7 +116,13 @@ final class WriteLoop: Sendable {
             // prepares both anew for every transaction).
             try db.execute(cached: "BEGIN IMMEDIATE TRANSACTION")
             do {
-                outputs = try batch.map { try $0.step(db) }
+                outputs = try batch.map { entry in
+                    let output = try entry.step(db)
+                    // As GRDB checks: a step that swallowed an error which ended the transaction
+                    // must not leave the next steps writing outside one.
+                    guard db.isInsideTransaction else { throw DatabaseError(resultCode: .SQLITE_ABORT, message: "the transaction was aborted") }
+                    return output
+                }
                 try db.execute(cached: "COMMIT TRANSACTION")
             } catch {
                 try? db.rollback()   // when still in the transaction: an I/O error or a full disk may have ended it

@@ -94,6 +94,28 @@ import Testing
         #expect(try values() == [2])
     }
 
+    /// A step that ends the transaction under the loop (as SQLite does on some errors, which a
+    /// step might swallow) fails its batch: the steps after it never write outside a transaction.
+    @Test func aTransactionEndedInsideAStepFailsTheRestOfItsBatch() async throws {
+        let loop = WriteLoop(pool: pool)
+        let (gate, first) = await hold(loop)
+        let ending = Task {
+            try await loop.submit { db in
+                try db.execute(sql: "INSERT INTO t VALUES (1)")
+                try db.execute(sql: "ROLLBACK")
+                return 1
+            }
+        }
+        let after = insert(2, loop)
+        try await queued(2, loop)
+        gate.signal()
+        #expect(try await first.value as? Int == 0)
+        await #expect(throws: (any Error).self) { try await ending.value }
+        await #expect(throws: (any Error).self) { try await after.value }
+        #expect(try values() == [0], "nothing of that batch was written, in a transaction or outside one")
+        #expect(try await insert(3, loop).value as? Int == 3, "the loop goes on")
+    }
+
     /// A lingering write waits for another write and shares its transaction (the other's step
     /// throws, and the lingering one fails with it); nothing commits before that.
     @Test func aLingeringWriteRidesWithTheNextWrite() async throws {
