@@ -164,21 +164,22 @@ public final class WebhookDeliverer: Service, Sendable {
                     if let next = try await outbox.nextDeliveryDue(), next > now,
                        armedFor.map({ $0 <= now || next < $0 }) ?? true {
                         armedFor = next
-                        let wait = Duration.microseconds(next.microseconds - now.microseconds)
-                        group.addTask { [clock] in
-                            do { try await clock.sleep(for: wait) } catch { return }
-                            self.ring()
-                        }
+                        ring(after: .microseconds(next.microseconds - now.microseconds), in: &group)
                     }
                 } catch {
                     logger.warning("webhook sending failed; retrying", metadata: ["error": "\(error)"])
-                    group.addTask { [clock] in
-                        do { try await clock.sleep(for: .seconds(1)) } catch { return }
-                        self.ring()
-                    }
+                    ring(after: .seconds(1), in: &group)
                 }
                 _ = await doorbell.wait(after: seen, timeout: configuration.idlePoll)
             }
+        }
+    }
+
+    /// Rings the doorbell once `wait` has passed on the clock.
+    private func ring(after wait: Duration, in group: inout DiscardingTaskGroup) {
+        group.addTask { [clock] in
+            do { try await clock.sleep(for: wait) } catch { return }
+            self.ring()
         }
     }
 
