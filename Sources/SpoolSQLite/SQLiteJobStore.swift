@@ -32,7 +32,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     /// Every write of the job lifecycle goes through here: one transaction for whatever arrived
     /// while the previous one committed. A step that throws fails its whole transaction (only
     /// a database error does: refusals like a full queue are values).
-    private let writes: WriteLoop
+    let writes: WriteLoop
     /// How long a job's log lines and outputs event wait for another write to commit with.
     let eventLinger: Duration = .milliseconds(20)
 
@@ -365,40 +365,4 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     }
 
     public func watch(_ id: JobID) -> JobWatch { notifier.watch(id) }
-
-    // MARK: - Errors
-
-    func read<T: Sendable>(_ what: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        do { return try await pool.read(body) } catch { throw Self.translate(error, doing: what) }
-    }
-
-    /// A read with no transaction around it, where one snapshot for all its statements adds
-    /// nothing (one statement, or an estimate worked out from a row): each statement reads what
-    /// was committed when it runs. GRDB's read transaction prepares a `BEGIN` and a `COMMIT`
-    /// anew each time, which cost a status `GET` about a fifth of its CPU.
-    func readWithoutSnapshot<T: Sendable>(_ what: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        do { return try await pool.unsafeRead(body) } catch { throw Self.translate(error, doing: what) }
-    }
-
-    func write<T: Sendable>(_ what: String, lingering: Duration? = nil, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        let output: any Sendable
-        do { output = try await writes.submit({ db in try body(db) }, lingering: lingering) } catch { throw Self.translate(error, doing: what) }
-        guard let value = output as? T else { throw StoreError(.other, "could not \(what): a write answered \(type(of: output))") }
-        return value
-    }
-
-    /// SQLite errors become `StoreError`s here and nowhere else.
-    static func translate(_ error: any Error, doing what: String) -> any Error {
-        if error is StoreError { return error }
-        guard let error = error as? DatabaseError else { return error }
-        switch error.resultCode {
-        case .SQLITE_FULL: return StoreError(.storageUnavailable, "could not \(what): the disk is full")
-        case .SQLITE_READONLY, .SQLITE_IOERR, .SQLITE_CANTOPEN, .SQLITE_PERM:
-            return StoreError(.storageUnavailable, "could not \(what): \(error.message ?? "storage error") (\(error.resultCode))")
-        case .SQLITE_CORRUPT, .SQLITE_NOTADB:
-            return StoreError(.corrupt, "could not \(what): the job database is damaged (\(error.message ?? ""))")
-        default:
-            return StoreError(.other, "could not \(what): \(error.message ?? "\(error.resultCode)")")
-        }
-    }
 }
