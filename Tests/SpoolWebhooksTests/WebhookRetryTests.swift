@@ -26,6 +26,27 @@ struct WebhookRetryTests {
         return (router, arrivals)
     }
 
+    /// The memory outbox, saying each attempt it has recorded (so the test waits on that, not on a poll).
+    struct RecordingOutbox: WebhookOutbox {
+        let inner = MemoryWebhookOutbox()
+        let recorded: AsyncStream<WebhookAttempt>
+        private let record: AsyncStream<WebhookAttempt>.Continuation
+
+        init() { (recorded, record) = AsyncStream.makeStream(of: WebhookAttempt.self) }
+
+        func webhookCursor() async throws -> Int64 { try await inner.webhookCursor() }
+        func addDeliveries(_ drafts: [WebhookDelivery.Draft], cursor: Int64) async throws -> [WebhookDelivery] {
+            try await inner.addDeliveries(drafts, cursor: cursor)
+        }
+        func dueDeliveries(at now: Timestamp, limit: Int) async throws -> [WebhookDelivery] { try await inner.dueDeliveries(at: now, limit: limit) }
+        func nextDeliveryDue() async throws -> Timestamp? { try await inner.nextDeliveryDue() }
+        func recordAttempt(_ attempt: WebhookAttempt, of delivery: WebhookDeliveryID, then next: WebhookDelivery.Next) async throws {
+            try await inner.recordAttempt(attempt, of: delivery, then: next)
+            record.yield(attempt)
+        }
+        func webhookDeliveries(of job: JobID) async throws -> [WebhookDeliveryRecord] { try await inner.webhookDeliveries(of: job) }
+    }
+
     @Test func aFailedDeliveryGoesOutAgainOnceItsBackOffHasPassedOnTheDeliverersClock() async throws {
         let manual = ManualClock()
         let origin = Timestamp(secondsSince1970: 1_800_000_000)
@@ -34,7 +55,7 @@ struct WebhookRetryTests {
         let application = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
         try await application.test(.live) { client in
             let port = try #require(client.port)
-            let outbox = MemoryWebhookOutbox()
+            let outbox = RecordingOutbox()
             var configuration = WebhookDeliverer.Configuration()
             configuration.target = WebhookGuard(allowPrivate: true)
             configuration.retry.baseSeconds = 30
@@ -65,12 +86,10 @@ struct WebhookRetryTests {
             #expect(try await outbox.webhookDeliveries(of: job).first?.delivery.attempts == 1)
             manual.advance(by: .seconds(1))
             #expect(try await arrivals.next("the retry, once its back-off has passed") == 2)
-            let delivered = try await within(.seconds(10), "the retry to be recorded") {
-                while true {
-                    if let record = try await outbox.webhookDeliveries(of: job).first, record.delivery.state == .delivered { return record }
-                    try await Task.sleep(for: .milliseconds(5))
-                }
-            }
+            _ = try await outbox.recorded.next("the first attempt, recorded")
+            _ = try await outbox.recorded.next("the retry, recorded")
+            let delivered = try #require(try await outbox.webhookDeliveries(of: job).first)
+            #expect(delivered.delivery.state == .delivered)
             #expect(delivered.attempts.map(\.at) == [origin, origin.adding(seconds: 30)])
             #expect(delivered.attempts.map(\.status) == [503, 204])
         }
