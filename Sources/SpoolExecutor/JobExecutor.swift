@@ -16,9 +16,8 @@ public protocol JobExecutor: Sendable {
     /// executable looked at lately). True when it started: the caller must then call `run` for
     /// this attempt on this slot, which carries on from there (supervises it, enforces its
     /// timeout, reports its end). False (the default) leaves the whole start to `run`.
-    /// Synchronous: the scheduler calls it
-    /// as it hands the slot over, which saves the hand-off to the attempt's task on the way to
-    /// the job's first instruction.
+    /// Synchronous: the scheduler calls it as it hands the slot over, which saves the hand-off to
+    /// the attempt's task on the way to the job's first instruction.
     func startReady(_ job: Job, on slot: SlotSpec, observer: ExecutionObserver) -> Bool
 
     /// Gets a job ready to start on `slot` — its files (directory, outputs folder, input, log),

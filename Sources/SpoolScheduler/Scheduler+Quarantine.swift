@@ -74,8 +74,9 @@ extension Scheduler {
     /// GPU reading, a release, `/healthz` — whichever comes first (the GPU monitor and the API
     /// start beside the scheduler).
     func quarantineRestored() async {
-        // unstructured: the one restore every caller awaits, whichever of them comes first
-        if quarantineRestore == nil { quarantineRestore = Task { await self.restoreQuarantine() } }
+        if quarantineRestore == nil {
+            quarantineRestore = Task { await self.restoreQuarantine() }   // unstructured: the one restore every caller awaits, whichever comes first
+        }
         await quarantineRestore?.value
     }
 
