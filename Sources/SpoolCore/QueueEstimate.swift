@@ -79,11 +79,7 @@ public struct QueueEstimate: Sendable, Equatable {
         guard let typical = runTimes.median(of: type) ?? run?.seconds ?? runTimes.overallMedian else { return nil }
         var freeAt = running.map { $0.remaining(typical: runTimes.median(of: $0.type) ?? typical) }
         freeAt += Array(repeating: 0, count: max(0, slots - freeAt.count))
-        for _ in 0..<(position - 1) {
-            let index = freeAt.indices.min { freeAt[$0] < freeAt[$1] }!
-            freeAt[index] += typical
-        }
-        let start = freeAt.min() ?? 0
+        let start = startAfter(ahead: position - 1, slotsFreeAt: freeAt, each: typical)
         let basis = runTimes.samples(of: type) > 0
             ? "median of the last \(runTimes.samples(of: type)) \(type) runs"
             : "median of recent runs of all types"
@@ -91,5 +87,42 @@ public struct QueueEstimate: Sendable, Equatable {
         var method = "\(position - 1) job(s) ahead at \(rounded) s each (\(basis)) over \(slots) slot(s), after the running jobs' expected remaining time (from their progress where they report it, else from their input)"
         if let run { method += "; its own run: about \((run.seconds * 10).rounded() / 10) s, \(run.method)" }
         return QueueEstimate(startsIn: start, method: method, runSeconds: run.map { ($0.seconds * 10).rounded() / 10 })
+    }
+
+    /// When a job starts that has `ahead` jobs of `each` seconds before it, handed out one by one
+    /// to whichever slot frees first, the slots freeing `slotsFreeAt` seconds from now.
+    ///
+    /// Worked out, not played out: a job's status and its submit ask this for its place in the
+    /// queue, so handing the jobs out one at a time cost time in proportion to the queue (at
+    /// 60,000 queued, 0.2 ms of every submit). Slot `i` frees at `f(i) + j × each` for j = 0, 1, 2…;
+    /// the jobs take those times in order, so the job starts at the `ahead + 1`-th smallest of
+    /// them. Writing `f(i) = q(i) × each + r(i)` with `0 ≤ r(i) < each` puts the times in rounds
+    /// of length `each`: round `L` holds `L × each + r(i)` for every slot with `q(i) ≤ L`, in the
+    /// order of `r`. Counting the times before each round finds the round, and `r` the place in it.
+    public static func startAfter(ahead: Int, slotsFreeAt freeAt: [Double], each: Double) -> Double {
+        guard let first = freeAt.min() else { return 0 }
+        // Jobs that take no time (or less than a nanosecond) leave every slot where it is.
+        guard ahead > 0, each >= 1e-9, each.isFinite else { return first }
+        // A slot whose round would not fit an Int64 frees too late to take any of the jobs.
+        let slots = freeAt.compactMap { time -> (round: Int64, offset: Double)? in
+            let round = (max(0, time) / each).rounded(.down)
+            guard round < 1e15 else { return nil }
+            return (Int64(round), min(max(0, time - round * each), each.nextDown))
+        }.sorted { $0.round < $1.round }
+        let wanted = Int64(ahead) + 1   // the place, counted from 1, of the time the job starts at
+        var roundsSum: Int64 = 0
+        for (index, slot) in slots.enumerated() {
+            // With the first `open` slots taking jobs, rounds before L hold open × L − roundsSum
+            // times; the wanted time is in the first round L whose end reaches `wanted`, unless
+            // the next slot opens by then.
+            let open = Int64(index + 1)
+            roundsSum += slot.round
+            let round = max(slot.round, (wanted + roundsSum + open - 1) / open - 1)
+            if index + 1 < slots.count, round >= slots[index + 1].round { continue }
+            let before = open * round - roundsSum
+            let offsets = slots[...index].map(\.offset).sorted()
+            return Double(round) * each + offsets[Int(wanted - before) - 1]
+        }
+        return first
     }
 }
