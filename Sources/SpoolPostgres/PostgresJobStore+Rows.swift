@@ -5,13 +5,15 @@ import SpoolStore
 
 /// Reading jobs: rows to `Job` values, and one job with its queue position.
 extension PostgresJobStore {
+    /// A queued job's position counts the jobs ahead of it in its priority as one range of
+    /// `jobs_queue` (a row comparison; an `OR` of the two cases read the whole priority).
     static func fetchJob(where condition: PostgresQuery, locking: Bool = false, on connection: PostgresConnection,
                          logger: Logger) async throws -> Job? {
         var sql = """
             SELECT j.*, CASE WHEN j.state = 'queued' THEN
                 (SELECT count(*) FROM jobs q WHERE q.state = 'queued' AND q.priority > j.priority)
                 + (SELECT count(*) FROM jobs q WHERE q.state = 'queued' AND q.priority = j.priority
-                       AND (q.fair_tag < j.fair_tag OR (q.fair_tag = j.fair_tag AND q.seq < j.seq))) + 1
+                       AND (q.fair_tag, q.seq) < (j.fair_tag, j.seq)) + 1
             END AS position
             FROM jobs j WHERE
             """

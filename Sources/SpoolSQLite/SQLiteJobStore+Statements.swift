@@ -140,13 +140,34 @@ extension SQLiteJobStore {
     }
 
     /// 1-based: the queued jobs of higher priority, then those before it in fair-share order.
+    ///
+    /// The jobs of its own priority are counted from the nearer end of the queue: those ahead
+    /// of it, or those behind it taken from the priority's count. SQLite has no count of an
+    /// index range but the one it steps through, so a job deep in a queue of 100,000 cost every
+    /// status read a walk over the whole priority; it now walks at most half, and a job near
+    /// either end next to nothing. The fair-share tags (a virtual time that grows down the queue)
+    /// say which end is nearer. The statements run without one snapshot (a status read needs
+    /// none), so the position is clamped to 1 should the job leave the queue between them.
     private static func position(of job: Job, in db: Database) throws -> Int {
-        let higher = try Int.fetchOne(db, cached: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority > ?",
-                                      arguments: [job.priority]) ?? 0
-        let ahead = try Int.fetchOne(db, cached: """
-            SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND priority = ? AND (fair_tag < ? OR (fair_tag = ? AND seq < ?))
-            """, arguments: [job.priority, job.fairTag, job.fairTag, job.sequence]) ?? 0
-        return higher + ahead + 1
+        let counts = try Row.fetchOne(db, cached: """
+            SELECT (SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority > ?1),
+                   (SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority = ?1),
+                   (SELECT MIN(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?1),
+                   (SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?1)
+            """, arguments: [job.priority])
+        let (higher, level, head, tail): (Int, Int, Int64?, Int64?) = (counts?[0] ?? 0, counts?[1] ?? 0, counts?[2], counts?[3])
+        let ahead: Int
+        if let head, let tail, job.fairTag - head > tail - job.fairTag {
+            let behind = try Int.fetchOne(db, cached: """
+                SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND priority = ? AND (fair_tag, seq) > (?, ?)
+                """, arguments: [job.priority, job.fairTag, job.sequence]) ?? 0
+            ahead = level - 1 - behind
+        } else {
+            ahead = try Int.fetchOne(db, cached: """
+                SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND priority = ? AND (fair_tag, seq) < (?, ?)
+                """, arguments: [job.priority, job.fairTag, job.sequence]) ?? 0
+        }
+        return higher + max(0, ahead) + 1
     }
 
     static func job(from row: Row) throws -> Job {

@@ -90,6 +90,28 @@ extension JobStoreConformanceTests {
         }
     }
 
+    @Test(arguments: StoreKind.allCases)
+    func positionsFromEitherEndOfALongerQueueFollowTheClaimOrder(_ kind: StoreKind) async throws {
+        // Three tenants of different weights over three priorities, in a random order: a job in
+        // the back half of its priority is placed by counting the jobs behind it.
+        try await withStore(kind) { store in
+            var random = SplitMix64(seed: 7)
+            var jobs: [Job] = []
+            for _ in 0..<45 {
+                let owner = ["a", "b", "c"][random.roll(3)]
+                let weight = ["a": 1.0, "b": 2.0, "c": 0.5][owner]!
+                jobs.append(try await store.create(owned(owner, priority: [0, 0, 1, 5][random.roll(4)], weight: weight)))
+            }
+            var positions: [JobID: Int] = [:]
+            for job in jobs { positions[job.id] = try await store.require(job.id).position }
+            let claimed = try await store.drain()
+            #expect(claimed.count == jobs.count)
+            for (index, job) in claimed.enumerated() {
+                #expect(positions[job.id] == index + 1, "job \(index): \(job.owner ?? "-") at priority \(job.priority)")
+            }
+        }
+    }
+
     // MARK: max_running and queue limits
 
     @Test(arguments: StoreKind.allCases)
