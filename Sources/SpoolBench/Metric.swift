@@ -9,7 +9,7 @@ enum Metric: String, Sendable, CaseIterable {
     case gapMedian, gapP90, gapMax, gapCycle, gapStandaloneCycle, gapEndToStart, gapStandaloneEndToStart, gapJobRunTime, gapServerReported
     case roundTripP50, roundTripP99, roundTripProcessP50
     case pollRoundTripP50, pollRoundTripP99
-    case rssIdle, rssQueued, submitP99Empty, submitP99Deep, submitP99Growth, fillRate
+    case rssIdle, rssQueued, submitP99Empty, submitP99Deep, submitP99Growth, fillRate, statusDeepP50, statusDeepP99
     case warmGapMedian, warmGapP90, warmGapMax, warmJobTime, warmServerReported
     case warmGapRelaxedMedian, warmGapRelaxedP90, warmGapRelaxedMax
     case workerJobsPerSecond, processJobsPerSecond, workerSpeedup
@@ -48,6 +48,8 @@ enum Metric: String, Sendable, CaseIterable {
         case .submitP99Deep: return "Submit p99, \(counts.queued.grouped) queued (\(counts.probeSubmits.grouped) submits)"
         case .submitP99Growth: return "Submit p99 deep ÷ empty"
         case .fillRate: return "Submits/s while filling the queue"
+        case .statusDeepP50: return "Status GET p50 of a job halfway down \(counts.queued.grouped) queued (\(counts.probeSubmits.grouped) GETs)"
+        case .statusDeepP99: return "Status GET p99 of a job halfway down \(counts.queued.grouped) queued"
         case .warmGapMedian, .warmGapRelaxedMedian: return "Gap median: sent succeeded(k) → received job(k+1)"
         case .warmGapP90, .warmGapRelaxedP90: return "Gap p90"
         case .warmGapMax, .warmGapRelaxedMax: return "Gap max"

@@ -84,7 +84,7 @@ enum Scenario: String, Sendable, CaseIterable {
                     .gapJobRunTime, .gapServerReported]
         case .roundTrip: return [.roundTripP50, .roundTripP99, .roundTripProcessP50]
         case .roundTripPoll: return [.pollRoundTripP50, .pollRoundTripP99]
-        case .memory: return [.rssIdle, .rssQueued, .submitP99Empty, .submitP99Deep, .submitP99Growth, .fillRate]
+        case .memory: return [.rssIdle, .rssQueued, .submitP99Empty, .submitP99Deep, .submitP99Growth, .fillRate, .statusDeepP50, .statusDeepP99]
         case .warmGap: return [.warmGapMedian, .warmGapP90, .warmGapMax, .warmJobTime, .warmServerReported]
         case .warmGapRelaxed: return [.warmGapRelaxedMedian, .warmGapRelaxedP90, .warmGapRelaxedMax]
         case .warmThroughput: return [.workerJobsPerSecond, .processJobsPerSecond, .workerSpeedup]

@@ -38,7 +38,8 @@ struct BenchCommand: AsyncParsableCommand {
     }
 
     private func measure() async throws {
-        let directory = workDir ?? NSTemporaryDirectory() + "spool-bench-\(getpid())"
+        // Absolute: each server runs in a directory of its own and reads its config from here.
+        let directory = URL(fileURLWithPath: workDir ?? NSTemporaryDirectory() + "spool-bench-\(getpid())").standardizedFileURL.path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         if cluster {
             let options = ClusterBenchmark.Options(spoolBinary: ServeCommand.executablePath(), workDir: directory, python: python,
