@@ -88,7 +88,7 @@ public enum JSONValue: Sendable, Hashable, Codable {
 
     // Written as bytes: appending to a String scalar by scalar cost more than the rest of a
     // submit's JSON work (the profile in BENCHMARKS.md).
-    private func write(to out: inout [UInt8]) {
+    func write(to out: inout [UInt8]) {
         switch self {
         case .null: out.append(contentsOf: "null".utf8)
         case .bool(let v): out.append(contentsOf: (v ? "true" : "false").utf8)
@@ -115,7 +115,7 @@ public enum JSONValue: Sendable, Hashable, Codable {
         }
     }
 
-    private static func writeString(_ string: String, to out: inout [UInt8]) {
+    static func writeString(_ string: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
         var string = string
         string.withUTF8 { bytes in

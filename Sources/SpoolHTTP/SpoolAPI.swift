@@ -128,14 +128,14 @@ public struct SpoolAPI: Sendable {
                 watch.end()
             }
         }
-        return json(try await resource(job))
+        return json(resource(job))
     }
 
-    /// A job's JSON, with its start estimate while it is queued.
-    func resource(_ job: Job) async throws -> JSONValue {
-        guard job.state == .queued, let position = job.position else { return JobWire(job: job).json }
+    /// A job as the API shows it, with its start estimate while it is queued.
+    func resource(_ job: Job) -> JobWire {
+        guard job.state == .queued, let position = job.position else { return JobWire(job: job) }
         let now = WallClock.now()
-        return JobWire(job: job, estimate: startEstimate(of: job, position: position, now: now), now: now).json
+        return JobWire(job: job, estimate: startEstimate(of: job, position: position, now: now), now: now)
     }
 
     @Sendable func list(_ request: Request, context: SpoolRequestContext) async throws -> Response {
@@ -178,10 +178,10 @@ public struct SpoolAPI: Sendable {
         case .canceled(let job):
             // A slot may have looked it up as its next job already.
             await scheduler.stop(id, because: .cancel)
-            return json(JobWire(job: job).json)
+            return json(JobWire(job: job))
         case .stopping(let job):
             await scheduler.stop(id, because: .cancel)
-            return json(JobWire(job: job).json, status: .accepted)
+            return json(JobWire(job: job), status: .accepted)
         case .alreadyFinished(let job):
             throw APIError.conflict("already-finished", "job \(id) already finished (\(job.state.rawValue)); there is nothing to cancel")
         }
@@ -329,10 +329,19 @@ public struct SpoolAPI: Sendable {
         Self.respond(value, status: status, headers: headers, contentType: "application/json")
     }
 
+    /// One job's JSON, written straight from its fields (`JobWire.canonicalBytes`).
+    func json(_ job: JobWire, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
+        Self.respond(job.canonicalBytes, status: status, headers: headers, contentType: "application/json")
+    }
+
     static func respond(_ value: JSONValue, status: HTTPResponse.Status, headers: HTTPFields, contentType: String) -> Response {
+        respond(value.canonicalBytes, status: status, headers: headers, contentType: contentType)
+    }
+
+    static func respond(_ bytes: [UInt8], status: HTTPResponse.Status, headers: HTTPFields, contentType: String) -> Response {
         var headers = headers
         headers[.contentType] = contentType
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: value.canonicalBytes)))
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 }
 

@@ -56,4 +56,45 @@ import Testing
         let wire = try JSONDecoder().decode(JobWire.self, from: Data(text.utf8))
         #expect(wire.id == "abc" && wire.state == "running" && wire.startedAt == "2026-12-04T12:00:00Z" && !wire.isTerminal)
     }
+
+    /// Every field in and out: each optional one present or absent, awkward strings, whole and
+    /// fractional numbers, nested input.
+    @Test func theBytesWrittenStraightFromTheFieldsAreTheCanonicalJSON() throws {
+        var random = SplitMix64(seed: 5)
+        func maybe<T>(_ value: @autoclosure () -> T) -> T? { random.roll(2) == 0 ? nil : value() }
+        let texts = ["", "plain", "quote \" and \\ slash", "tab\tnew\nline\u{01}", "ünïcødé ✓", "/v1/jobs"]
+        func text() -> String { texts[random.roll(texts.count)] }
+        let values: [JSONValue] = [.null, .bool(true), .int(-3), .double(2.5), .double(7), .string("x\"y"),
+                                   .array([.int(1), .object(["b": .int(2), "a": .array([])])]), .object(["z": .null, "é": .string("e")])]
+        for _ in 0..<500 {
+            var job = Job(id: JobID.random(), type: text(), input: .object(["k": values[random.roll(values.count)], "a": .int(1)]),
+                          priority: random.roll(11) - 5, timeoutSeconds: [0.5, 120, 1e-3][random.roll(3)], maxAttempts: 1 + random.roll(3),
+                          createdAt: Timestamp(microseconds: 1_796_386_095_757_342 + Int64(random.roll(1_000_000))), idempotencyKey: maybe(text()))
+            job.state = JobState.allCases[random.roll(JobState.allCases.count)]
+            job.reason = maybe(FailureReason.allCases[random.roll(FailureReason.allCases.count)])
+            job.attempts = random.roll(4)
+            job.position = maybe(1 + random.roll(100_000))
+            job.progress = maybe(JobProgress(fraction: [0, 0.25, 1][random.roll(3)], message: maybe(text())))
+            job.startedAt = maybe(Timestamp(microseconds: 1_796_386_096_000_000))
+            job.finishedAt = maybe(Timestamp(microseconds: 1_796_386_097_123_456))
+            job.exitCode = maybe(Int32(random.roll(256)))
+            job.signal = maybe(Int32(random.roll(32)))
+            job.error = maybe(text())
+            job.slot = maybe(SlotID(random.roll(8)))
+            job.result = maybe(values[random.roll(values.count)])
+            job.cancelRequested = random.roll(2) == 0
+            job.node = maybe(text())
+            job.owner = maybe(text())
+            job.canceledBy = maybe(text())
+            job.webhookURL = maybe("https://example.com/hook?a=\"1\"")
+            job.webhookEvents = ["completed", "started", "progress"].filter { _ in random.roll(2) == 0 }
+            job.notBefore = maybe(Timestamp(microseconds: 1_796_386_099_000_000))
+            job.startBy = maybe(Timestamp(microseconds: 1_796_386_199_000_000))
+            job.retry = maybe(RetryPolicy(maxAttempts: 3))
+            job.array = maybe(ArrayMembership(id: "arr", index: Int64(random.roll(9)), failFast: random.roll(2) == 0))
+            let estimate = maybe(QueueEstimate(startsIn: Double(random.roll(1000)) / 7, method: text(), runSeconds: maybe(4.25)))
+            let wire = JobWire(job: job, estimate: estimate, now: maybe(Timestamp(microseconds: 1_796_386_095_000_000)))
+            #expect(wire.canonicalBytes == wire.json.canonicalBytes, "\(wire.json.canonicalText)")
+        }
+    }
 }
