@@ -15,8 +15,9 @@ extension SpoolAPI {
                            detail: "the server is shutting down and takes no new jobs; submit to another node or retry shortly",
                            headers: [.retryAfter: "5"])
         }
-        let mediaType = request.headers[.contentType].flatMap(MediaType.init(from:))
-        guard let mediaType, mediaType.isType(.applicationJson) else {
+        // The plain header every client sends needs no parsing (parsing it was 0.6 % of a submit).
+        let contentType = request.headers[.contentType]
+        guard contentType == "application/json" || contentType.flatMap(MediaType.init(from:))?.isType(.applicationJson) == true else {
             throw APIError(status: .unsupportedMediaType, code: "unsupported-media-type",
                            detail: "send the job as JSON with Content-Type: application/json")
         }
@@ -67,12 +68,12 @@ extension SpoolAPI {
         switch result {
         case .created(let job):
             scheduler.jobEnqueued(job)
-            return json(try await resource(job), status: .created, headers: [.location: "/v1/jobs/\(job.id)"])
+            return json(resource(job), status: .created, headers: [.location: "/v1/jobs/\(job.id)"])
         case .existing(let job):
-            return json(try await resource(job), status: .ok, headers: [.location: "/v1/jobs/\(job.id)"])
+            return json(resource(job), status: .ok, headers: [.location: "/v1/jobs/\(job.id)"])
         case .duplicate(let job):
             // Result reuse: the identical job this request joins (queued or running) or reuses (succeeded).
-            return json(try await resource(job), status: .ok,
+            return json(resource(job), status: .ok,
                         headers: [.location: "/v1/jobs/\(job.id)", .spoolDedup: job.state == .succeeded ? "reused" : "joined"])
         }
     }

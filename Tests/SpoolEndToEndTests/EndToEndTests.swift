@@ -239,6 +239,7 @@ import Testing
             ("malformed JSON", try await server.request(.POST, "/v1/jobs", body: Data("{\"type\":".utf8), headers: json), 400),
             ("oversized body", try await server.request(.POST, "/v1/jobs", body: Data(repeating: 32, count: 2 << 20), headers: json), 413),
             ("wrong content type", try await server.request(.POST, "/v1/jobs", body: Data("{}".utf8), headers: [("Content-Type", "text/plain")]), 415),
+            ("no content type", try await server.request(.POST, "/v1/jobs", body: Data(#"{"type":"noop"}"#.utf8)), 415),
             ("unknown type", try await server.submit("no-such-type"), 422),
             ("input failing the schema", try await server.submit("sleep", .object(["seconds": "soon"])), 422),
             ("unknown id", try await server.request(.GET, "/v1/jobs/job_00000000000000000000000000"), 404),
@@ -254,6 +255,10 @@ import Testing
             #expect(detail.count > 10, "\(name) has a human sentence")
         }
         #expect(traversal.body.count < 2000, "no database bytes leaked")
+        for type in ["application/json; charset=utf-8", "Application/JSON"] {
+            let reply = try await server.request(.POST, "/v1/jobs", body: Data(#"{"type":"noop"}"#.utf8), headers: [("Content-Type", type)])
+            #expect(reply.status == 201, "JSON under another spelling: \(type)")
+        }
     }
 
     @Test func idempotentResubmitReturnsTheOriginalJob() async throws {
