@@ -39,6 +39,12 @@ import Testing
             output += try await chunks.next("the fence to come through")
         }
         #expect(output.count == 8 + marker.count, "behind what it wrote, and nothing else")
+        let next = try #require(child.fenceOutput())
+        for fence in [marker, next] {
+            #expect(fence.count == 30 && fence.prefix(13) == Array("\u{0}spool-fence-".utf8)[...] && fence.last == 0, "\(fence)")
+            #expect(fence.dropFirst(13).dropLast().allSatisfy { Array("0123456789abcdef".utf8).contains($0) })
+        }
+        #expect(next != marker, "each fence is new")
 
         child.signal(SIGKILL)
         _ = await child.exit()
