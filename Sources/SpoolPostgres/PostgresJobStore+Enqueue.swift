@@ -16,7 +16,10 @@ extension PostgresJobStore {
     /// The fair-share tag (`FairShare.tag`) and both queue limits are worked out in it, so they
     /// see what it sees. A submit that starts after another of its owner's was answered sees it,
     /// and goes after it; submits that overlap (from many threads or nodes at once) have no
-    /// order to keep, and ties go by `seq`.
+    /// order to keep, and ties go by `seq`. The owner's last tag and the priority's head are
+    /// each the first entry of an index read from one end (`ORDER BY … LIMIT 1`): as `max()`
+    /// and `min()`, on a table whose statistics were not yet gathered, PostgreSQL aggregated
+    /// every queued job of the owner (7.3 ms a submit at 20,000 queued).
     func insertion(of job: Job, limits: QueueLimits) -> @Sendable (PostgresConnection) async throws -> InsertedRow? {
         var stored = job
         stored.state = .queued
@@ -36,8 +39,10 @@ extension PostgresJobStore {
                                >= \(limits.owner) AS f
                 ), tag AS (
                     SELECT COALESCE(
-                        (SELECT max(fair_tag) FROM jobs WHERE state = 'queued' AND owner = \(owner) AND priority = \(job.priority)) + \(stride),
-                        COALESCE((SELECT min(fair_tag) FROM jobs WHERE state = 'queued' AND priority = \(job.priority)), 0) + 1) AS t
+                        (SELECT fair_tag FROM jobs WHERE state = 'queued' AND owner = \(owner) AND priority = \(job.priority)
+                         ORDER BY fair_tag DESC LIMIT 1) + \(stride),
+                        COALESCE((SELECT fair_tag FROM jobs WHERE state = 'queued' AND priority = \(job.priority)
+                                  ORDER BY fair_tag LIMIT 1), 0) + 1) AS t
                 ), ins AS (
                     INSERT INTO jobs (id, type, input, priority, timeout_s, max_attempts, state, attempts, created_at,
                                       idempotency_key, fingerprint, webhook_url, webhook_events, owner, fair_tag, retry, not_before, start_by,
