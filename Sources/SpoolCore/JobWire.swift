@@ -1,10 +1,10 @@
 /// A job as the API shows it — the one definition of that JSON: the server builds it from a
-/// `Job` and writes it with `canonicalBytes`, or embeds `json` in a larger document (`snake_case`,
-/// explicit nulls, RFC 3339 times; a hand-written serializer, since `JSONEncoder` was the
-/// costliest step of a submit — `spool bench --codec` measures the two), and clients — the CLI, the benchmark, the tests — read it with
-/// `JSONDecoder` (`Decodable`). The synthesized `Encodable` is there for that comparison (and
-/// for clients); the server does not use it. The OpenAPI document's
-/// `Job` schema describes the same fields.
+/// `Job` and writes it with `canonicalBytes`, or embeds `json` in a larger document
+/// (`snake_case`, explicit nulls, RFC 3339 times; a hand-written serializer, since `JSONEncoder`
+/// was the costliest step of a submit — `spool bench --codec` measures the two), and clients —
+/// the CLI, the benchmark, the tests — read it with `JSONDecoder` (`Decodable`). The synthesized
+/// `Encodable` is there for that comparison (and for clients); the server does not use it. The
+/// OpenAPI document's `Job` schema describes the same fields.
 public struct JobWire: Codable, Sendable, Equatable {
     public struct Progress: Codable, Sendable, Equatable {
         public var fraction: Double
@@ -150,8 +150,8 @@ public struct JobWire: Codable, Sendable, Equatable {
     }
 
     /// `json.canonicalBytes`, written straight from the fields: the keys in their sorted order,
-    /// no dictionary built and sorted on the way. Every submit and status read answers with it
-    /// (building and sorting the dictionary was 4 % of a submit's CPU). A test holds the two to
+    /// no dictionary built and sorted on the way, which took twice as long (`spool bench
+    /// --codec`). Every submit, status read and cancel answers with it. A test holds the two to
     /// the same bytes for every field present or absent.
     public var canonicalBytes: [UInt8] {
         var object = CanonicalObject(capacity: 640)
