@@ -149,12 +149,25 @@ public struct JobWire: Codable, Sendable, Equatable {
         array = job.array.map { ArrayPlace(id: $0.id, index: $0.index) }
     }
 
-    /// `json.canonicalBytes`, written straight from the fields: the keys in their sorted order,
-    /// no dictionary built and sorted on the way, which took twice as long (`spool bench
-    /// --codec`). Every submit, status read and cancel answers with it. A test holds the two to
-    /// the same bytes for every field present or absent.
+    /// `json.canonicalBytes`, written straight from the fields in their sorted order, no
+    /// dictionary built and sorted on the way, which took twice as long (`spool bench --codec`).
+    /// Every submit, status read and cancel answers with it. A test holds the two to the same
+    /// bytes for every field present or absent (that is, holds `write(to:)` to sorted order).
     public var canonicalBytes: [UInt8] {
         var object = CanonicalObject(capacity: 640)
+        write(to: &object)
+        return object.closed()
+    }
+
+    /// The JSON the API sends, as a value (a list or the queue embeds it; `canonicalBytes` writes it).
+    public var json: JSONValue {
+        var object = ValueObject(capacity: 32)
+        write(to: &object)
+        return .object(object.fields)
+    }
+
+    /// The one list of the job's fields, in sorted key order (what `canonicalBytes` relies on).
+    private func write<Object: JSONObjectWriter>(to object: inout Object) {
         if let array { object.object("array") { $0.string("id", array.id); $0.value("index", .int(array.index)) } }
         object.value("attempts", .int(Int64(attempts)))
         if cancelRequested == true { object.value("cancel_requested", .bool(true)) }
@@ -188,7 +201,7 @@ public struct JobWire: Codable, Sendable, Equatable {
         object.value("max_attempts", .int(Int64(maxAttempts)))
         if let node { object.string("node", node) }
         if let notBefore { object.string("not_before", notBefore) }
-        object.string("owner", owner)
+        object.string("owner", owner)   // audit: who submitted it (null without tokens)
         object.value("position", position.map { .int(Int64($0)) } ?? .null)
         object.value("priority", .int(Int64(priority)))
         if let progress {
@@ -210,55 +223,35 @@ public struct JobWire: Codable, Sendable, Equatable {
             object.string("webhook", webhook)
             object.value("webhook_events", .array((webhookEvents ?? []).map(JSONValue.string)))
         }
-        return object.closed()
     }
+}
 
-    /// The JSON the API sends, as a value (a list or the queue embeds it; `canonicalBytes` writes it).
-    public var json: JSONValue {
-        func optional<T>(_ value: T?, _ transform: (T) -> JSONValue) -> JSONValue { value.map(transform) ?? .null }
-        let base = "/v1/jobs/\(id)"
-        var fields: [String: JSONValue] = [
-            "id": .string(id), "type": .string(type), "state": .string(state), "reason": optional(reason, JSONValue.string),
-            "input": input, "priority": .int(Int64(priority)), "timeout_s": optional(timeoutSeconds, JSONValue.double),
-            "attempts": .int(Int64(attempts)), "max_attempts": .int(Int64(maxAttempts)),
-            "position": optional(position) { .int(Int64($0)) },
-            "progress": optional(progress) { .object(["fraction": .double($0.fraction), "message": optional($0.message, JSONValue.string)]) },
-            "created_at": .string(createdAt), "started_at": optional(startedAt, JSONValue.string),
-            "finished_at": optional(finishedAt, JSONValue.string), "exit_code": optional(exitCode) { .int(Int64($0)) },
-            "signal": optional(signal) { .int(Int64($0)) }, "error": optional(error, JSONValue.string),
-            "slot": optional(slot) { .int(Int64($0)) }, "result": result ?? .null,
-            "links": .object(["self": .string(base), "cancel": .string(base + "/cancel"), "logs": .string(base + "/logs"),
-                              "outputs": .string(base + "/outputs")]),
-            // Audit: who submitted it (null without tokens).
-            "owner": optional(owner, JSONValue.string),
-        ]
-        if cancelRequested == true { fields["cancel_requested"] = .bool(true) }
-        if let node { fields["node"] = .string(node) }
-        if let canceledBy { fields["canceled_by"] = .string(canceledBy) }
-        // A queued job always has `eta`: null until some job of its type has run.
-        if state == JobState.queued.rawValue {
-            fields["eta"] = optional(eta) { eta in
-                var fields: [String: JSONValue] = ["start_in_s": .double(eta.startInSeconds),
-                                                   "start_at": optional(eta.startAt, JSONValue.string), "method": .string(eta.method)]
-                if let run = eta.runSeconds { fields["run_s"] = .double(run) }
-                return .object(fields)
-            }
-        }
-        if let notBefore { fields["not_before"] = .string(notBefore) }
-        if let startBy { fields["start_by"] = .string(startBy) }
-        if let retry { fields["retry"] = retry }
-        if let array { fields["array"] = .object(["id": .string(array.id), "index": .int(array.index)]) }
-        if let webhook {
-            fields["webhook"] = .string(webhook)
-            fields["webhook_events"] = .array((webhookEvents ?? []).map(JSONValue.string))
-        }
-        return .object(fields)
+/// Where a JSON object's fields go, one by one: bytes (`CanonicalObject`) or a value (`ValueObject`).
+protocol JSONObjectWriter {
+    mutating func value(_ name: String, _ value: JSONValue)
+    /// A string field, `null` when absent.
+    mutating func string(_ name: String, _ text: String?)
+    mutating func object(_ name: String, _ fields: (inout Self) -> Void)
+}
+
+/// A JSON object built as a `JSONValue` dictionary.
+struct ValueObject: JSONObjectWriter {
+    private(set) var fields: [String: JSONValue]
+
+    init(capacity: Int = 0) { fields = .init(minimumCapacity: capacity) }
+
+    mutating func value(_ name: String, _ value: JSONValue) { fields[name] = value }
+    mutating func string(_ name: String, _ text: String?) { fields[name] = text.map(JSONValue.string) ?? .null }
+    mutating func object(_ name: String, _ fields: (inout ValueObject) -> Void) {
+        var nested = ValueObject()
+        fields(&nested)
+        self.fields[name] = .object(nested.fields)
     }
 }
 
 /// One JSON object written as bytes, its fields in the order they are given: the caller gives
 /// them sorted, for canonical JSON (`JSONValue.canonicalBytes` sorts them itself).
-struct CanonicalObject {
+struct CanonicalObject: JSONObjectWriter {
     private var bytes: [UInt8] = []
     private var empty = true
 
@@ -278,7 +271,6 @@ struct CanonicalObject {
         value.write(to: &bytes)
     }
 
-    /// A string field, `null` when absent.
     mutating func string(_ name: String, _ text: String?) {
         key(name)
         if let text { JSONValue.writeString(text, to: &bytes) } else { bytes.append(contentsOf: "null".utf8) }
