@@ -65,7 +65,8 @@ final class OutputPipe: Sendable {
         // One draw, 16 hex digits (each draw is a getrandom(2) call; one per digit was 16 a job).
         var random = SystemRandomNumberGenerator()
         let bits = random.next() as UInt64
-        for digit in 0..<16 { marker.append(Array("0123456789abcdef".utf8)[Int(bits >> UInt64(digit * 4) & 15)]) }
+        let hex = Array("0123456789abcdef".utf8)
+        for digit in 0..<16 { marker.append(hex[Int(bits >> UInt64(digit * 4) & 15)]) }
         marker.append(0)
         let written = writers.withLock { writers in
             guard writers.fence >= 0 else { return false }
