@@ -11,8 +11,8 @@ extension PostgresJobStore {
         let (stored, newest) = try await transaction("store an array's tasks") { connection -> ([Job], Int64?) in
             // Its checks of the limits take turns with every other limited submit's.
             try await Self.lockQueueLimits(limits, owner: owner, on: connection, logger: self.logger)
-            if let total = limits.total, let queued = try await connection.query("SELECT count(*) FROM jobs WHERE state = 'queued'",
-                                                                                logger: self.logger).decodeFirst(Int64.self),
+            if let total = limits.total, let queued = try await connection.query(
+                "SELECT CAST(COALESCE(sum(queued), 0) AS bigint) FROM queue_counts", logger: self.logger).decodeFirst(Int64.self),
                Int(queued) + tasks.count > total {
                 throw StoreError.queueFull(.server, total)
             }

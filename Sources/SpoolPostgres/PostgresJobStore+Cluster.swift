@@ -35,6 +35,43 @@ extension PostgresJobStore {
                     started_at = EXCLUDED.started_at, seen_at = EXCLUDED.seen_at
                 """, logger: self.logger)
         }
+        let fold = heartbeatsSinceFold.withLock { count in
+            count += 1
+            if count >= Self.heartbeatsPerFold { count = 0 }
+            return count == 0
+        }
+        if fold { await foldQueueCounts() }
+    }
+
+    /// About one fold a minute at the default lease (a heartbeat every 3.3 s).
+    static let heartbeatsPerFold = 18
+
+    /// Merges the `queue_counts` rows of database sessions that have ended into this session's
+    /// own, so the rows summed stay about one per priority and open session. The pool opens and
+    /// closes connections as the load comes and goes, and each new session keeps its own rows.
+    /// Rows another transaction holds are skipped (`SKIP LOCKED`): their session is alive (its
+    /// process id reused), and the fold never waits on anyone. A priority's sum is unchanged by
+    /// it. A failure is logged: the counts stay right, only a little longer to sum.
+    func foldQueueCounts() async {
+        do {
+            try await write("fold the queue counters") { connection in
+                _ = try await connection.query("""
+                    WITH gone AS (
+                        DELETE FROM queue_counts WHERE (priority, backend) IN (
+                            SELECT priority, backend FROM queue_counts
+                            WHERE backend <> pg_backend_pid()
+                              AND backend NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)
+                            FOR UPDATE SKIP LOCKED)
+                        RETURNING priority, queued
+                    )
+                    INSERT INTO queue_counts (priority, backend, queued)
+                    SELECT priority, pg_backend_pid(), sum(queued) FROM gone GROUP BY priority
+                    ON CONFLICT (priority, backend) DO UPDATE SET queued = queue_counts.queued + EXCLUDED.queued
+                    """, logger: self.logger)
+            }
+        } catch {
+            logger.warning("could not fold the queue counters", metadata: ["error": "\(error)"])
+        }
     }
 
     public func nodes() async throws -> [NodeStatus] {

@@ -20,6 +20,12 @@ extension PostgresJobStore {
     /// each the first entry of an index read from one end (`ORDER BY … LIMIT 1`): as `max()`
     /// and `min()`, on a table whose statistics were not yet gathered, PostgreSQL aggregated
     /// every queued job of the owner (7.3 ms a submit at 20,000 queued).
+    ///
+    /// Nothing in it grows with the queue: the server's limit and the jobs of higher priority
+    /// come from `queue_counts`, and the jobs ahead in the job's own priority are counted from
+    /// the nearer end of it (the fair-share tags say which): a new job usually goes last, so
+    /// that count is of the jobs behind it, next to none. Counting the queue made a submit
+    /// 2.2 → 6.7 ms from empty to 20,000 queued.
     func insertion(of job: Job, limits: QueueLimits) -> @Sendable (PostgresConnection) async throws -> InsertedRow? {
         var stored = job
         stored.state = .queued
@@ -32,17 +38,21 @@ extension PostgresJobStore {
             try await connection.query("""
                 WITH full_total AS (
                     SELECT CAST(\(limits.total) AS bigint) IS NOT NULL
-                           AND (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'queued' LIMIT \(limits.total)) AS q) >= \(limits.total) AS f
+                           AND (SELECT COALESCE(sum(queued), 0) FROM queue_counts) >= \(limits.total) AS f
                 ), full_owner AS (
                     SELECT CAST(\(limits.owner) AS bigint) IS NOT NULL
                            AND (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'queued' AND owner = \(owner) LIMIT \(limits.owner)) AS q)
                                >= \(limits.owner) AS f
+                ), ends AS (
+                    SELECT (SELECT fair_tag FROM jobs WHERE state = 'queued' AND priority = \(job.priority)
+                            ORDER BY fair_tag LIMIT 1) AS head,
+                           (SELECT fair_tag FROM jobs WHERE state = 'queued' AND priority = \(job.priority)
+                            ORDER BY fair_tag DESC LIMIT 1) AS tail
                 ), tag AS (
                     SELECT COALESCE(
                         (SELECT fair_tag FROM jobs WHERE state = 'queued' AND owner = \(owner) AND priority = \(job.priority)
                          ORDER BY fair_tag DESC LIMIT 1) + \(stride),
-                        COALESCE((SELECT fair_tag FROM jobs WHERE state = 'queued' AND priority = \(job.priority)
-                                  ORDER BY fair_tag LIMIT 1), 0) + 1) AS t
+                        COALESCE((SELECT head FROM ends), 0) + 1) AS t
                 ), ins AS (
                     INSERT INTO jobs (id, type, input, priority, timeout_s, max_attempts, state, attempts, created_at,
                                       idempotency_key, fingerprint, webhook_url, webhook_events, owner, fair_tag, retry, not_before, start_by,
@@ -61,8 +71,12 @@ extension PostgresJobStore {
                     RETURNING id
                 )
                 SELECT (SELECT seq FROM ins), (SELECT fair_tag FROM ins), (SELECT id FROM ev),
-                       (SELECT count(*) FROM jobs, tag WHERE state = 'queued'
-                            AND (priority > \(job.priority) OR (priority = \(job.priority) AND fair_tag <= tag.t))),
+                       CAST((SELECT COALESCE(sum(queued), 0) FROM queue_counts WHERE priority > \(job.priority))
+                       + (SELECT CASE WHEN tag.t - ends.head > ends.tail - tag.t
+                                 THEN (SELECT COALESCE(sum(queued), 0) FROM queue_counts WHERE priority = \(job.priority))
+                                      - (SELECT count(*) FROM jobs WHERE state = 'queued' AND priority = \(job.priority) AND fair_tag > tag.t)
+                                 ELSE (SELECT count(*) FROM jobs WHERE state = 'queued' AND priority = \(job.priority) AND fair_tag <= tag.t)
+                                 END FROM tag, ends) AS bigint),
                        (SELECT count(pg_notify('\(unescaped: Self.channel)', 'queued')) FROM ev),
                        (SELECT count(pg_notify('\(unescaped: Self.eventsChannel)', id::text)) FROM ev),
                        (SELECT f FROM full_total), (SELECT f FROM full_owner)

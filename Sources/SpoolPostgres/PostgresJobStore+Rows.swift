@@ -5,15 +5,26 @@ import SpoolStore
 
 /// Reading jobs: rows to `Job` values, and one job with its queue position.
 extension PostgresJobStore {
-    /// A queued job's position counts the jobs ahead of it in its priority as one range of
-    /// `jobs_queue` (a row comparison; an `OR` of the two cases read the whole priority).
+    /// A queued job's position: the jobs of higher priority from `queue_counts`, and those
+    /// ahead of it in its own priority counted from the nearer end of it, as one range of
+    /// `jobs_queue` (a row comparison; an `OR` of the two cases read the whole priority). The
+    /// fair-share tags of the priority's first and last job say which end is nearer; from the
+    /// back, the jobs behind it are taken from the priority's count.
     static func fetchJob(where condition: PostgresQuery, locking: Bool = false, on connection: PostgresConnection,
                          logger: Logger) async throws -> Job? {
         var sql = """
-            SELECT j.*, CASE WHEN j.state = 'queued' THEN
-                (SELECT count(*) FROM jobs q WHERE q.state = 'queued' AND q.priority > j.priority)
-                + (SELECT count(*) FROM jobs q WHERE q.state = 'queued' AND q.priority = j.priority
-                       AND (q.fair_tag, q.seq) < (j.fair_tag, j.seq)) + 1
+            SELECT j.*, CASE WHEN j.state = 'queued' THEN CAST(
+                (SELECT COALESCE(sum(queued), 0) FROM queue_counts c WHERE c.priority > j.priority)
+                + CASE WHEN j.fair_tag - (SELECT h.fair_tag FROM jobs h WHERE h.state = 'queued' AND h.priority = j.priority
+                                          ORDER BY h.fair_tag LIMIT 1)
+                            > (SELECT t.fair_tag FROM jobs t WHERE t.state = 'queued' AND t.priority = j.priority
+                               ORDER BY t.fair_tag DESC LIMIT 1) - j.fair_tag
+                  THEN (SELECT COALESCE(sum(queued), 0) FROM queue_counts c WHERE c.priority = j.priority) - 1
+                       - (SELECT count(*) FROM jobs q WHERE q.state = 'queued' AND q.priority = j.priority
+                              AND (q.fair_tag, q.seq) > (j.fair_tag, j.seq))
+                  ELSE (SELECT count(*) FROM jobs q WHERE q.state = 'queued' AND q.priority = j.priority
+                            AND (q.fair_tag, q.seq) < (j.fair_tag, j.seq))
+                  END + 1 AS bigint)
             END AS position
             FROM jobs j WHERE
             """

@@ -56,6 +56,8 @@ public final class PostgresJobStore: SharedJobStore {
     public let operationTimeout: Duration
     /// When this store (this node's run) started, as its heartbeats report it.
     let startedAt = WallClock.now()
+    /// Heartbeats since `queue_counts` was last folded (`foldQueueCounts`).
+    let heartbeatsSinceFold = Mutex(0)
 
     /// Opens a pool of up to `connections` connections (none is made until `prepare`).
     public init(location: PostgresLocation, node: String, leaseDuration: Duration = .seconds(10),
@@ -114,6 +116,7 @@ public final class PostgresJobStore: SharedJobStore {
             throw translate(error, doing: "migrate the PostgreSQL store at \(location)")
         }
         if !applied.isEmpty { logger.info("migrated the PostgreSQL store", metadata: ["versions": "\(applied)"]) }
+        await foldQueueCounts()
         // Not at the newest event: an id below it may belong to another node's transaction
         // still open. The horizon starts below the first hole among the newest events, and its
         // loop decides about that hole as about any other.
@@ -180,7 +183,8 @@ public final class PostgresJobStore: SharedJobStore {
 
     public func queuedCount() async throws -> Int {
         try await read("count the queue") { connection in
-            Int(try await connection.query("SELECT count(*) FROM jobs WHERE state = 'queued'", logger: self.logger).decodeFirst(Int64.self) ?? 0)
+            Int(try await connection.query("SELECT CAST(COALESCE(sum(queued), 0) AS bigint) FROM queue_counts",
+                                           logger: self.logger).decodeFirst(Int64.self) ?? 0)
         }
     }
 
@@ -193,9 +197,11 @@ public final class PostgresJobStore: SharedJobStore {
 
     public func queuedCount(priorityAtLeast priority: Int, dueBy: Timestamp) async throws -> Int {
         try await read("count the queue") { connection in
+            // All of them from the counters, less those delayed past `dueBy` (few, through their index).
             Int(try await connection.query("""
-                SELECT count(*) FROM jobs
-                WHERE state = 'queued' AND priority >= \(priority) AND (not_before IS NULL OR not_before <= \(dueBy.microseconds))
+                SELECT CAST((SELECT COALESCE(sum(queued), 0) FROM queue_counts WHERE priority >= \(priority))
+                       - (SELECT count(*) FROM jobs WHERE state = 'queued' AND not_before IS NOT NULL
+                              AND not_before > \(dueBy.microseconds) AND priority >= \(priority)) AS bigint)
                 """,
                                            logger: self.logger).decodeFirst(Int64.self) ?? 0)
         }

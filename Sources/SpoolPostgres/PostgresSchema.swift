@@ -191,6 +191,68 @@ enum PostgresSchema {
             // the table, and every bucket starts full again.
             "CREATE UNLOGGED TABLE submit_rates (owner TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, at BIGINT NOT NULL)",
         ]),
+        (9, "queue-counts", [
+            // Queued jobs per priority, kept by triggers, so a submit and a position read sum a few
+            // counters instead of counting the queue (which PostgreSQL does row by row: 5.4 ms a
+            // submit at 20,000 queued). Each database session (backend) adds its changes to rows
+            // of its own, keyed by its process id: no two open transactions ever write the same
+            // counter, so a counter is never waited on and never part of a deadlock, whatever
+            // order a statement changes jobs of several priorities in. A row's value is a sum of
+            // changes, and may be below zero; a priority's count is the sum over its rows.
+            // `foldQueueCounts` merges the rows of sessions that have ended.
+            """
+            CREATE TABLE queue_counts (
+                priority INTEGER NOT NULL,
+                backend INTEGER NOT NULL,
+                queued BIGINT NOT NULL,
+                PRIMARY KEY (priority, backend)
+            ) WITH (fillfactor = 50)
+            """,
+            """
+            CREATE FUNCTION spool_count_queued() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF TG_OP <> 'INSERT' THEN
+                    IF OLD.state = 'queued' THEN
+                        INSERT INTO queue_counts (priority, backend, queued) VALUES (OLD.priority, pg_backend_pid(), -1)
+                        ON CONFLICT (priority, backend) DO UPDATE SET queued = queue_counts.queued - 1;
+                    END IF;
+                END IF;
+                IF TG_OP <> 'DELETE' THEN
+                    IF NEW.state = 'queued' THEN
+                        INSERT INTO queue_counts (priority, backend, queued) VALUES (NEW.priority, pg_backend_pid(), 1)
+                        ON CONFLICT (priority, backend) DO UPDATE SET queued = queue_counts.queued + 1;
+                    END IF;
+                END IF;
+                RETURN NULL;
+            END
+            $$
+            """,
+            """
+            CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs FOR EACH ROW
+                WHEN (NEW.state = 'queued') EXECUTE FUNCTION spool_count_queued()
+            """,
+            """
+            CREATE TRIGGER jobs_count_update AFTER UPDATE OF state, priority ON jobs FOR EACH ROW
+                WHEN ((OLD.state = 'queued' OR NEW.state = 'queued')
+                      AND (OLD.state <> NEW.state OR OLD.priority <> NEW.priority)) EXECUTE FUNCTION spool_count_queued()
+            """,
+            """
+            CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs FOR EACH ROW
+                WHEN (OLD.state = 'queued') EXECUTE FUNCTION spool_count_queued()
+            """,
+            """
+            CREATE FUNCTION spool_count_cleared() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                DELETE FROM queue_counts;
+                RETURN NULL;
+            END
+            $$
+            """,
+            "CREATE TRIGGER jobs_count_truncate AFTER TRUNCATE ON jobs EXECUTE FUNCTION spool_count_cleared()",
+            // The triggers' creation locked out every other writer of `jobs` until this commits:
+            // the count below is exact.
+            "INSERT INTO queue_counts (priority, backend, queued) SELECT priority, 0, count(*) FROM jobs WHERE state = 'queued' GROUP BY priority",
+        ]),
     ]
 
     /// Applies the migrations this database has not seen, in one transaction under the lock.
