@@ -1,5 +1,7 @@
 import Synchronization
+import SpoolCore
 import SpoolStore
+import SpoolTesting
 import Testing
 @testable import SpoolHTTP
 
@@ -24,6 +26,17 @@ import Testing
         #expect(limiter.take("a", rate: 0.5, now: 101) == 1)
         #expect(limiter.take("a", rate: 0.5, now: 50) == 1, "an earlier time refills nothing and takes nothing")
         #expect(limiter.take("a", rate: 0.5, now: 102) == nil)
+    }
+
+    @Test func aNodesBucketsRefillOnTheMonotonicClock() async throws {
+        let manual = ManualClock()
+        let rates = SubmitRates(shared: nil, clock: SpoolClock(manual, wall: { Timestamp(microseconds: 0) }))
+        #expect(try await rates.take("a", rate: 1) == nil)
+        #expect(try await rates.take("a", rate: 1) == 1, "empty: the next in a second")
+        manual.advance(by: .milliseconds(500))
+        #expect(try await rates.take("a", rate: 1) == 0.5, "half refilled after half a second, whatever the time of day says")
+        manual.advance(by: .milliseconds(500))
+        #expect(try await rates.take("a", rate: 1) == nil)
     }
 
     /// A shared store that lets `allowed` submits through and counts how often it is asked.

@@ -42,22 +42,27 @@ public final class RateLimiter: Sendable {
 
 /// Where a token's submits are counted against its `rate`: in the shared store when there is one
 /// (`SubmitRateStore`: every node takes from the same bucket, so the rate holds for the cluster),
-/// else in this process.
+/// else in this process. This process's buckets refill on the monotonic clock: on the time of
+/// day, a clock set back by an hour refilled nothing for an hour, and a token at its rate was
+/// refused all that time.
 struct SubmitRates: Sendable {
     let local = RateLimiter()
     let shared: (any SubmitRateStore)?
+    let clock: SpoolClock
 
-    init(store: any JobStore) {
-        self.init(shared: store as? any SubmitRateStore)
+    init(store: any JobStore, clock: SpoolClock = .system) {
+        self.init(shared: store as? any SubmitRateStore, clock: clock)
     }
 
-    init(shared: (any SubmitRateStore)?) {
+    init(shared: (any SubmitRateStore)?, clock: SpoolClock = .system) {
         self.shared = shared
+        self.clock = clock
     }
 
     /// Takes one submit from `name`'s bucket; nil when taken, else the seconds until one is there.
     func take(_ name: String, rate: Double) async throws -> Double? {
-        let now = WallClock.now().secondsSince1970
+        let elapsed = clock.now().sinceStart.components
+        let now = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
         guard let shared else { return local.take(name, rate: rate, now: now) }
         // The local bucket counts this node's submits that the shared one let through: when they
         // alone have emptied it, the cluster's is empty too, and a client retrying in a loop
