@@ -99,6 +99,7 @@ let package = Package(
         .executableTarget(name: "spool", dependencies: [
             "SpoolCore", "SpoolApp", "SpoolRender", "SpoolBench",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Logging", package: "swift-log"),

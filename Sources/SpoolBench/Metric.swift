@@ -5,6 +5,7 @@ enum Metric: String, Sendable, CaseIterable {
     case submitRate, submitP50, submitP99, submitServerCPU
     case relaxedSubmitRate, relaxedSubmitP50, relaxedSubmitP99
     case runningSubmitRate, runningSubmitP50, runningSubmitP99
+    case floorSubmitRate, floorSubmitP99, floorSubmitCPU
     case statusP50, statusP99, statusJobCPU
     case gapMedian, gapP90, gapMax, gapCycle, gapStandaloneCycle, gapEndToStart, gapStandaloneEndToStart, gapJobRunTime, gapServerReported
     case roundTripP50, roundTripP99, roundTripProcessP50
@@ -25,6 +26,9 @@ enum Metric: String, Sendable, CaseIterable {
         case .runningSubmitRate: return "Submits/s while the jobs run"
         case .runningSubmitP50: return "Submit latency p50 while the jobs run"
         case .runningSubmitP99: return "Submit latency p99 while the jobs run"
+        case .floorSubmitRate: return "Bare Hummingbird: POSTs/s"
+        case .floorSubmitP99: return "Bare Hummingbird: POST latency p99"
+        case .floorSubmitCPU: return "Bare Hummingbird: server CPU per POST"
         case .statusP50: return "GET latency p50"
         case .statusP99: return "GET latency p99"
         case .statusJobCPU: return "CPU used by the running job during the GETs"
@@ -70,8 +74,9 @@ enum Metric: String, Sendable, CaseIterable {
 
     var unit: String {
         switch self {
-        case .submitRate, .relaxedSubmitRate, .runningSubmitRate, .fillRate, .workerJobsPerSecond, .processJobsPerSecond: return "/s"
-        case .submitServerCPU: return "µs"
+        case .submitRate, .relaxedSubmitRate, .runningSubmitRate, .floorSubmitRate, .fillRate, .workerJobsPerSecond, .processJobsPerSecond:
+            return "/s"
+        case .submitServerCPU, .floorSubmitCPU: return "µs"
         case .statusJobCPU: return "% of a core"
         case .rssIdle, .rssQueued: return "MB"
         case .submitP99Growth, .workerSpeedup: return "×"
@@ -81,8 +86,8 @@ enum Metric: String, Sendable, CaseIterable {
 
     var higherIsBetter: Bool {
         switch self {
-        case .submitRate, .relaxedSubmitRate, .runningSubmitRate, .fillRate, .statusJobCPU, .workerJobsPerSecond, .processJobsPerSecond,
-             .workerSpeedup:
+        case .submitRate, .relaxedSubmitRate, .runningSubmitRate, .floorSubmitRate, .fillRate, .statusJobCPU, .workerJobsPerSecond,
+             .processJobsPerSecond, .workerSpeedup:
             return true
         default: return false
         }

@@ -18,6 +18,8 @@ enum Scenario: String, Sendable, CaseIterable {
     case submitRelaxed
     /// 1c. Submits while the jobs run (slot free; a warm worker for Spool, the pool's function for the baseline).
     case submitRunning
+    /// 1d. The submits of 1 to a bare Hummingbird server (`spool bench-floor-server`): the HTTP framework's own cost.
+    case httpFloor
     /// 2. Status GET latency while a CPU-bound job runs.
     case status
     /// 3. Gap between one job finishing and the next starting, from the jobs' own clocks.
@@ -39,7 +41,7 @@ enum Scenario: String, Sendable, CaseIterable {
 
     var subjects: [BenchSubject] {
         switch self {
-        case .submitRelaxed, .warmGapRelaxed, .workerRecycle: return [.spool]
+        case .submitRelaxed, .httpFloor, .warmGapRelaxed, .workerRecycle: return [.spool]
         default: return [.spool, .baseline]
         }
     }
@@ -50,6 +52,9 @@ enum Scenario: String, Sendable, CaseIterable {
             return "1. Durable submit: \(counts.submits.grouped) `noop` submits from \(counts.submitClients) keep-alive clients, slot held by a `hold` job"
         case .submitRunning:
             return "1c. Submits while the jobs run: \(counts.runningSubmits.grouped) submits of an empty job from \(counts.submitClients) keep-alive clients, the slot free (Spool: `warm`, a warm worker; baseline: `noop` in its pool)"
+        case .httpFloor:
+            return "1d. HTTP floor: \(counts.submits.grouped) of the same submits from \(counts.submitClients) keep-alive clients to `spool bench-floor-server`, "
+                + "Hummingbird with nothing of Spool's (it reads the body and answers 201 with Spool's own answer for a `noop` job: no parsing, store or scheduler)"
         case .submitRelaxed:
             return "1b. Submit with `--sqlite-synchronous normal` (Spool only; informational, not durable across power loss)"
         case .status:
@@ -78,6 +83,7 @@ enum Scenario: String, Sendable, CaseIterable {
         case .submit: return [.submitRate, .submitP50, .submitP99, .submitServerCPU]
         case .submitRelaxed: return [.relaxedSubmitRate, .relaxedSubmitP50, .relaxedSubmitP99]
         case .submitRunning: return [.runningSubmitRate, .runningSubmitP50, .runningSubmitP99]
+        case .httpFloor: return [.floorSubmitRate, .floorSubmitP99, .floorSubmitCPU]
         case .status: return [.statusP50, .statusP99, .statusJobCPU]
         case .dispatchGap:
             return [.gapMedian, .gapP90, .gapMax, .gapCycle, .gapStandaloneCycle, .gapEndToStart, .gapStandaloneEndToStart,

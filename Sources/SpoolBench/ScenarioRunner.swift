@@ -22,6 +22,7 @@ struct ScenarioRunner: Sendable {
         case .submit: return try await measureSubmit(on: subject, relaxed: false)
         case .submitRelaxed: return try await measureSubmit(on: subject, relaxed: true)
         case .submitRunning: return try await measureSubmitWhileRunning(on: subject)
+        case .httpFloor: return try await measureHTTPFloor()
         case .status: return try await measureStatus(on: subject)
         case .dispatchGap: return try await measureDispatchGap(on: subject)
         case .roundTrip: return try await measureRoundTrip(on: subject, polling: false)
