@@ -39,8 +39,8 @@ extension PostgresJobStore {
     }
 
     /// Concurrent calls (every slot's log lines and outputs) share one statement.
-    public func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
-        try await appendedEvents.submit(NewEvent(kind: kind, job: job, data: data, at: now))
+    public func appendEvent(_ kind: JobEvent.Kind, job: JobID, attempt: Int?, data: JSONValue, now: Timestamp) async throws {
+        try await appendedEvents.submit(NewEvent(kind: kind, job: job, data: data, at: now, attempt: attempt))
     }
 
     /// Writes a batch of `appendEvent` calls in one statement.
@@ -53,8 +53,9 @@ extension PostgresJobStore {
     }
 
     /// Appends events in the caller's transaction and notifies every node at commit (with
-    /// `signal` too, when given). Prunes the oldest events now and then. Returns the newest id.
-    func insertEvents(_ events: [NewEvent], signal: String? = nil, on connection: PostgresConnection) async throws -> Int64 {
+    /// `signal` too, when given). Prunes the oldest events now and then. Returns the newest id;
+    /// nil when every event named an attempt the job has moved past (none was written).
+    func insertEvents(_ events: [NewEvent], signal: String? = nil, on connection: PostgresConnection) async throws -> Int64? {
         let row = try await connection.query("""
             WITH ev AS (
                 INSERT INTO events (job_id, kind, at, data, origin, owner)
@@ -62,15 +63,21 @@ extension PostgresJobStore {
                        CASE WHEN e.owner = '?' THEN COALESCE((SELECT j.owner FROM jobs j WHERE j.id = e.job_id), '') ELSE e.owner END
                 FROM unnest(\(events.map(\.job.rawValue))::text[], \(events.map(\.kind.rawValue))::text[],
                             \(events.map(\.at.microseconds))::bigint[], \(events.map(\.data.canonicalText))::text[],
-                            \(events.map { $0.owner ?? "?" })::text[])
-                    AS e(job_id, kind, at, data, owner)
+                            \(events.map { $0.owner ?? "?" })::text[], \(events.map { Int64($0.attempt ?? -1) })::bigint[])
+                    AS e(job_id, kind, at, data, owner, attempt)
+                WHERE e.attempt < 0
+                   OR NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = e.job_id
+                                  AND (j.attempts > e.attempt OR (j.attempts = e.attempt AND j.state <> 'running')))
                 RETURNING id
             ), newest AS (SELECT max(id) AS id FROM ev)
             SELECT id, pg_notify('\(unescaped: Self.eventsChannel)', id::text) IS NULL,
                    (SELECT count(pg_notify('\(unescaped: Self.channel)', s)) FROM (SELECT CAST(\(signal) AS text) AS s) AS given WHERE s IS NOT NULL)
-            FROM newest
+            FROM newest WHERE id IS NOT NULL
             """, logger: logger).decodeFirstRow((Int64, Bool?, Int64).self)
-        guard let newest = row?.0 else { throw StoreError(.other, "the database did not return the id of a new event") }
+        guard let newest = row?.0 else {
+            if events.allSatisfy({ $0.attempt != nil }) { return nil }   // all fenced off
+            throw StoreError(.other, "the database did not return the id of a new event")
+        }
         if newest / 1000 != (newest - Int64(events.count)) / 1000 {
             try await connection.query(Self.trimEvents(upTo: newest - Self.eventLimit), logger: logger)
         }
@@ -171,6 +178,8 @@ struct NewEvent: Sendable {
     /// The job's owner ('' with authentication off); nil: looked up from the job (sent as "?",
     /// which no token name can be).
     var owner: String?
+    /// Written only while the job has not moved past this attempt (`appendEvent`); nil: always.
+    var attempt: Int?
 
     /// The state event of `job` as it is now.
     static func state(of job: Job, at now: Timestamp) -> NewEvent {

@@ -306,7 +306,7 @@ public final class PostgresJobStore: SharedJobStore {
 
     /// Writes the fields an attempt's end (or a recovery, or a rescue) decides, as `Job`
     /// worked them out, and the state event. Returns the event's id.
-    func saveOutcome(of job: Job, at now: Timestamp, on connection: PostgresConnection) async throws -> Int64 {
+    func saveOutcome(of job: Job, at now: Timestamp, on connection: PostgresConnection) async throws -> Int64? {
         try await connection.query("""
             UPDATE jobs SET state = \(job.state.rawValue), reason = \(job.reason?.rawValue), attempts = \(job.attempts),
                 started_at = \(job.startedAt?.microseconds), finished_at = \(job.finishedAt?.microseconds),

@@ -48,11 +48,17 @@ extension SQLiteJobStore {
 
     /// A job's log lines or its outputs: they wait up to `eventLinger` for another write's
     /// transaction (a submit, a claim, an end) rather than take a sync of their own.
-    public func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
-        let event = try await write("record an event", lingering: eventLinger) { db in
-            try Self.insertEvent(kind, job: job, owner: nil, data: data, at: now, in: db)
+    public func appendEvent(_ kind: JobEvent.Kind, job: JobID, attempt: Int?, data: JSONValue, now: Timestamp) async throws {
+        let event = try await write("record an event", lingering: eventLinger) { db -> JobEvent? in
+            if let attempt {
+                let past = try Bool.fetchOne(db, cached: """
+                    SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ? AND (attempts > ?2 OR (attempts = ?2 AND state <> 'running')))
+                    """, arguments: [job.rawValue, attempt]) ?? false
+                guard !past else { return nil }
+            }
+            return try Self.insertEvent(kind, job: job, owner: nil, data: data, at: now, in: db)
         }
-        eventNotifier.published([event])
+        if let event { eventNotifier.published([event]) }
     }
 
     /// A state event for `job` as it is now, in the caller's transaction.

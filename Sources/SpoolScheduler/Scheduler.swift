@@ -1004,7 +1004,8 @@ public actor Scheduler: Service {
         // Off the dispatch path: the last log lines and the list of outputs, as events.
         group.addTask { [store, logger, executor] in
             do {
-                for text in lastLog { try await Self.appendLog(text, of: job.id, to: store, at: now) }
+                // From no attempt: the end was recorded as this attempt's, and a retry may run by now.
+                for text in lastLog { try await Self.appendLog(text, of: job.id, attempt: nil, to: store, at: now) }
                 guard isFinal else { return }   // an attempt that goes round again has no final outputs
                 let files = (try? await BlockingIO.run { OutputFiles.list(under: paths.outputs, limit: 1000) }) ?? []
                 try await store.appendEvent(.outputs, job: job.id, data: .object([
@@ -1147,14 +1148,16 @@ public actor Scheduler: Service {
         let texts = budget.events(at: clock.now(), interval: configuration.progressInterval)
         logBudgets[attempt] = budget
         do {
-            for text in texts { try await Self.appendLog(text, of: job.id, to: store, at: clock.wall()) }
+            // Fenced by the attempt in the store too: until this node hears that the job was
+            // rescued (its next lease renewal), the lines would land in the job that runs elsewhere.
+            for text in texts { try await Self.appendLog(text, of: job.id, attempt: job.attempts, to: store, at: clock.wall()) }
         } catch {
             logger.warning("could not record log lines", metadata: ["job": "\(job.id)", "error": "\(error)"])
         }
     }
 
-    private static func appendLog(_ text: String, of job: JobID, to store: any JobStore, at now: Timestamp) async throws {
-        try await store.appendEvent(.log, job: job, data: .object(["job": .string(job.rawValue), "text": .string(text)]), now: now)
+    private static func appendLog(_ text: String, of job: JobID, attempt: Int?, to store: any JobStore, at now: Timestamp) async throws {
+        try await store.appendEvent(.log, job: job, attempt: attempt, data: .object(["job": .string(job.rawValue), "text": .string(text)]), now: now)
     }
 
     private func flushProgress(of job: Job) async {

@@ -91,14 +91,23 @@ public protocol JobStore: Sendable {
     /// cursor). The default reads every event; a store that can filter in its query does.
     func webhookEvents(after: Int64, limit: Int) async throws -> (events: [JobEvent], through: Int64)
 
-    /// Records an event that is not a state change (log lines, outputs).
-    func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws
+    /// Records an event that is not a state change (log lines, outputs). With `attempt`, only
+    /// while the job has not moved past that attempt: a late line of an attempt that was
+    /// rescued (run again on another node, or back in the queue) or has ended is dropped, as its
+    /// progress and its end are. An attempt whose claim has not committed yet (a local store
+    /// starts a job before that) is not past: the job is still queued with the attempt before.
+    func appendEvent(_ kind: JobEvent.Kind, job: JobID, attempt: Int?, data: JSONValue, now: Timestamp) async throws
 
     /// Wakes event readers when events are committed.
     var eventNotifier: EventNotifier { get }
 }
 
 extension JobStore {
+    /// An event of the job, from no attempt in particular (always recorded).
+    public func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
+        try await appendEvent(kind, job: job, attempt: nil, data: data, now: now)
+    }
+
     public func enqueue(_ job: Job) async throws -> EnqueueResult { try await enqueue(job, limits: QueueLimits()) }
 
     /// Cancels every task of array `id` that has not finished (queued ones at once, running ones

@@ -182,7 +182,8 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
         return Array(eventLog[start...].lazy.filter { (job == nil || $0.job == job) && (owner == nil || $0.owner == owner) }.prefix(limit))
     }
 
-    public func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
+    public func appendEvent(_ kind: JobEvent.Kind, job: JobID, attempt: Int?, data: JSONValue, now: Timestamp) async throws {
+        if let attempt, let stored = jobsByID[job], stored.attempts > attempt || (stored.attempts == attempt && stored.state != .running) { return }
         append(JobEvent(id: 0, job: job, owner: jobsByID[job]?.owner, kind: kind, at: now, data: data))
     }
 

@@ -194,9 +194,9 @@ public final class FlakyStore: LocalJobStore {
         try check(.readEvents)
         return try await base.events(after: after, job: job, owner: owner, limit: limit)
     }
-    public func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
+    public func appendEvent(_ kind: JobEvent.Kind, job: JobID, attempt: Int?, data: JSONValue, now: Timestamp) async throws {
         try check(.appendEvent)
-        try await base.appendEvent(kind, job: job, data: data, now: now)
+        try await base.appendEvent(kind, job: job, attempt: attempt, data: data, now: now)
     }
     public var eventNotifier: EventNotifier { base.eventNotifier }
 }

@@ -316,8 +316,8 @@ final class LeaseStandIn: SharedJobStore {
     func webhookEvents(after: Int64, limit: Int) async throws -> (events: [JobEvent], through: Int64) {
         try await base.webhookEvents(after: after, limit: limit)
     }
-    func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
-        try await base.appendEvent(kind, job: job, data: data, now: now)
+    func appendEvent(_ kind: JobEvent.Kind, job: JobID, attempt: Int?, data: JSONValue, now: Timestamp) async throws {
+        try await base.appendEvent(kind, job: job, attempt: attempt, data: data, now: now)
     }
     var eventNotifier: EventNotifier { base.eventNotifier }
 }

@@ -388,4 +388,25 @@ import Testing
             }
         }
     }
+
+    @Test(arguments: StoreKind.allCases)
+    func anAttemptsLogLinesAreDroppedOnceTheJobHasMovedPastIt(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let job = try await store.create(makeJob())
+            func log(_ text: String, attempt: Int?) async throws {
+                try await store.appendEvent(.log, job: job.id, attempt: attempt, data: .object(["text": .string(text)]), now: at(2_100))
+            }
+            // A local store starts a job before its claim commits: the job is still queued.
+            try await log("before its claim committed", attempt: 1)
+            let first = try #require(try await store.claimNext(for: SlotID(0), now: at(2_000)))
+            try await log("while it runs", attempt: first.attempts)
+            // Ended: the attempt is past; the job's events still take lines that name no attempt.
+            _ = try await store.finish(job.id, attempt: first.attempts, outcome: .succeeded, now: at(3_000), claimNextFor: nil)
+            try await log("after its end", attempt: first.attempts)
+            try await log("the job's, from no attempt", attempt: nil)
+            let events = try await store.events(job: job.id) { $0.contains { $0.data["text"]?.stringValue == "the job's, from no attempt" } }
+            #expect(events.filter { $0.kind == .log }.compactMap { $0.data["text"]?.stringValue }
+                    == ["before its claim committed", "while it runs", "the job's, from no attempt"])
+        }
+    }
 }

@@ -283,8 +283,12 @@ import Testing
             #expect(requeued.state == .queued && requeued.attempts == 1 && requeued.node == nil)
             let second = try #require(try await survivor.claimNext(for: SlotID(3), now: at(30)))
             #expect(second.attempts == 2 && second.node == "node-1")
-            // The first attempt comes back late: its writes are fenced off.
+            // The first attempt comes back late: its writes are fenced off, its log lines too.
             try await dead.reportProgress(job.id, attempt: first.attempts, progress: JobProgress(fraction: 0.9, message: "stale"))
+            try await dead.appendEvent(.log, job: job.id, attempt: first.attempts, data: .object(["text": .string("stale")]), now: at(35))
+            try await survivor.appendEvent(.log, job: job.id, attempt: second.attempts, data: .object(["text": .string("current")]), now: at(36))
+            let logged = try await survivor.events(job: job.id) { $0.contains { $0.data["text"]?.stringValue == "current" } }
+            #expect(logged.filter { $0.kind == .log }.compactMap { $0.data["text"]?.stringValue } == ["current"])
             _ = try await dead.finish(job.id, attempt: first.attempts, outcome: .succeeded, now: at(40), claimNextFor: nil)
             let current = try await survivor.require(job.id)
             #expect(current.state == .running && current.attempts == 2 && current.progress == nil && current.node == "node-1")
