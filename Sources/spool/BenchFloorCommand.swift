@@ -5,9 +5,9 @@ import Logging
 
 /// `spool bench-floor-server`: Hummingbird with nothing of Spool's on it, for `spool bench`'s
 /// scenario 1d — what the HTTP framework alone costs per submit on this machine, measured with the
-/// same load as Spool's submits. `POST /v1/jobs` reads the body and answers 201 with a job-sized
-/// JSON document (no parsing, no store, no scheduler); `GET /healthz` answers 200. Default
-/// server settings, as a new Hummingbird application has them.
+/// same load as Spool's submits. `POST /v1/jobs` reads the body and answers 201 with Spool's own
+/// answer for a `noop` job (no parsing, no store, no scheduler); `GET /healthz` answers 200.
+/// Default server settings, as a new Hummingbird application has them.
 struct BenchFloorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-floor-server",
