@@ -61,8 +61,7 @@ struct SubmitRates: Sendable {
 
     /// Takes one submit from `name`'s bucket; nil when taken, else the seconds until one is there.
     func take(_ name: String, rate: Double) async throws -> Double? {
-        let elapsed = clock.now().sinceStart.components
-        let now = Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
+        let now = clock.now().sinceStart.inSeconds
         guard let shared else { return local.take(name, rate: rate, now: now) }
         // The local bucket counts this node's submits that the shared one let through: when they
         // alone have emptied it, the cluster's is empty too, and a client retrying in a loop
