@@ -98,6 +98,22 @@ enum JobFiles {
         func room(for key: Spare) -> Bool {
             (made[key]?.count ?? 0) + (making.contains(key) ? 1 : 0) + recycling[key, default: 0] < Self.perSlot
         }
+
+        /// Whether the spare about to be made in `jobs` is this server's first there, the one that
+        /// first removes an earlier server's (left by a crash): then `jobs` is `clearing` until
+        /// that is done. Whichever comes first does it: a slot going idle (`keepSpare`), or a
+        /// job's directory given back (`recycle`) on a server busy since its start.
+        mutating func startClearing(_ jobs: String) -> Bool {
+            let clear = cleared.insert(jobs).inserted
+            if clear { clearing.insert(jobs) }
+            return clear
+        }
+
+        /// A new name under `jobs/.spare` (this server's).
+        mutating func nextName(in jobs: String) -> String {
+            count += 1
+            return jobs + "/.spare/\(JobFiles.run)-\(count)"
+        }
     }
 
     private static let spares = Mutex(Spares())
@@ -114,15 +130,12 @@ enum JobFiles {
         let key = Spare(jobs: jobs, slot: slot)
         let claimed = spares.withLock { state -> (path: String, clear: Bool)? in
             guard state.made[key]?.isEmpty ?? true, !state.clearing.contains(jobs), !state.making.contains(key) else { return nil }
-            let clear = state.cleared.insert(jobs).inserted
-            if clear { state.clearing.insert(jobs) }
+            let clear = state.startClearing(jobs)
             state.making.insert(key)
-            state.count += 1
-            return (jobs + "/.spare/\(run)-\(state.count)", clear)
+            return (state.nextName(in: jobs), clear)
         }
         guard let (path, clear) = claimed else { return }
         let made = (try? await BlockingIO.run { () -> Bool in
-            // The first spare of this server: an earlier server's (left by a crash) go first.
             if clear { removeTree(jobs + "/.spare") }
             guard mkdir(jobs + "/.spare", 0o755) == 0 || errno == EEXIST, mkdir(path, 0o755) == 0 else { return false }
             guard mkdir(path + "/outputs", 0o755) == 0,
@@ -148,17 +161,23 @@ enum JobFiles {
     static func recycle(_ paths: JobPaths, slot: SlotID) async {
         let jobs = String(paths.directory.prefix(upTo: paths.directory.lastIndex(of: "/")!))
         let key = Spare(jobs: jobs, slot: slot)
-        let target = spares.withLock { state -> String? in
-            // Not before this server's first spare cleared the earlier server's (`keepSpare`).
-            guard state.cleared.contains(jobs), !state.clearing.contains(jobs), state.room(for: key) else { return nil }
+        let claimed = spares.withLock { state -> (path: String, clear: Bool)? in
+            guard !state.clearing.contains(jobs), state.room(for: key) else { return nil }
+            let clear = state.startClearing(jobs)
             state.recycling[key, default: 0] += 1
-            state.count += 1
-            return jobs + "/.spare/\(run)-\(state.count)"
+            return (state.nextName(in: jobs), clear)
         }
-        guard let target else { return }
-        let moved = (try? await BlockingIO.run { reusable(paths) && rename(paths.directory, target) == 0 }) ?? false
+        guard let (target, clear) = claimed else { return }
+        let moved = (try? await BlockingIO.run { () -> Bool in
+            if clear { removeTree(jobs + "/.spare") }
+            guard reusable(paths) else { return false }
+            // `.spare` is there after this server's first spare, unless someone removed it.
+            return rename(paths.directory, target) == 0
+                || (errno == ENOENT && mkdir(jobs + "/.spare", 0o755) == 0 && rename(paths.directory, target) == 0)
+        }) ?? false
         spares.withLock { state in
             state.recycling[key, default: 1] -= 1
+            if clear { state.clearing.remove(jobs) }
             if moved { state.made[key, default: []].append(target) }
         }
     }

@@ -1008,13 +1008,16 @@ public actor Scheduler: Service {
                 for text in lastLog { try await Self.appendLog(text, of: job.id, attempt: nil, to: store, at: now) }
                 guard isFinal else { return }   // an attempt that goes round again has no final outputs
                 let files = (try? await BlockingIO.run { OutputFiles.list(under: paths.outputs, limit: 1000) }) ?? []
+                // No outputs: its directory may hold nothing worth keeping, and go to the slot as a
+                // spare now, as the slot's next jobs start (not once the event below commits: it
+                // lingers for a shared transaction, and a burst of directories then came back at
+                // once to a slot with room for two, while later jobs made new ones).
+                if files.isEmpty { await executor.ended(job.id, on: slot) }
                 try await store.appendEvent(.outputs, job: job.id, data: .object([
                     "job": .string(job.id.rawValue),
                     "outputs": .array(files.map { .object(["name": .string($0.name), "size": .int($0.size),
                                                             "url": .string("/v1/jobs/\(job.id)/outputs/" + ($0.name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? $0.name))]) }),
                 ]), now: now)
-                // No outputs: its directory may hold nothing worth keeping, and go to the slot as a spare.
-                if files.isEmpty { await executor.ended(job.id, on: slot) }
             } catch {
                 logger.warning("could not record a job's final events", metadata: ["job": "\(job.id)", "error": "\(error)"])
             }

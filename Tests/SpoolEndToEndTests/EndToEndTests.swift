@@ -176,6 +176,32 @@ import Testing
         #expect((1...2).contains(spares.count), "\(spares)")
     }
 
+    /// Quiet jobs back to back give back their directories too, not only the first few: a job's
+    /// directory goes to its slot as the job ends, not when its last events commit (they linger
+    /// for a shared transaction, and a dozen jobs' directories came back at once to a slot with
+    /// room for two: each later job made new inodes, and the rest stayed on disk).
+    @Test func quietJobsBackToBackLeaveNoDirectories() async throws {
+        let server = try server()
+        try await server.start(["--slots", "1"])
+        defer { Task { await server.stop() } }
+        let ids = try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<40 { group.addTask { try self.id(try await server.submit("noop")) } }
+            return try await group.reduce(into: [String]()) { $0.append($1) }
+        }
+        for job in ids {
+            #expect(try await server.waitFor(job, ["succeeded", "failed", "canceled"])["state"] == "succeeded")
+        }
+        let jobs = server.dataDirectory + "/jobs/"
+        @Sendable func left() -> [String] { ids.filter { FileManager.default.fileExists(atPath: jobs + $0) } }
+        // The count is checked below, with what was left when the wait gave up.
+        try? await withDeadline(.seconds(30), "the quiet jobs' directories to go to the slot") {
+            while left().count > 2 { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(left().count <= 2, "\(left().count) of 40 kept a directory that holds nothing")
+        let spares = try FileManager.default.contentsOfDirectory(atPath: jobs + ".spare")
+        #expect((1...2).contains(spares.count), "a slot keeps two: \(spares)")
+    }
+
     @Test func aJobThatOverrunsItsTimeoutIsKilledWithItsGrandchild() async throws {
         let server = try server()
         try await server.start()

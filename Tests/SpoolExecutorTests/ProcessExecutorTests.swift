@@ -514,6 +514,25 @@ import Testing
         #expect(now.count == 1 && !now.contains("1-1"))
     }
 
+    /// A slot busy since the server started (it never went idle, so never made a spare) still
+    /// takes back its quiet jobs' directories; the first one it takes back removes the spares an
+    /// earlier server left, as a first spare made by an idle slot does.
+    @Test func aSlotBusySinceTheStartTakesBackDirectoriesAndRemovesAnEarlierServersSpares() async throws {
+        let left = directory + "/jobs/.spare/1-1"
+        try FileManager.default.createDirectory(atPath: left + "/outputs", withIntermediateDirectories: true)
+        let first = try prepare(["/bin/true"], startAhead: false)
+        #expect(await run(first) == .succeeded)
+        let directoryInode = inode(first.paths.directory)
+        await first.executor.ended(first.job.id, on: SlotID(0))
+        #expect(!FileManager.default.fileExists(atPath: first.paths.directory), "its directory went to the slot")
+        let now = try spares()
+        #expect(now.count == 1 && !now.contains("1-1"), "\(now)")
+
+        let second = another(first, input: .object([:]))
+        #expect(await run(second) == .succeeded)
+        #expect(inode(second.paths.directory) == directoryInode, "the next job ran in it")
+    }
+
     /// A FIFO made ahead that is no longer one when the job starts (something replaced it) is
     /// made again; the job's messages still arrive.
     @Test func aPreparedFIFOThatWasReplacedIsMadeAgain() async throws {
