@@ -91,9 +91,12 @@ enum JobFiles {
         var clearing: Set<String> = []
         var count = 0
 
-        /// A slot keeps two: one going idle is made one (`keepSpare`) before its last job's
-        /// directory can be recycled (once the job's end is recorded).
-        static let perSlot = 2
+        /// A slot keeps four: one going idle is made one (`keepSpare`) before its last job's
+        /// directory can be recycled (once the job's end is recorded), and quiet jobs back to
+        /// back give theirs back while the slot's next ones take them, on a loaded machine two
+        /// or three at once (with room for two, a recycle that found two in flight left its
+        /// directory on disk: 3 of 40 quiet jobs in two of eight runs beside two busy loops).
+        static let perSlot = 4
 
         func room(for key: Spare) -> Bool {
             (made[key]?.count ?? 0) + (making.contains(key) ? 1 : 0) + recycling[key, default: 0] < Self.perSlot

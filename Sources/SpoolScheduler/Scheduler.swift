@@ -1009,9 +1009,10 @@ public actor Scheduler: Service {
                 guard isFinal else { return }   // an attempt that goes round again has no final outputs
                 let files = (try? await BlockingIO.run { OutputFiles.list(under: paths.outputs, limit: 1000) }) ?? []
                 // No outputs: its directory may hold nothing worth keeping, and go to the slot as a
-                // spare now, as the slot's next jobs start (not once the event below commits: it
-                // lingers for a shared transaction, and a burst of directories then came back at
-                // once to a slot with room for two, while later jobs made new ones).
+                // spare now, while the slot's next jobs start, not once the event below commits (that
+                // write waits up to 20 ms for another to share a transaction with, and fails while
+                // the store is in trouble; directories that came back late came back together, more
+                // than a slot has room for).
                 if files.isEmpty { await executor.ended(job.id, on: slot) }
                 try await store.appendEvent(.outputs, job: job.id, data: .object([
                     "job": .string(job.id.rawValue),

@@ -173,14 +173,14 @@ import Testing
             #expect(outputs.status == 200 && outputs.json["outputs"] == .array([]))
         }
         let spares = try FileManager.default.contentsOfDirectory(atPath: server.dataDirectory + "/jobs/.spare")
-        #expect((1...2).contains(spares.count), "\(spares)")
+        #expect((1...4).contains(spares.count), "\(spares)")
     }
 
-    /// Quiet jobs back to back give back their directories too, not only the first few: a job's
-    /// directory goes to its slot as the job ends, not when its last events commit (they linger
-    /// for a shared transaction, and a dozen jobs' directories came back at once to a slot with
-    /// room for two: each later job made new inodes, and the rest stayed on disk).
-    @Test func quietJobsBackToBackLeaveNoDirectories() async throws {
+    /// Quiet jobs back to back on a server busy since its start give back their directories,
+    /// not only those after the slot first went idle (that made the first spare, which only then
+    /// let directories be recycled). A few may stay when several come back at once, more than
+    /// the slot has room for: at most four.
+    @Test func quietJobsBackToBackGiveBackTheirDirectories() async throws {
         let server = try server()
         try await server.start(["--slots", "1"])
         defer { Task { await server.stop() } }
@@ -195,11 +195,11 @@ import Testing
         @Sendable func left() -> [String] { ids.filter { FileManager.default.fileExists(atPath: jobs + $0) } }
         // The count is checked below, with what was left when the wait gave up.
         try? await withDeadline(.seconds(30), "the quiet jobs' directories to go to the slot") {
-            while left().count > 2 { try await Task.sleep(for: .milliseconds(20)) }
+            while left().count > 4 { try await Task.sleep(for: .milliseconds(20)) }
         }
-        #expect(left().count <= 2, "\(left().count) of 40 kept a directory that holds nothing")
+        #expect(left().count <= 4, "\(left().count) of 40 kept a directory that holds nothing")
         let spares = try FileManager.default.contentsOfDirectory(atPath: jobs + ".spare")
-        #expect((1...2).contains(spares.count), "a slot keeps two: \(spares)")
+        #expect((1...4).contains(spares.count), "a slot keeps four: \(spares)")
     }
 
     @Test func aJobThatOverrunsItsTimeoutIsKilledWithItsGrandchild() async throws {

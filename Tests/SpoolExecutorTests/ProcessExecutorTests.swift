@@ -445,8 +445,8 @@ import Testing
     }
 
     /// What a job leaves — an output, a file beside its own, a second name for one of its files —
-    /// keeps its directory where it is; and a slot keeps at most two spares.
-    @Test func aJobThatLeftSomethingKeepsItsDirectoryAndASlotKeepsTwoSpares() async throws {
+    /// keeps its directory where it is; and a slot keeps at most four spares.
+    @Test func aJobThatLeftSomethingKeepsItsDirectoryAndASlotKeepsFourSpares() async throws {
         let scripts = [#"touch "$SPOOL_OUTPUT_DIR/result""#, #"touch "$(dirname "$SPOOL_INPUT_FILE")/scratch""#,
                        #"ln "$SPOOL_INPUT_FILE" "$(dirname "$SPOOL_INPUT_FILE")/../linked-$$""#]
         for script in scripts {
@@ -461,10 +461,10 @@ import Testing
         let quiet = try prepare(["/bin/true"], startAhead: false)
         await quiet.executor.slotIdle(SlotID(0))
         var runs = [quiet]
-        for _ in 0..<3 { runs.append(another(quiet, input: .object([:]))) }
+        for _ in 0..<5 { runs.append(another(quiet, input: .object([:]))) }
         for job in runs { #expect(await run(job) == .succeeded) }   // the first takes the spare
         for job in runs { await job.executor.ended(job.job.id, on: SlotID(0)) }
-        #expect(try spares().count == 2)
+        #expect(try spares().count == 4)
         #expect(runs.filter { FileManager.default.fileExists(atPath: $0.paths.directory) }.count == 2, "the rest stay as they were")
     }
 
