@@ -172,11 +172,11 @@ enum JobFiles {
         }
         guard let (target, clear) = claimed else { return }
         let moved = (try? await BlockingIO.run { () -> Bool in
-            if clear { removeTree(jobs + "/.spare") }
-            guard reusable(paths) else { return false }
-            // `.spare` is there after this server's first spare, unless someone removed it.
-            return rename(paths.directory, target) == 0
-                || (errno == ENOENT && mkdir(jobs + "/.spare", 0o755) == 0 && rename(paths.directory, target) == 0)
+            if clear {
+                removeTree(jobs + "/.spare")
+                guard mkdir(jobs + "/.spare", 0o755) == 0 || errno == EEXIST else { return false }
+            }
+            return reusable(paths) && rename(paths.directory, target) == 0
         }) ?? false
         spares.withLock { state in
             state.recycling[key, default: 1] -= 1
