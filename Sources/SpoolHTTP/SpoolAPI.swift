@@ -314,7 +314,11 @@ public struct SpoolAPI: Sendable {
 
     func jobID(_ context: SpoolRequestContext) throws -> JobID {
         let text = context.parameters.get("id") ?? ""
-        guard let id = JobID(text) else { throw APIError.notFound("no job \(text)") }
+        guard let id = JobID(text) else {
+            // A submit with `array` answers with an array's id; say where it goes.
+            if ArraySpec.isValidID(text) { throw APIError.notFound("no job \(text): that is a job array's id, under /v1/arrays/\(text)") }
+            throw APIError.notFound("no job \(text)")
+        }
         return id
     }
 

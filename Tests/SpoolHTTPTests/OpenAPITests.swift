@@ -171,6 +171,102 @@ import Testing
         #expect(written.subtracting(declared).isEmpty, "undeclared in StateEventData: \(written.subtracting(declared).sorted())")
     }
 
+    /// Every link the document declares holds for each shape its response takes. A submit
+    /// answers a Job or a JobArray under the same status, so a link from it that sends `id` to
+    /// the job routes sent an array's id there: 404 for a resource just created (found by the
+    /// contract test's stateful phase, on the runs that happened to submit an array).
+    @Test func everyDeclaredLinkLeadsToAResourceForEachShapeOfItsResponse() async throws {
+        let document = try await document()
+        var operations: [String: (method: String, path: String)] = [:]
+        var declared: [String: [String: JSONValue]] = [:]   // "operationId status": its links
+        for (path, item) in document["paths"]?.objectValue ?? [:] {
+            for (method, operation) in item.objectValue ?? [:] {
+                guard let operationID = operation["operationId"]?.stringValue else { continue }
+                operations[operationID] = (method, path)
+                for (status, response) in operation["responses"]?.objectValue ?? [:] {
+                    if let links = response["links"]?.objectValue, !links.isEmpty { declared["\(operationID) \(status)"] = links }
+                }
+            }
+        }
+        #expect(!declared.isEmpty)
+        let links = declared, targets = operations
+
+        /// A response to follow links from: the operation and status it answered, the path
+        /// parameters of its request, and its body.
+        struct Sample { var key: String; var path: [String: String]; var body: JSONValue }
+        try await withClient { client in
+            func call(_ method: HTTPRequest.Method, _ uri: String, body: JSONValue? = nil,
+                      headers: HTTPFields = [:]) async throws -> (HTTPResponse.Status, JSONValue?) {
+                var headers = headers
+                if body != nil { headers[.contentType] = "application/json" }
+                return try await client.execute(uri: uri, method: method, headers: headers,
+                                                body: body.map { ByteBuffer(string: $0.canonicalText) }) { response in
+                    (response.status, try? Self.decode(response.body))
+                }
+            }
+            var samples: [Sample] = []
+            func submit(_ body: JSONValue, key: String) async throws -> String {
+                let (created, first) = try await call(.post, "/v1/jobs", body: body, headers: [HTTPField.Name("Idempotency-Key")!: key])
+                let (repeated, again) = try await call(.post, "/v1/jobs", body: body, headers: [HTTPField.Name("Idempotency-Key")!: key])
+                #expect(created == .created && repeated == .ok, "\(body.canonicalText)")
+                samples.append(Sample(key: "submitJob 201", path: [:], body: first ?? .null))
+                samples.append(Sample(key: "submitJob 200", path: [:], body: again ?? .null))
+                return first?["id"]?.stringValue ?? ""
+            }
+            let job = try await submit(.object(["type": .string("noop")]), key: "one")
+            let array = try await submit(.object(["type": .string("noop"), "array": .object(["items": .array([.object([:]), .object([:])])])]), key: "two")
+            let (_, tasks) = try await call(.get, "/v1/arrays/\(array)/tasks")
+            samples.append(Sample(key: "listArrayTasks 200", path: ["id": array], body: tasks ?? .null))
+            let task = tasks?["tasks"]?.arrayValue?.first?["id"]?.stringValue ?? ""
+            for id in [job, task] {
+                samples.append(Sample(key: "getJob 200", path: ["id": id], body: try await call(.get, "/v1/jobs/\(id)").1 ?? .null))
+            }
+            samples.append(Sample(key: "getArray 200", path: ["id": array], body: try await call(.get, "/v1/arrays/\(array)").1 ?? .null))
+            #expect(Set(links.keys).isSubset(of: samples.map(\.key)),
+                    "links from a response this test does not make: \(Set(links.keys).subtracting(samples.map(\.key)).sorted())")
+
+            var followed: Set<String> = []
+            for sample in samples {
+                for (name, link) in links[sample.key] ?? [:] {
+                    let target = link["operationId"]?.stringValue ?? ""
+                    guard let (method, path) = targets[target] else { Issue.record("\(sample.key) \(name): no operation \(target)"); continue }
+                    var uri: String? = path
+                    for (parameter, expression) in link["parameters"]?.objectValue ?? [:] {
+                        let value = Self.evaluate(expression.stringValue ?? "", request: sample.path, response: sample.body)
+                        uri = value.flatMap { uri?.replacingOccurrences(of: "{\(parameter)}", with: $0) }
+                    }
+                    // A pointer that finds nothing: the link does not apply to this shape.
+                    guard let uri else { continue }
+                    followed.insert("\(sample.key) \(name)")
+                    let (status, problem) = try await call(HTTPRequest.Method(method.uppercased())!, uri)
+                    #expect(status != .notFound && status != .badRequest,
+                            "\(sample.key) → \(name) \(method.uppercased()) \(uri): \(status.code) \(problem?["detail"]?.stringValue ?? "")")
+                }
+            }
+            // An array's id at a job route is still a 404, one that says where the array is.
+            let (status, problem) = try await call(.post, "/v1/jobs/\(array)/cancel")
+            #expect(status == .notFound && problem?["detail"]?.stringValue == "no job \(array): that is a job array's id, under /v1/arrays/\(array)")
+            let everyLink = links.flatMap { key, named in named.keys.map { "\(key) \($0)" } }
+            #expect(Set(everyLink) == followed, "links that never applied: \(Set(everyLink).subtracting(followed).sorted())")
+        }
+    }
+
+    /// An OpenAPI runtime expression: `$response.body#/json/pointer` or `$request.path.name`;
+    /// nil where it finds nothing (or is of a form this document should not use).
+    static func evaluate(_ expression: String, request: [String: String], response: JSONValue) -> String? {
+        if expression.hasPrefix("$request.path.") { return request[String(expression.dropFirst("$request.path.".count))] }
+        guard expression.hasPrefix("$response.body#/") else {
+            Issue.record("unsupported runtime expression \(expression)")
+            return nil
+        }
+        var value: JSONValue? = response
+        for token in expression.dropFirst("$response.body#/".count).split(separator: "/", omittingEmptySubsequences: false) {
+            let key = token.replacingOccurrences(of: "~1", with: "/").replacingOccurrences(of: "~0", with: "~")
+            value = Int(key).flatMap { index in value?.arrayValue.flatMap { $0.indices.contains(index) ? $0[index] : nil } } ?? value?[key]
+        }
+        return value?.stringValue
+    }
+
     @Test func aServedPathWithAnotherMethodIs405WithAllow() async throws {
         try await withClient { client in
             let id = JobID.random().rawValue
