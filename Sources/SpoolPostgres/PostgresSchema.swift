@@ -253,6 +253,10 @@ enum PostgresSchema {
             // the count below is exact.
             "INSERT INTO queue_counts (priority, backend, queued) SELECT priority, 0, count(*) FROM jobs WHERE state = 'queued' GROUP BY priority",
         ]),
+        (10, "retention", [
+            // Retention's read: the ended jobs by when they ended (a job enters it at its end).
+            "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL",
+        ]),
     ]
 
     /// Applies the migrations this database has not seen, in one transaction under the lock.

@@ -173,6 +173,10 @@ enum SQLiteSchema {
                 CREATE INDEX jobs_array ON jobs(array_id, array_index) WHERE array_id IS NOT NULL;
                 """)
         }
+        migrator.registerMigration("v9-retention") { db in
+            // Retention's read: the ended jobs by when they ended (a job enters it at its end).
+            try db.execute(sql: "CREATE INDEX jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL")
+        }
         return migrator
     }
 }

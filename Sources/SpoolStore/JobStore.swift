@@ -79,6 +79,13 @@ public protocol JobStore: Sendable {
     /// or `startBy` of a queued job; nil when no queued job has either.
     func nextTimer(after now: Timestamp) async throws -> Timestamp?
 
+    /// Retention: deletes the jobs that ended (succeeded, failed or canceled) before `cutoff`,
+    /// oldest end first, at most `limit` of them, with their events, webhook deliveries and
+    /// stored files; returns their ids. A task of a job array goes only once every task of its
+    /// array has ended before `cutoff`, so an array is never cut while any of it is recent. A
+    /// deleted job's idempotency key is free again.
+    func deleteEnded(before cutoff: Timestamp, limit: Int) async throws -> [JobID]
+
     /// Subscribes to changes of one job; register *before* reading it so no change is missed.
     func watch(_ id: JobID) -> JobWatch
 

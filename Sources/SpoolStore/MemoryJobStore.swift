@@ -254,6 +254,21 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
 
     public func tokens() async throws -> [TokenRecord] { tokensByName.values.sorted { $0.name < $1.name } }
 
+    public func deleteEnded(before cutoff: Timestamp, limit: Int) async throws -> [JobID] {
+        func gone(_ job: Job) -> Bool { job.state.isTerminal && (job.finishedAt.map { $0 < cutoff } ?? false) }
+        var arrays: [String: Bool] = [:]
+        for job in jobsByID.values { if let array = job.array?.id { arrays[array] = (arrays[array] ?? true) && gone(job) } }
+        let doomed = jobsByID.values.filter { gone($0) && ($0.array.map { arrays[$0.id] == true } ?? true) }
+            .sorted { ($0.finishedAt!, $0.sequence) < ($1.finishedAt!, $1.sequence) }.prefix(max(0, limit))
+        for job in doomed {
+            jobsByID[job.id] = nil
+            if let key = job.idempotencyKey { idsByKey[(job.owner ?? "") + "\u{0}" + key] = nil }
+        }
+        let ids = Set(doomed.map(\.id))
+        eventLog.removeAll { ids.contains($0.job) }
+        return doomed.map(\.id)
+    }
+
     public func revokeToken(named name: String) async throws -> Bool { tokensByName.removeValue(forKey: name) != nil }
 
     public func sessionKey() async throws -> [UInt8] {

@@ -7,8 +7,8 @@ import Synchronization
 public final class FlakyStore: LocalJobStore {
     /// `lookUp` is `peekNext`; `commit` counts as `finish` when it records an attempt's end,
     /// else as `claim`; `timers` is `expireDeadlines`, the first call when the queue's timer fires;
-    /// `readEvents` is `events(after:...)`, which `webhookEvents` reads through.
-    public enum Operation: Sendable, Hashable { case claim, finish, enqueue, appendEvent, queuedCount, lookUp, timers, readEvents }
+    /// `readEvents` is `events(after:...)`, which `webhookEvents` reads through; `retention` is `deleteEnded`.
+    public enum Operation: Sendable, Hashable { case claim, finish, enqueue, appendEvent, queuedCount, lookUp, timers, readEvents, retention }
 
     /// Where a held call waits: before it reaches the store, or once the store has answered and
     /// before its caller hears the answer (a reply still on its way: what it read may be stale
@@ -168,6 +168,10 @@ public final class FlakyStore: LocalJobStore {
         return try await base.expireDeadlines(now: now)
     }
     public func nextTimer(after now: Timestamp) async throws -> Timestamp? { try await base.nextTimer(after: now) }
+    public func deleteEnded(before cutoff: Timestamp, limit: Int) async throws -> [JobID] {
+        try await pass(.retention)
+        return try await base.deleteEnded(before: cutoff, limit: limit)
+    }
     public func claimNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>, now: Timestamp) async throws -> Job? {
         try await pass(.claim)
         guard let local = base as? any LocalJobStore else {

@@ -1,0 +1,70 @@
+// JobStoreConformanceTests: retention (`deleteEnded`). Jobs that ended before the cutoff go,
+// oldest end first, with their events; nothing queued, running or recent does; an array goes
+// only whole.
+
+import SpoolCore
+import SpoolStore
+import Testing
+
+extension JobStoreConformanceTests {
+    /// Claims and ends `job` (its only attempt) at `end`.
+    func end(_ job: Job, in store: any JobStore, outcome: JobOutcome = .succeeded, at end: Int64) async throws {
+        let claimed = try #require(try await store.claimNext(for: SlotID(0), now: at(end - 1)))
+        #expect(claimed.id == job.id)
+        _ = try await store.finish(job.id, attempt: 1, outcome: outcome, now: at(end), claimNextFor: nil)
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func jobsThatEndedBeforeTheCutoffAreDeletedOldestEndFirstWithTheirEvents(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            // Ended at 3,000, 2,000 (failed) and 4,000 µs; one canceled in the queue at 2,500;
+            // one ended at 9,000 (after the cutoff); one running; one queued.
+            let early = try await store.create(makeJob(key: "early"))
+            let failed = try await store.create(makeJob())
+            let late = try await store.create(makeJob())
+            let recent = try await store.create(makeJob())
+            try await end(early, in: store, at: 3_000)
+            try await end(failed, in: store, outcome: .exited(code: 1), at: 2_000)
+            try await end(late, in: store, at: 4_000)
+            try await end(recent, in: store, at: 9_000)
+            let canceled = try await store.create(makeJob())
+            _ = try await store.cancel(canceled.id, now: at(2_500))
+            let running = try await store.create(makeJob())
+            _ = try await store.claimNext(for: SlotID(1), now: at(1_500))
+            let queued = try await store.create(makeJob())
+            try await store.appendEvent(.log, job: early.id, data: .object(["line": .string("kept until now")]), now: at(2_900))
+            _ = try await store.events(job: early.id) { !$0.isEmpty }
+
+            // Two at a time: the two oldest ends first.
+            #expect(try await store.deleteEnded(before: at(5_000), limit: 2) == [failed.id, canceled.id])
+            #expect(try await store.deleteEnded(before: at(5_000), limit: 10) == [early.id, late.id])
+            #expect(try await store.deleteEnded(before: at(5_000), limit: 10) == [])
+            for gone in [early, failed, late, canceled] { #expect(try await store.job(gone.id) == nil) }
+            for kept in [recent, running, queued] { #expect(try await store.job(kept.id) != nil) }
+            #expect(try await store.events(after: 0, job: early.id, limit: 100).isEmpty)
+            #expect(try await store.events(after: 0, job: recent.id, limit: 100).isEmpty == false)
+
+            // Its idempotency key is free again: the same key makes a new job.
+            let again = makeJob(key: "early")
+            #expect(try await store.enqueue(again).created?.id == again.id)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func anArraysTasksAreDeletedOnlyOnceEveryTaskEndedBeforeTheCutoff(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let id = ArraySpec.newID()
+            let stored = try await store.enqueueArray(tasks(id, count: 3), limits: QueueLimits())
+            try await end(stored[0], in: store, at: 2_000)
+            try await end(stored[1], in: store, at: 3_000)
+            // The third still queued: nothing of the array goes.
+            #expect(try await store.deleteEnded(before: at(10_000), limit: 10) == [])
+            try await end(stored[2], in: store, at: 8_000)
+            // All ended, the last after the cutoff: still nothing.
+            #expect(try await store.deleteEnded(before: at(5_000), limit: 10) == [])
+            #expect(try await store.arraySummary(id)?.size == 3)
+            #expect(try await store.deleteEnded(before: at(10_000), limit: 10) == stored.map(\.id))
+            #expect(try await store.arraySummary(id) == nil)
+        }
+    }
+}
