@@ -40,6 +40,7 @@ enum MetricsExport {
         "spool_slots_quarantined": "GPU slots in quarantine now (they take no jobs).",
         "spool_slot_quarantines_total": "GPU slots quarantined, by slot and cause (failures, gpu_health).",
         "spool_worker_restarts_total": "Warm workers replaced, by reason and job type.",
+        "spool_jobs_deleted_total": "Ended jobs deleted past retention_days, with their files.",
         "spool_jobs_rescued_total": "Jobs of a lost node taken back by this one (shared store), by outcome.",
         "spool_lease_renewal_failures_total": "Times this node could not renew its running jobs' leases (shared store).",
         "spool_attempts_fenced_total": "Attempts stopped on this node because their job was rescued elsewhere (shared store).",

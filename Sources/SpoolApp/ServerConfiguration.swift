@@ -85,6 +85,8 @@ public struct ServerConfiguration: Sendable {
     /// argv run pinned to a quarantined slot's GPU; exit 0 releases the slot.
     public var gpuSelfTest: [String]?
     public var gpuSelfTestTimeoutSeconds: Double = 120
+    /// Days an ended job is kept (its row, events, webhook deliveries and files); 0: forever.
+    public var retentionDays: Double = 30
 
     public init() {}
 
@@ -113,6 +115,7 @@ public struct ServerConfiguration: Sendable {
         "auth", "metrics_public", "allowed_hosts", "cors_origins", "max_queued", "tls_cert", "tls_key", "header_timeout_s",
         "max_connections", "webhook_allow_private",
         "quarantine_after_failures", "gpu_health_interval_s", "gpu_self_test", "gpu_self_test_timeout_s",
+        "retention_days",
     ]
     static let jobTypeKeys = Set(["command", "timeout_s", "max_attempts", "retry", "dedup", "input_schema", "env", "working_dir", "mode"])
         .union(workerKeys)
@@ -229,6 +232,9 @@ public struct ServerConfiguration: Sendable {
         case "max_queued": maxQueued = try integer(1...100_000_000)
         case "quarantine_after_failures": quarantineAfterFailures = try integer(0...1000)
         case "gpu_health_interval_s": gpuHealthIntervalSeconds = try seconds()
+        case "retention_days":
+            guard let number = value.doubleValue, number >= 0, number <= 36_500 else { throw fail("a number of days (0 to 36500; 0 keeps ended jobs forever)") }
+            retentionDays = number
         case "gpu_self_test_timeout_s":
             guard let number = value.doubleValue, number > 0, number <= 86_400 else { throw fail("a number of seconds above 0 (at most 86400)") }
             gpuSelfTestTimeoutSeconds = number

@@ -111,6 +111,7 @@ public enum SpoolServer {
         } else {
             startup["sqlite_synchronous"] = "\(configuration.synchronous.rawValue)"
         }
+        startup["retention_days"] = configuration.retentionDays > 0 ? "\(configuration.retentionDays)" : "forever"
         logger.info("spool starting", metadata: startup)
         if !Failpoints.enabled.isEmpty {
             logger.warning("crash-test failpoints are on (SPOOL_FAILPOINTS); this server will hang on purpose",
@@ -139,6 +140,11 @@ public enum SpoolServer {
         }
         if let monitor = gpuMonitor(configuration, slots: slots, scheduler: scheduler, clock: clock, logger: logger) {
             services.append(.init(service: monitor))
+        }
+        if configuration.retentionDays > 0 {
+            let retention = RetentionSweeper.Configuration(retention: .milliseconds(Int64(configuration.retentionDays * 86_400_000)))
+            services.append(.init(service: RetentionSweeper(store: store, dataDirectory: dataDirectory, configuration: retention,
+                                                            clock: clock, logger: logger)))
         }
         services.append(.init(service: scheduler, successTerminationBehavior: .gracefullyShutdownGroup))
         let group = ServiceGroup(configuration: .init(

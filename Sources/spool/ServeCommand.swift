@@ -14,6 +14,7 @@ struct NodeOptions: ParsableArguments {
     @Option(name: .long, help: "GPUs to use: auto (one slot per GPU nvidia-smi lists), none, or a list like 0,2.") var gpus: String?
     @Option(name: .customLong("kill-grace"), help: "Seconds between SIGTERM and SIGKILL when a job is stopped (default 10).") var killGrace: Double?
     @Option(name: .customLong("shutdown-grace"), help: "Seconds running jobs may finish after SIGTERM before they are requeued (default 30).") var shutdownGrace: Double?
+    @Option(name: .customLong("retention-days"), help: "Days an ended job is kept with its logs and outputs; 0 keeps them forever (default 30).") var retentionDays: Double?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String = "info"
     @Option(name: .customLong("log-format"), help: "text (default) or json (one object per line, for log shippers).") var logFormat: String = "text"
 
@@ -26,7 +27,7 @@ struct NodeOptions: ParsableArguments {
             let flags: [(String, String?)] = [
                 ("data_dir", dataDir), ("store", store), ("node", node), ("lease_s", lease.map { "\($0)" }),
                 ("slots", slots.map(String.init)), ("gpus", gpus), ("kill_grace_s", killGrace.map { "\($0)" }),
-                ("shutdown_grace_s", shutdownGrace.map { "\($0)" }),
+                ("shutdown_grace_s", shutdownGrace.map { "\($0)" }), ("retention_days", retentionDays.map { "\($0)" }),
             ] + extra
             for case let (key, text?) in flags {
                 let flag = "--" + (key == "lease_s" ? "lease" : key.replacingOccurrences(of: "_s", with: "").replacingOccurrences(of: "_", with: "-"))

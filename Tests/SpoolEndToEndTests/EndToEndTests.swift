@@ -202,6 +202,33 @@ import Testing
         #expect((1...4).contains(spares.count), "a slot keeps four: \(spares)")
     }
 
+    /// Retention on a real server: an ended job stays for `retention_days`, then a pass deletes
+    /// its row, its log and its directory, and its Idempotency-Key makes a new job.
+    @Test func anEndedJobIsDeletedWithItsFilesOnceItIsOlderThanTheRetention() async throws {
+        let retention = 0.00005 * 86_400   // 4.32 s; a pass every second
+        let server = try server(extra: ["retention_days": .double(0.00005)])
+        try await server.start(["--slots", "1"])
+        defer { Task { await server.stop() } }
+        let job = try id(try await server.submit("fail", .object(["code": 0]), key: "once"))
+        let done = try await server.waitFor(job, ["succeeded", "failed", "canceled"])
+        #expect(done["state"] == "succeeded")
+        let finished = try #require(done["finished_at"]?.stringValue.flatMap(Timestamp.init))
+        let directory = server.dataDirectory + "/jobs/" + job
+        #expect(FileManager.default.fileExists(atPath: directory + "/log.txt"), "a job that logged keeps its directory")
+        #expect(String(decoding: try await server.request(.GET, "/v1/jobs/\(job)/logs").body, as: UTF8.self).contains("failing"))
+
+        try await withDeadline(.seconds(60), "the job's deletion") {
+            while try await server.request(.GET, "/v1/jobs/\(job)").status != 404 { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        let gone = WallClock.now()
+        #expect(gone.microseconds - finished.microseconds >= Int64(retention * 1e6), "deleted \(gone.microseconds - finished.microseconds) µs after its end")
+        #expect(!FileManager.default.fileExists(atPath: directory))
+        #expect(try await server.request(.GET, "/v1/jobs/\(job)/logs").status == 404)
+        #expect(try await server.request(.GET, "/v1/jobs").json["jobs"] == .array([]))
+        let again = try id(try await server.submit("fail", .object(["code": 0]), key: "once"))
+        #expect(again != job)
+    }
+
     @Test func aJobThatOverrunsItsTimeoutIsKilledWithItsGrandchild() async throws {
         let server = try server()
         try await server.start()
