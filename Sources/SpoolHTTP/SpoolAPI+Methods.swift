@@ -11,7 +11,7 @@ extension SpoolAPI {
         ("/openapi.json", [.get]),
         ("/v1/types", [.get]),
         ("/v1/jobs", [.get, .post]),
-        ("/v1/jobs/:id", [.get]),
+        ("/v1/jobs/:id", [.get, .delete]),
         ("/v1/jobs/:id/cancel", [.post]),
         ("/v1/jobs/:id/logs", [.get]),
         ("/v1/jobs/:id/outputs", [.get]),

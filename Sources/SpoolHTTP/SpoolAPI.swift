@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import ServiceLifecycle
 import SpoolCore
+import SpoolExecutor
 import SpoolScheduler
 import SpoolStore
 import SpoolWebhooks
@@ -76,6 +77,7 @@ public struct SpoolAPI: Sendable {
         router.post("/v1/jobs", use: submit)
         router.get("/v1/jobs", use: list)
         router.get("/v1/jobs/:id", use: show)
+        router.delete("/v1/jobs/:id", use: deleteJob)
         router.post("/v1/jobs/:id/cancel", use: cancel)
         router.get("/v1/jobs/:id/logs", use: logs)
         router.get("/v1/jobs/:id/outputs", use: outputs)
@@ -184,6 +186,27 @@ public struct SpoolAPI: Sendable {
             return json(JobWire(job: job), status: .accepted)
         case .alreadyFinished(let job):
             throw APIError.conflict("already-finished", "job \(id) already finished (\(job.state.rawValue)); there is nothing to cancel")
+        }
+    }
+
+    /// Deletes an ended job with its events, webhook deliveries, log and outputs, as retention
+    /// does (204). A queued or running job is a 409 (cancel it first); so is a task of a job
+    /// array, which goes with its array.
+    @Sendable func deleteJob(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        let id = try jobID(context)
+        _ = try await find(id, for: context.principal)
+        switch try await store.delete(id) {
+        case .notFound:
+            throw APIError.notFound("no job \(id)")
+        case .notEnded(let job):
+            throw APIError.conflict("not-ended", "job \(id) is \(job.state.rawValue): cancel it, then delete it once it has ended")
+        case .arrayTask(let job):
+            throw APIError.conflict("array-task", "job \(id) is a task of job array \(job.array?.id ?? ""): it is deleted with its array (retention_days)")
+        case .deleted:
+            // This node's copy of its files; another node's goes with that node's next retention
+            // pass that finds the directory old.
+            _ = try? await BlockingIO.run { [dataDirectory] in JobDirectories.remove(id, in: dataDirectory) }
+            return Response(status: .noContent)
         }
     }
 

@@ -31,4 +31,21 @@ extension PostgresJobStore {
             return deleted.sorted { ($0.end, $0.seq) < ($1.end, $1.seq) }.compactMap { JobID($0.id) }
         }
     }
+
+    /// The job's row, events, webhook deliveries and shared files go in one transaction. Its
+    /// directory stays on the node that ran it until that node's retention pass finds it old.
+    public func delete(_ id: JobID) async throws -> DeleteResult {
+        try await transaction("delete the job") { connection in
+            guard let job = try await Self.fetchJob(where: "j.id = \(id.rawValue)", locking: true, on: connection, logger: self.logger) else {
+                return .notFound
+            }
+            guard job.state.isTerminal else { return .notEnded(job) }
+            guard job.array == nil else { return .arrayTask(job) }
+            try await connection.query("DELETE FROM events WHERE job_id = \(id.rawValue)", logger: self.logger)
+            try await connection.query("DELETE FROM webhook_deliveries WHERE job_id = \(id.rawValue)", logger: self.logger)
+            try await connection.query("DELETE FROM job_files WHERE job_id = \(id.rawValue)", logger: self.logger)
+            try await connection.query("DELETE FROM jobs WHERE id = \(id.rawValue)", logger: self.logger)
+            return .deleted(job)
+        }
+    }
 }

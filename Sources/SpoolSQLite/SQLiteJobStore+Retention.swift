@@ -15,16 +15,33 @@ extension SQLiteJobStore {
                           AND (task.state NOT IN ('succeeded', 'failed', 'canceled') OR task.finished_at >= ?1)))
                     ORDER BY finished_at, seq LIMIT ?2
                     """, arguments: [cutoff.microseconds, limit])
-                for id in ids {
-                    try db.execute(cached: "DELETE FROM events WHERE job_id = ?", arguments: [id])
-                    // Its attempts go with it (ON DELETE CASCADE).
-                    try db.execute(cached: "DELETE FROM webhook_deliveries WHERE job_id = ?", arguments: [id])
-                    try db.execute(cached: "DELETE FROM jobs WHERE id = ?", arguments: [id])
-                }
+                for id in ids { try Self.deleteRows(of: id, in: db) }
                 return ids.compactMap(JobID.init)
             }
         } catch {
             throw Self.translate(error, doing: "delete the ended jobs")
         }
+    }
+
+    public func delete(_ id: JobID) async throws -> DeleteResult {
+        do {
+            return try await pool.write { db in
+                guard let row = try Row.fetchOne(db, cached: "SELECT * FROM jobs WHERE id = ?", arguments: [id.rawValue]) else { return .notFound }
+                let job = try Self.job(from: row)
+                guard job.state.isTerminal else { return .notEnded(job) }
+                guard job.array == nil else { return .arrayTask(job) }
+                try Self.deleteRows(of: id.rawValue, in: db)
+                return .deleted(job)
+            }
+        } catch {
+            throw Self.translate(error, doing: "delete the job")
+        }
+    }
+
+    /// A job's row, its events and its webhook deliveries (their attempts by cascade).
+    private static func deleteRows(of id: String, in db: Database) throws {
+        try db.execute(cached: "DELETE FROM events WHERE job_id = ?", arguments: [id])
+        try db.execute(cached: "DELETE FROM webhook_deliveries WHERE job_id = ?", arguments: [id])
+        try db.execute(cached: "DELETE FROM jobs WHERE id = ?", arguments: [id])
     }
 }

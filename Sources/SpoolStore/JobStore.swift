@@ -86,6 +86,11 @@ public protocol JobStore: Sendable {
     /// deleted job's idempotency key is free again.
     func deleteEnded(before cutoff: Timestamp, limit: Int) async throws -> [JobID]
 
+    /// Deletes one ended job as `deleteEnded` does (its events, webhook deliveries and stored
+    /// files with it). A queued or running job stays (`.notEnded`), and so does a task of a job
+    /// array, which goes only with its whole array (`.arrayTask`).
+    func delete(_ id: JobID) async throws -> DeleteResult
+
     /// Subscribes to changes of one job; register *before* reading it so no change is missed.
     func watch(_ id: JobID) -> JobWatch
 
@@ -153,6 +158,16 @@ extension JobStore {
     public func finish(_ id: JobID, attempt: Int, outcome: JobOutcome, now: Timestamp, claimNextFor slot: SlotID?) async throws -> FinishResult {
         try await finish(id, attempt: attempt, outcome: outcome, result: nil, now: now, claimNextFor: slot, excluding: [])
     }
+}
+
+/// What `delete` did.
+public enum DeleteResult: Sendable {
+    case deleted(Job)
+    case notFound
+    /// It is queued or running: cancel it first.
+    case notEnded(Job)
+    /// A task of a job array: it goes with its array.
+    case arrayTask(Job)
 }
 
 /// What `finish` did.

@@ -260,13 +260,26 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
         for job in jobsByID.values { if let array = job.array?.id { arrays[array] = (arrays[array] ?? true) && gone(job) } }
         let doomed = jobsByID.values.filter { gone($0) && ($0.array.map { arrays[$0.id] == true } ?? true) }
             .sorted { ($0.finishedAt!, $0.sequence) < ($1.finishedAt!, $1.sequence) }.prefix(max(0, limit))
-        for job in doomed {
+        remove(Array(doomed))
+        return doomed.map(\.id)
+    }
+
+    public func delete(_ id: JobID) async throws -> DeleteResult {
+        guard let job = jobsByID[id] else { return .notFound }
+        guard job.state.isTerminal else { return .notEnded(job) }
+        guard job.array == nil else { return .arrayTask(job) }
+        remove([job])
+        return .deleted(job)
+    }
+
+    /// Forgets `jobs`, their idempotency keys and their events.
+    private func remove(_ jobs: [Job]) {
+        for job in jobs {
             jobsByID[job.id] = nil
             if let key = job.idempotencyKey { idsByKey[(job.owner ?? "") + "\u{0}" + key] = nil }
         }
-        let ids = Set(doomed.map(\.id))
+        let ids = Set(jobs.map(\.id))
         eventLog.removeAll { ids.contains($0.job) }
-        return doomed.map(\.id)
     }
 
     public func revokeToken(named name: String) async throws -> Bool { tokensByName.removeValue(forKey: name) != nil }

@@ -229,6 +229,21 @@ struct CancelCommand: AsyncParsableCommand {
     }
 }
 
+struct DeleteCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "delete", abstract: "Delete an ended job with its log and outputs.",
+        discussion: "A queued or running job is refused: cancel it first. The server deletes ended jobs itself after retention_days.")
+    @Argument(help: "The job id.") var id: String
+    @OptionGroup var server: ServerOptions
+
+    func run() async throws {
+        await clientCommand {
+            _ = try await server.client.delete("/v1/jobs/\(id)")
+            print("\(id): deleted")
+        }
+    }
+}
+
 struct ReleaseSlotCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "release-slot",
                                                     abstract: "Bring a quarantined GPU slot back (an administrator's token).")

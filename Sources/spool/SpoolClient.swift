@@ -112,6 +112,12 @@ struct SpoolClient {
         return try await send(request, timeout: .seconds(30))
     }
 
+    func delete(_ path: String) async throws -> (HTTPResponseStatus, HTTPHeaders, ByteBuffer) {
+        var request = HTTPClientRequest(url: base + path)
+        request.method = .DELETE
+        return try await send(request, timeout: .seconds(30))
+    }
+
     /// The job's output files.
     func outputs(of job: String) async throws -> [OutputView] {
         struct List: Decodable { let outputs: [OutputView] }

@@ -391,6 +391,13 @@ import Testing
         let missing = try await runCLI(["status", "job_00000000000000000000000000", "--server", server.url])
         #expect(missing.status == 1)
         #expect(missing.stderr == "spool: no job job_00000000000000000000000000\n")
+
+        // `spool delete`: the job and its directory go; a second try is the server's 404 in one line.
+        let deleted = try await runCLI(["delete", jobID, "--server", server.url])
+        #expect(deleted.status == 0 && deleted.stdout == "\(jobID): deleted\n", "\(deleted.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: server.dataDirectory + "/jobs/" + jobID))
+        let again = try await runCLI(["delete", jobID, "--server", server.url])
+        #expect(again.status == 1 && again.stderr == "spool: no job \(jobID)\n")
     }
 
     @Test func aBadConfigFileStopsStartupWithOneLine() async throws {

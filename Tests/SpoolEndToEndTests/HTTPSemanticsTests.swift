@@ -37,9 +37,9 @@ import Testing
             if let length = head.header("Content-Length") { #expect(Int(length) == get.body.count, "\(path)") }
         }
         #expect(try await server.request(.HEAD, "/v1/jobs/\(JobID.random().rawValue)").status == 404)
-        let wrong = try await server.request(.DELETE, "/v1/jobs/\(id)")
+        let wrong = try await server.request(.PUT, "/v1/jobs/\(id)")
         #expect(wrong.status == 405)
-        #expect(wrong.header("Allow") == "GET, HEAD")
+        #expect(wrong.header("Allow") == "GET, HEAD, DELETE")
     }
 
     @Test func outputsHaveValidatorsConditionalGetsAndRanges() async throws {

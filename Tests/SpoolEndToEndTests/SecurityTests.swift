@@ -51,7 +51,7 @@ import Testing
         let never = JobID.random().rawValue
         for id in [blocker, queued, never] {
             for (method, path) in [(HTTPMethod.GET, "/v1/jobs/\(id)"), (.GET, "/v1/jobs/\(id)?wait=1"), (.POST, "/v1/jobs/\(id)/cancel"),
-                                   (.GET, "/v1/jobs/\(id)/logs"), (.GET, "/v1/jobs/\(id)/outputs"), (.GET, "/v1/jobs/\(id)/outputs/a.txt"),
+                                   (.DELETE, "/v1/jobs/\(id)"), (.GET, "/v1/jobs/\(id)/logs"), (.GET, "/v1/jobs/\(id)/outputs"), (.GET, "/v1/jobs/\(id)/outputs/a.txt"),
                                    (.GET, "/v1/jobs/\(id)/webhooks"), (.GET, "/v1/jobs/\(id)/events")] {
                 let reply = try await server.request(method, path, headers: server.bearer(bob))
                 #expect(reply.status == 404, "\(method) \(path) as bob")

@@ -23,7 +23,7 @@ import Testing
         "/openapi.json": ["get"],
         "/v1/types": ["get"],
         "/v1/jobs": ["get", "post"],
-        "/v1/jobs/{id}": ["get"],
+        "/v1/jobs/{id}": ["get", "delete"],
         "/v1/jobs/{id}/cancel": ["post"],
         "/v1/jobs/{id}/logs": ["get"],
         "/v1/jobs/{id}/outputs": ["get"],
@@ -271,7 +271,7 @@ import Testing
         try await withClient { client in
             let id = JobID.random().rawValue
             for (uri, method, allow) in [("/v1/jobs", HTTPRequest.Method.delete, "GET, HEAD, POST"), ("/v1/queue", .post, "GET, HEAD"),
-                                         ("/v1/jobs/\(id)", .delete, "GET, HEAD"), ("/v1/jobs/\(id)/cancel", .get, "POST"),
+                                         ("/v1/jobs/\(id)", .put, "GET, HEAD, DELETE"), ("/v1/jobs/\(id)/cancel", .get, "POST"),
                                          ("/v1/jobs/\(id)/outputs/a/b.txt", .put, "GET, HEAD"), ("/openapi.json", .options, "GET, HEAD")] {
                 try await client.execute(uri: uri, method: method) { response in
                     #expect(response.status == .methodNotAllowed, "\(method) \(uri)")

@@ -204,6 +204,31 @@ import Testing
         }
     }
 
+    @Test func deleteRemovesAnEndedJobWithItsFilesAndRefusesOneThatHasNotEnded() async throws {
+        try await withClient { client in
+            let id = try await submit(client, "x")["id"]?.stringValue ?? ""
+            try await client.execute(uri: "/v1/jobs/\(id)", method: .delete) { response in
+                #expect(response.status == .conflict)
+                let problem = try decode(response)
+                #expect(problem["type"]?.stringValue == "urn:spool:problem:not-ended")
+            }
+            #expect(try await store.job(JobID(id)!) != nil)
+            _ = try await store.cancel(JobID(id)!, now: WallClock.now())
+            let paths = JobPaths(dataDirectory: dataDirectory, job: JobID(id)!)
+            try FileManager.default.createDirectory(atPath: paths.outputs, withIntermediateDirectories: true)
+            try Data([0x89, 0x50, 0x4E, 0x47]).write(to: URL(fileURLWithPath: paths.outputs + "/image.png"))
+
+            try await client.execute(uri: "/v1/jobs/\(id)", method: .delete) { response in
+                #expect(response.status == .noContent)
+                #expect(response.body.readableBytes == 0)
+            }
+            #expect(!FileManager.default.fileExists(atPath: paths.directory))
+            for (uri, method) in [("/v1/jobs/\(id)", HTTPRequest.Method.get), ("/v1/jobs/\(id)/outputs", .get), ("/v1/jobs/\(id)", .delete)] {
+                try await client.execute(uri: uri, method: method) { #expect($0.status == .notFound, "\(method) \(uri)") }
+            }
+        }
+    }
+
     @Test func queueShowsEachSlotAndTheQueuedCount() async throws {
         try await withClient { client in
             _ = try await submit(client, "x")

@@ -67,4 +67,34 @@ extension JobStoreConformanceTests {
             #expect(try await store.arraySummary(id) == nil)
         }
     }
+
+    @Test(arguments: StoreKind.allCases)
+    func oneEndedJobIsDeletedOnRequestAndNothingElseIs(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let done = try await store.create(makeJob(key: "again"))
+            try await end(done, in: store, at: 2_000)
+            try await store.appendEvent(.log, job: done.id, data: .object(["line": .string("x")]), now: at(1_900))
+            _ = try await store.events(job: done.id) { $0.count >= 2 }
+            let running = try await store.create(makeJob())
+            _ = try await store.claimNext(for: SlotID(0), now: at(3_000))
+            let queued = try await store.create(makeJob())
+            let array = ArraySpec.newID()
+            let task = try await store.enqueueArray(tasks(array, count: 1), limits: QueueLimits())[0]
+            _ = try await store.cancel(task.id, now: at(3_500))
+
+            guard case .deleted(let deleted) = try await store.delete(done.id) else { Issue.record("not deleted"); return }
+            #expect(deleted.id == done.id && deleted.state == .succeeded)
+            #expect(try await store.job(done.id) == nil)
+            #expect(try await store.events(after: 0, job: done.id, limit: 100).isEmpty)
+            guard case .notFound = try await store.delete(done.id) else { Issue.record("deleted twice"); return }
+            guard case .notEnded(let stillRunning) = try await store.delete(running.id), stillRunning.state == .running else {
+                Issue.record("a running job was not refused"); return
+            }
+            guard case .notEnded = try await store.delete(queued.id) else { Issue.record("a queued job was not refused"); return }
+            guard case .arrayTask = try await store.delete(task.id) else { Issue.record("an array's task was not refused"); return }
+            for kept in [running.id, queued.id, task.id] { #expect(try await store.job(kept) != nil) }
+            let again = makeJob(key: "again")
+            #expect(try await store.enqueue(again).created?.id == again.id)
+        }
+    }
 }
