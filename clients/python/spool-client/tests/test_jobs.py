@@ -91,6 +91,29 @@ def test_cancel_queued_and_running(api: Any, spool: Client) -> None:
     assert caught.value.status == 409 and caught.value.code == "already-finished"
 
 
+def test_delete_an_ended_job(api: Any, spool: Client) -> None:
+    blocker = api.submit("sleep", {"seconds": 30})
+    until_running(spool, blocker.id)
+    with pytest.raises(spool_client.Conflict) as caught:
+        api.delete(blocker.id)  # 409: it has not ended
+    assert isinstance(caught.value, spool_client.NotEnded)
+    assert caught.value.status == 409 and caught.value.code == "not-ended"
+    api.cancel(blocker.id)
+    assert api.wait(blocker.id, timeout=15).state == "canceled"
+
+    key = f"delete-{uuid.uuid4()}"
+    done = api.wait(api.submit("noop", idempotency_key=key).id, timeout=15)
+    assert done.state == "succeeded"
+    assert api.delete(done.id) is None  # 204
+    with pytest.raises(spool_client.NotFound):
+        api.get(done.id)
+    with pytest.raises(spool_client.NotFound):
+        api.delete(done.id)
+    again = api.submit("noop", idempotency_key=key)  # the key is free again
+    assert again.id != done.id
+    api.delete(blocker.id)
+
+
 def test_logs_and_follow(api: Any) -> None:
     job = api.submit("chatty", {"lines": 6, "delay": 0.2})
     chunks = list(api.logs(job.id, follow=True))

@@ -4,6 +4,7 @@ from ._async import AsyncClient
 from ._core import RetryPolicy
 from ._errors import (
     AlreadyFinished,
+    ArrayTask,
     BadRequest,
     Conflict,
     ConnectionFailed,
@@ -12,6 +13,7 @@ from ._errors import (
     Forbidden,
     IdempotencyConflict,
     InvalidInput,
+    NotEnded,
     NotFound,
     RateLimited,
     ServerError,
@@ -50,6 +52,7 @@ __all__ = [
     "ArrayEstimate",
     "ArrayOutput",
     "ArrayRef",
+    "ArrayTask",
     "AsyncClient",
     "Attempt",
     "AttemptList",
@@ -69,6 +72,7 @@ __all__ = [
     "JobArray",
     "JobRetry",
     "JobType",
+    "NotEnded",
     "NotFound",
     "Output",
     "Progress",

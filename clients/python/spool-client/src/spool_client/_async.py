@@ -225,6 +225,10 @@ class AsyncClient(ClientCore):
     async def cancel(self, id: str) -> Job:
         return await self._run(self._cancel(id))
 
+    async def delete(self, id: str) -> None:
+        """See `Client.delete`."""
+        await self._run(self._delete(id))
+
     @overload
     def logs(self, id: str, follow: Literal[False] = ..., *, poll_interval: float = ...) -> Awaitable[str]: ...
 

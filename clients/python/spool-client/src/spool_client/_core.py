@@ -547,6 +547,11 @@ class ClientCore:
         spec = RequestSpec("POST", job_path(job_id, "cancel"), idempotent=False)
         return Job.from_json((yield from self._json(spec)))
 
+    def _delete(self, job_id: str) -> Flow[None]:
+        # Not resent once it may have arrived: a repeat of a delete that went through is a 404.
+        yield from self._send(RequestSpec("DELETE", job_path(job_id), idempotent=False))
+        return None
+
     def _logs(self, job_id: str) -> Flow[str]:
         response = yield from self._send(RequestSpec("GET", job_path(job_id, "logs")))
         return response.content.decode("utf-8", "replace")

@@ -92,6 +92,14 @@ class AlreadyFinished(Conflict):
     """409 ``already-finished``: cancel of a job that has already finished."""
 
 
+class NotEnded(Conflict):
+    """409 ``not-ended``: delete of a job that is queued or running (cancel it first)."""
+
+
+class ArrayTask(Conflict):
+    """409 ``array-task``: delete of a task of a job array (it goes with its array)."""
+
+
 class IdempotencyConflict(Conflict):
     """409 ``idempotency-conflict``: the Idempotency-Key was used for a different request."""
 
@@ -172,6 +180,8 @@ _BY_STATUS: Dict[int, Type[SpoolError]] = {
 
 _BY_CODE: Dict[str, Type[SpoolError]] = {
     "already-finished": AlreadyFinished,
+    "not-ended": NotEnded,
+    "array-task": ArrayTask,
     "idempotency-conflict": IdempotencyConflict,
     "deadline-unreachable": DeadlineUnreachable,
 }

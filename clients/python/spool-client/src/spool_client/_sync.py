@@ -235,6 +235,13 @@ class Client(ClientCore):
         (`cancel_requested`); a finished one raises `AlreadyFinished` (a `Conflict`)."""
         return self._run(self._cancel(id))
 
+    def delete(self, id: str) -> None:
+        """Delete an ended job with its log, outputs and events (as the server's retention does
+        later); its Idempotency-Key is free again. A queued or running job raises `NotEnded`
+        (cancel it first), a task of a job array `ArrayTask` (both `Conflict`s); an unknown id
+        `NotFound`."""
+        self._run(self._delete(id))
+
     @overload
     def logs(self, id: str, follow: Literal[False] = ..., *, poll_interval: float = ...) -> str: ...
 
