@@ -66,8 +66,7 @@ public struct RetentionSweeper: Service {
     /// directories of jobs no longer stored. A store that refuses is tried again next pass.
     @discardableResult
     public func sweep() async -> Pass {
-        let seconds = Double(configuration.retention.components.seconds) + Double(configuration.retention.components.attoseconds) / 1e18
-        let cutoff = clock.wall().adding(seconds: -seconds)
+        let cutoff = clock.wall().adding(seconds: -configuration.retention.inSeconds)
         var pass = Pass()
         do {
             while !Task.isCancelled && !Task.isShuttingDownGracefully {

@@ -22,10 +22,7 @@ import Testing
 
     init() throws {
         let manual = manual, start = start
-        clock = SpoolClock(manual, wall: {
-            let elapsed = manual.now.offset.components
-            return start.adding(seconds: Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18)
-        })
+        clock = SpoolClock(manual, wall: { start.adding(seconds: manual.now.offset.inSeconds) })
         try FileManager.default.createDirectory(atPath: dataDirectory + "/jobs/.spare", withIntermediateDirectories: true)
     }
 
