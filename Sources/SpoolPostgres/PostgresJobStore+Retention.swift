@@ -8,27 +8,18 @@ extension PostgresJobStore {
     public func deleteEnded(before cutoff: Timestamp, limit: Int) async throws -> [JobID] {
         try await transaction("delete the ended jobs") { connection in
             let rows = try await connection.query("""
-                WITH doomed AS (
-                    SELECT id FROM jobs AS ended
-                    WHERE finished_at < \(cutoff.microseconds) AND state IN ('succeeded', 'failed', 'canceled')
-                      AND (array_id IS NULL OR NOT EXISTS (
-                        SELECT 1 FROM jobs AS task WHERE task.array_id = ended.array_id
-                          AND (task.state NOT IN ('succeeded', 'failed', 'canceled') OR task.finished_at >= \(cutoff.microseconds))))
-                    ORDER BY finished_at, seq LIMIT \(limit)
-                    FOR UPDATE SKIP LOCKED
-                ), events_gone AS (
-                    DELETE FROM events WHERE job_id IN (SELECT id FROM doomed)
-                ), deliveries_gone AS (
-                    DELETE FROM webhook_deliveries WHERE job_id IN (SELECT id FROM doomed)
-                ), files_gone AS (
-                    DELETE FROM job_files WHERE job_id IN (SELECT id FROM doomed)
-                )
-                DELETE FROM jobs WHERE id IN (SELECT id FROM doomed) RETURNING id, finished_at, seq
+                SELECT id FROM jobs AS ended
+                WHERE finished_at < \(cutoff.microseconds) AND state IN ('succeeded', 'failed', 'canceled')
+                  AND (array_id IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM jobs AS task WHERE task.array_id = ended.array_id
+                      AND (task.state NOT IN ('succeeded', 'failed', 'canceled') OR task.finished_at >= \(cutoff.microseconds))))
+                ORDER BY finished_at, seq LIMIT \(limit)
+                FOR UPDATE SKIP LOCKED
                 """, logger: self.logger)
-            // RETURNING comes in no particular order: oldest end first, as on SQLite.
-            var deleted: [(id: String, end: Int64, seq: Int64)] = []
-            for try await row in rows.decode((String, Int64, Int64).self) { deleted.append(row) }
-            return deleted.sorted { ($0.end, $0.seq) < ($1.end, $1.seq) }.compactMap { JobID($0.id) }
+            var ids: [String] = []
+            for try await id in rows.decode(String.self) { ids.append(id) }
+            try await self.deleteRows(of: ids, on: connection)
+            return ids.compactMap(JobID.init)
         }
     }
 
@@ -41,11 +32,18 @@ extension PostgresJobStore {
             }
             guard job.state.isTerminal else { return .notEnded(job) }
             guard job.array == nil else { return .arrayTask(job) }
-            try await connection.query("DELETE FROM events WHERE job_id = \(id.rawValue)", logger: self.logger)
-            try await connection.query("DELETE FROM webhook_deliveries WHERE job_id = \(id.rawValue)", logger: self.logger)
-            try await connection.query("DELETE FROM job_files WHERE job_id = \(id.rawValue)", logger: self.logger)
-            try await connection.query("DELETE FROM jobs WHERE id = \(id.rawValue)", logger: self.logger)
+            try await self.deleteRows(of: [id.rawValue], on: connection)
             return .deleted(job)
         }
+    }
+
+    /// Jobs' rows with their events, webhook deliveries (their attempts by cascade) and shared
+    /// files, in the caller's transaction (whose rows it has locked).
+    private func deleteRows(of ids: [String], on connection: PostgresConnection) async throws {
+        guard !ids.isEmpty else { return }
+        try await connection.query("DELETE FROM events WHERE job_id = ANY(\(ids))", logger: logger)
+        try await connection.query("DELETE FROM webhook_deliveries WHERE job_id = ANY(\(ids))", logger: logger)
+        try await connection.query("DELETE FROM job_files WHERE job_id = ANY(\(ids))", logger: logger)
+        try await connection.query("DELETE FROM jobs WHERE id = ANY(\(ids))", logger: logger)
     }
 }
