@@ -214,52 +214,6 @@ struct ListCommand: AsyncParsableCommand {
     }
 }
 
-struct CancelCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "cancel", abstract: "Cancel a queued or running job.")
-    @Argument(help: "The job id.") var id: String
-    @OptionGroup var server: ServerOptions
-
-    func run() async throws {
-        await clientCommand {
-            let client = try server.client
-            let (status, _, body) = try await client.post("/v1/jobs/\(id)/cancel", json: nil)
-            let job = try client.decode(JobWire.self, body)
-            print(status.code == 202 ? "\(job.id): stopping (SIGTERM, then SIGKILL after the grace period)" : "\(job.id): \(job.state)")
-        }
-    }
-}
-
-struct DeleteCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "delete", abstract: "Delete an ended job with its log and outputs.",
-        discussion: "A queued or running job is refused: cancel it first. The server deletes ended jobs itself after retention_days.")
-    @Argument(help: "The job id.") var id: String
-    @OptionGroup var server: ServerOptions
-
-    func run() async throws {
-        await clientCommand {
-            _ = try await server.client.delete("/v1/jobs/\(id)")
-            print("\(id): deleted")
-        }
-    }
-}
-
-struct ReleaseSlotCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "release-slot",
-                                                    abstract: "Bring a quarantined GPU slot back (an administrator's token).")
-    @Argument(help: "The slot number (see /v1/queue).") var slot: Int
-    @OptionGroup var server: ServerOptions
-
-    func run() async throws {
-        await clientCommand {
-            let client = try server.client
-            struct Answer: Decodable { let slot: Int; let released: Bool }
-            let answer = try client.decode(Answer.self, try await client.post("/v1/slots/\(slot)/release", json: nil).2)
-            print(answer.released ? "slot \(answer.slot): released; it takes jobs again" : "slot \(answer.slot): was not quarantined")
-        }
-    }
-}
-
 struct LogsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "logs", abstract: "Print a job's stdout and stderr.")
     @Argument(help: "The job id.") var id: String
