@@ -318,6 +318,8 @@ import Testing
             let quiet = try #require(try await submit(client, "quiet")["id"]?.stringValue.flatMap(JobID.init))
             let busy = try #require(try await submit(client, "busy")["id"]?.stringValue.flatMap(JobID.init))
             let notifier = store.eventNotifier
+            notifier.addReader()   // as the stream does: the notifier keeps events in memory while one is open
+            defer { notifier.removeReader() }
             let (own, start) = try await SpoolAPI.events(store, after: 0, job: quiet)
             #expect(own.map(\.event.job) == [quiet])
             #expect(start == notifier.latest)

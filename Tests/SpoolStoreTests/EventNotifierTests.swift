@@ -10,15 +10,22 @@ import Testing
         JobEvent(id: id, job: job, kind: .state, at: Timestamp(microseconds: id), data: .object([:]))
     }
 
-    @Test func answersFromMemoryWhenTheRunOfIdsIsUnbroken() {
+    /// A notifier with one event stream open: the memory is kept only while one is.
+    func streamed() -> EventNotifier {
         let notifier = EventNotifier()
+        notifier.addReader()
+        return notifier
+    }
+
+    @Test func answersFromMemoryWhenTheRunOfIdsIsUnbroken() {
+        let notifier = streamed()
         notifier.published([event(1), event(2), event(3)])
         #expect(notifier.recent(after: 1, job: nil, limit: 10)?.map(\.id) == [2, 3])
         #expect(notifier.recent(after: 3, job: nil, limit: 10)?.isEmpty == true)
     }
 
     @Test func outOfOrderPublishesNeverMakeAReaderSkipAnEvent() {
-        let notifier = EventNotifier()
+        let notifier = streamed()
         notifier.published([event(1)])
         notifier.published([event(3)])   // 2 committed but not yet published
         #expect(notifier.recent(after: 1, job: nil, limit: 10) == nil, "a gap means: read the store")
@@ -27,7 +34,7 @@ import Testing
     }
 
     @Test func readersFromBeforeTheMemoryGoToTheStore() {
-        let notifier = EventNotifier()
+        let notifier = streamed()
         notifier.published(upTo: 100)   // a restart: ids continue, memory is empty
         notifier.published([event(101)])
         #expect(notifier.recent(after: 50, job: nil, limit: 10) == nil)
@@ -82,7 +89,7 @@ import Testing
 
     /// 500 streams share each event's frame: it is encoded once, at publish.
     @Test func recentFramesAreTheFramesEncodedAtPublish() throws {
-        let notifier = EventNotifier()
+        let notifier = streamed()
         let events = (1...3).map(event)
         notifier.published(events)
         let recent = try #require(notifier.recentFrames(after: 0, job: nil, owner: nil, limit: 10, maxBytes: .max))
@@ -94,7 +101,7 @@ import Testing
 
     /// A stream far behind takes a bounded piece at a time and comes back for the rest.
     @Test func recentFramesStopAtTheByteBudgetAndSayHowFarTheyRead() throws {
-        let notifier = EventNotifier()
+        let notifier = streamed()
         notifier.published((1...10).map(event))
         let size = EventFrame(event(1)).bytes.count
         let first = try #require(notifier.recentFrames(after: 0, job: nil, owner: nil, limit: 100, maxBytes: size * 3 + 1))
@@ -110,7 +117,7 @@ import Testing
     /// The byte budget is reached before a gap further on (an event committed, not yet
     /// published): memory still answers up to the budget; past it, the gap sends a reader to the store.
     @Test func aGapPastTheByteBudgetDoesNotSendAReaderToTheStore() throws {
-        let notifier = EventNotifier()
+        let notifier = streamed()
         notifier.published((1...5).map(event))
         notifier.published((7...9).map(event))   // 6 is not published yet
         let size = EventFrame(event(1)).bytes.count
@@ -122,7 +129,7 @@ import Testing
     }
 
     @Test func aFilteredReaderReadsThroughOtherJobsEvents() throws {
-        let notifier = EventNotifier()
+        let notifier = streamed()
         let other = JobEvent(id: 2, job: JobID.random(), kind: .state, at: Timestamp(microseconds: 2), data: .object([:]))
         notifier.published([event(1), other, event(3), JobEvent(id: 4, job: other.job, kind: .log, at: Timestamp(microseconds: 4), data: .object([:]))])
         let mine = try #require(notifier.recentFrames(after: 0, job: job, owner: nil, limit: 100, maxBytes: .max))
@@ -133,9 +140,45 @@ import Testing
         #expect(limited.through == 1)
     }
 
+    /// No stream open: nothing reads the memory, so nothing is kept (4,096 events, about 5 MB
+    /// on a server taking submits with nobody streaming), and `latest` and the waits work as
+    /// before. A stream that opens reads what came before it from the store.
+    @Test func withNoStreamOpenNothingIsKeptAndAStreamThatOpensReadsTheStoreFirst() async {
+        let notifier = EventNotifier()
+        notifier.published([event(1), event(2)])
+        #expect(notifier.kept == 0)
+        #expect(notifier.latest == 2)
+        #expect(notifier.recent(after: 0, job: nil, limit: 10) == nil, "the store has them")
+        #expect(await notifier.wait(after: 1, timeout: .seconds(10)), "a wait still sees them")
+
+        notifier.addReader()
+        notifier.published([event(3)])
+        #expect(notifier.recent(after: 2, job: nil, limit: 10)?.map(\.id) == [3])
+        #expect(notifier.recent(after: 1, job: nil, limit: 10) == nil, "2 was never kept: read the store")
+
+        // The last stream closes: the memory is let go at the next publish.
+        notifier.removeReader()
+        notifier.published([event(4)])
+        #expect(notifier.kept == 0)
+        #expect(notifier.recent(after: 3, job: nil, limit: 10) == nil)
+        #expect(notifier.latest == 4)
+    }
+
+    /// A stream opening while events are published out of order: what memory misses, it does
+    /// not claim to have.
+    @Test func aStreamThatOpensBetweenOutOfOrderPublishesIsSentToTheStoreForTheGap() {
+        let notifier = EventNotifier()
+        notifier.published([event(2)])   // 1 committed, not yet published; nobody streaming
+        notifier.addReader()
+        notifier.published([event(1)])
+        notifier.published([event(3)])
+        #expect(notifier.recent(after: 0, job: nil, limit: 10) == nil, "2 is not in memory")
+        #expect(notifier.recent(after: 2, job: nil, limit: 10)?.map(\.id) == [3])
+    }
+
     /// The memory keeps exactly the newest `memoryCapacity` events, however many went through it.
     @Test func memoryHoldsTheNewestEventsAcrossManyPublishes() {
-        let notifier = EventNotifier()
+        let notifier = streamed()
         let total = Int64(EventNotifier.memoryCapacity * 3 + 7)
         for id in 1...total { notifier.published([event(id)]) }
         let oldest = total - Int64(EventNotifier.memoryCapacity) + 1
