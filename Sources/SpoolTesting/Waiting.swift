@@ -1,3 +1,5 @@
+import SpoolCore
+import SpoolStore
 import Synchronization
 
 /// Runs `body`, failing with a sentence that says what was awaited if it takes longer than
@@ -16,6 +18,34 @@ public func within<T: Sendable>(_ limit: Duration = .seconds(10), _ what: String
             try? await Task.sleep(for: limit)
             answer.settle(.failure(WaitTimedOut(description: "timed out after \(limit) waiting for \(what)")))
             work.cancel()
+        }
+    }
+}
+
+/// `Task.yield()` for a test's polling loop, but it throws once the task is cancelled.
+/// `within` cancels a body at its limit and leaves it behind; a loop over plain `Task.yield()`
+/// whose condition never comes true spins on the cooperative pool for the rest of the run —
+/// its two threads, on a 2-core machine — and starves every other test into a timeout of its
+/// own, whose loop then spins too: the run never ends.
+public func pollingYield() async throws {
+    try Task.checkCancellation()
+    await Task.yield()
+}
+
+/// Waits, at most `limit` of real time, until the job `id` in `store` satisfies `done`, looking
+/// again at each of its changes; fails with a sentence naming `what`.
+@discardableResult
+public func untilJob(_ id: JobID, in store: any JobStore, _ what: String, within limit: Duration = .seconds(10),
+                     satisfies done: @escaping @Sendable (Job) async throws -> Bool) async throws -> Job {
+    try await within(limit, what) {
+        while true {
+            // Left behind at the limit, the wait stops: a cancelled watch answers at once, and
+            // the loop would otherwise look again and again without ever suspending.
+            try Task.checkCancellation()
+            let watch = store.watch(id)   // before the look: a change in between is not missed
+            guard let job = try await store.job(id) else { throw WaitTimedOut(description: "no job \(id)") }
+            if try await done(job) { return job }
+            _ = await watch.next(timeout: limit)
         }
     }
 }

@@ -73,7 +73,7 @@ import Testing
         let coordinating = Task { try await coordinator.run() }   // unstructured: the caller cancels it at the end
         do {
             try await within(.seconds(10), "job \(job)'s lease renewed") {
-                while !shared.renewed.contains(job) { await Task.yield() }
+                while !shared.renewed.contains(job) { try await pollingYield() }
             }
         } catch {
             coordinating.cancel()
@@ -174,7 +174,7 @@ import Testing
                    events.contains(where: { $0.kind == .outputs && $0.id > end.id }) {
                     return events
                 }
-                await Task.yield()
+                try await pollingYield()
             }
         }
     }
@@ -196,7 +196,7 @@ import Testing
             _ = try await rig.memory.recoverInterrupted(now: rig.clock.wall())   // rescued by "another node"
             rig.scheduler.jobEnqueued()
             try await within(.seconds(10), "the job claimed here again") {
-                while await rig.scheduler.heldAttempts()[job.id] != 2 { await Task.yield() }
+                while await rig.scheduler.heldAttempts()[job.id] != 2 { try await pollingYield() }
             }
             shared.renewals.release()
             // A renewal begins only once the one before has fenced what it found.

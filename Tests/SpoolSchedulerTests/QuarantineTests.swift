@@ -113,12 +113,12 @@ import Testing
             executor.holdSlotReleases()
             let releasing = Task { await rig.scheduler.release(SlotID(0), by: "test") }   // unstructured: awaited below, once the executor may hear
             try await within(.seconds(10), "the executor told of the release") { [executor] in
-                while executor.slotReleasesWaiting == 0 { await Task.yield() }
+                while executor.slotReleasesWaiting == 0 { try await pollingYield() }
             }
             let claims = rig.store.calls(.claim)
             let job = try await rig.submit()
             try await within(.seconds(10), "the submit's wake-up, taken") { [scheduler = rig.scheduler] in
-                while scheduler.wakeQueued { await Task.yield() }
+                while scheduler.wakeQueued { try await pollingYield() }
             }
             _ = await rig.scheduler.quarantinedSlots()   // after the pass the wake-up ran
             #expect(rig.store.calls(.claim) == claims, "a job was claimed for the slot before its executor heard of the release")
@@ -164,7 +164,7 @@ import Testing
             let onOne = try await next("a job on slot 1")
             try await within(.seconds(10), "both look-aheads to find the queue empty") { [scheduler = rig.scheduler] in
                 for slot in [SlotID(0), SlotID(1)] {
-                    while await !scheduler.lookAheadFoundNothing(for: slot) { await Task.yield() }
+                    while await !scheduler.lookAheadFoundNothing(for: slot) { try await pollingYield() }
                 }
             }
             let x = try await rig.submit(), y = try await rig.submit()
@@ -173,7 +173,7 @@ import Testing
             let xAttempt = try await next("x, on the slot that ended")
             #expect(xAttempt.job.id == x.id && xAttempt.slot.id == slot)
             try await within(.seconds(10), "that slot's look-ahead to find y") { [scheduler = rig.scheduler] in
-                while await scheduler.upcomingJob(for: slot) != y.id { await Task.yield() }
+                while await scheduler.upcomingJob(for: slot) != y.id { try await pollingYield() }
             }
             onZero.finish(.succeeded)   // the other slot idles, passing y over
             _ = try await rig.waitFor(onZero.job.id, .succeeded)

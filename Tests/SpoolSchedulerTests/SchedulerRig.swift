@@ -83,21 +83,13 @@ final class SchedulerRig: Sendable {
     /// has been in that state first (a job that goes back to the queue is queued twice).
     @discardableResult
     func waitFor(_ id: JobID, _ state: JobState, after earlier: JobState? = nil) async throws -> Job {
-        try await within(.seconds(10), "job \(id) to be \(state)") { [memory] in
-            var passed = earlier == nil
-            while true {
-                let watch = memory.watch(id)
-                guard let job = try await memory.job(id) else { throw WaitTimedOut(description: "no job \(id)") }
-                if job.state == earlier || (earlier != nil && job.attempts > 0) { passed = true }
-                // A state the job left before this look (a start and its end committed one right
-                // after the other) is still in its events.
-                if let earlier, !passed {
-                    passed = try await memory.events(after: 0, job: id, limit: 1000)
-                        .contains { $0.kind == .state && $0.data["state"] == .string(earlier.rawValue) }
-                }
-                if passed && job.state == state { return job }
-                _ = await watch.next(timeout: .seconds(10))
-            }
+        try await untilJob(id, in: memory, "job \(id) to be \(state)") { [memory] job in
+            guard job.state == state else { return false }
+            guard let earlier, job.state != earlier, job.attempts == 0 else { return true }
+            // A state the job left before this look (a start and its end committed one right
+            // after the other) is still in its events.
+            return try await memory.events(after: 0, job: id, limit: 1000)
+                .contains { $0.kind == .state && $0.data["state"] == .string(earlier.rawValue) }
         }
     }
 

@@ -203,7 +203,7 @@ import Testing
             #expect(await first.nextStop() == .shutdown)
             // Give a second attempt every chance to start beside the first (it must not).
             let deadline = ContinuousClock.now + .milliseconds(300)
-            while executor.startedCount < 2, ContinuousClock.now < deadline { await Task.yield() }
+            while executor.startedCount < 2, ContinuousClock.now < deadline { try await pollingYield() }
             #expect(executor.startedCount == 1, "the second attempt started while the first still ran")
             first.finish(.stoppedForShutdown)
             let second = try await executor.attempts.next("the second attempt, once the first ended")
@@ -266,7 +266,7 @@ import Testing
             trigger.triggerGracefulShutdown()
             await rig.manual.waitForSleeper(within: .seconds(30))
             try await within(.seconds(10), "the executor told of the shutdown, its warm workers not to be replaced") { [executor] in
-                while !executor.wasClosed { await Task.yield() }
+                while !executor.wasClosed { try await pollingYield() }
             }
             rig.manual.advance(by: .seconds(29))
             #expect(rig.scheduler.gate.isOpen == false)
@@ -301,12 +301,12 @@ import Testing
             rig.store.hold(.finish)
             attempt.finish(.succeeded)
             try await within(.seconds(10), "the finish to reach the store") {
-                while rig.store.waiting(.finish) == 0 { await Task.yield() }
+                while rig.store.waiting(.finish) == 0 { try await pollingYield() }
                 return true
             }
             trigger.triggerGracefulShutdown()
             try await within(.seconds(10), "the shutdown to begin") {
-                while rig.scheduler.gate.isOpen { await Task.yield() }
+                while rig.scheduler.gate.isOpen { try await pollingYield() }
                 return true
             }
             rig.store.release(.finish)
@@ -349,7 +349,7 @@ import Testing
                 while true {
                     let events = try await rig.memory.events(after: 0, job: job.id, limit: 1000).filter { $0.kind == .log }
                     if events.contains(where: { $0.data["text"]?.stringValue?.contains("more than 64 KiB") == true }) { return events }
-                    await Task.yield()
+                    try await pollingYield()
                 }
             }
             let sizes = logs.map { $0.data["text"]?.stringValue?.utf8.count ?? 0 }

@@ -26,7 +26,7 @@ import Testing
             let first = try await rig.submit()
             let attempt = try await executor.attempts.next("the first job")
             try await within(.seconds(10), "the look-ahead to know the queue is empty") { [scheduler = rig.scheduler] in
-                while await !scheduler.lookAheadFoundNothing(for: SlotID(0)) { await Task.yield() }
+                while await !scheduler.lookAheadFoundNothing(for: SlotID(0)) { try await pollingYield() }
             }
             rig.scheduler.jobEnqueued()
             rig.store.fail(.lookUp, times: 1)
@@ -36,7 +36,7 @@ import Testing
             try await rig.store.until("the end's claim, answered") { $0.waiting(.claim, at: .afterAnswer) == 1 }
             let second = try await rig.submit()
             try await within(.seconds(10), "the submit's wake-up, taken while the slot is busy") { [scheduler = rig.scheduler] in
-                while scheduler.wakeQueued { await Task.yield() }
+                while scheduler.wakeQueued { try await pollingYield() }
             }
             #expect(try await rig.job(first.id).state == .succeeded)
             #expect(rig.store.release(.claim, at: .afterAnswer) == 1)

@@ -42,7 +42,7 @@ import Testing
             #expect(try await rig.job(job.id).state == .queued)
             attempt.finish(.succeeded, result: .object(["n": .int(1)]))
             try await within(.seconds(10), "the commit of the job's claim with its end") { [store = rig.store] in
-                while store.waiting(.finish) == 0 { await Task.yield() }
+                while store.waiting(.finish) == 0 { try await pollingYield() }
             }
             #expect(rig.store.waiting(.claim) == 0, "no claim went on its own")
             #expect(try await rig.job(job.id).state == .queued, "neither is committed before that transaction")
@@ -103,7 +103,7 @@ import Testing
             rig.store.hold(.finish)
             attempt.finish(.succeeded)
             try await within(.seconds(10), "the commit of the job's claim with its end") { [store = rig.store] in
-                while store.waiting(.finish) == 0 { await Task.yield() }
+                while store.waiting(.finish) == 0 { try await pollingYield() }
             }
             rig.store.fail(.finish, times: 1)
             rig.store.release(.finish)
@@ -135,7 +135,7 @@ import Testing
                 let attempt = try await executor.attempts.next("job \(round), started with every look on hold")
                 #expect(attempt.job.id == job.id)
                 try await within(.seconds(10), "the look-ahead to know the queue is empty") { [scheduler = rig.scheduler] in
-                    while await !scheduler.lookAheadFoundNothing(for: SlotID(0)) { await Task.yield() }
+                    while await !scheduler.lookAheadFoundNothing(for: SlotID(0)) { try await pollingYield() }
                 }
                 #expect(rig.store.calls(.lookUp) == looks && rig.store.waiting(.lookUp) == 0, "no look went out")
                 attempt.finish(.succeeded)
@@ -155,7 +155,7 @@ import Testing
             let attempt = try await executor.attempts.next("the job submitted alone")
             #expect(attempt.job.id == first.id)
             try await within(.seconds(10), "the look-ahead to know the queue is empty") { [scheduler = rig.scheduler] in
-                while await !scheduler.lookAheadFoundNothing(for: SlotID(0)) { await Task.yield() }
+                while await !scheduler.lookAheadFoundNothing(for: SlotID(0)) { try await pollingYield() }
             }
             let second = try await rig.submit()
             attempt.finish(.succeeded)
@@ -247,14 +247,14 @@ import Testing
             let attempt = try await executor.attempts.next("the job")
             _ = try await rig.waitFor(job.id, .running)
             try await within(.seconds(10), "the look-ahead to find the queue empty") { [scheduler = rig.scheduler] in
-                while await !scheduler.lookAheadFoundNothing(for: SlotID(0)) { await Task.yield() }
+                while await !scheduler.lookAheadFoundNothing(for: SlotID(0)) { try await pollingYield() }
             }
             rig.store.hold(.lookUp)
             attempt.finish(.succeeded)
             _ = try await rig.waitFor(job.id, .succeeded)   // while every look at the queue waits
             // The slot still looks at the queue after the end (the slot-filling pass), and starts what it finds.
             try await within(.seconds(10), "the look at the queue after the end") { [store = rig.store] in
-                while store.waiting(.lookUp) == 0 { await Task.yield() }
+                while store.waiting(.lookUp) == 0 { try await pollingYield() }
             }
             let later = try await rig.submit()
             rig.store.release(.lookUp)
@@ -272,7 +272,7 @@ import Testing
         let attempt = try await executor.attempts.next("the first job")
         _ = try await rig.waitFor(first.id, .running)
         try await within(.seconds(10), "the look-ahead to find the second job") { [scheduler = rig.scheduler] in
-            while await scheduler.upcomingJob(for: SlotID(0)) != second.id { await Task.yield() }
+            while await scheduler.upcomingJob(for: SlotID(0)) != second.id { try await pollingYield() }
         }
         return (attempt, second)
     }
@@ -348,7 +348,7 @@ import Testing
             attempt.finish(.succeeded)
             // Give a wrongly early record every chance to happen (it must not).
             let deadline = ContinuousClock.now + .milliseconds(200)
-            while ContinuousClock.now < deadline { await Task.yield() }
+            while ContinuousClock.now < deadline { try await pollingYield() }
             #expect(try await rig.job(job.id).state == .queued)
             #expect(rig.store.release(.claim) == 1)
             let done = try await rig.waitFor(job.id, .succeeded)
@@ -445,7 +445,7 @@ import Testing
             attemptB.finish(.succeeded)
             _ = try await rig.waitFor(b.id, .succeeded)
             let deadline = ContinuousClock.now + .milliseconds(200)
-            while executor.startedCount < 4, ContinuousClock.now < deadline { await Task.yield() }
+            while executor.startedCount < 4, ContinuousClock.now < deadline { try await pollingYield() }
             #expect(executor.startedCount == 3, "x started again while its stopped start still ran")
             stopped.finish(.canceled)
             try await rig.advance(by: .seconds(1), until: "x to be claimed once its stopped start ended") {
@@ -503,14 +503,14 @@ extension StartBeforeCommitTests {
             _ = try await rig.submit("u")
             let u = try await executor.attempts.next("a job on one slot")
             try await within(.seconds(10), "its look-ahead to find nothing") { [scheduler = rig.scheduler] in
-                while await !scheduler.lookAheadFoundNothing(for: u.slot.id) { await Task.yield() }
+                while await !scheduler.lookAheadFoundNothing(for: u.slot.id) { try await pollingYield() }
             }
             executor.holdPrepares()
             let first = try await rig.submit(), x = try await rig.submit()
             let onOther = try await executor.attempts.next("the first job, on the other slot")
             #expect(onOther.job.id == first.id && onOther.slot.id != u.slot.id)
             try await within(.seconds(10), "that slot's look-ahead, having found x") { [executor] in
-                while executor.preparesWaiting == 0 { await Task.yield() }
+                while executor.preparesWaiting == 0 { try await pollingYield() }
             }
             // The first slot's job ends: that slot looks, takes x, and x ends there.
             u.finish(.succeeded)
@@ -518,12 +518,12 @@ extension StartBeforeCommitTests {
             #expect(xAttempt.job.id == x.id && xAttempt.slot.id == u.slot.id)
             xAttempt.finish(.succeeded)
             try await within(.seconds(10), "x's end, handled") { [executor] in
-                while !executor.endedJobs.contains(x.id) { await Task.yield() }
+                while !executor.endedJobs.contains(x.id) { try await pollingYield() }
             }
             executor.releasePrepares()   // the other slot's look-ahead answers: x
             let slot = onOther.slot.id
             try await within(.seconds(10), "that answer, taken") { [scheduler = rig.scheduler] in
-                while await scheduler.upcomingJob(for: slot) == nil, await !scheduler.lookAheadFoundNothing(for: slot) { await Task.yield() }
+                while await scheduler.upcomingJob(for: slot) == nil, await !scheduler.lookAheadFoundNothing(for: slot) { try await pollingYield() }
             }
             #expect(await rig.scheduler.upcomingJob(for: slot) == nil, "x ran on the other slot meanwhile")
             onOther.finish(.succeeded)

@@ -42,15 +42,7 @@ import Testing
     /// Runs a job to its end on the rig and returns it.
     func run(_ rig: SchedulerRig, _ type: String = "w") async throws -> Job {
         let job = try await rig.submit(type)
-        return try await within(.seconds(10), "job \(job.id) to end") {
-            while true {
-                let stored = try await rig.job(job.id)
-                if stored.state.isTerminal { return stored }
-                let watch = rig.memory.watch(job.id)
-                if try await rig.job(job.id).state.isTerminal { continue }
-                _ = await watch.next(timeout: .seconds(10))
-            }
-        }
+        return try await untilJob(job.id, in: rig.memory, "job \(job.id) to end") { $0.state.isTerminal }
     }
 
     @Test func anIdleWorkerIsStoppedAndTheNextJobGetsAFreshOne() async throws {
@@ -316,7 +308,7 @@ import Testing
         let next = try rig.job()
         let (second, _) = rig.run(next)
         try await within(.seconds(10), "the next job, waiting for a worker") { [launcher, pool = rig.pool, slot = rig.slot] in
-            while await pool.waitingForSetup(on: slot.id) == 0 && launcher.launches.count == 1 { await Task.yield() }
+            while await pool.waitingForSetup(on: slot.id) == 0 && launcher.launches.count == 1 { try await pollingYield() }
         }
         await worker.say(["type": .string("ready")])
         try await within(.seconds(10), "the next job, sent to the worker set up for the first") {
@@ -396,7 +388,7 @@ import Testing
         #expect(try await within(.seconds(10), "the job's end") { await ran.value }.outcome == .succeeded)
         await rig.pool.afterRun(on: rig.slot.id)
         await rig.pool.slotQuarantined(rig.slot.id)
-        try await within(.seconds(10), "the idle worker stopped") { while !worker.hasExited { await Task.yield() } }
+        try await within(.seconds(10), "the idle worker stopped") { while !worker.hasExited { try await pollingYield() } }
         let (refused, _) = rig.run(try rig.job())
         #expect(await refused.value.outcome == .returned(message: "its slot is quarantined"))
         #expect(launcher.launches.count == 1, "no worker started on the quarantined slot")
