@@ -52,6 +52,11 @@ final class ServerHarness: @unchecked Sendable {
 
     var scratch: String { URL(fileURLWithPath: configPath).deletingLastPathComponent().path }
 
+    /// The scratch directory goes with the harness (after its test and its `stop()`): each holds
+    /// a data directory of about 10 MB, a full run starts about a hundred, and they were left in
+    /// the temporary directory for good (4 GB after a morning of runs).
+    deinit { try? FileManager.default.removeItem(atPath: scratch) }
+
     /// Starts the server (`spool serve`, or `spool agent` with `agent`) and waits until it
     /// listens (an agent: until it runs).
     func start(_ extra: [String] = [], agent: Bool = false, environment: [String: String] = [:]) async throws {
