@@ -4,10 +4,11 @@ import Synchronization
 /// Tells event readers (SSE streams, the webhook deliverer) that events past a given id
 /// exist, and — while an event stream is open — keeps the newest ones in memory so that many
 /// readers of the same events (500 dashboards) do not each query the database. With none open
-/// it keeps none: 4,096 events held for nobody were 5 MB of a server taking submits. Stores call `published` after committing;
-/// readers wait for more than what they have seen, then take `recent(after:)` — which answers
-/// only when it holds an unbroken run of ids, so a reader never skips an event — or fall back
-/// to the store. A reader that falls behind loses nothing.
+/// it keeps none: 4,096 events held for nobody were 5 MB of a server taking submits. Stores
+/// call `published` after committing; readers wait for more than what they have seen, then
+/// take `recent(after:)` — which answers only when it holds an unbroken run of ids, so a
+/// reader never skips an event — or fall back to the store. A reader that falls behind loses
+/// nothing.
 ///
 /// Waits are continuations in one table, and one timer task (`sweep`) ends those whose time
 /// is up. Each wait once raced an event against its own `Task.sleep(for: timeout)` and
