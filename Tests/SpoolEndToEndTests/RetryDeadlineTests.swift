@@ -107,7 +107,10 @@ import Testing
     @Test func anIdenticalRequestJoinsOrReusesAJobInsteadOfRunningTwice() async throws {
         let server = try await server()
         defer { Task { await server.stop() } }
-        let input: JSONValue = .object(["seconds": 0.5])
+        // Long enough to still be queued or running when the next submit comes: in a full run the
+        // test process can stall for seconds between two requests, and a 0.5-s job had ended by
+        // then (the repeat made a new job, and the reuse below found that one).
+        let input: JSONValue = .object(["seconds": 3])
         let first = try await server.submit("sleep", input, extra: ["dedup": "queued"])
         #expect(first.status == 201 && first.header("Spool-Dedup") == nil)
         let job = try id(first)
