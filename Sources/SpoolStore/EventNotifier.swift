@@ -69,10 +69,10 @@ public final class EventNotifier: Sendable {
         guard let newest = events.map(\.id).max() else { return }
         // With no stream open nothing reads the memory: it is let go, and a stream that opens
         // later reads what came before it from the store (memory answers only for an unbroken run).
-        let kept = readers > 0
-        let frames = kept ? events.map(EventFrame.init) : []   // made outside the lock; encoded by their first reader
+        let streaming = readers > 0
+        let frames = streaming ? events.map(EventFrame.init) : []   // made outside the lock; encoded by their first reader
         let ready = state.withLock { state in
-            if !kept, !state.ring.isEmpty {
+            if !streaming, !state.ring.isEmpty {
                 state.ring = []
                 state.start = 0
             }
