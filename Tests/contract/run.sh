@@ -7,7 +7,7 @@
 #
 # Builds nothing. Needs schemathesis (python3 -m pip install schemathesis). Bounded: at most
 # SPOOL_CONTRACT_EXAMPLES (30) cases per operation and phase, and SPOOL_CONTRACT_TIME_LIMIT
-# (120) seconds of wall clock for schemathesis. The run's seed is printed at the end; pass
+# (240; a long poll may hold 60 s) seconds of wall clock for schemathesis. The run's seed is printed at the end; pass
 # SPOOL_CONTRACT_SEED=N to repeat it. Exits with schemathesis' status (124 if it ran out of time).
 set -uo pipefail
 
@@ -38,7 +38,7 @@ seed=()
 [ -n "${SPOOL_CONTRACT_SEED:-}" ] && seed=(--seed "$SPOOL_CONTRACT_SEED")
 start=$SECONDS
 cd "$work"   # schemathesis writes nothing into the checkout
-timeout --kill-after=10 "${SPOOL_CONTRACT_TIME_LIMIT:-120}" \
+timeout --kill-after=10 "${SPOOL_CONTRACT_TIME_LIMIT:-240}" \
     python3 -m schemathesis.cli --config-file "$here/schemathesis.toml" run "$url/openapi.json" \
         --checks all --max-examples "${SPOOL_CONTRACT_EXAMPLES:-30}" ${seed[@]+"${seed[@]}"} ${auth[@]+"${auth[@]}"} \
         --workers 1 --generation-database none --no-color
