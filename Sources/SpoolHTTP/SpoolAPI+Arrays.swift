@@ -140,8 +140,12 @@ extension SpoolAPI {
         }
         var after: Int64?
         if let cursor = parameters.get("cursor") {
-            guard let value = Int64(cursor) else { throw APIError.badRequest("cursor is not one this server handed out") }
-            after = value
+            // Any decimal the document allows: one beyond 64 bits is past every task (or before the first).
+            let digits = cursor.hasPrefix("-") ? cursor.dropFirst() : Substring(cursor)
+            guard !digits.isEmpty, digits.utf8.allSatisfy({ (48...57).contains($0) }) else {
+                throw APIError.badRequest("cursor is not one this server handed out")
+            }
+            after = Int64(cursor) ?? (cursor.hasPrefix("-") ? .min : .max)
         }
         let page = try await store.arrayTasks(summary.id, after: after, limit: limit + 1)
         let tasks = page.prefix(limit)

@@ -41,6 +41,12 @@ import Testing
         #expect(tasks["tasks"]?.arrayValue?.first?["input"]?["item"] == .int(3))
         let rest = try await server.request(.GET, "/v1/arrays/\(id)/tasks?cursor=\(tasks["next_cursor"]?.stringValue ?? "")").json
         #expect(rest["tasks"]?.arrayValue?.count == 2 && rest["next_cursor"] == .null)
+        // Any cursor the document allows is answered, one beyond 64 bits too (found by the contract test).
+        let past = try await server.request(.GET, "/v1/arrays/\(id)/tasks?cursor=99999999999999999999999")
+        #expect(past.status == 200 && past.json["tasks"]?.arrayValue?.isEmpty == true)
+        let before = try await server.request(.GET, "/v1/arrays/\(id)/tasks?cursor=-0115368554420464579797830")
+        #expect(before.status == 200 && before.json["tasks"]?.arrayValue?.count == 6)
+        #expect(try await server.request(.GET, "/v1/arrays/\(id)/tasks?cursor=x1").status == 400)
 
         let outputs = try #require(try await server.request(.GET, "/v1/arrays/\(id)/outputs").json["outputs"]?.arrayValue)
         #expect(outputs.map { $0["name"]?.stringValue } == (3...8).map { "frame-\($0).txt" })
