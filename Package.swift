@@ -128,15 +128,15 @@ let package = Package(
             "SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolPostgres", "SpoolTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "SpoolExecutorTests", dependencies: ["SpoolCore", "SpoolExecutor", "SpoolTesting"]),
+        .testTarget(name: "SpoolExecutorTests", dependencies: ["SpoolCore", "SpoolExecutor", "SpoolTestSupport", "SpoolTesting"]),
         .testTarget(name: "SpoolSchedulerTests", dependencies: [
-            "SpoolCore", "SpoolStore", "SpoolExecutor", "SpoolScheduler", "SpoolTesting",
+            "SpoolCore", "SpoolStore", "SpoolExecutor", "SpoolScheduler", "SpoolTestSupport", "SpoolTesting",
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "SpoolHTTPTests", dependencies: [
-            "SpoolCore", "SpoolStore", "SpoolScheduler", "SpoolHTTP", "SpoolApp", "SpoolTesting",
+            "SpoolCore", "SpoolStore", "SpoolScheduler", "SpoolHTTP", "SpoolApp", "SpoolTestSupport", "SpoolTesting",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
         .testTarget(name: "SpoolWebhooksTests", dependencies: [

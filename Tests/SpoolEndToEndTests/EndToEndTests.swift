@@ -427,6 +427,7 @@ func runProcess(_ executable: String, _ arguments: [String], killAfter: Duration
     FileManager.default.createFile(atPath: scratch + ".err", contents: nil)
     process.standardOutput = FileHandle(forWritingAtPath: scratch + ".out")
     process.standardError = FileHandle(forWritingAtPath: scratch + ".err")
+    defer { for end in [".out", ".err"] { unlink(scratch + end) } }
     let watchdog = killAfter.map { limit in
         Task { [process] in  // unstructured: a test-only watchdog, cancelled below
             try await Task.sleep(for: limit)

@@ -215,6 +215,7 @@ import Testing
         process.currentDirectoryURL = URL(fileURLWithPath: Self.repository)
         let log = NSTemporaryDirectory() + "spool-pytest-\(UUID().uuidString).log"
         FileManager.default.createFile(atPath: log, contents: nil)
+        defer { unlink(log) }
         process.standardOutput = FileHandle(forWritingAtPath: log)
         process.standardError = FileHandle(forWritingAtPath: log)
         let status = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int32, any Error>) in

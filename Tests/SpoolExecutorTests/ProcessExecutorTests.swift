@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import SpoolCore
+import SpoolTestSupport
 import SpoolTesting
 import Synchronization
 import Testing
@@ -10,11 +11,11 @@ import Testing
 /// (those that left the group too), cancel, stdin, the environment, progress messages and the
 /// log cap. Timeouts run on a manual clock where the test is about the escalation.
 @Suite struct ProcessExecutorTests {
-    let directory: String
+    let scratch: ScratchDirectory
+    var directory: String { scratch.path }
 
     init() throws {
-        directory = NSTemporaryDirectory() + "spool-executor-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: directory + "/jobs", withIntermediateDirectories: true)
+        scratch = try ScratchDirectory("spool-executor", subdirectories: ["jobs"])
     }
 
     struct Run {

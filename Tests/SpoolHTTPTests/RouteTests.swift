@@ -8,6 +8,7 @@ import SpoolCore
 import SpoolExecutor
 import SpoolScheduler
 import SpoolStore
+import SpoolTestSupport
 import SpoolTesting
 import Testing
 @testable import SpoolHTTP
@@ -16,12 +17,15 @@ import Testing
 /// running, so jobs stay where the test puts them.
 @Suite struct RouteTests {
     let store = MemoryJobStore()
-    let dataDirectory = NSTemporaryDirectory() + "spool-routes-\(UUID().uuidString)"
+    let scratch: ScratchDirectory
+    let dataDirectory: String
     let scheduler: Scheduler
     let catalog: JobCatalog
     let api: SpoolAPI
 
     init() throws {
+        scratch = try ScratchDirectory("spool-routes")
+        dataDirectory = scratch.path
         catalog = JobCatalog([
             JobType(name: "echo", command: try CommandTemplate(["echo", "{input.word}"]), timeoutSeconds: 60,
                     inputSchema: try InputSchema(.object(["type": .string("object"), "required": .array([.string("word")])]))),

@@ -4,6 +4,7 @@ import SpoolCore
 import SpoolExecutor
 import SpoolScheduler
 import SpoolStore
+import SpoolTestSupport
 import SpoolTesting
 import Testing
 
@@ -18,12 +19,13 @@ import Testing
     /// The wall clock the sweeper reads: real time at the test's start, moved with `manual`
     /// (directories carry real modification times).
     let start = WallClock.now()
-    let dataDirectory = NSTemporaryDirectory() + "spool-retention-\(UUID().uuidString.prefix(8))"
+    let scratch: ScratchDirectory
+    var dataDirectory: String { scratch.path }
 
     init() throws {
         let manual = manual, start = start
         clock = SpoolClock(manual, wall: { start.adding(seconds: manual.now.offset.inSeconds) })
-        try FileManager.default.createDirectory(atPath: dataDirectory + "/jobs/.spare", withIntermediateDirectories: true)
+        scratch = try ScratchDirectory("spool-retention", subdirectories: ["jobs/.spare"])
     }
 
     func sweeper(_ store: any JobStore, retention: Duration = .seconds(30 * 86_400), batch: Int = 500) -> RetentionSweeper {

@@ -6,6 +6,7 @@ import SpoolCore
 import SpoolExecutor
 import SpoolScheduler
 import SpoolStore
+import SpoolTestSupport
 import SpoolTesting
 
 /// The real `Scheduler` over a `MemoryJobStore` (behind a `FlakyStore` that fails or stalls on
@@ -19,6 +20,8 @@ final class SchedulerRig: Sendable {
     let scheduler: Scheduler
     let configuration: SchedulerConfiguration
     let dataDirectory: String
+    /// Owns `dataDirectory`: removed when the rig goes.
+    let scratch: ScratchDirectory
 
     /// Warnings and worse only: the tests' own expectations say what happened.
     static func quiet(_ label: String) -> Logger {
@@ -47,8 +50,8 @@ final class SchedulerRig: Sendable {
         clock = SpoolClock(manual, wall: wall)
         store = FlakyStore(memory)
         catalog = JobCatalog(types)
-        dataDirectory = NSTemporaryDirectory() + "spool-scheduler-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: dataDirectory + "/jobs", withIntermediateDirectories: true)
+        scratch = try ScratchDirectory("spool-scheduler", subdirectories: ["jobs"])
+        dataDirectory = scratch.path
         var configuration = SchedulerConfiguration(slots: (0..<slots).map { SlotSpec(id: SlotID($0)) }, dataDirectory: dataDirectory)
         // A claim commits as its job starts, unless a test says otherwise: with the manual
         // clock, one that waits (`claimDelay`) would wait until the test moves time.

@@ -3,18 +3,18 @@
 // storage errors translated into StoreError codes.
 
 import Foundation
-import SpoolCore
 import GRDB
+import SpoolCore
 @testable import SpoolSQLite
 import SpoolStore
+import SpoolTestSupport
 import Testing
 
 @Suite final class SQLiteJobStoreTests {
-    let directory: TemporaryDirectory
+    let directory: ScratchDirectory
     var path: String { directory.path + "/spool.sqlite" }
 
-    init() throws { directory = try TemporaryDirectory("spool-sqlite") }
-    deinit { directory.remove() }
+    init() throws { directory = try ScratchDirectory("spool-sqlite") }
 
     func open(_ synchronous: SQLiteJobStore.Synchronous = .full) async throws -> SQLiteJobStore {
         let store = try SQLiteJobStore(path: path, synchronous: synchronous)
@@ -170,8 +170,9 @@ import Testing
 @Suite struct SQLiteDurabilityTests {
     @Test(arguments: [SQLiteJobStore.Synchronous.full, .normal])
     func theWriterUsesTheConfiguredSynchronousMode(_ mode: SQLiteJobStore.Synchronous) async throws {
-        let path = NSTemporaryDirectory() + "spool-sync-\(UUID().uuidString).sqlite"
-        let store = try SQLiteJobStore(path: path, synchronous: mode)
+        let directory = try ScratchDirectory("spool-sync")
+        let store = try SQLiteJobStore(path: directory.file("spool.sqlite"), synchronous: mode)
+        defer { try? store.pool.close() }
         try await store.prepare()
         let applied = try await store.pool.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
         #expect(applied == (mode == .full ? 2 : 1))

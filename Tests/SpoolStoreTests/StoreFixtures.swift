@@ -5,9 +5,9 @@ import Foundation
 import Logging
 import SpoolCore
 import SpoolPostgres
-import SpoolTestSupport
-import SpoolSQLite
+@testable import SpoolSQLite
 import SpoolStore
+import SpoolTestSupport
 import Testing
 
 enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
@@ -19,33 +19,25 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     var testDescription: String { rawValue }
 }
 
-/// A directory that belongs to one test; removed when the test is done with it.
-struct TemporaryDirectory: Sendable {
-    let path: String
-
-    init(_ label: String = "spool-store") throws {
-        path = NSTemporaryDirectory() + "\(label)-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
-
 /// Runs `body` against a fresh, prepared store of `kind` in its own temp directory.
 /// SQLite runs with `synchronous = NORMAL` here for speed; `SQLiteJobStoreTests` covers `FULL`.
+/// The SQLite file is closed before its directory goes: removed while open, the directory
+/// lost its files and kept the ones the connections wrote after.
 func withStore<T>(_ kind: StoreKind, _ body: (any JobStore) async throws -> T) async throws -> T {
-    let directory = try TemporaryDirectory()
-    defer { directory.remove() }
-    if kind == .postgres {
+    switch kind {
+    case .postgres:
         return try await TestPostgres.withStore { store in try await body(store) }
+    case .memory:
+        let store = MemoryJobStore()
+        try await store.prepare()
+        return try await body(store)
+    case .sqlite:
+        let directory = try ScratchDirectory("spool-store")
+        let store = try SQLiteJobStore(path: directory.file("spool.sqlite"), synchronous: .normal)
+        defer { try? store.pool.close() }
+        try await store.prepare()
+        return try await body(store)
     }
-    let store: any JobStore = switch kind {
-    case .memory: MemoryJobStore()
-    case .sqlite: try SQLiteJobStore(path: directory.path + "/spool.sqlite", synchronous: .normal)
-    case .postgres: fatalError("handled above")
-    }
-    try await store.prepare()
-    return try await body(store)
 }
 
 /// A job as `JobCatalog.admit` would build it.

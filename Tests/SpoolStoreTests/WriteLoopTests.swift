@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 @testable import SpoolSQLite
+import SpoolTestSupport
 import Testing
 
 /// The SQLite store's group commit: writes that arrive while a transaction commits share the
@@ -8,15 +9,15 @@ import Testing
 /// the loop goes on after a failed transaction, and it lets the pool's other writers in between
 /// its rounds.
 @Suite final class WriteLoopTests {
-    let directory: TemporaryDirectory
+    let directory: ScratchDirectory
     let pool: DatabasePool
 
     init() throws {
-        directory = try TemporaryDirectory("spool-writeloop")
+        directory = try ScratchDirectory("spool-writeloop")
         pool = try DatabasePool(path: directory.path + "/loop.sqlite")
         try pool.write { db in try db.execute(sql: "CREATE TABLE t (x INTEGER)") }
     }
-    deinit { directory.remove() }
+    deinit { try? pool.close() }   // before the directory goes
 
     struct Refused: Error {}
 
