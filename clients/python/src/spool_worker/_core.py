@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import queue
+import shutil
 import signal
 import sys
 import tempfile
@@ -735,65 +736,70 @@ def _dry_run(run: RunFunction, setup: Optional[SetupFunction], argv: Optional[Li
         parser.error(f"--input: {exc}")
 
     scratch = tempfile.mkdtemp(prefix="spool-dry-run-")
-    output_dir = os.path.abspath(args.output_dir) if args.output_dir else os.path.join(scratch, "outputs")
-    os.makedirs(output_dir, exist_ok=True)
-    input_file = os.path.join(scratch, "input.json")
-    with open(input_file, "w", encoding="utf-8") as out:
-        json.dump(job_input, out)
-
-    ctx = Context(
-        job_id="dry-run",
-        attempt=args.attempt,
-        input_file=input_file,
-        output_dir=output_dir,
-        state=None,
-        timeout_s=None,
-        mode="dry-run",
-        sink=_ConsoleSink(),
-        name_job=False,
-    )
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        if ctx.canceled:
-            raise KeyboardInterrupt
-        ctx._cancel()
-        _warn("cancel requested (ctx.canceled is True); Ctrl-C again aborts")
-
     try:
-        started = time.monotonic()
-        ctx.state = setup() if setup is not None else None
-        _warn(f"setup() took {time.monotonic() - started:.2f} s")
-        previous = signal.signal(signal.SIGINT, on_sigint)
-        # A parent may have started us with SIGINT blocked (the mask is inherited across exec).
-        if hasattr(signal, "pthread_sigmask"):
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+        output_dir = os.path.abspath(args.output_dir) if args.output_dir else os.path.join(scratch, "outputs")
+        os.makedirs(output_dir, exist_ok=True)
+        input_file = os.path.join(scratch, "input.json")
+        with open(input_file, "w", encoding="utf-8") as out:
+            json.dump(job_input, out)
+
+        ctx = Context(
+            job_id="dry-run",
+            attempt=args.attempt,
+            input_file=input_file,
+            output_dir=output_dir,
+            state=None,
+            timeout_s=None,
+            mode="dry-run",
+            sink=_ConsoleSink(),
+            name_job=False,
+        )
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            if ctx.canceled:
+                raise KeyboardInterrupt
+            ctx._cancel()
+            _warn("cancel requested (ctx.canceled is True); Ctrl-C again aborts")
+
         try:
             started = time.monotonic()
-            result = run(job_input, ctx)
-            ctx.check_canceled()
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        _warn(f"run() took {time.monotonic() - started:.2f} s")
-        try:
-            text = json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False, default=_json_default)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"run() returned a result that is not JSON: {exc}") from None
-    except Canceled:
-        _warn("the job was canceled (a server would record it as canceled)")
-        return 1
-    except Exception:
-        traceback.print_exc()
-        _warn("the job failed (a server would record it as failed)")
-        return 1
-    outputs = sorted(
-        os.path.relpath(os.path.join(root, name), output_dir)
-        for root, _, names in os.walk(output_dir)
-        for name in names
-    )
-    _warn(f"outputs in {output_dir}: {', '.join(outputs) if outputs else '(none)'}")
-    print(text)
-    _flush_std()
-    return 0
+            ctx.state = setup() if setup is not None else None
+            _warn(f"setup() took {time.monotonic() - started:.2f} s")
+            previous = signal.signal(signal.SIGINT, on_sigint)
+            # A parent may have started us with SIGINT blocked (the mask is inherited across exec).
+            if hasattr(signal, "pthread_sigmask"):
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+            try:
+                started = time.monotonic()
+                result = run(job_input, ctx)
+                ctx.check_canceled()
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            _warn(f"run() took {time.monotonic() - started:.2f} s")
+            try:
+                text = json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False, default=_json_default)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"run() returned a result that is not JSON: {exc}") from None
+        except Canceled:
+            _warn("the job was canceled (a server would record it as canceled)")
+            return 1
+        except Exception:
+            traceback.print_exc()
+            _warn("the job failed (a server would record it as failed)")
+            return 1
+        outputs = sorted(
+            os.path.relpath(os.path.join(root, name), output_dir)
+            for root, _, names in os.walk(output_dir)
+            for name in names
+        )
+        _warn(f"outputs in {output_dir}: {', '.join(outputs) if outputs else '(none)'}")
+        print(text)
+        _flush_std()
+        return 0
+    finally:
+        if args.output_dir:
+            # The outputs went elsewhere: the scratch folder holds only the input file.
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------
