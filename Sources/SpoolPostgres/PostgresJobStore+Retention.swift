@@ -37,6 +37,26 @@ extension PostgresJobStore {
         }
     }
 
+    /// The array's rows are locked first, so no node claims a task (none is queued, but a
+    /// rescue may requeue one) or changes one while they go.
+    public func deleteArray(_ id: String) async throws -> ArrayDeleteResult {
+        try await transaction("delete the job array") { connection in
+            let rows = try await connection.query("""
+                SELECT id, state FROM jobs WHERE array_id = \(id) ORDER BY array_index FOR UPDATE
+                """, logger: self.logger)
+            var ids: [String] = []
+            var open = 0
+            for try await (task, state) in rows.decode((String, String).self) {
+                ids.append(task)
+                if !(JobState(rawValue: state)?.isTerminal ?? false) { open += 1 }
+            }
+            guard !ids.isEmpty else { return .notFound }
+            guard open == 0 else { return .notEnded(open) }
+            try await self.deleteRows(of: ids, on: connection)
+            return .deleted(ids.compactMap(JobID.init))
+        }
+    }
+
     /// Jobs' rows with their events, webhook deliveries (their attempts by cascade) and shared
     /// files, in the caller's transaction (whose rows it has locked).
     private func deleteRows(of ids: [String], on connection: PostgresConnection) async throws {

@@ -38,6 +38,23 @@ extension SQLiteJobStore {
         }
     }
 
+    public func deleteArray(_ id: String) async throws -> ArrayDeleteResult {
+        do {
+            return try await pool.write { db in
+                let tasks = try Row.fetchAll(db, cached: "SELECT id, state FROM jobs INDEXED BY jobs_array WHERE array_id = ? ORDER BY array_index",
+                                             arguments: [id])
+                guard !tasks.isEmpty else { return .notFound }
+                let open = tasks.count { row in !(JobState(rawValue: row["state"])?.isTerminal ?? false) }
+                guard open == 0 else { return .notEnded(open) }
+                let ids: [String] = tasks.map { $0["id"] }
+                for task in ids { try Self.deleteRows(of: task, in: db) }
+                return .deleted(ids.compactMap(JobID.init))
+            }
+        } catch {
+            throw Self.translate(error, doing: "delete the job array")
+        }
+    }
+
     /// A job's row, its events and its webhook deliveries (their attempts by cascade).
     private static func deleteRows(of id: String, in db: Database) throws {
         try db.execute(cached: "DELETE FROM events WHERE job_id = ?", arguments: [id])

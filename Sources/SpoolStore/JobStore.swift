@@ -91,6 +91,11 @@ public protocol JobStore: Sendable {
     /// array, which goes only with its whole array (`.arrayTask`).
     func delete(_ id: JobID) async throws -> DeleteResult
 
+    /// Deletes job array `id` whole, once every task of it has ended: each task as `delete`
+    /// deletes a job, in one transaction. With any task queued or running, nothing goes
+    /// (`.notEnded`).
+    func deleteArray(_ id: String) async throws -> ArrayDeleteResult
+
     /// Subscribes to changes of one job; register *before* reading it so no change is missed.
     func watch(_ id: JobID) -> JobWatch
 
@@ -168,6 +173,15 @@ public enum DeleteResult: Sendable {
     case notEnded(Job)
     /// A task of a job array: it goes with its array.
     case arrayTask(Job)
+}
+
+/// What `deleteArray` did.
+public enum ArrayDeleteResult: Sendable, Equatable {
+    /// Its tasks, in index order, gone with their events, webhook deliveries and stored files.
+    case deleted([JobID])
+    case notFound
+    /// This many of its tasks are queued or running: cancel the array first.
+    case notEnded(Int)
 }
 
 /// What `finish` did.

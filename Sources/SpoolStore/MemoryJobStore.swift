@@ -272,6 +272,15 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
         return .deleted(job)
     }
 
+    public func deleteArray(_ id: String) async throws -> ArrayDeleteResult {
+        let tasks = jobsByID.values.filter { $0.array?.id == id }.sorted { $0.array!.index < $1.array!.index }
+        guard !tasks.isEmpty else { return .notFound }
+        let open = tasks.count { !$0.state.isTerminal }
+        guard open == 0 else { return .notEnded(open) }
+        remove(tasks)
+        return .deleted(tasks.map(\.id))
+    }
+
     /// Forgets `jobs`, their idempotency keys and their events.
     private func remove(_ jobs: [Job]) {
         for job in jobs {

@@ -173,6 +173,7 @@ public final class FlakyStore: LocalJobStore {
         return try await base.deleteEnded(before: cutoff, limit: limit)
     }
     public func delete(_ id: JobID) async throws -> DeleteResult { try await base.delete(id) }
+    public func deleteArray(_ id: String) async throws -> ArrayDeleteResult { try await base.deleteArray(id) }
     public func claimNext(for slot: SlotID, excluding types: Set<String>, skipping: Set<JobID>, now: Timestamp) async throws -> Job? {
         try await pass(.claim)
         guard let local = base as? any LocalJobStore else {

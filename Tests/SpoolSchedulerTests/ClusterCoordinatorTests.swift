@@ -311,6 +311,7 @@ final class LeaseStandIn: SharedJobStore {
     func nextTimer(after now: Timestamp) async throws -> Timestamp? { try await base.nextTimer(after: now) }
     func deleteEnded(before cutoff: Timestamp, limit: Int) async throws -> [JobID] { try await base.deleteEnded(before: cutoff, limit: limit) }
     func delete(_ id: JobID) async throws -> DeleteResult { try await base.delete(id) }
+    func deleteArray(_ id: String) async throws -> ArrayDeleteResult { try await base.deleteArray(id) }
     func watch(_ id: JobID) -> JobWatch { base.watch(id) }
     func events(after: Int64, job: JobID?, owner: String?, limit: Int) async throws -> [JobEvent] {
         try await base.events(after: after, job: job, owner: owner, limit: limit)

@@ -1,6 +1,6 @@
 // JobStoreConformanceTests: retention (`deleteEnded`). Jobs that ended before the cutoff go,
 // oldest end first, with their events; nothing queued, running or recent does; an array goes
-// only whole.
+// only whole. One job (`delete`) or one array (`deleteArray`) goes on request once it has ended.
 
 import SpoolCore
 import SpoolStore
@@ -95,6 +95,38 @@ extension JobStoreConformanceTests {
             for kept in [running.id, queued.id, task.id] { #expect(try await store.job(kept) != nil) }
             let again = makeJob(key: "again")
             #expect(try await store.enqueue(again).created?.id == again.id)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func anArrayIsDeletedWholeOnRequestOnceEveryTaskHasEnded(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let id = ArraySpec.newID(), other = ArraySpec.newID()
+            let stored = try await store.enqueueArray(tasks(id, count: 3), limits: QueueLimits())
+            let neighbour = try await store.enqueueArray(tasks(other, count: 1), limits: QueueLimits())[0]
+            try await end(stored[0], in: store, at: 2_000)
+            try await store.appendEvent(.log, job: stored[0].id, data: .object(["line": .string("x")]), now: at(1_900))
+            _ = try await store.events(job: stored[0].id) { $0.count >= 2 }
+            _ = try await store.claimNext(for: SlotID(0), now: at(3_000))   // the second task runs; the third is queued
+
+            // Two tasks not ended: nothing goes.
+            #expect(try await store.deleteArray(id) == .notEnded(2))
+            _ = try await store.cancel(stored[2].id, now: at(3_500))
+            #expect(try await store.deleteArray(id) == .notEnded(1))
+            #expect(try await store.arraySummary(id)?.size == 3)
+
+            _ = try await store.finish(stored[1].id, attempt: 1, outcome: .exited(code: 1), now: at(4_000), claimNextFor: nil)
+            #expect(try await store.deleteArray(id) == .deleted(stored.map(\.id)))
+            #expect(try await store.arraySummary(id) == nil)
+            for task in stored {
+                #expect(try await store.job(task.id) == nil)
+                #expect(try await store.events(after: 0, job: task.id, limit: 100).isEmpty)
+            }
+            #expect(try await store.deleteArray(id) == .notFound)
+            #expect(try await store.deleteArray(ArraySpec.newID()) == .notFound)
+            // Another array, queued, is untouched.
+            #expect(try await store.job(neighbour.id)?.state == .queued)
+            #expect(try await store.arraySummary(other)?.size == 1)
         }
     }
 }
