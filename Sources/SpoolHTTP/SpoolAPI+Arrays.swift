@@ -3,11 +3,12 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import SpoolCore
+import SpoolExecutor
 import SpoolStore
 
 /// Job arrays: `POST /v1/jobs` with `array` makes N tasks (ordinary jobs sharing an array id);
 /// `/v1/arrays/{id}` is what they add up to — counts by state, progress, ETA — with its tasks,
-/// every task's outputs, and a cancel that cancels the rest.
+/// every task's outputs, a cancel that cancels the rest, and a delete once all have ended.
 extension SpoolAPI {
     /// Checks every task like a job, stores them all in one transaction, and answers 201 with
     /// the array. With an Idempotency-Key the array's id comes from the key (and the owner), so
@@ -187,5 +188,25 @@ extension SpoolAPI {
         for task in affected { await scheduler.stop(task, because: .cancel) }
         let after = try await store.arraySummary(summary.id) ?? summary
         return json(try await arrayResource(after), status: after.counts[.running, default: 0] > 0 ? .accepted : .ok)
+    }
+
+    /// Deletes an array whose tasks have all ended, every task with its events, webhook
+    /// deliveries, log and outputs, as retention does once its last task is old (204); its
+    /// Idempotency-Key is free again. An array with a task queued or running is a 409.
+    @Sendable func deleteArray(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        let summary = try await findArray(context)
+        switch try await store.deleteArray(summary.id) {
+        case .notFound:
+            throw APIError.notFound("no array \(summary.id)")
+        case .notEnded(let open):
+            throw APIError.conflict("not-ended", "array \(summary.id) has \(open) task\(open == 1 ? "" : "s") queued or running: cancel it "
+                                    + "(POST /v1/arrays/\(summary.id)/cancel), then delete it once they have ended")
+        case .deleted(let tasks):
+            // This node's copies of the tasks' files, as for one job (`deleteJob`).
+            _ = try? await BlockingIO.run { [dataDirectory] in
+                for task in tasks { JobDirectories.remove(task, in: dataDirectory) }
+            }
+            return Response(status: .noContent)
+        }
     }
 }

@@ -23,7 +23,7 @@ extension SpoolAPI {
         ("/v1/jobs/:id/events", [.get]),
         ("/v1/jobs/:id/webhooks", [.get]),
         ("/v1/jobs/:id/attempts", [.get]),
-        ("/v1/arrays/:id", [.get]),
+        ("/v1/arrays/:id", [.get, .delete]),
         ("/v1/arrays/:id/tasks", [.get]),
         ("/v1/arrays/:id/outputs", [.get]),
         ("/v1/arrays/:id/cancel", [.post]),

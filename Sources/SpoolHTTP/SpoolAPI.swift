@@ -94,6 +94,7 @@ public struct SpoolAPI: Sendable {
         router.get("/v1/arrays/:id/tasks", use: arrayTasks)
         router.get("/v1/arrays/:id/outputs", use: arrayOutputs)
         router.post("/v1/arrays/:id/cancel", use: cancelArray)
+        router.delete("/v1/arrays/:id", use: deleteArray)
         addDashboardRoutes(to: router)
         return router
     }
@@ -201,7 +202,8 @@ public struct SpoolAPI: Sendable {
         case .notEnded(let job):
             throw APIError.conflict("not-ended", "job \(id) is \(job.state.rawValue): cancel it, then delete it once it has ended")
         case .arrayTask(let job):
-            throw APIError.conflict("array-task", "job \(id) is a task of job array \(job.array?.id ?? ""): it is deleted with its array (retention_days)")
+            let array = job.array?.id ?? ""
+            throw APIError.conflict("array-task", "job \(id) is a task of job array \(array): it goes with its array (DELETE /v1/arrays/\(array))")
         case .deleted:
             // This node's copy of its files; another node's goes with that node's next retention
             // pass that finds the directory old.

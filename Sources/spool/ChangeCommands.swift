@@ -1,16 +1,21 @@
 import ArgumentParser
 import SpoolCore
 
-// Client commands that change something on the server: cancel or delete a job, release a slot.
+// Client commands that change something on the server: cancel or delete a job or a job array, release a slot.
 
 struct CancelCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "cancel", abstract: "Cancel a queued or running job.")
-    @Argument(help: "The job id.") var id: String
+    static let configuration = CommandConfiguration(commandName: "cancel", abstract: "Cancel a queued or running job, or what is left of a job array.")
+    @Argument(help: "The job id, or a job array's (arr_…).") var id: String
     @OptionGroup var server: ServerOptions
 
     func run() async throws {
         await clientCommand {
             let client = try server.client
+            if id.hasPrefix("arr_") {
+                let (_, _, body) = try await client.post("/v1/arrays/\(id)/cancel", json: nil)
+                print(ArrayWire.line(try client.decode(ArrayWire.self, body)))
+                return
+            }
             let (status, _, body) = try await client.post("/v1/jobs/\(id)/cancel", json: nil)
             let job = try client.decode(JobWire.self, body)
             print(status.code == 202 ? "\(job.id): stopping (SIGTERM, then SIGKILL after the grace period)" : "\(job.id): \(job.state)")
@@ -20,14 +25,17 @@ struct CancelCommand: AsyncParsableCommand {
 
 struct DeleteCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "delete", abstract: "Delete an ended job with its log and outputs.",
-        discussion: "A queued or running job is refused: cancel it first. The server deletes ended jobs itself after retention_days.")
-    @Argument(help: "The job id.") var id: String
+        commandName: "delete", abstract: "Delete an ended job, or a job array whose tasks have all ended, with logs and outputs.",
+        discussion: """
+            A queued or running job is refused: cancel it first. A task of a job array goes with its array \
+            (spool delete arr_…). The server deletes ended jobs itself after retention_days.
+            """)
+    @Argument(help: "The job id, or a job array's (arr_…).") var id: String
     @OptionGroup var server: ServerOptions
 
     func run() async throws {
         await clientCommand {
-            _ = try await server.client.delete("/v1/jobs/\(id)")
+            _ = try await server.client.delete(id.hasPrefix("arr_") ? "/v1/arrays/\(id)" : "/v1/jobs/\(id)")
             print("\(id): deleted")
         }
     }

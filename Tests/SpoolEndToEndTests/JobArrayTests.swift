@@ -3,7 +3,7 @@ import SpoolCore
 import Testing
 
 /// Job arrays through the real `spool serve`: one submit, N ordinary tasks, the array as what
-/// they add up to, every task's outputs, cancel of the rest, and fail-fast.
+/// they add up to, every task's outputs, cancel of the rest, fail-fast, and delete.
 @Suite(.serialized) struct JobArrayTests {
     func server() async throws -> ServerHarness { try await ServerHarness.started(slots: 2) }
 
@@ -95,5 +95,47 @@ import Testing
         #expect(once.status == 201 && again.status == 200 && again.json["id"] == once.json["id"])
         let changed = try await server.submit("frame", .object(["fail_on": -1, "sleep": 1]), extra: body, key: "frames-1")
         #expect(changed.status == 409)
+    }
+
+    /// An array goes whole once every task has ended — rows, events and files — and not before;
+    /// a task alone is refused with the way to delete its array; the Idempotency-Key is free again.
+    @Test func anEndedArrayIsDeletedWholeAndOneWithTasksLeftIsNot() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let slow = try await server.submit("frame", .object(["fail_on": -1, "sleep": 30]), extra: ["array": .object(["range": .array([1, 3])])])
+        let slowID = try #require(slow.json["id"]?.stringValue)
+        _ = try await waitForArray(server, slowID) { $0["counts"]?["running"] == .int(2) }
+        let refusedCLI = try await runCLI(["delete", slowID, "--server", server.url])
+        #expect(refusedCLI.status == 1 && refusedCLI.stderr.hasPrefix("spool: array \(slowID) has 3 tasks queued or running"), "\(refusedCLI.stderr)")
+        let refused = try await server.request(.DELETE, "/v1/arrays/\(slowID)")
+        #expect(refused.status == 409 && refused.json["type"] == "urn:spool:problem:not-ended", "\(refused.json)")
+        #expect(refused.json["detail"]?.stringValue?.contains("has 3 tasks queued or running") == true, "\(refused.json)")
+        #expect(try await server.request(.GET, "/v1/arrays/\(slowID)").json["size"] == .int(3), "nothing went")
+        let canceled = try await runCLI(["cancel", slowID, "--server", server.url])
+        #expect(canceled.status == 0 && canceled.stdout.hasPrefix(slowID), "\(canceled.stdout)\(canceled.stderr)")
+        _ = try await waitForArray(server, slowID) { $0["state"] == "canceled" }
+
+        let body: [String: JSONValue] = ["array": .object(["items": .array([4, 5])])]
+        let done = try await server.submit("frame", .object(["fail_on": -1, "sleep": 0]), extra: body, key: "frames-delete")
+        let doneID = try #require(done.json["id"]?.stringValue)
+        _ = try await waitForArray(server, doneID) { $0["state"] == "succeeded" }
+        let tasks = try await server.request(.GET, "/v1/arrays/\(doneID)/tasks").json["tasks"]?.arrayValue?.compactMap { $0["id"]?.stringValue } ?? []
+        #expect(tasks.count == 2)
+        let task = try #require(tasks.first)
+        let alone = try await server.request(.DELETE, "/v1/jobs/\(task)")
+        #expect(alone.status == 409 && alone.json["type"] == "urn:spool:problem:array-task")
+        #expect(alone.json["detail"]?.stringValue?.contains("DELETE /v1/arrays/\(doneID)") == true, "\(alone.json)")
+        let directories = tasks.map { JobPaths(dataDirectory: server.dataDirectory, job: JobID($0)!).directory }
+        #expect(directories.allSatisfy { FileManager.default.fileExists(atPath: $0) }, "each task left its output")
+
+        #expect(try await server.request(.DELETE, "/v1/arrays/\(doneID)").status == 204)
+        let cli = try await runCLI(["delete", slowID, "--server", server.url])
+        #expect(cli.status == 0 && cli.stdout == "\(slowID): deleted\n", "\(cli.stderr)")
+        #expect(try await server.request(.GET, "/v1/arrays/\(doneID)").status == 404)
+        for id in tasks { #expect(try await server.request(.GET, "/v1/jobs/\(id)").status == 404) }
+        #expect(directories.allSatisfy { !FileManager.default.fileExists(atPath: $0) }, "the tasks' files went with them")
+        #expect(try await server.request(.DELETE, "/v1/arrays/\(doneID)").status == 404)
+        // The same key makes the array anew.
+        #expect(try await server.submit("frame", .object(["fail_on": -1, "sleep": 0]), extra: body, key: "frames-delete").status == 201)
     }
 }

@@ -108,6 +108,18 @@ import Testing
             frames.contains { $0.data["job"] == .string(queued) && $0.data["state"] == "succeeded" }
         }
         #expect(aliceFrames.allSatisfy { $0.data["job"] != .string(bobs) })
+
+        // Alice's job array as Bob: not found on every route, deleting it included; Alice deletes it.
+        let array = try Self.id(try await server.submit("noop", extra: ["array": .object(["items": .array([1, 2])])], token: alice))
+        for (method, path) in [(HTTPMethod.GET, "/v1/arrays/\(array)"), (.GET, "/v1/arrays/\(array)/tasks"), (.GET, "/v1/arrays/\(array)/outputs"),
+                               (.POST, "/v1/arrays/\(array)/cancel"), (.DELETE, "/v1/arrays/\(array)")] {
+            #expect(try await server.request(method, path, headers: server.bearer(bob)).status == 404, "\(method) \(path) as bob")
+        }
+        let tasks = try await server.request(.GET, "/v1/arrays/\(array)/tasks", headers: server.bearer(alice)).json["tasks"]?.arrayValue ?? []
+        for task in tasks.compactMap({ $0["id"]?.stringValue }) {
+            _ = try await server.request(.GET, "/v1/jobs/\(task)?wait=10", headers: server.bearer(alice))
+        }
+        #expect(try await server.request(.DELETE, "/v1/arrays/\(array)", headers: server.bearer(alice)).status == 204)
     }
 
     /// No token, a wrong one, or one in the URL: 401 with WWW-Authenticate; open routes stay open.

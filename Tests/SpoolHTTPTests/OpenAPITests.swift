@@ -31,7 +31,7 @@ import Testing
         "/v1/jobs/{id}/events": ["get"],
         "/v1/jobs/{id}/webhooks": ["get"],
         "/v1/jobs/{id}/attempts": ["get"],
-        "/v1/arrays/{id}": ["get"], "/v1/arrays/{id}/tasks": ["get"], "/v1/arrays/{id}/outputs": ["get"],
+        "/v1/arrays/{id}": ["get", "delete"], "/v1/arrays/{id}/tasks": ["get"], "/v1/arrays/{id}/outputs": ["get"],
         "/v1/arrays/{id}/cancel": ["post"],
         "/v1/events": ["get"],
         "/v1/queue": ["get"], "/v1/nodes": ["get"], "/v1/slots/{slot}/release": ["post"],
