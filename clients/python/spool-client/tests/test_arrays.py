@@ -1,6 +1,6 @@
 """Job arrays against the real server, with the sync client and the async one: `submit_array`
 (items, range, fail_fast, Idempotency-Key), `array`, `array_tasks`, `array_outputs`,
-`cancel_array`, `wait_array`, `watch_array`, and `Job.array` on a task."""
+`cancel_array`, `delete_array`, `wait_array`, `watch_array`, and `Job.array` on a task."""
 
 from __future__ import annotations
 
@@ -92,6 +92,24 @@ def test_cancel_array(api: Any, spool: Client) -> None:
     assert [t.state for t in api.array_tasks(array.id)] == ["canceled"] * 3
     with pytest.raises(spool_client.AlreadyFinished):
         api.cancel_array(array.id)
+
+
+def test_delete_array(api: Any, spool: Client) -> None:
+    array = api.submit_array("sleep", {"seconds": 30}, range=(0, 1))
+    with pytest.raises(spool_client.NotEnded):
+        api.delete_array(array.id)
+    tasks = [t.id for t in api.array_tasks(array.id)]
+    api.cancel_array(array.id)
+    api.wait_array(array.id, timeout=15, interval=0.2)
+    with pytest.raises(spool_client.ArrayTask):
+        api.delete(tasks[0])  # ended, but it goes only with its array
+    assert api.delete_array(array.id) is None
+    with pytest.raises(spool_client.NotFound):
+        api.array(array.id)
+    with pytest.raises(spool_client.NotFound):
+        api.get(tasks[1])
+    with pytest.raises(spool_client.NotFound):
+        api.delete_array(array.id)
 
 
 def test_watch_and_wait_timeout(api: Any, spool: Client) -> None:

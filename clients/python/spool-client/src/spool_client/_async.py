@@ -275,6 +275,10 @@ class AsyncClient(ClientCore):
         """See `Client.cancel_array`."""
         return await self._run(self._cancel_array(id))
 
+    async def delete_array(self, id: str) -> None:
+        """See `Client.delete_array`."""
+        await self._run(self._delete_array(id))
+
     async def wait_array(self, id: str, timeout: Optional[float] = None, *, interval: float = 2.0) -> JobArray:
         """See `Client.wait_array`."""
         return await self._run(self._wait_array(id, timeout, interval))

@@ -700,6 +700,11 @@ class ClientCore:
         spec = RequestSpec("POST", array_path(array_id, "cancel"), idempotent=False)
         return JobArray.from_json((yield from self._json(spec)))
 
+    def _delete_array(self, array_id: str) -> Flow[None]:
+        # Not resent once it may have arrived, as `_delete`.
+        yield from self._send(RequestSpec("DELETE", array_path(array_id), idempotent=False))
+        return None
+
     def _poll_array(self, array_id: str, timeout: Optional[float], interval: float, emit: bool) -> Flow[JobArray]:
         """Polls the array (there is no long-poll for arrays) until it is done: every 0.1 s at
         first, backing off to `interval`. With `emit`, hands out the first answer and each one

@@ -93,7 +93,8 @@ class AlreadyFinished(Conflict):
 
 
 class NotEnded(Conflict):
-    """409 ``not-ended``: delete of a job that is queued or running (cancel it first)."""
+    """409 ``not-ended``: delete of a job that is queued or running, or of a job array with
+    such a task (cancel it first)."""
 
 
 class ArrayTask(Conflict):

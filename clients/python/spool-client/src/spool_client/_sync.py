@@ -238,7 +238,8 @@ class Client(ClientCore):
     def delete(self, id: str) -> None:
         """Delete an ended job with its log, outputs and events (as the server's retention does
         later); its Idempotency-Key is free again. A queued or running job raises `NotEnded`
-        (cancel it first), a task of a job array `ArrayTask` (both `Conflict`s); an unknown id
+        (cancel it first), a task of a job array `ArrayTask` (both `Conflict`s; delete its array
+        with `delete_array`); an unknown id
         `NotFound`."""
         self._run(self._delete(id))
 
@@ -297,6 +298,13 @@ class Client(ClientCore):
         """Cancel every task that has not finished: queued ones at once, running ones are asked to
         stop. A finished array raises `AlreadyFinished` (a `Conflict`)."""
         return self._run(self._cancel_array(id))
+
+    def delete_array(self, id: str) -> None:
+        """Delete a job array whose tasks have all ended, every task with its log, outputs and
+        events (as the server's retention does later); its Idempotency-Key is free again. An
+        array with a task queued or running raises `NotEnded` (cancel it first); an unknown id
+        `NotFound`."""
+        self._run(self._delete_array(id))
 
     def wait_array(self, id: str, timeout: Optional[float] = None, *, interval: float = 2.0) -> JobArray:
         """Poll until every task has finished (the array is succeeded, failed or canceled), every
