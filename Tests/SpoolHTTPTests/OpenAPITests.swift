@@ -227,7 +227,13 @@ import Testing
 
             var followed: Set<String> = []
             for sample in samples {
-                for (name, link) in links[sample.key] ?? [:] {
+                // A delete last: the links followed after it would find its resource gone (the
+                // array's cancel may have ended its tasks, so its delete may go through).
+                let named = (links[sample.key] ?? [:]).sorted { first, second in
+                    let deletes = [first, second].map { targets[$0.value["operationId"]?.stringValue ?? ""]?.method == "delete" }
+                    return deletes[0] != deletes[1] ? deletes[1] : first.key < second.key
+                }
+                for (name, link) in named {
                     let target = link["operationId"]?.stringValue ?? ""
                     guard let (method, path) = targets[target] else { Issue.record("\(sample.key) \(name): no operation \(target)"); continue }
                     var uri: String? = path
