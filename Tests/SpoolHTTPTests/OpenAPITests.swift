@@ -8,6 +8,7 @@ import SpoolCore
 import SpoolExecutor
 import SpoolScheduler
 import SpoolStore
+import SpoolTestSupport
 import SpoolTesting
 import Testing
 @testable import SpoolHTTP
@@ -55,7 +56,7 @@ import Testing
     }
 
     func withClient<Value>(_ body: @escaping @Sendable (any TestClientProtocol) async throws -> Value) async throws -> Value {
-        try await Application(router: api.router()).test(.router, body)
+        try await restoringTerminationSignals { try await Application(router: api.router()).test(.router, body) }
     }
 
     static func decode(_ buffer: ByteBuffer) throws -> JSONValue {

@@ -36,8 +36,10 @@ import Testing
         api = SpoolAPI(store: store, scheduler: scheduler, catalog: catalog, dataDirectory: dataDirectory, storeName: "memory")
     }
 
-    func withClient(_ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void) async throws {
-        try await Application(router: api.router()).test(.router, body)
+    /// The routes of `api` (the suite's by default), in process.
+    func withClient(_ api: SpoolAPI? = nil, _ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void) async throws {
+        let router = (api ?? self.api).router()
+        try await restoringTerminationSignals { try await Application(router: router).test(.router, body) }
     }
 
     static let json: HTTPFields = [.contentType: "application/json"]
@@ -276,7 +278,7 @@ import Testing
         let flaky = FlakyStore(store)
         flaky.fail(.queuedCount)
         let api = SpoolAPI(store: flaky, scheduler: scheduler, catalog: catalog, dataDirectory: dataDirectory, storeName: "memory")
-        try await Application(router: api.router()).test(.router) { client in
+        try await withClient(api) { client in
             try await client.execute(uri: "/healthz", method: .get) { response in
                 #expect(response.status == .serviceUnavailable)
                 let health = try decode(response)
@@ -286,7 +288,7 @@ import Testing
             }
         }
         flaky.heal()
-        try await Application(router: api.router()).test(.router) { client in
+        try await withClient(api) { client in
             try await client.execute(uri: "/healthz", method: .get) { #expect($0.status == .ok) }
         }
     }

@@ -3,6 +3,7 @@ import HummingbirdTesting
 import Logging
 import SpoolCore
 import SpoolStore
+import SpoolTestSupport
 import SpoolTesting
 import SpoolWebhooks
 import Synchronization
@@ -53,45 +54,47 @@ struct WebhookRetryTests {
         let clock = SpoolClock(manual, wall: { origin.adding(seconds: manual.now.offset.inSeconds) })
         let (router, arrivals) = Self.receiver()
         let application = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
-        try await application.test(.live) { client in
-            let port = try #require(client.port)
-            let outbox = RecordingOutbox()
-            var configuration = WebhookDeliverer.Configuration()
-            configuration.target = WebhookGuard(allowPrivate: true)
-            configuration.retry.baseSeconds = 30
-            configuration.draw = { 1 }   // the whole back-off: 30 s after the first failure
-            configuration.coalesce = .zero
-            configuration.idlePoll = .seconds(3600)   // only the clock wakes the loop for a retry
-            let deliverer = WebhookDeliverer(store: MemoryJobStore(), outbox: outbox, configuration: configuration,
-                                             logger: Logger(label: "test"), clock: clock)
-            let job = JobID.random()
-            let draft = WebhookDelivery.Draft(job: job, event: .completed, eventID: 1, url: "http://127.0.0.1:\(port)/hook",
-                                              payload: .object(["event": "job.completed"]), createdAt: clock.wall())
-            _ = try await outbox.addDeliveries([draft], cursor: 1)
-            let running = Task { try await deliverer.run() }
-            defer { running.cancel() }
+        try await restoringTerminationSignals {
+            try await application.test(.live) { client in
+                let port = try #require(client.port)
+                let outbox = RecordingOutbox()
+                var configuration = WebhookDeliverer.Configuration()
+                configuration.target = WebhookGuard(allowPrivate: true)
+                configuration.retry.baseSeconds = 30
+                configuration.draw = { 1 }   // the whole back-off: 30 s after the first failure
+                configuration.coalesce = .zero
+                configuration.idlePoll = .seconds(3600)   // only the clock wakes the loop for a retry
+                let deliverer = WebhookDeliverer(store: MemoryJobStore(), outbox: outbox, configuration: configuration,
+                                                 logger: Logger(label: "test"), clock: clock)
+                let job = JobID.random()
+                let draft = WebhookDelivery.Draft(job: job, event: .completed, eventID: 1, url: "http://127.0.0.1:\(port)/hook",
+                                                  payload: .object(["event": "job.completed"]), createdAt: clock.wall())
+                _ = try await outbox.addDeliveries([draft], cursor: 1)
+                let running = Task { try await deliverer.run() }
+                defer { running.cancel() }
 
-            #expect(try await arrivals.next("the first attempt") == 1)
-            // The loop sets its timer for the retry once the failure is recorded.
-            try await within(.seconds(10), "the sending loop to sleep until the retry") { await manual.waitForSleeper(within: .seconds(30)) }
-            let failed = try #require(try await outbox.webhookDeliveries(of: job).first)
-            #expect(failed.delivery.attempts == 1)
-            #expect(failed.delivery.state == .pending)
-            #expect(failed.delivery.nextAttemptAt == origin.adding(seconds: 30))
-            #expect(failed.attempts.first?.at == origin, "the attempt records the deliverer's clock")
+                #expect(try await arrivals.next("the first attempt") == 1)
+                // The loop sets its timer for the retry once the failure is recorded.
+                try await within(.seconds(10), "the sending loop to sleep until the retry") { await manual.waitForSleeper(within: .seconds(30)) }
+                let failed = try #require(try await outbox.webhookDeliveries(of: job).first)
+                #expect(failed.delivery.attempts == 1)
+                #expect(failed.delivery.state == .pending)
+                #expect(failed.delivery.nextAttemptAt == origin.adding(seconds: 30))
+                #expect(failed.attempts.first?.at == origin, "the attempt records the deliverer's clock")
 
-            // A second short of the retry the loop still sleeps, and nothing went out.
-            manual.advance(by: .seconds(29))
-            await manual.waitForSleeper(within: .seconds(1))
-            #expect(try await outbox.webhookDeliveries(of: job).first?.delivery.attempts == 1)
-            manual.advance(by: .seconds(1))
-            #expect(try await arrivals.next("the retry, once its back-off has passed") == 2)
-            _ = try await outbox.recorded.next("the first attempt, recorded")
-            _ = try await outbox.recorded.next("the retry, recorded")
-            let delivered = try #require(try await outbox.webhookDeliveries(of: job).first)
-            #expect(delivered.delivery.state == .delivered)
-            #expect(delivered.attempts.map(\.at) == [origin, origin.adding(seconds: 30)])
-            #expect(delivered.attempts.map(\.status) == [503, 204])
+                // A second short of the retry the loop still sleeps, and nothing went out.
+                manual.advance(by: .seconds(29))
+                await manual.waitForSleeper(within: .seconds(1))
+                #expect(try await outbox.webhookDeliveries(of: job).first?.delivery.attempts == 1)
+                manual.advance(by: .seconds(1))
+                #expect(try await arrivals.next("the retry, once its back-off has passed") == 2)
+                _ = try await outbox.recorded.next("the first attempt, recorded")
+                _ = try await outbox.recorded.next("the retry, recorded")
+                let delivered = try #require(try await outbox.webhookDeliveries(of: job).first)
+                #expect(delivered.delivery.state == .delivered)
+                #expect(delivered.attempts.map(\.at) == [origin, origin.adding(seconds: 30)])
+                #expect(delivered.attempts.map(\.status) == [503, 204])
+            }
         }
     }
 }
