@@ -106,6 +106,8 @@ public struct Job: Sendable, Hashable {
         ]
         // Only when set, so that the fingerprints of jobs stored before retries existed still match.
         if let retry { fields["retry"] = retry.json }
+        // A task of a job array holds the array's key; a plain job with its input is another request.
+        if let array { fields["array"] = .string(array.id) }
         return JSONValue.object(fields).canonicalText
     }
 

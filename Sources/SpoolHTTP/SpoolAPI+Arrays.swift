@@ -12,7 +12,8 @@ import SpoolStore
 extension SpoolAPI {
     /// Checks every task like a job, stores them all in one transaction, and answers 201 with
     /// the array. With an Idempotency-Key the array's id comes from the key (and the owner), so
-    /// a repeat answers 200 with the array it made.
+    /// a repeat answers 200 with the array it made; the first task holds the key, so a job and
+    /// an array cannot both be made under one.
     func submitArray(_ spec: ArraySpec, _ submission: Submission, context: SpoolRequestContext) async throws -> Response {
         guard submission.dedup == nil, submission.dedupKey == nil else {
             throw APIError.unprocessable("\"dedup\" and \"dedup_key\" apply to single jobs; an array's tasks are each run")
@@ -25,7 +26,7 @@ extension SpoolAPI {
         for (index, item) in spec.items {
             var one = submission
             one.array = nil
-            one.idempotencyKey = nil
+            if !tasks.isEmpty { one.idempotencyKey = nil }
             one.input = ArraySpec.taskInput(submission.input, item: item)
             var task: Job
             do {
@@ -64,10 +65,18 @@ extension SpoolAPI {
             let wait = scheduler.estimate(position: 1, type: submission.type)?.startsIn ?? 5
             throw APIError.rateLimited(error.limit?.rawValue ?? "max_queued", detail: error.message + " (the array has \(spec.count) tasks)",
                                        retryAfter: wait)
+        } catch let error as StoreError where error.code == .idempotencyConflict {
+            throw Self.idempotencyConflict(key: submission.idempotencyKey, holder: error.existing)
         }
         scheduler.jobEnqueued(dueBy: stored.compactMap(\.nextTimer).min())
         guard let summary = try await store.arraySummary(id) else { throw APIError.notFound("no array \(id)") }
         return json(try await arrayResource(summary), status: .created, headers: [.location: "/v1/arrays/\(id)"])
+    }
+
+    /// 409 for an Idempotency-Key already used for a different request, naming what holds it.
+    static func idempotencyConflict(key: String?, holder: Job?) -> APIError {
+        let what = holder.map { $0.array.map { "array \($0.id)" } ?? "job \($0.id)" } ?? "another request"
+        return APIError.conflict("idempotency-conflict", "the Idempotency-Key \"\(key ?? "")\" was already used for a different request (\(what))")
     }
 
     /// The same owner and Idempotency-Key always name the same array.

@@ -58,8 +58,7 @@ extension SpoolAPI {
         do {
             result = try await store.enqueue(job, limits: QueueLimits(total: access.maxQueued, owner: principal.limits.maxQueued))
         } catch let error as StoreError where error.code == .idempotencyConflict {
-            throw APIError.conflict("idempotency-conflict",
-                                    "the Idempotency-Key \"\(key ?? "")\" was already used for a different request (job \(error.existing?.id.rawValue ?? "?"))")
+            throw Self.idempotencyConflict(key: key, holder: error.existing)
         } catch let error as StoreError where error.code == .queueFull {
             // Room comes back as the next queued job starts: when, the ETA says.
             let wait = scheduler.estimate(position: 1, type: job.type)?.startsIn ?? 5

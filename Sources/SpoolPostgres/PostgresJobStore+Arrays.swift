@@ -21,13 +21,21 @@ extension PostgresJobStore {
                Int(queued) + tasks.count > most {
                 throw StoreError.queueFull(.owner, most)
             }
+            if let first = tasks.first, let key = first.idempotencyKey,
+               let holder = try await Self.fetchJob(where: "j.owner = \(owner) AND j.idempotency_key = \(key)", on: connection, logger: self.logger) {
+                throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: holder)
+            }
             var stored: [Job] = []
             var newest: Int64?
-            for task in tasks {
+            for (index, task) in tasks.enumerated() {
                 var task = task
                 task.dedup = nil
-                task.idempotencyKey = nil
+                if index > 0 { task.idempotencyKey = nil }
                 guard let row = try await self.insertion(of: task, limits: QueueLimits())(connection), let sequence = row.0, let tag = row.1 else {
+                    // A job took the key since the look above (a submit on another connection).
+                    if index == 0, task.idempotencyKey != nil {
+                        throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request")
+                    }
                     throw StoreError(.other, "a job with id \(task.id) already exists")
                 }
                 task.state = .queued

@@ -17,11 +17,15 @@ extension SQLiteJobStore {
             }
             var stored: [Job] = []
             var events: [JobEvent] = []
-            for task in tasks {
+            for (index, task) in tasks.enumerated() {
                 var task = task
                 task.dedup = nil
-                task.idempotencyKey = nil
+                if index > 0 { task.idempotencyKey = nil }
                 let (result, event) = try Self.insert(task, limits: QueueLimits(), in: db).get()
+                // Not a repeat: a job with the first task's fingerprint names the same array, so it is one of its tasks.
+                guard case .created = result else {
+                    throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: result.job)
+                }
                 stored.append(result.job)
                 if let event { events.append(event) }
             }

@@ -23,7 +23,10 @@ public protocol JobStore: Sendable {
 
     /// Stores the tasks of a job array (`Job.array` set on each) in one transaction: all of them,
     /// in order, or none (`StoreError.queueFull` when they would pass one of `limits`). Returns
-    /// them as stored.
+    /// them as stored. The first task carries the array's Idempotency-Key, if it has one (the
+    /// others' keys are dropped): it holds the key for the whole array, so a job submitted under
+    /// it later is a conflict, and a key its owner's job already holds makes the array one
+    /// (`StoreError.idempotencyConflict` with that job; nothing stored).
     func enqueueArray(_ tasks: [Job], limits: QueueLimits) async throws -> [Job]
 
     /// What the tasks of array `id` add up to; nil when it has none.

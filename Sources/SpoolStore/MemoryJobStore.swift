@@ -60,11 +60,15 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
         if let most = limits.owner, queued.count(where: { $0.owner == tasks.first?.owner }) + tasks.count > most {
             throw StoreError.queueFull(.owner, most)
         }
+        if let first = tasks.first, let key = first.idempotencyKey,
+           let holder = idsByKey[(first.owner ?? "") + "\u{0}" + key].flatMap({ jobsByID[$0] }) {
+            throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: holder)
+        }
         var stored: [Job] = []
-        for task in tasks {
+        for (index, task) in tasks.enumerated() {
             var task = task
             task.dedup = nil
-            task.idempotencyKey = nil
+            if index > 0 { task.idempotencyKey = nil }
             stored.append(try await enqueue(task, limits: QueueLimits()).job)
         }
         return stored

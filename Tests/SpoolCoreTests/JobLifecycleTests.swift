@@ -195,6 +195,13 @@ import SpoolCore
         other = base
         other.input = .object(["a": .int(2), "b": .string("x")])
         #expect(other.fingerprint != base.fingerprint)
+        // A task of a job array is another request than a plain job with its input, or another array's task.
+        other = base
+        other.array = ArrayMembership(id: "arr_a", index: 0, failFast: false)
+        #expect(other.fingerprint != base.fingerprint)
+        var sibling = other
+        sibling.array = ArrayMembership(id: "arr_b", index: 0, failFast: false)
+        #expect(sibling.fingerprint != other.fingerprint)
     }
 
     private func runningJob() -> Job {

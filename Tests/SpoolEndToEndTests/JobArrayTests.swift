@@ -95,6 +95,14 @@ import Testing
         #expect(once.status == 201 && again.status == 200 && again.json["id"] == once.json["id"])
         let changed = try await server.submit("frame", .object(["fail_on": -1, "sleep": 1]), extra: body, key: "frames-1")
         #expect(changed.status == 409)
+        // One key never makes both a job and an array, whichever came first.
+        let job = try await server.submit("frame", .object(["fail_on": -1, "sleep": 0, "item": 10]), key: "frames-1")
+        #expect(job.status == 409 && job.json["detail"]?.stringValue?.hasSuffix("(array \(once.json["id"]?.stringValue ?? "?"))") == true,
+                "\(job.json)")
+        let solo = try await server.submit("frame", .object(["fail_on": -1, "sleep": 0, "item": 10]), key: "solo-1")
+        let soloID = try #require(solo.json["id"]?.stringValue)
+        let clash = try await server.submit("frame", .object(["fail_on": -1, "sleep": 0]), extra: body, key: "solo-1")
+        #expect(clash.status == 409 && clash.json["detail"]?.stringValue?.hasSuffix("(job \(soloID))") == true, "\(clash.json)")
     }
 
     /// An array goes whole once every task has ended — rows, events and files — and not before;

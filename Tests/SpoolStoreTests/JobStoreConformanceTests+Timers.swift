@@ -269,6 +269,39 @@ extension JobStoreConformanceTests {
         }
     }
 
+    /// An array's Idempotency-Key is held by its first task: one key never makes both a job and
+    /// an array, whichever comes first.
+    @Test(arguments: StoreKind.allCases)
+    func anArraysIdempotencyKeyIsHeldByItsFirstTask(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            func keyed(_ id: String, _ key: String) -> [Job] {
+                var made = tasks(id, count: 3)
+                for index in made.indices { made[index].idempotencyKey = key }   // the store keeps the first one's only
+                return made
+            }
+            func isConflict(with holder: JobID) -> @Sendable (any Error) -> Bool {
+                { error in (error as? StoreError)?.code == .idempotencyConflict && (error as? StoreError)?.existing?.id == holder }
+            }
+            let job = try await store.create(makeJob(key: "held-by-a-job"))
+            let refused = ArraySpec.newID()
+            await #expect(performing: { try await store.enqueueArray(keyed(refused, "held-by-a-job"), limits: QueueLimits()) },
+                          throws: isConflict(with: job.id))
+            #expect(try await store.arraySummary(refused) == nil, "nothing of it stored")
+
+            let id = ArraySpec.newID()
+            let stored = try await store.enqueueArray(keyed(id, "held-by-an-array"), limits: QueueLimits())
+            #expect(try await store.require(stored[0].id).idempotencyKey == "held-by-an-array")
+            #expect(try await store.require(stored[1].id).idempotencyKey == nil)
+            await #expect(performing: { try await store.enqueue(makeJob(key: "held-by-an-array")) }, throws: isConflict(with: stored[0].id))
+            // A job with the first task's very input is another request all the same.
+            var twin = stored[0]
+            twin.id = .random()
+            twin.array = nil
+            await #expect(performing: { try await store.enqueue(twin) }, throws: isConflict(with: stored[0].id))
+            #expect(try await store.queuedCount() == 4)
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func anArrayThatWouldOverfillTheQueueStoresNothing(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
