@@ -39,6 +39,8 @@ public struct JobEvent: Sendable, Equatable {
             "attempts": .int(Int64(job.attempts)),
         ]
         if let reason = job.reason { fields["reason"] = .string(reason.rawValue) }
+        // A task of a job array says which, so that a stream can follow an array.
+        if let array = job.array { fields["array"] = .object(["id": .string(array.id), "index": .int(array.index)]) }
         if let slot = job.slot, job.state == .running { fields["slot"] = .int(Int64(slot.rawValue)) }
         if let error = job.error, job.state.isTerminal { fields["error"] = .string(error) }
         // A job that waits to start (a retry's back-off, run_at, delay_s): until when.

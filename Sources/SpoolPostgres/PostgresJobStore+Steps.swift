@@ -226,7 +226,10 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
                 ), claim_event AS (
                     INSERT INTO events (job_id, kind, at, data, origin, owner)
                     SELECT id, 'state', started_at,
-                           json_build_object('job', id, 'type', type, 'state', 'running', 'attempts', attempts, 'slot', slot)::text, $1, owner
+                           (jsonb_build_object('job', id, 'type', type, 'state', 'running', 'attempts', attempts, 'slot', slot)
+                            || CASE WHEN array_id IS NULL THEN '{}'::jsonb
+                                    ELSE jsonb_build_object('array', jsonb_build_object('id', array_id, 'index', array_index)) END)::text,
+                           $1, owner
                     FROM claimed
                     RETURNING id, job_id
                 )

@@ -163,12 +163,14 @@ import Testing
         var canceled = waiting
         canceled.state = .canceled
         canceled.canceledBy = "bob"
+        var task = running
+        task.array = ArrayMembership(id: ArraySpec.newID(), index: 3, failFast: false)
         var written: Set<String> = []
-        for job in [waiting, running, failed, canceled] {
+        for job in [waiting, running, failed, canceled, task] {
             let event = JobEvent(id: 1, job: job.id, kind: .state, at: now, data: JobEvent.stateData(of: job))
             written.formUnion(event.wireData.objectValue?.keys ?? [:].keys)
         }
-        #expect(written.isSuperset(of: ["not_before", "slot", "reason", "error", "cancel_requested", "actor", "at"]))
+        #expect(written.isSuperset(of: ["not_before", "slot", "reason", "error", "cancel_requested", "actor", "at", "array"]))
         #expect(written.subtracting(declared).isEmpty, "undeclared in StateEventData: \(written.subtracting(declared).sorted())")
     }
 

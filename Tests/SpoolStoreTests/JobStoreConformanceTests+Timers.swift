@@ -269,6 +269,23 @@ extension JobStoreConformanceTests {
         }
     }
 
+    /// A task's state events name its array (and its index), from every step; a plain job's do not.
+    @Test(arguments: StoreKind.allCases)
+    func aTasksStateEventsNameItsArray(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let id = ArraySpec.newID()
+            let task = try await store.enqueueArray(tasks(id, count: 1), limits: QueueLimits())[0]
+            let plain = try await store.create(makeJob())
+            _ = try await store.claimNext(for: SlotID(0), now: at(2_000))
+            _ = try await store.finish(task.id, attempt: 1, outcome: .succeeded, now: at(3_000), claimNextFor: SlotID(0))
+            let states = try await store.events(job: task.id) { $0.filter { $0.kind == .state }.count >= 3 }.filter { $0.kind == .state }
+            #expect(states.map { $0.data["state"]?.stringValue } == ["queued", "running", "succeeded"])
+            #expect(states.allSatisfy { $0.data["array"] == .object(["id": .string(id), "index": .int(0)]) }, "\(states.map(\.data))")
+            let plainStates = try await store.events(job: plain.id) { $0.filter { $0.kind == .state }.count >= 2 }
+            #expect(plainStates.allSatisfy { $0.data["array"] == nil })
+        }
+    }
+
     /// An array's Idempotency-Key is held by its first task: one key never makes both a job and
     /// an array, whichever comes first.
     @Test(arguments: StoreKind.allCases)
