@@ -25,6 +25,15 @@ import Testing
         }
     }
 
+    /// Submits an array of 30-s frames over `range` and returns its id once both slots run one.
+    func slowArray(_ server: ServerHarness, _ range: ClosedRange<Int>) async throws -> String {
+        let reply = try await server.submit("frame", .object(["fail_on": -1, "sleep": 30]),
+                                            extra: ["array": .object(["range": .array([.int(Int64(range.lowerBound)), .int(Int64(range.upperBound))])])])
+        let id = try #require(reply.json["id"]?.stringValue)
+        _ = try await waitForArray(server, id) { $0["counts"]?["running"] == .int(2) }
+        return id
+    }
+
     @Test func anArrayRunsEveryTaskAndShowsTheirSumAndOutputs() async throws {
         let server = try await server()
         defer { Task { await server.stop() } }
@@ -68,9 +77,7 @@ import Testing
     @Test func cancelingAnArrayCancelsTheRestAndFailFastDoesItByItself() async throws {
         let server = try await server()
         defer { Task { await server.stop() } }
-        let slow = try await server.submit("frame", .object(["fail_on": -1, "sleep": 30]), extra: ["array": .object(["range": .array([1, 6])])])
-        let slowID = try #require(slow.json["id"]?.stringValue)
-        _ = try await waitForArray(server, slowID) { $0["counts"]?["running"] == .int(2) }
+        let slowID = try await slowArray(server, 1...6)
         let canceled = try await server.request(.POST, "/v1/arrays/\(slowID)/cancel")
         #expect(canceled.status == 202 && canceled.json["counts"]?["canceled"] == .int(4))
         let stopped = try await waitForArray(server, slowID) { $0["state"] == "canceled" }
@@ -110,9 +117,7 @@ import Testing
     @Test func anEndedArrayIsDeletedWholeAndOneWithTasksLeftIsNot() async throws {
         let server = try await server()
         defer { Task { await server.stop() } }
-        let slow = try await server.submit("frame", .object(["fail_on": -1, "sleep": 30]), extra: ["array": .object(["range": .array([1, 3])])])
-        let slowID = try #require(slow.json["id"]?.stringValue)
-        _ = try await waitForArray(server, slowID) { $0["counts"]?["running"] == .int(2) }
+        let slowID = try await slowArray(server, 1...3)
         let refusedCLI = try await runCLI(["delete", slowID, "--server", server.url])
         #expect(refusedCLI.status == 1 && refusedCLI.stderr.hasPrefix("spool: array \(slowID) has 3 tasks queued or running"), "\(refusedCLI.stderr)")
         let refused = try await server.request(.DELETE, "/v1/arrays/\(slowID)")
