@@ -22,7 +22,7 @@ extension SQLiteJobStore {
                 task.dedup = nil
                 if index > 0 { task.idempotencyKey = nil }
                 let (result, event) = try Self.insert(task, limits: QueueLimits(), in: db).get()
-                // Not a repeat: a job with the first task's fingerprint names the same array, so it is one of its tasks.
+                // The first task's key was held: by a job, or by this very array stored by a request at the same moment.
                 guard case .created = result else {
                     throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: result.job)
                 }
