@@ -314,25 +314,52 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
             guard let row = try Row.fetchOne(db, cached: "SELECT * FROM jobs WHERE id = ?", arguments: [id.rawValue]) else {
                 return (.notFound, nil)
             }
-            var job = try Self.job(from: row)
-            switch job.state {
-            case .queued:
-                job.cancelWhileQueued(at: now, by: actor)
-                try db.execute(cached: "UPDATE jobs SET state = 'canceled', reason = 'canceled', finished_at = ?, error = ?, canceled_by = ? WHERE seq = ?",
-                               arguments: [now.microseconds, job.error, job.canceledBy, job.sequence])
-                return (.canceled(job), try Self.insertEvent(.state, of: job, at: now, in: db))
-            case .running:
-                job.cancelRequested = true
-                job.canceledBy = actor ?? job.canceledBy
-                try db.execute(cached: "UPDATE jobs SET cancel_requested = 1, canceled_by = ? WHERE seq = ?", arguments: [job.canceledBy, job.sequence])
-                return (.stopping(job), try Self.insertEvent(.state, of: job, at: now, in: db))
-            case .succeeded, .failed, .canceled:
-                return (.alreadyFinished(job), nil)
-            }
+            return try Self.cancel(Self.job(from: row), by: actor, now: now, in: db)
         }
         notifier.publish(id)
         eventNotifier.published(event.map { [$0] } ?? [])
         return result
+    }
+
+    /// Every task of the array that has not finished, in one transaction (one sync, where a
+    /// task at a time was one each: 10,000 tasks took 4 s), each as `cancel` does it.
+    public func cancelArray(_ id: String, by actor: String?, now: Timestamp) async throws -> [JobID] {
+        let (affected, events) = try await write("cancel a job array") { db -> ([JobID], [JobEvent]) in
+            let open = try Row.fetchAll(db, cached: """
+                SELECT * FROM jobs INDEXED BY jobs_array WHERE array_id = ? AND state IN ('queued', 'running') ORDER BY array_index
+                """, arguments: [id])
+            var affected: [JobID] = []
+            var events: [JobEvent] = []
+            for row in open {
+                let job = try Self.job(from: row)
+                let (_, event) = try Self.cancel(job, by: actor, now: now, in: db)
+                affected.append(job.id)
+                if let event { events.append(event) }
+            }
+            return (affected, events)
+        }
+        for job in affected { notifier.publish(job) }
+        eventNotifier.published(events)
+        return affected
+    }
+
+    /// Cancels `job` as read in this transaction: a queued one at once, a running one asked to stop.
+    private static func cancel(_ job: Job, by actor: String?, now: Timestamp, in db: Database) throws -> (CancelResult, JobEvent?) {
+        var job = job
+        switch job.state {
+        case .queued:
+            job.cancelWhileQueued(at: now, by: actor)
+            try db.execute(cached: "UPDATE jobs SET state = 'canceled', reason = 'canceled', finished_at = ?, error = ?, canceled_by = ? WHERE seq = ?",
+                           arguments: [now.microseconds, job.error, job.canceledBy, job.sequence])
+            return (.canceled(job), try insertEvent(.state, of: job, at: now, in: db))
+        case .running:
+            job.cancelRequested = true
+            job.canceledBy = actor ?? job.canceledBy
+            try db.execute(cached: "UPDATE jobs SET cancel_requested = 1, canceled_by = ? WHERE seq = ?", arguments: [job.canceledBy, job.sequence])
+            return (.stopping(job), try insertEvent(.state, of: job, at: now, in: db))
+        case .succeeded, .failed, .canceled:
+            return (.alreadyFinished(job), nil)
+        }
     }
 
     public func reportProgress(_ id: JobID, attempt: Int, progress: JobProgress) async throws {

@@ -94,6 +94,11 @@ public protocol JobStore: Sendable {
     /// array, which goes only with its whole array (`.arrayTask`).
     func delete(_ id: JobID) async throws -> DeleteResult
 
+    /// Cancels every task of array `id` that has not finished (queued ones at once, running ones
+    /// asked to stop); returns the tasks it canceled or asked to stop (their slots must be told).
+    /// The default cancels task by task; a store that can does it in one transaction.
+    func cancelArray(_ id: String, by actor: String?, now: Timestamp) async throws -> [JobID]
+
     /// Deletes job array `id` whole, once every task of it has ended: each task as `delete`
     /// deletes a job, in one transaction. With any task queued or running, nothing goes
     /// (`.notEnded`).
@@ -130,8 +135,7 @@ extension JobStore {
 
     public func enqueue(_ job: Job) async throws -> EnqueueResult { try await enqueue(job, limits: QueueLimits()) }
 
-    /// Cancels every task of array `id` that has not finished (queued ones at once, running ones
-    /// asked to stop); returns the tasks it canceled or asked to stop (their slots must be told).
+    /// Task by task, a page at a time (the default of the requirement above).
     public func cancelArray(_ id: String, by actor: String?, now: Timestamp) async throws -> [JobID] {
         var after: Int64?
         var affected: [JobID] = []

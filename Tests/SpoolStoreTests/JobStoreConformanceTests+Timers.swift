@@ -263,6 +263,17 @@ extension JobStoreConformanceTests {
             #expect(page.map { $0.array?.index } == [2, 3])
             let canceled = try await store.cancelArray(id, by: "ann", now: at(30))
             #expect(Set(canceled) == Set(stored.dropFirst().map(\.id)))
+            // Each as a cancel of its own: the running one asked to stop, the queued ones canceled, with events saying who.
+            let running = try await store.require(stored[1].id)
+            #expect(running.state == .running && running.cancelRequested && running.canceledBy == "ann")
+            let asked = try await store.events(job: stored[1].id) { $0.contains { $0.data["cancel_requested"] == .bool(true) } }
+            #expect(asked.last?.data["cancel_requested"] == .bool(true) && asked.last?.data["actor"] == .string("ann"))
+            for task in stored.dropFirst(2) {
+                #expect(try await store.require(task.id).canceledBy == "ann")
+                let events = try await store.events(job: task.id) { $0.contains { $0.data["state"] == .string("canceled") } }
+                #expect(events.last?.data["state"] == .string("canceled") && events.last?.data["actor"] == .string("ann"))
+            }
+            #expect(try await store.cancelArray(id, by: "ann", now: at(40)) == [stored[1].id], "asked again: only the one still running")
             summary = try #require(try await store.arraySummary(id))
             #expect(summary.counts == [.succeeded: 1, .running: 1, .canceled: 3] && summary.lastQueued == nil)
             #expect(try await store.arraySummary(ArraySpec.newID()) == nil)
