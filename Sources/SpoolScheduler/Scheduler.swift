@@ -148,7 +148,7 @@ public actor Scheduler: Service {
     private var fenced: Set<Attempt> = []
     /// Stop requests that arrived before their job's process was registered (or, with a shared
     /// store, for jobs other nodes run: those are dropped after a minute).
-    private var earlyStops: [JobID: (reason: StopReason, at: Moment)] = [:]
+    private var earlyStops = EarlyStops()
     private var progressSaved: [Attempt: Moment] = [:]
     private var progressUnsaved: [Attempt: JobProgress] = [:]
     /// What each running job's output may still put in `log` events.
@@ -268,9 +268,7 @@ public actor Scheduler: Service {
             for continuation in attempts.values { continuation.yield(reason) }
             return
         }
-        let now = clock.now()
-        if earlyStops.count >= 64 { earlyStops = earlyStops.filter { now - $0.value.at < .seconds(60) } }
-        earlyStops[job] = (reason, now)
+        earlyStops.record(job, reason, at: clock.now())
     }
 
     /// Asks one attempt of `job` to stop, if it runs here (not a newer one of the same job).
@@ -564,7 +562,7 @@ public actor Scheduler: Service {
         await flushProgress(of: job)
         stops.removeValue(forKey: attempt)?.finish()
         fenced.remove(attempt)
-        earlyStops[job.id] = nil
+        _ = earlyStops.take(job.id)
         progressSaved[attempt] = nil
         for waiter in endWaiters.removeValue(forKey: attempt) ?? [] { waiter.resume() }
     }
@@ -1058,8 +1056,8 @@ public actor Scheduler: Service {
         SchedulerMetrics.busySlots(running.count, of: board.slots.count)
         let (stopRequests, continuation) = AsyncStream<StopReason>.makeStream()
         stops[attempt] = continuation
-        let stopAtOnce: StopReason? = if let early = earlyStops.removeValue(forKey: job.id) {
-            early.reason
+        let stopAtOnce: StopReason? = if let early = earlyStops.take(job.id) {
+            early
         } else if job.cancelRequested {
             .cancel
         } else if quarantine.isQuarantined(slot) {
