@@ -267,6 +267,26 @@ import Testing
         }
     }
 
+    /// An array's cancel, one transaction: the node running a task hears it, as for one job.
+    @Test func anArraysCancelOnOneNodeReachesTheNodeRunningItsTask() async throws {
+        try await withNodes(2) { nodes in
+            let (api, gpu) = (nodes[0], nodes[1])
+            let signals = gpu.signals()
+            let array = ArraySpec.newID()
+            let tasks = (0..<3).map { index in
+                var task = makeJob(input: .object(["item": .int(Int64(index))]))
+                task.array = ArrayMembership(id: array, index: Int64(index), failFast: false)
+                return task
+            }
+            let stored = try await api.enqueueArray(tasks, limits: QueueLimits())
+            #expect(try #require(try await gpu.claimNext(for: SlotID(0), now: at(10))).id == stored[0].id)
+            #expect(try await api.cancelArray(array, by: "ann", now: at(20)) == stored.map(\.id))
+            #expect(await signals.receives(.cancel(stored[0].id), within: .seconds(5)), "the node running the task hears the cancel")
+            #expect(try await gpu.renewLeases(of: [stored[0].id: 1]) == [LeaseHolding(job: stored[0].id, attempt: 1, cancelRequested: true)])
+            #expect(try await api.arraySummary(array)?.counts == [.running: 1, .canceled: 2])
+        }
+    }
+
     @Test func aJobQueuedOnOneNodeWakesTheOthers() async throws {
         try await withNodes(2) { nodes in
             let signals = nodes[1].signals()
