@@ -36,6 +36,10 @@ def test_range_array_runs_every_task(api: Any, tmp_path: Path) -> None:
     assert [t.input for t in tasks] == [{"item": i} for i in (1, 2, 3, 4)]  # index = item = the number
     assert all(t.state == "succeeded" and t.type == "frame" for t in tasks)
     assert api.get(tasks[0].id).array == ArrayRef(array.id, 1)
+    # A task's state events name its array: one stream can follow the whole array.
+    states = [e for e in api.events(tasks[2].id) if e.event == "state"]
+    assert [e.state for e in states] == ["queued", "running", "succeeded"]
+    assert all(e.array == ArrayRef(array.id, 3) for e in states)
 
     outputs = api.array_outputs(array.id)
     assert [(o.task, o.index, o.name) for o in outputs] == [(t.id, i, f"frame-{i}.txt") for t, i in zip(tasks, (1, 2, 3, 4))]

@@ -8,7 +8,7 @@ from typing import List, Tuple
 import pytest
 
 import spool_client
-from spool_client import Job, SSEParser
+from spool_client import ArrayRef, Job, SSEParser
 from spool_client._errors import error_from_response, parse_retry_after
 from spool_client._models import parse_datetime
 
@@ -59,6 +59,9 @@ def test_sse_event_data() -> None:
     events = SSEParser().feed(b'id: 7\nevent: state\ndata: {"job":"job_x","state":"failed"}\n\ndata: not json\n\n')
     assert events[0].data == {"job": "job_x", "state": "failed"} and events[0].job_id == "job_x" and events[0].state == "failed"
     assert events[1].data == "not json" and events[1].job_id is None and events[1].state is None
+    assert events[0].array is None and events[1].array is None
+    task = SSEParser().feed(b'event: state\ndata: {"job":"job_y","state":"queued","array":{"id":"arr_z","index":4}}\n\n')[0]
+    assert task.array == ArrayRef(id="arr_z", index=4)
 
 
 def test_parse_datetime() -> None:

@@ -673,3 +673,9 @@ class Event:
     def state(self) -> Optional[str]:
         """For a ``state`` event, the job's new state."""
         return _opt_str(self.data.get("state")) if self.event == "state" and isinstance(self.data, dict) else None
+
+    @property
+    def array(self) -> Optional[ArrayRef]:
+        """For a ``state`` event of a task of a job array, its array and index (so one stream can
+        follow a whole array); None otherwise."""
+        return ArrayRef.from_json(self.data.get("array")) if self.event == "state" and isinstance(self.data, dict) else None
