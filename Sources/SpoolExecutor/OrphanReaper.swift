@@ -104,7 +104,7 @@ public enum OrphanReaper {
         let own = getpid()
         var found: [Leftover] = []
         func check(_ pid: Int32) {
-            guard pid != own, let environment = readFile("/proc/\(pid)/environ") else { return }
+            guard pid != own, let environment = environment(of: pid) else { return }
             if environment.split(separator: 0).contains(where: matches), isRunning(pid) {
                 found.append(Leftover(pid: pid, group: getpgid(pid)))
             }
@@ -120,6 +120,36 @@ public enum OrphanReaper {
             if let pid = Int32(name) { check(pid) }
         }
         return found
+    }
+
+    /// A process's environment (NUL-separated), nil when it is gone. A process inside an exec
+    /// has none for a moment: the kernel gives it its new memory (and lets a `posix_spawn` or
+    /// `vfork` parent go on) before it copies the environment in, and read then it looks empty
+    /// (three reads in four, straight after `posix_spawn` returned). So an empty one of a live
+    /// user process is read again, every half millisecond for up to 50 ms; a kernel thread or a
+    /// zombie has none to wait for, and a process that really has none costs those 50 ms.
+    static func environment(of pid: Int32) -> [UInt8]? {
+        let path = "/proc/\(pid)/environ"
+        guard var bytes = readFile(path) else { return nil }
+        var tries = 0
+        while bytes.isEmpty, tries < 100, isUserProcess(pid) {
+            usleep(500)
+            tries += 1
+            guard let again = readFile(path) else { return nil }
+            bytes = again
+        }
+        return bytes
+    }
+
+    /// Not a kernel thread (`PF_KTHREAD` in its flags), and not a zombie.
+    static func isUserProcess(_ pid: Int32) -> Bool {
+        guard let status = readFile("/proc/\(pid)/stat"), let close = status.lastIndex(of: UInt8(ascii: ")")),
+              close + 2 < status.count else { return false }
+        // After the command name: state, ppid, pgrp, session, tty_nr, tpgid, flags, …
+        let fields = status[(close + 2)...].split(separator: UInt8(ascii: " "), maxSplits: 7)
+        guard fields.count > 6, fields[0].first != UInt8(ascii: "Z"),
+              let flags = UInt64(String(decoding: fields[6], as: UTF8.self)) else { return false }
+        return flags & 0x0020_0000 == 0
     }
 
     /// Alive and not a zombie.
