@@ -24,7 +24,11 @@ extension Scheduler {
             entries[job] = (reason, now)
         }
 
-        /// The request for `job`, if one came, taken out.
-        mutating func take(_ job: JobID) -> StopReason? { entries.removeValue(forKey: job)?.reason }
+        /// The request for `job`, if one came less than a minute before `now`, taken out (an older
+        /// one, not swept yet, is dropped: it was for another node's attempt).
+        mutating func take(_ job: JobID, at now: Moment) -> StopReason? {
+            guard let entry = entries.removeValue(forKey: job), now - entry.at < Self.kept else { return nil }
+            return entry.reason
+        }
     }
 }

@@ -562,7 +562,7 @@ public actor Scheduler: Service {
         await flushProgress(of: job)
         stops.removeValue(forKey: attempt)?.finish()
         fenced.remove(attempt)
-        _ = earlyStops.take(job.id)
+        _ = earlyStops.take(job.id, at: clock.now())
         progressSaved[attempt] = nil
         for waiter in endWaiters.removeValue(forKey: attempt) ?? [] { waiter.resume() }
     }
@@ -1056,7 +1056,7 @@ public actor Scheduler: Service {
         SchedulerMetrics.busySlots(running.count, of: board.slots.count)
         let (stopRequests, continuation) = AsyncStream<StopReason>.makeStream()
         stops[attempt] = continuation
-        let stopAtOnce: StopReason? = if let early = earlyStops.take(job.id) {
+        let stopAtOnce: StopReason? = if let early = earlyStops.take(job.id, at: clock.now()) {
             early
         } else if job.cancelRequested {
             .cancel
