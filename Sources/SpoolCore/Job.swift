@@ -233,6 +233,12 @@ public struct Job: Sendable, Hashable {
         position = nil
     }
 
+    /// A running job asked to stop: the fields every store sets (its slot ends it, canceled).
+    public mutating func requestCancel(by actor: String?) {
+        cancelRequested = true
+        canceledBy = actor ?? canceledBy
+    }
+
     /// A queued job canceled before it ran: the fields every store sets.
     public mutating func cancelWhileQueued(at now: Timestamp, by actor: String? = nil) {
         canceledBy = actor ?? canceledBy

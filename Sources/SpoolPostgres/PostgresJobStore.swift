@@ -256,8 +256,7 @@ public final class PostgresJobStore: SharedJobStore {
                     """, logger: self.logger)
                 return (.canceled(job), try await self.insertEvents([.state(of: job, at: now)], on: connection))
             case .running:
-                job.cancelRequested = true
-                job.canceledBy = actor ?? job.canceledBy
+                job.requestCancel(by: actor)
                 try await connection.query("UPDATE jobs SET cancel_requested = true, canceled_by = \(job.canceledBy) WHERE seq = \(job.sequence)",
                                            logger: self.logger)
                 // The node running it hears this at commit and stops it; its lease renewal
@@ -285,8 +284,7 @@ public final class PostgresJobStore: SharedJobStore {
                 if job.state == .queued {
                     job.cancelWhileQueued(at: now, by: actor)
                 } else {
-                    job.cancelRequested = true
-                    job.canceledBy = actor ?? job.canceledBy
+                    job.requestCancel(by: actor)
                 }
                 return job
             }

@@ -353,8 +353,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
                            arguments: [now.microseconds, job.error, job.canceledBy, job.sequence])
             return (.canceled(job), try insertEvent(.state, of: job, at: now, in: db))
         case .running:
-            job.cancelRequested = true
-            job.canceledBy = actor ?? job.canceledBy
+            job.requestCancel(by: actor)
             try db.execute(cached: "UPDATE jobs SET cancel_requested = 1, canceled_by = ? WHERE seq = ?", arguments: [job.canceledBy, job.sequence])
             return (.stopping(job), try insertEvent(.state, of: job, at: now, in: db))
         case .succeeded, .failed, .canceled:

@@ -149,8 +149,7 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
             record(.state, job, at: now)
             return .canceled(job)
         case .running:
-            job.cancelRequested = true
-            job.canceledBy = actor ?? job.canceledBy
+            job.requestCancel(by: actor)
             jobsByID[id] = job
             notifier.publish(id)
             record(.state, job, at: now)
