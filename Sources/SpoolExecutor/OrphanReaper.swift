@@ -127,7 +127,9 @@ public enum OrphanReaper {
     /// `vfork` parent go on) before it copies the environment in, and read then it looks empty
     /// (three reads in four, straight after `posix_spawn` returned). So an empty one of a live
     /// user process is read again, every half millisecond for up to 50 ms; a kernel thread or a
-    /// zombie has none to wait for, and a process that really has none costs those 50 ms.
+    /// zombie has none to wait for, and a process that really has none costs those 50 ms. It
+    /// sleeps in between: the server's scans run it on the blocking pool (`BlockingIO`), never on
+    /// an event loop (`killProcesses`, the bench's clean-up, runs where it is called).
     static func environment(of pid: Int32) -> [UInt8]? {
         let path = "/proc/\(pid)/environ"
         guard var bytes = readFile(path) else { return nil }
