@@ -3,8 +3,9 @@ import PostgresNIO
 import SpoolCore
 import SpoolStore
 
-/// Job arrays: the tasks stored in one transaction (each with the insert a submit uses), what
-/// they add up to, and the cancel of those not finished.
+/// Job arrays: the tasks stored in one transaction (each with the insert a submit uses, the
+/// first marked as the array's head), what they add up to, the list of arrays (by heads), and
+/// the cancel of those not finished.
 extension PostgresJobStore {
     public func enqueueArray(_ tasks: [Job], limits: QueueLimits) async throws -> [Job] {
         let owner = tasks.first?.owner ?? ""
@@ -45,6 +46,9 @@ extension PostgresJobStore {
                 task.position = Int(row.3) + 1
                 newest = row.2
                 stored.append(task)
+            }
+            if let head = stored.first {
+                try await connection.query("UPDATE jobs SET array_head = true WHERE seq = \(head.sequence)", logger: self.logger)
             }
             return (stored, newest)
         }
@@ -94,26 +98,51 @@ extension PostgresJobStore {
     }
 
     public func arraySummary(_ id: String) async throws -> ArraySummary? {
-        try await read("sum up an array") { connection in
-            var byState: [JobState: Int] = [:]
-            var progress = 0.0
-            for try await (state, count, sum) in try await connection.query("""
-                SELECT state, count(*), sum(CASE WHEN state IN ('succeeded', 'failed', 'canceled') THEN 1.0
-                                                 WHEN state = 'running' THEN COALESCE(progress_fraction, 0) ELSE 0 END)::float8
-                FROM jobs WHERE array_id = \(id) GROUP BY state
-                """, logger: self.logger).decode((String, Int64, Double?).self) {
-                if let state = JobState(rawValue: state) { byState[state] = Int(count) }
-                progress += sum ?? 0
+        try await read("sum up an array") { connection in try await self.arraySummary(id, on: connection) }
+    }
+
+    /// One snapshot for the page: its heads and what each array adds up to.
+    public func arrays(_ query: ArrayQuery) async throws -> ArrayPage {
+        var sql = "SELECT array_id, seq FROM jobs WHERE array_head"
+        var binds = PostgresBindings()
+        if let type = query.type { binds.append(type); sql += " AND type = $\(binds.count)" }
+        if let owner = query.owner { binds.append(owner); sql += " AND owner = $\(binds.count)" }
+        if let before = query.before { binds.append(before); sql += " AND seq < $\(binds.count)" }
+        binds.append(query.limit + 1)
+        sql += " ORDER BY seq DESC LIMIT $\(binds.count)"
+        let statement = PostgresQuery(unsafeSQL: sql, binds: binds)
+        return try await transaction("list arrays") { connection in
+            try await connection.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", logger: self.logger)
+            var heads: [(id: String, sequence: Int64)] = []
+            for try await head in try await connection.query(statement, logger: self.logger).decode((String, Int64).self) { heads.append(head) }
+            let page = heads.prefix(query.limit)
+            var arrays: [ArraySummary] = []
+            for head in page {
+                if let summary = try await self.arraySummary(head.id, on: connection) { arrays.append(summary) }
             }
-            guard !byState.isEmpty,
-                  let first = try await Self.fetchJob(where: "j.array_id = \(id) ORDER BY j.array_index LIMIT 1", on: connection, logger: self.logger)
-            else { return nil }
-            let last = try await connection.query("""
-                SELECT id FROM jobs WHERE array_id = \(id) AND state = 'queued' ORDER BY array_index DESC LIMIT 1
-                """, logger: self.logger).decodeFirst(String.self)
-            return ArraySummary(id: id, type: first.type, owner: first.owner, createdAt: first.createdAt, failFast: first.array?.failFast ?? false,
-                                counts: byState, progressSum: progress, lastQueued: last.flatMap(JobID.init))
+            return ArrayPage(arrays: arrays, nextCursor: heads.count > query.limit ? page.last?.sequence : nil)
         }
+    }
+
+    private func arraySummary(_ id: String, on connection: PostgresConnection) async throws -> ArraySummary? {
+        var byState: [JobState: Int] = [:]
+        var progress = 0.0
+        for try await (state, count, sum) in try await connection.query("""
+            SELECT state, count(*), sum(CASE WHEN state IN ('succeeded', 'failed', 'canceled') THEN 1.0
+                                             WHEN state = 'running' THEN COALESCE(progress_fraction, 0) ELSE 0 END)::float8
+            FROM jobs WHERE array_id = \(id) GROUP BY state
+            """, logger: logger).decode((String, Int64, Double?).self) {
+            if let state = JobState(rawValue: state) { byState[state] = Int(count) }
+            progress += sum ?? 0
+        }
+        guard !byState.isEmpty,
+              let first = try await Self.fetchJob(where: "j.array_id = \(id) ORDER BY j.array_index LIMIT 1", on: connection, logger: logger)
+        else { return nil }
+        let last = try await connection.query("""
+            SELECT id FROM jobs WHERE array_id = \(id) AND state = 'queued' ORDER BY array_index DESC LIMIT 1
+            """, logger: logger).decodeFirst(String.self)
+        return ArraySummary(id: id, type: first.type, owner: first.owner, createdAt: first.createdAt, failFast: first.array?.failFast ?? false,
+                            counts: byState, progressSum: progress, lastQueued: last.flatMap(JobID.init))
     }
 
     public func arrayTasks(_ id: String, after index: Int64?, limit: Int) async throws -> [Job] {

@@ -171,6 +171,11 @@ public final class PostgresJobStore: SharedJobStore {
         if let type = query.type { binds.append(type); sql += " AND type = $\(binds.count)" }
         if let owner = query.owner { binds.append(owner); sql += " AND owner = $\(binds.count)" }
         if let before = query.before { binds.append(before); sql += " AND seq < $\(binds.count)" }
+        switch query.array {
+        case nil: break
+        case .none?: sql += " AND array_id IS NULL"
+        case .tasks(let id)?: binds.append(id); sql += " AND array_id = $\(binds.count)"
+        }
         binds.append(query.limit + 1)
         sql += " ORDER BY seq DESC LIMIT $\(binds.count)"
         let statement = PostgresQuery(unsafeSQL: sql, binds: binds)

@@ -257,6 +257,14 @@ enum PostgresSchema {
             // Retention's read: the ended jobs by when they ended (a job enters it at its end).
             "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL",
         ]),
+        (11, "array-heads", [
+            // The first task of each array (its head) marked, so arrays are listed newest first
+            // from a small index instead of by grouping every task.
+            "ALTER TABLE jobs ADD COLUMN array_head BOOLEAN",
+            "UPDATE jobs SET array_head = true WHERE seq IN (SELECT min(seq) FROM jobs WHERE array_id IS NOT NULL GROUP BY array_id)",
+            "CREATE INDEX jobs_array_heads ON jobs (seq) WHERE array_head",
+            "CREATE INDEX jobs_owner_array_heads ON jobs (owner, seq) WHERE array_head",
+        ]),
     ]
 
     /// Applies the migrations this database has not seen, in one transaction under the lock.

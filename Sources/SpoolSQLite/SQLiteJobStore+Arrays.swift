@@ -2,8 +2,8 @@ import GRDB
 import SpoolCore
 import SpoolStore
 
-/// Job arrays: the tasks stored in one transaction (each with the insert a submit uses), and
-/// what they add up to.
+/// Job arrays: the tasks stored in one transaction (each with the insert a submit uses, the
+/// first marked as the array's head), what they add up to, and the list of arrays (by heads).
 extension SQLiteJobStore {
     public func enqueueArray(_ tasks: [Job], limits: QueueLimits) async throws -> [Job] {
         let (stored, events) = try await write("store an array's tasks") { db -> ([Job], [JobEvent]) in
@@ -29,6 +29,9 @@ extension SQLiteJobStore {
                 stored.append(result.job)
                 if let event { events.append(event) }
             }
+            if let head = stored.first {
+                try db.execute(sql: "UPDATE jobs SET array_head = 1 WHERE id = ?", arguments: [head.id.rawValue])
+            }
             return (stored, events)
         }
         eventNotifier.published(events)
@@ -36,28 +39,46 @@ extension SQLiteJobStore {
     }
 
     public func arraySummary(_ id: String) async throws -> ArraySummary? {
-        try await read("sum up an array") { db in
-            let counts = try Row.fetchAll(db, cached: """
-                SELECT state, COUNT(*) AS n,
-                       SUM(CASE WHEN state IN ('succeeded', 'failed', 'canceled') THEN 1.0
-                                WHEN state = 'running' THEN COALESCE(progress_fraction, 0) ELSE 0 END) AS progress
-                FROM jobs INDEXED BY jobs_array WHERE array_id = ? GROUP BY state
-                """, arguments: [id])
-            guard !counts.isEmpty, let first = try Row.fetchOne(db, cached: "SELECT * FROM jobs INDEXED BY jobs_array WHERE array_id = ? ORDER BY array_index LIMIT 1",
-                                                                 arguments: [id]) else { return nil }
-            let task = try Self.job(from: first)
-            let last = try String.fetchOne(db, cached: """
-                SELECT id FROM jobs INDEXED BY jobs_array WHERE array_id = ? AND state = 'queued' ORDER BY array_index DESC LIMIT 1
-                """, arguments: [id])
-            var byState: [JobState: Int] = [:]
-            var progress = 0.0
-            for row in counts {
-                if let state = JobState(rawValue: row["state"]) { byState[state] = row["n"] }
-                progress += row["progress"] as Double? ?? 0
-            }
-            return ArraySummary(id: id, type: task.type, owner: task.owner, createdAt: task.createdAt, failFast: task.array?.failFast ?? false,
-                                counts: byState, progressSum: progress, lastQueued: last.flatMap(JobID.init))
+        try await read("sum up an array") { db in try Self.arraySummary(id, in: db) }
+    }
+
+    public func arrays(_ query: ArrayQuery) async throws -> ArrayPage {
+        try await read("list arrays") { db in
+            var clauses = ["array_head = 1"]
+            var arguments: StatementArguments = []
+            if let type = query.type { clauses.append("type = ?"); _ = arguments.append(contentsOf: [type]) }
+            if let owner = query.owner { clauses.append("owner = ?"); _ = arguments.append(contentsOf: [owner]) }
+            if let before = query.before { clauses.append("seq < ?"); _ = arguments.append(contentsOf: [before]) }
+            _ = arguments.append(contentsOf: [query.limit + 1])
+            let heads = try Row.fetchAll(db, cached: "SELECT array_id, seq FROM jobs WHERE \(clauses.joined(separator: " AND ")) ORDER BY seq DESC LIMIT ?",
+                                         arguments: arguments)
+            let page = heads.prefix(query.limit)
+            return ArrayPage(arrays: try page.compactMap { try Self.arraySummary($0["array_id"], in: db) },
+                             nextCursor: heads.count > query.limit ? page.last?["seq"] : nil)
         }
+    }
+
+    static func arraySummary(_ id: String, in db: Database) throws -> ArraySummary? {
+        let counts = try Row.fetchAll(db, cached: """
+            SELECT state, COUNT(*) AS n,
+                   SUM(CASE WHEN state IN ('succeeded', 'failed', 'canceled') THEN 1.0
+                            WHEN state = 'running' THEN COALESCE(progress_fraction, 0) ELSE 0 END) AS progress
+            FROM jobs INDEXED BY jobs_array WHERE array_id = ? GROUP BY state
+            """, arguments: [id])
+        guard !counts.isEmpty, let first = try Row.fetchOne(db, cached: "SELECT * FROM jobs INDEXED BY jobs_array WHERE array_id = ? ORDER BY array_index LIMIT 1",
+                                                             arguments: [id]) else { return nil }
+        let task = try Self.job(from: first)
+        let last = try String.fetchOne(db, cached: """
+            SELECT id FROM jobs INDEXED BY jobs_array WHERE array_id = ? AND state = 'queued' ORDER BY array_index DESC LIMIT 1
+            """, arguments: [id])
+        var byState: [JobState: Int] = [:]
+        var progress = 0.0
+        for row in counts {
+            if let state = JobState(rawValue: row["state"]) { byState[state] = row["n"] }
+            progress += row["progress"] as Double? ?? 0
+        }
+        return ArraySummary(id: id, type: task.type, owner: task.owner, createdAt: task.createdAt, failFast: task.array?.failFast ?? false,
+                            counts: byState, progressSum: progress, lastQueued: last.flatMap(JobID.init))
     }
 
     public func arrayTasks(_ id: String, after index: Int64?, limit: Int) async throws -> [Job] {

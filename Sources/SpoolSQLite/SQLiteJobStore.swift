@@ -136,6 +136,11 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
             if let type = query.type { clauses.append("type = ?"); _ = arguments.append(contentsOf: [type]) }
             if let owner = query.owner { clauses.append("owner = ?"); _ = arguments.append(contentsOf: [owner]) }
             if let before = query.before { clauses.append("seq < ?"); _ = arguments.append(contentsOf: [before]) }
+            switch query.array {
+            case nil: break
+            case .none?: clauses.append("array_id IS NULL")
+            case .tasks(let id)?: clauses.append("array_id = ?"); _ = arguments.append(contentsOf: [id])
+            }
             let filter = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
             _ = arguments.append(contentsOf: [query.limit + 1])
             let rows = try Row.fetchAll(db, cached: "SELECT * FROM jobs \(filter) ORDER BY seq DESC LIMIT ?", arguments: arguments)

@@ -35,6 +35,9 @@ public protocol JobStore: Sendable {
     /// Array `id`'s tasks in index order, those after `index` (all with nil), at most `limit`.
     func arrayTasks(_ id: String, after index: Int64?, limit: Int) async throws -> [Job]
 
+    /// A page of arrays, newest first (by their first task), each as `arraySummary` sums it up.
+    func arrays(_ query: ArrayQuery) async throws -> ArrayPage
+
     /// The job with its current queue `position` filled in, or nil if there is no such job.
     func job(_ id: JobID) async throws -> Job?
 
@@ -237,13 +240,61 @@ public struct JobQuery: Sendable, Equatable {
     public var limit: Int
     /// Only jobs older than this cursor (an opaque sequence number from the previous page).
     public var before: Int64?
+    /// Only the jobs that are not tasks of an array, or only one array's tasks; nil: all.
+    public var array: ArrayScope?
 
-    public init(state: JobState? = nil, type: String? = nil, owner: String? = nil, limit: Int = 50, before: Int64? = nil) {
+    public init(state: JobState? = nil, type: String? = nil, owner: String? = nil, limit: Int = 50, before: Int64? = nil,
+                array: ArrayScope? = nil) {
         self.state = state
         self.type = type
         self.owner = owner
         self.limit = limit
         self.before = before
+        self.array = array
+    }
+}
+
+/// Which jobs a listing takes, by their array.
+public enum ArrayScope: Sendable, Equatable {
+    /// Jobs submitted alone, not as a task of an array.
+    case none
+    /// The tasks of this array.
+    case tasks(of: String)
+
+    /// Whether `job` is in this scope.
+    public func contains(_ job: Job) -> Bool {
+        switch self {
+        case .none: job.array == nil
+        case .tasks(let id): job.array?.id == id
+        }
+    }
+}
+
+public struct ArrayQuery: Sendable, Equatable {
+    /// Only arrays of this type.
+    public var type: String?
+    /// Only this owner's arrays (a tenant's view).
+    public var owner: String?
+    public var limit: Int
+    /// Only arrays older than this cursor (from the previous page).
+    public var before: Int64?
+
+    public init(type: String? = nil, owner: String? = nil, limit: Int = 20, before: Int64? = nil) {
+        self.type = type
+        self.owner = owner
+        self.limit = limit
+        self.before = before
+    }
+}
+
+public struct ArrayPage: Sendable {
+    public var arrays: [ArraySummary]
+    /// Pass as `before` to get the next (older) page; nil on the last page. (The sequence number
+    /// of the last array's first task.)
+    public var nextCursor: Int64?
+    public init(arrays: [ArraySummary], nextCursor: Int64?) {
+        self.arrays = arrays
+        self.nextCursor = nextCursor
     }
 }
 

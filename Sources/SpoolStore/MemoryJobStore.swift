@@ -87,11 +87,25 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
         jobsByID[id].map(withPosition)
     }
 
+    public func arrays(_ query: ArrayQuery) async throws -> ArrayPage {
+        let heads = Dictionary(grouping: jobsByID.values.filter { $0.array != nil }, by: { $0.array!.id })
+            .compactMapValues { tasks in tasks.min { $0.sequence < $1.sequence } }.values
+            .filter { head in
+                (query.type.map { head.type == $0 } ?? true) && (query.owner.map { head.owner == $0 } ?? true)
+                    && (query.before.map { head.sequence < $0 } ?? true)
+            }
+            .sorted { $0.sequence > $1.sequence }
+        let page = heads.prefix(query.limit)
+        return ArrayPage(arrays: page.compactMap { head in ArraySummary(tasks: jobsByID.values.filter { $0.array?.id == head.array?.id }) },
+                         nextCursor: heads.count > query.limit ? page.last?.sequence : nil)
+    }
+
     public func jobs(_ query: JobQuery) async throws -> JobPage {
         let matching = jobsByID.values
             .filter { job in
                 (query.state.map { job.state == $0 } ?? true) && (query.type.map { job.type == $0 } ?? true)
                     && (query.owner.map { job.owner == $0 } ?? true) && (query.before.map { job.sequence < $0 } ?? true)
+                    && (query.array.map { $0.contains(job) } ?? true)
             }
             .sorted { $0.sequence > $1.sequence }
         let page = Array(matching.prefix(query.limit))

@@ -134,6 +134,7 @@ public final class FlakyStore: LocalJobStore {
     public func arrayTasks(_ id: String, after index: Int64?, limit: Int) async throws -> [Job] {
         try await base.arrayTasks(id, after: index, limit: limit)
     }
+    public func arrays(_ query: ArrayQuery) async throws -> ArrayPage { try await base.arrays(query) }
     public func jobs(_ query: JobQuery) async throws -> JobPage { try await base.jobs(query) }
     public func queuedCount() async throws -> Int {
         try check(.queuedCount)

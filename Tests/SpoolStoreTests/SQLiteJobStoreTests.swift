@@ -143,6 +143,36 @@ import Testing
         #expect(try await store.queuedCount() == 2, "two stores on one file see each other's writes")
     }
 
+    @Test func arraysStoredBeforeTheirHeadsWereMarkedAreListedAfterTheMigration() async throws {
+        let store = try await open()
+        let older = ArraySpec.newID(), newer = ArraySpec.newID()
+        for (id, count) in [(older, 3), (newer, 2)] {
+            let tasks = (0..<count).map { index in
+                var task = makeJob(input: .object(["item": .int(Int64(index))]))
+                task.array = ArrayMembership(id: id, index: 7 + Int64(index), failFast: false)
+                return task
+            }
+            _ = try await store.enqueueArray(tasks, limits: QueueLimits())
+        }
+        // The file as the build before `v10-array-heads` left it.
+        let queue = try DatabaseQueue(path: path)
+        try await queue.write { db in
+            try db.execute(sql: """
+                DROP INDEX jobs_array_heads;
+                DROP INDEX jobs_owner_array_heads;
+                ALTER TABLE jobs DROP COLUMN array_head;
+                DELETE FROM grdb_migrations WHERE identifier = 'v10-array-heads';
+                """)
+        }
+        try queue.close()
+        let migrated = try await open()
+        let page = try await migrated.arrays(ArrayQuery())
+        #expect(page.arrays.map(\.id) == [newer, older])
+        #expect(page.arrays.map(\.size) == [2, 3])
+        let heads = try await migrated.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM jobs WHERE array_head = 1") }
+        #expect(heads == 2)
+    }
+
     @Test func fileInAMissingDirectoryIsStorageUnavailable() async throws {
         let missing = directory.path + "/no/such/dir/spool.sqlite"
         await #expect {

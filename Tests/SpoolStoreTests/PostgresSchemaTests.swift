@@ -1,0 +1,39 @@
+// PostgresSchemaTests: migrations that fill in what a database already holds — the heads of the
+// job arrays stored before arrays could be listed.
+
+import PostgresNIO
+import SpoolCore
+@testable import SpoolPostgres
+import SpoolStore
+import SpoolTestSupport
+import Testing
+
+@Suite struct PostgresSchemaTests {
+    @Test func arraysStoredBeforeTheirHeadsWereMarkedAreListedAfterTheMigration() async throws {
+        let url = try await TestPostgres.createDatabase()
+        let store = try PostgresJobStore(location: PostgresLocation(url: url), node: "node-0", logger: TestPostgres.logger)
+        try await store.prepare()
+        let older = ArraySpec.newID(), newer = ArraySpec.newID()
+        for (id, count) in [(older, 3), (newer, 2)] {
+            let tasks = (0..<count).map { index in
+                var task = makeJob(input: .object(["item": .int(Int64(index))]))
+                task.array = ArrayMembership(id: id, index: 7 + Int64(index), failFast: false)
+                return task
+            }
+            _ = try await store.enqueueArray(tasks, limits: QueueLimits())
+        }
+        store.close()
+        // The database as the build before `array-heads` left it.
+        try await TestPostgres.withClient(url) { client in
+            try await client.query("ALTER TABLE jobs DROP COLUMN array_head")
+            try await client.query("DELETE FROM spool_migrations WHERE version = 11")
+        }
+        let upgraded = try PostgresJobStore(location: PostgresLocation(url: url), node: "node-0", logger: TestPostgres.logger)
+        try await upgraded.prepare()
+        let page = try await upgraded.arrays(ArrayQuery())
+        #expect(page.arrays.map(\.id) == [newer, older])
+        #expect(page.arrays.map(\.size) == [2, 3])
+        upgraded.close()
+        try await TestPostgres.dropDatabase(url)
+    }
+}
