@@ -8,7 +8,8 @@ import SpoolStore
 
 /// Job arrays: `POST /v1/jobs` with `array` makes N tasks (ordinary jobs sharing an array id);
 /// `/v1/arrays/{id}` is what they add up to — counts by state, progress, ETA — with its tasks,
-/// every task's outputs, a cancel that cancels the rest, and a delete once all have ended.
+/// every task's outputs, a cancel that cancels the rest, and a delete once all have ended;
+/// `/v1/arrays` lists them.
 extension SpoolAPI {
     /// Checks every task like a job, stores them all in one transaction, and answers 201 with
     /// the array. With an Idempotency-Key the array's id comes from the key (and the owner), so
@@ -133,6 +134,18 @@ extension SpoolAPI {
         ])
     }
 
+    /// The arrays a token may see, newest first, a page at a time (`cursor` from the previous
+    /// page), each as `GET /v1/arrays/{id}` shows it; `type` keeps one job type's.
+    @Sendable func listArrays(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        let parameters = request.uri.queryParameters
+        let query = ArrayQuery(type: parameters.get("type"), owner: context.principal.ownerFilter,
+                               limit: try pageLimit(request, default: 20), before: try sequenceCursor(request))
+        let page = try await store.arrays(query)
+        var arrays: [JSONValue] = []
+        for summary in page.arrays { arrays.append(try await arrayResource(summary)) }
+        return json(.object(["arrays": .array(arrays), "next_cursor": page.nextCursor.map { JSONValue.string(String($0)) } ?? .null]))
+    }
+
     @Sendable func showArray(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         json(try await arrayResource(try await findArray(context)))
     }
@@ -141,13 +154,7 @@ extension SpoolAPI {
     @Sendable func arrayTasks(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let summary = try await findArray(context)
         let parameters = request.uri.queryParameters
-        var limit = 100
-        if let text = parameters.get("limit") {
-            guard let value = Int(text), (1...limits.maxPageSize).contains(value) else {
-                throw APIError.badRequest("limit must be an integer from 1 to \(limits.maxPageSize)")
-            }
-            limit = value
-        }
+        let limit = try pageLimit(request, default: 100)
         var after: Int64?
         if let cursor = parameters.get("cursor") {
             // Any decimal the document allows: one beyond 64 bits is past every task (or before the first).

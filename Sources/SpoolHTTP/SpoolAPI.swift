@@ -90,6 +90,7 @@ public struct SpoolAPI: Sendable {
         router.get("/v1/jobs/:id/events", use: jobEvents)
         router.get("/v1/jobs/:id/webhooks", use: webhooks)
         router.get("/v1/jobs/:id/attempts", use: attempts)
+        router.get("/v1/arrays", use: listArrays)
         router.get("/v1/arrays/:id", use: showArray)
         router.get("/v1/arrays/:id/tasks", use: arrayTasks)
         router.get("/v1/arrays/:id/outputs", use: arrayOutputs)
@@ -152,24 +153,38 @@ public struct SpoolAPI: Sendable {
         }
         query.type = parameters.get("type")
         query.owner = context.principal.ownerFilter
-        if let limitText = parameters.get("limit") {
-            guard let limit = Int(limitText), (1...limits.maxPageSize).contains(limit) else {
-                throw APIError.badRequest("limit must be an integer from 1 to \(limits.maxPageSize)")
+        if let array = parameters.get("array") {
+            // `none`: jobs submitted alone; an array's id: its tasks (another tenant's array lists nothing, as its jobs would).
+            guard array == "none" || ArraySpec.isValidID(array) else {
+                throw APIError.badRequest("array must be \"none\" (jobs that are not tasks of an array) or an array's id (arr_…)")
             }
-            query.limit = limit
+            query.array = array == "none" ? ArrayScope.none : .tasks(of: array)
         }
-        if let cursor = parameters.get("cursor") {
-            // A cursor is a job sequence number; any positive decimal is accepted (the document says
-            // so), one past every job — too large for a sequence number — pages from the newest.
-            guard !cursor.isEmpty, cursor.utf8.allSatisfy({ (48...57).contains($0) }), cursor.first != "0" else {
-                throw APIError.badRequest("cursor is not one this server handed out")
-            }
-            let before = Int64(cursor) ?? Int64.max
-            query.before = before
-        }
+        query.limit = try pageLimit(request, default: query.limit)
+        query.before = try sequenceCursor(request)
         let page = try await store.jobs(query)
         return json(.object(["jobs": .array(page.jobs.map { JobWire(job: $0).json }),
                              "next_cursor": page.nextCursor.map { .string(String($0)) } ?? .null]))
+    }
+
+    /// A page size from the query's `limit`, 1 to the server's largest page.
+    func pageLimit(_ request: Request, default fallback: Int) throws -> Int {
+        guard let text = request.uri.queryParameters.get("limit") else { return fallback }
+        guard let limit = Int(text), (1...limits.maxPageSize).contains(limit) else {
+            throw APIError.badRequest("limit must be an integer from 1 to \(limits.maxPageSize)")
+        }
+        return limit
+    }
+
+    /// The `cursor` of a newest-first listing (jobs, arrays): a sequence number the previous page
+    /// handed out. Any positive decimal is accepted (the document says so); one past every job —
+    /// too large for a sequence number — pages from the newest.
+    func sequenceCursor(_ request: Request) throws -> Int64? {
+        guard let cursor = request.uri.queryParameters.get("cursor") else { return nil }
+        guard !cursor.isEmpty, cursor.utf8.allSatisfy({ (48...57).contains($0) }), cursor.first != "0" else {
+            throw APIError.badRequest("cursor is not one this server handed out")
+        }
+        return Int64(cursor) ?? Int64.max
     }
 
     @Sendable func cancel(_ request: Request, context: SpoolRequestContext) async throws -> Response {

@@ -69,6 +69,23 @@ import Testing
         let ended = try await waitForArray(server, mixedID) { ["succeeded", "failed", "canceled"].contains($0["state"]?.stringValue) }
         #expect(ended["state"] == "failed" && ended["counts"]?["failed"] == .int(1) && ended["counts"]?["succeeded"] == .int(2))
 
+        // Listed newest first, a page at a time; the jobs list takes them apart from jobs submitted alone.
+        let alone = try #require(try await server.submit("noop").json["id"]?.stringValue)
+        let listed = try await server.request(.GET, "/v1/arrays?limit=1").json
+        #expect(listed["arrays"]?.arrayValue?.map { $0["id"]?.stringValue } == [mixedID])
+        #expect(listed["arrays"]?.arrayValue?.first?["counts"]?["failed"] == .int(1))
+        let older = try await server.request(.GET, "/v1/arrays?limit=1&cursor=\(listed["next_cursor"]?.stringValue ?? "")").json
+        #expect(older["arrays"]?.arrayValue?.map { $0["id"]?.stringValue } == [id] && older["next_cursor"] == .null)
+        #expect(try await server.request(.GET, "/v1/arrays?type=render").json["arrays"]?.arrayValue?.isEmpty == true)
+        let single = try await server.request(.GET, "/v1/jobs?array=none").json["jobs"]?.arrayValue ?? []
+        #expect(single.map { $0["id"]?.stringValue } == [alone])
+        let failedTasks = try await server.request(.GET, "/v1/jobs?array=\(mixedID)&status=failed").json["jobs"]?.arrayValue ?? []
+        #expect(failedTasks.map { $0["array"]?["index"] } == [.int(1)])
+        for query in ["array=", "array=arr_x", "array=all", "limit=0"] {
+            let refused = try await server.request(.GET, (query.hasPrefix("limit") ? "/v1/arrays?" : "/v1/jobs?") + query)
+            #expect(refused.status == 400 && refused.header("Content-Type") == "application/problem+json", "\(query)")
+        }
+
         let bad = try await server.submit("frame", .object(["sleep": 0]), extra: ["array": .object(["range": .array([1, 2])])])
         #expect(bad.status == 422 && (bad.json["detail"]?.stringValue ?? "").hasPrefix("array task 1:"))
         #expect(try await server.request(.GET, "/v1/arrays/arr_00000000000000000000000000").status == 404)

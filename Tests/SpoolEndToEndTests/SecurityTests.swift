@@ -115,6 +115,15 @@ import Testing
                                (.POST, "/v1/arrays/\(array)/cancel"), (.DELETE, "/v1/arrays/\(array)")] {
             #expect(try await server.request(method, path, headers: server.bearer(bob)).status == 404, "\(method) \(path) as bob")
         }
+        // …nor in his lists: of arrays, and of jobs by their array.
+        func arrays(_ token: String) async throws -> [String] {
+            try await server.request(.GET, "/v1/arrays", headers: server.bearer(token)).json["arrays"]?.arrayValue?.compactMap { $0["id"]?.stringValue } ?? []
+        }
+        #expect(try await arrays(bob).isEmpty)
+        #expect(try await arrays(alice) == [array])
+        #expect(try await arrays(admin) == [array])
+        #expect(try await server.request(.GET, "/v1/jobs?array=\(array)", headers: server.bearer(bob)).json["jobs"]?.arrayValue?.isEmpty == true)
+        #expect(try await server.request(.GET, "/v1/jobs?array=\(array)", headers: server.bearer(alice)).json["jobs"]?.arrayValue?.count == 2)
         let tasks = try await server.request(.GET, "/v1/arrays/\(array)/tasks", headers: server.bearer(alice)).json["tasks"]?.arrayValue ?? []
         for task in tasks.compactMap({ $0["id"]?.stringValue }) {
             _ = try await server.request(.GET, "/v1/jobs/\(task)?wait=10", headers: server.bearer(alice))

@@ -32,7 +32,7 @@ import Testing
         "/v1/jobs/{id}/events": ["get"],
         "/v1/jobs/{id}/webhooks": ["get"],
         "/v1/jobs/{id}/attempts": ["get"],
-        "/v1/arrays/{id}": ["get", "delete"], "/v1/arrays/{id}/tasks": ["get"], "/v1/arrays/{id}/outputs": ["get"],
+        "/v1/arrays": ["get"], "/v1/arrays/{id}": ["get", "delete"], "/v1/arrays/{id}/tasks": ["get"], "/v1/arrays/{id}/outputs": ["get"],
         "/v1/arrays/{id}/cancel": ["post"],
         "/v1/events": ["get"],
         "/v1/queue": ["get"], "/v1/nodes": ["get"], "/v1/slots/{slot}/release": ["post"],
@@ -220,6 +220,7 @@ import Testing
             let array = try await submit(.object(["type": .string("noop"), "array": .object(["items": .array([.object([:]), .object([:])])])]), key: "two")
             let (_, tasks) = try await call(.get, "/v1/arrays/\(array)/tasks")
             samples.append(Sample(key: "listArrayTasks 200", path: ["id": array], body: tasks ?? .null))
+            samples.append(Sample(key: "listArrays 200", path: [:], body: try await call(.get, "/v1/arrays").1 ?? .null))
             let task = tasks?["tasks"]?.arrayValue?.first?["id"]?.stringValue ?? ""
             for id in [job, task] {
                 samples.append(Sample(key: "getJob 200", path: ["id": id], body: try await call(.get, "/v1/jobs/\(id)").1 ?? .null))
