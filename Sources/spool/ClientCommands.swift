@@ -180,21 +180,36 @@ struct StatusCommand: AsyncParsableCommand {
 }
 
 struct ListCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "list", abstract: "List jobs, newest first.")
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List jobs, or job arrays, newest first.")
     @Option(help: "Only jobs in this state (queued, running, succeeded, failed, canceled).") var status: String?
     @Option(help: "Only jobs of this type.") var type: String?
+    @Option(help: "Only jobs submitted alone (none), or only the tasks of this array (arr_…).") var array: String?
+    @Flag(help: "List job arrays instead, with their progress.") var arrays = false
     @Option(help: "How many (1-500, default 20).") var limit: Int = 20
     @Option(help: "Continue after a previous page (its next cursor).") var cursor: String?
     @OptionGroup var server: ServerOptions
 
+    func validate() throws {
+        if arrays, status != nil || array != nil { throw ValidationError("--arrays takes --type, --limit and --cursor only") }
+    }
+
     func run() async throws {
         await clientCommand {
-            struct Page: Decodable { let jobs: [JobWire]; let next_cursor: String? }
             var query = ["limit=\(limit)"]
             if let status { query.append("status=\(status)") }
             if let type { query.append("type=\(type.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? type)") }
+            if let array { query.append("array=\(array.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? array)") }
             if let cursor { query.append("cursor=\(cursor)") }
             let client = try server.client
+            if arrays {
+                struct Page: Decodable { let arrays: [ArrayWire]; let next_cursor: String? }
+                let page = try client.decode(Page.self, try await client.get("/v1/arrays?" + query.joined(separator: "&")).2)
+                if page.arrays.isEmpty { FileHandle.standardError.write(Data("no arrays\n".utf8)) }
+                for array in page.arrays { print(ArrayWire.line(array)) }
+                if let next = page.next_cursor { FileHandle.standardError.write(Data("more: the same command with --cursor \(next)\n".utf8)) }
+                return
+            }
+            struct Page: Decodable { let jobs: [JobWire]; let next_cursor: String? }
             let page = try client.decode(Page.self, try await client.get("/v1/jobs?" + query.joined(separator: "&")).2)
             // Columns as wide as their longest value: a type name is never cut.
             let typeWidth = max(4, page.jobs.map(\.type.count).max() ?? 0)
@@ -209,7 +224,7 @@ struct ListCommand: AsyncParsableCommand {
             for (job, state) in zip(page.jobs, states) {
                 print([column(job.id, 30), column(job.type, typeWidth), column(state, stateWidth), job.createdAt].joined(separator: "  "))
             }
-            if let next = page.next_cursor { FileHandle.standardError.write(Data("more: spool list --cursor \(next)\n".utf8)) }
+            if let next = page.next_cursor { FileHandle.standardError.write(Data("more: the same command with --cursor \(next)\n".utf8)) }
         }
     }
 }

@@ -81,6 +81,15 @@ import Testing
         #expect(single.map { $0["id"]?.stringValue } == [alone])
         let failedTasks = try await server.request(.GET, "/v1/jobs?array=\(mixedID)&status=failed").json["jobs"]?.arrayValue ?? []
         #expect(failedTasks.map { $0["array"]?["index"] } == [.int(1)])
+        let cliArrays = try await runCLI(["list", "--arrays", "--server", server.url])
+        #expect(cliArrays.status == 0 && cliArrays.stdout.split(separator: "\n").map { $0.prefix(30) } == [mixedID, id].map { Substring($0) },
+                "\(cliArrays.stdout)\(cliArrays.stderr)")
+        #expect(cliArrays.stdout.hasPrefix("\(mixedID)  frame  failed  [####################] 100%  3/3 done, 1 failed"), "\(cliArrays.stdout)")
+        let cliFailed = try await runCLI(["list", "--array", mixedID, "--status", "failed", "--server", server.url])
+        #expect(cliFailed.status == 0 && cliFailed.stdout.split(separator: "\n").dropFirst().map { String($0.prefix(30)) }
+                == failedTasks.compactMap { $0["id"]?.stringValue }, "\(cliFailed.stdout)\(cliFailed.stderr)")
+        let cliRefused = try await runCLI(["list", "--arrays", "--status", "failed", "--server", server.url])
+        #expect(cliRefused.status != 0 && cliRefused.stderr.contains("--arrays takes --type, --limit and --cursor only"), "\(cliRefused.stderr)")
         for query in ["array=", "array=arr_x", "array=all", "limit=0"] {
             let refused = try await server.request(.GET, (query.hasPrefix("limit") ? "/v1/arrays?" : "/v1/jobs?") + query)
             #expect(refused.status == 400 && refused.header("Content-Type") == "application/problem+json", "\(query)")

@@ -1,6 +1,7 @@
 """Job arrays against the real server, with the sync client and the async one: `submit_array`
-(items, range, fail_fast, Idempotency-Key), `array`, `array_tasks`, `array_outputs`,
-`cancel_array`, `delete_array`, `wait_array`, `watch_array`, and `Job.array` on a task."""
+(items, range, fail_fast, Idempotency-Key), `array`, `arrays`, `array_tasks`, `array_outputs`,
+`cancel_array`, `delete_array`, `wait_array`, `watch_array`, `list(array=…)`, and `Job.array`
+on a task."""
 
 from __future__ import annotations
 
@@ -83,6 +84,30 @@ def test_failed_task_and_fail_fast(api: Any) -> None:
     assert done.state == "failed" and done.fail_fast and done.counts.failed == 1 and done.counts.finished == 4
     states = [t.state for t in api.array_tasks(fast.id)]
     assert states[:2] == ["succeeded", "failed"] and states[3] == "canceled"  # the one after may have started
+
+
+def test_arrays_are_listed_and_jobs_by_their_array(api: Any) -> None:
+    shards = api.submit_array("shard", {"bad": 1}, items=[0, 1, 2])
+    frames = api.submit_array("frame", range=(0, 1))
+    alone = api.submit("sleep", {"seconds": 0})
+    api.wait_array(shards.id, timeout=15, interval=0.2)
+    api.wait(alone.id, timeout=15)
+
+    newest = list(api.arrays(page_size=1))  # every array on the shared server, one page each
+    assert [a.id for a in newest[:2]] == [frames.id, shards.id]
+    assert len({a.id for a in newest}) == len(newest)
+    assert newest[1] == api.array(shards.id) and newest[1].counts.failed == 1
+    assert [a.id for a in api.arrays("shard")][0] == shards.id
+    assert all(a.type == "frame" for a in api.arrays("frame"))
+
+    failed = list(api.list("failed", array=shards.id))
+    assert [(t.array, t.state) for t in failed] == [(ArrayRef(shards.id, 1), "failed")]
+    assert [t.array.index for t in api.list(array=shards.id, page_size=2)] == [2, 1, 0]
+    alone_only = list(api.list(array="none"))
+    assert alone_only[0].id == alone.id and all(j.array is None for j in alone_only)
+    with pytest.raises(spool_client.BadRequest):
+        list(api.list(array="everything"))
+    api.wait_array(frames.id, timeout=15, interval=0.2)
 
 
 def test_cancel_array(api: Any, spool: Client) -> None:

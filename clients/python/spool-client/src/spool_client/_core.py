@@ -22,7 +22,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Generator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Generator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 from urllib.parse import quote
 
 import httpx
@@ -500,25 +500,34 @@ class ClientCore:
             spec.read_timeout = wait + (self.timeout if self.timeout is not None else 30.0)
         return Job.from_json((yield from self._json(spec)))
 
-    def _list(self, state: Optional[str], type: Optional[str], page_size: int) -> Flow[None]:
+    def _pages(self, path: str, key: str, params: Dict[str, str], page_size: int, parse: Callable[[Dict[str, Any]], Any]) -> Flow[None]:
+        """Every item of a paged listing (`key` in each page), one page per request, following
+        `next_cursor` until it runs out."""
         if not 1 <= page_size <= 500:
             raise ValueError("page_size must be from 1 to 500")
         cursor: Optional[str] = None
         while True:
-            params = {"limit": str(page_size)}
-            if state is not None:
-                params["status"] = state
-            if type is not None:
-                params["type"] = type
+            query = dict(params, limit=str(page_size))
             if cursor is not None:
-                params["cursor"] = cursor
-            page = yield from self._json(RequestSpec("GET", "/v1/jobs", params=params))
-            for item in page.get("jobs") or []:
-                yield Emit(Job.from_json(item))
+                query["cursor"] = cursor
+            page = yield from self._json(RequestSpec("GET", path, params=query))
+            for item in page.get(key) or []:
+                if isinstance(item, dict):
+                    yield Emit(parse(item))
             next_cursor = page.get("next_cursor")
             if next_cursor is None or str(next_cursor) == cursor:
                 return
             cursor = str(next_cursor)
+
+    def _list(self, state: Optional[str], type: Optional[str], array: Optional[str], page_size: int) -> Flow[None]:
+        params = {}
+        if state is not None:
+            params["status"] = state
+        if type is not None:
+            params["type"] = type
+        if array is not None:
+            params["array"] = array
+        return (yield from self._pages("/v1/jobs", "jobs", params, page_size, Job.from_json))
 
     def _wait(self, job_id: str, timeout: Optional[float]) -> Flow[Job]:
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
@@ -676,21 +685,11 @@ class ClientCore:
         return JobArray.from_json((yield from self._json(RequestSpec("GET", array_path(array_id)))))
 
     def _array_tasks(self, array_id: str, page_size: int) -> Flow[None]:
-        if not 1 <= page_size <= 500:
-            raise ValueError("page_size must be from 1 to 500")
-        cursor: Optional[str] = None
-        while True:
-            params = {"limit": str(page_size)}
-            if cursor is not None:
-                params["cursor"] = cursor
-            page = yield from self._json(RequestSpec("GET", array_path(array_id, "tasks"), params=params))
-            for item in page.get("tasks") or []:
-                if isinstance(item, dict):
-                    yield Emit(Job.from_json(item))
-            next_cursor = page.get("next_cursor")
-            if next_cursor is None or str(next_cursor) == cursor:
-                return
-            cursor = str(next_cursor)
+        return (yield from self._pages(array_path(array_id, "tasks"), "tasks", {}, page_size, Job.from_json))
+
+    def _arrays(self, type: Optional[str], page_size: int) -> Flow[None]:
+        params = {} if type is None else {"type": type}
+        return (yield from self._pages("/v1/arrays", "arrays", params, page_size, JobArray.from_json))
 
     def _array_outputs(self, array_id: str) -> Flow[List[ArrayOutput]]:
         data = yield from self._json(RequestSpec("GET", array_path(array_id, "outputs")))

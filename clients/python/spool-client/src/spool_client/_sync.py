@@ -216,9 +216,12 @@ class Client(ClientCore):
         """One job. With `wait` (≤ 60 s) the server holds the answer until the state changes."""
         return self._run(self._get(id, wait))
 
-    def list(self, state: Optional[str] = None, type: Optional[str] = None, *, page_size: int = 100) -> Iterator[Job]:
-        """Jobs, newest first, filtered by state and type; pages are fetched as you iterate."""
-        return self._iterate(self._list(state, type, page_size))
+    def list(self, state: Optional[str] = None, type: Optional[str] = None, *, array: Optional[str] = None,
+             page_size: int = 100) -> Iterator[Job]:
+        """Jobs, newest first, filtered by state and type; pages are fetched as you iterate.
+        ``array="none"`` leaves out the tasks of job arrays; an array's id lists only its tasks
+        (``list("failed", array=array_id)``: the frames that failed)."""
+        return self._iterate(self._list(state, type, array, page_size))
 
     def wait(self, id: str, timeout: Optional[float] = None) -> Job:
         """Long-poll until the job is succeeded, failed or canceled; `WaitTimeout` after `timeout` s."""
@@ -284,6 +287,10 @@ class Client(ClientCore):
     def array(self, id: str) -> JobArray:
         """A job array: its state, task counts by state, progress (0–1) and ETA."""
         return self._run(self._array(id))
+
+    def arrays(self, type: Optional[str] = None, *, page_size: int = 20) -> Iterator[JobArray]:
+        """Job arrays, newest first (a tenant's own), each as `array` shows it; pages are fetched as you iterate."""
+        return self._iterate(self._arrays(type, page_size))
 
     def array_tasks(self, id: str, *, page_size: int = 100) -> Iterator[Job]:
         """The array's tasks in index order (each a `Job` with `.array.index`), page by page as you iterate."""
