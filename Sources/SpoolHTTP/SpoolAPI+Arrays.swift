@@ -135,10 +135,11 @@ extension SpoolAPI {
     }
 
     /// The arrays a token may see, newest first, a page at a time (`cursor` from the previous
-    /// page), each as `GET /v1/arrays/{id}` shows it; `type` keeps one job type's.
+    /// page), each as `GET /v1/arrays/{id}` shows it; `type` keeps one job type's, `owner` (an
+    /// administrator's) one tenant's.
     @Sendable func listArrays(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let parameters = request.uri.queryParameters
-        let query = ArrayQuery(type: parameters.get("type"), owner: context.principal.ownerFilter,
+        let query = ArrayQuery(type: parameters.get("type"), owner: try listingOwner(request, context.principal),
                                limit: try pageLimit(request, default: 20), before: try sequenceCursor(request))
         let page = try await store.arrays(query)
         var arrays: [JSONValue] = []

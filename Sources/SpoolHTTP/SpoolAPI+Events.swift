@@ -39,7 +39,7 @@ extension SpoolAPI {
         let afterQuery = try eventID(request.uri.queryParameters.get("after"), "after")
         let cursor = try eventID(request.headers[.lastEventID], "Last-Event-ID") ?? afterQuery
         let store = self.store, tokens = self.tokens
-        let owner = principal.ownerFilter
+        let owner = job == nil ? try listingOwner(request, principal) : principal.ownerFilter
         let resumeFrom = cursor
         // A job's stream resumed after its end has nothing to send: 204, which also tells an
         // EventSource to stop reconnecting. Resumed between its final state and its outputs, it

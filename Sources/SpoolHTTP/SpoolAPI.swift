@@ -152,7 +152,7 @@ public struct SpoolAPI: Sendable {
             query.state = state
         }
         query.type = parameters.get("type")
-        query.owner = context.principal.ownerFilter
+        query.owner = try listingOwner(request, context.principal)
         if let array = parameters.get("array") {
             // `none`: jobs submitted alone; an array's id: its tasks (another tenant's array lists nothing, as its jobs would).
             guard array == "none" || ArraySpec.isValidID(array) else {
@@ -165,6 +165,18 @@ public struct SpoolAPI: Sendable {
         let page = try await store.jobs(query)
         return json(.object(["jobs": .array(page.jobs.map { JobWire(job: $0).json }),
                              "next_cursor": page.nextCursor.map { .string(String($0)) } ?? .null]))
+    }
+
+    /// Whose jobs a listing or the global event stream shows: an administrator's pick
+    /// (`owner`, a token's name) or everyone's; a tenant's own, whatever it asks for (another
+    /// tenant's is a 403, not an empty page that would look like "none").
+    func listingOwner(_ request: Request, _ principal: Principal) throws -> String? {
+        guard let asked = request.uri.queryParameters.get("owner") else { return principal.ownerFilter }
+        guard !asked.isEmpty else { throw APIError.badRequest("owner must be a token's name") }
+        guard principal.isAdmin || asked == principal.name else {
+            throw APIError(status: .forbidden, code: "forbidden", detail: "this token sees only its own jobs (owner \"\(principal.name ?? "")\")")
+        }
+        return asked
     }
 
     /// A page size from the query's `limit`, 1 to the server's largest page.

@@ -184,13 +184,14 @@ struct ListCommand: AsyncParsableCommand {
     @Option(help: "Only jobs in this state (queued, running, succeeded, failed, canceled).") var status: String?
     @Option(help: "Only jobs of this type.") var type: String?
     @Option(help: "Only jobs submitted alone (none), or only the tasks of this array (arr_…).") var array: String?
+    @Option(help: "Only this tenant's (a token's name; an administrator's token may name any).") var owner: String?
     @Flag(help: "List job arrays instead, with their progress.") var arrays = false
     @Option(help: "How many (1-500, default 20).") var limit: Int = 20
     @Option(help: "Continue after a previous page (its next cursor).") var cursor: String?
     @OptionGroup var server: ServerOptions
 
     func validate() throws {
-        if arrays, status != nil || array != nil { throw ValidationError("--arrays takes --type, --limit and --cursor only") }
+        if arrays, status != nil || array != nil { throw ValidationError("--arrays takes --type, --owner, --limit and --cursor only") }
     }
 
     func run() async throws {
@@ -199,6 +200,7 @@ struct ListCommand: AsyncParsableCommand {
             if let status { query.append("status=\(status)") }
             if let type { query.append("type=\(type.addingPercentEncoding(withAllowedCharacters: .urlQueryAllowed) ?? type)") }
             if let array { query.append("array=\(array.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? array)") }
+            if let owner { query.append("owner=\(owner.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? owner)") }
             if let cursor { query.append("cursor=\(cursor)") }
             let client = try server.client
             if arrays {

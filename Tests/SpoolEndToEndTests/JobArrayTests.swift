@@ -89,7 +89,7 @@ import Testing
         #expect(cliFailed.status == 0 && cliFailed.stdout.split(separator: "\n").dropFirst().map { String($0.prefix(30)) }
                 == failedTasks.compactMap { $0["id"]?.stringValue }, "\(cliFailed.stdout)\(cliFailed.stderr)")
         let cliRefused = try await runCLI(["list", "--arrays", "--status", "failed", "--server", server.url])
-        #expect(cliRefused.status != 0 && cliRefused.stderr.contains("--arrays takes --type, --limit and --cursor only"), "\(cliRefused.stderr)")
+        #expect(cliRefused.status != 0 && cliRefused.stderr.contains("--arrays takes --type, --owner, --limit and --cursor only"), "\(cliRefused.stderr)")
         for query in ["array=", "array=arr_x", "array=all", "limit=0"] {
             let refused = try await server.request(.GET, (query.hasPrefix("limit") ? "/v1/arrays?" : "/v1/jobs?") + query)
             #expect(refused.status == 400 && refused.header("Content-Type") == "application/problem+json", "\(query)")

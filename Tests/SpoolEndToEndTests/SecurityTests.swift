@@ -71,6 +71,19 @@ import Testing
         #expect(try await listed(alice) == [blocker, queued])
         #expect(try await listed(bob) == [bobs])
         #expect(try await listed(admin) == [blocker, queued, bobs])
+        // An administrator lists one tenant's with `owner`; a tenant may name only itself.
+        func listed(_ token: String, owner: String) async throws -> (Int, Set<String>) {
+            let reply = try await server.request(.GET, "/v1/jobs?owner=\(owner)", headers: server.bearer(token))
+            return (reply.status, Set(reply.json["jobs"]?.arrayValue?.compactMap { $0["id"]?.stringValue } ?? []))
+        }
+        #expect(try await listed(admin, owner: "alice") == (200, [blocker, queued]))
+        #expect(try await listed(admin, owner: "nobody") == (200, []))
+        #expect(try await listed(bob, owner: "bob") == (200, [bobs]))
+        let peek = try await server.request(.GET, "/v1/jobs?owner=alice", headers: server.bearer(bob))
+        #expect(peek.status == 403 && peek.json["detail"] == "this token sees only its own jobs (owner \"bob\")", "\(peek.json)")
+        #expect(try await server.request(.GET, "/v1/arrays?owner=alice", headers: server.bearer(bob)).status == 403)
+        #expect(try await server.request(.GET, "/v1/events?owner=alice", headers: server.bearer(bob)).status == 403)
+        #expect(try await server.request(.GET, "/v1/jobs?owner=", headers: server.bearer(admin)).status == 400)
 
         // The queue: Bob sees the slot busy, not whose job; counts of everything, his own apart.
         let queue = try await server.request(.GET, "/v1/queue", headers: server.bearer(bob)).json
@@ -108,6 +121,11 @@ import Testing
             frames.contains { $0.data["job"] == .string(queued) && $0.data["state"] == "succeeded" }
         }
         #expect(aliceFrames.allSatisfy { $0.data["job"] != .string(bobs) })
+        // The administrator's stream of one tenant: Bob's job only.
+        let picked = try await server.frames("/v1/events?owner=bob", lastEventID: 0, headers: server.bearer(admin)) { frames in
+            frames.contains { $0.data["job"] == .string(bobs) && $0.data["state"] == "succeeded" }
+        }
+        #expect(!picked.isEmpty && picked.allSatisfy { $0.data["job"] == .string(bobs) }, "\(picked.map(\.data.canonicalText))")
 
         // Alice's job array as Bob: not found on every route, deleting it included; Alice deletes it.
         let array = try Self.id(try await server.submit("noop", extra: ["array": .object(["items": .array([1, 2])])], token: alice))
@@ -122,6 +140,7 @@ import Testing
         #expect(try await arrays(bob).isEmpty)
         #expect(try await arrays(alice) == [array])
         #expect(try await arrays(admin) == [array])
+        #expect(try await server.request(.GET, "/v1/arrays?owner=bob", headers: server.bearer(admin)).json["arrays"]?.arrayValue?.isEmpty == true)
         #expect(try await server.request(.GET, "/v1/jobs?array=\(array)", headers: server.bearer(bob)).json["jobs"]?.arrayValue?.isEmpty == true)
         #expect(try await server.request(.GET, "/v1/jobs?array=\(array)", headers: server.bearer(alice)).json["jobs"]?.arrayValue?.count == 2)
         let tasks = try await server.request(.GET, "/v1/arrays/\(array)/tasks", headers: server.bearer(alice)).json["tasks"]?.arrayValue ?? []

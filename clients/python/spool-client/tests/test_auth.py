@@ -69,6 +69,17 @@ def test_other_tenants_job_is_not_found(make_api: Callable[..., Any], auth_serve
     assert alice.download(job.id, "blob.bin", tmp_path / "mine.bin").stat().st_size == 1000
     seen = admin.get(job.id)  # an administrator sees every tenant's jobs
     assert seen.owner == "alice" and seen.succeeded
+    # …and lists one tenant's with `owner`; a tenant may name only itself.
+    assert job.id in {j.id for j in admin.list(type="files", owner="alice")}
+    assert job.id not in {j.id for j in admin.list(type="files", owner="bob")}
+    assert all(j.owner == "alice" for j in alice.list(owner="alice"))
+    with pytest.raises(spool_client.Forbidden):
+        list(bob.list(owner="alice"))
+    with pytest.raises(spool_client.Forbidden):
+        list(bob.arrays(owner="alice"))
+    frames = alice.submit_array("noop", items=[1])
+    assert [a.id for a in admin.arrays(owner="alice")][0] == frames.id
+    assert frames.id not in {a.id for a in admin.arrays(owner="bob")}
 
 
 def test_rate_limit_is_retried_after_retry_after(make_api: Callable[..., Any], auth_server: SpoolServer) -> None:

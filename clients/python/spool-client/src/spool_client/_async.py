@@ -212,9 +212,9 @@ class AsyncClient(ClientCore):
         return await self._run(self._get(id, wait))
 
     def list(self, state: Optional[str] = None, type: Optional[str] = None, *, array: Optional[str] = None,
-             page_size: int = 100) -> AsyncIterator[Job]:
+             owner: Optional[str] = None, page_size: int = 100) -> AsyncIterator[Job]:
         """Jobs, newest first: ``async for job in spool.list(state="queued")``; see `Client.list`."""
-        return self._iterate(self._list(state, type, array, page_size))
+        return self._iterate(self._list(state, type, array, owner, page_size))
 
     async def wait(self, id: str, timeout: Optional[float] = None) -> Job:
         return await self._run(self._wait(id, timeout))
@@ -264,9 +264,9 @@ class AsyncClient(ClientCore):
         """See `Client.array`."""
         return await self._run(self._array(id))
 
-    def arrays(self, type: Optional[str] = None, *, page_size: int = 20) -> AsyncIterator[JobArray]:
+    def arrays(self, type: Optional[str] = None, *, owner: Optional[str] = None, page_size: int = 20) -> AsyncIterator[JobArray]:
         """Job arrays, newest first: ``async for array in spool.arrays()``; see `Client.arrays`."""
-        return self._iterate(self._arrays(type, page_size))
+        return self._iterate(self._arrays(type, owner, page_size))
 
     def array_tasks(self, id: str, *, page_size: int = 100) -> AsyncIterator[Job]:
         """The array's tasks in index order: ``async for task in spool.array_tasks(array_id)``."""

@@ -519,14 +519,8 @@ class ClientCore:
                 return
             cursor = str(next_cursor)
 
-    def _list(self, state: Optional[str], type: Optional[str], array: Optional[str], page_size: int) -> Flow[None]:
-        params = {}
-        if state is not None:
-            params["status"] = state
-        if type is not None:
-            params["type"] = type
-        if array is not None:
-            params["array"] = array
+    def _list(self, state: Optional[str], type: Optional[str], array: Optional[str], owner: Optional[str], page_size: int) -> Flow[None]:
+        params = {name: value for name, value in (("status", state), ("type", type), ("array", array), ("owner", owner)) if value is not None}
         return (yield from self._pages("/v1/jobs", "jobs", params, page_size, Job.from_json))
 
     def _wait(self, job_id: str, timeout: Optional[float]) -> Flow[Job]:
@@ -687,8 +681,8 @@ class ClientCore:
     def _array_tasks(self, array_id: str, page_size: int) -> Flow[None]:
         return (yield from self._pages(array_path(array_id, "tasks"), "tasks", {}, page_size, Job.from_json))
 
-    def _arrays(self, type: Optional[str], page_size: int) -> Flow[None]:
-        params = {} if type is None else {"type": type}
+    def _arrays(self, type: Optional[str], owner: Optional[str], page_size: int) -> Flow[None]:
+        params = {name: value for name, value in (("type", type), ("owner", owner)) if value is not None}
         return (yield from self._pages("/v1/arrays", "arrays", params, page_size, JobArray.from_json))
 
     def _array_outputs(self, array_id: str) -> Flow[List[ArrayOutput]]:

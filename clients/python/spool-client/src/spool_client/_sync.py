@@ -217,11 +217,12 @@ class Client(ClientCore):
         return self._run(self._get(id, wait))
 
     def list(self, state: Optional[str] = None, type: Optional[str] = None, *, array: Optional[str] = None,
-             page_size: int = 100) -> Iterator[Job]:
+             owner: Optional[str] = None, page_size: int = 100) -> Iterator[Job]:
         """Jobs, newest first, filtered by state and type; pages are fetched as you iterate.
         ``array="none"`` leaves out the tasks of job arrays; an array's id lists only its tasks
-        (``list("failed", array=array_id)``: the frames that failed)."""
-        return self._iterate(self._list(state, type, array, page_size))
+        (``list("failed", array=array_id)``: the frames that failed). ``owner``: one tenant's
+        jobs (an administrator's token; a tenant's may name only itself, else `Forbidden`)."""
+        return self._iterate(self._list(state, type, array, owner, page_size))
 
     def wait(self, id: str, timeout: Optional[float] = None) -> Job:
         """Long-poll until the job is succeeded, failed or canceled; `WaitTimeout` after `timeout` s."""
@@ -288,9 +289,10 @@ class Client(ClientCore):
         """A job array: its state, task counts by state, progress (0–1) and ETA."""
         return self._run(self._array(id))
 
-    def arrays(self, type: Optional[str] = None, *, page_size: int = 20) -> Iterator[JobArray]:
-        """Job arrays, newest first (a tenant's own), each as `array` shows it; pages are fetched as you iterate."""
-        return self._iterate(self._arrays(type, page_size))
+    def arrays(self, type: Optional[str] = None, *, owner: Optional[str] = None, page_size: int = 20) -> Iterator[JobArray]:
+        """Job arrays, newest first (a tenant's own; ``owner``: as in `list`), each as `array`
+        shows it; pages are fetched as you iterate."""
+        return self._iterate(self._arrays(type, owner, page_size))
 
     def array_tasks(self, id: str, *, page_size: int = 100) -> Iterator[Job]:
         """The array's tasks in index order (each a `Job` with `.array.index`), page by page as you iterate."""
