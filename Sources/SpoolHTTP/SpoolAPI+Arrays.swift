@@ -19,16 +19,25 @@ extension SpoolAPI {
         guard submission.dedup == nil, submission.dedupKey == nil else {
             throw APIError.unprocessable("\"dedup\" and \"dedup_key\" apply to single jobs; an array's tasks are each run")
         }
+        let items = spec.items.map { (index: $0.index, input: ArraySpec.taskInput(submission.input, item: $0.item)) }
+        return try await makeArray(items, submission, failFast: spec.failFast, context: context)
+    }
+
+    /// Admits one task per item (its index in the array, its whole input) like a job, from
+    /// `submission`'s other fields, and stores them as one array: 201 with the array, or 200 for
+    /// an idempotent repeat.
+    func makeArray(_ items: [(index: Int64, input: JSONValue)], _ submission: Submission, failFast: Bool,
+                   context: SpoolRequestContext) async throws -> Response {
         let principal = context.principal
         let id = submission.idempotencyKey.map { Self.arrayID(owner: principal.name ?? "", key: $0) } ?? ArraySpec.newID()
         let now = WallClock.now()
         var tasks: [Job] = []
-        tasks.reserveCapacity(spec.count)
-        for (index, item) in spec.items {
+        tasks.reserveCapacity(items.count)
+        for (index, input) in items {
             var one = submission
             one.array = nil
             if !tasks.isEmpty { one.idempotencyKey = nil }
-            one.input = ArraySpec.taskInput(submission.input, item: item)
+            one.input = input
             var task: Job
             do {
                 task = try catalog.admit(one, id: .random(at: now), now: now)
@@ -36,7 +45,7 @@ extension SpoolAPI {
                 throw APIError(status: .unprocessableContent, code: error.kind.rawValue.replacingOccurrences(of: "_", with: "-"),
                                detail: "array task \(index): " + error.message, errors: error.problems)
             }
-            task.array = ArrayMembership(id: id, index: index, failFast: spec.failFast)
+            task.array = ArrayMembership(id: id, index: index, failFast: failFast)
             task.owner = principal.name
             task.shareWeight = principal.limits.weight
             tasks.append(task)
@@ -44,8 +53,8 @@ extension SpoolAPI {
         if submission.idempotencyKey != nil, let existing = try await store.arraySummary(id) {
             // A repeat: the same request (its size, and its first task as this one would be) gets the array it made.
             let first = try await store.arrayTasks(id, after: nil, limit: 1).first
-            guard existing.size == spec.count, let first, first.fingerprint == tasks.first?.fingerprint,
-                  first.array?.index == tasks.first?.array?.index, first.array?.failFast == spec.failFast else {
+            guard existing.size == items.count, let first, first.fingerprint == tasks.first?.fingerprint,
+                  first.array?.index == tasks.first?.array?.index, first.array?.failFast == failFast else {
                 throw APIError.conflict("idempotency-conflict",
                                         "the Idempotency-Key \"\(submission.idempotencyKey ?? "")\" was already used for a different request (array \(id))")
             }
@@ -64,7 +73,7 @@ extension SpoolAPI {
             stored = try await store.enqueueArray(tasks, limits: QueueLimits(total: access.maxQueued, owner: principal.limits.maxQueued))
         } catch let error as StoreError where error.code == .queueFull {
             let wait = scheduler.estimate(position: 1, type: submission.type)?.startsIn ?? 5
-            throw APIError.rateLimited(error.limit?.rawValue ?? "max_queued", detail: error.message + " (the array has \(spec.count) tasks)",
+            throw APIError.rateLimited(error.limit?.rawValue ?? "max_queued", detail: error.message + " (the array has \(items.count) tasks)",
                                        retryAfter: wait)
         } catch let error as StoreError where error.code == .idempotencyConflict {
             throw Self.idempotencyConflict(key: submission.idempotencyKey, holder: error.existing)
@@ -205,6 +214,37 @@ extension SpoolAPI {
         for task in affected { await scheduler.stop(task, because: .cancel) }
         let after = try await store.arraySummary(summary.id) ?? summary
         return json(try await arrayResource(after), status: after.counts[.running, default: 0] > 0 ? .accepted : .ok)
+    }
+
+    /// A new array of the tasks that failed or were canceled (those still queued or running are
+    /// left to finish): each with its index and input, its array's type, priority, timeout, retry
+    /// policy, webhook and fail-fast, starting now; 201 with the new array. The array itself does
+    /// not change — a job's end is final. With an Idempotency-Key, a repeat answers 200 with the
+    /// array it made. Nothing failed or canceled is a 409 `nothing-to-retry`.
+    @Sendable func retryArray(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        try checkTakingJobs()
+        let summary = try await findArray(context)
+        var again: [Job] = []
+        var after: Int64?
+        while true {
+            let page = try await store.arrayTasks(summary.id, after: after, limit: 500)
+            again += page.filter { $0.state == .failed || $0.state == .canceled }
+            guard page.count == 500, let last = page.last?.array?.index else { break }
+            after = last
+        }
+        guard let first = again.first else {
+            let open = summary.counts[.queued, default: 0] + summary.counts[.running, default: 0]
+            throw APIError.conflict("nothing-to-retry", "array \(summary.id) has no failed or canceled task"
+                                    + (open > 0 ? " (\(open) still queued or running)" : ": every task succeeded"))
+        }
+        var submission = Submission(type: first.type, priority: first.priority,
+                                    timeoutSeconds: catalog[first.type].map { min($0.timeoutSeconds, first.timeoutSeconds) } ?? first.timeoutSeconds,
+                                    idempotencyKey: request.headers[.idempotencyKey])
+        submission.webhookURL = first.webhookURL
+        submission.webhookEvents = first.webhookEvents
+        submission.retry = first.retry
+        return try await makeArray(again.map { (index: $0.array?.index ?? 0, input: $0.input) }, submission, failFast: summary.failFast,
+                                   context: context)
     }
 
     /// Deletes an array whose tasks have all ended, every task with its events, webhook

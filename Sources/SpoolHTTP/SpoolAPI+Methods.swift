@@ -28,6 +28,7 @@ extension SpoolAPI {
         ("/v1/arrays/:id/tasks", [.get]),
         ("/v1/arrays/:id/outputs", [.get]),
         ("/v1/arrays/:id/cancel", [.post]),
+        ("/v1/arrays/:id/retry", [.post]),
         ("/v1/session", [.post, .delete]),
         ("/metrics", [.get]),
         ("/", [.get]),

@@ -95,6 +95,7 @@ public struct SpoolAPI: Sendable {
         router.get("/v1/arrays/:id/tasks", use: arrayTasks)
         router.get("/v1/arrays/:id/outputs", use: arrayOutputs)
         router.post("/v1/arrays/:id/cancel", use: cancelArray)
+        router.post("/v1/arrays/:id/retry", use: retryArray)
         router.delete("/v1/arrays/:id", use: deleteArray)
         addDashboardRoutes(to: router)
         return router

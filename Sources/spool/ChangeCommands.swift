@@ -1,7 +1,8 @@
 import ArgumentParser
 import SpoolCore
 
-// Client commands that change something on the server: cancel or delete a job or a job array, release a slot.
+// Client commands that change something on the server: cancel or delete a job or a job array, retry an array's
+// failed tasks, release a slot.
 
 struct CancelCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "cancel", abstract: "Cancel a queued or running job, or what is left of a job array.")
@@ -37,6 +38,30 @@ struct DeleteCommand: AsyncParsableCommand {
         await clientCommand {
             _ = try await server.client.delete(id.hasPrefix("arr_") ? "/v1/arrays/\(id)" : "/v1/jobs/\(id)")
             print("\(id): deleted")
+        }
+    }
+}
+
+struct RetryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "retry", abstract: "Run a job array's failed and canceled tasks again, as a new array.",
+        discussion: """
+            Each task keeps its index and input; the array itself does not change (an ended job is final). \
+            Prints the new array; follow it with spool status.
+            """)
+    @Argument(help: "The job array's id (arr_…).") var id: String
+    @Option(name: .customLong("idempotency-key"), help: "Retrying with the same key returns the first retry's array.") var idempotencyKey: String?
+    @OptionGroup var server: ServerOptions
+
+    func validate() throws {
+        guard id.hasPrefix("arr_") else { throw ValidationError("retry takes a job array's id (arr_…); a job's end is final: submit it again") }
+    }
+
+    func run() async throws {
+        await clientCommand {
+            let client = try server.client
+            let (_, _, body) = try await client.post("/v1/arrays/\(id)/retry", json: nil, headers: idempotencyKey.map { [("Idempotency-Key", $0)] } ?? [])
+            print(ArrayWire.line(try client.decode(ArrayWire.self, body)))
         }
     }
 }

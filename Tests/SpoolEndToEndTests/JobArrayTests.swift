@@ -90,6 +90,22 @@ import Testing
                 == failedTasks.compactMap { $0["id"]?.stringValue }, "\(cliFailed.stdout)\(cliFailed.stderr)")
         let cliRefused = try await runCLI(["list", "--arrays", "--status", "failed", "--server", server.url])
         #expect(cliRefused.status != 0 && cliRefused.stderr.contains("--arrays takes --type, --owner, --limit and --cursor only"), "\(cliRefused.stderr)")
+        // Its failed task run again, as a new array with the task's index and input; the first array stays as it ended.
+        let retried = try await server.request(.POST, "/v1/arrays/\(mixedID)/retry", headers: [("Idempotency-Key", "again-1")])
+        #expect(retried.status == 201, "\(retried.json)")
+        let retryID = try #require(retried.json["id"]?.stringValue)
+        #expect(retryID != mixedID && retried.header("Location") == "/v1/arrays/\(retryID)" && retried.json["size"] == .int(1))
+        let retriedTasks = try await server.request(.GET, "/v1/arrays/\(retryID)/tasks").json["tasks"]?.arrayValue ?? []
+        #expect(retriedTasks.map { $0["array"]?["index"] } == [.int(1)] && retriedTasks.first?["input"]?["item"] == .int(1))
+        #expect(retriedTasks.first?["input"]?["fail_on"] == .int(1) && retriedTasks.first?["type"] == "frame")
+        let repeated = try await server.request(.POST, "/v1/arrays/\(mixedID)/retry", headers: [("Idempotency-Key", "again-1")])
+        #expect(repeated.status == 200 && repeated.json["id"]?.stringValue == retryID)
+        _ = try await waitForArray(server, retryID) { $0["state"] == "failed" }
+        #expect(try await server.request(.GET, "/v1/arrays/\(mixedID)").json["counts"]?["failed"] == .int(1), "the first array is unchanged")
+        let nothing = try await server.request(.POST, "/v1/arrays/\(id)/retry")
+        #expect(nothing.status == 409 && nothing.json["type"] == "urn:spool:problem:nothing-to-retry", "\(nothing.json)")
+        #expect(nothing.json["detail"] == .string("array \(id) has no failed or canceled task: every task succeeded"))
+
         for query in ["array=", "array=arr_x", "array=all", "limit=0"] {
             let refused = try await server.request(.GET, (query.hasPrefix("limit") ? "/v1/arrays?" : "/v1/jobs?") + query)
             #expect(refused.status == 400 && refused.header("Content-Type") == "application/problem+json", "\(query)")
@@ -120,6 +136,15 @@ import Testing
         #expect((ended["counts"]?["canceled"]?.intValue ?? 0) >= 3, "\(ended)")
         let tasks = try await server.request(.GET, "/v1/arrays/\(failingID)/tasks").json["tasks"]?.arrayValue ?? []
         #expect(tasks.filter { $0["state"] == "canceled" }.allSatisfy { $0["canceled_by"] == "fail_fast" })
+        // Its retry takes the failed task and those canceled, by index, fail-fast still; the CLI says so too.
+        let retry = try await runCLI(["retry", failingID, "--server", server.url])
+        #expect(retry.status == 0, "\(retry.stderr)")
+        let retryID = String(retry.stdout.prefix(30))
+        let retried = try await server.request(.GET, "/v1/arrays/\(retryID)").json
+        #expect(retried["fail_fast"] == true && retried["size"] == .int(Int64(tasks.filter { $0["state"] != "succeeded" }.count)), "\(retried)")
+        let retriedIndices = try await server.request(.GET, "/v1/arrays/\(retryID)/tasks").json["tasks"]?.arrayValue?.map { $0["array"]?["index"] }
+        #expect(retriedIndices == tasks.filter { $0["state"] != "succeeded" }.map { $0["array"]?["index"] })
+        _ = try await waitForArray(server, retryID) { ["failed", "canceled"].contains($0["state"]?.stringValue) }
 
         // An Idempotency-Key names the array: the same request again gets it (200), another one is a conflict.
         let body: [String: JSONValue] = ["array": .object(["items": .array([10, 11])])]

@@ -33,7 +33,7 @@ import Testing
         "/v1/jobs/{id}/webhooks": ["get"],
         "/v1/jobs/{id}/attempts": ["get"],
         "/v1/arrays": ["get"], "/v1/arrays/{id}": ["get", "delete"], "/v1/arrays/{id}/tasks": ["get"], "/v1/arrays/{id}/outputs": ["get"],
-        "/v1/arrays/{id}/cancel": ["post"],
+        "/v1/arrays/{id}/cancel": ["post"], "/v1/arrays/{id}/retry": ["post"],
         "/v1/events": ["get"],
         "/v1/queue": ["get"], "/v1/nodes": ["get"], "/v1/slots/{slot}/release": ["post"],
         "/v1/session": ["post", "delete"],
@@ -221,6 +221,12 @@ import Testing
             let (_, tasks) = try await call(.get, "/v1/arrays/\(array)/tasks")
             samples.append(Sample(key: "listArrayTasks 200", path: ["id": array], body: tasks ?? .null))
             samples.append(Sample(key: "listArrays 200", path: [:], body: try await call(.get, "/v1/arrays").1 ?? .null))
+            // A canceled array's retry: a new array.
+            let canceled = try await submit(.object(["type": .string("noop"), "array": .object(["items": .array([.int(1)])])]), key: "three")
+            _ = try await call(.post, "/v1/arrays/\(canceled)/cancel")
+            let (retried, again) = try await call(.post, "/v1/arrays/\(canceled)/retry")
+            #expect(retried == .created)
+            samples.append(Sample(key: "retryArray 201", path: ["id": canceled], body: again ?? .null))
             let task = tasks?["tasks"]?.arrayValue?.first?["id"]?.stringValue ?? ""
             for id in [job, task] {
                 samples.append(Sample(key: "getJob 200", path: ["id": id], body: try await call(.get, "/v1/jobs/\(id)").1 ?? .null))

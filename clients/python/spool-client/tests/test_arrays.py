@@ -1,7 +1,7 @@
 """Job arrays against the real server, with the sync client and the async one: `submit_array`
 (items, range, fail_fast, Idempotency-Key), `array`, `arrays`, `array_tasks`, `array_outputs`,
-`cancel_array`, `delete_array`, `wait_array`, `watch_array`, `list(array=…)`, and `Job.array`
-on a task."""
+`cancel_array`, `retry_array`, `delete_array`, `wait_array`, `watch_array`, `list(array=…)`, and
+`Job.array` on a task."""
 
 from __future__ import annotations
 
@@ -108,6 +108,22 @@ def test_arrays_are_listed_and_jobs_by_their_array(api: Any) -> None:
     with pytest.raises(spool_client.BadRequest):
         list(api.list(array="everything"))
     api.wait_array(frames.id, timeout=15, interval=0.2)
+
+
+def test_retry_array(api: Any) -> None:
+    plain = api.submit_array("shard", {"bad": 12}, range=(10, 13))
+    done = api.wait_array(plain.id, timeout=15, interval=0.2)
+    assert done.counts.failed == 1
+    again = api.retry_array(plain.id, idempotency_key=f"again-{plain.id}")
+    assert again.id != plain.id and again.size == 1 and again.type == "shard"
+    assert [(t.array.index, t.input) for t in api.array_tasks(again.id)] == [(12, {"bad": 12, "item": 12})]
+    assert api.retry_array(plain.id, idempotency_key=f"again-{plain.id}").id == again.id  # a repeat: the same array
+    assert api.wait_array(again.id, timeout=15, interval=0.2).state == "failed"
+    assert api.array(plain.id) == done  # the array itself does not change
+    fine = api.submit_array("shard", {"bad": -1}, items=[0])
+    api.wait_array(fine.id, timeout=15, interval=0.2)
+    with pytest.raises(spool_client.NothingToRetry):
+        api.retry_array(fine.id)
 
 
 def test_cancel_array(api: Any, spool: Client) -> None:

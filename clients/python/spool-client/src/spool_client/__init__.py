@@ -5,6 +5,7 @@ from ._core import RetryPolicy
 from ._errors import (
     AlreadyFinished,
     ArrayTask,
+    NothingToRetry,
     BadRequest,
     Conflict,
     ConnectionFailed,
@@ -53,6 +54,7 @@ __all__ = [
     "ArrayOutput",
     "ArrayRef",
     "ArrayTask",
+    "NothingToRetry",
     "AsyncClient",
     "Attempt",
     "AttemptList",

@@ -280,6 +280,10 @@ class AsyncClient(ClientCore):
         """See `Client.cancel_array`."""
         return await self._run(self._cancel_array(id))
 
+    async def retry_array(self, id: str, *, idempotency_key: Optional[str] = None) -> JobArray:
+        """See `Client.retry_array`."""
+        return await self._run(self._retry_array(id, idempotency_key))
+
     async def delete_array(self, id: str) -> None:
         """See `Client.delete_array`."""
         await self._run(self._delete_array(id))

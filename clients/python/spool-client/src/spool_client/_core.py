@@ -693,6 +693,12 @@ class ClientCore:
         spec = RequestSpec("POST", array_path(array_id, "cancel"), idempotent=False)
         return JobArray.from_json((yield from self._json(spec)))
 
+    def _retry_array(self, array_id: str, idempotency_key: Optional[str]) -> Flow[JobArray]:
+        # Always with a key, as a submit: a resend after a dropped answer gets the same new array.
+        spec = RequestSpec("POST", array_path(array_id, "retry"), headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
+                           idempotent=True)
+        return JobArray.from_json((yield from self._json(spec)))
+
     def _delete_array(self, array_id: str) -> Flow[None]:
         # Not resent once it may have arrived, as `_delete`.
         yield from self._send(RequestSpec("DELETE", array_path(array_id), idempotent=False))

@@ -101,6 +101,10 @@ class ArrayTask(Conflict):
     """409 ``array-task``: delete of a task of a job array (it goes with its array)."""
 
 
+class NothingToRetry(Conflict):
+    """409 ``nothing-to-retry``: retry of a job array none of whose tasks failed or was canceled."""
+
+
 class IdempotencyConflict(Conflict):
     """409 ``idempotency-conflict``: the Idempotency-Key was used for a different request."""
 
@@ -183,6 +187,7 @@ _BY_CODE: Dict[str, Type[SpoolError]] = {
     "already-finished": AlreadyFinished,
     "not-ended": NotEnded,
     "array-task": ArrayTask,
+    "nothing-to-retry": NothingToRetry,
     "idempotency-conflict": IdempotencyConflict,
     "deadline-unreachable": DeadlineUnreachable,
 }

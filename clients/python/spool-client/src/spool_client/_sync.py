@@ -308,6 +308,14 @@ class Client(ClientCore):
         stop. A finished array raises `AlreadyFinished` (a `Conflict`)."""
         return self._run(self._cancel_array(id))
 
+    def retry_array(self, id: str, *, idempotency_key: Optional[str] = None) -> JobArray:
+        """Run the array's failed and canceled tasks again, as a new array (returned): each task
+        keeps its index and input, the array its type, priority, timeout, retry policy, webhook
+        and fail_fast. The array itself does not change. Nothing failed or canceled raises
+        `NothingToRetry` (a `Conflict`). Sends an Idempotency-Key (a new uuid4 unless given), so a
+        resent request never makes a second array."""
+        return self._run(self._retry_array(id, idempotency_key))
+
     def delete_array(self, id: str) -> None:
         """Delete a job array whose tasks have all ended, every task with its log, outputs and
         events (as the server's retention does later); its Idempotency-Key is free again. An
