@@ -14,7 +14,7 @@ Then, on a server of its own with a few shell job types: a queued job's "not bef
 and "retry at", a job canceled for its deadline, and a retried job's attempts in the details.
 Then, on that server, job arrays: an array shows as one line (progress bar, counts by state, no
 line per task) in the recent jobs and the queue, its tasks expand in index order, a task's details
-name its array and index, and Cancel array cancels it.
+name its array and index, Cancel array cancels it, and Retry failed runs its canceled tasks again.
 Then, with a fake nvidia-smi on a third server's PATH, that a quarantined GPU slot shows why and
 its Release button brings it back.
 Both processes are killed by PID whatever happens; every wait is bounded.
@@ -264,6 +264,21 @@ def check_arrays(tools, base, check):
     check("Cancel array cancels its unfinished tasks, and the line shows it canceled", final["state"] == "canceled"
           and final["counts"]["canceled"] > 0 and badge and "canceled" in badge,
           f"server: {final['state']} {final['counts']}; page counts: {badge!r}")
+
+    # Retry failed: its canceled tasks run again as a new array, which gets a line of its own.
+    tools.evaluate(f"document.querySelector('button[data-key=\"recent:retry-array:{aid}\"]').click(), true")
+    retried = wait_json(f"{base}/v1/arrays?limit=1", lambda page: page["arrays"] and page["arrays"][0]["id"] != aid, 10)["arrays"][0]
+    retried_row = tools.wait_for(f"(() => {{ const r = document.querySelector('#recent tr[data-array-id=\"{retried['id']}\"]');"
+                                 " return r ? r.querySelector('.array-size').textContent : null; })()", 15)
+    check("Retry failed runs an ended array's canceled tasks again as a new array, shown as a line of its own",
+          retried["size"] == final["counts"]["canceled"] + final["counts"].get("failed", 0) and retried_row
+          and str(retried["size"]) in retried_row,
+          f"new array: {retried['id']} size {retried['size']}; its line: {retried_row!r}")
+    try:  # (its 0.25-s tasks may all have ended already: a 409)
+        post_json(f"{base}/v1/arrays/{retried['id']}/cancel", {})
+    except urllib.error.HTTPError as error:
+        if error.code != 409:
+            raise
 
     done = post_json(f"{base}/v1/jobs", {"type": "noop", "array": {"items": ["a", "b", "c"]}})["id"]
     other = f"document.querySelector('#recent tr[data-array-id=\"{done}\"]')"

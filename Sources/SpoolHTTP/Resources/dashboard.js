@@ -601,6 +601,12 @@
                                 'aria-label': 'Cancel every unfinished task of job array ' + id, text: 'Cancel array',
                                 onclick: () => cancelArray(id) }));
     }
+    const c = (array && array.counts) || {};
+    if (array && TERMINAL.has(array.state) && (c.failed || 0) + (c.canceled || 0) > 0) {
+      box.append(el('button', { type: 'button', 'data-key': where + ':retry-array:' + id,
+                                'aria-label': 'Run the failed and canceled tasks of job array ' + id + ' again, as a new array',
+                                text: 'Retry failed', onclick: () => retryArray(id) }));
+    }
     return box;
   }
   // The array's line in "Recent jobs" and, when expanded, a row holding its tasks.
@@ -853,6 +859,17 @@
       scheduleRefresh(0);
     } catch (error) {
       showError('Could not cancel job array ' + id + ': ' + error.message);
+    }
+  }
+  async function retryArray(id) {
+    try {
+      // An ended array never changes, so one key per array: a second click shows the same new array.
+      const array = await api('/v1/arrays/' + encodeURIComponent(id) + '/retry', { method: 'POST', headers: { 'Idempotency-Key': 'dashboard-retry-' + id } });
+      S.arrays.set(array.id, array);
+      announce('Job array ' + shortID(id) + ': ' + array.size + ' task' + (array.size === 1 ? '' : 's') + ' run again as job array ' + shortID(array.id) + '.');
+      scheduleRefresh(0);
+    } catch (error) {
+      showError('Could not retry job array ' + id + ': ' + error.message);
     }
   }
   async function submitJob(body, statusNode) {
