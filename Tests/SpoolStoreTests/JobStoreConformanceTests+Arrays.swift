@@ -13,12 +13,7 @@ extension JobStoreConformanceTests {
             let stored = try await store.enqueueArray(tasks(first, count: 3, owner: "ann"), limits: QueueLimits())
             _ = try await store.create(makeJob())   // a job alone is not an array
             // Indices need not start at 0 (`"range": [5, 6]`): the head is the first task stored.
-            let ranged = tasks(second, count: 2, owner: "bob").enumerated().map { offset, task in
-                var task = task
-                task.array?.index = 5 + Int64(offset)
-                return task
-            }
-            _ = try await store.enqueueArray(ranged, limits: QueueLimits())
+            _ = try await store.enqueueArray(tasks(second, count: 2, first: 5, owner: "bob"), limits: QueueLimits())
             _ = try await store.enqueueArray(tasks(third, count: 1, owner: "ann"), limits: QueueLimits())
             try await end(stored[0], in: store, at: 2_000)
 

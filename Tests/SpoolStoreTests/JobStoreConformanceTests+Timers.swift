@@ -232,15 +232,6 @@ extension JobStoreConformanceTests {
 // MARK: - Job arrays
 
 extension JobStoreConformanceTests {
-    func tasks(_ array: String, count: Int, owner: String? = nil, failFast: Bool = false) -> [Job] {
-        (0..<count).map { index in
-            var task = makeJob(input: .object(["item": .int(Int64(index))]))
-            task.array = ArrayMembership(id: array, index: Int64(index), failFast: failFast)
-            task.owner = owner
-            return task
-        }
-    }
-
     @Test(arguments: StoreKind.allCases)
     func anArraysTasksAreStoredTogetherAndAddUpToItsSummary(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in

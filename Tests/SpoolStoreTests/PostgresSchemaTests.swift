@@ -15,12 +15,7 @@ import Testing
         try await store.prepare()
         let older = ArraySpec.newID(), newer = ArraySpec.newID()
         for (id, count) in [(older, 3), (newer, 2)] {
-            let tasks = (0..<count).map { index in
-                var task = makeJob(input: .object(["item": .int(Int64(index))]))
-                task.array = ArrayMembership(id: id, index: 7 + Int64(index), failFast: false)
-                return task
-            }
-            _ = try await store.enqueueArray(tasks, limits: QueueLimits())
+            _ = try await store.enqueueArray(tasks(id, count: count, first: 7), limits: QueueLimits())
         }
         store.close()
         // The database as the build before `array-heads` left it.

@@ -147,12 +147,7 @@ import Testing
         let store = try await open()
         let older = ArraySpec.newID(), newer = ArraySpec.newID()
         for (id, count) in [(older, 3), (newer, 2)] {
-            let tasks = (0..<count).map { index in
-                var task = makeJob(input: .object(["item": .int(Int64(index))]))
-                task.array = ArrayMembership(id: id, index: 7 + Int64(index), failFast: false)
-                return task
-            }
-            _ = try await store.enqueueArray(tasks, limits: QueueLimits())
+            _ = try await store.enqueueArray(tasks(id, count: count, first: 7), limits: QueueLimits())
         }
         // The file as the build before `v10-array-heads` left it.
         let queue = try DatabaseQueue(path: path)

@@ -51,6 +51,17 @@ func makeJob(
 
 func at(_ microseconds: Int64) -> Timestamp { Timestamp(microseconds: microseconds) }
 
+/// The tasks of job array `array`, as the API would build them: indices from `first`, each
+/// input holding its item (the index).
+func tasks(_ array: String, count: Int, first: Int64 = 0, owner: String? = nil, failFast: Bool = false) -> [Job] {
+    (0..<Int64(count)).map { offset in
+        var task = makeJob(input: .object(["item": .int(first + offset)]))
+        task.array = ArrayMembership(id: array, index: first + offset, failFast: failFast)
+        task.owner = owner
+        return task
+    }
+}
+
 extension JobStore {
     /// Enqueues and requires a newly created job.
     func create(_ job: Job, sourceLocation: SourceLocation = #_sourceLocation) async throws -> Job {
