@@ -20,15 +20,14 @@ extension SpoolAPI {
             throw APIError.unprocessable("\"dedup\" and \"dedup_key\" apply to single jobs; an array's tasks are each run")
         }
         let items = spec.items.map { (index: $0.index, input: ArraySpec.taskInput(submission.input, item: $0.item)) }
-        return try await makeArray(items, submission, failFast: spec.failFast, context: context)
+        return try await makeArray(items, submission, failFast: spec.failFast, for: context.principal)
     }
 
     /// Admits one task per item (its index in the array, its whole input) like a job, from
-    /// `submission`'s other fields, and stores them as one array: 201 with the array, or 200 for
-    /// an idempotent repeat.
+    /// `submission`'s other fields, and stores them as one array of `principal`'s (its name,
+    /// limits and share weight): 201 with the array, or 200 for an idempotent repeat.
     func makeArray(_ items: [(index: Int64, input: JSONValue)], _ submission: Submission, failFast: Bool,
-                   context: SpoolRequestContext) async throws -> Response {
-        let principal = context.principal
+                   for principal: Principal) async throws -> Response {
         let id = submission.idempotencyKey.map { Self.arrayID(owner: principal.name ?? "", key: $0) } ?? ArraySpec.newID()
         let now = WallClock.now()
         var tasks: [Job] = []
@@ -218,8 +217,8 @@ extension SpoolAPI {
 
     /// A new array of the tasks that failed or were canceled (those still queued or running are
     /// left to finish): each with its index and input, its array's type, priority, timeout, retry
-    /// policy, webhook and fail-fast, starting now; 201 with the new array. The array itself does
-    /// not change — a job's end is final. With an Idempotency-Key, a repeat answers 200 with the
+    /// policy, webhook and fail-fast, starting now, and its owner; 201 with the new array. The
+    /// array itself does not change — a job's end is final. With an Idempotency-Key, a repeat answers 200 with the
     /// array it made. Nothing failed or canceled is a 409 `nothing-to-retry`.
     @Sendable func retryArray(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         try checkTakingJobs()
@@ -243,8 +242,12 @@ extension SpoolAPI {
         submission.webhookURL = first.webhookURL
         submission.webhookEvents = first.webhookEvents
         submission.retry = first.retry
+        // The owner's array, as if the owner submitted it again (its limits and weight), whoever
+        // asks: an administrator's retry of a tenant's frames stays the tenant's. Without a token
+        // of that name any more, the caller's.
+        let owner = summary.owner.flatMap { $0 == context.principal.name ? nil : tokens.principal(named: $0) } ?? context.principal
         return try await makeArray(again.map { (index: $0.array?.index ?? 0, input: $0.input) }, submission, failFast: summary.failFast,
-                                   context: context)
+                                   for: owner)
     }
 
     /// Deletes an array whose tasks have all ended, every task with its events, webhook

@@ -148,6 +148,16 @@ import Testing
             _ = try await server.request(.GET, "/v1/jobs/\(task)?wait=10", headers: server.bearer(alice))
         }
         #expect(try await server.request(.DELETE, "/v1/arrays/\(array)", headers: server.bearer(alice)).status == 204)
+
+        // Alice's failed frame retried by the administrator is Alice's again; Bob cannot retry it.
+        let failing = try Self.id(try await server.submit("fail", .object(["code": 3]), extra: ["array": .object(["items": .array([1])])], token: alice))
+        let failedTask = try await server.request(.GET, "/v1/arrays/\(failing)/tasks", headers: server.bearer(alice)).json["tasks"]?.arrayValue?.first?["id"]?.stringValue ?? ""
+        #expect(try await server.request(.GET, "/v1/jobs/\(failedTask)?wait=10", headers: server.bearer(alice)).json["state"] == "failed")
+        #expect(try await server.request(.POST, "/v1/arrays/\(failing)/retry", headers: server.bearer(bob)).status == 404)
+        let retried = try await server.request(.POST, "/v1/arrays/\(failing)/retry", headers: server.bearer(admin))
+        #expect(retried.status == 201 && retried.json["owner"] == "alice", "\(retried.json)")
+        let retriedID = try #require(retried.json["id"]?.stringValue)
+        #expect(try await server.request(.GET, "/v1/arrays/\(retriedID)", headers: server.bearer(alice)).status == 200)
     }
 
     /// No token, a wrong one, or one in the URL: 401 with WWW-Authenticate; open routes stay open.

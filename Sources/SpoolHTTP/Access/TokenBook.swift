@@ -69,6 +69,9 @@ public final class TokenBook: Service {
     /// Whether a token of this name exists (a revoked one's streams end).
     public func exists(named name: String) -> Bool { byID.withLock { $0.values.contains { $0.name == name } } }
 
+    /// The tenant of the token with this name, while it exists.
+    public func principal(named name: String) -> Principal? { byID.withLock { $0.values.first { $0.name == name }?.principal } }
+
     /// The id of the token a text names, if it is a valid token (for a session).
     public func tokenID(forToken text: some StringProtocol) -> String? {
         guard principal(forToken: text) != nil else { return nil }
