@@ -8,7 +8,8 @@ import SpoolCore
 /// A process belongs to a job of this data directory when its environment holds the job's
 /// `SPOOL_MESSAGES` path (every descendant inherits it), which also guards against a recycled
 /// pid, and against the processes of another server on the same host (`SPOOL_JOB_ID` alone
-/// would name another node's attempt of the same job too).
+/// would name another node's attempt of the same job too). After a crash, a path to the same
+/// directory by another name (a symlink) counts too.
 public enum OrphanReaper {
     /// Kills each found process and its group (never this server's own), waits up to `patience`
     /// for them to be gone, and returns their pids.
@@ -32,8 +33,7 @@ public enum OrphanReaper {
     /// memory, GPU memory included, and may be stuck opening their FIFOs). A worker is
     /// recognised by its `SPOOL_MESSAGES` path under `DATA_DIR/workers/`.
     public static func killLeftoverWorkers(of dataDirectory: String, patience: Duration = .seconds(5)) async throws -> [Int32] {
-        let prefix = Array(("SPOOL_MESSAGES=" + dataDirectory + "/workers/").utf8)
-        let found = try await BlockingIO.run { scan { variable in variable.starts(with: prefix) } }
+        let found = try await BlockingIO.run { scan(marksUnder(dataDirectory, "workers")) }
         return await killAll(found, patience: patience)
     }
 
@@ -41,9 +41,29 @@ public enum OrphanReaper {
     /// their jobs' state now (with a shared store another node may have rescued them). A job
     /// process is recognised by its `SPOOL_MESSAGES` path under `DATA_DIR/jobs/`.
     public static func killLeftoverJobs(of dataDirectory: String, patience: Duration = .seconds(5)) async throws -> [Int32] {
-        let prefix = Array(("SPOOL_MESSAGES=" + dataDirectory + "/jobs/").utf8)
-        let found = try await BlockingIO.run { scan { variable in variable.starts(with: prefix) } }
+        let found = try await BlockingIO.run { scan(marksUnder(dataDirectory, "jobs")) }
         return await killAll(found, patience: patience)
+    }
+
+    /// Whether an environment variable is the `SPOOL_MESSAGES` path of something under
+    /// `dataDirectory/folder/`, however the dead server spelled the data directory: the same
+    /// text, or a path to the same directory (device and inode) — it may have named it through
+    /// a symlink, or this server does. Blocking (a `stat` per other spelling met).
+    static func marksUnder(_ dataDirectory: String, _ folder: String) -> ([UInt8].SubSequence) -> Bool {
+        let name = Array("SPOOL_MESSAGES=".utf8)
+        let prefix = name + Array((dataDirectory + "/" + folder + "/").utf8)
+        let separator = Array(("/" + folder + "/").utf8)
+        var status = stat()
+        let identity = stat(dataDirectory, &status) == 0 ? (status.st_dev, status.st_ino) : nil
+        return { variable in
+            if variable.starts(with: prefix) { return true }
+            guard let identity, variable.starts(with: name) else { return false }
+            // DIR/folder/<name>/messages: DIR is what comes before the last "/folder/".
+            let path = variable.dropFirst(name.count)
+            guard let cut = path.indices.reversed().first(where: { path[$0...].starts(with: separator) }) else { return false }
+            var other = stat()
+            return stat(String(decoding: path[..<cut], as: UTF8.self), &other) == 0 && (other.st_dev, other.st_ino) == identity
+        }
     }
 
     /// Kills every process (and its group) whose environment holds exactly `marker` (`NAME=value`):

@@ -821,6 +821,26 @@ import Testing
         }
     }
 
+    /// A restart finds a dead server's job and worker processes however either named the data
+    /// directory — the same directory through a symlink, or the link resolved — and only those.
+    @Test func leftoversAreFoundWhateverPathNamedTheirDataDirectory() async throws {
+        let real = directory + "/real-data", link = directory + "/linked-data", other = directory + "/other-data"
+        for path in [real + "/jobs/job_a", real + "/workers/w1", other + "/jobs/job_b"] {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        }
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: real)
+        let throughLink = try spawn(["/bin/sleep", "30"], environment: ["SPOOL_MESSAGES=\(link)/jobs/job_a/messages"])
+        let byRealPath = try spawn(["/bin/sleep", "30"], environment: ["SPOOL_MESSAGES=\(real)/jobs/job_a/messages"])
+        let worker = try spawn(["/bin/sleep", "30"], environment: ["SPOOL_MESSAGES=\(link)/workers/w1/messages"])
+        let stranger = try spawn(["/bin/sleep", "30"], environment: ["SPOOL_MESSAGES=\(other)/jobs/job_b/messages"])
+        defer { for pid in [throughLink, byRealPath, worker, stranger] { reap(pid, signal: SIGKILL) } }
+
+        #expect(Set(try await OrphanReaper.killLeftoverJobs(of: real, patience: .seconds(2))) == [throughLink, byRealPath])
+        #expect(try await OrphanReaper.killLeftoverWorkers(of: link, patience: .seconds(2)) == [worker])
+        #expect(OrphanReaper.isRunning(stranger), "another data directory's process")
+        #expect(try await OrphanReaper.killLeftoverJobs(of: real, patience: .seconds(2)).isEmpty)
+    }
+
     /// The sweep after a young job reads only the pids handed out since its process, and of
     /// those passes over the ones it is told are the server's own children (each supervised on
     /// its own): one of them carrying the job's mark is left alone, any other one is killed.
