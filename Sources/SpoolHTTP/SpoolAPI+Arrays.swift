@@ -49,8 +49,10 @@ extension SpoolAPI {
             task.shareWeight = principal.limits.weight
             tasks.append(task)
         }
-        if submission.idempotencyKey != nil, let existing = try await store.arraySummary(id) {
-            // A repeat: the same request (its size, and its first task as this one would be) gets the array it made.
+        /// A repeat: the same request (its size, and its first task as this one would be) gets the
+        /// array it made (nil when there is none yet).
+        func repeated() async throws -> Response? {
+            guard submission.idempotencyKey != nil, let existing = try await store.arraySummary(id) else { return nil }
             let first = try await store.arrayTasks(id, after: nil, limit: 1).first
             guard existing.size == items.count, let first, first.fingerprint == tasks.first?.fingerprint,
                   first.array?.index == tasks.first?.array?.index, first.array?.failFast == failFast else {
@@ -59,6 +61,7 @@ extension SpoolAPI {
             }
             return json(try await arrayResource(existing), status: .ok, headers: [.location: "/v1/arrays/\(id)"])
         }
+        if let answer = try await repeated() { return answer }
         if let url = tasks.first?.webhookURL {
             do { try await webhookTargets.check(url) } catch { throw APIError.unprocessable("\"webhook\": \(error)") }
         }
@@ -75,6 +78,8 @@ extension SpoolAPI {
             throw APIError.rateLimited(error.limit?.rawValue ?? "max_queued", detail: error.message + " (the array has \(items.count) tasks)",
                                        retryAfter: wait)
         } catch let error as StoreError where error.code == .idempotencyConflict {
+            // The same request, sent again before this one was stored, made the array meanwhile.
+            if let answer = try await repeated() { return answer }
             throw Self.idempotencyConflict(key: submission.idempotencyKey, holder: error.existing)
         }
         scheduler.jobEnqueued(dueBy: stored.compactMap(\.nextTimer).min())

@@ -5,15 +5,19 @@ import SpoolStore
 /// Job arrays: the tasks stored in one transaction (each with the insert a submit uses, the
 /// first marked as the array's head), what they add up to, and the list of arrays (by heads).
 extension SQLiteJobStore {
+    /// A refusal (the queue full, the key held) is the step's answer, not an error thrown in
+    /// it: a step that throws fails its whole transaction, and with it the writes of others
+    /// that share it (`WriteLoop`). Refused, it has written nothing: the checks come first, and
+    /// only the first task, holding the key, can be refused.
     public func enqueueArray(_ tasks: [Job], limits: QueueLimits) async throws -> [Job] {
-        let (stored, events) = try await write("store an array's tasks") { db -> ([Job], [JobEvent]) in
+        let (stored, events) = try await write("store an array's tasks") { db -> Result<([Job], [JobEvent]), any Error> in
             let owner = tasks.first?.owner ?? ""
             if let total = limits.total, (try Int.fetchOne(db, cached: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts") ?? 0) + tasks.count > total {
-                throw StoreError.queueFull(.server, total)
+                return .failure(StoreError.queueFull(.server, total))
             }
             if let most = limits.owner,
                (try Int.fetchOne(db, cached: "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND owner = ?", arguments: [owner]) ?? 0) + tasks.count > most {
-                throw StoreError.queueFull(.owner, most)
+                return .failure(StoreError.queueFull(.owner, most))
             }
             var stored: [Job] = []
             var events: [JobEvent] = []
@@ -21,10 +25,15 @@ extension SQLiteJobStore {
                 var task = task
                 task.dedup = nil
                 if index > 0 { task.idempotencyKey = nil }
-                let (result, event) = try Self.insert(task, limits: QueueLimits(), in: db).get()
+                // Only the first task has a key, and so only it can be refused (before anything is written).
+                let (result, event): (EnqueueResult, JobEvent?)
+                switch try Self.insert(task, limits: QueueLimits(), in: db) {
+                case .success(let inserted): (result, event) = inserted
+                case .failure(let refusal): return .failure(refusal)   // the key held for another request
+                }
                 // The first task's key was held: by a job, or by this very array stored by a request at the same moment.
                 guard case .created = result else {
-                    throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: result.job)
+                    return .failure(StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: result.job))
                 }
                 stored.append(result.job)
                 if let event { events.append(event) }
@@ -32,8 +41,8 @@ extension SQLiteJobStore {
             if let head = stored.first {
                 try db.execute(sql: "UPDATE jobs SET array_head = 1 WHERE id = ?", arguments: [head.id.rawValue])
             }
-            return (stored, events)
-        }
+            return .success((stored, events))
+        }.get()
         eventNotifier.published(events)
         return stored
     }

@@ -153,6 +153,18 @@ import Testing
         #expect(once.status == 201 && again.status == 200 && again.json["id"] == once.json["id"])
         let changed = try await server.submit("frame", .object(["fail_on": -1, "sleep": 1]), extra: body, key: "frames-1")
         #expect(changed.status == 409)
+        // The same request sent many times at once: one makes the array, every other gets it (200), none a conflict.
+        let racing = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
+            for _ in 0..<12 {
+                group.addTask {
+                    let reply = try await server.submit("frame", .object(["fail_on": -1, "sleep": 0]), extra: body, key: "frames-race")
+                    return (reply.status, reply.json["id"]?.stringValue)
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(racing.filter { $0.0 == 201 }.count == 1 && racing.allSatisfy { [200, 201].contains($0.0) }, "\(racing)")
+        #expect(Set(racing.map(\.1)).count == 1, "\(racing)")
         // One key never makes both a job and an array, whichever came first.
         let job = try await server.submit("frame", .object(["fail_on": -1, "sleep": 0, "item": 10]), key: "frames-1")
         #expect(job.status == 409 && job.json["detail"]?.stringValue?.hasSuffix("(array \(once.json["id"]?.stringValue ?? "?"))") == true,

@@ -80,3 +80,42 @@ extension JobStoreConformanceTests {
         }
     }
 }
+
+extension JobStoreConformanceTests {
+    /// An array refused (its key held, the queue full) refuses only itself: the writes that
+    /// share its transaction (SQLite commits concurrent writes together) are stored all the same.
+    @Test(arguments: StoreKind.allCases)
+    func aRefusedArrayLeavesTheWritesBesideItStored(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let id = ArraySpec.newID()
+            let outcomes = try await withThrowingTaskGroup(of: String.self) { group in
+                for round in 0..<8 {
+                    group.addTask {
+                        // The same request, and (every other round) another one under the same key.
+                        var same = tasks(id, count: round.isMultiple(of: 2) ? 2 : 3)
+                        same[0].idempotencyKey = "one-array"
+                        do {
+                            _ = try await store.enqueueArray(same, limits: QueueLimits())
+                            return "array"
+                        } catch let error as StoreError where error.code == .idempotencyConflict {
+                            return "conflict"
+                        }
+                    }
+                    group.addTask {
+                        do {
+                            _ = try await store.enqueueArray(tasks(ArraySpec.newID(), count: 3), limits: QueueLimits(total: 2))
+                            return "too many stored"
+                        } catch let error as StoreError where error.code == .queueFull {
+                            return "full"
+                        }
+                    }
+                    group.addTask { try await store.enqueue(makeJob(key: "job-\(round)")).created != nil ? "job" : "job not created" }
+                }
+                return try await group.reduce(into: [String: Int]()) { $0[$1, default: 0] += 1 }
+            }
+            #expect(outcomes == ["array": 1, "conflict": 7, "full": 8, "job": 8], "\(outcomes)")
+            let size = try #require(try await store.arraySummary(id)?.size)
+            #expect(try await store.jobs(JobQuery(limit: 100)).jobs.count == 8 + size)
+        }
+    }
+}
