@@ -63,7 +63,7 @@ public struct ServerConfiguration: Sendable {
     public var auth: AccessPolicy.Mode = .auto
     /// `/metrics` without a token.
     public var metricsPublic = false
-    /// `Host` names served; nil: the loopback names on a loopback address, else any.
+    /// `Host` names served (`["*"]`: any); nil: the loopback names on a loopback address, else any.
     public var allowedHosts: [String]?
     /// Origins whose pages may call the API (CORS).
     public var corsOrigins: [String] = []
@@ -222,7 +222,7 @@ public struct ServerConfiguration: Sendable {
             default: throw fail("a list of names")
             }
             if key == "allowed_hosts" {
-                allowedHosts = list.contains("*") ? nil : list
+                allowedHosts = list.contains("*") ? ["*"] : list   // any host, wherever the server listens
             } else {
                 guard list.allSatisfy({ $0 == "*" || $0.hasPrefix("http://") || $0.hasPrefix("https://") }) else {
                     throw fail("a list of origins like \"https://app.example.com\"")
