@@ -1,8 +1,9 @@
 /// How a job's output becomes `log` events, which go to every event-stream client: at most
 /// `totalLimit` bytes per job in all (the whole log, up to `log_limit_bytes`, stays in the job's
 /// log file), each event at most `eventLimit` bytes, and at most one batch per interval. Output
-/// without newlines is cut at a UTF-8 character boundary, never inside a character. Pure: the
-/// scheduler hands it output and asks what to send.
+/// without newlines is cut at a UTF-8 character boundary, never inside a character. Bytes that
+/// are not UTF-8 become U+FFFD as they come in, so the limits count the text that goes out
+/// (three bytes for each bad one). Pure: the scheduler hands it output and asks what to send.
 public struct LogEventBudget: Sendable, Equatable {
     /// Bytes of log text one job may put in events, the closing notice included.
     public static let totalLimit = 64 << 10
@@ -10,7 +11,11 @@ public struct LogEventBudget: Sendable, Equatable {
     public static let eventLimit = 16 << 10
     static let notice = "\n[spool] the job printed more than 64 KiB: later output is only in its log (GET /v1/jobs/{id}/logs)\n"
 
+    /// Text to send: valid UTF-8 but for a character whose last bytes are still to come.
     private var pending: [UInt8] = []
+    /// The start of a character that has not all come yet (at most three bytes), held back
+    /// until it has, so that it is not taken for bad bytes.
+    private var unfinished: [UInt8] = []
     private var sent = 0
     private var lastSent: Moment?
     /// Output arrived that did not fit the budget.
@@ -24,9 +29,23 @@ public struct LogEventBudget: Sendable, Equatable {
 
     /// Takes output; keeps what fits in the budget, drops (and remembers dropping) the rest.
     public mutating func take(_ bytes: some Collection<UInt8>) {
+        guard !isTruncated else { return }
+        unfinished += bytes
+        let complete = unfinished[..<Self.characterBoundary(in: unfinished, atOrBefore: unfinished.count)]
+        unfinished.removeFirst(complete.count)
+        keep(complete)
+    }
+
+    /// Keeps `bytes` as text (bad bytes replaced) up to the room left, cut at a character.
+    private mutating func keep(_ bytes: ArraySlice<UInt8>) {
+        guard !bytes.isEmpty else { return }
+        let text = Array(String(decoding: bytes, as: UTF8.self).utf8)
         let room = max(0, self.room)
-        if bytes.count > room { isTruncated = true }
-        if room > 0 { pending += bytes.prefix(room) }
+        if text.count > room {
+            isTruncated = true
+            unfinished.removeAll()
+        }
+        pending += text[..<Self.characterBoundary(in: text, atOrBefore: min(room, text.count))]
     }
 
     /// The texts to send as events now: nothing until `interval` has passed since the last
@@ -34,6 +53,12 @@ public struct LogEventBudget: Sendable, Equatable {
     /// dropped).
     public mutating func events(at now: Moment, interval: Duration, final: Bool = false) -> [String] {
         if !final, let last = lastSent, now - last < interval { return [] }
+        if final {
+            // A character the job's end cut short.
+            let rest = unfinished[...]
+            unfinished.removeAll()
+            keep(rest)
+        }
         var texts: [String] = []
         while !pending.isEmpty {
             var cut = min(pending.count, Self.eventLimit)

@@ -58,4 +58,24 @@ import Testing
         #expect(texts.allSatisfy { $0.utf8.count <= LogEventBudget.eventLimit && !$0.contains("\u{FFFD}") })
         #expect(texts.joined() == String(repeating: "é", count: 20_000))
     }
+
+    /// Bytes that are not UTF-8 become U+FFFD (three bytes each) before they are counted: the
+    /// limits hold for the text that goes out, not for the bytes that came in.
+    @Test func outputThatIsNotUTF8StaysWithinTheLimitsAsTheTextSent() {
+        var budget = LogEventBudget()
+        var texts: [String] = []
+        for step in 0..<8 {
+            budget.take([UInt8](repeating: 0xFF, count: 16_000) + [UInt8(ascii: "\n")])
+            texts += budget.events(at: at(step * 300), interval: interval)
+        }
+        texts += budget.events(at: at(10_000), interval: interval, final: true)
+        #expect(texts.allSatisfy { $0.utf8.count <= LogEventBudget.eventLimit }, "\(texts.map(\.utf8.count))")
+        #expect(texts.reduce(0) { $0 + $1.utf8.count } <= LogEventBudget.totalLimit, "\(texts.map(\.utf8.count))")
+        #expect(texts.dropLast().joined().allSatisfy { $0 == "\u{FFFD}" || $0 == "\n" } && budget.isTruncated)
+        // A bad byte beside good characters, and a character cut short by the job's end.
+        var mixed = LogEventBudget()
+        mixed.take(Array("ok ".utf8) + [0xC3])
+        mixed.take([0xA9, 0xFF] + Array(" ✓".utf8) + [0xE2, 0x9C])
+        #expect(mixed.events(at: at(0), interval: interval, final: true).joined() == "ok é\u{FFFD} ✓\u{FFFD}")
+    }
 }
