@@ -95,6 +95,24 @@ public struct ServerConfiguration: Sendable {
         ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host.lowercased()) || host.hasPrefix("127.")
     }
 
+    /// Whether `text` can be a `Host` header's name: letters, digits, `-` and `.` (an IPv4
+    /// address too), or an IPv6 address in brackets; then an optional `:port`.
+    static func isHostName(_ text: String) -> Bool {
+        var rest = Substring(text)
+        if rest.hasPrefix("[") {
+            guard let close = rest.firstIndex(of: "]"), rest.index(after: rest.startIndex) < close,
+                  rest[rest.index(after: rest.startIndex)..<close].allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." }) else { return false }
+            rest = rest[rest.index(after: close)...]
+        } else {
+            let name = rest.prefix { $0 != ":" }
+            guard !name.isEmpty, name.allSatisfy({ ($0.isASCII && ($0.isLetter || $0.isNumber)) || $0 == "-" || $0 == "." }) else { return false }
+            rest = rest.dropFirst(name.count)
+        }
+        guard !rest.isEmpty else { return true }
+        guard rest.first == ":", let port = Int(rest.dropFirst()), (1...65_535).contains(port) else { return false }
+        return true
+    }
+
     /// What the HTTP layer enforces, from these settings.
     public var accessPolicy: AccessPolicy {
         var policy = AccessPolicy()
@@ -222,6 +240,11 @@ public struct ServerConfiguration: Sendable {
             default: throw fail("a list of names")
             }
             if key == "allowed_hosts" {
+                // A name, an IPv4 address or a bracketed IPv6 one, with a port or not: what a Host header holds.
+                if let bad = list.first(where: { $0 != "*" && !Self.isHostName($0) }) {
+                    throw ConfigurationError("\(source): allowed_hosts must be host names like \"spool.example.com\" (a comma-separated list) "
+                                             + "or \"*\", not \"\(bad)\"")
+                }
                 allowedHosts = list.contains("*") ? ["*"] : list   // any host, wherever the server listens
             } else {
                 guard list.allSatisfy({ $0 == "*" || $0.hasPrefix("http://") || $0.hasPrefix("https://") }) else {

@@ -21,4 +21,22 @@ import Testing
         configuration.host = "0.0.0.0"
         #expect(configuration.accessPolicy.allows(host: "anything.example"))
     }
+
+    /// A setting that cannot be a host name (a JSON list half-typed into the environment, say)
+    /// stops startup with one line, instead of a server that answers 421 to everything.
+    @Test func aListThatHoldsNoHostNameStopsStartup() throws {
+        var configuration = ServerConfiguration()
+        for good in ["spool.example.com", "spool.example.com:8443", "10.0.0.7", "[::1]:8080", "[fe80::1]", "a.b-c.d, e.f"] {
+            try configuration.load(environment: ["SPOOL_ALLOWED_HOSTS": good])
+        }
+        #expect(configuration.accessPolicy.allowedHosts == ["a.b-c.d", "e.f"])
+        for bad in ["[", "[\"a.com\"", "a.com/path", "http://a.com", "a b", "[::1", "a.com:0", "a.com:http"] {
+            do {
+                try configuration.load(environment: ["SPOOL_ALLOWED_HOSTS": bad])
+                Issue.record("\(bad) was taken")
+            } catch {
+                #expect(error.description.hasPrefix("SPOOL_ALLOWED_HOSTS: allowed_hosts must be host names like"), "\(error.description)")
+            }
+        }
+    }
 }
