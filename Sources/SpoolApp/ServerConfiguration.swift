@@ -95,7 +95,7 @@ public struct ServerConfiguration: Sendable {
         ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host.lowercased()) || host.hasPrefix("127.")
     }
 
-    /// Whether `text` can be a `Host` header's name: letters, digits, `-` and `.` (an IPv4
+    /// Whether `text` can be a `Host` header's name: letters, digits, `-`, `_` and `.` (an IPv4
     /// address too), or an IPv6 address in brackets; then an optional `:port`.
     static func isHostName(_ text: String) -> Bool {
         var rest = Substring(text)
@@ -105,7 +105,8 @@ public struct ServerConfiguration: Sendable {
             rest = rest[rest.index(after: close)...]
         } else {
             let name = rest.prefix { $0 != ":" }
-            guard !name.isEmpty, name.allSatisfy({ ($0.isASCII && ($0.isLetter || $0.isNumber)) || $0 == "-" || $0 == "." }) else { return false }
+            // (`_` too: container networks name services with it.)
+            guard !name.isEmpty, name.allSatisfy({ ($0.isASCII && ($0.isLetter || $0.isNumber)) || "-._".contains($0) }) else { return false }
             rest = rest.dropFirst(name.count)
         }
         guard !rest.isEmpty else { return true }

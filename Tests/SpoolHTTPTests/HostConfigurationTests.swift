@@ -26,7 +26,7 @@ import Testing
     /// stops startup with one line, instead of a server that answers 421 to everything.
     @Test func aListThatHoldsNoHostNameStopsStartup() throws {
         var configuration = ServerConfiguration()
-        for good in ["spool.example.com", "spool.example.com:8443", "10.0.0.7", "[::1]:8080", "[fe80::1]", "a.b-c.d, e.f"] {
+        for good in ["spool.example.com", "spool.example.com:8443", "10.0.0.7", "[::1]:8080", "[fe80::1]", "spool_api:8080", "a.b-c.d, e.f"] {
             try configuration.load(environment: ["SPOOL_ALLOWED_HOSTS": good])
         }
         #expect(configuration.accessPolicy.allowedHosts == ["a.b-c.d", "e.f"])
