@@ -22,7 +22,7 @@ extension SpoolAPI {
             guard array == "none" || ArraySpec.isValidID(array) else {
                 throw APIError.badRequest("array must be \"none\" (jobs that are not tasks of an array) or an array's id (arr_…)")
             }
-            query.array = array == "none" ? ArrayScope.none : .tasks(of: array)
+            query.array = array == "none" ? .alone : .tasks(of: array)
         }
         query.limit = try pageLimit(request, default: query.limit)
         query.before = try sequenceCursor(request)

@@ -173,7 +173,7 @@ public final class PostgresJobStore: SharedJobStore {
         if let before = query.before { binds.append(before); sql += " AND seq < $\(binds.count)" }
         switch query.array {
         case nil: break
-        case .none?: sql += " AND array_id IS NULL"
+        case .alone?: sql += " AND array_id IS NULL"
         case .tasks(let id)?: binds.append(id); sql += " AND array_id = $\(binds.count)"
         }
         binds.append(query.limit + 1)

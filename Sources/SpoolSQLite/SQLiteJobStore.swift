@@ -138,7 +138,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
             if let before = query.before { clauses.append("seq < ?"); _ = arguments.append(contentsOf: [before]) }
             switch query.array {
             case nil: break
-            case .none?: clauses.append("array_id IS NULL")
+            case .alone?: clauses.append("array_id IS NULL")
             case .tasks(let id)?: clauses.append("array_id = ?"); _ = arguments.append(contentsOf: [id])
             }
             let filter = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")

@@ -256,15 +256,15 @@ public struct JobQuery: Sendable, Equatable {
 
 /// Which jobs a listing takes, by their array.
 public enum ArrayScope: Sendable, Equatable {
-    /// Jobs submitted alone, not as a task of an array.
-    case none
+    /// Jobs submitted alone, not as a task of an array (`array=none` in the API).
+    case alone
     /// The tasks of this array.
     case tasks(of: String)
 
     /// Whether `job` is in this scope.
     public func contains(_ job: Job) -> Bool {
         switch self {
-        case .none: job.array == nil
+        case .alone: job.array == nil
         case .tasks(let id): job.array?.id == id
         }
     }

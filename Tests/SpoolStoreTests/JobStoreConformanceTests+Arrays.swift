@@ -69,8 +69,8 @@ extension JobStoreConformanceTests {
             _ = try await store.enqueueArray(tasks(other, count: 2), limits: QueueLimits())
             _ = try await store.cancel(stored[1].id, now: at(2_000))
 
-            #expect(try await store.jobs(JobQuery(array: ArrayScope.none)).jobs.map(\.id) == [later.id, alone.id])
-            #expect(try await store.jobs(JobQuery(type: "echo", array: ArrayScope.none)).jobs.map(\.id) == [later.id])
+            #expect(try await store.jobs(JobQuery(array: .alone)).jobs.map(\.id) == [later.id, alone.id])
+            #expect(try await store.jobs(JobQuery(type: "echo", array: .alone)).jobs.map(\.id) == [later.id])
             #expect(try await store.jobs(JobQuery(array: .tasks(of: id))).jobs.map(\.id) == stored.reversed().map(\.id))
             #expect(try await store.jobs(JobQuery(state: .canceled, array: .tasks(of: id))).jobs.map(\.id) == [stored[1].id])
             #expect(try await store.jobs(JobQuery(array: .tasks(of: ArraySpec.newID()))).jobs.isEmpty)
