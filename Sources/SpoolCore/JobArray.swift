@@ -55,8 +55,9 @@ public struct ArraySpec: Sendable, Hashable {
             guard (1...Self.largest).contains(list.count) else { throw fail(".items must hold 1 to \(Self.largest) items") }
             self.init(source: .items(list), failFast: failFast)
         case (nil, .array(let bounds)?):
+            // (The span as a report of overflow: a range from far below zero to far above is too long, not a crash.)
             guard bounds.count == 2, let low = bounds[0].intValue, let high = bounds[1].intValue, low <= high,
-                  high - low < Int64(Self.largest) else {
+                  case let (span, overflow) = high.subtractingReportingOverflow(low), !overflow, span < Int64(Self.largest) else {
                 throw fail(".range must be [first, last] with first ≤ last, at most \(Self.largest) numbers, both included")
             }
             self.init(source: .range(low...high), failFast: failFast)

@@ -23,6 +23,9 @@ import Testing
         (#"{"items": []}"#, "1 to 10000 items"),
         (#"{"range": [3, 1]}"#, "first ≤ last"),
         (#"{"range": [1, 10001]}"#, "at most 10000"),
+        // A span past Int64 (found by attacking the build: the subtraction trapped, and the server died).
+        (#"{"range": [-5000000000000000000, 5000000000000000000]}"#, "at most 10000"),
+        (#"{"range": [-9223372036854775808, 9223372036854775807]}"#, "at most 10000"),
         (#"{"range": [1]}"#, "[first, last]"),
         (#"{"range": [1, 2], "fail_fast": "yes"}"#, "fail_fast must be true or false"),
         (#"{"range": [1, 2], "frames": 3}"#, "unknown field \"frames\""),
