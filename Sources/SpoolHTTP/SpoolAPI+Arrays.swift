@@ -25,10 +25,11 @@ extension SpoolAPI {
 
     /// Admits one task per item (its index in the array, its whole input) like a job, from
     /// `submission`'s other fields, and stores them as one array of `principal`'s (its name,
-    /// limits and share weight): 201 with the array, or 200 for an idempotent repeat.
+    /// limits and share weight): 201 with the array, or 200 for an idempotent repeat. `id`: the
+    /// array's, when the caller names it; else the Idempotency-Key's, or a new one.
     func makeArray(_ items: [(index: Int64, input: JSONValue)], _ submission: Submission, failFast: Bool,
-                   for principal: Principal) async throws -> Response {
-        let id = submission.idempotencyKey.map { Self.arrayID(owner: principal.name ?? "", key: $0) } ?? ArraySpec.newID()
+                   for principal: Principal, id named: String? = nil) async throws -> Response {
+        let id = named ?? submission.idempotencyKey.map { Self.arrayID(owner: principal.name ?? "", key: $0) } ?? ArraySpec.newID()
         let now = WallClock.now()
         var tasks: [Job] = []
         tasks.reserveCapacity(items.count)
@@ -228,6 +229,18 @@ extension SpoolAPI {
     @Sendable func retryArray(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         try checkTakingJobs()
         let summary = try await findArray(context)
+        // The owner's array, as if the owner submitted it again (its limits and weight), whoever
+        // asks: an administrator's retry of a tenant's frames stays the tenant's. Without a token
+        // of that name any more, the caller's.
+        let owner = summary.owner.flatMap { $0 == context.principal.name ? nil : tokens.principal(named: $0) } ?? context.principal
+        // A key names this array's retry, apart from any submit's or another array's retry: the
+        // same request again answers the array it made, even once more tasks have failed since;
+        // the key on another request is a conflict (the store holds it for this retry's first task).
+        let key = request.headers[.idempotencyKey]
+        let retryID = key.map { Self.arrayID(owner: owner.name ?? "", key: "retry\u{0}" + summary.id + "\u{0}" + $0) }
+        if let retryID, let made = try await store.arraySummary(retryID) {
+            return json(try await arrayResource(made), status: .ok, headers: [.location: "/v1/arrays/\(retryID)"])
+        }
         var again: [Job] = []
         var after: Int64?
         while true {
@@ -243,16 +256,12 @@ extension SpoolAPI {
         }
         var submission = Submission(type: first.type, priority: first.priority,
                                     timeoutSeconds: catalog[first.type].map { min($0.timeoutSeconds, first.timeoutSeconds) } ?? first.timeoutSeconds,
-                                    idempotencyKey: request.headers[.idempotencyKey])
+                                    idempotencyKey: key)
         submission.webhookURL = first.webhookURL
         submission.webhookEvents = first.webhookEvents
         submission.retry = first.retry
-        // The owner's array, as if the owner submitted it again (its limits and weight), whoever
-        // asks: an administrator's retry of a tenant's frames stays the tenant's. Without a token
-        // of that name any more, the caller's.
-        let owner = summary.owner.flatMap { $0 == context.principal.name ? nil : tokens.principal(named: $0) } ?? context.principal
         return try await makeArray(again.map { (index: $0.array?.index ?? 0, input: $0.input) }, submission, failFast: summary.failFast,
-                                   for: owner)
+                                   for: owner, id: retryID)
     }
 
     /// Deletes an array whose tasks have all ended, every task with its events, webhook

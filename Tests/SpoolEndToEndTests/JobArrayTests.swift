@@ -102,6 +102,15 @@ import Testing
         #expect(repeated.status == 200 && repeated.json["id"]?.stringValue == retryID)
         _ = try await waitForArray(server, retryID) { $0["state"] == "failed" }
         #expect(try await server.request(.GET, "/v1/arrays/\(mixedID)").json["counts"]?["failed"] == .int(1), "the first array is unchanged")
+        // A key its own submit used names that submit, not a retry: a conflict, not the first array again.
+        let keyed = try #require(try await server.submit("frame", .object(["fail_on": 0, "sleep": 0]), extra: ["array": .object(["items": .array([0])])],
+                                                         key: "frames-a").json["id"]?.stringValue)
+        _ = try await waitForArray(server, keyed) { $0["state"] == "failed" }
+        let sameKey = try await server.request(.POST, "/v1/arrays/\(keyed)/retry", headers: [("Idempotency-Key", "frames-a")])
+        #expect(sameKey.status == 409 && sameKey.json["type"] == "urn:spool:problem:idempotency-conflict", "\(sameKey.json)")
+        // …and a key one retry used is a conflict for another array's retry.
+        let otherRetry = try await server.request(.POST, "/v1/arrays/\(keyed)/retry", headers: [("Idempotency-Key", "again-1")])
+        #expect(otherRetry.status == 409 && otherRetry.json["type"] == "urn:spool:problem:idempotency-conflict", "\(otherRetry.json)")
         let nothing = try await server.request(.POST, "/v1/arrays/\(id)/retry")
         #expect(nothing.status == 409 && nothing.json["type"] == "urn:spool:problem:nothing-to-retry", "\(nothing.json)")
         #expect(nothing.json["detail"] == .string("array \(id) has no failed or canceled task: every task succeeded"))
@@ -120,6 +129,16 @@ import Testing
         let server = try await server()
         defer { Task { await server.stop() } }
         let slowID = try await slowArray(server, 1...6)
+        // A retry while tasks still run takes those canceled so far; repeated with its key once
+        // more have been, it answers the array it made (200), as any idempotent repeat does.
+        let slowTasks = try await server.request(.GET, "/v1/arrays/\(slowID)/tasks").json["tasks"]?.arrayValue?.compactMap { $0["id"]?.stringValue } ?? []
+        _ = try await server.request(.POST, "/v1/jobs/\(slowTasks[5])/cancel")
+        let partial = try await server.request(.POST, "/v1/arrays/\(slowID)/retry", headers: [("Idempotency-Key", "partial")])
+        #expect(partial.status == 201 && partial.json["size"] == .int(1), "\(partial.json)")
+        _ = try await server.request(.POST, "/v1/jobs/\(slowTasks[4])/cancel")
+        let partialAgain = try await server.request(.POST, "/v1/arrays/\(slowID)/retry", headers: [("Idempotency-Key", "partial")])
+        #expect(partialAgain.status == 200 && partialAgain.json["id"] == partial.json["id"], "\(partialAgain.json)")
+        _ = try await server.request(.POST, "/v1/arrays/\(partial.json["id"]?.stringValue ?? "")/cancel")
         let canceled = try await server.request(.POST, "/v1/arrays/\(slowID)/cancel")
         #expect(canceled.status == 202 && canceled.json["counts"]?["canceled"] == .int(4))
         let stopped = try await waitForArray(server, slowID) { $0["state"] == "canceled" }
