@@ -145,11 +145,19 @@ extension PostgresJobStore {
                             counts: byState, progressSum: progress, lastQueued: last.flatMap(JobID.init))
     }
 
+    /// (The first page from the lowest index, Int64.min included: not `> Int64.min`.)
     public func arrayTasks(_ id: String, after index: Int64?, limit: Int) async throws -> [Job] {
         try await read("list an array's tasks") { connection in
-            try await Self.jobs(from: connection.query("""
-                SELECT * FROM jobs WHERE array_id = \(id) AND array_index > \(index ?? Int64.min) ORDER BY array_index LIMIT \(limit)
-                """, logger: self.logger))
+            let rows = if let index {
+                try await connection.query("""
+                    SELECT * FROM jobs WHERE array_id = \(id) AND array_index > \(index) ORDER BY array_index LIMIT \(limit)
+                    """, logger: self.logger)
+            } else {
+                try await connection.query("""
+                    SELECT * FROM jobs WHERE array_id = \(id) ORDER BY array_index LIMIT \(limit)
+                    """, logger: self.logger)
+            }
+            return try await Self.jobs(from: rows)
         }
     }
 }

@@ -90,10 +90,15 @@ extension SQLiteJobStore {
                             counts: byState, progressSum: progress, lastQueued: last.flatMap(JobID.init))
     }
 
+    /// (The first page from the lowest index, Int64.min included: not `> Int64.min`.)
     public func arrayTasks(_ id: String, after index: Int64?, limit: Int) async throws -> [Job] {
         try await read("list an array's tasks") { db in
-            try Row.fetchAll(db, cached: "SELECT * FROM jobs INDEXED BY jobs_array WHERE array_id = ? AND array_index > ? ORDER BY array_index LIMIT ?",
-                             arguments: [id, index ?? Int64.min, limit]).map(Self.job(from:))
+            guard let index else {
+                return try Row.fetchAll(db, cached: "SELECT * FROM jobs INDEXED BY jobs_array WHERE array_id = ? ORDER BY array_index LIMIT ?",
+                                        arguments: [id, limit]).map(Self.job(from:))
+            }
+            return try Row.fetchAll(db, cached: "SELECT * FROM jobs INDEXED BY jobs_array WHERE array_id = ? AND array_index > ? ORDER BY array_index LIMIT ?",
+                                    arguments: [id, index, limit]).map(Self.job(from:))
         }
     }
 }

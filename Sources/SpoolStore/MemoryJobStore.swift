@@ -79,7 +79,7 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
     }
 
     public func arrayTasks(_ id: String, after index: Int64?, limit: Int) async throws -> [Job] {
-        Array(jobsByID.values.filter { $0.array?.id == id && $0.array!.index > (index ?? .min) }
+        Array(jobsByID.values.filter { job in job.array?.id == id && index.map { job.array!.index > $0 } ?? true }
             .sorted { $0.array!.index < $1.array!.index }.prefix(limit).map(withPosition))
     }
 

@@ -119,3 +119,18 @@ extension JobStoreConformanceTests {
         }
     }
 }
+
+extension JobStoreConformanceTests {
+    /// Indices run over all of Int64 (`"range": [first, last]`): the first page starts at the
+    /// very first (found by attacking the build: index Int64.min was never listed).
+    @Test(arguments: StoreKind.allCases)
+    func tasksAreListedFromTheLowestIndexThereIs(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let id = ArraySpec.newID()
+            let stored = try await store.enqueueArray(tasks(id, count: 3, first: .min), limits: QueueLimits())
+            #expect(try await store.arrayTasks(id, after: nil, limit: 10).map(\.id) == stored.map(\.id))
+            #expect(try await store.arrayTasks(id, after: .min, limit: 10).map(\.id) == Array(stored.dropFirst().map(\.id)))
+            #expect(try await store.arrays(ArrayQuery()).arrays.first?.size == 3)
+        }
+    }
+}
