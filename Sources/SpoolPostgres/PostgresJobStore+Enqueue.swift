@@ -108,10 +108,16 @@ extension PostgresJobStore {
             // Result reuse: identical submits (from any node) take turns on a lock of their hash,
             // so the second one finds the first.
             let cutoff = dedup.succeededWithin.map { job.createdAt.adding(seconds: -$0).microseconds } ?? Int64.max
-            enum Found: Sendable { case duplicate(Job), inserted(InsertedRow?) }
+            enum Found: Sendable { case keyHeld(Job), duplicate(Job), inserted(InsertedRow?) }
             let found = try await transaction("store the job") { connection -> Found in
                 try await Self.lockQueueLimits(limits, owner: owner, on: connection, logger: self.logger)
                 try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(hash), 0))", logger: self.logger)
+                // The key first, as SQLite's insert does: a key its owner used answers for that
+                // request (a repeat, or a conflict), whatever job this one would join.
+                if let key = job.idempotencyKey,
+                   let held = try await Self.fetchJob(where: "j.owner = \(owner) AND j.idempotency_key = \(key)", on: connection, logger: self.logger) {
+                    return .keyHeld(held)
+                }
                 if let same = try await Self.fetchJob(where: """
                     j.owner = \(owner) AND j.dedup_hash = \(hash)
                       AND (j.state IN ('queued', 'running') OR (j.state = 'succeeded' AND j.finished_at >= \(cutoff)))
@@ -122,6 +128,7 @@ extension PostgresJobStore {
                 return .inserted(try await insert(connection))
             }
             switch found {
+            case .keyHeld(let held): return try Self.repeatOf(job, holder: held)
             case .duplicate(let same): return .duplicate(same)
             case .inserted(let inserted): row = inserted
             }
@@ -154,9 +161,15 @@ extension PostgresJobStore {
               let existing = try await read("read a job", { connection in
                   try await Self.fetchJob(where: "j.owner = \(job.owner ?? "") AND j.idempotency_key = \(key)", on: connection, logger: self.logger)
               }) else { return nil }
-        guard existing.fingerprint == job.fingerprint else {
-            throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: existing)
+        return try Self.repeatOf(job, holder: existing)
+    }
+
+    /// `job` as a repeat of `holder`, the job its key already names: that job, or a conflict
+    /// when the request differs.
+    private static func repeatOf(_ job: Job, holder: Job) throws -> EnqueueResult {
+        guard holder.fingerprint == job.fingerprint else {
+            throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: holder)
         }
-        return .existing(existing)
+        return .existing(holder)
     }
 }

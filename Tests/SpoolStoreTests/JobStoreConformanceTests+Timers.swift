@@ -205,6 +205,25 @@ extension JobStoreConformanceTests {
         }
     }
 
+    /// The Idempotency-Key is looked at before result reuse: a key its owner already used for a
+    /// different request is a conflict, even when an identical job would be joined (found by
+    /// attacking the build: PostgreSQL joined it, answering 200 for the wrong job).
+    @Test(arguments: StoreKind.allCases)
+    func aKeyUsedForAnotherRequestIsAConflictBeforeAnyJoin(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let joinable = try await store.create(deduplicated("h1"))
+            let held = try await store.create(makeJob(input: .object(["other": .int(1)]), key: "k1"))
+            var keyed = deduplicated("h1")
+            keyed.idempotencyKey = "k1"
+            do {
+                let result = try await store.enqueue(keyed)
+                Issue.record("answered \(result) (joinable \(joinable.id), key held by \(held.id))")
+            } catch let error as StoreError {
+                #expect(error.code == .idempotencyConflict && error.existing?.id == held.id, "\(error)")
+            }
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func aSucceededJobIsReusedOnlyWithinItsWindowAndFailedOnesNever(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
