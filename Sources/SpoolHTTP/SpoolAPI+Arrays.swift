@@ -224,8 +224,8 @@ extension SpoolAPI {
     /// A new array of the tasks that failed or were canceled (those still queued or running are
     /// left to finish): each with its index and input, its array's type, priority, timeout, retry
     /// policy, webhook and fail-fast, starting now, and its owner; 201 with the new array. The
-    /// array itself does not change — a job's end is final. With an Idempotency-Key, a repeat answers 200 with the
-    /// array it made. Nothing failed or canceled is a 409 `nothing-to-retry`.
+    /// array itself does not change — a job's end is final. With an Idempotency-Key, a repeat
+    /// answers 200 with the array it made. Nothing failed or canceled is a 409 `nothing-to-retry`.
     @Sendable func retryArray(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         try checkTakingJobs()
         let summary = try await findArray(context)
