@@ -95,6 +95,20 @@ public struct ServerConfiguration: Sendable {
         ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host.lowercased()) || host.hasPrefix("127.")
     }
 
+    /// Whether `text` can be listened on: an IPv4 address, an IPv6 one (no brackets), or a
+    /// host name (letters, digits, `-`, `_`, `.`).
+    static func isListenAddress(_ text: String) -> Bool {
+        guard !text.isEmpty else { return false }
+        if text.contains(":") {   // an IPv6 address has two colons at least (`host:port` is not one)
+            return text.count(where: { $0 == ":" }) >= 2 && text.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." }
+        }
+        if text.allSatisfy({ $0.isNumber || $0 == "." }) {
+            let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+            return parts.count == 4 && parts.allSatisfy { part in Int(part).map { (0...255).contains($0) } ?? false }
+        }
+        return text.allSatisfy { ($0.isASCII && ($0.isLetter || $0.isNumber)) || "-._".contains($0) }
+    }
+
     /// Whether `text` can be a `Host` header's name: letters, digits, `-`, `_` and `.` (an IPv4
     /// address too), or an IPv6 address in brackets; then an optional `:port`.
     static func isHostName(_ text: String) -> Bool {
@@ -162,7 +176,9 @@ public struct ServerConfiguration: Sendable {
         }
         switch key {
         case "host":
-            guard let text = value.stringValue, !text.isEmpty else { throw fail("a host name or address") }
+            guard let text = value.stringValue, Self.isListenAddress(text) else {
+                throw fail("an IP address or a host name to listen on (\"127.0.0.1\", \"0.0.0.0\", \"::\", \"gpu-box.lan\")")
+            }
             host = text
         case "port": port = try integer(0...65_535)
         case "data_dir":

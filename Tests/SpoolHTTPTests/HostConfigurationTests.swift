@@ -39,4 +39,22 @@ import Testing
             }
         }
     }
+
+    /// `host`, the address to listen on: a typo stops startup with one line naming it, before
+    /// anything starts (found by attacking the build: the server started, then failed to bind).
+    @Test func aHostThatCannotBeListenedOnStopsStartup() throws {
+        var configuration = ServerConfiguration()
+        for good in ["127.0.0.1", "0.0.0.0", "::", "::1", "fe80::1", "localhost", "gpu-box.lan", "spool_api"] {
+            try configuration.apply(text: good, to: "host", from: "--host")
+            #expect(configuration.host == good)
+        }
+        for bad in ["256.1.1.1", "1.2.3", "not a host", "[::1]", "http://x", "a/b", "1.2.3.4:80"] {
+            do {
+                try configuration.apply(text: bad, to: "host", from: "--host")
+                Issue.record("\(bad) was taken")
+            } catch {
+                #expect(error.description.hasPrefix("--host: host must be an IP address or a host name to listen on"), "\(error.description)")
+            }
+        }
+    }
 }
