@@ -25,7 +25,7 @@ public enum TokenAdministration {
         let (id, secret) = TokenText.generate()
         let record = TokenRecord(id: id, name: name, secretDigest: TokenBook.digest(ofSecret: secret), isAdmin: admin, limits: limits,
                                  createdAt: WallClock.now())
-        try await withTokenStore(configuration, logger: logger) { try await $0.createToken(record) }
+        try await withTokenStore(configuration, creating: true, logger: logger) { try await $0.createToken(record) }
         return TokenText.format(id: id, secret: secret)
     }
 
@@ -38,12 +38,22 @@ public enum TokenAdministration {
         guard revoked else { throw ConfigurationError("there is no token named \(name)") }
     }
 
-    /// Opens (and migrates) the configured store for `body`, then closes it.
-    static func withTokenStore<T: Sendable>(_ configuration: ServerConfiguration, logger: Logger,
+    /// Opens (and migrates) the configured store for `body`, then closes it. An embedded store
+    /// that is not there yet is made only when `creating` (a first token, before the server's
+    /// first start), and then stderr says where; else it is an error, so that a mistyped data
+    /// directory is not read as a server without tokens.
+    static func withTokenStore<T: Sendable>(_ configuration: ServerConfiguration, creating: Bool = false, logger: Logger,
                                             _ body: (any TokenStore) async throws -> T) async throws -> T {
         switch configuration.store {
         case .sqlite:
+            let file = configuration.dataDirectory + "/spool.sqlite"
+            let exists = FileManager.default.fileExists(atPath: file)
+            guard exists || creating else {
+                throw ConfigurationError("no job store in \(configuration.dataDirectory) (no spool.sqlite): give the server's data directory "
+                                         + "with --data-dir or SPOOL_DATA_DIR (the default is ./spool-data)")
+            }
             let directory = try SpoolServer.prepareDataDirectory(configuration.dataDirectory)
+            if !exists { FileHandle.standardError.write(Data("spool: made a new job store in \(directory) (a server started with --data-dir \(directory) uses it)\n".utf8)) }
             let store = try SQLiteJobStore(path: directory + "/spool.sqlite", synchronous: configuration.synchronous)
             try await store.prepare()
             return try await body(store)

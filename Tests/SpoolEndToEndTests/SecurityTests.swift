@@ -447,6 +447,17 @@ import Testing
         #expect(again.status == 1)
         #expect(again.stderr.split(separator: "\n").count == 1, "\(again.stderr)")
         #expect(try await runCLI(["token", "list"] + options).stdout.contains("no tokens"))
+        // A data directory with no store (a typo, the wrong working directory): list and revoke
+        // say so and make nothing; create makes the store, and says where (found by attacking the build).
+        let typo = server.scratch + "/typo-data"
+        for command in [["token", "list"], ["token", "revoke", "render-bot"]] {
+            let missing = try await runCLI(command + ["--data-dir", typo])
+            #expect(missing.status == 1 && missing.stderr.hasPrefix("spool: no job store in \(typo)"), "\(missing.stderr)")
+            #expect(missing.stderr.split(separator: "\n").count == 1 && !FileManager.default.fileExists(atPath: typo), "\(missing.stderr)")
+        }
+        let fresh = try await runCLI(["token", "create", "--name", "first", "--data-dir", typo])
+        #expect(fresh.status == 0 && fresh.stderr.contains("made a new job store in \(typo)"), "\(fresh.stderr)")
+        #expect(try await runCLI(["token", "list", "--data-dir", typo]).stdout.contains("first"))
     }
 
     /// The dashboard's session: a token traded for an HttpOnly, SameSite=Strict cookie that
