@@ -115,7 +115,16 @@ public struct SpoolAPI: Sendable {
             guard let seconds = Double(waitText), seconds >= 0, seconds.isFinite else {
                 throw APIError.badRequest("wait must be a number of seconds, at most \(Int(limits.maxWait))")
             }
-            let initial = job.state
+            // `seen`: the state the client last saw. A job that has left it since is answered at
+            // once — a wait that counted only changes from its own read would hold a job that
+            // started a moment before until its end.
+            var initial = job.state
+            if let seen = request.uri.queryParameters.get("seen") {
+                guard let state = JobState(rawValue: seen) else {
+                    throw APIError.badRequest("seen must be one of " + JobState.allCases.map(\.rawValue).joined(separator: ", "))
+                }
+                initial = state
+            }
             let deadline = ContinuousClock.now + .milliseconds(Int64(min(seconds, limits.maxWait) * 1000))
             // A shutdown ends the wait: the answer is the job as it is, and the server need not
             // wait out the poll before it stops.

@@ -103,10 +103,15 @@ func follow(_ first: JobWire, client: SpoolClient) async throws -> JobWire {
     var job = first
     while !job.isTerminal {
         status.show(job)
-        // Long-poll for a state change while queued; poll faster while running, for progress.
-        let path = "/v1/jobs/\(job.id)" + (job.state == "queued" ? "?wait=10" : "")
-        if job.state == "running" { try await Task.sleep(for: .milliseconds(250)) }
-        job = try client.decode(JobWire.self, try await client.get(path).2)
+        if job.state == "queued" {
+            // Long-poll from the state last seen (`seen`): a job that started since the last
+            // answer (at once, on an idle slot) is answered at once, not held to its end.
+            job = try client.decode(JobWire.self, try await client.get("/v1/jobs/\(job.id)?wait=10&seen=queued").2)
+        } else {
+            // Running: poll, for progress.
+            try await Task.sleep(for: .milliseconds(250))
+            job = try client.decode(JobWire.self, try await client.get("/v1/jobs/\(job.id)").2)
+        }
     }
     status.finish(job)
     return job

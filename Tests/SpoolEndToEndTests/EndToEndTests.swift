@@ -388,6 +388,26 @@ import Testing
         let png = try Data(contentsOf: URL(fileURLWithPath: download + "/render.png"))
         #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]))
 
+        // A job that starts at once, before the CLI's first look, is shown running (found by
+        // attacking the build: the CLI long-polled from "queued" and saw only the job's end).
+        let scratch = server.scratch
+        let opener = Task {
+            try await Task.sleep(for: .seconds(2))
+            FileManager.default.createFile(atPath: Fixtures.gate(in: scratch), contents: nil)
+        }
+        let gated = try await runCLI(["submit", "gated-stamp", "--input", "{\"n\":0,\"sleep\":0}", "--wait", "--server", server.url])
+        _ = try await opener.value
+        #expect(gated.status == 0 && gated.stderr.contains("  running"), "\(gated.stderr)")
+
+        // `seen`: a wait from a state the job has already left answers at once.
+        let running = try await server.submit("sleep", .object(["seconds": 2]))
+        let runningID = try #require(running.json["id"]?.stringValue)
+        _ = try await server.waitFor(runningID, ["running"])
+        let began = ContinuousClock.now
+        let seen = try await server.request(.GET, "/v1/jobs/\(runningID)?wait=10&seen=queued")
+        #expect(seen.json["state"] == "running" && ContinuousClock.now - began < .seconds(1), "\(seen.json)")
+        #expect(try await server.request(.GET, "/v1/jobs/\(runningID)?wait=1&seen=later").status == 400)
+
         let unreachable = try await runCLI(["status", jobID, "--server", "http://127.0.0.1:9"])
         #expect(unreachable.status == 3)
         #expect(unreachable.stderr.hasPrefix("spool: nothing listens at http://127.0.0.1:9 (connection refused)"))
