@@ -109,22 +109,23 @@ public struct SpoolAPI: Sendable {
         // With `wait`: subscribe first, then read, so a change in between is not missed — one
         // subscription for the whole wait (it keeps the newest change), and one read per change
         // but the job's end, which comes with the job as stored.
+        // `seen`: the state the client last saw. A job that has left it since is answered at
+        // once — a wait that counted only changes from its own read would hold a job that
+        // started a moment before until its end. (Checked with or without `wait`.)
+        var seen: JobState?
+        if let text = request.uri.queryParameters.get("seen") {
+            guard let state = JobState(rawValue: text) else {
+                throw APIError.badRequest("seen must be one of " + JobState.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+            seen = state
+        }
         let watch = waitText == nil ? nil : store.watch(id)
         var job = try await find(id, for: context.principal)
         if let waitText, let watch {
             guard let seconds = Double(waitText), seconds >= 0, seconds.isFinite else {
                 throw APIError.badRequest("wait must be a number of seconds, at most \(Int(limits.maxWait))")
             }
-            // `seen`: the state the client last saw. A job that has left it since is answered at
-            // once — a wait that counted only changes from its own read would hold a job that
-            // started a moment before until its end.
-            var initial = job.state
-            if let seen = request.uri.queryParameters.get("seen") {
-                guard let state = JobState(rawValue: seen) else {
-                    throw APIError.badRequest("seen must be one of " + JobState.allCases.map(\.rawValue).joined(separator: ", "))
-                }
-                initial = state
-            }
+            let initial = seen ?? job.state
             let deadline = ContinuousClock.now + .milliseconds(Int64(min(seconds, limits.maxWait) * 1000))
             // A shutdown ends the wait: the answer is the job as it is, and the server need not
             // wait out the poll before it stops.
