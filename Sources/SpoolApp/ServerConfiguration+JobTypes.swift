@@ -15,6 +15,10 @@ extension ServerConfiguration {
         guard case .array(let argv)? = fields["command"], !argv.isEmpty, argv.allSatisfy({ $0.stringValue != nil }) else {
             throw ConfigurationError("\(path).command must be a non-empty list of strings (an argv, run without a shell)")
         }
+        // An argument reaches exec as a C string: a NUL would cut it there, silently.
+        if argv.contains(where: { $0.stringValue?.contains("\u{0}") == true }) {
+            throw ConfigurationError("\(path).command: an argument cannot hold a NUL character (exec would cut it there)")
+        }
         let command: CommandTemplate
         do { command = try CommandTemplate(argv.compactMap(\.stringValue)) } catch {
             throw ConfigurationError("\(path).command: \(error)")
@@ -50,6 +54,14 @@ extension ServerConfiguration {
         if let environment = fields["env"] {
             guard case .object(let variables) = environment, variables.values.allSatisfy({ $0.stringValue != nil }) else {
                 throw ConfigurationError("\(path).env must map variable names to strings")
+            }
+            // NAME=value is how the environment is passed: a name with `=` (or empty), or a NUL
+            // anywhere, cannot be, and every job of the type would fail to start.
+            if let bad = variables.first(where: { name, value in
+                name.isEmpty || name.contains("=") || name.contains("\u{0}") || value.stringValue?.contains("\u{0}") == true
+            }) {
+                throw ConfigurationError("\(path).env: \"\(bad.key)\" cannot be passed to a process (a name must be non-empty, "
+                                         + "without \"=\"; no NUL in a name or value)")
             }
             type.environment = variables.compactMapValues(\.stringValue)
         }

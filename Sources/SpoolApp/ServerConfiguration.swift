@@ -257,6 +257,8 @@ public struct ServerConfiguration: Sendable {
             default: throw fail("a list of names")
             }
             if key == "allowed_hosts" {
+                // An empty list would refuse every request (421), from loopback too.
+                guard !list.isEmpty else { throw fail("at least one host name, or \"*\" for any") }
                 // A name, an IPv4 address or a bracketed IPv6 one, with a port or not: what a Host header holds.
                 if let bad = list.first(where: { $0 != "*" && !Self.isHostName($0) }) {
                     throw ConfigurationError("\(source): allowed_hosts must be host names like \"spool.example.com\" (a comma-separated list) "

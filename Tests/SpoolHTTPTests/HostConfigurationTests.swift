@@ -30,12 +30,12 @@ import Testing
             try configuration.load(environment: ["SPOOL_ALLOWED_HOSTS": good])
         }
         #expect(configuration.accessPolicy.allowedHosts == ["a.b-c.d", "e.f"])
-        for bad in ["[", "[\"a.com\"", "a.com/path", "http://a.com", "a b", "[::1", "a.com:0", "a.com:http"] {
+        for bad in ["[", "[\"a.com\"", "a.com/path", "http://a.com", "a b", "[::1", "a.com:0", "a.com:http", "", " , "] {
             do {
                 try configuration.load(environment: ["SPOOL_ALLOWED_HOSTS": bad])
                 Issue.record("\(bad) was taken")
             } catch {
-                #expect(error.description.hasPrefix("SPOOL_ALLOWED_HOSTS: allowed_hosts must be host names like"), "\(error.description)")
+                #expect(error.description.hasPrefix("SPOOL_ALLOWED_HOSTS: allowed_hosts must be"), "\(error.description)")
             }
         }
     }
