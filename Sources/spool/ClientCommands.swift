@@ -281,6 +281,11 @@ struct OutputsCommand: AsyncParsableCommand {
                 return
             }
             for output in outputs {
+                // A name is relative and stays inside the folder (a server could name "../x").
+                let parts = output.name.split(separator: "/", omittingEmptySubsequences: false)
+                guard !output.name.hasPrefix("/"), !parts.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) else {
+                    throw SpoolClient.Failure(description: "the server named an output \"\(output.name)\", which would land outside \(download); nothing was written for it")
+                }
                 let (_, _, body) = try await client.get(output.url, timeout: .minutes(10))
                 let destination = URL(fileURLWithPath: download).appendingPathComponent(output.name)
                 try FileManager.default.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)

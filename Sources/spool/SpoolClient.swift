@@ -153,6 +153,10 @@ struct SpoolClient {
         let response: HTTPClientResponse
         do {
             response = try await http.execute(request, timeout: timeout)
+        } catch let error as HTTPClientError where "\(error)".contains("invalidHeaderField") {
+            // Not the server's fault: a header this request cannot carry (a newline in a token or key).
+            throw Failure(description: "a header of this request cannot be sent (a line break or control character in --token, "
+                                       + "SPOOL_TOKEN or --idempotency-key?)")
         } catch {
             throw Failure(description: Self.unreachable(base, error), exitCode: 3)
         }

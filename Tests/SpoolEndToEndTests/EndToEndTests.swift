@@ -408,6 +408,10 @@ import Testing
         #expect(seen.json["state"] == "running" && ContinuousClock.now - began < .seconds(1), "\(seen.json)")
         #expect(try await server.request(.GET, "/v1/jobs/\(runningID)?wait=1&seen=later").status == 400)
 
+        // A token the CLI cannot send is the caller's error (1), not an unreachable server (3).
+        let badToken = try await runCLI(["list", "--server", server.url, "--token", "abc\ndef"])
+        #expect(badToken.status == 1 && badToken.stderr.hasPrefix("spool: a header of this request cannot be sent"), "\(badToken.stderr)")
+
         let unreachable = try await runCLI(["status", jobID, "--server", "http://127.0.0.1:9"])
         #expect(unreachable.status == 3)
         #expect(unreachable.stderr.hasPrefix("spool: nothing listens at http://127.0.0.1:9 (connection refused)"))
