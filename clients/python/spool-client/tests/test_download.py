@@ -156,6 +156,21 @@ def test_download_resumes_after_a_dropped_connection(make_api: Callable[..., Any
     ]
 
 
+def test_a_part_of_another_file_is_not_resumed(make_api: Callable[..., Any], server: SpoolServer, blob: Tuple[str, bytes], tmp_path: Path) -> None:
+    """A part the client left from another job's output of the same name starts over: its bytes
+    are never joined to this file's (found by attacking the build: 400 kB of one file, then the
+    rest of another)."""
+    job_id, data = blob
+    target = tmp_path / "blob.bin"
+    Path(f"{target}.part").write_bytes(b"x" * 400_000)
+    Path(f"{target}.part.source").write_text("/v1/jobs/job_00000000000000000000000000/outputs/blob.bin\n\"other\"")
+    transport = Recording()
+    make_api(server.url, transport=transport).download(job_id, "blob.bin", target)
+    assert digest(target.read_bytes()) == digest(data)
+    assert transport.summary() == [(None, None, 200)]  # the whole file, no Range
+    assert not Path(f"{target}.part").exists() and not Path(f"{target}.part.source").exists()
+
+
 def test_download_of_a_complete_part_file(make_api: Callable[..., Any], server: SpoolServer, blob: Tuple[str, bytes], tmp_path: Path) -> None:
     job_id, data = blob
     target = tmp_path / "blob.bin"

@@ -593,9 +593,21 @@ class ClientCore:
             raise ValueError("an output name is a non-empty string")
         target = download_target(name, path)
         part = Path(str(target) + ".part")
+        # What the part holds: the URL it came from and its validator, written with it. A part of
+        # another file (another job's output of the same name, say) is not resumed: its bytes
+        # would be joined to this one's. A part without it (made by hand) is resumed as before.
+        source = Path(str(target) + ".part.source")
         target.parent.mkdir(parents=True, exist_ok=True)
         url = job_path(job_id, "outputs", quote(name, safe="/"))
         validator: Optional[str] = None  # ETag (strong) or Last-Modified of the file being fetched
+        if part.exists() and source.exists():
+            try:
+                came_from, _, saved = source.read_text(encoding="utf-8").partition("\n")
+            except (OSError, UnicodeDecodeError):
+                came_from, saved = "", ""
+            if came_from != url:
+                part.unlink(missing_ok=True)
+            validator = saved or None if came_from == url else None
         ranges = False  # the server said Accept-Ranges: bytes, or answered a Range with 206
         failures = 0
         total: Optional[int] = None  # the file's size, when the server said
@@ -615,6 +627,7 @@ class ClientCore:
                 size = (parse_content_range(response.headers.get("content-range")) or (None, None, None))[2]
                 if size is not None and size == offset:
                     os.replace(part, target)
+                    source.unlink(missing_ok=True)
                     return target
                 part.unlink(missing_ok=True)
                 failures += 1
@@ -641,6 +654,7 @@ class ClientCore:
             new_validator = etag if etag and not etag.startswith("W/") else response.headers.get("last-modified")
             if status == 200:
                 validator = new_validator
+                source.write_text(url + "\n" + (validator or ""), encoding="utf-8")
             if response.headers.get("accept-ranges", "").strip().lower() == "bytes":
                 ranges = True
             written = offset
@@ -671,6 +685,7 @@ class ClientCore:
                     part.unlink(missing_ok=True)
                 continue
             os.replace(part, target)
+            source.unlink(missing_ok=True)
             return target
 
     # -- job arrays --
