@@ -24,7 +24,19 @@ public enum JobMessage: Sendable, Equatable {
         var message: String?
     }
 
+    /// The longest line a message may be (one atomic write to a pipe). A longer one reaches the
+    /// parsers cut to one byte past this, and is refused as too long; the rest of it is dropped.
+    public static let maxLineBytes = 4096
+
+    /// Refuses a line cut at `maxLineBytes` (see there), naming why.
+    static func checkLength(_ line: some Collection<UInt8>) throws(Malformed) {
+        guard line.count <= maxLineBytes else {
+            throw Malformed(description: "a line over \(maxLineBytes) bytes (all of it was dropped)")
+        }
+    }
+
     public init(line: some Collection<UInt8>) throws(Malformed) {
+        try Self.checkLength(line)
         let wire: Wire
         do {
             wire = try JSONDecoder().decode(Wire.self, from: Data(line))

@@ -13,6 +13,7 @@ public enum WorkerMessage: Sendable, Equatable {
     case unknown(type: String)
 
     public init(line: some Collection<UInt8>) throws(JobMessage.Malformed) {
+        try JobMessage.checkLength(line)
         guard let value = try? JSONParser.parse(line), case .object(let fields) = value,
               let type = fields["type"]?.stringValue
         else { throw JobMessage.Malformed(description: "not a JSON object with a \"type\"") }

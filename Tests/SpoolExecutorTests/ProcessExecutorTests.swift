@@ -344,6 +344,22 @@ import Testing
         #expect(try log(of: job).contains("ignored a message"))
     }
 
+    /// A message line over 4096 bytes is dropped, and the log says so, as for any other bad line
+    /// (found by attacking the build: it went without a word); the next line is read as usual.
+    @Test func aMessageLineTooLongIsNotedInTheLogAndTheNextOneArrives() async throws {
+        let script = """
+            head -c 5000 /dev/zero | tr '\\0' x > "$SPOOL_MESSAGES"; echo >> "$SPOOL_MESSAGES"
+            echo '{"type":"progress","fraction":0.5}' > "$SPOOL_MESSAGES"
+            """
+        let received = Mutex<[JobMessage]>([])
+        let job = try prepare(["/bin/sh", "-c", script])
+        let outcome = await run(job, observer: ExecutionObserver(message: { message in received.withLock { $0.append(message) } }))
+        #expect(outcome == .succeeded)
+        #expect(received.withLock { $0 } == [.progress(JobProgress(fraction: 0.5))])
+        let text = try log(of: job)
+        #expect(text.contains("ignored a message on $SPOOL_MESSAGES: a line over 4096 bytes"), "\(text)")
+    }
+
     @Test func theLastMessagesBeforeAnExitAreNeverLost() async throws {
         // Many lines, then exit at once: everything in the FIFO is read to its end after the exit.
         let script = """

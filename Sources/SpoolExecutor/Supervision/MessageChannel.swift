@@ -11,7 +11,7 @@ import Synchronization
 /// write end; the reader then gets what is still buffered and end-of-file, so the last lines a
 /// child writes before exiting are never lost.
 final class MessageChannel: Sendable {
-    static let maxLineBytes = 4096
+    static let maxLineBytes = JobMessage.maxLineBytes
 
     let path: String
     private let reader: Mutex<Int32>
@@ -58,7 +58,9 @@ final class MessageChannel: Sendable {
     }
 
     /// Reads lines until end-of-file (after `closeWriter`) or until the task is cancelled,
-    /// calling `handle` with each line (without its newline; lines over 4 KiB are dropped).
+    /// calling `handle` with each line (without its newline). A line over `maxLineBytes` is
+    /// handed over once, cut one byte past it (the parsers refuse it, and the log says why), and
+    /// the rest of it is dropped.
     func read(_ handle: @escaping @Sendable ([UInt8]) async -> Void) async {
         let descriptor = reader.withLock { descriptor in
             defer { descriptor = -1 }   // NIO owns it from here
@@ -74,7 +76,11 @@ final class MessageChannel: Sendable {
                     discarding = false
                 } else if !discarding {
                     pending.append(byte)
-                    if pending.count > Self.maxLineBytes { pending.removeAll(); discarding = true }
+                    if pending.count > Self.maxLineBytes {
+                        await handle(pending)
+                        pending.removeAll()
+                        discarding = true
+                    }
                 }
             }
         }
