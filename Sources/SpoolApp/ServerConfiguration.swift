@@ -95,6 +95,12 @@ public struct ServerConfiguration: Sendable {
         ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host.lowercased()) || host.hasPrefix("127.")
     }
 
+    /// A character of a host name: an ASCII letter or digit, `-`, `.`, or `_` (container
+    /// networks name services with it).
+    private static func isNameCharacter(_ character: Character) -> Bool {
+        (character.isASCII && (character.isLetter || character.isNumber)) || "-._".contains(character)
+    }
+
     /// Whether `text` can be listened on: an IPv4 address, an IPv6 one (no brackets), or a
     /// host name (letters, digits, `-`, `_`, `.`).
     static func isListenAddress(_ text: String) -> Bool {
@@ -106,7 +112,7 @@ public struct ServerConfiguration: Sendable {
             let parts = text.split(separator: ".", omittingEmptySubsequences: false)
             return parts.count == 4 && parts.allSatisfy { part in Int(part).map { (0...255).contains($0) } ?? false }
         }
-        return text.allSatisfy { ($0.isASCII && ($0.isLetter || $0.isNumber)) || "-._".contains($0) }
+        return text.allSatisfy(isNameCharacter)
     }
 
     /// Whether `text` can be a `Host` header's name: letters, digits, `-`, `_` and `.` (an IPv4
@@ -119,8 +125,7 @@ public struct ServerConfiguration: Sendable {
             rest = rest[rest.index(after: close)...]
         } else {
             let name = rest.prefix { $0 != ":" }
-            // (`_` too: container networks name services with it.)
-            guard !name.isEmpty, name.allSatisfy({ ($0.isASCII && ($0.isLetter || $0.isNumber)) || "-._".contains($0) }) else { return false }
+            guard !name.isEmpty, name.allSatisfy(isNameCharacter) else { return false }
             rest = rest.dropFirst(name.count)
         }
         guard !rest.isEmpty else { return true }
