@@ -23,8 +23,8 @@ extension PostgresJobStore {
                 throw StoreError.queueFull(.owner, most)
             }
             if let first = tasks.first, let key = first.idempotencyKey,
-               let holder = try await Self.fetchJob(where: "j.owner = \(owner) AND j.idempotency_key = \(key)", on: connection, logger: self.logger) {
-                throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: holder)
+               let holder = try await Self.keyHolder(owner: owner, key: key, on: connection, logger: self.logger) {
+                throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: holder.job)
             }
             var stored: [Job] = []
             var newest: Int64?

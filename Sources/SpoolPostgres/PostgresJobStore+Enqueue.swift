@@ -63,6 +63,7 @@ extension PostgresJobStore {
                            \(job.retry?.json.canonicalText), \(job.notBefore?.microseconds), \(job.startBy?.microseconds),
                            \(job.dedup == nil ? nil : job.dedupHash), \(job.array?.id), \(job.array?.index), \(job.array?.failFast)
                     FROM tag WHERE NOT (SELECT f FROM full_total) AND NOT (SELECT f FROM full_owner)
+                      AND NOT EXISTS (SELECT 1 FROM joined_keys WHERE owner = \(owner) AND key = \(job.idempotencyKey))
                     ON CONFLICT DO NOTHING
                     RETURNING seq, fair_tag
                 ), ev AS (
@@ -108,14 +109,14 @@ extension PostgresJobStore {
             // Result reuse: identical submits (from any node) take turns on a lock of their hash,
             // so the second one finds the first.
             let cutoff = dedup.succeededWithin.map { job.createdAt.adding(seconds: -$0).microseconds } ?? Int64.max
-            enum Found: Sendable { case keyHeld(Job), duplicate(Job), inserted(InsertedRow?) }
+            enum Found: Sendable { case keyHeld(KeyHolder), duplicate(Job), inserted(InsertedRow?) }
             let found = try await transaction("store the job") { connection -> Found in
                 try await Self.lockQueueLimits(limits, owner: owner, on: connection, logger: self.logger)
                 try await connection.query("SELECT pg_advisory_xact_lock(hashtextextended(\(hash), 0))", logger: self.logger)
                 // The key first, as SQLite's insert does: a key its owner used answers for that
                 // request (a repeat, or a conflict), whatever job this one would join.
                 if let key = job.idempotencyKey,
-                   let held = try await Self.fetchJob(where: "j.owner = \(owner) AND j.idempotency_key = \(key)", on: connection, logger: self.logger) {
+                   let held = try await Self.keyHolder(owner: owner, key: key, on: connection, logger: self.logger) {
                     return .keyHeld(held)
                 }
                 if let same = try await Self.fetchJob(where: """
@@ -123,6 +124,18 @@ extension PostgresJobStore {
                       AND (j.state IN ('queued', 'running') OR (j.state = 'succeeded' AND j.finished_at >= \(cutoff)))
                     ORDER BY j.state IN ('queued', 'running') DESC, j.seq DESC LIMIT 1
                     """, on: connection, logger: self.logger) {
+                    if let key = job.idempotencyKey {
+                        // The request holds its key from now on: a repeat answers the job it joined.
+                        // A job stored under the key by a submit this transaction cannot see yet
+                        // (another request under the same key, at the same moment) keeps the
+                        // key; this request's repeat is then a conflict with it.
+                        try await connection.query("""
+                            INSERT INTO joined_keys (owner, key, job_id, fingerprint)
+                            SELECT \(owner), \(key), \(same.id.rawValue), \(job.fingerprint)
+                            WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE owner = \(owner) AND idempotency_key = \(key))
+                            ON CONFLICT DO NOTHING
+                            """, logger: self.logger)
+                    }
                     return .duplicate(same)
                 }
                 return .inserted(try await insert(connection))
@@ -154,22 +167,41 @@ extension PostgresJobStore {
         return .created(stored)
     }
 
-    /// The job its owner already stored under the key of `job` (an idempotent repeat), nil
-    /// when there is none; throws when the request differs from it (a conflict).
+    /// The job its owner's key of `job` already names (an idempotent repeat), nil when the key
+    /// is free; throws when the request differs from the one that used the key (a conflict).
     private func repeatOf(_ job: Job) async throws -> EnqueueResult? {
         guard let key = job.idempotencyKey,
-              let existing = try await read("read a job", { connection in
-                  try await Self.fetchJob(where: "j.owner = \(job.owner ?? "") AND j.idempotency_key = \(key)", on: connection, logger: self.logger)
+              let holder = try await read("read a job", { connection in
+                  try await Self.keyHolder(owner: job.owner ?? "", key: key, on: connection, logger: self.logger)
               }) else { return nil }
-        return try Self.repeatOf(job, holder: existing)
+        return try Self.repeatOf(job, holder: holder)
     }
 
-    /// `job` as a repeat of `holder`, the job its key already names: that job, or a conflict
-    /// when the request differs.
-    private static func repeatOf(_ job: Job, holder: Job) throws -> EnqueueResult {
-        guard holder.fingerprint == job.fingerprint else {
-            throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: holder)
+    /// What holds an owner's Idempotency-Key: the job stored under it, or the job that the
+    /// request under it joined through result reuse; with the fingerprint of that request.
+    struct KeyHolder: Sendable {
+        var job: Job
+        var fingerprint: String
+    }
+
+    /// The holder of `owner`'s `key`; nil when the key is free.
+    static func keyHolder(owner: String, key: String, on connection: PostgresConnection, logger: Logger) async throws -> KeyHolder? {
+        if let job = try await fetchJob(where: "j.owner = \(owner) AND j.idempotency_key = \(key)", on: connection, logger: logger) {
+            return KeyHolder(job: job, fingerprint: job.fingerprint)
         }
-        return .existing(holder)
+        guard let (id, fingerprint) = try await connection.query(
+                  "SELECT job_id, fingerprint FROM joined_keys WHERE owner = \(owner) AND key = \(key)", logger: logger
+              ).decodeFirstRow((String, String).self),
+              let job = try await fetchJob(where: "j.id = \(id)", on: connection, logger: logger) else { return nil }
+        return KeyHolder(job: job, fingerprint: fingerprint)
+    }
+
+    /// `job` as a repeat of the request that holds its key: the job that key names, or a
+    /// conflict when the request differs.
+    private static func repeatOf(_ job: Job, holder: KeyHolder) throws -> EnqueueResult {
+        guard holder.fingerprint == job.fingerprint else {
+            throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: holder.job)
+        }
+        return .existing(holder.job)
     }
 }

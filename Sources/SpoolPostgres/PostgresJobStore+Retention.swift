@@ -57,10 +57,12 @@ extension PostgresJobStore {
         }
     }
 
-    /// Jobs' rows with their events, webhook deliveries (their attempts by cascade) and shared
-    /// files, in the caller's transaction (whose rows it has locked).
+    /// Jobs' rows with their events, webhook deliveries (their attempts by cascade), shared
+    /// files and the keys of the requests that joined them, in the caller's transaction (whose
+    /// rows it has locked).
     private func deleteRows(of ids: [String], on connection: PostgresConnection) async throws {
         guard !ids.isEmpty else { return }
+        try await connection.query("DELETE FROM joined_keys WHERE job_id = ANY(\(ids))", logger: logger)
         try await connection.query("DELETE FROM events WHERE job_id = ANY(\(ids))", logger: logger)
         try await connection.query("DELETE FROM webhook_deliveries WHERE job_id = ANY(\(ids))", logger: logger)
         try await connection.query("DELETE FROM job_files WHERE job_id = ANY(\(ids))", logger: logger)

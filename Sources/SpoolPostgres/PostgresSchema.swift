@@ -265,6 +265,20 @@ enum PostgresSchema {
             "CREATE INDEX jobs_array_heads ON jobs (seq) WHERE array_head",
             "CREATE INDEX jobs_owner_array_heads ON jobs (owner, seq) WHERE array_head",
         ]),
+        (12, "joined-keys", [
+            // The Idempotency-Key of a request that joined (or reused) a job through result reuse
+            // instead of storing one: a repeat answers that job; another request is a conflict.
+            """
+            CREATE TABLE joined_keys (
+                owner TEXT NOT NULL,
+                key TEXT NOT NULL,
+                job_id TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                PRIMARY KEY (owner, key)
+            )
+            """,
+            "CREATE INDEX joined_keys_job ON joined_keys (job_id)",
+        ]),
     ]
 
     /// Applies the migrations this database has not seen, in one transaction under the lock.

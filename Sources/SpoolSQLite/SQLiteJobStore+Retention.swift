@@ -55,8 +55,10 @@ extension SQLiteJobStore {
         }
     }
 
-    /// A job's row, its events and its webhook deliveries (their attempts by cascade).
+    /// A job's row, its events, its webhook deliveries (their attempts by cascade) and the keys
+    /// of the requests that joined it.
     private static func deleteRows(of id: String, in db: Database) throws {
+        try db.execute(cached: "DELETE FROM joined_keys WHERE job_id = ?", arguments: [id])
         try db.execute(cached: "DELETE FROM events WHERE job_id = ?", arguments: [id])
         try db.execute(cached: "DELETE FROM webhook_deliveries WHERE job_id = ?", arguments: [id])
         try db.execute(cached: "DELETE FROM jobs WHERE id = ?", arguments: [id])

@@ -16,12 +16,27 @@ extension SQLiteJobStore {
             }
             return .success((.existing(existing), nil))
         }
+        if let key = job.idempotencyKey,
+           let held = try Row.fetchOne(db, cached: "SELECT job_id, fingerprint FROM joined_keys WHERE owner = ? AND key = ?", arguments: [owner, key]),
+           let row = try Row.fetchOne(db, cached: "SELECT * FROM jobs WHERE id = ?", arguments: [held["job_id"] as String]) {
+            // The key of a request that joined this job: a repeat answers it, as a stored job's key does.
+            let joined = try withPosition(self.job(from: row), in: db)
+            guard held["fingerprint"] == job.fingerprint else {
+                return .failure(StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: joined))
+            }
+            return .success((.existing(joined), nil))
+        }
         if let dedup = job.dedup, let hash = job.dedupHash, let row = try Row.fetchOne(db, cached: """
             SELECT * FROM jobs INDEXED BY jobs_dedup
             WHERE owner = ? AND dedup_hash = ? AND (state IN ('queued', 'running') OR (state = 'succeeded' AND finished_at >= ?))
             ORDER BY state IN ('queued', 'running') DESC, seq DESC LIMIT 1
             """, arguments: [owner, hash, dedup.succeededWithin.map { job.createdAt.adding(seconds: -$0).microseconds } ?? Int64.max]) {
-            return .success((.duplicate(try withPosition(self.job(from: row), in: db)), nil))
+            let same = try withPosition(self.job(from: row), in: db)
+            if let key = job.idempotencyKey {
+                try db.execute(cached: "INSERT INTO joined_keys (owner, key, job_id, fingerprint) VALUES (?, ?, ?, ?)",
+                               arguments: [owner, key, same.id.rawValue, job.fingerprint])
+            }
+            return .success((.duplicate(same), nil))
         }
         if let total = limits.total, try Int.fetchOne(db, cached: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts") ?? 0 >= total {
             return .failure(StoreError.queueFull(.server, total))

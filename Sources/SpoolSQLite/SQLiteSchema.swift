@@ -187,6 +187,20 @@ enum SQLiteSchema {
                 CREATE INDEX jobs_owner_array_heads ON jobs(owner, seq) WHERE array_head = 1;
                 """)
         }
+        migrator.registerMigration("v11-joined-keys") { db in
+            // The Idempotency-Key of a request that joined (or reused) a job through result reuse
+            // instead of storing one: a repeat answers that job; another request is a conflict.
+            try db.execute(sql: """
+                CREATE TABLE joined_keys (
+                    owner TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    job_id TEXT NOT NULL,
+                    fingerprint TEXT NOT NULL,
+                    PRIMARY KEY (owner, key)
+                ) WITHOUT ROWID;
+                CREATE INDEX joined_keys_job ON joined_keys(job_id);
+                """)
+        }
         return migrator
     }
 }

@@ -16,7 +16,8 @@ public protocol JobStore: Sendable {
     /// `StoreError.idempotencyConflict` when it does not (keys are per owner). With `dedup` and a
     /// `dedupHash`, returns (`.duplicate`) the newest job of the same owner and hash that is
     /// queued or running, or else succeeded within `dedup.succeededWithin` of the job's
-    /// `createdAt`, storing nothing. Sets the job's
+    /// `createdAt`, storing only the request's idempotency key (a repeat answers that job as
+    /// `.existing`, and the key goes with the job). Sets the job's
     /// `fairTag` (`FairShare`, from its `shareWeight`). Refuses it, storing nothing, with
     /// `StoreError.queueFull` when it would pass one of `limits`.
     func enqueue(_ job: Job, limits: QueueLimits) async throws -> EnqueueResult

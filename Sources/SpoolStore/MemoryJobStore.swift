@@ -4,8 +4,9 @@ import SpoolCore
 /// as the durable drivers (the store tests run against both), none of the durability.
 public actor MemoryJobStore: LocalJobStore, TokenStore {
     private var jobsByID: [JobID: Job] = [:]
-    /// Idempotency keys, per owner.
-    private var idsByKey: [String: JobID] = [:]
+    /// Idempotency keys, per owner: the job each names, and the fingerprint of the request that
+    /// used it (a job's own, or that of a request that joined the job through result reuse).
+    private var keys: [String: (job: JobID, fingerprint: String)] = [:]
     private var tokensByName: [String: TokenRecord] = [:]
     private var signingKey: [UInt8]?
     private var nextSequence: Int64 = 1
@@ -20,8 +21,8 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
 
     public func enqueue(_ job: Job, limits: QueueLimits) async throws -> EnqueueResult {
         let key = job.idempotencyKey.map { (job.owner ?? "") + "\u{0}" + $0 }
-        if let key, let existingID = idsByKey[key], let existing = jobsByID[existingID] {
-            guard existing.fingerprint == job.fingerprint else {
+        if let key, let held = keys[key], let existing = jobsByID[held.job] {
+            guard held.fingerprint == job.fingerprint else {
                 throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: existing)
             }
             return .existing(withPosition(existing))
@@ -32,6 +33,7 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
             if let live = same.filter({ !$0.state.isTerminal }).max(by: { $0.sequence < $1.sequence })
                 ?? same.filter({ job in job.state == .succeeded && cutoff.map { $0 <= (job.finishedAt ?? $0) } == true })
                     .max(by: { $0.sequence < $1.sequence }) {
+                if let key { keys[key] = (live.id, job.fingerprint) }   // a repeat answers the job it joined
                 return .duplicate(withPosition(live))
             }
         }
@@ -49,7 +51,7 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
                                        head: level.map(\.fairTag).min(), weight: job.shareWeight)
         nextSequence += 1
         jobsByID[stored.id] = stored
-        if let key { idsByKey[key] = stored.id }
+        if let key { keys[key] = (stored.id, job.fingerprint) }
         record(.state, stored, at: stored.createdAt)
         return .created(withPosition(stored))
     }
@@ -61,7 +63,7 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
             throw StoreError.queueFull(.owner, most)
         }
         if let first = tasks.first, let key = first.idempotencyKey,
-           let holder = idsByKey[(first.owner ?? "") + "\u{0}" + key].flatMap({ jobsByID[$0] }) {
+           let holder = keys[(first.owner ?? "") + "\u{0}" + key].flatMap({ jobsByID[$0.job] }) {
             throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: holder)
         }
         var stored: [Job] = []
@@ -298,13 +300,11 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
         return .deleted(tasks.map(\.id))
     }
 
-    /// Forgets `jobs`, their idempotency keys and their events.
+    /// Forgets `jobs`, the idempotency keys that name them and their events.
     private func remove(_ jobs: [Job]) {
-        for job in jobs {
-            jobsByID[job.id] = nil
-            if let key = job.idempotencyKey { idsByKey[(job.owner ?? "") + "\u{0}" + key] = nil }
-        }
+        for job in jobs { jobsByID[job.id] = nil }
         let ids = Set(jobs.map(\.id))
+        keys = keys.filter { !ids.contains($0.value.job) }
         eventLog.removeAll { ids.contains($0.job) }
     }
 

@@ -118,6 +118,11 @@ import Testing
         let joinedID = try id(joined)
         #expect(joined.status == 200 && joined.header("Spool-Dedup") == "joined" && joinedID == job)
         #expect(joined.header("Location") == "/v1/jobs/\(job)")
+        // A request that joins under an Idempotency-Key holds the key: sent again once the job
+        // has ended (when it would no longer join), it still answers that job.
+        let keyedJoin = try await server.submit("sleep", input, extra: ["dedup": "queued"], key: "join-1")
+        let keyedJoinID = try id(keyedJoin)
+        #expect(keyedJoin.status == 200 && keyedJoinID == job)
         // A key names the identity: another input with the same key joins too.
         // (Long enough to still be queued or running under a loaded test run: it joins only those.)
         let keyed = try id(try await server.submit("sleep", .object(["seconds": 2]), extra: ["dedup_key": "frame-7"]))
@@ -132,6 +137,11 @@ import Testing
         let reusedID = try id(reused)
         #expect(reused.status == 200 && reused.header("Spool-Dedup") == "reused" && reusedID == job)
         #expect(reused.json["state"] == "succeeded")
+        let keyedAgain = try await server.submit("sleep", input, extra: ["dedup": "queued"], key: "join-1")
+        let keyedAgainID = try id(keyedAgain)
+        #expect(keyedAgain.status == 200 && keyedAgainID == job, "\(keyedAgain.status)")
+        let keyedOther = try await server.submit("sleep", .object(["seconds": 0.1]), key: "join-1")
+        #expect(keyedOther.status == 409, "\(keyedOther.status)")
         // Only joining queued or running jobs, or no dedup at all: the request runs again.
         #expect(try await server.submit("sleep", input, extra: ["dedup": "queued"]).status == 201)
         #expect(try await server.submit("sleep", input).status == 201)

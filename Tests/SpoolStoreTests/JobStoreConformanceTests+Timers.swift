@@ -224,6 +224,48 @@ extension JobStoreConformanceTests {
         }
     }
 
+    /// A request that joins a job holds its Idempotency-Key as a stored job would: sent again it
+    /// answers that job, even once the job has ended (before, it made a new job); any other
+    /// request under the key — a job or an array — is a conflict naming the joined job; and the
+    /// key is free again once that job is deleted.
+    @Test(arguments: StoreKind.allCases)
+    func aRequestThatJoinsAJobHoldsItsIdempotencyKey(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let first = try await store.create(deduplicated("h1"))
+            var keyed = deduplicated("h1", createdAt: Self.seconds(1))
+            keyed.idempotencyKey = "k1"
+            guard case .duplicate(let joined) = try await store.enqueue(keyed), joined.id == first.id else {
+                Issue.record("the keyed request did not join \(first.id)")
+                return
+            }
+            _ = try await store.claimNext(for: SlotID(0), now: Self.seconds(2))
+            _ = try await store.finish(first.id, attempt: 1, outcome: .exited(code: 1), now: Self.seconds(3), claimNextFor: nil)
+
+            var again = keyed
+            again.id = JobID.random()
+            again.createdAt = Self.seconds(4)
+            let repeated = try await store.enqueue(again)
+            #expect(repeated.existing?.id == first.id && repeated.job.state == .failed, "\(repeated)")
+            #expect(try await store.queuedCount() == 0)
+
+            func isConflict(_ error: any Error) -> Bool {
+                (error as? StoreError)?.code == .idempotencyConflict && (error as? StoreError)?.existing?.id == first.id
+            }
+            let other = makeJob(input: .object(["other": .int(1)]), key: "k1")
+            await #expect(performing: { try await store.enqueue(other) }, throws: isConflict)
+            var array = tasks(ArraySpec.newID(), count: 2)
+            array[0].idempotencyKey = "k1"
+            await #expect(performing: { try await store.enqueueArray(array, limits: QueueLimits()) }, throws: isConflict)
+            #expect(try await store.queuedCount() == 0)
+
+            guard case .deleted = try await store.delete(first.id) else {
+                Issue.record("the ended job was not deleted")
+                return
+            }
+            #expect(try await store.enqueue(other).created != nil)
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func aSucceededJobIsReusedOnlyWithinItsWindowAndFailedOnesNever(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
