@@ -197,9 +197,10 @@ public struct ServerConfiguration: Sendable {
             case "auto": gpus = .auto
             case "none", "": gpus = .none
             default:
-                let devices = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-                guard !devices.isEmpty, devices.allSatisfy({ !$0.isEmpty && $0.allSatisfy(\.isNumber) }),
-                      Set(devices).count == devices.count
+                // Every entry an index (ASCII digits; "1" and "01" name one device), none empty.
+                let devices = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+                guard devices.allSatisfy({ !$0.isEmpty && $0.utf8.allSatisfy { (0x30...0x39).contains($0) } }),
+                      Set(devices.map { $0.drop { $0 == "0" } }).count == devices.count
                 else { throw fail("\"auto\", \"none\" or a list of distinct GPU indices like \"0,2\"") }
                 gpus = .devices(devices)
             }
