@@ -411,6 +411,9 @@ import Testing
         // A token the CLI cannot send is the caller's error (1), not an unreachable server (3).
         let badToken = try await runCLI(["list", "--server", server.url, "--token", "abc\ndef"])
         #expect(badToken.status == 1 && badToken.stderr.hasPrefix("spool: a header of this request cannot be sent"), "\(badToken.stderr)")
+        // An empty --token is a mistake (an unset variable in a script), not a request without one.
+        let emptyToken = try await runCLI(["list", "--server", server.url, "--token", ""])
+        #expect(emptyToken.status == 1 && emptyToken.stderr == "spool: --token is empty (leave it out to send no token)\n", "\(emptyToken.stderr)")
 
         let unreachable = try await runCLI(["status", jobID, "--server", "http://127.0.0.1:9"])
         #expect(unreachable.status == 3)
