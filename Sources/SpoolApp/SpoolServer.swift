@@ -54,7 +54,7 @@ public enum SpoolServer {
         }
         defer { shared?.close() }
         try await store.prepare()
-        try await recover(store, node: shared == nil ? nil : node, dataDirectory: dataDirectory, logger: logger)
+        let recovered = try await recover(store, node: shared == nil ? nil : node, dataDirectory: dataDirectory, logger: logger)
 
         var types = [BuiltinTypes.render(executable: executable)]
         for type in configuration.jobTypes { types.removeAll { $0.name == type.name }; types.append(type) }
@@ -71,6 +71,8 @@ public enum SpoolServer {
         let scheduler = Scheduler(store: store, executor: executor, catalog: catalog, configuration: schedulerConfiguration,
                                   clock: clock, logger: logger)
 
+        // Before the slots claim anything: the rest of a fail-fast array whose task the crash failed.
+        await scheduler.failFast(after: recovered)
         await scheduler.learn(from: try await store.jobs(JobQuery(state: .succeeded, limit: 500)).jobs)
         let tokenStore = store as? any TokenStore
         let tokens = TokenBook(store: tokenStore, logger: logger, onRevoke: { [store] in store.eventNotifier.wakeAll() })
@@ -214,9 +216,9 @@ public enum SpoolServer {
     }
 
     /// Jobs a crashed server left `running`: kill their leftover processes, then requeue them
-    /// (or fail them as `interrupted` when their attempts are used up).
+    /// (or fail them as `interrupted` when their attempts are used up). Returns them as it left them.
     /// With a shared store (`node` set), only this node's jobs: the others run elsewhere.
-    static func recover(_ store: any JobStore, node: String?, dataDirectory: String, logger: Logger) async throws {
+    static func recover(_ store: any JobStore, node: String?, dataDirectory: String, logger: Logger) async throws -> [Job] {
         let workers = try await OrphanReaper.killLeftoverWorkers(of: dataDirectory)
         if !workers.isEmpty {
             logger.warning("killed warm workers left by a previous crash", metadata: ["pids": "\(workers)"])
@@ -229,12 +231,20 @@ public enum SpoolServer {
             logger.warning("killed job processes left by a previous crash", metadata: ["pids": "\(leftovers)"])
         }
         let running = try await store.jobs(JobQuery(state: .running, limit: 100_000)).jobs.filter { node == nil || $0.node == node }
-        guard !running.isEmpty else { return }
-        let recovered = try await store.recoverInterrupted(now: WallClock.now())
-        let failed = recovered.filter { $0.attempts >= $0.maxAttempts }.count
+        guard !running.isEmpty else { return [] }
+        let now = WallClock.now()
+        let recovered = try await store.recoverInterrupted(now: now).map { job in
+            var job = job
+            job.recoverFromInterruption(at: now)   // as the store left it (the store returns it as found)
+            return job
+        }
+        let requeued = recovered.count { $0.state == .queued }
+        let failed = recovered.count { $0.state == .failed }
         logger.warning("recovered jobs interrupted by a previous crash", metadata: [
-            "requeued": "\(recovered.count - failed)", "failed_interrupted": "\(failed)", "leftover_processes_killed": "\(leftovers.count)",
+            "requeued": "\(requeued)", "failed_interrupted": "\(failed)", "canceled": "\(recovered.count - requeued - failed)",
+            "leftover_processes_killed": "\(leftovers.count)",
         ])
+        return recovered
     }
 
     static func pickSlots(_ configuration: ServerConfiguration, logger: Logger) async -> [SlotSpec] {

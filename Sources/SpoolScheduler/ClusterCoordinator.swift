@@ -149,15 +149,24 @@ public actor ClusterCoordinator: Service {
 
     private func rescue() async {
         do {
-            let rescued = try await store.rescueExpired(now: clock.wall())
+            let now = clock.wall()
+            let rescued = try await store.rescueExpired(now: now)
             guard !rescued.isEmpty else { return }
-            let failed = rescued.filter { $0.attempts >= $0.maxAttempts }
-            Counter(label: "spool_jobs_rescued_total", dimensions: [("outcome", "requeued")]).increment(by: rescued.count - failed.count)
+            // As the store left them: requeued, or failed as node_lost (canceled, when a cancel was under way).
+            let ended = rescued.map { job in
+                var job = job
+                job.rescueFromLostNode(at: now)
+                return job
+            }
+            let failed = ended.filter { $0.state == .failed }
+            let requeued = ended.count { $0.state == .queued }
+            Counter(label: "spool_jobs_rescued_total", dimensions: [("outcome", "requeued")]).increment(by: requeued)
             Counter(label: "spool_jobs_rescued_total", dimensions: [("outcome", "failed_node_lost")]).increment(by: failed.count)
             logger.warning("rescued jobs of a node whose leases expired", metadata: [
                 "jobs": "\(rescued.map(\.id))", "nodes": "\(Set(rescued.compactMap(\.node)).sorted())",
-                "requeued": "\(rescued.count - failed.count)", "failed_node_lost": "\(failed.count)",
+                "requeued": "\(requeued)", "failed_node_lost": "\(failed.count)", "canceled": "\(ended.count - requeued - failed.count)",
             ])
+            await scheduler.failFast(after: failed)
             if configuration.runsJobs { scheduler.jobEnqueued() }
         } catch {
             logger.error("could not look for expired leases", metadata: ["error": "\(error)"])

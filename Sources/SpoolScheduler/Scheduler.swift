@@ -937,6 +937,24 @@ public actor Scheduler: Service {
         return nil
     }
 
+    /// Fail-fast arrays: each of `failed` (tasks that ended failed: here, or found so after a
+    /// crash or a lost node) cancels the tasks of its array that have not finished, queued ones
+    /// at once and running ones stopped, named `canceled_by: "fail_fast"`.
+    public func failFast(after failed: [Job]) async {
+        var seen: Set<String> = []
+        for task in failed where task.state == .failed {
+            guard let array = task.array, array.failFast, seen.insert(array.id).inserted else { continue }
+            do {
+                let canceled = try await store.cancelArray(array.id, by: "fail_fast", now: clock.wall())
+                for other in canceled { await stop(other, because: .cancel) }
+                logger.info("array task failed: canceled the rest (fail_fast)",
+                            metadata: ["array": "\(array.id)", "task": "\(task.id)", "canceled": "\(canceled.count)"])
+            } catch {
+                logger.warning("could not cancel the rest of a fail-fast array", metadata: ["array": "\(array.id)", "error": "\(error)"])
+            }
+        }
+    }
+
     /// An attempt's end is in the store: learn its run time, count it, and write its last log
     /// lines and its outputs as events (off the dispatch path).
     /// Returns the state the store left the job in (nil for a voided attempt, which recorded nothing).
@@ -962,20 +980,10 @@ public actor Scheduler: Service {
             arm(at: retryAt, in: &group)
             SchedulerMetrics.retried(job, reason: outcome.reason)
         }
-        if let array = job.array, array.failFast, recorded.state == .failed {
+        if recorded.state == .failed, job.array?.failFast == true {
             // A fail-fast array: its other tasks are canceled (off the dispatch path).
-            let now = clock.wall()
-            group.addTask { [store, logger] in
-                do {
-                    // Named as the canceler, so each task says why it was canceled.
-                    let canceled = try await store.cancelArray(array.id, by: "fail_fast", now: now)
-                    for task in canceled { await self.stop(task, because: .cancel) }
-                    logger.info("array task failed: canceled the rest (fail_fast)",
-                                metadata: ["array": "\(array.id)", "task": "\(job.id)", "canceled": "\(canceled.count)"])
-                } catch {
-                    logger.warning("could not cancel the rest of a fail-fast array", metadata: ["array": "\(array.id)", "error": "\(error)"])
-                }
-            }
+            let failed = recorded
+            group.addTask { await self.failFast(after: [failed]) }
         }
         if retrying {
             logger.info("job attempt failed; retrying after its back-off",

@@ -34,6 +34,25 @@ import Testing
         return id
     }
 
+    /// Fail-fast holds however a task fails: tasks failed by a crash of the server (`interrupted`,
+    /// found by the restart, their one attempt used) cancel the rest as an exit code does (found
+    /// by attacking the build: the restart ran the queued tasks).
+    @Test func tasksFailedByACrashStillCancelTheRestOfAFailFastArray() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let reply = try await server.submit("frame", .object(["fail_on": -1, "sleep": 30]),
+                                            extra: ["array": .object(["range": .array([1, 5]), "fail_fast": true])])
+        let id = try #require(reply.json["id"]?.stringValue)
+        _ = try await waitForArray(server, id) { $0["counts"]?["running"] == .int(2) }
+        await server.kill9()
+        try await server.start(["--slots", "2"])
+        let ended = try await waitForArray(server, id) { ["succeeded", "failed", "canceled"].contains($0["state"]?.stringValue) }
+        #expect(ended["state"] == "failed" && ended["counts"]?["failed"] == .int(2) && ended["counts"]?["canceled"] == .int(3), "\(ended)")
+        let tasks = try await server.request(.GET, "/v1/arrays/\(id)/tasks").json["tasks"]?.arrayValue ?? []
+        #expect(tasks.filter { $0["state"] == "failed" }.allSatisfy { $0["reason"] == "interrupted" }, "\(tasks)")
+        #expect(tasks.filter { $0["state"] == "canceled" }.allSatisfy { $0["canceled_by"] == "fail_fast" && $0["attempts"] == .int(0) }, "\(tasks)")
+    }
+
     @Test func anArrayRunsEveryTaskAndShowsTheirSumAndOutputs() async throws {
         let server = try await server()
         defer { Task { await server.stop() } }

@@ -31,6 +31,7 @@ import Testing
                                              "properties": .object(["sleep": .object(["type": "number", "minimum": 0, "maximum": 60])])]),
                     "env": .object(["NODE": .string(node), "LEDGER": .string(ledger)]),
                 ]),
+                "once": .object(["command": .array(["/bin/sh", "-c", "sleep {input.sleep}"]), "timeout_s": 60, "max_attempts": 1]),
             ]),
         ])
     }
@@ -159,7 +160,7 @@ import Testing
     /// A cancel asked on an API node stops the job on the agent running it (SIGTERM to its
     /// process), and the job's events reach an event stream on the API node.
     @Test func aCancelOnAnAPINodeStopsTheJobOnTheAgent() async throws {
-        try await withAPINodeAndAgent { api, ledger in
+        try await withAPINodeAndAgent { api, ledger, _ in
             let reply = try await api.submit("work", .object(["sleep": 30]))
             let id = try #require(reply.json["id"]?.stringValue)
             let running = try await api.waitFor(id, ["running"], timeout: .seconds(60))
@@ -183,11 +184,34 @@ import Testing
         }
     }
 
+    /// Fail-fast holds when a task fails because its node was lost: the node that rescues it
+    /// (here the API node) cancels the rest of the array (found by attacking the build: they
+    /// stayed queued, and ran).
+    @Test func aTaskFailedAsNodeLostCancelsTheRestOfAFailFastArray() async throws {
+        try await withAPINodeAndAgent { api, _, agent in
+            let reply = try await api.submit("once", .object(["sleep": 30]), extra: ["array": .object(["range": .array([1, 3]), "fail_fast": true])])
+            let id = try #require(reply.json["id"]?.stringValue)
+            let first = try #require(try await api.request(.GET, "/v1/arrays/\(id)/tasks").json["tasks"]?.arrayValue?.first?["id"]?.stringValue)
+            _ = try await api.waitFor(first, ["running"], timeout: .seconds(60))
+            await agent.kill9()
+            let lost = try await api.waitFor(first, ["succeeded", "failed", "canceled"], timeout: .seconds(60))
+            #expect(lost["state"] == "failed" && lost["reason"] == "node_lost", "\(lost)")
+            let tasks = try await withDeadline(.seconds(30), "the rest of the array to be canceled") {
+                while true {
+                    let tasks = try await api.request(.GET, "/v1/arrays/\(id)/tasks").json["tasks"]?.arrayValue ?? []
+                    if tasks.dropFirst().allSatisfy({ $0["state"] != "queued" }) { return tasks }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+            }
+            #expect(tasks.dropFirst().allSatisfy { $0["state"] == "canceled" && $0["canceled_by"] == "fail_fast" }, "\(tasks)")
+        }
+    }
+
     /// A job delayed on an API node starts on an agent once it is due — the agent learns when
     /// from the store, not from the submit (which reached the API node only) — and a job whose
     /// deadline passes while it waits is canceled.
     @Test func aJobDelayedOnAnAPINodeStartsOnAnAgentWhenDue() async throws {
-        try await withAPINodeAndAgent { api, _ in
+        try await withAPINodeAndAgent { api, _, _ in
             let blocker = try #require(try await api.submit("work", .object(["sleep": 30])).json["id"]?.stringValue)
             _ = try await api.waitFor(blocker, ["running"], timeout: .seconds(60))
             let missed = try #require(try await api.submit("work", .object(["sleep": 0]), extra: ["start_within_s": 1]).json["id"]?.stringValue)
@@ -205,8 +229,8 @@ import Testing
     }
 
     /// A fresh database, an API node (`api1`, no slots) and an agent (`gpu1`, one slot) writing to
-    /// one ledger; both stopped and the database dropped afterwards, whatever happens.
-    func withAPINodeAndAgent(_ body: (ServerHarness, String) async throws -> Void) async throws {
+    /// one ledger (the body gets the API node, the ledger and the agent); both stopped and the database dropped afterwards, whatever happens.
+    func withAPINodeAndAgent(_ body: (ServerHarness, String, ServerHarness) async throws -> Void) async throws {
         let store = try await TestPostgres.createDatabase()
         let ledger = NSTemporaryDirectory() + "spool-ledger-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: ledger, withIntermediateDirectories: true)
@@ -216,7 +240,7 @@ import Testing
         do {
             try await api.start(["--no-slots"])
             try await gpu.start(["--slots", "1"], agent: true)
-            try await body(api, ledger)
+            try await body(api, ledger, gpu)
         } catch {
             for server in [api, gpu] { await server.stop() }
             try? await TestPostgres.dropDatabase(store)
