@@ -225,6 +225,7 @@ public struct Job: Sendable, Hashable {
     public mutating func start(on slot: SlotID, at now: Timestamp) {
         state = .running
         attempts += 1
+        startBy = nil   // the start deadline is met: a later requeue does not cancel the job for it
         self.slot = slot
         startedAt = now
         finishedAt = nil

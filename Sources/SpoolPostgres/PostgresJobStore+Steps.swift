@@ -219,7 +219,7 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
                     FROM allowed a LEFT JOIN room r ON r.name = a.owner WHERE r.name IS NULL OR a.k <= r.spare
                 ), claimed AS (
                     UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, slot = c.slot, node = $1, started_at = c.at,
-                        finished_at = NULL, progress_fraction = NULL, progress_message = NULL, result = NULL,
+                        finished_at = NULL, start_by = NULL, progress_fraction = NULL, progress_message = NULL, result = NULL,
                         lease_until = spool_now() + $2::bigint
                     FROM ranked r JOIN c ON c.n = r.n WHERE j.seq = r.seq
                     RETURNING j.*, c.n AS claim

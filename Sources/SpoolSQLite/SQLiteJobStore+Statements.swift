@@ -119,7 +119,7 @@ extension SQLiteJobStore {
             _ = arguments.append(contentsOf: StatementArguments(capped))
         }
         return try Row.fetchOne(db, cached: """
-            UPDATE jobs SET state = 'running', attempts = attempts + 1, slot = ?, started_at = ?, finished_at = NULL,
+            UPDATE jobs SET state = 'running', attempts = attempts + 1, slot = ?, started_at = ?, finished_at = NULL, start_by = NULL,
                 pid = NULL, progress_fraction = NULL, progress_message = NULL, result = NULL
             WHERE seq = (SELECT seq FROM jobs INDEXED BY jobs_queue WHERE state = 'queued'\(filter)
                          ORDER BY priority DESC, fair_tag, seq LIMIT 1)

@@ -152,6 +152,25 @@ extension JobStoreConformanceTests {
         }
     }
 
+    /// A start deadline is met by the first start: a job that started in time and went back to
+    /// the queue (a crash, a retry's back-off, a shutdown) is not canceled as `deadline` later
+    /// (found by attacking the build: its retries were thrown away, and a restarted job lost).
+    @Test(arguments: StoreKind.allCases)
+    func aJobThatStartedInTimeIsNotCanceledForItsDeadlineOnceRequeued(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            var job = retryingJob(RetryPolicy(maxAttempts: 3, backoffSeconds: 0))
+            job.startBy = Self.seconds(2)
+            let stored = try await store.create(job)
+            let claimed = try #require(try await store.claimNext(for: SlotID(0), now: Self.seconds(1)))
+            #expect(claimed.id == stored.id && claimed.startBy == nil)
+            _ = try await store.recoverInterrupted(now: Self.seconds(5))
+            #expect(try await store.require(stored.id).state == .queued)
+            #expect(try await store.expireDeadlines(now: Self.seconds(6)).isEmpty)
+            #expect(try await store.nextTimer(after: Self.seconds(6)) == nil)
+            #expect(try await store.claimNext(for: SlotID(0), now: Self.seconds(7))?.id == stored.id, "it runs again")
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func anInterruptedAttemptIsLoggedAndARequeuedJobStillRetries(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
