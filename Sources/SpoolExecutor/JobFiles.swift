@@ -231,17 +231,17 @@ enum JobFiles {
     /// Makes whatever of the job's files is missing (blocking).
     private static func makeFiles(_ paths: JobPaths, input bytes: [UInt8], messages: Bool) throws(ExecutorError) {
         for directory in [paths.directory, paths.outputs] where mkdir(directory, 0o755) != 0 && errno != EEXIST {
-            throw ExecutorError("cannot create \(directory): \(String(cString: strerror(errno)))")
+            throw ExecutorError("cannot create \(directory)", errno: errno)
         }
         // The log, empty (an earlier attempt's lines stay: the log appends).
         let log = open(paths.log, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
-        guard log >= 0 else { throw ExecutorError("cannot create \(paths.log): \(String(cString: strerror(errno)))") }
+        guard log >= 0 else { throw ExecutorError("cannot create \(paths.log)", errno: errno) }
         close(log)
         if messages { try MessageChannel.makeFIFO(at: paths.messages) }
         // A job's input never changes: a file already holding it is left as it is (a started
         // attempt may be reading it — a look-ahead came late); one cut short by a crash is rewritten.
         if JobFiles.contents(of: paths.input, limit: bytes.count + 1) == bytes { return }
-        if let problem = write(bytes, to: paths.input, creating: true) { throw ExecutorError("cannot write \(paths.input): \(problem)") }
+        if let code = write(bytes, to: paths.input, creating: true) { throw ExecutorError("cannot write \(paths.input)", errno: code) }
     }
 
     /// Removes a directory and everything in it (not following links).
@@ -254,12 +254,22 @@ enum JobFiles {
         rmdir(path)
     }
 
-    /// Writes `bytes` as the whole of the file at `path`; what went wrong, or nil.
-    private static func write(_ bytes: [UInt8], to path: String, creating: Bool) -> String? {
+    /// Writes `bytes` as the whole of the file at `path`; the system error that stopped it, or nil.
+    private static func write(_ bytes: [UInt8], to path: String, creating: Bool) -> Int32? {
         let descriptor = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC | (creating ? O_CREAT : 0), 0o644)
-        guard descriptor >= 0 else { return String(cString: strerror(errno)) }
+        guard descriptor >= 0 else { return errno }
         defer { close(descriptor) }
-        let written = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
-        return written == bytes.count ? nil : "short write"
+        var offset = 0
+        while offset < bytes.count {
+            // A short count is followed by the error that cut it (a full disk: ENOSPC) on the next call.
+            let written = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress! + offset, $0.count - offset) }
+            if written < 0 {
+                if errno == EINTR { continue }
+                return errno
+            }
+            if written == 0 { return EIO }
+            offset += written
+        }
+        return nil
     }
 }

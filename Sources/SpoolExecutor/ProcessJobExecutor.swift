@@ -117,7 +117,9 @@ public struct ProcessJobExecutor: JobExecutor {
         }
         var prepared = JobFiles.takeReady(paths)
         if prepared == nil {
-            do { try await JobFiles.make(paths, input: job.input, slot: slot.id, messages: true) } catch { return ExecutionResult(.spawnFailed(message: "\(error)")) }
+            do { try await JobFiles.make(paths, input: job.input, slot: slot.id, messages: true) } catch {
+                return .preparing(failedWith: error) { .spawnFailed(message: $0) }
+            }
             prepared = JobFiles.Prepared(messages: true)
         }
         switch await start(launch(job.id, plan, paths: paths, messagesMade: prepared?.messages ?? false, gate: false), paths: paths,

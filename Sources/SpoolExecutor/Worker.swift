@@ -315,7 +315,7 @@ public actor Worker {
             }
             sink = try LogSink(path: assignment.paths.log, limit: settings.logLimitBytes)
         } catch {
-            return ExecutionResult(.returned(message: "\(error)"))
+            return .preparing(failedWith: error) { .returned(message: $0) }
         }
         let deliveries = ObserverDeliveries(observer)
         current = Current(assignment: assignment, sink: sink, deliveries: deliveries)

@@ -259,6 +259,7 @@ public struct SpoolAPI: Sendable {
         }
         var problems: [String] = []
         if let trouble = await scheduler.storeProblem() { problems.append(trouble) }
+        if let full = await scheduler.dataDirectoryProblem() { problems.append(full) }
         var queued: Int?
         do { queued = try await store.queuedCount() } catch {
             // The reason is logged; the answer names no host, path or credential.

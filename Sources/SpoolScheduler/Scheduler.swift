@@ -169,6 +169,11 @@ public actor Scheduler: Service {
         didSet { book.withLock { [running] in $0.running = Array(running.values) } }
     }
     private var storeTrouble: StoreTrouble?
+    /// Set while the data directory is full: a job's files could not be made, so it went back
+    /// to the queue, and slots claim nothing until `retryAt` (each try would only hand it back).
+    private var dataDirectoryFull: (since: Moment, retryAt: Moment, error: String)?
+    /// Whether slots hold off claiming (the data directory is full).
+    private var claimsPaused: Bool { dataDirectoryFull.map { clock.now() < $0.retryAt } ?? false }
 
     /// Set with a local store (and `startBeforeCommit`): slots start jobs before claims commit.
     private let local: (any LocalJobStore)?
@@ -355,6 +360,38 @@ public actor Scheduler: Service {
     /// The warm workers and their health, per slot.
     public func workerStatus() async -> [SlotID: SlotWorkers] { await executor.workerStatus() }
 
+    /// Why jobs cannot start, while the data directory is full (their files cannot be made).
+    public func dataDirectoryProblem() -> String? {
+        guard let full = dataDirectoryFull else { return nil }
+        let seconds = Int((clock.now() - full.since).inSeconds.rounded())
+        return "the data directory has been full for \(seconds) s; jobs wait in the queue until there is room (\(full.error))"
+    }
+
+    /// After an attempt's end: a job handed back because the data directory is full pauses the
+    /// slots' claims for `dataDirectoryRetryDelay` (then they look again); any job that got its
+    /// files (it ran) says there is room again.
+    private func noteDataDirectory(after result: ExecutionResult, in group: inout DiscardingTaskGroup) {
+        guard result.dataDirectoryFull else {
+            if case .returned = result.outcome { return }   // it never got as far as its files
+            if let full = dataDirectoryFull {
+                dataDirectoryFull = nil
+                logger.notice("the data directory has room again: jobs start", metadata: ["full_for_s": "\(Int((clock.now() - full.since).inSeconds))"])
+            }
+            return
+        }
+        let now = clock.now(), delay = configuration.dataDirectoryRetryDelay
+        let error = if case .returned(let message) = result.outcome { message } else { "\(result.outcome)" }
+        if dataDirectoryFull == nil {
+            logger.error("the data directory is full: jobs go back to the queue (their attempts unused) and wait for room",
+                         metadata: ["error": "\(error)", "retry_every_s": "\(delay.inSeconds)"])
+        }
+        dataDirectoryFull = (since: dataDirectoryFull?.since ?? now, retryAt: now + delay, error: error)
+        group.addTask { [weak self, clock] in
+            do { try await clock.sleep(for: delay) } catch { return }
+            self?.jobEnqueued()
+        }
+    }
+
     /// Why the store is failing this scheduler, when it has failed three times in a row: the
     /// server is degraded (a damaged or full disk, an unreachable database) and says so.
     public func storeProblem() -> String? {
@@ -388,6 +425,7 @@ public actor Scheduler: Service {
             wakePending.store(false, ordering: .releasing)
             await fillIdleSlots(in: &group)
         case .finished(let job, let slot, let result):
+            noteDataDirectory(after: result, in: &group)
             // Its claim waited for its end: the two commit together.
             if let local, let claim = deferredClaims.removeValue(forKey: Attempt(job)) {
                 await finishLocally(job, on: slot, with: result, local, claimed: claim.job, in: &group)
@@ -481,7 +519,7 @@ public actor Scheduler: Service {
     }
 
     private func fillIdleSlots(in group: inout DiscardingTaskGroup) async {
-        guard !shuttingDown else { return }
+        guard !shuttingDown, !claimsPaused else { return }
         // The types excluded on the slots that found nothing to start, in common: a slot that
         // excludes at least those would find nothing either (a type backing off on one slot is
         // still another's to take). After a store failure, no slot asks again in this pass.
@@ -570,7 +608,7 @@ public actor Scheduler: Service {
     /// Records an attempt's end and claims the slot's next job in one transaction; the slot
     /// waits for the answer (`recorded`).
     private func record(_ job: Job, on slot: SlotID, with result: ExecutionResult, in group: inout DiscardingTaskGroup) {
-        let claimFor = shuttingDown || quarantine.isQuarantined(slot) ? nil : slot
+        let claimFor = shuttingDown || quarantine.isQuarantined(slot) || claimsPaused ? nil : slot
         let now = clock.wall()
         // With a local store, jobs other slots started before their claim committed (or were
         // stopped that way and still end) are never claimed here: two transactions, on this
@@ -719,7 +757,7 @@ public actor Scheduler: Service {
         var refusing: Set<String> = []
         if storeTrouble != nil {
             next = .claimInStore
-        } else if quarantine.isQuarantined(slot) {
+        } else if quarantine.isQuarantined(slot) || claimsPaused {
             // Starts nothing.
         } else if !shuttingDown {
             if let ahead, !submissions.withLock({ $0.overtakes(ahead.job, since: ahead.submissions) }),
@@ -893,7 +931,7 @@ public actor Scheduler: Service {
         lookups[slot] = lookup
         startedDuringLookAhead[slot] = nil
         let alone = aloneInQueue.removeValue(forKey: slot)
-        guard let local, !shuttingDown, storeTrouble == nil, !quarantine.isQuarantined(slot) else { return }
+        guard let local, !shuttingDown, storeTrouble == nil, !quarantine.isQuarantined(slot), !claimsPaused else { return }
         upcoming[slot] = nil
         emptyAhead[slot] = nil
         // The job it runs came alone into a queue the slot found empty, and nothing came since:

@@ -11,6 +11,9 @@ public struct SchedulerConfiguration: Sendable {
     public var progressInterval: Duration = .milliseconds(250)
     /// Back-off before retrying after the store failed (full disk, I/O error).
     public var storeRetryDelay: Duration = .seconds(1)
+    /// While the data directory is full (a job's files could not be made): how long slots wait
+    /// before they try a job again.
+    public var dataDirectoryRetryDelay: Duration = .seconds(5)
     /// With a shared store: the most bytes of a job's log and outputs kept in the store for
     /// other nodes to serve (the log first, then outputs by name until the budget is spent).
     public var sharedFileLimitBytes: Int = 64 << 20

@@ -25,7 +25,12 @@ public final class ScriptedExecutor: JobExecutor {
 
         /// Ends the attempt with this outcome (later calls do nothing).
         public func finish(_ outcome: JobOutcome, result: JSONValue? = nil) {
-            ending.withLock { $0.take() }?.resume(returning: ExecutionResult(outcome, result: result))
+            finish(ExecutionResult(outcome, result: result))
+        }
+
+        /// Ends the attempt with `result` as the executor's whole answer.
+        public func finish(_ result: ExecutionResult) {
+            ending.withLock { $0.take() }?.resume(returning: result)
         }
 
         /// The next stop request the scheduler sends for this attempt (nil once it sends none).

@@ -906,6 +906,23 @@ import Testing
         #expect(try log(of: job).contains("log truncated"))
     }
 
+    /// A full data directory is not the job's fault: a job whose files cannot be written (here
+    /// its input goes to /dev/full, which answers every write with ENOSPC) is handed back with
+    /// its attempt unused and marked so, instead of failing as spawn_failed (found by attacking
+    /// the build: on a full disk every queued job failed within seconds).
+    @Test func aJobWhoseFilesMeetAFullDiskIsHandedBackNotFailed() async throws {
+        let job = try prepare(["/bin/true"], input: .object(["frame": .int(7)]))
+        try FileManager.default.createDirectory(atPath: job.paths.directory, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: job.paths.input, withDestinationPath: "/dev/full")
+        let result = await job.executor.run(job.job, on: SlotSpec(id: SlotID(0)), stops: AsyncStream { _ in }, observer: ExecutionObserver())
+        #expect(result.dataDirectoryFull, "\(result)")
+        guard case .returned(let message) = result.outcome else {
+            Issue.record("\(result.outcome)")
+            return
+        }
+        #expect(message.hasPrefix("the data directory is full: cannot write \(job.paths.input)"), "\(message)")
+    }
+
     @Test func aStopThatArrivesBeforeTheSpawnStillStopsTheJob() async throws {
         let job = try prepare(["/bin/sh", "-c", "sleep 300"])
         let (stops, continuation) = AsyncStream<StopReason>.makeStream()

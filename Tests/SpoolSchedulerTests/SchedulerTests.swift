@@ -46,6 +46,35 @@ import Testing
         }
     }
 
+    /// A job handed back because the data directory is full waits with its attempt unused: the
+    /// slots claim nothing for `dataDirectoryRetryDelay` (each try would only hand it back), the
+    /// scheduler names the problem (the health check's 503), and a job that runs clears it.
+    @Test func aFullDataDirectoryPausesClaimsForItsRetryDelayAndIsReported() async throws {
+        try await running {
+            let job = try await rig.submit()
+            let first = try await nextAttempt()
+            let began = rig.manual.now
+            first.finish(ExecutionResult(.returned(message: "the data directory is full: cannot write input.json: No space left on device"),
+                                         dataDirectoryFull: true))
+            #expect(try await rig.waitFor(job.id, .queued, after: .running).attempts == 0)
+            #expect(await rig.scheduler.dataDirectoryProblem()?.hasPrefix("the data directory has been full for 0 s") == true)
+            let other = try await rig.submit()   // a submit does not bring the claims back early
+            let retried = Task { try await nextAttempt("the retry after the pause") }
+            try await rig.advance(by: .milliseconds(500), until: "the job to be tried again") {
+                try await rig.job(job.id).state == .running
+            }
+            let second = try await retried.value
+            #expect(second.job.id == job.id)
+            #expect(began.duration(to: rig.manual.now) >= rig.configuration.dataDirectoryRetryDelay, "not before the retry delay")
+            second.finish(.succeeded)
+            _ = try await rig.waitFor(job.id, .succeeded)
+            #expect(await rig.scheduler.dataDirectoryProblem() == nil)
+            let third = try await nextAttempt("the job submitted during the pause")
+            #expect(third.job.id == other.id)
+            third.finish(.succeeded)
+        }
+    }
+
     @Test func aFinishedJobIsRecordedAndItsSlotTakesTheNextJobInOneStep() async throws {
         try await running {
             let first = try await rig.submit()

@@ -53,7 +53,7 @@ final class MessageChannel: Sendable {
     static func makeFIFO(at path: String) throws(ExecutorError) {
         unlink(path)
         guard mkfifo(path, 0o600) == 0 else {
-            throw ExecutorError("cannot create the message FIFO \(path): \(String(cString: strerror(errno)))")
+            throw ExecutorError("cannot create the message FIFO \(path)", errno: errno)
         }
     }
 
