@@ -121,7 +121,7 @@ extension PostgresJobStore {
                 }
                 if let same = try await Self.fetchJob(where: """
                     j.owner = \(owner) AND j.dedup_hash = \(hash)
-                      AND (j.state IN ('queued', 'running') OR (j.state = 'succeeded' AND j.finished_at >= \(cutoff)))
+                      AND (j.state IN ('queued', 'running') AND NOT j.cancel_requested OR (j.state = 'succeeded' AND j.finished_at >= \(cutoff)))
                     ORDER BY j.state IN ('queued', 'running') DESC, j.seq DESC LIMIT 1
                     """, on: connection, logger: self.logger) {
                     if let key = job.idempotencyKey {

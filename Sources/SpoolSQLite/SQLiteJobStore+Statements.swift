@@ -28,7 +28,7 @@ extension SQLiteJobStore {
         }
         if let dedup = job.dedup, let hash = job.dedupHash, let row = try Row.fetchOne(db, cached: """
             SELECT * FROM jobs INDEXED BY jobs_dedup
-            WHERE owner = ? AND dedup_hash = ? AND (state IN ('queued', 'running') OR (state = 'succeeded' AND finished_at >= ?))
+            WHERE owner = ? AND dedup_hash = ? AND (state IN ('queued', 'running') AND NOT cancel_requested OR (state = 'succeeded' AND finished_at >= ?))
             ORDER BY state IN ('queued', 'running') DESC, seq DESC LIMIT 1
             """, arguments: [owner, hash, dedup.succeededWithin.map { job.createdAt.adding(seconds: -$0).microseconds } ?? Int64.max]) {
             let same = try withPosition(self.job(from: row), in: db)

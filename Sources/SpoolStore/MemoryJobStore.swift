@@ -30,7 +30,7 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
         if let dedup = job.dedup, let hash = job.dedupHash {
             let cutoff = dedup.succeededWithin.map { job.createdAt.adding(seconds: -$0) }
             let same = jobsByID.values.filter { $0.dedupHash == hash && $0.owner == job.owner }
-            if let live = same.filter({ !$0.state.isTerminal }).max(by: { $0.sequence < $1.sequence })
+            if let live = same.filter({ !$0.state.isTerminal && !$0.cancelRequested }).max(by: { $0.sequence < $1.sequence })
                 ?? same.filter({ job in job.state == .succeeded && cutoff.map { $0 <= (job.finishedAt ?? $0) } == true })
                     .max(by: { $0.sequence < $1.sequence }) {
                 if let key { keys[key] = (live.id, job.fingerprint) }   // a repeat answers the job it joined

@@ -221,6 +221,12 @@ extension JobStoreConformanceTests {
                 return
             }
             #expect(running.id == first.id && running.state == .running)
+
+            // A running job whose cancel is under way is never joined: it will end canceled
+            // (found by attacking the build: the second caller's work never ran).
+            _ = try await store.cancel(first.id, by: "alice", now: Self.seconds(2))
+            let afterCancel = try await store.enqueue(deduplicated("h1"))
+            #expect(afterCancel.created != nil, "\(afterCancel)")
         }
     }
 
