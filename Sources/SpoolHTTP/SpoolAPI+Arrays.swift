@@ -51,12 +51,15 @@ extension SpoolAPI {
             tasks.append(task)
         }
         /// A repeat: the same request (its size, and its first task as this one would be) gets the
-        /// array it made (nil when there is none yet).
+        /// array it made (nil when there is none yet). An id the caller named (a retry's, from the
+        /// retried array and the key) is answered by the array under it, whatever it holds: a
+        /// retry sent twice at once counts the failed tasks twice, and more may have failed between.
         func repeated() async throws -> Response? {
             guard submission.idempotencyKey != nil, let existing = try await store.arraySummary(id) else { return nil }
             let first = try await store.arrayTasks(id, after: nil, limit: 1).first
-            guard existing.size == items.count, let first, first.fingerprint == tasks.first?.fingerprint,
-                  first.array?.index == tasks.first?.array?.index, first.array?.failFast == failFast else {
+            let same = named != nil || (existing.size == items.count && first?.fingerprint == tasks.first?.fingerprint
+                                        && first?.array?.index == tasks.first?.array?.index)
+            guard same, let first, first.array?.failFast == failFast else {
                 throw APIError.conflict("idempotency-conflict",
                                         "the Idempotency-Key \"\(submission.idempotencyKey ?? "")\" was already used for a different request (array \(id))")
             }
@@ -70,13 +73,23 @@ extension SpoolAPI {
            let wait = try await rates.take(name, rate: rate) {
             throw APIError.rateLimited("token rate", detail: "this token may submit \(rate) jobs per second", retryAfter: wait)
         }
+        // All or none: an array larger than a queue limit could never be stored, however long the caller waits.
+        for (limit, whose) in [(principal.limits.maxQueued, "this token's"), (access.maxQueued, "the server's")] {
+            if let limit, items.count > limit {
+                throw APIError.unprocessable("the array has \(items.count) tasks, more than \(whose) max_queued (\(limit)): "
+                                             + "it can never be queued whole; submit it as smaller arrays")
+            }
+        }
         if let first = tasks.first { try await checkDeadline(of: first) }
         let stored: [Job]
         do {
             stored = try await store.enqueueArray(tasks, limits: QueueLimits(total: access.maxQueued, owner: principal.limits.maxQueued))
         } catch let error as StoreError where error.code == .queueFull {
             let wait = scheduler.estimate(position: 1, type: submission.type)?.startsIn ?? 5
-            throw APIError.rateLimited(error.limit?.rawValue ?? "max_queued", detail: error.message + " (the array has \(items.count) tasks)",
+            let (whose, limit) = error.limit == .server ? ("the server's", access.maxQueued ?? 0) : ("this token's", principal.limits.maxQueued ?? 0)
+            throw APIError.rateLimited(error.limit?.rawValue ?? "max_queued",
+                                       detail: "the array's \(items.count == 1 ? "one task does" : "\(items.count) tasks do") not fit under \(whose) max_queued (\(limit)) beside the jobs "
+                                           + "already queued; try again once some have run",
                                        retryAfter: wait)
         } catch let error as StoreError where error.code == .idempotencyConflict {
             // The same request, sent again before this one was stored, made the array meanwhile.
@@ -237,7 +250,8 @@ extension SpoolAPI {
         // same request again answers the array it made, even once more tasks have failed since;
         // the key on another request is a conflict (the store holds it for this retry's first task).
         let key = request.headers[.idempotencyKey]
-        let retryID = key.map { Self.arrayID(owner: owner.name ?? "", key: "retry\u{0}" + summary.id + "\u{0}" + $0) }
+        // Named after the array's owner, not the retry's: the same once that owner's token is gone.
+        let retryID = key.map { Self.arrayID(owner: summary.owner ?? "", key: "retry\u{0}" + summary.id + "\u{0}" + $0) }
         if let retryID, let made = try await store.arraySummary(retryID) {
             return json(try await arrayResource(made), status: .ok, headers: [.location: "/v1/arrays/\(retryID)"])
         }

@@ -158,6 +158,18 @@ import Testing
         #expect(retried.status == 201 && retried.json["owner"] == "alice", "\(retried.json)")
         let retriedID = try #require(retried.json["id"]?.stringValue)
         #expect(try await server.request(.GET, "/v1/arrays/\(retriedID)", headers: server.bearer(alice)).status == 200)
+
+        // The same keyed retry answers the array it made, even once Alice's token is gone (the
+        // retry then falls to the administrator; found by attacking the build: it made a second array).
+        let keyed = try await server.request(.POST, "/v1/arrays/\(failing)/retry", headers: server.bearer(admin) + [("Idempotency-Key", "again-1")])
+        #expect(keyed.status == 201 && keyed.json["owner"] == "alice", "\(keyed.json)")
+        let revoke = try await runCLI(["token", "revoke", "--config", server.configPath, "--data-dir", server.dataDirectory, "alice"])
+        #expect(revoke.status == 0, "\(revoke.stderr)")
+        try await poll(.seconds(5), "the revoked token to be refused") {
+            try await server.request(.GET, "/v1/jobs", headers: server.bearer(alice)).status == 401
+        }
+        let again = try await server.request(.POST, "/v1/arrays/\(failing)/retry", headers: server.bearer(admin) + [("Idempotency-Key", "again-1")])
+        #expect(again.status == 200 && again.json["id"] == keyed.json["id"], "\(again.status): \(again.json)")
     }
 
     /// No token, a wrong one, or one in the URL: 401 with WWW-Authenticate; open routes stay open.
@@ -290,8 +302,15 @@ import Testing
             #expect(retry >= 1)
             #expect(reply.json["retry_after_s"] == .int(Int64(retry)))
         }
+        // An array larger than a limit can never be queued whole: a 422 that says so, not a 429.
+        let tooLarge = try await server.submit("noop", extra: ["array": .object(["items": .array([1, 2])])], token: few)
+        #expect(tooLarge.status == 422 && tooLarge.json["detail"]?.stringValue?.hasPrefix("the array has 2 tasks, more than this token's max_queued (1)") == true,
+                "\(tooLarge.status): \(tooLarge.json)")
         _ = try Self.id(try await server.submit("noop", token: few))
         try await refused(few, "token max_queued")
+        let wouldOverfill = try await server.submit("noop", extra: ["array": .object(["items": .array([1])])], token: few)
+        #expect(wouldOverfill.status == 429 && wouldOverfill.json["detail"]?.stringValue?.hasPrefix(
+            "the array's one task does not fit under this token's max_queued (1) beside the jobs already queued") == true, "\(wouldOverfill.json)")
         _ = try Self.id(try await server.submit("noop", token: slow))
         try await refused(slow, "token rate")
         _ = try Self.id(try await server.submit("noop", token: bulk))
