@@ -12,6 +12,8 @@ final class LogSink: @unchecked Sendable {
     private let queue: DispatchQueue
     private var descriptor: Int32
     private var written: Int
+    /// The notice is written: everything after it is dropped.
+    private var truncated = false
     private let limit: Int
     /// Writes handed to `queue` and not done yet, and whether the sink is closed (later writes
     /// are dropped, as they always were).
@@ -65,9 +67,8 @@ final class LogSink: @unchecked Sendable {
     }
 
     private func append(_ bytes: [UInt8]) {
-        guard descriptor >= 0, written < limit else { return }
-        let room = limit - written
-        let chunk = bytes.prefix(room)
+        guard descriptor >= 0, !truncated, !bytes.isEmpty else { return }
+        let chunk = bytes.prefix(max(0, limit - written))
         chunk.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
@@ -78,6 +79,8 @@ final class LogSink: @unchecked Sendable {
         }
         written += chunk.count
         if chunk.count < bytes.count {
+            // Once, whether the cap was passed inside a chunk or reached exactly by the one before.
+            truncated = true
             let notice = Array("\n[spool] log truncated: the job printed more than \(limit) bytes; the rest was dropped\n".utf8)
             notice.withUnsafeBytes { raw in _ = Glibc.write(descriptor, raw.baseAddress!, raw.count) }
         }

@@ -47,4 +47,21 @@ import Testing
         #expect(text.hasPrefix(String(repeating: "x", count: 100)))
         #expect(text.contains("log truncated"))
     }
+
+    /// Output that reaches the cap exactly, and more after it: the notice still says so, once
+    /// (found by attacking the build: a log of exactly the cap had none, though lines went on).
+    @Test func outputPastACapReachedExactlyIsStillNoted() async throws {
+        defer { unlink(path) }
+        let sink = try LogSink(path: path, limit: 100)
+        sink.write(Array(repeating: UInt8(ascii: "x"), count: 100))
+        sink.write(Array("LATE-1\n".utf8))
+        sink.write(Array("LATE-2\n".utf8))
+        await sink.close()
+        let text = try contents()
+        #expect(text.hasPrefix(String(repeating: "x", count: 100)) && !text.contains("LATE-"), "\(text)")
+        #expect(text.components(separatedBy: "log truncated").count == 2, "one notice: \(text)")
+        let quiet = try LogSink(path: path, limit: 100)
+        await quiet.close()
+        #expect(try contents() == text, "no output, no notice")
+    }
 }
