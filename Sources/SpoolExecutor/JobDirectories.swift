@@ -18,13 +18,13 @@ public enum JobDirectories {
         }
     }
 
-    /// Removes job `id`'s directory and everything in it; false when this node holds none.
+    /// Removes job `id`'s directory and everything in it; false when this node holds none, or
+    /// it could not all go.
     @discardableResult
     public static func remove(_ id: JobID, in dataDirectory: String) -> Bool {
         let path = JobPaths(dataDirectory: dataDirectory, job: id).directory
         var status = stat()
         guard lstat(path, &status) == 0, status.st_mode & S_IFMT == S_IFDIR else { return false }
-        JobFiles.removeTree(path)
-        return true
+        return JobFiles.removeTree(path)
     }
 }

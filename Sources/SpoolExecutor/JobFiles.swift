@@ -244,14 +244,32 @@ enum JobFiles {
         if let code = write(bytes, to: paths.input, creating: true) { throw ExecutorError("cannot write \(paths.input)", errno: code) }
     }
 
-    /// Removes a directory and everything in it (not following links).
-    static func removeTree(_ path: String) {
-        for name in entries(of: path) ?? [] {
-            var status = stat()
-            guard lstat(path + "/" + name, &status) == 0 else { continue }
-            if status.st_mode & S_IFMT == S_IFDIR { removeTree(path + "/" + name) } else { unlink(path + "/" + name) }
+    /// Removes a directory and everything in it, never following a link (`path` itself
+    /// included); true when it is gone. Each level is named by its descriptor and each entry by
+    /// its raw bytes, so names that are not UTF-8 and trees deeper than a path can name (both a
+    /// job can make) go too.
+    @discardableResult
+    static func removeTree(_ path: String) -> Bool {
+        let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        if descriptor >= 0 { empty(descriptor) }
+        return rmdir(path) == 0 || errno == ENOENT
+    }
+
+    /// Removes everything in the directory open as `descriptor`, then closes it.
+    private static func empty(_ descriptor: Int32) {
+        guard let handle = fdopendir(descriptor) else { close(descriptor); return }
+        defer { closedir(handle) }   // closes `descriptor`
+        // The names first, then the removals: a directory changed while it is read may skip entries.
+        var names: [[CChar]] = []
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { bytes in bytes.prefix { $0 != 0 }.map { CChar(bitPattern: $0) } }
+            if name != [46], name != [46, 46] { names.append(name + [0]) }   // not "." or ".."
         }
-        rmdir(path)
+        for name in names where unlinkat(descriptor, name, 0) != 0 && errno == EISDIR {
+            let child = openat(descriptor, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if child >= 0 { empty(child) }
+            unlinkat(descriptor, name, AT_REMOVEDIR)
+        }
     }
 
     /// Writes `bytes` as the whole of the file at `path`; the system error that stopped it, or nil.

@@ -2,7 +2,9 @@ import Glibc
 
 /// A job's output files (blocking: call on `BlockingIO`).
 public enum OutputFiles {
-    /// Regular files below `root`, as relative paths with sizes, sorted; symlinks are not followed.
+    /// Regular files below `root`, as relative paths with sizes, sorted, at most `limit`;
+    /// symlinks are not followed, and names that are not UTF-8 (which no URL of the API can
+    /// name) are left out.
     public static func list(under root: String, limit: Int = 10_000) -> [(name: String, size: Int64)] {
         var found: [(name: String, size: Int64)] = []
         var pending = [""]
@@ -10,9 +12,9 @@ public enum OutputFiles {
             let directory = relative.isEmpty ? root : root + "/" + relative
             guard let handle = opendir(directory) else { continue }
             defer { closedir(handle) }
-            while let entry = readdir(handle) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                if name == "." || name == ".." { continue }
+            while found.count < limit, let entry = readdir(handle) {
+                guard let name = withUnsafeBytes(of: entry.pointee.d_name, { String(validating: $0.prefix { $0 != 0 }, as: UTF8.self) }),
+                      name != ".", name != ".." else { continue }
                 let child = relative.isEmpty ? name : relative + "/" + name
                 var status = stat()
                 guard lstat(root + "/" + child, &status) == 0 else { continue }

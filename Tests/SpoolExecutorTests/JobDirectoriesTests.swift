@@ -1,0 +1,52 @@
+import Foundation
+import Glibc
+import SpoolCore
+import SpoolTestSupport
+import Testing
+@testable import SpoolExecutor
+
+/// A job's directory goes whole, whatever the job left in it: names that are not UTF-8, trees
+/// deeper than a path can name, links (never followed); and an output listing stops at its limit.
+@Suite struct JobDirectoriesTests {
+    /// Found by attacking the build: a file named `caf\xE9.txt`, or a tree 2,000 levels deep,
+    /// stayed on disk after the job was deleted (204) and after every retention pass.
+    @Test func aJobDirectoryGoesWholeWhateverTheJobLeftInIt() throws {
+        let scratch = try ScratchDirectory("spool-jobdirs", subdirectories: ["jobs"])
+        let id = JobID.random()
+        let paths = JobPaths(dataDirectory: scratch.path, job: id)
+        try FileManager.default.createDirectory(atPath: paths.outputs, withIntermediateDirectories: true)
+        // A name that is not UTF-8 (Latin-1 é), made through its raw bytes.
+        let latin1: [CChar] = Array("\(paths.outputs)/caf".utf8CString.dropLast()) + [CChar(bitPattern: 0xE9), 0]
+        let made = open(latin1, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        #expect(made >= 0)
+        close(made)
+        // Deeper than PATH_MAX (4096): 300 levels of 20-byte names, made one level at a time.
+        var level = open(paths.outputs, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        for _ in 0..<300 {
+            #expect(mkdirat(level, "a-directory-level-20", 0o755) == 0)
+            let next = openat(level, "a-directory-level-20", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            close(level)
+            level = next
+        }
+        close(openat(level, "deep.txt", O_WRONLY | O_CREAT | O_CLOEXEC, 0o644))
+        close(level)
+        // A link out of the directory: removed, its target kept.
+        let outside = scratch.path + "/outside.txt"
+        FileManager.default.createFile(atPath: outside, contents: Data("keep".utf8))
+        try FileManager.default.createSymbolicLink(atPath: paths.outputs + "/link", withDestinationPath: scratch.path)
+
+        #expect(OutputFiles.list(under: paths.outputs).map(\.name) == [], "nothing with a name the API can serve")
+        #expect(JobDirectories.remove(id, in: scratch.path))
+        #expect(!FileManager.default.fileExists(atPath: paths.directory))
+        #expect(FileManager.default.fileExists(atPath: outside))
+        #expect(!JobDirectories.remove(id, in: scratch.path), "nothing left to remove")
+    }
+
+    /// The listing's limit holds within one directory too (found by attacking the build: 30,000
+    /// files in the outputs folder were all listed, and sent as one 2.6 MB event).
+    @Test func anOutputListingStopsAtItsLimitWithinOneDirectory() throws {
+        let scratch = try ScratchDirectory("spool-outputs")
+        for index in 0..<50 { FileManager.default.createFile(atPath: scratch.path + "/f\(index)", contents: nil) }
+        #expect(OutputFiles.list(under: scratch.path, limit: 20).count == 20)
+    }
+}
