@@ -54,7 +54,7 @@ extension PostgresJobStore {
 
     /// Appends events in the caller's transaction and notifies every node at commit (with
     /// `signal` too, when given). Prunes the oldest events now and then. Returns the newest id;
-    /// nil when every event named an attempt the job has moved past (none was written).
+    /// nil when none was written (each named an attempt its job has moved past, or a job gone).
     func insertEvents(_ events: [NewEvent], signal: String? = nil, on connection: PostgresConnection) async throws -> Int64? {
         let row = try await connection.query("""
             WITH ev AS (
@@ -65,19 +65,15 @@ extension PostgresJobStore {
                             \(events.map(\.at.microseconds))::bigint[], \(events.map(\.data.canonicalText))::text[],
                             \(events.map { $0.owner ?? "?" })::text[], \(events.map { Int64($0.attempt ?? -1) })::bigint[])
                     AS e(job_id, kind, at, data, owner, attempt)
-                WHERE e.attempt < 0
-                   OR NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = e.job_id
-                                  AND (j.attempts > e.attempt OR (j.attempts = e.attempt AND j.state <> 'running')))
+                WHERE EXISTS (SELECT 1 FROM jobs j WHERE j.id = e.job_id
+                              AND (e.attempt < 0 OR NOT (j.attempts > e.attempt OR (j.attempts = e.attempt AND j.state <> 'running'))))
                 RETURNING id
             ), newest AS (SELECT max(id) AS id FROM ev)
             SELECT id, pg_notify('\(unescaped: Self.eventsChannel)', id::text) IS NULL,
                    (SELECT count(pg_notify('\(unescaped: Self.channel)', s)) FROM (SELECT CAST(\(signal) AS text) AS s) AS given WHERE s IS NOT NULL)
             FROM newest WHERE id IS NOT NULL
             """, logger: logger).decodeFirstRow((Int64, Bool?, Int64).self)
-        guard let newest = row?.0 else {
-            if events.allSatisfy({ $0.attempt != nil }) { return nil }   // all fenced off
-            throw StoreError(.other, "the database did not return the id of a new event")
-        }
+        guard let newest = row?.0 else { return nil }   // all fenced off, or of jobs deleted meanwhile
         if newest / 1000 != (newest - Int64(events.count)) / 1000 {
             try await connection.query(Self.trimEvents(upTo: newest - Self.eventLimit), logger: logger)
         }

@@ -50,12 +50,13 @@ extension SQLiteJobStore {
     /// transaction (a submit, a claim, an end) rather than take a sync of their own.
     public func appendEvent(_ kind: JobEvent.Kind, job: JobID, attempt: Int?, data: JSONValue, now: Timestamp) async throws {
         let event = try await write("record an event", lingering: eventLinger) { db -> JobEvent? in
-            if let attempt {
-                let past = try Bool.fetchOne(db, cached: """
-                    SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ? AND (attempts > ?2 OR (attempts = ?2 AND state <> 'running')))
-                    """, arguments: [job.rawValue, attempt]) ?? false
-                guard !past else { return nil }
-            }
+            // Only for a job that is still there (one deleted meanwhile keeps no late event),
+            // and with `attempt`, one that has not moved past it.
+            let open = try Bool.fetchOne(db, cached: """
+                SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?1
+                               AND (?2 IS NULL OR NOT (attempts > ?2 OR (attempts = ?2 AND state <> 'running'))))
+                """, arguments: [job.rawValue, attempt]) ?? false
+            guard open else { return nil }
             return try Self.insertEvent(kind, job: job, owner: nil, data: data, at: now, in: db)
         }
         if let event { eventNotifier.published([event]) }

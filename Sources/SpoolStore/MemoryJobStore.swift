@@ -202,7 +202,8 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
     }
 
     public func appendEvent(_ kind: JobEvent.Kind, job: JobID, attempt: Int?, data: JSONValue, now: Timestamp) async throws {
-        if let attempt, let stored = jobsByID[job], stored.attempts > attempt || (stored.attempts == attempt && stored.state != .running) { return }
+        guard let stored = jobsByID[job] else { return }   // deleted meanwhile: no late event
+        if let attempt, stored.attempts > attempt || (stored.attempts == attempt && stored.state != .running) { return }
         append(JobEvent(id: 0, job: job, owner: jobsByID[job]?.owner, kind: kind, at: now, data: data))
     }
 
