@@ -6,8 +6,10 @@ import Synchronization
 /// Keeps slow or too many clients from locking others out, per HTTP connection:
 ///
 /// - a connection must send a request's headers within `headerTimeout` of opening (or of its
-///   previous response ending); one that dribbles or stalls — 300 half-open connections, say —
-///   is closed, so it holds no slot for long;
+///   previous response ending), and then its body with no pause as long; one that dribbles or
+///   stalls — 300 half-open connections, or uploads that stop after their headers — is closed,
+///   so it holds no slot for long. Once a request has arrived whole, the server may take as
+///   long as it needs to answer (a long poll, an event stream);
 /// - at most `limit` connections are open at once; one more is closed at once.
 final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
@@ -26,6 +28,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private let count: Count
     private var timer: Scheduled<Void>?
     private var counted = false
+    /// The current request's response has ended (possibly before the request's own end).
+    private var answered = true
 
     private let maxBodyBytes: Int
 
@@ -55,7 +59,15 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .head = unwrapInboundIn(data) {
+        switch unwrapInboundIn(data) {
+        case .head:
+            answered = false
+            arm(context)   // the rest of the request (its body, its end) within the timeout of this part
+        case .body:
+            arm(context)
+        case .end where answered:
+            arm(context)   // answered before its body was all in (a refusal): the next request's headers
+        case .end:
             timer?.cancel()
             timer = nil
         }
@@ -64,7 +76,10 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         // A response ended: the next request's headers must come within the timeout too.
-        if case .end = unwrapOutboundIn(data) { arm(context) }
+        if case .end = unwrapOutboundIn(data) {
+            answered = true
+            arm(context)
+        }
         context.write(data, promise: promise)
     }
 

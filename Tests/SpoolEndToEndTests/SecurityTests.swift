@@ -426,6 +426,22 @@ import Testing
         #expect(closed)
         #expect(ContinuousClock.now - started < .seconds(5))
         #expect(try await server.request(.GET, "/healthz").status == 200)
+
+        // Headers sent whole, then a body that stalls: closed too (found by attacking the build:
+        // a few such uploads held every connection slot with no time limit).
+        let stalledAt = ContinuousClock.now
+        let stalled = try await withDeadline(.seconds(20), "the server to close a stalled body") {
+            let connection = try RawConnection(port: port)
+            defer { connection.close() }
+            try connection.send("POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+            return try connection.awaitClose(within: 15)
+        }
+        #expect(stalled)
+        #expect(ContinuousClock.now - stalledAt < .seconds(5))
+        // A long poll, its request whole, is not cut by the timeout while the server holds it.
+        let job = try Self.id(try await server.submit("sleep", .object(["seconds": 2.5])))
+        let waited = try await server.request(.GET, "/v1/jobs/\(job)?wait=10&seen=running", timeout: .seconds(20))
+        #expect(waited.status == 200, "\(waited.status)")
     }
 
     /// A server bound to a non-loopback address with no token refuses to start, in one line
