@@ -6,7 +6,8 @@ import Synchronization
 
 /// Request counts and latencies by route, named as Prometheus expects (`_total`, `_seconds`):
 ///
-/// - `spool_http_requests_total{method, route, status}`: every answer, a 404 as a 404;
+/// - `spool_http_requests_total{method, route, status}`: every answer, a 404 as a 404 (one to a
+///   client that hung up first, under the status it was to get);
 /// - `spool_http_request_duration_seconds{method, route}`: from the request to the end of its
 ///   body (an event stream's whole life);
 /// - `spool_http_requests_in_flight`: requests being answered now.
@@ -45,30 +46,52 @@ struct HTTPMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
         }
     }
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let start = DispatchTime.now().uptimeNanoseconds
-        inFlight.add(1)
-        let method = request.method.rawValue
-        let (inFlight, handles) = (self.inFlight, self.handles)
-        let endpoint = context.endpointPath
-        @Sendable func record(_ status: HTTPResponse.Status) {
+    /// One request's count, duration and place in flight, recorded once: when its body has been
+    /// written (or failed to be), when it failed, or — a client gone before its answer could be
+    /// written, whose body the server drops unwritten — when the last reference to it goes.
+    final class Recording: Sendable {
+        private let start = DispatchTime.now().uptimeNanoseconds
+        private let method: String
+        private let endpoint: String?
+        private let handles: Handles
+        private let inFlight: InFlight
+        private let status = Mutex<HTTPResponse.Status?>(nil)
+        private let done = Atomic<Bool>(false)
+
+        init(method: String, endpoint: String?, handles: Handles, inFlight: InFlight) {
+            (self.method, self.endpoint, self.handles, self.inFlight) = (method, endpoint, handles, inFlight)
+            inFlight.add(1)
+        }
+
+        /// The status it answers with, should the body never be written.
+        func answers(_ status: HTTPResponse.Status) { self.status.withLock { $0 = status } }
+
+        func record(_ status: HTTPResponse.Status) {
+            guard !done.exchange(true, ordering: .acquiringAndReleasing) else { return }
             let (requests, duration) = handles.metrics(method: method, endpoint: endpoint, status: status)
             requests.increment()
             duration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - start))
             inFlight.add(-1)
         }
+
+        deinit { record(status.withLock { $0 } ?? .internalServerError) }
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let recording = Recording(method: request.method.rawValue, endpoint: context.endpointPath, handles: handles, inFlight: inFlight)
         do {
             var response = try await next(request, context)
             let status = response.status
+            recording.answers(status)
             let body = response.body
             // Recorded once the body is written (or fails to be): a stream's whole life.
             response.body = ResponseBody(contentLength: body.contentLength) { writer in
-                defer { record(status) }
+                defer { recording.record(status) }
                 try await body.write(writer)
             }
             return response
         } catch {
-            record((error as? any HTTPResponseError)?.status ?? .internalServerError)
+            recording.record((error as? any HTTPResponseError)?.status ?? .internalServerError)
             throw error
         }
     }

@@ -334,4 +334,11 @@ final class RawConnection {
     }
 
     func close() { Glibc.close(fd) }
+
+    /// Closes with a reset (SO_LINGER 0), as a client that crashed or lost its network does.
+    func reset() {
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+        Glibc.close(fd)
+    }
 }

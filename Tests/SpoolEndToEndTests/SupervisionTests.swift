@@ -22,6 +22,7 @@ import Testing
                 "work": .object(work),
                 "env": .object(["command": .array(["/usr/bin/env"]), "timeout_s": 30]),
                 "nap": .object(["command": .array(["sleep", "0.2"]), "timeout_s": 30]),
+                "doze": .object(["command": .array(["sleep", "30"]), "timeout_s": 60]),
             ]),
         ]
         config.merge(extra) { _, new in new }
@@ -207,6 +208,28 @@ import Testing
         #expect(requests.contains { $0.contains("route=\"/v1/jobs/{id}\"") && $0.contains("status=\"404\"") }, "\(requests)")
         #expect(requests.contains { $0.contains("route=\"/v1/jobs\"") && $0.contains("status=\"422\"") }, "\(requests)")
         #expect(!requests.contains { $0.contains("status=\"500\"") }, "client errors counted as 500: \(requests)")
+
+        // Clients that hang up before their answer is written: still counted, and no longer in
+        // flight (found by attacking the build: the gauge only grew, to 342 with nothing in flight).
+        let job = try #require(try await server.submit("doze").json["id"]?.stringValue)
+        _ = try await server.waitFor(job, ["running"])
+        let port = try #require(URL(string: server.url)?.port.map(UInt16.init))
+        let connections = try (0..<5).map { _ in try RawConnection(port: port) }
+        for connection in connections { try connection.send("GET /v1/jobs/\(job)?wait=3&seen=running HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n") }
+        @Sendable func inFlightAndPolls() async throws -> (Double?, Double) {
+            let lines = String(decoding: try await server.request(.GET, "/metrics").body, as: UTF8.self).split(separator: "\n")
+            let inFlight = lines.first { $0.hasPrefix("spool_http_requests_in_flight ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+            let polls = lines.filter { $0.hasPrefix("spool_http_requests_total") && $0.contains("route=\"/v1/jobs/{id}\"") && $0.contains("status=\"200\"") }
+                .compactMap { Double($0.split(separator: " ").last ?? "") }.reduce(0, +)
+            return (inFlight, polls)
+        }
+        try await poll(.seconds(15), "the long polls to be held") { try await inFlightAndPolls().0 == 6 }   // with this /metrics request
+        for connection in connections { connection.reset() }
+        try await poll(.seconds(15), "the hung-up long polls to be counted and out of flight") {
+            let (inFlight, polls) = try await inFlightAndPolls()
+            return inFlight == 1 && polls >= 5   // this /metrics request is the one in flight
+        }
+        _ = try await server.request(.POST, "/v1/jobs/\(job)/cancel")
     }
 }
 
