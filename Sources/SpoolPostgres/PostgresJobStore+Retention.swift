@@ -8,7 +8,7 @@ extension PostgresJobStore {
     public func deleteEnded(before cutoff: Timestamp, limit: Int) async throws -> [JobID] {
         try await transaction("delete the ended jobs") { connection in
             let rows = try await connection.query("""
-                SELECT id FROM jobs AS ended
+                SELECT id, array_id FROM jobs AS ended
                 WHERE finished_at < \(cutoff.microseconds) AND state IN ('succeeded', 'failed', 'canceled')
                   AND (array_id IS NULL OR NOT EXISTS (
                     SELECT 1 FROM jobs AS task WHERE task.array_id = ended.array_id
@@ -16,8 +16,24 @@ extension PostgresJobStore {
                 ORDER BY finished_at, seq LIMIT \(limit)
                 FOR UPDATE SKIP LOCKED
                 """, logger: self.logger)
+            var picked: [(id: String, array: String?)] = []
+            for try await (id, array) in rows.decode((String, String?).self) { picked.append((id, array)) }
+            // An array begun goes whole, past the limit, in the place of its first task taken. Each
+            // pass deletes an array only when it could lock every task of it (another node's pass
+            // may hold some): never part of one.
             var ids: [String] = []
-            for try await id in rows.decode(String.self) { ids.append(id) }
+            var arraysTaken: Set<String> = []
+            for pick in picked {
+                guard let array = pick.array else { ids.append(pick.id); continue }
+                guard arraysTaken.insert(array).inserted else { continue }
+                var tasks: [String] = []
+                let locked = try await connection.query("""
+                    SELECT id FROM jobs WHERE array_id = \(array) ORDER BY finished_at, seq FOR UPDATE SKIP LOCKED
+                    """, logger: self.logger)
+                for try await id in locked.decode(String.self) { tasks.append(id) }
+                let size = try await connection.query("SELECT count(*) FROM jobs WHERE array_id = \(array)", logger: self.logger).decodeFirst(Int64.self) ?? 0
+                if tasks.count == Int(size) { ids += tasks }
+            }
             try await self.deleteRows(of: ids, on: connection)
             return ids.compactMap(JobID.init)
         }

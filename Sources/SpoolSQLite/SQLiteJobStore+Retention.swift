@@ -7,14 +7,24 @@ extension SQLiteJobStore {
         do {
             return try await pool.write { db in
                 // Through `jobs_finished`: only the jobs that ended before the cutoff are read.
-                let ids = try String.fetchAll(db, cached: """
-                    SELECT id FROM jobs AS ended
+                let rows = try Row.fetchAll(db, cached: """
+                    SELECT id, array_id FROM jobs AS ended
                     WHERE finished_at < ?1 AND state IN ('succeeded', 'failed', 'canceled')
                       AND (array_id IS NULL OR NOT EXISTS (
                         SELECT 1 FROM jobs AS task WHERE task.array_id = ended.array_id
                           AND (task.state NOT IN ('succeeded', 'failed', 'canceled') OR task.finished_at >= ?1)))
                     ORDER BY finished_at, seq LIMIT ?2
                     """, arguments: [cutoff.microseconds, limit])
+                // An array begun goes whole, past the limit, in the place of its first task taken
+                // (every task of it ended before the cutoff).
+                var ids: [String] = []
+                var arraysTaken: Set<String> = []
+                for row in rows {
+                    guard let array: String = row["array_id"] else { ids.append(row["id"]); continue }
+                    guard arraysTaken.insert(array).inserted else { continue }
+                    ids += try String.fetchAll(db, cached: "SELECT id FROM jobs INDEXED BY jobs_array WHERE array_id = ? ORDER BY finished_at, seq",
+                                               arguments: [array])
+                }
                 for id in ids { try Self.deleteRows(of: id, in: db) }
                 return ids.compactMap(JobID.init)
             }

@@ -89,8 +89,8 @@ public protocol JobStore: Sendable {
     /// Retention: deletes the jobs that ended (succeeded, failed or canceled) before `cutoff`,
     /// oldest end first, at most `limit` of them, with their events, webhook deliveries and
     /// stored files; returns their ids. A task of a job array goes only once every task of its
-    /// array has ended before `cutoff`, so an array is never cut while any of it is recent. A
-    /// deleted job's idempotency key is free again.
+    /// array has ended before `cutoff`, and then with all of them (past `limit`, in the place of
+    /// the first one taken): an array is never cut. A deleted job's idempotency key is free again.
     func deleteEnded(before cutoff: Timestamp, limit: Int) async throws -> [JobID]
 
     /// Deletes one ended job as `deleteEnded` does (its events, webhook deliveries and stored

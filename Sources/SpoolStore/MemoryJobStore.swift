@@ -278,9 +278,16 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
         func gone(_ job: Job) -> Bool { job.state.isTerminal && (job.finishedAt.map { $0 < cutoff } ?? false) }
         var arrays: [String: Bool] = [:]
         for job in jobsByID.values { if let array = job.array?.id { arrays[array] = (arrays[array] ?? true) && gone(job) } }
-        let doomed = jobsByID.values.filter { gone($0) && ($0.array.map { arrays[$0.id] == true } ?? true) }
-            .sorted { ($0.finishedAt!, $0.sequence) < ($1.finishedAt!, $1.sequence) }.prefix(max(0, limit))
-        remove(Array(doomed))
+        let ended = jobsByID.values.filter { gone($0) && ($0.array.map { arrays[$0.id] == true } ?? true) }
+            .sorted { ($0.finishedAt!, $0.sequence) < ($1.finishedAt!, $1.sequence) }
+        // An array begun goes whole, past the limit, in the place of its first task taken.
+        var doomed: [Job] = []
+        var arraysTaken: Set<String> = []
+        for job in ended.prefix(max(0, limit)) {
+            guard let array = job.array?.id else { doomed.append(job); continue }
+            if arraysTaken.insert(array).inserted { doomed += ended.filter { $0.array?.id == array } }
+        }
+        remove(doomed)
         return doomed.map(\.id)
     }
 

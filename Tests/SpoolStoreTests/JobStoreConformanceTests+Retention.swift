@@ -68,6 +68,22 @@ extension JobStoreConformanceTests {
         }
     }
 
+    /// A pass's limit never cuts an array: one of its tasks taken takes them all (found by
+    /// attacking the build: a 1,200-task array went in pieces of 500, 1200 → 701 → 201).
+    @Test(arguments: StoreKind.allCases)
+    func aPassLimitNeverCutsAnArray(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let id = ArraySpec.newID()
+            let stored = try await store.enqueueArray(tasks(id, count: 5), limits: QueueLimits())
+            for (index, task) in stored.enumerated() { try await end(task, in: store, at: 2_000 + Int64(index)) }
+            let alone = try await store.create(makeJob())
+            try await end(alone, in: store, at: 2_100)
+            #expect(try await store.deleteEnded(before: at(5_000), limit: 2) == stored.map(\.id))
+            #expect(try await store.arraySummary(id) == nil)
+            #expect(try await store.deleteEnded(before: at(5_000), limit: 2) == [alone.id])
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func oneEndedJobIsDeletedOnRequestAndNothingElseIs(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
