@@ -139,6 +139,18 @@ public actor ClusterCoordinator: Service {
         }
     }
 
+    /// Arms this node's queue timer for the queue's next delayed start or deadline, whichever
+    /// node took the job: a node arms one for its own submits, and its slots for what they find
+    /// waiting, so a job whose node died, submitted while every slot was busy, would otherwise sit
+    /// `queued` past its deadline until a slot came free (found by attacking the build: 9–12 s).
+    private func lookAtTimers() async {
+        do {
+            if let next = try await store.nextTimer(after: clock.wall()) { scheduler.queueTimerDue(at: next) }
+        } catch {
+            logger.warning("could not read the queue's timers", metadata: ["error": "\(error)"])
+        }
+    }
+
     private func heartbeat() async {
         do {
             try await store.heartbeat(role: configuration.role, slots: configuration.slots)
@@ -148,6 +160,7 @@ public actor ClusterCoordinator: Service {
     }
 
     private func rescue() async {
+        await lookAtTimers()
         do {
             let now = clock.wall()
             let rescued = try await store.rescueExpired(now: now)

@@ -240,6 +240,10 @@ public actor Scheduler: Service {
     /// at the queue again at `time` (`Job.nextTimer`). Cheap and non-blocking.
     public nonisolated func jobEnqueued(dueBy time: Timestamp?) { enqueued(nil, dueBy: time, job: nil) }
 
+    /// Something in the queue is due at `time` (another node's delayed job or deadline, read
+    /// from a shared store): the queue's timer fires by then. Nothing else is woken.
+    public nonisolated func queueTimerDue(at time: Timestamp) { eventSink.yield(.arm(time)) }
+
     /// A job was stored: start it now if a slot is free. Cheap and non-blocking; repeated
     /// calls before the loop runs collapse into one wake-up.
     public nonisolated func jobEnqueued() { enqueued(nil, dueBy: nil, job: nil) }

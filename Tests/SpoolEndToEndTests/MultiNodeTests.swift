@@ -207,6 +207,27 @@ import Testing
         }
     }
 
+    /// A deadline is kept by every node, not only the one that took the submit: with that node
+    /// killed and every slot busy, another node cancels the job once its deadline passes
+    /// (found by attacking the build: it stayed queued until a slot came free, 9–12 s late).
+    @Test func aDeadlineIsKeptWhenTheNodeThatTookTheSubmitDies() async throws {
+        try await withAPINodeAndAgent { api, ledger, _ in
+            let store = try #require(Self.storeOf(api))
+            let other = try ServerHarness(config: Self.config(node: "api2", ledger: ledger, store: store))
+            try await other.start(["--no-slots"])
+            defer { Task { await other.stop() } }
+            let blocker = try #require(try await other.submit("work", .object(["sleep": 30])).json["id"]?.stringValue)
+            _ = try await other.waitFor(blocker, ["running"], timeout: .seconds(60))
+            let missed = try #require(try await api.submit("work", .object(["sleep": 0]), extra: ["start_within_s": 2]).json["id"]?.stringValue)
+            await api.kill9()
+            let submitted = ContinuousClock.now
+            let ended = try await other.waitFor(missed, ["succeeded", "failed", "canceled"], timeout: .seconds(20))
+            #expect(ended["state"] == "canceled" && ended["reason"] == "deadline", "\(ended)")
+            #expect(ContinuousClock.now - submitted < .seconds(6), "canceled near its deadline, not when a slot came free")
+            _ = try await other.request(.POST, "/v1/jobs/\(blocker)/cancel")
+        }
+    }
+
     /// A job delayed on an API node starts on an agent once it is due — the agent learns when
     /// from the store, not from the submit (which reached the API node only) — and a job whose
     /// deadline passes while it waits is canceled.
@@ -226,6 +247,13 @@ import Testing
             let started = try #require(done["started_at"]?.stringValue.flatMap(Timestamp.init(rfc3339:)))
             #expect(started >= notBefore, "not before its time")
         }
+    }
+
+    /// The database a node's configuration names.
+    static func storeOf(_ server: ServerHarness) -> String? {
+        guard let data = FileManager.default.contents(atPath: server.configPath),
+              let config = try? JSONParser.parse(data) else { return nil }
+        return config["store"]?.stringValue
     }
 
     /// A fresh database, an API node (`api1`, no slots) and an agent (`gpu1`, one slot) writing to
