@@ -25,7 +25,7 @@ extension SpoolAPI {
     func checkDeadline(of job: Job) async throws {
         guard let startBy = job.startBy else { return }
         let now = WallClock.now()
-        let ahead = try await store.queuedCount(priorityAtLeast: job.priority, dueBy: startBy)
+        let ahead = try await store.queuedAhead(ofNew: job, dueBy: startBy)
         guard let estimate = startEstimate(of: job, position: ahead + 1, now: now) else { return }
         let start = now.adding(seconds: estimate.startsIn)
         guard start > startBy else { return }

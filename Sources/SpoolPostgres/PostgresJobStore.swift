@@ -212,6 +212,28 @@ public final class PostgresJobStore: SharedJobStore {
         }
     }
 
+    public func queuedAhead(ofNew job: Job, dueBy: Timestamp) async throws -> Int {
+        let owner = job.owner ?? "", stride = FairShare.stride(weight: job.shareWeight)
+        return try await read("count the queue ahead of a job") { connection in
+            // Its tag as its insert would make it (`insertion`); higher priorities from the
+            // counters, less those delayed past `dueBy`; its own priority up to its tag.
+            Int(try await connection.query("""
+                WITH tag AS (
+                    SELECT COALESCE(
+                        (SELECT fair_tag FROM jobs WHERE state = 'queued' AND owner = \(owner) AND priority = \(job.priority)
+                         ORDER BY fair_tag DESC LIMIT 1) + \(stride),
+                        COALESCE((SELECT fair_tag FROM jobs WHERE state = 'queued' AND priority = \(job.priority)
+                                  ORDER BY fair_tag LIMIT 1), 0) + 1) AS t
+                )
+                SELECT CAST((SELECT COALESCE(sum(queued), 0) FROM queue_counts WHERE priority > \(job.priority))
+                       - (SELECT count(*) FROM jobs WHERE state = 'queued' AND not_before IS NOT NULL
+                              AND not_before > \(dueBy.microseconds) AND priority > \(job.priority))
+                       + (SELECT count(*) FROM jobs, tag WHERE state = 'queued' AND priority = \(job.priority) AND fair_tag <= tag.t
+                              AND (not_before IS NULL OR not_before <= \(dueBy.microseconds))) AS bigint)
+                """, logger: self.logger).decodeFirst(Int64.self) ?? 0)
+        }
+    }
+
     public func expireDeadlines(now: Timestamp) async throws -> [Job] {
         let (expired, newest) = try await transaction("cancel jobs past their deadline") { connection -> ([Job], Int64?) in
             let jobs = try await Self.jobs(from: connection.query("""

@@ -173,6 +173,28 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         }
     }
 
+    public func queuedAhead(ofNew job: Job, dueBy: Timestamp) async throws -> Int {
+        try await read("count the queue ahead of a job") { db in
+            let owner = job.owner ?? ""
+            // The tag its insert would give it (`insert`), from the priority's head and the owner's last.
+            let tags = try Row.fetchOne(db, cached: """
+                SELECT (SELECT MIN(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?1),
+                       (SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND owner = ?2 AND priority = ?1)
+                """, arguments: [job.priority, owner])
+            let tag = FairShare.tag(ownerLast: tags?[1], head: tags?[0], weight: job.shareWeight)
+            // Higher priorities from the counters, less those delayed past `dueBy`; its own priority up to its tag.
+            let higher = try Int.fetchOne(db, cached: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority > ?", arguments: [job.priority]) ?? 0
+            let later = try Int.fetchOne(db, cached: """
+                SELECT COUNT(*) FROM jobs INDEXED BY jobs_not_before
+                WHERE state = 'queued' AND not_before IS NOT NULL AND not_before > ? AND priority > ?
+                """, arguments: [dueBy.microseconds, job.priority]) ?? 0
+            let level = try Int.fetchOne(db, cached: """
+                SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND priority = ? AND fair_tag <= ? AND (not_before IS NULL OR not_before <= ?)
+                """, arguments: [job.priority, tag, dueBy.microseconds]) ?? 0
+            return higher - later + level
+        }
+    }
+
     public func expireDeadlines(now: Timestamp) async throws -> [Job] {
         let (expired, events) = try await write("cancel jobs past their deadline") { db -> ([Job], [JobEvent]) in
             let rows = try Row.fetchAll(db, cached: """

@@ -55,6 +55,12 @@ public protocol JobStore: Sendable {
     /// of it would wait behind until then (a job delayed past `dueBy` cannot hold it up before).
     func queuedCount(priorityAtLeast priority: Int, dueBy: Timestamp) async throws -> Int
 
+    /// How many queued jobs `job`, not stored yet, would wait behind until `dueBy`: those of
+    /// higher priority, and those of its own before the fair-share tag its owner would give it
+    /// (an idle tenant's job goes ahead of a busy tenant's backlog), leaving out any delayed past
+    /// `dueBy`. The default counts every job of its priority or above (`queuedCount`).
+    func queuedAhead(ofNew job: Job, dueBy: Timestamp) async throws -> Int
+
     /// Moves the first queued job (highest priority, then fair-share order, then oldest) that is
     /// due at `now` (`Job.isDue`), whose type is not in `excluding` and whose owner is below its
     /// token's `max_running` to `running` on `slot`, counting an attempt, and returns it; nil
@@ -138,6 +144,10 @@ extension JobStore {
     }
 
     public func enqueue(_ job: Job) async throws -> EnqueueResult { try await enqueue(job, limits: QueueLimits()) }
+
+    public func queuedAhead(ofNew job: Job, dueBy: Timestamp) async throws -> Int {
+        try await queuedCount(priorityAtLeast: job.priority, dueBy: dueBy)
+    }
 
     /// Task by task, a page at a time (the default of the requirement above).
     public func cancelArray(_ id: String, by actor: String?, now: Timestamp) async throws -> [JobID] {

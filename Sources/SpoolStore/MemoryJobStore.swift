@@ -221,6 +221,14 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
         jobsByID.values.count { $0.state == .queued && $0.priority >= priority && ($0.notBefore.map { $0 <= dueBy } ?? true) }
     }
 
+    public func queuedAhead(ofNew job: Job, dueBy: Timestamp) async throws -> Int {
+        let due = jobsByID.values.filter { $0.state == .queued && ($0.notBefore.map { $0 <= dueBy } ?? true) }
+        let level = jobsByID.values.filter { $0.state == .queued && $0.priority == job.priority }
+        let tag = FairShare.tag(ownerLast: level.filter { $0.owner == job.owner }.map(\.fairTag).max(),
+                                head: level.map(\.fairTag).min(), weight: job.shareWeight)
+        return due.count { $0.priority > job.priority || ($0.priority == job.priority && $0.fairTag <= tag) }
+    }
+
     public func expireDeadlines(now: Timestamp) async throws -> [Job] {
         let expired = jobsByID.values.filter { $0.state == .queued && $0.startBy.map { $0 <= now } == true }.sorted { $0.sequence < $1.sequence }
         return expired.map { job in

@@ -94,6 +94,34 @@ extension JobStoreConformanceTests {
         }
     }
 
+    /// What a new job would wait behind follows fair share: an idle tenant's job goes ahead of a
+    /// busy tenant's backlog (found by attacking the build: a start_within_s the queue could meet
+    /// was refused, counting the whole backlog as ahead).
+    @Test(arguments: StoreKind.allCases)
+    func aNewJobWaitsBehindWhatFairShareReallyPutsAheadOfIt(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            for _ in 0..<6 {
+                var job = makeJob()
+                job.owner = "busy"
+                _ = try await store.create(job)
+            }
+            var delayed = makeJob(priority: 1)
+            delayed.notBefore = Self.seconds(500)
+            _ = try await store.create(delayed)
+            var urgent = makeJob(priority: 1)
+            urgent.owner = "busy"
+            _ = try await store.create(urgent)
+            var newcomer = makeJob()
+            newcomer.owner = "idle"
+            // The urgent job, and the busy tenant's first (the newcomer's tag comes right after the head).
+            #expect(try await store.queuedAhead(ofNew: newcomer, dueBy: Self.seconds(100)) == 2)
+            #expect(try await store.queuedAhead(ofNew: newcomer, dueBy: Self.seconds(600)) == 3, "the delayed job is due by then")
+            var more = makeJob()
+            more.owner = "busy"
+            #expect(try await store.queuedAhead(ofNew: more, dueBy: Self.seconds(100)) == 7, "behind its own backlog")
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func aDelayedJobWaitsWithoutHoldingUpTheJobsBehindIt(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
