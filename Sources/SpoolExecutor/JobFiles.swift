@@ -245,31 +245,60 @@ enum JobFiles {
     }
 
     /// Removes a directory and everything in it, never following a link (`path` itself
-    /// included); true when it is gone. Each level is named by its descriptor and each entry by
-    /// its raw bytes, so names that are not UTF-8 and trees deeper than a path can name (both a
-    /// job can make) go too.
+    /// included); true when it is gone. Entries are named by their raw bytes (a job may make
+    /// names that are not UTF-8), and a subdirectory that is not empty has its entries moved up
+    /// into `path`, so a tree of any depth goes with two descriptors and no recursion (a job's
+    /// tree thousands of levels deep would otherwise need a descriptor per level, and exhaust
+    /// the server's). A directory the job made unreadable is made readable first.
     @discardableResult
     static func removeTree(_ path: String) -> Bool {
-        let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        if descriptor >= 0 { empty(descriptor) }
+        let top = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        if top >= 0 {
+            defer { close(top) }
+            var hoisted = 0
+            while let names = names(in: top), !names.isEmpty {
+                var progress = false
+                for name in names {
+                    if unlinkat(top, name, 0) == 0 || unlinkat(top, name, AT_REMOVEDIR) == 0 {
+                        progress = true
+                        continue
+                    }
+                    guard errno == ENOTEMPTY || errno == EEXIST else { continue }
+                    // A directory with entries: they move up here (under fresh names), and it goes on a later pass.
+                    var sub = openat(top, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                    if sub < 0, errno == EACCES, fchmodat(top, name, 0o700, 0) == 0 {
+                        sub = openat(top, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                    }
+                    guard sub >= 0 else { continue }
+                    for child in self.names(in: sub) ?? [] {
+                        for _ in 0..<8 {
+                            hoisted += 1
+                            if renameat(sub, child, top, Array(".spool-removing-\(hoisted)".utf8CString)) == 0 { progress = true; break }
+                            guard errno == ENOTEMPTY || errno == EEXIST || errno == ENOTDIR || errno == EISDIR else { break }
+                        }
+                    }
+                    close(sub)
+                }
+                if !progress { break }   // nothing could go this pass: what is left stays
+            }
+        }
         return rmdir(path) == 0 || errno == ENOENT
     }
 
-    /// Removes everything in the directory open as `descriptor`, then closes it.
-    private static func empty(_ descriptor: Int32) {
-        guard let handle = fdopendir(descriptor) else { close(descriptor); return }
-        defer { closedir(handle) }   // closes `descriptor`
-        // The names first, then the removals: a directory changed while it is read may skip entries.
+    /// The raw names (NUL-terminated) in the directory open as `descriptor`, but "." and "..";
+    /// nil when it cannot be read. The descriptor stays open.
+    private static func names(in descriptor: Int32) -> [[CChar]]? {
+        let copy = dup(descriptor)
+        guard copy >= 0 else { return nil }
+        guard let handle = fdopendir(copy) else { close(copy); return nil }
+        defer { closedir(handle) }   // closes `copy`
+        rewinddir(handle)
         var names: [[CChar]] = []
         while let entry = readdir(handle) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { bytes in bytes.prefix { $0 != 0 }.map { CChar(bitPattern: $0) } }
             if name != [46], name != [46, 46] { names.append(name + [0]) }   // not "." or ".."
         }
-        for name in names where unlinkat(descriptor, name, 0) != 0 && errno == EISDIR {
-            let child = openat(descriptor, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-            if child >= 0 { empty(child) }
-            unlinkat(descriptor, name, AT_REMOVEDIR)
-        }
+        return names
     }
 
     /// Writes `bytes` as the whole of the file at `path`; the system error that stopped it, or nil.

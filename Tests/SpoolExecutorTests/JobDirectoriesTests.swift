@@ -6,7 +6,8 @@ import Testing
 @testable import SpoolExecutor
 
 /// A job's directory goes whole, whatever the job left in it: names that are not UTF-8, trees
-/// deeper than a path can name, links (never followed); and an output listing stops at its limit.
+/// deeper than a path (or the server's descriptors) can reach, unreadable directories, links
+/// (never followed); and an output listing stops at its limit.
 @Suite struct JobDirectoriesTests {
     /// Found by attacking the build: a file named `caf\xE9.txt`, or a tree 2,000 levels deep,
     /// stayed on disk after the job was deleted (204) and after every retention pass.
@@ -20,9 +21,10 @@ import Testing
         let made = open(latin1, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
         #expect(made >= 0)
         close(made)
-        // Deeper than PATH_MAX (4096): 300 levels of 20-byte names, made one level at a time.
+        // Deeper than PATH_MAX (4096), and than a process's descriptors (this machine's soft
+        // limit is 20,000; commonly 1,024): 25,000 levels of 20-byte names, one at a time.
         var level = open(paths.outputs, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        for _ in 0..<300 {
+        for _ in 0..<25_000 {
             #expect(mkdirat(level, "a-directory-level-20", 0o755) == 0)
             let next = openat(level, "a-directory-level-20", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             close(level)
@@ -30,6 +32,9 @@ import Testing
         }
         close(openat(level, "deep.txt", O_WRONLY | O_CREAT | O_CLOEXEC, 0o644))
         close(level)
+        // A directory the job made unreadable.
+        try FileManager.default.createDirectory(atPath: paths.directory + "/locked/inner", withIntermediateDirectories: true)
+        chmod(paths.directory + "/locked", 0)
         // A link out of the directory: removed, its target kept.
         let outside = scratch.path + "/outside.txt"
         FileManager.default.createFile(atPath: outside, contents: Data("keep".utf8))
