@@ -63,7 +63,8 @@ extension PostgresJobStore {
                            \(job.retry?.json.canonicalText), \(job.notBefore?.microseconds), \(job.startBy?.microseconds),
                            \(job.dedup == nil ? nil : job.dedupHash), \(job.array?.id), \(job.array?.index), \(job.array?.failFast)
                     FROM tag WHERE NOT (SELECT f FROM full_total) AND NOT (SELECT f FROM full_owner)
-                      AND NOT EXISTS (SELECT 1 FROM joined_keys WHERE owner = \(owner) AND key = \(job.idempotencyKey))
+                      AND NOT EXISTS (SELECT 1 FROM joined_keys k JOIN jobs h ON h.id = k.job_id
+                                      WHERE k.owner = \(owner) AND k.key = \(job.idempotencyKey))
                     ON CONFLICT DO NOTHING
                     RETURNING seq, fair_tag
                 ), ev AS (
@@ -123,18 +124,25 @@ extension PostgresJobStore {
                     j.owner = \(owner) AND j.dedup_hash = \(hash)
                       AND (j.state IN ('queued', 'running') AND NOT j.cancel_requested OR (j.state = 'succeeded' AND j.finished_at >= \(cutoff)))
                     ORDER BY j.state IN ('queued', 'running') DESC, j.seq DESC LIMIT 1
-                    """, on: connection, logger: self.logger) {
+                    """, locking: job.idempotencyKey != nil, on: connection, logger: self.logger) {
                     if let key = job.idempotencyKey {
                         // The request holds its key from now on: a repeat answers the job it joined.
-                        // A job stored under the key by a submit this transaction cannot see yet
-                        // (another request under the same key, at the same moment) keeps the
-                        // key; this request's repeat is then a conflict with it.
-                        try await connection.query("""
+                        // The joined job is locked (above), so a delete of it waits for this commit
+                        // and then takes the key with it. A job stored under the key by a submit
+                        // this transaction cannot see yet (another request under the same key, at
+                        // the same moment) keeps the key; this request's repeat is then a conflict.
+                        let held = try await connection.query("""
                             INSERT INTO joined_keys (owner, key, job_id, fingerprint)
                             SELECT \(owner), \(key), \(same.id.rawValue), \(job.fingerprint)
                             WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE owner = \(owner) AND idempotency_key = \(key))
-                            ON CONFLICT DO NOTHING
-                            """, logger: self.logger)
+                            ON CONFLICT (owner, key) DO UPDATE SET job_id = EXCLUDED.job_id, fingerprint = EXCLUDED.fingerprint
+                                WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = joined_keys.job_id)
+                            RETURNING 1
+                            """, logger: self.logger).decodeFirst(Int.self)
+                        // Taken by another request under the same key, joining another job, meanwhile: its answer.
+                        if held == nil, let holder = try await Self.keyHolder(owner: owner, key: key, on: connection, logger: self.logger) {
+                            return .keyHeld(holder)
+                        }
                     }
                     return .duplicate(same)
                 }

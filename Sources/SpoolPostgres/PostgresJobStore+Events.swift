@@ -66,7 +66,9 @@ extension PostgresJobStore {
                             \(events.map { $0.owner ?? "?" })::text[], \(events.map { Int64($0.attempt ?? -1) })::bigint[])
                     AS e(job_id, kind, at, data, owner, attempt)
                 WHERE EXISTS (SELECT 1 FROM jobs j WHERE j.id = e.job_id
-                              AND (e.attempt < 0 OR NOT (j.attempts > e.attempt OR (j.attempts = e.attempt AND j.state <> 'running'))))
+                              AND (e.attempt < 0 OR NOT (j.attempts > e.attempt OR (j.attempts = e.attempt AND j.state <> 'running')))
+                              -- A delete holding the job waits for this, or this for it (then the job is gone).
+                              FOR KEY SHARE)
                 RETURNING id
             ), newest AS (SELECT max(id) AS id FROM ev)
             SELECT id, pg_notify('\(unescaped: Self.eventsChannel)', id::text) IS NULL,
