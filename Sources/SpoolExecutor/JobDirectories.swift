@@ -18,6 +18,20 @@ public enum JobDirectories {
         }
     }
 
+    /// Whether a job's files fit under `dataDirectory` now: a 4 KiB file can be written in its
+    /// `jobs` folder (a full disk or quota answers ENOSPC or EDQUOT), and is removed again.
+    public static func haveRoom(in dataDirectory: String) -> Bool {
+        let path = dataDirectory + "/jobs/.spool-room-probe"
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { return false }
+        defer {
+            close(descriptor)
+            unlink(path)
+        }
+        let block = [UInt8](repeating: 0, count: 4096)
+        return block.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) } == block.count
+    }
+
     /// Removes job `id`'s directory and everything in it; false when this node holds none, or
     /// it could not all go.
     @discardableResult

@@ -372,14 +372,14 @@ public actor Scheduler: Service {
     }
 
     /// After an attempt's end: a job handed back because the data directory is full pauses the
-    /// slots' claims for `dataDirectoryRetryDelay` (then they look again); any job that got its
-    /// files (it ran) says there is room again.
+    /// slots' claims for `dataDirectoryRetryDelay`, then the data directory is tried (a small
+    /// file written) and the slots look again; a job that ran, or a try that found room, says
+    /// there is room again (so the health check clears even with nothing left to run).
     private func noteDataDirectory(after result: ExecutionResult, in group: inout DiscardingTaskGroup) {
         guard result.dataDirectoryFull else {
-            if case .returned = result.outcome { return }   // it never got as far as its files
-            if let full = dataDirectoryFull {
-                dataDirectoryFull = nil
-                logger.notice("the data directory has room again: jobs start", metadata: ["full_for_s": "\(Int((clock.now() - full.since).inSeconds))"])
+            switch result.outcome {
+            case .returned, .spawnFailed, .canceled, .stoppedForShutdown: return   // it may not have got as far as its files
+            default: dataDirectoryHasRoom()
             }
             return
         }
@@ -390,10 +390,18 @@ public actor Scheduler: Service {
                          metadata: ["error": "\(error)", "retry_every_s": "\(delay.inSeconds)"])
         }
         dataDirectoryFull = (since: dataDirectoryFull?.since ?? now, retryAt: now + delay, error: error)
+        let directory = configuration.dataDirectory
         group.addTask { [weak self, clock] in
             do { try await clock.sleep(for: delay) } catch { return }
+            if (try? await BlockingIO.run({ JobDirectories.haveRoom(in: directory) })) == true { await self?.dataDirectoryHasRoom() }
             self?.jobEnqueued()
         }
+    }
+
+    private func dataDirectoryHasRoom() {
+        guard let full = dataDirectoryFull else { return }
+        dataDirectoryFull = nil
+        logger.notice("the data directory has room again: jobs start", metadata: ["full_for_s": "\(Int((clock.now() - full.since).inSeconds))"])
     }
 
     /// Why the store is failing this scheduler, when it has failed three times in a row: the

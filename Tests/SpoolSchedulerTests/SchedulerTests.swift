@@ -75,6 +75,23 @@ import Testing
         }
     }
 
+    /// With nothing left to run, the data directory is still tried once the pause is over, and
+    /// the problem clears when a file fits again (found in review: the health check stayed 503).
+    @Test func aFullDataDirectoryIsTriedAgainWithNothingLeftToRun() async throws {
+        try await running {
+            let job = try await rig.submit()
+            let first = try await nextAttempt()
+            first.finish(ExecutionResult(.returned(message: "the data directory is full: cannot write input.json: No space left on device"),
+                                         dataDirectoryFull: true))
+            _ = try await rig.waitFor(job.id, .queued, after: .running)
+            _ = try await rig.store.cancel(job.id, by: nil, now: rig.clock.wall())
+            #expect(await rig.scheduler.dataDirectoryProblem() != nil)
+            try await rig.advance(by: .seconds(1), until: "the data directory to be tried again") {
+                await rig.scheduler.dataDirectoryProblem() == nil
+            }
+        }
+    }
+
     @Test func aFinishedJobIsRecordedAndItsSlotTakesTheNextJobInOneStep() async throws {
         try await running {
             let first = try await rig.submit()
