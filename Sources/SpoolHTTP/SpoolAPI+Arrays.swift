@@ -69,16 +69,16 @@ extension SpoolAPI {
         if let url = tasks.first?.webhookURL {
             do { try await webhookTargets.check(url) } catch { throw APIError.unprocessable("\"webhook\": \(error)") }
         }
-        if let rate = principal.limits.rate, let name = principal.name,
-           let wait = try await rates.take(name, rate: rate) {
-            throw APIError.rateLimited("token rate", detail: "this token may submit \(rate) jobs per second", retryAfter: wait)
-        }
         // All or none: an array larger than a queue limit could never be stored, however long the caller waits.
         for (limit, whose) in [(principal.limits.maxQueued, "this token's"), (access.maxQueued, "the server's")] {
             if let limit, items.count > limit {
                 throw APIError.unprocessable("the array has \(items.count) tasks, more than \(whose) max_queued (\(limit)): "
                                              + "it can never be queued whole; submit it as smaller arrays")
             }
+        }
+        if let rate = principal.limits.rate, let name = principal.name,
+           let wait = try await rates.take(name, rate: rate) {
+            throw APIError.rateLimited("token rate", detail: "this token may submit \(rate) jobs per second", retryAfter: wait)
         }
         if let first = tasks.first { try await checkDeadline(of: first) }
         let stored: [Job]

@@ -126,7 +126,8 @@ public protocol JobStore: Sendable {
     /// cursor). The default reads every event; a store that can filter in its query does.
     func webhookEvents(after: Int64, limit: Int) async throws -> (events: [JobEvent], through: Int64)
 
-    /// Records an event that is not a state change (log lines, outputs). With `attempt`, only
+    /// Records an event that is not a state change (log lines, outputs), of a job still stored
+    /// (one deleted meanwhile keeps none). With `attempt`, only
     /// while the job has not moved past that attempt: a late line of an attempt that was
     /// rescued (run again on another node, or back in the queue) or has ended is dropped, as its
     /// progress and its end are. An attempt whose claim has not committed yet (a local store
@@ -138,7 +139,7 @@ public protocol JobStore: Sendable {
 }
 
 extension JobStore {
-    /// An event of the job, from no attempt in particular (always recorded).
+    /// An event of the job, from no attempt in particular (recorded while the job is stored).
     public func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
         try await appendEvent(kind, job: job, attempt: nil, data: data, now: now)
     }

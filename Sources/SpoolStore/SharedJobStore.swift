@@ -28,7 +28,8 @@ public protocol SharedJobStore: JobStore {
     /// rescued like a dead node's job, instead of staying `running` for good.
     func renewLeases(of attempts: [JobID: Int]) async throws -> [LeaseHolding]
 
-    /// Rescues running jobs whose lease expired; returns them as rescued.
+    /// Rescues running jobs whose lease expired; returns them as they were found (running), as
+    /// `recoverInterrupted` does: `Job.rescueFromLostNode` says what each became.
     func rescueExpired(now: Timestamp) async throws -> [Job]
 
     /// Records that this node is alive, with its role and slot count (every lease/3).

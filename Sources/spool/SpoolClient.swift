@@ -21,7 +21,7 @@ struct ServerOptions: ParsableArguments {
             let environment = ProcessInfo.processInfo.environment
             let base = server ?? environment["SPOOL_URL"] ?? "http://127.0.0.1:8080"
             // Likely `--token "$TOKEN"` with the variable unset: sent, it would be a puzzling 401.
-            if token?.isEmpty == true { throw SpoolClient.Failure(description: "--token is empty (leave it out to send no token)") }
+            if token?.isEmpty == true { throw SpoolClient.Failure(description: "--token is empty (leave it out to send $SPOOL_TOKEN, or none)") }
             return SpoolClient(base: try SpoolClient.checkedBase(base), token: token ?? environment["SPOOL_TOKEN"].flatMap { $0.isEmpty ? nil : $0 },
                                http: try SpoolClient.http(trusting: cacert))
         }

@@ -413,7 +413,7 @@ import Testing
         #expect(badToken.status == 1 && badToken.stderr.hasPrefix("spool: a header of this request cannot be sent"), "\(badToken.stderr)")
         // An empty --token is a mistake (an unset variable in a script), not a request without one.
         let emptyToken = try await runCLI(["list", "--server", server.url, "--token", ""])
-        #expect(emptyToken.status == 1 && emptyToken.stderr == "spool: --token is empty (leave it out to send no token)\n", "\(emptyToken.stderr)")
+        #expect(emptyToken.status == 1 && emptyToken.stderr == "spool: --token is empty (leave it out to send $SPOOL_TOKEN, or none)\n", "\(emptyToken.stderr)")
 
         let unreachable = try await runCLI(["status", jobID, "--server", "http://127.0.0.1:9"])
         #expect(unreachable.status == 3)

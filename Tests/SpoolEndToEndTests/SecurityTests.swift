@@ -440,8 +440,11 @@ import Testing
         #expect(ContinuousClock.now - stalledAt < .seconds(5))
         // A long poll, its request whole, is not cut by the timeout while the server holds it.
         let job = try Self.id(try await server.submit("sleep", .object(["seconds": 2.5])))
+        _ = try await server.waitFor(job, ["running"])
+        let polled = ContinuousClock.now
         let waited = try await server.request(.GET, "/v1/jobs/\(job)?wait=10&seen=running", timeout: .seconds(20))
-        #expect(waited.status == 200, "\(waited.status)")
+        #expect(waited.status == 200 && waited.json["state"] != "running", "\(waited.status): \(waited.json)")
+        #expect(ContinuousClock.now - polled > .seconds(1), "held past the 1-s timeout")
     }
 
     /// A server bound to a non-loopback address with no token refuses to start, in one line
