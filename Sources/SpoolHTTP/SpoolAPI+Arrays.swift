@@ -33,6 +33,10 @@ extension SpoolAPI {
         let now = WallClock.now()
         var tasks: [Job] = []
         tasks.reserveCapacity(items.count)
+        // The key is the request's, not a task's: refused as such.
+        if let key = submission.idempotencyKey, key.isEmpty || key.utf8.count > 255 {
+            throw APIError.unprocessable("Idempotency-Key must be 1 to 255 characters")
+        }
         for (index, input) in items {
             var one = submission
             one.array = nil
@@ -287,8 +291,8 @@ extension SpoolAPI {
         case .notFound:
             throw APIError.notFound("no array \(summary.id)")
         case .notEnded(let open):
-            throw APIError.conflict("not-ended", "array \(summary.id) has \(open) task\(open == 1 ? "" : "s") queued or running: cancel it "
-                                    + "(POST /v1/arrays/\(summary.id)/cancel), then delete it once they have ended")
+            throw APIError.conflict("not-ended", "array \(summary.id) has \(open) task\(open == 1 ? "" : "s") not ended yet (queued, running, "
+                                    + "or stopping after a cancel): cancel it (POST /v1/arrays/\(summary.id)/cancel), then delete it once they have ended")
         case .deleted(let tasks):
             // This node's copies of the tasks' files, as for one job (`deleteJob`).
             _ = try? await BlockingIO.run { [dataDirectory] in
