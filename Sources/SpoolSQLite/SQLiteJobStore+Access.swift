@@ -18,6 +18,7 @@ extension SQLiteJobStore {
     }
 
     func write<T: Sendable>(_ what: String, lingering: Duration? = nil, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        if let problem = file.problem() { throw StoreError(.storageUnavailable, "could not \(what): \(problem)") }
         let output: any Sendable
         do { output = try await writes.submit({ db in try body(db) }, lingering: lingering) } catch { throw Self.translate(error, doing: what) }
         guard let value = output as? T else { throw StoreError(.other, "could not \(what): a write answered \(type(of: output))") }

@@ -36,7 +36,12 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     /// How long a job's log lines and outputs event wait for another write to commit with.
     let eventLinger: Duration = .milliseconds(20)
 
-    public init(path: String, synchronous: Synchronous = .full) throws {
+    /// The database file as opened, and when writes last checked it is still the file at `path`.
+    let file: DatabaseFile
+
+    /// `fileCheckInterval`: how often writes make sure the file at `path` is still the one
+    /// opened (one `stat`; removed or replaced under a running server, writes would be lost).
+    public init(path: String, synchronous: Synchronous = .full, fileCheckInterval: Duration = .seconds(1)) throws {
         self.path = path
         self.synchronous = synchronous
         var configuration = Configuration()
@@ -57,6 +62,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
             throw Self.translate(error, doing: "open the job database at \(path)")
         }
         writes = WriteLoop(pool: pool)
+        file = DatabaseFile(path: path, checkEvery: fileCheckInterval)
     }
 
     public func prepare() async throws {

@@ -62,6 +62,23 @@ import Testing
                                                    timeout: 12.5, key: "key-1")).existing?.id == before[0].id)
     }
 
+    /// The database file removed (or replaced) under a running server: writes would go to a
+    /// file no one can open again, so every job accepted from then on would be lost at the next
+    /// start. Writes are refused (a submit's 503) once that is seen, and stay refused (found by
+    /// attacking the build: submits got 201 and the jobs were gone after a restart).
+    @Test func writesAreRefusedOnceTheDatabaseFileIsGone() async throws {
+        let store = try SQLiteJobStore(path: path, fileCheckInterval: .zero)
+        try await store.prepare()
+        _ = try await store.create(makeJob())
+        for suffix in ["", "-wal", "-shm"] { unlink(path + suffix) }
+        await #expect(performing: { try await store.enqueue(makeJob()) }, throws: { error in
+            (error as? StoreError)?.code == .storageUnavailable
+                && (error as? StoreError)?.message.contains("was removed or replaced while the server ran") == true
+        })
+        FileManager.default.createFile(atPath: path, contents: nil)   // another file by that name is not the one opened
+        await #expect(throws: StoreError.self) { try await store.enqueue(makeJob()) }
+    }
+
     @Test func runningJobsFromAClosedStoreAreRecoveredAfterReopening() async throws {
         var running: Job?
         do {
