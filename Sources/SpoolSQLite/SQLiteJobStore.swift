@@ -179,6 +179,17 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         }
     }
 
+    public func failFastArraysLeftOpen() async throws -> [String] {
+        try await read("look for fail-fast arrays left open") { db in
+            try String.fetchAll(db, sql: """
+                SELECT DISTINCT array_id FROM jobs AS open
+                WHERE state IN ('queued', 'running') AND array_fail_fast = 1
+                  AND EXISTS (SELECT 1 FROM jobs AS failed WHERE failed.array_id = open.array_id AND failed.state = 'failed')
+                ORDER BY array_id
+                """)
+        }
+    }
+
     public func queuedAhead(ofNew job: Job, dueBy: Timestamp) async throws -> Int {
         try await read("count the queue ahead of a job") { db in
             let owner = job.owner ?? ""

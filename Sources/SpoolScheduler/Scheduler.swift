@@ -991,16 +991,32 @@ public actor Scheduler: Service {
     /// crash or a lost node) cancels the tasks of its array that have not finished, queued ones
     /// at once and running ones stopped, named `canceled_by: "fail_fast"`.
     public func failFast(after failed: [Job]) async {
+        await failFast(arrays: failed.filter { $0.state == .failed && $0.array?.failFast == true }.compactMap { task in
+            task.array.map { ($0.id, task.id.rawValue) }
+        })
+    }
+
+    /// At start: the fail-fast arrays a crash left with a failed task and others not finished
+    /// (it came between the failure and the cancel of the rest) are canceled now.
+    public func failFastArraysLeftOpen() async {
+        do {
+            await failFast(arrays: try await store.failFastArraysLeftOpen().map { ($0, "a task that failed before a restart") })
+        } catch {
+            logger.warning("could not look for fail-fast arrays left open", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Cancels the rest of each array (`because`: the task that failed), once per array.
+    private func failFast(arrays: [(id: String, because: String)]) async {
         var seen: Set<String> = []
-        for task in failed where task.state == .failed {
-            guard let array = task.array, array.failFast, seen.insert(array.id).inserted else { continue }
+        for (array, task) in arrays where seen.insert(array).inserted {
             do {
-                let canceled = try await store.cancelArray(array.id, by: "fail_fast", now: clock.wall())
+                let canceled = try await store.cancelArray(array, by: "fail_fast", now: clock.wall())
                 for other in canceled { await stop(other, because: .cancel) }
                 logger.info("array task failed: canceled the rest (fail_fast)",
-                            metadata: ["array": "\(array.id)", "task": "\(task.id)", "canceled": "\(canceled.count)"])
+                            metadata: ["array": "\(array)", "task": "\(task)", "canceled": "\(canceled.count)"])
             } catch {
-                logger.warning("could not cancel the rest of a fail-fast array", metadata: ["array": "\(array.id)", "error": "\(error)"])
+                logger.warning("could not cancel the rest of a fail-fast array", metadata: ["array": "\(array)", "error": "\(error)"])
             }
         }
     }

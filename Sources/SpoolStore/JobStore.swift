@@ -109,6 +109,10 @@ public protocol JobStore: Sendable {
     /// The default cancels task by task; a store that can does it in one transaction.
     func cancelArray(_ id: String, by actor: String?, now: Timestamp) async throws -> [JobID]
 
+    /// The fail-fast arrays with a failed task and tasks not finished: left so by a crash between
+    /// a task's failure and the cancel of the rest. The default finds none.
+    func failFastArraysLeftOpen() async throws -> [String]
+
     /// Deletes job array `id` whole, once every task of it has ended: each task as `delete`
     /// deletes a job, in one transaction. With any task queued or running, nothing goes
     /// (`.notEnded`).
@@ -145,6 +149,8 @@ extension JobStore {
     }
 
     public func enqueue(_ job: Job) async throws -> EnqueueResult { try await enqueue(job, limits: QueueLimits()) }
+
+    public func failFastArraysLeftOpen() async throws -> [String] { [] }
 
     public func queuedAhead(ofNew job: Job, dueBy: Timestamp) async throws -> Int {
         try await queuedCount(priorityAtLeast: job.priority, dueBy: dueBy)

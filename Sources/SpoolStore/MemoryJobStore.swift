@@ -221,6 +221,11 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
         jobsByID.values.count { $0.state == .queued && $0.priority >= priority && ($0.notBefore.map { $0 <= dueBy } ?? true) }
     }
 
+    public func failFastArraysLeftOpen() async throws -> [String] {
+        let open = Set(jobsByID.values.filter { !$0.state.isTerminal && $0.array?.failFast == true }.compactMap(\.array?.id))
+        return Set(jobsByID.values.filter { $0.state == .failed }.compactMap(\.array?.id)).intersection(open).sorted()
+    }
+
     public func queuedAhead(ofNew job: Job, dueBy: Timestamp) async throws -> Int {
         let due = jobsByID.values.filter { $0.state == .queued && ($0.notBefore.map { $0 <= dueBy } ?? true) }
         let level = jobsByID.values.filter { $0.state == .queued && $0.priority == job.priority }

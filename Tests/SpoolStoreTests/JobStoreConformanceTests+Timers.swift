@@ -386,6 +386,28 @@ extension JobStoreConformanceTests {
     }
 
     /// A task's state events name its array (and its index), from every step; a plain job's do not.
+    /// A crash between a fail-fast task's failure and the cancel of the rest leaves the array
+    /// with a failed task and others open: the start finds it (found in review).
+    @Test(arguments: StoreKind.allCases)
+    func failFastArraysLeftOpenAreFound(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let open = ArraySpec.newID(), plain = ArraySpec.newID()
+            let stored = try await store.enqueueArray(tasks(open, count: 3, failFast: true), limits: QueueLimits())
+            _ = try await store.enqueueArray(tasks(plain, count: 2), limits: QueueLimits())
+            #expect(try await store.failFastArraysLeftOpen() == [])
+            let first = try #require(try await store.claimNext(for: SlotID(0), now: at(2_000)))
+            #expect(first.id == stored[0].id)
+            _ = try await store.finish(first.id, attempt: 1, outcome: .exited(code: 1), now: at(2_100), claimNextFor: nil)
+            let plainFirst = try #require(try await store.arrayTasks(plain, after: nil, limit: 1).first)
+            _ = try await store.claimNext(for: SlotID(0), now: at(2_200))   // the open array's second task
+            _ = try await store.cancel(plainFirst.id, now: at(2_300))
+            #expect(try await store.failFastArraysLeftOpen() == [open])
+            _ = try await store.cancelArray(open, by: "fail_fast", now: at(2_400))
+            _ = try await store.finish(stored[1].id, attempt: 1, outcome: .canceled, now: at(2_500), claimNextFor: nil)
+            #expect(try await store.failFastArraysLeftOpen() == [])
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func aTasksStateEventsNameItsArray(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
