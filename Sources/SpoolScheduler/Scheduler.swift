@@ -568,7 +568,7 @@ public actor Scheduler: Service {
             if !answered {
                 do {
                     claimed = if let local {
-                        try await local.claimNext(for: slot, excluding: excluded, skipping: reserved, now: clock.wall())
+                        try await local.claimNext(for: slot, excluding: excluded, skipping: runningJobs, now: clock.wall())
                     } else {
                         try await store.claimNext(for: slot, excluding: excluded, now: clock.wall())
                     }
@@ -625,7 +625,7 @@ public actor Scheduler: Service {
         // With a local store, jobs other slots started before their claim committed (or were
         // stopped that way and still end) are never claimed here: two transactions, on this
         // rare path (a store failure, tenants' running caps).
-        let skipping = reserved.subtracting([job.id])
+        let skipping = runningJobs.subtracting([job.id])
         let asOf = submissions.withLock(\.count), excluding = executor.excludedTypes(for: slot)
         group.addTask { [store, local, eventSink] in
             let answer: Result<FinishResult, any Error>
@@ -716,8 +716,11 @@ public actor Scheduler: Service {
 
     // MARK: - Starting before the claim commits (local store)
 
-    /// Jobs this server runs or is about to start: never looked up or claimed for another slot.
-    private var reserved: Set<JobID> { Set(running.keys.map(\.job)).union(upcomingJobs) }
+    /// Jobs this server runs or is about to start: never looked up for another busy slot.
+    private var reserved: Set<JobID> { runningJobs.union(upcomingJobs) }
+    /// Jobs this server runs: never started on another slot. (A job a busy slot looked up to
+    /// start next is an idle slot's to take: it would otherwise wait out the busy slot's job.)
+    private var runningJobs: Set<JobID> { Set(running.keys.map(\.job)) }
     /// Jobs busy slots looked up to start next.
     private var upcomingJobs: Set<JobID> { Set(upcoming.values.map(\.job.id)) }
 
@@ -827,7 +830,7 @@ public actor Scheduler: Service {
     private func lookUp(for slot: SlotID, _ local: any LocalJobStore, in group: inout DiscardingTaskGroup) async -> PeekedJob? {
         while true {
             let peeked: PeekedJob
-            let asOf = submissions.withLock(\.count), skipping = reserved, excluded = executor.excludedTypes(for: slot)
+            let asOf = submissions.withLock(\.count), skipping = runningJobs, excluded = executor.excludedTypes(for: slot)
             do {
                 peeked = try await local.peekNext(for: slot, excluding: excluded, skipping: skipping, now: clock.wall())
             } catch {
@@ -836,10 +839,10 @@ public actor Scheduler: Service {
                 retryWake(in: &group)
                 return nil
             }
-            if case .job(let job) = peeked, reserved.contains(job.id) { continue }
+            if case .job(let job) = peeked, runningJobs.contains(job.id) { continue }
             // Only when the look passed over what it was given (nothing started or ended meanwhile).
-            if peeked == .none, reserved == skipping {
-                emptyIdle[slot] = EmptyQueue(submissions: asOf, passedOver: upcomingJobs, excluded: excluded)
+            if peeked == .none, runningJobs == skipping {
+                emptyIdle[slot] = EmptyQueue(submissions: asOf, passedOver: [], excluded: excluded)
             }
             return peeked
         }
@@ -1115,6 +1118,8 @@ public actor Scheduler: Service {
         guard let job else { return }
         let attempt = Attempt(job)
         for slot in startedDuringLookAhead.keys { startedDuringLookAhead[slot]!.insert(job.id) }
+        // Another slot's next (an idle slot took it): that slot looks again when its job ends.
+        for (other, next) in upcoming where next.job.id == job.id { upcoming[other] = nil }
         // An earlier attempt of this job still here (it was rescued and came back): the store
         // gave the job to this attempt, so that one is stale and stopped, whether or not a lease
         // renewal noticed yet. This one starts once that one has ended, never beside it in its

@@ -492,6 +492,34 @@ extension StartBeforeCommitTests {
 }
 
 extension StartBeforeCommitTests {
+    /// A job a busy slot looked up ahead is not kept from an idle slot: the idle slot starts it
+    /// (found by attacking the build: with one array task running 15 s, the task its slot had
+    /// looked ahead at waited all that time while the other slot sat idle).
+    @Test func anIdleSlotTakesAJobABusySlotLookedUpAhead() async throws {
+        let executor = self.executor
+        let rig = try SchedulerRig(slots: 2, executor: { _, _, _ in executor })
+        try await running(rig) {
+            let first = try await rig.submit(), second = try await rig.submit(), third = try await rig.submit()
+            let a = try await executor.attempts.next("a first job"), b = try await executor.attempts.next("a second job")
+            #expect(Set([a.job.id, b.job.id]) == [first.id, second.id])
+            let scheduler = rig.scheduler
+            let busy = try await within(.seconds(10), "a slot to look ahead at the third job") { () -> SlotID in
+                while true {
+                    for slot in [a.slot.id, b.slot.id] where await scheduler.upcomingJob(for: slot) == third.id { return slot }
+                    try await pollingYield()
+                }
+            }
+            let (busyAttempt, freed) = busy == a.slot.id ? (a, b) : (b, a)
+            freed.finish(.succeeded)
+            let next = try await executor.attempts.next("the third job, on the slot that came free")
+            #expect(next.job.id == third.id && next.slot.id == freed.slot.id)
+            #expect(await scheduler.upcomingJob(for: busy) == nil, "no longer the busy slot's next")
+            next.finish(.succeeded)
+            busyAttempt.finish(.succeeded)
+            for job in [first, second, third] { _ = try await rig.waitFor(job.id, .succeeded) }
+        }
+    }
+
     /// A look-ahead's answer can arrive after the job it found has started on another slot and
     /// ended there (no longer running here): that job is not the slot's next, and never starts twice.
     @Test func aLookAheadThatFoundAJobAnotherSlotRanMeanwhileIsRefused() async throws {
