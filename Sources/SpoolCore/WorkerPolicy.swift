@@ -28,7 +28,8 @@ public struct WorkerPolicy: Sendable, Equatable {
     /// The job that crossed a limit has already finished: limits act between jobs.
     public func recycleReason(after outcome: JobOutcome, jobsRun: Int, usage: WorkerUsage) -> String? {
         switch outcome {
-        case .succeeded: break
+        // Handed back (its files could not be made, say): it says nothing about the worker.
+        case .succeeded, .returned: break
         case .canceled: return "its job was canceled"
         case .timedOut: return "its job timed out"
         default: return "its job failed"

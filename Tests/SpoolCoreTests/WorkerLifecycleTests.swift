@@ -254,3 +254,18 @@ import Testing
         }
     }
 }
+
+/// Why a warm worker is replaced before its next job.
+@Suite struct WorkerRecycleTests {
+    /// A job handed back before it reached the worker (its files could not be made: a full data
+    /// directory) says nothing about the worker, which stays (found by attacking the build: the
+    /// worker, a model loaded, was replaced every 5 s while the disk was full).
+    @Test func aJobHandedBackBeforeItReachedTheWorkerKeepsIt() {
+        var policy = WorkerPolicy()
+        policy.maxJobsPerWorker = 10
+        #expect(policy.recycleReason(after: .returned(message: "the data directory is full"), jobsRun: 1, usage: WorkerUsage()) == nil)
+        #expect(policy.recycleReason(after: .succeeded, jobsRun: 1, usage: WorkerUsage()) == nil)
+        #expect(policy.recycleReason(after: .reportedFailure(message: "x"), jobsRun: 1, usage: WorkerUsage()) == "its job failed")
+        #expect(policy.recycleReason(after: .returned(message: "x"), jobsRun: 10, usage: WorkerUsage())?.hasPrefix("it ran 10 jobs") == true)
+    }
+}
