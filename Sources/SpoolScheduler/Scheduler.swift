@@ -174,6 +174,8 @@ public actor Scheduler: Service {
     private var dataDirectoryFull: (since: Moment, retryAt: Moment, error: String)?
     /// Whether slots hold off claiming (the data directory is full).
     private var claimsPaused: Bool { dataDirectoryFull.map { clock.now() < $0.retryAt } ?? false }
+    /// A loop tries the full data directory every `dataDirectoryRetryDelay` until it has room.
+    private var probingDataDirectory = false
 
     /// Set with a local store (and `startBeforeCommit`): slots start jobs before claims commit.
     private let local: (any LocalJobStore)?
@@ -390,12 +392,26 @@ public actor Scheduler: Service {
                          metadata: ["error": "\(error)", "retry_every_s": "\(delay.inSeconds)"])
         }
         dataDirectoryFull = (since: dataDirectoryFull?.since ?? now, retryAt: now + delay, error: error)
+        guard !probingDataDirectory else { return }
+        // One probe loop while it lasts, whether or not jobs keep coming back: with the queue
+        // emptied meanwhile, nothing else would ever find the room again.
+        probingDataDirectory = true
         let directory = configuration.dataDirectory
         group.addTask { [weak self, clock] in
-            do { try await clock.sleep(for: delay) } catch { return }
-            if (try? await BlockingIO.run({ JobDirectories.haveRoom(in: directory) })) == true { await self?.dataDirectoryHasRoom() }
-            self?.jobEnqueued()
+            while true {
+                do { try await clock.sleep(for: delay) } catch { return }
+                let room = (try? await BlockingIO.run({ JobDirectories.haveRoom(in: directory) })) == true
+                guard let self, await self.probedDataDirectory(room: room) else { return }
+            }
         }
+    }
+
+    /// A probe's answer: room clears the problem. Whether to probe again (still full).
+    private func probedDataDirectory(room: Bool) -> Bool {
+        if room { dataDirectoryHasRoom() }
+        jobEnqueued()   // the slots look again either way
+        probingDataDirectory = dataDirectoryFull != nil
+        return probingDataDirectory
     }
 
     private func dataDirectoryHasRoom() {

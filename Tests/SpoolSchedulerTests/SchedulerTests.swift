@@ -1,3 +1,4 @@
+import Foundation
 import SpoolCore
 import SpoolExecutor
 import SpoolScheduler
@@ -75,8 +76,9 @@ import Testing
         }
     }
 
-    /// With nothing left to run, the data directory is still tried once the pause is over, and
-    /// the problem clears when a file fits again (found in review: the health check stayed 503).
+    /// With nothing left to run, the data directory is still tried after each pause, and the
+    /// problem clears when a file fits again (found in review and by attacking the build: the
+    /// health check stayed 503 once the queue emptied while the disk was full).
     @Test func aFullDataDirectoryIsTriedAgainWithNothingLeftToRun() async throws {
         try await running {
             let job = try await rig.submit()
@@ -85,7 +87,16 @@ import Testing
                                          dataDirectoryFull: true))
             _ = try await rig.waitFor(job.id, .queued, after: .running)
             _ = try await rig.store.cancel(job.id, by: nil, now: rig.clock.wall())
+            // Still full when first tried (a directory where the probe writes its file fails it).
+            let probe = rig.dataDirectory + "/jobs/.spool-room-probe"
+            try FileManager.default.createDirectory(atPath: probe, withIntermediateDirectories: false)
+            let full = rig.manual.now
+            try await rig.advance(by: .seconds(1), until: "three tries, the data directory still full", limit: 20) {
+                full.duration(to: rig.manual.now) >= .seconds(16)
+            }
             #expect(await rig.scheduler.dataDirectoryProblem() != nil)
+            // Room again, with nothing queued to find it: the next try does.
+            try FileManager.default.removeItem(atPath: probe)
             try await rig.advance(by: .seconds(1), until: "the data directory to be tried again") {
                 await rig.scheduler.dataDirectoryProblem() == nil
             }
