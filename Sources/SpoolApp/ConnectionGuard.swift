@@ -28,8 +28,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private let count: Count
     private var timer: Scheduled<Void>?
     private var counted = false
-    /// The current request's response has ended (possibly before the request's own end).
-    private var answered = true
+    /// A request's parts are arriving (its head came, its end not yet).
+    private var receiving = false
+    /// Requests that arrived whole, and responses that ended, on this connection: more of the
+    /// first means one is being answered (a pipelined one waits its turn behind it).
+    private var requestsEnded = 0
+    private var responsesEnded = 0
 
     private let maxBodyBytes: Int
 
@@ -61,26 +65,36 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head:
-            answered = false
+            receiving = true
             arm(context)   // the rest of the request (its body, its end) within the timeout of this part
         case .body:
             arm(context)
-        case .end where answered:
-            arm(context)   // answered before its body was all in (a refusal): the next request's headers
         case .end:
-            timer?.cancel()
-            timer = nil
+            receiving = false
+            requestsEnded += 1
+            settle(context)
         }
         context.fireChannelRead(data)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        // A response ended: the next request's headers must come within the timeout too.
         if case .end = unwrapOutboundIn(data) {
-            answered = true
-            arm(context)
+            responsesEnded += 1
+            settle(context)
         }
         context.write(data, promise: promise)
+    }
+
+    /// After a request or a response ended: a request that arrived whole and is not answered
+    /// yet (pipelined ones included) may take as long as the server needs; otherwise the next
+    /// request's headers (or the rest of this one, answered early) must come within the timeout.
+    private func settle(_ context: ChannelHandlerContext) {
+        if !receiving, requestsEnded > responsesEnded {
+            timer?.cancel()
+            timer = nil
+        } else {
+            arm(context)
+        }
     }
 
     private func arm(_ context: ChannelHandlerContext) {

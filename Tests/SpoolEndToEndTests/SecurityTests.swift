@@ -443,6 +443,18 @@ import Testing
         let waited = try await server.request(.GET, "/v1/jobs/\(job)?wait=10&seen=running", timeout: .seconds(20))
         #expect(waited.status == 200 && waited.json["state"] != "running", "\(waited.status): \(waited.json)")
         #expect(ContinuousClock.now - polled > .seconds(1), "held past the 1-s timeout")
+
+        // Pipelined behind another request on one connection, the same long poll is held too
+        // (found by attacking the build: the first answer's end re-armed the timer, and the
+        // connection closed at 1 s with the poll unanswered).
+        let another = try Self.id(try await server.submit("sleep", .object(["seconds": 2.5])))
+        _ = try await server.waitFor(another, ["running"])
+        let connection = try RawConnection(port: port)
+        defer { connection.close() }
+        try connection.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                            + "GET /v1/jobs/\(another)?wait=10&seen=running HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        let answers = try connection.read(within: 15) { $0.components(separatedBy: "HTTP/1.1 200").count == 3 && $0.contains("\"succeeded\"") }
+        #expect(answers.components(separatedBy: "HTTP/1.1 200").count == 3 && answers.contains("\"succeeded\""), "\(answers)")
     }
 
     /// A server bound to a non-loopback address with no token refuses to start, in one line
