@@ -249,12 +249,16 @@ enum JobFiles {
     /// names that are not UTF-8), and a subdirectory that is not empty has its entries moved up
     /// into `path`, so a tree of any depth goes with two descriptors and no recursion (a job's
     /// tree thousands of levels deep would otherwise need a descriptor per level, and exhaust
-    /// the server's). A directory the job made unreadable is made readable first.
+    /// the server's). A directory the job locked (unreadable or unwritable) is opened up first.
     @discardableResult
     static func removeTree(_ path: String) -> Bool {
-        let top = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        var top = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        if top < 0, errno == EACCES, chmod(path, 0o700) == 0 { top = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
         if top >= 0 {
             defer { close(top) }
+            // Its entries go only if it is writable: a job may have locked it (a server that is
+            // not root is held to permissions).
+            fchmod(top, 0o700)
             var hoisted = 0
             while let names = names(in: top), !names.isEmpty {
                 var progress = false
@@ -266,14 +270,18 @@ enum JobFiles {
                     guard errno == ENOTEMPTY || errno == EEXIST else { continue }
                     // A directory with entries: they move up here (under fresh names), and it goes on a later pass.
                     var sub = openat(top, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                    if sub < 0, errno == EACCES, fchmodat(top, name, 0o700, 0) == 0 {
+                    if sub < 0, errno == EACCES, unlockDirectory(name, in: top) {
                         sub = openat(top, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                     }
                     guard sub >= 0 else { continue }
+                    fchmod(sub, 0o700)   // its entries move out only if it is writable
                     for child in self.names(in: sub) ?? [] {
+                        var unlocked = false
                         for _ in 0..<8 {
                             hoisted += 1
                             if renameat(sub, child, top, Array(".spool-removing-\(hoisted)".utf8CString)) == 0 { progress = true; break }
+                            // A directory moves to another parent only if it is writable itself (its "..").
+                            if errno == EACCES, !unlocked, unlockDirectory(child, in: sub) { unlocked = true; continue }
                             guard errno == ENOTEMPTY || errno == EEXIST || errno == ENOTDIR || errno == EISDIR else { break }
                         }
                     }
@@ -283,6 +291,14 @@ enum JobFiles {
             }
         }
         return rmdir(path) == 0 || errno == ENOENT
+    }
+
+    /// Makes the directory `name` in `parent` readable, writable and searchable by its owner,
+    /// when it is a directory (never through a link); whether it did.
+    private static func unlockDirectory(_ name: [CChar], in parent: Int32) -> Bool {
+        var status = stat()
+        guard fstatat(parent, name, &status, AT_SYMLINK_NOFOLLOW) == 0, status.st_mode & S_IFMT == S_IFDIR else { return false }
+        return fchmodat(parent, name, 0o700, 0) == 0
     }
 
     /// The raw names (NUL-terminated) in the directory open as `descriptor`, but "." and "..";

@@ -59,11 +59,13 @@ final class ServerHarness: @unchecked Sendable {
 
     /// Starts the server (`spool serve`, or `spool agent` with `agent`) and waits until it
     /// listens (an agent: until it runs).
-    func start(_ extra: [String] = [], agent: Bool = false, environment: [String: String] = [:]) async throws {
+    /// `user`: run the server as this uid (and its gid), through `setpriv` (needs root).
+    func start(_ extra: [String] = [], agent: Bool = false, environment: [String: String] = [:], user: UInt32? = nil) async throws {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.executableURL = URL(fileURLWithPath: user == nil ? Self.binary : "/usr/bin/setpriv")
         if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new } }
-        process.arguments = (agent ? ["agent"] : ["serve", "--port", "0"])
+        process.arguments = (user.map { ["--reuid", "\($0)", "--regid", "\($0)", "--clear-groups", Self.binary] } ?? [])
+            + (agent ? ["agent"] : ["serve", "--port", "0"])
             + ["--config", configPath, "--data-dir", dataDirectory, "--gpus", "none", "--log-level", "warning"] + extra
         let output = Pipe()
         process.standardOutput = output

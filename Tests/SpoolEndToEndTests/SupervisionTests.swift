@@ -197,6 +197,27 @@ import Testing
         #expect(reply.hasPrefix("HTTP/1.1 400"), "\(reply)")
     }
 
+    /// A server that is not root deletes a job's directory whole though the job locked folders
+    /// inside its outputs (mode 000, 500, 400): permission checks apply to it (found by attacking
+    /// the build: DELETE answered 204 and the tree stayed, half moved). Needs root to start the
+    /// server as nobody.
+    @Test func aServerThatIsNotRootDeletesAJobsLockedFoldersToo() async throws {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else { return }
+        let server = try ServerHarness(config: .object(["job_types": .object([
+            "sh": .object(["command": .array(["/bin/sh", "-c", "{input.script}"]), "timeout_s": 30]),
+        ])]))
+        try FileManager.default.createDirectory(atPath: server.dataDirectory, withIntermediateDirectories: true)
+        for path in [server.scratch, server.dataDirectory, server.configPath] { chown(path, 65534, 65534) }
+        try await server.start(user: 65534)
+        defer { Task { await server.stop() } }
+        let script = "cd \"$SPOOL_OUTPUT_DIR\" && mkdir -p a/b c d && echo x > a/b/f && echo y > c/g && echo z > d/h "
+            + "&& chmod 000 a/b && chmod 500 c a && chmod 400 d && chmod 500 ."
+        let job = try #require(try await server.submit("sh", .object(["script": .string(script)])).json["id"]?.stringValue)
+        #expect(try await server.waitFor(job, ["succeeded", "failed", "canceled"])["state"] == "succeeded")
+        #expect(try await server.request(.DELETE, "/v1/jobs/\(job)").status == 204)
+        #expect(!FileManager.default.fileExists(atPath: server.dataDirectory + "/jobs/" + job))
+    }
+
     @Test func metricsCountEachResponseUnderItsRealStatus() async throws {
         let server = try ServerHarness(config: Self.config())
         try await server.start()
