@@ -89,6 +89,8 @@ extension SpoolAPI {
         do {
             stored = try await store.enqueueArray(tasks, limits: QueueLimits(total: access.maxQueued, owner: principal.limits.maxQueued))
         } catch let error as StoreError where error.code == .queueFull {
+            // A retry sent twice at once: the other made the array (its tasks filled the queue), and answers for both.
+            if named != nil, let answer = try await repeated() { return answer }
             let wait = scheduler.estimate(position: 1, type: submission.type)?.startsIn ?? 5
             let (whose, limit) = error.limit == .server ? ("the server's", access.maxQueued ?? 0) : ("this token's", principal.limits.maxQueued ?? 0)
             throw APIError.rateLimited(error.limit?.rawValue ?? "max_queued",
