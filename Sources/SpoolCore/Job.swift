@@ -119,6 +119,9 @@ public struct Job: Sendable, Hashable {
     /// A failure its `retry` policy covers goes back to the queue until `notBefore` (the policy's
     /// back-off); every attempt that was not handed back is added to `attemptLog`.
     public mutating func record(_ outcome: JobOutcome, at now: Timestamp, result: JSONValue? = nil) {
+        // The attempt ran: its start met the deadline, and a requeue is not canceled for it. One
+        // handed back before it ran (`.returned`: its worker not ready, its files not made) keeps it.
+        if case .returned = outcome {} else { startBy = nil }
         if outcome.givesAttemptBack {
             // The attempt did not get a fair run; it does not use up the job's budget.
             attempts = max(0, attempts - 1)
@@ -200,6 +203,7 @@ public struct Job: Sendable, Hashable {
     /// remain, else fail it for `reason`. One whose cancel was under way (asked for, not yet
     /// carried out) ends canceled: the user's word stands, and its side effects are not repeated.
     private mutating func requeueOrFail(because reason: FailureReason, _ message: String, at now: Timestamp) {
+        startBy = nil   // it ran: its start met the deadline
         if cancelRequested {
             let error = JobOutcome.canceled.errorMessage(timeout: nil)
             attemptLog.append(AttemptRecord(number: attempts, slot: slot, node: node, startedAt: startedAt, endedAt: now,
@@ -225,7 +229,6 @@ public struct Job: Sendable, Hashable {
     public mutating func start(on slot: SlotID, at now: Timestamp) {
         state = .running
         attempts += 1
-        startBy = nil   // the start deadline is met: a later requeue does not cancel the job for it
         self.slot = slot
         startedAt = now
         finishedAt = nil

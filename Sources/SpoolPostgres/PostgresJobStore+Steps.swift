@@ -174,13 +174,14 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
                 f AS (
                     SELECT * FROM json_to_recordset($3::json) AS f(seq bigint, attempt integer, state text, reason text,
                         attempts integer, started_at bigint, finished_at bigint, exit_code integer, signal integer, error text,
-                        slot integer, node text, result text, not_before bigint, attempt_log text, at bigint, event text)
+                        slot integer, node text, result text, not_before bigint, attempt_log text, start_by bigint, at bigint, event text)
                 ), locked AS (
                     SELECT seq FROM jobs WHERE seq = ANY($4::bigint[]) ORDER BY seq FOR UPDATE
                 ), fin AS (
                     UPDATE jobs j SET state = f.state, reason = f.reason, attempts = f.attempts, started_at = f.started_at,
                         finished_at = f.finished_at, exit_code = f.exit_code, signal = f.signal, error = f.error, slot = f.slot,
                         node = f.node, lease_until = NULL, result = f.result, not_before = f.not_before, attempt_log = f.attempt_log,
+                        start_by = f.start_by,
                         progress_fraction = CASE WHEN f.state = 'queued' THEN NULL ELSE j.progress_fraction END,
                         progress_message = CASE WHEN f.state = 'queued' THEN NULL ELSE j.progress_message END
                     FROM f, locked WHERE j.seq = locked.seq AND j.seq = f.seq AND j.state = 'running' AND j.attempts = f.attempt
@@ -219,7 +220,7 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
                     FROM allowed a LEFT JOIN room r ON r.name = a.owner WHERE r.name IS NULL OR a.k <= r.spare
                 ), claimed AS (
                     UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, slot = c.slot, node = $1, started_at = c.at,
-                        finished_at = NULL, start_by = NULL, progress_fraction = NULL, progress_message = NULL, result = NULL,
+                        finished_at = NULL, progress_fraction = NULL, progress_message = NULL, result = NULL,
                         lease_until = spool_now() + $2::bigint
                     FROM ranked r JOIN c ON c.n = r.n WHERE j.seq = r.seq
                     RETURNING j.*, c.n AS claim
@@ -285,6 +286,7 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
                     "node": job.node.map(JSONValue.string) ?? .null, "result": job.result.map { .string($0.canonicalText) } ?? .null,
                     "not_before": job.notBefore.map { .int($0.microseconds) } ?? .null,
                     "attempt_log": AttemptRecord.encode(job.attemptLog).map(JSONValue.string) ?? .null,
+                    "start_by": job.startBy.map { .int($0.microseconds) } ?? .null,
                     "at": .int(finish.at.microseconds), "event": .string(JobEvent.stateData(of: job).canonicalText),
                 ])
             }).canonicalText)

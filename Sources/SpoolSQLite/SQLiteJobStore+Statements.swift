@@ -88,12 +88,12 @@ extension SQLiteJobStore {
         try db.execute(cached: """
             UPDATE jobs SET state = ?, reason = ?, attempts = ?, started_at = ?, finished_at = ?,
                 exit_code = ?, signal = ?, error = ?, slot = ?, pid = NULL,
-                progress_fraction = ?, progress_message = ?, result = ?, not_before = ?, attempt_log = ?
+                progress_fraction = ?, progress_message = ?, result = ?, not_before = ?, attempt_log = ?, start_by = ?
             WHERE seq = ?
             """, arguments: [job.state.rawValue, job.reason?.rawValue, job.attempts, job.startedAt?.microseconds,
                              job.finishedAt?.microseconds, job.exitCode, job.signal, job.error, job.slot?.rawValue,
                              job.progress?.fraction, job.progress?.message, job.result?.canonicalText, job.notBefore?.microseconds,
-                             AttemptRecord.encode(job.attemptLog), job.sequence])
+                             AttemptRecord.encode(job.attemptLog), job.startBy?.microseconds, job.sequence])
     }
 
     /// The claimed job and the id of the event recording it.
@@ -119,7 +119,7 @@ extension SQLiteJobStore {
             _ = arguments.append(contentsOf: StatementArguments(capped))
         }
         return try Row.fetchOne(db, cached: """
-            UPDATE jobs SET state = 'running', attempts = attempts + 1, slot = ?, started_at = ?, finished_at = NULL, start_by = NULL,
+            UPDATE jobs SET state = 'running', attempts = attempts + 1, slot = ?, started_at = ?, finished_at = NULL,
                 pid = NULL, progress_fraction = NULL, progress_message = NULL, result = NULL
             WHERE seq = (SELECT seq FROM jobs INDEXED BY jobs_queue WHERE state = 'queued'\(filter)
                          ORDER BY priority DESC, fair_tag, seq LIMIT 1)

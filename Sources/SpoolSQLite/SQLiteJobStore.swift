@@ -310,7 +310,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     private static func claim(_ started: Job, in db: Database, events: inout [JobEvent]) throws -> Bool {
         guard let startedAt = started.startedAt, let slot = started.slot,
               let row = try Row.fetchOne(db, cached: """
-                UPDATE jobs SET state = 'running', attempts = ?, slot = ?, started_at = ?, finished_at = NULL, start_by = NULL,
+                UPDATE jobs SET state = 'running', attempts = ?, slot = ?, started_at = ?, finished_at = NULL,
                     pid = NULL, progress_fraction = NULL, progress_message = NULL, result = NULL
                 WHERE id = ? AND state = 'queued' AND attempts = ?
                 RETURNING *

@@ -1065,6 +1065,8 @@ public actor Scheduler: Service {
             arm(at: retryAt, in: &group)
             SchedulerMetrics.retried(job, reason: outcome.reason)
         }
+        // Handed back before it ran, it keeps its start deadline: the queue's timer keeps it too.
+        if recorded.state == .queued, let deadline = recorded.startBy { arm(at: deadline, in: &group) }
         if recorded.state == .failed, job.array?.failFast == true {
             // A fail-fast array: its other tasks are canceled (off the dispatch path).
             let failed = recorded

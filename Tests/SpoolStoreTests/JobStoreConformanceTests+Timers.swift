@@ -190,12 +190,34 @@ extension JobStoreConformanceTests {
             job.startBy = Self.seconds(2)
             let stored = try await store.create(job)
             let claimed = try #require(try await store.claimNext(for: SlotID(0), now: Self.seconds(1)))
-            #expect(claimed.id == stored.id && claimed.startBy == nil)
+            #expect(claimed.id == stored.id)
             _ = try await store.recoverInterrupted(now: Self.seconds(5))
-            #expect(try await store.require(stored.id).state == .queued)
+            let requeued = try await store.require(stored.id)
+            #expect(requeued.state == .queued && requeued.startBy == nil)
             #expect(try await store.expireDeadlines(now: Self.seconds(6)).isEmpty)
             #expect(try await store.nextTimer(after: Self.seconds(6)) == nil)
-            #expect(try await store.claimNext(for: SlotID(0), now: Self.seconds(7))?.id == stored.id, "it runs again")
+            let again = try #require(try await store.claimNext(for: SlotID(0), now: Self.seconds(7)), "it runs again")
+            // A retry's back-off after a run: still no deadline.
+            _ = try await store.finish(again.id, attempt: again.attempts, outcome: .exited(code: 1), now: Self.seconds(8), claimNextFor: nil)
+            #expect(try await store.require(stored.id).state == .queued)
+            #expect(try await store.expireDeadlines(now: Self.seconds(100)).isEmpty)
+        }
+    }
+
+    /// A job handed back before it ran (its worker not ready, its files not made: `.returned`)
+    /// has not met its deadline: it keeps it, and is canceled for it if it passes (found in review).
+    @Test(arguments: StoreKind.allCases)
+    func aJobHandedBackBeforeItRanKeepsItsDeadline(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            var job = makeJob()
+            job.startBy = Self.seconds(10)
+            let stored = try await store.create(job)
+            let claimed = try #require(try await store.claimNext(for: SlotID(0), now: Self.seconds(1)))
+            _ = try await store.finish(claimed.id, attempt: claimed.attempts, outcome: .returned(message: "the data directory is full"),
+                                       now: Self.seconds(2), claimNextFor: nil)
+            let back = try await store.require(stored.id)
+            #expect(back.state == .queued && back.attempts == 0 && back.startBy == Self.seconds(10))
+            #expect(try await store.expireDeadlines(now: Self.seconds(11)).map(\.id) == [stored.id])
         }
     }
 
