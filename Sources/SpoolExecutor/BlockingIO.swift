@@ -1,9 +1,21 @@
+import NIOCore
 import NIOPosix
 
-/// Runs blocking file-system work (mkdir, small writes, /proc scans) on NIO's thread pool
-/// for blocking I/O, never on an event loop or the cooperative pool's threads.
+/// Runs blocking file-system work (mkdir, small writes, /proc scans, removing a job's tree) on
+/// a thread pool of its own, never on an event loop or the cooperative pool's threads.
+///
+/// Not NIO's shared pool: that one has a thread per core (two on a small machine), so two slow
+/// calls — a job's tree of thousands of levels being deleted, a /proc scan waiting on processes
+/// mid-exec — held every job start (each makes its directory here) until they were done.
 public enum BlockingIO {
+    /// At least eight threads: blocking calls wait on the disk, not on the CPU.
+    static let pool: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: max(8, 2 * System.coreCount))
+        pool.start()
+        return pool
+    }()
+
     public static func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await NIOThreadPool.singleton.runIfActive(body)
+        try await pool.runIfActive(body)
     }
 }
