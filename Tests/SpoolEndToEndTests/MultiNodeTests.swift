@@ -196,13 +196,13 @@ import Testing
             await agent.kill9()
             let lost = try await api.waitFor(first, ["succeeded", "failed", "canceled"], timeout: .seconds(60))
             #expect(lost["state"] == "failed" && lost["reason"] == "node_lost", "\(lost)")
-            let tasks = try await withDeadline(.seconds(30), "the rest of the array to be canceled") {
-                while true {
-                    let tasks = try await api.request(.GET, "/v1/arrays/\(id)/tasks").json["tasks"]?.arrayValue ?? []
-                    if tasks.dropFirst().allSatisfy({ $0["state"] != "queued" }) { return tasks }
-                    try await Task.sleep(for: .milliseconds(50))
-                }
+            @Sendable func tasks() async throws -> [JSONValue] {
+                try await api.request(.GET, "/v1/arrays/\(id)/tasks").json["tasks"]?.arrayValue ?? []
             }
+            try await poll(.seconds(30), "the rest of the array to be canceled") {
+                try await tasks().dropFirst().allSatisfy { $0["state"] != "queued" }
+            }
+            let tasks = try await tasks()
             #expect(tasks.dropFirst().allSatisfy { $0["state"] == "canceled" && $0["canceled_by"] == "fail_fast" }, "\(tasks)")
         }
     }
