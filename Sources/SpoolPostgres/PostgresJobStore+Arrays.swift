@@ -4,8 +4,8 @@ import SpoolCore
 import SpoolStore
 
 /// Job arrays: the tasks stored in one transaction (each with the insert a submit uses, the
-/// first marked as the array's head), what they add up to, the list of arrays (by heads), and
-/// the cancel of those not finished.
+/// first marked as the array's head), what they add up to, the list of arrays (by heads), the
+/// cancel of those not finished, and the fail-fast arrays a crash left open.
 extension PostgresJobStore {
     public func enqueueArray(_ tasks: [Job], limits: QueueLimits) async throws -> [Job] {
         let owner = tasks.first?.owner ?? ""
@@ -95,6 +95,20 @@ extension PostgresJobStore {
         }
         published(eventID, jobs: affected)
         return affected
+    }
+
+    public func failFastArraysLeftOpen() async throws -> [String] {
+        try await read("look for fail-fast arrays left open") { connection in
+            var arrays: [String] = []
+            let rows = try await connection.query("""
+                SELECT DISTINCT array_id FROM jobs AS open
+                WHERE state IN ('queued', 'running') AND array_fail_fast
+                  AND EXISTS (SELECT 1 FROM jobs AS failed WHERE failed.array_id = open.array_id AND failed.state = 'failed')
+                ORDER BY array_id
+                """, logger: self.logger)
+            for try await array in rows.decode(String.self) { arrays.append(array) }
+            return arrays
+        }
     }
 
     public func arraySummary(_ id: String) async throws -> ArraySummary? {

@@ -212,20 +212,6 @@ public final class PostgresJobStore: SharedJobStore {
         }
     }
 
-    public func failFastArraysLeftOpen() async throws -> [String] {
-        try await read("look for fail-fast arrays left open") { connection in
-            var arrays: [String] = []
-            let rows = try await connection.query("""
-                SELECT DISTINCT array_id FROM jobs AS open
-                WHERE state IN ('queued', 'running') AND array_fail_fast
-                  AND EXISTS (SELECT 1 FROM jobs AS failed WHERE failed.array_id = open.array_id AND failed.state = 'failed')
-                ORDER BY array_id
-                """, logger: self.logger)
-            for try await array in rows.decode(String.self) { arrays.append(array) }
-            return arrays
-        }
-    }
-
     public func queuedAhead(ofNew job: Job, dueBy: Timestamp) async throws -> Int {
         let owner = job.owner ?? "", stride = FairShare.stride(weight: job.shareWeight)
         return try await read("count the queue ahead of a job") { connection in

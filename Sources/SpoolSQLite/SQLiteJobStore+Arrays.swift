@@ -3,7 +3,8 @@ import SpoolCore
 import SpoolStore
 
 /// Job arrays: the tasks stored in one transaction (each with the insert a submit uses, the
-/// first marked as the array's head), what they add up to, and the list of arrays (by heads).
+/// first marked as the array's head), what they add up to, the list of arrays (by heads), and
+/// the fail-fast arrays a crash left open.
 extension SQLiteJobStore {
     /// A refusal (the queue full, the key held) is the step's answer, not an error thrown in
     /// it: a step that throws fails its whole transaction, and with it the writes of others
@@ -45,6 +46,17 @@ extension SQLiteJobStore {
         }.get()
         eventNotifier.published(events)
         return stored
+    }
+
+    public func failFastArraysLeftOpen() async throws -> [String] {
+        try await read("look for fail-fast arrays left open") { db in
+            try String.fetchAll(db, sql: """
+                SELECT DISTINCT array_id FROM jobs AS open
+                WHERE state IN ('queued', 'running') AND array_fail_fast = 1
+                  AND EXISTS (SELECT 1 FROM jobs AS failed WHERE failed.array_id = open.array_id AND failed.state = 'failed')
+                ORDER BY array_id
+                """)
+        }
     }
 
     public func arraySummary(_ id: String) async throws -> ArraySummary? {

@@ -49,12 +49,7 @@ extension SQLiteJobStore {
         // subquery with a single MIN or MAX: SQLite reads those from an end of the index, but a
         // MIN and a MAX in one SELECT scan the whole range (every queued job: a submit at 20,000
         // queued went from 0.2 to 0.9 ms of CPU).
-        let tags = try Row.fetchOne(db, cached: """
-            SELECT (SELECT MIN(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?),
-                   (SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?),
-                   (SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND owner = ? AND priority = ?)
-            """, arguments: [job.priority, job.priority, owner, job.priority])
-        let (head, tail, ownerLast): (Int64?, Int64?, Int64?) = (tags?[0], tags?[1], tags?[2])
+        let (head, tail, ownerLast) = try fairTags(priority: job.priority, owner: owner, in: db)
         var stored = job
         stored.fairTag = FairShare.tag(ownerLast: ownerLast, head: head, weight: job.shareWeight)
         try db.execute(cached: """
@@ -94,6 +89,17 @@ extension SQLiteJobStore {
                              job.finishedAt?.microseconds, job.exitCode, job.signal, job.error, job.slot?.rawValue,
                              job.progress?.fraction, job.progress?.message, job.result?.canonicalText, job.notBefore?.microseconds,
                              AttemptRecord.encode(job.attemptLog), job.startBy?.microseconds, job.sequence])
+    }
+
+    /// A priority's queued head and tail fair-share tags, and `owner`'s last there: what a new
+    /// job's tag (`FairShare.tag`) is worked out from.
+    static func fairTags(priority: Int, owner: String, in db: Database) throws -> (head: Int64?, tail: Int64?, ownerLast: Int64?) {
+        let tags = try Row.fetchOne(db, cached: """
+            SELECT (SELECT MIN(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?1),
+                   (SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?1),
+                   (SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND owner = ?2 AND priority = ?1)
+            """, arguments: [priority, owner])
+        return (tags?[0], tags?[1], tags?[2])
     }
 
     /// The claimed job and the id of the event recording it.

@@ -179,26 +179,11 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         }
     }
 
-    public func failFastArraysLeftOpen() async throws -> [String] {
-        try await read("look for fail-fast arrays left open") { db in
-            try String.fetchAll(db, sql: """
-                SELECT DISTINCT array_id FROM jobs AS open
-                WHERE state IN ('queued', 'running') AND array_fail_fast = 1
-                  AND EXISTS (SELECT 1 FROM jobs AS failed WHERE failed.array_id = open.array_id AND failed.state = 'failed')
-                ORDER BY array_id
-                """)
-        }
-    }
-
     public func queuedAhead(ofNew job: Job, dueBy: Timestamp) async throws -> Int {
         try await read("count the queue ahead of a job") { db in
-            let owner = job.owner ?? ""
-            // The tag its insert would give it (`insert`), from the priority's head and the owner's last.
-            let tags = try Row.fetchOne(db, cached: """
-                SELECT (SELECT MIN(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?1),
-                       (SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND owner = ?2 AND priority = ?1)
-                """, arguments: [job.priority, owner])
-            let tag = FairShare.tag(ownerLast: tags?[1], head: tags?[0], weight: job.shareWeight)
+            // The tag its insert would give it (`insert`).
+            let tags = try Self.fairTags(priority: job.priority, owner: job.owner ?? "", in: db)
+            let tag = FairShare.tag(ownerLast: tags.ownerLast, head: tags.head, weight: job.shareWeight)
             // Higher priorities from the counters, less those delayed past `dueBy`; its own priority up to its tag.
             let higher = try Int.fetchOne(db, cached: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority > ?", arguments: [job.priority]) ?? 0
             let later = try Int.fetchOne(db, cached: """
