@@ -233,14 +233,17 @@ public struct SpoolAPI: Sendable {
                     "name": .string(node.name), "role": .string(node.role), "slots": .int(Int64(node.slots)),
                     "running": .int(Int64(node.running)), "started_at": .string(node.startedAt.description),
                     "last_seen_s": .double((node.silentSeconds * 10).rounded() / 10), "alive": .bool(node.silentSeconds < lease),
+                    "status": .string(node.health.status.rawValue), "problems": .array(node.health.problems.map(JSONValue.string)),
                 ]))
             }
         } else {
             let occupancy = await scheduler.occupancy()
+            let health = await scheduler.health()
             nodes.append(.object([
                 "name": .string("local"), "role": .string("all"), "slots": .int(Int64(occupancy.count)),
                 "running": .int(Int64(occupancy.filter { $0.1 != nil }.count)), "started_at": .string(startedAt.description),
                 "last_seen_s": .double(0), "alive": .bool(true),
+                "status": .string(health.status.rawValue), "problems": .array(health.problems.map(JSONValue.string)),
             ]))
         }
         return json(.object(["nodes": .array(nodes), "this_node": .string(node ?? "local")]))

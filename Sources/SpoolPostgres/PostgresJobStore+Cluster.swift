@@ -26,13 +26,15 @@ extension PostgresJobStore {
         }
     }
 
-    public func heartbeat(role: String, slots: Int) async throws {
+    public func heartbeat(role: String, slots: Int, health: NodeHealth) async throws {
         try await write("record this node's heartbeat") { connection in
             _ = try await connection.query("""
-                INSERT INTO nodes (name, role, slots, started_at, seen_at)
-                VALUES (\(self.node), \(role), \(slots), \(self.startedAt.microseconds), spool_now())
+                INSERT INTO nodes (name, role, slots, started_at, seen_at, status, problems)
+                VALUES (\(self.node), \(role), \(slots), \(self.startedAt.microseconds), spool_now(),
+                        \(health.status.rawValue), \(health.problems))
                 ON CONFLICT (name) DO UPDATE SET role = EXCLUDED.role, slots = EXCLUDED.slots,
-                    started_at = EXCLUDED.started_at, seen_at = EXCLUDED.seen_at
+                    started_at = EXCLUDED.started_at, seen_at = EXCLUDED.seen_at,
+                    status = EXCLUDED.status, problems = EXCLUDED.problems
                 """, logger: self.logger)
         }
         let fold = heartbeatsSinceFold.withLock { count in
@@ -79,13 +81,18 @@ extension PostgresJobStore {
             let day: Int64 = 86_400_000_000
             let rows = try await connection.query("""
                 SELECT n.name, n.role, n.slots, n.started_at, spool_now() - n.seen_at,
-                       (SELECT count(*) FROM jobs j WHERE j.state = 'running' AND j.node = n.name)
+                       (SELECT count(*) FROM jobs j WHERE j.state = 'running' AND j.node = n.name), n.status, n.problems
                 FROM nodes n WHERE n.seen_at > spool_now() - \(day) ORDER BY n.name
                 """, logger: self.logger)
             var nodes: [NodeStatus] = []
-            for try await (name, role, slots, started, silent, running) in rows.decode((String, String, Int, Int64, Int64, Int64).self) {
+            for try await (name, role, slots, started, silent, running, status, problems)
+                in rows.decode((String, String, Int, Int64, Int64, Int64, String, [String]).self) {
+                // A status this build does not know (a newer node's) reads as degraded, with its word kept.
+                let health = NodeHealth.Status(rawValue: status).map { NodeHealth($0, problems: problems) }
+                    ?? NodeHealth(.degraded, problems: ["the node reports \"\(status)\""] + problems)
                 nodes.append(NodeStatus(name: name, role: role, slots: slots, running: Int(running),
-                                        startedAt: Timestamp(microseconds: started), silentSeconds: Double(silent) / 1e6))
+                                        startedAt: Timestamp(microseconds: started), silentSeconds: Double(silent) / 1e6,
+                                        health: health))
             }
             return nodes
         }

@@ -279,6 +279,12 @@ enum PostgresSchema {
             """,
             "CREATE INDEX joined_keys_job ON joined_keys (job_id)",
         ]),
+        (13, "node-health", [
+            // Each node's health as its heartbeat reads it (`NodeHealth`): an agent answers no
+            // `/healthz`, so `GET /v1/nodes` is where a full disk or a sick slot there shows.
+            "ALTER TABLE nodes ADD COLUMN status TEXT NOT NULL DEFAULT 'ok'",
+            "ALTER TABLE nodes ADD COLUMN problems TEXT[] NOT NULL DEFAULT '{}'",
+        ]),
     ]
 
     /// Applies the migrations this database has not seen, in one transaction under the lock.

@@ -153,7 +153,7 @@ public actor ClusterCoordinator: Service {
 
     private func heartbeat() async {
         do {
-            try await store.heartbeat(role: configuration.role, slots: configuration.slots)
+            try await store.heartbeat(role: configuration.role, slots: configuration.slots, health: await scheduler.health())
         } catch {
             logger.warning("could not record this node's heartbeat", metadata: ["error": "\(error)"])
         }

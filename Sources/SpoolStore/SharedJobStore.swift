@@ -32,8 +32,8 @@ public protocol SharedJobStore: JobStore {
     /// `recoverInterrupted` does: `Job.rescueFromLostNode` says what each became.
     func rescueExpired(now: Timestamp) async throws -> [Job]
 
-    /// Records that this node is alive, with its role and slot count (every lease/3).
-    func heartbeat(role: String, slots: Int) async throws
+    /// Records that this node is alive, with its role, slot count and health (every lease/3).
+    func heartbeat(role: String, slots: Int, health: NodeHealth) async throws
 
     /// Every node seen in the last day, with how long ago and the jobs it runs.
     func nodes() async throws -> [NodeStatus]
@@ -99,6 +99,30 @@ public struct StoredFileInfo: Sendable, Equatable {
     }
 }
 
+/// How a node reads itself: what `/healthz` answers on it, sent with each heartbeat so that
+/// `GET /v1/nodes` shows a node that answers no HTTP (an agent) as it is.
+public struct NodeHealth: Sendable, Equatable {
+    public enum Status: String, Sendable {
+        /// Every slot can take jobs.
+        case ok
+        /// It serves and runs what it can, but something needs a look (`problems`).
+        case degraded
+        /// Shutting down.
+        case draining
+    }
+
+    public var status: Status
+    /// What is wrong, in sentences (empty when `ok`).
+    public var problems: [String]
+
+    public init(_ status: Status, problems: [String] = []) {
+        self.status = status
+        self.problems = problems
+    }
+
+    public static let ok = NodeHealth(.ok)
+}
+
 /// One node of a shared store, as its heartbeats show it.
 public struct NodeStatus: Sendable, Equatable {
     public var name: String
@@ -110,13 +134,17 @@ public struct NodeStatus: Sendable, Equatable {
     public var startedAt: Timestamp
     /// Seconds since its last heartbeat, on the database's clock.
     public var silentSeconds: Double
+    /// As its last heartbeat said.
+    public var health: NodeHealth
 
-    public init(name: String, role: String, slots: Int, running: Int, startedAt: Timestamp, silentSeconds: Double) {
+    public init(name: String, role: String, slots: Int, running: Int, startedAt: Timestamp, silentSeconds: Double,
+                health: NodeHealth = .ok) {
         self.name = name
         self.role = role
         self.slots = slots
         self.running = running
         self.startedAt = startedAt
         self.silentSeconds = silentSeconds
+        self.health = health
     }
 }

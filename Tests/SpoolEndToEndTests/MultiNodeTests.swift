@@ -32,6 +32,9 @@ import Testing
                     "env": .object(["NODE": .string(node), "LEDGER": .string(ledger)]),
                 ]),
                 "once": .object(["command": .array(["/bin/sh", "-c", "sleep {input.sleep}"]), "timeout_s": 60, "max_attempts": 1]),
+                // A warm worker whose setup always fails: its slot turns unhealthy for it at once.
+                "broken": .object(["command": .array(["/bin/sh", "-c", "echo 'no model here' >&2; exit 3"]), "mode": "worker",
+                                   "max_setup_failures": 1]),
             ]),
         ])
     }
@@ -246,6 +249,30 @@ import Testing
             #expect(done["state"] == "succeeded" && done["node"] == "gpu1")
             let started = try #require(done["started_at"]?.stringValue.flatMap(Timestamp.init(rfc3339:)))
             #expect(started >= notBefore, "not before its time")
+        }
+    }
+
+    /// An agent answers no `/healthz`; `GET /v1/nodes` on an API node shows what it would say, from
+    /// its heartbeats (found by attacking the build: an agent that could run nothing — a full
+    /// data directory — read as alive and well there).
+    @Test func theNodesListShowsAnAgentThatCannotSetUpAWorkerType() async throws {
+        try await withAPINodeAndAgent { api, _, _ in
+            @Sendable func nodes() async throws -> [String: JSONValue] {
+                let listed = try await api.request(.GET, "/v1/nodes").json["nodes"]?.arrayValue ?? []
+                return Dictionary(listed.map { ($0["name"]?.stringValue ?? "", $0) }, uniquingKeysWith: { first, _ in first })
+            }
+            try await poll(.seconds(30), "both nodes listed") { try await nodes().count == 2 }
+            #expect(try await nodes().values.allSatisfy { $0["status"] == "ok" && $0["problems"] == .array([]) })
+            let id = try #require(try await api.submit("broken", .object([:])).json["id"]?.stringValue)
+            try await poll(.seconds(30), "the agent's heartbeat to say its slot cannot set up the type") {
+                try await nodes()["gpu1"]?["status"] == "degraded"
+            }
+            let agent = try #require(try await nodes()["gpu1"])
+            let problems = agent["problems"]?.arrayValue?.compactMap(\.stringValue) ?? []
+            #expect(problems.count == 1 && problems[0].contains("worker type broken"), "\(agent)")
+            #expect(try await nodes()["api1"]?["status"] == "ok")
+            #expect(try await api.request(.GET, "/v1/jobs/\(id)").json["state"] == "queued", "the job waits for a slot that can run it")
+            _ = try await api.request(.POST, "/v1/jobs/\(id)/cancel")
         }
     }
 

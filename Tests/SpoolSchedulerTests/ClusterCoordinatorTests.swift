@@ -65,6 +65,31 @@ import Testing
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }
 
+    /// Each heartbeat carries the node's health, so that `GET /v1/nodes` shows an agent (which
+    /// answers no `/healthz`) whose data directory is full: found by attacking the build, an
+    /// agent that could run nothing read as alive and well in the cluster's view.
+    @Test func heartbeatsCarryTheNodesHealth() async throws {
+        let executor = ScriptedExecutor()
+        let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
+        let shared = LeaseStandIn(rig.store, lease: .seconds(3))
+        try await rig.run({ _ in
+            let job = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job")
+            let coordinating = try await Self.coordinate(rig, through: shared, renewing: job.id)
+            defer { coordinating.cancel() }
+            try await within(.seconds(10), "the first heartbeat") { while shared.heartbeats.isEmpty { try await pollingYield() } }
+            #expect(shared.heartbeats.first == .ok, "the first heartbeat, while the job runs")
+            attempt.finish(ExecutionResult(.returned(message: "the data directory is full: cannot write input.json: No space left on device"),
+                                           dataDirectoryFull: true))
+            _ = try await rig.waitFor(job.id, .queued, after: .running)
+            try await rig.advance(by: .milliseconds(100), until: "a heartbeat that says the data directory is full") {
+                shared.heartbeats.last?.status == .degraded
+            }
+            let health = try #require(shared.heartbeats.last)
+            #expect(health.problems.count == 1 && health.problems[0].hasPrefix("the data directory has been full for"), "\(health)")
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
     /// Starts a coordinator over `shared` for the rig's scheduler, in the test's graceful-shutdown
     /// context (the caller cancels the task at the end), and waits until it has renewed `job`'s
     /// lease (at once: the first renewal runs as it starts).
@@ -248,6 +273,7 @@ final class LeaseStandIn: SharedJobStore {
         var partitioned = false
         var renewed: Set<JobID> = []
         var renewalsBegun = 0
+        var health: [NodeHealth] = []
     }
 
     init(_ base: any JobStore, lease: Duration) {
@@ -258,6 +284,8 @@ final class LeaseStandIn: SharedJobStore {
     func partition() { state.withLock { $0.partitioned = true } }
     /// The jobs whose leases were renewed.
     var renewed: Set<JobID> { state.withLock { $0.renewed } }
+    /// The health each heartbeat carried, oldest first.
+    var heartbeats: [NodeHealth] { state.withLock { $0.health } }
     /// How many renewals have begun (a coordinator begins one once its last one is done with).
     var renewalsBegun: Int { state.withLock { $0.renewalsBegun } }
 
@@ -274,7 +302,7 @@ final class LeaseStandIn: SharedJobStore {
         return holdings
     }
     func rescueExpired(now: Timestamp) async throws -> [Job] { [] }
-    func heartbeat(role: String, slots: Int) async throws {}
+    func heartbeat(role: String, slots: Int, health: NodeHealth) async throws { state.withLock { $0.health.append(health) } }
     func nodes() async throws -> [NodeStatus] { [] }
     func signals() -> AsyncStream<ClusterSignal> { AsyncStream { _ in } }
     func storeFiles(_ files: [StoredFile], of job: JobID, attempt: Int) async throws -> Bool { true }

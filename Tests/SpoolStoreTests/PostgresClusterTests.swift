@@ -583,14 +583,21 @@ import Testing
 
     @Test func heartbeatsListTheNodesWithTheJobsTheyRun() async throws {
         try await withNodes(2) { nodes in
-            try await nodes[0].heartbeat(role: "agent", slots: 4)
-            try await nodes[1].heartbeat(role: "api", slots: 0)
+            let full = NodeHealth(.degraded, problems: ["the data directory has been full for 3 s", "slot 2 cannot set up \"sd\": exit 1"])
+            try await nodes[0].heartbeat(role: "agent", slots: 4, health: full)
+            try await nodes[1].heartbeat(role: "api", slots: 0, health: .ok)
             _ = try await nodes[0].create(makeJob())
             _ = try await nodes[0].claimNext(for: SlotID(1), now: at(10))
-            let listed = try await nodes[1].nodes()
+            var listed = try await nodes[1].nodes()
             #expect(listed.map(\.name) == ["node-0", "node-1"])
             #expect(listed.map(\.role) == ["agent", "api"] && listed.map(\.slots) == [4, 0] && listed.map(\.running) == [1, 0])
             #expect(listed.allSatisfy { $0.silentSeconds >= 0 && $0.silentSeconds < 5 })
+            // Each node's health as its last heartbeat said: the agent's answers no /healthz.
+            #expect(listed.map(\.health) == [full, .ok])
+            try await nodes[0].heartbeat(role: "agent", slots: 4, health: .ok)
+            try await nodes[1].heartbeat(role: "api", slots: 0, health: NodeHealth(.draining))
+            listed = try await nodes[0].nodes()
+            #expect(listed.map(\.health) == [.ok, NodeHealth(.draining)])
         }
     }
 
