@@ -285,6 +285,11 @@ enum PostgresSchema {
             "ALTER TABLE nodes ADD COLUMN status TEXT NOT NULL DEFAULT 'ok'",
             "ALTER TABLE nodes ADD COLUMN problems TEXT[] NOT NULL DEFAULT '{}'",
         ]),
+        (14, "fail-fast-sweep", [
+            // The cluster's sweep for fail-fast arrays left open (every minute on each node) reads
+            // only the unfinished tasks of fail-fast arrays, not every queued job.
+            "CREATE INDEX jobs_fail_fast_open ON jobs (array_id) WHERE array_fail_fast AND state IN ('queued', 'running')",
+        ]),
     ]
 
     /// Applies the migrations this database has not seen, in one transaction under the lock.

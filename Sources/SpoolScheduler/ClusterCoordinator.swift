@@ -15,13 +15,19 @@ import SpoolStore
 ///   lease, every job here is stopped — other nodes rescue them, so no job runs twice for long
 ///   (a watch of its own decides that, not the renewal in flight, which a half-open connection
 ///   holds until the store's operation timeout);
-/// - **rescue**: requeues (or fails as `node_lost`) the jobs of nodes whose leases expired.
+/// - **rescue**: requeues (or fails as `node_lost`) the jobs of nodes whose leases expired;
+/// - **fail-fast sweep**: cancels the rest of a fail-fast array that a node left open (it
+///   recorded a task's failure, then stopped before it canceled the others), while the cluster
+///   runs on — a node's start sweeps only once.
 public actor ClusterCoordinator: Service {
     public struct Configuration: Sendable {
         /// How often this node looks at the queue without a notification.
         public var pollInterval: Duration = .seconds(2)
         /// How often expired leases are looked for.
         public var rescueInterval: Duration = .seconds(1)
+        /// How often fail-fast arrays left open are looked for (a read of the queued and running
+        /// tasks of fail-fast arrays).
+        public var failFastSweepInterval: Duration = .seconds(60)
         /// Whether this node runs jobs (an API-only node still rescues).
         public var runsJobs = true
         /// This node's role and slots, as its heartbeats report them (`GET /v1/nodes`).
@@ -57,6 +63,11 @@ public actor ClusterCoordinator: Service {
             group.addTask { await self.follow(signals) }
             group.addTask { await self.every(self.configuration.rescueInterval) { await self.rescue() } }
             group.addTask { await self.every(self.store.leaseDuration / 3) { await self.heartbeat() } }
+            group.addTask { [scheduler] in
+                // The node's start swept once already.
+                guard (try? await self.clock.sleep(for: self.configuration.failFastSweepInterval)) != nil else { return }
+                await self.every(self.configuration.failFastSweepInterval) { await scheduler.failFastArraysLeftOpen() }
+            }
             if configuration.runsJobs {
                 let renewal = store.leaseDuration / 3
                 group.addTask { await self.every(renewal) { await self.renewLeases() } }

@@ -1015,11 +1015,12 @@ public actor Scheduler: Service {
         })
     }
 
-    /// At start: the fail-fast arrays a crash left with a failed task and others not finished
-    /// (it came between the failure and the cancel of the rest) are canceled now.
+    /// At start, and now and then on a shared store: the fail-fast arrays a crash left with a
+    /// failed task and others not finished (it came between the failure and the cancel of the
+    /// rest) are canceled now.
     public func failFastArraysLeftOpen() async {
         do {
-            await failFast(arrays: try await store.failFastArraysLeftOpen().map { ($0, "a task that failed before a restart") })
+            await failFast(arrays: try await store.failFastArraysLeftOpen().map { ($0, "a task whose node stopped before it canceled the rest") })
         } catch {
             logger.warning("could not look for fail-fast arrays left open", metadata: ["error": "\(error)"])
         }

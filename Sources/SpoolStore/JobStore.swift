@@ -110,7 +110,7 @@ public protocol JobStore: Sendable {
     func cancelArray(_ id: String, by actor: String?, now: Timestamp) async throws -> [JobID]
 
     /// The fail-fast arrays with a failed task and tasks not finished: left so by a crash between
-    /// a task's failure and the cancel of the rest. The default finds none.
+    /// a task's failure and the cancel of the rest.
     func failFastArraysLeftOpen() async throws -> [String]
 
     /// Deletes job array `id` whole, once every task of it has ended: each task as `delete`
@@ -149,8 +149,6 @@ extension JobStore {
     }
 
     public func enqueue(_ job: Job) async throws -> EnqueueResult { try await enqueue(job, limits: QueueLimits()) }
-
-    public func failFastArraysLeftOpen() async throws -> [String] { [] }
 
     public func queuedAhead(ofNew job: Job, dueBy: Timestamp) async throws -> Int {
         try await queuedCount(priorityAtLeast: job.priority, dueBy: dueBy)

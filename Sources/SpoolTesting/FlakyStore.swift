@@ -164,6 +164,11 @@ public final class FlakyStore: LocalJobStore {
         try check(.queuedCount)
         return try await base.queuedCount(priorityAtLeast: priority, dueBy: dueBy)
     }
+    public func queuedAhead(ofNew job: Job, dueBy: Timestamp) async throws -> Int {
+        try check(.queuedCount)
+        return try await base.queuedAhead(ofNew: job, dueBy: dueBy)
+    }
+    public func failFastArraysLeftOpen() async throws -> [String] { try await base.failFastArraysLeftOpen() }
     public func expireDeadlines(now: Timestamp) async throws -> [Job] {
         try await pass(.timers)
         return try await base.expireDeadlines(now: now)

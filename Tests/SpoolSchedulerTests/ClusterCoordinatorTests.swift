@@ -90,6 +90,40 @@ import Testing
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }
 
+    /// A fail-fast array that a node left open — it recorded a task's failure, then stopped
+    /// before it canceled the rest — is closed by the cluster's sweep, not only when some node
+    /// starts again (found in review: while the cluster ran on, the rest of the array ran).
+    @Test func aFailFastArrayLeftOpenIsClosedByTheClustersSweep() async throws {
+        let executor = ScriptedExecutor()
+        let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
+        let shared = LeaseStandIn(rig.store, lease: .seconds(3))
+        try await rig.run({ _ in
+            let blocker = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job holding the slot")
+            let array = ArraySpec.newID()
+            let tasks = try (0..<3).map { index in
+                var task = try rig.catalog.admit(Submission(type: "t", input: .object(["item": .int(Int64(index))])), id: .random(), now: rig.clock.wall())
+                task.array = ArrayMembership(id: array, index: Int64(index), failFast: true)
+                return task
+            }
+            _ = try await rig.store.enqueueArray(tasks, limits: QueueLimits())
+            // Another node took the first task and recorded its failure, then stopped.
+            let first = try #require(try await rig.store.claimNext(for: SlotID(7), excluding: [], now: rig.clock.wall()))
+            #expect(first.array?.index == 0)
+            _ = try await rig.store.finish(first.id, attempt: 1, outcome: .exited(code: 1), now: rig.clock.wall(), claimNextFor: nil)
+            #expect(try await rig.store.failFastArraysLeftOpen() == [array])
+            let coordinating = try await Self.coordinate(rig, through: shared, renewing: blocker.id)
+            defer { coordinating.cancel() }
+            @Sendable func rest() async throws -> [Job] { Array(try await rig.store.arrayTasks(array, after: nil, limit: 10).dropFirst()) }
+            try await rig.advance(by: .seconds(1), until: "the rest of the array canceled", limit: 90) {
+                try await rest().allSatisfy { $0.state == .canceled }
+            }
+            #expect(try await rest().allSatisfy { $0.canceledBy == "fail_fast" })
+            attempt.finish(.succeeded)
+            _ = try await rig.waitFor(blocker.id, .succeeded)
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
     /// Starts a coordinator over `shared` for the rig's scheduler, in the test's graceful-shutdown
     /// context (the caller cancels the task at the end), and waits until it has renewed `job`'s
     /// lease (at once: the first renewal runs as it starts).
@@ -324,6 +358,8 @@ final class LeaseStandIn: SharedJobStore {
     func queuedCount(priorityAtLeast priority: Int, dueBy: Timestamp) async throws -> Int {
         try await base.queuedCount(priorityAtLeast: priority, dueBy: dueBy)
     }
+    func queuedAhead(ofNew job: Job, dueBy: Timestamp) async throws -> Int { try await base.queuedAhead(ofNew: job, dueBy: dueBy) }
+    func failFastArraysLeftOpen() async throws -> [String] { try await base.failFastArraysLeftOpen() }
     func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job? {
         try await base.claimNext(for: slot, excluding: excluding, now: now)
     }
