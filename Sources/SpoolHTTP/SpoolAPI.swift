@@ -256,6 +256,7 @@ public struct SpoolAPI: Sendable {
     /// while shutting down.
     @Sendable func health(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let accepting = scheduler.gate.isOpen
+        let reading = await scheduler.health()
         let unhealthy = await scheduler.workerStatus().flatMap { slot, status in
             status.health.filter(\.unhealthy).map { JSONValue.object(["slot": .int(Int64(slot.rawValue)), "type": .string($0.type),
                                                                        "last_error": .string($0.lastError)]) }
@@ -273,9 +274,10 @@ public struct SpoolAPI: Sendable {
             JSONValue.object(["slot": .int(Int64(slot.id.rawValue)), "gpu": slot.gpu.map(JSONValue.string) ?? .null,
                               "reasons": .array(entry.reasons.map(JSONValue.string)), "since": .string(entry.since.description)])
         }
-        let status = !accepting ? "draining" : !problems.isEmpty || !unhealthy.isEmpty || !quarantined.isEmpty ? "degraded" : "ok"
+        // The node's own reading (what its heartbeats tell a cluster), and degraded too when the store did not answer here.
+        let status = reading.status == .ok && !problems.isEmpty ? NodeHealth.Status.degraded : reading.status
         var fields: [String: JSONValue] = [
-            "status": .string(status), "store": .string(storeName), "slots": .int(Int64(await scheduler.occupancy().count)),
+            "status": .string(status.rawValue), "store": .string(storeName), "slots": .int(Int64(await scheduler.occupancy().count)),
             "unhealthy_workers": .array(unhealthy), "quarantined_slots": .array(quarantined),
         ]
         // Open to load balancers: with tokens in use it says nothing about jobs.
