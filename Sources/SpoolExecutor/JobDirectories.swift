@@ -22,7 +22,7 @@ public enum JobDirectories {
     /// `jobs` folder (a full disk or quota answers ENOSPC or EDQUOT), and is removed again.
     public static func haveRoom(in dataDirectory: String) -> Bool {
         let path = dataDirectory + "/jobs/.spool-room-probe"
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        let descriptor = JobFiles.openInJob(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC)   // never through a link a job left
         guard descriptor >= 0 else { return false }
         defer {
             close(descriptor)

@@ -17,7 +17,7 @@ import Synchronization
 /// - a spare is made while the slot is idle (`keepSpare`), or is the directory of a job that
 ///   ended leaving nothing in it (`recycle`: an empty log, no outputs), whose inodes the next
 ///   job then reuses. Jobs that write nothing make no new inode but their FIFO.
-enum JobFiles {
+public enum JobFiles {
     /// What `prepareAhead` made for a job.
     struct Prepared: Sendable {
         /// The message FIFO is there, fresh (process mode).
@@ -212,9 +212,9 @@ enum JobFiles {
         return names
     }
 
-    /// Up to `limit` bytes of a file; nil when it cannot be read.
+    /// Up to `limit` bytes of a file (not through a link); nil when it cannot be read.
     private static func contents(of path: String, limit: Int) -> [UInt8]? {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        let descriptor = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }
         var buffer = [UInt8](repeating: 0, count: limit)
@@ -228,13 +228,18 @@ enum JobFiles {
         return Array(buffer.prefix(count))
     }
 
-    /// Makes whatever of the job's files is missing (blocking).
+    /// Makes whatever of the job's files is missing (blocking). A job runs as the server's user
+    /// and may have put links (or files) where its directories and files were: those are
+    /// replaced, never followed, so the server writes nothing outside the job's directory.
     private static func makeFiles(_ paths: JobPaths, input bytes: [UInt8], messages: Bool) throws(ExecutorError) {
-        for directory in [paths.directory, paths.outputs] where mkdir(directory, 0o755) != 0 && errno != EEXIST {
-            throw ExecutorError("cannot create \(directory)", errno: errno)
+        for directory in [paths.directory, paths.outputs] where mkdir(directory, 0o755) != 0 {
+            guard errno == EEXIST else { throw ExecutorError("cannot create \(directory)", errno: errno) }
+            if !isRealDirectory(directory), unlink(directory) != 0 || mkdir(directory, 0o755) != 0 {
+                throw ExecutorError("cannot create \(directory) in place of what the job left there", errno: errno)
+            }
         }
         // The log, empty (an earlier attempt's lines stay: the log appends).
-        let log = open(paths.log, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        let log = openInJob(paths.log, O_WRONLY | O_CREAT | O_CLOEXEC)
         guard log >= 0 else { throw ExecutorError("cannot create \(paths.log)", errno: errno) }
         close(log)
         if messages { try MessageChannel.makeFIFO(at: paths.messages) }
@@ -317,9 +322,38 @@ enum JobFiles {
         return names
     }
 
+    /// Opens a file of a job's directory, never through a link: a link the job put there is
+    /// removed and the file opened (made, with `O_CREAT`) in its place.
+    static func openInJob(_ path: String, _ flags: Int32) -> Int32 {
+        let descriptor = open(path, flags | O_NOFOLLOW, 0o644)
+        guard descriptor < 0, errno == ELOOP, unlink(path) == 0 else { return descriptor }
+        return open(path, flags | O_NOFOLLOW, 0o644)
+    }
+
+    /// Whether `path` is a directory itself, not a link to one.
+    public static func isRealDirectory(_ path: String) -> Bool {
+        var status = stat()
+        return lstat(path, &status) == 0 && (status.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// The size of the regular file at `path` itself (not through a link); nil for anything else.
+    public static func regularFileSize(_ path: String) -> Int? {
+        var status = stat()
+        guard lstat(path, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else { return nil }
+        return Int(status.st_size)
+    }
+
+    /// Whether the job's directory and its outputs folder are still the directories the server
+    /// made, not links a job put in their place: only then is what lies under them the job's to
+    /// serve. (A job racing its own reads could still swap them between this look and the open;
+    /// it runs as the server's user and could read those files itself.)
+    public static func holdsItsOwnOutputs(_ paths: JobPaths) -> Bool {
+        isRealDirectory(paths.directory) && isRealDirectory(paths.outputs)
+    }
+
     /// Writes `bytes` as the whole of the file at `path`; the system error that stopped it, or nil.
     private static func write(_ bytes: [UInt8], to path: String, creating: Bool) -> Int32? {
-        let descriptor = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC | (creating ? O_CREAT : 0), 0o644)
+        let descriptor = openInJob(path, O_WRONLY | O_TRUNC | O_CLOEXEC | (creating ? O_CREAT : 0))
         guard descriptor >= 0 else { return errno }
         defer { close(descriptor) }
         var offset = 0

@@ -20,7 +20,7 @@ final class LogSink: @unchecked Sendable {
     private let traffic = Mutex<(pending: Int, closed: Bool)>((0, false))
 
     init(path: String, limit: Int) throws(ExecutorError) {
-        descriptor = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        descriptor = JobFiles.openInJob(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC)
         guard descriptor >= 0 else { throw ExecutorError("cannot open the log file \(path): \(String(cString: strerror(errno)))") }
         var status = stat()
         written = fstat(descriptor, &status) == 0 ? Int(status.st_size) : 0

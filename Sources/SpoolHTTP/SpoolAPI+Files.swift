@@ -20,8 +20,12 @@ extension SpoolAPI {
             guard let value = Int(text), value >= 0 else { throw APIError.badRequest("offset must be a non-negative byte offset") }
             offset = value
         }
-        let path = JobPaths(dataDirectory: dataDirectory, job: id).log
-        let localSize = try await NIOThreadPool.singleton.runIfActive { Self.fileSize(path) }
+        let paths = JobPaths(dataDirectory: dataDirectory, job: id)
+        let path = paths.log
+        // The log file itself, in the job's own directory: never what a link the job left there points to.
+        let localSize = try await NIOThreadPool.singleton.runIfActive {
+            JobFiles.isRealDirectory(paths.directory) ? JobFiles.regularFileSize(path) : nil
+        }
         var headers = Self.untrusted(contentType: "text/plain; charset=utf-8")
         guard let size = localSize, !(size == 0 && store is any SharedJobStore) else {
             let text = try await sharedLog(of: id)
@@ -47,8 +51,10 @@ extension SpoolAPI {
 
     /// A job's output files (name, size): from its directory here, else from a shared store.
     func outputFiles(of id: JobID) async throws -> [(name: String, size: Int64)] {
-        let root = JobPaths(dataDirectory: dataDirectory, job: id).outputs
-        var files = try await NIOThreadPool.singleton.runIfActive { Self.isDirectory(root) ? OutputFiles.list(under: root) : nil }
+        let paths = JobPaths(dataDirectory: dataDirectory, job: id)
+        var files = try await NIOThreadPool.singleton.runIfActive {
+            JobFiles.holdsItsOwnOutputs(paths) ? OutputFiles.list(under: paths.outputs) : nil
+        }
         if files == nil, let shared = store as? any SharedJobStore {
             let prefix = StoredFile.outputName("")
             files = try await shared.storedFiles(of: id).filter { $0.name.hasPrefix(prefix) }
@@ -66,9 +72,10 @@ extension SpoolAPI {
             throw APIError.badRequest("\"\(name)\" is not a valid output name (no \"..\", no absolute paths)")
         }
         _ = try await find(id, for: context.principal)
-        // Resolve symlinks and make sure the file is still inside the job's outputs.
+        // Resolve symlinks and make sure the file is still inside the job's outputs (which must
+        // be the folder the server made, not a link the job put in its place).
         let resolved = try await NIOThreadPool.singleton.runIfActive { () -> (path: String, download: Download)? in
-            guard let real = Self.realPath(path), let root = Self.realPath(paths.outputs),
+            guard JobFiles.holdsItsOwnOutputs(paths), let real = Self.realPath(path), let root = Self.realPath(paths.outputs),
                   real.hasPrefix(root + "/"), let download = Self.download(ofRegularFile: real) else { return nil }
             return (real, download)
         }
@@ -144,26 +151,11 @@ extension SpoolAPI {
         [.contentType: contentType, .xContentTypeOptions: "nosniff", .contentSecurityPolicy: "sandbox"]
     }
 
-    static func isDirectory(_ path: String) -> Bool {
-        var status = stat()
-        return stat(path, &status) == 0 && (status.st_mode & S_IFMT) == S_IFDIR
-    }
-
     static func contentType(of name: String) -> String {
         guard let dot = name.lastIndex(of: "."), let type = MediaType.getMediaType(forExtension: String(name[name.index(after: dot)...])) else {
             return "application/octet-stream"
         }
         return type.description
-    }
-
-    static func fileSize(_ path: String) -> Int? {
-        var status = stat()
-        return stat(path, &status) == 0 ? Int(status.st_size) : nil
-    }
-
-    static func isRegularFile(_ path: String) -> Bool {
-        var status = stat()
-        return stat(path, &status) == 0 && (status.st_mode & S_IFMT) == S_IFREG
     }
 
     static func realPath(_ path: String) -> String? {

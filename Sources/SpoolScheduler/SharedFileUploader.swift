@@ -42,9 +42,12 @@ struct SharedFileUploader: Sendable {
         var files: [StoredFile] = []
         var skipped: [String] = []
         var budget = limit
+        // Only what lies in the job's own directory: not what a link the job left in place of it,
+        // of its outputs folder or of its log points to.
+        guard JobFiles.holdsItsOwnOutputs(paths) else { return ([], []) }
         func take(_ name: String, at path: String) {
             // Missing and empty files are not stored (an empty log is the common case for warm workers).
-            guard let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int, size > 0 else { return }
+            guard let size = JobFiles.regularFileSize(path), size > 0 else { return }
             guard size <= budget, let data = FileManager.default.contents(atPath: path), data.count <= budget else {
                 skipped.append(name)
                 return

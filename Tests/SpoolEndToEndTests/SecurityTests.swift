@@ -29,6 +29,60 @@ import Testing
         return id
     }
 
+    // MARK: - A job's directory
+
+    /// A job runs as the server's user and may replace what is in its directory with symlinks:
+    /// the server neither serves what they point to (its outputs folder and its log, listed or
+    /// downloaded) nor writes through them when it makes the next attempt's files (found by
+    /// attacking the build: `/etc` was listed and `/etc/passwd` served as an output and as the
+    /// log; a retry truncated the file `input.json` pointed to and appended its log to another).
+    @Test func aJobsSymlinksNeverLeadTheServerOutOfItsDirectory() async throws {
+        let server = try ServerHarness(config: .object([:]))
+        let secrets = server.scratch + "/secrets"
+        try FileManager.default.createDirectory(atPath: secrets, withIntermediateDirectories: true)
+        let secret = "not for the API to serve\n"
+        for name in ["secret.txt", "victim-input", "victim-log"] {
+            try Data(secret.utf8).write(to: URL(fileURLWithPath: secrets + "/" + name))
+        }
+        // Links made beside the file, then renamed over it: the file is replaced, not written to.
+        let plant = """
+            d=$(dirname "$SPOOL_OUTPUT_DIR")
+            link() { ln -s "$1" "$d/.planted" && mv -T "$d/.planted" "$2"; }
+            case "$MODE" in
+            read) echo "attempt output"; rm -rf "$SPOOL_OUTPUT_DIR"; link "$SECRETS" "$SPOOL_OUTPUT_DIR"; link "$SECRETS/secret.txt" "$d/log.txt" ;;
+            write) if [ "$SPOOL_ATTEMPT" = 1 ]; then link "$SECRETS/victim-input" "$d/input.json"; link "$SECRETS/victim-log" "$d/log.txt"; exit 75; fi
+                   echo "second attempt output" ;;
+            esac
+            """
+        func type(_ mode: String) -> JSONValue {
+            .object(["command": .array(["/bin/sh", "-c", .string(plant)]), "max_attempts": 2,
+                     "env": .object(["SECRETS": .string(secrets), "MODE": .string(mode)])])
+        }
+        try Data(Fixtures.config(scratch: server.scratch, extra: ["job_types": .object(["read": type("read"), "write": type("write")])])
+            .canonicalText.utf8).write(to: URL(fileURLWithPath: server.configPath))
+        try await server.start()
+        defer { Task { await server.stop() } }
+
+        let reader = try Self.id(try await server.submit("read"))
+        _ = try await server.waitFor(reader, ["succeeded", "failed", "canceled"])
+        let listed = try await server.request(.GET, "/v1/jobs/\(reader)/outputs")
+        #expect(listed.status == 200 && listed.json["outputs"] == .array([]), "\(listed.json)")
+        #expect(try await server.request(.GET, "/v1/jobs/\(reader)/outputs/secret.txt").status == 404)
+        let log = try await server.request(.GET, "/v1/jobs/\(reader)/logs")
+        #expect(!String(decoding: log.body, as: UTF8.self).contains(secret), "the log served the file its link points to")
+
+        let retry: JSONValue = .object(["max_attempts": 2, "backoff_s": 0.1, "on": .array([75])])
+        let writer = try Self.id(try await server.submit("write", extra: ["retry": retry]))
+        let done = try await server.waitFor(writer, ["succeeded", "failed", "canceled"])
+        #expect(done["state"] == "succeeded" && done["attempts"] == .int(2), "\(done)")
+        for name in ["secret.txt", "victim-input", "victim-log"] {
+            let content = try String(contentsOfFile: secrets + "/" + name, encoding: .utf8)
+            #expect(content == secret, "\(name) was written through a link: \(content)")
+        }
+        let second = try await server.request(.GET, "/v1/jobs/\(writer)/logs")
+        #expect(String(decoding: second.body, as: UTF8.self).contains("second attempt output"))
+    }
+
     // MARK: - Tenants
 
     /// Every per-job route answers 404 for another tenant's job (as for a job that does not
