@@ -11,7 +11,8 @@ import Synchronization
 /// job the pool decides (from the type's `WorkerPolicy`) whether the worker must be replaced;
 /// if so the old one is stopped and a fresh one set up at once (`afterRun`), while the next
 /// job waits. A worker whose setup fails is retried with exponential back-off; after
-/// `max_setup_failures` in a row the slot is *unhealthy* for that type. Meanwhile jobs of the
+/// `max_setup_failures` in a row the slot is *unhealthy* for that type (until it sets the type up,
+/// or the type sets up on another slot and the slot's next try does not fail). Meanwhile jobs of the
 /// type are not claimed by the slot (they wait instead of failing) — `excludedTypes` tells
 /// the scheduler which. A worker that went away on its own (idle, crashed, hung) is replaced
 /// when its slot next needs one.
@@ -237,6 +238,13 @@ public actor WorkerPool: JobExecutor {
             }
             workers[slot] = worker
             health[slot]?[type.name] = nil
+            // The type sets up again, so its fault was most likely its own, since fixed: other
+            // slots' unhealthy marks for it go (their back-off and failure count stay, so their
+            // own next try decides again, and one more failure marks them at once). Else a slot
+            // that no job of the type needs again read unhealthy, and `/healthz` degraded, for good.
+            for other in health.keys where other != slot && health[other]?[type.name]?.unhealthy == true {
+                health[other]?[type.name]?.unhealthy = false
+            }
             return .success(worker)
         } catch {
             // A setup that failed ends with its process gone (one stuck loading a model may

@@ -200,6 +200,40 @@ import Testing
         }
     }
 
+    /// A slot marked unhealthy for a type whose setup was fixed since is not left so for good:
+    /// once the type sets up on another slot, the mark goes (the fault was most likely the
+    /// type's), and the slot's own next try decides again — one more failure marks it at once
+    /// (found by attacking the build: with the type fixed and its jobs running on slot 0,
+    /// `/healthz` read `degraded` indefinitely, as no job of the type ever needed slot 1).
+    @Test func aTypeThatSetsUpAgainClearsOtherSlotsUnhealthyMarks() async throws {
+        let rig = try pool(Self.workerType { $0.maxSetupFailures = 1 }, slots: 2)
+        defer { rig.removeDirectory() }
+        let pool = rig.pool, other = SlotSpec(id: SlotID(1))
+        func health(_ slot: Int) async -> WorkerHealth? { await pool.workerStatus()[SlotID(slot)]?.health.first }
+        launcher.failNextLaunch("no model here")
+        let (stops, _) = AsyncStream<StopReason>.makeStream()
+        let failed = await pool.run(try rig.job(), on: other, stops: stops, observer: ExecutionObserver())
+        guard case .returned = failed.outcome else {
+            Issue.record("expected the job back: \(failed)")
+            return
+        }
+        #expect(await health(1)?.unhealthy == true)
+        // Fixed: a job of the type on slot 0 sets it up.
+        let (ran, _) = rig.run(try rig.job())
+        _ = try await child("slot 0's worker")
+        #expect(await ran.value.outcome == .succeeded)
+        let cleared = try #require(await health(1))
+        #expect(!cleared.unhealthy && cleared.failures == 1, "\(cleared)")
+        #expect(pool.excludedTypes(for: SlotID(1)) == ["w"], "still backing off on slot 1 until its retry")
+        // Slot 1's own next try fails again: marked at once.
+        rig.manual.advance(by: .seconds(2))
+        launcher.failNextLaunch("no model here, still")
+        _ = await pool.run(try rig.job(), on: other, stops: stops, observer: ExecutionObserver())
+        let marked = await health(1)
+        #expect(marked?.unhealthy == true && marked?.failures == 2, "\(String(describing: marked))")
+        await pool.shutdown()
+    }
+
     @Test func shutdownStopsTheWarmWorkers() async throws {
         let rig = try rig([Self.workerType()])
         let worker = Mutex<FakeChild?>(nil)
@@ -236,7 +270,7 @@ import Testing
         }
     }
 
-    func pool(_ type: JobType = WorkerSupervisionTests.workerType(), gpu: String? = nil) throws -> Pool {
+    func pool(_ type: JobType = WorkerSupervisionTests.workerType(), gpu: String? = nil, slots: Int = 1) throws -> Pool {
         let manual = ManualClock(), clock = SpoolClock(manual, wall: WallClock.now)
         let directory = NSTemporaryDirectory() + "spool-pool-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory + "/jobs", withIntermediateDirectories: true)
@@ -244,7 +278,8 @@ import Testing
         let settings = Worker.Settings(dataDirectory: directory, killGrace: .seconds(10), logLimitBytes: 1 << 20,
                                        launcher: launcher, clock: clock, logger: SchedulerRig.quiet("pool-test"))
         let slot = SlotSpec(id: SlotID(0), gpu: gpu)
-        return Pool(pool: WorkerPool(catalog: catalog, slots: [slot], settings: settings),
+        let others = (1..<max(1, slots)).map { SlotSpec(id: SlotID($0)) }
+        return Pool(pool: WorkerPool(catalog: catalog, slots: [slot] + others, settings: settings),
                     manual: manual, clock: clock, catalog: catalog, directory: directory, slot: slot)
     }
 
