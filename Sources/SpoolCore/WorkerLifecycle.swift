@@ -156,7 +156,7 @@ public struct WorkerLifecycle: Sendable, Equatable {
             switch was {
             case .spawning, .settingUp: return [.startFailed("the worker exited during setup: \(status)")]
             case .running: return [.jobLost(job!, status)]
-            case .stopping: return job.map { [.jobLost($0, status)] } ?? []
+            case .stopping: return job.map { [.jobLost($0, stopReason.map { "\($0), and \(status)" } ?? status)] } ?? []
             case .ready, .exited: return []
             }
 

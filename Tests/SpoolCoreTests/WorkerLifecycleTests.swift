@@ -153,6 +153,16 @@ import Testing
         }
     }
 
+    /// A job whose worker was killed for its silence says so, not only how the process ended
+    /// (found by attacking the build: the error read "killed by signal 15", the server's own
+    /// SIGTERM, and the reason was only in the log).
+    @Test func aJobLostToAKilledWorkerSaysWhyItWasKilled() {
+        var worker = runningWorker()
+        _ = worker.handle(.tick, at: at(16))
+        #expect(worker.handle(.exited("it was killed by signal 15"), at: at(16.1))
+            == [.jobLost(job, "the worker missed 3 heartbeats (5 s apart), and it was killed by signal 15")])
+    }
+
     @Test func anIdleWorkerIsAskedToShutDown() {
         var worker = readyWorker()
         for second in stride(from: 5.0, through: 30, by: 5) { _ = worker.handle(.heard, at: at(second)) }
