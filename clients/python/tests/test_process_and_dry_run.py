@@ -79,6 +79,20 @@ def test_process_mode_failure(tmp_path):
     assert messages == [{"type": "progress", "fraction": 0.1, "message": "about to fail"}]
 
 
+def test_process_mode_fails_a_run_that_exits_or_is_interrupted_as_worker_mode_does(tmp_path):
+    # Found by attacking the build: sys.exit(0) in run() succeeded in process mode (failed in
+    # worker mode), and a KeyboardInterrupt ended as "killed by signal 2" though none was sent.
+    cases = [("exit0", {"action": "exit", "code": 0}, 1, "SystemExit: 0"),
+             ("interrupt", {"action": "interrupt"}, 1, "KeyboardInterrupt"),
+             ("exit3", {"action": "exit", "code": 3}, 3, "SystemExit: 3")]  # a code of its own is kept
+    for name, job_input, code, error in cases:
+        (tmp_path / name).mkdir()
+        proc, outputs, _ = _process_job(tmp_path / name, job_input)
+        assert proc.returncode == code, (name, proc.returncode, proc.stderr.decode())
+        assert error in proc.stderr.decode(), name
+        assert not (outputs / "result.json").exists()
+
+
 def test_process_mode_without_spool_mode_but_with_input_file(tmp_path):
     proc, outputs, _ = _process_job(tmp_path, {"action": "ok"}, mode=None)
     assert proc.returncode == 0, proc.stderr.decode()

@@ -702,6 +702,11 @@ def _serve_process(run: RunFunction, setup: Optional[SetupFunction]) -> int:
     except Exception:
         traceback.print_exc()
         return 1
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt: the job failed, as in worker mode
+        traceback.print_exc()
+        _warn(f"run() ended with {_describe(exc)}: the job failed (return a result, or raise)")
+        code = exc.code if isinstance(exc, SystemExit) else None
+        return code if isinstance(code, int) and 0 < code < 256 else 1
     finally:
         _flush_std()
     return 0

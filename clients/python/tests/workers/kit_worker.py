@@ -95,7 +95,10 @@ def run(input, ctx):
         return {"thing": object()}
 
     if action == "exit":
-        sys.exit(3)
+        sys.exit(input.get("code", 3))
+
+    if action == "interrupt":
+        raise KeyboardInterrupt
 
     if action == "escape":
         ctx.output_path("../outside.txt")
