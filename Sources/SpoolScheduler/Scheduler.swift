@@ -1101,7 +1101,10 @@ public actor Scheduler: Service {
                 // From no attempt: the end was recorded as this attempt's, and a retry may run by now.
                 for text in lastLog { try await Self.appendLog(text, of: job.id, attempt: nil, to: store, at: now) }
                 guard isFinal else { return }   // an attempt that goes round again has no final outputs
-                let files = (try? await BlockingIO.run { OutputFiles.list(under: paths.outputs, limit: 1000) }) ?? []
+                // Only a folder of the job's own, not one a link it left there points to.
+                let files = (try? await BlockingIO.run {
+                    JobFiles.holdsItsOwnOutputs(paths) ? OutputFiles.list(under: paths.outputs, limit: 1000) : []
+                }) ?? []
                 // No outputs: its directory may hold nothing worth keeping, and go to the slot as a
                 // spare now, while the slot's next jobs start, not once the event below commits (that
                 // write waits up to 20 ms for another to share a transaction with, and fails while

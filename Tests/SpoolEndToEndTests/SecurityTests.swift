@@ -68,6 +68,8 @@ import Testing
         let listed = try await server.request(.GET, "/v1/jobs/\(reader)/outputs")
         #expect(listed.status == 200 && listed.json["outputs"] == .array([]), "\(listed.json)")
         #expect(try await server.request(.GET, "/v1/jobs/\(reader)/outputs/secret.txt").status == 404)
+        let frames = try await server.frames("/v1/jobs/\(reader)/events", limit: .seconds(20)) { _ in false }
+        #expect(!frames.contains { $0.data.canonicalText.contains("secret.txt") }, "the outputs event listed the link's folder")
         let log = try await server.request(.GET, "/v1/jobs/\(reader)/logs")
         #expect(!String(decoding: log.body, as: UTF8.self).contains(secret), "the log served the file its link points to")
 
