@@ -92,12 +92,15 @@ public enum SpoolServer {
            webhookTargets: WebhookGuard(allowPrivate: configuration.webhookAllowPrivate))
         let host = configuration.host
         let scheme = configuration.tlsCertificate == nil ? "http" : "https"
+        let (listening, listened) = AsyncStream<Void>.makeStream()
         let application = Application(
             router: api.router(),
             server: try httpServer(configuration),
             configuration: .init(address: .hostname(host, port: configuration.port), serverName: "spool"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? configuration.port
+                listened.yield()
+                listened.finish()
                 onListening("\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)")
             },
             logger: logger
@@ -131,6 +134,7 @@ public enum SpoolServer {
         if configuration.role != .agent {
             services += [.init(service: tokens), .init(service: application), .init(service: deliverer)]
         } else {
+            listened.finish()
             onListening("")
         }
         if let shared {
@@ -149,14 +153,41 @@ public enum SpoolServer {
             services.append(.init(service: RetentionSweeper(store: store, dataDirectory: dataDirectory, configuration: retention,
                                                             clock: clock, logger: logger)))
         }
-        services.append(.init(service: scheduler, successTerminationBehavior: .gracefullyShutdownGroup))
+        services.append(.init(service: AfterListening(listening, scheduler), successTerminationBehavior: .gracefullyShutdownGroup))
         let group = ServiceGroup(configuration: .init(
             services: services,
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch let error as IOError where configuration.role != .agent {
+            // The listener could not be bound (the port taken, an address not on this machine):
+            // the slots claimed nothing, the queue is as it was.
+            throw ConfigurationError("cannot listen on \(host):\(configuration.port): \(String(cString: strerror(error.errnoCode)))"
+                + (error.errnoCode == EADDRINUSE ? " (is another server on that port?)" : ""))
+        }
         logger.info("spool stopped")
+    }
+
+    /// The scheduler, once the HTTP server listens (at once on an agent): a server that cannot
+    /// bind its port stops before its slots claim a job (found by attacking the build: with the
+    /// port taken, a start claimed queued jobs as it went down, failing one as spawn_failed and
+    /// leaving another running for the next start to count as interrupted).
+    struct AfterListening: Service {
+        let listening: AsyncStream<Void>
+        let scheduler: Scheduler
+
+        init(_ listening: AsyncStream<Void>, _ scheduler: Scheduler) {
+            self.listening = listening
+            self.scheduler = scheduler
+        }
+
+        func run() async throws {
+            for await _ in listening.cancelOnGracefulShutdown() {}
+            guard !Task.isCancelled, !Task.isShuttingDownGracefully else { return }
+            try await scheduler.run()
+        }
     }
 
     /// A server bound to a reachable address with no token would hand every job to anyone who

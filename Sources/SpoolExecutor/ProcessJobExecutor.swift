@@ -125,6 +125,9 @@ public struct ProcessJobExecutor: JobExecutor {
         switch await start(launch(job.id, plan, paths: paths, messagesMade: prepared?.messages ?? false, gate: false), paths: paths,
                            slot: slot.id, observer: observer) {
         case .success(let started): return await supervise(job, started, stops: stops, observer: observer)
+        case .failure where Task.isCancelled:
+            // The server is going down hard (its service group cancelled): not the job's fault.
+            return ExecutionResult(.returned(message: "the server stopped before the job could start"))
         case .failure(let error): return ExecutionResult(.spawnFailed(message: error.description))
         }
     }

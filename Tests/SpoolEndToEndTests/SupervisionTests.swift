@@ -35,6 +35,35 @@ import Testing
         return try await server.waitFor(id, ["succeeded", "failed", "canceled"], timeout: .seconds(60))
     }
 
+    /// A start that cannot bind its port (taken by another program) says so in one line, naming
+    /// the address, and its slots claim nothing (found by attacking the build: such a start
+    /// claimed queued jobs as it went down, failing one as spawn_failed — CancellationError —
+    /// and leaving another running, for the next start to count as interrupted).
+    @Test func aStartWhosePortIsTakenLeavesTheQueueAsItWas() async throws {
+        let server = try ServerHarness(config: Self.config())
+        try await server.start(["--slots", "2"])
+        var ids: [String] = []
+        for _ in 0..<4 {
+            ids.append(try #require(try await server.submit("nap", extra: ["delay_s": 0.5]).json["id"]?.stringValue))
+        }
+        await server.stop()
+        try await Task.sleep(for: .milliseconds(600))   // due now: a start that runs its slots would take them at once
+        let taken = try ListeningSocket()
+        defer { taken.close() }
+        for _ in 0..<3 {
+            let start = try await runCLI(["serve", "--config", server.configPath, "--data-dir", server.dataDirectory, "--gpus", "none",
+                                          "--slots", "2", "--port", String(taken.port), "--log-level", "error"], killAfter: .seconds(30))
+            #expect(start.status != 0)
+            #expect(start.stderr.contains("cannot listen on 127.0.0.1:\(taken.port): Address already in use"), "\(start.stderr)")
+        }
+        try await server.start(["--slots", "2"])
+        defer { Task { await server.stop() } }
+        for id in ids {
+            let done = try await server.waitFor(id, ["succeeded", "failed", "canceled"], timeout: .seconds(60))
+            #expect(done["state"] == "succeeded" && done["attempts"] == .int(1), "\(done)")
+        }
+    }
+
     /// The warm worker on slot 0 as `/v1/queue` shows it (nil when it has none).
     func worker(_ server: ServerHarness) async throws -> JSONValue? {
         let queue = try await server.request(.GET, "/v1/queue").json
@@ -270,4 +299,28 @@ func rawHTTP(_ url: String, _ request: String) throws -> String {
     defer { connection.close() }
     try connection.send(request)
     return try connection.read(within: 5) { $0.contains("\r\n\r\n") && $0.utf8.count > 100 }
+}
+
+/// A TCP socket listening on a free loopback port, as another program holding it would.
+final class ListeningSocket {
+    let descriptor: Int32
+    let port: Int
+
+    init() throws {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+                bind(descriptor, raw, length) == 0 && listen(descriptor, 8) == 0 && getsockname(descriptor, raw, &length) == 0
+            }
+        }
+        guard descriptor >= 0, bound else { throw HarnessError("cannot listen on a loopback port: \(String(cString: strerror(errno)))") }
+        self.descriptor = descriptor
+        port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    func close() { _ = Glibc.close(descriptor) }
 }
