@@ -43,6 +43,7 @@ public enum SpoolServer {
         let shared: PostgresJobStore?
         switch configuration.store {
         case .sqlite:
+            try refuseALostDatabase(dataDirectory + "/spool.sqlite", jobs: dataDirectory + "/jobs")
             store = try SQLiteJobStore(path: dataDirectory + "/spool.sqlite", synchronous: configuration.synchronous)
             shared = nil
         case .postgres(let location):
@@ -54,6 +55,7 @@ public enum SpoolServer {
         }
         defer { shared?.close() }
         try await store.prepare()
+        if shared == nil { markDatabaseMade(dataDirectory) }
         let recovered = try await recover(store, node: shared == nil ? nil : node, dataDirectory: dataDirectory, logger: logger)
 
         var types = [BuiltinTypes.render(executable: executable)]
@@ -236,6 +238,38 @@ public enum SpoolServer {
         return JobExecutors(catalog: catalog,
                             processes: ProcessJobExecutor(catalog: catalog, configuration: processes, launcher: launcher, clock: clock),
                             workers: WorkerPool(catalog: catalog, slots: slots, settings: workers))
+    }
+
+    /// A job database that is missing or empty (0 bytes: SQLite would take it for a new one)
+    /// where one was made before (`markDatabaseMade`), or beside job directories, has lost its
+    /// jobs: starting would serve an empty queue as if nothing had been accepted (found by
+    /// attacking the build: a truncated `spool.sqlite` started silently with every queued job
+    /// forgotten). Refused, with what to do.
+    static func refuseALostDatabase(_ database: String, jobs: String) throws {
+        var status = stat()
+        let exists = stat(database, &status) == 0
+        guard !exists || status.st_size == 0 else { return }
+        let directories = (JobFiles.entries(of: jobs) ?? []).filter { JobID($0) != nil && JobFiles.isRealDirectory(jobs + "/" + $0) }
+        let made = access(database + madeSuffix, F_OK) == 0
+        guard made || !directories.isEmpty else { return }
+        let evidence = directories.isEmpty ? "this data directory had one (\(database + madeSuffix) says so)"
+            : "\(jobs) holds \(directories.count) job director\(directories.count == 1 ? "y" : "ies")"
+        throw ConfigurationError("the job database \(database) is \(exists ? "empty (0 bytes)" : "missing"), but \(evidence): "
+            + "starting would forget its jobs. Restore the database from a backup, or move it, \(database + madeSuffix) and "
+            + "the jobs folder aside to start with an empty queue")
+    }
+
+    static let madeSuffix = ".made"
+
+    /// Leaves a note beside a job database once it exists, for `refuseALostDatabase`.
+    static func markDatabaseMade(_ dataDirectory: String) {
+        let marker = dataDirectory + "/spool.sqlite" + madeSuffix
+        guard access(marker, F_OK) != 0 else { return }
+        FileManager.default.createFile(atPath: marker, contents: Data("""
+            Spool made spool.sqlite in this directory: a start that finds it missing or empty refuses
+            to serve an empty queue in its place. Remove this file only with the database.
+
+            """.utf8))
     }
 
     static func prepareDataDirectory(_ path: String) throws -> String {

@@ -201,7 +201,7 @@ public enum JobFiles {
     }
 
     /// The names in a directory (not `.` and `..`); nil when it cannot be read.
-    static func entries(of path: String) -> Set<String>? {
+    public static func entries(of path: String) -> Set<String>? {
         guard let handle = opendir(path) else { return nil }
         defer { closedir(handle) }
         var names = Set<String>()

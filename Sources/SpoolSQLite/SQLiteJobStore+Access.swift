@@ -1,3 +1,4 @@
+import Glibc
 import GRDB
 import SpoolStore
 
@@ -26,11 +27,16 @@ extension SQLiteJobStore {
     }
 
     /// SQLite errors become `StoreError`s here and nowhere else.
-    static func translate(_ error: any Error, doing what: String) -> any Error {
+    /// `path`: the database file, when the caller has it: an I/O error on a disk with no room
+    /// left (SQLite says only "disk I/O error" when it cannot make its `-wal` or `-shm` file)
+    /// is then named as the full disk it is.
+    static func translate(_ error: any Error, doing what: String, at path: String? = nil) -> any Error {
         if error is StoreError { return error }
         guard let error = error as? DatabaseError else { return error }
         switch error.resultCode {
         case .SQLITE_FULL: return StoreError(.storageUnavailable, "could not \(what): the disk is full")
+        case .SQLITE_IOERR, .SQLITE_CANTOPEN where path.map(Self.hasNoRoom) == true:
+            return StoreError(.storageUnavailable, "could not \(what): the disk is full (\(error.message ?? "storage error"))")
         case .SQLITE_READONLY, .SQLITE_IOERR, .SQLITE_CANTOPEN, .SQLITE_PERM:
             return StoreError(.storageUnavailable, "could not \(what): \(error.message ?? "storage error") (\(error.resultCode))")
         case .SQLITE_CORRUPT, .SQLITE_NOTADB:
@@ -38,5 +44,13 @@ extension SQLiteJobStore {
         default:
             return StoreError(.other, "could not \(what): \(error.message ?? "\(error.resultCode)")")
         }
+    }
+
+    /// Whether the file system holding `path` has less than 64 KiB left for this user.
+    static func hasNoRoom(_ path: String) -> Bool {
+        var status = statvfs()
+        let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+        guard statvfs(directory.isEmpty ? "/" : directory, &status) == 0 else { return false }
+        return UInt64(status.f_bavail) * UInt64(status.f_frsize) < 64 * 1024
     }
 }

@@ -59,7 +59,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
         } catch {
-            throw Self.translate(error, doing: "open the job database at \(path)")
+            throw Self.translate(error, doing: "open the job database at \(path)", at: path)
         }
         writes = WriteLoop(pool: pool)
         file = DatabaseFile(path: path, checkEvery: fileCheckInterval)
@@ -78,6 +78,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
                     throw StoreError(.other, "SQLite did not accept synchronous = \(mode.rawValue) (it reports \(applied ?? -1))")
                 }
             }
+            try await refuseANewerSchema()
             try await SQLiteSchema.migrator.migrate(pool)
             try await reserveWAL()
             // Event ids continue from the last run; readers resuming from before a restart
@@ -85,8 +86,23 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
             let newest = try await pool.read { db in try Int64.fetchOne(db, cached: "SELECT MAX(id) FROM events") ?? 0 }
             eventNotifier.published(upTo: newest)
         } catch {
-            throw Self.translate(error, doing: "migrate the job database")
+            throw Self.translate(error, doing: "migrate the job database", at: path)
         }
+    }
+
+    /// A database migrated by a newer Spool (a migration this build does not know) is refused,
+    /// as PostgreSQL's is: a downgrade would write into a schema it does not know (found by
+    /// attacking the build: it started and took submits).
+    func refuseANewerSchema() async throws {
+        let known = Set(SQLiteSchema.migrator.migrations)
+        let applied = try await pool.read { db -> [String] in
+            guard try db.tableExists("grdb_migrations") else { return [] }
+            return try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations")
+        }
+        let unknown = applied.filter { !known.contains($0) }
+        guard !unknown.isEmpty else { return }
+        throw StoreError(.other, "the job database \(path) was migrated by a newer Spool (\(unknown.sorted().joined(separator: ", "))); "
+                         + "upgrade this server, or restore a backup made before the upgrade")
     }
 
     /// Gives the write-ahead log its full size now, holding the writer meanwhile, so that commits
@@ -110,7 +126,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         do {
             problems = try await pool.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check(5)") }
         } catch {
-            throw Self.translate(error, doing: "check the job database \(path)")
+            throw Self.translate(error, doing: "check the job database \(path)", at: path)
         }
         guard problems != ["ok"] else { return }
         let said = problems.joined(separator: "\n").split(whereSeparator: \.isNewline)

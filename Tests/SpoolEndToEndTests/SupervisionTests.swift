@@ -64,6 +64,32 @@ import Testing
         }
     }
 
+    /// A job database lost beside its jobs' directories — emptied to 0 bytes, which SQLite would
+    /// take for a new one, or removed — is refused in one line instead of serving an empty queue
+    /// (found by attacking the build: a truncated `spool.sqlite` started with every queued job
+    /// silently forgotten).
+    @Test func aStartRefusesAJobDatabaseLostBesideItsJobs() async throws {
+        let server = try ServerHarness(config: Self.config())
+        try await server.start()
+        for _ in 0..<2 { _ = try #require(try await server.submit("nap", extra: ["delay_s": 60]).json["id"]?.stringValue) }
+        await server.stop()
+        let database = server.dataDirectory + "/spool.sqlite"
+        for lose in ["empty", "missing"] {
+            if lose == "empty" { try Data().write(to: URL(fileURLWithPath: database)) } else { try FileManager.default.removeItem(atPath: database) }
+            let start = try await runCLI(["serve", "--config", server.configPath, "--data-dir", server.dataDirectory, "--gpus", "none",
+                                          "--port", "0"], killAfter: .seconds(30))
+            #expect(start.status != 0, "\(lose): started")
+            #expect(start.stderr.contains("is \(lose == "empty" ? "empty (0 bytes)" : "missing"), but this data directory had one"),
+                    "\(start.stderr)")
+        }
+        // A data directory whose note is gone too, but whose jobs left their directories.
+        try FileManager.default.removeItem(atPath: database + ".made")
+        try FileManager.default.createDirectory(atPath: server.dataDirectory + "/jobs/" + JobID.random().rawValue, withIntermediateDirectories: true)
+        let start = try await runCLI(["serve", "--config", server.configPath, "--data-dir", server.dataDirectory, "--gpus", "none",
+                                      "--port", "0"], killAfter: .seconds(30))
+        #expect(start.status != 0 && start.stderr.contains("is missing, but") && start.stderr.contains("holds 1 job directory"), "\(start.stderr)")
+    }
+
     /// The warm worker on slot 0 as `/v1/queue` shows it (nil when it has none).
     func worker(_ server: ServerHarness) async throws -> JSONValue? {
         let queue = try await server.request(.GET, "/v1/queue").json

@@ -185,6 +185,26 @@ import Testing
         #expect(heads == 2)
     }
 
+    /// A database a newer Spool migrated is refused, as PostgreSQL's is, and left as it is
+    /// (found by attacking the build: it started and took submits into a schema it did not know).
+    @Test func aDatabaseMigratedByANewerSpoolIsRefused() async throws {
+        let store = try await open()
+        let job = try await store.create(makeJob())
+        let queue = try DatabaseQueue(path: path)
+        try await queue.write { db in
+            try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('v99-from-the-future')")
+        }
+        try queue.close()
+        await #expect {
+            try await self.open()
+        } throws: { error in
+            "\(error)".contains("migrated by a newer Spool (v99-from-the-future)")
+        }
+        let reopened = try DatabaseQueue(path: path)
+        #expect(try await reopened.read { db in try String.fetchOne(db, sql: "SELECT id FROM jobs") } == job.id.rawValue)
+        try reopened.close()
+    }
+
     @Test func fileInAMissingDirectoryIsStorageUnavailable() async throws {
         let missing = directory.path + "/no/such/dir/spool.sqlite"
         await #expect {
