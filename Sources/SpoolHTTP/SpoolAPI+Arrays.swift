@@ -97,11 +97,15 @@ extension SpoolAPI {
                                        detail: "the array's \(items.count == 1 ? "one task does" : "\(items.count) tasks do") not fit under \(whose) max_queued (\(limit)) beside the jobs "
                                            + "already queued; try again once some have run",
                                        retryAfter: wait)
+        } catch let error as StoreError where error.code == .storageUnavailable {
+            scheduler.submitFailed(error)   // the health check says so
+            throw error
         } catch let error as StoreError where error.code == .idempotencyConflict {
             // The same request, sent again before this one was stored, made the array meanwhile.
             if let answer = try await repeated() { return answer }
             throw Self.idempotencyConflict(key: submission.idempotencyKey, holder: error.existing)
         }
+        scheduler.submitStored()
         scheduler.jobEnqueued(dueBy: stored.compactMap(\.nextTimer).min())
         guard let summary = try await store.arraySummary(id) else { throw APIError.notFound("no array \(id)") }
         return json(try await arrayResource(summary), status: .created, headers: [.location: "/v1/arrays/\(id)"])

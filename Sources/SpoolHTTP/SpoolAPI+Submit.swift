@@ -68,7 +68,11 @@ extension SpoolAPI {
             // Room comes back as the next queued job starts: when, the ETA says.
             let wait = scheduler.estimate(position: 1, type: job.type)?.startsIn ?? 5
             throw APIError.rateLimited(error.limit?.rawValue ?? "max_queued", detail: error.message, retryAfter: wait)
+        } catch let error as StoreError where error.code == .storageUnavailable {
+            scheduler.submitFailed(error)   // the health check says so
+            throw error
         }
+        scheduler.submitStored()
         switch result {
         case .created(let job):
             scheduler.jobEnqueued(job)

@@ -2,6 +2,37 @@ import SpoolCore
 import SpoolStore
 
 extension Scheduler {
+    /// A submit the store took: submits are not in trouble (a lock, and nothing else, while they were not).
+    public nonisolated func submitStored() {
+        submitTrouble.withLock { if $0 != nil { $0 = nil } }
+    }
+
+    /// A submit the store could not take: it cannot write (a full disk, an unreachable database).
+    public nonisolated func submitFailed(_ error: any Error) {
+        let now = clock.now()
+        submitTrouble.withLock { trouble in
+            if trouble == nil { trouble = StoreTrouble(since: now, failures: 0, error: "") }
+            trouble!.failures += 1
+            trouble!.error = "\(error)"
+            trouble!.last = now
+        }
+    }
+
+    /// How long after the last failed submit the trouble is still reported with no submit since:
+    /// a load balancer that stops sending submits to a node that reads degraded must see it
+    /// come back, to try it again.
+    static let submitTroubleLasts: Duration = .seconds(10)
+
+    /// Why submits fail, after three in a row and until one goes through (or none has failed for
+    /// `submitTroubleLasts`): found by attacking the build, `/healthz` read ok on a full disk
+    /// while every submit answered 503.
+    public nonisolated func submitProblem() -> String? {
+        let now = clock.now()
+        guard let trouble = submitTrouble.withLock({ $0 }), trouble.failures >= 3,
+              let last = trouble.last, now - last < Self.submitTroubleLasts else { return nil }
+        return "the job store refused the last \(trouble.failures) submits (for \(Int((now - trouble.since).inSeconds.rounded())) s): \(trouble.error)"
+    }
+
     /// How this node reads itself, in sentences: what `/healthz` answers on it, and what its
     /// heartbeats tell the other nodes of a shared store. `degraded` while the store keeps
     /// failing, the data directory is full, a slot cannot set up a worker type or a GPU slot is
@@ -10,6 +41,7 @@ extension Scheduler {
         var problems: [String] = []
         if let trouble = storeProblem() { problems.append(trouble) }
         if let full = dataDirectoryProblem() { problems.append(full) }
+        if let submits = submitProblem() { problems.append(submits) }
         for (slot, workers) in await workerStatus().sorted(by: { $0.key < $1.key }) {
             for health in workers.health where health.unhealthy {
                 problems.append("slot \(slot) cannot set up worker type \(health.type) (\(health.failures) failures in a row): \(health.lastError)")

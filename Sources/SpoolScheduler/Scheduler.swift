@@ -116,6 +116,8 @@ public actor Scheduler: Service {
         var since: Moment
         var failures: Int
         var error: String
+        /// The latest failure (submits' trouble ends a while after it: `submitProblem`).
+        var last: Moment? = nil
     }
 
     private let store: any JobStore
@@ -169,6 +171,9 @@ public actor Scheduler: Service {
         didSet { book.withLock { [running] in $0.running = Array(running.values) } }
     }
     private var storeTrouble: StoreTrouble?
+    /// Submits the store could not take (storage unavailable), in a row: the scheduler may have
+    /// nothing to write while every submit fails (a full disk on an idle server).
+    let submitTrouble = Mutex<StoreTrouble?>(nil)
     /// Set while the data directory is full: a job's files could not be made, so it went back
     /// to the queue, and slots claim nothing until `retryAt` (each try would only hand it back).
     private var dataDirectoryFull: (since: Moment, retryAt: Moment, error: String)?

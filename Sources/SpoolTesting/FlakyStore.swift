@@ -22,6 +22,7 @@ public final class FlakyStore: LocalJobStore {
 
     private let base: any JobStore
     private let failures = Mutex<[Operation: Int]>([:])
+    private let failureCodes = Mutex<[Operation: StoreError.Code]>([:])
     private let counts = Mutex<[Operation: Int]>([:])
     /// Operations on hold, with the calls waiting on each.
     private let holds = Mutex<[Hold: [CheckedContinuation<Void, Never>]]>([:])
@@ -42,7 +43,12 @@ public final class FlakyStore: LocalJobStore {
     }
 
     /// The next `times` calls of `operation` fail (`Int.max`: until `heal`).
-    public func fail(_ operation: Operation, times: Int = .max) { failures.withLock { $0[operation] = times } }
+    /// Calls of `operation` fail from now on (`times` of them), with `code`: a damaged database
+    /// by default, or one that cannot write (`.storageUnavailable`: a full disk).
+    public func fail(_ operation: Operation, times: Int = .max, as code: StoreError.Code = .corrupt) {
+        failures.withLock { $0[operation] = times }
+        failureCodes.withLock { $0[operation] = code }
+    }
     public func heal() { failures.withLock { $0 = [:] } }
 
     /// How many calls of `operation` went through so far (failed ones included; a held one once released).
@@ -117,7 +123,11 @@ public final class FlakyStore: LocalJobStore {
             failures[operation] = left == .max ? left : left - 1
             return true
         }
-        if fails { throw StoreError(.corrupt, "could not \(operation): the job database is damaged (test)") }
+        guard fails else { return }
+        if failureCodes.withLock({ $0[operation] }) == .storageUnavailable {
+            throw StoreError(.storageUnavailable, "could not \(operation): the disk is full (test)")
+        }
+        throw StoreError(.corrupt, "could not \(operation): the job database is damaged (test)")
     }
 
     public func prepare() async throws { try await base.prepare() }

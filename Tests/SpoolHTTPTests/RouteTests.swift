@@ -293,6 +293,46 @@ import Testing
         }
     }
 
+    /// Submits the store cannot take (a full disk) make the server degraded (503) until one goes
+    /// through, or none has failed for a while (a load balancer that stopped sending submits must
+    /// see the node come back to try it again). Found by attacking the build: on a full disk
+    /// every submit answered 503 while `/healthz` read ok.
+    @Test func submitsTheStoreCannotTakeMakeTheServerDegradedUntilOneGoesThrough() async throws {
+        let flaky = FlakyStore(store)
+        let manual = ManualClock()
+        let scheduler = Scheduler(store: flaky, executor: ScriptedExecutor(), catalog: catalog,
+                                  configuration: SchedulerConfiguration(slots: [SlotSpec(id: SlotID(0))], dataDirectory: dataDirectory),
+                                  clock: SpoolClock(manual, wall: WallClock.now), logger: Logger(label: "test"))
+        let api = SpoolAPI(store: flaky, scheduler: scheduler, catalog: catalog, dataDirectory: dataDirectory, storeName: "memory")
+        let body = #"{"type":"echo","input":{"word":"x"}}"#
+        @Sendable func submit(_ client: any TestClientProtocol, expect status: HTTPResponse.Status) async throws {
+            try await client.execute(uri: "/v1/jobs", method: .post, headers: Self.json, body: ByteBuffer(string: body)) {
+                #expect($0.status == status)
+            }
+        }
+        @Sendable func health(_ client: any TestClientProtocol) async throws -> (HTTPResponse.Status, JSONValue) {
+            try await client.execute(uri: "/healthz", method: .get) { ($0.status, try decode($0)) }
+        }
+        flaky.fail(.enqueue, as: .storageUnavailable)
+        try await withClient(api) { client in
+            for _ in 0..<2 { try await submit(client, expect: .serviceUnavailable) }
+            #expect(try await health(client).0 == .ok, "two failures are not yet trouble")
+            try await submit(client, expect: .serviceUnavailable)
+            let (status, reading) = try await health(client)
+            #expect(status == .serviceUnavailable && reading["status"] == .string("degraded"))
+            #expect(reading["problems"]?.canonicalText.contains("refused the last 3 submits") == true, "\(reading)")
+        }
+        manual.advance(by: .seconds(11))
+        try await withClient(api) { client in
+            #expect(try await health(client).0 == .ok, "no submit failed for a while: tried again")
+            try await submit(client, expect: .serviceUnavailable)
+            #expect(try await health(client).0 == .serviceUnavailable, "failing still: degraded again at once")
+            flaky.heal()
+            try await submit(client, expect: .created)
+            #expect(try await health(client).0 == .ok)
+        }
+    }
+
     @Test func aNULThatWouldCutACommandArgumentIsRefusedWith422() async throws {
         try await withClient { client in
             try await client.execute(uri: "/v1/jobs", method: .post, headers: Self.json,
