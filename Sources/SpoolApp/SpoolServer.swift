@@ -47,8 +47,11 @@ public enum SpoolServer {
             store = try SQLiteJobStore(path: dataDirectory + "/spool.sqlite", synchronous: configuration.synchronous)
             shared = nil
         case .postgres(let location):
-            let postgres = try PostgresJobStore(location: location, node: node,
-                                                leaseDuration: .milliseconds(Int64(configuration.leaseSeconds * 1000)),
+            let lease = Duration.milliseconds(Int64(configuration.leaseSeconds * 1000))
+            // A cut-off node stops its jobs as their leases run out (checked every tenth of one),
+            // SIGKILL a kill grace after SIGTERM: rescued only once they are surely gone.
+            let rescueGrace = .milliseconds(Int64(configuration.killGraceSeconds * 1000)) + lease / 10 + .seconds(1)
+            let postgres = try PostgresJobStore(location: location, node: node, leaseDuration: lease, rescueGrace: rescueGrace,
                                                 followsEvents: configuration.role != .agent, logger: logger)
             store = postgres
             shared = postgres

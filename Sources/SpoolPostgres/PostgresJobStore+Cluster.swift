@@ -100,7 +100,9 @@ extension PostgresJobStore {
 
     /// Jobs whose lease ran out on the database's clock: their node died or lost the database.
     public func rescueExpired(now: Timestamp) async throws -> [Job] {
-        try await resolveRunning(where: "j.lease_until < spool_now()", now: now, doing: "rescue jobs of a lost node") { job in
+        // Only once its node has had the time to stop it (`rescueGrace`): no two copies at once.
+        try await resolveRunning(where: "j.lease_until < spool_now() - \(rescueGrace.microseconds)", now: now,
+                                 doing: "rescue jobs of a lost node") { job in
             job.rescueFromLostNode(at: now)
         }
     }

@@ -22,6 +22,8 @@ public final class PostgresJobStore: SharedJobStore {
     public let location: PostgresLocation
     public let node: String
     public let leaseDuration: Duration
+    /// How long past a lease's end its job waits for the rescue (`init`).
+    public let rescueGrace: Duration
     public let eventNotifier = EventNotifier()
     /// Events kept in all; older ones are pruned as new ones arrive.
     static let eventLimit: Int64 = 200_000
@@ -60,9 +62,15 @@ public final class PostgresJobStore: SharedJobStore {
     let heartbeatsSinceFold = Mutex(0)
 
     /// Opens a pool of up to `connections` connections (none is made until `prepare`).
+    /// `rescueGrace`: how long past a lease's end its job is left before this node rescues it,
+    /// for its node to have stopped it — that node stops a job whose lease it could not renew once
+    /// the lease has run out, and its process may take the kill grace to go (`SpoolServer` gives
+    /// the kill grace, a tenth of the lease and a second).
     public init(location: PostgresLocation, node: String, leaseDuration: Duration = .seconds(10),
+                rescueGrace: Duration = .zero,
                 connections: Int = 20, followsEvents: Bool = true, operationTimeout: Duration = .seconds(15),
                 logger: Logger) throws {
+        self.rescueGrace = rescueGrace
         self.location = location
         self.operationTimeout = operationTimeout
         self.followsEvents = followsEvents

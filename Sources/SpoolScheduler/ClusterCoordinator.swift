@@ -146,7 +146,7 @@ public actor ClusterCoordinator: Service {
         }
         for (job, attempt) in expired {
             fenced[job] = attempt
-            await scheduler.stop(job, attempt: attempt, because: .shutdown)
+            await scheduler.fenceForLostLease(job, attempt: attempt)
         }
     }
 

@@ -211,6 +211,8 @@ public actor Scheduler: Service {
     private var deferredClaims: [Attempt: Started] = [:]
     /// Attempts whose claim did not hold: stopped at once; their end records nothing.
     private var voided: Set<Attempt> = []
+    /// Attempts stopped because this node lost their lease: their ends are left unrecorded.
+    private var leaseLost: Set<Attempt> = []
     private var commitsInFlight = 0
     /// `jobEnqueued` calls, and where the newest of those jobs stand in the queue.
     private nonisolated let submissions = Mutex(SubmissionLog())
@@ -298,6 +300,21 @@ public actor Scheduler: Service {
     public func fence(_ job: JobID, attempt: Int) {
         let attempt = Attempt(job, number: attempt)
         guard let stop = stops[attempt] else { return }
+        fenced.insert(attempt)
+        stop.yield(.shutdown)
+    }
+
+    /// Stops an attempt whose lease this node could not renew for a lease (its database out of
+    /// reach, or too slow): other nodes may rescue the job from now on, so its end is not
+    /// recorded here — the store keeps it running under this attempt until the rescue requeues
+    /// it (or fails it as node_lost), and the next claim gives it a new attempt number. Recorded
+    /// as a stop for shutdown, it gave its attempt back and this node could claim it again under
+    /// the same number, which the fence then took for the stopped attempt (found by attacking
+    /// the build: the copy ran unrenewed and unstopped beside the rescue's for 30 s).
+    public func fenceForLostLease(_ job: JobID, attempt: Int) {
+        let attempt = Attempt(job, number: attempt)
+        guard let stop = stops[attempt] else { return }
+        leaseLost.insert(attempt)
         fenced.insert(attempt)
         stop.yield(.shutdown)
     }
@@ -648,6 +665,13 @@ public actor Scheduler: Service {
         // rare path (a store failure, tenants' running caps).
         let skipping = runningJobs.subtracting([job.id])
         let asOf = submissions.withLock(\.count), excluding = executor.excludedTypes(for: slot)
+        if leaseLost.remove(Attempt(job)) != nil {
+            // Left for the cluster's rescue (`fenceForLostLease`): nothing is written, nothing claimed.
+            logger.warning("stopped a job whose lease this node could not renew; its end is left to the node that rescues it",
+                           metadata: ["job": "\(job.id)", "attempt": "\(job.attempts)"])
+            eventSink.yield(.recorded(job, slot, result, .success(FinishResult(recorded: false, next: nil)), submissions: asOf, excluded: excluding))
+            return
+        }
         group.addTask { [store, local, eventSink] in
             let answer: Result<FinishResult, any Error>
             do {

@@ -39,6 +39,36 @@ import Testing
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }
 
+    /// A job a node stopped because it could not renew its lease is left to the cluster's rescue:
+    /// its end is not recorded, so its attempt is not given back and the node cannot claim it
+    /// again under the same attempt number (found by attacking the build: over a slow link the
+    /// node requeued the job with its attempt given back, claimed it again as attempt 1, never
+    /// renewed or stopped that copy — its bookkeeping took it for the fenced one — and the job
+    /// ran on two nodes at once for 30 s once another node rescued it).
+    @Test func aJobStoppedForALostLeaseIsLeftForTheRescueNotRequeuedUnderItsAttempt() async throws {
+        let executor = ScriptedExecutor()
+        let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
+        let shared = LeaseStandIn(rig.store, lease: .seconds(3))
+        try await rig.run({ _ in
+            let job = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job")
+            let coordinating = try await Self.coordinate(rig, through: shared, renewing: job.id)
+            defer { coordinating.cancel() }
+            shared.partition()
+            let stopped = Self.firstStop(of: attempt)
+            try await rig.advance(by: .milliseconds(100), until: "the job stopped for its lost lease") { stopped.reason != nil }
+            attempt.finish(.stoppedForShutdown)
+            // Time for the end to be handled, and for the slot to look at the queue again.
+            try await rig.advance(by: .milliseconds(100), until: "the slot idle again", limit: 50) {
+                await rig.scheduler.occupancy().allSatisfy { $0.1 == nil }
+            }
+            let stored = try await rig.job(job.id)
+            #expect(stored.state == .running && stored.attempts == 1, "left for the rescue: \(stored.state), attempt \(stored.attempts)")
+            let again = try? await executor.attempts.next("an attempt of the job claimed here again", within: .milliseconds(300))
+            #expect(again == nil, "claimed here again")
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
     /// Claims may still go through while renewals hang (on another of the pool's connections):
     /// a job claimed during the outage is stopped too, once its own lease has run out unrenewed,
     /// not left running while other nodes rescue it.
@@ -96,7 +126,8 @@ import Testing
     @Test func aFailFastArrayLeftOpenIsClosedByTheClustersSweep() async throws {
         let executor = ScriptedExecutor()
         let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
-        let shared = LeaseStandIn(rig.store, lease: .seconds(3))
+        // A lease long past the test's minutes of manual time: no renewal can fall behind it.
+        let shared = LeaseStandIn(rig.store, lease: .seconds(3600))
         try await rig.run({ _ in
             let blocker = try await rig.submit()
             let attempt = try await executor.attempts.next("the job holding the slot")

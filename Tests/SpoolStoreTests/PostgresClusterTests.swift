@@ -13,11 +13,11 @@ import Testing
 
 @Suite struct PostgresClusterTests {
     /// Runs `body` with `count` nodes sharing one fresh database (prepared concurrently).
-    func withNodes<T>(_ count: Int, lease: Duration = .seconds(10), operationTimeout: Duration = .seconds(15),
+    func withNodes<T>(_ count: Int, lease: Duration = .seconds(10), rescueGrace: Duration = .zero, operationTimeout: Duration = .seconds(15),
                       _ body: ([PostgresJobStore]) async throws -> T) async throws -> T {
         let url = try await TestPostgres.createDatabase()
         let nodes = try (0..<count).map { index in
-            try PostgresJobStore(location: PostgresLocation(url: url), node: "node-\(index)", leaseDuration: lease,
+            try PostgresJobStore(location: PostgresLocation(url: url), node: "node-\(index)", leaseDuration: lease, rescueGrace: rescueGrace,
                                  connections: 6, operationTimeout: operationTimeout, logger: TestPostgres.logger)
         }
         defer { for node in nodes { node.close() } }
@@ -292,6 +292,20 @@ import Testing
             let signals = nodes[1].signals()
             _ = try await nodes[0].create(makeJob())
             #expect(await signals.receives(.queued, within: .seconds(5)))
+        }
+    }
+
+    /// A lease that ran out is left for the rescue grace (its node stopping its job: SIGTERM, then
+    /// SIGKILL a kill grace later), not rescued at once beside a copy still running (found by
+    /// attacking the build: the rescue started its copy up to a kill grace before the cut-off
+    /// node's was gone).
+    @Test func anExpiredLeaseIsLeftForTheRescueGrace() async throws {
+        try await withNodes(2, lease: .seconds(1), rescueGrace: .seconds(60)) { nodes in
+            let job = try await nodes[0].create(makeJob(maxAttempts: 2))
+            _ = try #require(try await nodes[0].claimNext(for: SlotID(0), now: at(10)))
+            try await Task.sleep(for: .milliseconds(1300))
+            #expect(try await nodes[1].rescueExpired(now: at(20)).isEmpty, "rescued within its grace")
+            #expect(try await nodes[1].require(job.id).state == .running)
         }
     }
 
