@@ -71,7 +71,8 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
             // The reason (which may name a host or a path) is logged; the answer does not echo it.
             context.logger.error("store unavailable", metadata: ["error": "\(error)"])
             return APIError(status: .serviceUnavailable, code: "storage-unavailable",
-                            detail: "the job store cannot write right now; nothing was stored, try again later",
+                            detail: "the job store cannot write, or did not answer in time; try again later. A request that timed out "
+                                + "may have been stored: retry a submit with the same Idempotency-Key, and it is stored once",
                             headers: [.retryAfter: "5"])
         case let error as HTTPError:
             let detail: String = switch error.status {

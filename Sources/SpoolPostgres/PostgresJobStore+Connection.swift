@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 import PostgresNIO
 import SpoolCore
 import SpoolStore
@@ -34,21 +35,30 @@ extension PostgresJobStore {
 
     /// Runs one store operation, translating its errors, and gives up after `operationTimeout`:
     /// while the database is unreachable the pool keeps retrying for about a minute before it
-    /// fails a request, and an API answer or a slot should not wait that long to hear it.
+    /// fails a request, and an API answer or a slot should not wait that long to hear it. The
+    /// answer does not wait for the operation to end: a query already sent ignores cancellation
+    /// and waits for its answer as long as the network holds it (found by attacking the build:
+    /// a blackholed link held requests for 90 s, a held lock for 49 s), so it is left to finish
+    /// on its own (its connection goes back to the pool then) and the caller hears the timeout.
     private func bounded<T: Sendable>(_ what: String, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
-        let limit = operationTimeout
+        let limit = operationTimeout, location = self.location
+        let race = BoundedCall<T>()
         do {
-            return try await withThrowingTaskGroup(of: T?.self) { group in
-                group.addTask { try await operation() }
-                group.addTask {
-                    try await Task.sleep(for: limit)
-                    return nil
+            defer { race.cancelTimer() }
+            return try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { continuation in
+                    race.wait(continuation)
+                    // Unstructured: the operation may outlive this call (see above); the timer ends with the call.
+                    let work = Task { do { race.answer(.success(try await operation())) } catch { race.answer(.failure(error)) } }
+                    let timer = Task {
+                        guard (try? await Task.sleep(for: limit)) != nil else { return }
+                        race.answer(.failure(StoreError(.storageUnavailable, "could not \(what): the database at \(location) did not answer within \(limit)")))
+                        work.cancel()
+                    }
+                    race.started(work, timer)
                 }
-                defer { group.cancelAll() }
-                guard let first = try await group.next(), let value = first else {
-                    throw StoreError(.storageUnavailable, "could not \(what): the database at \(location) did not answer within \(limit)")
-                }
-                return value
+            } onCancel: {
+                race.cancel()
             }
         } catch {
             throw translate(error, doing: what)
@@ -82,6 +92,10 @@ extension PostgresJobStore {
             case "53100": return StoreError(.storageUnavailable, "could not \(what): the database server's disk is full (\(message))")
             case "25006", "53000", "53200", "53300", "57P01", "57P02", "57P03", "08000", "08003", "08006":
                 return StoreError(.storageUnavailable, "could not \(what): the database is unavailable (\(message))")
+            case "57014", "55P03":
+                // A statement or lock timeout of the database's (a lock held elsewhere): try again later,
+                // like any unavailable store (found by attacking the build: a 500 with no Retry-After).
+                return StoreError(.storageUnavailable, "could not \(what): the database gave up waiting (\(message))")
             case "XX001", "XX002": return StoreError(.corrupt, "could not \(what): the database is damaged (\(message))")
             default: return StoreError(.other, "could not \(what): \(message) (SQLSTATE \(state))")
             }
@@ -117,4 +131,43 @@ extension Optional {
 
 extension Duration {
     var microseconds: Int64 { components.seconds * 1_000_000 + components.attoseconds / 1_000_000_000_000 }
+}
+
+/// One `bounded` call: the operation and its timer race to answer the caller, once.
+private final class BoundedCall<T: Sendable>: Sendable {
+    private let state = Mutex<(continuation: CheckedContinuation<T, any Error>?, work: Task<Void, Never>?,
+                               timer: Task<Void, Never>?, cancelled: Bool)>((nil, nil, nil, false))
+
+    func wait(_ continuation: CheckedContinuation<T, any Error>) { state.withLock { $0.continuation = continuation } }
+
+    /// The first answer goes to the caller; later ones are dropped.
+    func answer(_ result: Result<T, any Error>) {
+        let continuation = state.withLock { state in
+            defer { state.continuation = nil }
+            return state.continuation
+        }
+        continuation?.resume(with: result)
+    }
+
+    func started(_ work: Task<Void, Never>, _ timer: Task<Void, Never>) {
+        let cancelled = state.withLock { state in
+            (state.work, state.timer) = (work, timer)
+            return state.cancelled
+        }
+        if cancelled { cancel() }
+    }
+
+    /// The caller was cancelled: it hears so at once, and the operation (as far as it listens)
+    /// and the timer are cancelled.
+    func cancel() {
+        let (work, timer) = state.withLock { state in
+            state.cancelled = true
+            return (state.work, state.timer)
+        }
+        answer(.failure(CancellationError()))
+        work?.cancel()
+        timer?.cancel()
+    }
+
+    func cancelTimer() { state.withLock { $0.timer }?.cancel() }
 }

@@ -615,6 +615,69 @@ import Testing
         }
     }
 
+    /// A store operation answers within its operation timeout even when its query is already on
+    /// the wire and waits (here on a lock held elsewhere; a blackholed link alike): the caller
+    /// hears `storageUnavailable` then, not when the database answers (found by attacking the
+    /// build: a submit behind a 50-s lock answered after 49 s).
+    @Test func anOperationWaitingOnTheDatabaseAnswersWithinItsTimeout() async throws {
+        let url = try await TestPostgres.createDatabase()
+        let store = try PostgresJobStore(location: PostgresLocation(url: url), node: "node-0", connections: 4,
+                                         operationTimeout: .seconds(1), logger: TestPostgres.logger)
+        defer { store.close() }
+        try await store.prepare()
+        let job = try await store.create(makeJob())
+        try await TestPostgres.withClient(url) { client in
+            try await client.withConnection { connection in
+                try await connection.query("BEGIN", logger: TestPostgres.logger)
+                try await connection.query("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE", logger: TestPostgres.logger)
+                // The lock goes after 20 s at the latest (a build that waits for the query then still ends).
+                let released = Mutex(false)
+                let releasing = Task {
+                    try? await Task.sleep(for: .seconds(20))
+                    released.withLock { $0 = true }
+                    _ = try? await connection.query("ROLLBACK", logger: TestPostgres.logger)
+                }
+                await #expect {
+                    _ = try await store.job(job.id)
+                } throws: { error in
+                    (error as? StoreError)?.code == .storageUnavailable && "\(error)".contains("did not answer within")
+                }
+                #expect(!released.withLock { $0 }, "answered only once the lock was gone")
+                releasing.cancel()
+                await releasing.value
+            }
+        }
+        #expect(try await store.job(job.id)?.id == job.id, "the store works once the lock is gone")
+        try await TestPostgres.dropDatabase(url)
+    }
+
+    /// The database's own statement or lock timeout (a lock held elsewhere) is an unavailable
+    /// store — a 503 with Retry-After — not an internal error (found by attacking the build: 500).
+    @Test func theDatabasesOwnTimeoutsAreStorageUnavailable() async throws {
+        let url = try await TestPostgres.createDatabase()
+        let database = try PostgresLocation(url: url).database
+        try await TestPostgres.withClient(url) { client in
+            try await client.query(PostgresQuery(unsafeSQL: "ALTER DATABASE \"\(database)\" SET lock_timeout = '100ms'"))
+        }
+        let store = try PostgresJobStore(location: PostgresLocation(url: url), node: "node-0", connections: 2, logger: TestPostgres.logger)
+        defer { store.close() }
+        try await store.prepare()
+        let job = try await store.create(makeJob())
+        try await TestPostgres.withClient(url) { client in
+            try await client.withConnection { connection in
+                try await connection.query("BEGIN", logger: TestPostgres.logger)
+                try await connection.query("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE", logger: TestPostgres.logger)
+                await #expect {
+                    _ = try await store.cancel(job.id, by: nil, now: at(10))
+                } throws: { error in
+                    (error as? StoreError)?.code == .storageUnavailable && "\(error)".contains("gave up waiting")
+                }
+                try await connection.query("ROLLBACK", logger: TestPostgres.logger)
+            }
+        }
+        try await TestPostgres.dropDatabase(url)
+    }
+
     @Test func anUnreachableDatabaseIsStorageUnavailable() async throws {
         let store = try PostgresJobStore(location: PostgresLocation(url: "postgres://spool@127.0.0.1:1/nothing"), node: "n",
                                          logger: TestPostgres.logger)
