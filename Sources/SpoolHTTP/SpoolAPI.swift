@@ -265,6 +265,7 @@ public struct SpoolAPI: Sendable {
         if let trouble = await scheduler.storeProblem() { problems.append(trouble) }
         if let full = await scheduler.dataDirectoryProblem() { problems.append(full) }
         if let submits = scheduler.submitProblem() { problems.append(submits) }
+        if let renewals = scheduler.renewalProblem() { problems.append(renewals) }
         var queued: Int?
         do { queued = try await store.queuedCount() } catch {
             // The reason is logged; the answer names no host, path or credential.

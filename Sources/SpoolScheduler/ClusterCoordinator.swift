@@ -43,6 +43,8 @@ public actor ClusterCoordinator: Service {
     private let clock: SpoolClock
     private let logger: Logger
     private var lastRenewal: Moment
+    /// Why the last renewal failed, until one goes through.
+    private var renewalError: String?
     /// The attempts stopped since the last renewal that went through (an outage's fence).
     private var fenced: [JobID: Int] = [:]
 
@@ -108,6 +110,8 @@ public actor ClusterCoordinator: Service {
             let held = try await store.renewLeases(of: await scheduler.heldAttempts())
             lastRenewal = started
             fenced = [:]
+            renewalError = nil
+            scheduler.leaseRenewals(failing: nil)
             let mine = await scheduler.runningAttempts(startedBefore: started)
             let holdings = Dictionary(held.map { ($0.job, $0) }, uniquingKeysWith: { first, _ in first })
             for (job, attempt) in mine {
@@ -123,6 +127,7 @@ public actor ClusterCoordinator: Service {
             }
         } catch {
             Counter(label: "spool_lease_renewal_failures_total").increment()
+            renewalError = "\(error)"
             logger.error("could not renew this node's leases",
                          metadata: ["error": "\(error)", "since_last_renewal": "\(clock.now() - lastRenewal)"])
             await fenceIfSilent()
@@ -136,6 +141,11 @@ public actor ClusterCoordinator: Service {
     private func fenceIfSilent() async {
         let now = clock.now()
         let silent = now - lastRenewal
+        // Past half a lease with no renewal through (failing, or hanging), the node's health says so.
+        if silent >= store.leaseDuration / 2 {
+            scheduler.leaseRenewals(failing: "no lease renewal has gone through for \(Int(silent.inSeconds.rounded())) s (the lease is "
+                                    + "\(Int(store.leaseDuration.inSeconds.rounded())) s): \(renewalError ?? "the renewal under way has not answered")")
+        }
         guard silent >= store.leaseDuration else { return }
         let expired = await scheduler.runningAttempts(startedBefore: now - store.leaseDuration)
             .filter { job, attempt in fenced[job] != attempt }

@@ -33,6 +33,14 @@ extension Scheduler {
         return "the job store refused the last \(trouble.failures) submits (for \(Int((now - trouble.since).inSeconds.rounded())) s): \(trouble.error)"
     }
 
+    /// The coordinator's word on lease renewals: why they fail (nil once one goes through).
+    public nonisolated func leaseRenewals(failing problem: String?) { renewalTrouble.withLock { $0 = problem } }
+
+    /// Why this node cannot keep its jobs' leases (found by attacking the build: with every
+    /// renewal in the cluster blocked by a held lock, every node's `/healthz` read ok while their
+    /// running jobs were stopped and rescued).
+    public nonisolated func renewalProblem() -> String? { renewalTrouble.withLock { $0 } }
+
     /// How this node reads itself, in sentences: what `/healthz` answers on it, and what its
     /// heartbeats tell the other nodes of a shared store. `degraded` while the store keeps
     /// failing, the data directory is full, a slot cannot set up a worker type or a GPU slot is
@@ -42,6 +50,7 @@ extension Scheduler {
         if let trouble = storeProblem() { problems.append(trouble) }
         if let full = dataDirectoryProblem() { problems.append(full) }
         if let submits = submitProblem() { problems.append(submits) }
+        if let renewals = renewalProblem() { problems.append(renewals) }
         for (slot, workers) in await workerStatus().sorted(by: { $0.key < $1.key }) {
             for health in workers.health where health.unhealthy {
                 problems.append("slot \(slot) cannot set up worker type \(health.type) (\(health.failures) failures in a row): \(health.lastError)")

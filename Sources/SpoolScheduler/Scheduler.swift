@@ -174,6 +174,8 @@ public actor Scheduler: Service {
     /// Submits the store could not take (storage unavailable), in a row: the scheduler may have
     /// nothing to write while every submit fails (a full disk on an idle server).
     let submitTrouble = Mutex<StoreTrouble?>(nil)
+    /// Why this node's lease renewals fail, while they do (a shared store: `ClusterCoordinator`).
+    let renewalTrouble = Mutex<String?>(nil)
     /// Set while the data directory is full: a job's files could not be made, so it went back
     /// to the queue, and slots claim nothing until `retryAt` (each try would only hand it back).
     private var dataDirectoryFull: (since: Moment, retryAt: Moment, error: String)?

@@ -36,6 +36,10 @@ import Testing
             }
             try await within(.seconds(10), "the job stopped while the renewal hangs") { await watcher.value }
             #expect(stopped.withLock { $0 } == .shutdown)
+            // The node's health says why (found by attacking the build: /healthz read ok meanwhile).
+            let health = await rig.scheduler.health()
+            #expect(health.status == .degraded && health.problems.contains { $0.hasPrefix("no lease renewal has gone through for") },
+                    "\(health)")
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }
 
