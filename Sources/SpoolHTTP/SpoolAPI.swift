@@ -249,6 +249,9 @@ public struct SpoolAPI: Sendable {
         return json(.object(["nodes": .array(nodes), "this_node": .string(node ?? "local")]))
     }
 
+    /// How long `/healthz` waits for the store's answer.
+    static let healthStoreTimeout: Duration = .seconds(3)
+
     /// For load balancers and people: `ok`; `degraded` (200) while a slot cannot set up a
     /// worker type or a GPU slot is quarantined (the node still serves, and runs jobs on its
     /// other slots); `degraded` (503) while the job store keeps failing (a damaged or full disk,
@@ -267,7 +270,14 @@ public struct SpoolAPI: Sendable {
         if let submits = scheduler.submitProblem() { problems.append(submits) }
         if let renewals = scheduler.renewalProblem() { problems.append(renewals) }
         var queued: Int?
-        do { queued = try await store.queuedCount() } catch {
+        // Within a few seconds: a load balancer's probe gives up sooner than the store's operation
+        // timeout (found by attacking the build: 15 s to say a refused database was down).
+        let store = self.store
+        do {
+            queued = try await answerWithin(Self.healthStoreTimeout, orThrow: StoreError(.storageUnavailable, "no answer within \(Self.healthStoreTimeout)")) {
+                try await store.queuedCount()
+            }
+        } catch {
             // The reason is logged; the answer names no host, path or credential.
             context.logger.error("health check: the store did not answer", metadata: ["error": "\(error)"])
             problems.append("the job store did not answer (the server's log has the error)")

@@ -1,5 +1,4 @@
 import Logging
-import Synchronization
 import PostgresNIO
 import SpoolCore
 import SpoolStore
@@ -42,24 +41,10 @@ extension PostgresJobStore {
     /// on its own (its connection goes back to the pool then) and the caller hears the timeout.
     private func bounded<T: Sendable>(_ what: String, _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
         let limit = operationTimeout, location = self.location
-        let race = BoundedCall<T>()
         do {
-            defer { race.cancelTimer() }
-            return try await withTaskCancellationHandler {
-                try await withCheckedThrowingContinuation { continuation in
-                    race.wait(continuation)
-                    // Unstructured: the operation may outlive this call (see above); the timer ends with the call.
-                    let work = Task { do { race.answer(.success(try await operation())) } catch { race.answer(.failure(error)) } }
-                    let timer = Task {
-                        guard (try? await Task.sleep(for: limit)) != nil else { return }
-                        race.answer(.failure(StoreError(.storageUnavailable, "could not \(what): the database at \(location) did not answer within \(limit)")))
-                        work.cancel()
-                    }
-                    race.started(work, timer)
-                }
-            } onCancel: {
-                race.cancel()
-            }
+            return try await answerWithin(limit, orThrow: StoreError(.storageUnavailable,
+                                                                    "could not \(what): the database at \(location) did not answer within \(limit)"),
+                                          operation)
         } catch {
             throw translate(error, doing: what)
         }
@@ -133,41 +118,3 @@ extension Duration {
     var microseconds: Int64 { components.seconds * 1_000_000 + components.attoseconds / 1_000_000_000_000 }
 }
 
-/// One `bounded` call: the operation and its timer race to answer the caller, once.
-private final class BoundedCall<T: Sendable>: Sendable {
-    private let state = Mutex<(continuation: CheckedContinuation<T, any Error>?, work: Task<Void, Never>?,
-                               timer: Task<Void, Never>?, cancelled: Bool)>((nil, nil, nil, false))
-
-    func wait(_ continuation: CheckedContinuation<T, any Error>) { state.withLock { $0.continuation = continuation } }
-
-    /// The first answer goes to the caller; later ones are dropped.
-    func answer(_ result: Result<T, any Error>) {
-        let continuation = state.withLock { state in
-            defer { state.continuation = nil }
-            return state.continuation
-        }
-        continuation?.resume(with: result)
-    }
-
-    func started(_ work: Task<Void, Never>, _ timer: Task<Void, Never>) {
-        let cancelled = state.withLock { state in
-            (state.work, state.timer) = (work, timer)
-            return state.cancelled
-        }
-        if cancelled { cancel() }
-    }
-
-    /// The caller was cancelled: it hears so at once, and the operation (as far as it listens)
-    /// and the timer are cancelled.
-    func cancel() {
-        let (work, timer) = state.withLock { state in
-            state.cancelled = true
-            return (state.work, state.timer)
-        }
-        answer(.failure(CancellationError()))
-        work?.cancel()
-        timer?.cancel()
-    }
-
-    func cancelTimer() { state.withLock { $0.timer }?.cancel() }
-}

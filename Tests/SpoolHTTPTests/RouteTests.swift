@@ -10,6 +10,7 @@ import SpoolScheduler
 import SpoolStore
 import SpoolTestSupport
 import SpoolTesting
+import Synchronization
 import Testing
 @testable import SpoolHTTP
 
@@ -331,6 +332,31 @@ import Testing
             try await submit(client, expect: .created)
             #expect(try await health(client).0 == .ok)
         }
+    }
+
+    /// A store that does not answer (a database behind a dead link, a pool retrying a refused
+    /// connection) makes `/healthz` answer 503 within a few seconds, not after the store's own
+    /// operation timeout (found by attacking the build: 15 s, past a load balancer's probe).
+    @Test func aStoreThatHangsMakesTheHealthCheckAnswerDegradedWithinItsTimeout() async throws {
+        let flaky = FlakyStore(store)
+        flaky.hold(.queuedCount)
+        let api = SpoolAPI(store: flaky, scheduler: scheduler, catalog: catalog, dataDirectory: dataDirectory, storeName: "memory")
+        let released = Mutex(false)
+        let releasing = Task {   // unstructured: the store answers after 20 s at the latest; cancelled below
+            try? await Task.sleep(for: .seconds(20))
+            released.withLock { $0 = true }
+            flaky.release(.queuedCount)
+        }
+        try await withClient(api) { client in
+            try await client.execute(uri: "/healthz", method: .get) { response in
+                #expect(response.status == .serviceUnavailable)
+                let health = try decode(response)
+                #expect(health["problems"]?.canonicalText.contains("did not answer") == true)
+            }
+        }
+        #expect(!released.withLock { $0 }, "answered only once the store did")
+        releasing.cancel()
+        flaky.release(.queuedCount)
     }
 
     @Test func aNULThatWouldCutACommandArgumentIsRefusedWith422() async throws {
