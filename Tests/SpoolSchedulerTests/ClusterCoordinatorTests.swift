@@ -50,14 +50,7 @@ import Testing
     /// renewed or stopped that copy — its bookkeeping took it for the fenced one — and the job
     /// ran on two nodes at once for 30 s once another node rescued it).
     @Test func aJobStoppedForALostLeaseIsLeftForTheRescueNotRequeuedUnderItsAttempt() async throws {
-        let executor = ScriptedExecutor()
-        let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
-        let shared = LeaseStandIn(rig.store, lease: .seconds(3))
-        try await rig.run({ _ in
-            let job = try await rig.submit()
-            let attempt = try await executor.attempts.next("the job")
-            let coordinating = try await Self.coordinate(rig, through: shared, renewing: job.id)
-            defer { coordinating.cancel() }
+        try await Self.withACoordinatedJob { rig, shared, executor, job, attempt in
             shared.partition()
             let stopped = Self.firstStop(of: attempt)
             try await rig.advance(by: .milliseconds(100), until: "the job stopped for its lost lease") { stopped.reason != nil }
@@ -70,7 +63,7 @@ import Testing
             #expect(stored.state == .running && stored.attempts == 1, "left for the rescue: \(stored.state), attempt \(stored.attempts)")
             let again = try? await executor.attempts.next("an attempt of the job claimed here again", within: .milliseconds(300))
             #expect(again == nil, "claimed here again")
-        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+        }
     }
 
     /// Claims may still go through while renewals hang (on another of the pool's connections):
@@ -103,14 +96,7 @@ import Testing
     /// answers no `/healthz`) whose data directory is full: found by attacking the build, an
     /// agent that could run nothing read as alive and well in the cluster's view.
     @Test func heartbeatsCarryTheNodesHealth() async throws {
-        let executor = ScriptedExecutor()
-        let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
-        let shared = LeaseStandIn(rig.store, lease: .seconds(3))
-        try await rig.run({ _ in
-            let job = try await rig.submit()
-            let attempt = try await executor.attempts.next("the job")
-            let coordinating = try await Self.coordinate(rig, through: shared, renewing: job.id)
-            defer { coordinating.cancel() }
+        try await Self.withACoordinatedJob { rig, shared, _, job, attempt in
             try await within(.seconds(10), "the first heartbeat") { while shared.heartbeats.isEmpty { try await pollingYield() } }
             #expect(shared.heartbeats.first == .ok, "the first heartbeat, while the job runs")
             attempt.finish(ExecutionResult(.returned(message: "the data directory is full: cannot write input.json: No space left on device"),
@@ -121,6 +107,22 @@ import Testing
             }
             let health = try #require(shared.heartbeats.last)
             #expect(health.problems.count == 1 && health.problems[0].hasPrefix("the data directory has been full for"), "\(health)")
+        }
+    }
+
+    /// A one-slot rig running one job, with a coordinator over a stand-in (a 3-s lease) that has
+    /// renewed its lease: `body` gets the rig, the stand-in, the executor, the job and its attempt.
+    static func withACoordinatedJob(_ body: @escaping @Sendable (SchedulerRig, LeaseStandIn, ScriptedExecutor, Job,
+                                                                 ScriptedExecutor.Attempt) async throws -> Void) async throws {
+        let executor = ScriptedExecutor()
+        let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
+        let shared = LeaseStandIn(rig.store, lease: .seconds(3))
+        try await rig.run({ _ in
+            let job = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job")
+            let coordinating = try await Self.coordinate(rig, through: shared, renewing: job.id)
+            defer { coordinating.cancel() }
+            try await body(rig, shared, executor, job, attempt)
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }
 

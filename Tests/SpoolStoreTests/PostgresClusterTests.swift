@@ -626,26 +626,22 @@ import Testing
         defer { store.close() }
         try await store.prepare()
         let job = try await store.create(makeJob())
-        try await TestPostgres.withClient(url) { client in
-            try await client.withConnection { connection in
-                try await connection.query("BEGIN", logger: TestPostgres.logger)
-                try await connection.query("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE", logger: TestPostgres.logger)
-                // The lock goes after 20 s at the latest (a build that waits for the query then still ends).
-                let released = Mutex(false)
-                let releasing = Task {
-                    try? await Task.sleep(for: .seconds(20))
-                    released.withLock { $0 = true }
-                    _ = try? await connection.query("ROLLBACK", logger: TestPostgres.logger)
-                }
-                await #expect {
-                    _ = try await store.job(job.id)
-                } throws: { error in
-                    (error as? StoreError)?.code == .storageUnavailable && "\(error)".contains("did not answer within")
-                }
-                #expect(!released.withLock { $0 }, "answered only once the lock was gone")
-                releasing.cancel()
-                await releasing.value
+        try await Self.whileJobsAreLocked(url) { connection in
+            // The lock goes after 20 s at the latest (a build that waits for the query then still ends).
+            let released = Mutex(false)
+            let releasing = Task {
+                try? await Task.sleep(for: .seconds(20))
+                released.withLock { $0 = true }
+                _ = try? await connection.query("ROLLBACK", logger: TestPostgres.logger)
             }
+            await #expect {
+                _ = try await store.job(job.id)
+            } throws: { error in
+                (error as? StoreError)?.code == .storageUnavailable && "\(error)".contains("did not answer within")
+            }
+            #expect(!released.withLock { $0 }, "answered only once the lock was gone")
+            releasing.cancel()
+            await releasing.value
         }
         #expect(try await store.job(job.id)?.id == job.id, "the store works once the lock is gone")
         try await TestPostgres.dropDatabase(url)
@@ -663,19 +659,27 @@ import Testing
         defer { store.close() }
         try await store.prepare()
         let job = try await store.create(makeJob())
+        try await Self.whileJobsAreLocked(url) { _ in
+            await #expect {
+                _ = try await store.cancel(job.id, by: nil, now: at(10))
+            } throws: { error in
+                (error as? StoreError)?.code == .storageUnavailable && "\(error)".contains("gave up waiting")
+            }
+        }
+        try await TestPostgres.dropDatabase(url)
+    }
+
+    /// Runs `body` while another session holds an exclusive lock on `jobs` (its transaction is
+    /// rolled back afterwards; `body` may roll it back sooner through the connection it gets).
+    static func whileJobsAreLocked(_ url: String, _ body: (PostgresConnection) async throws -> Void) async throws {
         try await TestPostgres.withClient(url) { client in
             try await client.withConnection { connection in
                 try await connection.query("BEGIN", logger: TestPostgres.logger)
                 try await connection.query("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE", logger: TestPostgres.logger)
-                await #expect {
-                    _ = try await store.cancel(job.id, by: nil, now: at(10))
-                } throws: { error in
-                    (error as? StoreError)?.code == .storageUnavailable && "\(error)".contains("gave up waiting")
-                }
-                try await connection.query("ROLLBACK", logger: TestPostgres.logger)
+                try await body(connection)
+                _ = try? await connection.query("ROLLBACK", logger: TestPostgres.logger)
             }
         }
-        try await TestPostgres.dropDatabase(url)
     }
 
     @Test func anUnreachableDatabaseIsStorageUnavailable() async throws {
