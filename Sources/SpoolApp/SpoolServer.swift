@@ -17,6 +17,7 @@ import SpoolSQLite
 import SpoolScheduler
 import SpoolStore
 import SpoolWebhooks
+import Synchronization
 
 /// The composition root: configuration in, one running server out.
 ///
@@ -43,7 +44,7 @@ public enum SpoolServer {
         let shared: PostgresJobStore?
         switch configuration.store {
         case .sqlite:
-            try refuseALostDatabase(dataDirectory + "/spool.sqlite", jobs: dataDirectory + "/jobs")
+            try refuseALostDatabase(dataDirectory + "/spool.sqlite")
             store = try SQLiteJobStore(path: dataDirectory + "/spool.sqlite", synchronous: configuration.synchronous)
             shared = nil
         case .postgres(let location):
@@ -98,12 +99,14 @@ public enum SpoolServer {
         let host = configuration.host
         let scheme = configuration.tlsCertificate == nil ? "http" : "https"
         let (listening, listened) = AsyncStream<Void>.makeStream()
+        let bound = Mutex(false)
         let application = Application(
             router: api.router(),
             server: try httpServer(configuration),
             configuration: .init(address: .hostname(host, port: configuration.port), serverName: "spool"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? configuration.port
+                bound.withLock { $0 = true }
                 listened.yield()
                 listened.finish()
                 onListening("\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)")
@@ -166,7 +169,7 @@ public enum SpoolServer {
         ))
         do {
             try await group.run()
-        } catch let error as IOError where configuration.role != .agent {
+        } catch let error as IOError where configuration.role != .agent && !bound.withLock({ $0 }) {
             // The listener could not be bound (the port taken, an address not on this machine):
             // the slots claimed nothing, the queue is as it was.
             throw ConfigurationError("cannot listen on \(host):\(configuration.port): \(String(cString: strerror(error.errnoCode)))"
@@ -244,22 +247,18 @@ public enum SpoolServer {
     }
 
     /// A job database that is missing or empty (0 bytes: SQLite would take it for a new one)
-    /// where one was made before (`markDatabaseMade`), or beside job directories, has lost its
-    /// jobs: starting would serve an empty queue as if nothing had been accepted (found by
-    /// attacking the build: a truncated `spool.sqlite` started silently with every queued job
-    /// forgotten). Refused, with what to do.
-    static func refuseALostDatabase(_ database: String, jobs: String) throws {
+    /// where one was made before (`markDatabaseMade` left its note) has lost its jobs: starting
+    /// would serve an empty queue as if nothing had been accepted (found by attacking the build:
+    /// a truncated `spool.sqlite` started silently with every queued job forgotten). Refused,
+    /// with what to do. (Job directories are no evidence: a data directory a PostgreSQL node
+    /// used has them, and no database file.)
+    static func refuseALostDatabase(_ database: String) throws {
         var status = stat()
         let exists = stat(database, &status) == 0
-        guard !exists || status.st_size == 0 else { return }
-        let directories = (JobFiles.entries(of: jobs) ?? []).filter { JobID($0) != nil && JobFiles.isRealDirectory(jobs + "/" + $0) }
-        let made = access(database + madeSuffix, F_OK) == 0
-        guard made || !directories.isEmpty else { return }
-        let evidence = directories.isEmpty ? "this data directory had one (\(database + madeSuffix) says so)"
-            : "\(jobs) holds \(directories.count) job director\(directories.count == 1 ? "y" : "ies")"
-        throw ConfigurationError("the job database \(database) is \(exists ? "empty (0 bytes)" : "missing"), but \(evidence): "
-            + "starting would forget its jobs. Restore the database from a backup, or move it, \(database + madeSuffix) and "
-            + "the jobs folder aside to start with an empty queue")
+        guard !exists || status.st_size == 0, access(database + madeSuffix, F_OK) == 0 else { return }
+        throw ConfigurationError("the job database \(database) is \(exists ? "empty (0 bytes)" : "missing"), but this data directory "
+            + "had one (\(database + madeSuffix) says so): starting would forget its jobs. Restore the database from a backup, "
+            + "or move \(database + madeSuffix) and the jobs folder aside to start with an empty queue")
     }
 
     static let madeSuffix = ".made"

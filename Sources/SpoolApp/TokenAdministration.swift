@@ -53,9 +53,12 @@ public enum TokenAdministration {
                                          + "with --data-dir or SPOOL_DATA_DIR (the default is ./spool-data)")
             }
             let directory = try SpoolServer.prepareDataDirectory(configuration.dataDirectory)
+            // A lost job database is not made anew here either: the server's next start would take it.
+            try SpoolServer.refuseALostDatabase(directory + "/spool.sqlite")
             if !exists { FileHandle.standardError.write(Data("spool: made a new job store in \(directory) (a server started with --data-dir \(directory) uses it)\n".utf8)) }
             let store = try SQLiteJobStore(path: directory + "/spool.sqlite", synchronous: configuration.synchronous)
             try await store.prepare()
+            SpoolServer.markDatabaseMade(directory)
             return try await body(store)
         case .postgres(let location):
             let store = try PostgresJobStore(location: location, node: configuration.nodeName(dataDirectory: configuration.dataDirectory),

@@ -35,7 +35,7 @@ extension SQLiteJobStore {
         guard let error = error as? DatabaseError else { return error }
         switch error.resultCode {
         case .SQLITE_FULL: return StoreError(.storageUnavailable, "could not \(what): the disk is full")
-        case .SQLITE_IOERR, .SQLITE_CANTOPEN where path.map(Self.hasNoRoom) == true:
+        case .SQLITE_IOERR where path.map(Self.hasNoRoom) == true, .SQLITE_CANTOPEN where path.map(Self.hasNoRoom) == true:
             return StoreError(.storageUnavailable, "could not \(what): the disk is full (\(error.message ?? "storage error"))")
         case .SQLITE_READONLY, .SQLITE_IOERR, .SQLITE_CANTOPEN, .SQLITE_PERM:
             return StoreError(.storageUnavailable, "could not \(what): \(error.message ?? "storage error") (\(error.resultCode))")

@@ -143,8 +143,10 @@ public actor ClusterCoordinator: Service {
         let silent = now - lastRenewal
         // Past half a lease with no renewal through (failing, or hanging), the node's health says so.
         if silent >= store.leaseDuration / 2 {
+            // No host or credential: `/healthz` is open to anyone (the error is in the log).
             scheduler.leaseRenewals(failing: "no lease renewal has gone through for \(Int(silent.inSeconds.rounded())) s (the lease is "
-                                    + "\(Int(store.leaseDuration.inSeconds.rounded())) s): \(renewalError ?? "the renewal under way has not answered")")
+                                    + "\(Int(store.leaseDuration.inSeconds.rounded())) s): "
+                                    + (renewalError == nil ? "the renewal under way has not answered" : "they fail (the server's log has the error)"))
         }
         guard silent >= store.leaseDuration else { return }
         let expired = await scheduler.runningAttempts(startedBefore: now - store.leaseDuration)

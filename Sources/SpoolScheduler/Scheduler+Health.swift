@@ -30,7 +30,9 @@ extension Scheduler {
         let now = clock.now()
         guard let trouble = submitTrouble.withLock({ $0 }), trouble.failures >= 3,
               let last = trouble.last, now - last < Self.submitTroubleLasts else { return nil }
-        return "the job store refused the last \(trouble.failures) submits (for \(Int((now - trouble.since).inSeconds.rounded())) s): \(trouble.error)"
+        // No host, path or credential: `/healthz` is open to anyone (the error is in the log).
+        return "the job store refused the last \(trouble.failures) submits (for \(Int((now - trouble.since).inSeconds.rounded())) s; "
+            + "the server's log has the error)"
     }
 
     /// The coordinator's word on lease renewals: why they fail (nil once one goes through).
