@@ -49,9 +49,10 @@ public enum SpoolServer {
             shared = nil
         case .postgres(let location):
             let lease = Duration.milliseconds(Int64(configuration.leaseSeconds * 1000))
-            // A cut-off node stops its jobs as their leases run out (checked every tenth of one),
-            // SIGKILL a kill grace after SIGTERM: rescued only once they are surely gone.
-            let rescueGrace = .milliseconds(Int64(configuration.killGraceSeconds * 1000)) + lease / 10 + .seconds(1)
+            // A cut-off node stops its jobs as their leases run out (checked every tenth of one): a
+            // warm worker is asked to give its job up, SIGTERM a kill grace later, SIGKILL a kill
+            // grace after that (a process, SIGTERM at once). Rescued only once they are surely gone.
+            let rescueGrace = .milliseconds(Int64(configuration.killGraceSeconds * 2000)) + lease / 10 + .seconds(1)
             let postgres = try PostgresJobStore(location: location, node: node, leaseDuration: lease, rescueGrace: rescueGrace,
                                                 followsEvents: configuration.role != .agent, logger: logger)
             store = postgres

@@ -242,8 +242,10 @@ public actor WorkerPool: JobExecutor {
             // slots' unhealthy marks for it go (their back-off and failure count stay, so their
             // own next try decides again, and one more failure marks them at once). Else a slot
             // that no job of the type needs again read unhealthy, and `/healthz` degraded, for good.
+            // Their back-off ends now too, so they verify it at their next job of the type.
             for other in health.keys where other != slot && health[other]?[type.name]?.unhealthy == true {
                 health[other]?[type.name]?.unhealthy = false
+                health[other]?[type.name]?.retryAt = clock.now()
             }
             return .success(worker)
         } catch {

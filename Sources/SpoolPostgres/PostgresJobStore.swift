@@ -64,8 +64,8 @@ public final class PostgresJobStore: SharedJobStore {
     /// Opens a pool of up to `connections` connections (none is made until `prepare`).
     /// `rescueGrace`: how long past a lease's end its job is left before this node rescues it,
     /// for its node to have stopped it — that node stops a job whose lease it could not renew once
-    /// the lease has run out, and its process may take the kill grace to go (`SpoolServer` gives
-    /// the kill grace, a tenth of the lease and a second).
+    /// the lease has run out, and its process may take two kill graces to go (`SpoolServer` gives
+    /// twice the kill grace, a tenth of the lease and a second).
     public init(location: PostgresLocation, node: String, leaseDuration: Duration = .seconds(10),
                 rescueGrace: Duration = .zero,
                 connections: Int = 20, followsEvents: Bool = true, operationTimeout: Duration = .seconds(15),

@@ -45,6 +45,8 @@ public actor ClusterCoordinator: Service {
     private var lastRenewal: Moment
     /// Why the last renewal failed, until one goes through.
     private var renewalError: String?
+    /// When the renewal under way began.
+    private var renewalSince: Moment?
     /// The attempts stopped since the last renewal that went through (an outage's fence).
     private var fenced: [JobID: Int] = [:]
 
@@ -104,6 +106,8 @@ public actor ClusterCoordinator: Service {
 
     private func renewLeases() async {
         let started = clock.now()
+        renewalSince = started
+        defer { renewalSince = nil }
         do {
             // Only what this node holds: a job the store holds for it that its scheduler does not
             // know (a claim whose answer was lost) lets its lease run out and is rescued.
@@ -141,8 +145,12 @@ public actor ClusterCoordinator: Service {
     private func fenceIfSilent() async {
         let now = clock.now()
         let silent = now - lastRenewal
-        // Past half a lease with no renewal through (failing, or hanging), the node's health says so.
-        if silent >= store.leaseDuration / 2 {
+        // A renewal failed, or the one under way has hung for half a lease, or none has gone through
+        // for a lease (its jobs are being stopped): the node's health says so. (Not half a lease
+        // since the last one through alone: between working renewals that reaches a third of a
+        // lease and twice their round trip.)
+        let hanging = renewalSince.map { now - $0 >= store.leaseDuration / 2 } ?? false
+        if hanging || silent >= store.leaseDuration || (renewalError != nil && silent >= store.leaseDuration / 2) {
             // No host or credential: `/healthz` is open to anyone (the error is in the log).
             scheduler.leaseRenewals(failing: "no lease renewal has gone through for \(Int(silent.inSeconds.rounded())) s (the lease is "
                                     + "\(Int(store.leaseDuration.inSeconds.rounded())) s): "

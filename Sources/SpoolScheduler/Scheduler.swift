@@ -667,8 +667,10 @@ public actor Scheduler: Service {
         // rare path (a store failure, tenants' running caps).
         let skipping = runningJobs.subtracting([job.id])
         let asOf = submissions.withLock(\.count), excluding = executor.excludedTypes(for: slot)
-        if leaseLost.remove(Attempt(job)) != nil {
+        if leaseLost.remove(Attempt(job)) != nil, result.outcome.givesAttemptBack {
             // Left for the cluster's rescue (`fenceForLostLease`): nothing is written, nothing claimed.
+            // An end of its own (a result, a failure) is recorded as any other: the store fences
+            // it by attempt, and it uses the attempt up, so the job's next run is a new attempt.
             logger.warning("stopped a job whose lease this node could not renew; its end is left to the node that rescues it",
                            metadata: ["job": "\(job.id)", "attempt": "\(job.attempts)"])
             eventSink.yield(.recorded(job, slot, result, .success(FinishResult(recorded: false, next: nil)), submissions: asOf, excluded: excluding))
