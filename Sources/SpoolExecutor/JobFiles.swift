@@ -212,11 +212,14 @@ public enum JobFiles {
         return names
     }
 
-    /// Up to `limit` bytes of a file (not through a link); nil when it cannot be read.
+    /// Up to `limit` bytes of a file of the job's own (not through a link, not a hard link to
+    /// a file elsewhere, not a FIFO); nil otherwise, or when it cannot be read.
     private static func contents(of path: String, limit: Int) -> [UInt8]? {
-        let descriptor = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        let descriptor = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }
+        var status = stat()
+        guard fstat(descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG, status.st_nlink == 1 else { return nil }
         var buffer = [UInt8](repeating: 0, count: limit)
         var count = 0
         while count < limit {
@@ -322,12 +325,38 @@ public enum JobFiles {
         return names
     }
 
-    /// Opens a file of a job's directory, never through a link: a link the job put there is
-    /// removed and the file opened (made, with `O_CREAT`) in its place.
+    /// Opens a file of a job's directory as a file of the job's own: never through a symbolic
+    /// link, never a hard link to a file elsewhere (`O_TRUNC` would cut it, an append would write
+    /// into it), never a FIFO (an open would wait for its other end). Whatever else the job put
+    /// at `path` is removed and the file made (with `O_CREAT`) in its place. `O_TRUNC` is applied
+    /// once the file is known to be the job's.
     static func openInJob(_ path: String, _ flags: Int32) -> Int32 {
-        let descriptor = open(path, flags | O_NOFOLLOW, 0o644)
-        guard descriptor < 0, errno == ELOOP, unlink(path) == 0 else { return descriptor }
-        return open(path, flags | O_NOFOLLOW, 0o644)
+        let truncating = flags & O_TRUNC != 0
+        let safe = (flags & ~O_TRUNC) | O_NOFOLLOW | O_NONBLOCK
+        var descriptor = open(path, safe, 0o644)
+        if descriptor >= 0 {
+            var status = stat()
+            guard fstat(descriptor, &status) == 0 else { close(descriptor); return -1 }
+            if (status.st_mode & S_IFMT) != S_IFREG || status.st_nlink != 1 {
+                close(descriptor)
+                descriptor = -1
+                errno = ELOOP   // replaced below, like a symbolic link
+            }
+        }
+        if descriptor < 0 {
+            // A symbolic link (ELOOP), a FIFO with no reader (ENXIO), or what was refused above.
+            guard errno == ELOOP || errno == ENXIO, flags & O_CREAT != 0, unlink(path) == 0 else { return -1 }
+            descriptor = open(path, safe | O_EXCL, 0o644)
+            guard descriptor >= 0 else { return -1 }
+        }
+        _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) & ~O_NONBLOCK)
+        if truncating, ftruncate(descriptor, 0) != 0 {
+            let code = errno
+            close(descriptor)
+            errno = code
+            return -1
+        }
+        return descriptor
     }
 
     /// Whether `path` is a directory itself, not a link to one.
@@ -336,10 +365,11 @@ public enum JobFiles {
         return lstat(path, &status) == 0 && (status.st_mode & S_IFMT) == S_IFDIR
     }
 
-    /// The size of the regular file at `path` itself (not through a link); nil for anything else.
+    /// The size of the regular file at `path` itself (not through a link, not a hard link to a
+    /// file elsewhere); nil for anything else.
     public static func regularFileSize(_ path: String) -> Int? {
         var status = stat()
-        guard lstat(path, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else { return nil }
+        guard lstat(path, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG, status.st_nlink == 1 else { return nil }
         return Int(status.st_size)
     }
 
@@ -351,8 +381,13 @@ public enum JobFiles {
         isRealDirectory(paths.directory) && isRealDirectory(paths.outputs)
     }
 
+    /// For tests: writes of job files under `prefix` fail with `code` — a full disk without
+    /// filling one (a device node or a link that would answer ENOSPC is replaced, not written).
+    static let failingWrites = Mutex<(prefix: String, code: Int32)?>(nil)
+
     /// Writes `bytes` as the whole of the file at `path`; the system error that stopped it, or nil.
     private static func write(_ bytes: [UInt8], to path: String, creating: Bool) -> Int32? {
+        if let failing = failingWrites.withLock({ $0 }), path.hasPrefix(failing.prefix) { return failing.code }
         let descriptor = openInJob(path, O_WRONLY | O_TRUNC | O_CLOEXEC | (creating ? O_CREAT : 0))
         guard descriptor >= 0 else { return errno }
         defer { close(descriptor) }

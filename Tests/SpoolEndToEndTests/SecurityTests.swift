@@ -52,13 +52,17 @@ import Testing
             read) echo "attempt output"; rm -rf "$SPOOL_OUTPUT_DIR"; link "$SECRETS" "$SPOOL_OUTPUT_DIR"; link "$SECRETS/secret.txt" "$d/log.txt" ;;
             write) if [ "$SPOOL_ATTEMPT" = 1 ]; then link "$SECRETS/victim-input" "$d/input.json"; link "$SECRETS/victim-log" "$d/log.txt"; exit 75; fi
                    echo "second attempt output" ;;
+            hard) if [ "$SPOOL_ATTEMPT" = 1 ]; then ln "$SECRETS/victim-input" "$d/.planted" && mv -T "$d/.planted" "$d/input.json"
+                      mkfifo "$d/.fifo" && mv -T "$d/.fifo" "$d/log.txt"; exit 75; fi
+                  echo "third job output" ;;
             esac
             """
         func type(_ mode: String) -> JSONValue {
             .object(["command": .array(["/bin/sh", "-c", .string(plant)]), "max_attempts": 2,
                      "env": .object(["SECRETS": .string(secrets), "MODE": .string(mode)])])
         }
-        try Data(Fixtures.config(scratch: server.scratch, extra: ["job_types": .object(["read": type("read"), "write": type("write")])])
+        try Data(Fixtures.config(scratch: server.scratch, extra: ["job_types": .object(["read": type("read"), "write": type("write"),
+                                                                                       "hard": type("hard")])])
             .canonicalText.utf8).write(to: URL(fileURLWithPath: server.configPath))
         try await server.start()
         defer { Task { await server.stop() } }
@@ -83,6 +87,15 @@ import Testing
         }
         let second = try await server.request(.GET, "/v1/jobs/\(writer)/logs")
         #expect(String(decoding: second.body, as: UTF8.self).contains("second attempt output"))
+
+        // A hard link to a file elsewhere in place of the input, a FIFO in place of the log: the
+        // retry neither truncates the file nor waits on the FIFO.
+        let hard = try Self.id(try await server.submit("hard", extra: ["retry": retry]))
+        let third = try await server.waitFor(hard, ["succeeded", "failed", "canceled"], timeout: .seconds(30))
+        #expect(third["state"] == "succeeded" && third["attempts"] == .int(2), "\(third)")
+        #expect(try String(contentsOfFile: secrets + "/victim-input", encoding: .utf8) == secret, "written through a hard link")
+        let thirdLog = try await server.request(.GET, "/v1/jobs/\(hard)/logs")
+        #expect(String(decoding: thirdLog.body, as: UTF8.self).contains("third job output"))
     }
 
     // MARK: - Tenants

@@ -43,11 +43,12 @@ import Testing
         let server = try ServerHarness(config: Self.config())
         try await server.start(["--slots", "2"])
         var ids: [String] = []
+        let submitted = ContinuousClock.now
         for _ in 0..<4 {
-            ids.append(try #require(try await server.submit("nap", extra: ["delay_s": 0.5]).json["id"]?.stringValue))
+            ids.append(try #require(try await server.submit("nap", extra: ["delay_s": 3]).json["id"]?.stringValue))
         }
-        await server.stop()
-        try await Task.sleep(for: .milliseconds(600))   // due now: a start that runs its slots would take them at once
+        await server.stop()   // a kill -9, well before the jobs are due (none ran)
+        try await Task.sleep(until: submitted + .milliseconds(3200))   // due now: a start that runs its slots would take them at once
         let taken = try ListeningSocket()
         defer { taken.close() }
         for _ in 0..<3 {

@@ -907,15 +907,14 @@ import Testing
     }
 
     /// A full data directory is not the job's fault: a job whose files cannot be written (here
-    /// its input file is a `/dev/full` device node, which answers every write with ENOSPC — a
-    /// link to `/dev/full` would be replaced, not followed) is handed back with its attempt
-    /// unused and marked so, instead of failing as spawn_failed (found by attacking the build:
-    /// on a full disk every queued job failed within seconds).
+    /// its input's write answers ENOSPC: `JobFiles.failingWrites`, since a `/dev/full` node or
+    /// link in its place is replaced, not written) is handed back with its attempt unused and
+    /// marked so, instead of failing as spawn_failed (found by attacking the build: on a full
+    /// disk every queued job failed within seconds).
     @Test func aJobWhoseFilesMeetAFullDiskIsHandedBackNotFailed() async throws {
         let job = try prepare(["/bin/true"], input: .object(["frame": .int(7)]))
-        try FileManager.default.createDirectory(atPath: job.paths.directory, withIntermediateDirectories: true)
-        // /dev/full is character device 1:7 (making a device node needs root, as the suite runs).
-        try #require(mknod(job.paths.input, S_IFCHR | 0o600, dev_t(1 << 8 | 7)) == 0, "mknod: \(String(cString: strerror(errno)))")
+        JobFiles.failingWrites.withLock { $0 = (job.paths.directory + "/", ENOSPC) }
+        defer { JobFiles.failingWrites.withLock { $0 = nil } }
         let result = await job.executor.run(job.job, on: SlotSpec(id: SlotID(0)), stops: AsyncStream { _ in }, observer: ExecutionObserver())
         #expect(result.dataDirectoryFull, "\(result)")
         guard case .returned(let message) = result.outcome else {
