@@ -44,7 +44,8 @@ public actor Scheduler: Service {
         case finished(Job, SlotID, ExecutionResult)
         /// The store's answer to recording a finished job: the slot's next job, or an error;
         /// with the count of `jobEnqueued` calls before the claim read the queue.
-        case recorded(Job, SlotID, ExecutionResult, Result<FinishResult, any Error>, submissions: Int, excluded: Set<String>)
+        /// `sent`: when the write (with its claim) went out, where a claimed job's lease may start.
+        case recorded(Job, SlotID, ExecutionResult, Result<FinishResult, any Error>, submissions: Int, excluded: Set<String>, sent: Moment)
         case shutdown
         case shutdownGraceOver
         /// Local store: a commit of an attempt's end and/or of a started job's claim came back
@@ -493,8 +494,8 @@ public actor Scheduler: Service {
             } else {
                 await finish(job, on: slot, with: result, in: &group)
             }
-        case .recorded(let job, let slot, let result, let answer, let asOf, let excluded):
-            await recorded(job, on: slot, with: result, answer: answer, submissions: asOf, excluded: excluded, in: &group)
+        case .recorded(let job, let slot, let result, let answer, let asOf, let excluded, let sent):
+            await recorded(job, on: slot, with: result, answer: answer, submissions: asOf, excluded: excluded, sent: sent, in: &group)
         case .shutdown:
             guard !shuttingDown else { return }
             shuttingDown = true
@@ -605,6 +606,7 @@ public actor Scheduler: Service {
                     break
                 }
             }
+            let sent = clock.now()
             if !answered {
                 do {
                     claimed = if let local {
@@ -624,7 +626,7 @@ public actor Scheduler: Service {
                     storeFailing = true
                 }
             }
-            accept(claimed, on: slot, in: &group)
+            accept(claimed, on: slot, claimedSince: sent, in: &group)
         }
         // A slot found nothing while it refused some types (a worker type backing off there): it
         // looks again once they may be tried, whether or not anything else happens by then.
@@ -666,14 +668,15 @@ public actor Scheduler: Service {
         // stopped that way and still end) are never claimed here: two transactions, on this
         // rare path (a store failure, tenants' running caps).
         let skipping = runningJobs.subtracting([job.id])
-        let asOf = submissions.withLock(\.count), excluding = executor.excludedTypes(for: slot)
+        let asOf = submissions.withLock(\.count), excluding = executor.excludedTypes(for: slot), sent = clock.now()
         if leaseLost.remove(Attempt(job)) != nil, result.outcome.givesAttemptBack {
             // Left for the cluster's rescue (`fenceForLostLease`): nothing is written, nothing claimed.
             // An end of its own (a result, a failure) is recorded as any other: the store fences
             // it by attempt, and it uses the attempt up, so the job's next run is a new attempt.
             logger.warning("stopped a job whose lease this node could not renew; its end is left to the node that rescues it",
                            metadata: ["job": "\(job.id)", "attempt": "\(job.attempts)"])
-            eventSink.yield(.recorded(job, slot, result, .success(FinishResult(recorded: false, next: nil)), submissions: asOf, excluded: excluding))
+            eventSink.yield(.recorded(job, slot, result, .success(FinishResult(recorded: false, next: nil)), submissions: asOf,
+                                      excluded: excluding, sent: sent))
             return
         }
         group.addTask { [store, local, eventSink] in
@@ -696,12 +699,12 @@ public actor Scheduler: Service {
             } catch {
                 answer = .failure(error)
             }
-            eventSink.yield(.recorded(job, slot, result, answer, submissions: asOf, excluded: excluding))
+            eventSink.yield(.recorded(job, slot, result, answer, submissions: asOf, excluded: excluding, sent: sent))
         }
     }
 
     private func recorded(_ job: Job, on slot: SlotID, with result: ExecutionResult, answer: Result<FinishResult, any Error>,
-                          submissions asOf: Int, excluded: Set<String>, in group: inout DiscardingTaskGroup) async {
+                          submissions asOf: Int, excluded: Set<String>, sent: Moment, in group: inout DiscardingTaskGroup) async {
         let outcome = result.outcome
         let next: Job?
         let stale: Bool
@@ -748,7 +751,7 @@ public actor Scheduler: Service {
                 try board.finished(job.id, on: slot, closing: true)
             } else {
                 try board.finishedAndClaiming(job.id, on: slot)
-                accept(next, on: slot, in: &group)
+                accept(next, on: slot, claimedSince: sent, in: &group)
                 // The slot idles, and the wake-ups of jobs submitted since the claim read the
                 // queue found it busy: the slot-filling pass looks again.
                 if next == nil, submissions.withLock(\.count) != asOf { wakeSlots() }
@@ -1163,7 +1166,9 @@ public actor Scheduler: Service {
     }
 
     /// Records the store's answer to a claim on the board and, if it is a job, starts it.
-    private func accept(_ job: Job?, on slot: SlotID, in group: inout DiscardingTaskGroup) {
+    /// `claimedSince`: when the claim went out (a shared store's lease starts at its commit, maybe
+    /// well before its answer arrives: the fence of a node cut off counts from then).
+    private func accept(_ job: Job?, on slot: SlotID, claimedSince: Moment? = nil, in group: inout DiscardingTaskGroup) {
         do {
             try board.claimed(job?.id, on: slot)
         } catch {
@@ -1185,7 +1190,7 @@ public actor Scheduler: Service {
                            metadata: ["job": "\(job.id)", "attempt": "\(previous.number)", "claimed_attempt": "\(attempt.number)"])
             fence(previous.job, attempt: previous.number)
         }
-        running[attempt] = Running(type: job.type, input: job.input, since: clock.now())
+        running[attempt] = Running(type: job.type, input: job.input, since: claimedSince ?? clock.now())
         SchedulerMetrics.claimed(job, waited: max(0, clock.wall().secondsSince1970 - job.createdAt.secondsSince1970))
         SchedulerMetrics.busySlots(running.count, of: board.slots.count)
         let (stopRequests, continuation) = AsyncStream<StopReason>.makeStream()

@@ -128,6 +128,38 @@ import Testing
         }
     }
 
+    /// A job whose claim's answer came late (a slow database) is fenced counting from when its
+    /// claim went out — where its lease began, at the claim's commit — not from when the answer
+    /// arrived, by which time the rescue's clock had run that much longer (found in review).
+    @Test func aJobWhoseClaimAnsweredLateIsFencedFromItsClaim() async throws {
+        let executor = ScriptedExecutor()
+        let rig = try SchedulerRig(slots: 2, executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
+        let shared = LeaseStandIn(rig.store, lease: .seconds(3))
+        try await rig.run({ _ in
+            let first = try await rig.submit()
+            let one = try await executor.attempts.next("the first job")
+            let coordinating = try await Self.coordinate(rig, through: shared, renewing: first.id)
+            defer { coordinating.cancel() }
+            shared.partition()
+            rig.store.hold(.claim, at: .afterAnswer)
+            _ = try await rig.submit()
+            try await within(.seconds(10), "the second job's claim answered, the answer held") {
+                while rig.store.waiting(.claim, at: .afterAnswer) == 0 { try await pollingYield() }
+            }
+            let sent = rig.manual.now
+            rig.manual.advance(by: .seconds(2))   // the answer arrives 2 s late
+            rig.store.release(.claim, at: .afterAnswer)
+            let two = try await executor.attempts.next("the second job")
+            let started = rig.manual.now
+            let stop = Self.firstStop(of: two)
+            try await rig.advance(by: .milliseconds(100), until: "the late-answered job stopped") { stop.reason != nil }
+            #expect(sent.duration(to: rig.manual.now) < .seconds(3) + .milliseconds(600),
+                    "fenced \(started.duration(to: rig.manual.now)) after its answer")
+            one.finish(.stoppedForShutdown)
+            two.finish(.stoppedForShutdown)
+        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
     /// A one-slot rig running one job, with a coordinator over a stand-in (a 3-s lease) that has
     /// renewed its lease: `body` gets the rig, the stand-in, the executor, the job and its attempt.
     static func withACoordinatedJob(_ body: @escaping @Sendable (SchedulerRig, LeaseStandIn, ScriptedExecutor, Job,
