@@ -157,7 +157,8 @@ public actor ClusterCoordinator: Service {
                                     + (renewalError == nil ? "the renewal under way has not answered" : "they fail (the server's log has the error)"))
         }
         guard silent >= store.leaseDuration else { return }
-        let expired = await scheduler.runningAttempts(startedBefore: now - store.leaseDuration)
+        // Counted from when each claim went out: its lease began at the claim's commit.
+        let expired = await scheduler.runningAttempts(startedBefore: now - store.leaseDuration, byClaim: true)
             .filter { job, attempt in fenced[job] != attempt }
         guard !expired.isEmpty else { return }
         if fenced.isEmpty {

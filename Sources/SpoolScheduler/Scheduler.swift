@@ -98,6 +98,8 @@ public actor Scheduler: Service {
         var type: String
         var input: JSONValue
         var since: Moment
+        /// When its claim went out: where its lease may have begun (`since` is when it was accepted here).
+        var claimSent: Moment
         /// The latest progress it reported (0…1), for the ETA of the jobs behind it.
         var progress: Double?
     }
@@ -322,11 +324,12 @@ public actor Scheduler: Service {
         stop.yield(.shutdown)
     }
 
-    /// The jobs running here that started before `moment`, with their attempts. A job whose
+    /// The jobs running here that were accepted before `moment` — or, `byClaim`, whose claims
+    /// went out before it (where their leases may have begun) — with their attempts. A job whose
     /// process ended (no stop channel) is left out while its outcome is recorded: the store may
     /// already hold it as finished, and lease renewal must not take that for a rescue.
-    public func runningAttempts(startedBefore moment: Moment) -> [JobID: Int] {
-        Self.newest(running.filter { $0.value.since < moment && stops[$0.key] != nil }.keys)
+    public func runningAttempts(startedBefore moment: Moment, byClaim: Bool = false) -> [JobID: Int] {
+        Self.newest(running.filter { (byClaim ? $0.value.claimSent : $0.value.since) < moment && stops[$0.key] != nil }.keys)
     }
 
     /// The attempts this node holds: running, or ended with their outcome still being recorded.
@@ -1190,7 +1193,8 @@ public actor Scheduler: Service {
                            metadata: ["job": "\(job.id)", "attempt": "\(previous.number)", "claimed_attempt": "\(attempt.number)"])
             fence(previous.job, attempt: previous.number)
         }
-        running[attempt] = Running(type: job.type, input: job.input, since: claimedSince ?? clock.now())
+        let accepted = clock.now()
+        running[attempt] = Running(type: job.type, input: job.input, since: accepted, claimSent: claimedSince ?? accepted)
         SchedulerMetrics.claimed(job, waited: max(0, clock.wall().secondsSince1970 - job.createdAt.secondsSince1970))
         SchedulerMetrics.busySlots(running.count, of: board.slots.count)
         let (stopRequests, continuation) = AsyncStream<StopReason>.makeStream()

@@ -56,7 +56,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: ledger, withIntermediateDirectories: true)
         let apis = try (1...2).map { try ServerHarness(config: Self.config(node: "api\($0)", ledger: ledger, store: store)) }
         let gpus = try (1...3).map { try ServerHarness(config: Self.config(node: "gpu\($0)", ledger: ledger, store: store)) }
-        defer { try? FileManager.default.removeItem(atPath: ledger) }
+        defer { if getenv("SPOOL_KEEP_SCRATCH") == nil { try? FileManager.default.removeItem(atPath: ledger) } else { print("LEDGER \(ledger) GPUS \(gpus.map(\.scratch))") } }
         do {
             for api in apis { try await api.start(["--no-slots"]) }
             for gpu in gpus { try await gpu.start(["--slots", "2"], agent: true) }

@@ -55,7 +55,7 @@ final class ServerHarness: @unchecked Sendable {
     /// The scratch directory goes with the harness (after its test and its `stop()`): each holds
     /// a data directory of about 10 MB, a full run starts about a hundred, and they were left in
     /// the temporary directory for good (4 GB after a morning of runs).
-    deinit { try? FileManager.default.removeItem(atPath: scratch) }
+    deinit { if getenv("SPOOL_KEEP_SCRATCH") == nil { try? FileManager.default.removeItem(atPath: scratch) } }
 
     /// Starts the server (`spool serve`, or `spool agent` with `agent`) and waits until it
     /// listens (an agent: until it runs).
