@@ -621,8 +621,9 @@ import Testing
     /// build: a submit behind a 50-s lock answered after 49 s).
     @Test func anOperationWaitingOnTheDatabaseAnswersWithinItsTimeout() async throws {
         let url = try await TestPostgres.createDatabase()
+        // 5 s: the set-up's writes must not time out on a loaded machine; the lock is held for 20.
         let store = try PostgresJobStore(location: PostgresLocation(url: url), node: "node-0", connections: 4,
-                                         operationTimeout: .seconds(1), logger: TestPostgres.logger)
+                                         operationTimeout: .seconds(5), logger: TestPostgres.logger)
         defer { store.close() }
         try await store.prepare()
         let job = try await store.create(makeJob())
