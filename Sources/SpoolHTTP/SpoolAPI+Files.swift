@@ -22,10 +22,12 @@ extension SpoolAPI {
         }
         let paths = JobPaths(dataDirectory: dataDirectory, job: id)
         let path = paths.log
-        // The log file itself, in the job's own directory: never what a link the job left there points to.
-        let localSize = try await NIOThreadPool.singleton.runIfActive {
-            JobFiles.isRealDirectory(paths.directory) ? JobFiles.regularFileSize(path) : nil
+        // The log file itself, in the job's own directory: never what a link the job left there
+        // points to, never a FIFO it put in its place; served from the descriptor opened here.
+        let opened = try await NIOThreadPool.singleton.runIfActive {
+            JobFiles.isRealDirectory(paths.directory) ? OpenedFile.open(path, singleLink: true) : nil
         }
+        let localSize = opened?.size
         var headers = Self.untrusted(contentType: "text/plain; charset=utf-8")
         guard let size = localSize, !(size == 0 && store is any SharedJobStore) else {
             let text = try await sharedLog(of: id)
@@ -34,9 +36,8 @@ extension SpoolAPI {
             return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: text[offset...])))
         }
         headers[.nextOffset] = String(max(size, offset))
-        guard offset < size else { return Response(status: .ok, headers: headers) }
-        let body = try await FileIO().loadFile(path: path, range: offset...(size - 1), context: context)
-        return Response(status: .ok, headers: headers, body: body)
+        guard offset < size, let opened else { return Response(status: .ok, headers: headers) }
+        return Response(status: .ok, headers: headers, body: opened.body(offset...(size - 1)))
     }
 
     @Sendable func outputs(_ request: Request, context: SpoolRequestContext) async throws -> Response {
@@ -74,10 +75,10 @@ extension SpoolAPI {
         _ = try await find(id, for: context.principal)
         // Resolve symlinks and make sure the file is still inside the job's outputs (which must
         // be the folder the server made, not a link the job put in its place).
-        let resolved = try await NIOThreadPool.singleton.runIfActive { () -> (path: String, download: Download)? in
+        let resolved = try await NIOThreadPool.singleton.runIfActive { () -> OpenedFile? in
             guard JobFiles.holdsItsOwnOutputs(paths), let real = Self.realPath(path), let root = Self.realPath(paths.outputs),
-                  real.hasPrefix(root + "/"), let download = Self.download(ofRegularFile: real) else { return nil }
-            return (real, download)
+                  real.hasPrefix(root + "/") else { return nil }
+            return OpenedFile.open(real)
         }
         let contentType = Self.contentType(of: name)
         guard let resolved else {
@@ -90,9 +91,7 @@ extension SpoolAPI {
             }
             throw APIError.notFound("job \(id) has no output \"\(name)\"")
         }
-        return try await Self.answer(request, resolved.download, contentType: contentType) { range in
-            try await FileIO().loadFile(path: resolved.path, range: range, context: context)
-        }
+        return try await Self.answer(request, resolved.download, contentType: contentType) { range in resolved.body(range) }
     }
 
     /// The answer to a GET or HEAD of a download: 304, 200, 206 or 416 (RFC 9110 §13, §14).
@@ -117,16 +116,6 @@ extension SpoolAPI {
             guard download.size > 0 else { return Response(status: .ok, headers: headers) }
             return Response(status: .ok, headers: headers, body: try await body(0...(download.size - 1)))
         }
-    }
-
-    /// Validators of a regular file: an entity tag from its inode, size and modification time
-    /// (a rewritten output gets a new one), and its modification time; nil for anything else.
-    static func download(ofRegularFile path: String) -> Download? {
-        var status = stat()
-        guard stat(path, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG else { return nil }
-        let nanoseconds = Int64(status.st_mtim.tv_sec) * 1_000_000_000 + Int64(status.st_mtim.tv_nsec)
-        let tag = [UInt64(status.st_ino), UInt64(status.st_size), UInt64(bitPattern: nanoseconds)].map { String($0, radix: 36) }
-        return Download(etag: "\"" + tag.joined(separator: "-") + "\"", lastModified: Int(status.st_mtim.tv_sec), size: Int(status.st_size))
     }
 
     /// The log of a job that ran (or runs) on another node: the copy its node stored as it

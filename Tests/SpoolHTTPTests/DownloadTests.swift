@@ -1,5 +1,9 @@
+import Foundation
 import HTTPTypes
+import Hummingbird
+import NIOCore
 @testable import SpoolHTTP
+import SpoolTestSupport
 import Testing
 
 /// RFC 9110 validators, conditional requests and byte ranges, as pure decisions.
@@ -73,4 +77,45 @@ import Testing
     func acceptEncodingIsReadWithItsWeights(header: String, gzip: Bool) {
         #expect(CompressionMiddleware<SpoolRequestContext>.acceptsGzip(header) == gzip, "\(header)")
     }
+}
+
+/// A job's file is opened once, as the regular file it is, and served from that descriptor: a
+/// FIFO a job put in its place is refused at once instead of blocking the open (found by
+/// attacking the build: a job swapping its log for a FIFO hung every file route of the server).
+@Suite struct OpenedFileTests {
+    @Test func onlyARegularFileOpensAndAFIFONeverBlocks() throws {
+        let scratch = try ScratchDirectory("spool-opened")
+        let file = scratch.path + "/log.txt", fifo = scratch.path + "/fifo", elsewhere = scratch.path + "/elsewhere"
+        try Data("0123456789".utf8).write(to: URL(fileURLWithPath: file))
+        try Data("secret".utf8).write(to: URL(fileURLWithPath: elsewhere))
+        #expect(mkfifo(fifo, 0o600) == 0)
+        #expect(OpenedFile.open(fifo) == nil, "a FIFO is refused, not waited on")
+        #expect(OpenedFile.open(scratch.path) == nil, "a directory is refused")
+        #expect(symlink(file, scratch.path + "/link") == 0)
+        #expect(OpenedFile.open(scratch.path + "/link") == nil, "a link at the end is not followed")
+        #expect(link(elsewhere, scratch.path + "/hard") == 0)
+        #expect(OpenedFile.open(scratch.path + "/hard", singleLink: true) == nil, "a hard link to a file elsewhere is refused for a log")
+        let opened = try #require(OpenedFile.open(file, singleLink: true))
+        #expect(opened.size == 10 && opened.download.size == 10)
+    }
+
+    @Test func aRangeIsServedFromTheOpenedFileEvenIfItsPathChangesAfter() async throws {
+        let scratch = try ScratchDirectory("spool-opened")
+        let file = scratch.path + "/out.bin"
+        try Data((0..<300_000).map { UInt8($0 % 251) }).write(to: URL(fileURLWithPath: file))
+        let opened = try #require(OpenedFile.open(file))
+        try FileManager.default.removeItem(atPath: file)
+        #expect(mkfifo(file, 0o600) == 0)   // swapped for a FIFO after the open: the descriptor is what is read
+        let collector = BodyCollector()
+        try await opened.body(1000...260_999, chunk: 65_536).write(collector)
+        let bytes = collector.bytes
+        #expect(bytes.count == 260_000 && bytes.first == UInt8(1000 % 251) && bytes.last == UInt8(260_999 % 251))
+    }
+}
+
+/// Collects what a response body writes.
+final class BodyCollector: ResponseBodyWriter, @unchecked Sendable {
+    private(set) var bytes: [UInt8] = []
+    func write(_ buffer: ByteBuffer) async throws { bytes += Array(buffer.readableBytesView) }
+    func finish(_ trailingHeaders: HTTPFields?) async throws {}
 }
