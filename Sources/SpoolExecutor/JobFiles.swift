@@ -212,14 +212,15 @@ public enum JobFiles {
         return names
     }
 
-    /// Up to `limit` bytes of a file of the job's own (not through a link, not a hard link to
-    /// a file elsewhere, not a FIFO); nil otherwise, or when it cannot be read.
-    private static func contents(of path: String, limit: Int) -> [UInt8]? {
+    /// Up to `limit` bytes of a job's regular file (not through a link at its end, never waiting
+    /// on a FIFO; `singleLink`: not a hard link to a file elsewhere either); nil otherwise, or
+    /// when it cannot be read.
+    public static func contents(of path: String, limit: Int, singleLink: Bool = true) -> [UInt8]? {
         let descriptor = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }
         var status = stat()
-        guard fstat(descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG, status.st_nlink == 1 else { return nil }
+        guard fstat(descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG, !singleLink || status.st_nlink == 1 else { return nil }
         var buffer = [UInt8](repeating: 0, count: limit)
         var count = 0
         while count < limit {

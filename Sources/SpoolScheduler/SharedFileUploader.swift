@@ -45,20 +45,23 @@ struct SharedFileUploader: Sendable {
         // Only what lies in the job's own directory: not what a link the job left in place of it,
         // of its outputs folder or of its log points to.
         guard JobFiles.holdsItsOwnOutputs(paths) else { return ([], []) }
-        func take(_ name: String, at path: String) {
+        // Each file is read from one descriptor (never a FIFO swapped in, never through a link at
+        // its end); the log only as a file of its own, not a hard link to one elsewhere.
+        func take(_ name: String, at path: String, size: Int64, singleLink: Bool = false) {
             // Missing and empty files are not stored (an empty log is the common case for warm workers).
-            guard let size = JobFiles.regularFileSize(path), size > 0 else { return }
-            guard size <= budget, let data = FileManager.default.contents(atPath: path), data.count <= budget else {
+            guard size > 0 else { return }
+            guard size <= budget, let data = JobFiles.contents(of: path, limit: Int(size) + 1, singleLink: singleLink), data.count <= budget else {
                 skipped.append(name)
                 return
             }
+            guard !data.isEmpty else { return }
             budget -= data.count
-            files.append(StoredFile(name: name, content: Array(data)))
+            files.append(StoredFile(name: name, content: data))
         }
-        take(StoredFile.logName, at: paths.log)
+        if let size = JobFiles.regularFileSize(paths.log) { take(StoredFile.logName, at: paths.log, size: Int64(size), singleLink: true) }
         for output in OutputFiles.list(under: paths.outputs, limit: 10_000) {
             guard let path = paths.output(named: output.name) else { continue }
-            take(StoredFile.outputName(output.name), at: path)
+            take(StoredFile.outputName(output.name), at: path, size: output.size)
         }
         return (files, skipped)
     }
