@@ -9,6 +9,23 @@ import Testing
 /// deeper than a path (or the server's descriptors) can reach, unreadable directories, links
 /// (never followed); and an output listing stops at its limit.
 @Suite struct JobDirectoriesTests {
+    /// The room probe never waits on, nor writes through, what a job put where its file goes (a
+    /// FIFO, a link to a file elsewhere): found by attacking the build, a FIFO there held the
+    /// full-disk check for good, and the node never came back after room was made.
+    @Test func theRoomProbeReplacesAFIFOOrALinkAJobLeftInItsPlace() throws {
+        let scratch = try ScratchDirectory("spool-jobdirs", subdirectories: ["jobs"])
+        let probe = scratch.path + "/jobs/.spool-room-probe", victim = scratch.path + "/victim"
+        #expect(mkfifo(probe, 0o600) == 0)
+        #expect(JobDirectories.haveRoom(in: scratch.path))
+        try Data("keep".utf8).write(to: URL(fileURLWithPath: victim))
+        #expect(symlink(victim, probe) == 0)
+        #expect(JobDirectories.haveRoom(in: scratch.path))
+        #expect(link(victim, probe) == 0)
+        #expect(JobDirectories.haveRoom(in: scratch.path))
+        #expect(try String(contentsOfFile: victim, encoding: .utf8) == "keep")
+        #expect(access(probe, F_OK) != 0, "the probe's file is gone after it")
+    }
+
     /// Found by attacking the build: a file named `caf\xE9.txt`, or a tree 2,000 levels deep,
     /// stayed on disk after the job was deleted (204) and after every retention pass.
     @Test func aJobDirectoryGoesWholeWhateverTheJobLeftInIt() async throws {
