@@ -88,14 +88,7 @@ import Testing
     /// a job claimed during the outage is stopped too, once its own lease has run out unrenewed,
     /// not left running while other nodes rescue it.
     @Test func aJobClaimedDuringTheOutageIsStoppedOnceItsLeaseHasRunOut() async throws {
-        let executor = ScriptedExecutor()
-        let rig = try SchedulerRig(slots: 2, executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
-        let shared = LeaseStandIn(rig.store, lease: .seconds(3))
-        try await rig.run({ _ in
-            let first = try await rig.submit()
-            let one = try await executor.attempts.next("the first job")
-            let coordinating = try await Self.coordinate(rig, through: shared, renewing: first.id)
-            defer { coordinating.cancel() }
+        try await Self.withACoordinatedJob(slots: 2) { rig, shared, executor, _, one in
             shared.partition()
             let firstStop = Self.firstStop(of: one)
             try await rig.advance(by: .milliseconds(100), until: "the first job stopped") { firstStop.reason != nil }
@@ -107,7 +100,7 @@ import Testing
             try await rig.advance(by: .milliseconds(100), until: "the job claimed during the outage stopped") { secondStop.reason != nil }
             #expect(secondStop.reason == .shutdown)
             #expect(rig.clock.now() - claimedAt >= .seconds(3), "stopped before its lease ran out")
-        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+        }
     }
 
     /// Each heartbeat carries the node's health, so that `GET /v1/nodes` shows an agent (which
@@ -132,14 +125,7 @@ import Testing
     /// claim went out — where its lease began, at the claim's commit — not from when the answer
     /// arrived, by which time the rescue's clock had run that much longer (found in review).
     @Test func aJobWhoseClaimAnsweredLateIsFencedFromItsClaim() async throws {
-        let executor = ScriptedExecutor()
-        let rig = try SchedulerRig(slots: 2, executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
-        let shared = LeaseStandIn(rig.store, lease: .seconds(3))
-        try await rig.run({ _ in
-            let first = try await rig.submit()
-            let one = try await executor.attempts.next("the first job")
-            let coordinating = try await Self.coordinate(rig, through: shared, renewing: first.id)
-            defer { coordinating.cancel() }
+        try await Self.withACoordinatedJob(slots: 2) { rig, shared, executor, _, one in
             shared.partition()
             rig.store.hold(.claim, at: .afterAnswer)
             _ = try await rig.submit()
@@ -157,15 +143,15 @@ import Testing
                     "fenced \(started.duration(to: rig.manual.now)) after its answer")
             one.finish(.stoppedForShutdown)
             two.finish(.stoppedForShutdown)
-        }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+        }
     }
 
-    /// A one-slot rig running one job, with a coordinator over a stand-in (a 3-s lease) that has
+    /// A rig (one slot, or `slots`) running one job, with a coordinator over a stand-in (a 3-s lease) that has
     /// renewed its lease: `body` gets the rig, the stand-in, the executor, the job and its attempt.
-    static func withACoordinatedJob(_ body: @escaping @Sendable (SchedulerRig, LeaseStandIn, ScriptedExecutor, Job,
-                                                                 ScriptedExecutor.Attempt) async throws -> Void) async throws {
+    static func withACoordinatedJob(slots: Int = 1, _ body: @escaping @Sendable (SchedulerRig, LeaseStandIn, ScriptedExecutor, Job,
+                                                                                 ScriptedExecutor.Attempt) async throws -> Void) async throws {
         let executor = ScriptedExecutor()
-        let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
+        let rig = try SchedulerRig(slots: slots, executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
         let shared = LeaseStandIn(rig.store, lease: .seconds(3))
         try await rig.run({ _ in
             let job = try await rig.submit()
