@@ -212,26 +212,6 @@ public enum JobFiles {
         return names
     }
 
-    /// Up to `limit` bytes of a job's regular file (not through a link at its end, never waiting
-    /// on a FIFO; `singleLink`: not a hard link to a file elsewhere either); nil otherwise, or
-    /// when it cannot be read.
-    public static func contents(of path: String, limit: Int, singleLink: Bool = true) -> [UInt8]? {
-        let descriptor = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        guard descriptor >= 0 else { return nil }
-        defer { close(descriptor) }
-        var status = stat()
-        guard fstat(descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG, !singleLink || status.st_nlink == 1 else { return nil }
-        var buffer = [UInt8](repeating: 0, count: limit)
-        var count = 0
-        while count < limit {
-            let got = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress! + count, limit - count) }
-            if got < 0 && errno == EINTR { continue }
-            guard got > 0 else { break }
-            count += got
-        }
-        return Array(buffer.prefix(count))
-    }
-
     /// Makes whatever of the job's files is missing (blocking). A job runs as the server's user
     /// and may have put links (or files) where its directories and files were: those are
     /// replaced, never followed, so the server writes nothing outside the job's directory.
@@ -324,62 +304,6 @@ public enum JobFiles {
             if name != [46], name != [46, 46] { names.append(name + [0]) }   // not "." or ".."
         }
         return names
-    }
-
-    /// Opens a file of a job's directory as a file of the job's own: never through a symbolic
-    /// link, never a hard link to a file elsewhere (`O_TRUNC` would cut it, an append would write
-    /// into it), never a FIFO (an open would wait for its other end). Whatever else the job put
-    /// at `path` is removed and the file made (with `O_CREAT`) in its place. `O_TRUNC` is applied
-    /// once the file is known to be the job's.
-    static func openInJob(_ path: String, _ flags: Int32) -> Int32 {
-        let truncating = flags & O_TRUNC != 0
-        let safe = (flags & ~O_TRUNC) | O_NOFOLLOW | O_NONBLOCK
-        var descriptor = open(path, safe, 0o644)
-        if descriptor >= 0 {
-            var status = stat()
-            guard fstat(descriptor, &status) == 0 else { close(descriptor); return -1 }
-            if (status.st_mode & S_IFMT) != S_IFREG || status.st_nlink != 1 {
-                close(descriptor)
-                descriptor = -1
-                errno = ELOOP   // replaced below, like a symbolic link
-            }
-        }
-        if descriptor < 0 {
-            // A symbolic link (ELOOP), a FIFO with no reader (ENXIO), or what was refused above.
-            guard errno == ELOOP || errno == ENXIO, flags & O_CREAT != 0, unlink(path) == 0 else { return -1 }
-            descriptor = open(path, safe | O_EXCL, 0o644)
-            guard descriptor >= 0 else { return -1 }
-        }
-        _ = fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) & ~O_NONBLOCK)
-        if truncating, ftruncate(descriptor, 0) != 0 {
-            let code = errno
-            close(descriptor)
-            errno = code
-            return -1
-        }
-        return descriptor
-    }
-
-    /// Whether `path` is a directory itself, not a link to one.
-    public static func isRealDirectory(_ path: String) -> Bool {
-        var status = stat()
-        return lstat(path, &status) == 0 && (status.st_mode & S_IFMT) == S_IFDIR
-    }
-
-    /// The size of the regular file at `path` itself (not through a link, not a hard link to a
-    /// file elsewhere); nil for anything else.
-    public static func regularFileSize(_ path: String) -> Int? {
-        var status = stat()
-        guard lstat(path, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG, status.st_nlink == 1 else { return nil }
-        return Int(status.st_size)
-    }
-
-    /// Whether the job's directory and its outputs folder are still the directories the server
-    /// made, not links a job put in their place: only then is what lies under them the job's to
-    /// serve. (A job racing its own reads could still swap them between this look and the open;
-    /// it runs as the server's user and could read those files itself.)
-    public static func holdsItsOwnOutputs(_ paths: JobPaths) -> Bool {
-        isRealDirectory(paths.directory) && isRealDirectory(paths.outputs)
     }
 
     /// For tests: writes of job files under `prefix` fail with `code` — a full disk without

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import NIOCore
 import NIOPosix
+import SpoolExecutor
 
 /// A job's file (its log, an output), opened once and served from that descriptor: never
 /// through a link at its end, never waiting on a FIFO, and only while it is a regular file. A
@@ -29,14 +30,7 @@ final class OpenedFile: @unchecked Sendable {
     /// FIFO, a directory, a device) or when it cannot be opened. `singleLink`: not a hard link to
     /// a file elsewhere either (a log the job could have linked to any file of the server's user).
     static func open(_ path: String, singleLink: Bool = false) -> OpenedFile? {
-        let descriptor = Glibc.open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-        guard descriptor >= 0 else { return nil }
-        var status = stat()
-        guard fstat(descriptor, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG, !singleLink || status.st_nlink == 1 else {
-            _ = Glibc.close(descriptor)
-            return nil
-        }
-        return OpenedFile(descriptor: descriptor, status: status)
+        JobFiles.openRegularFile(path, singleLink: singleLink).map { OpenedFile(descriptor: $0.descriptor, status: $0.status) }
     }
 
     /// `range` of the file as a response body, read in chunks on NIO's blocking pool. The

@@ -47,21 +47,25 @@ struct SharedFileUploader: Sendable {
         guard JobFiles.holdsItsOwnOutputs(paths) else { return ([], []) }
         // Each file is read from one descriptor (never a FIFO swapped in, never through a link at
         // its end); the log only as a file of its own, not a hard link to one elsewhere.
-        func take(_ name: String, at path: String, size: Int64, singleLink: Bool = false) {
-            // Missing and empty files are not stored (an empty log is the common case for warm workers).
-            guard size > 0 else { return }
-            guard size <= budget, let data = JobFiles.contents(of: path, limit: Int(size) + 1, singleLink: singleLink), data.count <= budget else {
-                skipped.append(name)
+        // `listed`: the size an output was listed with (one past the budget is not read).
+        func take(_ name: String, at path: String, listed: Int64 = 0, singleLink: Bool = false) {
+            // Missing, unreadable and empty files are not stored (an empty log is the common case for warm workers).
+            guard listed <= budget, let data = JobFiles.contents(of: path, limit: budget + 1, singleLink: singleLink) else {
+                if listed > budget { skipped.append(name) }
                 return
             }
             guard !data.isEmpty else { return }
+            guard data.count <= budget else {
+                skipped.append(name)
+                return
+            }
             budget -= data.count
             files.append(StoredFile(name: name, content: data))
         }
-        if let size = JobFiles.regularFileSize(paths.log) { take(StoredFile.logName, at: paths.log, size: Int64(size), singleLink: true) }
+        take(StoredFile.logName, at: paths.log, singleLink: true)
         for output in OutputFiles.list(under: paths.outputs, limit: 10_000) {
             guard let path = paths.output(named: output.name) else { continue }
-            take(StoredFile.outputName(output.name), at: path, size: output.size)
+            take(StoredFile.outputName(output.name), at: path, listed: output.size)
         }
         return (files, skipped)
     }
