@@ -78,7 +78,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
                     throw StoreError(.other, "SQLite did not accept synchronous = \(mode.rawValue) (it reports \(applied ?? -1))")
                 }
             }
-            try await refuseANewerSchema()
+            try await SQLiteSchema.refuseANewer(in: pool, path: path)
             try await SQLiteSchema.migrator.migrate(pool)
             try await reserveWAL()
             // Event ids continue from the last run; readers resuming from before a restart
@@ -88,21 +88,6 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         } catch {
             throw Self.translate(error, doing: "migrate the job database", at: path)
         }
-    }
-
-    /// A database migrated by a newer Spool (a migration this build does not know) is refused,
-    /// as PostgreSQL's is: a downgrade would write into a schema it does not know (found by
-    /// attacking the build: it started and took submits).
-    func refuseANewerSchema() async throws {
-        let known = Set(SQLiteSchema.migrator.migrations)
-        let applied = try await pool.read { db -> [String] in
-            guard try db.tableExists("grdb_migrations") else { return [] }
-            return try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations")
-        }
-        let unknown = applied.filter { !known.contains($0) }
-        guard !unknown.isEmpty else { return }
-        throw StoreError(.other, "the job database \(path) was migrated by a newer Spool (\(unknown.sorted().joined(separator: ", "))); "
-                         + "upgrade this server, or restore a backup made before the upgrade")
     }
 
     /// Gives the write-ahead log its full size now, holding the writer meanwhile, so that commits

@@ -1,8 +1,24 @@
 import GRDB
+import SpoolStore
 
 /// The schema, as versioned migrations run at startup (GRDB's `DatabaseMigrator` records
 /// which have run). Never edit a shipped migration: add the next one.
 enum SQLiteSchema {
+    /// A database migrated by a newer Spool (a migration this build does not know) is refused,
+    /// as PostgreSQL's is: a downgrade would write into a schema it does not know (found by
+    /// attacking the build: it started and took submits).
+    static func refuseANewer(in pool: DatabasePool, path: String) async throws {
+        let known = Set(migrator.migrations)
+        let applied = try await pool.read { db -> [String] in
+            guard try db.tableExists("grdb_migrations") else { return [] }
+            return try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations")
+        }
+        let unknown = applied.filter { !known.contains($0) }
+        guard !unknown.isEmpty else { return }
+        throw StoreError(.other, "the job database \(path) was migrated by a newer Spool (\(unknown.sorted().joined(separator: ", "))); "
+                         + "upgrade this server, or restore a backup made before the upgrade")
+    }
+
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1-jobs") { db in

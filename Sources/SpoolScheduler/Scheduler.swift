@@ -1,6 +1,6 @@
 // The scheduler's loop and every handler that changes slot occupancy stay in one actor and one
-// file (about 1,140 lines: a third the start-before-commit handover of a local store, a tenth the
-// queue's timer): the board's invariant is easiest to check when each move is in sight of the
+// file (about 1,300 lines: a third the start-before-commit handover of a local store, a tenth the
+// queue's timer, and the fencing of attempts a shared store's node lost or ended late): the board's invariant is easiest to check when each move is in sight of the
 // others, and the handover's and the timer's state (looked-up jobs, uncommitted starts, voided
 // attempts, the armed time) is private to the actor. Execution, workers, the store and the GPU
 // quarantine (Scheduler+Quarantine.swift) live elsewhere.

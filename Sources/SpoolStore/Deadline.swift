@@ -11,9 +11,10 @@ public func answerWithin<T: Sendable>(_ limit: Duration, orThrow timeout: any Er
     return try await withTaskCancellationHandler {
         try await withCheckedThrowingContinuation { continuation in
             race.wait(continuation)
-            // Unstructured: the operation may outlive this call (see above); the timer ends with the call.
-            let work = Task { do { race.answer(.success(try await operation())) } catch { race.answer(.failure(error)) } }
-            let timer = Task {
+            let work = Task {   // unstructured: the operation may outlive this call (see above); cancelled at the deadline
+                do { race.answer(.success(try await operation())) } catch { race.answer(.failure(error)) }
+            }
+            let timer = Task {   // unstructured: the deadline; cancelled once the call has its answer
                 guard (try? await Task.sleep(for: limit)) != nil else { return }
                 race.answer(.failure(timeout))
                 work.cancel()
