@@ -199,6 +199,14 @@ public struct Job: Sendable, Hashable {
         requeueOrFail(because: .nodeLost, Self.nodeLostMessage, at: now)
     }
 
+    /// With a shared store, a claim whose answer never reached its node (a timeout, a dropped
+    /// connection), given back by that node: the job never ran, so its attempt is not counted —
+    /// back to the queue, or canceled when a cancel was asked meanwhile.
+    public mutating func releaseUnansweredClaim(at now: Timestamp) {
+        record(.returned(message: "its claim's answer never reached its node"), at: now)
+        if cancelRequested { cancelWhileQueued(at: now) }
+    }
+
     /// A running job whose attempt ended without a word from it: run it again while attempts
     /// remain, else fail it for `reason`. One whose cancel was under way (asked for, not yet
     /// carried out) ends canceled: the user's word stands, and its side effects are not repeated.

@@ -26,6 +26,30 @@ extension PostgresJobStore {
         }
     }
 
+    /// A claim waits at most for the node's batch in flight and then its own (`GroupCommit`),
+    /// each bounded by `operationTimeout`; a second more for the node's clock to read it.
+    public var claimAnswerLimit: Duration { operationTimeout * 2 + .seconds(1) }
+
+    public func settleUnansweredClaims(known: Set<JobID>, answerableSince: Timestamp, now: Timestamp) async throws -> [Job] {
+        let known = known.map(\.rawValue), since = answerableSince.microseconds
+        try await write("extend the leases of this node's unanswered claims") { connection in
+            // Locked in `seq` order, as the renewal and a batch of finishes lock them.
+            _ = try await connection.query("""
+                WITH unanswered AS (
+                    SELECT j.seq FROM jobs j
+                    WHERE j.state = 'running' AND j.node = \(self.node) AND NOT (j.id = ANY(\(known)::text[]))
+                      AND j.started_at >= \(since)
+                    ORDER BY j.seq FOR UPDATE)
+                UPDATE jobs j SET lease_until = spool_now() + \(self.leaseDuration.microseconds)
+                FROM unanswered WHERE j.seq = unanswered.seq
+                """, logger: self.logger)
+        }
+        return try await resolveRunning(where: "j.node = \(node) AND NOT (j.id = ANY(\(known)::text[])) AND j.started_at < \(since)",
+                                        now: now, doing: "give back this node's unanswered claims") { job in
+            job.releaseUnansweredClaim(at: now)
+        }
+    }
+
     public func heartbeat(role: String, slots: Int, health: NodeHealth) async throws {
         try await write("record this node's heartbeat") { connection in
             _ = try await connection.query("""

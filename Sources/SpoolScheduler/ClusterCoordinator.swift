@@ -9,8 +9,10 @@ import SpoolStore
 /// - **wake-ups**: a job queued on any node (`NOTIFY`) wakes this node's idle slots at once;
 ///   a slow poll covers a lost notification;
 /// - **cancels**: a cancel asked on any API node stops the job here if it runs here;
-/// - **leases**: renews the leases of the jobs this node holds (only those: a claim whose answer
-///   was lost is left to expire and be rescued); an attempt the store no longer gives this node
+/// - **leases**: renews the leases of the jobs this node holds; a claim whose answer was lost (the
+///   store holds the job for this node, the node does not know it) is kept from the rescue until
+///   its answer can no longer come, then given back with its attempt not counted (it never ran);
+///   an attempt the store no longer gives this node
 ///   (rescued after an outage) is stopped, that attempt only, and once no renewal has gone through for a
 ///   lease, every job here is stopped — other nodes rescue them, so no job runs twice for long
 ///   (a watch of its own decides that, not the renewal in flight, which a half-open connection
@@ -108,9 +110,10 @@ public actor ClusterCoordinator: Service {
         let started = clock.now()
         renewalSince = started
         defer { renewalSince = nil }
+        // Read before the jobs it knows: a claim that went out before this, less the time its
+        // answer may take, was answered by then or never will be.
+        let wall = clock.wall()
         do {
-            // Only what this node holds: a job the store holds for it that its scheduler does not
-            // know (a claim whose answer was lost) lets its lease run out and is rescued.
             let held = try await store.renewLeases(of: await scheduler.heldAttempts())
             lastRenewal = started
             fenced = [:]
@@ -135,6 +138,24 @@ public actor ClusterCoordinator: Service {
             logger.error("could not renew this node's leases",
                          metadata: ["error": "\(error)", "since_last_renewal": "\(clock.now() - lastRenewal)"])
             await fenceIfSilent()
+            return
+        }
+        await settleUnansweredClaims(before: wall)
+    }
+
+    /// Keeps this node's unanswered claims from the rescue, and gives back those whose answer can
+    /// no longer come (`SharedJobStore.settleUnansweredClaims`).
+    private func settleUnansweredClaims(before wall: Timestamp) async {
+        do {
+            let since = wall.adding(seconds: -store.claimAnswerLimit.inSeconds)
+            let released = try await store.settleUnansweredClaims(known: await scheduler.knownJobs(), answerableSince: since, now: wall)
+            guard !released.isEmpty else { return }
+            Counter(label: "spool_unanswered_claims_released_total").increment(by: released.count)
+            logger.warning("gave back jobs this node claimed without hearing the answer (they never ran here; their attempt is not counted)",
+                           metadata: ["jobs": "\(released.map(\.id))"])
+            scheduler.jobEnqueued()
+        } catch {
+            logger.warning("could not settle this node's unanswered claims", metadata: ["error": "\(error)"])
         }
     }
 

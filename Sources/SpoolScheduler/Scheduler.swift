@@ -218,6 +218,10 @@ public actor Scheduler: Service {
     private var voided: Set<Attempt> = []
     /// Attempts stopped because this node lost their lease: their ends are left unrecorded.
     private var leaseLost: Set<Attempt> = []
+    /// Jobs that ran here and whose end was left unrecorded on purpose (a lost lease, a stop cut
+    /// off from the store), with when: the cluster's rescue decides them, so this node neither
+    /// renews nor gives back their claims (`knownJobs`). Kept an hour, long past any rescue.
+    private var leftForRescue: [JobID: Moment] = [:]
     private var commitsInFlight = 0
     /// `jobEnqueued` calls, and where the newest of those jobs stand in the queue.
     private nonisolated let submissions = Mutex(SubmissionLog())
@@ -335,6 +339,15 @@ public actor Scheduler: Service {
     /// The attempts this node holds: running, or ended with their outcome still being recorded.
     /// Lease renewal extends exactly these.
     public func heldAttempts() -> [JobID: Int] { Self.newest(running.keys) }
+
+    /// The jobs this node knows the store holds for it: running here, their end being recorded,
+    /// or left for the cluster's rescue. Any other job the store holds for this node is a claim
+    /// whose answer never arrived (`SharedJobStore.settleUnansweredClaims`).
+    public func knownJobs() -> Set<JobID> {
+        let now = clock.now()
+        leftForRescue = leftForRescue.filter { now - $0.value < .seconds(3600) }
+        return Set(running.keys.map(\.job)).union(leftForRescue.keys)
+    }
 
     /// Each job's newest attempt among `attempts` (an older one here is fenced off already).
     private static func newest(_ attempts: some Sequence<Attempt>) -> [JobID: Int] {
@@ -678,6 +691,7 @@ public actor Scheduler: Service {
             // it by attempt, and it uses the attempt up, so the job's next run is a new attempt.
             logger.warning("stopped a job whose lease this node could not renew; its end is left to the node that rescues it",
                            metadata: ["job": "\(job.id)", "attempt": "\(job.attempts)"])
+            leftForRescue[job.id] = clock.now()
             eventSink.yield(.recorded(job, slot, result, .success(FinishResult(recorded: false, next: nil)), submissions: asOf,
                                       excluded: excluding, sent: sent))
             return
@@ -728,6 +742,7 @@ public actor Scheduler: Service {
                 logger.error("could not record a finished job while stopping; another node will rescue it once its lease lapses",
                              metadata: ["job": "\(job.id)", "outcome": "\(outcome.resultingState)", "error": "\(error)"])
                 recordFailingSince[Attempt(job)] = nil
+                leftForRescue[job.id] = clock.now()
                 running[Attempt(job)] = nil
                 logBudgets[Attempt(job)] = nil
                 do { try board.finished(job.id, on: slot, closing: true) } catch {

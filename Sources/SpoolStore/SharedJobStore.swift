@@ -22,11 +22,25 @@ public protocol SharedJobStore: JobStore {
 
     /// Extends the leases of the attempts this node runs (`attempts`: job → attempt). Returns
     /// those the store still gives this node, with whether a cancel was asked — so the caller
-    /// can stop attempts it runs that the store no longer gives it (rescued elsewhere). A job
-    /// the store holds for this node but the node does not run (a claim whose answer never
-    /// arrived: a timeout, a dropped connection) is not renewed: its lease runs out and it is
-    /// rescued like a dead node's job, instead of staying `running` for good.
+    /// can stop attempts it runs that the store no longer gives it (rescued elsewhere). Jobs the
+    /// store holds for this node but the node does not run are `settleUnansweredClaims`'.
     func renewLeases(of attempts: [JobID: Int]) async throws -> [LeaseHolding]
+
+    /// How long after a claim went out its answer may still reach the node: the wait for the
+    /// node's turn at the store and the store's time limit on the claim itself. A claim older
+    /// than this that the node does not know was never answered.
+    var claimAnswerLimit: Duration { get }
+
+    /// The claims the store holds for this node that the node does not know (`known`: the jobs
+    /// it runs, and those it ran and left unrecorded for the cluster's rescue): their answer
+    /// never arrived (a timeout, a dropped connection), so the job never ran here. Those that
+    /// went out at or after `answerableSince` (the node's wall clock, as its claims stamp them)
+    /// may still be answered: their leases are extended, so that no other node rescues them
+    /// meanwhile. The older ones are given back (`Job.releaseUnansweredClaim`): requeued with
+    /// their attempt not counted — not rescued once their lease runs out, as a dead node's, which
+    /// would count it (found by attacking the build: a job with one attempt failed as
+    /// `node_lost` without ever running). Returns the jobs given back, as they were found (running).
+    func settleUnansweredClaims(known: Set<JobID>, answerableSince: Timestamp, now: Timestamp) async throws -> [Job]
 
     /// Rescues running jobs whose lease expired; returns them as they were found (running), as
     /// `recoverInterrupted` does: `Job.rescueFromLostNode` says what each became.

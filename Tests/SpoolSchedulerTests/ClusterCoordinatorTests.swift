@@ -67,6 +67,8 @@ import Testing
             #expect(stored.state == .running && stored.attempts == 1, "left for the rescue: \(stored.state), attempt \(stored.attempts)")
             let again = try? await executor.attempts.next("an attempt of the job claimed here again", within: .milliseconds(300))
             #expect(again == nil, "claimed here again")
+            // Nor is it taken for a claim whose answer was lost, to be given back with its attempt.
+            #expect(await rig.scheduler.knownJobs().contains(job.id), "the job left for the rescue is known here")
         }
     }
 
@@ -160,6 +162,24 @@ import Testing
             defer { coordinating.cancel() }
             try await body(rig, shared, executor, job, attempt)
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
+    /// After each renewal the node settles the claims it does not know (their answers lost): it
+    /// names every job it runs, and counts a claim unanswerable only once the store's claim
+    /// answer limit has passed since, on the wall clock its claims are stamped with.
+    @Test func eachRenewalSettlesTheClaimsTheNodeDoesNotKnow() async throws {
+        try await Self.withACoordinatedJob { rig, shared, _, job, attempt in
+            try await rig.advance(by: .milliseconds(100), until: "a settling after a renewal", limit: 50) { !shared.settled.isEmpty }
+            let settling = try #require(shared.settled.last)
+            #expect(settling.known == [job.id])
+            #expect(settling.answerableSince == settling.now.adding(seconds: -31))
+            #expect(settling.now.microseconds <= rig.clock.wall().microseconds)
+            attempt.finish(.succeeded)
+            _ = try await rig.waitFor(job.id, .succeeded)
+            let count = shared.settled.count
+            try await rig.advance(by: .milliseconds(100), until: "a settling with the job ended", limit: 50) { shared.settled.count > count + 1 }
+            #expect(shared.settled.last?.known == [], "an ended job is no longer known")
+        }
     }
 
     /// A fail-fast array that a node left open — it recorded a task's failure, then stopped
@@ -381,6 +401,14 @@ final class LeaseStandIn: SharedJobStore {
         var renewed: Set<JobID> = []
         var renewalsBegun = 0
         var health: [NodeHealth] = []
+        var settled: [Settling] = []
+    }
+
+    /// What a `settleUnansweredClaims` call was given.
+    struct Settling: Sendable {
+        var known: Set<JobID>
+        var answerableSince: Timestamp
+        var now: Timestamp
     }
 
     init(_ base: any JobStore, lease: Duration) {
@@ -409,6 +437,13 @@ final class LeaseStandIn: SharedJobStore {
         return holdings
     }
     func rescueExpired(now: Timestamp) async throws -> [Job] { [] }
+    let claimAnswerLimit: Duration = .seconds(31)
+    /// The `settleUnansweredClaims` calls, oldest first (no job is ever given back here).
+    var settled: [Settling] { state.withLock { $0.settled } }
+    func settleUnansweredClaims(known: Set<JobID>, answerableSince: Timestamp, now: Timestamp) async throws -> [Job] {
+        state.withLock { $0.settled.append(Settling(known: known, answerableSince: answerableSince, now: now)) }
+        return []
+    }
     func heartbeat(role: String, slots: Int, health: NodeHealth) async throws { state.withLock { $0.health.append(health) } }
     func nodes() async throws -> [NodeStatus] { [] }
     func signals() -> AsyncStream<ClusterSignal> { AsyncStream { _ in } }

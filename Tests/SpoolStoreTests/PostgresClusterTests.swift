@@ -377,26 +377,45 @@ import Testing
     }
 
     // A claim commits but its answer never reaches the node (a timeout, a dropped connection):
-    // the node does not run the job, so its renewals leave it out, and the job is rescued once
-    // its lease runs out instead of staying `running` on that node for good.
-    @Test func aClaimTheNodeDoesNotRunIsNotRenewedAndIsRescued() async throws {
+    // the node does not run the job. While the answer may still come, its node keeps it from the
+    // rescue; then gives it back, its attempt not counted — a job with one attempt runs, instead
+    // of failing as node_lost without ever running (found by attacking the build).
+    @Test func aClaimWhoseAnswerNeverArrivedIsKeptFromTheRescueThenGivenBackUncounted() async throws {
         try await withNodes(2, lease: .seconds(3)) { nodes in
             let (node, other) = (nodes[0], nodes[1])
-            let runs = try await node.create(makeJob(maxAttempts: 2))
-            let lost = try await node.create(makeJob(maxAttempts: 2))
-            _ = try #require(try await node.claimNext(for: SlotID(0), now: at(10)))
-            _ = try #require(try await node.claimNext(for: SlotID(1), now: at(10)))   // its answer "lost"
-            // Renew every 250 ms until the lost claim's lease runs out (3 s) and it is rescued.
-            var rescued: [JobID] = []
-            for _ in 0..<60 where rescued.isEmpty {
+            let runs = try await node.create(makeJob())
+            let lost = try await node.create(makeJob())
+            let canceled = try await node.create(makeJob())
+            let leftForRescue = try await node.create(makeJob())
+            for slot in 0..<4 { _ = try #require(try await node.claimNext(for: SlotID(slot), now: at(10))) }
+            guard case .stopping = try await other.cancel(canceled.id, by: nil, now: at(10)) else { Issue.record("not stopping"); return }
+            let known: Set<JobID> = [runs.id, leftForRescue.id]
+            // Past a lease (3 s) while their answers may still come: kept, not rescued.
+            var rescuedMeanwhile: [JobID] = []
+            for _ in 0..<14 {
                 try await Task.sleep(for: .milliseconds(250))
                 #expect(try await node.renewLeases(of: [runs.id: 1]).map(\.job) == [runs.id])
-                rescued += try await other.rescueExpired(now: at(20)).map(\.id)
+                #expect(try await node.settleUnansweredClaims(known: known, answerableSince: at(10), now: at(11)).isEmpty)
+                #expect(try await other.settleUnansweredClaims(known: [], answerableSince: at(100), now: at(11)).isEmpty,
+                        "another node's claims are not this node's to give back")
+                rescuedMeanwhile += try await other.rescueExpired(now: at(11)).map(\.id)
             }
-            #expect(rescued == [lost.id])
+            #expect(rescuedMeanwhile == [leftForRescue.id], "only the job its node knows and no longer renews is rescued")
+            let lostMeanwhile = try await other.require(lost.id), canceledMeanwhile = try await other.require(canceled.id)
+            #expect(lostMeanwhile.state == .running && canceledMeanwhile.state == .running)
+            // Once no answer can come: given back, the attempt not counted; a cancel asked meanwhile stands.
+            let released = try await node.settleUnansweredClaims(known: known, answerableSince: at(11), now: at(12))
+            #expect(Set(released.map(\.id)) == [lost.id, canceled.id])
             let requeued = try await other.require(lost.id)
-            #expect(requeued.state == .queued && requeued.node == nil)
-            #expect(try await other.require(runs.id).state == .running)
+            #expect(requeued.state == .queued && requeued.attempts == 0 && requeued.node == nil && requeued.attemptLog.isEmpty)
+            let ended = try await other.require(canceled.id)
+            #expect(ended.state == .canceled && ended.reason == .canceled && ended.attempts == 0)
+            let running = try await other.require(runs.id)
+            #expect(running.state == .running && running.attempts == 1)
+            // The one it knows but no longer runs (left for the rescue) was the rescue's.
+            let rescued = try await other.require(leftForRescue.id)
+            #expect(rescued.state == .failed && rescued.reason == .nodeLost && rescued.attempts == 1)
+            #expect(try await other.claimNext(for: SlotID(0), now: at(13))?.id == lost.id, "the given-back job runs")
         }
     }
 
