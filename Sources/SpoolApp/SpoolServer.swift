@@ -220,15 +220,35 @@ public enum SpoolServer {
             }
             return .http1(configuration: http1)
         }
-        let tls: TLSConfiguration
-        do {
-            tls = TLSConfiguration.makeServerConfiguration(
-                certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
-                privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
-        } catch {
-            throw ConfigurationError("cannot read the TLS certificate \(certificate) or key \(key): \(error)")
-        }
+        let tls = try tlsConfiguration(certificate: certificate, key: key)
         return try .http2Upgrade(tlsConfiguration: tls, configuration: .init(idleTimeout: .seconds(300), streamConfiguration: http1))
+    }
+
+    /// The server's TLS set-up, checked before anything starts: each file read on its own, and
+    /// the key matched to the certificate (a context made now, which checks it), so that a wrong
+    /// file is named in one line (found by attacking the build: a key of another certificate
+    /// stopped the server only once it started, with "failedToLoadPrivateKey").
+    static func tlsConfiguration(certificate: String, key: String) throws -> TLSConfiguration {
+        func readable(_ path: String, _ what: String) throws {
+            guard access(path, R_OK) != 0 else { return }
+            throw ConfigurationError("cannot read the TLS \(what) \(path): \(String(cString: strerror(errno)))")
+        }
+        try readable(certificate, "certificate (tls_cert)")
+        try readable(key, "key (tls_key)")
+        let chain: [NIOSSLCertificate]
+        do { chain = try NIOSSLCertificate.fromPEMFile(certificate) } catch {
+            throw ConfigurationError("the TLS certificate (tls_cert) \(certificate) is not a PEM certificate (\(error))")
+        }
+        guard !chain.isEmpty else { throw ConfigurationError("the TLS certificate (tls_cert) \(certificate) holds no certificate") }
+        let privateKey: NIOSSLPrivateKey
+        do { privateKey = try NIOSSLPrivateKey(file: key, format: .pem) } catch {
+            throw ConfigurationError("the TLS key (tls_key) \(key) is not an unencrypted PEM private key (\(error))")
+        }
+        let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
+        do { _ = try NIOSSLContext(configuration: tls) } catch {
+            throw ConfigurationError("the TLS key (tls_key) \(key) does not belong to the certificate (tls_cert) \(certificate) (\(error))")
+        }
+        return tls
     }
 
     /// The job executors: a fresh process per job, or the slot's warm worker, both through one

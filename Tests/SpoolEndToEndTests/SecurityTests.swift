@@ -617,6 +617,37 @@ import Testing
 
     // MARK: - TLS
 
+    /// A wrong TLS file stops the start with one line naming it — missing, not PEM, or a key of
+    /// another certificate — before anything runs (found by attacking the build: a mismatched
+    /// key stopped the server once it had started, with "failedToLoadPrivateKey" and a warning).
+    @Test func aWrongTLSFileIsAOneLineErrorNamingIt() async throws {
+        let server = try await Self.server(.sqlite)
+        defer { Task { await server.stop() } }
+        func make(_ name: String) async throws -> (cert: String, key: String) {
+            let cert = server.scratch + "/\(name).crt", key = server.scratch + "/\(name).key"
+            let made = try await runProcess("/usr/bin/env", ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                                                             "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert])
+            try #require(made.status == 0, "openssl: \(made.stderr)")
+            return (cert, key)
+        }
+        let (one, other) = (try await make("one"), try await make("other"))
+        let missing = server.scratch + "/missing.pem"
+        let cases: [(cert: String, key: String, says: String)] = [
+            (one.cert, other.key, "the TLS key (tls_key) \(other.key) does not belong to the certificate (tls_cert) \(one.cert)"),
+            (one.cert, missing, "cannot read the TLS key (tls_key) \(missing): No such file or directory"),
+            (one.key, one.key, "the TLS certificate (tls_cert) \(one.key) is not a PEM certificate"),
+            (one.cert, one.cert, "the TLS key (tls_key) \(one.cert) is not an unencrypted PEM private key"),
+        ]
+        for (cert, key, says) in cases {
+            try Data(Fixtures.config(scratch: server.scratch, extra: ["tls_cert": .string(cert), "tls_key": .string(key)]).canonicalText.utf8)
+                .write(to: URL(fileURLWithPath: server.configPath))
+            let refused = try await runCLI(["serve", "--config", server.configPath, "--data-dir", server.dataDirectory, "--port", "0",
+                                            "--gpus", "none"], killAfter: .seconds(30))
+            #expect(refused.status == 1)
+            #expect(refused.stderr.split(separator: "\n").count == 1 && refused.stderr.contains(says), "\(refused.stderr)")
+        }
+    }
+
     /// With tls_cert and tls_key: HTTPS, HTTP/2 by ALPN and HTTP/1.1, a Secure session cookie,
     /// and the CLI trusting the certificate through --cacert.
     @Test func tlsServesHTTP2AndHTTP1AndTheCLITrustsACACert() async throws {

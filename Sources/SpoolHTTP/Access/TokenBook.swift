@@ -45,6 +45,8 @@ public final class TokenBook: Service {
                 try await refresh()
                 if failing { logger.info("reading the API tokens works again") }
                 failing = false
+            } catch is CancellationError {
+                return   // the server is stopping (or never started): not a failure to read them
             } catch {
                 if !failing { logger.warning("could not read the API tokens; the last ones read stay in force", metadata: ["error": "\(error)"]) }
                 failing = true
