@@ -55,7 +55,8 @@ import Testing
         let section = try #require(readme.range(of: "### Metrics and logs").map { readme[$0.upperBound...] })
         let body = section[..<(section.range(of: "\n## ")?.lowerBound ?? section.endIndex)]
         let named = Set(body.matches(of: /spool_[a-z_]+/).map { String($0.output) })
-        let sharedOnly: Set = ["spool_jobs_rescued_total", "spool_lease_renewal_failures_total", "spool_attempts_fenced_total"]
+        let sharedOnly: Set = ["spool_jobs_rescued_total", "spool_lease_renewal_failures_total", "spool_attempts_fenced_total",
+                               "spool_unanswered_claims_released_total"]
         let onDemand: Set = ["spool_worker_restarts_total"]   // appears with the first restart
         let gpuOnly: Set = ["spool_slots_quarantined", "spool_slot_quarantines_total"]   // with GPU slots: GPUQuarantineTests
         #expect(named.count >= 10, "\(named)")
