@@ -60,6 +60,8 @@ public struct JobWire: Codable, Sendable, Equatable {
     public var retry: JSONValue?
     /// For a task of a job array: the array's id and the task's index.
     public var array: ArrayPlace?
+    /// Why a queued job cannot start now whatever its place (no slot can set up its worker type).
+    public var waitingReason: String?
 
     public struct ArrayPlace: Codable, Sendable, Equatable {
         public var id: String
@@ -72,7 +74,8 @@ public struct JobWire: Codable, Sendable, Equatable {
         case id, type, state, reason, input, priority, timeoutSeconds = "timeout_s", attempts, maxAttempts = "max_attempts", position,
              progress, createdAt = "created_at", startedAt = "started_at", finishedAt = "finished_at", exitCode = "exit_code", signal,
              error, slot, result, cancelRequested = "cancel_requested", node, owner, canceledBy = "canceled_by", eta, webhook,
-             webhookEvents = "webhook_events", notBefore = "not_before", startBy = "start_by", retry, array
+             webhookEvents = "webhook_events", notBefore = "not_before", startBy = "start_by", retry, array,
+             waitingReason = "waiting_reason"
     }
 
     /// Reads what a server sends; fields a server may leave out (an older one, or the benchmark's
@@ -109,10 +112,13 @@ public struct JobWire: Codable, Sendable, Equatable {
         startBy = try fields.decodeIfPresent(String.self, forKey: .startBy)
         retry = try fields.decodeIfPresent(JSONValue.self, forKey: .retry)
         array = try fields.decodeIfPresent(ArrayPlace.self, forKey: .array)
+        waitingReason = try fields.decodeIfPresent(String.self, forKey: .waitingReason)
     }
 
-    /// The job as the server shows it; `estimate` (with `now`) for a queued job's `eta`.
-    public init(job: Job, estimate: QueueEstimate? = nil, now: Timestamp? = nil) {
+    /// The job as the server shows it; `estimate` (with `now`) for a queued job's `eta`, and
+    /// `waitingReason` when it cannot start now.
+    public init(job: Job, estimate: QueueEstimate? = nil, now: Timestamp? = nil, waitingReason: String? = nil) {
+        self.waitingReason = job.state == .queued ? waitingReason : nil
         id = job.id.rawValue
         type = job.type
         state = job.state.rawValue
@@ -219,6 +225,7 @@ public struct JobWire: Codable, Sendable, Equatable {
         object.string("state", state)
         object.value("timeout_s", timeoutSeconds.map(JSONValue.double) ?? .null)
         object.string("type", type)
+        if let waitingReason { object.string("waiting_reason", waitingReason) }
         if let webhook {
             object.string("webhook", webhook)
             object.value("webhook_events", .array((webhookEvents ?? []).map(JSONValue.string)))

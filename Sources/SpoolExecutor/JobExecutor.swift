@@ -51,6 +51,10 @@ public protocol JobExecutor: Sendable {
     /// When an excluded type may next be tried on some slot.
     func nextRetry() async -> Moment?
 
+    /// Why no slot can take a job of `type` now — every slot has it excluded after failed
+    /// worker setups — or nil when some slot can. Synchronous: a queued job's view says it.
+    func setupTrouble(for type: String) -> SetupTrouble?
+
     /// The warm workers and their health, per slot (for `/v1/queue` and `/healthz`).
     func workerStatus() async -> [SlotID: SlotWorkers]
 
@@ -79,6 +83,7 @@ extension JobExecutor {
     public func ended(_ job: JobID, on slot: SlotID) async {}
     public func excludedTypes(for slot: SlotID) -> Set<String> { [] }
     public func nextRetry() async -> Moment? { nil }
+    public func setupTrouble(for type: String) -> SetupTrouble? { nil }
     public func workerStatus() async -> [SlotID: SlotWorkers] { [:] }
     public func close() async {}
     public func slotQuarantined(_ slot: SlotID) async {}
@@ -155,6 +160,31 @@ public struct WorkerHealth: Sendable, Equatable {
     public var retryAt: Moment
 }
 
+/// A worker type that no slot can set up now: on how many slots, the most failures in a row
+/// there, the last error, and how soon a slot tries again.
+public struct SetupTrouble: Sendable, Equatable {
+    public var type: String
+    public var slots: Int
+    public var failures: Int
+    public var lastError: String
+    public var retryIn: Duration
+
+    public init(type: String, slots: Int, failures: Int, lastError: String, retryIn: Duration) {
+        self.type = type
+        self.slots = slots
+        self.failures = failures
+        self.lastError = lastError
+        self.retryIn = retryIn
+    }
+
+    /// What a queued job of the type says of its wait.
+    public var sentence: String {
+        let retry = max(1, Int(retryIn.inSeconds.rounded(.up)))
+        return "no slot can start it now: worker type \"\(type)\" failed to set up \(failures) time\(failures == 1 ? "" : "s") in a row "
+            + "(\(slots == 1 ? "on the only slot" : "on each of the \(slots) slots"); last: \(lastError)); the next try is in \(retry) s"
+    }
+}
+
 /// Routes each job to the executor of its type's mode: a fresh process, or the slot's warm worker.
 public struct JobExecutors: JobExecutor {
     public let processes: any JobExecutor
@@ -190,6 +220,7 @@ public struct JobExecutors: JobExecutor {
     public func ended(_ job: JobID, on slot: SlotID) async { await processes.ended(job, on: slot) }
     public func excludedTypes(for slot: SlotID) -> Set<String> { workers.excludedTypes(for: slot) }
     public func nextRetry() async -> Moment? { await workers.nextRetry() }
+    public func setupTrouble(for type: String) -> SetupTrouble? { workers.setupTrouble(for: type) }
     public func workerStatus() async -> [SlotID: SlotWorkers] { await workers.workerStatus() }
     public func close() async { await workers.close() }
     public func slotQuarantined(_ slot: SlotID) async { await workers.slotQuarantined(slot) }

@@ -29,9 +29,9 @@ public actor WorkerPool: JobExecutor {
     private var health: [SlotID: [String: WorkerHealth]] = [:] {
         // Mirrored for `excludedTypes`, which the scheduler asks at every job's end: answered
         // without a hop onto this actor (busy then with the ended job's `afterRun`).
-        didSet { backoffs.withLock { $0 = health.mapValues { $0.mapValues(\.retryAt) } } }
+        didSet { backoffs.withLock { $0 = health } }
     }
-    private let backoffs = Mutex<[SlotID: [String: Moment]]>([:])
+    private let backoffs = Mutex<[SlotID: [String: WorkerHealth]]>([:])
     private var counter = 0
     /// The directories of a slot's earlier workers kept (their logs), besides the one starting.
     public static let directoriesKept = 4
@@ -60,7 +60,21 @@ public actor WorkerPool: JobExecutor {
 
     public nonisolated func excludedTypes(for slot: SlotID) -> Set<String> {
         let now = clock.now()
-        return backoffs.withLock { Set(($0[slot] ?? [:]).filter { $0.value > now }.keys) }
+        return backoffs.withLock { Set(($0[slot] ?? [:]).filter { $0.value.retryAt > now }.keys) }
+    }
+
+    public nonisolated func setupTrouble(for type: String) -> SetupTrouble? {
+        let now = clock.now()
+        return backoffs.withLock { health in
+            var records: [WorkerHealth] = []
+            for slot in slots.keys {
+                guard let record = health[slot]?[type], record.retryAt > now else { return nil }   // this slot may take it
+                records.append(record)
+            }
+            guard let worst = records.max(by: { $0.failures < $1.failures }) else { return nil }
+            return SetupTrouble(type: type, slots: records.count, failures: worst.failures, lastError: worst.lastError,
+                                retryIn: records.map { $0.retryAt - now }.min() ?? .zero)
+        }
     }
 
     public func nextRetry() -> Moment? {

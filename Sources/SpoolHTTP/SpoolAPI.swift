@@ -150,7 +150,8 @@ public struct SpoolAPI: Sendable {
     func resource(_ job: Job) -> JobWire {
         guard job.state == .queued, let position = job.position else { return JobWire(job: job) }
         let now = WallClock.now()
-        return JobWire(job: job, estimate: startEstimate(of: job, position: position, now: now), now: now)
+        return JobWire(job: job, estimate: startEstimate(of: job, position: position, now: now), now: now,
+                       waitingReason: scheduler.waitingReason(for: job.type))
     }
 
     @Sendable func cancel(_ request: Request, context: SpoolRequestContext) async throws -> Response {

@@ -146,6 +146,7 @@ struct StatusCommand: AsyncParsableCommand {
             if let eta = job.eta, job.state == "queued" {
                 lines.append("starts in: " + (eta.startInSeconds < 1 ? "under 1 s" : "about \(formatSeconds(eta.startInSeconds))") + " (\(eta.method))")
             }
+            if let waiting = job.waitingReason { lines.append("waiting:   \(waiting)") }
             if let notBefore = job.notBefore { lines.append("not before: \(notBefore)") }
             if let startBy = job.startBy { lines.append("start by:  \(startBy) (else canceled)") }
             if let retry = job.retry { lines.append("retry:     \(retry.canonicalText)") }
@@ -304,7 +305,11 @@ final class StatusLine {
     func show(_ job: JobWire) {
         var text = "\(job.id)  \(job.state)"
         if let position = job.position { text += "  position \(position)" }
-        if job.state == "queued", let eta = job.eta { text += eta.startInSeconds < 1 ? "  starts in under 1 s" : "  starts in ~\(formatSeconds(eta.startInSeconds))" }
+        if job.state == "queued", job.waitingReason != nil {
+            text += "  waiting: no slot can set up its worker type (spool status \(job.id))"
+        } else if job.state == "queued", let eta = job.eta {
+            text += eta.startInSeconds < 1 ? "  starts in under 1 s" : "  starts in ~\(formatSeconds(eta.startInSeconds))"
+        }
         if job.state == "running", let progress = job.progress {
             let filled = Int(progress.fraction * 20)
             text += "  [" + String(repeating: "#", count: filled) + String(repeating: ".", count: 20 - filled) + "] "

@@ -93,8 +93,10 @@ import Testing
             job.retry = maybe(RetryPolicy(maxAttempts: 3))
             job.array = maybe(ArrayMembership(id: "arr", index: Int64(random.roll(9)), failFast: random.roll(2) == 0))
             let estimate = maybe(QueueEstimate(startsIn: Double(random.roll(1000)) / 7, method: text(), runSeconds: maybe(4.25)))
-            let wire = JobWire(job: job, estimate: estimate, now: maybe(Timestamp(microseconds: 1_796_386_095_000_000)))
+            let wire = JobWire(job: job, estimate: estimate, now: maybe(Timestamp(microseconds: 1_796_386_095_000_000)), waitingReason: maybe(text()))
             #expect(wire.canonicalBytes == wire.json.canonicalBytes, "\(wire.json.canonicalText)")
+            // What the client reads back is what was written.
+            #expect(try JSONDecoder().decode(JobWire.self, from: Data(wire.canonicalBytes)).waitingReason == wire.waitingReason)
         }
     }
 }

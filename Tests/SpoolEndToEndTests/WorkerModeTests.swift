@@ -167,7 +167,20 @@ import Testing
         #expect(job["attempts"] == 0, "failed setups do not use the job's attempts")
         let health = try await server.request(.GET, "/healthz").json
         #expect(health["status"] == "degraded")
+        // The job itself says why it waits, while the slot holds the type back (between tries).
+        try await withDeadline(.seconds(30), "the job to say why it waits") {
+            while true {
+                let waiting = try await server.request(.GET, "/v1/jobs/\(id)").json
+                if case .string(let reason)? = waiting["waiting_reason"] {
+                    #expect(reason.hasPrefix("no slot can start it now: worker type \"work\" failed to set up"), "\(reason)")
+                    #expect(waiting["state"] == "queued")
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
         _ = try await server.request(.POST, "/v1/jobs/\(id)/cancel")
+        #expect(try await server.request(.GET, "/v1/jobs/\(id)").json["waiting_reason"] == nil, "an ended job waits for nothing")
     }
 
     @Test func cancelInWorkerModeAsksTheWorkerFirst() async throws {

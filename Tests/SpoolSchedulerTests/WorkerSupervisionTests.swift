@@ -200,6 +200,30 @@ import Testing
         }
     }
 
+    /// A type that no slot can set up now says so (a queued job of it shows why it waits); one
+    /// slot free to try it, or every slot's back-off over, and it says nothing.
+    @Test func aTypeEverySlotHoldsBackHasItsSetupTroubleToldOnlyThen() async throws {
+        let rig = try pool(Self.workerType { $0.maxSetupFailures = 1 }, slots: 2)
+        defer { rig.removeDirectory() }
+        let pool = rig.pool
+        let (stops, _) = AsyncStream<StopReason>.makeStream()
+        #expect(pool.setupTrouble(for: "w") == nil)
+        launcher.failNextLaunch("no model on slot 1")
+        _ = await pool.run(try rig.job(), on: SlotSpec(id: SlotID(1)), stops: stops, observer: ExecutionObserver())
+        #expect(pool.setupTrouble(for: "w") == nil, "slot 0 may take it")
+        launcher.failNextLaunch("no model on slot 0")
+        _ = await pool.run(try rig.job(), on: rig.slot, stops: stops, observer: ExecutionObserver())
+        let trouble = try #require(pool.setupTrouble(for: "w"))
+        #expect(trouble.slots == 2 && trouble.failures == 1 && trouble.lastError.contains("no model on slot"))
+        #expect(trouble.retryIn > .zero && trouble.retryIn <= .seconds(1))
+        #expect(trouble.sentence.hasPrefix("no slot can start it now: worker type \"w\" failed to set up 1 time in a row (on each of the 2 slots"),
+                "\(trouble.sentence)")
+        #expect(pool.setupTrouble(for: "other") == nil)
+        rig.manual.advance(by: .seconds(1))
+        #expect(pool.setupTrouble(for: "w") == nil, "the back-off is over: the slots try it again")
+        await pool.shutdown()
+    }
+
     /// A slot marked unhealthy for a type whose setup was fixed since is not left so for good:
     /// once the type sets up on another slot, the mark goes (the fault was most likely the
     /// type's), and the slot's own next try decides again — one more failure marks it at once

@@ -84,6 +84,9 @@ def test_job_keeps_unknown_fields() -> None:
     assert job.raw["future_field"] == {"a": 1}
     assert job.webhook_events == ["completed"] and job.max_attempts is None and job.started_at is None
     assert Job.from_json({"id": "job_y", "type": "t", "state": "succeeded"}).done
+    assert job.waiting_reason is None
+    stuck = Job.from_json({"id": "job_z", "type": "sd", "state": "queued", "waiting_reason": "no slot can start it now: …"})
+    assert stuck.waiting_reason == "no slot can start it now: …"
 
 
 def test_error_mapping() -> None:

@@ -251,6 +251,9 @@ class Job(_Ends):
     retry: Optional[JobRetry] = None
     #: A task of a job array: the array's id and the task's index; None for a job of its own.
     array: Optional["ArrayRef"] = None
+    #: Why a queued job cannot start now whatever its place (no slot can set up its worker type);
+    #: None otherwise, and on list pages.
+    waiting_reason: Optional[str] = None
     #: How a submit with result reuse was answered: ``joined`` (an identical job that is queued or
     #: running), ``reused`` (one that succeeded), or None (a new job; and on jobs not from `submit`).
     dedup: Optional[str] = field(default=None, compare=False)
@@ -293,6 +296,7 @@ class Job(_Ends):
             start_by=parse_datetime(data.get("start_by")),
             retry=JobRetry.from_json(data.get("retry")),
             array=ArrayRef.from_json(data.get("array")),
+            waiting_reason=_opt_str(data.get("waiting_reason")),
             dedup=dedup.strip().lower() if isinstance(dedup, str) and dedup.strip() else None,
             links={str(k): str(v) for k, v in links.items()},
             raw=dict(data),
