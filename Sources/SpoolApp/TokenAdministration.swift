@@ -33,9 +33,15 @@ public enum TokenAdministration {
         try await withTokenStore(configuration, logger: logger) { try await $0.tokens() }
     }
 
-    public static func revoke(_ configuration: ServerConfiguration, name: String, logger: Logger) async throws {
-        let revoked = try await withTokenStore(configuration, logger: logger) { try await $0.revokeToken(named: name) }
+    /// Revokes the named token; returns a note for stderr when it was the last one.
+    public static func revoke(_ configuration: ServerConfiguration, name: String, logger: Logger) async throws -> String? {
+        let (revoked, left) = try await withTokenStore(configuration, logger: logger) { store in
+            (try await store.revokeToken(named: name), try await store.tokens().count)
+        }
         guard revoked else { throw ConfigurationError("there is no token named \(name)") }
+        guard left == 0, configuration.auth == .auto else { return nil }
+        return "that was the last token: the server now refuses every request but /healthz and the dashboard's login until a token is "
+            + "created (spool token create); set auth: off to serve without tokens"
     }
 
     /// Opens (and migrates) the configured store for `body`, then closes it. An embedded store

@@ -294,7 +294,7 @@ public struct SpoolAPI: Sendable {
             "unhealthy_workers": .array(unhealthy), "quarantined_slots": .array(quarantined),
         ]
         // Open to load balancers: with tokens in use it says nothing about jobs.
-        if !access.requiresToken(tokensExist: !tokens.isEmpty) { fields["queued"] = queued.map { .int(Int64($0)) } ?? .null }
+        if !access.requiresToken(tokensExist: tokens.wereCreated) { fields["queued"] = queued.map { .int(Int64($0)) } ?? .null }
         if !problems.isEmpty { fields["problems"] = .array(problems.map(JSONValue.string)) }
         if let node { fields["node"] = .string(node) }
         return json(.object(fields), status: accepting && problems.isEmpty ? .ok : .serviceUnavailable)

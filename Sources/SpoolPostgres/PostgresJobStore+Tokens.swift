@@ -16,6 +16,10 @@ extension PostgresJobStore: TokenStore {
                 """, logger: self.logger).decodeFirst(String.self)
         }
         guard inserted != nil else { throw StoreError(.conflict, "a token named \(token.name) already exists (revoke it first to replace it)") }
+        try await write("mark that tokens were created") { connection in
+            try await connection.query("INSERT INTO settings (name, value) VALUES ('tokens_created', '\\x01'::bytea) ON CONFLICT (name) DO NOTHING",
+                                       logger: self.logger)
+        }
         // A new token starts with a full bucket, whatever a revoked one of that name left (a
         // submit on another node may have made one again after the revoke removed it).
         try await write("reset the token's submit rate") { connection in
@@ -37,6 +41,14 @@ extension PostgresJobStore: TokenStore {
                                           createdAt: Timestamp(microseconds: createdAt)))
             }
             return tokens
+        }
+    }
+
+    public func tokensWereCreated() async throws -> Bool {
+        try await read("read whether tokens were created") { connection in
+            try await connection.query("""
+                SELECT EXISTS (SELECT 1 FROM settings WHERE name = 'tokens_created') OR EXISTS (SELECT 1 FROM tokens)
+                """, logger: self.logger).decodeFirst(Bool.self) ?? false
         }
     }
 

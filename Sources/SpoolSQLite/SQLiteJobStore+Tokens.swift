@@ -16,8 +16,24 @@ extension SQLiteJobStore {
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """, arguments: [token.id, token.name, Data(token.secretDigest), token.isAdmin, token.limits.maxQueued,
                                  token.limits.maxRunning, token.limits.rate, token.limits.weight, token.createdAt.microseconds])
+            try db.execute(cached: "INSERT OR IGNORE INTO settings (name, value) VALUES ('\(Self.tokensCreatedSetting)', x'01')")
         }
     }
+
+    public func tokensWereCreated() async throws -> Bool {
+        do {
+            return try await pool.read { db in
+                try Bool.fetchOne(db, cached: """
+                    SELECT EXISTS (SELECT 1 FROM settings WHERE name = '\(Self.tokensCreatedSetting)') OR EXISTS (SELECT 1 FROM tokens)
+                    """) ?? false
+            }
+        } catch {
+            throw Self.translate(error, doing: "read whether tokens were created")
+        }
+    }
+
+    /// The `settings` row `createToken` leaves (`tokensWereCreated`).
+    static let tokensCreatedSetting = "tokens_created"
 
     public func tokens() async throws -> [TokenRecord] {
         do {

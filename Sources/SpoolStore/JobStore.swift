@@ -386,6 +386,10 @@ public protocol TokenStore: Sendable {
     func tokens() async throws -> [TokenRecord]
     /// Removes the named token; false when there is none.
     func revokeToken(named name: String) async throws -> Bool
+    /// Whether a token was ever created here, revoked since or not (`createToken` leaves a mark):
+    /// `auth: auto` asks for tokens from the first one on, and revoking the last one does not
+    /// open the server to anyone again.
+    func tokensWereCreated() async throws -> Bool
     /// The 32-byte key that signs session cookies: made once, then the same for every node.
     func sessionKey() async throws -> [UInt8]
 }

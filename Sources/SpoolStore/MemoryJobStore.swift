@@ -8,6 +8,7 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
     /// used it (a job's own, or that of a request that joined the job through result reuse).
     private var keys: [String: (job: JobID, fingerprint: String)] = [:]
     private var tokensByName: [String: TokenRecord] = [:]
+    private var tokenCreated = false
     private var signingKey: [UInt8]?
     private var nextSequence: Int64 = 1
     private let notifier = JobChangeNotifier()
@@ -283,6 +284,7 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
     public func createToken(_ token: TokenRecord) async throws {
         guard tokensByName[token.name] == nil else { throw StoreError(.conflict, "a token named \(token.name) already exists") }
         tokensByName[token.name] = token
+        tokenCreated = true
     }
 
     public func tokens() async throws -> [TokenRecord] { tokensByName.values.sorted { $0.name < $1.name } }
@@ -330,6 +332,7 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
     }
 
     public func revokeToken(named name: String) async throws -> Bool { tokensByName.removeValue(forKey: name) != nil }
+    public func tokensWereCreated() async throws -> Bool { tokenCreated }
 
     public func sessionKey() async throws -> [UInt8] {
         if let signingKey { return signingKey }

@@ -67,8 +67,9 @@ struct TokenRevokeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let settings = node.settings()
-        await adminCommand { try await TokenAdministration.revoke(settings, name: name, logger: $0) }
+        let note = await adminCommand { try await TokenAdministration.revoke(settings, name: name, logger: $0) }
         print("revoked token \"\(name)\"")
+        if let note { FileHandle.standardError.write(Data("spool: \(note)\n".utf8)) }
     }
 }
 

@@ -8,7 +8,8 @@ import SpoolStore
 /// - a token in the query string is refused outright (401): URLs end up in logs and histories;
 /// - `Authorization: Bearer TOKEN`, or the dashboard's session cookie, names the tenant;
 /// - without either, only the open routes answer (401 otherwise), unless no token is needed
-///   (`auth: off`, or `auto` with no token created yet) — then the caller is an administrator;
+///   (`auth: off`, or `auto` with no token ever created in the store — revoking the last one
+///   does not open it again) — then the caller is an administrator;
 /// - `/metrics` and `/v1/nodes` need an administrator's token (403);
 /// - a cookie-authenticated request that changes something must come from this server's own
 ///   page (`Origin` = the request's own origin; 403 otherwise), so another site cannot make a
@@ -29,11 +30,11 @@ struct AccessMiddleware: RouterMiddleware {
                            detail: "tokens are never accepted in a URL: send Authorization: Bearer TOKEN",
                            headers: [.wwwAuthenticate: "Bearer"])
         }
-        let path = request.uri.path
+        let path = AccessPolicy.routePath(request.uri.path)
         let open = AccessPolicy.isOpen(request.method, path) || (path == "/metrics" && policy.metricsPublic)
         if let principal = try authenticate(request, context: &context) {
             context.principal = principal
-        } else if !policy.requiresToken(tokensExist: !tokens.isEmpty) {
+        } else if !policy.requiresToken(tokensExist: tokens.wereCreated) {
             context.principal = .anonymous
         } else if !open {
             throw APIError(status: .unauthorized, code: "unauthorized",
@@ -66,7 +67,7 @@ struct AccessMiddleware: RouterMiddleware {
         guard let key = sessions.key, let id = SessionCookie.tokenID(in: value, key: key, now: WallClock.now()),
               let principal = tokens.principal(forTokenID: id) else {
             // An expired or revoked session: anonymous on open routes, else a 401 that tells the page to log in again.
-            if AccessPolicy.isOpen(request.method, request.uri.path) { return nil }
+            if AccessPolicy.isOpen(request.method, AccessPolicy.routePath(request.uri.path)) { return nil }
             throw APIError(status: .unauthorized, code: "session-expired", detail: "the session has ended: log in again",
                            headers: [.wwwAuthenticate: "Bearer"])
         }

@@ -1,3 +1,4 @@
+import Foundation
 import HTTPTypes
 import SpoolCore
 
@@ -6,7 +7,8 @@ import SpoolCore
 public struct AccessPolicy: Sendable {
     /// When a token is needed.
     public enum Mode: String, Sendable, CaseIterable {
-        /// As soon as any token exists (a fresh loopback server works without one).
+        /// As soon as a token is created, and from then on, even with every token revoked (a
+        /// fresh loopback server works without one).
         case auto
         /// Always: without a token nothing but the open routes answers.
         case required
@@ -32,7 +34,7 @@ public struct AccessPolicy: Sendable {
 
     public static let loopbackHosts = ["localhost", "127.0.0.1", "[::1]", "::1"]
 
-    /// Whether a request must carry a token, given whether any token exists.
+    /// Whether a request must carry a token, given whether any token exists or ever did.
     public func requiresToken(tokensExist: Bool) -> Bool {
         switch mode {
         case .off: false
@@ -54,6 +56,17 @@ public struct AccessPolicy: Sendable {
         if host.hasPrefix("["), let close = host.firstIndex(of: "]") { return String(host[...close]) }
         if let colon = host.lastIndex(of: ":"), host.firstIndex(of: ":") == colon { return String(host[..<colon]) }
         return host
+    }
+
+    /// `path` as the router matches it: empty segments (`//`, a trailing `/`) do not count, and
+    /// percent-encoded letters read as themselves. Every access decision is made on it (found by
+    /// attacking the build: `//metrics`, `/v1/nodes/` and `/v1//slots/0/release` reached the
+    /// administrator's routes with a tenant's token).
+    static func routePath(_ path: String) -> String {
+        let segments = path.split(separator: "/", omittingEmptySubsequences: true).map { segment in
+            String(segment).removingPercentEncoding ?? String(segment)
+        }
+        return "/" + segments.joined(separator: "/")
     }
 
     /// Routes that answer without a token: health for load balancers, the API description, the

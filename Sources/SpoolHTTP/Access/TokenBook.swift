@@ -14,6 +14,9 @@ public final class TokenBook: Service {
     private let interval: Duration
     private let logger: Logger
     private let byID = Mutex<[String: TokenRecord]>([:])
+    /// A token was created in the store at some point (`TokenStore.tokensWereCreated`): once
+    /// true, it stays so.
+    private let created = Mutex(false)
     private let onRevoke: @Sendable () -> Void
 
     /// `onRevoke` runs when a refresh finds a token gone: open event streams are woken then,
@@ -30,6 +33,11 @@ public final class TokenBook: Service {
     public func refresh() async throws {
         guard let store else { return }
         let tokens = try await store.tokens()
+        if !tokens.isEmpty {
+            created.withLock { $0 = true }
+        } else if !created.withLock({ $0 }), try await store.tokensWereCreated() {
+            created.withLock { $0 = true }
+        }
         let fresh = Dictionary(tokens.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         let revoked = byID.withLock { known in
             defer { known = fresh }
@@ -57,6 +65,11 @@ public final class TokenBook: Service {
 
     /// Whether any token exists.
     public var isEmpty: Bool { byID.withLock { $0.isEmpty } }
+
+    /// Whether a token exists or ever did (`auth: auto` asks for one then): revoking the last
+    /// token does not open the server to anyone (found by attacking the build: every anonymous
+    /// caller became an administrator the moment the last token was revoked).
+    public var wereCreated: Bool { created.withLock { $0 } || !isEmpty }
 
     /// The tenant a token text belongs to; nil for a malformed, unknown or revoked token. The
     /// secret is compared by its digest, in constant time.
