@@ -25,11 +25,16 @@ public struct Principal: Sendable, Equatable {
     public var name: String?
     public var isAdmin: Bool
     public var limits: TenantLimits
+    /// The public id of the token it came from (nil without one): a request that lasts — an
+    /// event stream, a long poll — checks that this very token still exists, not its name,
+    /// which a rotation (revoke, then create the same name) gives to a new token.
+    public var tokenID: String?
 
-    public init(name: String?, isAdmin: Bool, limits: TenantLimits = TenantLimits()) {
+    public init(name: String?, isAdmin: Bool, limits: TenantLimits = TenantLimits(), tokenID: String? = nil) {
         self.name = name
         self.isAdmin = isAdmin
         self.limits = limits
+        self.tokenID = tokenID
     }
 
     /// Authentication off: no name, every right.
@@ -61,7 +66,7 @@ public struct TokenRecord: Sendable, Equatable {
         self.createdAt = createdAt
     }
 
-    public var principal: Principal { Principal(name: name, isAdmin: isAdmin, limits: limits) }
+    public var principal: Principal { Principal(name: name, isAdmin: isAdmin, limits: limits, tokenID: id) }
 
     public static let namePattern = "1 to 64 letters, digits, '-', '_', '.' or '@'"
 

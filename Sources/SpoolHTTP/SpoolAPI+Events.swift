@@ -62,8 +62,9 @@ extension SpoolAPI {
             // Ends at once on graceful shutdown, even while waiting for the next event.
             try await withGracefulShutdownHandler {
                 streaming: while !Task.isCancelled, !Task.isShuttingDownGracefully {
-                    // A revoked token's stream ends (at its next event or keep-alive).
-                    if let name = principal.name, !tokens.exists(named: name) { break streaming }
+                    // A revoked token's stream ends (woken by the revoke, or at its next event or keep-alive);
+                    // so does one whose name a new token took (found by attacking the build: it streamed on).
+                    if !tokens.stillValid(principal) { break streaming }
                     // Paced: events that come while the last write is recent go out together.
                     if let lastWrite {
                         let next = lastWrite + Self.writeInterval(streams: notifier.readers)

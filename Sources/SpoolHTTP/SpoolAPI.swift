@@ -132,11 +132,17 @@ public struct SpoolAPI: Sendable {
             try await withGracefulShutdownHandler {
                 waiting: while job.state == initial, !job.state.isTerminal {
                     let remaining = deadline - ContinuousClock.now
-                    guard remaining > .zero, !Task.isShuttingDownGracefully else { break }
-                    switch await watch.nextChange(timeout: remaining) {
-                    case nil: break waiting
+                    guard remaining > .zero, !Task.isShuttingDownGracefully, !Task.isCancelled, !watch.hasEnded else { break }
+                    // A second at a time, so that a token revoked meanwhile ends the wait within a
+                    // second (found by attacking the build: it answered the job up to a minute later).
+                    switch await watch.nextChange(timeout: min(remaining, .seconds(1))) {
+                    case nil: break
                     case .ended(let ended): job = ended   // as stored, and final: no second read
                     case .changed: job = try await find(id, for: context.principal)
+                    }
+                    guard tokens.stillValid(context.principal) else {
+                        throw APIError(status: .unauthorized, code: "invalid-token", detail: "the token was revoked while the request waited",
+                                       headers: [.wwwAuthenticate: "Bearer error=\"invalid_token\""])
                     }
                 }
             } onGracefulShutdown: {

@@ -109,6 +109,9 @@ public final class JobWatch: Sendable {
         resume(taken, with: nil)
     }
 
+    /// Whether `end()` was called.
+    public var hasEnded: Bool { state.withLock { $0.ended } }
+
     /// Returns true when the job changed within `timeout`, false when the time ran out.
     public func next(timeout: Duration) async -> Bool { await nextChange(timeout: timeout) != nil }
 

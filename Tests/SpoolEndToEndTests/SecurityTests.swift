@@ -300,6 +300,44 @@ import Testing
         #expect(ContinuousClock.now - revoked < .seconds(5), "…within a second or so, not at its next keep-alive (15 s)")
     }
 
+    /// A request that lasts ends when its token goes: a long poll answers 401 within a second or
+    /// so, and an event stream ends — also when the token's name is given at once to a new token
+    /// (found by attacking the build: the poll answered the job up to a minute later, and the
+    /// stream of a rotated token went on with the new token's rights).
+    @Test(arguments: Store.allCases) func aLongPollOrStreamEndsWhenItsTokenIsRevokedOrReplaced(store: Store) async throws {
+        let server = try await Self.server(store, ["slots": 1])
+        defer { Task { await server.stop() } }
+        _ = try await server.createToken("root", ["--admin"])
+        let dave = try await server.createToken("dave")
+        try await server.start()
+        _ = try Self.id(try await server.submit("sleep", .object(["seconds": 30]), token: dave))   // holds the slot
+        let waiting = try Self.id(try await server.submit("sleep", .object(["seconds": 30]), token: dave))
+        func revoke() async throws {
+            let revoked = try await runCLI(["token", "revoke", "--config", server.configPath, "--data-dir", server.dataDirectory, "dave"])
+            #expect(revoked.status == 0, "\(revoked.stderr)")
+        }
+        // A long poll on the queued job, then the token revoked.
+        let longPoll = Task { try await server.request(.GET, "/v1/jobs/\(waiting)?wait=30", headers: server.bearer(dave)) }
+        try await Task.sleep(for: .milliseconds(300))   // the poll is waiting (were it not, it would answer 200 at once)
+        try await revoke()
+        let revokedAt = ContinuousClock.now
+        let answered = try await longPoll.value
+        #expect(answered.status == 401, "\(answered.status)")
+        #expect(ContinuousClock.now - revokedAt < .seconds(5), "within a second or so of the revoke, not at the poll's end")
+        // A stream of a token replaced under its name (revoke, then create "dave" again).
+        let rotated = try await server.createToken("dave")
+        try await poll(.seconds(1), "the new token to be honoured") {
+            try await server.request(.GET, "/v1/jobs", headers: server.bearer(rotated)).status == 200
+        }
+        let stream = Task { try await server.frames("/v1/events", headers: server.bearer(rotated), limit: .seconds(20)) { _ in false } }
+        try await Task.sleep(for: .milliseconds(300))
+        try await revoke()
+        _ = try await runCLI(["token", "create", "--config", server.configPath, "--data-dir", server.dataDirectory, "--name", "dave"])
+        let rotatedAt = ContinuousClock.now
+        _ = try await stream.value   // the stream ended (the deadline would throw)…
+        #expect(ContinuousClock.now - rotatedAt < .seconds(5), "…with its token, though its name lives on")
+    }
+
     /// With `auth: auto`, revoking the last token leaves the server closed — running, and after a
     /// restart — and the CLI says so (found by attacking the build: every anonymous caller
     /// became an administrator the moment the last token was revoked).

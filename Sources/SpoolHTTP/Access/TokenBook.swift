@@ -81,8 +81,12 @@ public final class TokenBook: Service {
     /// The tenant of the token with this public id (a session names it), while it exists.
     public func principal(forTokenID id: String) -> Principal? { byID.withLock { $0[id]?.principal } }
 
-    /// Whether a token of this name exists (a revoked one's streams end).
-    public func exists(named name: String) -> Bool { byID.withLock { $0.values.contains { $0.name == name } } }
+    /// Whether the token a request came with still exists (true for one that came without):
+    /// a long poll or an event stream whose token was revoked — or replaced under its name — ends.
+    public func stillValid(_ principal: Principal) -> Bool {
+        guard let id = principal.tokenID else { return true }
+        return byID.withLock { $0[id] != nil }
+    }
 
     /// The tenant of the token with this name, while it exists.
     public func principal(named name: String) -> Principal? { byID.withLock { $0.values.first { $0.name == name }?.principal } }
