@@ -7,6 +7,18 @@ import SpoolCore
 /// in a URL. `DELETE /v1/session` ends it.
 extension SpoolAPI {
     @Sendable func startSession(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        // Only the page's own script logs in: JSON (a form on another site can send only form
+        // types without asking), and from this server's origin when the browser names one — so
+        // another site cannot log a visitor's dashboard in under its own token (found by
+        // attacking the build: a text/plain form from another origin got a session).
+        let type = request.headers[.contentType]
+        guard type == "application/json" || type.flatMap(MediaType.init(from:))?.isType(.applicationJson) == true else {
+            throw APIError(status: .unsupportedMediaType, code: "unsupported-media-type",
+                           detail: "send the token as JSON (Content-Type: application/json)")
+        }
+        if request.headers[.origin] != nil, !AccessMiddleware.sameOrigin(request) {
+            throw APIError(status: .forbidden, code: "cross-origin", detail: "a session is started from this server's own page (Origin)")
+        }
         let body = try await request.body.collect(upTo: 4096)
         guard let value = try? JSONParser.parse(body.readableBytesView), let text = value["token"]?.stringValue,
               value.objectValue?.count == 1 else {

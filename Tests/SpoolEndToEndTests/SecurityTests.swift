@@ -667,11 +667,25 @@ import Testing
         #expect(!cookie.contains(token))
         let wrong = try await server.request(.POST, "/v1/session", body: Data(#"{"token":"spool_x"}"#.utf8), headers: [("Content-Type", "application/json")])
         #expect(wrong.status == 401)
+        // Another site cannot log a visitor in under its own token: a form's type (what a page may
+        // send without asking), or JSON from another origin (found by attacking the build: a
+        // text/plain form posting {"token":"=","token":"…"} got a session).
+        let form = Data(#"{"token":"=","token":"\#(token)"}"#.utf8)
+        for type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
+            let forged = try await server.request(.POST, "/v1/session", body: form, headers: [("Content-Type", type), ("Origin", "https://evil.example")])
+            #expect(forged.status == 415 && forged.header("Set-Cookie") == nil, "\(type): \(forged.status)")
+        }
+        let foreign = try await server.request(.POST, "/v1/session", body: Data(#"{"token":"\#(token)"}"#.utf8),
+                                               headers: [("Content-Type", "application/json"), ("Origin", "https://evil.example")])
+        #expect(foreign.status == 403 && foreign.header("Set-Cookie") == nil)
+        let ownPage = try await server.request(.POST, "/v1/session", body: Data(#"{"token":"\#(token)"}"#.utf8),
+                                               headers: [("Content-Type", "application/json"), ("Origin", "http://127.0.0.1:\(port)")])
+        #expect(ownPage.status == 200)
 
         let job = try Self.id(try await server.submit("sleep", .object(["seconds": 30]), token: token))
         #expect(try await server.request(.GET, "/v1/jobs/\(job)", headers: [("Cookie", cookie)]).json["owner"] == "alice")
         // A write with the cookie from another origin, or with no Origin at all: 403.
-        for origin in [[("Origin", "https://evil.example")], []] {
+        for origin in [[("Origin", "https://evil.example")], [], [("Origin", "evil://127.0.0.1:\(port)")]] {
             #expect(try await server.request(.POST, "/v1/jobs/\(job)/cancel", headers: [("Cookie", cookie)] + origin).status == 403)
         }
         #expect(try await server.request(.POST, "/v1/jobs/\(job)/cancel",

@@ -75,10 +75,11 @@ struct AccessMiddleware: RouterMiddleware {
         return principal
     }
 
-    /// `Origin` names the host the request was sent to.
+    /// `Origin` is a web page's (http or https: a TLS proxy may stand in front) on the host the
+    /// request was sent to.
     static func sameOrigin(_ request: Request) -> Bool {
         guard let origin = request.headers[.origin], let host = request.head.authority else { return false }
-        guard let separator = origin.range(of: "://") else { return false }
+        guard let separator = origin.range(of: "://"), ["http", "https"].contains(origin[..<separator.lowerBound].lowercased()) else { return false }
         return origin[separator.upperBound...].lowercased() == host.lowercased()
     }
 }
