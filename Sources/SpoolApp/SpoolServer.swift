@@ -297,6 +297,11 @@ public enum SpoolServer {
 
     static func prepareDataDirectory(_ path: String) throws -> String {
         do {
+            // A new data directory is its owner's only: it holds every tenant's inputs and outputs.
+            // (One that exists keeps its mode: the operator chose it.)
+            if access(path, F_OK) != 0 {
+                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            }
             try FileManager.default.createDirectory(atPath: path + "/jobs", withIntermediateDirectories: true)
         } catch {
             throw ConfigurationError("cannot create the data directory \(path): \((error as NSError).localizedDescription)")

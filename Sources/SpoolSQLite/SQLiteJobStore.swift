@@ -56,6 +56,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
             try db.execute(sql: "PRAGMA cache_size = -1024")
             try db.execute(sql: "PRAGMA foreign_keys = ON")
         }
+        Self.keepPrivate(path)
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
         } catch {
@@ -63,6 +64,21 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         }
         writes = WriteLoop(pool: pool)
         file = DatabaseFile(path: path, checkEvery: fileCheckInterval)
+    }
+
+    /// The database holds the session-signing key and the token digests: readable by its owner
+    /// only (found by attacking the build: under the usual umask it was 0644, and any local user
+    /// could read the key and make an administrator's session cookie). A new file is made 0600
+    /// (SQLite gives its `-wal` and `-shm` the database's mode); an existing one, and its
+    /// companions, lose any group or other access.
+    static func keepPrivate(_ path: String) {
+        let made = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        if made >= 0 { close(made) }
+        for file in [path, path + "-wal", path + "-shm", path + "-journal"] {
+            var status = stat()
+            guard stat(file, &status) == 0, status.st_mode & 0o077 != 0, status.st_uid == getuid() else { continue }
+            chmod(file, status.st_mode & 0o700)
+        }
     }
 
     public func prepare() async throws {

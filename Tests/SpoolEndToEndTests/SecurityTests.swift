@@ -647,6 +647,13 @@ import Testing
         let fresh = try await runCLI(["token", "create", "--name", "first", "--data-dir", typo])
         #expect(fresh.status == 0 && fresh.stderr.contains("made a new job store in \(typo)"), "\(fresh.stderr)")
         #expect(try await runCLI(["token", "list", "--data-dir", typo]).stdout.contains("first"))
+        // The data directory it made, and the database, are the owner's only (found by attacking
+        // the build: 0755 and 0644 under the usual umask, the session key readable by any local user).
+        func mode(_ path: String) -> mode_t {
+            var status = stat()
+            return stat(path, &status) == 0 ? status.st_mode & 0o777 : 0
+        }
+        #expect(mode(typo) == 0o700 && mode(typo + "/spool.sqlite") == 0o600)
     }
 
     /// The dashboard's session: a token traded for an HttpOnly, SameSite=Strict cookie that

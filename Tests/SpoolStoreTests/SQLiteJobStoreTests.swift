@@ -100,6 +100,27 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: path + "-shm"))
     }
 
+    /// The database (the session key, the token digests) and its write-ahead files are their
+    /// owner's only, whatever the umask: made so, or made so when found readable by others
+    /// (found by attacking the build: 0644, and any local user could mint an admin session).
+    @Test func theDatabaseFilesAreReadableByTheirOwnerOnly() async throws {
+        func mode(_ file: String) -> mode_t {
+            var status = stat()
+            return stat(file, &status) == 0 ? status.st_mode & 0o777 : 0
+        }
+        let previous = umask(0o022)
+        defer { umask(previous) }
+        do {
+            let store = try await open()
+            _ = try await store.create(makeJob())
+            #expect([path, path + "-wal", path + "-shm"].map(mode) == [0o600, 0o600, 0o600])
+        }
+        for file in [path, path + "-wal", path + "-shm"] { chmod(file, 0o644) }
+        let reopened = try await open()
+        _ = try await reopened.create(makeJob())
+        #expect([path, path + "-wal", path + "-shm"].map(mode) == [0o600, 0o600, 0o600])
+    }
+
     /// The WAL gets its full size at start, so commits overwrite it (WALReserve).
     @Test func theWriteAheadLogIsReservedWhenTheStoreIsPrepared() async throws {
         let store = try await open()
