@@ -75,7 +75,13 @@ extension SpoolAPI {
         scheduler.submitStored()
         switch result {
         case .created(let job):
-            scheduler.jobEnqueued(job)
+            if principal.limits.maxRunning == nil {
+                scheduler.jobEnqueued(job)
+            } else {
+                // Not named: an idle slot does not start it before its claim commits, where a
+                // claim elsewhere could not count it against the cap (the store claims it).
+                scheduler.jobEnqueued(dueBy: job.nextTimer)
+            }
             return json(resource(job), status: .created, headers: [.location: "/v1/jobs/\(job.id)"])
         case .existing(let job):
             return json(resource(job), status: .ok, headers: [.location: "/v1/jobs/\(job.id)"])
