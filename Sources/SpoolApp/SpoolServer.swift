@@ -221,7 +221,19 @@ public enum SpoolServer {
             return .http1(configuration: http1)
         }
         let tls = try tlsConfiguration(certificate: certificate, key: key)
-        return try .http2Upgrade(tlsConfiguration: tls, configuration: .init(idleTimeout: .seconds(300), streamConfiguration: http1))
+        // The connection is counted (and timed until its handshake ends) in front of TLS; the
+        // HTTP/1.1 guard behind it times requests only. An HTTP/2 connection with no stream open
+        // is closed after the header timeout, as an HTTP/1.1 one between requests.
+        var streams = http1
+        streams.additionalChannelHandlers = {
+            [ConnectionGuard(headerTimeout: timeout, count: ConnectionGuard.Count(limit: .max), maxBodyBytes: configuration.maxBodyBytes)]
+        }
+        let upgrade = HTTP2UpgradeChannel.Configuration(idleTimeout: .milliseconds(Int64(configuration.headerTimeoutSeconds * 1000)),
+                                                        streamConfiguration: streams)
+        return HTTPServerBuilder { responder in
+            GuardedTLSChannel(inner: try HTTP2UpgradeChannel(tlsConfiguration: tls, configuration: upgrade, responder: responder),
+                              count: count, handshakeTimeout: timeout)
+        }
     }
 
     /// The server's TLS set-up, checked before anything starts: each file read on its own, and

@@ -763,6 +763,48 @@ import Testing
         }
     }
 
+    /// With TLS, a connection counts against max_connections and must finish its handshake
+    /// within the header timeout, from its first byte (found by attacking the build: connections
+    /// that never began a handshake were neither counted nor closed, and ran the server out of
+    /// descriptors); one over the limit is closed at once.
+    @Test func tlsConnectionsAreCountedAndTimedBeforeTheirHandshake() async throws {
+        let server = try await Self.server(.sqlite)
+        let cert = server.scratch + "/cert.pem", key = server.scratch + "/key.pem"
+        let made = try await runProcess("/usr/bin/env", ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                                                         "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert])
+        try #require(made.status == 0, "openssl: \(made.stderr)")
+        try Data(Fixtures.config(scratch: server.scratch, extra: ["tls_cert": .string(cert), "tls_key": .string(key),
+                                                                  "header_timeout_s": 3, "max_connections": 4]).canonicalText.utf8)
+            .write(to: URL(fileURLWithPath: server.configPath))
+        defer { Task { await server.stop() } }
+        try await server.start()
+        let port = UInt16(URL(string: server.url)?.port ?? 0)
+        // A connection that never begins its handshake is closed after the header timeout.
+        let began = ContinuousClock.now
+        let silent = try RawConnection(port: port)
+        let silentClosed = try silent.awaitClose(within: 15)
+        silent.close()
+        #expect(silentClosed && ContinuousClock.now - began < .seconds(8), "\(ContinuousClock.now - began)")
+        // Four held open (the limit); a fifth is closed at once, long before the timeout.
+        let held = try (0..<4).map { _ in try RawConnection(port: port) }
+        let fifth = try RawConnection(port: port)
+        let opened = ContinuousClock.now
+        let fifthClosed = try fifth.awaitClose(within: 15)
+        fifth.close()
+        #expect(fifthClosed && ContinuousClock.now - opened < .seconds(2), "\(ContinuousClock.now - opened)")
+        for connection in held { connection.close() }
+        // Once they are gone, HTTPS is served again.
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .file(cert)
+        tls.certificateVerification = .noHostnameVerification
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: HTTPClient.Configuration(tlsConfiguration: tls))
+        defer { _ = client.shutdown() }
+        try await poll(.seconds(5), "HTTPS served again") {
+            let response = try? await client.execute(HTTPClientRequest(url: server.url + "/healthz"), timeout: .seconds(5))
+            return response?.status == .ok
+        }
+    }
+
     /// With tls_cert and tls_key: HTTPS, HTTP/2 by ALPN and HTTP/1.1, a Secure session cookie,
     /// and the CLI trusting the certificate through --cacert.
     @Test func tlsServesHTTP2AndHTTP1AndTheCLITrustsACACert() async throws {
