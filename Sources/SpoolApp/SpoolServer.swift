@@ -128,6 +128,9 @@ public enum SpoolServer {
         }
         startup["retention_days"] = configuration.retentionDays > 0 ? "\(configuration.retentionDays)" : "forever"
         logger.info("spool starting", metadata: startup)
+        if let certificate = configuration.tlsCertificate, let warning = Self.certificateWarning(certificate, now: time(nil)) {
+            logger.warning("\(warning)", metadata: ["tls_cert": "\(certificate)"])
+        }
         if !Failpoints.enabled.isEmpty {
             logger.warning("crash-test failpoints are on (SPOOL_FAILPOINTS); this server will hang on purpose",
                            metadata: ["failpoints": "\(Failpoints.enabled.sorted())"])
@@ -234,6 +237,18 @@ public enum SpoolServer {
             GuardedTLSChannel(inner: try HTTP2UpgradeChannel(tlsConfiguration: tls, configuration: upgrade, responder: responder),
                               count: count, handshakeTimeout: timeout)
         }
+    }
+
+    /// What to say of a server certificate that has expired or soon will (found by attacking the
+    /// build: an expired one started silently, and every client then failed its handshake). A
+    /// warning, not a refusal: a renewed file is read at the next start.
+    static func certificateWarning(_ path: String, now: time_t) -> String? {
+        guard let leaf = try? NIOSSLCertificate.fromPEMFile(path).first else { return nil }
+        let left = leaf.notValidAfter - now, day: time_t = 86_400
+        let date = Timestamp(microseconds: Int64(leaf.notValidAfter) * 1_000_000).description
+        if left <= 0 { return "the TLS certificate expired on \(date): clients that check it will refuse this server" }
+        if left < 14 * day { return "the TLS certificate expires on \(date), in \(max(1, left / day)) day(s)" }
+        return nil
     }
 
     /// The server's TLS set-up, checked before anything starts: each file read on its own, and

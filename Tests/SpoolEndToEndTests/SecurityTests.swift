@@ -820,6 +820,9 @@ import Testing
         let token = try await server.createToken("alice")
         try await server.start()
         #expect(server.url.hasPrefix("https://127.0.0.1:"))
+        // A certificate that expires within two weeks is worth a warning at start (an expired one too).
+        let log = try String(contentsOfFile: server.scratch + "/server.log", encoding: .utf8)
+        #expect(log.contains("the TLS certificate expires on") && log.contains("day(s)"), "\(log)")
 
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.trustRoots = .file(cert)
