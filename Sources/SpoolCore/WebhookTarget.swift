@@ -46,12 +46,14 @@ public enum WebhookTarget {
     }
 
     /// Why `addresses` (the host's, as resolved) may not receive webhooks, or nil when every one
-    /// of them is a public unicast address.
+    /// of them is a public unicast address. The address is not named: a tenant would learn what
+    /// the server's internal names resolve to (found by attacking the build); its kind is.
     public static func refusal(for addresses: [IPAddress]) -> Refusal? {
         guard !addresses.isEmpty else { return Refusal(description: "the webhook's host does not resolve to an address") }
         for address in addresses {
             if let kind = address.nonPublicKind {
-                return Refusal(description: "the webhook's host resolves to \(address) (\(kind)); webhooks go only to public addresses (webhook_allow_private allows others)")
+                return Refusal(description: "the webhook's host resolves to an address that is not public (\(kind)); webhooks go only to "
+                               + "public addresses (webhook_allow_private allows others)")
             }
         }
         return nil
