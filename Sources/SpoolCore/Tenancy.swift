@@ -8,15 +8,33 @@ public struct TenantLimits: Sendable, Equatable, Hashable {
     public var rate: Double?
     /// Its share of the slots against other tenants of the same priority (2 = twice as often as 1).
     public var weight: Double = 1
+    /// The highest priority its jobs may have (403 above): fair share holds within a priority
+    /// only, so a tenant free to pick any priority could go before every other tenant's jobs.
+    public var maxPriority: Int?
 
-    public init(maxQueued: Int? = nil, maxRunning: Int? = nil, rate: Double? = nil, weight: Double = 1) {
+    public init(maxQueued: Int? = nil, maxRunning: Int? = nil, rate: Double? = nil, weight: Double = 1, maxPriority: Int? = nil) {
         self.maxQueued = maxQueued
         self.maxRunning = maxRunning
         self.rate = rate
         self.weight = weight
+        self.maxPriority = maxPriority
+    }
+
+    /// Refuses a job of `priority` above `maxPriority`.
+    public func check(priority: Int) throws(PriorityNotAllowed) {
+        if let maxPriority, priority > maxPriority { throw PriorityNotAllowed(priority: priority, maxPriority: maxPriority) }
     }
 
     public static let weightRange: ClosedRange<Double> = 0.01...100
+}
+
+/// A job's priority above what its token allows (`TenantLimits.maxPriority`).
+public struct PriorityNotAllowed: Error, Sendable, CustomStringConvertible {
+    public var priority: Int
+    public var maxPriority: Int
+    public var description: String {
+        "priority \(priority) is above this token's max_priority of \(maxPriority): submit at \(maxPriority) or lower"
+    }
 }
 
 /// Who is asking. A token's name is the tenant: the owner recorded on every job it submits.

@@ -30,6 +30,7 @@ extension SpoolAPI {
     func makeArray(_ items: [(index: Int64, input: JSONValue)], _ submission: Submission, failFast: Bool,
                    for principal: Principal, id named: String? = nil) async throws -> Response {
         let id = named ?? submission.idempotencyKey.map { Self.arrayID(owner: principal.name ?? "", key: $0) } ?? ArraySpec.newID()
+        try Self.checkPriority(submission.priority, for: principal)
         let now = WallClock.now()
         var tasks: [Job] = []
         tasks.reserveCapacity(items.count)

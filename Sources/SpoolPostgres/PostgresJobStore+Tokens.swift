@@ -8,9 +8,10 @@ extension PostgresJobStore: TokenStore {
     public func createToken(_ token: TokenRecord) async throws {
         let inserted = try await write("store the token") { connection in
             try await connection.query("""
-                INSERT INTO tokens (id, name, digest, admin, max_queued, max_running, rate, weight, created_at)
+                INSERT INTO tokens (id, name, digest, admin, max_queued, max_running, rate, weight, max_priority, created_at)
                 VALUES (\(token.id), \(token.name), \(ByteBuffer(bytes: token.secretDigest)), \(token.isAdmin), \(token.limits.maxQueued),
-                        \(token.limits.maxRunning), \(token.limits.rate), \(token.limits.weight), \(token.createdAt.microseconds))
+                        \(token.limits.maxRunning), \(token.limits.rate), \(token.limits.weight), \(token.limits.maxPriority),
+                        \(token.createdAt.microseconds))
                 ON CONFLICT DO NOTHING
                 RETURNING id
                 """, logger: self.logger).decodeFirst(String.self)
@@ -32,12 +33,13 @@ extension PostgresJobStore: TokenStore {
         try await read("read the tokens") { connection in
             var tokens: [TokenRecord] = []
             let rows = try await connection.query("""
-                SELECT id, name, digest, admin, max_queued, max_running, rate, weight, created_at FROM tokens ORDER BY name
+                SELECT id, name, digest, admin, max_queued, max_running, rate, weight, max_priority, created_at FROM tokens ORDER BY name
                 """, logger: self.logger)
-            for try await (id, name, digest, admin, maxQueued, maxRunning, rate, weight, createdAt)
-                in rows.decode((String, String, ByteBuffer, Bool, Int?, Int?, Double?, Double, Int64).self) {
+            for try await (id, name, digest, admin, maxQueued, maxRunning, rate, weight, maxPriority, createdAt)
+                in rows.decode((String, String, ByteBuffer, Bool, Int?, Int?, Double?, Double, Int?, Int64).self) {
                 tokens.append(TokenRecord(id: id, name: name, secretDigest: Array(digest.readableBytesView), isAdmin: admin,
-                                          limits: TenantLimits(maxQueued: maxQueued, maxRunning: maxRunning, rate: rate, weight: weight),
+                                          limits: TenantLimits(maxQueued: maxQueued, maxRunning: maxRunning, rate: rate, weight: weight,
+                                                               maxPriority: maxPriority),
                                           createdAt: Timestamp(microseconds: createdAt)))
             }
             return tokens

@@ -290,6 +290,10 @@ enum PostgresSchema {
             // only the unfinished tasks of fail-fast arrays, not every queued job.
             "CREATE INDEX jobs_fail_fast_open ON jobs (array_id) WHERE array_fail_fast AND state IN ('queued', 'running')",
         ]),
+        (15, "token-max-priority", [
+            // The highest priority a token's jobs may have (`TenantLimits.maxPriority`).
+            "ALTER TABLE tokens ADD COLUMN max_priority INTEGER",
+        ]),
     ]
 
     /// Applies the migrations this database has not seen, in one transaction under the lock.

@@ -12,10 +12,11 @@ extension SQLiteJobStore {
                 throw StoreError(.conflict, "a token named \(token.name) already exists (revoke it first to replace it)")
             }
             try db.execute(cached: """
-                INSERT INTO tokens (id, name, digest, admin, max_queued, max_running, rate, weight, created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO tokens (id, name, digest, admin, max_queued, max_running, rate, weight, max_priority, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """, arguments: [token.id, token.name, Data(token.secretDigest), token.isAdmin, token.limits.maxQueued,
-                                 token.limits.maxRunning, token.limits.rate, token.limits.weight, token.createdAt.microseconds])
+                                 token.limits.maxRunning, token.limits.rate, token.limits.weight, token.limits.maxPriority,
+                                 token.createdAt.microseconds])
             try db.execute(cached: "INSERT OR IGNORE INTO settings (name, value) VALUES ('\(Self.tokensCreatedSetting)', x'01')")
         }
     }
@@ -41,7 +42,7 @@ extension SQLiteJobStore {
                 try Row.fetchAll(db, cached: "SELECT * FROM tokens ORDER BY name").map { row in
                     TokenRecord(id: row["id"], name: row["name"], secretDigest: Array(row["digest"] as Data), isAdmin: row["admin"],
                                 limits: TenantLimits(maxQueued: row["max_queued"], maxRunning: row["max_running"], rate: row["rate"],
-                                                     weight: row["weight"]),
+                                                     weight: row["weight"], maxPriority: row["max_priority"]),
                                 createdAt: Timestamp(microseconds: row["created_at"]))
                 }
             }

@@ -217,6 +217,10 @@ enum SQLiteSchema {
                 CREATE INDEX joined_keys_job ON joined_keys(job_id);
                 """)
         }
+        migrator.registerMigration("v12-token-max-priority") { db in
+            // The highest priority a token's jobs may have (`TenantLimits.maxPriority`).
+            try db.execute(sql: "ALTER TABLE tokens ADD COLUMN max_priority INTEGER")
+        }
         return migrator
     }
 }

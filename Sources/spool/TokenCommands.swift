@@ -27,10 +27,12 @@ struct TokenCreateCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-running"), help: "Most of its jobs running at once (the rest wait).") var maxRunning: Int?
     @Option(help: "Most submits per second (429 beyond).") var rate: Double?
     @Option(help: "Its share of the slots against other tenants of the same priority (default 1).") var weight: Double = 1
+    @Option(name: .customLong("max-priority"),
+            help: "The highest priority its jobs may have (403 above; fair share holds within a priority only).") var maxPriority: Int?
 
     func run() async throws {
         let settings = node.settings()
-        let limits = TenantLimits(maxQueued: maxQueued, maxRunning: maxRunning, rate: rate, weight: weight)
+        let limits = TenantLimits(maxQueued: maxQueued, maxRunning: maxRunning, rate: rate, weight: weight, maxPriority: maxPriority)
         let token = await adminCommand { try await TokenAdministration.create(settings, name: name, admin: admin, limits: limits, logger: $0) }
         print("created token \"\(name)\"\(admin ? " (administrator)" : ""); it is shown only now — keep it secret:")
         print(token)
@@ -49,12 +51,13 @@ struct TokenListCommand: AsyncParsableCommand {
             print("no tokens: this server needs none on loopback (create one with `spool token create --name NAME --admin`)")
             return
         }
-        print("NAME".padding(toLength: 24, withPad: " ", startingAt: 0) + "ROLE    MAX_QUEUED  MAX_RUNNING  RATE    WEIGHT  CREATED")
+        print("NAME".padding(toLength: 24, withPad: " ", startingAt: 0) + "ROLE    MAX_QUEUED  MAX_RUNNING  RATE    WEIGHT  MAX_PRIORITY  CREATED")
         for token in tokens {
             func column(_ value: String, _ width: Int) -> String { value.padding(toLength: max(width, value.count + 1), withPad: " ", startingAt: 0) }
             print(column(token.name, 24) + column(token.isAdmin ? "admin" : "tenant", 8) + column(token.limits.maxQueued.map(String.init) ?? "-", 12)
                   + column(token.limits.maxRunning.map(String.init) ?? "-", 13) + column(token.limits.rate.map { "\($0)" } ?? "-", 8)
-                  + column("\(token.limits.weight)", 8) + token.createdAt.description)
+                  + column("\(token.limits.weight)", 8) + column(token.limits.maxPriority.map(String.init) ?? "-", 14)
+                  + token.createdAt.description)
         }
     }
 }

@@ -443,6 +443,29 @@ import Testing
         #expect(try await server.request(.GET, "/v1/jobs/\(first)", headers: server.bearer(capped)).json["state"] == "running")
     }
 
+    /// A token's max_priority: a job or array above it is refused (403, saying the cap), nothing
+    /// stored; at it, taken; a token without one is free (found by attacking the build: any
+    /// tenant could submit at priority 1,000,000 and go before every other tenant's jobs).
+    @Test(arguments: Store.allCases) func maxPriorityCapsWhatATokensJobsMayAskFor(store: Store) async throws {
+        let server = try await Self.server(store)
+        defer { Task { await server.stop() } }
+        let root = try await server.createToken("root", ["--admin"])
+        let capped = try await server.createToken("capped", ["--max-priority", "5"])
+        try await server.start()
+        for extra: [String: JSONValue] in [["priority": 6], ["priority": 6, "array": .object(["items": .array([1, 2])])]] {
+            let refused = try await server.submit("noop", extra: extra, token: capped)
+            #expect(refused.status == 403 && refused.json["type"] == "urn:spool:problem:priority-not-allowed", "\(refused.json)")
+            #expect(refused.json["max_priority"] == 5 && (refused.json["detail"]?.stringValue ?? "").contains("max_priority of 5"))
+        }
+        #expect(try await server.request(.GET, "/v1/jobs", headers: server.bearer(capped)).json["jobs"]?.arrayValue?.isEmpty == true,
+                "nothing stored")
+        #expect(try await server.submit("noop", extra: ["priority": 5], token: capped).status == 201)
+        #expect(try await server.submit("noop", extra: ["priority": 1_000], token: root).status == 201)
+        let list = try await runCLI(["token", "list", "--config", server.configPath, "--data-dir", server.dataDirectory])
+        #expect(list.stdout.contains("MAX_PRIORITY") && list.stdout.split(separator: "\n").contains { $0.hasPrefix("capped") && $0.contains(" 5 ") },
+                "\(list.stdout)")
+    }
+
     /// Each limit answers 429 with Retry-After and says which limit it was; nothing is stored.
     @Test(arguments: Store.allCases) func eachLimitAnswers429WithRetryAfterAndStoresNothing(store: Store) async throws {
         let server = try await Self.server(store, ["slots": 1, "max_queued": 3])
