@@ -211,7 +211,12 @@ public final class WebhookDeliverer: Service, Sendable {
         do {
             let response = try await client.execute(request, timeout: configuration.requestTimeout, logger: logger)
             status = Int(response.status.code)
-            _ = try? await response.body.collect(upTo: 64 << 10)
+            // Its body is read (to reuse the connection) within what is left of the timeout, which
+            // covers only the answer's head: a receiver that sent its body a byte a second held
+            // one of the few sending lanes for as long as it liked (found by attacking the build:
+            // eight such receivers stopped every webhook on the server).
+            let left = Duration.nanoseconds(configuration.requestTimeout.nanoseconds) - (clock.now() - start)
+            await Self.drain(response.body, within: max(left, .milliseconds(100)))
         } catch {
             // Cut short by shutdown: not an attempt; it stays due and goes out after the restart.
             if Task.isCancelled { return }
@@ -233,6 +238,16 @@ public final class WebhookDeliverer: Service, Sendable {
             logger.warning("webhook delivery failed for good", metadata: [
                 "delivery": "\(delivery.id)", "job": "\(delivery.draft.job)", "attempts": "\(number)",
             ])
+        }
+    }
+
+    /// Reads up to 64 KiB of an answer's body, giving up (and so dropping the connection) after `limit`.
+    static func drain(_ body: HTTPClientResponse.Body, within limit: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { _ = try? await body.collect(upTo: 64 << 10) }
+            group.addTask { try? await Task.sleep(for: limit) }
+            await group.next()
+            group.cancelAll()
         }
     }
 

@@ -97,4 +97,44 @@ struct WebhookRetryTests {
             }
         }
     }
+
+    /// A receiver that answers at once but sends its body a byte at a time holds a sending lane
+    /// only until the request timeout: the attempt is recorded then, with the status it got
+    /// (found by attacking the build: the body was read at the receiver's pace, and eight such
+    /// receivers stopped every webhook on the server).
+    @Test func aReceiverThatTricklesItsBodyIsCutOffAtTheTimeout() async throws {
+        let router = Router()
+        router.post("/trickle") { _, _ -> Response in
+            Response(status: .ok, body: ResponseBody { writer in
+                for _ in 0..<200 {
+                    try await writer.write(ByteBuffer(string: "x"))
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+                try await writer.finish(nil)
+            })
+        }
+        let application = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        try await restoringTerminationSignals {
+            try await application.test(.live) { client in
+                let port = try #require(client.port)
+                let outbox = RecordingOutbox()
+                var configuration = WebhookDeliverer.Configuration()
+                configuration.target = WebhookGuard(allowPrivate: true)
+                configuration.requestTimeout = .seconds(1)
+                configuration.coalesce = .zero
+                let deliverer = WebhookDeliverer(store: MemoryJobStore(), outbox: outbox, configuration: configuration,
+                                                 logger: Logger(label: "test"), clock: .system)
+                let job = JobID.random()
+                let draft = WebhookDelivery.Draft(job: job, event: .completed, eventID: 1, url: "http://127.0.0.1:\(port)/trickle",
+                                                  payload: .object(["event": "job.completed"]), createdAt: WallClock.now())
+                _ = try await outbox.addDeliveries([draft], cursor: 1)
+                let began = ContinuousClock.now
+                let running = Task { try await deliverer.run() }
+                defer { running.cancel() }
+                let attempt = try await within(.seconds(20), "the attempt recorded") { try await outbox.recorded.next("the attempt") }
+                #expect(attempt.status == 200)
+                #expect(ContinuousClock.now - began < .seconds(10), "cut off at the 1-s timeout, not after the 40-s body")
+            }
+        }
+    }
 }
