@@ -26,6 +26,10 @@ public final class WebhookDeliverer: Service, Sendable {
         public var secret: String?
         public var retry = WebhookRetryPolicy()
         public var maxInFlight = 8
+        /// Most deliveries in flight to one host (and port) at once: a receiver that never
+        /// answers holds this many lanes, not all of them (found by attacking the build: 32
+        /// deliveries to a dead URL delayed another tenant's healthy one by 39 s).
+        public var maxInFlightPerHost = 2
         public var requestTimeout: TimeAmount = .seconds(10)
         public var progressInterval: Double = 2
         /// Longest sleep between checks when nothing wakes the loops.
@@ -53,7 +57,8 @@ public final class WebhookDeliverer: Service, Sendable {
     /// notifier's wait-after-a-number shape.
     private let doorbell = EventNotifier()
     private let rings = Atomic<Int64>(0)
-    private let inFlight = Mutex(Set<WebhookDeliveryID>())
+    /// The deliveries being attempted, with the host (and port) each goes to.
+    private let inFlight = Mutex([WebhookDeliveryID: String]())
     /// The cursor as last saved by this deliverer (see `planOnce`).
     private let savedCursor = Atomic<Int64>(0)
     /// How far past the saved cursor planning may read, producing nothing, before saving it.
@@ -147,15 +152,22 @@ public final class WebhookDeliverer: Service, Sendable {
                 let seen = doorbell.latest
                 do {
                     let busy = inFlight.withLock { $0 }
-                    let free = configuration.maxInFlight - busy.count
+                    var free = configuration.maxInFlight - busy.count
                     if free > 0 {
-                        let due = try await outbox.dueDeliveries(at: clock.wall(), limit: configuration.maxInFlight + busy.count)
-                            .filter { !busy.contains($0.id) }.prefix(free)
-                        for delivery in due {
-                            inFlight.withLock { _ = $0.insert(delivery.id) }
+                        // Due ones, oldest first, a host at a time up to its share: a few more are
+                        // read than lanes are free, so that one host's backlog does not hide another's.
+                        var perHost: [String: Int] = [:]
+                        for host in busy.values { perHost[host, default: 0] += 1 }
+                        let due = try await outbox.dueDeliveries(at: clock.wall(), limit: configuration.maxInFlight * 16 + busy.count)
+                        for delivery in due where free > 0 && busy[delivery.id] == nil {
+                            let host = Self.hostKey(delivery.draft.url)
+                            guard perHost[host, default: 0] < configuration.maxInFlightPerHost else { continue }
+                            perHost[host, default: 0] += 1
+                            free -= 1
+                            inFlight.withLock { $0[delivery.id] = host }
                             group.addTask {
                                 await self.attempt(delivery)
-                                self.inFlight.withLock { _ = $0.remove(delivery.id) }
+                                self.inFlight.withLock { _ = $0.removeValue(forKey: delivery.id) }
                                 self.ring()
                             }
                         }
@@ -173,6 +185,12 @@ public final class WebhookDeliverer: Service, Sendable {
                 _ = await doorbell.wait(after: seen, timeout: configuration.idlePoll)
             }
         }
+    }
+
+    /// The host and port a delivery goes to (its whole URL when that does not parse: it fails on its own).
+    static func hostKey(_ url: String) -> String {
+        guard let (host, port) = try? WebhookTarget.parse(url) else { return url }
+        return "\(host.lowercased()):\(port)"
     }
 
     /// Rings the doorbell once `wait` has passed on the clock.

@@ -137,4 +137,44 @@ struct WebhookRetryTests {
             }
         }
     }
+
+    /// A receiver that never answers holds at most its host's share of the sending lanes: a
+    /// delivery to another host, queued behind eight to it, goes out at once (found by attacking
+    /// the build: 32 deliveries to a dead URL delayed another tenant's healthy one by 39 s).
+    @Test func aReceiverThatNeverAnswersDoesNotHoldUpOtherHosts() async throws {
+        let (arrivals, arrived) = AsyncStream.makeStream(of: String.self)
+        let router = Router()
+        router.post("/never") { _, _ -> HTTPResponse.Status in
+            try await Task.sleep(for: .seconds(11))   // past the deliverer's 10-s timeout
+            return .noContent
+        }
+        router.post("/ok") { _, _ -> HTTPResponse.Status in
+            arrived.yield("ok")
+            return .noContent
+        }
+        let application = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        try await restoringTerminationSignals {
+            try await application.test(.live) { client in
+                let port = try #require(client.port)
+                let outbox = RecordingOutbox()
+                var configuration = WebhookDeliverer.Configuration()
+                configuration.target = WebhookGuard(allowPrivate: true)
+                configuration.coalesce = .zero
+                let deliverer = WebhookDeliverer(store: MemoryJobStore(), outbox: outbox, configuration: configuration,
+                                                 logger: Logger(label: "test"), clock: .system)
+                // The dead receiver by one name, the healthy one by another: two hosts.
+                let drafts = (0..<8).map { index in
+                    WebhookDelivery.Draft(job: JobID.random(), event: .completed, eventID: Int64(index + 1), url: "http://127.0.0.1:\(port)/never",
+                                          payload: .object(["event": "job.completed"]), createdAt: WallClock.now().adding(seconds: -10))
+                } + [WebhookDelivery.Draft(job: JobID.random(), event: .completed, eventID: 9, url: "http://localhost:\(port)/ok",
+                                           payload: .object(["event": "job.completed"]), createdAt: WallClock.now())]
+                _ = try await outbox.addDeliveries(drafts, cursor: 9)
+                let began = ContinuousClock.now
+                let running = Task { try await deliverer.run() }
+                defer { running.cancel() }
+                #expect(try await arrivals.next("the healthy receiver's delivery", within: .seconds(20)) == "ok")
+                #expect(ContinuousClock.now - began < .seconds(5), "not behind the dead receiver's 10-s timeouts")
+            }
+        }
+    }
 }
