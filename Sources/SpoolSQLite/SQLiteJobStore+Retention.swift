@@ -6,24 +6,40 @@ extension SQLiteJobStore {
     public func deleteEnded(before cutoff: Timestamp, limit: Int) async throws -> [JobID] {
         do {
             return try await pool.write { db in
-                // Through `jobs_finished`: only the jobs that ended before the cutoff are read.
-                let rows = try Row.fetchAll(db, cached: """
-                    SELECT id, array_id FROM jobs AS ended
-                    WHERE finished_at < ?1 AND state IN ('succeeded', 'failed', 'canceled')
-                      AND (array_id IS NULL OR NOT EXISTS (
-                        SELECT 1 FROM jobs AS task WHERE task.array_id = ended.array_id
-                          AND (task.state NOT IN ('succeeded', 'failed', 'canceled') OR task.finished_at >= ?1)))
-                    ORDER BY finished_at, seq LIMIT ?2
-                    """, arguments: [cutoff.microseconds, limit])
-                // An array begun goes whole, past the limit, in the place of its first task taken
-                // (every task of it ended before the cutoff).
+                // The jobs that ended before the cutoff, oldest first, read through `jobs_finished`
+                // a chunk at a time. An array goes whole, past the limit, in the place of its first
+                // task read — once every task of it ended before the cutoff; each array is looked at
+                // once per call. (Found by attacking the build: one query that checked, for every
+                // ended task, its whole array — a 10,000-task array took 10 to 50 s, every write
+                // waiting behind it — and read all ended jobs through the state index to sort them.)
                 var ids: [String] = []
-                var arraysTaken: Set<String> = []
-                for row in rows {
-                    guard let array: String = row["array_id"] else { ids.append(row["id"]); continue }
-                    guard arraysTaken.insert(array).inserted else { continue }
-                    ids += try String.fetchAll(db, cached: "SELECT id FROM jobs INDEXED BY jobs_array WHERE array_id = ? ORDER BY finished_at, seq",
-                                               arguments: [array])
+                var arraysSeen: Set<String> = []
+                var after: (finished: Int64, seq: Int64) = (.min, .min)
+                scanning: while ids.count < limit {
+                    let rows = try Row.fetchAll(db, cached: """
+                        SELECT id, array_id, finished_at, seq FROM jobs INDEXED BY jobs_finished
+                        WHERE finished_at IS NOT NULL AND finished_at < ?1 AND (finished_at, seq) > (?2, ?3)
+                          AND state IN ('succeeded', 'failed', 'canceled')
+                        ORDER BY finished_at, seq LIMIT ?4
+                        """, arguments: [cutoff.microseconds, after.finished, after.seq, Self.retentionChunk])
+                    for row in rows {
+                        after = (row["finished_at"], row["seq"])
+                        guard let array: String = row["array_id"] else {
+                            ids.append(row["id"])
+                            if ids.count >= limit { break scanning }
+                            continue
+                        }
+                        guard arraysSeen.insert(array).inserted else { continue }
+                        let open = try Bool.fetchOne(db, cached: """
+                            SELECT EXISTS (SELECT 1 FROM jobs INDEXED BY jobs_array WHERE array_id = ?1
+                                AND (state NOT IN ('succeeded', 'failed', 'canceled') OR finished_at IS NULL OR finished_at >= ?2))
+                            """, arguments: [array, cutoff.microseconds]) ?? true
+                        guard !open else { continue }
+                        ids += try String.fetchAll(db, cached: "SELECT id FROM jobs INDEXED BY jobs_array WHERE array_id = ? ORDER BY finished_at, seq",
+                                                   arguments: [array])
+                        if ids.count >= limit { break scanning }
+                    }
+                    if rows.count < Self.retentionChunk { break }
                 }
                 for id in ids { try Self.deleteRows(of: id, in: db) }
                 return ids.compactMap(JobID.init)
@@ -32,6 +48,9 @@ extension SQLiteJobStore {
             throw Self.translate(error, doing: "delete the ended jobs")
         }
     }
+
+    /// Ended jobs read at a time by `deleteEnded`.
+    static let retentionChunk = 1_000
 
     public func delete(_ id: JobID) async throws -> DeleteResult {
         do {

@@ -84,6 +84,26 @@ extension JobStoreConformanceTests {
         }
     }
 
+    /// An array that cannot go yet (a task ended after the cutoff) does not hold back the jobs
+    /// that ended after its tasks, however many of those there are against the pass's limit.
+    @Test(arguments: StoreKind.allCases)
+    func anArrayThatCannotGoYetDoesNotHoldBackTheJobsBehindIt(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            let id = ArraySpec.newID()
+            let stored = try await store.enqueueArray(tasks(id, count: 6), limits: QueueLimits())
+            for (index, task) in stored.enumerated() { try await end(task, in: store, at: index == 5 ? 9_000 : 2_000 + Int64(index)) }
+            var singles: [Job] = []
+            for index in 0..<3 {
+                let job = try await store.create(makeJob())
+                try await end(job, in: store, at: 3_000 + Int64(index))
+                singles.append(job)
+            }
+            #expect(try await store.deleteEnded(before: at(5_000), limit: 2) == Array(singles.prefix(2).map(\.id)))
+            #expect(try await store.deleteEnded(before: at(5_000), limit: 2) == [singles[2].id])
+            #expect(try await store.arraySummary(id)?.size == 6)
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func oneEndedJobIsDeletedOnRequestAndNothingElseIs(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in

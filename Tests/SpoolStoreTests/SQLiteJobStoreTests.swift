@@ -4,6 +4,8 @@
 
 import Foundation
 import GRDB
+import GRDBSQLite
+import Synchronization
 import SpoolCore
 @testable import SpoolSQLite
 import SpoolStore
@@ -119,6 +121,38 @@ import Testing
         let reopened = try await open()
         _ = try await reopened.create(makeJob())
         #expect([path, path + "-wal", path + "-shm"].map(mode) == [0o600, 0o600, 0o600])
+    }
+
+    /// Steps of SQLite's virtual machine, in hundreds (a progress handler on the writer).
+    static let machineSteps = Atomic<Int>(0)
+
+    /// A retention pass looks at an array's tasks once, not once for each of its ended tasks (a
+    /// work count, not a time: found by attacking the build, a 10,000-task array that could not
+    /// go yet held every write for 10 to 50 s, its check costing the square of its size).
+    @Test func aRetentionPassLooksAtALargeArrayOnce() async throws {
+        let store = try await open(.normal)
+        let id = ArraySpec.newID()
+        let stored = try await store.enqueueArray(tasks(id, count: 1_000), limits: QueueLimits())
+        for (index, task) in stored.enumerated() {
+            _ = try await store.claimNext(for: SlotID(0), now: at(1_000))
+            // All but the last end before the cutoff: the array cannot go yet.
+            _ = try await store.finish(task.id, attempt: 1, outcome: .succeeded, now: at(index == 999 ? 9_000 : 2_000 + Int64(index)), claimNextFor: nil)
+        }
+        let alone = try await store.create(makeJob())
+        _ = try await store.claimNext(for: SlotID(0), now: at(3_500))
+        _ = try await store.finish(alone.id, attempt: 1, outcome: .succeeded, now: at(3_600), claimNextFor: nil)
+        try await store.pool.write { db in
+            sqlite3_progress_handler(db.sqliteConnection, 100, { _ in
+                SQLiteJobStoreTests.machineSteps.add(1, ordering: .relaxed)
+                return 0
+            }, nil)
+        }
+        Self.machineSteps.store(0, ordering: .relaxed)
+        #expect(try await store.deleteEnded(before: at(5_000), limit: 500) == [alone.id])
+        let steps = Self.machineSteps.load(ordering: .relaxed) * 100
+        try await store.pool.write { db in sqlite3_progress_handler(db.sqliteConnection, 0, nil, nil) }
+        // About 20 steps a task read once; a check of the whole array per task is a million and more.
+        #expect(steps < 200_000, "\(steps) steps")
     }
 
     /// The WAL gets its full size at start, so commits overwrite it (WALReserve).
