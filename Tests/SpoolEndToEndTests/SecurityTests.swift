@@ -622,6 +622,21 @@ import Testing
         let stalled = try await closes(after: "POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                                            + "Content-Length: 100000\r\n\r\n{", "the server to close a stalled body")
         #expect(stalled.closed && stalled.after < .seconds(5), "\(stalled)")
+        // A body that never pauses as long as the timeout but comes a byte at a time: closed too,
+        // once it falls behind 500 bytes a second after the first timeout (found by attacking the
+        // build: bodies sent a byte every 4 s held 40 connections, every one there was, for good).
+        let trickle = try RawConnection(port: port)
+        defer { trickle.close() }
+        try trickle.send("POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+        let trickled = ContinuousClock.now
+        var cut = false
+        for _ in 0..<40 where !cut {   // at most 16 s of a byte every 0.4 s
+            try await Task.sleep(for: .milliseconds(400))
+            var peek: UInt8 = 0
+            let read = recv(trickle.fd, &peek, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+            cut = read == 0 || (read < 0 && errno == ECONNRESET) || (try? trickle.send(" ")) == nil
+        }
+        #expect(cut, "still open after \(ContinuousClock.now - trickled)")
         // A long poll, its request whole, is not cut by the timeout while the server holds it.
         let job = try Self.id(try await server.submit("sleep", .object(["seconds": 2.5])))
         _ = try await server.waitFor(job, ["running"])
