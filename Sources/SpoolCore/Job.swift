@@ -143,6 +143,9 @@ public struct Job: Sendable, Hashable {
         }
         state = outcome.resultingState
         reason = outcome.reason
+        // A stop asked for that came too late (the job ended on its own first): nobody canceled
+        // it (found by attacking the build: fail-fast tasks read succeeded, canceled_by fail_fast).
+        if state != .canceled { canceledBy = nil }
         finishedAt = now
         exitCode = outcome.exitCode
         signal = outcome.signal

@@ -182,6 +182,8 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
                         finished_at = f.finished_at, exit_code = f.exit_code, signal = f.signal, error = f.error, slot = f.slot,
                         node = f.node, lease_until = NULL, result = f.result, not_before = f.not_before, attempt_log = f.attempt_log,
                         start_by = f.start_by,
+                        -- A stop asked for that the job outran (it ended on its own): nobody canceled it.
+                        canceled_by = CASE WHEN f.state IN ('succeeded', 'failed') THEN NULL ELSE j.canceled_by END,
                         progress_fraction = CASE WHEN f.state = 'queued' THEN NULL ELSE j.progress_fraction END,
                         progress_message = CASE WHEN f.state = 'queued' THEN NULL ELSE j.progress_message END
                     FROM f, locked WHERE j.seq = locked.seq AND j.seq = f.seq AND j.state = 'running' AND j.attempts = f.attempt

@@ -348,7 +348,8 @@ public final class PostgresJobStore: SharedJobStore {
                 slot = \(job.slot?.rawValue), node = \(job.node), lease_until = NULL,
                 progress_fraction = \(job.progress?.fraction), progress_message = \(job.progress?.message),
                 result = \(job.result?.canonicalText), not_before = \(job.notBefore?.microseconds),
-                attempt_log = \(AttemptRecord.encode(job.attemptLog)), start_by = \(job.startBy?.microseconds)
+                attempt_log = \(AttemptRecord.encode(job.attemptLog)), start_by = \(job.startBy?.microseconds),
+                canceled_by = \(job.canceledBy)
             WHERE seq = \(job.sequence)
             """, logger: logger)
         return try await insertEvents([.state(of: job, at: now)], signal: job.state == .queued ? "queued" : nil, on: connection)

@@ -83,12 +83,12 @@ extension SQLiteJobStore {
         try db.execute(cached: """
             UPDATE jobs SET state = ?, reason = ?, attempts = ?, started_at = ?, finished_at = ?,
                 exit_code = ?, signal = ?, error = ?, slot = ?, pid = NULL,
-                progress_fraction = ?, progress_message = ?, result = ?, not_before = ?, attempt_log = ?, start_by = ?
+                progress_fraction = ?, progress_message = ?, result = ?, not_before = ?, attempt_log = ?, start_by = ?, canceled_by = ?
             WHERE seq = ?
             """, arguments: [job.state.rawValue, job.reason?.rawValue, job.attempts, job.startedAt?.microseconds,
                              job.finishedAt?.microseconds, job.exitCode, job.signal, job.error, job.slot?.rawValue,
                              job.progress?.fraction, job.progress?.message, job.result?.canonicalText, job.notBefore?.microseconds,
-                             AttemptRecord.encode(job.attemptLog), job.startBy?.microseconds, job.sequence])
+                             AttemptRecord.encode(job.attemptLog), job.startBy?.microseconds, job.canceledBy, job.sequence])
     }
 
     /// A priority's queued head and tail fair-share tags, and `owner`'s last there: what a new

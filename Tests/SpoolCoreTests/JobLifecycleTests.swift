@@ -83,6 +83,19 @@ import SpoolCore
         #expect(job.finishedAt == Timestamp(microseconds: 9))
     }
 
+    /// A cancel asked for while the job ran that it outran (it ended on its own first) leaves
+    /// no one named as having canceled it; one carried out does.
+    @Test func aCancelTheJobOutranNamesNoOne() {
+        var outran = runningJob()
+        outran.requestCancel(by: "fail_fast")
+        outran.record(.succeeded, at: Timestamp(microseconds: 9))
+        #expect(outran.state == .succeeded && outran.canceledBy == nil)
+        var stopped = runningJob()
+        stopped.requestCancel(by: "alice")
+        stopped.record(.canceled, at: Timestamp(microseconds: 9))
+        #expect(stopped.state == .canceled && stopped.canceledBy == "alice")
+    }
+
     @Test func recordingATimeoutNamesTheJobsOwnTimeout() {
         var job = runningJob()
         job.record(.timedOut, at: Timestamp(microseconds: 9))

@@ -135,6 +135,22 @@ import Testing
         .reportedFailure(message: "bad mesh"), .workerLost(message: "killed"),
     ]
 
+    /// A cancel asked for that the job outran (it ended on its own first) names no one once the
+    /// end is stored; a carried-out one names who asked (found by attacking the build: fail-fast
+    /// tasks read succeeded, canceled_by fail_fast).
+    @Test(arguments: StoreKind.allCases, [JobOutcome.succeeded, .exited(code: 1), .canceled])
+    func aStopAskedForThatTheJobOutranNamesNoOne(_ kind: StoreKind, outcome: JobOutcome) async throws {
+        try await withStore(kind) { store in
+            let job = try await store.create(makeJob())
+            let running = try #require(try await store.claimNext(for: SlotID(1), now: at(5_000)))
+            _ = try await store.cancel(job.id, by: "fail_fast", now: at(6_000))
+            _ = try await store.finish(job.id, attempt: running.attempts, outcome: outcome, now: at(9_000), claimNextFor: nil)
+            let stored = try await store.require(job.id)
+            #expect(stored.state == outcome.resultingState)
+            #expect(stored.canceledBy == (outcome == .canceled ? "fail_fast" : nil))
+        }
+    }
+
     @Test(arguments: StoreKind.allCases, outcomes)
     func finishRecordsTheOutcome(_ kind: StoreKind, outcome: JobOutcome) async throws {
         try await withStore(kind) { store in
