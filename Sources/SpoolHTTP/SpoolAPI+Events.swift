@@ -32,7 +32,8 @@ extension SpoolAPI {
     func stream(_ request: Request, job: JobID?, for principal: Principal) async throws -> Response {
         // Both are checked when both are sent (a malformed query is a 400, not ignored); the header wins.
         func eventID(_ text: String?, _ name: String) throws -> Int64? {
-            guard let text else { return nil }
+            // An empty Last-Event-ID is none (the SSE spec's reset), not a malformed one.
+            guard let text, !text.isEmpty else { return nil }
             guard let value = Int64(text), value >= 0 else { throw APIError.badRequest("\(name) must be an event id this server sent") }
             return value
         }
@@ -52,8 +53,12 @@ extension SpoolAPI {
         let endedBefore = seen == .finalStateOnly
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .init("X-Accel-Buffering")!: "no"]
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-            // A job's stream starts at its first event; the global one at "now" unless resumed.
-            var after = resumeFrom ?? (job == nil ? store.eventNotifier.latest : 0)
+            // A job's stream starts at its first event; the global one at "now" unless resumed. An
+            // id past the newest event (another server's, or from before a restore) resumes from
+            // now: waiting for events after it would wait for ever (found by attacking the build:
+            // a job's stream resumed so never ended).
+            let newest = store.eventNotifier.latest
+            var after = resumeFrom.map { min($0, newest) } ?? (job == nil ? newest : 0)
             try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
             var lastWrite: ContinuousClock.Instant?
             let notifier = store.eventNotifier

@@ -51,6 +51,19 @@ import Testing
         #expect(all.contains { $0.data["job"] == .string(first) && $0.data["state"] == "succeeded" })
     }
 
+    /// A stream resumed with an id past the newest event (another server's, or from before a
+    /// restore) goes on from now: a job's stream ends with the job (found by attacking the build:
+    /// it never ended); an empty Last-Event-ID is none, not a 400.
+    @Test func aStreamResumedPastTheNewestEventGoesOnFromNow() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let id = try #require(try await server.submit("sleep", .object(["seconds": 1])).json["id"]?.stringValue)
+        let frames = try await server.frames("/v1/jobs/\(id)/events", lastEventID: 9_223_372_036_854_775_000, limit: .seconds(30)) { _ in false }
+        #expect(frames.contains { $0.data["state"] == "succeeded" }, "\(frames)")
+        let empty = try await server.frames("/v1/jobs/\(id)/events", headers: [("Last-Event-ID", "")], limit: .seconds(30)) { _ in false }
+        #expect(empty.filter { $0.event == "state" }.compactMap { $0.data["state"]?.stringValue } == ["queued", "running", "succeeded"])
+    }
+
     /// A job's stream that waits while other jobs make events sleeps until its own job moves.
     /// It once kept its cursor at its job's last event, so each event of another job woke it
     /// to find nothing, again and again, without suspending: two such streams hung a 2-core
