@@ -83,7 +83,7 @@ public enum SpoolServer {
         await scheduler.failFastArraysLeftOpen()
         await scheduler.learn(from: try await store.jobs(JobQuery(state: .succeeded, limit: 500)).jobs)
         let tokenStore = store as? any TokenStore
-        let tokens = TokenBook(store: tokenStore, logger: logger, onRevoke: { [store] in store.eventNotifier.wakeAll() })
+        let tokens = TokenBook(store: tokenStore, auth: configuration.auth, logger: logger, onRevoke: { [store] in store.eventNotifier.wakeAll() })
         try await tokens.refresh()
         if configuration.role != .agent {
             try checkExposure(configuration, tokensExist: !tokens.isEmpty, dataDirectory: dataDirectory)
@@ -327,7 +327,9 @@ public enum SpoolServer {
             // A new data directory is its owner's only: it holds every tenant's inputs and outputs.
             // (One that exists keeps its mode: the operator chose it.)
             if access(path, F_OK) != 0 {
-                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+                let parent = (path as NSString).deletingLastPathComponent
+                if !parent.isEmpty { try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) }
+                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
             }
             try FileManager.default.createDirectory(atPath: path + "/jobs", withIntermediateDirectories: true)
         } catch {

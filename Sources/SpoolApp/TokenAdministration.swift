@@ -18,6 +18,9 @@ public enum TokenAdministration {
         }
         if let value = limits.maxQueued, value < 1 { throw ConfigurationError("--max-queued must be at least 1") }
         if let value = limits.maxRunning, value < 1 { throw ConfigurationError("--max-running must be at least 1") }
+        if let value = limits.maxPriority, !(Int(Int32.min)...Int(Int32.max)).contains(value) {
+            throw ConfigurationError("--max-priority must be from \(Int32.min) to \(Int32.max)")
+        }
         if let value = limits.rate, !(value > 0 && value.isFinite) { throw ConfigurationError("--rate must be a number of submits per second above 0") }
         guard TenantLimits.weightRange.contains(limits.weight) else {
             throw ConfigurationError("--weight must be from \(TenantLimits.weightRange.lowerBound) to \(TenantLimits.weightRange.upperBound)")
@@ -40,8 +43,8 @@ public enum TokenAdministration {
         }
         guard revoked else { throw ConfigurationError("there is no token named \(name)") }
         guard left == 0, configuration.auth == .auto else { return nil }
-        return "that was the last token: the server now refuses every request but /healthz and the dashboard's login until a token is "
-            + "created (spool token create); set auth: off to serve without tokens"
+        return "that was the last token: the server now refuses every request but its open routes (/healthz, /openapi.json, the "
+            + "dashboard's page and login) until a token is created (spool token create); set auth: off to serve without tokens"
     }
 
     /// Opens (and migrates) the configured store for `body`, then closes it. An embedded store

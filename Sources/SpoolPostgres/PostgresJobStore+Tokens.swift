@@ -6,8 +6,11 @@ import SpoolStore
 /// API tokens (digests only) and the session-signing key, shared by every node.
 extension PostgresJobStore: TokenStore {
     public func createToken(_ token: TokenRecord) async throws {
-        let inserted = try await write("store the token") { connection in
-            try await connection.query("""
+        let inserted = try await transaction("store the token") { connection in
+            // Marked in the same transaction (`tokensWereCreated`): a token never exists without it.
+            try await connection.query("INSERT INTO settings (name, value) VALUES ('tokens_created', '\\x01'::bytea) ON CONFLICT (name) DO NOTHING",
+                                       logger: self.logger)
+            return try await connection.query("""
                 INSERT INTO tokens (id, name, digest, admin, max_queued, max_running, rate, weight, max_priority, created_at)
                 VALUES (\(token.id), \(token.name), \(ByteBuffer(bytes: token.secretDigest)), \(token.isAdmin), \(token.limits.maxQueued),
                         \(token.limits.maxRunning), \(token.limits.rate), \(token.limits.weight), \(token.limits.maxPriority),
@@ -17,10 +20,6 @@ extension PostgresJobStore: TokenStore {
                 """, logger: self.logger).decodeFirst(String.self)
         }
         guard inserted != nil else { throw StoreError(.conflict, "a token named \(token.name) already exists (revoke it first to replace it)") }
-        try await write("mark that tokens were created") { connection in
-            try await connection.query("INSERT INTO settings (name, value) VALUES ('tokens_created', '\\x01'::bytea) ON CONFLICT (name) DO NOTHING",
-                                       logger: self.logger)
-        }
         // A new token starts with a full bucket, whatever a revoked one of that name left (a
         // submit on another node may have made one again after the revoke removed it).
         try await write("reset the token's submit rate") { connection in
@@ -55,7 +54,9 @@ extension PostgresJobStore: TokenStore {
     }
 
     public func revokeToken(named name: String) async throws -> Bool {
-        try await write("revoke the token") { connection in
+        try await transaction("revoke the token") { connection in
+            try await connection.query("INSERT INTO settings (name, value) VALUES ('tokens_created', '\\x01'::bytea) ON CONFLICT (name) DO NOTHING",
+                                       logger: self.logger)
             try await connection.query("DELETE FROM submit_rates WHERE owner = \(name)", logger: self.logger)
             return try await connection.query("DELETE FROM tokens WHERE name = \(name) RETURNING id", logger: self.logger)
                 .decodeFirst(String.self) != nil

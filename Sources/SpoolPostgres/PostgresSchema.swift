@@ -294,6 +294,11 @@ enum PostgresSchema {
             // The highest priority a token's jobs may have (`TenantLimits.maxPriority`).
             "ALTER TABLE tokens ADD COLUMN max_priority INTEGER",
         ]),
+        (16, "tokens-created-mark", [
+            // A store with tokens from before `createToken` left its mark (`tokensWereCreated`)
+            // gets it now: revoking them all must not open the servers after a restart.
+            "INSERT INTO settings (name, value) SELECT 'tokens_created', '\\x01'::bytea WHERE EXISTS (SELECT 1 FROM tokens) ON CONFLICT (name) DO NOTHING",
+        ]),
     ]
 
     /// Applies the migrations this database has not seen, in one transaction under the lock.

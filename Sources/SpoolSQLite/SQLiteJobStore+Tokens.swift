@@ -53,6 +53,7 @@ extension SQLiteJobStore {
 
     public func revokeToken(named name: String) async throws -> Bool {
         try await pool.write { db in
+            try db.execute(cached: "INSERT OR IGNORE INTO settings (name, value) VALUES ('\(Self.tokensCreatedSetting)', x'01')")
             try db.execute(cached: "DELETE FROM tokens WHERE name = ?", arguments: [name])
             return db.changesCount > 0
         }

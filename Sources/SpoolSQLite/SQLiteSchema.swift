@@ -221,6 +221,13 @@ enum SQLiteSchema {
             // The highest priority a token's jobs may have (`TenantLimits.maxPriority`).
             try db.execute(sql: "ALTER TABLE tokens ADD COLUMN max_priority INTEGER")
         }
+        migrator.registerMigration("v13-tokens-created-mark") { db in
+            // A store with tokens from before `createToken` left its mark (`tokensWereCreated`)
+            // gets it now: revoking them all must not open the server after a restart.
+            try db.execute(sql: """
+                INSERT OR IGNORE INTO settings (name, value) SELECT 'tokens_created', x'01' WHERE EXISTS (SELECT 1 FROM tokens)
+                """)
+        }
         return migrator
     }
 }

@@ -338,6 +338,20 @@ import Testing
         #expect(ContinuousClock.now - rotatedAt < .seconds(5), "…with its token, though its name lives on")
     }
 
+    /// A stream opened without a token while none was needed ends once the first token is
+    /// created (found in review: it went on showing every tenant's events).
+    @Test func aStreamOpenedWithoutATokenEndsOnceTokensAreNeeded() async throws {
+        let server = try await Self.server(.sqlite)
+        defer { Task { await server.stop() } }
+        try await server.start()
+        let stream = Task { try await server.frames("/v1/events", limit: .seconds(20)) { _ in false } }
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try await server.createToken("first", ["--admin"])
+        let created = ContinuousClock.now
+        _ = try await stream.value   // the stream ended (the deadline would throw)…
+        #expect(ContinuousClock.now - created < .seconds(10), "…with the first token, not at the deadline")
+    }
+
     /// With `auth: auto`, revoking the last token leaves the server closed — running, and after a
     /// restart — and the CLI says so (found by attacking the build: every anonymous caller
     /// became an administrator the moment the last token was revoked).

@@ -227,4 +227,17 @@ extension JobStoreConformanceTests {
             #expect(try await store.sessionKey() == key, "made once, then the same")
         }
     }
+
+    /// Once a token was created, the store says so with every token revoked (`auth: auto` stays
+    /// closed); a fresh store says no.
+    @Test(arguments: StoreKind.allCases)
+    func aStoreRemembersThatTokensWereCreated(_ kind: StoreKind) async throws {
+        try await withTokenStore(kind) { store in
+            #expect(try await store.tokensWereCreated() == false)
+            try await store.createToken(token("only"))
+            #expect(try await store.revokeToken(named: "only"))
+            #expect(try await store.tokens().isEmpty)
+            #expect(try await store.tokensWereCreated())
+        }
+    }
 }

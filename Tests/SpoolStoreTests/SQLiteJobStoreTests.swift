@@ -240,6 +240,29 @@ import Testing
         #expect(heads == 2)
     }
 
+    /// A database whose tokens were created before `createToken` left its mark gets the mark
+    /// when it is migrated, so revoking them all does not open the server after a restart
+    /// (found in review); one with no token gets none.
+    @Test func aDatabaseWithTokensFromBeforeTheMarkIsMarkedWhenMigrated() async throws {
+        do {
+            let store = try await open()
+            try await store.createToken(TokenRecord(id: "tok1", name: "old", secretDigest: Array(repeating: 1, count: 32), isAdmin: true,
+                                                    limits: TenantLimits(), createdAt: at(1)))
+        }
+        // The file as the build before the mark left it.
+        let queue = try DatabaseQueue(path: path)
+        try await queue.write { db in
+            try db.execute(sql: """
+                DELETE FROM settings WHERE name = 'tokens_created';
+                DELETE FROM grdb_migrations WHERE identifier = 'v13-tokens-created-mark';
+                """)
+        }
+        try queue.close()
+        let migrated = try await open()
+        let marks = try await migrated.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM settings WHERE name = 'tokens_created'") }
+        #expect(marks == 1, "marked by the migration, before any revoke")
+    }
+
     /// A database a newer Spool migrated is refused, as PostgreSQL's is, and left as it is
     /// (found by attacking the build: it started and took submits into a schema it did not know).
     @Test func aDatabaseMigratedByANewerSpoolIsRefused() async throws {

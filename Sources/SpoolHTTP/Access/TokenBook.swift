@@ -18,12 +18,15 @@ public final class TokenBook: Service {
     /// true, it stays so.
     private let created = Mutex(false)
     private let onRevoke: @Sendable () -> Void
+    /// The server's `auth` setting: whether a request without a token may go on.
+    private let auth: AccessPolicy.Mode
 
     /// `onRevoke` runs when a refresh finds a token gone: open event streams are woken then,
     /// so a revoked token's stream ends within a second rather than at its next keep-alive.
-    public init(store: (any TokenStore)?, refreshEvery interval: Duration = .milliseconds(500), logger: Logger,
-                onRevoke: @escaping @Sendable () -> Void = {}) {
+    public init(store: (any TokenStore)?, refreshEvery interval: Duration = .milliseconds(500), auth: AccessPolicy.Mode = .auto,
+                logger: Logger, onRevoke: @escaping @Sendable () -> Void = {}) {
         self.store = store
+        self.auth = auth
         self.interval = interval
         self.logger = logger
         self.onRevoke = onRevoke
@@ -33,10 +36,13 @@ public final class TokenBook: Service {
     public func refresh() async throws {
         guard let store else { return }
         let tokens = try await store.tokens()
-        if !tokens.isEmpty {
+        let wasCreated = created.withLock { $0 }
+        var nowCreated = !wasCreated && !tokens.isEmpty
+        if !wasCreated, !nowCreated { nowCreated = try await store.tokensWereCreated() }
+        if nowCreated {
             created.withLock { $0 = true }
-        } else if !created.withLock({ $0 }), try await store.tokensWereCreated() {
-            created.withLock { $0 = true }
+            // Streams opened without a token (none was needed) end now that one is (`stillValid`).
+            onRevoke()
         }
         let fresh = Dictionary(tokens.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
         let revoked = byID.withLock { known in
@@ -84,7 +90,15 @@ public final class TokenBook: Service {
     /// Whether the token a request came with still exists (true for one that came without):
     /// a long poll or an event stream whose token was revoked — or replaced under its name — ends.
     public func stillValid(_ principal: Principal) -> Bool {
-        guard let id = principal.tokenID else { return true }
+        guard let id = principal.tokenID else {
+            // Without a token: valid while none is needed (found in review: a stream opened before
+            // the first token was created went on showing every tenant's events).
+            switch auth {
+            case .off: return true
+            case .required: return false
+            case .auto: return !wereCreated
+            }
+        }
         return byID.withLock { $0[id] != nil }
     }
 
