@@ -139,6 +139,8 @@ let package = Package(
         .testTarget(name: "SpoolHTTPTests", dependencies: [
             "SpoolCore", "SpoolStore", "SpoolScheduler", "SpoolHTTP", "SpoolApp", "SpoolTestSupport", "SpoolTesting",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOTLS", package: "swift-nio"),
         ]),
         .testTarget(name: "SpoolWebhooksTests", dependencies: [
             "SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolTestSupport", "SpoolTesting", "SpoolWebhooks",

@@ -126,15 +126,19 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 /// and closes one whose handshake has not completed within the header timeout (found by
 /// attacking the build: with TLS, 190 connections that never began a handshake were neither
 /// counted nor closed, and held the server's descriptors). Past the handshake the HTTP/1.1
-/// guard times the requests; HTTP/2's idle timeout closes a connection with no stream open.
+/// guard times the requests, and HTTP/2's idle timeout asks a connection with no stream open
+/// to go away; one that sends and receives nothing at all for `silenceLimit` (longer than the
+/// longest long poll, where event streams send keep-alives) is closed, so a client that
+/// ignores that request cannot hold a counted connection for good (found in review).
 struct GuardedTLSChannel: ServerChildChannel {
     typealias Value = HTTP2UpgradeChannel.Value
     let inner: HTTP2UpgradeChannel
     let count: ConnectionGuard.Count
     let handshakeTimeout: TimeAmount
+    let silenceLimit: TimeAmount
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        let deadline = HandshakeDeadline(timeout: handshakeTimeout, count: count)
+        let deadline = HandshakeDeadline(timeout: handshakeTimeout, silenceLimit: silenceLimit, count: count)
         do {
             try channel.pipeline.syncOperations.addHandler(deadline, position: .first)
         } catch {
@@ -164,16 +168,23 @@ final class HandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundOut = ByteBuffer
 
     private let timeout: TimeAmount
+    private let silenceLimit: TimeAmount
     private let count: ConnectionGuard.Count
     private var counted = false
     private var timer: Scheduled<Void>?
+    /// When the connection last carried a byte either way (past TLS), and its watch for silence.
+    private var lastActivity = NIODeadline.uptimeNanoseconds(0)
+    private var silenceWatch: RepeatedTask?
+    private var loop: (any EventLoop)?
 
-    init(timeout: TimeAmount, count: ConnectionGuard.Count) {
+    init(timeout: TimeAmount, silenceLimit: TimeAmount, count: ConnectionGuard.Count) {
         self.timeout = timeout
+        self.silenceLimit = silenceLimit
         self.count = count
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        loop = context.eventLoop
         let open = count.open.wrappingAdd(1, ordering: .relaxed).newValue
         counted = true
         if open > count.limit {
@@ -187,21 +198,37 @@ final class HandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
+        silenceWatch?.cancel()
+        silenceWatch = nil
         if counted {
             count.open.wrappingSubtract(1, ordering: .relaxed)
             counted = false
         }
     }
 
-    /// The handshake completed: the HTTP layer's own timeouts take over.
-    func handshakeCompleted() {
+    /// The handshake completed: the HTTP layer's own timeouts take over, and the watch for a
+    /// connection silent both ways begins.
+    func handshakeCompleted(_ context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
+        lastActivity = context.eventLoop.now
+        let channel = context.channel, limit = silenceLimit, loop = context.eventLoop
+        silenceWatch = loop.scheduleRepeatedTask(initialDelay: timeout, delay: timeout) { [self] task in
+            if loop.now - lastActivity > limit {
+                task.cancel()
+                channel.close(promise: nil)
+            }
+        }
     }
 
-    /// Sits behind the TLS handler and tells the deadline when the handshake completes.
-    final class Watcher: ChannelInboundHandler, RemovableChannelHandler {
+    /// A byte went either way.
+    func active() { if let loop { lastActivity = loop.now } }
+
+    /// Sits behind the TLS handler: tells the deadline when the handshake completes, and of the
+    /// bytes that go either way after it.
+    final class Watcher: ChannelDuplexHandler, RemovableChannelHandler {
         typealias InboundIn = NIOAny
+        typealias OutboundIn = NIOAny
         private let deadline: HandshakeDeadline
 
         init(_ deadline: HandshakeDeadline) { self.deadline = deadline }
@@ -209,8 +236,17 @@ final class HandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
         func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
             context.fireUserInboundEventTriggered(event)
             guard let event = event as? TLSUserEvent, case .handshakeCompleted = event else { return }
-            deadline.handshakeCompleted()
-            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+            deadline.handshakeCompleted(context)
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            deadline.active()
+            context.fireChannelRead(data)
+        }
+
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            deadline.active()
+            context.write(data, promise: promise)
         }
     }
 }

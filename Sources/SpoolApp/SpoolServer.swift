@@ -235,7 +235,8 @@ public enum SpoolServer {
                                                         streamConfiguration: streams)
         return HTTPServerBuilder { responder in
             GuardedTLSChannel(inner: try HTTP2UpgradeChannel(tlsConfiguration: tls, configuration: upgrade, responder: responder),
-                              count: count, handshakeTimeout: timeout)
+                              count: count, handshakeTimeout: timeout,
+                              silenceLimit: .seconds(Int64(SpoolAPI.Limits().maxWait)) + timeout * 2)
         }
     }
 
