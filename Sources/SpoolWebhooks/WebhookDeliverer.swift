@@ -26,9 +26,10 @@ public final class WebhookDeliverer: Service, Sendable {
         public var secret: String?
         public var retry = WebhookRetryPolicy()
         public var maxInFlight = 8
-        /// Most deliveries in flight to one host (and port) at once: a receiver that never
-        /// answers holds this many lanes, not all of them (found by attacking the build: 32
-        /// deliveries to a dead URL delayed another tenant's healthy one by 39 s).
+        /// Most deliveries in flight to one host (and port) while another host's wait: a receiver
+        /// that never answers holds this many lanes, not all of them (found by attacking the
+        /// build: 32 deliveries to a dead URL delayed another tenant's healthy one by 39 s). Lanes
+        /// no other host needs go to whoever has deliveries due.
         public var maxInFlightPerHost = 2
         public var requestTimeout: TimeAmount = .seconds(10)
         public var progressInterval: Double = 2
@@ -158,17 +159,24 @@ public final class WebhookDeliverer: Service, Sendable {
                         // read than lanes are free, so that one host's backlog does not hide another's.
                         var perHost: [String: Int] = [:]
                         for host in busy.values { perHost[host, default: 0] += 1 }
-                        let due = try await outbox.dueDeliveries(at: clock.wall(), limit: configuration.maxInFlight * 16 + busy.count)
-                        for delivery in due where free > 0 && busy[delivery.id] == nil {
-                            let host = Self.hostKey(delivery.draft.url)
-                            guard perHost[host, default: 0] < configuration.maxInFlightPerHost else { continue }
-                            perHost[host, default: 0] += 1
-                            free -= 1
-                            inFlight.withLock { $0[delivery.id] = host }
-                            group.addTask {
-                                await self.attempt(delivery)
-                                self.inFlight.withLock { _ = $0.removeValue(forKey: delivery.id) }
-                                self.ring()
+                        let due = try await outbox.dueDeliveries(at: clock.wall(), limit: configuration.maxInFlight * 64 + busy.count)
+                            .filter { busy[$0.id] == nil }
+                        var started: Set<WebhookDeliveryID> = []
+                        // Each host up to its share first; then the lanes left to anyone (one host's
+                        // backlog alone uses them all, and gives one up at each attempt's end).
+                        for shared in [true, false] {
+                            for delivery in due where free > 0 && !started.contains(delivery.id) {
+                                let host = Self.hostKey(delivery.draft.url)
+                                guard !shared || perHost[host, default: 0] < configuration.maxInFlightPerHost else { continue }
+                                perHost[host, default: 0] += 1
+                                free -= 1
+                                started.insert(delivery.id)
+                                inFlight.withLock { $0[delivery.id] = host }
+                                group.addTask {
+                                    await self.attempt(delivery)
+                                    self.inFlight.withLock { _ = $0.removeValue(forKey: delivery.id) }
+                                    self.ring()
+                                }
                             }
                         }
                     }

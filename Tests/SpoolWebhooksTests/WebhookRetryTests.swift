@@ -177,4 +177,41 @@ struct WebhookRetryTests {
             }
         }
     }
+
+    /// A host alone with deliveries due uses every lane (the per-host share holds only while
+    /// other hosts' deliveries wait): one receiver does not drop to two at a time.
+    @Test func aHostAloneUsesEveryLane() async throws {
+        let active = Atomic<Int>(0), most = Atomic<Int>(0)
+        let (arrivals, arrived) = AsyncStream.makeStream(of: Int.self)
+        let router = Router()
+        router.post("/slow") { _, _ -> HTTPResponse.Status in
+            let now = active.add(1, ordering: .relaxed).newValue
+            _ = most.max(now, ordering: .relaxed)
+            try await Task.sleep(for: .milliseconds(500))
+            active.subtract(1, ordering: .relaxed)
+            arrived.yield(now)
+            return .noContent
+        }
+        let application = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        try await restoringTerminationSignals {
+            try await application.test(.live) { client in
+                let port = try #require(client.port)
+                let outbox = RecordingOutbox()
+                var configuration = WebhookDeliverer.Configuration()
+                configuration.target = WebhookGuard(allowPrivate: true)
+                configuration.coalesce = .zero
+                let deliverer = WebhookDeliverer(store: MemoryJobStore(), outbox: outbox, configuration: configuration,
+                                                 logger: Logger(label: "test"), clock: .system)
+                let drafts = (0..<8).map { index in
+                    WebhookDelivery.Draft(job: JobID.random(), event: .completed, eventID: Int64(index + 1), url: "http://127.0.0.1:\(port)/slow",
+                                          payload: .object(["event": "job.completed"]), createdAt: WallClock.now())
+                }
+                _ = try await outbox.addDeliveries(drafts, cursor: 8)
+                let running = Task { try await deliverer.run() }
+                defer { running.cancel() }
+                for _ in 0..<8 { _ = try await arrivals.next("a delivery", within: .seconds(20)) }
+                #expect(most.load(ordering: .relaxed) > 2, "at most \(most.load(ordering: .relaxed)) at once")
+            }
+        }
+    }
 }
