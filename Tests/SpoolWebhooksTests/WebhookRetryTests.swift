@@ -98,6 +98,41 @@ struct WebhookRetryTests {
         }
     }
 
+    /// Runs a deliverer (real clock, `configure`d) against `router` on loopback, with `drafts`
+    /// added to its outbox (`url(path)` names the receiver's paths); `body` gets the outbox once
+    /// the deliverer runs, and when it began.
+    static func deliver(_ router: Router<BasicRequestContext>, configure: (inout WebhookDeliverer.Configuration) -> Void = { _ in },
+                        drafts: @escaping @Sendable (_ url: (String) -> String) -> [WebhookDelivery.Draft],
+                        _ body: @escaping @Sendable (RecordingOutbox, ContinuousClock.Instant) async throws -> Void) async throws {
+        var configuration = WebhookDeliverer.Configuration()
+        configuration.target = WebhookGuard(allowPrivate: true)
+        configuration.coalesce = .zero
+        configure(&configuration)
+        let settings = configuration
+        let application = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
+        try await restoringTerminationSignals {
+            try await application.test(.live) { client in
+                let port = try #require(client.port)
+                let outbox = RecordingOutbox()
+                let deliverer = WebhookDeliverer(store: MemoryJobStore(), outbox: outbox, configuration: settings,
+                                                 logger: Logger(label: "test"), clock: .system)
+                let made = drafts { path in path.hasPrefix("//") ? "http:\(path.replacingOccurrences(of: "PORT", with: "\(port)"))"
+                                                                  : "http://127.0.0.1:\(port)\(path)" }
+                _ = try await outbox.addDeliveries(made, cursor: Int64(made.count))
+                let began = ContinuousClock.now
+                let running = Task { try await deliverer.run() }
+                defer { running.cancel() }
+                try await body(outbox, began)
+            }
+        }
+    }
+
+    /// A delivery of job.completed to `url`, made `age` seconds ago.
+    static func draft(_ url: String, _ number: Int, age: Double = 0) -> WebhookDelivery.Draft {
+        WebhookDelivery.Draft(job: JobID.random(), event: .completed, eventID: Int64(number), url: url,
+                              payload: .object(["event": "job.completed"]), createdAt: WallClock.now().adding(seconds: -age))
+    }
+
     /// A receiver that answers at once but sends its body a byte at a time holds a sending lane
     /// only until the request timeout: the attempt is recorded then, with the status it got
     /// (found by attacking the build: the body was read at the receiver's pace, and eight such
@@ -113,28 +148,10 @@ struct WebhookRetryTests {
                 try await writer.finish(nil)
             })
         }
-        let application = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
-        try await restoringTerminationSignals {
-            try await application.test(.live) { client in
-                let port = try #require(client.port)
-                let outbox = RecordingOutbox()
-                var configuration = WebhookDeliverer.Configuration()
-                configuration.target = WebhookGuard(allowPrivate: true)
-                configuration.requestTimeout = .seconds(1)
-                configuration.coalesce = .zero
-                let deliverer = WebhookDeliverer(store: MemoryJobStore(), outbox: outbox, configuration: configuration,
-                                                 logger: Logger(label: "test"), clock: .system)
-                let job = JobID.random()
-                let draft = WebhookDelivery.Draft(job: job, event: .completed, eventID: 1, url: "http://127.0.0.1:\(port)/trickle",
-                                                  payload: .object(["event": "job.completed"]), createdAt: WallClock.now())
-                _ = try await outbox.addDeliveries([draft], cursor: 1)
-                let began = ContinuousClock.now
-                let running = Task { try await deliverer.run() }
-                defer { running.cancel() }
-                let attempt = try await within(.seconds(20), "the attempt recorded") { try await outbox.recorded.next("the attempt") }
-                #expect(attempt.status == 200)
-                #expect(ContinuousClock.now - began < .seconds(10), "cut off at the 1-s timeout, not after the 40-s body")
-            }
+        try await Self.deliver(router, configure: { $0.requestTimeout = .seconds(1) }, drafts: { url in [Self.draft(url("/trickle"), 1)] }) { outbox, began in
+            let attempt = try await outbox.recorded.next("the attempt", within: .seconds(20))
+            #expect(attempt.status == 200)
+            #expect(ContinuousClock.now - began < .seconds(10), "cut off at the 1-s timeout, not after the 40-s body")
         }
     }
 
@@ -152,29 +169,13 @@ struct WebhookRetryTests {
             arrived.yield("ok")
             return .noContent
         }
-        let application = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
-        try await restoringTerminationSignals {
-            try await application.test(.live) { client in
-                let port = try #require(client.port)
-                let outbox = RecordingOutbox()
-                var configuration = WebhookDeliverer.Configuration()
-                configuration.target = WebhookGuard(allowPrivate: true)
-                configuration.coalesce = .zero
-                let deliverer = WebhookDeliverer(store: MemoryJobStore(), outbox: outbox, configuration: configuration,
-                                                 logger: Logger(label: "test"), clock: .system)
-                // The dead receiver by one name, the healthy one by another: two hosts.
-                let drafts = (0..<8).map { index in
-                    WebhookDelivery.Draft(job: JobID.random(), event: .completed, eventID: Int64(index + 1), url: "http://127.0.0.1:\(port)/never",
-                                          payload: .object(["event": "job.completed"]), createdAt: WallClock.now().adding(seconds: -10))
-                } + [WebhookDelivery.Draft(job: JobID.random(), event: .completed, eventID: 9, url: "http://localhost:\(port)/ok",
-                                           payload: .object(["event": "job.completed"]), createdAt: WallClock.now())]
-                _ = try await outbox.addDeliveries(drafts, cursor: 9)
-                let began = ContinuousClock.now
-                let running = Task { try await deliverer.run() }
-                defer { running.cancel() }
-                #expect(try await arrivals.next("the healthy receiver's delivery", within: .seconds(20)) == "ok")
-                #expect(ContinuousClock.now - began < .seconds(5), "not behind the dead receiver's 10-s timeouts")
-            }
+        // The dead receiver by one name, the healthy one by another: two hosts.
+        try await Self.deliver(router, drafts: { url in
+            (0..<8).map { Self.draft(url("/never"), $0 + 1, age: 10) } + [Self.draft(url("//localhost:PORT/ok"), 9)]
+        }) { _, began in
+            let got = try await arrivals.next("the healthy receiver's delivery", within: .seconds(20))
+            #expect(got == "ok")
+            #expect(ContinuousClock.now - began < .seconds(5), "not behind the dead receiver's 10-s timeouts")
         }
     }
 
@@ -192,26 +193,9 @@ struct WebhookRetryTests {
             arrived.yield(now)
             return .noContent
         }
-        let application = Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
-        try await restoringTerminationSignals {
-            try await application.test(.live) { client in
-                let port = try #require(client.port)
-                let outbox = RecordingOutbox()
-                var configuration = WebhookDeliverer.Configuration()
-                configuration.target = WebhookGuard(allowPrivate: true)
-                configuration.coalesce = .zero
-                let deliverer = WebhookDeliverer(store: MemoryJobStore(), outbox: outbox, configuration: configuration,
-                                                 logger: Logger(label: "test"), clock: .system)
-                let drafts = (0..<8).map { index in
-                    WebhookDelivery.Draft(job: JobID.random(), event: .completed, eventID: Int64(index + 1), url: "http://127.0.0.1:\(port)/slow",
-                                          payload: .object(["event": "job.completed"]), createdAt: WallClock.now())
-                }
-                _ = try await outbox.addDeliveries(drafts, cursor: 8)
-                let running = Task { try await deliverer.run() }
-                defer { running.cancel() }
-                for _ in 0..<8 { _ = try await arrivals.next("a delivery", within: .seconds(20)) }
-                #expect(most.load(ordering: .relaxed) > 2, "at most \(most.load(ordering: .relaxed)) at once")
-            }
+        try await Self.deliver(router, drafts: { url in (0..<8).map { Self.draft(url("/slow"), $0 + 1) } }) { _, _ in
+            for _ in 0..<8 { _ = try await arrivals.next("a delivery", within: .seconds(20)) }
+            #expect(most.load(ordering: .relaxed) > 2, "at most \(most.load(ordering: .relaxed)) at once")
         }
     }
 }
