@@ -38,7 +38,11 @@ extension Scheduler {
     /// Why a queued job of `type` cannot start here now, whatever its place: every slot has its
     /// worker type excluded after failed setups (found by attacking the build: such a job read
     /// `queued`, position 1, with nothing to say why it never started).
-    public nonisolated func waitingReason(for type: String) -> String? { executor.setupTrouble(for: type)?.sentence }
+    /// With a shared store it speaks for this node only: another node's slots may take the job.
+    public nonisolated func waitingReason(for type: String) -> String? {
+        guard let sentence = executor.setupTrouble(for: type)?.sentence else { return nil }
+        return store is any SharedJobStore ? "on this node, " + sentence + " (another node's slots may take it)" : sentence
+    }
 
     /// The coordinator's word on lease renewals: why they fail (nil once one goes through).
     public nonisolated func leaseRenewals(failing problem: String?) { renewalTrouble.withLock { $0 = problem } }

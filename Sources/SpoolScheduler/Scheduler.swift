@@ -123,7 +123,7 @@ public actor Scheduler: Service {
         var last: Moment? = nil
     }
 
-    private let store: any JobStore
+    let store: any JobStore
     let executor: any JobExecutor
     private let catalog: JobCatalog
     private let configuration: SchedulerConfiguration

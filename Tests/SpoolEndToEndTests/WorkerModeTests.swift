@@ -1,5 +1,6 @@
 import Foundation
 import SpoolCore
+import SpoolTestSupport
 import Testing
 
 /// Warm workers through the real server: recycling, crashes, hangs, garbage, failed setup,
@@ -148,8 +149,11 @@ import Testing
         }
     }
 
-    @Test func aWorkerWhoseSetupFailsMakesItsSlotUnhealthyAndJobsWait() async throws {
-        let server = try await server(["max_setup_failures": 2], env: ["FAIL_SETUP": "1"])
+    /// On a shared store the job's waiting reason speaks for the node's own slots only.
+    @Test(arguments: SecurityTests.Store.allCases)
+    func aWorkerWhoseSetupFailsMakesItsSlotUnhealthyAndJobsWait(store: SecurityTests.Store) async throws {
+        let shared: [String: JSONValue] = store == .postgres ? ["store": .string(try await TestPostgres.createDatabase())] : [:]
+        let server = try await server(["max_setup_failures": 2], env: ["FAIL_SETUP": "1"], extra: shared)
         defer { Task { await server.stop() } }
         let id = try #require(try await server.submit("work").json["id"]?.stringValue)
         try await withDeadline(.seconds(30), "the slot to be marked unhealthy") {
@@ -172,7 +176,9 @@ import Testing
             while true {
                 let waiting = try await server.request(.GET, "/v1/jobs/\(id)").json
                 if case .string(let reason)? = waiting["waiting_reason"] {
-                    #expect(reason.hasPrefix("no slot can start it now: worker type \"work\" failed to set up"), "\(reason)")
+                    let prefix = store == .postgres ? "on this node, no slot can start it now" : "no slot can start it now"
+                    #expect(reason.hasPrefix(prefix + ": worker type \"work\" failed to set up"), "\(reason)")
+                    #expect(reason.hasSuffix("(another node's slots may take it)") == (store == .postgres), "\(reason)")
                     #expect(waiting["state"] == "queued")
                     return
                 }
