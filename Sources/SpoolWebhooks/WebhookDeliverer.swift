@@ -26,7 +26,7 @@ public final class WebhookDeliverer: Service, Sendable {
         public var secret: String?
         public var retry = WebhookRetryPolicy()
         public var maxInFlight = 8
-        /// Most deliveries in flight to one host (and port) while another host's wait: a receiver
+        /// Most deliveries in flight to one host (whatever the port) while another host's wait: a receiver
         /// that never answers holds this many lanes, not all of them (found by attacking the
         /// build: 32 deliveries to a dead URL delayed another tenant's healthy one by 39 s). Lanes
         /// no other host needs go to whoever has deliveries due.
@@ -195,10 +195,12 @@ public final class WebhookDeliverer: Service, Sendable {
         }
     }
 
-    /// The host and port a delivery goes to (its whole URL when that does not parse: it fails on its own).
+    /// The host a delivery goes to, whatever its port (its whole URL when that does not parse: it
+    /// fails on its own). Found by attacking the build: keyed by host and port, one dead receiver
+    /// listening on four ports took all eight lanes.
     static func hostKey(_ url: String) -> String {
-        guard let (host, port) = try? WebhookTarget.parse(url) else { return url }
-        return "\(host.lowercased()):\(port)"
+        guard let (host, _) = try? WebhookTarget.parse(url) else { return url }
+        return host.lowercased()
     }
 
     /// Rings the doorbell once `wait` has passed on the clock.
