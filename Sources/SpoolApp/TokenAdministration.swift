@@ -32,8 +32,9 @@ public enum TokenAdministration {
         return TokenText.format(id: id, secret: secret)
     }
 
-    public static func list(_ configuration: ServerConfiguration, logger: Logger) async throws -> [TokenRecord] {
-        try await withTokenStore(configuration, logger: logger) { try await $0.tokens() }
+    /// The tokens, and whether any was ever created (with none left, the server is closed then).
+    public static func list(_ configuration: ServerConfiguration, logger: Logger) async throws -> (tokens: [TokenRecord], everCreated: Bool) {
+        try await withTokenStore(configuration, logger: logger) { store in (try await store.tokens(), try await store.tokensWereCreated()) }
     }
 
     /// Revokes the named token; returns a note for stderr when it was the last one.

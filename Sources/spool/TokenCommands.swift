@@ -46,9 +46,13 @@ struct TokenListCommand: AsyncParsableCommand {
 
     func run() async throws {
         let settings = node.settings()
-        let tokens = await adminCommand { try await TokenAdministration.list(settings, logger: $0) }
+        let (tokens, everCreated) = await adminCommand { try await TokenAdministration.list(settings, logger: $0) }
         guard !tokens.isEmpty else {
-            print("no tokens: this server needs none on loopback (create one with `spool token create --name NAME --admin`)")
+            // Found by attacking the build: after the last revoke this said the server needed none.
+            print(everCreated && settings.auth != .off
+                  ? "no tokens: every one was revoked, so the server refuses all but its open routes until one is created "
+                      + "(`spool token create --name NAME --admin`)"
+                  : "no tokens: this server needs none on loopback (create one with `spool token create --name NAME --admin`)")
             return
         }
         print("NAME".padding(toLength: 24, withPad: " ", startingAt: 0) + "ROLE    MAX_QUEUED  MAX_RUNNING  RATE    WEIGHT  MAX_PRIORITY  CREATED")
