@@ -734,15 +734,24 @@ public actor Scheduler: Service {
             storeFailed(error)
             let failingSince = recordFailingSince[Attempt(job)] ?? clock.now()
             recordFailingSince[Attempt(job)] = failingSince
-            if shuttingDown, let shared = store as? any SharedJobStore, clock.now() - failingSince >= shared.leaseDuration {
+            let shared = store as? any SharedJobStore
+            if shuttingDown, clock.now() - failingSince >= shared?.leaseDuration ?? configuration.shutdownGrace {
                 // Stopping, and the shared store out of reach for a lease (a passing failure is
                 // retried, as at any time: the outcome is the job's, and its lease is renewed
                 // meanwhile): the lease will lapse and another node will rescue the job (run it
                 // again, or fail it as node_lost), so this node need not hold its exit for the database.
-                logger.error("could not record a finished job while stopping; another node will rescue it once its lease lapses",
-                             metadata: ["job": "\(job.id)", "outcome": "\(outcome.resultingState)", "error": "\(error)"])
+                // A local store refusing the end for a shutdown grace (its file removed, its disk
+                // gone): the next start recovers the job, as after a crash (found by attacking the
+                // build: SIGTERM never ended the server).
+                if shared != nil {
+                    logger.error("could not record a finished job while stopping; another node will rescue it once its lease lapses",
+                                 metadata: ["job": "\(job.id)", "outcome": "\(outcome.resultingState)", "error": "\(error)"])
+                    leftForRescue[job.id] = clock.now()
+                } else {
+                    logger.critical("could not record a finished job while stopping; the next start recovers it as interrupted",
+                                    metadata: ["job": "\(job.id)", "outcome": "\(outcome.resultingState)", "error": "\(error)"])
+                }
                 recordFailingSince[Attempt(job)] = nil
-                leftForRescue[job.id] = clock.now()
                 running[Attempt(job)] = nil
                 logBudgets[Attempt(job)] = nil
                 do { try board.finished(job.id, on: slot, closing: true) } catch {
@@ -982,7 +991,25 @@ public actor Scheduler: Service {
             }
         }
         if let ending, let local {
-            if case .failure = answer {
+            let attempt = Attempt(ending.job)
+            if case .failure(let error) = answer {
+                let failingSince = recordFailingSince[attempt] ?? clock.now()
+                recordFailingSince[attempt] = failingSince
+                if shuttingDown, clock.now() - failingSince >= configuration.shutdownGrace {
+                    // Stopping, and the store has refused the end for a shutdown grace (its file
+                    // removed, a disk gone): the server exits rather than retry for ever (found by
+                    // attacking the build: SIGTERM never ended it). The job reads running in the
+                    // store; the next start recovers it, as after a crash.
+                    logger.critical("could not record a finished job while stopping; the next start recovers it as interrupted",
+                                    metadata: ["job": "\(ending.job.id)", "error": "\(error)"])
+                    recordFailingSince[attempt] = nil
+                    running[attempt] = nil
+                    logBudgets[attempt] = nil
+                    do { try board.finished(ending.job.id, on: ending.slot, closing: true) } catch {
+                        logger.critical("slot bookkeeping refused a transition", metadata: ["error": "\(error)"])
+                    }
+                    return
+                }
                 // The outcome waits for the store; the slot has moved on (its next job, if one
                 // started, was stopped above, and claims now go through the store).
                 let delay = configuration.storeRetryDelay
@@ -998,6 +1025,7 @@ public actor Scheduler: Service {
                     eventSink.yield(.committed(ending, nil, answer))
                 }
             } else {
+                recordFailingSince[attempt] = nil
                 let state = await afterRecorded(ending.job, on: ending.slot, with: ending.result, in: &group)
                 // Claims went through the store while it failed, so slots may have idled since; or
                 // the job went back to the queue (a lost worker, attempts left): look again.

@@ -1,4 +1,6 @@
 import Foundation
+import ServiceLifecycleTestKit
+import Synchronization
 import SpoolCore
 import SpoolExecutor
 import SpoolScheduler
@@ -31,6 +33,34 @@ import Testing
     /// Runs the scheduler for `body`; whatever is still running at the end is stopped.
     func running(_ body: @escaping @Sendable () async throws -> Void) async throws {
         try await rig.run({ _ in try await body() }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
+    }
+
+    /// A job that ends during a shutdown while the store refuses its end for good (its file
+    /// removed, its disk gone): the scheduler stops once a shutdown grace has passed with the
+    /// store failing, rather than retry for ever (found by attacking the build: SIGTERM never
+    /// ended the server); the job stays running in the store, for the next start to recover.
+    /// Both ways a local store's slot records an end: its claim committed first, or with the end.
+    @Test(arguments: [false, true]) func aShutdownEndsOnceTheStoreHasRefusedAJobsEndForAGrace(startBeforeCommit: Bool) async throws {
+        let executor = ScriptedExecutor()
+        let rig = try SchedulerRig(executor: { _, _, _ in executor }) { configuration in
+            configuration.shutdownGrace = .seconds(30)
+            configuration.storeRetryDelay = .seconds(1)
+            configuration.startBeforeCommit = startBeforeCommit
+        }
+        let scheduler = rig.scheduler
+        try await testGracefulShutdown { trigger in
+            let running = Task { try await scheduler.run() }   // awaited below
+            let stopped = Mutex(false)
+            let watcher = Task { _ = try? await running.value; stopped.withLock { $0 = true } }   // awaited below
+            let job = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job")
+            rig.store.fail(.finish)   // for good
+            trigger.triggerGracefulShutdown()
+            attempt.finish(.succeeded)
+            try await rig.advance(by: .seconds(1), until: "the scheduler to stop", limit: 60) { stopped.withLock { $0 } }
+            await watcher.value
+            #expect(try await rig.job(job.id).state == .running, "left for the next start's recovery")
+        }
     }
 
     // MARK: - Dispatch
