@@ -381,7 +381,9 @@ import Testing
     // rescue; then gives it back, its attempt not counted — a job with one attempt runs, instead
     // of failing as node_lost without ever running (found by attacking the build).
     @Test func aClaimWhoseAnswerNeverArrivedIsKeptFromTheRescueThenGivenBackUncounted() async throws {
-        try await withNodes(2, lease: .seconds(3)) { nodes in
+        // An 8-s lease: the loop below renews every 250 ms, and a loaded CI machine has stalled
+        // a test for over 3 s (the renewed job's own lease then lapsed and it was rescued).
+        try await withNodes(2, lease: .seconds(8)) { nodes in
             let (node, other) = (nodes[0], nodes[1])
             let runs = try await node.create(makeJob())
             let lost = try await node.create(makeJob())
@@ -390,9 +392,9 @@ import Testing
             for slot in 0..<4 { _ = try #require(try await node.claimNext(for: SlotID(slot), now: at(10))) }
             guard case .stopping = try await other.cancel(canceled.id, by: nil, now: at(10)) else { Issue.record("not stopping"); return }
             let known: Set<JobID> = [runs.id, leftForRescue.id]
-            // Past a lease (3 s) while their answers may still come: kept, not rescued.
+            // Past a lease (8 s) while their answers may still come: kept, not rescued.
             var rescuedMeanwhile: [JobID] = []
-            for _ in 0..<14 {
+            for _ in 0..<36 {
                 try await Task.sleep(for: .milliseconds(250))
                 #expect(try await node.renewLeases(of: [runs.id: 1]).map(\.job) == [runs.id])
                 #expect(try await node.settleUnansweredClaims(known: known, answerableSince: at(10), now: at(11)).isEmpty)
