@@ -1,0 +1,45 @@
+import Foundation
+import NIOSSL
+import SpoolCore
+
+/// The server's TLS files, checked before anything starts (`SpoolServer.httpServer` uses them).
+extension SpoolServer {
+    /// What to say of a server certificate that has expired or soon will (found by attacking the
+    /// build: an expired one started silently, and every client then failed its handshake). A
+    /// warning, not a refusal: a renewed file is read at the next start.
+    static func certificateWarning(_ path: String, now: time_t) -> String? {
+        guard let leaf = try? NIOSSLCertificate.fromPEMFile(path).first else { return nil }
+        let left = leaf.notValidAfter - now, day: time_t = 86_400
+        let date = Timestamp(microseconds: Int64(leaf.notValidAfter) * 1_000_000).description
+        if left <= 0 { return "the TLS certificate expired on \(date): clients that check it will refuse this server" }
+        if left < 14 * day { return "the TLS certificate expires on \(date), in \(max(1, left / day)) day(s)" }
+        return nil
+    }
+
+    /// The server's TLS set-up, checked before anything starts: each file read on its own, and
+    /// the key matched to the certificate (a context made now, which checks it), so that a wrong
+    /// file is named in one line (found by attacking the build: a key of another certificate
+    /// stopped the server only once it started, with "failedToLoadPrivateKey").
+    static func tlsConfiguration(certificate: String, key: String) throws -> TLSConfiguration {
+        func readable(_ path: String, _ what: String) throws {
+            guard access(path, R_OK) != 0 else { return }
+            throw ConfigurationError("cannot read the TLS \(what) \(path): \(String(cString: strerror(errno)))")
+        }
+        try readable(certificate, "certificate (tls_cert)")
+        try readable(key, "key (tls_key)")
+        let chain: [NIOSSLCertificate]
+        do { chain = try NIOSSLCertificate.fromPEMFile(certificate) } catch {
+            throw ConfigurationError("the TLS certificate (tls_cert) \(certificate) is not a PEM certificate (\(error))")
+        }
+        guard !chain.isEmpty else { throw ConfigurationError("the TLS certificate (tls_cert) \(certificate) holds no certificate") }
+        let privateKey: NIOSSLPrivateKey
+        do { privateKey = try NIOSSLPrivateKey(file: key, format: .pem) } catch {
+            throw ConfigurationError("the TLS key (tls_key) \(key) is not an unencrypted PEM private key (\(error))")
+        }
+        let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
+        do { _ = try NIOSSLContext(configuration: tls) } catch {
+            throw ConfigurationError("the TLS key (tls_key) \(key) does not belong to the certificate (tls_cert) \(certificate) (\(error))")
+        }
+        return tls
+    }
+}
