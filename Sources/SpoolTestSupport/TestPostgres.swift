@@ -47,8 +47,10 @@ public enum TestPostgres {
     public static func withStore<T>(node: String = "test-node", leaseDuration: Duration = .seconds(10),
                              _ body: (PostgresJobStore) async throws -> T) async throws -> T {
         let url = try await createDatabase()
+        // A minute for each operation, not the production 15 s: the run's machine has stalled for
+        // most of a minute, failing a test here that had done nothing wrong.
         let store = try PostgresJobStore(location: PostgresLocation(url: url), node: node, leaseDuration: leaseDuration,
-                                         connections: 8, logger: logger)
+                                         connections: 8, operationTimeout: .seconds(60), logger: logger)
         do {
             try await store.prepare()
             let result = try await body(store)

@@ -2,11 +2,16 @@ import SpoolCore
 import SpoolStore
 import Synchronization
 
+/// How long a test waits for something that should happen at once: long, because a limit is
+/// only reached when something is wrong, and a shared 2-core CI machine has been seen to stall
+/// every test for most of a minute (ten seconds failed seven waits at once).
+public let patience: Duration = .seconds(60)
+
 /// Runs `body`, failing with a sentence that says what was awaited if it takes longer than
 /// `limit` of real time: a test never hangs, and never sleeps to let something happen. On a
 /// timeout the body is cancelled and left behind (it may be stuck in a wait that ignores
 /// cancellation: that is the bug the failure reports), so the test fails instead of hanging.
-public func within<T: Sendable>(_ limit: Duration = .seconds(10), _ what: String,
+public func within<T: Sendable>(_ limit: Duration, _ what: String,
                                 _ body: @escaping @Sendable () async throws -> T) async throws -> T {
     let answer = Answer<T>()
     return try await withCheckedThrowingContinuation { continuation in
@@ -22,6 +27,11 @@ public func within<T: Sendable>(_ limit: Duration = .seconds(10), _ what: String
     }
 }
 
+/// `within(patience, what, body)`.
+public func within<T: Sendable>(_ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await within(patience, what, body)
+}
+
 /// `Task.yield()` for a test's polling loop, but it throws once the task is cancelled.
 /// `within` cancels a body at its limit and leaves it behind; a loop over plain `Task.yield()`
 /// whose condition never comes true spins on the cooperative pool for the rest of the run —
@@ -35,7 +45,7 @@ public func pollingYield() async throws {
 /// Waits, at most `limit` of real time, until the job `id` in `store` satisfies `done`, looking
 /// again at each of its changes; fails with a sentence naming `what`.
 @discardableResult
-public func untilJob(_ id: JobID, in store: any JobStore, _ what: String, within limit: Duration = .seconds(10),
+public func untilJob(_ id: JobID, in store: any JobStore, _ what: String, within limit: Duration = patience,
                      satisfies done: @escaping @Sendable (Job) async throws -> Bool) async throws -> Job {
     try await within(limit, what) {
         while true {
@@ -64,7 +74,7 @@ public struct WaitTimedOut: Error, CustomStringConvertible {
 
 extension AsyncStream where Element: Sendable {
     /// The next element, or a failure naming `what` after `limit` of real time.
-    public func next(_ what: String, within limit: Duration = .seconds(10)) async throws -> Element {
+    public func next(_ what: String, within limit: Duration = patience) async throws -> Element {
         let iterator = SendableIterator(self)
         return try await within(limit, what) {
             guard let element = await iterator.next() else { throw WaitTimedOut(description: "the stream of \(what) ended") }

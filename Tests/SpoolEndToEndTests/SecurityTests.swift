@@ -111,7 +111,7 @@ import Testing
         let admin = try await server.createToken("root", ["--admin"])
         try await server.start()
 
-        let blocker = try Self.id(try await server.submit("sleep", .object(["seconds": 30]), token: alice))
+        let blocker = try Self.id(try await server.submit("sleep", .object(["seconds": 600]), token: alice))
         _ = try await server.request(.GET, "/v1/jobs/\(blocker)?wait=5", headers: server.bearer(alice))
         let queued = try Self.id(try await server.submit("noop", token: alice))
         let bobs = try Self.id(try await server.submit("noop", token: bob))
@@ -310,8 +310,8 @@ import Testing
         _ = try await server.createToken("root", ["--admin"])
         let dave = try await server.createToken("dave")
         try await server.start()
-        _ = try Self.id(try await server.submit("sleep", .object(["seconds": 30]), token: dave))   // holds the slot
-        let waiting = try Self.id(try await server.submit("sleep", .object(["seconds": 30]), token: dave))
+        _ = try Self.id(try await server.submit("sleep", .object(["seconds": 600]), token: dave))   // holds the slot
+        let waiting = try Self.id(try await server.submit("sleep", .object(["seconds": 600]), token: dave))
         func revoke() async throws {
             let revoked = try await runCLI(["token", "revoke", "--config", server.configPath, "--data-dir", server.dataDirectory, "dave"])
             #expect(revoked.status == 0, "\(revoked.stderr)")
@@ -460,9 +460,9 @@ import Testing
         try await poll(.seconds(1), "the new token to be honoured") {
             try await server.request(.GET, "/v1/jobs", headers: server.bearer(capped)).status == 200
         }
-        let first = try Self.id(try await server.submit("sleep", .object(["seconds": 30]), token: capped))
+        let first = try Self.id(try await server.submit("sleep", .object(["seconds": 600]), token: capped))
         try await Task.sleep(for: .milliseconds(1000))   // it starts (not waited for in the store: a held claim reads queued there)
-        let second = try Self.id(try await server.submit("sleep", .object(["seconds": 30]), token: capped))
+        let second = try Self.id(try await server.submit("sleep", .object(["seconds": 600]), token: capped))
         try await Task.sleep(for: .milliseconds(1500))
         #expect(try await server.request(.GET, "/v1/jobs/\(second)", headers: server.bearer(capped)).json["state"] == "queued",
                 "the capped tenant's second job waits while its first runs, though a slot is free")
@@ -501,7 +501,7 @@ import Testing
         let bulk = try await server.createToken("bulk")
         let admin = try await server.createToken("root", ["--admin"])
         try await server.start()
-        let blocker = try Self.id(try await server.submit("sleep", .object(["seconds": 30]), token: admin))
+        let blocker = try Self.id(try await server.submit("sleep", .object(["seconds": 600]), token: admin))
         _ = try await server.waitFor(blocker, ["running"], token: admin)
 
         func refused(_ token: String, _ limit: String) async throws {
@@ -777,7 +777,7 @@ import Testing
                                                headers: [("Content-Type", "application/json"), ("Origin", "http://127.0.0.1:\(port)")])
         #expect(ownPage.status == 200)
 
-        let job = try Self.id(try await server.submit("sleep", .object(["seconds": 30]), token: token))
+        let job = try Self.id(try await server.submit("sleep", .object(["seconds": 600]), token: token))
         #expect(try await server.request(.GET, "/v1/jobs/\(job)", headers: [("Cookie", cookie)]).json["owner"] == "alice")
         // A write with the cookie from another origin, or with no Origin at all: 403.
         for origin in [[("Origin", "https://evil.example")], [], [("Origin", "evil://127.0.0.1:\(port)")]] {

@@ -70,7 +70,7 @@ import Testing
         let limit = ObserverDeliveries.messageLimit, total = limit + 10
         for n in 1...(limit + 1) { deliveries.message(Self.progress(n, of: total)) }   // the last one kept apart
         stalled.letOne()
-        try await within(.seconds(10), "the first report delivered") { while deliveries.messagesWaiting == limit { try await pollingYield() } }
+        try await within("the first report delivered") { while deliveries.messagesWaiting == limit { try await pollingYield() } }
         deliveries.message(Self.progress(limit + 2, of: total))   // the queue has room again
         stalled.release()
         await deliveries.finish()

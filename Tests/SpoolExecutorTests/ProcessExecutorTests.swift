@@ -67,7 +67,7 @@ import Testing
     /// runs nothing until the gate opens or closes. Read from /proc/PID/syscall (`0 0x0 …`: read
     /// on descriptor 0), or, where that is not readable, its state: sleeping.
     func waitUntilWaitingOnItsGate(_ pid: pid_t) async throws {
-        try await within(.seconds(10), "the gated shell \(pid) waiting on its gate") {
+        try await within("the gated shell \(pid) waiting on its gate") {
             while true {
                 if let call = FileManager.default.contents(atPath: "/proc/\(pid)/syscall").map({ String(decoding: $0, as: UTF8.self) }),
                    !call.isEmpty {
@@ -189,7 +189,7 @@ import Testing
         manual.advance(by: .seconds(5))          // the timeout: SIGTERM, which the leader ignores
         await manual.waitForSleeper(within: .seconds(3))
         manual.advance(by: .seconds(3))          // the grace: SIGKILL to the group
-        #expect(try await within(.seconds(10), "the job to end") { await ended.value } == .timedOut)
+        #expect(try await within("the job to end") { await ended.value } == .timedOut)
         let pid = try pid(in: job.paths.outputs + "/grandchild")
         #expect(!OrphanReaper.isRunning(pid), "grandchild \(pid) survived its job's timeout")
         let text = try log(of: job)
@@ -238,7 +238,7 @@ import Testing
         let ran = Task { await run(job, observer: observer) }   // unstructured: awaited below, the observer released first
         defer { release.finish() }   // also when the wait below fails: the job and its observer end
         // Polled: nothing signals a file the job creates.
-        try await within(.seconds(10), "the job writing all its output while its observer waits") {
+        try await within("the job writing all its output while its observer waits") {
             while !FileManager.default.fileExists(atPath: job.paths.outputs + "/done") { try await Task.sleep(for: .milliseconds(2)) }
         }
         release.finish()
@@ -663,7 +663,7 @@ import Testing
                                          message: { message in received.withLock { $0.append(message) } })
         async let outcome = job.executor.run(claimed(job.job, on: SlotID(0)), on: SlotSpec(id: SlotID(0)), stops: AsyncStream { _ in },
                                              observer: observer)
-        _ = try await within(.seconds(10), "the job's start") { await started.first { _ in true } }
+        _ = try await within("the job's start") { await started.first { _ in true } }
         let fifo = try FileManager.default.attributesOfItem(atPath: job.paths.messages)[.systemFileNumber] as? Int
         let held = open(job.paths.messages, O_RDONLY | O_NONBLOCK | O_CLOEXEC)   // pins the inode number
         defer { close(held) }
@@ -887,7 +887,7 @@ import Testing
         close(ends[0])
         try await waitUntilWaitingOnItsGate(shell)
         close(ends[1])   // what the kernel does to the server's end when the server dies
-        let exit = try await within(.seconds(10), "the shell exits once its gate is gone") {
+        let exit = try await within("the shell exits once its gate is gone") {
             try await BlockingIO.run { () -> Int32 in
                 var status: Int32 = 0
                 waitpid(shell, &status, 0)
@@ -930,7 +930,9 @@ import Testing
         continuation.yield(.cancel)
         let started = ContinuousClock.now
         #expect(await run(job, stops: stops) == .canceled)
-        #expect(ContinuousClock.now - started < .seconds(20))
+        // Alone it takes milliseconds; in the full run, with a few hundred processes starting
+        // on two cores, up to a minute has been seen. Short of the job's 300 s either way.
+        #expect(ContinuousClock.now - started < .seconds(150))
     }
 
     @Test func aNULInAPlaceholderValueIsRefusedNotCut() throws {

@@ -134,7 +134,7 @@ import Testing
             try await Task.sleep(for: .milliseconds(100))
             _ = try await store.cancel(JobID(id)!, now: WallClock.now())
             #expect(try await waited["state"] == .string("canceled"))
-            #expect(ContinuousClock.now - start < .seconds(10))
+            #expect(ContinuousClock.now - start < .seconds(25), "the change answered it, not the 30-s wait's end")
         }
     }
 

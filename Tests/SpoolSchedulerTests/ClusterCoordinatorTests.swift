@@ -34,7 +34,7 @@ import Testing
             for _ in 0..<50 where stopped.withLock({ $0 == nil }) {
                 if await rig.manual.sleeperArrives(patience: .milliseconds(5)) { rig.manual.advance(by: .milliseconds(100)) }
             }
-            try await within(.seconds(10), "the job stopped while the renewal hangs") { await watcher.value }
+            try await within("the job stopped while the renewal hangs") { await watcher.value }
             #expect(stopped.withLock { $0 } == .shutdown)
             // The node's health says why (found by attacking the build: /healthz read ok meanwhile);
             // a renewal begun before the partition may still go through and clear it once.
@@ -110,7 +110,7 @@ import Testing
     /// agent that could run nothing read as alive and well in the cluster's view.
     @Test func heartbeatsCarryTheNodesHealth() async throws {
         try await Self.withACoordinatedJob { rig, shared, _, job, attempt in
-            try await within(.seconds(10), "the first heartbeat") { while shared.heartbeats.isEmpty { try await pollingYield() } }
+            try await within("the first heartbeat") { while shared.heartbeats.isEmpty { try await pollingYield() } }
             #expect(shared.heartbeats.first == .ok, "the first heartbeat, while the job runs")
             attempt.finish(ExecutionResult(.returned(message: "the data directory is full: cannot write input.json: No space left on device"),
                                            dataDirectoryFull: true))
@@ -131,7 +131,7 @@ import Testing
             shared.partition()
             rig.store.hold(.claim, at: .afterAnswer)
             _ = try await rig.submit()
-            try await within(.seconds(10), "the second job's claim answered, the answer held") {
+            try await within("the second job's claim answered, the answer held") {
                 while rig.store.waiting(.claim, at: .afterAnswer) == 0 { try await pollingYield() }
             }
             let sent = rig.manual.now
@@ -224,7 +224,7 @@ import Testing
         let coordinator = ClusterCoordinator(store: shared, scheduler: rig.scheduler, clock: rig.clock, logger: SchedulerRig.quiet("cluster-test"))
         let coordinating = Task { try await coordinator.run() }   // unstructured: the caller cancels it at the end
         do {
-            try await within(.seconds(10), "job \(job)'s lease renewed") {
+            try await within("job \(job)'s lease renewed") {
                 while !shared.renewed.contains(job) { try await pollingYield() }
             }
         } catch {
@@ -258,7 +258,7 @@ import Testing
             let first = try await executor.attempts.next("the first attempt")
             _ = try await rig.memory.recoverInterrupted(now: rig.clock.wall())   // rescued by "another node"
             rig.scheduler.jobEnqueued()
-            let stop = try await within(.seconds(10), "the first attempt asked to stop") { await first.nextStop() }
+            let stop = try await within("the first attempt asked to stop") { await first.nextStop() }
             #expect(stop == .shutdown)
             await first.observer.output(Array("from the stale attempt\n".utf8))   // not the job's log any more
             first.finish(.stoppedForShutdown)
@@ -319,7 +319,7 @@ import Testing
     /// (one that comes after its `succeeded` state event; an earlier one is a stale attempt's).
     static func finalEvents(of job: JobID, in rig: SchedulerRig) async throws -> [JobEvent] {
         try await rig.waitFor(job, .succeeded)
-        return try await within(.seconds(10), "the outputs event of the job's end") {
+        return try await within("the outputs event of the job's end") {
             while true {
                 let events = try await rig.memory.events(after: 0, job: job, limit: 1000)
                 if let end = events.last(where: { $0.kind == .state && $0.data["state"] == .string("succeeded") }),
@@ -347,7 +347,7 @@ import Testing
             try await rig.advance(by: .milliseconds(100), until: "the next renewal begun") { shared.renewalsBegun == 2 }
             _ = try await rig.memory.recoverInterrupted(now: rig.clock.wall())   // rescued by "another node"
             rig.scheduler.jobEnqueued()
-            try await within(.seconds(10), "the job claimed here again") {
+            try await within("the job claimed here again") {
                 while await rig.scheduler.heldAttempts()[job.id] != 2 { try await pollingYield() }
             }
             shared.renewals.release()
@@ -357,7 +357,7 @@ import Testing
             let second = try await executor.attempts.next("the second attempt")
             #expect(second.job.attempts == 2)
             await rig.scheduler.stop(job.id, because: .cancel)
-            let stop = try await within(.seconds(10), "the second attempt's first stop") { await second.nextStop() }
+            let stop = try await within("the second attempt's first stop") { await second.nextStop() }
             #expect(stop == .cancel, "the fence stopped the newer attempt too")
         }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
     }

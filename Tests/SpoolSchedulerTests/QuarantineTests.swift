@@ -112,12 +112,12 @@ import Testing
             #expect(busy.slot.id == SlotID(1))
             executor.holdSlotReleases()
             let releasing = Task { await rig.scheduler.release(SlotID(0), by: "test") }   // unstructured: awaited below, once the executor may hear
-            try await within(.seconds(10), "the executor told of the release") { [executor] in
+            try await within("the executor told of the release") { [executor] in
                 while executor.slotReleasesWaiting == 0 { try await pollingYield() }
             }
             let claims = rig.store.calls(.claim)
             let job = try await rig.submit()
-            try await within(.seconds(10), "the submit's wake-up, taken") { [scheduler = rig.scheduler] in
+            try await within("the submit's wake-up, taken") { [scheduler = rig.scheduler] in
                 while scheduler.wakeQueued { try await pollingYield() }
             }
             _ = await rig.scheduler.quarantinedSlots()   // after the pass the wake-up ran
@@ -162,7 +162,7 @@ import Testing
             let onZero = try await next("a job on slot 0")
             _ = try await rig.submit()
             let onOne = try await next("a job on slot 1")
-            try await within(.seconds(10), "both look-aheads to find the queue empty") { [scheduler = rig.scheduler] in
+            try await within("both look-aheads to find the queue empty") { [scheduler = rig.scheduler] in
                 for slot in [SlotID(0), SlotID(1)] {
                     while await !scheduler.lookAheadFoundNothing(for: slot) { try await pollingYield() }
                 }
@@ -172,7 +172,7 @@ import Testing
             onOne.finish(.succeeded)
             let xAttempt = try await next("x, on the slot that ended")
             #expect(xAttempt.job.id == x.id && xAttempt.slot.id == slot)
-            try await within(.seconds(10), "that slot's look-ahead to find y") { [scheduler = rig.scheduler] in
+            try await within("that slot's look-ahead to find y") { [scheduler = rig.scheduler] in
                 while await scheduler.upcomingJob(for: slot) != y.id { try await pollingYield() }
             }
             onZero.finish(.succeeded)   // the other slot idles, passing y over

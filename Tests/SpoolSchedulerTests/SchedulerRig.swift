@@ -102,7 +102,7 @@ final class SchedulerRig: Sendable {
     /// task sleeps (the system may still be working its way to the result).
     func advance(by step: Duration, until what: String, limit: Int = 400, _ condition: @escaping @Sendable () async throws -> Bool) async throws {
         let manual = self.manual
-        try await within(.seconds(20), what) {
+        try await within(what) {
             var steps = 0
             while steps < limit {
                 if try await condition() { return true }
@@ -134,7 +134,7 @@ final class SchedulerRig: Sendable {
             }
             trigger.triggerGracefulShutdown()
             await end()
-            try await within(.seconds(10), "the scheduler to stop") {
+            try await within("the scheduler to stop") {
                 try await withTaskCancellationHandler { try await running.value } onCancel: { running.cancel() }
             }
         }

@@ -352,7 +352,7 @@ import Testing
             #expect(!executor.wasClosed)
             trigger.triggerGracefulShutdown()
             await rig.manual.waitForSleeper(within: .seconds(30))
-            try await within(.seconds(10), "the executor told of the shutdown, its warm workers not to be replaced") { [executor] in
+            try await within("the executor told of the shutdown, its warm workers not to be replaced") { [executor] in
                 while !executor.wasClosed { try await pollingYield() }
             }
             rig.manual.advance(by: .seconds(29))
@@ -387,12 +387,12 @@ import Testing
             // the shutdown begins.
             rig.store.hold(.finish)
             attempt.finish(.succeeded)
-            try await within(.seconds(10), "the finish to reach the store") {
+            try await within("the finish to reach the store") {
                 while rig.store.waiting(.finish) == 0 { try await pollingYield() }
                 return true
             }
             trigger.triggerGracefulShutdown()
-            try await within(.seconds(10), "the shutdown to begin") {
+            try await within("the shutdown to begin") {
                 while rig.scheduler.gate.isOpen { try await pollingYield() }
                 return true
             }
@@ -432,7 +432,7 @@ import Testing
             }
             attempt.finish(.succeeded)
             _ = try await rig.waitFor(job.id, .succeeded)
-            let logs = try await within(.seconds(10), "the last log event") {
+            let logs = try await within("the last log event") {
                 while true {
                     let events = try await rig.memory.events(after: 0, job: job.id, limit: 1000).filter { $0.kind == .log }
                     if events.contains(where: { $0.data["text"]?.stringValue?.contains("more than 64 KiB") == true }) { return events }

@@ -36,7 +36,7 @@ import Testing
         let wait = time.secondsSince1970 - rig.clock.wall().secondsSince1970
         guard wait > 0 else { return }
         let step = Duration.microseconds(Int64((wait * 1_000_000).rounded(.up)))
-        try await within(.seconds(10), "the scheduler's timer") { [manual = rig.manual] in
+        try await within("the scheduler's timer") { [manual = rig.manual] in
             await manual.waitForSleeper(within: step)
             return true
         }
@@ -62,7 +62,7 @@ import Testing
             }
             let failed = try await rig.waitFor(job.id, .failed)
             #expect(failed.attempts == 3 && failed.exitCode == 2 && failed.attemptLog.map(\.state) == [.queued, .queued, .failed])
-            try await within(.seconds(10), "the job's directory offered to its slot") { [executor] in
+            try await within("the job's directory offered to its slot") { [executor] in
                 while executor.endedJobs.isEmpty { try await pollingYield() }
             }
             #expect(executor.endedJobs == [job.id], "once it ended for good: an attempt that goes round again keeps its directory")
@@ -98,14 +98,14 @@ import Testing
             let now = try await rig.submit()
             let first = try await executor.attempts.next("the job that is due")
             #expect(first.job.id == now.id)
-            try await within(.seconds(10), "the look-ahead to find nothing due") { [scheduler = rig.scheduler] in
+            try await within("the look-ahead to find nothing due") { [scheduler = rig.scheduler] in
                 while await !scheduler.lookAheadFoundNothing(for: SlotID(0)) { try await pollingYield() }
             }
             // The timer fires and is held in the store; the job's end queues up behind it, so the
             // timer's pass over the slots finds the only one busy.
             rig.store.hold(.timers)
             try await advance(rig, to: try #require(delayed.notBefore))
-            try await within(.seconds(10), "the timer to fire") { [store = rig.store] in
+            try await within("the timer to fire") { [store = rig.store] in
                 while store.waiting(.timers) == 0 { try await pollingYield() }
             }
             first.finish(.succeeded)

@@ -25,7 +25,7 @@ import Testing
             // first, and that look fails: the end claims through the store.
             let first = try await rig.submit()
             let attempt = try await executor.attempts.next("the first job")
-            try await within(.seconds(10), "the look-ahead to know the queue is empty") { [scheduler = rig.scheduler] in
+            try await within("the look-ahead to know the queue is empty") { [scheduler = rig.scheduler] in
                 while await !scheduler.lookAheadFoundNothing(for: SlotID(0)) { try await pollingYield() }
             }
             rig.scheduler.jobEnqueued()
@@ -35,7 +35,7 @@ import Testing
             attempt.finish(.succeeded)
             try await rig.store.until("the end's claim, answered") { $0.waiting(.claim, at: .afterAnswer) == 1 }
             let second = try await rig.submit()
-            try await within(.seconds(10), "the submit's wake-up, taken while the slot is busy") { [scheduler = rig.scheduler] in
+            try await within("the submit's wake-up, taken while the slot is busy") { [scheduler = rig.scheduler] in
                 while scheduler.wakeQueued { try await pollingYield() }
             }
             #expect(try await rig.job(first.id).state == .succeeded)

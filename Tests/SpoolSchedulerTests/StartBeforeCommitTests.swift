@@ -41,7 +41,7 @@ import Testing
             let attempt = try await executor.attempts.next("the job, its claim waiting for its end")
             #expect(try await rig.job(job.id).state == .queued)
             attempt.finish(.succeeded, result: .object(["n": .int(1)]))
-            try await within(.seconds(10), "the commit of the job's claim with its end") { [store = rig.store] in
+            try await within("the commit of the job's claim with its end") { [store = rig.store] in
                 while store.waiting(.finish) == 0 { try await pollingYield() }
             }
             #expect(rig.store.waiting(.claim) == 0, "no claim went on its own")
@@ -102,7 +102,7 @@ import Testing
             let attempt = try await executor.attempts.next("the job")
             rig.store.hold(.finish)
             attempt.finish(.succeeded)
-            try await within(.seconds(10), "the commit of the job's claim with its end") { [store = rig.store] in
+            try await within("the commit of the job's claim with its end") { [store = rig.store] in
                 while store.waiting(.finish) == 0 { try await pollingYield() }
             }
             rig.store.fail(.finish, times: 1)
@@ -134,7 +134,7 @@ import Testing
                 let job = try await rig.submit()
                 let attempt = try await executor.attempts.next("job \(round), started with every look on hold")
                 #expect(attempt.job.id == job.id)
-                try await within(.seconds(10), "the look-ahead to know the queue is empty") { [scheduler = rig.scheduler] in
+                try await within("the look-ahead to know the queue is empty") { [scheduler = rig.scheduler] in
                     while await !scheduler.lookAheadFoundNothing(for: SlotID(0)) { try await pollingYield() }
                 }
                 #expect(rig.store.calls(.lookUp) == looks && rig.store.waiting(.lookUp) == 0, "no look went out")
@@ -154,7 +154,7 @@ import Testing
             let first = try await rig.submit()
             let attempt = try await executor.attempts.next("the job submitted alone")
             #expect(attempt.job.id == first.id)
-            try await within(.seconds(10), "the look-ahead to know the queue is empty") { [scheduler = rig.scheduler] in
+            try await within("the look-ahead to know the queue is empty") { [scheduler = rig.scheduler] in
                 while await !scheduler.lookAheadFoundNothing(for: SlotID(0)) { try await pollingYield() }
             }
             let second = try await rig.submit()
@@ -246,14 +246,14 @@ import Testing
             let job = try await rig.submit()
             let attempt = try await executor.attempts.next("the job")
             _ = try await rig.waitFor(job.id, .running)
-            try await within(.seconds(10), "the look-ahead to find the queue empty") { [scheduler = rig.scheduler] in
+            try await within("the look-ahead to find the queue empty") { [scheduler = rig.scheduler] in
                 while await !scheduler.lookAheadFoundNothing(for: SlotID(0)) { try await pollingYield() }
             }
             rig.store.hold(.lookUp)
             attempt.finish(.succeeded)
             _ = try await rig.waitFor(job.id, .succeeded)   // while every look at the queue waits
             // The slot still looks at the queue after the end (the slot-filling pass), and starts what it finds.
-            try await within(.seconds(10), "the look at the queue after the end") { [store = rig.store] in
+            try await within("the look at the queue after the end") { [store = rig.store] in
                 while store.waiting(.lookUp) == 0 { try await pollingYield() }
             }
             let later = try await rig.submit()
@@ -271,7 +271,7 @@ import Testing
         let first = try await rig.submit(), second = try await rig.submit()
         let attempt = try await executor.attempts.next("the first job")
         _ = try await rig.waitFor(first.id, .running)
-        try await within(.seconds(10), "the look-ahead to find the second job") { [scheduler = rig.scheduler] in
+        try await within("the look-ahead to find the second job") { [scheduler = rig.scheduler] in
             while await scheduler.upcomingJob(for: SlotID(0)) != second.id { try await pollingYield() }
         }
         return (attempt, second)
@@ -503,7 +503,7 @@ extension StartBeforeCommitTests {
             let a = try await executor.attempts.next("a first job"), b = try await executor.attempts.next("a second job")
             #expect(Set([a.job.id, b.job.id]) == [first.id, second.id])
             let scheduler = rig.scheduler
-            let busy = try await within(.seconds(10), "a slot to look ahead at the third job") { () -> SlotID in
+            let busy = try await within("a slot to look ahead at the third job") { () -> SlotID in
                 while true {
                     for slot in [a.slot.id, b.slot.id] where await scheduler.upcomingJob(for: slot) == third.id { return slot }
                     try await pollingYield()
@@ -530,14 +530,14 @@ extension StartBeforeCommitTests {
             try await firstLook(rig)
             _ = try await rig.submit("u")
             let u = try await executor.attempts.next("a job on one slot")
-            try await within(.seconds(10), "its look-ahead to find nothing") { [scheduler = rig.scheduler] in
+            try await within("its look-ahead to find nothing") { [scheduler = rig.scheduler] in
                 while await !scheduler.lookAheadFoundNothing(for: u.slot.id) { try await pollingYield() }
             }
             executor.holdPrepares()
             let first = try await rig.submit(), x = try await rig.submit()
             let onOther = try await executor.attempts.next("the first job, on the other slot")
             #expect(onOther.job.id == first.id && onOther.slot.id != u.slot.id)
-            try await within(.seconds(10), "that slot's look-ahead, having found x") { [executor] in
+            try await within("that slot's look-ahead, having found x") { [executor] in
                 while executor.preparesWaiting == 0 { try await pollingYield() }
             }
             // The first slot's job ends: that slot looks, takes x, and x ends there.
@@ -545,12 +545,12 @@ extension StartBeforeCommitTests {
             let xAttempt = try await executor.attempts.next("x, where the first job ended")
             #expect(xAttempt.job.id == x.id && xAttempt.slot.id == u.slot.id)
             xAttempt.finish(.succeeded)
-            try await within(.seconds(10), "x's end, handled") { [executor] in
+            try await within("x's end, handled") { [executor] in
                 while !executor.endedJobs.contains(x.id) { try await pollingYield() }
             }
             executor.releasePrepares()   // the other slot's look-ahead answers: x
             let slot = onOther.slot.id
-            try await within(.seconds(10), "that answer, taken") { [scheduler = rig.scheduler] in
+            try await within("that answer, taken") { [scheduler = rig.scheduler] in
                 while await scheduler.upcomingJob(for: slot) == nil, await !scheduler.lookAheadFoundNothing(for: slot) { try await pollingYield() }
             }
             #expect(await rig.scheduler.upcomingJob(for: slot) == nil, "x ran on the other slot meanwhile")

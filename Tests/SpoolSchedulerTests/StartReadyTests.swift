@@ -61,7 +61,7 @@ import Testing
             // that look stays fresh).
             let first = try await rig.submit(input: .object(["n": .int(1), "sleep": .double(0.3)]))
             let second = try await rig.submit(input: .object(["n": .int(2), "sleep": .int(0)]))
-            let gated = try await within(.seconds(10), "the second job's process started ahead") {
+            let gated = try await within("the second job's process started ahead") {
                 while true {
                     if let pid = Self.processes(with: "SPOOL_JOB_ID=\(second.id)").first { return pid }
                     try await Task.sleep(for: .milliseconds(5))

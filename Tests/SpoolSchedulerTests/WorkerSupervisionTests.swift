@@ -176,7 +176,7 @@ import Testing
             let job = try await rig.submit("w")
             let worker = try await child()
             // Silent from the job's dispatch on (killed before it, the job would go back, not fail).
-            try await within(.seconds(10), "the job, sent to the worker") {
+            try await within("the job, sent to the worker") {
                 for await line in worker.commands where line.contains("\"job\"") { return }
             }
             try await rig.advance(by: .milliseconds(500), until: "the silent worker to be killed") { worker.hasExited }
@@ -317,13 +317,13 @@ import Testing
         let (ran, stop) = rig.run(try rig.job())
         let ended = Mutex(false)
         let worker = try await child("the worker")
-        try await within(.seconds(10), "the job, sent to the worker") {
+        try await within("the job, sent to the worker") {
             for await line in worker.commands where line.contains("\"job\"") { return }
         }
         await pool.close()
         stop.yield(.shutdown)   // the worker is asked to drop the job, and killed a grace later
         let watcher = Task { _ = await ran.value; ended.withLock { $0 = true } }
-        try await within(.seconds(10), "the job stopped") {
+        try await within("the job stopped") {
             while !ended.withLock({ $0 }) {
                 if await manual.sleeperArrives(patience: .milliseconds(5)) { manual.advance(by: .seconds(1)) }
             }
@@ -348,7 +348,7 @@ import Testing
         let (ran, stop) = rig.run(try rig.job())
         _ = try await child("the worker, setting up")
         stop.yield(.cancel)
-        let result = try await within(.seconds(10), "the canceled job's end") { await ran.value }
+        let result = try await within("the canceled job's end") { await ran.value }
         #expect(result.outcome == .canceled)
         await rig.pool.shutdown()
     }
@@ -362,18 +362,18 @@ import Testing
         let (first, stop) = rig.run(try rig.job())
         let worker = try await child("the worker, setting up")
         stop.yield(.cancel)
-        #expect(try await within(.seconds(10), "the canceled job's end") { await first.value }.outcome == .canceled)
+        #expect(try await within("the canceled job's end") { await first.value }.outcome == .canceled)
         let next = try rig.job()
         let (second, _) = rig.run(next)
-        try await within(.seconds(10), "the next job, waiting for a worker") { [launcher, pool = rig.pool, slot = rig.slot] in
+        try await within("the next job, waiting for a worker") { [launcher, pool = rig.pool, slot = rig.slot] in
             while await pool.waitingForSetup(on: slot.id) == 0 && launcher.launches.count == 1 { try await pollingYield() }
         }
         await worker.say(["type": .string("ready")])
-        try await within(.seconds(10), "the next job, sent to the worker set up for the first") {
+        try await within("the next job, sent to the worker set up for the first") {
             for await line in worker.commands where line.contains(next.id.rawValue) { return }
         }
         await worker.succeed(next.id)
-        #expect(try await within(.seconds(10), "the next job's end") { await second.value }.outcome == .succeeded)
+        #expect(try await within("the next job's end") { await second.value }.outcome == .succeeded)
         #expect(launcher.launches.count == 1, "one worker for the slot")
         worker.exit(with: .exited(0))   // it speaks no more of the protocol than `ready`: no shutdown command
         await rig.pool.shutdown()
@@ -418,15 +418,15 @@ import Testing
         defer { rig.removeDirectory() }
         let (ran, _) = rig.run(try rig.job())
         let worker = try await child("the worker")
-        #expect(try await within(.seconds(10), "the job's end") { await ran.value }.outcome == .succeeded)
+        #expect(try await within("the job's end") { await ran.value }.outcome == .succeeded)
         worker.holdGPUReadings()
-        try await within(.seconds(10), "a GPU reading, waiting") {
+        try await within("a GPU reading, waiting") {
             while worker.gpuReadingsHeld == 0 {
                 if await rig.manual.sleeperArrives(patience: .milliseconds(5)) { rig.manual.advance(by: .milliseconds(500)) }
             }
         }
         let stopped = Task { await rig.pool.shutdown() }   // unstructured: awaited below
-        try await within(.seconds(10), "the worker killed, its GPU reading still waiting") {
+        try await within("the worker killed, its GPU reading still waiting") {
             while !worker.hasExited {
                 if await rig.manual.sleeperArrives(patience: .milliseconds(5)) { rig.manual.advance(by: .milliseconds(500)) }
             }
@@ -443,17 +443,17 @@ import Testing
         defer { rig.removeDirectory() }
         let (ran, _) = rig.run(try rig.job())
         let worker = try await child("the worker")
-        #expect(try await within(.seconds(10), "the job's end") { await ran.value }.outcome == .succeeded)
+        #expect(try await within("the job's end") { await ran.value }.outcome == .succeeded)
         await rig.pool.afterRun(on: rig.slot.id)
         await rig.pool.slotQuarantined(rig.slot.id)
-        try await within(.seconds(10), "the idle worker stopped") { while !worker.hasExited { try await pollingYield() } }
+        try await within("the idle worker stopped") { while !worker.hasExited { try await pollingYield() } }
         let (refused, _) = rig.run(try rig.job())
         #expect(await refused.value.outcome == .returned(message: "its slot is quarantined"))
         #expect(launcher.launches.count == 1, "no worker started on the quarantined slot")
         await rig.pool.slotReleased(rig.slot.id)
         let (after, _) = rig.run(try rig.job())
         _ = try await child("a fresh worker, once the slot is released")
-        #expect(try await within(.seconds(10), "the job's end") { await after.value }.outcome == .succeeded)
+        #expect(try await within("the job's end") { await after.value }.outcome == .succeeded)
         await rig.pool.shutdown()
     }
 
@@ -465,7 +465,7 @@ import Testing
         defer { rig.removeDirectory() }
         let (ran, stop) = rig.run(try rig.job())
         let worker = try await child("the worker")
-        try await within(.seconds(10), "the job, sent to the worker") {
+        try await within("the job, sent to the worker") {
             for await line in worker.commands where line.contains("\"job\"") { return }
         }
         await rig.pool.slotQuarantined(rig.slot.id)
@@ -473,7 +473,7 @@ import Testing
         stop.yield(.quarantine)   // the worker is asked to drop the job, and killed a grace later
         let ended = Mutex(false)
         let watcher = Task { _ = await ran.value; ended.withLock { $0 = true } }   // unstructured: awaited below
-        try await within(.seconds(10), "the job stopped") {
+        try await within("the job stopped") {
             while !ended.withLock({ $0 }) {
                 if await rig.manual.sleeperArrives(patience: .milliseconds(5)) { rig.manual.advance(by: .seconds(1)) }
             }
@@ -502,7 +502,7 @@ import Testing
         let job = try rig.job()
         let (ran, _) = rig.run(job, observer: observer)
         let worker = try await child("the worker")
-        try await within(.seconds(10), "the job, sent to the worker") {
+        try await within("the job, sent to the worker") {
             for await line in worker.commands where line.contains("\"job\"") { return }
         }
         // The worker's messages, read one after the other as from its FIFO: a progress report,
@@ -512,7 +512,7 @@ import Testing
             await worker.say(["type": .string("progress"), "job": .string(job.id.rawValue), "fraction": .double(0.5)])
             for await _ in beats { await worker.say(["type": .string("heartbeat")]) }
         }
-        try await within(.seconds(10), "the progress report, on its way to the store") {
+        try await within("the progress report, on its way to the store") {
             for await _ in recording { return }
         }
         for _ in 0..<30 where !worker.hasExited {   // 30 s: six heartbeat intervals
@@ -522,7 +522,7 @@ import Testing
         #expect(!worker.hasExited && worker.signals.isEmpty, "a worker that beats is not killed as hung")
         release.yield()
         await worker.succeed(job.id)
-        #expect(try await within(.seconds(10), "the job's end") { await ran.value }.outcome == .succeeded)
+        #expect(try await within("the job's end") { await ran.value }.outcome == .succeeded)
         beat.finish()
         _ = await reader.value
         await rig.pool.shutdown()

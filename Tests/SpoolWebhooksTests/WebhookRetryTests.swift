@@ -79,7 +79,7 @@ struct WebhookRetryTests {
 
                 #expect(try await arrivals.next("the first attempt") == 1)
                 // The loop sets its timer for the retry once the failure is recorded.
-                try await within(.seconds(10), "the sending loop to sleep until the retry") { await manual.waitForSleeper(within: .seconds(30)) }
+                try await within("the sending loop to sleep until the retry") { await manual.waitForSleeper(within: .seconds(30)) }
                 let failed = try #require(try await outbox.webhookDeliveries(of: job).first)
                 #expect(failed.delivery.attempts == 1)
                 #expect(failed.delivery.state == .pending)
@@ -152,10 +152,12 @@ struct WebhookRetryTests {
                 try await writer.finish(nil)
             })
         }
-        try await Self.deliver(router, configure: { $0.requestTimeout = .seconds(1) }, drafts: { url in [Self.draft(url("/trickle"), 1)] }) { outbox, began in
-            let attempt = try await outbox.recorded.next("the attempt", within: .seconds(20))
+        // A 5-s timeout: long enough for the answer's head to arrive on a loaded test machine
+        // (with 1 s, the timeout once fell before it), short against the 40-s body.
+        try await Self.deliver(router, configure: { $0.requestTimeout = .seconds(5) }, drafts: { url in [Self.draft(url("/trickle"), 1)] }) { outbox, began in
+            let attempt = try await outbox.recorded.next("the attempt", within: .seconds(35))
             #expect(attempt.status == 200)
-            #expect(ContinuousClock.now - began < .seconds(10), "cut off at the 1-s timeout, not after the 40-s body")
+            #expect(ContinuousClock.now - began < .seconds(30), "cut off at the 5-s timeout, not after the 40-s body")
         }
     }
 
