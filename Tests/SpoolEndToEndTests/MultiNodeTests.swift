@@ -61,8 +61,26 @@ import Testing
             for api in apis { try await api.start(["--no-slots"]) }
             for gpu in gpus { try await gpu.start(["--slots", "2"], agent: true) }
 
+            // Kill gpu1 while it runs jobs: watch, from the first submit on, until the ledger shows
+            // it inside a job with at least half a second still to go. (Watching only once every
+            // job was submitted, the queue had drained on a loaded machine before the watch began.)
+            let victim = gpus[0]
+            let killer = Task {
+                try await withDeadline(.seconds(120), "gpu1 to be inside a long job") {
+                    while true {
+                        let now = Int64(Date().timeIntervalSince1970 * 1e9)
+                        let open = Self.openAttempts(try Self.entries(ledger), node: "gpu1")
+                        if open.contains(where: { $0.nanoseconds + Int64($0.sleep * 1e9) - now > 500_000_000 }) {
+                            await victim.kill9()
+                            return Int64(Date().timeIntervalSince1970 * 1e9)
+                        }
+                        try await Task.sleep(for: .milliseconds(5))
+                    }
+                }
+            }
+
             // 300 jobs, half through each API node, of 50 to 400 ms; every fifth takes 1.5 s, so
-            // the kill below can catch a node surely inside a job.
+            // the kill can catch a node surely inside a job.
             var generator = SystemRandomNumberGenerator()
             var ids: [String] = []
             for index in 0..<300 {
@@ -71,21 +89,7 @@ import Testing
                 #expect(reply.status == 201)
                 ids.append(try #require(reply.json["id"]?.stringValue))
             }
-
-            // Kill gpu1 while it runs jobs: wait until the ledger shows it inside a job with at
-            // least half a second still to go.
-            let victim = gpus[0]
-            let killedAt = try await withDeadline(.seconds(60), "gpu1 to be inside a long job") {
-                while true {
-                    let now = Int64(Date().timeIntervalSince1970 * 1e9)
-                    let open = Self.openAttempts(try Self.entries(ledger), node: "gpu1")
-                    if open.contains(where: { $0.nanoseconds + Int64($0.sleep * 1e9) - now > 500_000_000 }) {
-                        await victim.kill9()
-                        return Int64(Date().timeIntervalSince1970 * 1e9)
-                    }
-                    try await Task.sleep(for: .milliseconds(5))
-                }
-            }
+            let killedAt = try await killer.value
 
             // Every job ends, as any API node reports it.
             var finished: [String: JSONValue] = [:]

@@ -59,10 +59,10 @@ import Testing
     @Test func delayedJobsWaitAndDeadlinesRefuseOrCancel() async throws {
         let server = try await server()
         defer { Task { await server.stop() } }
-        // 3 s: the deadline below (0.3 s) must pass while it still runs, even when a loaded test
-        // run sees it running a second late. With 1.5 s the job below once ended otherwise than
-        // canceled for its deadline; the likeliest reason, the blocker ended before that deadline.
-        let blocker = try id(try await server.submit("sleep", .object(["seconds": 3])))
+        // Until it is canceled below: the deadline (0.3 s) must pass while it still runs. With
+        // 1.5 s, and then 3 s, the job below once ended otherwise than canceled for its deadline on a
+        // loaded machine: it ran, the blocker having ended first.
+        let blocker = try id(try await server.submit("sleep", .object(["seconds": 600])))
         _ = try await server.waitFor(blocker, ["running"])
         let current = try await server.request(.GET, "/v1/jobs/\(blocker)/attempts")
         #expect(current.json["attempts"]?.arrayValue?.map { $0["state"] } == ["running"])
@@ -77,12 +77,16 @@ import Testing
         #expect(delayedReply.status == 201)
         let notBefore = try time(delayedReply.json["not_before"])
         let delayed = try id(delayedReply)
-        #expect(try await server.waitFor(blocker, ["succeeded", "failed", "canceled"])["state"] == "succeeded")
+        #expect(try await server.request(.POST, "/v1/jobs/\(blocker)/cancel").status == 202)
+        #expect(try await server.waitFor(blocker, ["succeeded", "failed", "canceled"])["state"] == "canceled")
         let ran = try await server.waitFor(delayed, ["succeeded", "failed", "canceled"])
         let ranAt = try time(ran["started_at"])
         #expect(ran["state"] == "succeeded" && ranAt >= notBefore)
 
-        // Now the queue knows how long a sleep takes: a deadline it cannot meet is refused, nothing stored.
+        // A sleep that runs to its end (the canceled blocker taught the queue nothing): now the
+        // queue knows how long a sleep takes, and a deadline it cannot meet is refused, nothing stored.
+        let learned = try id(try await server.submit("sleep", .object(["seconds": 1])))
+        #expect(try await server.waitFor(learned, ["succeeded", "failed", "canceled"])["state"] == "succeeded")
         let ahead = [try id(try await server.submit("sleep", .object(["seconds": 1.5]))),
                      try id(try await server.submit("sleep", .object(["seconds": 1.5]))),
                      try id(try await server.submit("sleep", .object(["seconds": 1.5])))]
@@ -92,7 +96,7 @@ import Testing
         #expect(refused.json["type"] == "urn:spool:problem:deadline-unreachable")
         #expect((refused.json["estimate"]?["start_in_s"]?.doubleValue ?? 0) > 1)
         let sleeps = try await server.request(.GET, "/v1/jobs?type=sleep")
-        #expect(sleeps.json["jobs"]?.arrayValue?.count == 4, "only the accepted jobs are stored")
+        #expect(sleeps.json["jobs"]?.arrayValue?.count == 5, "only the accepted jobs are stored")
         for job in ahead { _ = try await server.request(.POST, "/v1/jobs/\(job)/cancel") }
         for job in ahead { _ = try await server.waitFor(job, ["succeeded", "failed", "canceled"]) }
 
