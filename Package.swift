@@ -150,6 +150,7 @@ let package = Package(
         .testTarget(name: "SpoolEndToEndTests", dependencies: [
             "SpoolCore", "SpoolTestSupport", "SpoolBench",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -96,7 +96,7 @@ public enum SpoolServer {
             if let queued = try? await store.queuedCount() { Gauge(label: "spool_queue_depth").record(queued) }
             return MetricsExport.text(registry)
         }, access: configuration.accessPolicy, tokens: tokens, sessionKey: try await tokenStore?.sessionKey(),
-           webhookTargets: WebhookGuard(allowPrivate: configuration.webhookAllowPrivate))
+           webhookTargets: WebhookGuard(allowPrivate: configuration.webhookAllowPrivate), webhookSecret: configuration.webhookSecret)
         let host = configuration.host
         let scheme = configuration.tlsCertificate == nil ? "http" : "https"
         let (listening, listened) = AsyncStream<Void>.makeStream()

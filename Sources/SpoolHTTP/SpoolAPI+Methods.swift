@@ -23,6 +23,7 @@ extension SpoolAPI {
         ("/v1/jobs/:id/events", [.get]),
         ("/v1/jobs/:id/webhooks", [.get]),
         ("/v1/jobs/:id/attempts", [.get]),
+        ("/v1/webhook-secret", [.get]),
         ("/v1/arrays", [.get]),
         ("/v1/arrays/:id", [.get, .delete]),
         ("/v1/arrays/:id/tasks", [.get]),

@@ -1,8 +1,26 @@
 import Hummingbird
 import SpoolCore
 import SpoolStore
+import SpoolWebhooks
 
 extension SpoolAPI {
+    /// `GET /v1/webhook-secret`: the secret that signs the caller's jobs' deliveries — each
+    /// tenant has its own, derived from `webhook_secret` (an administrator may ask for a
+    /// tenant's with `?owner=NAME`; a tenant only for its own). Without tokens, `webhook_secret`
+    /// itself, which signs jobs that have no owner.
+    @Sendable func webhookSecret(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        let principal = context.principal
+        var owner = principal.name
+        if request.uri.queryParameters.get("owner") != nil { owner = try listingOwner(request, principal) }
+        guard let serverSecret = webhookServerSecret else {
+            throw APIError(status: .notFound, code: "no-webhook-secret",
+                           detail: "this server does not sign webhook deliveries (set webhook_secret in its configuration)")
+        }
+        return json(.object(["owner": owner.map(JSONValue.string) ?? .null,
+                             "secret": .string(WebhookSignature.secret(for: owner, serverSecret: serverSecret))]),
+                    headers: [.cacheControl: "no-store"])
+    }
+
     /// `GET /v1/jobs/{id}/webhooks`: the job's deliveries and their attempts, oldest first.
     @Sendable func webhooks(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let id = try jobID(context)

@@ -36,12 +36,15 @@ public struct SpoolAPI: Sendable {
     let rates: SubmitRates
     /// Where webhooks may go (checked at submit; the deliverer checks again).
     let webhookTargets: WebhookGuard
+    /// `webhook_secret`, from which each tenant's signing secret is derived.
+    let webhookServerSecret: String?
 
     public init(store: any JobStore, scheduler: Scheduler, catalog: JobCatalog, dataDirectory: String,
                 limits: Limits = Limits(), storeName: String, node: String? = nil, metrics: (@Sendable () async -> String)? = nil,
                 access: AccessPolicy = AccessPolicy(), tokens: TokenBook? = nil, sessionKey: [UInt8]? = nil,
-                webhookTargets: WebhookGuard = WebhookGuard(allowPrivate: false)) {
+                webhookTargets: WebhookGuard = WebhookGuard(allowPrivate: false), webhookSecret: String? = nil) {
         self.webhookTargets = webhookTargets
+        webhookServerSecret = webhookSecret
         self.node = node
         self.metrics = metrics
         self.store = store
@@ -89,6 +92,7 @@ public struct SpoolAPI: Sendable {
         router.get("/v1/events", use: allEvents)
         router.get("/v1/jobs/:id/events", use: jobEvents)
         router.get("/v1/jobs/:id/webhooks", use: webhooks)
+        router.get("/v1/webhook-secret", use: webhookSecret)
         router.get("/v1/jobs/:id/attempts", use: attempts)
         router.get("/v1/arrays", use: listArrays)
         router.get("/v1/arrays/:id", use: showArray)

@@ -22,7 +22,8 @@ import Synchronization
 /// sending loop for the earliest), what its attempts record, how long planning waits to coalesce.
 public final class WebhookDeliverer: Service, Sendable {
     public struct Configuration: Sendable {
-        /// Signs each delivery when set (`Spool-Webhook-Signature`).
+        /// Signs each delivery when set (`Spool-Webhook-Signature`): a job's deliveries with its
+        /// owner's secret derived from it (`WebhookSignature.secret(for:serverSecret:)`).
         public var secret: String?
         public var retry = WebhookRetryPolicy()
         public var maxInFlight = 8
@@ -31,6 +32,10 @@ public final class WebhookDeliverer: Service, Sendable {
         /// build: 32 deliveries to a dead URL delayed another tenant's healthy one by 39 s). Lanes
         /// no other host needs go to whoever has deliveries due.
         public var maxInFlightPerHost = 2
+        /// Most deliveries in flight for one tenant's jobs, over all its hosts, while others wait
+        /// (found by attacking the build: a tenant with dead receivers on several host names took
+        /// a share for each, so every lane).
+        public var maxInFlightPerOwner = 4
         public var requestTimeout: TimeAmount = .seconds(10)
         public var progressInterval: Double = 2
         /// Longest sleep between checks when nothing wakes the loops.
@@ -58,8 +63,8 @@ public final class WebhookDeliverer: Service, Sendable {
     /// notifier's wait-after-a-number shape.
     private let doorbell = EventNotifier()
     private let rings = Atomic<Int64>(0)
-    /// The deliveries being attempted, with the host (and port) each goes to.
-    private let inFlight = Mutex([WebhookDeliveryID: String]())
+    /// The deliveries being attempted, with the host each goes to and the owner of its job.
+    private let inFlight = Mutex([WebhookDeliveryID: WebhookLanes.Lane]())
     /// The cursor as last saved by this deliverer (see `planOnce`).
     private let savedCursor = Atomic<Int64>(0)
     /// How far past the saved cursor planning may read, producing nothing, before saving it.
@@ -153,30 +158,18 @@ public final class WebhookDeliverer: Service, Sendable {
                 let seen = doorbell.latest
                 do {
                     let busy = inFlight.withLock { $0 }
-                    var free = configuration.maxInFlight - busy.count
+                    let free = configuration.maxInFlight - busy.count
                     if free > 0 {
-                        // Due ones, oldest first, a host at a time up to its share: a few more are
-                        // read than lanes are free, so that one host's backlog does not hide another's.
-                        var perHost: [String: Int] = [:]
-                        for host in busy.values { perHost[host, default: 0] += 1 }
+                        // A few more are read than lanes are free, so that one host's backlog does not hide another's.
                         let due = try await outbox.dueDeliveries(at: clock.wall(), limit: configuration.maxInFlight * 64 + busy.count)
                             .filter { busy[$0.id] == nil }
-                        var started: Set<WebhookDeliveryID> = []
-                        // Each host up to its share first; then the lanes left to anyone (one host's
-                        // backlog alone uses them all, and gives one up at each attempt's end).
-                        for shared in [true, false] {
-                            for delivery in due where free > 0 && !started.contains(delivery.id) {
-                                let host = Self.hostKey(delivery.draft.url)
-                                guard !shared || perHost[host, default: 0] < configuration.maxInFlightPerHost else { continue }
-                                perHost[host, default: 0] += 1
-                                free -= 1
-                                started.insert(delivery.id)
-                                inFlight.withLock { $0[delivery.id] = host }
-                                group.addTask {
-                                    await self.attempt(delivery)
-                                    self.inFlight.withLock { _ = $0.removeValue(forKey: delivery.id) }
-                                    self.ring()
-                                }
+                        let shares = WebhookLanes(perHost: configuration.maxInFlightPerHost, perOwner: configuration.maxInFlightPerOwner)
+                        for (delivery, lane) in shares.pick(from: due, busy: Array(busy.values), free: free) {
+                            inFlight.withLock { $0[delivery.id] = lane }
+                            group.addTask {
+                                await self.attempt(delivery)
+                                self.inFlight.withLock { _ = $0.removeValue(forKey: delivery.id) }
+                                self.ring()
                             }
                         }
                     }
@@ -193,14 +186,6 @@ public final class WebhookDeliverer: Service, Sendable {
                 _ = await doorbell.wait(after: seen, timeout: configuration.idlePoll)
             }
         }
-    }
-
-    /// The host a delivery goes to, whatever its port (its whole URL when that does not parse: it
-    /// fails on its own). Found by attacking the build: keyed by host and port, one dead receiver
-    /// listening on four ports took all eight lanes.
-    static func hostKey(_ url: String) -> String {
-        guard let (host, _) = try? WebhookTarget.parse(url) else { return url }
-        return host.lowercased()
     }
 
     /// Rings the doorbell once `wait` has passed on the clock.
@@ -220,7 +205,8 @@ public final class WebhookDeliverer: Service, Sendable {
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
         request.headers.add(name: "User-Agent", value: "spool-webhooks")
-        for (name, value) in Self.headers(for: delivery, body: body, timestamp: at.microseconds / 1_000_000, secret: configuration.secret) {
+        let secret = configuration.secret.map { WebhookSignature.secret(for: WebhookLanes.owner(of: delivery), serverSecret: $0) }
+        for (name, value) in Self.headers(for: delivery, body: body, timestamp: at.microseconds / 1_000_000, secret: secret) {
             request.headers.add(name: name, value: value)
         }
         request.body = .bytes(ByteBuffer(bytes: body))

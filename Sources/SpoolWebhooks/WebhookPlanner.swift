@@ -95,6 +95,8 @@ public struct WebhookPlanner: Sendable {
             "result": job.result ?? .null, "error": job.error.map(JSONValue.string) ?? .null,
             "exit_code": job.exitCode.map { .int(Int64($0)) } ?? .null,
             "created_at": time(job.createdAt), "started_at": time(job.startedAt), "finished_at": time(job.finishedAt),
+            // Whose job: the deliverer signs with this tenant's secret and shares lanes by it.
+            "owner": job.owner.map(JSONValue.string) ?? .null,
         ]
         switch category {
         case .started, .progress:

@@ -7,8 +7,22 @@ public enum WebhookSignature {
     public static func sign(secret: String, timestamp: Int64, body: [UInt8]) -> String {
         var message = Array("\(timestamp).".utf8)
         message.append(contentsOf: body)
-        let code = HMAC<SHA256>.authenticationCode(for: message, using: SymmetricKey(data: Array(secret.utf8)))
-        return "v1=" + code.map { byte in
+        return "v1=" + hex(HMAC<SHA256>.authenticationCode(for: message, using: SymmetricKey(data: Array(secret.utf8))))
+    }
+
+    /// The secret that signs the deliveries of `owner`'s jobs: 64 hex digits of
+    /// HMAC-SHA256(`webhook_secret`, "spool-webhook-secret:" + owner), so each tenant verifies
+    /// with a secret of its own, and one that knows its own cannot sign for another (with one
+    /// secret for all, any tenant could forge deliveries to every other tenant's receivers).
+    /// Jobs without an owner (no tokens) are signed with `webhook_secret` itself.
+    public static func secret(for owner: String?, serverSecret: String) -> String {
+        guard let owner else { return serverSecret }
+        return hex(HMAC<SHA256>.authenticationCode(for: Array("spool-webhook-secret:\(owner)".utf8),
+                                                   using: SymmetricKey(data: Array(serverSecret.utf8))))
+    }
+
+    private static func hex(_ code: some Sequence<UInt8>) -> String {
+        code.map { byte in
             let hex = String(byte, radix: 16)
             return byte < 16 ? "0" + hex : hex
         }.joined()

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import SpoolCore
 import Testing
@@ -32,7 +33,8 @@ import Testing
                             status = 500 if count[0] == 1 else 200
                             with open(log, "a") as f:
                                 f.write(json.dumps({"id": self.headers["Spool-Webhook-Id"], "valid": valid, "status": status,
-                                                    "body": json.loads(body)}) + "\\n")
+                                                    "body": json.loads(body), "raw": body.decode(), "timestamp": ts,
+                                                    "signature": self.headers.get("Spool-Webhook-Signature", "")}) + "\\n")
                         self.send_response(status)
                         self.send_header("Content-Length", "0")
                         self.end_headers()
@@ -56,6 +58,16 @@ import Testing
             var valid: Bool
             var status: Int
             var body: JSONValue
+            /// The body as sent, its timestamp and signature headers.
+            var raw: String
+            var timestamp: String
+            var signature: String
+
+            /// Whether `secret` signed it, as the README tells receivers to check.
+            func signed(by secret: String) -> Bool {
+                let code = HMAC<SHA256>.authenticationCode(for: Array((timestamp + "." + raw).utf8), using: SymmetricKey(data: Array(secret.utf8)))
+                return signature == "v1=" + code.map { String(format: "%02x", $0) }.joined()
+            }
         }
 
         var requests: [Request] {
@@ -63,7 +75,9 @@ import Testing
             return text.split(separator: "\n").compactMap { line in
                 guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(line.utf8)) else { return nil }
                 return Request(id: value["id"]?.stringValue ?? "", valid: value["valid"] == .bool(true),
-                               status: Int(value["status"]?.intValue ?? 0), body: value["body"] ?? .null)
+                               status: Int(value["status"]?.intValue ?? 0), body: value["body"] ?? .null,
+                               raw: value["raw"]?.stringValue ?? "", timestamp: value["timestamp"]?.stringValue ?? "",
+                               signature: value["signature"]?.stringValue ?? "")
             }
         }
 
@@ -135,5 +149,56 @@ import Testing
         #expect(attempts.first?["status"] == .int(500))
         #expect(attempts.last?["status"] == .int(200))
         #expect(attempts.first?["duration_ms"]?.doubleValue != nil)
+    }
+
+    /// With tokens, each tenant's deliveries are signed with a secret of its own, which it reads
+    /// from `GET /v1/webhook-secret` and no other tenant can (found by attacking the build: one
+    /// `webhook_secret` signed every tenant's deliveries, so any tenant could forge deliveries to
+    /// every other tenant's receivers).
+    @Test func eachTenantsDeliveriesAreSignedWithItsOwnSecret() async throws {
+        let server = try ServerHarness(config: .object([:]))
+        try Data(Fixtures.config(scratch: server.scratch, extra: [
+            "webhook_secret": .string(Self.secret), "webhook_retry_base_s": 0.2, "webhook_allow_private": true,
+        ]).canonicalText.utf8).write(to: URL(fileURLWithPath: server.configPath))
+        let receiver = try Receiver(directory: server.scratch)
+        defer { receiver.stop(); Task { await server.stop() } }
+        let alice = try await server.createToken("alice")
+        let bob = try await server.createToken("bob")
+        let root = try await server.createToken("root", ["--admin"])
+        try await server.start(["--slots", "1"])
+
+        func secret(_ token: String, _ query: String = "") async throws -> (Int, JSONValue) {
+            let reply = try await server.request(.GET, "/v1/webhook-secret" + query, headers: server.bearer(token))
+            return (reply.status, reply.json)
+        }
+        let (aliceStatus, aliceSecret) = try await secret(alice)
+        #expect(aliceStatus == 200 && aliceSecret["owner"] == "alice", "\(aliceSecret)")
+        let aliceKey = try #require(aliceSecret["secret"]?.stringValue)
+        let bobKey = try #require(try await secret(bob).1["secret"]?.stringValue)
+        #expect(aliceKey != bobKey && aliceKey != Self.secret && aliceKey.count == 64)
+        // A tenant may not read another's; an administrator may; no token, no secret.
+        let (peek, problem) = try await secret(bob, "?owner=alice")
+        #expect(peek == 403, "\(problem)")
+        #expect(try await secret(root, "?owner=alice").1["secret"]?.stringValue == aliceKey)
+        #expect(try await server.request(.GET, "/v1/webhook-secret").status == 401)
+
+        var owners: [String: String] = [:]
+        for (name, token) in [("alice", alice), ("bob", bob), ("alice", alice), ("bob", bob)] {
+            let reply = try await server.submit("noop", extra: ["webhook": .string(receiver.url)], token: token)
+            owners[try #require(reply.json["id"]?.stringValue)] = name
+        }
+        let jobs = Set(owners.keys)
+        try await receiver.waitUntil("a delivered completion for every job") { requests in
+            Set(requests.filter { $0.status == 200 }.compactMap { $0.body["job"]?["id"]?.stringValue }) == jobs
+        }
+        let keys = ["alice": aliceKey, "bob": bobKey]
+        for request in receiver.requests {
+            let id = try #require(request.body["job"]?["id"]?.stringValue)
+            let owner = try #require(owners[id])
+            #expect(request.body["job"]?["owner"] == .string(owner))
+            #expect(request.signed(by: keys[owner]!), "\(owner)'s delivery verifies with \(owner)'s secret")
+            #expect(!request.signed(by: keys[owner == "alice" ? "bob" : "alice"]!), "…and not with the other tenant's")
+            #expect(!request.signed(by: Self.secret), "…nor with the server's own")
+        }
     }
 }

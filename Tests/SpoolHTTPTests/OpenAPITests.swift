@@ -32,6 +32,7 @@ import Testing
         "/v1/jobs/{id}/events": ["get"],
         "/v1/jobs/{id}/webhooks": ["get"],
         "/v1/jobs/{id}/attempts": ["get"],
+        "/v1/webhook-secret": ["get"],
         "/v1/arrays": ["get"], "/v1/arrays/{id}": ["get", "delete"], "/v1/arrays/{id}/tasks": ["get"], "/v1/arrays/{id}/outputs": ["get"],
         "/v1/arrays/{id}/cancel": ["post"], "/v1/arrays/{id}/retry": ["post"],
         "/v1/events": ["get"],

@@ -11,6 +11,16 @@ struct WebhookSignatureTests {
         #expect(signature == "v1=c54a397be3253430adf427f21d09e6e533abc54ba7447151e46f0a5f3984d2ae")
     }
 
+    /// Each tenant's jobs are signed with a secret of its own, derived from the server's:
+    /// one tenant's secret neither is another's nor gives the server's away.
+    @Test func eachTenantHasASecretOfItsOwn() {
+        let server = "0123456789abcdef"
+        // Computed independently: hmac.new(b"0123456789abcdef", b"spool-webhook-secret:alice", hashlib.sha256).hexdigest()
+        #expect(WebhookSignature.secret(for: "alice", serverSecret: server) == "22a7fb447765849f2bf03f2db020916679695a62bb20696ecb381498e1bc0f90")
+        #expect(WebhookSignature.secret(for: "bob", serverSecret: server) != WebhookSignature.secret(for: "alice", serverSecret: server))
+        #expect(WebhookSignature.secret(for: nil, serverSecret: server) == server, "jobs without an owner: the server's own")
+    }
+
     @Test func headersCarryIdTimestampAndSignatureOnlyWithASecret() {
         let draft = WebhookDelivery.Draft(job: JobID.random(), event: .completed, eventID: 1, url: "http://x",
                                           payload: .object(["event": "job.completed"]), createdAt: Timestamp(microseconds: 0))

@@ -359,6 +359,7 @@ def run_async(coroutine: Any, limit: float = TEST_LIMIT_S - 2) -> Any:
 # --- a server with tokens ------------------------------------------------------------------
 
 #: The tokens of `auth_server`: two tenants, an administrator, and a tenant limited to one submit a second.
+AUTH_WEBHOOK_SECRET = "client-tests-webhook-secret"
 AUTH_TOKENS: Dict[str, List[str]] = {"admin": ["--admin"], "alice": [], "bob": [], "limited": ["--rate", "1"]}
 
 
@@ -367,7 +368,9 @@ def auth_server(spool_binary: Path) -> Iterator[SpoolServer]:
     """A server that requires tokens (they exist before it starts: `auth: auto`), shared by the
     token tests; `auth_server.tokens[name]`."""
     root = Path(tempfile.mkdtemp(prefix="spool-client-auth-"))
-    instance = SpoolServer(spool_binary, root, server_config())
+    # Signed webhooks, to a receiver on this machine (test_auth's webhook test).
+    config = dict(server_config(), webhook_secret=AUTH_WEBHOOK_SECRET, webhook_allow_private=True)
+    instance = SpoolServer(spool_binary, root, config)
     try:
         for name, options in AUTH_TOKENS.items():
             instance.tokens[name] = create_token(spool_binary, instance.data_dir, name, *options)

@@ -11,7 +11,7 @@ import pytest
 import spool_client
 from spool_client import Client
 
-from conftest import SpoolServer, free_port
+from conftest import AUTH_WEBHOOK_SECRET, SpoolServer, free_port
 from test_events import consume_with_restart, states_of
 
 UNKNOWN = "job_" + "0" * 26
@@ -139,3 +139,59 @@ def test_tenant_events_resume_across_restart(make_api: Callable[..., Any], spawn
     assert [e.id for e in replay] == [e.id for e in events]
     with Client(server.url, token=server.tokens["bob"]) as bob:
         assert bob.wait(other.id, timeout=10).succeeded
+
+
+def test_each_tenant_verifies_its_deliveries_with_its_own_secret(make_api: Callable[..., Any], auth_server: SpoolServer,
+                                                                 server: SpoolServer) -> None:
+    import hashlib
+    import hmac
+    import http.server
+    import threading
+
+    tokens = auth_server.tokens
+    alice = make_api(auth_server.url, token=tokens["alice"])
+    bob = make_api(auth_server.url, token=tokens["bob"])
+    admin = make_api(auth_server.url, token=tokens["admin"])
+    secret = alice.webhook_secret()
+    assert secret == hmac.new(AUTH_WEBHOOK_SECRET.encode(), b"spool-webhook-secret:alice", hashlib.sha256).hexdigest()
+    assert bob.webhook_secret() != secret
+    assert admin.webhook_secret(owner="alice") == secret
+    assert alice.webhook_secret(owner="alice") == secret
+    with pytest.raises(spool_client.Forbidden):
+        bob.webhook_secret(owner="alice")
+    with pytest.raises(spool_client.NotFound):  # a server without webhook_secret signs nothing
+        make_api(server.url).webhook_secret()
+
+    received: List[Any] = []
+    arrived = threading.Event()
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((dict(self.headers.items()), body))
+            self.send_response(204)
+            self.end_headers()
+            arrived.set()
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=receiver.serve_forever, daemon=True)
+    thread.start()
+    try:
+        job = alice.submit("noop", webhook=f"http://127.0.0.1:{receiver.server_address[1]}/hook")
+        assert alice.wait(job.id, timeout=15).succeeded
+        assert arrived.wait(15), "no delivery"
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+    headers, body = received[0]
+    assert spool_client.verify_webhook(secret, headers, body)
+    assert spool_client.verify_webhook(secret.encode(), {k.upper(): v for k, v in headers.items()}, body)
+    assert not spool_client.verify_webhook(bob.webhook_secret(), headers, body), "another tenant's secret"
+    assert not spool_client.verify_webhook(AUTH_WEBHOOK_SECRET, headers, body), "the server's own"
+    assert not spool_client.verify_webhook(secret, headers, body.replace(b"noop", b"nope")), "a changed body"
+    sent = int(headers["Spool-Webhook-Timestamp"])
+    assert not spool_client.verify_webhook(secret, headers, body, now=sent + 301), "replayed later"
+    assert spool_client.verify_webhook(secret, headers, body, now=sent + 299)

@@ -46,6 +46,7 @@ from ._models import (
 from ._sse import SSEParser
 from ._sync import Client
 from ._version import __version__
+from ._webhooks import verify_webhook
 
 __all__ = [
     "AlreadyFinished",
@@ -90,4 +91,5 @@ __all__ = [
     "Unavailable",
     "WaitTimeout",
     "__version__",
+    "verify_webhook",
 ]

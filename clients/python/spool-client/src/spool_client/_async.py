@@ -304,6 +304,10 @@ class AsyncClient(ClientCore):
     async def queue(self) -> QueueInfo:
         return await self._run(self._queue())
 
+    async def webhook_secret(self, owner: Optional[str] = None) -> str:
+        """See `Client.webhook_secret`."""
+        return await self._run(self._webhook_secret(owner))
+
     async def release_slot(self, slot: int) -> bool:
         """See `Client.release_slot`."""
         return await self._run(self._release_slot(slot))

@@ -828,6 +828,10 @@ class ClientCore:
     def _queue(self) -> Flow[QueueInfo]:
         return QueueInfo.from_json((yield from self._json(RequestSpec("GET", "/v1/queue"))))
 
+    def _webhook_secret(self, owner: Optional[str]) -> Flow[str]:
+        spec = RequestSpec("GET", "/v1/webhook-secret", params={"owner": owner} if owner is not None else None)
+        return str((yield from self._json(spec))["secret"])
+
     def _release_slot(self, slot: int) -> Flow[bool]:
         spec = RequestSpec("POST", f"/v1/slots/{int(slot)}/release", idempotent=True)
         return (yield from self._json(spec)).get("released") is True

@@ -342,6 +342,13 @@ class Client(ClientCore):
     def queue(self) -> QueueInfo:
         return self._run(self._queue())
 
+    def webhook_secret(self, owner: Optional[str] = None) -> str:
+        """The secret that signs this token's jobs' webhook deliveries (each tenant has its own);
+        check deliveries with `verify_webhook`. ``owner``: another tenant's (an administrator's
+        token; a tenant's may name only itself, else `Forbidden`). `NotFound` when the server
+        signs nothing (no ``webhook_secret`` in its configuration)."""
+        return self._run(self._webhook_secret(owner))
+
     def release_slot(self, slot: int) -> bool:
         """Brings a quarantined GPU slot back (an administrator's token): True if it was quarantined.
         Raises `Conflict` while its GPU still reads unhealthy, `NotFound` for no such slot."""

@@ -1,0 +1,56 @@
+import SpoolCore
+import SpoolStore
+@testable import SpoolWebhooks
+import Testing
+
+/// Which due deliveries take the free sending lanes: each host and each tenant up to its share
+/// while others wait, then anyone.
+@Suite struct WebhookLanesTests {
+    let lanes = WebhookLanes(perHost: 2, perOwner: 4)
+
+    /// A delivery number `id` of `owner`'s job to `host` (oldest first by id).
+    func delivery(_ id: Int64, _ host: String, owner: String?) -> WebhookDelivery {
+        var job: [String: JSONValue] = ["id": "job_x"]
+        if let owner { job["owner"] = .string(owner) }
+        let draft = WebhookDelivery.Draft(job: JobID.random(), event: .completed, eventID: id, url: "http://\(host)/hook",
+                                          payload: .object(["event": "job.completed", "job": .object(job)]),
+                                          createdAt: Timestamp(microseconds: id))
+        return WebhookDelivery(id: WebhookDeliveryID(id), draft: draft, state: .pending, attempts: 0, nextAttemptAt: nil)
+    }
+
+    /// One host whatever its port or case (found by attacking the build: a dead receiver on four
+    /// ports took all eight lanes); two names are two hosts.
+    @Test func aHostIsOneWhateverItsPort() {
+        let keys = ["http://hooks.example:8001/a", "https://HOOKS.example:8443/b", "http://hooks.example/c"].map(WebhookLanes.hostKey)
+        #expect(Set(keys).count == 1, "\(keys)")
+        #expect(WebhookLanes.hostKey("http://other.example/a") != keys[0])
+    }
+
+    /// A tenant whose receivers on four host names never answer holds at most its share of the
+    /// lanes while another tenant's delivery waits (found by attacking the build: a share per host
+    /// gave it one for each name, so every lane, and the other tenant's delivery waited for a
+    /// dead attempt's timeout).
+    @Test func aTenantOnManyHostsHoldsAtMostItsShare() {
+        let hog = ["a", "b", "c", "d"].flatMap { host in [host, host] }.enumerated()
+            .map { delivery(Int64($0.offset + 1), "\($0.element).example", owner: "hog") }
+        let other = delivery(100, "e.example", owner: "bob")
+        // All lanes free: the hog's first four, the other tenant's one, then the hog's again.
+        let first = lanes.pick(from: hog + [other], busy: [], free: 8)
+        #expect(first.count == 8)
+        #expect(first.contains { $0.0.id == other.id }, "\(first.map(\.0.id))")
+        #expect(first.filter { $0.1.owner == "hog" }.count == 7, "the lanes no one else needs go to the hog")
+        // Seven lanes held by the hog's dead attempts, one freed: it goes to the other tenant.
+        let held = hog.prefix(7).map(WebhookLanes.Lane.init)
+        let next = lanes.pick(from: [hog[7], other], busy: held, free: 1)
+        #expect(next.map(\.0.id) == [other.id])
+        // Alone, a tenant uses every lane.
+        #expect(lanes.pick(from: Array(hog), busy: [], free: 8).count == 8)
+    }
+
+    /// Deliveries of jobs without an owner (no tokens) share by host only.
+    @Test func withoutAnOwnerTheHostShareAlone() {
+        let due = ["a", "a", "a", "b", "c", "d", "e"].enumerated().map { delivery(Int64($0.offset + 1), "\($0.element).example", owner: nil) }
+        let picked = lanes.pick(from: due, busy: [], free: 6)
+        #expect(picked.map(\.0.id.rawValue) == [1, 2, 4, 5, 6, 7], "two for host a, then the other hosts")
+    }
+}

@@ -1,0 +1,30 @@
+"""Checking a webhook delivery's signature, in the receiver."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from typing import Mapping, Optional, Union
+
+
+def verify_webhook(secret: Union[str, bytes], headers: Mapping[str, str], body: bytes, *,
+                   tolerance_s: float = 300.0, now: Optional[float] = None) -> bool:
+    """Whether a delivery came from Spool: its ``Spool-Webhook-Signature`` is HMAC-SHA256 with
+    ``secret`` (yours from `Client.webhook_secret`) of ``Spool-Webhook-Timestamp + "." + body``,
+    and that timestamp is within ``tolerance_s`` of ``now`` (default: this machine's clock), so a
+    captured delivery cannot be replayed later. ``body`` is the raw request body as received
+    (not re-encoded JSON); header names are matched in any case. Deduplicate what passes on
+    ``Spool-Webhook-Id``: delivery is at least once."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    timestamp = lowered.get("spool-webhook-timestamp", "")
+    signature = lowered.get("spool-webhook-signature", "")
+    try:
+        sent = int(timestamp)
+    except ValueError:
+        return False
+    if abs((time.time() if now is None else now) - sent) > tolerance_s:
+        return False
+    key = secret.encode() if isinstance(secret, str) else secret
+    expected = "v1=" + hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature)
