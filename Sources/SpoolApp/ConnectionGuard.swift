@@ -176,6 +176,10 @@ final class HandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
     private var lastActivity = NIODeadline.uptimeNanoseconds(0)
     private var silenceWatch: RepeatedTask?
     private var loop: (any EventLoop)?
+    /// HTTP/2: its streams open now (`StreamTally`), and since when it has had none.
+    private var http2 = false
+    private var openStreams = 0
+    private var idleSince = NIODeadline.uptimeNanoseconds(0)
 
     init(timeout: TimeAmount, silenceLimit: TimeAmount, count: ConnectionGuard.Count) {
         self.timeout = timeout
@@ -206,19 +210,35 @@ final class HandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    /// The handshake completed: the HTTP layer's own timeouts take over, and the watch for a
-    /// connection silent both ways begins.
-    func handshakeCompleted(_ context: ChannelHandlerContext) {
+    /// The handshake completed: the HTTP layer's own timeouts take over, and the watch begins
+    /// for a connection silent both ways and, with HTTP/2, for one left with no request open.
+    ///
+    /// HTTP/2's idle timeout (the header timeout) asks a connection with no stream open to go
+    /// away, and closes it once the client answers that request's PING; one that never answers
+    /// it is closed here at twice the header timeout. Bytes alone do not keep it: a client may
+    /// PING every 30 s without being told it pings too often (found in review: such a client
+    /// held a counted connection for good).
+    func handshakeCompleted(_ context: ChannelHandlerContext, http2: Bool) {
         timer?.cancel()
         timer = nil
+        self.http2 = http2
         lastActivity = context.eventLoop.now
-        let channel = context.channel, limit = silenceLimit, loop = context.eventLoop
+        idleSince = context.eventLoop.now
+        let channel = context.channel, limit = silenceLimit, idleLimit = timeout * 2, loop = context.eventLoop
         silenceWatch = loop.scheduleRepeatedTask(initialDelay: timeout, delay: timeout) { [self] task in
-            if loop.now - lastActivity > limit {
+            let idle = self.http2 && openStreams == 0 && loop.now - idleSince > idleLimit
+            if idle || loop.now - lastActivity > limit {
                 task.cancel()
                 channel.close(promise: nil)
             }
         }
+    }
+
+    /// An HTTP/2 stream (a request) opened or closed on this connection.
+    func streamOpened() { openStreams += 1 }
+    func streamClosed() {
+        openStreams -= 1
+        if openStreams == 0, let loop { idleSince = loop.now }
     }
 
     /// A byte went either way.
@@ -235,8 +255,8 @@ final class HandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
 
         func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
             context.fireUserInboundEventTriggered(event)
-            guard let event = event as? TLSUserEvent, case .handshakeCompleted = event else { return }
-            deadline.handshakeCompleted(context)
+            guard let event = event as? TLSUserEvent, case .handshakeCompleted(let negotiated) = event else { return }
+            deadline.handshakeCompleted(context, http2: negotiated == "h2")
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -248,5 +268,25 @@ final class HandshakeDeadline: ChannelInboundHandler, RemovableChannelHandler {
             deadline.active()
             context.write(data, promise: promise)
         }
+    }
+}
+
+/// Tells its HTTP/2 connection's `HandshakeDeadline` when a stream (one request) opens and
+/// closes: one handler per stream channel, on the connection's event loop. On an HTTP/1.1
+/// connection (no parent channel) it does nothing.
+final class StreamTally: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    private var deadline: HandshakeDeadline?
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        guard let parent = context.channel.parent, parent.eventLoop.inEventLoop,
+              let deadline = try? parent.pipeline.syncOperations.handler(type: HandshakeDeadline.self) else { return }
+        self.deadline = deadline
+        deadline.streamOpened()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        deadline?.streamClosed()
+        deadline = nil
     }
 }

@@ -229,7 +229,8 @@ public enum SpoolServer {
         // is closed after the header timeout, as an HTTP/1.1 one between requests.
         var streams = http1
         streams.additionalChannelHandlers = {
-            [ConnectionGuard(headerTimeout: timeout, count: ConnectionGuard.Count(limit: .max), maxBodyBytes: configuration.maxBodyBytes)]
+            [ConnectionGuard(headerTimeout: timeout, count: ConnectionGuard.Count(limit: .max), maxBodyBytes: configuration.maxBodyBytes),
+             StreamTally()]
         }
         let upgrade = HTTP2UpgradeChannel.Configuration(idleTimeout: .milliseconds(Int64(configuration.headerTimeoutSeconds * 1000)),
                                                         streamConfiguration: streams)

@@ -876,6 +876,77 @@ import Testing
         #expect(silentClosed, "still open after \(ContinuousClock.now - began)")
     }
 
+    /// An HTTP/2 connection with no request open is closed a moment after the server asked it to
+    /// go away, however often the client pings (found in review: PINGs every few seconds kept an
+    /// idle connection counted against max_connections for good, as the watch for silence counted
+    /// any byte); one with a request open stays for as long as the request lasts.
+    @Test func anHTTP2ConnectionThatOnlyPingsIsClosed() async throws {
+        let server = try await Self.server(.sqlite)
+        let cert = server.scratch + "/cert.pem", key = server.scratch + "/key.pem"
+        let made = try await runProcess("/usr/bin/env", ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                                                         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                                                         "-keyout", key, "-out", cert])
+        try #require(made.status == 0, "openssl: \(made.stderr)")
+        try Data(Fixtures.config(scratch: server.scratch, extra: ["tls_cert": .string(cert), "tls_key": .string(key),
+                                                                  "header_timeout_s": 1]).canonicalText.utf8)
+            .write(to: URL(fileURLWithPath: server.configPath))
+        defer { Task { await server.stop() } }
+        try await server.start()
+        let port = URL(string: server.url)?.port ?? 0
+        // The preface and SETTINGS, then a PING every 31 s (as often as the server takes them
+        // without calling them too many), acknowledging nothing; prints how long the connection
+        // lasted, or "open" after 70 s (past the 62-s watch for silence).
+        let pinger = try await runProcess("/usr/bin/env", ["python3", "-c", """
+            import socket, ssl, sys, time
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            context.set_alpn_protocols(["h2"])
+            connection = context.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))))
+            assert connection.selected_alpn_protocol() == "h2", connection.selected_alpn_protocol()
+            connection.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+            connection.settimeout(0.5)
+            began = pinged = time.monotonic()
+            connection.sendall(bytes([0, 0, 8, 6, 0, 0, 0, 0, 0]) + b"pingpong")
+            while time.monotonic() - began < 70:
+                try:
+                    if time.monotonic() - pinged > 31:
+                        pinged = time.monotonic()
+                        connection.sendall(bytes([0, 0, 8, 6, 0, 0, 0, 0, 0]) + b"pingpong")
+                    if connection.recv(65536) == b"":
+                        break
+                except socket.timeout:
+                    pass
+                except OSError:
+                    break
+            else:
+                print("open")
+                sys.exit(0)
+            print(round(time.monotonic() - began, 1))
+            """, String(port)])
+        let lasted = pinger.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(pinger.status == 0, "\(pinger.stderr)")
+        #expect(lasted != "open" && (Double(lasted) ?? 99) < 15, "an idle HTTP/2 connection that only pings lasted \(lasted) s")
+
+        // A long poll over HTTP/2 outlasts the header timeout many times over: a request is open.
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .file(cert)
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: HTTPClient.Configuration(tlsConfiguration: tls))
+        defer { _ = client.shutdown() }
+        var submit = HTTPClientRequest(url: server.url + "/v1/jobs")
+        submit.method = .POST
+        submit.headers.add(name: "Content-Type", value: "application/json")
+        submit.body = .bytes(ByteBuffer(string: #"{"type":"sleep","input":{"seconds":600}}"#))
+        let submitted = try await client.execute(submit, timeout: .seconds(30))
+        let reply = try await submitted.body.collect(upTo: 1 << 20)
+        let job = try #require(try JSONParser.parse(reply.readableBytesView)["id"]?.stringValue)
+        let began = ContinuousClock.now
+        let response = try await client.execute(HTTPClientRequest(url: server.url + "/v1/jobs/\(job)?wait=6"), timeout: .seconds(30))
+        #expect(response.version == .http2 && response.status == .ok)
+        _ = try await response.body.collect(upTo: 1 << 20)
+        #expect(ContinuousClock.now - began > .seconds(5), "the poll was answered after its wait, not cut short")
+    }
+
     /// With tls_cert and tls_key: HTTPS, HTTP/2 by ALPN and HTTP/1.1, a Secure session cookie,
     /// and the CLI trusting the certificate through --cacert.
     @Test func tlsServesHTTP2AndHTTP1AndTheCLITrustsACACert() async throws {
