@@ -1,11 +1,17 @@
 import GRDB
 import SpoolCore
 import SpoolStore
+import Synchronization
 
 extension SQLiteJobStore {
     public func deleteEnded(before cutoff: Timestamp, limit: Int) async throws -> [JobID] {
+        // A call with the cutoff of the one before goes on from where that one stopped: what
+        // it read before that point went, or belongs to an array that cannot go yet — and stays
+        // so for this cutoff, since a task that ends now ends after it. (Noticed in review: an
+        // open array's ended tasks were read again by every call of a pass.)
+        let resume = retentionCursor.withLock { $0?.cutoff == cutoff.microseconds ? $0 : nil }
         do {
-            return try await pool.write { db in
+            let (ids, reached) = try await pool.write { db in
                 // The jobs that ended before the cutoff, oldest first, read through `jobs_finished`
                 // a chunk at a time. An array goes whole, past the limit, in the place of its first
                 // task read — once every task of it ended before the cutoff; each array is looked at
@@ -14,7 +20,7 @@ extension SQLiteJobStore {
                 // waiting behind it — and read all ended jobs through the state index to sort them.)
                 var ids: [String] = []
                 var arraysSeen: Set<String> = []
-                var after: (finished: Int64, seq: Int64) = (.min, .min)
+                var after: (finished: Int64, seq: Int64) = resume.map { ($0.finished, $0.seq) } ?? (.min, .min)
                 scanning: while ids.count < limit {
                     let rows = try Row.fetchAll(db, cached: """
                         SELECT id, array_id, finished_at, seq FROM jobs INDEXED BY jobs_finished
@@ -24,6 +30,7 @@ extension SQLiteJobStore {
                         """, arguments: [cutoff.microseconds, after.finished, after.seq, Self.retentionChunk])
                     for row in rows {
                         after = (row["finished_at"], row["seq"])
+                        retentionRowsRead.add(1, ordering: .relaxed)
                         guard let array: String = row["array_id"] else {
                             ids.append(row["id"])
                             if ids.count >= limit { break scanning }
@@ -42,8 +49,10 @@ extension SQLiteJobStore {
                     if rows.count < Self.retentionChunk { break }
                 }
                 for id in ids { try Self.deleteRows(of: id, in: db) }
-                return ids.compactMap(JobID.init)
+                return (ids, after)
             }
+            retentionCursor.withLock { $0 = RetentionCursor(cutoff: cutoff.microseconds, finished: reached.finished, seq: reached.seq) }
+            return ids.compactMap(JobID.init)
         } catch {
             throw Self.translate(error, doing: "delete the ended jobs")
         }
@@ -51,6 +60,13 @@ extension SQLiteJobStore {
 
     /// Ended jobs read at a time by `deleteEnded`.
     static let retentionChunk = 1_000
+
+    /// The last row `deleteEnded` read (`finished_at`, `seq`), and for which cutoff.
+    struct RetentionCursor {
+        var cutoff: Int64
+        var finished: Int64
+        var seq: Int64
+    }
 
     public func delete(_ id: JobID) async throws -> DeleteResult {
         do {

@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import SpoolCore
 import SpoolStore
+import Synchronization
 
 /// The embedded default store: one SQLite file in WAL mode, through GRDB's pool (one writer,
 /// concurrent readers, all on GRDB's own dispatch queues — never on an event loop).
@@ -38,6 +39,10 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
 
     /// The database file as opened, and when writes last checked it is still the file at `path`.
     let file: DatabaseFile
+    /// Where the last `deleteEnded` stopped reading, for the next call with the same cutoff (a
+    /// retention pass is many calls); and how many rows the calls have read (for tests).
+    let retentionCursor = Mutex<RetentionCursor?>(nil)
+    let retentionRowsRead = Atomic<Int>(0)
 
     /// `fileCheckInterval`: how often writes make sure the file at `path` is still the one
     /// opened (one `stat`; removed or replaced under a running server, writes would be lost).

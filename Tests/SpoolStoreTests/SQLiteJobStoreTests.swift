@@ -303,6 +303,41 @@ import Testing
             (error as? StoreError)?.code == .corrupt
         }
     }
+
+    /// A retention pass is many `deleteEnded` calls with one cutoff: each goes on from where the
+    /// one before stopped, instead of reading again, from the oldest, the ended tasks of an array
+    /// that cannot go yet (noticed in review: with a big open array, every call of a
+    /// pass read all of its tasks, the write lock held meanwhile).
+    @Test func aRetentionPassReadsAnOpenArraysTasksOnce() async throws {
+        let store = try await open()
+        let array = ArraySpec.newID()
+        _ = try await store.enqueueArray(tasks(array, count: 1_500), limits: QueueLimits())
+        _ = try #require(try await store.claimNext(for: SlotID(0), now: at(1_000)))   // one task runs on: the array stays
+        _ = try await store.cancelArray(array, by: nil, now: at(2_000))   // the queued 1,499 end; the running one is asked to stop
+        let singles = try await withThrowingTaskGroup(of: Job.self) { group in
+            for _ in 0..<1_000 { group.addTask { try await store.create(makeJob()) } }
+            return try await group.reduce(into: [Job]()) { $0.append($1) }
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for job in singles { group.addTask { _ = try await store.cancel(job.id, now: at(3_000)) } }
+            try await group.waitForAll()
+        }
+        var deleted = 0, calls = 0
+        while true {
+            let batch = try await store.deleteEnded(before: at(5_000), limit: 100)
+            deleted += batch.count
+            calls += 1
+            if batch.count < 100 { break }
+        }
+        #expect(deleted == 1_000 && calls == 11)
+        let read = store.retentionRowsRead.load(ordering: .relaxed)
+        #expect(read < 3_000, "\(read) rows read by \(calls) calls (the array's 1,499 ended tasks once, the 1,000 jobs once)")
+        #expect(try await store.arraySummary(array)?.size == 1_500)
+        // A pass with a later cutoff starts over: the array, now whole, goes.
+        _ = try await store.finish(try #require(try await store.arrayTasks(array, after: nil, limit: 1).first).id, attempt: 1,
+                                   outcome: .succeeded, now: at(6_000), claimNextFor: nil)
+        #expect(try await store.deleteEnded(before: at(7_000), limit: 100).count == 1_500)
+    }
 }
 
 /// The durability setting reaches the connection that writes (GRDB's WAL set-up used to
@@ -317,4 +352,5 @@ import Testing
         let applied = try await store.pool.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
         #expect(applied == (mode == .full ? 2 : 1))
     }
+
 }
