@@ -1,3 +1,4 @@
+import HTTPTypes
 import NIOCore
 import NIOHTTP1
 import NIOHTTPTypesHTTP1
@@ -14,6 +15,9 @@ import SpoolHTTP
 /// - An HTTP/1.0 client gets an HTTP/1.0 response: never chunked encoding (which it cannot
 ///   read), so a response of unknown length — an event stream — ends by closing the connection,
 ///   as HTTP/1.0 defines.
+/// - A request that cannot be read as HTTP/1.1 is answered with a problem+json saying why —
+///   headers too large with 431, anything else with 400 — and the connection closed (Hummingbird
+///   answers a bare 400 with no body).
 final class HTTP1Compatibility: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias InboundOut = HTTPServerRequestPart
@@ -55,16 +59,39 @@ final class HTTP1Compatibility: ChannelDuplexHandler, RemovableChannelHandler {
     /// 413 before the body is sent (RFC 9110 §10.1.1), and the connection closed: the client
     /// waits for 100 Continue, so it has sent nothing it would have to have read.
     private func refuse(_ context: ChannelHandlerContext, _ request: HTTPRequestHead, length: Int) {
-        refusing = true
         let path = request.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? request.uri
-        let problem = JSONValue.object(Problem.document(
-            status: .contentTooLarge, code: "content-too-large",
-            detail: "the body would be \(length) bytes; this server takes at most \(maxBodyBytes) (max_body_bytes)", instance: path)).canonicalText
+        answer(context, version: request.version, status: .contentTooLarge, code: "content-too-large",
+               detail: "the body would be \(length) bytes; this server takes at most \(maxBodyBytes) (max_body_bytes)", instance: path)
+    }
+
+    /// The decoder could not read the request: answered here, and the connection closed.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let error = error as? HTTPParserError, !refusing else {
+            context.fireErrorCaught(error)
+            return
+        }
+        if error == .headerOverflow {
+            answer(context, version: .http1_1, status: .requestHeaderFieldsTooLarge, code: "header-fields-too-large",
+                   detail: "the request's headers are larger than this server reads", instance: "")
+        } else {
+            answer(context, version: .http1_1, status: .badRequest, code: "bad-request",
+                   detail: "the request could not be read as HTTP/1.1 (\(error))", instance: "")
+        }
+    }
+
+    /// Answers `status` with a problem+json, then closes the connection; what else arrives is dropped.
+    private func answer(_ context: ChannelHandlerContext, version: HTTPVersion, status: HTTPTypes.HTTPResponse.Status, code: String,
+                        detail: String, instance: String) {
+        refusing = true
+        var fields = Problem.document(status: status, code: code, detail: detail, instance: instance)
+        if instance.isEmpty { fields["instance"] = nil }   // the request's path was never read
+        let problem = JSONValue.object(fields).canonicalText
         var headers = HTTPHeaders([("Content-Type", Problem.contentType), ("Content-Length", String(problem.utf8.count)),
                                    ("Connection", "close")])
         headers.add(name: "Server", value: "spool")
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: .payloadTooLarge, headers: headers))),
-                      promise: nil)
+        let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: status.code, reasonPhrase: status.reasonPhrase),
+                                    headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: problem)))), promise: nil)
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }

@@ -170,4 +170,32 @@ import Testing
         #expect(!events.lowercased().contains("transfer-encoding"))
         #expect(events.contains("event: state") && events.contains("\"succeeded\""))
     }
+
+    /// A request the server cannot read as HTTP/1.1 is answered with a problem+json saying why,
+    /// like every other refusal, and the connection closed: headers too large with 431, the rest
+    /// with 400 (found in review: both got a bare 400 with no body).
+    @Test func anUnreadableRequestGetsAProblemNotABare400() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let port = UInt16(URL(string: server.url)?.port ?? 0)
+
+        let big = try RawConnection(port: port)
+        defer { big.close() }
+        try big.send("GET /v1/queue HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: \(String(repeating: "a", count: 200_000))\r\n\r\n")
+        let tooLarge = try big.readToEnd(within: 10)
+        #expect(tooLarge.hasPrefix("HTTP/1.1 431 "), "\(tooLarge)")
+        #expect(tooLarge.lowercased().contains("content-type: application/problem+json"), "\(tooLarge)")
+        #expect(tooLarge.contains(#""type":"urn:spool:problem:header-fields-too-large""#), "\(tooLarge)")
+
+        let garbled = try RawConnection(port: port)
+        defer { garbled.close() }
+        try garbled.send("GET /v1/queue HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header Name: x\r\n\r\n")
+        let bad = try garbled.readToEnd(within: 10)
+        #expect(bad.hasPrefix("HTTP/1.1 400 "), "\(bad)")
+        #expect(bad.lowercased().contains("content-type: application/problem+json"), "\(bad)")
+        #expect(bad.contains(#""type":"urn:spool:problem:bad-request""#), "\(bad)")
+        // The server goes on serving.
+        #expect(try await server.request(.GET, "/healthz").status == 200)
+    }
 }
+
