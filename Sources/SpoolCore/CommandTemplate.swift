@@ -2,7 +2,10 @@
 ///
 /// A placeholder fills *part of one argument* with a scalar from the job's input
 /// (`--size={input.size}` → `--size=512`); arguments are never split or joined, and no shell
-/// is involved, so input cannot inject flags or commands. `{input.a.b}` reaches into nested
+/// is involved, so input cannot inject commands. Nor options: a string that would begin an
+/// argument with `-` is refused (the program would read it as an option: found by attacking
+/// the build, `tar -xf a.tar {input.member}` ran `--to-command=id`), unless a literal `--`
+/// argument comes before it in the command, the usual end of options. `{input.a.b}` reaches into nested
 /// objects. Every other brace is literal (`${HOME}`, JSON in a script); `{{input.x}}` is the
 /// literal text `{input.x}`.
 public struct CommandTemplate: Sendable, Hashable {
@@ -32,9 +35,10 @@ public struct CommandTemplate: Sendable, Hashable {
     /// The argv for a job with this input, or an error naming the placeholder that cannot be filled.
     public func render(input: JSONValue) throws(Error) -> [String] {
         var argv: [String] = []
+        var optionsEnded = false
         for pieces in arguments {
             var argument = ""
-            for piece in pieces {
+            for (position, piece) in pieces.enumerated() {
                 switch piece {
                 case .literal(let text): argument += text
                 case .input(let path):
@@ -47,6 +51,10 @@ public struct CommandTemplate: Sendable, Hashable {
                         guard !text.utf8.contains(0) else {
                             throw Error(description: "\(placeholder) contains a NUL character, which cannot be put in a command argument")
                         }
+                        guard position > 0 || optionsEnded || !text.hasPrefix("-") else {
+                            throw Error(description: "\(placeholder) may not begin with \"-\": it begins an argument of the command, which "
+                                + "would read it as an option (a type whose command takes such values puts a \"--\" argument before them)")
+                        }
                         argument += text
                     case .int(let number)?: argument += String(number)
                     case .double(let number)?: argument += InputSchema.format(number)
@@ -56,6 +64,7 @@ public struct CommandTemplate: Sendable, Hashable {
                     }
                 }
             }
+            if pieces == [.literal("--")] { optionsEnded = true }
             argv.append(argument)
         }
         return argv

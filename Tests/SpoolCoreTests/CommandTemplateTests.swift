@@ -23,6 +23,29 @@ import SpoolCore
         #expect(try template.render(input: .object(["x": .string(hostile)])) == ["tool", "--flag=" + hostile])
     }
 
+    /// A string that would begin an argument with "-" is refused: the program would read it as
+    /// an option (found by attacking the build: `tar -xf a.tar {input.member}` with the member
+    /// `--to-command=id` ran `id`). Past a literal `--`, where options end, it is taken; so are
+    /// negative numbers, and a "-" inside an argument.
+    @Test func inputCannotBeginAnArgumentAsAnOption() throws {
+        let template = try CommandTemplate(["tar", "-xf", "a.tar", "{input.member}"])
+        #expect(try template.render(input: .object(["member": .string("m.txt")])) == ["tar", "-xf", "a.tar", "m.txt"])
+        for hostile in ["--to-command=id", "-la", "-"] {
+            #expect(throws: CommandTemplate.Error.self, "\(hostile)") { try template.render(input: .object(["member": .string(hostile)])) }
+        }
+        do {
+            _ = try template.render(input: .object(["member": .string("--version")]))
+        } catch {
+            #expect(error.description.hasPrefix("{input.member} may not begin with \"-\""), "\(error)")
+        }
+        #expect(throws: CommandTemplate.Error.self) { try CommandTemplate(["tool", "{input.a}.png"]).render(input: .object(["a": .string("-x")])) }
+        let ended = try CommandTemplate(["grep", "-e", "x", "--", "{input.file}"])
+        #expect(try ended.render(input: .object(["file": .string("-weird name")])) == ["grep", "-e", "x", "--", "-weird name"])
+        #expect(try CommandTemplate(["seek", "{input.offset}"]).render(input: .object(["offset": .int(-5)])) == ["seek", "-5"])
+        #expect(try CommandTemplate(["tool", "--name={input.n}", "x{input.n}"]).render(input: .object(["n": .string("-a")]))
+                == ["tool", "--name=-a", "x-a"])
+    }
+
     @Test func inputContainingBracesIsNotExpandedAgain() throws {
         let template = try CommandTemplate(["{input.a}"])
         #expect(try template.render(input: .object(["a": .string("{input.b}"), "b": .string("no")])) == ["{input.b}"])
