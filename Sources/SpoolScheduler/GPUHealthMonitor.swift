@@ -2,13 +2,14 @@ import Logging
 import ServiceLifecycle
 import SpoolCore
 import SpoolExecutor
+import Synchronization
 
 /// Polls the GPUs' health with `nvidia-smi` every `interval` and hands the readings to the
 /// scheduler (an unhealthy GPU's slots are quarantined); then runs the self-test of each
 /// quarantined slot that is due, pinned to the slot's GPU: exit status 0 releases the slot.
 /// Runs only on a node with GPU slots. Every command runs off the event loops (swift-subprocess)
 /// and is killed past its time limit.
-public struct GPUHealthMonitor: Service {
+public struct GPUHealthMonitor: Service, Sendable {
     public struct Configuration: Sendable {
         public var devices: [String]
         public var interval: Duration
@@ -37,28 +38,58 @@ public struct GPUHealthMonitor: Service {
         self.logger = logger
     }
 
+    /// Reads the GPUs' health every interval; each self-test due runs beside the readings, in a
+    /// task of its own (one at a time per slot), so a slow one holds up neither the readings nor
+    /// another slot's test (found by attacking the build: run inline, one after another, a
+    /// self-test that took its time stopped every GPU's health being read until it ended).
     public func run() async throws {
         await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                await check()
-                do { try await clock.sleep(for: configuration.interval) } catch { return }
+            await withDiscardingTaskGroup { group in
+                let testing = SlotsTesting()
+                while !Task.isCancelled {
+                    await readHealth()
+                    for slot in await selfTestsDue() where testing.slots.withLock({ $0.insert(slot.id).inserted }) {
+                        group.addTask { [self] in
+                            await selfTest(slot)
+                            testing.slots.withLock { _ = $0.remove(slot.id) }
+                        }
+                    }
+                    do { try await clock.sleep(for: configuration.interval) } catch { return }
+                }
             }
         }
     }
 
-    /// One round: read the GPUs' health, then run the self-tests that are due.
+    /// One round, each part awaited: read the GPUs' health, then run the self-tests that are due.
     public func check() async {
+        await readHealth()
+        for slot in await selfTestsDue() { await selfTest(slot) }
+    }
+
+    private func readHealth() async {
         if let health = await GPUProbe.health(of: configuration.devices, timeout: configuration.probeTimeout) {
             await scheduler.read(gpuHealth: health)
         } else {
             logger.warning("could not read the GPUs' health: nvidia-smi failed or did not answer",
                            metadata: ["timeout": "\(configuration.probeTimeout)"])
         }
-        guard let selfTest = configuration.selfTest else { return }
-        for slot in await scheduler.selfTestsDue(every: configuration.interval) {
-            guard let gpu = slot.gpu else { continue }
-            if await runSelfTest(selfTest, gpu: gpu, slot: slot.id) { _ = await scheduler.release(slot.id, by: "self-test") }
-        }
+    }
+
+    /// The quarantined GPU slots whose self-test is due (none without a self-test).
+    private func selfTestsDue() async -> [SlotSpec] {
+        guard configuration.selfTest != nil else { return [] }
+        return await scheduler.selfTestsDue(every: configuration.interval).filter { $0.gpu != nil }
+    }
+
+    /// The slots whose self-test runs now.
+    private final class SlotsTesting: Sendable {
+        let slots = Mutex<Set<SlotID>>([])
+    }
+
+    /// Runs `slot`'s self-test; a pass releases the slot.
+    private func selfTest(_ slot: SlotSpec) async {
+        guard let argv = configuration.selfTest, let gpu = slot.gpu else { return }
+        if await runSelfTest(argv, gpu: gpu, slot: slot.id) { _ = await scheduler.release(slot.id, by: "self-test") }
     }
 
     /// Whether the self-test passed on `gpu`.

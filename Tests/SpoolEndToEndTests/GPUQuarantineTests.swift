@@ -199,4 +199,42 @@ import Testing
         }
         await server.stop()
     }
+
+    /// A self-test that takes its time does not hold up the health readings: a GPU lost while a
+    /// quarantined slot's self-test runs is quarantined at the next reading (found by attacking
+    /// the build: the self-tests ran inside the health loop, one after another, and no GPU's
+    /// health was read until they ended, up to gpu_self_test_timeout_s per slot).
+    @Test func aSlowSelfTestDoesNotHoldUpTheHealthReadings() async throws {
+        let root = NSTemporaryDirectory() + "spool-gpu-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: root + "/bin", withIntermediateDirectories: true)
+        try Self.fakeNvidiaSMI.write(toFile: root + "/bin/nvidia-smi", atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: root + "/bin/nvidia-smi")
+        func write(_ text: String) throws { try text.write(toFile: root + "/health", atomically: true, encoding: .utf8) }
+        try write(Self.healthy)
+        let server = try ServerHarness(config: .object([
+            "gpu_health_interval_s": 0.2, "gpu_self_test_timeout_s": 60,
+            "gpu_self_test": .array(["/bin/sh", "-c", .string("touch \(root)/testing; sleep 60")]),
+        ]))
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try await server.start(["--gpus", "auto"], environment: ["PATH": root + "/bin:" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")])
+        do {
+            @Sendable func quarantined() async throws -> [Int64] {
+                try await server.request(.GET, "/healthz").json["quarantined_slots"]?.arrayValue?.compactMap { $0["slot"]?.intValue } ?? []
+            }
+            // GPU 1 reads 3 uncorrected ECC errors: quarantined; it reads healthy again, so its
+            // self-test begins (and runs on).
+            try write("0, 0, No, No, No\n1, 3, No, No, No\n")
+            try await poll(.seconds(30), "slot 1 quarantined") { try await quarantined() == [1] }
+            try write(Self.healthy)
+            try await poll(.seconds(30), "slot 1's self-test running") { FileManager.default.fileExists(atPath: root + "/testing") }
+            // Now GPU 0 fails: read at the next round, not once the self-test is over.
+            try write("0, 5, No, No, No\n1, 0, No, No, No\n")
+            try await poll(.seconds(10), "slot 0 quarantined while slot 1's self-test runs") { try await quarantined().sorted() == [0, 1] }
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
+    }
 }
+
