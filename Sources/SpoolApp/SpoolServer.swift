@@ -67,7 +67,7 @@ public enum SpoolServer {
         for type in configuration.jobTypes { types.removeAll { $0.name == type.name }; types.append(type) }
         let catalog = JobCatalog(types)
 
-        let slots = configuration.role == .api ? [] : await pickSlots(configuration, logger: logger)
+        let slots = configuration.role == .api ? [] : try await pickSlots(configuration, logger: logger)
         var schedulerConfiguration = SchedulerConfiguration(slots: slots, dataDirectory: dataDirectory)
         schedulerConfiguration.sharedFileLimitBytes = configuration.sharedFileLimitBytes
         schedulerConfiguration.shutdownGrace = .seconds(configuration.shutdownGraceSeconds)
@@ -333,16 +333,46 @@ public enum SpoolServer {
         return recovered
     }
 
-    static func pickSlots(_ configuration: ServerConfiguration, logger: Logger) async -> [SlotSpec] {
+    /// The slots: CPU slots, or per GPU — those `gpus` names, checked against `nvidia-smi -L`
+    /// when it answers (a device it does not list is a one-line error: found by attacking the
+    /// build, `--gpus 0,5` on a two-GPU machine started a slot whose jobs saw no GPU, and whose
+    /// health was never read), or those it lists (`auto`; a machine whose nvidia-smi fails or
+    /// hangs serves CPU slots, and says so).
+    static func pickSlots(_ configuration: ServerConfiguration, logger: Logger) async throws -> [SlotSpec] {
         let cpuSlots = (0..<configuration.slots).map { SlotSpec(id: SlotID($0)) }
         switch configuration.gpus {
         case .none:
             return cpuSlots
         case .devices(let devices):
+            switch await GPUProbe.listing() {
+            case .devices(let found):
+                let known = Set(found.map(\.index) + found.compactMap(\.uuid))
+                // MIG devices (`MIG-…`) and the like are not listed by index or GPU UUID: taken as named.
+                for device in devices where (device.allSatisfy(\.isNumber) || device.hasPrefix("GPU-")) && !known.contains(device) {
+                    throw ConfigurationError("gpus: nvidia-smi -L lists no GPU \(device) on this machine (it lists "
+                        + (found.isEmpty ? "none" : found.map(\.index).joined(separator: ", ")) + ")")
+                }
+            case .noTool:
+                logger.warning("gpus names devices, but there is no nvidia-smi on the PATH to check them or read their health",
+                               metadata: ["gpus": "\(devices)"])
+            case .failed(let why):
+                logger.warning("gpus names devices that could not be checked", metadata: ["gpus": "\(devices)", "reason": "\(why)"])
+            }
             return gpuSlots(devices, perGPU: configuration.slotsPerGPU)
         case .auto:
-            let devices = await GPUProbe.devices()
-            guard !devices.isEmpty else { return cpuSlots }
+            let listing = await GPUProbe.listing()
+            let devices = listing.devices
+            guard !devices.isEmpty else {
+                let cpu = "\(configuration.slots) CPU slot(s)"
+                switch listing {
+                case .noTool: logger.info("no nvidia-smi on the PATH: no GPUs", metadata: ["serving": "\(cpu)"])
+                case .failed(let why):
+                    logger.warning("gpus: auto found no GPU, as nvidia-smi failed; if this machine has GPUs, mend its driver and restart",
+                                   metadata: ["reason": "\(why)", "serving": "\(cpu)"])
+                case .devices: logger.warning("gpus: auto found no GPU: nvidia-smi -L lists none", metadata: ["serving": "\(cpu)"])
+                }
+                return cpuSlots
+            }
             logger.info("found GPUs", metadata: ["gpus": "\(devices.map { "\($0.index): \($0.name)" })", "slots_per_gpu": "\(configuration.slotsPerGPU)"])
             return gpuSlots(devices.map(\.index), perGPU: configuration.slotsPerGPU)
         }

@@ -10,13 +10,40 @@ public enum GPUProbe {
     public struct Device: Sendable, Hashable {
         public var index: String
         public var name: String
+        public var uuid: String?
+    }
+
+    /// What `nvidia-smi -L` said: the devices, or why it listed none.
+    public enum Listing: Sendable {
+        case devices([Device])
+        /// No `nvidia-smi` on the PATH: a machine without NVIDIA's driver.
+        case noTool
+        /// It is there but failed or hung (a driver not loaded yet, a wedged one): in words.
+        case failed(String)
+
+        public var devices: [Device] { if case .devices(let devices) = self { devices } else { [] } }
     }
 
     /// A hung `nvidia-smi` (a wedged driver) is killed after `timeout`: the server starts with no
     /// GPUs rather than never.
     public static func devices(timeout: Duration = .seconds(20)) async -> [Device] {
-        guard let (status, text) = await runBounded(["nvidia-smi", "-L"], timeout: timeout), status.isSuccess else { return [] }
-        return parse(text)
+        await listing(timeout: timeout).devices
+    }
+
+    /// `nvidia-smi -L`, and why it listed nothing when it did not.
+    public static func listing(timeout: Duration = .seconds(20)) async -> Listing {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        guard path.split(separator: ":").contains(where: { FileManager.default.isExecutableFile(atPath: "\($0)/nvidia-smi") }) else {
+            return .noTool
+        }
+        guard let (status, text) = await runBounded(["nvidia-smi", "-L"], timeout: timeout) else {
+            return .failed("nvidia-smi -L could not be started or did not answer within \(timeout)")
+        }
+        guard status.isSuccess else {
+            let said = text.split(whereSeparator: \.isNewline).first.map { ": " + $0.prefix(200) } ?? ""
+            return .failed("nvidia-smi -L ended with \(status)\(said)")
+        }
+        return .devices(parse(text))
     }
 
     /// GPU memory per process (MiB) from `nvidia-smi --query-compute-apps`; empty without a GPU,
@@ -140,8 +167,12 @@ public enum GPUProbe {
             let index = line[line.index(line.startIndex, offsetBy: 4)..<colon]
             guard !index.isEmpty, index.allSatisfy(\.isNumber) else { return nil }
             var name = line[line.index(after: colon)...].drop { $0 == " " }
-            if let uuid = name.firstRange(of: " (UUID") { name = name[..<uuid.lowerBound] }
-            return Device(index: String(index), name: String(name))
+            var uuid: String?
+            if let start = name.firstRange(of: " (UUID") {
+                uuid = name[start.upperBound...].drop { $0 == ":" || $0 == " " }.prefix { $0 != ")" }.description
+                name = name[..<start.lowerBound]
+            }
+            return Device(index: String(index), name: String(name), uuid: uuid)
         }
     }
 }

@@ -236,5 +236,41 @@ import Testing
         }
         await server.stop()
     }
+
+    /// `gpus` naming a device that nvidia-smi does not list is a one-line error at start (found
+    /// by attacking the build: `--gpus 0,5` on a two-GPU machine started a slot pinned to no GPU,
+    /// whose jobs ran without one and whose health was never read); `auto` on a machine whose
+    /// nvidia-smi fails serves CPU slots and says so, where it used to say nothing.
+    @Test func aGPUNvidiaSMIDoesNotListIsRefusedAndAFailingProbeIsSaid() async throws {
+        let root = NSTemporaryDirectory() + "spool-gpu-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        for (folder, script) in [("bin", Self.fakeNvidiaSMI),
+                                 ("broken", "#!/bin/sh\necho \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\"\nexit 9\n")] {
+            try FileManager.default.createDirectory(atPath: root + "/" + folder, withIntermediateDirectories: true)
+            try script.write(toFile: root + "/\(folder)/nvidia-smi", atomically: true, encoding: .utf8)
+            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: root + "/\(folder)/nvidia-smi")
+        }
+        try Self.healthy.write(toFile: root + "/health", atomically: true, encoding: .utf8)
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+
+        let refused = try await runProcess("/usr/bin/env", ["PATH=\(root)/bin:\(path)", ServerHarness.binary, "serve", "--port", "0",
+                                                            "--data-dir", root + "/data", "--gpus", "0,5"], killAfter: .seconds(30))
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("gpus: nvidia-smi -L lists no GPU 5 on this machine (it lists 0, 1)"), "\(refused.stderr)")
+        #expect(refused.stderr.split(separator: "\n").count == 1, "one line: \(refused.stderr)")
+
+        let server = try ServerHarness(config: .object([:]))
+        try await server.start(["--gpus", "auto"], environment: ["PATH": "\(root)/broken:\(path)"])
+        do {
+            #expect(try await server.request(.GET, "/v1/queue").json["slots"]?.arrayValue?.map { $0["gpu"] } == [.null])
+            let log = try String(contentsOfFile: server.scratch + "/server.log", encoding: .utf8)
+            #expect(log.contains("gpus: auto found no GPU, as nvidia-smi failed") && log.contains("couldn't communicate with the NVIDIA driver"),
+                    "\(log)")
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
+    }
 }
 

@@ -20,7 +20,7 @@ import Testing
         let pid = try #require(Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
         #expect(kill(pid, 0) == -1 && errno == ESRCH, "the hung command (pid \(pid)) is still there")
         let quick = await GPUProbe.runBounded(["/bin/sh", "-c", "echo 'GPU 0: Fake (UUID: GPU-1)'"], timeout: .seconds(10))
-        #expect(quick.map { GPUProbe.parse($0.1) } == [GPUProbe.Device(index: "0", name: "Fake")])
+        #expect(quick.map { GPUProbe.parse($0.1) } == [GPUProbe.Device(index: "0", name: "Fake", uuid: "GPU-1")])
     }
 
     let fields = GPUProbe.healthFields
@@ -33,6 +33,7 @@ import Testing
             """
         #expect(GPUProbe.parse(text).map(\.index) == ["0", "1"])
         #expect(GPUProbe.parse(text).first?.name == "NVIDIA H100 80GB HBM3")
+        #expect(GPUProbe.parse(text).first?.uuid == "GPU-5c1b3a8e-1111-2222-3333-444455556666")
     }
 
     @Test func healthyDevicesReadHealthyAndUnsupportedFieldsSayNothing() {
