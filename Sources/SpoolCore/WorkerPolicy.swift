@@ -35,6 +35,11 @@ public struct WorkerPolicy: Sendable, Equatable {
         default: return "its job failed"
         }
         if let limit = maxJobsPerWorker, jobsRun >= limit { return "it ran \(jobsRun) jobs (max_jobs_per_worker \(limit))" }
+        return limitReason(usage: usage)
+    }
+
+    /// Why a worker whose memory reads `usage` is past a limit of this policy; nil when it is not.
+    public func limitReason(usage: WorkerUsage) -> String? {
         if let limit = maxRSSMegabytes, let rss = usage.rssMegabytes, rss > Double(limit) {
             return "its memory reached \(Int(rss)) MB (max_rss_mb \(limit))"
         }

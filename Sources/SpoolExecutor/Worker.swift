@@ -353,6 +353,10 @@ public actor Worker {
     }
 
     /// Why the worker should be replaced now, after a job ended with `outcome`.
+    /// Why its memory, as last read, is past a limit of its policy (nil when it is not): a
+    /// reading that comes while it waits for a job counts before the next one.
+    public func usageLimitReason() -> String? { policy.limitReason(usage: usage) }
+
     public func recycleReason(after outcome: JobOutcome) -> String? {
         if !isAlive { return "it is no longer running" }
         return policy.recycleReason(after: outcome, jobsRun: jobsRun, usage: usage)

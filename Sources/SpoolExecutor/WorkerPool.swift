@@ -111,7 +111,8 @@ public actor WorkerPool: JobExecutor {
         let worker: Worker
         var requests: StopRequests?
         defer { requests?.finish() }
-        if let current = workers[slot.id], current.type == type.name, starting[slot.id] == nil, !closed, await current.isAlive {
+        if let current = workers[slot.id], current.type == type.name, starting[slot.id] == nil, !closed, await current.isAlive,
+           await current.usageLimitReason() == nil {
             worker = current
         } else {
             // The slot's worker must be set up first (a model loaded): a stop that comes
@@ -207,13 +208,16 @@ public actor WorkerPool: JobExecutor {
             guard wanted() else { return .failure(Worker.StartFailure(description: "its job was stopped")) }
             guard let worker = workers[slot] else { break }
             let alive = worker.type == type.name ? await worker.isAlive : false
+            // Past a memory limit by a reading taken while it waited (found by attacking the
+            // build: a worker over max_vram_mb between jobs ran one more before it was replaced).
+            let overLimit = alive ? await worker.usageLimitReason() : nil
             guard starting[slot] == nil, workers[slot] === worker else { continue }   // changed meanwhile: look again
-            if alive { return .success(worker) }
+            if alive, overLimit == nil { return .success(worker) }
             // Another type holds the slot's worker (and its GPU memory), or it went away
-            // (idle, crashed, hung): make sure it is gone, then start a fresh one.
+            // (idle, crashed, hung), or it holds too much memory: make sure it is gone, then start a fresh one.
             starting[slot] = []
             workers[slot] = nil
-            await worker.stop(because: worker.type == type.name ? "it is no longer running" : "its slot needs a \(type.name) worker")
+            await worker.stop(because: overLimit ?? (worker.type == type.name ? "it is no longer running" : "its slot needs a \(type.name) worker"))
             return await setUp(type, policy: policy, on: slot)
         }
         starting[slot] = []

@@ -113,6 +113,31 @@ import Testing
         }
     }
 
+    /// A memory reading past the limit that comes while the worker waits for a job counts before
+    /// the next job, not after it (found by attacking the build: a worker whose GPU memory read
+    /// past max_vram_mb between jobs ran one more job before it was replaced).
+    @Test func aWorkerPastItsLimitBetweenJobsIsReplacedBeforeTheNext() async throws {
+        let rig = try rig([Self.workerType { $0.maxRSSMegabytes = 500 }])
+        try await rig.run { _ in
+            _ = try await run(rig)
+            let worker = try await child()
+            _ = try await worker.commands.next("the first job")
+            worker.setMemory(rss: 600)
+            try await within("the idle worker's reading past its limit") {
+                while await rig.scheduler.workerStatus()[SlotID(0)]?.worker?.usage.rssMegabytes != 600 {
+                    rig.manual.advance(by: .milliseconds(500))
+                    try await pollingYield()
+                }
+            }
+            let next = try await rig.submit("w")
+            let fresh = try await child("the replacement worker, started for the next job")
+            _ = try await fresh.commands.next("the next job, sent to the replacement")
+            #expect(try await untilJob(next.id, in: rig.memory, "the next job to end") { $0.state.isTerminal }.state == .succeeded)
+            #expect(worker.hasExited)
+            #expect(launcher.launches.count == 2)
+        }
+    }
+
     @Test func aWorkerThatCrashesMidJobLosesTheJobAndTheSlotRecovers() async throws {
         let rig = try rig([Self.workerType()])
         launcher.setBehaviour(.init(isWorker: true, answersJobs: false))
