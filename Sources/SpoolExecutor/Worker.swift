@@ -57,6 +57,8 @@ public actor Worker {
     /// of `live`; `backlog` counts those not written yet.
     private var commands: AsyncStream<String>.Continuation?
     private var backlog = 0
+    /// When the job command went to the worker, until it is seen read (`checkCommandRead`).
+    private var jobSentAt: Moment?
     public private(set) var usage = WorkerUsage()
     private var ticks = 0
     /// The post-setup GPU memory reading is still to be taken.
@@ -180,7 +182,7 @@ public actor Worker {
                 // A write waits only while the worker's pipe is full; the lifecycle has moved on
                 // meanwhile, and a worker that never reads is killed by its deadlines.
                 for await line in lines {
-                    _ = await child.send(line)
+                    if await !child.send(line) { await self.commandLost() }
                     await self.backlogWritten()
                 }
                 return nil
@@ -204,6 +206,7 @@ public actor Worker {
         while !Task.isCancelled {
             do { try await settings.clock.sleep(for: tick) } catch { return }
             await sampleUsage()
+            checkCommandRead()
             if let since = fences.first(where: \.waiting)?.since, settings.clock.now() - since >= Self.fenceLimit {
                 giveUpFences(because: "it was not read within \(Self.fenceLimit.readable)")
             }
@@ -225,6 +228,7 @@ public actor Worker {
             guard let assignment = current?.assignment, assignment.job == job else { return }
             send(.job(id: job, input: assignment.input, inputFile: assignment.paths.input, outputDirectory: assignment.paths.outputs,
                       attempt: assignment.attempt, timeoutSeconds: assignment.timeoutSeconds, array: assignment.array))
+            jobSentAt = settings.clock.now()
         case .send(let command):
             send(command)
         case .signal(let signal):
@@ -259,6 +263,31 @@ public actor Worker {
     }
 
     private func backlogWritten() { backlog -= 1 }
+
+    /// A job command still unread after three heartbeat intervals (the time a silent worker is
+    /// given) will not be read: the worker closed its end of `SPOOL_COMMANDS`, or never reads
+    /// it, while it goes on beating its heart. It is replaced now, its job lost with it (found by
+    /// attacking the build: such a job read running, never delivered, until its timeout).
+    private func checkCommandRead() {
+        guard let sent = jobSentAt, let child else { return }
+        if backlog == 0, child.unreadCommandBytes() == 0 {
+            jobSentAt = nil
+            return
+        }
+        let limit = Duration.seconds(policy.heartbeatSeconds * 3)
+        guard settings.clock.now() - sent >= limit else { return }
+        jobSentAt = nil
+        handle(.kill("it did not read its job command within \(limit.readable): it no longer reads SPOOL_COMMANDS"))
+    }
+
+    /// A command could not be written (the worker closed its end of `SPOOL_COMMANDS`, or left
+    /// its pipe full for 10 s): a worker that cannot be told anything is replaced now, its job
+    /// lost with it (found by attacking the build: a worker that closed its commands but went
+    /// on beating its heart held its job, never sent, until the job's timeout).
+    private func commandLost() {
+        guard lifecycle.phase != .exited, child != nil else { return }
+        handle(.kill("it could not be sent its command: it no longer reads SPOOL_COMMANDS"))
+    }
 
     private func settle(_ result: Result<Void, StartFailure>) {
         guard startResult == nil else { return }

@@ -97,6 +97,10 @@ public final class FakeChild: ChildProcess {
         var heldGPUReadings: [CheckedContinuation<Void, Never>] = []
         /// How many fences were written into its output.
         var fencesWritten = 0
+        /// It closed its end of the command channel: what is sent stays in the pipe, unread
+        /// (the server holds the channel open read-write, so the write itself goes through).
+        var commandsClosed = false
+        var unreadCommandBytes = 0
     }
 
     init(pid: Int32, launch: ChildLaunch, events: ChildEvents, behaviour: Behaviour) {
@@ -117,6 +121,12 @@ public final class FakeChild: ChildProcess {
     public var hasExited: Bool { state.withLock { $0.status != nil } }
 
     public func setMemory(rss: Double?, gpu: Double? = nil) { state.withLock { $0.rss = rss; $0.gpu = gpu } }
+
+    /// Closes its end of the command channel (`SPOOL_COMMANDS`) and goes on running: what is
+    /// sent from now on stays unread.
+    public func closeCommands() { state.withLock { $0.commandsClosed = true } }
+
+    public func unreadCommandBytes() -> Int { state.withLock { $0.unreadCommandBytes } }
 
     /// Writes to its stdout.
     public func print(_ text: String) async { await events.output(Array(text.utf8)) }
@@ -156,6 +166,11 @@ public final class FakeChild: ChildProcess {
 
     public func send(_ line: String) async -> Bool {
         guard !hasExited else { return false }
+        let unread = state.withLock { state in
+            if state.commandsClosed { state.unreadCommandBytes += line.utf8.count }
+            return state.commandsClosed
+        }
+        guard !unread else { return true }
         commandSink.yield(line)
         guard behaviour.isWorker, let command = try? JSONParser.parse(Array(line.utf8)) else { return true }
         switch command["type"]?.stringValue {

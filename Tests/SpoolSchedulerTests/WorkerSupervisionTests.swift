@@ -138,6 +138,36 @@ import Testing
         }
     }
 
+    /// A worker that closed its end of the command channel but runs on (heartbeats and all)
+    /// never reads its job: once the command has sat unread for three heartbeat intervals, the
+    /// job is lost and the worker replaced (found by attacking the build: the job read running,
+    /// never delivered, until its timeout).
+    @Test func aWorkerThatStopsReadingItsCommandsLosesTheJobAfterThreeHeartbeats() async throws {
+        let rig = try rig([Self.workerType({ $0.heartbeatSeconds = 5 }, timeout: 3600)])
+        launcher.setBehaviour(.init(isWorker: true, answersJobs: true))
+        try await rig.run { _ in
+            _ = try await run(rig)
+            let worker = try await child()
+            worker.closeCommands()
+            let job = try await rig.submit("w")
+            try await within("the job sent") { while worker.unreadCommandBytes() == 0 { try await pollingYield() } }
+            let began = rig.manual.now
+            try await within("the job lost") {
+                while try await rig.memory.job(job.id)?.state.isTerminal != true {
+                    await worker.say(["type": .string("heartbeat")])   // alive all along
+                    if await rig.manual.sleeperArrives(patience: .milliseconds(5)) { rig.manual.advance(by: .milliseconds(500)) }
+                }
+            }
+            let waited = began.duration(to: rig.manual.now)
+            #expect(waited >= .seconds(15) && waited < .seconds(60), "lost after \(waited) (three 5-s heartbeats, not the 1-h timeout)")
+            let lost = try #require(try await rig.memory.job(job.id))
+            #expect(lost.state == .failed && lost.reason == .workerLost, "\(lost)")
+            #expect(lost.error?.contains("did not read its job command within 15 s") == true, "\(lost.error ?? "")")
+            #expect(worker.hasExited)
+            #expect(try await run(rig).state == .succeeded, "a fresh worker takes the next job")
+        }
+    }
+
     @Test func aWorkerThatCrashesMidJobLosesTheJobAndTheSlotRecovers() async throws {
         let rig = try rig([Self.workerType()])
         launcher.setBehaviour(.init(isWorker: true, answersJobs: false))

@@ -43,6 +43,8 @@ public protocol ChildProcess: Sendable {
     func residentMegabytes() async -> Double?
     /// GPU memory of the child's process group, in MiB (nil without a GPU).
     func gpuMegabytes() async -> Double?
+    /// Bytes written to its command channel that it has not read yet.
+    func unreadCommandBytes() -> Int
 }
 
 extension ChildProcess {
@@ -52,6 +54,8 @@ extension ChildProcess {
     public func openGate() -> Bool { false }
     /// No fences: output is handed on as it comes.
     public func fenceOutput() -> [UInt8]? { nil }
+    /// No command channel to look into.
+    public func unreadCommandBytes() -> Int { 0 }
 }
 
 /// What to start.

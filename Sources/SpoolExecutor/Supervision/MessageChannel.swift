@@ -160,6 +160,15 @@ final class CommandChannel: Sendable {
         }
     }
 
+    /// Bytes in the FIFO that no one has read yet (the server holds it open read-write, so it can ask).
+    func unreadBytes() -> Int {
+        descriptor.withLock { descriptor in
+            guard descriptor >= 0 else { return 0 }
+            var count: Int32 = 0
+            return ioctl(descriptor, UInt(FIONREAD), &count) == 0 ? Int(count) : 0
+        }
+    }
+
     /// Writes a line; waits (up to 10 s) while the pipe is full, then gives up.
     func send(_ line: String) async -> Bool {
         let bytes = Array(line.utf8)

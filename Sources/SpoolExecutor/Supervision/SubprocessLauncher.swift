@@ -276,6 +276,8 @@ final class SubprocessChild: ChildProcess {
         return commands.writeWhole(line)
     }
 
+    func unreadCommandBytes() -> Int { commands?.unreadBytes() ?? 0 }
+
     func fenceOutput() -> [UInt8]? {
         // Also once the child is gone: until the launcher closes its write ends the marker
         // still goes in behind the last output, which is read to end-of-file.
