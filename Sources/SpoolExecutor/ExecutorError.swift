@@ -3,15 +3,25 @@ import Glibc
 /// Something the executor could not do before the job's process started.
 public struct ExecutorError: Error, Sendable, CustomStringConvertible {
     public var description: String
-    /// The data directory's file system is full (ENOSPC, or the owner's quota: EDQUOT): the job
-    /// is not at fault, and goes back to the queue instead of failing.
-    public var dataDirectoryFull = false
+    /// The data directory cannot take the job's files — its file system is full (ENOSPC, or the
+    /// owner's quota: EDQUOT) or read-only (EROFS), or, for the job's own directory,
+    /// `dataDirectory` errors: gone or not writable (ENOENT, EACCES, EPERM: found by attacking the
+    /// build, an agent whose data directory went failed every job it claimed). The job is not at
+    /// fault, and goes back to the queue instead of failing.
+    public var dataDirectoryUnusable = false
+    /// How it is unusable, in words: "is full" or "cannot be written".
+    public var dataDirectoryFault: String { code == ENOSPC || code == EDQUOT ? "is full" : "cannot be written" }
+    private var code: Int32 = 0
 
     public init(_ description: String) { self.description = description }
 
-    /// `what` failed with the system error `code`, named in the description.
-    public init(_ what: String, errno code: Int32) {
+    /// `what` failed with the system error `code`, named in the description. `dataDirectory`: it
+    /// made a directory of the data directory's own (a job's), so its parent's errors are the
+    /// data directory's.
+    public init(_ what: String, errno code: Int32, dataDirectory: Bool = false) {
         description = "\(what): \(String(cString: strerror(code)))"
-        dataDirectoryFull = code == ENOSPC || code == EDQUOT
+        self.code = code
+        dataDirectoryUnusable = code == ENOSPC || code == EDQUOT || code == EROFS
+            || (dataDirectory && (code == ENOENT || code == EACCES || code == EPERM))
     }
 }

@@ -95,21 +95,21 @@ extension JobExecutor {
 public struct ExecutionResult: Sendable, Equatable {
     public var outcome: JobOutcome
     public var result: JSONValue?
-    /// The job's files could not be made because the data directory is full: the outcome hands
+    /// The job's files could not be made because the data directory is full or cannot be written: the outcome hands
     /// the job back (`.returned`), and the scheduler waits before it tries again.
-    public var dataDirectoryFull: Bool
+    public var dataDirectoryUnusable: Bool
 
-    public init(_ outcome: JobOutcome, result: JSONValue? = nil, dataDirectoryFull: Bool = false) {
+    public init(_ outcome: JobOutcome, result: JSONValue? = nil, dataDirectoryUnusable: Bool = false) {
         self.outcome = outcome
         self.result = result
-        self.dataDirectoryFull = dataDirectoryFull
+        self.dataDirectoryUnusable = dataDirectoryUnusable
     }
 
-    /// The answer to a failure to make a job's files: a full data directory hands the job back
+    /// The answer to a failure to make a job's files: a data directory full or not writable hands the job back
     /// (its attempt unused); anything else is `otherwise`.
     public static func preparing(failedWith error: any Error, otherwise: (String) -> JobOutcome) -> ExecutionResult {
-        if let error = error as? ExecutorError, error.dataDirectoryFull {
-            return ExecutionResult(.returned(message: "the data directory is full: \(error)"), dataDirectoryFull: true)
+        if let error = error as? ExecutorError, error.dataDirectoryUnusable {
+            return ExecutionResult(.returned(message: "the data directory \(error.dataDirectoryFault): \(error)"), dataDirectoryUnusable: true)
         }
         return ExecutionResult(otherwise("\(error)"))
     }

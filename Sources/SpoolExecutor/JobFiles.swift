@@ -217,7 +217,7 @@ public enum JobFiles {
     /// replaced, never followed, so the server writes nothing outside the job's directory.
     private static func makeFiles(_ paths: JobPaths, input bytes: [UInt8], messages: Bool) throws(ExecutorError) {
         for directory in [paths.directory, paths.outputs] where mkdir(directory, 0o755) != 0 {
-            guard errno == EEXIST else { throw ExecutorError("cannot create \(directory)", errno: errno) }
+            guard errno == EEXIST else { throw ExecutorError("cannot create \(directory)", errno: errno, dataDirectory: directory == paths.directory) }
             if !isRealDirectory(directory), unlink(directory) != 0 || mkdir(directory, 0o755) != 0 {
                 throw ExecutorError("cannot create \(directory) in place of what the job left there", errno: errno)
             }

@@ -181,9 +181,9 @@ public actor Scheduler: Service {
     let renewalTrouble = Mutex<String?>(nil)
     /// Set while the data directory is full: a job's files could not be made, so it went back
     /// to the queue, and slots claim nothing until `retryAt` (each try would only hand it back).
-    private var dataDirectoryFull: (since: Moment, retryAt: Moment, error: String)?
+    private var dataDirectoryUnusable: (since: Moment, retryAt: Moment, error: String)?
     /// Whether slots hold off claiming (the data directory is full).
-    private var claimsPaused: Bool { dataDirectoryFull.map { clock.now() < $0.retryAt } ?? false }
+    private var claimsPaused: Bool { dataDirectoryUnusable.map { clock.now() < $0.retryAt } ?? false }
     /// A loop tries the full data directory every `dataDirectoryRetryDelay` until it has room.
     private var probingDataDirectory = false
 
@@ -407,11 +407,11 @@ public actor Scheduler: Service {
     /// The warm workers and their health, per slot.
     public func workerStatus() async -> [SlotID: SlotWorkers] { await executor.workerStatus() }
 
-    /// Why jobs cannot start, while the data directory is full (their files cannot be made).
+    /// Why jobs cannot start, while the data directory is full or cannot be written (their files cannot be made).
     public func dataDirectoryProblem() -> String? {
-        guard let full = dataDirectoryFull else { return nil }
+        guard let full = dataDirectoryUnusable else { return nil }
         let seconds = Int((clock.now() - full.since).inSeconds.rounded())
-        return "the data directory has been full for \(seconds) s; jobs wait in the queue until there is room (\(full.error))"
+        return "the data directory has been unusable for \(seconds) s; jobs wait in the queue until it takes their files (\(full.error))"
     }
 
     /// After an attempt's end: a job handed back because the data directory is full pauses the
@@ -419,7 +419,7 @@ public actor Scheduler: Service {
     /// file written) and the slots look again; a job that ran, or a try that found room, says
     /// there is room again (so the health check clears even with nothing left to run).
     private func noteDataDirectory(after result: ExecutionResult, in group: inout DiscardingTaskGroup) {
-        guard result.dataDirectoryFull else {
+        guard result.dataDirectoryUnusable else {
             switch result.outcome {
             case .returned, .spawnFailed, .canceled, .stoppedForShutdown: return   // it may not have got as far as its files
             default: dataDirectoryHasRoom()
@@ -428,11 +428,11 @@ public actor Scheduler: Service {
         }
         let now = clock.now(), delay = configuration.dataDirectoryRetryDelay
         let error = if case .returned(let message) = result.outcome { message } else { "\(result.outcome)" }
-        if dataDirectoryFull == nil {
-            logger.error("the data directory is full: jobs go back to the queue (their attempts unused) and wait for room",
+        if dataDirectoryUnusable == nil {
+            logger.error("the data directory cannot take jobs' files: jobs go back to the queue (their attempts unused) and wait",
                          metadata: ["error": "\(error)", "retry_every_s": "\(delay.inSeconds)"])
         }
-        dataDirectoryFull = (since: dataDirectoryFull?.since ?? now, retryAt: now + delay, error: error)
+        dataDirectoryUnusable = (since: dataDirectoryUnusable?.since ?? now, retryAt: now + delay, error: error)
         guard !probingDataDirectory else { return }
         // One probe loop while it lasts, whether or not jobs keep coming back: with the queue
         // emptied meanwhile, nothing else would ever find the room again.
@@ -451,14 +451,14 @@ public actor Scheduler: Service {
     private func probedDataDirectory(room: Bool) -> Bool {
         if room { dataDirectoryHasRoom() }
         jobEnqueued()   // the slots look again either way
-        probingDataDirectory = dataDirectoryFull != nil
+        probingDataDirectory = dataDirectoryUnusable != nil
         return probingDataDirectory
     }
 
     private func dataDirectoryHasRoom() {
-        guard let full = dataDirectoryFull else { return }
-        dataDirectoryFull = nil
-        logger.notice("the data directory has room again: jobs start", metadata: ["full_for_s": "\(Int((clock.now() - full.since).inSeconds))"])
+        guard let full = dataDirectoryUnusable else { return }
+        dataDirectoryUnusable = nil
+        logger.notice("the data directory takes jobs' files again: jobs start", metadata: ["unusable_for_s": "\(Int((clock.now() - full.since).inSeconds))"])
     }
 
     /// Why the store is failing this scheduler, when it has failed three times in a row: the

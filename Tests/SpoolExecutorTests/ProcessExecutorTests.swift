@@ -916,12 +916,28 @@ import Testing
         JobFiles.failingWrites.withLock { $0 = (job.paths.directory + "/", ENOSPC) }
         defer { JobFiles.failingWrites.withLock { $0 = nil } }
         let result = await job.executor.run(job.job, on: SlotSpec(id: SlotID(0)), stops: AsyncStream { _ in }, observer: ExecutionObserver())
-        #expect(result.dataDirectoryFull, "\(result)")
+        #expect(result.dataDirectoryUnusable, "\(result)")
         guard case .returned(let message) = result.outcome else {
             Issue.record("\(result.outcome)")
             return
         }
         #expect(message.hasPrefix("the data directory is full: cannot write \(job.paths.input)"), "\(message)")
+    }
+
+    /// A data directory that went (an unmounted volume, a cleanup script) is not the job's fault
+    /// either: handed back, its attempt unused, and marked so (found by attacking the build: an
+    /// agent whose data directory went failed every job it claimed as spawn_failed, reporting ok).
+    @Test func aJobWhoseDataDirectoryIsGoneIsHandedBackNotFailed() async throws {
+        let job = try prepare(["/bin/true"], startAhead: false)
+        let jobs = (job.paths.directory as NSString).deletingLastPathComponent
+        try? FileManager.default.removeItem(atPath: jobs)
+        let result = await job.executor.run(job.job, on: SlotSpec(id: SlotID(0)), stops: AsyncStream { _ in }, observer: ExecutionObserver())
+        #expect(result.dataDirectoryUnusable, "\(result)")
+        guard case .returned(let message) = result.outcome else {
+            Issue.record("\(result.outcome)")
+            return
+        }
+        #expect(message == "the data directory cannot be written: cannot create \(job.paths.directory): No such file or directory", "\(message)")
     }
 
     @Test func aStopThatArrivesBeforeTheSpawnStillStopsTheJob() async throws {

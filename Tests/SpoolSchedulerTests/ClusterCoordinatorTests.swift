@@ -113,13 +113,13 @@ import Testing
             try await within("the first heartbeat") { while shared.heartbeats.isEmpty { try await pollingYield() } }
             #expect(shared.heartbeats.first == .ok, "the first heartbeat, while the job runs")
             attempt.finish(ExecutionResult(.returned(message: "the data directory is full: cannot write input.json: No space left on device"),
-                                           dataDirectoryFull: true))
+                                           dataDirectoryUnusable: true))
             _ = try await rig.waitFor(job.id, .queued, after: .running)
             try await rig.advance(by: .milliseconds(100), until: "a heartbeat that says the data directory is full") {
                 shared.heartbeats.last?.status == .degraded
             }
             let health = try #require(shared.heartbeats.last)
-            #expect(health.problems.count == 1 && health.problems[0].hasPrefix("the data directory has been full for"), "\(health)")
+            #expect(health.problems.count == 1 && health.problems[0].hasPrefix("the data directory has been unusable for"), "\(health)")
         }
     }
 

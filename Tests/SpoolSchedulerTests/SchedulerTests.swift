@@ -86,9 +86,9 @@ import Testing
             let first = try await nextAttempt()
             let began = rig.manual.now
             first.finish(ExecutionResult(.returned(message: "the data directory is full: cannot write input.json: No space left on device"),
-                                         dataDirectoryFull: true))
+                                         dataDirectoryUnusable: true))
             #expect(try await rig.waitFor(job.id, .queued, after: .running).attempts == 0)
-            #expect(await rig.scheduler.dataDirectoryProblem()?.hasPrefix("the data directory has been full for 0 s") == true)
+            #expect(await rig.scheduler.dataDirectoryProblem()?.hasPrefix("the data directory has been unusable for 0 s") == true)
             let other = try await rig.submit()   // a submit does not bring the claims back early
             let retried = Task { try await nextAttempt("the retry after the pause") }
             try await rig.advance(by: .milliseconds(500), until: "the job to be tried again") {
@@ -114,7 +114,7 @@ import Testing
             let job = try await rig.submit()
             let first = try await nextAttempt()
             first.finish(ExecutionResult(.returned(message: "the data directory is full: cannot write input.json: No space left on device"),
-                                         dataDirectoryFull: true))
+                                         dataDirectoryUnusable: true))
             _ = try await rig.waitFor(job.id, .queued, after: .running)
             _ = try await rig.store.cancel(job.id, by: nil, now: rig.clock.wall())
             // Still full when first tried (a directory where the probe writes its file fails it).
