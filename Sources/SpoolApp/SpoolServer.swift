@@ -60,6 +60,8 @@ public enum SpoolServer {
         }
         defer { shared?.close() }
         try await store.prepare()
+        // Before recovery, which takes every job running under this node's name for its own.
+        try await shared?.holdNodeName()
         if shared == nil { markDatabaseMade(dataDirectory) }
         let recovered = try await recover(store, node: shared == nil ? nil : node, dataDirectory: dataDirectory, logger: logger)
 

@@ -191,6 +191,34 @@ import Testing
         }
     }
 
+    /// A second node under a name a running node holds is refused in one line, and touches
+    /// nothing (found by attacking the build: two live nodes named alike each recovered the
+    /// other's running job as interrupted, and gave the other's claims back, so one attempt ran
+    /// twice at once); the node itself, restarted after a kill -9, takes its name again at once.
+    @Test func aSecondNodeUnderARunningNodesNameIsRefused() async throws {
+        try await withAPINodeAndAgent { api, ledger, gpu in
+            let id = try #require(try await api.submit("work", .object(["sleep": 30])).json["id"]?.stringValue)
+            _ = try await api.waitFor(id, ["running"], timeout: .seconds(60))
+            let twin = try ServerHarness(config: Self.config(node: "gpu1", ledger: ledger, store: Self.store(of: api)))
+            let refused = try await runCLI(["agent", "--config", twin.configPath, "--data-dir", twin.dataDirectory, "--slots", "1",
+                                            "--gpus", "none"], killAfter: .seconds(30))
+            #expect(refused.status != 0)
+            #expect(refused.stderr.contains("another node named \"gpu1\" is running on this store"), "\(refused.stderr)")
+            let job = try await api.request(.GET, "/v1/jobs/\(id)").json
+            #expect(job["state"] == "running" && job["attempts"] == 1, "the running node's job is untouched: \(job)")
+            // The node itself, killed and started again: its name is free once its session is gone.
+            await gpu.kill9()
+            try await gpu.start(["--slots", "1"], agent: true)
+            _ = try await api.request(.POST, "/v1/jobs/\(id)/cancel")
+        }
+    }
+
+    /// The `store` URL of a harness made by `config(node:ledger:store:)`.
+    static func store(of server: ServerHarness) throws -> String {
+        let config = try JSONParser.parse(Array(try Data(contentsOf: URL(fileURLWithPath: server.configPath))))
+        return try #require(config["store"]?.stringValue)
+    }
+
     /// Fail-fast holds when a task fails because its node was lost: the node that rescues it
     /// (here the API node) cancels the rest of the array (found by attacking the build: they
     /// stayed queued, and ran).

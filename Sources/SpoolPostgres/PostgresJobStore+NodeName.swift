@@ -1,0 +1,73 @@
+import PostgresNIO
+import SpoolCore
+import SpoolStore
+
+/// One running node per node name. A node's name is what its claims, leases and restart
+/// recovery go by: two live nodes with one name each recovered the other's running jobs as
+/// interrupted and gave them back as unanswered claims, so the same attempt ran twice, over
+/// and over (found by attacking the build: a config file copied to every node, `node` in it;
+/// or two hosts with one short name and the same data_dir).
+extension PostgresJobStore {
+    /// Takes this node's name for as long as the store is open: a session advisory lock, on a
+    /// connection of its own, keyed by the name. It goes with the session — when the node stops,
+    /// or its process dies and the server closes the connection — so a node restarted after a
+    /// crash takes it again at once. Throws, saying so, while another node holds it.
+    public func holdNodeName() async throws {
+        let connection: PostgresConnection
+        do {
+            connection = try await PostgresConnection.connect(configuration: try location.connectionConfiguration(), id: 1, logger: logger)
+        } catch {
+            throw StoreError(.storageUnavailable, "cannot reach the PostgreSQL store at \(location): \(Self.describe(error))")
+        }
+        let held: Bool
+        do {
+            held = try await Self.lockName(node, on: connection, logger: logger)
+        } catch {
+            try? await connection.close()
+            throw translate(error, doing: "take the node name \"\(node)\"")
+        }
+        guard held else {
+            try? await connection.close()
+            throw StoreError(.conflict, "another node named \"\(node)\" is running on this store (it holds the name); "
+                + "give each node a name of its own (node, or --node; by default the host name and a digest of data_dir)")
+        }
+        tasks.withLock { tasks in
+            tasks.append(Task { [weak self] in await self?.keepNodeName(connection) })   // unstructured: lives as long as the store; `close()` cancels it
+        }
+    }
+
+    /// Holds the name's connection until the store closes; if the connection drops (a database
+    /// restart), takes the name again on a new one, retrying every second.
+    private func keepNodeName(_ first: PostgresConnection) async {
+        var connection: PostgresConnection? = first
+        while !Task.isCancelled {
+            if let held = connection {
+                await withTaskCancellationHandler {
+                    try? await held.closeFuture.get()
+                } onCancel: {
+                    held.close().whenComplete { _ in }
+                }
+                connection = nil
+                if Task.isCancelled { return }
+                logger.warning("lost the connection that holds this node's name; taking it again", metadata: ["node": "\(node)"])
+            }
+            try? await Task.sleep(for: .seconds(1))
+            guard let fresh = try? await PostgresConnection.connect(configuration: try location.connectionConfiguration(), id: 1, logger: logger)
+            else { continue }
+            if (try? await Self.lockName(node, on: fresh, logger: logger)) == true {
+                connection = fresh
+            } else {
+                logger.error("another node took this node's name while its connection was down: give each node a name of its own",
+                             metadata: ["node": "\(node)"])
+                try? await fresh.close()
+            }
+        }
+        try? await connection?.close()
+    }
+
+    private static func lockName(_ node: String, on connection: PostgresConnection, logger: Logger) async throws -> Bool {
+        let key = "spool:node:" + node
+        return try await connection.query("SELECT pg_try_advisory_lock(hashtext(\(key)), hashtext(reverse(\(key))))", logger: logger)
+            .decodeFirst(Bool.self) ?? false
+    }
+}
