@@ -68,6 +68,7 @@ public enum SpoolServer {
         var types = [BuiltinTypes.render(executable: executable)]
         for type in configuration.jobTypes { types.removeAll { $0.name == type.name }; types.append(type) }
         let catalog = JobCatalog(types)
+        shared?.serve(types: types.map(\.name))
 
         let slots = configuration.role == .api ? [] : try await pickSlots(configuration, logger: logger)
         var schedulerConfiguration = SchedulerConfiguration(slots: slots, dataDirectory: dataDirectory)

@@ -57,11 +57,11 @@ extension PostgresJobStore {
             .sorted { $0.key.lexicographicallyPrecedes($1.key) }
         // The first statement carries the finishes (alone when nothing is claimed).
         let pending = groups.isEmpty
-            ? (blind.isEmpty ? [] : [SlotStepsBatch(finishes: blind, claims: [], excluding: [], node: node, lease: leaseDuration,
-                                                    takingTurns: false)])
+            ? (blind.isEmpty ? [] : [SlotStepsBatch(finishes: blind, claims: [], excluding: [], served: [], node: node,
+                                                    lease: leaseDuration, takingTurns: false)])
             : groups.enumerated().map { number, group in
                 SlotStepsBatch(finishes: number == 0 ? blind : [], claims: group.value.map { steps[$0].claim! }, excluding: group.key,
-                             node: node, lease: leaseDuration, takingTurns: takeTurns)
+                             served: servedTypes.withLock { $0 }, node: node, lease: leaseDuration, takingTurns: takeTurns)
             }
         // Tokens' max_running is counted in each claim's snapshot: two nodes claiming at once
         // would each see the other's claim uncommitted and both start one. While caps are known
@@ -210,6 +210,8 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
                 ), next AS (
                     SELECT seq, priority, fair_tag, owner FROM jobs
                     WHERE state = 'queued' AND NOT (type = ANY($\(first + 2)::text[]))
+                      -- Only types this node knows (none listed: any).
+                      AND (cardinality($\(first + 4)::text[]) = 0 OR type = ANY($\(first + 4)::text[]))
                       AND (not_before IS NULL OR not_before <= (SELECT min(at) FROM c))
                       AND (start_by IS NULL OR start_by > (SELECT min(at) FROM c))
                       -- Unless claims take turns (locked), a capped tenant's job is left to one that does.
@@ -302,6 +304,7 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
             bindings.append(claims.map { $0.now.microseconds })
             bindings.append(batch.excluding)
             bindings.append(batch.takingTurns)
+            bindings.append(batch.served)
         }
         return bindings
     }
@@ -335,6 +338,8 @@ struct SlotStepsBatch: Sendable {
     var finishes: [(job: Job, attempt: Int, at: Timestamp)]
     var claims: [SlotStep.Claim]
     var excluding: [String]
+    /// The job types the node can run (`PostgresJobStore.serve(types:)`); empty: any.
+    var served: [String]
     var node: String
     var lease: Duration
     /// The claims run under `lockRunningCaps`: they may start capped tenants' jobs.

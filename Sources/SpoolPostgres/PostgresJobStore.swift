@@ -44,6 +44,8 @@ public final class PostgresJobStore: SharedJobStore {
     /// Whether some token caps its running jobs, as of this node's last claim (or its start, or
     /// a token it made): claims then take turns (`lockRunningCaps`).
     let runningCapped = Mutex(false)
+    /// The job types this node's slots can run (`serve(types:)`); empty: any.
+    let servedTypes = Mutex<[String]>([])
     /// This node's concurrent claims and finishes, committed together (`commitSteps`).
     private let steps: GroupCommit<SlotStep, FinishResult>
     /// Concurrent `appendEvent` calls, committed together (`commitEvents`).
@@ -265,6 +267,11 @@ public final class PostgresJobStore: SharedJobStore {
                 """, logger: self.logger).decodeFirst(Int64?.self).flatMap { $0 }.map(Timestamp.init(microseconds:))
         }
     }
+
+    /// Claims only jobs of these types from now on: a node that does not know a type leaves its
+    /// jobs to one that does (found by attacking the build: an agent whose config lacked a type
+    /// claimed its jobs and failed them, for good, as spawn_failed). Empty: any type.
+    public func serve(types: [String]) { servedTypes.withLock { $0 = types.sorted() } }
 
     public func claimNext(for slot: SlotID, excluding: Set<String>, now: Timestamp) async throws -> Job? {
         try await steps.submit(SlotStep(claim: SlotStep.Claim(slot: slot, excluding: excluding, now: now))).next

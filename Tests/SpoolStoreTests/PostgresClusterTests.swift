@@ -38,6 +38,24 @@ import Testing
         }
     }
 
+    /// A node claims only the job types it serves: one whose configuration lacks a type leaves
+    /// its jobs to a node that has it (found by attacking the build: an agent missing a type
+    /// claimed its jobs and failed them for good). A node that names no types takes any.
+    @Test func aNodeClaimsOnlyTheTypesItServes() async throws {
+        try await withNodes(2) { nodes in
+            nodes[0].serve(types: ["render"])
+            let other = try await nodes[0].create(makeJob(type: "transcode"))
+            let mine = try await nodes[0].create(makeJob(type: "render"))
+            #expect(try await nodes[0].claimNext(for: SlotID(0), now: at(10))?.id == mine.id)
+            #expect(try await nodes[0].claimNext(for: SlotID(1), now: at(10)) == nil, "a transcode job is not this node's to run")
+            // Also when a finish claims the next job in the same statement.
+            let again = try await nodes[0].create(makeJob(type: "transcode"))
+            #expect(try await nodes[0].finish(mine.id, attempt: 1, outcome: .succeeded, now: at(20), claimNextFor: SlotID(0)).next == nil)
+            #expect(try await nodes[1].claimNext(for: SlotID(0), now: at(30))?.id == other.id)
+            #expect(try await nodes[1].claimNext(for: SlotID(1), now: at(30))?.id == again.id)
+        }
+    }
+
     // A node's slots finish in batches (several running rows in one statement) while its lease
     // renewal updates all of its running rows: both lock rows in `seq` order, so neither ever
     // waits on the other in a cycle (PostgreSQL would abort one with "deadlock detected").
@@ -157,7 +175,7 @@ import Testing
                     try await connection.query("BEGIN", logger: TestPostgres.logger)
                     try await PostgresJobStore.lockRunningCaps(on: connection, logger: TestPostgres.logger)
                     let first = try await SlotStepsBatch(finishes: [], claims: [.init(slot: SlotID(0), excluding: [], now: at(10))],
-                                                         excluding: [], node: "node-0", lease: .seconds(10), takingTurns: true)
+                                                         excluding: [], served: [], node: "node-0", lease: .seconds(10), takingTurns: true)
                         .run(on: connection, logger: TestPostgres.logger)
                     let answered = Mutex(false)
                     let second = Task {   // unstructured: its claim waits on the lock; awaited below
