@@ -10,6 +10,7 @@ struct CancelCommand: AsyncParsableCommand {
     @OptionGroup var server: ServerOptions
 
     func run() async throws {
+        requireID(id)
         await clientCommand {
             let client = try server.client
             if id.hasPrefix("arr_") {
@@ -35,6 +36,7 @@ struct DeleteCommand: AsyncParsableCommand {
     @OptionGroup var server: ServerOptions
 
     func run() async throws {
+        requireID(id)
         await clientCommand {
             _ = try await server.client.delete(id.hasPrefix("arr_") ? "/v1/arrays/\(id)" : "/v1/jobs/\(id)")
             print("\(id): deleted")
@@ -58,6 +60,7 @@ struct RetryCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        requireID(id)
         await clientCommand {
             let client = try server.client
             let (_, _, body) = try await client.post("/v1/arrays/\(id)/retry", json: nil, headers: idempotencyKey.map { [("Idempotency-Key", $0)] } ?? [])

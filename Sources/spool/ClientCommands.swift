@@ -129,6 +129,7 @@ struct StatusCommand: AsyncParsableCommand {
     @OptionGroup var server: ServerOptions
 
     func run() async throws {
+        requireID(id)
         await clientCommand {
             let client = try server.client
             if attempts { return try await printAttempts(client) }
@@ -244,6 +245,7 @@ struct LogsCommand: AsyncParsableCommand {
     @OptionGroup var server: ServerOptions
 
     func run() async throws {
+        requireID(id, arrays: false)
         await clientCommand {
             let client = try server.client
             var offset = 0
@@ -274,6 +276,7 @@ struct OutputsCommand: AsyncParsableCommand {
     @OptionGroup var server: ServerOptions
 
     func run() async throws {
+        requireID(id, arrays: false)
         await clientCommand {
             let client = try server.client
             let outputs = try await client.outputs(of: id)

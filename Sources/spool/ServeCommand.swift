@@ -30,13 +30,21 @@ struct NodeOptions: ParsableArguments {
                 ("shutdown_grace_s", shutdownGrace.map { "\($0)" }), ("retention_days", retentionDays.map { "\($0)" }),
             ] + extra
             for case let (key, text?) in flags {
-                let flag = "--" + (key == "lease_s" ? "lease" : key.replacingOccurrences(of: "_s", with: "").replacingOccurrences(of: "_", with: "-"))
+                let flag = "--" + Self.flagName(of: key)
                 try settings.apply(text: text, to: key, from: flag)
             }
         } catch {
             fail("\(error)")
         }
         return settings
+    }
+
+    /// The flag that sets the setting `key`: `kill_grace_s` → `kill-grace`, `sqlite_synchronous` →
+    /// `sqlite-synchronous` (only a trailing `_s` goes: found by attacking the build, an error named
+    /// the flag `--sqliteynchronous`), `lease_s` → `lease`.
+    static func flagName(of key: String) -> String {
+        let base = key.hasSuffix("_s") ? String(key.dropLast(2)) : key
+        return base.replacingOccurrences(of: "_", with: "-")
     }
 
     /// Sets up logging as asked, then runs the node until it is stopped.
@@ -130,6 +138,17 @@ struct AgentCommand: AsyncParsableCommand {
 }
 
 /// One line on stderr, exit 1: how every command reports an error.
+/// Stops with one line unless `id` reads as a job's (`job_…`) or, where `arrays`, a job array's
+/// (`arr_…`) id: it goes into a URL's path, and `spool status ../../metrics` asked for another
+/// resource than a job's, `spool status ''` for the list (found by attacking the build).
+func requireID(_ id: String, arrays: Bool = true) {
+    let prefixes = arrays ? ["job_", "arr_"] : ["job_"]
+    guard let prefix = prefixes.first(where: id.hasPrefix), id.count > prefix.count, id.count <= 64,
+          id.dropFirst(prefix.count).allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber) }) else {
+        fail("\"\(id)\" is not a job id (job_…)" + (arrays ? " or a job array's (arr_…)" : ""))
+    }
+}
+
 func fail(_ message: String, code: Int32 = 1) -> Never {
     FileHandle.standardError.write(Data("spool: \(message)\n".utf8))
     exit(code)

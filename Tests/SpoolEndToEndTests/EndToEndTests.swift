@@ -430,6 +430,24 @@ import Testing
         #expect(again.status == 1 && again.stderr == "spool: no job \(jobID)\n")
     }
 
+    /// Found by attacking the build: an id that is not one went into the URL's path
+    /// (`spool status ../../metrics` asked for another resource, `spool status ''` for the list,
+    /// answered "a reply this client does not understand"), and an error named the flag of
+    /// sqlite_synchronous `--sqliteynchronous`.
+    @Test func theCLISaysWhatIsWrongWithAnIdOrAFlag() async throws {
+        for (arguments, says) in [(["status", "../../metrics"], "\"../../metrics\" is not a job id (job_…) or a job array's (arr_…)"),
+                                  (["status", ""], "\"\" is not a job id (job_…) or a job array's (arr_…)"),
+                                  (["logs", "arr_abc"], "\"arr_abc\" is not a job id (job_…)"),
+                                  (["cancel", "job_ab/../x"], "\"job_ab/../x\" is not a job id")] {
+            let result = try await runCLI(arguments + ["--server", "http://127.0.0.1:9"])
+            #expect(result.status == 1 && result.stderr.hasPrefix("spool: " + says), "\(arguments): \(result.stderr)")
+        }
+        let scratch = NSTemporaryDirectory() + "spool-flag-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let result = try await runCLI(["serve", "--sqlite-synchronous", "off", "--data-dir", scratch, "--port", "0"], killAfter: .seconds(30))
+        #expect(result.status != 0 && result.stderr.contains("--sqlite-synchronous"), "\(result.stderr)")
+    }
+
     @Test func aBadConfigFileStopsStartupWithOneLine() async throws {
         let harness = try ServerHarness(config: .object(["job_types": .object(["x": .object(["command": .array([])])])]))
         let result = try await runCLI(["serve", "--config", harness.configPath, "--data-dir", harness.dataDirectory, "--port", "0"])
