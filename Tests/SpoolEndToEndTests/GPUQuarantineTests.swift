@@ -20,16 +20,28 @@ import Testing
         esac
         """
     static let healthy = "0, 0, No, No, No\n1, 0, No, No, No\n"
+
+    /// A scratch folder with the fake as `bin/nvidia-smi` (put `bin` first on the PATH); its
+    /// `health` file reads healthy until the test rewrites it.
+    static func fakeMachine() throws -> String {
+        let root = NSTemporaryDirectory() + "spool-gpu-\(UUID().uuidString.prefix(8))"
+        try install(fakeNvidiaSMI, at: root + "/bin")
+        try healthy.write(toFile: root + "/health", atomically: true, encoding: .utf8)
+        return root
+    }
+
+    /// Writes `script` as an executable `nvidia-smi` in `folder`.
+    static func install(_ script: String, at folder: String) throws {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try script.write(toFile: folder + "/nvidia-smi", atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: folder + "/nvidia-smi")
+    }
     static let lost = "Unable to determine the device handle for GPU0000:3B:00.0: GPU is lost.  Reboot the system to recover this GPU\n1, 0, No, No, No\n"
 
     @Test func aLostGPUIsQuarantinedItsJobRunsOnTheOtherGPUAndTheSlotComesBack() async throws {
-        let root = NSTemporaryDirectory() + "spool-gpu-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: root + "/bin", withIntermediateDirectories: true)
-        try Self.fakeNvidiaSMI.write(toFile: root + "/bin/nvidia-smi", atomically: true, encoding: .utf8)
-        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: root + "/bin/nvidia-smi")
+        let root = try Self.fakeMachine()
         func write(_ text: String, _ name: String) throws { try text.write(toFile: root + "/" + name, atomically: true, encoding: .utf8) }
         @Sendable func read(_ name: String) -> String { (try? String(contentsOfFile: root + "/" + name, encoding: .utf8)) ?? "" }
-        try write(Self.healthy, "health")
 
         let server = try ServerHarness(config: .object([
             "kill_grace_s": 1, "gpu_health_interval_s": 0.2, "quarantine_after_failures": 2,
@@ -147,11 +159,7 @@ import Testing
     /// slot closed, with its reasons and since when, until a self-test passes or an administrator
     /// releases it; a release outlasts a restart too.
     @Test func aQuarantineOutlastsARestartAndSoDoesItsRelease() async throws {
-        let root = NSTemporaryDirectory() + "spool-gpu-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: root + "/bin", withIntermediateDirectories: true)
-        try Self.fakeNvidiaSMI.write(toFile: root + "/bin/nvidia-smi", atomically: true, encoding: .utf8)
-        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: root + "/bin/nvidia-smi")
-        try Self.healthy.write(toFile: root + "/health", atomically: true, encoding: .utf8)
+        let root = try Self.fakeMachine()
         let server = try ServerHarness(config: .object([
             "kill_grace_s": 1, "gpu_health_interval_s": 0.2, "quarantine_after_failures": 2,
             // Never passes: only an administrator brings the slot back.
@@ -205,12 +213,8 @@ import Testing
     /// the build: the self-tests ran inside the health loop, one after another, and no GPU's
     /// health was read until they ended, up to gpu_self_test_timeout_s per slot).
     @Test func aSlowSelfTestDoesNotHoldUpTheHealthReadings() async throws {
-        let root = NSTemporaryDirectory() + "spool-gpu-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: root + "/bin", withIntermediateDirectories: true)
-        try Self.fakeNvidiaSMI.write(toFile: root + "/bin/nvidia-smi", atomically: true, encoding: .utf8)
-        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: root + "/bin/nvidia-smi")
+        let root = try Self.fakeMachine()
         func write(_ text: String) throws { try text.write(toFile: root + "/health", atomically: true, encoding: .utf8) }
-        try write(Self.healthy)
         let server = try ServerHarness(config: .object([
             "gpu_health_interval_s": 0.2, "gpu_self_test_timeout_s": 60,
             "gpu_self_test": .array(["/bin/sh", "-c", .string("touch \(root)/testing; sleep 60")]),
@@ -242,15 +246,10 @@ import Testing
     /// whose jobs ran without one and whose health was never read); `auto` on a machine whose
     /// nvidia-smi fails serves CPU slots and says so, where it used to say nothing.
     @Test func aGPUNvidiaSMIDoesNotListIsRefusedAndAFailingProbeIsSaid() async throws {
-        let root = NSTemporaryDirectory() + "spool-gpu-\(UUID().uuidString.prefix(8))"
+        let root = try Self.fakeMachine()
         defer { try? FileManager.default.removeItem(atPath: root) }
-        for (folder, script) in [("bin", Self.fakeNvidiaSMI),
-                                 ("broken", "#!/bin/sh\necho \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\"\nexit 9\n")] {
-            try FileManager.default.createDirectory(atPath: root + "/" + folder, withIntermediateDirectories: true)
-            try script.write(toFile: root + "/\(folder)/nvidia-smi", atomically: true, encoding: .utf8)
-            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: root + "/\(folder)/nvidia-smi")
-        }
-        try Self.healthy.write(toFile: root + "/health", atomically: true, encoding: .utf8)
+        try Self.install("#!/bin/sh\necho \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\"\nexit 9\n",
+                         at: root + "/broken")
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
 
         let refused = try await runProcess("/usr/bin/env", ["PATH=\(root)/bin:\(path)", ServerHarness.binary, "serve", "--port", "0",

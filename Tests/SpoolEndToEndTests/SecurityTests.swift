@@ -22,6 +22,26 @@ import Testing
         return server
     }
 
+    /// A self-signed certificate for 127.0.0.1 (and localhost) and its key, as `NAME.crt` and
+    /// `NAME.key` in `directory`.
+    static func certificate(in directory: String, named name: String = "cert") async throws -> (cert: String, key: String) {
+        let cert = directory + "/\(name).crt", key = directory + "/\(name).key"
+        let made = try await runProcess("/usr/bin/env", ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                                                         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                                                         "-keyout", key, "-out", cert])
+        try #require(made.status == 0, "openssl: \(made.stderr)")
+        return (cert, key)
+    }
+
+    /// A server on SQLite serving HTTPS with a fresh `certificate`, and `extra` settings; not yet started.
+    static func tlsServer(_ extra: [String: JSONValue] = [:]) async throws -> (server: ServerHarness, cert: String, key: String) {
+        let server = try await Self.server(.sqlite)
+        let (cert, key) = try await certificate(in: server.scratch)
+        try Data(Fixtures.config(scratch: server.scratch, extra: extra.merging(["tls_cert": .string(cert), "tls_key": .string(key)]) { $1 })
+            .canonicalText.utf8).write(to: URL(fileURLWithPath: server.configPath))
+        return (server, cert, key)
+    }
+
     static func id(_ reply: ServerHarness.Reply) throws -> String {
         guard reply.status == 201, let id = reply.json["id"]?.stringValue else {
             throw HarnessError("submit answered \(reply.status): \(String(decoding: reply.body, as: UTF8.self))")
@@ -804,14 +824,7 @@ import Testing
     @Test func aWrongTLSFileIsAOneLineErrorNamingIt() async throws {
         let server = try await Self.server(.sqlite)
         defer { Task { await server.stop() } }
-        func make(_ name: String) async throws -> (cert: String, key: String) {
-            let cert = server.scratch + "/\(name).crt", key = server.scratch + "/\(name).key"
-            let made = try await runProcess("/usr/bin/env", ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                                                             "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert])
-            try #require(made.status == 0, "openssl: \(made.stderr)")
-            return (cert, key)
-        }
-        let (one, other) = (try await make("one"), try await make("other"))
+        let (one, other) = (try await Self.certificate(in: server.scratch, named: "one"), try await Self.certificate(in: server.scratch, named: "other"))
         let missing = server.scratch + "/missing.pem"
         let cases: [(cert: String, key: String, says: String)] = [
             (one.cert, other.key, "the TLS key (tls_key) \(other.key) does not belong to the certificate (tls_cert) \(one.cert)"),
@@ -834,14 +847,7 @@ import Testing
     /// that never began a handshake were neither counted nor closed, and ran the server out of
     /// descriptors); one over the limit is closed at once.
     @Test func tlsConnectionsAreCountedAndTimedBeforeTheirHandshake() async throws {
-        let server = try await Self.server(.sqlite)
-        let cert = server.scratch + "/cert.pem", key = server.scratch + "/key.pem"
-        let made = try await runProcess("/usr/bin/env", ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                                                         "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert])
-        try #require(made.status == 0, "openssl: \(made.stderr)")
-        try Data(Fixtures.config(scratch: server.scratch, extra: ["tls_cert": .string(cert), "tls_key": .string(key),
-                                                                  "header_timeout_s": 8, "max_connections": 4]).canonicalText.utf8)
-            .write(to: URL(fileURLWithPath: server.configPath))
+        let (server, cert, _) = try await Self.tlsServer(["header_timeout_s": 8, "max_connections": 4])
         defer { Task { await server.stop() } }
         try await server.start()
         let port = UInt16(URL(string: server.url)?.port ?? 0)
@@ -881,15 +887,7 @@ import Testing
     /// idle connection counted against max_connections for good, as the watch for silence counted
     /// any byte); one with a request open stays for as long as the request lasts.
     @Test func anHTTP2ConnectionThatOnlyPingsIsClosed() async throws {
-        let server = try await Self.server(.sqlite)
-        let cert = server.scratch + "/cert.pem", key = server.scratch + "/key.pem"
-        let made = try await runProcess("/usr/bin/env", ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                                                         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                                                         "-keyout", key, "-out", cert])
-        try #require(made.status == 0, "openssl: \(made.stderr)")
-        try Data(Fixtures.config(scratch: server.scratch, extra: ["tls_cert": .string(cert), "tls_key": .string(key),
-                                                                  "header_timeout_s": 1]).canonicalText.utf8)
-            .write(to: URL(fileURLWithPath: server.configPath))
+        let (server, cert, _) = try await Self.tlsServer(["header_timeout_s": 1])
         defer { Task { await server.stop() } }
         try await server.start()
         let port = URL(string: server.url)?.port ?? 0
@@ -950,14 +948,7 @@ import Testing
     /// With tls_cert and tls_key: HTTPS, HTTP/2 by ALPN and HTTP/1.1, a Secure session cookie,
     /// and the CLI trusting the certificate through --cacert.
     @Test func tlsServesHTTP2AndHTTP1AndTheCLITrustsACACert() async throws {
-        let server = try await Self.server(.sqlite)
-        let cert = server.scratch + "/cert.pem", key = server.scratch + "/key.pem"
-        let made = try await runProcess("/usr/bin/env", ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                                                         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                                                         "-keyout", key, "-out", cert])
-        try #require(made.status == 0, "openssl: \(made.stderr)")
-        try Data(Fixtures.config(scratch: server.scratch, extra: ["tls_cert": .string(cert), "tls_key": .string(key)]).canonicalText.utf8)
-            .write(to: URL(fileURLWithPath: server.configPath))
+        let (server, cert, _) = try await Self.tlsServer()
         defer { Task { await server.stop() } }
         let token = try await server.createToken("alice")
         try await server.start()

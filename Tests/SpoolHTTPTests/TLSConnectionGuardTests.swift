@@ -34,6 +34,8 @@ import Testing
     @Test func aConnectionSilentBothWaysAfterItsHandshakeIsClosed() throws {
         let (loop, channel, count) = try connection()
         channel.pipeline.fireUserInboundEventTriggered(TLSUserEvent.handshakeCompleted(negotiatedProtocol: "h2"))
+        let deadline = try channel.pipeline.syncOperations.handler(type: HandshakeDeadline.self)
+        deadline.streamOpened()   // a request is open (a long poll)
         // Bytes each way keep it open past the limit…
         for _ in 0..<4 {
             loop.advanceTime(by: .seconds(2))
@@ -48,6 +50,37 @@ import Testing
         loop.advanceTime(by: .seconds(3))
         #expect(!channel.isActive)
         #expect(count.open.load(ordering: .relaxed) == 0)
+    }
+
+    /// An HTTP/2 connection with no request open is closed at twice the header timeout, however
+    /// many bytes it sends (a PING every 30 s kept one counted for good: found in review); with
+    /// one open, and once it has ended, the count starts over. HTTP/1.1 has no streams: bytes keep it.
+    @Test func anHTTP2ConnectionWithNoRequestOpenIsClosedWhateverItSends() throws {
+        let (loop, channel, count) = try connection()
+        channel.pipeline.fireUserInboundEventTriggered(TLSUserEvent.handshakeCompleted(negotiatedProtocol: "h2"))
+        let deadline = try channel.pipeline.syncOperations.handler(type: HandshakeDeadline.self)
+        deadline.streamOpened()
+        for _ in 0..<4 {
+            loop.advanceTime(by: .seconds(1))
+            try channel.writeInbound(ByteBuffer(string: "ping"))
+        }
+        #expect(channel.isActive, "a request is open")
+        deadline.streamClosed()
+        loop.advanceTime(by: .seconds(1))
+        try channel.writeInbound(ByteBuffer(string: "ping"))
+        #expect(channel.isActive)
+        loop.advanceTime(by: .seconds(2))
+        try? channel.writeInbound(ByteBuffer(string: "ping"))
+        #expect(!channel.isActive, "no request open for twice the header timeout")
+        #expect(count.open.load(ordering: .relaxed) == 0)
+
+        let (plainLoop, plain, _) = try connection()
+        plain.pipeline.fireUserInboundEventTriggered(TLSUserEvent.handshakeCompleted(negotiatedProtocol: "http/1.1"))
+        for _ in 0..<4 {
+            plainLoop.advanceTime(by: .seconds(1))
+            try plain.writeInbound(ByteBuffer(string: "GET"))
+        }
+        #expect(plain.isActive, "HTTP/1.1: bytes keep it open")
     }
 
     @Test func aConnectionOverTheLimitIsClosedAtOnce() throws {
