@@ -43,18 +43,23 @@ extension SpoolAPI {
     @Sendable func outputs(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let id = try jobID(context)
         _ = try await find(id, for: context.principal)
-        let list = try await outputFiles(of: id).map { name, size -> JSONValue in
+        let files = try await outputFiles(of: id)
+        let list = files.prefix(OutputFiles.listLimit).map { name, size -> JSONValue in
             .object(["name": .string(name), "size": .int(size), "content_type": .string(Self.contentType(of: name)),
                      "url": .string("/v1/jobs/\(id)/outputs/" + (name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name))])
         }
-        return json(.object(["outputs": .array(list)]))
+        // Past the limit the list is some of the files, not all (found by attacking the build: a
+        // job's 12,000 outputs listed as 10,000, saying nothing, and the CLI fetched those only).
+        var body: [String: JSONValue] = ["outputs": .array(Array(list))]
+        if files.count > OutputFiles.listLimit { body["truncated"] = .bool(true) }
+        return json(.object(body))
     }
 
     /// A job's output files (name, size): from its directory here, else from a shared store.
     func outputFiles(of id: JobID) async throws -> [(name: String, size: Int64)] {
         let paths = JobPaths(dataDirectory: dataDirectory, job: id)
         var files = try await NIOThreadPool.singleton.runIfActive {
-            JobFiles.holdsItsOwnOutputs(paths) ? OutputFiles.list(under: paths.outputs) : nil
+            JobFiles.holdsItsOwnOutputs(paths) ? OutputFiles.list(under: paths.outputs, limit: OutputFiles.listLimit + 1) : nil
         }
         if files == nil, let shared = store as? any SharedJobStore {
             let prefix = StoredFile.outputName("")

@@ -118,7 +118,7 @@ func follow(_ first: JobWire, client: SpoolClient) async throws -> JobWire {
 }
 
 func printOutputs(of job: JobWire, client: SpoolClient) async throws {
-    for output in try await client.outputs(of: job.id) { print(client.base + output.url) }
+    for output in try await client.outputs(of: job.id).files { print(client.base + output.url) }
 }
 
 struct StatusCommand: AsyncParsableCommand {
@@ -279,9 +279,12 @@ struct OutputsCommand: AsyncParsableCommand {
         requireID(id, arrays: false)
         await clientCommand {
             let client = try server.client
-            let outputs = try await client.outputs(of: id)
+            let (outputs, truncated) = try await client.outputs(of: id)
+            let partial = SpoolClient.Failure(description: "\(id) has more outputs than the server lists (\(outputs.count)): the rest were "
+                                              + (download == nil ? "not listed" : "not downloaded") + "; fetch them by name")
             guard let download else {
                 for output in outputs { print("\(output.name)\t\(output.size)\t\(output.content_type)\t\(client.base + output.url)") }
+                if truncated { throw partial }
                 return
             }
             for output in outputs {
@@ -296,6 +299,7 @@ struct OutputsCommand: AsyncParsableCommand {
                 try Data(body.readableBytesView).write(to: destination)
                 print(destination.path)
             }
+            if truncated { throw partial }
         }
     }
 }

@@ -120,10 +120,14 @@ struct SpoolClient {
         return try await send(request, timeout: .seconds(30))
     }
 
-    /// The job's output files.
-    func outputs(of job: String) async throws -> [OutputView] {
-        struct List: Decodable { let outputs: [OutputView] }
-        return try decode(List.self, try await get("/v1/jobs/\(job)/outputs").2).outputs
+    /// The job's output files, and whether the server listed only some of them (past its limit).
+    func outputs(of job: String) async throws -> (files: [OutputView], truncated: Bool) {
+        struct List: Decodable {
+            let outputs: [OutputView]
+            let truncated: Bool?
+        }
+        let list = try decode(List.self, try await get("/v1/jobs/\(job)/outputs").2)
+        return (list.outputs, list.truncated ?? false)
     }
 
     func decode<T: Decodable>(_ type: T.Type, _ buffer: ByteBuffer) throws -> T {

@@ -448,6 +448,30 @@ import Testing
         #expect(result.status != 0 && result.stderr.contains("--sqlite-synchronous"), "\(result.stderr)")
     }
 
+    /// A job with more output files than the API lists says so: `truncated` in the list, and the
+    /// CLI exits 1 saying the rest were not listed (found by attacking the build: 12,000 outputs
+    /// listed as 10,000 with nothing said, and the CLI's download of those "succeeded").
+    @Test func aJobWithMoreOutputsThanAreListedSaysSo() async throws {
+        let server = try ServerHarness(config: .object(["job_types": .object([
+            "many": .object(["command": .array(["/bin/sh", "-c", "cd \"$SPOOL_OUTPUT_DIR\" && seq 1 {input.n} | xargs touch"]),
+                             "input_schema": .object(["type": "object", "required": .array(["n"]),
+                                                      "properties": .object(["n": .object(["type": "integer", "minimum": 1, "maximum": 20_000])])])]),
+        ])]))
+        defer { Task { await server.stop() } }
+        try await server.start()
+        let many = try id(try await server.submit("many", .object(["n": 10_005])))
+        let few = try id(try await server.submit("many", .object(["n": 3])))
+        for job in [many, few] { #expect(try await server.waitFor(job, ["succeeded", "failed"])["state"] == "succeeded") }
+
+        let listed = try await server.request(.GET, "/v1/jobs/\(many)/outputs").json
+        #expect(listed["outputs"]?.arrayValue?.count == 10_000 && listed["truncated"] == .bool(true))
+        #expect(try await server.request(.GET, "/v1/jobs/\(few)/outputs").json["truncated"] == nil)
+        let cli = try await runCLI(["outputs", many, "--server", server.url])
+        #expect(cli.status == 1 && cli.stderr.contains("has more outputs than the server lists (10000)"), "\(cli.stderr)")
+        #expect(cli.stdout.split(separator: "\n").count == 10_000)
+        #expect(try await runCLI(["outputs", few, "--server", server.url]).status == 0)
+    }
+
     @Test func aBadConfigFileStopsStartupWithOneLine() async throws {
         let harness = try ServerHarness(config: .object(["job_types": .object(["x": .object(["command": .array([])])])]))
         let result = try await runCLI(["serve", "--config", harness.configPath, "--data-dir", harness.dataDirectory, "--port", "0"])
