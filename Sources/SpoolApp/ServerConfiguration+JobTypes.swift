@@ -110,7 +110,12 @@ extension ServerConfiguration {
         policy.maxVRAMMegabytes = try count("max_vram_mb", 1...10_000_000)
         policy.vramGrowthMegabytes = try count("vram_growth_mb", 1...10_000_000)
         policy.idleTimeoutSeconds = try seconds("idle_timeout_s")
-        if let heartbeat = try seconds("heartbeat_s") { policy.heartbeatSeconds = heartbeat }
+        if let heartbeat = try seconds("heartbeat_s") {
+            // A worker cannot promise a beat much faster (found by attacking the build: 0.0001 s
+            // lost every job as worker_lost, "0.0 s apart").
+            guard heartbeat >= 0.1 else { throw ConfigurationError("\(path).heartbeat_s must be a number of seconds from 0.1 to 86400") }
+            policy.heartbeatSeconds = heartbeat
+        }
         if let setup = try seconds("setup_timeout_s") { policy.setupTimeoutSeconds = setup }
         if let failures = try count("max_setup_failures", 1...1000) { policy.maxSetupFailures = failures }
         return policy

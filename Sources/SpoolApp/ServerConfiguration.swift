@@ -279,7 +279,13 @@ public struct ServerConfiguration: Sendable {
             }
         case "max_queued": maxQueued = try integer(1...100_000_000)
         case "quarantine_after_failures": quarantineAfterFailures = try integer(0...1000)
-        case "gpu_health_interval_s": gpuHealthIntervalSeconds = try seconds()
+        case "gpu_health_interval_s":
+            // 0 is never; below a tenth of a second, nvidia-smi ran back to back (found by
+            // attacking the build: 0.0004 made a 0-ms interval, hundreds of runs a second).
+            guard let number = value.doubleValue, number == 0 || (number >= 0.1 && number <= 86_400) else {
+                throw fail("0 (never) or a number of seconds from 0.1 to 86400")
+            }
+            gpuHealthIntervalSeconds = number
         case "retention_days":
             guard let number = value.doubleValue, number >= 0, number <= 36_500 else { throw fail("a number of days (0 to 36500; 0 keeps ended jobs forever)") }
             retentionDays = number

@@ -28,4 +28,17 @@ import Testing
             }
         }
     }
+
+    /// A heartbeat below a tenth of a second is refused (found by attacking the build: 0.0001 s
+    /// lost every job as worker_lost, its beats "0.0 s apart").
+    @Test func aHeartbeatTooFastToKeepIsRefused() throws {
+        let worker: (Double) -> JSONValue = { .object(["command": .array([.string("/bin/true")]), "mode": .string("worker"), "heartbeat_s": .double($0)]) }
+        #expect(try type(worker(0.5)).workerPolicy?.heartbeatSeconds == 0.5)
+        do {
+            _ = try type(worker(0.0001))
+            Issue.record("heartbeat_s 0.0001 was taken")
+        } catch {
+            #expect(error.description.contains("heartbeat_s must be a number of seconds from 0.1 to 86400"), "\(error.description)")
+        }
+    }
 }

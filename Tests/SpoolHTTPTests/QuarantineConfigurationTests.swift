@@ -25,7 +25,8 @@ import Testing
         var configuration = ServerConfiguration()
         let cases: [(String, JSONValue, String)] = [
             ("quarantine_after_failures", .int(-1), "spool.json: quarantine_after_failures must be an integer from 0 to 1000, not -1"),
-            ("gpu_health_interval_s", .string("soon"), "spool.json: gpu_health_interval_s must be a number of seconds (0 to 86400), not \"soon\""),
+            ("gpu_health_interval_s", .string("soon"), "spool.json: gpu_health_interval_s must be 0 (never) or a number of seconds from 0.1 to 86400, not \"soon\""),
+            ("gpu_health_interval_s", .double(0.0004), "spool.json: gpu_health_interval_s must be 0 (never) or a number of seconds from 0.1 to 86400, not 0.0004"),
             ("gpu_self_test", .array([]), "spool.json: gpu_self_test must be a command as a list of strings"),
             ("gpu_self_test", .array([.string("ok"), .int(3)]), "spool.json: gpu_self_test must be a command as a list of strings"),
             ("gpu_self_test_timeout_s", .int(0), "spool.json: gpu_self_test_timeout_s must be a number of seconds above 0"),
