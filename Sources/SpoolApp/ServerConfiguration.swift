@@ -327,13 +327,23 @@ public struct ServerConfiguration: Sendable {
 
     /// Reads a JSON config file.
     public mutating func load(file path: String) throws(ConfigurationError) {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            throw ConfigurationError("the config file \(path) is a directory")
+        }
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
             throw ConfigurationError("cannot read the config file \(path): \((error as NSError).localizedDescription)")
         }
+        // Where and why it is not JSON, and a key given twice, which would otherwise pass with
+        // one of the two values (found by attacking the build: "The given data was not valid
+        // JSON." for a missing comma; {"slots": 3, "slots": 2} served 3 slots, saying nothing).
         let value: JSONValue
-        do { value = try JSONDecoder().decode(JSONValue.self, from: data) } catch {
-            throw ConfigurationError("\(path) is not valid JSON: \(Self.describe(error))")
+        do { value = try JSONParser.parse(data, uniqueKeys: true) } catch {
+            let before = data.prefix(error.offset)
+            let line = before.count { $0 == UInt8(ascii: "\n") } + 1
+            let column = before.count - (before.lastIndex(of: UInt8(ascii: "\n")).map { $0 + 1 } ?? 0) + 1
+            throw ConfigurationError("\(path) is not valid JSON: \(error.reason) at line \(line), column \(column)")
         }
         guard case .object(let settings) = value else { throw ConfigurationError("\(path) must hold a JSON object") }
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
@@ -376,13 +386,6 @@ public struct ServerConfiguration: Sendable {
         let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "node"
         let safe = String(host.unicodeScalars.filter { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || $0 == "-") }.prefix(40))
         return (safe.isEmpty ? "node" : safe) + "-" + String(digest % 0x100_0000, radix: 16)
-    }
-
-    static func describe(_ error: any Error) -> String {
-        if case DecodingError.dataCorrupted(let context) = error {
-            return (context.underlyingError as NSError?)?.userInfo[NSDebugDescriptionErrorKey] as? String ?? context.debugDescription
-        }
-        return "\(error)"
     }
 }
 

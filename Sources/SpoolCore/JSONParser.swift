@@ -12,10 +12,12 @@ public struct JSONParser {
     /// Deepest nesting accepted, so hostile input cannot exhaust the stack.
     public static let maxDepth = 256
 
-    public static func parse(_ bytes: some Collection<UInt8>) throws(Error) -> JSONValue {
+    /// `uniqueKeys`: an object that names a key twice is an error (where a later value silently
+    /// replacing an earlier one would hide a mistake: a configuration file).
+    public static func parse(_ bytes: some Collection<UInt8>, uniqueKeys: Bool = false) throws(Error) -> JSONValue {
         let array = Array(bytes)
         return try array.withUnsafeBufferPointer { buffer throws(Error) in
-            var parser = Parser(bytes: buffer)
+            var parser = Parser(bytes: buffer, uniqueKeys: uniqueKeys)
             parser.skipWhitespace()
             let value = try parser.value(depth: 0)
             parser.skipWhitespace()
@@ -26,6 +28,7 @@ public struct JSONParser {
 
     struct Parser {
         let bytes: UnsafeBufferPointer<UInt8>
+        var uniqueKeys = false
         var index = 0
 
         func error(_ reason: String) -> Error { Error(offset: index, reason: reason) }
@@ -66,7 +69,12 @@ public struct JSONParser {
             while true {
                 skipWhitespace()
                 guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error("expected a string key") }
+                let start = index
                 let key = try string()
+                if uniqueKeys, members[key] != nil {
+                    index = start
+                    throw error("the key \"\(key)\" appears twice in one object")
+                }
                 skipWhitespace()
                 guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':'") }
                 index += 1

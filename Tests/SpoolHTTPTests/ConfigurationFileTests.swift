@@ -1,0 +1,47 @@
+import Foundation
+import SpoolCore
+import SpoolTestSupport
+import Testing
+@testable import SpoolApp
+
+/// A config file that is not what it should be stops the start with one line that says where
+/// and why (found by attacking the build: "The given data was not valid JSON." for a missing
+/// comma, a raw NSError for a directory, and a key given twice passing with one of its values).
+@Suite struct ConfigurationFileTests {
+    let directory: ScratchDirectory
+    init() throws { directory = try ScratchDirectory("spool-config") }
+
+    func load(_ text: String) -> String? {
+        let path = directory.path + "/spool.json"
+        try? text.write(toFile: path, atomically: true, encoding: .utf8)
+        var configuration = ServerConfiguration()
+        do {
+            try configuration.load(file: path)
+            return nil
+        } catch {
+            return error.description.replacingOccurrences(of: path, with: "spool.json")
+        }
+    }
+
+    @Test func aFileThatIsNotJSONSaysWhere() {
+        #expect(load("{\n  \"slots\": 2\n  \"port\": 9000\n}") == "spool.json is not valid JSON: expected ',' or '}' at line 3, column 3")
+        #expect(load("") == "spool.json is not valid JSON: unexpected end of input at line 1, column 1")
+    }
+
+    @Test func aKeyGivenTwiceIsAnError() {
+        #expect(load(#"{"slots": 3, "slots": 2}"#) == #"spool.json is not valid JSON: the key "slots" appears twice in one object at line 1, column 14"#)
+        let types = #"{"job_types": {"a": {"command": ["/bin/true"]}, "a": {"command": ["/bin/false"]}}}"#
+        #expect(load(types)?.contains(#"the key "a" appears twice"#) == true)
+        #expect(load(#"{"slots": 3, "port": 9000}"#) == nil)
+    }
+
+    @Test func aDirectoryIsNotAConfigFile() {
+        var configuration = ServerConfiguration()
+        do {
+            try configuration.load(file: directory.path)
+            Issue.record("a directory was read as a config file")
+        } catch {
+            #expect(error.description == "the config file \(directory.path) is a directory")
+        }
+    }
+}
