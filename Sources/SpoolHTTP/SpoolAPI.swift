@@ -240,11 +240,17 @@ public struct SpoolAPI: Sendable {
         if let shared = store as? any SharedJobStore {
             let lease = Double(shared.leaseDuration.components.seconds) + Double(shared.leaseDuration.components.attoseconds) / 1e18
             for node in try await shared.nodes() {
+                // A silent node's last reading is stale: it reads `lost`, not the `ok` it last sent
+                // (found by attacking the build: a dead node read "status": "ok", "problems": []).
+                let alive = node.silentSeconds < lease
+                let silent = Int(node.silentSeconds.rounded())
                 nodes.append(.object([
                     "name": .string(node.name), "role": .string(node.role), "slots": .int(Int64(node.slots)),
                     "running": .int(Int64(node.running)), "started_at": .string(node.startedAt.description),
-                    "last_seen_s": .double((node.silentSeconds * 10).rounded() / 10), "alive": .bool(node.silentSeconds < lease),
-                    "status": .string(node.health.status.rawValue), "problems": .array(node.health.problems.map(JSONValue.string)),
+                    "last_seen_s": .double((node.silentSeconds * 10).rounded() / 10), "alive": .bool(alive),
+                    "status": .string(alive ? node.health.status.rawValue : "lost"),
+                    "problems": .array(alive ? node.health.problems.map(JSONValue.string)
+                                             : [.string("no heartbeat for \(silent) s (the lease is \(Int(lease.rounded())) s): its running jobs are rescued by other nodes")]),
                 ]))
             }
         } else {

@@ -133,6 +133,10 @@ import Testing
             guard case .array(let nodes)? = listed["nodes"] else { throw HarnessError("no nodes in \(listed)") }
             #expect(nodes.compactMap { $0["name"]?.stringValue } == ["api1", "api2", "gpu1", "gpu2", "gpu3"])
             #expect(nodes.map { $0["alive"] == .bool(true) } == [true, true, false, true, true])
+            // Its last reading is stale: it reads lost, saying why (it read "ok" before).
+            #expect(nodes[2]["status"] == "lost" && nodes[2]["problems"]?.arrayValue?.first?.stringValue?.hasPrefix("no heartbeat for") == true,
+                    "\(nodes[2])")
+            #expect(nodes.filter { $0["alive"] == .bool(true) }.allSatisfy { $0["status"] == "ok" })
             #expect(nodes.compactMap { $0["role"]?.stringValue } == ["api", "api", "agent", "agent", "agent"])
 
             // Each result was written by the job's last attempt, on the node the store names,
