@@ -38,6 +38,27 @@ import Testing
         }
     }
 
+    /// The largest array the API takes, 10,000 tasks, is stored within the store's 15-s limit on
+    /// an operation, whole, in order, its places in the queue counted (found by attacking the
+    /// build: stored task by task, 10,000 ran past the limit every time, and a retry could not
+    /// do better).
+    @Test func theLargestArrayIsStoredWithinTheStoresLimit() async throws {
+        try await withNodes(1) { nodes in
+            _ = try await nodes[0].create(makeJob())   // one queued ahead
+            let id = ArraySpec.newID()
+            let stored = try await nodes[0].enqueueArray(tasks(id, count: 10_000, owner: "alice"), limits: QueueLimits())
+            #expect(stored.count == 10_000)
+            let positions: [Int?] = stored.map(\.position)
+            let expected: [Int?] = Array(2...10_001)
+            #expect(positions == expected)
+            let ordered = zip(stored, stored.dropFirst()).allSatisfy { pair in pair.0.sequence < pair.1.sequence && pair.0.fairTag < pair.1.fairTag }
+            #expect(ordered)
+            #expect(try await nodes[0].arraySummary(id)?.size == 10_000)
+            let events = try await nodes[0].events(job: stored[9_999].id) { !$0.isEmpty }
+            #expect(events.map { $0.data["state"] } == [.string("queued")])
+        }
+    }
+
     /// A node claims only the job types it serves: one whose configuration lacks a type leaves
     /// its jobs to a node that has it (found by attacking the build: an agent missing a type
     /// claimed its jobs and failed them for good). A node that names no types takes any.
