@@ -94,6 +94,10 @@ extension SpoolAPI {
                     ResponseBody(byteBuffer: ByteBuffer(bytes: content[range]))
                 }
             }
+            if store is any SharedJobStore, let job = try? await store.job(id), let node = job.node, node != self.node {
+                throw APIError.notFound("job \(id) has no output \"\(name)\" in the shared store: it ran on node \(node), "
+                                        + "which keeps outputs past shared_file_limit_bytes (the job's log says which)")
+            }
             throw APIError.notFound("job \(id) has no output \"\(name)\"")
         }
         return try await Self.answer(request, resolved.download, contentType: contentType) { range in resolved.body(range) }

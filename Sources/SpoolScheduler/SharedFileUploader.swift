@@ -48,13 +48,15 @@ struct SharedFileUploader: Sendable {
         // Each file is read from one descriptor (never a FIFO swapped in, never through a link at
         // its end); the log only as a file of its own, not a hard link to one elsewhere.
         // `listed`: the size an output was listed with (one past the budget is not read).
-        func take(_ name: String, at path: String, listed: Int64 = 0, singleLink: Bool = false) {
-            // Missing, unreadable and empty files are not stored (an empty log is the common case for warm workers).
+        func take(_ name: String, at path: String, listed: Int64 = 0, singleLink: Bool = false, keepEmpty: Bool = true) {
+            // Missing and unreadable files are not stored, nor an empty log (the common case for
+            // warm workers); an empty output is (a `_SUCCESS` marker: found by attacking the build,
+            // empty outputs vanished from other nodes' lists).
             guard listed <= budget, let data = JobFiles.contents(of: path, limit: budget + 1, singleLink: singleLink) else {
                 if listed > budget { skipped.append(name) }
                 return
             }
-            guard !data.isEmpty else { return }
+            guard keepEmpty || !data.isEmpty else { return }
             guard data.count <= budget else {
                 skipped.append(name)
                 return
@@ -62,10 +64,25 @@ struct SharedFileUploader: Sendable {
             budget -= data.count
             files.append(StoredFile(name: name, content: data))
         }
-        take(StoredFile.logName, at: paths.log, singleLink: true)
+        // Room for the note below at the end of the log.
+        let reserve = min(4096, limit / 16)
+        budget -= reserve
+        take(StoredFile.logName, at: paths.log, singleLink: true, keepEmpty: false)
         for output in OutputFiles.list(under: paths.outputs, limit: 10_000) {
             guard let path = paths.output(named: output.name) else { continue }
             take(StoredFile.outputName(output.name), at: path, listed: output.size)
+        }
+        // What stays behind is said where every node's reader looks: at the end of the stored log
+        // (found by attacking the build: such outputs were listed by the outputs event, then 404).
+        let outputsLeft = skipped.filter { $0.hasPrefix(StoredFile.outputName("")) }.map { String($0.dropFirst(StoredFile.outputName("").count)) }
+        if !outputsLeft.isEmpty, reserve > 0 {
+            let listed = outputsLeft.prefix(20).joined(separator: ", ") + (outputsLeft.count > 20 ? " and \(outputsLeft.count - 20) more" : "")
+            let note = Array("[spool] outputs past shared_file_limit_bytes (\(limit)) were not copied to the shared store and stay on the node that ran the job: \(listed)\n".utf8.prefix(reserve))
+            if let index = files.firstIndex(where: { $0.name == StoredFile.logName }) {
+                files[index] = StoredFile(name: StoredFile.logName, content: files[index].content + note)
+            } else {
+                files.insert(StoredFile(name: StoredFile.logName, content: note), at: 0)
+            }
         }
         return (files, skipped)
     }

@@ -1,0 +1,31 @@
+import Foundation
+import SpoolCore
+@testable import SpoolScheduler
+import SpoolStore
+import SpoolTestSupport
+import Testing
+
+/// What of a job's files goes to the shared store, for other nodes to serve.
+@Suite struct SharedFileUploaderTests {
+    /// An empty output goes too (a `_SUCCESS` marker); one past the budget stays, and the stored
+    /// log says so at its end, where a reader on any node looks (found by attacking the build:
+    /// empty outputs vanished from other nodes' lists, and one past the budget was listed by the
+    /// outputs event, then answered 404 with nothing said anywhere).
+    @Test func emptyOutputsGoAndThoseLeftBehindAreNamedInTheLog() throws {
+        let scratch = try ScratchDirectory("spool-upload")
+        let paths = JobPaths(dataDirectory: scratch.path, job: JobID.random())
+        try FileManager.default.createDirectory(atPath: paths.outputs, withIntermediateDirectories: true)
+        try Data("rendering\n".utf8).write(to: URL(fileURLWithPath: paths.log))
+        try Data().write(to: URL(fileURLWithPath: paths.outputs + "/_SUCCESS"))
+        try Data("small".utf8).write(to: URL(fileURLWithPath: paths.outputs + "/a.txt"))
+        try Data(count: 100_000).write(to: URL(fileURLWithPath: paths.outputs + "/big.bin"))
+
+        let (files, skipped) = SharedFileUploader.collect(paths, limit: 64 << 10)
+        let stored = Dictionary(uniqueKeysWithValues: files.map { ($0.name, $0.content) })
+        #expect(stored["outputs/_SUCCESS"] == [])
+        #expect(stored["outputs/a.txt"] == Array("small".utf8))
+        #expect(stored["outputs/big.bin"] == nil && skipped == ["outputs/big.bin"])
+        let log = String(decoding: stored["log"] ?? [], as: UTF8.self)
+        #expect(log.hasPrefix("rendering\n") && log.contains("stay on the node that ran the job: big.bin"), "\(log)")
+    }
+}
