@@ -48,6 +48,8 @@ JOB_TYPES: Dict[str, Any] = {
     "noop": {"command": ["/bin/true"]},
     "pager": {"command": ["/bin/true"]},
     "files": {"command": ["/bin/sh", "-c", 'head -c {input.bytes} /dev/urandom > "$SPOOL_OUTPUT_DIR/blob.bin"']},
+    # `n` empty output files (a job with more than the server lists).
+    "many": {"command": ["/bin/sh", "-c", 'cd "$SPOOL_OUTPUT_DIR" && seq 1 {input.n} | xargs touch']},
     # Writes `lines` log lines, one every `delay` seconds.
     "chatty": {
         "command": ["/bin/sh", "-c", "i=0; while [ $i -lt {input.lines} ]; do i=$((i+1)); echo \"line $i\"; sleep {input.delay}; done"],

@@ -130,6 +130,7 @@ def test_outputs_and_download(api: Any, server: SpoolServer, tmp_path: Path) -> 
     assert api.wait(job.id, timeout=15).state == "succeeded"
     outputs = api.outputs(job.id)
     assert [(o.name, o.size) for o in outputs] == [("blob.bin", size)]
+    assert isinstance(outputs, spool_client.OutputList) and outputs.truncated is False
     assert outputs[0].url == f"/v1/jobs/{job.id}/outputs/blob.bin"
     expected = hashlib.sha256((server.data_dir / "jobs" / job.id / "outputs" / "blob.bin").read_bytes()).hexdigest()
 
@@ -236,3 +237,10 @@ def test_unavailable_while_shutting_down(make_api: Any, spawn_server: Any) -> No
         api.submit("noop")  # 503 three times (retried after Retry-After, capped at 0.3 s), then raised
     assert 0.5 <= time.monotonic() - started < 3.5
     assert caught.value.code == "shutting-down" and caught.value.retry_after == 5.0
+
+
+def test_outputs_say_when_the_server_lists_only_some(api: Any) -> None:
+    job = api.submit("many", {"n": 10_003})
+    assert api.wait(job.id, timeout=30).state == "succeeded"
+    outputs = api.outputs(job.id)
+    assert len(outputs) == 10_000 and outputs.truncated is True

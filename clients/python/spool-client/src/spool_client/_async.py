@@ -42,7 +42,7 @@ from ._core import (
     VerifyTypes,
     ssl_verify,
 )
-from ._models import ArrayOutput, AttemptList, Event, Health, Job, JobArray, JobType, Output, QueueInfo
+from ._models import ArrayOutput, AttemptList, Event, Health, Job, JobArray, JobType, Output, OutputList, QueueInfo
 
 
 class AsyncClient(ClientCore):
@@ -245,7 +245,7 @@ class AsyncClient(ClientCore):
             return self._iterate(self._follow_logs(id, poll_interval))
         return self._run(self._logs(id))
 
-    async def outputs(self, id: str) -> List[Output]:
+    async def outputs(self, id: str) -> OutputList:
         return await self._run(self._outputs(id))
 
     async def download(self, id: str, name: str, path: Optional[PathType] = None) -> Path:

@@ -39,6 +39,7 @@ from ._models import (
     JobRetry,
     JobType,
     Output,
+    OutputList,
     QueueInfo,
     dedup_json,
     format_datetime,
@@ -584,9 +585,11 @@ class ClientCore:
         if tail:
             yield Emit(tail)
 
-    def _outputs(self, job_id: str) -> Flow[List[Output]]:
+    def _outputs(self, job_id: str) -> Flow[OutputList]:
         data = yield from self._json(RequestSpec("GET", job_path(job_id, "outputs")))
-        return [Output.from_json(o) for o in data.get("outputs") or [] if isinstance(o, dict)]
+        outputs = OutputList(Output.from_json(o) for o in data.get("outputs") or [] if isinstance(o, dict))
+        outputs.truncated = data.get("truncated") is True
+        return outputs
 
     def _download(self, job_id: str, name: str, path: Optional[PathType]) -> Flow[Path]:
         if not name:

@@ -324,6 +324,13 @@ class Output:
         )
 
 
+class OutputList(List[Output]):
+    """A job's output files: a list of `Output`, with `truncated` True when the server listed
+    only some of them (it lists at most 10,000; fetch the others by name)."""
+
+    truncated: bool = False
+
+
 @dataclass(frozen=True)
 class Attempt:
     """One attempt of a job (`GET /v1/jobs/{id}/attempts`).

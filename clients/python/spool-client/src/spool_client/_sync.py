@@ -28,7 +28,7 @@ from ._core import (
     VerifyTypes,
     ssl_verify,
 )
-from ._models import ArrayOutput, AttemptList, Event, Health, Job, JobArray, JobType, Output, QueueInfo
+from ._models import ArrayOutput, AttemptList, Event, Health, Job, JobArray, JobType, Output, OutputList, QueueInfo
 
 
 class Client(ClientCore):
@@ -263,7 +263,7 @@ class Client(ClientCore):
             return self._iterate(self._follow_logs(id, poll_interval))
         return self._run(self._logs(id))
 
-    def outputs(self, id: str) -> List[Output]:
+    def outputs(self, id: str) -> OutputList:
         """The job's output files."""
         return self._run(self._outputs(id))
 
