@@ -93,12 +93,14 @@ public enum SpoolServer {
         }
         var limits = SpoolAPI.Limits()
         limits.maxBodyBytes = configuration.maxBodyBytes
+        // The store's own random key: the dashboard's session cookies, and every tenant's webhook secret.
+        let storeKey = try await tokenStore?.sessionKey()
         let registry = MetricsExport.bootstrap()
         let api = SpoolAPI(store: store, scheduler: scheduler, catalog: catalog, dataDirectory: dataDirectory,
                            limits: limits, storeName: shared == nil ? "sqlite" : "postgres", node: shared?.node, metrics: { [store] in
             if let queued = try? await store.queuedCount() { Gauge(label: "spool_queue_depth").record(queued) }
             return MetricsExport.text(registry)
-        }, access: configuration.accessPolicy, tokens: tokens, sessionKey: try await tokenStore?.sessionKey(),
+        }, access: configuration.accessPolicy, tokens: tokens, sessionKey: storeKey,
            webhookTargets: WebhookGuard(allowPrivate: configuration.webhookAllowPrivate), webhookSecret: configuration.webhookSecret)
         let host = configuration.host
         let scheme = configuration.tlsCertificate == nil ? "http" : "https"
@@ -140,6 +142,7 @@ public enum SpoolServer {
         }
         var webhookConfiguration = WebhookDeliverer.Configuration()
         webhookConfiguration.secret = configuration.webhookSecret
+        webhookConfiguration.storeKey = storeKey ?? []
         webhookConfiguration.retry.baseSeconds = configuration.webhookRetryBaseSeconds
         webhookConfiguration.target = WebhookGuard(allowPrivate: configuration.webhookAllowPrivate)
         let deliverer = WebhookDeliverer(store: store, outbox: store, configuration: webhookConfiguration, logger: logger, clock: clock)

@@ -38,7 +38,7 @@ public struct CommandTemplate: Sendable, Hashable {
         var optionsEnded = false
         for pieces in arguments {
             var argument = ""
-            for (position, piece) in pieces.enumerated() {
+            for piece in pieces {
                 switch piece {
                 case .literal(let text): argument += text
                 case .input(let path):
@@ -51,7 +51,8 @@ public struct CommandTemplate: Sendable, Hashable {
                         guard !text.utf8.contains(0) else {
                             throw Error(description: "\(placeholder) contains a NUL character, which cannot be put in a command argument")
                         }
-                        guard position > 0 || optionsEnded || !text.hasPrefix("-") else {
+                        // Whatever came before it in the argument may have been empty too.
+                        guard !argument.isEmpty || optionsEnded || !text.hasPrefix("-") else {
                             throw Error(description: "\(placeholder) may not begin with \"-\": it begins an argument of the command, which "
                                 + "would read it as an option (a type whose command takes such values puts a \"--\" argument before them)")
                         }

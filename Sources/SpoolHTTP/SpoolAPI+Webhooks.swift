@@ -17,7 +17,7 @@ extension SpoolAPI {
                            detail: "this server does not sign webhook deliveries (set webhook_secret in its configuration)")
         }
         return json(.object(["owner": owner.map(JSONValue.string) ?? .null,
-                             "secret": .string(WebhookSignature.secret(for: owner, serverSecret: serverSecret))]),
+                             "secret": .string(WebhookSignature.secret(for: owner, serverSecret: serverSecret, storeKey: sessions.key ?? []))]),
                     headers: [.cacheControl: "no-store"])
     }
 

@@ -39,7 +39,7 @@ public struct GPUHealthMonitor: Service, Sendable {
     }
 
     /// Reads the GPUs' health every interval; each self-test due runs beside the readings, in a
-    /// task of its own (one at a time per slot), so a slow one holds up neither the readings nor
+    /// task of its own (one at a time per GPU), so a slow one holds up neither the readings nor
     /// another slot's test (found by attacking the build: run inline, one after another, a
     /// self-test that took its time stopped every GPU's health being read until it ended).
     public func run() async throws {
@@ -48,10 +48,13 @@ public struct GPUHealthMonitor: Service, Sendable {
                 let testing = SlotsTesting()
                 while !Task.isCancelled {
                     await readHealth()
-                    for slot in await selfTestsDue() where testing.slots.withLock({ $0.insert(slot.id).inserted }) {
+                    // One at a time per GPU, not per slot: the slots of one GPU (slots_per_gpu)
+                    // testing it at once could fail each other (found in review).
+                    for slot in await selfTestsDue() {
+                        guard let gpu = slot.gpu, testing.gpus.withLock({ $0.insert(gpu).inserted }) else { continue }
                         group.addTask { [self] in
                             await selfTest(slot)
-                            testing.slots.withLock { _ = $0.remove(slot.id) }
+                            testing.gpus.withLock { _ = $0.remove(gpu) }
                         }
                     }
                     do { try await clock.sleep(for: configuration.interval) } catch { return }
@@ -81,9 +84,9 @@ public struct GPUHealthMonitor: Service, Sendable {
         return await scheduler.selfTestsDue(every: configuration.interval).filter { $0.gpu != nil }
     }
 
-    /// The slots whose self-test runs now.
+    /// The GPUs whose self-test runs now.
     private final class SlotsTesting: Sendable {
-        let slots = Mutex<Set<SlotID>>([])
+        let gpus = Mutex<Set<String>>([])
     }
 
     /// Runs `slot`'s self-test; a pass releases the slot.

@@ -25,6 +25,8 @@ public final class WebhookDeliverer: Service, Sendable {
         /// Signs each delivery when set (`Spool-Webhook-Signature`): a job's deliveries with its
         /// owner's secret derived from it (`WebhookSignature.secret(for:serverSecret:)`).
         public var secret: String?
+        /// The store's own random key, in every tenant's secret (`WebhookSignature.secret`).
+        public var storeKey: [UInt8] = []
         public var retry = WebhookRetryPolicy()
         public var maxInFlight = 8
         /// Most deliveries in flight to one host (whatever the port) while another host's wait: a receiver
@@ -205,7 +207,9 @@ public final class WebhookDeliverer: Service, Sendable {
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
         request.headers.add(name: "User-Agent", value: "spool-webhooks")
-        let secret = configuration.secret.map { WebhookSignature.secret(for: WebhookLanes.owner(of: delivery), serverSecret: $0) }
+        let secret = configuration.secret.map {
+            WebhookSignature.secret(for: WebhookLanes.owner(of: delivery), serverSecret: $0, storeKey: configuration.storeKey)
+        }
         for (name, value) in Self.headers(for: delivery, body: body, timestamp: at.microseconds / 1_000_000, secret: secret) {
             request.headers.add(name: name, value: value)
         }
