@@ -11,28 +11,44 @@ extension PostgresJobStore {
     /// Takes this node's name for as long as the store is open: a session advisory lock, on a
     /// connection of its own, keyed by the name. It goes with the session — when the node stops,
     /// or its process dies and the server closes the connection — so a node restarted after a
-    /// crash takes it again at once. Throws, saying so, while another node holds it.
-    public func holdNodeName() async throws {
-        let connection: PostgresConnection
-        do {
-            connection = try await PostgresConnection.connect(configuration: try location.connectionConfiguration(), id: 1, logger: logger)
-        } catch {
-            throw StoreError(.storageUnavailable, "cannot reach the PostgreSQL store at \(location): \(Self.describe(error))")
-        }
-        let held: Bool
-        do {
-            held = try await Self.lockName(node, on: connection, logger: logger)
-        } catch {
+    /// crash takes it again at once. When its machine died instead, the database learns it from
+    /// the session's TCP keepalives (set short on it, about 15 s; found in review: with the
+    /// defaults, two hours), so a start waits up to `patience` for the name before it throws,
+    /// saying another node holds it.
+    public func holdNodeName(patience: Duration = .seconds(20)) async throws {
+        let deadline = ContinuousClock.now + patience
+        var waiting = false
+        while true {
+            let connection: PostgresConnection
+            do {
+                connection = try await PostgresConnection.connect(configuration: try location.connectionConfiguration(), id: 1, logger: logger)
+            } catch {
+                throw StoreError(.storageUnavailable, "cannot reach the PostgreSQL store at \(location): \(Self.describe(error))")
+            }
+            let held: Bool
+            do {
+                held = try await Self.lockName(node, on: connection, logger: logger)
+            } catch {
+                try? await connection.close()
+                throw translate(error, doing: "take the node name \"\(node)\"")
+            }
+            if held {
+                tasks.withLock { tasks in
+                    tasks.append(Task { [weak self] in await self?.keepNodeName(connection) })   // unstructured: lives as long as the store; `close()` cancels it
+                }
+                return
+            }
             try? await connection.close()
-            throw translate(error, doing: "take the node name \"\(node)\"")
-        }
-        guard held else {
-            try? await connection.close()
-            throw StoreError(.conflict, "another node named \"\(node)\" is running on this store (it holds the name); "
-                + "give each node a name of its own (node, or --node; by default the host name and a digest of data_dir)")
-        }
-        tasks.withLock { tasks in
-            tasks.append(Task { [weak self] in await self?.keepNodeName(connection) })   // unstructured: lives as long as the store; `close()` cancels it
+            guard ContinuousClock.now < deadline else {
+                throw StoreError(.conflict, "another node named \"\(node)\" is running on this store (it holds the name); "
+                    + "give each node a name of its own (node, or --node; by default the host name and a digest of data_dir)")
+            }
+            if !waiting {
+                waiting = true
+                logger.notice("another session holds this node's name; waiting for it (a node of this name whose machine died is let go within about 15 s)",
+                              metadata: ["node": "\(node)"])
+            }
+            try await Task.sleep(for: .seconds(1))
         }
     }
 
@@ -66,6 +82,11 @@ extension PostgresJobStore {
     }
 
     private static func lockName(_ node: String, on connection: PostgresConnection, logger: Logger) async throws -> Bool {
+        // The database notices this session's end within about 15 s of its machine's (keepalive
+        // probes after 5 s idle, every 2 s, 3 unanswered; unacknowledged writes after 10 s).
+        for setting in ["tcp_keepalives_idle = 5", "tcp_keepalives_interval = 2", "tcp_keepalives_count = 3", "tcp_user_timeout = 10000"] {
+            try await connection.query(PostgresQuery(unsafeSQL: "SET " + setting), logger: logger)
+        }
         let key = "spool:node:" + node
         return try await connection.query("SELECT pg_try_advisory_lock(hashtext(\(key)), hashtext(reverse(\(key))))", logger: logger)
             .decodeFirst(Bool.self) ?? false

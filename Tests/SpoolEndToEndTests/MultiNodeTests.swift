@@ -205,7 +205,7 @@ import Testing
             _ = try await api.waitFor(id, ["running"], timeout: .seconds(60))
             let twin = try ServerHarness(config: Self.config(node: "gpu1", ledger: ledger, store: Self.store(of: api)))
             let refused = try await runCLI(["agent", "--config", twin.configPath, "--data-dir", twin.dataDirectory, "--slots", "1",
-                                            "--gpus", "none"], killAfter: .seconds(30))
+                                            "--gpus", "none"], killAfter: .seconds(90))
             #expect(refused.status != 0)
             #expect(refused.stderr.contains("another node named \"gpu1\" is running on this store"), "\(refused.stderr)")
             let job = try await api.request(.GET, "/v1/jobs/\(id)").json
