@@ -95,8 +95,8 @@ extension SpoolAPI {
                 }
             }
             if store is any SharedJobStore, let job = try? await store.job(id), let node = job.node, node != self.node {
-                throw APIError.notFound("job \(id) has no output \"\(name)\" in the shared store: it ran on node \(node), "
-                                        + "which keeps outputs past shared_file_limit_bytes (the job's log says which)")
+                throw APIError.notFound("job \(id) has no output \"\(name)\" in the shared store; it ran on node \(node), which "
+                                        + "keeps any outputs past shared_file_limit_bytes (the end of the job's log names them)")
             }
             throw APIError.notFound("job \(id) has no output \"\(name)\"")
         }

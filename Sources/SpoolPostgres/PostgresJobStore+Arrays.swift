@@ -139,13 +139,34 @@ extension PostgresJobStore {
             prepared[index].fairTag = row.tag
         }
         try await connection.query("UPDATE jobs SET array_head = true WHERE seq = \(prepared[0].sequence)", logger: logger)
-        // Their places in the queue, in one read of the priority's queue (claims go by priority,
-        // then tag, then sequence), not a count per task.
+        // Their places in the queue (claims go by priority, then tag, then sequence): the first
+        // task's counted from the nearer end of its priority, as a submit's is; the others' by
+        // their rank among the jobs whose tags lie between the first task's and the last's —
+        // never a walk of the whole queue (found in review: a first version ranked it all, for a
+        // 2-task array too).
+        let firstTag = prepared[0].fairTag, lastTag = prepared[prepared.count - 1].fairTag
         let places = try await connection.query("""
-            WITH ranked AS (
-                SELECT id, row_number() OVER (ORDER BY fair_tag, seq) AS r FROM jobs WHERE state = 'queued' AND priority = \(first.priority)
+            WITH counts AS (
+                SELECT CAST(COALESCE(sum(queued) FILTER (WHERE priority > \(first.priority)), 0) AS bigint) AS above,
+                       CAST(COALESCE(sum(queued) FILTER (WHERE priority = \(first.priority)), 0) AS bigint) AS level
+                FROM queue_counts
+            ), ends AS (
+                SELECT (SELECT fair_tag FROM jobs WHERE state = 'queued' AND priority = \(first.priority) ORDER BY fair_tag LIMIT 1) AS head,
+                       (SELECT fair_tag FROM jobs WHERE state = 'queued' AND priority = \(first.priority) ORDER BY fair_tag DESC LIMIT 1) AS tail
+            ), start AS (
+                SELECT counts.above + CASE WHEN \(firstTag) - ends.head > ends.tail - \(firstTag)
+                    THEN counts.level - (SELECT count(*) FROM jobs WHERE state = 'queued' AND priority = \(first.priority)
+                                         AND (fair_tag, seq) > (\(firstTag), \(prepared[0].sequence)))
+                    ELSE (SELECT count(*) FROM jobs WHERE state = 'queued' AND priority = \(first.priority)
+                          AND (fair_tag, seq) <= (\(firstTag), \(prepared[0].sequence)))
+                    END AS p
+                FROM counts, ends
+            ), ranked AS (
+                SELECT id, row_number() OVER (ORDER BY fair_tag, seq) AS r FROM jobs
+                WHERE state = 'queued' AND priority = \(first.priority) AND fair_tag BETWEEN \(firstTag) AND \(lastTag)
+                  AND (fair_tag, seq) >= (\(firstTag), \(prepared[0].sequence))
             )
-            SELECT ranked.id, CAST(ranked.r + (SELECT COALESCE(sum(queued), 0) FROM queue_counts WHERE priority > \(first.priority)) AS bigint)
+            SELECT ranked.id, CAST((SELECT p FROM start) + ranked.r - 1 AS bigint)
             FROM ranked JOIN unnest(\(ids)::text[]) AS mine(id) ON mine.id = ranked.id
             """, logger: logger)
         var position: [String: Int64] = [:]

@@ -64,9 +64,6 @@ struct SharedFileUploader: Sendable {
             budget -= data.count
             files.append(StoredFile(name: name, content: data))
         }
-        // Room for the note below at the end of the log.
-        let reserve = min(4096, limit / 16)
-        budget -= reserve
         take(StoredFile.logName, at: paths.log, singleLink: true, keepEmpty: false)
         for output in OutputFiles.list(under: paths.outputs, limit: 10_000) {
             guard let path = paths.output(named: output.name) else { continue }
@@ -75,9 +72,11 @@ struct SharedFileUploader: Sendable {
         // What stays behind is said where every node's reader looks: at the end of the stored log
         // (found by attacking the build: such outputs were listed by the outputs event, then 404).
         let outputsLeft = skipped.filter { $0.hasPrefix(StoredFile.outputName("")) }.map { String($0.dropFirst(StoredFile.outputName("").count)) }
-        if !outputsLeft.isEmpty, reserve > 0 {
+        // (Past the budget by at most its 2 KiB; not when the log itself stayed behind: other
+        // nodes then serve the lines it sent as events, which a one-line log would hide.)
+        if !outputsLeft.isEmpty, !skipped.contains(StoredFile.logName) {
             let listed = outputsLeft.prefix(20).joined(separator: ", ") + (outputsLeft.count > 20 ? " and \(outputsLeft.count - 20) more" : "")
-            let note = Array("[spool] outputs past shared_file_limit_bytes (\(limit)) were not copied to the shared store and stay on the node that ran the job: \(listed)\n".utf8.prefix(reserve))
+            let note = Array("[spool] outputs past shared_file_limit_bytes (\(limit)) were not copied to the shared store and stay on the node that ran the job: \(listed)\n".utf8.prefix(2048))
             if let index = files.firstIndex(where: { $0.name == StoredFile.logName }) {
                 files[index] = StoredFile(name: StoredFile.logName, content: files[index].content + note)
             } else {

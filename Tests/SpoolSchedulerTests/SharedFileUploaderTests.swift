@@ -28,4 +28,21 @@ import Testing
         let log = String(decoding: stored["log"] ?? [], as: UTF8.self)
         #expect(log.hasPrefix("rendering\n") && log.contains("stay on the node that ran the job: big.bin"), "\(log)")
     }
+
+    /// A job within the budget keeps every file (found in review: room set aside for the note
+    /// cost the last output its place); a log past the budget is not replaced by the note.
+    @Test func aJobWithinTheBudgetKeepsEveryFileAndABigLogIsNotReplaced() throws {
+        let scratch = try ScratchDirectory("spool-upload")
+        let paths = JobPaths(dataDirectory: scratch.path, job: JobID.random())
+        try FileManager.default.createDirectory(atPath: paths.outputs, withIntermediateDirectories: true)
+        try Data(count: 500).write(to: URL(fileURLWithPath: paths.log))
+        try Data(count: 500).write(to: URL(fileURLWithPath: paths.outputs + "/fits.bin"))
+        let (files, skipped) = SharedFileUploader.collect(paths, limit: 1000)
+        #expect(files.map(\.name).sorted() == ["log", "outputs/fits.bin"] && skipped.isEmpty)
+
+        try Data(count: 5000).write(to: URL(fileURLWithPath: paths.log))
+        try Data(count: 5000).write(to: URL(fileURLWithPath: paths.outputs + "/big.bin"))
+        let (more, left) = SharedFileUploader.collect(paths, limit: 1000)
+        #expect(Set(left) == ["log", "outputs/big.bin"] && !more.contains { $0.name == "log" }, "\(more.map(\.name)) \(left)")
+    }
 }
