@@ -59,6 +59,8 @@ public actor Worker {
     private var backlog = 0
     /// When the job command went to the worker, until it is seen read (`checkCommandRead`).
     private var jobSentAt: Moment?
+    /// A command could not be written (`commandLost`).
+    private var commandUndelivered = false
     public private(set) var usage = WorkerUsage()
     private var ticks = 0
     /// The post-setup GPU memory reading is still to be taken.
@@ -269,6 +271,13 @@ public actor Worker {
     /// it, while it goes on beating its heart. It is replaced now, its job lost with it (found by
     /// attacking the build: such a job read running, never delivered, until its timeout).
     private func checkCommandRead() {
+        if commandUndelivered {
+            commandUndelivered = false
+            if lifecycle.phase != .exited, child != nil {
+                handle(.kill("it could not be sent its command: it no longer reads SPOOL_COMMANDS"))
+                return
+            }
+        }
         guard let sent = jobSentAt, let child else { return }
         if backlog == 0, child.unreadCommandBytes() == 0 {
             jobSentAt = nil
@@ -285,8 +294,9 @@ public actor Worker {
     /// lost with it (found by attacking the build: a worker that closed its commands but went
     /// on beating its heart held its job, never sent, until the job's timeout).
     private func commandLost() {
-        guard lifecycle.phase != .exited, child != nil else { return }
-        handle(.kill("it could not be sent its command: it no longer reads SPOOL_COMMANDS"))
+        // Acted on at the next tick: a write also fails once the worker has exited, and its exit,
+        // handled by then, is the better reason (found in review).
+        commandUndelivered = true
     }
 
     private func settle(_ result: Result<Void, StartFailure>) {
