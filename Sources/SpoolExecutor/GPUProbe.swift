@@ -24,13 +24,8 @@ public enum GPUProbe {
         public var devices: [Device] { if case .devices(let devices) = self { devices } else { [] } }
     }
 
-    /// A hung `nvidia-smi` (a wedged driver) is killed after `timeout`: the server starts with no
-    /// GPUs rather than never.
-    public static func devices(timeout: Duration = .seconds(20)) async -> [Device] {
-        await listing(timeout: timeout).devices
-    }
-
-    /// `nvidia-smi -L`, and why it listed nothing when it did not.
+    /// `nvidia-smi -L`, and why it listed nothing when it did not. A hung `nvidia-smi` (a wedged
+    /// driver) is killed after `timeout`: the server starts with no GPUs rather than never.
     public static func listing(timeout: Duration = .seconds(20)) async -> Listing {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
         guard path.split(separator: ":").contains(where: { FileManager.default.isExecutableFile(atPath: "\($0)/nvidia-smi") }) else {

@@ -1,4 +1,4 @@
-// One file for the actor (about 460 lines): its lifecycle driver, a job's run and what the
+// One file for the actor (about 510 lines): its lifecycle driver, a job's run and what the
 // worker says (output, its fences, messages) share the actor's private state — the child, the
 // job in flight, the fence, the command backlog — and each is a step of the one machine. The
 // decisions are elsewhere and pure: `WorkerLifecycle`, `WorkerPolicy`, `OutputFence`.

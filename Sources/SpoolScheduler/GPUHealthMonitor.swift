@@ -45,7 +45,7 @@ public struct GPUHealthMonitor: Service, Sendable {
     public func run() async throws {
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
-                let testing = SlotsTesting()
+                let testing = GPUsTesting()
                 while !Task.isCancelled {
                     await readHealth()
                     // One at a time per GPU, not per slot: the slots of one GPU (slots_per_gpu)
@@ -85,7 +85,7 @@ public struct GPUHealthMonitor: Service, Sendable {
     }
 
     /// The GPUs whose self-test runs now.
-    private final class SlotsTesting: Sendable {
+    private final class GPUsTesting: Sendable {
         let gpus = Mutex<Set<String>>([])
     }
 
