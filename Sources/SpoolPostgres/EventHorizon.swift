@@ -27,9 +27,10 @@ import Synchronization
 ///   will never be filled (rolled back), so it is passed.
 /// - A hole above `upTo` (taken later) waits for a barrier of its own.
 ///
-/// So a hole stays open as long as the transaction that may fill it does, however long. Any
-/// transaction on the server holding an xid older than the barrier (in any database) holds it
-/// open too: that delays the events after a rolled-back id, never loses one.
+/// So a hole stays open as long as the transaction that may fill it does, however long. Each
+/// transaction of this database holding an xid older than the barrier holds it open too: that
+/// delays the events after a rolled-back id, never loses one. Those of other databases on the
+/// server do not (`pg_stat_activity` tells them apart; the snapshot's `xmin` is server-wide).
 ///
 /// One loop per store advances the horizon when poked (a commit here, or a notification from
 /// another node; with neither, every second), so many readers share one query; it reports the jobs whose events it passed,
@@ -142,12 +143,20 @@ final class EventHorizon: Sendable {
         // the events, so that the events read sees each of them that committed.
         var ended = false
         if let pending, pending.barrier != nil || ContinuousClock.now - pending.since >= Self.settle {
+            // The barrier as a 32-bit xid (what `pg_stat_activity` shows), 3 at the wrap (xids 0-2 are never handed out).
+            let barrier32 = pending.barrier.map { max(3, $0 % (1 << 32)) } ?? 3
             let snapshot = try await client.query("""
-                SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint FROM pg_current_snapshot() AS s
-                """, logger: logger).decodeFirstRow((Int64, Int64).self)
-            guard let (xmin, xmax) = snapshot else { throw StoreError(.other, "the database did not return its snapshot") }
+                SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint,
+                       (SELECT count(*) FROM pg_stat_activity AS a WHERE a.datname = current_database()
+                          AND (a.query = '<insufficient privilege>' OR age(a.backend_xid) > age(\(String(barrier32))::xid)))
+                FROM pg_current_snapshot() AS s
+                """, logger: logger).decodeFirstRow((Int64, Int64, Int64).self)
+            guard let (xmin, xmax, older) = snapshot else { throw StoreError(.other, "the database did not return its snapshot") }
             if let barrier = pending.barrier {
-                ended = xmin >= barrier
+                // Ended when no transaction older than the barrier is still running in this
+                // database (only this database's can fill a hole; one that cannot be seen, of a
+                // role without the right to, counts as running), or in any (the snapshot's xmin).
+                ended = xmin >= barrier || older == 0
             } else {
                 state.withLock { $0.pending?.barrier = xmax }
             }

@@ -31,6 +31,9 @@ extension PostgresJobStore {
     public var claimAnswerLimit: Duration { operationTimeout * 2 + .seconds(1) }
 
     public func settleUnansweredClaims(known: Set<JobID>, answerableSince: Timestamp, now: Timestamp) async throws -> [Job] {
+        // The running jobs under this node's name that it does not know may be another node's
+        // of the same name, while that one holds it: nothing is given back meanwhile.
+        guard nameHold.withLock({ $0.mayClaim }) else { return [] }
         let known = known.map(\.rawValue), since = answerableSince.microseconds
         try await write("extend the leases of this node's unanswered claims") { connection in
             // Locked in `seq` order, as the renewal and a batch of finishes lock them.

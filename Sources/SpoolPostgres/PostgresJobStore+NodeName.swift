@@ -33,6 +33,7 @@ extension PostgresJobStore {
                 throw translate(error, doing: "take the node name \"\(node)\"")
             }
             if held {
+                nameHold.withLock { $0 = .held }
                 tasks.withLock { tasks in
                     tasks.append(Task { [weak self] in await self?.keepNodeName(connection) })   // unstructured: lives as long as the store; `close()` cancels it
                 }
@@ -65,16 +66,27 @@ extension PostgresJobStore {
                 }
                 connection = nil
                 if Task.isCancelled { return }
-                logger.warning("lost the connection that holds this node's name; taking it again", metadata: ["node": "\(node)"])
+                nameHold.withLock { $0 = .lost(since: ContinuousClock.now, taken: false) }
+                logger.warning("lost the connection that holds this node's name; claiming no jobs until it is taken again",
+                               metadata: ["node": "\(node)"])
             }
             try? await Task.sleep(for: .seconds(1))
             guard let fresh = try? await PostgresConnection.connect(configuration: try location.connectionConfiguration(), id: 1, logger: logger)
             else { continue }
             if (try? await Self.lockName(node, on: fresh, logger: logger)) == true {
                 connection = fresh
+                nameHold.withLock { $0 = .held }
+                logger.notice("holds this node's name again: claims jobs again", metadata: ["node": "\(node)"])
             } else {
-                logger.error("another node took this node's name while its connection was down: give each node a name of its own",
-                             metadata: ["node": "\(node)"])
+                let first = nameHold.withLock { hold in
+                    guard case .lost(let since, let taken) = hold else { return false }
+                    hold = .lost(since: since, taken: true)
+                    return !taken
+                }
+                if first {
+                    logger.error("another node took this node's name while its connection was down: this node claims no jobs until that one stops; give each node a name of its own",
+                                 metadata: ["node": "\(node)"])
+                }
                 try? await fresh.close()
             }
         }
@@ -90,5 +102,29 @@ extension PostgresJobStore {
         let key = "spool:node:" + node
         return try await connection.query("SELECT pg_try_advisory_lock(hashtext(\(key)), hashtext(reverse(\(key))))", logger: logger)
             .decodeFirst(Bool.self) ?? false
+    }
+}
+
+/// Whether a node holds its name (`PostgresJobStore.holdNodeName`).
+enum NameHold: Sendable {
+    /// Never taken: a store used without `holdNodeName` (tests, tools) claims as it likes.
+    case untracked
+    case held
+    /// Its connection dropped at `since`; `taken`: another session holds the name now.
+    case lost(since: ContinuousClock.Instant, taken: Bool)
+
+    var mayClaim: Bool {
+        if case .lost = self { return false }
+        return true
+    }
+}
+
+extension PostgresJobStore {
+    /// Why this node claims no jobs, while another node holds its name (nil while its
+    /// connection is merely down: the store's own failures say so).
+    public var nameProblem: String? {
+        guard case .lost(let since, true) = nameHold.withLock({ $0 }) else { return nil }
+        return "another node holds this node's name \"\(node)\" (for \(Int((ContinuousClock.now - since).inSeconds.rounded())) s): "
+            + "this node claims no jobs until that one stops; give each node a name of its own"
     }
 }

@@ -49,6 +49,11 @@ extension PostgresJobStore {
     /// recorded (false without one) and the job it claimed (nil when it claimed none, or asked
     /// for none). Throws when nothing was written.
     func commitSteps(_ steps: [SlotStep]) async throws -> [Result<FinishResult, any Error>] {
+        // No claims while another session may hold this node's name (`holdNodeName`).
+        let steps = nameHold.withLock { $0.mayClaim } ? steps : steps.map { SlotStep(finish: $0.finish, claim: nil) }
+        guard steps.contains(where: { $0.finish != nil || $0.claim != nil }) else {
+            return steps.map { _ in .success(FinishResult(recorded: false, next: nil)) }
+        }
         let (blind, read) = blindAndRead(steps.compactMap { $0.finish })
         let takeTurns = runningCapped.withLock { $0 } && steps.contains { $0.claim != nil }
         // Claims that skip the same job types share a statement; each statement sees the jobs

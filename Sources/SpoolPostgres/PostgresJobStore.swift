@@ -62,6 +62,9 @@ public final class PostgresJobStore: SharedJobStore {
     let startedAt = WallClock.now()
     /// Heartbeats since `queue_counts` was last folded (`foldQueueCounts`).
     let heartbeatsSinceFold = Mutex(0)
+    /// Whether this node holds its name (`holdNodeName`): while it does not, it claims nothing
+    /// and gives back no claim it does not know (they may be another node's of this name).
+    let nameHold = Mutex(NameHold.untracked)
 
     /// Opens a pool of up to `connections` connections (none is made until `prepare`).
     /// `rescueGrace`: how long past a lease's end its job is left before this node rescues it,

@@ -62,6 +62,7 @@ extension Scheduler {
         if let full = dataDirectoryProblem() { problems.append(full) }
         if let submits = submitProblem() { problems.append(submits) }
         if let renewals = renewalProblem() { problems.append(renewals) }
+        if let shared = store as? any SharedJobStore, let name = shared.nameProblem { problems.append(name) }
         for (slot, workers) in await workerStatus().sorted(by: { $0.key < $1.key }) {
             for health in workers.health where health.unhealthy {
                 problems.append("slot \(slot) cannot set up worker type \(health.type) (\(health.failures) failures in a row): \(health.lastError)")

@@ -46,6 +46,9 @@ public protocol SharedJobStore: JobStore {
     /// `recoverInterrupted` does: `Job.rescueFromLostNode` says what each became.
     func rescueExpired(now: Timestamp) async throws -> [Job]
 
+    /// Why this node claims no jobs although the store answers (another node holds its name), or nil.
+    var nameProblem: String? { get }
+
     /// Records that this node is alive, with its role, slot count and health (every lease/3).
     func heartbeat(role: String, slots: Int, health: NodeHealth) async throws
 

@@ -391,6 +391,7 @@ final class LeaseStandIn: SharedJobStore {
     let base: any JobStore
     let node = "node-test"
     let leaseDuration: Duration
+    let nameProblem: String? = nil
     private let state = Mutex(State())
 
     /// Renewals, once begun (`holdRenewals`).

@@ -532,6 +532,35 @@ import Testing
         }
     }
 
+    // A database server is often shared: a transaction left open in another database (an
+    // application's, a migration's, `psql` idle in a transaction) has an xid older than every
+    // later one, and once held every hole open until it ended — the events after a rolled-back
+    // id stalled, on every node, for as long as it stayed open. Only this database's
+    // transactions can fill a hole.
+    @Test func aTransactionOpenInAnotherDatabaseDoesNotHoldAHoleOpen() async throws {
+        let elsewhere = try await TestPostgres.createDatabase()
+        try await TestPostgres.withClient(elsewhere) { other in
+            try await other.withConnection { idle in
+                try await idle.query("BEGIN", logger: TestPostgres.logger)
+                _ = try await idle.query("SELECT pg_current_xact_id()", logger: TestPostgres.logger)   // holds an xid
+                try await withNodes(2) { nodes in
+                    let (writer, reader) = (nodes[0], nodes[1])
+                    let job = try await writer.create(makeJob())
+                    var cursor: Int64 = 0
+                    _ = try await follow(reader, after: &cursor, for: .seconds(10)) { !$0.isEmpty }
+                    let (held, _) = try await withOpenEvent(of: job.id, on: writer, held: .milliseconds(300), commit: false) { _ in
+                        try await writer.appendEvent(.log, job: job.id, data: .object([:]), now: at(20))
+                    }
+                    let read = try await follow(reader, after: &cursor, for: .seconds(10)) { !$0.isEmpty }
+                    #expect(read.map(\.kind) == [.log], "the event after the rolled-back id is read while the other database's transaction is open")
+                    #expect(read.allSatisfy { $0.id > held })
+                }
+                try await idle.query("ROLLBACK", logger: TestPostgres.logger)
+            }
+        }
+        try await TestPostgres.dropDatabase(elsewhere)
+    }
+
     // A node that starts while another node's transaction holds an event id (with later events
     // committed) does not take the newest id as its horizon: it waits for that event too.
     @Test func aNodeStartedWhileAnEventIsUncommittedStillReadsIt() async throws {
@@ -586,6 +615,13 @@ import Testing
         #expect(EventHorizon.start(newest: window.map { $0 < 600 ? $0 : $0 + 1 }) == 599)
     }
 
+    /// Looks every 50 ms until `done` holds, failing after `limit`.
+    func until(_ limit: Duration, _ what: String, _ done: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + limit
+        while !done() && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        try #require(done(), "timed out after \(limit) waiting for \(what)")
+    }
+
     /// Takes an event id (an event of `job`) in a transaction of its own on a connection of
     /// `store`'s pool, as a slow transaction of a store would; runs `body` with the id while the
     /// transaction is open, keeps it open until `held` has passed since it began, then commits
@@ -619,6 +655,49 @@ import Testing
             if page.isEmpty { _ = await store.eventNotifier.wait(after: cursor, timeout: max(.zero, deadline - ContinuousClock.now)) }
         }
         return read
+    }
+
+    // A node whose name's connection dropped, and whose name another node of that name took
+    // meanwhile (found by attacking the build: a config copied to two machines), kept claiming
+    // under it — and the running jobs under the name that it did not know, the other node's,
+    // were its own "unanswered claims" to give back. It claims nothing and gives nothing back
+    // until it holds its name again, and says why.
+    @Test func aNodeWhoseNameAnotherNodeTookClaimsNothingUntilItHoldsItAgain() async throws {
+        try await withNodes(1) { nodes in
+            let first = try PostgresJobStore(location: nodes[0].location, node: "twin", connections: 4, logger: TestPostgres.logger)
+            defer { first.close() }
+            try await first.prepare()
+            try await first.holdNodeName(patience: .seconds(5))
+            #expect(first.nameProblem == nil)
+            // The database ends the session that holds the name; the twin takes the name at once.
+            try await nodes[0].client.withConnection { connection in
+                _ = try await connection.query("""
+                    SELECT pg_terminate_backend(pid) FROM pg_locks
+                    WHERE locktype = 'advisory' AND objsubid = 2 AND granted   -- a lock on two keys: the name's
+                      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                    """, logger: TestPostgres.logger)
+            }
+            let second = try PostgresJobStore(location: nodes[0].location, node: "twin", connections: 4, logger: TestPostgres.logger)
+            defer { second.close() }
+            try await second.prepare()
+            try await second.holdNodeName(patience: .seconds(5))
+            try await until(.seconds(30), "the first node to hear that its name is taken") { first.nameProblem != nil }
+            #expect(first.nameProblem?.contains("another node holds this node's name \"twin\"") == true)
+
+            _ = try await nodes[0].create(makeJob())
+            #expect(try await first.claimNext(for: SlotID(0), now: at(10)) == nil, "no claim without the name")
+            let running = try #require(try await second.claimNext(for: SlotID(0), now: at(10)))
+            let given = try await first.settleUnansweredClaims(known: [], answerableSince: at(1_000_000), now: at(2_000_000))
+            #expect(given.isEmpty, "the other node's job is not given back")
+            #expect(try await nodes[0].job(running.id)?.state == .running)
+
+            // The other node stops: the name is taken again, and claims go on.
+            second.close()
+            try await until(.seconds(30), "the first node to take its name again") { first.nameHold.withLock { $0.mayClaim } }
+            #expect(first.nameProblem == nil)
+            _ = try await nodes[0].create(makeJob())
+            #expect(try await first.claimNext(for: SlotID(0), now: at(20)) != nil)
+        }
     }
 
     @Test func filesStoredByOneNodeAreServedByAnother() async throws {
