@@ -669,30 +669,37 @@ import Testing
             try await first.prepare()
             try await first.holdNodeName(patience: .seconds(5))
             #expect(first.nameProblem == nil)
-            // The database ends the session that holds the name; the twin takes the name at once.
-            try await nodes[0].client.withConnection { connection in
-                _ = try await connection.query("""
-                    SELECT pg_terminate_backend(pid) FROM pg_locks
-                    WHERE locktype = 'advisory' AND objsubid = 2 AND granted   -- a lock on two keys: the name's
-                      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                    """, logger: TestPostgres.logger)
+            // The database ends the session that holds the name, and another session (the
+            // twin's, as `holdNodeName` takes it) takes the name before the first node can again.
+            try await nodes[0].client.withConnection { twin in
+                let key = "spool:node:twin"
+                var taken = false
+                for _ in 0..<20 where !taken {
+                    _ = try await twin.query("""
+                        SELECT pg_terminate_backend(pid) FROM pg_locks
+                        WHERE locktype = 'advisory' AND objsubid = 2 AND granted   -- a lock on two keys: a name's
+                          AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND pid <> pg_backend_pid()
+                        """, logger: TestPostgres.logger)
+                    taken = try await twin.query("SELECT pg_try_advisory_lock(hashtext(\(key)), hashtext(reverse(\(key))))",
+                                                 logger: TestPostgres.logger).decodeFirst(Bool.self) ?? false
+                }
+                try #require(taken, "the test took the name")
+                try await until(.seconds(30), "the first node to hear that its name is taken") { first.nameProblem != nil }
+                #expect(first.nameProblem?.contains("another node holds this node's name \"twin\"") == true)
+
+                // The twin runs a job under the name.
+                let second = try PostgresJobStore(location: nodes[0].location, node: "twin", connections: 2, logger: TestPostgres.logger)
+                defer { second.close() }
+                _ = try await nodes[0].create(makeJob())
+                #expect(try await first.claimNext(for: SlotID(0), now: at(10)) == nil, "no claim without the name")
+                let running = try #require(try await second.claimNext(for: SlotID(0), now: at(10)))
+                let given = try await first.settleUnansweredClaims(known: [], answerableSince: at(1_000_000), now: at(2_000_000))
+                #expect(given.isEmpty, "the other node's job is not given back")
+                #expect(try await nodes[0].job(running.id)?.state == .running)
+
+                // The twin stops: the name is taken again, and claims go on.
+                _ = try await twin.query("SELECT pg_advisory_unlock_all()", logger: TestPostgres.logger)
             }
-            let second = try PostgresJobStore(location: nodes[0].location, node: "twin", connections: 4, logger: TestPostgres.logger)
-            defer { second.close() }
-            try await second.prepare()
-            try await second.holdNodeName(patience: .seconds(5))
-            try await until(.seconds(30), "the first node to hear that its name is taken") { first.nameProblem != nil }
-            #expect(first.nameProblem?.contains("another node holds this node's name \"twin\"") == true)
-
-            _ = try await nodes[0].create(makeJob())
-            #expect(try await first.claimNext(for: SlotID(0), now: at(10)) == nil, "no claim without the name")
-            let running = try #require(try await second.claimNext(for: SlotID(0), now: at(10)))
-            let given = try await first.settleUnansweredClaims(known: [], answerableSince: at(1_000_000), now: at(2_000_000))
-            #expect(given.isEmpty, "the other node's job is not given back")
-            #expect(try await nodes[0].job(running.id)?.state == .running)
-
-            // The other node stops: the name is taken again, and claims go on.
-            second.close()
             try await until(.seconds(30), "the first node to take its name again") { first.nameHold.withLock { $0.mayClaim } }
             #expect(first.nameProblem == nil)
             _ = try await nodes[0].create(makeJob())
