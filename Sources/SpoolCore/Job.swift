@@ -76,6 +76,11 @@ public struct Job: Sendable, Hashable {
     public var dedup: Dedup?
     /// Its array and place in it, for a task of a job array.
     public var array: ArrayMembership?
+    /// What a repeat of its request must match that the job does not keep as sent: the schedule
+    /// and reuse fields as given (`delay_s` becomes a time), an array's items (a digest, on its
+    /// first task). Set at admission, and kept only inside the stored fingerprint: a repeat is
+    /// compared with that (`JobStore.requestFingerprint`), never with the job read back.
+    public var requestExtras: [String: JSONValue] = [:]
 
     public init(
         id: JobID, sequence: Int64 = 0, type: String, input: JSONValue, priority: Int,
@@ -108,6 +113,7 @@ public struct Job: Sendable, Hashable {
         if let retry { fields["retry"] = retry.json }
         // A task of a job array holds the array's key; a plain job with its input is another request.
         if let array { fields["array"] = .string(array.id) }
+        fields.merge(requestExtras) { kept, _ in kept }
         return JSONValue.object(fields).canonicalText
     }
 

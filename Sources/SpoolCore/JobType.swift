@@ -141,6 +141,12 @@ public struct JobCatalog: Sendable {
             throw SubmissionRejection(kind: .invalidRequest, message: "dedup_key must be 1 to 255 characters", problems: [])
         }
         job.dedup = submission.dedup ?? (submission.dedupKey != nil ? Dedup() : type.dedup)
+        // As sent: a repeat of a request with `delay_s` makes another `notBefore`, and is the same request.
+        if let runAt = submission.runAt { job.requestExtras["run_at"] = .int(runAt.microseconds) }
+        if let delay = submission.delaySeconds { job.requestExtras["delay_s"] = .double(delay) }
+        if let within = submission.startWithinSeconds { job.requestExtras["start_within_s"] = .double(within) }
+        if let dedup = submission.dedup { job.requestExtras["dedup"] = dedup.json }
+        if let key = submission.dedupKey { job.requestExtras["dedup_key"] = .string(key) }
         return job
     }
 

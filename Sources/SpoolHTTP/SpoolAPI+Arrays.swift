@@ -55,15 +55,22 @@ extension SpoolAPI {
             task.shareWeight = principal.limits.weight
             tasks.append(task)
         }
-        /// A repeat: the same request (its size, and its first task as this one would be) gets the
-        /// array it made (nil when there is none yet). An id the caller named (a retry's, from the
-        /// retried array and the key) is answered by the array under it, whatever it holds: a
-        /// retry sent twice at once counts the failed tasks twice, and more may have failed between.
+        // The first task's fingerprint stands for the request: every item, by a digest.
+        if submission.idempotencyKey != nil, !tasks.isEmpty {
+            let items = JSONValue.array(items.map { .array([.int($0.index), $0.input]) }).canonicalText
+            tasks[0].requestExtras["items"] = .string(SHA256.hash(data: Array(items.utf8)).map { String($0, radix: 16).leftPadded(to: 2) }.joined())
+            tasks[0].requestExtras["fail_fast"] = .bool(failFast)
+        }
+        /// A repeat: the same request (its size, and its first task's fingerprint as stored, which
+        /// covers every item) gets the array it made (nil when there is none yet). An id the
+        /// caller named (a retry's, from the retried array and the key) is answered by the array
+        /// under it, whatever it holds: a retry sent twice at once counts the failed tasks twice,
+        /// and more may have failed between.
         func repeated() async throws -> Response? {
-            guard submission.idempotencyKey != nil, let existing = try await store.arraySummary(id) else { return nil }
+            guard let key = submission.idempotencyKey, let existing = try await store.arraySummary(id) else { return nil }
             let first = try await store.arrayTasks(id, after: nil, limit: 1).first
-            let same = named != nil || (existing.size == items.count && first?.fingerprint == tasks.first?.fingerprint
-                                        && first?.array?.index == tasks.first?.array?.index)
+            let stored = named == nil ? try await store.requestFingerprint(owner: principal.name, key: key) : nil
+            let same = named != nil || (existing.size == items.count && stored != nil && stored == tasks.first?.fingerprint)
             guard same, let first, first.array?.failFast == failFast else {
                 throw APIError.conflict("idempotency-conflict",
                                         "the Idempotency-Key \"\(submission.idempotencyKey ?? "")\" was already used for a different request (array \(id))")

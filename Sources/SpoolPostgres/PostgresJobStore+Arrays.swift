@@ -234,6 +234,12 @@ extension PostgresJobStore {
         try await read("sum up an array") { connection in try await self.arraySummary(id, on: connection) }
     }
 
+    public func requestFingerprint(owner: String?, key: String) async throws -> String? {
+        try await read("read an Idempotency-Key") { connection in
+            try await Self.keyHolder(owner: owner ?? "", key: key, on: connection, logger: self.logger)?.fingerprint
+        }
+    }
+
     /// One snapshot for the page: its heads and what each array adds up to.
     public func arrays(_ query: ArrayQuery) async throws -> ArrayPage {
         var sql = "SELECT array_id, seq FROM jobs WHERE array_head"

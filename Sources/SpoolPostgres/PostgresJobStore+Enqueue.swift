@@ -194,8 +194,11 @@ extension PostgresJobStore {
 
     /// The holder of `owner`'s `key`; nil when the key is free.
     static func keyHolder(owner: String, key: String, on connection: PostgresConnection, logger: Logger) async throws -> KeyHolder? {
-        if let job = try await fetchJob(where: "j.owner = \(owner) AND j.idempotency_key = \(key)", on: connection, logger: logger) {
-            return KeyHolder(job: job, fingerprint: job.fingerprint)
+        if let job = try await fetchJob(where: "j.owner = \(owner) AND j.idempotency_key = \(key)", on: connection, logger: logger),
+           // The request as sent, as its fingerprint was stored (the job read back does not keep all of it).
+           let fingerprint = try await connection.query("SELECT fingerprint FROM jobs WHERE id = \(job.id.rawValue)", logger: logger)
+               .decodeFirst(String.self) {
+            return KeyHolder(job: job, fingerprint: fingerprint)
         }
         guard let (id, fingerprint) = try await connection.query(
                   "SELECT job_id, fingerprint FROM joined_keys WHERE owner = \(owner) AND key = \(key)", logger: logger

@@ -63,6 +63,15 @@ extension SQLiteJobStore {
         try await read("sum up an array") { db in try Self.arraySummary(id, in: db) }
     }
 
+    public func requestFingerprint(owner: String?, key: String) async throws -> String? {
+        try await read("read an Idempotency-Key") { db in
+            try String.fetchOne(db, cached: "SELECT fingerprint FROM jobs WHERE owner = ? AND idempotency_key = ?", arguments: [owner ?? "", key])
+                ?? String.fetchOne(db, cached: """
+                    SELECT k.fingerprint FROM joined_keys k JOIN jobs j ON j.id = k.job_id WHERE k.owner = ? AND k.key = ?
+                    """, arguments: [owner ?? "", key])
+        }
+    }
+
     public func arrays(_ query: ArrayQuery) async throws -> ArrayPage {
         try await read("list arrays") { db in
             var clauses = ["array_head = 1"]

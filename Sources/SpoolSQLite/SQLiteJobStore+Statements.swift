@@ -11,7 +11,8 @@ extension SQLiteJobStore {
         if let key = job.idempotencyKey,
            let row = try Row.fetchOne(db, cached: "SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?", arguments: [owner, key]) {
             let existing = try withPosition(self.job(from: row), in: db)
-            guard existing.fingerprint == job.fingerprint else {
+            // The request as sent, as its fingerprint was stored (the job read back does not keep all of it).
+            guard row["fingerprint"] == job.fingerprint else {
                 return .failure(StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: existing))
             }
             return .success((.existing(existing), nil))

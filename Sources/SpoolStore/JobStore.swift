@@ -33,6 +33,11 @@ public protocol JobStore: Sendable {
     /// What the tasks of array `id` add up to; nil when it has none.
     func arraySummary(_ id: String) async throws -> ArraySummary?
 
+    /// The fingerprint of the request that used `owner`'s Idempotency-Key `key` (a stored job's
+    /// or array's, or one that joined a job through result reuse); nil while the key is free.
+    /// What a repeat is compared with: the job read back does not keep all of its request.
+    func requestFingerprint(owner: String?, key: String) async throws -> String?
+
     /// Array `id`'s tasks in index order, those after `index` (all with nil), at most `limit`.
     func arrayTasks(_ id: String, after index: Int64?, limit: Int) async throws -> [Job]
 

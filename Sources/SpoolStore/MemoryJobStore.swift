@@ -81,6 +81,10 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
         ArraySummary(tasks: jobsByID.values.filter { $0.array?.id == id })
     }
 
+    public func requestFingerprint(owner: String?, key: String) async throws -> String? {
+        keys[(owner ?? "") + "\u{0}" + key].flatMap { jobsByID[$0.job] == nil ? nil : $0.fingerprint }
+    }
+
     public func arrayTasks(_ id: String, after index: Int64?, limit: Int) async throws -> [Job] {
         Array(jobsByID.values.filter { job in job.array?.id == id && index.map { job.array!.index > $0 } ?? true }
             .sorted { $0.array!.index < $1.array!.index }.prefix(limit).map(withPosition))

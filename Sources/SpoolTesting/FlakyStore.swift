@@ -141,6 +141,7 @@ public final class FlakyStore: LocalJobStore {
         return try await base.enqueueArray(tasks, limits: limits)
     }
     public func arraySummary(_ id: String) async throws -> ArraySummary? { try await base.arraySummary(id) }
+    public func requestFingerprint(owner: String?, key: String) async throws -> String? { try await base.requestFingerprint(owner: owner, key: key) }
     public func arrayTasks(_ id: String, after index: Int64?, limit: Int) async throws -> [Job] {
         try await base.arrayTasks(id, after: index, limit: limit)
     }

@@ -328,6 +328,26 @@ import Testing
         #expect(repeated.status == 200)
         #expect(try id(repeated) == id(first))
         #expect(different.status == 409)
+        // The schedule is part of the request (found by attacking the build: another run_at,
+        // delay_s or start_within_s under the key answered 200, and the job kept the old one).
+        let later = Timestamp(microseconds: WallClock.now().microseconds + 10 * 86_400_000_000).description
+        let evenLater = Timestamp(microseconds: WallClock.now().microseconds + 12 * 86_400_000_000).description
+        for (number, (name, a, b)): (Int, (String, [String: JSONValue], [String: JSONValue])) in [
+            ("run_at", ["run_at": .string(later)], ["run_at": .string(evenLater)]),
+            ("delay_s", ["delay_s": 900], [:]),
+            ("start_within_s", ["delay_s": 900, "start_within_s": 5], ["delay_s": 900]),
+            ("dedup", ["dedup": "queued", "delay_s": 900], ["delay_s": 900]),
+        ].enumerated() {
+            let sleep: JSONValue = .object(["seconds": .int(Int64(10 + number))])   // no other job to join (dedup)
+            let once = try await server.submit("sleep", sleep, extra: a, key: "schedule-" + name)
+            #expect(once.status == 201, "\(name): \(once.json)")
+            let other = try await server.submit("sleep", sleep, extra: b, key: "schedule-" + name)
+            #expect(other.status == 409, "\(name): another schedule under the key: \(other.json)")
+            // The same request again, later: its delay counts from then, and it is still a repeat.
+            let again = try await server.submit("sleep", sleep, extra: a, key: "schedule-" + name)
+            #expect(again.status == 200 && again.json["id"] == once.json["id"], "\(name): \(again.json)")
+            _ = try await server.request(.POST, "/v1/jobs/\(once.json["id"]?.stringValue ?? "")/cancel")
+        }
     }
 
     @Test func gracefulShutdownRefusesSubmitsAndRequeuesTheRunningJob() async throws {

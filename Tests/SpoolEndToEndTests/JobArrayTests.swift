@@ -195,6 +195,21 @@ import Testing
         #expect(once.status == 201 && again.status == 200 && again.json["id"] == once.json["id"])
         let changed = try await server.submit("frame", .object(["fail_on": -1, "sleep": 1]), extra: body, key: "frames-1")
         #expect(changed.status == 409)
+        // Other items (same count, same first) are another request too (found by attacking the
+        // build: answered 200 with the first array; the second request's items never ran).
+        let otherItems = try await server.submit("frame", .object(["fail_on": -1, "sleep": 0]),
+                                                 extra: ["array": .object(["items": .array([10, 12])])], key: "frames-1")
+        #expect(otherItems.status == 409, "\(otherItems.json)")
+        let otherSchedule = try await server.submit("frame", .object(["fail_on": -1, "sleep": 0]),
+                                                    extra: body.merging(["delay_s": 600]) { $1 }, key: "frames-1")
+        #expect(otherSchedule.status == 409, "\(otherSchedule.json)")
+        // A delayed array sent again later is the same request, though its start time is counted anew.
+        let delayed = body.merging(["delay_s": 600]) { $1 }
+        let delayedOnce = try await server.submit("frame", .object(["fail_on": -1, "sleep": 0]), extra: delayed, key: "frames-delayed")
+        try await Task.sleep(for: .milliseconds(20))
+        let delayedAgain = try await server.submit("frame", .object(["fail_on": -1, "sleep": 0]), extra: delayed, key: "frames-delayed")
+        #expect(delayedOnce.status == 201 && delayedAgain.status == 200 && delayedAgain.json["id"] == delayedOnce.json["id"])
+        _ = try await server.request(.POST, "/v1/arrays/\(delayedOnce.json["id"]?.stringValue ?? "")/cancel")
         // The same request sent many times at once: one makes the array, every other gets it (200), none a conflict.
         let racing = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
             for _ in 0..<12 {

@@ -456,6 +456,7 @@ final class LeaseStandIn: SharedJobStore {
     func enqueue(_ job: Job, limits: QueueLimits) async throws -> EnqueueResult { try await base.enqueue(job, limits: limits) }
     func enqueueArray(_ tasks: [Job], limits: QueueLimits) async throws -> [Job] { try await base.enqueueArray(tasks, limits: limits) }
     func arraySummary(_ id: String) async throws -> ArraySummary? { try await base.arraySummary(id) }
+    func requestFingerprint(owner: String?, key: String) async throws -> String? { try await base.requestFingerprint(owner: owner, key: key) }
     func arrays(_ query: ArrayQuery) async throws -> ArrayPage { try await base.arrays(query) }
     func arrayTasks(_ id: String, after index: Int64?, limit: Int) async throws -> [Job] {
         try await base.arrayTasks(id, after: index, limit: limit)

@@ -446,6 +446,30 @@ extension JobStoreConformanceTests {
         }
     }
 
+    /// What a request holds that its job does not keep as sent (a `delay_s`, which becomes a
+    /// time; an array's items) is compared by the fingerprint stored with the key: the same
+    /// request again is a repeat, another one a conflict.
+    @Test(arguments: StoreKind.allCases)
+    func aRepeatIsComparedWithTheRequestAsSentNotTheJobAsStored(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            var sent = makeJob(key: "as-sent")
+            sent.requestExtras = ["delay_s": .int(900)]
+            sent.notBefore = Self.seconds(900)
+            let stored = try #require(try await store.enqueue(sent).created)
+            var again = sent
+            again.id = .random()
+            again.notBefore = Self.seconds(905)   // the same delay, counted from a later moment
+            #expect(try await store.enqueue(again).existing?.id == stored.id)
+            var other = again
+            other.requestExtras = ["delay_s": .int(60)]
+            await #expect(performing: { try await store.enqueue(other) }, throws: { (error: any Error) in
+                (error as? StoreError)?.code == .idempotencyConflict && (error as? StoreError)?.existing?.id == stored.id
+            })
+            #expect(try await store.requestFingerprint(owner: nil, key: "as-sent") == sent.fingerprint)
+            #expect(try await store.requestFingerprint(owner: nil, key: "never-used") == nil)
+        }
+    }
+
     /// An array's Idempotency-Key is held by its first task: one key never makes both a job and
     /// an array, whichever comes first.
     @Test(arguments: StoreKind.allCases)
