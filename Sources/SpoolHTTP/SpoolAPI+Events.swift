@@ -46,11 +46,21 @@ extension SpoolAPI {
         // EventSource to stop reconnecting. Resumed between its final state and its outputs, it
         // waits for the outputs below, as a stream that sees the final state does.
         var seen = End.none
-        if let job, let cursor, try await store.job(job)?.state.isTerminal == true {
-            seen = try await Self.end(store, of: job, through: cursor)
+        // A finished job whose final state is no longer in the log (it keeps the newest events;
+        // the job's row lasts longer): a stream would wait for it for ever (found by attacking
+        // the build). Its final state is sent as the job has it, and the stream ends; resumed
+        // after that, it has nothing to send.
+        var prunedEnd: JobEvent?
+        if let job, let ended = try await store.job(job), ended.state.isTerminal {
+            if let cursor { seen = try await Self.end(store, of: job, through: cursor) }
+            if seen == .none, try await Self.end(store, of: job, through: .max) == .none {
+                if cursor != nil { return Response(status: .noContent) }
+                prunedEnd = JobEvent(id: store.eventNotifier.latest, job: job, owner: ended.owner, kind: .state,
+                                     at: ended.finishedAt ?? WallClock.now(), data: JobEvent.stateData(of: ended))
+            }
         }
         if seen == .complete { return Response(status: .noContent) }
-        let endedBefore = seen == .finalStateOnly
+        let endedBefore = seen == .finalStateOnly, finalFromJob = prunedEnd
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .init("X-Accel-Buffering")!: "no"]
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
             // A job's stream starts at its first event; the global one at "now" unless resumed. An
@@ -60,6 +70,11 @@ extension SpoolAPI {
             let newest = store.eventNotifier.latest
             var after = resumeFrom.map { min($0, newest) } ?? (job == nil ? newest : 0)
             try await writer.write(ByteBuffer(string: "retry: 2000\n\n"))
+            if let finalFromJob {
+                try await Self.write([EventFrame(finalFromJob)], to: &writer)
+                try await writer.finish(nil)
+                return
+            }
             var lastWrite: ContinuousClock.Instant?
             let notifier = store.eventNotifier
             notifier.addReader()

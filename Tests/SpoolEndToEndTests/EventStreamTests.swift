@@ -64,6 +64,30 @@ import Testing
         #expect(empty.filter { $0.event == "state" }.compactMap { $0.data["state"]?.stringValue } == ["queued", "running", "succeeded"])
     }
 
+    /// The event log keeps the newest events; a job's row lasts longer (its retention). The
+    /// stream of a finished job whose events were pruned ended never (found by attacking the
+    /// build: 200, then keep-alives for ever — a client following the job hung): it sends the
+    /// job's final state, made from the job, and ends; resumed after that, it has nothing (204).
+    @Test func theStreamOfAFinishedJobWhoseEventsWerePrunedEndsWithItsFinalState() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let id = try #require(try await server.submit("noop").json["id"]?.stringValue)
+        _ = try await server.waitFor(id, ["succeeded"])
+        await server.kill9()
+        let pruned = try await runProcess("/usr/bin/env", ["python3", "-c", """
+            import sqlite3, sys
+            db = sqlite3.connect(sys.argv[1])
+            db.execute("DELETE FROM events WHERE job_id = ?", (sys.argv[2],))
+            db.commit()
+            """, server.dataDirectory + "/spool.sqlite", id])
+        #expect(pruned.status == 0, "\(pruned.stderr)")
+        try await server.start()
+        let frames = try await server.frames("/v1/jobs/\(id)/events", limit: .seconds(30)) { _ in false }
+        #expect(frames.map(\.event) == ["state"] && frames.first?.data["state"] == "succeeded", "\(frames)")
+        let resumed = try await server.request(.GET, "/v1/jobs/\(id)/events", headers: [("Last-Event-ID", String(frames.last?.id ?? 0))])
+        #expect(resumed.status == 204)
+    }
+
     /// A job's stream that waits while other jobs make events sleeps until its own job moves.
     /// It once kept its cursor at its job's last event, so each event of another job woke it
     /// to find nothing, again and again, without suspending: two such streams hung a 2-core
