@@ -36,7 +36,7 @@ struct CompressionMiddleware<Context: RequestContext>: RouterMiddleware {
         response.headers[.contentLength] = String(compressed.readableBytes)
         response.headers.append(HTTPField(name: .vary, value: "Accept-Encoding"))
         // Another representation, another entity tag (RFC 9110 §8.8.3).
-        if let tag = response.headers[.eTag], tag.hasSuffix("\"") { response.headers[.eTag] = String(tag.dropLast()) + "-gzip\"" }
+        if let tag = response.headers[.eTag] { response.headers[.eTag] = Download.gzipTag(tag) }
         return response
     }
 

@@ -13,7 +13,8 @@ struct Download: Equatable {
 
     enum Answer: Equatable {
         /// 304 Not Modified.
-        case notModified
+        /// 304 Not Modified; `gzip`: the tag that held was the gzip representation's (its 304 names it).
+        case notModified(gzip: Bool = false)
         /// 200 with the whole content.
         case whole
         /// 206 Partial Content with these bytes.
@@ -26,9 +27,12 @@ struct Download: Equatable {
     func answer(to headers: HTTPFields) -> Answer {
         // §13.2.2: If-None-Match first; If-Modified-Since only without it.
         if let tags = headers[.ifNoneMatch] {
-            if Self.matches(tags, etag, weak: true) { return .notModified }
+            if Self.matches(tags, etag, weak: true) { return .notModified() }
+            // The tag `CompressionMiddleware` gave the gzip representation (found by attacking
+            // the build: revalidating with the tag the server sent never got a 304).
+            if Self.matches(tags, gzipETag, weak: true) { return .notModified(gzip: true) }
         } else if let since = headers[.ifModifiedSince].flatMap(HTTPDate.parse), let lastModified, lastModified <= since {
-            return .notModified
+            return .notModified()
         }
         guard let range = headers[.range] else { return .whole }
         // §13.1.5: a Range with an If-Range that no longer holds gets the whole (new) content.
@@ -39,6 +43,12 @@ struct Download: Equatable {
         }
         return ByteRange.parse(range, size: size)
     }
+
+    /// The entity tag of the gzip-encoded representation, as `CompressionMiddleware` names it
+    /// (RFC 9110 §8.8.3: another representation, another tag).
+    var gzipETag: String { Self.gzipTag(etag) }
+
+    static func gzipTag(_ tag: String) -> String { tag.hasSuffix("\"") ? String(tag.dropLast()) + "-gzip\"" : tag }
 
     /// `If-None-Match` holds `tag` (or is `*`); weak comparison ignores `W/`.
     static func matches(_ list: String, _ tag: String, weak: Bool) -> Bool {

@@ -109,8 +109,9 @@ extension SpoolAPI {
         var headers = untrusted(contentType: contentType)
         for field in download.headers { headers.append(field) }
         switch download.answer(to: request.headers) {
-        case .notModified:
+        case .notModified(let gzip):
             headers[.contentType] = nil
+            if gzip { headers[.eTag] = download.gzipETag }
             return Response(status: .notModified, headers: headers)
         case .unsatisfiable:
             throw APIError(status: .rangeNotSatisfiable, code: "range-not-satisfiable",
