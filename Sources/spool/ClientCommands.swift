@@ -7,15 +7,16 @@ struct SubmitCommand: AsyncParsableCommand {
 
     @Argument(help: "The job type, e.g. render.") var type: String
     @Option(help: "The job's input as JSON, e.g. '{\"width\": 640}'; @FILE reads it from a file.") var input: String = "{}"
-    @Option(help: "Higher runs first (default 0).") var priority: Int?
-    @Option(name: .customLong("timeout"), help: "Seconds before the job is stopped (at most the type's limit).") var timeout: Double?
+    // Unconditional: a negative number is a value, not an option (`--priority -5`).
+    @Option(parsing: .unconditional, help: "Higher runs first (default 0; negative runs after the rest).") var priority: Int?
+    @Option(name: .customLong("timeout"), parsing: .unconditional, help: "Seconds before the job is stopped (at most the type's limit).") var timeout: Double?
     @Option(name: .customLong("idempotency-key"), help: "Resubmitting with the same key returns the first job.") var idempotencyKey: String?
     @Option(help: "Attempts in all if it fails (retry with exponential back-off and jitter).") var retry: Int?
-    @Option(help: "With --retry: the first back-off's upper bound in seconds (default 1).") var backoff: Double?
+    @Option(parsing: .unconditional, help: "With --retry: the first back-off's upper bound in seconds (default 1).") var backoff: Double?
     @Option(name: .customLong("retry-on"), help: "With --retry: failure reasons and/or exit codes that retry, e.g. timeout,75.") var retryOn: String?
-    @Option(help: "Start no sooner than this many seconds from now.") var delay: Double?
+    @Option(parsing: .unconditional, help: "Start no sooner than this many seconds from now.") var delay: Double?
     @Option(name: .customLong("at"), help: "Start no sooner than this UTC time (RFC 3339, e.g. 2026-12-24T18:00:00Z).") var runAt: String?
-    @Option(name: .customLong("start-within"), help: "Cancel the job (reason deadline) if it has not started within this many seconds; refused at once if the queue's estimate says it cannot.") var startWithin: Double?
+    @Option(name: .customLong("start-within"), parsing: .unconditional, help: "Cancel the job (reason deadline) if it has not started within this many seconds; refused at once if the queue's estimate says it cannot.") var startWithin: Double?
     @Option(name: .customLong("array-range"), help: "Make a job array with one task per number, e.g. 1-240 (each task's input gets item = the number).") var arrayRange: String?
     @Option(name: .customLong("array-items"), help: "Make a job array with one task per item of this JSON list (@FILE reads it from a file).") var arrayItems: String?
     @Flag(name: .customLong("fail-fast"), help: "With an array: cancel the other tasks once one fails.") var failFast = false

@@ -408,6 +408,15 @@ import Testing
         let png = try Data(contentsOf: URL(fileURLWithPath: download + "/render.png"))
         #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]))
 
+        // A negative number is a value (found by attacking the build: `--priority -5` was
+        // "Missing value for '--priority'"); a negative delay is the server's one-line refusal.
+        let low = try await runCLI(["submit", "noop", "--priority", "-5", "--server", server.url])
+        #expect(low.status == 0, "\(low.stderr)")
+        let lowID = String(low.stdout.prefix(30))
+        #expect(try await server.request(.GET, "/v1/jobs/\(lowID)").json["priority"] == -5)
+        let past = try await runCLI(["submit", "noop", "--delay", "-3", "--server", server.url])
+        #expect(past.status == 1 && past.stderr.contains("delay_s must be from 0"), "\(past.stderr)")
+
         // A job that starts at once, before the CLI's first look, is shown running (found by
         // attacking the build: the CLI long-polled from "queued" and saw only the job's end).
         let scratch = server.scratch
