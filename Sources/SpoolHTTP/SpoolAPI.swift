@@ -126,8 +126,11 @@ public struct SpoolAPI: Sendable {
         let watch = waitText == nil ? nil : store.watch(id)
         var job = try await find(id, for: context.principal)
         if let waitText, let watch {
-            guard let seconds = Double(waitText), seconds >= 0, seconds.isFinite else {
-                throw APIError.badRequest("wait must be a number of seconds, at most \(Int(limits.maxWait))")
+            // A decimal number (an exponent too: 1e-05 is how some clients write a small one);
+            // `Double` alone also reads 0x10 (as 16), inf and nan.
+            let decimal = waitText.utf8.allSatisfy { "0123456789.eE+-".utf8.contains($0) }
+            guard decimal, let seconds = Double(waitText), seconds >= 0, seconds.isFinite else {
+                throw APIError.badRequest("wait must be a number of seconds (longer waits are cut to \(Int(limits.maxWait)))")
             }
             let initial = seen ?? job.state
             let deadline = ContinuousClock.now + .milliseconds(Int64(min(seconds, limits.maxWait) * 1000))

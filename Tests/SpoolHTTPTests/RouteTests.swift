@@ -166,6 +166,10 @@ import Testing
             #expect(job["state"] == .string("queued"))
             #expect(ContinuousClock.now - start >= .milliseconds(200))
             try await client.execute(uri: "/v1/jobs/\(id)?wait=soon", method: .get) { #expect($0.status == .badRequest) }
+            // Decimal seconds only (found by attacking the build: 0x10 waited 16 s).
+            for text in ["0x10", "-1", "inf", "nan", "1e400", "", " 1"] {
+                try await client.execute(uri: "/v1/jobs/\(id)?wait=\(text)", method: .get) { #expect($0.status == .badRequest, "wait=\(text)") }
+            }
         }
     }
 
