@@ -212,6 +212,28 @@ public enum JobFiles {
         return names
     }
 
+    /// Readies a job's files for a later attempt (2 and up), once they are in place (blocking):
+    /// its outputs folder is emptied of what an earlier attempt left there — a partial file
+    /// before it failed, or before the server stopped — which are not this attempt's (found by
+    /// attacking the build: a job retried after a failure listed them as its outputs); its log,
+    /// which keeps every attempt's lines, gets a line saying where this attempt begins.
+    static func beginLaterAttempt(_ paths: JobPaths, attempt: Int) throws(ExecutorError) {
+        if entries(of: paths.outputs)?.isEmpty == false {
+            guard removeTree(paths.outputs), mkdir(paths.outputs, 0o755) == 0 else {
+                throw ExecutorError("cannot empty \(paths.outputs) of an earlier attempt's files", errno: errno)
+            }
+        }
+        let log = openInJob(paths.log, O_RDWR | O_APPEND | O_CLOEXEC)
+        guard log >= 0 else { throw ExecutorError("cannot open \(paths.log)", errno: errno) }
+        defer { close(log) }
+        let size = lseek(log, 0, SEEK_END)
+        guard size > 0 else { return }
+        var last: UInt8 = 0
+        let ended = pread(log, &last, 1, size - 1) == 1 && last == UInt8(ascii: "\n")
+        let line = Array(((ended ? "" : "\n") + "--- attempt \(attempt) ---\n").utf8)
+        guard Glibc.write(log, line, line.count) == line.count else { throw ExecutorError("cannot write \(paths.log)", errno: errno) }
+    }
+
     /// Makes whatever of the job's files is missing (blocking). A job runs as the server's user
     /// and may have put links (or files) where its directories and files were: those are
     /// replaced, never followed, so the server writes nothing outside the job's directory.

@@ -47,6 +47,8 @@ public struct ProcessJobExecutor: JobExecutor {
         let paths = JobPaths(dataDirectory: configuration.dataDirectory, job: job.id)
         var next = job
         next.start(on: slot.id, at: job.createdAt)   // the attempt and slot its start will have
+        // A later attempt's files are readied at its start (`JobFiles.beginLaterAttempt`): a retry is rare.
+        guard next.attempts <= 1 else { return }
         let plan = configuration.startAhead ? catalog[job.type].flatMap { try? LaunchPlan(job: next, type: $0, slot: slot, paths: paths) } : nil
         let serverPath = getenv("PATH").map { String(cString: $0) }
         guard let (work, dropped) = ahead.begin(job.id, on: slot.id, attempt: next.attempts, { () async -> StartedAhead.Gated? in
@@ -121,6 +123,11 @@ public struct ProcessJobExecutor: JobExecutor {
                 return .preparing(failedWith: error) { .spawnFailed(message: $0) }
             }
             prepared = JobFiles.Prepared(messages: true)
+        }
+        if job.attempts > 1 {
+            do { try await BlockingIO.run { try JobFiles.beginLaterAttempt(paths, attempt: job.attempts) } } catch {
+                return .preparing(failedWith: error) { .spawnFailed(message: $0) }
+            }
         }
         switch await start(launch(job.id, plan, paths: paths, messagesMade: prepared?.messages ?? false, gate: false), paths: paths,
                            slot: slot.id, observer: observer) {

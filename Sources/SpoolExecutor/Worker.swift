@@ -352,6 +352,10 @@ public actor Worker {
             if JobFiles.takeReady(assignment.paths) == nil {
                 try await JobFiles.make(assignment.paths, input: assignment.input, slot: slot, messages: false)
             }
+            if assignment.attempt > 1 {
+                let paths = assignment.paths, attempt = assignment.attempt
+                try await BlockingIO.run { try JobFiles.beginLaterAttempt(paths, attempt: attempt) }
+            }
             sink = try LogSink(path: assignment.paths.log, limit: settings.logLimitBytes)
         } catch {
             return .preparing(failedWith: error) { .returned(message: $0) }

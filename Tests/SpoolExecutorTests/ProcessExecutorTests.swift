@@ -490,6 +490,23 @@ import Testing
         #expect(runs.filter { FileManager.default.fileExists(atPath: $0.paths.directory) }.count == 2, "the rest stay as they were")
     }
 
+    /// A later attempt starts with an empty outputs folder (found by attacking the build: a job
+    /// retried after a failure listed the files its failed attempt left, as its outputs), and its
+    /// log goes on after a line that says where it begins; in either mode.
+    @Test(arguments: [false, true])
+    func aLaterAttemptStartsWithoutTheOutputsOfTheOneBefore(startAhead: Bool) async throws {
+        var job = try prepare(["/bin/sh", "-c", #"cat "$SPOOL_INPUT_FILE"; echo done > "$SPOOL_OUTPUT_DIR/result.txt""#],
+                              input: .object(["n": .int(2)]), startAhead: startAhead)
+        job.job.attempts = 2
+        try FileManager.default.createDirectory(atPath: job.paths.outputs + "/partial", withIntermediateDirectories: true)
+        #expect(FileManager.default.createFile(atPath: job.paths.outputs + "/partial/frame-1.bin", contents: Data([1])))
+        #expect(FileManager.default.createFile(atPath: job.paths.log, contents: Data("attempt 1 failed".utf8)))
+        await job.executor.prepare(job.job, on: SlotSpec(id: SlotID(0)))   // a look-ahead, where there is one
+        #expect(await run(job) == .succeeded)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: job.paths.outputs) == ["result.txt"])
+        #expect(try log(of: job) == "attempt 1 failed\n--- attempt 2 ---\n" + #"{"n":2}"#)
+    }
+
     /// A job whose directory is there already (an earlier attempt's) keeps it: the spare is not
     /// renamed over it, and stays for the slot's next start.
     @Test func aSpareIsNeverRenamedOverAnEarlierAttemptsDirectory() async throws {
