@@ -98,11 +98,15 @@ public struct ExecutionResult: Sendable, Equatable {
     /// The job's files could not be made because the data directory is full or cannot be written: the outcome hands
     /// the job back (`.returned`), and the scheduler waits before it tries again.
     public var dataDirectoryUnusable: Bool
+    /// A sentence when some of the job's output could not be written to its log (a full disk):
+    /// the scheduler says so in the server's log.
+    public var logLoss: String?
 
-    public init(_ outcome: JobOutcome, result: JSONValue? = nil, dataDirectoryUnusable: Bool = false) {
+    public init(_ outcome: JobOutcome, result: JSONValue? = nil, dataDirectoryUnusable: Bool = false, logLoss: String? = nil) {
         self.outcome = outcome
         self.result = result
         self.dataDirectoryUnusable = dataDirectoryUnusable
+        self.logLoss = logLoss
     }
 
     /// The answer to a failure to make a job's files: a data directory full or not writable hands the job back

@@ -14,12 +14,20 @@ final class LogSink: @unchecked Sendable {
     private var written: Int
     /// The notice is written: everything after it is dropped.
     private var truncated = false
+    /// Bytes the file could not take (a full disk, an I/O error): in all, since the last notice
+    /// of it in the log, and the last error. Found by attacking the build: a job's output while
+    /// the disk was full vanished without a word (its log read empty, the job succeeded).
+    private var lost = 0, unnoted = 0, lossError: Int32 = 0
     private let limit: Int
+    /// `write(2)`, or a test's stand-in for a disk that fills up.
+    private let writeFile: @Sendable (Int32, UnsafeRawPointer, Int) -> Int
     /// Writes handed to `queue` and not done yet, and whether the sink is closed (later writes
     /// are dropped, as they always were).
     private let traffic = Mutex<(pending: Int, closed: Bool)>((0, false))
 
-    init(path: String, limit: Int) throws(ExecutorError) {
+    init(path: String, limit: Int,
+         writeFile: @escaping @Sendable (Int32, UnsafeRawPointer, Int) -> Int = { Glibc.write($0, $1, $2) }) throws(ExecutorError) {
+        self.writeFile = writeFile
         descriptor = JobFiles.openInJob(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC)
         guard descriptor >= 0 else { throw ExecutorError("cannot open the log file \(path): \(String(cString: strerror(errno)))") }
         var status = stat()
@@ -45,37 +53,78 @@ final class LogSink: @unchecked Sendable {
         write(Array("[spool] \(text)\n".utf8))
     }
 
-    /// Flushes what was handed over, then closes the file. With nothing in flight (a quiet job,
-    /// or one whose output was written by the time it ended) the file is closed right here,
+    /// Returns once every write handed over so far is done.
+    func drain() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in queue.async { continuation.resume() } }
+    }
+
+    /// Output the log file could not take: how much, and why.
+    struct Loss: Sendable, Equatable {
+        var bytes: Int
+        var error: String
+        var sentence: String { "\(bytes) bytes of the job's output could not be written to its log (\(error))" }
+    }
+
+    /// Flushes what was handed over, then closes the file; says what output it could not write
+    /// (the log says so too, if it can still take the notice). With nothing in flight (a quiet
+    /// job, or one whose output was written by the time it ended) the file is closed right here,
     /// without a round trip through the queue on the path that records the job's end.
-    func close() async {
+    @discardableResult
+    func close() async -> Loss? {
         let (first, idle) = traffic.withLock { traffic in
             defer { traffic.closed = true }
             return (!traffic.closed, traffic.pending == 0)
         }
         if idle {
             // Only the first close touches the file here; a second one has nothing left to wait for.
-            if first, descriptor >= 0 { _ = Glibc.close(descriptor); descriptor = -1 }
-            return
+            guard first else { return nil }
+            return finishFile()
         }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            queue.async {
-                if self.descriptor >= 0 { _ = Glibc.close(self.descriptor); self.descriptor = -1 }
-                continuation.resume()
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Loss?, Never>) in
+            queue.async { continuation.resume(returning: self.finishFile()) }
+        }
+    }
+
+    /// On `queue`, or with nothing queued: the notice of a loss not noted yet, then the close.
+    private func finishFile() -> Loss? {
+        guard descriptor >= 0 else { return nil }
+        noteLoss()
+        _ = Glibc.close(descriptor)
+        descriptor = -1
+        return lost == 0 ? nil : Loss(bytes: lost, error: String(cString: strerror(lossError)))
+    }
+
+    /// Writes the notice of bytes lost since the last one, if the file takes it now.
+    private func noteLoss() {
+        guard unnoted > 0 else { return }
+        let notice = Array("\n[spool] \(unnoted) bytes of the job's output could not be written here (\(String(cString: strerror(lossError))))\n".utf8)
+        if writeAll(notice) == nil { unnoted = 0 }
+    }
+
+    /// Writes all of `bytes`; on an error, how many were left unwritten (and `errno` says why).
+    private func writeAll(_ bytes: some Collection<UInt8>) -> Int? {
+        Array(bytes).withUnsafeBytes { raw -> Int? in
+            var offset = 0
+            while offset < raw.count {
+                let result = writeFile(descriptor, raw.baseAddress! + offset, raw.count - offset)
+                if result < 0 {
+                    if errno == EINTR { continue }
+                    return raw.count - offset
+                }
+                offset += result
             }
+            return nil
         }
     }
 
     private func append(_ bytes: [UInt8]) {
         guard descriptor >= 0, !truncated, !bytes.isEmpty else { return }
         let chunk = bytes.prefix(max(0, limit - written))
-        chunk.withUnsafeBytes { raw in
-            var offset = 0
-            while offset < raw.count {
-                let result = Glibc.write(descriptor, raw.baseAddress! + offset, raw.count - offset)
-                if result < 0 { if errno == EINTR { continue }; return }
-                offset += result
-            }
+        noteLoss()
+        if let left = writeAll(chunk) {
+            lossError = errno
+            lost += left
+            unnoted += left
         }
         written += chunk.count
         if chunk.count < bytes.count {

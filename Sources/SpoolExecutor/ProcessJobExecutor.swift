@@ -213,7 +213,7 @@ public struct ProcessJobExecutor: JobExecutor {
         let (end, reason) = await AttemptWatch.run(timeout: .seconds(job.timeoutSeconds), killGrace: grace, clock: clock, stops: stops,
                                                    note: log.note, stopping: stopping, until: { await child.exit().attemptEnd })
         await started.observer.current?.finish()   // everything it said reaches the scheduler before its end does
-        await log.close()
-        return ExecutionResult(JobOutcome(end, stoppedFor: reason))
+        let loss = await log.close()
+        return ExecutionResult(JobOutcome(end, stoppedFor: reason), logLoss: loss?.sentence)
     }
 }

@@ -375,12 +375,12 @@ public actor Worker {
                                                    until: { await self.jobEnd() })
         current = nil
         await deliveries.finish()   // everything it said reaches the scheduler before its end does
-        await sink.close()
+        let loss = await sink.close()
         // A fresh memory reading for the recycling decision, when a limit asks for one: it reads
         // /proc for the worker's process group, on the dispatch path of every job.
         if policy.maxRSSMegabytes != nil, let rss = await child?.residentMegabytes() { usage.rssMegabytes = rss }
         let result: JSONValue? = if case .workerSucceeded(let result) = end { result } else { nil }
-        return ExecutionResult(JobOutcome(end, stoppedFor: reason), result: result)
+        return ExecutionResult(JobOutcome(end, stoppedFor: reason), result: result, logLoss: loss?.sentence)
     }
 
     private func jobEnd() async -> AttemptEnd {

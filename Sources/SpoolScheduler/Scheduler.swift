@@ -495,6 +495,7 @@ public actor Scheduler: Service {
             await fillIdleSlots(in: &group)
         case .finished(let job, let slot, let result):
             noteDataDirectory(after: result, in: &group)
+            if let loss = result.logLoss { logger.warning("a job's log is missing output", metadata: ["job": "\(job.id)", "detail": "\(loss)"]) }
             // Its claim waited for its end: the two commit together.
             if let local, let claim = deferredClaims.removeValue(forKey: Attempt(job)) {
                 await finishLocally(job, on: slot, with: result, local, claimed: claim.job, in: &group)

@@ -1,4 +1,6 @@
 import Foundation
+import Glibc
+import Synchronization
 import Testing
 @testable import SpoolExecutor
 
@@ -36,6 +38,31 @@ import Testing
         quiet.write(Array("late\n".utf8))
         await quiet.close()
         #expect(try contents() == "[spool] started\n")
+    }
+
+    /// Output the file cannot take (a full disk) is noted in the log once it can take a line
+    /// again — or when it closes — and `close` reports it (found by attacking the build: a
+    /// job's lines while the disk was full vanished without a word).
+    @Test func outputTheFileCouldNotTakeIsNotedAndReported() async throws {
+        defer { unlink(path) }
+        let full = Mutex(true)
+        let sink = try LogSink(path: path, limit: 1 << 20) { descriptor, bytes, count in
+            guard !full.withLock({ $0 }) else { errno = ENOSPC; return -1 }
+            return Glibc.write(descriptor, bytes, count)
+        }
+        sink.write(Array("lost 1\n".utf8))
+        sink.write(Array("lost 2\n".utf8))
+        await sink.drain()
+        full.withLock { $0 = false }
+        sink.write(Array("kept\n".utf8))
+        let loss = await sink.close()
+        #expect(try contents() == "\n[spool] 14 bytes of the job's output could not be written here (No space left on device)\nkept\n")
+        #expect(loss == LogSink.Loss(bytes: 14, error: "No space left on device"))
+
+        let stillFull = try LogSink(path: path + ".2", limit: 1 << 20) { _, _, _ in errno = ENOSPC; return -1 }
+        defer { unlink(path + ".2") }
+        stillFull.write(Array("gone\n".utf8))
+        #expect(await stillFull.close()?.bytes == 5)
     }
 
     @Test func theCapHolds() async throws {
