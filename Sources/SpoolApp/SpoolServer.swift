@@ -86,7 +86,8 @@ public enum SpoolServer {
         await scheduler.failFastArraysLeftOpen()
         await scheduler.learn(from: try await store.jobs(JobQuery(state: .succeeded, limit: 500)).jobs)
         let tokenStore = store as? any TokenStore
-        let tokens = TokenBook(store: tokenStore, auth: configuration.auth, logger: logger, onRevoke: { [store] in store.eventNotifier.wakeAll() })
+        let tokens = TokenBook(store: tokenStore, auth: configuration.auth, logger: logger,
+                               onRevoke: { [store] in store.eventNotifier.wakeAll() }, onChange: { [scheduler] in scheduler.jobEnqueued() })
         try await tokens.refresh()
         if configuration.role != .agent {
             try checkExposure(configuration, tokensExist: !tokens.isEmpty, dataDirectory: dataDirectory)

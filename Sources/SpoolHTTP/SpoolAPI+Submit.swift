@@ -67,11 +67,18 @@ extension SpoolAPI {
         try Self.checkPriority(job.priority, for: principal)
         job.owner = principal.name
         job.shareWeight = principal.limits.weight
-        if let rate = principal.limits.rate, let name = principal.name,
+        // A repeat of a request stored under its key (or a conflict with it) stores nothing, and
+        // takes no turn of the rate (found by attacking the build: a client that lost its 201 and
+        // sent the request again got 429s).
+        var keyHeld = false
+        if let key = job.idempotencyKey, principal.limits.rate != nil || job.startBy != nil {
+            keyHeld = try await store.requestFingerprint(owner: principal.name, key: key) != nil
+        }
+        if !keyHeld, let rate = principal.limits.rate, let name = principal.name,
            let wait = try await rates.take(name, rate: rate) {
             throw APIError.rateLimited("token rate", detail: "this token may submit \(rate) jobs per second", retryAfter: wait)
         }
-        try await checkDeadline(of: job)   // only with start_within_s
+        if !keyHeld { try await checkDeadline(of: job) }   // only with start_within_s
         let result: EnqueueResult
         do {
             result = try await store.enqueue(job, limits: QueueLimits(total: access.maxQueued, owner: principal.limits.maxQueued))

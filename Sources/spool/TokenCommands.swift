@@ -27,7 +27,7 @@ struct TokenCreateCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-running"), help: "Most of its jobs running at once (the rest wait).") var maxRunning: Int?
     @Option(help: "Most submits per second (429 beyond).") var rate: Double?
     @Option(help: "Its share of the slots against other tenants of the same priority (default 1).") var weight: Double = 1
-    @Option(name: .customLong("max-priority"),
+    @Option(name: .customLong("max-priority"), parsing: .unconditional,   // a negative number is a value
             help: "The highest priority its jobs may have (403 above; fair share holds within a priority only).") var maxPriority: Int?
 
     func run() async throws {

@@ -467,6 +467,29 @@ import Testing
         #expect(secondStart >= firstEnd)
     }
 
+    /// A cap raised while its tenant's jobs wait (the token made again with a higher one, or
+    /// revoked) lets idle slots take them within a second or two, with nothing else submitted
+    /// (found by attacking the build: two of three slots stayed idle until the next submit).
+    @Test func aRaisedRunningCapStartsTheWaitingJobsAtOnce() async throws {
+        let server = try await Self.server(.sqlite, ["slots": 3])
+        defer { Task { await server.stop() } }
+        let root = try await server.createToken("root", ["--admin"])
+        let capped = try await server.createToken("capped", ["--max-running", "1"])
+        try await server.start()
+        var ids: [String] = []
+        for _ in 0..<3 { ids.append(try Self.id(try await server.submit("sleep", .object(["seconds": 600]), token: capped))) }
+        _ = try await server.waitFor(ids[0], ["running"], token: root)
+        @Sendable func running() async throws -> Int {
+            try await server.request(.GET, "/v1/jobs?status=running", headers: server.bearer(root)).json["jobs"]?.arrayValue?.count ?? -1
+        }
+        #expect(try await running() == 1)
+        let revoke = try await runCLI(["token", "revoke", "--config", server.configPath, "--data-dir", server.dataDirectory, "capped"])
+        #expect(revoke.status == 0, "\(revoke.stderr)")
+        _ = try await server.createToken("capped", ["--max-running", "3"])
+        try await poll(.seconds(10), "the waiting jobs to start on the idle slots") { try await running() == 3 }
+        for id in ids { _ = try await server.request(.POST, "/v1/jobs/\(id)/cancel", headers: server.bearer(root)) }
+    }
+
     /// A cap on a token created while the slots sat idle holds too: its tenant's submit does not
     /// start at once on a slot that had found the queue empty, with its claim to commit a moment
     /// later (here held for good by a failpoint), which the other slot's claim cannot count
@@ -497,7 +520,10 @@ import Testing
         defer { Task { await server.stop() } }
         let root = try await server.createToken("root", ["--admin"])
         let capped = try await server.createToken("capped", ["--max-priority", "5"])
+        // A negative cap is a value, not an option (found by attacking the build: "Missing value").
+        let background = try await server.createToken("background", ["--max-priority", "-1"])
         try await server.start()
+        #expect(try await server.submit("noop", extra: ["priority": 0], token: background).status == 403)
         for extra: [String: JSONValue] in [["priority": 6], ["priority": 6, "array": .object(["items": .array([1, 2])])]] {
             let refused = try await server.submit("noop", extra: extra, token: capped)
             #expect(refused.status == 403 && refused.json["type"] == "urn:spool:problem:priority-not-allowed", "\(refused.json)")
@@ -543,8 +569,15 @@ import Testing
         let wouldOverfill = try await server.submit("noop", extra: ["array": .object(["items": .array([1])])], token: few)
         #expect(wouldOverfill.status == 429 && wouldOverfill.json["detail"]?.stringValue?.hasPrefix(
             "the array's one task does not fit under this token's max_queued (1) beside the jobs already queued") == true, "\(wouldOverfill.json)")
-        _ = try Self.id(try await server.submit("noop", token: slow))
+        let keyed = try await server.submit("noop", key: "once", token: slow)
+        _ = try Self.id(keyed)
         try await refused(slow, "token rate")
+        // A repeat of a stored request takes no turn of the rate: it stores nothing (found by
+        // attacking the build: a client that lost its 201 and sent the request again got 429s).
+        for _ in 0..<3 {
+            let repeated = try await server.submit("noop", key: "once", token: slow)
+            #expect(repeated.status == 200 && repeated.json["id"] == keyed.json["id"], "\(repeated.status): \(repeated.json)")
+        }
         _ = try Self.id(try await server.submit("noop", token: bulk))
         try await refused(bulk, "max_queued")
         let all = try await server.request(.GET, "/v1/jobs?limit=500", headers: server.bearer(admin)).json

@@ -18,18 +18,23 @@ public final class TokenBook: Service {
     /// true, it stays so.
     private let created = Mutex(false)
     private let onRevoke: @Sendable () -> Void
+    private let onChange: @Sendable () -> Void
     /// The server's `auth` setting: whether a request without a token may go on.
     private let auth: AccessPolicy.Mode
 
     /// `onRevoke` runs when a refresh finds a token gone: open event streams are woken then,
     /// so a revoked token's stream ends within a second rather than at its next keep-alive.
+    /// `onChange` runs when a token came or went (its limits with it): idle slots look at the
+    /// queue again, for jobs a lifted `max_running` lets start (found by attacking the build:
+    /// they stayed idle until the next submit).
     public init(store: (any TokenStore)?, refreshEvery interval: Duration = .milliseconds(500), auth: AccessPolicy.Mode = .auto,
-                logger: Logger, onRevoke: @escaping @Sendable () -> Void = {}) {
+                logger: Logger, onRevoke: @escaping @Sendable () -> Void = {}, onChange: @escaping @Sendable () -> Void = {}) {
         self.store = store
         self.auth = auth
         self.interval = interval
         self.logger = logger
         self.onRevoke = onRevoke
+        self.onChange = onChange
     }
 
     /// Reads the tokens now.
@@ -45,11 +50,12 @@ public final class TokenBook: Service {
             onRevoke()
         }
         let fresh = Dictionary(tokens.map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
-        let revoked = byID.withLock { known in
+        let (revoked, changed) = byID.withLock { known in
             defer { known = fresh }
-            return known.keys.contains { fresh[$0] == nil }
+            return (known.keys.contains { fresh[$0] == nil }, Set(known.keys) != Set(fresh.keys))
         }
         if revoked { onRevoke() }
+        if changed { onChange() }
     }
 
     public func run() async throws {
