@@ -103,7 +103,25 @@ public struct Job: Sendable, Hashable {
     }
 
     /// What idempotent resubmits compare: the same key with another fingerprint is a conflict.
-    public var fingerprint: String {
+    /// Marked `"v": 2` since it covers `requestExtras`: one stored before (`repeats`) is
+    /// compared as it was then.
+    public var fingerprint: String { fingerprint(version: 2) }
+
+    /// The fingerprint as stored before `requestExtras` (unmarked): what a repeat of a request
+    /// stored then is compared with.
+    var legacyFingerprint: String { fingerprint(version: 1) }
+
+    /// Whether this request repeats the one whose fingerprint is `stored` (as kept under its
+    /// Idempotency-Key): an exact match; or, for one stored before the fingerprint covered the
+    /// schedule and an array's items (no `"v"`), a match of what was compared then — so a
+    /// client's retry across the upgrade still gets its job back.
+    public func repeats(fingerprint stored: String) -> Bool {
+        if stored == fingerprint { return true }
+        guard !stored.isEmpty, let parsed = try? JSONParser.parse(Array(stored.utf8)), parsed["v"] == nil else { return false }
+        return stored == legacyFingerprint
+    }
+
+    private func fingerprint(version: Int) -> String {
         var fields: [String: JSONValue] = [
             "type": .string(type), "input": input, "priority": .int(Int64(priority)),
             "timeout_s": .double(timeoutSeconds), "webhook": webhookURL.map(JSONValue.string) ?? .null,
@@ -113,7 +131,10 @@ public struct Job: Sendable, Hashable {
         if let retry { fields["retry"] = retry.json }
         // A task of a job array holds the array's key; a plain job with its input is another request.
         if let array { fields["array"] = .string(array.id) }
-        fields.merge(requestExtras) { kept, _ in kept }
+        if version >= 2 {
+            fields.merge(requestExtras) { kept, _ in kept }
+            fields["v"] = .int(Int64(version))
+        }
         return JSONValue.object(fields).canonicalText
     }
 

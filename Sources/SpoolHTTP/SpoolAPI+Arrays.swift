@@ -70,7 +70,8 @@ extension SpoolAPI {
             guard let key = submission.idempotencyKey, let existing = try await store.arraySummary(id) else { return nil }
             let first = try await store.arrayTasks(id, after: nil, limit: 1).first
             let stored = named == nil ? try await store.requestFingerprint(owner: principal.name, key: key) : nil
-            let same = named != nil || (existing.size == items.count && stored != nil && stored == tasks.first?.fingerprint)
+            let same = named != nil || (existing.size == items.count && first?.array?.index == tasks.first?.array?.index
+                                        && stored.map { tasks.first?.repeats(fingerprint: $0) == true } == true)
             guard same, let first, first.array?.failFast == failFast else {
                 throw APIError.conflict("idempotency-conflict",
                                         "the Idempotency-Key \"\(submission.idempotencyKey ?? "")\" was already used for a different request (array \(id))")

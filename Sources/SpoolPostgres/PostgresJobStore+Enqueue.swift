@@ -194,10 +194,9 @@ extension PostgresJobStore {
 
     /// The holder of `owner`'s `key`; nil when the key is free.
     static func keyHolder(owner: String, key: String, on connection: PostgresConnection, logger: Logger) async throws -> KeyHolder? {
-        if let job = try await fetchJob(where: "j.owner = \(owner) AND j.idempotency_key = \(key)", on: connection, logger: logger),
-           // The request as sent, as its fingerprint was stored (the job read back does not keep all of it).
-           let fingerprint = try await connection.query("SELECT fingerprint FROM jobs WHERE id = \(job.id.rawValue)", logger: logger)
-               .decodeFirst(String.self) {
+        // With the request's fingerprint as stored (the job read back does not keep all of it).
+        if let (job, fingerprint) = try await fetchJobAndFingerprint(where: "j.owner = \(owner) AND j.idempotency_key = \(key)",
+                                                                    on: connection, logger: logger) {
             return KeyHolder(job: job, fingerprint: fingerprint)
         }
         guard let (id, fingerprint) = try await connection.query(
@@ -210,7 +209,7 @@ extension PostgresJobStore {
     /// `job` as a repeat of the request that holds its key: the job that key names, or a
     /// conflict when the request differs.
     private static func repeatOf(_ job: Job, holder: KeyHolder) throws -> EnqueueResult {
-        guard holder.fingerprint == job.fingerprint else {
+        guard job.repeats(fingerprint: holder.fingerprint) else {
             throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: holder.job)
         }
         return .existing(holder.job)

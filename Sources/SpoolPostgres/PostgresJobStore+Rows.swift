@@ -12,6 +12,11 @@ extension PostgresJobStore {
     /// back, the jobs behind it are taken from the priority's count.
     static func fetchJob(where condition: PostgresQuery, locking: Bool = false, on connection: PostgresConnection,
                          logger: Logger) async throws -> Job? {
+        try await jobs(from: connection.query(jobQuery(where: condition, locking: locking), logger: logger)).first
+    }
+
+    /// The statement `fetchJob` runs: the job's row and its queue position.
+    static func jobQuery(where condition: PostgresQuery, locking: Bool) -> PostgresQuery {
         var sql = """
             SELECT j.*, CASE WHEN j.state = 'queued' THEN CAST(
                 (SELECT COALESCE(sum(queued), 0) FROM queue_counts c WHERE c.priority > j.priority)
@@ -30,7 +35,18 @@ extension PostgresJobStore {
             """
         sql += " " + condition.sql
         if locking { sql += " FOR UPDATE OF j" }
-        return try await jobs(from: connection.query(PostgresQuery(unsafeSQL: sql, binds: condition.binds), logger: logger)).first
+        return PostgresQuery(unsafeSQL: sql, binds: condition.binds)
+    }
+
+    /// The first job `condition` selects, with its stored request fingerprint, in one statement.
+    static func fetchJobAndFingerprint(where condition: PostgresQuery, on connection: PostgresConnection,
+                                       logger: Logger) async throws -> (Job, String)? {
+        var found: (Job, String)?
+        for try await row in try await connection.query(jobQuery(where: condition, locking: false), logger: logger) where found == nil {
+            let columns = row.makeRandomAccess()
+            found = (try job(from: columns), try columns["fingerprint"].decode(String.self))
+        }
+        return found
     }
 
     static func jobs(from rows: PostgresRowSequence) async throws -> [Job] {

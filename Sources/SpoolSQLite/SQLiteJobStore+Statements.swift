@@ -12,7 +12,7 @@ extension SQLiteJobStore {
            let row = try Row.fetchOne(db, cached: "SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?", arguments: [owner, key]) {
             let existing = try withPosition(self.job(from: row), in: db)
             // The request as sent, as its fingerprint was stored (the job read back does not keep all of it).
-            guard row["fingerprint"] == job.fingerprint else {
+            guard job.repeats(fingerprint: row["fingerprint"]) else {
                 return .failure(StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: existing))
             }
             return .success((.existing(existing), nil))
@@ -22,7 +22,7 @@ extension SQLiteJobStore {
            let row = try Row.fetchOne(db, cached: "SELECT * FROM jobs WHERE id = ?", arguments: [held["job_id"] as String]) {
             // The key of a request that joined this job: a repeat answers it, as a stored job's key does.
             let joined = try withPosition(self.job(from: row), in: db)
-            guard held["fingerprint"] == job.fingerprint else {
+            guard job.repeats(fingerprint: held["fingerprint"]) else {
                 return .failure(StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: joined))
             }
             return .success((.existing(joined), nil))

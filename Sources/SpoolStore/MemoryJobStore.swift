@@ -23,7 +23,7 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
     public func enqueue(_ job: Job, limits: QueueLimits) async throws -> EnqueueResult {
         let key = job.idempotencyKey.map { (job.owner ?? "") + "\u{0}" + $0 }
         if let key, let held = keys[key], let existing = jobsByID[held.job] {
-            guard held.fingerprint == job.fingerprint else {
+            guard job.repeats(fingerprint: held.fingerprint) else {
                 throw StoreError(.idempotencyConflict, "the Idempotency-Key was already used for a different request", existing: existing)
             }
             return .existing(withPosition(existing))

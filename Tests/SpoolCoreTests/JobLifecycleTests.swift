@@ -217,6 +217,27 @@ import SpoolCore
         #expect(sibling.fingerprint != other.fingerprint)
     }
 
+    /// A fingerprint stored before it covered the request's schedule and an array's items (no
+    /// "v") still answers a repeat of that request, as it did then: a client's retry across an
+    /// upgrade gets its job back (found in review). Today's fingerprints compare exactly.
+    @Test func aFingerprintStoredBeforeTheRequestExtrasStillMatchesARepeat() throws {
+        var job = Job(id: JobID.random(), type: "t", input: .object(["a": .int(1)]), priority: 0,
+                      timeoutSeconds: 10, maxAttempts: 1, createdAt: Timestamp(microseconds: 0))
+        job.requestExtras = ["delay_s": .int(900)]
+        // As the previous version stored it: no extras, no "v".
+        let legacy = JSONValue.object(["type": .string("t"), "input": .object(["a": .int(1)]), "priority": .int(0), "timeout_s": .double(10),
+                                       "webhook": .null, "webhook_events": .array([])]).canonicalText
+        #expect(job.repeats(fingerprint: legacy))
+        #expect(job.repeats(fingerprint: job.fingerprint))
+        var other = job
+        other.requestExtras = [:]
+        #expect(!other.repeats(fingerprint: job.fingerprint), "today's fingerprints tell a plain request from a delayed one")
+        #expect(!job.repeats(fingerprint: other.fingerprint))
+        other.input = .object(["a": .int(2)])
+        #expect(!other.repeats(fingerprint: legacy))
+        #expect(!job.repeats(fingerprint: ""))
+    }
+
     private func runningJob() -> Job {
         var job = Job(id: JobID.random(), sequence: 1, type: "render", input: .object([:]), priority: 0,
                       timeoutSeconds: 60, maxAttempts: 3, createdAt: Timestamp(microseconds: 0))
