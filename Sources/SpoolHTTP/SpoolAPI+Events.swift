@@ -50,13 +50,19 @@ extension SpoolAPI {
         // the job's row lasts longer): a stream would wait for it for ever (found by attacking
         // the build). Its final state is sent as the job has it, and the stream ends; resumed
         // after that, it has nothing to send.
+        // Pruned only when the oldest event left is newer than the job's end: on PostgreSQL a
+        // final event just committed may not be readable yet (the event horizon), and is waited
+        // for as usual (found in review).
         var prunedEnd: JobEvent?
         if let job, let ended = try await store.job(job), ended.state.isTerminal {
-            if let cursor { seen = try await Self.end(store, of: job, through: cursor) }
-            if seen == .none, try await Self.end(store, of: job, through: .max) == .none {
-                if cursor != nil { return Response(status: .noContent) }
+            if let finished = ended.finishedAt, let oldest = try await store.events(after: 0, job: nil, owner: nil, limit: 1).first,
+               oldest.at > finished {
+                // Resumed from an event after the job's end: it has had the end (or this one, made).
+                if let cursor, cursor >= oldest.id { return Response(status: .noContent) }
                 prunedEnd = JobEvent(id: store.eventNotifier.latest, job: job, owner: ended.owner, kind: .state,
-                                     at: ended.finishedAt ?? WallClock.now(), data: JobEvent.stateData(of: ended))
+                                     at: finished, data: JobEvent.stateData(of: ended))
+            } else if let cursor {
+                seen = try await Self.end(store, of: job, through: cursor)
             }
         }
         if seen == .complete { return Response(status: .noContent) }
