@@ -148,14 +148,17 @@ final class EventHorizon: Sendable {
             let snapshot = try await client.query("""
                 SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint,
                        (SELECT count(*) FROM pg_stat_activity AS a WHERE a.datname = current_database()
-                          AND (a.query = '<insufficient privilege>' OR age(a.backend_xid) > age(\(String(barrier32))::xid)))
+                          AND age(a.backend_xid) > age(\(String(barrier32))::xid))
+                       + (SELECT count(*) FROM pg_prepared_xacts AS p WHERE p.database = current_database()
+                          AND age(p.transaction) > age(\(String(barrier32))::xid))
                 FROM pg_current_snapshot() AS s
                 """, logger: logger).decodeFirstRow((Int64, Int64, Int64).self)
             guard let (xmin, xmax, older) = snapshot else { throw StoreError(.other, "the database did not return its snapshot") }
             if let barrier = pending.barrier {
                 // Ended when no transaction older than the barrier is still running in this
-                // database (only this database's can fill a hole; one that cannot be seen, of a
-                // role without the right to, counts as running), or in any (the snapshot's xmin).
+                // database (only this database's can fill a hole; `backend_xid` is shown for
+                // every role's sessions, and a prepared transaction, which has no session, is
+                // counted from `pg_prepared_xacts`), or in any (the snapshot's xmin).
                 ended = xmin >= barrier || older == 0
             } else {
                 state.withLock { $0.pending?.barrier = xmax }

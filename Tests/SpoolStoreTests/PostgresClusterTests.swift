@@ -676,7 +676,7 @@ import Testing
                 var taken = false
                 for _ in 0..<20 where !taken {
                     _ = try await twin.query("""
-                        SELECT pg_terminate_backend(pid) FROM pg_locks
+                        SELECT pg_terminate_backend(pid, 5000) FROM pg_locks   -- waits for it to be gone
                         WHERE locktype = 'advisory' AND objsubid = 2 AND granted   -- a lock on two keys: a name's
                           AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND pid <> pg_backend_pid()
                         """, logger: TestPostgres.logger)
