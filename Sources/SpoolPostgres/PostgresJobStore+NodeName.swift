@@ -54,13 +54,33 @@ extension PostgresJobStore {
     }
 
     /// Holds the name's connection until the store closes; if the connection drops (a database
-    /// restart), takes the name again on a new one, retrying every second.
+    /// restart), takes the name again on a new one, retrying every second. A connection that
+    /// went dead without closing (half-open TCP: the database ended the session, this side never
+    /// heard) would hold the name here for ever while another node took it: the holder is asked
+    /// `SELECT 1` every `nameProbeInterval`, and one that does not answer within the store's
+    /// operation timeout is dropped like a closed one; a try to take the name again is bounded
+    /// the same way (found in review).
     private func keepNodeName(_ first: PostgresConnection) async {
         var connection: PostgresConnection? = first
+        let limit = operationTimeout, logger = self.logger
         while !Task.isCancelled {
             if let held = connection {
                 await withTaskCancellationHandler {
-                    try? await held.closeFuture.get()
+                    while !Task.isCancelled {
+                        let closed = (try? await answerWithin(Self.nameProbeInterval, orThrow: CancellationError()) {
+                            try? await held.closeFuture.get()
+                            return true
+                        }) ?? false
+                        if closed || Task.isCancelled { break }
+                        let answered = (try? await answerWithin(limit, orThrow: CancellationError()) {
+                            try await held.query("SELECT 1", logger: logger)
+                            return true
+                        }) ?? false
+                        if !answered {
+                            held.close().whenComplete { _ in }
+                            break
+                        }
+                    }
                 } onCancel: {
                     held.close().whenComplete { _ in }
                 }
@@ -71,9 +91,21 @@ extension PostgresJobStore {
                                metadata: ["node": "\(node)"])
             }
             try? await Task.sleep(for: .seconds(1))
-            guard let fresh = try? await PostgresConnection.connect(configuration: try location.connectionConfiguration(), id: 1, logger: logger)
-            else { continue }
-            if (try? await Self.lockName(node, on: fresh, logger: logger)) == true {
+            let node = self.node, location = self.location
+            let attempt = try? await answerWithin(limit, orThrow: CancellationError()) { () -> (PostgresConnection, Bool) in
+                let fresh = try await PostgresConnection.connect(configuration: try location.connectionConfiguration(), id: 1, logger: logger)
+                do {
+                    let held = try await Self.lockName(node, on: fresh, logger: logger)
+                    // Answered after the time ran out: nobody takes this connection (nor the name on it).
+                    if Task.isCancelled { throw CancellationError() }
+                    return (fresh, held)
+                } catch {
+                    try? await fresh.close()
+                    throw error
+                }
+            }
+            guard let (fresh, held) = attempt else { continue }   // unreachable, or no answer in time: tried again
+            if held {
                 connection = fresh
                 nameHold.withLock { $0 = .held }
                 logger.notice("holds this node's name again: claims jobs again", metadata: ["node": "\(node)"])
@@ -92,6 +124,9 @@ extension PostgresJobStore {
         }
         try? await connection?.close()
     }
+
+    /// How often the connection holding the name is asked whether it still answers.
+    static let nameProbeInterval: Duration = .seconds(5)
 
     private static func lockName(_ node: String, on connection: PostgresConnection, logger: Logger) async throws -> Bool {
         // The database notices this session's end within about 15 s of its machine's (keepalive
