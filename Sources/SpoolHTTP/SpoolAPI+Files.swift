@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import HTTPTypes
 import Hummingbird
 import NIOPosix
 import SpoolCore
@@ -112,6 +113,7 @@ extension SpoolAPI {
         case .notModified(let gzip):
             headers[.contentType] = nil
             if gzip { headers[.eTag] = download.gzipETag }
+            headers.append(HTTPField(name: .vary, value: "Accept-Encoding"))   // as its 200 would (RFC 9110 §15.4.5)
             return Response(status: .notModified, headers: headers)
         case .unsatisfiable:
             throw APIError(status: .rangeNotSatisfiable, code: "range-not-satisfiable",

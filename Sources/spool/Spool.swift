@@ -9,7 +9,7 @@ struct Spool: AsyncParsableCommand {
         discussion: """
             Start a server with `spool serve`, then submit work with `spool submit render --wait`.
             Client commands talk to the server at --server (or $SPOOL_URL, default http://127.0.0.1:8080).
-            Exit codes: 0 success, 1 error, 2 the job did not succeed, 3 the server could not be reached, 64 a command line it cannot read.
+            Exit codes: 0 success, 1 error, 2 the job did not succeed, 3 the server could not be reached, 64 a command line it cannot parse.
             """,
         version: SpoolVersion.current,
         subcommands: [
