@@ -153,9 +153,14 @@ public enum FairShare {
     }
 
     /// The tag of a job its owner submits now: `ownerLast` is the largest tag among the owner's
-    /// queued jobs of that priority, `head` the smallest among everyone's.
-    public static func tag(ownerLast: Int64?, head: Int64?, weight: Double) -> Int64 {
-        if let ownerLast { return ownerLast + stride(weight: weight) }
-        return (head ?? 0) + 1
+    /// queued jobs of that priority, `head` the smallest among everyone's, `served` the largest
+    /// among the priority's running jobs — where the queue is being served. A head that cannot
+    /// start yet (a delayed job, a capped tenant's) would otherwise hold the clock back, and a
+    /// tenant joining late put its whole burst before every other tenant's next job (found by
+    /// attacking the build); a tenant whose queued jobs are behind that point likewise.
+    public static func tag(ownerLast: Int64?, head: Int64?, served: Int64?, weight: Double) -> Int64 {
+        let now = max(head ?? 0, served ?? 0) + 1
+        guard let ownerLast else { return now }
+        return max(ownerLast + stride(weight: weight), now)
     }
 }

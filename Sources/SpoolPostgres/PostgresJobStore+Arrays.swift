@@ -94,10 +94,11 @@ extension PostgresJobStore {
                 SELECT * FROM unnest(\(ids)::text[], \(inputs)::text[], \(created)::bigint[], \(indexes)::bigint[], \(events)::text[])
                     WITH ORDINALITY AS t(id, input, created, idx, event, n)
             ), base AS (
-                SELECT COALESCE(
+                SELECT GREATEST(   -- FairShare.tag, as a single submit's
                     (SELECT fair_tag FROM jobs WHERE state = 'queued' AND owner = \(owner) AND priority = \(first.priority)
                      ORDER BY fair_tag DESC LIMIT 1) + \(stride),
-                    COALESCE((SELECT fair_tag FROM jobs WHERE state = 'queued' AND priority = \(first.priority) ORDER BY fair_tag LIMIT 1), 0) + 1) AS b
+                    GREATEST(COALESCE((SELECT fair_tag FROM jobs WHERE state = 'queued' AND priority = \(first.priority) ORDER BY fair_tag LIMIT 1), 0),
+                             COALESCE((SELECT max(fair_tag) FROM jobs WHERE state = 'running' AND priority = \(first.priority)), 0)) + 1) AS b
             ), ins AS (
                 INSERT INTO jobs (id, type, input, priority, timeout_s, max_attempts, state, attempts, created_at,
                                   idempotency_key, fingerprint, webhook_url, webhook_events, owner, fair_tag, retry, not_before, start_by,

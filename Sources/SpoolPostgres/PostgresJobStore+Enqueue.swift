@@ -49,10 +49,12 @@ extension PostgresJobStore {
                            (SELECT fair_tag FROM jobs WHERE state = 'queued' AND priority = \(job.priority)
                             ORDER BY fair_tag DESC LIMIT 1) AS tail
                 ), tag AS (
-                    SELECT COALESCE(
+                    -- FairShare.tag: GREATEST passes over a NULL (an owner with nothing queued here).
+                    SELECT GREATEST(
                         (SELECT fair_tag FROM jobs WHERE state = 'queued' AND owner = \(owner) AND priority = \(job.priority)
                          ORDER BY fair_tag DESC LIMIT 1) + \(stride),
-                        COALESCE((SELECT head FROM ends), 0) + 1) AS t
+                        GREATEST(COALESCE((SELECT head FROM ends), 0),
+                                 COALESCE((SELECT max(fair_tag) FROM jobs WHERE state = 'running' AND priority = \(job.priority)), 0)) + 1) AS t
                 ), ins AS (
                     INSERT INTO jobs (id, type, input, priority, timeout_s, max_attempts, state, attempts, created_at,
                                       idempotency_key, fingerprint, webhook_url, webhook_events, owner, fair_tag, retry, not_before, start_by,

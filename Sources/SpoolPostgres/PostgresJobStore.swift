@@ -232,11 +232,12 @@ public final class PostgresJobStore: SharedJobStore {
             // counters, less those delayed past `dueBy`; its own priority up to its tag.
             Int(try await connection.query("""
                 WITH tag AS (
-                    SELECT COALESCE(
+                    SELECT GREATEST(   -- FairShare.tag, as the insert's
                         (SELECT fair_tag FROM jobs WHERE state = 'queued' AND owner = \(owner) AND priority = \(job.priority)
                          ORDER BY fair_tag DESC LIMIT 1) + \(stride),
-                        COALESCE((SELECT fair_tag FROM jobs WHERE state = 'queued' AND priority = \(job.priority)
-                                  ORDER BY fair_tag LIMIT 1), 0) + 1) AS t
+                        GREATEST(COALESCE((SELECT fair_tag FROM jobs WHERE state = 'queued' AND priority = \(job.priority)
+                                           ORDER BY fair_tag LIMIT 1), 0),
+                                 COALESCE((SELECT max(fair_tag) FROM jobs WHERE state = 'running' AND priority = \(job.priority)), 0)) + 1) AS t
                 )
                 SELECT CAST((SELECT COALESCE(sum(queued), 0) FROM queue_counts WHERE priority > \(job.priority))
                        - (SELECT count(*) FROM jobs WHERE state = 'queued' AND not_before IS NOT NULL

@@ -50,9 +50,9 @@ extension SQLiteJobStore {
         // subquery with a single MIN or MAX: SQLite reads those from an end of the index, but a
         // MIN and a MAX in one SELECT scan the whole range (every queued job: a submit at 20,000
         // queued went from 0.2 to 0.9 ms of CPU).
-        let (head, tail, ownerLast) = try fairTags(priority: job.priority, owner: owner, in: db)
+        let (head, tail, ownerLast, served) = try fairTags(priority: job.priority, owner: owner, in: db)
         var stored = job
-        stored.fairTag = FairShare.tag(ownerLast: ownerLast, head: head, weight: job.shareWeight)
+        stored.fairTag = FairShare.tag(ownerLast: ownerLast, head: head, served: served, weight: job.shareWeight)
         try db.execute(cached: """
             INSERT INTO jobs (id, type, input, priority, timeout_s, max_attempts, state, attempts, created_at,
                               idempotency_key, fingerprint, webhook_url, webhook_events, owner, fair_tag, retry, not_before, start_by,
@@ -92,15 +92,17 @@ extension SQLiteJobStore {
                              AttemptRecord.encode(job.attemptLog), job.startBy?.microseconds, job.canceledBy, job.sequence])
     }
 
-    /// A priority's queued head and tail fair-share tags, and `owner`'s last there: what a new
-    /// job's tag (`FairShare.tag`) is worked out from.
-    static func fairTags(priority: Int, owner: String, in db: Database) throws -> (head: Int64?, tail: Int64?, ownerLast: Int64?) {
+    /// A priority's queued head and tail fair-share tags, `owner`'s last there, and the largest
+    /// among its running jobs: what a new job's tag (`FairShare.tag`) is worked out from.
+    static func fairTags(priority: Int, owner: String, in db: Database) throws
+        -> (head: Int64?, tail: Int64?, ownerLast: Int64?, served: Int64?) {
         let tags = try Row.fetchOne(db, cached: """
             SELECT (SELECT MIN(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?1),
                    (SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND priority = ?1),
-                   (SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND owner = ?2 AND priority = ?1)
+                   (SELECT MAX(fair_tag) FROM jobs WHERE state = 'queued' AND owner = ?2 AND priority = ?1),
+                   (SELECT MAX(fair_tag) FROM jobs INDEXED BY jobs_running WHERE state = 'running' AND priority = ?1)
             """, arguments: [priority, owner])
-        return (tags?[0], tags?[1], tags?[2])
+        return (tags?[0], tags?[1], tags?[2], tags?[3])
     }
 
     /// The claimed job and the id of the event recording it.

@@ -205,7 +205,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         try await read("count the queue ahead of a job") { db in
             // The tag its insert would give it (`insert`).
             let tags = try Self.fairTags(priority: job.priority, owner: job.owner ?? "", in: db)
-            let tag = FairShare.tag(ownerLast: tags.ownerLast, head: tags.head, weight: job.shareWeight)
+            let tag = FairShare.tag(ownerLast: tags.ownerLast, head: tags.head, served: tags.served, weight: job.shareWeight)
             // Higher priorities from the counters, less those delayed past `dueBy`; its own priority up to its tag.
             let higher = try Int.fetchOne(db, cached: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority > ?", arguments: [job.priority]) ?? 0
             let later = try Int.fetchOne(db, cached: """

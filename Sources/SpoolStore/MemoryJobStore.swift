@@ -49,7 +49,7 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
         stored.dedupHash = job.dedup == nil ? nil : job.dedupHash
         let level = queued.filter { $0.priority == job.priority }
         stored.fairTag = FairShare.tag(ownerLast: level.filter { $0.owner == job.owner }.map(\.fairTag).max(),
-                                       head: level.map(\.fairTag).min(), weight: job.shareWeight)
+                                       head: level.map(\.fairTag).min(), served: served(at: job.priority), weight: job.shareWeight)
         nextSequence += 1
         jobsByID[stored.id] = stored
         if let key { keys[key] = (stored.id, job.fingerprint) }
@@ -75,6 +75,11 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
             stored.append(try await enqueue(task, limits: QueueLimits()).job)
         }
         return stored
+    }
+
+    /// The largest fair-share tag among `priority`'s running jobs (`FairShare.tag`).
+    private func served(at priority: Int) -> Int64? {
+        jobsByID.values.filter { $0.state == .running && $0.priority == priority }.map(\.fairTag).max()
     }
 
     public func arraySummary(_ id: String) async throws -> ArraySummary? {
@@ -235,7 +240,7 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
         let due = jobsByID.values.filter { $0.state == .queued && ($0.notBefore.map { $0 <= dueBy } ?? true) }
         let level = jobsByID.values.filter { $0.state == .queued && $0.priority == job.priority }
         let tag = FairShare.tag(ownerLast: level.filter { $0.owner == job.owner }.map(\.fairTag).max(),
-                                head: level.map(\.fairTag).min(), weight: job.shareWeight)
+                                head: level.map(\.fairTag).min(), served: served(at: job.priority), weight: job.shareWeight)
         return due.count { $0.priority > job.priority || ($0.priority == job.priority && $0.fairTag <= tag) }
     }
 

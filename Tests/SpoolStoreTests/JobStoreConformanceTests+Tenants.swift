@@ -55,6 +55,29 @@ extension JobStoreConformanceTests {
         }
     }
 
+    /// A job at the queue's head that cannot start yet (a delayed one; a capped tenant's) does
+    /// not hold the fair-share clock back: a tenant that joins late goes after the job being
+    /// served, not at that old head — where all its burst went before every other tenant's next
+    /// job (found by attacking the build: 30 of a newcomer's jobs in a row).
+    @Test(arguments: StoreKind.allCases)
+    func aJobThatCannotStartYetDoesNotLetANewcomerJumpTheQueue(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            var delayed = owned("a")
+            delayed.notBefore = at(1_000_000)
+            _ = try await store.create(delayed)
+            for _ in 0..<10 { _ = try await store.create(owned("b")) }
+            for _ in 0..<5 {
+                let job = try #require(try await store.claimNext(for: SlotID(0), now: at(2_000)))
+                _ = try await store.finish(job.id, attempt: job.attempts, outcome: .succeeded, now: at(2_001), claimNextFor: nil)
+            }
+            _ = try #require(try await store.claimNext(for: SlotID(0), now: at(2_000)), "B's sixth runs")
+            for _ in 0..<3 { _ = try await store.create(owned("c")) }
+            var order: [String] = []
+            for slot in 1...4 { order.append(try await store.claimNext(for: SlotID(slot), now: at(3_000))?.owner ?? "-") }
+            #expect(order == ["c", "b", "c", "b"], "C takes turns with B from where B is served: \(order)")
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func aTenantWithTwiceTheWeightRunsTwiceAsOften(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
