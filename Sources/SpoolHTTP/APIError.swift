@@ -52,7 +52,7 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch {
-            let apiError = Self.translate(error, context: context)
+            let apiError = Self.translate(error, context: context, submit: request.method == .post && request.uri.path == "/v1/jobs")
             var problem = Problem.document(status: apiError.status, code: apiError.code, detail: apiError.detail, instance: request.uri.path)
             if !apiError.errors.isEmpty { problem["errors"] = .array(apiError.errors.map(JSONValue.string)) }
             problem.merge(apiError.extra) { current, _ in current }
@@ -60,7 +60,8 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
         }
     }
 
-    static func translate(_ error: any Error, context: Context) -> APIError {
+    /// `submit`: the request was a submit, whose retry advice names its Idempotency-Key.
+    static func translate(_ error: any Error, context: Context, submit: Bool = false) -> APIError {
         switch error {
         case let error as APIError:
             return error
@@ -71,8 +72,9 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
             // The reason (which may name a host or a path) is logged; the answer does not echo it.
             context.logger.error("store unavailable", metadata: ["error": "\(error)"])
             return APIError(status: .serviceUnavailable, code: "storage-unavailable",
-                            detail: "the job store cannot write, or did not answer in time; try again later. A request that timed out "
-                                + "may have been stored: retry a submit with the same Idempotency-Key, and it is stored once",
+                            // The Idempotency-Key advice only where it applies (found by attacking the build: a cancel's 503 said it).
+                            detail: "the job store cannot write, or did not answer in time; try again later"
+                                + (submit ? ". A submit that timed out may have been stored: retry it with the same Idempotency-Key, and it is stored once" : ""),
                             headers: [.retryAfter: "5"])
         case let error as HTTPError:
             let detail: String = switch error.status {

@@ -322,7 +322,11 @@ import Testing
         try await withClient(api) { client in
             for _ in 0..<2 { try await submit(client, expect: .serviceUnavailable) }
             #expect(try await health(client).0 == .ok, "two failures are not yet trouble")
-            try await submit(client, expect: .serviceUnavailable)
+            try await client.execute(uri: "/v1/jobs", method: .post, headers: Self.json, body: ByteBuffer(string: body)) {
+                #expect($0.status == .serviceUnavailable)
+                let problem = try decode($0)
+                #expect(problem["detail"]?.stringValue?.contains("retry it with the same Idempotency-Key") == true, "a submit's advice")
+            }
             let (status, reading) = try await health(client)
             #expect(status == .serviceUnavailable && reading["status"] == .string("degraded"))
             #expect(reading["problems"]?.canonicalText.contains("refused the last 3 submits") == true, "\(reading)")
