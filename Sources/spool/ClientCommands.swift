@@ -107,11 +107,11 @@ func follow(_ first: JobWire, client: SpoolClient) async throws -> JobWire {
         if job.state == "queued" {
             // Long-poll from the state last seen (`seen`): a job that started since the last
             // answer (at once, on an idle slot) is answered at once, not held to its end.
-            job = try client.decode(JobWire.self, try await client.get("/v1/jobs/\(job.id)?wait=10&seen=queued").2)
+            job = try client.decode(JobWire.self, try await client.getRidingOutRestarts("/v1/jobs/\(job.id)?wait=10&seen=queued").2)
         } else {
             // Running: poll, for progress.
             try await Task.sleep(for: .milliseconds(250))
-            job = try client.decode(JobWire.self, try await client.get("/v1/jobs/\(job.id)").2)
+            job = try client.decode(JobWire.self, try await client.getRidingOutRestarts("/v1/jobs/\(job.id)").2)
         }
     }
     status.finish(job)
@@ -251,12 +251,13 @@ struct LogsCommand: AsyncParsableCommand {
             let client = try server.client
             var offset = 0
             while true {
-                let (_, headers, body) = try await client.get("/v1/jobs/\(id)/logs?offset=\(offset)")
+                let path = "/v1/jobs/\(id)/logs?offset=\(offset)"
+                let (_, headers, body) = follow ? try await client.getRidingOutRestarts(path) : try await client.get(path)
                 if body.readableBytes > 0 { FileHandle.standardOutput.write(Data(body.readableBytesView)) }
                 offset = headers.first(name: "Spool-Next-Offset").flatMap(Int.init) ?? offset + body.readableBytes
                 guard follow else { return }
                 if body.readableBytes == 0 {
-                    let job = try client.decode(JobWire.self, try await client.get("/v1/jobs/\(id)").2)
+                    let job = try client.decode(JobWire.self, try await client.getRidingOutRestarts("/v1/jobs/\(id)").2)
                     if job.isTerminal {
                         // One last read: the job may have written between the two requests.
                         let (_, _, rest) = try await client.get("/v1/jobs/\(id)/logs?offset=\(offset)")
@@ -388,7 +389,7 @@ func followArray(_ first: ArrayWire, client: SpoolClient) async throws -> ArrayW
         }
         if array.isTerminal { break }
         try await Task.sleep(for: .milliseconds(500))
-        array = try client.decode(ArrayWire.self, try await client.get("/v1/arrays/\(array.id)").2)
+        array = try client.decode(ArrayWire.self, try await client.getRidingOutRestarts("/v1/arrays/\(array.id)").2)
     }
     if isTerminal { FileHandle.standardError.write(Data("\n".utf8)) }
     return array

@@ -90,10 +90,39 @@ struct SpoolClient {
     struct Failure: Error, CustomStringConvertible {
         var description: String
         var exitCode: Int32 = 1
+        /// The server's answer, when it answered.
+        var status: UInt?
     }
 
     func get(_ path: String, timeout: TimeAmount = .seconds(90)) async throws -> (HTTPResponseStatus, HTTPHeaders, ByteBuffer) {
         try await send(HTTPClientRequest(url: base + path), timeout: timeout)
+    }
+
+    /// How long a command that follows a job waits for a server that went away (a restart, a
+    /// deploy) to answer again: nothing accepted is lost, so the job goes on after it.
+    static let restartPatience: Duration = .seconds(120)
+
+    /// `get`, for a command following a job: a server that cannot be reached, or answers 503
+    /// (draining for a restart, a store that failed for a moment), is asked again — every
+    /// second, saying so once — for up to `restartPatience` (found by attacking the build:
+    /// `submit --wait` exited 3 on a one-second restart, though the job then succeeded).
+    func getRidingOutRestarts(_ path: String) async throws -> (HTTPResponseStatus, HTTPHeaders, ByteBuffer) {
+        var since: ContinuousClock.Instant?
+        while true {
+            do {
+                let answer = try await get(path)
+                if since != nil { FileHandle.standardError.write(Data("spool: the server answers again\n".utf8)) }
+                return answer
+            } catch let failure as Failure where failure.exitCode == 3 || failure.status == 503 {
+                let now = ContinuousClock.now
+                if since == nil {
+                    since = now
+                    FileHandle.standardError.write(Data("spool: \(failure.description); waiting for it (up to \(Int(Self.restartPatience.components.seconds)) s)\n".utf8))
+                }
+                guard now - since! < Self.restartPatience else { throw failure }
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
     }
 
     /// A request to `path` with the token, if any.
@@ -172,7 +201,7 @@ struct SpoolClient {
             let problem = try? JSONDecoder().decode(Problem.self, from: Data(body.readableBytesView))
             var message = problem?.detail ?? "the server answered \(response.status)"
             if let errors = problem?.errors, !errors.isEmpty { message += ": " + errors.joined(separator: "; ") }
-            throw Failure(description: message)
+            throw Failure(description: message, status: response.status.code)
         }
         return (response.status, response.headers, body)
     }

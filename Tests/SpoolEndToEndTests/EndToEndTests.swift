@@ -372,6 +372,27 @@ import Testing
         _ = try await server.request(.POST, "/v1/jobs/\(long)/cancel")
     }
 
+    /// `spool submit --wait` rides out a restart of the server (a deploy): it says it is waiting,
+    /// and ends with the job (found by attacking the build: it exited 3 at the first refused
+    /// connection, and the job then succeeded without it).
+    @Test func submitWaitRidesOutARestart() async throws {
+        let server = try server()
+        try await server.start(["--shutdown-grace", "1"])
+        defer { Task { await server.stop() } }
+        let url = server.url, port = try #require(URL(string: url)?.port)
+        let waiting = Task { try await runCLI(["submit", "sleep", "--input", #"{"seconds":2}"#, "--wait", "--server", url], killAfter: .seconds(150)) }
+        try await poll(.seconds(30), "the job to start") {
+            try await server.request(.GET, "/v1/jobs?status=running").json["jobs"]?.arrayValue?.count == 1
+        }
+        server.terminate()   // graceful: the running job goes back to the queue, its attempt unused
+        _ = try await withDeadline(.seconds(30), "the server to exit") { await server.waitForExit() }
+        try await Task.sleep(for: .seconds(2))   // the server is away a moment, as in a deploy
+        try await server.start(["--shutdown-grace", "1", "--port", String(port)])
+        let result = try await waiting.value
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stderr.contains("waiting for it"), "\(result.stderr)")
+    }
+
     /// A long poll (`?wait=`) in progress when the shutdown begins answers then, with the job as
     /// it is: the server does not wait out the poll's 60 s before it exits.
     @Test func aLongPollInProgressDoesNotHoldTheShutdown() async throws {
