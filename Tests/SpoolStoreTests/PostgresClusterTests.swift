@@ -404,11 +404,12 @@ import Testing
     }
 
     @Test func aRenewedLeaseIsNeverRescued() async throws {
-        // Renewed every 250 ms, a 3 s lease survives a stall of the loaded test machine.
-        try await withNodes(2, lease: .seconds(3)) { nodes in
+        // Renewed every 250 ms for longer than the lease, a 6 s lease survives a stall of the
+        // loaded test machine (a 3 s one did not, once: the run stalled longer).
+        try await withNodes(2, lease: .seconds(6)) { nodes in
             let job = try await nodes[0].create(makeJob())
             _ = try await nodes[0].claimNext(for: SlotID(0), now: at(10))
-            for _ in 0..<8 {
+            for _ in 0..<32 {
                 try await Task.sleep(for: .milliseconds(250))
                 #expect(try await nodes[0].renewLeases(of: [job.id: 1]).map(\.job) == [job.id])
                 #expect(try await nodes[1].rescueExpired(now: at(20)).isEmpty)
