@@ -1,4 +1,5 @@
 import PostgresNIO
+import Synchronization
 import SpoolCore
 import SpoolStore
 
@@ -65,13 +66,16 @@ extension PostgresJobStore {
         let limit = operationTimeout, logger = self.logger
         while !Task.isCancelled {
             if let held = connection {
+                // Heard once per connection (a wait on the future per look would outlive each look:
+                // `get()` does not listen to cancellation; found in review).
+                let closed = Atomic(false)
+                held.closeFuture.whenComplete { _ in closed.store(true, ordering: .relaxed) }
                 await withTaskCancellationHandler {
                     while !Task.isCancelled {
-                        let closed = (try? await answerWithin(Self.nameProbeInterval, orThrow: CancellationError()) {
-                            try? await held.closeFuture.get()
-                            return true
-                        }) ?? false
-                        if closed || Task.isCancelled { break }
+                        for _ in 0..<Int(Self.nameProbeInterval / Self.nameCloseCheck) where !closed.load(ordering: .relaxed) {
+                            try? await Task.sleep(for: Self.nameCloseCheck)
+                        }
+                        if closed.load(ordering: .relaxed) || Task.isCancelled { break }
                         let answered = (try? await answerWithin(limit, orThrow: CancellationError()) {
                             try await held.query("SELECT 1", logger: logger)
                             return true
@@ -125,8 +129,10 @@ extension PostgresJobStore {
         try? await connection?.close()
     }
 
-    /// How often the connection holding the name is asked whether it still answers.
+    /// How often the connection holding the name is asked whether it still answers, and how
+    /// soon its close is noticed.
     static let nameProbeInterval: Duration = .seconds(5)
+    static let nameCloseCheck: Duration = .milliseconds(250)
 
     private static func lockName(_ node: String, on connection: PostgresConnection, logger: Logger) async throws -> Bool {
         // The database notices this session's end within about 15 s of its machine's (keepalive
