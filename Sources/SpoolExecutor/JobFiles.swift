@@ -22,6 +22,10 @@ public enum JobFiles {
     struct Prepared: Sendable {
         /// The message FIFO is there, fresh (process mode).
         var messages: Bool
+        /// The job's directory was there already: an earlier run of the job (a retry, or one
+        /// handed back by a shutdown or a quarantine) may have left files in its outputs
+        /// (`beginLaterAttempt`).
+        var reused = false
     }
 
     /// Job directories made by `prepareAhead` and not yet taken by a start.
@@ -30,11 +34,11 @@ public enum JobFiles {
     /// The job's files, ahead of its start: the start then finds them there (`takeReady`). A
     /// failure is left for the start to find and report.
     static func prepareAhead(_ paths: JobPaths, input: JSONValue, slot: SlotID, messages: Bool = false) async {
-        guard (try? await make(paths, input: input, slot: slot, messages: messages)) != nil else { return }
+        guard let reused = try? await make(paths, input: input, slot: slot, messages: messages) else { return }
         ready.withLock { ready in
             // A job looked at but never started (canceled, or overtaken) leaves its name here: bounded.
             if ready.count >= 256 { ready.removeAll() }
-            ready[paths.directory] = Prepared(messages: messages)
+            ready[paths.directory] = Prepared(messages: messages, reused: reused)
         }
     }
 
@@ -46,19 +50,21 @@ public enum JobFiles {
 
     /// The job's files (on the blocking pool), for a start that found none ready (`takeReady`):
     /// `slot`'s spare renamed into place when it has one that fits. `messages`: with the message
-    /// FIFO, fresh (process mode).
-    static func make(_ paths: JobPaths, input: JSONValue, slot: SlotID, messages: Bool) async throws {
+    /// FIFO, fresh (process mode). Whether the job's directory was there already (`Prepared.reused`).
+    @discardableResult
+    static func make(_ paths: JobPaths, input: JSONValue, slot: SlotID, messages: Bool) async throws -> Bool {
         let key = Spare(jobs: String(paths.directory.prefix(upTo: paths.directory.lastIndex(of: "/")!)), slot: slot)
         let spare = spares.withLock { $0.made[key]?.popLast() }
         let bytes = Array(input.canonicalText.utf8)
-        let (placed, failure) = try await BlockingIO.run { () -> (Bool, ExecutorError?) in
+        let (placed, existed, failure) = try await BlockingIO.run { () -> (Bool, Bool, ExecutorError?) in
             // Never over an existing directory (an earlier attempt's): that start makes what is
             // missing. (`rename` would replace an empty one: a late look-ahead's, just made in
             // between, whose files then land in the spare; glibc's `renameat2` with
             // RENAME_NOREPLACE, which would refuse, is not in Swift's Glibc module.)
-            let placed = spare.map { access(paths.directory, F_OK) != 0 && rename($0, paths.directory) == 0 } ?? false
-            do throws(ExecutorError) { try makeFiles(paths, input: bytes, messages: messages) } catch { return (placed, error) }   // in a spare: the input, the FIFO
-            return (placed, nil)
+            let existed = access(paths.directory, F_OK) == 0
+            let placed = spare.map { !existed && rename($0, paths.directory) == 0 } ?? false
+            do throws(ExecutorError) { try makeFiles(paths, input: bytes, messages: messages) } catch { return (placed, existed, error) }   // in a spare: the input, the FIFO
+            return (placed, existed, nil)
         }
         if let spare, !placed {
             // Still there: kept for the slot's next start, unless the slot has its fill of newer ones.
@@ -70,6 +76,7 @@ public enum JobFiles {
             if !kept { _ = try? await BlockingIO.run { removeTree(spare) } }
         }
         if let failure { throw failure }
+        return existed
     }
 
     // MARK: - Spare directories
@@ -212,7 +219,8 @@ public enum JobFiles {
         return names
     }
 
-    /// Readies a job's files for a later attempt (2 and up), once they are in place (blocking):
+    /// Readies a job's files for a run after an earlier one (a retry, or a run handed back by a
+    /// shutdown or a quarantine: `Prepared.reused`), once they are in place (blocking):
     /// its outputs folder is emptied of what an earlier attempt left there — a partial file
     /// before it failed, or before the server stopped — which are not this attempt's (found by
     /// attacking the build: a job retried after a failure listed them as its outputs); its log,

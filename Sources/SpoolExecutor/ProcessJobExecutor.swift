@@ -48,14 +48,18 @@ public struct ProcessJobExecutor: JobExecutor {
         var next = job
         next.start(on: slot.id, at: job.createdAt)   // the attempt and slot its start will have
         // A later attempt's files are readied at its start (`JobFiles.beginLaterAttempt`): a retry is rare.
-        guard next.attempts <= 1 else { return }
+        guard next.attempts <= 1 else {
+            await dropPrepared(on: slot.id)   // the slot's look-ahead at another job goes, as a new one would replace it
+            return
+        }
         let plan = configuration.startAhead ? catalog[job.type].flatMap { try? LaunchPlan(job: next, type: $0, slot: slot, paths: paths) } : nil
         let serverPath = getenv("PATH").map { String(cString: $0) }
         guard let (work, dropped) = ahead.begin(job.id, on: slot.id, attempt: next.attempts, { () async -> StartedAhead.Gated? in
             await JobFiles.prepareAhead(paths, input: job.input, slot: slot.id, messages: true)
             guard let plan,
                   let executable = try? await BlockingIO.run({ ExecutableLookup.find(plan.argv[0], path: plan.environment["PATH"] ?? serverPath) }),
-                  let prepared = JobFiles.takeReady(paths) else { return nil }
+                  let prepared = JobFiles.takeReady(paths),
+                  !prepared.reused else { return nil }   // an earlier run's files: readied at its start
             let launch = launch(job.id, plan, paths: paths, messagesMade: prepared.messages, gate: true)
             guard let started = try? await start(launch, paths: paths, slot: slot.id).get() else { return nil }
             return StartedAhead.Gated(launch: launch, executable: executable, started: started)
@@ -119,12 +123,11 @@ public struct ProcessJobExecutor: JobExecutor {
         }
         var prepared = JobFiles.takeReady(paths)
         if prepared == nil {
-            do { try await JobFiles.make(paths, input: job.input, slot: slot.id, messages: true) } catch {
+            do { prepared = JobFiles.Prepared(messages: true, reused: try await JobFiles.make(paths, input: job.input, slot: slot.id, messages: true)) } catch {
                 return .preparing(failedWith: error) { .spawnFailed(message: $0) }
             }
-            prepared = JobFiles.Prepared(messages: true)
         }
-        if job.attempts > 1 {
+        if job.attempts > 1 || prepared?.reused == true {
             do { try await BlockingIO.run { try JobFiles.beginLaterAttempt(paths, attempt: job.attempts) } } catch {
                 return .preparing(failedWith: error) { .spawnFailed(message: $0) }
             }

@@ -349,10 +349,11 @@ public actor Worker {
         guard lifecycle.isReady else { return ExecutionResult(.returned(message: "the worker was not ready")) }
         let sink: LogSink
         do {
-            if JobFiles.takeReady(assignment.paths) == nil {
-                try await JobFiles.make(assignment.paths, input: assignment.input, slot: slot, messages: false)
+            var reused = JobFiles.takeReady(assignment.paths)?.reused
+            if reused == nil {
+                reused = try await JobFiles.make(assignment.paths, input: assignment.input, slot: slot, messages: false)
             }
-            if assignment.attempt > 1 {
+            if assignment.attempt > 1 || reused == true {
                 let paths = assignment.paths, attempt = assignment.attempt
                 try await BlockingIO.run { try JobFiles.beginLaterAttempt(paths, attempt: attempt) }
             }
