@@ -52,7 +52,10 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch {
-            let apiError = Self.translate(error, context: context, submit: request.method == .post && request.uri.path == "/v1/jobs")
+            // A request that makes jobs under an Idempotency-Key: a submit, or an array's retry.
+            let path = request.uri.path
+            let submit = request.method == .post && (path == "/v1/jobs" || (path.hasPrefix("/v1/arrays/") && path.hasSuffix("/retry")))
+            let apiError = Self.translate(error, context: context, submit: submit)
             var problem = Problem.document(status: apiError.status, code: apiError.code, detail: apiError.detail, instance: request.uri.path)
             if !apiError.errors.isEmpty { problem["errors"] = .array(apiError.errors.map(JSONValue.string)) }
             problem.merge(apiError.extra) { current, _ in current }

@@ -55,10 +55,17 @@ extension SpoolAPI {
         // for as usual (found in review).
         var prunedEnd: JobEvent?
         if let job, let ended = try await store.job(job), ended.state.isTerminal {
-            if let finished = ended.finishedAt, let oldest = try await store.events(after: 0, job: nil, owner: nil, limit: 1).first,
-               oldest.at > finished {
+            let oldest = try await store.events(after: 0, job: nil, owner: nil, limit: 1).first
+            var pruned = false
+            if let finished = ended.finishedAt {
+                if let oldest { pruned = oldest.at > finished } else {
+                    // An empty log (every event pruned, the jobs that followed deleted) holds none of its events either.
+                    pruned = try await Self.end(store, of: job, through: .max) == .none
+                }
+            }
+            if let finished = ended.finishedAt, pruned {
                 // Resumed from an event after the job's end: it has had the end (or this one, made).
-                if let cursor, cursor >= oldest.id { return Response(status: .noContent) }
+                if let cursor, cursor >= oldest?.id ?? 0 { return Response(status: .noContent) }
                 prunedEnd = JobEvent(id: store.eventNotifier.latest, job: job, owner: ended.owner, kind: .state,
                                      at: finished, data: JobEvent.stateData(of: ended))
             } else if let cursor {

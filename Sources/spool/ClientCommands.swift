@@ -250,9 +250,11 @@ struct LogsCommand: AsyncParsableCommand {
         await clientCommand {
             let client = try server.client
             var offset = 0
+            var answered = false   // a restart is ridden out once the server has answered (not a wrong --server)
             while true {
                 let path = "/v1/jobs/\(id)/logs?offset=\(offset)"
-                let (_, headers, body) = follow ? try await client.getRidingOutRestarts(path) : try await client.get(path)
+                let (_, headers, body) = follow && answered ? try await client.getRidingOutRestarts(path) : try await client.get(path)
+                answered = true
                 if body.readableBytes > 0 { FileHandle.standardOutput.write(Data(body.readableBytesView)) }
                 offset = headers.first(name: "Spool-Next-Offset").flatMap(Int.init) ?? offset + body.readableBytes
                 guard follow else { return }

@@ -380,7 +380,8 @@ import Testing
         try await server.start(["--shutdown-grace", "1"])
         defer { Task { await server.stop() } }
         let url = server.url, port = try #require(URL(string: url)?.port)
-        let waiting = Task { try await runCLI(["submit", "sleep", "--input", #"{"seconds":2}"#, "--wait", "--server", url], killAfter: .seconds(150)) }
+        // Longer than the shutdown grace: the restart stops it and it runs again after.
+        let waiting = Task { try await runCLI(["submit", "sleep", "--input", #"{"seconds":6}"#, "--wait", "--server", url], killAfter: .seconds(150)) }
         try await poll(.seconds(30), "the job to start") {
             try await server.request(.GET, "/v1/jobs?status=running").json["jobs"]?.arrayValue?.count == 1
         }
