@@ -88,6 +88,9 @@ extension PostgresJobStore {
                 } onCancel: {
                     held.close().whenComplete { _ in }
                 }
+                // Closed for good before it goes: a connection dropped while its channel is still
+                // closing trips PostgresNIO's assertion in a debug build.
+                try? await held.close()
                 connection = nil
                 if Task.isCancelled { return }
                 nameHold.withLock { $0 = .lost(since: ContinuousClock.now, taken: false) }
@@ -95,20 +98,21 @@ extension PostgresJobStore {
                                metadata: ["node": "\(node)"])
             }
             try? await Task.sleep(for: .seconds(1))
-            let node = self.node, location = self.location
-            let attempt = try? await answerWithin(limit, orThrow: CancellationError()) { () -> (PostgresConnection, Bool) in
-                let fresh = try await PostgresConnection.connect(configuration: try location.connectionConfiguration(), id: 1, logger: logger)
-                do {
-                    let held = try await Self.lockName(node, on: fresh, logger: logger)
-                    // Answered after the time ran out: nobody takes this connection (nor the name on it).
-                    if Task.isCancelled { throw CancellationError() }
-                    return (fresh, held)
-                } catch {
-                    try? await fresh.close()
-                    throw error
-                }
+            // Bounded: the connect by its own timeout, the lock by a watchdog that closes the
+            // connection (its query then fails) — every connection made here is closed or kept,
+            // none dropped (a debug build asserts on one dropped open).
+            guard let fresh = try? await PostgresConnection.connect(configuration: try location.connectionConfiguration(), id: 1, logger: logger)
+            else { continue }
+            let watchdog = Task {   // unstructured: cancelled once the lock answers
+                guard (try? await Task.sleep(for: limit)) != nil else { return }
+                fresh.close().whenComplete { _ in }
             }
-            guard let (fresh, held) = attempt else { continue }   // unreachable, or no answer in time: tried again
+            let answer = try? await Self.lockName(node, on: fresh, logger: logger)
+            watchdog.cancel()
+            guard let held = answer else {   // no answer (an error, or cut off by the watchdog): tried again
+                try? await fresh.close()
+                continue
+            }
             if held {
                 connection = fresh
                 nameHold.withLock { $0 = .held }
