@@ -46,7 +46,7 @@ def test_type_retry_policy_and_attempts(api: Any) -> None:
     last = attempts.last
     assert last is not None and (last.reason, last.exit_code, last.retry_at) == (None, 0, None)
     assert attempts[1].retry_at is not None and last.started_at is not None and last.started_at >= attempts[1].retry_at - CLOSE
-    assert "attempt 1\nattempt 2\nattempt 3\n" in api.logs(job.id)  # one log, every attempt's output
+    assert "attempt 1\n--- attempt 2 ---\nattempt 2\n--- attempt 3 ---\nattempt 3\n" in api.logs(job.id)  # one log, every attempt's output, each marked
 
 
 def test_submit_retry_overrides_the_type(api: Any) -> None:
