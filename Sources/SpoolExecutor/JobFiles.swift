@@ -239,7 +239,9 @@ public enum JobFiles {
         var last: UInt8 = 0
         let ended = pread(log, &last, 1, size - 1) == 1 && last == UInt8(ascii: "\n")
         let line = Array(((ended ? "" : "\n") + "--- attempt \(attempt) ---\n").utf8)
-        guard Glibc.write(log, line, line.count) == line.count else { throw ExecutorError("cannot write \(paths.log)", errno: errno) }
+        let written = Glibc.write(log, line, line.count)
+        // A short write sets no errno: the disk is full.
+        guard written == line.count else { throw ExecutorError("cannot write \(paths.log)", errno: written < 0 ? errno : ENOSPC) }
     }
 
     /// Makes whatever of the job's files is missing (blocking). A job runs as the server's user

@@ -355,7 +355,11 @@ public actor Worker {
             }
             if assignment.attempt > 1 || reused == true {
                 let paths = assignment.paths, attempt = assignment.attempt
-                try await BlockingIO.run { try JobFiles.beginLaterAttempt(paths, attempt: attempt) }
+                do { try await BlockingIO.run { try JobFiles.beginLaterAttempt(paths, attempt: attempt) } } catch {
+                    // Outputs that cannot be emptied (the job made one undeletable) fail the start,
+                    // as in process mode: handed back, the job would come straight back (found in review).
+                    return .preparing(failedWith: error) { .spawnFailed(message: $0) }
+                }
             }
             sink = try LogSink(path: assignment.paths.log, limit: settings.logLimitBytes)
         } catch {
