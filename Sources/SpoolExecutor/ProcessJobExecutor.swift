@@ -127,7 +127,7 @@ public struct ProcessJobExecutor: JobExecutor {
                 return .preparing(failedWith: error) { .spawnFailed(message: $0) }
             }
         }
-        if job.attempts > 1 || prepared?.reused == true {
+        if prepared?.reused == true {   // a retry, or a run handed back: an earlier run's directory
             do { try await BlockingIO.run { try JobFiles.beginLaterAttempt(paths, attempt: job.attempts) } } catch {
                 return .preparing(failedWith: error) { .spawnFailed(message: $0) }
             }

@@ -353,7 +353,7 @@ public actor Worker {
             if reused == nil {
                 reused = try await JobFiles.make(assignment.paths, input: assignment.input, slot: slot, messages: false)
             }
-            if assignment.attempt > 1 || reused == true {
+            if reused == true {   // a retry, or a run handed back: an earlier run's directory
                 let paths = assignment.paths, attempt = assignment.attempt
                 do { try await BlockingIO.run { try JobFiles.beginLaterAttempt(paths, attempt: attempt) } } catch {
                     // Outputs that cannot be emptied (the job made one undeletable) fail the start,

@@ -57,8 +57,7 @@ extension SpoolAPI {
         }
         // The first task's fingerprint stands for the request: every item, by a digest.
         if submission.idempotencyKey != nil, !tasks.isEmpty {
-            let items = JSONValue.array(items.map { .array([.int($0.index), $0.input]) }).canonicalText
-            tasks[0].requestExtras["items"] = .string(SHA256.hash(data: Array(items.utf8)).map { String($0, radix: 16).leftPadded(to: 2) }.joined())
+            tasks[0].requestExtras["items"] = .string(Self.sha256Hex(JSONValue.array(items.map { .array([.int($0.index), $0.input]) }).canonicalText))
             tasks[0].requestExtras["fail_fast"] = .bool(failFast)
         }
         /// A repeat: the same request (its size, and its first task's fingerprint as stored, which

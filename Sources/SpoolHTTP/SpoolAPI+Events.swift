@@ -53,27 +53,19 @@ extension SpoolAPI {
         // Pruned only when the oldest event left is newer than the job's end: on PostgreSQL a
         // final event just committed may not be readable yet (the event horizon), and is waited
         // for as usual (found in review).
-        var prunedEnd: JobEvent?
+        var madeFinal: JobEvent?   // the final state, made from the job, for a log that lost it
         if let job, let ended = try await store.job(job), ended.state.isTerminal {
-            let oldest = try await store.events(after: 0, job: nil, owner: nil, limit: 1).first
-            var pruned = false
-            if let finished = ended.finishedAt {
-                if let oldest { pruned = oldest.at > finished } else {
-                    // An empty log (every event pruned, the jobs that followed deleted) holds none of its events either.
-                    pruned = try await Self.end(store, of: job, through: .max) == .none
-                }
-            }
-            if let finished = ended.finishedAt, pruned {
+            if let (finished, oldest) = try await Self.pruned(ended, store) {
                 // Resumed from an event after the job's end: it has had the end (or this one, made).
-                if let cursor, cursor >= oldest?.id ?? 0 { return Response(status: .noContent) }
-                prunedEnd = JobEvent(id: store.eventNotifier.latest, job: job, owner: ended.owner, kind: .state,
-                                     at: finished, data: JobEvent.stateData(of: ended))
+                if let cursor, cursor >= oldest { return Response(status: .noContent) }
+                madeFinal = JobEvent(id: store.eventNotifier.latest, job: job, owner: ended.owner, kind: .state,
+                                        at: finished, data: JobEvent.stateData(of: ended))
             } else if let cursor {
                 seen = try await Self.end(store, of: job, through: cursor)
             }
         }
         if seen == .complete { return Response(status: .noContent) }
-        let endedBefore = seen == .finalStateOnly, finalFromJob = prunedEnd
+        let endedBefore = seen == .finalStateOnly, finalFromJob = madeFinal
         let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-cache", .init("X-Accel-Buffering")!: "no"]
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
             // A job's stream starts at its first event; the global one at "now" unless resumed. An
@@ -145,6 +137,17 @@ extension SpoolAPI {
     /// once on any stream.
     static func writeInterval(streams: Int) -> Duration {
         min(.microseconds(100) * max(streams, 1), .milliseconds(250))
+    }
+
+    /// When the finished job `ended`'s events are gone from the log: its end, and the oldest id
+    /// left (0 for an empty log); nil while they may be there.
+    static func pruned(_ ended: Job, _ store: any JobStore) async throws -> (finished: Timestamp, oldest: Int64)? {
+        guard let finished = ended.finishedAt else { return nil }
+        guard let oldest = try await store.events(after: 0, job: nil, owner: nil, limit: 1).first else {
+            // An empty log (every event pruned, the jobs that followed deleted) holds none of its events either.
+            return try await end(store, of: ended.id, through: .max) == .none ? (finished, 0) : nil
+        }
+        return oldest.at > finished ? (finished, oldest.id) : nil
     }
 
     /// How much of a finished job's end a stream read through `cursor` has carried.

@@ -9,6 +9,11 @@ import SpoolStore
 /// webhook target, the token's rate, a start deadline) and stored; answered 201 for a new job,
 /// 200 for an idempotent repeat or a reused result. With `array`, it goes to `submitArray`.
 extension SpoolAPI {
+    /// SHA-256 of `text`'s UTF-8, in lowercase hex: a result-reuse identity, an array's items.
+    static func sha256Hex(_ text: String) -> String {
+        SHA256.hash(data: Array(text.utf8)).map { String($0, radix: 16).leftPadded(to: 2) }.joined()
+    }
+
     /// 503 while the server shuts down: it stores no new job.
     func checkTakingJobs() throws {
         guard scheduler.gate.isOpen else {
@@ -60,8 +65,7 @@ extension SpoolAPI {
             do { try await webhookTargets.check(url) } catch { throw APIError.unprocessable("\"webhook\": \(error)") }
         }
         if job.dedup != nil {
-            job.dedupHash = SHA256.hash(data: Array(Dedup.identity(type: job.type, input: job.input, key: submission.dedupKey).utf8))
-                .map { String($0, radix: 16).leftPadded(to: 2) }.joined()
+            job.dedupHash = Self.sha256Hex(Dedup.identity(type: job.type, input: job.input, key: submission.dedupKey))
         }
         let principal = context.principal
         try Self.checkPriority(job.priority, for: principal)
