@@ -1003,12 +1003,11 @@ public actor Scheduler: Service {
                     // store; the next start recovers it, as after a crash.
                     logger.critical("could not record a finished job while stopping; the next start recovers it as interrupted",
                                     metadata: ["job": "\(ending.job.id)", "error": "\(error)"])
+                    // (The slot was let go when the job ended, before this commit: nothing to tell the board.
+                    // Noticed by attacking the build: a second critical line, "cannot finish … while closed".)
                     recordFailingSince[attempt] = nil
                     running[attempt] = nil
                     logBudgets[attempt] = nil
-                    do { try board.finished(ending.job.id, on: ending.slot, closing: true) } catch {
-                        logger.critical("slot bookkeeping refused a transition", metadata: ["error": "\(error)"])
-                    }
                     return
                 }
                 // The outcome waits for the store; the slot has moved on (its next job, if one
