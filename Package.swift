@@ -34,6 +34,7 @@ let package = Package(
         .target(name: "SpoolSQLite", dependencies: [
             "SpoolCore", "SpoolStore",
             .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "SpoolPostgres", dependencies: [
             "SpoolCore", "SpoolStore",

@@ -43,6 +43,8 @@ public struct ServerConfiguration: Sendable {
     public var killGraceSeconds: Double = 10
     public var shutdownGraceSeconds: Double = 30
     public var synchronous: SQLiteJobStore.Synchronous = .full
+    /// MiB kept in the SQLite file for recording jobs' ends on a full disk (0: none).
+    public var diskReserveMiB = SQLiteJobStore.defaultDiskReserveMiB
     public var maxBodyBytes = 1 << 20
     public var logLimitBytes = 10 << 20
     public var jobTypes: [JobType] = []
@@ -148,6 +150,7 @@ public struct ServerConfiguration: Sendable {
     /// The file's keys, as written in it.
     static let fileKeys: Set<String> = [
         "host", "port", "data_dir", "slots", "gpus", "slots_per_gpu", "kill_grace_s", "shutdown_grace_s", "sqlite_synchronous",
+        "sqlite_disk_reserve_mb",
         "max_body_bytes", "log_limit_bytes", "webhook_secret", "webhook_retry_base_s", "job_types",
         "store", "role", "node", "lease_s", "shared_file_limit_bytes",
         "auth", "metrics_public", "allowed_hosts", "cors_origins", "max_queued", "tls_cert", "tls_key", "header_timeout_s",
@@ -244,6 +247,7 @@ public struct ServerConfiguration: Sendable {
         case "shared_file_limit_bytes": sharedFileLimitBytes = try integer(0...(1 << 30))
         case "max_body_bytes": maxBodyBytes = try integer(1024...(1 << 30))
         case "log_limit_bytes": logLimitBytes = try integer(1024...(1 << 40))
+        case "sqlite_disk_reserve_mb": diskReserveMiB = try integer(0...1024)
         case "auth":
             guard let text = value.stringValue, let mode = AccessPolicy.Mode(rawValue: text) else {
                 throw fail("\"auto\" (a token is needed once one exists), \"required\" or \"off\"")

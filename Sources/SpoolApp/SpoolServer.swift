@@ -45,7 +45,8 @@ public enum SpoolServer {
         switch configuration.store {
         case .sqlite:
             try refuseALostDatabase(dataDirectory + "/spool.sqlite")
-            store = try SQLiteJobStore(path: dataDirectory + "/spool.sqlite", synchronous: configuration.synchronous)
+            store = try SQLiteJobStore(path: dataDirectory + "/spool.sqlite", synchronous: configuration.synchronous,
+                                      diskReserveMiB: configuration.diskReserveMiB)
             shared = nil
         case .postgres(let location):
             let lease = Duration.milliseconds(Int64(configuration.leaseSeconds * 1000))

@@ -287,6 +287,7 @@ public struct SpoolAPI: Sendable {
         var problems: [String] = []
         if let trouble = await scheduler.storeProblem() { problems.append(trouble) }
         if let full = await scheduler.dataDirectoryProblem() { problems.append(full) }
+        if let full = await store.storageProblem() { problems.append(full) }
         if let submits = scheduler.submitProblem() { problems.append(submits) }
         if let renewals = scheduler.renewalProblem() { problems.append(renewals) }
         var queued: Int?

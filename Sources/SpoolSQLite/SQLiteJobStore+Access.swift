@@ -18,10 +18,17 @@ extension SQLiteJobStore {
         do { return try await pool.unsafeRead(body) } catch { throw Self.translate(error, doing: what) }
     }
 
-    func write<T: Sendable>(_ what: String, lingering: Duration? = nil, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    /// `newWork`: the write adds work (a submit), which the disk's last room is not kept for
+    /// (`drawingOnReserve`).
+    func write<T: Sendable>(_ what: String, newWork: Bool = false, lingering: Duration? = nil,
+                            _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         if let problem = file.problem() { throw StoreError(.storageUnavailable, "could not \(what): \(problem)") }
         let output: any Sendable
-        do { output = try await writes.submit({ db in try body(db) }, lingering: lingering) } catch { throw Self.translate(error, doing: what) }
+        do {
+            output = try await drawingOnReserve(what, newWork: newWork) { try await writes.submit({ db in try body(db) }, lingering: lingering) }
+        } catch {
+            throw Self.translate(error, doing: what, at: path)
+        }
         guard let value = output as? T else { throw StoreError(.other, "could not \(what): a write answered \(type(of: output))") }
         return value
     }

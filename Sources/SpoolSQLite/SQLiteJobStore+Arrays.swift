@@ -11,7 +11,7 @@ extension SQLiteJobStore {
     /// that share it (`WriteLoop`). Refused, it has written nothing: the checks come first, and
     /// only the first task, holding the key, can be refused.
     public func enqueueArray(_ tasks: [Job], limits: QueueLimits) async throws -> [Job] {
-        let (stored, events) = try await write("store an array's tasks") { db -> Result<([Job], [JobEvent]), any Error> in
+        let (stored, events) = try await write("store an array's tasks", newWork: true) { db -> Result<([Job], [JobEvent]), any Error> in
             let owner = tasks.first?.owner ?? ""
             if let total = limits.total, (try Int.fetchOne(db, cached: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts") ?? 0) + tasks.count > total {
                 return .failure(StoreError.queueFull(.server, total))

@@ -11,7 +11,7 @@ extension SQLiteJobStore {
         // open array's ended tasks were read again by every call of a pass.)
         let resume = retentionCursor.withLock { $0?.cutoff == cutoff.microseconds ? $0 : nil }
         do {
-            let (ids, reached) = try await pool.write { db in
+            let (ids, reached) = try await drawingOnReserve("delete the ended jobs", newWork: false) { try await pool.write { db in
                 // The jobs that ended before the cutoff, oldest first, read through `jobs_finished`
                 // a chunk at a time. An array goes whole, past the limit, in the place of its first
                 // task read — once every task of it ended before the cutoff; each array is looked at
@@ -50,7 +50,7 @@ extension SQLiteJobStore {
                 }
                 for id in ids { try Self.deleteRows(of: id, in: db) }
                 return (ids, after)
-            }
+            } }
             retentionCursor.withLock { $0 = RetentionCursor(cutoff: cutoff.microseconds, finished: reached.finished, seq: reached.seq) }
             return ids.compactMap(JobID.init)
         } catch {
@@ -70,14 +70,15 @@ extension SQLiteJobStore {
 
     public func delete(_ id: JobID) async throws -> DeleteResult {
         do {
-            return try await pool.write { db in
+            // Deleting frees the disk: with it full, the reserve makes room for the delete itself.
+            return try await drawingOnReserve("delete the job", newWork: false) { try await pool.write { db in
                 guard let row = try Row.fetchOne(db, cached: "SELECT * FROM jobs WHERE id = ?", arguments: [id.rawValue]) else { return .notFound }
                 let job = try Self.job(from: row)
                 guard job.state.isTerminal else { return .notEnded(job) }
                 guard job.array == nil else { return .arrayTask(job) }
                 try Self.deleteRows(of: id.rawValue, in: db)
                 return .deleted(job)
-            }
+            } }
         } catch {
             throw Self.translate(error, doing: "delete the job")
         }
@@ -85,7 +86,7 @@ extension SQLiteJobStore {
 
     public func deleteArray(_ id: String) async throws -> ArrayDeleteResult {
         do {
-            return try await pool.write { db in
+            return try await drawingOnReserve("delete the job array", newWork: false) { try await pool.write { db in
                 let tasks = try Row.fetchAll(db, cached: "SELECT id, state FROM jobs INDEXED BY jobs_array WHERE array_id = ? ORDER BY array_index",
                                              arguments: [id])
                 guard !tasks.isEmpty else { return .notFound }
@@ -94,7 +95,7 @@ extension SQLiteJobStore {
                 let ids: [String] = tasks.map { $0["id"] }
                 for task in ids { try Self.deleteRows(of: task, in: db) }
                 return .deleted(ids.compactMap(JobID.init))
-            }
+            } }
         } catch {
             throw Self.translate(error, doing: "delete the job array")
         }

@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import SpoolCore
 import SpoolStore
+import Logging
 import Synchronization
 
 /// The embedded default store: one SQLite file in WAL mode, through GRDB's pool (one writer,
@@ -43,11 +44,17 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     /// retention pass is many calls); and how many rows the calls have read (for tests).
     let retentionCursor = Mutex<RetentionCursor?>(nil)
     let retentionRowsRead = Atomic<Int>(0)
+    /// Room kept in the file for recording jobs' ends on a full disk (`DiskReserve`).
+    let reserve: Mutex<DiskReserve>
+    let logger = Logger(label: "spool.store")
 
     /// `fileCheckInterval`: how often writes make sure the file at `path` is still the one
     /// opened (one `stat`; removed or replaced under a running server, writes would be lost).
-    public init(path: String, synchronous: Synchronous = .full, fileCheckInterval: Duration = .seconds(1)) throws {
+    /// `diskReserveMiB`: room kept in the file for recording how jobs end once the disk is full
+    /// (`DiskReserve`; the server's default is `defaultDiskReserveMiB`; 0 keeps none).
+    public init(path: String, synchronous: Synchronous = .full, fileCheckInterval: Duration = .seconds(1), diskReserveMiB: Int = 0) throws {
         self.path = path
+        reserve = Mutex(DiskReserve(rows: max(diskReserveMiB, 0)))
         self.synchronous = synchronous
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
@@ -102,6 +109,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
             try await SQLiteSchema.refuseANewer(in: pool, path: path)
             try await SQLiteSchema.migrator.migrate(pool)
             try await reserveWAL()
+            await refillReserve()
             // Event ids continue from the last run; readers resuming from before a restart
             // must see the events written before it.
             let newest = try await pool.read { db in try Int64.fetchOne(db, cached: "SELECT MAX(id) FROM events") ?? 0 }
@@ -142,7 +150,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     }
 
     public func enqueue(_ job: Job, limits: QueueLimits) async throws -> EnqueueResult {
-        let (result, event) = try await write("store the job") { db in try Self.insert(job, limits: limits, in: db) }.get()
+        let (result, event) = try await write("store the job", newWork: true) { db in try Self.insert(job, limits: limits, in: db) }.get()
         eventNotifier.published(event.map { [$0] } ?? [])
         return result
     }

@@ -228,6 +228,10 @@ enum SQLiteSchema {
                 INSERT OR IGNORE INTO settings (name, value) SELECT 'tokens_created', x'01' WHERE EXISTS (SELECT 1 FROM tokens)
                 """)
         }
+        migrator.registerMigration("v14-disk-reserve") { db in
+            // Rows of zeros kept as room for recording jobs' ends on a full disk (`DiskReserve`).
+            try db.execute(sql: "CREATE TABLE disk_reserve (id INTEGER PRIMARY KEY, bytes BLOB NOT NULL)")
+        }
         return migrator
     }
 }

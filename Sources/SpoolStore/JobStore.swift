@@ -145,9 +145,15 @@ public protocol JobStore: Sendable {
 
     /// Wakes event readers when events are committed.
     var eventNotifier: EventNotifier { get }
+
+    /// Why the store takes no new jobs now while it still records the ones it has (its disk
+    /// full), in a sentence for `/healthz`; nil when it takes them. The default: never.
+    func storageProblem() async -> String?
 }
 
 extension JobStore {
+    public func storageProblem() async -> String? { nil }
+
     /// An event of the job, from no attempt in particular (recorded while the job is stored).
     public func appendEvent(_ kind: JobEvent.Kind, job: JobID, data: JSONValue, now: Timestamp) async throws {
         try await appendEvent(kind, job: job, attempt: nil, data: data, now: now)

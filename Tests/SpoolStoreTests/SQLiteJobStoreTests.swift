@@ -81,6 +81,60 @@ import Testing
         await #expect(throws: StoreError.self) { try await store.enqueue(makeJob()) }
     }
 
+    /// A full disk (here the file may not grow past the pages it has, `max_page_count`, which
+    /// SQLite refuses with the same `SQLITE_FULL`): the first write that finds it so releases the
+    /// reserve, whose room records how a running job ended and lets an ended job be deleted,
+    /// while new jobs are refused with the reason; once
+    /// there is room again, the reserve is written back and submits are taken (found by attacking
+    /// the build: a job that succeeded stayed `running`, and was recovered `failed` after a
+    /// restart; a DELETE that would have freed space answered 503).
+    @Test func aFullDiskLeavesTheReservesRoomForJobsEndsAndDeletesNotForNewJobs() async throws {
+        let store = try SQLiteJobStore(path: path, diskReserveMiB: 2)
+        try await store.prepare()
+        func reserveRows() async throws -> Int {
+            try await store.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM disk_reserve") ?? 0 }
+        }
+        #expect(try await reserveRows() == 2)
+        let ended = try await store.create(makeJob())
+        _ = try await store.claimNext(for: SlotID(0), now: at(10))
+        _ = try await store.finish(ended.id, attempt: 1, outcome: .exited(code: 1), now: at(20), claimNextFor: nil)
+        let running = try await store.create(makeJob())
+        _ = try await store.claimNext(for: SlotID(0), now: at(30))
+        try await store.pool.writeWithoutTransaction { db in
+            let pages = try Int.fetchOne(db, sql: "PRAGMA page_count") ?? 0
+            try db.execute(sql: "PRAGMA max_page_count = \(pages)")
+        }
+        // Submits take what room the pages have left, down to the smallest, then the disk is full for them.
+        var refusal: StoreError?
+        for size in [8_000, 800, 80, 1] {
+            let padding = JSONValue.string(String(repeating: "x", count: size))
+            for _ in 0..<1_000 {
+                do { _ = try await store.create(makeJob(input: .object(["pad": padding]))) } catch let error as StoreError {
+                    refusal = error
+                    break
+                }
+            }
+        }
+        #expect(refusal?.code == .storageUnavailable && refusal?.message.contains("is full") == true, "\(String(describing: refusal))")
+        #expect(try await reserveRows() == 0, "the full disk released the reserve")
+        let problem = try #require(await store.storageProblem())
+        #expect(problem.contains("its remaining room is kept for recording how running jobs end"))
+
+        _ = try await store.finish(running.id, attempt: 1, outcome: .succeeded, now: at(40), claimNextFor: nil)
+        #expect(try await store.require(running.id).state == .succeeded)
+        await #expect(performing: { try await store.enqueue(makeJob()) }, throws: { error in
+            (error as? StoreError)?.code == .storageUnavailable && (error as? StoreError)?.message.contains(problem) == true
+        })
+        guard case .deleted = try await store.delete(ended.id) else { Issue.record("the ended job was not deleted"); return }
+
+        // Room again: the reserve is whole again (tried at most every few seconds), and submits are taken.
+        try await store.pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA max_page_count = 1073741823") }
+        store.reserve.withLock { $0.nextRefill = nil }
+        _ = try await store.create(makeJob())
+        #expect(try await reserveRows() == 2)
+        #expect(await store.storageProblem() == nil)
+    }
+
     @Test func runningJobsFromAClosedStoreAreRecoveredAfterReopening() async throws {
         var running: Job?
         do {
