@@ -232,6 +232,9 @@ public actor Scheduler: Service {
     private nonisolated let events: AsyncStream<Event>
     private nonisolated let eventSink: AsyncStream<Event>.Continuation
     private nonisolated let wakePending = Atomic<Bool>(false)
+    /// The graceful shutdown was asked for: the `.shutdown` event may still wait behind others
+    /// (a submit's wake-up), which must not start jobs meanwhile.
+    private nonisolated let shutdownRequested = Atomic<Bool>(false)
 
     public init(store: any JobStore, executor: any JobExecutor, catalog: JobCatalog, configuration: SchedulerConfiguration,
                 clock: SpoolClock = .system, gate: AdmissionGate = AdmissionGate(), logger: Logger) {
@@ -476,12 +479,16 @@ public actor Scheduler: Service {
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 for await event in events {
+                    // A shutdown goes before what came ahead of it (found by attacking the build: a
+                    // SIGTERM just after start started the queued jobs the first look found).
+                    if !shuttingDown, shutdownRequested.load(ordering: .acquiring) { await handle(.shutdown, in: &group) }
                     await handle(event, in: &group)
                     if shuttingDown && board.isQuiescent && commitsInFlight == 0 { break }
                 }
                 group.cancelAll()
             }
         } onGracefulShutdown: { [eventSink] in
+            self.shutdownRequested.store(true, ordering: .releasing)
             eventSink.yield(.shutdown)
         }
         await executor.shutdown()

@@ -63,6 +63,26 @@ import Testing
         }
     }
 
+    /// A SIGTERM that comes as the server starts, before the scheduler has looked at the queue:
+    /// the queued jobs stay queued, none started only to be stopped a shutdown grace later (found
+    /// by attacking the build: a SIGTERM 50–100 ms after start started queued jobs, and the exit
+    /// waited out `shutdown_grace_s`).
+    @Test func aShutdownBeforeTheFirstLookAtTheQueueStartsNothing() async throws {
+        let executor = ScriptedExecutor()
+        let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.shutdownGrace = .seconds(30) }
+        let job = try await rig.submit()   // its wake-up waits in the scheduler's events
+        let scheduler = rig.scheduler
+        try await testGracefulShutdown { trigger in
+            trigger.triggerGracefulShutdown()
+            let stopped = Mutex(false)
+            let running = Task { try? await scheduler.run(); stopped.withLock { $0 = true } }   // awaited below
+            try await rig.advance(by: .seconds(1), until: "the scheduler to stop", limit: 5) { stopped.withLock { $0 } }
+            await running.value
+        }
+        #expect(executor.startedCount == 0)
+        #expect(try await rig.job(job.id).state == .queued)
+    }
+
     // MARK: - Dispatch
 
     @Test func aQueuedJobIsDispatchedToAFreeSlot() async throws {
