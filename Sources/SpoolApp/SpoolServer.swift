@@ -176,7 +176,9 @@ public enum SpoolServer {
         services.append(.init(service: AfterListening(listening, scheduler), successTerminationBehavior: .gracefullyShutdownGroup))
         let group = ServiceGroup(configuration: .init(
             services: services,
-            gracefulShutdownSignals: [.sigterm, .sigint],
+            // SIGHUP too: what a closed terminal sends (found by attacking the build: it killed the
+            // server outright, its jobs' processes left running). Nothing is reloaded on it.
+            gracefulShutdownSignals: [.sigterm, .sigint, .sighup],
             logger: logger
         ))
         do {

@@ -119,7 +119,7 @@ final class ServerHarness: @unchecked Sendable {
         _ = await waitForExit()
     }
 
-    func terminate() { if let process, process.isRunning { kill(process.processIdentifier, SIGTERM) } }
+    func terminate(_ signal: Int32 = SIGTERM) { if let process, process.isRunning { kill(process.processIdentifier, signal) } }
 
     func waitForExit() async -> Int32 { await exited?.value ?? -1 }
 

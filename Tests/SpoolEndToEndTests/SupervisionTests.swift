@@ -116,6 +116,25 @@ import Testing
         #expect(status == 0)
     }
 
+    /// SIGHUP — what a closed terminal sends — stops the server as SIGTERM does: the running
+    /// job gets the grace, then goes back to the queue, and the server exits 0 (found by
+    /// attacking the build: it killed the server outright, and the job's process ran on).
+    @Test func aHangUpStopsTheServerGracefully() async throws {
+        let server = try ServerHarness(config: Self.config())
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let id = try #require(try await server.submit("doze", .object([:])).json["id"]?.stringValue)
+        _ = try await server.waitFor(id, ["running"])
+        server.terminate(SIGHUP)
+        let status = try await withDeadline(.seconds(15), "the server to stop on SIGHUP") { await server.waitForExit() }
+        #expect(status == 0)
+        // Stopped for the shutdown, its attempt given back: it runs again after a restart (a
+        // server killed outright would leave it to the recovery, which fails it: max_attempts 1).
+        try await server.start()
+        let again = try await server.waitFor(id, ["running"])
+        #expect(again["attempts"] == 1)
+    }
+
     @Test func aServerIdlePastEveryTimerRunsTheNextJobOfEachTypeAndStopsWithinItsGrace() async throws {
         try await soak(store: nil)
     }
