@@ -3,6 +3,16 @@
 // and a polished gold ball either side, a blue ball behind (visible through the glass), and a
 // scatter of small balls in the foreground, all on a checkered floor under a late-morning sun.
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#elseif canImport(ucrt)
+import ucrt
+#endif
+
 extension Scene {
     static func demo() -> Scene {
         func rgb(_ r: Double, _ g: Double, _ b: Double) -> Vector3 { Vector3(r, g, b) }
@@ -34,10 +44,14 @@ extension Scene {
 }
 
 extension Camera {
-    /// The demo viewpoint: slightly above the spheres, looking down at the glass ball.
-    static func demo(aspectRatio: Double) -> Camera {
-        let from = Vector3(0, 1.7, 7.5)
+    /// The demo viewpoint: slightly above the spheres, looking down at the glass ball; at `frame`
+    /// it has circled the scene by `frame / RenderParameters.framesPerTurn` of a turn.
+    static func demo(aspectRatio: Double, frame: Int = 0) -> Camera {
         let at = Vector3(0, 0.8, 0)
+        let turn = Double(frame % RenderParameters.framesPerTurn) / Double(RenderParameters.framesPerTurn)
+        let angle = 2 * Double.pi * turn
+        let from = frame % RenderParameters.framesPerTurn == 0 ? Vector3(0, 1.7, 7.5)
+            : Vector3(7.5 * sin(angle), 1.7, 7.5 * cos(angle))
         return Camera(lookFrom: from, lookAt: at, up: Vector3(0, 1, 0),
                       tanHalfFieldOfView: 0.36397023426620234,  // tan(20°): 40° vertical field of view
                       aspectRatio: aspectRatio, aperture: 0.06, focusDistance: (from - at).length)

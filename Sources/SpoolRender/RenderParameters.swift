@@ -15,12 +15,19 @@ public struct RenderParameters: Sendable, Equatable {
     public var samples: Int
     /// Seed of the pseudo-random sample streams; equal parameters give identical images.
     public var seed: UInt64
+    /// Frame of an animation: the camera circles the scene once every `framesPerTurn` frames
+    /// (frame 0 is the still view), so a job array over frame numbers renders a turntable.
+    public var frame: Int
 
-    public init(width: Int, height: Int, samples: Int, seed: UInt64) {
+    /// Frames in one turn of the camera around the scene (1.5° a frame).
+    public static let framesPerTurn = 240
+
+    public init(width: Int, height: Int, samples: Int, seed: UInt64, frame: Int = 0) {
         self.width = width
         self.height = height
         self.samples = samples
         self.seed = seed
+        self.frame = frame
     }
 
     /// Whether every field is within its documented range.
@@ -33,7 +40,7 @@ public struct RenderParameters: Sendable, Equatable {
         RenderParameters(width: width.clamped(to: Self.widthRange),
                          height: height.clamped(to: Self.heightRange),
                          samples: samples.clamped(to: Self.samplesRange),
-                         seed: seed)
+                         seed: seed, frame: max(frame, 0))
     }
 }
 

@@ -15,7 +15,7 @@ public enum Renderer {
         let width = p.width
         let height = p.height
         let samples = p.samples
-        let camera = Camera.demo(aspectRatio: Double(width) / Double(height))
+        let camera = Camera.demo(aspectRatio: Double(width) / Double(height), frame: p.frame)
         let tracer = PathTracer(scene: .demo())
         let band = max(1, (height + maxProgressCalls - 1) / maxProgressCalls)
         let inverseWidth = 1 / Double(width)

@@ -87,6 +87,10 @@ struct SubmitCommand: AsyncParsableCommand {
                 let created = try client.decode(ArrayWire.self, reply)
                 FileHandle.standardError.write(Data("submitted \(created.id) (\(created.size) tasks)\n".utf8))
                 succeeded = try await followArray(created, client: client).state == "succeeded"
+                // As for one job: every task's outputs, in task order (a failed task's are there too).
+                struct Outputs: Decodable { struct File: Decodable { let url: String }; let outputs: [File] }
+                let outputs = try client.decode(Outputs.self, try await client.getRidingOutRestarts("/v1/arrays/\(created.id)/outputs").2)
+                for file in outputs.outputs { print(client.base + file.url) }
             } else {
                 FileHandle.standardError.write(Data("submitted \(id)\n".utf8))
                 let final = try await follow(try client.decode(JobWire.self, reply), client: client)

@@ -19,11 +19,9 @@ struct RenderJobCommand: ParsableCommand {
             fail("render-job runs under `spool serve` (SPOOL_INPUT_FILE and SPOOL_OUTPUT_DIR are not set)")
         }
         let input = try JSONDecoder().decode(JSONValue.self, from: Data(contentsOf: URL(fileURLWithPath: inputPath)))
-        func number(_ key: String, _ fallback: Int64) -> Int64 { input[key]?.intValue ?? fallback }
-        let parameters = RenderParameters(width: Int(number("width", 320)), height: Int(number("height", 240)),
-                                          samples: Int(number("samples", 16)), seed: UInt64(max(0, number("seed", 1))))
+        let parameters = RenderParameters(input: input)
         let messages = environment["SPOOL_MESSAGES"].flatMap { FileHandle(forWritingAtPath: $0) }
-        print("rendering \(parameters.width)x\(parameters.height), \(parameters.samples) samples per pixel, seed \(parameters.seed)")
+        print(parameters.described)
         let start = Date()
         let image = Renderer.render(parameters) { done, total in
             let line = "{\"type\":\"progress\",\"fraction\":\(Double(done) / Double(max(total, 1))),\"message\":\"row \(done) of \(total)\"}\n"

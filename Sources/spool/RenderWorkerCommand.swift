@@ -63,10 +63,8 @@ struct RenderWorkerCommand: ParsableCommand {
     func render(_ command: JSONValue, channel: MessageWriter) {
         guard let job = command["job"]?.stringValue, let outputDirectory = command["output_dir"]?.stringValue else { return }
         let input = command["input"] ?? .object([:])
-        func number(_ key: String, _ fallback: Int64) -> Int64 { input[key]?.intValue ?? fallback }
-        let parameters = RenderParameters(width: Int(number("width", 320)), height: Int(number("height", 240)),
-                                          samples: Int(number("samples", 16)), seed: UInt64(max(0, number("seed", 1))))
-        say("rendering \(parameters.width)x\(parameters.height), \(parameters.samples) samples per pixel, seed \(parameters.seed)")
+        let parameters = RenderParameters(input: input)
+        say(parameters.described)
         let start = Date()
         let image = Renderer.render(parameters) { done, total in
             channel.send(.object(["type": .string("progress"), "job": .string(job),

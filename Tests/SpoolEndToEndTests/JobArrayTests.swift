@@ -53,6 +53,31 @@ import Testing
         #expect(tasks.filter { $0["state"] == "canceled" }.allSatisfy { $0["canceled_by"] == "fail_fast" && $0["attempts"] == .int(0) }, "\(tasks)")
     }
 
+    /// The README's render farm: `spool submit render … --array-range` renders a turntable, each
+    /// task the frame its `item` names (found by attacking the build: the built-in render refused
+    /// `item`, so the README's example was a 422).
+    @Test func theBuiltInRenderTakesAnArraysItemAsItsFrame() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let run = try await runCLI(["submit", "render", "--input", #"{"width": 16, "height": 12, "samples": 1}"#, "--array-range", "0-1",
+                                    "--wait", "--server", server.url])
+        #expect(run.status == 0, "\(run.stdout) \(run.stderr)")
+        let id = try #require(run.stderr.split(whereSeparator: \.isWhitespace).first { $0.hasPrefix("arr_") }.map(String.init))
+        let tasks = try #require(try await server.request(.GET, "/v1/arrays/\(id)/tasks").json["tasks"]?.arrayValue)
+        #expect(tasks.map { $0["state"] } == ["succeeded", "succeeded"])
+        // Its stdout: every task's output URL, in task order, as `--wait` prints one job's.
+        let urls = run.stdout.split(separator: "\n").map(String.init)
+        #expect(urls == tasks.map { server.url + "/v1/jobs/\($0["id"]?.stringValue ?? "")/outputs/render.png" })
+        var images: [Data] = []
+        for url in urls { images.append(try await server.request(.GET, String(url.dropFirst(server.url.count))).body) }
+        #expect(images.count == 2 && images[0] != images[1], "frame 1 is seen from further round the scene")
+        let log = try await server.request(.GET, "/v1/jobs/\(tasks[1]["id"]?.stringValue ?? "")/logs").body
+        #expect(String(decoding: log, as: UTF8.self).contains("16x12, 1 samples per pixel, seed 1, frame 1"))
+        // Items that are not frame numbers are refused at submit, naming the field.
+        let words = try await server.submit("render", .object(["width": 16]), extra: ["array": .object(["items": .array(["a", "b"])])])
+        #expect(words.status == 422 && String(decoding: words.body, as: UTF8.self).contains("item"))
+    }
+
     @Test func anArrayRunsEveryTaskAndShowsTheirSumAndOutputs() async throws {
         let server = try await server()
         defer { Task { await server.stop() } }

@@ -23,6 +23,18 @@ import Testing
         #expect(a.rgb != b.rgb)
     }
 
+    /// A turntable: the camera circles the scene once every `framesPerTurn` frames.
+    @Test func framesCircleTheSceneOncePerTurn() {
+        var frame = Self.small
+        let still = Renderer.render(frame) { _, _ in }
+        frame.frame = 60
+        let quarter = Renderer.render(frame) { _, _ in }
+        frame.frame = RenderParameters.framesPerTurn
+        let turned = Renderer.render(frame) { _, _ in }
+        #expect(still.rgb != quarter.rgb)
+        #expect(still.rgb == turned.rgb)
+    }
+
     @Test func tinyImageRenders() {
         let image = Renderer.render(RenderParameters(width: 8, height: 6, samples: 1, seed: 1)) { _, _ in }
         #expect(image.width == 8)
