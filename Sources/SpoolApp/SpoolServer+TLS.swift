@@ -36,10 +36,22 @@ extension SpoolServer {
         do { privateKey = try NIOSSLPrivateKey(file: key, format: .pem) } catch {
             throw ConfigurationError("the TLS key (tls_key) \(key) is not an unencrypted PEM private key (\(error))")
         }
-        let tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
+        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
+        // TLS 1.2 and up, with forward secrecy and AEAD only (found by attacking the build: the
+        // library's defaults took TLS 1.0 and 1.1, static-RSA key exchange and CBC-SHA1 suites,
+        // which RFC 8996 deprecates and scanners fail). TLS 1.3's suites are all of that kind.
+        tls.minimumTLSVersion = .tlsv12
+        tls.cipherSuiteValues = Self.tls12CipherSuites
         do { _ = try NIOSSLContext(configuration: tls) } catch {
             throw ConfigurationError("the TLS key (tls_key) \(key) does not belong to the certificate (tls_cert) \(certificate) (\(error))")
         }
         return tls
     }
+
+    /// The TLS 1.2 suites offered: ECDHE key exchange with AES-GCM or ChaCha20-Poly1305.
+    static let tls12CipherSuites: [NIOTLSCipher] = [
+        .TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, .TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        .TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, .TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        .TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, .TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ]
 }

@@ -667,8 +667,16 @@ import Testing
         #expect(preflight.header("Access-Control-Allow-Origin") == "https://app.example")
         #expect(preflight.header("Access-Control-Allow-Methods")?.contains("POST") == true)
         #expect(preflight.header("Access-Control-Allow-Headers")?.lowercased().contains("authorization") == true)
+        // Every request header the API reads, and every response header it sets for clients (found
+        // by attacking the build: If-Modified-Since and Spool-Dedup were missing).
+        let allowed = Set((preflight.header("Access-Control-Allow-Headers") ?? "").lowercased().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        #expect(allowed.isSuperset(of: ["authorization", "content-type", "idempotency-key", "last-event-id", "range", "if-none-match",
+                                        "if-modified-since", "if-range"]), "\(allowed)")
         let get = try await server.request(.GET, "/v1/jobs", headers: [("Origin", "https://app.example")])
         #expect(get.header("Access-Control-Allow-Origin") == "https://app.example")
+        let exposed = Set((get.header("Access-Control-Expose-Headers") ?? "").lowercased().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        #expect(exposed.isSuperset(of: ["location", "retry-after", "spool-next-offset", "spool-dedup", "etag", "last-modified",
+                                        "content-range", "accept-ranges"]), "\(exposed)")
         let other = try await server.request(.OPTIONS, "/v1/jobs", headers: [("Origin", "https://evil.example"), ("Access-Control-Request-Method", "POST")])
         #expect(other.header("Access-Control-Allow-Origin") == nil)
         #expect(try await server.request(.GET, "/v1/jobs", headers: [("Origin", "https://evil.example")]).header("Access-Control-Allow-Origin") == nil)
@@ -879,6 +887,29 @@ import Testing
     /// within the header timeout, from its first byte (found by attacking the build: connections
     /// that never began a handshake were neither counted nor closed, and ran the server out of
     /// descriptors); one over the limit is closed at once.
+    /// HTTPS takes TLS 1.2 and up, with forward secrecy and AEAD only (found by attacking the
+    /// build: TLS 1.0 and 1.1 handshakes went through, and TLS 1.2 took static-RSA CBC-SHA1 suites).
+    @Test func httpsRefusesOldProtocolsAndSuites() async throws {
+        let (server, _, _) = try await Self.tlsServer()
+        defer { Task { await server.stop() } }
+        try await server.start()
+        let port = URL(string: server.url)?.port ?? 0
+        /// The cipher a handshake with these `openssl s_client` options settled on, or nil.
+        func cipher(_ options: [String]) async throws -> String? {
+            let run = try await runProcess("/usr/bin/env", ["openssl", "s_client", "-connect", "127.0.0.1:\(port)"] + options,
+                                           killAfter: .seconds(20))
+            let said = run.stdout.split(separator: "\n").first { $0.contains(", Cipher is ") }
+            return said.map { String($0.split(separator: " ").last ?? "") }.flatMap { $0 == "(NONE)" ? nil : $0 }
+        }
+        #expect(try await cipher([]) != nil)
+        #expect(try await cipher(["-tls1_2"]).map { $0.hasPrefix("ECDHE-") && $0.contains("GCM") || $0.contains("CHACHA20") } == true)
+        // (The client's own security level would refuse these before the server could.)
+        #expect(try await cipher(["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]) == nil, "TLS 1.1")
+        #expect(try await cipher(["-tls1", "-cipher", "DEFAULT@SECLEVEL=0"]) == nil, "TLS 1.0")
+        #expect(try await cipher(["-tls1_2", "-cipher", "AES256-SHA"]) == nil, "static RSA, CBC-SHA1")
+        #expect(try await cipher(["-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA"]) == nil, "CBC-SHA1")
+    }
+
     @Test func tlsConnectionsAreCountedAndTimedBeforeTheirHandshake() async throws {
         let (server, cert, _) = try await Self.tlsServer(["header_timeout_s": 8, "max_connections": 4])
         defer { Task { await server.stop() } }
