@@ -16,14 +16,17 @@ struct CORSMiddleware<Context: RequestContext>: RouterMiddleware {
             return Response(status: .noContent, headers: [
                 .accessControlAllowOrigin: origin, .vary: "Origin",
                 .accessControlAllowMethods: "GET, HEAD, POST, DELETE, OPTIONS",
-                .accessControlAllowHeaders: "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, Range, If-None-Match, If-Range",
+                // Every request header the API reads (found by attacking the build: If-Modified-Since was missing).
+                .accessControlAllowHeaders: "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, Range, If-None-Match, If-Modified-Since, If-Range",
                 .accessControlMaxAge: "600",
             ])
         }
         var response = try await next(request, context)
         response.headers[.accessControlAllowOrigin] = origin
         response.headers.append(HTTPField(name: .vary, value: "Origin"))
-        response.headers[.accessControlExposeHeaders] = "Location, Retry-After, Spool-Next-Offset, ETag, Content-Range, Accept-Ranges"
+        // Every response header the API sets for a client to read (found by attacking the build:
+        // Spool-Dedup was missing, so a page could not tell a dedup join from a new job).
+        response.headers[.accessControlExposeHeaders] = "Location, Retry-After, Spool-Next-Offset, Spool-Dedup, ETag, Last-Modified, Content-Range, Accept-Ranges"
         return response
     }
 }
