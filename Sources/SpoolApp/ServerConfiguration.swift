@@ -93,8 +93,13 @@ public struct ServerConfiguration: Sendable {
     public init() {}
 
     /// Whether the server listens only on a loopback address.
+    /// A 127.x.y.z address counts, as an address: a host *name* that begins with "127." may
+    /// resolve anywhere (found by attacking the build: `--host 127.lab.example.com`, a network
+    /// address, started with no token and answered remote clients as an administrator).
     public var bindsLoopback: Bool {
-        ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host.lowercased()) || host.hasPrefix("127.")
+        if ["localhost", "::1", "[::1]"].contains(host.lowercased()) { return true }
+        var address = in_addr()
+        return inet_pton(AF_INET, host, &address) == 1 && UInt32(bigEndian: address.s_addr) >> 24 == 127
     }
 
     /// A character of a host name: an ASCII letter or digit, `-`, `.`, or `_` (container

@@ -22,6 +22,21 @@ import Testing
         #expect(configuration.accessPolicy.allows(host: "anything.example"))
     }
 
+    /// Loopback is an address in 127.0.0.0/8, ::1 or `localhost` — not a name that merely begins
+    /// with "127." (found by attacking the build: `--host 127.lab.example.com`, a network
+    /// address, started with no token, and its default allowed_hosts were the loopback names).
+    @Test func onlyLoopbackAddressesCountAsLoopback() {
+        var configuration = ServerConfiguration()
+        for host in ["127.0.0.1", "127.1.2.3", "localhost", "LOCALHOST", "::1", "[::1]"] {
+            configuration.host = host
+            #expect(configuration.bindsLoopback, "\(host)")
+        }
+        for host in ["127.lab.example.com", "127.0.0.1.nip.io", "127.0.0", "0.0.0.0", "10.0.0.7", "::", "spool.example.com", "128.0.0.1"] {
+            configuration.host = host
+            #expect(!configuration.bindsLoopback, "\(host)")
+        }
+    }
+
     /// A setting that cannot be a host name (a JSON list half-typed into the environment, say)
     /// stops startup with one line, instead of a server that answers 421 to everything.
     @Test func aListThatHoldsNoHostNameStopsStartup() throws {
