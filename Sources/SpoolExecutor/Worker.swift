@@ -244,7 +244,16 @@ public actor Worker {
             guard current?.assignment.job == job, let reported = current?.reported else { return }
             finishJob(reported)
         case .jobLost(let job, let status):
-            if current?.assignment.job == job { finishJob(.workerLost(status)) }
+            guard current?.assignment.job == job else { return }
+            // Gone before it read its job's command: the job never reached it, and goes back
+            // unrun, its attempt unused; the pool counts it as a failed setup (found by attacking
+            // the build: a worker that died just after `ready` failed each job sent to it as
+            // worker_lost, and so, one fresh worker after another, the whole queue).
+            if backlog > 0 || (child?.unreadCommandBytes() ?? 0) > 0 {
+                finishJob(.returned("the worker ended before it read its job (\(status))"))
+            } else {
+                finishJob(.workerLost(status))
+            }
         case .jobRefused(let job, let reason):
             if current?.assignment.job == job { finishJob(.returned(reason)) }
         case .note(let text):

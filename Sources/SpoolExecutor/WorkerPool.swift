@@ -129,6 +129,17 @@ public actor WorkerPool: JobExecutor {
         let assignment = Worker.Assignment(job: job.id, input: job.input, paths: paths, attempt: job.attempts,
                                            timeoutSeconds: job.timeoutSeconds, array: job.array)
         let result = await worker.run(assignment, stops: requests?.forwarded ?? stops, observer: observer)
+        if case .returned(let message) = result.outcome, await !worker.isAlive {
+            // Ready, then gone before it took the job: a setup that failed after all, with its
+            // back-off and, in a row, the slot's unhealthy mark — not a job lost (`Worker`). No
+            // successor is set up now: the type's next job, after the back-off, sets one up.
+            recordSetupFailure(type: type.name, policy: policy, on: slot.id, error: message)
+            if workers[slot.id] === worker { workers[slot.id] = nil }
+            return result
+        } else if health[slot.id]?[type.name] != nil, await worker.jobsRun > 0 {
+            // It ran a job: its setup held, and the failures in a row before it are over.
+            health[slot.id]?[type.name] = nil
+        }
         if let reason = await worker.recycleReason(after: result.outcome) {
             // Answer now; the scheduler calls `afterRun` next, and the slot's next job waits
             // for the fresh worker instead of this job's outcome waiting for its setup.
@@ -255,7 +266,9 @@ public actor WorkerPool: JobExecutor {
                 return .failure(closing)
             }
             workers[slot] = worker
-            health[slot]?[type.name] = nil
+            // Set up: its mark goes, but not the failures in a row — those end once it takes a
+            // job (`run`), since a worker may die right after `ready`, before it reads one.
+            health[slot]?[type.name]?.unhealthy = false
             // The type sets up again, so its fault was most likely its own, since fixed: other
             // slots' unhealthy marks for it go (their back-off and failure count stay, so their
             // own next try decides again, and one more failure marks them at once). Else a slot

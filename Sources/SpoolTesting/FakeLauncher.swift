@@ -63,13 +63,16 @@ public final class FakeChild: ChildProcess {
         /// Its output takes fences (`fenceOutput`), which come through only when the test passes
         /// them on (from `fences`, with `print(bytes:)`), as a pipe would deliver them later.
         public var fencesOutput = false
+        /// Reads its command channel (else what is sent stays unread, as after `closeCommands`).
+        public var readsCommands = true
         public init(exitsOnTerminate: Bool = true, isWorker: Bool = false, answersJobs: Bool = false, obeysShutdown: Bool = true,
-                    fencesOutput: Bool = false) {
+                    fencesOutput: Bool = false, readsCommands: Bool = true) {
             self.exitsOnTerminate = exitsOnTerminate
             self.isWorker = isWorker
             self.answersJobs = answersJobs
             self.obeysShutdown = obeysShutdown
             self.fencesOutput = fencesOutput
+            self.readsCommands = readsCommands
         }
     }
 
@@ -108,6 +111,7 @@ public final class FakeChild: ChildProcess {
         self.launch = launch
         self.events = events
         self.behaviour = behaviour
+        if !behaviour.readsCommands { state.withLock { $0.commandsClosed = true } }
         (commands, commandSink) = AsyncStream<String>.makeStream()
         (fences, fenceSink) = AsyncStream<[UInt8]>.makeStream()
     }

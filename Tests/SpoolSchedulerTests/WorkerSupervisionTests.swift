@@ -142,7 +142,10 @@ import Testing
     /// never reads its job: once the command has sat unread for three heartbeat intervals, the
     /// job is lost and the worker replaced (found by attacking the build: the job read running,
     /// never delivered, until its timeout).
-    @Test func aWorkerThatStopsReadingItsCommandsLosesTheJobAfterThreeHeartbeats() async throws {
+    /// A worker that stops reading its commands, its heart beating all along, is replaced after
+    /// three heartbeats; its job, never read, goes back to the queue unrun (its attempt unused)
+    /// and a fresh worker runs it.
+    @Test func aWorkerThatStopsReadingItsCommandsGivesItsJobBackAfterThreeHeartbeats() async throws {
         let rig = try rig([Self.workerType({ $0.heartbeatSeconds = 5 }, timeout: 3600)])
         launcher.setBehaviour(.init(isWorker: true, answersJobs: true))
         try await rig.run { _ in
@@ -159,12 +162,42 @@ import Testing
                 }
             }
             let waited = began.duration(to: rig.manual.now)
-            #expect(waited >= .seconds(15) && waited < .seconds(60), "lost after \(waited) (three 5-s heartbeats, not the 1-h timeout)")
-            let lost = try #require(try await rig.memory.job(job.id))
-            #expect(lost.state == .failed && lost.reason == .workerLost, "\(lost)")
-            #expect(lost.error?.contains("did not read its job command within 15 s") == true, "\(lost.error ?? "")")
+            #expect(waited >= .seconds(15) && waited < .seconds(60), "ended after \(waited) (three 5-s heartbeats, not the 1-h timeout)")
+            let ran = try #require(try await rig.memory.job(job.id))
+            #expect(ran.state == .succeeded && ran.attempts == 1, "back in the queue unrun, then run by a fresh worker: \(ran)")
             #expect(worker.hasExited)
-            #expect(try await run(rig).state == .succeeded, "a fresh worker takes the next job")
+            #expect(launcher.launches.count == 2)
+        }
+    }
+
+    /// A worker that says `ready` and is gone before it reads its job's command (exit 0 is
+    /// enough): the job goes back unrun, its attempt unused, and the slot counts a failed setup —
+    /// backed off, unhealthy after `max_setup_failures` in a row — so a worker that always does so
+    /// holds its type's jobs in the queue instead of failing them; once a worker runs a job, the
+    /// count starts again (found by attacking the build: each job sent to such a worker failed
+    /// `worker_lost`, and one fresh worker after another, the whole queue, with no back-off).
+    @Test func aWorkerGoneBeforeReadingItsJobGivesItBackAsAFailedSetup() async throws {
+        let rig = try rig([Self.workerType { $0.maxSetupFailures = 2 }])
+        launcher.setBehaviour(.init(isWorker: true, answersJobs: false, readsCommands: false))
+        try await rig.run { _ in
+            let job = try await rig.submit("w")
+            for round in 1...2 {
+                // After the first, the type is held back (1 s) before a worker is set up for the job.
+                try await rig.advance(by: .milliseconds(500), until: "worker \(round) to start") { launcher.launches.count == round }
+                let worker = try await child("worker \(round)")
+                try await within("the job sent to worker \(round)") { while worker.unreadCommandBytes() == 0 { try await pollingYield() } }
+                if round == 2 { launcher.setBehaviour(.init(isWorker: true, answersJobs: true)) }   // the next one is sound
+                worker.exit(with: .exited(0))
+                let back = try await rig.waitFor(job.id, .queued, after: .running)
+                #expect(back.attempts == 0, "round \(round): unrun, its attempt unused")
+                let health = try #require(await rig.scheduler.workerStatus()[SlotID(0)]?.health.first)
+                #expect(health.failures == round && health.unhealthy == (round == 2), "round \(round): \(health)")
+                #expect(health.lastError.contains("the worker ended before it read its job (it exited with status 0)"), "\(health.lastError)")
+            }
+            try await rig.advance(by: .milliseconds(500), until: "the job to run on worker 3") { try await rig.job(job.id).state == .succeeded }
+            let ran = try await rig.job(job.id)
+            #expect(ran.attempts == 1)
+            #expect(await rig.scheduler.workerStatus()[SlotID(0)]?.health.isEmpty == true, "a job run: the failures in a row are over")
         }
     }
 

@@ -131,6 +131,9 @@ struct FileIdentity: Sendable {
 final class CommandChannel: Sendable {
     let path: String
     private let descriptor: Mutex<Int32>
+    /// What was still unread when the channel was removed (the child gone): `unreadBytes` goes on
+    /// answering it, so the worker can tell a job it died before reading from one it took.
+    private let unreadAtRemoval = Atomic<Int>(0)
     private let identity: FileIdentity
 
     init(at path: String) throws(ExecutorError) {
@@ -163,10 +166,14 @@ final class CommandChannel: Sendable {
     /// Bytes in the FIFO that no one has read yet (the server holds it open read-write, so it can ask).
     func unreadBytes() -> Int {
         descriptor.withLock { descriptor in
-            guard descriptor >= 0 else { return 0 }
-            var count: Int32 = 0
-            return ioctl(descriptor, UInt(FIONREAD), &count) == 0 ? Int(count) : 0
+            guard descriptor >= 0 else { return unreadAtRemoval.load(ordering: .relaxed) }
+            return Self.unread(descriptor)
         }
+    }
+
+    private static func unread(_ descriptor: Int32) -> Int {
+        var count: Int32 = 0
+        return ioctl(descriptor, UInt(FIONREAD), &count) == 0 ? Int(count) : 0
     }
 
     /// Writes a line; waits (up to 10 s) while the pipe is full, then gives up.
@@ -191,7 +198,10 @@ final class CommandChannel: Sendable {
 
     func remove() {
         descriptor.withLock { descriptor in
-            if descriptor >= 0 { close(descriptor) }
+            if descriptor >= 0 {
+                unreadAtRemoval.store(Self.unread(descriptor), ordering: .relaxed)
+                close(descriptor)
+            }
             descriptor = -1
         }
         identity.unlink(path)
