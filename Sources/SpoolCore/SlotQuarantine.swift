@@ -11,8 +11,11 @@ public enum GPUHealth: Sendable, Equatable {
 /// A GPU slot is quarantined when
 /// - the GPU probe reads its device as unhealthy (every slot of that device), or
 /// - `failureLimit` attempts in a row failed on it (a success resets the count; cancels,
-///   shutdowns and returned attempts count neither way). This rule never closes the last open
-///   GPU slot: when every slot fails, the jobs are more likely at fault than the devices.
+///   shutdowns and returned attempts count neither way) while the last failed job's type works
+///   elsewhere: its latest attempt on another open GPU slot succeeded. When a type fails on every
+///   slot, the type is at fault, not the devices (found by attacking the build: a type whose jobs
+///   all timed out closed two healthy GPUs of three within a second). Nor does this rule ever
+///   close the last open GPU slot.
 ///
 /// A quarantined slot takes no job. It comes back after a passing self-test (run while its
 /// device reads healthy) or by `release` (an administrator); a slot whose device still reads
@@ -52,6 +55,8 @@ public struct SlotQuarantine: Sendable, Equatable {
     /// The latest reading of each device the probe has reported on.
     public private(set) var readings: [String: GPUHealth] = [:]
     private var selfTested: [SlotID: Moment] = [:]
+    /// Per job type, whether its latest counted attempt on each GPU slot succeeded.
+    private var latest: [String: [SlotID: Bool]] = [:]
 
     public init(slots: [SlotSpec], failureLimit: Int) {
         self.failureLimit = failureLimit
@@ -73,15 +78,17 @@ public struct SlotQuarantine: Sendable, Equatable {
         }
     }
 
-    /// Takes an attempt's end on `slot` into account. An attempt that failed on a quarantined
-    /// slot — or whose failure quarantines it — goes back to the queue without using up an
-    /// attempt (`returned`), to run on another slot.
-    public mutating func judge(_ outcome: JobOutcome, on slot: SlotID, at now: Timestamp) -> Verdict {
+    /// Takes the end of an attempt of a job of `type` (whose timeout was `timeout` seconds) on
+    /// `slot` into account. An attempt that failed on a quarantined slot — or whose failure
+    /// quarantines it — goes back to the queue without using up an attempt (`returned`), to run
+    /// on another slot.
+    public mutating func judge(_ outcome: JobOutcome, of type: String, timeout: Double?, on slot: SlotID, at now: Timestamp) -> Verdict {
         guard devices[slot] != nil, let failed = Self.countsAsFailure(outcome) else { return Verdict(outcome: outcome, quarantined: false) }
         if let entry = entries[slot] {
             guard failed else { return Verdict(outcome: outcome, quarantined: false) }
             return Verdict(outcome: .returned(message: "slot \(slot) is quarantined: \(entry.reasons.joined(separator: "; "))"), quarantined: false)
         }
+        latest[type, default: [:]][slot] = !failed
         guard failed else {
             streaks[slot] = 0
             return Verdict(outcome: outcome, quarantined: false)
@@ -89,8 +96,10 @@ public struct SlotQuarantine: Sendable, Equatable {
         let streak = (streaks[slot] ?? 0) + 1
         streaks[slot] = streak
         let othersOpen = devices.keys.contains { $0 != slot && entries[$0] == nil }
-        guard failureLimit > 0, streak >= failureLimit, othersOpen else { return Verdict(outcome: outcome, quarantined: false) }
-        let reason = "\(streak) attempts in a row failed on this slot (the last: \(outcome.errorMessage(timeout: nil) ?? "failed"))"
+        let worksElsewhere = (latest[type] ?? [:]).contains { other, succeeded in other != slot && succeeded && entries[other] == nil }
+        guard failureLimit > 0, streak >= failureLimit, othersOpen, worksElsewhere else { return Verdict(outcome: outcome, quarantined: false) }
+        let reason = "\(streak) attempts in a row failed on this slot while \(type) jobs succeed on others "
+            + "(the last: \(outcome.errorMessage(timeout: timeout) ?? "failed"))"
         quarantine(slot, because: reason, at: now)
         return Verdict(outcome: .returned(message: "slot \(slot) was quarantined: \(reason)"), quarantined: true)
     }

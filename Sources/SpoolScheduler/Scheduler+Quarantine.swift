@@ -11,7 +11,7 @@ extension Scheduler {
     /// quarantines it, goes back to the queue without using up an attempt.
     func judged(_ result: ExecutionResult, of job: Job, on slot: SlotID) async -> ExecutionResult {
         await quarantineRestored()
-        let verdict = quarantine.judge(result.outcome, on: slot, at: clock.wall())
+        let verdict = quarantine.judge(result.outcome, of: job.type, timeout: job.timeoutSeconds, on: slot, at: clock.wall())
         if verdict.quarantined {
             await closed([slot], cause: "failures")
             await keepQuarantine()

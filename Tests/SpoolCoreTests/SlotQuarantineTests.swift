@@ -12,55 +12,81 @@ import Testing
         SlotQuarantine(slots: [SlotSpec(id: a, gpu: "0"), SlotSpec(id: b, gpu: "1"), SlotSpec(id: cpu)], failureLimit: limit)
     }
 
+    /// A quarantine where jobs of type "t" last succeeded on `slot`: failures elsewhere count.
+    func quarantine(limit: Int = 3, working slot: SlotID) -> SlotQuarantine {
+        var q = quarantine(limit: limit)
+        _ = q.judge(.succeeded, of: "t", timeout: 60, on: slot, at: t0)
+        return q
+    }
+
     @Test func failuresInARowQuarantineTheSlotAndTheLastOneGoesBackToTheQueue() {
-        var q = quarantine()
-        #expect(q.judge(.exited(code: 1), on: a, at: t0) == .init(outcome: .exited(code: 1), quarantined: false))
-        #expect(q.judge(.signaled(signal: 9), on: a, at: t0).outcome == .signaled(signal: 9))
-        let third = q.judge(.timedOut, on: a, at: t0)
+        var q = quarantine(working: b)
+        #expect(q.judge(.exited(code: 1), of: "t", timeout: 60, on: a, at: t0) == .init(outcome: .exited(code: 1), quarantined: false))
+        #expect(q.judge(.signaled(signal: 9), of: "t", timeout: 60, on: a, at: t0).outcome == .signaled(signal: 9))
+        let third = q.judge(.timedOut, of: "t", timeout: 60, on: a, at: t0)
         #expect(third.quarantined)
         guard case .returned(let message) = third.outcome else { Issue.record("not returned: \(third.outcome)"); return }
         #expect(message.contains("slot 0 was quarantined") && message.contains("3 attempts in a row"))
         #expect(q.isQuarantined(a) && !q.isQuarantined(b))
         #expect(q.entries[a]?.since == t0)
-        #expect(q.entries[a]?.reasons.first?.contains("ran past its timeout") == true)
+        #expect(q.entries[a]?.reasons.first?.contains("while t jobs succeed on others") == true)
+        #expect(q.entries[a]?.reasons.first?.contains("ran past its timeout of 60 s") == true, "\(q.entries[a]?.reasons ?? [])")
     }
 
     @Test func aSuccessResetsTheCountAndNeutralOutcomesCountNeitherWay() {
-        var q = quarantine()
-        _ = q.judge(.exited(code: 1), on: a, at: t0)
-        _ = q.judge(.exited(code: 1), on: a, at: t0)
-        _ = q.judge(.succeeded, on: a, at: t0)
+        var q = quarantine(working: b)
+        _ = q.judge(.exited(code: 1), of: "t", timeout: 60, on: a, at: t0)
+        _ = q.judge(.exited(code: 1), of: "t", timeout: 60, on: a, at: t0)
+        _ = q.judge(.succeeded, of: "t", timeout: 60, on: a, at: t0)
         #expect(q.streaks[a] == 0)
-        _ = q.judge(.exited(code: 1), on: a, at: t0)
+        _ = q.judge(.exited(code: 1), of: "t", timeout: 60, on: a, at: t0)
         for neutral: JobOutcome in [.canceled, .stoppedForShutdown, .returned(message: "x"), .spawnFailed(message: "no such file")] {
-            #expect(q.judge(neutral, on: a, at: t0).outcome == neutral)
+            #expect(q.judge(neutral, of: "t", timeout: 60, on: a, at: t0).outcome == neutral)
         }
-        _ = q.judge(.reportedFailure(message: "CUDA error"), on: a, at: t0)
+        _ = q.judge(.reportedFailure(message: "CUDA error"), of: "t", timeout: 60, on: a, at: t0)
         #expect(q.streaks[a] == 2 && !q.isQuarantined(a))
-        #expect(q.judge(.workerLost(message: "gone"), on: a, at: t0).quarantined)
+        #expect(q.judge(.workerLost(message: "gone"), of: "t", timeout: 60, on: a, at: t0).quarantined)
+    }
+
+    /// A type whose jobs fail on every slot (a bad deploy, jobs that all time out) closes no
+    /// GPU: the type is at fault, not the devices (found by attacking the build: such jobs closed
+    /// two healthy GPUs of three within a second, for good without a self-test). Failures of a
+    /// type that works elsewhere do; another type's success elsewhere is no evidence.
+    @Test func failuresOfATypeThatFailsEverywhereCloseNoSlot() {
+        var q = SlotQuarantine(slots: [SlotSpec(id: a, gpu: "0"), SlotSpec(id: b, gpu: "1"), SlotSpec(id: cpu, gpu: "2")], failureLimit: 3)
+        _ = q.judge(.succeeded, of: "other", timeout: 60, on: b, at: t0)
+        for round in 0..<4 {
+            for slot in [a, b, cpu] {
+                #expect(!q.judge(.timedOut, of: "t", timeout: 0.3, on: slot, at: t0).quarantined, "round \(round), slot \(slot)")
+            }
+        }
+        #expect(q.entries.isEmpty)
+        // The type works on slot 1 again; three more failures on slot 0 close it.
+        _ = q.judge(.succeeded, of: "t", timeout: 0.3, on: b, at: t0)
+        #expect(q.judge(.exited(code: 1), of: "t", timeout: 0.3, on: a, at: t0).quarantined, "its streak went on: 13 in a row")
     }
 
     @Test func theRuleIsOffAtZeroAndNeverTouchesCPUSlots() {
         var off = quarantine(limit: 0)
-        for _ in 0..<10 { #expect(!off.judge(.exited(code: 1), on: a, at: t0).quarantined) }
+        for _ in 0..<10 { #expect(!off.judge(.exited(code: 1), of: "t", timeout: 60, on: a, at: t0).quarantined) }
         var q = quarantine(limit: 1)
-        #expect(q.judge(.exited(code: 1), on: cpu, at: t0) == .init(outcome: .exited(code: 1), quarantined: false))
+        #expect(q.judge(.exited(code: 1), of: "t", timeout: 60, on: cpu, at: t0) == .init(outcome: .exited(code: 1), quarantined: false))
         #expect(!q.isQuarantined(cpu))
     }
 
     @Test func theLastOpenGPUSlotIsNeverClosedByFailures() {
-        var q = quarantine(limit: 1)
-        #expect(q.judge(.exited(code: 1), on: a, at: t0).quarantined)
-        #expect(q.judge(.exited(code: 1), on: b, at: t0) == .init(outcome: .exited(code: 1), quarantined: false))
+        var q = quarantine(limit: 1, working: b)
+        #expect(q.judge(.exited(code: 1), of: "t", timeout: 60, on: a, at: t0).quarantined)
+        #expect(q.judge(.exited(code: 1), of: "t", timeout: 60, on: b, at: t0) == .init(outcome: .exited(code: 1), quarantined: false))
         #expect(!q.isQuarantined(b))
     }
 
     @Test func aFailureOnAQuarantinedSlotIsReturnedAndASuccessStands() {
         var q = quarantine()
         #expect(q.read(["0": .unhealthy("GPU is lost")], at: t0) == [a])
-        guard case .returned(let message) = q.judge(.signaled(signal: 11), on: a, at: t0).outcome else { Issue.record("not returned"); return }
+        guard case .returned(let message) = q.judge(.signaled(signal: 11), of: "t", timeout: 60, on: a, at: t0).outcome else { Issue.record("not returned"); return }
         #expect(message == "slot 0 is quarantined: GPU 0: GPU is lost")
-        #expect(q.judge(.succeeded, on: a, at: t0).outcome == .succeeded)
+        #expect(q.judge(.succeeded, of: "t", timeout: 60, on: a, at: t0).outcome == .succeeded)
     }
 
     @Test func readingsCloseTheSlotsOfAnUnhealthyGPUOnceAndAddNewReasons() {
@@ -87,10 +113,10 @@ import Testing
     }
 
     @Test func selfTestsAreDueAtOnceThenEveryIntervalAndNeverWhileTheGPUReadsUnhealthy() {
-        var q = quarantine(limit: 1)
+        var q = quarantine(limit: 1, working: b)
         let start = Moment.zero, interval = Duration.seconds(30)
         #expect(q.selfTestsDue(at: start, every: interval).isEmpty)
-        _ = q.judge(.exited(code: 1), on: a, at: t0)
+        _ = q.judge(.exited(code: 1), of: "t", timeout: 60, on: a, at: t0)
         #expect(q.selfTestsDue(at: start, every: interval) == [a])
         q.selfTestStarted(on: a, at: start)
         #expect(q.selfTestsDue(at: start + .seconds(29), every: interval).isEmpty)
@@ -104,8 +130,8 @@ import Testing
     }
 
     @Test func whatIsKeptComesBackOnTheSameSlotAndGPUOnly() throws {
-        var before = quarantine(limit: 1)
-        _ = before.judge(.exited(code: 1), on: a, at: t0)
+        var before = quarantine(limit: 1, working: b)
+        _ = before.judge(.exited(code: 1), of: "t", timeout: 60, on: a, at: t0)
         _ = before.read(["1": .unhealthy("GPU is lost")], at: t0.adding(seconds: 5))
         let kept = before.saved
         #expect(kept.map(\.slot) == [a, b] && kept.map(\.gpu) == ["0", "1"])
@@ -128,7 +154,8 @@ import Testing
         #expect(gone.restore(kept, layout: before.devices).isEmpty && gone.entries.isEmpty)
         // Two slots per GPU, as before: only the slot that failed closes again.
         var two = SlotQuarantine(slots: [SlotSpec(id: a, gpu: "0"), SlotSpec(id: b, gpu: "0")], failureLimit: 1)
-        _ = two.judge(.exited(code: 1), on: b, at: t0)
+        _ = two.judge(.succeeded, of: "t", timeout: 60, on: a, at: t0)
+        _ = two.judge(.exited(code: 1), of: "t", timeout: 60, on: b, at: t0)
         var twoAgain = SlotQuarantine(slots: [SlotSpec(id: a, gpu: "0"), SlotSpec(id: b, gpu: "0")], failureLimit: 1)
         #expect(twoAgain.restore(two.saved, layout: two.devices) == [b])
         // A slot closed by a reading before the restore keeps it, after the kept reasons.

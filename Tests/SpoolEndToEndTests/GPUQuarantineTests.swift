@@ -38,6 +38,17 @@ import Testing
     }
     static let lost = "Unable to determine the device handle for GPU0000:3B:00.0: GPU is lost.  Reboot the system to recover this GPU\n1, 0, No, No, No\n"
 
+    /// Two `flaky` jobs at once, one on each GPU: the one on GPU 0 fails, the other succeeds.
+    static func failOnceOnGPUZeroAndSucceedOnOne(_ server: ServerHarness) async throws {
+        let pair = [try await server.submit("flaky"), try await server.submit("flaky")].compactMap { $0.json["id"]?.stringValue }
+        var ends: [JSONValue: JSONValue] = [:]
+        for job in pair {
+            let done = try await server.waitFor(job, ["failed", "succeeded"])
+            ends[done["slot"] ?? .null] = done["state"]
+        }
+        #expect(ends == [.int(0): "failed", .int(1): "succeeded"], "\(ends)")
+    }
+
     @Test func aLostGPUIsQuarantinedItsJobRunsOnTheOtherGPUAndTheSlotComesBack() async throws {
         let root = try Self.fakeMachine()
         func write(_ text: String, _ name: String) throws { try text.write(toFile: root + "/" + name, atomically: true, encoding: .utf8) }
@@ -52,8 +63,9 @@ import Testing
                 "pin": .object(["command": .array(["/bin/sh", "-c", .string(
                     "echo \"$SPOOL_JOB_ID $CUDA_VISIBLE_DEVICES $CUDA_DEVICE_ORDER\" >> \(root)/runs; while [ ! -e \(root)/go ]; do sleep 0.05; done")]),
                                 "timeout_s": 60]),
-                // A job that fails on GPU 0, as every job does on a broken GPU.
-                "flaky": .object(["command": .array(["/bin/sh", "-c", "test \"$CUDA_VISIBLE_DEVICES\" != 0"]), "timeout_s": 30]),
+                // A job that fails on GPU 0, as every job does on a broken GPU (after a moment, so
+                // that two submitted together run one on each GPU).
+                "flaky": .object(["command": .array(["/bin/sh", "-c", "sleep 0.5; test \"$CUDA_VISIBLE_DEVICES\" != 0"]), "timeout_s": 30]),
                 "work": .object(["command": .array([.string("/usr/bin/python3"), .string(WorkerModeTests.fixture)]), "mode": "worker",
                                  "timeout_s": 60]),
             ]),
@@ -117,16 +129,16 @@ import Testing
             }
             #expect(try await server.request(.GET, "/v1/queue").json["slots"]?.arrayValue?.first?["state"] == "idle")
 
-            // Every job fails on GPU 0: two failures in a row quarantine it, and the second job runs on GPU 1.
+            // Every job fails on GPU 0 and works on GPU 1: two failures in a row quarantine GPU 0,
+            // and the second one's job runs on GPU 1.
             try FileManager.default.removeItem(atPath: root + "/selftest-passes")
-            let first = try #require(try await server.submit("flaky").json["id"]?.stringValue)
-            #expect(try await server.waitFor(first, ["failed", "succeeded"])["state"] == "failed")
+            try await Self.failOnceOnGPUZeroAndSucceedOnOne(server)
             let second = try #require(try await server.submit("flaky").json["id"]?.stringValue)
             let rescued = try await server.waitFor(second, ["failed", "succeeded"])
             #expect(rescued["state"] == "succeeded" && rescued["attempts"] == 1)
             health = try await server.request(.GET, "/healthz")
             #expect(health.json["quarantined_slots"]?.arrayValue?.first?["reasons"]?.arrayValue?.first?.stringValue?
-                .hasPrefix("2 attempts in a row failed on this slot") == true)
+                .hasPrefix("2 attempts in a row failed on this slot while flaky jobs succeed on others") == true)
 
             // An administrator brings it back.
             let released = try await server.request(.POST, "/v1/slots/0/release")
@@ -165,16 +177,15 @@ import Testing
             // Never passes: only an administrator brings the slot back.
             "gpu_self_test": .array(["/bin/sh", "-c", .string("echo \"$CUDA_VISIBLE_DEVICES\" >> \(root)/selftests; exit 1")]),
             "job_types": .object([
-                "flaky": .object(["command": .array(["/bin/sh", "-c", "test \"$CUDA_VISIBLE_DEVICES\" != 0"]), "timeout_s": 30]),
+                "flaky": .object(["command": .array(["/bin/sh", "-c", "sleep 0.5; test \"$CUDA_VISIBLE_DEVICES\" != 0"]), "timeout_s": 30]),
             ]),
         ]))
         defer { try? FileManager.default.removeItem(atPath: root) }
         let environment = ["PATH": root + "/bin:" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")]
         try await server.start(["--gpus", "auto"], environment: environment)
         do {
-            // Two failures in a row on GPU 0 quarantine it.
-            let first = try #require(try await server.submit("flaky").json["id"]?.stringValue)
-            #expect(try await server.waitFor(first, ["failed", "succeeded"])["state"] == "failed")
+            // Two failures in a row on GPU 0, while the type works on GPU 1, quarantine it.
+            try await Self.failOnceOnGPUZeroAndSucceedOnOne(server)
             let second = try #require(try await server.submit("flaky").json["id"]?.stringValue)
             #expect(try await server.waitFor(second, ["failed", "succeeded"])["state"] == "succeeded")
             let before = try #require(try await server.request(.GET, "/healthz").json["quarantined_slots"]?.arrayValue?.first)
