@@ -205,11 +205,18 @@ public struct ServerConfiguration: Sendable {
             case "auto": gpus = .auto
             case "none", "": gpus = .none
             default:
-                // Every entry an index (ASCII digits; "1" and "01" name one device), none empty.
+                // Every entry an index (ASCII digits; "1" and "01" name one device), a GPU's UUID
+                // (`GPU-…`) or a MIG device (`MIG-…`), none empty, none twice (found by attacking the
+                // build: the UUIDs and MIG ids README documents were refused).
                 let devices = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
-                guard devices.allSatisfy({ !$0.isEmpty && $0.utf8.allSatisfy { (0x30...0x39).contains($0) } }),
-                      Set(devices.map { $0.drop { $0 == "0" } }).count == devices.count
-                else { throw fail("\"auto\", \"none\" or a list of distinct GPU indices like \"0,2\"") }
+                func isIndex(_ device: String) -> Bool { !device.isEmpty && device.utf8.allSatisfy { (0x30...0x39).contains($0) } }
+                func isNamed(_ device: String) -> Bool {
+                    (device.hasPrefix("GPU-") || device.hasPrefix("MIG-")) && device.utf8.count > 4
+                        && device.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "-/".unicodeScalars.contains($0)) }
+                }
+                let keys = devices.map { isIndex($0) ? String($0.drop { $0 == "0" }) : $0.lowercased() }
+                guard devices.allSatisfy({ isIndex($0) || isNamed($0) }), Set(keys).count == devices.count
+                else { throw fail("\"auto\", \"none\" or a list of distinct GPUs: indices like \"0,2\", GPU-… UUIDs or MIG-… ids") }
                 gpus = .devices(devices)
             }
         case "kill_grace_s": killGraceSeconds = try seconds()

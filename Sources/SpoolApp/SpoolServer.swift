@@ -362,6 +362,14 @@ public enum SpoolServer {
                     throw ConfigurationError("gpus: nvidia-smi -L lists no GPU \(device) on this machine (it lists "
                         + (found.isEmpty ? "none" : found.map(\.index).joined(separator: ", ")) + ")")
                 }
+                // A GPU named by its UUID is its index from here on: its health is read, and its
+                // jobs numbered (CUDA_DEVICE_ORDER=PCI_BUS_ID), by index, as nvidia-smi lists it.
+                let indexOf = Dictionary(found.compactMap { gpu in gpu.uuid.map { ($0, gpu.index) } }, uniquingKeysWith: { first, _ in first })
+                let resolved = devices.map { indexOf[$0] ?? $0 }
+                if let twice = resolved.first(where: { device in resolved.filter { $0 == device }.count > 1 }) {
+                    throw ConfigurationError("gpus: names GPU \(twice) twice (by its index and by its UUID)")
+                }
+                return gpuSlots(resolved, perGPU: configuration.slotsPerGPU)
             case .noTool:
                 logger.warning("gpus names devices, but there is no nvidia-smi on the PATH to check them or read their health",
                                metadata: ["gpus": "\(devices)"])

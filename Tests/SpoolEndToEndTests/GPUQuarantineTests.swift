@@ -219,6 +219,34 @@ import Testing
         await server.stop()
     }
 
+    /// `--gpus` by UUID: the GPU nvidia-smi lists with it, by its index from then on (its health is
+    /// read, and its jobs numbered, as nvidia-smi lists it); a UUID it does not list, or one GPU
+    /// named twice, stops the start with one line (found by attacking the build: UUIDs were refused).
+    @Test func gpusNamedByUUIDAreTheirIndices() async throws {
+        let root = try Self.fakeMachine()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let environment = ["PATH": root + "/bin:" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")]
+        let server = try ServerHarness(config: .object(["job_types": .object([
+            "gpu": .object(["command": .array(["/bin/sh", "-c", "echo \"$CUDA_VISIBLE_DEVICES\""]), "timeout_s": 30]),
+        ])]))
+        try await server.start(["--gpus", "GPU-fake-1"], environment: environment)
+        do {
+            #expect(try await server.request(.GET, "/v1/queue").json["slots"]?.arrayValue?.map { $0["gpu"] } == ["1"])
+            let job = try #require(try await server.submit("gpu").json["id"]?.stringValue)
+            _ = try await server.waitFor(job, ["succeeded"])
+            #expect(String(decoding: try await server.request(.GET, "/v1/jobs/\(job)/logs").body, as: UTF8.self) == "1\n")
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
+        for (gpus, says) in [("GPU-fake-7", "gpus: nvidia-smi -L lists no GPU GPU-fake-7 on this machine (it lists 0, 1)"),
+                             ("1,GPU-fake-1", "gpus: names GPU 1 twice (by its index and by its UUID)")] {
+            await #expect(throws: (any Error).self, "\(gpus)") { try await server.start(["--gpus", gpus], environment: environment) }
+            #expect(server.log.contains(says), "\(gpus): \(server.log.suffix(300))")
+        }
+    }
+
     /// A self-test that takes its time does not hold up the health readings: a GPU lost while a
     /// quarantined slot's self-test runs is quarantined at the next reading (found by attacking
     /// the build: the self-tests ran inside the health loop, one after another, and no GPU's

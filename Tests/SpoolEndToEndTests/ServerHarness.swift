@@ -113,6 +113,9 @@ final class ServerHarness: @unchecked Sendable {
 
     var pid: Int32 { process?.processIdentifier ?? -1 }
 
+    /// What the server has written to its stderr (its log), every start's.
+    var log: String { (try? String(contentsOfFile: scratch + "/server.log", encoding: .utf8)) ?? "" }
+
     func kill9() async {
         guard let process, process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
