@@ -487,6 +487,12 @@ public actor Worker {
             handle(.ready)
         case .heartbeat, .unknown:
             return
+        case .progress(let id, _, _) where id == job?.rawValue && current?.reported != nil,
+             .log(let id, _) where id == job?.rawValue && current?.reported != nil,
+             .output(let id, _) where id == job?.rawValue && current?.reported != nil:
+            // After its end (while its output is read to the fence): no job's (found by attacking
+            // the build: late progress and log lines changed the finished job).
+            workerLog?.note("ignored a message sent after the job's end: \(String(decoding: line, as: UTF8.self))")
         case .progress(let id, let progress, _) where id == job?.rawValue:
             current?.deliveries.message(.progress(progress))
         case .log(let id, let text) where id == job?.rawValue:

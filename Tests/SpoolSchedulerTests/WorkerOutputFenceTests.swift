@@ -59,6 +59,26 @@ import Testing
         }
     }
 
+    /// Messages about a job that come after its `succeeded` (while its output is still read to
+    /// the fence) change nothing: worker-protocol.md says only the first end counts, and what comes
+    /// after it is no job's (found by attacking the build: late progress and log lines landed on
+    /// the finished job).
+    @Test func messagesAfterTheEndChangeNothing() async throws {
+        let rig = try rig()
+        try await rig.run { _ in
+            let (job, worker) = try await started(rig)
+            await worker.say(["type": .string("progress"), "job": .string(job.id.rawValue), "fraction": .double(0.9), "message": .string("nearly")])
+            await worker.succeed(job.id)
+            let fence = try await worker.fences.next("the job's fence")
+            await worker.say(["type": .string("progress"), "job": .string(job.id.rawValue), "fraction": .double(0.1), "message": .string("late")])
+            await worker.say(["type": .string("log"), "job": .string(job.id.rawValue), "text": .string("a late line")])
+            await worker.print(bytes: fence)
+            let ended = try await rig.waitFor(job.id, .succeeded)
+            #expect(ended.progress?.message != "late" && ended.progress?.fraction != 0.1, "\(String(describing: ended.progress))")
+            #expect(!log(rig, job).contains("a late line"), "\(log(rig, job))")
+        }
+    }
+
     @Test func aFenceGivenUpStillComesOutOfTheNextJobsOutput() async throws {
         let rig = try rig()
         try await rig.run { _ in
