@@ -2,7 +2,7 @@ import Dispatch
 import Glibc
 import Synchronization
 
-/// Appends a job's stdout and stderr to its log file, up to a size cap, on a private serial
+/// Appends one run's stdout and stderr to its job's log file, up to a size cap, on a private serial
 /// queue: callers hand over bytes and go on (no blocking write on the caller's thread). Past
 /// the cap one notice is written and the rest is dropped while the pipes keep being drained,
 /// so a chatty job can neither fill the disk nor stall on a full pipe.
@@ -30,8 +30,10 @@ final class LogSink: @unchecked Sendable {
         self.writeFile = writeFile
         descriptor = JobFiles.openInJob(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC)
         guard descriptor >= 0 else { throw ExecutorError("cannot open the log file \(path): \(String(cString: strerror(errno)))") }
-        var status = stat()
-        written = fstat(descriptor, &status) == 0 ? Int(status.st_size) : 0
+        // One sink per run of the job: each has the cap to itself, counted from where it begins
+        // (found by attacking the build: counted from the file's size, an attempt that filled the
+        // log left the next, the one that decided the job, no room for a line).
+        written = 0
         self.limit = limit
         queue = DispatchQueue(label: "spool.log")
     }

@@ -75,6 +75,21 @@ import Testing
         #expect(text.contains("log truncated"))
     }
 
+    /// Each run of a job has the cap to itself: a later attempt's output is written after an
+    /// earlier one filled the log (found by attacking the build: the final attempt's error, the
+    /// one that decided the job, was dropped because attempt 1 had used the cap up).
+    @Test func aLaterRunHasTheCapToItself() async throws {
+        defer { unlink(path) }
+        let first = try LogSink(path: path, limit: 100)
+        first.write(Array(repeating: UInt8(ascii: "x"), count: 150))
+        await first.close()
+        let second = try LogSink(path: path, limit: 100)
+        second.write(Array("the error that decided it\n".utf8))
+        await second.close()
+        let text = try contents()
+        #expect(text.hasSuffix("the error that decided it\n"), "\(text)")
+    }
+
     /// Output that reaches the cap exactly, and more after it: the notice still says so, once
     /// (found by attacking the build: a log of exactly the cap had none, though lines went on).
     @Test func outputPastACapReachedExactlyIsStillNoted() async throws {
