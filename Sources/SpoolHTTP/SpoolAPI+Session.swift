@@ -34,10 +34,10 @@ extension SpoolAPI {
         let expires = WallClock.now().adding(seconds: SessionCookie.lifetime)
         let cookie = SessionCookie.value(tokenID: id, expires: expires, key: key)
         return json(.object(["name": .string(principal.name ?? ""), "admin": .bool(principal.isAdmin), "expires_at": .string(expires.description)]),
-                    headers: [.setCookie: SessionCookie.header(cookie, secure: access.secureCookies), .cacheControl: "no-store"])
+                    headers: [.setCookie: SessionCookie.header(cookie, secure: AccessMiddleware.isSecure(request, access)), .cacheControl: "no-store"])
     }
 
     @Sendable func endSession(_ request: Request, context: SpoolRequestContext) async throws -> Response {
-        Response(status: .noContent, headers: [.setCookie: SessionCookie.header(nil, secure: access.secureCookies)])
+        Response(status: .noContent, headers: [.setCookie: SessionCookie.header(nil, secure: AccessMiddleware.isSecure(request, access))])
     }
 }

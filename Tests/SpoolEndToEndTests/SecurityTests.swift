@@ -829,7 +829,9 @@ import Testing
         let form = Data(#"{"token":"=","token":"\#(token)"}"#.utf8)
         for type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
             let forged = try await server.request(.POST, "/v1/session", body: form, headers: [("Content-Type", type), ("Origin", "https://evil.example")])
-            #expect(forged.status == 415 && forged.header("Set-Cookie") == nil, "\(type): \(forged.status)")
+            #expect(forged.status == 403 && forged.header("Set-Cookie") == nil, "\(type): \(forged.status): another site's page, no token")
+            let sameSite = try await server.request(.POST, "/v1/session", body: form, headers: [("Content-Type", type)])
+            #expect(sameSite.status == 415 && sameSite.header("Set-Cookie") == nil, "\(type): \(sameSite.status)")
         }
         let foreign = try await server.request(.POST, "/v1/session", body: Data(#"{"token":"\#(token)"}"#.utf8),
                                                headers: [("Content-Type", "application/json"), ("Origin", "https://evil.example")])
@@ -855,6 +857,66 @@ import Testing
         }
         let logout = try await server.request(.DELETE, "/v1/session")
         #expect(logout.header("Set-Cookie")?.contains("Max-Age=0") == true)
+    }
+
+    /// Found by attacking the build: a second session cookie planted by a page on another port
+    /// of the host was taken first (the user acted as the other tenant); behind a TLS proxy the
+    /// cookie was never `Secure`; answers fetched with the cookie carried no Cache-Control.
+    @Test func aSessionIsOneCookieSecureBehindAProxyAndItsAnswersArePrivate() async throws {
+        let server = try await Self.server(.sqlite, ["slots": 1])
+        defer { Task { await server.stop() } }
+        let alice = try await server.createToken("alice"), mallory = try await server.createToken("mallory")
+        try await server.start()
+        func login(_ token: String, _ headers: [(String, String)] = []) async throws -> (cookie: String, setCookie: String) {
+            let reply = try await server.request(.POST, "/v1/session", body: Data(#"{"token":"\#(token)"}"#.utf8),
+                                                 headers: [("Content-Type", "application/json")] + headers)
+            let setCookie = try #require(reply.header("Set-Cookie"))
+            return (String(setCookie.split(separator: ";")[0]), setCookie)
+        }
+        let (victim, _) = try await login(alice), (planted, _) = try await login(mallory)
+        #expect(try await server.request(.GET, "/v1/jobs", headers: [("Cookie", victim)]).status == 200)
+        // Two session cookies: neither is taken (an open route answers as if there were none).
+        let both = try await server.request(.GET, "/v1/jobs", headers: [("Cookie", "\(planted); \(victim)")])
+        #expect(both.status == 401 && both.json["type"] == "urn:spool:problem:session-ambiguous", "\(both.status)")
+        #expect(try await server.request(.GET, "/", headers: [("Cookie", "\(planted); \(victim)")]).status == 200)
+
+        // Behind a proxy that says HTTPS: Secure, and a name only a secure page of this host can set.
+        let https = [("X-Forwarded-Proto", "https")]
+        let (secure, setCookie) = try await login(alice, https)
+        #expect(secure.hasPrefix("__Host-spool_session=") && setCookie.contains("Secure") && setCookie.contains("Path=/"), "\(setCookie)")
+        #expect(try await server.request(.GET, "/v1/jobs", headers: [("Cookie", secure)] + https).status == 200)
+        #expect(try await server.request(.GET, "/v1/jobs", headers: [("Cookie", victim)] + https).status == 401,
+                "over HTTPS the plain name, which any page of the host may set, counts for nothing")
+        #expect(try await login(alice, [("Forwarded", "for=10.0.0.1;proto=https")]).setCookie.contains("Secure"))
+
+        // What needs a token is private; what is open says nothing of the kind.
+        let job = try Self.id(try await server.submit("sleep", .object(["seconds": 0]), token: alice))
+        for path in ["/v1/jobs", "/v1/jobs/\(job)", "/v1/queue"] {
+            let answer = try await server.request(.GET, path, headers: [("Cookie", victim)])
+            #expect(answer.header("Cache-Control") == "private, no-cache", "\(path): \(answer.header("Cache-Control") ?? "none")")
+        }
+        #expect(try await server.request(.GET, "/healthz").header("Cache-Control") == nil)
+    }
+
+    /// A server that needs no token (the try-out set-up) obeys no write from another site's page:
+    /// the browser sends the allowed Host itself, so only the Origin tells (found by attacking the
+    /// build: a form posted from any site canceled jobs and released GPU slots).
+    @Test func aServerWithoutTokensRefusesWritesFromOtherSitesPages() async throws {
+        let server = try await Self.server(.sqlite, ["slots": 1, "cors_origins": .array(["https://app.example"])])
+        defer { Task { await server.stop() } }
+        try await server.start()
+        let port = URL(string: server.url)?.port ?? 0
+        func cancel(_ headers: [(String, String)]) async throws -> Int {
+            let job = try Self.id(try await server.submit("sleep", .object(["seconds": 600]), extra: ["delay_s": 600]))
+            return try await server.request(.POST, "/v1/jobs/\(job)/cancel",
+                                            headers: [("Content-Type", "application/x-www-form-urlencoded")] + headers).status
+        }
+        #expect(try await cancel([("Origin", "http://evil.example")]) == 403)
+        #expect(try await cancel([("Origin", "null")]) == 403)
+        #expect(try await cancel([]) == 200, "no Origin: not a browser's cross-site request (curl, the CLI)")
+        #expect(try await cancel([("Origin", "http://127.0.0.1:\(port)")]) == 200, "its own page")
+        #expect(try await cancel([("Origin", "https://app.example")]) == 200, "one of cors_origins")
+        #expect(try await server.request(.POST, "/v1/slots/0/release", headers: [("Origin", "http://evil.example")]).status == 403)
     }
 
     // MARK: - TLS

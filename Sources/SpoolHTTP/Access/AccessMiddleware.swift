@@ -13,7 +13,12 @@ import SpoolStore
 /// - `/metrics` and `/v1/nodes` need an administrator's token (403);
 /// - a cookie-authenticated request that changes something must come from this server's own
 ///   page (`Origin` = the request's own origin; 403 otherwise), so another site cannot make a
-///   logged-in browser act (CSRF).
+///   logged-in browser act (CSRF); one without a token, on a server that needs none, must not
+///   come from another site's page (an `Origin` that is neither this server's nor one of
+///   `cors_origins`: 403), or any page the local user opens could cancel jobs with a form;
+/// - what a route that needs a token answers is `Cache-Control: private, no-cache` unless it
+///   says otherwise: no shared cache in front may keep a tenant's outputs, logs or jobs (a
+///   request made with the cookie carries no `Authorization` to keep them out).
 ///
 /// Which jobs a tenant sees is the routes' business (`SpoolAPI.find(_:for:)`).
 struct AccessMiddleware: RouterMiddleware {
@@ -46,11 +51,22 @@ struct AccessMiddleware: RouterMiddleware {
         if policy.isAdminOnly(path), !context.principal.isAdmin {
             throw APIError(status: .forbidden, code: "admin-only", detail: "\(path) needs an administrator's token")
         }
-        if context.viaCookie, ![.get, .head, .options].contains(request.method), !Self.sameOrigin(request) {
-            throw APIError(status: .forbidden, code: "cross-origin",
-                           detail: "a request made with the session cookie must come from this server's own page (Origin)")
+        if ![.get, .head, .options].contains(request.method) {
+            if context.viaCookie, !Self.sameOrigin(request) {
+                throw APIError(status: .forbidden, code: "cross-origin",
+                               detail: "a request made with the session cookie must come from this server's own page (Origin)")
+            }
+            // Found by attacking the build: a server with no token obeyed a form posted from any site.
+            if !context.viaCookie, request.headers[.authorization] == nil, let origin = request.headers[.origin], !Self.sameOrigin(request),
+               !policy.corsOrigins.contains(origin), !policy.corsOrigins.contains("*") {
+                throw APIError(status: .forbidden, code: "cross-origin",
+                               detail: "a request from another site's page (Origin) changes nothing here without a token")
+            }
         }
-        return try await next(request, context)
+        var response = try await next(request, context)
+        // Found by attacking the build: outputs, logs and jobs fetched with the cookie said nothing.
+        if !open, response.headers[.cacheControl] == nil { response.headers[.cacheControl] = "private, no-cache" }
+        return response
     }
 
     /// The bearer token's tenant, or the session cookie's; nil when the request carries neither.
@@ -63,7 +79,17 @@ struct AccessMiddleware: RouterMiddleware {
             }
             return principal
         }
-        guard let cookies = request.headers[.cookie], let value = SessionCookie.find(in: cookies), !value.isEmpty else { return nil }
+        let cookies = request.headers[values: .cookie].joined(separator: "; ")
+        let found = SessionCookie.values(named: SessionCookie.name(secure: Self.isSecure(request, policy)), in: cookies).filter { !$0.isEmpty }
+        guard let value = found.first else { return nil }
+        guard found.count == 1 else {
+            // Which is the user's own cannot be told: neither is taken.
+            if AccessPolicy.isOpen(request.method, AccessPolicy.routePath(request.uri.path)) { return nil }
+            throw APIError(status: .unauthorized, code: "session-ambiguous",
+                           detail: "more than one session cookie came with the request (a page on another port or subdomain of this host "
+                               + "set one): clear this site's cookies, then log in again",
+                           headers: [.wwwAuthenticate: "Bearer"])
+        }
         guard let key = sessions.key, let id = SessionCookie.tokenID(in: value, key: key, now: WallClock.now()),
               let principal = tokens.principal(forTokenID: id) else {
             // An expired or revoked session: anonymous on open routes, else a 401 that tells the page to log in again.
@@ -73,6 +99,19 @@ struct AccessMiddleware: RouterMiddleware {
         }
         context.viaCookie = true
         return principal
+    }
+
+    /// Whether the request came over HTTPS: this server speaks TLS, or a proxy in front says so
+    /// (`X-Forwarded-Proto: https`, `Forwarded: proto=https`). Only the session cookie's flags go
+    /// by it — a `Secure` cookie a plain request would have had is merely not sent back over
+    /// plain HTTP (found by attacking the build: behind a TLS proxy, as README sets one up, the
+    /// cookie was never `Secure`).
+    static func isSecure(_ request: Request, _ policy: AccessPolicy) -> Bool {
+        if policy.secureCookies { return true }
+        if request.headers[HTTPField.Name("X-Forwarded-Proto")!]?.split(separator: ",").first?
+            .trimmingCharacters(in: .whitespaces).lowercased() == "https" { return true }
+        guard let forwarded = request.headers[HTTPField.Name("Forwarded")!]?.split(separator: ",").first else { return false }
+        return forwarded.split(separator: ";").contains { $0.trimmingCharacters(in: .whitespaces).lowercased() == "proto=https" }
     }
 
     /// `Origin` is a web page's (http or https: a TLS proxy may stand in front) on the host the

@@ -9,6 +9,13 @@ enum SessionCookie {
     static let name = "spool_session"
     static let lifetime: Double = 12 * 3600
 
+    /// The cookie's name: over HTTPS `__Host-spool_session`, which browsers let only a secure
+    /// page of this very host set, and only with `Path=/` and no `Domain` — so a page on a
+    /// subdomain, or served over plain HTTP, cannot plant its own session beside the user's
+    /// (found by attacking the build: a sibling page's `spool_session` was taken first, and the
+    /// user's next dashboard submit was the other tenant's).
+    static func name(secure: Bool) -> String { secure ? "__Host-" + name : name }
+
     static func value(tokenID: String, expires: Timestamp, key: [UInt8]) -> String {
         let payload = "\(tokenID).\(expires.microseconds / 1_000_000)"
         return payload + "." + signature(payload, key: key)
@@ -34,19 +41,19 @@ enum SessionCookie {
 
     /// `Set-Cookie` for a new session (or, with `value` nil, one that ends it).
     static func header(_ value: String?, secure: Bool) -> String {
-        var parts = ["\(name)=\(value ?? "")", "Path=/", "HttpOnly", "SameSite=Strict",
+        var parts = ["\(name(secure: secure))=\(value ?? "")", "Path=/", "HttpOnly", "SameSite=Strict",
                      value == nil ? "Max-Age=0" : "Max-Age=\(Int(lifetime))"]
         if secure { parts.append("Secure") }
         return parts.joined(separator: "; ")
     }
 
-    /// The session cookie's value in a `Cookie` header.
-    static func find(in cookieHeader: String) -> Substring? {
-        for pair in cookieHeader.split(separator: ";") {
+    /// Every value of the cookie `name` in a `Cookie` header (a browser sends one per path and
+    /// domain it was set for: more than one means another page set its own).
+    static func values(named name: String, in cookieHeader: String) -> [Substring] {
+        cookieHeader.split(separator: ";").compactMap { pair in
             let trimmed = pair.drop { $0 == " " }
-            if trimmed.hasPrefix(name + "=") { return trimmed.dropFirst(name.count + 1) }
+            return trimmed.hasPrefix(name + "=") ? trimmed.dropFirst(name.count + 1) : nil
         }
-        return nil
     }
 }
 
