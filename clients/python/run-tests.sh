@@ -8,7 +8,7 @@
 #   2. the FastAPI example      (examples/fastapi-render/test_app.py)
 #   3. the generated client     (Tests/openapi-generator/run.sh: openapi-python-client from /openapi.json)
 # Each runs even when an earlier one failed; exits non-zero if any failed. Builds nothing and
-# writes nothing into the checkout. About 90 s.
+# writes nothing into the checkout. About 2.5 minutes.
 set -uo pipefail
 
 binary=${1:?usage: clients/python/run-tests.sh PATH/TO/spool}

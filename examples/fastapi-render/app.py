@@ -75,6 +75,8 @@ def sse_frame(event: Event) -> str:
 def create_app(spool_url: Optional[str] = None, token: Optional[str] = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # One client for the whole app. Its pool has no cap on connections (the client's default):
+        # each browser following a render holds one to Spool for as long as it watches.
         async with AsyncClient(spool_url or os.environ.get("SPOOL_URL"), token or os.environ.get("SPOOL_TOKEN")) as spool:
             app.state.spool = spool
             yield

@@ -225,3 +225,49 @@ def test_page(http: httpx.Client) -> None:
     page = http.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "new EventSource(" in page.text and 'fetch("/renders"' in page.text
+
+
+def test_many_followers_leave_the_app_answering(app_url: str, spool_url: str) -> None:
+    """More browsers following renders than httpx's default pool (100 connections) holds. Found
+    by attacking the build: each follower holds one of the app's connections to Spool, and with
+    100 of them every other request of the app (a submit, a status) waited for one that never
+    came free."""
+    import asyncio
+
+    followers = 101
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(base_url=spool_url, timeout=10) as spool:
+            # Renders that wait (the app's API has no delay): each stream stays open.
+            ids = [(await spool.post("/v1/jobs", json={"type": "render", "input": SMALL, "delay_s": 600})).json()["id"]
+                   for _ in range(followers)]
+            try:
+                limits = httpx.Limits(max_connections=followers + 10)
+                async with httpx.AsyncClient(base_url=app_url, timeout=10, limits=limits) as web:
+                    streams: List[httpx.Response] = []
+                    readers: List[Any] = []  # kept: a reader collected as garbage closes its stream
+                    try:
+                        for render_id in ids:
+                            response = await web.send(web.build_request("GET", f"/renders/{render_id}/events"), stream=True)
+                            streams.append(response)
+                            assert response.status_code == 200
+                            chunks = response.aiter_bytes()
+                            readers.append(chunks)
+                            seen = b""
+                            while b"event: state" not in seen:  # Spool's stream for it is open
+                                seen += await chunks.__anext__()
+                        started = time.monotonic()
+                        submitted = await web.post("/renders", json=SMALL)
+                        assert submitted.status_code == 201, submitted.text
+                        assert time.monotonic() - started < 5
+                        ids.append(submitted.json()["id"])
+                        status = await web.get(f"/renders/{ids[0]}")
+                        assert status.status_code == 200 and status.json()["state"] == "queued"
+                    finally:
+                        for response in streams:
+                            await response.aclose()
+            finally:
+                for render_id in ids:
+                    await spool.post(f"/v1/jobs/{render_id}/cancel")
+
+    asyncio.run(scenario())

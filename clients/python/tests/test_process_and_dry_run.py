@@ -175,3 +175,89 @@ def test_dry_run_ctrl_c_cancels_cooperatively(tmp_path):
     stderr = (tmp_path / "err").read_text()
     assert "cancel requested" in stderr and "the job was canceled" in stderr
     assert "Traceback" not in stderr
+
+
+def _start_process_job(tmp_path, job_input):
+    """A process-mode job left running (Popen); returns (proc, messages fd)."""
+    import subprocess
+
+    from conftest import PYTHON, worker_env
+
+    job_dir = tmp_path / "job"
+    outputs = job_dir / "outputs"
+    outputs.mkdir(parents=True)
+    (job_dir / "input.json").write_text(json.dumps(job_input))
+    messages = job_dir / "messages.fifo"
+    os.mkfifo(messages)
+    fd = os.open(messages, os.O_RDWR | os.O_NONBLOCK)
+    env = {"SPOOL_MODE": "process", "SPOOL_PROTOCOL": "1", "SPOOL_JOB_ID": "job_process", "SPOOL_ATTEMPT": "1",
+           "SPOOL_OUTPUT_DIR": str(outputs), "SPOOL_MESSAGES": str(messages), "SPOOL_INPUT_FILE": str(job_dir / "input.json")}
+    with open(tmp_path / "err", "wb") as err:
+        proc = subprocess.Popen([PYTHON, SCRIPT], env=worker_env(env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err, cwd=str(job_dir), start_new_session=True)
+    return proc, fd
+
+
+def _sigterm_once_running(proc, fd):
+    """SIGTERM (what the server sends on cancel, timeout and shutdown) once run() has reported
+    progress; the exit status, which must come well within a kill grace."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + 20
+    while not select.select([fd], [], [], 0.05)[0]:  # the first progress line: run() is running
+        assert time.monotonic() < deadline and proc.poll() is None, "run() never reported progress"
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(3)  # a server's kill_grace_s is a few seconds
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def test_process_mode_sigterm_cancels_and_cleanup_runs(tmp_path):
+    # Found by attacking the build: in process mode SIGTERM killed Python at once, so a canceled
+    # or timed-out job's try/finally never ran (worker mode's cancel ran it).
+    for action in ("cleanup", "blocked"):  # progress calls in a loop; a sleep without any
+        folder = tmp_path / action
+        folder.mkdir()
+        marker = folder / "marker"
+        proc, fd = _start_process_job(folder, {"action": action, "marker": str(marker)})
+        try:
+            code = _sigterm_once_running(proc, fd)
+        finally:
+            os.close(fd)
+        stderr = (folder / "err").read_text()
+        assert code == 1, (action, code, stderr)
+        assert marker.read_text() == "cleaned up; canceled=True", action
+        assert "canceled (SIGTERM" in stderr and "Traceback" not in stderr, stderr
+        assert not (folder / "job" / "outputs" / "result.json").exists()
+
+
+def test_dry_run_lists_only_this_runs_outputs(tmp_path):
+    # Found by attacking the build: files already in --output-dir were listed as the run's outputs.
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "yesterday.png").write_text("stale")
+    (out / "sub" / "out.txt").write_text("old")  # rewritten by the run: listed
+    os.utime(out / "sub" / "out.txt", (1, 1))
+    proc = run_script([SCRIPT, "--input", '{"action": "ok", "text": "new"}', "--output-dir", str(out)], {})
+    assert proc.returncode == 0, proc.stderr.decode()
+    closing = [line for line in proc.stderr.decode().splitlines() if "outputs in" in line]
+    assert closing == [f"spool-worker: outputs in {out}: sub/out.txt (and 1 file from before this run, not listed)"]
+    assert (out / "yesterday.png").read_text() == "stale"  # left alone, never deleted
+    assert (out / "sub" / "out.txt").read_text() == "new"
+
+
+def test_dry_run_removes_its_temporary_folder_unless_it_holds_outputs(tmp_path):
+    # Found by attacking the build: a failed dry run without --output-dir left /tmp/spool-dry-run-*.
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    failed = run_script([SCRIPT, "--input", '{"action": "raise"}'], {"TMPDIR": str(scratch)})
+    assert failed.returncode == 1 and "ValueError: boom" in failed.stderr.decode()
+    assert list(scratch.iterdir()) == []
+    succeeded = run_script([SCRIPT, "--input", '{"action": "ok"}'], {"TMPDIR": str(scratch)})
+    assert succeeded.returncode == 0, succeeded.stderr.decode()
+    [kept] = list(scratch.iterdir())  # the outputs are there, as the closing line says
+    assert f"outputs in {kept}/outputs: sub/out.txt" in succeeded.stderr.decode()

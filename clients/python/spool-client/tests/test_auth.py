@@ -197,3 +197,13 @@ def test_each_tenant_verifies_its_deliveries_with_its_own_secret(make_api: Calla
     sent = int(headers["Spool-Webhook-Timestamp"])
     assert not spool_client.verify_webhook(secret, headers, body, now=sent + 301), "replayed later"
     assert spool_client.verify_webhook(secret, headers, body, now=sent + 299)
+
+
+def test_queue_counts_a_tenants_own_queued_jobs(make_api: Callable[..., Any], auth_server: SpoolServer) -> None:
+    bob = make_api(auth_server.url, token=auth_server.tokens["bob"])
+    before = bob.queue().queued_mine
+    assert isinstance(before, int)
+    job = bob.submit("noop", delay_s=60)
+    assert bob.queue().queued_mine == before + 1
+    bob.cancel(job.id)
+    assert make_api(auth_server.url, token=auth_server.tokens["admin"]).queue().queued_mine is None

@@ -48,6 +48,17 @@ def test_resume_after_a_finished_jobs_last_event_ends(server: SpoolServer) -> No
     assert response.status_code == 204 and b"data:" not in body
 
 
+def test_client_resumed_at_a_finished_jobs_end_stops(api: Any) -> None:
+    # Found by attacking the build: the server's 204 raised SpoolError("204 No Content").
+    job = api.submit("noop")
+    events = list(api.events(job.id))
+    assert [e.event for e in events][-2:] == ["state", "outputs"]
+    started = time.monotonic()
+    assert list(api.events(job.id, last_event_id=events[-1].id)) == []  # after the outputs: 204
+    assert [e.id for e in api.events(job.id, last_event_id=events[-2].id)] == [events[-1].id]  # after the final state
+    assert time.monotonic() - started < 1.5  # no reconnection after the outputs
+
+
 def test_all_events(api: Any, server: SpoolServer) -> None:
     submitted: List[str] = []
 

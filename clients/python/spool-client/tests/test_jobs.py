@@ -221,7 +221,8 @@ def test_unavailable_while_shutting_down(make_api: Any, spawn_server: Any) -> No
     config = server_config()
     config["shutdown_grace_s"] = 4  # a running job keeps the server draining this long
     server = spawn_server(config)
-    api = make_api(server.url, retries=2, max_retry_wait=0.3)
+    # restart_timeout=0: only the 2 retries (a submit otherwise rides out a restart for 30 s).
+    api = make_api(server.url, retries=2, max_retry_wait=0.3, restart_timeout=0)
     job = api.submit("sleep", {"seconds": 30})
     with Client(server.url) as check:
         until_running(check, job.id)

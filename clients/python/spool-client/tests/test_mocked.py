@@ -613,3 +613,218 @@ def test_wait_and_watch_array_poll_with_back_off(mock_api: Callable[..., Any], s
     assert caught.value.job.state == "running" and "1 of 3 tasks finished" in str(caught.value)
     with pytest.raises(ValueError):
         mock_api(still).wait_array(ARRAY_ID, interval=0)
+
+
+# --- found by attacking the build: pools, restarts, local errors ----------------------------
+
+
+class FakeClock:
+    """A clock that moves only when the client sleeps: a ride-out's budget, checked exactly."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: List[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def native(api: Any) -> Any:
+    """The client itself (the async one is wrapped by the fixture)."""
+    return getattr(api, "_client", api)
+
+
+def clocked_api(make_api: Callable[..., Any], handler: Callable[[httpx.Request], httpx.Response], clock: FakeClock,
+                **options: Any) -> Any:
+    api = make_api(URL, transport=httpx.MockTransport(handler), sleep=clock.sleep, **options)
+    native(api)._clock = clock
+    return api
+
+
+def test_a_full_pool_is_reported_as_such_and_not_retried(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    # httpx's PoolTimeout was retried as "not sent" and reported as "could not connect".
+    server = Recorder(httpx.PoolTimeout("timed out waiting for a connection"))
+    with pytest.raises(spool_client.PoolFull) as caught:
+        mock_api(server, limits=httpx.Limits(max_connections=4)).wait(JOB_ID)
+    assert len(server.requests) == 1 and sleeps == []
+    message = str(caught.value)
+    assert "could not connect" not in message and "all 4 connections" in message and "limits=" in message
+    assert isinstance(caught.value, spool_client.ConnectionFailed)  # still caught where that is
+
+
+def test_default_limits_have_no_connection_cap() -> None:
+    assert spool_client.DEFAULT_LIMITS.max_connections is None
+    assert spool_client.DEFAULT_LIMITS.max_keepalive_connections is not None
+
+
+def test_tls_verification_failure_is_reported_at_once(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    import ssl
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        error = httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate")
+        error.__cause__ = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+        raise error
+
+    server = Recorder(refuse)
+    with pytest.raises(spool_client.ConnectionFailed) as caught:
+        mock_api(server).submit("noop")
+    assert len(server.requests) == 1 and sleeps == []
+    assert "TLS certificate verification failed" in str(caught.value)
+
+
+def test_submit_rides_out_a_restart_with_one_idempotency_key(make_api: Callable[..., Any]) -> None:
+    clock = FakeClock()
+    refused = httpx.ConnectError("[Errno 111] Connection refused")
+    draining = problem(503, "shutting-down", {"Retry-After": "5"})
+    server = Recorder(draining, draining, refused, refused, refused, refused, refused, httpx.ReadError("reset"),
+                      httpx.Response(201, json=job_json()))
+    job = clocked_api(make_api, server, clock).submit("noop", {"a": 1})
+    assert job.id == JOB_ID and len(server.requests) == 9
+    assert len({r.headers["Idempotency-Key"] for r in server.requests}) == 1
+    assert len({r.content for r in server.requests}) == 1
+    assert clock.sleeps[:2] == [5.0, 5.0] and all(s <= 2.0 for s in clock.sleeps[2:])
+
+
+def test_submit_gives_up_after_restart_timeout(make_api: Callable[..., Any]) -> None:
+    clock = FakeClock()
+    server = Recorder(httpx.ConnectError("[Errno 111] Connection refused"))
+    with pytest.raises(spool_client.ConnectionFailed) as caught:
+        clocked_api(make_api, server, clock, restart_timeout=10).submit("noop")
+    assert 10 <= clock.now - 1000 <= 10.01 and "still failing after 10 s" in str(caught.value)
+
+    clock = FakeClock()
+    only_retries = Recorder(httpx.ConnectError("[Errno 111] Connection refused"))
+    with pytest.raises(spool_client.ConnectionFailed):
+        clocked_api(make_api, only_retries, clock, restart_timeout=0, retries=2).submit("noop")
+    assert len(only_retries.requests) == 3
+
+    # A cancel is not resent once it may have arrived, restart or not.
+    reset = Recorder(httpx.ReadError("reset"))
+    with pytest.raises(spool_client.ConnectionFailed):
+        clocked_api(make_api, reset, FakeClock()).cancel(JOB_ID)
+    assert len(reset.requests) == 1
+
+
+def test_wait_rides_out_a_restart(make_api: Callable[..., Any]) -> None:
+    clock = FakeClock()
+    refused = httpx.ConnectError("[Errno 111] Connection refused")
+    draining = problem(503, "shutting-down", {"Retry-After": "5"})
+    server = Recorder(httpx.Response(200, json=job_json("running")), httpx.ReadError("reset"), draining,
+                      *([refused] * 20), httpx.Response(200, json=job_json("succeeded", exit_code=0)))
+    job = clocked_api(make_api, server, clock).wait(JOB_ID, timeout=600)
+    assert job.state == "succeeded" and len(server.requests) == 24
+
+    # ... for reconnect_timeout (120 s by default), then ConnectionFailed; never past its timeout.
+    for options, budget in (({}, 120), ({"reconnect_timeout": 30}, 30), ({"timeout": 7}, 7)):
+        clock = FakeClock()
+        down = Recorder(refused)
+        with pytest.raises(spool_client.ConnectionFailed):
+            clocked_api(make_api, down, clock).wait(JOB_ID, **options)
+        assert budget <= clock.now - 1000 <= budget + 0.01, options
+
+
+def test_a_ride_out_without_limit_keeps_going(make_api: Callable[..., Any]) -> None:
+    # reconnect_timeout=None: as long as it takes (more tries than 2.0 ** attempt can count).
+    clock = FakeClock()
+    server = Recorder(*([httpx.ConnectError("[Errno 111] Connection refused")] * 1100), httpx.Response(200, json=job_json("succeeded")))
+    assert clocked_api(make_api, server, clock).wait(JOB_ID, reconnect_timeout=None).state == "succeeded"
+    assert len(server.requests) == 1101 and max(clock.sleeps) <= 2.0
+
+
+def test_follow_logs_and_wait_array_ride_out_a_restart(make_api: Callable[..., Any]) -> None:
+    refused = httpx.ConnectError("[Errno 111] Connection refused")
+    draining = problem(503, "shutting-down", {"Retry-After": "1"})
+
+    def logs(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/logs"):
+            offset = int(request.url.params["offset"])
+            text = b"line 1\nline 2\n"[offset:]
+            return httpx.Response(200, content=text, headers={"Spool-Next-Offset": str(offset + len(text))})
+        return httpx.Response(200, json=job_json("succeeded"))
+
+    server = Recorder(refused, refused, refused, refused, draining, refused, logs)
+    text = "".join(clocked_api(make_api, server, FakeClock()).logs(JOB_ID, follow=True))
+    assert text == "line 1\nline 2\n"
+
+    running = array_json("running")
+    done = array_json("succeeded", counts={"queued": 0, "running": 0, "succeeded": 3, "failed": 0, "canceled": 0})
+    arrays = Recorder(httpx.Response(200, json=running), *([refused] * 6), draining, httpx.Response(200, json=done))
+    assert clocked_api(make_api, arrays, FakeClock()).wait_array(ARRAY_ID, timeout=600).succeeded
+    assert len(arrays.requests) == 9
+
+
+def test_events_resumed_at_the_end_end(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
+    # 204 ("stop reconnecting") answers a job's stream resumed after its end.
+    done = Recorder(httpx.Response(204))
+    assert list(mock_api(done).events(JOB_ID, last_event_id=6)) == []
+    # Resumed between its final state and its outputs: the outputs end it, with no reconnection.
+    outputs = (6, "outputs", {"job": JOB_ID, "outputs": [], "at": "2026-12-04T07:01:19.835581Z"})
+    rest = Recorder(stream(sse(outputs)), httpx.Response(204))
+    assert [e.event for e in mock_api(rest).events(JOB_ID, last_event_id=5)] == ["outputs"]
+    assert len(rest.requests) == 1 and sleeps == []
+
+
+def test_tokens_are_stripped_and_never_shown(mock_api: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    server = Recorder(httpx.Response(200, json=job_json()))
+    mock_api(server, token="spool_secret123\n").get(JOB_ID)  # read from a file, with its newline
+    monkeypatch.setenv("SPOOL_TOKEN", "  spool_fromenv\r\n")
+    mock_api(server, url=URL).get(JOB_ID)
+    assert [r.headers["Authorization"] for r in server.requests] == ["Bearer spool_secret123", "Bearer spool_fromenv"]
+
+    for bad in ("spool_secret1\nspool_secret2", "spool_sécret", "spool_secret\x00x"):
+        with pytest.raises(ValueError) as caught:
+            mock_api(server, token=bad)
+        assert "token" in str(caught.value) and "secret" not in str(caught.value)
+    assert len(server.requests) == 2
+
+    # A request httpx refuses to write is a local error, and does not quote the token.
+    local = Recorder(httpx.LocalProtocolError("Illegal header value b'Bearer spool_secret123'"))
+    with pytest.raises(ValueError) as refused:
+        mock_api(local, token="spool_secret123").get(JOB_ID)
+    assert "spool_secret123" not in str(refused.value) and "[token]" in str(refused.value)
+    assert not isinstance(refused.value, spool_client.ConnectionFailed) and len(local.requests) == 1
+
+
+def test_header_arguments_are_checked_before_sending(mock_api: Callable[..., Any]) -> None:
+    server = Recorder(httpx.Response(201, json=job_json()))
+    api = mock_api(server)
+    for key in ("a\nb", "clé", "a\rb"):
+        with pytest.raises(ValueError, match="idempotency_key") as caught:
+            api.submit("noop", idempotency_key=key)
+        assert not isinstance(caught.value, UnicodeError)
+        with pytest.raises(ValueError, match="idempotency_key"):
+            api.retry_array(ARRAY_ID, idempotency_key=key)
+    with pytest.raises(ValueError, match="last_event_id"):
+        list(api.events(JOB_ID, last_event_id="5\n6"))
+    with pytest.raises(ValueError, match="user_agent"):
+        mock_api(server, user_agent="me\n")
+    assert server.requests == []
+
+
+def test_nan_and_infinity_are_refused_before_sending(mock_api: Callable[..., Any]) -> None:
+    server = Recorder(httpx.Response(201, json=job_json()))
+    api = mock_api(server)
+    with pytest.raises(ValueError, match=r"input\.stats\.values\[1\] is nan: JSON has no NaN or infinity"):
+        api.submit("noop", {"stats": {"values": [1.0, float("nan")]}})
+    with pytest.raises(ValueError, match=r"input\.limit is -inf"):
+        api.submit_array("noop", {"limit": float("-inf")}, range=(0, 1))
+    with pytest.raises(ValueError, match=r"delay_s is inf"):
+        api.submit("noop", delay_s=float("inf"))
+    assert server.requests == []
+
+
+def test_retry_zero_is_refused_before_sending(mock_api: Callable[..., Any]) -> None:
+    server = Recorder(httpx.Response(201, json=job_json()))
+    with pytest.raises(ValueError, match="retry=0"):
+        mock_api(server).submit("noop", retry=0)
+    assert server.requests == []
+
+
+def test_queue_has_queued_mine(mock_api: Callable[..., Any]) -> None:
+    mine = mock_api(Recorder(httpx.Response(200, json={"queued": 5, "queued_mine": 3, "accepting": True, "slots": []}))).queue()
+    assert (mine.queued, mine.queued_mine) == (5, 3)
+    assert mock_api(Recorder(httpx.Response(200, json={"queued": 5, "accepting": True, "slots": []}))).queue().queued_mine is None

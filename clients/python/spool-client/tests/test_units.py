@@ -265,3 +265,35 @@ def test_sync_and_async_clients_are_twins() -> None:
     for name in set(sync) - {"close"}:
         a, b = sync[name].parameters, asyncs[name].parameters
         assert [(p.name, p.kind, p.default) for p in a.values()] == [(p.name, p.kind, p.default) for p in b.values()], name
+
+
+def test_verify_webhook_is_false_on_anything_malformed() -> None:
+    # Found by attacking the build: a non-ASCII signature raised TypeError (hmac.compare_digest of str).
+    import hashlib
+    import hmac
+
+    from spool_client import verify_webhook
+
+    secret, body, now = "webhook-secret", b'{"job": "x"}', 1_800_000_000
+    good = "v1=" + hmac.new(secret.encode(), f"{now}.".encode() + body, hashlib.sha256).hexdigest()
+    assert verify_webhook(secret, {"Spool-Webhook-Timestamp": str(now), "Spool-Webhook-Signature": good}, body, now=now)
+    for timestamp, signature in ((str(now), "v1=\u00e9"), (str(now), good[:-1] + "\u00e9"), ("\u0661" + str(now)[1:], good),
+                                 (str(now), None), (None, good), ("", good), (str(now), "")):
+        headers = {"Spool-Webhook-Timestamp": timestamp, "Spool-Webhook-Signature": signature}
+        assert verify_webhook(secret, headers, body, now=now) is False, (timestamp, signature)  # type: ignore[arg-type]
+
+
+def test_readme_array_example_downloads_each_task_to_its_own_place() -> None:
+    # Found by attacking the build: the example wrote every task's render.png to frames/render.png.
+    import re
+    from pathlib import Path
+
+    from spool_client._core import download_target
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    calls = re.findall(r"^\s*spool\.download\(output\.task, output\.name, (.+?)\)\s*(?:#.*)?$", readme, re.MULTILINE)
+    assert calls, "the README's job array example downloads with spool.download(output.task, output.name, PATH)"
+    outputs = [spool_client.ArrayOutput(task=f"job_{i}", index=i, name="render.png", size=1, url="") for i in (1, 2, 3)]
+    for path in calls:
+        targets = {download_target(o.name, eval(path, {}, {"output": o})) for o in outputs}  # noqa: S307 (our README)
+        assert len(targets) == len(outputs), f"{path} writes every task's render.png to one file"

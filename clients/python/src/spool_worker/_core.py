@@ -42,7 +42,8 @@ InfoSource = Union[Mapping[str, Any], Callable[[Any], Mapping[str, Any]], None]
 
 class Canceled(BaseException):
     """Raised by :meth:`Context.progress` and :meth:`Context.check_canceled` once the server
-    asked to cancel the job (or to shut the worker down).
+    asked to cancel the job (or to shut the worker down) — and in process mode wherever the job
+    is when SIGTERM comes (the server's cancel, timeout or shutdown there).
 
     It derives from ``BaseException`` (like ``asyncio.CancelledError``) so that a broad
     ``except Exception:`` in user code does not swallow it. Let it propagate; the kit answers
@@ -677,6 +678,26 @@ def _serve_process(run: RunFunction, setup: Optional[SetupFunction]) -> int:
         array_id=env.get("SPOOL_ARRAY_ID") or None,
         array_index=_env_int(env.get("SPOOL_ARRAY_INDEX")),
     )
+    # The server stops a job's process (cancel, timeout, its own shutdown) with SIGTERM, then
+    # SIGKILL after kill_grace_s. As a cancel does in worker mode, SIGTERM sets ctx.canceled and
+    # raises Canceled — here at once, in the main thread, wherever run() is (a sleep, a loop
+    # without progress calls), so its try/finally cleanup runs within the grace; the process then
+    # exits 1. A second SIGTERM does not interrupt that cleanup.
+    running = [True]
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        first = not ctx.canceled
+        ctx._cancel()
+        if first and running[0]:
+            raise Canceled(ctx.job_id)
+
+    try:
+        signal.signal(signal.SIGTERM, on_sigterm)
+        # A parent may have started us with SIGTERM blocked (the mask is inherited across exec).
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
+    except ValueError:  # not the main thread: leave SIGTERM as it is
+        pass
     try:
         ctx.state = setup() if setup is not None else None
         if input_file:
@@ -685,6 +706,9 @@ def _serve_process(run: RunFunction, setup: Optional[SetupFunction]) -> int:
             data = sys.stdin.buffer.read() if sys.stdin is not None else b""
             job_input = json.loads(data) if data.strip() else None
         result = run(job_input, ctx)
+        running[0] = False  # from here on a SIGTERM only sets ctx.canceled
+        if ctx.canceled:
+            raise Canceled(ctx.job_id)  # canceled, but returned anyway: the job did not succeed
         if result is not None:
             try:
                 data = _dumps(result)
@@ -697,12 +721,15 @@ def _serve_process(run: RunFunction, setup: Optional[SetupFunction]) -> int:
                 with open(ctx.output_path("result.json"), "wb") as f:
                     f.write(data + b"\n")
     except Canceled:
-        _warn("canceled")
+        running[0] = False
+        _warn("canceled (SIGTERM: the job was canceled or timed out, or the server is stopping)" if ctx.canceled else "canceled")
         return 1
     except Exception:
+        running[0] = False
         traceback.print_exc()
         return 1
     except BaseException as exc:  # SystemExit, KeyboardInterrupt: the job failed, as in worker mode
+        running[0] = False
         traceback.print_exc()
         _warn(f"run() ended with {_describe(exc)}: the job failed (return a result, or raise)")
         code = exc.code if isinstance(exc, SystemExit) else None
@@ -714,6 +741,21 @@ def _serve_process(run: RunFunction, setup: Optional[SetupFunction]) -> int:
 
 # --------------------------------------------------------------------------------------------
 # Dry run (no server)
+
+
+def _file_stamps(folder: str) -> Dict[str, Any]:
+    """Each file under `folder` (relative path) with what changes when it is written: its
+    inode, size and modification time."""
+    stamps: Dict[str, Any] = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            try:
+                info = os.stat(path)
+            except OSError:
+                continue
+            stamps[os.path.relpath(path, folder)] = (info.st_ino, info.st_size, info.st_mtime_ns)
+    return stamps
 
 
 def _dry_run(run: RunFunction, setup: Optional[SetupFunction], argv: Optional[List[str]]) -> int:
@@ -741,9 +783,14 @@ def _dry_run(run: RunFunction, setup: Optional[SetupFunction], argv: Optional[Li
         parser.error(f"--input: {exc}")
 
     scratch = tempfile.mkdtemp(prefix="spool-dry-run-")
+    keep_scratch = False  # only a successful run's outputs are worth keeping
     try:
         output_dir = os.path.abspath(args.output_dir) if args.output_dir else os.path.join(scratch, "outputs")
         os.makedirs(output_dir, exist_ok=True)
+        # A server run starts with an empty output folder; --output-dir may hold files from
+        # before. They are left alone (never deleted: it may be `.`), and the closing line lists
+        # only the files this run wrote or rewrote.
+        before = _file_stamps(output_dir)
         input_file = os.path.join(scratch, "input.json")
         with open(input_file, "w", encoding="utf-8") as out:
             json.dump(job_input, out)
@@ -792,18 +839,19 @@ def _dry_run(run: RunFunction, setup: Optional[SetupFunction], argv: Optional[Li
             traceback.print_exc()
             _warn("the job failed (a server would record it as failed)")
             return 1
-        outputs = sorted(
-            os.path.relpath(os.path.join(root, name), output_dir)
-            for root, _, names in os.walk(output_dir)
-            for name in names
-        )
-        _warn(f"outputs in {output_dir}: {', '.join(outputs) if outputs else '(none)'}")
+        after = _file_stamps(output_dir)
+        outputs = sorted(name for name, stamp in after.items() if before.get(name) != stamp)
+        older = sum(1 for name, stamp in after.items() if before.get(name) == stamp)
+        note = f" (and {older} file{'s' if older != 1 else ''} from before this run, not listed)" if older else ""
+        _warn(f"outputs in {output_dir}: {', '.join(outputs) if outputs else '(none)'}{note}")
         print(text)
         _flush_std()
+        keep_scratch = not args.output_dir  # the outputs are in it
         return 0
     finally:
-        if args.output_dir:
-            # The outputs went elsewhere: the scratch folder holds only the input file.
+        if not keep_scratch:
+            # A run that failed or was canceled, or whose outputs went elsewhere: the scratch
+            # folder holds nothing the user asked for.
             shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -824,7 +872,8 @@ def serve(
       of the state returning one) adds fields to the ``ready`` message's ``info``.
     - ``SPOOL_MODE=process``, or no ``SPOOL_MODE`` but ``SPOOL_INPUT_FILE`` set: one job,
       protocol v1. Exit 0 on success (a result that is not None is written to
-      ``$SPOOL_OUTPUT_DIR/result.json``), 1 on an exception.
+      ``$SPOOL_OUTPUT_DIR/result.json``), 1 on an exception. SIGTERM cancels the job:
+      ``ctx.canceled`` turns True and ``Canceled`` is raised in ``run()``, so its cleanup runs.
     - Otherwise a local dry run: ``--input JSON|@FILE --output-dir DIR`` (``argv`` defaults
       to ``sys.argv[1:]``; it is only parsed in a dry run).
     """

@@ -49,6 +49,25 @@ def run(input, ctx):
             time.sleep(0.02)
         return {"finished": True}
 
+    if action == "cleanup":  # a loop with progress calls, and cleanup in finally
+        try:
+            for i in range(100000):
+                ctx.progress(i / 100000, f"step {i}")
+                time.sleep(0.02)
+        finally:
+            with open(input["marker"], "w") as f:
+                f.write(f"cleaned up; canceled={ctx.canceled}")
+        return {"finished": True}
+
+    if action == "blocked":  # no progress calls at all: a sleep in try/finally
+        try:
+            ctx.progress(0.0, "blocked")
+            time.sleep(60)
+        finally:
+            with open(input["marker"], "w") as f:
+                f.write(f"cleaned up; canceled={ctx.canceled}")
+        return {"finished": True}
+
     if action == "poll":  # polls ctx.canceled, then returns normally anyway
         ctx.progress(0.0, "polling")
         deadline = time.monotonic() + 60

@@ -1,7 +1,7 @@
 """Spool client: submit jobs to a Spool server and follow them (sync `Client`, asyncio `AsyncClient`)."""
 
 from ._async import AsyncClient
-from ._core import RetryPolicy
+from ._core import DEFAULT_LIMITS, RetryPolicy
 from ._errors import (
     AlreadyFinished,
     ArrayTask,
@@ -16,6 +16,7 @@ from ._errors import (
     InvalidInput,
     NotEnded,
     NotFound,
+    PoolFull,
     RateLimited,
     ServerError,
     SpoolError,
@@ -65,6 +66,7 @@ __all__ = [
     "Conflict",
     "ConnectionFailed",
     "ContentTooLarge",
+    "DEFAULT_LIMITS",
     "DeadlineUnreachable",
     "Estimate",
     "Event",
@@ -80,6 +82,7 @@ __all__ = [
     "NotFound",
     "Output",
     "OutputList",
+    "PoolFull",
     "Progress",
     "QueueInfo",
     "RateLimited",

@@ -25,6 +25,8 @@ from typing import (
 import httpx
 
 from ._core import (
+    FOLLOW_RECONNECT_S,
+    RESTART_TIMEOUT_S,
     ClientCore,
     Close,
     DedupArg,
@@ -61,14 +63,18 @@ class AsyncClient(ClientCore):
         retries: int = 3,
         user_agent: Optional[str] = None,
         max_retry_wait: float = 60.0,
+        restart_timeout: Optional[float] = RESTART_TIMEOUT_S,
+        limits: Optional[httpx.Limits] = None,
         transport: Optional[httpx.AsyncBaseTransport] = None,
     ) -> None:
-        super().__init__(url, token, timeout=timeout, retries=retries, user_agent=user_agent, max_retry_wait=max_retry_wait)
+        super().__init__(url, token, timeout=timeout, retries=retries, user_agent=user_agent, max_retry_wait=max_retry_wait,
+                         restart_timeout=restart_timeout, limits=limits)
         self._http = httpx.AsyncClient(
             base_url=self.url,
             headers=self._headers,
             timeout=timeout,
             verify=ssl_verify(verify),
+            limits=self._limits,
             transport=transport,
             follow_redirects=False,
         )
@@ -216,8 +222,9 @@ class AsyncClient(ClientCore):
         """Jobs, newest first: ``async for job in spool.list(state="queued")``; see `Client.list`."""
         return self._iterate(self._list(state, type, array, owner, page_size))
 
-    async def wait(self, id: str, timeout: Optional[float] = None) -> Job:
-        return await self._run(self._wait(id, timeout))
+    async def wait(self, id: str, timeout: Optional[float] = None, *, reconnect_timeout: Optional[float] = FOLLOW_RECONNECT_S) -> Job:
+        """See `Client.wait`."""
+        return await self._run(self._wait(id, timeout, reconnect_timeout))
 
     async def attempts(self, id: str) -> AttemptList:
         """See `Client.attempts`."""
@@ -231,18 +238,22 @@ class AsyncClient(ClientCore):
         await self._run(self._delete(id))
 
     @overload
-    def logs(self, id: str, follow: Literal[False] = ..., *, poll_interval: float = ...) -> Awaitable[str]: ...
+    def logs(self, id: str, follow: Literal[False] = ..., *, poll_interval: float = ...,
+             reconnect_timeout: Optional[float] = ...) -> Awaitable[str]: ...
 
     @overload
-    def logs(self, id: str, follow: Literal[True], *, poll_interval: float = ...) -> AsyncIterator[str]: ...
+    def logs(self, id: str, follow: Literal[True], *, poll_interval: float = ...,
+             reconnect_timeout: Optional[float] = ...) -> AsyncIterator[str]: ...
 
     @overload
-    def logs(self, id: str, follow: bool, *, poll_interval: float = ...) -> Union[Awaitable[str], AsyncIterator[str]]: ...
+    def logs(self, id: str, follow: bool, *, poll_interval: float = ...,
+             reconnect_timeout: Optional[float] = ...) -> Union[Awaitable[str], AsyncIterator[str]]: ...
 
-    def logs(self, id: str, follow: bool = False, *, poll_interval: float = 0.5) -> Union[Awaitable[str], AsyncIterator[str]]:
+    def logs(self, id: str, follow: bool = False, *, poll_interval: float = 0.5,
+             reconnect_timeout: Optional[float] = FOLLOW_RECONNECT_S) -> Union[Awaitable[str], AsyncIterator[str]]:
         """``await spool.logs(id)`` for the text; ``async for chunk in spool.logs(id, follow=True)``."""
         if follow:
-            return self._iterate(self._follow_logs(id, poll_interval))
+            return self._iterate(self._follow_logs(id, poll_interval, reconnect_timeout))
         return self._run(self._logs(id))
 
     async def outputs(self, id: str) -> OutputList:
@@ -288,13 +299,15 @@ class AsyncClient(ClientCore):
         """See `Client.delete_array`."""
         await self._run(self._delete_array(id))
 
-    async def wait_array(self, id: str, timeout: Optional[float] = None, *, interval: float = 2.0) -> JobArray:
+    async def wait_array(self, id: str, timeout: Optional[float] = None, *, interval: float = 2.0,
+                         reconnect_timeout: Optional[float] = FOLLOW_RECONNECT_S) -> JobArray:
         """See `Client.wait_array`."""
-        return await self._run(self._wait_array(id, timeout, interval))
+        return await self._run(self._wait_array(id, timeout, interval, reconnect_timeout))
 
-    def watch_array(self, id: str, timeout: Optional[float] = None, *, interval: float = 2.0) -> AsyncIterator[JobArray]:
+    def watch_array(self, id: str, timeout: Optional[float] = None, *, interval: float = 2.0,
+                    reconnect_timeout: Optional[float] = FOLLOW_RECONNECT_S) -> AsyncIterator[JobArray]:
         """``async for array in spool.watch_array(array_id)``; see `Client.watch_array`."""
-        return self._iterate(self._watch_array(id, timeout, interval))
+        return self._iterate(self._watch_array(id, timeout, interval, reconnect_timeout))
 
     # -- server --
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import codecs
 import json
+import math
 import os
 import random
 import re
@@ -27,7 +28,7 @@ from urllib.parse import quote
 
 import httpx
 
-from ._errors import ConnectionFailed, SpoolError, WaitTimeout, error_from_response
+from ._errors import ConnectionFailed, PoolFull, SpoolError, WaitTimeout, error_from_response
 from ._models import (
     TERMINAL_STATES,
     ArrayOutput,
@@ -64,6 +65,18 @@ RetryArg = Union[JobRetry, Mapping[str, Any], int]
 DedupArg = Union[str, Mapping[str, Any]]
 #: The most tasks one job array may have.
 MAX_ARRAY_SIZE = 10_000
+#: The connection pool of a client made without `limits`: no cap on connections (each long-poll
+#: and event stream holds one while it runs, so a cap would make the one past it wait for a
+#: connection that may never come free), and up to 20 idle ones kept alive for 5 s.
+DEFAULT_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=20, keepalive_expiry=5.0)
+#: How long a submit (and the other requests with an Idempotency-Key) keeps trying through a
+#: server restart — refused or dropped connections, 503 — before raising (`restart_timeout`).
+RESTART_TIMEOUT_S = 30.0
+#: How long what follows a job (`wait`, `logs(follow=True)`, `wait_array`, `watch_array`) rides
+#: out a server that cannot be reached or answers 503 (`reconnect_timeout`), as the CLI does.
+FOLLOW_RECONNECT_S = 120.0
+#: While riding out a restart, ask again at least this often (unless the server says Retry-After).
+RIDE_OUT_STEP_S = 1.0
 
 
 # --- effects -------------------------------------------------------------------------------
@@ -84,6 +97,10 @@ class RequestSpec:
     retry_status: bool = True
     #: Read timeout for this request (long-polls and streams), instead of the client's.
     read_timeout: Optional[float] = None
+    #: Once `retries` are spent, keep trying for up to this many seconds from the first failure
+    #: while the server looks like it is restarting (refused connections, dropped ones where
+    #: resending is safe, 503, and a proxy's 502/504 where resending is safe); None: no limit.
+    ride_out: Optional[float] = 0.0
 
 
 @dataclass
@@ -135,8 +152,9 @@ class Emit:
 Effect = Union[Send, Open, Read, ReadAll, Close, Sleep, Emit]
 Flow = Generator[Effect, Any, T]
 
-# Failures where the request cannot have reached the server: always safe to retry.
-NOT_SENT_ERRORS: Tuple[type, ...] = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Failures where the request cannot have reached the server: always safe to retry. (Not
+# httpx.PoolTimeout: that is the client's own pool being full, reported as `PoolFull` at once.)
+NOT_SENT_ERRORS: Tuple[type, ...] = (httpx.ConnectError, httpx.ConnectTimeout)
 # Failures of the transport that may be passing (a dropped connection, a timeout, a restart).
 TRANSIENT_ERRORS: Tuple[type, ...] = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
 
@@ -162,7 +180,7 @@ class RetryPolicy:
     max_retry_after: float = 60.0
 
     def backoff(self, attempt: int) -> float:
-        step = min(self.backoff_max, self.backoff_base * 2.0 ** attempt)
+        step = min(self.backoff_max, self.backoff_base * 2.0 ** min(attempt, 30))  # 2.0 ** 1024 overflows
         return step * (0.5 + random.random() / 2)
 
     def status_delay(self, attempt: int, status: int, retry_after: Optional[float], idempotent: bool) -> Optional[float]:
@@ -193,6 +211,57 @@ def ssl_verify(verify: VerifyTypes) -> Union[bool, ssl.SSLContext]:
     if os.path.isdir(location):
         return ssl.create_default_context(capath=location)
     return ssl.create_default_context(cafile=location)
+
+
+def tls_verify_failure(error: BaseException) -> bool:
+    """Whether a connection failed because the server's TLS certificate did not verify: no
+    retry can change that, so it is reported at once."""
+    seen = set()
+    cause: Optional[BaseException] = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(error)
+
+
+def check_header_value(name: str, value: str) -> None:
+    """A ValueError naming `name` (never quoting the value: it may be a secret) unless `value`
+    can go out as an HTTP header value: printable ASCII, with inner spaces and tabs."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} is a string, not {type(value).__name__}")
+    for position, char in enumerate(value):
+        if " " <= char <= "~" or char == "\t":
+            continue
+        if char in "\r\n":
+            what = "a line break"
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            what = f"a control character (U+{ord(char):04X})"
+        else:
+            what = "a non-ASCII character"
+        raise ValueError(f"{name} cannot be sent in an HTTP header: it holds {what} at position {position}")
+
+
+def non_finite(value: Any, path: str = "") -> Optional[Tuple[str, float]]:
+    """Where `value` holds a NaN or an infinity (which JSON cannot carry), and which: ("input.a[2]", nan)."""
+    seen = set()
+
+    def walk(item: Any, where: str) -> Optional[Tuple[str, float]]:
+        if isinstance(item, float):
+            return (where or "the value", item) if not math.isfinite(item) else None
+        if isinstance(item, (dict, list, tuple)):
+            if id(item) in seen:
+                return None
+            seen.add(id(item))
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                found = walk(child, f"{where}[{key}]" if not isinstance(item, dict) else (f"{where}.{key}" if where else str(key)))
+                if found is not None:
+                    return found
+        return None
+
+    return walk(value, path)
 
 
 def job_path(job_id: str, *rest: str) -> str:
@@ -305,6 +374,8 @@ class ClientCore:
         retries: int,
         user_agent: Optional[str],
         max_retry_wait: float,
+        restart_timeout: Optional[float] = RESTART_TIMEOUT_S,
+        limits: Optional[httpx.Limits] = None,
     ) -> None:
         url = url or os.environ.get("SPOOL_URL") or DEFAULT_URL
         parsed = httpx.URL(url)
@@ -312,16 +383,34 @@ class ClientCore:
             raise ValueError(f"the server URL must be http:// or https:// with a host, not {url!r}")
         if token is None:
             token = os.environ.get("SPOOL_TOKEN") or None
+        if token is not None:
+            if not isinstance(token, str):
+                raise TypeError(f"token is a string, not {type(token).__name__}")
+            # A token read from a file or a mounted secret keeps its newline: not part of it.
+            token = token.strip() or None
+        if token:
+            check_header_value("token", token)
+        if user_agent:
+            check_header_value("user_agent", user_agent)
+        if restart_timeout is not None and not restart_timeout >= 0:
+            raise ValueError("restart_timeout is a number of seconds (0 or more), or None")
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
+        self.restart_timeout = restart_timeout
+        self._limits = limits if limits is not None else DEFAULT_LIMITS
         self._policy = RetryPolicy(retries=max(0, retries), max_retry_after=max_retry_wait)
         self._headers: Dict[str, str] = {
             "User-Agent": user_agent or f"spool-client/{__version__} python-httpx/{httpx.__version__}",
             "Accept": "application/json",
         }
+        # What no error message may show: the token, also as httpx and Python quote it.
+        self._secrets: List[str] = []
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
+            self._secrets = sorted({token, repr(token)[1:-1], repr(token.encode())[2:-1]}, key=len, reverse=True)
+        #: The clock of waits and ride-outs (replaceable in tests).
+        self._clock: Callable[[], float] = time.monotonic
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"  # never the token
@@ -341,21 +430,72 @@ class ClientCore:
             "timeout": timeout,
         }
 
-    def _connection_failed(self, spec: RequestSpec, error: Exception) -> ConnectionFailed:
-        what = one_line(str(error)) or type(error).__name__
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "[token]")
+        return text
+
+    def _connection_failed(self, spec: RequestSpec, error: Exception, failing_for: Optional[float] = None) -> ConnectionFailed:
+        what = self._scrub(one_line(str(error))) or type(error).__name__
         verb = "could not connect to" if isinstance(error, NOT_SENT_ERRORS) else "connection failed for"
-        return ConnectionFailed(f"{verb} {spec.method} {self.url}{spec.path}: {what}")
+        after = f" (still failing after {failing_for:.0f} s)" if failing_for is not None and failing_for >= 1 else ""
+        return ConnectionFailed(f"{verb} {spec.method} {self.url}{spec.path}: {what}{after}")
+
+    def _fatal(self, spec: RequestSpec, error: Exception) -> Optional[Exception]:
+        """The error to raise at once for a transport failure no retry can help; else None."""
+        where = f"{spec.method} {self.url}{spec.path}"
+        if isinstance(error, httpx.PoolTimeout):
+            cap = self._limits.max_connections
+            return PoolFull(
+                f"no connection of this client's pool came free for {where} within its timeout: all "
+                f"{cap if cap is not None else 'its'} connections (limits.max_connections) are in use, each long-poll, "
+                f"log follow and event stream holding one; give the client higher limits= (or none) or run fewer at once"
+            )
+        if isinstance(error, httpx.LocalProtocolError):
+            # Nothing was sent: the request itself cannot be written (a header value, say).
+            return ValueError(f"{where} cannot be sent: {self._scrub(one_line(str(error))) or type(error).__name__}")
+        if isinstance(error, httpx.ConnectError) and tls_verify_failure(error):
+            return ConnectionFailed(f"TLS certificate verification failed for {where}: {self._scrub(one_line(str(error)))} "
+                                    f"(verify= takes a CA bundle or an ssl.SSLContext)")
+        return None
+
+    def _ride_out_delay(self, spec: RequestSpec, attempt: int, failing_since: float, retry_after: Optional[float]) -> Optional[float]:
+        """The wait before trying again through what looks like a server restart, while
+        `spec.ride_out` lasts; None once it is spent."""
+        budget = spec.ride_out
+        if budget is not None and budget <= 0:
+            return None
+        elapsed = self._clock() - failing_since
+        if budget is not None and elapsed >= budget:
+            return None
+        if retry_after is not None:
+            delay = min(retry_after, self._policy.max_retry_after)
+        else:
+            delay = min(RIDE_OUT_STEP_S, self._policy.backoff(attempt))
+        return max(0.0, delay if budget is None else min(delay, budget - elapsed))
 
     def _send(self, spec: RequestSpec, *, stream: bool = False, raw: bool = False, ok: Sequence[int] = ()) -> Flow[httpx.Response]:
-        """Send with the retry policy; the answer, or a typed error. `ok` lists error statuses to return."""
+        """Send with the retry policy; the answer, or a typed error. `ok` lists error statuses to return.
+
+        `retries` tries again after a 429, a 503, a proxy's 502/504 and a failed connection
+        (see `RetryPolicy`); after them, a request with `ride_out` keeps trying through what
+        looks like a restart (refused or dropped connections, 503, 502/504) for that long."""
         attempt = 0
+        failing_since: Optional[float] = None
         while True:
             try:
                 response: httpx.Response = yield (Open(spec, raw) if stream else Send(spec))
             except httpx.TransportError as error:
+                fatal = self._fatal(spec, error)
+                if fatal is not None:
+                    raise fatal from error
+                if failing_since is None:
+                    failing_since = self._clock()
                 delay = self._policy.transport_delay(attempt, error, spec.idempotent)
+                if delay is None and (isinstance(error, NOT_SENT_ERRORS) or (spec.idempotent and isinstance(error, TRANSIENT_ERRORS))):
+                    delay = self._ride_out_delay(spec, attempt, failing_since, None)
                 if delay is None:
-                    raise self._connection_failed(spec, error) from error
+                    raise self._connection_failed(spec, error, self._clock() - failing_since) from error
                 attempt += 1
                 yield Sleep(delay)
                 continue
@@ -372,7 +512,13 @@ class ClientCore:
             else:
                 body = response.content
             failure = error_from_response(status, response.headers, body, response.reason_phrase)
-            delay = self._policy.status_delay(attempt, status, failure.retry_after, spec.idempotent) if spec.retry_status else None
+            if not spec.retry_status:
+                raise failure
+            if failing_since is None:
+                failing_since = self._clock()
+            delay = self._policy.status_delay(attempt, status, failure.retry_after, spec.idempotent)
+            if delay is None and (status == 503 or (spec.idempotent and status in (502, 504))):
+                delay = self._ride_out_delay(spec, attempt, failing_since, failure.retry_after)
             if delay is None:
                 raise failure
             attempt += 1
@@ -429,13 +575,27 @@ class ClientCore:
         if start_within_s is not None:
             body["start_within_s"] = start_within_s
         body.update(extra)
+        if idempotency_key is not None:
+            check_header_value("idempotency_key", idempotency_key)
         key = idempotency_key or str(uuid.uuid4())
+        try:
+            text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except ValueError:
+            found = non_finite(body)
+            if found is None:
+                raise
+            where, value = found
+            raise ValueError(
+                f"{where} is {value}: JSON has no NaN or infinity, so the server could not read the submit "
+                f"(send None, a string, or leave the field out)"
+            ) from None
         return RequestSpec(
             "POST",
             "/v1/jobs",
             headers={"Content-Type": "application/json", "Idempotency-Key": key},
-            body=json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"),
+            body=text.encode("utf-8"),
             idempotent=True,  # the Idempotency-Key makes a resend answer with the same job
+            ride_out=self.restart_timeout,  # ... so it may ride out a restart, with the same key
         )
 
     def _submit(
@@ -494,8 +654,8 @@ class ClientCore:
         data = yield from self._json(spec)
         return JobArray.from_json(data)
 
-    def _get(self, job_id: str, wait: Optional[float] = None) -> Flow[Job]:
-        spec = RequestSpec("GET", job_path(job_id))
+    def _get(self, job_id: str, wait: Optional[float] = None, ride_out: Optional[float] = 0.0) -> Flow[Job]:
+        spec = RequestSpec("GET", job_path(job_id), ride_out=ride_out)
         if wait is not None and wait > 0:
             spec.params = {"wait": format_seconds(wait)}
             spec.read_timeout = wait + (self.timeout if self.timeout is not None else 30.0)
@@ -524,19 +684,27 @@ class ClientCore:
         params = {name: value for name, value in (("status", state), ("type", type), ("array", array), ("owner", owner)) if value is not None}
         return (yield from self._pages("/v1/jobs", "jobs", params, page_size, Job.from_json))
 
-    def _wait(self, job_id: str, timeout: Optional[float]) -> Flow[Job]:
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+    def _ride_out_until(self, deadline: Optional[float], reconnect_timeout: Optional[float]) -> Optional[float]:
+        """How long the next request of a wait may ride out a restart: `reconnect_timeout`,
+        and never past the wait's own deadline."""
+        if deadline is None:
+            return reconnect_timeout
+        left = max(0.0, deadline - self._clock())
+        return left if reconnect_timeout is None else min(left, reconnect_timeout)
+
+    def _wait(self, job_id: str, timeout: Optional[float], reconnect_timeout: Optional[float] = FOLLOW_RECONNECT_S) -> Flow[Job]:
+        deadline = None if timeout is None else self._clock() + max(0.0, timeout)
         previous: Optional[str] = None
         while True:
-            remaining = MAX_WAIT_S if deadline is None else deadline - time.monotonic()
+            remaining = MAX_WAIT_S if deadline is None else deadline - self._clock()
             hold = max(0.0, min(MAX_WAIT_S, remaining))
-            started = time.monotonic()
-            job = yield from self._get(job_id, wait=hold)
+            started = self._clock()
+            job = yield from self._get(job_id, wait=hold, ride_out=self._ride_out_until(deadline, reconnect_timeout))
             if job.done:
                 return job
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and self._clock() >= deadline:
                 raise WaitTimeout(f"job {job_id} is still {job.state} after {format_seconds(timeout or 0.0)} s", job)
-            elapsed = time.monotonic() - started
+            elapsed = self._clock() - started
             if job.state == previous and elapsed < min(hold, 1.0):
                 # The server answered at once without a change (it ignored ?wait): do not spin.
                 pause = min(1.0 - elapsed, hold - elapsed)
@@ -560,12 +728,12 @@ class ClientCore:
         response = yield from self._send(RequestSpec("GET", job_path(job_id, "logs")))
         return response.content.decode("utf-8", "replace")
 
-    def _follow_logs(self, job_id: str, poll_interval: float) -> Flow[None]:
+    def _follow_logs(self, job_id: str, poll_interval: float, reconnect_timeout: Optional[float] = FOLLOW_RECONNECT_S) -> Flow[None]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         offset = 0
         finished = False
         while True:
-            spec = RequestSpec("GET", job_path(job_id, "logs"), params={"offset": str(offset)})
+            spec = RequestSpec("GET", job_path(job_id, "logs"), params={"offset": str(offset)}, ride_out=reconnect_timeout)
             response = yield from self._send(spec)
             data = response.content
             try:
@@ -579,7 +747,7 @@ class ClientCore:
                 break
             if not finished:
                 # Sleeps up to poll_interval, and wakes at once when the job finishes.
-                job = yield from self._get(job_id, wait=poll_interval)
+                job = yield from self._get(job_id, wait=poll_interval, ride_out=reconnect_timeout)
                 finished = job.done
         tail = decoder.decode(b"", final=True)
         if tail:
@@ -693,8 +861,8 @@ class ClientCore:
 
     # -- job arrays --
 
-    def _array(self, array_id: str) -> Flow[JobArray]:
-        return JobArray.from_json((yield from self._json(RequestSpec("GET", array_path(array_id)))))
+    def _array(self, array_id: str, ride_out: Optional[float] = 0.0) -> Flow[JobArray]:
+        return JobArray.from_json((yield from self._json(RequestSpec("GET", array_path(array_id), ride_out=ride_out))))
 
     def _array_tasks(self, array_id: str, page_size: int) -> Flow[None]:
         return (yield from self._pages(array_path(array_id, "tasks"), "tasks", {}, page_size, Job.from_json))
@@ -713,8 +881,10 @@ class ClientCore:
 
     def _retry_array(self, array_id: str, idempotency_key: Optional[str]) -> Flow[JobArray]:
         # Always with a key, as a submit: a resend after a dropped answer gets the same new array.
+        if idempotency_key is not None:
+            check_header_value("idempotency_key", idempotency_key)
         spec = RequestSpec("POST", array_path(array_id, "retry"), headers={"Idempotency-Key": idempotency_key or str(uuid.uuid4())},
-                           idempotent=True)
+                           idempotent=True, ride_out=self.restart_timeout)
         return JobArray.from_json((yield from self._json(spec)))
 
     def _delete_array(self, array_id: str) -> Flow[None]:
@@ -722,24 +892,25 @@ class ClientCore:
         yield from self._send(RequestSpec("DELETE", array_path(array_id), idempotent=False))
         return None
 
-    def _poll_array(self, array_id: str, timeout: Optional[float], interval: float, emit: bool) -> Flow[JobArray]:
+    def _poll_array(self, array_id: str, timeout: Optional[float], interval: float, emit: bool,
+                    reconnect_timeout: Optional[float] = FOLLOW_RECONNECT_S) -> Flow[JobArray]:
         """Polls the array (there is no long-poll for arrays) until it is done: every 0.1 s at
         first, backing off to `interval`. With `emit`, hands out the first answer and each one
         that differs from the last. `WaitTimeout` (with the last array) after `timeout` s."""
         if interval <= 0:
             raise ValueError("interval must be positive")
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        deadline = None if timeout is None else self._clock() + max(0.0, timeout)
         pause = min(0.1, interval)
         previous: Optional[JobArray] = None
         while True:
-            array = yield from self._array(array_id)
+            array = yield from self._array(array_id, ride_out=self._ride_out_until(deadline, reconnect_timeout))
             if emit and array != previous:
                 yield Emit(array)
             previous = array
             if array.done:
                 return array
             if deadline is not None:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - self._clock()
                 if remaining <= 0:
                     raise WaitTimeout(
                         f"array {array_id} is still {array.state} ({array.counts.finished} of {array.size} tasks finished) "
@@ -751,16 +922,20 @@ class ClientCore:
                 yield Sleep(pause)
             pause = min(interval, pause * 1.5)
 
-    def _wait_array(self, array_id: str, timeout: Optional[float], interval: float) -> Flow[JobArray]:
-        return (yield from self._poll_array(array_id, timeout, interval, emit=False))
+    def _wait_array(self, array_id: str, timeout: Optional[float], interval: float,
+                    reconnect_timeout: Optional[float] = FOLLOW_RECONNECT_S) -> Flow[JobArray]:
+        return (yield from self._poll_array(array_id, timeout, interval, False, reconnect_timeout))
 
-    def _watch_array(self, array_id: str, timeout: Optional[float], interval: float) -> Flow[None]:
-        yield from self._poll_array(array_id, timeout, interval, emit=True)
+    def _watch_array(self, array_id: str, timeout: Optional[float], interval: float,
+                     reconnect_timeout: Optional[float] = FOLLOW_RECONNECT_S) -> Flow[None]:
+        yield from self._poll_array(array_id, timeout, interval, True, reconnect_timeout)
 
     # -- events --
 
     def _events(self, job_id: Optional[str], last_event_id: Optional[str], reconnect_timeout: Optional[float]) -> Flow[None]:
         path = job_path(job_id, "events") if job_id is not None else "/v1/events"
+        if last_event_id:
+            check_header_value("last_event_id", last_event_id)
         retry_s = 2.0
         last_id = last_event_id
         terminal = False
@@ -772,15 +947,22 @@ class ClientCore:
                 headers["Last-Event-ID"] = last_id
             spec = RequestSpec("GET", path, headers=headers, read_timeout=read_timeout)
             if failing_since is None:
-                failing_since = time.monotonic()
-            out_of_time = reconnect_timeout is not None and time.monotonic() - failing_since > reconnect_timeout
+                failing_since = self._clock()
+            out_of_time = reconnect_timeout is not None and self._clock() - failing_since > reconnect_timeout
             try:
                 response: httpx.Response = yield Open(spec)
             except httpx.TransportError as error:
+                fatal = self._fatal(spec, error)
+                if fatal is not None:
+                    raise fatal from error
                 if out_of_time or not isinstance(error, TRANSIENT_ERRORS + NOT_SENT_ERRORS):
-                    raise self._connection_failed(spec, error) from error
+                    raise self._connection_failed(spec, error, self._clock() - failing_since) from error
                 yield Sleep(retry_s)
                 continue
+            if response.status_code == 204:
+                # "Stop reconnecting": a job's stream resumed at or after its end has nothing more.
+                yield Close(response)
+                return
             if response.status_code != 200:
                 try:
                     body = yield ReadAll(response)
@@ -809,9 +991,11 @@ class ClientCore:
                         yield Emit(event)
                         if job_id is not None and event.event == "state" and event.state in TERMINAL_STATES:
                             terminal = True
-                        elif terminal and event.event == "outputs":
+                        elif job_id is not None and event.event == "outputs":
+                            # A job's stream ends with its outputs, which only its end has
+                            # (the final state came before, on this connection or an earlier one).
                             yield Close(response)
-                            return  # a job's stream ends with its outputs, after its final state
+                            return
                     if parser.retry_ms is not None:
                         retry_s = parser.retry_ms / 1000.0
             except httpx.TransportError:

@@ -162,6 +162,14 @@ class ConnectionFailed(SpoolError, ConnectionError):
         super().__init__(None, "about:blank", message)
 
 
+class PoolFull(ConnectionFailed):
+    """No connection of the client's own pool came free in time (httpx's `PoolTimeout`): every
+    connection its `limits` allow is in use — each long-poll (`wait`, `logs(follow=True)`) and
+    each event stream holds one while it runs. Nothing was sent and nothing is wrong with the
+    server; raise `limits.max_connections` (the default has no cap) or run fewer at once.
+    Not retried. A `ConnectionFailed`, so code that catches that catches this too."""
+
+
 class WaitTimeout(TimeoutError):
     """`wait()` ran out of time before the job finished; `.job` is the last state seen (the
     last `JobArray` for `wait_array()` and `watch_array()`)."""

@@ -131,6 +131,8 @@ def retry_json(value: Union["JobRetry", Mapping[str, Any], int]) -> Dict[str, An
     if isinstance(value, bool):
         raise TypeError("retry is a JobRetry, a mapping or a number of attempts, not a bool")
     if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"retry={value}: a bare number is the attempts in all, 1 or more (1: no retry)")
         return {"max_attempts": value}
     if isinstance(value, Mapping):
         body = dict(value)
@@ -600,6 +602,9 @@ class QueueInfo:
     queued: int
     accepting: bool
     slots: List[Slot]
+    #: For a tenant's token: how many of the `queued` jobs are its own (None for an
+    #: administrator, or a server without tokens).
+    queued_mine: Optional[int] = None
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -609,6 +614,7 @@ class QueueInfo:
             queued=_opt_int(data.get("queued")) or 0,
             accepting=data.get("accepting") is True,
             slots=[Slot.from_json(s) for s in slots if isinstance(s, dict)] if isinstance(slots, list) else [],
+            queued_mine=_opt_int(data.get("queued_mine")),
             raw=dict(data),
         )
 

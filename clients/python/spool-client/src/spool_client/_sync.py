@@ -11,6 +11,8 @@ from typing import Any, Callable, Dict, Generator, Iterator, List, Literal, Mapp
 import httpx
 
 from ._core import (
+    FOLLOW_RECONNECT_S,
+    RESTART_TIMEOUT_S,
     ClientCore,
     Close,
     DedupArg,
@@ -35,10 +37,17 @@ class Client(ClientCore):
     """A blocking Spool client; use it as a context manager, or call `close()`.
 
     `url` defaults to `$SPOOL_URL`, then ``http://127.0.0.1:8080``; `token` to `$SPOOL_TOKEN`
-    (sent as ``Authorization: Bearer …``). `timeout` is seconds per network operation (None: no
+    (sent as ``Authorization: Bearer …``; surrounding whitespace, such as the newline of a token
+    read from a file, is stripped). `timeout` is seconds per network operation (None: no
     limit); `verify` is True, False, a CA bundle path or an `ssl.SSLContext`; `retries` is how
     many times a request is tried again after a 429, a 503 or a connection failure.
-    `transport` replaces httpx's (tests pass an `httpx.MockTransport`).
+    `restart_timeout` is how long a submit (`submit`, `submit_array`, `retry_array`: they carry
+    an Idempotency-Key, so a resend never makes a second job) keeps trying, after `retries`,
+    through a server restart — refused or dropped connections, 503 — before it raises (None:
+    no limit; 0: only `retries`). `limits` is the `httpx.Limits` of the connection pool; the
+    default (`DEFAULT_LIMITS`) puts no cap on connections, since every long-poll and event
+    stream holds one while it runs; with a cap, a request that finds none free in `timeout`
+    raises `PoolFull`. `transport` replaces httpx's (tests pass an `httpx.MockTransport`).
     """
 
     def __init__(
@@ -51,14 +60,18 @@ class Client(ClientCore):
         retries: int = 3,
         user_agent: Optional[str] = None,
         max_retry_wait: float = 60.0,
+        restart_timeout: Optional[float] = RESTART_TIMEOUT_S,
+        limits: Optional[httpx.Limits] = None,
         transport: Optional[httpx.BaseTransport] = None,
     ) -> None:
-        super().__init__(url, token, timeout=timeout, retries=retries, user_agent=user_agent, max_retry_wait=max_retry_wait)
+        super().__init__(url, token, timeout=timeout, retries=retries, user_agent=user_agent, max_retry_wait=max_retry_wait,
+                         restart_timeout=restart_timeout, limits=limits)
         self._http = httpx.Client(
             base_url=self.url,
             headers=self._headers,
             timeout=timeout,
             verify=ssl_verify(verify),
+            limits=self._limits,
             transport=transport,
             follow_redirects=False,
         )
@@ -155,7 +168,9 @@ class Client(ClientCore):
         """Submit a job; returns it as stored (queued, with its position).
 
         An Idempotency-Key is always sent (a new uuid4 unless given), so a submit retried after
-        a dropped connection never makes a second job. The same key with the same request
+        a dropped connection never makes a second job; it rides out a server restart for up to
+        the client's `restart_timeout` (30 s), sending the same key each time. NaN and
+        infinities anywhere in the submit raise ValueError here (JSON has none). The same key with the same request
         returns the original job; with another request it raises `IdempotencyConflict`.
         `webhook` is a URL; `webhook_events` any of ``started``, ``progress``, ``completed``.
 
@@ -224,9 +239,12 @@ class Client(ClientCore):
         jobs (an administrator's token; a tenant's may name only itself, else `Forbidden`)."""
         return self._iterate(self._list(state, type, array, owner, page_size))
 
-    def wait(self, id: str, timeout: Optional[float] = None) -> Job:
-        """Long-poll until the job is succeeded, failed or canceled; `WaitTimeout` after `timeout` s."""
-        return self._run(self._wait(id, timeout))
+    def wait(self, id: str, timeout: Optional[float] = None, *, reconnect_timeout: Optional[float] = FOLLOW_RECONNECT_S) -> Job:
+        """Long-poll until the job is succeeded, failed or canceled; `WaitTimeout` after `timeout` s.
+        Rides out a server restart (refused or dropped connections, 503) for up to
+        `reconnect_timeout` s (None: no limit), never past `timeout`; then `ConnectionFailed`
+        (or the 503's `Unavailable`)."""
+        return self._run(self._wait(id, timeout, reconnect_timeout))
 
     def attempts(self, id: str) -> AttemptList:
         """The job's attempts, oldest first, as `Attempt`s (how each ended, its exit code, slot,
@@ -248,19 +266,24 @@ class Client(ClientCore):
         self._run(self._delete(id))
 
     @overload
-    def logs(self, id: str, follow: Literal[False] = ..., *, poll_interval: float = ...) -> str: ...
+    def logs(self, id: str, follow: Literal[False] = ..., *, poll_interval: float = ...,
+             reconnect_timeout: Optional[float] = ...) -> str: ...
 
     @overload
-    def logs(self, id: str, follow: Literal[True], *, poll_interval: float = ...) -> Iterator[str]: ...
+    def logs(self, id: str, follow: Literal[True], *, poll_interval: float = ...,
+             reconnect_timeout: Optional[float] = ...) -> Iterator[str]: ...
 
     @overload
-    def logs(self, id: str, follow: bool, *, poll_interval: float = ...) -> Union[str, Iterator[str]]: ...
+    def logs(self, id: str, follow: bool, *, poll_interval: float = ...,
+             reconnect_timeout: Optional[float] = ...) -> Union[str, Iterator[str]]: ...
 
-    def logs(self, id: str, follow: bool = False, *, poll_interval: float = 0.5) -> Union[str, Iterator[str]]:
+    def logs(self, id: str, follow: bool = False, *, poll_interval: float = 0.5,
+             reconnect_timeout: Optional[float] = FOLLOW_RECONNECT_S) -> Union[str, Iterator[str]]:
         """The job's stdout and stderr as text; with `follow=True` an iterator of text chunks
-        as they are written, ending once the job has finished and its log is read."""
+        as they are written, ending once the job has finished and its log is read. Following
+        rides out a server restart for up to `reconnect_timeout` s, as `wait` does."""
         if follow:
-            return self._iterate(self._follow_logs(id, poll_interval))
+            return self._iterate(self._follow_logs(id, poll_interval, reconnect_timeout))
         return self._run(self._logs(id))
 
     def outputs(self, id: str) -> OutputList:
@@ -276,8 +299,8 @@ class Client(ClientCore):
     def events(
         self, id: Optional[str] = None, *, last_event_id: Optional[Union[str, int]] = None, reconnect_timeout: Optional[float] = 60.0
     ) -> Iterator[Event]:
-        """Server-sent events of one job (ends after its final state and outputs) or of every
-        job (endless). Reconnects after a dropped connection or a server restart with
+        """Server-sent events of one job (ends after its final state and outputs, and at once when
+        resumed after them: the server's 204) or of every job (endless). Reconnects after a dropped connection or a server restart with
         Last-Event-ID, so no event is missed or repeated; gives up with `ConnectionFailed` when
         the server stays unreachable for `reconnect_timeout` seconds (None: never)."""
         start = None if last_event_id is None else str(last_event_id)
@@ -300,7 +323,9 @@ class Client(ClientCore):
 
     def array_outputs(self, id: str) -> List[ArrayOutput]:
         """The output files of the array's finished tasks, in task order (`ArrayOutput(task, index,
-        name, size, url)`; fetch one with ``download(output.task, output.name, path)``)."""
+        name, size, url)`; fetch one with ``download(output.task, output.name, path)``). Tasks of
+        one type name their outputs alike: give each task a folder of its own, e.g.
+        ``f"frames/{output.index}/"``, or each download replaces the last."""
         return self._run(self._array_outputs(id))
 
     def cancel_array(self, id: str) -> JobArray:
@@ -323,16 +348,18 @@ class Client(ClientCore):
         `NotFound`."""
         self._run(self._delete_array(id))
 
-    def wait_array(self, id: str, timeout: Optional[float] = None, *, interval: float = 2.0) -> JobArray:
+    def wait_array(self, id: str, timeout: Optional[float] = None, *, interval: float = 2.0,
+                   reconnect_timeout: Optional[float] = FOLLOW_RECONNECT_S) -> JobArray:
         """Poll until every task has finished (the array is succeeded, failed or canceled), every
         0.1 s at first, backing off to `interval`; `WaitTimeout` (`.job` is the last `JobArray`)
-        after `timeout` s."""
-        return self._run(self._wait_array(id, timeout, interval))
+        after `timeout` s. Rides out a server restart for up to `reconnect_timeout` s, as `wait` does."""
+        return self._run(self._wait_array(id, timeout, interval, reconnect_timeout))
 
-    def watch_array(self, id: str, timeout: Optional[float] = None, *, interval: float = 2.0) -> Iterator[JobArray]:
+    def watch_array(self, id: str, timeout: Optional[float] = None, *, interval: float = 2.0,
+                    reconnect_timeout: Optional[float] = FOLLOW_RECONNECT_S) -> Iterator[JobArray]:
         """Like `wait_array`, as an iterator of the array each time it changes (the first answer
         too), ending with the finished array: a progress bar's loop."""
-        return self._iterate(self._watch_array(id, timeout, interval))
+        return self._iterate(self._watch_array(id, timeout, interval, reconnect_timeout))
 
     # -- server --
 

@@ -16,9 +16,15 @@ def verify_webhook(secret: Union[str, bytes], headers: Mapping[str, str], body: 
     captured delivery cannot be replayed later. ``body`` is the raw request body as received
     (not re-encoded JSON); header names are matched in any case. Deduplicate what passes on
     ``Spool-Webhook-Id``: delivery is at least once."""
-    lowered = {name.lower(): value for name, value in headers.items()}
+    # Anything malformed — a header that is missing, not ASCII (a forger can send any byte; servers
+    # decode headers as Latin-1), or not a string at all — is False, never an exception.
+    lowered = {str(name).lower(): value for name, value in headers.items()}
     timestamp = lowered.get("spool-webhook-timestamp", "")
     signature = lowered.get("spool-webhook-signature", "")
+    if not isinstance(timestamp, str) or not isinstance(signature, str):
+        return False
+    if not timestamp.isascii() or not signature.isascii():
+        return False
     try:
         sent = int(timestamp)
     except ValueError:
@@ -26,5 +32,5 @@ def verify_webhook(secret: Union[str, bytes], headers: Mapping[str, str], body: 
     if abs((time.time() if now is None else now) - sent) > tolerance_s:
         return False
     key = secret.encode() if isinstance(secret, str) else secret
-    expected = "v1=" + hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, signature)
+    expected = b"v1=" + hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest().encode()
+    return hmac.compare_digest(expected, signature.encode("ascii"))
