@@ -168,7 +168,7 @@ struct StatusCommand: AsyncParsableCommand {
             if let code = job.exitCode { lines.append("exit code: \(code)") }
             if let signal = job.signal { lines.append("signal:    \(signal)") }
             if let error = job.error { lines.append("error:     \(error)") }
-            print(lines.joined(separator: "\n"))
+            print(lines.map(\.terminalSafe).joined(separator: "\n"))
         }
     }
 
@@ -185,8 +185,8 @@ struct StatusCommand: AsyncParsableCommand {
             if let started = attempt["started_at"]?.stringValue { line += "  started \(started)" }
             if let ended = attempt["ended_at"]?.stringValue { line += "  ended \(ended)" }
             if let retryAt = attempt["retry_at"]?.stringValue { line += "  retry at \(retryAt)" }
-            if let error = attempt["error"]?.stringValue { line += "\n    \(error)" }
-            print(line)
+            if let error = attempt["error"]?.stringValue { line += "\n    \(error.terminalSafe)" }
+            print(line.terminalSafe)
         }
     }
 }
@@ -330,6 +330,7 @@ final class StatusLine {
             text += "  [" + String(repeating: "#", count: filled) + String(repeating: ".", count: 20 - filled) + "] "
                 + "\(Int(progress.fraction * 100))%" + (progress.message.map { "  \($0)" } ?? "")
         }
+        text = text.terminalSafe
         guard text != last else { return }
         last = text
         FileHandle.standardError.write(Data((isTerminal ? "\r\u{1B}[K" + text : text + "\n").utf8))
@@ -338,7 +339,21 @@ final class StatusLine {
     func finish(_ job: JobWire) {
         var text = "\(job.id)  \(job.state)" + (job.reason.map { " (\($0))" } ?? "")
         if let error = job.error { text += ": \(error)" }
-        FileHandle.standardError.write(Data(((isTerminal ? "\r\u{1B}[K" : "") + text + "\n").utf8))
+        FileHandle.standardError.write(Data(((isTerminal ? "\r\u{1B}[K" : "") + text.terminalSafe + "\n").utf8))
+    }
+}
+
+extension String {
+    /// The text with its control characters (but for line breaks) written as `\u{1B}`: a job's
+    /// progress message or error, shown in an operator's terminal, cannot move its cursor, clear
+    /// it or set its title (found by attacking the build: ESC and BEL from a job went out raw).
+    /// `spool logs` prints the job's output as it is, like any log viewer.
+    var terminalSafe: String {
+        guard unicodeScalars.contains(where: { $0 != "\n" && ($0.properties.generalCategory == .control) }) else { return self }
+        return unicodeScalars.map { scalar in
+            scalar != "\n" && scalar.properties.generalCategory == .control
+                ? "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}" : String(scalar)
+        }.joined()
     }
 }
 

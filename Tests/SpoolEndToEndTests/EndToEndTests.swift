@@ -57,6 +57,24 @@ import Testing
         _ = try await server.request(.POST, "/v1/jobs/\(busy)/cancel")
     }
 
+    /// What a job says (its progress message, its error) reaches an operator's terminal through
+    /// `spool status` with its control characters written out: a job cannot set the terminal's
+    /// title or clear it (found by attacking the build: ESC and BEL went out raw).
+    @Test func theCLIShowsAJobsControlCharactersWrittenOut() async throws {
+        let script = #"printf '%s\n' '{"type":"progress","fraction":0.5,"message":"\u001b]0;pwned\u0007 halfway"}' > "$SPOOL_MESSAGES"; sleep 0.2"#
+        let server = try ServerHarness(config: .object(["job_types": .object([
+            "talk": .object(["command": .array(["/bin/sh", "-c", .string(script)]), "timeout_s": 30]),
+        ])]))
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let id = try #require(try await server.submit("talk").json["id"]?.stringValue)
+        _ = try await server.waitFor(id, ["succeeded"])
+        let status = try await runCLI(["status", id, "--server", server.url])
+        #expect(status.status == 0)
+        #expect(status.stdout.contains(#"progress:  50% \u{1B}]0;pwned\u{7} halfway"#), "\(status.stdout)")
+        #expect(!status.stdout.unicodeScalars.contains { $0 == "\u{1B}" || $0 == "\u{7}" })
+    }
+
     @Test func jobsRunStrictlyOneAtATimeInSubmitOrder() async throws {
         let server = try server()
         try await server.start()
