@@ -7,6 +7,8 @@ public struct JSONParser {
         public var offset: Int
         public var reason: String
         public var description: String { "\(reason) at byte \(offset)" }
+        /// The reason of an integer `exactIntegers` refuses.
+        public static let inexactInteger = "an integer beyond 64 bits"
     }
 
     /// Deepest nesting accepted, so hostile input cannot exhaust the stack.
@@ -14,10 +16,13 @@ public struct JSONParser {
 
     /// `uniqueKeys`: an object that names a key twice is an error (where a later value silently
     /// replacing an earlier one would hide a mistake: a configuration file).
-    public static func parse(_ bytes: some Collection<UInt8>, uniqueKeys: Bool = false) throws(Error) -> JSONValue {
+    /// `exactIntegers`: an integer beyond 64 bits is an error, where it would otherwise be read as
+    /// the nearest double (where that would silently change it: a job's input, a seed or a hash
+    /// that a dedup or an idempotency check then compares; found by attacking the build).
+    public static func parse(_ bytes: some Collection<UInt8>, uniqueKeys: Bool = false, exactIntegers: Bool = false) throws(Error) -> JSONValue {
         let array = Array(bytes)
         return try array.withUnsafeBufferPointer { buffer throws(Error) in
-            var parser = Parser(bytes: buffer, uniqueKeys: uniqueKeys)
+            var parser = Parser(bytes: buffer, uniqueKeys: uniqueKeys, exactIntegers: exactIntegers)
             parser.skipWhitespace()
             let value = try parser.value(depth: 0)
             parser.skipWhitespace()
@@ -29,6 +34,7 @@ public struct JSONParser {
     struct Parser {
         let bytes: UnsafeBufferPointer<UInt8>
         var uniqueKeys = false
+        var exactIntegers = false
         var index = 0
 
         func error(_ reason: String) -> Error { Error(offset: index, reason: reason) }
@@ -202,6 +208,10 @@ public struct JSONParser {
             }
             let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
             if isInteger, let integer = Int64(text) { return .int(integer) }
+            if isInteger, exactIntegers {
+                index = start
+                throw error(Error.inexactInteger)
+            }
             guard let double = Double(text), double.isFinite else { throw error("number out of range") }
             return .double(double)
         }

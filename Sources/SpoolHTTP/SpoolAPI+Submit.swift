@@ -52,7 +52,9 @@ extension SpoolAPI {
         }
         let value: JSONValue
         do {
-            value = try JSONParser.parse(body.readableBytesView)
+            value = try JSONParser.parse(body.readableBytesView, exactIntegers: true)
+        } catch where error.reason == JSONParser.Error.inexactInteger {
+            throw APIError.badRequest("the request body has \(error), which would not be kept exactly: send it as a string")
         } catch {
             throw APIError.badRequest("the request body is not valid JSON (\(error))")
         }

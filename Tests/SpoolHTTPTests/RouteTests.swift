@@ -92,6 +92,29 @@ import Testing
         }
     }
 
+    /// An integer beyond 64 bits in a submit is refused, naming where: read as the nearest double
+    /// it would run with another number, and a dedup or an idempotency key would take it for
+    /// another request's (found by attacking the build with Python's 2**64 + 1). Decimals as ever.
+    @Test func anIntegerBeyond64BitsIsRefusedNotRounded() async throws {
+        try await withClient { client in
+            for big in ["18446744073709551617", "-9223372036854775809", "123456789012345678901234567890"] {
+                let body = #"{"type":"echo","input":{"word":"x","seed":"# + big + "}}"
+                try await client.execute(uri: "/v1/jobs", method: .post, headers: Self.json, body: ByteBuffer(string: body)) { response in
+                    #expect(response.status == .badRequest, "\(big)")
+                    let detail = try decode(response)["detail"]?.stringValue ?? ""
+                    #expect(detail == "the request body has an integer beyond 64 bits at byte 42, which would not be kept exactly: send it as a string",
+                            "\(detail)")
+                }
+            }
+            for fine in ["9223372036854775807", "-9223372036854775808", "1.8446744073709552e19"] {
+                let body = #"{"type":"echo","input":{"word":"x","seed":"# + fine + "}}"
+                try await client.execute(uri: "/v1/jobs", method: .post, headers: Self.json, body: ByteBuffer(string: body)) { response in
+                    #expect(response.status == .created, "\(fine)")
+                }
+            }
+        }
+    }
+
     @Test func listIsNewestFirstAndPagesWithAStableCursor() async throws {
         try await withClient { client in
             var ids: [String] = []
