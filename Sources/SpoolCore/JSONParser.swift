@@ -19,10 +19,15 @@ public struct JSONParser {
     /// `exactIntegers`: an integer beyond 64 bits is an error, where it would otherwise be read as
     /// the nearest double (where that would silently change it: a job's input, a seed or a hash
     /// that a dedup or an idempotency check then compares; found by attacking the build).
-    public static func parse(_ bytes: some Collection<UInt8>, uniqueKeys: Bool = false, exactIntegers: Bool = false) throws(Error) -> JSONValue {
+    /// `replacingLoneSurrogates`: a `\u` escape of half a surrogate pair reads as U+FFFD instead
+    /// of failing the whole text (where a sender may not know better: Python's `json.dumps` of a
+    /// file name `os.listdir` gave, say, writes `"\udce9"`).
+    public static func parse(_ bytes: some Collection<UInt8>, uniqueKeys: Bool = false, exactIntegers: Bool = false,
+                             replacingLoneSurrogates: Bool = false) throws(Error) -> JSONValue {
         let array = Array(bytes)
         return try array.withUnsafeBufferPointer { buffer throws(Error) in
-            var parser = Parser(bytes: buffer, uniqueKeys: uniqueKeys, exactIntegers: exactIntegers)
+            var parser = Parser(bytes: buffer, uniqueKeys: uniqueKeys, exactIntegers: exactIntegers,
+                                replacingLoneSurrogates: replacingLoneSurrogates)
             parser.skipWhitespace()
             let value = try parser.value(depth: 0)
             parser.skipWhitespace()
@@ -35,6 +40,7 @@ public struct JSONParser {
         let bytes: UnsafeBufferPointer<UInt8>
         var uniqueKeys = false
         var exactIntegers = false
+        var replacingLoneSurrogates = false
         var index = 0
 
         func error(_ reason: String) -> Error { Error(offset: index, reason: reason) }
@@ -147,15 +153,18 @@ public struct JSONParser {
                 case UInt8(ascii: "u"):
                     var code = try hex4()
                     if (0xD800...0xDBFF).contains(code) {
-                        guard index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u") else {
+                        let pairs = index + 1 < bytes.count && bytes[index] == UInt8(ascii: "\\") && bytes[index + 1] == UInt8(ascii: "u")
+                        let low: UInt32? = if pairs { try lowSurrogate() } else { nil }
+                        if let low {
+                            code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+                        } else if replacingLoneSurrogates {
+                            code = 0xFFFD
+                        } else {
                             throw error("unpaired surrogate")
                         }
-                        index += 2
-                        let low = try hex4()
-                        guard (0xDC00...0xDFFF).contains(low) else { throw error("unpaired surrogate") }
-                        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
                     } else if (0xDC00...0xDFFF).contains(code) {
-                        throw error("unpaired surrogate")
+                        guard replacingLoneSurrogates else { throw error("unpaired surrogate") }
+                        code = 0xFFFD
                     }
                     scalars.append(contentsOf: String(Character(Unicode.Scalar(code)!)).utf8)
                 default: throw error("invalid escape")
@@ -181,6 +190,18 @@ public struct JSONParser {
                 index += 1
             }
             return code
+        }
+
+        /// After a high surrogate, with `\u` next: the low one it pairs with (read), or nil — with
+        /// `replacingLoneSurrogates`, the escape is left to be read on its own.
+        mutating func lowSurrogate() throws(Error) -> UInt32? {
+            let mark = index
+            index += 2
+            let low = try hex4()
+            if (0xDC00...0xDFFF).contains(low) { return low }
+            guard replacingLoneSurrogates else { throw error("unpaired surrogate") }
+            index = mark
+            return nil
         }
 
         mutating func number() throws(Error) -> JSONValue {

@@ -14,8 +14,14 @@ public enum WorkerMessage: Sendable, Equatable {
 
     public init(line: some Collection<UInt8>) throws(JobMessage.Malformed) {
         try JobMessage.checkLength(line)
-        guard let value = try? JSONParser.parse(line), case .object(let fields) = value,
-              let type = fields["type"]?.stringValue
+        // Half a surrogate pair reads as U+FFFD: a worker in Python that sends a file name as
+        // `json.dumps` writes it loses a character, not its whole `succeeded` (found by attacking
+        // the build: the line was dropped, and the job ran on to its timeout).
+        let value: JSONValue
+        do { value = try JSONParser.parse(line, replacingLoneSurrogates: true) } catch {
+            throw JobMessage.Malformed(description: "not valid JSON (\(error))")
+        }
+        guard case .object(let fields) = value, let type = fields["type"]?.stringValue
         else { throw JobMessage.Malformed(description: "not a JSON object with a \"type\"") }
         func text(_ key: String) throws(JobMessage.Malformed) -> String {
             guard let value = fields[key]?.stringValue else {

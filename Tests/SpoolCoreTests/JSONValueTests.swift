@@ -11,6 +11,25 @@ import SpoolCore
         #expect(value.canonicalText == #"{"a":"x","b":[1,{"a":true,"z":null}]}"#)
     }
 
+    /// Half a surrogate pair is an error, unless the caller asks for U+FFFD (a worker's message:
+    /// Python's `json.dumps` of a file name from `os.listdir` writes one; found by attacking the
+    /// build, the whole `succeeded` was dropped). A pair is one character either way.
+    @Test func loneSurrogatesFailOrReadAsReplacementCharacters() throws {
+        for text in [#""\udce9""#, #""caf\ud800""#, #""\ud800\u0041""#, #""\ud800\ud800""#] {
+            #expect(throws: JSONParser.Error.self, "\(text)") { try JSONParser.parse(Array(text.utf8)) }
+        }
+        func lenient(_ text: String) throws -> String? { try JSONParser.parse(Array(text.utf8), replacingLoneSurrogates: true).stringValue }
+        #expect(try lenient(#""caf\udce9.png""#) == "caf\u{FFFD}.png")
+        #expect(try lenient(#""\ud800""#) == "\u{FFFD}")
+        #expect(try lenient(#""\ud800\u0041""#) == "\u{FFFD}A")
+        #expect(try lenient(#""\ud800\ud83d\ude00""#) == "\u{FFFD}😀")
+        #expect(try lenient(#""\ud83d\ude00""#) == "😀")
+        #expect(try JSONParser.parse(Array(#""\ud83d\ude00""#.utf8)).stringValue == "😀")
+        let message = try WorkerMessage(line: Array(#"{"type":"succeeded","job":"j","result":{"file":"caf\udce9"}}"#.utf8))
+        #expect(message == .succeeded(job: "j", result: .object(["file": .string("caf\u{FFFD}")])))
+        #expect(throws: JobMessage.Malformed.self) { try WorkerMessage(line: Array(#"{"type":"succ"#.utf8)) }
+    }
+
     @Test func equalValuesHaveEqualCanonicalText() throws {
         let one = try json(#"{"x":1,"y":{"q":[1,2],"p":false}}"#)
         let two = try json(#"{"y":{"p":false,"q":[1,2]},"x":1}"#)
