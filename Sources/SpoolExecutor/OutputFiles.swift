@@ -10,25 +10,46 @@ public enum OutputFiles {
     /// symlinks are not followed, and names that are not UTF-8 (which no URL of the API can
     /// name) are left out.
     public static func list(under root: String, limit: Int = 10_000) -> [(name: String, size: Int64)] {
+        listing(under: root, limit: limit).files
+    }
+
+    /// `list`, and how many files it left out that a job may have meant as outputs: names that
+    /// are not UTF-8, files the server cannot read, folders it cannot open (found by attacking
+    /// the build: they vanished from the listing without a word, and a file the server could
+    /// not read was listed with a URL that answered 404).
+    public static func listing(under root: String, limit: Int = 10_000) -> (files: [(name: String, size: Int64)], leftOut: Int) {
         var found: [(name: String, size: Int64)] = []
+        var leftOut = 0
         var pending = [""]
         while let relative = pending.popLast(), found.count < limit {
             let directory = relative.isEmpty ? root : root + "/" + relative
-            guard let handle = opendir(directory) else { continue }
+            guard let handle = opendir(directory) else {
+                if !relative.isEmpty { leftOut += 1 }
+                continue
+            }
             defer { closedir(handle) }
             while found.count < limit, let entry = readdir(handle) {
-                guard let name = withUnsafeBytes(of: entry.pointee.d_name, { String(validating: $0.prefix { $0 != 0 }, as: UTF8.self) }),
-                      name != ".", name != ".." else { continue }
+                let bytes = withUnsafeBytes(of: entry.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
+                guard bytes != [UInt8(ascii: ".")], bytes != [UInt8(ascii: "."), UInt8(ascii: ".")] else { continue }
+                guard let name = String(validating: bytes, as: UTF8.self) else {
+                    leftOut += 1
+                    continue
+                }
                 let child = relative.isEmpty ? name : relative + "/" + name
                 var status = stat()
                 guard lstat(root + "/" + child, &status) == 0 else { continue }
                 switch status.st_mode & S_IFMT {
                 case S_IFDIR: pending.append(child)
-                case S_IFREG: found.append((child, Int64(status.st_size)))
+                case S_IFREG:
+                    guard access(root + "/" + child, R_OK) == 0 else {
+                        leftOut += 1
+                        continue
+                    }
+                    found.append((child, Int64(status.st_size)))
                 default: continue
                 }
             }
         }
-        return found.sorted { $0.name < $1.name }
+        return (found.sorted { $0.name < $1.name }, leftOut)
     }
 }

@@ -227,7 +227,7 @@ extension SpoolAPI {
             let page = try await store.arrayTasks(summary.id, after: after, limit: 500)
             for task in page where task.state.isTerminal {
                 guard let index = task.array?.index else { continue }
-                for (name, size) in try await outputFiles(of: task.id) {
+                for (name, size) in try await outputFiles(of: task.id).files {
                     list.append(.object([
                         "task": .string(task.id.rawValue), "index": .int(index), "name": .string(name), "size": .int(size),
                         "url": .string("/v1/jobs/\(task.id)/outputs/" + (name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name)),

@@ -44,7 +44,7 @@ extension SpoolAPI {
     @Sendable func outputs(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let id = try jobID(context)
         _ = try await find(id, for: context.principal)
-        let files = try await outputFiles(of: id)
+        let (files, leftOut) = try await outputFiles(of: id)
         let list = files.prefix(OutputFiles.listLimit).map { name, size -> JSONValue in
             .object(["name": .string(name), "size": .int(size), "content_type": .string(Self.contentType(of: name)),
                      "url": .string("/v1/jobs/\(id)/outputs/" + (name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name))])
@@ -52,22 +52,24 @@ extension SpoolAPI {
         // Past the limit the list is some of the files, not all (found by attacking the build: a
         // job's 12,000 outputs listed as 10,000, saying nothing, and the CLI fetched those only).
         var body: [String: JSONValue] = ["outputs": .array(Array(list))]
-        if files.count > OutputFiles.listLimit { body["truncated"] = .bool(true) }
+        // Files left out (a name that is not UTF-8, one the server cannot read) make it some too.
+        if files.count > OutputFiles.listLimit || leftOut > 0 { body["truncated"] = .bool(true) }
         return json(.object(body))
     }
 
-    /// A job's output files (name, size): from its directory here, else from a shared store.
-    func outputFiles(of id: JobID) async throws -> [(name: String, size: Int64)] {
+    /// A job's output files (name, size) — from its directory here, else from a shared store —
+    /// and how many of its directory's files were left out (`OutputFiles.listing`).
+    func outputFiles(of id: JobID) async throws -> (files: [(name: String, size: Int64)], leftOut: Int) {
         let paths = JobPaths(dataDirectory: dataDirectory, job: id)
-        var files = try await NIOThreadPool.singleton.runIfActive {
-            JobFiles.holdsItsOwnOutputs(paths) ? OutputFiles.list(under: paths.outputs, limit: OutputFiles.listLimit + 1) : nil
+        let local = try await NIOThreadPool.singleton.runIfActive {
+            JobFiles.holdsItsOwnOutputs(paths) ? OutputFiles.listing(under: paths.outputs, limit: OutputFiles.listLimit + 1) : nil
         }
-        if files == nil, let shared = store as? any SharedJobStore {
-            let prefix = StoredFile.outputName("")
-            files = try await shared.storedFiles(of: id).filter { $0.name.hasPrefix(prefix) }
-                .map { (String($0.name.dropFirst(prefix.count)), Int64($0.size)) }
-        }
-        return (files ?? []).map { (name: $0.0, size: $0.1) }
+        if let local { return local }
+        guard let shared = store as? any SharedJobStore else { return ([], 0) }
+        let prefix = StoredFile.outputName("")
+        let files = try await shared.storedFiles(of: id).filter { $0.name.hasPrefix(prefix) }
+            .map { (name: String($0.name.dropFirst(prefix.count)), size: Int64($0.size)) }
+        return (files, 0)
     }
 
     @Sendable func output(_ request: Request, context: SpoolRequestContext) async throws -> Response {

@@ -77,6 +77,21 @@ import Testing
         }
     }
 
+    /// A file no URL can name (not UTF-8) is left out of the listing, and counted, so the API can
+    /// say the list holds only some (found by attacking the build: `caf\xE9.png` vanished without
+    /// a word, and `spool outputs` exited 0). Files the server cannot read are counted the same
+    /// way (not tested here: these tests run as root, who reads everything).
+    @Test func filesTheListingLeavesOutAreCounted() throws {
+        let scratch = try ScratchDirectory("spool-outputs")
+        FileManager.default.createFile(atPath: scratch.path + "/ok.txt", contents: nil)
+        var raw = Array((scratch.path + "/caf").utf8) + [0xE9, UInt8(ascii: "."), UInt8(ascii: "p"), UInt8(ascii: "n"), UInt8(ascii: "g"), 0]
+        let made = raw.withUnsafeMutableBufferPointer { open(UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), O_CREAT | O_WRONLY, 0o644) }
+        #expect(made >= 0)
+        close(made)
+        let listing = OutputFiles.listing(under: scratch.path)
+        #expect(listing.files.map(\.name) == ["ok.txt"] && listing.leftOut == 1, "\(listing)")
+    }
+
     /// The listing's limit holds within one directory too (found by attacking the build: 30,000
     /// files in the outputs folder were all listed, and sent as one 2.6 MB event).
     @Test func anOutputListingStopsAtItsLimitWithinOneDirectory() throws {
