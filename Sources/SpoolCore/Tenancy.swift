@@ -74,14 +74,18 @@ public struct TokenRecord: Sendable, Equatable {
     public var isAdmin: Bool
     public var limits: TenantLimits
     public var createdAt: Timestamp
+    /// Dashboard sessions of this token started before this have ended (a log out).
+    public var sessionsSince: Timestamp?
 
-    public init(id: String, name: String, secretDigest: [UInt8], isAdmin: Bool, limits: TenantLimits, createdAt: Timestamp) {
+    public init(id: String, name: String, secretDigest: [UInt8], isAdmin: Bool, limits: TenantLimits, createdAt: Timestamp,
+                sessionsSince: Timestamp? = nil) {
         self.id = id
         self.name = name
         self.secretDigest = secretDigest
         self.isAdmin = isAdmin
         self.limits = limits
         self.createdAt = createdAt
+        self.sessionsSince = sessionsSince
     }
 
     public var principal: Principal { Principal(name: name, isAdmin: isAdmin, limits: limits, tokenID: id) }

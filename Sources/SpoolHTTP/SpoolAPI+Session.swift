@@ -37,7 +37,16 @@ extension SpoolAPI {
                     headers: [.setCookie: SessionCookie.header(cookie, secure: AccessMiddleware.isSecure(request, access)), .cacheControl: "no-store"])
     }
 
+    /// Log out: the session ends on the server, not only in this browser — every dashboard
+    /// session of its token that began before now (found by attacking the build: a copied cookie
+    /// went on working for its 12 hours after a log out).
     @Sendable func endSession(_ request: Request, context: SpoolRequestContext) async throws -> Response {
-        Response(status: .noContent, headers: [.setCookie: SessionCookie.header(nil, secure: AccessMiddleware.isSecure(request, access))])
+        if context.viaCookie, let id = context.principal.tokenID {
+            // To the millisecond, as a cookie says when its session began: one begun after this
+            // log out, even in the same millisecond, goes on.
+            let now = WallClock.now()
+            try await tokens.endSessions(ofToken: id, at: Timestamp(microseconds: now.microseconds / 1_000 * 1_000))
+        }
+        return Response(status: .noContent, headers: [.setCookie: SessionCookie.header(nil, secure: AccessMiddleware.isSecure(request, access))])
     }
 }

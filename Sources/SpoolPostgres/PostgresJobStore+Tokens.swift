@@ -32,14 +32,15 @@ extension PostgresJobStore: TokenStore {
         try await read("read the tokens") { connection in
             var tokens: [TokenRecord] = []
             let rows = try await connection.query("""
-                SELECT id, name, digest, admin, max_queued, max_running, rate, weight, max_priority, created_at FROM tokens ORDER BY name
+                SELECT id, name, digest, admin, max_queued, max_running, rate, weight, max_priority, created_at, sessions_since
+                FROM tokens ORDER BY name
                 """, logger: self.logger)
-            for try await (id, name, digest, admin, maxQueued, maxRunning, rate, weight, maxPriority, createdAt)
-                in rows.decode((String, String, ByteBuffer, Bool, Int?, Int?, Double?, Double, Int?, Int64).self) {
+            for try await (id, name, digest, admin, maxQueued, maxRunning, rate, weight, maxPriority, createdAt, sessionsSince)
+                in rows.decode((String, String, ByteBuffer, Bool, Int?, Int?, Double?, Double, Int?, Int64, Int64?).self) {
                 tokens.append(TokenRecord(id: id, name: name, secretDigest: Array(digest.readableBytesView), isAdmin: admin,
                                           limits: TenantLimits(maxQueued: maxQueued, maxRunning: maxRunning, rate: rate, weight: weight,
                                                                maxPriority: maxPriority),
-                                          createdAt: Timestamp(microseconds: createdAt)))
+                                          createdAt: Timestamp(microseconds: createdAt), sessionsSince: sessionsSince.map(Timestamp.init(microseconds:))))
             }
             return tokens
         }
@@ -59,6 +60,13 @@ extension PostgresJobStore: TokenStore {
                                        logger: self.logger)
             try await connection.query("DELETE FROM submit_rates WHERE owner = \(name)", logger: self.logger)
             return try await connection.query("DELETE FROM tokens WHERE name = \(name) RETURNING id", logger: self.logger)
+                .decodeFirst(String.self) != nil
+        }
+    }
+
+    public func endSessions(ofToken id: String, at now: Timestamp) async throws -> Bool {
+        try await write("end the token's sessions") { connection in
+            try await connection.query("UPDATE tokens SET sessions_since = \(now.microseconds) WHERE id = \(id) RETURNING id", logger: self.logger)
                 .decodeFirst(String.self) != nil
         }
     }

@@ -299,6 +299,10 @@ enum PostgresSchema {
             // gets it now: revoking them all must not open the servers after a restart.
             "INSERT INTO settings (name, value) SELECT 'tokens_created', '\\x01'::bytea WHERE EXISTS (SELECT 1 FROM tokens) ON CONFLICT (name) DO NOTHING",
         ]),
+        (17, "token-sessions-since", [
+            // When the token's dashboard sessions were last ended (a log out: `TokenRecord.sessionsSince`).
+            "ALTER TABLE tokens ADD COLUMN sessions_since BIGINT",
+        ]),
     ]
 
     /// Applies the migrations this database has not seen, in one transaction under the lock.

@@ -43,7 +43,8 @@ extension SQLiteJobStore {
                     TokenRecord(id: row["id"], name: row["name"], secretDigest: Array(row["digest"] as Data), isAdmin: row["admin"],
                                 limits: TenantLimits(maxQueued: row["max_queued"], maxRunning: row["max_running"], rate: row["rate"],
                                                      weight: row["weight"], maxPriority: row["max_priority"]),
-                                createdAt: Timestamp(microseconds: row["created_at"]))
+                                createdAt: Timestamp(microseconds: row["created_at"]),
+                                sessionsSince: (row["sessions_since"] as Int64?).map(Timestamp.init(microseconds:)))
                 }
             }
         } catch {
@@ -56,6 +57,17 @@ extension SQLiteJobStore {
             try db.execute(cached: "INSERT OR IGNORE INTO settings (name, value) VALUES ('\(Self.tokensCreatedSetting)', x'01')")
             try db.execute(cached: "DELETE FROM tokens WHERE name = ?", arguments: [name])
             return db.changesCount > 0
+        }
+    }
+
+    public func endSessions(ofToken id: String, at now: Timestamp) async throws -> Bool {
+        do {
+            return try await pool.write { db in
+                try db.execute(cached: "UPDATE tokens SET sessions_since = ? WHERE id = ?", arguments: [now.microseconds, id])
+                return db.changesCount > 0
+            }
+        } catch {
+            throw Self.translate(error, doing: "end the token's sessions")
         }
     }
 

@@ -232,6 +232,10 @@ enum SQLiteSchema {
             // Rows of zeros kept as room for recording jobs' ends on a full disk (`DiskReserve`).
             try db.execute(sql: "CREATE TABLE disk_reserve (id INTEGER PRIMARY KEY, bytes BLOB NOT NULL)")
         }
+        migrator.registerMigration("v15-token-sessions-since") { db in
+            // When the token's dashboard sessions were last ended (a log out: `TokenRecord.sessionsSince`).
+            try db.execute(sql: "ALTER TABLE tokens ADD COLUMN sessions_since INTEGER")
+        }
         return migrator
     }
 }

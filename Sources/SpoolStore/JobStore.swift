@@ -403,6 +403,9 @@ public protocol TokenStore: Sendable {
     func tokensWereCreated() async throws -> Bool
     /// The 32-byte key that signs session cookies: made once, then the same for every node.
     func sessionKey() async throws -> [UInt8]
+    /// Ends every dashboard session of the token with public id `id` started before `now` (a
+    /// log out: `TokenRecord.sessionsSince`); false when there is no such token.
+    func endSessions(ofToken id: String, at now: Timestamp) async throws -> Bool
 }
 
 /// A store capability: each token's submit rate, counted where every node sees it (a shared

@@ -342,6 +342,11 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
 
     public func revokeToken(named name: String) async throws -> Bool { tokensByName.removeValue(forKey: name) != nil }
     public func tokensWereCreated() async throws -> Bool { tokenCreated }
+    public func endSessions(ofToken id: String, at now: Timestamp) async throws -> Bool {
+        guard let name = tokensByName.first(where: { $0.value.id == id })?.key else { return false }
+        tokensByName[name]?.sessionsSince = now
+        return true
+    }
 
     public func sessionKey() async throws -> [UInt8] {
         if let signingKey { return signingKey }

@@ -859,6 +859,34 @@ import Testing
         #expect(logout.header("Set-Cookie")?.contains("Max-Age=0") == true)
     }
 
+    /// A log out ends the session on the server: the cookie, copied before, no longer works; nor
+    /// does any other session of the token that began before it (another browser); a new log in
+    /// does, at once; the token itself is untouched (found by attacking the build: only the
+    /// browser's copy was cleared, and a copied cookie went on for its 12 hours).
+    @Test(arguments: Store.allCases) func aLogOutEndsTheTokensSessionsOnTheServer(store: Store) async throws {
+        let server = try await Self.server(store, ["slots": 1])
+        defer { Task { await server.stop() } }
+        let alice = try await server.createToken("alice")
+        try await server.start()
+        let origin = [("Origin", server.url)]
+        func login() async throws -> String {
+            let reply = try await server.request(.POST, "/v1/session", body: Data(#"{"token":"\#(alice)"}"#.utf8),
+                                                 headers: [("Content-Type", "application/json")])
+            return String(try #require(reply.header("Set-Cookie")).split(separator: ";")[0])
+        }
+        let copied = try await login(), otherBrowser = try await login()
+        #expect(try await server.request(.GET, "/v1/jobs", headers: [("Cookie", copied)]).status == 200)
+        let logout = try await server.request(.DELETE, "/v1/session", headers: [("Cookie", copied)] + origin)
+        #expect(logout.status == 204 && logout.header("Set-Cookie")?.contains("Max-Age=0") == true)
+        for cookie in [copied, otherBrowser] {
+            let after = try await server.request(.GET, "/v1/jobs", headers: [("Cookie", cookie)])
+            #expect(after.status == 401 && after.json["type"] == "urn:spool:problem:session-expired", "\(after.status)")
+        }
+        let fresh = try await login()
+        #expect(try await server.request(.GET, "/v1/jobs", headers: [("Cookie", fresh)]).status == 200, "a new session, at once")
+        #expect(try await server.request(.GET, "/v1/jobs", headers: [("Authorization", "Bearer \(alice)")]).status == 200)
+    }
+
     /// Found by attacking the build: a second session cookie planted by a page on another port
     /// of the host was taken first (the user acted as the other tenant); behind a TLS proxy the
     /// cookie was never `Secure`; answers fetched with the cookie carried no Cache-Control.

@@ -10,11 +10,13 @@ import Testing
 
     @Test func aSignedValueNamesItsTokenUntilItExpires() {
         let value = SessionCookie.value(tokenID: "tok_1", expires: now.adding(seconds: 60), key: key)
-        #expect(SessionCookie.tokenID(in: value[...], key: key, now: now) == "tok_1")
-        #expect(SessionCookie.tokenID(in: value[...], key: key, now: now.adding(seconds: 61)) == nil, "expired")
-        #expect(SessionCookie.tokenID(in: value[...], key: Array("another key".utf8), now: now) == nil)
+        #expect(SessionCookie.session(in: value[...], key: key, now: now)?.tokenID == "tok_1")
+        #expect(SessionCookie.session(in: value[...], key: key, now: now)?.began == now.adding(seconds: 60 - SessionCookie.lifetime),
+                "it began a lifetime before it expires, to the millisecond")
+        #expect(SessionCookie.session(in: value[...], key: key, now: now.adding(seconds: 61)) == nil, "expired")
+        #expect(SessionCookie.session(in: value[...], key: Array("another key".utf8), now: now) == nil)
         let tampered = value.replacingOccurrences(of: "tok_1.", with: "tok_2.")
-        #expect(SessionCookie.tokenID(in: tampered[...], key: key, now: now) == nil)
+        #expect(SessionCookie.session(in: tampered[...], key: key, now: now) == nil)
     }
 
     /// Found by attacking the build: an expiry past Int64.max / 1,000,000 trapped on the
@@ -22,10 +24,10 @@ import Testing
     /// stopped the server.
     @Test func anyExpiryInAnUnsignedValueNamesNothingAndNeverTraps() {
         for expires in ["9223372036854775807", "-9223372036854775808", "9223372036855", "99999999999999999999", "", "-1", "1e3"] {
-            #expect(SessionCookie.tokenID(in: "tok_1.\(expires).00ff"[...], key: key, now: now) == nil, "\(expires)")
+            #expect(SessionCookie.session(in: "tok_1.\(expires).00ff"[...], key: key, now: now) == nil, "\(expires)")
         }
         let far = "tok_1.9223372036854775807"
         let signed = far + "." + SessionCookie.signature(far, key: key)
-        #expect(SessionCookie.tokenID(in: signed[...], key: key, now: now) == "tok_1", "a far expiry the server signed is in the future")
+        #expect(SessionCookie.session(in: signed[...], key: key, now: now)?.tokenID == "tok_1", "a far expiry the server signed is in the future")
     }
 }

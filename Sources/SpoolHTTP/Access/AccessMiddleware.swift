@@ -90,8 +90,8 @@ struct AccessMiddleware: RouterMiddleware {
                                + "set one): clear this site's cookies, then log in again",
                            headers: [.wwwAuthenticate: "Bearer"])
         }
-        guard let key = sessions.key, let id = SessionCookie.tokenID(in: value, key: key, now: WallClock.now()),
-              let principal = tokens.principal(forTokenID: id) else {
+        guard let key = sessions.key, let session = SessionCookie.session(in: value, key: key, now: WallClock.now()),
+              let principal = tokens.principal(forSessionOf: session.tokenID, began: session.began) else {
             // An expired or revoked session: anonymous on open routes, else a 401 that tells the page to log in again.
             if AccessPolicy.isOpen(request.method, AccessPolicy.routePath(request.uri.path)) { return nil }
             throw APIError(status: .unauthorized, code: "session-expired", detail: "the session has ended: log in again",

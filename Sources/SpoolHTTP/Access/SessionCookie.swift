@@ -3,8 +3,9 @@ import SpoolCore
 
 /// The dashboard's session: `POST /v1/session` trades a token for a cookie the page's scripts
 /// cannot read (HttpOnly, SameSite=Strict, Secure over TLS). Its value names the token by its
-/// public id, with an expiry, signed with HMAC-SHA256 by a key every node shares (kept in the
-/// store): any node accepts it, and revoking the token ends every session of it.
+/// public id, with an expiry (in milliseconds), signed with HMAC-SHA256 by a key every node
+/// shares (kept in the store): any node accepts it; revoking the token ends every session of
+/// it, and so does a log out (`TokenRecord.sessionsSince`: sessions that began before it).
 enum SessionCookie {
     static let name = "spool_session"
     static let lifetime: Double = 12 * 3600
@@ -17,21 +18,23 @@ enum SessionCookie {
     static func name(secure: Bool) -> String { secure ? "__Host-" + name : name }
 
     static func value(tokenID: String, expires: Timestamp, key: [UInt8]) -> String {
-        let payload = "\(tokenID).\(expires.microseconds / 1_000_000)"
+        let payload = "\(tokenID).\(expires.microseconds / 1_000)"
         return payload + "." + signature(payload, key: key)
     }
 
-    /// The token id a cookie value names, if its signature holds and it has not expired.
-    static func tokenID(in value: Substring, key: [UInt8], now: Timestamp) -> String? {
+    /// The token id a cookie value names, and when its session began, if its signature holds and
+    /// it has not expired.
+    static func session(in value: Substring, key: [UInt8], now: Timestamp) -> (tokenID: String, began: Timestamp)? {
         let parts = value.split(separator: ".")
         guard parts.count == 3 else { return nil }
         let payload = "\(parts[0]).\(parts[1])"
         guard TokenText.constantTimeEqual(Array(signature(payload, key: key).utf8), Array(parts[2].utf8)) else { return nil }
-        // In seconds, as written: any number the server signed compares without overflow (found by
-        // attacking the build: `expires * 1_000_000` trapped on a forged value, before the signature
-        // was checked, and one request stopped the server).
-        guard let expires = Int64(parts[1]), expires > now.microseconds / 1_000_000 else { return nil }
-        return String(parts[0])
+        // In milliseconds, as written: any number the server signed compares without overflow
+        // (found by attacking the build: `expires * 1_000_000` trapped on a forged value, before the
+        // signature was checked, and one request stopped the server).
+        guard let expires = Int64(parts[1]), expires > now.microseconds / 1_000 else { return nil }
+        let began = Timestamp(microseconds: expires.multipliedReportingOverflow(by: 1_000).partialValue).adding(seconds: -lifetime)
+        return (String(parts[0]), began)
     }
 
     static func signature(_ payload: String, key: [UInt8]) -> String {

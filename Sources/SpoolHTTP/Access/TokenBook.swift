@@ -93,6 +93,22 @@ public final class TokenBook: Service {
     /// The tenant of the token with this public id (a session names it), while it exists.
     public func principal(forTokenID id: String) -> Principal? { byID.withLock { $0[id]?.principal } }
 
+    /// The principal of a dashboard session of token `id` that began at `began`: nil once the
+    /// token is gone, or its sessions were ended (a log out) after it began (both to the millisecond).
+    public func principal(forSessionOf id: String, began: Timestamp) -> Principal? {
+        byID.withLock { tokens in
+            guard let token = tokens[id], token.sessionsSince.map({ began >= $0 }) ?? true else { return nil }
+            return token.principal
+        }
+    }
+
+    /// Ends the dashboard sessions of token `id` (a log out), on every node of a shared store:
+    /// this one at once, the others at their next refresh.
+    public func endSessions(ofToken id: String, at now: Timestamp) async throws {
+        guard let store, try await store.endSessions(ofToken: id, at: now) else { return }
+        byID.withLock { $0[id]?.sessionsSince = now }
+    }
+
     /// Whether the token a request came with still exists (true for one that came without):
     /// a long poll or an event stream whose token was revoked — or replaced under its name — ends.
     public func stillValid(_ principal: Principal) -> Bool {
