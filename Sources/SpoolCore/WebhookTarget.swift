@@ -93,6 +93,19 @@ public enum IPAddress: Sendable, Hashable, CustomStringConvertible {
             if b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && b[4..<12].allSatisfy({ $0 == 0 }) {
                 return IPAddress.v4(Array(b[12..<16])).nonPublicKind.map { "IPv4 \($0)" }
             }
+            // The other ways an IPv4 address rides in IPv6, where a relay or translator would carry a
+            // delivery on to it (found by attacking the build: all three were accepted):
+            // local-use NAT64 64:ff9b:1::/48 translates to a network's own addresses, and where
+            // within it the IPv4 address sits depends on the prefix length chosen, so all of it.
+            if b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && b[4] == 0x00 && b[5] == 0x01 {
+                return "local-use NAT64"
+            }
+            // 6to4 2002:a.b.c.d::/48, judged by its IPv4 address a.b.c.d.
+            if b[0] == 0x20 && b[1] == 0x02 {
+                return IPAddress.v4(Array(b[2..<6])).nonPublicKind.map { "6to4 of IPv4 \($0)" }
+            }
+            // Teredo 2001:0::/32 tunnels to an IPv4 client, its address obfuscated: all of it.
+            if b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x00 && b[3] == 0x00 { return "Teredo" }
             if b[0] & 0xfe == 0xfc { return "unique local" }
             if b[0] == 0xfe && b[1] & 0xc0 == 0x80 { return "link-local" }
             if b[0] == 0xfe && b[1] & 0xc0 == 0xc0 { return "site-local" }

@@ -313,7 +313,9 @@ import Testing
                                       // Loopback, private and link-local hosts are refused unless webhook_allow_private.
                                       ("http://127.0.0.1:9/hook", .unprocessableContent), ("https://[::1]:8443/x", .unprocessableContent),
                                       ("http://2130706433/", .unprocessableContent), ("http://169.254.169.254/", .unprocessableContent),
-                                      ("http://203.0.113.7:9/hook", .created), ("https://[2606:4700::1111]:8443/x?y=1", .created)] {
+                                      ("http://203.0.113.7:9/hook", .created), ("https://[2606:4700::1111]:8443/x?y=1", .created),
+                                      // 6to4 of 127.0.0.1.
+                                      ("http://[2002:7f00:1::]/", .unprocessableContent)] {
                 let body = JSONValue.object(["type": .string("noop"), "webhook": .string(webhook)]).canonicalText
                 try await client.execute(uri: "/v1/jobs", method: .post, headers: [.contentType: "application/json"],
                                          body: ByteBuffer(string: body)) { #expect($0.status == status, "\(webhook)") }
