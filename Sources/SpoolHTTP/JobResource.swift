@@ -114,9 +114,12 @@ struct SubmitBody {
 
     /// `http://` or `https://`, a URL that parses (RFC 3986: no spaces, balanced brackets), a
     /// host, and a port in range if there is one: a webhook that could never be delivered is
-    /// refused at submit instead of failing every attempt later.
+    /// refused at submit instead of failing every attempt later. The scheme in any case
+    /// (`HTTPS://`): RFC 3986 makes it case-insensitive, and the guard and the HTTP client read
+    /// it so (found by attacking the build: an upper-case scheme was refused as not http).
     static func isWebhookURL(_ text: String) -> Bool {
-        guard text.hasPrefix("http://") || text.hasPrefix("https://"), let components = URLComponents(string: text),
+        let scheme = text.prefix(8).lowercased()
+        guard scheme.hasPrefix("http://") || scheme.hasPrefix("https://"), let components = URLComponents(string: text),
               let host = components.host, !host.isEmpty else { return false }
         return components.port.map { (1...65_535).contains($0) } ?? true
     }

@@ -314,6 +314,8 @@ import Testing
                                       ("http://127.0.0.1:9/hook", .unprocessableContent), ("https://[::1]:8443/x", .unprocessableContent),
                                       ("http://2130706433/", .unprocessableContent), ("http://169.254.169.254/", .unprocessableContent),
                                       ("http://203.0.113.7:9/hook", .created), ("https://[2606:4700::1111]:8443/x?y=1", .created),
+                                      // A scheme is case-insensitive (RFC 3986), to the HTTP client too.
+                                      ("HTTP://203.0.113.7:9/hook", .created), ("Https://[2606:4700::1111]/x", .created),
                                       // 6to4 of 127.0.0.1.
                                       ("http://[2002:7f00:1::]/", .unprocessableContent)] {
                 let body = JSONValue.object(["type": .string("noop"), "webhook": .string(webhook)]).canonicalText

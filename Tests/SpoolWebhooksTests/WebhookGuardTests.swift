@@ -17,7 +17,9 @@ struct WebhookGuardTests {
         await #expect(throws: WebhookTarget.Refusal.self) { try await WebhookGuard(allowPrivate: false).check(url) }
     }
 
-    @Test func sixToFourOfAPublicAddressIsAccepted() async throws {
+    @Test func sixToFourOfAPublicAddressAndAnUpperCaseSchemeAreAccepted() async throws {
         try await WebhookGuard(allowPrivate: false).check("http://[2002:5db8:d822::1]/")   // 93.184.216.34
+        try await WebhookGuard(allowPrivate: false).check("HTTPS://[2606:4700::1111]/x")
+        #expect(try WebhookTarget.parse("HTTP://203.0.113.7/hook") == ("203.0.113.7", 80))
     }
 }
