@@ -7,6 +7,7 @@
 public enum WebhookTarget {
     public struct Refusal: Error, Sendable, Equatable, CustomStringConvertible {
         public var description: String
+        public init(description: String) { self.description = description }
     }
 
     /// The host (without brackets) and port of a URL fit to be a webhook, or why not.

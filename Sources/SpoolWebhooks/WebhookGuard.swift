@@ -1,49 +1,66 @@
-import Glibc
-import NIOPosix
 import SpoolCore
 
-/// Checks a webhook URL against `WebhookTarget`'s rules, resolving its host (getaddrinfo, on
-/// NIO's blocking pool): at submit, and again before every delivery. With `allowPrivate`
-/// (`webhook_allow_private: true`) loopback, private and link-local hosts are allowed too; the
-/// URL must still be well formed and carry no credentials.
+/// Checks a webhook URL against `WebhookTarget`'s rules, resolving its host with `resolver`: at
+/// submit, and again before every delivery. With `allowPrivate` (`webhook_allow_private: true`)
+/// loopback, private and link-local hosts are allowed too; the URL must still be well formed
+/// and carry no credentials.
 public struct WebhookGuard: Sendable {
     public var allowPrivate: Bool
+    /// Where host names are looked up: the system's resolver, but for tests.
+    public var resolver: any WebhookResolver
 
-    public init(allowPrivate: Bool) { self.allowPrivate = allowPrivate }
+    public init(allowPrivate: Bool, resolver: any WebhookResolver = SystemResolver()) {
+        self.allowPrivate = allowPrivate
+        self.resolver = resolver
+    }
 
+    /// Why a delivery cannot go out now.
+    public enum Failure: Error, Sendable, Equatable {
+        /// The URL is malformed, or its host resolves to an address it may not go to: final.
+        case refused(WebhookTarget.Refusal)
+        /// The lookup itself failed (no answer, a timeout, SERVFAIL, no such name).
+        case unresolved(WebhookResolutionFailure)
+    }
+
+    /// At submit: whether `url` may receive webhooks. A lookup that fails refuses it too — the
+    /// submitter is there to see why and try again.
     public func check(_ url: String) async throws(WebhookTarget.Refusal) {
-        let (host, _) = try WebhookTarget.parse(url)
-        guard !allowPrivate else { return }
-        let addresses = (try? await NIOThreadPool.singleton.runIfActive { Self.resolve(host) }) ?? []
-        if let refusal = WebhookTarget.refusal(for: addresses) { throw refusal }
+        guard !allowPrivate else {
+            _ = try WebhookTarget.parse(url)
+            return
+        }
+        do {
+            _ = try await destination(of: url)
+        } catch {
+            switch error {
+            case .refused(let refusal): throw refusal
+            case .unresolved(let failure):
+                throw WebhookTarget.Refusal(description: "the webhook's host does not resolve to an address (\(failure))")
+            }
+        }
     }
 
-    /// Every address `host` resolves to (numeric forms like 2130706433 or 0x7f.1 included, as
-    /// the resolver reads them); empty when it does not resolve.
-    static func resolve(_ host: String) -> [IPAddress] {
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var list: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(host, nil, &hints, &list) == 0, let first = list else { return [] }
-        defer { freeaddrinfo(first) }
-        var addresses: [IPAddress] = []
-        var entry: UnsafeMutablePointer<addrinfo>? = first
-        while let info = entry {
-            if let address = info.pointee.ai_addr {
-                switch Int32(info.pointee.ai_family) {
-                case AF_INET:
-                    let ipv4 = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee.sin_addr.s_addr }
-                    addresses.append(.v4(withUnsafeBytes(of: ipv4) { Array($0) }))
-                case AF_INET6:
-                    let ipv6 = address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee.sin6_addr }
-                    addresses.append(.v6(withUnsafeBytes(of: ipv6) { Array($0) }))
-                default:
-                    break
-                }
-            }
-            entry = info.pointee.ai_next
+    /// The URL's host and port, and the addresses its host resolves to now, every one of them
+    /// checked (unless `allowPrivate`).
+    public func destination(of url: String) async throws(Failure) -> WebhookDestination {
+        let host: String, port: Int
+        do { (host, port) = try WebhookTarget.parse(url) } catch { throw .refused(error) }
+        let addresses: [IPAddress]
+        if let literal = IPAddress(literal: host) {
+            addresses = [literal]   // what the HTTP client connects to without a lookup
+        } else {
+            do { addresses = try await resolver.addresses(of: host) } catch { throw .unresolved(error) }
         }
-        return addresses
+        guard !addresses.isEmpty else { throw .unresolved(WebhookResolutionFailure("the resolver answered no address")) }
+        if !allowPrivate, let refusal = WebhookTarget.refusal(for: addresses) { throw .refused(refusal) }
+        return WebhookDestination(host: host, port: port, addresses: addresses)
     }
+}
+
+/// Where a webhook URL leads: its host, its port, and the checked addresses of the host, most
+/// preferred first.
+public struct WebhookDestination: Sendable, Equatable {
+    public var host: String
+    public var port: Int
+    public var addresses: [IPAddress]
 }
