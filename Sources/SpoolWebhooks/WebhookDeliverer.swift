@@ -198,11 +198,56 @@ public final class WebhookDeliverer: Service, Sendable {
         }
     }
 
-    /// One POST of `delivery`, recorded with what follows it.
+    /// One attempt of `delivery`: whether it may go (a fresh lookup, checked), a POST, and the
+    /// attempt recorded with what follows it.
     func attempt(_ delivery: WebhookDelivery) async {
         let number = delivery.attempts + 1
-        let body = Array(Self.body(of: delivery).utf8)
         let at = clock.wall()
+        let start = clock.now()
+        let outcome: (status: Int?, error: String?)
+        do throws(WebhookGuard.Failure) {
+            _ = try await configuration.target.destination(of: delivery.draft.url)
+            // Cut short by shutdown: not an attempt; it stays due and goes out after the restart.
+            guard let sent = await post(delivery, at: at) else { return }
+            outcome = sent
+        } catch {
+            switch error {
+            case .refused(let refusal):
+                await refuse(delivery, number: number, at: at, because: refusal)
+                return
+            case .unresolved(let failure):
+                if Task.isCancelled { return }
+                // A lookup that fails may pass (EAI_AGAIN, a timeout, SERVFAIL): tried again, as
+                // when a receiver is down (found by attacking the build: a DNS hiccup of a second
+                // as a job ended was taken as a refusal, and the delivery given up for good).
+                outcome = (nil, "the webhook's host did not resolve: \(failure)")
+            }
+        }
+        await record(delivery, number: number, at: at, status: outcome.status, error: outcome.error, took: clock.now() - start)
+    }
+
+    /// POSTs `delivery`. Its HTTP status, or why it got none; nil when shutdown cut it short.
+    func post(_ delivery: WebhookDelivery, at: Timestamp) async -> (status: Int?, error: String?)? {
+        let request = request(for: delivery, at: at)
+        let start = clock.now()
+        do {
+            let response = try await client.execute(request, timeout: configuration.requestTimeout, logger: logger)
+            // Its body is read (to reuse the connection) within what is left of the timeout, which
+            // covers only the answer's head: a receiver that sent its body a byte a second held
+            // one of the few sending lanes for as long as it liked (found by attacking the build:
+            // eight such receivers stopped every webhook on the server).
+            let left = Duration.nanoseconds(configuration.requestTimeout.nanoseconds) - (clock.now() - start)
+            await Self.drain(response.body, within: max(left, .milliseconds(100)))
+            return (Int(response.status.code), nil)
+        } catch {
+            if Task.isCancelled { return nil }
+            return (nil, Self.describe(error))
+        }
+    }
+
+    /// The POST of `delivery`, its headers signed for an attempt at `at`.
+    func request(for delivery: WebhookDelivery, at: Timestamp) -> HTTPClientRequest {
+        let body = Array(Self.body(of: delivery).utf8)
         var request = HTTPClientRequest(url: delivery.draft.url)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
@@ -214,38 +259,23 @@ public final class WebhookDeliverer: Service, Sendable {
             request.headers.add(name: name, value: value)
         }
         request.body = .bytes(ByteBuffer(bytes: body))
-        let start = clock.now()
-        var status: Int?
-        var failure: String?
-        do throws(WebhookTarget.Refusal) {
-            try await configuration.target.check(delivery.draft.url)
-        } catch {
-            // Its host now resolves somewhere it may not go: record why, and try no more.
-            let record = WebhookAttempt(number: number, at: at, status: nil, error: "refused: \(error)", durationMilliseconds: 0)
-            try? await outbox.recordAttempt(record, of: delivery.id, then: .failed)
-            logger.warning("refused a webhook delivery", metadata: ["delivery": "\(delivery.id)", "job": "\(delivery.draft.job)", "reason": "\(error)"])
-            return
-        }
-        do {
-            let response = try await client.execute(request, timeout: configuration.requestTimeout, logger: logger)
-            status = Int(response.status.code)
-            // Its body is read (to reuse the connection) within what is left of the timeout, which
-            // covers only the answer's head: a receiver that sent its body a byte a second held
-            // one of the few sending lanes for as long as it liked (found by attacking the build:
-            // eight such receivers stopped every webhook on the server).
-            let left = Duration.nanoseconds(configuration.requestTimeout.nanoseconds) - (clock.now() - start)
-            await Self.drain(response.body, within: max(left, .milliseconds(100)))
-        } catch {
-            // Cut short by shutdown: not an attempt; it stays due and goes out after the restart.
-            if Task.isCancelled { return }
-            failure = Self.describe(error)
-        }
-        let elapsed = clock.now() - start
+        return request
+    }
+
+    /// Records that `delivery` may not go where its URL leads (now): no more attempts.
+    func refuse(_ delivery: WebhookDelivery, number: Int, at: Timestamp, because refusal: WebhookTarget.Refusal) async {
+        let record = WebhookAttempt(number: number, at: at, status: nil, error: "refused: \(refusal)", durationMilliseconds: 0)
+        try? await outbox.recordAttempt(record, of: delivery.id, then: .failed)
+        logger.warning("refused a webhook delivery", metadata: ["delivery": "\(delivery.id)", "job": "\(delivery.draft.job)", "reason": "\(refusal)"])
+    }
+
+    /// Records attempt `number` of `delivery` with what follows it (`WebhookRetryPolicy`).
+    func record(_ delivery: WebhookDelivery, number: Int, at: Timestamp, status: Int?, error: String?, took elapsed: Duration) async {
         let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         let succeeded = status.map { (200..<300).contains($0) } ?? false
         let next = configuration.retry.next(afterAttempt: number, succeeded: succeeded, now: clock.wall(),
                                             unit: configuration.draw())
-        let record = WebhookAttempt(number: number, at: at, status: status, error: failure,
+        let record = WebhookAttempt(number: number, at: at, status: status, error: error,
                                     durationMilliseconds: (milliseconds * 10).rounded() / 10)
         do {
             try await outbox.recordAttempt(record, of: delivery.id, then: next)

@@ -18,7 +18,8 @@ public struct WebhookGuard: Sendable {
     public enum Failure: Error, Sendable, Equatable {
         /// The URL is malformed, or its host resolves to an address it may not go to: final.
         case refused(WebhookTarget.Refusal)
-        /// The lookup itself failed (no answer, a timeout, SERVFAIL, no such name).
+        /// The lookup itself failed (no answer, a timeout, SERVFAIL, no such name): this attempt
+        /// fails, and the delivery is tried again on the usual back-off, as when a receiver is down.
         case unresolved(WebhookResolutionFailure)
     }
 

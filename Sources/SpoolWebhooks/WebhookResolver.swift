@@ -6,7 +6,8 @@ import SpoolCore
 /// that tests can answer as an attacker's DNS zone would; the server uses `SystemResolver`.
 public protocol WebhookResolver: Sendable {
     /// Every address `host` stands for, most preferred first. Throws when the lookup itself
-    /// fails — no answer, a timeout, SERVFAIL, no such name.
+    /// fails — no answer, a timeout, SERVFAIL, no such name — which may pass: the delivery is
+    /// tried again later, whereas an answer naming a forbidden address is final.
     func addresses(of host: String) async throws(WebhookResolutionFailure) -> [IPAddress]
 }
 

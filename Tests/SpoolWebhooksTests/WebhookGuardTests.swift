@@ -73,6 +73,22 @@ struct WebhookGuardTests {
         try await body(outbox)
     }
 
+    /// A lookup that fails (EAI_AGAIN: SERVFAIL, a timeout) is a failed attempt, recorded with
+    /// its error and tried again on the back-off, not a refusal (found by attacking the build: a
+    /// DNS hiccup of a second as a job ended gave its delivery up for good).
+    @Test func aDeliveryWhoseHostDoesNotResolveIsTriedAgainLater() async throws {
+        let draft = WebhookRetryTests.draft("https://hooks.example.com/spool", 1)
+        try await Self.deliver([draft], resolver: ScriptedResolver([.failure(Self.servfail)]), allowPrivate: false,
+                               configure: { $0.retry.baseSeconds = 3600 }) { outbox in
+            let attempt = try await outbox.recorded.next("the first attempt")
+            #expect(attempt.status == nil)
+            #expect(attempt.error == "the webhook's host did not resolve: Temporary failure in name resolution")
+            let delivery = try #require(try await outbox.webhookDeliveries(of: draft.job).first).delivery
+            #expect(delivery.state == .pending, "a lookup that fails may pass: the delivery is tried again")
+            #expect(delivery.nextAttemptAt != nil)
+        }
+    }
+
     /// A name that resolves to an address it may not go to is final: no more attempts.
     @Test func aDeliveryWhoseHostResolvesToLoopbackIsRefusedForGood() async throws {
         let draft = WebhookRetryTests.draft("https://hooks.example.com/spool", 1)
