@@ -11,8 +11,9 @@ import Synchronization
 /// - **Planning** reads the event log after the outbox cursor (woken by the store's
 ///   `eventNotifier`), asks `WebhookPlanner` which events become deliveries, and stores them
 ///   with the new cursor in one transaction — a restart neither loses nor repeats one.
-/// - **Sending** POSTs due deliveries, at most `maxInFlight` at once, and records each attempt
-///   with what follows it (`WebhookRetryPolicy`).
+/// - **Sending** POSTs due deliveries, at most `maxInFlight` at once, each to an address its
+///   host resolves to at that moment and that the guard checked (`WebhookGuard`,
+///   `WebhookClients`), and records each attempt with what follows it (`WebhookRetryPolicy`).
 ///
 /// It only reads the event log and writes its own tables, so a slow or dead receiver never
 /// holds up the scheduler. Delivery is at least once: a crash after a receiver answered but
@@ -47,7 +48,8 @@ public final class WebhookDeliverer: Service, Sendable {
         /// (a job's claim, its end, its outputs), so that one read of the log takes them all:
         /// without it a busy server read the log after every event, webhooks or not.
         public var coalesce: Duration = .milliseconds(10)
-        /// Where deliveries may go (checked again before each one: DNS answers change).
+        /// Where deliveries may go: checked again before each one (DNS answers change), which
+        /// then connects to an address from that check's answer.
         public var target = WebhookGuard(allowPrivate: false)
         /// The random draw in 0..<1 that places a retry within its back-off (`WebhookRetryPolicy`).
         public var draw: @Sendable () -> Double = { Double.random(in: 0..<1) }
@@ -58,7 +60,8 @@ public final class WebhookDeliverer: Service, Sendable {
     let outbox: any WebhookOutbox
     let configuration: Configuration
     let logger: Logger
-    let client: HTTPClient
+    /// The HTTP clients, one per (host, checked address): see `WebhookClients`.
+    let clients = WebhookClients()
     let clock: SpoolClock
     private let planner: Mutex<WebhookPlanner>
     /// Rung when deliveries become due (planned, or an attempt finished); reuses the
@@ -72,21 +75,13 @@ public final class WebhookDeliverer: Service, Sendable {
     /// How far past the saved cursor planning may read, producing nothing, before saving it.
     static let cursorSaveInterval: Int64 = 10_000
 
-    /// Follows no redirect: a receiver could otherwise bounce a signed delivery anywhere.
-    public static let client: HTTPClient = {
-        var configuration = HTTPClient.Configuration()
-        configuration.redirectConfiguration = .disallow
-        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-    }()
-
     public init(store: any JobStore, outbox: any WebhookOutbox, configuration: Configuration = Configuration(),
-                logger: Logger, client: HTTPClient = WebhookDeliverer.client, clock: SpoolClock = .system) {
+                logger: Logger, clock: SpoolClock = .system) {
         self.store = store
         self.clock = clock
         self.outbox = outbox
         self.configuration = configuration
         self.logger = logger
-        self.client = client
         planner = Mutex(WebhookPlanner(progressInterval: configuration.progressInterval))
     }
 
@@ -97,6 +92,8 @@ public final class WebhookDeliverer: Service, Sendable {
                 group.addTask { await self.sendLoop() }
             }
         }
+        // Every attempt has ended with the loops: no client is in use.
+        await clients.shutdown()
     }
 
     // MARK: - Planning
@@ -198,17 +195,17 @@ public final class WebhookDeliverer: Service, Sendable {
         }
     }
 
-    /// One attempt of `delivery`: whether it may go (a fresh lookup, checked), a POST, and the
-    /// attempt recorded with what follows it.
+    /// One attempt of `delivery`: where it may go (a fresh lookup, checked), a POST to that
+    /// address, and the attempt recorded with what follows it.
     func attempt(_ delivery: WebhookDelivery) async {
         let number = delivery.attempts + 1
         let at = clock.wall()
         let start = clock.now()
         let outcome: (status: Int?, error: String?)
         do throws(WebhookGuard.Failure) {
-            _ = try await configuration.target.destination(of: delivery.draft.url)
+            let destination = try await destination(of: delivery.draft.url)
             // Cut short by shutdown: not an attempt; it stays due and goes out after the restart.
-            guard let sent = await post(delivery, at: at) else { return }
+            guard let sent = await post(delivery, number: number, at: at, to: destination) else { return }
             outcome = sent
         } catch {
             switch error {
@@ -226,19 +223,34 @@ public final class WebhookDeliverer: Service, Sendable {
         await record(delivery, number: number, at: at, status: outcome.status, error: outcome.error, took: clock.now() - start)
     }
 
-    /// POSTs `delivery`. Its HTTP status, or why it got none; nil when shutdown cut it short.
-    func post(_ delivery: WebhookDelivery, at: Timestamp) async -> (status: Int?, error: String?)? {
+    /// Where `url` may be delivered now (`WebhookGuard.destination(of:)`), its host as the HTTP
+    /// client reads it — provided that is the host the guard read: the connection is pinned by
+    /// that name (`WebhookClients`), and a URL read two ways would reach a lookup of the client's own.
+    func destination(of url: String) async throws(WebhookGuard.Failure) -> WebhookDestination {
+        var destination = try await configuration.target.destination(of: url)
+        guard let host = WebhookClients.clientHost(of: url), host.lowercased() == destination.host.lowercased() else {
+            throw .refused(WebhookTarget.Refusal(description: "the webhook URL's host cannot be read unambiguously"))
+        }
+        destination.host = host
+        return destination
+    }
+
+    /// POSTs `delivery` to the checked address of `destination` for attempt `number`. Its HTTP
+    /// status, or why it got none; nil when shutdown cut it short.
+    func post(_ delivery: WebhookDelivery, number: Int, at: Timestamp, to destination: WebhookDestination) async -> (status: Int?, error: String?)? {
         let request = request(for: delivery, at: at)
         let start = clock.now()
         do {
-            let response = try await client.execute(request, timeout: configuration.requestTimeout, logger: logger)
-            // Its body is read (to reuse the connection) within what is left of the timeout, which
-            // covers only the answer's head: a receiver that sent its body a byte a second held
-            // one of the few sending lanes for as long as it liked (found by attacking the build:
-            // eight such receivers stopped every webhook on the server).
-            let left = Duration.nanoseconds(configuration.requestTimeout.nanoseconds) - (clock.now() - start)
-            await Self.drain(response.body, within: max(left, .milliseconds(100)))
-            return (Int(response.status.code), nil)
+            return try await clients.withClient(host: destination.host, address: destination.address(forAttempt: number), current: destination.addresses) { client in
+                let response = try await client.execute(request, timeout: configuration.requestTimeout, logger: logger)
+                // Its body is read (to reuse the connection) within what is left of the timeout, which
+                // covers only the answer's head: a receiver that sent its body a byte a second held
+                // one of the few sending lanes for as long as it liked (found by attacking the build:
+                // eight such receivers stopped every webhook on the server).
+                let left = Duration.nanoseconds(configuration.requestTimeout.nanoseconds) - (clock.now() - start)
+                await Self.drain(response.body, within: max(left, .milliseconds(100)))
+                return (Int(response.status.code), nil)
+            }
         } catch {
             if Task.isCancelled { return nil }
             return (nil, Self.describe(error))

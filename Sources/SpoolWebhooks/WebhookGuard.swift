@@ -1,9 +1,10 @@
 import SpoolCore
 
 /// Checks a webhook URL against `WebhookTarget`'s rules, resolving its host with `resolver`: at
-/// submit, and again before every delivery. With `allowPrivate` (`webhook_allow_private: true`)
-/// loopback, private and link-local hosts are allowed too; the URL must still be well formed
-/// and carry no credentials.
+/// submit, and again before every delivery, which then connects to an address from that same
+/// answer (`destination(of:)`). With `allowPrivate` (`webhook_allow_private: true`) loopback,
+/// private and link-local hosts are allowed too; the URL must still be well formed and carry
+/// no credentials.
 public struct WebhookGuard: Sendable {
     public var allowPrivate: Bool
     /// Where host names are looked up: the system's resolver, but for tests.
@@ -41,8 +42,11 @@ public struct WebhookGuard: Sendable {
         }
     }
 
-    /// The URL's host and port, and the addresses its host resolves to now, every one of them
-    /// checked (unless `allowPrivate`).
+    /// Before a delivery: the URL's host and port, and the addresses its host resolves to now,
+    /// every one of them checked. The delivery connects to one of these addresses and to no
+    /// other: looking the name up again to connect could answer otherwise (found by attacking
+    /// the build: a name that answered a public address to the check and 127.0.0.1 to the HTTP
+    /// client's own lookup had the signed delivery POSTed to a loopback service).
     public func destination(of url: String) async throws(Failure) -> WebhookDestination {
         let host: String, port: Int
         do { (host, port) = try WebhookTarget.parse(url) } catch { throw .refused(error) }
@@ -58,10 +62,16 @@ public struct WebhookGuard: Sendable {
     }
 }
 
-/// Where a webhook URL leads: its host, its port, and the checked addresses of the host, most
-/// preferred first.
+/// Where a delivery may connect: its URL's host (which goes in the Host header, TLS SNI and the
+/// certificate check), its port, and the checked addresses of the host, most preferred first.
 public struct WebhookDestination: Sendable, Equatable {
     public var host: String
     public var port: Int
     public var addresses: [IPAddress]
+
+    /// The address attempt number `attempt` connects to: the first, then the next on each
+    /// retry, so that one that does not answer does not hold a delivery up on every attempt.
+    public func address(forAttempt attempt: Int) -> IPAddress {
+        addresses[max(attempt - 1, 0) % addresses.count]
+    }
 }

@@ -2,8 +2,10 @@ import Glibc
 import NIOPosix
 import SpoolCore
 
-/// Looks up the addresses a webhook's host name stands for, for `WebhookGuard`. A protocol so
-/// that tests can answer as an attacker's DNS zone would; the server uses `SystemResolver`.
+/// Looks up the addresses a webhook's host name stands for. The guard asks it once per
+/// delivery and the delivery then connects to an address from that very answer (a second
+/// lookup by the HTTP client could answer otherwise: DNS rebinding). A protocol so that tests
+/// can answer as an attacker's DNS zone would; the server uses `SystemResolver`.
 public protocol WebhookResolver: Sendable {
     /// Every address `host` stands for, most preferred first. Throws when the lookup itself
     /// fails — no answer, a timeout, SERVFAIL, no such name — which may pass: the delivery is

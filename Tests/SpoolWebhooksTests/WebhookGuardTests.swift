@@ -1,8 +1,12 @@
+import Hummingbird
+import HummingbirdTesting
 import Logging
+import NIOCore
+import ServiceLifecycle
 import SpoolCore
 import SpoolStore
 import SpoolTesting
-import SpoolWebhooks
+@testable import SpoolWebhooks
 import Synchronization
 import Testing
 
@@ -97,5 +101,132 @@ struct WebhookGuardTests {
             #expect(attempt.error?.hasPrefix("refused: ") == true, "\(attempt.error ?? "no error")")
             #expect(try await outbox.webhookDeliveries(of: draft.job).first?.delivery.state == .failed)
         }
+    }
+
+    /// A receiver that says the Host header of each POST it gets, and counts them.
+    final class Receiver: Sendable {
+        let hosts: AsyncStream<String>
+        private let arrived: AsyncStream<String>.Continuation
+        let count = Atomic<Int>(0)
+
+        init() { (hosts, arrived) = AsyncStream.makeStream(of: String.self) }
+
+        /// Listens on `address`:`port` (0: any) for the length of `body`, which gets the port.
+        /// (`application.test(.live)` always listens on localhost; these tests need other
+        /// loopback addresses.)
+        func listening<Value: Sendable>(on address: String, port: Int = 0, _ body: (Int) async throws -> Value) async throws -> Value {
+            let router = Router()
+            router.post("/hook") { request, _ -> HTTPResponse.Status in
+                self.count.add(1, ordering: .relaxed)
+                self.arrived.yield(request.head.authority ?? "")
+                return .noContent
+            }
+            let (ports, bound) = AsyncStream.makeStream(of: Int.self)
+            let application = Application(router: router, configuration: .init(address: .hostname(address, port: port)),
+                                          onServerRunning: { bound.yield($0.localAddress?.port ?? 0) })
+            let service = ServiceGroup(configuration: .init(services: [application], logger: Logger(label: "test")))
+            return try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await service.run() }
+                do {
+                    let value = try await body(try await ports.next("a receiver to listen on \(address)"))
+                    await service.triggerGracefulShutdown()
+                    return value
+                } catch {
+                    await service.triggerGracefulShutdown()
+                    throw error
+                }
+            }
+        }
+    }
+
+    /// The delivery connects to the address the guard checked, not to what the HTTP client's own
+    /// lookup would answer, and keeps the URL's host in its Host header (found by attacking the
+    /// build: a name that answered a public address to the check and 127.0.0.1 to the client's
+    /// lookup had the signed delivery POSTed to a loopback service). Here the checked address
+    /// is 127.0.0.2; the name is "localhost", whose system lookup answers 127.0.0.1, where
+    /// another receiver listens on the same port.
+    @Test func aDeliveryConnectsToTheAddressItsCheckResolved() async throws {
+        let checked = Receiver(), elsewhere = Receiver()
+        try await checked.listening(on: "127.0.0.2") { port in
+            try await elsewhere.listening(on: "127.0.0.1", port: port) { _ in
+                let resolver = ScriptedResolver([.success([.v4([127, 0, 0, 2])])])
+                let draft = WebhookRetryTests.draft("http://localhost:\(port)/hook", 1)
+                try await Self.deliver([draft], resolver: resolver, allowPrivate: true) { outbox in
+                    let attempt = try await outbox.recorded.next("the attempt", within: .seconds(20))
+                    #expect(attempt.status == 204, "\(attempt.error ?? "")")
+                    #expect(checked.count.load(ordering: .relaxed) == 1, "delivered to the checked address")
+                    #expect(elsewhere.count.load(ordering: .relaxed) == 0, "not where a second lookup leads")
+                    #expect(try await checked.hosts.next("the Host header", within: .seconds(20)) == "localhost:\(port)")
+                    #expect(resolver.count == 1, "one lookup, the checked one")
+                }
+            }
+        }
+    }
+
+    /// Each retry goes to the host's next checked address (attempt n to the n-th, round), so one
+    /// that does not answer does not hold the delivery up on every attempt; and a lookup that
+    /// failed is followed by one that answers.
+    @Test func aRetryGoesToTheHostsNextCheckedAddress() async throws {
+        let receiver = Receiver()
+        try await receiver.listening(on: "127.0.0.2") { port in
+            // Attempt 1: no answer. Attempt 2: the second address, 127.0.0.3, where nothing
+            // listens. Attempt 3: the first, 127.0.0.2.
+            let resolver = ScriptedResolver([.failure(Self.servfail), .success([.v4([127, 0, 0, 2]), .v4([127, 0, 0, 3])])])
+            let draft = WebhookRetryTests.draft("http://localhost:\(port)/hook", 1)
+            // A connection to 127.0.0.3 may go unanswered (it does under gVisor) rather than be refused.
+            try await Self.deliver([draft], resolver: resolver, allowPrivate: true, configure: { $0.requestTimeout = .seconds(3) }) { outbox in
+                for number in 1...3 { _ = try await outbox.recorded.next("attempt \(number)", within: .seconds(20)) }
+                let record = try #require(try await outbox.webhookDeliveries(of: draft.job).first)
+                #expect(record.delivery.state == .delivered)
+                #expect(record.attempts.map(\.status) == [nil, nil, 204])
+                #expect(record.attempts[0].error?.contains("did not resolve") == true)
+                #expect(record.attempts[1].error != nil)
+                #expect(receiver.count.load(ordering: .relaxed) == 1)
+            }
+        }
+    }
+}
+
+/// Which client a delivery uses, as a value (`Int`s stand in for the HTTP clients).
+struct WebhookClientCacheTests {
+    typealias Cache = WebhookClientCache<Int>
+    static let a = IPAddress.v4([93, 184, 216, 34]), b = IPAddress.v4([93, 184, 216, 35])
+
+    @Test func aHostsClientIsReusedWhileItResolvesToTheSameAddress() {
+        var cache = Cache(capacity: 4)
+        var made = 0
+        let key = Cache.Key(host: "hooks.example.com", address: Self.a)
+        let first = cache.lease(key, current: [Self.a, Self.b]) { made += 1; return made }
+        #expect(cache.release(key).isEmpty)
+        let second = cache.lease(key, current: [Self.a]) { made += 1; return made }
+        #expect(first.client == second.client && made == 1)
+        #expect(first.closing.isEmpty && second.closing.isEmpty)
+    }
+
+    /// Once the host resolves elsewhere its old client is let go — at once when idle, when
+    /// its delivery ends when one uses it.
+    @Test func aHostThatResolvesElsewhereLetsItsOldClientGo() {
+        var cache = Cache(capacity: 4)
+        let old = Cache.Key(host: "hooks.example.com", address: Self.a)
+        let new = Cache.Key(host: "hooks.example.com", address: Self.b)
+        _ = cache.lease(old, current: [Self.a]) { 1 }
+        let moved = cache.lease(new, current: [Self.b]) { 2 }
+        #expect(moved.closing.isEmpty, "client 1 is still in use")
+        #expect(cache.release(old) == [1], "shut down when its delivery ends")
+        #expect(cache.release(new).isEmpty)
+        let back = cache.lease(old, current: [Self.a]) { 3 }
+        #expect(back.client == 3 && back.closing == [2])
+        #expect(cache.count == 1)
+    }
+
+    @Test func theLeastRecentlyUsedIdleClientGoesBeyondCapacity() {
+        var cache = Cache(capacity: 2)
+        let keys = (1...3).map { Cache.Key(host: "h\($0).example.com", address: Self.a) }
+        _ = cache.lease(keys[0], current: [Self.a]) { 1 }
+        _ = cache.release(keys[0])
+        _ = cache.lease(keys[1], current: [Self.a]) { 2 }   // in use: never let go
+        let third = cache.lease(keys[2], current: [Self.a]) { 3 }
+        #expect(third.closing == [1])
+        #expect(cache.removeAll().sorted() == [2, 3])
     }
 }
