@@ -33,7 +33,19 @@ public struct Timestamp: Hashable, Sendable, Comparable, Codable, CustomStringCo
 
     /// Parses what `description` writes (and the same with fewer fractional digits).
     public init?(rfc3339 text: String) {
-        let bytes = Array(text.utf8)
+        var bytes = Array(text.utf8)
+        // A time in UTC ("…Z"), or with its offset ("…+02:00", "…-05:30"), as RFC 3339 allows
+        // (found by attacking the build: an offset was refused).
+        var offsetSeconds: Int64 = 0
+        if bytes.count >= 25, [UInt8(ascii: "+"), UInt8(ascii: "-")].contains(bytes[bytes.count - 6]), bytes[bytes.count - 3] == UInt8(ascii: ":") {
+            let sign: Int64 = bytes[bytes.count - 6] == UInt8(ascii: "+") ? 1 : -1
+            let digits = [bytes[bytes.count - 5], bytes[bytes.count - 4], bytes[bytes.count - 2], bytes[bytes.count - 1]]
+            guard digits.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
+            let hours = Int64(digits[0] - 48) * 10 + Int64(digits[1] - 48), minutes = Int64(digits[2] - 48) * 10 + Int64(digits[3] - 48)
+            guard hours < 24, minutes < 60 else { return nil }
+            offsetSeconds = sign * (hours * 3600 + minutes * 60)
+            bytes = Array(bytes.dropLast(6)) + [UInt8(ascii: "Z")]
+        }
         guard bytes.count >= 20, bytes.last == UInt8(ascii: "Z") else { return nil }
         func number(_ range: Range<Int>) -> Int64? {
             var value: Int64 = 0
@@ -65,7 +77,7 @@ public struct Timestamp: Hashable, Sendable, Comparable, Codable, CustomStringCo
             return nil
         }
         let days = Timestamp.days(fromCivil: year, month, day)
-        microseconds = ((days * 86_400 + hour * 3600 + minute * 60 + second) * 1_000_000) + micros
+        microseconds = ((days * 86_400 + hour * 3600 + minute * 60 + second - offsetSeconds) * 1_000_000) + micros
     }
 
     static func daysIn(month: Int64, year: Int64) -> Int64 {

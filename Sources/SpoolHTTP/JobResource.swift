@@ -87,7 +87,7 @@ struct SubmitBody {
         }
         if let value = object["run_at"], value != .null {
             guard let text = value.stringValue, let time = Timestamp(rfc3339: text) else {
-                throw APIError.unprocessable("\"run_at\" must be an RFC 3339 time in UTC, like \"2026-12-24T18:00:00Z\"")
+                throw APIError.unprocessable("\"run_at\" must be an RFC 3339 time, like \"2026-12-24T18:00:00Z\" or \"2026-12-24T19:00:00+01:00\"")
             }
             submission.runAt = time
         }

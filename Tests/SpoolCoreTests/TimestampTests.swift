@@ -43,7 +43,8 @@ import SpoolCore
     }
 
     @Test(arguments: [
-        "", "2000-02-29", "2000-02-29T00:00:00", "2000-02-29T00:00:00+00:00", "2000-02-29T00:00:00.Z",
+        "", "2000-02-29", "2000-02-29T00:00:00", "2000-02-29T00:00:00.Z", "2000-02-29T00:00:00+24:00", "2000-02-29T00:00:00+02:60",
+        "2000-02-29T00:00:00+0200", "2000-02-29T00:00:00+02:0x", "2000-02-29T00:00:00Z+02:00",
         "2000-02-29T00:00:00.1234567890Z", "2000-0a-29T00:00:00Z", "20O0-02-29T00:00:00.000000Z", "2000-02-29T00:00:00.12x4Z",
     ])
     func textThatIsNotRFC3339IsRejected(text: String) {
@@ -58,6 +59,15 @@ import SpoolCore
     ])
     func textWithWrongSeparatorsOrOutOfRangeFieldsIsRejected(text: String) {
         #expect(Timestamp(rfc3339: text) == nil)
+    }
+
+    /// A time with its offset is the UTC time it names (found by attacking the build: a `run_at`
+    /// with "+02:00", valid RFC 3339, was refused).
+    @Test func anOffsetNamesTheUTCTimeItMeans() {
+        #expect(Timestamp(rfc3339: "2000-02-29T02:00:00+02:00") == Timestamp(rfc3339: "2000-02-29T00:00:00Z"))
+        #expect(Timestamp(rfc3339: "1999-12-31T19:00:00.5-05:00") == Timestamp(rfc3339: "2000-01-01T00:00:00.5Z"))
+        #expect(Timestamp(rfc3339: "2000-02-29T00:00:00+00:00") == Timestamp(rfc3339: "2000-02-29T00:00:00Z"))
+        #expect(Timestamp(rfc3339: "2000-03-01T05:30:00+05:30")?.description == "2000-03-01T00:00:00.000000Z")
     }
 
     @Test func codableUsesTheRFC3339Text() throws {
