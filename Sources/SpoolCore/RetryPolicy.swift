@@ -90,8 +90,13 @@ public struct RetryPolicy: Sendable, Hashable {
         guard unknown.isEmpty else {
             throw fail(": unknown field(s) \(unknown.joined(separator: ", ")); it takes max_attempts, backoff_s, max_backoff_s and on")
         }
-        guard let count = object["max_attempts"]?.intValue, Self.attemptsRange.contains(Int(count)) else {
+        guard let given = object["max_attempts"], given != .null else {
             throw fail(".max_attempts is required: the attempts in all, counting the first, from 1 to 100")
+        }
+        // Given but out of range is not "required" (found by attacking the build: max_attempts 0
+        // was told it was missing).
+        guard let count = given.intValue, Self.attemptsRange.contains(Int(count)) else {
+            throw fail(".max_attempts must be an integer from 1 to 100 (the attempts in all, counting the first), not \(given.canonicalText)")
         }
         func seconds(_ key: String) throws(Invalid) -> Double? {
             guard let field = object[key], field != .null else { return nil }

@@ -50,7 +50,9 @@ import Testing
     @Test(arguments: [
         (#"[]"#, "must be an object"),
         (#"{"backoff_s": 1}"#, "max_attempts is required"),
-        (#"{"max_attempts": 0}"#, "max_attempts is required"),
+        (#"{"max_attempts": 0}"#, "max_attempts must be an integer from 1 to 100 (the attempts in all, counting the first), not 0"),
+        (#"{"max_attempts": "3"}"#, "max_attempts must be an integer from 1 to 100 (the attempts in all, counting the first), not \"3\""),
+        (#"{"max_attempts": null}"#, "max_attempts is required"),
         (#"{"max_attempts": 101}"#, "from 1 to 100"),
         (#"{"max_attempts": 2, "backoff_s": -1}"#, "backoff_s must be a number of seconds"),
         (#"{"max_attempts": 2, "backoff_s": 10, "max_backoff_s": 5}"#, "max_backoff_s must be at least backoff_s"),
