@@ -116,6 +116,9 @@ public final class WebhookDeliverer: Service, Sendable {
                     }
                 }
             } catch {
+                // Cut short by the shutdown: not a failure (found by attacking the build: every clean
+                // stop logged "webhook planning failed … CancellationError()").
+                if Task.isCancelled { return }
                 logger.warning("webhook planning failed; retrying", metadata: ["error": "\(error)"])
                 try? await clock.sleep(for: .seconds(1))
             }
