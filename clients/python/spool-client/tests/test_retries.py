@@ -122,8 +122,14 @@ def test_run_at(api: Any, spool: Client) -> None:
         api.submit("noop", run_at=datetime.now())  # naive: which zone?
     with pytest.raises(ValueError):
         api.submit("noop", run_at=when, delay_s=1)
+    # A string with its offset is the UTC time it names (RFC 3339); one that is not RFC 3339 is refused.
+    plus_one = timezone(timedelta(hours=1))
+    offset_text = (datetime.now(plus_one) + timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%S+01:00")
+    with_offset = api.submit("noop", run_at=offset_text)
+    assert with_offset.not_before == datetime.strptime(offset_text[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=plus_one)
+    spool.cancel(with_offset.id)
     with pytest.raises(spool_client.InvalidInput):
-        api.submit("noop", run_at="2026-12-24T18:00:00+01:00")  # the server takes UTC only
+        api.submit("noop", run_at="2026-12-24 18:00")
 
 
 def test_start_within_s_cancels_a_job_left_waiting(make_api: Any, spawn_server: Any) -> None:
