@@ -59,6 +59,9 @@ public actor Worker {
     private var backlog = 0
     /// When the job command went to the worker, until it is seen read (`checkCommandRead`).
     private var jobSentAt: Moment?
+    /// Commands sent after the current job's (a cancel): while there are none, a byte left
+    /// unread is the job's own command.
+    private var commandsAfterJob = 0
     /// A command could not be written (`commandLost`).
     private var commandUndelivered = false
     public private(set) var usage = WorkerUsage()
@@ -231,8 +234,10 @@ public actor Worker {
             send(.job(id: job, input: assignment.input, inputFile: assignment.paths.input, outputDirectory: assignment.paths.outputs,
                       attempt: assignment.attempt, timeoutSeconds: assignment.timeoutSeconds, array: assignment.array))
             jobSentAt = settings.clock.now()
+            commandsAfterJob = 0
         case .send(let command):
             send(command)
+            commandsAfterJob += 1
         case .signal(let signal):
             child?.signal(signal == .kill ? SIGKILL : SIGTERM)
         case .started:
@@ -248,8 +253,11 @@ public actor Worker {
             // Gone before it read its job's command: the job never reached it, and goes back
             // unrun, its attempt unused; the pool counts it as a failed setup (found by attacking
             // the build: a worker that died just after `ready` failed each job sent to it as
-            // worker_lost, and so, one fresh worker after another, the whole queue).
-            if backlog > 0 || (child?.unreadCommandBytes() ?? 0) > 0 {
+            // worker_lost, and so, one fresh worker after another, the whole queue). Only while
+            // nothing was sent after the job's command: a cancel left unread by a worker that
+            // took its job and hung (a timeout) says nothing of the job's (found in review: such
+            // a job came back unrun, for ever).
+            if commandsAfterJob == 0, backlog > 0 || (child?.unreadCommandBytes() ?? 0) > 0 {
                 finishJob(.returned("the worker ended before it read its job (\(status))"))
             } else {
                 finishJob(.workerLost(status))

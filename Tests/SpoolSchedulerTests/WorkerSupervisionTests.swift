@@ -237,6 +237,27 @@ import Testing
         }
     }
 
+    /// A worker that took its job and hung, reading no more commands: past the timeout its cancel
+    /// stays unread, and it is killed. The job timed out — it is not a job the worker never had
+    /// (found in review: the unread cancel made it one, and the job came back unrun, for ever).
+    @Test func aHungWorkerThatLeavesItsCancelUnreadTimesItsJobOut() async throws {
+        let rig = try rig([Self.workerType(timeout: 30)])
+        launcher.setBehaviour(.init(isWorker: true, answersJobs: false))
+        try await rig.run { _ in
+            let job = try await rig.submit("w")
+            let worker = try await child()
+            #expect(try await worker.commands.next("the job command").contains("\"job\""))
+            worker.closeCommands()   // hung: nothing more is read
+            // (Workers after it read nothing: a job handed back would come back for ever.)
+            launcher.setBehaviour(.init(isWorker: true, answersJobs: false, readsCommands: false))
+            try await rig.advance(by: .seconds(1), until: "the job to end", limit: 120) { try await rig.job(job.id).state.isTerminal }
+            #expect(worker.unreadCommandBytes() > 0, "its cancel went unread")
+            let ended = try await rig.job(job.id)
+            #expect(ended.state == .failed && ended.reason == .timeout && ended.attempts == 1, "\(ended)")
+            try await child("its replacement").exit(with: .exited(0))   // it would not read the shutdown
+        }
+    }
+
     @Test func aProcessJobPastItsTimeoutGetsSigtermThenSigkill() async throws {
         let process = JobType(name: "p", command: try CommandTemplate(["job"]), timeoutSeconds: 20)
         let rig = try rig([process])
