@@ -11,11 +11,12 @@ public enum GPUHealth: Sendable, Equatable {
 /// A GPU slot is quarantined when
 /// - the GPU probe reads its device as unhealthy (every slot of that device), or
 /// - `failureLimit` attempts in a row failed on it (a success resets the count; cancels,
-///   shutdowns and returned attempts count neither way) while the last failed job's type works
-///   elsewhere: its latest attempt on another open GPU slot succeeded. When a type fails on every
-///   slot, the type is at fault, not the devices (found by attacking the build: a type whose jobs
-///   all timed out closed two healthy GPUs of three within a second). Nor does this rule ever
-///   close the last open GPU slot.
+///   shutdowns and returned attempts count neither way). A failure of a type that fails on the
+///   other slots too — its latest attempt on every other open GPU slot that ran it failed — is
+///   not counted: then the type is at fault, not the device (found by attacking the build: a
+///   type whose jobs all timed out closed two healthy GPUs of three within a second). A type
+///   not yet run elsewhere counts, so a GPU broken from the start is closed all the same. Nor
+///   does this rule ever close the last open GPU slot.
 ///
 /// A quarantined slot takes no job. It comes back after a passing self-test (run while its
 /// device reads healthy) or by `release` (an administrator); a slot whose device still reads
@@ -88,17 +89,19 @@ public struct SlotQuarantine: Sendable, Equatable {
             guard failed else { return Verdict(outcome: outcome, quarantined: false) }
             return Verdict(outcome: .returned(message: "slot \(slot) is quarantined: \(entry.reasons.joined(separator: "; "))"), quarantined: false)
         }
+        let elsewhere = (latest[type] ?? [:]).filter { other, _ in other != slot && entries[other] == nil }
         latest[type, default: [:]][slot] = !failed
         guard failed else {
             streaks[slot] = 0
             return Verdict(outcome: outcome, quarantined: false)
         }
+        // Failing on the other slots too: the type's fault, not this device's.
+        if !elsewhere.isEmpty, elsewhere.values.allSatisfy({ !$0 }) { return Verdict(outcome: outcome, quarantined: false) }
         let streak = (streaks[slot] ?? 0) + 1
         streaks[slot] = streak
         let othersOpen = devices.keys.contains { $0 != slot && entries[$0] == nil }
-        let worksElsewhere = (latest[type] ?? [:]).contains { other, succeeded in other != slot && succeeded && entries[other] == nil }
-        guard failureLimit > 0, streak >= failureLimit, othersOpen, worksElsewhere else { return Verdict(outcome: outcome, quarantined: false) }
-        let reason = "\(streak) attempts in a row failed on this slot while \(type) jobs succeed on others "
+        guard failureLimit > 0, streak >= failureLimit, othersOpen else { return Verdict(outcome: outcome, quarantined: false) }
+        let reason = "\(streak) attempts in a row failed on this slot, not on others "
             + "(the last: \(outcome.errorMessage(timeout: timeout) ?? "failed"))"
         quarantine(slot, because: reason, at: now)
         return Verdict(outcome: .returned(message: "slot \(slot) was quarantined: \(reason)"), quarantined: true)

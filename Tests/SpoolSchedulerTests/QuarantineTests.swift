@@ -57,7 +57,7 @@ import Testing
             #expect(requeued.attempts == 0)
             let quarantined = await rig.scheduler.quarantinedSlots()
             #expect(quarantined.map(\.0.id) == [SlotID(0)])
-            #expect(quarantined.first?.1.reasons.first?.hasPrefix("2 attempts in a row failed on this slot while t jobs succeed on others") == true,
+            #expect(quarantined.first?.1.reasons.first?.hasPrefix("2 attempts in a row failed on this slot, not on others") == true,
                     "\(quarantined.first?.1.reasons ?? [])")
             #expect(executor.quarantinedSlots == [SlotID(0)], "the executor is told before the slot's afterRun")
             #expect(try await rig.job(second.id).state == .queued, "slot 0 takes nothing while slot 1 is busy")
