@@ -177,8 +177,10 @@ public enum SpoolServer {
         let group = ServiceGroup(configuration: .init(
             services: services,
             // SIGHUP too: what a closed terminal sends (found by attacking the build: it killed the
-            // server outright, its jobs' processes left running). Nothing is reloaded on it.
-            gracefulShutdownSignals: [.sigterm, .sigint, .sighup],
+            // server outright, its jobs' processes left running). Nothing is reloaded on it. Unless
+            // it was ignored when the server started (`nohup`): then it stays so (found in review:
+            // the handler would have overridden nohup, and a closed SSH session stopped the server).
+            gracefulShutdownSignals: [.sigterm, .sigint] + (Self.hangUpIgnored ? [] : [.sighup]),
             logger: logger
         ))
         do {
@@ -222,6 +224,13 @@ public enum SpoolServer {
 
     /// HTTP/1.1; with `tls_cert` and `tls_key`, HTTPS with HTTP/2 by ALPN. Every connection is
     /// guarded (`ConnectionGuard`): a header deadline and a connection limit.
+    /// Whether SIGHUP was set to be ignored when the process started (`nohup spool serve`).
+    static var hangUpIgnored: Bool {
+        var current = sigaction()
+        // SIG_IGN is the handler `(void (*)(int)) 1`.
+        return sigaction(SIGHUP, nil, &current) == 0 && unsafeBitCast(current.__sigaction_handler.sa_handler, to: Int.self) == 1
+    }
+
     static func httpServer(_ configuration: ServerConfiguration) throws -> HTTPServerBuilder {
         let count = ConnectionGuard.Count(limit: configuration.maxConnections)
         let timeout = TimeAmount.milliseconds(Int64(configuration.headerTimeoutSeconds * 1000))

@@ -60,11 +60,14 @@ final class ServerHarness: @unchecked Sendable {
     /// Starts the server (`spool serve`, or `spool agent` with `agent`) and waits until it
     /// listens (an agent: until it runs).
     /// `user`: run the server as this uid (and its gid), through `setpriv` (needs root).
-    func start(_ extra: [String] = [], agent: Bool = false, environment: [String: String] = [:], user: UInt32? = nil) async throws {
+    /// `through`: a command that runs the server (`["/usr/bin/nohup"]`), its path first.
+    func start(_ extra: [String] = [], agent: Bool = false, environment: [String: String] = [:], user: UInt32? = nil,
+               through wrapper: [String] = []) async throws {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: user == nil ? Self.binary : "/usr/bin/setpriv")
+        let runner = user.map { ["/usr/bin/setpriv", "--reuid", "\($0)", "--regid", "\($0)", "--clear-groups"] } ?? wrapper
+        process.executableURL = URL(fileURLWithPath: runner.first ?? Self.binary)
         if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new } }
-        process.arguments = (user.map { ["--reuid", "\($0)", "--regid", "\($0)", "--clear-groups", Self.binary] } ?? [])
+        process.arguments = (runner.isEmpty ? [] : Array(runner.dropFirst()) + [Self.binary])
             + (agent ? ["agent"] : ["serve", "--port", "0"])
             + ["--config", configPath, "--data-dir", dataDirectory, "--gpus", "none", "--log-level", "warning"] + extra
         let output = Pipe()

@@ -133,6 +133,15 @@ import Testing
         try await server.start()
         let again = try await server.waitFor(id, ["running"])
         #expect(again["attempts"] == 1)
+
+        // Started with SIGHUP ignored (`nohup`): it stays ignored, and the server runs on (found in
+        // review: the graceful handler overrode nohup, and a closed SSH session stopped it).
+        server.terminate()
+        #expect(try await withDeadline(.seconds(15), "the server to stop") { await server.waitForExit() } == 0)
+        try await server.start(through: ["/usr/bin/nohup"])
+        server.terminate(SIGHUP)
+        try await Task.sleep(for: .seconds(1))
+        #expect(try await server.request(.GET, "/healthz").status == 200, "still serving after SIGHUP under nohup")
     }
 
     @Test func aServerIdlePastEveryTimerRunsTheNextJobOfEachTypeAndStopsWithinItsGrace() async throws {
