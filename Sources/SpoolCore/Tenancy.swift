@@ -47,6 +47,9 @@ public struct Principal: Sendable, Equatable {
     /// event stream, a long poll — checks that this very token still exists, not its name,
     /// which a rotation (revoke, then create the same name) gives to a new token.
     public var tokenID: String?
+    /// When the dashboard session it came with began (nil: it came with the token itself): a
+    /// request that lasts ends with a log out of that session's token too.
+    public var sessionBegan: Timestamp?
 
     public init(name: String?, isAdmin: Bool, limits: TenantLimits = TenantLimits(), tokenID: String? = nil) {
         self.name = name

@@ -42,10 +42,12 @@ extension SpoolAPI {
     /// went on working for its 12 hours after a log out).
     @Sendable func endSession(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         if context.viaCookie, let id = context.principal.tokenID {
-            // To the millisecond, as a cookie says when its session began: one begun after this
-            // log out, even in the same millisecond, goes on.
-            let now = WallClock.now()
-            try await tokens.endSessions(ofToken: id, at: Timestamp(microseconds: now.microseconds / 1_000 * 1_000))
+            // To the millisecond, as a cookie says when its session began, and past the session
+            // logging out, whatever the clocks (found in review: one begun in the same millisecond,
+            // or on a node whose clock runs ahead, went on).
+            let now = Timestamp(microseconds: WallClock.now().microseconds / 1_000 * 1_000)
+            let past = context.principal.sessionBegan.map { $0.adding(seconds: 0.001) } ?? now
+            try await tokens.endSessions(ofToken: id, at: max(now, past))
         }
         return Response(status: .noContent, headers: [.setCookie: SessionCookie.header(nil, secure: AccessMiddleware.isSecure(request, access))])
     }

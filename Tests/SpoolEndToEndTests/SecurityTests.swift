@@ -876,7 +876,13 @@ import Testing
         }
         let copied = try await login(), otherBrowser = try await login()
         #expect(try await server.request(.GET, "/v1/jobs", headers: [("Cookie", copied)]).status == 200)
+        // An event stream opened with the copied cookie ends with the log out (found in review: it went on).
+        let stream = Task { try await server.frames("/v1/events", headers: [("Cookie", copied)], limit: .seconds(20)) { _ in false } }
+        try await Task.sleep(for: .milliseconds(300))
         let logout = try await server.request(.DELETE, "/v1/session", headers: [("Cookie", copied)] + origin)
+        let loggedOut = ContinuousClock.now
+        _ = try await stream.value
+        #expect(ContinuousClock.now - loggedOut < .seconds(10), "the stream ended with the log out, not at its deadline")
         #expect(logout.status == 204 && logout.header("Set-Cookie")?.contains("Max-Age=0") == true)
         for cookie in [copied, otherBrowser] {
             let after = try await server.request(.GET, "/v1/jobs", headers: [("Cookie", cookie)])

@@ -98,7 +98,9 @@ struct AccessMiddleware: RouterMiddleware {
                            headers: [.wwwAuthenticate: "Bearer"])
         }
         context.viaCookie = true
-        return principal
+        var sessionPrincipal = principal
+        sessionPrincipal.sessionBegan = session.began
+        return sessionPrincipal
     }
 
     /// Whether the request came over HTTPS: this server speaks TLS, or a proxy in front says so

@@ -103,10 +103,11 @@ public final class TokenBook: Service {
     }
 
     /// Ends the dashboard sessions of token `id` (a log out), on every node of a shared store:
-    /// this one at once, the others at their next refresh.
+    /// this one at once (its open streams woken to end), the others at their next refresh.
     public func endSessions(ofToken id: String, at now: Timestamp) async throws {
         guard let store, try await store.endSessions(ofToken: id, at: now) else { return }
         byID.withLock { $0[id]?.sessionsSince = now }
+        onRevoke()
     }
 
     /// Whether the token a request came with still exists (true for one that came without):
@@ -121,7 +122,13 @@ public final class TokenBook: Service {
             case .auto: return !wereCreated
             }
         }
-        return byID.withLock { $0[id] != nil }
+        return byID.withLock { tokens in
+            guard let token = tokens[id] else { return false }
+            // A session's stream ends at a log out too (found in review: a stream opened with a
+            // copied cookie went on after the log out).
+            guard let began = principal.sessionBegan, let since = token.sessionsSince else { return true }
+            return began >= since
+        }
     }
 
     /// The tenant of the token with this name, while it exists.
