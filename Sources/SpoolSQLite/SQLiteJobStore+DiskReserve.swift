@@ -40,6 +40,8 @@ struct DiskReserve {
     var nextRefill: ContinuousClock.Instant?
     /// When the disk's free space was last read for a submit, and whether it was below the mark.
     var diskCheckedAt: ContinuousClock.Instant?
+    /// A refill is under way (one at a time: two would write twice the rows).
+    var refilling = false
 
     static let rowBytes = 1 << 20
     /// Less free space than this is a full disk for new work.
@@ -54,19 +56,32 @@ extension SQLiteJobStore {
     /// The reserve the server keeps unless configured otherwise (`sqlite_disk_reserve_mb`).
     public static let defaultDiskReserveMiB = 8
 
-    /// Writes the reserve's missing rows, one transaction each; stops at the first that the disk
-    /// cannot take. Whole again: new work is taken again.
-    func refillReserve() async {
-        let (wanted, present) = reserve.withLock { ($0.rows, $0.present) }
-        guard wanted > 0 else { return }
-        var rows = present
+    /// Writes the reserve's missing rows, one transaction each, when the disk has room for them
+    /// and `headroom` more (`atStart`: the missing bytes and 4 MiB, so opening a database on a
+    /// nearly full disk does not fill it; after a release: the missing bytes twice and 8 MiB, so
+    /// the reserve does not come and go); stops at the first row the disk cannot take. One refill
+    /// at a time; one overtaken by a release (the disk full again meanwhile) leaves the state to
+    /// it. Whole again: new work is taken again.
+    func refillReserve(atStart: Bool = false) async {
+        guard let (wanted, releases) = reserve.withLock({ state -> (Int, Int)? in
+            guard state.rows > 0, !state.refilling else { return nil }
+            state.refilling = true
+            return (state.rows, state.releases)
+        }) else { return }
+        var rows = 0
+        var counted = false
         do {
             rows = try await pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM disk_reserve") ?? 0 }
-            while rows < wanted {
-                try await pool.write { db in
-                    try db.execute(sql: "INSERT INTO disk_reserve (bytes) VALUES (zeroblob(?))", arguments: [DiskReserve.rowBytes])
+            counted = true
+            let missing = UInt64(max(wanted - rows, 0) * DiskReserve.rowBytes)
+            let needed = atStart ? missing + (4 << 20) : missing * 2 + DiskReserve.headroomBytes
+            if missing > 0, Self.freeBytes(at: path).map({ $0 >= needed }) ?? false {
+                while rows < wanted, reserve.withLock({ $0.releases }) == releases {
+                    try await pool.write { db in
+                        try db.execute(sql: "INSERT INTO disk_reserve (bytes) VALUES (zeroblob(?))", arguments: [DiskReserve.rowBytes])
+                    }
+                    rows += 1
                 }
-                rows += 1
             }
         } catch {
             if !Self.isFull(error, at: path) {
@@ -74,7 +89,9 @@ extension SQLiteJobStore {
             }
         }
         let whole = rows >= wanted
-        let wasDrawnOn = reserve.withLock { state in
+        let wasDrawnOn = reserve.withLock { state -> Bool in
+            state.refilling = false
+            guard counted, state.releases == releases else { return false }   // a release came meanwhile: its state stands
             let was = state.drawnOn
             state.present = rows
             if whole { state.drawnOn = false }
@@ -115,18 +132,15 @@ extension SQLiteJobStore {
         return due && (Self.freeBytes(at: path).map { $0 < DiskReserve.lowWaterBytes } ?? false)
     }
 
-    /// Whether a refill may go through now: its time has come, and the disk has room for the
-    /// missing rows twice over and more. Either way the next look is an interval away (so
-    /// submits arriving together start one refill, not one each).
+    /// Whether a refill may be tried now (it checks the disk's room itself). Either way the next
+    /// look is an interval away (so submits arriving together start one refill, not one each).
     private func refillDue() -> Bool {
         let now = ContinuousClock.now
-        let missing = reserve.withLock { state -> Int? in
-            guard state.nextRefill.map({ now >= $0 }) ?? true else { return nil }
+        return reserve.withLock { state -> Bool in
+            guard state.nextRefill.map({ now >= $0 }) ?? true else { return false }
             state.nextRefill = now + DiskReserve.refillInterval
-            return max(state.rows - state.present, 0)
+            return true
         }
-        guard let missing else { return false }
-        return Self.freeBytes(at: path).map { $0 >= UInt64(missing * DiskReserve.rowBytes) * 2 + DiskReserve.headroomBytes } ?? false
     }
 
     /// Runs `operation`. New work is refused instead while the disk is full (`reserveProblem`).
@@ -158,8 +172,11 @@ extension SQLiteJobStore {
         guard mine else { return reserve.withLock { $0.releases } != seen }
         do {
             let freed = try await pool.writeWithoutTransaction { db -> Int in
+                // Only the free list's pages are written (not the rows' zeros again); the
+                // connection's own setting comes back after.
+                let secure = try Int.fetchOne(db, sql: "PRAGMA secure_delete") ?? 0
                 try db.execute(sql: "PRAGMA secure_delete = OFF")
-                defer { try? db.execute(sql: "PRAGMA secure_delete = ON") }
+                defer { try? db.execute(sql: "PRAGMA secure_delete = \(secure)") }
                 var freed = 0
                 try db.inTransaction(.immediate) {
                     try db.execute(sql: "DELETE FROM disk_reserve")

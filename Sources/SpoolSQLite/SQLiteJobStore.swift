@@ -109,7 +109,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
             try await SQLiteSchema.refuseANewer(in: pool, path: path)
             try await SQLiteSchema.migrator.migrate(pool)
             try await reserveWAL()
-            await refillReserve()
+            await refillReserve(atStart: true)
             // Event ids continue from the last run; readers resuming from before a restart
             // must see the events written before it.
             let newest = try await pool.read { db in try Int64.fetchOne(db, cached: "SELECT MAX(id) FROM events") ?? 0 }
