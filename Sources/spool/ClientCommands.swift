@@ -288,10 +288,12 @@ struct OutputsCommand: AsyncParsableCommand {
         await clientCommand {
             let client = try server.client
             let (outputs, truncated) = try await client.outputs(of: id)
-            let partial = SpoolClient.Failure(description: "\(id) has more outputs than the server lists (\(outputs.count)): the rest were "
-                                              + (download == nil ? "not listed" : "not downloaded") + "; fetch them by name")
+            let partial = SpoolClient.Failure(description: "the server lists only some of \(id)'s outputs (\(outputs.count)): the rest were "
+                                              + (download == nil ? "not listed" : "not downloaded")
+                                              + " (past 10,000 files, fetch them by name; names that are not UTF-8, or files the server cannot read, it cannot serve)")
             guard let download else {
-                for output in outputs { print("\(output.name)\t\(output.size)\t\(output.content_type)\t\(client.base + output.url)") }
+                // The job chose the names: its control characters are written out (found in review).
+                for output in outputs { print("\(output.name.terminalSafe)\t\(output.size)\t\(output.content_type)\t\(client.base + output.url)") }
                 if truncated { throw partial }
                 return
             }
@@ -305,7 +307,7 @@ struct OutputsCommand: AsyncParsableCommand {
                 let destination = URL(fileURLWithPath: download).appendingPathComponent(output.name)
                 try FileManager.default.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
                 try Data(body.readableBytesView).write(to: destination)
-                print(destination.path)
+                print(destination.path.terminalSafe)
             }
             if truncated { throw partial }
         }

@@ -11,10 +11,11 @@ enum SessionCookie {
     static let lifetime: Double = 12 * 3600
 
     /// The cookie's name: over HTTPS `__Host-spool_session`, which browsers let only a secure
-    /// page of this very host set, and only with `Path=/` and no `Domain` — so a page on a
+    /// page of this host name set, and only with `Path=/` and no `Domain` — so a page on a
     /// subdomain, or served over plain HTTP, cannot plant its own session beside the user's
     /// (found by attacking the build: a sibling page's `spool_session` was taken first, and the
-    /// user's next dashboard submit was the other tenant's).
+    /// user's next dashboard submit was the other tenant's). Cookies know no ports: a secure page
+    /// on another port of the same name still can (README says so).
     static func name(secure: Bool) -> String { secure ? "__Host-" + name : name }
 
     static func value(tokenID: String, expires: Timestamp, key: [UInt8]) -> String {
