@@ -689,6 +689,16 @@ def test_submit_rides_out_a_restart_with_one_idempotency_key(make_api: Callable[
     assert clock.sleeps[:2] == [5.0, 5.0] and all(s <= 2.0 for s in clock.sleeps[2:])
 
 
+def test_a_full_disk_is_no_restart_to_ride_out(make_api: Callable[..., Any]) -> None:
+    # A 503 storage-unavailable is raised after the usual retries, not after restart_timeout
+    # (found in review: a submit took 30 s to say the server's disk was full).
+    clock = FakeClock()
+    server = Recorder(problem(503, "storage-unavailable", {"Retry-After": "1"}))
+    with pytest.raises(spool_client.Unavailable):
+        clocked_api(make_api, server, clock, restart_timeout=30, retries=2).submit("noop")
+    assert len(server.requests) == 3 and clock.now - 1000 < 5
+
+
 def test_submit_gives_up_after_restart_timeout(make_api: Callable[..., Any]) -> None:
     clock = FakeClock()
     server = Recorder(httpx.ConnectError("[Errno 111] Connection refused"))

@@ -281,6 +281,12 @@ def test_verify_webhook_is_false_on_anything_malformed() -> None:
                                  (str(now), None), (None, good), ("", good), (str(now), "")):
         headers = {"Spool-Webhook-Timestamp": timestamp, "Spool-Webhook-Signature": signature}
         assert verify_webhook(secret, headers, body, now=now) is False, (timestamp, signature)  # type: ignore[arg-type]
+    # A body that is not bytes is the caller's mistake, said as such (found in review: a str body
+    # raised "can't concat str to bytes"); a bytearray is bytes.
+    headers = {"Spool-Webhook-Timestamp": str(now), "Spool-Webhook-Signature": good}
+    with pytest.raises(TypeError, match="raw request body as bytes"):
+        verify_webhook(secret, headers, body.decode(), now=now)  # type: ignore[arg-type]
+    assert verify_webhook(secret, headers, bytearray(body), now=now)
 
 
 def test_readme_array_example_downloads_each_task_to_its_own_place() -> None:

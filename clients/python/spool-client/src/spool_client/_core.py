@@ -517,7 +517,10 @@ class ClientCore:
             if failing_since is None:
                 failing_since = self._clock()
             delay = self._policy.status_delay(attempt, status, failure.retry_after, spec.idempotent)
-            if delay is None and (status == 503 or (spec.idempotent and status in (502, 504))):
+            # A restart is ridden out; a full disk (503 storage-unavailable) is not one, and is
+            # said at once after the usual retries (found in review: a submit took 30 s to say so).
+            restarting = status == 503 and failure.code != "storage-unavailable"
+            if delay is None and (restarting or (spec.idempotent and status in (502, 504))):
                 delay = self._ride_out_delay(spec, attempt, failing_since, failure.retry_after)
             if delay is None:
                 raise failure

@@ -16,8 +16,11 @@ def verify_webhook(secret: Union[str, bytes], headers: Mapping[str, str], body: 
     captured delivery cannot be replayed later. ``body`` is the raw request body as received
     (not re-encoded JSON); header names are matched in any case. Deduplicate what passes on
     ``Spool-Webhook-Id``: delivery is at least once."""
-    # Anything malformed — a header that is missing, not ASCII (a forger can send any byte; servers
-    # decode headers as Latin-1), or not a string at all — is False, never an exception.
+    # Anything malformed in the request — a header that is missing, not ASCII (a forger can send
+    # any byte; servers decode headers as Latin-1), or not a string at all — is False, never an
+    # exception. A body that is not bytes is the caller's mistake, said as such.
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise TypeError("verify_webhook: body must be the raw request body as bytes (a decoded str may not be what was signed)")
     lowered = {str(name).lower(): value for name, value in headers.items()}
     timestamp = lowered.get("spool-webhook-timestamp", "")
     signature = lowered.get("spool-webhook-signature", "")
@@ -32,5 +35,5 @@ def verify_webhook(secret: Union[str, bytes], headers: Mapping[str, str], body: 
     if abs((time.time() if now is None else now) - sent) > tolerance_s:
         return False
     key = secret.encode() if isinstance(secret, str) else secret
-    expected = b"v1=" + hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest().encode()
+    expected = b"v1=" + hmac.new(key, timestamp.encode() + b"." + bytes(body), hashlib.sha256).hexdigest().encode()
     return hmac.compare_digest(expected, signature.encode("ascii"))
