@@ -19,14 +19,19 @@ def _drain(fd):
     return [json.loads(line) for line in data.decode().splitlines()]
 
 
-def _process_job(tmp_path, job_input, extra_env=None, stdin=b"", input_file=True, mode="process"):
+def _job_dir(tmp_path, job_input):
+    """A job's directory as the server makes it: (directory, outputs, messages FIFO, its fd)."""
     job_dir = tmp_path / "job"
     outputs = job_dir / "outputs"
     outputs.mkdir(parents=True)
     (job_dir / "input.json").write_text(json.dumps(job_input))
     messages = job_dir / "messages.fifo"
     os.mkfifo(messages)
-    fd = os.open(messages, os.O_RDWR | os.O_NONBLOCK)
+    return job_dir, outputs, messages, os.open(messages, os.O_RDWR | os.O_NONBLOCK)
+
+
+def _process_job(tmp_path, job_input, extra_env=None, stdin=b"", input_file=True, mode="process"):
+    job_dir, outputs, messages, fd = _job_dir(tmp_path, job_input)
     try:
         env = {
             "SPOOL_PROTOCOL": "1",
@@ -183,13 +188,7 @@ def _start_process_job(tmp_path, job_input):
 
     from conftest import PYTHON, worker_env
 
-    job_dir = tmp_path / "job"
-    outputs = job_dir / "outputs"
-    outputs.mkdir(parents=True)
-    (job_dir / "input.json").write_text(json.dumps(job_input))
-    messages = job_dir / "messages.fifo"
-    os.mkfifo(messages)
-    fd = os.open(messages, os.O_RDWR | os.O_NONBLOCK)
+    job_dir, outputs, messages, fd = _job_dir(tmp_path, job_input)
     env = {"SPOOL_MODE": "process", "SPOOL_PROTOCOL": "1", "SPOOL_JOB_ID": "job_process", "SPOOL_ATTEMPT": "1",
            "SPOOL_OUTPUT_DIR": str(outputs), "SPOOL_MESSAGES": str(messages), "SPOOL_INPUT_FILE": str(job_dir / "input.json")}
     with open(tmp_path / "err", "wb") as err:
