@@ -20,15 +20,24 @@ public struct WebhookResolutionFailure: Error, Sendable, Equatable, CustomString
     public init(_ description: String) { self.description = description }
 }
 
-/// The system's resolver: getaddrinfo, on NIO's blocking pool (it blocks for as long as the
-/// DNS servers take). It reads numeric forms too (2130706433, 0x7f.1), as the HTTP client would.
+/// The system's resolver: getaddrinfo, on threads of its own (it blocks for as long as the DNS
+/// servers take). It reads numeric forms too (2130706433, 0x7f.1), as the HTTP client would.
 public struct SystemResolver: WebhookResolver {
     public init() {}
+
+    /// Lookups wait on these threads, not on NIO's shared blocking pool, which serves logs and
+    /// outputs (one thread per core): a tenant's DNS that takes its time holds one of these
+    /// (found in review: webhook retries now look a failing name up again and again).
+    static let threads: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 4)
+        pool.start()
+        return pool
+    }()
 
     public func addresses(of host: String) async throws(WebhookResolutionFailure) -> [IPAddress] {
         let answer: Result<[IPAddress], WebhookResolutionFailure>
         do {
-            answer = try await NIOThreadPool.singleton.runIfActive { Self.lookUp(host) }
+            answer = try await Self.threads.runIfActive { Self.lookUp(host) }
         } catch {
             throw WebhookResolutionFailure("the resolver's thread pool is not running")
         }
