@@ -149,6 +149,7 @@ struct GuardedTLSChannel: ServerChildChannel {
             // Right behind TLS (which `inner` just added): it sees the handshake end.
             let tls = try channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self)
             try channel.pipeline.syncOperations.addHandler(HandshakeDeadline.Watcher(deadline), position: .after(tls))
+            try channel.pipeline.syncOperations.addHandler(PlainHTTPRefusal(), position: .before(tls))
         } catch {
             channel.close(promise: nil)
             return channel.eventLoop.makeFailedFuture(error)
@@ -158,6 +159,32 @@ struct GuardedTLSChannel: ServerChildChannel {
 
     func handle(value: Value, logger: Logger) async {
         await inner.handle(value: value, logger: logger)
+    }
+}
+
+/// In front of TLS: a connection that begins with a plain HTTP request (a letter, where a TLS
+/// handshake begins with byte 0x16) gets a readable 400 saying the port speaks HTTPS, then is
+/// closed (found by attacking the build: it was closed without a word, and the CLI asked whether
+/// the server was running). Anything else goes on to TLS, and this handler leaves the pipeline.
+final class PlainHTTPRefusal: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = unwrapInboundIn(data)
+        guard let first = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self) else { return }
+        guard (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(first) else {
+            context.fireChannelRead(data)
+            context.pipeline.syncOperations.removeHandler(self, promise: nil)
+            return
+        }
+        let text = "this port speaks HTTPS: send the request to https:// instead of http://\n"
+        let answer = "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(text.utf8.count)\r\n"
+            + "Connection: close\r\n\r\n" + text
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: answer))).whenComplete { _ in
+            context.close(promise: nil)
+        }
     }
 }
 

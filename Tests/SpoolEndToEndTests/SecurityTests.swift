@@ -1006,6 +1006,26 @@ import Testing
         #expect(try await cipher(["-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA"]) == nil, "CBC-SHA1")
     }
 
+    /// Plain HTTP sent to the HTTPS port gets a readable 400 saying so (found by attacking the
+    /// build: the connection was closed without a word); HTTPS on it is served as ever.
+    @Test func plainHTTPToTheHTTPSPortIsToldSo() async throws {
+        let (server, cert, _) = try await Self.tlsServer()
+        defer { Task { await server.stop() } }
+        try await server.start()
+        let port = UInt16(URL(string: server.url)?.port ?? 0)
+        let plain = try RawConnection(port: port)
+        defer { plain.close() }
+        try plain.send("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        let answer = try plain.readToEnd(within: 10)
+        #expect(answer.hasPrefix("HTTP/1.1 400 Bad Request\r\n") && answer.contains("this port speaks HTTPS"), "\(answer)")
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .file(cert)
+        tls.certificateVerification = .noHostnameVerification
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: HTTPClient.Configuration(tlsConfiguration: tls))
+        defer { _ = client.shutdown() }
+        #expect(try await client.execute(HTTPClientRequest(url: server.url + "/healthz"), timeout: .seconds(10)).status == .ok)
+    }
+
     @Test func tlsConnectionsAreCountedAndTimedBeforeTheirHandshake() async throws {
         let (server, cert, _) = try await Self.tlsServer(["header_timeout_s": 8, "max_connections": 4])
         defer { Task { await server.stop() } }
