@@ -222,12 +222,15 @@ extension SpoolAPI {
     @Sendable func arrayOutputs(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let summary = try await findArray(context)
         var list: [JSONValue] = []
+        var truncated = false
         var after: Int64?
         while true {
             let page = try await store.arrayTasks(summary.id, after: after, limit: 500)
             for task in page where task.state.isTerminal {
                 guard let index = task.array?.index else { continue }
-                for (name, size) in try await outputFiles(of: task.id).files {
+                let (files, leftOut) = try await outputFiles(of: task.id)
+                if leftOut > 0 { truncated = true }
+                for (name, size) in files {
                     list.append(.object([
                         "task": .string(task.id.rawValue), "index": .int(index), "name": .string(name), "size": .int(size),
                         "url": .string("/v1/jobs/\(task.id)/outputs/" + (name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name)),
@@ -237,7 +240,10 @@ extension SpoolAPI {
             guard page.count == 500 else { break }
             after = page.last?.array?.index
         }
-        return json(.object(["array": .string(summary.id), "outputs": .array(list)]))
+        // A task whose listing left files out makes this list some of them (found in review).
+        var body: [String: JSONValue] = ["array": .string(summary.id), "outputs": .array(list)]
+        if truncated { body["truncated"] = .bool(true) }
+        return json(.object(body))
     }
 
     /// Cancels the tasks that have not finished; answers the array (202 while tasks are stopping).

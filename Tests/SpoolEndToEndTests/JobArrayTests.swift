@@ -78,6 +78,21 @@ import Testing
         #expect(words.status == 422 && String(decoding: words.body, as: UTF8.self).contains("item"))
     }
 
+    /// An array's outputs say `truncated` when a task's listing left a file out (a name that is
+    /// not UTF-8), as one job's do (found in review: the array's list said nothing).
+    @Test func anArraysOutputsSayWhenATaskLeftFilesOut() async throws {
+        let script = #"echo a > "$SPOOL_OUTPUT_DIR/ok.txt"; printf b > "$SPOOL_OUTPUT_DIR/$(printf 'caf\351')""#
+        let server = try ServerHarness(config: .object(["job_types": .object([
+            "odd": .object(["command": .array(["/bin/sh", "-c", .string(script)]), "timeout_s": 30]),
+        ])]))
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let id = try #require(try await server.submit("odd", extra: ["array": .object(["range": .array([1, 2])])]).json["id"]?.stringValue)
+        _ = try await waitForArray(server, id) { $0["state"] == "succeeded" }
+        let outputs = try await server.request(.GET, "/v1/arrays/\(id)/outputs").json
+        #expect(outputs["truncated"] == true && outputs["outputs"]?.arrayValue?.map { $0["name"] } == ["ok.txt", "ok.txt"], "\(outputs)")
+    }
+
     @Test func anArrayRunsEveryTaskAndShowsTheirSumAndOutputs() async throws {
         let server = try await server()
         defer { Task { await server.stop() } }
