@@ -55,9 +55,14 @@ extension SQLiteJobStore {
 
     /// Whether the file system holding `path` has less than 64 KiB left for this user.
     static func hasNoRoom(_ path: String) -> Bool {
+        freeBytes(at: path).map { $0 < 64 * 1024 } ?? false
+    }
+
+    /// Bytes free for this user on the file system holding `path`'s directory.
+    static func freeBytes(at path: String) -> UInt64? {
         var status = statvfs()
         let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
-        guard statvfs(directory.isEmpty ? "/" : directory, &status) == 0 else { return false }
-        return UInt64(status.f_bavail) * UInt64(status.f_frsize) < 64 * 1024
+        guard statvfs(directory.isEmpty ? "/" : directory, &status) == 0 else { return nil }
+        return UInt64(status.f_bavail) * UInt64(status.f_frsize)
     }
 }

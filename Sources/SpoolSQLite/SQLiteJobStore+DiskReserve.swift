@@ -207,12 +207,4 @@ extension SQLiteJobStore {
         default: return false
         }
     }
-
-    /// Bytes free for this user on the file system holding `path`'s directory.
-    static func freeBytes(at path: String) -> UInt64? {
-        var status = statvfs()
-        let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
-        guard statvfs(directory.isEmpty ? "/" : directory, &status) == 0 else { return nil }
-        return UInt64(status.f_bavail) * UInt64(status.f_frsize)
-    }
 }
