@@ -6,6 +6,9 @@ import SpoolSQLite
 
 /// Everything `spool serve` needs, after the config file, `SPOOL_*` variables and flags have
 /// been merged (flags win over the environment, which wins over the file).
+///
+/// One file past 400 lines on purpose: each setting's default, its parsing and its one-line
+/// error sit together, so a key is read in one place (job types are in `+JobTypes`).
 public struct ServerConfiguration: Sendable {
     public enum GPUSelection: Sendable, Equatable {
         /// One slot per GPU that `nvidia-smi -L` lists; `slots` CPU slots when there is none.

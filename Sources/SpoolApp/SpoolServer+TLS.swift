@@ -1,9 +1,44 @@
 import Foundation
+import HummingbirdCore
+import HummingbirdHTTP2
+import NIOCore
 import NIOSSL
 import SpoolCore
+import SpoolHTTP
 
-/// The server's TLS files, checked before anything starts (`SpoolServer.httpServer` uses them).
+/// The server's HTTP channel, and its TLS files, checked before anything starts.
 extension SpoolServer {
+    /// HTTP/1.1, or with TLS HTTP/2 and HTTP/1.1 by ALPN, each connection guarded
+    /// (`ConnectionGuard`, `GuardedTLSChannel`).
+    static func httpServer(_ configuration: ServerConfiguration) throws -> HTTPServerBuilder {
+        let count = ConnectionGuard.Count(limit: configuration.maxConnections)
+        let timeout = TimeAmount.milliseconds(Int64(configuration.headerTimeoutSeconds * 1000))
+        let http1 = HTTP1Channel.Configuration(
+            additionalChannelHandlers: [ConnectionGuard(headerTimeout: timeout, count: count, maxBodyBytes: configuration.maxBodyBytes)], idleTimeout: .seconds(300))
+        guard let certificate = configuration.tlsCertificate, let key = configuration.tlsKey else {
+            if configuration.tlsCertificate != nil || configuration.tlsKey != nil {
+                throw ConfigurationError("TLS needs both tls_cert and tls_key (PEM files)")
+            }
+            return .http1(configuration: http1)
+        }
+        let tls = try tlsConfiguration(certificate: certificate, key: key)
+        // The connection is counted (and timed until its handshake ends) in front of TLS; the
+        // HTTP/1.1 guard behind it times requests only. An HTTP/2 connection with no stream open
+        // is closed after the header timeout, as an HTTP/1.1 one between requests.
+        var streams = http1
+        streams.additionalChannelHandlers = {
+            [ConnectionGuard(headerTimeout: timeout, count: ConnectionGuard.Count(limit: .max), maxBodyBytes: configuration.maxBodyBytes),
+             StreamTally()]
+        }
+        let upgrade = HTTP2UpgradeChannel.Configuration(idleTimeout: .milliseconds(Int64(configuration.headerTimeoutSeconds * 1000)),
+                                                        streamConfiguration: streams)
+        return HTTPServerBuilder { responder in
+            GuardedTLSChannel(inner: try HTTP2UpgradeChannel(tlsConfiguration: tls, configuration: upgrade, responder: responder),
+                              count: count, handshakeTimeout: timeout,
+                              silenceLimit: .seconds(Int64(SpoolAPI.Limits().maxWait)) + timeout * 2)
+        }
+    }
+
     /// What to say of a server certificate that has expired or soon will (found by attacking the
     /// build: an expired one started silently, and every client then failed its handshake). A
     /// warning, not a refusal: a renewed file is read at the next start.

@@ -231,35 +231,6 @@ public enum SpoolServer {
         return sigaction(SIGHUP, nil, &current) == 0 && unsafeBitCast(current.__sigaction_handler.sa_handler, to: Int.self) == 1
     }
 
-    static func httpServer(_ configuration: ServerConfiguration) throws -> HTTPServerBuilder {
-        let count = ConnectionGuard.Count(limit: configuration.maxConnections)
-        let timeout = TimeAmount.milliseconds(Int64(configuration.headerTimeoutSeconds * 1000))
-        let http1 = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [ConnectionGuard(headerTimeout: timeout, count: count, maxBodyBytes: configuration.maxBodyBytes)], idleTimeout: .seconds(300))
-        guard let certificate = configuration.tlsCertificate, let key = configuration.tlsKey else {
-            if configuration.tlsCertificate != nil || configuration.tlsKey != nil {
-                throw ConfigurationError("TLS needs both tls_cert and tls_key (PEM files)")
-            }
-            return .http1(configuration: http1)
-        }
-        let tls = try tlsConfiguration(certificate: certificate, key: key)
-        // The connection is counted (and timed until its handshake ends) in front of TLS; the
-        // HTTP/1.1 guard behind it times requests only. An HTTP/2 connection with no stream open
-        // is closed after the header timeout, as an HTTP/1.1 one between requests.
-        var streams = http1
-        streams.additionalChannelHandlers = {
-            [ConnectionGuard(headerTimeout: timeout, count: ConnectionGuard.Count(limit: .max), maxBodyBytes: configuration.maxBodyBytes),
-             StreamTally()]
-        }
-        let upgrade = HTTP2UpgradeChannel.Configuration(idleTimeout: .milliseconds(Int64(configuration.headerTimeoutSeconds * 1000)),
-                                                        streamConfiguration: streams)
-        return HTTPServerBuilder { responder in
-            GuardedTLSChannel(inner: try HTTP2UpgradeChannel(tlsConfiguration: tls, configuration: upgrade, responder: responder),
-                              count: count, handshakeTimeout: timeout,
-                              silenceLimit: .seconds(Int64(SpoolAPI.Limits().maxWait)) + timeout * 2)
-        }
-    }
-
     /// The job executors: a fresh process per job, or the slot's warm worker, both through one
     /// launcher of real child processes.
     static func executors(for catalog: JobCatalog, slots: [SlotSpec], dataDirectory: String, configuration: ServerConfiguration,

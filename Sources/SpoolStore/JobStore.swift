@@ -1,7 +1,8 @@
 import SpoolCore
 
 /// Durable home of every job. The scheduler and the API speak only this protocol, so a new
-/// backend (SQLite today, PostgreSQL next) plugs in without touching either.
+/// backend (SQLite today, PostgreSQL next) plugs in without touching either. (This file, past
+/// 400 lines, is the whole contract a store keeps: the protocols, their results and defaults.)
 ///
 /// Every method is one atomic step: a job is never seen half-written, and each state change
 /// checks the state it comes from (a stale or repeated call changes nothing).

@@ -314,58 +314,6 @@ struct OutputsCommand: AsyncParsableCommand {
     }
 }
 
-/// `job_… running [#######.............] 35% row 84 of 240`, redrawn in place on a terminal.
-final class StatusLine {
-    let isTerminal = isatty(STDERR_FILENO) == 1
-    var last = ""
-
-    func show(_ job: JobWire) {
-        var text = "\(job.id)  \(job.state)"
-        if let position = job.position { text += "  position \(position)" }
-        if job.state == "queued", job.waitingReason != nil {
-            text += "  waiting: no slot can set up its worker type (spool status \(job.id))"
-        } else if job.state == "queued", let eta = job.eta {
-            text += eta.startInSeconds < 1 ? "  starts in under 1 s" : "  starts in ~\(formatSeconds(eta.startInSeconds))"
-        }
-        if job.state == "running", let progress = job.progress {
-            let filled = Int(progress.fraction * 20)
-            text += "  [" + String(repeating: "#", count: filled) + String(repeating: ".", count: 20 - filled) + "] "
-                + "\(Int(progress.fraction * 100))%" + (progress.message.map { "  \($0)" } ?? "")
-        }
-        text = text.terminalSafe
-        guard text != last else { return }
-        last = text
-        FileHandle.standardError.write(Data((isTerminal ? "\r\u{1B}[K" + text : text + "\n").utf8))
-    }
-
-    func finish(_ job: JobWire) {
-        var text = "\(job.id)  \(job.state)" + (job.reason.map { " (\($0))" } ?? "")
-        if let error = job.error { text += ": \(error)" }
-        FileHandle.standardError.write(Data(((isTerminal ? "\r\u{1B}[K" : "") + text.terminalSafe + "\n").utf8))
-    }
-}
-
-extension String {
-    /// The text with its control characters (but for line breaks) written as `\u{1B}`: a job's
-    /// progress message or error, shown in an operator's terminal, cannot move its cursor, clear
-    /// it or set its title (found by attacking the build: ESC and BEL from a job went out raw).
-    /// `spool logs` prints the job's output as it is, like any log viewer.
-    var terminalSafe: String {
-        guard unicodeScalars.contains(where: { $0 != "\n" && ($0.properties.generalCategory == .control) }) else { return self }
-        return unicodeScalars.map { scalar in
-            scalar != "\n" && scalar.properties.generalCategory == .control
-                ? "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}" : String(scalar)
-        }.joined()
-    }
-}
-
-/// `42 s`, `3 min`, `1.5 h`.
-func formatSeconds(_ seconds: Double) -> String {
-    if seconds < 90 { return "\(Int(seconds.rounded())) s" }
-    if seconds < 5400 { return "\(Int((seconds / 60).rounded())) min" }
-    return String(format: "%.1f h", seconds / 3600)
-}
-
 /// A job array as `/v1/arrays/{id}` shows it (the fields the CLI prints).
 struct ArrayWire: Decodable {
     struct ETA: Decodable {
