@@ -54,7 +54,9 @@ extension SpoolAPI {
         do {
             value = try JSONParser.parse(body.readableBytesView, exactIntegers: true)
         } catch where error.reason == JSONParser.Error.inexactInteger {
-            throw APIError.badRequest("the request body has \(error), which would not be kept exactly: send it as a string")
+            // Well-formed JSON whose value cannot be taken: 422, as for any input refused (found by
+            // the contract test: a 400 is for a body that is not JSON).
+            throw APIError.unprocessable("the request body has \(error), which would not be kept exactly: send it as a string")
         } catch {
             throw APIError.badRequest("the request body is not valid JSON (\(error))")
         }
