@@ -30,13 +30,15 @@ import Synchronization
 /// With a PostgreSQL store the node also runs a `ClusterCoordinator`, and its role decides
 /// the rest: `all` (API and slots), `api` (no slots) or `agent` (slots, no HTTP server).
 public enum SpoolServer {
-    public static func run(_ configuration: ServerConfiguration, executable: String, logger: Logger,
+    /// `guardArguments`: the log settings for the guard process (`spool guard`), started from the
+    /// running binary.
+    public static func run(_ configuration: ServerConfiguration, executable: String, logger: Logger, guardArguments: [String],
                            onListening: @escaping @Sendable (String) -> Void) async throws {
         if configuration.role != .all, configuration.store == .sqlite {
             throw ConfigurationError("role \"\(configuration.role.rawValue)\" needs a shared store (store: postgres://…); with SQLite one node does everything")
         }
         let dataDirectory = try prepareDataDirectory(configuration.dataDirectory)
-        let lock = try DataDirectoryLock(directory: dataDirectory)
+        let lock = try await DataDirectoryLock(directory: dataDirectory) { logger.warning("\($0)") }
         defer { lock.release() }
 
         let node = configuration.nodeName(dataDirectory: dataDirectory)
@@ -65,6 +67,15 @@ public enum SpoolServer {
         try await shared?.holdNodeName()
         if shared == nil { markDatabaseMade(dataDirectory) }
         let recovered = try await recover(store, node: shared == nil ? nil : node, dataDirectory: dataDirectory, logger: logger)
+        // Before any job starts: from here a crash of this server kills its jobs at once.
+        let guardian = GuardProcess(dataDirectory: dataDirectory, lockDescriptor: lock.descriptor, logArguments: guardArguments, logger: logger)
+        guardian.start()
+        // Jobs must be gone before other nodes may rescue them: the node stops them itself a lease
+        // after its last renewal began (SIGKILL two kill graces later); its guard, a twentieth of
+        // a lease after that, in case this process is frozen; the rescue waits a tenth of a lease
+        // and a second more. Armed now for the jobs claimed before the first renewal.
+        let stopJobsWithin = shared.map { $0.leaseDuration + .milliseconds(Int64(configuration.killGraceSeconds * 2000)) + $0.leaseDuration / 20 }
+        if let stopJobsWithin, configuration.role != .api { guardian.killAfter(stopJobsWithin) }
 
         var types = [BuiltinTypes.render(executable: executable)]
         for type in configuration.jobTypes { types.removeAll { $0.name == type.name }; types.append(type) }
@@ -162,6 +173,7 @@ public enum SpoolServer {
             coordination.runsJobs = configuration.role != .api
             coordination.role = configuration.role.rawValue
             coordination.slots = slots.count
+            if let stopJobsWithin { coordination.onRenewal = { [guardian] since in guardian.killAfter(stopJobsWithin - since) } }
             services.append(.init(service: ClusterCoordinator(store: shared, scheduler: scheduler, configuration: coordination,
                                                               clock: clock, logger: logger)))
         }
@@ -185,6 +197,7 @@ public enum SpoolServer {
         ))
         do {
             try await group.run()
+            guardian.finish()
         } catch let error as IOError where configuration.role != .agent && !bound.withLock({ $0 }) {
             // The listener could not be bound (the port taken, an address not on this machine):
             // the slots claimed nothing, the queue is as it was.

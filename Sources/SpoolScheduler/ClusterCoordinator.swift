@@ -35,6 +35,9 @@ public actor ClusterCoordinator: Service {
         /// This node's role and slots, as its heartbeats report them (`GET /v1/nodes`).
         public var role = "all"
         public var slots = 0
+        /// Called after each renewal that went through, with the time since it began (the
+        /// leases it renewed run from then): the server's guard learns when its jobs must be gone.
+        public var onRenewal: (@Sendable (Duration) -> Void)?
 
         public init() {}
     }
@@ -116,6 +119,7 @@ public actor ClusterCoordinator: Service {
         do {
             let held = try await store.renewLeases(of: await scheduler.heldAttempts())
             lastRenewal = started
+            configuration.onRenewal?(clock.now() - started)
             fenced = [:]
             renewalError = nil
             scheduler.leaseRenewals(failing: nil)

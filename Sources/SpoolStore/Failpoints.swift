@@ -14,6 +14,10 @@ public enum Failpoints {
     /// never completes: the job has run, and the store still holds it as queued.
     public static let holdClaimWithEnd = "hold-claim-with-end"
 
+    /// A server's guard (`spool guard`), once the server is gone, waits until the file
+    /// `DATA_DIR/release-guard` exists before it kills what the server left running.
+    public static let holdGuard = "hold-guard"
+
     public static let enabled: Set<String> = {
         guard let value = getenv("SPOOL_FAILPOINTS") else { return [] }
         return Set(String(cString: value).split(separator: ",").map { String($0) })

@@ -47,11 +47,8 @@ struct NodeOptions: ParsableArguments {
         return base.replacingOccurrences(of: "_", with: "-")
     }
 
-    /// Sets up logging as asked, then runs the node until it is stopped.
-    func run(_ settings: ServerConfiguration, ready: @escaping @Sendable (String) -> Void) async {
-        guard let level = Logger.Level(rawValue: logLevel) else { fail("--log-level must be one of trace, debug, info, notice, warning, error, critical") }
-        guard logFormat == "text" || logFormat == "json" else { fail("--log-format must be text or json") }
-        let json = logFormat == "json"
+    /// The server's log lines (and its guard's) on stderr, as text or one JSON object each.
+    static func bootstrapLogging(level: Logger.Level, json: Bool) {
         LoggingSystem.bootstrap { label in
             if json {
                 var handler = JSONLogHandler(label: label)
@@ -62,9 +59,17 @@ struct NodeOptions: ParsableArguments {
             handler.logLevel = level
             return handler
         }
+    }
+
+    /// Sets up logging as asked, then runs the node until it is stopped.
+    func run(_ settings: ServerConfiguration, ready: @escaping @Sendable (String) -> Void) async {
+        guard let level = Logger.Level(rawValue: logLevel) else { fail("--log-level must be one of trace, debug, info, notice, warning, error, critical") }
+        guard logFormat == "text" || logFormat == "json" else { fail("--log-format must be text or json") }
+        Self.bootstrapLogging(level: level, json: logFormat == "json")
         let logger = Logger(label: "spool")
         do {
-            try await SpoolServer.run(settings, executable: ServeCommand.executablePath(), logger: logger, onListening: ready)
+            try await SpoolServer.run(settings, executable: ServeCommand.executablePath(), logger: logger,
+                                      guardArguments: ["--log-level", logLevel, "--log-format", logFormat], onListening: ready)
         } catch let error as ConfigurationError {
             fail(error.description)
         } catch {

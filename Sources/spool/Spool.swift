@@ -14,7 +14,7 @@ struct Spool: AsyncParsableCommand {
         version: SpoolVersion.current,
         subcommands: [
             ServeCommand.self, AgentCommand.self, TokenCommand.self, SubmitCommand.self, StatusCommand.self, ListCommand.self, CancelCommand.self, DeleteCommand.self, RetryCommand.self,
-            ReleaseSlotCommand.self, LogsCommand.self, OutputsCommand.self, BenchCommand.self, BenchFloorCommand.self, RenderJobCommand.self, RenderWorkerCommand.self,
+            ReleaseSlotCommand.self, LogsCommand.self, OutputsCommand.self, BenchCommand.self, BenchFloorCommand.self, RenderJobCommand.self, RenderWorkerCommand.self, GuardCommand.self,
         ]
     )
 }

@@ -93,7 +93,9 @@ import Testing
         }
     }
 
-    @Test func killNineWithJobsRunningAndQueuedLosesNothing() async throws {
+    /// With the server's guard killed first (by hand, or with the server's whole cgroup), the
+    /// restart's own sweep is what kills the orphaned first attempt.
+    @Test(arguments: [false, true]) func killNineWithJobsRunningAndQueuedLosesNothing(guardKilledFirst: Bool) async throws {
         let server = try server()
         try await server.start()
         defer { Task { await server.stop() } }
@@ -102,7 +104,17 @@ import Testing
         var ids = [try id(try await server.submit("gated-stamp", .object(["n": 0, "sleep": 0.5])))]
         for n in 1..<5 { ids.append(try id(try await server.submit("stamp", .object(["n": .int(Int64(n)), "sleep": 0.5])))) }
         try await waitForStamp("start", of: 0, on: server)
+        if guardKilledFirst {
+            let guardPIDs = server.guardPIDs
+            #expect(guardPIDs.count == 1)
+            kill(server.pid, SIGSTOP)   // so that it starts no other guard meanwhile
+            for pid in guardPIDs { kill(pid, SIGKILL) }
+            try await poll(.seconds(10), "the guard to be gone") { guardPIDs.allSatisfy { !isAlive($0) } }
+        }
         await server.kill9()
+        if guardKilledFirst {
+            #expect(!processes(ofJob: ids[0]).isEmpty, "no guard: the orphan runs until the restart")
+        }
 
         try await server.start()
         // Only now may the job end: an orphan of the first attempt the restart failed to kill

@@ -223,6 +223,36 @@ import Testing
         return try #require(config["store"]?.stringValue)
     }
 
+    /// A node whose process is frozen (`SIGSTOP`, a stalled VM) cannot stop its jobs when its
+    /// lease runs out; its guard does, before the other nodes may rescue them (found by attacking
+    /// the build: the job's process ran on while the rescue gave the job to another node — one job
+    /// running twice at once). The same guard kills a killed node's jobs at once.
+    @Test func aFrozenNodesJobsAreKilledBeforeTheRescue() async throws {
+        try await withAPINodeAndAgent { api, _, agent in
+            let id = try #require(try await api.submit("once", .object(["sleep": 30])).json["id"]?.stringValue)
+            _ = try await api.waitFor(id, ["running"], timeout: .seconds(60))
+            try await poll(.seconds(10), "the job's process to be seen") { !processes(ofJob: id).isEmpty }
+            let agentPID = agent.pid
+            kill(agentPID, SIGSTOP)
+            defer { kill(agentPID, SIGCONT) }
+            // Until the rescue: the first moment the job's processes were all gone, if they were.
+            let gone = try await withDeadline(.seconds(60), "the rescue") { () -> Bool in
+                var gone = false
+                while try await api.request(.GET, "/v1/jobs/\(id)").json["state"] == "running" {
+                    if processes(ofJob: id).isEmpty { gone = true }
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                return gone
+            }
+            #expect(gone, "the job's processes were gone before the rescue")
+            #expect(processes(ofJob: id).isEmpty)
+            let rescued = try await api.request(.GET, "/v1/jobs/\(id)").json
+            #expect(rescued["state"] == "failed" && rescued["reason"] == "node_lost", "\(rescued)")
+            #expect(agent.log.contains("the server has not renewed its leases in time"), "\(agent.log)")
+            kill(agentPID, SIGCONT)
+        }
+    }
+
     /// Fail-fast holds when a task fails because its node was lost: the node that rescues it
     /// (here the API node) cancels the rest of the array (found by attacking the build: they
     /// stayed queued, and ran).

@@ -72,12 +72,10 @@ final class ServerHarness: @unchecked Sendable {
             + ["--config", configPath, "--data-dir", dataDirectory, "--gpus", "none", "--log-level", "warning"] + extra
         let output = Pipe()
         process.standardOutput = output
-        let logHandle = FileHandle(forWritingAtPath: scratch + "/server.log") ?? {
-            FileManager.default.createFile(atPath: scratch + "/server.log", contents: nil)
-            return FileHandle(forWritingAtPath: scratch + "/server.log")!
-        }()
-        logHandle.seekToEndOfFile()
-        process.standardError = logHandle
+        // Appending: a killed server's guard may still write to it while the next start does.
+        let logDescriptor = open(scratch + "/server.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard logDescriptor >= 0 else { throw HarnessError("cannot open \(scratch)/server.log: \(String(cString: strerror(errno)))") }
+        process.standardError = FileHandle(fileDescriptor: logDescriptor, closeOnDealloc: true)
         let (termination, terminated) = AsyncStream<Int32>.makeStream()
         process.terminationHandler = { terminated.yield($0.terminationStatus); terminated.finish() }
         let (lines, lineSink) = AsyncStream<String>.makeStream()
@@ -275,6 +273,39 @@ func killJobProcesses(_ ids: Set<JobID>, workersUnder dataDirectory: String? = n
         }
     }
     return killed
+}
+
+/// The live processes whose environment names this job (`SPOOL_JOB_ID`).
+func processes(ofJob id: String) -> [Int32] {
+    let marker = Array("SPOOL_JOB_ID=\(id)".utf8)
+    return ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry in
+        guard let pid = Int32(entry), let environ = FileManager.default.contents(atPath: "/proc/\(entry)/environ"),
+              environ.split(separator: 0).contains(where: { $0.elementsEqual(marker) }), isAlive(pid) else { return nil }
+        return pid
+    }
+}
+
+extension ServerHarness {
+    /// The live warm workers of this server's data directory (`SPOOL_MESSAGES` under `workers/`).
+    var workerPIDs: [Int32] {
+        let prefix = Array("SPOOL_MESSAGES=\(dataDirectory)/workers/".utf8)
+        return ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry in
+            guard let pid = Int32(entry), let environ = FileManager.default.contents(atPath: "/proc/\(entry)/environ"),
+                  environ.split(separator: 0).contains(where: { $0.starts(with: prefix) }), isAlive(pid) else { return nil }
+            return pid
+        }
+    }
+
+    /// The live guard processes of this server's data directory (`spool guard --data-dir DIR`).
+    var guardPIDs: [Int32] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry in
+            guard let pid = Int32(entry), let line = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return nil }
+            let arguments = line.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            guard arguments.count > 3, arguments[1] == "guard", arguments[2] == "--data-dir", arguments[3] == dataDirectory,
+                  isAlive(pid) else { return nil }
+            return pid
+        }
+    }
 }
 
 /// True while the process exists and is not a zombie.

@@ -116,6 +116,71 @@ import Testing
         #expect(status == 0)
     }
 
+    /// A server killed outright (`kill -9`, the OOM killer, a crash) takes its jobs with it, at once:
+    /// its guard process kills them (found by attacking the build: each job leads its own session,
+    /// so it ran on, holding its GPU, until the server's next start reaped it — never, if none
+    /// came). A warm worker goes too.
+    @Test func aKilledServersJobsDieWithItNotAtItsNextStart() async throws {
+        let server = try ServerHarness(config: Self.config())
+        try await server.start(["--slots", "2"])
+        defer { Task { await server.stop() } }
+        #expect(server.guardPIDs.count == 1, "one guard beside the server")
+        let process = try #require(try await server.submit("doze").json["id"]?.stringValue)
+        _ = try await server.waitFor(process, ["running"])
+        let worker = try #require(try await server.submit("work", .object(["sleep": 30])).json["id"]?.stringValue)
+        _ = try await server.waitFor(worker, ["running"])
+        try await poll(.seconds(10), "the job's process and the worker to be seen") { !processes(ofJob: process).isEmpty && !server.workerPIDs.isEmpty }
+        await server.kill9()
+        try await poll(.seconds(10), "the killed server's job and worker to be killed") {
+            processes(ofJob: process).isEmpty && server.workerPIDs.isEmpty
+        }
+        try await poll(.seconds(10), "the guard to exit") { server.guardPIDs.isEmpty }
+        #expect(server.log.contains("the server is gone without stopping its jobs"), "\(server.log)")
+    }
+
+    /// The guard shares the data directory's lock: a server started while the guard of a killed
+    /// one is still at work waits for it (rather than starting jobs the guard would kill, or
+    /// failing), and says so.
+    @Test func aStartAfterACrashWaitsForTheGuardToStopWhatWasLeft() async throws {
+        let server = try ServerHarness(config: Self.config())
+        // The guard waits for the file `release-guard` before it kills anything.
+        try await server.start(environment: ["SPOOL_FAILPOINTS": "hold-guard"])
+        defer { Task { await server.stop() } }
+        let release = server.dataDirectory + "/release-guard"
+        defer { FileManager.default.createFile(atPath: release, contents: nil) }
+        let id = try #require(try await server.submit("doze").json["id"]?.stringValue)
+        _ = try await server.waitFor(id, ["running"])
+        try await poll(.seconds(10), "the job's process to be seen") { !processes(ofJob: id).isEmpty }
+        await server.kill9()
+        async let restarted: Void = server.start()
+        try await poll(.seconds(30), "the start to wait for the guard") { server.log.contains("waiting for the guard of the last server") }
+        #expect(!processes(ofJob: id).isEmpty, "the guard holds: the job still runs")
+        FileManager.default.createFile(atPath: release, contents: nil)
+        try await restarted
+        #expect(processes(ofJob: id).isEmpty, "the guard killed it before the new server took the lock")
+        #expect(try await server.job(id)["state"] == "failed", "max_attempts 1: the crash failed it as interrupted")
+    }
+
+    /// A guard that dies is started again (the server says so), and a clean stop ends the guard
+    /// without it killing anything.
+    @Test func aGuardThatDiesIsReplacedAndACleanStopEndsIt() async throws {
+        let server = try ServerHarness(config: Self.config())
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let first = try #require(server.guardPIDs.first)
+        kill(first, SIGKILL)
+        try await poll(.seconds(10), "another guard") { !server.guardPIDs.isEmpty && server.guardPIDs != [first] }
+        #expect(server.log.contains("the guard process was killed by signal 9; starting another"), "\(server.log)")
+        // The new guard does its work.
+        let id = try #require(try await server.submit("doze").json["id"]?.stringValue)
+        _ = try await server.waitFor(id, ["running"])
+        let second = try #require(server.guardPIDs.first)
+        server.terminate()
+        #expect(try await withDeadline(.seconds(15), "the server to stop") { await server.waitForExit() } == 0)
+        try await poll(.seconds(10), "the guard to exit after the clean stop") { !isAlive(second) }
+        #expect(!server.log.contains("the server is gone without stopping its jobs"), "a clean stop leaves nothing to kill: \(server.log)")
+    }
+
     /// SIGHUP — what a closed terminal sends — stops the server as SIGTERM does: the running
     /// job gets the grace, then goes back to the queue, and the server exits 0 (found by
     /// attacking the build: it killed the server outright, and the job's process ran on).

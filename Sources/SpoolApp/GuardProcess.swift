@@ -1,0 +1,169 @@
+import Foundation
+import Glibc
+import Logging
+import SpoolExecutor
+import Synchronization
+
+/// The server's end of its guard (`spool guard`, see `ServerGuard`): started once the data
+/// directory is locked, sharing that lock, reading what the server sends on a socket only the
+/// server holds the other end of. Started again when it exits while the server runs (after a
+/// pause that doubles up to a minute while it keeps exiting at once).
+///
+/// `posix_spawn` directly, not swift-subprocess: the guard must inherit the lock's descriptor
+/// (fd 3), and it is waited for by a thread of its own for as long as the server runs.
+final class GuardProcess: Sendable {
+    private struct State {
+        var socket: Int32 = -1
+        var pid: pid_t = 0
+        var finished = false
+    }
+
+    private let state = Mutex(State())
+    /// Before the next guard is started, when this one exits.
+    private let pause = Mutex(Duration.seconds(1))
+    private let arguments: [String]
+    private let lockDescriptor: Int32
+    private let logger: Logger
+
+    /// `arguments` after the executable: `guard --data-dir … --server-pid …` and the log's settings.
+    init(dataDirectory: String, lockDescriptor: Int32, logArguments: [String], logger: Logger) {
+        arguments = ["spool", "guard", "--data-dir", dataDirectory, "--server-pid", "\(getpid())"] + logArguments
+        self.lockDescriptor = lockDescriptor
+        self.logger = logger
+    }
+
+    /// Starts the guard (and keeps one running). A server whose guard cannot start runs without
+    /// one, and says so: its jobs then outlive a crash until its next start, as the reaper finds them.
+    func start() {
+        do {
+            let pid = try spawn()
+            logger.debug("guard started", metadata: ["guard_pid": "\(pid)"])
+        } catch {
+            logger.error("could not start the guard process; a crash of this server would leave its jobs running until its next start",
+                         metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Tells the guard that the server's jobs must be gone within `limit`, unless told again.
+    func killAfter(_ limit: Duration) {
+        let milliseconds = max(0, limit.components.seconds * 1000 + limit.components.attoseconds / 1_000_000_000_000_000)
+        send("\(ServerGuard.Message.killAfter) \(milliseconds)\n")
+    }
+
+    /// A clean stop: the guard exits without looking for jobs, and is not started again.
+    func finish() {
+        send("\(ServerGuard.Message.stop)\n")
+        state.withLock { state in
+            state.finished = true
+            if state.socket >= 0 { close(state.socket) }
+            state.socket = -1
+        }
+    }
+
+    /// Never blocks, never raises SIGPIPE: a guard that is not reading loses the line.
+    private func send(_ line: String) {
+        state.withLock { state in
+            guard state.socket >= 0 else { return }
+            _ = Array(line.utf8).withUnsafeBytes { Glibc.send(state.socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+        }
+    }
+
+    struct SpawnError: Error, CustomStringConvertible {
+        var call: String
+        var code: Int32
+        var description: String { "\(call): \(String(cString: strerror(code)))" }
+    }
+
+    private func spawn() throws -> pid_t {
+        var ends: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0 else {
+            throw SpawnError(call: "socketpair", code: errno)
+        }
+        // Copies above the descriptors the guard gets, so that moving them there (dup2) clears
+        // their close-on-exec.
+        let input = fcntl(ends[1], F_DUPFD_CLOEXEC, 10)
+        let lock = fcntl(lockDescriptor, F_DUPFD_CLOEXEC, 10)
+        close(ends[1])
+        defer {
+            if input >= 0 { close(input) }
+            if lock >= 0 { close(lock) }
+        }
+        guard input >= 0, lock >= 0 else {
+            close(ends[0])
+            throw SpawnError(call: "fcntl", code: errno)
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        // Nothing else: a descriptor the server holds without close-on-exec (one it inherited,
+        // say) would stay open as long as the guard.
+        for descriptor in Self.inheritable() { posix_spawn_file_actions_addclose(&actions, descriptor) }
+        posix_spawn_file_actions_adddup2(&actions, input, 0)
+        posix_spawn_file_actions_adddup2(&actions, 2, 1)
+        posix_spawn_file_actions_adddup2(&actions, lock, 3)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        // A group of its own: what is sent to the server's group (Ctrl-C) is not for the guard.
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK))
+        posix_spawnattr_setpgroup(&attributes, 0)
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        let argv = arguments.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        // The running binary, even when the file it came from was replaced since.
+        let code = posix_spawn(&pid, "/proc/self/exe", &actions, &attributes, argv, environ)
+        guard code == 0 else {
+            close(ends[0])
+            throw SpawnError(call: "posix_spawn", code: code)
+        }
+        let previous = state.withLock { state -> Int32 in
+            let previous = state.socket
+            state.socket = ends[0]
+            state.pid = pid
+            return previous
+        }
+        if previous >= 0 { close(previous) }
+        let started = ContinuousClock.now
+        Thread.detachNewThread { [self, pid] in
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+            exited(pid, status: status, after: ContinuousClock.now - started)
+        }
+        return pid
+    }
+
+    /// This process's descriptors above stderr that an exec would keep open.
+    static func inheritable() -> [Int32] {
+        guard let directory = opendir("/proc/self/fd") else { return [] }
+        defer { closedir(directory) }
+        var found: [Int32] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard let descriptor = Int32(name), descriptor > 2, descriptor != dirfd(directory) else { continue }
+            let flags = fcntl(descriptor, F_GETFD)
+            if flags >= 0, flags & FD_CLOEXEC == 0 { found.append(descriptor) }
+        }
+        return found
+    }
+
+    /// The guard exited: unless the server stops, another is started, after a pause that doubles
+    /// while they exit within a minute.
+    private func exited(_ pid: pid_t, status: Int32, after lifetime: Duration) {
+        let finished = state.withLock { $0.finished }
+        guard !finished else { return }
+        let wait = pause.withLock { pause -> Duration in
+            if lifetime > .seconds(60) { pause = .seconds(1) }
+            let wait = pause
+            pause = min(pause * 2, .seconds(60))
+            return wait
+        }
+        let how = status & 0x7f == 0 ? "exited with status \((status >> 8) & 0xff)" : "was killed by signal \(status & 0x7f)"
+        logger.error("the guard process \(how); starting another", metadata: ["guard_pid": "\(pid)", "in": "\(wait)"])
+        Thread.sleep(forTimeInterval: Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18)
+        guard !state.withLock({ $0.finished }) else { return }
+        start()
+    }
+}

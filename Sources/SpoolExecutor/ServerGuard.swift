@@ -1,0 +1,119 @@
+import Glibc
+import Logging
+
+/// The guard's side of `spool guard`: a small process the server starts beside it, which stops
+/// the server's jobs when the server can no longer stop them itself.
+///
+/// Each job leads its own session, so it outlives a server killed by `kill -9`, the OOM killer or
+/// a crash: found by attacking the build, those jobs ran on (and held their GPU) until the
+/// server's next start reaped them, and with a shared store another node rescued their jobs and
+/// ran them a second time meanwhile. The guard reads what the server sends it on `input` (a
+/// socket whose other end only the server holds) and, when that ends without a clean `stop`,
+/// kills every job process and warm worker of the data directory (the same scan as the reaper
+/// at a start, so a recycled pid is never taken for a job). A server with a shared store also
+/// tells it, after each lease renewal, when its jobs must be gone (`kill-after MS`): a server
+/// frozen (`SIGSTOP`, a stalled VM) or starved past that point cannot stop its jobs before other
+/// nodes rescue them, so the guard does, and keeps watching.
+///
+/// The guard inherits the data directory's lock (`flock` on one open file description): after the
+/// server dies the next server cannot start until the guard has killed what it left.
+public enum ServerGuard {
+    /// What the server sends, one line each.
+    public enum Message {
+        /// A clean stop: nothing is left running; the guard exits without looking.
+        public static let stop = "stop"
+        /// `kill-after MS`: unless another comes first, the server's jobs must be gone in MS
+        /// milliseconds.
+        public static let killAfter = "kill-after"
+    }
+
+    /// Watches until the server stops cleanly or is gone (after killing what it left).
+    /// `whenGone` runs first then (a crash test's hold).
+    public static func watch(dataDirectory: String, server: Int32, input: Int32 = STDIN_FILENO, logger: Logger,
+                             whenGone: () async -> Void = {}) async {
+        let reader = LineReader(descriptor: input)
+        var deadline: ContinuousClock.Instant?
+        while true {
+            let wait = deadline.map { max(Duration.zero, ContinuousClock.now.duration(to: $0)) }
+            // Blocking this thread: the guard's process has nothing else to do (no thread pool started for it).
+            let next = reader.next(within: wait)
+            switch next {
+            case .line(let line):
+                if line == Message.stop { return }
+                let fields = line.split(separator: " ")
+                if fields.count == 2, fields[0] == Message.killAfter, let milliseconds = Int64(fields[1]), milliseconds >= 0 {
+                    deadline = ContinuousClock.now.advanced(by: .milliseconds(milliseconds))
+                }
+            case .timedOut:
+                deadline = nil
+                let killed = await killJobs(of: dataDirectory)
+                if !killed.isEmpty {
+                    logger.critical("the server has not renewed its leases in time (frozen or starved?); killed its job processes before other nodes rescue their jobs",
+                                    metadata: ["server_pid": "\(server)", "pids": "\(killed)"])
+                }
+            case .end:
+                await whenGone()
+                let killed = await killJobs(of: dataDirectory)
+                if !killed.isEmpty {
+                    logger.critical("the server is gone without stopping its jobs (killed, or crashed); killed the job processes it left running",
+                                    metadata: ["server_pid": "\(server)", "pids": "\(killed)"])
+                }
+                return
+            }
+        }
+    }
+
+    /// Every job process and warm worker of the data directory, killed (their pids).
+    static func killJobs(of dataDirectory: String) async -> [Int32] {
+        let jobs = (try? await OrphanReaper.killLeftoverJobs(of: dataDirectory)) ?? []
+        let workers = (try? await OrphanReaper.killLeftoverWorkers(of: dataDirectory)) ?? []
+        return jobs + workers
+    }
+
+    /// Lines read from a descriptor, each waited for up to a limit (blocking: one thread).
+    final class LineReader: @unchecked Sendable {
+        enum Next { case line(String), timedOut, end }
+
+        private let descriptor: Int32
+        private var pending: [UInt8] = []
+        private var ended = false
+
+        init(descriptor: Int32) { self.descriptor = descriptor }
+
+        /// The next line; `timedOut` when none came within `limit` (nil: no limit); `end` once
+        /// the other side is closed (or the descriptor fails).
+        func next(within limit: Duration?) -> Next {
+            let deadline = limit.map { ContinuousClock.now.advanced(by: $0) }
+            while true {
+                if let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = String(decoding: pending[..<newline], as: UTF8.self)
+                    pending.removeSubrange(...newline)
+                    return .line(line)
+                }
+                if ended { return .end }
+                var timeout: Int32 = -1
+                if let deadline {
+                    let left = ContinuousClock.now.duration(to: deadline)
+                    if left <= .zero { return .timedOut }
+                    let (seconds, attoseconds) = left.components
+                    timeout = Int32(clamping: seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+                }
+                var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+                let ready = poll(&poller, 1, timeout)
+                if ready < 0 {
+                    if errno == EINTR { continue }
+                    ended = true
+                    continue
+                }
+                if ready == 0 { continue }   // the deadline is checked above
+                var buffer = [UInt8](repeating: 0, count: 512)
+                let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+                if count < 0, errno == EINTR || errno == EAGAIN { continue }
+                if count <= 0 { ended = true; continue }
+                pending += buffer[0..<count]
+                // A server sends short lines; a long run without a newline is not one of them.
+                if pending.count > 4096 { pending.removeAll() }
+            }
+        }
+    }
+}
