@@ -15,6 +15,11 @@ import SpoolHTTP
 /// - An HTTP/1.0 client gets an HTTP/1.0 response: never chunked encoding (which it cannot
 ///   read), so a response of unknown length — an event stream — ends by closing the connection,
 ///   as HTTP/1.0 defines.
+/// - `Host` as RFC 9112 §3.2 has it: an HTTP/1.1 request with none, more than one, or one that is
+///   not a host and an optional port is answered 400 (found by attacking the build: they were
+///   served, the host guard reading the first of two). A request in absolute form
+///   (`GET http://host:port/path`) is judged by its own authority (§3.2.2): it replaces `Host`,
+///   and the path is what is routed.
 /// - A request that cannot be read as HTTP/1.1 is answered with a problem+json saying why —
 ///   headers too large with 431, anything else with 400 — and the connection closed (Hummingbird
 ///   answers a bare 400 with no body).
@@ -40,7 +45,11 @@ final class HTTP1Compatibility: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !refusing else { return }   // the rest of a refused request
-        if case .head(let head) = unwrapInboundIn(data) {
+        if case .head(var head) = unwrapInboundIn(data) {
+            if let problem = Self.takeHost(&head) {
+                answer(context, version: head.version, status: .badRequest, code: "invalid-host", detail: problem, instance: "")
+                return
+            }
             if head.version >= .http1_1, head.headers["expect"].contains(where: { $0.lowercased() == "100-continue" }) {
                 let length = head.headers["content-length"].first.flatMap(Int.init) ?? 0
                 guard length <= maxBodyBytes else {
@@ -50,8 +59,71 @@ final class HTTP1Compatibility: ChannelDuplexHandler, RemovableChannelHandler {
                 context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: .continue))), promise: nil)
             }
             versions.append(head.version)
+            context.fireChannelRead(wrapInboundOut(.head(head)))
+            return
         }
         context.fireChannelRead(data)
+    }
+
+    /// Checks the request's `Host` (taking an absolute-form target's authority in its place, and
+    /// leaving the path as the target); why it cannot be served, or nil.
+    static func takeHost(_ head: inout HTTPRequestHead) -> String? {
+        if head.method != .CONNECT, !head.uri.hasPrefix("/"), head.uri != "*" {
+            guard let separator = head.uri.range(of: "://"),
+                  ["http", "https"].contains(head.uri[..<separator.lowerBound].lowercased()) else {
+                return "the request target \"\(head.uri.prefix(100))\" is neither a path nor an http(s) URL"
+            }
+            let rest = head.uri[separator.upperBound...]
+            let end = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
+            let authority = String(rest[..<end])
+            guard isHostAndPort(authority) else {
+                return "the request target's authority \"\(authority.prefix(100))\" is not a host and port"
+            }
+            let path = rest[end...]
+            head.uri = path.hasPrefix("/") ? String(path) : "/" + path
+            head.headers.replaceOrAdd(name: "host", value: authority)
+            return nil
+        }
+        let hosts = head.headers["host"]
+        if hosts.count > 1 { return "the request has \(hosts.count) Host headers; send exactly one" }
+        guard let host = hosts.first else {
+            return head.version >= .http1_1 ? "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)" : nil
+        }
+        return isHostAndPort(host) ? nil : "the Host header \"\(host.prefix(100))\" is not a host and port"
+    }
+
+    /// `uri-host [":" port]` (RFC 3986 §3.2.2): an IP literal in brackets, or a name or IPv4 address
+    /// of unreserved characters, percent escapes and sub-delimiters — no user information, no
+    /// space — then digits up to 65535 (or none) after a colon.
+    static func isHostAndPort(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        var index = 0
+        if bytes.first == UInt8(ascii: "[") {
+            guard let close = bytes.firstIndex(of: UInt8(ascii: "]")), close > 1,
+                  bytes[1..<close].allSatisfy({ isHexDigit($0) || $0 == UInt8(ascii: ":") || $0 == UInt8(ascii: ".") }) else { return false }
+            index = close + 1
+        } else {
+            while index < bytes.count, bytes[index] != UInt8(ascii: ":") {
+                guard isNameByte(bytes[index]) else { return false }
+                index += 1
+            }
+            guard index > 0 else { return false }
+        }
+        guard index < bytes.count else { return true }
+        guard bytes[index] == UInt8(ascii: ":") else { return false }
+        let port = bytes[(index + 1)...]
+        guard port.count <= 5, port.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else { return false }
+        return port.isEmpty || Int(String(decoding: port, as: UTF8.self))! <= 65535
+    }
+
+    private static func isHexDigit(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte | 0x20)
+    }
+
+    /// unreserved / pct-encoded / sub-delims (RFC 3986's reg-name).
+    private static func isNameByte(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte | 0x20) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+            || Array("-._~%!$&'()*+,;=".utf8).contains(byte)
     }
 
     private var refusing = false

@@ -654,6 +654,46 @@ import Testing
         }
     }
 
+    /// The Host header as RFC 9112 §3.2 has it: an HTTP/1.1 request with none, with two, or with
+    /// one that is not a host and port is answered 400 (found by attacking the build: they were
+    /// served, the host guard reading the first of two). A request in absolute form is judged by
+    /// its own authority, not by `Host` (§3.2.2), and served by its path.
+    @Test func aRequestsHostMustBeOneHostAndPort() async throws {
+        let server = try await Self.server(.sqlite)
+        defer { Task { await server.stop() } }
+        try await server.start()
+        let port = try #require(URL(string: server.url)?.port)
+        func answer(_ request: String) throws -> String {
+            let connection = try RawConnection(port: UInt16(port))
+            defer { connection.close() }
+            try connection.send(request)
+            return try connection.readToEnd(within: 5)
+        }
+        for (request, why) in [
+            ("GET /healthz HTTP/1.1\r\n\r\n", "no Host"),
+            ("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n", "two Hosts"),
+            ("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1, evil.example\r\n\r\n", "a list"),
+            ("GET /healthz HTTP/1.1\r\nHost: localhost:evil\r\n\r\n", "a port that is not a number"),
+            ("GET /healthz HTTP/1.1\r\nHost: user@127.0.0.1\r\n\r\n", "user information"),
+            ("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:99999\r\n\r\n", "a port out of range"),
+        ] {
+            let reply = try answer(request)
+            #expect(reply.hasPrefix("HTTP/1.1 400"), "\(why): \(reply)")
+            #expect(reply.contains("application/problem+json") && reply.contains("Host"), "\(why): \(reply)")
+        }
+        // HTTP/1.0 needs no Host (the host guard still wants one it knows); an empty port is
+        // allowed by the grammar.
+        #expect(try answer("GET /healthz HTTP/1.0\r\n\r\n").hasPrefix("HTTP/1.0 421"))
+        #expect(try answer("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:\r\nConnection: close\r\n\r\n").hasPrefix("HTTP/1.1 200"))
+        // Absolute form: its authority decides, whatever Host says.
+        #expect(try answer("GET http://127.0.0.1:\(port)/healthz HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n\r\n")
+            .hasPrefix("HTTP/1.1 200"))
+        let misdirected = try answer("GET http://evil.example/healthz HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n\r\n")
+        #expect(misdirected.hasPrefix("HTTP/1.1 421"), "\(misdirected)")
+        let jobs = try answer("GET http://127.0.0.1:\(port)/v1/jobs?limit=1 HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+        #expect(jobs.hasPrefix("HTTP/1.1 200") && jobs.contains("\"jobs\""), "\(jobs)")
+    }
+
     /// CORS: an allowed origin gets the preflight and the headers; another origin gets neither.
     @Test func corsAnswersAllowedOriginsOnly() async throws {
         let server = try await Self.server(.sqlite, ["cors_origins": .array(["https://app.example"])])
