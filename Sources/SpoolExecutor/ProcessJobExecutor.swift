@@ -128,7 +128,8 @@ public struct ProcessJobExecutor: JobExecutor {
             }
         }
         if prepared?.reused == true {   // a retry, or a run handed back: an earlier run's directory
-            do { try await BlockingIO.run { try JobFiles.beginLaterAttempt(paths, attempt: job.attempts) } } catch {
+            let logLimit = configuration.logLimitBytes
+            do { try await BlockingIO.run { try JobFiles.beginLaterAttempt(paths, attempt: job.attempts, logLimit: logLimit, maxAttempts: job.maxAttempts) } } catch {
                 return .preparing(failedWith: error) { .spawnFailed(message: $0) }
             }
         }

@@ -347,14 +347,18 @@ public actor Worker {
         public var input: JSONValue
         public var paths: JobPaths
         public var attempt: Int
+        /// The job's `max_attempts`: its log keeps that many runs' worth of output and two more.
+        public var maxAttempts: Int
         public var timeoutSeconds: Double
         /// For a task of a job array: its array and index.
         public var array: ArrayMembership?
-        public init(job: JobID, input: JSONValue, paths: JobPaths, attempt: Int, timeoutSeconds: Double, array: ArrayMembership? = nil) {
+        public init(job: JobID, input: JSONValue, paths: JobPaths, attempt: Int, maxAttempts: Int = 1, timeoutSeconds: Double,
+                    array: ArrayMembership? = nil) {
             self.job = job
             self.input = input
             self.paths = paths
             self.attempt = attempt
+            self.maxAttempts = maxAttempts
             self.timeoutSeconds = timeoutSeconds
             self.array = array
         }
@@ -371,8 +375,8 @@ public actor Worker {
                 reused = try await JobFiles.make(assignment.paths, input: assignment.input, slot: slot, messages: false)
             }
             if reused == true {   // a retry, or a run handed back: an earlier run's directory
-                let paths = assignment.paths, attempt = assignment.attempt
-                do { try await BlockingIO.run { try JobFiles.beginLaterAttempt(paths, attempt: attempt) } } catch {
+                let paths = assignment.paths, attempt = assignment.attempt, logLimit = settings.logLimitBytes, maxAttempts = assignment.maxAttempts
+                do { try await BlockingIO.run { try JobFiles.beginLaterAttempt(paths, attempt: attempt, logLimit: logLimit, maxAttempts: maxAttempts) } } catch {
                     // Outputs that cannot be emptied (the job made one undeletable) fail the start,
                     // as in process mode: handed back, the job would come straight back (found in review).
                     return .preparing(failedWith: error) { .spawnFailed(message: $0) }

@@ -126,7 +126,7 @@ public actor WorkerPool: JobExecutor {
             }
         }
         let paths = JobPaths(dataDirectory: settings.dataDirectory, job: job.id)
-        let assignment = Worker.Assignment(job: job.id, input: job.input, paths: paths, attempt: job.attempts,
+        let assignment = Worker.Assignment(job: job.id, input: job.input, paths: paths, attempt: job.attempts, maxAttempts: job.maxAttempts,
                                            timeoutSeconds: job.timeoutSeconds, array: job.array)
         let result = await worker.run(assignment, stops: requests?.forwarded ?? stops, observer: observer)
         if case .returned(let message) = result.outcome, await !worker.isAlive {

@@ -26,6 +26,48 @@ import Testing
         #expect(access(probe, F_OK) != 0, "the probe's file is gone after it")
     }
 
+    /// A job's log stays bounded however often the job is run again: each run may write
+    /// `log_limit_bytes`, and a run handed back (a failed worker setup, a quarantine, a shutdown)
+    /// counts no attempt, so the log keeps `max_attempts + 2` runs' worth; past that a run's start
+    /// drops the oldest output, keeping the newest `max_attempts` runs' worth behind a notice (found
+    /// in review: such a job's log grew without bound). Retries within the attempts lose nothing.
+    @Test(arguments: [1, 3]) func aJobRunAgainAndAgainKeepsItsLogBounded(maxAttempts: Int) throws {
+        let scratch = try ScratchDirectory("spool-jobdirs", subdirectories: ["jobs"])
+        let paths = JobPaths(dataDirectory: scratch.path, job: JobID.random())
+        try FileManager.default.createDirectory(atPath: paths.outputs, withIntermediateDirectories: true)
+        let limit = 1024
+        func run(_ n: Int) throws {
+            if n > 1 { try JobFiles.beginLaterAttempt(paths, attempt: n, logLimit: limit, maxAttempts: maxAttempts) }
+            let handle = try #require(FileHandle(forWritingAtPath: paths.log) ?? {
+                FileManager.default.createFile(atPath: paths.log, contents: nil)
+                return FileHandle(forWritingAtPath: paths.log)
+            }())
+            handle.seekToEndOfFile()
+            handle.write(Data((String(repeating: "\(n % 10)", count: limit - 1) + "\n").utf8))
+            try handle.close()
+        }
+        func log() throws -> String { try String(contentsOfFile: paths.log, encoding: .utf8) }
+        // Runs within the attempts, and one more: nothing is dropped.
+        for n in 1...(maxAttempts + 1) { try run(n) }
+        #expect(try !log().contains("dropped"))
+        #expect(try log().hasPrefix(String(repeating: "1", count: limit - 1)))
+        // Many more runs: the log never holds more than max_attempts + 2 runs' worth (and the
+        // attempt lines), and keeps the newest output.
+        for n in (maxAttempts + 2)...(maxAttempts + 30) {
+            try run(n)
+            let size = try #require(try FileManager.default.attributesOfItem(atPath: paths.log)[.size] as? Int)
+            #expect(size <= limit * (maxAttempts + 2) + 300, "run \(n): \(size) bytes")
+        }
+        let text = try log()
+        #expect(text.hasPrefix("[spool] ") && text.contains("bytes of earlier runs' output were dropped here"), "\(text.prefix(200))")
+        let last = maxAttempts + 30
+        #expect(text.hasSuffix("--- attempt \(last) ---\n" + String(repeating: "\(last % 10)", count: limit - 1) + "\n"))
+        // The last max_attempts runs' worth of bytes before this run's, from a line's start.
+        #expect(text.contains(String(repeating: "\((last - 1) % 10)", count: limit - 1)) && text.contains("--- attempt \(last - maxAttempts + 1) ---"),
+                "the newest runs before this one are kept")
+        #expect(text.split(separator: "\n").dropFirst().allSatisfy { $0.hasPrefix("--- attempt") || $0.count == limit - 1 }, "whole lines kept")
+    }
+
     /// Found by attacking the build: a file named `caf\xE9.txt`, or a tree 2,000 levels deep,
     /// stayed on disk after the job was deleted (204) and after every retention pass.
     @Test func aJobDirectoryGoesWholeWhateverTheJobLeftInIt() async throws {
