@@ -1,6 +1,7 @@
 import Glibc
 import NIOPosix
 import SpoolCore
+import Synchronization
 
 /// Looks up the addresses a webhook's host name stands for. The guard asks it once per
 /// delivery and the delivery then connects to an address from that very answer (a second
@@ -22,30 +23,96 @@ public struct WebhookResolutionFailure: Error, Sendable, Equatable, CustomString
 
 /// The system's resolver: getaddrinfo, on threads of its own (it blocks for as long as the DNS
 /// servers take). It reads numeric forms too (2130706433, 0x7f.1), as the HTTP client would.
+///
+/// A lookup is waited for `deadline` at most (the delivery then fails as a DNS failure does and is
+/// tried again later), and a slow name holds one thread at most: lookups of a name already being
+/// looked up wait for that one, and with every thread held by another name, a lookup fails at
+/// once (found in review: a tenant's DNS that never answers held every lookup thread, and every
+/// other tenant's deliveries waited behind it).
 public struct SystemResolver: WebhookResolver {
-    public init() {}
+    public typealias Answer = Result<[IPAddress], WebhookResolutionFailure>
 
-    /// Lookups wait on these threads, not on NIO's shared blocking pool, which serves logs and
-    /// outputs (one thread per core): a tenant's DNS that takes its time holds one of these
-    /// (found in review: webhook retries now look a failing name up again and again).
-    static let threads: NIOThreadPool = {
-        let pool = NIOThreadPool(numberOfThreads: 4)
-        pool.start()
-        return pool
-    }()
+    /// How long a delivery waits for an answer.
+    public var deadline: Duration
+    /// The lookup itself (getaddrinfo; a test's stand-in for a DNS server that takes its time).
+    private let lookUp: @Sendable (String) -> Answer
+    private let lookups: Lookups
+
+    public init(deadline: Duration = .seconds(10)) {
+        self.init(deadline: deadline, threads: 4, lookUp: Self.lookUp)
+    }
+
+    init(deadline: Duration, threads: Int, lookUp: @escaping @Sendable (String) -> Answer) {
+        self.deadline = deadline
+        self.lookUp = lookUp
+        lookups = threads == 4 ? Self.shared : Lookups(threads: threads)
+    }
+
+    /// The server's lookups, on 4 threads of their own, not on NIO's shared blocking pool, which
+    /// serves logs and outputs (one thread per core).
+    static let shared = Lookups(threads: 4)
+
+    /// Lookups under way, one per name, on a pool of `threads` threads.
+    final class Lookups: Sendable {
+        let threads: Int
+        let pool: NIOThreadPool
+        let running = Mutex<[String: Task<Answer, Never>]>([:])
+
+        init(threads: Int) {
+            self.threads = threads
+            pool = NIOThreadPool(numberOfThreads: threads)
+            pool.start()
+        }
+    }
 
     public func addresses(of host: String) async throws(WebhookResolutionFailure) -> [IPAddress] {
-        let answer: Result<[IPAddress], WebhookResolutionFailure>
-        do {
-            answer = try await Self.threads.runIfActive { Self.lookUp(host) }
-        } catch {
-            throw WebhookResolutionFailure("the resolver's thread pool is not running")
+        let key = host.lowercased()
+        let lookups = lookups, lookUp = lookUp
+        let lookup = lookups.running.withLock { running -> Task<Answer, Never>? in
+            if let under = running[key] { return under }
+            guard running.count < lookups.threads else { return nil }
+            // Its entry goes when it ends (after this insert: the removal takes the same lock).
+            let task = Task<Answer, Never> {
+                let answer = (try? await lookups.pool.runIfActive { lookUp(host) })
+                    ?? .failure(WebhookResolutionFailure("the resolver's thread pool is not running"))
+                lookups.running.withLock { $0[key] = nil }
+                return answer
+            }
+            running[key] = task
+            return task
+        }
+        guard let lookup else {
+            throw WebhookResolutionFailure("every lookup thread (\(lookups.threads)) is waiting on another name's DNS answer")
+        }
+        guard let answer = await Self.value(of: lookup, within: deadline) else {
+            throw WebhookResolutionFailure("no DNS answer within \(deadline)")
         }
         return try answer.get()
     }
 
+    /// The task's value, or nil once `limit` has passed (the task goes on: getaddrinfo cannot be
+    /// stopped; its answer still ends its entry).
+    static func value(of task: Task<Answer, Never>, within limit: Duration) async -> Answer? {
+        let wait = Wait()
+        return await withCheckedContinuation { continuation in
+            wait.waiter.withLock { $0 = continuation }
+            let timer = Task { if (try? await Task.sleep(for: limit)) != nil { wait.resume(nil) } }
+            Task {
+                let answer = await task.value
+                timer.cancel()
+                wait.resume(answer)
+            }
+        }
+    }
+
+    /// One wait for an answer: resumed once, by the answer or by the deadline.
+    private final class Wait: Sendable {
+        let waiter = Mutex<CheckedContinuation<Answer?, Never>?>(nil)
+        func resume(_ answer: Answer?) { waiter.withLock { $0.take() }?.resume(returning: answer) }
+    }
+
     /// One getaddrinfo call: its addresses in its order, or its error in words.
-    static func lookUp(_ host: String) -> Result<[IPAddress], WebhookResolutionFailure> {
+    @Sendable static func lookUp(_ host: String) -> Answer {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)

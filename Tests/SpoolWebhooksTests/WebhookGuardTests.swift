@@ -1,3 +1,4 @@
+import Dispatch
 import Hummingbird
 import HummingbirdTesting
 import Logging
@@ -31,6 +32,49 @@ final class ScriptedResolver: WebhookResolver {
 /// test's hands.
 struct WebhookGuardTests {
     static let servfail = WebhookResolutionFailure("Temporary failure in name resolution")
+
+    /// The system resolver waits `deadline` at most for an answer, lets a slow name hold one
+    /// thread only (lookups of it wait for the one under way), and fails at once when every
+    /// thread waits on other names (found in review: a tenant's DNS that never answered held
+    /// every lookup thread, and every other tenant's deliveries waited behind it). Real threads;
+    /// the DNS answer is the test's: a lookup of `slow…` blocks until released.
+    @Test func aSlowNameHoldsOneLookupThreadAndEachWaitHasADeadline() async throws {
+        let release = DispatchSemaphore(value: 0)
+        let calls = Mutex([String]())
+        let resolver = SystemResolver(deadline: .milliseconds(200), threads: 2) { host in
+            calls.withLock { $0.append(host) }
+            if host.hasPrefix("slow") { release.wait() }
+            return .success([.v4([93, 184, 216, 34])])
+        }
+        let clock = ContinuousClock()
+        // Three deliveries to one slow name: one lookup, each wait ends at the deadline.
+        let started = clock.now
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<3 {
+                group.addTask {
+                    do { _ = try await resolver.addresses(of: "slow-a.example"); Issue.record("answered") } catch {
+                        #expect("\(error)".contains("no DNS answer within"), "\(error)")
+                    }
+                }
+            }
+        }
+        #expect(started.duration(to: clock.now) < .seconds(5))
+        #expect(calls.withLock { $0 } == ["slow-a.example"])
+        // A second slow name takes the other thread; a third name finds none free, and says so at once.
+        await #expect(throws: WebhookResolutionFailure.self) { _ = try await resolver.addresses(of: "slow-b.example") }
+        let third = clock.now
+        await #expect { _ = try await resolver.addresses(of: "fast.example") } throws: { error in
+            (error as? WebhookResolutionFailure)?.description.contains("every lookup thread (2) is waiting on another name") == true
+        }
+        #expect(third.duration(to: clock.now) < .milliseconds(150), "no wait for a thread")
+        // Once the slow answers come, names are looked up again.
+        release.signal()
+        release.signal()
+        try await within(.seconds(10), "the slow lookups to end") {
+            while (try? await resolver.addresses(of: "fast.example")) == nil { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(try await resolver.addresses(of: "fast.example") == [.v4([93, 184, 216, 34])])
+    }
 
     /// The other ways an IPv4 address rides in IPv6 are refused as the address itself is: 6to4
     /// by its IPv4 address, Teredo and local-use NAT64 whole (found by attacking the build: all
