@@ -13,7 +13,7 @@ struct DataDirectoryLock: ~Copyable {
 
     /// How long a start waits for the lock while the server that holds it is gone (its guard is
     /// stopping what it left running).
-    static let guardPatience: Duration = .seconds(15)
+    static let guardPatience: Duration = .seconds(30)
 
     /// Takes the lock; `waiting` is called once if it must wait for a dead server's guard.
     init(directory: String, waiting: (String) -> Void = { _ in }) async throws {
@@ -25,16 +25,20 @@ struct DataDirectoryLock: ~Copyable {
         let deadline = ContinuousClock.now.advanced(by: Self.guardPatience)
         var said = false
         while flock(descriptor, LOCK_EX | LOCK_NB) != 0 {
-            let owner = Self.readOwner(descriptor)
-            // The pid in the file is the server's; when it is gone, its guard holds the lock a moment.
-            let ownerGone = owner.flatMap { Int32($0) }.map { kill($0, 0) != 0 && errno == ESRCH } ?? false
-            guard ownerGone, ContinuousClock.now < deadline else {
+            // The file names the server (its pid) or, once the server is gone, its guard
+            // (`guard PID`), which holds the lock while it stops what the server left.
+            let owner = Self.readOwner(descriptor) ?? ""
+            let guardPID = owner.hasPrefix("guard ") ? Int32(owner.dropFirst(6)) : nil
+            let serverGone = Int32(owner).map { !Self.isRunning($0) } ?? false
+            guard guardPID != nil || serverGone, ContinuousClock.now < deadline else {
                 close(descriptor)
-                throw ConfigurationError("another spool server\(owner.map { " (pid \($0))" } ?? "") is using the data directory \(directory)"
-                    + (ownerGone ? ", or its guard process is still stopping the jobs it left" : "") + "; stop it or pass another --data-dir")
+                let who = guardPID.map { "the guard (pid \($0)) of a spool server that is gone" }
+                    ?? "another spool server\(owner.isEmpty ? "" : " (pid \(owner))")"
+                throw ConfigurationError("\(who) is using the data directory \(directory)"
+                    + (guardPID != nil || serverGone ? " and has not let go of it in \(Self.guardPatience)" : "") + "; stop it or pass another --data-dir")
             }
             if !said {
-                waiting("waiting for the guard of the last server (pid \(owner ?? "?")) to stop the jobs that server left running")
+                waiting("waiting for the guard of the last server to stop the jobs that server left running (\(owner))")
                 said = true
             }
             try? await Task.sleep(for: .milliseconds(20))
@@ -48,6 +52,14 @@ struct DataDirectoryLock: ~Copyable {
     /// too (at once after a clean stop; after killing what was left otherwise).
     func release() {
         close(descriptor)
+    }
+
+    /// Alive and not a zombie (a server its parent has not waited for yet is gone).
+    static func isRunning(_ pid: Int32) -> Bool {
+        guard pid > 0, kill(pid, 0) == 0 || errno == EPERM else { return false }
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")"),
+              let state = stat[close...].dropFirst(2).first else { return true }
+        return state != "Z" && state != "X"
     }
 
     static func readOwner(_ descriptor: Int32) -> String? {

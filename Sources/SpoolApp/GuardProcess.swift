@@ -14,21 +14,28 @@ import Synchronization
 final class GuardProcess: Sendable {
     private struct State {
         var socket: Int32 = -1
-        var pid: pid_t = 0
         var finished = false
+        /// When the server's jobs must be gone (with a shared store): sent again to a new guard.
+        var deadline: ContinuousClock.Instant?
+        var heartbeat: Task<Void, Never>?
     }
 
+    /// Spawns, sends and the clean stop take it in turn: a guard started while the server stops
+    /// is told to stop as well (found in review).
     private let state = Mutex(State())
     /// Before the next guard is started, when this one exits.
     private let pause = Mutex(Duration.seconds(1))
     private let arguments: [String]
+    /// The server's own copy of the lock's descriptor, for every guard it starts (the lock's
+    /// descriptor itself is closed as `run` returns).
     private let lockDescriptor: Int32
     private let logger: Logger
 
     /// `arguments` after the executable: `guard --data-dir … --server-pid …` and the log's settings.
     init(dataDirectory: String, lockDescriptor: Int32, logArguments: [String], logger: Logger) {
         arguments = ["spool", "guard", "--data-dir", dataDirectory, "--server-pid", "\(getpid())"] + logArguments
-        self.lockDescriptor = lockDescriptor
+        // Above the descriptors the guard gets, so that moving it to fd 3 (dup2) clears its close-on-exec.
+        self.lockDescriptor = fcntl(lockDescriptor, F_DUPFD_CLOEXEC, 10)
         self.logger = logger
     }
 
@@ -36,7 +43,7 @@ final class GuardProcess: Sendable {
     /// one, and says so: its jobs then outlive a crash until its next start, as the reaper finds them.
     func start() {
         do {
-            let pid = try spawn()
+            guard let pid = try spawn() else { return }
             logger.debug("guard started", metadata: ["guard_pid": "\(pid)"])
         } catch {
             logger.error("could not start the guard process; a crash of this server would leave its jobs running until its next start",
@@ -44,28 +51,46 @@ final class GuardProcess: Sendable {
         }
     }
 
-    /// Tells the guard that the server's jobs must be gone within `limit`, unless told again.
+    /// Tells the guard that the server's jobs must be gone within `limit`, unless told again,
+    /// and, from the first time on, that the server is alive, four times a second: the guard acts
+    /// on the deadline only once it has heard nothing for a second (`ServerGuard`), so a server
+    /// that can still stop its jobs itself is left to do so.
     func killAfter(_ limit: Duration) {
-        let milliseconds = max(0, limit.components.seconds * 1000 + limit.components.attoseconds / 1_000_000_000_000_000)
-        send("\(ServerGuard.Message.killAfter) \(milliseconds)\n")
+        let deadline = ContinuousClock.now.advanced(by: limit)
+        state.withLock { state in
+            state.deadline = deadline
+            send(Self.killAfterLine(deadline), in: &state)
+            if state.heartbeat == nil, !state.finished {
+                state.heartbeat = Task { [weak self] in
+                    while (try? await Task.sleep(for: .milliseconds(250))) != nil, let self {
+                        self.state.withLock { self.send("\(ServerGuard.Message.alive)\n", in: &$0) }
+                    }
+                }
+            }
+        }
+    }
+
+    private static func killAfterLine(_ deadline: ContinuousClock.Instant) -> String {
+        let left = max(.zero, ContinuousClock.now.duration(to: deadline))
+        return "\(ServerGuard.Message.killAfter) \(left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000)\n"
     }
 
     /// A clean stop: the guard exits without looking for jobs, and is not started again.
     func finish() {
-        send("\(ServerGuard.Message.stop)\n")
         state.withLock { state in
+            send("\(ServerGuard.Message.stop)\n", in: &state)
             state.finished = true
+            state.heartbeat?.cancel()
             if state.socket >= 0 { close(state.socket) }
             state.socket = -1
+            close(lockDescriptor)
         }
     }
 
     /// Never blocks, never raises SIGPIPE: a guard that is not reading loses the line.
-    private func send(_ line: String) {
-        state.withLock { state in
-            guard state.socket >= 0 else { return }
-            _ = Array(line.utf8).withUnsafeBytes { Glibc.send(state.socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
-        }
+    private func send(_ line: String, in state: inout State) {
+        guard state.socket >= 0 else { return }
+        _ = Array(line.utf8).withUnsafeBytes { Glibc.send(state.socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
     }
 
     struct SpawnError: Error, CustomStringConvertible {
@@ -74,65 +99,66 @@ final class GuardProcess: Sendable {
         var description: String { "\(call): \(String(cString: strerror(code)))" }
     }
 
-    private func spawn() throws -> pid_t {
-        var ends: [Int32] = [-1, -1]
-        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0 else {
-            throw SpawnError(call: "socketpair", code: errno)
-        }
-        // Copies above the descriptors the guard gets, so that moving them there (dup2) clears
-        // their close-on-exec.
-        let input = fcntl(ends[1], F_DUPFD_CLOEXEC, 10)
-        let lock = fcntl(lockDescriptor, F_DUPFD_CLOEXEC, 10)
-        close(ends[1])
-        defer {
-            if input >= 0 { close(input) }
-            if lock >= 0 { close(lock) }
-        }
-        guard input >= 0, lock >= 0 else {
-            close(ends[0])
-            throw SpawnError(call: "fcntl", code: errno)
-        }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        // Nothing else: a descriptor the server holds without close-on-exec (one it inherited,
-        // say) would stay open as long as the guard.
-        for descriptor in Self.inheritable() { posix_spawn_file_actions_addclose(&actions, descriptor) }
-        posix_spawn_file_actions_adddup2(&actions, input, 0)
-        posix_spawn_file_actions_adddup2(&actions, 2, 1)
-        posix_spawn_file_actions_adddup2(&actions, lock, 3)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        // A group of its own: what is sent to the server's group (Ctrl-C) is not for the guard.
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK))
-        posix_spawnattr_setpgroup(&attributes, 0)
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        let argv = arguments.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        // The running binary, even when the file it came from was replaced since.
-        let code = posix_spawn(&pid, "/proc/self/exe", &actions, &attributes, argv, environ)
-        guard code == 0 else {
-            close(ends[0])
-            throw SpawnError(call: "posix_spawn", code: code)
-        }
-        let previous = state.withLock { state -> Int32 in
-            let previous = state.socket
+    /// A new guard (nil once the server has stopped cleanly), told the deadline the last one had.
+    private func spawn() throws -> pid_t? {
+        try state.withLock { state -> pid_t? in
+            guard !state.finished else { return nil }
+            guard lockDescriptor >= 0 else { throw SpawnError(call: "fcntl", code: EBADF) }
+            var ends: [Int32] = [-1, -1]
+            guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0 else {
+                throw SpawnError(call: "socketpair", code: errno)
+            }
+            // Above the descriptors the guard gets (see `lockDescriptor`).
+            let input = fcntl(ends[1], F_DUPFD_CLOEXEC, 10)
+            close(ends[1])
+            defer { if input >= 0 { close(input) } }
+            guard input >= 0 else {
+                close(ends[0])
+                throw SpawnError(call: "fcntl", code: errno)
+            }
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            // Nothing else: a descriptor the server holds without close-on-exec (one it inherited,
+            // say) would stay open as long as the guard.
+            for descriptor in Self.inheritable() { posix_spawn_file_actions_addclose(&actions, descriptor) }
+            posix_spawn_file_actions_adddup2(&actions, input, 0)
+            if fcntl(2, F_GETFD) >= 0 {
+                posix_spawn_file_actions_adddup2(&actions, 2, 1)
+            } else {   // no stderr to log to
+                posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+                posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+            }
+            posix_spawn_file_actions_adddup2(&actions, lockDescriptor, 3)
+            var attributes = posix_spawnattr_t()
+            posix_spawnattr_init(&attributes)
+            defer { posix_spawnattr_destroy(&attributes) }
+            // A group of its own: what is sent to the server's group (Ctrl-C) is not for the guard.
+            posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK))
+            posix_spawnattr_setpgroup(&attributes, 0)
+            var noSignals = sigset_t()
+            sigemptyset(&noSignals)
+            posix_spawnattr_setsigmask(&attributes, &noSignals)
+            let argv = arguments.map { strdup($0) } + [nil]
+            defer { argv.forEach { free($0) } }
+            var pid: pid_t = 0
+            // The running binary, even when the file it came from was replaced since.
+            let code = posix_spawn(&pid, "/proc/self/exe", &actions, &attributes, argv, environ)
+            guard code == 0 else {
+                close(ends[0])
+                throw SpawnError(call: "posix_spawn", code: code)
+            }
+            if state.socket >= 0 { close(state.socket) }
             state.socket = ends[0]
-            state.pid = pid
-            return previous
+            if let deadline = state.deadline { send(Self.killAfterLine(deadline), in: &state) }
+            let started = ContinuousClock.now
+            Thread.detachNewThread { [self, pid] in
+                var status: Int32 = 0
+                while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+                exited(pid, status: status, after: ContinuousClock.now - started)
+            }
+            return pid
         }
-        if previous >= 0 { close(previous) }
-        let started = ContinuousClock.now
-        Thread.detachNewThread { [self, pid] in
-            var status: Int32 = 0
-            while waitpid(pid, &status, 0) < 0, errno == EINTR {}
-            exited(pid, status: status, after: ContinuousClock.now - started)
-        }
-        return pid
     }
 
     /// This process's descriptors above stderr that an exec would keep open.
@@ -152,8 +178,7 @@ final class GuardProcess: Sendable {
     /// The guard exited: unless the server stops, another is started, after a pause that doubles
     /// while they exit within a minute.
     private func exited(_ pid: pid_t, status: Int32, after lifetime: Duration) {
-        let finished = state.withLock { $0.finished }
-        guard !finished else { return }
+        guard !state.withLock({ $0.finished }) else { return }
         let wait = pause.withLock { pause -> Duration in
             if lifetime > .seconds(60) { pause = .seconds(1) }
             let wait = pause
@@ -163,7 +188,6 @@ final class GuardProcess: Sendable {
         let how = status & 0x7f == 0 ? "exited with status \((status >> 8) & 0xff)" : "was killed by signal \(status & 0x7f)"
         logger.error("the guard process \(how); starting another", metadata: ["guard_pid": "\(pid)", "in": "\(wait)"])
         Thread.sleep(forTimeInterval: Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18)
-        guard !state.withLock({ $0.finished }) else { return }
         start()
     }
 }

@@ -14,18 +14,35 @@ public enum OrphanReaper {
     /// Kills each found process and its group (never this server's own), waits up to `patience`
     /// for them to be gone, and returns their pids.
     static func killAll(_ found: [Leftover], patience: Duration) async -> [Int32] {
-        let own = getpgrp()
-        for process in found {
-            // Never this server's own group, nor a group id the scan could not read (-1, 0).
-            if process.group > 1, process.group != own { _ = kill(-process.group, SIGKILL) }
-            _ = kill(process.pid, SIGKILL)
-        }
+        signalAll(found)
         let deadline = ContinuousClock.now.advanced(by: patience)
         while ContinuousClock.now < deadline {
             let alive = (try? await BlockingIO.run { found.filter { isRunning($0.pid) } }) ?? []
             if alive.isEmpty { break }
             try? await Task.sleep(for: .milliseconds(20))
         }
+        return found.map(\.pid)
+    }
+
+    /// SIGKILL to each process and its group (never this process's own group, nor a group id
+    /// the scan could not read: -1, 0).
+    static func signalAll(_ found: [Leftover]) {
+        let own = getpgrp()
+        for process in found {
+            if process.group > 1, process.group != own { _ = kill(-process.group, SIGKILL) }
+            _ = kill(process.pid, SIGKILL)
+        }
+    }
+
+    /// Kills every job process and warm worker of the data directory, in one scan, and waits
+    /// (blocking this thread, at most `patience`) until they are gone; returns their pids. For
+    /// the guard (`ServerGuard`), a process with nothing else to do.
+    static func killJobsAndWorkers(of dataDirectory: String, patience: Duration = .seconds(5)) -> [Int32] {
+        let jobs = marksUnder(dataDirectory, "jobs"), workers = marksUnder(dataDirectory, "workers")
+        let found = scan { jobs($0) || workers($0) }
+        signalAll(found)
+        let deadline = ContinuousClock.now.advanced(by: patience)
+        while ContinuousClock.now < deadline, found.contains(where: { isRunning($0.pid) }) { usleep(20_000) }
         return found.map(\.pid)
     }
 

@@ -23,22 +23,33 @@ public enum ServerGuard {
         /// A clean stop: nothing is left running; the guard exits without looking.
         public static let stop = "stop"
         /// `kill-after MS`: unless another comes first, the server's jobs must be gone in MS
-        /// milliseconds.
+        /// milliseconds — if by then the server has been silent for `silence` too.
         public static let killAfter = "kill-after"
+        /// The server can still act (sent four times a second once a deadline is set).
+        public static let alive = "alive"
     }
 
+    /// How long a server that set a deadline must have been silent for its guard to act on it:
+    /// one that can still stop its jobs itself does so (and a node whose store is down must
+    /// give its warm workers their grace, not lose them at once).
+    public static let silence: Duration = .seconds(1)
+
     /// Watches until the server stops cleanly or is gone (after killing what it left).
-    /// `whenGone` runs first then (a crash test's hold).
-    public static func watch(dataDirectory: String, server: Int32, input: Int32 = STDIN_FILENO, logger: Logger,
-                             whenGone: () async -> Void = {}) async {
+    /// `whenGone` runs first then (a crash test's hold). `lock`: the data directory's lock,
+    /// which names the guard once the server is gone, for the next start to wait on.
+    ///
+    /// Blocking: it runs on a thread of its own (the guard's process has nothing else to do).
+    public static func watch(dataDirectory: String, server: Int32, input: Int32 = STDIN_FILENO, lock: Int32 = 3,
+                             silence: Duration = silence, logger: Logger, whenGone: () -> Void = {}) {
         let reader = LineReader(descriptor: input)
         var deadline: ContinuousClock.Instant?
+        var heard = ContinuousClock.now
         while true {
-            let wait = deadline.map { max(Duration.zero, ContinuousClock.now.duration(to: $0)) }
-            // Blocking this thread: the guard's process has nothing else to do (no thread pool started for it).
+            let wait = deadline.map { max(Duration.zero, ContinuousClock.now.duration(to: max($0, heard.advanced(by: silence)))) }
             let next = reader.next(within: wait)
             switch next {
             case .line(let line):
+                heard = ContinuousClock.now
                 if line == Message.stop { return }
                 let fields = line.split(separator: " ")
                 if fields.count == 2, fields[0] == Message.killAfter, let milliseconds = Int64(fields[1]), milliseconds >= 0 {
@@ -46,14 +57,16 @@ public enum ServerGuard {
                 }
             case .timedOut:
                 deadline = nil
-                let killed = await killJobs(of: dataDirectory)
+                let killed = OrphanReaper.killJobsAndWorkers(of: dataDirectory)
                 if !killed.isEmpty {
-                    logger.critical("the server has not renewed its leases in time (frozen or starved?); killed its job processes before other nodes rescue their jobs",
+                    logger.critical("the server has neither renewed its leases nor been heard from in time (frozen?); killed its job processes before other nodes rescue their jobs",
                                     metadata: ["server_pid": "\(server)", "pids": "\(killed)"])
                 }
             case .end:
-                await whenGone()
-                let killed = await killJobs(of: dataDirectory)
+                let name = Array("guard \(getpid())\n".utf8)
+                if ftruncate(lock, 0) == 0 { _ = name.withUnsafeBytes { pwrite(lock, $0.baseAddress, $0.count, 0) } }
+                whenGone()
+                let killed = OrphanReaper.killJobsAndWorkers(of: dataDirectory)
                 if !killed.isEmpty {
                     logger.critical("the server is gone without stopping its jobs (killed, or crashed); killed the job processes it left running",
                                     metadata: ["server_pid": "\(server)", "pids": "\(killed)"])
@@ -61,13 +74,6 @@ public enum ServerGuard {
                 return
             }
         }
-    }
-
-    /// Every job process and warm worker of the data directory, killed (their pids).
-    static func killJobs(of dataDirectory: String) async -> [Int32] {
-        let jobs = (try? await OrphanReaper.killLeftoverJobs(of: dataDirectory)) ?? []
-        let workers = (try? await OrphanReaper.killLeftoverWorkers(of: dataDirectory)) ?? []
-        return jobs + workers
     }
 
     /// Lines read from a descriptor, each waited for up to a limit (blocking: one thread).

@@ -104,14 +104,8 @@ import Testing
         var ids = [try id(try await server.submit("gated-stamp", .object(["n": 0, "sleep": 0.5])))]
         for n in 1..<5 { ids.append(try id(try await server.submit("stamp", .object(["n": .int(Int64(n)), "sleep": 0.5])))) }
         try await waitForStamp("start", of: 0, on: server)
-        if guardKilledFirst {
-            let guardPIDs = server.guardPIDs
-            #expect(guardPIDs.count == 1)
-            kill(server.pid, SIGSTOP)   // so that it starts no other guard meanwhile
-            for pid in guardPIDs { kill(pid, SIGKILL) }
-            try await poll(.seconds(10), "the guard to be gone") { guardPIDs.allSatisfy { !isAlive($0) } }
-        }
-        await server.kill9()
+        #expect(server.guardPIDs.count == 1)
+        if guardKilledFirst { await server.kill9WithoutGuard() } else { await server.kill9() }
         if guardKilledFirst {
             #expect(!processes(ofJob: ids[0]).isEmpty, "no guard: the orphan runs until the restart")
         }

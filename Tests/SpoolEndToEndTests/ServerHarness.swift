@@ -123,6 +123,18 @@ final class ServerHarness: @unchecked Sendable {
         _ = await waitForExit()
     }
 
+    /// A kill -9 of the server and of its guard, which would otherwise kill what the server left:
+    /// what the next start's own sweep is for. The server is stopped first, so that it starts no
+    /// other guard meanwhile.
+    func kill9WithoutGuard() async {
+        guard let process, process.isRunning else { return }
+        let guards = guardPIDs
+        kill(process.processIdentifier, SIGSTOP)
+        for pid in guards { kill(pid, SIGKILL) }
+        while guards.contains(where: isAlive) { try? await Task.sleep(for: .milliseconds(10)) }
+        await kill9()
+    }
+
     func terminate(_ signal: Int32 = SIGTERM) { if let process, process.isRunning { kill(process.processIdentifier, signal) } }
 
     func waitForExit() async -> Int32 { await exited?.value ?? -1 }

@@ -151,6 +151,7 @@ import Testing
         let id = try #require(try await server.submit("doze").json["id"]?.stringValue)
         _ = try await server.waitFor(id, ["running"])
         try await poll(.seconds(10), "the job's process to be seen") { !processes(ofJob: id).isEmpty }
+        let pids = processes(ofJob: id)
         await server.kill9()
         async let restarted: Void = server.start()
         try await poll(.seconds(30), "the start to wait for the guard") { server.log.contains("waiting for the guard of the last server") }
@@ -158,11 +159,27 @@ import Testing
         FileManager.default.createFile(atPath: release, contents: nil)
         try await restarted
         #expect(processes(ofJob: id).isEmpty, "the guard killed it before the new server took the lock")
+        let killed = try #require(server.log.split(separator: "\n").first { $0.contains("the server is gone without stopping its jobs") })
+        #expect(pids.allSatisfy { killed.contains("\($0)") }, "the guard names what it killed: \(killed), \(pids)")
+        #expect(server.log.contains("leftover_processes_killed=0"), "the new server's sweep found nothing left: \(server.log)")
         #expect(try await server.job(id)["state"] == "failed", "max_attempts 1: the crash failed it as interrupted")
     }
 
-    /// A guard that dies is started again (the server says so), and a clean stop ends the guard
-    /// without it killing anything.
+    /// `spool guard` is the server's: run by hand (its stdin at its end at once, no lock on fd 3) it
+    /// refuses, rather than killing a running server's jobs.
+    @Test func aGuardRunByHandRefuses() async throws {
+        let server = try ServerHarness(config: Self.config())
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let id = try #require(try await server.submit("doze").json["id"]?.stringValue)
+        _ = try await server.waitFor(id, ["running"])
+        let run = try await runCLI(["guard", "--data-dir", server.dataDirectory, "--server-pid", "1"], killAfter: .seconds(30))
+        #expect(run.status != 0 && run.stderr.contains("spool guard is started by spool serve and spool agent, not by hand"), "\(run)")
+        #expect(try await server.job(id)["state"] == "running")
+    }
+
+    /// A guard that dies is started again (the server says so), and the new one does the work;
+    /// a clean stop ends the guard.
     @Test func aGuardThatDiesIsReplacedAndACleanStopEndsIt() async throws {
         let server = try ServerHarness(config: Self.config())
         try await server.start()
@@ -171,14 +188,17 @@ import Testing
         kill(first, SIGKILL)
         try await poll(.seconds(10), "another guard") { !server.guardPIDs.isEmpty && server.guardPIDs != [first] }
         #expect(server.log.contains("the guard process was killed by signal 9; starting another"), "\(server.log)")
-        // The new guard does its work.
         let id = try #require(try await server.submit("doze").json["id"]?.stringValue)
         _ = try await server.waitFor(id, ["running"])
-        let second = try #require(server.guardPIDs.first)
+        try await poll(.seconds(10), "the job's process to be seen") { !processes(ofJob: id).isEmpty }
+        await server.kill9()
+        try await poll(.seconds(10), "the new guard to kill the job") { processes(ofJob: id).isEmpty }
+
+        try await server.start()
+        let guardPID = try #require(server.guardPIDs.first)
         server.terminate()
         #expect(try await withDeadline(.seconds(15), "the server to stop") { await server.waitForExit() } == 0)
-        try await poll(.seconds(10), "the guard to exit after the clean stop") { !isAlive(second) }
-        #expect(!server.log.contains("the server is gone without stopping its jobs"), "a clean stop leaves nothing to kill: \(server.log)")
+        try await poll(.seconds(10), "the guard to exit after the clean stop") { !isAlive(guardPID) }
     }
 
     /// SIGHUP — what a closed terminal sends — stops the server as SIGTERM does: the running

@@ -111,14 +111,6 @@ import Testing
         #expect(!JobDirectories.remove(id, in: scratch.path), "nothing left to remove")
     }
 
-    /// Runs seconds of blocking file work on a thread of its own, not on one of the few threads
-    /// every test in the process shares (holding one starved other suites' waits in full runs).
-    func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
-        }
-    }
-
     /// A file no URL can name (not UTF-8) is left out of the listing, and counted, so the API can
     /// say the list holds only some (found by attacking the build: `caf\xE9.png` vanished without
     /// a word, and `spool outputs` exited 0). Files the server cannot read are counted the same
@@ -140,5 +132,13 @@ import Testing
         let scratch = try ScratchDirectory("spool-outputs")
         for index in 0..<50 { FileManager.default.createFile(atPath: scratch.path + "/f\(index)", contents: nil) }
         #expect(OutputFiles.list(under: scratch.path, limit: 20).count == 20)
+    }
+}
+
+/// Runs seconds of blocking work on a thread of its own, not on one of the few threads every
+/// test in the process shares (holding one starved other suites' waits in full runs).
+func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
     }
 }
