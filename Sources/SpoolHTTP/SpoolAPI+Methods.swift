@@ -30,7 +30,7 @@ extension SpoolAPI {
         ("/v1/arrays/:id/outputs", [.get]),
         ("/v1/arrays/:id/cancel", [.post]),
         ("/v1/arrays/:id/retry", [.post]),
-        ("/v1/session", [.post, .delete]),
+        ("/v1/session", [.get, .post, .delete]),
         ("/metrics", [.get]),
         ("/", [.get]),
         ("/dashboard.js", [.get]),

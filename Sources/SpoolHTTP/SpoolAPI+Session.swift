@@ -37,6 +37,17 @@ extension SpoolAPI {
                     headers: [.setCookie: SessionCookie.header(cookie, secure: AccessMiddleware.isSecure(request, access)), .cacheControl: "no-store"])
     }
 
+    /// Who this request acts as: the token's name (null with authentication off), whether it is
+    /// an administrator, and whether it came with a session cookie — for the dashboard to say so
+    /// after a reload (found by attacking the build: it showed no one, so a page logged in under
+    /// another tenant's cookie looked the same). 401 without a token or session.
+    @Sendable func currentSession(_ request: Request, context: SpoolRequestContext) async throws -> Response {
+        let principal = context.principal
+        return json(.object(["name": principal.name.map(JSONValue.string) ?? .null, "admin": .bool(principal.isAdmin),
+                             "session": .bool(context.viaCookie)]),
+                    headers: [.cacheControl: "no-store"])
+    }
+
     /// Log out: the session ends on the server, not only in this browser — every dashboard
     /// session of its token that began before now (found by attacking the build: a copied cookie
     /// went on working for its 12 hours after a log out).

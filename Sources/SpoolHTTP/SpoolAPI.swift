@@ -75,6 +75,7 @@ public struct SpoolAPI: Sendable {
         router.get("/metrics", use: exportMetrics)
         router.get("/healthz", use: health)
         router.get("/v1/types", use: types)
+        router.get("/v1/session", use: currentSession)
         router.post("/v1/session", use: startSession)
         router.delete("/v1/session", use: endSession)
         router.post("/v1/jobs", use: submit)

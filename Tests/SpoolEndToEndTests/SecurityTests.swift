@@ -880,6 +880,12 @@ import Testing
                                                headers: [("Content-Type", "application/json"), ("Origin", "http://127.0.0.1:\(port)")])
         #expect(ownPage.status == 200)
 
+        // Who the page acts as, after a reload too: the session's tenant.
+        let who = try await server.request(.GET, "/v1/session", headers: [("Cookie", cookie)])
+        #expect(who.status == 200 && who.json == .object(["name": "alice", "admin": false, "session": true]), "\(who.json)")
+        #expect(try await server.request(.GET, "/v1/session", headers: [("Authorization", "Bearer \(token)")]).json["session"] == false)
+        #expect(try await server.request(.GET, "/v1/session").status == 401)
+
         let job = try Self.id(try await server.submit("sleep", .object(["seconds": 600]), token: token))
         #expect(try await server.request(.GET, "/v1/jobs/\(job)", headers: [("Cookie", cookie)]).json["owner"] == "alice")
         // A write with the cookie from another origin, or with no Origin at all: 403.

@@ -37,7 +37,7 @@ import Testing
         "/v1/arrays/{id}/cancel": ["post"], "/v1/arrays/{id}/retry": ["post"],
         "/v1/events": ["get"],
         "/v1/queue": ["get"], "/v1/nodes": ["get"], "/v1/slots/{slot}/release": ["post"],
-        "/v1/session": ["post", "delete"],
+        "/v1/session": ["get", "post", "delete"],
         "/metrics": ["get"],
         "/": ["get"],
         "/dashboard.js": ["get"],

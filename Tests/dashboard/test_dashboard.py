@@ -547,6 +547,14 @@ def main():
               and shown and not others,
               f"asked={bool(asked)} who={signed_in!r} leaks={leaks} cookie={ {k: session.get(k) for k in ('httpOnly', 'sameSite', 'secure')} }"
               f" own job shown={bool(shown)} other tenant's job shown={others}")
+        # A reload keeps the session and still says which tenant the page acts as (found by attacking
+        # the build: it showed no one after a reload).
+        tools.events.clear()
+        tools.call("Page.reload", {})
+        tools.wait_event("Page.loadEventFired", 20)
+        again = tools.wait_for("!document.getElementById('main').hidden && !document.getElementById('who').hidden"
+                               " ? document.getElementById('who-name').textContent : null", 15)
+        check("after a reload the page still says which tenant it acts as", again == "viewer", f"who={again!r}")
         tools.evaluate("document.getElementById('logout').click(), true")
         out = tools.wait_for("!document.getElementById('login').hidden", 10)
         after = tools.call("Network.getCookies", {"urls": [base + "/"]}).get("cookies", [])

@@ -912,9 +912,15 @@
   async function start() {
     setupForm();
     setupLogin();
-    // Is a token needed, and does this browser have a session? The queue answers 401 if not.
-    const probe = await fetch('/v1/queue').catch(() => null);
-    if (probe && probe.status === 401) { showLogin(); } else { showApp(null); }
+    // Is a token needed, and does this browser have a session? It answers 401 if not, and
+    // otherwise names the tenant the page acts as (shown after a reload too).
+    const probe = await fetch('/v1/session').catch(() => null);
+    if (probe && probe.status === 401) {
+      showLogin();
+    } else {
+      const body = probe && probe.ok ? await probe.json().catch(() => null) : null;
+      showApp(body && body.name ? body.name + (body.admin ? ' (admin)' : '') : null);
+    }
     const match = /^#job=(.+)$/.exec(location.hash);
     if (match && !S.loggedOut) select(decodeURIComponent(match[1]));
     connect();
