@@ -11,9 +11,10 @@ import Logging
 /// socket whose other end only the server holds) and, when that ends without a clean `stop`,
 /// kills every job process and warm worker of the data directory (the same scan as the reaper
 /// at a start, so a recycled pid is never taken for a job). A server with a shared store also
-/// tells it, after each lease renewal, when its jobs must be gone (`kill-after MS`): a server
-/// frozen (`SIGSTOP`, a stalled VM) or starved past that point cannot stop its jobs before other
-/// nodes rescue them, so the guard does, and keeps watching.
+/// tells it, after each lease renewal, when its jobs must be gone (`kill-after MS`), and that it is
+/// alive (`alive`, four times a second): a server silent past that point — frozen by `SIGSTOP`,
+/// or starved — cannot stop its jobs before other nodes rescue them, so the guard does, and keeps
+/// watching. A live server stops its own jobs when its renewals fail.
 ///
 /// The guard inherits the data directory's lock (`flock` on one open file description): after the
 /// server dies the next server cannot start until the guard has killed what it left.
