@@ -165,13 +165,23 @@ public actor Scheduler: Service {
         var runTimes = QueueEstimate.RunTimes()
         /// Run times learned from inputs, per type (the median is the fallback).
         var runModel = RunTimeModel()
-        var running: [Running] = []
+        var running: [Attempt: Running] = [:]
+        /// When each running job's own work began: its process started, or its warm worker took
+        /// it — after the worker's setup, which is not the job's run time (found by attacking the
+        /// build: a 3-s model load counted into the run time learned for the type and into the
+        /// elapsed time of the job's ETA).
+        var working: [Attempt: Moment] = [:]
     }
 
     private nonisolated let book = Mutex(EstimateBook())
     private nonisolated let slotCount: Int
     private var running: [Attempt: Running] = [:] {
-        didSet { book.withLock { [running] in $0.running = Array(running.values) } }
+        didSet {
+            book.withLock { [running] book in
+                book.running = running
+                if book.working.count > running.count { book.working = book.working.filter { running[$0.key] != nil } }
+            }
+        }
     }
     private var storeTrouble: StoreTrouble?
     /// Submits the store could not take (storage unavailable), in a row: the scheduler may have
@@ -372,8 +382,9 @@ public actor Scheduler: Service {
     public nonisolated func estimate(position: Int, type: String, input: JSONValue? = nil) -> QueueEstimate? {
         let now = clock.now()
         return book.withLock { book in
-            let jobs = book.running.map { job in
-                QueueEstimate.Running(type: job.type, elapsed: (now - job.since).inSeconds, progress: job.progress,
+            let jobs = book.running.map { attempt, job in
+                // A job whose warm worker is still setting up has not begun its own work.
+                QueueEstimate.Running(type: job.type, elapsed: book.working[attempt].map { (now - $0).inSeconds } ?? 0, progress: job.progress,
                                       expected: book.runModel.predict(type: job.type, input: job.input)?.seconds)
             }
             let run = input.flatMap { book.runModel.predict(type: type, input: $0) }
@@ -387,6 +398,12 @@ public actor Scheduler: Service {
         book.withLock { book in
             input.flatMap { book.runModel.predict(type: type, input: $0)?.seconds } ?? book.runTimes.median(of: type)
         }
+    }
+
+    /// The job's own work began (no hop onto the actor: the attempt's task calls it as it starts).
+    private nonisolated func working(_ attempt: Attempt) {
+        let now = clock.now()
+        book.withLock { $0.working[attempt] = now }
     }
 
     /// Seeds the run-time book from jobs that finished before this server started.
@@ -1169,8 +1186,10 @@ public actor Scheduler: Service {
         } else {
             logger.info("job finished", metadata: ["job": "\(job.id)", "type": "\(job.type)", "state": "\(recorded.state)", "slot": "\(slot)"])
         }
+        // Before the removal from `running`, which drops the attempt's entry here too.
+        let working = book.withLock { $0.working.removeValue(forKey: Attempt(job)) }
         let ended = running.removeValue(forKey: Attempt(job))
-        let ran = ended.map { (clock.now() - $0.since).inSeconds }
+        let ran = ended.map { (clock.now() - (working ?? $0.since)).inSeconds }
         if let ran, let ended, outcome == .succeeded {
             book.withLock { book in
                 book.runTimes.record(ran, type: job.type)
@@ -1259,7 +1278,8 @@ public actor Scheduler: Service {
             nil
         }
         if let stopAtOnce { continuation.yield(stopAtOnce) }
-        let observer = ExecutionObserver(message: { message in await self.received(message, from: job) },
+        let observer = ExecutionObserver(started: { _ in self.working(attempt) },
+                                         message: { message in await self.received(message, from: job) },
                                          output: { bytes in await self.received(output: bytes, from: job) })
         let spec = slotSpecs[slot]!
         // What the slot got ready for the job starts here and now when it can (the task's start

@@ -65,11 +65,17 @@ public final class ScriptedExecutor: JobExecutor {
     /// `slotReleased` calls (the executor hearing of a release late).
     private let releasing = CallHold()
 
-    public init() {
+    /// Whether an attempt's work begins as it starts, as a process's does (`observer.started`);
+    /// false: as a warm worker's, after its setup — the test calls `observer.started` itself.
+    public let startsWork: Bool
+
+    public init(startsWork: Bool = true) {
+        self.startsWork = startsWork
         (attempts, started) = AsyncStream<Attempt>.makeStream()
     }
 
     public func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult {
+        if startsWork { await observer.started(0) }
         let result = await withCheckedContinuation { continuation in
             let attempt = Attempt(job: job, slot: slot, observer: observer, stops: stops, ending: continuation)
             state.withLock { state in

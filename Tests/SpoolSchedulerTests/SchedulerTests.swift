@@ -465,6 +465,37 @@ import Testing
         }
     }
 
+    /// A warm worker's setup is not its job's run time: the job runs (its slot is taken) while
+    /// the worker sets up, but its own work begins when the worker takes it, and that is what the
+    /// type's learned run time and the ETA of the jobs behind it count from (found by attacking
+    /// the build: a 3-s setup counted into both).
+    @Test func aWarmWorkersSetupIsNotItsJobsRunTime() async throws {
+        let executor = ScriptedExecutor(startsWork: false)
+        let rig = try SchedulerRig(executor: { _, _, _ in executor }) { $0.startBeforeCommit = false }
+        try await rig.run({ _ in
+            let job = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job")
+            rig.manual.advance(by: .seconds(30))   // the worker's setup
+            await attempt.observer.started(1)
+            rig.manual.advance(by: .seconds(2))
+            attempt.finish(.succeeded)
+            try await untilJob(job.id, in: rig.memory, "the job to end") { $0.state == .succeeded }
+            try await within("the run time to be learned") {
+                while rig.scheduler.typicalRun(type: job.type, input: nil) == nil { try await pollingYield() }
+            }
+            #expect(rig.scheduler.typicalRun(type: job.type, input: nil) == 2, "the job's own 2 s, not the 32 s its slot was held")
+            // Behind a job whose worker is setting up: the whole of its run is still ahead.
+            _ = try await rig.submit()
+            let next = try await executor.attempts.next("the next job")
+            rig.manual.advance(by: .seconds(30))
+            #expect(rig.scheduler.estimate(position: 1, type: job.type)?.startsIn == 2, "setting up: its 2 s are all ahead")
+            await next.observer.started(1)
+            rig.manual.advance(by: .seconds(1.5))
+            #expect(rig.scheduler.estimate(position: 1, type: job.type)?.startsIn == 0.5)
+            next.finish(.succeeded)
+        }, end: { executor.finishAll(.stoppedForShutdown) })
+    }
+
     @Test func theETABehindARunningJobCountsItsProgress() async throws {
         var learned = Job(id: .random(), type: "t", input: .object([:]), priority: 0, timeoutSeconds: 60, maxAttempts: 1, state: .succeeded,
                           createdAt: Timestamp(microseconds: 0))
