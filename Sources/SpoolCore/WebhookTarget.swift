@@ -94,6 +94,10 @@ public enum IPAddress: Sendable, Hashable, CustomStringConvertible {
             if b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && b[4..<12].allSatisfy({ $0 == 0 }) {
                 return IPAddress.v4(Array(b[12..<16])).nonPublicKind.map { "IPv4 \($0)" }
             }
+            // IPv4-translated ::ffff:0:a.b.c.d (RFC 2765), judged by a.b.c.d (found in review).
+            if b[0..<8].allSatisfy({ $0 == 0 }) && b[8] == 0xff && b[9] == 0xff && b[10] == 0 && b[11] == 0 {
+                return IPAddress.v4(Array(b[12..<16])).nonPublicKind.map { "IPv4-translated \($0)" }
+            }
             // The other ways an IPv4 address rides in IPv6, where a relay or translator would carry a
             // delivery on to it (found by attacking the build: all three were accepted):
             // local-use NAT64 64:ff9b:1::/48 translates to a network's own addresses, and where

@@ -85,7 +85,9 @@ struct WebhookGuardTests {
                       "http://[2002:c0a8:101::]/",                       // 6to4 of 192.168.1.1
                       "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",  // Teredo
                       "http://[64:ff9b:1::7f00:1]/",                     // local-use NAT64
-                      "http://[64:ff9b:1:abcd::5db8:d822]/"])
+                      "http://[64:ff9b:1:abcd::5db8:d822]/",
+                      "http://[::ffff:0:7f00:1]/",                       // IPv4-translated 127.0.0.1 (RFC 2765)
+                      "http://[::ffff:0:a9fe:a9fe]/"])                   // IPv4-translated 169.254.169.254
     func sixToFourOfANonPublicAddressTeredoAndLocalUseNAT64AreRefused(_ url: String) async {
         await #expect(throws: WebhookTarget.Refusal.self) { try await WebhookGuard(allowPrivate: false).check(url) }
     }
