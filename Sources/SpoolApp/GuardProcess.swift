@@ -18,6 +18,8 @@ final class GuardProcess: Sendable {
         /// When the server's jobs must be gone (with a shared store): sent again to a new guard.
         var deadline: ContinuousClock.Instant?
         var heartbeat: Task<Void, Never>?
+        /// The children's sessions now: sent again to a new guard.
+        var sessions: Set<Int32> = []
     }
 
     /// Spawns, sends and the clean stop take it in turn: a guard started while the server stops
@@ -48,6 +50,23 @@ final class GuardProcess: Sendable {
         } catch {
             logger.error("could not start the guard process; a crash of this server would leave its jobs running until its next start",
                          metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Tells the guard of each child's session as it begins and once it has ended (`ChildSessions`).
+    func followSessions() {
+        ChildSessions.observe { [weak self] change in
+            guard let self else { return }
+            state.withLock { state in
+                switch change {
+                case .began(let pid):
+                    state.sessions.insert(pid)
+                    send("\(ServerGuard.Message.session) \(pid)\n", in: &state)
+                case .ended(let pid):
+                    state.sessions.remove(pid)
+                    send("\(ServerGuard.Message.ended) \(pid)\n", in: &state)
+                }
+            }
         }
     }
 
@@ -151,6 +170,7 @@ final class GuardProcess: Sendable {
             if state.socket >= 0 { close(state.socket) }
             state.socket = ends[0]
             if let deadline = state.deadline { send(Self.killAfterLine(deadline), in: &state) }
+            for session in state.sessions { send("\(ServerGuard.Message.session) \(session)\n", in: &state) }
             let started = ContinuousClock.now
             Thread.detachNewThread { [self, pid] in
                 var status: Int32 = 0

@@ -70,6 +70,7 @@ public enum SpoolServer {
         // Before any job starts: from here a crash of this server kills its jobs at once.
         let guardian = GuardProcess(dataDirectory: dataDirectory, lockDescriptor: lock.descriptor, logArguments: guardArguments, logger: logger)
         guardian.start()
+        guardian.followSessions()
         // Jobs must be gone before other nodes may rescue them: the node stops them itself a lease
         // after its last renewal began (SIGKILL two kill graces later); its guard, a twentieth of
         // a lease after that, in case this process is frozen; the rescue waits a tenth of a lease

@@ -37,9 +37,25 @@ public enum OrphanReaper {
     /// Kills every job process and warm worker of the data directory, in one scan, and waits
     /// (blocking this thread, at most `patience`) until they are gone; returns their pids. For
     /// the guard (`ServerGuard`), a process with nothing else to do.
-    static func killJobsAndWorkers(of dataDirectory: String, patience: Duration = .seconds(5)) -> [Int32] {
+    ///
+    /// Found by its environment's marker, or by the session it is in: `sessions`, the sessions
+    /// the server's children lead, each with its leader's start time when known (a session whose
+    /// leader lives with another start time is someone else's: the number was reused).
+    static func killJobsAndWorkers(of dataDirectory: String, sessions: [Int32: UInt64?] = [:], patience: Duration = .seconds(5)) -> [Int32] {
         let jobs = marksUnder(dataDirectory, "jobs"), workers = marksUnder(dataDirectory, "workers")
-        let found = scan { jobs($0) || workers($0) }
+        var found = scan { jobs($0) || workers($0) }
+        let ours = sessions.filter { session, started in
+            guard let started, let now = startTime(of: session) else { return true }   // the leader is gone: its members are ours
+            return now == started
+        }
+        if !ours.isEmpty {
+            let seen = Set(found.map(\.pid)), own = getpid()
+            for pid in allPIDs() where pid != own && !seen.contains(pid) {
+                if let fields = statFields(of: pid), fields.count > 3, let session = Int32(fields[3]), ours[session] != nil, isRunning(pid) {
+                    found.append(Leftover(pid: pid, group: getpgid(pid)))
+                }
+            }
+        }
         signalAll(found)
         let deadline = ContinuousClock.now.advanced(by: patience)
         while ContinuousClock.now < deadline, found.contains(where: { isRunning($0.pid) }) { usleep(20_000) }
@@ -189,6 +205,32 @@ public enum OrphanReaper {
         guard fields.count > 6, fields[0].first != UInt8(ascii: "Z"),
               let flags = UInt64(String(decoding: fields[6], as: UTF8.self)) else { return false }
         return flags & 0x0020_0000 == 0
+    }
+
+    /// The fields of /proc/PID/stat after the command name (state, ppid, pgrp, session, …); nil
+    /// when it is gone.
+    static func statFields(of pid: Int32) -> [Substring]? {
+        guard let status = readFile("/proc/\(pid)/stat"), let close = status.lastIndex(of: UInt8(ascii: ")")),
+              close + 2 < status.count else { return nil }
+        return String(decoding: status[(close + 2)...], as: UTF8.self).split(separator: " ")
+    }
+
+    /// When the process started (clock ticks after boot, /proc/PID/stat's field 22); nil when it is gone.
+    static func startTime(of pid: Int32) -> UInt64? {
+        guard let fields = statFields(of: pid), fields.count > 19 else { return nil }
+        return UInt64(fields[19])
+    }
+
+    /// Every pid in /proc now.
+    static func allPIDs() -> [Int32] {
+        guard let proc = opendir("/proc") else { return [] }
+        defer { closedir(proc) }
+        var pids: [Int32] = []
+        while let entry = readdir(proc) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if let pid = Int32(name) { pids.append(pid) }
+        }
+        return pids
     }
 
     /// Alive and not a zombie.

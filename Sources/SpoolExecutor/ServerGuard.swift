@@ -28,6 +28,10 @@ public enum ServerGuard {
         public static let killAfter = "kill-after"
         /// The server can still act (sent four times a second once a deadline is set).
         public static let alive = "alive"
+        /// `session PID`: a child began, leading session PID (a job, a gated shell, a warm worker).
+        public static let session = "session"
+        /// `ended PID`: that child ended and what it left was swept.
+        public static let ended = "ended"
     }
 
     /// How long a server that set a deadline must have been silent for its guard to act on it:
@@ -44,6 +48,8 @@ public enum ServerGuard {
                              silence: Duration = silence, logger: Logger, whenGone: () -> Void = {}) {
         let reader = LineReader(descriptor: input)
         var deadline: ContinuousClock.Instant?
+        // Each child's session, with its leader's start time as read when it was told of it.
+        var sessions: [Int32: UInt64?] = [:]
         var heard = ContinuousClock.now
         while true {
             let wait = deadline.map { max(Duration.zero, ContinuousClock.now.duration(to: max($0, heard.advanced(by: silence)))) }
@@ -53,12 +59,17 @@ public enum ServerGuard {
                 heard = ContinuousClock.now
                 if line == Message.stop { return }
                 let fields = line.split(separator: " ")
-                if fields.count == 2, fields[0] == Message.killAfter, let milliseconds = Int64(fields[1]), milliseconds >= 0 {
+                guard fields.count == 2 else { continue }
+                if fields[0] == Message.killAfter, let milliseconds = Int64(fields[1]), milliseconds >= 0 {
                     deadline = ContinuousClock.now.advanced(by: .milliseconds(milliseconds))
+                } else if fields[0] == Message.session, let pid = Int32(fields[1]), pid > 1 {
+                    sessions.updateValue(OrphanReaper.startTime(of: pid), forKey: pid)
+                } else if fields[0] == Message.ended, let pid = Int32(fields[1]) {
+                    sessions[pid] = nil
                 }
             case .timedOut:
                 deadline = nil
-                let killed = OrphanReaper.killJobsAndWorkers(of: dataDirectory)
+                let killed = OrphanReaper.killJobsAndWorkers(of: dataDirectory, sessions: sessions)
                 if !killed.isEmpty {
                     logger.critical("the server has neither renewed its leases nor been heard from in time (frozen?); killed its job processes before other nodes rescue their jobs",
                                     metadata: ["server_pid": "\(server)", "pids": "\(killed)"])
@@ -67,7 +78,7 @@ public enum ServerGuard {
                 let name = Array("guard \(getpid())\n".utf8)
                 if ftruncate(lock, 0) == 0 { _ = name.withUnsafeBytes { pwrite(lock, $0.baseAddress, $0.count, 0) } }
                 whenGone()
-                let killed = OrphanReaper.killJobsAndWorkers(of: dataDirectory)
+                let killed = OrphanReaper.killJobsAndWorkers(of: dataDirectory, sessions: sessions)
                 if !killed.isEmpty {
                     logger.critical("the server is gone without stopping its jobs (killed, or crashed); killed the job processes it left running",
                                     metadata: ["server_pid": "\(server)", "pids": "\(killed)"])

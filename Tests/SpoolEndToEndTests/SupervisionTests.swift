@@ -23,6 +23,11 @@ import Testing
                 "env": .object(["command": .array(["/usr/bin/env"]), "timeout_s": 30]),
                 "nap": .object(["command": .array(["sleep", "0.2"]), "timeout_s": 30]),
                 "doze": .object(["command": .array(["sleep", "30"]), "timeout_s": 60]),
+                // Writes its pid, then rewrites its process title, which wipes the environment
+                // /proc shows (as setproctitle does): no SPOOL_MESSAGES marker is left to find it by.
+                "retitled": .object(["command": .array(["/usr/bin/perl", "-e",
+                                                        #"open(my $f, ">", "$ENV{SPOOL_OUTPUT_DIR}/pid"); print $f $$; close $f; $0 = "gpu-job"; sleep 40"#]),
+                                     "timeout_s": 60]),
             ]),
         ]
         config.merge(extra) { _, new in new }
@@ -136,6 +141,32 @@ import Testing
         }
         try await poll(.seconds(10), "the guard to exit") { server.guardPIDs.isEmpty }
         #expect(server.log.contains("the server is gone without stopping its jobs"), "\(server.log)")
+    }
+
+    /// A job that rewrote its process title (its environment, as /proc shows it, wiped) dies with
+    /// the server too: the guard knows its session from the server (found by attacking the build:
+    /// such a job survived the kill -9 and the restart's sweep, and ran again beside itself).
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/perl")))
+    func aKilledServersJobThatRetitledItselfDiesToo() async throws {
+        let server = try ServerHarness(config: Self.config())
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let id = try #require(try await server.submit("retitled").json["id"]?.stringValue)
+        _ = try await server.waitFor(id, ["running"])
+        let pidFile = server.dataDirectory + "/jobs/\(id)/outputs/pid"
+        let pid = try await withDeadline(.seconds(30), "the job's pid") { () -> Int32 in
+            while true {
+                if let text = try? String(contentsOfFile: pidFile, encoding: .utf8), let pid = Int32(text) { return pid }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        defer { kill(pid, SIGKILL) }
+        try await poll(.seconds(10), "the title to change") {
+            (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8))?.hasPrefix("gpu-job") == true
+        }
+        #expect(processes(ofJob: id).isEmpty, "its environment no longer names the job")
+        await server.kill9()
+        try await poll(.seconds(10), "the retitled job to be killed") { !isAlive(pid) }
     }
 
     /// The guard shares the data directory's lock: a server started while the guard of a killed

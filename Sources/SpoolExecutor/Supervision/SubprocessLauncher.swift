@@ -185,6 +185,7 @@ final class SubprocessChild: ChildProcess {
                     logger.warning("killed processes a child left behind outside its process group",
                                    metadata: ["marker": "\(marker)", "pids": "\(escaped)"])
                 }
+                ChildSessions.report(.ended(pid))
                 // Then the output and the messages: what is still in the pipes, to end-of-file (2 s at
                 // most, in case something unkillable still holds one open).
                 var reading = (messages == nil ? 1 : 2)
@@ -227,6 +228,7 @@ final class SubprocessChild: ChildProcess {
         defer { closeStdin() }
         func spawnedNow(_ pid: Int32) {
             LiveChildren.insert(pid)
+            ChildSessions.report(.began(pid))
             closeStdin()
             onSpawn()
             started.store(pid, ordering: .releasing)
@@ -318,6 +320,21 @@ final class SubprocessChild: ChildProcess {
 /// The children this server's launcher started and has not reaped yet. The sweep after a job
 /// passes over them: none of them descends from another child (each is the server's own), and
 /// each has a supervision of its own that leaves nothing behind.
+/// The sessions of the children this process starts (each leads its own), as they begin and
+/// once each has ended and its leftovers were swept: for the server's guard, which kills them
+/// by session when the server dies — a job that rewrites its process title (Perl's `$0`,
+/// `setproctitle`) wipes the environment the reaper's scan finds it by (found by attacking the build).
+public enum ChildSessions {
+    public enum Change: Sendable { case began(Int32), ended(Int32) }
+
+    private static let observer = Mutex<(@Sendable (Change) -> Void)?>(nil)
+
+    /// Sets the one observer (the server's guard).
+    public static func observe(_ body: @escaping @Sendable (Change) -> Void) { observer.withLock { $0 = body } }
+
+    static func report(_ change: Change) { observer.withLock { $0 }?(change) }
+}
+
 enum LiveChildren {
     private static let pids = Mutex<Set<Int32>>([])
 
