@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import SpoolCore
 import SpoolStore
+import SpoolExecutor
 
 /// One JSON object per line on stderr (`spool serve --log-format json`), for log shippers:
 /// `{"ts":"…","level":"info","label":"spool","message":"job finished","job":"job_…",…}`.
@@ -25,6 +26,6 @@ public struct JSONLogHandler: LogHandler {
         for (key, value) in metadata.merging(event.metadata ?? [:], uniquingKeysWith: { _, new in new }) where fields[key] == nil {
             fields[key] = .string(value.description)
         }
-        FileHandle.standardError.write(Data((JSONValue.object(fields).canonicalText + "\n").utf8))
+        StandardStreams.error((JSONValue.object(fields).canonicalText + "\n"))
     }
 }

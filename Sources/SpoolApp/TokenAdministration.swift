@@ -5,6 +5,7 @@ import SpoolHTTP
 import SpoolPostgres
 import SpoolSQLite
 import SpoolStore
+import SpoolExecutor
 
 /// `spool token create | list | revoke`: the tokens live in the job store (SQLite file or
 /// PostgreSQL), so these commands open the store a server uses — while it runs, too; the
@@ -65,7 +66,7 @@ public enum TokenAdministration {
             let directory = try SpoolServer.prepareDataDirectory(configuration.dataDirectory)
             // A lost job database is not made anew here either: the server's next start would take it.
             try SpoolServer.refuseALostDatabase(directory + "/spool.sqlite")
-            if !exists { FileHandle.standardError.write(Data("spool: made a new job store in \(directory) (a server started with --data-dir \(directory) uses it)\n".utf8)) }
+            if !exists { StandardStreams.error("spool: made a new job store in \(directory) (a server started with --data-dir \(directory) uses it)\n") }
             let store = try SQLiteJobStore(path: directory + "/spool.sqlite", synchronous: configuration.synchronous)
             try await store.prepare()
             SpoolServer.markDatabaseMade(directory)

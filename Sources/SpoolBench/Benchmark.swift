@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import SpoolExecutor
 
 /// `spool bench`: runs every scenario against a fresh Spool server and, when FastAPI and uvicorn
 /// are importable, against the FastAPI baseline, then renders a Markdown report. Each scenario
@@ -114,7 +115,7 @@ struct BenchResults: Sendable {
 
 /// A progress line on stderr (the report itself is the return value).
 func progress(_ line: String) {
-    FileHandle.standardError.write(Data((line + "\n").utf8))
+    StandardStreams.error((line + "\n"))
 }
 
 /// CPU used on the machine by anything other than this benchmark (the load generator, the

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SpoolBench
+import SpoolExecutor
 
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -27,7 +28,7 @@ struct BenchCommand: AsyncParsableCommand {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler {
-                FileHandle.standardError.write(Data("spool bench: stopping; cleaning up the processes it started\n".utf8))
+                StandardStreams.error("spool bench: stopping; cleaning up the processes it started\n")
                 work.cancel()
             }
             source.resume()

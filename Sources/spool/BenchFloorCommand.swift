@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import Logging
+import SpoolExecutor
 
 /// `spool bench-floor-server`: Hummingbird with nothing of Spool's on it, for `spool bench`'s
 /// scenario 1d — what the HTTP framework alone costs per submit on this machine, measured with the
@@ -39,7 +40,7 @@ struct BenchFloorCommand: AsyncParsableCommand {
             router: router, configuration: .init(address: .hostname("127.0.0.1", port: port)),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
-                FileHandle.standardOutput.write(Data("bench-floor-server: listening on http://127.0.0.1:\(port)\n".utf8))
+                StandardStreams.write(Array("bench-floor-server: listening on http://127.0.0.1:\(port)\n".utf8), to: STDOUT_FILENO)
             },
             logger: logger)
         try await application.runService()

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SpoolCore
+import SpoolExecutor
 
 struct SubmitCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "submit", abstract: "Submit a job; with --wait, follow it to the end.")
@@ -29,7 +30,14 @@ struct SubmitCommand: AsyncParsableCommand {
         if retry == nil, backoff != nil || retryOn != nil { throw ValidationError("--backoff and --retry-on need --retry N") }
         if arrayRange != nil, arrayItems != nil { throw ValidationError("give --array-range or --array-items, not both") }
         if failFast, arrayRange == nil, arrayItems == nil { throw ValidationError("--fail-fast needs --array-range or --array-items") }
-        if let dedup, dedup != "queued", Double(dedup) == nil { throw ValidationError("--dedup takes queued or a number of seconds") }
+        if let dedup, dedup != "queued", Double(dedup).map({ !$0.isFinite }) ?? true { throw ValidationError("--dedup takes queued or a number of seconds") }
+        // Not NaN or infinity, which no JSON can carry (found by attacking the build: the server
+        // was sent them and answered that the body it got was not JSON).
+        for (flag, value) in [("--timeout", timeout), ("--backoff", backoff), ("--delay", delay), ("--start-within", startWithin)] {
+            if let value, !value.isFinite { throw ValidationError("\(flag) takes a number of seconds") }
+        }
+        // Checked here, with the command line's other mistakes (exit 64 and the usage).
+        if arrayRange != nil { _ = try arraySpec() }
     }
 
     /// The `array` field from --array-range / --array-items.
@@ -79,20 +87,20 @@ struct SubmitCommand: AsyncParsableCommand {
             // A job, or with --array-… the array; without --wait, just its id.
             let id = try JSONParser.parse(reply.readableBytesView)["id"]?.stringValue ?? ""
             if let reuse = headers.first(name: "Spool-Dedup") {
-                FileHandle.standardError.write(Data("\(reuse) \(id): an identical request (--dedup)\n".utf8))
+                StandardStreams.error("\(reuse) \(id): an identical request (--dedup)\n")
             }
             guard wait else { return print(id) }
             let succeeded: Bool
             if array != nil {
                 let created = try client.decode(ArrayWire.self, reply)
-                FileHandle.standardError.write(Data("submitted \(created.id) (\(created.size) tasks)\n".utf8))
+                StandardStreams.error("submitted \(created.id) (\(created.size) tasks)\n")
                 succeeded = try await followArray(created, client: client).state == "succeeded"
                 // As for one job: every task's outputs, in task order (a failed task's are there too).
                 struct Outputs: Decodable { struct File: Decodable { let url: String }; let outputs: [File] }
                 let outputs = try client.decode(Outputs.self, try await client.getRidingOutRestarts("/v1/arrays/\(created.id)/outputs").2)
                 for file in outputs.outputs { print(client.base + file.url) }
             } else {
-                FileHandle.standardError.write(Data("submitted \(id)\n".utf8))
+                StandardStreams.error("submitted \(id)\n")
                 let final = try await follow(try client.decode(JobWire.self, reply), client: client)
                 try await printOutputs(of: final, client: client)
                 succeeded = final.state == "succeeded"
@@ -168,7 +176,10 @@ struct StatusCommand: AsyncParsableCommand {
             if let code = job.exitCode { lines.append("exit code: \(code)") }
             if let signal = job.signal { lines.append("signal:    \(signal)") }
             if let error = job.error { lines.append("error:     \(error)") }
-            print(lines.map(\.terminalSafe).joined(separator: "\n"))
+            // A field's own line breaks are indented under it: a job's progress message or error
+            // cannot print a line that looks like another field (found by attacking the build: a
+            // progress message "…\nstate:     succeeded" did).
+            print(lines.map { $0.terminalSafe.replacingOccurrences(of: "\n", with: "\n           ") }.joined(separator: "\n"))
         }
     }
 
@@ -177,7 +188,7 @@ struct StatusCommand: AsyncParsableCommand {
         if json { print(String(buffer: body)); return }
         let list = try JSONParser.parse(body.readableBytesView)
         let attempts = list["attempts"]?.arrayValue ?? []
-        if attempts.isEmpty { FileHandle.standardError.write(Data("no attempts yet\n".utf8)) }
+        if attempts.isEmpty { StandardStreams.error("no attempts yet\n") }
         for attempt in attempts {
             var line = "#\(attempt["attempt"]?.intValue ?? 0)  \(attempt["state"]?.stringValue ?? "?")"
             if let reason = attempt["reason"]?.stringValue { line += " (\(reason))" }
@@ -218,9 +229,9 @@ struct ListCommand: AsyncParsableCommand {
             if arrays {
                 struct Page: Decodable { let arrays: [ArrayWire]; let next_cursor: String? }
                 let page = try client.decode(Page.self, try await client.get("/v1/arrays?" + query.joined(separator: "&")).2)
-                if page.arrays.isEmpty { FileHandle.standardError.write(Data("no arrays\n".utf8)) }
+                if page.arrays.isEmpty { StandardStreams.error("no arrays\n") }
                 for array in page.arrays { print(ArrayWire.line(array)) }
-                if let next = page.next_cursor { FileHandle.standardError.write(Data("more: the same command with --cursor \(next)\n".utf8)) }
+                if let next = page.next_cursor { StandardStreams.error("more: the same command with --cursor \(next)\n") }
                 return
             }
             struct Page: Decodable { let jobs: [JobWire]; let next_cursor: String? }
@@ -233,12 +244,12 @@ struct ListCommand: AsyncParsableCommand {
             if !page.jobs.isEmpty {
                 print([column("ID", 30), column("TYPE", typeWidth), column("STATE", stateWidth), "CREATED"].joined(separator: "  "))
             } else {
-                FileHandle.standardError.write(Data("no jobs\n".utf8))
+                StandardStreams.error("no jobs\n")
             }
             for (job, state) in zip(page.jobs, states) {
                 print([column(job.id, 30), column(job.type, typeWidth), column(state, stateWidth), job.createdAt].joined(separator: "  "))
             }
-            if let next = page.next_cursor { FileHandle.standardError.write(Data("more: the same command with --cursor \(next)\n".utf8)) }
+            if let next = page.next_cursor { StandardStreams.error("more: the same command with --cursor \(next)\n") }
         }
     }
 }
@@ -259,7 +270,7 @@ struct LogsCommand: AsyncParsableCommand {
                 let path = "/v1/jobs/\(id)/logs?offset=\(offset)"
                 let (_, headers, body) = follow && answered ? try await client.getRidingOutRestarts(path) : try await client.get(path)
                 answered = true
-                if body.readableBytes > 0 { FileHandle.standardOutput.write(Data(body.readableBytesView)) }
+                if body.readableBytes > 0 { StandardStreams.output(body.readableBytesView) }
                 offset = headers.first(name: "Spool-Next-Offset").flatMap(Int.init) ?? offset + body.readableBytes
                 guard follow else { return }
                 if body.readableBytes == 0 {
@@ -267,7 +278,7 @@ struct LogsCommand: AsyncParsableCommand {
                     if job.isTerminal {
                         // One last read: the job may have written between the two requests.
                         let (_, _, rest) = try await client.get("/v1/jobs/\(id)/logs?offset=\(offset)")
-                        FileHandle.standardOutput.write(Data(rest.readableBytesView))
+                        StandardStreams.output(rest.readableBytesView)
                         return
                     }
                     try await Task.sleep(for: .milliseconds(300))
@@ -353,15 +364,16 @@ func followArray(_ first: ArrayWire, client: SpoolClient) async throws -> ArrayW
     var array = first
     var last = ""
     while true {
-        let line = ArrayWire.line(array)
+        var line = ArrayWire.line(array)
+        if isTerminal, let width = StatusLine.terminalWidth(), line.count >= width { line = String(line.prefix(max(width - 2, 10))) + "…" }
         if line != last {
-            FileHandle.standardError.write(Data((isTerminal ? "\r\u{1B}[K" + line : line + "\n").utf8))
+            StandardStreams.error((isTerminal ? "\r\u{1B}[K" + line : line + "\n"))
             last = line
         }
         if array.isTerminal { break }
         try await Task.sleep(for: .milliseconds(500))
         array = try client.decode(ArrayWire.self, try await client.getRidingOutRestarts("/v1/arrays/\(array.id)").2)
     }
-    if isTerminal { FileHandle.standardError.write(Data("\n".utf8)) }
+    if isTerminal { StandardStreams.error("\n") }
     return array
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import SpoolCore
 import SpoolRender
+import SpoolExecutor
 
 /// The built-in `render` type's warm worker (`spool render-worker`), started by the server
 /// once per slot. Speaks protocol version 2 (docs/worker-protocol.md) like any user worker:
@@ -94,7 +95,7 @@ struct RenderWorkerCommand: ParsableCommand {
 /// A line on stdout (the job's log), written at once: stdout is a pipe, so `print` would
 /// buffer it until the job ends.
 func say(_ line: String) {
-    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    StandardStreams.output((line + "\n"))
 }
 
 /// Jobs handed from the reader thread to the rendering thread.

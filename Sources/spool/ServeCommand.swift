@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import SpoolApp
+import SpoolExecutor
 
 /// What every node takes, whatever its role.
 struct NodeOptions: ParsableArguments {
@@ -107,7 +108,8 @@ struct ServeCommand: AsyncParsableCommand {
         }
         await node.run(settings) { url in
             CodePages.trim()
-            FileHandle.standardOutput.write(Data("spool: listening on \(url)\n".utf8))
+            // Whether anyone reads it or not: the server runs on (found by attacking the build: `spool serve | true` crashed).
+            StandardStreams.write(Array("spool: listening on \(url)\n".utf8), to: STDOUT_FILENO)
         }
     }
 
@@ -137,7 +139,7 @@ struct AgentCommand: AsyncParsableCommand {
         settings.role = .agent
         let description = "\(location)"
         await node.run(settings) { _ in
-            FileHandle.standardOutput.write(Data("spool: agent running jobs from \(description)\n".utf8))
+            StandardStreams.write(Array("spool: agent running jobs from \(description)\n".utf8), to: STDOUT_FILENO)
         }
     }
 }
@@ -155,6 +157,6 @@ func requireID(_ id: String, arrays: Bool = true) {
 }
 
 func fail(_ message: String, code: Int32 = 1) -> Never {
-    FileHandle.standardError.write(Data("spool: \(message)\n".utf8))
+    StandardStreams.error("spool: \(message)\n")
     exit(code)
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import SpoolCore
+import SpoolExecutor
 
 @main
 struct Spool: AsyncParsableCommand {
@@ -17,4 +18,12 @@ struct Spool: AsyncParsableCommand {
             ReleaseSlotCommand.self, LogsCommand.self, OutputsCommand.self, BenchCommand.self, BenchFloorCommand.self, RenderJobCommand.self, RenderWorkerCommand.self, GuardCommand.self,
         ]
     )
+
+    /// The command, then a check that what it printed was written (`print` says nothing of a
+    /// full disk: found by attacking the build, `spool list > /dev/full` exited 0).
+    static func main() async {
+        StandardStreams.reserve()
+        await main(nil)
+        StandardStreams.finishOutput()
+    }
 }

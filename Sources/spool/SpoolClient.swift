@@ -6,6 +6,7 @@ import NIOCore
 import NIOHTTP1
 import NIOSSL
 import SpoolCore
+import SpoolExecutor
 
 /// `--server`, `--token` and `--cacert`, shared by the client commands.
 struct ServerOptions: ParsableArguments {
@@ -111,13 +112,13 @@ struct SpoolClient {
         while true {
             do {
                 let answer = try await get(path)
-                if since != nil { FileHandle.standardError.write(Data("spool: the server answers again\n".utf8)) }
+                if since != nil { StandardStreams.error("spool: the server answers again\n") }
                 return answer
             } catch let failure as Failure where failure.exitCode == 3 || failure.status == 503 {
                 let now = ContinuousClock.now
                 if since == nil {
                     since = now
-                    FileHandle.standardError.write(Data("spool: \(failure.description); waiting for it (up to \(Int(Self.restartPatience.components.seconds)) s)\n".utf8))
+                    StandardStreams.error("spool: \(failure.description); waiting for it (up to \(Int(Self.restartPatience.components.seconds)) s)\n")
                 }
                 guard now - since! < Self.restartPatience else { throw failure }
                 try await Task.sleep(for: .seconds(1))
@@ -223,17 +224,20 @@ func clientCommand(_ body: () async throws -> Void) async {
 
 /// A JSON argument, read as the server reads JSON (strictly): `VALUE`, or `@FILE` for a file's.
 func parseJSONArgument(_ text: String, name: String) throws -> JSONValue {
-    var source = text
+    var source = Array(text.utf8)
     if text.hasPrefix("@") {
         let path = String(text.dropFirst())
         guard let data = FileManager.default.contents(atPath: path) else {
             let reason = FileManager.default.fileExists(atPath: path) ? "cannot be read" : "does not exist"
             throw SpoolClient.Failure(description: "\(name): the file \(path) \(reason)")
         }
-        source = String(decoding: data, as: UTF8.self)
+        // As bytes: invalid UTF-8 is an error, not replaced (found by attacking the build: a
+        // Latin-1 file went in as "caf\u{FFFD}"), and integers beyond 64 bits are refused, not
+        // rounded, as the server does.
+        source = Array(data)
     }
-    do { return try JSONParser.parse(source.utf8) } catch {
-        let shown = source.count > 80 ? String(source.prefix(80)) + "…" : source
-        throw SpoolClient.Failure(description: "\(name) is not valid JSON (\(error)): \(shown)")
+    do { return try JSONParser.parse(source, exactIntegers: true) } catch {
+        let text = String(decoding: source.prefix(80), as: UTF8.self)
+        throw SpoolClient.Failure(description: "\(name) is not valid JSON (\(error)): \(text)\(source.count > 80 ? "…" : "")")
     }
 }

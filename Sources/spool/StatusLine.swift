@@ -1,5 +1,6 @@
 import Foundation
 import SpoolCore
+import SpoolExecutor
 
 /// `job_… running [#######.............] 35% row 84 of 240`, redrawn in place on a terminal.
 final class StatusLine {
@@ -19,16 +20,26 @@ final class StatusLine {
             text += "  [" + String(repeating: "#", count: filled) + String(repeating: ".", count: 20 - filled) + "] "
                 + "\(Int(progress.fraction * 100))%" + (progress.message.map { "  \($0)" } ?? "")
         }
-        text = text.terminalSafe
+        // One line, cut to the terminal's width: a longer one wraps, and each redraw would leave
+        // its first rows behind (found by attacking the build).
+        text = text.terminalSafe.replacingOccurrences(of: "\n", with: " ")
+        if isTerminal, let width = Self.terminalWidth(), text.count >= width { text = String(text.prefix(max(width - 2, 10))) + "…" }
         guard text != last else { return }
         last = text
-        FileHandle.standardError.write(Data((isTerminal ? "\r\u{1B}[K" + text : text + "\n").utf8))
+        StandardStreams.error((isTerminal ? "\r\u{1B}[K" + text : text + "\n"))
+    }
+
+    /// The columns of the terminal on stderr, when it is one that says.
+    static func terminalWidth() -> Int? {
+        var size = winsize()
+        guard ioctl(STDERR_FILENO, UInt(TIOCGWINSZ), &size) == 0, size.ws_col > 0 else { return nil }
+        return Int(size.ws_col)
     }
 
     func finish(_ job: JobWire) {
         var text = "\(job.id)  \(job.state)" + (job.reason.map { " (\($0))" } ?? "")
         if let error = job.error { text += ": \(error)" }
-        FileHandle.standardError.write(Data(((isTerminal ? "\r\u{1B}[K" : "") + text.terminalSafe + "\n").utf8))
+        StandardStreams.error(((isTerminal ? "\r\u{1B}[K" : "") + text.terminalSafe + "\n"))
     }
 }
 

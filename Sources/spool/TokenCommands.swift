@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import SpoolApp
 import SpoolCore
+import SpoolExecutor
 
 struct TokenCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -76,7 +77,7 @@ struct TokenRevokeCommand: AsyncParsableCommand {
         let settings = node.settings()
         let note = await adminCommand { try await TokenAdministration.revoke(settings, name: name, logger: $0) }
         print("revoked token \"\(name)\"")
-        if let note { FileHandle.standardError.write(Data("spool: \(note)\n".utf8)) }
+        if let note { StandardStreams.error("spool: \(note)\n") }
     }
 }
 

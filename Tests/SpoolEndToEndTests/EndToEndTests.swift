@@ -75,6 +75,56 @@ import Testing
         #expect(!status.stdout.unicodeScalars.contains { $0 == "\u{1B}" || $0 == "\u{7}" })
     }
 
+    /// A field's line breaks are indented under it: a job's progress message cannot print a line
+    /// that reads as another field (found by attacking the build: "halfway\nstate:     succeeded").
+    @Test func aJobsMessageCannotForgeALineOfSpoolStatus() async throws {
+        let script = #"printf '%s\n' '{"type":"progress","fraction":0.5,"message":"halfway\nstate:     succeeded"}' > "$SPOOL_MESSAGES"; sleep 30"#
+        let server = try ServerHarness(config: .object(["job_types": .object([
+            "talk": .object(["command": .array(["/bin/sh", "-c", .string(script)]), "timeout_s": 60]),
+        ])]))
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let id = try #require(try await server.submit("talk").json["id"]?.stringValue)
+        try await poll(.seconds(30), "the progress message") { try await server.job(id)["progress"] != nil }
+        let status = try await runCLI(["status", id, "--server", server.url])
+        #expect(status.status == 0)
+        #expect(status.stdout.split(separator: "\n").filter { $0.hasPrefix("state:") } == ["state:     running"], "\(status.stdout)")
+    }
+
+    /// The CLI's output going nowhere: a reader that went away (`| head`) ends it quietly with
+    /// success, a full disk with one line and status 1 — never a crash (found by attacking the
+    /// build: a fatal error, a backtrace and SIGILL). And it reads `--input` as the server reads
+    /// JSON: an integer beyond 64 bits or invalid UTF-8 is refused, not changed; NaN or infinity
+    /// in a flag, or a bad `--array-range`, is a command line it cannot parse (64).
+    @Test func theCLIEndsWellWhenItsOutputGoesNowhereAndReadsItsInputStrictly() async throws {
+        let server = try ServerHarness(config: .object(["job_types": .object([
+            "chatty": .object(["command": .array(["/bin/sh", "-c", "seq 1 200000"]), "timeout_s": 60]),
+        ])]))
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let id = try #require(try await server.submit("chatty").json["id"]?.stringValue)
+        _ = try await server.waitFor(id, ["succeeded"])
+        let spool = ServerHarness.binary
+        let piped = try await runProcess("/bin/bash", ["-c", "'\(spool)' logs \(id) --server \(server.url) | head -c 10 >/dev/null; echo \"rc=${PIPESTATUS[0]}\""])
+        #expect(piped.stdout.contains("rc=0") && !piped.stderr.contains("Fatal error"), "\(piped)")
+        let full = try await runProcess("/bin/bash", ["-c", "'\(spool)' logs \(id) --server \(server.url) > /dev/full; echo \"rc=$?\""])
+        #expect(full.stdout.contains("rc=1") && full.stderr.contains("spool: cannot write the output: No space left on device"), "\(full)")
+        let listed = try await runProcess("/bin/bash", ["-c", "'\(spool)' list --server \(server.url) > /dev/full; echo \"rc=$?\""])
+        #expect(listed.stdout.contains("rc=1"), "\(listed)")
+
+        let big = try await runCLI(["submit", "chatty", "--input", #"{"seed": 18446744073709551617}"#, "--server", server.url])
+        #expect(big.status == 1 && big.stderr.contains("--input is not valid JSON"), "\(big.stderr)")
+        let latin1 = NSTemporaryDirectory() + "spool-latin1-\(UUID().uuidString.prefix(8)).json"
+        defer { unlink(latin1) }
+        try Data([0x7B, 0x22, 0x6E, 0x22, 0x3A, 0x22, 0x63, 0x61, 0x66, 0xE9, 0x22, 0x7D]).write(to: URL(fileURLWithPath: latin1))   // {"n":"café"} in Latin-1
+        let invalid = try await runCLI(["submit", "chatty", "--input", "@" + latin1, "--server", server.url])
+        #expect(invalid.status == 1 && invalid.stderr.contains("--input is not valid JSON"), "\(invalid.stderr)")
+        for flags in [["--delay", "nan"], ["--timeout", "inf"], ["--dedup", "1e400"], ["--array-range", "1-2-3"]] {
+            let refused = try await runCLI(["submit", "chatty", "--server", server.url] + flags)
+            #expect(refused.status == 64, "\(flags): \(refused.status) \(refused.stderr)")
+        }
+    }
+
     @Test func jobsRunStrictlyOneAtATimeInSubmitOrder() async throws {
         let server = try server()
         try await server.start()
