@@ -32,11 +32,19 @@ extension SpoolAPI {
         var headers = Self.untrusted(contentType: "text/plain; charset=utf-8")
         guard let size = localSize, !(size == 0 && store is any SharedJobStore) else {
             let text = try await sharedLog(of: id)
-            headers[.nextOffset] = String(max(text.count, offset))
+            headers[.nextOffset] = String(text.count)
             guard offset < text.count else { return Response(status: .ok, headers: headers) }
             return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: text[offset...])))
         }
-        headers[.nextOffset] = String(max(size, offset))
+        // An offset past the end: the log was cut at its head since (a job run again and again
+        // keeps `max_attempts + 2` runs' worth) — what is left is sent from its start, saying so
+        // (found by attacking the build: a follower waited for the file to grow past its old
+        // offset, then printed a line's tail and lost a whole run).
+        if offset > size {
+            headers[.logTrimmed] = "1"
+            offset = 0
+        }
+        headers[.nextOffset] = String(size)
         guard offset < size, let opened else { return Response(status: .ok, headers: headers) }
         return Response(status: .ok, headers: headers, body: opened.body(offset...(size - 1)))
     }

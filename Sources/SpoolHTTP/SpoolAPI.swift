@@ -398,6 +398,7 @@ public struct SpoolAPI: Sendable {
 extension HTTPField.Name {
     static let idempotencyKey = HTTPField.Name("Idempotency-Key")!
     static let nextOffset = HTTPField.Name("Spool-Next-Offset")!
+    static let logTrimmed = HTTPField.Name("Spool-Log-Trimmed")!
 }
 
 extension Optional {

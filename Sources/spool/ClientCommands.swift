@@ -270,6 +270,9 @@ struct LogsCommand: AsyncParsableCommand {
                 let path = "/v1/jobs/\(id)/logs?offset=\(offset)"
                 let (_, headers, body) = follow && answered ? try await client.getRidingOutRestarts(path) : try await client.get(path)
                 answered = true
+                if headers.first(name: "Spool-Log-Trimmed") != nil {
+                    StandardStreams.error("spool: the log was cut at its head since (a job run again keeps max_attempts + 2 runs' worth); what is left follows\n")
+                }
                 if body.readableBytes > 0 { StandardStreams.output(body.readableBytesView) }
                 offset = headers.first(name: "Spool-Next-Offset").flatMap(Int.init) ?? offset + body.readableBytes
                 guard follow else { return }
