@@ -32,6 +32,10 @@ extension SpoolAPI {
         var headers = Self.untrusted(contentType: "text/plain; charset=utf-8")
         guard let size = localSize, !(size == 0 && store is any SharedJobStore) else {
             let text = try await sharedLog(of: id)
+            if offset > text.count {   // as below
+                headers[.logTrimmed] = "1"
+                offset = 0
+            }
             headers[.nextOffset] = String(text.count)
             guard offset < text.count else { return Response(status: .ok, headers: headers) }
             return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: text[offset...])))
