@@ -73,8 +73,12 @@ public struct ArraySpec: Sendable, Hashable {
         text.hasPrefix("arr_") && JobID("job_" + text.dropFirst(4)) != nil
     }
 
+    /// The most input an array's tasks may store between them (each task stores the submit's
+    /// input with its item set).
+    public static let maxStoredInputBytes = 64 << 20
+
     /// Task `index`'s input: the array's input with `item` set (an object input; anything else
-    /// becomes `{"item": …}`).
+    /// becomes `{"item": …}`: the API refuses one).
     public static func taskInput(_ input: JSONValue, item: JSONValue) -> JSONValue {
         var fields = input.objectValue ?? [:]
         fields["item"] = item

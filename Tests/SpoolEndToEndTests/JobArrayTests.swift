@@ -80,6 +80,26 @@ import Testing
 
     /// An array's outputs say `truncated` when a task's listing left a file out (a name that is
     /// not UTF-8), as one job's do (found in review: the array's list said nothing).
+    /// Each task stores the submit's input: an array whose tasks would store more than 64 MiB of it
+    /// between them is refused, 422, nothing stored (found by attacking the build: a 50-KB input
+    /// in 2,000 tasks wrote 191 MiB in one transaction, stalling every other submit); and an input
+    /// that is not an object is refused rather than dropped.
+    @Test func anArrayThatWouldStoreTooMuchInputOrANonObjectInputIsRefused() async throws {
+        let server = try ServerHarness(config: .object(["job_types": .object([
+            "noop": .object(["command": .array(["/bin/true"]), "timeout_s": 30]),
+        ])]))
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let blob = JSONValue.string(String(repeating: "x", count: 40_000))
+        let big = try await server.submit("noop", .object(["blob": blob]), extra: ["array": .object(["range": .array([1, 1700])])])
+        #expect(big.status == 422 && big.json["type"] == "urn:spool:problem:array-too-large", "\(big.json)")
+        #expect(try await server.request(.GET, "/v1/jobs?limit=1").json["jobs"]?.arrayValue?.isEmpty == true, "nothing stored")
+        let small = try await server.submit("noop", .object(["blob": blob]), extra: ["array": .object(["range": .array([1, 3])])])
+        #expect(small.status == 201, "\(small.json)")
+        let list = try await server.submit("noop", .array(["model-a", "model-b"]), extra: ["array": .object(["range": .array([1, 2])])])
+        #expect(list.status == 422 && list.json["detail"]?.stringValue?.contains("must be an object") == true, "\(list.json)")
+    }
+
     @Test func anArraysOutputsSayWhenATaskLeftFilesOut() async throws {
         let script = #"echo a > "$SPOOL_OUTPUT_DIR/ok.txt"; printf b > "$SPOOL_OUTPUT_DIR/$(printf 'caf\351')""#
         let server = try ServerHarness(config: .object(["job_types": .object([
