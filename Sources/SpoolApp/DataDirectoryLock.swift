@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import SpoolCore
 
@@ -32,7 +33,8 @@ struct DataDirectoryLock: ~Copyable {
             let serverGone = Int32(owner).map { !Self.isRunning($0) } ?? false
             guard guardPID != nil || serverGone, ContinuousClock.now < deadline else {
                 close(descriptor)
-                let who = guardPID.map { "the guard (pid \($0)) of a spool server that is gone" }
+                let found = Self.guards(of: directory).first
+                let who = (guardPID ?? found?.pid).map { "the guard (pid \($0)) of a spool server that is gone" }
                     ?? "another spool server\(owner.isEmpty ? "" : " (pid \(owner))")"
                 throw ConfigurationError("\(who) is using the data directory \(directory)"
                     + (guardPID != nil || serverGone ? " and has not let go of it in \(Self.guardPatience)" : "") + "; stop it or pass another --data-dir")
@@ -41,6 +43,11 @@ struct DataDirectoryLock: ~Copyable {
                 waiting("waiting for the guard of the last server to stop the jobs that server left running (\(owner))")
                 said = true
             }
+            // A guard stopped (SIGSTOP) when its server died is woken by the kernel only when its
+            // new parent is in another session; under a subreaper (tini, `docker run --init`) it
+            // stays stopped, and every start waited, then named the dead server (found by
+            // attacking the build). It is this directory's own guard: it is woken.
+            for guardian in Self.guards(of: directory) where guardian.stopped { kill(guardian.pid, SIGCONT) }
             try? await Task.sleep(for: .milliseconds(20))
         }
         let pid = Array("\(getpid())\n".utf8)
@@ -52,6 +59,19 @@ struct DataDirectoryLock: ~Copyable {
     /// too (at once after a clean stop; after killing what was left otherwise).
     func release() {
         close(descriptor)
+    }
+
+    /// The live `spool guard --data-dir DIRECTORY` processes, and whether each is stopped.
+    static func guards(of directory: String) -> [(pid: Int32, stopped: Bool)] {
+        let marker = ["guard", "--data-dir", directory]
+        return ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry in
+            guard let pid = Int32(entry), pid != getpid(), let line = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return nil }
+            let arguments = line.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+            guard arguments.count > 3, (1...(arguments.count - 3)).contains(where: { Array(arguments[$0..<($0 + 3)]) == marker }),
+                  let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")"),
+                  let state = stat[close...].dropFirst(2).first, state != "Z", state != "X" else { return nil }
+            return (pid, state == "T")
+        }
     }
 
     /// Alive and not a zombie (a server its parent has not waited for yet is gone).
