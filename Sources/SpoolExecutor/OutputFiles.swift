@@ -5,6 +5,8 @@ public enum OutputFiles {
     /// How many files the API lists for one job (`GET /v1/jobs/{id}/outputs`); a job with more
     /// says so (`truncated`).
     public static let listLimit = 10_000
+    /// The most entries an array's outputs list (all its tasks') holds.
+    public static let arrayListLimit = 100_000
 
     /// Regular files below `root`, as relative paths with sizes, sorted, at most `limit`;
     /// symlinks are not followed, and names that are not UTF-8 (which no URL of the API can

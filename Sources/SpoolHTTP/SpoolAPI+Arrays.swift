@@ -242,9 +242,17 @@ extension SpoolAPI {
             let page = try await store.arrayTasks(summary.id, after: after, limit: 500)
             for task in page where task.state.isTerminal {
                 guard let index = task.array?.index else { continue }
+                // At most `arrayListLimit` entries in all (found by attacking the build: 20 tasks
+                // of 10,000 outputs each made a 27-MB answer and 100 MB of the server's memory).
+                guard list.count < OutputFiles.arrayListLimit else {
+                    truncated = true
+                    break
+                }
                 let (files, leftOut) = try await outputFiles(of: task.id)
-                if leftOut > 0 { truncated = true }
-                for (name, size) in files {
+                // A task with more files than a listing holds (its own list says `truncated`) makes
+                // this list some of them too (found by attacking the build: 10,001 of 10,005, nothing said).
+                if leftOut > 0 || files.count > OutputFiles.listLimit || list.count + files.count > OutputFiles.arrayListLimit { truncated = true }
+                for (name, size) in files.prefix(min(OutputFiles.listLimit, OutputFiles.arrayListLimit - list.count)) {
                     list.append(.object([
                         "task": .string(task.id.rawValue), "index": .int(index), "name": .string(name), "size": .int(size),
                         "url": .string("/v1/jobs/\(task.id)/outputs/" + (name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name)),
@@ -252,6 +260,10 @@ extension SpoolAPI {
                 }
             }
             guard page.count == 500 else { break }
+            if list.count >= OutputFiles.arrayListLimit {
+                truncated = true   // later tasks may have outputs too
+                break
+            }
             after = page.last?.array?.index
         }
         // A task whose listing left files out makes this list some of them (found in review).

@@ -100,6 +100,20 @@ import Testing
         #expect(list.status == 422 && list.json["detail"]?.stringValue?.contains("must be an object") == true, "\(list.json)")
     }
 
+    /// A task with more outputs than a listing holds makes the array's list some of them, and
+    /// says so (found by attacking the build: 10,001 of a task's 10,005 were listed as all).
+    @Test func anArraysOutputsSayWhenATaskHasMoreThanAreListed() async throws {
+        let server = try ServerHarness(config: .object(["job_types": .object([
+            "many": .object(["command": .array(["/bin/sh", "-c", "cd \"$SPOOL_OUTPUT_DIR\" && seq 1 10005 | xargs touch"]), "timeout_s": 60]),
+        ])]))
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let id = try #require(try await server.submit("many", extra: ["array": .object(["range": .array([1, 1])])]).json["id"]?.stringValue)
+        _ = try await waitForArray(server, id) { $0["state"] == "succeeded" }
+        let outputs = try await server.request(.GET, "/v1/arrays/\(id)/outputs").json
+        #expect(outputs["truncated"] == true && outputs["outputs"]?.arrayValue?.count == 10_000)
+    }
+
     @Test func anArraysOutputsSayWhenATaskLeftFilesOut() async throws {
         let script = #"echo a > "$SPOOL_OUTPUT_DIR/ok.txt"; printf b > "$SPOOL_OUTPUT_DIR/$(printf 'caf\351')""#
         let server = try ServerHarness(config: .object(["job_types": .object([
