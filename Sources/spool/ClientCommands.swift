@@ -96,9 +96,10 @@ struct SubmitCommand: AsyncParsableCommand {
                 StandardStreams.error("submitted \(created.id) (\(created.size) tasks)\n")
                 succeeded = try await followArray(created, client: client).state == "succeeded"
                 // As for one job: every task's outputs, in task order (a failed task's are there too).
-                struct Outputs: Decodable { struct File: Decodable { let url: String }; let outputs: [File] }
+                struct Outputs: Decodable { struct File: Decodable { let url: String }; let outputs: [File]; let truncated: Bool? }
                 let outputs = try client.decode(Outputs.self, try await client.getRidingOutRestarts("/v1/arrays/\(created.id)/outputs").2)
                 for file in outputs.outputs { print(client.base + file.url) }
+                if outputs.truncated == true { warnSomeOutputs(listed: outputs.outputs.count, of: created.id) }
             } else {
                 StandardStreams.error("submitted \(id)\n")
                 let final = try await follow(try client.decode(JobWire.self, reply), client: client)
@@ -131,7 +132,15 @@ func follow(_ first: JobWire, client: SpoolClient) async throws -> JobWire {
 }
 
 func printOutputs(of job: JobWire, client: SpoolClient) async throws {
-    for output in try await client.outputs(of: job.id).files { print(client.base + output.url) }
+    let (files, truncated) = try await client.outputs(of: job.id)
+    for output in files { print(client.base + output.url) }
+    if truncated { warnSomeOutputs(listed: files.count, of: job.id) }
+}
+
+/// The list printed holds only some of the outputs (found by attacking the build: `--wait`
+/// printed 10,000 of 10,005 and said nothing).
+func warnSomeOutputs(listed: Int, of id: String) {
+    StandardStreams.error("spool: the server lists only some of \(id)'s outputs (\(listed) above); fetch the others by name (GET …/outputs/NAME)\n")
 }
 
 struct StatusCommand: AsyncParsableCommand {

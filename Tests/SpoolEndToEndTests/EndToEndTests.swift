@@ -595,6 +595,9 @@ import Testing
         #expect(cli.status == 1 && cli.stderr.contains("lists only some of") && cli.stderr.contains("outputs (10000)"), "\(cli.stderr)")
         #expect(cli.stdout.split(separator: "\n").count == 10_000)
         #expect(try await runCLI(["outputs", few, "--server", server.url]).status == 0)
+        // `submit --wait` prints the list and says it is some (found by attacking the build: nothing said).
+        let waited = try await runCLI(["submit", "many", "--input", #"{"n": 10005}"#, "--wait", "--server", server.url])
+        #expect(waited.status == 0 && waited.stderr.contains("lists only some of"), "\(waited.stderr)")
     }
 
     @Test func aBadConfigFileStopsStartupWithOneLine() async throws {
