@@ -164,7 +164,12 @@ struct StatusCommand: AsyncParsableCommand {
             let (_, _, body) = try await client.get("/v1/jobs/\(id)")
             if json { print(String(buffer: body)); return }
             let job = try client.decode(JobWire.self, body)
-            var lines = ["id:        \(job.id)", "type:      \(job.type)", "state:     \(job.state)" + (job.reason.map { " (\($0))" } ?? "")]
+            var lines = ["id:        \(job.id)", "type:      \(job.type)",
+                         "state:     \(job.state)" + (job.reason.map { " (\($0))" } ?? "") + (job.cancelRequested == true ? " (stopping: a cancel was asked)" : "")]
+            // Which task of which array, and who canceled it (found by attacking the build: an
+            // operator could not tell which frame failed without --json).
+            if let array = job.array { lines.append("array:     \(array.id) task \(array.index)") }
+            if let by = job.canceledBy { lines.append("canceled by: \(by == "fail_fast" ? "fail-fast (another task of its array failed)" : by)") }
             if let position = job.position { lines.append("position:  \(position)") }
             if let eta = job.eta, job.state == "queued" {
                 lines.append("starts in: " + (eta.startInSeconds < 1 ? "under 1 s" : "about \(formatSeconds(eta.startInSeconds))") + " (\(eta.method))")
@@ -250,13 +255,19 @@ struct ListCommand: AsyncParsableCommand {
             let states = page.jobs.map { $0.state + ($0.reason.map { "(\($0))" } ?? "") }
             let stateWidth = max(5, states.map(\.count).max() ?? 0)
             func column(_ text: String, _ width: Int) -> String { text.padding(toLength: width, withPad: " ", startingAt: 0) }
+            // With array tasks among them, which task each is (found by attacking the build: `list
+            // --array … --status failed` did not say which frames failed).
+            let tasks = page.jobs.contains { $0.array != nil }
+            let indexWidth = max(5, page.jobs.compactMap { $0.array.map { String($0.index).count } }.max() ?? 0)
             if !page.jobs.isEmpty {
-                print([column("ID", 30), column("TYPE", typeWidth), column("STATE", stateWidth), "CREATED"].joined(separator: "  "))
+                print(([column("ID", 30)] + (tasks ? [column("INDEX", indexWidth)] : []) + [column("TYPE", typeWidth), column("STATE", stateWidth), "CREATED"])
+                    .joined(separator: "  "))
             } else {
                 StandardStreams.error("no jobs\n")
             }
             for (job, state) in zip(page.jobs, states) {
-                print([column(job.id, 30), column(job.type, typeWidth), column(state, stateWidth), job.createdAt].joined(separator: "  "))
+                let index = tasks ? [column(job.array.map { String($0.index) } ?? "-", indexWidth)] : []
+                print(([column(job.id, 30)] + index + [column(job.type, typeWidth), column(state, stateWidth), job.createdAt]).joined(separator: "  "))
             }
             if let next = page.next_cursor { StandardStreams.error("more: the same command with --cursor \(next)\n") }
         }

@@ -181,6 +181,12 @@ import Testing
         let cliFailed = try await runCLI(["list", "--array", mixedID, "--status", "failed", "--server", server.url])
         #expect(cliFailed.status == 0 && cliFailed.stdout.split(separator: "\n").dropFirst().map { String($0.prefix(30)) }
                 == failedTasks.compactMap { $0["id"]?.stringValue }, "\(cliFailed.stdout)\(cliFailed.stderr)")
+        // Which frame failed, in the list and in the task's status (found by attacking the build: neither said).
+        let failedID = try #require(failedTasks.first?["id"]?.stringValue)
+        #expect(cliFailed.stdout.hasPrefix("ID                              INDEX  TYPE") && cliFailed.stdout.contains("\(failedID)  1      frame"),
+                "\(cliFailed.stdout)")
+        let cliTask = try await runCLI(["status", failedID, "--server", server.url])
+        #expect(cliTask.stdout.contains("array:     \(mixedID) task 1"), "\(cliTask.stdout)")
         let cliRefused = try await runCLI(["list", "--arrays", "--status", "failed", "--server", server.url])
         #expect(cliRefused.status != 0 && cliRefused.stderr.contains("--arrays takes --type, --owner, --limit and --cursor only"), "\(cliRefused.stderr)")
         // Its failed task run again, as a new array with the task's index and input; the first array stays as it ended.
