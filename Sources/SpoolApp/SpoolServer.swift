@@ -111,8 +111,9 @@ public enum SpoolServer {
         let storeKey = try await tokenStore?.sessionKey()
         let registry = MetricsExport.bootstrap()
         let api = SpoolAPI(store: store, scheduler: scheduler, catalog: catalog, dataDirectory: dataDirectory,
-                           limits: limits, storeName: shared == nil ? "sqlite" : "postgres", node: shared?.node, metrics: { [store] in
+                           limits: limits, storeName: shared == nil ? "sqlite" : "postgres", node: shared?.node, metrics: { [store, scheduler] in
             if let queued = try? await store.queuedCount() { Gauge(label: "spool_queue_depth").record(queued) }
+            scheduler.countBusyTime()
             return MetricsExport.text(registry)
         }, access: configuration.accessPolicy, tokens: tokens, sessionKey: storeKey,
            webhookTargets: WebhookGuard(allowPrivate: configuration.webhookAllowPrivate), webhookSecret: configuration.webhookSecret)

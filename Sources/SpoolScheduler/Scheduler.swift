@@ -97,6 +97,8 @@ public actor Scheduler: Service {
     struct Running: Sendable {
         var type: String
         var input: JSONValue
+        /// Where it runs (its busy time is counted to it).
+        var slot: SlotID
         var since: Moment
         /// When its claim went out: where its lease may have begun (`since` is when it was accepted here).
         var claimSent: Moment
@@ -171,6 +173,8 @@ public actor Scheduler: Service {
         /// build: a 3-s model load counted into the run time learned for the type and into the
         /// elapsed time of the job's ETA).
         var working: [Attempt: Moment] = [:]
+        /// Up to when each running job's time was counted into its slot's busy seconds.
+        var busyCounted: [Attempt: Moment] = [:]
     }
 
     private nonisolated let book = Mutex(EstimateBook())
@@ -180,6 +184,7 @@ public actor Scheduler: Service {
             book.withLock { [running] book in
                 book.running = running
                 if book.working.count > running.count { book.working = book.working.filter { running[$0.key] != nil } }
+                if book.busyCounted.count > running.count { book.busyCounted = book.busyCounted.filter { running[$0.key] != nil } }
             }
         }
     }
@@ -400,6 +405,21 @@ public actor Scheduler: Service {
         }
     }
 
+    /// Counts the time the running jobs have held their slots since it was last counted into
+    /// `spool_slot_busy_seconds_total` (called as the metrics are read: found by attacking the
+    /// build, a slot busy with one long job read 0 until the job ended, then its whole run at once).
+    public nonisolated func countBusyTime() {
+        let now = clock.now()
+        let busy = book.withLock { book -> [(SlotID, Double)] in
+            book.running.map { attempt, job in
+                let from = book.busyCounted[attempt] ?? job.since
+                book.busyCounted[attempt] = now
+                return (job.slot, (now - from).inSeconds)
+            }
+        }
+        for (slot, seconds) in busy where seconds > 0 { SchedulerMetrics.busy(slot, seconds: seconds) }
+    }
+
     /// The job's own work began (no hop onto the actor: the attempt's task calls it as it starts).
     private nonisolated func working(_ attempt: Attempt) {
         let now = clock.now()
@@ -490,7 +510,11 @@ public actor Scheduler: Service {
     }
 
     public func run() async throws {
+        // Every slot family from the start, not from the first job or quarantine (found by attacking
+        // the build: dashboards and absent() alerts saw no data meanwhile).
+        SchedulerMetrics.busySlots(0, of: board.slots.count)
         await quarantineRestored()
+        SchedulerMetrics.quarantined(quarantine.entries.count)
         // The first look at the queue's timers (jobs delayed or deadlined before a restart) wakes the slots too.
         eventSink.yield(.timer(timerGeneration))
         await withGracefulShutdownHandler {
@@ -1186,17 +1210,19 @@ public actor Scheduler: Service {
         } else {
             logger.info("job finished", metadata: ["job": "\(job.id)", "type": "\(job.type)", "state": "\(recorded.state)", "slot": "\(slot)"])
         }
-        // Before the removal from `running`, which drops the attempt's entry here too.
-        let working = book.withLock { $0.working.removeValue(forKey: Attempt(job)) }
+        // Before the removal from `running`, which drops the attempt's entries here too.
+        let (working, counted) = book.withLock { ($0.working.removeValue(forKey: Attempt(job)), $0.busyCounted.removeValue(forKey: Attempt(job))) }
         let ended = running.removeValue(forKey: Attempt(job))
         let ran = ended.map { (clock.now() - (working ?? $0.since)).inSeconds }
+        // The slot was busy from the start, a warm worker's setup included, up to now.
+        let busy = ended.map { (clock.now() - (counted ?? $0.since)).inSeconds }
         if let ran, let ended, outcome == .succeeded {
             book.withLock { book in
                 book.runTimes.record(ran, type: job.type)
                 book.runModel.record(type: job.type, input: ended.input, seconds: ran)
             }
         }
-        SchedulerMetrics.finished(job, state: outcome.resultingState, ran: ran, slot: slot)
+        SchedulerMetrics.finished(job, state: outcome.resultingState, ran: ran, busy: busy, slot: slot)
         SchedulerMetrics.busySlots(running.count, of: board.slots.count)
         var budget = logBudgets.removeValue(forKey: Attempt(job)) ?? LogEventBudget()
         let lastLog = budget.events(at: clock.now(), interval: configuration.progressInterval, final: true)
@@ -1263,7 +1289,7 @@ public actor Scheduler: Service {
             fence(previous.job, attempt: previous.number)
         }
         let accepted = clock.now()
-        running[attempt] = Running(type: job.type, input: job.input, since: accepted, claimSent: claimedSince ?? accepted)
+        running[attempt] = Running(type: job.type, input: job.input, slot: slot, since: accepted, claimSent: claimedSince ?? accepted)
         SchedulerMetrics.claimed(job, waited: max(0, clock.wall().secondsSince1970 - job.createdAt.secondsSince1970))
         SchedulerMetrics.busySlots(running.count, of: board.slots.count)
         let (stopRequests, continuation) = AsyncStream<StopReason>.makeStream()

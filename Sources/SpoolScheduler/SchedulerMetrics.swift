@@ -8,12 +8,16 @@ enum SchedulerMetrics {
         Recorder(label: "spool_job_wait_seconds", dimensions: [("type", job.type)], aggregate: true).record(seconds)
     }
 
-    static func finished(_ job: Job, state: JobState, ran seconds: Double?, slot: SlotID) {
-        Counter(label: "spool_jobs_finished_total", dimensions: [("type", job.type), ("state", state.rawValue)]).increment()
-        if let seconds {
-            Recorder(label: "spool_job_run_seconds", dimensions: [("type", job.type)], aggregate: true).record(seconds)
-            FloatingPointCounter(label: "spool_slot_busy_seconds_total", dimensions: [("slot", slot.description)]).increment(by: seconds)
-        }
+    /// An attempt ended: its job finished (or went back to the queue), `ran` its own run time,
+    /// `busy` what of its slot's time is not counted yet.
+    static func finished(_ job: Job, state: JobState, ran seconds: Double?, busy: Double?, slot: SlotID) {
+        if state.isTerminal { Counter(label: "spool_jobs_finished_total", dimensions: [("type", job.type), ("state", state.rawValue)]).increment() }
+        if let seconds { Recorder(label: "spool_job_run_seconds", dimensions: [("type", job.type)], aggregate: true).record(seconds) }
+        if let busy, busy > 0 { Self.busy(slot, seconds: busy) }
+    }
+
+    static func busy(_ slot: SlotID, seconds: Double) {
+        FloatingPointCounter(label: "spool_slot_busy_seconds_total", dimensions: [("slot", slot.description)]).increment(by: seconds)
     }
 
     /// A failed attempt that goes round again under the job's retry policy.

@@ -57,11 +57,38 @@ import Testing
         let named = Set(body.matches(of: /spool_[a-z_]+/).map { String($0.output) })
         let sharedOnly: Set = ["spool_jobs_rescued_total", "spool_lease_renewal_failures_total", "spool_attempts_fenced_total",
                                "spool_unanswered_claims_released_total"]
-        let onDemand: Set = ["spool_worker_restarts_total"]   // appears with the first restart
-        let gpuOnly: Set = ["spool_slots_quarantined", "spool_slot_quarantines_total"]   // with GPU slots: GPUQuarantineTests
+        // Each appears with the first of what it counts.
+        let onDemand: Set = ["spool_worker_restarts_total", "spool_job_retries_total", "spool_jobs_deadline_expired_total"]
+        let gpuOnly: Set = ["spool_slot_quarantines_total"]   // with GPU slots: GPUQuarantineTests
         #expect(named.count >= 10, "\(named)")
         for name in named.subtracting(sharedOnly).subtracting(onDemand).subtracting(gpuOnly).sorted() {
             #expect(families[name] != nil, "README names \(name), /metrics has no such family")
         }
+    }
+
+    /// A slot's busy seconds grow while its job runs, scrape by scrape, not all at its end; and
+    /// the slot families are there before any job ran (found by attacking the build: a slot busy
+    /// with a 6-s job read 0 for 6 s, then 6; `spool_slots` appeared with the first job).
+    @Test func aSlotsBusySecondsGrowWhileItsJobRuns() async throws {
+        let server = try ServerHarness(config: .object([:]))
+        try Data(Fixtures.config(scratch: server.scratch).canonicalText.utf8).write(to: URL(fileURLWithPath: server.configPath))
+        try await server.start(["--slots", "1"])
+        defer { Task { await server.stop() } }
+        @Sendable func sample(_ name: String) async throws -> Double? {
+            let text = String(decoding: try await server.request(.GET, "/metrics").body, as: UTF8.self)
+            return text.split(separator: "\n").first { $0.hasPrefix(name + " ") || $0.hasPrefix(name + "{") }
+                .flatMap { $0.split(separator: " ").last.flatMap { Double($0) } }
+        }
+        let slots = try await sample("spool_slots"), busySlots = try await sample("spool_slots_busy")
+        let quarantined = try await sample("spool_slots_quarantined")
+        #expect(slots == 1 && busySlots == 0 && quarantined == 0, "\(String(describing: slots)) \(String(describing: busySlots)) \(String(describing: quarantined))")
+        let id = try #require(try await server.submit("sleep", .object(["seconds": 30])).json["id"]?.stringValue)
+        _ = try await server.waitFor(id, ["running"])
+        try await Task.sleep(for: .seconds(1))
+        let first = try await sample("spool_slot_busy_seconds_total") ?? 0
+        try await Task.sleep(for: .seconds(1))
+        let second = try await sample("spool_slot_busy_seconds_total") ?? 0
+        #expect(first > 0.5 && second > first + 0.5, "busy seconds \(first), then \(second), while the job runs")
+        _ = try await server.request(.POST, "/v1/jobs/\(id)/cancel")
     }
 }

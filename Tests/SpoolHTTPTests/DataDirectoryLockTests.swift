@@ -10,13 +10,14 @@ struct DataDirectoryLockTests {
     /// (tini, `docker run --init`): the kernel wakes a stopped, orphaned group only when its new
     /// parent is in another session. A start found it holding the lock, waited 30 s and then
     /// named the dead server (found by attacking the build). It now wakes it and goes on. Here
-    /// the guard is a Perl process that holds the lock, is stopped, and lets go a second after it
-    /// is woken; the lock file names a server that is gone.
+    /// the guard is a Perl process that holds the lock, is stopped, and lets go once it runs
+    /// again; the lock file names a server that is gone.
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/perl")))
     func aStartWakesAStoppedGuardThatHoldsTheLock() async throws {
         let scratch = try ScratchDirectory("spool-lock")
         let script = #"use Fcntl ":flock"; open(F, ">>", "$ARGV[2]/spool.lock") or die; flock(F, LOCK_EX) or die; "#
-            + #"truncate(F, 0); syswrite(F, "2147483646\n"); open(R, ">", "$ARGV[2]/ready"); close R; sleep 1;"#
+            + #"truncate(F, 0); syswrite(F, "2147483646\n"); open(R, ">", "$ARGV[2]/ready"); close R; "#
+            + #"select(undef, undef, undef, 0.02) until -e "$ARGV[2]/release";"#
         let holder = Process()
         holder.executableURL = URL(fileURLWithPath: "/usr/bin/perl")
         holder.arguments = ["-e", script, "guard", "--data-dir", scratch.path]
@@ -24,6 +25,8 @@ struct DataDirectoryLockTests {
         defer { if holder.isRunning { kill(holder.processIdentifier, SIGKILL) } }
         while access(scratch.path + "/ready", F_OK) != 0 { try await Task.sleep(for: .milliseconds(10)) }
         kill(holder.processIdentifier, SIGSTOP)
+        // It lets go as soon as it runs again: only a start that wakes it gets the lock.
+        FileManager.default.createFile(atPath: scratch.path + "/release", contents: nil)
         #expect(DataDirectoryLock.guards(of: scratch.path).map(\.pid) == [holder.processIdentifier])
         let said = Locked<[String]>([])
         let started = ContinuousClock.now
