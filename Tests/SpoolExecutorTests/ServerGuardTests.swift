@@ -17,6 +17,13 @@ import Testing
         process.arguments = ["60"]
         process.environment = ["SPOOL_MESSAGES": dataDirectory + "/jobs/job_x/messages"]
         try process.run()
+        // Its environment is there once its exec is done (on a loaded machine, a while after run()).
+        let marker = Array("SPOOL_MESSAGES=".utf8)
+        let deadline = ContinuousClock.now.advanced(by: .seconds(30))
+        while ContinuousClock.now < deadline,
+              !(OrphanReaper.readFile("/proc/\(process.processIdentifier)/environ") ?? []).split(separator: 0).contains(where: { $0.starts(with: marker) }) {
+            usleep(5_000)
+        }
         return process
     }
 
