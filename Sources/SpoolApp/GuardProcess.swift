@@ -18,8 +18,9 @@ final class GuardProcess: Sendable {
         /// When the server's jobs must be gone (with a shared store): sent again to a new guard.
         var deadline: ContinuousClock.Instant?
         var heartbeat: Task<Void, Never>?
-        /// The children's sessions now: sent again to a new guard.
-        var sessions: Set<Int32> = []
+        /// The children's sessions now, each with how many children under that pid have not
+        /// ended (a new one may take a pid before the old one's end is told): sent again to a new guard.
+        var sessions: [Int32: Int] = [:]
     }
 
     /// Spawns, sends and the clean stop take it in turn: a guard started while the server stops
@@ -60,10 +61,10 @@ final class GuardProcess: Sendable {
             state.withLock { state in
                 switch change {
                 case .began(let pid):
-                    state.sessions.insert(pid)
+                    state.sessions[pid, default: 0] += 1
                     send("\(ServerGuard.Message.session) \(pid)\n", in: &state)
                 case .ended(let pid):
-                    state.sessions.remove(pid)
+                    if let count = state.sessions[pid] { state.sessions[pid] = count > 1 ? count - 1 : nil }
                     send("\(ServerGuard.Message.ended) \(pid)\n", in: &state)
                 }
             }
@@ -170,7 +171,9 @@ final class GuardProcess: Sendable {
             if state.socket >= 0 { close(state.socket) }
             state.socket = ends[0]
             if let deadline = state.deadline { send(Self.killAfterLine(deadline), in: &state) }
-            for session in state.sessions { send("\(ServerGuard.Message.session) \(session)\n", in: &state) }
+            for (session, count) in state.sessions {
+                for _ in 0..<count { send("\(ServerGuard.Message.session) \(session)\n", in: &state) }
+            }
             let started = ContinuousClock.now
             Thread.detachNewThread { [self, pid] in
                 var status: Int32 = 0

@@ -39,13 +39,16 @@ public enum OrphanReaper {
     /// the guard (`ServerGuard`), a process with nothing else to do.
     ///
     /// Found by its environment's marker, or by the session it is in: `sessions`, the sessions
-    /// the server's children lead, each with its leader's start time when known (a session whose
-    /// leader lives with another start time is someone else's: the number was reused).
+    /// the server's children lead, each with its leader's start time as the guard read it (a
+    /// session whose leader lives with another start time is someone else's: the number was
+    /// reused; one whose start time was never read — the child already gone — is left to the
+    /// marker scan, found in review).
     static func killJobsAndWorkers(of dataDirectory: String, sessions: [Int32: UInt64?] = [:], patience: Duration = .seconds(5)) -> [Int32] {
         let jobs = marksUnder(dataDirectory, "jobs"), workers = marksUnder(dataDirectory, "workers")
         var found = scan { jobs($0) || workers($0) }
         let ours = sessions.filter { session, started in
-            guard let started, let now = startTime(of: session) else { return true }   // the leader is gone: its members are ours
+            guard let started else { return false }
+            guard let now = startTime(of: session) else { return true }   // the leader is gone: its members are ours
             return now == started
         }
         if !ours.isEmpty {

@@ -48,8 +48,10 @@ public enum ServerGuard {
                              silence: Duration = silence, logger: Logger, whenGone: () -> Void = {}) {
         let reader = LineReader(descriptor: input)
         var deadline: ContinuousClock.Instant?
-        // Each child's session, with its leader's start time as read when it was told of it.
-        var sessions: [Int32: UInt64?] = [:]
+        // Each child's session: how many children told of under that pid have not ended (an old
+        // child's end may come after a new one took its pid: found in review), and the newest
+        // leader's start time as read when it was told of it.
+        var sessions: [Int32: (count: Int, started: UInt64?)] = [:]
         var heard = ContinuousClock.now
         while true {
             let wait = deadline.map { max(Duration.zero, ContinuousClock.now.duration(to: max($0, heard.advanced(by: silence)))) }
@@ -63,13 +65,13 @@ public enum ServerGuard {
                 if fields[0] == Message.killAfter, let milliseconds = Int64(fields[1]), milliseconds >= 0 {
                     deadline = ContinuousClock.now.advanced(by: .milliseconds(milliseconds))
                 } else if fields[0] == Message.session, let pid = Int32(fields[1]), pid > 1 {
-                    sessions.updateValue(OrphanReaper.startTime(of: pid), forKey: pid)
-                } else if fields[0] == Message.ended, let pid = Int32(fields[1]) {
-                    sessions[pid] = nil
+                    sessions[pid] = ((sessions[pid]?.count ?? 0) + 1, OrphanReaper.startTime(of: pid))
+                } else if fields[0] == Message.ended, let pid = Int32(fields[1]), let known = sessions[pid] {
+                    sessions[pid] = known.count > 1 ? (known.count - 1, known.started) : nil
                 }
             case .timedOut:
                 deadline = nil
-                let killed = OrphanReaper.killJobsAndWorkers(of: dataDirectory, sessions: sessions)
+                let killed = OrphanReaper.killJobsAndWorkers(of: dataDirectory, sessions: sessions.mapValues(\.started))
                 if !killed.isEmpty {
                     logger.critical("the server has neither renewed its leases nor been heard from in time (frozen?); killed its job processes before other nodes rescue their jobs",
                                     metadata: ["server_pid": "\(server)", "pids": "\(killed)"])
@@ -78,7 +80,7 @@ public enum ServerGuard {
                 let name = Array("guard \(getpid())\n".utf8)
                 if ftruncate(lock, 0) == 0 { _ = name.withUnsafeBytes { pwrite(lock, $0.baseAddress, $0.count, 0) } }
                 whenGone()
-                let killed = OrphanReaper.killJobsAndWorkers(of: dataDirectory, sessions: sessions)
+                let killed = OrphanReaper.killJobsAndWorkers(of: dataDirectory, sessions: sessions.mapValues(\.started))
                 if !killed.isEmpty {
                     logger.critical("the server is gone without stopping its jobs (killed, or crashed); killed the job processes it left running",
                                     metadata: ["server_pid": "\(server)", "pids": "\(killed)"])

@@ -183,8 +183,8 @@ public actor Scheduler: Service {
         didSet {
             book.withLock { [running] book in
                 book.running = running
-                if book.working.count > running.count { book.working = book.working.filter { running[$0.key] != nil } }
-                if book.busyCounted.count > running.count { book.busyCounted = book.busyCounted.filter { running[$0.key] != nil } }
+                book.working = book.working.filter { running[$0.key] != nil }
+                book.busyCounted = book.busyCounted.filter { running[$0.key] != nil }
             }
         }
     }
@@ -409,13 +409,11 @@ public actor Scheduler: Service {
     /// `spool_slot_busy_seconds_total` (called as the metrics are read: found by attacking the
     /// build, a slot busy with one long job read 0 until the job ended, then its whole run at once).
     public nonisolated func countBusyTime() {
-        let now = clock.now()
         let busy = book.withLock { book -> [(SlotID, Double)] in
-            book.running.map { attempt, job in
-                let from = book.busyCounted[attempt] ?? job.since
-                book.busyCounted[attempt] = now
-                return (job.slot, (now - from).inSeconds)
-            }
+            let now = clock.now()   // inside: two scrapes never count one moment twice
+            let busy = book.running.map { attempt, job in (attempt, job.slot, (now - (book.busyCounted[attempt] ?? job.since)).inSeconds) }
+            for (attempt, _, _) in busy { book.busyCounted[attempt] = now }
+            return busy.map { ($0.1, $0.2) }
         }
         for (slot, seconds) in busy where seconds > 0 { SchedulerMetrics.busy(slot, seconds: seconds) }
     }
@@ -1210,8 +1208,12 @@ public actor Scheduler: Service {
         } else {
             logger.info("job finished", metadata: ["job": "\(job.id)", "type": "\(job.type)", "state": "\(recorded.state)", "slot": "\(slot)"])
         }
-        // Before the removal from `running`, which drops the attempt's entries here too.
-        let (working, counted) = book.withLock { ($0.working.removeValue(forKey: Attempt(job)), $0.busyCounted.removeValue(forKey: Attempt(job))) }
+        // Out of the book at once, with its entries: a scrape in between would otherwise count
+        // its whole run again (found in review).
+        let (working, counted) = book.withLock { book in
+            book.running.removeValue(forKey: Attempt(job))
+            return (book.working.removeValue(forKey: Attempt(job)), book.busyCounted.removeValue(forKey: Attempt(job)))
+        }
         let ended = running.removeValue(forKey: Attempt(job))
         let ran = ended.map { (clock.now() - (working ?? $0.since)).inSeconds }
         // The slot was busy from the start, a warm worker's setup included, up to now.
@@ -1222,7 +1224,7 @@ public actor Scheduler: Service {
                 book.runModel.record(type: job.type, input: ended.input, seconds: ran)
             }
         }
-        SchedulerMetrics.finished(job, state: outcome.resultingState, ran: ran, busy: busy, slot: slot)
+        SchedulerMetrics.finished(job, state: recorded.state, ran: ran, busy: busy, slot: slot)
         SchedulerMetrics.busySlots(running.count, of: board.slots.count)
         var budget = logBudgets.removeValue(forKey: Attempt(job)) ?? LogEventBudget()
         let lastLog = budget.events(at: clock.now(), interval: configuration.progressInterval, final: true)

@@ -25,6 +25,7 @@ struct DataDirectoryLockTests {
         defer { if holder.isRunning { kill(holder.processIdentifier, SIGKILL) } }
         while access(scratch.path + "/ready", F_OK) != 0 { try await Task.sleep(for: .milliseconds(10)) }
         kill(holder.processIdentifier, SIGSTOP)
+        while DataDirectoryLock.guards(of: scratch.path).first?.stopped != true { try await Task.sleep(for: .milliseconds(5)) }
         // It lets go as soon as it runs again: only a start that wakes it gets the lock.
         FileManager.default.createFile(atPath: scratch.path + "/release", contents: nil)
         #expect(DataDirectoryLock.guards(of: scratch.path).map(\.pid) == [holder.processIdentifier])

@@ -317,9 +317,6 @@ final class SubprocessChild: ChildProcess {
     }
 }
 
-/// The children this server's launcher started and has not reaped yet. The sweep after a job
-/// passes over them: none of them descends from another child (each is the server's own), and
-/// each has a supervision of its own that leaves nothing behind.
 /// The sessions of the children this process starts (each leads its own), as they begin and
 /// once each has ended and its leftovers were swept: for the server's guard, which kills them
 /// by session when the server dies — a job that rewrites its process title (Perl's `$0`,
@@ -335,6 +332,9 @@ public enum ChildSessions {
     static func report(_ change: Change) { observer.withLock { $0 }?(change) }
 }
 
+/// The children this server's launcher started and has not reaped yet. The sweep after a job
+/// passes over them: none of them descends from another child (each is the server's own), and
+/// each has a supervision of its own that leaves nothing behind.
 enum LiveChildren {
     private static let pids = Mutex<Set<Int32>>([])
 
