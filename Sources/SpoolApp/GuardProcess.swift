@@ -186,16 +186,10 @@ final class GuardProcess: Sendable {
 
     /// This process's descriptors above stderr that an exec would keep open.
     static func inheritable() -> [Int32] {
-        guard let directory = opendir("/proc/self/fd") else { return [] }
-        defer { closedir(directory) }
-        var found: [Int32] = []
-        while let entry = readdir(directory) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard let descriptor = Int32(name), descriptor > 2, descriptor != dirfd(directory) else { continue }
+        ProcessTree.numberedEntries(of: "/proc/self/fd").filter { descriptor in
             let flags = fcntl(descriptor, F_GETFD)
-            if flags >= 0, flags & FD_CLOEXEC == 0 { found.append(descriptor) }
+            return descriptor > 2 && flags >= 0 && flags & FD_CLOEXEC == 0
         }
-        return found
     }
 
     /// The guard exited: unless the server stops, another is started, after a pause that doubles

@@ -53,7 +53,7 @@ public enum OrphanReaper {
         }
         if !ours.isEmpty {
             let seen = Set(found.map(\.pid)), own = getpid()
-            for pid in allPIDs() where pid != own && !seen.contains(pid) {
+            for pid in ProcessTree.numberedEntries(of: "/proc") where pid != own && !seen.contains(pid) {
                 if let fields = statFields(of: pid), fields.count > 3, let session = Int32(fields[3]), ours[session] != nil, isRunning(pid) {
                     found.append(Leftover(pid: pid, group: getpgid(pid)))
                 }
@@ -169,12 +169,7 @@ public enum OrphanReaper {
             pids.forEach(check)
             return found
         }
-        guard let proc = opendir("/proc") else { return [] }
-        defer { closedir(proc) }
-        while let entry = readdir(proc) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if let pid = Int32(name) { check(pid) }
-        }
+        ProcessTree.numberedEntries(of: "/proc").forEach(check)
         return found
     }
 
@@ -222,18 +217,6 @@ public enum OrphanReaper {
     static func startTime(of pid: Int32) -> UInt64? {
         guard let fields = statFields(of: pid), fields.count > 19 else { return nil }
         return UInt64(fields[19])
-    }
-
-    /// Every pid in /proc now.
-    static func allPIDs() -> [Int32] {
-        guard let proc = opendir("/proc") else { return [] }
-        defer { closedir(proc) }
-        var pids: [Int32] = []
-        while let entry = readdir(proc) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if let pid = Int32(name) { pids.append(pid) }
-        }
-        return pids
     }
 
     /// Alive and not a zombie.

@@ -1,17 +1,22 @@
 import Glibc
 
 /// The processes of one process group, read from /proc (blocking: call on `BlockingIO`).
-enum ProcessTree {
+public enum ProcessTree {
     static func members(ofGroup group: Int32) -> [Int32] {
-        guard let proc = opendir("/proc") else { return [] }
-        defer { closedir(proc) }
-        var members: [Int32] = []
-        while let entry = readdir(proc) {
+        numberedEntries(of: "/proc").filter { getpgid($0) == group }
+    }
+
+    /// The entries of `directory` whose names are numbers: the pids in /proc, the descriptors
+    /// in /proc/self/fd (that one includes the descriptor the listing itself used, closed by then).
+    public static func numberedEntries(of directory: String) -> [Int32] {
+        guard let handle = opendir(directory) else { return [] }
+        defer { closedir(handle) }
+        var numbers: [Int32] = []
+        while let entry = readdir(handle) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard let pid = Int32(name), getpgid(pid) == group else { continue }
-            members.append(pid)
+            if let number = Int32(name) { numbers.append(number) }
         }
-        return members
+        return numbers
     }
 
     /// Sum of resident memory (from /proc/PID/statm), in MiB.
