@@ -81,7 +81,7 @@ final class GuardProcess: Sendable {
             state.deadline = deadline
             send(Self.killAfterLine(deadline), in: &state)
             if state.heartbeat == nil, !state.finished {
-                state.heartbeat = Task { [weak self] in
+                state.heartbeat = Task { [weak self] in   // unstructured: for the server's life; cancelled by finish()
                     while (try? await Task.sleep(for: .milliseconds(250))) != nil, let self {
                         self.state.withLock { self.send("\(ServerGuard.Message.alive)\n", in: &$0) }
                     }
@@ -204,6 +204,7 @@ final class GuardProcess: Sendable {
         }
         let how = status & 0x7f == 0 ? "exited with status \((status >> 8) & 0xff)" : "was killed by signal \(status & 0x7f)"
         logger.error("the guard process \(how); starting another", metadata: ["guard_pid": "\(pid)", "in": "\(wait)"])
+        // On the thread that waited for the guard: its own, nothing else runs on it.
         Thread.sleep(forTimeInterval: Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18)
         start()
     }

@@ -1,6 +1,7 @@
 import Glibc
 import NIOPosix
 import SpoolCore
+import SpoolStore
 import Synchronization
 
 /// Looks up the addresses a webhook's host name stands for. The guard asks it once per
@@ -72,7 +73,7 @@ public struct SystemResolver: WebhookResolver {
             if let under = running[key] { return under }
             guard running.count < lookups.threads else { return nil }
             // Its entry goes when it ends (after this insert: the removal takes the same lock).
-            let task = Task<Answer, Never> {
+            let task = Task<Answer, Never> {   // unstructured: one lookup shared by every caller for the name, outliving their deadlines
                 let answer = (try? await lookups.pool.runIfActive { lookUp(host) })
                     ?? .failure(WebhookResolutionFailure("the resolver's thread pool is not running"))
                 lookups.running.withLock { $0[key] = nil }
@@ -84,31 +85,14 @@ public struct SystemResolver: WebhookResolver {
         guard let lookup else {
             throw WebhookResolutionFailure("every lookup thread (\(lookups.threads)) is waiting on another name's DNS answer")
         }
-        guard let answer = await Self.value(of: lookup, within: deadline) else {
-            throw WebhookResolutionFailure("no DNS answer within \(deadline)")
+        // The lookup goes on past the deadline (getaddrinfo cannot be stopped); its answer still
+        // ends its entry.
+        let timedOut = WebhookResolutionFailure("no DNS answer within \(deadline)")
+        let answer: Answer
+        do { answer = try await answerWithin(deadline, orThrow: timedOut) { await lookup.value } } catch {
+            throw (error as? WebhookResolutionFailure) ?? timedOut
         }
         return try answer.get()
-    }
-
-    /// The task's value, or nil once `limit` has passed (the task goes on: getaddrinfo cannot be
-    /// stopped; its answer still ends its entry).
-    static func value(of task: Task<Answer, Never>, within limit: Duration) async -> Answer? {
-        let wait = Wait()
-        return await withCheckedContinuation { continuation in
-            wait.waiter.withLock { $0 = continuation }
-            let timer = Task { if (try? await Task.sleep(for: limit)) != nil { wait.resume(nil) } }
-            Task {
-                let answer = await task.value
-                timer.cancel()
-                wait.resume(answer)
-            }
-        }
-    }
-
-    /// One wait for an answer: resumed once, by the answer or by the deadline.
-    private final class Wait: Sendable {
-        let waiter = Mutex<CheckedContinuation<Answer?, Never>?>(nil)
-        func resume(_ answer: Answer?) { waiter.withLock { $0.take() }?.resume(returning: answer) }
     }
 
     /// One getaddrinfo call: its addresses in its order, or its error in words.
