@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import SpoolCore
+import SpoolExecutor
 
 /// One server per data directory: an exclusive `flock` on `DATA_DIR/spool.lock`, held for the
 /// life of the process (the kernel drops it if the process dies, even by `kill -9`). Two
@@ -64,12 +65,11 @@ struct DataDirectoryLock: ~Copyable {
     /// The live `spool guard --data-dir DIRECTORY` processes, and whether each is stopped.
     static func guards(of directory: String) -> [(pid: Int32, stopped: Bool)] {
         let marker = ["guard", "--data-dir", directory]
-        return ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { entry in
-            guard let pid = Int32(entry), pid != getpid(), let line = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { return nil }
+        return ProcessTree.numberedEntries(of: "/proc").compactMap { pid in
+            guard pid != getpid(), let line = OrphanReaper.readFile("/proc/\(pid)/cmdline") else { return nil }
             let arguments = line.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
             guard arguments.count > 3, (1...(arguments.count - 3)).contains(where: { Array(arguments[$0..<($0 + 3)]) == marker }),
-                  let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")"),
-                  let state = stat[close...].dropFirst(2).first, state != "Z", state != "X" else { return nil }
+                  let state = OrphanReaper.statFields(of: pid)?.first, state != "Z", state != "X" else { return nil }
             return (pid, state == "T")
         }
     }
@@ -77,8 +77,7 @@ struct DataDirectoryLock: ~Copyable {
     /// Alive and not a zombie (a server its parent has not waited for yet is gone).
     static func isRunning(_ pid: Int32) -> Bool {
         guard pid > 0, kill(pid, 0) == 0 || errno == EPERM else { return false }
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")"),
-              let state = stat[close...].dropFirst(2).first else { return true }
+        guard let state = OrphanReaper.statFields(of: pid)?.first else { return true }
         return state != "Z" && state != "X"
     }
 

@@ -207,7 +207,7 @@ public enum OrphanReaper {
 
     /// The fields of /proc/PID/stat after the command name (state, ppid, pgrp, session, …); nil
     /// when it is gone.
-    static func statFields(of pid: Int32) -> [Substring]? {
+    public static func statFields(of pid: Int32) -> [Substring]? {
         guard let status = readFile("/proc/\(pid)/stat"), let close = status.lastIndex(of: UInt8(ascii: ")")),
               close + 2 < status.count else { return nil }
         return String(decoding: status[(close + 2)...], as: UTF8.self).split(separator: " ")

@@ -111,26 +111,6 @@ struct SubmitCommand: AsyncParsableCommand {
     }
 }
 
-/// Follows a job to its end with a one-line status display on stderr.
-func follow(_ first: JobWire, client: SpoolClient) async throws -> JobWire {
-    let status = StatusLine()
-    var job = first
-    while !job.isTerminal {
-        status.show(job)
-        if job.state == "queued" {
-            // Long-poll from the state last seen (`seen`): a job that started since the last
-            // answer (at once, on an idle slot) is answered at once, not held to its end.
-            job = try client.decode(JobWire.self, try await client.getRidingOutRestarts("/v1/jobs/\(job.id)?wait=10&seen=queued").2)
-        } else {
-            // Running: poll, for progress.
-            try await Task.sleep(for: .milliseconds(250))
-            job = try client.decode(JobWire.self, try await client.getRidingOutRestarts("/v1/jobs/\(job.id)").2)
-        }
-    }
-    status.finish(job)
-    return job
-}
-
 func printOutputs(of job: JobWire, client: SpoolClient) async throws {
     let (files, truncated) = try await client.outputs(of: job.id)
     for output in files { print(client.base + output.url) }
@@ -379,24 +359,4 @@ struct ArrayWire: Decodable {
         if !array.isTerminal, let left = array.eta?.done_in_s { text += left < 1 ? "  under 1 s left" : "  ~\(formatSeconds(left)) left" }
         return text
     }
-}
-
-/// Follows an array to its end with its one-line bar on stderr.
-func followArray(_ first: ArrayWire, client: SpoolClient) async throws -> ArrayWire {
-    let isTerminal = isatty(STDERR_FILENO) == 1
-    var array = first
-    var last = ""
-    while true {
-        var line = ArrayWire.line(array)
-        if isTerminal, let width = StatusLine.terminalWidth(), line.count >= width { line = String(line.prefix(max(width - 2, 10))) + "…" }
-        if line != last {
-            StandardStreams.error((isTerminal ? "\r\u{1B}[K" + line : line + "\n"))
-            last = line
-        }
-        if array.isTerminal { break }
-        try await Task.sleep(for: .milliseconds(500))
-        array = try client.decode(ArrayWire.self, try await client.getRidingOutRestarts("/v1/arrays/\(array.id)").2)
-    }
-    if isTerminal { StandardStreams.error("\n") }
-    return array
 }

@@ -23,17 +23,18 @@ final class StatusLine {
         // One line, cut to the terminal's width: a longer one wraps, and each redraw would leave
         // its first rows behind (found by attacking the build).
         text = text.terminalSafe.replacingOccurrences(of: "\n", with: " ")
-        if isTerminal, let width = Self.terminalWidth(), text.count >= width { text = String(text.prefix(max(width - 2, 10))) + "…" }
+        if isTerminal { text = Self.fitted(text) }
         guard text != last else { return }
         last = text
         StandardStreams.error((isTerminal ? "\r\u{1B}[K" + text : text + "\n"))
     }
 
-    /// The columns of the terminal on stderr, when it is one that says.
-    static func terminalWidth() -> Int? {
+    /// `text` cut to the width of the terminal on stderr (when it says one), so that redrawing
+    /// it in place never leaves wrapped rows behind.
+    static func fitted(_ text: String) -> String {
         var size = winsize()
-        guard ioctl(STDERR_FILENO, UInt(TIOCGWINSZ), &size) == 0, size.ws_col > 0 else { return nil }
-        return Int(size.ws_col)
+        guard ioctl(STDERR_FILENO, UInt(TIOCGWINSZ), &size) == 0, size.ws_col > 0, text.count >= Int(size.ws_col) else { return text }
+        return String(text.prefix(max(Int(size.ws_col) - 2, 10))) + "…"
     }
 
     func finish(_ job: JobWire) {
@@ -62,4 +63,43 @@ func formatSeconds(_ seconds: Double) -> String {
     if seconds < 90 { return "\(Int(seconds.rounded())) s" }
     if seconds < 5400 { return "\(Int((seconds / 60).rounded())) min" }
     return String(format: "%.1f h", seconds / 3600)
+}
+
+/// Follows a job to its end with a one-line status display on stderr.
+func follow(_ first: JobWire, client: SpoolClient) async throws -> JobWire {
+    let status = StatusLine()
+    var job = first
+    while !job.isTerminal {
+        status.show(job)
+        if job.state == "queued" {
+            // Long-poll from the state last seen (`seen`): a job that started since the last
+            // answer (at once, on an idle slot) is answered at once, not held to its end.
+            job = try client.decode(JobWire.self, try await client.getRidingOutRestarts("/v1/jobs/\(job.id)?wait=10&seen=queued").2)
+        } else {
+            // Running: poll, for progress.
+            try await Task.sleep(for: .milliseconds(250))
+            job = try client.decode(JobWire.self, try await client.getRidingOutRestarts("/v1/jobs/\(job.id)").2)
+        }
+    }
+    status.finish(job)
+    return job
+}
+
+/// Follows an array to its end with its one-line bar on stderr.
+func followArray(_ first: ArrayWire, client: SpoolClient) async throws -> ArrayWire {
+    let isTerminal = isatty(STDERR_FILENO) == 1
+    var array = first
+    var last = ""
+    while true {
+        let line = isTerminal ? StatusLine.fitted(ArrayWire.line(array)) : ArrayWire.line(array)
+        if line != last {
+            StandardStreams.error((isTerminal ? "\r\u{1B}[K" + line : line + "\n"))
+            last = line
+        }
+        if array.isTerminal { break }
+        try await Task.sleep(for: .milliseconds(500))
+        array = try client.decode(ArrayWire.self, try await client.getRidingOutRestarts("/v1/arrays/\(array.id)").2)
+    }
+    if isTerminal { StandardStreams.error("\n") }
+    return array
 }
