@@ -1,0 +1,72 @@
+import Glibc
+import SpoolCore
+
+/// A job's files for a run after an earlier one: its outputs emptied, its log marked and kept
+/// bounded.
+extension JobFiles {
+    /// Readies a job's files for a run after an earlier one (a retry, or a run handed back by a
+    /// shutdown or a quarantine: `Prepared.reused`), once they are in place (blocking):
+    /// its outputs folder is emptied of what an earlier attempt left there — a partial file
+    /// before it failed, or before the server stopped — which are not this attempt's (found by
+    /// attacking the build: a job retried after a failure listed them as its outputs); its log,
+    /// which keeps every attempt's lines, gets a line saying where this attempt begins.
+    ///
+    /// Each run may write `logLimit` bytes, and a job may run more often than its attempts (a
+    /// run handed back — a failed worker setup, a quarantine, a shutdown — counts none), so the
+    /// log is kept to `logLimit × (maxAttempts + 2)`: a run that could take it past that first
+    /// drops the oldest output, leaving the last `logLimit × maxAttempts` bytes after a line
+    /// that says so (found in review: a job handed back again and again grew its log without bound).
+    static func beginLaterAttempt(_ paths: JobPaths, attempt: Int, logLimit: Int, maxAttempts: Int) throws(ExecutorError) {
+        if entries(of: paths.outputs)?.isEmpty == false {
+            guard removeTree(paths.outputs), mkdir(paths.outputs, 0o755) == 0 else {
+                throw ExecutorError("cannot empty \(paths.outputs) of an earlier attempt's files", errno: errno)
+            }
+        }
+        try trimLog(paths.log, logLimit: logLimit, maxAttempts: maxAttempts)
+        let log = openInJob(paths.log, O_RDWR | O_APPEND | O_CLOEXEC)
+        guard log >= 0 else { throw ExecutorError("cannot open \(paths.log)", errno: errno) }
+        defer { close(log) }
+        let size = lseek(log, 0, SEEK_END)
+        guard size > 0 else { return }
+        var last: UInt8 = 0
+        let ended = pread(log, &last, 1, size - 1) == 1 && last == UInt8(ascii: "\n")
+        let line = Array(((ended ? "" : "\n") + "--- attempt \(attempt) ---\n").utf8)
+        let written = Glibc.write(log, line, line.count)
+        // A short write sets no errno: the disk is full.
+        guard written == line.count else { throw ExecutorError("cannot write \(paths.log)", errno: written < 0 ? errno : ENOSPC) }
+    }
+
+    /// Drops the oldest output of a log that one more run could take past
+    /// `logLimit × (maxAttempts + 2)`, keeping its last `logLimit × maxAttempts` bytes behind a
+    /// line that says how much went (in place: the kept bytes move to the front, then the file
+    /// is cut; a short line, so it never overtakes what it moves).
+    static func trimLog(_ path: String, logLimit: Int, maxAttempts: Int) throws(ExecutorError) {
+        let runs = max(1, maxAttempts)
+        let (keep, keepOverflow) = logLimit.multipliedReportingOverflow(by: runs)
+        let (cap, capOverflow) = logLimit.multipliedReportingOverflow(by: runs + 2)
+        guard !keepOverflow, !capOverflow else { return }
+        let log = openInJob(path, O_RDWR | O_CLOEXEC)
+        guard log >= 0 else { throw ExecutorError("cannot open \(path)", errno: errno) }
+        defer { close(log) }
+        let size = Int(lseek(log, 0, SEEK_END))
+        guard size > cap - logLimit else { return }
+        var dropped = size - keep
+        // From the start of a line, if one starts soon after (the byte before the cut on).
+        var head = [UInt8](repeating: 0, count: 4096)
+        let read = head.withUnsafeMutableBytes { pread(log, $0.baseAddress, $0.count, off_t(dropped - 1)) }
+        if read > 0, let newline = head[0..<read].firstIndex(of: UInt8(ascii: "\n")), newline < size - dropped { dropped += newline }
+        let notice = Array("[spool] \(dropped) bytes of earlier runs' output were dropped here: a job's log keeps \(runs + 2) runs' worth of log_limit_bytes at most\n".utf8)
+        guard notice.count <= dropped else { return }
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        var from = dropped, to = notice.count
+        func failed() -> ExecutorError { ExecutorError("cannot trim the log \(path)", errno: errno) }
+        while from < size {
+            let count = buffer.withUnsafeMutableBytes { pread(log, $0.baseAddress, min($0.count, size - from), off_t(from)) }
+            guard count > 0 else { throw failed() }
+            guard buffer.withUnsafeBytes({ pwrite(log, $0.baseAddress, count, off_t(to)) }) == count else { throw failed() }
+            from += count
+            to += count
+        }
+        guard pwrite(log, notice, notice.count, 0) == notice.count, ftruncate(log, off_t(to)) == 0 else { throw failed() }
+    }
+}
