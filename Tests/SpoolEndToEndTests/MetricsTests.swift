@@ -84,11 +84,12 @@ import Testing
         #expect(slots == 1 && busySlots == 0 && quarantined == 0, "\(String(describing: slots)) \(String(describing: busySlots)) \(String(describing: quarantined))")
         let id = try #require(try await server.submit("sleep", .object(["seconds": 30])).json["id"]?.stringValue)
         _ = try await server.waitFor(id, ["running"])
-        try await Task.sleep(for: .seconds(1))
+        // Scrape after scrape while the job runs (it sleeps 30 s): the counter grows past half a
+        // second, then half a second more.
+        try await poll(.seconds(20), "busy seconds to pass 0.5 while the job runs") { try await sample("spool_slot_busy_seconds_total") ?? 0 > 0.5 }
         let first = try await sample("spool_slot_busy_seconds_total") ?? 0
-        try await Task.sleep(for: .seconds(1))
-        let second = try await sample("spool_slot_busy_seconds_total") ?? 0
-        #expect(first > 0.5 && second > first + 0.5, "busy seconds \(first), then \(second), while the job runs")
+        try await poll(.seconds(20), "busy seconds to grow past \(first) + 0.5") { try await sample("spool_slot_busy_seconds_total") ?? 0 > first + 0.5 }
+        #expect(try await server.job(id)["state"] == "running", "counted while it ran, not at its end")
         _ = try await server.request(.POST, "/v1/jobs/\(id)/cancel")
     }
 }
