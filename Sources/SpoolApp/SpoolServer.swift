@@ -66,6 +66,8 @@ public enum SpoolServer {
         // Before recovery, which takes every job running under this node's name for its own.
         try await shared?.holdNodeName()
         if shared == nil { markDatabaseMade(dataDirectory) }
+        // Before recovery and the fail-fast that follows it: the jobs they end are counted.
+        let registry = MetricsExport.bootstrap()
         let recovered = try await recover(store, node: shared == nil ? nil : node, dataDirectory: dataDirectory, logger: logger)
         // Before any job starts: from here a crash of this server kills its jobs at once.
         let guardian = GuardProcess(dataDirectory: dataDirectory, lockDescriptor: lock.descriptor, logArguments: guardArguments, logger: logger)
@@ -109,7 +111,6 @@ public enum SpoolServer {
         limits.maxBodyBytes = configuration.maxBodyBytes
         // The store's own random key: the dashboard's session cookies, and every tenant's webhook secret.
         let storeKey = try await tokenStore?.sessionKey()
-        let registry = MetricsExport.bootstrap()
         let api = SpoolAPI(store: store, scheduler: scheduler, catalog: catalog, dataDirectory: dataDirectory,
                            limits: limits, storeName: shared == nil ? "sqlite" : "postgres", node: shared?.node, metrics: { [store, scheduler] in
             if let queued = try? await store.queuedCount() { Gauge(label: "spool_queue_depth").record(queued) }
@@ -329,6 +330,7 @@ public enum SpoolServer {
             job.recoverFromInterruption(at: now)   // as the store left it (the store returns it as found)
             return job
         }
+        SchedulerMetrics.ended(recovered)
         let requeued = recovered.count { $0.state == .queued }
         let failed = recovered.count { $0.state == .failed }
         logger.warning("recovered jobs interrupted by a previous crash", metadata: [

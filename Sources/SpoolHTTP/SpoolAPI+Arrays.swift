@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import SpoolCore
 import SpoolExecutor
+import SpoolScheduler
 import SpoolStore
 
 /// Job arrays: `POST /v1/jobs` with `array` makes N tasks (ordinary jobs sharing an array id);
@@ -279,7 +280,8 @@ extension SpoolAPI {
             throw APIError.conflict("already-finished", "array \(summary.id) already finished (\(summary.state.rawValue)); there is nothing to cancel")
         }
         let affected = try await store.cancelArray(summary.id, by: context.principal.name ?? "", now: WallClock.now())
-        for task in affected { await scheduler.stop(task, because: .cancel) }
+        SchedulerMetrics.ended(affected)
+        for task in affected { await scheduler.stop(task.id, because: .cancel) }
         let after = try await store.arraySummary(summary.id) ?? summary
         return json(try await arrayResource(after), status: after.counts[.running, default: 0] > 0 ? .accepted : .ok)
     }

@@ -175,6 +175,7 @@ public struct SpoolAPI: Sendable {
         case .notFound:
             throw APIError.notFound("no job \(id)")
         case .canceled(let job):
+            SchedulerMetrics.ended([job])
             // A slot may have looked it up as its next job already.
             await scheduler.stop(id, because: .cancel)
             return json(JobWire(job: job))

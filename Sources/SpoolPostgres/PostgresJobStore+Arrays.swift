@@ -179,8 +179,8 @@ extension PostgresJobStore {
     /// Every task of the array that has not finished, in one transaction, each as `cancel` does
     /// it (task by task, 10,000 tasks were 10,000 transactions); the nodes that run the running
     /// ones hear it at commit.
-    public func cancelArray(_ id: String, by actor: String?, now: Timestamp) async throws -> [JobID] {
-        let (affected, eventID) = try await transaction("cancel a job array") { connection -> ([JobID], Int64?) in
+    public func cancelArray(_ id: String, by actor: String?, now: Timestamp) async throws -> [Job] {
+        let (affected, eventID) = try await transaction("cancel a job array") { connection -> ([Job], Int64?) in
             let open = try await Self.jobs(from: connection.query("""
                 SELECT * FROM jobs WHERE array_id = \(id) AND state IN ('queued', 'running') ORDER BY array_index FOR UPDATE
                 """, logger: self.logger))
@@ -211,9 +211,9 @@ extension PostgresJobStore {
                     SELECT count(pg_notify('\(unescaped: Self.channel)', 'cancel=' || id)) FROM unnest(\(stopping.map(\.id.rawValue))::text[]) AS id
                     """, logger: self.logger)
             }
-            return (changed.map(\.id), try await self.insertEvents(changed.map { .state(of: $0, at: now) }, on: connection))
+            return (changed, try await self.insertEvents(changed.map { .state(of: $0, at: now) }, on: connection))
         }
-        published(eventID, jobs: affected)
+        published(eventID, jobs: affected.map(\.id))
         return affected
     }
 

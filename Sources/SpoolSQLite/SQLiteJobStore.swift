@@ -382,22 +382,25 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
 
     /// Every task of the array that has not finished, in one transaction (one sync, where a
     /// task at a time was one each: 10,000 tasks took 4 s), each as `cancel` does it.
-    public func cancelArray(_ id: String, by actor: String?, now: Timestamp) async throws -> [JobID] {
-        let (affected, events) = try await write("cancel a job array") { db -> ([JobID], [JobEvent]) in
+    public func cancelArray(_ id: String, by actor: String?, now: Timestamp) async throws -> [Job] {
+        let (affected, events) = try await write("cancel a job array") { db -> ([Job], [JobEvent]) in
             let open = try Row.fetchAll(db, cached: """
                 SELECT * FROM jobs INDEXED BY jobs_array WHERE array_id = ? AND state IN ('queued', 'running') ORDER BY array_index
                 """, arguments: [id])
-            var affected: [JobID] = []
+            var affected: [Job] = []
             var events: [JobEvent] = []
             for row in open {
-                let job = try Self.job(from: row)
-                let (_, event) = try Self.cancel(job, by: actor, now: now, in: db)
-                affected.append(job.id)
-                if let event { events.append(event) }
+                switch try Self.cancel(Self.job(from: row), by: actor, now: now, in: db) {
+                case (.canceled(let job), let event), (.stopping(let job), let event):
+                    affected.append(job)
+                    if let event { events.append(event) }
+                case (.alreadyFinished, _), (.notFound, _):
+                    break
+                }
             }
             return (affected, events)
         }
-        for job in affected { notifier.publish(job) }
+        for job in affected { notifier.publish(job.id) }
         eventNotifier.published(events)
         return affected
     }

@@ -155,6 +155,12 @@ public actor ClusterCoordinator: Service {
             let released = try await store.settleUnansweredClaims(known: await scheduler.knownJobs(), answerableSince: since, now: wall)
             guard !released.isEmpty else { return }
             Counter(label: "spool_unanswered_claims_released_total").increment(by: released.count)
+            // As the store left them: requeued, or canceled when a cancel was asked meanwhile.
+            SchedulerMetrics.ended(released.map { job in
+                var job = job
+                job.releaseUnansweredClaim(at: wall)
+                return job
+            })
             logger.warning("gave back jobs this node claimed without hearing the answer (they never ran here; their attempt is not counted)",
                            metadata: ["jobs": "\(released.map(\.id))"])
             scheduler.jobEnqueued()
@@ -232,6 +238,7 @@ public actor ClusterCoordinator: Service {
             let requeued = ended.count { $0.state == .queued }
             Counter(label: "spool_jobs_rescued_total", dimensions: [("outcome", "requeued")]).increment(by: requeued)
             Counter(label: "spool_jobs_rescued_total", dimensions: [("outcome", "failed_node_lost")]).increment(by: failed.count)
+            SchedulerMetrics.ended(ended)
             logger.warning("rescued jobs of a node whose leases expired", metadata: [
                 "jobs": "\(rescued.map(\.id))", "nodes": "\(Set(rescued.compactMap(\.node)).sorted())",
                 "requeued": "\(requeued)", "failed_node_lost": "\(failed.count)", "canceled": "\(ended.count - requeued - failed.count)",

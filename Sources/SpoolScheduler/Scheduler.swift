@@ -624,6 +624,7 @@ public actor Scheduler: Service {
                             metadata: ["job": "\(job.id)", "type": "\(job.type)", "start_by": "\(job.startBy.map(\.description) ?? "?")"])
             }
             SchedulerMetrics.expired(expired.count)
+            SchedulerMetrics.ended(expired)
             await fillIdleSlots(in: &group)
             // Not sooner than 10 ms: a deadline another node's transaction holds back is not spun on.
             if let next = try await store.nextTimer(after: now) { arm(at: max(next, now.adding(seconds: 0.01)), in: &group) }
@@ -1160,7 +1161,8 @@ public actor Scheduler: Service {
         for (array, task) in arrays where seen.insert(array).inserted {
             do {
                 let canceled = try await store.cancelArray(array, by: "fail_fast", now: clock.wall())
-                for other in canceled { await stop(other, because: .cancel) }
+                SchedulerMetrics.ended(canceled)
+                for other in canceled { await stop(other.id, because: .cancel) }
                 logger.info("array task failed: canceled the rest (fail_fast)",
                             metadata: ["array": "\(array)", "task": "\(task)", "canceled": "\(canceled.count)"])
             } catch {

@@ -3,7 +3,7 @@ import SpoolCore
 
 /// What the scheduler reports through swift-metrics (exported as Prometheus text at /metrics
 /// by the app). Label names follow Prometheus conventions.
-enum SchedulerMetrics {
+public enum SchedulerMetrics {
     static func claimed(_ job: Job, waited seconds: Double) {
         Recorder(label: "spool_job_wait_seconds", dimensions: [("type", job.type)], aggregate: true).record(seconds)
     }
@@ -11,9 +11,21 @@ enum SchedulerMetrics {
     /// An attempt ended: its job finished (or went back to the queue), `ran` its own run time,
     /// `busy` what of its slot's time is not counted yet.
     static func finished(_ job: Job, state: JobState, ran seconds: Double?, busy: Double?, slot: SlotID) {
-        if state.isTerminal { Counter(label: "spool_jobs_finished_total", dimensions: [("type", job.type), ("state", state.rawValue)]).increment() }
+        if state.isTerminal { countFinished(type: job.type, state: state) }
         if let seconds { Recorder(label: "spool_job_run_seconds", dimensions: [("type", job.type)], aggregate: true).record(seconds) }
         if let busy, busy > 0 { Self.busy(slot, seconds: busy) }
+    }
+
+    /// Jobs as a change other than an attempt's end on a slot left them (a cancel, a deadline, a
+    /// fail-fast array, a crash's recovery, a lost node's rescue): those in a final state count
+    /// in `spool_jobs_finished_total`, on the node that made the change — once for a cluster
+    /// (found by attacking the build: only attempts that ended on a slot were counted).
+    public static func ended(_ jobs: some Sequence<Job>) {
+        for job in jobs where job.state.isTerminal { countFinished(type: job.type, state: job.state) }
+    }
+
+    private static func countFinished(type: String, state: JobState) {
+        Counter(label: "spool_jobs_finished_total", dimensions: [("type", type), ("state", state.rawValue)]).increment()
     }
 
     static func busy(_ slot: SlotID, seconds: Double) {

@@ -111,9 +111,10 @@ public protocol JobStore: Sendable {
     func delete(_ id: JobID) async throws -> DeleteResult
 
     /// Cancels every task of array `id` that has not finished (queued ones at once, running ones
-    /// asked to stop); returns the tasks it canceled or asked to stop (their slots must be told).
-    /// The default cancels task by task; a store that can does it in one transaction.
-    func cancelArray(_ id: String, by actor: String?, now: Timestamp) async throws -> [JobID]
+    /// asked to stop); returns the tasks it canceled (now `canceled`) or asked to stop (still
+    /// `running`: their slots must be told). The default cancels task by task; a store that can
+    /// does it in one transaction.
+    func cancelArray(_ id: String, by actor: String?, now: Timestamp) async throws -> [Job]
 
     /// The fail-fast arrays with a failed task and tasks not finished: left so by a crash between
     /// a task's failure and the cancel of the rest.
@@ -167,14 +168,14 @@ extension JobStore {
     }
 
     /// Task by task, a page at a time (the default of the requirement above).
-    public func cancelArray(_ id: String, by actor: String?, now: Timestamp) async throws -> [JobID] {
+    public func cancelArray(_ id: String, by actor: String?, now: Timestamp) async throws -> [Job] {
         var after: Int64?
-        var affected: [JobID] = []
+        var affected: [Job] = []
         while true {
             let page = try await arrayTasks(id, after: after, limit: 500)
             for task in page where !task.state.isTerminal {
                 switch try await cancel(task.id, by: actor, now: now) {
-                case .canceled, .stopping: affected.append(task.id)
+                case .canceled(let job), .stopping(let job): affected.append(job)
                 case .alreadyFinished, .notFound: break
                 }
             }

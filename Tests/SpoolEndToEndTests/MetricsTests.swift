@@ -66,6 +66,50 @@ import Testing
         }
     }
 
+    /// Every job counts once in `spool_jobs_finished_total` when it reaches its final state, by
+    /// that state, whether it ran or not: a queued job canceled, an array's queued tasks canceled,
+    /// a job whose start deadline passed, the rest of a fail-fast array, and tasks a restart found
+    /// interrupted (found by attacking the build: only attempts that ended on a slot were counted).
+    @Test func everyJobThatEndsCountsOnceByItsState() async throws {
+        let server = try ServerHarness(config: .object([:]))
+        try Data(Fixtures.config(scratch: server.scratch).canonicalText.utf8).write(to: URL(fileURLWithPath: server.configPath))
+        try await server.start(["--slots", "1"])
+        defer { Task { await server.stop() } }
+        @Sendable func finished(_ state: String) async throws -> Double {
+            let text = String(decoding: try await server.request(.GET, "/metrics").body, as: UTF8.self)
+            return text.split(separator: "\n").filter { $0.hasPrefix("spool_jobs_finished_total{") && $0.contains("state=\"\(state)\"") }
+                .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
+        }
+        let running = try #require(try await server.submit("sleep", .object(["seconds": 30])).json["id"]?.stringValue)
+        _ = try await server.waitFor(running, ["running"])
+        let queued = try #require(try await server.submit("noop").json["id"]?.stringValue)
+        #expect(try await server.request(.POST, "/v1/jobs/\(queued)/cancel").status == 200)
+        let late = try #require(try await server.submit("noop", extra: ["start_within_s": 0.5]).json["id"]?.stringValue)
+        _ = try await server.waitFor(late, ["canceled"])
+        let array = try #require(try await server.submit("noop", extra: ["array": .object(["range": .array([1, 3])])]).json["id"]?.stringValue)
+        #expect(try await server.request(.POST, "/v1/arrays/\(array)/cancel").status == 200)
+        _ = try await server.request(.POST, "/v1/jobs/\(running)/cancel")
+        _ = try await server.waitFor(running, ["canceled"])
+        try await poll(.seconds(10), "6 canceled jobs counted") { try await finished("canceled") == 6 }
+        let (succeeded, failed) = (try await finished("succeeded"), try await finished("failed"))
+        #expect(succeeded == 0 && failed == 0)
+
+        // A fail-fast array whose running task a crash interrupts: the restart fails that task
+        // (its one attempt used) and cancels the rest; the new server counts both.
+        let frames = try #require(try await server.submit("frame", .object(["fail_on": -1, "sleep": 30]),
+                                                          extra: ["array": .object(["range": .array([1, 3]), "fail_fast": true])]).json["id"]?.stringValue)
+        try await poll(.seconds(20), "a task to run") {
+            try await server.request(.GET, "/v1/arrays/\(frames)").json["counts"]?["running"] == .int(1)
+        }
+        await server.kill9()
+        try await server.start(["--slots", "1"])
+        try await poll(.seconds(20), "the interrupted task and the rest counted") {
+            let (failed, canceled) = (try await finished("failed"), try await finished("canceled"))
+            return failed == 1 && canceled == 2
+        }
+        #expect(try await finished("succeeded") == 0)
+    }
+
     /// A slot's busy seconds grow while its job runs, scrape by scrape, not all at its end; and
     /// the slot families are there before any job ran (found by attacking the build: a slot busy
     /// with a 6-s job read 0 for 6 s, then 6; `spool_slots` appeared with the first job).

@@ -389,7 +389,8 @@ extension JobStoreConformanceTests {
             let page = try await store.arrayTasks(id, after: 1, limit: 2)
             #expect(page.map { $0.array?.index } == [2, 3])
             let canceled = try await store.cancelArray(id, by: "ann", now: at(30))
-            #expect(Set(canceled) == Set(stored.dropFirst().map(\.id)))
+            #expect(Set(canceled.map(\.id)) == Set(stored.dropFirst().map(\.id)))
+            #expect(canceled.map(\.state) == [.running, .canceled, .canceled, .canceled], "each as the cancel left it")
             // Each as a cancel of its own: the running one asked to stop, the queued ones canceled, with events saying who.
             let running = try await store.require(stored[1].id)
             #expect(running.state == .running && running.cancelRequested && running.canceledBy == "ann")
@@ -400,7 +401,7 @@ extension JobStoreConformanceTests {
                 let events = try await store.events(job: task.id) { $0.contains { $0.data["state"] == .string("canceled") } }
                 #expect(events.last?.data["state"] == .string("canceled") && events.last?.data["actor"] == .string("ann"))
             }
-            #expect(try await store.cancelArray(id, by: "ann", now: at(40)) == [stored[1].id], "asked again: only the one still running")
+            #expect(try await store.cancelArray(id, by: "ann", now: at(40)).map(\.id) == [stored[1].id], "asked again: only the one still running")
             summary = try #require(try await store.arraySummary(id))
             #expect(summary.counts == [.succeeded: 1, .running: 1, .canceled: 3] && summary.lastQueued == nil)
             #expect(try await store.arraySummary(ArraySpec.newID()) == nil)

@@ -320,7 +320,7 @@ import Testing
             }
             let stored = try await api.enqueueArray(tasks, limits: QueueLimits())
             #expect(try #require(try await gpu.claimNext(for: SlotID(0), now: at(10))).id == stored[0].id)
-            #expect(try await api.cancelArray(array, by: "ann", now: at(20)) == stored.map(\.id))
+            #expect(try await api.cancelArray(array, by: "ann", now: at(20)).map(\.id) == stored.map(\.id))
             #expect(await signals.receives(.cancel(stored[0].id), within: .seconds(5)), "the node running the task hears the cancel")
             #expect(try await gpu.renewLeases(of: [stored[0].id: 1]) == [LeaseHolding(job: stored[0].id, attempt: 1, cancelRequested: true)])
             #expect(try await api.arraySummary(array)?.counts == [.running: 1, .canceled: 2])
