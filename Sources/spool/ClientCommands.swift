@@ -317,10 +317,9 @@ struct OutputsCommand: AsyncParsableCommand {
                 guard !output.name.hasPrefix("/"), !parts.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) else {
                     throw SpoolClient.Failure(description: "the server named an output \"\(output.name)\", which would land outside \(download); nothing was written for it")
                 }
-                let (_, _, body) = try await client.get(output.url, timeout: .minutes(10))
                 let destination = URL(fileURLWithPath: download).appendingPathComponent(output.name)
                 try FileManager.default.createDirectory(at: destination.deletingLastPathComponent(), withIntermediateDirectories: true)
-                try Data(body.readableBytesView).write(to: destination)
+                try await client.download(output.url, to: destination)
                 print(destination.path.terminalSafe)
             }
             if truncated { throw partial }

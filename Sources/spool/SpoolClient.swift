@@ -169,6 +169,10 @@ struct SpoolClient {
     /// One line saying why the server could not be reached and what to try.
     static func unreachable(_ base: String, _ error: any Error) -> String {
         let text = String(describing: error)
+        if text.contains("WRONG_VERSION_NUMBER"), base.lowercased().hasPrefix("https://") {
+            // What answered is no TLS server (found by attacking the build: this read as an untrusted certificate).
+            return "the server at \(base) answers, but not HTTPS; if it serves plain HTTP, use http://\(base.dropFirst("https://".count))"
+        }
         if text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("handshakeFailed") {
             return "the server at \(base) has a certificate this client does not trust; pass the CA that signed it with --cacert FILE.pem"
         }
@@ -183,6 +187,15 @@ struct SpoolClient {
 
     /// Sends a request; non-2xx answers become a `Failure` with the problem's detail.
     private func send(_ request: HTTPClientRequest, timeout: TimeAmount) async throws -> (HTTPResponseStatus, HTTPHeaders, ByteBuffer) {
+        let response = try await execute(request, timeout: timeout)
+        // A reply of the API is JSON, far under this; a bigger one is not what was asked for.
+        let body = try await response.body.collect(upTo: 256 << 20)
+        return (response.status, response.headers, body)
+    }
+
+    /// Sends a request and answers its response with the body still to read; a non-2xx answer
+    /// becomes a `Failure` with the problem's detail.
+    private func execute(_ request: HTTPClientRequest, timeout: TimeAmount) async throws -> HTTPClientResponse {
         var request = request
         if let token, !request.headers.contains(name: "Authorization") { request.headers.add(name: "Authorization", value: "Bearer " + token) }
         request.headers.replaceOrAdd(name: "User-Agent", value: "spool-cli/\(SpoolVersion.current)")
@@ -196,15 +209,85 @@ struct SpoolClient {
         } catch {
             throw Failure(description: Self.unreachable(base, error), exitCode: 3)
         }
-        let body = try await response.body.collect(upTo: 1 << 30)
         guard (200..<300).contains(response.status.code) else {
+            let body = try await response.body.collect(upTo: 1 << 20)
             struct Problem: Decodable { let detail: String?; let errors: [String]? }
             let problem = try? JSONDecoder().decode(Problem.self, from: Data(body.readableBytesView))
-            var message = problem?.detail ?? "the server answered \(response.status)"
+            // Not problem+json: a short plain-text answer says it itself (an HTTPS port asked in
+            // plain HTTP answers that it speaks HTTPS).
+            let plain = response.headers.first(name: "Content-Type")?.lowercased().hasPrefix("text/plain") == true && body.readableBytes <= 500
+                ? String(decoding: body.readableBytesView, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).terminalSafe : ""
+            var message = problem?.detail ?? (plain.isEmpty ? "the server answered \(response.status)" : "the server answered \(response.status): \(plain)")
             if let errors = problem?.errors, !errors.isEmpty { message += ": " + errors.joined(separator: "; ") }
             throw Failure(description: message, status: response.status.code)
         }
-        return (response.status, response.headers, body)
+        return response
+    }
+
+    /// Downloads `path` into the file `destination`, written as it arrives — never held in
+    /// memory whole (found by attacking the build: a 1-GiB output was refused, and a big one
+    /// took its size in RAM). It goes to a hidden file beside `destination`, renamed once whole,
+    /// so a download cut short leaves nothing under the file's name. However long it takes, it
+    /// fails once no byte came for `stall` (the client's deadline ends when the answer starts).
+    func download(_ path: String, to destination: URL, stall: Duration = .seconds(60)) async throws {
+        let response = try await execute(HTTPClientRequest(url: base + path), timeout: .seconds(90))
+        let partial = destination.deletingLastPathComponent().appendingPathComponent(".\(destination.lastPathComponent).spool-part")
+        let file = try await BlockingIO.run { () throws -> FileHandle in
+            guard FileManager.default.createFile(atPath: partial.path, contents: nil), let handle = FileHandle(forWritingAtPath: partial.path) else {
+                throw Failure(description: "cannot write \(partial.path) (\(String(cString: strerror(errno))))")
+            }
+            return handle
+        }
+        final class Received: Sendable { let bytes = Atomic<Int64>(0) }
+        let received = Received()
+        let name = destination.lastPathComponent
+        let expected = response.headers.first(name: "Content-Length").flatMap(Int64.init)
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for try await chunk in response.body {
+                        do {
+                            try await BlockingIO.run { try file.write(contentsOf: chunk.readableBytesView) }
+                        } catch {
+                            throw Failure(description: "cannot write \(destination.path): \((error as NSError).localizedDescription)")
+                        }
+                        received.bytes.add(Int64(chunk.readableBytes), ordering: .relaxed)
+                    }
+                }
+                group.addTask { [base] in
+                    var (seen, since) = (Int64(0), ContinuousClock.now)
+                    while true {
+                        try await Task.sleep(for: stall / 4)
+                        let now = received.bytes.load(ordering: .relaxed)
+                        if now != seen { (seen, since) = (now, .now) }
+                        guard ContinuousClock.now - since < stall else {
+                            throw Failure(description: "the download of \(name) from \(base) stalled: nothing came for "
+                                                       + "\(stall.components.seconds) s after \(now) bytes", exitCode: 3)
+                        }
+                    }
+                }
+                defer { group.cancelAll() }
+                try await group.next()
+            }
+            let written = received.bytes.load(ordering: .relaxed)
+            if let expected, written != expected {
+                throw Failure(description: "the download of \(name) broke off after \(written) of its \(expected) bytes", exitCode: 3)
+            }
+            try await BlockingIO.run {
+                try file.close()
+                guard rename(partial.path, destination.path) == 0 else {
+                    throw Failure(description: "cannot write \(destination.path) (\(String(cString: strerror(errno))))")
+                }
+            }
+        } catch {
+            try? file.close()
+            unlink(partial.path)
+            if error is Failure { throw error }
+            // The connection ended or failed mid-way.
+            let written = received.bytes.load(ordering: .relaxed)
+            throw Failure(description: "the download of \(name) broke off after \(written)\(expected.map { " of its \($0)" } ?? "") bytes (\(error))",
+                          exitCode: 3)
+        }
     }
 }
 

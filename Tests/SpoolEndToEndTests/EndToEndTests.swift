@@ -304,6 +304,9 @@ import Testing
         #expect(try await server.request(.GET, "/v1/jobs").json["jobs"] == .array([]))
         let again = try id(try await server.submit("fail", .object(["code": 0]), key: "once"))
         #expect(again != job)
+        // So short a retention is likely a mistake: the start says so.
+        let log = try String(contentsOfFile: server.scratch + "/server.log", encoding: .utf8)
+        #expect(log.contains("retention_days is under an hour: ended jobs are deleted 4 s after they end"), "\(log)")
     }
 
     @Test func aJobThatOverrunsItsTimeoutIsKilledWithItsGrandchild() async throws {
@@ -486,6 +489,34 @@ import Testing
         let status = try await withDeadline(.seconds(40), "the server to exit") { await server.waitForExit() }
         #expect(status == 0)
         #expect(ContinuousClock.now - began < .seconds(20), "the shutdown took \(ContinuousClock.now - began)")
+    }
+
+    /// `spool outputs --download` writes each file as it arrives, not after holding all of it in
+    /// memory (found by attacking the build: a 1-GiB output was refused, a big one took its size
+    /// in RAM), and a file appears under its name only once it is whole.
+    @Test func theCLIDownloadsABigOutputWithoutHoldingItInMemory() async throws {
+        let megabytes = 160
+        let server = try ServerHarness(config: .object(["job_types": .object([
+            "big": .object(["command": .array(["/bin/sh", "-c", .string("head -c \(megabytes)M /dev/urandom > \"$SPOOL_OUTPUT_DIR/big.bin\"; echo done > \"$SPOOL_OUTPUT_DIR/small.txt\"")])]),
+        ])]))
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let id = try id(try await server.submit("big"))
+        _ = try await server.waitFor(id, ["succeeded"])
+        let download = server.scratch + "/download"
+        // The CLI's peak resident memory, as its parent sees it (ru_maxrss, in KiB).
+        let measure = "import resource, subprocess, sys\nstatus = subprocess.run(sys.argv[1:]).returncode\n"
+            + "print('maxrss', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\nsys.exit(status)"
+        let run = try await runProcess("/usr/bin/python3", ["-c", measure, ServerHarness.binary, "outputs", id, "--download", download, "--server", server.url])
+        #expect(run.status == 0, "\(run.stderr)")
+        let peak = try #require(run.stderr.split(separator: "\n").last { $0.hasPrefix("maxrss ") }.flatMap { Int(String($0.dropFirst(7))) })
+        #expect(peak < 100 * 1024, "the CLI peaked at \(peak / 1024) MiB downloading \(megabytes) MiB")
+        let written = try FileManager.default.attributesOfItem(atPath: download + "/big.bin")[.size] as? Int
+        #expect(written == megabytes << 20)
+        #expect(try String(contentsOfFile: download + "/small.txt", encoding: .utf8) == "done\n")
+        let original = try Data(contentsOf: URL(fileURLWithPath: server.dataDirectory + "/jobs/\(id)/outputs/big.bin"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: download + "/big.bin")) == original, "byte for byte")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: download).sorted() == ["big.bin", "small.txt"], "nothing half-written left")
     }
 
     @Test func theCLISubmitsARenderWaitsAndDownloadsThePNG() async throws {

@@ -1212,5 +1212,20 @@ import Testing
         #expect(untrusted.stderr.contains("--cacert"), "\(untrusted.stderr)")
         let trusted = try await runCLI(["list", "--server", server.url, "--token", token, "--cacert", cert])
         #expect(trusted.status == 0, "\(trusted.stderr)")
+        // The wrong scheme says so, not that a certificate is to blame (found by attacking the build).
+        let plain = try await runCLI(["list", "--server", server.url.replacingOccurrences(of: "https://", with: "http://"), "--token", token])
+        #expect(plain.status == 1 && plain.stderr.contains("speaks HTTPS") && plain.stderr.contains("https://"), "\(plain.stderr)")
+    }
+
+    /// `https://` to a server that speaks plain HTTP says so, not that its certificate is not
+    /// trusted (found by attacking the build: the advice was to pass --cacert).
+    @Test func theCLIToldTheWrongSchemeSaysSo() async throws {
+        let server = try ServerHarness(config: .object([:]))
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let secure = server.url.replacingOccurrences(of: "http://", with: "https://")
+        let run = try await runCLI(["list", "--server", secure])
+        #expect(run.status == 3 && run.stderr.contains("not HTTPS") && run.stderr.contains(server.url) && !run.stderr.contains("--cacert"),
+                "\(run.stderr)")
     }
 }
