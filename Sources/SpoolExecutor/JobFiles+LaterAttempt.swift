@@ -22,7 +22,7 @@ extension JobFiles {
                 throw ExecutorError("cannot empty \(paths.outputs) of an earlier attempt's files", errno: errno)
             }
         }
-        try trimLog(paths.log, logLimit: logLimit, maxAttempts: maxAttempts)
+        try trimLog(paths, logLimit: logLimit, maxAttempts: maxAttempts)
         let log = openInJob(paths.log, O_RDWR | O_APPEND | O_CLOEXEC)
         guard log >= 0 else { throw ExecutorError("cannot open \(paths.log)", errno: errno) }
         defer { close(log) }
@@ -39,8 +39,10 @@ extension JobFiles {
     /// Drops the oldest output of a log that one more run could take past
     /// `logLimit × (maxAttempts + 2)`, keeping its last `logLimit × maxAttempts` bytes behind a
     /// line that says how much went (in place: the kept bytes move to the front, then the file
-    /// is cut; a short line, so it never overtakes what it moves).
-    static func trimLog(_ path: String, logLimit: Int, maxAttempts: Int) throws(ExecutorError) {
+    /// is cut; a short line, so it never overtakes what it moves). `log.base` then says where
+    /// the kept bytes stand in all the job wrote (`LogBase`).
+    static func trimLog(_ paths: JobPaths, logLimit: Int, maxAttempts: Int) throws(ExecutorError) {
+        let path = paths.log
         let runs = max(1, maxAttempts)
         let (keep, keepOverflow) = logLimit.multipliedReportingOverflow(by: runs)
         let (cap, capOverflow) = logLimit.multipliedReportingOverflow(by: runs + 2)
@@ -68,5 +70,50 @@ extension JobFiles {
             to += count
         }
         guard pwrite(log, notice, notice.count, 0) == notice.count, ftruncate(log, off_t(to)) == 0 else { throw failed() }
+        // The byte now after the notice was byte `dropped` of the file as it was.
+        let before = LogBase.read(paths)
+        let after = LogBase(first: before.first + max(0, dropped - before.notice), notice: notice.count)
+        let file = openInJob(paths.logBase, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC)
+        guard file >= 0 else { throw ExecutorError("cannot write \(paths.logBase)", errno: errno) }
+        defer { close(file) }
+        let line = Array(after.text.utf8)
+        guard Glibc.write(file, line, line.count) == line.count else { throw ExecutorError("cannot write \(paths.logBase)", errno: errno) }
+    }
+}
+
+/// Where a job's log file stands in all the job ever wrote, so that log offsets count every
+/// byte written and a follower keeps its place when the log is cut at its head (found by
+/// attacking the build: an offset still under the cut log's size pointed into other bytes).
+/// The file's first `notice` bytes are the line the last cut left; the byte after them is
+/// byte `first` of everything written. Both are 0 for a log never cut (no `log.base`).
+public struct LogBase: Sendable, Equatable {
+    public var first: Int
+    public var notice: Int
+
+    public init(first: Int, notice: Int) {
+        self.first = first
+        self.notice = notice
+    }
+
+    var text: String { "\(first) \(notice)\n" }
+
+    /// A job's `log.base` (blocking); none, or one that does not read as two numbers, is 0 0.
+    public static func read(_ paths: JobPaths) -> LogBase {
+        guard let bytes = JobFiles.contents(of: paths.logBase, limit: 64) else { return LogBase(first: 0, notice: 0) }
+        let numbers = String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
+        guard numbers.count == 2, (0...(1 << 52)).contains(numbers[0]), (0...4096).contains(numbers[1]) else {
+            return LogBase(first: 0, notice: 0)
+        }
+        return LogBase(first: numbers[0], notice: numbers[1])
+    }
+
+    /// The offset, among every byte written, just past a log file of `size` bytes.
+    public func end(ofFileSized size: Int) -> Int { first + max(0, size - notice) }
+
+    /// Where in the file the byte at `offset` (among every byte written) is; nil when it was cut
+    /// away, or lies past `size`.
+    public func position(of offset: Int, inFileSized size: Int) -> Int? {
+        guard offset >= first, offset <= end(ofFileSized: size) else { return nil }
+        return offset - first + notice
     }
 }

@@ -25,8 +25,8 @@ extension SpoolAPI {
         let path = paths.log
         // The log file itself, in the job's own directory: never what a link the job left there
         // points to, never a FIFO it put in its place; served from the descriptor opened here.
-        let opened = try await NIOThreadPool.singleton.runIfActive {
-            JobFiles.isRealDirectory(paths.directory) ? OpenedFile.open(path, singleLink: true) : nil
+        let (opened, base) = try await NIOThreadPool.singleton.runIfActive {
+            JobFiles.isRealDirectory(paths.directory) ? (OpenedFile.open(path, singleLink: true), LogBase.read(paths)) : (nil, LogBase(first: 0, notice: 0))
         }
         let localSize = opened?.size
         var headers = Self.untrusted(contentType: "text/plain; charset=utf-8")
@@ -40,17 +40,19 @@ extension SpoolAPI {
             guard offset < text.count else { return Response(status: .ok, headers: headers) }
             return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: text[offset...])))
         }
-        // An offset past the end: the log was cut at its head since (a job run again and again
-        // keeps `max_attempts + 2` runs' worth) — what is left is sent from its start, saying so
-        // (found by attacking the build: a follower waited for the file to grow past its old
-        // offset, then printed a line's tail and lost a whole run).
-        if offset > size {
+        // Offsets count every byte the job wrote (`LogBase`). One whose byte was cut away since
+        // (a job run again and again keeps `max_attempts + 2` runs' worth), or past the end, gets
+        // what is left from its start, saying so (found by attacking the build: a follower waited
+        // for the file to grow past its old offset, then printed a line's tail and lost a run).
+        var start = 0
+        if let position = base.position(of: offset, inFileSized: size) {
+            start = position
+        } else {
             headers[.logTrimmed] = "1"
-            offset = 0
         }
-        headers[.nextOffset] = String(size)
-        guard offset < size, let opened else { return Response(status: .ok, headers: headers) }
-        return Response(status: .ok, headers: headers, body: opened.body(offset...(size - 1)))
+        headers[.nextOffset] = String(base.end(ofFileSized: size))
+        guard start < size, let opened else { return Response(status: .ok, headers: headers) }
+        return Response(status: .ok, headers: headers, body: opened.body(start...(size - 1)))
     }
 
     @Sendable func outputs(_ request: Request, context: SpoolRequestContext) async throws -> Response {

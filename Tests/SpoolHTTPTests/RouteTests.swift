@@ -5,7 +5,7 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import SpoolCore
-import SpoolExecutor
+@testable import SpoolExecutor
 import SpoolScheduler
 import SpoolStore
 import SpoolTestSupport
@@ -223,6 +223,57 @@ import Testing
                 #expect(response.headers[HTTPField.Name("Spool-Next-Offset")!] == "12")
                 #expect(response.headers[HTTPField.Name("Spool-Log-Trimmed")!] == "1")
             }
+        }
+    }
+
+    /// A log's offsets count every byte the job ever wrote, so a follower keeps its place when
+    /// the log is cut at its head (a job run again and again keeps `max_attempts + 2` runs'
+    /// worth): it gets exactly what came after what it read; one whose place was cut away gets
+    /// what is left, saying so (found by attacking the build: a follower's offset, still under
+    /// the cut log's size, pointed into other bytes, which it printed as new).
+    @Test func aFollowerKeepsItsPlaceInALogCutAtItsHead() async throws {
+        try await withClient { client in
+            let id = try await submit(client, "x")["id"]?.stringValue ?? ""
+            let paths = JobPaths(dataDirectory: dataDirectory, job: JobID(id)!)
+            try FileManager.default.createDirectory(atPath: paths.outputs, withIntermediateDirectories: true)
+            let limit = 100
+            func run(_ n: Int) throws {
+                if n > 1 { try JobFiles.beginLaterAttempt(paths, attempt: n, logLimit: limit, maxAttempts: 1) }
+                if !FileManager.default.fileExists(atPath: paths.log) { FileManager.default.createFile(atPath: paths.log, contents: nil) }
+                let handle = try #require(FileHandle(forWritingAtPath: paths.log))
+                handle.seekToEndOfFile()
+                handle.write(Data((String(repeating: "\(n % 10)", count: limit - 1) + "\n").utf8))
+                try handle.close()
+            }
+            func read(from offset: Int) async throws -> (text: String, next: Int?, trimmed: Bool) {
+                try await client.execute(uri: "/v1/jobs/\(id)/logs?offset=\(offset)", method: .get) { response in
+                    (String(buffer: response.body), response.headers[HTTPField.Name("Spool-Next-Offset")!].flatMap { Int($0) },
+                     response.headers[HTTPField.Name("Spool-Log-Trimmed")!] == "1")
+                }
+            }
+            var everything = ""   // what a follower that never fell behind has read
+            var offset = 0
+            var early = 0         // a follower that read once, early
+            for n in 1...12 {
+                try run(n)
+                let (text, next, trimmed) = try await read(from: offset)
+                #expect(!trimmed, "run \(n): the follower kept up")
+                everything += text
+                offset = try #require(next)
+                #expect(offset == everything.utf8.count, "run \(n): the offset counts every byte written")
+                if n == 1 { early = offset }
+            }
+            #expect(try String(contentsOfFile: paths.log, encoding: .utf8).hasPrefix("[spool] "), "the log was cut meanwhile")
+            #expect(everything.hasSuffix("--- attempt 12 ---\n" + String(repeating: "2", count: limit - 1) + "\n"))
+            for n in 1...12 { #expect(everything.contains(String(repeating: "\(n % 10)", count: limit - 1)), "run \(n)'s output read once") }
+            // One that fell behind past the cut gets what is left, from its start, saying so.
+            let (rest, next, trimmed) = try await read(from: early)
+            let left = try String(contentsOfFile: paths.log, encoding: .utf8)
+            #expect(trimmed && rest == left && next == offset)
+            // Past the end there is nothing yet; far past it, the same as fallen behind.
+            let atEnd = try await read(from: offset)
+            #expect(atEnd.text.isEmpty && !atEnd.trimmed && atEnd.next == offset)
+            #expect(try await read(from: offset + 1_000_000).trimmed)
         }
     }
 

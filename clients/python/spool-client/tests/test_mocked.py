@@ -767,6 +767,30 @@ def test_follow_logs_and_wait_array_ride_out_a_restart(make_api: Callable[..., A
     assert len(arrays.requests) == 9
 
 
+def test_follow_logs_goes_on_where_the_server_says_after_a_cut(make_api: Callable[..., Any]) -> None:
+    # A log cut at its head while followed: the answer holds what is left from its start (with
+    # Spool-Log-Trimmed), longer than what came after the follower's offset; the follower goes on
+    # at Spool-Next-Offset, not past it (where it would be told "cut" again, and again).
+    answers = {0: (b"0123456789", 10, False), 10: (b"[cut]\nabc\n", 14, True), 14: (b"", 14, False)}
+    looks, wrong = [], []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/logs"):
+            offset = int(request.url.params["offset"])
+            if offset not in answers:
+                wrong.append(offset)
+            text, following, trimmed = answers.get(offset, (b"", offset, False))
+            headers = {"Spool-Next-Offset": str(following)}
+            if trimmed:
+                headers["Spool-Log-Trimmed"] = "1"
+            return httpx.Response(200, content=text, headers=headers)
+        looks.append(1)
+        return httpx.Response(200, json=job_json("running" if len(looks) < 3 else "succeeded"))
+
+    text = "".join(clocked_api(make_api, Recorder(server), FakeClock()).logs(JOB_ID, follow=True))
+    assert text == "0123456789[cut]\nabc\n" and wrong == []
+
+
 def test_events_resumed_at_the_end_end(mock_api: Callable[..., Any], sleeps: List[float]) -> None:
     # 204 ("stop reconnecting") answers a job's stream resumed after its end.
     done = Recorder(httpx.Response(204))

@@ -739,8 +739,10 @@ class ClientCore:
             spec = RequestSpec("GET", job_path(job_id, "logs"), params={"offset": str(offset)}, ride_out=reconnect_timeout)
             response = yield from self._send(spec)
             data = response.content
+            # The server's word on where to go on: after a log cut at its head (Spool-Log-Trimmed)
+            # the answer holds what is left from its start, so its length says nothing.
             try:
-                offset = max(offset + len(data), int(response.headers.get("spool-next-offset", "")))
+                offset = int(response.headers.get("spool-next-offset", ""))
             except ValueError:
                 offset += len(data)
             text = decoder.decode(data)
