@@ -112,10 +112,15 @@ public enum ServerGuard {
                 }
                 if ended { return .end }
                 var timeout: Int32 = -1
+                var up = false
                 if let deadline {
+                    // Time up: one look without waiting first, for what came while this thread
+                    // did not run (a loaded machine, a guard stopped and woken): a server that
+                    // spoke is not silent (found when a loaded test run's guard killed the jobs
+                    // of a server heard from all along).
                     let left = ContinuousClock.now.duration(to: deadline)
-                    if left <= .zero { return .timedOut }
-                    let (seconds, attoseconds) = left.components
+                    up = left <= .zero
+                    let (seconds, attoseconds) = max(left, .zero).components
                     timeout = Int32(clamping: seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
                 }
                 var poller = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
@@ -125,7 +130,10 @@ public enum ServerGuard {
                     ended = true
                     continue
                 }
-                if ready == 0 { continue }   // the deadline is checked above
+                if ready == 0 {
+                    if up { return .timedOut }
+                    continue   // woken early: the time left is looked at again
+                }
                 var buffer = [UInt8](repeating: 0, count: 512)
                 let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
                 if count < 0, errno == EINTR || errno == EAGAIN { continue }

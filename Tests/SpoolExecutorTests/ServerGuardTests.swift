@@ -38,6 +38,27 @@ import Testing
         return Task { for await _ in ended {} }
     }
 
+    /// What the server sent while the guard was not running (a loaded machine, a guard frozen
+    /// and woken) is read before the guard calls the server silent: a wait whose time is up
+    /// still takes a line already there (found when a loaded test run's guard killed the jobs of
+    /// a server that had spoken all along).
+    @Test func aLineAlreadyThereIsReadEvenWhenTheWaitIsUp() throws {
+        var ends: [Int32] = [-1, -1]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0)
+        defer { close(ends[0]); close(ends[1]) }
+        let reader = ServerGuard.LineReader(descriptor: ends[1])
+        _ = Array("alive\n".utf8).withUnsafeBytes { Glibc.send(ends[0], $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard case .line(let line) = reader.next(within: .zero) else {
+            Issue.record("the line sent before the wait was not read")
+            return
+        }
+        #expect(line == "alive")
+        guard case .timedOut = reader.next(within: .zero) else {
+            Issue.record("nothing more was sent: the wait is up")
+            return
+        }
+    }
+
     /// Past its deadline, a server that is still heard from (`alive`) keeps its jobs: it stops
     /// them itself, with their grace. Silent for a second past the deadline, it is frozen: the
     /// guard kills them, and keeps watching.
