@@ -149,6 +149,9 @@ public enum SpoolServer {
         }
         startup["retention_days"] = configuration.retentionDays > 0 ? "\(configuration.retentionDays)" : "forever"
         logger.info("spool starting", metadata: startup)
+        for (name, meant) in ServerConfiguration.unknownVariables(in: ProcessInfo.processInfo.environment) {
+            logger.warning("\(name) is no setting of Spool's and is ignored\(meant.map { " (did you mean \($0)?)" } ?? "")")
+        }
         if configuration.retentionDays > 0, configuration.retentionDays < 1.0 / 24 {
             // Likely a mistake (hours for days?): a client that comes back for a result later finds a 404.
             logger.warning("retention_days is under an hour: ended jobs are deleted \(Int((configuration.retentionDays * 86_400).rounded())) s after they end, with their results",

@@ -23,6 +23,17 @@ import Testing
         }
     }
 
+    /// A `SPOOL_*` variable that is no setting is named at start, with the one it likely meant
+    /// (found by attacking the build: `SPOOL_RETENTION_DAY=1` was ignored without a word).
+    @Test func unknownVariablesAreNamedWithTheSettingTheyLikelyMeant() {
+        let environment = ["SPOOL_RETENTION_DAY": "1", "SPOOL_SLOTS": "2", "SPOOL_URL": "http://x", "SPOOL_JOB_ID": "job_x",
+                           "SPOOL_KILLGRACE_S": "3", "SPOOL_SOMETHING_ELSE_ENTIRELY": "1", "PATH": "/bin", "SPOOL_": ""]
+        let unknown = ServerConfiguration.unknownVariables(in: environment)
+        #expect(unknown.map(\.name) == ["SPOOL_", "SPOOL_KILLGRACE_S", "SPOOL_RETENTION_DAY", "SPOOL_SOMETHING_ELSE_ENTIRELY"])
+        #expect(unknown.map(\.meant) == [nil, "SPOOL_KILL_GRACE_S", "SPOOL_RETENTION_DAYS", nil])
+        #expect(ServerConfiguration.editDistance("", "ab") == 2 && ServerConfiguration.editDistance("kitten", "sitting") == 3)
+    }
+
     @Test func aFileThatIsNotJSONSaysWhere() {
         #expect(load("{\n  \"slots\": 2\n  \"port\": 9000\n}") == "spool.json is not valid JSON: expected ',' or '}' at line 3, column 3")
         #expect(load("") == "spool.json is not valid JSON: unexpected end of input at line 1, column 1")
