@@ -81,6 +81,8 @@ extension SpoolAPI {
                 return
             }
             var lastWrite: ContinuousClock.Instant?
+            // Frames or a keep-alive: the keep-alive is due `keepAlive` after this.
+            var lastSent = ContinuousClock.now
             let notifier = store.eventNotifier
             notifier.addReader()
             defer { notifier.removeReader() }
@@ -96,7 +98,7 @@ extension SpoolAPI {
                         if next > ContinuousClock.now { try? await Task.sleep(until: next) }
                     }
                     let (frames, through) = try await Self.events(store, after: after, job: job, owner: owner)
-                    if !frames.isEmpty { lastWrite = ContinuousClock.now }
+                    if !frames.isEmpty { (lastWrite, lastSent) = (ContinuousClock.now, ContinuousClock.now) }
                     try await Self.write(frames, to: &writer)
                     after = through
                     if job != nil, endedBefore || frames.contains(where: \.endsJob) {
@@ -112,9 +114,15 @@ extension SpoolAPI {
                         }
                         break streaming
                     }
-                    // Returns at once when the read was cut short (more is there already).
-                    if !(await store.eventNotifier.wait(after: after, timeout: Self.keepAlive)), !Task.isShuttingDownGracefully {
+                    // Returns at once when the read was cut short (more is there already). Any
+                    // job's event wakes it: the keep-alive goes 15 s after this stream's last
+                    // write, whatever woke it meanwhile (found by attacking the build: a queued
+                    // job's stream on a busy server sent nothing while others' events came).
+                    let quiet = ContinuousClock.now - lastSent
+                    if quiet < Self.keepAlive { _ = await store.eventNotifier.wait(after: after, timeout: Self.keepAlive - quiet) }
+                    if ContinuousClock.now - lastSent >= Self.keepAlive, !Task.isShuttingDownGracefully {
                         try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                        lastSent = ContinuousClock.now
                     }
                 }
             } onGracefulShutdown: {

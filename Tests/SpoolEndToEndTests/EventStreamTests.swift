@@ -123,6 +123,28 @@ import Testing
         #expect(states == ["queued", "running", "succeeded"])
     }
 
+    /// A stream sends a keep-alive comment 15 s after its last write, whatever else happens on
+    /// the server (found by attacking the build: a queued job's stream on a server busy with
+    /// other jobs' events sent nothing for as long as they came, and proxies cut it).
+    @Test func aJobsStreamKeepsAliveWhileOtherJobsMakeEvents() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let waiting = try #require(try await server.submit("noop", extra: ["delay_s": 120]).json["id"]?.stringValue)
+        let busy = Task {
+            while !Task.isCancelled {
+                _ = try? await server.submit("noop")
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        defer { busy.cancel() }
+        let began = ContinuousClock.now
+        let frames = try await server.frames("/v1/jobs/\(waiting)/events", limit: .seconds(40), comments: true) { frames in
+            frames.contains { $0.event == ": keep-alive" }
+        }
+        #expect(frames.contains { $0.event == ": keep-alive" }, "\(frames)")
+        #expect(ContinuousClock.now - began < .seconds(25), "a keep-alive 15 s after the last write: \(ContinuousClock.now - began)")
+    }
+
     @Test func queuedJobsShowAPositionAndASaneETA() async throws {
         let server = try await server()
         defer { Task { await server.stop() } }

@@ -219,9 +219,10 @@ extension ServerHarness {
         var data: JSONValue
     }
 
-    /// Reads SSE frames until `done` says so (or the stream ends).
+    /// Reads SSE frames until `done` says so (or the stream ends); with `comments`, a comment
+    /// (`: keep-alive`) is a frame too, with id -1 and its text as its event.
     func frames(_ path: String, lastEventID: Int64? = nil, headers: [(String, String)] = [], limit: Duration = .seconds(60),
-                until done: @escaping @Sendable ([Frame]) -> Bool) async throws -> [Frame] {
+                comments: Bool = false, until done: @escaping @Sendable ([Frame]) -> Bool) async throws -> [Frame] {
         var request = HTTPClientRequest(url: url + path)
         if let lastEventID { request.headers.add(name: "Last-Event-ID", value: String(lastEventID)) }
         for (name, value) in headers { request.headers.add(name: name, value: value) }
@@ -243,6 +244,7 @@ extension ServerHarness {
                         if line.hasPrefix("data: ") { data += line.dropFirst(6) }
                     }
                     if let id { frames.append(Frame(id: id, event: event, data: (try? JSONParser.parse(data.utf8)) ?? .null)) }
+                    if comments, block.hasPrefix(":") { frames.append(Frame(id: -1, event: block.trimmingCharacters(in: .whitespaces), data: .null)) }
                     if done(frames) { return frames }
                 }
             }
