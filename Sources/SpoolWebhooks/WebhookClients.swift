@@ -66,6 +66,9 @@ final class WebhookClients: Sendable {
         var configuration = HTTPClient.Configuration()
         configuration.redirectConfiguration = .disallow
         configuration.dnsOverride = [key.host: key.address.description]
+        // A refused connection fails the attempt at once: the pool's default tries again until
+        // the attempt's deadline, so a receiver that was down held a lane for the whole 10 s.
+        configuration.connectionPool.retryConnectionEstablishment = false
         return HTTPClient(eventLoopGroup: eventLoopGroup, configuration: configuration)
     }
 

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Glibc
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -338,6 +339,11 @@ public final class WebhookDeliverer: Service, Sendable {
         if let error = error as? HTTPClientError {
             if error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout { return "timeout" }
             return "\(error)"
+        }
+        // The connection's own failure, as the system names it ("connection refused", "no route
+        // to host"), not NIO's wrapping of it.
+        if let error = error as? IOError {
+            return String(cString: strerror(error.errnoCode)).lowercased()
         }
         return String(describing: type(of: error)) + ": " + "\(error)".prefix(200)
     }

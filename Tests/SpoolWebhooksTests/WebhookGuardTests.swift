@@ -1,4 +1,5 @@
 import Dispatch
+import Glibc
 import Hummingbird
 import HummingbirdTesting
 import Logging
@@ -207,6 +208,28 @@ struct WebhookGuardTests {
                     #expect(resolver.count == 1, "one lookup, the checked one")
                 }
             }
+        }
+    }
+
+    /// A receiver that refuses the connection (down, redeploying) fails the attempt at once,
+    /// saying so (found by attacking the build: each attempt took the whole 10 s, holding a
+    /// lane, and read "IOError: connection reset (error set): Connection refused) (errno: 111)").
+    @Test func aRefusedConnectionFailsTheAttemptAtOnce() async throws {
+        // A loopback port where nothing listens: bound, then let go.
+        let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: 0, sin_addr: in_addr(s_addr: inet_addr("127.0.0.1")), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(probe, $0, &length) } }
+        close(probe)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let draft = WebhookRetryTests.draft("http://localhost:\(port)/hook", 1)
+        try await Self.deliver([draft], resolver: ScriptedResolver([.success([.v4([127, 0, 0, 1])])]), allowPrivate: true,
+                               configure: { $0.requestTimeout = .seconds(10); $0.retry.baseSeconds = 3600 }) { outbox in
+            let began = ContinuousClock.now
+            let attempt = try await outbox.recorded.next("the attempt", within: .seconds(20))
+            #expect(ContinuousClock.now - began < .seconds(5), "the attempt took \(ContinuousClock.now - began)")
+            #expect(attempt.status == nil && attempt.error == "connection refused", "\(attempt.error ?? "no error")")
         }
     }
 
