@@ -54,6 +54,10 @@ public actor ClusterCoordinator: Service {
     private var renewalSince: Moment?
     /// The attempts stopped since the last renewal that went through (an outage's fence).
     private var fenced: [JobID: Int] = [:]
+    /// Whether this node's last call to the store (a heartbeat, a renewal, a rescue) failed, and
+    /// when one went through again after a failure: the rescue waits a lease from then (`rescue`).
+    private var storeFailing = false
+    private var storeBack: Moment?
 
     /// `clock` must be the scheduler's: lease timing compares the moments both read.
     public init(store: any SharedJobStore, scheduler: Scheduler, configuration: Configuration = Configuration(),
@@ -217,16 +221,36 @@ public actor ClusterCoordinator: Service {
     private func heartbeat() async {
         do {
             try await store.heartbeat(role: configuration.role, slots: configuration.slots, health: await scheduler.health())
+            storeAnswered()
         } catch {
+            storeFailing = true
             logger.warning("could not record this node's heartbeat", metadata: ["error": "\(error)"])
         }
     }
 
+    private func storeAnswered() {
+        if storeFailing { storeBack = clock.now() }
+        storeFailing = false
+    }
+
+    /// While this node cannot reach the store, and for a lease after it can again, it rescues
+    /// nothing: an outage that this node saw, the others may have seen too — every lease ran
+    /// out meanwhile, and the live nodes need a lease to renew theirs and to record the ends
+    /// that came during it (found by attacking the build: a job that succeeded a second into a
+    /// 12-s outage was rescued the moment the database came back, before its node recorded the
+    /// success, and read as failed, node_lost, or ran again). A node that died meanwhile is
+    /// rescued a lease later.
+    private var rescueHeld: Bool {
+        storeFailing || storeBack.map { clock.now() - $0 < store.leaseDuration } ?? false
+    }
+
     private func rescue() async {
         await lookAtTimers()
+        guard !rescueHeld else { return }
         do {
             let now = clock.wall()
             let rescued = try await store.rescueExpired(now: now)
+            storeAnswered()
             guard !rescued.isEmpty else { return }
             // As the store left them: requeued, or failed as node_lost (canceled, when a cancel was under way).
             let ended = rescued.map { job in
@@ -246,6 +270,7 @@ public actor ClusterCoordinator: Service {
             await scheduler.failFast(after: failed)
             if configuration.runsJobs { scheduler.jobEnqueued() }
         } catch {
+            storeFailing = true
             logger.error("could not look for expired leases", metadata: ["error": "\(error)"])
         }
     }

@@ -105,6 +105,34 @@ import Testing
         }
     }
 
+    /// After an outage of the store that this node saw too, its rescue waits a lease before it
+    /// takes any node's jobs: every node's leases ran out meanwhile, and the live ones need that
+    /// long to renew them and to record the ends that came during the outage (found by
+    /// attacking the build: a job that succeeded a second into a 12-s outage was rescued the
+    /// moment the database came back, before its node recorded the success — read as failed,
+    /// node_lost, or run a second time).
+    @Test func theRescueWaitsALeaseAfterAnOutageOfTheStore() async throws {
+        let rig = try SchedulerRig(executor: { _, _, _ in ScriptedExecutor() })
+        let shared = LeaseStandIn(rig.store, lease: .seconds(3))
+        try await rig.run { _ in
+            var configuration = ClusterCoordinator.Configuration()
+            configuration.runsJobs = false
+            let coordinator = ClusterCoordinator(store: shared, scheduler: rig.scheduler, configuration: configuration, clock: rig.clock,
+                                                 logger: SchedulerRig.quiet("cluster-test"))
+            let coordinating = Task { try await coordinator.run() }   // unstructured: cancelled below
+            defer { coordinating.cancel() }
+            try await rig.advance(by: .milliseconds(100), until: "a rescue pass") { shared.rescues.passed > 0 }
+            shared.setDown(true)
+            let down = rig.clock.now()
+            try await rig.advance(by: .milliseconds(100), until: "5 s of outage") { rig.clock.now() - down >= .seconds(5) }
+            let passed = shared.rescues.passed
+            shared.setDown(false)
+            let back = rig.clock.now()
+            try await rig.advance(by: .milliseconds(100), until: "a rescue pass after the outage") { shared.rescues.passed > passed }
+            #expect(rig.clock.now() - back >= .seconds(3), "rescued \(rig.clock.now() - back) after the store came back")
+        }
+    }
+
     /// Each heartbeat carries the node's health, so that `GET /v1/nodes` shows an agent (which
     /// answers no `/healthz`) whose data directory is full: found by attacking the build, an
     /// agent that could run nothing read as alive and well in the cluster's view.
@@ -399,6 +427,9 @@ final class LeaseStandIn: SharedJobStore {
 
     private struct State {
         var partitioned = false
+        var down = false
+        var rescues = 0
+        var failedRescues = 0
         var renewed: Set<JobID> = []
         var renewalsBegun = 0
         var health: [NodeHealth] = []
@@ -418,6 +449,10 @@ final class LeaseStandIn: SharedJobStore {
     }
 
     func partition() { state.withLock { $0.partitioned = true } }
+    /// The store out of reach for everyone (`down`): rescue passes and heartbeats fail.
+    func setDown(_ down: Bool) { state.withLock { $0.down = down } }
+    /// Rescue passes that went through, and those that failed.
+    var rescues: (passed: Int, failed: Int) { state.withLock { ($0.rescues, $0.failedRescues) } }
     /// The jobs whose leases were renewed.
     var renewed: Set<JobID> { state.withLock { $0.renewed } }
     /// The health each heartbeat carried, oldest first.
@@ -437,7 +472,16 @@ final class LeaseStandIn: SharedJobStore {
         state.withLock { $0.renewed.formUnion(holdings.map(\.job)) }
         return holdings
     }
-    func rescueExpired(now: Timestamp) async throws -> [Job] { [] }
+    func rescueExpired(now: Timestamp) async throws -> [Job] {
+        try state.withLock { state in
+            guard !state.down else {
+                state.failedRescues += 1
+                throw StoreError(.other, "the job store did not answer")
+            }
+            state.rescues += 1
+        }
+        return []
+    }
     let claimAnswerLimit: Duration = .seconds(31)
     /// The `settleUnansweredClaims` calls, oldest first (no job is ever given back here).
     var settled: [Settling] { state.withLock { $0.settled } }
@@ -445,7 +489,12 @@ final class LeaseStandIn: SharedJobStore {
         state.withLock { $0.settled.append(Settling(known: known, answerableSince: answerableSince, now: now)) }
         return []
     }
-    func heartbeat(role: String, slots: Int, health: NodeHealth) async throws { state.withLock { $0.health.append(health) } }
+    func heartbeat(role: String, slots: Int, health: NodeHealth) async throws {
+        try state.withLock { state in
+            guard !state.down else { throw StoreError(.other, "the job store did not answer") }
+            state.health.append(health)
+        }
+    }
     func nodes() async throws -> [NodeStatus] { [] }
     func signals() -> AsyncStream<ClusterSignal> { AsyncStream { _ in } }
     func storeFiles(_ files: [StoredFile], of job: JobID, attempt: Int) async throws -> Bool { true }
