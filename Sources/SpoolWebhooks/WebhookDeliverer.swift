@@ -157,6 +157,10 @@ public final class WebhookDeliverer: Service, Sendable {
         await withDiscardingTaskGroup { group in
             // When the doorbell is set to ring for the earliest delivery due (a timer on the clock).
             var armedFor: Timestamp?
+            // When a delivery to each host last started (`WebhookLanes.pick`): hosts in flight or due
+            // are kept, the others forgotten once there are many.
+            var lastStarted: [String: UInt64] = [:]
+            var startedCount: UInt64 = 0
             while !Task.isCancelled {
                 let seen = doorbell.latest
                 do {
@@ -166,9 +170,15 @@ public final class WebhookDeliverer: Service, Sendable {
                         // A few more are read than lanes are free, so that one host's backlog does not hide another's.
                         let due = try await outbox.dueDeliveries(at: clock.wall(), limit: configuration.maxInFlight * 64 + busy.count)
                             .filter { busy[$0.id] == nil }
+                        if lastStarted.count > 4096 {
+                            let kept = Set(due.map { WebhookLanes.Lane($0).host }).union(busy.values.map(\.host))
+                            lastStarted = lastStarted.filter { kept.contains($0.key) }
+                        }
                         let shares = WebhookLanes(perHost: configuration.maxInFlightPerHost, perOwner: configuration.maxInFlightPerOwner)
-                        for (delivery, lane) in shares.pick(from: due, busy: Array(busy.values), free: free) {
+                        for (delivery, lane) in shares.pick(from: due, busy: Array(busy.values), free: free, lastStarted: lastStarted) {
                             inFlight.withLock { $0[delivery.id] = lane }
+                            startedCount += 1
+                            lastStarted[lane.host] = startedCount
                             group.addTask {
                                 await self.attempt(delivery)
                                 self.inFlight.withLock { _ = $0.removeValue(forKey: delivery.id) }

@@ -1,14 +1,18 @@
 import SpoolCore
 import SpoolStore
 
-/// Which due deliveries take the free sending lanes. Oldest first, each host (whatever the
-/// port) and each tenant up to its share while others' deliveries wait; then the lanes left
-/// to anyone, so one host's backlog alone uses them all (and gives one up at each attempt's end).
+/// Which due deliveries take the free sending lanes: first the hosts (whatever the port) with
+/// nothing in flight, one delivery each, the host that started one least recently first; then,
+/// oldest first, each host and each tenant up to its share while others' deliveries wait; then
+/// the lanes left to anyone, so one host's backlog alone uses them all (and gives one up at
+/// each attempt's end).
 ///
 /// Shares, found by attacking the build: with no share, 32 deliveries to a dead URL delayed
 /// another tenant's healthy one by 39 s; keyed by host and port, one dead receiver listening on
 /// four ports took all eight lanes; keyed by host alone, a tenant with dead receivers on several
-/// host names took a share for each.
+/// host names took a share for each; with shares alone, four dead receivers held every lane, each
+/// retaking the lane its attempt freed with its next older delivery, while a healthy receiver's
+/// waited for all of them.
 struct WebhookLanes {
     /// Where a delivery in flight goes, and whose job it reports.
     struct Lane: Sendable, Equatable {
@@ -31,8 +35,9 @@ struct WebhookLanes {
     var perOwner: Int
 
     /// The deliveries of `due` (oldest first, none of them in flight) to start on `free` lanes,
-    /// with the lanes `busy` already taken.
-    func pick(from due: [WebhookDelivery], busy: [Lane], free: Int) -> [(WebhookDelivery, Lane)] {
+    /// with the lanes `busy` already taken; `lastStarted` orders the hosts by when a delivery to
+    /// each last started (higher is later; a host not in it never started one).
+    func pick(from due: [WebhookDelivery], busy: [Lane], free: Int, lastStarted: [String: UInt64] = [:]) -> [(WebhookDelivery, Lane)] {
         var perHost: [String: Int] = [:]
         var perOwner: [String: Int] = [:]
         func take(_ lane: Lane) {
@@ -43,11 +48,20 @@ struct WebhookLanes {
         var free = free
         var picked: [(WebhookDelivery, Lane)] = []
         var started: Set<WebhookDeliveryID> = []
-        for shared in [true, false] {
-            for delivery in due where free > 0 && !started.contains(delivery.id) {
+        // Each idle host's oldest delivery, the host that started one least recently first (a
+        // dead host whose attempt just freed a lane does not take it back from one that waits).
+        var idle: [String: WebhookDelivery] = [:]
+        for delivery in due where perHost[Lane(delivery).host] == nil { idle[Lane(delivery).host] = idle[Lane(delivery).host] ?? delivery }
+        let firsts = idle.values.sorted { a, b in
+            let (x, y) = (lastStarted[Lane(a).host] ?? 0, lastStarted[Lane(b).host] ?? 0)
+            return x != y ? x < y : a.id.rawValue < b.id.rawValue
+        }
+        enum Pass { case idleHosts, shares, anyone }
+        for pass in [Pass.idleHosts, .shares, .anyone] {
+            for delivery in pass == .idleHosts ? firsts : due where free > 0 && !started.contains(delivery.id) {
                 let lane = Lane(delivery)
-                if shared {
-                    guard perHost[lane.host, default: 0] < self.perHost else { continue }
+                if pass != .anyone {
+                    guard perHost[lane.host, default: 0] < (pass == .idleHosts ? 1 : self.perHost) else { continue }
                     if let owner = lane.owner, perOwner[owner, default: 0] >= self.perOwner { continue }
                 }
                 take(lane)

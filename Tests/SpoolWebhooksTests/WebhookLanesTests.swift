@@ -47,10 +47,30 @@ import Testing
         #expect(lanes.pick(from: Array(hog), busy: [], free: 8).count == 8)
     }
 
+    /// A lane that frees goes to a host with nothing in flight before a host that holds lanes,
+    /// whichever delivery is older (found by attacking the build: four dead receivers held all
+    /// eight lanes, each retaking the lane its attempt freed with its next older delivery, and a
+    /// healthy receiver's delivery waited for every older dead attempt — without tokens, or a
+    /// tenant's own healthy receiver behind its dead ones).
+    @Test func aFreedLaneGoesFirstToAHostWithNothingInFlight() {
+        for owner in [nil, "alice"] as [String?] {
+            let dead = (1...40).map { delivery(Int64($0), ["a", "b", "c", "d"][$0 % 4] + ".example", owner: owner) }
+            let healthy = delivery(100, "e.example", owner: owner)
+            // Owner-less: every lane held by the dead hosts, two each; one frees.
+            // A tenant's: its share (4) held by the dead hosts, one each; one frees.
+            let holding = owner == nil ? dead.prefix(8) : dead.prefix(4)
+            let held = Array(holding.dropFirst().map(WebhookLanes.Lane.init))
+            // The dead hosts started theirs in turn; the one whose lane freed may be idle now too.
+            let started = Dictionary(holding.enumerated().map { (WebhookLanes.Lane($0.element).host, UInt64($0.offset + 1)) }, uniquingKeysWith: max)
+            let next = lanes.pick(from: Array(dead.dropFirst(holding.count)) + [healthy], busy: held, free: 1, lastStarted: started)
+            #expect(next.map(\.0.id) == [healthy.id], "owner \(owner ?? "none"): \(next.map(\.0.id))")
+        }
+    }
+
     /// Deliveries of jobs without an owner (no tokens) share by host only.
     @Test func withoutAnOwnerTheHostShareAlone() {
         let due = ["a", "a", "a", "b", "c", "d", "e"].enumerated().map { delivery(Int64($0.offset + 1), "\($0.element).example", owner: nil) }
         let picked = lanes.pick(from: due, busy: [], free: 6)
-        #expect(picked.map(\.0.id.rawValue) == [1, 2, 4, 5, 6, 7], "two for host a, then the other hosts")
+        #expect(picked.map(\.0.id.rawValue) == [1, 4, 5, 6, 7, 2], "one for each host, then host a's second")
     }
 }
