@@ -81,9 +81,12 @@ extension SpoolAPI {
         if let local { return local }
         guard let shared = store as? any SharedJobStore else { return ([], 0) }
         let prefix = StoredFile.outputName("")
-        let files = try await shared.storedFiles(of: id).filter { $0.name.hasPrefix(prefix) }
-            .map { (name: String($0.name.dropFirst(prefix.count)), size: Int64($0.size)) }
-        return (files, 0)
+        let stored = try await shared.storedFiles(of: id)
+        let files = stored.filter { $0.name.hasPrefix(prefix) }.map { (name: String($0.name.dropFirst(prefix.count)), size: Int64($0.size)) }
+        // Outputs left on the node that ran the job (past shared_file_limit_bytes): not all of them.
+        guard stored.contains(where: { $0.name == StoredFile.outputsLeftName }),
+              let left = try await shared.storedFile(StoredFile.outputsLeftName, of: id) else { return (files, 0) }
+        return (files, max(1, left.count { $0 == UInt8(ascii: "\n") }))
     }
 
     @Sendable func output(_ request: Request, context: SpoolRequestContext) async throws -> Response {

@@ -135,11 +135,12 @@ extension PostgresJobStore {
     }
 
     /// One statement per file, each fenced on its own (no transaction to hold open while
-    /// large files travel); empty files are not stored.
+    /// large files travel); an empty one is stored too (a `_SUCCESS` marker: found by attacking
+    /// the build, empty outputs were dropped here and vanished from other nodes' lists).
     @discardableResult
     public func storeFiles(_ files: [StoredFile], of job: JobID, attempt: Int) async throws -> Bool {
         try await write("store a job's files") { connection in
-            for file in files where !file.content.isEmpty {
+            for file in files {
                 let stored = try await connection.query("""
                     INSERT INTO job_files (job_id, name, size, content)
                     SELECT \(job.rawValue), \(file.name), \(file.content.count), \(ByteBuffer(bytes: file.content))

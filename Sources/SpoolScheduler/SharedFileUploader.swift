@@ -83,6 +83,14 @@ struct SharedFileUploader: Sendable {
                 files.insert(StoredFile(name: StoredFile.logName, content: note), at: 0)
             }
         }
+        // And where another node's list of the outputs looks: that list is not all of them
+        // (found by attacking the build: it left them out without `truncated`, and
+        // `spool outputs --download` exited 0 with some of the files). At most 64 KiB of names.
+        if !outputsLeft.isEmpty {
+            var names: [UInt8] = []
+            for name in outputsLeft where names.count + name.utf8.count < 64 << 10 { names += Array((name + "\n").utf8) }
+            files.append(StoredFile(name: StoredFile.outputsLeftName, content: names.isEmpty ? Array("\n".utf8) : names))
+        }
         return (files, skipped)
     }
 }

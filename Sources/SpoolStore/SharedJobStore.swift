@@ -104,6 +104,9 @@ public struct StoredFile: Sendable, Equatable {
 
     public static let logName = "log"
     public static func outputName(_ name: String) -> String { "outputs/" + name }
+    /// The names of the outputs left on the node that ran the job (past the budget), one a line:
+    /// another node's list of the outputs says it is not all of them.
+    public static let outputsLeftName = "outputs-left"
 }
 
 public struct StoredFileInfo: Sendable, Equatable {

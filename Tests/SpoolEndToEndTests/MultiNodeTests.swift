@@ -23,7 +23,7 @@ import Testing
 
     static func config(node: String, ledger: String, store: String) -> JSONValue {
         .object([
-            "store": .string(store), "node": .string(node), "lease_s": 2, "kill_grace_s": 1,
+            "store": .string(store), "node": .string(node), "lease_s": 2, "kill_grace_s": 1, "shared_file_limit_bytes": 65536,
             "job_types": .object([
                 "work": .object([
                     "command": .array(["/bin/sh", "-c", .string(jobScript)]), "timeout_s": 60, "max_attempts": 3,
@@ -32,6 +32,8 @@ import Testing
                     "env": .object(["NODE": .string(node), "LEDGER": .string(ledger)]),
                 ]),
                 "once": .object(["command": .array(["/bin/sh", "-c", "sleep {input.sleep}"]), "timeout_s": 60, "max_attempts": 1]),
+                // An empty marker, a small file, and one past shared_file_limit_bytes.
+                "files": .object(["command": .array(["/bin/sh", "-c", "cd \"$SPOOL_OUTPUT_DIR\" && : > _SUCCESS && echo small > small.txt && head -c 200000 /dev/zero > big.bin"])]),
                 // A warm worker whose setup always fails: its slot turns unhealthy for it at once.
                 "broken": .object(["command": .array(["/bin/sh", "-c", "echo 'no model here' >&2; exit 3"]), "mode": "worker",
                                    "max_setup_failures": 1]),
@@ -192,6 +194,25 @@ import Testing
             let events = try await api.request(.GET, "/v1/jobs/\(id)/events", headers: [("Accept", "text/event-stream")], timeout: .seconds(10))
             let text = String(decoding: events.body, as: UTF8.self)
             for state in ["queued", "running", "canceled"] { #expect(text.contains("\"state\":\"\(state)\""), "the stream shows \(state)") }
+        }
+    }
+
+    /// An agent's outputs as an API node lists them: an empty one too, and, when some stayed on
+    /// the agent (past shared_file_limit_bytes), a list that says it is not all of them, so
+    /// `spool outputs --download` exits 1 saying so (found by attacking the build: the empty
+    /// `_SUCCESS` vanished, and the download exited 0 with some of the files).
+    @Test func anAgentsOutputsOnAnAPINodeIncludeEmptyOnesAndSayWhenSomeStayedBehind() async throws {
+        try await withAPINodeAndAgent { api, _, _ in
+            let id = try #require(try await api.submit("files").json["id"]?.stringValue)
+            _ = try await api.waitFor(id, ["succeeded"], timeout: .seconds(60))
+            let list = try await api.request(.GET, "/v1/jobs/\(id)/outputs").json
+            let names = list["outputs"]?.arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
+            #expect(names == ["_SUCCESS", "small.txt"] && list["truncated"] == true, "\(list)")
+            let download = NSTemporaryDirectory() + "spool-download-\(UUID().uuidString.prefix(8))"
+            defer { try? FileManager.default.removeItem(atPath: download) }
+            let run = try await runCLI(["outputs", id, "--download", download, "--server", api.url])
+            #expect(run.status == 1 && run.stderr.contains("only some"), "\(run.stderr)")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: download).sorted() == ["_SUCCESS", "small.txt"])
         }
     }
 

@@ -27,6 +27,8 @@ import Testing
         #expect(stored["outputs/big.bin"] == nil && skipped == ["outputs/big.bin"])
         let log = String(decoding: stored["log"] ?? [], as: UTF8.self)
         #expect(log.hasPrefix("rendering\n") && log.contains("stay on the node that ran the job: big.bin"), "\(log)")
+        // And for another node's list of the outputs, which is then not all of them.
+        #expect(stored[StoredFile.outputsLeftName] == Array("big.bin\n".utf8))
     }
 
     /// A job within the budget keeps every file (found in review: room set aside for the note

@@ -716,12 +716,16 @@ import Testing
             _ = try await nodes[0].claimNext(for: SlotID(0), now: at(10))
             let picture = (0..<70_000).map { UInt8(truncatingIfNeeded: $0 * 7) }
             #expect(try await nodes[0].storeFiles([StoredFile(name: StoredFile.logName, content: Array("hello\n".utf8)),
+                                                   StoredFile(name: StoredFile.outputName("_SUCCESS"), content: []),
                                                    StoredFile(name: StoredFile.outputName("a/b.png"), content: picture)],
                                                   of: job.id, attempt: 1))
             #expect(try await nodes[0].storeFiles([StoredFile(name: "log", content: [1])], of: job.id, attempt: 2) == false,
                     "a stale or future attempt stores nothing")
+            // An empty output too (found by attacking the build: a `_SUCCESS` marker was dropped).
             #expect(try await nodes[1].storedFiles(of: job.id) == [StoredFileInfo(name: "log", size: 6),
+                                                                   StoredFileInfo(name: "outputs/_SUCCESS", size: 0),
                                                                    StoredFileInfo(name: "outputs/a/b.png", size: 70_000)])
+            #expect(try await nodes[1].storedFile("outputs/_SUCCESS", of: job.id) == [])
             #expect(try await nodes[1].storedFile("outputs/a/b.png", of: job.id) == picture)
             #expect(try await nodes[1].storedFile("outputs/missing", of: job.id) == nil)
         }
