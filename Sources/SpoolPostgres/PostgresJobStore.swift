@@ -65,6 +65,8 @@ public final class PostgresJobStore: SharedJobStore {
     /// Whether this node holds its name (`holdNodeName`): while it does not, it claims nothing
     /// and gives back no claim it does not know (they may be another node's of this name).
     let nameHold = Mutex(NameHold.untracked)
+    /// Whether the database took a connection when last asked (`bounded`).
+    let reachability = Mutex(Reachability())
 
     /// Opens a pool of up to `connections` connections (none is made until `prepare`).
     /// `rescueGrace`: how long past a lease's end its job is left before this node rescues it,
