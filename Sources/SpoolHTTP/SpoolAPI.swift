@@ -247,15 +247,19 @@ public struct SpoolAPI: Sendable {
             for node in try await shared.nodes() {
                 // A silent node's last reading is stale: it reads `lost`, not the `ok` it last sent
                 // (found by attacking the build: a dead node read "status": "ok", "problems": []).
-                let alive = node.silentSeconds < lease
+                // One that stopped cleanly says so (its last heartbeat), however long ago.
+                let stopped = node.health.status == .stopped
+                let alive = !stopped && node.silentSeconds < lease
                 let silent = Int(node.silentSeconds.rounded())
+                let problems: [String] = stopped ? ["stopped cleanly \(silent) s ago"]
+                    : alive ? node.health.problems
+                    : ["no heartbeat for \(silent) s (the lease is \(Int(lease.rounded())) s): its running jobs are rescued by other nodes"]
                 nodes.append(.object([
                     "name": .string(node.name), "role": .string(node.role), "slots": .int(Int64(node.slots)),
                     "running": .int(Int64(node.running)), "started_at": .string(node.startedAt.description),
                     "last_seen_s": .double((node.silentSeconds * 10).rounded() / 10), "alive": .bool(alive),
-                    "status": .string(alive ? node.health.status.rawValue : "lost"),
-                    "problems": .array(alive ? node.health.problems.map(JSONValue.string)
-                                             : [.string("no heartbeat for \(silent) s (the lease is \(Int(lease.rounded())) s): its running jobs are rescued by other nodes")]),
+                    "status": .string(stopped || alive ? node.health.status.rawValue : "lost"),
+                    "problems": .array(problems.map(JSONValue.string)),
                 ]))
             }
         } else {

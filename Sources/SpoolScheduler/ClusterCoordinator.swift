@@ -90,6 +90,11 @@ public actor ClusterCoordinator: Service {
             try? await gracefulShutdown()
             group.cancelAll()
         }
+        // A last heartbeat: the cluster's list says this node stopped, not that it was lost
+        // (found by attacking the build: a rolling restart read as an outage for a day).
+        if Task.isShuttingDownGracefully {
+            try? await store.heartbeat(role: configuration.role, slots: configuration.slots, health: NodeHealth(.stopped))
+        }
     }
 
     private nonisolated func every(_ interval: Duration, _ body: @Sendable () async -> Void) async {

@@ -129,6 +129,8 @@ public struct NodeHealth: Sendable, Equatable {
         case degraded
         /// Shutting down.
         case draining
+        /// Stopped cleanly: its last heartbeat, sent as it stopped.
+        case stopped
     }
 
     public var status: Status

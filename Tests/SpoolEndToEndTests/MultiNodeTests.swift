@@ -202,7 +202,7 @@ import Testing
     /// `spool outputs --download` exits 1 saying so (found by attacking the build: the empty
     /// `_SUCCESS` vanished, and the download exited 0 with some of the files).
     @Test func anAgentsOutputsOnAnAPINodeIncludeEmptyOnesAndSayWhenSomeStayedBehind() async throws {
-        try await withAPINodeAndAgent { api, _, _ in
+        try await withAPINodeAndAgent { api, _, gpu in
             let id = try #require(try await api.submit("files").json["id"]?.stringValue)
             _ = try await api.waitFor(id, ["succeeded"], timeout: .seconds(60))
             let list = try await api.request(.GET, "/v1/jobs/\(id)/outputs").json
@@ -213,6 +213,19 @@ import Testing
             let run = try await runCLI(["outputs", id, "--download", download, "--server", api.url])
             #expect(run.status == 1 && run.stderr.contains("only some"), "\(run.stderr)")
             #expect(try FileManager.default.contentsOfDirectory(atPath: download).sorted() == ["_SUCCESS", "small.txt"])
+
+            // An agent stopped cleanly reads "stopped" in the nodes list, not "lost" as a crashed
+            // one does (found by attacking the build: a rolling restart looked like an outage).
+            gpu.terminate()
+            #expect(await gpu.waitForExit() == 0)
+            let node = try await withDeadline(.seconds(20), "the agent to read stopped") {
+                while true {
+                    let nodes = try await api.request(.GET, "/v1/nodes").json["nodes"]?.arrayValue ?? []
+                    if let node = nodes.first(where: { $0["name"] == "gpu1" }), node["status"] == "stopped" { return node }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+            }
+            #expect(node["alive"] == false && node["problems"]?.arrayValue?.first?.stringValue?.contains("stopped") == true, "\(node)")
         }
     }
 
