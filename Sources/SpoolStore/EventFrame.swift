@@ -10,10 +10,23 @@ import Synchronization
 public struct EventFrame: Sendable, Equatable {
     public let event: JobEvent
     private let encoded: Encoded
+    /// About how many bytes its event's data takes (its strings, mostly): what the notifier's
+    /// memory counts it for (`EventNotifier.memoryBytes`).
+    public let weight: Int
 
     public init(_ event: JobEvent) {
         self.event = event
         self.encoded = Encoded()
+        weight = 128 + Self.weight(of: event.data)
+    }
+
+    static func weight(of value: JSONValue) -> Int {
+        switch value {
+        case .string(let text): text.utf8.count + 2
+        case .array(let items): items.reduce(2) { $0 + 1 + weight(of: $1) }
+        case .object(let fields): fields.reduce(2) { $0 + 4 + $1.key.utf8.count + weight(of: $1.value) }
+        case .null, .bool, .int, .double: 8
+        }
     }
 
     /// UTF-8 text of the whole frame, ready to write; shared, never copied per reader.

@@ -22,6 +22,11 @@ import Synchronization
 /// again, and an event nobody streams is never encoded.
 public final class EventNotifier: Sendable {
     public static let memoryCapacity = 4096
+    /// And at most about this many bytes of events (`EventFrame.weight`; held twice once
+    /// encoded), the newest always: a job's log lines are up to 16 KiB each, and 4,096 of them
+    /// (8,192 before a compaction) held for one open stream were about 250 MB (found by
+    /// attacking the build).
+    public static let memoryBytes = 8 << 20
 
     private struct Waiter {
         var after: Int64
@@ -34,6 +39,8 @@ public final class EventNotifier: Sendable {
         /// (the dropped prefix is compacted away in bulk, so a publish is not a 4096-element shift).
         var ring: [EventFrame] = []
         var start = 0
+        /// The weights of `memory`'s frames, summed.
+        var bytes = 0
         var latest: Int64 = 0
         var waiters: [Int: Waiter] = [:]
         /// The timer task that will end the earliest wait, and when it wakes.
@@ -75,6 +82,7 @@ public final class EventNotifier: Sendable {
             if !streaming, !state.ring.isEmpty {
                 state.ring = []
                 state.start = 0
+                state.bytes = 0
             }
             for frame in frames {
                 if let last = state.ring.last, last.id > frame.id {
@@ -83,9 +91,15 @@ public final class EventNotifier: Sendable {
                 } else {
                     state.ring.append(frame)
                 }
+                state.bytes += frame.weight
             }
-            state.start = max(state.start, state.ring.count - Self.memoryCapacity)
-            if state.start >= Self.memoryCapacity {
+            // The oldest go, past either bound (the newest stays, however big).
+            while state.ring.count - state.start > Self.memoryCapacity
+                    || (state.bytes > Self.memoryBytes && state.ring.count - state.start > 1) {
+                state.bytes -= state.ring[state.start].weight
+                state.start += 1
+            }
+            if state.start >= Self.memoryCapacity || (state.start >= 64 && state.start * 2 >= state.ring.count) {
                 state.ring.removeFirst(state.start)
                 state.start = 0
             }
