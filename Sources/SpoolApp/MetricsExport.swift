@@ -32,7 +32,7 @@ enum MetricsExport {
     static let help: [String: String] = [
         "spool_jobs_finished_total": "Jobs that reached a final state, by type and state.",
         "spool_queue_depth": "Jobs waiting in the queue (all nodes of a shared store).",
-        "spool_job_wait_seconds": "Time from submit to start, by type.",
+        "spool_job_wait_seconds": "Time from when a job was due (its submit, or its delayed start or retry's back-off) to its start, by type.",
         "spool_job_run_seconds": "Time from start to finish, by type.",
         "spool_slots": "Slots this node runs jobs on.",
         "spool_slots_busy": "Slots running a job now.",

@@ -1207,6 +1207,10 @@ public actor Scheduler: Service {
             logger.info("job attempt failed; retrying after its back-off",
                         metadata: ["job": "\(job.id)", "type": "\(job.type)", "attempt": "\(job.attempts)", "reason": "\(outcome.reason?.rawValue ?? "")",
                                    "retry_at": "\(recorded.notBefore.map(\.description) ?? "now")", "slot": "\(slot)"])
+        } else if recorded.state == .queued {
+            // Not an end (found by attacking the build: it read "job finished … state=queued").
+            logger.info("job handed back to the queue", metadata: ["job": "\(job.id)", "type": "\(job.type)", "slot": "\(slot)",
+                                                                   "why": "\(outcome.errorMessage(timeout: nil) ?? "")"])
         } else {
             logger.info("job finished", metadata: ["job": "\(job.id)", "type": "\(job.type)", "state": "\(recorded.state)", "slot": "\(slot)"])
         }
@@ -1294,7 +1298,10 @@ public actor Scheduler: Service {
         }
         let accepted = clock.now()
         running[attempt] = Running(type: job.type, input: job.input, slot: slot, since: accepted, claimSent: claimedSince ?? accepted)
-        SchedulerMetrics.claimed(job, waited: max(0, clock.wall().secondsSince1970 - job.createdAt.secondsSince1970))
+        // From when it was due: a delayed start or a retry's back-off is not time spent waiting
+        // for a slot (found by attacking the build: a job delayed 3 s recorded a 3-s wait).
+        let due = max(job.createdAt, job.notBefore ?? job.createdAt)
+        SchedulerMetrics.claimed(job, waited: max(0, clock.wall().secondsSince1970 - due.secondsSince1970))
         SchedulerMetrics.busySlots(running.count, of: board.slots.count)
         let (stopRequests, continuation) = AsyncStream<StopReason>.makeStream()
         stops[attempt] = continuation

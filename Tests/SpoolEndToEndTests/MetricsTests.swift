@@ -110,6 +110,22 @@ import Testing
         #expect(try await finished("succeeded") == 0)
     }
 
+    /// A job's wait counts from when it was due: a delayed start is not time spent waiting for
+    /// a slot (found by attacking the build: a job delayed 3 s recorded a 3-s wait, and a
+    /// queue-wait alert fired for scheduled jobs).
+    @Test func theWaitOfADelayedJobCountsFromWhenItWasDue() async throws {
+        let server = try ServerHarness(config: .object([:]))
+        try Data(Fixtures.config(scratch: server.scratch).canonicalText.utf8).write(to: URL(fileURLWithPath: server.configPath))
+        try await server.start(["--slots", "1"])
+        defer { Task { await server.stop() } }
+        let id = try #require(try await server.submit("noop", extra: ["delay_s": 2]).json["id"]?.stringValue)
+        _ = try await server.waitFor(id, ["succeeded"])
+        let text = String(decoding: try await server.request(.GET, "/metrics").body, as: UTF8.self)
+        let sum = text.split(separator: "\n").first { $0.hasPrefix("spool_job_wait_seconds_sum") }
+            .flatMap { $0.split(separator: " ").last.flatMap { Double($0) } }
+        #expect(sum != nil && sum! < 1.5, "\(String(describing: sum)) s of wait for a job that started when due")
+    }
+
     /// A slot's busy seconds grow while its job runs, scrape by scrape, not all at its end; and
     /// the slot families are there before any job ran (found by attacking the build: a slot busy
     /// with a 6-s job read 0 for 6 s, then 6; `spool_slots` appeared with the first job).
