@@ -3,7 +3,6 @@
 /// ```
 /// DATA_DIR/jobs/<id>/input.json     the input, also the child's stdin
 /// DATA_DIR/jobs/<id>/log.txt        stdout and stderr, capped
-/// DATA_DIR/jobs/<id>/log.base       where log.txt stands in all the job wrote, once cut at its head
 /// DATA_DIR/jobs/<id>/outputs/       files the job wrote: its results
 /// DATA_DIR/jobs/<id>/messages       a FIFO the job writes progress to (while it runs)
 /// ```
@@ -16,7 +15,6 @@ public struct JobPaths: Sendable, Hashable {
 
     public var input: String { directory + "/input.json" }
     public var log: String { directory + "/log.txt" }
-    public var logBase: String { directory + "/log.base" }
     public var outputs: String { directory + "/outputs" }
     public var messages: String { directory + "/messages" }
 

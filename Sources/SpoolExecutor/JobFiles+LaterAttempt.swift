@@ -38,16 +38,17 @@ extension JobFiles {
 
     /// Drops the oldest output of a log that one more run could take past
     /// `logLimit × (maxAttempts + 2)`, keeping its last `logLimit × maxAttempts` bytes behind a
-    /// line that says how much went (in place: the kept bytes move to the front, then the file
-    /// is cut; a short line, so it never overtakes what it moves). `log.base` then says where
-    /// the kept bytes stand in all the job wrote (`LogBase`).
+    /// line that says how much went, and where the kept bytes stand in all the job wrote
+    /// (`LogBase`). Written as a new file renamed over the log, so a reader's open descriptor
+    /// holds one log or the other, each with its own notice, never a mix (found in review: an
+    /// in-place cut, with its base in a file beside the log, could be read half before it).
     static func trimLog(_ paths: JobPaths, logLimit: Int, maxAttempts: Int) throws(ExecutorError) {
         let path = paths.log
         let runs = max(1, maxAttempts)
         let (keep, keepOverflow) = logLimit.multipliedReportingOverflow(by: runs)
         let (cap, capOverflow) = logLimit.multipliedReportingOverflow(by: runs + 2)
         guard !keepOverflow, !capOverflow else { return }
-        let log = openInJob(path, O_RDWR | O_CLOEXEC)
+        let log = openInJob(path, O_RDONLY | O_CLOEXEC)
         guard log >= 0 else { throw ExecutorError("cannot open \(path)", errno: errno) }
         defer { close(log) }
         let size = Int(lseek(log, 0, SEEK_END))
@@ -57,35 +58,41 @@ extension JobFiles {
         var head = [UInt8](repeating: 0, count: 4096)
         let read = head.withUnsafeMutableBytes { pread(log, $0.baseAddress, $0.count, off_t(dropped - 1)) }
         if read > 0, let newline = head[0..<read].firstIndex(of: UInt8(ascii: "\n")), newline < size - dropped { dropped += newline }
-        let notice = Array("[spool] \(dropped) bytes of earlier runs' output were dropped here: a job's log keeps \(runs + 2) runs' worth of log_limit_bytes at most\n".utf8)
-        guard notice.count <= dropped else { return }
+        // Byte `dropped` of this file is byte `first` of all the job wrote.
+        let before = LogBase.read(log)
+        let first = before.first + max(0, dropped - before.notice)
+        let notice = Array((LogBase.noticePrefix + "\(first): \(dropped) bytes of earlier runs' output were dropped here: "
+                            + "a job's log keeps \(runs + 2) runs' worth of log_limit_bytes at most\n").utf8)
+        let next = path + ".trim"
+        let out = openInJob(next, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC)
+        guard out >= 0 else { throw ExecutorError("cannot write \(next)", errno: errno) }
+        var closed = false
+        defer { if !closed { close(out); unlink(next) } }
+        func failed() -> ExecutorError { ExecutorError("cannot trim the log \(path)", errno: errno == 0 ? ENOSPC : errno) }
+        errno = 0
+        guard Glibc.write(out, notice, notice.count) == notice.count else { throw failed() }
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
-        var from = dropped, to = notice.count
-        func failed() -> ExecutorError { ExecutorError("cannot trim the log \(path)", errno: errno) }
+        var from = dropped
         while from < size {
             let count = buffer.withUnsafeMutableBytes { pread(log, $0.baseAddress, min($0.count, size - from), off_t(from)) }
             guard count > 0 else { throw failed() }
-            guard buffer.withUnsafeBytes({ pwrite(log, $0.baseAddress, count, off_t(to)) }) == count else { throw failed() }
+            guard buffer.withUnsafeBytes({ Glibc.write(out, $0.baseAddress, count) }) == count else { throw failed() }
             from += count
-            to += count
         }
-        guard pwrite(log, notice, notice.count, 0) == notice.count, ftruncate(log, off_t(to)) == 0 else { throw failed() }
-        // The byte now after the notice was byte `dropped` of the file as it was.
-        let before = LogBase.read(paths)
-        let after = LogBase(first: before.first + max(0, dropped - before.notice), notice: notice.count)
-        let file = openInJob(paths.logBase, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC)
-        guard file >= 0 else { throw ExecutorError("cannot write \(paths.logBase)", errno: errno) }
-        defer { close(file) }
-        let line = Array(after.text.utf8)
-        guard Glibc.write(file, line, line.count) == line.count else { throw ExecutorError("cannot write \(paths.logBase)", errno: errno) }
+        closed = true
+        guard close(out) == 0, rename(next, path) == 0 else {
+            unlink(next)
+            throw failed()
+        }
     }
 }
 
 /// Where a job's log file stands in all the job ever wrote, so that log offsets count every
 /// byte written and a follower keeps its place when the log is cut at its head (found by
 /// attacking the build: an offset still under the cut log's size pointed into other bytes).
-/// The file's first `notice` bytes are the line the last cut left; the byte after them is
-/// byte `first` of everything written. Both are 0 for a log never cut (no `log.base`).
+/// A cut log begins with the cut's notice, `[spool] log offset FIRST: …` (`notice` bytes, its
+/// line); the byte after it is byte `first` of everything written. Read from the same open file
+/// as the bytes it places. Both are 0 for a log never cut.
 public struct LogBase: Sendable, Equatable {
     public var first: Int
     public var notice: Int
@@ -95,24 +102,31 @@ public struct LogBase: Sendable, Equatable {
         self.notice = notice
     }
 
-    var text: String { "\(first) \(notice)\n" }
+    static let noticePrefix = "[spool] log offset "
 
-    /// A job's `log.base` (blocking); none, or one that does not read as two numbers, is 0 0.
-    public static func read(_ paths: JobPaths) -> LogBase {
-        guard let bytes = JobFiles.contents(of: paths.logBase, limit: 64) else { return LogBase(first: 0, notice: 0) }
-        let numbers = String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
-        guard numbers.count == 2, (0...(1 << 52)).contains(numbers[0]), (0...4096).contains(numbers[1]) else {
-            return LogBase(first: 0, notice: 0)
-        }
-        return LogBase(first: numbers[0], notice: numbers[1])
+    /// The base a log's first bytes give (a cut's notice line), else 0 0.
+    public static func parse(_ head: some Collection<UInt8>) -> LogBase {
+        let prefix = Array(noticePrefix.utf8)
+        guard head.starts(with: prefix), let newline = head.firstIndex(of: UInt8(ascii: "\n")) else { return LogBase(first: 0, notice: 0) }
+        let digits = head.dropFirst(prefix.count).prefix { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+        guard !digits.isEmpty, digits.count <= 15, let first = Int(String(decoding: digits, as: UTF8.self)) else { return LogBase(first: 0, notice: 0) }
+        return LogBase(first: first, notice: head.distance(from: head.startIndex, to: newline) + 1)
+    }
+
+    /// The base of the log open at `descriptor` (blocking: one read of its first bytes).
+    public static func read(_ descriptor: Int32) -> LogBase {
+        var head = [UInt8](repeating: 0, count: 512)
+        let count = head.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, $0.count, 0) }
+        return parse(head.prefix(max(0, count)))
     }
 
     /// The offset, among every byte written, just past a log file of `size` bytes.
     public func end(ofFileSized size: Int) -> Int { first + max(0, size - notice) }
 
     /// Where in the file the byte at `offset` (among every byte written) is; nil when it was cut
-    /// away, or lies past `size`.
+    /// away, or lies past `size`. Offset 0 (a reader's first read) is the file's start.
     public func position(of offset: Int, inFileSized size: Int) -> Int? {
+        if offset == 0 { return 0 }
         guard offset >= first, offset <= end(ofFileSized: size) else { return nil }
         return offset - first + notice
     }

@@ -25,33 +25,34 @@ extension SpoolAPI {
         let path = paths.log
         // The log file itself, in the job's own directory: never what a link the job left there
         // points to, never a FIFO it put in its place; served from the descriptor opened here.
-        let (opened, base) = try await NIOThreadPool.singleton.runIfActive {
-            JobFiles.isRealDirectory(paths.directory) ? (OpenedFile.open(path, singleLink: true), LogBase.read(paths)) : (nil, LogBase(first: 0, notice: 0))
+        // The base from the same descriptor as the bytes it places (`LogBase`).
+        let (opened, base) = try await NIOThreadPool.singleton.runIfActive { () -> (OpenedFile?, LogBase) in
+            guard JobFiles.isRealDirectory(paths.directory), let file = OpenedFile.open(path, singleLink: true) else { return (nil, LogBase(first: 0, notice: 0)) }
+            return (file, LogBase.read(file.descriptor))
         }
-        let localSize = opened?.size
         var headers = Self.untrusted(contentType: "text/plain; charset=utf-8")
-        guard let size = localSize, !(size == 0 && store is any SharedJobStore) else {
-            let text = try await sharedLog(of: id)
-            if offset > text.count {   // as below
-                headers[.logTrimmed] = "1"
-                offset = 0
-            }
-            headers[.nextOffset] = String(text.count)
-            guard offset < text.count else { return Response(status: .ok, headers: headers) }
-            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: text[offset...])))
-        }
         // Offsets count every byte the job wrote (`LogBase`). One whose byte was cut away since
         // (a job run again and again keeps `max_attempts + 2` runs' worth), or past the end, gets
         // what is left from its start, saying so (found by attacking the build: a follower waited
         // for the file to grow past its old offset, then printed a line's tail and lost a run).
-        var start = 0
-        if let position = base.position(of: offset, inFileSized: size) {
-            start = position
-        } else {
-            headers[.logTrimmed] = "1"
+        func place(_ base: LogBase, size: Int) -> Int {
+            headers[.nextOffset] = String(base.end(ofFileSized: size))
+            guard let position = base.position(of: offset, inFileSized: size) else {
+                headers[.logTrimmed] = "1"
+                return 0
+            }
+            return position
         }
-        headers[.nextOffset] = String(base.end(ofFileSized: size))
-        guard start < size, let opened else { return Response(status: .ok, headers: headers) }
+        guard let opened, !(opened.size == 0 && store is any SharedJobStore) else {
+            // The shared store's copy begins with the cut's notice too.
+            let text = try await sharedLog(of: id)
+            let start = place(LogBase.parse(text.prefix(512)), size: text.count)
+            guard start < text.count else { return Response(status: .ok, headers: headers) }
+            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: text[start...])))
+        }
+        let size = opened.size
+        let start = place(base, size: size)
+        guard start < size else { return Response(status: .ok, headers: headers) }
         return Response(status: .ok, headers: headers, body: opened.body(start...(size - 1)))
     }
 

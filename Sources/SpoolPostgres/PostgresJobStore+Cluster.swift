@@ -62,6 +62,8 @@ extension PostgresJobStore {
                 ON CONFLICT (name) DO UPDATE SET role = EXCLUDED.role, slots = EXCLUDED.slots,
                     started_at = EXCLUDED.started_at, seen_at = EXCLUDED.seen_at,
                     status = EXCLUDED.status, problems = EXCLUDED.problems
+                -- A heartbeat of this run still in flight as it stopped does not undo its "stopped".
+                WHERE nodes.status <> 'stopped' OR nodes.started_at <> EXCLUDED.started_at
                 """, logger: self.logger)
         }
         let fold = heartbeatsSinceFold.withLock { count in

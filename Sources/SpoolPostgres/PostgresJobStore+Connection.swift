@@ -72,12 +72,17 @@ extension PostgresJobStore {
             if let running = state.probe { return running }
             let location = self.location, logger = self.logger
             let running = Task {   // unstructured: shared by the operations that ask meanwhile, awaited by each
-                guard let configuration = try? location.connectionConfiguration() else { return false }
+                guard var configuration = try? location.connectionConfiguration() else { return false }
+                // The connection's own limit (not a wait abandoned around it: a connection that
+                // came late would be left open).
+                configuration.options.connectTimeout = .seconds(2)
                 do {
-                    let connection = try await answerWithin(.seconds(2), orThrow: CancellationError()) {
-                        try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
-                    }
+                    let connection = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
                     try? await connection.close()
+                    return true
+                } catch let error as PSQLError where error.serverInfo != nil {
+                    // The server answered (too many clients, a password refused, starting up):
+                    // it is there, and the pool's open connections may well work (found in review).
                     return true
                 } catch {
                     return false

@@ -68,6 +68,10 @@ public actor ClusterCoordinator: Service {
         self.clock = clock
         self.logger = logger
         lastRenewal = clock.now()
+        // A node that starts rescues nothing for a lease either: it may start the moment an
+        // outage ends (found in review: one that crash-looped through it did, and rescued the
+        // jobs the live nodes had not renewed yet).
+        storeBack = clock.now()
     }
 
     public func run() async throws {
@@ -92,8 +96,13 @@ public actor ClusterCoordinator: Service {
         }
         // A last heartbeat: the cluster's list says this node stopped, not that it was lost
         // (found by attacking the build: a rolling restart read as an outage for a day).
+        // Within 2 s: a store that does not answer does not hold the shutdown (the store keeps a
+        // heartbeat of this run still in flight from overwriting it).
         if Task.isShuttingDownGracefully {
-            try? await store.heartbeat(role: configuration.role, slots: configuration.slots, health: NodeHealth(.stopped))
+            let (store, role, slots) = (self.store, configuration.role, configuration.slots)
+            _ = try? await answerWithin(.seconds(2), orThrow: CancellationError()) {
+                try await store.heartbeat(role: role, slots: slots, health: NodeHealth(.stopped))
+            }
         }
     }
 
@@ -127,6 +136,7 @@ public actor ClusterCoordinator: Service {
         let wall = clock.wall()
         do {
             let held = try await store.renewLeases(of: await scheduler.heldAttempts())
+            storeAnswered()
             lastRenewal = started
             configuration.onRenewal?(clock.now() - started)
             fenced = [:]
@@ -147,6 +157,7 @@ public actor ClusterCoordinator: Service {
             }
         } catch {
             Counter(label: "spool_lease_renewal_failures_total").increment()
+            storeFailing = true
             renewalError = "\(error)"
             logger.error("could not renew this node's leases",
                          metadata: ["error": "\(error)", "since_last_renewal": "\(clock.now() - lastRenewal)"])

@@ -188,8 +188,8 @@ struct SpoolClient {
     /// Sends a request; non-2xx answers become a `Failure` with the problem's detail.
     private func send(_ request: HTTPClientRequest, timeout: TimeAmount) async throws -> (HTTPResponseStatus, HTTPHeaders, ByteBuffer) {
         let response = try await execute(request, timeout: timeout)
-        // A reply of the API is JSON, far under this; a bigger one is not what was asked for.
-        let body = try await response.body.collect(upTo: 256 << 20)
+        // A job's whole log (`spool logs`) is the biggest reply read whole: `log_limit_bytes` a run.
+        let body = try await response.body.collect(upTo: 1 << 30)
         return (response.status, response.headers, body)
     }
 
@@ -274,6 +274,8 @@ struct SpoolClient {
                 throw Failure(description: "the download of \(name) broke off after \(written) of its \(expected) bytes", exitCode: 3)
             }
             try await BlockingIO.run {
+                // On disk before it takes the name: a crash leaves no empty file under it.
+                try file.synchronize()
                 try file.close()
                 guard rename(partial.path, destination.path) == 0 else {
                     throw Failure(description: "cannot write \(destination.path) (\(String(cString: strerror(errno))))")

@@ -270,6 +270,9 @@ import Testing
             let (rest, next, trimmed) = try await read(from: early)
             let left = try String(contentsOfFile: paths.log, encoding: .utf8)
             #expect(trimmed && rest == left && next == offset)
+            // A first read (offset 0) gets it all, notice first, and is not told of a cut it did not miss.
+            let whole = try await read(from: 0)
+            #expect(!whole.trimmed && whole.text == left && whole.next == offset)
             // Past the end there is nothing yet; far past it, the same as fallen behind.
             let atEnd = try await read(from: offset)
             #expect(atEnd.text.isEmpty && !atEnd.trimmed && atEnd.next == offset)

@@ -121,7 +121,10 @@ import Testing
                                                  logger: SchedulerRig.quiet("cluster-test"))
             let coordinating = Task { try await coordinator.run() }   // unstructured: cancelled below
             defer { coordinating.cancel() }
+            // A node that starts may start as an outage ends: it too waits a lease.
+            let started = rig.clock.now()
             try await rig.advance(by: .milliseconds(100), until: "a rescue pass") { shared.rescues.passed > 0 }
+            #expect(rig.clock.now() - started >= .seconds(3), "the first rescue \(rig.clock.now() - started) after the start")
             shared.setDown(true)
             let down = rig.clock.now()
             try await rig.advance(by: .milliseconds(100), until: "5 s of outage") { rig.clock.now() - down >= .seconds(5) }
