@@ -495,7 +495,7 @@ import Testing
     /// memory (found by attacking the build: a 1-GiB output was refused, a big one took its size
     /// in RAM), and a file appears under its name only once it is whole.
     @Test func theCLIDownloadsABigOutputWithoutHoldingItInMemory() async throws {
-        let megabytes = 160
+        let megabytes = 64
         let server = try ServerHarness(config: .object(["job_types": .object([
             "big": .object(["command": .array(["/bin/sh", "-c", .string("head -c \(megabytes)M /dev/urandom > \"$SPOOL_OUTPUT_DIR/big.bin\"; echo done > \"$SPOOL_OUTPUT_DIR/small.txt\"")])]),
         ])]))
@@ -510,6 +510,7 @@ import Testing
         let run = try await runProcess("/usr/bin/python3", ["-c", measure, ServerHarness.binary, "outputs", id, "--download", download, "--server", server.url])
         #expect(run.status == 0, "\(run.stderr)")
         let peak = try #require(run.stderr.split(separator: "\n").last { $0.hasPrefix("maxrss ") }.flatMap { Int(String($0.dropFirst(7))) })
+        // Held whole, it was 2.3 times the file and more (363 MiB for 160 MiB).
         #expect(peak < 100 * 1024, "the CLI peaked at \(peak / 1024) MiB downloading \(megabytes) MiB")
         let written = try FileManager.default.attributesOfItem(atPath: download + "/big.bin")[.size] as? Int
         #expect(written == megabytes << 20)

@@ -77,13 +77,20 @@ import Testing
         let watching = Self.watch(scratch.path, input: input, lock: lock, silence: .seconds(3))
         send("kill-after 100")
         // Heard from ten times a second (a thread of its own), for four seconds past the deadline: the job lives.
-        try await onOwnThread {
+        let longestGap = try await onOwnThread { () -> Duration in
+            var (last, longest) = (ContinuousClock.now, Duration.zero)
             for _ in 0..<40 {
                 usleep(100_000)
                 send(ServerGuard.Message.alive)
+                (last, longest) = (ContinuousClock.now, max(longest, ContinuousClock.now - last))
             }
+            return longest
         }
-        #expect(job.isRunning, "a server still heard from keeps its jobs past the deadline")
+        // Unless the sender itself went unscheduled for the whole silence (a full test run on two
+        // cores has stalled threads that long): then the server was silent, and the kill was right.
+        if longestGap < .seconds(3) {
+            #expect(job.isRunning, "a server still heard from keeps its jobs past the deadline (sends at most \(longestGap) apart)")
+        }
         // Silent: killed 3 s after the last word.
         try await within(.seconds(30), "the guard to kill the silent server's job") {
             while job.isRunning { try await Task.sleep(for: .milliseconds(20)) }
