@@ -217,8 +217,10 @@ struct SlotStepsStatement<Shape: SlotStepsShape>: PostgresPreparedStatement {
                     WHERE state = 'queued' AND NOT (type = ANY($\(first + 2)::text[]))
                       -- Only types this node knows (none listed: any).
                       AND (cardinality($\(first + 4)::text[]) = 0 OR type = ANY($\(first + 4)::text[]))
-                      AND (not_before IS NULL OR not_before <= (SELECT min(at) FROM c))
-                      AND (start_by IS NULL OR start_by > (SELECT min(at) FROM c))
+                      -- The node's time, capped by the database's: a node whose clock runs ahead
+                      -- starts nothing early (one behind is late, never early).
+                      AND (not_before IS NULL OR not_before <= LEAST((SELECT min(at) FROM c), spool_now()))
+                      AND (start_by IS NULL OR start_by > LEAST((SELECT min(at) FROM c), spool_now()))
                       -- Unless claims take turns (locked), a capped tenant's job is left to one that does.
                       AND owner NOT IN (SELECT name FROM room WHERE spare <= 0 OR NOT $\(first + 3)::boolean)
                     ORDER BY priority DESC, fair_tag, seq LIMIT cardinality($\(first)::bigint[]) FOR UPDATE SKIP LOCKED

@@ -254,7 +254,9 @@ public final class PostgresJobStore: SharedJobStore {
         let (expired, newest) = try await transaction("cancel jobs past their deadline") { connection -> ([Job], Int64?) in
             let jobs = try await Self.jobs(from: connection.query("""
                 UPDATE jobs SET state = 'canceled', reason = 'deadline', finished_at = \(now.microseconds), error = \(Job.deadlineMessage)
-                WHERE seq IN (SELECT seq FROM jobs WHERE state = 'queued' AND start_by IS NOT NULL AND start_by <= \(now.microseconds)
+                WHERE seq IN (SELECT seq FROM jobs WHERE state = 'queued' AND start_by IS NOT NULL
+                              -- Capped by the database's clock, as a claim is: a node ahead cancels nothing early.
+                              AND start_by <= LEAST(\(now.microseconds), spool_now())
                               ORDER BY seq LIMIT 1000 FOR UPDATE SKIP LOCKED)
                 RETURNING *
                 """, logger: self.logger)).sorted { $0.sequence < $1.sequence }

@@ -732,6 +732,26 @@ import Testing
         }
     }
 
+    /// A node whose clock runs ahead neither starts a delayed job early nor cancels one at a
+    /// deadline not yet passed: the database's clock caps what a node says the time is (found by
+    /// attacking the build: an agent 10 minutes ahead started a `delay_s: 120` job at once and
+    /// canceled others as `deadline` minutes early). A node that runs behind is late, never early.
+    @Test func aNodeWhoseClockRunsAheadStartsNothingEarlyAndCancelsNothingEarly() async throws {
+        try await withNodes(1) { nodes in
+            let now = WallClock.now()
+            var delayed = makeJob(createdAt: now.microseconds)
+            delayed.notBefore = now.adding(seconds: 120)
+            var deadline = makeJob(createdAt: now.microseconds)
+            deadline.startBy = now.adding(seconds: 120)
+            deadline.notBefore = now.adding(seconds: 60)   // not claimable meanwhile either
+            for job in [delayed, deadline] { _ = try await nodes[0].create(job) }
+            let ahead = now.adding(seconds: 600)
+            #expect(try await nodes[0].claimNext(for: SlotID(0), now: ahead) == nil, "a job due in 2 min started by a clock 10 min ahead")
+            #expect(try await nodes[0].expireDeadlines(now: ahead).isEmpty, "a deadline 2 min away passed by a clock 10 min ahead")
+            #expect(try await nodes[0].job(deadline.id)?.state == .queued)
+        }
+    }
+
     @Test func filesStoredByOneNodeAreServedByAnother() async throws {
         try await withNodes(2) { nodes in
             let job = try await nodes[0].create(makeJob(maxAttempts: 2))
