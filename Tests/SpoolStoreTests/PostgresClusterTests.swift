@@ -119,14 +119,7 @@ import Testing
     /// for the first minute of an outage every request waited 15 s for its 503, and clients with
     /// shorter timeouts saw timeouts instead); one that goes through ends that.
     @Test func anUnreachableDatabaseFailsLaterOperationsFast() async throws {
-        // A loopback port where nothing listens: bound, then let go.
-        let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: 0, sin_addr: in_addr(s_addr: inet_addr("127.0.0.1")), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(probe, $0, &length) } }
-        close(probe)
-        let url = "postgres://spool@127.0.0.1:\(UInt16(bigEndian: address.sin_port))/none"
+        let url = "postgres://spool@127.0.0.1:\(unusedLoopbackPort())/none"
         let store = try PostgresJobStore(location: PostgresLocation(url: url), node: "node-0", connections: 2, operationTimeout: .seconds(8),
                                          logger: TestPostgres.logger)
         defer { store.close() }

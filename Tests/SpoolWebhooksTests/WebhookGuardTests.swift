@@ -1,5 +1,4 @@
 import Dispatch
-import Glibc
 import Hummingbird
 import HummingbirdTesting
 import Logging
@@ -7,6 +6,7 @@ import NIOCore
 import ServiceLifecycle
 import SpoolCore
 import SpoolStore
+import SpoolTestSupport
 import SpoolTesting
 @testable import SpoolWebhooks
 import Synchronization
@@ -215,14 +215,7 @@ struct WebhookGuardTests {
     /// saying so (found by attacking the build: each attempt took the whole 10 s, holding a
     /// lane, and read "IOError: connection reset (error set): Connection refused) (errno: 111)").
     @Test func aRefusedConnectionFailsTheAttemptAtOnce() async throws {
-        // A loopback port where nothing listens: bound, then let go.
-        let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: 0, sin_addr: in_addr(s_addr: inet_addr("127.0.0.1")), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(probe, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(probe, $0, &length) } }
-        close(probe)
-        let port = Int(UInt16(bigEndian: address.sin_port))
+        let port = unusedLoopbackPort()
         let draft = WebhookRetryTests.draft("http://localhost:\(port)/hook", 1)
         try await Self.deliver([draft], resolver: ScriptedResolver([.success([.v4([127, 0, 0, 1])])]), allowPrivate: true,
                                configure: { $0.requestTimeout = .seconds(10); $0.retry.baseSeconds = 3600 }) { outbox in
