@@ -116,8 +116,12 @@ public enum OrphanReaper {
     /// supervised on its own — are passed over; when no other pid was handed out since, nothing
     /// is read at all (the common case: a job that started nothing, or whose children are gone
     /// and whose pids were followed only by this server's own next children).
-    public static func killMarked(_ marker: String, bornAfter leader: Int32? = nil, ours: @Sendable (Int32) -> Bool = { _ in false },
-                                  patience: Duration = .seconds(2)) async -> [Int32] {
+    ///
+    /// `session`: the session the leader led — its members are killed too, marked or not (a
+    /// process that left the job's group and wiped its environment, a daemon that retitles
+    /// itself: found by attacking the build, it outlived its job).
+    public static func killMarked(_ marker: String, bornAfter leader: Int32? = nil, session: Int32? = nil,
+                                  ours: @Sendable (Int32) -> Bool = { _ in false }, patience: Duration = .seconds(2)) async -> [Int32] {
         let bytes = Array(marker.utf8)
         var pids: [Int32]?
         // /proc/loadavg is made from the kernel's counters as it is read (no disk, no lock another
@@ -126,7 +130,7 @@ public enum OrphanReaper {
             pids = handedOut.filter { $0 != leader && !ours($0) }
             if pids!.isEmpty { return [] }
         }
-        guard let found = (try? await BlockingIO.run({ [pids] in scan(pids: pids) { $0.elementsEqual(bytes) } }))?.filter({ !ours($0.pid) }),
+        guard let found = (try? await BlockingIO.run({ [pids] in scan(pids: pids, session: session) { $0.elementsEqual(bytes) } }))?.filter({ !ours($0.pid) }),
               !found.isEmpty else { return [] }
         return await killAll(found, patience: patience)
     }
@@ -154,16 +158,16 @@ public enum OrphanReaper {
         var group: Int32
     }
 
-    /// Processes (other than this one) with an environment variable that `matches`: among
-    /// `pids` when given, else among all of /proc.
-    static func scan(pids: [Int32]? = nil, _ matches: ([UInt8].SubSequence) -> Bool) -> [Leftover] {
+    /// Processes (other than this one) with an environment variable that `matches`, or in
+    /// `session`: among `pids` when given, else among all of /proc.
+    static func scan(pids: [Int32]? = nil, session: Int32? = nil, _ matches: ([UInt8].SubSequence) -> Bool) -> [Leftover] {
         let own = getpid()
         var found: [Leftover] = []
         func check(_ pid: Int32) {
-            guard pid != own, let environment = environment(of: pid) else { return }
-            if environment.split(separator: 0).contains(where: matches), isRunning(pid) {
-                found.append(Leftover(pid: pid, group: getpgid(pid)))
-            }
+            guard pid != own else { return }
+            let inSession = session.map { $0 > 1 && getsid(pid) == $0 } ?? false
+            guard inSession || environment(of: pid)?.split(separator: 0).contains(where: matches) == true else { return }
+            if isRunning(pid) { found.append(Leftover(pid: pid, group: getpgid(pid))) }
         }
         if let pids {
             pids.forEach(check)

@@ -322,6 +322,28 @@ import Testing
         #expect(!isAlive(pid), "grandchild \(pid) outlived its job")
     }
 
+    /// What a job leaves running in another process group of its session, with its environment
+    /// wiped (a daemon that retitles itself), dies with the job's end,
+    /// not only when the server does (found by attacking the build: the job's group and the
+    /// marker sweep both missed it, and it ran on holding its GPU).
+    @Test func aJobsLeftoverInAnotherGroupWithItsEnvironmentWipedDiesWithTheJob() async throws {
+        let server = try ServerHarness(config: .object(["job_types": .object([
+            // A group of its own in the job's session, then an empty environment (the marker gone).
+            "daemon": .object(["command": .array(["/bin/sh", "-c", """
+                /usr/bin/python3 -c 'import os; os.setpgid(0, 0); os.execve("/bin/sleep", ["sleep", "300"], {})' &
+                echo $! > "$SPOOL_OUTPUT_DIR/daemon"; sleep 0.3; exit 0
+                """])]),
+        ])]))
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let job = try id(try await server.submit("daemon"))
+        _ = try await server.waitFor(job, ["succeeded"])
+        let reply = try await server.request(.GET, "/v1/jobs/\(job)/outputs/daemon")
+        let pid = try #require(Int32(String(decoding: reply.body, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))
+        defer { kill(pid, SIGKILL) }
+        try await poll(.seconds(10), "the job's daemon \(pid) to die with the job") { !isAlive(pid) }
+    }
+
     @Test func nonZeroExitsAndSignalsFailWithTheirReasonAndTheQueueMovesOn() async throws {
         let server = try server()
         try await server.start()

@@ -180,7 +180,9 @@ final class SubprocessChild: ChildProcess {
                 messages?.closeWriter()
                 output.closeWriter()
                 let young = ContinuousClock.now < spawnedAt.withLock { $0 } + .seconds(1)
-                let escaped = ranItsCommand ? await OrphanReaper.killMarked(marker, bornAfter: young ? pid : nil, ours: LiveChildren.contains) : []
+                // It led its own session: what is still in it is the job's, whatever its group or environment.
+                let escaped = ranItsCommand ? await OrphanReaper.killMarked(marker, bornAfter: young ? pid : nil, session: pid,
+                                                                            ours: LiveChildren.contains) : []
                 if !escaped.isEmpty {
                     logger.warning("killed processes a child left behind outside its process group",
                                    metadata: ["marker": "\(marker)", "pids": "\(escaped)"])
