@@ -3,6 +3,7 @@
 /// ```
 /// DATA_DIR/jobs/<id>/input.json     the input, also the child's stdin
 /// DATA_DIR/jobs/<id>/log.txt        stdout and stderr, capped
+/// DATA_DIR/jobs/<id>/log.cut        the notice the last cut of log.txt begins with (none: never cut)
 /// DATA_DIR/jobs/<id>/outputs/       files the job wrote: its results
 /// DATA_DIR/jobs/<id>/messages       a FIFO the job writes progress to (while it runs)
 /// ```
@@ -15,6 +16,7 @@ public struct JobPaths: Sendable, Hashable {
 
     public var input: String { directory + "/input.json" }
     public var log: String { directory + "/log.txt" }
+    public var logCut: String { directory + "/log.cut" }
     public var outputs: String { directory + "/outputs" }
     public var messages: String { directory + "/messages" }
 

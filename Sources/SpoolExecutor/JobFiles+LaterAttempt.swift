@@ -41,7 +41,10 @@ extension JobFiles {
     /// line that says how much went, and where the kept bytes stand in all the job wrote
     /// (`LogBase`). Written as a new file renamed over the log, so a reader's open descriptor
     /// holds one log or the other, each with its own notice, never a mix (found in review: an
-    /// in-place cut, with its base in a file beside the log, could be read half before it).
+    /// in-place cut, with its base in a file beside the log, could be read half before it); the
+    /// notice is also kept in `log.cut` first, so that a line the job wrote is never taken for
+    /// one (found by attacking the build: a job that printed an old log's first line moved every
+    /// reader's offsets).
     static func trimLog(_ paths: JobPaths, logLimit: Int, maxAttempts: Int) throws(ExecutorError) {
         let path = paths.log
         let runs = max(1, maxAttempts)
@@ -59,7 +62,7 @@ extension JobFiles {
         let read = head.withUnsafeMutableBytes { pread(log, $0.baseAddress, $0.count, off_t(dropped - 1)) }
         if read > 0, let newline = head[0..<read].firstIndex(of: UInt8(ascii: "\n")), newline < size - dropped { dropped += newline }
         // Byte `dropped` of this file is byte `first` of all the job wrote.
-        let before = LogBase.read(log)
+        let before = LogBase.read(log, cut: JobFiles.contents(of: paths.logCut, limit: LogBase.noticeLimit)) ?? LogBase(first: 0, notice: 0)
         let first = before.first + max(0, dropped - before.notice)
         let notice = Array((LogBase.noticePrefix + "\(first): \(dropped) bytes of earlier runs' output were dropped here: "
                             + "a job's log keeps \(runs + 2) runs' worth of log_limit_bytes at most\n").utf8)
@@ -80,8 +83,21 @@ extension JobFiles {
             from += count
         }
         closed = true
-        guard close(out) == 0, rename(next, path) == 0 else {
+        guard close(out) == 0 else {
             unlink(next)
+            throw failed()
+        }
+        // The notice beside the log, then the log under its name.
+        let cut = paths.logCut + ".new"
+        let side = openInJob(cut, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC)
+        guard side >= 0 else {
+            unlink(next)
+            throw ExecutorError("cannot write \(cut)", errno: errno)
+        }
+        let wrote = Glibc.write(side, notice, notice.count)
+        guard close(side) == 0, wrote == notice.count, rename(cut, paths.logCut) == 0, rename(next, path) == 0 else {
+            unlink(next)
+            unlink(cut)
             throw failed()
         }
     }
@@ -92,7 +108,8 @@ extension JobFiles {
 /// attacking the build: an offset still under the cut log's size pointed into other bytes).
 /// A cut log begins with the cut's notice, `[spool] log offset FIRST: …` (`notice` bytes, its
 /// line); the byte after it is byte `first` of everything written. Read from the same open file
-/// as the bytes it places. Both are 0 for a log never cut.
+/// as the bytes it places, and taken only when `log.cut` holds the same line (a job's own line
+/// that looks like one is not). Both are 0 for a log never cut.
 public struct LogBase: Sendable, Equatable {
     public var first: Int
     public var notice: Int
@@ -103,6 +120,8 @@ public struct LogBase: Sendable, Equatable {
     }
 
     static let noticePrefix = "[spool] log offset "
+    /// The longest notice line read.
+    public static let noticeLimit = 512
 
     /// The base a log's first bytes give (a cut's notice line), else 0 0.
     public static func parse(_ head: some Collection<UInt8>) -> LogBase {
@@ -113,11 +132,21 @@ public struct LogBase: Sendable, Equatable {
         return LogBase(first: first, notice: head.distance(from: head.startIndex, to: newline) + 1)
     }
 
+    /// The base of a log whose first bytes are `head`, given its last cut's notice (`log.cut`,
+    /// nil when it was never cut); nil when the two disagree — a cut happened between the two
+    /// reads: read both again.
+    public static func verified(head: some Collection<UInt8>, cut: [UInt8]?) -> LogBase? {
+        guard let cut else { return LogBase(first: 0, notice: 0) }
+        guard head.starts(with: cut) else { return nil }
+        let base = parse(cut)
+        return base.notice == cut.count ? base : nil
+    }
+
     /// The base of the log open at `descriptor` (blocking: one read of its first bytes).
-    public static func read(_ descriptor: Int32) -> LogBase {
-        var head = [UInt8](repeating: 0, count: 512)
+    public static func read(_ descriptor: Int32, cut: [UInt8]?) -> LogBase? {
+        var head = [UInt8](repeating: 0, count: noticeLimit)
         let count = head.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, $0.count, 0) }
-        return parse(head.prefix(max(0, count)))
+        return verified(head: head.prefix(max(0, count)), cut: cut)
     }
 
     /// The offset, among every byte written, just past a log file of `size` bytes.

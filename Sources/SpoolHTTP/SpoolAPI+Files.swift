@@ -25,28 +25,38 @@ extension SpoolAPI {
         let path = paths.log
         // The log file itself, in the job's own directory: never what a link the job left there
         // points to, never a FIFO it put in its place; served from the descriptor opened here.
-        // The base from the same descriptor as the bytes it places (`LogBase`).
-        let (opened, base) = try await NIOThreadPool.singleton.runIfActive { () -> (OpenedFile?, LogBase) in
-            guard JobFiles.isRealDirectory(paths.directory), let file = OpenedFile.open(path, singleLink: true) else { return (nil, LogBase(first: 0, notice: 0)) }
-            return (file, LogBase.read(file.descriptor))
+        // The base from the same descriptor as the bytes it places, checked against the cut's
+        // notice (`LogBase`); read again when a cut came between the two (three times at most,
+        // then the log is sent from its start, as one whose place was cut away).
+        let (opened, base) = try await NIOThreadPool.singleton.runIfActive { () -> (OpenedFile?, LogBase?) in
+            guard JobFiles.isRealDirectory(paths.directory) else { return (nil, nil) }
+            var last: OpenedFile?
+            for _ in 0..<3 {
+                let cut = JobFiles.contents(of: paths.logCut, limit: LogBase.noticeLimit)
+                guard let file = OpenedFile.open(path, singleLink: true) else { return (nil, nil) }
+                if let base = LogBase.read(file.descriptor, cut: cut) { return (file, base) }
+                last = file
+            }
+            return (last, nil)
         }
         var headers = Self.untrusted(contentType: "text/plain; charset=utf-8")
         // Offsets count every byte the job wrote (`LogBase`). One whose byte was cut away since
         // (a job run again and again keeps `max_attempts + 2` runs' worth), or past the end, gets
         // what is left from its start, saying so (found by attacking the build: a follower waited
         // for the file to grow past its old offset, then printed a line's tail and lost a run).
-        func place(_ base: LogBase, size: Int) -> Int {
-            headers[.nextOffset] = String(base.end(ofFileSized: size))
-            guard let position = base.position(of: offset, inFileSized: size) else {
+        func place(_ base: LogBase?, size: Int) -> Int {
+            headers[.nextOffset] = String((base ?? LogBase(first: 0, notice: 0)).end(ofFileSized: size))
+            guard let base, let position = base.position(of: offset, inFileSized: size) else {
                 headers[.logTrimmed] = "1"
                 return 0
             }
             return position
         }
         guard let opened, !(opened.size == 0 && store is any SharedJobStore) else {
-            // The shared store's copy begins with the cut's notice too.
+            // The shared store's copy begins with the cut's notice too, kept beside it.
             let text = try await sharedLog(of: id)
-            let start = place(LogBase.parse(text.prefix(512)), size: text.count)
+            let cut = try await (store as? any SharedJobStore)?.storedFile(StoredFile.logCutName, of: id)
+            let start = place(LogBase.verified(head: text.prefix(LogBase.noticeLimit), cut: cut), size: text.count)
             guard start < text.count else { return Response(status: .ok, headers: headers) }
             return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: text[start...])))
         }

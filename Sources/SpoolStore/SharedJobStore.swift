@@ -103,6 +103,8 @@ public struct StoredFile: Sendable, Equatable {
     }
 
     public static let logName = "log"
+    /// The notice the job's log last cut begins with (`LogBase`), stored with it.
+    public static let logCutName = "log-cut"
     public static func outputName(_ name: String) -> String { "outputs/" + name }
     /// The names of the outputs left on the node that ran the job (past the budget), one a line:
     /// another node's list of the outputs says it is not all of them.

@@ -280,6 +280,23 @@ import Testing
         }
     }
 
+    /// A job's own first line that looks like a cut's notice (it printed an old log) moves no
+    /// offset: only the notice the cut kept beside the log counts (found by attacking the build).
+    @Test func aJobsLineThatLooksLikeACutNoticeMovesNoOffset() async throws {
+        try await withClient { client in
+            let id = try await submit(client, "x")["id"]?.stringValue ?? ""
+            let paths = JobPaths(dataDirectory: dataDirectory, job: JobID(id)!)
+            try FileManager.default.createDirectory(atPath: paths.directory, withIntermediateDirectories: true)
+            let text = "[spool] log offset 123456: 99 bytes of earlier runs' output were dropped here\nhello world\n"
+            try Data(text.utf8).write(to: URL(fileURLWithPath: paths.log))
+            try await client.execute(uri: "/v1/jobs/\(id)/logs?offset=5", method: .get) { response in
+                #expect(String(buffer: response.body) == String(text.dropFirst(5)))
+                #expect(response.headers[HTTPField.Name("Spool-Next-Offset")!] == String(text.utf8.count))
+                #expect(response.headers[HTTPField.Name("Spool-Log-Trimmed")!] == nil)
+            }
+        }
+    }
+
     @Test func outputsAreListedAndServedWithTheirTypeButNeverOutsideTheJob() async throws {
         try await withClient { client in
             let id = try await submit(client, "x")["id"]?.stringValue ?? ""
