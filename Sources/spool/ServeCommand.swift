@@ -37,6 +37,8 @@ struct NodeOptions: ParsableArguments {
         } catch {
             fail("\(error)")
         }
+        // Read: the secrets among them leave this process's environment (jobs can read it).
+        SecretVariables.scrub()
         return settings
     }
 

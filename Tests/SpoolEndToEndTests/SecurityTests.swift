@@ -1217,6 +1217,22 @@ import Testing
         #expect(plain.status == 1 && plain.stderr.contains("speaks HTTPS") && plain.stderr.contains("https://"), "\(plain.stderr)")
     }
 
+    /// A job (the server's user) that reads every process's environment finds no secret the
+    /// server was given in `SPOOL_*` variables: not the server's, not its guard's (found by
+    /// attacking the build: `/proc/<server>/environ` showed `SPOOL_WEBHOOK_SECRET`).
+    @Test func aJobFindsNoSecretInTheServersEnvironment() async throws {
+        let secret = "a-webhook-secret-\(UUID().uuidString)"
+        let server = try ServerHarness(config: .object(["job_types": .object([
+            "peek": .object(["command": .array(["/bin/sh", "-c", .string("cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c -- '\(secret)' || true")])]),
+        ])]))
+        try await server.start(environment: ["SPOOL_WEBHOOK_SECRET": secret])
+        defer { Task { await server.stop() } }
+        let job = try #require(try await server.submit("peek").json["id"]?.stringValue)
+        _ = try await server.waitFor(job, ["succeeded"])
+        let log = String(decoding: try await server.request(.GET, "/v1/jobs/\(job)/logs").body, as: UTF8.self)
+        #expect(log == "0\n", "the secret was found in \(log) environment(s)")
+    }
+
     /// `https://` to a server that speaks plain HTTP says so, not that its certificate is not
     /// trusted (found by attacking the build: the advice was to pass --cacert).
     @Test func theCLIToldTheWrongSchemeSaysSo() async throws {
