@@ -221,7 +221,9 @@ public struct SpoolAPI: Sendable {
             let visible = job.flatMap { principal.canSee(owner: $0.owner) ? $0 : nil }
             var entry = QueueResource.Slot(id: slot.id, gpu: slot.gpu, busy: jobID != nil, job: visible.map { JobWire(job: $0) })
             entry.quarantine = quarantined[slot.id]
-            if let worker = workers[slot.id]?.worker {
+            // Nor the warm worker that runs another tenant's job (found by attacking the build: its
+            // type, pid, jobs run and memory showed).
+            if let worker = workers[slot.id]?.worker, job == nil || visible != nil {
                 entry.worker = .object([
                     "id": .string(worker.id), "type": .string(worker.type), "phase": .string(worker.phase),
                     "pid": worker.pid.map { .int(Int64($0)) } ?? .null, "jobs_run": .int(Int64(worker.jobsRun)),

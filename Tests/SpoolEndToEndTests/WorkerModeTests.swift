@@ -36,6 +36,26 @@ import Testing
 
     func pid(_ job: JSONValue) -> Int64? { job["result"]?["pid"]?.intValue }
 
+    /// Another tenant sees a slot busy with a tenant's job as busy, nothing more: not the warm
+    /// worker that runs it (its type, pid, jobs run, memory) either (found by attacking the
+    /// build: README promises other tenants' work "only as a count and busy slots").
+    @Test func anotherTenantSeesABusySlotsWorkerAsNothing() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let (alice, bob) = (try await server.createToken("alice"), try await server.createToken("bob"))
+        try await withDeadline(.seconds(10), "the tokens to count") {
+            while try await server.request(.GET, "/v1/queue").status != 401 { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        let reply = try await server.submit("work", .object(["sleep": 30]), token: alice)
+        let id = try #require(reply.json["id"]?.stringValue, "\(reply.json)")
+        _ = try await server.waitFor(id, ["running"], timeout: .seconds(30), token: alice)
+        let mine = try await server.request(.GET, "/v1/queue", headers: server.bearer(alice)).json["slots"]?.arrayValue?.first
+        #expect(mine?["worker"]?["type"] == "work", "\(String(describing: mine))")
+        let theirs = try await server.request(.GET, "/v1/queue", headers: server.bearer(bob)).json["slots"]?.arrayValue?.first
+        #expect(theirs?["state"] == "busy" && theirs?["job"] == .null && theirs?["worker"] == .null, "\(String(describing: theirs))")
+        _ = try await server.request(.POST, "/v1/jobs/\(id)/cancel", headers: server.bearer(alice))
+    }
+
     @Test func aWarmWorkerRunsManyJobsAndIsRecycledOnItsJobCount() async throws {
         let server = try await server(["max_jobs_per_worker": 5])
         defer { Task { await server.stop() } }
