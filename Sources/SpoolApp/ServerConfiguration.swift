@@ -62,6 +62,8 @@ public struct ServerConfiguration: Sendable {
     public var node: String?
     /// How long a running job's claim stays valid without renewal (shared store).
     public var leaseSeconds: Double = 10
+    /// An agent's port for `/metrics` and `/healthz` (on `host`); none: it answers no HTTP.
+    public var metricsPort: Int?
     /// The most bytes of a finished job's log and outputs copied into a shared store.
     public var sharedFileLimitBytes = 64 << 20
     /// When a token is needed (`auto`: as soon as one exists).
@@ -160,7 +162,7 @@ public struct ServerConfiguration: Sendable {
         "host", "port", "data_dir", "slots", "gpus", "slots_per_gpu", "kill_grace_s", "shutdown_grace_s", "sqlite_synchronous",
         "sqlite_disk_reserve_mb",
         "max_body_bytes", "log_limit_bytes", "webhook_secret", "webhook_retry_base_s", "job_types",
-        "store", "role", "node", "lease_s", "shared_file_limit_bytes",
+        "store", "role", "node", "lease_s", "shared_file_limit_bytes", "metrics_port",
         "auth", "metrics_public", "allowed_hosts", "cors_origins", "max_queued", "tls_cert", "tls_key", "header_timeout_s",
         "max_connections", "webhook_allow_private",
         "quarantine_after_failures", "gpu_health_interval_s", "gpu_self_test", "gpu_self_test_timeout_s",
@@ -260,6 +262,7 @@ public struct ServerConfiguration: Sendable {
             guard let number = value.doubleValue, number >= 1, number <= 3600 else { throw fail("a number of seconds from 1 to 3600") }
             leaseSeconds = number
         case "shared_file_limit_bytes": sharedFileLimitBytes = try integer(0...(1 << 30))
+        case "metrics_port": metricsPort = try integer(0...65_535)
         case "max_body_bytes": maxBodyBytes = try integer(1024...(1 << 30))
         case "log_limit_bytes": logLimitBytes = try integer(1024...(1 << 40))
         case "sqlite_disk_reserve_mb": diskReserveMiB = try integer(0...1024)

@@ -104,7 +104,7 @@ public enum SpoolServer {
         let tokens = TokenBook(store: tokenStore, auth: configuration.auth, logger: logger,
                                onRevoke: { [store] in store.eventNotifier.wakeAll() }, onChange: { [scheduler] in scheduler.jobEnqueued() })
         try await tokens.refresh()
-        if configuration.role != .agent {
+        if configuration.role != .agent || configuration.metricsPort != nil {
             try checkExposure(configuration, tokensExist: !tokens.isEmpty, dataDirectory: dataDirectory)
         }
         var limits = SpoolAPI.Limits()
@@ -178,6 +178,21 @@ public enum SpoolServer {
         } else {
             listened.finish()
             onListening("")
+            // Its metrics, when asked for: the nodes that run the jobs count most of them (found by
+            // attacking the build: with agents doing the work, job counts and busy slots were nowhere).
+            if let metricsPort = configuration.metricsPort {
+                let metricsServer = Application(
+                    router: api.metricsRouter(),
+                    server: try httpServer(configuration),
+                    configuration: .init(address: .hostname(host, port: metricsPort), serverName: "spool"),
+                    onServerRunning: { [logger] channel in
+                        let port = channel.localAddress?.port ?? metricsPort
+                        logger.info("serving /metrics and /healthz", metadata: ["url": "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)"])
+                    },
+                    logger: logger
+                )
+                services += [.init(service: tokens), .init(service: metricsServer)]
+            }
         }
         if let shared {
             var coordination = ClusterCoordinator.Configuration()

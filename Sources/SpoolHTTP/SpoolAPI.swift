@@ -59,6 +59,18 @@ public struct SpoolAPI: Sendable {
         sessions = SessionKeys(key: sessionKey)
     }
 
+    /// An agent's router: `/metrics` and `/healthz` only, with the same access rules (an
+    /// administrator's token for the metrics once tokens exist, unless `metrics_public`).
+    public func metricsRouter() -> Router<SpoolRequestContext> {
+        let router = Router(context: SpoolRequestContext.self, options: .autoGenerateHeadEndpoints)
+        router.add(middleware: ProblemMiddleware())
+        router.add(middleware: HostGuardMiddleware(policy: access))
+        router.add(middleware: AccessMiddleware(policy: access, tokens: tokens, sessions: sessions))
+        router.get("/metrics", use: exportMetrics)
+        router.get("/healthz", use: health)
+        return router
+    }
+
     /// A router with every route and its middleware: metrics (outermost, so each response is
     /// counted under the status it really has), problem+json, the `Host` guard, CORS, access
     /// (authentication and what a token may reach), then 405s.

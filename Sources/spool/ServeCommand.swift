@@ -127,14 +127,17 @@ struct AgentCommand: AsyncParsableCommand {
         abstract: "Run jobs from a shared queue on this machine's slots, with no HTTP API (a GPU node).",
         discussion: """
             Needs --store postgres://… (the same as the API nodes'). Takes the same settings as `serve` (config file,
-            SPOOL_* variables, flags), except those of the HTTP server.
+            SPOOL_* variables, flags), except those of the HTTP server; with --metrics-port it serves /metrics and
+            /healthz alone, on that port of --host (default 127.0.0.1).
             """
     )
 
     @OptionGroup var node: NodeOptions
+    @Option(name: .customLong("metrics-port"), help: "Serve /metrics and /healthz on this port (default: no HTTP at all).") var metricsPort: Int?
+    @Option(name: .long, help: "The address the metrics port listens on (default 127.0.0.1).") var host: String?
 
     func run() async throws {
-        var settings = node.settings()
+        var settings = node.settings(extra: [("metrics_port", metricsPort.map(String.init)), ("host", host)])
         guard case .postgres(let location) = settings.store else {
             fail("an agent needs a shared store: --store postgres://USER@HOST:PORT/DATABASE (or \"store\" in the config file)")
         }
