@@ -65,6 +65,13 @@ import Testing
             let next = lanes.pick(from: Array(dead.dropFirst(holding.count)) + [healthy], busy: held, free: 1, lastStarted: started)
             #expect(next.map(\.0.id) == [healthy.id], "owner \(owner ?? "none"): \(next.map(\.0.id))")
         }
+        // One dead host of a tenant holding every lane (its backlog alone), one frees: the
+        // tenant's own healthy receiver takes it, past the tenant's share.
+        let dead = (1...20).map { delivery(Int64($0), "a.example", owner: "alice") }
+        let healthy = delivery(100, "e.example", owner: "alice")
+        let held = dead.prefix(7).map(WebhookLanes.Lane.init)
+        let next = lanes.pick(from: Array(dead.dropFirst(8)) + [healthy], busy: Array(held), free: 1, lastStarted: ["a.example": 8])
+        #expect(next.map(\.0.id) == [healthy.id], "\(next.map(\.0.id))")
     }
 
     /// Deliveries of jobs without an owner (no tokens) share by host only.
