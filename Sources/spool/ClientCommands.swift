@@ -304,13 +304,16 @@ struct OutputsCommand: AsyncParsableCommand {
             let (outputs, truncated) = try await client.outputs(of: id)
             let partial = SpoolClient.Failure(description: "the server lists only some of \(id)'s outputs (\(outputs.count)): the rest were "
                                               + (download == nil ? "not listed" : "not downloaded")
-                                              + " (past 10,000 files, fetch them by name; names that are not UTF-8, or files the server cannot read, it cannot serve)")
+                                              + " (past 10,000 files, fetch them by name; names that are not UTF-8, or files the server cannot read, it cannot serve;"
+                                              + " with a shared store, files past shared_file_limit_bytes stay on the node that ran the job, as the end of its log says)")
             guard let download else {
                 // The job chose the names: its control characters are written out (found in review).
                 for output in outputs { print("\(output.name.terminalSafe)\t\(output.size)\t\(output.content_type)\t\(client.base + output.url)") }
                 if truncated { throw partial }
                 return
             }
+            let interrupts = PartialDownload.removedOnInterrupt()
+            defer { for source in interrupts { source.cancel() } }
             for output in outputs {
                 // A name is relative and stays inside the folder (a server could name "../x").
                 let parts = output.name.split(separator: "/", omittingEmptySubsequences: false)

@@ -231,7 +231,12 @@ struct SpoolClient {
     /// fails once no byte came for `stall` (the client's deadline ends when the answer starts).
     func download(_ path: String, to destination: URL, stall: Duration = .seconds(60)) async throws {
         let response = try await execute(HTTPClientRequest(url: base + path), timeout: .seconds(90))
-        let partial = destination.deletingLastPathComponent().appendingPathComponent(".\(destination.lastPathComponent).spool-part")
+        // A name no output of the job takes (found by attacking the build: an output named
+        // `.x.spool-part` was overwritten by the download of `x`).
+        let partial = destination.deletingLastPathComponent()
+            .appendingPathComponent(".\(destination.lastPathComponent).spool-part-\(UInt64.random(in: 0...UInt64.max))")
+        PartialDownload.current.withLock { $0 = partial.path }
+        defer { PartialDownload.current.withLock { $0 = nil } }
         let file = try await BlockingIO.run { () throws -> FileHandle in
             guard FileManager.default.createFile(atPath: partial.path, contents: nil), let handle = FileHandle(forWritingAtPath: partial.path) else {
                 throw Failure(description: "cannot write \(partial.path) (\(String(cString: strerror(errno))))")
@@ -289,6 +294,27 @@ struct SpoolClient {
             let written = received.bytes.load(ordering: .relaxed)
             throw Failure(description: "the download of \(name) broke off after \(written)\(expected.map { " of its \($0)" } ?? "") bytes (\(error))",
                           exitCode: 3)
+        }
+    }
+}
+
+/// The file a download is writing now: Ctrl-C (or SIGTERM) removes it on the way out
+/// (`removedOnInterrupt`) — found by attacking the build: it was left behind, hidden.
+enum PartialDownload {
+    static let current = Mutex<String?>(nil)
+
+    /// From now on SIGINT and SIGTERM remove the download under way, then end the command as
+    /// the signal would (exit 130 or 143).
+    static func removedOnInterrupt() -> [any DispatchSourceSignal] {
+        [SIGINT, SIGTERM].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                if let path = current.withLock({ $0 }) { unlink(path) }
+                Foundation.exit(128 + number)
+            }
+            source.resume()
+            return source
         }
     }
 }

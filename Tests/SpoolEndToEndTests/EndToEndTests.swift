@@ -542,6 +542,54 @@ import Testing
         #expect(try FileManager.default.contentsOfDirectory(atPath: download).sorted() == ["big.bin", "small.txt"], "nothing half-written left")
     }
 
+    /// A download stopped with Ctrl-C leaves no partial file behind, hidden or not (found by
+    /// attacking the build: 5.7 MB of `.NAME.spool-part` stayed).
+    @Test func aDownloadStoppedWithCtrlCLeavesNothingBehind() async throws {
+        // A server that lists one output, then sends 100 of its 1,000 bytes and stalls.
+        let script = """
+            import json, socket, sys, threading, time
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", 0)); s.listen(5)
+            print(s.getsockname()[1], flush=True)
+            def serve(c):
+                path = c.recv(65536).decode().split(" ")[1]
+                if path.endswith("/outputs"):
+                    body = json.dumps({"outputs": [{"name": "f.bin", "size": 1000, "content_type": "application/octet-stream",
+                                                    "url": "/v1/jobs/job_x/outputs/f.bin"}]}).encode()
+                    c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(body) + body)
+                else:
+                    c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 1000\\r\\n\\r\\n" + b"x" * 100)
+                    time.sleep(60)
+                c.close()
+            while True:
+                c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+            """
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        server.arguments = ["-c", script]
+        let portPipe = Pipe()
+        server.standardOutput = portPipe
+        server.standardError = FileHandle.nullDevice
+        try server.run()
+        // SIGKILL: a test run may hand its children SIGTERM ignored.
+        defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }
+        let port = try #require(Int(String(decoding: portPipe.fileHandleForReading.availableData, as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)))
+        let download = NSTemporaryDirectory() + "spool-ctrlc-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: download) }
+        let cli = Process()
+        cli.executableURL = URL(fileURLWithPath: ServerHarness.binary)
+        cli.arguments = ["outputs", "job_01m980z5gw2ahqtnjd5s6tdmcm", "--download", download, "--server", "http://127.0.0.1:\(port)"]
+        cli.standardError = FileHandle.nullDevice
+        try cli.run()
+        try await poll(.seconds(20), "the partial file to appear") {
+            (try? FileManager.default.contentsOfDirectory(atPath: download))?.isEmpty == false
+        }
+        kill(cli.processIdentifier, SIGINT)
+        try await poll(.seconds(20), "the CLI to stop") { !cli.isRunning }
+        #expect(cli.terminationStatus == 130)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: download) == [], "left behind")
+    }
+
     @Test func theCLISubmitsARenderWaitsAndDownloadsThePNG() async throws {
         let server = try server()
         try await server.start()
