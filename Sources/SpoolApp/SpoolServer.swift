@@ -175,24 +175,31 @@ public enum SpoolServer {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if configuration.role != .agent {
             services += [.init(service: tokens), .init(service: application), .init(service: deliverer)]
+        } else if let metricsPort = configuration.metricsPort {
+            // Its metrics, when asked for: the nodes that run the jobs count most of them (found by
+            // attacking the build: with agents doing the work, job counts and busy slots were
+            // nowhere). Its slots claim nothing before the port is bound, as a server's.
+            let metricsServer = Application(
+                router: api.metricsRouter(),
+                server: try httpServer(configuration),
+                configuration: .init(address: .hostname(host, port: metricsPort), serverName: "spool"),
+                onServerRunning: { [logger] channel in
+                    let port = channel.localAddress?.port ?? metricsPort
+                    bound.withLock { $0 = true }
+                    listened.yield()
+                    listened.finish()
+                    logger.info("serving /metrics and /healthz", metadata: ["url": "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)"])
+                    onListening("")
+                },
+                logger: logger
+            )
+            services += [.init(service: tokens), .init(service: metricsServer)]
         } else {
             listened.finish()
             onListening("")
-            // Its metrics, when asked for: the nodes that run the jobs count most of them (found by
-            // attacking the build: with agents doing the work, job counts and busy slots were nowhere).
-            if let metricsPort = configuration.metricsPort {
-                let metricsServer = Application(
-                    router: api.metricsRouter(),
-                    server: try httpServer(configuration),
-                    configuration: .init(address: .hostname(host, port: metricsPort), serverName: "spool"),
-                    onServerRunning: { [logger] channel in
-                        let port = channel.localAddress?.port ?? metricsPort
-                        logger.info("serving /metrics and /healthz", metadata: ["url": "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)"])
-                    },
-                    logger: logger
-                )
-                services += [.init(service: tokens), .init(service: metricsServer)]
-            }
+        }
+        if configuration.metricsPort != nil, configuration.role != .agent {
+            logger.warning("metrics_port is for agents (spool agent); this node serves /metrics on its own port")
         }
         if let shared {
             var coordination = ClusterCoordinator.Configuration()
@@ -224,10 +231,11 @@ public enum SpoolServer {
         do {
             try await group.run()
             guardian.finish()
-        } catch let error as IOError where configuration.role != .agent && !bound.withLock({ $0 }) {
+        } catch let error as IOError where (configuration.role != .agent || configuration.metricsPort != nil) && !bound.withLock({ $0 }) {
             // The listener could not be bound (the port taken, an address not on this machine):
             // the slots claimed nothing, the queue is as it was.
-            throw ConfigurationError("cannot listen on \(host):\(configuration.port): \(String(cString: strerror(error.errnoCode)))"
+            let port = configuration.role == .agent ? configuration.metricsPort ?? 0 : configuration.port
+            throw ConfigurationError("cannot listen on \(host):\(port): \(String(cString: strerror(error.errnoCode)))"
                 + (error.errnoCode == EADDRINUSE ? " (is another server on that port?)" : ""))
         }
         logger.info("spool stopped")

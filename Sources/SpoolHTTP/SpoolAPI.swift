@@ -235,7 +235,7 @@ public struct SpoolAPI: Sendable {
             entry.quarantine = quarantined[slot.id]
             // Nor the warm worker that runs another tenant's job (found by attacking the build: its
             // type, pid, jobs run and memory showed).
-            if let worker = workers[slot.id]?.worker, job == nil || visible != nil {
+            if let worker = workers[slot.id]?.worker, jobID == nil || visible != nil {
                 entry.worker = .object([
                     "id": .string(worker.id), "type": .string(worker.type), "phase": .string(worker.phase),
                     "pid": worker.pid.map { .int(Int64($0)) } ?? .null, "jobs_run": .int(Int64(worker.jobsRun)),

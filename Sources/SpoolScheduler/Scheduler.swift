@@ -626,8 +626,12 @@ public actor Scheduler: Service {
             SchedulerMetrics.expired(expired.count)
             SchedulerMetrics.ended(expired)
             await fillIdleSlots(in: &group)
-            // Not sooner than 10 ms: a deadline another node's transaction holds back is not spun on.
-            if let next = try await store.nextTimer(after: now) { arm(at: max(next, now.adding(seconds: 0.01)), in: &group) }
+            // Not sooner than 10 ms: a deadline another node's transaction holds back is not spun on;
+            // and a quarter of a second for one already past here that the store did not expire
+            // (a node whose clock runs ahead of the database's: found in review, it spun at 100 Hz).
+            if let next = try await store.nextTimer(after: now) {
+                arm(at: max(next, now.adding(seconds: next <= now ? 0.25 : 0.01)), in: &group)
+            }
         } catch {
             storeFailed(error)
             logger.error("could not read the queue's timers; retrying", metadata: ["error": "\(error)"])
@@ -701,7 +705,9 @@ public actor Scheduler: Service {
         // local store's timers are all armed here already (its submits, its retries, its start).
         if foundNothingExcluding != nil, storeTrouble == nil, local == nil, store is any SharedJobStore,
            let next = try? await store.nextTimer(after: clock.wall()) {
-            arm(at: next, in: &group)
+            // One already past here waits a quarter of a second, as in `timerFired`.
+            let now = clock.wall()
+            arm(at: next <= now ? now.adding(seconds: 0.25) : next, in: &group)
         }
     }
 

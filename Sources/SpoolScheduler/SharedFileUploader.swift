@@ -65,8 +65,12 @@ struct SharedFileUploader: Sendable {
             files.append(StoredFile(name: name, content: data))
         }
         take(StoredFile.logName, at: paths.log, singleLink: true, keepEmpty: false)
-        // The cut's notice, where another node checks the log's first line (`LogBase`).
-        if files.contains(where: { $0.name == StoredFile.logName }) { take(StoredFile.logCutName, at: paths.logCut, singleLink: true, keepEmpty: false) }
+        // The cut's notice, where another node checks the log's first line (`LogBase`): a line,
+        // outside the budget (found in review: a log near the budget left it out).
+        if files.contains(where: { $0.name == StoredFile.logName }),
+           let cut = JobFiles.contents(of: paths.logCut, limit: LogBase.noticeLimit, singleLink: true), !cut.isEmpty {
+            files.append(StoredFile(name: StoredFile.logCutName, content: cut))
+        }
         for output in OutputFiles.list(under: paths.outputs, limit: 10_000) {
             guard let path = paths.output(named: output.name) else { continue }
             take(StoredFile.outputName(output.name), at: path, listed: output.size)

@@ -56,14 +56,19 @@ struct WebhookLanes {
             let (x, y) = (lastStarted[Lane(a).host] ?? 0, lastStarted[Lane(b).host] ?? 0)
             return x != y ? x < y : a.id.rawValue < b.id.rawValue
         }
-        enum Pass { case idleHosts, shares, anyone }
-        for pass in [Pass.idleHosts, .shares, .anyone] {
-            for delivery in pass == .idleHosts ? firsts : due where free > 0 && !started.contains(delivery.id) {
+        enum Pass { case idleHostsInShare, idleHosts, shares, anyone }
+        for pass in [Pass.idleHostsInShare, .idleHosts, .shares, .anyone] {
+            for delivery in pass == .idleHostsInShare || pass == .idleHosts ? firsts : due where free > 0 && !started.contains(delivery.id) {
                 let lane = Lane(delivery)
                 switch pass {
+                case .idleHostsInShare:
+                    // Within each tenant's share first: a tenant with dead receivers on many host
+                    // names does not take every lane from another's (found in review).
+                    guard perHost[lane.host] == nil else { continue }
+                    if let owner = lane.owner, perOwner[owner, default: 0] >= self.perOwner { continue }
                 case .idleHosts:
-                    // Whoever's it is: a tenant's healthy receiver is not held behind that tenant's
-                    // dead ones (found by attacking the build: its share was theirs, 28 s).
+                    // Then whoever's it is: a tenant's healthy receiver is not held behind that
+                    // tenant's dead ones (found by attacking the build: its share was theirs, 28 s).
                     guard perHost[lane.host] == nil else { continue }
                 case .shares:
                     guard perHost[lane.host, default: 0] < self.perHost else { continue }

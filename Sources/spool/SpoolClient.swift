@@ -235,13 +235,16 @@ struct SpoolClient {
         // `.x.spool-part` was overwritten by the download of `x`).
         let partial = destination.deletingLastPathComponent()
             .appendingPathComponent(".\(destination.lastPathComponent).spool-part-\(UInt64.random(in: 0...UInt64.max))")
-        PartialDownload.current.withLock { $0 = partial.path }
         defer { PartialDownload.current.withLock { $0 = nil } }
         let file = try await BlockingIO.run { () throws -> FileHandle in
-            guard FileManager.default.createFile(atPath: partial.path, contents: nil), let handle = FileHandle(forWritingAtPath: partial.path) else {
-                throw Failure(description: "cannot write \(partial.path) (\(String(cString: strerror(errno))))")
+            // Made and named under the lock Ctrl-C's handler takes: never one it missed.
+            try PartialDownload.current.withLock { current in
+                current = partial.path
+                guard FileManager.default.createFile(atPath: partial.path, contents: nil), let handle = FileHandle(forWritingAtPath: partial.path) else {
+                    throw Failure(description: "cannot write \(partial.path) (\(String(cString: strerror(errno))))")
+                }
+                return handle
             }
-            return handle
         }
         final class Received: Sendable { let bytes = Atomic<Int64>(0) }
         let received = Received()
@@ -303,15 +306,27 @@ struct SpoolClient {
 enum PartialDownload {
     static let current = Mutex<String?>(nil)
 
-    /// From now on SIGINT and SIGTERM remove the download under way, then end the command as
-    /// the signal would (exit 130 or 143).
+    /// From now on SIGINT and SIGTERM remove the download under way, then end the command by
+    /// that signal (a shell's loop sees it so and stops). One ignored when the command began (a
+    /// background job of a script) stays ignored.
     static func removedOnInterrupt() -> [any DispatchSourceSignal] {
-        [SIGINT, SIGTERM].map { number in
-            signal(number, SIG_IGN)
+        [SIGINT, SIGTERM].compactMap { number in
+            let previous = signal(number, SIG_IGN)
+            guard unsafeBitCast(previous, to: Int.self) != unsafeBitCast(SIG_IGN, to: Int.self) else { return nil }
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler {
-                if let path = current.withLock({ $0 }) { unlink(path) }
-                Foundation.exit(128 + number)
+                // Under the lock: the download that makes its file takes it too.
+                current.withLock { path in
+                    if let path { unlink(path) }
+                    // Its default action, on this thread (dispatch keeps the signal blocked).
+                    signal(number, SIG_DFL)
+                    var set = sigset_t()
+                    sigemptyset(&set)
+                    sigaddset(&set, number)
+                    pthread_sigmask(SIG_UNBLOCK, &set, nil)
+                    raise(number)
+                    Foundation.exit(128 + number)   // were it still not delivered
+                }
             }
             source.resume()
             return source

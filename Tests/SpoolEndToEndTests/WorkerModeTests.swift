@@ -49,8 +49,10 @@ import Testing
         let reply = try await server.submit("work", .object(["sleep": 30]), token: alice)
         let id = try #require(reply.json["id"]?.stringValue, "\(reply.json)")
         _ = try await server.waitFor(id, ["running"], timeout: .seconds(30), token: alice)
-        let mine = try await server.request(.GET, "/v1/queue", headers: server.bearer(alice)).json["slots"]?.arrayValue?.first
-        #expect(mine?["worker"]?["type"] == "work", "\(String(describing: mine))")
+        // Its owner sees the worker (once it reports itself).
+        try await poll(.seconds(20), "alice to see the worker") {
+            try await server.request(.GET, "/v1/queue", headers: server.bearer(alice)).json["slots"]?.arrayValue?.first?["worker"]?["type"] == "work"
+        }
         let theirs = try await server.request(.GET, "/v1/queue", headers: server.bearer(bob)).json["slots"]?.arrayValue?.first
         #expect(theirs?["state"] == "busy" && theirs?["job"] == .null && theirs?["worker"] == .null, "\(String(describing: theirs))")
         _ = try await server.request(.POST, "/v1/jobs/\(id)/cancel", headers: server.bearer(alice))

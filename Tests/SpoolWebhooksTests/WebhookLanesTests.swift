@@ -74,6 +74,16 @@ import Testing
         #expect(next.map(\.0.id) == [healthy.id], "\(next.map(\.0.id))")
     }
 
+    /// A tenant with dead receivers on more host names than there are lanes, none started yet,
+    /// takes its share of the free lanes, not all of them: another tenant's delivery gets one.
+    @Test func aTenantOnMoreHostsThanLanesStillLeavesAnotherItsLane() {
+        let hog = (1...12).map { delivery(Int64($0), "h\($0).example", owner: "hog") }
+        let other = delivery(100, "e.example", owner: "bob")
+        let picked = lanes.pick(from: hog + [other], busy: [], free: 8)
+        #expect(picked.contains { $0.0.id == other.id }, "\(picked.map(\.0.id))")
+        #expect(picked.count == 8)
+    }
+
     /// Deliveries of jobs without an owner (no tokens) share by host only.
     @Test func withoutAnOwnerTheHostShareAlone() {
         let due = ["a", "a", "a", "b", "c", "d", "e"].enumerated().map { delivery(Int64($0.offset + 1), "\($0.element).example", owner: nil) }

@@ -180,8 +180,11 @@ final class SubprocessChild: ChildProcess {
                 messages?.closeWriter()
                 output.closeWriter()
                 let young = ContinuousClock.now < spawnedAt.withLock { $0 } + .seconds(1)
-                // It led its own session: what is still in it is the job's, whatever its group or environment.
-                let escaped = ranItsCommand ? await OrphanReaper.killMarked(marker, bornAfter: young ? pid : nil, session: pid,
+                // It led its own session: what is still in it is the job's, whatever its group or
+                // environment. Unless a process has its pid again (reaped, the pid was free: the
+                // number is someone else's now — found in review).
+                let sessionKept = kill(pid, 0) != 0 && errno == ESRCH
+                let escaped = ranItsCommand ? await OrphanReaper.killMarked(marker, bornAfter: young ? pid : nil, session: sessionKept ? pid : nil,
                                                                             ours: LiveChildren.contains) : []
                 if !escaped.isEmpty {
                     logger.warning("killed processes a child left behind outside its process group",
