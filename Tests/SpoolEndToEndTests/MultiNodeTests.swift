@@ -234,27 +234,20 @@ import Testing
     /// attacking the build: with agents running the jobs, their counts and busy slots were
     /// nowhere); nothing else is answered there.
     @Test func anAgentServesItsMetricsOnItsMetricsPort() async throws {
-        let store = try await TestPostgres.createDatabase()
-        let ledger = NSTemporaryDirectory() + "spool-ledger-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: ledger, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: ledger) }
-        let api = try ServerHarness(config: Self.config(node: "api1", ledger: ledger, store: store))
-        let gpu = try ServerHarness(config: Self.config(node: "gpu1", ledger: ledger, store: store))
-        defer { Task { for server in [api, gpu] { await server.stop() }; try? await TestPostgres.dropDatabase(store) } }
         let port = unusedLoopbackPort()
-        try await api.start(["--no-slots"])
-        try await gpu.start(["--slots", "1", "--metrics-port", String(port)], agent: true)
-        let id = try #require(try await api.submit("once", .object(["sleep": 0])).json["id"]?.stringValue)
-        _ = try await api.waitFor(id, ["succeeded"], timeout: .seconds(60))
-        let metrics = try await withDeadline(.seconds(20), "the agent's metrics") {
-            try await HTTPClient.shared.get(url: "http://127.0.0.1:\(port)/metrics").get()
+        try await withAPINodeAndAgent(agent: ["--slots", "1", "--metrics-port", String(port)]) { api, _, _ in
+            let id = try #require(try await api.submit("once", .object(["sleep": 0])).json["id"]?.stringValue)
+            _ = try await api.waitFor(id, ["succeeded"], timeout: .seconds(60))
+            let metrics = try await withDeadline(.seconds(20), "the agent's metrics") {
+                try await HTTPClient.shared.get(url: "http://127.0.0.1:\(port)/metrics").get()
+            }
+            let text = metrics.body.map { String(buffer: $0) } ?? ""
+            #expect(metrics.status == .ok && text.contains("spool_jobs_finished_total{") && text.contains("spool_slots 1"), "\(text.prefix(400))")
+            let health = try await HTTPClient.shared.get(url: "http://127.0.0.1:\(port)/healthz").get()
+            #expect(health.status == .ok)
+            let other = try await HTTPClient.shared.get(url: "http://127.0.0.1:\(port)/v1/jobs").get()
+            #expect(other.status == .notFound, "only /metrics and /healthz")
         }
-        let text = metrics.body.map { String(buffer: $0) } ?? ""
-        #expect(metrics.status == .ok && text.contains("spool_jobs_finished_total{") && text.contains("spool_slots 1"), "\(text.prefix(400))")
-        let health = try await HTTPClient.shared.get(url: "http://127.0.0.1:\(port)/healthz").get()
-        #expect(health.status == .ok)
-        let other = try await HTTPClient.shared.get(url: "http://127.0.0.1:\(port)/v1/jobs").get()
-        #expect(other.status == .notFound, "only /metrics and /healthz")
     }
 
     /// A second node under a name a running node holds is refused in one line, and touches
@@ -413,7 +406,8 @@ import Testing
 
     /// A fresh database, an API node (`api1`, no slots) and an agent (`gpu1`, one slot) writing to
     /// one ledger (the body gets the API node, the ledger and the agent); both stopped and the database dropped afterwards, whatever happens.
-    func withAPINodeAndAgent(_ body: (ServerHarness, String, ServerHarness) async throws -> Void) async throws {
+    func withAPINodeAndAgent(agent arguments: [String] = ["--slots", "1"],
+                             _ body: (ServerHarness, String, ServerHarness) async throws -> Void) async throws {
         let store = try await TestPostgres.createDatabase()
         let ledger = NSTemporaryDirectory() + "spool-ledger-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: ledger, withIntermediateDirectories: true)
@@ -422,7 +416,7 @@ import Testing
         let gpu = try ServerHarness(config: Self.config(node: "gpu1", ledger: ledger, store: store))
         do {
             try await api.start(["--no-slots"])
-            try await gpu.start(["--slots", "1"], agent: true)
+            try await gpu.start(arguments, agent: true)
             try await body(api, ledger, gpu)
         } catch {
             for server in [api, gpu] { await server.stop() }
