@@ -37,6 +37,8 @@ extension SpoolAPI {
             guard let value = Int64(text), value >= 0 else { throw APIError.badRequest("\(name) must be an event id this server sent") }
             return value
         }
+        // An empty `after` is no id, unlike an empty Last-Event-ID (found by the contract test).
+        if request.uri.queryParameters.get("after")?.isEmpty == true { throw APIError.badRequest("after must be an event id this server sent") }
         let afterQuery = try eventID(request.uri.queryParameters.get("after"), "after")
         let cursor = try eventID(request.headers[.lastEventID], "Last-Event-ID") ?? afterQuery
         let store = self.store, tokens = self.tokens

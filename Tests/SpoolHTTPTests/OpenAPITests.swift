@@ -333,6 +333,11 @@ import Testing
             try await client.execute(uri: "/v1/events?after=0", method: .get, headers: [HTTPField.Name("Last-Event-ID")!: "x"]) { response in
                 #expect(response.status == .badRequest)
             }
+            // An empty `after` is no integer (found by the contract test); an empty Last-Event-ID
+            // is the SSE spec's reset, none.
+            try await client.execute(uri: "/v1/events?after=", method: .get) { response in
+                #expect(response.status == .badRequest)
+            }
         }
     }
 }
