@@ -549,7 +549,9 @@ import Testing
     /// A download stopped with Ctrl-C leaves no partial file behind, hidden or not (found by
     /// attacking the build: 5.7 MB of `.NAME.spool-part` stayed).
     @Test func aDownloadStoppedWithCtrlCLeavesNothingBehind() async throws {
-        // A server that lists one output, then sends 100 of its 1,000 bytes and stalls.
+        // A server that lists one output, then sends 100 of its 1,000 bytes and stalls. It closes
+        // each connection and says so: a client that reused the closed one failed the download
+        // before it began (a CI run's flake).
         let script = """
             import json, socket, sys, threading, time
             s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", 0)); s.listen(5)
@@ -559,9 +561,9 @@ import Testing
                 if path.endswith("/outputs"):
                     body = json.dumps({"outputs": [{"name": "f.bin", "size": 1000, "content_type": "application/octet-stream",
                                                     "url": "/v1/jobs/job_x/outputs/f.bin"}]}).encode()
-                    c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(body) + body)
+                    c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\nConnection: close\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(body) + body)
                 else:
-                    c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 1000\\r\\n\\r\\n" + b"x" * 100)
+                    c.sendall(b"HTTP/1.1 200 OK\\r\\nConnection: close\\r\\nContent-Length: 1000\\r\\n\\r\\n" + b"x" * 100)
                     time.sleep(60)
                 c.close()
             while True:
