@@ -788,8 +788,8 @@ import Testing
         // Another job of the type runs on the slot and exits: the look-ahead is looked at then.
         let before = Job(id: .random(), type: "t", input: .object([:]), priority: 0, timeoutSeconds: 30, maxAttempts: 1,
                          createdAt: Timestamp(microseconds: 0))
-        #expect(await next.executor.run(claimed(before, on: slot.id), on: slot, stops: AsyncStream { _ in },
-                                        observer: ExecutionObserver()).outcome == .succeeded)
+        let ran = await next.executor.run(claimed(before, on: slot.id), on: slot, stops: AsyncStream { _ in }, observer: ExecutionObserver())
+        try #require(ran.outcome == .succeeded, "the job before: \(ran.outcome)")
         let check = try #require(next.executor.ahead.check(of: slot.id), "the exit looked at the slot's look-ahead")
         #expect(await check.runnable.value, "the command was fine then")
         try FileManager.default.removeItem(atPath: command)
