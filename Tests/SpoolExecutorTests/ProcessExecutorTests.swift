@@ -142,6 +142,28 @@ import Testing
         }
     }
 
+    /// An executable that something still holds open for writing cannot be run (`ETXTBSY`):
+    /// a deploy copying a new version over it, or — in any process that starts children from
+    /// several threads — a child forked while the file was being written, which holds the
+    /// descriptor until its own `exec` (likely what failed, in a CI run, a test job of a script
+    /// written just before: measured here, one spawn in 40 of a script just written as Foundation
+    /// writes files, without close-on-exec, met it while two other threads started children).
+    /// The start is tried again for a moment instead of failing the job.
+    @Test func anExecutableBusyBeingWrittenIsStartedOnceItIsClosed() async throws {
+        let command = directory + "/busy-\(UUID().uuidString)"
+        let writer = open(command, O_WRONLY | O_CREAT | O_CLOEXEC, 0o755)
+        try #require(writer >= 0)
+        _ = Array("#!/bin/sh\nexit 0\n".utf8).withUnsafeBytes { write(writer, $0.baseAddress, $0.count) }
+        let job = try prepare([command])
+        let closer = Task {
+            try? await Task.sleep(for: .milliseconds(300))
+            close(writer)
+        }
+        let outcome = await run(job)
+        await closer.value
+        #expect(outcome == .succeeded, "\(outcome)")
+    }
+
     @Test func theInputArrivesOnStdinAndInTheInputFile() async throws {
         let input: JSONValue = .object(["size": .int(3), "name": .string("a b")])
         let job = try prepare(["/bin/sh", "-c", "cat > \"$SPOOL_OUTPUT_DIR/stdin.json\"; cp \"$SPOOL_INPUT_FILE\" \"$SPOOL_OUTPUT_DIR/file.json\""], input: input)

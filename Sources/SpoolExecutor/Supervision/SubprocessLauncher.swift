@@ -251,22 +251,37 @@ final class SubprocessChild: ChildProcess {
                 spawnedNow(execution.processIdentifier.value)
             }.terminationStatus
         }
-        do {
-            let status = if let stdin { try await run(.fileDescriptor(stdin, closeAfterSpawningProcess: false)) } else { try await run(.none) }
-            return switch status {
-            case .exited(let code): (started.load(ordering: .acquiring), .exited(code))
-            case .signaled(let signal): (started.load(ordering: .acquiring), .signaled(signal))
+        var busy = Duration.zero
+        while true {
+            do {
+                let status = if let stdin { try await run(.fileDescriptor(stdin, closeAfterSpawningProcess: false)) } else { try await run(.none) }
+                return switch status {
+                case .exited(let code): (started.load(ordering: .acquiring), .exited(code))
+                case .signaled(let signal): (started.load(ordering: .acquiring), .signaled(signal))
+                }
+            } catch {
+                let pid = started.load(ordering: .acquiring)
+                if pid == 0, busy < Self.busyPatience, (error as? SubprocessError)?.underlyingError == Errno(rawValue: ETXTBSY) {
+                    // Its executable is open for writing somewhere: a deploy copying a new version
+                    // over it, or a child forked (by anything in this process) while the file was
+                    // written, which holds the descriptor until its own exec. Tried again shortly.
+                    let pause = Duration.milliseconds(busy < .milliseconds(100) ? 5 : 50)
+                    try? await Task.sleep(for: pause)
+                    busy += pause
+                    continue
+                }
+                if pid == 0 {
+                    spawned.yield(.failure(ExecutorError("\(error)")))
+                    spawned.finish()
+                    return nil
+                }
+                return (pid, .exited(-1))
             }
-        } catch {
-            let pid = started.load(ordering: .acquiring)
-            if pid == 0 {
-                spawned.yield(.failure(ExecutorError("\(error)")))
-                spawned.finish()
-                return nil
-            }
-            return (pid, .exited(-1))
         }
     }
+
+    /// How long a start whose executable is busy (`ETXTBSY`: open for writing) is tried again.
+    static let busyPatience = Duration.seconds(2)
 
     func signal(_ signal: Int32) {
         guard !gone.value.load(ordering: .acquiring) else { return }
