@@ -47,6 +47,12 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     /// Room kept in the file for recording jobs' ends on a full disk (`DiskReserve`).
     let reserve: Mutex<DiskReserve>
     let logger = Logger(label: "spool.store")
+    /// Tasks per transaction when an array is canceled or deleted; and what runs between two
+    /// transactions (nothing; a test looks at what other writes can do meanwhile).
+    let arrayChunkSize = Atomic<Int>(500)
+    let arrayChunkGap = Mutex<(@Sendable () async -> Void)?>(nil)
+    var arrayChunk: Int { arrayChunkSize.load(ordering: .relaxed) }
+    func betweenArrayChunks() async { await arrayChunkGap.withLock { $0 }?() }
 
     /// `fileCheckInterval`: how often writes make sure the file at `path` is still the one
     /// opened (one `stat`; removed or replaced under a running server, writes would be lost).
@@ -66,6 +72,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         configuration.prepareDatabase { db in
             try db.execute(sql: pragma)
             try db.execute(sql: "PRAGMA cache_size = -1024")
+            try db.execute(sql: "PRAGMA temp_store = MEMORY")
             try db.execute(sql: "PRAGMA foreign_keys = ON")
         }
         Self.keepPrivate(path)
@@ -380,29 +387,41 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         return result
     }
 
-    /// Every task of the array that has not finished, in one transaction (one sync, where a
-    /// task at a time was one each: 10,000 tasks took 4 s), each as `cancel` does it.
+    /// Every task of the array that has not finished, each as `cancel` does it, in transactions
+    /// of `arrayChunk` tasks in index order: one sync per chunk, where a task at a time was one
+    /// each (10,000 tasks took 4 s), and other writes between chunks, where the whole array in one
+    /// transaction held every submit for half a second. A task that starts between two chunks is
+    /// asked to stop by its own. A failure leaves the chunks before it canceled: cancelling again
+    /// finishes the rest.
     public func cancelArray(_ id: String, by actor: String?, now: Timestamp) async throws -> [Job] {
-        let (affected, events) = try await write("cancel a job array") { db -> ([Job], [JobEvent]) in
-            let open = try Row.fetchAll(db, cached: """
-                SELECT * FROM jobs INDEXED BY jobs_array WHERE array_id = ? AND state IN ('queued', 'running') ORDER BY array_index
-                """, arguments: [id])
-            var affected: [Job] = []
-            var events: [JobEvent] = []
-            for row in open {
-                switch try Self.cancel(Self.job(from: row), by: actor, now: now, in: db) {
-                case (.canceled(let job), let event), (.stopping(let job), let event):
-                    affected.append(job)
-                    if let event { events.append(event) }
-                case (.alreadyFinished, _), (.notFound, _):
-                    break
+        var affected: [Job] = []
+        var after = Int64.min
+        while true {
+            let (canceled, events, last) = try await write("cancel a job array") { [chunk = arrayChunk, after] db -> ([Job], [JobEvent], Int64?) in
+                let open = try Row.fetchAll(db, cached: """
+                    SELECT * FROM jobs INDEXED BY jobs_array WHERE array_id = ? AND array_index > ? AND state IN ('queued', 'running')
+                    ORDER BY array_index LIMIT ?
+                    """, arguments: [id, after, chunk])
+                var canceled: [Job] = []
+                var events: [JobEvent] = []
+                for row in open {
+                    switch try Self.cancel(Self.job(from: row), by: actor, now: now, in: db) {
+                    case (.canceled(let job), let event), (.stopping(let job), let event):
+                        canceled.append(job)
+                        if let event { events.append(event) }
+                    case (.alreadyFinished, _), (.notFound, _):
+                        break
+                    }
                 }
+                return (canceled, events, open.count == chunk ? open.last?["array_index"] : nil)
             }
-            return (affected, events)
+            for job in canceled { notifier.publish(job.id) }
+            eventNotifier.published(events)
+            affected += canceled
+            guard let last else { return affected }
+            after = last
+            await betweenArrayChunks()
         }
-        for job in affected { notifier.publish(job.id) }
-        eventNotifier.published(events)
-        return affected
     }
 
     /// Cancels `job` as read in this transaction: a queued one at once, a running one asked to stop.
