@@ -542,9 +542,15 @@ public actor Scheduler: Service {
         case .finished(let job, let slot, let result):
             noteDataDirectory(after: result, in: &group)
             if let loss = result.logLoss { logger.warning("a job's log is missing output", metadata: ["job": "\(job.id)", "detail": "\(loss)"]) }
-            // Its claim waited for its end: the two commit together.
+            // Its claim waited for its end: the two commit together. Unless it reported progress,
+            // which the store takes only once the claim has committed: the claim goes first.
             if let local, let claim = deferredClaims.removeValue(forKey: Attempt(job)) {
-                await finishLocally(job, on: slot, with: result, local, claimed: claim.job, in: &group)
+                guard progressUnsaved[Attempt(job)] != nil else {
+                    await finishLocally(job, on: slot, with: result, local, claimed: claim.job, in: &group)
+                    return
+                }
+                commit(nil, claim, local, in: &group)
+                endsAwaitingCommit[Attempt(job)] = (job, slot, result)
                 return
             }
             // Started before its claim committed: its end is handled once the claim is.
@@ -1087,6 +1093,9 @@ public actor Scheduler: Service {
         }
         if let started, let end = endsAwaitingCommit.removeValue(forKey: Attempt(started.job)) {
             await handle(.finished(end.0, end.1, end.2), in: &group)
+        } else if let started, held, progressUnsaved[Attempt(started.job)] != nil {
+            progressSaved[Attempt(started.job)] = clock.now()
+            await flushProgress(of: started.job)   // reported while the claim waited
         }
     }
 
@@ -1386,6 +1395,12 @@ public actor Scheduler: Service {
         let attempt = Attempt(job)
         guard case .progress(let progress) = message, stops[attempt] != nil else { return }
         running[attempt]?.progress = progress.fraction
+        // Its claim has not committed: the store still holds the job as queued and takes no
+        // progress for it. Saved once the claim has (`committed`), or before its end.
+        if uncommitted.contains(attempt) {
+            progressUnsaved[attempt] = progress
+            return
+        }
         let now = clock.now()
         if let last = progressSaved[attempt], now - last < configuration.progressInterval {
             progressUnsaved[attempt] = progress

@@ -54,6 +54,31 @@ import Testing
         }
     }
 
+    /// Progress reported while the job's claim waits (a quick job reporting as it starts) is
+    /// saved once the claim has committed — before, the store still holds the job as queued and
+    /// takes no progress for it (found in a test run: a job that reported 50% and exited at once
+    /// read as never having reported). Whether the job ends within the delay or runs on past it.
+    @Test(arguments: [true, false])
+    func progressReportedWhileTheClaimWaitsIsSavedOnceTheClaimHasCommitted(endsWithinTheDelay: Bool) async throws {
+        let rig = try rig(claimDelay: .seconds(1))
+        try await running(rig) {
+            let job = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job, its claim waiting")
+            #expect(try await rig.job(job.id).state == .queued)
+            await attempt.observer.message(.progress(JobProgress(fraction: 0.5, message: "halfway")))
+            if endsWithinTheDelay {
+                attempt.finish(.succeeded)
+            } else {
+                try await rig.advance(by: .seconds(1), until: "the claim to commit, and the progress after it") {
+                    try await rig.job(job.id).progress?.fraction == 0.5
+                }
+                attempt.finish(.succeeded)
+            }
+            let done = try await rig.waitFor(job.id, .succeeded)
+            #expect(done.progress == JobProgress(fraction: 0.5, message: "halfway"))
+        }
+    }
+
     @Test func aClaimCommitsOnItsOwnOnceTheDelayIsOverAndTheJobStillRuns() async throws {
         let rig = try rig(claimDelay: .seconds(1))
         try await running(rig) {
