@@ -29,7 +29,7 @@ extension SQLiteJobStore {
                 if index > 0 { task.idempotencyKey = nil }
                 // Only the first task has a key, and so only it can be refused (before anything is written).
                 let (result, event): (EnqueueResult, JobEvent?)
-                switch try Self.insert(task, limits: QueueLimits(), run: &run, positioned: false, in: db) {
+                switch try Self.insert(task, limits: QueueLimits(), run: &run, in: db) {
                 case .success(let inserted): (result, event) = inserted
                 case .failure(let refusal): return .failure(refusal)   // the key held for another request
                 }

@@ -8,23 +8,22 @@ import SpoolStore
 extension SQLiteJobStore {
     /// What the queue's fair-share query read for an array's first task, carried on for the
     /// tasks after it in the same transaction (same owner, priority and weight): the owner's last
-    /// queued tag is then the task before's, and the head stays (tags only grow).
+    /// queued tag is then the task before's, the head stays (tags only grow), and the tail is the
+    /// larger of the two.
     struct TagRun {
         var ownerLast: Int64
         var head: Int64
+        var tail: Int64
         var served: Int64?
     }
 
     static func insert(_ job: Job, limits: QueueLimits, in db: Database) throws -> Result<(EnqueueResult, JobEvent?), any Error> {
         var run: TagRun?
-        return try insert(job, limits: limits, run: &run, positioned: true, in: db)
+        return try insert(job, limits: limits, run: &run, in: db)
     }
 
-    /// `run`: nil for a job on its own, or an array's first task (then set for the next);
-    /// `positioned`: whether the job's position is worked out (an array's submit answers with
-    /// the array, not its tasks' places).
-    static func insert(_ job: Job, limits: QueueLimits, run: inout TagRun?, positioned: Bool,
-                       in db: Database) throws -> Result<(EnqueueResult, JobEvent?), any Error> {
+    /// `run`: nil for a job on its own, or an array's first task (then set for the next).
+    static func insert(_ job: Job, limits: QueueLimits, run: inout TagRun?, in db: Database) throws -> Result<(EnqueueResult, JobEvent?), any Error> {
         let owner = job.owner ?? ""
         if let key = job.idempotencyKey,
            let row = try Row.fetchOne(db, cached: "SELECT * FROM jobs WHERE owner = ? AND idempotency_key = ?", arguments: [owner, key]) {
@@ -69,16 +68,18 @@ extension SQLiteJobStore {
         // MIN and a MAX in one SELECT scan the whole range (every queued job: a submit at 20,000
         // queued went from 0.2 to 0.9 ms of CPU).
         var stored = job
-        var tail: Int64?
+        let tail: Int64?
         if let carried = run {
             stored.fairTag = FairShare.tag(ownerLast: carried.ownerLast, head: carried.head, served: carried.served, weight: job.shareWeight)
+            tail = carried.tail
         } else {
             let (head, last, ownerLast, served) = try fairTags(priority: job.priority, owner: owner, in: db)
             stored.fairTag = FairShare.tag(ownerLast: ownerLast, head: head, served: served, weight: job.shareWeight)
             tail = last
-            run = TagRun(ownerLast: stored.fairTag, head: head ?? stored.fairTag, served: served)
+            run = TagRun(ownerLast: stored.fairTag, head: head ?? stored.fairTag, tail: stored.fairTag, served: served)
         }
         run?.ownerLast = stored.fairTag
+        run?.tail = max(tail ?? stored.fairTag, stored.fairTag)
         try db.execute(cached: """
             INSERT INTO jobs (id, type, input, priority, timeout_s, max_attempts, state, attempts, created_at,
                               idempotency_key, fingerprint, webhook_url, webhook_events, owner, fair_tag, retry, not_before, start_by,
@@ -96,9 +97,7 @@ extension SQLiteJobStore {
         // At the tail of its priority (one tenant, or the busiest one): everything queued at this
         // priority or above is ahead, read from the counters — counting the jobs ahead one by one
         // made a submit slower the deeper the queue (≈3 ms at 100,000 queued).
-        if !positioned {
-            stored.position = nil
-        } else if stored.fairTag >= tail ?? stored.fairTag {
+        if stored.fairTag >= tail ?? stored.fairTag {
             stored.position = try Int.fetchOne(db, cached: "SELECT COALESCE(SUM(queued), 0) FROM queue_counts WHERE priority >= ?",
                                                arguments: [job.priority]) ?? 1
         } else {

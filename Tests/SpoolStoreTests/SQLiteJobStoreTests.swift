@@ -405,9 +405,9 @@ import Testing
         #expect(try await store.arraySummary(array) == nil)
     }
 
-    /// An array's tasks get the fair-share tags that submitting them one after another would
-    /// give (the queue's head, the owner's last tag, where it is served): the queue is read for
-    /// the first task only, and each task after it follows the one before.
+    /// An array's tasks get the fair-share tags, and the places, that submitting them one after
+    /// another would give (the queue's head, the owner's last tag, where it is served): the queue
+    /// is read for the first task only, and each task after it follows the one before.
     @Test func anArraysTasksAreTaggedAsOneSubmitAfterAnotherWouldBe() async throws {
         func seeded(_ name: String) async throws -> SQLiteJobStore {
             let store = try SQLiteJobStore(path: directory.path + "/\(name).sqlite")
@@ -428,8 +428,10 @@ import Testing
             return task
         }
         let whole = try await seeded("whole"), oneByOne = try await seeded("one-by-one")
-        _ = try await whole.enqueueArray(made, limits: QueueLimits())
-        for task in made { _ = try await oneByOne.create(task) }
+        let positions = try await whole.enqueueArray(made, limits: QueueLimits()).map(\.position)
+        var expectedPositions: [Int?] = []
+        for task in made { expectedPositions.append(try await oneByOne.create(task).position) }
+        #expect(positions == expectedPositions && positions.allSatisfy { $0 != nil })
         func tags(_ store: SQLiteJobStore) async throws -> [Int64] {
             try await store.pool.read { db in
                 try Int64.fetchAll(db, sql: "SELECT fair_tag FROM jobs WHERE array_id = ? ORDER BY array_index", arguments: [array])
