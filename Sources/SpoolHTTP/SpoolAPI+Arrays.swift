@@ -279,7 +279,15 @@ extension SpoolAPI {
         guard !summary.state.isTerminal else {
             throw APIError.conflict("already-finished", "array \(summary.id) already finished (\(summary.state.rawValue)); there is nothing to cancel")
         }
-        let affected = try await store.cancelArray(summary.id, by: context.principal.name ?? "", now: WallClock.now())
+        let affected: [Job]
+        do {
+            affected = try await store.cancelArray(summary.id, by: context.principal.name ?? "", now: WallClock.now())
+        } catch let interrupted as ArrayCancelInterrupted {
+            // Part of it done: those tasks end (or stop) all the same; the caller is told of the failure.
+            SchedulerMetrics.ended(interrupted.canceled)
+            for task in interrupted.canceled { await scheduler.stop(task.id, because: .cancel) }
+            throw interrupted.cause
+        }
         SchedulerMetrics.ended(affected)
         for task in affected { await scheduler.stop(task.id, because: .cancel) }
         let after = try await store.arraySummary(summary.id) ?? summary

@@ -84,17 +84,18 @@ extension SQLiteJobStore {
         }
     }
 
-    /// Checks that every task has ended, then deletes them in transactions of `arrayChunk` tasks
-    /// in index order, with other writes between (the whole array in one transaction held every
-    /// submit for a quarter of a second at 10,000 tasks). An ended task never runs again, so the
-    /// check holds for the chunks after the first; a failure leaves the chunks before it deleted
-    /// (deleting again finishes the rest).
+    /// Checks that every task has ended, then deletes them in transactions of `arrayChunk` tasks,
+    /// the highest index first, with other writes between (the whole array in one transaction
+    /// held every submit for a quarter of a second at 10,000 tasks). An ended task never runs
+    /// again, so the check holds for the chunks after the first (which take ended tasks only all
+    /// the same). A failure leaves the chunks before it deleted, and the array listed by its first
+    /// task, which goes last: deleting again finishes the rest.
     public func deleteArray(_ id: String) async throws -> ArrayDeleteResult {
         var deleted: [JobID] = []
-        var after = Int64.min
+        var below: Int64?   // none for the first chunk: an index may be Int64.max
         do {
             while true {
-                let step = try await drawingOnReserve("delete the job array", newWork: false) { [chunk = arrayChunk, after, first = deleted.isEmpty] in
+                let step = try await drawingOnReserve("delete the job array", newWork: false) { [chunk = arrayChunk, below, first = deleted.isEmpty] in
                     try await pool.write { db -> (ArrayDeleteResult, last: Int64?) in
                         if first {
                             let states = try Row.fetchAll(db, cached: "SELECT state, COUNT(*) FROM jobs INDEXED BY jobs_array WHERE array_id = ? GROUP BY state",
@@ -104,8 +105,9 @@ extension SQLiteJobStore {
                             guard open == 0 else { return (.notEnded(open), nil) }
                         }
                         let tasks = try Row.fetchAll(db, cached: """
-                            SELECT id, array_index FROM jobs INDEXED BY jobs_array WHERE array_id = ? AND array_index > ? ORDER BY array_index LIMIT ?
-                            """, arguments: [id, after, chunk])
+                            SELECT id, array_index FROM jobs INDEXED BY jobs_array WHERE array_id = ?\(below == nil ? "" : " AND array_index < ?")
+                              AND state IN ('succeeded', 'failed', 'canceled') ORDER BY array_index DESC LIMIT ?
+                            """, arguments: below.map { [id, $0, chunk] } ?? [id, chunk])
                         let ids: [String] = tasks.map { $0["id"] }
                         for task in ids { try Self.deleteRows(of: task, in: db) }
                         return (.deleted(ids.compactMap(JobID.init)), tasks.count == chunk ? tasks.last?["array_index"] : nil)
@@ -113,8 +115,8 @@ extension SQLiteJobStore {
                 }
                 guard case .deleted(let tasks) = step.0 else { return step.0 }
                 deleted += tasks
-                guard let last = step.last else { return .deleted(deleted) }
-                after = last
+                guard let last = step.last else { return .deleted(deleted.reversed()) }
+                below = last
                 await betweenArrayChunks()
             }
         } catch {

@@ -391,30 +391,38 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
     /// of `arrayChunk` tasks in index order: one sync per chunk, where a task at a time was one
     /// each (10,000 tasks took 4 s), and other writes between chunks, where the whole array in one
     /// transaction held every submit for half a second. A task that starts between two chunks is
-    /// asked to stop by its own. A failure leaves the chunks before it canceled: cancelling again
-    /// finishes the rest.
+    /// asked to stop by its own. A failure after the first chunk throws `ArrayCancelInterrupted`
+    /// with the tasks canceled so far (the running ones among them are the caller's to stop):
+    /// cancelling again finishes the rest.
     public func cancelArray(_ id: String, by actor: String?, now: Timestamp) async throws -> [Job] {
         var affected: [Job] = []
-        var after = Int64.min
+        var after: Int64?   // none for the first chunk: an index may be Int64.min
         while true {
-            let (canceled, events, last) = try await write("cancel a job array") { [chunk = arrayChunk, after] db -> ([Job], [JobEvent], Int64?) in
-                let open = try Row.fetchAll(db, cached: """
-                    SELECT * FROM jobs INDEXED BY jobs_array WHERE array_id = ? AND array_index > ? AND state IN ('queued', 'running')
-                    ORDER BY array_index LIMIT ?
-                    """, arguments: [id, after, chunk])
-                var canceled: [Job] = []
-                var events: [JobEvent] = []
-                for row in open {
-                    switch try Self.cancel(Self.job(from: row), by: actor, now: now, in: db) {
-                    case (.canceled(let job), let event), (.stopping(let job), let event):
-                        canceled.append(job)
-                        if let event { events.append(event) }
-                    case (.alreadyFinished, _), (.notFound, _):
-                        break
+            let chunkCanceled: ([Job], [JobEvent], Int64?)
+            do {
+                chunkCanceled = try await write("cancel a job array") { [chunk = arrayChunk, after] db -> ([Job], [JobEvent], Int64?) in
+                    let open = try Row.fetchAll(db, cached: """
+                        SELECT * FROM jobs INDEXED BY jobs_array WHERE array_id = ?\(after == nil ? "" : " AND array_index > ?")
+                          AND state IN ('queued', 'running') ORDER BY array_index LIMIT ?
+                        """, arguments: after.map { [id, $0, chunk] } ?? [id, chunk])
+                    var canceled: [Job] = []
+                    var events: [JobEvent] = []
+                    for row in open {
+                        switch try Self.cancel(Self.job(from: row), by: actor, now: now, in: db) {
+                        case (.canceled(let job), let event), (.stopping(let job), let event):
+                            canceled.append(job)
+                            if let event { events.append(event) }
+                        case (.alreadyFinished, _), (.notFound, _):
+                            break
+                        }
                     }
+                    return (canceled, events, open.count == chunk ? open.last?["array_index"] : nil)
                 }
-                return (canceled, events, open.count == chunk ? open.last?["array_index"] : nil)
+            } catch {
+                guard affected.isEmpty else { throw ArrayCancelInterrupted(canceled: affected, cause: error) }
+                throw error
             }
+            let (canceled, events, last) = chunkCanceled
             for job in canceled { notifier.publish(job.id) }
             eventNotifier.published(events)
             affected += canceled

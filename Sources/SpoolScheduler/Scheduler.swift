@@ -227,6 +227,9 @@ public actor Scheduler: Service {
     /// Attempts started before their claim committed, and the ends that wait for those commits.
     private var uncommitted: Set<Attempt> = []
     private var endsAwaitingCommit: [Attempt: (Job, SlotID, ExecutionResult)] = [:]
+    /// Attempts that ended within `claimDelay` having reported progress: their claim commits
+    /// first (the store takes progress only for a job it holds as running), then the progress, then the end.
+    private var progressFirst: Set<Attempt> = []
     /// Attempts started on an idle slot whose claim waits (`claimDelay`) to commit with their end.
     private var deferredClaims: [Attempt: Started] = [:]
     /// Attempts whose claim did not hold: stopped at once; their end records nothing.
@@ -549,6 +552,7 @@ public actor Scheduler: Service {
                     await finishLocally(job, on: slot, with: result, local, claimed: claim.job, in: &group)
                     return
                 }
+                progressFirst.insert(Attempt(job))
                 commit(nil, claim, local, in: &group)
                 endsAwaitingCommit[Attempt(job)] = (job, slot, result)
                 return
@@ -1043,7 +1047,14 @@ public actor Scheduler: Service {
         if let started {
             let attempt = Attempt(started.job)
             uncommitted.remove(attempt)
-            if !held {
+            let progressFirst = self.progressFirst.remove(attempt) != nil
+            if !held, progressFirst, case .failure = answer, let local, let end = endsAwaitingCommit.removeValue(forKey: attempt) {
+                // Its claim went ahead of its end for its progress, and the store failed: the claim
+                // and the end go together instead, retried until recorded, as for any job that ended
+                // within the delay (found in review: voided, it ran again). The progress is dropped.
+                progressUnsaved[attempt] = nil
+                await finishLocally(end.0, on: end.1, with: end.2, local, claimed: started.job, in: &group)
+            } else if !held {
                 // Canceled between the look-up and the commit (or the store failed): stop it;
                 // the store never saw this attempt, so its end records nothing.
                 voided.insert(attempt)
@@ -1181,6 +1192,10 @@ public actor Scheduler: Service {
                 logger.info("array task failed: canceled the rest (fail_fast)",
                             metadata: ["array": "\(array)", "task": "\(task)", "canceled": "\(canceled.count)"])
             } catch {
+                // Part of it canceled: those end (or stop) all the same.
+                let canceled = (error as? ArrayCancelInterrupted)?.canceled ?? []
+                SchedulerMetrics.ended(canceled)
+                for other in canceled { await stop(other.id, because: .cancel) }
                 logger.warning("could not cancel the rest of a fail-fast array", metadata: ["array": "\(array)", "error": "\(error)"])
             }
         }

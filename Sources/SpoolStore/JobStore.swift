@@ -113,7 +113,9 @@ public protocol JobStore: Sendable {
     /// Cancels every task of array `id` that has not finished (queued ones at once, running ones
     /// asked to stop); returns the tasks it canceled (now `canceled`) or asked to stop (still
     /// `running`: their slots must be told). The default cancels task by task; a store that can
-    /// does it in one transaction.
+    /// does it in one transaction (PostgreSQL) or a chunk of tasks per transaction, so that other
+    /// writes go in between (SQLite: it has one writer). Such a store that fails part-way throws
+    /// `ArrayCancelInterrupted` with what it did cancel.
     func cancelArray(_ id: String, by actor: String?, now: Timestamp) async throws -> [Job]
 
     /// The fail-fast arrays with a failed task and tasks not finished: left so by a crash between
@@ -121,8 +123,9 @@ public protocol JobStore: Sendable {
     func failFastArraysLeftOpen() async throws -> [String]
 
     /// Deletes job array `id` whole, once every task of it has ended: each task as `delete`
-    /// deletes a job, in one transaction. With any task queued or running, nothing goes
-    /// (`.notEnded`).
+    /// deletes a job, in one transaction (SQLite: a chunk of tasks per transaction, the first
+    /// task last; a failure part-way leaves the rest for another delete). With any task queued or
+    /// running, nothing goes (`.notEnded`).
     func deleteArray(_ id: String) async throws -> ArrayDeleteResult
 
     /// Subscribes to changes of one job; register *before* reading it so no change is missed.
@@ -215,6 +218,21 @@ public enum DeleteResult: Sendable {
 }
 
 /// What `deleteArray` did.
+/// A cancel of an array's tasks that failed after some of them were canceled (a store that
+/// cancels an array a chunk at a time): those — the running ones among them are still the
+/// caller's to stop — and the failure. Cancelling again finishes the rest.
+public struct ArrayCancelInterrupted: Error, Sendable, CustomStringConvertible {
+    public var canceled: [Job]
+    public var cause: any Error
+
+    public init(canceled: [Job], cause: any Error) {
+        self.canceled = canceled
+        self.cause = cause
+    }
+
+    public var description: String { "\(cause) (after \(canceled.count) of the array's tasks were canceled; cancel it again to finish)" }
+}
+
 public enum ArrayDeleteResult: Sendable, Equatable {
     /// Its tasks, in index order, gone with their events, webhook deliveries and stored files.
     case deleted([JobID])

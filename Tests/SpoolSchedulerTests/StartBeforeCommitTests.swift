@@ -79,6 +79,30 @@ import Testing
         }
     }
 
+    /// The claim that went ahead of such a job's end fails: the claim and the end are committed
+    /// together instead (retried until recorded), not voided (found in review: the job, already
+    /// ended, went back to the queue and ran again). Its progress is lost then.
+    @Test func aFailedClaimAheadOfAnEndWithProgressIsCommittedWithTheEnd() async throws {
+        let rig = try rig(claimDelay: .seconds(1))
+        try await running(rig) {
+            let job = try await rig.submit()
+            let attempt = try await executor.attempts.next("the job, its claim waiting")
+            await attempt.observer.message(.progress(JobProgress(fraction: 0.5)))
+            rig.store.hold(.claim)
+            attempt.finish(.succeeded)
+            try await within("the claim to go ahead of the end") { [store = rig.store] in
+                while store.waiting(.claim) == 0 { try await pollingYield() }
+            }
+            rig.store.fail(.claim, times: 1)
+            rig.store.release(.claim)
+            try await rig.advance(by: .seconds(1), until: "the claim and the end to be committed together") {
+                try await rig.job(job.id).state == .succeeded
+            }
+            let done = try await rig.job(job.id)
+            #expect(done.attempts == 1 && executor.startedCount == 1, "recorded once it could be, and not run again")
+        }
+    }
+
     @Test func aClaimCommitsOnItsOwnOnceTheDelayIsOverAndTheJobStillRuns() async throws {
         let rig = try rig(claimDelay: .seconds(1))
         try await running(rig) {

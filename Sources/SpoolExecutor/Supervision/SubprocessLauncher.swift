@@ -264,11 +264,13 @@ final class SubprocessChild: ChildProcess {
                 if pid == 0, busy < Self.busyPatience, (error as? SubprocessError)?.underlyingError == Errno(rawValue: ETXTBSY) {
                     // Its executable is open for writing somewhere: a deploy copying a new version
                     // over it, or a child forked (by anything in this process) while the file was
-                    // written, which holds the descriptor until its own exec. Tried again shortly.
+                    // written, which holds the descriptor until its own exec. Tried again shortly,
+                    // unless the start was given up meanwhile (its caller cancelled).
                     let pause = Duration.milliseconds(busy < .milliseconds(100) ? 5 : 50)
-                    try? await Task.sleep(for: pause)
-                    busy += pause
-                    continue
+                    if (try? await Task.sleep(for: pause)) != nil {
+                        busy += pause
+                        continue
+                    }
                 }
                 if pid == 0 {
                     spawned.yield(.failure(ExecutorError("\(error)")))
