@@ -72,7 +72,6 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         configuration.prepareDatabase { db in
             try db.execute(sql: pragma)
             try db.execute(sql: "PRAGMA cache_size = -1024")
-            try db.execute(sql: "PRAGMA temp_store = MEMORY")
             try db.execute(sql: "PRAGMA foreign_keys = ON")
         }
         Self.keepPrivate(path)
@@ -115,6 +114,12 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
             }
             try await SQLiteSchema.refuseANewer(in: pool, path: path)
             try await SQLiteSchema.migrator.migrate(pool)
+            // Then the writer keeps a transaction's statement journal in memory: past 64 KiB it went
+            // to a temporary file and stayed there, and storing a 2,000-task array made 52,612
+            // `pwrite`s to it (666 in memory). Not before the migrations, whose index builds may
+            // sort a whole table (in memory, a big one's would have no bound); not for readers,
+            // whose sorts keep their spill to files.
+            try await pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA temp_store = MEMORY") }
             try await reserveWAL()
             await refillReserve(atStart: true)
             // Event ids continue from the last run; readers resuming from before a restart
