@@ -545,28 +545,7 @@ public actor Scheduler: Service {
         case .finished(let job, let slot, let result):
             noteDataDirectory(after: result, in: &group)
             if let loss = result.logLoss { logger.warning("a job's log is missing output", metadata: ["job": "\(job.id)", "detail": "\(loss)"]) }
-            // Its claim waited for its end: the two commit together. Unless it reported progress,
-            // which the store takes only once the claim has committed: the claim goes first.
-            if let local, let claim = deferredClaims.removeValue(forKey: Attempt(job)) {
-                guard progressUnsaved[Attempt(job)] != nil else {
-                    await finishLocally(job, on: slot, with: result, local, claimed: claim.job, in: &group)
-                    return
-                }
-                progressFirst.insert(Attempt(job))
-                commit(nil, claim, local, in: &group)
-                endsAwaitingCommit[Attempt(job)] = (job, slot, result)
-                return
-            }
-            // Started before its claim committed: its end is handled once the claim is.
-            if uncommitted.contains(Attempt(job)) {
-                endsAwaitingCommit[Attempt(job)] = (job, slot, result)
-                return
-            }
-            if let local {
-                await finishLocally(job, on: slot, with: result, local, in: &group)
-            } else {
-                await finish(job, on: slot, with: result, in: &group)
-            }
+            await ended(job, on: slot, with: result, in: &group)
         case .recorded(let job, let slot, let result, let answer, let asOf, let excluded, let sent):
             await recorded(job, on: slot, with: result, answer: answer, submissions: asOf, excluded: excluded, sent: sent, in: &group)
         case .shutdown:
@@ -718,6 +697,33 @@ public actor Scheduler: Service {
             // One already past here waits a quarter of a second, as in `timerFired`.
             let now = clock.wall()
             arm(at: next <= now ? now.adding(seconds: 0.25) : next, in: &group)
+        }
+    }
+
+    /// An attempt's end, to be recorded once its own claim has committed (`committed` hands it
+    /// back here then).
+    private func ended(_ job: Job, on slot: SlotID, with result: ExecutionResult, in group: inout DiscardingTaskGroup) async {
+        // Its claim waited for its end: the two commit together. Unless it reported progress,
+        // which the store takes only once the claim has committed: the claim goes first.
+        if let local, let claim = deferredClaims.removeValue(forKey: Attempt(job)) {
+            guard progressUnsaved[Attempt(job)] != nil else {
+                await finishLocally(job, on: slot, with: result, local, claimed: claim.job, in: &group)
+                return
+            }
+            progressFirst.insert(Attempt(job))
+            commit(nil, claim, local, in: &group)
+            endsAwaitingCommit[Attempt(job)] = (job, slot, result)
+            return
+        }
+        // Started before its claim committed: its end is handled once the claim is.
+        if uncommitted.contains(Attempt(job)) {
+            endsAwaitingCommit[Attempt(job)] = (job, slot, result)
+            return
+        }
+        if let local {
+            await finishLocally(job, on: slot, with: result, local, in: &group)
+        } else {
+            await finish(job, on: slot, with: result, in: &group)
         }
     }
 
@@ -1103,7 +1109,7 @@ public actor Scheduler: Service {
             }
         }
         if let started, let end = endsAwaitingCommit.removeValue(forKey: Attempt(started.job)) {
-            await handle(.finished(end.0, end.1, end.2), in: &group)
+            await ended(end.0, on: end.1, with: end.2, in: &group)   // noted (its data directory, its log) when it came
         } else if let started, held, progressUnsaved[Attempt(started.job)] != nil {
             progressSaved[Attempt(started.job)] = clock.now()
             await flushProgress(of: started.job)   // reported while the claim waited
