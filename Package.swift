@@ -138,7 +138,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "SpoolHTTPTests", dependencies: [
-            "SpoolCore", "SpoolStore", "SpoolScheduler", "SpoolHTTP", "SpoolApp", "SpoolTestSupport", "SpoolTesting",
+            "SpoolCore", "SpoolStore", "SpoolSQLite", "SpoolScheduler", "SpoolHTTP", "SpoolApp", "SpoolTestSupport", "SpoolTesting",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOTLS", package: "swift-nio"),

@@ -99,6 +99,7 @@ public enum SpoolServer {
         // Before the slots claim anything: the rest of a fail-fast array whose task the crash failed.
         await scheduler.failFast(after: recovered)
         await scheduler.failFastArraysLeftOpen()
+        await scheduler.finishArrayOperations()
         await scheduler.learn(from: try await store.jobs(JobQuery(state: .succeeded, limit: 500)).jobs)
         let tokenStore = store as? any TokenStore
         let tokens = TokenBook(store: tokenStore, auth: configuration.auth, logger: logger,

@@ -82,6 +82,13 @@ extension SpoolAPI {
         /// and more may have failed between.
         func repeated() async throws -> Response? {
             guard let key = submission.idempotencyKey, let existing = try await store.arraySummary(id) else { return nil }
+            // Being deleted a chunk at a time (or cut short by a crash until the next start): not
+            // the array this request made, nor one it can make yet (found by attacking the build:
+            // a 409 that called the same request a different one, the array shrinking meanwhile).
+            if try await store.arrayOperations().contains(where: { $0.array == id && $0.kind == .delete }) {
+                throw APIError.conflict("array-being-deleted", "array \(id), which this Idempotency-Key names, is being deleted "
+                                        + "(\(existing.size) tasks left); send the request again once DELETE /v1/arrays/\(id) has answered 204")
+            }
             let first = try await store.arrayTasks(id, after: nil, limit: 1).first
             let stored = named == nil ? try await store.requestFingerprint(owner: principal.name, key: key) : nil
             let same = named != nil || (existing.size == items.count && first?.array?.index == tasks.first?.array?.index

@@ -49,6 +49,14 @@ extension SQLiteJobStore {
         return stored
     }
 
+    public func arrayOperations() async throws -> [ArrayOperation] {
+        try await read("look for array cancels and deletes under way") { db in
+            try Row.fetchAll(db, sql: "SELECT array_id, operation, actor FROM array_operations ORDER BY array_id, operation").compactMap { row in
+                ArrayOperation.Kind(rawValue: row["operation"]).map { ArrayOperation(array: row["array_id"], kind: $0, actor: row["actor"]) }
+            }
+        }
+    }
+
     public func failFastArraysLeftOpen() async throws -> [String] {
         try await read("look for fail-fast arrays left open") { db in
             try String.fetchAll(db, sql: """

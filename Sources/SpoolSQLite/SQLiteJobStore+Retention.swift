@@ -100,9 +100,17 @@ extension SQLiteJobStore {
                         if first {
                             let states = try Row.fetchAll(db, cached: "SELECT state, COUNT(*) FROM jobs INDEXED BY jobs_array WHERE array_id = ? GROUP BY state",
                                                           arguments: [id])
-                            guard !states.isEmpty else { return (.notFound, nil) }
+                            guard !states.isEmpty else {
+                                // Nothing left (a delete resumed after the rest went by retention): none under way either.
+                                try db.execute(cached: "DELETE FROM array_operations WHERE array_id = ?", arguments: [id])
+                                return (.notFound, nil)
+                            }
                             let open = states.reduce(0) { open, row in (JobState(rawValue: row[0])?.isTerminal ?? false) ? open : open + (row[1] as Int) }
                             guard open == 0 else { return (.notEnded(open), nil) }
+                            // Begun: a crash before the last chunk leaves it to the next start, and
+                            // meanwhile a submit under the array's key is told it is being deleted.
+                            try db.execute(cached: "INSERT OR REPLACE INTO array_operations (array_id, operation, actor) VALUES (?, 'delete', NULL)",
+                                           arguments: [id])
                         }
                         let tasks = try Row.fetchAll(db, cached: """
                             SELECT id, array_index FROM jobs INDEXED BY jobs_array WHERE array_id = ?\(below == nil ? "" : " AND array_index < ?")
@@ -110,7 +118,11 @@ extension SQLiteJobStore {
                             """, arguments: below.map { [id, $0, chunk] } ?? [id, chunk])
                         let ids: [String] = tasks.map { $0["id"] }
                         for task in ids { try Self.deleteRows(of: task, in: db) }
-                        return (.deleted(ids.compactMap(JobID.init)), tasks.count == chunk ? tasks.last?["array_index"] : nil)
+                        guard tasks.count == chunk else {
+                            try db.execute(cached: "DELETE FROM array_operations WHERE array_id = ?", arguments: [id])
+                            return (.deleted(ids.compactMap(JobID.init)), nil)
+                        }
+                        return (.deleted(ids.compactMap(JobID.init)), tasks.last?["array_index"])
                     }
                 }
                 guard case .deleted(let tasks) = step.0 else { return step.0 }

@@ -406,6 +406,10 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
             let chunkCanceled: ([Job], [JobEvent], Int64?)
             do {
                 chunkCanceled = try await write("cancel a job array") { [chunk = arrayChunk, after] db -> ([Job], [JobEvent], Int64?) in
+                    if after == nil {   // begun: a crash before the last chunk leaves it to the next start
+                        try db.execute(cached: "INSERT OR REPLACE INTO array_operations (array_id, operation, actor) VALUES (?, 'cancel', ?)",
+                                       arguments: [id, actor])
+                    }
                     let open = try Row.fetchAll(db, cached: """
                         SELECT * FROM jobs INDEXED BY jobs_array WHERE array_id = ?\(after == nil ? "" : " AND array_index > ?")
                           AND state IN ('queued', 'running') ORDER BY array_index LIMIT ?
@@ -421,7 +425,11 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
                             break
                         }
                     }
-                    return (canceled, events, open.count == chunk ? open.last?["array_index"] : nil)
+                    guard open.count == chunk else {
+                        try db.execute(cached: "DELETE FROM array_operations WHERE array_id = ? AND operation = 'cancel'", arguments: [id])
+                        return (canceled, events, nil)
+                    }
+                    return (canceled, events, open.last?["array_index"])
                 }
             } catch {
                 guard affected.isEmpty else { throw ArrayCancelInterrupted(canceled: affected, cause: error) }

@@ -236,6 +236,18 @@ enum SQLiteSchema {
             // When the token's dashboard sessions were last ended (a log out: `TokenRecord.sessionsSince`).
             try db.execute(sql: "ALTER TABLE tokens ADD COLUMN sessions_since INTEGER")
         }
+        migrator.registerMigration("v16-array-operations") { db in
+            // An array's cancel or delete, done a chunk of tasks per transaction: begun in the
+            // first, ended in the last (`ArrayOperation`); one left by a crash is finished at start.
+            try db.execute(sql: """
+                CREATE TABLE array_operations (
+                    array_id TEXT NOT NULL,
+                    operation TEXT NOT NULL,
+                    actor TEXT,
+                    PRIMARY KEY (array_id, operation)
+                ) WITHOUT ROWID
+                """)
+        }
         return migrator
     }
 }

@@ -1187,6 +1187,41 @@ public actor Scheduler: Service {
         }
     }
 
+    /// At start, before the slots claim anything: the array cancels and deletes a crash cut short
+    /// (a store that does them a chunk at a time) are finished now (found by attacking the build:
+    /// a 10,000-task array whose cancel a kill -9 cut short read running, and ran the tasks left).
+    public func finishArrayOperations() async {
+        let left: [ArrayOperation]
+        do { left = try await store.arrayOperations() } catch {
+            logger.warning("could not look for array cancels and deletes left unfinished", metadata: ["error": "\(error)"])
+            return
+        }
+        for operation in left {
+            switch operation.kind {
+            case .cancel:
+                var canceled: [Job] = []
+                do {
+                    canceled = try await store.cancelArray(operation.array, by: operation.actor, now: clock.wall())
+                    logger.info("finished an array's cancel that the last stop cut short", metadata: ["array": "\(operation.array)", "canceled": "\(canceled.count)"])
+                } catch {
+                    canceled = (error as? ArrayCancelInterrupted)?.canceled ?? []
+                    logger.warning("could not finish an array's cancel that the last stop cut short", metadata: ["array": "\(operation.array)", "error": "\(error)"])
+                }
+                SchedulerMetrics.ended(canceled)
+                for job in canceled { await stop(job.id, because: .cancel) }
+            case .delete:
+                do {
+                    guard case .deleted(let tasks) = try await store.deleteArray(operation.array) else { continue }
+                    let dataDirectory = configuration.dataDirectory
+                    _ = try? await BlockingIO.run { for task in tasks { JobDirectories.remove(task, in: dataDirectory) } }
+                    logger.info("finished an array's delete that the last stop cut short", metadata: ["array": "\(operation.array)", "deleted": "\(tasks.count)"])
+                } catch {
+                    logger.warning("could not finish an array's delete that the last stop cut short", metadata: ["array": "\(operation.array)", "error": "\(error)"])
+                }
+            }
+        }
+    }
+
     /// Cancels the rest of each array (`because`: the task that failed), once per array.
     private func failFast(arrays: [(id: String, because: String)]) async {
         var seen: Set<String> = []

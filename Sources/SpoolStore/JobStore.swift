@@ -122,6 +122,11 @@ public protocol JobStore: Sendable {
     /// a task's failure and the cancel of the rest.
     func failFastArraysLeftOpen() async throws -> [String]
 
+    /// The array cancels and deletes begun and not finished, by a store that does them a chunk
+    /// at a time: under way, or cut short by a crash (finished at the next start). None for a
+    /// store that does each in one transaction.
+    func arrayOperations() async throws -> [ArrayOperation]
+
     /// Deletes job array `id` whole, once every task of it has ended: each task as `delete`
     /// deletes a job, in one transaction (SQLite: a chunk of tasks per transaction, the first
     /// task last; a failure part-way leaves the rest for another delete). With any task queued or
@@ -165,6 +170,8 @@ extension JobStore {
     }
 
     public func enqueue(_ job: Job) async throws -> EnqueueResult { try await enqueue(job, limits: QueueLimits()) }
+
+    public func arrayOperations() async throws -> [ArrayOperation] { [] }
 
     public func queuedAhead(ofNew job: Job, dueBy: Timestamp) async throws -> Int {
         try await queuedCount(priorityAtLeast: job.priority, dueBy: dueBy)
@@ -218,6 +225,21 @@ public enum DeleteResult: Sendable {
 }
 
 /// What `deleteArray` did.
+/// An array's cancel or delete that a store does a chunk at a time, begun and not finished.
+public struct ArrayOperation: Sendable, Equatable {
+    public enum Kind: String, Sendable { case cancel, delete }
+    public var array: String
+    public var kind: Kind
+    /// Who asked for a cancel (its tasks' `canceled_by`).
+    public var actor: String?
+
+    public init(array: String, kind: Kind, actor: String?) {
+        self.array = array
+        self.kind = kind
+        self.actor = actor
+    }
+}
+
 /// A cancel of an array's tasks that failed after some of them were canceled (a store that
 /// cancels an array a chunk at a time): those — the running ones among them are still the
 /// caller's to stop — and the failure. Cancelling again finishes the rest.

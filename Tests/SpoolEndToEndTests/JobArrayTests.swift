@@ -53,6 +53,37 @@ import Testing
         #expect(tasks.filter { $0["state"] == "canceled" }.allSatisfy { $0["canceled_by"] == "fail_fast" && $0["attempts"] == .int(0) }, "\(tasks)")
     }
 
+    /// With SQLite an array's cancel and delete go a chunk of tasks per transaction: one that a
+    /// crash cut short (its record left in `array_operations`, as a kill -9 between two chunks
+    /// leaves it) is finished at the next start, before any task runs (found by attacking the
+    /// build: the array read running, and the tasks the user had canceled ran).
+    @Test func aCancelAndADeleteACrashCutShortAreFinishedAtTheNextStart() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let canceled = try #require(try await server.submit("frame", .object(["fail_on": -1, "sleep": 30]),
+                                                            extra: ["array": .object(["range": .array([1, 40])])]).json["id"]?.stringValue)
+        let deleted = try #require(try await server.submit("frame", .object(["fail_on": -1, "sleep": 0]),
+                                                           extra: ["array": .object(["range": .array([1, 3])])]).json["id"]?.stringValue)
+        _ = try await server.request(.POST, "/v1/arrays/\(deleted)/cancel")
+        _ = try await waitForArray(server, deleted) { ["succeeded", "canceled", "failed"].contains($0["state"]?.stringValue) }
+        await server.kill9()
+        let cutShort = try await runProcess("/usr/bin/env", ["python3", "-c", """
+            import sqlite3, sys
+            db = sqlite3.connect(sys.argv[1])
+            db.execute("INSERT INTO array_operations (array_id, operation, actor) VALUES (?, 'cancel', 'ann')", (sys.argv[2],))
+            db.execute("INSERT INTO array_operations (array_id, operation, actor) VALUES (?, 'delete', NULL)", (sys.argv[3],))
+            db.commit()
+            """, server.dataDirectory + "/spool.sqlite", canceled, deleted])
+        #expect(cutShort.status == 0, "\(cutShort.stderr)")
+        try await server.start(["--slots", "2"])
+        // The two that ran when the server died failed (interrupted: their one attempt used); the rest, canceled by ann.
+        let array = try await server.request(.GET, "/v1/arrays/\(canceled)").json
+        #expect(array["counts"]?["canceled"] == .int(38) && array["counts"]?["failed"] == .int(2) && array["state"] == "failed", "\(array)")
+        let tasks = try await server.request(.GET, "/v1/arrays/\(canceled)/tasks?limit=500").json["tasks"]?.arrayValue ?? []
+        #expect(tasks.filter { $0["state"] == "canceled" }.allSatisfy { $0["canceled_by"] == "ann" }, "\(tasks.prefix(3))")
+        #expect(try await server.request(.GET, "/v1/arrays/\(deleted)").status == 404)
+    }
+
     /// The README's render farm: `spool submit render … --array-range` renders a turntable, each
     /// task the frame its `item` names (found by attacking the build: the built-in render refused
     /// `item`, so the README's example was a 422).

@@ -425,7 +425,7 @@ import Testing
             $0 = { [path] in _ = rename(path, aside) }   // the database file gone between two chunks
         }
         do {
-            _ = try await store.cancelArray(array, by: nil, now: at(2_000))
+            _ = try await store.cancelArray(array, by: "ann", now: at(2_000))
             Issue.record("the cancel went through with its database file gone")
         } catch let interrupted as ArrayCancelInterrupted {
             #expect(interrupted.canceled.map { $0.array?.index } == Array(0..<10).map { Optional(Int64($0)) })
@@ -436,8 +436,49 @@ import Testing
         #expect(rename(aside, path) == 0)
         let again = try await SQLiteJobStore(path: path)
         try await again.prepare()
-        #expect(try await again.cancelArray(array, by: nil, now: at(3_000)).count == 16, "the 15 left, and the running one again")
+        // Left unfinished, by whom (a restart finishes it: `Scheduler.finishArrayOperations`).
+        #expect(try await again.arrayOperations() == [ArrayOperation(array: array, kind: .cancel, actor: "ann")])
+        #expect(try await again.cancelArray(array, by: "ann", now: at(3_000)).count == 16, "the 15 left, and the running one again")
         #expect(try await again.arraySummary(array)?.counts == [.canceled: 24, .running: 1])
+        #expect(try await again.arrayOperations() == [], "finished")
+    }
+
+    /// The same for a delete: one cut short is on record until a delete finishes it, and a
+    /// delete under way is on record while it runs (a submit under the array's key is told so).
+    @Test func aBigArraysDeleteThatFailsPartWayIsOnRecordUntilFinished() async throws {
+        let store = try SQLiteJobStore(path: path, fileCheckInterval: .zero)
+        try await store.prepare()
+        store.arrayChunkSize.store(10, ordering: .relaxed)
+        let array = ArraySpec.newID()
+        _ = try await store.enqueueArray(tasks(array, count: 25), limits: QueueLimits())
+        _ = try await store.cancelArray(array, by: nil, now: at(2_000))
+        // The request deleting it is dropped (its task cancelled) after the first chunk.
+        let seen = Mutex<[ArrayOperation]>([])
+        let deleting = Mutex<Task<ArrayDeleteResult, any Error>?>(nil)
+        store.arrayChunkGap.withLock {
+            $0 = {
+                let underWay = (try? await store.arrayOperations()) ?? []
+                seen.withLock { $0 = underWay }
+                while deleting.withLock({ $0 }) == nil { await Task.yield() }
+                deleting.withLock { $0 }?.cancel()
+            }
+        }
+        let task = Task { try await store.deleteArray(array) }
+        deleting.withLock { $0 = task }
+        await #expect(throws: (any Error).self) { _ = try await task.value }
+        #expect(seen.withLock { $0 } == [ArrayOperation(array: array, kind: .delete, actor: nil)], "under way")
+        store.arrayChunkGap.withLock { $0 = nil }
+        let again = try await SQLiteJobStore(path: path)
+        try await again.prepare()
+        #expect(try await again.arrayOperations() == [ArrayOperation(array: array, kind: .delete, actor: nil)])
+        #expect(try await again.arraySummary(array)?.size == 15, "the highest ten went first")
+        guard case .deleted(let rest) = try await again.deleteArray(array) else {
+            Issue.record("the rest was not deleted")
+            return
+        }
+        #expect(rest.count == 15)
+        #expect(try await again.arraySummary(array) == nil)
+        #expect(try await again.arrayOperations() == [])
     }
 
     /// An array's tasks get the fair-share tags, and the places, that submitting them one after
