@@ -293,7 +293,12 @@ extension SpoolAPI {
             // Part of it done: those tasks end (or stop) all the same; the caller is told of the failure.
             SchedulerMetrics.ended(interrupted.canceled)
             for task in interrupted.canceled { await scheduler.stop(task.id, because: .cancel) }
-            throw interrupted.cause
+            // Said in the answer (found by attacking the build: a plain 503 did not say some were canceled).
+            guard let error = interrupted.cause as? StoreError, error.code == .storageUnavailable else { throw interrupted.cause }
+            context.logger.error("store unavailable", metadata: ["error": "\(error)"])   // the reason is logged, not echoed
+            throw APIError(status: .serviceUnavailable, code: "storage-unavailable",
+                           detail: "the job store cannot write, or did not answer in time; \(interrupted.canceled.count) of the array's tasks "
+                               + "were canceled before it: send the cancel again to finish, later", headers: [.retryAfter: "5"])
         }
         SchedulerMetrics.ended(affected)
         for task in affected { await scheduler.stop(task.id, because: .cancel) }

@@ -15,6 +15,37 @@ import Testing
 
 /// The array routes over a real SQLite store, which deletes an array a chunk of tasks at a time.
 @Suite struct ArrayChunkRouteTests {
+    /// A cancel the store fails part-way answers 503, saying that some tasks were canceled and
+    /// that sending it again finishes it (found by attacking the build: a plain 503 did not).
+    @Test func aCancelThatFailsPartWaySaysSomeTasksWereCanceled() async throws {
+        let scratch = try ScratchDirectory("spool-array-routes")
+        let path = scratch.path + "/spool.sqlite"
+        let store = try SQLiteJobStore(path: path, fileCheckInterval: .zero)
+        try await store.prepare()
+        store.arrayChunkSize.store(10, ordering: .relaxed)
+        let catalog = JobCatalog([JobType(name: "echo", command: try CommandTemplate(["echo", "{input.item}"]), timeoutSeconds: 60)])
+        let scheduler = Scheduler(store: store, executor: ScriptedExecutor(), catalog: catalog,
+                                  configuration: SchedulerConfiguration(slots: [SlotSpec(id: SlotID(0))], dataDirectory: scratch.path),
+                                  logger: Logger(label: "test"))
+        let api = SpoolAPI(store: store, scheduler: scheduler, catalog: catalog, dataDirectory: scratch.path, storeName: "sqlite")
+        store.arrayChunkGap.withLock { $0 = { _ = rename(path, path + ".aside") } }   // the database file gone after the first chunk
+        try await restoringTerminationSignals {
+            try await Application(router: api.router()).test(.router) { client in
+                let id = try await client.execute(uri: "/v1/jobs", method: .post, headers: [.contentType: "application/json"],
+                                                  body: ByteBuffer(string: #"{"type":"echo","input":{},"array":{"range":[1,25]}}"#)) { response in
+                    try JSONDecoder().decode(JSONValue.self, from: Data(buffer: response.body))["id"]?.stringValue
+                }
+                let array = try #require(id)
+                try await client.execute(uri: "/v1/arrays/\(array)/cancel", method: .post) { response in
+                    #expect(response.status == .serviceUnavailable)
+                    let problem = try JSONDecoder().decode(JSONValue.self, from: Data(buffer: response.body))
+                    #expect(problem["detail"]?.stringValue?.contains("10 of the array's tasks were canceled before it: send the cancel again to finish") == true,
+                            "\(problem)")
+                }
+            }
+        }
+    }
+
     /// A submit under the Idempotency-Key of an array that is being deleted is told so (409
     /// `array-being-deleted`), not that it is a different request; once the delete has answered,
     /// the same request makes a new array (found by attacking the build: seven 409s calling the
