@@ -51,28 +51,12 @@ extension PostgresJobStore {
             throw StoreError(.storageUnavailable, "could not \(what): cannot reach the database at \(location)")
         }
         do {
-            return try await answerWithin(limit, orThrow: Reachability.TimedOut(what: what, location: location, limit: limit),
-                                          watch: { try await self.failOnceUnreachable(what) }, operation)
+            return try await answerWithin(limit, orThrow: Reachability.TimedOut(what: what, location: location, limit: limit), operation)
         } catch let timeout as Reachability.TimedOut {
             _ = await probeReachable()
             throw timeout.error
         } catch {
             throw translate(error, doing: what)
-        }
-    }
-
-    /// Beside an operation that has waited `Reachability.probeAfter`: a probe every few seconds,
-    /// and an error once the database takes no connection — an operation under way when the
-    /// database went silent (a link gone dark, a server frozen) fails then, instead of waiting out
-    /// the operation's whole limit (found by attacking the build: the requests in flight at an
-    /// outage's start each waited 15 s). A database that takes connections is left the limit.
-    private func failOnceUnreachable(_ what: String) async throws {
-        try await Task.sleep(for: Reachability.probeAfter)
-        while true {
-            if !(await probeReachable()) {
-                throw StoreError(.storageUnavailable, "could not \(what): the database stopped answering and takes no connection (\(location))")
-            }
-            try await Task.sleep(for: .seconds(3))
         }
     }
 
@@ -171,10 +155,6 @@ struct Reachability: Sendable {
     var unreachable = false
     var checkedAt: ContinuousClock.Instant?
     var probe: Task<Bool, Never>?
-
-    /// How long an operation waits before the store looks whether the database still takes
-    /// connections (most take milliseconds; a 10,000-task array's submit, seconds).
-    static let probeAfter = Duration.seconds(2)
 
     /// An operation that ran out of time.
     struct TimedOut: Error {

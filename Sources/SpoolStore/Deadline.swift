@@ -4,12 +4,7 @@ import Synchronization
 /// without waiting for the operation to end: one blocked on the network (a query already sent
 /// ignores cancellation and waits for its answer as long as the link holds it) is cancelled
 /// and left to finish on its own. Cancelling the caller answers it at once.
-///
-/// `watch` runs beside the operation (cancelled once the call has its answer): an error it
-/// throws, other than a cancellation, answers the call as the timeout would (a store that finds
-/// its database gone meanwhile need not wait out the limit).
 public func answerWithin<T: Sendable>(_ limit: Duration, orThrow timeout: any Error,
-                                      watch: (@Sendable () async throws -> Void)? = nil,
                                       _ operation: @escaping @Sendable () async throws -> T) async throws -> T {
     let race = DeadlineRace<T>()
     defer { race.cancelTimer() }
@@ -19,28 +14,10 @@ public func answerWithin<T: Sendable>(_ limit: Duration, orThrow timeout: any Er
             let work = Task {   // unstructured: the operation may outlive this call (see above); cancelled at the deadline
                 do { race.answer(.success(try await operation())) } catch { race.answer(.failure(error)) }
             }
-            let timer = Task {   // unstructured: the deadline, and the watch; cancelled once the call has its answer
-                await withTaskGroup(of: Void.self) { group in
-                    group.addTask {
-                        guard (try? await Task.sleep(for: limit)) != nil else { return }
-                        race.answer(.failure(timeout))
-                        work.cancel()
-                    }
-                    if let watch {
-                        group.addTask {
-                            do {
-                                try await watch()
-                            } catch is CancellationError {
-                            } catch {
-                                race.answer(.failure(error))
-                                work.cancel()
-                            }
-                        }
-                    }
-                    // The first to end (a deadline, a watch's error) ends the other.
-                    await group.next()
-                    group.cancelAll()
-                }
+            let timer = Task {   // unstructured: the deadline; cancelled once the call has its answer
+                guard (try? await Task.sleep(for: limit)) != nil else { return }
+                race.answer(.failure(timeout))
+                work.cancel()
             }
             race.started(work, timer)
         }

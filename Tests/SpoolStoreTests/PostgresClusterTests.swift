@@ -118,33 +118,6 @@ import Testing
     /// rather than each waiting out the whole operation timeout (found by attacking the build:
     /// for the first minute of an outage every request waited 15 s for its 503, and clients with
     /// shorter timeouts saw timeouts instead); one that goes through ends that.
-    /// An operation already under way when the database stops answering (a link gone dark, a
-    /// server frozen) fails once a probe finds the database takes no connection — seconds, not
-    /// the whole operation timeout (found by attacking the build: requests in flight at an
-    /// outage's start each waited out the 15 s). Once it answers again, so does the store.
-    @Test func anOperationUnderWayWhenTheDatabaseGoesSilentFailsWithinSeconds() async throws {
-        let url = try await TestPostgres.createDatabase()
-        var components = try #require(URLComponents(string: url))
-        let proxy = try FreezingProxy(toPort: try #require(components.port))
-        defer { proxy.stop() }
-        components.port = proxy.port
-        let store = try PostgresJobStore(location: PostgresLocation(url: try #require(components.string)), node: "node-0", connections: 2,
-                                         operationTimeout: .seconds(40), logger: TestPostgres.logger)
-        defer { store.close() }
-        try await store.prepare()
-        _ = try await store.create(makeJob())   // the pool's connections are open
-        proxy.freeze()
-        let began = ContinuousClock.now
-        await #expect(throws: StoreError.self) { _ = try await store.queuedCount() }
-        let waited = ContinuousClock.now - began
-        #expect(waited < .seconds(20), "an operation under way waited \(waited) for the database gone silent")
-        proxy.thaw()
-        let deadline = ContinuousClock.now.advanced(by: .seconds(30))
-        while (try? await store.queuedCount()) != 1, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(200)) }
-        #expect(try await store.queuedCount() == 1, "the store answers again")
-        try await TestPostgres.dropDatabase(url)
-    }
-
     @Test func anUnreachableDatabaseFailsLaterOperationsFast() async throws {
         let url = "postgres://spool@127.0.0.1:\(unusedLoopbackPort())/none"
         let store = try PostgresJobStore(location: PostgresLocation(url: url), node: "node-0", connections: 2, operationTimeout: .seconds(8),
