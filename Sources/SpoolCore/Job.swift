@@ -149,10 +149,6 @@ public struct Job: Sendable, Hashable {
         // The attempt ran: its start met the deadline, and a requeue is not canceled for it. One
         // handed back before it ran (`.returned`: its worker not ready, its files not made) keeps it.
         if case .returned = outcome {} else { startBy = nil }
-        // Its process never started, and a cancel was asked for meanwhile (its start was being
-        // tried again, its executable busy): the user's word stands, not a spawn failure (found
-        // by attacking the build: canceled with 202, it ended failed, spawn_failed).
-        if case .spawnFailed = outcome, cancelRequested { return record(.canceled, at: now) }
         if outcome.givesAttemptBack {
             // The attempt did not get a fair run; it does not use up the job's budget.
             attempts = max(0, attempts - 1)

@@ -49,25 +49,6 @@ import SpoolCore
         #expect(JobState.running.canMove(to: outcome.resultingState), "every outcome ends a running attempt legally")
     }
 
-    /// A start that failed after a cancel was asked for (it was being tried again while its
-    /// executable was busy): canceled, by whoever asked, not failed with `spawn_failed`.
-    @Test func aStartThatFailedAfterACancelWasAskedForEndsCanceled() {
-        var job = Job(id: .random(), type: "t", input: .object([:]), priority: 0, timeoutSeconds: 30, maxAttempts: 3,
-                      createdAt: Timestamp(microseconds: 0))
-        job.retry = RetryPolicy(maxAttempts: 3, backoffSeconds: 1, maxBackoffSeconds: 1, reasons: [.spawnFailed])
-        job.start(on: SlotID(0), at: Timestamp(microseconds: 1))
-        job.requestCancel(by: "ann")
-        job.record(.spawnFailed(message: "Text file busy"), at: Timestamp(microseconds: 2))
-        #expect(job.state == .canceled && job.reason == .canceled && job.canceledBy == "ann")
-        #expect(job.attemptLog.last?.state == .canceled)
-
-        var other = Job(id: .random(), type: "t", input: .object([:]), priority: 0, timeoutSeconds: 30, maxAttempts: 1,
-                        createdAt: Timestamp(microseconds: 0))
-        other.start(on: SlotID(0), at: Timestamp(microseconds: 1))
-        other.record(.spawnFailed(message: "Text file busy"), at: Timestamp(microseconds: 2))
-        #expect(other.state == .failed && other.reason == .spawnFailed, "without a cancel, a spawn failure")
-    }
-
     @Test func errorMessagesDescribeTheOutcome() {
         #expect(JobOutcome.succeeded.errorMessage(timeout: 5) == nil)
         #expect(JobOutcome.stoppedForShutdown.errorMessage(timeout: 5) == nil)
