@@ -85,10 +85,7 @@ extension SpoolAPI {
             // Being deleted a chunk at a time (or cut short by a crash until the next start): not
             // the array this request made, nor one it can make yet (found by attacking the build:
             // a 409 that called the same request a different one, the array shrinking meanwhile).
-            if try await store.arrayOperations().contains(where: { $0.array == id && $0.kind == .delete }) {
-                throw APIError.conflict("array-being-deleted", "array \(id), which this Idempotency-Key names, is being deleted "
-                                        + "(\(existing.size) tasks left); send the request again once DELETE /v1/arrays/\(id) has answered 204")
-            }
+            try await refuseIfBeingDeleted(id, size: existing.size)
             let first = try await store.arrayTasks(id, after: nil, limit: 1).first
             let stored = named == nil ? try await store.requestFingerprint(owner: principal.name, key: key) : nil
             let same = named != nil || (existing.size == items.count && first?.array?.index == tasks.first?.array?.index
@@ -139,6 +136,14 @@ extension SpoolAPI {
         scheduler.jobEnqueued(dueBy: stored.compactMap(\.nextTimer).min())
         guard let summary = try await store.arraySummary(id) else { throw APIError.notFound("no array \(id)") }
         return json(try await arrayResource(summary), status: .created, headers: [.location: "/v1/arrays/\(id)"])
+    }
+
+    /// 409 `array-being-deleted` when array `id`, which a request's Idempotency-Key names, is
+    /// being deleted a chunk at a time (or was cut short by a crash, until the next start).
+    func refuseIfBeingDeleted(_ id: String, size: Int) async throws {
+        guard try await store.arrayOperations().contains(where: { $0.array == id && $0.kind == .delete }) else { return }
+        throw APIError.conflict("array-being-deleted", "array \(id), which this Idempotency-Key names, is being deleted "
+                                + "(\(size) tasks left); send the request again once DELETE /v1/arrays/\(id) has answered 204")
     }
 
     /// 409 for an Idempotency-Key already used for a different request, naming what holds it.
@@ -325,6 +330,7 @@ extension SpoolAPI {
         // Named after the array's owner, not the retry's: the same once that owner's token is gone.
         let retryID = key.map { Self.arrayID(owner: summary.owner ?? "", key: "retry\u{0}" + summary.id + "\u{0}" + $0) }
         if let retryID, let made = try await store.arraySummary(retryID) {
+            try await refuseIfBeingDeleted(retryID, size: made.size)
             return json(try await arrayResource(made), status: .ok, headers: [.location: "/v1/arrays/\(retryID)"])
         }
         var again: [Job] = []

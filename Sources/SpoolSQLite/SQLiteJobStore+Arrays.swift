@@ -42,6 +42,12 @@ extension SQLiteJobStore {
             }
             if let head = stored.first {
                 try db.execute(sql: "UPDATE jobs SET array_head = 1 WHERE id = ?", arguments: [head.id.rawValue])
+                // A cancel or delete left on record for an earlier array of this id (its key's, that
+                // array gone since: by retention, say) is not this one's (found in review: the next
+                // start would have canceled, or deleted, the new array).
+                if let array = head.array?.id {
+                    try db.execute(cached: "DELETE FROM array_operations WHERE array_id = ?", arguments: [array])
+                }
             }
             return .success((stored, events))
         }.get()

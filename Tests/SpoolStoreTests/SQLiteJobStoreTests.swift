@@ -481,6 +481,21 @@ import Testing
         #expect(try await again.arrayOperations() == [])
     }
 
+    /// A cancel or delete left on record for an array whose id a new array takes (the same
+    /// Idempotency-Key, the old array gone meanwhile) is not the new array's: storing it clears
+    /// the record (found in review: the next start would have canceled or deleted the new array).
+    @Test func aNewArrayUnderAnIdWithAnOperationLeftOnRecordClearsIt() async throws {
+        let store = try await open()
+        let array = ArraySpec.newID()
+        try await store.pool.write { db in
+            try db.execute(sql: "INSERT INTO array_operations (array_id, operation, actor) VALUES (?, 'cancel', 'ann'), (?, 'delete', NULL)",
+                           arguments: [array, array])
+        }
+        #expect(try await store.arrayOperations().count == 2)
+        _ = try await store.enqueueArray(tasks(array, count: 3), limits: QueueLimits())
+        #expect(try await store.arrayOperations() == [])
+    }
+
     /// An array's tasks get the fair-share tags, and the places, that submitting them one after
     /// another would give (the queue's head, the owner's last tag, where it is served): the queue
     /// is read for the first task only, and each task after it follows the one before.
