@@ -15,19 +15,25 @@ import Testing
 
 /// The array routes over a real SQLite store, which deletes an array a chunk of tasks at a time.
 @Suite struct ArrayChunkRouteTests {
-    /// A cancel the store fails part-way answers 503, saying that some tasks were canceled and
-    /// that sending it again finishes it (found by attacking the build: a plain 503 did not).
-    @Test func aCancelThatFailsPartWaySaysSomeTasksWereCanceled() async throws {
-        let scratch = try ScratchDirectory("spool-array-routes")
-        let path = scratch.path + "/spool.sqlite"
+    /// The routes over a SQLite store at `path` that goes 10 tasks per chunk (every write checks
+    /// the file is still there), with a scheduler that is not running.
+    static func api(path: String, in dataDirectory: String) async throws -> (SQLiteJobStore, SpoolAPI) {
         let store = try SQLiteJobStore(path: path, fileCheckInterval: .zero)
         try await store.prepare()
         store.arrayChunkSize.store(10, ordering: .relaxed)
         let catalog = JobCatalog([JobType(name: "echo", command: try CommandTemplate(["echo", "{input.item}"]), timeoutSeconds: 60)])
         let scheduler = Scheduler(store: store, executor: ScriptedExecutor(), catalog: catalog,
-                                  configuration: SchedulerConfiguration(slots: [SlotSpec(id: SlotID(0))], dataDirectory: scratch.path),
+                                  configuration: SchedulerConfiguration(slots: [SlotSpec(id: SlotID(0))], dataDirectory: dataDirectory),
                                   logger: Logger(label: "test"))
-        let api = SpoolAPI(store: store, scheduler: scheduler, catalog: catalog, dataDirectory: scratch.path, storeName: "sqlite")
+        return (store, SpoolAPI(store: store, scheduler: scheduler, catalog: catalog, dataDirectory: dataDirectory, storeName: "sqlite"))
+    }
+
+    /// A cancel the store fails part-way answers 503, saying that some tasks were canceled and
+    /// that sending it again finishes it (found by attacking the build: a plain 503 did not).
+    @Test func aCancelThatFailsPartWaySaysSomeTasksWereCanceled() async throws {
+        let scratch = try ScratchDirectory("spool-array-routes")
+        let path = scratch.path + "/spool.sqlite"
+        let (store, api) = try await Self.api(path: path, in: scratch.path)
         store.arrayChunkGap.withLock { $0 = { _ = rename(path, path + ".aside") } }   // the database file gone after the first chunk
         try await restoringTerminationSignals {
             try await Application(router: api.router()).test(.router) { client in
@@ -52,14 +58,7 @@ import Testing
     /// same request a different one while the array shrank).
     @Test func aSubmitUnderTheKeyOfAnArrayBeingDeletedIsToldSo() async throws {
         let scratch = try ScratchDirectory("spool-array-routes")
-        let store = try SQLiteJobStore(path: scratch.path + "/spool.sqlite")
-        try await store.prepare()
-        store.arrayChunkSize.store(10, ordering: .relaxed)
-        let catalog = JobCatalog([JobType(name: "echo", command: try CommandTemplate(["echo", "{input.item}"]), timeoutSeconds: 60)])
-        let scheduler = Scheduler(store: store, executor: ScriptedExecutor(), catalog: catalog,
-                                  configuration: SchedulerConfiguration(slots: [SlotSpec(id: SlotID(0))], dataDirectory: scratch.path),
-                                  logger: Logger(label: "test"))
-        let api = SpoolAPI(store: store, scheduler: scheduler, catalog: catalog, dataDirectory: scratch.path, storeName: "sqlite")
+        let (store, api) = try await Self.api(path: scratch.path + "/spool.sqlite", in: scratch.path)
         let hold = CallHold()
         store.arrayChunkGap.withLock { $0 = { await hold.pass() } }
         let body = ByteBuffer(string: #"{"type":"echo","input":{},"array":{"range":[1,25]}}"#)
