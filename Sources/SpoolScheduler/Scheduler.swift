@@ -227,6 +227,8 @@ public actor Scheduler: Service {
     /// Attempts started before their claim committed, and the ends that wait for those commits.
     private var uncommitted: Set<Attempt> = []
     private var endsAwaitingCommit: [Attempt: (Job, SlotID, ExecutionResult)] = [:]
+    /// Attempts asked to stop for a cancel while they ran (or started).
+    private var canceledWhileRunning: Set<Attempt> = []
     /// Attempts that ended within `claimDelay` having reported progress: their claim commits
     /// first (the store takes progress only for a job it holds as running), then the progress, then the end.
     private var progressFirst: Set<Attempt> = []
@@ -313,7 +315,10 @@ public actor Scheduler: Service {
         for (slot, next) in upcoming where next.job.id == job { upcoming[slot] = nil }
         let attempts = stops.filter { $0.key.job == job }
         if !attempts.isEmpty {
-            for continuation in attempts.values { continuation.yield(reason) }
+            for (attempt, continuation) in attempts {
+                if reason == .cancel { canceledWhileRunning.insert(attempt) }
+                continuation.yield(reason)
+            }
             return
         }
         earlyStops.record(job, reason, at: clock.now())
@@ -321,7 +326,10 @@ public actor Scheduler: Service {
 
     /// Asks one attempt of `job` to stop, if it runs here (not a newer one of the same job).
     public func stop(_ job: JobID, attempt: Int, because reason: StopReason) {
-        stops[Attempt(job, number: attempt)]?.yield(reason)
+        let attempt = Attempt(job, number: attempt)
+        guard let stop = stops[attempt] else { return }
+        if reason == .cancel { canceledWhileRunning.insert(attempt) }
+        stop.yield(reason)
     }
 
     /// Stops an attempt the store no longer gives this node (the job was rescued: it runs
@@ -542,7 +550,12 @@ public actor Scheduler: Service {
         case .wake:
             wakePending.store(false, ordering: .releasing)
             await fillIdleSlots(in: &group)
-        case .finished(let job, let slot, let result):
+        case .finished(let job, let slot, var result):
+            // A start that failed after a cancel was asked for (tried again while its executable
+            // was busy, say): the job never ran, and the user's cancel stands — for the store and
+            // for this scheduler's own counts and fail-fast alike (found by attacking the build:
+            // canceled with 202, it ended failed, spawn_failed).
+            if case .spawnFailed = result.outcome, canceledWhileRunning.contains(Attempt(job)) { result.outcome = .canceled }
             noteDataDirectory(after: result, in: &group)
             if let loss = result.logLoss { logger.warning("a job's log is missing output", metadata: ["job": "\(job.id)", "detail": "\(loss)"]) }
             await ended(job, on: slot, with: result, in: &group)
@@ -739,6 +752,7 @@ public actor Scheduler: Service {
         let attempt = Attempt(job)
         await flushProgress(of: job)
         stops.removeValue(forKey: attempt)?.finish()
+        canceledWhileRunning.remove(attempt)
         fenced.remove(attempt)
         _ = earlyStops.take(job.id, at: clock.now())
         progressSaved[attempt] = nil

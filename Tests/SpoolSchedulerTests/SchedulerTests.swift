@@ -246,6 +246,38 @@ import Testing
         }
     }
 
+    /// A start that fails after its job was canceled (its executable busy, the start tried again
+    /// meanwhile) ends the job canceled: its command never ran. For a task of a fail-fast array
+    /// it is no failure either: the rest runs on (found by attacking the build: it ended failed,
+    /// spawn_failed, counted as a failure).
+    @Test func aStartThatFailsAfterACancelEndsTheJobCanceled() async throws {
+        try await running {
+            let array = ArraySpec.newID()
+            let made = try (0..<2).map { index -> Job in
+                var job = try rig.catalog.admit(Submission(type: "t", input: .object([:]), priority: 0), id: .random(), now: rig.clock.wall())
+                job.array = ArrayMembership(id: array, index: Int64(index), failFast: true)
+                return job
+            }
+            let stored = try await rig.store.enqueueArray(made, limits: QueueLimits())
+            let (task, other) = (stored[0], stored[1])
+            rig.scheduler.jobEnqueued()
+            let attempt = try await nextAttempt()
+            #expect(attempt.job.id == task.id)
+            guard case .stopping = try await rig.store.cancel(task.id, now: rig.clock.wall()) else {
+                Issue.record("a running job's cancel is handed to its slot")
+                return
+            }
+            await rig.scheduler.stop(task.id, because: .cancel)
+            attempt.finish(.spawnFailed(message: "Text file busy"))
+            let canceled = try await rig.waitFor(task.id, .canceled)
+            #expect(canceled.reason == .canceled)
+            let next = try await nextAttempt("the other task, not canceled by fail-fast")
+            #expect(next.job.id == other.id)
+            next.finish(.succeeded)
+            _ = try await rig.waitFor(other.id, .succeeded)
+        }
+    }
+
     @Test func aCancelWhileRunningStopsTheAttempt() async throws {
         try await running {
             let job = try await rig.submit()
