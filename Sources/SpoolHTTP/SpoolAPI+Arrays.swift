@@ -291,22 +291,17 @@ extension SpoolAPI {
         guard !summary.state.isTerminal else {
             throw APIError.conflict("already-finished", "array \(summary.id) already finished (\(summary.state.rawValue)); there is nothing to cancel")
         }
-        let affected: [Job]
         do {
-            affected = try await store.cancelArray(summary.id, by: context.principal.name ?? "", now: WallClock.now())
+            _ = try await scheduler.cancelArray(summary.id, by: context.principal.name ?? "")
         } catch let interrupted as ArrayCancelInterrupted {
-            // Part of it done: those tasks end (or stop) all the same; the caller is told of the failure.
-            SchedulerMetrics.ended(interrupted.canceled)
-            for task in interrupted.canceled { await scheduler.stop(task.id, because: .cancel) }
-            // Said in the answer (found by attacking the build: a plain 503 did not say some were canceled).
+            // Part of it done (those tasks end, or stop, all the same): said in the answer (found by
+            // attacking the build: a plain 503 did not say some were canceled).
             guard let error = interrupted.cause as? StoreError, error.code == .storageUnavailable else { throw interrupted.cause }
             context.logger.error("store unavailable", metadata: ["error": "\(error)"])   // the reason is logged, not echoed
             throw APIError(status: .serviceUnavailable, code: "storage-unavailable",
                            detail: "the job store cannot write, or did not answer in time; \(interrupted.canceled.count) of the array's tasks "
                                + "were canceled before it: send the cancel again to finish, later", headers: [.retryAfter: "5"])
         }
-        SchedulerMetrics.ended(affected)
-        for task in affected { await scheduler.stop(task.id, because: .cancel) }
         let after = try await store.arraySummary(summary.id) ?? summary
         return json(try await arrayResource(after), status: after.counts[.running, default: 0] > 0 ? .accepted : .ok)
     }

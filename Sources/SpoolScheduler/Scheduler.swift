@@ -1213,16 +1213,12 @@ public actor Scheduler: Service {
         for operation in left {
             switch operation.kind {
             case .cancel:
-                var canceled: [Job] = []
                 do {
-                    canceled = try await store.cancelArray(operation.array, by: operation.actor, now: clock.wall())
+                    let canceled = try await cancelArray(operation.array, by: operation.actor)
                     logger.info("finished an array's cancel that the last stop cut short", metadata: ["array": "\(operation.array)", "canceled": "\(canceled.count)"])
                 } catch {
-                    canceled = (error as? ArrayCancelInterrupted)?.canceled ?? []
                     logger.warning("could not finish an array's cancel that the last stop cut short", metadata: ["array": "\(operation.array)", "error": "\(error)"])
                 }
-                SchedulerMetrics.ended(canceled)
-                for job in canceled { await stop(job.id, because: .cancel) }
             case .delete:
                 do {
                     guard case .deleted(let tasks) = try await store.deleteArray(operation.array) else { continue }
@@ -1236,21 +1232,33 @@ public actor Scheduler: Service {
         }
     }
 
+    /// Cancels the tasks of array `id` that have not finished (through the store), stops those
+    /// that run here, and counts the canceled ones as ended: the user's cancel, fail-fast, and one
+    /// a crash cut short alike. A store that fails part-way (`ArrayCancelInterrupted`, rethrown):
+    /// what it did cancel is stopped and counted all the same.
+    public func cancelArray(_ id: String, by actor: String?) async throws -> [Job] {
+        let canceled: [Job]
+        do {
+            canceled = try await store.cancelArray(id, by: actor, now: clock.wall())
+        } catch let interrupted as ArrayCancelInterrupted {
+            SchedulerMetrics.ended(interrupted.canceled)
+            for job in interrupted.canceled { stop(job.id, because: .cancel) }
+            throw interrupted
+        }
+        SchedulerMetrics.ended(canceled)
+        for job in canceled { stop(job.id, because: .cancel) }
+        return canceled
+    }
+
     /// Cancels the rest of each array (`because`: the task that failed), once per array.
     private func failFast(arrays: [(id: String, because: String)]) async {
         var seen: Set<String> = []
         for (array, task) in arrays where seen.insert(array).inserted {
             do {
-                let canceled = try await store.cancelArray(array, by: "fail_fast", now: clock.wall())
-                SchedulerMetrics.ended(canceled)
-                for other in canceled { await stop(other.id, because: .cancel) }
+                let canceled = try await cancelArray(array, by: "fail_fast")
                 logger.info("array task failed: canceled the rest (fail_fast)",
                             metadata: ["array": "\(array)", "task": "\(task)", "canceled": "\(canceled.count)"])
             } catch {
-                // Part of it canceled: those end (or stop) all the same.
-                let canceled = (error as? ArrayCancelInterrupted)?.canceled ?? []
-                SchedulerMetrics.ended(canceled)
-                for other in canceled { await stop(other.id, because: .cancel) }
                 logger.warning("could not cancel the rest of a fail-fast array", metadata: ["array": "\(array)", "error": "\(error)"])
             }
         }
