@@ -1407,7 +1407,12 @@ public actor Scheduler: Service {
         } else {
             nil
         }
-        if let stopAtOnce { continuation.yield(stopAtOnce) }
+        if let stopAtOnce {
+            // A cancel that came before the attempt counts as one handed to it (a start that then
+            // fails ends the job canceled, as for a cancel while it runs).
+            if stopAtOnce == .cancel { canceledWhileRunning.insert(attempt) }
+            continuation.yield(stopAtOnce)
+        }
         let observer = ExecutionObserver(started: { _ in self.working(attempt) },
                                          message: { message in await self.received(message, from: job) },
                                          output: { bytes in await self.received(output: bytes, from: job) })

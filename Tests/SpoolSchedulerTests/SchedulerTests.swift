@@ -278,6 +278,31 @@ import Testing
         }
     }
 
+    /// The same for a cancel that reaches the scheduler before the attempt does: the claim is
+    /// committed (the store answers the cancel "stopping"), its answer still on its way, so the
+    /// stop waits for the attempt and is handed over as it starts. A start that then fails ends
+    /// the job canceled too (it ended failed, spawn_failed: only a cancel handed to an attempt
+    /// already running counted).
+    @Test func aStartThatFailsAfterACancelThatCameFirstEndsTheJobCanceled() async throws {
+        try await running {
+            rig.store.hold(.claim, at: .afterAnswer)
+            let job = try await rig.submit()
+            try await rig.store.until("the claim, answered") { $0.waiting(.claim, at: .afterAnswer) == 1 }
+            guard case .stopping = try await rig.store.cancel(job.id, now: rig.clock.wall()) else {
+                Issue.record("a claimed job's cancel is handed to its slot")
+                return
+            }
+            await rig.scheduler.stop(job.id, because: .cancel)
+            rig.store.release(.claim, at: .afterAnswer)
+            let attempt = try await nextAttempt()
+            #expect(attempt.job.id == job.id)
+            #expect(await attempt.nextStop() == .cancel)
+            attempt.finish(.spawnFailed(message: "Text file busy"))
+            let canceled = try await rig.waitFor(job.id, .canceled)
+            #expect(canceled.reason == .canceled)
+        }
+    }
+
     @Test func aCancelWhileRunningStopsTheAttempt() async throws {
         try await running {
             let job = try await rig.submit()
