@@ -140,7 +140,8 @@ public struct JobCatalog: Sendable {
         if let key = submission.dedupKey, key.isEmpty || key.utf8.count > 255 {
             throw SubmissionRejection(kind: .invalidRequest, message: "dedup_key must be 1 to 255 characters", problems: [])
         }
-        job.dedup = submission.dedup ?? (submission.dedupKey != nil ? Dedup() : type.dedup)
+        // The request's rule, else the type's; a key alone joins queued or running jobs under it.
+        job.dedup = submission.dedup ?? type.dedup ?? (submission.dedupKey != nil ? Dedup() : nil)
         // As sent: a repeat of a request with `delay_s` makes another `notBefore`, and is the same request.
         if let runAt = submission.runAt { job.requestExtras["run_at"] = .int(runAt.microseconds) }
         if let delay = submission.delaySeconds { job.requestExtras["delay_s"] = .double(delay) }

@@ -45,6 +45,26 @@ import SpoolCore
         #expect(job.startedAt == nil && job.finishedAt == nil && job.slot == nil && !job.cancelRequested)
     }
 
+    /// A `dedup_key` names what counts as the same job; how long a finished one is reused stays
+    /// the type's rule (found by attacking the build: a key alone turned a type's
+    /// `succeeded_within_s` into queued-only, and finished frames named by key ran again).
+    @Test func aDedupKeyKeepsTheTypesReuseWindow() throws {
+        var type = JobType(name: "thumb", command: try CommandTemplate(["thumb"]))
+        type.dedup = Dedup(succeededWithin: 3600)
+        let catalog = JobCatalog([type, JobType(name: "plain", command: try CommandTemplate(["plain"]))])
+        var keyed = Submission(type: "thumb")
+        keyed.dedupKey = "frame-2"
+        #expect(try catalog.admit(keyed, id: .random(), now: now).dedup == Dedup(succeededWithin: 3600))
+        // A request's own `dedup` still wins over the type's.
+        keyed.dedup = Dedup()
+        #expect(try catalog.admit(keyed, id: .random(), now: now).dedup == Dedup())
+        // A key on a type without `dedup`: joins queued or running jobs under that key.
+        var plain = Submission(type: "plain")
+        plain.dedupKey = "frame-2"
+        #expect(try catalog.admit(plain, id: .random(), now: now).dedup == Dedup())
+        #expect(try catalog.admit(Submission(type: "plain"), id: .random(), now: now).dedup == nil)
+    }
+
     @Test func typeWithoutSettingsGetsTheDefaults() throws {
         let job = try catalog().admit(Submission(type: "echo", input: .object(["text": .string("hi")])), id: JobID.random(), now: now)
         #expect(job.timeoutSeconds == 600)
