@@ -6,9 +6,32 @@ import SpoolCore
 /// Time in the queue over HTTP: a queued job's start estimate with its `not_before`, the
 /// `start_within_s` check at submit, and a job's attempts (`GET /v1/jobs/{id}/attempts`).
 extension SpoolAPI {
-    /// When a queued job should start: the queue's estimate, or its `notBefore` if that is later.
+    /// When a queued job should start: the queue's estimate, or later where something else holds
+    /// it back for longer — its tenant at its `max_running`, its worker type that no slot can set
+    /// up now, its `notBefore` (found by attacking the build: with the tenant's one allowed job
+    /// running and a slot idle, the estimate said 0 s, and a `start_within_s` job was taken and
+    /// then canceled for its deadline).
     func startEstimate(of job: Job, position: Int, now: Timestamp) -> QueueEstimate? {
-        guard var estimate = scheduler.estimate(position: position, type: job.type, input: job.input) else { return nil }
+        var estimate = scheduler.estimate(position: position, type: job.type, input: job.input)
+        // A worker type no slot can set up now waits for the next try, even with nothing learned yet.
+        if let wait = scheduler.setupRetryIn(for: job.type), wait > estimate?.startsIn ?? 0 {
+            estimate = QueueEstimate(startsIn: wait, method: "no slot can set up its worker type \"\(job.type)\" before its next try in "
+                                         + "\(InputSchema.format(Self.rounded(wait))) s; " + (estimate?.method ?? "nothing has run yet to say more"),
+                                     runSeconds: estimate?.runSeconds)
+        }
+        guard var estimate else { return nil }
+        if let owner = job.owner, let cap = tokens.principal(named: owner)?.limits.maxRunning,
+           let wait = scheduler.capFreesIn(owner: owner, cap: cap), wait > estimate.startsIn {
+            estimate.startsIn = wait
+            estimate.method = "its tenant runs its max_running of \(cap) job(s), the first to end in about \(InputSchema.format(Self.rounded(wait))) s; "
+                + estimate.method
+        }
+        return later(estimate, than: job, now: now)
+    }
+
+    /// `estimate`, or the job's `notBefore` when that is later.
+    private func later(_ estimate: QueueEstimate, than job: Job, now: Timestamp) -> QueueEstimate {
+        var estimate = estimate
         if let notBefore = job.notBefore {
             let wait = notBefore.secondsSince1970 - now.secondsSince1970
             if wait > estimate.startsIn {
@@ -32,12 +55,16 @@ extension SpoolAPI {
         let within = Double(startBy.microseconds - (job.notBefore ?? job.createdAt).microseconds) / 1_000_000
         throw APIError(status: .conflict, code: "deadline-unreachable",
                        detail: "the job would not start within its start_within_s of \(InputSchema.format(within)) s: \(ahead) job(s) wait ahead of it "
-                           + "and the queue's estimate is a start in \(InputSchema.format((estimate.startsIn * 10).rounded() / 10)) s; "
+                           + "and the queue's estimate is a start in \(InputSchema.format(Self.rounded(estimate.startsIn))) s; "
                            + "nothing was stored",
-                       extra: ["estimate": .object(["start_in_s": .double((estimate.startsIn * 10).rounded() / 10),
+                       extra: ["estimate": .object(["start_in_s": .double(Self.rounded(estimate.startsIn)),
                                                     "start_at": .string(start.description), "method": .string(estimate.method)]),
                                "start_by": .string(startBy.description), "queued_ahead": .int(Int64(ahead))])
     }
+
+    /// Seconds as a refusal or a method says them: to the millisecond (to a tenth, a deadline of
+    /// 1 ms refused read "a start in 0 s", found by attacking the build).
+    static func rounded(_ seconds: Double) -> Double { (seconds * 1000).rounded() / 1000 }
 
     /// Every attempt of a job, oldest first: those that ended (how, and when a retry was due)
     /// and the one running now.

@@ -44,6 +44,14 @@ extension Scheduler {
         return store is any SharedJobStore ? "on this node, " + sentence + " (another node's slots may take it)" : sentence
     }
 
+    /// In how many seconds a slot here next tries to set up `type`'s worker, when every slot has
+    /// it excluded after failed setups (`waitingReason`): no job of the type starts before then.
+    /// nil with a shared store, whose other nodes may start it sooner.
+    public nonisolated func setupRetryIn(for type: String) -> Double? {
+        guard !(store is any SharedJobStore) else { return nil }
+        return executor.setupTrouble(for: type).map(\.retryIn.inSeconds)
+    }
+
     /// The coordinator's word on lease renewals: why they fail (nil once one goes through).
     public nonisolated func leaseRenewals(failing problem: String?) { renewalTrouble.withLock { $0 = problem } }
 

@@ -97,6 +97,8 @@ public actor Scheduler: Service {
     struct Running: Sendable {
         var type: String
         var input: JSONValue
+        /// Its tenant (for the start estimate of the tenant's next job under its `max_running`).
+        var owner: String?
         /// Where it runs (its busy time is counted to it).
         var slot: SlotID
         var since: Moment
@@ -405,6 +407,26 @@ public actor Scheduler: Service {
             }
             let run = input.flatMap { book.runModel.predict(type: type, input: $0) }
             return QueueEstimate.estimate(position: position, type: type, slots: slotCount, running: jobs, runTimes: book.runTimes, run: run)
+        }
+    }
+
+    /// In how many seconds `owner`, which runs `cap` jobs or more here (its token's
+    /// `max_running`), should be running one fewer: by its running jobs' expected remaining time,
+    /// as for the slots in `estimate`. nil when it runs fewer. A job whose run time nothing has
+    /// taught yet counts as ending now, so this never says later than it knows. With a shared
+    /// store it counts this node's jobs only.
+    public nonisolated func capFreesIn(owner: String, cap: Int) -> Double? {
+        let now = clock.now()
+        return book.withLock { book in
+            let own = book.running.filter { $0.value.owner == owner }
+            guard cap > 0, own.count >= cap else { return nil }
+            let remaining = own.map { attempt, job -> Double in
+                let running = QueueEstimate.Running(type: job.type, elapsed: book.working[attempt].map { (now - $0).inSeconds } ?? 0,
+                                                    progress: job.progress, expected: book.runModel.predict(type: job.type, input: job.input)?.seconds)
+                guard let typical = book.runTimes.median(of: job.type) ?? running.expected else { return 0 }
+                return running.remaining(typical: typical)
+            }.sorted()
+            return remaining[own.count - cap]
         }
     }
 
@@ -1390,7 +1412,7 @@ public actor Scheduler: Service {
             fence(previous.job, attempt: previous.number)
         }
         let accepted = clock.now()
-        running[attempt] = Running(type: job.type, input: job.input, slot: slot, since: accepted, claimSent: claimedSince ?? accepted)
+        running[attempt] = Running(type: job.type, input: job.input, owner: job.owner, slot: slot, since: accepted, claimSent: claimedSince ?? accepted)
         // From when it was due: a delayed start or a retry's back-off is not time spent waiting
         // for a slot (found by attacking the build: a job delayed 3 s recorded a 3-s wait).
         let due = max(job.createdAt, job.notBefore ?? job.createdAt)

@@ -467,6 +467,31 @@ import Testing
         #expect(secondStart >= firstEnd)
     }
 
+    /// A capped tenant's next job cannot start before one of its running jobs ends, though a
+    /// slot is idle: its estimate says so, and a `start_within_s` that cannot be met is refused
+    /// (found by attacking the build: the estimate counted the idle slot, said 0 s, and the job
+    /// was taken, then canceled for its deadline).
+    @Test func aCappedTenantsEstimateWaitsForItsRunningJob() async throws {
+        let server = try await Self.server(.sqlite, ["slots": 2])
+        defer { Task { await server.stop() } }
+        let capped = try await server.createToken("capped", ["--max-running", "1"])
+        try await server.start()
+        // Teach the queue that a sleep takes about 3 s.
+        let taught = try Self.id(try await server.submit("sleep", .object(["seconds": 3]), token: capped))
+        _ = try await server.waitFor(taught, ["succeeded"], token: capped)
+        let running = try Self.id(try await server.submit("sleep", .object(["seconds": 600]), token: capped))
+        _ = try await server.waitFor(running, ["running"], token: capped)
+        let refused = try await server.submit("sleep", .object(["seconds": 3]), extra: ["start_within_s": 0.5], token: capped)
+        #expect(refused.status == 409, "\(String(decoding: refused.body, as: UTF8.self))")
+        #expect(refused.json["type"] == "urn:spool:problem:deadline-unreachable")
+        #expect(refused.json["estimate"]?["method"]?.stringValue?.contains("max_running of 1") == true, "\(refused.json)")
+        let waiting = try await server.submit("sleep", .object(["seconds": 3]), token: capped)
+        let start = try #require(waiting.json["eta"]?["start_in_s"]?.doubleValue, "\(waiting.json)")
+        #expect(start > 0.5, "the queued job's eta waits for the running one: \(waiting.json)")
+        _ = try await server.request(.POST, "/v1/jobs/\(running)/cancel", headers: server.bearer(capped))
+        _ = try await server.request(.POST, "/v1/jobs/\(try Self.id(waiting))/cancel", headers: server.bearer(capped))
+    }
+
     /// A cap raised while its tenant's jobs wait (the token made again with a higher one, or
     /// revoked) lets idle slots take them within a second or two, with nothing else submitted
     /// (found by attacking the build: two of three slots stayed idle until the next submit).
