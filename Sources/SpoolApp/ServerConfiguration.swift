@@ -412,7 +412,7 @@ public struct ServerConfiguration: Sendable {
 }
 
 /// Bad configuration: one line, said at startup, then exit non-zero.
-public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+public struct ConfigurationError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
 }

@@ -323,20 +323,47 @@ public enum SpoolServer {
             """.utf8))
     }
 
+    /// Makes the data directory (and the folders above it) if it is not there, and its `jobs`
+    /// folder; a new one is its owner's only: it holds every tenant's inputs and outputs (one that
+    /// exists keeps its mode: the operator chose it). Each error names the path at fault.
     static func prepareDataDirectory(_ path: String) throws -> String {
-        do {
-            // A new data directory is its owner's only: it holds every tenant's inputs and outputs.
-            // (One that exists keeps its mode: the operator chose it.)
-            if access(path, F_OK) != 0 {
-                let parent = (path as NSString).deletingLastPathComponent
-                if !parent.isEmpty { try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) }
-                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
-            }
-            try FileManager.default.createDirectory(atPath: path + "/jobs", withIntermediateDirectories: true)
-        } catch {
-            throw ConfigurationError("cannot create the data directory \(path): \((error as NSError).localizedDescription)")
+        func failure(_ at: String, _ code: Int32) -> ConfigurationError {
+            ConfigurationError("cannot create the data directory \(path): " + (code == ENOTDIR || code == EEXIST
+                ? "\(at) is not a directory" : "\(at): \(String(cString: strerror(code)))"))
         }
+        /// `mkdir`, taking a directory already there; nil or why not.
+        func make(_ directory: String, mode: mode_t) -> Int32? {
+            if mkdir(directory, mode) == 0 { return nil }
+            let code = errno
+            var status = stat()
+            if code == EEXIST, stat(directory, &status) == 0, status.st_mode & S_IFMT == S_IFDIR { return nil }
+            return code
+        }
+        var status = stat()
+        if stat(path, &status) == 0 {
+            guard status.st_mode & S_IFMT == S_IFDIR else { throw ConfigurationError("the data directory \(path) is not a directory") }
+        } else {
+            for folder in foldersAbove(path) { if let code = make(folder, mode: 0o777) { throw failure(folder, code) } }
+            if let code = make(path, mode: 0o700) { throw failure(path, code) }
+        }
+        let jobs = (path.hasSuffix("/") ? path : path + "/") + "jobs"
+        if let code = make(jobs, mode: 0o777) { throw failure(jobs, code) }
         return URL(fileURLWithPath: path).standardizedFileURL.path
+    }
+
+    /// The folders above `path`, outermost first, as `mkdir -p` makes them; none for a path of
+    /// one component (found by attacking the build: Foundation's `deletingLastPathComponent` of
+    /// a one-character relative path crashed the server with SIGILL).
+    static func foldersAbove(_ path: String) -> [String] {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true).dropLast()
+        var folders: [String] = []
+        var prefix = path.hasPrefix("/") ? "/" : ""
+        for part in parts {
+            prefix += part
+            folders.append(prefix)
+            prefix += "/"
+        }
+        return folders
     }
 
     /// Jobs a crashed server left `running`: kill their leftover processes, then requeue them
