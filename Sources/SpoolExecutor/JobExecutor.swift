@@ -1,4 +1,5 @@
 import SpoolCore
+import Synchronization
 
 /// The seam between the scheduler and whatever runs jobs. The scheduler hands an attempt to
 /// `run` on a slot and gets its outcome back; it never spawns, signals or waits on a process
@@ -194,6 +195,12 @@ public struct JobExecutors: JobExecutor {
     public let processes: any JobExecutor
     public let workers: any JobExecutor
     private let catalog: JobCatalog
+    /// Types of jobs handed to this server that its configuration lacks: left to the queue.
+    private let unknownTypes = UnknownTypes()
+
+    private final class UnknownTypes: Sendable {
+        let names = Mutex<Set<String>>([])
+    }
 
     public init(catalog: JobCatalog, processes: any JobExecutor, workers: any JobExecutor) {
         self.catalog = catalog
@@ -202,7 +209,15 @@ public struct JobExecutors: JobExecutor {
     }
 
     public func run(_ job: Job, on slot: SlotSpec, stops: AsyncStream<StopReason>, observer: ExecutionObserver) async -> ExecutionResult {
-        let executor = catalog[job.type]?.workerPolicy == nil ? processes : workers
+        guard let type = catalog[job.type] else {
+            // A type dropped from the configuration (a typo, a rename in a deploy), with jobs of it
+            // queued or running at the restart: they go back to the queue unrun, their attempts
+            // unused, and no slot here takes them again (`excludedTypes`), until a start that has
+            // the type (found by attacking the build: each failed for good, spawn_failed).
+            unknownTypes.names.withLock { _ = $0.insert(job.type) }
+            return ExecutionResult(.returned(message: "this server has no job type \"\(job.type)\" (was it removed from the configuration?)"))
+        }
+        let executor = type.workerPolicy == nil ? processes : workers
         return await executor.run(job, on: slot, stops: stops, observer: observer)
     }
 
@@ -222,7 +237,7 @@ public struct JobExecutors: JobExecutor {
     public func slotIdle(_ slot: SlotID) async { await processes.slotIdle(slot) }
     /// Either mode's directory: the spares are the data directory's, for both.
     public func ended(_ job: JobID, on slot: SlotID) async { await processes.ended(job, on: slot) }
-    public func excludedTypes(for slot: SlotID) -> Set<String> { workers.excludedTypes(for: slot) }
+    public func excludedTypes(for slot: SlotID) -> Set<String> { workers.excludedTypes(for: slot).union(unknownTypes.names.withLock { $0 }) }
     public func nextRetry() async -> Moment? { await workers.nextRetry() }
     public func setupTrouble(for type: String) -> SetupTrouble? { workers.setupTrouble(for: type) }
     public func workerStatus() async -> [SlotID: SlotWorkers] { await workers.workerStatus() }

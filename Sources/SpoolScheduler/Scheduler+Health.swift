@@ -40,6 +40,10 @@ extension Scheduler {
     /// `queued`, position 1, with nothing to say why it never started).
     /// With a shared store it speaks for this node only: another node's slots may take the job.
     public nonisolated func waitingReason(for type: String) -> String? {
+        if catalog[type] == nil {   // its type left the configuration (`JobExecutors.run`)
+            let sentence = "this server has no job type \"\(type)\" (was it removed from its configuration?): it waits for a start that has it"
+            return store is any SharedJobStore ? "on this node, " + sentence + " (another node's slots may take it)" : sentence
+        }
         guard let sentence = executor.setupTrouble(for: type)?.sentence else { return nil }
         return store is any SharedJobStore ? "on this node, " + sentence + " (another node's slots may take it)" : sentence
     }

@@ -129,7 +129,7 @@ public actor Scheduler: Service {
 
     let store: any JobStore
     let executor: any JobExecutor
-    private let catalog: JobCatalog
+    let catalog: JobCatalog
     private let configuration: SchedulerConfiguration
     let clock: SpoolClock
     let logger: Logger

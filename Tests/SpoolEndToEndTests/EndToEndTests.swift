@@ -26,6 +26,51 @@ import Testing
         try #require(reply.json["id"]?.stringValue, "no id in \(String(decoding: reply.body, as: UTF8.self))")
     }
 
+    /// A job type missing from the configuration for one start (a typo, a rename in a deploy)
+    /// leaves its jobs queued, saying why, and a later start that has the type again runs them
+    /// (found by attacking the build: every queued job of the type failed for good, spawn_failed,
+    /// "this server has no job type").
+    @Test func jobsOfATypeTheServerLacksWaitForOneThatHasIt() async throws {
+        let server = try server()
+        defer { Task { await server.stop() } }
+        try await server.start()
+        // The blocker keeps the queued job from starting; the kill -9 interrupts it (its one attempt).
+        let blocker = try id(try await server.submit("sleep", .object(["seconds": 600])))
+        _ = try await server.waitFor(blocker, ["running"])
+        let queued = try id(try await server.submit("noop"))
+        await server.kill9()
+        var withoutNoop = Fixtures.config(scratch: server.scratch)
+        if case .object(var settings) = withoutNoop, case .object(var types)? = settings["job_types"] {
+            types["noop"] = nil
+            settings["job_types"] = .object(types)
+            withoutNoop = .object(settings)
+        }
+        try Data(withoutNoop.canonicalText.utf8).write(to: URL(fileURLWithPath: server.configPath))
+        try await server.start()
+        _ = try await server.waitFor(blocker, ["failed"])
+        // Looked at and handed back (or not taken at all): it stays queued, its attempts unused, and says why.
+        try await withDeadline(.seconds(30), "the job of the missing type to say why it waits") {
+            while true {
+                let job = try await server.request(.GET, "/v1/jobs/\(queued)").json
+                try #require(job["state"] == "queued", "\(job)")
+                if case .string(let reason)? = job["waiting_reason"] {
+                    #expect(reason.contains("this server has no job type \"noop\""), "\(reason)")
+                    #expect(job["attempts"] == 0)
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        let other = try id(try await server.submit("sleep", .object(["seconds": 0])))
+        _ = try await server.waitFor(other, ["succeeded"])
+        #expect(try await server.request(.GET, "/v1/jobs/\(queued)").json["state"] == "queued", "the slot went on to other types")
+        await server.kill9()
+        try Data(Fixtures.config(scratch: server.scratch).canonicalText.utf8).write(to: URL(fileURLWithPath: server.configPath))
+        try await server.start()
+        let ran = try await server.waitFor(queued, ["succeeded", "failed", "canceled"])
+        #expect(ran["state"] == "succeeded" && ran["attempts"] == 1, "\(ran)")
+    }
+
     @Test func theAPIStaysResponsiveWhileACPUBoundJobHoldsTheOnlySlot() async throws {
         let server = try server()
         try await server.start(["--slots", "1"])
