@@ -78,6 +78,28 @@ import Testing
         #expect(q.judge(.exited(code: 1), of: "t", timeout: 60, on: a, at: t0).quarantined)
     }
 
+    /// A bad deploy on an idle box, its jobs one after another: the first slot closes (nothing
+    /// had run the type elsewhere: a GPU broken from the start looks the same), and its failures
+    /// there then excuse the type's failures on the next slots, closed or not (found by attacking
+    /// the build: only open slots counted, so each slot in turn found no other that had run the
+    /// type and closed, all but the last GPU).
+    @Test func aBadDeployOnAnIdleBoxClosesOneSlotAtMost() {
+        let slots = (0..<4).map { SlotSpec(id: SlotID($0), gpu: "\($0)") }
+        var q = SlotQuarantine(slots: slots, failureLimit: 3)
+        var closed: [SlotID] = []
+        for slot in slots.map(\.id) {
+            for _ in 0..<3 where !q.isQuarantined(slot) {
+                if q.judge(.exited(code: 1), of: "t", timeout: 60, on: slot, at: t0).quarantined { closed.append(slot) }
+            }
+        }
+        #expect(closed == [SlotID(0)], "\(q.entries)")
+        // A success of the type on slot 0 again (released, its device fine) makes failures elsewhere count once more.
+        _ = q.release(SlotID(0))
+        _ = q.judge(.succeeded, of: "t", timeout: 60, on: SlotID(0), at: t0)
+        for _ in 0..<3 { _ = q.judge(.exited(code: 1), of: "t", timeout: 60, on: SlotID(1), at: t0) }
+        #expect(q.isQuarantined(SlotID(1)))
+    }
+
     @Test func theRuleIsOffAtZeroAndNeverTouchesCPUSlots() {
         var off = quarantine(limit: 0)
         for _ in 0..<10 { #expect(!off.judge(.exited(code: 1), of: "t", timeout: 60, on: a, at: t0).quarantined) }
