@@ -2,6 +2,7 @@ import Foundation
 import SpoolCore
 import Subprocess
 import SystemPackage
+import Synchronization
 
 /// Finds the machine's NVIDIA GPUs with `nvidia-smi -L` (one line per device:
 /// `GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-…)`). No `nvidia-smi`, or one that fails,
@@ -88,22 +89,37 @@ public enum GPUProbe {
     /// Runs a command (a name looked up on the PATH, or a path) to its end, or kills its process
     /// group after `timeout` (nil then, or when it could not be started): its exit status and
     /// its stdout followed by its stderr. `environment` nil: the server's own.
+    ///
+    /// What it leaves running dies with it (found by attacking the build: a GPU self-test's
+    /// `sleep &` outlived it and the server, one more every interval its GPU sat quarantined):
+    /// it leads a session of its own, carries a marker of its own in its environment, and when it
+    /// ends its group, what is left in its session and whatever carries the marker are killed.
+    /// The server's guard is told of its session meanwhile, so a crash of the server kills it too.
     public static func runBounded(_ argv: [String], environment: [String: String]? = nil,
                                   timeout: Duration) async -> (TerminationStatus, String)? {
         guard let command = argv.first else { return nil }
-        return await withTaskGroup(of: (TerminationStatus, String)?.self) { group in
-            group.addTask {
+        let markerValue = UUID().uuidString
+        var environment = environment ?? ProcessInfo.processInfo.environment
+        environment[markerName] = markerValue
+        var custom: [Environment.Key: String] = [:]
+        for (key, value) in environment { if let name = Environment.Key(rawValue: key) { custom[name] = value } }
+        let leader = Leader()
+        let answer = await withTaskGroup(of: (TerminationStatus, String)?.self) { group in
+            group.addTask { [custom] in
                 var options = PlatformOptions()
                 options.createSession = true
                 options.teardownSequence = [.send(signal: .terminate, toProcessGroup: true, allowedDurationToNextStep: .seconds(2))]
-                var custom: [Environment.Key: String] = [:]
-                for (key, value) in environment ?? [:] { if let name = Environment.Key(rawValue: key) { custom[name] = value } }
-                guard let result = try? await Subprocess.run(
-                    command.contains("/") ? .path(FilePath(command)) : .name(command), arguments: Arguments(Array(argv.dropFirst())),
-                    environment: environment == nil ? .inherit : .custom(custom), platformOptions: options,
-                    output: .string(limit: 1 << 16), error: .string(limit: 1 << 16))
+                let configuration = Configuration(executable: command.contains("/") ? .path(FilePath(command)) : .name(command),
+                                                  arguments: Arguments(Array(argv.dropFirst())), environment: .custom(custom),
+                                                  platformOptions: options)
+                guard let result = try? await Subprocess.run(configuration, input: .none, output: .string(limit: 1 << 16),
+                                                             error: .string(limit: 1 << 16), body: { execution in
+                    let pid = execution.processIdentifier.value
+                    leader.pid.store(pid, ordering: .releasing)
+                    ChildSessions.report(.began(pid))
+                })
                 else { return nil }
-                return (result.terminationStatus, result.standardOutput + result.standardError)
+                return (result.terminationStatus, (result.standardOutput ?? "") + (result.standardError ?? ""))
             }
             group.addTask {
                 try? await Task.sleep(for: timeout)
@@ -113,7 +129,21 @@ public enum GPUProbe {
             group.cancelAll()
             return first
         }
+        let pid = leader.pid.load(ordering: .acquiring)
+        if pid > 0 {
+            kill(-pid, SIGKILL)
+            // Its session, unless its pid is someone else's by now (reaped, the number was free).
+            let sessionKept = kill(pid, 0) != 0 && errno == ESRCH
+            _ = await OrphanReaper.killMarked(markerName + "=" + markerValue, session: sessionKept ? pid : nil)
+            ChildSessions.report(.ended(pid))
+        }
+        return answer
     }
+
+    /// The environment variable whose value marks one bounded command's processes.
+    static let markerName = "SPOOL_PROBE_RUN"
+
+    private final class Leader: Sendable { let pid = Atomic<Int32>(0) }
 
     /// The health of `devices` from the health query's CSV (`fields` in order). Unsupported
     /// readings (`[N/A]`, `[Not Supported]`) say nothing; `[GPU is lost]`, `[Unknown Error]` and

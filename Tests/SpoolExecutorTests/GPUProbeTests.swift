@@ -23,6 +23,28 @@ import Testing
         #expect(quick.map { GPUProbe.parse($0.1) } == [GPUProbe.Device(index: "0", name: "Fake", uuid: "GPU-1")])
     }
 
+    /// What a self-test (or any bounded command) leaves behind dies with it, in its group or
+    /// moved to one of its own in its session, and it exits at once rather than waiting on them
+    /// (found by attacking the build: `sleep 3131 &` in a self-test outlived it and the server,
+    /// one more every interval a GPU sat quarantined).
+    @Test func whatABoundedCommandLeavesBehindDiesWithIt() async throws {
+        let pidFile = NSTemporaryDirectory() + "spool-probe-left-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: pidFile) }
+        let script = "sleep 3131 >/dev/null 2>&1 & echo $! > \(pidFile); setsid sh -c 'exec sleep 3132' >/dev/null 2>&1 & echo $! >> \(pidFile); exit 1"
+        let answer = try await within(.seconds(60), "the self-test to end") {
+            await GPUProbe.runBounded(["/bin/sh", "-c", script], timeout: .seconds(30))
+        }
+        #expect(answer.map { !$0.0.isSuccess } == true)
+        let pids = try String(contentsOfFile: pidFile, encoding: .utf8).split(separator: "\n").compactMap { Int32($0) }
+        #expect(pids.count == 2)
+        for pid in pids {
+            // Killed, if not yet reaped by whoever adopted it: gone or a zombie.
+            let state = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8))?.split(separator: ")").last?.split(separator: " ").first
+            #expect(state == nil || state == "Z", "pid \(pid), left by the command, still runs (\(state.map(String.init) ?? ""))")
+            if state != nil && state != "Z" { kill(pid, SIGKILL) }
+        }
+    }
+
     let fields = GPUProbe.healthFields
 
     @Test func devicesComeFromTheListing() {
