@@ -208,7 +208,7 @@ public struct ServerConfiguration: Sendable {
             guard let text = value.stringValue else { throw fail("\"auto\", \"none\" or a list like \"0,2\"") }
             switch text {
             case "auto": gpus = .auto
-            case "none", "": gpus = .none
+            case "none": gpus = .none   // not "": a blank value (a template variable left empty) is no choice
             default:
                 // Every entry an index (ASCII digits; "1" and "01" name one device), a GPU's UUID
                 // (`GPU-…`) or a MIG device (`MIG-…`), none empty, none twice (found by attacking the

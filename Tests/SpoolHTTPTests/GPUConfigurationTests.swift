@@ -16,7 +16,9 @@ import Testing
             try configuration.apply(text: text, to: "gpus", from: "--gpus")
             #expect(configuration.gpus == selection, "\(text)")
         }
-        for bad in ["0,,2", "0,", ",1", "0,0", "1,01", "a", "-1", "½", "٣", "0;1", "GPU-", "GPU-a b", "GPU-x,gpu-X", "uuid-1", "MIG-é"] {
+        // Blank too (found by attacking the build: `SPOOL_GPUS=` from a blank template variable
+        // meant none, and on a GPU machine every job saw every GPU).
+        for bad in ["", " ", "0,,2", "0,", ",1", "0,0", "1,01", "a", "-1", "½", "٣", "0;1", "GPU-", "GPU-a b", "GPU-x,gpu-X", "uuid-1", "MIG-é"] {
             do {
                 try configuration.apply(text: bad, to: "gpus", from: "--gpus")
                 Issue.record("\(bad) was taken as \(configuration.gpus)")
