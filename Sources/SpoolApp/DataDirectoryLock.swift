@@ -34,7 +34,9 @@ struct DataDirectoryLock: ~Copyable {
             let serverGone = Int32(owner).map { !Self.isRunning($0) } ?? false
             guard guardPID != nil || serverGone, ContinuousClock.now < deadline else {
                 close(descriptor)
-                let found = Self.guards(of: directory).first
+                // A live server's own guard is no one to name (found by attacking the build: a second
+                // start on a directory in use blamed the running server's guard, "of a server that is gone").
+                let found = guardPID == nil && (serverGone || owner.isEmpty) ? Self.guards(of: directory).first : nil
                 let who = (guardPID ?? found?.pid).map { "the guard (pid \($0)) of a spool server that is gone" }
                     ?? "another spool server\(owner.isEmpty ? "" : " (pid \(owner))")"
                 throw ConfigurationError("\(who) is using the data directory \(directory)"

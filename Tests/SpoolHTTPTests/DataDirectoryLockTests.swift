@@ -36,6 +36,34 @@ struct DataDirectoryLockTests {
         #expect(ContinuousClock.now - started < .seconds(20), "woken, it let go: no wait for the whole patience")
         #expect(said.withLock { $0 }.count == 1)
     }
+
+    /// A second start on a directory a live server holds names that server, not the server's own
+    /// guard (found by attacking the build: it said "the guard (pid G) of a spool server that is
+    /// gone", of a server that was running, and pointed the operator at the guard). Here the
+    /// server is a Perl process that holds the lock and names itself in it; its guard, another
+    /// that only carries a guard's arguments.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/perl")))
+    func aStartOnADirectoryInUseNamesTheLiveServer() async throws {
+        let scratch = try ScratchDirectory("spool-lock-live")
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/perl")
+        server.arguments = ["-e", #"use Fcntl ":flock"; open(F, ">>", "$ARGV[0]/spool.lock") or die; flock(F, LOCK_EX) or die; "#
+                                + #"truncate(F, 0); syswrite(F, "$$\n"); open(R, ">", "$ARGV[0]/ready"); close R; sleep 600;"#, scratch.path]
+        try server.run()
+        defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
+        let guardian = Process()
+        guardian.executableURL = URL(fileURLWithPath: "/usr/bin/perl")
+        guardian.arguments = ["-e", "sleep 600", "guard", "--data-dir", scratch.path]
+        try guardian.run()
+        defer { if guardian.isRunning { kill(guardian.processIdentifier, SIGKILL) } }
+        while access(scratch.path + "/ready", F_OK) != 0 || DataDirectoryLock.guards(of: scratch.path).isEmpty {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        await #expect(throws: ConfigurationError("another spool server (pid \(server.processIdentifier)) is using the data directory \(scratch.path); "
+                                                 + "stop it or pass another --data-dir")) {
+            _ = try await DataDirectoryLock(directory: scratch.path)
+        }
+    }
 }
 
 /// A value behind a lock, for a closure that must be Sendable.
