@@ -46,7 +46,8 @@ public struct Timestamp: Hashable, Sendable, Comparable, Codable, CustomStringCo
             offsetSeconds = sign * (hours * 3600 + minutes * 60)
             bytes = Array(bytes.dropLast(6)) + [UInt8(ascii: "Z")]
         }
-        guard bytes.count >= 20, bytes.last == UInt8(ascii: "Z") else { return nil }
+        // RFC 3339 (its 5.6 note) allows "t" and "z" in lower case (found by attacking the build).
+        guard bytes.count >= 20, bytes.last == UInt8(ascii: "Z") || bytes.last == UInt8(ascii: "z") else { return nil }
         func number(_ range: Range<Int>) -> Int64? {
             var value: Int64 = 0
             for index in range {
@@ -55,11 +56,12 @@ public struct Timestamp: Hashable, Sendable, Comparable, Codable, CustomStringCo
             }
             return value
         }
-        guard bytes[4] == UInt8(ascii: "-"), bytes[7] == UInt8(ascii: "-"), bytes[10] == UInt8(ascii: "T"),
+        guard bytes[4] == UInt8(ascii: "-"), bytes[7] == UInt8(ascii: "-"), bytes[10] == UInt8(ascii: "T") || bytes[10] == UInt8(ascii: "t"),
               bytes[13] == UInt8(ascii: ":"), bytes[16] == UInt8(ascii: ":"),
               let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
               let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19),
-              (1...12).contains(month), hour < 24, minute < 60, second < 60,
+              // :60 is a leap second (RFC 3339 allows it): read as the second after :59.
+              (1...12).contains(month), hour < 24, minute < 60, second <= 60,
               day >= 1, day <= Timestamp.daysIn(month: month, year: year)
         else { return nil }
         var micros: Int64 = 0

@@ -70,6 +70,17 @@ import SpoolCore
         #expect(Timestamp(rfc3339: "2000-03-01T05:30:00+05:30")?.description == "2000-03-01T00:00:00.000000Z")
     }
 
+    /// RFC 3339 allows a lower-case "t" and "z" (its 5.6 note) and a leap second, :60 (found by
+    /// attacking the build: each `run_at` was refused, 422). A leap second is the second after :59.
+    @Test func lowerCaseSeparatorsAndALeapSecondAreTaken() {
+        #expect(Timestamp(rfc3339: "2016-12-31t23:59:59z") == Timestamp(rfc3339: "2016-12-31T23:59:59Z"))
+        #expect(Timestamp(rfc3339: "2016-12-31T23:59:59.5z") == Timestamp(rfc3339: "2016-12-31T23:59:59.5Z"))
+        #expect(Timestamp(rfc3339: "2016-12-31T23:59:60Z") == Timestamp(rfc3339: "2017-01-01T00:00:00Z"))
+        #expect(Timestamp(rfc3339: "2016-12-31T18:59:60-05:00") == Timestamp(rfc3339: "2017-01-01T00:00:00Z"))
+        #expect(Timestamp(rfc3339: "2016-12-31T23:59:61Z") == nil)
+        #expect(Timestamp(rfc3339: "2016-12-31x23:59:59Z") == nil)
+    }
+
     @Test func codableUsesTheRFC3339Text() throws {
         let time = Timestamp(microseconds: 951_782_400_123_456)
         let data = try JSONEncoder().encode([time])
