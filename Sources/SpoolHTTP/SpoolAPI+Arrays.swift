@@ -111,7 +111,7 @@ extension SpoolAPI {
            let wait = try await rates.take(name, rate: rate) {
             throw APIError.rateLimited("token rate", detail: "this token may submit \(rate) jobs per second", retryAfter: wait)
         }
-        if let first = tasks.first { try await checkDeadline(of: first) }
+        if let first = tasks.first { try await checkDeadline(of: first, tasks: tasks.count) }
         let stored: [Job]
         do {
             stored = try await store.enqueueArray(tasks, limits: QueueLimits(total: access.maxQueued, owner: principal.limits.maxQueued))

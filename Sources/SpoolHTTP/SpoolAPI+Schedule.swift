@@ -45,16 +45,21 @@ extension SpoolAPI {
     /// `start_within_s`: refuses (409, nothing stored) a job the queue's estimate already says
     /// cannot start by its deadline. With nothing learned yet there is no estimate, and the job
     /// is taken: its deadline still cancels it if it comes to pass.
-    func checkDeadline(of job: Job) async throws {
+    /// `tasks`: for an array (its first task given), how many tasks it has: its last must start
+    /// in time too, behind the others (found by attacking the build: only the first was judged,
+    /// and the array was taken with most of its tasks then canceled for their deadline).
+    func checkDeadline(of job: Job, tasks: Int = 1) async throws {
         guard let startBy = job.startBy else { return }
         let now = WallClock.now()
-        let ahead = try await store.queuedAhead(ofNew: job, dueBy: startBy)
+        let ahead = try await store.queuedAhead(ofNew: job, dueBy: startBy) + max(0, tasks - 1)
         guard let estimate = startEstimate(of: job, position: ahead + 1, now: now) else { return }
         let start = now.adding(seconds: estimate.startsIn)
         guard start > startBy else { return }
         let within = Double(startBy.microseconds - (job.notBefore ?? job.createdAt).microseconds) / 1_000_000
         throw APIError(status: .conflict, code: "deadline-unreachable",
-                       detail: "the job would not start within its start_within_s of \(InputSchema.format(within)) s: \(ahead) job(s) wait ahead of it "
+                       detail: "\(tasks > 1 ? "the array's last task (of \(tasks))" : "the job") would not start within its start_within_s of "
+                           + "\(InputSchema.format(within)) s: \(ahead) job(s) wait ahead of it"
+                           + "\(tasks > 1 ? ", the array's other tasks included," : "") "
                            + "and the queue's estimate is a start in \(InputSchema.format(Self.rounded(estimate.startsIn))) s; "
                            + "nothing was stored",
                        extra: ["estimate": .object(["start_in_s": .double(Self.rounded(estimate.startsIn)),

@@ -97,6 +97,13 @@ import Testing
         #expect((refused.json["estimate"]?["start_in_s"]?.doubleValue ?? 0) > 1)
         let sleeps = try await server.request(.GET, "/v1/jobs?type=sleep")
         #expect(sleeps.json["jobs"]?.arrayValue?.count == 5, "only the accepted jobs are stored")
+        // An array is judged by its last task, behind the others (found by attacking the build:
+        // only its first was, and most of its tasks were then canceled for their deadline).
+        let array = try await server.submit("sleep", .object(["seconds": 1]),
+                                            extra: ["array": .object(["range": .array([1, 8])]), "start_within_s": 6])
+        #expect(array.status == 409, "\(String(decoding: array.body, as: UTF8.self))")
+        #expect(array.json["detail"]?.stringValue?.hasPrefix("the array's last task (of 8) would not start") == true, "\(array.json)")
+        #expect((array.json["queued_ahead"]?.intValue ?? 0) >= 7 + 2, "\(array.json)")
         for job in ahead { _ = try await server.request(.POST, "/v1/jobs/\(job)/cancel") }
         for job in ahead { _ = try await server.waitFor(job, ["succeeded", "failed", "canceled"]) }
 
