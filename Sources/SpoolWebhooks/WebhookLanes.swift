@@ -18,14 +18,17 @@ struct WebhookLanes {
     struct Lane: Sendable, Equatable {
         var host: String
         var owner: String?
+        /// The job whose delivery it is: one of a job's at a time.
+        var job: JobID?
 
-        init(host: String, owner: String?) {
+        init(host: String, owner: String?, job: JobID? = nil) {
             self.host = host
             self.owner = owner
+            self.job = job
         }
 
         init(_ delivery: WebhookDelivery) {
-            self.init(host: WebhookLanes.hostKey(delivery.draft.url), owner: WebhookLanes.owner(of: delivery))
+            self.init(host: WebhookLanes.hostKey(delivery.draft.url), owner: WebhookLanes.owner(of: delivery), job: delivery.draft.job)
         }
     }
 
@@ -45,6 +48,11 @@ struct WebhookLanes {
             if let owner = lane.owner { perOwner[owner, default: 0] += 1 }
         }
         busy.forEach(take)
+        // One delivery of a job at a time, its oldest first (`due` is oldest first): its last
+        // progress is answered before its completion goes (found by attacking the build: sent on
+        // two lanes at once, the completion often arrived first).
+        var jobs = Set(busy.compactMap(\.job))
+        let due = due.filter { delivery in jobs.insert(delivery.draft.job).inserted }
         var free = free
         var picked: [(WebhookDelivery, Lane)] = []
         var started: Set<WebhookDeliveryID> = []

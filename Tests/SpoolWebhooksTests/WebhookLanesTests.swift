@@ -18,6 +18,27 @@ import Testing
         return WebhookDelivery(id: WebhookDeliveryID(id), draft: draft, state: .pending, attempts: 0, nextAttemptAt: nil)
     }
 
+    /// One job's deliveries go one at a time, oldest first: its completion waits for its last
+    /// progress to be answered (found by attacking the build: the two started 0.2 ms apart on two
+    /// lanes, and the receiver often got job.completed first, though README promises the last
+    /// progress before the completion). Another job's delivery takes the free lane meanwhile.
+    @Test func aJobsDeliveriesGoOneAtATimeOldestFirst() {
+        let job = JobID.random()
+        func of(_ job: JobID, _ id: Int64, _ event: WebhookEvent) -> WebhookDelivery {
+            var delivery = delivery(id, "hooks.example", owner: nil)
+            delivery.draft.job = job
+            delivery.draft.event = event
+            return delivery
+        }
+        let progress = of(job, 1, .progress), completed = of(job, 2, .completed), other = of(JobID.random(), 3, .completed)
+        let first = lanes.pick(from: [progress, completed, other], busy: [], free: 8)
+        #expect(first.map(\.0.id) == [progress.id, other.id], "\(first.map(\.0.id))")
+        // While the progress is in flight, its job's completion waits.
+        let busy = first.filter { $0.0.id == progress.id }.map(\.1)
+        #expect(lanes.pick(from: [completed], busy: busy, free: 7).isEmpty)
+        #expect(lanes.pick(from: [completed], busy: [], free: 8).map(\.0.id) == [completed.id])
+    }
+
     /// One host whatever its port or case (found by attacking the build: a dead receiver on four
     /// ports took all eight lanes); two names are two hosts.
     @Test func aHostIsOneWhateverItsPort() {
