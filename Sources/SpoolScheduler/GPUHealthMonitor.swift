@@ -30,6 +30,7 @@ public struct GPUHealthMonitor: Service, Sendable {
     let configuration: Configuration
     let clock: SpoolClock
     let logger: Logger
+    private let readsFailing = ReadsFailing()
 
     public init(scheduler: Scheduler, configuration: Configuration, clock: SpoolClock, logger: Logger) {
         self.scheduler = scheduler
@@ -69,13 +70,23 @@ public struct GPUHealthMonitor: Service, Sendable {
         for slot in await selfTestsDue() { await selfTest(slot) }
     }
 
+    /// A failed reading is warned of once, until one succeeds again (found by attacking the build:
+    /// with no nvidia-smi, a warning every interval, 2,880 a day, each naming a timeout that never was).
     private func readHealth() async {
         if let health = await GPUProbe.health(of: configuration.devices, timeout: configuration.probeTimeout) {
+            if readsFailing.failing.exchange(false, ordering: .acquiringAndReleasing) { logger.notice("the GPUs' health can be read again") }
             await scheduler.read(gpuHealth: health)
+        } else if !readsFailing.failing.exchange(true, ordering: .acquiringAndReleasing) {
+            logger.warning("could not read the GPUs' health: nvidia-smi is missing, failed, or did not answer within its time limit; said once until a reading succeeds",
+                           metadata: ["time_limit": "\(configuration.probeTimeout)"])
         } else {
-            logger.warning("could not read the GPUs' health: nvidia-smi failed or did not answer",
-                           metadata: ["timeout": "\(configuration.probeTimeout)"])
+            logger.debug("could not read the GPUs' health (again)")
         }
+    }
+
+    /// Whether the last health reading failed.
+    private final class ReadsFailing: Sendable {
+        let failing = Atomic<Bool>(false)
     }
 
     /// The quarantined GPU slots whose self-test is due (none without a self-test).

@@ -310,5 +310,22 @@ import Testing
         }
         await server.stop()
     }
-}
 
+    /// GPUs named on a machine whose health cannot be read (no nvidia-smi, one that hangs):
+    /// warned of once, not at every reading (found by attacking the build: every interval, 2,880
+    /// lines a day at the default, each naming a timeout that never happened).
+    @Test func aHealthQueryThatKeepsFailingIsWarnedOfOnce() async throws {
+        let root = try Self.fakeMachine()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        // A PATH with no nvidia-smi on it (the server itself needs none: its guard is its own binary).
+        try FileManager.default.createDirectory(atPath: root + "/empty", withIntermediateDirectories: true)
+        let server = try ServerHarness(config: .object(["gpu_health_interval_s": 0.2]))
+        defer { Task { await server.stop() } }
+        try await server.start(["--gpus", "0,1"], environment: ["PATH": root + "/empty"])
+        let warning = "could not read the GPUs' health"
+        try await poll(.seconds(30), "the first failed reading to be warned of") { server.log.contains(warning) }
+        // Ten readings or so later, still the one line.
+        try await Task.sleep(for: .seconds(2))
+        #expect(server.log.components(separatedBy: warning).count - 1 == 1, "\(server.log)")
+    }
+}
