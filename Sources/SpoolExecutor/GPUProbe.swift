@@ -103,8 +103,17 @@ public enum GPUProbe {
         environment[markerName] = markerValue
         var custom: [Environment.Key: String] = [:]
         for (key, value) in environment { if let name = Environment.Key(rawValue: key) { custom[name] = value } }
+        // Its output goes to a file (unlinked at once), not a pipe: a child it leaves running with
+        // the pipe open would hold the read to its end past the command's own (found in review:
+        // `daemon &` made every self-test run to its limit). Read once it has ended.
+        var template = Array((NSTemporaryDirectory() + "/spool-probe-XXXXXX").utf8CString)
+        let file = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard file >= 0 else { return nil }
+        _ = fcntl(file, F_SETFD, FD_CLOEXEC)
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        defer { close(file) }
         let leader = Leader()
-        let answer = await withTaskGroup(of: (TerminationStatus, String)?.self) { group in
+        let answer = await withTaskGroup(of: TerminationStatus?.self) { group in
             group.addTask { [custom] in
                 var options = PlatformOptions()
                 options.createSession = true
@@ -112,14 +121,14 @@ public enum GPUProbe {
                 let configuration = Configuration(executable: command.contains("/") ? .path(FilePath(command)) : .name(command),
                                                   arguments: Arguments(Array(argv.dropFirst())), environment: .custom(custom),
                                                   platformOptions: options)
-                guard let result = try? await Subprocess.run(configuration, input: .none, output: .string(limit: 1 << 16),
-                                                             error: .string(limit: 1 << 16), body: { execution in
+                let output = FileDescriptor(rawValue: file)
+                return try? await Subprocess.run(configuration, input: .none,
+                                                 output: .fileDescriptor(output, closeAfterSpawningProcess: false),
+                                                 error: .fileDescriptor(output, closeAfterSpawningProcess: false), body: { execution in
                     let pid = execution.processIdentifier.value
                     leader.pid.store(pid, ordering: .releasing)
                     ChildSessions.report(.began(pid))
-                })
-                else { return nil }
-                return (result.terminationStatus, (result.standardOutput ?? "") + (result.standardError ?? ""))
+                }).terminationStatus
             }
             group.addTask {
                 try? await Task.sleep(for: timeout)
@@ -132,12 +141,16 @@ public enum GPUProbe {
         let pid = leader.pid.load(ordering: .acquiring)
         if pid > 0 {
             kill(-pid, SIGKILL)
-            // Its session, unless its pid is someone else's by now (reaped, the number was free).
+            // Its session, unless its pid is someone else's by now (reaped, the number was free);
+            // and what carries its marker, among the pids handed out since it began.
             let sessionKept = kill(pid, 0) != 0 && errno == ESRCH
-            _ = await OrphanReaper.killMarked(markerName + "=" + markerValue, session: sessionKept ? pid : nil)
+            _ = await OrphanReaper.killMarked(markerName + "=" + markerValue, bornAfter: pid, session: sessionKept ? pid : nil)
             ChildSessions.report(.ended(pid))
         }
-        return answer
+        guard let answer else { return nil }
+        var bytes = [UInt8](repeating: 0, count: 1 << 17)
+        let count = bytes.withUnsafeMutableBytes { pread(file, $0.baseAddress, $0.count, 0) }
+        return (answer, String(decoding: bytes.prefix(max(0, count)), as: UTF8.self))
     }
 
     /// The environment variable whose value marks one bounded command's processes.

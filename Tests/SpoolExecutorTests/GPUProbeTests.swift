@@ -30,11 +30,14 @@ import Testing
     @Test func whatABoundedCommandLeavesBehindDiesWithIt() async throws {
         let pidFile = NSTemporaryDirectory() + "spool-probe-left-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: pidFile) }
-        let script = "sleep 3131 >/dev/null 2>&1 & echo $! > \(pidFile); setsid sh -c 'exec sleep 3132' >/dev/null 2>&1 & echo $! >> \(pidFile); exit 1"
+        // The first keeps the command's output open (found in review: read through a pipe, the
+        // command then ran to its limit and gave no answer); the second moved to a session of its own.
+        let script = "sleep 3131 & echo $! > \(pidFile); setsid sh -c 'exec sleep 3132' >/dev/null 2>&1 & echo $! >> \(pidFile); echo said; exit 1"
         let answer = try await within(.seconds(60), "the self-test to end") {
-            await GPUProbe.runBounded(["/bin/sh", "-c", script], timeout: .seconds(30))
+            await GPUProbe.runBounded(["/bin/sh", "-c", script], timeout: .seconds(20))
         }
-        #expect(answer.map { !$0.0.isSuccess } == true)
+        #expect(answer.map { !$0.0.isSuccess } == true, "it ended (exit 1) rather than ran to its limit")
+        #expect(answer?.1.contains("said") == true, "\(String(describing: answer))")
         let pids = try String(contentsOfFile: pidFile, encoding: .utf8).split(separator: "\n").compactMap { Int32($0) }
         #expect(pids.count == 2)
         for pid in pids {

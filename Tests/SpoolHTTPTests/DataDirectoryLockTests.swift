@@ -56,7 +56,9 @@ struct DataDirectoryLockTests {
         guardian.arguments = ["-e", "sleep 600", "guard", "--data-dir", scratch.path]
         try guardian.run()
         defer { if guardian.isRunning { kill(guardian.processIdentifier, SIGKILL) } }
+        let deadline = ContinuousClock.now + .seconds(30)
         while access(scratch.path + "/ready", F_OK) != 0 || DataDirectoryLock.guards(of: scratch.path).isEmpty {
+            try #require(ContinuousClock.now < deadline, "the stand-in server and guard to start")
             try await Task.sleep(for: .milliseconds(10))
         }
         await #expect(throws: ConfigurationError("another spool server (pid \(server.processIdentifier)) is using the data directory \(scratch.path); "
