@@ -577,7 +577,12 @@ public actor Scheduler: Service {
             // was busy, say): the job never ran, and the user's cancel stands — for the store and
             // for this scheduler's own counts and fail-fast alike (found by attacking the build:
             // canceled with 202, it ended failed, spawn_failed).
-            if case .spawnFailed = result.outcome, canceledWhileRunning.contains(Attempt(job)) { result.outcome = .canceled }
+            // The same for one handed back unrun (its type gone from the configuration, its slot
+            // quarantined): the cancel stands, not a requeue with the cancel pending (found in review).
+            switch result.outcome {
+            case .spawnFailed, .returned: if canceledWhileRunning.contains(Attempt(job)) { result.outcome = .canceled }
+            default: break
+            }
             noteDataDirectory(after: result, in: &group)
             if let loss = result.logLoss { logger.warning("a job's log is missing output", metadata: ["job": "\(job.id)", "detail": "\(loss)"]) }
             await ended(job, on: slot, with: result, in: &group)

@@ -303,6 +303,24 @@ import Testing
         }
     }
 
+    /// A canceled attempt that is handed back unrun (its type gone from the configuration, its
+    /// slot quarantined) ends the job canceled: not back in the queue with its cancel pending
+    /// (found in review: it waited there, its type excluded, until a start that had the type).
+    @Test func anAttemptHandedBackAfterACancelEndsTheJobCanceled() async throws {
+        try await running {
+            let job = try await rig.submit()
+            let attempt = try await nextAttempt()
+            guard case .stopping = try await rig.store.cancel(job.id, now: rig.clock.wall()) else {
+                Issue.record("a running job's cancel is handed to its slot")
+                return
+            }
+            await rig.scheduler.stop(job.id, because: .cancel)
+            attempt.finish(.returned(message: "this server has no job type \"t\""))
+            let canceled = try await rig.waitFor(job.id, .canceled)
+            #expect(canceled.reason == .canceled)
+        }
+    }
+
     @Test func aCancelWhileRunningStopsTheAttempt() async throws {
         try await running {
             let job = try await rig.submit()
