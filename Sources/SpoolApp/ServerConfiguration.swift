@@ -353,9 +353,23 @@ public struct ServerConfiguration: Sendable {
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
             throw ConfigurationError("the config file \(path) is a directory")
         }
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw ConfigurationError("cannot read the config file \(path): \((error as NSError).localizedDescription)")
+        // Read to its end with read(2): a pipe too (`--config <(envsubst < t.json)`, /dev/stdin),
+        // which Foundation's file reading refused as "You don't have permission" (found by
+        // attacking the build).
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw ConfigurationError("cannot read the config file \(path): \(String(cString: strerror(errno)))") }
+        defer { close(descriptor) }
+        var status = stat()
+        let regular = fstat(descriptor, &status) == 0 && status.st_mode & S_IFMT == S_IFREG
+        var data = Data()
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if count < 0, errno == EINTR { continue }
+            guard count >= 0 else { throw ConfigurationError("cannot read the config file \(path): \(String(cString: strerror(errno)))") }
+            if count == 0 { break }
+            data.append(contentsOf: chunk[..<count])
+            guard data.count <= 64 << 20 else { throw ConfigurationError("the config file \(path) is larger than 64 MiB") }
         }
         // Where and why it is not JSON, and a key given twice, which would otherwise pass with
         // one of the two values (found by attacking the build: "The given data was not valid
@@ -368,7 +382,9 @@ public struct ServerConfiguration: Sendable {
             throw ConfigurationError("\(path) is not valid JSON: \(error.reason) at line \(line), column \(column)")
         }
         guard case .object(let settings) = value else { throw ConfigurationError("\(path) must hold a JSON object") }
-        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        // Relative paths in it are read from its folder; from a pipe, from the current directory
+        // (not /dev, for /dev/stdin).
+        let directory = regular ? URL(fileURLWithPath: path).deletingLastPathComponent().path : FileManager.default.currentDirectoryPath
         for (key, setting) in settings.sorted(by: { $0.key < $1.key }) { try apply(key, setting, from: path, baseDirectory: directory) }
     }
 

@@ -46,6 +46,25 @@ import Testing
         #expect(load(#"{"slots": 3, "port": 9000}"#) == nil)
     }
 
+    /// A config from a pipe (`--config <(envsubst < tmpl.json)`, `/dev/stdin`) is read, and its
+    /// relative paths are read from the current directory, not the pipe's folder (found by
+    /// attacking the build: "You don't have permission", and tls_cert under /dev).
+    @Test func aConfigFromAPipeIsRead() async throws {
+        let fifo = directory.path + "/config.fifo"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let writer = Thread {
+            let descriptor = open(fifo, O_WRONLY)
+            let text = Array(#"{"slots": 3, "tls_cert": "certs/server.pem"}"#.utf8)
+            _ = text.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+            close(descriptor)
+        }
+        writer.start()
+        var configuration = ServerConfiguration()
+        try configuration.load(file: fifo)
+        #expect(configuration.slots == 3)
+        #expect(configuration.tlsCertificate == FileManager.default.currentDirectoryPath + "/certs/server.pem", "\(String(describing: configuration.tlsCertificate))")
+    }
+
     @Test func aDirectoryIsNotAConfigFile() {
         var configuration = ServerConfiguration()
         do {
