@@ -44,6 +44,10 @@ extension Scheduler {
             let sentence = "this server has no job type \"\(type)\" (was it removed from its configuration?): it waits for a start that has it"
             return store is any SharedJobStore ? "on this node, " + sentence + " (another node's slots may take it)" : sentence
         }
+        if allSlotsQuarantined {   // found by attacking the build: a queued job said nothing
+            let sentence = "every slot is quarantined (see /healthz): no job starts until one comes back"
+            return store is any SharedJobStore ? "on this node, " + sentence + " (another node's slots may take it)" : sentence
+        }
         guard let sentence = executor.setupTrouble(for: type)?.sentence else { return nil }
         return store is any SharedJobStore ? "on this node, " + sentence + " (another node's slots may take it)" : sentence
     }

@@ -140,7 +140,15 @@ public actor Scheduler: Service {
 
     private(set) var board: SlotBoard
     /// GPU slots out of service (see `Scheduler+Quarantine.swift`): they claim nothing.
-    var quarantine: SlotQuarantine
+    var quarantine: SlotQuarantine {
+        didSet {
+            let closed = quarantine.quarantinedSlots.count
+            everySlotQuarantined.store(closed > 0 && closed == configuration.slots.count, ordering: .releasing)
+        }
+    }
+    let everySlotQuarantined = Atomic<Bool>(false)
+    /// Every slot of this node is quarantined: no job starts here (`/healthz`, a queued job's waiting reason).
+    public nonisolated var allSlotsQuarantined: Bool { everySlotQuarantined.load(ordering: .acquiring) }
     /// Where the quarantine is kept across restarts (GPU slots only); what the file holds (nil:
     /// not known, after a write failed); whether the kept list was restored (`quarantineRestored`,
     /// its task); the version of the latest write.

@@ -328,4 +328,28 @@ import Testing
         try await Task.sleep(for: .seconds(2))
         #expect(server.log.components(separatedBy: warning).count - 1 == 1, "\(server.log)")
     }
+
+    /// A node whose every GPU reads unhealthy runs nothing: `/healthz` says so with a 503, and a
+    /// queued job says why it waits (found by attacking the build: 200 `degraded`, and the job
+    /// said nothing while a load balancer kept sending work).
+    @Test func everySlotQuarantinedIsA503AndQueuedJobsSayWhy() async throws {
+        let root = try Self.fakeMachine()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let server = try ServerHarness(config: .object(["gpu_health_interval_s": 0.2, "job_types": .object([
+            "noop": .object(["command": .array(["/bin/true"])]),
+        ])]))
+        defer { Task { await server.stop() } }
+        try await server.start(["--gpus", "auto"], environment: ["PATH": root + "/bin:" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")])
+        try "0, [GPU requires reset], No, No, No\n1, [GPU requires reset], No, No, No\n".write(toFile: root + "/health", atomically: true, encoding: .utf8)
+        try await poll(.seconds(30), "both slots to be quarantined") {
+            try await server.request(.GET, "/healthz").json["quarantined_slots"]?.arrayValue?.count == 2
+        }
+        let health = try await server.request(.GET, "/healthz")
+        #expect(health.status == 503, "\(health.json)")
+        #expect(health.json["problems"]?.arrayValue?.contains("every slot is quarantined: no job starts here until one comes back") == true,
+                "\(health.json)")
+        let job = try #require(try await server.submit("noop").json["id"]?.stringValue)
+        let waiting = try await server.request(.GET, "/v1/jobs/\(job)").json
+        #expect(waiting["waiting_reason"]?.stringValue?.hasPrefix("every slot is quarantined") == true, "\(waiting)")
+    }
 }
