@@ -173,6 +173,12 @@ struct SpoolClient {
             // What answered is no TLS server (found by attacking the build: this read as an untrusted certificate).
             return "the server at \(base) answers, but not HTTPS; if it serves plain HTTP, use http://\(base.dropFirst("https://".count))"
         }
+        if text.contains("failedToValidateHostname") {
+            // Trusted, but issued for other names (found by attacking the build: this read as a server that could not be reached).
+            let host = URLComponents(string: base)?.host ?? base
+            return "the server at \(base) answers with a certificate that does not name \(host); connect by a name the certificate lists, "
+                + "or reissue it to name \(host)"
+        }
         if text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("handshakeFailed") {
             return "the server at \(base) has a certificate this client does not trust; pass the CA that signed it with --cacert FILE.pem"
         }

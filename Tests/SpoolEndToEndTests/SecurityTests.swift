@@ -1242,6 +1242,25 @@ import Testing
         #expect(plain.status == 1 && plain.stderr.contains("speaks HTTPS") && plain.stderr.contains("https://"), "\(plain.stderr)")
     }
 
+    /// A trusted certificate issued for another name: the CLI says so (found by attacking the
+    /// build: "cannot reach the server … is `spool serve` running?", of a server that answered).
+    @Test func aCertificateForAnotherNameIsSaidToBeOne() async throws {
+        let server = try await Self.server(.sqlite)
+        defer { Task { await server.stop() } }
+        let cert = server.scratch + "/other.crt", key = server.scratch + "/other.key"
+        let made = try await runProcess("/usr/bin/env", ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+                                                         "-subj", "/CN=other.example", "-addext", "subjectAltName=DNS:other.example",
+                                                         "-keyout", key, "-out", cert])
+        try #require(made.status == 0, "openssl: \(made.stderr)")
+        try Data(Fixtures.config(scratch: server.scratch, extra: ["tls_cert": .string(cert), "tls_key": .string(key)])
+            .canonicalText.utf8).write(to: URL(fileURLWithPath: server.configPath))
+        let token = try await server.createToken("alice")
+        try await server.start()
+        let run = try await runCLI(["list", "--server", server.url, "--token", token, "--cacert", cert])
+        #expect(run.status != 0)
+        #expect(run.stderr.contains("a certificate that does not name 127.0.0.1"), "\(run.stderr)")
+    }
+
     /// A job (the server's user) that reads every process's environment finds no secret the
     /// server was given in `SPOOL_*` variables: not the server's, not its guard's (found by
     /// attacking the build: `/proc/<server>/environ` showed `SPOOL_WEBHOOK_SECRET`).
