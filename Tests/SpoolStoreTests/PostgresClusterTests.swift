@@ -371,13 +371,14 @@ import Testing
         try await withNodes(2, lease: .seconds(3)) { nodes in
             let (dead, survivor) = (nodes[0], nodes[1])
             let job = try await dead.create(makeJob(maxAttempts: 2))
-            let claimed = ContinuousClock.now
+            let beforeClaim = ContinuousClock.now
             let first = try #require(try await dead.claimNext(for: SlotID(0), now: at(10)))
+            let claimed = ContinuousClock.now   // the lease began before this
             let early = try await survivor.rescueExpired(now: at(11))
             // Judged only when the look came within the lease: a loaded machine can take longer
             // than 3 s between two statements, and then the lease has rightly run out (a full run
             // failed so once).
-            if ContinuousClock.now - claimed < .milliseconds(2500) { #expect(early.isEmpty, "a fresh lease is not rescued") }
+            if ContinuousClock.now - beforeClaim < .milliseconds(2500) { #expect(early.isEmpty, "a fresh lease is not rescued") }
             try await Task.sleep(until: claimed + .milliseconds(3300))
             let rescued = early.isEmpty ? try await survivor.rescueExpired(now: at(20)) : early
             #expect(rescued.map(\.id) == [job.id])
