@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import SpoolCore
+import SpoolStore
 
 /// Time in the queue over HTTP: a queued job's start estimate with its `not_before`, the
 /// `start_within_s` check at submit, and a job's attempts (`GET /v1/jobs/{id}/attempts`).
@@ -12,6 +13,8 @@ extension SpoolAPI {
     /// running and a slot idle, the estimate said 0 s, and a `start_within_s` job was taken and
     /// then canceled for its deadline).
     func startEstimate(of job: Job, position: Int, now: Timestamp) -> QueueEstimate? {
+        // No slot takes anything while all are quarantined: no time to say (found in review: 0 s).
+        guard !scheduler.allSlotsQuarantined || store is any SharedJobStore else { return nil }
         var estimate = scheduler.estimate(position: position, type: job.type, input: job.input)
         // A worker type no slot can set up now waits for the next try, even with nothing learned yet.
         if let wait = scheduler.setupRetryIn(for: job.type), wait > estimate?.startsIn ?? 0 {
@@ -50,6 +53,11 @@ extension SpoolAPI {
     /// and the array was taken with most of its tasks then canceled for their deadline).
     func checkDeadline(of job: Job, tasks: Int = 1) async throws {
         guard let startBy = job.startBy else { return }
+        if scheduler.allSlotsQuarantined, !(store is any SharedJobStore) {
+            throw APIError(status: .conflict, code: "deadline-unreachable",
+                           detail: "every slot is quarantined: the job could not start within its start_within_s; nothing was stored",
+                           extra: ["start_by": .string(startBy.description)])
+        }
         let now = WallClock.now()
         let ahead = try await store.queuedAhead(ofNew: job, dueBy: startBy) + max(0, tasks - 1)
         guard let estimate = startEstimate(of: job, position: ahead + 1, now: now) else { return }

@@ -294,7 +294,8 @@ public struct SpoolAPI: Sendable {
 
     /// For load balancers and people: `ok`; `degraded` (200) while a slot cannot set up a
     /// worker type or a GPU slot is quarantined (the node still serves, and runs jobs on its
-    /// other slots); `degraded` (503) while every slot is quarantined, or the job store keeps failing (a damaged or full disk,
+    /// other slots, or none: its API still takes jobs, and a 503 would take it out of a load
+    /// balancer's rotation, Release button and all); `degraded` (503) while the job store keeps failing (a damaged or full disk,
     /// an unreachable database: submits would fail or jobs would not run); `draining` (503)
     /// while shutting down.
     @Sendable func health(_ request: Request, context: SpoolRequestContext) async throws -> Response {
@@ -322,11 +323,6 @@ public struct SpoolAPI: Sendable {
             // The reason is logged; the answer names no host, path or credential.
             context.logger.error("health check: the store did not answer", metadata: ["error": "\(error)"])
             problems.append("the job store did not answer (the server's log has the error)")
-        }
-        // A node whose every slot is closed runs nothing: no longer one for a load balancer to
-        // send work to (found by attacking the build: 200, and its jobs waited without a word).
-        if scheduler.allSlotsQuarantined {
-            problems.append("every slot is quarantined: no job starts here until one comes back")
         }
         let quarantined = await scheduler.quarantinedSlots().map { slot, entry in
             JSONValue.object(["slot": .int(Int64(slot.id.rawValue)), "gpu": slot.gpu.map(JSONValue.string) ?? .null,

@@ -84,6 +84,7 @@ extension Scheduler {
                 problems.append("slot \(slot) cannot set up worker type \(health.type) (\(health.failures) failures in a row): \(health.lastError)")
             }
         }
+        if allSlotsQuarantined { problems.append("every slot is quarantined: no job starts on this node until one comes back") }
         for (slot, entry) in await quarantinedSlots() {
             let gpu = slot.gpu.map { " (GPU \($0))" } ?? ""
             problems.append("slot \(slot.id)\(gpu) has been quarantined since \(entry.since): \(entry.reasons.joined(separator: "; "))")
