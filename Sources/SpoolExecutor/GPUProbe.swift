@@ -103,17 +103,8 @@ public enum GPUProbe {
         environment[markerName] = markerValue
         var custom: [Environment.Key: String] = [:]
         for (key, value) in environment { if let name = Environment.Key(rawValue: key) { custom[name] = value } }
-        // Its output goes to a file (unlinked at once), not a pipe: a child it leaves running with
-        // the pipe open would hold the read to its end past the command's own (found in review:
-        // `daemon &` made every self-test run to its limit). Read once it has ended.
-        var template = Array((NSTemporaryDirectory() + "/spool-probe-XXXXXX").utf8CString)
-        let file = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard file >= 0 else { return nil }
-        _ = fcntl(file, F_SETFD, FD_CLOEXEC)
-        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
-        defer { close(file) }
         let leader = Leader()
-        let answer = await withTaskGroup(of: TerminationStatus?.self) { group in
+        let answer = await withTaskGroup(of: (TerminationStatus, String)?.self) { group in
             group.addTask { [custom] in
                 var options = PlatformOptions()
                 options.createSession = true
@@ -121,14 +112,16 @@ public enum GPUProbe {
                 let configuration = Configuration(executable: command.contains("/") ? .path(FilePath(command)) : .name(command),
                                                   arguments: Arguments(Array(argv.dropFirst())), environment: .custom(custom),
                                                   platformOptions: options)
-                let output = FileDescriptor(rawValue: file)
-                return try? await Subprocess.run(configuration, input: .none,
-                                                 output: .fileDescriptor(output, closeAfterSpawningProcess: false),
-                                                 error: .fileDescriptor(output, closeAfterSpawningProcess: false), body: { execution in
+                // Read through pipes, each to a limit: a child it leaves running with them open
+                // holds the read (and the command) to its time limit, then dies with it below.
+                guard let result = try? await Subprocess.run(configuration, input: .none, output: .string(limit: 1 << 16),
+                                                             error: .string(limit: 1 << 16), body: { execution in
                     let pid = execution.processIdentifier.value
                     leader.pid.store(pid, ordering: .releasing)
                     ChildSessions.report(.began(pid))
-                }).terminationStatus
+                })
+                else { return nil }
+                return (result.terminationStatus, (result.standardOutput ?? "") + (result.standardError ?? ""))
             }
             group.addTask {
                 try? await Task.sleep(for: timeout)
@@ -147,10 +140,7 @@ public enum GPUProbe {
             _ = await OrphanReaper.killMarked(markerName + "=" + markerValue, bornAfter: pid, session: sessionKept ? pid : nil)
             ChildSessions.report(.ended(pid))
         }
-        guard let answer else { return nil }
-        var bytes = [UInt8](repeating: 0, count: 1 << 17)
-        let count = bytes.withUnsafeMutableBytes { pread(file, $0.baseAddress, $0.count, 0) }
-        return (answer, String(decoding: bytes.prefix(max(0, count)), as: UTF8.self))
+        return answer
     }
 
     /// The environment variable whose value marks one bounded command's processes.

@@ -30,9 +30,9 @@ import Testing
     @Test func whatABoundedCommandLeavesBehindDiesWithIt() async throws {
         let pidFile = NSTemporaryDirectory() + "spool-probe-left-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: pidFile) }
-        // The first keeps the command's output open (found in review: read through a pipe, the
-        // command then ran to its limit and gave no answer); the second moved to a session of its own.
-        let script = "sleep 3131 & echo $! > \(pidFile); setsid sh -c 'exec sleep 3132' >/dev/null 2>&1 & echo $! >> \(pidFile); echo said; exit 1"
+        // The second moved to a session of its own. (One that kept the command's output open would
+        // hold it to its limit, and die with it then.)
+        let script = "sleep 3131 >/dev/null 2>&1 & echo $! > \(pidFile); setsid sh -c 'exec sleep 3132' >/dev/null 2>&1 & echo $! >> \(pidFile); echo said; exit 1"
         let answer = try await within(.seconds(60), "the self-test to end") {
             await GPUProbe.runBounded(["/bin/sh", "-c", script], timeout: .seconds(20))
         }
