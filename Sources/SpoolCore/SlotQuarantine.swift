@@ -12,8 +12,8 @@ public enum GPUHealth: Sendable, Equatable {
 /// - the GPU probe reads its device as unhealthy (every slot of that device), or
 /// - `failureLimit` attempts in a row failed on it (a success resets the count; cancels,
 ///   shutdowns and returned attempts count neither way). A failure of a type that fails on the
-///   other slots too — its latest attempt on every other open GPU slot that ran it failed, or,
-///   when no open one has run it, on every closed one that did — is not counted: then the type is at fault, not the device (found by attacking the
+///   other slots too — its latest attempt on every other GPU slot that ran it (open or closed)
+///   failed — is not counted: then the type is at fault, not the device (found by attacking the
 ///   build: a type whose jobs all timed out closed two healthy GPUs of three within a second). A
 ///   type not yet run elsewhere counts, so a GPU broken from the start is closed all the same —
 ///   and so is the first slot a bad deploy's jobs reach one by one on an idle box, but no other.
@@ -90,14 +90,10 @@ public struct SlotQuarantine: Sendable, Equatable {
             guard failed else { return Verdict(outcome: outcome, quarantined: false) }
             return Verdict(outcome: .returned(message: "slot \(slot) is quarantined: \(entry.reasons.joined(separator: "; "))"), quarantined: false)
         }
-        // The open slots that ran the type; when none has, the closed ones: a slot a bad deploy
-        // closed first is where the type failed (found by attacking the build: counting open
-        // slots only, each next slot found no other that had run the type, and a bad deploy closed
-        // all but the last GPU, one after another). Open ones first, so that a closed slot's old
-        // failure does not excuse for good the failures of a type that works elsewhere.
-        let ran = (latest[type] ?? [:]).filter { other, _ in other != slot }
-        let open = ran.filter { other, _ in entries[other] == nil }
-        let elsewhere = open.isEmpty ? ran : open
+        // Closed slots too: a slot a bad deploy closed first is where the type failed (found by
+        // attacking the build: counting open slots only, each next slot found no other that had
+        // run the type, and a bad deploy closed all but the last GPU, one after another).
+        let elsewhere = (latest[type] ?? [:]).filter { other, _ in other != slot }
         latest[type, default: [:]][slot] = !failed
         guard failed else {
             streaks[slot] = 0
