@@ -150,6 +150,9 @@ public struct SlotQuarantine: Sendable, Equatable {
         entries[slot] = nil
         streaks[slot] = 0
         selfTested[slot] = nil
+        // It starts afresh: what its types did before no longer excuses (or counts against)
+        // failures elsewhere (found in review: a bad deploy's failures there excused for good).
+        for type in latest.keys { latest[type]?[slot] = nil }
         return .released
     }
 

@@ -100,6 +100,17 @@ import Testing
         #expect(q.isQuarantined(SlotID(1)))
     }
 
+    /// A released slot starts afresh: its failures before the release no longer excuse the
+    /// type's failures elsewhere (found in review: they did for good).
+    @Test func aReleasedSlotsOldFailuresExcuseNothing() {
+        var q = SlotQuarantine(slots: (0..<3).map { SlotSpec(id: SlotID($0), gpu: "\($0)") }, failureLimit: 3)
+        for _ in 0..<3 { _ = q.judge(.exited(code: 1), of: "t", timeout: 60, on: SlotID(0), at: t0) }
+        #expect(q.isQuarantined(SlotID(0)))
+        _ = q.release(SlotID(0))
+        for _ in 0..<3 { _ = q.judge(.exited(code: 1), of: "t", timeout: 60, on: SlotID(1), at: t0) }
+        #expect(q.isQuarantined(SlotID(1)), "slot 1 fails alone now: a GPU broken from the start")
+    }
+
     @Test func theRuleIsOffAtZeroAndNeverTouchesCPUSlots() {
         var off = quarantine(limit: 0)
         for _ in 0..<10 { #expect(!off.judge(.exited(code: 1), of: "t", timeout: 60, on: a, at: t0).quarantined) }
