@@ -384,7 +384,9 @@ public struct ServerConfiguration: Sendable {
         guard case .object(let settings) = value else { throw ConfigurationError("\(path) must hold a JSON object") }
         // Relative paths in it are read from its folder; from a pipe, from the current directory
         // (not /dev, for /dev/stdin).
-        let directory = regular ? URL(fileURLWithPath: path).deletingLastPathComponent().path : FileManager.default.currentDirectoryPath
+        // (/dev/stdin redirected from a file reads as a regular file, and is under /dev all the same.)
+        let special = path.hasPrefix("/dev/") || path.hasPrefix("/proc/")
+        let directory = regular && !special ? URL(fileURLWithPath: path).deletingLastPathComponent().path : FileManager.default.currentDirectoryPath
         for (key, setting) in settings.sorted(by: { $0.key < $1.key }) { try apply(key, setting, from: path, baseDirectory: directory) }
     }
 

@@ -63,6 +63,15 @@ import Testing
         try configuration.load(file: fifo)
         #expect(configuration.slots == 3)
         #expect(configuration.tlsCertificate == FileManager.default.currentDirectoryPath + "/certs/server.pem", "\(String(describing: configuration.tlsCertificate))")
+        // A file given by its descriptor (`--config /dev/stdin < t.json` is one): a regular file,
+        // but its paths are not under /dev (found in review).
+        let file = directory.path + "/by-descriptor.json"
+        try #"{"tls_cert": "certs/server.pem"}"#.write(toFile: file, atomically: true, encoding: .utf8)
+        let descriptor = open(file, O_RDONLY | O_CLOEXEC)
+        defer { close(descriptor) }
+        var byDescriptor = ServerConfiguration()
+        try byDescriptor.load(file: "/dev/fd/\(descriptor)")
+        #expect(byDescriptor.tlsCertificate == FileManager.default.currentDirectoryPath + "/certs/server.pem")
     }
 
     @Test func aDirectoryIsNotAConfigFile() {
