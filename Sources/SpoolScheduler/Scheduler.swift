@@ -587,11 +587,11 @@ public actor Scheduler: Service {
             // canceled with 202, it ended failed, spawn_failed).
             // The same for one handed back unrun (its type gone from the configuration, its slot
             // quarantined): the cancel stands, not a requeue with the cancel pending (found in review).
+            noteDataDirectory(after: result, in: &group)   // with what the attempt met (a full disk's message)
             switch result.outcome {
             case .spawnFailed, .returned: if canceledWhileRunning.contains(Attempt(job)) { result.outcome = .canceled }
             default: break
             }
-            noteDataDirectory(after: result, in: &group)
             if let loss = result.logLoss { logger.warning("a job's log is missing output", metadata: ["job": "\(job.id)", "detail": "\(loss)"]) }
             await ended(job, on: slot, with: result, in: &group)
         case .recorded(let job, let slot, let result, let answer, let asOf, let excluded, let sent):
