@@ -30,6 +30,15 @@ import Testing
         try await executor.attempts.next(what)
     }
 
+    /// Cancels `job`, claimed in the store, as the API does: the store answers "stopping" and the
+    /// scheduler is told to stop it.
+    func cancelClaimed(_ job: JobID) async throws {
+        let answer = try await rig.store.cancel(job, now: rig.clock.wall())
+        let stopping = if case .stopping = answer { true } else { false }
+        try #require(stopping, "a claimed job's cancel is handed to its slot: \(answer)")
+        await rig.scheduler.stop(job, because: .cancel)
+    }
+
     /// Runs the scheduler for `body`; whatever is still running at the end is stopped.
     func running(_ body: @escaping @Sendable () async throws -> Void) async throws {
         try await rig.run({ _ in try await body() }, end: { [executor] in executor.finishAll(.stoppedForShutdown) })
@@ -263,11 +272,7 @@ import Testing
             rig.scheduler.jobEnqueued()
             let attempt = try await nextAttempt()
             #expect(attempt.job.id == task.id)
-            guard case .stopping = try await rig.store.cancel(task.id, now: rig.clock.wall()) else {
-                Issue.record("a running job's cancel is handed to its slot")
-                return
-            }
-            await rig.scheduler.stop(task.id, because: .cancel)
+            try await cancelClaimed(task.id)
             attempt.finish(.spawnFailed(message: "Text file busy"))
             let canceled = try await rig.waitFor(task.id, .canceled)
             #expect(canceled.reason == .canceled)
@@ -288,11 +293,7 @@ import Testing
             rig.store.hold(.claim, at: .afterAnswer)
             let job = try await rig.submit()
             try await rig.store.until("the claim, answered") { $0.waiting(.claim, at: .afterAnswer) == 1 }
-            guard case .stopping = try await rig.store.cancel(job.id, now: rig.clock.wall()) else {
-                Issue.record("a claimed job's cancel is handed to its slot")
-                return
-            }
-            await rig.scheduler.stop(job.id, because: .cancel)
+            try await cancelClaimed(job.id)
             rig.store.release(.claim, at: .afterAnswer)
             let attempt = try await nextAttempt()
             #expect(attempt.job.id == job.id)
@@ -310,11 +311,7 @@ import Testing
         try await running {
             let job = try await rig.submit()
             let attempt = try await nextAttempt()
-            guard case .stopping = try await rig.store.cancel(job.id, now: rig.clock.wall()) else {
-                Issue.record("a running job's cancel is handed to its slot")
-                return
-            }
-            await rig.scheduler.stop(job.id, because: .cancel)
+            try await cancelClaimed(job.id)
             attempt.finish(.returned(message: "this server has no job type \"t\""))
             let canceled = try await rig.waitFor(job.id, .canceled)
             #expect(canceled.reason == .canceled)
