@@ -83,6 +83,7 @@ public enum SpoolServer {
         var types = [BuiltinTypes.render(executable: executable)]
         for type in configuration.jobTypes { types.removeAll { $0.name == type.name }; types.append(type) }
         let catalog = JobCatalog(types)
+        for problem in Self.missingFiles(of: configuration.jobTypes) { logger.warning("\(problem)") }
         shared?.serve(types: types.map(\.name))
 
         let slots = configuration.role == .api ? [] : try await pickSlots(configuration, logger: logger)
@@ -311,6 +312,25 @@ public enum SpoolServer {
     }
 
     static let madeSuffix = ".made"
+
+    /// What a job type names that is not there: an executable given by its absolute path that is
+    /// missing or cannot be run, a `working_dir` that is no directory. Said at start, each once
+    /// (found by attacking the build: a typo such as /usr/bin/pyhton3 started silently, and every
+    /// job of the type was taken, then failed spawn_failed). Not refused: it may be deployed later.
+    static func missingFiles(of types: [JobType]) -> [String] {
+        types.flatMap { type -> [String] in
+            var problems: [String] = []
+            if let executable = type.command.fixedExecutable, executable.hasPrefix("/"), case let code = access(executable, X_OK) == 0 ? 0 : errno, code != 0 {
+                problems.append("job type \(type.name): its command's executable \(executable) \(code == ENOENT ? "is not there" : "cannot be run: " + String(cString: strerror(code))); "
+                    + "its jobs will fail to start (spawn_failed) until it is")
+            }
+            var status = stat()
+            if let directory = type.workingDirectory, stat(directory, &status) != 0 || status.st_mode & S_IFMT != S_IFDIR {
+                problems.append("job type \(type.name): its working_dir \(directory) is not a directory; its jobs will fail to start (spawn_failed) until it is")
+            }
+            return problems
+        }
+    }
 
     /// Leaves a note beside a job database once it exists, for `refuseALostDatabase`.
     static func markDatabaseMade(_ dataDirectory: String) {

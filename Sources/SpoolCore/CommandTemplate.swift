@@ -33,6 +33,17 @@ public struct CommandTemplate: Sendable, Hashable {
     }
 
     /// The argv for a job with this input, or an error naming the placeholder that cannot be filled.
+    /// The executable, when the command names it without a placeholder.
+    public var fixedExecutable: String? {
+        guard let first = arguments.first else { return nil }
+        var text = ""
+        for piece in first {
+            guard case .literal(let part) = piece else { return nil }
+            text += part
+        }
+        return text
+    }
+
     public func render(input: JSONValue) throws(Error) -> [String] {
         var argv: [String] = []
         var optionsEnded = false

@@ -1,0 +1,22 @@
+import SpoolCore
+import Testing
+@testable import SpoolApp
+
+/// What a job type names and is not there is said at start (found by attacking the build: a
+/// command's executable mistyped, or a missing working_dir, started silently, and every job of
+/// the type was taken and then failed to start).
+@Suite struct JobTypeFilesTests {
+    @Test func aMissingExecutableOrWorkingDirectoryIsNamed() throws {
+        let types = [
+            JobType(name: "typo", command: try CommandTemplate(["/usr/bin/pyhton3-not-here", "x"])),
+            JobType(name: "lost", command: try CommandTemplate(["/bin/true"]), workingDirectory: "/srv/does-not-exist-\(UInt32.random(in: 0...UInt32.max))"),
+            JobType(name: "fine", command: try CommandTemplate(["/bin/true"]), workingDirectory: "/tmp"),
+            JobType(name: "looked-up", command: try CommandTemplate(["python3", "-c", "pass"])),
+            JobType(name: "from-input", command: try CommandTemplate(["{input.tool}"])),
+        ]
+        let problems = SpoolServer.missingFiles(of: types)
+        #expect(problems.count == 2, "\(problems)")
+        #expect(problems.first?.hasPrefix("job type typo: its command's executable /usr/bin/pyhton3-not-here is not there") == true, "\(problems)")
+        #expect(problems.last?.hasPrefix("job type lost: its working_dir /srv/does-not-exist-") == true, "\(problems)")
+    }
+}
