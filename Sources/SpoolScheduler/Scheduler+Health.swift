@@ -40,15 +40,16 @@ extension Scheduler {
     /// `queued`, position 1, with nothing to say why it never started).
     /// With a shared store it speaks for this node only: another node's slots may take the job.
     public nonisolated func waitingReason(for type: String) -> String? {
+        let sentence: String
         if catalog[type] == nil {   // its type left the configuration (`JobExecutors.run`)
-            let sentence = "this server has no job type \"\(type)\" (was it removed from its configuration?): it waits for a start that has it"
-            return store is any SharedJobStore ? "on this node, " + sentence + " (another node's slots may take it)" : sentence
+            sentence = "this server has no job type \"\(type)\" (was it removed from its configuration?): it waits for a start that has it"
+        } else if allSlotsQuarantined {   // found by attacking the build: a queued job said nothing
+            sentence = "every slot is quarantined (see /healthz): no job starts until one comes back"
+        } else if let trouble = executor.setupTrouble(for: type) {
+            sentence = trouble.sentence
+        } else {
+            return nil
         }
-        if allSlotsQuarantined {   // found by attacking the build: a queued job said nothing
-            let sentence = "every slot is quarantined (see /healthz): no job starts until one comes back"
-            return store is any SharedJobStore ? "on this node, " + sentence + " (another node's slots may take it)" : sentence
-        }
-        guard let sentence = executor.setupTrouble(for: type)?.sentence else { return nil }
         return store is any SharedJobStore ? "on this node, " + sentence + " (another node's slots may take it)" : sentence
     }
 

@@ -185,6 +185,13 @@ public actor Scheduler: Service {
         var working: [Attempt: Moment] = [:]
         /// Up to when each running job's time was counted into its slot's busy seconds.
         var busyCounted: [Attempt: Moment] = [:]
+
+        /// A running job as an estimate sees it at `now`. A job whose warm worker is still setting
+        /// up has not begun its own work.
+        mutating func estimating(_ attempt: Attempt, _ job: Running, at now: Moment) -> QueueEstimate.Running {
+            QueueEstimate.Running(type: job.type, elapsed: working[attempt].map { (now - $0).inSeconds } ?? 0, progress: job.progress,
+                                  expected: runModel.predict(type: job.type, input: job.input)?.seconds)
+        }
     }
 
     private nonisolated let book = Mutex(EstimateBook())
@@ -408,11 +415,7 @@ public actor Scheduler: Service {
     public nonisolated func estimate(position: Int, type: String, input: JSONValue? = nil) -> QueueEstimate? {
         let now = clock.now()
         return book.withLock { book in
-            let jobs = book.running.map { attempt, job in
-                // A job whose warm worker is still setting up has not begun its own work.
-                QueueEstimate.Running(type: job.type, elapsed: book.working[attempt].map { (now - $0).inSeconds } ?? 0, progress: job.progress,
-                                      expected: book.runModel.predict(type: job.type, input: job.input)?.seconds)
-            }
+            let jobs = book.running.map { attempt, job in book.estimating(attempt, job, at: now) }
             let run = input.flatMap { book.runModel.predict(type: type, input: $0) }
             return QueueEstimate.estimate(position: position, type: type, slots: slotCount, running: jobs, runTimes: book.runTimes, run: run)
         }
@@ -429,8 +432,7 @@ public actor Scheduler: Service {
             let own = book.running.filter { $0.value.owner == owner }
             guard cap > 0, own.count >= cap else { return nil }
             let remaining = own.map { attempt, job -> Double in
-                let running = QueueEstimate.Running(type: job.type, elapsed: book.working[attempt].map { (now - $0).inSeconds } ?? 0,
-                                                    progress: job.progress, expected: book.runModel.predict(type: job.type, input: job.input)?.seconds)
+                let running = book.estimating(attempt, job, at: now)
                 guard let typical = book.runTimes.median(of: job.type) ?? running.expected else { return 0 }
                 return running.remaining(typical: typical)
             }.sorted()
