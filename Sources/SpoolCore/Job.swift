@@ -187,6 +187,16 @@ public struct Job: Sendable, Hashable {
                                         error: outcome.errorMessage(timeout: timeoutSeconds), retryAt: retryAt))
     }
 
+    /// The attempts as they ended, for listing: the last one's retry never comes once the job
+    /// ended while waiting for it (canceled during its back-off), so it reads as the failure it
+    /// was, with no `retry_at` (found in review: it stayed `queued`, due at a time that passed).
+    public var endedAttempts: [AttemptRecord] {
+        guard state.isTerminal, var last = attemptLog.last, last.state == .queued else { return attemptLog }
+        last.state = .failed
+        last.retryAt = nil
+        return attemptLog.dropLast() + [last]
+    }
+
     /// What the `error` of a queued job canceled at its deadline says.
     public static let deadlineMessage = "the job could not start before its deadline (start_within_s) and was canceled"
 

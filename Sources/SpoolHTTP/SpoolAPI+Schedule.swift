@@ -83,7 +83,7 @@ extension SpoolAPI {
     /// and the one running now.
     @Sendable func attempts(_ request: Request, context: SpoolRequestContext) async throws -> Response {
         let job = try await find(try jobID(context), for: context.principal)
-        var list = job.attemptLog.map(\.json)
+        var list = job.endedAttempts.map(\.json)
         if job.state == .running, case .object(var current) = JobWire(job: job).json {
             current = current.filter { ["slot", "node", "started_at", "progress"].contains($0.key) }
             current["attempt"] = .int(Int64(job.attempts))

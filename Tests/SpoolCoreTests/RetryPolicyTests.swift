@@ -92,6 +92,20 @@ import Testing
         #expect(AttemptRecord.decode(AttemptRecord.encode(job.attemptLog)) == job.attemptLog)
     }
 
+    @Test func aRetryThatNeverCameListsItsAttemptAsFailed() {
+        var job = Job(id: .random(), type: "t", input: .object([:]), priority: 0, timeoutSeconds: 30, maxAttempts: 3, createdAt: now)
+        job.retry = RetryPolicy(maxAttempts: 3, backoffSeconds: 5)
+        job.start(on: SlotID(1), at: now)
+        job.record(.exited(code: 2), at: now.adding(seconds: 1))
+        #expect(job.endedAttempts == job.attemptLog, "while it waits, the retry is due")
+        job.cancelWhileQueued(at: now.adding(seconds: 2))
+        var expected = job.attemptLog[0]
+        expected.state = .failed
+        expected.retryAt = nil
+        #expect(job.endedAttempts == [expected])
+        #expect(job.attemptLog.map(\.state) == [.queued], "the stored log is as written")
+    }
+
     @Test func aShutdownStopIsNotAnAttemptAndIsNotLogged() {
         var job = Job(id: .random(), type: "t", input: .object([:]), priority: 0, timeoutSeconds: 30, maxAttempts: 1, createdAt: now)
         job.start(on: SlotID(0), at: now)

@@ -56,6 +56,32 @@ import Testing
         #expect(try await server.request(.GET, "/v1/jobs/job_0000000000000000000000000/attempts").status == 404)
     }
 
+    /// Found in review of the attempts listing: a job canceled while it waited for its retry kept
+    /// its last attempt listed as `queued` with a `retry_at` that never came.
+    @Test func aRetryCanceledDuringItsBackOffListsTheAttemptAsTheFailureItWas() async throws {
+        let server = try await server()
+        defer { Task { await server.stop() } }
+        let retry: JSONValue = .object(["max_attempts": 3, "backoff_s": 600, "max_backoff_s": 600, "on": .array([75])])
+        let job = try id(try await server.submit("flaky", .object(["succeed_on": 3]), extra: ["retry": retry]))
+        var waiting: [JSONValue] = []
+        for _ in 0..<1200 {   // 30 s at most for its first run
+            let reply = try await server.request(.GET, "/v1/jobs/\(job)/attempts")
+            waiting = reply.json["attempts"]?.arrayValue ?? []
+            // (Its back-off is drawn from [0, 600 s]: a retry that came at once makes this attempt 2.)
+            if reply.json["state"] == "queued", waiting.last?["retry_at"] != nil { break }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        #expect(waiting.last?["state"] == "queued" && waiting.last?["retry_at"] != nil, "\(waiting)")
+        #expect(try await server.request(.POST, "/v1/jobs/\(job)/cancel").status == 200)
+
+        let reply = try await server.request(.GET, "/v1/jobs/\(job)/attempts")
+        #expect(reply.json["state"] == "canceled")
+        let attempts = try #require(reply.json["attempts"]?.arrayValue)
+        #expect(attempts.count == waiting.count, "\(attempts)")
+        #expect(attempts.last?["state"] == "failed" && attempts.last?["reason"] == "exit_code" && attempts.last?["exit_code"] == .int(75))
+        #expect(attempts.last?["retry_at"] == nil, "no retry is due for a canceled job: \(attempts)")
+    }
+
     @Test func delayedJobsWaitAndDeadlinesRefuseOrCancel() async throws {
         let server = try await server()
         defer { Task { await server.stop() } }
