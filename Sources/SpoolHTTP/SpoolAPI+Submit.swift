@@ -101,6 +101,7 @@ extension SpoolAPI {
             throw error
         }
         scheduler.submitStored()
+        let ownKey = job.idempotencyKey
         switch result {
         case .created(let job):
             if principal.limits.maxRunning == nil {
@@ -111,10 +112,12 @@ extension SpoolAPI {
                 scheduler.jobEnqueued(dueBy: job.nextTimer)
             }
             return json(resource(job), status: .created, headers: [.location: "/v1/jobs/\(job.id)"])
-        case .existing(let job):
+        case .existing(let job) where job.idempotencyKey == ownKey:
             return json(resource(job), status: .ok, headers: [.location: "/v1/jobs/\(job.id)"])
-        case .duplicate(let job):
-            // Result reuse: the identical job this request joins (queued or running) or reuses (succeeded).
+        case .existing(let job), .duplicate(let job):
+            // Result reuse: the identical job this request joins (queued or running) or reuses
+            // (succeeded); or the one a request with this key joined, which its repeat answers as
+            // it did (found in review: without the header, as if it were the request's own job).
             return json(resource(job), status: .ok,
                         headers: [.location: "/v1/jobs/\(job.id)", .spoolDedup: job.state == .succeeded ? "reused" : "joined"])
         }

@@ -162,7 +162,10 @@ import Testing
         // has ended (when it would no longer join), it still answers that job.
         let keyedJoin = try await server.submit("sleep", input, extra: ["dedup": "queued"], key: "join-1")
         let keyedJoinID = try id(keyedJoin)
-        #expect(keyedJoin.status == 200 && keyedJoinID == job)
+        #expect(keyedJoin.status == 200 && keyedJoinID == job && keyedJoin.header("Spool-Dedup") == "joined")
+        // Its repeat answers as it did: the job is another request's (found in review: no Spool-Dedup).
+        let keyedRepeat = try await server.submit("sleep", input, extra: ["dedup": "queued"], key: "join-1")
+        #expect(keyedRepeat.status == 200 && keyedRepeat.json["id"]?.stringValue == job && keyedRepeat.header("Spool-Dedup") == "joined")
         // A key names the identity: another input with the same key joins too.
         // (Long enough to still be queued or running under a loaded test run: it joins only those.)
         let keyed = try id(try await server.submit("sleep", .object(["seconds": 2]), extra: ["dedup_key": "frame-7"]))
@@ -179,7 +182,7 @@ import Testing
         #expect(reused.json["state"] == "succeeded")
         let keyedAgain = try await server.submit("sleep", input, extra: ["dedup": "queued"], key: "join-1")
         let keyedAgainID = try id(keyedAgain)
-        #expect(keyedAgain.status == 200 && keyedAgainID == job, "\(keyedAgain.status)")
+        #expect(keyedAgain.status == 200 && keyedAgainID == job && keyedAgain.header("Spool-Dedup") == "reused", "\(keyedAgain.status)")
         let keyedOther = try await server.submit("sleep", .object(["seconds": 0.1]), key: "join-1")
         #expect(keyedOther.status == 409, "\(keyedOther.status)")
         // Only joining queued or running jobs, or no dedup at all: the request runs again.
