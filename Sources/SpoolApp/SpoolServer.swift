@@ -314,7 +314,8 @@ public enum SpoolServer {
     static let madeSuffix = ".made"
 
     /// What a job type names that is not there: an executable given by its absolute path that is
-    /// missing or cannot be run, a `working_dir` that is no directory. Said at start, each once
+    /// missing or cannot be run, or by a name found on none of its PATH's folders; a `working_dir`
+    /// that is no directory. Said at start, each once
     /// (found by attacking the build: a typo such as /usr/bin/pyhton3 started silently, and every
     /// job of the type was taken, then failed spawn_failed). Not refused: it may be deployed later.
     static func missingFiles(of types: [JobType]) -> [String] {
@@ -324,12 +325,24 @@ public enum SpoolServer {
                 problems.append("job type \(type.name): its command's executable \(executable) \(code == ENOENT ? "is not there" : "cannot be run: " + String(cString: strerror(code))); "
                     + "its jobs will fail to start (spawn_failed) until it is")
             }
+            // A name: looked up as the launcher will, in the absolute folders of the PATH its jobs get.
+            if let name = type.command.fixedExecutable, !name.isEmpty, !name.contains("/"),
+               let path = type.environment["PATH"] ?? getenv("PATH").map({ String(cString: $0) }),
+               !path.split(separator: ":").contains(where: { $0.hasPrefix("/") && isExecutableFile("\($0)/\(name)") }) {
+                problems.append("job type \(type.name): its command's executable \(name) is not on its PATH (\(path)); "
+                    + "its jobs will fail to start (spawn_failed) until it is")
+            }
             var status = stat()
             if let directory = type.workingDirectory, stat(directory, &status) != 0 || status.st_mode & S_IFMT != S_IFDIR {
                 problems.append("job type \(type.name): its working_dir \(directory) is not a directory; its jobs will fail to start (spawn_failed) until it is")
             }
             return problems
         }
+    }
+
+    private static func isExecutableFile(_ path: String) -> Bool {
+        var status = stat()
+        return stat(path, &status) == 0 && status.st_mode & S_IFMT == S_IFREG && access(path, X_OK) == 0
     }
 
     /// Leaves a note beside a job database once it exists, for `refuseALostDatabase`.
