@@ -50,58 +50,80 @@ struct SubmitBody {
             throw APIError.unprocessable("unknown field(s) \(unknown.map { "\"\($0)\"" }.joined(separator: ", ")); "
                                          + "a job takes type, input, priority, timeout_s, webhook, webhook_events, retry, run_at, delay_s, start_within_s, dedup, dedup_key and array")
         }
-        guard let type = object["type"]?.stringValue else {
-            throw APIError.unprocessable("\"type\" is required and must be a string naming a job type")
+        // Every field's problem is named in one answer (found in review: a client fixed one per round trip).
+        var problems: [String] = []
+        @discardableResult func checked<T>(_ body: () throws(APIError) -> T) -> T? {
+            do { return try body() } catch {
+                problems.append(error.detail)
+                return nil
+            }
         }
-        var priority = 0
-        if let value = object["priority"], value != .null {
+        let type = checked { () throws(APIError) -> String in
+            guard let type = object["type"]?.stringValue else {
+                throw APIError.unprocessable("\"type\" is required and must be a string naming a job type")
+            }
+            return type
+        }
+        let priority = checked { () throws(APIError) -> Int in
+            guard let value = object["priority"], value != .null else { return 0 }
             guard let number = value.intValue, let int = Int(exactly: number) else {
                 throw APIError.unprocessable("\"priority\" must be an integer")
             }
-            priority = int
+            return int
         }
-        var timeout: Double?
-        if let value = object["timeout_s"], value != .null {
-            guard let number = value.doubleValue else { throw APIError.unprocessable("\"timeout_s\" must be a number of seconds") }
-            timeout = number
-        }
+        let timeout = checked { () throws(APIError) -> Double? in try Self.seconds(object["timeout_s"], "timeout_s") } ?? nil
         let input = object["input"].flatMap { $0 == .null ? nil : $0 } ?? .object([:])
-        var submission = Submission(type: type, input: input, priority: priority, timeoutSeconds: timeout, idempotencyKey: idempotencyKey)
-        if let value = object["webhook"], value != .null {
+        var submission = Submission(type: type ?? "", input: input, priority: priority ?? 0, timeoutSeconds: timeout, idempotencyKey: idempotencyKey)
+        checked { () throws(APIError) in
+            guard let value = object["webhook"], value != .null else { return }
             guard let url = value.stringValue else { throw APIError.unprocessable("\"webhook\" must be an http:// or https:// URL") }
             do { _ = try WebhookTarget.parse(url) } catch { throw APIError.unprocessable("\"webhook\": \(error)") }
             guard Self.isWebhookURL(url) else { throw APIError.unprocessable("\"webhook\" must be an http:// or https:// URL with a host") }
             submission.webhookURL = url
             submission.webhookEvents = ["completed"]
         }
-        if let value = object["webhook_events"], value != .null {
+        checked { () throws(APIError) in
+            guard let value = object["webhook_events"], value != .null else { return }
             guard case .array(let list) = value, !list.isEmpty,
                   list.allSatisfy({ $0.stringValue.map(Self.webhookEvents.contains) == true }) else {
                 throw APIError.unprocessable("\"webhook_events\" must be a non-empty list of started, progress, completed")
             }
-            guard submission.webhookURL != nil else { throw APIError.unprocessable("\"webhook_events\" needs a \"webhook\" URL") }
+            // (A "webhook" refused above is named there already.)
+            guard submission.webhookURL != nil || object["webhook"].map({ $0 != .null }) == true else {
+                throw APIError.unprocessable("\"webhook_events\" needs a \"webhook\" URL")
+            }
             submission.webhookEvents = Array(Set(list.compactMap(\.stringValue))).sorted()
         }
-        if let value = object["retry"], value != .null {
-            do { submission.retry = try RetryPolicy(json: value) } catch { throw APIError.unprocessable(error.description) }
+        checked { () throws(APIError) in
+            guard let value = object["retry"], value != .null else { return }
+            do { submission.retry = try RetryPolicy(json: value) } catch { throw APIError.unprocessable("\(error)") }
         }
-        if let value = object["run_at"], value != .null {
+        checked { () throws(APIError) in
+            guard let value = object["run_at"], value != .null else { return }
             guard let text = value.stringValue, let time = Timestamp(rfc3339: text) else {
                 throw APIError.unprocessable("\"run_at\" must be an RFC 3339 time, like \"2026-12-24T18:00:00Z\" or \"2026-12-24T19:00:00+01:00\"")
             }
             submission.runAt = time
         }
-        submission.delaySeconds = try Self.seconds(object["delay_s"], "delay_s")
-        submission.startWithinSeconds = try Self.seconds(object["start_within_s"], "start_within_s")
-        if let value = object["dedup"], value != .null {
-            do { submission.dedup = try Dedup(json: value) } catch { throw APIError.unprocessable(error.description) }
+        submission.delaySeconds = checked { () throws(APIError) in try Self.seconds(object["delay_s"], "delay_s") } ?? nil
+        submission.startWithinSeconds = checked { () throws(APIError) in try Self.seconds(object["start_within_s"], "start_within_s") } ?? nil
+        checked { () throws(APIError) in
+            guard let value = object["dedup"], value != .null else { return }
+            do { submission.dedup = try Dedup(json: value) } catch { throw APIError.unprocessable("\(error)") }
         }
-        if let value = object["array"], value != .null {
-            do { submission.array = try ArraySpec(json: value) } catch { throw APIError.unprocessable(error.description) }
+        checked { () throws(APIError) in
+            guard let value = object["array"], value != .null else { return }
+            do { submission.array = try ArraySpec(json: value) } catch { throw APIError.unprocessable("\(error)") }
         }
-        if let value = object["dedup_key"], value != .null {
+        checked { () throws(APIError) in
+            guard let value = object["dedup_key"], value != .null else { return }
             guard let key = value.stringValue else { throw APIError.unprocessable("\"dedup_key\" must be a string of 1 to 255 characters") }
             submission.dedupKey = key
+        }
+        switch problems.count {
+        case 0: break
+        case 1: throw APIError.unprocessable(problems[0])
+        default: throw APIError.unprocessable("\(problems.count) problems with the request: " + problems.joined(separator: "; "), errors: problems)
         }
         self.submission = submission
     }

@@ -92,6 +92,32 @@ import Testing
         }
     }
 
+    /// Every problem with a submit's fields is named in one answer, not the first alone (found in
+    /// review: a client fixed one field per round trip).
+    @Test func everyProblemWithASubmitsFieldsIsNamedAtOnce() async throws {
+        try await withClient { client in
+            let body = #"{"priority":"high","timeout_s":"soon","run_at":"tomorrow","webhook_events":["done"],"delay_s":[],"dedup_key":7}"#
+            try await client.execute(uri: "/v1/jobs", method: .post, headers: Self.json, body: ByteBuffer(string: body)) { response in
+                #expect(response.status == .unprocessableContent)
+                let problem = try decode(response)
+                let errors = problem["errors"]?.arrayValue?.compactMap(\.stringValue) ?? []
+                #expect(errors.count == 7, "\(errors)")
+                for fragment in ["\"type\" is required", "\"priority\" must be an integer", "\"timeout_s\" must be a number", "\"run_at\" must be",
+                                 "\"webhook_events\" must be", "\"delay_s\" must be", "\"dedup_key\" must be"] {
+                    #expect(errors.contains { $0.contains(fragment) }, "\(fragment): \(errors)")
+                }
+                #expect(problem["detail"]?.stringValue?.hasPrefix("7 problems with the request: \"type\" is required") == true,
+                        "\(problem["detail"] ?? .null)")
+            }
+            // One problem reads as before, on its own.
+            try await client.execute(uri: "/v1/jobs", method: .post, headers: Self.json,
+                                     body: ByteBuffer(string: #"{"type":"echo","input":{"word":"x"},"priority":"high"}"#)) { response in
+                let problem = try decode(response)
+                #expect(problem["detail"]?.stringValue == "\"priority\" must be an integer" && problem["errors"] == nil, "\(problem)")
+            }
+        }
+    }
+
     /// An integer beyond 64 bits in a submit is refused, naming where: read as the nearest double
     /// it would run with another number, and a dedup or an idempotency key would take it for
     /// another request's (found by attacking the build with Python's 2**64 + 1). Decimals as ever.
