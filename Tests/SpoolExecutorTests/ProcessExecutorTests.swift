@@ -339,6 +339,28 @@ import Testing
         #expect(await run(job, stops: stops, observer: observer) == .canceled)
     }
 
+    /// A stop's grace is the whole group's, not its leader's: a wrapper shell that runs the real
+    /// program without `exec` dies at SIGTERM at once, and its child, saving a checkpoint in its
+    /// SIGTERM handler, was SIGKILLed with it (found by attacking the build). The job ends once
+    /// the group is empty, well before the grace is over.
+    @Test(arguments: [StopReason.cancel, .shutdown])
+    func aStopGivesTheWholeProcessGroupItsGraceNotTheLeaderAlone(_ reason: StopReason) async throws {
+        let child = #"trap 'sleep 0.3; echo saved > "$SPOOL_OUTPUT_DIR/checkpoint"; exit 0' TERM; echo ready > "$SPOOL_OUTPUT_DIR/ready"; sleep 300 & wait"#
+        let job = try prepare(["/bin/sh", "-c", "/bin/sh -c '\(child.replacingOccurrences(of: "'", with: #"'\''"#))' & wait"], grace: .seconds(20))
+        let (stops, continuation) = AsyncStream<StopReason>.makeStream()
+        let began = ContinuousClock.now
+        let ended = Task { await run(job, stops: stops) }
+        try await within("the child to set its trap") {
+            while !FileManager.default.fileExists(atPath: job.paths.outputs + "/ready") { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        continuation.yield(reason)
+        let outcome = try await within("the job to end") { await ended.value }
+        #expect(outcome == (reason == .cancel ? .canceled : .stoppedForShutdown))
+        #expect((try? String(contentsOfFile: job.paths.outputs + "/checkpoint", encoding: .utf8)) == "saved\n",
+                "the child's SIGTERM handler ran to its end: \((try? log(of: job)) ?? "")")
+        #expect(ContinuousClock.now - began < .seconds(15), "it ended as its group emptied, not at the grace's end")
+    }
+
     @Test func shutdownStopsAJobForRequeueing() async throws {
         let job = try prepare(["/bin/sh", "-c", "sleep 300"])
         let (stops, continuation) = AsyncStream<StopReason>.makeStream()

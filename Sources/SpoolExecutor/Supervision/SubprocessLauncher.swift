@@ -66,7 +66,7 @@ public struct SubprocessLauncher: ChildLauncher {
             arguments: Arguments(Array(argv.dropFirst())), environment: .custom(environment),
             workingDirectory: FilePath(launch.workingDirectory), platformOptions: Self.platformOptions(killGrace: launch.killGrace))
         return try await SubprocessChild.start(configuration, stdin: stdin, messages: messages, commands: commands, output: output,
-                                               gate: gate, marker: launch.marker, events: events, logger: logger)
+                                               gate: gate, marker: launch.marker, killGrace: launch.killGrace, events: events, logger: logger)
     }
 
     static func platformOptions(killGrace: Duration) -> PlatformOptions {
@@ -124,9 +124,10 @@ final class SubprocessChild: ChildProcess {
     private let gate: Gate?
     private let gone: Flag
     private let gateOpened: Flag
+    private let stopping: GroupStop
 
     private init(pid: Int32, supervision: Task<ChildExit, Never>, commands: CommandChannel?, output: OutputPipe, gate: Gate?,
-                 gone: Flag, gateOpened: Flag) {
+                 gone: Flag, gateOpened: Flag, stopping: GroupStop) {
         self.pid = pid
         self.supervision = supervision
         self.commands = commands
@@ -134,6 +135,7 @@ final class SubprocessChild: ChildProcess {
         self.gate = gate
         self.gone = gone
         self.gateOpened = gateOpened
+        self.stopping = stopping
     }
 
     // `gone` is shared with the supervision task, which sets it once the child is reaped;
@@ -141,10 +143,11 @@ final class SubprocessChild: ChildProcess {
     private final class Flag: Sendable { let value = Atomic<Bool>(false) }
 
     static func start(_ configuration: Configuration, stdin: FileDescriptor?, messages: MessageChannel?, commands: CommandChannel?,
-                      output: OutputPipe, gate: Gate?, marker: String, events: ChildEvents,
+                      output: OutputPipe, gate: Gate?, marker: String, killGrace: Duration, events: ChildEvents,
                       logger: Logger) async throws(ExecutorError) -> SubprocessChild {
         let flag = Flag()
         let gateOpened = Flag()
+        let stopping = GroupStop()
         let spawnedAt = Mutex(ContinuousClock.now)
         let (spawns, spawned) = AsyncStream<Result<Int32, ExecutorError>>.makeStream()
         // unstructured: the supervision outlives this call (a warm worker lives across many jobs);
@@ -164,6 +167,7 @@ final class SubprocessChild: ChildProcess {
                     output.remove()
                     gate?.close()
                     group.cancelAll()
+                    stopping.settle()
                     return .exited(-1)
                 }
                 LiveChildren.remove(pid)
@@ -172,9 +176,14 @@ final class SubprocessChild: ChildProcess {
                 // that runs the job for real elsewhere, the look-ahead having been overtaken).
                 let ranItsCommand = gate == nil || gateOpened.value.load(ordering: .acquiring)
                 if ranItsCommand { events.exited() }
+                // A stop under way (SIGTERM sent, SIGKILL not yet): the rest of the group keeps the
+                // stop's grace — a wrapper shell dies at SIGTERM at once, its program may take the
+                // grace to save its work (found by attacking the build: it was SIGKILLed with it).
+                await stopping.graceForGroup(pid, killGrace: killGrace)
                 // The leader is gone: leave nothing behind. Its group first (pgid == pid, and the id
                 // cannot be reused while any member is alive), then whatever left the group.
                 kill(-pid, SIGKILL)
+                stopping.settle()
                 // Our write end of the FIFO goes now, so its end-of-file (once every process that
                 // had it open is dead) reaches the reader while the sweep below runs.
                 messages?.closeWriter()
@@ -208,7 +217,7 @@ final class SubprocessChild: ChildProcess {
             switch result {
             case .success(let pid):
                 return SubprocessChild(pid: pid, supervision: supervision, commands: commands, output: output, gate: gate, gone: flag,
-                                       gateOpened: gateOpened)
+                                       gateOpened: gateOpened, stopping: stopping)
             case .failure(let error): _ = await supervision.value; throw error
             }
         }
@@ -286,7 +295,8 @@ final class SubprocessChild: ChildProcess {
     static let busyPatience = Duration.seconds(2)
 
     func signal(_ signal: Int32) {
-        guard !gone.value.load(ordering: .acquiring) else { return }
+        // Also after the leader is gone, while its group has a stop's grace (`GroupStop`).
+        guard stopping.takes(signal) else { return }
         kill(-pid, signal)
     }
 
@@ -363,4 +373,42 @@ enum LiveChildren {
     static func insert(_ pid: Int32) { _ = pids.withLock { $0.insert(pid) } }
     static func remove(_ pid: Int32) { _ = pids.withLock { $0.remove(pid) } }
     @Sendable static func contains(_ pid: Int32) -> Bool { pids.withLock { $0.contains(pid) } }
+}
+
+/// A child's process group through a stop: from the SIGTERM that asks it to stop, the whole group
+/// has the kill grace, whether or not the leader outlives it; a SIGKILL (the stop forced) or the
+/// grace's end closes it. Signals reach the group until the supervision has settled it.
+final class GroupStop: Sendable {
+    private struct State {
+        var askedAt: ContinuousClock.Instant?
+        var forced = false
+        var settled = false
+    }
+
+    private let state = Mutex(State())
+
+    /// Whether `signal` may go to the group now (noted: a first SIGTERM starts the grace, a SIGKILL ends it).
+    func takes(_ signal: Int32) -> Bool {
+        state.withLock { state in
+            guard !state.settled else { return false }
+            if signal == SIGTERM, state.askedAt == nil { state.askedAt = .now }
+            if signal == SIGKILL { state.forced = true }
+            return true
+        }
+    }
+
+    /// Once the leader `pid` is reaped: while a stop's grace runs, waits until its group is empty,
+    /// the stop is forced, or `killGrace` from the SIGTERM has passed (the stop's own SIGKILL
+    /// runs on the scheduler's clock; this bound holds whatever that clock does).
+    func graceForGroup(_ pid: Int32, killGrace: Duration) async {
+        guard let askedAt = state.withLock({ $0.forced ? nil : $0.askedAt }) else { return }
+        var pause = Duration.milliseconds(1)
+        while ContinuousClock.now < askedAt + killGrace, !state.withLock(\.forced), kill(-pid, 0) == 0 {
+            guard (try? await Task.sleep(for: pause)) != nil else { return }   // the supervision torn down
+            pause = min(pause * 2, .milliseconds(20))
+        }
+    }
+
+    /// The group was killed for good: no more signals to its id, which may be another's soon.
+    func settle() { state.withLock { $0.settled = true } }
 }
