@@ -83,7 +83,10 @@ public enum SpoolServer {
         var types = [BuiltinTypes.render(executable: executable)]
         for type in configuration.jobTypes { types.removeAll { $0.name == type.name }; types.append(type) }
         let catalog = JobCatalog(types)
-        for problem in Self.missingFiles(of: configuration.jobTypes) { logger.warning("\(problem)") }
+        // Not on an API node: its jobs run elsewhere, where their programs are (found in review).
+        if configuration.role != .api {
+            for problem in Self.missingFiles(of: configuration.jobTypes) { logger.warning("\(problem)") }
+        }
         shared?.serve(types: types.map(\.name))
 
         let slots = configuration.role == .api ? [] : try await pickSlots(configuration, logger: logger)

@@ -29,7 +29,7 @@ import Testing
             JobType(name: "own-path", command: try CommandTemplate(["sh", "-c", "true"]), environment: ["PATH": "/srv/no-such-bin"]),
             JobType(name: "own-path-fine", command: try CommandTemplate(["sh", "-c", "true"]), environment: ["PATH": "/srv/no-such-bin:/bin:/usr/bin"]),
             // Relative folders are never searched (nor by the launcher): only /usr/bin counts.
-            JobType(name: "relative", command: try CommandTemplate(["sh", "-c", "true"]), environment: ["PATH": "bin::/usr/bin"]),
+            JobType(name: "relative", command: try CommandTemplate(["sh", "-c", "true"]), environment: ["PATH": "bin::/usr/bin:/bin"]),
         ]
         let problems = SpoolServer.missingFiles(of: types)
         #expect(problems.count == 2, "\(problems)")

@@ -109,6 +109,12 @@ import Testing
                 #expect(problem["detail"]?.stringValue?.hasPrefix("7 problems with the request: \"type\" is required") == true,
                         "\(problem["detail"] ?? .null)")
             }
+            // A refused webhook with its events: one problem, not a second saying the events need one.
+            try await client.execute(uri: "/v1/jobs", method: .post, headers: Self.json,
+                                     body: ByteBuffer(string: #"{"type":"echo","input":{"word":"x"},"webhook":"ftp://x","webhook_events":["started"]}"#)) { response in
+                let problem = try decode(response)
+                #expect(problem["detail"]?.stringValue?.hasPrefix("\"webhook\"") == true && problem["errors"] == nil, "\(problem)")
+            }
             // One problem reads as before, on its own.
             try await client.execute(uri: "/v1/jobs", method: .post, headers: Self.json,
                                      body: ByteBuffer(string: #"{"type":"echo","input":{"word":"x"},"priority":"high"}"#)) { response in
