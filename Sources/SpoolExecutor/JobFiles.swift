@@ -167,7 +167,8 @@ public enum JobFiles {
     /// in it is worth keeping — an empty log, an empty outputs folder, nothing else written
     /// there, and no other name for its files (a job that linked them elsewhere could read the
     /// next job's) — and the slot has room for one. Its API answers stay the same without it: no
-    /// log, no outputs. Its process (and anything it started) is gone by now, and the FIFO with it.
+    /// log, no outputs. Its process (and anything it started) is gone by now, and the FIFO with it;
+    /// its input is emptied.
     static func recycle(_ paths: JobPaths, slot: SlotID) async {
         let jobs = String(paths.directory.prefix(upTo: paths.directory.lastIndex(of: "/")!))
         let key = Spare(jobs: jobs, slot: slot)
@@ -183,7 +184,13 @@ public enum JobFiles {
                 removeTree(jobs + "/.spare")
                 guard mkdir(jobs + "/.spare", 0o755) == 0 || errno == EEXIST else { return false }
             }
-            return reusable(paths) && rename(paths.directory, target) == 0
+            // Its input goes first: a spare keeps nothing of the job it was (found by attacking the
+            // build: a deleted job's input stayed readable there until the spare's next job).
+            guard reusable(paths) else { return false }
+            let input = open(paths.input, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC)
+            guard input >= 0 else { return false }
+            close(input)
+            return rename(paths.directory, target) == 0
         }) ?? false
         spares.withLock { state in
             state.recycling[key, default: 1] -= 1

@@ -498,6 +498,10 @@ import Testing
         await first.executor.ended(first.job.id, on: SlotID(0))
         #expect(!FileManager.default.fileExists(atPath: first.paths.directory), "its directory went to the slot")
         #expect(try spares().count == 1, "the slot had used its spare; it has the recycled one")
+        // Nothing of the ended job stays in it: a deleted job's input was kept there, readable, until
+        // the spare's next job (found by attacking the build).
+        let spare = try #require(try spares().first.map { directory + "/jobs/.spare/" + $0 })
+        #expect(FileManager.default.contents(atPath: spare + "/input.json")?.isEmpty == true)
 
         let second = another(first, input: .object(["n": .int(2)]))
         #expect(await run(second) == .succeeded)
