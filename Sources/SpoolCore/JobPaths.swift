@@ -85,10 +85,14 @@ public struct LaunchPlan: Sendable, Hashable {
 /// A child's whole environment: the server's own, minus every `SPOOL_*` variable — those are
 /// the server's settings (`SPOOL_WEBHOOK_SECRET`, `SPOOL_STORE` with its password, `SPOOL_TOKEN`)
 /// and must not reach job code or its log — then the launch plan's variables (the job type's
-/// `env` and the documented `SPOOL_*` job variables).
+/// `env` and the documented `SPOOL_*` job variables). `PWD` says the child's own working
+/// directory, and nothing says how the server was started (`OLDPWD`, `_`): a program that is no
+/// shell reads `PWD` as it is (found by attacking the build: Node's `process.env.PWD`).
 public enum ChildEnvironment {
-    public static func make(inheriting server: [String: String], adding plan: [String: String]) -> [String: String] {
-        var environment = server.filter { !$0.key.hasPrefix("SPOOL_") }
+    public static func make(inheriting server: [String: String], adding plan: [String: String],
+                            workingDirectory: String? = nil) -> [String: String] {
+        var environment = server.filter { !$0.key.hasPrefix("SPOOL_") && $0.key != "OLDPWD" && $0.key != "_" }
+        if let workingDirectory { environment["PWD"] = workingDirectory }
         environment.merge(plan) { _, planned in planned }
         return environment
     }

@@ -35,5 +35,9 @@ import Testing
         let plan = ["SPOOL_JOB_ID": "job_1", "CUDA_VISIBLE_DEVICES": "0", "HOME": "/jobs/home"]
         #expect(ChildEnvironment.make(inheriting: server, adding: plan)
             == ["PATH": "/usr/bin", "HOME": "/jobs/home", "SPOOL_JOB_ID": "job_1", "CUDA_VISIBLE_DEVICES": "0"])
+        let started = ["PATH": "/usr/bin", "PWD": "/srv", "OLDPWD": "/root", "_": "/usr/bin/spool"]
+        #expect(ChildEnvironment.make(inheriting: started, adding: [:], workingDirectory: "/jobs/x") == ["PATH": "/usr/bin", "PWD": "/jobs/x"])
+        #expect(ChildEnvironment.make(inheriting: started, adding: ["PWD": "/mine"], workingDirectory: "/jobs/x")["PWD"] == "/mine",
+                "a type's own env says what it says")
     }
 }

@@ -181,6 +181,18 @@ import Testing
         #expect(text == "\(job.job.id) 0 yes\n")
     }
 
+    /// A job that is no shell reads `PWD` as its working directory, not the server's start
+    /// directory (found by attacking the build: Node's process.env.PWD, `${env:PWD}` in configs);
+    /// nor how the server was started (`OLDPWD`, `_`).
+    @Test func theChildsPWDIsItsWorkingDirectory() async throws {
+        let job = try prepare(["/usr/bin/env"], serverEnvironment: ["PATH": "/usr/bin:/bin", "PWD": "/srv/where-spool-started",
+                                                                    "OLDPWD": "/home/admin", "_": "/usr/local/bin/spool"])
+        #expect(await run(job) == .succeeded)
+        let lines = Set(try log(of: job).split(separator: "\n").map(String.init))
+        #expect(lines.contains("PWD=\(job.paths.directory)"), "\(lines)")
+        #expect(!lines.contains { $0.hasPrefix("OLDPWD=") || $0.hasPrefix("_=") }, "\(lines)")
+    }
+
     @Test func theChildSeesNoneOfTheServersSpoolSettings() async throws {
         let server = ["PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin", "HOME": "/home/spool",
                       "SPOOL_WEBHOOK_SECRET": "s3cret", "SPOOL_STORE": "postgres://spool:pw@db/spool", "SPOOL_TOKEN": "tok"]

@@ -57,7 +57,8 @@ public struct SubprocessLauncher: ChildLauncher {
             }
         }
         var environment: [Environment.Key: String] = [:]
-        for (key, value) in ChildEnvironment.make(inheriting: serverEnvironment, adding: launch.environment) {
+        for (key, value) in ChildEnvironment.make(inheriting: serverEnvironment, adding: launch.environment,
+                                                                   workingDirectory: launch.workingDirectory) {
             guard let name = Environment.Key(rawValue: key) else { continue }
             environment[name] = value
         }
