@@ -19,6 +19,19 @@ import Testing
         #expect(SessionCookie.session(in: tampered[...], key: key, now: now) == nil)
     }
 
+    /// A cookie from a build that wrote its expiry in seconds (before 2026-12-07) lasts out its
+    /// session across the upgrade (found by attacking the build: every dashboard was logged out,
+    /// its expiry read as milliseconds, in 1970).
+    @Test func aCookieWithItsExpiryInSecondsFromAnEarlierBuildStillHolds() {
+        let expires = now.adding(seconds: 60)
+        let payload = "tok_1.\(expires.microseconds / 1_000_000)"
+        let value = payload + "." + SessionCookie.signature(payload, key: key)
+        let session = SessionCookie.session(in: value[...], key: key, now: now)
+        #expect(session?.tokenID == "tok_1")
+        #expect(session?.began == Timestamp(microseconds: expires.microseconds / 1_000_000 * 1_000_000).adding(seconds: -SessionCookie.lifetime))
+        #expect(SessionCookie.session(in: value[...], key: key, now: now.adding(seconds: 61)) == nil, "expired")
+    }
+
     /// Found by attacking the build: an expiry past Int64.max / 1,000,000 trapped on the
     /// multiplication, before the signature was looked at — one request with no credential
     /// stopped the server.

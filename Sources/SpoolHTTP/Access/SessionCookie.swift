@@ -33,7 +33,11 @@ enum SessionCookie {
         // In milliseconds, as written: any number the server signed compares without overflow
         // (found by attacking the build: `expires * 1_000_000` trapped on a forged value, before the
         // signature was checked, and one request stopped the server).
-        guard let expires = Int64(parts[1]), expires > now.microseconds / 1_000 else { return nil }
+        // Below 10^11 it is in seconds, as builds before 2026-12-07 wrote it (in milliseconds that
+        // is 1973): their sessions last out across an upgrade (found by attacking the build).
+        guard let written = Int64(parts[1]) else { return nil }
+        let expires = (0..<100_000_000_000).contains(written) ? written * 1_000 : written
+        guard expires > now.microseconds / 1_000 else { return nil }
         let began = Timestamp(microseconds: expires.multipliedReportingOverflow(by: 1_000).partialValue).adding(seconds: -lifetime)
         return (String(parts[0]), began)
     }
