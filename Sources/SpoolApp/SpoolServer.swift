@@ -38,6 +38,7 @@ public enum SpoolServer {
             throw ConfigurationError("role \"\(configuration.role.rawValue)\" needs a shared store (store: postgres://…); with SQLite one node does everything")
         }
         let dataDirectory = try prepareDataDirectory(configuration.dataDirectory)
+        if let open = Self.openToOthers(dataDirectory) { logger.warning("\(open)") }
         let lock = try await DataDirectoryLock(directory: dataDirectory) { logger.warning("\($0)") }
         defer { lock.release() }
 
@@ -385,6 +386,18 @@ public enum SpoolServer {
         let jobs = (path.hasSuffix("/") ? path : path + "/") + "jobs"
         if let code = make(jobs, mode: 0o777) { throw failure(jobs, code) }
         return URL(fileURLWithPath: path).standardizedFileURL.path
+    }
+
+    /// A warning when every user of the machine can enter the data directory and its `jobs` folder
+    /// (the job directories in it are made readable to all, as files usually are): one an earlier
+    /// Spool made, 0755 under umask 022 (found by attacking an upgrade), or an operator's choice.
+    static func openToOthers(_ dataDirectory: String) -> String? {
+        var top = stat(), jobs = stat()
+        guard stat(dataDirectory, &top) == 0, stat(dataDirectory + "/jobs", &jobs) == 0,
+              top.st_mode & S_IXOTH != 0, jobs.st_mode & S_IXOTH != 0 else { return nil }
+        return "the data directory \(dataDirectory) (mode \(String(top.st_mode & 0o777, radix: 8))) and its jobs folder can be entered by anyone: "
+            + "every user on this machine can read every tenant's inputs, logs and outputs; chmod 700 \(dataDirectory) unless that is meant "
+            + "(a data directory Spool makes is its owner's only; one an earlier Spool made may not be)"
     }
 
     /// The folders above `path`, outermost first, as `mkdir -p` makes them; none for a path of

@@ -38,6 +38,23 @@ import Testing
         #expect(try SpoolServer.prepareDataDirectory(scratch + "/a/b/d") == made, "one that exists is taken as it is")
     }
 
+    /// A data directory every user can enter, with a `jobs` folder they can too (an earlier Spool
+    /// made both 0755 under umask 022), is warned of at start: every tenant's inputs, logs and
+    /// outputs are readable there (found by attacking an upgrade). One Spool makes is not.
+    @Test func aDataDirectoryOpenToEveryUserIsWarnedOf() throws {
+        let scratch = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let made = try SpoolServer.prepareDataDirectory(scratch + "/fresh")
+        #expect(SpoolServer.openToOthers(made) == nil)
+        let old = scratch + "/old"
+        #expect(mkdir(old, 0o755) == 0 && mkdir(old + "/jobs", 0o755) == 0 && chmod(old, 0o755) == 0 && chmod(old + "/jobs", 0o755) == 0)
+        let warning = try #require(SpoolServer.openToOthers(old))
+        #expect(warning.contains("every user on this machine can read every tenant's inputs, logs and outputs") && warning.contains("chmod 700 \(old)"),
+                "\(warning)")
+        #expect(chmod(old, 0o750) == 0)
+        #expect(SpoolServer.openToOthers(old) == nil, "others cannot enter it: its jobs folder's mode does not matter")
+    }
+
     /// A file where the directory (or its `jobs` folder, or a folder above) should be is named as
     /// such (found by attacking the build: "The operation could not be completed.
     /// (NSCocoaErrorDomain error 512.)").
