@@ -68,14 +68,15 @@ public enum TokenAdministration {
             try SpoolServer.refuseALostDatabase(directory + "/spool.sqlite")
             if !exists { StandardStreams.error("spool: made a new job store in \(directory) (a server started with --data-dir \(directory) uses it)\n") }
             let store = try SQLiteJobStore(path: directory + "/spool.sqlite", synchronous: configuration.synchronous)
-            try await store.prepare()
+            // Never an upgrade: a server of an earlier Spool may be running on it.
+            try await store.prepare(upgrading: false)
             SpoolServer.markDatabaseMade(directory)
             return try await body(store)
         case .postgres(let location):
             let store = try PostgresJobStore(location: location, node: configuration.nodeName(dataDirectory: configuration.dataDirectory),
                                              followsEvents: false, logger: logger)
             defer { store.close() }
-            try await store.prepare()
+            try await store.prepare(upgrading: false)   // never an upgrade: nodes of an earlier Spool may run on it
             return try await body(store)
         }
     }

@@ -115,7 +115,10 @@ public final class PostgresJobStore: SharedJobStore {
         for continuation in subscribers.withLock({ Array($0.values) }) { continuation.finish() }
     }
 
-    public func prepare() async throws {
+    public func prepare() async throws { try await prepare(upgrading: true) }
+
+    /// `upgrading` false: a database an earlier Spool made is refused, not migrated (`PostgresSchema.migrate`).
+    public func prepare(upgrading: Bool) async throws {
         // One direct connection first: the pool would keep retrying an unreachable server for
         // a minute before it gave up, and a node that cannot reach its store should say so now.
         do {
@@ -126,7 +129,7 @@ public final class PostgresJobStore: SharedJobStore {
         }
         let applied: [Int]
         do {
-            applied = try await PostgresSchema.migrate(client, logger: logger)
+            applied = try await PostgresSchema.migrate(client, upgrading: upgrading, logger: logger)
         } catch {
             throw translate(error, doing: "migrate the PostgreSQL store at \(location)")
         }

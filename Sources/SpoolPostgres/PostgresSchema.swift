@@ -307,7 +307,10 @@ enum PostgresSchema {
 
     /// Applies the migrations this database has not seen, in one transaction under the lock.
     /// Returns the versions applied now.
-    static func migrate(_ client: PostgresClient, logger: Logger) async throws -> [Int] {
+    /// `upgrading` false: a database an earlier Spool made (some of these not applied yet) is
+    /// refused, for a caller beside nodes that may run that earlier Spool (the token commands;
+    /// found by attacking an upgrade: the old nodes' next start was refused); an empty one is made.
+    static func migrate(_ client: PostgresClient, upgrading: Bool = true, logger: Logger) async throws -> [Int] {
         try await client.withTransaction(logger: logger) { connection in
             try await connection.query("SELECT pg_advisory_xact_lock(\(migrationLock))", logger: logger)
             try await connection.query("""
@@ -323,6 +326,11 @@ enum PostgresSchema {
             }
             if let newest = applied.max(), newest > migrations.last!.version {
                 throw StoreError(.other, "the database was migrated by a newer Spool (schema version \(newest)); upgrade this node")
+            }
+            if !upgrading, let newest = applied.max(), migrations.contains(where: { !applied.contains($0.version) }) {
+                throw StoreError(.other, "the database was made by an earlier Spool (schema version \(newest), this version's is "
+                                 + "\(migrations.last!.version)): upgrade its nodes first (a node of this version upgrades it as it starts), "
+                                 + "then run this again")
             }
             var now: [Int] = []
             for migration in migrations where !applied.contains(migration.version) {

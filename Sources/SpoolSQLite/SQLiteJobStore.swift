@@ -99,7 +99,11 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
         }
     }
 
-    public func prepare() async throws {
+    public func prepare() async throws { try await prepare(upgrading: true) }
+
+    /// `upgrading` false: a database an earlier Spool made is refused, not migrated
+    /// (`SQLiteSchema.refuseAnOlder`).
+    public func prepare(upgrading: Bool) async throws {
         try await checkIntegrity()
         do {
             // GRDB's WAL set-up sets `synchronous = NORMAL` on the writer after our
@@ -113,6 +117,7 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
                 }
             }
             try await SQLiteSchema.refuseANewer(in: pool, path: path)
+            if !upgrading { try await SQLiteSchema.refuseAnOlder(in: pool, path: path) }
             try await SQLiteSchema.migrator.migrate(pool)
             // Then the writer keeps a transaction's statement journal in memory: past 64 KiB it went
             // to a temporary file and stayed there, and storing a 2,000-task array made 52,612

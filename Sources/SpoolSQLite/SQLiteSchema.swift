@@ -19,6 +19,22 @@ enum SQLiteSchema {
                          + "upgrade this server, or restore a backup made before the upgrade")
     }
 
+    /// Refuses a database an earlier Spool made (migrations of this build not applied yet), for a
+    /// caller that must not upgrade it: a token command, beside a server that may run that earlier
+    /// Spool on it (found by attacking an upgrade: the migration ran under it, and it went on
+    /// serving a schema it did not know). A database with nothing in it yet is made as usual.
+    static func refuseAnOlder(in pool: DatabasePool, path: String) async throws {
+        let applied = try await pool.read { db -> Set<String> in
+            guard try db.tableExists("grdb_migrations") else { return [] }
+            return Set(try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations"))
+        }
+        let missing = migrator.migrations.filter { !applied.contains($0) }
+        guard !applied.isEmpty, !missing.isEmpty else { return }
+        throw StoreError(.other, "the job database \(path) was made by an earlier Spool (\(missing.count) of this version's "
+                         + "\(migrator.migrations.count) schema steps not applied): start this version's server on it first (it upgrades "
+                         + "the database as it starts), then run this again")
+    }
+
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1-jobs") { db in

@@ -31,4 +31,30 @@ import Testing
         upgraded.close()
         try await TestPostgres.dropDatabase(url)
     }
+
+    /// As SQLite's: a caller that must not upgrade the shared database (the token commands; older
+    /// nodes may run on it) is refused one an earlier Spool made, and it stays as it was (found by
+    /// attacking an upgrade: `spool token list` moved it on, and the old nodes' next start failed).
+    @Test func aCallerThatMustNotUpgradeIsRefusedAnOlderDatabase() async throws {
+        let url = try await TestPostgres.createDatabase()
+        let store = try PostgresJobStore(location: PostgresLocation(url: url), node: "node-0", logger: TestPostgres.logger)
+        try await store.prepare(upgrading: false)   // nothing there yet: made whole
+        store.close()
+        let newest = PostgresSchema.migrations.last!.version
+        try await TestPostgres.withClient(url) { client in
+            try await client.query("DELETE FROM spool_migrations WHERE version = \(newest)")
+        }
+        let cli = try PostgresJobStore(location: PostgresLocation(url: url), node: "node-0", logger: TestPostgres.logger)
+        await #expect {
+            try await cli.prepare(upgrading: false)
+        } throws: { error in
+            "\(error)".contains("was made by an earlier Spool") && "\(error)".contains("schema version \(newest - 1)")
+        }
+        cli.close()
+        try await TestPostgres.withClient(url) { client in
+            let rows = try await client.query("SELECT count(*) FROM spool_migrations WHERE version = \(newest)")
+            for try await count in rows.decode(Int.self) { #expect(count == 0, "left as it was") }
+        }
+        try await TestPostgres.dropDatabase(url)
+    }
 }

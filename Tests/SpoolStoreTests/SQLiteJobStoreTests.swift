@@ -337,6 +337,30 @@ import Testing
         try reopened.close()
     }
 
+    /// A caller that must not upgrade a database (the token commands, beside a server that may run
+    /// an earlier Spool on it) is refused one an earlier Spool made, and leaves it as it is; a new
+    /// one is made as usual (found by attacking an upgrade: `spool token` migrated the database
+    /// under the running server, which then ignored the new token's caps).
+    @Test func aCallerThatMustNotUpgradeIsRefusedAnOlderDatabase() async throws {
+        let store = try await open()
+        _ = try await store.create(makeJob())
+        try await store.pool.write { db in try db.execute(sql: "DELETE FROM grdb_migrations WHERE identifier = 'v16-array-operations'") }
+        try store.pool.close()
+        await #expect {
+            let again = try SQLiteJobStore(path: self.path)
+            try await again.prepare(upgrading: false)
+        } throws: { error in
+            "\(error)".contains("was made by an earlier Spool") && "\(error)".contains("start this version's server on it first")
+        }
+        let reopened = try DatabaseQueue(path: path)
+        #expect(try await reopened.read { db in
+            try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations").contains("v16-array-operations")
+        } == false, "left as it was")
+        try reopened.close()
+        let fresh = try SQLiteJobStore(path: directory.path + "/fresh.sqlite")
+        try await fresh.prepare(upgrading: false)   // nothing there yet: made whole
+    }
+
     @Test func fileInAMissingDirectoryIsStorageUnavailable() async throws {
         let missing = directory.path + "/no/such/dir/spool.sqlite"
         await #expect {
