@@ -20,11 +20,14 @@ public struct JobPaths: Sendable, Hashable {
     public var outputs: String { directory + "/outputs" }
     public var messages: String { directory + "/messages" }
 
+    /// The longest output name (its folders included) a URL may give, in bytes.
+    public static let maxOutputNameBytes = 1024
+
     /// The file for a client-supplied output name, or nil when the name could leave the
     /// outputs folder (`..`, an absolute path, empty segments, NUL). Symlinks are checked
     /// again by whoever opens the file.
     public func output(named name: String) -> String? {
-        guard !name.isEmpty, name.utf8.count <= 1024, !name.hasPrefix("/"), !name.utf8.contains(0) else { return nil }
+        guard !name.isEmpty, name.utf8.count <= Self.maxOutputNameBytes, !name.hasPrefix("/"), !name.utf8.contains(0) else { return nil }
         let segments = name.split(separator: "/", omittingEmptySubsequences: false)
         guard segments.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }) else { return nil }
         return outputs + "/" + name

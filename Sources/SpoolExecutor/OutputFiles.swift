@@ -1,4 +1,5 @@
 import Glibc
+import SpoolCore
 
 /// A job's output files (blocking: call on `BlockingIO`).
 public enum OutputFiles {
@@ -16,7 +17,7 @@ public enum OutputFiles {
     }
 
     /// `list`, and how many files it left out that a job may have meant as outputs: names that
-    /// are not UTF-8, files the server cannot read, folders it cannot open (found by attacking
+    /// are not UTF-8 or longer than a URL may give, files the server cannot read or look at, folders it cannot open (found by attacking
     /// the build: they vanished from the listing without a word, and a file the server could
     /// not read was listed with a URL that answered 404).
     public static func listing(under root: String, limit: Int = 10_000) -> (files: [(name: String, size: Int64)], leftOut: Int) {
@@ -39,11 +40,17 @@ public enum OutputFiles {
                 }
                 let child = relative.isEmpty ? name : relative + "/" + name
                 var status = stat()
-                guard lstat(root + "/" + child, &status) == 0 else { continue }
+                // One the server cannot look at (past PATH_MAX, say) is counted, not dropped unsaid.
+                guard lstat(root + "/" + child, &status) == 0 else {
+                    leftOut += 1
+                    continue
+                }
                 switch status.st_mode & S_IFMT {
                 case S_IFDIR: pending.append(child)
                 case S_IFREG:
-                    guard access(root + "/" + child, R_OK) == 0 else {
+                    // A name no URL may give, and one the server cannot read, are counted (found by
+                    // attacking the build: listed, their URLs answered 400 and 404).
+                    guard child.utf8.count <= JobPaths.maxOutputNameBytes, access(root + "/" + child, R_OK) == 0 else {
                         leftOut += 1
                         continue
                     }

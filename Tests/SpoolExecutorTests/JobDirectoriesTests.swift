@@ -126,6 +126,36 @@ import Testing
         #expect(listing.files.map(\.name) == ["ok.txt"] && listing.leftOut == 1, "\(listing)")
     }
 
+    /// A file whose name (with its folders) is longer than an output name may be (1,024 bytes) is
+    /// left out and counted, not listed with a URL that answers 400; and one too deep for the
+    /// server to look at (past PATH_MAX) is counted too, not dropped without a word (found by
+    /// attacking the build).
+    @Test func outputsTooDeepToNameAreLeftOutAndCounted() throws {
+        let scratch = try ScratchDirectory("spool-outputs")
+        FileManager.default.createFile(atPath: scratch.path + "/ok.txt", contents: nil)
+        let segment = String(repeating: "d", count: 200)
+        var deep = scratch.path
+        for _ in 0..<6 {   // 1,206 bytes of folders: past 1,024, well within PATH_MAX
+            deep += "/" + segment
+            #expect(mkdir(deep, 0o755) == 0)
+        }
+        FileManager.default.createFile(atPath: deep + "/frame.png", contents: nil)
+        // Past PATH_MAX (4,096) from the root: made a folder at a time, each from the one above.
+        var folder = open(deep, O_RDONLY | O_DIRECTORY)
+        for _ in 0..<20 {
+            #expect(mkdirat(folder, segment, 0o755) == 0)
+            let next = openat(folder, segment, O_RDONLY | O_DIRECTORY)
+            close(folder)
+            folder = next
+        }
+        let file = openat(folder, "frame.png", O_CREAT | O_WRONLY, 0o644)
+        #expect(file >= 0)
+        close(file)
+        close(folder)
+        let listing = OutputFiles.listing(under: scratch.path)
+        #expect(listing.files.map(\.name) == ["ok.txt"] && listing.leftOut >= 2, "\(listing.files.map(\.name)), \(listing.leftOut)")
+    }
+
     /// The listing's limit holds within one directory too (found by attacking the build: 30,000
     /// files in the outputs folder were all listed, and sent as one 2.6 MB event).
     @Test func anOutputListingStopsAtItsLimitWithinOneDirectory() throws {
