@@ -550,6 +550,9 @@ public actor Scheduler: Service {
         return "the job store has failed \(trouble.failures) times in a row for \(seconds) s: \(trouble.error)"
     }
 
+    /// The most files an `outputs` event lists (the outputs listing has the rest).
+    static let outputsEventLimit = 1000
+
     public func run() async throws {
         // Every slot family from the start, not from the first job or quarantine (found by attacking
         // the build: dashboards and absent() alerts saw no data meanwhile).
@@ -1374,20 +1377,27 @@ public actor Scheduler: Service {
                 for text in lastLog { try await Self.appendLog(text, of: job.id, attempt: nil, to: store, at: now) }
                 guard isFinal else { return }   // an attempt that goes round again has no final outputs
                 // Only a folder of the job's own, not one a link it left there points to.
-                let files = (try? await BlockingIO.run {
-                    JobFiles.holdsItsOwnOutputs(paths) ? OutputFiles.list(under: paths.outputs, limit: 1000) : []
-                }) ?? []
+                // At most `outputsEventLimit` files, and one more to know whether there are more.
+                let limit = Self.outputsEventLimit
+                let (found, leftOut) = (try? await BlockingIO.run {
+                    JobFiles.holdsItsOwnOutputs(paths) ? OutputFiles.listing(under: paths.outputs, limit: limit + 1) : ([], 0)
+                }) ?? ([], 0)
+                let files = found.prefix(limit)
                 // No outputs: its directory may hold nothing worth keeping, and go to the slot as a
                 // spare now, while the slot's next jobs start, not once the event below commits (that
                 // write waits up to 20 ms for another to share a transaction with, and fails while
                 // the store is in trouble; directories that came back late came back together, more
                 // than a slot has room for).
                 if files.isEmpty { await executor.ended(job.id, on: slot) }
-                try await store.appendEvent(.outputs, job: job.id, data: .object([
+                var data: [String: JSONValue] = [
                     "job": .string(job.id.rawValue),
                     "outputs": .array(files.map { .object(["name": .string($0.name), "size": .int($0.size),
                                                             "url": .string("/v1/jobs/\(job.id)/outputs/" + ($0.name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? $0.name))]) }),
-                ]), now: now)
+                ]
+                // Some of the files, not all: said, as the outputs listing says it (found by attacking
+                // the build: 1,000 of 1,005 read as all of them).
+                if found.count > limit || leftOut > 0 { data["truncated"] = .bool(true) }
+                try await store.appendEvent(.outputs, job: job.id, data: .object(data), now: now)
             } catch {
                 logger.warning("could not record a job's final events", metadata: ["job": "\(job.id)", "error": "\(error)"])
             }

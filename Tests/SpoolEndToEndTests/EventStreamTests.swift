@@ -28,6 +28,25 @@ import Testing
         #expect(frames.map(\.id) == frames.map(\.id).sorted(), "ids increase")
     }
 
+    /// The `outputs` event lists at most 1,000 files; one that holds only some says so, as the
+    /// outputs listing does (found by attacking the build: 1,000 of 1,005, unsaid, and a page
+    /// showed them as all).
+    @Test func anOutputsEventThatListsSomeOfTheFilesSaysSo() async throws {
+        let script = #"i=0; while [ $i -lt {input.count} ]; do : > "$SPOOL_OUTPUT_DIR/f$i"; i=$((i+1)); done"#
+        let server = try await server(["job_types": .object(["many": .object([
+            "command": .array(["/bin/sh", "-c", .string(script)]),
+            "input_schema": .object(["type": "object", "properties": .object(["count": .object(["type": "integer"])])]),
+        ])])])
+        defer { Task { await server.stop() } }
+        for (count, listed, truncated) in [(1005, 1000, true), (3, 3, false)] {
+            let id = try #require(try await server.submit("many", .object(["count": .int(Int64(count))])).json["id"]?.stringValue)
+            let frames = try await server.frames("/v1/jobs/\(id)/events") { _ in false }
+            let outputs = try #require(frames.last { $0.event == "outputs" })
+            #expect(outputs.data["outputs"]?.arrayValue?.count == listed)
+            #expect((outputs.data["truncated"] == .bool(true)) == truncated, "\(count) files: \(outputs.data["truncated"] ?? .null)")
+        }
+    }
+
     @Test func aClientThatReconnectsWithLastEventIDGetsWhatItMissedEvenAcrossARestart() async throws {
         let server = try await server()
         defer { Task { await server.stop() } }
