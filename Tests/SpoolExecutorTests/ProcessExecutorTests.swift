@@ -357,7 +357,9 @@ import Testing
     /// the group is empty, well before the grace is over.
     @Test(arguments: [StopReason.cancel, .shutdown])
     func aStopGivesTheWholeProcessGroupItsGraceNotTheLeaderAlone(_ reason: StopReason) async throws {
-        let child = #"trap 'sleep 0.3; echo saved > "$SPOOL_OUTPUT_DIR/checkpoint"; exit 0' TERM; echo ready > "$SPOOL_OUTPUT_DIR/ready"; sleep 300 & wait"#
+        // Ready once its `sleep` runs too (a sleep started after the SIGTERM would not get it, and
+        // would hold the group to the grace's end).
+        let child = #"trap 'sleep 0.3; echo saved > "$SPOOL_OUTPUT_DIR/checkpoint"; exit 0' TERM; sleep 300 & echo ready > "$SPOOL_OUTPUT_DIR/ready"; wait"#
         let job = try prepare(["/bin/sh", "-c", "/bin/sh -c '\(child.replacingOccurrences(of: "'", with: #"'\''"#))' & wait"], grace: .seconds(20))
         let (stops, continuation) = AsyncStream<StopReason>.makeStream()
         let began = ContinuousClock.now

@@ -12,7 +12,8 @@ import SpoolCore
 /// - message lines are read from its FIFO from before the spawn until end-of-file after it
 ///   is gone, so the last thing it wrote before exiting is delivered;
 /// - once it has exited, nothing it started is left: its process group is killed, and so is
-///   every process that left the group but carries its `marker` in its environment.
+///   every process that left the group but carries its `marker` in its environment — during a
+///   stop (a SIGTERM sent), once the rest of the group has had the stop's kill grace.
 public protocol ChildLauncher: Sendable {
     /// Starts the child; returns once it runs. Throws when it cannot be started.
     func launch(_ launch: ChildLaunch, events: ChildEvents) async throws(ExecutorError) -> any ChildProcess
@@ -21,7 +22,7 @@ public protocol ChildLauncher: Sendable {
 public protocol ChildProcess: Sendable {
     /// The process id, which is also its process group id.
     var pid: Int32 { get }
-    /// Sends `signal` to the whole process group (a no-op once the child is gone).
+    /// Sends `signal` to the whole process group (a no-op once the child and its group are gone).
     func signal(_ signal: Int32)
     /// Writes a line to the child's command channel; false when it could not.
     func send(_ line: String) async -> Bool
