@@ -395,6 +395,11 @@ public enum SpoolServer {
         var top = stat(), jobs = stat()
         guard stat(dataDirectory, &top) == 0, stat(dataDirectory + "/jobs", &jobs) == 0,
               top.st_mode & S_IXOTH != 0, jobs.st_mode & S_IXOTH != 0 else { return nil }
+        // Nor when a folder above it keeps others out (a home directory's 0700, found in review).
+        for folder in foldersAbove(dataDirectory) where folder.hasPrefix("/") {
+            var status = stat()
+            if stat(folder, &status) == 0, status.st_mode & S_IXOTH == 0 { return nil }
+        }
         return "the data directory \(dataDirectory) (mode \(String(top.st_mode & 0o777, radix: 8))) and its jobs folder can be entered by anyone: "
             + "every user on this machine can read every tenant's inputs, logs and outputs; chmod 700 \(dataDirectory) unless that is meant "
             + "(a data directory Spool makes is its owner's only; one an earlier Spool made may not be)"

@@ -42,7 +42,7 @@ public enum OutputFiles {
                 var status = stat()
                 // One the server cannot look at (past PATH_MAX, say) is counted, not dropped unsaid.
                 guard lstat(root + "/" + child, &status) == 0 else {
-                    leftOut += 1
+                    if errno != ENOENT { leftOut += 1 }   // one renamed or removed meanwhile was not left out
                     continue
                 }
                 switch status.st_mode & S_IFMT {

@@ -51,6 +51,10 @@ import Testing
         let warning = try #require(SpoolServer.openToOthers(old))
         #expect(warning.contains("every user on this machine can read every tenant's inputs, logs and outputs") && warning.contains("chmod 700 \(old)"),
                 "\(warning)")
+        let home = scratch + "/home"
+        #expect(mkdir(home, 0o700) == 0 && chmod(home, 0o700) == 0 && mkdir(home + "/data", 0o755) == 0 && mkdir(home + "/data/jobs", 0o755) == 0)
+        #expect(chmod(home + "/data", 0o755) == 0 && chmod(home + "/data/jobs", 0o755) == 0)
+        #expect(SpoolServer.openToOthers(home + "/data") == nil, "a folder above keeps others out")
         #expect(chmod(old, 0o750) == 0)
         #expect(SpoolServer.openToOthers(old) == nil, "others cannot enter it: its jobs folder's mode does not matter")
     }
