@@ -68,8 +68,12 @@ public enum TokenAdministration {
             try SpoolServer.refuseALostDatabase(directory + "/spool.sqlite")
             if !exists { StandardStreams.error("spool: made a new job store in \(directory) (a server started with --data-dir \(directory) uses it)\n") }
             let store = try SQLiteJobStore(path: directory + "/spool.sqlite", synchronous: configuration.synchronous)
-            // Never an upgrade: a server of an earlier Spool may be running on it.
-            try await store.prepare(upgrading: false)
+            // An upgrade only while no server holds the directory (one of an earlier Spool may run
+            // on it, and would go on serving a schema it does not know): its lock, held meanwhile.
+            let lock = open(directory + "/spool.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+            let noServer = lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) == 0
+            defer { if lock >= 0 { close(lock) } }
+            try await store.prepare(upgrading: noServer)
             SpoolServer.markDatabaseMade(directory)
             return try await body(store)
         case .postgres(let location):

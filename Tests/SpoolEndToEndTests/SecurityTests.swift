@@ -826,6 +826,31 @@ import Testing
         #expect(try await server.request(.GET, "/healthz").status == 200)
     }
 
+    /// A token command upgrades a SQLite store an earlier Spool made only when no server holds the
+    /// data directory (its lock free): with one running (maybe of that earlier version) it refuses,
+    /// saying what to do, and leaves the store as it is (found in review: refused always, a
+    /// leaked token could not be revoked after a package upgrade until the server was restarted).
+    @Test func aTokenCommandUpgradesAnOlderStoreOnlyWithNoServerOnIt() async throws {
+        let harness = try ServerHarness(config: .object([:]))
+        let options = ["--config", harness.configPath, "--data-dir", harness.dataDirectory]
+        #expect(try await runCLI(["token", "create", "--name", "first"] + options).status == 0)
+        let database = harness.dataDirectory + "/spool.sqlite"
+        let script = "import sqlite3, sys\ndb = sqlite3.connect(sys.argv[1])\n"
+            + "db.execute(\"DELETE FROM grdb_migrations WHERE identifier = 'v16-array-operations'\")\n"
+            + "db.execute(\"DROP TABLE array_operations\")\ndb.commit()\n"
+        let older = try await runProcess("/usr/bin/python3", ["-c", script, database])
+        #expect(older.status == 0, "\(older.stderr)")
+        let lock = open(harness.dataDirectory + "/spool.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        #expect(lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) == 0)
+        let refused = try await runCLI(["token", "list"] + options)
+        #expect(refused.status != 0 && refused.stderr.contains("made by an earlier Spool") && refused.stderr.split(separator: "\n").count == 1,
+                "\(refused.stderr)")
+        close(lock)
+        let upgraded = try await runCLI(["token", "list"] + options)
+        #expect(upgraded.status == 0 && upgraded.stdout.contains("first"), "\(upgraded.stderr)")
+        #expect(try await runCLI(["token", "revoke", "first"] + options).status == 0)
+    }
+
     /// The token CLI: create prints the token last and once; list shows names and limits but
     /// never a secret; names are unique; revoke of an unknown name is a one-line error.
     @Test func theTokenCommandsCreateListAndRevoke() async throws {
