@@ -18,10 +18,23 @@ public enum JobMessage: Sendable, Equatable {
         public var description: String
     }
 
+    /// The fields this server reads; one of the wrong kind is noted, not a failure of the whole
+    /// line, so the refusal can name it (found by attacking the build: `"message": 42` read as
+    /// "not a JSON object with a \"type\"").
     private struct Wire: Decodable {
         var type: String
         var fraction: Double?
         var message: String?
+        var wrongKind: [String] = []
+
+        enum CodingKeys: String, CodingKey { case type, fraction, message }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            type = try container.decode(String.self, forKey: .type)
+            do { fraction = try container.decodeIfPresent(Double.self, forKey: .fraction) } catch { wrongKind.append("fraction") }
+            do { message = try container.decodeIfPresent(String.self, forKey: .message) } catch { wrongKind.append("message") }
+        }
     }
 
     /// The longest line a message may be (one atomic write to a pipe). A longer one reaches the
@@ -45,6 +58,9 @@ public enum JobMessage: Sendable, Equatable {
         }
         switch wire.type {
         case "progress":
+            guard !wire.wrongKind.contains("message") else {
+                throw Malformed(description: "a progress message's \"message\" must be a string")
+            }
             guard let fraction = wire.fraction, fraction.isFinite else {
                 throw Malformed(description: "a progress message needs a numeric \"fraction\" between 0 and 1")
             }

@@ -121,4 +121,21 @@ import SpoolCore
     func malformedLinesThrow(line: String) {
         #expect(throws: JobMessage.Malformed.self) { try message(line) }
     }
+
+    /// A progress message with a field of the wrong kind says which field (found by attacking the
+    /// build: `"message": 42` read as "not a JSON object with a \"type\"", although it had one).
+    @Test(arguments: [
+        (#"{"type":"progress","fraction":0.5,"message":42}"#, #"a progress message's "message" must be a string"#),
+        (#"{"type":"progress","fraction":"half"}"#, #"a progress message needs a numeric "fraction" between 0 and 1"#),
+        (#"{"type":"progress","fraction":0.5,"message":null}"#, nil),
+        (#"{"type":7}"#, #"not a JSON object with a "type""#),
+    ])
+    func aWrongFieldIsNamed(line: String, said: String?) {
+        do throws(JobMessage.Malformed) {
+            _ = try JobMessage(line: Array(line.utf8))
+            #expect(said == nil, "accepted")
+        } catch {
+            #expect(error.description == said, "\(line)")
+        }
+    }
 }
