@@ -354,26 +354,23 @@ import Testing
     /// A stop's grace is the whole group's, not its leader's: a wrapper shell that runs the real
     /// program without `exec` dies at SIGTERM at once, and its child, saving a checkpoint in its
     /// SIGTERM handler, was SIGKILLed with it (found by attacking the build). The job ends once
-    /// the group is empty, well before the grace is over.
+    /// the group is empty, long before the grace (10 minutes) is over: `within`'s patience is far less.
     @Test(arguments: [StopReason.cancel, .shutdown])
     func aStopGivesTheWholeProcessGroupItsGraceNotTheLeaderAlone(_ reason: StopReason) async throws {
         // Ready once its `sleep` runs too (a sleep started after the SIGTERM would not get it, and
         // would hold the group to the grace's end).
         let child = #"trap 'sleep 0.3; echo saved > "$SPOOL_OUTPUT_DIR/checkpoint"; exit 0' TERM; sleep 300 & echo ready > "$SPOOL_OUTPUT_DIR/ready"; wait"#
-        let job = try prepare(["/bin/sh", "-c", "/bin/sh -c '\(child.replacingOccurrences(of: "'", with: #"'\''"#))' & wait"], grace: .seconds(20))
+        let job = try prepare(["/bin/sh", "-c", "/bin/sh -c '\(child.replacingOccurrences(of: "'", with: #"'\''"#))' & wait"], grace: .seconds(600))
         let (stops, continuation) = AsyncStream<StopReason>.makeStream()
         let ended = Task { await run(job, stops: stops) }
         try await within("the child to set its trap") {
             while !FileManager.default.fileExists(atPath: job.paths.outputs + "/ready") { try await Task.sleep(for: .milliseconds(10)) }
         }
-        let stopped = ContinuousClock.now
         continuation.yield(reason)
-        let outcome = try await within("the job to end") { await ended.value }
-        let took = ContinuousClock.now - stopped
+        let outcome = try await within("the job to end as its group emptied, not at the grace's end") { await ended.value }
         #expect(outcome == (reason == .cancel ? .canceled : .stoppedForShutdown))
         #expect((try? String(contentsOfFile: job.paths.outputs + "/checkpoint", encoding: .utf8)) == "saved\n",
                 "the child's SIGTERM handler ran to its end: \((try? log(of: job)) ?? "")")
-        #expect(took < .seconds(15), "it ended as its group emptied, not at the grace's end: \(took); \((try? log(of: job)) ?? "")")
     }
 
     @Test func shutdownStopsAJobForRequeueing() async throws {
