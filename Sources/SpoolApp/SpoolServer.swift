@@ -332,7 +332,7 @@ public enum SpoolServer {
             // A name: looked up as the launcher will, in the absolute folders of the PATH its jobs get.
             if let name = type.command.fixedExecutable, !name.isEmpty, !name.contains("/"),
                let path = type.environment["PATH"] ?? getenv("PATH").map({ String(cString: $0) }),
-               !path.split(separator: ":").contains(where: { $0.hasPrefix("/") && isExecutableFile("\($0)/\(name)") }) {
+               !path.split(separator: ":").contains(where: { $0.hasPrefix("/") && ExecutableLookup.isExecutableFile("\($0)/\(name)") }) {
                 problems.append("job type \(type.name): its command's executable \(name) is not on its PATH (\(path)); "
                     + "its jobs will fail to start (spawn_failed) until it is")
             }
@@ -342,11 +342,6 @@ public enum SpoolServer {
             }
             return problems
         }
-    }
-
-    private static func isExecutableFile(_ path: String) -> Bool {
-        var status = stat()
-        return stat(path, &status) == 0 && status.st_mode & S_IFMT == S_IFREG && access(path, X_OK) == 0
     }
 
     /// Leaves a note beside a job database once it exists, for `refuseALostDatabase`.

@@ -18,22 +18,22 @@ public enum JobMessage: Sendable, Equatable {
         public var description: String
     }
 
-    /// The fields this server reads; one of the wrong kind is noted, not a failure of the whole
-    /// line, so the refusal can name it (found by attacking the build: `"message": 42` read as
-    /// "not a JSON object with a \"type\"").
+    /// The fields this server reads; one of the wrong kind is not a failure of the whole line, so
+    /// the refusal can name it (found by attacking the build: `"message": 42` read as "not a JSON
+    /// object with a \"type\""). A fraction that is no number reads as none.
     private struct Wire: Decodable {
         var type: String
         var fraction: Double?
         var message: String?
-        var wrongKind: [String] = []
+        var messageIsNoString = false
 
         enum CodingKeys: String, CodingKey { case type, fraction, message }
 
         init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: CodingKeys.self)
             type = try container.decode(String.self, forKey: .type)
-            do { fraction = try container.decodeIfPresent(Double.self, forKey: .fraction) } catch { wrongKind.append("fraction") }
-            do { message = try container.decodeIfPresent(String.self, forKey: .message) } catch { wrongKind.append("message") }
+            fraction = (try? container.decodeIfPresent(Double.self, forKey: .fraction)) ?? nil
+            do { message = try container.decodeIfPresent(String.self, forKey: .message) } catch { messageIsNoString = true }
         }
     }
 
@@ -58,7 +58,7 @@ public enum JobMessage: Sendable, Equatable {
         }
         switch wire.type {
         case "progress":
-            guard !wire.wrongKind.contains("message") else {
+            guard !wire.messageIsNoString else {
                 throw Malformed(description: "a progress message's \"message\" must be a string")
             }
             guard let fraction = wire.fraction, fraction.isFinite else {

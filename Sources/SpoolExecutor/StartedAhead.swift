@@ -226,7 +226,7 @@ final class ObserverBinding: Sendable {
 /// with `#!`. Anything else (missing, a directory, a relative path, a text file the kernel
 /// cannot run) is not started ahead, so a plain start reports it as a spawn failure — a gated
 /// shell could only turn it into an exit status, or run the text as a script.
-enum ExecutableLookup {
+public enum ExecutableLookup {
     /// Blocking (see `runnable`).
     static func find(_ argv0: String, path: String?) -> String? {
         if argv0.hasPrefix("/") { return runnable(argv0) ? argv0 : nil }
@@ -237,18 +237,20 @@ enum ExecutableLookup {
         guard directories.allSatisfy({ $0.hasPrefix("/") }) else { return nil }
         for directory in directories {
             let candidate = "\(directory)/\(argv0)"
-            var status = stat()
-            if stat(candidate, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG, access(candidate, X_OK) == 0 {
-                return runnable(candidate) ? candidate : nil
-            }
+            if isExecutableFile(candidate) { return runnable(candidate) ? candidate : nil }
         }
         return nil
     }
 
+    /// A regular file this process may execute (blocking: a stat and an access).
+    public static func isExecutableFile(_ path: String) -> Bool {
+        var status = stat()
+        return stat(path, &status) == 0 && status.st_mode & S_IFMT == S_IFREG && access(path, X_OK) == 0
+    }
+
     /// Blocking (a stat, an access and a read of four bytes): call it on the blocking pool.
     static func runnable(_ file: String) -> Bool {
-        var status = stat()
-        guard stat(file, &status) == 0, (status.st_mode & S_IFMT) == S_IFREG, access(file, X_OK) == 0 else { return false }
+        guard isExecutableFile(file) else { return false }
         let descriptor = open(file, O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { return false }
         defer { close(descriptor) }
