@@ -41,6 +41,41 @@ public enum JobMessage: Sendable, Equatable {
     /// parsers cut to one byte past this, and is refused as too long; the rest of it is dropped.
     public static let maxLineBytes = 4096
 
+    /// What a progress fraction outside 0…1 (it is clamped) is said as, or nil for one inside (or
+    /// outside by a rounding error). Found by attacking the build: a job that sent percentages saw
+    /// its progress at 100 % from its first message, and nothing said why.
+    static func rangeNote(_ fraction: Double) -> String? {
+        let slack = 1e-6
+        guard fraction < -slack || fraction > 1 + slack else { return nil }
+        func number(_ value: Double) -> String {
+            value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : "\(value)"
+        }
+        let hint = fraction > 1 && fraction <= 100 ? " (send \(number(fraction / 100)) for \(number(fraction)) %)" : ""
+        return "a progress \"fraction\" of \(number(fraction)) is outside 0…1 and reads as \(fraction < 0 ? 0 : 1)" + hint
+    }
+
+    /// A line as a note quotes it: its first 120 bytes (as UTF-8, a broken character replaced), in
+    /// quotes, control characters and quotes escaped, and its length when cut.
+    public static func quoted(_ line: some Collection<UInt8>) -> String {
+        let shown = String(decoding: line.prefix(120), as: UTF8.self)
+        var text = "\""
+        for scalar in shown.unicodeScalars {
+            switch scalar {
+            case "\"": text += "\\\""
+            case "\\": text += "\\\\"
+            case "\t": text += "\\t"
+            case "\n": text += "\\n"
+            case "\r": text += "\\r"
+            case _ where scalar.value < 0x20 || scalar.value == 0x7F:
+                let hex = String(scalar.value, radix: 16)
+                text += "\\u{" + String(repeating: "0", count: max(0, 2 - hex.count)) + hex + "}"
+            default: text.unicodeScalars.append(scalar)
+            }
+        }
+        text += "\""
+        return line.count > 120 ? text + "… (\(line.count) bytes)" : text
+    }
+
     /// Refuses a line cut at `maxLineBytes` (see there), naming why.
     static func checkLength(_ line: some Collection<UInt8>) throws(Malformed) {
         guard line.count <= maxLineBytes else {
@@ -48,7 +83,8 @@ public enum JobMessage: Sendable, Equatable {
         }
     }
 
-    public init(line: some Collection<UInt8>) throws(Malformed) {
+    /// `note`: told of what was read otherwise than sent (a fraction outside 0…1, clamped).
+    public init(line: some Collection<UInt8>, note: (String) -> Void = { _ in }) throws(Malformed) {
         try Self.checkLength(line)
         let wire: Wire
         do {
@@ -64,6 +100,7 @@ public enum JobMessage: Sendable, Equatable {
             guard let fraction = wire.fraction, fraction.isFinite else {
                 throw Malformed(description: "a progress message needs a numeric \"fraction\" between 0 and 1")
             }
+            if let said = Self.rangeNote(fraction) { note(said) }
             self = .progress(JobProgress(fraction: fraction, message: wire.message.map { String($0.prefix(500)) }))
         default:
             self = .unknown(type: wire.type)

@@ -12,7 +12,8 @@ public enum WorkerMessage: Sendable, Equatable {
     /// Well-formed, of a type this server does not know: ignored.
     case unknown(type: String)
 
-    public init(line: some Collection<UInt8>) throws(JobMessage.Malformed) {
+    /// `note`: told of what was read otherwise than sent (a fraction outside 0…1, clamped).
+    public init(line: some Collection<UInt8>, note: (String) -> Void = { _ in }) throws(JobMessage.Malformed) {
         try JobMessage.checkLength(line)
         // Half a surrogate pair reads as U+FFFD: a worker in Python that sends a file name as
         // `json.dumps` writes it loses a character, not its whole `succeeded` (found by attacking
@@ -36,6 +37,7 @@ public enum WorkerMessage: Sendable, Equatable {
             guard let fraction = fields["fraction"]?.doubleValue, fraction.isFinite else {
                 throw JobMessage.Malformed(description: "a progress message needs a numeric \"fraction\" between 0 and 1")
             }
+            if let said = JobMessage.rangeNote(fraction) { note(said) }
             self = .progress(job: try text("job"), JobProgress(fraction: fraction, message: fields["message"]?.stringValue.map { String($0.prefix(500)) }),
                              preview: fields["preview"]?.stringValue)
         case "log": self = .log(job: try text("job"), line: try text("line"))

@@ -184,15 +184,18 @@ public struct ProcessJobExecutor: JobExecutor {
         let log: LogSink
         do { log = try LogSink(path: paths.log, limit: configuration.logLimitBytes) } catch { return .failure(error) }
         let binding = ObserverBinding(observer)
+        let rangeNoted = Atomic<Bool>(false)
         let events = ChildEvents(output: { bytes in
             log.write(bytes)
             binding.current?.output(bytes)
         }, message: { line in
             do {
-                let message = try JobMessage(line: line)
+                let message = try JobMessage(line: line) { note in
+                    if !rangeNoted.exchange(true, ordering: .relaxed) { log.note(note + "; noted once a run") }
+                }
                 binding.current?.message(message)
             } catch {
-                log.note("ignored a message on $SPOOL_MESSAGES: \(error)")
+                log.note("ignored a message on $SPOOL_MESSAGES: \(error): \(JobMessage.quoted(line))")
             }
         }, exited: { [ahead, clock] in ahead.check(slot: slot, at: clock.now()) { await Self.runnable($0) } })
         do {

@@ -88,6 +88,8 @@ public actor Worker {
         var deliveries: ObserverDeliveries
         var reported: AttemptEnd?
         var end: AttemptEnd?
+        /// A progress fraction outside 0…1 was noted in the job's log (once a run).
+        var rangeNoted = false
         var waiter: CheckedContinuation<AttemptEnd, Never>?
     }
     private var current: Current?
@@ -488,8 +490,9 @@ public actor Worker {
         }
         handle(.heard)
         let message: WorkerMessage
-        do { message = try WorkerMessage(line: line) } catch {
-            (current?.sink ?? workerLog)?.note("ignored a message on $SPOOL_MESSAGES: \(error)")
+        var rangeNote: String?
+        do { message = try WorkerMessage(line: line) { rangeNote = $0 } } catch {
+            (current?.sink ?? workerLog)?.note("ignored a message on $SPOOL_MESSAGES: \(error): \(JobMessage.quoted(line))")
             return
         }
         let job = current?.assignment.job
@@ -504,8 +507,12 @@ public actor Worker {
              .output(let id, _) where id == job?.rawValue && current?.reported != nil:
             // After its end (while its output is read to the fence): no job's (found by attacking
             // the build: late progress and log lines changed the finished job).
-            workerLog?.note("ignored a message sent after the job's end: \(String(decoding: line, as: UTF8.self))")
+            workerLog?.note("ignored a message sent after the job's end: \(JobMessage.quoted(line))")
         case .progress(let id, let progress, _) where id == job?.rawValue:
+            if let rangeNote, current?.rangeNoted == false {
+                current?.rangeNoted = true
+                current?.sink.note(rangeNote + "; noted once a run")
+            }
             current?.deliveries.message(.progress(progress))
         case .log(let id, let text) where id == job?.rawValue:
             let bytes = Array((text + "\n").utf8)
@@ -515,7 +522,7 @@ public actor Worker {
             current?.sink.note("output: \(name)")
         case .succeeded(let id, _) where id == job?.rawValue && current?.reported != nil,
              .failed(let id, _) where id == job?.rawValue && current?.reported != nil:
-            current?.sink.note("ignored a second end for the job: \(String(decoding: line, as: UTF8.self))")
+            current?.sink.note("ignored a second end for the job: \(JobMessage.quoted(line))")
         case .succeeded(let id, let result) where id == job?.rawValue:
             current?.reported = .workerSucceeded(result: result)
             endAfterOutput(job!)
@@ -523,7 +530,7 @@ public actor Worker {
             current?.reported = .workerFailed(error)
             endAfterOutput(job!)
         default:
-            workerLog?.note("ignored a message about a job that is not running: \(String(decoding: line, as: UTF8.self))")
+            workerLog?.note("ignored a message about a job that is not running: \(JobMessage.quoted(line))")
         }
     }
 

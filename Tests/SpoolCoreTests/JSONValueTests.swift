@@ -101,6 +101,34 @@ import SpoolCore
         #expect(try message(#"{"type":"progress","fraction":-3}"#) == .progress(JobProgress(fraction: 0)))
     }
 
+    /// A fraction outside 0…1 is clamped and said once, so a job that sends a percentage (25 for
+    /// 25 %) learns why its bar jumped to the end (it was clamped without a word).
+    @Test func aFractionOutsideTheRangeIsSaid() throws {
+        var notes: [String] = []
+        let parsed = try JobMessage(line: Array(#"{"type":"progress","fraction":25}"#.utf8)) { notes.append($0) }
+        #expect(parsed == .progress(JobProgress(fraction: 1)))
+        #expect(notes == [#"a progress "fraction" of 25 is outside 0…1 and reads as 1 (send 0.25 for 25 %)"#])
+        notes = []
+        _ = try JobMessage(line: Array(#"{"type":"progress","fraction":-0.5}"#.utf8)) { notes.append($0) }
+        #expect(notes == [#"a progress "fraction" of -0.5 is outside 0…1 and reads as 0"#])
+        notes = []
+        for fraction in ["0", "0.5", "1", "1.0000000001", "-0.0000000001"] {
+            _ = try JobMessage(line: Array(#"{"type":"progress","fraction":\#(fraction)}"#.utf8)) { notes.append($0) }
+        }
+        #expect(notes.isEmpty, "rounding at the ends is no mistake")
+        notes = []
+        _ = try WorkerMessage(line: Array(#"{"type":"progress","job":"job_1","fraction":50}"#.utf8)) { notes.append($0) }
+        #expect(notes == [#"a progress "fraction" of 50 is outside 0…1 and reads as 1 (send 0.5 for 50 %)"#])
+    }
+
+    /// A refused line is quoted in its note (the start of it, control characters escaped), so the
+    /// job's author sees what was sent, not only what was wrong with it.
+    @Test func aRefusedLineIsQuoted() {
+        #expect(JobMessage.quoted(Array("not json".utf8)) == #""not json""#)
+        #expect(JobMessage.quoted(Array("a\tb\u{1}\"c".utf8)) == #""a\tb\u{01}\"c""#)
+        #expect(JobMessage.quoted(Array(repeating: UInt8(ascii: "x"), count: 300)) == "\"" + String(repeating: "x", count: 120) + "\"… (300 bytes)")
+    }
+
     @Test func progressMessageIsCutTo500Characters() throws {
         let long = String(repeating: "é", count: 600)
         guard case .progress(let progress) = try message(#"{"type":"progress","fraction":0.5,"message":"\#(long)"}"#) else {

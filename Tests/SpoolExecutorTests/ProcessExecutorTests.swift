@@ -386,6 +386,7 @@ import Testing
             echo 'not json' > "$SPOOL_MESSAGES"
             echo '{"type":"future-kind"}' > "$SPOOL_MESSAGES"
             echo '{"type":"progress","fraction":1.5}' > "$SPOOL_MESSAGES"
+            echo '{"type":"progress","fraction":40}' > "$SPOOL_MESSAGES"
             echo '{"type":"progress","fraction":0.5}' > "$SPOOL_MESSAGES"
             """
         let received = Mutex<[JobMessage]>([])
@@ -397,7 +398,11 @@ import Testing
         #expect(messages.contains(.unknown(type: "future-kind")))
         #expect(messages.contains(.progress(JobProgress(fraction: 1))), "fractions are clamped to 0…1")
         #expect(messages.last == .progress(JobProgress(fraction: 0.5)))
-        #expect(try log(of: job).contains("ignored a message"))
+        let text = try log(of: job)
+        #expect(text.contains(#"ignored a message on $SPOOL_MESSAGES: not a JSON object with a "type": "not json""#), "\(text)")
+        // Said once a run, not for every message: a job that sends percentages sends many.
+        #expect(text.components(separatedBy: "is outside 0…1").count == 2, "\(text)")
+        #expect(text.contains(#"[spool] a progress "fraction" of 1.5 is outside 0…1 and reads as 1 (send 0.015 for 1.5 %); noted once a run"#), "\(text)")
     }
 
     /// A message line over 4096 bytes is dropped, and the log says so, as for any other bad line

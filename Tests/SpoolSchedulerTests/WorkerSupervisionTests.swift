@@ -595,6 +595,33 @@ import Testing
         await rig.pool.shutdown()
     }
 
+    /// A worker's progress fraction outside 0…1 is said in the job's log, once a run (it was
+    /// clamped without a word); a line it sends that is refused is quoted in the note.
+    @Test func aWorkersFractionOutsideTheRangeIsNotedOnce() async throws {
+        launcher.setBehaviour(.init(isWorker: true, answersJobs: false))
+        let rig = try pool()
+        defer { rig.removeDirectory() }
+        let job = try rig.job()
+        let received = Mutex<[JobMessage]>([])
+        let (ran, _) = rig.run(job, observer: ExecutionObserver(message: { message in received.withLock { $0.append(message) } }))
+        let worker = try await child("the worker")
+        try await within("the job, sent to the worker") {
+            for await line in worker.commands where line.contains("\"job\"") { return }
+        }
+        await worker.say(["type": .string("progress"), "job": .string(job.id.rawValue), "fraction": .int(30)])
+        await worker.say(["type": .string("progress"), "job": .string(job.id.rawValue), "fraction": .int(60)])
+        await worker.say(["type": .string("progress"), "job": .string(job.id.rawValue)])
+        await worker.succeed(job.id)
+        #expect(try await within("the job's end") { await ran.value }.outcome == .succeeded)
+        #expect(received.withLock { $0 } == [.progress(JobProgress(fraction: 1)), .progress(JobProgress(fraction: 1))])
+        let log = try String(contentsOfFile: JobPaths(dataDirectory: rig.directory, job: job.id).log, encoding: .utf8)
+        #expect(log.components(separatedBy: "is outside 0…1").count == 2, "\(log)")
+        #expect(log.contains(#"a progress "fraction" of 30 is outside 0…1 and reads as 1 (send 0.3 for 30 %); noted once a run"#), "\(log)")
+        #expect(log.contains(#"ignored a message on $SPOOL_MESSAGES: a progress message needs a numeric "fraction" between 0 and 1: "{\"job\":"#),
+                "\(log)")
+        await rig.pool.shutdown()
+    }
+
     /// The server takes a worker's progress in while the worker goes on talking: a store slow
     /// to record a progress report (a stalled disk, a locked row) must not leave the heartbeats
     /// after it unread until the worker counts as hung and is killed with its job.
