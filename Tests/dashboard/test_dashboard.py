@@ -205,6 +205,12 @@ SCHEDULE_TYPES = {
     "slowretry": {"command": ["/bin/sh", "-c", "exit 1"], "retry": {"max_attempts": 2, "backoff_s": 600, "max_backoff_s": 600}},
     "sleep": {"command": ["sleep", "{input.seconds}"]},
     "noop": {"command": ["/bin/true"]},
+    # Writes 1,005 empty outputs: more than an outputs event lists (1,000).
+    "many": {"command": ["/bin/sh", "-c", 'i=0; while [ $i -lt 1005 ]; do : > "$SPOOL_OUTPUT_DIR/f$i.txt"; i=$((i+1)); done']},
+    # Writes two outputs and one whose name is not UTF-8 (left out of every listing, which then says
+    # it holds only some).
+    "oddname": {"command": ["/bin/sh", "-c", ': > "$SPOOL_OUTPUT_DIR/a.txt"; : > "$SPOOL_OUTPUT_DIR/b.txt";'
+                                             ' : > "$SPOOL_OUTPUT_DIR/$(printf \'odd\\377\')"']},
 }
 
 
@@ -677,6 +683,27 @@ def main():
               and "exit_code" in rows[0][1] and rows[0][2] == "3" and rows[0][3] == "0" and rows[0][6]
               and rows[1][0] == "2" and rows[1][2] == "0" and not rows[1][6] and attempts[0].get("retry_at"),
               f"page rows: {rows}; server: {[(a['attempt'], a['state'], a.get('reason'), a.get('exit_code')) for a in attempts]}")
+
+        # A job with more outputs than its outputs event lists: the page reads the listing instead, and
+        # the details show the first 200 of all 1,005 (the event's "truncated" went unheeded: 1,000 of
+        # 1,005 shown as all of them).
+        many = post_json(f"{sched}/v1/jobs", {"type": "many"})["id"]
+        wait_json(f"{sched}/v1/jobs/{many}", lambda j: j["state"] in ("succeeded", "failed", "canceled"), 30)
+        tools.wait_for(f"document.querySelector('button[data-key=\"recent:details:{many}\"]') !== null", 15)
+        tools.evaluate(f"document.querySelector('button[data-key=\"recent:details:{many}\"]').click(), true")
+        cut = tools.wait_for("(() => { const n = document.querySelector('#outputs .outputs-cut');"
+                             " return n ? [n.textContent, document.querySelectorAll('#outputs figure').length] : null; })()", 15)
+        check("a job with more outputs than its event lists shows the first 200 of all of them",
+              cut == ["Showing the first 200 of 1005 outputs.", 200], f"page: {cut!r}")
+        odd = post_json(f"{sched}/v1/jobs", {"type": "oddname"})["id"]
+        wait_json(f"{sched}/v1/jobs/{odd}", lambda j: j["state"] in ("succeeded", "failed", "canceled"), 30)
+        tools.wait_for(f"document.querySelector('button[data-key=\"recent:details:{odd}\"]') !== null", 15)
+        tools.evaluate(f"document.querySelector('button[data-key=\"recent:details:{odd}\"]').click(), true")
+        cut = tools.wait_for("(() => { const n = document.querySelector('#outputs .outputs-cut');"
+                             " return n ? [n.textContent, document.querySelectorAll('#outputs figure').length] : null; })()", 15)
+        check("a job whose listing holds only some of its outputs says so",
+              cut and cut[0] == "Showing 2 of more than 2 outputs: the listing holds only some of the job's files." and cut[1] == 2,
+              f"page: {cut!r}; listing: {get_json(f'{sched}/v1/jobs/{odd}/outputs')}")
 
         slow = post_json(f"{sched}/v1/jobs", {"type": "slowretry"})["id"]
         waiting = wait_json(f"{sched}/v1/jobs/{slow}", lambda j: j["state"] != "queued" or j["attempts"] >= 1, 15)

@@ -6,6 +6,7 @@
     jobs: new Map(),          // id -> latest job JSON we know
     outputs: new Map(),       // id -> outputs list (final once a job is terminal)
     outputsLoading: new Set(),
+    outputsCut: new Set(),    // ids whose outputs list holds only some of their files ("truncated")
     selected: null, selectedJob: null, logOffset: 0, logDecoder: null,
     attempts: null,           // GET /v1/jobs/{selected}/attempts, once loaded
     // Job arrays: the tasks of one show as one line (its array) in the lists, expandable.
@@ -21,6 +22,7 @@
   const RECENT_PAGE = 200;    // jobs per /v1/jobs page read for them…
   const RECENT_PAGES = 3;     // …and at most this many pages, when arrays' tasks fill them
   const TASK_PAGE = 100;      // tasks of an expanded array per page
+  const OUTPUTS_SHOWN = 200;  // outputs shown in a job's details (a job may write thousands)
 
   // --- DOM helpers: data only ever goes in through textContent and setAttribute. ---
   function el(tag, attrs, ...children) {
@@ -236,8 +238,13 @@
   }
   function onLog(d) { if (d.job === S.selected) scheduleLog(); }
   function onOutputs(d) {
-    if (Array.isArray(d.outputs)) {
+    // An event lists up to 1,000 files; for more, the listing (up to 10,000) is read instead.
+    if (d.truncated === true) {
+      S.outputs.delete(d.job);
+      loadOutputs(d.job);
+    } else if (Array.isArray(d.outputs)) {
       S.outputs.set(d.job, d.outputs.map((o) => ({ ...o, content_type: o.content_type || (isPNG(o) ? 'image/png' : '') })));
+      S.outputsCut.delete(d.job);
     }
     renderRecent();
     if (d.job === S.selected) renderOutputs();
@@ -387,14 +394,20 @@
   function loadMissingOutputs() {
     const wanted = S.recentLines.filter((line) => !line.array && line.job.state === 'succeeded').map((line) => line.job.id);
     if (S.selectedJob && TERMINAL.has(S.selectedJob.state)) wanted.push(S.selectedJob.id);
-    for (const id of wanted) {
-      if (S.outputs.has(id) || S.outputsLoading.has(id)) continue;
-      S.outputsLoading.add(id);
-      api('/v1/jobs/' + encodeURIComponent(id) + '/outputs')
-        .then((body) => { S.outputs.set(id, body.outputs || []); renderRecent(); if (id === S.selected) renderOutputs(); })
-        .catch(() => {})
-        .finally(() => S.outputsLoading.delete(id));
-    }
+    for (const id of wanted) if (!S.outputs.has(id)) loadOutputs(id);
+  }
+  function loadOutputs(id) {
+    if (S.outputsLoading.has(id)) return;
+    S.outputsLoading.add(id);
+    api('/v1/jobs/' + encodeURIComponent(id) + '/outputs')
+      .then((body) => {
+        S.outputs.set(id, body.outputs || []);
+        if (body.truncated === true) S.outputsCut.add(id); else S.outputsCut.delete(id);
+        renderRecent();
+        if (id === S.selected) renderOutputs();
+      })
+      .catch(() => {})
+      .finally(() => S.outputsLoading.delete(id));
   }
 
   // --- Rendering. ---
@@ -741,14 +754,23 @@
       render($('outputs'), el('p', { class: 'muted', text: job && !TERMINAL.has(job.state) ? 'Outputs appear when the job finishes.' : 'Loading…' }));
       return;
     }
-    if (!outputs.length) { render($('outputs'), el('p', { class: 'muted', text: 'This job wrote no outputs.' })); return; }
-    render($('outputs'), el('div', { class: 'outputs' }, ...outputs.map((o) => {
+    if (!outputs.length && !S.outputsCut.has(S.selected)) { render($('outputs'), el('p', { class: 'muted', text: 'This job wrote no outputs.' })); return; }
+    // A listing that holds only some of the job's files says so, and the page shows the first
+    // few hundred of it.
+    const shown = outputs.slice(0, OUTPUTS_SHOWN);
+    const cut = S.outputsCut.has(S.selected);
+    const note = shown.length < outputs.length || cut
+      ? el('p', { class: 'muted outputs-cut', text: 'Showing ' + (shown.length < outputs.length ? 'the first ' : '') + shown.length + ' of '
+          + (cut ? 'more than ' + outputs.length + ' outputs: the listing holds only some of the job\'s files.' : outputs.length + ' outputs.') })
+      : null;
+    render($('outputs'), note, el('div', { class: 'outputs' }, ...shown.map((o) => {
       const url = safeURL(o.url);
       const caption = el('figcaption', { class: 'small' }, url ? el('a', { href: url, text: o.name }) : o.name,
         o.size != null ? ' (' + o.size + ' bytes)' : '');
       return el('figure', null, url && isPNG(o) ? el('img', { src: url, alt: o.name + ' from job ' + S.selected, 'data-output-of': S.selected }) : null, caption);
     })));
   }
+
 
   // --- The log viewer: fetch from the last offset; Spool-Next-Offset says where to go on. ---
   let logTimer = null, logBusy = false, logAgain = false;
