@@ -45,13 +45,14 @@ struct SubmitBody {
         guard case .object(let object) = value else {
             throw APIError.unprocessable("the request body must be a JSON object like {\"type\": \"render\", \"input\": {…}}")
         }
-        let unknown = object.keys.filter { !Self.fields.contains($0) }.sorted()
-        guard unknown.isEmpty else {
-            throw APIError.unprocessable("unknown field(s) \(unknown.map { "\"\($0)\"" }.joined(separator: ", ")); "
-                                         + "a job takes type, input, priority, timeout_s, webhook, webhook_events, retry, run_at, delay_s, start_within_s, dedup, dedup_key and array")
-        }
-        // Every field's problem is named in one answer (found in review: a client fixed one per round trip).
+        // Every field's problem is named in one answer (found in review: a client fixed one per round
+        // trip), an unknown field's too.
         var problems: [String] = []
+        let unknown = object.keys.filter { !Self.fields.contains($0) }.sorted()
+        if !unknown.isEmpty {
+            problems.append("unknown field(s) \(unknown.map { "\"\($0)\"" }.joined(separator: ", ")); "
+                            + "a job takes type, input, priority, timeout_s, webhook, webhook_events, retry, run_at, delay_s, start_within_s, dedup, dedup_key and array")
+        }
         @discardableResult func checked<T>(_ body: () throws(APIError) -> T) -> T? {
             do { return try body() } catch {
                 problems.append(error.detail)

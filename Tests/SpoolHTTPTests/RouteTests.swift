@@ -115,6 +115,15 @@ import Testing
                 let problem = try decode(response)
                 #expect(problem["detail"]?.stringValue?.hasPrefix("\"webhook\"") == true && problem["errors"] == nil, "\(problem)")
             }
+            // An unknown field is one of the problems, not the only one named (a typo beside a bad value).
+            try await client.execute(uri: "/v1/jobs", method: .post, headers: Self.json,
+                                     body: ByteBuffer(string: #"{"type":"echo","input":{"word":"x"},"priorty":1,"timeout_s":"long"}"#)) { response in
+                #expect(response.status == .unprocessableContent)
+                let problem = try decode(response)
+                let errors = problem["errors"]?.arrayValue?.compactMap(\.stringValue) ?? []
+                #expect(errors.count == 2 && errors.first?.hasPrefix("unknown field(s) \"priorty\"") == true
+                        && errors.last?.hasPrefix("\"timeout_s\" must be a number") == true, "\(problem)")
+            }
             // One problem reads as before, on its own.
             try await client.execute(uri: "/v1/jobs", method: .post, headers: Self.json,
                                      body: ByteBuffer(string: #"{"type":"echo","input":{"word":"x"},"priority":"high"}"#)) { response in
