@@ -1,5 +1,6 @@
 import Foundation
 import SpoolCore
+import Synchronization
 import Testing
 
 /// Retries with back-off, delayed starts and start deadlines through the real `spool serve`
@@ -63,14 +64,15 @@ import Testing
         defer { Task { await server.stop() } }
         let retry: JSONValue = .object(["max_attempts": 3, "backoff_s": 600, "max_backoff_s": 600, "on": .array([75])])
         let job = try id(try await server.submit("flaky", .object(["succeed_on": 3]), extra: ["retry": retry]))
-        var waiting: [JSONValue] = []
-        for _ in 0..<1200 {   // 30 s at most for its first run
+        let seen = Mutex<[JSONValue]>([])
+        // (Its back-off is drawn from [0, 600 s]: a retry that came at once makes this attempt 2.)
+        try await poll(.seconds(30), "its first run to fail and its retry to wait") {
             let reply = try await server.request(.GET, "/v1/jobs/\(job)/attempts")
-            waiting = reply.json["attempts"]?.arrayValue ?? []
-            // (Its back-off is drawn from [0, 600 s]: a retry that came at once makes this attempt 2.)
-            if reply.json["state"] == "queued", waiting.last?["retry_at"] != nil { break }
-            try await Task.sleep(for: .milliseconds(25))
+            let attempts = reply.json["attempts"]?.arrayValue ?? []
+            seen.withLock { $0 = attempts }
+            return reply.json["state"] == "queued" && attempts.last?["retry_at"] != nil
         }
+        let waiting = seen.withLock { $0 }
         #expect(waiting.last?["state"] == "queued" && waiting.last?["retry_at"] != nil, "\(waiting)")
         #expect(try await server.request(.POST, "/v1/jobs/\(job)/cancel").status == 200)
 
