@@ -310,7 +310,38 @@ enum PostgresSchema {
     /// `upgrading` false: a database an earlier Spool made (some of these not applied yet) is
     /// refused, for a caller beside nodes that may run that earlier Spool (the token commands;
     /// found by attacking an upgrade: the old nodes' next start was refused); an empty one is made.
+    /// A migration that PostgreSQL rolls back as a deadlock's victim (another node's transaction on
+    /// the older schema holds a table it alters and wants one it holds: found by attacking an
+    /// upgrade, the new node failed to start) is tried again, from the start, a few times.
     static func migrate(_ client: PostgresClient, upgrading: Bool = true, logger: Logger) async throws -> [Int] {
+        var pause = Duration.milliseconds(100)
+        for attempt in 1... {
+            do {
+                return try await migrateOnce(client, upgrading: upgrading, logger: logger)
+            } catch where attempt < migrationAttempts && Self.gaveWay(error) {
+                logger.notice("the schema migration gave way to another transaction (a deadlock); trying it again",
+                              metadata: ["attempt": "\(attempt)", "pause": "\(pause)"])
+                try await Task.sleep(for: pause)
+                pause *= 2
+            }
+        }
+        preconditionFailure("unreachable")
+    }
+
+    static let migrationAttempts = 5
+
+    /// Whether a migration failed for another transaction's sake, and may go through if tried
+    /// again: a deadlock's victim, a serialization failure, a lock given up on.
+    private static func gaveWay(_ error: any Error) -> Bool {
+        var error = error
+        if let transaction = error as? PostgresTransactionError {
+            error = transaction.closureError ?? transaction.beginError ?? transaction.commitError ?? error
+        }
+        guard let state = (error as? PSQLError)?.serverInfo?[.sqlState] else { return false }
+        return ["40P01", "40001", "55P03"].contains(state)
+    }
+
+    private static func migrateOnce(_ client: PostgresClient, upgrading: Bool, logger: Logger) async throws -> [Int] {
         try await client.withTransaction(logger: logger) { connection in
             try await connection.query("SELECT pg_advisory_xact_lock(\(migrationLock))", logger: logger)
             try await connection.query("""

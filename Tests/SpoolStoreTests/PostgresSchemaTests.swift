@@ -6,6 +6,7 @@ import SpoolCore
 @testable import SpoolPostgres
 import SpoolStore
 import SpoolTestSupport
+import Synchronization
 import Testing
 
 @Suite struct PostgresSchemaTests {
@@ -55,6 +56,57 @@ import Testing
             let rows = try await client.query("SELECT count(*) FROM spool_migrations WHERE version = \(newest)")
             for try await count in rows.decode(Int.self) { #expect(count == 0, "left as it was") }
         }
+        try await TestPostgres.dropDatabase(url)
+    }
+
+    /// A node's migration that deadlocks with another node's transaction is tried again, not the
+    /// end of the node's start (found by attacking an upgrade: an old node's claim held `tokens` and
+    /// wanted `jobs`, the migration held `jobs` for an index and wanted `tokens`; when PostgreSQL
+    /// chose the migration as the victim, the new node failed to start).
+    @Test func aMigrationThatDeadlocksIsTriedAgain() async throws {
+        let url = try await TestPostgres.createDatabase()
+        let store = try PostgresJobStore(location: PostgresLocation(url: url), node: "node-0", logger: TestPostgres.logger)
+        try await store.prepare()
+        store.close()
+        // The database as the build before `fail-fast-sweep` (14) and `token-max-priority` (15) left
+        // it; its sessions look for deadlocks after 0.1 s, not 1 s.
+        let name = try #require(url.split(separator: "/").last)
+        try await TestPostgres.withClient(url) { client in
+            try await client.query("DROP INDEX jobs_fail_fast_open")
+            try await client.query("ALTER TABLE tokens DROP COLUMN max_priority")
+            try await client.query("DELETE FROM spool_migrations WHERE version IN (14, 15)")
+            try await client.query(PostgresQuery(unsafeSQL: "ALTER DATABASE \(name) SET deadlock_timeout = '100ms'"))
+        }
+        let upgraded = try PostgresJobStore(location: PostgresLocation(url: url), node: "node-1", logger: TestPostgres.logger)
+        let started = Mutex<Task<Void, any Error>?>(nil)
+        try await TestPostgres.withClient(url) { other in
+            try await other.withTransaction(logger: TestPostgres.logger) { connection in
+                // The old node's transaction: it has read `tokens` (held to its end) and looks for
+                // deadlocks late, so the migration is the one that finds this one.
+                try await connection.query("SET LOCAL deadlock_timeout = '30s'", logger: TestPostgres.logger)
+                try await connection.query("SELECT count(*) FROM tokens", logger: TestPostgres.logger)
+                started.withLock { $0 = Task { try await upgraded.prepare() } }   // unstructured: awaited below
+                // Once the migration holds `jobs` (its index) and waits for `tokens`, this one wants `jobs`.
+                let deadline = ContinuousClock.now + .seconds(30)
+                while true {
+                    let rows = try await other.query(
+                        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'tokens' AND NOT l.granted")
+                    var waiting = 0
+                    for try await count in rows.decode(Int.self) { waiting = count }
+                    if waiting > 0 { break }
+                    try #require(ContinuousClock.now < deadline, "the migration never waited for tokens")
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                try await connection.query("LOCK TABLE jobs IN ROW EXCLUSIVE MODE", logger: TestPostgres.logger)
+            }
+        }
+        // This transaction has ended: the migration, tried again, goes through.
+        try await #require(started.withLock { $0 }).value
+        try await TestPostgres.withClient(url) { client in
+            let rows = try await client.query("SELECT count(*) FROM spool_migrations WHERE version IN (14, 15)")
+            for try await count in rows.decode(Int.self) { #expect(count == 2) }
+        }
+        upgraded.close()
         try await TestPostgres.dropDatabase(url)
     }
 }
