@@ -376,3 +376,8 @@ enum PostgresSchema {
         }
     }
 }
+
+extension PostgresJobStore {
+    /// This build's newest migration (`spool --version` names it).
+    public static var schemaVersion: Int { PostgresSchema.migrations.last!.version }
+}

@@ -267,3 +267,12 @@ enum SQLiteSchema {
         return migrator
     }
 }
+
+extension SQLiteJobStore {
+    /// This build's newest migration's number (`v16-…` is 16): `spool --version` names it, so two
+    /// builds that would store jobs differently tell apart.
+    public static var schemaVersion: Int {
+        let newest = SQLiteSchema.migrator.migrations.last ?? "v0"
+        return Int(newest.dropFirst().prefix { $0.isNumber }) ?? 0
+    }
+}

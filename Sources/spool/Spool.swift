@@ -1,4 +1,5 @@
 import ArgumentParser
+import SpoolApp
 import SpoolCore
 import SpoolExecutor
 
@@ -12,7 +13,7 @@ struct Spool: AsyncParsableCommand {
             Client commands talk to the server at --server (or $SPOOL_URL, default http://127.0.0.1:8080).
             Exit codes: 0 success, 1 error, 2 the job did not succeed, 3 the server could not be reached, 64 a command line it cannot parse.
             """,
-        version: SpoolVersion.current,
+        version: BuildVersion.line,
         subcommands: [
             ServeCommand.self, AgentCommand.self, TokenCommand.self, SubmitCommand.self, StatusCommand.self, ListCommand.self, CancelCommand.self, DeleteCommand.self, RetryCommand.self,
             ReleaseSlotCommand.self, LogsCommand.self, OutputsCommand.self, BenchCommand.self, BenchFloorCommand.self, RenderJobCommand.self, RenderWorkerCommand.self, GuardCommand.self,

@@ -141,6 +141,14 @@ import Testing
     /// build: a fatal error, a backtrace and SIGILL). And it reads `--input` as the server reads
     /// JSON: an integer beyond 64 bits or invalid UTF-8 is refused, not changed; NaN or infinity
     /// in a flag, or a bad `--array-range`, is a command line it cannot parse (64).
+    /// `spool --version` names the stores' schemas with the version (found by attacking an upgrade:
+    /// builds that store jobs differently printed the same line).
+    @Test func theVersionNamesTheStoreSchemas() async throws {
+        let version = try await runCLI(["--version"])
+        let line = version.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(version.status == 0 && line.wholeMatch(of: /\d+\.\d+\.\d+ \(store schema: SQLite \d+, PostgreSQL \d+\)/) != nil, "\(version)")
+    }
+
     @Test func theCLIEndsWellWhenItsOutputGoesNowhereAndReadsItsInputStrictly() async throws {
         let server = try ServerHarness(config: .object(["job_types": .object([
             "chatty": .object(["command": .array(["/bin/sh", "-c", "seq 1 200000"]), "timeout_s": 60]),

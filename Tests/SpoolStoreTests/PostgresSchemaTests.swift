@@ -33,6 +33,21 @@ import Testing
         try await TestPostgres.dropDatabase(url)
     }
 
+    /// The schema number `spool --version` prints is the newest migration a new database gets.
+    @Test func theSchemaVersionIsTheNewestMigrationApplied() async throws {
+        let url = try await TestPostgres.createDatabase()
+        let store = try PostgresJobStore(location: PostgresLocation(url: url), node: "node-0", logger: TestPostgres.logger)
+        try await store.prepare()
+        store.close()
+        try await TestPostgres.withClient(url) { client in
+            let rows = try await client.query("SELECT max(version), count(*) FROM spool_migrations")
+            for try await (newest, count) in rows.decode((Int, Int).self) {
+                #expect(PostgresJobStore.schemaVersion == newest && count == newest)
+            }
+        }
+        try await TestPostgres.dropDatabase(url)
+    }
+
     /// As SQLite's: a caller that must not upgrade the shared database (the token commands; older
     /// nodes may run on it) is refused one an earlier Spool made, and it stays as it was (found by
     /// attacking an upgrade: `spool token list` moved it on, and the old nodes' next start failed).

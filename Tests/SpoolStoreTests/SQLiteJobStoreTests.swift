@@ -269,6 +269,14 @@ import Testing
         #expect(try await store.queuedCount() == 2, "two stores on one file see each other's writes")
     }
 
+    /// The schema number `spool --version` prints is the newest migration a new file gets, and the
+    /// migrations are numbered one after the other.
+    @Test func theSchemaVersionIsTheNewestMigrationApplied() async throws {
+        let store = try await open()
+        let applied = try await store.pool.read { db in try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations") }
+        #expect(SQLiteJobStore.schemaVersion == applied.count && applied.contains { $0.hasPrefix("v\(applied.count)-") }, "\(applied)")
+    }
+
     @Test func arraysStoredBeforeTheirHeadsWereMarkedAreListedAfterTheMigration() async throws {
         let store = try await open()
         let older = ArraySpec.newID(), newer = ArraySpec.newID()
