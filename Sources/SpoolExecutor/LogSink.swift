@@ -19,6 +19,9 @@ final class LogSink: @unchecked Sendable {
     /// the disk was full vanished without a word (its log read empty, the job succeeded).
     private var lost = 0, unnoted = 0, lossError: Int32 = 0
     private let limit: Int
+    /// Where the log is: written again there at the close if the job removed it or gave it a
+    /// second name while it ran (`displaced`).
+    private let path: String
     /// `write(2)`, or a test's stand-in for a disk that fills up.
     private let writeFile: @Sendable (Int32, UnsafeRawPointer, Int) -> Int
     /// Writes handed to `queue` and not done yet, and whether the sink is closed (later writes
@@ -28,7 +31,9 @@ final class LogSink: @unchecked Sendable {
     init(path: String, limit: Int,
          writeFile: @escaping @Sendable (Int32, UnsafeRawPointer, Int) -> Int = { Glibc.write($0, $1, $2) }) throws(ExecutorError) {
         self.writeFile = writeFile
-        descriptor = JobFiles.openInJob(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC)
+        self.path = path
+        // Read too: a log the job displaced is copied back from here (`restore`).
+        descriptor = JobFiles.openInJob(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC)
         guard descriptor >= 0 else { throw ExecutorError("cannot open the log file \(path): \(String(cString: strerror(errno)))") }
         // One sink per run of the job: each has the cap to itself, counted from where it begins
         // (found by attacking the build: counted from the file's size, an attempt that filled the
@@ -80,7 +85,8 @@ final class LogSink: @unchecked Sendable {
         if idle {
             // Only the first close touches the file here; a second one has nothing left to wait for.
             guard first else { return nil }
-            return finishFile()
+            // (A log to write again is copied on the queue, off the caller's thread.)
+            if !displaced() { return finishFile() }
         }
         return await withCheckedContinuation { (continuation: CheckedContinuation<Loss?, Never>) in
             queue.async { continuation.resume(returning: self.finishFile()) }
@@ -91,9 +97,61 @@ final class LogSink: @unchecked Sendable {
     private func finishFile() -> Loss? {
         guard descriptor >= 0 else { return nil }
         noteLoss()
+        if displaced() { restore() }
         _ = Glibc.close(descriptor)
         descriptor = -1
         return lost == 0 ? nil : Loss(bytes: lost, error: String(cString: strerror(lossError)))
+    }
+
+    /// Whether the log's name no longer leads to this file alone: the job removed or replaced it
+    /// (its default working directory is the job's, which holds the log: `rm -rf ./*` to clean up),
+    /// or gave it a second name (a hard-link snapshot, `cp -al .`), and the API serves a log of
+    /// one name only. Found by attacking the build: the job's whole log was gone, or refused.
+    private func displaced() -> Bool {
+        var own = stat(), named = stat()
+        guard descriptor >= 0, fstat(descriptor, &own) == 0 else { return false }
+        guard lstat(path, &named) == 0 else { return true }
+        return own.st_ino != named.st_ino || own.st_dev != named.st_dev || own.st_nlink != 1
+    }
+
+    /// Writes the log again under its name, from this descriptor (the file the job removed, or
+    /// the one it linked, which keeps its other name), with a notice at its end; a new file put in
+    /// its place, not the one the job holds. Best effort: with its folder gone there is nowhere to.
+    private func restore() {
+        let temporary = path + ".restoring"
+        unlink(temporary)
+        let copy = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard copy >= 0 else { return }
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        var offset: off_t = 0
+        var copied = true
+        var last: UInt8 = UInt8(ascii: "\n")
+        func put(_ bytes: UnsafeRawBufferPointer) -> Bool {
+            var done = 0
+            while done < bytes.count {
+                let result = Glibc.write(copy, bytes.baseAddress! + done, bytes.count - done)
+                if result < 0 && errno == EINTR { continue }
+                guard result > 0 else { return false }
+                done += result
+            }
+            return true
+        }
+        while copied {
+            let read = buffer.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, $0.count, offset) }
+            if read < 0 && errno == EINTR { continue }
+            guard read > 0 else {
+                copied = read == 0
+                break
+            }
+            copied = buffer.withUnsafeBytes { put(UnsafeRawBufferPointer(rebasing: $0.prefix(read))) }
+            last = buffer[read - 1]
+            offset += off_t(read)
+        }
+        let notice = Array(((last == UInt8(ascii: "\n") ? "" : "\n")
+                            + "[spool] the job removed its log file or gave it another name while it ran: written again here from what the server kept\n").utf8)
+        if copied { copied = notice.withUnsafeBytes(put) }
+        Glibc.close(copy)
+        if !copied || rename(temporary, path) != 0 { unlink(temporary) }
     }
 
     /// Writes the notice of bytes lost since the last one, if the file takes it now.

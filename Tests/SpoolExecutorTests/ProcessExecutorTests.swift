@@ -405,6 +405,30 @@ import Testing
         #expect(text.contains(#"[spool] a progress "fraction" of 1.5 is outside 0…1 and reads as 1 (send 0.015 for 1.5 %); noted once a run"#), "\(text)")
     }
 
+    /// A job that cleans its working directory (its default is the job's own, which holds the log)
+    /// or takes a hard-link snapshot of it keeps its log: the server writes it again under its name,
+    /// from what it kept, when the job ends (found by attacking the build: `rm -rf ./*` erased every
+    /// line and the server's notices, and a second name made the API refuse the log).
+    @Test func aLogTheJobRemovedOrLinkedIsWrittenAgainWhenItEnds() async throws {
+        let removing = try prepare(["/bin/sh", "-c", "echo before; rm -rf ./*; echo after"])
+        #expect(await run(removing) == .succeeded)
+        let text = try log(of: removing)
+        #expect(text.hasPrefix("before\nafter\n") && text.contains("[spool] the job removed its log file or gave it another name"), "\(text)")
+
+        let linking = try prepare(["/bin/sh", "-c", "echo one; ln log.txt snapshot.txt; echo two"])
+        #expect(await run(linking) == .succeeded)
+        var status = stat()
+        #expect(lstat(linking.paths.log, &status) == 0 && status.st_nlink == 1, "the log has one name again")
+        let linked = try log(of: linking)
+        #expect(linked.hasPrefix("one\ntwo\n") && linked.contains("[spool] the job removed its log file"), "\(linked)")
+        #expect(try String(contentsOfFile: linking.paths.directory + "/snapshot.txt", encoding: .utf8) == "one\ntwo\n",
+                "the job's own link keeps what it had")
+
+        let quiet = try prepare(["/bin/sh", "-c", "echo fine"])
+        #expect(await run(quiet) == .succeeded)
+        #expect(try log(of: quiet) == "fine\n", "a log left alone is left as it is")
+    }
+
     /// A message line over 4096 bytes is dropped, and the log says so, as for any other bad line
     /// (found by attacking the build: it went without a word); the next line is read as usual.
     @Test func aMessageLineTooLongIsNotedInTheLogAndTheNextOneArrives() async throws {
