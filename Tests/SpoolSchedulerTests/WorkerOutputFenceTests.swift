@@ -71,7 +71,7 @@ import Testing
             await worker.succeed(job.id)
             let fence = try await worker.fences.next("the job's fence")
             await worker.say(["type": .string("progress"), "job": .string(job.id.rawValue), "fraction": .double(0.1), "message": .string("late")])
-            await worker.say(["type": .string("log"), "job": .string(job.id.rawValue), "text": .string("a late line")])
+            await worker.say(["type": .string("log"), "job": .string(job.id.rawValue), "line": .string("a late line")])
             await worker.print(bytes: fence)
             let ended = try await rig.waitFor(job.id, .succeeded)
             #expect(ended.progress?.message != "late" && ended.progress?.fraction != 0.1, "\(String(describing: ended.progress))")
