@@ -148,7 +148,7 @@ public struct Job: Sendable, Hashable {
     public mutating func record(_ outcome: JobOutcome, at now: Timestamp, result: JSONValue? = nil) {
         // The attempt ran: its start met the deadline, and a requeue is not canceled for it. One
         // handed back before it ran (`.returned`: its worker not ready, its files not made) keeps it.
-        if case .returned = outcome {} else { startBy = nil }
+        if case .returned(_, ran: false) = outcome {} else { startBy = nil }
         if outcome.givesAttemptBack {
             // The attempt did not get a fair run; it does not use up the job's budget.
             attempts = max(0, attempts - 1)

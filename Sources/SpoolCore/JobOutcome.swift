@@ -33,9 +33,12 @@ public enum JobOutcome: Sendable, Equatable {
     case reportedFailure(message: String)
     /// The warm worker died or hung mid-job. Requeued while attempts remain.
     case workerLost(message: String)
-    /// The job never really started (its worker could not be set up); it goes back to the
-    /// queue without using an attempt.
-    case returned(message: String)
+    /// The job goes back to the queue without using an attempt: it never really started (its
+    /// worker could not be set up, its slot was quarantined before it ran: it keeps its start
+    /// deadline), or it ran (`ran`) and the server took it back, through no fault of its own (its
+    /// slot was quarantined while it ran, or its failure quarantined the slot: its start met the
+    /// deadline).
+    case returned(message: String, ran: Bool = false)
 
     /// True for outcomes that hand the attempt back: the job did not get a fair run.
     public var givesAttemptBack: Bool {
@@ -104,14 +107,14 @@ extension JobOutcome {
         switch end {
         case .workerSucceeded: self = .succeeded; return
         case .spawnFailed(let message): self = .spawnFailed(message: message); return
-        case .returned(let message): self = .returned(message: message); return
+        case .returned(let message): self = .returned(message: message); return   // (it never ran)
         default: break
         }
         switch reason {
         case .timeout?: self = .timedOut; return
         case .cancel?: self = .canceled; return
         case .shutdown?: self = .stoppedForShutdown; return
-        case .quarantine?: self = .returned(message: "its slot was quarantined while it ran"); return
+        case .quarantine?: self = .returned(message: "its slot was quarantined while it ran", ran: true); return
         case nil: break
         }
         switch end {

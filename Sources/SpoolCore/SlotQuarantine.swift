@@ -88,7 +88,8 @@ public struct SlotQuarantine: Sendable, Equatable {
         guard devices[slot] != nil, let failed = Self.countsAsFailure(outcome) else { return Verdict(outcome: outcome, quarantined: false) }
         if let entry = entries[slot] {
             guard failed else { return Verdict(outcome: outcome, quarantined: false) }
-            return Verdict(outcome: .returned(message: "slot \(slot) is quarantined: \(entry.reasons.joined(separator: "; "))"), quarantined: false)
+            return Verdict(outcome: .returned(message: "slot \(slot) is quarantined: \(entry.reasons.joined(separator: "; "))", ran: true),
+                           quarantined: false)
         }
         // Closed slots too: a slot a bad deploy closed first is where the type failed (found by
         // attacking the build: counting open slots only, each next slot found no other that had
@@ -108,7 +109,7 @@ public struct SlotQuarantine: Sendable, Equatable {
         let reason = "\(streak) attempts in a row failed on this slot, not on others "
             + "(the last: \(outcome.errorMessage(timeout: timeout) ?? "failed"))"
         quarantine(slot, because: reason, at: now)
-        return Verdict(outcome: .returned(message: "slot \(slot) was quarantined: \(reason)"), quarantined: true)
+        return Verdict(outcome: .returned(message: "slot \(slot) was quarantined: \(reason)", ran: true), quarantined: true)
     }
 
     /// Takes the probe's readings (devices it did not report on keep their last reading) and

@@ -129,7 +129,7 @@ public actor WorkerPool: JobExecutor {
         let assignment = Worker.Assignment(job: job.id, input: job.input, paths: paths, attempt: job.attempts, maxAttempts: job.maxAttempts,
                                            timeoutSeconds: job.timeoutSeconds, array: job.array)
         let result = await worker.run(assignment, stops: requests?.forwarded ?? stops, observer: observer)
-        if case .returned(let message) = result.outcome, await !worker.isAlive {
+        if case .returned(let message, _) = result.outcome, await !worker.isAlive {
             // Ready, then gone before it took the job: a setup that failed after all, with its
             // back-off and, in a row, the slot's unhealthy mark — not a job lost (`Worker`). No
             // successor is set up now: the type's next job, after the back-off, sets one up.

@@ -508,7 +508,7 @@ public actor Scheduler: Service {
             return
         }
         let now = clock.now(), delay = configuration.dataDirectoryRetryDelay
-        let error = if case .returned(let message) = result.outcome { message } else { "\(result.outcome)" }
+        let error = if case .returned(let message, _) = result.outcome { message } else { "\(result.outcome)" }
         if dataDirectoryUnusable == nil {
             logger.error("the data directory cannot take jobs' files: jobs go back to the queue (their attempts unused) and wait",
                          metadata: ["error": "\(error)", "retry_every_s": "\(delay.inSeconds)"])

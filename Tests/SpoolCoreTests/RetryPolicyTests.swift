@@ -113,6 +113,36 @@ import Testing
         #expect(job.state == .queued && job.attempts == 0 && job.attemptLog.isEmpty)
     }
 
+    /// A job that ran and was then taken back — its slot quarantined while it ran, or its failure
+    /// quarantining the slot — met its start deadline: requeued, it runs again whenever it can
+    /// (found by attacking the build: it was canceled for its deadline, work lost). One handed back
+    /// before it ran keeps its deadline.
+    @Test func aJobTakenBackAfterItRanLosesItsStartDeadline() throws {
+        func started() -> Job {
+            var job = Job(id: .random(), type: "t", input: .object([:]), priority: 0, timeoutSeconds: 30, maxAttempts: 1, createdAt: now)
+            job.startBy = now.adding(seconds: 3)
+            job.start(on: SlotID(0), at: now)
+            return job
+        }
+        let stopped = JobOutcome(.signaled(signal: 15), stoppedFor: .quarantine)
+        #expect(stopped == .returned(message: "its slot was quarantined while it ran", ran: true))
+        var quarantined = started()
+        quarantined.record(stopped, at: now.adding(seconds: 2))
+        #expect(quarantined.state == .queued && quarantined.attempts == 0 && quarantined.startBy == nil, "\(quarantined)")
+
+        var handedBack = started()
+        handedBack.record(.returned(message: "its worker is not ready"), at: now)
+        #expect(handedBack.state == .queued && handedBack.startBy == now.adding(seconds: 3))
+
+        var slots = SlotQuarantine(slots: [SlotSpec(id: SlotID(0), gpu: "0"), SlotSpec(id: SlotID(1), gpu: "1")], failureLimit: 1)
+        let tripped = slots.judge(.exited(code: 3), of: "t", timeout: 30, on: SlotID(0), at: now)
+        guard case .returned(_, let ran) = tripped.outcome, tripped.quarantined else { Issue.record("not returned: \(tripped)"); return }
+        #expect(ran, "it ran, and its failure closed the slot")
+        let onClosed = slots.judge(.exited(code: 3), of: "t", timeout: 30, on: SlotID(0), at: now)
+        guard case .returned(_, let ranToo) = onClosed.outcome else { Issue.record("not returned: \(onClosed)"); return }
+        #expect(ranToo, "it ran on a slot closed meanwhile")
+    }
+
     @Test func aSubmitsRunAtDelayAndStartWithinBecomeNotBeforeAndStartBy() throws {
         let catalog = JobCatalog([JobType(name: "t", command: try CommandTemplate(["/bin/true"]), maxAttempts: 2)])
         func admit(_ change: (inout Submission) -> Void) throws -> Job {

@@ -25,7 +25,7 @@ import Testing
         #expect(q.judge(.signaled(signal: 9), of: "t", timeout: 60, on: a, at: t0).outcome == .signaled(signal: 9))
         let third = q.judge(.timedOut, of: "t", timeout: 60, on: a, at: t0)
         #expect(third.quarantined)
-        guard case .returned(let message) = third.outcome else { Issue.record("not returned: \(third.outcome)"); return }
+        guard case .returned(let message, _) = third.outcome else { Issue.record("not returned: \(third.outcome)"); return }
         #expect(message.contains("slot 0 was quarantined") && message.contains("3 attempts in a row"))
         #expect(q.isQuarantined(a) && !q.isQuarantined(b))
         #expect(q.entries[a]?.since == t0)
@@ -129,7 +129,7 @@ import Testing
     @Test func aFailureOnAQuarantinedSlotIsReturnedAndASuccessStands() {
         var q = quarantine()
         #expect(q.read(["0": .unhealthy("GPU is lost")], at: t0) == [a])
-        guard case .returned(let message) = q.judge(.signaled(signal: 11), of: "t", timeout: 60, on: a, at: t0).outcome else { Issue.record("not returned"); return }
+        guard case .returned(let message, _) = q.judge(.signaled(signal: 11), of: "t", timeout: 60, on: a, at: t0).outcome else { Issue.record("not returned"); return }
         #expect(message == "slot 0 is quarantined: GPU 0: GPU is lost")
         #expect(q.judge(.succeeded, of: "t", timeout: 60, on: a, at: t0).outcome == .succeeded)
     }

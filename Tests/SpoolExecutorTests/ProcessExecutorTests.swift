@@ -1026,7 +1026,7 @@ import Testing
         defer { JobFiles.failingWrites.withLock { $0 = nil } }
         let result = await job.executor.run(job.job, on: SlotSpec(id: SlotID(0)), stops: AsyncStream { _ in }, observer: ExecutionObserver())
         #expect(result.dataDirectoryUnusable, "\(result)")
-        guard case .returned(let message) = result.outcome else {
+        guard case .returned(let message, _) = result.outcome else {
             Issue.record("\(result.outcome)")
             return
         }
@@ -1042,7 +1042,7 @@ import Testing
         try? FileManager.default.removeItem(atPath: jobs)
         let result = await job.executor.run(job.job, on: SlotSpec(id: SlotID(0)), stops: AsyncStream { _ in }, observer: ExecutionObserver())
         #expect(result.dataDirectoryUnusable, "\(result)")
-        guard case .returned(let message) = result.outcome else {
+        guard case .returned(let message, _) = result.outcome else {
             Issue.record("\(result.outcome)")
             return
         }

@@ -509,7 +509,7 @@ import Testing
             }
         }
         _ = await watcher.value
-        guard case .returned(let message) = await ran.value.outcome else {
+        guard case .returned(let message, _) = await ran.value.outcome else {
             Issue.record("the job was not handed back: \(await ran.value.outcome)")
             return
         }
@@ -588,7 +588,7 @@ import Testing
             }
         }
         _ = await watcher.value
-        #expect(await ran.value.outcome == .returned(message: "its slot was quarantined while it ran"))
+        #expect(await ran.value.outcome == .returned(message: "its slot was quarantined while it ran", ran: true))
         await rig.pool.afterRun(on: rig.slot.id)
         #expect(worker.hasExited)
         #expect(launcher.launches.count == 1, "no replacement on the quarantined slot")
