@@ -63,14 +63,18 @@ public enum GPUProbe {
                                "remapped_rows.pending", "remapped_rows.failure"]
 
     /// Each of `devices`' health from `nvidia-smi --query-gpu`; nil when nvidia-smi could not be
-    /// run or did not answer within `timeout` (a hung nvidia-smi is killed). A device it says
-    /// nothing about while it reports a failure ("GPU is lost") reads unhealthy with that failure.
-    public static func health(of devices: [String], timeout: Duration = .seconds(20)) async -> [String: GPUHealth]? {
+    /// run, did not answer within `timeout` (a hung nvidia-smi is killed), or answered with neither
+    /// a table nor a failure it names (a failed query, or noise, is no reading: found by attacking
+    /// the build, it read as every GPU healthy). A device it says nothing about while it reports a
+    /// failure ("GPU is lost", an NVML that cannot start) reads unhealthy with that failure.
+    /// `command`: nvidia-smi (a test's stand-in).
+    public static func health(of devices: [String], timeout: Duration = .seconds(20), command: String = "nvidia-smi") async -> [String: GPUHealth]? {
         for fields in [healthFields, Array(healthFields.prefix(3))] {
             let arguments = ["--query-gpu=" + fields.joined(separator: ","), "--format=csv,noheader,nounits"]
-            guard let (_, text) = await runBounded(["nvidia-smi"] + arguments, timeout: timeout) else { return nil }
+            guard let (_, text) = await runBounded([command] + arguments, timeout: timeout) else { return nil }
             if text.contains("is not a valid field to query") { continue }
-            return parseHealth(text, fields: fields, devices: devices)
+            let health = parseHealth(text, fields: fields, devices: devices)
+            return health.isEmpty ? nil : health
         }
         return nil
     }
@@ -187,7 +191,7 @@ public enum GPUProbe {
     }
 
     static let failureMarks = ["GPU is lost", "Unknown Error", "requires reset", "Unable to determine the device handle",
-                               "couldn't communicate with the NVIDIA driver", "No devices were found"]
+                               "couldn't communicate with the NVIDIA driver", "No devices were found", "Failed to initialize NVML"]
 
     static func parse(_ text: String) -> [Device] {
         text.split(separator: "\n").compactMap { line in

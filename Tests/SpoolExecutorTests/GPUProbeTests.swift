@@ -96,4 +96,26 @@ import Testing
         #expect(GPUProbe.parseHealth("0, 0, No\n", fields: Array(fields.prefix(3)), devices: ["0"]) == ["0": .healthy],
                 "the shorter query of older drivers")
     }
+
+    /// An NVML that cannot start — the usual state after a driver upgrade without a reboot, when no
+    /// CUDA job can run — reads every device unhealthy, as no driver does; a query that fails, or
+    /// prints no table, saying nothing known, is no reading (found by attacking the build: both read
+    /// as healthy, with nothing said).
+    @Test func anNVMLThatCannotStartReadsUnhealthyAndAFailedQueryIsNoReading() async throws {
+        let directory = NSTemporaryDirectory() + "spool-probe-smi-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        func smi(_ script: String) throws -> String {
+            let path = directory + "/nvidia-smi-\(UUID().uuidString.prefix(8))"
+            try ("#!/bin/sh\n" + script + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+            chmod(path, 0o755)
+            return path
+        }
+        let mismatch = "Failed to initialize NVML: Driver/library version mismatch"
+        let nvml = try await GPUProbe.health(of: ["0", "1"], command: try smi("echo '\(mismatch)'; exit 18"))
+        #expect(nvml == ["0": .unhealthy(mismatch), "1": .unhealthy(mismatch)])
+        #expect(try await GPUProbe.health(of: ["0"], command: try smi("echo 'something went wrong'; exit 3")) == nil)
+        #expect(try await GPUProbe.health(of: ["0"], command: try smi("echo 'not a table'")) == nil)
+        #expect(try await GPUProbe.health(of: ["0"], command: try smi("echo '0, 0, No, No, No'")) == ["0": .healthy])
+    }
 }
