@@ -266,6 +266,12 @@ public actor WorkerPool: JobExecutor {
                 return .failure(closing)
             }
             workers[slot] = worker
+            // Quarantined while it set up: stopped now, not left loaded on the faulty GPU for the
+            // whole quarantine (found by attacking the build: it held its memory through the self-tests).
+            guard !quarantined.contains(slot) else {
+                stopQuarantined(slot)
+                return .failure(Worker.StartFailure(description: "its slot is quarantined"))
+            }
             // Set up: its mark goes, but not the failures in a row — those end once it takes a
             // job (`run`), since a worker may die right after `ready`, before it reads one.
             health[slot]?[type.name]?.unhealthy = false

@@ -566,6 +566,29 @@ import Testing
         await rig.pool.shutdown()
     }
 
+    /// A worker still setting up when its slot is quarantined is stopped once it is ready, not
+    /// kept loaded on the faulty GPU for the whole quarantine (found by attacking the build).
+    @Test func aWorkerSettingUpWhenItsSlotIsQuarantinedIsStoppedOnceReady() async throws {
+        launcher.setBehaviour(.init(isWorker: false))   // says ready only when the test says so
+        let rig = try pool(gpu: "0")
+        defer { rig.removeDirectory() }
+        let (ran, stop) = rig.run(try rig.job())
+        let worker = try await child("the worker, setting up")
+        await rig.pool.slotQuarantined(rig.slot.id)
+        stop.yield(.quarantine)
+        _ = try await within("the job handed back") { await ran.value }
+        await rig.pool.afterRun(on: rig.slot.id)
+        await worker.say(["type": .string("ready")])
+        try await within("the worker stopped once set up") {
+            while !worker.hasExited {
+                if await rig.manual.sleeperArrives(patience: .milliseconds(5)) { rig.manual.advance(by: .seconds(1)) }
+            }
+        }
+        #expect(launcher.launches.count == 1, "no worker started on the quarantined slot")
+        #expect(await rig.pool.waitingForSetup(on: rig.slot.id) == 0)
+        await rig.pool.shutdown()
+    }
+
     /// The worker running a job when its slot is quarantined is stopped with that job, not
     /// replaced by a fresh one loading its model on the faulty GPU.
     @Test func aWorkerWhoseSlotIsQuarantinedMidJobIsNotReplaced() async throws {
