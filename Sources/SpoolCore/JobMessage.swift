@@ -54,10 +54,19 @@ public enum JobMessage: Sendable, Equatable {
         return "a progress \"fraction\" of \(number(fraction)) is outside 0…1 and reads as \(fraction < 0 ? 0 : 1)" + hint
     }
 
-    /// A line as a note quotes it: its first 120 bytes (as UTF-8, a broken character replaced), in
-    /// quotes, control characters and quotes escaped, and its length when cut.
+    /// A line as a note quotes it: its first 120 bytes or so (as UTF-8, a broken character
+    /// replaced; one the cut went through left out), in quotes, control characters (C0 and C1)
+    /// and quotes escaped, and its length when cut (a line over `maxLineBytes` reaches here cut
+    /// to one byte past it: "over" that).
     public static func quoted(_ line: some Collection<UInt8>) -> String {
-        let shown = String(decoding: line.prefix(120), as: UTF8.self)
+        var head = Array(line.prefix(120))
+        if line.count > head.count {
+            // Not the start of a character the cut went through: its continuation bytes, then its lead.
+            var end = head.count
+            while end > 0, head[end - 1] & 0xC0 == 0x80 { end -= 1 }
+            if end > 0, head[end - 1] >= 0xC0, head.count - end + 1 < Self.sequenceLength(head[end - 1]) { head.removeSubrange((end - 1)...) }
+        }
+        let shown = String(decoding: head, as: UTF8.self)
         var text = "\""
         for scalar in shown.unicodeScalars {
             switch scalar {
@@ -66,15 +75,19 @@ public enum JobMessage: Sendable, Equatable {
             case "\t": text += "\\t"
             case "\n": text += "\\n"
             case "\r": text += "\\r"
-            case _ where scalar.value < 0x20 || scalar.value == 0x7F:
+            case _ where scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value):
                 let hex = String(scalar.value, radix: 16)
                 text += "\\u{" + String(repeating: "0", count: max(0, 2 - hex.count)) + hex + "}"
             default: text.unicodeScalars.append(scalar)
             }
         }
         text += "\""
-        return line.count > 120 ? text + "… (\(line.count) bytes)" : text
+        guard line.count > head.count else { return text }
+        return text + (line.count > maxLineBytes ? "… (over \(maxLineBytes) bytes)" : "… (\(line.count) bytes)")
     }
+
+    /// How many bytes the UTF-8 sequence that `lead` begins has.
+    private static func sequenceLength(_ lead: UInt8) -> Int { lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2 }
 
     /// Refuses a line cut at `maxLineBytes` (see there), naming why.
     static func checkLength(_ line: some Collection<UInt8>) throws(Malformed) {

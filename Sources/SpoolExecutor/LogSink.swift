@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import Glibc
 import Synchronization
 
@@ -22,6 +23,8 @@ final class LogSink: @unchecked Sendable {
     /// Where the log is: written again there at the close if the job removed it or gave it a
     /// second name while it ran (`displaced`).
     private let path: String
+    /// The folder the log was opened in (device, inode): a displaced log is written again there only.
+    private let folderAtOpen: (dev: UInt, ino: UInt)
     /// `write(2)`, or a test's stand-in for a disk that fills up.
     private let writeFile: @Sendable (Int32, UnsafeRawPointer, Int) -> Int
     /// Writes handed to `queue` and not done yet, and whether the sink is closed (later writes
@@ -35,6 +38,8 @@ final class LogSink: @unchecked Sendable {
         // Read too: a log the job displaced is copied back from here (`restore`).
         descriptor = JobFiles.openInJob(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC)
         guard descriptor >= 0 else { throw ExecutorError("cannot open the log file \(path): \(String(cString: strerror(errno)))") }
+        var folder = stat()
+        folderAtOpen = lstat((path as NSString).deletingLastPathComponent, &folder) == 0 ? (folder.st_dev, folder.st_ino) : (0, 0)
         // One sink per run of the job: each has the cap to itself, counted from where it begins
         // (found by attacking the build: counted from the file's size, an attempt that filled the
         // log left the next, the one that decided the job, no room for a line).
@@ -114,18 +119,26 @@ final class LogSink: @unchecked Sendable {
         return own.st_ino != named.st_ino || own.st_dev != named.st_dev || own.st_nlink != 1
     }
 
+    /// The most of a displaced log written again: its last bytes, so a job that appended without
+    /// end through a second name costs no more than this at its end.
+    private var restoreLimit: Int { max(limit, 1 << 20) * 4 }
+
     /// Writes the log again under its name, from this descriptor (the file the job removed, or
-    /// the one it linked, which keeps its other name), with a notice at its end; a new file put in
-    /// its place, not the one the job holds. Best effort: with its folder gone there is nowhere to.
+    /// the one it linked, which keeps its other name), with a notice at its end: a new file put in
+    /// its place, in the folder the log was opened in — through no link a job left there, and not
+    /// into a folder put in its place (`directory`). Best effort: with the folder gone, nowhere.
     private func restore() {
-        let temporary = path + ".restoring"
-        unlink(temporary)
-        let copy = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        let folder = (path as NSString).deletingLastPathComponent, name = (path as NSString).lastPathComponent
+        let directory = open(folder, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard directory >= 0 else { return }
+        defer { Glibc.close(directory) }
+        var folderNow = stat(), own = stat()
+        guard fstat(directory, &folderNow) == 0, folderNow.st_dev == folderAtOpen.dev, folderNow.st_ino == folderAtOpen.ino,
+              folderNow.st_nlink > 0, fstat(descriptor, &own) == 0 else { return }
+        let temporary = name + ".restoring"
+        unlinkat(directory, temporary, 0)
+        let copy = openat(directory, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
         guard copy >= 0 else { return }
-        var buffer = [UInt8](repeating: 0, count: 1 << 16)
-        var offset: off_t = 0
-        var copied = true
-        var last: UInt8 = UInt8(ascii: "\n")
         func put(_ bytes: UnsafeRawBufferPointer) -> Bool {
             var done = 0
             while done < bytes.count {
@@ -136,6 +149,11 @@ final class LogSink: @unchecked Sendable {
             }
             return true
         }
+        let size = Int(own.st_size)
+        var offset = off_t(max(0, size - restoreLimit))
+        var copied = offset == 0 || Array("[spool] the first \(offset) bytes of this log are left out\n".utf8).withUnsafeBytes(put)
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        var last = UInt8(ascii: "\n")
         while copied {
             let read = buffer.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, $0.count, offset) }
             if read < 0 && errno == EINTR { continue }
@@ -151,7 +169,7 @@ final class LogSink: @unchecked Sendable {
                             + "[spool] the job removed its log file or gave it another name while it ran: written again here from what the server kept\n").utf8)
         if copied { copied = notice.withUnsafeBytes(put) }
         Glibc.close(copy)
-        if !copied || rename(temporary, path) != 0 { unlink(temporary) }
+        if !copied || renameat(directory, temporary, directory, name) != 0 { unlinkat(directory, temporary, 0) }
     }
 
     /// Writes the notice of bytes lost since the last one, if the file takes it now.

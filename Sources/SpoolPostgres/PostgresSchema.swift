@@ -319,7 +319,7 @@ enum PostgresSchema {
             do {
                 return try await migrateOnce(client, upgrading: upgrading, logger: logger)
             } catch where attempt < migrationAttempts && Self.gaveWay(error) {
-                logger.notice("the schema migration gave way to another transaction (a deadlock); trying it again",
+                logger.notice("the schema migration gave way to another transaction (a deadlock, or a lock it waited for); trying it again",
                               metadata: ["attempt": "\(attempt)", "pause": "\(pause)"])
                 try await Task.sleep(for: pause)
                 pause *= 2

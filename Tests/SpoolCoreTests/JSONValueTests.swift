@@ -127,6 +127,14 @@ import SpoolCore
         #expect(JobMessage.quoted(Array("not json".utf8)) == #""not json""#)
         #expect(JobMessage.quoted(Array("a\tb\u{1}\"c".utf8)) == #""a\tb\u{01}\"c""#)
         #expect(JobMessage.quoted(Array(repeating: UInt8(ascii: "x"), count: 300)) == "\"" + String(repeating: "x", count: 120) + "\"… (300 bytes)")
+        #expect(JobMessage.quoted(Array(repeating: UInt8(ascii: "x"), count: 4097)) == "\"" + String(repeating: "x", count: 120) + "\"… (over 4096 bytes)",
+                "a line past the limit reaches here cut one byte past it")
+        // A character the cut at 120 bytes went through is left out, not shown as U+FFFD.
+        let accents = Array(String(repeating: "é", count: 100).utf8)   // 2 bytes each: the cut falls after a whole one
+        #expect(JobMessage.quoted(Array(("x" + String(repeating: "é", count: 100)).utf8))
+                == "\"x" + String(repeating: "é", count: 59) + "\"… (201 bytes)")
+        #expect(JobMessage.quoted(accents) == "\"" + String(repeating: "é", count: 60) + "\"… (200 bytes)")
+        #expect(JobMessage.quoted(Array("a\u{85}b".utf8)) == #""a\u{85}b""#, "C1 controls are escaped too")
     }
 
     @Test func progressMessageIsCutTo500Characters() throws {

@@ -136,11 +136,6 @@ import Testing
         #expect(status.stdout.split(separator: "\n").filter { $0.hasPrefix("state:") } == ["state:     running"], "\(status.stdout)")
     }
 
-    /// The CLI's output going nowhere: a reader that went away (`| head`) ends it quietly with
-    /// success, a full disk with one line and status 1 — never a crash (found by attacking the
-    /// build: a fatal error, a backtrace and SIGILL). And it reads `--input` as the server reads
-    /// JSON: an integer beyond 64 bits or invalid UTF-8 is refused, not changed; NaN or infinity
-    /// in a flag, or a bad `--array-range`, is a command line it cannot parse (64).
     /// `spool --version` names the stores' schemas with the version (found by attacking an upgrade:
     /// builds that store jobs differently printed the same line).
     @Test func theVersionNamesTheStoreSchemas() async throws {
@@ -149,6 +144,11 @@ import Testing
         #expect(version.status == 0 && line.wholeMatch(of: /\d+\.\d+\.\d+ \(store schema: SQLite \d+, PostgreSQL \d+\)/) != nil, "\(version)")
     }
 
+    /// The CLI's output going nowhere: a reader that went away (`| head`) ends it quietly with
+    /// success, a full disk with one line and status 1 — never a crash (found by attacking the
+    /// build: a fatal error, a backtrace and SIGILL). And it reads `--input` as the server reads
+    /// JSON: an integer beyond 64 bits or invalid UTF-8 is refused, not changed; NaN or infinity
+    /// in a flag, or a bad `--array-range`, is a command line it cannot parse (64).
     @Test func theCLIEndsWellWhenItsOutputGoesNowhereAndReadsItsInputStrictly() async throws {
         let server = try ServerHarness(config: .object(["job_types": .object([
             "chatty": .object(["command": .array(["/bin/sh", "-c", "seq 1 200000"]), "timeout_s": 60]),

@@ -424,6 +424,14 @@ import Testing
         #expect(try String(contentsOfFile: linking.paths.directory + "/snapshot.txt", encoding: .utf8) == "one\ntwo\n",
                 "the job's own link keeps what it had")
 
+        // Through its second name a job can write without end: what is written again is the last
+        // 4 MiB (four caps of at least 1 MiB), said so.
+        let flooding = try prepare(["/bin/sh", "-c", "echo first; ln log.txt big.txt; head -c 5000000 /dev/zero | tr '\\0' y >> big.txt"])
+        #expect(await run(flooding) == .succeeded)
+        let flooded = try log(of: flooding)
+        #expect(flooded.hasPrefix("[spool] the first \(5_000_006 - 4 << 20) bytes of this log are left out\nyyy") && flooded.utf8.count < 4 << 20 + 300,
+                "\(flooded.prefix(200))")
+
         let quiet = try prepare(["/bin/sh", "-c", "echo fine"])
         #expect(await run(quiet) == .succeeded)
         #expect(try log(of: quiet) == "fine\n", "a log left alone is left as it is")

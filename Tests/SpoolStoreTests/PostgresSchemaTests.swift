@@ -1,6 +1,7 @@
 // PostgresSchemaTests: migrations that fill in what a database already holds — the heads of the
 // job arrays stored before arrays could be listed.
 
+import Logging
 import PostgresNIO
 import SpoolCore
 @testable import SpoolPostgres
@@ -90,11 +91,10 @@ import Testing
     }
 
     /// Plays the deadlock on a database as the build before `fail-fast-sweep` (14) and
-    /// `token-max-priority` (15) left it; true when the migration was its victim (and then, tried
-    /// again, went through), false when the other transaction was.
+    /// `token-max-priority` (15) left it; true when the migration was its victim and, tried again,
+    /// went through, false when the other transaction was the victim.
     private func migrationIsADeadlocksVictim() async throws -> Bool {
         let url = try await TestPostgres.createDatabase()
-        defer { Task { try? await TestPostgres.dropDatabase(url) } }
         let store = try PostgresJobStore(location: PostgresLocation(url: url), node: "node-0", logger: TestPostgres.logger)
         try await store.prepare()
         store.close()
@@ -103,48 +103,81 @@ import Testing
             try await client.query("ALTER TABLE tokens DROP COLUMN max_priority")
             try await client.query("DELETE FROM spool_migrations WHERE version IN (14, 15)")
         }
-        let upgraded = try PostgresJobStore(location: PostgresLocation(url: url), node: "node-1", logger: TestPostgres.logger)
-        defer { upgraded.close() }
+        let notices = RecordedLines()
+        let upgraded = try PostgresJobStore(location: PostgresLocation(url: url), node: "node-1",
+                                            logger: Logger(label: "migration") { _ in RecordingHandler(lines: notices) })
         let started = Mutex<Task<Void, any Error>?>(nil)
         let victim = Mutex(false)
-        try await TestPostgres.withClient(url) { other in
-            do {
-                try await other.withTransaction(logger: TestPostgres.logger) { connection in
-                    // The old node's transaction: it has read `tokens` (held to its end) and looks for
-                    // deadlocks late, so the migration is the one that finds this one.
-                    try await connection.query("SET LOCAL deadlock_timeout = '60s'", logger: TestPostgres.logger)
-                    try await connection.query("SELECT count(*) FROM tokens", logger: TestPostgres.logger)
-                    started.withLock { $0 = Task { try await upgraded.prepare() } }   // unstructured: awaited below
-                    // Once the migration holds `jobs` (its index) and waits for `tokens`, this one wants
-                    // `jobs`. (This database's locks alone: every test database has its tables under the
-                    // same ids.)
-                    let deadline = ContinuousClock.now + .seconds(30)
-                    while true {
-                        let rows = try await other.query(
-                            """
-                            SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
-                            WHERE c.relname = 'tokens' AND NOT l.granted
-                              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                            """)
-                        var waiting = 0
-                        for try await count in rows.decode(Int.self) { waiting = count }
-                        if waiting > 0 { break }
-                        try #require(ContinuousClock.now < deadline, "the migration never waited for tokens")
-                        try await Task.sleep(for: .milliseconds(5))
+        do {
+            try await TestPostgres.withClient(url) { other in
+                do {
+                    try await other.withTransaction(logger: TestPostgres.logger) { connection in
+                        // The old node's transaction: it has read `tokens` (held to its end) and looks
+                        // for deadlocks late, so the migration is the one that finds this one.
+                        try await connection.query("SET LOCAL deadlock_timeout = '10s'", logger: TestPostgres.logger)
+                        try await connection.query("SELECT count(*) FROM tokens", logger: TestPostgres.logger)
+                        started.withLock { $0 = Task { try await upgraded.prepare() } }   // unstructured: awaited below
+                        // Once the migration holds `jobs` (its index) and waits for `tokens`, this one
+                        // wants `jobs`. (This database's locks alone: every test database has its
+                        // tables under the same ids.)
+                        let deadline = ContinuousClock.now + .seconds(30)
+                        while true {
+                            let rows = try await other.query(
+                                """
+                                SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                                WHERE c.relname = 'tokens' AND NOT l.granted
+                                  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                                """)
+                            var waiting = 0
+                            for try await count in rows.decode(Int.self) { waiting = count }
+                            if waiting > 0 { break }
+                            try #require(ContinuousClock.now < deadline, "the migration never waited for tokens")
+                            try await Task.sleep(for: .milliseconds(5))
+                        }
+                        try await connection.query("LOCK TABLE jobs IN ROW EXCLUSIVE MODE", logger: TestPostgres.logger)
                     }
-                    try await connection.query("LOCK TABLE jobs IN ROW EXCLUSIVE MODE", logger: TestPostgres.logger)
+                } catch let error as PostgresTransactionError
+                            where (error.closureError as? PSQLError)?.serverInfo?[.sqlState] == "40P01" {
+                    victim.withLock { $0 = true }   // this transaction was the victim: the migration went on
                 }
-            } catch let error as PostgresTransactionError
-                        where (error.closureError as? PSQLError)?.serverInfo?[.sqlState] == "40P01" {
-                victim.withLock { $0 = true }   // this transaction was the victim: the migration went on
             }
+            // This transaction has ended: the migration, tried again, goes through.
+            try await #require(started.withLock { $0 }).value
+            try await TestPostgres.withClient(url) { client in
+                let rows = try await client.query("SELECT count(*) FROM spool_migrations WHERE version IN (14, 15)")
+                for try await count in rows.decode(Int.self) { #expect(count == 2) }
+            }
+        } catch {
+            upgraded.close()
+            try? await TestPostgres.dropDatabase(url)
+            throw error
         }
-        // This transaction has ended: the migration, tried again, goes through.
-        try await #require(started.withLock { $0 }).value
-        try await TestPostgres.withClient(url) { client in
-            let rows = try await client.query("SELECT count(*) FROM spool_migrations WHERE version IN (14, 15)")
-            for try await count in rows.decode(Int.self) { #expect(count == 2) }
-        }
-        return !victim.withLock { $0 }
+        upgraded.close()
+        try await TestPostgres.dropDatabase(url)
+        if victim.withLock({ $0 }) { return false }
+        #expect(notices.lines.contains { $0.contains("the schema migration gave way to another transaction") },
+                "the migration was not tried again: \(notices.lines)")
+        return true
     }
+}
+
+/// Log lines, as a `RecordingHandler` keeps them.
+final class RecordedLines: Sendable {
+    private let kept = Mutex<[String]>([])
+    var lines: [String] { kept.withLock { $0 } }
+    func append(_ line: String) { kept.withLock { $0.append(line) } }
+}
+
+/// Keeps every message logged through it, at any level.
+struct RecordingHandler: LogHandler {
+    let lines: RecordedLines
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) { lines.append("\(event.message)") }
 }

@@ -238,10 +238,12 @@
   }
   function onLog(d) { if (d.job === S.selected) scheduleLog(); }
   function onOutputs(d) {
-    // An event lists up to 1,000 files; for more, the listing (up to 10,000) is read instead.
+    // An event lists up to 1,000 files; for more, the listing (up to 10,000) is read instead, for
+    // a job the page shows (an array's tasks writing thousands of frames each must not make every
+    // open page read every task's listing).
     if (d.truncated === true) {
       S.outputs.delete(d.job);
-      loadOutputs(d.job);
+      if (d.job === S.selected || S.recentLines.some((line) => !line.array && line.job.id === d.job)) loadOutputs(d.job);
     } else if (Array.isArray(d.outputs)) {
       S.outputs.set(d.job, d.outputs.map((o) => ({ ...o, content_type: o.content_type || (isPNG(o) ? 'image/png' : '') })));
       S.outputsCut.delete(d.job);
