@@ -12,9 +12,9 @@ public enum GPUHealth: Sendable, Equatable {
 /// - the GPU probe reads its device as unhealthy (every slot of that device), or
 /// - `failureLimit` attempts in a row failed on it (a success resets the count; cancels,
 ///   shutdowns and returned attempts count neither way). A failure of a type that fails on the
-///   other slots too — its latest attempt on every other GPU slot that ran it (open or closed)
-///   failed — is not counted: then the type is at fault, not the device (found by attacking the
-///   build: a type whose jobs all timed out closed two healthy GPUs of three within a second). A
+///   other GPUs too — its newest attempt on a slot of another GPU (open or closed) failed — is
+///   not counted: then the type is at fault, not the device (found by attacking the build: a type
+///   whose jobs all timed out closed two healthy GPUs of three within a second). A
 ///   type not yet run elsewhere counts, so a GPU broken from the start is closed all the same —
 ///   and so is the first slot a bad deploy's jobs reach one by one on an idle box, but no other.
 ///   Nor does this rule ever close the last open GPU slot.
@@ -57,8 +57,15 @@ public struct SlotQuarantine: Sendable, Equatable {
     /// The latest reading of each device the probe has reported on.
     public private(set) var readings: [String: GPUHealth] = [:]
     private var selfTested: [SlotID: Moment] = [:]
-    /// Per job type, whether its latest counted attempt on each GPU slot succeeded.
-    private var latest: [String: [SlotID: Bool]] = [:]
+    /// Per job type, whether its latest counted attempt on each GPU slot succeeded, and when (in
+    /// the order attempts were judged).
+    private var latest: [String: [SlotID: Judged]] = [:]
+    private var judgedSoFar = 0
+
+    private struct Judged: Sendable, Equatable {
+        var succeeded: Bool
+        var order: Int
+    }
 
     public init(slots: [SlotSpec], failureLimit: Int) {
         self.failureLimit = failureLimit
@@ -94,14 +101,19 @@ public struct SlotQuarantine: Sendable, Equatable {
         // Closed slots too: a slot a bad deploy closed first is where the type failed (found by
         // attacking the build: counting open slots only, each next slot found no other that had
         // run the type, and a bad deploy closed all but the last GPU, one after another).
-        let elsewhere = (latest[type] ?? [:]).filter { other, _ in other != slot }
-        latest[type, default: [:]][slot] = !failed
+        // On other GPUs: a slot beside it on its own GPU fails with it (found by attacking the build).
+        let device = devices[slot]
+        let elsewhere = (latest[type] ?? [:]).filter { other, _ in other != slot && devices[other] != device }
+        judgedSoFar += 1
+        latest[type, default: [:]][slot] = Judged(succeeded: !failed, order: judgedSoFar)
         guard failed else {
             streaks[slot] = 0
             return Verdict(outcome: outcome, quarantined: false)
         }
-        // Failing on the other slots too: the type's fault, not this device's.
-        if !elsewhere.isEmpty, elsewhere.values.allSatisfy({ !$0 }) { return Verdict(outcome: outcome, quarantined: false) }
+        // Its newest attempt on another GPU failed too: the type's fault, not this device's. (The
+        // newest: a success there from before a bad deploy proves nothing of the type since —
+        // found by attacking the build, a bad deploy closed a second healthy GPU.)
+        if let newest = elsewhere.values.max(by: { $0.order < $1.order }), !newest.succeeded { return Verdict(outcome: outcome, quarantined: false) }
         let streak = (streaks[slot] ?? 0) + 1
         streaks[slot] = streak
         let othersOpen = devices.keys.contains { $0 != slot && entries[$0] == nil }

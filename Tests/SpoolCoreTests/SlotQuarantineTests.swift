@@ -48,6 +48,38 @@ import Testing
         #expect(q.judge(.workerLost(message: "gone"), of: "t", timeout: 60, on: a, at: t0).quarantined)
     }
 
+    /// A type's success on a GPU from before a bad deploy does not make its failures since count
+    /// as the devices' fault: what decides is the type's latest attempt on another GPU, the newest
+    /// of them (found by attacking the build: with the GPU of the old success busy with a long job,
+    /// a bad deploy closed the two other, healthy, GPUs).
+    @Test func anOldSuccessElsewhereDoesNotMakeABadDeployCloseASecondGPU() {
+        let c = SlotID(3)
+        var q = SlotQuarantine(slots: [SlotSpec(id: a, gpu: "0"), SlotSpec(id: b, gpu: "1"), SlotSpec(id: c, gpu: "2")], failureLimit: 2)
+        for slot in [a, b, c] { _ = q.judge(.succeeded, of: "t", timeout: 60, on: slot, at: t0) }
+        // The deploy breaks "t"; GPU 0 runs a long job of another type meanwhile.
+        _ = q.judge(.exited(code: 1), of: "t", timeout: 60, on: b, at: t0)
+        #expect(q.judge(.exited(code: 1), of: "t", timeout: 60, on: b, at: t0).quarantined, "the first slot the deploy reaches: closed")
+        for _ in 0..<4 { _ = q.judge(.exited(code: 1), of: "t", timeout: 60, on: c, at: t0) }
+        #expect(!q.isQuarantined(c), "no second one: its failures follow the type's newest attempt elsewhere, a failure")
+        // A GPU that breaks while the type works elsewhere, lately, is closed all the same.
+        _ = q.judge(.succeeded, of: "t", timeout: 60, on: a, at: t0)
+        _ = q.judge(.exited(code: 1), of: "t", timeout: 60, on: c, at: t0)
+        #expect(q.judge(.exited(code: 1), of: "t", timeout: 60, on: c, at: t0).quarantined)
+    }
+
+    /// With several slots on one GPU, a type failing on the slot beside it is no sign the type is
+    /// at fault: it is the same device (found by attacking the build: two slots of a broken GPU
+    /// excused each other's failures, and the GPU was never closed).
+    @Test func slotsOfOneGPUDoNotExcuseEachOther() {
+        let (a2, b2) = (SlotID(10), SlotID(11))
+        var q = SlotQuarantine(slots: [SlotSpec(id: a, gpu: "0"), SlotSpec(id: a2, gpu: "0"), SlotSpec(id: b, gpu: "1"), SlotSpec(id: b2, gpu: "1")],
+                               failureLimit: 2)
+        // GPU 0's slots are busy with long jobs of another type: "t" has run on GPU 1 alone.
+        var closed: [SlotID] = []
+        for slot in [b, b2, b, b2] where q.judge(.exited(code: 1), of: "t", timeout: 60, on: slot, at: t0).quarantined { closed.append(slot) }
+        #expect(closed == [b, b2], "GPU 1's slots both closed, each at its second failure")
+    }
+
     /// A type whose jobs fail on every slot (a bad deploy, jobs that all time out) closes no
     /// GPU: the type is at fault, not the devices (found by attacking the build: such jobs closed
     /// two healthy GPUs of three within a second, for good without a self-test). Those failures do
