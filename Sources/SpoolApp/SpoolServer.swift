@@ -37,6 +37,8 @@ public enum SpoolServer {
         if configuration.role != .all, configuration.store == .sqlite {
             throw ConfigurationError("role \"\(configuration.role.rawValue)\" needs a shared store (store: postgres://…); with SQLite one node does everything")
         }
+        // Every thread a blocking pool will want, while the machine has threads to give.
+        await BlockingIO.startPools()
         let dataDirectory = try prepareDataDirectory(configuration.dataDirectory)
         if let open = Self.openToOthers(dataDirectory) { logger.warning("\(open)") }
         let lock = try await DataDirectoryLock(directory: dataDirectory) { logger.warning("\($0)") }

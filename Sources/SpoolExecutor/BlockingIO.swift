@@ -18,4 +18,15 @@ public enum BlockingIO {
     public static func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await pool.runIfActive(body)
     }
+
+    /// Makes every thread pool the server's blocking work goes through — this one, the stop's
+    /// looker, NIO's shared one (file reads, gzip) — with all its threads, now, at the start. Each
+    /// is made on its first use, and a pool that cannot make a thread stops the process: found by
+    /// attacking the build, a job that used up its user's processes (a `make -j`, under `ulimit -u`
+    /// or a cgroup's `pids.max`) made the server's first log read crash it, and its jobs with it.
+    public static func startPools() async {
+        _ = try? await pool.runIfActive {}
+        await GroupStop.startLooker()
+        _ = try? await NIOThreadPool.singleton.runIfActive {}
+    }
 }

@@ -421,6 +421,53 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: server.dataDirectory + "/jobs/" + job))
     }
 
+    static let forker = """
+        import os, time
+        try:
+            for _ in range(400):
+                if os.fork() == 0:
+                    time.sleep(60)
+                    os._exit(0)
+        except OSError:
+            pass
+        open(os.environ["SPOOL_OUTPUT_DIR"] + "/forked", "w").close()
+        time.sleep(60)
+        """
+
+    /// A job that uses up its user's processes (a `make -j`, under `ulimit -u` or a cgroup's
+    /// `pids.max`) does not take the server down: the server's thread pools are made whole at its
+    /// start, so its first log read needs no new thread (found by attacking the build: NIO's
+    /// shared pool, made on that read, could not make its threads, and the server died with
+    /// SIGILL, its jobs with it). A user of its own (no other process counts against its limit),
+    /// under a limit the server and its guard fit in. Needs root.
+    @Test func aJobThatUsesUpItsUsersProcessesDoesNotTakeTheServerDown() async throws {
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"),
+              FileManager.default.isExecutableFile(atPath: "/usr/bin/prlimit") else { return }
+        let user: UInt32 = 61_000 + UInt32.random(in: 0..<1000)
+        let server = try ServerHarness(config: .object(["kill_grace_s": 1, "job_types": .object([
+            "quick": .object(["command": .array(["/bin/echo", "done"])]),
+            // Forks until it may not (a shell may stop at its first failed fork, or retry it).
+            "forks": .object(["command": .array(["/usr/bin/env", "python3", "-c", .string(Self.forker)]), "timeout_s": 60]),
+        ])]))
+        try FileManager.default.createDirectory(atPath: server.dataDirectory, withIntermediateDirectories: true)
+        for path in [server.scratch, server.dataDirectory, server.configPath] { chown(path, user, user) }
+        try await server.start(through: ["/usr/bin/prlimit", "--nproc=150:150", "/usr/bin/setpriv", "--reuid", "\(user)", "--regid", "\(user)",
+                                         "--clear-groups"])
+        defer { Task { await server.stop() } }
+        let quick = try #require(try await server.submit("quick").json["id"]?.stringValue)
+        _ = try await server.waitFor(quick, ["succeeded"])
+        let forks = try #require(try await server.submit("forks").json["id"]?.stringValue)
+        // Seen on disk: no request of the API's may make the pool's threads before the shortage.
+        try await poll(.seconds(30), "the job to use up the user's processes") {
+            FileManager.default.fileExists(atPath: server.dataDirectory + "/jobs/\(forks)/outputs/forked")
+        }
+        let log = try await server.request(.GET, "/v1/jobs/\(quick)/logs")
+        #expect(log.status == 200 && String(decoding: log.body, as: UTF8.self) == "done\n")
+        #expect(try await server.request(.POST, "/v1/jobs/\(forks)/cancel").status == 202)
+        #expect(try await server.waitFor(forks, ["canceled"])["state"] == "canceled")
+        #expect(try await server.request(.GET, "/healthz").status == 200, "the server still serves")
+    }
+
     @Test func metricsCountEachResponseUnderItsRealStatus() async throws {
         let server = try ServerHarness(config: Self.config())
         try await server.start()

@@ -53,6 +53,9 @@ final class GroupStop: Sendable {
         return pool
     }()
 
+    /// Makes the looker's thread now (`BlockingIO.startPools`).
+    static func startLooker() async { _ = try? await looker.runIfActive {} }
+
     /// The group was killed for good: no more signals to its id, which may be another's soon.
     func settle() { state.withLock { $0.settled = true } }
 }
