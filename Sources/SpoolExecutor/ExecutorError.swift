@@ -11,6 +11,14 @@ public struct ExecutorError: Error, Sendable, CustomStringConvertible {
     public var dataDirectoryUnusable = false
     /// How it is unusable, in words: "is full" or "cannot be written".
     public var dataDirectoryFault: String { code == ENOSPC || code == EDQUOT ? "is full" : "cannot be written" }
+    /// The server itself is short of what a start needs: file descriptors (EMFILE, ENFILE: event
+    /// streams and downloads hold many), processes (EAGAIN: its user's limit, a cgroup's
+    /// `pids.max`, which a job's own forks may use up) or memory (ENOMEM). The job is not at
+    /// fault, and goes back to the queue instead of failing (found by attacking the build: every
+    /// job that came due failed for good, `spawn_failed`, and the queue drained in milliseconds).
+    public var serverShort: Bool { [EMFILE, ENFILE, EAGAIN, ENOMEM].contains(code) }
+    /// What it is short of, in words.
+    public var shortOf: String { code == EMFILE || code == ENFILE ? "file descriptors" : code == ENOMEM ? "memory" : "processes" }
     private var code: Int32 = 0
 
     public init(_ description: String) { self.description = description }
@@ -19,7 +27,12 @@ public struct ExecutorError: Error, Sendable, CustomStringConvertible {
     /// made a directory of the data directory's own (a job's), so its parent's errors are the
     /// data directory's.
     public init(_ what: String, errno code: Int32, dataDirectory: Bool = false) {
-        description = "\(what): \(String(cString: strerror(code)))"
+        self.init("\(what): \(String(cString: strerror(code)))", code: code, dataDirectory: dataDirectory)
+    }
+
+    /// `description` as it is, for a failure whose system error was `code`.
+    public init(_ description: String, code: Int32, dataDirectory: Bool = false) {
+        self.description = description
         self.code = code
         dataDirectoryUnusable = code == ENOSPC || code == EDQUOT || code == EROFS
             || (dataDirectory && (code == ENOENT || code == EACCES || code == EPERM))

@@ -99,14 +99,19 @@ public struct ExecutionResult: Sendable, Equatable {
     /// The job's files could not be made because the data directory is full or cannot be written: the outcome hands
     /// the job back (`.returned`), and the scheduler waits before it tries again.
     public var dataDirectoryUnusable: Bool
+    /// Handed back as the server is short of file descriptors, processes or memory
+    /// (`ExecutorError.serverShort`): its claims pause as for an unusable data directory.
+    public var serverShort: Bool
     /// A sentence when some of the job's output could not be written to its log (a full disk):
     /// the scheduler says so in the server's log.
     public var logLoss: String?
 
-    public init(_ outcome: JobOutcome, result: JSONValue? = nil, dataDirectoryUnusable: Bool = false, logLoss: String? = nil) {
+    public init(_ outcome: JobOutcome, result: JSONValue? = nil, dataDirectoryUnusable: Bool = false, serverShort: Bool = false,
+                logLoss: String? = nil) {
         self.outcome = outcome
         self.result = result
         self.dataDirectoryUnusable = dataDirectoryUnusable
+        self.serverShort = serverShort
         self.logLoss = logLoss
     }
 
@@ -115,6 +120,9 @@ public struct ExecutionResult: Sendable, Equatable {
     public static func preparing(failedWith error: any Error, otherwise: (String) -> JobOutcome) -> ExecutionResult {
         if let error = error as? ExecutorError, error.dataDirectoryUnusable {
             return ExecutionResult(.returned(message: "the data directory \(error.dataDirectoryFault): \(error)"), dataDirectoryUnusable: true)
+        }
+        if let error = error as? ExecutorError, error.serverShort {
+            return ExecutionResult(.returned(message: "the server is short of \(error.shortOf): \(error)"), serverShort: true)
         }
         return ExecutionResult(otherwise("\(error)"))
     }

@@ -37,7 +37,7 @@ final class LogSink: @unchecked Sendable {
         self.path = path
         // Read too: a log the job displaced is copied back from here (`restore`).
         descriptor = JobFiles.openInJob(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC)
-        guard descriptor >= 0 else { throw ExecutorError("cannot open the log file \(path): \(String(cString: strerror(errno)))") }
+        guard descriptor >= 0 else { throw ExecutorError("cannot open the log file \(path)", errno: errno) }
         var folder = stat()
         folderAtOpen = lstat((path as NSString).deletingLastPathComponent, &folder) == 0 ? (folder.st_dev, folder.st_ino) : (0, 0)
         // One sink per run of the job: each has the cap to itself, counted from where it begins

@@ -139,7 +139,7 @@ public struct ProcessJobExecutor: JobExecutor {
         case .failure where Task.isCancelled:
             // The server is going down hard (its service group cancelled): not the job's fault.
             return ExecutionResult(.returned(message: "the server stopped before the job could start"))
-        case .failure(let error): return ExecutionResult(.spawnFailed(message: error.description))
+        case .failure(let error): return .preparing(failedWith: error) { .spawnFailed(message: $0) }
         }
     }
 

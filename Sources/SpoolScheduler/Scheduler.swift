@@ -213,7 +213,9 @@ public actor Scheduler: Service {
     let renewalTrouble = Mutex<String?>(nil)
     /// Set while the data directory is full: a job's files could not be made, so it went back
     /// to the queue, and slots claim nothing until `retryAt` (each try would only hand it back).
-    private var dataDirectoryUnusable: (since: Moment, retryAt: Moment, error: String)?
+    /// `short`: the server is short of file descriptors, processes or memory, not of room
+    /// (`ExecutionResult.serverShort`); the same pause, another name.
+    private var dataDirectoryUnusable: (since: Moment, retryAt: Moment, error: String, short: Bool)?
     /// Whether slots hold off claiming (the data directory is full).
     private var claimsPaused: Bool { dataDirectoryUnusable.map { clock.now() < $0.retryAt } ?? false }
     /// A loop tries the full data directory every `dataDirectoryRetryDelay` until it has room.
@@ -492,6 +494,7 @@ public actor Scheduler: Service {
     public func dataDirectoryProblem() -> String? {
         guard let full = dataDirectoryUnusable else { return nil }
         let seconds = Int((clock.now() - full.since).inSeconds.rounded())
+        if full.short { return "jobs have been unable to start for \(seconds) s; they wait in the queue until they can (\(full.error))" }
         return "the data directory has been unusable for \(seconds) s; jobs wait in the queue until it takes their files (\(full.error))"
     }
 
@@ -500,7 +503,7 @@ public actor Scheduler: Service {
     /// file written) and the slots look again; a job that ran, or a try that found room, says
     /// there is room again (so the health check clears even with nothing left to run).
     private func noteDataDirectory(after result: ExecutionResult, in group: inout DiscardingTaskGroup) {
-        guard result.dataDirectoryUnusable else {
+        guard result.dataDirectoryUnusable || result.serverShort else {
             switch result.outcome {
             case .returned, .spawnFailed, .canceled, .stoppedForShutdown: return   // it may not have got as far as its files
             default: dataDirectoryHasRoom()
@@ -510,10 +513,11 @@ public actor Scheduler: Service {
         let now = clock.now(), delay = configuration.dataDirectoryRetryDelay
         let error = if case .returned(let message, _) = result.outcome { message } else { "\(result.outcome)" }
         if dataDirectoryUnusable == nil {
-            logger.error("the data directory cannot take jobs' files: jobs go back to the queue (their attempts unused) and wait",
+            logger.error(result.serverShort ? "the server is short of file descriptors, processes or memory: jobs go back to the queue (their attempts unused) and wait"
+                                            : "the data directory cannot take jobs' files: jobs go back to the queue (their attempts unused) and wait",
                          metadata: ["error": "\(error)", "retry_every_s": "\(delay.inSeconds)"])
         }
-        dataDirectoryUnusable = (since: dataDirectoryUnusable?.since ?? now, retryAt: now + delay, error: error)
+        dataDirectoryUnusable = (since: dataDirectoryUnusable?.since ?? now, retryAt: now + delay, error: error, short: result.serverShort)
         guard !probingDataDirectory else { return }
         // One probe loop while it lasts, whether or not jobs keep coming back: with the queue
         // emptied meanwhile, nothing else would ever find the room again.
@@ -539,7 +543,7 @@ public actor Scheduler: Service {
     private func dataDirectoryHasRoom() {
         guard let full = dataDirectoryUnusable else { return }
         dataDirectoryUnusable = nil
-        logger.notice("the data directory takes jobs' files again: jobs start", metadata: ["unusable_for_s": "\(Int((clock.now() - full.since).inSeconds))"])
+        logger.notice(full.short ? "jobs can start again" : "the data directory takes jobs' files again: jobs start", metadata: ["unusable_for_s": "\(Int((clock.now() - full.since).inSeconds))"])
     }
 
     /// Why the store is failing this scheduler, when it has failed three times in a row: the

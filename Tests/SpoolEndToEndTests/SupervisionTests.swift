@@ -438,13 +438,13 @@ import Testing
     /// `pids.max`) does not take the server down: the server's thread pools are made whole at its
     /// start, so its first log read needs no new thread (found by attacking the build: NIO's
     /// shared pool, made on that read, could not make its threads, and the server died with
-    /// SIGILL, its jobs with it). A user of its own (no other process counts against its limit),
-    /// under a limit the server and its guard fit in. Needs root.
+    /// SIGILL, its jobs with it); and a job due meanwhile waits. A user of its own (no other
+    /// process counts against its limit), under a limit the server and its guard fit in. Needs root.
     @Test func aJobThatUsesUpItsUsersProcessesDoesNotTakeTheServerDown() async throws {
         guard getuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"),
               FileManager.default.isExecutableFile(atPath: "/usr/bin/prlimit") else { return }
         let user: UInt32 = 61_000 + UInt32.random(in: 0..<1000)
-        let server = try ServerHarness(config: .object(["kill_grace_s": 1, "job_types": .object([
+        let server = try ServerHarness(config: .object(["kill_grace_s": 1, "slots": 2, "job_types": .object([
             "quick": .object(["command": .array(["/bin/echo", "done"])]),
             // Forks until it may not (a shell may stop at its first failed fork, or retry it).
             "forks": .object(["command": .array(["/usr/bin/env", "python3", "-c", .string(Self.forker)]), "timeout_s": 60]),
@@ -463,9 +463,21 @@ import Testing
         }
         let log = try await server.request(.GET, "/v1/jobs/\(quick)/logs")
         #expect(log.status == 200 && String(decoding: log.body, as: UTF8.self) == "done\n")
+        // A job due meanwhile cannot be started (no process to be had): not its fault, so it waits
+        // in the queue, its attempt unused, and the health check says why (found by attacking the
+        // build: it failed for good, spawn_failed, as did every job that came due).
+        let waiting = try #require(try await server.submit("quick").json["id"]?.stringValue)
+        try await poll(.seconds(30), "the health check to say why jobs wait") {
+            let health = try await server.request(.GET, "/healthz")
+            return health.status == 503 && "\(health.json)".contains("jobs have been unable to start")
+        }
+        let held = try await server.request(.GET, "/v1/jobs/\(waiting)").json
+        #expect(held["state"] == "queued" && held["attempts"] == .int(0), "\(held)")
         #expect(try await server.request(.POST, "/v1/jobs/\(forks)/cancel").status == 202)
         #expect(try await server.waitFor(forks, ["canceled"])["state"] == "canceled")
-        #expect(try await server.request(.GET, "/healthz").status == 200, "the server still serves")
+        let ran = try await server.waitFor(waiting, ["succeeded", "failed", "canceled"])
+        #expect(ran["state"] == "succeeded" && ran["attempts"] == .int(1), "\(ran)")
+        #expect(try await server.request(.GET, "/healthz").status == 200, "the server serves, and starts jobs again")
     }
 
     @Test func metricsCountEachResponseUnderItsRealStatus() async throws {

@@ -37,11 +37,11 @@ final class MessageChannel: Sendable {
             try Self.makeFIFO(at: path)
             reader = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         }
-        guard reader >= 0 else { throw ExecutorError("cannot open the message FIFO \(path): \(String(cString: strerror(errno)))") }
+        guard reader >= 0 else { throw ExecutorError("cannot open the message FIFO \(path)", errno: errno) }
         let writer = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC)
         guard writer >= 0 else {
             close(reader)
-            throw ExecutorError("cannot open the message FIFO \(path): \(String(cString: strerror(errno)))")
+            throw ExecutorError("cannot open the message FIFO \(path)", errno: errno)
         }
         self.path = path
         self.reader = Mutex(reader)
@@ -139,10 +139,10 @@ final class CommandChannel: Sendable {
     init(at path: String) throws(ExecutorError) {
         unlink(path)
         guard mkfifo(path, 0o600) == 0 else {
-            throw ExecutorError("cannot create the command FIFO \(path): \(String(cString: strerror(errno)))")
+            throw ExecutorError("cannot create the command FIFO \(path)", errno: errno)
         }
         let descriptor = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC)
-        guard descriptor >= 0 else { throw ExecutorError("cannot open the command FIFO \(path): \(String(cString: strerror(errno)))") }
+        guard descriptor >= 0 else { throw ExecutorError("cannot open the command FIFO \(path)", errno: errno) }
         self.path = path
         self.descriptor = Mutex(descriptor)
         identity = FileIdentity(descriptor: descriptor)

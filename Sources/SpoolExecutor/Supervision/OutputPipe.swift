@@ -37,7 +37,7 @@ final class OutputPipe: Sendable {
             let pipe = try FileDescriptor.pipe(options: .closeOnExec)
             ends = [pipe.readEnd.rawValue, pipe.writeEnd.rawValue]
         } catch {
-            throw ExecutorError("cannot make the child's output pipe: \(error)")
+            throw ExecutorError("cannot make the child's output pipe", errno: (error as? Errno)?.rawValue ?? EIO)
         }
         _ = fcntl(ends[0], F_SETFL, fcntl(ends[0], F_GETFL) | O_NONBLOCK)
         // Without /proc there are no fences (-1): output is handed on as it comes.

@@ -43,7 +43,7 @@ public struct SubprocessLauncher: ChildLauncher {
                 messages?.remove()
                 commands?.remove()
                 output.remove()
-                throw ExecutorError("cannot make the gate (a socket pair): \(String(cString: strerror(errno)))")
+                throw ExecutorError("cannot make the gate (a socket pair)", errno: errno)
             }
             stdin = FileDescriptor(rawValue: ends[0])
             gate = Gate(writer: ends[1])
@@ -283,7 +283,9 @@ final class SubprocessChild: ChildProcess {
                     }
                 }
                 if pid == 0 {
-                    spawned.yield(.failure(ExecutorError("\(error)")))
+                    // The system error behind it tells the server's own shortage (EAGAIN, EMFILE) from the job's fault.
+                    let code = ((error as? SubprocessError)?.underlyingError).map { $0.rawValue } ?? 0
+                    spawned.yield(.failure(ExecutorError("\(error)", code: code)))
                     spawned.finish()
                     return nil
                 }
