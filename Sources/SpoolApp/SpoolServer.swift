@@ -93,6 +93,10 @@ public enum SpoolServer {
         shared?.serve(types: types.map(\.name))
 
         let slots = configuration.role == .api ? [] : try await pickSlots(configuration, logger: logger)
+        let fileLimit = FileLimit.raise()
+        if let warning = FileLimit.warning(limit: fileLimit, maxConnections: configuration.maxConnections, slots: slots.count) {
+            logger.warning("\(warning)")
+        }
         var schedulerConfiguration = SchedulerConfiguration(slots: slots, dataDirectory: dataDirectory)
         schedulerConfiguration.sharedFileLimitBytes = configuration.sharedFileLimitBytes
         schedulerConfiguration.shutdownGrace = .seconds(configuration.shutdownGraceSeconds)

@@ -480,6 +480,30 @@ import Testing
         #expect(try await server.request(.GET, "/healthz").status == 200, "the server serves, and starts jobs again")
     }
 
+    /// The server raises its soft limit on open files to the hard one, so `max_connections` can be
+    /// reached under the 1,024 most services start with; below what it may need even then, it says
+    /// so at start (found by attacking the build: past the limit it accepted nothing, clients
+    /// waited unanswered, and nothing was logged).
+    @Test func theServerRaisesItsOpenFileLimitAndWarnsWhenItIsTooLow() async throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/prlimit") else { return }
+        func softLimit(of pid: Int32) throws -> String? {
+            try String(contentsOfFile: "/proc/\(pid)/limits", encoding: .utf8).split(separator: "\n")
+                .first { $0.hasPrefix("Max open files") }?.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).first.map(String.init)
+        }
+        let roomy = try ServerHarness(config: .object([:]))
+        try await roomy.start(through: ["/usr/bin/prlimit", "--nofile=256:4096"])
+        let raised = try softLimit(of: roomy.pid)
+        await roomy.stop()
+        #expect(raised == "4096", "the soft limit raised to the hard one")
+        #expect(!roomy.log.contains("open-file limit"), "\(roomy.log)")
+
+        let tight = try ServerHarness(config: .object([:]))
+        try await tight.start(["--log-level", "warning"], through: ["/usr/bin/prlimit", "--nofile=256:512"])
+        await tight.stop()
+        #expect(tight.log.contains("the open-file limit (ulimit -n) is 512, below the 1104 or so that max_connections (1024) and 1 slot(s) may need"),
+                "\(tight.log)")
+    }
+
     @Test func metricsCountEachResponseUnderItsRealStatus() async throws {
         let server = try ServerHarness(config: Self.config())
         try await server.start()

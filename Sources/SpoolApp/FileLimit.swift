@@ -1,0 +1,32 @@
+import Glibc
+
+/// The server's limit on open files (`ulimit -n`). Each connection, event stream, download and
+/// running job's pipes, log and FIFOs takes descriptors, and the soft limit most services start
+/// with (1,024) is less than `max_connections` alone: past it the server could accept no
+/// connection, and clients waited unanswered (found by attacking the build).
+enum FileLimit {
+    /// Raises the soft limit to the hard one, as Go's runtime does; the limit in force after.
+    static func raise() -> UInt64 {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &raised) == 0 { return UInt64(raised.rlim_cur) }
+        }
+        return UInt64(limit.rlim_cur)
+    }
+
+    /// What the server may need at most: its connections, and for the rest (the store, each slot's
+    /// job or worker with its pipes, log and FIFOs, webhooks) a margin.
+    static func needed(maxConnections: Int, slots: Int) -> UInt64 { UInt64(maxConnections) + 64 + 16 * UInt64(slots) }
+
+    /// A warning when `limit` is below what the server may need, or nil.
+    static func warning(limit: UInt64, maxConnections: Int, slots: Int) -> String? {
+        let needed = needed(maxConnections: maxConnections, slots: slots)
+        guard limit > 0, limit < needed else { return nil }
+        return "the open-file limit (ulimit -n) is \(limit), below the \(needed) or so that max_connections (\(maxConnections)) and \(slots) slot(s) "
+            + "may need: past it, connections are refused and jobs wait in the queue; raise the hard limit (LimitNOFILE= in a systemd unit) "
+            + "or lower max_connections"
+    }
+}
