@@ -333,9 +333,11 @@ func isAlive(_ pid: Int32) -> Bool {
 final class RawConnection {
     let fd: Int32
 
-    init(port: UInt16) throws {
+    /// `receiveBuffer`: the socket's receive buffer, fixed (no growing window: a slow reader's).
+    init(port: UInt16, receiveBuffer: Int32? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw HarnessError("socket: \(errno)") }
+        if var size = receiveBuffer { setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size)) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = port.bigEndian

@@ -504,6 +504,36 @@ import Testing
                 "\(tight.log)")
     }
 
+    /// A large answer read slowly arrives whole: the connection's idle timeout (`header_timeout_s`)
+    /// counts from when the answer's last bytes are out, not from when they were queued (found by
+    /// attacking the build: a 4.8-MB gzip log read at 300 KB/s was cut at 3.6 MB).
+    @Test func aLargeAnswerReadSlowlyArrivesWhole() async throws {
+        let server = try ServerHarness(config: .object(["header_timeout_s": 0.5, "job_types": .object([
+            // About 9 MB of log, some 6.8 MB gzipped: more than the kernel's buffers hold on the way.
+            "noisy": .object(["command": .array(["/bin/sh", "-c", "head -c 6800000 /dev/urandom | base64"])]),
+        ])]))
+        try await server.start()
+        defer { Task { await server.stop() } }
+        let job = try #require(try await server.submit("noisy").json["id"]?.stringValue)
+        _ = try await server.waitFor(job, ["succeeded"])
+        let port = try #require(URL(string: server.url)?.port.map(UInt16.init))
+        let (head, bodyBytes) = try await withCheckedThrowingContinuation { (done: CheckedContinuation<(String, Int), any Error>) in
+            Thread.detachNewThread {   // blocking reads, paced: off the cooperative pool
+                do {
+                    let connection = try RawConnection(port: port, receiveBuffer: 64 << 10)
+                    defer { connection.close() }
+                    try connection.send("GET /v1/jobs/\(job)/logs HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n")
+                    done.resume(returning: connection.readSlowly(chunk: 32 << 10, pause: .milliseconds(10)))
+                } catch { done.resume(throwing: error) }
+            }
+        }
+        let length = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
+            .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) }
+        #expect(head.hasPrefix("HTTP/1.1 200") && head.lowercased().contains("content-encoding: gzip"), "\(head)")
+        #expect(length != nil && bodyBytes == length, "\(bodyBytes) bytes of \(length ?? -1)")
+        #expect((length ?? 0) > 5_000_000, "an answer that takes the reader well past the timeout")
+    }
+
     @Test func metricsCountEachResponseUnderItsRealStatus() async throws {
         let server = try ServerHarness(config: Self.config())
         try await server.start()
@@ -580,4 +610,26 @@ final class ListeningSocket {
     }
 
     func close() { _ = Glibc.close(descriptor) }
+}
+
+extension RawConnection {
+    /// Reads `chunk` bytes at a time with `pause` between reads (a slow reader), until the server
+    /// closes the connection or is silent for 5 s: the answer's head, and how many bytes of body came.
+    func readSlowly(chunk: Int, pause: Duration) -> (head: String, bodyBytes: Int) {
+        var limit = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: chunk)
+        while true {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            guard count > 0 else { break }
+            received += buffer[..<count]
+            Thread.sleep(forTimeInterval: Double(pause.components.attoseconds) / 1e18 + Double(pause.components.seconds))
+        }
+        let separator = Array("\r\n\r\n".utf8)
+        guard let end = (0..<max(0, received.count - 3)).first(where: { Array(received[$0..<$0 + 4]) == separator }) else {
+            return (String(decoding: received, as: UTF8.self), 0)
+        }
+        return (String(decoding: received[..<end], as: UTF8.self), received.count - end - 4)
+    }
 }
