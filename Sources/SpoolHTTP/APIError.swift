@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import NIOHTTP1
 import SpoolCore
+import SpoolExecutor
 import SpoolStore
 
 /// An error the API answers with. Turned into RFC 9457 `application/problem+json` by
@@ -79,6 +80,10 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
                             detail: "the job store cannot write, or did not answer in time; try again later"
                                 + (submit ? ". A submit that timed out may have been stored: retry it with the same Idempotency-Key, and it is stored once" : ""),
                             headers: [.retryAfter: "5"])
+        case let error as ResourcesShort:
+            context.logger.error("a request could not open a file", metadata: ["error": "\(error)"])
+            return APIError(status: .serviceUnavailable, code: "server-short",
+                            detail: "\(error) just now, and could not open what was asked for; try again shortly", headers: [.retryAfter: "1"])
         case let error as HTTPError:
             let detail: String = switch error.status {
             case .notFound: "no such resource; the API lives under /v1 (see the README)"

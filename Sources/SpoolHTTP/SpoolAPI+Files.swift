@@ -33,7 +33,11 @@ extension SpoolAPI {
             var last: OpenedFile?
             for _ in 0..<3 {
                 let cut = JobFiles.contents(of: paths.logCut, limit: LogBase.noticeLimit)
-                guard let file = OpenedFile.open(path, singleLink: true) else { return (nil, nil) }
+                errno = 0
+                guard let file = OpenedFile.open(path, singleLink: true) else {
+                    try ResourcesShort.check(errno)   // not a log that is not there
+                    return (nil, nil)
+                }
                 // The notice read again after the open: a cut in between (the first one too) is seen.
                 if let base = LogBase.read(file.descriptor, cut: cut), JobFiles.contents(of: paths.logCut, limit: LogBase.noticeLimit) == cut {
                     return (file, base)
@@ -92,7 +96,7 @@ extension SpoolAPI {
     func outputFiles(of id: JobID) async throws -> (files: [(name: String, size: Int64)], leftOut: Int) {
         let paths = JobPaths(dataDirectory: dataDirectory, job: id)
         let local = try await NIOThreadPool.singleton.runIfActive {
-            JobFiles.holdsItsOwnOutputs(paths) ? OutputFiles.listing(under: paths.outputs, limit: OutputFiles.listLimit + 1) : nil
+            JobFiles.holdsItsOwnOutputs(paths) ? try OutputFiles.listing(under: paths.outputs, limit: OutputFiles.listLimit + 1) : nil
         }
         if let local { return local }
         guard let shared = store as? any SharedJobStore else { return ([], 0) }
@@ -119,7 +123,12 @@ extension SpoolAPI {
         let resolved = try await NIOThreadPool.singleton.runIfActive { () -> OpenedFile? in
             guard JobFiles.holdsItsOwnOutputs(paths), let real = Self.realPath(path), let root = Self.realPath(paths.outputs),
                   real.hasPrefix(root + "/") else { return nil }
-            return OpenedFile.open(real)
+            errno = 0
+            guard let opened = OpenedFile.open(real) else {
+                try ResourcesShort.check(errno)   // not an output that is not there
+                return nil
+            }
+            return opened
         }
         let contentType = Self.contentType(of: name)
         guard let resolved else {

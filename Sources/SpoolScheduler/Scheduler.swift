@@ -1383,9 +1383,10 @@ public actor Scheduler: Service {
                 // Only a folder of the job's own, not one a link it left there points to.
                 // At most `outputsEventLimit` files, and one more to know whether there are more.
                 let limit = Self.outputsEventLimit
+                // (The server short of descriptors to look: some of the files, not none.)
                 let (found, leftOut) = (try? await BlockingIO.run {
-                    JobFiles.holdsItsOwnOutputs(paths) ? OutputFiles.listing(under: paths.outputs, limit: limit + 1) : ([], 0)
-                }) ?? ([], 0)
+                    JobFiles.holdsItsOwnOutputs(paths) ? try OutputFiles.listing(under: paths.outputs, limit: limit + 1) : ([], 0)
+                }) ?? ([], 1)
                 let files = found.prefix(limit)
                 // No outputs: its directory may hold nothing worth keeping, and go to the slot as a
                 // spare now, while the slot's next jobs start, not once the event below commits (that

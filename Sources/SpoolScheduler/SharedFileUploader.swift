@@ -71,7 +71,8 @@ struct SharedFileUploader: Sendable {
            let cut = JobFiles.contents(of: paths.logCut, limit: LogBase.noticeLimit, singleLink: true), !cut.isEmpty {
             files.append(StoredFile(name: StoredFile.logCutName, content: cut))
         }
-        for output in OutputFiles.list(under: paths.outputs, limit: 10_000) {
+        // (Short of descriptors to look, none: the job's log, which the upload ends with, says nothing of them.)
+        for output in (try? OutputFiles.list(under: paths.outputs, limit: 10_000)) ?? [] {
             guard let path = paths.output(named: output.name) else { continue }
             take(StoredFile.outputName(output.name), at: path, listed: output.size)
         }

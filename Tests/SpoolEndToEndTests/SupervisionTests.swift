@@ -534,6 +534,35 @@ import Testing
         #expect((length ?? 0) > 5_000_000, "an answer that takes the reader well past the timeout")
     }
 
+    /// Out of file descriptors, a read of a job's log or outputs answers 503 with Retry-After, not
+    /// an empty log, an empty list or a 404 for a file that is there (found by attacking the build).
+    @Test func outOfDescriptorsReadsAnswer503NotEmptiness() async throws {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/prlimit") else { return }
+        let server = try ServerHarness(config: .object(["job_types": .object([
+            "writes": .object(["command": .array(["/bin/sh", "-c", "echo said; echo x > \"$SPOOL_OUTPUT_DIR/a.txt\""])]),
+        ])]))
+        try await server.start(through: ["/usr/bin/prlimit", "--nofile=160:160"])
+        defer { Task { await server.stop() } }
+        let job = try #require(try await server.submit("writes").json["id"]?.stringValue)
+        _ = try await server.waitFor(job, ["succeeded"])
+        let port = try #require(URL(string: server.url)?.port.map(UInt16.init))
+        let asking = try RawConnection(port: port)   // open before the descriptors run out
+        defer { asking.close() }
+        var held: [RawConnection] = []
+        defer { for connection in held { connection.close() } }
+        for _ in 0..<200 { held.append(try RawConnection(port: port)) }   // the server's descriptors, used up
+        let descriptors = "/proc/\(server.pid)/fd"
+        try await poll(.seconds(20), "the server to have every descriptor its limit allows") {
+            ((try? FileManager.default.contentsOfDirectory(atPath: descriptors))?.count ?? 0) >= 160
+        }
+        for path in ["/v1/jobs/\(job)/logs", "/v1/jobs/\(job)/outputs", "/v1/jobs/\(job)/outputs/a.txt"] {
+            try asking.send("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\n\r\n")
+            let answer = try asking.read(until: "\r\n\r\n", within: 10)
+            #expect(answer.hasPrefix("HTTP/1.1 503") && answer.lowercased().contains("retry-after: 1"), "\(path): \(answer.prefix(300))")
+            _ = try? asking.read(within: 1) { $0.contains("try again shortly") }   // the rest of the problem document
+        }
+    }
+
     @Test func metricsCountEachResponseUnderItsRealStatus() async throws {
         let server = try ServerHarness(config: Self.config())
         try await server.start()

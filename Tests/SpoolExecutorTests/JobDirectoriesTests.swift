@@ -103,7 +103,7 @@ import Testing
         FileManager.default.createFile(atPath: outside, contents: Data("keep".utf8))
         try FileManager.default.createSymbolicLink(atPath: paths.outputs + "/link", withDestinationPath: scratch.path)
 
-        #expect(OutputFiles.list(under: paths.outputs).map(\.name) == [], "nothing with a name the API can serve")
+        #expect(try OutputFiles.list(under: paths.outputs).map(\.name) == [], "nothing with a name the API can serve")
         let removed = try await onOwnThread { [path = scratch.path] in JobDirectories.remove(id, in: path) }
         #expect(removed)
         #expect(!FileManager.default.fileExists(atPath: paths.directory))
@@ -122,7 +122,7 @@ import Testing
         let made = raw.withUnsafeMutableBufferPointer { open(UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), O_CREAT | O_WRONLY, 0o644) }
         #expect(made >= 0)
         close(made)
-        let listing = OutputFiles.listing(under: scratch.path)
+        let listing = try OutputFiles.listing(under: scratch.path)
         #expect(listing.files.map(\.name) == ["ok.txt"] && listing.leftOut == 1, "\(listing)")
     }
 
@@ -152,7 +152,7 @@ import Testing
         #expect(file >= 0)
         close(file)
         close(folder)
-        let listing = OutputFiles.listing(under: scratch.path)
+        let listing = try OutputFiles.listing(under: scratch.path)
         #expect(listing.files.map(\.name) == ["ok.txt"] && listing.leftOut >= 2, "\(listing.files.map(\.name)), \(listing.leftOut)")
     }
 
@@ -161,7 +161,7 @@ import Testing
     @Test func anOutputListingStopsAtItsLimitWithinOneDirectory() throws {
         let scratch = try ScratchDirectory("spool-outputs")
         for index in 0..<50 { FileManager.default.createFile(atPath: scratch.path + "/f\(index)", contents: nil) }
-        #expect(OutputFiles.list(under: scratch.path, limit: 20).count == 20)
+        #expect(try OutputFiles.list(under: scratch.path, limit: 20).count == 20)
     }
 }
 
