@@ -218,7 +218,11 @@ public struct SlotQuarantine: Sendable, Equatable {
     public mutating func restore(_ saved: [Saved], layout: [SlotID: String]?) -> [SlotID] {
         var closed: [SlotID] = []
         for item in saved {
-            let slots = layout == devices ? [item.slot] : devices.filter { $0.value == item.gpu }.keys.sorted()
+            // Each entry as the file says only where the layout agrees with it: not a slot this
+            // server lacks, nor one now on another GPU (found by attacking the build: an entry for
+            // a slot with no GPU here was half applied, "every slot is quarantined" while the only
+            // one ran jobs, and no release could clear it).
+            let slots = layout == devices && devices[item.slot] == item.gpu ? [item.slot] : devices.filter { $0.value == item.gpu }.keys.sorted()
             for slot in slots {
                 if var entry = entries[slot] {
                     entry.reasons = item.entry.reasons + entry.reasons.filter { !item.entry.reasons.contains($0) }

@@ -243,5 +243,13 @@ import Testing
         #expect(read.entries[a]?.since == t0)
         // A kept quarantine is released like any other.
         #expect(after.release(a) == .released && after.saved.map(\.slot) == [b])
+        // The layout the file names agrees, but an entry does not: a slot this server lacks, a slot
+        // on another GPU than the file says. Each is about its GPU, as when laid out anew (found by
+        // attacking the build: an entry for a missing slot was half applied, no release could clear it).
+        var ghost = quarantine(limit: 1)
+        let stray = SlotQuarantine.Saved(slot: SlotID(7), gpu: "5", entry: kept[0].entry)
+        let moved = SlotQuarantine.Saved(slot: a, gpu: "1", entry: kept[1].entry)
+        #expect(ghost.restore([stray, moved], layout: ghost.devices) == [b])
+        #expect(ghost.entries.keys.sorted() == [b], "nothing for slot 7, and slot 0's GPU 0 is not the file's GPU 1")
     }
 }
