@@ -42,11 +42,11 @@ public enum GPUProbe {
         return .devices(parse(text))
     }
 
-    /// GPU memory per process (MiB) from `nvidia-smi --query-compute-apps`; empty without a GPU,
-    /// or when it does not answer within `timeout`.
-    public static func processMemory(timeout: Duration = .seconds(10)) async -> [Int32: Double] {
+    /// GPU memory per process (MiB) from `nvidia-smi --query-compute-apps`: empty when no process
+    /// uses a GPU; nil without an answer (no GPU, a failure, or none within `timeout`).
+    public static func processMemory(timeout: Duration = .seconds(10)) async -> [Int32: Double]? {
         guard let (status, text) = await runBounded(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                                                   timeout: timeout), status.isSuccess else { return [:] }
+                                                   timeout: timeout), status.isSuccess else { return nil }
         var memory: [Int32: Double] = [:]
         for line in text.split(separator: "\n") {
             let fields = line.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }

@@ -550,7 +550,11 @@ public actor Worker {
     /// A GPU memory reading came back (nil: none could be taken): the worker's usage, or its baseline.
     private func gpuRead(_ vram: Double?, baseline: Bool) {
         readingGPU = false
-        guard let vram else { return }
+        guard let vram else {
+            // No reading (nvidia-smi failed or took too long): the baseline is read at a later tick.
+            if baseline { needsBaseline = true }
+            return
+        }
         usage.vramMegabytes = vram
         if baseline { usage.vramBaselineMegabytes = vram }
     }

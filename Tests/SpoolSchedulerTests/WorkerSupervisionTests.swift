@@ -589,6 +589,41 @@ import Testing
         await rig.pool.shutdown()
     }
 
+    /// A GPU memory reading that fails right after `ready` leaves no worker without a baseline:
+    /// it is read at a later tick, and growth past `vram_growth_mb` over it still replaces the
+    /// worker (found by attacking the build: one missed reading left growth unchecked for the
+    /// worker's whole life).
+    @Test func aMissedBaselineReadingIsTakenLaterAndGrowthStillCounts() async throws {
+        launcher.setBehaviour(.init(isWorker: true, answersJobs: true))
+        let rig = try pool(Self.workerType { $0.vramGrowthMegabytes = 300 }, gpu: "0")
+        defer { rig.removeDirectory() }
+        let (first, _) = rig.run(try rig.job())
+        let worker = try await child("the worker")
+        worker.setMemory(rss: 100, gpu: nil)   // nvidia-smi answers nothing at first
+        #expect(try await within("the first job's end") { await first.value }.outcome == .succeeded)
+        await rig.pool.afterRun(on: rig.slot.id)
+        for _ in 0..<8 {
+            if await rig.manual.sleeperArrives(patience: .milliseconds(50)) { rig.manual.advance(by: .milliseconds(500)) }
+        }
+        worker.setMemory(rss: 100, gpu: 0)   // then it answers: no process of the worker's on a GPU yet
+        try await within("the baseline, read at a later tick") { [pool = rig.pool, slot = rig.slot, manual = rig.manual] in
+            while await pool.workerStatus()[slot.id]?.worker?.usage.vramBaselineMegabytes != 0 {
+                if await manual.sleeperArrives(patience: .milliseconds(20)) { manual.advance(by: .milliseconds(500)) }
+            }
+        }
+        worker.setMemory(rss: 100, gpu: 2000)   // its model, loaded late, and more
+        try await within("the growth read") { [pool = rig.pool, slot = rig.slot, manual = rig.manual] in
+            while await pool.workerStatus()[slot.id]?.worker?.usage.vramMegabytes != 2000 {
+                if await manual.sleeperArrives(patience: .milliseconds(20)) { manual.advance(by: .milliseconds(500)) }
+            }
+        }
+        let (second, _) = rig.run(try rig.job())
+        _ = try await child("the replacement worker, started for the next job")
+        #expect(try await within("the next job's end") { await second.value }.outcome == .succeeded)
+        #expect(worker.hasExited && launcher.launches.count == 2)
+        await rig.pool.shutdown()
+    }
+
     /// The worker running a job when its slot is quarantined is stopped with that job, not
     /// replaced by a fresh one loading its model on the faulty GPU.
     @Test func aWorkerWhoseSlotIsQuarantinedMidJobIsNotReplaced() async throws {

@@ -346,8 +346,9 @@ final class SubprocessChild: ChildProcess {
     func gpuMegabytes() async -> Double? {
         let group = pid
         guard let members = try? await BlockingIO.run({ ProcessTree.members(ofGroup: group) }) else { return nil }
-        let memory = await GPUProbe.processMemory()
-        guard !memory.isEmpty else { return nil }
+        // No process of it on a GPU is 0 MiB, not no reading (found by attacking the build: a worker
+        // that touched CUDA only later had no baseline, and its growth was never checked).
+        guard let memory = await GPUProbe.processMemory() else { return nil }
         return members.compactMap { memory[$0] }.reduce(0, +)
     }
 }
