@@ -44,6 +44,8 @@ public struct SlotQuarantine: Sendable, Equatable {
         case notQuarantined
         /// Its device still reads unhealthy (the reason).
         case deviceUnhealthy(String)
+        /// Its self-test runs now: it would run beside the slot's next job (found by attacking the build).
+        case selfTestRunning
         case noSuchSlot
     }
 
@@ -57,6 +59,8 @@ public struct SlotQuarantine: Sendable, Equatable {
     /// The latest reading of each device the probe has reported on.
     public private(set) var readings: [String: GPUHealth] = [:]
     private var selfTested: [SlotID: Moment] = [:]
+    /// Slots whose self-test runs now (`selfTestStarted` to `selfTestEnded`).
+    private var testing: Set<SlotID> = []
     /// Per job type, whether its latest counted attempt on each GPU slot succeeded, and when (in
     /// the order attempts were judged).
     private var latest: [String: [SlotID: Judged]] = [:]
@@ -153,6 +157,7 @@ public struct SlotQuarantine: Sendable, Equatable {
         guard devices[slot] != nil else { return .noSuchSlot }
         guard entries[slot] != nil else { return .notQuarantined }
         if let problem = deviceProblem(of: slot) { return .deviceUnhealthy(problem) }
+        if testing.contains(slot) { return .selfTestRunning }
         return .released
     }
 
@@ -178,8 +183,15 @@ public struct SlotQuarantine: Sendable, Equatable {
     }
 
     public mutating func selfTestStarted(on slot: SlotID, at now: Moment) {
-        if entries[slot] != nil { selfTested[slot] = now }
+        guard entries[slot] != nil else { return }
+        selfTested[slot] = now
+        testing.insert(slot)
     }
+
+    public mutating func selfTestEnded(on slot: SlotID) { testing.remove(slot) }
+
+    /// Slots whose self-test runs now.
+    public var selfTesting: Set<SlotID> { testing }
 
     /// A quarantine as the node keeps it across restarts: the slot, its device then, and why
     /// and since when.

@@ -356,6 +356,9 @@ public struct SpoolAPI: Sendable {
         case .notQuarantined, .noSuchSlot: released = false
         case .deviceUnhealthy(let reading):
             throw APIError.conflict("gpu-unhealthy", "slot \(slot) stays quarantined: \(reading); release it once nvidia-smi reads the GPU healthy")
+        case .selfTestRunning:
+            throw APIError.conflict("self-test-running", "slot \(slot)'s GPU self-test runs now (its next job would run beside it); "
+                                    + "a pass opens the slot, or release it once the test has ended")
         }
         return json(.object(["slot": .int(Int64(slot.rawValue)), "gpu": spec.gpu.map(JSONValue.string) ?? .null, "released": .bool(released)]))
     }

@@ -53,7 +53,10 @@ public struct GPUHealthMonitor: Service, Sendable {
                     // One at a time per GPU, not per slot: the slots of one GPU (slots_per_gpu)
                     // testing it at once could fail each other (found in review).
                     for slot in await selfTestsDue() {
-                        guard let gpu = slot.gpu, testing.gpus.withLock({ $0.insert(gpu).inserted }) else { continue }
+                        guard let gpu = slot.gpu, testing.gpus.withLock({ $0.insert(gpu).inserted }) else {
+                            _ = await scheduler.selfTestEnded(on: slot.id, passed: false)   // not run: no longer testing
+                            continue
+                        }
                         group.addTask { [self] in
                             await selfTest(slot)
                             testing.gpus.withLock { _ = $0.remove(gpu) }
@@ -105,10 +108,9 @@ public struct GPUHealthMonitor: Service, Sendable {
     private func selfTest(_ slot: SlotSpec) async {
         guard let argv = configuration.selfTest, let gpu = slot.gpu else { return }
         let (passed, detail) = await GPUProbe.selfTest(argv, gpu: gpu, slot: slot.id, timeout: configuration.selfTestTimeout)
-        if passed {
-            _ = await scheduler.release(slot.id, by: "self-test")
-            return
-        }
+        // A pass opens every quarantined slot of the GPU it tested.
+        _ = await scheduler.selfTestEnded(on: slot.id, passed: passed)
+        if passed { return }
         let metadata: Logger.Metadata = ["slot": "\(slot.id)", "gpu": "\(gpu)", "detail": "\(detail)"]
         // Released meanwhile (an administrator): it does not stay quarantined (found by attacking the build).
         guard let since = await scheduler.quarantinedSlots().first(where: { $0.0.id == slot.id })?.1.since else {

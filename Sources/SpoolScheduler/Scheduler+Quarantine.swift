@@ -61,12 +61,31 @@ extension Scheduler {
         return answer
     }
 
-    /// The quarantined slots whose self-test is due now (none runs a job), marked as tested.
+    /// The quarantined slots whose self-test is due now, marked as testing until `selfTestEnded`:
+    /// one per GPU, and none whose GPU runs a job or a self-test, on this slot or another of that
+    /// GPU (found by attacking the build: with `slots_per_gpu`, a self-test ran beside the job a
+    /// sibling slot had taken).
     public func selfTestsDue(every interval: Duration) -> [SlotSpec] {
         let now = clock.now()
-        let due = quarantine.selfTestsDue(at: now, every: interval).filter { board.job(on: $0) == nil }
+        var taken = Set((board.slots.filter { board.job(on: $0) != nil } + quarantine.selfTesting).compactMap { slotSpecs[$0]?.gpu })
+        let due = quarantine.selfTestsDue(at: now, every: interval).filter { slot in
+            guard board.job(on: slot) == nil, let gpu = slotSpecs[slot]?.gpu else { return false }
+            return taken.insert(gpu).inserted
+        }
         for slot in due { quarantine.selfTestStarted(on: slot, at: now) }
         return due.compactMap { slotSpecs[$0] }
+    }
+
+    /// A self-test `selfTestsDue` handed out has ended. A pass opens every quarantined slot of its
+    /// GPU (what it tested); returns the slots it opened.
+    public func selfTestEnded(on slot: SlotID, passed: Bool) async -> [SlotID] {
+        quarantine.selfTestEnded(on: slot)
+        guard passed, let gpu = slotSpecs[slot]?.gpu else { return [] }
+        var opened: [SlotID] = []
+        for other in board.slots where slotSpecs[other]?.gpu == gpu && quarantine.isQuarantined(other) {
+            if await release(other, by: "self-test") == .released { opened.append(other) }
+        }
+        return opened
     }
 
     /// The quarantine kept from before the restart is in force: restored (once, by the first

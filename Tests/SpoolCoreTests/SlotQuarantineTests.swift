@@ -202,6 +202,8 @@ import Testing
         #expect(q.selfTestsDue(at: start + .seconds(60), every: interval).isEmpty)
         _ = q.read(["0": .healthy], at: t0)
         #expect(q.selfTestsDue(at: start + .seconds(60), every: interval) == [a])
+        #expect(q.release(a) == .selfTestRunning, "not while its self-test runs")
+        q.selfTestEnded(on: a)
         #expect(q.release(a) == .released)
         #expect(q.selfTestsDue(at: start + .seconds(90), every: interval).isEmpty)
     }

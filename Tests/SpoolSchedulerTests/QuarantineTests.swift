@@ -147,9 +147,12 @@ import Testing
             await rig.scheduler.read(gpuHealth: ["1": .healthy])
             #expect(await rig.scheduler.selfTestsDue(every: .seconds(30)).map(\.id) == [SlotID(1)])
             #expect(await rig.scheduler.selfTestsDue(every: .seconds(30)).isEmpty)
+            #expect(await rig.scheduler.selfTestEnded(on: SlotID(1), passed: false).isEmpty, "a failed test opens nothing")
             rig.manual.advance(by: .seconds(30))
             #expect(await rig.scheduler.selfTestsDue(every: .seconds(30)).map(\.gpu) == ["1"])
-            #expect(await rig.scheduler.release(SlotID(1), by: "self-test") == .released)
+            // An administrator's release while the test runs would start a job beside it.
+            #expect(await rig.scheduler.release(SlotID(1), by: "an administrator") == .selfTestRunning)
+            #expect(await rig.scheduler.selfTestEnded(on: SlotID(1), passed: true) == [SlotID(1)])
             let job = try await rig.submit()
             let first = try await next("a job on slot 0")
             let second = try await rig.submit()
@@ -157,6 +160,36 @@ import Testing
             #expect(first.job.id == job.id && other.job.id == second.id && other.slot.id == SlotID(1))
             first.finish(.succeeded)
             other.finish(.succeeded)
+        }
+    }
+
+    /// With several slots on one GPU: its self-test runs one at a time for the GPU, never while a
+    /// slot of it runs a job, and a pass opens every slot of it (found by attacking the build: a
+    /// second slot's self-test ran beside the job the first, released, had taken); an
+    /// administrator's release while the test runs is refused (a job would start beside it).
+    @Test func aGPUsSelfTestRunsAloneOnItAndAPassOpensEverySlotOfIt() async throws {
+        let executor = self.executor
+        let rig = try SchedulerRig(slots: 3, executor: { _, _, _ in executor }) { configuration in
+            configuration.slots = [SlotSpec(id: SlotID(0), gpu: "0"), SlotSpec(id: SlotID(1), gpu: "0"), SlotSpec(id: SlotID(2), gpu: "1")]
+        }
+        try await running(rig) {
+            await rig.scheduler.read(gpuHealth: ["0": .unhealthy("GPU requires reset")])
+            await rig.scheduler.read(gpuHealth: ["0": .healthy])
+            #expect(await rig.scheduler.selfTestsDue(every: .seconds(30)).map(\.id) == [SlotID(0)], "one at a time for the GPU")
+            #expect(await rig.scheduler.release(SlotID(0), by: "an administrator") == .selfTestRunning)
+            rig.manual.advance(by: .seconds(30))
+            #expect(await rig.scheduler.selfTestsDue(every: .seconds(30)).isEmpty, "not beside the test still running")
+            #expect(await rig.scheduler.selfTestEnded(on: SlotID(0), passed: true) == [SlotID(0), SlotID(1)], "the GPU's slots, both")
+
+            // Slot 1 alone closed again (its failures), while slot 0 runs a job: no test beside the job.
+            let job = try await rig.submit()
+            let running = try await next("a job on GPU 0")
+            await rig.scheduler.read(gpuHealth: ["0": .unhealthy("GPU requires reset")])
+            await rig.scheduler.read(gpuHealth: ["0": .healthy])
+            rig.manual.advance(by: .seconds(30))
+            #expect(await rig.scheduler.selfTestsDue(every: .seconds(30)).filter { $0.gpu == "0" }.isEmpty, "a job runs on the GPU")
+            running.finish(.succeeded)
+            _ = try await rig.waitFor(job.id, .succeeded)
         }
     }
 
