@@ -70,6 +70,8 @@ public actor Worker {
     private var needsBaseline = false
     /// A GPU memory reading is under way (beside the ticks; one at a time).
     private var readingGPU = false
+    /// The GPU reading under way, if any (cancelled once the worker has exited).
+    private var gpuReading: Task<Void, Never>?
     private var hasEnded = false
     /// Lines read before the launch was reported (a fast worker says `ready` at once): handled
     /// right after the spawn, in order.
@@ -199,6 +201,10 @@ public actor Worker {
             group.cancelAll()
             return exit!
         }
+        // A GPU reading still under way (an `nvidia-smi` that hangs) goes with the worker, killed
+        // now, not left to its time limit (found by attacking the build: it outlived the server).
+        gpuReading?.cancel()
+        await gpuReading?.value
         // Its output was read to the end before `exit()` returned (unless that ran out of time).
         giveUpFences(because: "the worker is gone")
         for var fence in fences { workerLog?.write(fence.finder.release()) }
@@ -544,7 +550,9 @@ public actor Worker {
         let baseline = needsBaseline
         needsBaseline = false
         readingGPU = true
-        Task { self.gpuRead(await child.gpuMegabytes(), baseline: baseline) }   // unstructured: bounded by the probe's own timeout; lands in `usage` whenever it ends
+        // unstructured: bounded by the probe's own timeout, and cancelled (its command killed) once the
+        // worker has exited; lands in `usage` whenever it ends
+        gpuReading = Task { self.gpuRead(await child.gpuMegabytes(), baseline: baseline) }
     }
 
     /// A GPU memory reading came back (nil: none could be taken): the worker's usage, or its baseline.

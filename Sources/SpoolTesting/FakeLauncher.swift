@@ -97,7 +97,10 @@ public final class FakeChild: ChildProcess {
         var gpu: Double?
         /// GPU readings wait until released (a `nvidia-smi` that takes its time).
         var holdsGPUReadings = false
-        var heldGPUReadings: [CheckedContinuation<Void, Never>] = []
+        var heldGPUReadings: [(id: Int, continuation: CheckedContinuation<Void, Never>)] = []
+        var gpuReadingsStarted = 0
+        /// Held readings whose task was cancelled (an `nvidia-smi` killed): they end with no answer.
+        var gpuReadingsCancelled: Set<Int> = []
         /// How many fences were written into its output.
         var fencesWritten = 0
         /// It closed its end of the command channel: what is sent stays in the pipe, unread
@@ -212,15 +215,32 @@ public final class FakeChild: ChildProcess {
 
     public func residentMegabytes() async -> Double? { state.withLock { $0.rss } }
     public func gpuMegabytes() async -> Double? {
-        await withCheckedContinuation { continuation in
-            let held = state.withLock { state in
-                if state.holdsGPUReadings { state.heldGPUReadings.append(continuation) }
-                return state.holdsGPUReadings
-            }
-            if !held { continuation.resume() }
+        let id = state.withLock { state in
+            state.gpuReadingsStarted += 1
+            return state.gpuReadingsStarted
         }
-        return state.withLock { $0.gpu }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let held = state.withLock { state in
+                    let hold = state.holdsGPUReadings && !state.gpuReadingsCancelled.contains(id)
+                    if hold { state.heldGPUReadings.append((id, continuation)) }
+                    return hold
+                }
+                if !held { continuation.resume() }
+            }
+        } onCancel: {
+            let held = state.withLock { state in
+                state.gpuReadingsCancelled.insert(id)
+                guard let index = state.heldGPUReadings.firstIndex(where: { $0.id == id }) else { return nil as CheckedContinuation<Void, Never>? }
+                return state.heldGPUReadings.remove(at: index).continuation
+            }
+            held?.resume()
+        }
+        return state.withLock { $0.gpuReadingsCancelled.contains(id) ? nil : $0.gpu }
     }
+
+    /// Held GPU readings whose task was cancelled.
+    public var gpuReadingsCancelled: Int { state.withLock { $0.gpuReadingsCancelled.count } }
 
     /// GPU readings from now on wait until `releaseGPUReadings` (a slow `nvidia-smi`).
     public func holdGPUReadings() { state.withLock { $0.holdsGPUReadings = true } }
@@ -233,6 +253,6 @@ public final class FakeChild: ChildProcess {
             defer { state.heldGPUReadings = [] }
             return state.heldGPUReadings
         }
-        for reading in held { reading.resume() }
+        for reading in held { reading.continuation.resume() }
     }
 }

@@ -541,8 +541,10 @@ import Testing
             }
         }
         #expect(worker.signals == [SIGTERM, SIGKILL], "the shutdown command, SIGTERM a grace later, then SIGKILL")
-        worker.releaseGPUReadings()
-        await stopped.value
+        // The reading under way goes with the worker, its command killed, not left to its time limit
+        // (found by attacking the build: a hung nvidia-smi outlived the server).
+        try await within("the stop, the reading cancelled") { await stopped.value }
+        #expect(worker.gpuReadingsCancelled == 1)
     }
 
     /// A quarantined slot (its GPU reads faulty) keeps no worker loaded there: an idle one is
