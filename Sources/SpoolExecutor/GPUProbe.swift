@@ -69,15 +69,25 @@ public enum GPUProbe {
     /// failure ("GPU is lost", an NVML that cannot start) reads unhealthy with that failure.
     /// `command`: nvidia-smi (a test's stand-in).
     public static func health(of devices: [String], timeout: Duration = .seconds(20), command: String = "nvidia-smi") async -> [String: GPUHealth]? {
-        for fields in [healthFields, Array(healthFields.prefix(3))] {
+        // A driver that refused the newer fields once is asked the older ones from then on (found by
+        // attacking the build: nvidia-smi ran twice at every reading).
+        let all = olderDrivers.withLock { $0.contains(command) } ? [Array(healthFields.prefix(3))] : [healthFields, Array(healthFields.prefix(3))]
+        for fields in all {
             let arguments = ["--query-gpu=" + fields.joined(separator: ","), "--format=csv,noheader,nounits"]
             guard let (_, text) = await runBounded([command] + arguments, timeout: timeout) else { return nil }
-            if text.contains("is not a valid field to query") { continue }
+            if text.contains("is not a valid field to query") {
+                _ = olderDrivers.withLock { $0.insert(command) }
+                continue
+            }
             let health = parseHealth(text, fields: fields, devices: devices)
             return health.isEmpty ? nil : health
         }
         return nil
     }
+
+    /// The commands (nvidia-smi) whose driver knows no `remapped_rows.*` fields: seen once, as a
+    /// driver does not change while the server runs.
+    private static let olderDrivers = Mutex<Set<String>>([])
 
     /// Runs a GPU self-test command pinned to `gpu` (`SlotSpec.gpuEnvironment`, `SPOOL_SLOT`; none of
     /// the server's `SPOOL_*` settings): whether it exited 0 within `timeout`, and what it said or why not.

@@ -80,6 +80,8 @@ public struct GPUHealthMonitor: Service, Sendable {
         if let health = await GPUProbe.health(of: configuration.devices, timeout: configuration.probeTimeout) {
             if readsFailing.failing.exchange(false, ordering: .acquiringAndReleasing) { logger.notice("the GPUs' health can be read again") }
             await scheduler.read(gpuHealth: health)
+        } else if Task.isCancelled {
+            return   // the server stops: the reading was cut off, not failed (found by attacking the build: a warning at every clean stop)
         } else if !readsFailing.failing.exchange(true, ordering: .acquiringAndReleasing) {
             logger.warning("could not read the GPUs' health: nvidia-smi is missing, failed, or did not answer within its time limit; said once until a reading succeeds",
                            metadata: ["time_limit": "\(configuration.probeTimeout)"])

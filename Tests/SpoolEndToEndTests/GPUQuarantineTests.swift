@@ -317,6 +317,22 @@ import Testing
         await server.stop()
     }
 
+    /// A clean stop cuts off a health query under way without warning that the GPUs' health
+    /// could not be read (found by attacking the build: a warning at every clean stop).
+    @Test func aCleanStopDoesNotWarnOfAHealthQueryItCutOff() async throws {
+        let root = try Self.fakeMachine()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        // The health query hangs (a stuck driver); the device listing answers.
+        try Self.install(Self.fakeNvidiaSMI.replacingOccurrences(of: #"--query-gpu=*) cat"#, with: #"--query-gpu=*) touch "$here/asked"; sleep 60; cat"#),
+                         at: root + "/bin")
+        let server = try ServerHarness(config: .object(["gpu_health_interval_s": 0.2]))
+        try await server.start(["--gpus", "auto"], environment: ["PATH": root + "/bin:" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")])
+        try await poll(.seconds(30), "the health query under way") { FileManager.default.fileExists(atPath: root + "/asked") }
+        server.terminate()
+        #expect(await server.waitForExit() == 0)
+        #expect(!server.log.contains("could not read the GPUs' health"), "\(server.log)")
+    }
+
     /// GPUs named on a machine whose health cannot be read (no nvidia-smi, one that hangs):
     /// warned of once, not at every reading (found by attacking the build: every interval, 2,880
     /// lines a day at the default, each naming a timeout that never happened).

@@ -118,4 +118,26 @@ import Testing
         #expect(try await GPUProbe.health(of: ["0"], command: try smi("echo 'not a table'")) == nil)
         #expect(try await GPUProbe.health(of: ["0"], command: try smi("echo '0, 0, No, No, No'")) == ["0": .healthy])
     }
+
+    /// A driver that refuses the newer health fields is asked the older ones from then on: one
+    /// nvidia-smi run a reading, not two (found by attacking the build).
+    @Test func aDriverThatRefusesTheNewerFieldsIsAskedTheOlderOnesFromThenOn() async throws {
+        let directory = NSTemporaryDirectory() + "spool-probe-old-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let smi = directory + "/nvidia-smi"
+        let script = """
+            #!/bin/sh
+            echo run >> \(directory)/runs
+            case "$1" in *remapped_rows*) echo 'Field "remapped_rows.pending" is not a valid field to query.'; exit 2;; esac
+            echo '0, 0, No'
+            """
+        try script.write(toFile: smi, atomically: true, encoding: .utf8)
+        chmod(smi, 0o755)
+        func runs() -> Int { ((try? String(contentsOfFile: directory + "/runs", encoding: .utf8)) ?? "").split(separator: "\n").count }
+        #expect(await GPUProbe.health(of: ["0"], command: smi) == ["0": .healthy])
+        #expect(runs() == 2)
+        #expect(await GPUProbe.health(of: ["0"], command: smi) == ["0": .healthy])
+        #expect(runs() == 3, "one run for the second reading")
+    }
 }
