@@ -1347,7 +1347,7 @@ public actor Scheduler: Service {
         } else if recorded.state == .queued {
             // Not an end (found by attacking the build: it read "job finished … state=queued").
             logger.info("job handed back to the queue", metadata: ["job": "\(job.id)", "type": "\(job.type)", "slot": "\(slot)",
-                                                                   "why": "\(outcome.errorMessage(timeout: nil) ?? "")"])
+                                                                   "why": "\(Self.handedBackBecause(outcome))"])
         } else {
             logger.info("job finished", metadata: ["job": "\(job.id)", "type": "\(job.type)", "state": "\(recorded.state)", "slot": "\(slot)"])
         }
@@ -1484,6 +1484,15 @@ public actor Scheduler: Service {
         }
         // After the attempt's task, so that the start goes first when both wait for a thread.
         lookAhead(for: slot, in: &group)
+    }
+
+    /// Why an attempt was handed back, for the log (a returned attempt's message; it read empty).
+    static func handedBackBecause(_ outcome: JobOutcome) -> String {
+        switch outcome {
+        case .returned(let message, _): message
+        case .stoppedForShutdown: "the server is stopping"
+        default: outcome.errorMessage(timeout: nil) ?? "\(outcome)"
+        }
     }
 
     private func waitForEnd(of attempt: Attempt) async {

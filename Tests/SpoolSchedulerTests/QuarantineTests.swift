@@ -193,6 +193,14 @@ import Testing
         }
     }
 
+    /// The log line of a job handed back says why (found by attacking the build: `why=` was empty,
+    /// a returned attempt having no error message).
+    @Test func aJobHandedBackSaysWhyInTheLog() {
+        #expect(Scheduler.handedBackBecause(.returned(message: "the server is short of processes: fork failed")) == "the server is short of processes: fork failed")
+        #expect(Scheduler.handedBackBecause(.returned(message: "its slot was quarantined while it ran", ran: true)) == "its slot was quarantined while it ran")
+        #expect(Scheduler.handedBackBecause(.stoppedForShutdown) == "the server is stopping")
+    }
+
     /// A quarantined slot gives up the job it looked up to start next, and a healthy idle slot
     /// that passed it over takes it: not after the next submit.
     @Test func aJobLookedUpAheadByASlotThatIsQuarantinedStartsOnAnIdleSlot() async throws {
