@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import SpoolCore
 import SpoolExecutor
+import NIOCore
+import NIOHTTP1
 
 struct SubmitCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "submit", abstract: "Submit a job; with --wait, follow it to the end.")
@@ -82,8 +84,17 @@ struct SubmitCommand: AsyncParsableCommand {
             if let dedupKey { body["dedup_key"] = .string(dedupKey) }
             let array = try arraySpec()
             if let array { body["array"] = array }
-            let (_, headers, reply) = try await client.post("/v1/jobs", json: .object(body),
-                                                            headers: idempotencyKey.map { [("Idempotency-Key", $0)] } ?? [])
+            // A key always (one of its own when none is given): a submit whose answer did not come in
+            // time may have been stored, and sent again with the same key it is stored once (found by
+            // attacking the build: the CLI said the server could not be reached, and the job ran).
+            let key = idempotencyKey ?? "spool-cli-" + UUID().uuidString.lowercased()
+            let (headers, reply): (HTTPHeaders, ByteBuffer)
+            do {
+                (_, headers, reply) = try await client.post("/v1/jobs", json: .object(body), headers: [("Idempotency-Key", key)])
+            } catch let failure as SpoolClient.Failure where failure.timedOut {
+                throw SpoolClient.Failure(description: failure.description + "; the job may have been stored: run the same command with "
+                                          + "--idempotency-key \(key) to submit it at most once", exitCode: failure.exitCode)
+            }
             // A job, or with --array-… the array; without --wait, just its id.
             let id = try JSONParser.parse(reply.readableBytesView)["id"]?.stringValue ?? ""
             if let reuse = headers.first(name: "Spool-Dedup") {

@@ -93,6 +93,8 @@ struct SpoolClient {
         var exitCode: Int32 = 1
         /// The server's answer, when it answered.
         var status: UInt?
+        /// The request went out and no answer came in time: it may have been carried out.
+        var timedOut = false
     }
 
     func get(_ path: String, timeout: TimeAmount = .seconds(90)) async throws -> (HTTPResponseStatus, HTTPHeaders, ByteBuffer) {
@@ -212,6 +214,8 @@ struct SpoolClient {
             // Not the server's fault: a header this request cannot carry (a newline in a token or key).
             throw Failure(description: "a header of this request cannot be sent (a line break or control character in --token, "
                                        + "SPOOL_TOKEN or --idempotency-key?)")
+        } catch where "\(error)".contains("deadlineExceeded") || "\(error)".contains("readTimeout") {
+            throw Failure(description: "the server at \(base) did not answer within \(timeout.nanoseconds / 1_000_000_000) s", exitCode: 3, timedOut: true)
         } catch {
             throw Failure(description: Self.unreachable(base, error), exitCode: 3)
         }

@@ -136,6 +136,43 @@ import Testing
         #expect(status.stdout.split(separator: "\n").filter { $0.hasPrefix("state:") } == ["state:     running"], "\(status.stdout)")
     }
 
+    /// `spool submit` sends an Idempotency-Key of its own when none is given, so that a submit
+    /// whose answer did not come in time can be sent again and stored once (found by attacking the
+    /// build: the CLI said the server could not be reached, and the job it had sent ran).
+    @Test func theCLISubmitSendsAnIdempotencyKeyOfItsOwn() async throws {
+        // A stand-in server on loopback: it keeps the request and answers 201 at once.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } }
+        listen(listener, 4)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        let port = UInt16(bigEndian: address.sin_port)
+        let request = Task.detached { () -> String in   // unstructured: awaited below; blocking accept and reads
+            let connection = accept(listener, nil, nil)
+            defer { close(connection) }
+            var received: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while !String(decoding: received, as: UTF8.self).contains("\"type\"") {
+                let count = recv(connection, &buffer, buffer.count, 0)
+                guard count > 0 else { break }
+                received += buffer[..<count]
+            }
+            let body = #"{"id":"job_01m9900000000000000000000a","type":"t","state":"queued"}"#
+            let answer = "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
+            _ = answer.withCString { send(connection, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            return String(decoding: received, as: UTF8.self)
+        }
+        let submitted = try await runCLI(["submit", "t", "--server", "http://127.0.0.1:\(port)"])
+        let sent = await request.value
+        #expect(submitted.status == 0 && submitted.stdout.contains("job_01m9900000000000000000000a"), "\(submitted)")
+        let key = sent.split(separator: "\r\n").first { $0.lowercased().hasPrefix("idempotency-key:") }
+        #expect(key?.contains("spool-cli-") == true, "\(sent)")
+    }
+
     /// `spool --version` names the stores' schemas with the version (found by attacking an upgrade:
     /// builds that store jobs differently printed the same line).
     @Test func theVersionNamesTheStoreSchemas() async throws {
