@@ -153,17 +153,19 @@ public struct SlotQuarantine: Sendable, Equatable {
     }
 
     /// What `release(slot)` would answer now, without opening the slot.
-    public func releasable(_ slot: SlotID) -> Release {
+    /// `passedSelfTest`: its GPU's self-test passed, and a self-test running on the GPU (that
+    /// one, ending) does not hold the release back.
+    public func releasable(_ slot: SlotID, passedSelfTest: Bool = false) -> Release {
         guard devices[slot] != nil else { return .noSuchSlot }
         guard entries[slot] != nil else { return .notQuarantined }
         if let problem = deviceProblem(of: slot) { return .deviceUnhealthy(problem) }
-        if testing.contains(slot) { return .selfTestRunning }
+        if !passedSelfTest, testing.contains(where: { devices[$0] == devices[slot] }) { return .selfTestRunning }
         return .released
     }
 
     /// Opens `slot` again (an administrator's call, or a passing self-test).
-    public mutating func release(_ slot: SlotID) -> Release {
-        let answer = releasable(slot)
+    public mutating func release(_ slot: SlotID, passedSelfTest: Bool = false) -> Release {
+        let answer = releasable(slot, passedSelfTest: passedSelfTest)
         guard answer == .released else { return answer }
         entries[slot] = nil
         streaks[slot] = 0

@@ -41,15 +41,16 @@ extension Scheduler {
     }
 
     /// Opens a quarantined slot again (an administrator's call, or a passing self-test).
-    public func release(_ slot: SlotID, by whom: String) async -> SlotQuarantine.Release {
+    /// `passedSelfTest`: the GPU's self-test passed (its own run does not hold the release back).
+    public func release(_ slot: SlotID, by whom: String, passedSelfTest: Bool = false) async -> SlotQuarantine.Release {
         await quarantineRestored()
         // Whether it may go, without opening it: the slot stays closed until its executor has
         // heard (and starts workers there again), so that no job is offered to it before.
-        let allowed = quarantine.releasable(slot)
+        let allowed = quarantine.releasable(slot, passedSelfTest: passedSelfTest)
         guard allowed == .released else { return allowed }
         await executor.slotReleased(slot)
         // Asked again: a reading that came meanwhile may keep it closed, another release may have opened it.
-        let answer = quarantine.release(slot)
+        let answer = quarantine.release(slot, passedSelfTest: passedSelfTest)
         guard answer == .released else {
             if quarantine.isQuarantined(slot) { await executor.slotQuarantined(slot) }
             return answer
@@ -77,16 +78,36 @@ extension Scheduler {
     }
 
     /// A self-test `selfTestsDue` handed out has ended. A pass opens every quarantined slot of its
-    /// GPU (what it tested); returns the slots it opened.
+    /// GPU (what it tested); returns the slots it opened. The GPU counts as under test until
+    /// they are open (a release waits on the executor and the quarantine file: found in review,
+    /// a tick between them handed out a sibling's test).
     public func selfTestEnded(on slot: SlotID, passed: Bool) async -> [SlotID] {
-        quarantine.selfTestEnded(on: slot)
+        defer {
+            quarantine.selfTestEnded(on: slot)
+            jobEnqueued()   // its GPU's open slots take jobs again
+        }
         guard passed, let gpu = slotSpecs[slot]?.gpu else { return [] }
         var opened: [SlotID] = []
         for other in board.slots where slotSpecs[other]?.gpu == gpu && quarantine.isQuarantined(other) {
-            if await release(other, by: "self-test") == .released { opened.append(other) }
+            if await release(other, by: "self-test", passedSelfTest: true) == .released { opened.append(other) }
         }
         return opened
     }
+
+    /// Whether `slot` takes no job: quarantined, or its GPU is being self-tested (an open slot of
+    /// the GPU too: found in review, a sibling slot's job ran beside the test).
+    func closedToJobs(_ slot: SlotID) -> Bool {
+        quarantine.isQuarantined(slot) || slotSpecs[slot]?.gpu.map(gpusUnderTest.contains) == true
+    }
+
+    /// The slots that take no job (`closedToJobs`).
+    var slotsClosedToJobs: Set<SlotID> {
+        let testing = gpusUnderTest
+        return quarantine.quarantinedSlots.union(board.slots.filter { slotSpecs[$0]?.gpu.map(testing.contains) == true })
+    }
+
+    /// The GPUs whose self-test runs now.
+    private var gpusUnderTest: Set<String> { Set(quarantine.selfTesting.compactMap { slotSpecs[$0]?.gpu }) }
 
     /// The quarantine kept from before the restart is in force: restored (once, by the first
     /// caller) before anything looks at the quarantine or changes it — the slot-filling loop, a

@@ -693,7 +693,7 @@ public actor Scheduler: Service {
         var foundNothingExcluding: Set<String>?
         var refused: [SlotID: Set<String>] = [:]   // by the slots that found nothing
         var storeFailing = false
-        for slot in board.beginClaims(except: quarantine.quarantinedSlots) {
+        for slot in board.beginClaims(except: slotsClosedToJobs) {
             var claimed: Job?
             let empty = emptyIdle.removeValue(forKey: slot)
             let excluded = executor.excludedTypes(for: slot)
@@ -806,7 +806,7 @@ public actor Scheduler: Service {
     /// Records an attempt's end and claims the slot's next job in one transaction; the slot
     /// waits for the answer (`recorded`).
     private func record(_ job: Job, on slot: SlotID, with result: ExecutionResult, in group: inout DiscardingTaskGroup) {
-        let claimFor = shuttingDown || quarantine.isQuarantined(slot) || claimsPaused ? nil : slot
+        let claimFor = shuttingDown || closedToJobs(slot) || claimsPaused ? nil : slot
         let now = clock.wall()
         // With a local store, jobs other slots started before their claim committed (or were
         // stopped that way and still end) are never claimed here: two transactions, on this
@@ -979,7 +979,7 @@ public actor Scheduler: Service {
         var refusing: Set<String> = []
         if storeTrouble != nil {
             next = .claimInStore
-        } else if quarantine.isQuarantined(slot) || claimsPaused {
+        } else if closedToJobs(slot) || claimsPaused {
             // Starts nothing.
         } else if !shuttingDown {
             if let ahead, !submissions.withLock({ $0.overtakes(ahead.job, since: ahead.submissions) }),
@@ -1181,7 +1181,7 @@ public actor Scheduler: Service {
         lookups[slot] = lookup
         startedDuringLookAhead[slot] = nil
         let alone = aloneInQueue.removeValue(forKey: slot)
-        guard let local, !shuttingDown, storeTrouble == nil, !quarantine.isQuarantined(slot), !claimsPaused else { return }
+        guard let local, !shuttingDown, storeTrouble == nil, !closedToJobs(slot), !claimsPaused else { return }
         upcoming[slot] = nil
         emptyAhead[slot] = nil
         // The job it runs came alone into a queue the slot found empty, and nothing came since:

@@ -193,6 +193,50 @@ import Testing
         }
     }
 
+    /// While a GPU's self-test runs, an open slot of that GPU takes no job either (found in review:
+    /// the test handed out, a sibling slot claimed the next job beside it); it does once the test
+    /// has ended.
+    @Test func anOpenSlotOfAGPUUnderTestTakesNoJobUntilTheTestEnds() async throws {
+        let executor = self.executor
+        let rig = try SchedulerRig(slots: 3, executor: { _, _, _ in executor }) { configuration in
+            configuration.slots = [SlotSpec(id: SlotID(0), gpu: "0"), SlotSpec(id: SlotID(1), gpu: "0"), SlotSpec(id: SlotID(2), gpu: "1")]
+            configuration.quarantineAfterFailures = 1
+        }
+        try await running(rig) {
+            // The type works on GPU 1, then fails on slot 0: slot 0 closes, slot 1 (GPU 0 too) stays open.
+            let hold = try await rig.submit()
+            let onZero = try await next("a job on slot 0")
+            let works = try await rig.submit()
+            let onOne = try await next("a job on slot 1")
+            let third = try await rig.submit()
+            let onTwo = try await next("a job on slot 2")
+            #expect([onZero.slot.id, onOne.slot.id, onTwo.slot.id] == [SlotID(0), SlotID(1), SlotID(2)])
+            onTwo.finish(.succeeded)
+            onOne.finish(.succeeded)
+            _ = try await rig.waitFor(third.id, .succeeded)
+            _ = try await rig.waitFor(works.id, .succeeded)
+            onZero.finish(.exited(code: 1))
+            _ = try await rig.waitFor(hold.id, .queued, after: .running)
+            let requeued = try await next("the job that closed slot 0, on an open slot")
+            requeued.finish(.succeeded)
+            _ = try await rig.waitFor(hold.id, .succeeded)
+            #expect(await rig.scheduler.quarantinedSlots().map(\.0.id) == [SlotID(0)])
+
+            #expect(await rig.scheduler.selfTestsDue(every: .seconds(30)).map(\.id) == [SlotID(0)])
+            let first = try await rig.submit()
+            let elsewhere = try await next("a job while GPU 0 is under test")
+            #expect(elsewhere.slot.id == SlotID(2), "not on slot 1, beside the test on its GPU")
+            let second = try await rig.submit()
+            _ = await rig.scheduler.selfTestEnded(on: SlotID(0), passed: false)
+            let after = try await next("the job waiting, once the test has ended")
+            #expect(after.job.id == second.id && after.slot.id == SlotID(1))
+            elsewhere.finish(.succeeded)
+            after.finish(.succeeded)
+            _ = try await rig.waitFor(first.id, .succeeded)
+            _ = try await rig.waitFor(second.id, .succeeded)
+        }
+    }
+
     /// The log line of a job handed back says why (found by attacking the build: `why=` was empty,
     /// a returned attempt having no error message).
     @Test func aJobHandedBackSaysWhyInTheLog() {
