@@ -1,17 +1,23 @@
 import Glibc
+import SpoolExecutor
 
 /// The server's limit on open files (`ulimit -n`). Each connection, event stream, download and
 /// running job's pipes, log and FIFOs takes descriptors, and the soft limit most services start
 /// with (1,024) is less than `max_connections` alone: past it the server could accept no
-/// connection, and clients waited unanswered (found by attacking the build).
+/// connection, and clients waited unanswered (found by attacking the build). The server raises
+/// it to what it may need (`needed`), within the hard limit.
 enum FileLimit {
-    /// Raises the soft limit to the hard one, as Go's runtime does; the limit in force after.
-    static func raise() -> UInt64 {
+    /// Raises the soft limit to `needed`, within the hard one; the limit in force after. Not to the
+    /// hard limit itself: the server's children inherit it, and a job's program using `select` past
+    /// 1,024 descriptors corrupts its memory where it would have been refused (found in review:
+    /// under systemd, jobs got 524,288).
+    static func raise(to needed: UInt64) -> UInt64 {
         var limit = rlimit()
         guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
-        if limit.rlim_cur < limit.rlim_max {
+        let wanted = min(rlim_t(needed), limit.rlim_max)
+        if limit.rlim_cur < wanted {
             var raised = limit
-            raised.rlim_cur = limit.rlim_max
+            raised.rlim_cur = wanted
             if setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &raised) == 0 { return UInt64(raised.rlim_cur) }
         }
         return UInt64(limit.rlim_cur)

@@ -93,7 +93,7 @@ public enum SpoolServer {
         shared?.serve(types: types.map(\.name))
 
         let slots = configuration.role == .api ? [] : try await pickSlots(configuration, logger: logger)
-        let fileLimit = FileLimit.raise()
+        let fileLimit = FileLimit.raise(to: FileLimit.needed(maxConnections: configuration.maxConnections, slots: slots.count))
         if let warning = FileLimit.warning(limit: fileLimit, maxConnections: configuration.maxConnections, slots: slots.count) {
             logger.warning("\(warning)")
         }

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import Subprocess
 
 /// Runs blocking file-system work (mkdir, small writes, /proc scans, removing a job's tree) on
 /// a thread pool of its own, never on an event loop or the cooperative pool's threads.
@@ -28,5 +29,9 @@ public enum BlockingIO {
         _ = try? await pool.runIfActive {}
         await GroupStop.startLooker()
         _ = try? await NIOThreadPool.singleton.runIfActive {}
+        // swift-subprocess's threads (the one that waits on children, the one that reads their
+        // pipes) are made on its first spawn, and a failure then stays for good (found in review):
+        // one spawn now, its output read.
+        _ = try? await Subprocess.run(.path("/bin/true"), output: .string(limit: 16), error: .discarded)
     }
 }

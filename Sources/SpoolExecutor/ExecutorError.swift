@@ -12,13 +12,14 @@ public struct ExecutorError: Error, Sendable, CustomStringConvertible {
     /// How it is unusable, in words: "is full" or "cannot be written".
     public var dataDirectoryFault: String { code == ENOSPC || code == EDQUOT ? "is full" : "cannot be written" }
     /// The server itself is short of what a start needs: file descriptors (EMFILE, ENFILE: event
-    /// streams and downloads hold many), processes (EAGAIN: its user's limit, a cgroup's
-    /// `pids.max`, which a job's own forks may use up) or memory (ENOMEM). The job is not at
-    /// fault, and goes back to the queue instead of failing (found by attacking the build: every
-    /// job that came due failed for good, `spawn_failed`, and the queue drained in milliseconds).
-    public var serverShort: Bool { [EMFILE, ENFILE, EAGAIN, ENOMEM].contains(code) }
+    /// streams and downloads hold many) or processes (EAGAIN: its user's limit, a cgroup's
+    /// `pids.max`, which a job's own forks may use up). The job is not at fault, and goes back to
+    /// the queue instead of failing (found by attacking the build: every job that came due failed
+    /// for good, `spawn_failed`, and the queue drained in milliseconds). Not ENOMEM: the job's own
+    /// `execve` may fail so for good (a binary too big for the memory it may have).
+    public var serverShort: Bool { [EMFILE, ENFILE, EAGAIN].contains(code) }
     /// What it is short of, in words.
-    public var shortOf: String { code == EMFILE || code == ENFILE ? "file descriptors" : code == ENOMEM ? "memory" : "processes" }
+    public var shortOf: String { code == EAGAIN ? "processes" : "file descriptors" }
     private var code: Int32 = 0
 
     public init(_ description: String) { self.description = description }

@@ -532,9 +532,11 @@ public actor Scheduler: Service {
         }
     }
 
-    /// A probe's answer: room clears the problem. Whether to probe again (still full).
+    /// A probe's answer: room clears the problem — not a shortage of the server's own, which only a
+    /// job that starts clears (found in review: else it cleared itself and came back every 5 s).
+    /// Whether to probe again (still full).
     private func probedDataDirectory(room: Bool) -> Bool {
-        if room { dataDirectoryHasRoom() }
+        if room, dataDirectoryUnusable?.short != true { dataDirectoryHasRoom() }
         jobEnqueued()   // the slots look again either way
         probingDataDirectory = dataDirectoryUnusable != nil
         return probingDataDirectory

@@ -40,10 +40,11 @@ public struct SubprocessLauncher: ChildLauncher {
             // meanwhile, by anything, holds the server's end and keeps end-of-file away.
             var ends: [Int32] = [-1, -1]
             guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0 else {
+                let code = errno   // before the clean-up's calls set it
                 messages?.remove()
                 commands?.remove()
                 output.remove()
-                throw ExecutorError("cannot make the gate (a socket pair)", errno: errno)
+                throw ExecutorError("cannot make the gate (a socket pair)", errno: code)
             }
             stdin = FileDescriptor(rawValue: ends[0])
             gate = Gate(writer: ends[1])
@@ -53,7 +54,7 @@ public struct SubprocessLauncher: ChildLauncher {
                 messages?.remove()
                 commands?.remove()
                 output.remove()
-                throw ExecutorError("cannot open \(path) as the child's stdin: \(error)")
+                throw ExecutorError("cannot open \(path) as the child's stdin", errno: (error as? Errno)?.rawValue ?? EIO)
             }
         }
         var environment: [Environment.Key: String] = [:]
