@@ -71,10 +71,21 @@ struct SharedFileUploader: Sendable {
            let cut = JobFiles.contents(of: paths.logCut, limit: LogBase.noticeLimit, singleLink: true), !cut.isEmpty {
             files.append(StoredFile(name: StoredFile.logCutName, content: cut))
         }
-        // (Short of descriptors to look, none: the job's log, which the upload ends with, says nothing of them.)
-        for output in (try? OutputFiles.list(under: paths.outputs, limit: 10_000)) ?? [] {
+        // Short of descriptors to look, none are copied, and that is said as for outputs past the
+        // budget (found in review: other nodes listed none, without `truncated`).
+        let listed = try? OutputFiles.list(under: paths.outputs, limit: 10_000)
+        for output in listed ?? [] {
             guard let path = paths.output(named: output.name) else { continue }
             take(StoredFile.outputName(output.name), at: path, listed: output.size)
+        }
+        if listed == nil {
+            let note = Array("[spool] the job's outputs could not be listed (the server was short of file descriptors): they stay on the node that ran the job\n".utf8)
+            if let index = files.firstIndex(where: { $0.name == StoredFile.logName }) {
+                files[index] = StoredFile(name: StoredFile.logName, content: files[index].content + note)
+            } else {
+                files.insert(StoredFile(name: StoredFile.logName, content: note), at: 0)
+            }
+            files.append(StoredFile(name: StoredFile.outputsLeftName, content: Array("\n".utf8)))
         }
         // What stays behind is said where every node's reader looks: at the end of the stored log
         // (found by attacking the build: such outputs were listed by the outputs event, then 404).
