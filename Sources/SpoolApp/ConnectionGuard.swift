@@ -42,12 +42,6 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var requestsEnded = 0
     private var responsesEnded = 0
 
-    /// A response's end is queued and not yet written out: the reader must keep taking its bytes,
-    /// some every `headerTimeout` (`drainTimer`), or the connection is closed.
-    private var drainTimer: Scheduled<Void>?
-    /// What the channel still held to write at the last look.
-    private var lastBuffered: Int?
-
     private let maxBodyBytes: Int
     /// When the body of the request arriving must have arrived whole (grows with what comes).
     private var bodyDeadline: NIODeadline?
@@ -74,7 +68,6 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         timer?.cancel()
-        drainTimer?.cancel()
         if counted {
             count.open.wrappingSubtract(1, ordering: .relaxed)
             counted = false
@@ -107,34 +100,13 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         // A response has ended once its last bytes are out, not once they are queued: megabytes
         // still on their way to a slow reader are no idle connection (found by attacking the
         // build: a 4.8-MB gzip answer read at 300 KB/s was cut at 3.6 MB, the timeout's worth).
-        // Yet a reader that takes nothing for a whole `headerTimeout` is closed, as before (found in
-        // review: it held its connection and the answer's bytes for good).
         let written = context.eventLoop.makePromise(of: Void.self)
         written.futureResult.whenComplete { result in
-            self.drainTimer?.cancel()
-            self.drainTimer = nil
-            self.lastBuffered = nil
             self.responsesEnded += 1
             if context.channel.isActive { self.settle(context) }
             promise?.completeWith(result)
         }
         context.write(data, promise: written)
-        watchDrain(context)
-    }
-
-    /// Closes the connection when what it has to write did not shrink for a `headerTimeout`.
-    private func watchDrain(_ context: ChannelHandlerContext) {
-        drainTimer?.cancel()
-        let channel = context.channel
-        drainTimer = context.eventLoop.scheduleTask(in: headerTimeout) {
-            let buffered = try? channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes)
-            if let buffered, buffered > 0, buffered == self.lastBuffered {
-                channel.close(promise: nil)
-                return
-            }
-            self.lastBuffered = buffered
-            self.watchDrain(context)
-        }
     }
 
     /// After a request or a response ended: a request that arrived whole and is not answered
