@@ -23,9 +23,10 @@ enum FileLimit {
         return UInt64(limit.rlim_cur)
     }
 
-    /// What the server may need at most: its connections, and for the rest (the store, each slot's
-    /// job or worker with its pipes, log and FIFOs, webhooks) a margin.
-    static func needed(maxConnections: Int, slots: Int) -> UInt64 { UInt64(maxConnections) + 64 + 16 * UInt64(slots) }
+    /// What the server may need at most: two for each connection (a download holds the file it
+    /// sends: found in review), and for the rest (the store, each slot's job or worker with its
+    /// pipes, log and FIFOs, webhooks) a margin.
+    static func needed(maxConnections: Int, slots: Int) -> UInt64 { 2 * UInt64(maxConnections) + 64 + 16 * UInt64(slots) }
 
     /// A warning when `limit` is below what the server may need, or nil.
     static func warning(limit: UInt64, maxConnections: Int, slots: Int) -> String? {

@@ -32,6 +32,6 @@ public enum BlockingIO {
         // swift-subprocess's threads (the one that waits on children, the one that reads their
         // pipes) are made on its first spawn, and a failure then stays for good (found in review):
         // one spawn now, its output read.
-        _ = try? await Subprocess.run(.path("/bin/true"), output: .string(limit: 16), error: .discarded)
+        _ = try? await Subprocess.run(.path("/bin/sh"), arguments: ["-c", ":"], output: .string(limit: 16), error: .discarded)
     }
 }

@@ -68,7 +68,9 @@ extension Scheduler {
     /// sibling slot had taken).
     public func selfTestsDue(every interval: Duration) -> [SlotSpec] {
         let now = clock.now()
-        var taken = Set((board.slots.filter { board.job(on: $0) != nil } + quarantine.selfTesting).compactMap { slotSpecs[$0]?.gpu })
+        // A slot claiming counts as busy: the job it is getting would start beside the test (found in review).
+        var taken = Set((board.slots.filter { board.occupancy[$0] != .idle && board.occupancy[$0] != .closed } + quarantine.selfTesting)
+            .compactMap { slotSpecs[$0]?.gpu })
         let due = quarantine.selfTestsDue(at: now, every: interval).filter { slot in
             guard board.job(on: slot) == nil, let gpu = slotSpecs[slot]?.gpu else { return false }
             return taken.insert(gpu).inserted

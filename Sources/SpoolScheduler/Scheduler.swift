@@ -532,11 +532,16 @@ public actor Scheduler: Service {
         }
     }
 
-    /// A probe's answer: room clears the problem — not a shortage of the server's own, which only a
-    /// job that starts clears (found in review: else it cleared itself and came back every 5 s).
-    /// Whether to probe again (still full).
+    /// A probe's answer: room clears the problem. A shortage of the server's own is not room on a
+    /// disk: it clears once a job runs, or when no start has been handed back for a whole retry
+    /// delay past the pause (found in review: it cleared itself and came back every 5 s; and with
+    /// nothing left to start it would have stayed for good). Whether to probe again (still full).
     private func probedDataDirectory(room: Bool) -> Bool {
-        if room, dataDirectoryUnusable?.short != true { dataDirectoryHasRoom() }
+        if let state = dataDirectoryUnusable, state.short {
+            if clock.now() >= state.retryAt + configuration.dataDirectoryRetryDelay { dataDirectoryHasRoom() }
+        } else if room {
+            dataDirectoryHasRoom()
+        }
         jobEnqueued()   // the slots look again either way
         probingDataDirectory = dataDirectoryUnusable != nil
         return probingDataDirectory
@@ -1456,8 +1461,8 @@ public actor Scheduler: Service {
             early
         } else if job.cancelRequested {
             .cancel
-        } else if quarantine.isQuarantined(slot) {
-            .quarantine   // claimed while its slot was being quarantined
+        } else if closedToJobs(slot) {
+            .quarantine   // claimed while its slot was being quarantined, or its GPU self-tested (found in review)
         } else {
             nil
         }

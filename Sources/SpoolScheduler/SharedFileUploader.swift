@@ -79,11 +79,11 @@ struct SharedFileUploader: Sendable {
             take(StoredFile.outputName(output.name), at: path, listed: output.size)
         }
         if listed == nil {
+            // Said at the end of the stored log, when there is one (else other nodes serve the lines
+            // the job sent as events, which a one-line log would hide: found in review).
             let note = Array("[spool] the job's outputs could not be listed (the server was short of file descriptors): they stay on the node that ran the job\n".utf8)
             if let index = files.firstIndex(where: { $0.name == StoredFile.logName }) {
                 files[index] = StoredFile(name: StoredFile.logName, content: files[index].content + note)
-            } else {
-                files.insert(StoredFile(name: StoredFile.logName, content: note), at: 0)
             }
             files.append(StoredFile(name: StoredFile.outputsLeftName, content: Array("\n".utf8)))
         }

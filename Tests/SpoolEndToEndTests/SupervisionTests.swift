@@ -499,7 +499,7 @@ import Testing
             "nap": .object(["command": .array(["/bin/sleep", "0.5"])]),
             "limit": .object(["command": .array(["/bin/sh", "-c", "ulimit -n"])]),
         ])]))
-        try await roomy.start(through: ["/usr/bin/prlimit", "--nofile=256:4096"])
+        try await roomy.start(through: ["/usr/bin/prlimit", "--nofile=256:8192"])
         let raised = try softLimit(of: roomy.pid)
         // The second job waits behind the first, started ahead behind its gate: its limit is set before it runs.
         _ = try await roomy.submit("nap")
@@ -507,14 +507,14 @@ import Testing
         _ = try await roomy.waitFor(limited, ["succeeded"])
         let jobLimit = String(decoding: try await roomy.request(.GET, "/v1/jobs/\(limited)/logs").body, as: UTF8.self)
         await roomy.stop()
-        #expect(raised == "1104", "the soft limit raised to what max_connections (1024) and a slot may need, not to the hard limit")
-        #expect(jobLimit == "1104\n", "the job's soft limit, inherited: \(jobLimit)")
+        #expect(raised == "2128", "the soft limit raised to what max_connections (1024) and a slot may need, not to the hard limit")
+        #expect(jobLimit == "2128\n", "the job's soft limit, inherited: \(jobLimit)")
         #expect(!roomy.log.contains("open-file limit"), "\(roomy.log)")
 
         let tight = try ServerHarness(config: .object([:]))
         try await tight.start(["--log-level", "warning"], through: ["/usr/bin/prlimit", "--nofile=256:512"])
         await tight.stop()
-        #expect(tight.log.contains("the open-file limit (ulimit -n) is 512, below the 1104 or so that max_connections (1024) and 1 slot(s) may need"),
+        #expect(tight.log.contains("the open-file limit (ulimit -n) is 512, below the 2128 or so that max_connections (1024) and 1 slot(s) may need"),
                 "\(tight.log)")
     }
 
@@ -550,7 +550,7 @@ import Testing
 
     /// Out of file descriptors, a read of a job's log or outputs answers 503 with Retry-After, not
     /// an empty log, an empty list or a 404 for a file that is there (found by attacking the build).
-    @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/prlimit"), "needs root and prlimit"))
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/prlimit"), "needs prlimit"))
     func outOfDescriptorsReadsAnswer503NotEmptiness() async throws {
         // Connections idle as long as the test may take (closed, they would free descriptors).
         let server = try ServerHarness(config: .object(["header_timeout_s": 300, "job_types": .object([

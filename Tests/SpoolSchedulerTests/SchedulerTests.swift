@@ -162,6 +162,31 @@ import Testing
         }
     }
 
+    /// A job handed back as the server is short of processes or descriptors pauses the claims as a
+    /// full data directory does, with its own words; the pause does not clear at the next probe (a
+    /// probe finds room on the disk, not processes: found in review, it cleared and came back every
+    /// 5 s), but once no start has been handed back for a whole retry delay past it — here with
+    /// nothing left to start (it would have stayed for good).
+    @Test func aShortageOfTheServersOwnPausesClaimsAndClearsWhenNoStartFailsSince() async throws {
+        try await running {
+            let job = try await rig.submit()
+            let first = try await nextAttempt()
+            first.finish(ExecutionResult(.returned(message: "the server is short of processes: fork failed"), serverShort: true))
+            _ = try await rig.waitFor(job.id, .queued, after: .running)
+            #expect(await rig.scheduler.dataDirectoryProblem()?.hasPrefix("jobs have been unable to start for 0 s") == true)
+            _ = try await rig.store.cancel(job.id, by: nil, now: rig.clock.wall())
+            let since = rig.manual.now
+            try await rig.advance(by: .seconds(1), until: "one probe past the pause", limit: 20) {
+                since.duration(to: rig.manual.now) >= rig.configuration.dataDirectoryRetryDelay + .seconds(1)
+            }
+            #expect(await rig.scheduler.dataDirectoryProblem() != nil, "not cleared by the probe's room on the disk")
+            try await rig.advance(by: .seconds(1), until: "no start handed back for a retry delay past the pause") {
+                await rig.scheduler.dataDirectoryProblem() == nil
+            }
+            #expect(since.duration(to: rig.manual.now) >= rig.configuration.dataDirectoryRetryDelay * 2)
+        }
+    }
+
     @Test func aFinishedJobIsRecordedAndItsSlotTakesTheNextJobInOneStep() async throws {
         try await running {
             let first = try await rig.submit()
