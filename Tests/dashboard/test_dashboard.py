@@ -684,23 +684,23 @@ def main():
               and rows[1][0] == "2" and rows[1][2] == "0" and not rows[1][6] and attempts[0].get("retry_at"),
               f"page rows: {rows}; server: {[(a['attempt'], a['state'], a.get('reason'), a.get('exit_code')) for a in attempts]}")
 
+        def outputs_shown(job_type):
+            """Runs a job of `job_type`, opens its details: the outputs' note and how many are shown."""
+            job = post_json(f"{sched}/v1/jobs", {"type": job_type})["id"]
+            wait_json(f"{sched}/v1/jobs/{job}", lambda j: j["state"] in ("succeeded", "failed", "canceled"), 30)
+            tools.wait_for(f"document.querySelector('button[data-key=\"recent:details:{job}\"]') !== null", 15)
+            tools.evaluate(f"document.querySelector('button[data-key=\"recent:details:{job}\"]').click(), true")
+            shown = tools.wait_for("(() => { const n = document.querySelector('#outputs .outputs-cut');"
+                                   " return n ? [n.textContent, document.querySelectorAll('#outputs figure').length] : null; })()", 15)
+            return job, shown
+
         # A job with more outputs than its outputs event lists: the page reads the listing instead, and
         # the details show the first 200 of all 1,005 (the event's "truncated" went unheeded: 1,000 of
         # 1,005 shown as all of them).
-        many = post_json(f"{sched}/v1/jobs", {"type": "many"})["id"]
-        wait_json(f"{sched}/v1/jobs/{many}", lambda j: j["state"] in ("succeeded", "failed", "canceled"), 30)
-        tools.wait_for(f"document.querySelector('button[data-key=\"recent:details:{many}\"]') !== null", 15)
-        tools.evaluate(f"document.querySelector('button[data-key=\"recent:details:{many}\"]').click(), true")
-        cut = tools.wait_for("(() => { const n = document.querySelector('#outputs .outputs-cut');"
-                             " return n ? [n.textContent, document.querySelectorAll('#outputs figure').length] : null; })()", 15)
+        _, cut = outputs_shown("many")
         check("a job with more outputs than its event lists shows the first 200 of all of them",
               cut == ["Showing the first 200 of 1005 outputs.", 200], f"page: {cut!r}")
-        odd = post_json(f"{sched}/v1/jobs", {"type": "oddname"})["id"]
-        wait_json(f"{sched}/v1/jobs/{odd}", lambda j: j["state"] in ("succeeded", "failed", "canceled"), 30)
-        tools.wait_for(f"document.querySelector('button[data-key=\"recent:details:{odd}\"]') !== null", 15)
-        tools.evaluate(f"document.querySelector('button[data-key=\"recent:details:{odd}\"]').click(), true")
-        cut = tools.wait_for("(() => { const n = document.querySelector('#outputs .outputs-cut');"
-                             " return n ? [n.textContent, document.querySelectorAll('#outputs figure').length] : null; })()", 15)
+        odd, cut = outputs_shown("oddname")
         check("a job whose listing holds only some of its outputs says so",
               cut and cut[0] == "Showing 2 of more than 2 outputs: the listing holds only some of the job's files." and cut[1] == 2,
               f"page: {cut!r}; listing: {get_json(f'{sched}/v1/jobs/{odd}/outputs')}")
