@@ -12,6 +12,12 @@ public enum GPUProbe {
         public var index: String
         public var name: String
         public var uuid: String?
+        /// The MIG devices `nvidia-smi -L` lists under it (their `MIG-…` UUIDs).
+        public var migs: [String]
+
+        public init(index: String, name: String, uuid: String?, migs: [String] = []) {
+            (self.index, self.name, self.uuid, self.migs) = (index, name, uuid, migs)
+        }
     }
 
     /// What `nvidia-smi -L` said: the devices, or why it listed none.
@@ -204,17 +210,24 @@ public enum GPUProbe {
                                "couldn't communicate with the NVIDIA driver", "No devices were found", "Failed to initialize NVML"]
 
     static func parse(_ text: String) -> [Device] {
-        text.split(separator: "\n").compactMap { line in
-            guard line.hasPrefix("GPU "), let colon = line.firstIndex(of: ":") else { return nil }
+        var devices: [Device] = []
+        for line in text.split(separator: "\n") {
+            // A MIG device, listed under its GPU: `  MIG 3g.20gb  Device  0: (UUID: MIG-…)`.
+            if line.hasPrefix(" "), let start = line.firstRange(of: "(UUID: MIG-"), !devices.isEmpty {
+                devices[devices.count - 1].migs.append(String(line[line.index(start.lowerBound, offsetBy: 7)...].prefix { $0 != ")" }))
+                continue
+            }
+            guard line.hasPrefix("GPU "), let colon = line.firstIndex(of: ":") else { continue }
             let index = line[line.index(line.startIndex, offsetBy: 4)..<colon]
-            guard !index.isEmpty, index.allSatisfy(\.isNumber) else { return nil }
+            guard !index.isEmpty, index.allSatisfy(\.isNumber) else { continue }
             var name = line[line.index(after: colon)...].drop { $0 == " " }
             var uuid: String?
             if let start = name.firstRange(of: " (UUID") {
                 uuid = name[start.upperBound...].drop { $0 == ":" || $0 == " " }.prefix { $0 != ")" }.description
                 name = name[..<start.lowerBound]
             }
-            return Device(index: String(index), name: String(name), uuid: uuid)
+            devices.append(Device(index: String(index), name: String(name), uuid: uuid))
         }
+        return devices
     }
 }

@@ -31,6 +31,7 @@ public struct GPUHealthMonitor: Service, Sendable {
     let clock: SpoolClock
     let logger: Logger
     private let readsFailing = ReadsFailing()
+    private let aliases = DeviceAliases()
     private let selfTestsWarned = SelfTestsWarned()
 
     public init(scheduler: Scheduler, configuration: Configuration, clock: SpoolClock, logger: Logger) {
@@ -45,6 +46,7 @@ public struct GPUHealthMonitor: Service, Sendable {
     /// another slot's test (found by attacking the build: run inline, one after another, a
     /// self-test that took its time stopped every GPU's health being read until it ended).
     public func run() async throws {
+        await resolveAliases()
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
                 let testing = GPUsTesting()
@@ -74,10 +76,40 @@ public struct GPUHealthMonitor: Service, Sendable {
         for slot in await selfTestsDue() { await selfTest(slot) }
     }
 
+    /// Slots named otherwise than by a GPU's index — a MIG device (`MIG-…`), a GPU by UUID when
+    /// `nvidia-smi -L` could not say its index at start — read their GPU's health, found in the
+    /// listing; one it does not list is warned of, its health not read (found by attacking the
+    /// build: such slots were never quarantined for their GPU's health, and nothing said so).
+    func resolveAliases() async {
+        let named = configuration.devices.filter { !$0.allSatisfy(\.isNumber) }
+        guard !named.isEmpty else { return }
+        var indexOf: [String: String] = [:]
+        if case .devices(let found) = await GPUProbe.listing() {
+            for gpu in found {
+                if let uuid = gpu.uuid { indexOf[uuid] = gpu.index }
+                for mig in gpu.migs { indexOf[mig] = gpu.index }
+            }
+        }
+        let unread = named.filter { indexOf[$0] == nil }
+        if !unread.isEmpty {
+            logger.warning("nvidia-smi -L lists no GPU for these devices: their health is not read, and their slots are quarantined for failures only",
+                           metadata: ["devices": "\(unread)"])
+        }
+        aliases.map.withLock { map in map = indexOf.filter { named.contains($0.key) } }
+    }
+
+    /// The GPU index whose reading stands for each device named otherwise (`resolveAliases`).
+    private final class DeviceAliases: Sendable {
+        let map = Mutex<[String: String]>([:])
+    }
+
     /// A failed reading is warned of once, until one succeeds again (found by attacking the build:
     /// with no nvidia-smi, a warning every interval, 2,880 a day, each naming a timeout that never was).
     private func readHealth() async {
-        if let health = await GPUProbe.health(of: configuration.devices, timeout: configuration.probeTimeout) {
+        let aliased = aliases.map.withLock { $0 }
+        let probed = Array(Set(configuration.devices.map { aliased[$0] ?? $0 })).sorted()
+        if var health = await GPUProbe.health(of: probed, timeout: configuration.probeTimeout) {
+            for (device, index) in aliased { health[device] = health[index] }
             if readsFailing.failing.exchange(false, ordering: .acquiringAndReleasing) { logger.notice("the GPUs' health can be read again") }
             await scheduler.read(gpuHealth: health)
         } else if Task.isCancelled {

@@ -328,6 +328,27 @@ import Testing
         await server.stop()
     }
 
+    /// A slot on a MIG device reads its GPU's health, found under `nvidia-smi -L`: an unhealthy GPU
+    /// closes it (found by attacking the build: it was never read, and nothing said so); a device
+    /// the listing does not know is warned of at start.
+    @Test func aMIGSlotReadsItsGPUsHealth() async throws {
+        let root = try Self.fakeMachine()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        try Self.install(Self.fakeNvidiaSMI.replacingOccurrences(
+            of: #"GPU 1: Fake GPU B (UUID: GPU-fake-1)\n"#,
+            with: #"GPU 1: Fake GPU B (UUID: GPU-fake-1)\n  MIG 3g.20gb     Device  0: (UUID: MIG-fake-1-a)\n"#), at: root + "/bin")
+        let server = try ServerHarness(config: .object(["gpu_health_interval_s": 0.2]))
+        defer { Task { await server.stop() } }
+        try await server.start(["--gpus", "MIG-fake-1-a,MIG-nowhere"],
+                               environment: ["PATH": root + "/bin:" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")])
+        try "0, 0, No, No, No\n1, 7, No, No, No\n".write(toFile: root + "/health", atomically: true, encoding: .utf8)
+        try await poll(.seconds(30), "the MIG slot closed for its GPU's ECC errors") {
+            let slots = try await server.request(.GET, "/healthz").json["quarantined_slots"]?.arrayValue ?? []
+            return slots.contains { $0["gpu"] == "MIG-fake-1-a" && ($0["reasons"]?.arrayValue?.first?.stringValue ?? "").contains("7 uncorrected ECC") }
+        }
+        #expect(server.log.contains("nvidia-smi -L lists no GPU for these devices") && server.log.contains("MIG-nowhere"), "\(server.log)")
+    }
+
     /// A clean stop cuts off a health query under way without warning that the GPUs' health
     /// could not be read (found by attacking the build: a warning at every clean stop).
     @Test func aCleanStopDoesNotWarnOfAHealthQueryItCutOff() async throws {

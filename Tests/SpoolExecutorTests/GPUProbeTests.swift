@@ -59,6 +59,14 @@ import Testing
         #expect(GPUProbe.parse(text).map(\.index) == ["0", "1"])
         #expect(GPUProbe.parse(text).first?.name == "NVIDIA H100 80GB HBM3")
         #expect(GPUProbe.parse(text).first?.uuid == "GPU-5c1b3a8e-1111-2222-3333-444455556666")
+        // MIG devices, listed under their GPU.
+        let mig = """
+            GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-4b6b0000-0000-0000-0000-000000000000)
+              MIG 3g.20gb     Device  0: (UUID: MIG-9f1c0000-0000-0000-0000-000000000000)
+              MIG 3g.20gb     Device  1: (UUID: MIG-c6c50000-0000-0000-0000-000000000000)
+            GPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-4b6b0000-0000-0000-0000-000000000001)
+            """
+        #expect(GPUProbe.parse(mig).map(\.migs) == [["MIG-9f1c0000-0000-0000-0000-000000000000", "MIG-c6c50000-0000-0000-0000-000000000000"], []])
     }
 
     @Test func healthyDevicesReadHealthyAndUnsupportedFieldsSayNothing() {
