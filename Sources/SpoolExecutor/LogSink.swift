@@ -139,19 +139,10 @@ final class LogSink: @unchecked Sendable {
         unlinkat(directory, temporary, 0)
         let copy = openat(directory, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
         guard copy >= 0 else { return }
-        func put(_ bytes: UnsafeRawBufferPointer) -> Bool {
-            var done = 0
-            while done < bytes.count {
-                let result = Glibc.write(copy, bytes.baseAddress! + done, bytes.count - done)
-                if result < 0 && errno == EINTR { continue }
-                guard result > 0 else { return false }
-                done += result
-            }
-            return true
-        }
+        func put(_ bytes: some Collection<UInt8>) -> Bool { StandardStreams.write(bytes, to: copy) == nil }
         let size = Int(own.st_size)
         var offset = off_t(max(0, size - restoreLimit))
-        var copied = offset == 0 || Array("[spool] the first \(offset) bytes of this log are left out\n".utf8).withUnsafeBytes(put)
+        var copied = offset == 0 || put("[spool] the first \(offset) bytes of this log are left out\n".utf8)
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         var last = UInt8(ascii: "\n")
         while copied {
@@ -161,13 +152,13 @@ final class LogSink: @unchecked Sendable {
                 copied = read == 0
                 break
             }
-            copied = buffer.withUnsafeBytes { put(UnsafeRawBufferPointer(rebasing: $0.prefix(read))) }
+            copied = put(buffer[..<read])
             last = buffer[read - 1]
             offset += off_t(read)
         }
         let notice = Array(((last == UInt8(ascii: "\n") ? "" : "\n")
                             + "[spool] the job removed its log file or gave it another name while it ran: written again here from what the server kept\n").utf8)
-        if copied { copied = notice.withUnsafeBytes(put) }
+        if copied { copied = put(notice) }
         Glibc.close(copy)
         if !copied || renameat(directory, temporary, directory, name) != 0 { unlinkat(directory, temporary, 0) }
     }

@@ -550,9 +550,8 @@ public actor Worker {
         let baseline = needsBaseline
         needsBaseline = false
         readingGPU = true
-        // unstructured: bounded by the probe's own timeout, and cancelled (its command killed) once the
-        // worker has exited; lands in `usage` whenever it ends
-        gpuReading = Task { self.gpuRead(await child.gpuMegabytes(), baseline: baseline) }
+        // Lands in `usage` whenever it ends.
+        gpuReading = Task { self.gpuRead(await child.gpuMegabytes(), baseline: baseline) }   // unstructured: bounded by the probe's timeout; cancelled once the worker has exited
     }
 
     /// A GPU memory reading came back (nil: none could be taken): the worker's usage, or its baseline.

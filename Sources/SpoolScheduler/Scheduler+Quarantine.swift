@@ -99,11 +99,13 @@ extension Scheduler {
     /// Whether `slot` takes no job: quarantined, or its GPU is being self-tested (an open slot of
     /// the GPU too: found in review, a sibling slot's job ran beside the test).
     func closedToJobs(_ slot: SlotID) -> Bool {
-        quarantine.isQuarantined(slot) || slotSpecs[slot]?.gpu.map(gpusUnderTest.contains) == true
+        quarantine.isQuarantined(slot) || (!quarantine.selfTesting.isEmpty && slotSpecs[slot]?.gpu.map(gpusUnderTest.contains) == true)
     }
 
-    /// The slots that take no job (`closedToJobs`).
+    /// The slots that take no job (`closedToJobs`). (On the slots' every pass: nothing more than the
+    /// quarantine's while no self-test runs.)
     var slotsClosedToJobs: Set<SlotID> {
+        guard !quarantine.selfTesting.isEmpty else { return quarantine.quarantinedSlots }
         let testing = gpusUnderTest
         return quarantine.quarantinedSlots.union(board.slots.filter { slotSpecs[$0]?.gpu.map(testing.contains) == true })
     }

@@ -1,5 +1,6 @@
 import Foundation
 import SpoolCore
+import Synchronization
 import Testing
 
 /// GPU quarantine through the real binary on a machine without a GPU: a fake `nvidia-smi`, first
@@ -41,12 +42,13 @@ import Testing
     /// An administrator's release of `slot`, asked again while the slot's self-test runs (409
     /// `self-test-running`: its tests run every 0.2 s here).
     static func release(_ slot: Int, on server: ServerHarness) async throws -> ServerHarness.Reply {
-        let deadline = ContinuousClock.now + .seconds(30)
-        while true {
+        let last = Mutex<ServerHarness.Reply?>(nil)
+        try await poll(.seconds(30), "slot \(slot)'s release, between its self-tests") {
             let reply = try await server.request(.POST, "/v1/slots/\(slot)/release")
-            guard reply.status == 409, reply.json["type"] == "urn:spool:problem:self-test-running", ContinuousClock.now < deadline else { return reply }
-            try await Task.sleep(for: .milliseconds(20))
+            last.withLock { $0 = reply }
+            return !(reply.status == 409 && reply.json["type"] == "urn:spool:problem:self-test-running")
         }
+        return try #require(last.withLock { $0 })
     }
 
     /// Two `flaky` jobs at once, one on each GPU: the one on GPU 0 fails, the other succeeds.
