@@ -471,6 +471,35 @@ import Testing
         }
     }
 
+    /// What a job writes last without a newline arrives: a message line at the FIFO's
+    /// end-of-file, and the output's last bytes in the log.
+    @Test func aLastMessageWithoutItsNewlineArrivesAtEndOfFile() async throws {
+        let script = #"printf '%s' '{"type":"progress","fraction":0.5}' > "$SPOOL_MESSAGES"; printf 'no newline'"#
+        let received = Mutex<[JobMessage]>([])
+        let job = try prepare(["/bin/sh", "-c", script])
+        #expect(await run(job, observer: ExecutionObserver(message: { message in received.withLock { $0.append(message) } })) == .succeeded)
+        #expect(received.withLock { $0 } == [.progress(JobProgress(fraction: 0.5))])
+        #expect(try log(of: job) == "no newline")
+    }
+
+    /// A process that escaped the job's group, session and marker and still holds the output
+    /// pipe (nothing the server can find to kill, as an unkillable one would) keeps end-of-file
+    /// away: the job's end waits for it 2 s at most, with what was written before it.
+    @Test func aPipeHeldByAnEscapedProcessDelaysTheEndTwoSecondsAtMost() async throws {
+        let script = #"env -i setsid /bin/sh -c 'echo $$ > "$0"; exec /bin/sleep 60' "$SPOOL_OUTPUT_DIR/holder" & sleep 1.2; echo done"#
+        let job = try prepare(["/bin/sh", "-c", script])
+        let holderFile = job.paths.outputs + "/holder"
+        defer {
+            if let text = try? String(contentsOfFile: holderFile, encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                kill(pid, SIGKILL)
+            }
+        }
+        #expect(await run(job) == .succeeded)
+        let holder = try #require(Int32(String(contentsOfFile: holderFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(kill(holder, 0) == 0, "the job ended while its escaped process still held the pipe")
+        #expect(try log(of: job) == "done\n")
+    }
+
     /// Issue 12: everything a start would create is made while the slot's previous job runs
     /// (a file creation is 0.35–0.5 ms here): the directory, outputs, input, an empty log and
     /// the message FIFO. The start then uses them: messages arrive through the FIFO made ahead
