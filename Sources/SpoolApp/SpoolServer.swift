@@ -436,7 +436,8 @@ public enum SpoolServer {
         if !leftovers.isEmpty {
             logger.warning("killed job processes left by a previous crash", metadata: ["pids": "\(leftovers)"])
         }
-        let running = try await store.jobs(JobQuery(state: .running, limit: 100_000)).jobs.filter { node == nil || $0.node == node }
+        // Every running job, however large their inputs (a page cut at its byte budget could hold only other nodes').
+        let running = try await store.jobs(JobQuery(state: .running, limit: 100_000, maxBytes: .max)).jobs.filter { node == nil || $0.node == node }
         guard !running.isEmpty else { return [] }
         let now = WallClock.now()
         let recovered = try await store.recoverInterrupted(now: now).map { job in

@@ -196,12 +196,33 @@ public final class PostgresJobStore: SharedJobStore {
         }
         binds.append(query.limit + 1)
         sql += " ORDER BY seq DESC LIMIT $\(binds.count)"
+        // The rows past the page's byte budget are not sent (`listed_bytes` summed in order); how
+        // many the limit read says whether some were held back.
+        binds.append(query.maxBytes)
+        sql = """
+            SELECT * FROM (
+                SELECT page.*, count(*) OVER () AS listed_rows, sum(listed_bytes) OVER (ORDER BY seq DESC) - listed_bytes AS bytes_before
+                FROM (SELECT limited.*, octet_length(input) + COALESCE(octet_length(result), 0) AS listed_bytes
+                      FROM (\(sql)) limited) page
+            ) sized WHERE bytes_before < $\(binds.count) OR bytes_before = 0 ORDER BY seq DESC
+            """
         let statement = PostgresQuery(unsafeSQL: sql, binds: binds)
-        let rows = try await read("list jobs") { connection in
-            try await Self.jobs(from: connection.query(statement, logger: self.logger))
+        return try await read("list jobs") { connection in
+            var budget = PageBudget(query)
+            var jobs: [Job] = []
+            var listed = 0
+            var full = false
+            for try await row in try await connection.query(statement, logger: self.logger) where !full {
+                let columns = row.makeRandomAccess()
+                listed = Int(try columns["listed_rows"].decode(Int64.self))
+                if budget.take(size: Int(try columns["listed_bytes"].decode(Int64.self))) {
+                    jobs.append(try Self.job(from: columns))
+                } else {
+                    full = true
+                }
+            }
+            return JobPage(jobs: jobs, nextCursor: full || listed > jobs.count ? jobs.last?.sequence : nil)
         }
-        let jobs = Array(rows.prefix(query.limit))
-        return JobPage(jobs: jobs, nextCursor: rows.count > query.limit ? jobs.last?.sequence : nil)
     }
 
     public func queuedCount() async throws -> Int {

@@ -14,6 +14,11 @@ extension Row {
     static func fetchAll(_ db: Database, cached sql: String, arguments: StatementArguments = StatementArguments()) throws -> [Row] {
         try fetchAll(db.cachedStatement(sql: sql), arguments: arguments)
     }
+
+    /// Row by row; the cursor must be read to its end or dropped before the statement runs again.
+    static func fetchCursor(_ db: Database, cached sql: String, arguments: StatementArguments = StatementArguments()) throws -> RowCursor {
+        try fetchCursor(db.cachedStatement(sql: sql), arguments: arguments)
+    }
 }
 
 extension DatabaseValueConvertible where Self: StatementColumnConvertible {

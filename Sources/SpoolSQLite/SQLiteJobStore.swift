@@ -196,9 +196,18 @@ public final class SQLiteJobStore: LocalJobStore, TokenStore {
             }
             let filter = clauses.isEmpty ? "" : "WHERE " + clauses.joined(separator: " AND ")
             _ = arguments.append(contentsOf: [query.limit + 1])
-            let rows = try Row.fetchAll(db, cached: "SELECT * FROM jobs \(filter) ORDER BY seq DESC LIMIT ?", arguments: arguments)
-            let jobs = try rows.prefix(query.limit).map(Self.job(from:))
-            return JobPage(jobs: jobs, nextCursor: rows.count > query.limit ? jobs.last?.sequence : nil)
+            // Row by row, so the rows past the page's byte budget are never read into memory.
+            let rows = try Row.fetchCursor(db, cached: """
+                SELECT *, length(CAST(input AS BLOB)) + IFNULL(length(CAST(result AS BLOB)), 0) AS listed_bytes
+                FROM jobs \(filter) ORDER BY seq DESC LIMIT ?
+                """, arguments: arguments)
+            var budget = PageBudget(query)
+            var jobs: [Job] = []
+            while let row = try rows.next() {
+                guard budget.take(size: row["listed_bytes"]) else { return JobPage(jobs: jobs, nextCursor: jobs.last?.sequence) }
+                jobs.append(try Self.job(from: row))
+            }
+            return JobPage(jobs: jobs, nextCursor: nil)
         }
     }
 

@@ -311,15 +311,46 @@ public struct JobQuery: Sendable, Equatable {
     public var before: Int64?
     /// Only the jobs that are not tasks of an array, or only one array's tasks; nil: all.
     public var array: ArrayScope?
+    /// A page takes no further job once the inputs and results of those in it reach this many
+    /// bytes (as stored); its first job always comes. 500 jobs of 1 MiB inputs made one page of
+    /// hundreds of MB in the server's memory (found by attacking the build).
+    public var maxBytes: Int
+
+    /// `maxBytes`' default: a page of small jobs never reaches it.
+    public static let defaultMaxBytes = 8 << 20
 
     public init(state: JobState? = nil, type: String? = nil, owner: String? = nil, limit: Int = 50, before: Int64? = nil,
-                array: ArrayScope? = nil) {
+                array: ArrayScope? = nil, maxBytes: Int = JobQuery.defaultMaxBytes) {
         self.state = state
         self.type = type
         self.owner = owner
         self.limit = limit
         self.before = before
         self.array = array
+        self.maxBytes = maxBytes
+    }
+}
+
+/// Fills a listing's page with the jobs a query reads, in order: `limit` at most, and none once
+/// those taken hold `maxBytes` of inputs and results (`JobQuery.maxBytes`; the first always comes).
+public struct PageBudget: Sendable {
+    private let limit: Int
+    private let maxBytes: Int
+    private var taken = 0
+    private var bytes = 0
+
+    public init(_ query: JobQuery) {
+        limit = query.limit
+        maxBytes = query.maxBytes
+    }
+
+    /// Takes the next job, whose input and result hold `size` bytes; false once the page is full:
+    /// then this job begins the next page.
+    public mutating func take(size: Int) -> Bool {
+        guard taken < limit, taken == 0 || bytes < maxBytes else { return false }
+        taken += 1
+        bytes += size
+        return true
     }
 }
 

@@ -120,8 +120,15 @@ public actor MemoryJobStore: LocalJobStore, TokenStore {
                     && (query.array.map { $0.contains(job) } ?? true)
             }
             .sorted { $0.sequence > $1.sequence }
-        let page = Array(matching.prefix(query.limit))
-        return JobPage(jobs: page, nextCursor: matching.count > query.limit ? page.last?.sequence : nil)
+        var budget = PageBudget(query)
+        var page: [Job] = []
+        for job in matching {
+            guard budget.take(size: job.input.canonicalText.utf8.count + (job.result?.canonicalText.utf8.count ?? 0)) else {
+                return JobPage(jobs: page, nextCursor: page.last?.sequence)
+            }
+            page.append(job)
+        }
+        return JobPage(jobs: page, nextCursor: nil)
     }
 
     public func queuedCount() async throws -> Int {

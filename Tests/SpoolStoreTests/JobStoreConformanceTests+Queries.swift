@@ -96,6 +96,30 @@ extension JobStoreConformanceTests {
         }
     }
 
+    /// A page stops once the inputs of the jobs in it reach its byte budget (the first job always
+    /// comes, however large): fewer jobs than the limit, and the cursor leads on to the rest.
+    @Test(arguments: StoreKind.allCases)
+    func aPageStopsAtItsByteBudgetAndTheCursorLeadsOn(_ kind: StoreKind) async throws {
+        try await withStore(kind) { store in
+            var ids: [JobID] = []
+            for size in [1_000, 3_000, 200, 5_000, 10, 2_500, 2_500, 100, 9_000] {
+                ids.append(try await store.create(makeJob(input: .object(["pad": .string(String(repeating: "x", count: size))]))).id)
+            }
+            var pages: [[JobID]] = []
+            var cursor: Int64?
+            repeat {
+                let page = try await store.jobs(JobQuery(limit: 50, before: cursor, maxBytes: 4_000))
+                pages.append(page.jobs.map(\.id))
+                cursor = page.nextCursor
+            } while cursor != nil && pages.count <= 20
+            // Newest first: 9,000 alone (over the budget by itself); 100 + 2,500 + 2,500 (the third
+            // began under 4,000); 10 + 5,000; 200 + 3,000 + 1,000, the last page.
+            #expect(pages == [[ids[8]], [ids[7], ids[6], ids[5]], [ids[4], ids[3]], [ids[2], ids[1], ids[0]]])
+            let small = try await store.jobs(JobQuery(limit: 2, maxBytes: 1_000_000))
+            #expect(small.jobs.map(\.id) == [ids[8], ids[7]] && small.nextCursor != nil, "the limit still counts")
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func pagingIsStableWhileNewJobsArrive(_ kind: StoreKind) async throws {
         try await withStore(kind) { store in
