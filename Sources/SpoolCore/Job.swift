@@ -150,7 +150,13 @@ public struct Job: Sendable, Hashable {
         // handed back before it ran (`.returned`: its worker not ready, its files not made) keeps it.
         if case .returned(_, ran: false) = outcome {} else { startBy = nil }
         if outcome.givesAttemptBack {
-            // The attempt did not get a fair run; it does not use up the job's budget.
+            // The attempt did not get a fair run; it does not use up the job's budget. One that ran
+            // is listed, not counted (found by attacking the build: an hour on a GPU that was then
+            // quarantined left no trace among the job's attempts).
+            if let why = outcome.handedBackAfterRunning {
+                attemptLog.append(AttemptRecord(number: attempts, slot: slot, node: node, startedAt: startedAt, endedAt: now, state: .queued,
+                                                reason: nil, error: why.storable, counted: false))
+            }
             attempts = max(0, attempts - 1)
             requeue()
             return
@@ -191,7 +197,7 @@ public struct Job: Sendable, Hashable {
     /// ended while waiting for it (canceled during its back-off), so it reads as the failure it
     /// was, with no `retry_at` (found in review: it stayed `queued`, due at a time that passed).
     public var endedAttempts: [AttemptRecord] {
-        guard state.isTerminal, var last = attemptLog.last, last.state == .queued else { return attemptLog }
+        guard state.isTerminal, var last = attemptLog.last, last.state == .queued, last.counted else { return attemptLog }
         last.state = .failed
         last.retryAt = nil
         return attemptLog.dropLast() + [last]

@@ -48,6 +48,16 @@ public enum JobOutcome: Sendable, Equatable {
         }
     }
 
+    /// For an outcome that hands the attempt back: why, when the job had run (its run is listed
+    /// among its attempts, not counted); nil when it never started.
+    public var handedBackAfterRunning: String? {
+        switch self {
+        case .stoppedForShutdown: "the server shut down while it ran; it runs again"
+        case .returned(let message, ran: true): message
+        default: nil
+        }
+    }
+
     /// The state the job moves to after this outcome (before retry rules; see `Job.record`).
     public var resultingState: JobState {
         switch self {

@@ -148,9 +148,14 @@ public struct AttemptRecord: Sendable, Hashable {
     public var error: String?
     /// When the job may run again, after a failure that retries.
     public var retryAt: Timestamp?
+    /// False for a run the server took back through no fault of the job's (its slot was
+    /// quarantined, the server shut down): listed, with why in `error`, but it used no attempt —
+    /// the next one has its number again.
+    public var counted: Bool
 
     public init(number: Int, slot: SlotID?, node: String?, startedAt: Timestamp?, endedAt: Timestamp, state: JobState,
-                reason: FailureReason?, exitCode: Int32? = nil, signal: Int32? = nil, error: String? = nil, retryAt: Timestamp? = nil) {
+                reason: FailureReason?, exitCode: Int32? = nil, signal: Int32? = nil, error: String? = nil, retryAt: Timestamp? = nil,
+                counted: Bool = true) {
         self.number = number
         self.slot = slot
         self.node = node
@@ -162,6 +167,7 @@ public struct AttemptRecord: Sendable, Hashable {
         self.signal = signal
         self.error = error
         self.retryAt = retryAt
+        self.counted = counted
     }
 
     public var json: JSONValue {
@@ -175,6 +181,7 @@ public struct AttemptRecord: Sendable, Hashable {
         if let signal { fields["signal"] = .int(Int64(signal)) }
         if let error { fields["error"] = .string(error) }
         if let retryAt { fields["retry_at"] = .string(retryAt.description) }
+        if !counted { fields["counted"] = .bool(false) }
         return .object(fields)
     }
 
@@ -187,7 +194,7 @@ public struct AttemptRecord: Sendable, Hashable {
                   reason: value["reason"]?.stringValue.flatMap(FailureReason.init(rawValue:)),
                   exitCode: value["exit_code"]?.intValue.map { Int32(truncatingIfNeeded: $0) },
                   signal: value["signal"]?.intValue.map { Int32(truncatingIfNeeded: $0) }, error: value["error"]?.stringValue,
-                  retryAt: value["retry_at"]?.stringValue.flatMap(Timestamp.init(rfc3339:)))
+                  retryAt: value["retry_at"]?.stringValue.flatMap(Timestamp.init(rfc3339:)), counted: value["counted"]?.boolValue ?? true)
     }
 
     /// A job's attempt log as a store keeps it (a JSON array), and back.

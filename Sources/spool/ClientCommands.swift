@@ -197,6 +197,7 @@ struct StatusCommand: AsyncParsableCommand {
         for attempt in attempts {
             var line = "#\(attempt["attempt"]?.intValue ?? 0)  \(attempt["state"]?.stringValue ?? "?")"
             if let reason = attempt["reason"]?.stringValue { line += " (\(reason))" }
+            if attempt["counted"]?.boolValue == false { line += " (handed back, not counted)" }
             if let slot = attempt["slot"]?.intValue { line += "  slot \(slot)" }
             if let started = attempt["started_at"]?.stringValue { line += "  started \(started)" }
             if let ended = attempt["ended_at"]?.stringValue { line += "  ended \(ended)" }

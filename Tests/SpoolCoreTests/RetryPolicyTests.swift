@@ -106,11 +106,35 @@ import Testing
         #expect(job.attemptLog.map(\.state) == [.queued], "the stored log is as written")
     }
 
-    @Test func aShutdownStopIsNotAnAttemptAndIsNotLogged() {
+    /// A run the server took back (a shutdown, a quarantine) used no attempt, but it is listed —
+    /// counted false, why in its error — so a job's history shows where its time went; one handed
+    /// back before it ran is not listed. The log keeps `counted` through a store's column.
+    @Test func aRunTakenBackIsListedNotCounted() throws {
         var job = Job(id: .random(), type: "t", input: .object([:]), priority: 0, timeoutSeconds: 30, maxAttempts: 1, createdAt: now)
         job.start(on: SlotID(0), at: now)
-        job.record(.stoppedForShutdown, at: now)
-        #expect(job.state == .queued && job.attempts == 0 && job.attemptLog.isEmpty)
+        job.record(.stoppedForShutdown, at: now.adding(seconds: 5))
+        #expect(job.state == .queued && job.attempts == 0)
+        #expect(job.attemptLog == [AttemptRecord(number: 1, slot: SlotID(0), node: nil, startedAt: now, endedAt: now.adding(seconds: 5),
+                                                 state: .queued, reason: nil, error: "the server shut down while it ran; it runs again",
+                                                 counted: false)])
+        job.start(on: SlotID(1), at: now.adding(seconds: 6))
+        job.record(.returned(message: "its worker is not ready"), at: now.adding(seconds: 6))
+        #expect(job.attemptLog.count == 1, "handed back before it ran: not listed")
+        job.start(on: SlotID(1), at: now.adding(seconds: 7))
+        job.record(.returned(message: "its slot was quarantined while it ran", ran: true), at: now.adding(seconds: 8))
+        job.start(on: SlotID(2), at: now.adding(seconds: 9))
+        job.record(.succeeded, at: now.adding(seconds: 10))
+        #expect(job.attemptLog.map(\.number) == [1, 1, 1] && job.attemptLog.map(\.counted) == [false, false, true] && job.attempts == 1)
+        #expect(job.attemptLog.dropFirst().first?.error == "its slot was quarantined while it ran")
+        #expect(AttemptRecord.decode(AttemptRecord.encode(job.attemptLog)) == job.attemptLog)
+        #expect(job.attemptLog.first?.json["counted"] == .bool(false) && job.attemptLog.last?.json["counted"] == nil)
+
+        // Canceled while queued after a run taken back: that run stays as it was, not made a failure.
+        var canceled = Job(id: .random(), type: "t", input: .object([:]), priority: 0, timeoutSeconds: 30, maxAttempts: 1, createdAt: now)
+        canceled.start(on: SlotID(0), at: now)
+        canceled.record(.stoppedForShutdown, at: now)
+        canceled.cancelWhileQueued(at: now.adding(seconds: 1))
+        #expect(canceled.endedAttempts == canceled.attemptLog)
     }
 
     /// A job that ran and was then taken back — its slot quarantined while it ran, or its failure

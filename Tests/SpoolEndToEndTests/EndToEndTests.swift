@@ -561,6 +561,13 @@ import Testing
         try await server.start()
         let job = try await server.waitFor(long, ["running"])
         #expect(job["attempts"] == 1, "the attempt stopped by the shutdown was given back")
+        // Its run is listed all the same, not counted, and the CLI says so.
+        let attempts = try await server.request(.GET, "/v1/jobs/\(long)/attempts").json["attempts"]?.arrayValue ?? []
+        #expect(attempts.map { [$0["attempt"], $0["state"], $0["counted"]] }
+                    == [[.int(1), .string("queued"), .bool(false)], [.int(1), .string("running"), nil]], "\(attempts)")
+        #expect(attempts.first?["error"] == .string("the server shut down while it ran; it runs again"))
+        let listed = try await runCLI(["status", long, "--attempts", "--server", server.url])
+        #expect(listed.status == 0 && listed.stdout.hasPrefix("#1  queued (handed back, not counted)  slot 0"), "\(listed.stdout)\(listed.stderr)")
         _ = try await server.request(.POST, "/v1/jobs/\(long)/cancel")
     }
 

@@ -55,6 +55,10 @@ import Testing
             // The second failure in a row closes slot 0; its job goes back, its attempt given back.
             let requeued = try await rig.waitFor(second.id, .queued, after: .running)
             #expect(requeued.attempts == 0)
+            // Its run is listed, not counted (found by attacking the build: it left no trace).
+            let taken = try #require(requeued.attemptLog.first)
+            #expect(requeued.attemptLog.count == 1 && !taken.counted && taken.number == 1 && taken.slot == SlotID(0) && taken.state == .queued
+                        && taken.error?.hasPrefix("slot 0 was quarantined: 2 attempts in a row failed") == true, "\(requeued.attemptLog)")
             let quarantined = await rig.scheduler.quarantinedSlots()
             #expect(quarantined.map(\.0.id) == [SlotID(0)])
             #expect(quarantined.first?.1.reasons.first?.hasPrefix("2 attempts in a row failed on this slot, not on others") == true,
@@ -66,7 +70,10 @@ import Testing
             let moved = try await next("the requeued job, on slot 1")
             #expect(moved.job.id == second.id && moved.slot.id == SlotID(1))
             moved.finish(.succeeded)
-            #expect(try await rig.waitFor(second.id, .succeeded).attempts == 1)
+            let done = try await rig.waitFor(second.id, .succeeded)
+            #expect(done.attempts == 1)
+            #expect(done.endedAttempts.map { [$0.number, $0.slot?.rawValue ?? -1, $0.counted ? 1 : 0] } == [[1, 0, 0], [1, 1, 1]],
+                    "the run taken back, then the one that counted: \(done.endedAttempts)")
             _ = try await rig.waitFor(blocker.id, .succeeded)
 
             // Released by an administrator: slot 0 takes jobs again.

@@ -725,11 +725,11 @@
       return;
     }
     const rows = attempts.map((a) => {
-      const outcome = a.state === 'queued' ? 'retried' : a.state;
+      const outcome = a.counted === false ? 'handed back' : a.state === 'queued' ? 'retried' : a.state;
       const exit = a.exit_code != null ? String(a.exit_code) : a.signal != null ? 'signal ' + a.signal : '';
       return el('tr', { 'data-attempt': a.attempt },
         el('td', { text: a.attempt }),
-        el('td', null, el('span', { class: 'badge st-' + (a.state === 'queued' ? 'queued' : a.state), title: a.state === 'queued' ? 'went round again' : null, text: outcome }),
+        el('td', null, el('span', { class: 'badge st-' + (a.state === 'queued' ? 'queued' : a.state), title: a.counted === false ? 'taken back by the server through no fault of the job; not counted against max_attempts' : a.state === 'queued' ? 'went round again' : null, text: outcome }),
           a.reason ? el('span', { class: 'small muted reason reason-' + a.reason, title: reasonTitle(a.reason), text: ' ' + a.reason }) : null,
           a.error ? el('span', { class: 'progress-msg', title: a.error, text: a.error }) : null),
         el('td', { text: exit }),
