@@ -17,7 +17,13 @@ import SpoolCore
 public actor Worker {
     public struct StartFailure: Error, CustomStringConvertible, Sendable {
         public var description: String
-        public init(description: String) { self.description = description }
+        /// The server, not the type, was short of file descriptors or processes (`ExecutorError.serverShort`):
+        /// not a failure of the type's setup.
+        public var serverShort = false
+        public init(description: String, serverShort: Bool = false) {
+            self.description = description
+            self.serverShort = serverShort
+        }
     }
 
     /// Everything a worker needs besides its type.
@@ -78,6 +84,8 @@ public actor Worker {
     private var early: [[UInt8]]? = []
 
     private var startResult: Result<Void, StartFailure>?
+    /// What the server was short of when the worker's process could not be started, if that was why.
+    private var spawnShortOf: String?
     private var startWaiters: [CheckedContinuation<Void, Never>] = []
     private var exitWaiters: [CheckedContinuation<Void, Never>] = []
 
@@ -142,6 +150,9 @@ public actor Worker {
             workerLog = try LogSink(path: directory + "/worker.log", limit: 50 << 20)
         } catch {
             _ = lifecycle.handle(.spawnFailed("\(error)"), at: settings.clock.now())
+            if let error = error as? ExecutorError, error.serverShort {
+                throw StartFailure(description: "the server is short of \(error.shortOf): cannot prepare the worker directory: \(error)", serverShort: true)
+            }
             throw StartFailure(description: "cannot prepare the worker directory: \(error)")
         }
         lifetime = Task { await self.live() }   // unstructured: the process outlives this call; stop()/kill() end it and wait for it
@@ -176,6 +187,7 @@ public actor Worker {
         self.commands = commands
         let child: any ChildProcess
         do { child = try await settings.launcher.launch(launch, events: events) } catch {
+            spawnShortOf = error.serverShort ? error.shortOf : nil
             handle(.spawnFailed(error.description))
             return
         }
@@ -252,7 +264,8 @@ public actor Worker {
             settle(.success(()))
             needsBaseline = true   // the post-setup memory reading, on the next tick
         case .startFailed(let reason):
-            settle(.failure(StartFailure(description: reason)))
+            settle(.failure(spawnShortOf.map { StartFailure(description: "the server is short of \($0): \(reason)", serverShort: true) }
+                ?? StartFailure(description: reason)))
         case .jobCompleted(let job):
             guard current?.assignment.job == job, let reported = current?.reported else { return }
             finishJob(reported)

@@ -121,7 +121,7 @@ public actor WorkerPool: JobExecutor {
             requests = watching
             switch await watching.unlessStopped({ await self.ready(for: type, policy: policy, on: slot.id) { !watching.isStopped } }) {
             case .done(.success(let ready)): worker = ready
-            case .done(.failure(let failure)): return ExecutionResult(.returned(message: failure.description))
+            case .done(.failure(let failure)): return ExecutionResult(.returned(message: failure.description), serverShort: failure.serverShort)
             case .stopped(let reason): return ExecutionResult(JobOutcome(.signaled(signal: SIGTERM), stoppedFor: reason))
             }
         }
@@ -295,6 +295,10 @@ public actor WorkerPool: JobExecutor {
             }
             // Stopped by `shutdown` while it set up: not a failure of the type.
             if closed { return .failure(closing) }
+            // The server short of descriptors or processes: not the type's fault either (found by
+            // attacking the build: it counted, and marked the slot unhealthy for the type). The
+            // job goes back, and the scheduler waits, as for a process job.
+            if let failure = error as? Worker.StartFailure, failure.serverShort { return .failure(failure) }
             let failure = Worker.StartFailure(description: "worker setup failed: \(error)")
             recordSetupFailure(type: type.name, policy: policy, on: slot, error: failure.description)
             return .failure(failure)

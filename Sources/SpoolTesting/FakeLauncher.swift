@@ -13,7 +13,7 @@ public final class FakeLauncher: ChildLauncher {
 
     struct State {
         var nextPID: Int32 = 4_000_000
-        var failures: [String] = []
+        var failures: [(message: String, errno: Int32?)] = []
         var behaviour: FakeChild.Behaviour = .init()
         var launches: [ChildLaunch] = []
     }
@@ -23,8 +23,9 @@ public final class FakeLauncher: ChildLauncher {
         state.withLock { $0.behaviour = behaviour }
     }
 
-    /// The next launch fails with `message` (a missing executable, say).
-    public func failNextLaunch(_ message: String) { state.withLock { $0.failures.append(message) } }
+    /// The next launch fails with `message` (a missing executable, say), for the system error
+    /// `errno` if given (EAGAIN: the server out of processes).
+    public func failNextLaunch(_ message: String, errno: Int32? = nil) { state.withLock { $0.failures.append((message, errno)) } }
 
     /// How children launched from now on behave.
     public func setBehaviour(_ behaviour: FakeChild.Behaviour) { state.withLock { $0.behaviour = behaviour } }
@@ -35,12 +36,12 @@ public final class FakeLauncher: ChildLauncher {
     public func launch(_ launch: ChildLaunch, events: ChildEvents) async throws(ExecutorError) -> any ChildProcess {
         // A fake child has no shell to wait behind a gate: refused, so the start is a plain one.
         if launch.gate { throw ExecutorError("the fake launcher starts no gated children") }
-        let (pid, failure, behaviour) = state.withLock { state -> (Int32, String?, FakeChild.Behaviour) in
+        let (pid, failure, behaviour) = state.withLock { state -> (Int32, (message: String, errno: Int32?)?, FakeChild.Behaviour) in
             state.launches.append(launch)
             state.nextPID += 1
             return (state.nextPID, state.failures.isEmpty ? nil : state.failures.removeFirst(), state.behaviour)
         }
-        if let failure { throw ExecutorError(failure) }
+        if let failure { throw failure.errno.map { ExecutorError(failure.message, errno: $0) } ?? ExecutorError(failure.message) }
         let child = FakeChild(pid: pid, launch: launch, events: events, behaviour: behaviour)
         launched.yield(child)
         await child.started()

@@ -309,6 +309,26 @@ import Testing
         }
     }
 
+    /// A worker that cannot start because the server is out of processes or descriptors
+    /// (EAGAIN, EMFILE) is no failure of its type: no setup failure counted, no back-off, no
+    /// unhealthy mark (found by attacking the build: it counted, and marked the slot unhealthy for
+    /// the type). Its job goes back, its attempt unused, and the claims pause as for a process job.
+    @Test func aWorkerTheServerIsTooShortToStartIsNoFailureOfItsType() async throws {
+        let rig = try rig([Self.workerType { $0.maxSetupFailures = 1 }])
+        launcher.failNextLaunch("posix_spawn", errno: EAGAIN)
+        try await rig.run { _ in
+            let job = try await rig.submit("w")
+            let returned = try await rig.waitFor(job.id, .queued, after: .running)
+            #expect(returned.attempts == 0, "the job waits, its attempt given back")
+            #expect(await rig.scheduler.workerStatus()[SlotID(0)]?.health.isEmpty != false, "no setup failure of the type")
+            #expect(await rig.scheduler.dataDirectoryProblem()?.hasPrefix("jobs have been unable to start") == true)
+            // After the pause's retry delay the slot claims again, and a worker starts.
+            try await rig.advance(by: .seconds(1), until: "the job to run once the pause is over") {
+                try await rig.job(job.id).state == .succeeded
+            }
+        }
+    }
+
     /// A type that no slot can set up now says so (a queued job of it shows why it waits); one
     /// slot free to try it, or every slot's back-off over, and it says nothing.
     @Test func aTypeEverySlotHoldsBackHasItsSetupTroubleToldOnlyThen() async throws {
