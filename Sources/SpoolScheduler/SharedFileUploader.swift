@@ -38,7 +38,11 @@ struct SharedFileUploader: Sendable {
         }
     }
 
-    static func collect(_ paths: JobPaths, limit: Int) -> ([StoredFile], [String]) {
+    /// `listOutputs`: `OutputFiles.list`, or a test's stand-in for a server out of descriptors.
+    static func collect(_ paths: JobPaths, limit: Int,
+                        listOutputs: (String) throws(ResourcesShort) -> [(name: String, size: Int64)] = { root throws(ResourcesShort) in
+                            try OutputFiles.list(under: root, limit: 10_000)
+                        }) -> ([StoredFile], [String]) {
         var files: [StoredFile] = []
         var skipped: [String] = []
         var budget = limit
@@ -73,7 +77,7 @@ struct SharedFileUploader: Sendable {
         }
         // Short of descriptors to look, none are copied, and that is said as for outputs past the
         // budget (found in review: other nodes listed none, without `truncated`).
-        let listed = try? OutputFiles.list(under: paths.outputs, limit: 10_000)
+        let listed = try? listOutputs(paths.outputs)
         for output in listed ?? [] {
             guard let path = paths.output(named: output.name) else { continue }
             take(StoredFile.outputName(output.name), at: path, listed: output.size)
