@@ -189,6 +189,7 @@ def test_attempt_list() -> None:
              "slot": 0, "started_at": "2026-12-04T17:23:56.273764Z", "ended_at": "2026-12-04T17:23:56.471284Z",
              "retry_at": "2026-12-04T17:23:56.535277Z"},
             {"attempt": 2, "state": "queued", "reason": "worker_lost", "node": "gpu-2", "signal": 9},
+            {"attempt": 3, "state": "queued", "slot": 1, "counted": False, "error": "the server shut down while it ran; it runs again"},
             {"attempt": 3, "state": "running", "slot": 1, "started_at": "2026-12-04T17:24:00Z",
              "progress": {"fraction": 0.5, "message": "half"}, "future": 1},
             "not an attempt",
@@ -196,14 +197,16 @@ def test_attempt_list() -> None:
     })
     assert (attempts.job, attempts.state, attempts.max_attempts, attempts.not_before) == ("job_x", "running", 3, None)
     assert attempts.retry == spool_client.JobRetry(3, 1.0, 300.0, ["exit_code"])
-    assert len(attempts) == 3 and [a.attempt for a in attempts] == [1, 2, 3] and attempts[-1] is attempts.last
-    first, lost, running = attempts
+    assert len(attempts) == 4 and [a.attempt for a in attempts] == [1, 2, 3, 3] and attempts[-1] is attempts.last
+    first, lost, taken_back, running = attempts
+    assert [a.counted for a in attempts] == [True, True, False, True]
+    assert taken_back.error == "the server shut down while it ran; it runs again"
     assert (first.reason, first.exit_code, first.slot, first.signal) == ("exit_code", 3, 0, None)
     assert first.retry_at == datetime(2026, 12, 4, 17, 23, 56, 535277, tzinfo=timezone.utc)
     assert first.ended_at is not None and first.started_at is not None and first.started_at < first.ended_at
     assert (lost.reason, lost.node, lost.signal, lost.started_at, lost.retry_at) == ("worker_lost", "gpu-2", 9, None, None)
     assert running.progress == spool_client.Progress(0.5, "half") and running.ended_at is None and running.raw["future"] == 1
-    assert attempts[1:] == [lost, running]
+    assert attempts[1:] == [lost, taken_back, running]
     waiting = spool_client.AttemptList.from_json({"job": "job_y", "state": "queued", "attempts": [], "max_attempts": 1,
                                                   "retry": None, "not_before": "2026-12-04T18:00:00Z"})
     assert waiting.not_before == datetime(2026, 12, 4, 18, tzinfo=timezone.utc) and waiting.retry is None

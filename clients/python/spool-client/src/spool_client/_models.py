@@ -340,6 +340,9 @@ class Attempt:
     `state` is how the attempt left the job: ``queued`` when it went round again (a retry, a
     lost worker, a crash; `retry_at` says when a retry was due), ``running`` for the attempt in
     progress (with `progress`), else ``succeeded``, ``failed`` or ``canceled``.
+    `counted` is False for a run the server took back through no fault of the job's (its slot
+    was quarantined, the server shut down while it ran): it used no attempt, so the next one has
+    its number again, and `error` says why.
     """
 
     attempt: int
@@ -354,6 +357,7 @@ class Attempt:
     error: Optional[str] = None
     retry_at: Optional[datetime] = None
     progress: Optional[Progress] = None
+    counted: bool = True
     raw: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -371,6 +375,7 @@ class Attempt:
             error=_opt_str(data.get("error")),
             retry_at=parse_datetime(data.get("retry_at")),
             progress=Progress.from_json(data.get("progress")),
+            counted=data.get("counted") is not False,
             raw=dict(data),
         )
 
