@@ -111,7 +111,8 @@ public enum SpoolServer {
         await scheduler.failFast(after: recovered)
         await scheduler.failFastArraysLeftOpen()
         await scheduler.finishArrayOperations()
-        await scheduler.learn(from: try await store.jobs(JobQuery(state: .succeeded, limit: 500)).jobs)
+        // The newest 500, however large their inputs (a page cut at its byte budget would learn from fewer).
+        await scheduler.learn(from: try await store.jobs(JobQuery(state: .succeeded, limit: 500, maxBytes: .max)).jobs)
         let tokenStore = store as? any TokenStore
         let tokens = TokenBook(store: tokenStore, auth: configuration.auth, logger: logger,
                                onRevoke: { [store] in store.eventNotifier.wakeAll() }, onChange: { [scheduler] in scheduler.jobEnqueued() })

@@ -122,7 +122,7 @@ public actor WorkerPool: JobExecutor {
             switch await watching.unlessStopped({ await self.ready(for: type, policy: policy, on: slot.id) { !watching.isStopped } }) {
             case .done(.success(let ready)): worker = ready
             case .done(.failure(let failure)): return ExecutionResult(.returned(message: failure.description), serverShort: failure.serverShort)
-            case .stopped(let reason): return ExecutionResult(JobOutcome(.signaled(signal: SIGTERM), stoppedFor: reason))
+            case .stopped(let reason): return ExecutionResult(Self.stoppedDuringSetup(reason))
             }
         }
         let paths = JobPaths(dataDirectory: settings.dataDirectory, job: job.id)
@@ -148,6 +148,17 @@ public actor WorkerPool: JobExecutor {
             starting[slot.id] = starting[slot.id] ?? []
         }
         return result
+    }
+
+    /// A job stopped while its worker set up, unsent: a shutdown or a quarantine hands it back
+    /// as one that never ran (found in review: it was listed among its attempts as a run taken
+    /// back, and lost its start deadline); a cancel or its timeout ends it as for any job.
+    static func stoppedDuringSetup(_ reason: StopReason) -> JobOutcome {
+        switch reason {
+        case .shutdown: .returned(message: "the server shut down while its worker set up")
+        case .quarantine: .returned(message: "its slot was quarantined while its worker set up")
+        case .cancel, .timeout: JobOutcome(.signaled(signal: SIGTERM), stoppedFor: reason)
+        }
     }
 
     /// Replaces the worker set aside by the slot's last job, if any (only stops it once the

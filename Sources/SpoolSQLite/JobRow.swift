@@ -6,7 +6,8 @@ import Synchronization
 /// GRDB finds a column by name with a case-insensitive scan of all the row's columns, each read;
 /// a job has 36 columns, all read, and in a profile of tiny jobs those scans were a tenth of the
 /// server's CPU. Every job row is a `SELECT *` or a `RETURNING *` of `jobs` — the same columns in
-/// the same order — so their positions are found once, from the first row of each width.
+/// the same order, some with more after them (a listing's `listed_bytes`) — so their positions are
+/// found once, from the first row of each width.
 struct JobRow {
     private let row: Row
     private let positions: [String: Int]

@@ -494,7 +494,10 @@ import Testing
                 kill(pid, SIGKILL)
             }
         }
+        let began = ContinuousClock.now
         #expect(await run(job) == .succeeded)
+        // 1.2 s of the job's own, the 2 s wait, and room for a slow machine; the holder sleeps 60 s.
+        #expect(ContinuousClock.now - began < .seconds(20), "the end waited \(ContinuousClock.now - began)")
         let holder = try #require(Int32(String(contentsOfFile: holderFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
         #expect(kill(holder, 0) == 0, "the job ended while its escaped process still held the pipe")
         #expect(try log(of: job) == "done\n")

@@ -598,7 +598,9 @@ import Testing
         let worker = try await child("the worker, setting up")
         await rig.pool.slotQuarantined(rig.slot.id)
         stop.yield(.quarantine)
-        _ = try await within("the job handed back") { await ran.value }
+        let handedBack = try await within("the job handed back") { await ran.value }
+        // Unsent, it never ran: no run taken back to list among its attempts, its start deadline kept (found in review).
+        #expect(handedBack.outcome == .returned(message: "its slot was quarantined while its worker set up", ran: false))
         await rig.pool.afterRun(on: rig.slot.id)
         await worker.say(["type": .string("ready")])
         try await within("the worker stopped once set up") {

@@ -743,7 +743,8 @@
       el('thead', null, el('tr', null, ...['#', 'Outcome', 'Exit', 'Slot', 'Started', 'Ended', 'Retry at'].map((h) => el('th', { scope: 'col', text: h })))),
       el('tbody', null, ...rows));
     const max = typeof list.max_attempts === 'number' ? list.max_attempts : null;
-    const note = el('p', { class: 'small muted', text: attempts.length + (max ? ' of at most ' + max : '') + ' attempt' + (attempts.length === 1 && !max ? '' : 's')
+    const counted = attempts.filter((a) => a.counted !== false).length;   // a run handed back used no attempt
+    const note = el('p', { class: 'small muted', text: counted + (max ? ' of at most ' + max : '') + ' attempt' + (counted === 1 && !max ? '' : 's')
       + (list.state === 'queued' && list.not_before ? '; next not before ' + when(list.not_before) : '') });
     render(box, el('div', { class: 'table-wrap' }, table), note);
   }
