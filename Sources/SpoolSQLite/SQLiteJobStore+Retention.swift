@@ -130,6 +130,7 @@ extension SQLiteJobStore {
                 guard let last = step.last else { return .deleted(deleted.reversed()) }
                 below = last
                 await betweenArrayChunks()
+                try await Failpoints.hold(Failpoints.holdArrayDeleteChunk)
             }
         } catch {
             throw Self.translate(error, doing: "delete the job array")

@@ -1252,6 +1252,19 @@ public actor Scheduler: Service {
         }
     }
 
+    /// Removes this node's job directories that last changed before `cutoff` and whose job is no
+    /// longer stored; how many. One lookup a directory: for the rare start after a cut-short delete.
+    private func removeUnstoredDirectories(changedBefore cutoff: Timestamp) async -> Int {
+        let dataDirectory = configuration.dataDirectory
+        let candidates = (try? await BlockingIO.run { JobDirectories.changed(before: cutoff, in: dataDirectory) }) ?? []
+        var removed = 0
+        for id in candidates {
+            guard (try? await store.job(id)) == .some(nil) else { continue }   // stored, or the store did not answer: kept
+            if (try? await BlockingIO.run({ JobDirectories.remove(id, in: dataDirectory) })) == true { removed += 1 }
+        }
+        return removed
+    }
+
     /// At start, before the slots claim anything: the array cancels and deletes a crash cut short
     /// (a store that does them a chunk at a time) are finished now (found by attacking the build:
     /// a 10,000-task array whose cancel a kill -9 cut short read running, and ran the tasks left).
@@ -1272,10 +1285,17 @@ public actor Scheduler: Service {
                 }
             case .delete:
                 do {
+                    let began = clock.wall()
                     guard case .deleted(let tasks) = try await store.deleteArray(operation.array) else { continue }
                     let dataDirectory = configuration.dataDirectory
                     _ = try? await BlockingIO.run { for task in tasks { JobDirectories.remove(task, in: dataDirectory) } }
-                    logger.info("finished an array's delete that the last stop cut short", metadata: ["array": "\(operation.array)", "deleted": "\(tasks.count)"])
+                    // The tasks of the chunks deleted before the stop: their rows are gone, and their
+                    // directories were to go once the last chunk had (found by attacking the build:
+                    // they stayed for good with retention off). Any directory from before this start
+                    // whose job is no longer stored goes now.
+                    let strays = await removeUnstoredDirectories(changedBefore: began)
+                    logger.info("finished an array's delete that the last stop cut short",
+                                metadata: ["array": "\(operation.array)", "deleted": "\(tasks.count)", "directories_left_before": "\(strays)"])
                 } catch {
                     logger.warning("could not finish an array's delete that the last stop cut short", metadata: ["array": "\(operation.array)", "error": "\(error)"])
                 }

@@ -18,6 +18,9 @@ public enum Failpoints {
     /// `DATA_DIR/release-guard` exists before it kills what the server left running.
     public static let holdGuard = "hold-guard"
 
+    /// An array's delete (SQLite), once its first chunk of tasks is deleted, never goes on to the next.
+    public static let holdArrayDeleteChunk = "hold-array-delete-chunk"
+
     public static let enabled: Set<String> = {
         guard let value = getenv("SPOOL_FAILPOINTS") else { return [] }
         return Set(String(cString: value).split(separator: ",").map { String($0) })

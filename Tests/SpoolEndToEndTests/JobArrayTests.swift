@@ -84,6 +84,37 @@ import Testing
         #expect(try await server.request(.GET, "/v1/arrays/\(deleted)").status == 404)
     }
 
+    /// A kill -9 between two chunks of an array's delete (500 tasks a transaction): the tasks of
+    /// the chunk deleted before it have no rows left, and the next start, finishing the delete,
+    /// removes their directories too (found by attacking the build: with retention off, 500
+    /// task directories stayed for good, their jobs 404).
+    @Test func anArrayDeleteACrashCutShortLeavesNoTaskDirectoryBehind() async throws {
+        let server = try ServerHarness(config: .object([:]))
+        try Data(Fixtures.config(scratch: server.scratch).canonicalText.utf8).write(to: URL(fileURLWithPath: server.configPath))
+        try await server.start(["--slots", "2"], environment: ["SPOOL_FAILPOINTS": "hold-array-delete-chunk"])
+        defer { Task { await server.stop() } }
+        let id = try #require(try await server.submit("frame", .object(["fail_on": -1, "sleep": 0]),
+                                                      extra: ["array": .object(["range": .array([1, 520])])]).json["id"]?.stringValue)
+        _ = try await waitForArray(server, id) { $0["state"] == "succeeded" }
+        @Sendable func taskDirectories() -> Int {
+            ((try? FileManager.default.contentsOfDirectory(atPath: server.dataDirectory + "/jobs")) ?? []).count { JobID($0) != nil }
+        }
+        #expect(taskDirectories() == 520)
+        let last = try #require(try await server.request(.GET, "/v1/arrays/\(id)/tasks?cursor=519").json["tasks"]?.arrayValue?.first?["id"]?.stringValue)
+        let deleting = Task { try await server.request(.DELETE, "/v1/arrays/\(id)") }   // held after its first chunk
+        try await poll(.seconds(30), "the delete's first chunk, the highest indexes") {
+            try await server.request(.GET, "/v1/jobs/\(last)").status == 404
+        }
+        await server.kill9()
+        deleting.cancel()
+        #expect(taskDirectories() == 520, "the directories go after the last chunk")
+
+        try await server.start(["--slots", "2"])
+        try await poll(.seconds(30), "the delete finished at the start, with every task directory") {
+            try await server.request(.GET, "/v1/arrays/\(id)").status == 404 && taskDirectories() == 0
+        }
+    }
+
     /// The README's render farm: `spool submit render … --array-range` renders a turntable, each
     /// task the frame its `item` names (found by attacking the build: the built-in render refused
     /// `item`, so the README's example was a 422).
