@@ -122,6 +122,7 @@ public enum SpoolServer {
         }
         var limits = SpoolAPI.Limits()
         limits.maxBodyBytes = configuration.maxBodyBytes
+        limits.retentionSeconds = configuration.retentionDays > 0 ? configuration.retentionDays * 86_400 : nil
         // The store's own random key: the dashboard's session cookies, and every tenant's webhook secret.
         let storeKey = try await tokenStore?.sessionKey()
         let api = SpoolAPI(store: store, scheduler: scheduler, catalog: catalog, dataDirectory: dataDirectory,

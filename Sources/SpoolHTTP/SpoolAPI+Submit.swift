@@ -70,6 +70,11 @@ extension SpoolAPI {
         }
         if job.dedup != nil {
             job.dedupHash = Self.sha256Hex(Dedup.identity(type: job.type, input: job.input, key: submission.dedupKey))
+            // Not a job past the retention, gone at the next sweep with its outputs (found by
+            // attacking the build: reused, then 404). The fingerprint reads the request, not this.
+            if let within = job.dedup?.succeededWithin, let retention = limits.retentionSeconds, within > retention {
+                job.dedup?.succeededWithin = retention
+            }
         }
         let principal = context.principal
         try Self.checkPriority(job.priority, for: principal)

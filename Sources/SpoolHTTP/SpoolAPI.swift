@@ -15,6 +15,9 @@ public struct SpoolAPI: Sendable {
         public var maxBodyBytes = 1 << 20
         public var maxWait: Double = 60
         public var maxPageSize = 500
+        /// How long an ended job is kept (`retention_days`); nil: for good. Result reuse takes no
+        /// job older than that, which retention deletes, or is about to.
+        public var retentionSeconds: Double?
         public init() {}
     }
 

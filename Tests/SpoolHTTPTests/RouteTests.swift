@@ -74,6 +74,35 @@ import Testing
         }
     }
 
+    /// Result reuse takes no job past the server's retention, which deletes it with its outputs at
+    /// the next sweep (found by attacking the build: a reused job was gone a second later). Kept
+    /// for good (no retention), the same request reuses it.
+    @Test func resultReuseTakesNoJobPastTheRetention() async throws {
+        let body = #"{"type":"echo","input":{"word":"old"},"dedup":{"succeeded_within_s":864000}}"#
+        @Sendable func post(_ client: any TestClientProtocol) async throws -> (HTTPResponse.Status, String?, String?) {
+            try await client.execute(uri: "/v1/jobs", method: .post, headers: Self.json, body: ByteBuffer(string: body)) { response in
+                (response.status, response.headers[HTTPField.Name("Spool-Dedup")!], try decode(response)["id"]?.stringValue)
+            }
+        }
+        try await withClient { client in
+            let (status, _, id) = try await post(client)
+            #expect(status == .created)
+            // It ran and succeeded two days ago.
+            let twoDaysAgo = WallClock.now().adding(seconds: -2 * 86_400)
+            _ = try await store.claimNext(for: SlotID(0), excluding: [], now: twoDaysAgo)
+            _ = try await store.finish(try #require(id.flatMap(JobID.init)), attempt: 1, outcome: .succeeded, now: twoDaysAgo, claimNextFor: nil)
+            let again = try await post(client)
+            #expect(again.0 == .ok && again.1 == "reused" && again.2 == id, "kept for good: reused")
+        }
+        var limits = SpoolAPI.Limits()
+        limits.retentionSeconds = 86_400
+        let retaining = SpoolAPI(store: store, scheduler: scheduler, catalog: catalog, dataDirectory: dataDirectory, limits: limits, storeName: "memory")
+        try await withClient(retaining) { client in
+            let (status, dedup, _) = try await post(client)
+            #expect(status == .created && dedup == nil, "a day's retention: the job of two days ago is not reused")
+        }
+    }
+
     @Test func unknownFieldsAndWrongTypesAreRefusedWithReasons() async throws {
         try await withClient { client in
             for (body, fragment) in [(#"{"type":"echo","input":{"word":"x"},"priorty":1}"#, "priorty"),
