@@ -20,9 +20,16 @@ public actor Worker {
         /// The server, not the type, was short of file descriptors or processes (`ExecutorError.serverShort`):
         /// not a failure of the type's setup.
         public var serverShort = false
-        public init(description: String, serverShort: Bool = false) {
-            self.description = description
-            self.serverShort = serverShort
+        public init(description: String) { self.description = description }
+
+        /// `reason`; when `cause` says the server was short (`ExecutorError.serverShort`), said so first and marked.
+        init(_ reason: String, cause: ExecutorError?) {
+            guard let cause, cause.serverShort else {
+                description = reason
+                return
+            }
+            description = "the server is short of \(cause.shortOf): \(reason)"
+            serverShort = true
         }
     }
 
@@ -84,8 +91,8 @@ public actor Worker {
     private var early: [[UInt8]]? = []
 
     private var startResult: Result<Void, StartFailure>?
-    /// What the server was short of when the worker's process could not be started, if that was why.
-    private var spawnShortOf: String?
+    /// Why the worker's process could not be started, if it could not.
+    private var spawnError: ExecutorError?
     private var startWaiters: [CheckedContinuation<Void, Never>] = []
     private var exitWaiters: [CheckedContinuation<Void, Never>] = []
 
@@ -150,10 +157,7 @@ public actor Worker {
             workerLog = try LogSink(path: directory + "/worker.log", limit: 50 << 20)
         } catch {
             _ = lifecycle.handle(.spawnFailed("\(error)"), at: settings.clock.now())
-            if let error = error as? ExecutorError, error.serverShort {
-                throw StartFailure(description: "the server is short of \(error.shortOf): cannot prepare the worker directory: \(error)", serverShort: true)
-            }
-            throw StartFailure(description: "cannot prepare the worker directory: \(error)")
+            throw StartFailure("cannot prepare the worker directory: \(error)", cause: error as? ExecutorError)
         }
         lifetime = Task { await self.live() }   // unstructured: the process outlives this call; stop()/kill() end it and wait for it
         if startResult == nil { await withCheckedContinuation { startWaiters.append($0) } }
@@ -187,7 +191,7 @@ public actor Worker {
         self.commands = commands
         let child: any ChildProcess
         do { child = try await settings.launcher.launch(launch, events: events) } catch {
-            spawnShortOf = error.serverShort ? error.shortOf : nil
+            spawnError = error
             handle(.spawnFailed(error.description))
             return
         }
@@ -264,8 +268,7 @@ public actor Worker {
             settle(.success(()))
             needsBaseline = true   // the post-setup memory reading, on the next tick
         case .startFailed(let reason):
-            settle(.failure(spawnShortOf.map { StartFailure(description: "the server is short of \($0): \(reason)", serverShort: true) }
-                ?? StartFailure(description: reason)))
+            settle(.failure(StartFailure(reason, cause: spawnError)))
         case .jobCompleted(let job):
             guard current?.assignment.job == job, let reported = current?.reported else { return }
             finishJob(reported)

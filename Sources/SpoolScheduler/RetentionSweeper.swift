@@ -82,10 +82,7 @@ public struct RetentionSweeper: Service {
             // renamed into place for it) keeps its directory: the store decides, the age only
             // narrows the look. Past `directoryLookups`, a random share each pass.
             let old = try await BlockingIO.run { [dataDirectory] in JobDirectories.changed(before: cutoff, in: dataDirectory).shuffled() }
-            for id in old.prefix(configuration.directoryLookups) where !Task.isCancelled && !Task.isShuttingDownGracefully {
-                guard try await store.job(id) == nil else { continue }
-                if try await BlockingIO.run({ [dataDirectory] in JobDirectories.remove(id, in: dataDirectory) }) { pass.directories += 1 }
-            }
+            pass.directories += try await JobDirectories.removeUnstored(old.prefix(configuration.directoryLookups), store: store, in: dataDirectory)
         } catch is CancellationError {
         } catch {
             logger.warning("retention: could not delete the jobs that ended before the cutoff; trying again next pass",
@@ -97,5 +94,18 @@ public struct RetentionSweeper: Service {
                         metadata: ["cutoff": "\(cutoff)", "jobs": "\(pass.jobs)", "directories": "\(pass.directories)"])
         }
         return pass
+    }
+}
+
+extension JobDirectories {
+    /// Removes the directories of `ids` whose job is no longer stored, one lookup each, until the
+    /// task is cancelled or the server shuts down; how many it removed. A store that fails stops it.
+    static func removeUnstored(_ ids: some Sequence<JobID>, store: any JobStore, in dataDirectory: String) async throws -> Int {
+        var removed = 0
+        for id in ids where !Task.isCancelled && !Task.isShuttingDownGracefully {
+            guard try await store.job(id) == nil else { continue }
+            if try await BlockingIO.run({ JobDirectories.remove(id, in: dataDirectory) }) { removed += 1 }
+        }
+        return removed
     }
 }

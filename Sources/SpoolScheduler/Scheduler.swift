@@ -1252,19 +1252,6 @@ public actor Scheduler: Service {
         }
     }
 
-    /// Removes this node's job directories that last changed before `cutoff` and whose job is no
-    /// longer stored; how many. One lookup a directory: for the rare start after a cut-short delete.
-    private func removeUnstoredDirectories(changedBefore cutoff: Timestamp) async -> Int {
-        let dataDirectory = configuration.dataDirectory
-        let candidates = (try? await BlockingIO.run { JobDirectories.changed(before: cutoff, in: dataDirectory) }) ?? []
-        var removed = 0
-        for id in candidates {
-            guard (try? await store.job(id)) == .some(nil) else { continue }   // stored, or the store did not answer: kept
-            if (try? await BlockingIO.run({ JobDirectories.remove(id, in: dataDirectory) })) == true { removed += 1 }
-        }
-        return removed
-    }
-
     /// At start, before the slots claim anything: the array cancels and deletes a crash cut short
     /// (a store that does them a chunk at a time) are finished now (found by attacking the build:
     /// a 10,000-task array whose cancel a kill -9 cut short read running, and ran the tasks left).
@@ -1293,7 +1280,8 @@ public actor Scheduler: Service {
                     // directories were to go once the last chunk had (found by attacking the build:
                     // they stayed for good with retention off). Any directory from before this start
                     // whose job is no longer stored goes now.
-                    let strays = await removeUnstoredDirectories(changedBefore: began)
+                    let old = (try? await BlockingIO.run { JobDirectories.changed(before: began, in: dataDirectory) }) ?? []
+                    let strays = (try? await JobDirectories.removeUnstored(old, store: store, in: dataDirectory)) ?? 0
                     logger.info("finished an array's delete that the last stop cut short",
                                 metadata: ["array": "\(operation.array)", "deleted": "\(tasks.count)", "directories_left_before": "\(strays)"])
                 } catch {

@@ -486,6 +486,7 @@ import Testing
     /// pipe (nothing the server can find to kill, as an unkillable one would) keeps end-of-file
     /// away: the job's end waits for it 2 s at most, with what was written before it.
     @Test func aPipeHeldByAnEscapedProcessDelaysTheEndTwoSecondsAtMost() async throws {
+        // The job outlives a second: the sweep kills every process born after a job that ended younger.
         let script = #"env -i setsid /bin/sh -c 'echo $$ > "$0"; exec /bin/sleep 60' "$SPOOL_OUTPUT_DIR/holder" & sleep 1.2; echo done"#
         let job = try prepare(["/bin/sh", "-c", script])
         let holderFile = job.paths.outputs + "/holder"
